@@ -1,0 +1,38 @@
+/* File-system primitives that never follow a symlink they were not told
+ * to, built on *at() calls so a path swapped mid-operation cannot redirect
+ * them. */
+#ifndef ATOMSYNC_FSUTIL_H
+#define ATOMSYNC_FSUTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Opens `rel` below `rootfd` without crossing any symlink or leaving the
+ * directory (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk of
+ * O_NOFOLLOW opens where openat2 is missing).  "" opens the root itself.
+ * Returns an fd or a negative errno (-ELOOP when a symlink is in the way). */
+int fsutil_open_beneath(int rootfd, const char *rel, int flags);
+
+/* Removes `name` in `dirfd` and, if it is a directory, all it holds.
+ * Symlinks are removed, never followed.  Missing is not an error. */
+int fsutil_rmtree(int dirfd, const char *name);
+
+/* Streams up to `size` bytes from `in` to `out` (copy_file_range, then
+ * sendfile, then read/write); *copied says how many were copied, which is
+ * fewer when the input ended early. */
+int fsutil_copy(int in, int out, uint64_t size, uint64_t *copied);
+
+/* Compares two open files byte for byte from their current offsets. */
+int fsutil_same_content(int a, int b, bool *same);
+
+/* Reads a symlink of any length; *out is malloc'ed. */
+int fsutil_readlinkat(int dirfd, const char *name, char **out);
+
+/* fsync that retries EINTR. */
+int fsutil_fsync(int fd);
+
+/* "a/b", or b alone when a is empty; NULL when out of memory. */
+char *fsutil_join(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,295 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static atomic_int cur_level = LOG_LVL_INFO;
+static atomic_int cur_format = LOG_FMT_TEXT;
+
+static const struct {
+	const char *name;
+	enum log_level level;
+} level_names[] = {
+	{"error", LOG_LVL_ERROR},
+	{"warn", LOG_LVL_WARN},
+	{"info", LOG_LVL_INFO},
+	{"debug", LOG_LVL_DEBUG},
+};
+
+enum log_format log_format_detect(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	/* journald sets JOURNAL_STREAM=dev:ino of the socket it gave us; only
+	 * trust it while stderr is still that socket (not redirected). */
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2)
+		return LOG_FMT_TEXT;
+	if (fstat(STDERR_FILENO, &st) != 0)
+		return LOG_FMT_TEXT;
+	if ((unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino)
+		return LOG_FMT_JOURNAL;
+	return LOG_FMT_TEXT;
+}
+
+void log_init(enum log_format fmt, enum log_level level)
+{
+	cur_format = fmt;
+	cur_level = level;
+}
+
+void log_set_level(enum log_level level)
+{
+	cur_level = level;
+}
+
+enum log_level log_get_level(void)
+{
+	return cur_level;
+}
+
+void log_set_format(enum log_format fmt)
+{
+	cur_format = fmt;
+}
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]);
+	     i++) {
+		if (strcmp(s, level_names[i].name) == 0) {
+			*out = level_names[i].level;
+			return 0;
+		}
+	}
+	if (strcmp(s, "warning") == 0) {
+		*out = LOG_LVL_WARN;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int log_format_parse(const char *s, enum log_format *out)
+{
+	if (strcmp(s, "text") == 0)
+		*out = LOG_FMT_TEXT;
+	else if (strcmp(s, "json") == 0)
+		*out = LOG_FMT_JSON;
+	else if (strcmp(s, "journal") == 0)
+		*out = LOG_FMT_JOURNAL;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *log_level_name(enum log_level level)
+{
+	switch (level) {
+	case LOG_LVL_ERROR:
+		return "error";
+	case LOG_LVL_WARN:
+		return "warning";
+	case LOG_LVL_INFO:
+		return "info";
+	case LOG_LVL_DEBUG:
+		return "debug";
+	}
+	return "info";
+}
+
+/* A growable line buffer: a message may hold a path of any length. */
+struct line {
+	char *buf;
+	size_t len, cap;
+	int failed;
+};
+
+static void line_reserve(struct line *l, size_t more)
+{
+	if (l->failed || l->len + more + 1 <= l->cap)
+		return;
+	size_t cap = l->cap ? l->cap : 256;
+	while (cap < l->len + more + 1)
+		cap *= 2;
+	char *nb = realloc(l->buf, cap);
+	if (nb == NULL) {
+		l->failed = 1;
+		return;
+	}
+	l->buf = nb;
+	l->cap = cap;
+}
+
+static void line_add(struct line *l, const char *s, size_t n)
+{
+	line_reserve(l, n);
+	if (l->failed)
+		return;
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+	l->buf[l->len] = '\0';
+}
+
+static void line_str(struct line *l, const char *s)
+{
+	line_add(l, s, strlen(s));
+}
+
+/* JSON string body: escapes quotes, backslashes and control bytes, and
+ * spells bytes that are not valid UTF-8 as the text \xHH so the line stays
+ * valid JSON whatever a file name holds. */
+static void line_json(struct line *l, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	char tmp[16];
+
+	while (*p) {
+		unsigned char c = *p;
+		if (c == '"' || c == '\\') {
+			tmp[0] = '\\';
+			tmp[1] = (char)c;
+			line_add(l, tmp, 2);
+			p++;
+		} else if (c < 0x20 || c == 0x7f) {
+			snprintf(tmp, sizeof(tmp), "\\u%04x", c);
+			line_add(l, tmp, 6);
+			p++;
+		} else if (c < 0x80) {
+			line_add(l, (const char *)p, 1);
+			p++;
+		} else {
+			size_t n = 0;
+			if ((c & 0xe0) == 0xc0 && c >= 0xc2)
+				n = 2;
+			else if ((c & 0xf0) == 0xe0)
+				n = 3;
+			else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
+				n = 4;
+			size_t k = 1;
+			while (n && k < n && (p[k] & 0xc0) == 0x80)
+				k++;
+			if (n && k == n) {
+				line_add(l, (const char *)p, n);
+				p += n;
+			} else {
+				snprintf(tmp, sizeof(tmp), "\\\\x%02x", c);
+				line_add(l, tmp, strlen(tmp));
+				p++;
+			}
+		}
+	}
+}
+
+static void format_time(char *buf, size_t size)
+{
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, size - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+void log_vmsg(enum log_level level, const char *sync, const char *fmt,
+	      va_list ap)
+{
+	if ((int)level > cur_level)
+		return;
+
+	int saved_errno = errno;
+	char *msg = NULL;
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	const char *text = msg ? msg : fmt;
+	struct line l = {0};
+	char tbuf[64];
+
+	switch ((enum log_format)cur_format) {
+	case LOG_FMT_JOURNAL:
+		snprintf(tbuf, sizeof(tbuf), "<%d>", (int)level);
+		line_str(&l, tbuf);
+		if (sync) {
+			line_str(&l, "sync \"");
+			line_str(&l, sync);
+			line_str(&l, "\": ");
+		}
+		line_str(&l, text);
+		break;
+	case LOG_FMT_JSON:
+		format_time(tbuf, sizeof(tbuf));
+		line_str(&l, "{\"time\":\"");
+		line_str(&l, tbuf);
+		line_str(&l, "\",\"level\":\"");
+		line_str(&l, log_level_name(level));
+		line_str(&l, "\"");
+		if (sync) {
+			line_str(&l, ",\"sync\":\"");
+			line_json(&l, sync);
+			line_str(&l, "\"");
+		}
+		line_str(&l, ",\"msg\":\"");
+		line_json(&l, text);
+		line_str(&l, "\"}");
+		break;
+	case LOG_FMT_TEXT:
+	default:
+		format_time(tbuf, sizeof(tbuf));
+		line_str(&l, tbuf);
+		line_str(&l, " ");
+		line_str(&l, log_level_name(level));
+		line_str(&l, ": ");
+		if (sync) {
+			line_str(&l, "sync \"");
+			line_str(&l, sync);
+			line_str(&l, "\": ");
+		}
+		line_str(&l, text);
+		break;
+	}
+	if (cur_format != LOG_FMT_JSON) {
+		/* One event, one line: a newline inside a file name must not
+		 * forge a second log line. */
+		for (size_t i = 0; i < l.len; i++)
+			if (l.buf[i] == '\n' || l.buf[i] == '\r')
+				l.buf[i] = ' ';
+	}
+	line_add(&l, "\n", 1);
+
+	if (!l.failed) {
+		/* One write per line keeps lines from several threads whole. */
+		const char *p = l.buf;
+		size_t left = l.len;
+		while (left > 0) {
+			ssize_t w = write(STDERR_FILENO, p, left);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				break;
+			p += w;
+			left -= (size_t)w;
+		}
+	}
+	free(l.buf);
+	free(msg);
+	errno = saved_errno;
+}
+
+void log_msg(enum log_level level, const char *sync, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(level, sync, fmt, ap);
+	va_end(ap);
+}

@@ -1,0 +1,45 @@
+/* Logging to stderr: plain text with timestamps, journald priority
+ * prefixes, or one JSON object per line. */
+#ifndef ATOMSYNC_LOG_H
+#define ATOMSYNC_LOG_H
+
+#include <stdarg.h>
+
+enum log_level {
+	LOG_LVL_ERROR = 3,
+	LOG_LVL_WARN = 4,
+	LOG_LVL_INFO = 6,
+	LOG_LVL_DEBUG = 7,
+};
+
+enum log_format {
+	LOG_FMT_TEXT,
+	LOG_FMT_JOURNAL,
+	LOG_FMT_JSON,
+};
+
+/* Picks the journal format when stderr is the stream JOURNAL_STREAM names,
+ * text otherwise. */
+enum log_format log_format_detect(void);
+void log_init(enum log_format fmt, enum log_level level);
+void log_set_level(enum log_level level);
+enum log_level log_get_level(void);
+void log_set_format(enum log_format fmt);
+int log_level_parse(const char *s, enum log_level *out);
+int log_format_parse(const char *s, enum log_format *out);
+const char *log_level_name(enum log_level level);
+
+/* Errors travel as negative errno return values, so callers put
+ * strerror(-rc) in the message themselves; there is no errno-appending
+ * variant.  `sync` names the mapping a line is about, or is NULL. */
+void log_msg(enum log_level level, const char *sync, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void log_vmsg(enum log_level level, const char *sync, const char *fmt,
+	      va_list ap) __attribute__((format(printf, 3, 0)));
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, NULL, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARN, NULL, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, NULL, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, NULL, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,843 @@
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "snapshot.h"
+
+/* Symlinks followed while resolving one link, as the kernel's limit. */
+#define MAX_LINK_HOPS 40
+
+struct dirid {
+	uint64_t dev, ino;
+};
+
+struct walk {
+	struct snapshot *s;
+	const struct snapshot_opts *o;
+	struct dirid *stack; /* directories being walked, for loop checks */
+	size_t depth, cap;
+	char *err;
+};
+
+static int set_err(char **err, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int set_err(char **err, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	char *m = NULL;
+
+	if (err == NULL)
+		return rc;
+	va_start(ap, fmt);
+	if (vasprintf(&m, fmt, ap) < 0)
+		m = NULL;
+	va_end(ap);
+	free(*err);
+	*err = m;
+	return rc;
+}
+
+int snapshot_path_cmp(const char *a, const char *b)
+{
+	const unsigned char *p = (const unsigned char *)a;
+	const unsigned char *q = (const unsigned char *)b;
+
+	for (;; p++, q++) {
+		int x = *p == '/' ? 1 : *p == 0 ? 0 : *p + 1;
+		int y = *q == '/' ? 1 : *q == 0 ? 0 : *q + 1;
+		if (x != y)
+			return x < y ? -1 : 1;
+		if (x == 0)
+			return 0;
+	}
+}
+
+char *snapshot_clean_path(const char *path)
+{
+	size_t n = strlen(path);
+	if (n == 0)
+		return strdup(".");
+	char *out = malloc(n + 2);
+	if (out == NULL)
+		return NULL;
+	int rooted = path[0] == '/';
+	size_t r = 0, w = 0, dotdot = 0;
+
+	if (rooted) {
+		out[w++] = '/';
+		r = dotdot = 1;
+	}
+	while (r < n) {
+		if (path[r] == '/') {
+			r++;
+		} else if (path[r] == '.' && (r + 1 == n || path[r + 1] == '/')) {
+			r++;
+		} else if (path[r] == '.' && path[r + 1] == '.' &&
+			   (r + 2 == n || path[r + 2] == '/')) {
+			r += 2;
+			if (w > dotdot) {
+				w--;
+				while (w > dotdot && out[w] != '/')
+					w--;
+			} else if (!rooted) {
+				if (w > 0)
+					out[w++] = '/';
+				out[w++] = '.';
+				out[w++] = '.';
+				dotdot = w;
+			}
+		} else {
+			if ((rooted && w != 1) || (!rooted && w != 0))
+				out[w++] = '/';
+			while (r < n && path[r] != '/')
+				out[w++] = path[r++];
+		}
+	}
+	if (w == 0)
+		out[w++] = '.';
+	out[w] = '\0';
+	return out;
+}
+
+bool snapshot_excluded(const struct snapshot_opts *o, const char *name,
+		       const char *relpath)
+{
+	if (o == NULL)
+		return false;
+	for (size_t i = 0; i < o->nexclude; i++) {
+		const char *pat = o->exclude[i];
+		if (fnmatch(pat, name, FNM_PERIOD) == 0 ||
+		    fnmatch(pat, relpath, FNM_PATHNAME | FNM_PERIOD) == 0)
+			return true;
+		/* ".git" style patterns name dot files on purpose. */
+		if (fnmatch(pat, name, 0) == 0)
+			return true;
+	}
+	return false;
+}
+
+const char *snapshot_warn_str(enum snap_warn kind)
+{
+	switch (kind) {
+	case SNAP_W_OUTSIDE:
+		return "symlink points outside the source; skipped";
+	case SNAP_W_LOOP:
+		return "symlink loop; skipped";
+	case SNAP_W_DANGLING:
+		return "dangling symlink; skipped";
+	case SNAP_W_SPECIAL:
+		return "not a regular file or directory (FIFO, socket or "
+		       "device); skipped";
+	case SNAP_W_LINK:
+		return "symlink skipped (symlinks = skip)";
+	}
+	return "skipped";
+}
+
+void snapshot_entry_fini(struct snap_entry *e)
+{
+	free(e->path);
+	free(e->src);
+	e->path = e->src = NULL;
+}
+
+void snapshot_free(struct snapshot *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < s->n; i++)
+		snapshot_entry_fini(&s->v[i]);
+	for (size_t i = 0; i < s->nwarn; i++)
+		free(s->warn[i].path);
+	for (size_t i = 0; i < s->nwatch; i++)
+		free(s->watch[i]);
+	if (s->root_fd >= 0)
+		close(s->root_fd);
+	free(s->v);
+	free(s->warn);
+	free(s->watch);
+	free(s->root);
+	free(s->root_real);
+	free(s);
+}
+
+int snapshot_add(struct snapshot *s, const struct snap_entry *e)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		struct snap_entry *v = realloc(s->v, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	struct snap_entry *d = &s->v[s->n];
+	*d = *e;
+	d->path = strdup(e->path);
+	d->src = e->src ? strdup(e->src) : NULL;
+	if (d->path == NULL || (e->src && d->src == NULL)) {
+		snapshot_entry_fini(d);
+		return -ENOMEM;
+	}
+	s->n++;
+	return 0;
+}
+
+static int add_warning(struct snapshot *s, const char *path,
+		       enum snap_warn kind)
+{
+	if (s->nwarn == s->warncap) {
+		size_t cap = s->warncap ? s->warncap * 2 : 8;
+		struct snap_warning *v = realloc(s->warn, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		s->warn = v;
+		s->warncap = cap;
+	}
+	s->warn[s->nwarn].path = strdup(path);
+	if (s->warn[s->nwarn].path == NULL)
+		return -ENOMEM;
+	s->warn[s->nwarn].kind = kind;
+	s->nwarn++;
+	return 0;
+}
+
+static int add_watch(struct snapshot *s, const char *dir)
+{
+	if (s->nwatch == s->watchcap) {
+		size_t cap = s->watchcap ? s->watchcap * 2 : 16;
+		char **v = realloc(s->watch, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		s->watch = v;
+		s->watchcap = cap;
+	}
+	s->watch[s->nwatch] = strdup(dir);
+	if (s->watch[s->nwatch] == NULL)
+		return -ENOMEM;
+	s->nwatch++;
+	return 0;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return snapshot_path_cmp(((const struct snap_entry *)a)->path,
+				 ((const struct snap_entry *)b)->path);
+}
+
+void snapshot_sort(struct snapshot *s)
+{
+	if (s->n > 1)
+		qsort(s->v, s->n, sizeof(*s->v), cmp_entry);
+}
+
+struct snap_entry *snapshot_find(const struct snapshot *s, const char *path)
+{
+	size_t lo = 0, hi = s->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = snapshot_path_cmp(s->v[mid].path, path);
+		if (c == 0)
+			return &s->v[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static void fill_from_stat(struct snap_entry *e, const struct stat *st)
+{
+	e->type = S_ISDIR(st->st_mode) ? SNAP_DIR : SNAP_FILE;
+	/* setuid, setgid and sticky bits are never projected. */
+	e->mode = st->st_mode & 0777;
+	e->uid = e->gid = SNAP_NO_ID;
+	e->size = S_ISDIR(st->st_mode) ? 0 : (uint64_t)st->st_size;
+	e->mtime = st->st_mtim;
+	e->ctime = st->st_ctim;
+	e->dev = (uint64_t)st->st_dev;
+	e->ino = (uint64_t)st->st_ino;
+}
+
+int snapshot_open(const char *root, struct snapshot **out, char **err)
+{
+	struct snapshot *s = calloc(1, sizeof(*s));
+	struct stat st;
+
+	if (s == NULL)
+		return -ENOMEM;
+	s->root_fd = -1;
+	clock_gettime(CLOCK_REALTIME, &s->taken);
+	if (root == NULL) {
+		*out = s;
+		return 0;
+	}
+	s->root = strdup(root);
+	if (s->root == NULL) {
+		snapshot_free(s);
+		return -ENOMEM;
+	}
+	s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->root_fd < 0) {
+		int rc = -errno;
+		snapshot_free(s);
+		return set_err(err, rc, "source %s: %s", root, strerror(-rc));
+	}
+	if (fstat(s->root_fd, &st) < 0) {
+		int rc = -errno;
+		snapshot_free(s);
+		return set_err(err, rc, "source %s: %s", root, strerror(-rc));
+	}
+	s->root_dev = (uint64_t)st.st_dev;
+	s->root_ino = (uint64_t)st.st_ino;
+	s->root_real = realpath(root, NULL);
+	if (s->root_real == NULL) {
+		int rc = -errno;
+		snapshot_free(s);
+		return set_err(err, rc, "source %s: %s", root, strerror(-rc));
+	}
+	*out = s;
+	return 0;
+}
+
+int snapshot_add_source(struct snapshot *s, const char *path, const char *src)
+{
+	struct snap_entry e = {0};
+	struct stat st;
+	int fd = fsutil_open_beneath(s->root_fd, src, O_PATH);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	close(fd);
+	if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+		return -EINVAL;
+	fill_from_stat(&e, &st);
+	e.path = (char *)path;
+	e.src = strcmp(path, src) == 0 ? NULL : (char *)src;
+	return snapshot_add(s, &e);
+}
+
+/* Component list used while resolving a link inside the source. */
+struct comps {
+	char **v;
+	size_t n, cap;
+};
+
+static void comps_free(struct comps *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		free(c->v[i]);
+	free(c->v);
+	c->v = NULL;
+	c->n = c->cap = 0;
+}
+
+static int comps_push(struct comps *c, const char *s, size_t len)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 16;
+		char **v = realloc(c->v, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		c->v = v;
+		c->cap = cap;
+	}
+	c->v[c->n] = strndup(s, len);
+	if (c->v[c->n] == NULL)
+		return -ENOMEM;
+	c->n++;
+	return 0;
+}
+
+/* Appends the components of `p` in order. */
+static int comps_split(struct comps *c, const char *p)
+{
+	while (*p) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		const char *e = strchr(p, '/');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		int rc = comps_push(c, p, len);
+		if (rc < 0)
+			return rc;
+		p += len;
+	}
+	return 0;
+}
+
+/* Puts the components of `p` in front of the pending queue, which is kept
+ * reversed so the next component is popped from the end. */
+static int queue_prepend(struct comps *q, const char *p)
+{
+	struct comps tmp = {0};
+	int rc = comps_split(&tmp, p);
+
+	for (size_t i = tmp.n; rc == 0 && i > 0; i--)
+		rc = comps_push(q, tmp.v[i - 1], strlen(tmp.v[i - 1]));
+	comps_free(&tmp);
+	return rc;
+}
+
+static char *comps_join(const struct comps *c, size_t n)
+{
+	size_t len = 1;
+	for (size_t i = 0; i < n; i++)
+		len += strlen(c->v[i]) + 1;
+	char *r = malloc(len), *p = r;
+	if (r == NULL)
+		return NULL;
+	*p = '\0';
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			*p++ = '/';
+		size_t l = strlen(c->v[i]);
+		memcpy(p, c->v[i], l);
+		p += l;
+	}
+	*p = '\0';
+	return r;
+}
+
+/* Strips root_real from an absolute link target; NULL when it leads
+ * elsewhere. */
+static const char *strip_root(const char *root_real, const char *target)
+{
+	size_t n = strlen(root_real);
+
+	if (strcmp(root_real, "/") == 0)
+		return target + 1;
+	if (strncmp(target, root_real, n) != 0)
+		return NULL;
+	if (target[n] == '\0')
+		return target + n;
+	if (target[n] != '/')
+		return NULL;
+	return target + n + 1;
+}
+
+/* Resolves the symlink `dir/name` (dir relative to the source root) to a
+ * symlink-free path below the root.  -EXDEV: it leads outside; -ELOOP:
+ * too many links; -ENOENT: dangling. */
+static int resolve_inside(struct snapshot *s, const char *dir,
+			  const char *name, char **out)
+{
+	struct comps stack = {0}, queue = {0};
+	char *link = NULL, *cur = NULL;
+	int hops = 0, rc;
+
+	rc = comps_split(&stack, dir);
+	if (rc < 0)
+		goto out;
+	rc = comps_push(&queue, name, strlen(name));
+	if (rc < 0)
+		goto out;
+
+	while (queue.n > 0) {
+		char *c = queue.v[--queue.n];
+		if (strcmp(c, ".") == 0 || c[0] == '\0') {
+			free(c);
+			continue;
+		}
+		if (strcmp(c, "..") == 0) {
+			free(c);
+			if (stack.n == 0) {
+				rc = -EXDEV;
+				goto out;
+			}
+			free(stack.v[--stack.n]);
+			continue;
+		}
+		rc = comps_push(&stack, c, strlen(c));
+		free(c);
+		if (rc < 0)
+			goto out;
+		free(cur);
+		cur = comps_join(&stack, stack.n);
+		if (cur == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		struct stat st;
+		if (fstatat(s->root_fd, cur, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			rc = -errno;
+			if (rc == -ENOTDIR)
+				rc = -ENOENT;
+			goto out;
+		}
+		if (!S_ISLNK(st.st_mode)) {
+			if (!S_ISDIR(st.st_mode) && queue.n > 0) {
+				rc = -ENOENT;
+				goto out;
+			}
+			continue;
+		}
+		if (++hops > MAX_LINK_HOPS) {
+			rc = -ELOOP;
+			goto out;
+		}
+		free(link);
+		link = NULL;
+		rc = fsutil_readlinkat(s->root_fd, cur, &link);
+		if (rc < 0)
+			goto out;
+		free(stack.v[--stack.n]);
+		if (link[0] == '/') {
+			const char *rest = strip_root(s->root_real, link);
+			if (rest == NULL) {
+				rc = -EXDEV;
+				goto out;
+			}
+			while (stack.n > 0)
+				free(stack.v[--stack.n]);
+			rc = queue_prepend(&queue, rest);
+		} else {
+			rc = queue_prepend(&queue, link);
+		}
+		if (rc < 0)
+			goto out;
+	}
+	*out = comps_join(&stack, stack.n);
+	rc = *out ? 0 : -ENOMEM;
+out:
+	free(cur);
+	free(link);
+	comps_free(&stack);
+	comps_free(&queue);
+	return rc;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int read_names(int dfd, char ***names, size_t *count)
+{
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	char **v = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(d);
+		if (de == NULL) {
+			rc = errno ? -errno : 0;
+			break;
+		}
+		/* "." and "..", and every name starting with "..", which is
+		 * reserved (a source that is itself a Kubernetes volume keeps
+		 * its generations there). */
+		if (de->d_name[0] == '.' && de->d_name[1] == '.')
+			continue;
+		if (de->d_name[0] == '.' && de->d_name[1] == '\0')
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 32;
+			char **nv = realloc(v, nc * sizeof(*nv));
+			if (nv == NULL) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[n] = strdup(de->d_name);
+		if (v[n] == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	if (rc < 0) {
+		for (size_t i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return rc;
+	}
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_name);
+	*names = v;
+	*count = n;
+	return 0;
+}
+
+static bool on_stack(const struct walk *w, const struct stat *st)
+{
+	for (size_t i = 0; i < w->depth; i++)
+		if (w->stack[i].dev == (uint64_t)st->st_dev &&
+		    w->stack[i].ino == (uint64_t)st->st_ino)
+			return true;
+	return false;
+}
+
+static int push_dir(struct walk *w, const struct stat *st)
+{
+	if (w->depth == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 32;
+		struct dirid *v = realloc(w->stack, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		w->stack = v;
+		w->cap = cap;
+	}
+	w->stack[w->depth].dev = (uint64_t)st->st_dev;
+	w->stack[w->depth].ino = (uint64_t)st->st_ino;
+	w->depth++;
+	return 0;
+}
+
+static int walk_dir(struct walk *w, int dfd, const char *path,
+		    const char *src, unsigned flags);
+
+/* One name of a directory being walked. */
+static int walk_name(struct walk *w, int dfd, const char *path,
+		     const char *src, unsigned flags, const char *name)
+{
+	struct snapshot *s = w->s;
+	char *cpath = fsutil_join(path, name);
+	char *csrc = fsutil_join(src, name);
+	unsigned cflags = flags;
+	int rc = 0, linked = 0;
+	struct stat st;
+
+	if (cpath == NULL || csrc == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (snapshot_excluded(w->o, name, cpath))
+		goto out;
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT) /* gone since readdir: not there */
+			goto out;
+		rc = set_err(&w->err, -errno, "source %s/%s: %s", s->root,
+			     csrc, strerror(errno));
+		goto out;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		enum snap_links mode = w->o ? w->o->links : SNAP_LINKS_INSIDE;
+		linked = 1;
+		if (mode == SNAP_LINKS_SKIP) {
+			rc = add_warning(s, cpath, SNAP_W_LINK);
+			goto out;
+		}
+		if (mode == SNAP_LINKS_INSIDE && !(flags & SNAP_F_FOLLOW)) {
+			char *resolved = NULL;
+			rc = resolve_inside(s, src, name, &resolved);
+			if (rc == -EXDEV || rc == -ELOOP || rc == -ENOENT) {
+				rc = add_warning(s, cpath,
+						 rc == -EXDEV ? SNAP_W_OUTSIDE
+						 : rc == -ELOOP
+							 ? SNAP_W_LOOP
+							 : SNAP_W_DANGLING);
+				goto out;
+			}
+			if (rc < 0) {
+				rc = set_err(&w->err, rc, "source %s/%s: %s",
+					     s->root, csrc, strerror(-rc));
+				goto out;
+			}
+			int fd = fsutil_open_beneath(s->root_fd, resolved,
+						     O_PATH);
+			if (fd < 0 || fstat(fd, &st) < 0) {
+				rc = fd < 0 ? fd : -errno;
+				if (fd >= 0)
+					close(fd);
+				free(resolved);
+				/* Changed under us: the caller retries. */
+				rc = set_err(&w->err, -EAGAIN,
+					     "source %s/%s: changed while "
+					     "being read (%s)",
+					     s->root, csrc, strerror(-rc));
+				goto out;
+			}
+			close(fd);
+			free(csrc);
+			csrc = resolved;
+		} else {
+			if (fstatat(dfd, name, &st, 0) < 0) {
+				if (errno == ENOENT || errno == ELOOP ||
+				    errno == ENOTDIR) {
+					rc = add_warning(s, cpath,
+							 errno == ELOOP
+								 ? SNAP_W_LOOP
+								 : SNAP_W_DANGLING);
+					goto out;
+				}
+				rc = set_err(&w->err, -errno,
+					     "source %s/%s: %s", s->root, csrc,
+					     strerror(errno));
+				goto out;
+			}
+			cflags |= SNAP_F_FOLLOW;
+		}
+	}
+
+	if (S_ISREG(st.st_mode)) {
+		struct snap_entry e = {0};
+		fill_from_stat(&e, &st);
+		e.path = cpath;
+		e.src = strcmp(cpath, csrc) == 0 ? NULL : csrc;
+		e.flags = (uint8_t)cflags;
+		rc = snapshot_add(s, &e);
+		if (rc == 0 && linked && !(cflags & SNAP_F_FOLLOW)) {
+			/* Watch where the content really lives. */
+			char *slash = strrchr(csrc, '/');
+			if (slash)
+				*slash = '\0';
+			rc = add_watch(s, slash ? csrc : "");
+		}
+		goto out;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		rc = add_warning(s, cpath, SNAP_W_SPECIAL);
+		goto out;
+	}
+	if (on_stack(w, &st)) {
+		rc = add_warning(s, cpath, SNAP_W_LOOP);
+		goto out;
+	}
+
+	int sub, serr = 0;
+	if (linked && !(cflags & SNAP_F_FOLLOW)) {
+		sub = fsutil_open_beneath(s->root_fd, csrc,
+					  O_RDONLY | O_DIRECTORY);
+		serr = sub < 0 ? -sub : 0;
+	} else {
+		sub = openat(dfd, name,
+			     O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+				     ((cflags & SNAP_F_FOLLOW) ? 0 : O_NOFOLLOW));
+		serr = sub < 0 ? errno : 0;
+	}
+	if (sub < 0) {
+		if (serr == ENOENT) /* gone since readdir */
+			goto out;
+		if (serr == ENOTDIR || serr == ELOOP)
+			rc = set_err(&w->err, -EAGAIN,
+				     "source %s/%s: changed while being read",
+				     s->root, csrc);
+		else
+			rc = set_err(&w->err, -serr, "source %s/%s: %s",
+				     s->root, csrc, strerror(serr));
+		goto out;
+	}
+	struct stat sst;
+	if (fstat(sub, &sst) < 0 || sst.st_dev != st.st_dev ||
+	    sst.st_ino != st.st_ino) {
+		close(sub);
+		rc = set_err(&w->err, -EAGAIN,
+			     "source %s/%s: changed while being read", s->root,
+			     csrc);
+		goto out;
+	}
+	struct snap_entry e = {0};
+	fill_from_stat(&e, &sst);
+	e.path = cpath;
+	e.src = strcmp(cpath, csrc) == 0 ? NULL : csrc;
+	e.flags = (uint8_t)cflags;
+	rc = snapshot_add(s, &e);
+	if (rc == 0)
+		rc = add_watch(s, csrc);
+	if (rc == 0)
+		rc = push_dir(w, &sst);
+	if (rc == 0) {
+		rc = walk_dir(w, sub, cpath, csrc, cflags);
+		w->depth--;
+	}
+	close(sub);
+out:
+	free(cpath);
+	free(csrc);
+	return rc;
+}
+
+static int walk_dir(struct walk *w, int dfd, const char *path,
+		    const char *src, unsigned flags)
+{
+	char **names = NULL;
+	size_t n = 0;
+	int rc = read_names(dfd, &names, &n);
+
+	if (rc < 0)
+		return set_err(&w->err, rc, "source %s%s%s: %s", w->s->root,
+			       *src ? "/" : "", src, strerror(-rc));
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = walk_name(w, dfd, path, src, flags, names[i]);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return rc;
+}
+
+int snapshot_take(const char *root, const struct snapshot_opts *o,
+		  struct snapshot **out, char **err)
+{
+	struct snapshot *s;
+	struct walk w = {0};
+	struct stat st;
+	int rc = snapshot_open(root, &s, err);
+
+	if (rc < 0)
+		return rc;
+	w.s = s;
+	w.o = o;
+	if (fstat(s->root_fd, &st) < 0) {
+		rc = set_err(err, -errno, "source %s: %s", root,
+			     strerror(errno));
+		goto fail;
+	}
+	rc = push_dir(&w, &st);
+	if (rc == 0)
+		rc = add_watch(s, "");
+	if (rc == 0)
+		rc = walk_dir(&w, s->root_fd, "", "", 0);
+	if (rc < 0) {
+		if (w.err == NULL)
+			set_err(&w.err, rc, "source %s: %s", root,
+				strerror(-rc));
+		if (err) {
+			free(*err);
+			*err = w.err;
+			w.err = NULL;
+		}
+		goto fail;
+	}
+	free(w.stack);
+	free(w.err);
+	*out = s;
+	return 0;
+fail:
+	free(w.stack);
+	free(w.err);
+	snapshot_free(s);
+	return rc;
+}

@@ -1,0 +1,113 @@
+/* A snapshot: the sorted list of directories and regular files a source
+ * tree holds at one moment, with the metadata that tells whether a file
+ * changed.  Content is never held in memory; the writer streams it from
+ * the source when it projects the snapshot. */
+#ifndef ATOMSYNC_SNAPSHOT_H
+#define ATOMSYNC_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+enum snap_type {
+	SNAP_DIR = 1,
+	SNAP_FILE = 2,
+};
+
+enum snap_links {
+	SNAP_LINKS_INSIDE = 0, /* copy links that resolve inside the source */
+	SNAP_LINKS_FOLLOW,     /* follow every link, wherever it points */
+	SNAP_LINKS_SKIP,       /* ignore all links */
+};
+
+/* Open `src` following symlinks (it was reached through symlinks=follow). */
+#define SNAP_F_FOLLOW 0x1u
+
+#define SNAP_NO_ID UINT32_MAX
+
+struct snap_entry {
+	char *path; /* clean relative path in the target */
+	char *src;  /* path to read, relative to the source root; NULL: path */
+	uint8_t type;
+	uint8_t flags;
+	uint32_t mode; /* permission bits (the writer projects them) */
+	uint32_t uid, gid; /* projected owner, SNAP_NO_ID when not forced */
+	uint64_t size;
+	struct timespec mtime, ctime;
+	uint64_t dev, ino; /* source identity; ino 0 means unknown */
+};
+
+enum snap_warn {
+	SNAP_W_OUTSIDE,	 /* symlink leads out of the source */
+	SNAP_W_LOOP,	 /* symlink loop */
+	SNAP_W_DANGLING, /* symlink to nothing */
+	SNAP_W_SPECIAL,	 /* FIFO, socket or device */
+	SNAP_W_LINK,	 /* symlink ignored (symlinks = skip) */
+};
+
+struct snap_warning {
+	char *path;
+	enum snap_warn kind;
+};
+
+struct snapshot_opts {
+	enum snap_links links;
+	char *const *exclude; /* glob patterns, matched against the name and
+				 the relative path */
+	size_t nexclude;
+};
+
+struct snapshot {
+	char *root;	 /* the source as given; NULL for a loaded state */
+	char *root_real; /* its real path, for absolute links and watches */
+	int root_fd;	 /* -1 when there is no source behind it */
+	uint64_t root_dev, root_ino;
+	struct timespec taken; /* wall clock when the walk started */
+	struct snap_entry *v;
+	size_t n, cap;
+	struct snap_warning *warn;
+	size_t nwarn, warncap;
+	char **watch; /* directories to watch, relative to root_real or
+			 absolute */
+	size_t nwatch, watchcap;
+};
+
+/* Walks `root` into a new snapshot.  On failure *err (malloc'ed) says
+ * which path failed and why. */
+int snapshot_take(const char *root, const struct snapshot_opts *o,
+		  struct snapshot **out, char **err);
+
+/* An empty snapshot bound to the source directory `root` (or to no
+ * source when root is NULL), to be filled with snapshot_add*(). */
+int snapshot_open(const char *root, struct snapshot **out, char **err);
+
+/* Appends a copy of *e (its strings are duplicated). */
+int snapshot_add(struct snapshot *s, const struct snap_entry *e);
+
+/* Appends `path` (kept verbatim: the writer validates and cleans it) as a
+ * copy of `src`, a file or directory below the source root, with its
+ * current metadata. */
+int snapshot_add_source(struct snapshot *s, const char *path,
+			const char *src);
+
+void snapshot_sort(struct snapshot *s);
+struct snap_entry *snapshot_find(const struct snapshot *s, const char *path);
+void snapshot_free(struct snapshot *s);
+void snapshot_entry_fini(struct snap_entry *e);
+
+/* Path order in which a directory's descendants follow it directly:
+ * bytewise, except that '/' sorts before every other byte. */
+int snapshot_path_cmp(const char *a, const char *b);
+
+/* Lexical clean-up as Go's path.Clean: "foo//bar" -> "foo/bar",
+ * "./bar" -> "bar", "" -> ".". */
+char *snapshot_clean_path(const char *p);
+
+/* Whether a name or relative path matches one of the exclude globs. */
+bool snapshot_excluded(const struct snapshot_opts *o, const char *name,
+		       const char *relpath);
+
+const char *snapshot_warn_str(enum snap_warn kind);
+
+#endif

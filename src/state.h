@@ -1,0 +1,28 @@
+/* The one state file atomsync keeps in a target (..atomsync): which
+ * generation is live and, for every entry in it, the source metadata it
+ * was projected from.  It makes "has anything changed?" cheap; it is only
+ * trusted when it names the generation ..data points to. */
+#ifndef ATOMSYNC_STATE_H
+#define ATOMSYNC_STATE_H
+
+#include "snapshot.h"
+
+#define STATE_FILE "..atomsync"
+#define STATE_TMP "..atomsync.tmp"
+
+/* Loads the state in `dfd`.  *gen is the generation it describes; the
+ * snapshot has no source (root_fd -1) and its `taken` is the time the
+ * described generation was recorded.  -ENOENT: none; -EINVAL: damaged. */
+int state_load(int dfd, struct snapshot **out, char **gen);
+
+/* Writes the state through STATE_TMP and a rename, so a reader of the
+ * state file sees the old or the new one whole. */
+int state_save(int dfd, const struct snapshot *s, const char *gen);
+
+/* Escapes bytes that are not printable ASCII, space and backslash as \xHH;
+ * the result is malloc'ed. */
+char *state_escape(const char *s);
+/* Inverse of state_escape; -EINVAL on a malformed escape. */
+int state_unescape(const char *s, char **out);
+
+#endif

@@ -1,0 +1,1283 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "log.h"
+#include "state.h"
+#include "writer.h"
+
+/* Up to this many files and directories are fsync'ed one by one; a larger
+ * generation is flushed with one syncfs(), far cheaper than thousands of
+ * journal commits. */
+#define FSYNC_EACH_MAX 32
+
+/* A file whose ctime is this close to (or after) the time its state was
+ * recorded may have been written again within the same timestamp tick, so
+ * equal metadata does not prove equal content: compare the bytes. */
+#define RACY_WINDOW_NS 2000000000LL
+
+struct retired {
+	char *name;
+	uint64_t due_ms;
+};
+
+struct writer {
+	char *path;
+	int dfd;		/* target directory, -1 in a dry run without one */
+	struct writer_opts o;
+	char *name;		/* copy of o.name */
+	char *live_gen;		/* what ..data names, NULL when none */
+	int live_fd;		/* that generation, -1 when none */
+	struct snapshot *live;	/* what the live generation holds */
+	bool live_trusted;	/* live came from the state file, not a scan */
+	struct retired *retired;
+	size_t nretired;
+};
+
+enum action {
+	ACT_DIR,  /* create the directory */
+	ACT_LINK, /* hard-link the unchanged file from the live generation */
+	ACT_COPY, /* stream the file from the source */
+};
+
+struct writer_pending {
+	struct snapshot *s;
+	char *gen;
+	char *dir;   /* target/gen, for hooks */
+	uint8_t *act;
+};
+
+static int set_err(char **err, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int set_err(char **err, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	char *m = NULL;
+
+	if (err == NULL)
+		return rc;
+	va_start(ap, fmt);
+	if (vasprintf(&m, fmt, ap) < 0)
+		m = NULL;
+	va_end(ap);
+	free(*err);
+	*err = m;
+	return rc;
+}
+
+uint64_t writer_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void writer_result_fini(struct writer_result *r)
+{
+	free(r->generation);
+	memset(r, 0, sizeof(*r));
+}
+
+const char *writer_live_generation(const struct writer *w)
+{
+	return w->live_gen;
+}
+
+int writer_validate_path(const char *path, char **err)
+{
+	size_t len = strlen(path);
+
+	if (len == 0)
+		return set_err(err, -EINVAL, "invalid path \"\": must not be "
+					     "empty");
+	if (path[0] == '/')
+		return set_err(err, -EINVAL,
+			       "invalid path %s: must be a relative path",
+			       path);
+	if (len > WRITER_MAX_PATH)
+		return set_err(err, -ENAMETOOLONG,
+			       "invalid path %.64s...: longer than %d bytes",
+			       path, WRITER_MAX_PATH);
+	const char *p = path;
+	for (;;) {
+		const char *e = strchr(p, '/');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return set_err(err, -EINVAL,
+				       "invalid path %s: must not contain "
+				       "'..'",
+				       path);
+		if (n > WRITER_MAX_NAME)
+			return set_err(err, -ENAMETOOLONG,
+				       "invalid path %.64s...: a name is "
+				       "longer than %d bytes",
+				       path, WRITER_MAX_NAME);
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	if (path[0] == '.' && path[1] == '.' && len > 2)
+		return set_err(err, -EINVAL,
+			       "invalid path %s: must not start with '..' "
+			       "(reserved)",
+			       path);
+	return 0;
+}
+
+/* "..2026_11_25_16_04_05.<suffix>": a generation directory. */
+static bool is_generation_name(const char *n)
+{
+	static const char shape[] = "..dddd_dd_dd_dd_dd_dd.";
+
+	for (size_t i = 0; shape[i]; i++) {
+		if (shape[i] == 'd' ? !isdigit((unsigned char)n[i])
+				    : n[i] != shape[i])
+			return false;
+	}
+	return n[sizeof(shape) - 1] != '\0' &&
+	       strchr(n + sizeof(shape) - 1, '/') == NULL;
+}
+
+static int open_generation(int dfd, const char *gen)
+{
+	int fd = openat(dfd, gen, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* What ..data names; NULL (and 0) when there is none. */
+static int read_live(struct writer *w, char **gen, char **err)
+{
+	char *t = NULL;
+	int rc = fsutil_readlinkat(w->dfd, WRITER_DATA, &t);
+
+	*gen = NULL;
+	if (rc == -ENOENT)
+		return 0;
+	if (rc == -EINVAL)
+		return set_err(err, -EEXIST,
+			       "target %s: %s exists and is not a symlink; "
+			       "refusing to manage this directory",
+			       w->path, WRITER_DATA);
+	if (rc < 0)
+		return set_err(err, rc, "target %s: reading %s: %s", w->path,
+			       WRITER_DATA, strerror(-rc));
+	if (!is_generation_name(t)) {
+		rc = set_err(err, -EEXIST,
+			     "target %s: %s points to \"%s\", not to a "
+			     "generation of ours; refusing to manage this "
+			     "directory",
+			     w->path, WRITER_DATA, t);
+		free(t);
+		return rc;
+	}
+	*gen = t;
+	return 0;
+}
+
+/* Removes what an interrupted publish left behind. */
+static int recover(struct writer *w, char **err)
+{
+	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return set_err(err, -errno, "target %s: %s", w->path,
+			       strerror(errno));
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		int rc = -errno;
+		close(fd);
+		return set_err(err, rc, "target %s: %s", w->path,
+			       strerror(-rc));
+	}
+	int rc = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		bool debris = strcmp(n, WRITER_DATA_TMP) == 0 ||
+			      strcmp(n, STATE_TMP) == 0 ||
+			      (is_generation_name(n) &&
+			       (w->live_gen == NULL ||
+				strcmp(n, w->live_gen) != 0));
+		if (!debris)
+			continue;
+		if (w->o.dry_run) {
+			log_msg(LOG_LVL_INFO, w->name,
+				"target %s: dry run: would remove leftover %s",
+				w->path, n);
+			continue;
+		}
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: removing %s left by an interrupted publish",
+			w->path, n);
+		int r = fsutil_rmtree(w->dfd, n);
+		if (r < 0 && rc == 0)
+			rc = set_err(err, r, "target %s: removing %s: %s",
+				     w->path, n, strerror(-r));
+	}
+	closedir(d);
+	return rc;
+}
+
+/* Reads what the live generation holds: from the state file when it
+ * describes that generation, else by scanning the generation itself (then
+ * every file's content is compared on the next publish). */
+static int load_live(struct writer *w, char **err)
+{
+	struct snapshot *s = NULL;
+	char *gen = NULL;
+	int rc;
+
+	w->live_trusted = false;
+	if (w->live_gen == NULL) {
+		rc = snapshot_open(NULL, &s, NULL);
+		if (rc < 0)
+			return rc;
+		w->live = s;
+		return 0;
+	}
+	rc = state_load(w->dfd, &s, &gen);
+	if (rc == 0 && strcmp(gen, w->live_gen) == 0) {
+		free(gen);
+		w->live = s;
+		w->live_trusted = true;
+		return 0;
+	}
+	if (rc == 0 || rc == -EINVAL)
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: state file %s does not describe %s; "
+			"comparing content instead",
+			w->path, STATE_FILE, w->live_gen);
+	free(gen);
+	snapshot_free(s);
+	s = NULL;
+
+	char *dir = fsutil_join(w->path, w->live_gen);
+	struct snapshot_opts so = {.links = SNAP_LINKS_SKIP};
+	if (dir == NULL)
+		return -ENOMEM;
+	rc = snapshot_take(dir, &so, &s, err);
+	free(dir);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < s->n; i++) {
+		struct snap_entry *e = &s->v[i];
+		e->ino = 0; /* identity unknown: compare content */
+		if (w->o.uid == SNAP_NO_ID)
+			e->uid = SNAP_NO_ID;
+		if (w->o.gid == SNAP_NO_ID)
+			e->gid = SNAP_NO_ID;
+	}
+	if (s->root_fd >= 0) {
+		close(s->root_fd);
+		s->root_fd = -1;
+	}
+	w->live = s;
+	return 0;
+}
+
+void writer_set_opts(struct writer *w, const struct writer_opts *o)
+{
+	free(w->name);
+	w->o = *o;
+	w->name = o->name ? strdup(o->name) : NULL;
+	w->o.name = w->name;
+}
+
+int writer_open(const char *target, const struct writer_opts *o,
+		struct writer **out, char **err)
+{
+	struct writer *w = calloc(1, sizeof(*w));
+	int rc;
+
+	if (w == NULL)
+		return -ENOMEM;
+	w->dfd = w->live_fd = -1;
+	writer_set_opts(w, o);
+	w->path = strdup(target);
+	if (w->path == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (!o->dry_run && mkdir(target, 0755) == 0) {
+		/* mkdir is subject to the umask; the layout wants 0755. */
+		(void)chmod(target, 0755);
+	} else if (!o->dry_run && errno != EEXIST) {
+		rc = -errno;
+		if (rc == -ENOENT)
+			set_err(err, rc,
+				"target %s: parent directory does not exist",
+				target);
+		else
+			set_err(err, rc, "target %s: %s", target,
+				strerror(-rc));
+		goto fail;
+	}
+	w->dfd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w->dfd < 0) {
+		rc = -errno;
+		if (o->dry_run && rc == -ENOENT) {
+			rc = snapshot_open(NULL, &w->live, NULL);
+			if (rc < 0)
+				goto fail;
+			*out = w;
+			return 0;
+		}
+		set_err(err, rc, "target %s: %s", target, strerror(-rc));
+		goto fail;
+	}
+	/* One writer per target; the lock goes with the descriptor. */
+	if (!o->dry_run && flock(w->dfd, LOCK_EX | LOCK_NB) < 0) {
+		rc = -errno;
+		if (rc == -EWOULDBLOCK)
+			set_err(err, -EBUSY,
+				"target %s: in use by another atomsyncd",
+				target);
+		else
+			set_err(err, rc, "target %s: lock: %s", target,
+				strerror(-rc));
+		rc = rc == -EWOULDBLOCK ? -EBUSY : rc;
+		goto fail;
+	}
+	rc = read_live(w, &w->live_gen, err);
+	if (rc < 0)
+		goto fail;
+	if (w->live_gen) {
+		w->live_fd = open_generation(w->dfd, w->live_gen);
+		if (w->live_fd < 0) {
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: %s names missing generation %s",
+				target, WRITER_DATA, w->live_gen);
+			free(w->live_gen);
+			w->live_gen = NULL;
+		}
+	}
+	rc = recover(w, err);
+	if (rc < 0)
+		goto fail;
+	rc = load_live(w, err);
+	if (rc < 0) {
+		if (err && *err == NULL)
+			set_err(err, rc, "target %s: %s", target,
+				strerror(-rc));
+		goto fail;
+	}
+	*out = w;
+	return 0;
+fail:
+	writer_close(w);
+	return rc;
+}
+
+void writer_close(struct writer *w)
+{
+	if (w == NULL)
+		return;
+	for (size_t i = 0; i < w->nretired; i++)
+		free(w->retired[i].name);
+	free(w->retired);
+	if (w->live_fd >= 0)
+		close(w->live_fd);
+	if (w->dfd >= 0)
+		close(w->dfd);
+	snapshot_free(w->live);
+	free(w->live_gen);
+	free(w->path);
+	free(w->name);
+	free(w);
+}
+
+static uint32_t project_mode(const struct writer *w, const struct snap_entry *e)
+{
+	if (e->type == SNAP_DIR)
+		return w->o.dir_mode >= 0 ? (uint32_t)w->o.dir_mode : e->mode;
+	return w->o.file_mode >= 0 ? (uint32_t)w->o.file_mode : e->mode;
+}
+
+/* parent of "a/b/c" is "a/b" (length 3); of "a", "" (0). */
+static size_t parent_len(const char *p)
+{
+	const char *s = strrchr(p, '/');
+	return s ? (size_t)(s - p) : 0;
+}
+
+/* Whether `path` is among the first n (sorted) entries. */
+static bool find_sorted(const struct snapshot *s, size_t n, const char *path)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = snapshot_path_cmp(s->v[mid].path, path);
+		if (c == 0)
+			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/* Validates and cleans every path, sorts, and adds the directories a
+ * hand-built snapshot only implies, so that what is written is a tree. */
+static int normalize(struct writer *w, struct snapshot *s, char **err)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		struct snap_entry *e = &s->v[i];
+		int rc = writer_validate_path(e->path, err);
+		if (rc < 0)
+			return rc;
+		char *c = snapshot_clean_path(e->path);
+		if (c == NULL)
+			return -ENOMEM;
+		if (strcmp(c, ".") == 0) {
+			free(c);
+			return set_err(err, -EINVAL,
+				       "invalid path %s: names the target "
+				       "itself",
+				       e->path);
+		}
+		free(e->path);
+		e->path = c;
+	}
+	snapshot_sort(s);
+
+	/* Every entry's parent must be a directory entry; add the missing
+	 * ones, which may miss their own parents, until none is missing. */
+	for (;;) {
+		size_t n = s->n;
+		for (size_t i = 0; i < n; i++) {
+			size_t pl = parent_len(s->v[i].path);
+			if (pl == 0)
+				continue;
+			char *parent = strndup(s->v[i].path, pl);
+			if (parent == NULL)
+				return -ENOMEM;
+			bool have = find_sorted(s, n, parent);
+			for (size_t k = n; !have && k < s->n; k++)
+				have = strcmp(s->v[k].path, parent) == 0;
+			int rc = 0;
+			if (!have) {
+				struct snap_entry d = {
+					.path = parent,
+					.type = SNAP_DIR,
+					.mode = 0755,
+					.uid = SNAP_NO_ID,
+					.gid = SNAP_NO_ID,
+				};
+				rc = snapshot_add(s, &d);
+			}
+			free(parent);
+			if (rc < 0)
+				return rc;
+		}
+		if (s->n == n)
+			break;
+		snapshot_sort(s);
+	}
+
+	for (size_t i = 0; i + 1 < s->n; i++) {
+		const char *a = s->v[i].path, *b = s->v[i + 1].path;
+		size_t la = strlen(a);
+		if (strcmp(a, b) == 0)
+			return set_err(err, -EINVAL,
+				       "invalid snapshot: duplicate path %s",
+				       a);
+		/* Sorted so that a directory's descendants follow it. */
+		if (s->v[i].type == SNAP_FILE && strncmp(a, b, la) == 0 &&
+		    b[la] == '/')
+			return set_err(err, -EINVAL,
+				       "invalid snapshot: %s is a file but %s "
+				       "is below it",
+				       a, b);
+	}
+
+	for (size_t i = 0; i < s->n; i++) {
+		struct snap_entry *e = &s->v[i];
+		e->mode = project_mode(w, e);
+		e->uid = w->o.uid;
+		e->gid = w->o.gid;
+	}
+	return 0;
+}
+
+/* The visible name N must be absent or our own link "..data/N". */
+static int visible_state(struct writer *w, const char *name, bool *ours)
+{
+	struct stat st;
+	char *t = NULL;
+
+	*ours = false;
+	if (fstatat(w->dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISLNK(st.st_mode))
+		return -EEXIST;
+	int rc = fsutil_readlinkat(w->dfd, name, &t);
+	if (rc < 0)
+		return rc;
+	bool match = strncmp(t, WRITER_DATA "/", sizeof(WRITER_DATA)) == 0 &&
+		     strcmp(t + sizeof(WRITER_DATA), name) == 0;
+	free(t);
+	if (!match)
+		return -EEXIST;
+	*ours = true;
+	return 0;
+}
+
+static int check_visible(struct writer *w, const struct snapshot *s,
+			 char **err)
+{
+	if (w->dfd < 0)
+		return 0;
+	for (size_t i = 0; i < s->n; i++) {
+		const char *p = s->v[i].path;
+		bool ours;
+		if (strchr(p, '/'))
+			continue;
+		int rc = visible_state(w, p, &ours);
+		if (rc == -EEXIST)
+			return set_err(err, rc,
+				       "target %s: %s exists and is not a "
+				       "link managed by atomsync; refusing "
+				       "to replace it",
+				       w->path, p);
+		if (rc < 0)
+			return set_err(err, rc, "target %s: %s: %s", w->path,
+				       p, strerror(-rc));
+	}
+	return 0;
+}
+
+/* Creates the missing visible links of `s` and removes ours whose names
+ * left it.  Problems after the swap are logged, not returned: the new
+ * generation is live either way. */
+static void sync_visible(struct writer *w, const struct snapshot *s,
+			 const struct snapshot *old)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		const char *p = s->v[i].path;
+		bool ours;
+		if (strchr(p, '/'))
+			continue;
+		int rc = visible_state(w, p, &ours);
+		if (rc == 0 && !ours) {
+			char *t = fsutil_join(WRITER_DATA, p);
+			if (t == NULL || symlinkat(t, w->dfd, p) < 0)
+				rc = t ? -errno : -ENOMEM;
+			free(t);
+		}
+		if (rc < 0)
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: visible link %s: %s", w->path, p,
+				strerror(-rc));
+	}
+	if (old == NULL)
+		return;
+	for (size_t i = 0; i < old->n; i++) {
+		const char *p = old->v[i].path;
+		bool ours;
+		if (strchr(p, '/') || snapshot_find(s, p))
+			continue;
+		if (visible_state(w, p, &ours) == 0 && ours &&
+		    unlinkat(w->dfd, p, 0) < 0 && errno != ENOENT)
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: removing visible link %s: %s",
+				w->path, p, strerror(errno));
+	}
+}
+
+static int open_source(const struct snapshot *s, const struct snap_entry *e)
+{
+	const char *src = e->src ? e->src : e->path;
+
+	if (e->flags & SNAP_F_FOLLOW) {
+		int fd = openat(s->root_fd, src,
+				O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		return fd < 0 ? -errno : fd;
+	}
+	/* O_NONBLOCK: a FIFO swapped in since the walk must not hang us. */
+	return fsutil_open_beneath(s->root_fd, src,
+				   O_RDONLY | O_NOCTTY | O_NONBLOCK);
+}
+
+static bool same_stat(const struct snap_entry *e, const struct stat *st)
+{
+	return S_ISREG(st->st_mode) && (uint64_t)st->st_size == e->size &&
+	       st->st_mtim.tv_sec == e->mtime.tv_sec &&
+	       st->st_mtim.tv_nsec == e->mtime.tv_nsec &&
+	       st->st_ctim.tv_sec == e->ctime.tv_sec &&
+	       st->st_ctim.tv_nsec == e->ctime.tv_nsec &&
+	       (uint64_t)st->st_ino == e->ino && (uint64_t)st->st_dev == e->dev;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+/* Does the live copy of `l` hold what the source file behind `e` holds? */
+static int same_content(struct writer *w, const struct snapshot *s,
+			const struct snap_entry *e, bool *same, char **err)
+{
+	int a = open_source(s, e);
+	if (a < 0) {
+		if (a == -ENOENT || a == -ELOOP || a == -ENOTDIR)
+			return set_err(err, -EAGAIN,
+				       "source %s/%s: changed while being read",
+				       s->root, e->src ? e->src : e->path);
+		return set_err(err, a, "source %s/%s: %s", s->root,
+			       e->src ? e->src : e->path, strerror(-a));
+	}
+	int b = fsutil_open_beneath(w->live_fd, e->path, O_RDONLY | O_NOCTTY |
+							      O_NONBLOCK);
+	if (b < 0) {
+		close(a);
+		*same = false;
+		return 0;
+	}
+	int rc = fsutil_same_content(a, b, same);
+	close(a);
+	close(b);
+	if (rc < 0)
+		return set_err(err, rc, "source %s/%s: %s", s->root,
+			       e->src ? e->src : e->path, strerror(-rc));
+	return 0;
+}
+
+/* Decides, entry by entry, what the new generation needs. */
+static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
+		struct writer_result *r, char **err)
+{
+	const struct snapshot *l = w->live;
+	size_t i = 0, j = 0;
+	int64_t racy_from = ts_ns(&l->taken) - RACY_WINDOW_NS;
+
+	while (i < s->n || j < l->n) {
+		int c = i == s->n   ? 1
+			: j == l->n ? -1
+				    : snapshot_path_cmp(s->v[i].path,
+							l->v[j].path);
+		if (c > 0) {
+			r->removed++;
+			if (w->o.dry_run)
+				log_msg(LOG_LVL_INFO, w->name,
+					"dry run: would remove %s",
+					l->v[j].path);
+			j++;
+			continue;
+		}
+		struct snap_entry *e = &s->v[i];
+		if (e->type == SNAP_FILE) {
+			r->files++;
+			r->bytes += e->size;
+		}
+		act[i] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
+		if (c < 0) {
+			r->added++;
+			if (w->o.dry_run)
+				log_msg(LOG_LVL_INFO, w->name,
+					"dry run: would add %s", e->path);
+			i++;
+			continue;
+		}
+		const struct snap_entry *o = &l->v[j];
+		bool changed = o->type != e->type || o->mode != e->mode ||
+			       o->uid != e->uid || o->gid != e->gid;
+		if (!changed && e->type == SNAP_FILE) {
+			changed = o->size != e->size;
+			if (!changed && o->ino != 0 && o->ino == e->ino &&
+			    o->dev == e->dev &&
+			    ts_ns(&o->mtime) == ts_ns(&e->mtime) &&
+			    ts_ns(&o->ctime) == ts_ns(&e->ctime) &&
+			    ts_ns(&o->ctime) < racy_from) {
+				act[i] = ACT_LINK;
+			} else if (!changed) {
+				bool same = false;
+				int rc = same_content(w, s, e, &same, err);
+				if (rc < 0)
+					return rc;
+				if (same)
+					act[i] = ACT_LINK;
+				else
+					changed = true;
+			}
+		}
+		if (changed) {
+			r->changed++;
+			if (w->o.dry_run)
+				log_msg(LOG_LVL_INFO, w->name,
+					"dry run: would update %s", e->path);
+		}
+		i++;
+		j++;
+	}
+	return 0;
+}
+
+/* Creates "..YYYY_MM_DD_HH_MM_SS.<ns>" (UTC) with a name no other
+ * generation has. */
+static int make_generation(struct writer *w, char **gen)
+{
+	struct timespec ts;
+	struct tm tm;
+	char buf[64];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, sizeof(buf), "..%Y_%m_%d_%H_%M_%S.", &tm);
+	for (long k = 0; k < 1000; k++) {
+		snprintf(buf + n, sizeof(buf) - n, "%09ld",
+			 (ts.tv_nsec + k) % 1000000000L);
+		if (mkdirat(w->dfd, buf, 0700) == 0) {
+			*gen = strdup(buf);
+			if (*gen == NULL) {
+				unlinkat(w->dfd, buf, AT_REMOVEDIR);
+				return -ENOMEM;
+			}
+			return 0;
+		}
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+struct level {
+	const char *path; /* the directory's path in the generation */
+	size_t len;
+	int nfd, ofd;	  /* new and live generation, ofd -1 if absent */
+	uint32_t mode;
+};
+
+struct build {
+	struct writer *w;
+	struct snapshot *s;
+	struct writer_result *r;
+	char **err;
+	bool fsync_each;
+	struct level *lv;
+	size_t depth, cap;
+};
+
+static int close_level(struct build *b)
+{
+	struct level *l = &b->lv[--b->depth];
+	int rc = 0;
+
+	if (l->mode != 0700 && fchmod(l->nfd, l->mode) < 0)
+		rc = -errno;
+	if (rc == 0 && b->fsync_each)
+		rc = fsutil_fsync(l->nfd);
+	if (rc < 0)
+		set_err(b->err, rc, "target %s: directory %s: %s", b->w->path,
+			l->path, strerror(-rc));
+	close(l->nfd);
+	if (l->ofd >= 0)
+		close(l->ofd);
+	return rc;
+}
+
+static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
+		     const char *name)
+{
+	struct snapshot *s = b->s;
+	const char *src = e->src ? e->src : e->path;
+	struct stat st;
+	uint64_t copied = 0;
+	int out = -1, rc = 0;
+	int in = open_source(s, e);
+
+	if (in < 0) {
+		if (in == -ENOENT || in == -ELOOP || in == -ENOTDIR ||
+		    in == -ENXIO)
+			return set_err(b->err, -EAGAIN,
+				       "source %s/%s: changed while being read",
+				       s->root, src);
+		return set_err(b->err, in, "source %s/%s: %s", s->root, src,
+			       strerror(-in));
+	}
+	/* The file must still be the one the snapshot saw, before and after
+	 * the copy: otherwise it was being written and the copy may be
+	 * torn. */
+	if (fstat(in, &st) < 0 || !same_stat(e, &st)) {
+		rc = set_err(b->err, -EAGAIN,
+			     "source %s/%s: changed while being read", s->root,
+			     src);
+		goto out;
+	}
+	out = openat(nfd, name,
+		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0) {
+		rc = set_err(b->err, -errno, "target %s: creating %s: %s",
+			     b->w->path, e->path, strerror(errno));
+		goto out;
+	}
+	rc = fsutil_copy(in, out, e->size, &copied);
+	if (rc < 0) {
+		/* Tell a read error from a write error by trying to read. */
+		char c;
+		if (pread(in, &c, 1, 0) < 0)
+			set_err(b->err, rc, "source %s/%s: %s", s->root, src,
+				strerror(-rc));
+		else
+			set_err(b->err, rc, "target %s: writing %s: %s",
+				b->w->path, e->path, strerror(-rc));
+		goto out;
+	}
+	if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st)) {
+		rc = set_err(b->err, -EAGAIN,
+			     "source %s/%s: changed while being read", s->root,
+			     src);
+		goto out;
+	}
+	if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
+	    fchown(out, e->uid, e->gid) < 0) {
+		rc = set_err(b->err, -errno, "target %s: chown %s: %s",
+			     b->w->path, e->path, strerror(errno));
+		goto out;
+	}
+	if (fchmod(out, e->mode) < 0) {
+		rc = set_err(b->err, -errno, "target %s: chmod %s: %s",
+			     b->w->path, e->path, strerror(errno));
+		goto out;
+	}
+	if (b->fsync_each && (rc = fsutil_fsync(out)) < 0) {
+		set_err(b->err, rc, "target %s: fsync %s: %s", b->w->path,
+			e->path, strerror(-rc));
+		goto out;
+	}
+	b->r->copied++;
+	b->r->bytes_copied += copied;
+out:
+	if (out >= 0 && close(out) < 0 && rc == 0)
+		rc = set_err(b->err, -errno, "target %s: writing %s: %s",
+			     b->w->path, e->path, strerror(errno));
+	close(in);
+	return rc;
+}
+
+static int build_entry(struct build *b, size_t i, uint8_t act)
+{
+	struct snap_entry *e = &b->s->v[i];
+	size_t pl = parent_len(e->path);
+
+	/* Leave the directories this entry is not in. */
+	while (b->depth > 1 && !(b->lv[b->depth - 1].len == pl &&
+				 strncmp(b->lv[b->depth - 1].path, e->path,
+					 pl) == 0)) {
+		int rc = close_level(b);
+		if (rc < 0)
+			return rc;
+	}
+	struct level *p = &b->lv[b->depth - 1];
+	const char *name = e->path + (pl ? pl + 1 : 0);
+
+	if (act == ACT_DIR) {
+		if (mkdirat(p->nfd, name, 0700) < 0)
+			return set_err(b->err, -errno,
+				       "target %s: mkdir %s: %s", b->w->path,
+				       e->path, strerror(errno));
+		int nfd = openat(p->nfd, name,
+				 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd < 0)
+			return set_err(b->err, -errno,
+				       "target %s: open %s: %s", b->w->path,
+				       e->path, strerror(errno));
+		if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
+		    fchown(nfd, e->uid, e->gid) < 0) {
+			int rc = -errno;
+			close(nfd);
+			return set_err(b->err, rc, "target %s: chown %s: %s",
+				       b->w->path, e->path, strerror(-rc));
+		}
+		int ofd = -1;
+		if (p->ofd >= 0)
+			ofd = openat(p->ofd, name,
+				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+					     O_CLOEXEC);
+		if (b->depth == b->cap) {
+			size_t cap = b->cap * 2;
+			struct level *v = realloc(b->lv, cap * sizeof(*v));
+			if (v == NULL) {
+				close(nfd);
+				if (ofd >= 0)
+					close(ofd);
+				return -ENOMEM;
+			}
+			b->lv = v;
+			b->cap = cap;
+		}
+		b->lv[b->depth++] = (struct level){
+			.path = e->path,
+			.len = strlen(e->path),
+			.nfd = nfd,
+			.ofd = ofd,
+			.mode = e->mode,
+		};
+		return 0;
+	}
+	if (act == ACT_LINK && p->ofd >= 0) {
+		if (linkat(p->ofd, name, p->nfd, name, 0) == 0) {
+			b->r->linked++;
+			return 0;
+		}
+		/* The live copy is gone or cannot be linked: copy instead. */
+	}
+	return copy_file(b, e, p->nfd, name);
+}
+
+static int build(struct writer *w, struct snapshot *s, const uint8_t *act,
+		 const char *gen, struct writer_result *r, char **err)
+{
+	struct build b = {
+		.w = w, .s = s, .r = r, .err = err, .cap = 16,
+	};
+	size_t objects = 1;
+	int rc = 0;
+
+	for (size_t i = 0; i < s->n; i++)
+		objects += act[i] != ACT_LINK;
+	b.fsync_each = w->o.fsync && objects <= FSYNC_EACH_MAX;
+	b.lv = malloc(b.cap * sizeof(*b.lv));
+	if (b.lv == NULL)
+		return -ENOMEM;
+	int gfd = open_generation(w->dfd, gen);
+	if (gfd < 0) {
+		free(b.lv);
+		return set_err(err, gfd, "target %s: open %s: %s", w->path,
+			       gen, strerror(-gfd));
+	}
+	int ofd = w->live_fd >= 0 ? openat(w->live_fd, ".",
+					   O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+				  : -1;
+	b.lv[b.depth++] = (struct level){
+		.path = "", .len = 0, .nfd = gfd, .ofd = ofd, .mode = 0755,
+	};
+	for (size_t i = 0; i < s->n && rc == 0; i++)
+		rc = build_entry(&b, i, act[i]);
+	if (rc < 0) {
+		while (b.depth > 0) {
+			struct level *l = &b.lv[--b.depth];
+			close(l->nfd);
+			if (l->ofd >= 0)
+				close(l->ofd);
+		}
+		free(b.lv);
+		return rc;
+	}
+	/* Close the chain; the generation root ends up 0755. */
+	while (b.depth > 1 && rc == 0)
+		rc = close_level(&b);
+	if (rc == 0) {
+		gfd = b.lv[0].nfd;
+		if (fchmod(gfd, 0755) < 0)
+			rc = set_err(err, -errno, "target %s: chmod %s: %s",
+				     w->path, gen, strerror(errno));
+		/* Step (1) ends here: every file and directory of the new
+		 * generation is on disk before ..data may name it. */
+		if (rc == 0 && w->o.fsync) {
+			if (b.fsync_each)
+				rc = fsutil_fsync(gfd);
+			else if (syncfs(gfd) < 0)
+				rc = -errno;
+			if (rc < 0)
+				set_err(err, rc, "target %s: flushing %s: %s",
+					w->path, gen, strerror(-rc));
+		}
+	}
+	while (b.depth > 0) {
+		struct level *l = &b.lv[--b.depth];
+		close(l->nfd);
+		if (l->ofd >= 0)
+			close(l->ofd);
+	}
+	free(b.lv);
+	return rc;
+}
+
+static void pending_free(struct writer_pending *p)
+{
+	if (p == NULL)
+		return;
+	snapshot_free(p->s);
+	free(p->gen);
+	free(p->dir);
+	free(p->act);
+	free(p);
+}
+
+/* The source is gone from a snapshot that becomes the live state. */
+static void detach_source(struct snapshot *s)
+{
+	if (s->root_fd >= 0) {
+		close(s->root_fd);
+		s->root_fd = -1;
+	}
+	for (size_t i = 0; i < s->nwarn; i++)
+		free(s->warn[i].path);
+	for (size_t i = 0; i < s->nwatch; i++)
+		free(s->watch[i]);
+	free(s->warn);
+	free(s->watch);
+	s->warn = NULL;
+	s->watch = NULL;
+	s->nwarn = s->warncap = s->nwatch = s->watchcap = 0;
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->v[i].src);
+		s->v[i].src = NULL;
+	}
+}
+
+int writer_prepare(struct writer *w, struct snapshot *s,
+		   struct writer_pending **out, struct writer_result *r,
+		   char **err)
+{
+	struct writer_pending *p = NULL;
+	uint8_t *act = NULL;
+	int rc;
+
+	*out = NULL;
+	memset(r, 0, sizeof(*r));
+	rc = normalize(w, s, err);
+	if (rc < 0)
+		goto fail;
+	rc = check_visible(w, s, err);
+	if (rc < 0)
+		goto fail;
+	act = calloc(s->n ? s->n : 1, 1);
+	if (act == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = diff(w, s, act, r, err);
+	if (rc < 0)
+		goto fail;
+
+	if (r->added == 0 && r->changed == 0 && r->removed == 0 &&
+	    w->live_gen != NULL) {
+		/* Nothing to publish.  Restore visible links a crash may
+		 * have taken.  What was compared is now known to match as of
+		 * this snapshot, so it becomes the live state in memory (no
+		 * compare next time); the state file is only rewritten when
+		 * it did not describe the live generation at all. */
+		r->generation = strdup(w->live_gen);
+		if (!w->o.dry_run) {
+			sync_visible(w, s, w->live);
+			bool save = !w->live_trusted;
+			detach_source(s);
+			snapshot_free(w->live);
+			w->live = s;
+			s = NULL;
+			w->live_trusted = true;
+			int sr = save ? state_save(w->dfd, w->live, w->live_gen)
+				      : 0;
+			if (sr < 0)
+				log_msg(LOG_LVL_WARN, w->name,
+					"target %s: saving %s: %s", w->path,
+					STATE_FILE, strerror(-sr));
+		}
+		free(act);
+		snapshot_free(s);
+		return 0;
+	}
+	if (w->o.dry_run) {
+		free(act);
+		snapshot_free(s);
+		return 0;
+	}
+
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = make_generation(w, &p->gen);
+	if (rc < 0) {
+		set_err(err, rc, "target %s: creating a generation: %s",
+			w->path, strerror(-rc));
+		goto fail;
+	}
+	rc = build(w, s, act, p->gen, r, err);
+	if (rc < 0) {
+		int r2 = fsutil_rmtree(w->dfd, p->gen);
+		if (r2 < 0)
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: removing unfinished %s: %s",
+				w->path, p->gen, strerror(-r2));
+		goto fail;
+	}
+	p->dir = fsutil_join(w->path, p->gen);
+	if (p->dir == NULL) {
+		rc = -ENOMEM;
+		fsutil_rmtree(w->dfd, p->gen);
+		goto fail;
+	}
+	p->s = s;
+	p->act = act;
+	*out = p;
+	return 0;
+fail:
+	pending_free(p);
+	free(act);
+	snapshot_free(s);
+	return rc;
+}
+
+const char *writer_pending_dir(const struct writer_pending *p)
+{
+	return p->dir;
+}
+
+void writer_abort(struct writer *w, struct writer_pending *p)
+{
+	if (p == NULL)
+		return;
+	int rc = fsutil_rmtree(w->dfd, p->gen);
+	if (rc < 0)
+		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
+			w->path, p->gen, strerror(-rc));
+	pending_free(p);
+}
+
+static int retire_add(struct writer *w, char *gen)
+{
+	struct retired *v = realloc(w->retired,
+				    (w->nretired + 1) * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	w->retired = v;
+	w->retired[w->nretired].name = gen;
+	w->retired[w->nretired].due_ms = writer_now_ms() + w->o.grace_ms;
+	w->nretired++;
+	return 0;
+}
+
+int writer_commit(struct writer *w, struct writer_pending *p,
+		  struct writer_result *r, char **err)
+{
+	int rc;
+
+	/* Step (2), the one atomic step: a ..data_tmp link to the new
+	 * generation is renamed over ..data.  A reader resolves either the
+	 * old or the new generation, each complete. */
+	if (unlinkat(w->dfd, WRITER_DATA_TMP, 0) < 0 && errno != ENOENT) {
+		rc = set_err(err, -errno, "target %s: removing %s: %s",
+			     w->path, WRITER_DATA_TMP, strerror(errno));
+		writer_abort(w, p);
+		return rc;
+	}
+	if (symlinkat(p->gen, w->dfd, WRITER_DATA_TMP) < 0) {
+		rc = set_err(err, -errno, "target %s: symlink %s: %s",
+			     w->path, WRITER_DATA_TMP, strerror(errno));
+		writer_abort(w, p);
+		return rc;
+	}
+	if (renameat(w->dfd, WRITER_DATA_TMP, w->dfd, WRITER_DATA) < 0) {
+		rc = set_err(err, -errno, "target %s: rename %s over %s: %s",
+			     w->path, WRITER_DATA_TMP, WRITER_DATA,
+			     strerror(errno));
+		unlinkat(w->dfd, WRITER_DATA_TMP, 0);
+		writer_abort(w, p);
+		return rc;
+	}
+	/* The swap is durable once the target directory is flushed. */
+	if (w->o.fsync && (rc = fsutil_fsync(w->dfd)) < 0)
+		log_msg(LOG_LVL_WARN, w->name, "target %s: fsync: %s", w->path,
+			strerror(-rc));
+
+	struct snapshot *old = w->live;
+	char *old_gen = w->live_gen;
+	int old_fd = w->live_fd;
+
+	detach_source(p->s);
+	w->live = p->s;
+	w->live_gen = p->gen;
+	w->live_trusted = true;
+	w->live_fd = open_generation(w->dfd, w->live_gen);
+	p->s = NULL;
+	p->gen = NULL;
+
+	/* Steps (3) and (4): visible links for new names only now, so none
+	 * ever dangles; then links of names that left. */
+	sync_visible(w, w->live, old);
+
+	rc = state_save(w->dfd, w->live, w->live_gen);
+	if (rc < 0)
+		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
+			w->path, STATE_FILE, strerror(-rc));
+
+	/* Step (5): the old generation goes once readers that opened it
+	 * have had their grace period. */
+	if (old_fd >= 0)
+		close(old_fd);
+	snapshot_free(old);
+	if (old_gen) {
+		if (w->o.grace_ms == 0 || retire_add(w, old_gen) < 0) {
+			rc = fsutil_rmtree(w->dfd, old_gen);
+			if (rc < 0)
+				log_msg(LOG_LVL_WARN, w->name,
+					"target %s: removing %s: %s", w->path,
+					old_gen, strerror(-rc));
+			free(old_gen);
+		}
+	}
+	r->published = true;
+	free(r->generation);
+	r->generation = strdup(w->live_gen);
+	pending_free(p);
+	return 0;
+}
+
+int writer_publish(struct writer *w, struct snapshot *s,
+		   struct writer_result *r, char **err)
+{
+	struct writer_pending *p = NULL;
+	int rc = writer_prepare(w, s, &p, r, err);
+
+	if (rc < 0 || p == NULL)
+		return rc;
+	return writer_commit(w, p, r, err);
+}
+
+int writer_retire(struct writer *w, bool all, uint64_t *next_ms)
+{
+	uint64_t now = writer_now_ms(), next = 0;
+	int rc = 0;
+	size_t k = 0;
+
+	for (size_t i = 0; i < w->nretired; i++) {
+		struct retired *t = &w->retired[i];
+		if (all || t->due_ms <= now) {
+			int r = fsutil_rmtree(w->dfd, t->name);
+			if (r < 0) {
+				log_msg(LOG_LVL_WARN, w->name,
+					"target %s: removing %s: %s", w->path,
+					t->name, strerror(-r));
+				if (rc == 0)
+					rc = r;
+			}
+			free(t->name);
+			continue;
+		}
+		if (next == 0 || t->due_ms < next)
+			next = t->due_ms;
+		w->retired[k++] = *t;
+	}
+	w->nretired = k;
+	if (next_ms)
+		*next_ms = next;
+	return rc;
+}

@@ -1,0 +1,96 @@
+/* The atomic projection of a snapshot into a target directory, with the
+ * on-disk layout of the Kubernetes AtomicWriter:
+ *
+ *   target/..data -> ..2026_11_25_16_04_05.123456789   (swapped by rename)
+ *   target/..2026_11_25_16_04_05.123456789/            (complete generation)
+ *   target/NAME -> ..data/NAME                         (one per top-level name)
+ *
+ * A publish writes a complete new generation, renames a ..data_tmp symlink
+ * to it over ..data (the one atomic step), then adds and removes visible
+ * links and retires the old generation.  Nothing here knows about libuv. */
+#ifndef ATOMSYNC_WRITER_H
+#define ATOMSYNC_WRITER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "snapshot.h"
+
+#define WRITER_DATA "..data"
+#define WRITER_DATA_TMP "..data_tmp"
+#define WRITER_MAX_PATH 4096
+#define WRITER_MAX_NAME 255
+
+struct writer_opts {
+	const char *name;   /* mapping name for log lines, or NULL */
+	bool fsync;	    /* make a generation durable before it goes live */
+	bool dry_run;	    /* log what would change, write nothing */
+	uint32_t uid, gid;  /* owner of projected entries; SNAP_NO_ID: ours */
+	int file_mode;	    /* permission bits of files, -1: the source's */
+	int dir_mode;	    /* permission bits of directories, -1: source's */
+	unsigned grace_ms;  /* how long a superseded generation stays whole for
+			       readers that still have it open */
+};
+
+struct writer_result {
+	bool published;	   /* a new generation went live */
+	char *generation;  /* what ..data names now (malloc'ed), or NULL */
+	size_t added, changed, removed; /* paths, old -> new */
+	size_t copied, linked;		/* files written / reused */
+	uint64_t bytes_copied;
+	size_t files;	     /* regular files in the live generation */
+	uint64_t bytes;	     /* and their total size */
+};
+
+struct writer;
+struct writer_pending;
+
+/* Opens (creating it, mode 0755, if missing) and locks the target, and
+ * removes debris of an interrupted publish. */
+int writer_open(const char *target, const struct writer_opts *o,
+		struct writer **out, char **err);
+void writer_close(struct writer *w);
+
+/* Changes options that take effect at the next publish. */
+void writer_set_opts(struct writer *w, const struct writer_opts *o);
+
+/* Validates `s`, compares it with the live generation and, when anything
+ * differs, writes the complete new generation without making it live.
+ * Takes ownership of `s`.  *out is NULL when nothing changed (no
+ * generation is written; missing visible links are restored).
+ * -EAGAIN: a source file changed while it was read; take a new snapshot. */
+int writer_prepare(struct writer *w, struct snapshot *s,
+		   struct writer_pending **out, struct writer_result *r,
+		   char **err);
+
+/* The prepared generation's directory, for a check before it goes live. */
+const char *writer_pending_dir(const struct writer_pending *p);
+
+/* Makes a prepared generation live. */
+int writer_commit(struct writer *w, struct writer_pending *p,
+		  struct writer_result *r, char **err);
+
+/* Drops a prepared generation; the live one is untouched. */
+void writer_abort(struct writer *w, struct writer_pending *p);
+
+/* writer_prepare, then writer_commit. */
+int writer_publish(struct writer *w, struct snapshot *s,
+		   struct writer_result *r, char **err);
+
+/* Removes superseded generations whose grace period has run out (all of
+ * them when `all`).  *next_ms is the monotonic time (ms) at which the next
+ * one is due, or 0 when none is left. */
+int writer_retire(struct writer *w, bool all, uint64_t *next_ms);
+
+/* The generation ..data names, or NULL. */
+const char *writer_live_generation(const struct writer *w);
+
+/* Checks one path of a snapshot as the Kubernetes AtomicWriter does. */
+int writer_validate_path(const char *path, char **err);
+
+void writer_result_fini(struct writer_result *r);
+
+/* Monotonic clock in milliseconds. */
+uint64_t writer_now_ms(void);
+
+#endif

@@ -1,0 +1,1567 @@
+/* The atomic writer: the Kubernetes AtomicWriter test suite ported case by
+ * case (payloads become snapshots of real files), plus the rules atomsync
+ * adds on top of it. */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "snapshot.h"
+#include "state.h"
+#include "testutil.h"
+#include "writer.h"
+
+static char *tmp, *src, *dst;
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp();
+	src = tu_path(tmp, "src");
+	dst = tu_path(tmp, "dst");
+	tu_mkdirs(src, 0755);
+	log_init(LOG_FMT_TEXT, LOG_LVL_ERROR);
+}
+
+static void teardown(void)
+{
+	tu_rmrf(tmp);
+	free(src);
+	free(dst);
+	free(tmp);
+}
+
+static struct writer_opts opts(void)
+{
+	struct writer_opts o = {
+		.fsync = true,
+		.uid = SNAP_NO_ID,
+		.gid = SNAP_NO_ID,
+		.file_mode = -1,
+		.dir_mode = -1,
+		.grace_ms = 0,
+	};
+	return o;
+}
+
+static struct writer *open_writer(void)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	char *err = NULL;
+	int rc = writer_open(dst, &o, &w, &err);
+	ck_assert_msg(rc == 0, "writer_open: %s", err ? err : strerror(-rc));
+	return w;
+}
+
+/* A snapshot built the way Kubernetes builds a payload: each key (kept
+ * verbatim, possibly unclean or invalid) maps to content, here a real file
+ * in the source directory. */
+static struct snapshot *payload_snapshot(const struct tu_file *payload)
+{
+	struct snapshot *s = NULL;
+	char *err = NULL;
+
+	/* Sources live under safe names so invalid keys can still have
+	 * content. */
+	tu_fill(src, (const struct tu_file[]){{NULL, 0, NULL}});
+	ck_assert_int_eq(snapshot_open(src, &s, &err), 0);
+	int k = 0;
+	for (const struct tu_file *f = payload; f->path; f++, k++) {
+		char name[32];
+		snprintf(name, sizeof(name), "f%d", k);
+		tu_write(src, name, f->data, f->mode);
+		ck_assert_int_eq(snapshot_add_source(s, f->path, name), 0);
+	}
+	return s;
+}
+
+static int publish_payload(struct writer *w, const struct tu_file *payload,
+			   struct writer_result *r, char **err)
+{
+	struct snapshot *s = payload_snapshot(payload);
+	return writer_publish(w, s, r, err);
+}
+
+static int publish_tree(struct writer *w, struct writer_result *r, char **err)
+{
+	struct snapshot *s = NULL;
+	int rc = snapshot_take(src, NULL, &s, err);
+	if (rc < 0)
+		return rc;
+	return writer_publish(w, s, r, err);
+}
+
+#define ASSERT_TARGET(payload)                                               \
+	do {                                                                 \
+		char *d_ = tu_diff_target(dst, payload);                     \
+		ck_assert_msg(d_ == NULL, "%s", d_);                         \
+	} while (0)
+
+#define ASSERT_TREES()                                                       \
+	do {                                                                 \
+		char *d_ = tu_diff_trees(src, dst);                          \
+		ck_assert_msg(d_ == NULL, "%s", d_);                         \
+	} while (0)
+
+/* ---- Path validation (TestValidatePath, TestValidatePayload) ---- */
+
+static char *repeat(char c, size_t n)
+{
+	char *s = malloc(n + 1);
+	memset(s, c, n);
+	s[n] = '\0';
+	return s;
+}
+
+START_TEST(test_validate_path_cases)
+{
+	static const struct {
+		const char *path;
+		int valid;
+	} cases[] = {
+		{"i/am/well/behaved.txt", 1},
+		{"keepyourheaddownandfollowtherules.txt", 1},
+		{"/dev/null", 0},
+		{"..sneaky.txt", 0},
+		{"hello/there/../../../../../../etc/passwd", 0},
+		{"hello/../etc/somethingbad", 0},
+		{"hello/../etc/x", 0},
+		{"", 0},
+		{"foo/..bar", 1},
+		{"foo//bar", 1},
+		{"./bar", 1},
+		{"..", 0},
+		{"a/..", 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *err = NULL;
+		int rc = writer_validate_path(cases[i].path, &err);
+		ck_assert_msg((rc == 0) == cases[i].valid, "%s: rc %d (%s)",
+			      cases[i].path, rc, err ? err : "");
+		if (rc < 0)
+			ck_assert_msg(err && strstr(err, "invalid path"),
+				      "error names the problem: %s", err);
+		free(err);
+	}
+}
+END_TEST
+
+START_TEST(test_validate_path_lengths)
+{
+	char *err = NULL;
+	char *p4097 = repeat('a', 4097), *n256 = repeat('a', 256);
+	char *n255 = repeat('a', 255);
+
+	ck_assert_int_lt(writer_validate_path(p4097, &err), 0);
+	ck_assert_int_lt(writer_validate_path(n256, &err), 0);
+	ck_assert_int_eq(writer_validate_path(n255, NULL), 0);
+
+	/* Exactly 4096 bytes of names no longer than 255. */
+	char *p = malloc(4097);
+	size_t len = 0;
+	for (int i = 0; i < 15; i++) {
+		memset(p + len, 'a', 255);
+		len += 255;
+		p[len++] = '/';
+	}
+	memset(p + len, 'a', 254);
+	len += 254;
+	p[len++] = '/';
+	p[len++] = 'b';
+	p[len] = '\0';
+	ck_assert_uint_eq(len, 4096);
+	ck_assert_int_eq(writer_validate_path(p, NULL), 0);
+	free(p);
+	free(p4097);
+	free(n256);
+	free(n255);
+	free(err);
+}
+END_TEST
+
+START_TEST(test_clean_path)
+{
+	static const char *cases[][2] = {
+		{"foo//bar", "foo/bar"}, {"./bar", "bar"},
+		{"foo////bar", "foo/bar"}, {"bar///bar/zab.txt", "bar/bar/zab.txt"},
+		{"a/./b/", "a/b"}, {"", "."}, {"/x/../y", "/y"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *c = snapshot_clean_path(cases[i][0]);
+		ck_assert_str_eq(c, cases[i][1]);
+		free(c);
+	}
+}
+END_TEST
+
+START_TEST(test_payload_with_unclean_path_is_cleaned)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	const struct tu_file p[] = {{"foo////bar", 0644, "x"}, {NULL, 0, NULL}};
+
+	ck_assert_int_eq(publish_payload(w, p, &r, NULL), 0);
+	char *f = tu_path(dst, "foo/bar");
+	char *d = tu_read(f, NULL);
+	ck_assert_str_eq(d, "x");
+	free(d);
+	free(f);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+/* ---- Paths to remove (TestPathsToRemove) ---- */
+
+static void check_removed(const struct tu_file *p1, const struct tu_file *p2,
+			  const char *const *expected, size_t nexp)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	ck_assert_int_eq(publish_payload(w, p1, &r, NULL), 0);
+	writer_result_fini(&r);
+	ck_assert_int_eq(publish_payload(w, p2, &r, NULL), 0);
+	ck_assert_uint_eq(r.removed, nexp);
+	for (size_t i = 0; i < nexp; i++) {
+		char *rel = tu_path("..data", expected[i]);
+		char *p = tu_path(dst, rel);
+		struct stat st;
+		ck_assert_msg(lstat(p, &st) < 0 && errno == ENOENT,
+			      "%s should be gone", expected[i]);
+		free(p);
+		free(rel);
+	}
+	ASSERT_TARGET(p2);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+START_TEST(test_paths_to_remove_simple)
+{
+	const struct tu_file p1[] = {{"foo.txt", 0644, "foo"},
+				     {"bar.txt", 0644, "bar"},
+				     {NULL, 0, NULL}};
+	const struct tu_file p2[] = {{"foo.txt", 0644, "foo"}, {NULL, 0, NULL}};
+	const char *exp[] = {"bar.txt"};
+	check_removed(p1, p2, exp, N(exp));
+}
+END_TEST
+
+START_TEST(test_paths_to_remove_subdir_file_and_empty_dirs)
+{
+	const struct tu_file p1[] = {{"foo.txt", 0644, "foo"},
+				     {"zip/bar.txt", 0644, "zip/b}ar"},
+				     {NULL, 0, NULL}};
+	const struct tu_file p2[] = {{"foo.txt", 0644, "foo"}, {NULL, 0, NULL}};
+	const char *exp[] = {"zip/bar.txt", "zip"};
+	check_removed(p1, p2, exp, N(exp));
+}
+END_TEST
+
+START_TEST(test_paths_to_remove_two_levels)
+{
+	const struct tu_file p1[] = {{"foo.txt", 0644, "foo"},
+				     {"zip/zap/bar.txt", 0644, "zip/bar"},
+				     {NULL, 0, NULL}};
+	const struct tu_file p2[] = {{"foo.txt", 0644, "foo"}, {NULL, 0, NULL}};
+	const char *exp[] = {"zip/zap/bar.txt", "zip", "zip/zap"};
+	check_removed(p1, p2, exp, N(exp));
+}
+END_TEST
+
+START_TEST(test_paths_to_remove_five_level_chain)
+{
+	const struct tu_file p1[] = {{"foo.txt", 0644, "foo"},
+				     {"zip/1/2/3/4/bar.txt", 0644, "zip/b}ar"},
+				     {NULL, 0, NULL}};
+	const struct tu_file p2[] = {{"foo.txt", 0644, "foo"}, {NULL, 0, NULL}};
+	const char *exp[] = {"zip/1/2/3/4/bar.txt", "zip", "zip/1", "zip/1/2",
+			     "zip/1/2/3", "zip/1/2/3/4"};
+	check_removed(p1, p2, exp, N(exp));
+}
+END_TEST
+
+START_TEST(test_paths_to_remove_two_chains)
+{
+	const struct tu_file p1[] = {{"foo.txt", 0644, "foo"},
+				     {"zip/1/2/3/4/bar.txt", 0644, "zip/b}ar"},
+				     {"zap/a/b/c/bar.txt", 0644, "zap/bar"},
+				     {NULL, 0, NULL}};
+	const struct tu_file p2[] = {{"foo.txt", 0644, "foo"}, {NULL, 0, NULL}};
+	const char *exp[] = {"zip/1/2/3/4/bar.txt", "zip", "zip/1", "zip/1/2",
+			     "zip/1/2/3", "zip/1/2/3/4", "zap", "zap/a",
+			     "zap/a/b", "zap/a/b/c", "zap/a/b/c/bar.txt"};
+	check_removed(p1, p2, exp, N(exp));
+}
+END_TEST
+
+START_TEST(test_paths_to_remove_keeps_shared_ancestors)
+{
+	const struct tu_file p1[] = {{"foo.txt", 0644, "foo"},
+				     {"zap/1/2/3/4/bar.txt", 0644, "zip/bar"},
+				     {"zap/1/2/c/bar.txt", 0644, "zap/bar"},
+				     {"zap/1/2/magic.txt", 0644, "indigo"},
+				     {NULL, 0, NULL}};
+	const struct tu_file p2[] = {{"foo.txt", 0644, "foo"},
+				     {"zap/1/2/magic.txt", 0644, "indigo"},
+				     {NULL, 0, NULL}};
+	const char *exp[] = {"zap/1/2/3/4/bar.txt", "zap/1/2/3", "zap/1/2/3/4",
+			     "zap/1/2/c", "zap/1/2/c/bar.txt"};
+	check_removed(p1, p2, exp, N(exp));
+}
+END_TEST
+
+START_TEST(test_paths_to_remove_new_path_protects_ancestors)
+{
+	const struct tu_file p1[] = {{"foo.txt", 0644, "foo"},
+				     {"zap/1/2/3/4/bar.txt", 0644, "zip/bar"},
+				     {"zap/1/2/c/bar.txt", 0644, "zap/bar"},
+				     {NULL, 0, NULL}};
+	const struct tu_file p2[] = {{"foo.txt", 0644, "foo"},
+				     {"zap/1/2/magic.txt", 0644, "indigo"},
+				     {NULL, 0, NULL}};
+	const char *exp[] = {"zap/1/2/3/4/bar.txt", "zap/1/2/3", "zap/1/2/3/4",
+			     "zap/1/2/c", "zap/1/2/c/bar.txt"};
+	check_removed(p1, p2, exp, N(exp));
+}
+END_TEST
+
+/* ---- Write once into an empty target (TestWriteOnce) ---- */
+
+/* 125 bytes of an ELF binary, as the Kubernetes test uses. */
+static const unsigned char mystery[] = {
+	0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x3e, 0x00, 0x01, 0x00, 0x00, 0x00,
+	0x78, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x38, 0x00, 0x01, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x7d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7d, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0xb0, 0x3c, 0x99, 0x0f, 0x05,
+};
+
+static void assert_nothing_written(void)
+{
+	char *live = tu_live(dst);
+	ck_assert_msg(live == NULL, "..data exists: %s", live);
+	ck_assert_int_eq(tu_generations(dst), 0);
+	ck_assert_int_eq(tu_count_entries(dst), 0);
+}
+
+START_TEST(test_write_once_invalid_reserved_fails_whole)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *err = NULL;
+	const struct tu_file p[] = {{"foo", 0644, "foo"},
+				    {"..bar", 0644, "bar"},
+				    {"binary.bin", 0644, "bin"},
+				    {NULL, 0, NULL}};
+
+	ck_assert_int_lt(publish_payload(w, p, &r, &err), 0);
+	ck_assert_msg(err && strstr(err, "..bar"), "error names the path: %s",
+		      err);
+	assert_nothing_written();
+	free(err);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_write_once_invalid_doubledot_fails_whole)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *err = NULL;
+	const struct tu_file p[] = {{"foo/../bar", 0644, "foo"}, {NULL, 0, NULL}};
+
+	ck_assert_int_lt(publish_payload(w, p, &r, &err), 0);
+	ck_assert_msg(err && strstr(err, "foo/../bar"), "%s", err);
+	assert_nothing_written();
+	free(err);
+	writer_close(w);
+}
+END_TEST
+
+static void write_once(const struct tu_file *p)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *err = NULL;
+	int rc = publish_payload(w, p, &r, &err);
+
+	ck_assert_msg(rc == 0, "%s", err);
+	ck_assert(r.published);
+	ASSERT_TARGET(p);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+
+START_TEST(test_write_once_basic)
+{
+	const struct tu_file p[] = {{"foo", 0644, "foo"},
+				    {"bar", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+START_TEST(test_write_once_binary_and_dotfile)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+
+	tu_write_len(src, "binary.bin", mystery, sizeof(mystery), 0644);
+	tu_write_len(src, ".binary.bin", mystery, sizeof(mystery), 0644);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	ck_assert_int_eq(writer_publish(w, s, &r, NULL), 0);
+	ASSERT_TREES();
+	char *p = tu_path(dst, ".binary.bin");
+	size_t len = 0;
+	char *d = tu_read(p, &len);
+	ck_assert_uint_eq(len, 125);
+	ck_assert(memcmp(d, mystery, 125) == 0);
+	free(d);
+	free(p);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_write_once_modes)
+{
+	const struct tu_file p[] = {{"foo", 0777, "foo"},
+				    {"bar", 0400, "bar"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+START_TEST(test_write_once_dotfiles)
+{
+	const struct tu_file p[] = {{"foo", 0644, "foo"},
+				    {"bar", 0644, "bar"},
+				    {".dotfile", 0644, "dotfile"},
+				    {".dotfile.file", 0644, "dotfile.file"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+START_TEST(test_write_once_dotfile_modes)
+{
+	const struct tu_file p[] = {{"foo", 0407, "foo"},
+				    {"bar", 0440, "bar"},
+				    {".dotfile", 0777, "dotfile"},
+				    {".dotfile.file", 0666, "dotfile.file"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+START_TEST(test_write_once_subdirectories)
+{
+	const struct tu_file p[] = {{"foo/bar.txt", 0644, "foo/bar"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+START_TEST(test_write_once_subdirectory_modes)
+{
+	const struct tu_file p[] = {{"foo/bar.txt", 0400, "foo/bar"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+START_TEST(test_write_once_unclean_subdirectories)
+{
+	const struct tu_file p[] = {{"foo//bar.txt", 0644, "foo//bar"},
+				    {"bar///bar/zab.txt", 0644, "bar/../bar/zab.txt"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+START_TEST(test_write_once_nested_subdirectories)
+{
+	const struct tu_file p[] = {{"foo/bar.txt", 0644, "foo/bar"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt"},
+				    {"foo/blaz/bar.txt", 0644, "foo/blaz/bar"},
+				    {"bar/zib/zab.txt", 0644, "bar/zib/zab.txt"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+START_TEST(test_write_once_kitchen_sink)
+{
+	const struct tu_file p[] = {
+		{"foo.log", 0644, "foo"},
+		{"bar.zap", 0644, "bar"},
+		{".dotfile", 0644, "dotfile"},
+		{"foo/bar.txt", 0644, "foo/bar"},
+		{"bar/zab.txt", 0644, "bar/zab.txt"},
+		{"foo/blaz/bar.txt", 0644, "foo/blaz/bar"},
+		{"bar/zib/zab.txt", 0400, "bar/zib/zab.txt"},
+		{"1/2/3/4/5/6/7/8/9/10/.dotfile.lib", 0777, "1-2-3-dotfile"},
+		{NULL, 0, NULL}};
+	write_once(p);
+}
+END_TEST
+
+/* ---- Update (TestUpdate) ---- */
+
+static void update(const struct tu_file *first, const struct tu_file *next,
+		   int should_write)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *err = NULL;
+
+	ck_assert_int_eq(publish_payload(w, first, &r, &err), 0);
+	ASSERT_TARGET(first);
+	char *gen1 = tu_live(dst);
+	writer_result_fini(&r);
+	ck_assert_msg(publish_payload(w, next, &r, &err) == 0, "%s", err);
+	ASSERT_TARGET(next);
+	char *gen2 = tu_live(dst);
+	ck_assert_int_eq(r.published, should_write);
+	if (should_write)
+		ck_assert_str_ne(gen1, gen2);
+	else
+		ck_assert_str_eq(gen1, gen2);
+	/* Only the live generation remains. */
+	ck_assert_int_eq(tu_generations(dst), 1);
+	free(gen1);
+	free(gen2);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+
+START_TEST(test_update_content_and_mode)
+{
+	const struct tu_file a[] = {{"foo", 0644, "foo"}, {"bar", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo", 0644, "foo2"}, {"bar", 0640, "bar2"},
+				    {NULL, 0, NULL}};
+	update(a, b, 1);
+}
+END_TEST
+
+START_TEST(test_update_identical_flat_writes_nothing)
+{
+	const struct tu_file a[] = {{"foo", 0644, "foo"}, {"bar", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	update(a, a, 0);
+}
+END_TEST
+
+START_TEST(test_update_identical_nested_writes_nothing)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/zab.txt", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	update(a, a, 0);
+}
+END_TEST
+
+static const struct tu_file two_dirs[] = {{"foo/bar.txt", 0644, "foo"},
+					  {"bar/zab.txt", 0644, "bar"},
+					  {NULL, 0, NULL}};
+
+START_TEST(test_update_add_top_level_dir)
+{
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/zab.txt", 0644, "bar"},
+				    {"blu/zip.txt", 0644, "zip"},
+				    {NULL, 0, NULL}};
+	update(two_dirs, b, 1);
+}
+END_TEST
+
+START_TEST(test_update_add_deep_path)
+{
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/zab.txt", 0644, "bar"},
+				    {"blu/two/2/3/4/5/zip.txt", 0644, "zip"},
+				    {NULL, 0, NULL}};
+	update(two_dirs, b, 1);
+}
+END_TEST
+
+START_TEST(test_update_add_deep_path_under_existing_dir)
+{
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/zab.txt", 0644, "bar"},
+				    {"bar/2/3/4/5/zip.txt", 0644, "zip"},
+				    {NULL, 0, NULL}};
+	update(two_dirs, b, 1);
+}
+END_TEST
+
+START_TEST(test_update_delete_removes_top_level_link)
+{
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo"}, {NULL, 0, NULL}};
+	update(two_dirs, b, 1);
+	char *p = tu_path(dst, "bar");
+	struct stat st;
+	ck_assert(lstat(p, &st) < 0 && errno == ENOENT);
+	free(p);
+}
+END_TEST
+
+START_TEST(test_update_delete_deep)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/1/2/3/zab.txt", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo"}, {NULL, 0, NULL}};
+	update(a, b, 1);
+}
+END_TEST
+
+START_TEST(test_update_delete_deep_with_surviving_sibling)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/1/2/sip.txt", 0644, "sip"},
+				    {"bar/1/2/3/zab.txt", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/1/2/sip.txt", 0644, "sip"},
+				    {NULL, 0, NULL}};
+	update(a, b, 1);
+}
+END_TEST
+
+START_TEST(test_update_delete_deeper_with_surviving_sibling)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/1/2/sip.txt", 0644, "sip"},
+				    {"bar/1/2/3/4/5/6zab.txt", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/1/2/sip.txt", 0644, "sip"},
+				    {NULL, 0, NULL}};
+	update(a, b, 1);
+}
+END_TEST
+
+START_TEST(test_update_delete_all)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo"},
+				    {"bar/1/2/sip.txt", 0644, "sip"},
+				    {"bar/1/2/3/4/5/6zab.txt", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{NULL, 0, NULL}};
+	update(a, b, 1);
+	/* No visible names remain: only ..data, its generation and state. */
+	ck_assert_int_eq(tu_count_entries(dst), 3);
+}
+END_TEST
+
+START_TEST(test_update_replace_top_level_dir)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo"}, {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"bar/baz.txt", 0644, "baz"}, {NULL, 0, NULL}};
+	update(a, b, 1);
+}
+END_TEST
+
+/* ---- Multiple updates (TestMultipleUpdates) ---- */
+
+static void multiple(const struct tu_file *const *steps, size_t n)
+{
+	struct writer *w = open_writer();
+	for (size_t i = 0; i < n; i++) {
+		struct writer_result r = {0};
+		char *err = NULL;
+		ck_assert_msg(publish_payload(w, steps[i], &r, &err) == 0,
+			      "step %zu: %s", i, err);
+		ASSERT_TARGET(steps[i]);
+		ck_assert_int_eq(tu_generations(dst), 1);
+		writer_result_fini(&r);
+	}
+	writer_close(w);
+}
+
+START_TEST(test_multiple_updates_modes)
+{
+	const struct tu_file a[] = {{"foo", 0644, "foo"}, {"bar", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo", 0400, "foo2"}, {"bar", 0400, "bar2"},
+				    {NULL, 0, NULL}};
+	const struct tu_file c[] = {{"foo", 0600, "foo3"}, {"bar", 0600, "bar3"},
+				    {NULL, 0, NULL}};
+	const struct tu_file *steps[] = {a, b, c};
+	multiple(steps, 3);
+}
+END_TEST
+
+START_TEST(test_multiple_updates_nested_modes)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo/bar"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo/bar2"},
+				    {"bar/zab.txt", 0400, "bar/zab.txt2"},
+				    {NULL, 0, NULL}};
+	const struct tu_file *steps[] = {a, b};
+	multiple(steps, 2);
+}
+END_TEST
+
+START_TEST(test_multiple_updates_four_in_a_row)
+{
+	const struct tu_file a[] = {{"foo", 0644, "foo"}, {"bar", 0644, "bar"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo", 0644, "foo2"}, {"bar", 0644, "bar2"},
+				    {NULL, 0, NULL}};
+	const struct tu_file c[] = {{"foo", 0644, "foo3"}, {"bar", 0644, "bar3"},
+				    {NULL, 0, NULL}};
+	const struct tu_file d[] = {{"foo", 0644, "foo4"}, {"bar", 0644, "bar4"},
+				    {NULL, 0, NULL}};
+	const struct tu_file *steps[] = {a, b, c, d};
+	multiple(steps, 4);
+}
+END_TEST
+
+START_TEST(test_multiple_updates_subdirectories)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo/bar"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt"},
+				    {"foo/blaz/bar.txt", 0644, "foo/blaz/bar"},
+				    {"bar/zib/zab.txt", 0644, "bar/zib/zab.txt"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo/bar2"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt2"},
+				    {"foo/blaz/bar.txt", 0644, "foo/blaz/bar2"},
+				    {"bar/zib/zab.txt", 0644, "bar/zib/zab.txt2"},
+				    {NULL, 0, NULL}};
+	const struct tu_file *steps[] = {a, b};
+	multiple(steps, 2);
+}
+END_TEST
+
+START_TEST(test_multiple_updates_add_into_existing_dirs)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo/bar"},
+				    {"bar//zab.txt", 0644, "bar/zab.txt"},
+				    {"foo/blaz/bar.txt", 0644, "foo/blaz/bar"},
+				    {"bar/zib////zib/zab.txt", 0644, "bar/zib/zab.txt"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo/bar2"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt2"},
+				    {"foo/blaz/bar.txt", 0644, "foo/blaz/bar2"},
+				    {"bar/zib/zab.txt", 0644, "bar/zib/zab.txt2"},
+				    {"add/new/keys.txt", 0644, "addNewKeys"},
+				    {NULL, 0, NULL}};
+	const struct tu_file c[] = {{"foo/bar.txt", 0644, "foo/bar2"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt2"},
+				    {"foo/blaz/bar.txt", 0644, "foo/blaz/bar2"},
+				    {"bar/zib/zab.txt", 0644, "bar/zib/zab.txt2"},
+				    {"add/new/keys.txt", 0644, "addNewKeys"},
+				    {"add/new/keys2.txt", 0644, "addNewKeys2"},
+				    {"add/new/keys3.txt", 0644, "addNewKeys3"},
+				    {NULL, 0, NULL}};
+	const struct tu_file *steps[] = {a, b, c};
+	multiple(steps, 3);
+}
+END_TEST
+
+START_TEST(test_multiple_updates_pruning)
+{
+	const struct tu_file a[] = {{"foo/bar.txt", 0644, "foo/bar"},
+				    {"bar//zab.txt", 0644, "bar/zab.txt"},
+				    {"foo/blaz/bar.txt", 0644, "foo/blaz/bar"},
+				    {"zip/zap/zup/fop.txt", 0644, "zip/zap/zup/fop.txt"},
+				    {NULL, 0, NULL}};
+	const struct tu_file b[] = {{"foo/bar.txt", 0644, "foo/bar2"},
+				    {"bar/zab.txt", 0644, "bar/zab.txt2"},
+				    {NULL, 0, NULL}};
+	const struct tu_file c[] = {{"foo/bar.txt", 0644, "foo/bar"}, {NULL, 0, NULL}};
+	const struct tu_file *steps[] = {a, b, c};
+	multiple(steps, 3);
+}
+END_TEST
+
+/* ---- Visible links (TestCreateUserVisibleFiles) ---- */
+
+static void assert_link(const char *name, const char *want)
+{
+	char *p = tu_path(dst, name);
+	char buf[256];
+	ssize_t n = readlink(p, buf, sizeof(buf) - 1);
+	ck_assert_msg(n > 0, "%s is not a symlink", name);
+	buf[n] = '\0';
+	ck_assert_str_eq(buf, want);
+	free(p);
+}
+
+START_TEST(test_visible_links_top_level_only)
+{
+	const struct tu_file p[] = {{"foo", 0644, "a"},
+				    {"bar/txt", 0644, "b"},
+				    {"baz/qux/txt", 0644, "c"},
+				    {"./zip", 0644, "d"},
+				    {"zap///zup", 0644, "e"},
+				    {NULL, 0, NULL}};
+	write_once(p);
+	assert_link("foo", "..data/foo");
+	assert_link("bar", "..data/bar");
+	assert_link("baz", "..data/baz");
+	assert_link("zip", "..data/zip");
+	assert_link("zap", "..data/zap");
+	/* foo, bar, baz, zip, zap + ..data, generation, state file */
+	ck_assert_int_eq(tu_count_entries(dst), 8);
+}
+END_TEST
+
+START_TEST(test_write_again_after_crash_restores_links)
+{
+	const struct tu_file p[] = {{"foo", 0644, "a"}, {"bar/x", 0644, "b"},
+				    {NULL, 0, NULL}};
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	ck_assert_int_eq(publish_payload(w, p, &r, NULL), 0);
+	writer_result_fini(&r);
+	writer_close(w);
+	char *gen = tu_live(dst);
+	char *foo = tu_path(dst, "foo"), *bar = tu_path(dst, "bar");
+	ck_assert_int_eq(unlink(foo), 0);
+	ck_assert_int_eq(unlink(bar), 0);
+
+	w = open_writer();
+	ck_assert_int_eq(publish_payload(w, p, &r, NULL), 0);
+	ASSERT_TARGET(p);
+	char *gen2 = tu_live(dst);
+	ck_assert_str_eq(gen, gen2);
+	writer_result_fini(&r);
+	writer_close(w);
+	free(foo);
+	free(bar);
+	free(gen);
+	free(gen2);
+}
+END_TEST
+
+START_TEST(test_mode_only_change_publishes)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "f", "same", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *f = tu_path(src, "f");
+	ck_assert_int_eq(chmod(f, 0600), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ck_assert_uint_eq(r.changed, 1);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(f);
+}
+END_TEST
+
+/* ---- Rules beyond Kubernetes ---- */
+
+START_TEST(test_unchanged_tree_writes_nothing)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct stat a, b, sa, sb;
+
+	tu_write(src, "a/b/c", "c", 0644);
+	tu_write(src, "d", "d", 0600);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *state = tu_path(dst, STATE_FILE);
+	ck_assert_int_eq(stat(dst, &a), 0);
+	ck_assert_int_eq(stat(state, &sa), 0);
+	tu_nap(20);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+		ck_assert(!r.published);
+		writer_result_fini(&r);
+	}
+	writer_close(w);
+	/* A new writer (as a new --once run) also finds nothing to do. */
+	w = open_writer();
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	writer_result_fini(&r);
+	writer_close(w);
+	ck_assert_int_eq(stat(dst, &b), 0);
+	ck_assert_int_eq(stat(state, &sb), 0);
+	ck_assert(a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
+		  a.st_mtim.tv_nsec == b.st_mtim.tv_nsec);
+	ck_assert(sa.st_ino == sb.st_ino &&
+		  sa.st_mtim.tv_nsec == sb.st_mtim.tv_nsec);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	free(state);
+}
+END_TEST
+
+START_TEST(test_same_size_edit_same_second_publishes)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct stat st;
+
+	tu_write(src, "f", "aaaa", 0644);
+	char *f = tu_path(src, "f");
+	ck_assert_int_eq(stat(f, &st), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	/* Same size, and the mtime put back: only ctime tells. */
+	tu_write(src, "f", "bbbb", 0644);
+	struct timespec ts[2] = {st.st_atim, st.st_mtim};
+	ck_assert_int_eq(utimensat(AT_FDCWD, f, ts, 0), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(f);
+}
+END_TEST
+
+START_TEST(test_equal_metadata_within_racy_window_compares_content)
+{
+	/* The live copy differs from the source while every bit of source
+	 * metadata matches the state: only a byte compare can tell, and it
+	 * must happen for a file written this close to the last publish. */
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "f", "aaaa", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *live = tu_path(dst, "..data/f");
+	ck_assert_int_eq(chmod(live, 0644), 0);
+	tu_write(dst, "..data/f", "zzzz", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(live);
+}
+END_TEST
+
+START_TEST(test_touch_without_change_writes_nothing)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "f", "same", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	char *gen = strdup(r.generation);
+	writer_result_fini(&r);
+	tu_write(src, "f", "same", 0644); /* new mtime, same bytes */
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	ck_assert_str_eq(r.generation, gen);
+	writer_result_fini(&r);
+	writer_close(w);
+	free(gen);
+}
+END_TEST
+
+START_TEST(test_unchanged_files_are_reused_not_copied)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct stat a, b;
+
+	for (int i = 0; i < 20; i++) {
+		char n[32];
+		snprintf(n, sizeof(n), "d%d/f%d", i % 3, i);
+		tu_write(src, n, n, 0644);
+	}
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.copied, 20);
+	writer_result_fini(&r);
+	char *old = tu_path(dst, "..data/d1/f1");
+	ck_assert_int_eq(stat(old, &a), 0);
+	/* Held open by a "reader" across the publish. */
+	int fd = open(old, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	tu_write(src, "d0/f0", "changed", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.copied, 1);
+	ck_assert_uint_eq(r.linked, 19);
+	ck_assert_int_eq(stat(old, &b), 0);
+	ck_assert(a.st_ino == b.st_ino); /* same inode, never rewritten */
+	char buf[16] = {0};
+	ck_assert_int_eq(read(fd, buf, sizeof(buf) - 1), 5);
+	ck_assert_str_eq(buf, "d1/f1");
+	close(fd);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(old);
+}
+END_TEST
+
+START_TEST(test_invalid_snapshot_keeps_previous_generation)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	const struct tu_file good[] = {{"a", 0644, "a"}, {NULL, 0, NULL}};
+	const struct tu_file bad[] = {{"a", 0644, "b"}, {"/abs", 0644, "x"},
+				      {NULL, 0, NULL}};
+	char *err = NULL;
+
+	ck_assert_int_eq(publish_payload(w, good, &r, NULL), 0);
+	char *gen = tu_live(dst);
+	writer_result_fini(&r);
+	ck_assert_int_lt(publish_payload(w, bad, &r, &err), 0);
+	ck_assert_msg(strstr(err, "/abs") != NULL, "%s", err);
+	char *gen2 = tu_live(dst);
+	ck_assert_str_eq(gen, gen2);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ASSERT_TARGET(good);
+	free(err);
+	free(gen);
+	free(gen2);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_user_file_in_target_is_never_clobbered)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *err = NULL;
+
+	tu_write(src, "app.conf", "v1", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *gen = tu_live(dst);
+	tu_write(dst, "mine", "user data", 0644);
+	tu_write(src, "mine", "from source", 0644);
+	tu_write(src, "app.conf", "v2", 0644);
+	ck_assert_int_lt(publish_tree(w, &r, &err), 0);
+	ck_assert_msg(strstr(err, "mine") && strstr(err, "not a link"), "%s", err);
+	char *p = tu_path(dst, "mine");
+	char *d = tu_read(p, NULL);
+	ck_assert_str_eq(d, "user data");
+	char *gen2 = tu_live(dst);
+	ck_assert_str_eq(gen, gen2);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	/* A user's directory, too. */
+	ck_assert_int_eq(unlink(p), 0);
+	tu_mkdirs(p, 0755);
+	free(err);
+	err = NULL;
+	ck_assert_int_lt(publish_tree(w, &r, &err), 0);
+	ck_assert_msg(strstr(err, "mine"), "%s", err);
+	free(err);
+	free(d);
+	free(p);
+	free(gen);
+	free(gen2);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_user_files_beside_links_are_left_alone)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "a", "a", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	tu_write(dst, "other", "x", 0644);
+	tu_write(dst, "..reserved-by-someone", "y", 0644);
+	char *a = tu_path(src, "a");
+	unlink(a);
+	tu_write(src, "b", "b", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	writer_close(w);
+	w = open_writer(); /* recovery must not touch them either */
+	writer_close(w);
+	char *o = tu_path(dst, "other"), *res = tu_path(dst, "..reserved-by-someone");
+	struct stat st;
+	ck_assert_int_eq(lstat(o, &st), 0);
+	ck_assert_int_eq(lstat(res, &st), 0);
+	free(a);
+	free(o);
+	free(res);
+}
+END_TEST
+
+START_TEST(test_recovery_removes_debris)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "a", "a", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	writer_close(w);
+	char *gen = tu_live(dst);
+	tu_write(dst, "..2020_01_01_00_00_00.123/x", "half", 0644);
+	tu_write(dst, STATE_TMP, "partial", 0644);
+	char *tmpl = tu_path(dst, "..data_tmp");
+	ck_assert_int_eq(symlink("..2020_01_01_00_00_00.123", tmpl), 0);
+
+	w = open_writer();
+	ck_assert_str_eq(writer_live_generation(w), gen);
+	struct stat st;
+	ck_assert(lstat(tmpl, &st) < 0);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(tu_count_entries(dst), 4); /* ..data, gen, state, a */
+	ASSERT_TREES();
+	writer_close(w);
+	free(gen);
+	free(tmpl);
+}
+END_TEST
+
+START_TEST(test_target_created_with_mode_0755_and_parent_required)
+{
+	struct writer *w = NULL;
+	struct writer_opts o = opts();
+	char *err = NULL;
+	struct stat st;
+
+	umask(077);
+	w = open_writer();
+	writer_close(w);
+	ck_assert_int_eq(stat(dst, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+
+	char *deep = tu_path(tmp, "missing/target");
+	ck_assert_int_eq(writer_open(deep, &o, &w, &err), -ENOENT);
+	ck_assert_msg(strstr(err, deep) && strstr(err, "parent"), "%s", err);
+	free(err);
+	free(deep);
+}
+END_TEST
+
+START_TEST(test_generation_layout)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct stat st;
+
+	tu_write(src, "tls/cert.pem", "cert", 0640);
+	tu_write(src, "app.conf", "x", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_close(w);
+	char *gen = tu_live(dst);
+	/* ..YYYY_MM_DD_HH_MM_SS.<suffix> */
+	ck_assert_uint_gt(strlen(gen), 22);
+	ck_assert(strncmp(gen, "..20", 4) == 0 && gen[6] == '_' &&
+		  gen[21] == '.');
+	ck_assert_str_eq(gen, r.generation);
+	char *g = tu_path(dst, gen);
+	ck_assert_int_eq(stat(g, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	assert_link("tls", "..data/tls");
+	assert_link("app.conf", "..data/app.conf");
+	/* Nothing of ours inside the generation. */
+	ck_assert_int_eq(tu_count_entries(g), 2);
+	writer_result_fini(&r);
+	free(g);
+	free(gen);
+}
+END_TEST
+
+START_TEST(test_setuid_bits_dropped)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct stat st;
+
+	tu_write(src, "suid", "x", 06755);
+	tu_mkdirs(src, 0755);
+	char *d = tu_path(src, "sticky");
+	tu_mkdirs(d, 01777);
+	chmod(d, 01777);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	char *p = tu_path(dst, "..data/suid");
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	free(p);
+	p = tu_path(dst, "..data/sticky");
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0777);
+	free(p);
+	free(d);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_file_changed_during_copy_is_not_published)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+
+	tu_write(src, "f", "v1", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	char *gen = strdup(r.generation);
+	writer_result_fini(&r);
+	tu_write(src, "f", "v2-longer", 0644);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	/* Written again between the snapshot and the copy. */
+	tu_write(src, "f", "v3-even-longer", 0644);
+	ck_assert_int_eq(writer_publish(w, s, &r, &err), -EAGAIN);
+	ck_assert_msg(strstr(err, "changed while being read"), "%s", err);
+	char *live = tu_live(dst);
+	ck_assert_str_eq(live, gen);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	writer_result_fini(&r);
+	free(err);
+	free(live);
+	free(gen);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_large_file_streams)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	size_t n = 8u << 20;
+	char *buf = malloc(n);
+
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (char)(i * 2654435761u >> 13);
+	tu_write_len(src, "big", buf, n, 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.bytes_copied, n);
+	ASSERT_TREES();
+	free(buf);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_live_dir_swapped_for_symlink_writes_nothing_outside)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *outside = tu_path(tmp, "outside");
+
+	tu_mkdirs(outside, 0755);
+	tu_write(src, "d/f", "f", 0644);
+	tu_write(src, "d/g", "g", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	/* Someone replaces a directory of the live generation with a link
+	 * to elsewhere. */
+	char *gen = tu_live(dst);
+	char *rel = tu_path(gen, "d");
+	char *d = tu_path(dst, rel);
+	tu_rmrf(d);
+	ck_assert_int_eq(symlink(outside, d), 0);
+	tu_write(src, "d/g", "g2", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_int_eq(tu_count_entries(outside), 0);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(outside);
+	free(gen);
+	free(rel);
+	free(d);
+}
+END_TEST
+
+START_TEST(test_dry_run_writes_nothing)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+
+	o.dry_run = true;
+	tu_write(src, "a", "a", 0644);
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	ck_assert_int_eq(writer_publish(w, s, &r, NULL), 0);
+	ck_assert(!r.published);
+	ck_assert_uint_eq(r.added, 1);
+	struct stat st;
+	ck_assert(stat(dst, &st) < 0 && errno == ENOENT);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_second_writer_on_same_target_is_refused)
+{
+	struct writer *w = open_writer(), *w2 = NULL;
+	struct writer_opts o = opts();
+	char *err = NULL;
+
+	ck_assert_int_eq(writer_open(dst, &o, &w2, &err), -EBUSY);
+	ck_assert_msg(strstr(err, "in use"), "%s", err);
+	free(err);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_grace_keeps_old_generation_until_due)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+	uint64_t next = 0;
+
+	o.grace_ms = 200;
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	tu_write(src, "a", "1", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	tu_write(src, "a", "22", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	ck_assert_int_eq(writer_retire(w, false, &next), 0);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ck_assert_uint_gt(next, 0);
+	while (next != 0) {
+		tu_nap(20);
+		ck_assert_int_eq(writer_retire(w, false, &next), 0);
+	}
+	ck_assert_int_eq(tu_generations(dst), 1);
+	writer_close(w);
+}
+END_TEST
+
+/* ---- Readers during 200 publishes ---- */
+
+#define NFILES 8
+
+/* Version v of file i: "v<v> i<i> " padded to a size that differs
+ * between versions, so a mix or a tear shows. */
+static void version_data(int v, int i, char *buf, size_t *len)
+{
+	int n = snprintf(buf, 64, "v%d i%d ", v, i);
+	size_t want = (size_t)(100 + i * 37 + v * 1500);
+	for (size_t k = (size_t)n; k < want; k++)
+		buf[k] = (char)('a' + (k * (size_t)(v + 3) + (size_t)i) % 26);
+	*len = want;
+}
+
+static int reader(const char *target)
+{
+	char want[2][NFILES][4096];
+	size_t wlen[2][NFILES];
+	for (int v = 0; v < 2; v++)
+		for (int i = 0; i < NFILES; i++)
+			version_data(v, i, want[v][i], &wlen[v][i]);
+	char *data = tu_path(target, "..data");
+	char buf[8192];
+	long rounds = 0;
+	for (;;) {
+		int dfd = open(data, O_RDONLY | O_DIRECTORY);
+		if (dfd < 0) {
+			fprintf(stderr, "reader: open ..data: %s\n", strerror(errno));
+			return 1;
+		}
+		int seen = -1;
+		for (int i = 0; i < NFILES; i++) {
+			char name[32];
+			snprintf(name, sizeof(name), "%s/f%d", i % 2 ? "sub" : ".", i);
+			int fd = openat(dfd, name, O_RDONLY);
+			if (fd < 0) {
+				fprintf(stderr, "reader: %s: %s (round %ld)\n", name,
+					strerror(errno), rounds);
+				return 1;
+			}
+			ssize_t n = read(fd, buf, sizeof(buf));
+			close(fd);
+			/* Dwell in the generation like a reader that parses
+			 * what it reads, so a publish overlaps it. */
+			if (rounds % 3 == 0) {
+				struct timespec ts = {0, 200000L * (rounds % 7)};
+				nanosleep(&ts, NULL);
+			}
+			int v = buf[1] - '0';
+			if (n <= 0 || (v != 0 && v != 1) || (size_t)n != wlen[v][i] ||
+			    memcmp(buf, want[v][i], (size_t)n) != 0) {
+				fprintf(stderr, "reader: %s torn (round %ld)\n", name, rounds);
+				return 1;
+			}
+			if (seen >= 0 && seen != v) {
+				fprintf(stderr, "reader: mixed versions (round %ld)\n", rounds);
+				return 1;
+			}
+			seen = v;
+		}
+		close(dfd);
+		rounds++;
+		if (getppid() == 1)
+			return 1;
+		struct stat st;
+		char *stop = tu_path(target, "..stop-reader");
+		int done = lstat(stop, &st) == 0;
+		free(stop);
+		if (done)
+			return rounds > 0 ? 0 : 1;
+	}
+}
+
+static void write_version(int v)
+{
+	for (int i = 0; i < NFILES; i++) {
+		char name[32], buf[4096];
+		size_t len;
+		snprintf(name, sizeof(name), "%s/f%d", i % 2 ? "sub" : ".", i);
+		version_data(v, i, buf, &len);
+		tu_write_len(src, name, buf, len, 0644);
+	}
+}
+
+START_TEST(test_reader_never_sees_enoent_torn_or_mixed)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+	char *err = NULL;
+
+	o.grace_ms = 1000;
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	write_version(0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(reader(dst));
+	for (int k = 1; k <= 200; k++) {
+		write_version(k % 2);
+		int rc = publish_tree(w, &r, &err);
+		ck_assert_msg(rc == 0, "publish %d: %s", k, err);
+		ck_assert(r.published);
+		writer_result_fini(&r);
+		writer_retire(w, false, NULL);
+	}
+	tu_write(dst, "..stop-reader", "", 0644);
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "reader saw a broken target");
+	writer_retire(w, true, NULL);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	writer_close(w);
+}
+END_TEST
+
+static Suite *writer_suite(void)
+{
+	Suite *s = suite_create("writer");
+	TCase *tc = tcase_create("kubernetes");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_validate_path_cases);
+	tcase_add_test(tc, test_validate_path_lengths);
+	tcase_add_test(tc, test_clean_path);
+	tcase_add_test(tc, test_payload_with_unclean_path_is_cleaned);
+	tcase_add_test(tc, test_paths_to_remove_simple);
+	tcase_add_test(tc, test_paths_to_remove_subdir_file_and_empty_dirs);
+	tcase_add_test(tc, test_paths_to_remove_two_levels);
+	tcase_add_test(tc, test_paths_to_remove_five_level_chain);
+	tcase_add_test(tc, test_paths_to_remove_two_chains);
+	tcase_add_test(tc, test_paths_to_remove_keeps_shared_ancestors);
+	tcase_add_test(tc, test_paths_to_remove_new_path_protects_ancestors);
+	tcase_add_test(tc, test_write_once_invalid_reserved_fails_whole);
+	tcase_add_test(tc, test_write_once_invalid_doubledot_fails_whole);
+	tcase_add_test(tc, test_write_once_basic);
+	tcase_add_test(tc, test_write_once_binary_and_dotfile);
+	tcase_add_test(tc, test_write_once_modes);
+	tcase_add_test(tc, test_write_once_dotfiles);
+	tcase_add_test(tc, test_write_once_dotfile_modes);
+	tcase_add_test(tc, test_write_once_subdirectories);
+	tcase_add_test(tc, test_write_once_subdirectory_modes);
+	tcase_add_test(tc, test_write_once_unclean_subdirectories);
+	tcase_add_test(tc, test_write_once_nested_subdirectories);
+	tcase_add_test(tc, test_write_once_kitchen_sink);
+	tcase_add_test(tc, test_update_content_and_mode);
+	tcase_add_test(tc, test_update_identical_flat_writes_nothing);
+	tcase_add_test(tc, test_update_identical_nested_writes_nothing);
+	tcase_add_test(tc, test_update_add_top_level_dir);
+	tcase_add_test(tc, test_update_add_deep_path);
+	tcase_add_test(tc, test_update_add_deep_path_under_existing_dir);
+	tcase_add_test(tc, test_update_delete_removes_top_level_link);
+	tcase_add_test(tc, test_update_delete_deep);
+	tcase_add_test(tc, test_update_delete_deep_with_surviving_sibling);
+	tcase_add_test(tc, test_update_delete_deeper_with_surviving_sibling);
+	tcase_add_test(tc, test_update_delete_all);
+	tcase_add_test(tc, test_update_replace_top_level_dir);
+	tcase_add_test(tc, test_multiple_updates_modes);
+	tcase_add_test(tc, test_multiple_updates_nested_modes);
+	tcase_add_test(tc, test_multiple_updates_four_in_a_row);
+	tcase_add_test(tc, test_multiple_updates_subdirectories);
+	tcase_add_test(tc, test_multiple_updates_add_into_existing_dirs);
+	tcase_add_test(tc, test_multiple_updates_pruning);
+	tcase_add_test(tc, test_visible_links_top_level_only);
+	tcase_add_test(tc, test_write_again_after_crash_restores_links);
+	tcase_add_test(tc, test_mode_only_change_publishes);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("atomsync");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_unchanged_tree_writes_nothing);
+	tcase_add_test(tc, test_same_size_edit_same_second_publishes);
+	tcase_add_test(tc, test_equal_metadata_within_racy_window_compares_content);
+	tcase_add_test(tc, test_touch_without_change_writes_nothing);
+	tcase_add_test(tc, test_unchanged_files_are_reused_not_copied);
+	tcase_add_test(tc, test_invalid_snapshot_keeps_previous_generation);
+	tcase_add_test(tc, test_user_file_in_target_is_never_clobbered);
+	tcase_add_test(tc, test_user_files_beside_links_are_left_alone);
+	tcase_add_test(tc, test_recovery_removes_debris);
+	tcase_add_test(tc, test_target_created_with_mode_0755_and_parent_required);
+	tcase_add_test(tc, test_generation_layout);
+	tcase_add_test(tc, test_setuid_bits_dropped);
+	tcase_add_test(tc, test_file_changed_during_copy_is_not_published);
+	tcase_add_test(tc, test_large_file_streams);
+	tcase_add_test(tc, test_live_dir_swapped_for_symlink_writes_nothing_outside);
+	tcase_add_test(tc, test_dry_run_writes_nothing);
+	tcase_add_test(tc, test_second_writer_on_same_target_is_refused);
+	tcase_add_test(tc, test_grace_keeps_old_generation_until_due);
+	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(writer_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}

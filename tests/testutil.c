@@ -1,0 +1,412 @@
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "snapshot.h"
+#include "testutil.h"
+
+static void die(const char *what, const char *path)
+{
+	fprintf(stderr, "testutil: %s %s: %s\n", what, path, strerror(errno));
+	abort();
+}
+
+char *tu_mkdtemp(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	char *t;
+
+	if (tmp == NULL || *tmp == '\0')
+		tmp = "/tmp";
+	if (asprintf(&t, "%s/atomsync-test.XXXXXX", tmp) < 0)
+		abort();
+	if (mkdtemp(t) == NULL)
+		die("mkdtemp", t);
+	return t;
+}
+
+void tu_rmrf(const char *path)
+{
+	char *copy = strdup(path);
+	char *slash = strrchr(copy, '/');
+	int dfd;
+	const char *name;
+
+	if (slash == NULL) {
+		dfd = AT_FDCWD;
+		name = copy;
+	} else {
+		*slash = '\0';
+		dfd = open(*copy ? copy : "/", O_RDONLY | O_DIRECTORY);
+		name = slash + 1;
+	}
+	if (dfd >= 0 || dfd == AT_FDCWD) {
+		fsutil_rmtree(dfd, name);
+		if (dfd >= 0)
+			close(dfd);
+	}
+	free(copy);
+}
+
+char *tu_path(const char *a, const char *b)
+{
+	char *r;
+	if (asprintf(&r, "%s/%s", a, b) < 0)
+		abort();
+	return r;
+}
+
+void tu_mkdirs(const char *path, mode_t mode)
+{
+	char *p = strdup(path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST)
+			die("mkdir", p);
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		die("mkdir", p);
+	free(p);
+}
+
+void tu_write_len(const char *dir, const char *rel, const void *data,
+		  size_t len, mode_t mode)
+{
+	char *p = tu_path(dir, rel);
+	char *slash = strrchr(p, '/');
+	*slash = '\0';
+	tu_mkdirs(p, 0755);
+	*slash = '/';
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		die("open", p);
+	const char *d = data;
+	while (len > 0) {
+		ssize_t w = write(fd, d, len);
+		if (w <= 0)
+			die("write", p);
+		d += w;
+		len -= (size_t)w;
+	}
+	if (fchmod(fd, mode) < 0)
+		die("fchmod", p);
+	close(fd);
+	free(p);
+}
+
+void tu_write(const char *dir, const char *rel, const char *data, mode_t mode)
+{
+	tu_write_len(dir, rel, data, strlen(data), mode);
+}
+
+char *tu_read(const char *path, size_t *lenp)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return NULL;
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+	for (;;) {
+		if (len + 1 >= cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+		}
+		ssize_t r = read(fd, buf + len, cap - len - 1);
+		if (r < 0) {
+			free(buf);
+			close(fd);
+			return NULL;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	buf[len] = '\0';
+	if (lenp)
+		*lenp = len;
+	return buf;
+}
+
+void tu_fill(const char *dir, const struct tu_file *payload)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *p = tu_path(dir, de->d_name);
+		tu_rmrf(p);
+		free(p);
+	}
+	if (d)
+		closedir(d);
+	for (const struct tu_file *f = payload; f->path; f++) {
+		char *c = snapshot_clean_path(f->path);
+		tu_write(dir, c, f->data, f->mode);
+		free(c);
+	}
+}
+
+char *tu_live(const char *dst)
+{
+	char *p = tu_path(dst, "..data");
+	char *t = NULL;
+	int dfd = open(dst, O_RDONLY | O_DIRECTORY);
+	if (dfd >= 0) {
+		if (fsutil_readlinkat(dfd, "..data", &t) < 0)
+			t = NULL;
+		close(dfd);
+	}
+	free(p);
+	return t;
+}
+
+int tu_generations(const char *dst)
+{
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	int n = 0;
+	while (d && (de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, "..2", 3) == 0)
+			n++;
+	if (d)
+		closedir(d);
+	return n;
+}
+
+int tu_count_entries(const char *dst)
+{
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	int n = 0;
+	while (d && (de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* A collected file or directory of a tree. */
+struct item {
+	char *path;
+	int isdir;
+	mode_t mode;
+	char *data;
+	size_t len;
+};
+
+struct items {
+	struct item *v;
+	size_t n, cap;
+};
+
+static void items_add(struct items *it, const char *path, int isdir,
+		      mode_t mode, char *data, size_t len)
+{
+	if (it->n == it->cap) {
+		it->cap = it->cap ? it->cap * 2 : 64;
+		it->v = realloc(it->v, it->cap * sizeof(*it->v));
+	}
+	it->v[it->n++] = (struct item){strdup(path), isdir, mode, data, len};
+}
+
+static void items_free(struct items *it)
+{
+	for (size_t i = 0; i < it->n; i++) {
+		free(it->v[i].path);
+		free(it->v[i].data);
+	}
+	free(it->v);
+}
+
+static int item_cmp(const void *a, const void *b)
+{
+	return snapshot_path_cmp(((const struct item *)a)->path,
+				 ((const struct item *)b)->path);
+}
+
+/* Collects a tree, following symlinks (as a reader would), skipping names
+ * that start with ".." at the top when `skip_reserved`. */
+static void collect(const char *base, const char *rel, struct items *it,
+		    int skip_reserved)
+{
+	char *dir = *rel ? tu_path(base, rel) : strdup(base);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (skip_reserved && strncmp(de->d_name, "..", 2) == 0)
+			continue;
+		char *r = *rel ? tu_path(rel, de->d_name) : strdup(de->d_name);
+		char *full = tu_path(base, r);
+		struct stat st;
+		if (stat(full, &st) == 0) {
+			if (S_ISDIR(st.st_mode)) {
+				items_add(it, r, 1, st.st_mode & 07777, NULL, 0);
+				collect(base, r, it, 0);
+			} else if (S_ISREG(st.st_mode)) {
+				size_t len = 0;
+				char *data = tu_read(full, &len);
+				items_add(it, r, 0, st.st_mode & 07777, data, len);
+			}
+		}
+		free(full);
+		free(r);
+	}
+	if (d)
+		closedir(d);
+	free(dir);
+}
+
+static char *describe(const char *fmt, const char *a, const char *b)
+{
+	char *r;
+	if (asprintf(&r, fmt, a, b ? b : "") < 0)
+		abort();
+	return r;
+}
+
+char *tu_diff_target(const char *dst, const struct tu_file *payload)
+{
+	struct items got = {0};
+	char *res = NULL;
+
+	/* Every visible name must be our link into ..data. */
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "..", 2) == 0 || strcmp(de->d_name, ".") == 0)
+			continue;
+		char *p = tu_path(dst, de->d_name);
+		char buf[4096];
+		ssize_t n = readlink(p, buf, sizeof(buf) - 1);
+		free(p);
+		if (n < 0) {
+			res = describe("visible name %s is not a symlink%s",
+				       de->d_name, NULL);
+			break;
+		}
+		buf[n] = '\0';
+		char *want = tu_path("..data", de->d_name);
+		if (strcmp(buf, want) != 0)
+			res = describe("visible link %s points to %s", de->d_name, buf);
+		free(want);
+		if (res)
+			break;
+	}
+	if (d)
+		closedir(d);
+	if (res)
+		return res;
+
+	collect(dst, "", &got, 1);
+	size_t nfiles = 0;
+	for (const struct tu_file *f = payload; f->path; f++)
+		nfiles++;
+	size_t seen = 0;
+	for (size_t i = 0; i < got.n && !res; i++) {
+		struct item *g = &got.v[i];
+		if (g->isdir)
+			continue;
+		seen++;
+		const struct tu_file *m = NULL;
+		for (const struct tu_file *f = payload; f->path; f++) {
+			char *c = snapshot_clean_path(f->path);
+			if (strcmp(c, g->path) == 0)
+				m = f;
+			free(c);
+		}
+		if (m == NULL)
+			res = describe("unexpected file %s%s", g->path, NULL);
+		else if (g->len != strlen(m->data) ||
+			 memcmp(g->data, m->data, g->len) != 0)
+			res = describe("content of %s differs%s", g->path, NULL);
+		else if (g->mode != m->mode) {
+			char b[32];
+			snprintf(b, sizeof(b), "%o, want %o", (unsigned)g->mode,
+				 (unsigned)m->mode);
+			res = describe("mode of %s is %s", g->path, b);
+		}
+	}
+	if (!res && seen != nfiles) {
+		char b[64];
+		snprintf(b, sizeof(b), "%zu files, want %zu", seen, nfiles);
+		res = describe("target holds %s%s", b, NULL);
+	}
+	items_free(&got);
+	return res;
+}
+
+char *tu_diff_trees(const char *src, const char *dst)
+{
+	struct items a = {0}, b = {0};
+	char *res = NULL;
+	char *data = tu_path(dst, "..data");
+
+	collect(src, "", &a, 1);
+	collect(data, "", &b, 0);
+	free(data);
+	qsort(a.v, a.n, sizeof(*a.v), item_cmp);
+	qsort(b.v, b.n, sizeof(*b.v), item_cmp);
+	size_t i = 0, j = 0;
+	while (!res && (i < a.n || j < b.n)) {
+		int c = i == a.n ? 1 : j == b.n ? -1 : item_cmp(&a.v[i], &b.v[j]);
+		if (c < 0)
+			res = describe("missing in target: %s%s", a.v[i].path, NULL);
+		else if (c > 0)
+			res = describe("extra in target: %s%s", b.v[j].path, NULL);
+		else if (a.v[i].isdir != b.v[j].isdir)
+			res = describe("type differs: %s%s", a.v[i].path, NULL);
+		else if (!a.v[i].isdir && (a.v[i].len != b.v[j].len ||
+					   memcmp(a.v[i].data, b.v[j].data, a.v[i].len)))
+			res = describe("content differs: %s%s", a.v[i].path, NULL);
+		else if ((a.v[i].mode & 0777) != b.v[j].mode) {
+			char m[32];
+			snprintf(m, sizeof(m), " (%o vs %o)", (unsigned)(a.v[i].mode & 0777),
+				 (unsigned)b.v[j].mode);
+			res = describe("mode differs: %s%s", a.v[i].path, m);
+		}
+		i++;
+		j++;
+	}
+	items_free(&a);
+	items_free(&b);
+	return res;
+}
+
+long long tu_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tu_nap(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+int tu_scale(int ms)
+{
+	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
+	double f = m ? atof(m) : 1.0;
+	if (f < 1.0)
+		f = 1.0;
+	return (int)(ms * f);
+}

@@ -1,0 +1,53 @@
+/* Helpers shared by the check tests: temp directories, files, payloads,
+ * and waiting for a condition with a deadline. */
+#ifndef ATOMSYNC_TESTUTIL_H
+#define ATOMSYNC_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* One file of a payload, as the Kubernetes tests describe them. */
+struct tu_file {
+	const char *path;
+	mode_t mode;
+	const char *data;
+};
+
+/* A fresh directory under $TMPDIR (or /tmp); free() the result. */
+char *tu_mkdtemp(void);
+/* Removes a tree; never follows symlinks. */
+void tu_rmrf(const char *path);
+/* Joins with '/' into a malloc'ed string. */
+char *tu_path(const char *a, const char *b);
+/* Writes `data` to dir/rel (creating parents) and sets `mode`. */
+void tu_write(const char *dir, const char *rel, const char *data, mode_t mode);
+void tu_write_len(const char *dir, const char *rel, const void *data,
+		  size_t len, mode_t mode);
+/* Reads a whole file (NUL-terminated); NULL if it cannot be read. */
+char *tu_read(const char *path, size_t *len);
+/* mkdir -p */
+void tu_mkdirs(const char *path, mode_t mode);
+/* Replaces everything in `dir` with `payload` (cleaned paths). */
+void tu_fill(const char *dir, const struct tu_file *payload);
+/* Where ..data points in `dst` (malloc'ed), or NULL. */
+char *tu_live(const char *dst);
+/* Number of generation directories in `dst`. */
+int tu_generations(const char *dst);
+/* Entries of `dst` whose names start with "..", plus other names. */
+int tu_count_entries(const char *dst);
+/* Asserts that what readers see in `dst` through its visible links is
+ * exactly `payload`: names, content and modes; returns a description of
+ * the first difference, or NULL. */
+char *tu_diff_target(const char *dst, const struct tu_file *payload);
+/* Asserts that dst (through ..data) holds the same files, dirs, content
+ * and permission bits as the source tree src; NULL or a description. */
+char *tu_diff_trees(const char *src, const char *dst);
+/* Monotonic milliseconds. */
+long long tu_now_ms(void);
+/* Sleeps a few milliseconds (for polling loops with a deadline). */
+void tu_nap(int ms);
+/* Scales a timeout by $CK_TIMEOUT_MULTIPLIER (valgrind, sanitizers). */
+int tu_scale(int ms);
+
+#endif
