@@ -3,6 +3,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,9 +63,13 @@ void tu_rmrf(const char *path)
 
 char *tu_path(const char *a, const char *b)
 {
-	char *r;
-	if (asprintf(&r, "%s/%s", a, b) < 0)
+	size_t la = strlen(a), lb = strlen(b);
+	char *r = malloc(la + lb + 2);
+	if (r == NULL)
 		abort();
+	memcpy(r, a, la);
+	r[la] = '/';
+	memcpy(r + la + 1, b, lb + 1);
 	return r;
 }
 
@@ -85,10 +93,10 @@ void tu_write_len(const char *dir, const char *rel, const void *data,
 		  size_t len, mode_t mode)
 {
 	char *p = tu_path(dir, rel);
-	char *slash = strrchr(p, '/');
-	*slash = '\0';
+	size_t cut = (size_t)(strrchr(p, '/') - p);
+	p[cut] = '\0';
 	tu_mkdirs(p, 0755);
-	*slash = '/';
+	p[cut] = '/';
 	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		die("open", p);
@@ -273,11 +281,18 @@ static void collect(const char *base, const char *rel, struct items *it,
 	free(dir);
 }
 
-static char *describe(const char *fmt, const char *a, const char *b)
+static char *describe(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+static char *describe(const char *fmt, ...)
 {
+	va_list ap;
 	char *r;
-	if (asprintf(&r, fmt, a, b ? b : "") < 0)
+
+	va_start(ap, fmt);
+	if (vasprintf(&r, fmt, ap) < 0)
 		abort();
+	va_end(ap);
 	return r;
 }
 
@@ -297,8 +312,7 @@ char *tu_diff_target(const char *dst, const struct tu_file *payload)
 		ssize_t n = readlink(p, buf, sizeof(buf) - 1);
 		free(p);
 		if (n < 0) {
-			res = describe("visible name %s is not a symlink%s",
-				       de->d_name, NULL);
+			res = describe("visible name %s is not a symlink", de->d_name);
 			break;
 		}
 		buf[n] = '\0';
@@ -332,10 +346,10 @@ char *tu_diff_target(const char *dst, const struct tu_file *payload)
 			free(c);
 		}
 		if (m == NULL)
-			res = describe("unexpected file %s%s", g->path, NULL);
+			res = describe("unexpected file %s", g->path);
 		else if (g->len != strlen(m->data) ||
 			 memcmp(g->data, m->data, g->len) != 0)
-			res = describe("content of %s differs%s", g->path, NULL);
+			res = describe("content of %s differs", g->path);
 		else if (g->mode != m->mode) {
 			char b[32];
 			snprintf(b, sizeof(b), "%o, want %o", (unsigned)g->mode,
@@ -346,7 +360,7 @@ char *tu_diff_target(const char *dst, const struct tu_file *payload)
 	if (!res && seen != nfiles) {
 		char b[64];
 		snprintf(b, sizeof(b), "%zu files, want %zu", seen, nfiles);
-		res = describe("target holds %s%s", b, NULL);
+		res = describe("target holds %s", b);
 	}
 	items_free(&got);
 	return res;
@@ -367,14 +381,14 @@ char *tu_diff_trees(const char *src, const char *dst)
 	while (!res && (i < a.n || j < b.n)) {
 		int c = i == a.n ? 1 : j == b.n ? -1 : item_cmp(&a.v[i], &b.v[j]);
 		if (c < 0)
-			res = describe("missing in target: %s%s", a.v[i].path, NULL);
+			res = describe("missing in target: %s", a.v[i].path);
 		else if (c > 0)
-			res = describe("extra in target: %s%s", b.v[j].path, NULL);
+			res = describe("extra in target: %s", b.v[j].path);
 		else if (a.v[i].isdir != b.v[j].isdir)
-			res = describe("type differs: %s%s", a.v[i].path, NULL);
+			res = describe("type differs: %s", a.v[i].path);
 		else if (!a.v[i].isdir && (a.v[i].len != b.v[j].len ||
 					   memcmp(a.v[i].data, b.v[j].data, a.v[i].len)))
-			res = describe("content differs: %s%s", a.v[i].path, NULL);
+			res = describe("content differs: %s", a.v[i].path);
 		else if ((a.v[i].mode & 0777) != b.v[j].mode) {
 			char m[32];
 			snprintf(m, sizeof(m), " (%o vs %o)", (unsigned)(a.v[i].mode & 0777),
@@ -409,4 +423,106 @@ int tu_scale(int ms)
 	if (f < 1.0)
 		f = 1.0;
 	return (int)(ms * f);
+}
+
+const char *tu_bin(void)
+{
+	const char *b = getenv("ATOMSYNCD");
+	return b && *b ? b : "../src/atomsyncd";
+}
+
+struct sink {
+	int fd;
+	char *buf;
+	size_t len, cap;
+};
+
+static void sink_read(struct sink *k)
+{
+	char tmp[4096];
+	ssize_t n = read(k->fd, tmp, sizeof(tmp));
+	if (n <= 0) {
+		close(k->fd);
+		k->fd = -1;
+		return;
+	}
+	if (k->len + (size_t)n + 1 > k->cap) {
+		k->cap = (k->len + (size_t)n + 1) * 2;
+		k->buf = realloc(k->buf, k->cap);
+	}
+	memcpy(k->buf + k->len, tmp, (size_t)n);
+	k->len += (size_t)n;
+	k->buf[k->len] = '\0';
+}
+
+int tu_run(const char *const argv[], char **out, char **err, int timeout_ms)
+{
+	int po[2], pe[2];
+	if (pipe(po) < 0 || pipe(pe) < 0)
+		abort();
+	pid_t pid = fork();
+	if (pid < 0)
+		abort();
+	if (pid == 0) {
+		dup2(po[1], 1);
+		dup2(pe[1], 2);
+		close(po[0]);
+		close(pe[0]);
+		close(po[1]);
+		close(pe[1]);
+		int nul = open("/dev/null", O_RDONLY);
+		dup2(nul, 0);
+		execvp(argv[0], (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(po[1]);
+	close(pe[1]);
+	struct sink so = {po[0], NULL, 0, 0}, se = {pe[0], NULL, 0, 0};
+	long long deadline = tu_now_ms() + tu_scale(timeout_ms);
+	int timed_out = 0;
+	while (so.fd >= 0 || se.fd >= 0) {
+		struct pollfd p[2] = {{so.fd, POLLIN, 0}, {se.fd, POLLIN, 0}};
+		long long left = deadline - tu_now_ms();
+		if (left <= 0) {
+			timed_out = 1;
+			break;
+		}
+		int r = poll(p, 2, (int)left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (p[0].revents)
+			sink_read(&so);
+		if (p[1].revents)
+			sink_read(&se);
+	}
+	if (timed_out)
+		kill(pid, SIGKILL);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	if (so.fd >= 0)
+		close(so.fd);
+	if (se.fd >= 0)
+		close(se.fd);
+	if (out)
+		*out = so.buf ? so.buf : strdup("");
+	else
+		free(so.buf);
+	if (err)
+		*err = se.buf ? se.buf : strdup("");
+	else
+		free(se.buf);
+	if (timed_out)
+		return -1;
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+int tu_lines(const char *s)
+{
+	int n = 0;
+	for (; s && *s; s++)
+		n += *s == '\n';
+	return n;
 }

@@ -43,6 +43,15 @@ char *tu_diff_target(const char *dst, const struct tu_file *payload);
 /* Asserts that dst (through ..data) holds the same files, dirs, content
  * and permission bits as the source tree src; NULL or a description. */
 char *tu_diff_trees(const char *src, const char *dst);
+/* The atomsyncd binary under test ($ATOMSYNCD, else ../src/atomsyncd). */
+const char *tu_bin(void);
+/* Runs argv (argv[0] is looked up in PATH unless it has a '/') with a
+ * deadline; captures stdout and stderr (malloc'ed, may be NULL).  Returns
+ * the exit status, 128+signal when killed by one, or -1 on timeout (the
+ * child is then killed). */
+int tu_run(const char *const argv[], char **out, char **err, int timeout_ms);
+/* Counts lines in s. */
+int tu_lines(const char *s);
 /* Monotonic milliseconds. */
 long long tu_now_ms(void);
 /* Sleeps a few milliseconds (for polling loops with a deadline). */

@@ -1,0 +1,398 @@
+/* Reading a source tree: order, reserved names, symlinks in each mode,
+ * special files, excludes and what gets watched. */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "snapshot.h"
+#include "testutil.h"
+
+static char *tmp, *src;
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp();
+	src = tu_path(tmp, "src");
+	tu_mkdirs(src, 0755);
+	log_init(LOG_FMT_TEXT, LOG_LVL_ERROR);
+}
+
+static void teardown(void)
+{
+	tu_rmrf(tmp);
+	free(src);
+	free(tmp);
+}
+
+static void link_in(const char *target, const char *rel)
+{
+	char *p = tu_path(src, rel);
+	ck_assert_msg(symlink(target, p) == 0, "symlink %s", rel);
+	free(p);
+}
+
+static struct snapshot *take(enum snap_links mode)
+{
+	struct snapshot_opts o = {.links = mode};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+	int rc = snapshot_take(src, &o, &s, &err);
+	ck_assert_msg(rc == 0, "snapshot: %s", err);
+	return s;
+}
+
+static int has_warning(const struct snapshot *s, const char *path,
+		       enum snap_warn kind)
+{
+	for (size_t i = 0; i < s->nwarn; i++)
+		if (strcmp(s->warn[i].path, path) == 0 && s->warn[i].kind == kind)
+			return 1;
+	return 0;
+}
+
+static const struct snap_entry *must_find(const struct snapshot *s,
+					  const char *path)
+{
+	const struct snap_entry *e = snapshot_find(s, path);
+	ck_assert_msg(e != NULL, "%s missing from snapshot", path);
+	return e;
+}
+
+START_TEST(test_path_order_keeps_descendants_together)
+{
+	ck_assert_int_lt(snapshot_path_cmp("a", "a/b"), 0);
+	ck_assert_int_lt(snapshot_path_cmp("a/b", "a/c"), 0);
+	ck_assert_int_lt(snapshot_path_cmp("a/zzz", "a.b"), 0);
+	ck_assert_int_lt(snapshot_path_cmp("a.b", "b"), 0);
+	ck_assert_int_eq(snapshot_path_cmp("x/y", "x/y"), 0);
+	ck_assert_int_gt(snapshot_path_cmp("a-", "a/"), 0);
+	ck_assert_int_lt(snapshot_path_cmp("\x01", "\xff"), 0);
+}
+END_TEST
+
+START_TEST(test_walk_is_sorted_with_dirs_before_children)
+{
+	tu_write(src, "a.b", "1", 0644);
+	tu_write(src, "a/z", "2", 0644);
+	tu_write(src, "a/b/c", "3", 0644);
+	tu_write(src, "B", "4", 0644);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	const char *want[] = {"B", "a", "a/b", "a/b/c", "a/z", "a.b"};
+	ck_assert_uint_eq(s->n, 6);
+	for (size_t i = 0; i < 6; i++)
+		ck_assert_str_eq(s->v[i].path, want[i]);
+	ck_assert_int_eq(s->v[1].type, SNAP_DIR);
+	ck_assert_int_eq(s->v[3].type, SNAP_FILE);
+	ck_assert_uint_eq(s->v[3].size, 1);
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_reserved_names_are_skipped_dotfiles_kept)
+{
+	tu_write(src, "..hidden", "x", 0644);
+	tu_write(src, "..dir/f", "x", 0644);
+	tu_write(src, ".dotfile", "x", 0644);
+	tu_write(src, "d/..inner", "x", 0644);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert_uint_eq(s->n, 2);
+	must_find(s, ".dotfile");
+	must_find(s, "d");
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_symlink_inside_is_copied_as_content)
+{
+	tu_write(src, "real/conf", "x", 0640);
+	link_in("real/conf", "alias");
+	link_in("real", "dirlink");
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	const struct snap_entry *e = must_find(s, "alias");
+	ck_assert_int_eq(e->type, SNAP_FILE);
+	ck_assert_str_eq(e->src, "real/conf");
+	ck_assert_uint_eq(e->mode, 0640);
+	e = must_find(s, "dirlink");
+	ck_assert_int_eq(e->type, SNAP_DIR);
+	e = must_find(s, "dirlink/conf");
+	ck_assert_str_eq(e->src, "real/conf");
+	ck_assert_uint_eq(s->nwarn, 0);
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_symlink_outside_is_skipped_with_warning)
+{
+	tu_write(tmp, "secret", "s", 0600);
+	link_in("../secret", "rel");
+	link_in("/etc/passwd", "abs");
+	link_in("sub/../../secret", "sneaky");
+	tu_mkdirs(src, 0755);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert_uint_eq(s->n, 0);
+	ck_assert(has_warning(s, "rel", SNAP_W_OUTSIDE));
+	ck_assert(has_warning(s, "abs", SNAP_W_OUTSIDE));
+	ck_assert(has_warning(s, "sneaky", SNAP_W_OUTSIDE) ||
+		  has_warning(s, "sneaky", SNAP_W_DANGLING));
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_absolute_symlink_into_source_counts_as_inside)
+{
+	tu_write(src, "f", "x", 0644);
+	char *real = realpath(src, NULL);
+	char *t = tu_path(real, "f");
+	link_in(t, "abs");
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	const struct snap_entry *e = must_find(s, "abs");
+	ck_assert_str_eq(e->src, "f");
+	snapshot_free(s);
+	free(t);
+	free(real);
+}
+END_TEST
+
+START_TEST(test_symlink_loops_are_detected)
+{
+	link_in("b", "a");
+	link_in("a", "b");
+	tu_mkdirs(src, 0755);
+	char *d = tu_path(src, "d");
+	tu_mkdirs(d, 0755);
+	free(d);
+	link_in("..", "d/up");
+	link_in(".", "self");
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert(has_warning(s, "a", SNAP_W_LOOP));
+	ck_assert(has_warning(s, "b", SNAP_W_LOOP));
+	ck_assert(has_warning(s, "d/up", SNAP_W_LOOP));
+	ck_assert(has_warning(s, "self", SNAP_W_LOOP));
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_follow_mode_follows_outside_and_still_detects_loops)
+{
+	tu_write(tmp, "archive/cert1.pem", "c1", 0644);
+	char *arch = tu_path(tmp, "archive");
+	tu_mkdirs(src, 0755);
+	link_in("../archive/cert1.pem", "cert.pem");
+	link_in(arch, "arch");
+	link_in(".", "self");
+	struct snapshot *s = take(SNAP_LINKS_FOLLOW);
+	const struct snap_entry *e = must_find(s, "cert.pem");
+	ck_assert(e->flags & SNAP_F_FOLLOW);
+	must_find(s, "arch/cert1.pem");
+	ck_assert(has_warning(s, "self", SNAP_W_LOOP));
+	snapshot_free(s);
+	free(arch);
+}
+END_TEST
+
+START_TEST(test_skip_mode_ignores_links)
+{
+	tu_write(src, "f", "x", 0644);
+	link_in("f", "alias");
+	struct snapshot *s = take(SNAP_LINKS_SKIP);
+	ck_assert_uint_eq(s->n, 1);
+	ck_assert(has_warning(s, "alias", SNAP_W_LINK));
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_dangling_link_warns)
+{
+	link_in("nowhere", "dangling");
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert(has_warning(s, "dangling", SNAP_W_DANGLING));
+	ck_assert_uint_eq(s->n, 0);
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_special_files_are_skipped_without_blocking)
+{
+	char *fifo = tu_path(src, "fifo");
+	ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+	char *sock = tu_path(src, "sock");
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	ck_assert_uint_lt(strlen(sock), sizeof(sa.sun_path));
+	strcpy(sa.sun_path, sock);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	link_in("fifo", "fifolink");
+	tu_write(src, "ok", "x", 0644);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert_uint_eq(s->n, 1);
+	ck_assert(has_warning(s, "fifo", SNAP_W_SPECIAL));
+	ck_assert(has_warning(s, "sock", SNAP_W_SPECIAL));
+	ck_assert(has_warning(s, "fifolink", SNAP_W_SPECIAL));
+	snapshot_free(s);
+	close(fd);
+	free(fifo);
+	free(sock);
+}
+END_TEST
+
+START_TEST(test_kubernetes_volume_as_source)
+{
+	/* The layout a ConfigMap volume has: visible links into ..data. */
+	tu_write(src, "..2026_01_01_00_00_00.1/app.conf", "app", 0644);
+	tu_write(src, "..2026_01_01_00_00_00.1/tls/cert.pem", "cert", 0600);
+	link_in("..2026_01_01_00_00_00.1", "..data");
+	link_in("..data/app.conf", "app.conf");
+	link_in("..data/tls", "tls");
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert_uint_eq(s->n, 3);
+	const struct snap_entry *e = must_find(s, "app.conf");
+	ck_assert_str_eq(e->src, "..2026_01_01_00_00_00.1/app.conf");
+	must_find(s, "tls");
+	e = must_find(s, "tls/cert.pem");
+	ck_assert_uint_eq(e->mode, 0600);
+	ck_assert_uint_eq(s->nwarn, 0);
+	/* The real directories behind the links are watched. */
+	int found = 0;
+	for (size_t i = 0; i < s->nwatch; i++)
+		found += strcmp(s->watch[i], "..2026_01_01_00_00_00.1/tls") == 0 ||
+			 strcmp(s->watch[i], "..2026_01_01_00_00_00.1") == 0;
+	ck_assert_int_eq(found, 2);
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_excludes_match_names_and_paths)
+{
+	tu_write(src, "a.swp", "x", 0644);
+	tu_write(src, "d/b.swp", "x", 0644);
+	tu_write(src, "d/keep~", "x", 0644);
+	tu_write(src, ".git/HEAD", "x", 0644);
+	tu_write(src, "logs/x.log", "x", 0644);
+	tu_write(src, "deep/logs/y.log", "x", 0644);
+	tu_write(src, "keep.conf", "x", 0644);
+	char *pats[] = {"*.swp", "*~", ".git", "logs/*.log"};
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .exclude = pats,
+				  .nexclude = 4};
+	struct snapshot *s = NULL;
+	ck_assert_int_eq(snapshot_take(src, &o, &s, NULL), 0);
+	ck_assert_ptr_null(snapshot_find(s, "a.swp"));
+	ck_assert_ptr_null(snapshot_find(s, "d/b.swp"));
+	ck_assert_ptr_null(snapshot_find(s, "d/keep~"));
+	ck_assert_ptr_null(snapshot_find(s, ".git"));
+	ck_assert_ptr_null(snapshot_find(s, "logs/x.log"));
+	must_find(s, "deep/logs/y.log");
+	must_find(s, "keep.conf");
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_watch_list_covers_every_directory)
+{
+	tu_write(src, "a/b/c/f", "x", 0644);
+	tu_write(src, "x/f", "x", 0644);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	const char *want[] = {"", "a", "a/b", "a/b/c", "x"};
+	ck_assert_uint_eq(s->nwatch, 5);
+	for (size_t i = 0; i < 5; i++) {
+		int ok = 0;
+		for (size_t k = 0; k < s->nwatch; k++)
+			ok |= strcmp(s->watch[k], want[i]) == 0;
+		ck_assert_msg(ok, "%s not watched", want[i]);
+	}
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_missing_source_names_the_path)
+{
+	struct snapshot *s = NULL;
+	char *err = NULL;
+	char *p = tu_path(tmp, "nope");
+	ck_assert_int_eq(snapshot_take(p, NULL, &s, &err), -ENOENT);
+	ck_assert_msg(strstr(err, p) != NULL, "%s", err);
+	free(err);
+	free(p);
+}
+END_TEST
+
+START_TEST(test_metadata_recorded)
+{
+	tu_write(src, "f", "hello", 0640);
+	char *f = tu_path(src, "f");
+	struct stat st;
+	ck_assert_int_eq(stat(f, &st), 0);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	const struct snap_entry *e = must_find(s, "f");
+	ck_assert_uint_eq(e->size, 5);
+	ck_assert_uint_eq(e->mode, 0640);
+	ck_assert_uint_eq(e->ino, st.st_ino);
+	ck_assert_int_eq(e->ctime.tv_nsec, st.st_ctim.tv_nsec);
+	ck_assert_int_eq(e->mtime.tv_sec, st.st_mtim.tv_sec);
+	snapshot_free(s);
+	free(f);
+}
+END_TEST
+
+START_TEST(test_odd_names_survive)
+{
+	const char *names[] = {"with space", "new\nline", "\xff\xfe-bytes",
+			       "tab\there"};
+	for (size_t i = 0; i < 4; i++)
+		tu_write(src, names[i], names[i], 0644);
+	char name255[256];
+	memset(name255, 'n', 255);
+	name255[255] = '\0';
+	tu_write(src, name255, "long", 0644);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert_uint_eq(s->n, 5);
+	for (size_t i = 0; i < 4; i++)
+		must_find(s, names[i]);
+	must_find(s, name255);
+	snapshot_free(s);
+}
+END_TEST
+
+static Suite *snapshot_suite(void)
+{
+	Suite *s = suite_create("snapshot");
+	TCase *tc = tcase_create("walk");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_path_order_keeps_descendants_together);
+	tcase_add_test(tc, test_walk_is_sorted_with_dirs_before_children);
+	tcase_add_test(tc, test_reserved_names_are_skipped_dotfiles_kept);
+	tcase_add_test(tc, test_symlink_inside_is_copied_as_content);
+	tcase_add_test(tc, test_symlink_outside_is_skipped_with_warning);
+	tcase_add_test(tc, test_absolute_symlink_into_source_counts_as_inside);
+	tcase_add_test(tc, test_symlink_loops_are_detected);
+	tcase_add_test(tc, test_follow_mode_follows_outside_and_still_detects_loops);
+	tcase_add_test(tc, test_skip_mode_ignores_links);
+	tcase_add_test(tc, test_dangling_link_warns);
+	tcase_add_test(tc, test_special_files_are_skipped_without_blocking);
+	tcase_add_test(tc, test_kubernetes_volume_as_source);
+	tcase_add_test(tc, test_excludes_match_names_and_paths);
+	tcase_add_test(tc, test_watch_list_covers_every_directory);
+	tcase_add_test(tc, test_missing_source_names_the_path);
+	tcase_add_test(tc, test_metadata_recorded);
+	tcase_add_test(tc, test_odd_names_survive);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(snapshot_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
