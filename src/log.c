@@ -293,3 +293,19 @@ void log_msg(enum log_level level, const char *sync, const char *fmt, ...)
 	log_vmsg(level, sync, fmt, ap);
 	va_end(ap);
 }
+
+int log_err_set(char **err, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	char *m = NULL;
+
+	if (err == NULL)
+		return rc;
+	va_start(ap, fmt);
+	if (vasprintf(&m, fmt, ap) < 0)
+		m = NULL;
+	va_end(ap);
+	free(*err);
+	*err = m;
+	return rc;
+}

@@ -37,6 +37,12 @@ void log_msg(enum log_level level, const char *sync, const char *fmt, ...)
 void log_vmsg(enum log_level level, const char *sync, const char *fmt,
 	      va_list ap) __attribute__((format(printf, 3, 0)));
 
+/* Sets *err (when err is not NULL) to a malloc'ed message for the caller
+ * to log, and returns rc: how a module returns an error with its context
+ * without logging it. */
+int log_err_set(char **err, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 #define log_error(...) log_msg(LOG_LVL_ERROR, NULL, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, NULL, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, NULL, __VA_ARGS__)

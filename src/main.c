@@ -2,7 +2,7 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -10,50 +10,75 @@
 #include <string.h>
 #include <time.h>
 
+#include <uv.h>
+
+#include "conf.h"
 #include "log.h"
 #include "snapshot.h"
+#include "sync.h"
 #include "writer.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 
+#define DEFAULT_CONFIG SYSCONFDIR "/atomsync/atomsync.conf"
+
 /* A torn read is retried this many times before --once gives up. */
 #define ONCE_TRIES 5
 
 struct options {
+	const char *config;
 	const char *source, *target;
-	bool once, dry_run, fsync;
+	bool once, dry_run, check_config;
+	long debounce_ms; /* -1: as configured */
+	bool level_set, format_set;
 	enum log_level level;
 	enum log_format format;
+	/* --source/--target only */
+	bool links_set, no_fsync;
 	enum snap_links links;
 	char **exclude;
 	size_t nexclude;
-	unsigned grace_ms;
+	long grace_ms; /* -1: default */
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: atomsyncd --source DIR --target DIR [--once] [OPTION]...\n"
-		"Keep a target directory in step with a source tree, atomically.\n"
+		"Usage: atomsyncd [--config FILE] [OPTION]...\n"
+		"       atomsyncd --source DIR --target DIR [OPTION]...\n"
+		"Keep target directories in step with source trees, atomically.\n"
 		"\n"
-		"  -s, --source DIR       the tree to read\n"
+		"  -c, --config FILE      read mappings from FILE (default "
+		"%s)\n"
+		"  -s, --source DIR       the tree to read (with --target: one "
+		"mapping)\n"
 		"  -t, --target DIR       the directory to publish into\n"
-		"      --once             publish once and exit\n"
+		"      --once             publish every mapping once and exit\n"
 		"  -n, --dry-run          log what would change; write nothing\n"
+		"      --check-config     report every problem in the config and "
+		"exit\n"
+		"      --debounce MS      quiet period before a publish\n"
+		"      --log-level LEVEL  error, warn, info or debug\n"
+		"      --log-format FMT   text, json or journal\n"
+		"  -h, --help             show this help and exit\n"
+		"  -V, --version          show the version and exit\n"
+		"\n"
+		"With --source and --target only:\n"
 		"      --exclude GLOB     skip names or paths matching GLOB "
 		"(repeatable)\n"
 		"      --symlinks MODE    inside (default), follow or skip\n"
 		"      --no-fsync         do not flush generations to disk\n"
 		"      --grace-ms MS      keep a replaced generation this long "
-		"(default 1000)\n"
-		"      --log-level LEVEL  error, warn, info (default) or debug\n"
-		"      --log-format FMT   text, json or journal\n"
-		"  -h, --help             show this help and exit\n"
-		"  -V, --version          show the version and exit\n"
+		"(default %d)\n"
 		"\n"
-		"Exit status: 0 success, 1 runtime failure, 2 usage error.\n"
-		"See atomsyncd(8).\n");
+		"Signals: TERM/INT finish the publish in progress and stop (a "
+		"replaced\ngeneration is kept for its grace period first); HUP "
+		"reloads the config.\n"
+		"Exit status: 0 success, 1 runtime failure, 2 usage or config "
+		"error.\n"
+		"See atomsyncd(8) and atomsync.conf(5).\n",
+		DEFAULT_CONFIG, CONF_GRACE_MS);
 }
 
 static int usage_error(const char *fmt, ...)
@@ -71,111 +96,347 @@ static int usage_error(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-static int parse_uint(const char *s, unsigned long max, unsigned long *out)
+static int parse_ms(const char *s, long max, long *out)
 {
 	char *end;
 
 	if (*s < '0' || *s > '9')
 		return -EINVAL;
 	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
+	long v = strtol(s, &end, 10);
 	if (errno || *end || v > max)
 		return -EINVAL;
 	*out = v;
 	return 0;
 }
 
-static void log_warnings(const struct snapshot *s)
-{
-	for (size_t i = 0; i < s->nwarn; i++)
-		log_warn("source %s: %s: %s", s->root, s->warn[i].path,
-			 snapshot_warn_str(s->warn[i].kind));
-}
+/* ---- --once ---- */
 
-static int run_once(const struct options *op)
+static int run_once(const struct conf_sync *c, bool dry_run)
 {
 	struct snapshot_opts so = {
-		.links = op->links,
-		.exclude = op->exclude,
-		.nexclude = op->nexclude,
+		.links = c->symlinks,
+		.exclude = c->exclude,
+		.nexclude = c->nexclude,
 	};
 	struct writer_opts wo = {
-		.fsync = op->fsync,
-		.dry_run = op->dry_run,
-		.uid = SNAP_NO_ID,
-		.gid = SNAP_NO_ID,
-		.file_mode = -1,
-		.dir_mode = -1,
-		.grace_ms = op->grace_ms,
+		.name = c->name,
+		.fsync = c->fsync,
+		.dry_run = dry_run,
+		.uid = c->uid,
+		.gid = c->gid,
+		.file_mode = c->file_mode,
+		.dir_mode = c->dir_mode,
+		.grace_ms = c->grace_ms,
 	};
 	struct writer *w = NULL;
 	struct writer_result r = {0};
 	char *err = NULL;
-	int rc = writer_open(op->target, &wo, &w, &err);
+	int rc = writer_open(c->target, &wo, &w, &err);
 
 	if (rc < 0) {
-		log_error("%s", err ? err : strerror(-rc));
+		log_msg(LOG_LVL_ERROR, c->name, "%s",
+			err ? err : strerror(-rc));
 		free(err);
-		return EXIT_RUNTIME;
+		return rc;
 	}
 	for (int attempt = 1;; attempt++) {
 		struct snapshot *s = NULL;
 		free(err);
 		err = NULL;
-		rc = snapshot_take(op->source, &so, &s, &err);
+		rc = snapshot_take(c->source, &so, &s, &err);
 		if (rc == 0) {
 			if (attempt == 1)
-				log_warnings(s);
+				for (size_t i = 0; i < s->nwarn; i++)
+					log_msg(LOG_LVL_WARN, c->name,
+						"source %s: %s: %s", c->source,
+						s->warn[i].path,
+						snapshot_warn_str(s->warn[i].kind));
 			rc = writer_publish(w, s, &r, &err);
 		}
 		if (rc != -EAGAIN || attempt == ONCE_TRIES)
 			break;
-		log_debug("%s; retrying", err ? err : "source changed");
+		log_msg(LOG_LVL_DEBUG, c->name, "%s; retrying",
+			err ? err : "source changed");
 		struct timespec ts = {0, 20000000L * attempt};
 		nanosleep(&ts, NULL);
 	}
-	if (rc == -EAGAIN) {
-		log_error("%s; gave up after %d tries", err, ONCE_TRIES);
-	} else if (rc < 0) {
-		log_error("%s", err ? err : strerror(-rc));
-	} else if (op->dry_run) {
-		log_info("dry run: %zu added, %zu changed, %zu removed",
-			 r.added, r.changed, r.removed);
-	} else if (r.published) {
-		log_info("target %s: published %s (%zu added, %zu changed, "
-			 "%zu removed; %zu copied, %zu reused)",
-			 op->target, r.generation, r.added, r.changed,
-			 r.removed, r.copied, r.linked);
-	} else {
-		log_info("target %s: unchanged (%s)", op->target,
-			 r.generation ? r.generation : "empty");
-	}
+	if (rc == -EAGAIN)
+		log_msg(LOG_LVL_ERROR, c->name, "%s; gave up after %d tries",
+			err, ONCE_TRIES);
+	else if (rc < 0)
+		log_msg(LOG_LVL_ERROR, c->name, "%s",
+			err ? err : strerror(-rc));
+	else if (dry_run)
+		log_msg(LOG_LVL_INFO, c->name,
+			"dry run: %zu added, %zu changed, %zu removed", r.added,
+			r.changed, r.removed);
+	else if (r.published)
+		log_msg(LOG_LVL_INFO, c->name,
+			"target %s: published %s (%zu added, %zu changed, %zu "
+			"removed; %zu copied, %zu reused)",
+			c->target, r.generation, r.added, r.changed, r.removed,
+			r.copied, r.linked);
+	else
+		log_msg(LOG_LVL_INFO, c->name, "target %s: unchanged (%s)",
+			c->target, r.generation ? r.generation : "empty");
 	free(err);
 	writer_result_fini(&r);
 
 	/* A replaced generation stays whole for its grace period, for
 	 * readers that still have it open; then it goes. */
-	uint64_t next = 0;
-	writer_retire(w, false, &next);
-	while (next != 0) {
-		uint64_t now = writer_now_ms();
-		if (next > now) {
-			struct timespec ts = {
-				(time_t)((next - now) / 1000),
-				(long)((next - now) % 1000) * 1000000L,
-			};
-			nanosleep(&ts, NULL);
-		}
-		writer_retire(w, false, &next);
-	}
+	writer_retire_wait(w);
 	writer_close(w);
-	return rc < 0 ? EXIT_RUNTIME : 0;
+	return rc < 0 ? rc : 0;
+}
+
+/* ---- the daemon ---- */
+
+struct daemon {
+	uv_loop_t loop;
+	uv_signal_t sig[3];
+	const struct options *op;
+	struct conf *conf;
+	struct sync **syncs;
+	size_t nsyncs;
+	bool stopping;
+	size_t stops_pending;
+	/* A reload waits for stopped mappings before starting new ones. */
+	struct conf *next;
+	size_t starting; /* start-up publishes not yet attempted */
+};
+
+static void on_started(struct sync *s, void *data)
+{
+	struct daemon *d = data;
+
+	(void)s;
+	if (d->starting > 0 && --d->starting == 0)
+		log_info("every mapping has been published once; watching");
+}
+
+static int start_sync(struct daemon *d, const struct conf_sync *c)
+{
+	struct sync_opts so = {
+		.dry_run = d->op->dry_run,
+		.started = on_started,
+		.data = d,
+	};
+	struct sync *s = NULL;
+	int rc = sync_start(&d->loop, c, &so, &s);
+
+	if (rc < 0) {
+		log_msg(LOG_LVL_ERROR, c->name, "cannot start: %s",
+			strerror(-rc));
+		return rc;
+	}
+	struct sync **v = realloc(d->syncs, (d->nsyncs + 1) * sizeof(*v));
+	if (v == NULL) {
+		sync_stop(s, NULL, NULL);
+		return -ENOMEM;
+	}
+	d->syncs = v;
+	d->syncs[d->nsyncs++] = s;
+	d->starting++;
+	return 0;
+}
+
+static void close_signals(struct daemon *d)
+{
+	for (size_t i = 0; i < 3; i++)
+		uv_close((uv_handle_t *)&d->sig[i], NULL);
+}
+
+static void apply_next(struct daemon *d);
+
+static void on_sync_stopped(void *data)
+{
+	struct daemon *d = data;
+
+	if (--d->stops_pending > 0)
+		return;
+	if (d->stopping) {
+		close_signals(d);
+		return;
+	}
+	apply_next(d);
+}
+
+static void remove_sync(struct daemon *d, size_t i)
+{
+	struct sync *s = d->syncs[i];
+
+	d->syncs[i] = d->syncs[--d->nsyncs];
+	d->stops_pending++;
+	sync_stop(s, on_sync_stopped, d);
+}
+
+static void shutdown_all(struct daemon *d)
+{
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	log_info("stopping");
+	conf_free(d->next);
+	d->next = NULL;
+	if (d->nsyncs == 0 && d->stops_pending == 0) {
+		close_signals(d);
+		return;
+	}
+	while (d->nsyncs > 0)
+		remove_sync(d, d->nsyncs - 1);
+}
+
+static const struct conf_sync *find_conf(const struct conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->nsyncs; i++)
+		if (strcmp(c->syncs[i].name, name) == 0)
+			return &c->syncs[i];
+	return NULL;
+}
+
+static void apply_overrides(const struct options *op, struct conf *c)
+{
+	for (size_t i = 0; i < c->nsyncs; i++) {
+		struct conf_sync *s = &c->syncs[i];
+		if (op->debounce_ms >= 0) {
+			s->debounce_ms = (unsigned)op->debounce_ms;
+			if (s->max_delay_ms < s->debounce_ms)
+				s->max_delay_ms = s->debounce_ms;
+		}
+	}
+	/* The command line wins; a key removed from the file on reload
+	 * goes back to its default. */
+	if (!op->level_set)
+		log_set_level(c->log_level_set ? c->log_level : LOG_LVL_INFO);
+	if (!op->format_set)
+		log_set_format(c->log_format_set ? c->log_format
+						 : log_format_detect());
+}
+
+/* Starts the mappings of d->next that are not running (all stopped ones
+ * have finished stopping), and makes it the current config. */
+static void apply_next(struct daemon *d)
+{
+	struct conf *n = d->next;
+
+	if (n == NULL)
+		return;
+	d->next = NULL;
+	for (size_t i = 0; i < n->nsyncs; i++) {
+		bool running = false;
+		for (size_t k = 0; k < d->nsyncs; k++)
+			running |= strcmp(sync_name(d->syncs[k]),
+					  n->syncs[i].name) == 0;
+		if (!running) {
+			log_msg(LOG_LVL_INFO, n->syncs[i].name, "starting");
+			start_sync(d, &n->syncs[i]);
+		}
+	}
+	conf_free(d->conf);
+	d->conf = n;
+	log_info("configuration %s reloaded: %zu mappings", n->path,
+		 n->nsyncs);
+}
+
+static void reload(struct daemon *d)
+{
+	struct conf *n = NULL;
+	struct conf_errors errs = {0};
+
+	if (d->stopping)
+		return;
+	if (d->op->source) {
+		log_info("SIGHUP: no config file to reload; re-scanning");
+		for (size_t i = 0; i < d->nsyncs; i++)
+			sync_rescan(d->syncs[i]);
+		return;
+	}
+	log_info("SIGHUP: reloading %s", d->conf->path);
+	int rc = conf_load(d->conf->path, &n, &errs);
+	if (rc == 0)
+		conf_check(n, &errs);
+	if (rc < 0 || errs.n > 0) {
+		if (rc < 0)
+			log_error("reload: %s: %s; keeping the running "
+				  "configuration",
+				  d->conf->path, strerror(-rc));
+		for (size_t i = 0; i < errs.n; i++)
+			log_error("reload: %s", errs.v[i]);
+		if (errs.n)
+			log_error("reload: %zu problem%s; keeping the running "
+				  "configuration",
+				  errs.n, errs.n == 1 ? "" : "s");
+		conf_errors_fini(&errs);
+		conf_free(n);
+		return;
+	}
+	apply_overrides(d->op, n);
+	conf_free(d->next);
+	d->next = n;
+	/* Stop what was removed or changed; keep the rest undisturbed. */
+	for (size_t i = d->nsyncs; i > 0; i--) {
+		struct sync *s = d->syncs[i - 1];
+		const struct conf_sync *nc = find_conf(n, sync_name(s));
+		if (nc && conf_sync_equal(nc, sync_conf(s)))
+			continue;
+		log_msg(LOG_LVL_INFO, sync_name(s), "%s",
+			nc ? "changed; restarting" : "removed; stopping");
+		remove_sync(d, i - 1);
+	}
+	if (d->stops_pending == 0)
+		apply_next(d);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (signum == SIGHUP)
+		reload(d);
+	else
+		shutdown_all(d);
+}
+
+static int run_daemon(const struct options *op, struct conf *conf)
+{
+	struct daemon d = {.op = op, .conf = conf};
+	static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+	int rc = uv_loop_init(&d.loop);
+
+	if (rc < 0) {
+		log_error("cannot start the event loop: %s", uv_strerror(rc));
+		return EXIT_RUNTIME;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < 3; i++) {
+		uv_signal_init(&d.loop, &d.sig[i]);
+		d.sig[i].data = &d;
+		uv_signal_start(&d.sig[i], on_signal, sigs[i]);
+	}
+	log_info("atomsyncd %s starting: %zu mapping%s", PACKAGE_VERSION,
+		 conf->nsyncs, conf->nsyncs == 1 ? "" : "s");
+	for (size_t i = 0; i < conf->nsyncs; i++)
+		start_sync(&d, &conf->syncs[i]);
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	rc = uv_loop_close(&d.loop);
+	free(d.syncs);
+	conf_free(d.conf);
+	if (rc < 0) {
+		log_error("event loop did not close cleanly: %s",
+			  uv_strerror(rc));
+		return EXIT_RUNTIME;
+	}
+	log_info("stopped");
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	enum {
 		OPT_ONCE = 256,
+		OPT_CHECK,
+		OPT_DEBOUNCE,
 		OPT_EXCLUDE,
 		OPT_SYMLINKS,
 		OPT_NO_FSYNC,
@@ -184,10 +445,13 @@ int main(int argc, char **argv)
 		OPT_LOG_FORMAT,
 	};
 	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
 		{"source", required_argument, NULL, 's'},
 		{"target", required_argument, NULL, 't'},
 		{"once", no_argument, NULL, OPT_ONCE},
 		{"dry-run", no_argument, NULL, 'n'},
+		{"check-config", no_argument, NULL, OPT_CHECK},
+		{"debounce", required_argument, NULL, OPT_DEBOUNCE},
 		{"exclude", required_argument, NULL, OPT_EXCLUDE},
 		{"symlinks", required_argument, NULL, OPT_SYMLINKS},
 		{"no-fsync", no_argument, NULL, OPT_NO_FSYNC},
@@ -199,18 +463,23 @@ int main(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	struct options op = {
-		.fsync = true,
+		.debounce_ms = -1,
+		.grace_ms = -1,
 		.level = LOG_LVL_INFO,
 		.format = log_format_detect(),
-		.links = SNAP_LINKS_INSIDE,
-		.grace_ms = 1000,
 	};
-	unsigned long v;
-	int c, status;
+	struct conf *conf = NULL;
+	struct conf_errors errs = {0};
+	bool adhoc_knobs = false;
+	int c, status = 0, rc;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":s:t:nhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":c:s:t:nhV", longopts, NULL)) !=
+	       -1) {
 		switch (c) {
+		case 'c':
+			op.config = optarg;
+			break;
 		case 's':
 			op.source = optarg;
 			break;
@@ -223,16 +492,28 @@ int main(int argc, char **argv)
 		case 'n':
 			op.dry_run = true;
 			break;
+		case OPT_CHECK:
+			op.check_config = true;
+			break;
+		case OPT_DEBOUNCE:
+			if (parse_ms(optarg, 3600000, &op.debounce_ms) < 0)
+				return usage_error("--debounce: '%s' is not a "
+						   "number of milliseconds (0 "
+						   "to 3600000)",
+						   optarg);
+			break;
 		case OPT_EXCLUDE: {
-			char **nv = realloc(op.exclude, (op.nexclude + 1) *
-								sizeof(*nv));
+			char **nv = realloc(op.exclude,
+					    (op.nexclude + 1) * sizeof(*nv));
 			if (nv == NULL)
 				return EXIT_RUNTIME;
 			op.exclude = nv;
 			op.exclude[op.nexclude++] = optarg;
+			adhoc_knobs = true;
 			break;
 		}
 		case OPT_SYMLINKS:
+			op.links_set = adhoc_knobs = true;
 			if (strcmp(optarg, "inside") == 0)
 				op.links = SNAP_LINKS_INSIDE;
 			else if (strcmp(optarg, "follow") == 0)
@@ -245,23 +526,25 @@ int main(int argc, char **argv)
 						   optarg);
 			break;
 		case OPT_NO_FSYNC:
-			op.fsync = false;
+			op.no_fsync = adhoc_knobs = true;
 			break;
 		case OPT_GRACE:
-			if (parse_uint(optarg, 3600000, &v) < 0)
+			adhoc_knobs = true;
+			if (parse_ms(optarg, 3600000, &op.grace_ms) < 0)
 				return usage_error("--grace-ms: '%s' is not a "
-						   "number of milliseconds "
-						   "(0 to 3600000)",
+						   "number of milliseconds (0 "
+						   "to 3600000)",
 						   optarg);
-			op.grace_ms = (unsigned)v;
 			break;
 		case OPT_LOG_LEVEL:
+			op.level_set = true;
 			if (log_level_parse(optarg, &op.level) < 0)
 				return usage_error("--log-level: '%s' is not "
 						   "error, warn, info or debug",
 						   optarg);
 			break;
 		case OPT_LOG_FORMAT:
+			op.format_set = true;
 			if (log_format_parse(optarg, &op.format) < 0)
 				return usage_error("--log-format: '%s' is not "
 						   "text, json or journal",
@@ -283,13 +566,68 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
+	if ((op.source == NULL) != (op.target == NULL))
+		return usage_error("--source and --target go together");
+	if (op.source && op.config)
+		return usage_error("--config cannot be combined with --source "
+				   "and --target");
+	if (adhoc_knobs && op.source == NULL)
+		return usage_error("--exclude, --symlinks, --no-fsync and "
+				   "--grace-ms only go with --source and "
+				   "--target; set them in the config file");
 	log_init(op.format, op.level);
-	if (op.source == NULL || op.target == NULL)
-		return usage_error("%s", "--source and --target are both "
-					 "required");
-	if (!op.once)
-		return usage_error("%s", "only --once is implemented");
-	status = run_once(&op);
+
+	if (op.source) {
+		rc = conf_adhoc(op.source, op.target, &conf, &errs);
+		if (rc == 0) {
+			struct conf_sync *s = &conf->syncs[0];
+			if (op.links_set)
+				s->symlinks = op.links;
+			if (op.no_fsync)
+				s->fsync = false;
+			if (op.grace_ms >= 0)
+				s->grace_ms = (unsigned)op.grace_ms;
+			s->exclude = calloc(op.nexclude ? op.nexclude : 1,
+					    sizeof(char *));
+			for (size_t i = 0; s->exclude && i < op.nexclude; i++)
+				s->exclude[s->nexclude++] = strdup(op.exclude[i]);
+		}
+	} else {
+		const char *path = op.config ? op.config : DEFAULT_CONFIG;
+		rc = conf_load(path, &conf, &errs);
+		if (rc < 0) {
+			fprintf(stderr, "atomsyncd: %s: %s\n", path,
+				strerror(-rc));
+			return EXIT_USAGE;
+		}
+	}
 	free(op.exclude);
-	return status;
+	if (rc < 0) {
+		fprintf(stderr, "atomsyncd: %s\n", strerror(-rc));
+		return EXIT_RUNTIME;
+	}
+	conf_check(conf, &errs);
+	for (size_t i = 0; i < errs.n; i++)
+		fprintf(stderr, "%s\n", errs.v[i]);
+	if (errs.n > 0) {
+		conf_errors_fini(&errs);
+		conf_free(conf);
+		return EXIT_USAGE;
+	}
+	if (op.check_config) {
+		printf("%s: OK, %zu mapping%s\n", conf->path, conf->nsyncs,
+		       conf->nsyncs == 1 ? "" : "s");
+		conf_free(conf);
+		return 0;
+	}
+	apply_overrides(&op, conf);
+
+	if (op.once) {
+		for (size_t i = 0; i < conf->nsyncs; i++)
+			if (run_once(&conf->syncs[i], op.dry_run) < 0)
+				status = EXIT_RUNTIME;
+		conf_free(conf);
+		return status;
+	}
+	return run_daemon(&op, conf);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "log.h"
 #include "snapshot.h"
 
 /* Symlinks followed while resolving one link, as the kernel's limit. */
@@ -30,24 +31,6 @@ struct walk {
 	char *err;
 };
 
-static int set_err(char **err, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int set_err(char **err, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	char *m = NULL;
-
-	if (err == NULL)
-		return rc;
-	va_start(ap, fmt);
-	if (vasprintf(&m, fmt, ap) < 0)
-		m = NULL;
-	va_end(ap);
-	free(*err);
-	*err = m;
-	return rc;
-}
 
 int snapshot_path_cmp(const char *a, const char *b)
 {
@@ -116,13 +99,13 @@ bool snapshot_excluded(const struct snapshot_opts *o, const char *name,
 {
 	if (o == NULL)
 		return false;
+	/* A pattern matches the name alone, or the whole relative path with
+	 * '/' matched only by '/'.  A leading dot is an ordinary character
+	 * (as in rsync): "*" matches ".git" too. */
 	for (size_t i = 0; i < o->nexclude; i++) {
 		const char *pat = o->exclude[i];
-		if (fnmatch(pat, name, FNM_PERIOD) == 0 ||
-		    fnmatch(pat, relpath, FNM_PATHNAME | FNM_PERIOD) == 0)
-			return true;
-		/* ".git" style patterns name dot files on purpose. */
-		if (fnmatch(pat, name, 0) == 0)
+		if (fnmatch(pat, name, 0) == 0 ||
+		    fnmatch(pat, relpath, FNM_PATHNAME) == 0)
 			return true;
 	}
 	return false;
@@ -162,7 +145,7 @@ void snapshot_free(struct snapshot *s)
 	for (size_t i = 0; i < s->nwarn; i++)
 		free(s->warn[i].path);
 	for (size_t i = 0; i < s->nwatch; i++)
-		free(s->watch[i]);
+		free(s->watch[i].path);
 	if (s->root_fd >= 0)
 		close(s->root_fd);
 	free(s->v);
@@ -214,19 +197,22 @@ static int add_warning(struct snapshot *s, const char *path,
 	return 0;
 }
 
-static int add_watch(struct snapshot *s, const char *dir)
+static int add_watch(struct snapshot *s, const char *dir,
+		     const struct stat *st)
 {
 	if (s->nwatch == s->watchcap) {
 		size_t cap = s->watchcap ? s->watchcap * 2 : 16;
-		char **v = realloc(s->watch, cap * sizeof(*v));
+		struct snap_dir *v = realloc(s->watch, cap * sizeof(*v));
 		if (v == NULL)
 			return -ENOMEM;
 		s->watch = v;
 		s->watchcap = cap;
 	}
-	s->watch[s->nwatch] = strdup(dir);
-	if (s->watch[s->nwatch] == NULL)
+	s->watch[s->nwatch].path = strdup(dir);
+	if (s->watch[s->nwatch].path == NULL)
 		return -ENOMEM;
+	s->watch[s->nwatch].dev = (uint64_t)st->st_dev;
+	s->watch[s->nwatch].ino = (uint64_t)st->st_ino;
 	s->nwatch++;
 	return 0;
 }
@@ -295,12 +281,12 @@ int snapshot_open(const char *root, struct snapshot **out, char **err)
 	if (s->root_fd < 0) {
 		int rc = -errno;
 		snapshot_free(s);
-		return set_err(err, rc, "source %s: %s", root, strerror(-rc));
+		return log_err_set(err, rc, "source %s: %s", root, strerror(-rc));
 	}
 	if (fstat(s->root_fd, &st) < 0) {
 		int rc = -errno;
 		snapshot_free(s);
-		return set_err(err, rc, "source %s: %s", root, strerror(-rc));
+		return log_err_set(err, rc, "source %s: %s", root, strerror(-rc));
 	}
 	s->root_dev = (uint64_t)st.st_dev;
 	s->root_ino = (uint64_t)st.st_ino;
@@ -308,7 +294,7 @@ int snapshot_open(const char *root, struct snapshot **out, char **err)
 	if (s->root_real == NULL) {
 		int rc = -errno;
 		snapshot_free(s);
-		return set_err(err, rc, "source %s: %s", root, strerror(-rc));
+		return log_err_set(err, rc, "source %s: %s", root, strerror(-rc));
 	}
 	*out = s;
 	return 0;
@@ -639,7 +625,7 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT) /* gone since readdir: not there */
 			goto out;
-		rc = set_err(&w->err, -errno, "source %s/%s: %s", s->root,
+		rc = log_err_set(&w->err, -errno, "source %s/%s: %s", s->root,
 			     csrc, strerror(errno));
 		goto out;
 	}
@@ -662,7 +648,7 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 				goto out;
 			}
 			if (rc < 0) {
-				rc = set_err(&w->err, rc, "source %s/%s: %s",
+				rc = log_err_set(&w->err, rc, "source %s/%s: %s",
 					     s->root, csrc, strerror(-rc));
 				goto out;
 			}
@@ -674,7 +660,7 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 					close(fd);
 				free(resolved);
 				/* Changed under us: the caller retries. */
-				rc = set_err(&w->err, -EAGAIN,
+				rc = log_err_set(&w->err, -EAGAIN,
 					     "source %s/%s: changed while "
 					     "being read (%s)",
 					     s->root, csrc, strerror(-rc));
@@ -693,7 +679,7 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 								 : SNAP_W_DANGLING);
 					goto out;
 				}
-				rc = set_err(&w->err, -errno,
+				rc = log_err_set(&w->err, -errno,
 					     "source %s/%s: %s", s->root, csrc,
 					     strerror(errno));
 				goto out;
@@ -712,9 +698,16 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 		if (rc == 0 && linked && !(cflags & SNAP_F_FOLLOW)) {
 			/* Watch where the content really lives. */
 			char *slash = strrchr(csrc, '/');
+			struct stat dst;
 			if (slash)
 				*slash = '\0';
-			rc = add_watch(s, slash ? csrc : "");
+			int dfd2 = fsutil_open_beneath(s->root_fd,
+						       slash ? csrc : "", O_PATH);
+			if (dfd2 >= 0) {
+				if (fstat(dfd2, &dst) == 0)
+					rc = add_watch(s, slash ? csrc : "", &dst);
+				close(dfd2);
+			}
 		}
 		goto out;
 	}
@@ -742,11 +735,11 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 		if (serr == ENOENT) /* gone since readdir */
 			goto out;
 		if (serr == ENOTDIR || serr == ELOOP)
-			rc = set_err(&w->err, -EAGAIN,
+			rc = log_err_set(&w->err, -EAGAIN,
 				     "source %s/%s: changed while being read",
 				     s->root, csrc);
 		else
-			rc = set_err(&w->err, -serr, "source %s/%s: %s",
+			rc = log_err_set(&w->err, -serr, "source %s/%s: %s",
 				     s->root, csrc, strerror(serr));
 		goto out;
 	}
@@ -754,7 +747,7 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 	if (fstat(sub, &sst) < 0 || sst.st_dev != st.st_dev ||
 	    sst.st_ino != st.st_ino) {
 		close(sub);
-		rc = set_err(&w->err, -EAGAIN,
+		rc = log_err_set(&w->err, -EAGAIN,
 			     "source %s/%s: changed while being read", s->root,
 			     csrc);
 		goto out;
@@ -766,7 +759,7 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 	e.flags = (uint8_t)cflags;
 	rc = snapshot_add(s, &e);
 	if (rc == 0)
-		rc = add_watch(s, csrc);
+		rc = add_watch(s, csrc, &sst);
 	if (rc == 0)
 		rc = push_dir(w, &sst);
 	if (rc == 0) {
@@ -788,7 +781,7 @@ static int walk_dir(struct walk *w, int dfd, const char *path,
 	int rc = read_names(dfd, &names, &n);
 
 	if (rc < 0)
-		return set_err(&w->err, rc, "source %s%s%s: %s", w->s->root,
+		return log_err_set(&w->err, rc, "source %s%s%s: %s", w->s->root,
 			       *src ? "/" : "", src, strerror(-rc));
 	for (size_t i = 0; i < n && rc == 0; i++)
 		rc = walk_name(w, dfd, path, src, flags, names[i]);
@@ -811,18 +804,18 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	w.s = s;
 	w.o = o;
 	if (fstat(s->root_fd, &st) < 0) {
-		rc = set_err(err, -errno, "source %s: %s", root,
+		rc = log_err_set(err, -errno, "source %s: %s", root,
 			     strerror(errno));
 		goto fail;
 	}
 	rc = push_dir(&w, &st);
 	if (rc == 0)
-		rc = add_watch(s, "");
+		rc = add_watch(s, "", &st);
 	if (rc == 0)
 		rc = walk_dir(&w, s->root_fd, "", "", 0);
 	if (rc < 0) {
 		if (w.err == NULL)
-			set_err(&w.err, rc, "source %s: %s", root,
+			log_err_set(&w.err, rc, "source %s: %s", root,
 				strerror(-rc));
 		if (err) {
 			free(*err);

@@ -51,6 +51,12 @@ struct snap_warning {
 	enum snap_warn kind;
 };
 
+/* A directory to watch: relative to the source root, or absolute. */
+struct snap_dir {
+	char *path;
+	uint64_t dev, ino;
+};
+
 struct snapshot_opts {
 	enum snap_links links;
 	char *const *exclude; /* glob patterns, matched against the name and
@@ -68,8 +74,7 @@ struct snapshot {
 	size_t n, cap;
 	struct snap_warning *warn;
 	size_t nwarn, warncap;
-	char **watch; /* directories to watch, relative to root_real or
-			 absolute */
+	struct snap_dir *watch; /* directories whose changes matter */
 	size_t nwatch, watchcap;
 };
 

@@ -59,24 +59,6 @@ struct writer_pending {
 	uint8_t *act;
 };
 
-static int set_err(char **err, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int set_err(char **err, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	char *m = NULL;
-
-	if (err == NULL)
-		return rc;
-	va_start(ap, fmt);
-	if (vasprintf(&m, fmt, ap) < 0)
-		m = NULL;
-	va_end(ap);
-	free(*err);
-	*err = m;
-	return rc;
-}
 
 uint64_t writer_now_ms(void)
 {
@@ -102,14 +84,14 @@ int writer_validate_path(const char *path, char **err)
 	size_t len = strlen(path);
 
 	if (len == 0)
-		return set_err(err, -EINVAL, "invalid path \"\": must not be "
+		return log_err_set(err, -EINVAL, "invalid path \"\": must not be "
 					     "empty");
 	if (path[0] == '/')
-		return set_err(err, -EINVAL,
+		return log_err_set(err, -EINVAL,
 			       "invalid path %s: must be a relative path",
 			       path);
 	if (len > WRITER_MAX_PATH)
-		return set_err(err, -ENAMETOOLONG,
+		return log_err_set(err, -ENAMETOOLONG,
 			       "invalid path %.64s...: longer than %d bytes",
 			       path, WRITER_MAX_PATH);
 	const char *p = path;
@@ -117,12 +99,12 @@ int writer_validate_path(const char *path, char **err)
 		const char *e = strchr(p, '/');
 		size_t n = e ? (size_t)(e - p) : strlen(p);
 		if (n == 2 && p[0] == '.' && p[1] == '.')
-			return set_err(err, -EINVAL,
+			return log_err_set(err, -EINVAL,
 				       "invalid path %s: must not contain "
 				       "'..'",
 				       path);
 		if (n > WRITER_MAX_NAME)
-			return set_err(err, -ENAMETOOLONG,
+			return log_err_set(err, -ENAMETOOLONG,
 				       "invalid path %.64s...: a name is "
 				       "longer than %d bytes",
 				       path, WRITER_MAX_NAME);
@@ -131,7 +113,7 @@ int writer_validate_path(const char *path, char **err)
 		p = e + 1;
 	}
 	if (path[0] == '.' && path[1] == '.' && len > 2)
-		return set_err(err, -EINVAL,
+		return log_err_set(err, -EINVAL,
 			       "invalid path %s: must not start with '..' "
 			       "(reserved)",
 			       path);
@@ -168,15 +150,15 @@ static int read_live(struct writer *w, char **gen, char **err)
 	if (rc == -ENOENT)
 		return 0;
 	if (rc == -EINVAL)
-		return set_err(err, -EEXIST,
+		return log_err_set(err, -EEXIST,
 			       "target %s: %s exists and is not a symlink; "
 			       "refusing to manage this directory",
 			       w->path, WRITER_DATA);
 	if (rc < 0)
-		return set_err(err, rc, "target %s: reading %s: %s", w->path,
+		return log_err_set(err, rc, "target %s: reading %s: %s", w->path,
 			       WRITER_DATA, strerror(-rc));
 	if (!is_generation_name(t)) {
-		rc = set_err(err, -EEXIST,
+		rc = log_err_set(err, -EEXIST,
 			     "target %s: %s points to \"%s\", not to a "
 			     "generation of ours; refusing to manage this "
 			     "directory",
@@ -193,13 +175,13 @@ static int recover(struct writer *w, char **err)
 {
 	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
-		return set_err(err, -errno, "target %s: %s", w->path,
+		return log_err_set(err, -errno, "target %s: %s", w->path,
 			       strerror(errno));
 	DIR *d = fdopendir(fd);
 	if (d == NULL) {
 		int rc = -errno;
 		close(fd);
-		return set_err(err, rc, "target %s: %s", w->path,
+		return log_err_set(err, rc, "target %s: %s", w->path,
 			       strerror(-rc));
 	}
 	int rc = 0;
@@ -224,7 +206,7 @@ static int recover(struct writer *w, char **err)
 			w->path, n);
 		int r = fsutil_rmtree(w->dfd, n);
 		if (r < 0 && rc == 0)
-			rc = set_err(err, r, "target %s: removing %s: %s",
+			rc = log_err_set(err, r, "target %s: removing %s: %s",
 				     w->path, n, strerror(-r));
 	}
 	closedir(d);
@@ -317,11 +299,11 @@ int writer_open(const char *target, const struct writer_opts *o,
 	} else if (!o->dry_run && errno != EEXIST) {
 		rc = -errno;
 		if (rc == -ENOENT)
-			set_err(err, rc,
+			log_err_set(err, rc,
 				"target %s: parent directory does not exist",
 				target);
 		else
-			set_err(err, rc, "target %s: %s", target,
+			log_err_set(err, rc, "target %s: %s", target,
 				strerror(-rc));
 		goto fail;
 	}
@@ -335,18 +317,18 @@ int writer_open(const char *target, const struct writer_opts *o,
 			*out = w;
 			return 0;
 		}
-		set_err(err, rc, "target %s: %s", target, strerror(-rc));
+		log_err_set(err, rc, "target %s: %s", target, strerror(-rc));
 		goto fail;
 	}
 	/* One writer per target; the lock goes with the descriptor. */
 	if (!o->dry_run && flock(w->dfd, LOCK_EX | LOCK_NB) < 0) {
 		rc = -errno;
 		if (rc == -EWOULDBLOCK)
-			set_err(err, -EBUSY,
+			log_err_set(err, -EBUSY,
 				"target %s: in use by another atomsyncd",
 				target);
 		else
-			set_err(err, rc, "target %s: lock: %s", target,
+			log_err_set(err, rc, "target %s: lock: %s", target,
 				strerror(-rc));
 		rc = rc == -EWOULDBLOCK ? -EBUSY : rc;
 		goto fail;
@@ -370,7 +352,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 	rc = load_live(w, err);
 	if (rc < 0) {
 		if (err && *err == NULL)
-			set_err(err, rc, "target %s: %s", target,
+			log_err_set(err, rc, "target %s: %s", target,
 				strerror(-rc));
 		goto fail;
 	}
@@ -445,7 +427,7 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 			return -ENOMEM;
 		if (strcmp(c, ".") == 0) {
 			free(c);
-			return set_err(err, -EINVAL,
+			return log_err_set(err, -EINVAL,
 				       "invalid path %s: names the target "
 				       "itself",
 				       e->path);
@@ -493,13 +475,13 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 		const char *a = s->v[i].path, *b = s->v[i + 1].path;
 		size_t la = strlen(a);
 		if (strcmp(a, b) == 0)
-			return set_err(err, -EINVAL,
+			return log_err_set(err, -EINVAL,
 				       "invalid snapshot: duplicate path %s",
 				       a);
 		/* Sorted so that a directory's descendants follow it. */
 		if (s->v[i].type == SNAP_FILE && strncmp(a, b, la) == 0 &&
 		    b[la] == '/')
-			return set_err(err, -EINVAL,
+			return log_err_set(err, -EINVAL,
 				       "invalid snapshot: %s is a file but %s "
 				       "is below it",
 				       a, b);
@@ -549,13 +531,13 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 			continue;
 		int rc = visible_state(w, p, &ours);
 		if (rc == -EEXIST)
-			return set_err(err, rc,
+			return log_err_set(err, rc,
 				       "target %s: %s exists and is not a "
 				       "link managed by atomsync; refusing "
 				       "to replace it",
 				       w->path, p);
 		if (rc < 0)
-			return set_err(err, rc, "target %s: %s: %s", w->path,
+			return log_err_set(err, rc, "target %s: %s: %s", w->path,
 				       p, strerror(-rc));
 	}
 	return 0;
@@ -635,10 +617,10 @@ static int same_content(struct writer *w, const struct snapshot *s,
 	int a = open_source(s, e);
 	if (a < 0) {
 		if (a == -ENOENT || a == -ELOOP || a == -ENOTDIR)
-			return set_err(err, -EAGAIN,
+			return log_err_set(err, -EAGAIN,
 				       "source %s/%s: changed while being read",
 				       s->root, e->src ? e->src : e->path);
-		return set_err(err, a, "source %s/%s: %s", s->root,
+		return log_err_set(err, a, "source %s/%s: %s", s->root,
 			       e->src ? e->src : e->path, strerror(-a));
 	}
 	int b = fsutil_open_beneath(w->live_fd, e->path, O_RDONLY | O_NOCTTY |
@@ -652,7 +634,7 @@ static int same_content(struct writer *w, const struct snapshot *s,
 	close(a);
 	close(b);
 	if (rc < 0)
-		return set_err(err, rc, "source %s/%s: %s", s->root,
+		return log_err_set(err, rc, "source %s/%s: %s", s->root,
 			       e->src ? e->src : e->path, strerror(-rc));
 	return 0;
 }
@@ -782,7 +764,7 @@ static int close_level(struct build *b)
 	if (rc == 0 && b->fsync_each)
 		rc = fsutil_fsync(l->nfd);
 	if (rc < 0)
-		set_err(b->err, rc, "target %s: directory %s: %s", b->w->path,
+		log_err_set(b->err, rc, "target %s: directory %s: %s", b->w->path,
 			l->path, strerror(-rc));
 	close(l->nfd);
 	if (l->ofd >= 0)
@@ -803,17 +785,17 @@ static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
 	if (in < 0) {
 		if (in == -ENOENT || in == -ELOOP || in == -ENOTDIR ||
 		    in == -ENXIO)
-			return set_err(b->err, -EAGAIN,
+			return log_err_set(b->err, -EAGAIN,
 				       "source %s/%s: changed while being read",
 				       s->root, src);
-		return set_err(b->err, in, "source %s/%s: %s", s->root, src,
+		return log_err_set(b->err, in, "source %s/%s: %s", s->root, src,
 			       strerror(-in));
 	}
 	/* The file must still be the one the snapshot saw, before and after
 	 * the copy: otherwise it was being written and the copy may be
 	 * torn. */
 	if (fstat(in, &st) < 0 || !same_stat(e, &st)) {
-		rc = set_err(b->err, -EAGAIN,
+		rc = log_err_set(b->err, -EAGAIN,
 			     "source %s/%s: changed while being read", s->root,
 			     src);
 		goto out;
@@ -821,7 +803,7 @@ static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
 	out = openat(nfd, name,
 		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out < 0) {
-		rc = set_err(b->err, -errno, "target %s: creating %s: %s",
+		rc = log_err_set(b->err, -errno, "target %s: creating %s: %s",
 			     b->w->path, e->path, strerror(errno));
 		goto out;
 	}
@@ -830,32 +812,32 @@ static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
 		/* Tell a read error from a write error by trying to read. */
 		char c;
 		if (pread(in, &c, 1, 0) < 0)
-			set_err(b->err, rc, "source %s/%s: %s", s->root, src,
+			log_err_set(b->err, rc, "source %s/%s: %s", s->root, src,
 				strerror(-rc));
 		else
-			set_err(b->err, rc, "target %s: writing %s: %s",
+			log_err_set(b->err, rc, "target %s: writing %s: %s",
 				b->w->path, e->path, strerror(-rc));
 		goto out;
 	}
 	if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st)) {
-		rc = set_err(b->err, -EAGAIN,
+		rc = log_err_set(b->err, -EAGAIN,
 			     "source %s/%s: changed while being read", s->root,
 			     src);
 		goto out;
 	}
 	if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
 	    fchown(out, e->uid, e->gid) < 0) {
-		rc = set_err(b->err, -errno, "target %s: chown %s: %s",
+		rc = log_err_set(b->err, -errno, "target %s: chown %s: %s",
 			     b->w->path, e->path, strerror(errno));
 		goto out;
 	}
 	if (fchmod(out, e->mode) < 0) {
-		rc = set_err(b->err, -errno, "target %s: chmod %s: %s",
+		rc = log_err_set(b->err, -errno, "target %s: chmod %s: %s",
 			     b->w->path, e->path, strerror(errno));
 		goto out;
 	}
 	if (b->fsync_each && (rc = fsutil_fsync(out)) < 0) {
-		set_err(b->err, rc, "target %s: fsync %s: %s", b->w->path,
+		log_err_set(b->err, rc, "target %s: fsync %s: %s", b->w->path,
 			e->path, strerror(-rc));
 		goto out;
 	}
@@ -863,7 +845,7 @@ static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
 	b->r->bytes_copied += copied;
 out:
 	if (out >= 0 && close(out) < 0 && rc == 0)
-		rc = set_err(b->err, -errno, "target %s: writing %s: %s",
+		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
 			     b->w->path, e->path, strerror(errno));
 	close(in);
 	return rc;
@@ -887,20 +869,20 @@ static int build_entry(struct build *b, size_t i, uint8_t act)
 
 	if (act == ACT_DIR) {
 		if (mkdirat(p->nfd, name, 0700) < 0)
-			return set_err(b->err, -errno,
+			return log_err_set(b->err, -errno,
 				       "target %s: mkdir %s: %s", b->w->path,
 				       e->path, strerror(errno));
 		int nfd = openat(p->nfd, name,
 				 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (nfd < 0)
-			return set_err(b->err, -errno,
+			return log_err_set(b->err, -errno,
 				       "target %s: open %s: %s", b->w->path,
 				       e->path, strerror(errno));
 		if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
 		    fchown(nfd, e->uid, e->gid) < 0) {
 			int rc = -errno;
 			close(nfd);
-			return set_err(b->err, rc, "target %s: chown %s: %s",
+			return log_err_set(b->err, rc, "target %s: chown %s: %s",
 				       b->w->path, e->path, strerror(-rc));
 		}
 		int ofd = -1;
@@ -957,7 +939,7 @@ static int build(struct writer *w, struct snapshot *s, const uint8_t *act,
 	int gfd = open_generation(w->dfd, gen);
 	if (gfd < 0) {
 		free(b.lv);
-		return set_err(err, gfd, "target %s: open %s: %s", w->path,
+		return log_err_set(err, gfd, "target %s: open %s: %s", w->path,
 			       gen, strerror(-gfd));
 	}
 	int ofd = w->live_fd >= 0 ? openat(w->live_fd, ".",
@@ -968,23 +950,13 @@ static int build(struct writer *w, struct snapshot *s, const uint8_t *act,
 	};
 	for (size_t i = 0; i < s->n && rc == 0; i++)
 		rc = build_entry(&b, i, act[i]);
-	if (rc < 0) {
-		while (b.depth > 0) {
-			struct level *l = &b.lv[--b.depth];
-			close(l->nfd);
-			if (l->ofd >= 0)
-				close(l->ofd);
-		}
-		free(b.lv);
-		return rc;
-	}
 	/* Close the chain; the generation root ends up 0755. */
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);
 	if (rc == 0) {
 		gfd = b.lv[0].nfd;
 		if (fchmod(gfd, 0755) < 0)
-			rc = set_err(err, -errno, "target %s: chmod %s: %s",
+			rc = log_err_set(err, -errno, "target %s: chmod %s: %s",
 				     w->path, gen, strerror(errno));
 		/* Step (1) ends here: every file and directory of the new
 		 * generation is on disk before ..data may name it. */
@@ -994,7 +966,7 @@ static int build(struct writer *w, struct snapshot *s, const uint8_t *act,
 			else if (syncfs(gfd) < 0)
 				rc = -errno;
 			if (rc < 0)
-				set_err(err, rc, "target %s: flushing %s: %s",
+				log_err_set(err, rc, "target %s: flushing %s: %s",
 					w->path, gen, strerror(-rc));
 		}
 	}
@@ -1029,7 +1001,7 @@ static void detach_source(struct snapshot *s)
 	for (size_t i = 0; i < s->nwarn; i++)
 		free(s->warn[i].path);
 	for (size_t i = 0; i < s->nwatch; i++)
-		free(s->watch[i]);
+		free(s->watch[i].path);
 	free(s->warn);
 	free(s->watch);
 	s->warn = NULL;
@@ -1106,7 +1078,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	}
 	rc = make_generation(w, &p->gen);
 	if (rc < 0) {
-		set_err(err, rc, "target %s: creating a generation: %s",
+		log_err_set(err, rc, "target %s: creating a generation: %s",
 			w->path, strerror(-rc));
 		goto fail;
 	}
@@ -1174,19 +1146,19 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	 * generation is renamed over ..data.  A reader resolves either the
 	 * old or the new generation, each complete. */
 	if (unlinkat(w->dfd, WRITER_DATA_TMP, 0) < 0 && errno != ENOENT) {
-		rc = set_err(err, -errno, "target %s: removing %s: %s",
+		rc = log_err_set(err, -errno, "target %s: removing %s: %s",
 			     w->path, WRITER_DATA_TMP, strerror(errno));
 		writer_abort(w, p);
 		return rc;
 	}
 	if (symlinkat(p->gen, w->dfd, WRITER_DATA_TMP) < 0) {
-		rc = set_err(err, -errno, "target %s: symlink %s: %s",
+		rc = log_err_set(err, -errno, "target %s: symlink %s: %s",
 			     w->path, WRITER_DATA_TMP, strerror(errno));
 		writer_abort(w, p);
 		return rc;
 	}
 	if (renameat(w->dfd, WRITER_DATA_TMP, w->dfd, WRITER_DATA) < 0) {
-		rc = set_err(err, -errno, "target %s: rename %s over %s: %s",
+		rc = log_err_set(err, -errno, "target %s: rename %s over %s: %s",
 			     w->path, WRITER_DATA_TMP, WRITER_DATA,
 			     strerror(errno));
 		unlinkat(w->dfd, WRITER_DATA_TMP, 0);
@@ -1280,4 +1252,22 @@ int writer_retire(struct writer *w, bool all, uint64_t *next_ms)
 	if (next_ms)
 		*next_ms = next;
 	return rc;
+}
+
+void writer_retire_wait(struct writer *w)
+{
+	uint64_t next = 0;
+
+	writer_retire(w, false, &next);
+	while (next != 0) {
+		uint64_t now = writer_now_ms();
+		if (next > now) {
+			struct timespec ts = {
+				(time_t)((next - now) / 1000),
+				(long)((next - now) % 1000) * 1000000L,
+			};
+			nanosleep(&ts, NULL);
+		}
+		writer_retire(w, false, &next);
+	}
 }

@@ -82,6 +82,10 @@ int writer_publish(struct writer *w, struct snapshot *s,
  * one is due, or 0 when none is left. */
 int writer_retire(struct writer *w, bool all, uint64_t *next_ms);
 
+/* Waits out the grace period of every superseded generation, removing
+ * each when it is due (blocking). */
+void writer_retire_wait(struct writer *w);
+
 /* The generation ..data names, or NULL. */
 const char *writer_live_generation(const struct writer *w);
 

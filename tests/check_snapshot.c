@@ -263,8 +263,8 @@ START_TEST(test_kubernetes_volume_as_source)
 	/* The real directories behind the links are watched. */
 	int found = 0;
 	for (size_t i = 0; i < s->nwatch; i++)
-		found += strcmp(s->watch[i], "..2026_01_01_00_00_00.1/tls") == 0 ||
-			 strcmp(s->watch[i], "..2026_01_01_00_00_00.1") == 0;
+		found += strcmp(s->watch[i].path, "..2026_01_01_00_00_00.1/tls") == 0 ||
+			 strcmp(s->watch[i].path, "..2026_01_01_00_00_00.1") == 0;
 	ck_assert_int_eq(found, 2);
 	snapshot_free(s);
 }
@@ -305,7 +305,7 @@ START_TEST(test_watch_list_covers_every_directory)
 	for (size_t i = 0; i < 5; i++) {
 		int ok = 0;
 		for (size_t k = 0; k < s->nwatch; k++)
-			ok |= strcmp(s->watch[k], want[i]) == 0;
+			ok |= strcmp(s->watch[k].path, want[i]) == 0;
 		ck_assert_msg(ok, "%s not watched", want[i]);
 	}
 	snapshot_free(s);
@@ -390,9 +390,5 @@ static Suite *snapshot_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(snapshot_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return tu_run_suite(snapshot_suite());
 }

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <check.h>
+
 #include "fsutil.h"
 #include "snapshot.h"
 #include "testutil.h"
@@ -375,8 +377,10 @@ char *tu_diff_trees(const char *src, const char *dst)
 	collect(src, "", &a, 1);
 	collect(data, "", &b, 0);
 	free(data);
-	qsort(a.v, a.n, sizeof(*a.v), item_cmp);
-	qsort(b.v, b.n, sizeof(*b.v), item_cmp);
+	if (a.n > 1)
+		qsort(a.v, a.n, sizeof(*a.v), item_cmp);
+	if (b.n > 1)
+		qsort(b.v, b.n, sizeof(*b.v), item_cmp);
 	size_t i = 0, j = 0;
 	while (!res && (i < a.n || j < b.n)) {
 		int c = i == a.n ? 1 : j == b.n ? -1 : item_cmp(&a.v[i], &b.v[j]);
@@ -525,4 +529,82 @@ int tu_lines(const char *s)
 	for (; s && *s; s++)
 		n += *s == '\n';
 	return n;
+}
+
+pid_t tu_spawn(const char *const argv[], const char *logfile)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		abort();
+	if (pid == 0) {
+		int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		int nul = open("/dev/null", O_RDONLY);
+		if (fd < 0 || nul < 0)
+			_exit(126);
+		dup2(nul, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execvp(argv[0], (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+int tu_wait_exit(pid_t pid, int timeout_ms)
+{
+	long long deadline = tu_now_ms() + tu_scale(timeout_ms);
+	int status;
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid)
+			break;
+		if (r < 0)
+			return -2;
+		if (tu_now_ms() > deadline)
+			return -1;
+		tu_nap(5);
+	}
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+void tu_kill(pid_t pid)
+{
+	if (pid <= 0)
+		return;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+int tu_wait_for(int (*cond)(void *arg), void *arg, int timeout_ms)
+{
+	long long deadline = tu_now_ms() + tu_scale(timeout_ms);
+	for (;;) {
+		if (cond(arg))
+			return 1;
+		if (tu_now_ms() > deadline)
+			return 0;
+		tu_nap(5);
+	}
+}
+
+int tu_file_count(const char *path, const char *needle)
+{
+	char *d = tu_read(path, NULL);
+	int n = 0;
+	for (const char *p = d; p && (p = strstr(p, needle)); p++)
+		n++;
+	free(d);
+	return n;
+}
+
+int tu_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
 }

@@ -50,8 +50,24 @@ const char *tu_bin(void);
  * the exit status, 128+signal when killed by one, or -1 on timeout (the
  * child is then killed). */
 int tu_run(const char *const argv[], char **out, char **err, int timeout_ms);
+/* Starts argv in the background with stdout and stderr appended to
+ * `logfile`; returns the pid. */
+pid_t tu_spawn(const char *const argv[], const char *logfile);
+/* Waits for pid to exit; returns its status as tu_run does, or -1 after
+ * timeout_ms (the process is left running). */
+int tu_wait_exit(pid_t pid, int timeout_ms);
+/* Kills (SIGKILL) and reaps pid if it still runs. */
+void tu_kill(pid_t pid);
+/* Polls cond(arg) every few ms until it is true (returns 1) or the
+ * (scaled) deadline passes (returns 0). */
+int tu_wait_for(int (*cond)(void *arg), void *arg, int timeout_ms);
+/* Number of times `needle` occurs in the file. */
+int tu_file_count(const char *path, const char *needle);
 /* Counts lines in s. */
 int tu_lines(const char *s);
+/* Runs a check suite; the exit status for main(). */
+struct Suite;
+int tu_run_suite(struct Suite *s);
 /* Monotonic milliseconds. */
 long long tu_now_ms(void);
 /* Sleeps a few milliseconds (for polling loops with a deadline). */

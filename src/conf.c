@@ -1,0 +1,898 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <grp.h>
+#include <ini.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+
+/* inih hands the handler at most INI_MAX_LINE bytes of a line; a longer
+ * value (a deep path, a long command) is kept here and inih is given a
+ * reference to it instead. */
+#define LONG_MARK '\x01'
+
+enum section_kind {
+	SEC_NONE,   /* before any section header */
+	SEC_DAEMON,
+	SEC_SYNC,
+	SEC_BAD,    /* unknown or broken header; its keys are not checked */
+};
+
+struct parser {
+	const char *path;
+	FILE *f;
+	char *line;
+	size_t cap;
+	unsigned lineno;
+	enum section_kind kind;
+	char *section;	       /* its full name, as written */
+	bool continuation;     /* the current line continues the previous key */
+	bool prev_key;	       /* the previous significant line was a key */
+	struct conf *c;
+	struct conf_sync *cur; /* when kind == SEC_SYNC */
+	char **seen;	       /* keys given in the current section */
+	size_t nseen;
+	char **longv;
+	size_t nlong;
+	struct conf_errors *errs;
+	bool daemon_seen;
+};
+
+void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
+{
+	va_list ap;
+	char *m = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&m, fmt, ap) < 0)
+		m = NULL;
+	va_end(ap);
+	if (m == NULL)
+		return;
+	char **v = realloc(e->v, (e->n + 1) * sizeof(*v));
+	if (v == NULL) {
+		free(m);
+		return;
+	}
+	e->v = v;
+	e->v[e->n++] = m;
+}
+
+void conf_errors_fini(struct conf_errors *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		free(e->v[i]);
+	free(e->v);
+	e->v = NULL;
+	e->n = 0;
+}
+
+static void perr(struct parser *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void perr(struct parser *p, const char *fmt, ...)
+{
+	va_list ap;
+	char *m = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&m, fmt, ap) < 0)
+		m = NULL;
+	va_end(ap);
+	if (m == NULL)
+		return;
+	if (p->kind == SEC_SYNC && p->cur)
+		conf_errors_add(p->errs, "%s:%u: [sync:%s]: %s", p->path,
+				p->lineno, p->cur->name, m);
+	else
+		conf_errors_add(p->errs, "%s:%u: %s", p->path, p->lineno, m);
+	free(m);
+}
+
+static void sync_defaults(struct conf_sync *s)
+{
+	s->debounce_ms = CONF_DEBOUNCE_MS;
+	s->max_delay_ms = CONF_MAX_DELAY_MS;
+	s->fsync = true;
+	s->resync_interval_s = CONF_RESYNC_S;
+	s->poll_interval_ms = CONF_POLL_MS;
+	s->symlinks = SNAP_LINKS_INSIDE;
+	s->uid = s->gid = SNAP_NO_ID;
+	s->file_mode = s->dir_mode = -1;
+	s->grace_ms = CONF_GRACE_MS;
+	s->hook_timeout_s = CONF_HOOK_TIMEOUT_S;
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+static bool valid_sync_name(const char *n)
+{
+	if (*n == '\0')
+		return false;
+	for (; *n; n++)
+		if (!isalnum((unsigned char)*n) && *n != '-' && *n != '_' &&
+		    *n != '.')
+			return false;
+	return true;
+}
+
+static void clear_seen(struct parser *p)
+{
+	for (size_t i = 0; i < p->nseen; i++)
+		free(p->seen[i]);
+	free(p->seen);
+	p->seen = NULL;
+	p->nseen = 0;
+}
+
+/* A section header line: sets up where the keys that follow go. */
+static void start_section(struct parser *p, char *t)
+{
+	char *end = strchr(t, ']');
+
+	clear_seen(p);
+	p->cur = NULL;
+	p->kind = SEC_BAD;
+	if (end == NULL) {
+		perr(p, "section header without ']'");
+		return;
+	}
+	*end = '\0';
+	char *rest = trim(end + 1);
+	if (*rest != '\0' && *rest != ';' && *rest != '#') {
+		perr(p, "unexpected text after [%s]", t + 1);
+		return;
+	}
+	char *name = trim(t + 1);
+	free(p->section);
+	p->section = strdup(name);
+	if (strcmp(name, "daemon") == 0) {
+		if (p->daemon_seen) {
+			perr(p, "[daemon] given twice");
+			return;
+		}
+		p->daemon_seen = true;
+		p->kind = SEC_DAEMON;
+		return;
+	}
+	if (strncmp(name, "sync:", 5) != 0) {
+		perr(p, "unknown section [%s] (expected [daemon] or "
+			"[sync:NAME])",
+		     name);
+		return;
+	}
+	const char *sn = name + 5;
+	if (!valid_sync_name(sn)) {
+		perr(p, "[%s]: a mapping name is letters, digits, '-', '_' and "
+			"'.'",
+		     name);
+		return;
+	}
+	for (size_t i = 0; i < p->c->nsyncs; i++) {
+		if (strcmp(p->c->syncs[i].name, sn) == 0) {
+			perr(p, "[sync:%s] given twice (first at line %u)", sn,
+			     p->c->syncs[i].line);
+			return;
+		}
+	}
+	struct conf_sync *v = realloc(p->c->syncs,
+				      (p->c->nsyncs + 1) * sizeof(*v));
+	if (v == NULL)
+		return;
+	p->c->syncs = v;
+	p->cur = &v[p->c->nsyncs++];
+	memset(p->cur, 0, sizeof(*p->cur));
+	sync_defaults(p->cur);
+	p->cur->name = strdup(sn);
+	p->cur->line = p->lineno;
+	p->kind = SEC_SYNC;
+}
+
+/* Our reader for inih: counts lines, follows section headers itself (inih
+ * would cut long names silently), notes lines inih would reject so every
+ * one is reported, and stows values too long for inih's line buffer. */
+static char *reader(char *buf, int size, void *stream)
+{
+	struct parser *p = stream;
+	ssize_t n = getline(&p->line, &p->cap, p->f);
+
+	if (n < 0)
+		return NULL;
+	p->lineno++;
+	while (n > 0 && (p->line[n - 1] == '\n' || p->line[n - 1] == '\r'))
+		p->line[--n] = '\0';
+	/* A UTF-8 byte order mark, as some editors write one. */
+	if (p->lineno == 1 && n >= 3 && memcmp(p->line, "\xef\xbb\xbf", 3) == 0) {
+		memmove(p->line, p->line + 3, (size_t)n - 2);
+		n -= 3;
+	}
+	if (memchr(p->line, '\0', (size_t)n) != NULL) {
+		perr(p, "NUL byte in line");
+		snprintf(buf, (size_t)size, "\n");
+		return buf;
+	}
+	bool indented = n > 0 && isspace((unsigned char)p->line[0]);
+	char *t = trim(p->line);
+	p->continuation = false;
+	if (*t == '\0' || *t == ';' || *t == '#') {
+		/* inih would end a multi-line value here too. */
+		if (*t == '\0')
+			p->prev_key = false;
+		snprintf(buf, (size_t)size, "\n");
+		return buf;
+	}
+	if (*t == '[') {
+		p->prev_key = false;
+		start_section(p, t);
+		/* inih only needs to know a section started. */
+		snprintf(buf, (size_t)size, "[s]\n");
+		return buf;
+	}
+	if (indented && p->prev_key) {
+		p->continuation = true;
+	} else if (strpbrk(t, "=:") == NULL) {
+		perr(p, "expected 'key = value' or '[section]', got \"%.40s\"",
+		     t);
+		p->prev_key = false;
+		snprintf(buf, (size_t)size, "\n");
+		return buf;
+	}
+	p->prev_key = true;
+	/* A leading space is what tells inih a line continues a value. */
+	if (strlen(t) + 2 <= (size_t)size) {
+		snprintf(buf, (size_t)size, "%s%s\n", p->continuation ? " " : "",
+			 t);
+		return buf;
+	}
+	/* Too long for inih: keep the value aside. */
+	char *v = t;
+	if (!p->continuation) {
+		char *d = strpbrk(t, "=:");
+		*d = '\0';
+		v = d + 1;
+	}
+	for (char *c = v; *c; c++) {
+		if (*c == ';' && c > v && isspace((unsigned char)c[-1])) {
+			*c = '\0';
+			break;
+		}
+	}
+	v = trim(v);
+	char **lv = realloc(p->longv, (p->nlong + 1) * sizeof(*lv));
+	if (lv == NULL)
+		return NULL;
+	p->longv = lv;
+	p->longv[p->nlong] = strdup(v);
+	const char *key = p->continuation ? "" : trim(t);
+	if ((int)strlen(key) + 24 >= size)
+		perr(p, "key name too long");
+	if (p->continuation)
+		snprintf(buf, (size_t)size, " %c%zu\n", LONG_MARK, p->nlong);
+	else if ((int)strlen(key) + 24 < size)
+		snprintf(buf, (size_t)size, "%s = %c%zu\n", key, LONG_MARK,
+			 p->nlong);
+	else
+		snprintf(buf, (size_t)size, "\n");
+	p->nlong++;
+	return buf;
+}
+
+static int parse_uint(const char *s, unsigned long min, unsigned long max,
+		      unsigned *out)
+{
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+	static const char *yes[] = {"yes", "true", "on", "1"};
+	static const char *no[] = {"no", "false", "off", "0"};
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int parse_mode(const char *s, int *out)
+{
+	char *end;
+
+	if (*s < '0' || *s > '7')
+		return -EINVAL;
+	errno = 0;
+	long v = strtol(s, &end, 8);
+	if (errno || *end || v < 0 || v > 0777)
+		return -EINVAL;
+	*out = (int)v;
+	return 0;
+}
+
+int conf_parse_signal(const char *s, int *out)
+{
+	static const struct {
+		const char *name;
+		int sig;
+	} sigs[] = {
+		{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},
+		{"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM},
+		{"CONT", SIGCONT}, {"WINCH", SIGWINCH}, {"ALRM", SIGALRM},
+	};
+	unsigned n;
+
+	if (strncasecmp(s, "SIG", 3) == 0)
+		s += 3;
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		if (strcasecmp(s, sigs[i].name) == 0) {
+			*out = sigs[i].sig;
+			return 0;
+		}
+	}
+	if (parse_uint(s, 1, 64, &n) == 0) {
+		*out = (int)n;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* A user or group by name, or by number. */
+static int resolve_id(const char *v, bool user, uint32_t *id)
+{
+	unsigned n;
+
+	if (user) {
+		struct passwd *pw = getpwnam(v);
+		if (pw) {
+			*id = pw->pw_uid;
+			return 0;
+		}
+	} else {
+		struct group *gr = getgrnam(v);
+		if (gr) {
+			*id = gr->gr_gid;
+			return 0;
+		}
+	}
+	if (parse_uint(v, 0, UINT32_MAX - 1, &n) < 0)
+		return -ENOENT;
+	*id = n;
+	return 0;
+}
+
+static bool seen_before(struct parser *p, const char *key)
+{
+	for (size_t i = 0; i < p->nseen; i++)
+		if (strcmp(p->seen[i], key) == 0)
+			return true;
+	char **v = realloc(p->seen, (p->nseen + 1) * sizeof(*v));
+	if (v != NULL) {
+		p->seen = v;
+		p->seen[p->nseen++] = strdup(key);
+	}
+	return false;
+}
+
+static void set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = strdup(v);
+}
+
+static void add_excludes(struct parser *p, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	char *copy = strdup(v), *save = NULL;
+
+	for (char *tok = strtok_r(copy, " \t", &save); tok;
+	     tok = strtok_r(NULL, " \t", &save)) {
+		char **nv = realloc(s->exclude, (s->nexclude + 1) * sizeof(*nv));
+		if (nv == NULL)
+			break;
+		s->exclude = nv;
+		s->exclude[s->nexclude++] = strdup(tok);
+	}
+	free(copy);
+}
+
+static void sync_key(struct parser *p, const char *key, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	unsigned u;
+
+#define RANGE(field, min, max)                                               \
+	do {                                                                 \
+		if (parse_uint(v, min, max, &u) < 0)                         \
+			perr(p, "%s: '%s' is not a whole number from %lu to "  \
+				"%lu",                                       \
+			     key, v, (unsigned long)(min),                   \
+			     (unsigned long)(max));                          \
+		else                                                         \
+			s->field = u;                                        \
+	} while (0)
+
+	if (strcmp(key, "source") == 0 || strcmp(key, "target") == 0) {
+		if (v[0] != '/') {
+			perr(p, "%s: '%s' is not an absolute path", key, v);
+			return;
+		}
+		if (key[0] == 's') {
+			set_str(&s->source, v);
+			s->source_line = p->lineno;
+		} else {
+			set_str(&s->target, v);
+			s->target_line = p->lineno;
+		}
+	} else if (strcmp(key, "debounce_ms") == 0) {
+		RANGE(debounce_ms, 0, 3600000);
+	} else if (strcmp(key, "max_delay_ms") == 0) {
+		RANGE(max_delay_ms, 0, 86400000);
+	} else if (strcmp(key, "resync_interval_s") == 0) {
+		RANGE(resync_interval_s, 0, 604800);
+	} else if (strcmp(key, "poll_interval_ms") == 0) {
+		RANGE(poll_interval_ms, 100, 3600000);
+	} else if (strcmp(key, "grace_ms") == 0) {
+		RANGE(grace_ms, 0, 3600000);
+	} else if (strcmp(key, "exclude") == 0) {
+		add_excludes(p, v);
+	} else if (strcmp(key, "fsync") == 0) {
+		if (parse_bool(v, &s->fsync) < 0)
+			perr(p, "fsync: '%s' is not yes or no", v);
+	} else if (strcmp(key, "symlinks") == 0) {
+		if (strcmp(v, "inside") == 0)
+			s->symlinks = SNAP_LINKS_INSIDE;
+		else if (strcmp(v, "follow") == 0)
+			s->symlinks = SNAP_LINKS_FOLLOW;
+		else if (strcmp(v, "skip") == 0)
+			s->symlinks = SNAP_LINKS_SKIP;
+		else
+			perr(p, "symlinks: '%s' is not inside, follow or skip",
+			     v);
+	} else if (strcmp(key, "owner") == 0 || strcmp(key, "group") == 0) {
+		bool user = key[0] == 'o';
+		uint32_t id;
+		set_str(user ? &s->owner : &s->group, v);
+		if (resolve_id(v, user, &id) < 0)
+			perr(p, "%s: no %s '%s'", key, user ? "user" : "group",
+			     v);
+		else if (user)
+			s->uid = id;
+		else
+			s->gid = id;
+	} else if (strcmp(key, "file_mode") == 0 ||
+		   strcmp(key, "dir_mode") == 0) {
+		int m;
+		if (parse_mode(v, &m) < 0)
+			perr(p, "%s: '%s' is not an octal mode from 0 to 0777",
+			     key, v);
+		else if (key[0] == 'f')
+			s->file_mode = m;
+		else
+			s->dir_mode = m;
+	} else {
+		perr(p, "unknown key '%s'", key);
+	}
+#undef RANGE
+}
+
+static void daemon_key(struct parser *p, const char *key, const char *v)
+{
+	struct conf *c = p->c;
+
+	if (strcmp(key, "log_level") == 0) {
+		if (log_level_parse(v, &c->log_level) < 0)
+			perr(p, "log_level: '%s' is not error, warn, info or "
+				"debug",
+			     v);
+		else
+			c->log_level_set = true;
+	} else if (strcmp(key, "log_format") == 0) {
+		if (log_format_parse(v, &c->log_format) < 0)
+			perr(p, "log_format: '%s' is not text, json or journal",
+			     v);
+		else
+			c->log_format_set = true;
+	} else {
+		perr(p, "[daemon]: unknown key '%s'", key);
+	}
+}
+
+static int handler(void *user, const char *section, const char *name,
+		   const char *value)
+{
+	struct parser *p = user;
+	const char *v = value;
+
+	(void)section; /* the reader tracks sections, with full names */
+	if (value[0] == LONG_MARK) {
+		size_t i = strtoul(value + 1, NULL, 10);
+		v = i < p->nlong && p->longv[i] ? p->longv[i] : "";
+	}
+	switch (p->kind) {
+	case SEC_NONE:
+		perr(p, "'%s' outside any section", name);
+		return 1;
+	case SEC_BAD:
+		return 1;
+	case SEC_DAEMON:
+	case SEC_SYNC:
+		break;
+	}
+	if (p->continuation) {
+		if (p->kind == SEC_SYNC && strcmp(name, "exclude") == 0)
+			add_excludes(p, v);
+		else
+			perr(p, "%s: only exclude may continue on an indented "
+				"line",
+			     name);
+		return 1;
+	}
+	if (seen_before(p, name)) {
+		if (p->kind == SEC_SYNC && strcmp(name, "exclude") == 0) {
+			add_excludes(p, v);
+			return 1;
+		}
+		perr(p, "%s given twice", name);
+		return 1;
+	}
+	if (*v == '\0' && strcmp(name, "exclude") != 0) {
+		perr(p, "%s: empty value", name);
+		return 1;
+	}
+	if (p->kind == SEC_DAEMON)
+		daemon_key(p, name, v);
+	else
+		sync_key(p, name, v);
+	return 1;
+}
+
+static struct conf *conf_new(const char *path)
+{
+	struct conf *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->path = strdup(path);
+	c->log_level = LOG_LVL_INFO;
+	c->unhealthy_after_s = CONF_UNHEALTHY_S;
+	return c;
+}
+
+/* Per-mapping checks that need the whole section. */
+static void finish_syncs(struct conf *c, struct conf_errors *errs)
+{
+	for (size_t i = 0; i < c->nsyncs; i++) {
+		struct conf_sync *s = &c->syncs[i];
+		if (s->source == NULL)
+			conf_errors_add(errs, "%s:%u: [sync:%s]: source is required",
+					c->path, s->line, s->name);
+		if (s->target == NULL)
+			conf_errors_add(errs, "%s:%u: [sync:%s]: target is required",
+					c->path, s->line, s->name);
+		if (s->max_delay_ms < s->debounce_ms)
+			conf_errors_add(errs,
+					"%s:%u: [sync:%s]: max_delay_ms (%u) is "
+					"shorter than debounce_ms (%u)",
+					c->path, s->line, s->name,
+					s->max_delay_ms, s->debounce_ms);
+	}
+}
+
+int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
+{
+	struct parser p = {.path = path, .errs = errs};
+	struct conf *c;
+
+	p.f = fopen(path, "re");
+	if (p.f == NULL)
+		return -errno;
+	c = conf_new(path);
+	if (c == NULL) {
+		fclose(p.f);
+		return -ENOMEM;
+	}
+	p.c = c;
+	/* Every problem is recorded by the reader or the handler, each with
+	 * its line; inih's own return value adds nothing. */
+	(void)ini_parse_stream(reader, &p, handler, &p);
+	if (ferror(p.f))
+		conf_errors_add(errs, "%s: read error", path);
+	fclose(p.f);
+	free(p.line);
+	free(p.section);
+	clear_seen(&p);
+	for (size_t i = 0; i < p.nlong; i++)
+		free(p.longv[i]);
+	free(p.longv);
+	finish_syncs(c, errs);
+	*out = c;
+	return 0;
+}
+
+/* Where a path really is, as far as it exists: the real path of its
+ * longest existing prefix, followed by the rest, cleaned and absolute. */
+static char *normalize_path(const char *path)
+{
+	char *abs, *clean, *r = NULL;
+
+	if (path[0] != '/') {
+		char *cwd = getcwd(NULL, 0);
+		if (cwd == NULL || asprintf(&abs, "%s/%s", cwd, path) < 0)
+			abs = NULL;
+		free(cwd);
+	} else {
+		abs = strdup(path);
+	}
+	if (abs == NULL)
+		return NULL;
+	clean = snapshot_clean_path(abs);
+	free(abs);
+	if (clean == NULL)
+		return NULL;
+	/* Cut at each '/' from the right until a prefix exists. */
+	for (size_t cut = strlen(clean);; ) {
+		char save = clean[cut];
+		clean[cut] = '\0';
+		char *real = realpath(cut ? clean : "/", NULL);
+		clean[cut] = save;
+		if (real) {
+			const char *base = strcmp(real, "/") == 0 ? "" : real;
+			if (asprintf(&r, "%s%s", base, clean + cut) < 0)
+				r = NULL;
+			free(real);
+			if (r && r[0] == '\0') {
+				free(r);
+				r = strdup("/");
+			}
+			break;
+		}
+		if (cut == 0)
+			break;
+		while (cut > 0 && clean[--cut] != '/')
+			;
+	}
+	if (r == NULL)
+		return clean;
+	free(clean);
+	return r;
+}
+
+/* a is b or lies below it. */
+static bool within(const char *a, const char *b)
+{
+	size_t n = strlen(b);
+
+	if (strcmp(b, "/") == 0)
+		return true;
+	return strncmp(a, b, n) == 0 && (a[n] == '\0' || a[n] == '/');
+}
+
+/* "file:line" for a config file; the command line has no lines. */
+static char *where(const struct conf *c, unsigned line)
+{
+	char *r;
+	if (line == 0)
+		return strdup(c->path);
+	if (asprintf(&r, "%s:%u", c->path, line) < 0)
+		return NULL;
+	return r;
+}
+
+void conf_check(const struct conf *c, struct conf_errors *errs)
+{
+	size_t n = c->nsyncs;
+
+	if (n == 0) {
+		conf_errors_add(errs, "%s: no [sync:NAME] section", c->path);
+		return;
+	}
+	char **src = calloc(n ? n : 1, sizeof(*src));
+	char **dst = calloc(n ? n : 1, sizeof(*dst));
+
+	if (src == NULL || dst == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		if (c->syncs[i].source)
+			src[i] = normalize_path(c->syncs[i].source);
+		if (c->syncs[i].target)
+			dst[i] = normalize_path(c->syncs[i].target);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_sync *s = &c->syncs[i];
+		if (dst[i] == NULL)
+			continue;
+		char *at = where(c, s->target_line);
+		for (size_t k = 0; k < n; k++) {
+			const struct conf_sync *o = &c->syncs[k];
+			if (k == i || dst[k] == NULL)
+				continue;
+			if (k < i && strcmp(dst[i], dst[k]) == 0)
+				conf_errors_add(errs,
+						"%s: [sync:%s]: target %s is "
+						"also the target of [sync:%s]",
+						at, s->name, s->target, o->name);
+			else if (strcmp(dst[i], dst[k]) != 0 &&
+				 within(dst[i], dst[k]))
+				conf_errors_add(errs,
+						"%s: [sync:%s]: target %s is "
+						"inside the target of "
+						"[sync:%s] (%s)",
+						at, s->name, s->target, o->name,
+						o->target);
+		}
+		for (size_t k = 0; k < n; k++) {
+			if (src[k] == NULL)
+				continue;
+			const struct conf_sync *o = &c->syncs[k];
+			char *oat = where(c, o->source_line);
+			if (within(dst[i], src[k]))
+				conf_errors_add(errs,
+						"%s: [sync:%s]: target %s is "
+						"inside the source of "
+						"[sync:%s] (%s): a feedback loop",
+						at, s->name, s->target, o->name,
+						o->source);
+			else if (within(src[k], dst[i]))
+				conf_errors_add(errs,
+						"%s: [sync:%s]: source %s is "
+						"inside the target of "
+						"[sync:%s] (%s): a feedback loop",
+						oat, o->name, o->source, s->name,
+						s->target);
+			free(oat);
+		}
+		free(at);
+	}
+out:
+	for (size_t i = 0; src && dst && i < n; i++) {
+		free(src[i]);
+		free(dst[i]);
+	}
+	free(src);
+	free(dst);
+}
+
+int conf_adhoc(const char *source, const char *target, struct conf **out,
+	       struct conf_errors *errs)
+{
+	struct conf *c = conf_new("command line");
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->syncs = calloc(1, sizeof(*c->syncs));
+	if (c->syncs == NULL) {
+		conf_free(c);
+		return -ENOMEM;
+	}
+	c->nsyncs = 1;
+	sync_defaults(&c->syncs[0]);
+	c->syncs[0].name = strdup("main");
+	c->syncs[0].source = strdup(source);
+	c->syncs[0].target = strdup(target);
+	(void)errs;
+	*out = c;
+	return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+struct conf_sync *conf_sync_dup(const struct conf_sync *s)
+{
+	struct conf_sync *d = malloc(sizeof(*d));
+
+	if (d == NULL)
+		return NULL;
+	*d = *s;
+	d->name = dup_or_null(s->name);
+	d->source = dup_or_null(s->source);
+	d->target = dup_or_null(s->target);
+	d->owner = dup_or_null(s->owner);
+	d->group = dup_or_null(s->group);
+	d->check_command = dup_or_null(s->check_command);
+	d->on_update = dup_or_null(s->on_update);
+	d->reload_pidfile = dup_or_null(s->reload_pidfile);
+	d->exclude = s->nexclude ? calloc(s->nexclude, sizeof(char *)) : NULL;
+	for (size_t i = 0; i < s->nexclude && d->exclude; i++)
+		d->exclude[i] = strdup(s->exclude[i]);
+	return d;
+}
+
+static void sync_fini(struct conf_sync *s)
+{
+	free(s->name);
+	free(s->source);
+	free(s->target);
+	free(s->owner);
+	free(s->group);
+	free(s->check_command);
+	free(s->on_update);
+	free(s->reload_pidfile);
+	for (size_t i = 0; i < s->nexclude; i++)
+		free(s->exclude[i]);
+	free(s->exclude);
+}
+
+void conf_sync_free(struct conf_sync *s)
+{
+	if (s == NULL)
+		return;
+	sync_fini(s);
+	free(s);
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+bool conf_sync_equal(const struct conf_sync *a, const struct conf_sync *b)
+{
+	if (!str_eq(a->name, b->name) || !str_eq(a->source, b->source) ||
+	    !str_eq(a->target, b->target) || a->debounce_ms != b->debounce_ms ||
+	    a->max_delay_ms != b->max_delay_ms || a->fsync != b->fsync ||
+	    a->resync_interval_s != b->resync_interval_s ||
+	    a->poll_interval_ms != b->poll_interval_ms ||
+	    a->symlinks != b->symlinks || a->uid != b->uid || a->gid != b->gid ||
+	    a->file_mode != b->file_mode || a->dir_mode != b->dir_mode ||
+	    a->grace_ms != b->grace_ms ||
+	    !str_eq(a->check_command, b->check_command) ||
+	    !str_eq(a->on_update, b->on_update) ||
+	    a->reload_signal != b->reload_signal ||
+	    !str_eq(a->reload_pidfile, b->reload_pidfile) ||
+	    a->reload_pid != b->reload_pid ||
+	    a->hook_timeout_s != b->hook_timeout_s ||
+	    a->nexclude != b->nexclude)
+		return false;
+	for (size_t i = 0; i < a->nexclude; i++)
+		if (strcmp(a->exclude[i], b->exclude[i]) != 0)
+			return false;
+	return true;
+}
+
+void conf_free(struct conf *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->nsyncs; i++)
+		sync_fini(&c->syncs[i]);
+	free(c->syncs);
+	free(c->metrics_file);
+	free(c->metrics_listen);
+	free(c->path);
+	free(c);
+}

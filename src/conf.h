@@ -1,0 +1,87 @@
+/* The INI configuration: a [daemon] section and one [sync:NAME] section
+ * per mapping.  Loading records every problem as "file:line: message" and
+ * goes on, so one run reports all of them; conf_check() adds the checks
+ * that need the whole file (duplicate targets, feedback loops). */
+#ifndef ATOMSYNC_CONF_H
+#define ATOMSYNC_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "snapshot.h"
+
+#define CONF_DEBOUNCE_MS 100
+#define CONF_MAX_DELAY_MS 2000
+#define CONF_RESYNC_S 300
+#define CONF_GRACE_MS 1000
+#define CONF_POLL_MS 2000
+#define CONF_HOOK_TIMEOUT_S 30
+#define CONF_UNHEALTHY_S 300
+
+struct conf_sync {
+	char *name;
+	unsigned line; /* of the [sync:NAME] header */
+	char *source, *target;
+	unsigned source_line, target_line;
+	unsigned debounce_ms, max_delay_ms;
+	char **exclude;
+	size_t nexclude;
+	bool fsync;
+	unsigned resync_interval_s;
+	unsigned poll_interval_ms;
+	enum snap_links symlinks;
+	char *owner, *group;
+	uint32_t uid, gid; /* resolved; SNAP_NO_ID when not set */
+	int file_mode, dir_mode; /* -1 when not set */
+	unsigned grace_ms;
+	/* hooks */
+	char *check_command, *on_update;
+	int reload_signal; /* 0 when not set */
+	char *reload_pidfile;
+	int reload_pid;	/* 0 when not set */
+	unsigned hook_timeout_s;
+};
+
+struct conf {
+	char *path;
+	enum log_level log_level;
+	bool log_level_set;
+	enum log_format log_format;
+	bool log_format_set;
+	char *metrics_file;
+	char *metrics_listen;
+	unsigned unhealthy_after_s;
+	struct conf_sync *syncs;
+	size_t nsyncs;
+};
+
+struct conf_errors {
+	char **v;
+	size_t n;
+};
+
+/* Reads `path`.  Returns 0 with *out set even when problems were found
+ * (they are in errs); a negative errno when the file cannot be read. */
+int conf_load(const char *path, struct conf **out, struct conf_errors *errs);
+/* Whole-config checks; appends to errs. */
+void conf_check(const struct conf *c, struct conf_errors *errs);
+/* A config holding one mapping, for --source/--target. */
+int conf_adhoc(const char *source, const char *target, struct conf **out,
+	       struct conf_errors *errs);
+
+struct conf_sync *conf_sync_dup(const struct conf_sync *s);
+void conf_sync_free(struct conf_sync *s);
+/* Whether two mappings would behave the same (a reload keeps it running). */
+bool conf_sync_equal(const struct conf_sync *a, const struct conf_sync *b);
+void conf_free(struct conf *c);
+
+void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void conf_errors_fini(struct conf_errors *e);
+
+/* Parses a signal name (HUP, SIGHUP) or number; -EINVAL otherwise. */
+int conf_parse_signal(const char *s, int *out);
+
+#endif

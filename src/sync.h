@@ -1,0 +1,48 @@
+/* One mapping at run time: watches its source, debounces, and publishes
+ * through the writer on libuv's thread pool so the loop never blocks.
+ * Failures are retried with backoff and logged once per change of state. */
+#ifndef ATOMSYNC_SYNC_H
+#define ATOMSYNC_SYNC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "conf.h"
+
+struct sync;
+
+struct sync_opts {
+	bool dry_run;
+	/* Called once, when the start-up publish has been attempted. */
+	void (*started)(struct sync *s, void *data);
+	void *data;
+};
+
+/* Counters and gauges, read on the loop thread. */
+struct sync_stats {
+	uint64_t publishes, publish_errors, rescans, watch_fallbacks;
+	uint64_t last_publish_ms;      /* wall clock, 0 when never */
+	uint64_t last_duration_us;
+	uint64_t failing_since_ms;     /* wall clock, 0 when healthy */
+	uint64_t files, bytes;	       /* in the live generation */
+	uint64_t watched;
+	const char *generation;	       /* live generation or NULL */
+	const char *last_error;	       /* NULL when the last attempt was fine */
+};
+
+int sync_start(uv_loop_t *loop, const struct conf_sync *c,
+	       const struct sync_opts *o, struct sync **out);
+/* Finishes the publish in progress, closes every handle and the target;
+ * `done` runs when all of it is over, after which `s` is gone. */
+void sync_stop(struct sync *s, void (*done)(void *data), void *data);
+
+/* Re-scan now (as after SIGHUP for a mapping that did not change). */
+void sync_rescan(struct sync *s);
+
+const char *sync_name(const struct sync *s);
+const struct conf_sync *sync_conf(const struct sync *s);
+void sync_get_stats(const struct sync *s, struct sync_stats *st);
+
+#endif

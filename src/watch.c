@@ -1,0 +1,242 @@
+#include "config.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "watch.h"
+
+struct wentry {
+	uv_fs_event_t h;
+	struct watch *w;
+	char *rel; /* as the snapshot named it */
+	char *base; /* last component of the watched path */
+	uint64_t dev, ino;
+	int root_parent; /* the watcher on the root's parent */
+	int stale; /* the directory itself was deleted or moved */
+};
+
+struct watch {
+	uv_loop_t *loop;
+	char *root;
+	char *root_base; /* last component of the root, for the parent */
+	watch_cb cb;
+	void *data;
+	struct wentry **v; /* sorted by rel */
+	size_t n;
+	struct wentry *parent;
+	unsigned closing; /* handles not yet closed */
+	int dead;	  /* watch_close was called */
+	void (*done)(void *data);
+	void *done_data;
+};
+
+static void on_event(uv_fs_event_t *h, const char *filename, int events,
+		     int status)
+{
+	struct wentry *e = h->data;
+	struct watch *w = e->w;
+
+	(void)events;
+	(void)status;
+	if (w->dead)
+		return;
+	/* libuv names the watched directory itself when it is deleted or
+	 * moved; its inotify watch may be gone, and a new directory can come
+	 * back with the same inode number, so restart it next time. */
+	if (filename == NULL || (e->base && strcmp(filename, e->base) == 0))
+		e->stale = 1;
+	if (e->root_parent) {
+		/* Only the root's own name matters in its parent. */
+		if (filename && strcmp(filename, w->root_base) == 0)
+			w->cb(w->data, filename, 1);
+		return;
+	}
+	w->cb(w->data, filename, 0);
+}
+
+static void maybe_done(struct watch *w)
+{
+	if (!w->dead || w->closing > 0)
+		return;
+	void (*done)(void *) = w->done;
+	void *data = w->done_data;
+	free(w->v);
+	free(w->root);
+	free(w->root_base);
+	free(w);
+	if (done)
+		done(data);
+}
+
+static void on_close(uv_handle_t *h)
+{
+	struct wentry *e = h->data;
+	struct watch *w = e->w;
+
+	free(e->rel);
+	free(e->base);
+	free(e);
+	w->closing--;
+	maybe_done(w);
+}
+
+static void entry_close(struct wentry *e)
+{
+	e->w->closing++;
+	uv_close((uv_handle_t *)&e->h, on_close);
+}
+
+static char *full_path(const struct watch *w, const char *rel)
+{
+	if (rel[0] == '/')
+		return strdup(rel);
+	if (rel[0] == '\0')
+		return strdup(w->root);
+	return fsutil_join(w->root, rel);
+}
+
+static int entry_start(struct watch *w, const char *path, struct wentry **out)
+{
+	struct wentry *e = calloc(1, sizeof(*e));
+	int rc;
+
+	if (e == NULL)
+		return -ENOMEM;
+	e->w = w;
+	rc = uv_fs_event_init(w->loop, &e->h);
+	if (rc < 0) {
+		free(e);
+		return rc;
+	}
+	e->h.data = e;
+	rc = uv_fs_event_start(&e->h, on_event, path, 0);
+	if (rc < 0) {
+		entry_close(e);
+		return rc;
+	}
+	const char *slash = strrchr(path, '/');
+	e->base = strdup(slash && slash[1] ? slash + 1 : path);
+	*out = e;
+	return 0;
+}
+
+int watch_new(uv_loop_t *loop, const char *root, watch_cb cb, void *data,
+	      struct watch **out)
+{
+	struct watch *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return -ENOMEM;
+	w->loop = loop;
+	w->cb = cb;
+	w->data = data;
+	w->root = strdup(root);
+	char *copy = strdup(root);
+	if (w->root == NULL || copy == NULL) {
+		free(copy);
+		free(w->root);
+		free(w);
+		return -ENOMEM;
+	}
+	w->root_base = strdup(basename(copy));
+	free(copy);
+	copy = strdup(root);
+	char *parent = copy ? dirname(copy) : NULL;
+	/* Without a parent to watch, a replaced root is still found by the
+	 * periodic re-scan. */
+	if (parent && strcmp(parent, root) != 0 &&
+	    entry_start(w, parent, &w->parent) == 0)
+		w->parent->root_parent = 1;
+	free(copy);
+	*out = w;
+	return 0;
+}
+
+static int cmp_dir(const void *a, const void *b)
+{
+	return strcmp(((const struct snap_dir *)a)->path,
+		      ((const struct snap_dir *)b)->path);
+}
+
+int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
+		 size_t *added)
+{
+	struct snap_dir *want = malloc((n ? n : 1) * sizeof(*want));
+	struct wentry **nv = malloc((n ? n : 1) * sizeof(*nv));
+	size_t i = 0, j = 0, k = 0;
+	int rc = 0;
+
+	*added = 0;
+	if (want == NULL || nv == NULL) {
+		free(want);
+		free(nv);
+		return -ENOMEM;
+	}
+	if (n > 0)
+		memcpy(want, dirs, n * sizeof(*want));
+	qsort(want, n, sizeof(*want), cmp_dir);
+	while (i < n || j < w->n) {
+		/* Duplicates (one directory reached twice) are watched once. */
+		if (i > 0 && i < n && strcmp(want[i].path, want[i - 1].path) == 0) {
+			i++;
+			continue;
+		}
+		int c = i == n ? 1 : j == w->n ? -1 : strcmp(want[i].path, w->v[j]->rel);
+		if (c > 0) {
+			entry_close(w->v[j++]);
+			continue;
+		}
+		if (c == 0 && w->v[j]->dev == want[i].dev &&
+		    w->v[j]->ino == want[i].ino && !w->v[j]->stale) {
+			nv[k++] = w->v[j++];
+			i++;
+			continue;
+		}
+		if (c == 0)
+			entry_close(w->v[j++]); /* replaced by another dir */
+		char *path = full_path(w, want[i].path);
+		struct wentry *e = NULL;
+		int r = path ? entry_start(w, path, &e) : -ENOMEM;
+		free(path);
+		if (r == 0) {
+			e->rel = strdup(want[i].path);
+			e->dev = want[i].dev;
+			e->ino = want[i].ino;
+			nv[k++] = e;
+			(*added)++;
+		} else if (r == UV_ENOSPC && rc == 0) {
+			rc = -ENOSPC;
+		} else if (r != UV_ENOENT && r != UV_ENOTDIR && rc == 0) {
+			rc = r;
+		}
+		i++;
+	}
+	free(w->v);
+	free(want);
+	w->v = nv;
+	w->n = k;
+	return rc;
+}
+
+size_t watch_count(const struct watch *w)
+{
+	return w->n;
+}
+
+void watch_close(struct watch *w, void (*done)(void *data), void *data)
+{
+	w->dead = 1;
+	w->done = done;
+	w->done_data = data;
+	for (size_t i = 0; i < w->n; i++)
+		entry_close(w->v[i]);
+	w->n = 0;
+	if (w->parent) {
+		entry_close(w->parent);
+		w->parent = NULL;
+	}
+	maybe_done(w);
+}

@@ -1,0 +1,302 @@
+/* The config file: values, defaults, and one clear line per problem. */
+#include "config.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "testutil.h"
+
+static char *tmp, *path;
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp();
+	path = tu_path(tmp, "atomsync.conf");
+}
+
+static void teardown(void)
+{
+	tu_rmrf(tmp);
+	free(path);
+	free(tmp);
+}
+
+static struct conf *load(const char *text, struct conf_errors *errs)
+{
+	struct conf *c = NULL;
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	ck_assert_int_eq(conf_load(path, &c, errs), 0);
+	conf_check(c, errs);
+	return c;
+}
+
+static void assert_error(const struct conf_errors *e, unsigned line,
+			 const char *needle)
+{
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "atomsync.conf:%u: ", line);
+	for (size_t i = 0; i < e->n; i++)
+		if (strstr(e->v[i], prefix) && strstr(e->v[i], needle))
+			return;
+	for (size_t i = 0; i < e->n; i++)
+		fprintf(stderr, "  %s\n", e->v[i]);
+	ck_abort_msg("no error at line %u mentioning '%s'", line, needle);
+}
+
+START_TEST(test_full_example_and_defaults)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[daemon]\n"
+			      "log_level = debug\n"
+			      "log_format = json\n"
+			      "\n"
+			      "[sync:web]\n"
+			      "source = /srv/config/web\n"
+			      "target = /run/web-config\n"
+			      "debounce_ms = 250        ; quiet period\n"
+			      "max_delay_ms = 5000\n"
+			      "exclude = *.swp *~ .git\n"
+			      "fsync = no\n"
+			      "resync_interval_s = 60\n"
+			      "symlinks = follow\n"
+			      "owner = root\n"
+			      "group = 0\n"
+			      "file_mode = 0640\n"
+			      "dir_mode = 0750\n"
+			      "grace_ms = 0\n"
+			      "\n"
+			      "[sync:defaults]\n"
+			      "source = /a\n"
+			      "target = /b\n",
+			      &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	ck_assert(c->log_level_set && c->log_level == LOG_LVL_DEBUG);
+	ck_assert(c->log_format == LOG_FMT_JSON);
+	ck_assert_uint_eq(c->nsyncs, 2);
+	struct conf_sync *s = &c->syncs[0];
+	ck_assert_str_eq(s->name, "web");
+	ck_assert_str_eq(s->source, "/srv/config/web");
+	ck_assert_uint_eq(s->debounce_ms, 250);
+	ck_assert_uint_eq(s->max_delay_ms, 5000);
+	ck_assert_uint_eq(s->nexclude, 3);
+	ck_assert_str_eq(s->exclude[2], ".git");
+	ck_assert(!s->fsync);
+	ck_assert_int_eq(s->symlinks, SNAP_LINKS_FOLLOW);
+	ck_assert_uint_eq(s->uid, 0);
+	ck_assert_uint_eq(s->gid, 0);
+	ck_assert_int_eq(s->file_mode, 0640);
+	ck_assert_int_eq(s->dir_mode, 0750);
+	ck_assert_uint_eq(s->grace_ms, 0);
+	s = &c->syncs[1];
+	ck_assert_uint_eq(s->debounce_ms, CONF_DEBOUNCE_MS);
+	ck_assert_uint_eq(s->max_delay_ms, CONF_MAX_DELAY_MS);
+	ck_assert(s->fsync);
+	ck_assert_uint_eq(s->resync_interval_s, CONF_RESYNC_S);
+	ck_assert_int_eq(s->symlinks, SNAP_LINKS_INSIDE);
+	ck_assert_uint_eq(s->uid, SNAP_NO_ID);
+	ck_assert_int_eq(s->file_mode, -1);
+	ck_assert_uint_eq(s->grace_ms, CONF_GRACE_MS);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_every_problem_reported_with_its_line)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[daemon]\n"			    /* 1 */
+			      "log_level = loud\n"		    /* 2 */
+			      "colour = blue\n"			    /* 3 */
+			      "[sync:a]\n"			    /* 4 */
+			      "source = relative/path\n"	    /* 5 */
+			      "target = /t\n"			    /* 6 */
+			      "debounce_ms = soon\n"		    /* 7 */
+			      "debounce_ms = 5\n"		    /* 8 */
+			      "fsync = maybe\n"			    /* 9 */
+			      "symlinks = sideways\n"		    /* 10 */
+			      "file_mode = 0999\n"		    /* 11 */
+			      "owner = no-such-user-atomsync\n"	    /* 12 */
+			      "this line is garbage\n"		    /* 13 */
+			      "[bogus]\n"			    /* 14 */
+			      "key = ignored\n"			    /* 15 */
+			      "[sync:a]\n"			    /* 16 */
+			      "[sync:bad name]\n"		    /* 17 */
+			      "[sync:b\n"			    /* 18 */
+			      "max_delay_ms = 99999999999\n"	    /* 19 */
+			      "[sync:c]\n"			    /* 20 */
+			      "debounce_ms = 500\n"		    /* 21 */
+			      "max_delay_ms = 100\n"		    /* 22 */
+			      "grace_ms =\n",			    /* 23 */
+			      &e);
+	assert_error(&e, 2, "log_level");
+	assert_error(&e, 3, "unknown key 'colour'");
+	assert_error(&e, 5, "absolute path");
+	assert_error(&e, 7, "debounce_ms");
+	assert_error(&e, 8, "given twice");
+	assert_error(&e, 9, "fsync");
+	assert_error(&e, 10, "symlinks");
+	assert_error(&e, 11, "file_mode");
+	assert_error(&e, 12, "no user");
+	assert_error(&e, 13, "expected 'key = value'");
+	assert_error(&e, 14, "unknown section [bogus]");
+	assert_error(&e, 16, "given twice");
+	assert_error(&e, 17, "mapping name");
+	assert_error(&e, 18, "without ']'");
+	assert_error(&e, 20, "source is required");
+	assert_error(&e, 20, "max_delay_ms");
+	assert_error(&e, 23, "empty value");
+	/* Nothing is reported for the keys of a broken section. */
+	for (size_t i = 0; i < e.n; i++)
+		ck_assert_msg(strstr(e.v[i], ":15:") == NULL, "%s", e.v[i]);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_long_lines_and_long_section_names)
+{
+	struct conf_errors e = {0};
+	char *deep = malloc(600);
+	strcpy(deep, "/srv");
+	while (strlen(deep) < 500)
+		strcat(deep, "/very-long-directory-name");
+	char *text;
+	char name[80];
+	memset(name, 'n', 70);
+	name[70] = '\0';
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:%s]\n"
+				  "source = %s ; a deep path\n"
+				  "target = /t\n"
+				  "exclude = *.a\n"
+				  "  *.b *.c\n"
+				  "exclude = *.d\n",
+				  name, deep),
+			 0);
+	struct conf *c = load(text, &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	ck_assert_str_eq(c->syncs[0].name, name);
+	ck_assert_str_eq(c->syncs[0].source, deep);
+	ck_assert_uint_eq(c->syncs[0].nexclude, 4);
+	conf_free(c);
+	free(text);
+	free(deep);
+}
+END_TEST
+
+START_TEST(test_same_target_twice)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\nsource = /s1\ntarget = /t\n"
+			      "[sync:b]\nsource = /s2\ntarget = /t/\n",
+			      &e);
+	assert_error(&e, 6, "also the target of [sync:a]");
+	ck_assert_uint_eq(e.n, 1);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_nested_targets_and_empty_config)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("\xef\xbb\xbf[sync:a]\nsource = /s1\ntarget = /t\n"
+			      "[sync:b]\nsource = /s2\ntarget = /t/inner\n",
+			      &e);
+	assert_error(&e, 6, "inside the target of [sync:a]");
+	ck_assert_uint_eq(e.n, 1); /* and the BOM is no problem */
+	conf_errors_fini(&e);
+	conf_free(c);
+	c = load("[daemon]\nlog_level = info\n", &e);
+	ck_assert_uint_eq(e.n, 1);
+	ck_assert_msg(strstr(e.v[0], "no [sync:NAME] section"), "%s", e.v[0]);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_feedback_loops)
+{
+	struct conf_errors e = {0};
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:a]\nsource = %s\ntarget = %s/out\n"
+				  "[sync:b]\nsource = /x/src\ntarget = /y\n"
+				  "[sync:c]\nsource = /y/inner\ntarget = /z\n",
+				  tmp, tmp),
+			 0);
+	struct conf *c = load(text, &e);
+	assert_error(&e, 3, "inside the source of [sync:a]");
+	assert_error(&e, 8, "inside the target of [sync:b]");
+	conf_errors_fini(&e);
+	conf_free(c);
+	free(text);
+}
+END_TEST
+
+START_TEST(test_unreadable_file)
+{
+	struct conf *c = NULL;
+	struct conf_errors e = {0};
+	char *p = tu_path(tmp, "missing.conf");
+	ck_assert_int_lt(conf_load(p, &c, &e), 0);
+	free(p);
+}
+END_TEST
+
+START_TEST(test_equal_and_dup)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\nsource = /s\ntarget = /t\nexclude = x y\n",
+			      &e);
+	struct conf_sync *d = conf_sync_dup(&c->syncs[0]);
+	ck_assert(conf_sync_equal(d, &c->syncs[0]));
+	d->debounce_ms++;
+	ck_assert(!conf_sync_equal(d, &c->syncs[0]));
+	d->debounce_ms--;
+	free(d->exclude[1]);
+	d->exclude[1] = strdup("z");
+	ck_assert(!conf_sync_equal(d, &c->syncs[0]));
+	conf_sync_free(d);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_signal_names)
+{
+	int s;
+	ck_assert_int_eq(conf_parse_signal("HUP", &s), 0);
+	ck_assert_int_eq(s, 1);
+	ck_assert_int_eq(conf_parse_signal("SIGUSR1", &s), 0);
+	ck_assert_int_eq(s, 10);
+	ck_assert_int_eq(conf_parse_signal("15", &s), 0);
+	ck_assert_int_eq(s, 15);
+	ck_assert_int_lt(conf_parse_signal("NOPE", &s), 0);
+	ck_assert_int_lt(conf_parse_signal("0", &s), 0);
+}
+END_TEST
+
+static Suite *conf_suite(void)
+{
+	Suite *s = suite_create("conf");
+	TCase *tc = tcase_create("load");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_full_example_and_defaults);
+	tcase_add_test(tc, test_every_problem_reported_with_its_line);
+	tcase_add_test(tc, test_long_lines_and_long_section_names);
+	tcase_add_test(tc, test_same_target_twice);
+	tcase_add_test(tc, test_feedback_loops);
+	tcase_add_test(tc, test_nested_targets_and_empty_config);
+	tcase_add_test(tc, test_unreadable_file);
+	tcase_add_test(tc, test_equal_and_dup);
+	tcase_add_test(tc, test_signal_names);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(conf_suite());
+}

@@ -1,0 +1,551 @@
+/* atomsyncd as a long-running daemon, driven from outside: start-up
+ * publish, live changes, signals, reload, and the cases that make peers
+ * stall: a missing or replaced source, a source that is itself a
+ * Kubernetes volume, and a mapping that keeps failing. */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static char *tmp, *src, *dst, *logpath, *conf;
+static pid_t pid;
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp();
+	src = tu_path(tmp, "src");
+	dst = tu_path(tmp, "dst");
+	logpath = tu_path(tmp, "daemon.log");
+	conf = tu_path(tmp, "atomsync.conf");
+	tu_mkdirs(src, 0755);
+	pid = 0;
+}
+
+static void teardown(void)
+{
+	if (pid > 0)
+		tu_kill(pid);
+	if (getenv("ATOMSYNC_KEEP_LOGS")) {
+		char *d = tu_read(logpath, NULL);
+		fprintf(stderr, "---- daemon log ----\n%s\n", d ? d : "");
+		free(d);
+	}
+	tu_rmrf(tmp);
+	free(src);
+	free(dst);
+	free(logpath);
+	free(conf);
+	free(tmp);
+}
+
+static void start_adhoc(const char *debounce)
+{
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", debounce, "--log-level", "debug",
+			      NULL};
+	pid = tu_spawn(argv, logpath);
+}
+
+static void start_conf(void)
+{
+	const char *argv[] = {tu_bin(), "--config", conf, "--log-level",
+			      "debug", NULL};
+	pid = tu_spawn(argv, logpath);
+}
+
+struct pair {
+	const char *src, *dst;
+};
+
+static int trees_equal(void *arg)
+{
+	struct pair *p = arg;
+	char *d = tu_diff_trees(p->src, p->dst);
+	free(d);
+	return d == NULL;
+}
+
+/* Waits until dst mirrors src; fails with the last difference. */
+static void converge(const char *s, const char *d, int ms)
+{
+	struct pair p = {s, d};
+	if (!tu_wait_for(trees_equal, &p, ms)) {
+		char *why = tu_diff_trees(s, d);
+		char *log = tu_read(logpath, NULL);
+		fprintf(stderr, "%s\n", log ? log : "");
+		free(log);
+		ck_abort_msg("target %s did not converge: %s", d, why);
+	}
+}
+
+struct needle {
+	const char *file, *text;
+	int count;
+};
+
+static int log_has(void *arg)
+{
+	struct needle *n = arg;
+	return tu_file_count(n->file, n->text) >= n->count;
+}
+
+static void wait_log(const char *text, int count, int ms)
+{
+	struct needle n = {logpath, text, count};
+	if (!tu_wait_for(log_has, &n, ms)) {
+		char *log = tu_read(logpath, NULL);
+		fprintf(stderr, "%s\n", log ? log : "");
+		free(log);
+		ck_abort_msg("log never showed '%s' x%d", text, count);
+	}
+}
+
+static void stop_daemon(void)
+{
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	int st = tu_wait_exit(pid, 10000);
+	pid = 0;
+	ck_assert_msg(st == 0, "daemon exited with %d", st);
+}
+
+START_TEST(test_startup_publish_then_live_changes)
+{
+	tu_write(src, "app.conf", "v1\n", 0644);
+	tu_write(src, "tls/cert.pem", "cert\n", 0600);
+	start_adhoc("0");
+	converge(src, dst, 3000);
+	tu_write(src, "app.conf", "v2 longer\n", 0644);
+	converge(src, dst, 1000);
+	tu_write(src, "new/deep/er/file", "x", 0640);
+	converge(src, dst, 1000);
+	char *a = tu_path(src, "new"), *b = tu_path(src, "renamed");
+	ck_assert_int_eq(rename(a, b), 0);
+	converge(src, dst, 1000);
+	char *f = tu_path(src, "renamed/deep/er/file");
+	ck_assert_int_eq(chmod(f, 0600), 0);
+	converge(src, dst, 1000);
+	ck_assert_int_eq(unlink(f), 0);
+	converge(src, dst, 1000);
+	/* Editors save by writing a temp file and renaming it over. */
+	tu_write(src, ".app.conf.swp", "v3\n", 0644);
+	char *t = tu_path(src, ".app.conf.swp"), *o = tu_path(src, "app.conf");
+	ck_assert_int_eq(rename(t, o), 0);
+	converge(src, dst, 1000);
+	stop_daemon();
+	free(a);
+	free(b);
+	free(f);
+	free(t);
+	free(o);
+}
+END_TEST
+
+START_TEST(test_same_size_edit_in_same_second_is_published)
+{
+	tu_write(src, "flag", "aaaa", 0644);
+	start_adhoc("0");
+	converge(src, dst, 3000);
+	for (int i = 0; i < 20; i++) {
+		char v[5];
+		snprintf(v, sizeof(v), "%c%c%c%c", 'b' + i % 20, 'b' + i % 20,
+			 'b' + i % 20, 'b' + i % 20);
+		tu_write(src, "flag", v, 0644);
+		converge(src, dst, 1000);
+	}
+	stop_daemon();
+}
+END_TEST
+
+START_TEST(test_sigint_and_sigterm_exit_0)
+{
+	tu_write(src, "a", "a", 0644);
+	start_adhoc("10");
+	converge(src, dst, 3000);
+	ck_assert_int_eq(kill(pid, SIGINT), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+	wait_log("stopped", 1, 1000);
+}
+END_TEST
+
+static void write_conf(const char *text)
+{
+	char *tmpname = tu_path(tmp, "atomsync.conf.new");
+	tu_write(tmp, "atomsync.conf.new", text, 0644);
+	ck_assert_int_eq(rename(tmpname, conf), 0);
+	free(tmpname);
+}
+
+/* One mapping per letter in names: src-X -> dst-X; the mapping named
+ * `excl` also excludes *.tmp. */
+static char *conf_text(const char *names, char excl)
+{
+	char *text = strdup("[daemon]\nlog_level = debug\n");
+	for (const char *n = names; *n; n++) {
+		char *add;
+		ck_assert_int_ge(asprintf(&add,
+					  "%s[sync:%c]\nsource = %s/src-%c\n"
+					  "target = %s/dst-%c\ndebounce_ms = 20\n%s",
+					  text, *n, tmp, *n, tmp, *n,
+					  *n == excl ? "exclude = *.tmp\n" : ""),
+				 0);
+		free(text);
+		text = add;
+	}
+	return text;
+}
+
+static char *side(const char *what, char n)
+{
+	char name[16];
+	snprintf(name, sizeof(name), "%s-%c", what, n);
+	return tu_path(tmp, name);
+}
+
+START_TEST(test_config_mappings_and_reload)
+{
+	for (const char *n = "abcd"; *n; n++) {
+		char *s = side("src", *n);
+		tu_write(s, "file", s, 0644);
+		free(s);
+	}
+	char *text = conf_text("abc", 0);
+	write_conf(text);
+	free(text);
+	start_conf();
+	for (const char *n = "abc"; *n; n++) {
+		char *s = side("src", *n), *d = side("dst", *n);
+		converge(s, d, 3000);
+		free(s);
+		free(d);
+	}
+	wait_log("every mapping has been published once", 1, 1000);
+
+	/* b goes, c changes, d comes, a stays untouched. */
+	text = conf_text("acd", 'c');
+	write_conf(text);
+	free(text);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_log("reloaded: 3 mappings", 1, 5000);
+	char *s = side("src", 'd'), *d = side("dst", 'd');
+	converge(s, d, 3000);
+	free(s);
+	free(d);
+	ck_assert_int_eq(tu_file_count(logpath, "sync \"a\": changed"), 0);
+	ck_assert_int_eq(tu_file_count(logpath, "sync \"a\": starting"), 0);
+	ck_assert_int_eq(tu_file_count(logpath, "sync \"c\": changed; restarting"), 1);
+	ck_assert_int_eq(tu_file_count(logpath, "sync \"b\": removed; stopping"), 1);
+	/* b is no longer followed; a, c and d are. */
+	char *sb = side("src", 'b'), *db = side("dst", 'b');
+	tu_write(sb, "file", "after b was removed", 0644);
+	for (const char *n = "acd"; *n; n++) {
+		char *sx = side("src", *n), *dx = side("dst", *n);
+		tu_write(sx, "file", "changed", 0644);
+		converge(sx, dx, 3000);
+		free(sx);
+		free(dx);
+	}
+	char *bfile = tu_path(db, "file");
+	char *bdata = tu_read(bfile, NULL);
+	ck_assert_str_ne(bdata, "after b was removed");
+
+	/* A broken config is reported; the running one stays. */
+	write_conf("[sync:a]\nsource = relative\n");
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_log("keeping the running configuration", 1, 5000);
+	wait_log("atomsync.conf:2:", 1, 1000);
+	char *sa = side("src", 'a'), *da = side("dst", 'a');
+	tu_write(sa, "file", "still followed", 0644);
+	converge(sa, da, 3000);
+	stop_daemon();
+	free(sa);
+	free(da);
+	free(sb);
+	free(db);
+	free(bfile);
+	free(bdata);
+}
+END_TEST
+
+START_TEST(test_check_config_reports_every_problem)
+{
+	char *out, *err;
+	write_conf("[sync:a]\nsource = /x\ntarget = /y\nbogus = 1\n"
+		   "debounce_ms = -4\n[sync:b]\nsource = /x/y\n");
+	const char *argv[] = {tu_bin(), "--check-config", "--config", conf, NULL};
+	ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 2);
+	ck_assert_msg(strstr(err, "atomsync.conf:4: ") && strstr(err, "bogus"),
+		      "%s", err);
+	ck_assert_msg(strstr(err, "atomsync.conf:5: "), "%s", err);
+	ck_assert_msg(strstr(err, "atomsync.conf:6: ") &&
+			      strstr(err, "target is required"),
+		      "%s", err);
+	ck_assert_int_eq(tu_lines(err), 3);
+	free(out);
+	free(err);
+	write_conf("[sync:a]\nsource = /x\ntarget = /y\n");
+	ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 0);
+	ck_assert_msg(strstr(out, "OK"), "%s", out);
+	free(out);
+	free(err);
+	/* A missing config file is a usage error naming it. */
+	const char *miss[] = {tu_bin(), "--config", "/nonexistent/x.conf", NULL};
+	ck_assert_int_eq(tu_run(miss, &out, &err, 5000), 2);
+	ck_assert_msg(strstr(err, "/nonexistent/x.conf"), "%s", err);
+	free(out);
+	free(err);
+}
+END_TEST
+
+START_TEST(test_missing_source_is_waited_for)
+{
+	tu_rmrf(src);
+	start_adhoc("0");
+	wait_log("waiting for it to appear", 1, 3000);
+	tu_write(src, "late", "arrived", 0644);
+	converge(src, dst, 3000);
+	/* The failure was logged once, not once per retry. */
+	ck_assert_int_eq(tu_file_count(logpath, "waiting for it to appear"), 1);
+	stop_daemon();
+}
+END_TEST
+
+START_TEST(test_source_root_replaced_or_renamed)
+{
+	tu_write(src, "a", "1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 3000);
+	/* Renamed away and a new tree put in its place. */
+	char *old = tu_path(tmp, "src.old");
+	ck_assert_int_eq(rename(src, old), 0);
+	char *fresh = tu_path(tmp, "fresh");
+	tu_write(fresh, "b", "2", 0644);
+	ck_assert_int_eq(rename(fresh, src), 0);
+	converge(src, dst, 3000);
+	/* The new root is watched too. */
+	tu_write(src, "c", "3", 0644);
+	converge(src, dst, 3000);
+	/* Removed and recreated. */
+	tu_rmrf(src);
+	tu_write(src, "d", "4", 0644);
+	converge(src, dst, 3000);
+	tu_write(src, "e", "5", 0644);
+	converge(src, dst, 3000);
+	stop_daemon();
+	free(old);
+	free(fresh);
+}
+END_TEST
+
+/* A source maintained like a ConfigMap volume: each version in a new
+ * generation directory, swapped in by renaming a ..data_tmp link. */
+static void kube_version(int v)
+{
+	char gen[64], path[128], lnk[256];
+	snprintf(gen, sizeof(gen), "..gen_%03d", v);
+	snprintf(path, sizeof(path), "%s/app.conf", gen);
+	char body[64];
+	snprintf(body, sizeof(body), "version %d\n", v);
+	tu_write(src, path, body, 0644);
+	snprintf(path, sizeof(path), "%s/tls/key.pem", gen);
+	tu_write(src, path, v % 3 ? "same key\n" : "rotated key\n", 0600);
+	if (v % 2) {
+		snprintf(path, sizeof(path), "%s/odd-only", gen);
+		tu_write(src, path, "odd\n", 0644);
+	}
+	char *tmpl = tu_path(src, "..data_tmp"), *data = tu_path(src, "..data");
+	ck_assert_int_eq(symlink(gen, tmpl), 0);
+	ck_assert_int_eq(rename(tmpl, data), 0);
+	const char *names[] = {"app.conf", "tls", "odd-only"};
+	for (int i = 0; i < 3; i++) {
+		char *vis = tu_path(src, names[i]);
+		snprintf(lnk, sizeof(lnk), "..data/%s", names[i]);
+		if (i < 2 || v % 2)
+			symlink(lnk, vis); /* EEXIST after the first time */
+		else
+			unlink(vis);
+		free(vis);
+	}
+	if (v > 0) {
+		char old[64];
+		snprintf(old, sizeof(old), "..gen_%03d", v - 1);
+		char *o = tu_path(src, old);
+		tu_rmrf(o);
+		free(o);
+	}
+	free(tmpl);
+	free(data);
+}
+
+START_TEST(test_kubernetes_volume_source_through_many_swaps)
+{
+	kube_version(0);
+	start_adhoc("20");
+	converge(src, dst, 3000);
+	for (int v = 1; v <= 25; v++) {
+		kube_version(v);
+		converge(src, dst, 3000);
+		char *p = tu_path(dst, "app.conf");
+		char *d = tu_read(p, NULL);
+		char want[32];
+		snprintf(want, sizeof(want), "version %d\n", v);
+		ck_assert_str_eq(d, want);
+		free(d);
+		free(p);
+	}
+	stop_daemon();
+}
+END_TEST
+
+START_TEST(test_failing_mapping_does_not_stop_others)
+{
+	char *good = side("src", 'g'), *goodd = side("dst", 'g');
+	tu_write(good, "f", "good", 0644);
+	tu_write(src, "f", "bad", 0644);
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:bad]\nsource = %s\ntarget = %s/no/parent/dst\n"
+				  "debounce_ms = 0\n"
+				  "[sync:good]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n",
+				  src, tmp, good, goodd),
+			 0);
+	write_conf(text);
+	free(text);
+	start_conf();
+	converge(good, goodd, 3000);
+	wait_log("parent directory does not exist", 1, 3000);
+	/* Changes keep flowing for the healthy mapping while the other one
+	 * retries, and its error is logged once. */
+	for (int i = 0; i < 5; i++) {
+		char v[16];
+		snprintf(v, sizeof(v), "good %d", i);
+		tu_write(good, "f", v, 0644);
+		tu_write(src, "f", v, 0644);
+		converge(good, goodd, 3000);
+	}
+	tu_nap(2500); /* long enough for a couple of retries */
+	ck_assert_int_eq(tu_file_count(logpath, "parent directory does not exist; retrying"), 1);
+	/* Fix it: the mapping recovers and says so. */
+	char *parent = tu_path(tmp, "no/parent");
+	tu_mkdirs(parent, 0755);
+	char *bdst = tu_path(tmp, "no/parent/dst");
+	converge(src, bdst, 70000);
+	wait_log("publishing works again", 1, 1000);
+	stop_daemon();
+	free(parent);
+	free(bdst);
+	free(good);
+	free(goodd);
+}
+END_TEST
+
+START_TEST(test_dry_run_daemon_writes_nothing)
+{
+	tu_write(src, "a", "a", 0644);
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--dry-run", "--debounce", "0", NULL};
+	pid = tu_spawn(argv, logpath);
+	wait_log("would add a", 1, 3000);
+	tu_write(src, "b", "b", 0644);
+	wait_log("would add b", 1, 3000);
+	struct stat st;
+	ck_assert(stat(dst, &st) < 0 && errno == ENOENT);
+	stop_daemon();
+}
+END_TEST
+
+START_TEST(test_file_being_rewritten_converges_untorn)
+{
+	/* A big file rewritten in place, chunk by chunk, for a while: a
+	 * copy that overlaps a write is retried, and once the writer is done
+	 * the target holds the final content. */
+	size_t n = 4u << 20, chunk = 64u << 10;
+	char *buf = malloc(n);
+	memset(buf, 'a', n);
+	tu_write_len(src, "big", buf, n, 0644);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	char *p = tu_path(src, "big");
+	int fd = open(p, O_WRONLY);
+	for (int round = 0; round < 6; round++) {
+		memset(buf, 'b' + round, n);
+		for (size_t off = 0; off < n; off += chunk) {
+			ck_assert_int_eq(pwrite(fd, buf + off, chunk, (off_t)off),
+					 (ssize_t)chunk);
+			struct timespec ts = {0, 300000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	close(fd);
+	converge(src, dst, 5000);
+	stop_daemon();
+	free(p);
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_event_loop_closes_cleanly_under_valgrind)
+{
+	if (getenv("ATOMSYNC_SANITIZED") || access("/usr/bin/valgrind", X_OK) != 0) {
+		fprintf(stderr, "skipped: needs valgrind and a build without "
+				"sanitizers\n");
+		return;
+	}
+	tu_write(src, "a", "1", 0644);
+	const char *argv[] = {"valgrind", "--quiet", "--error-exitcode=99",
+			      "--leak-check=full", "--show-leak-kinds=definite,indirect",
+			      "--errors-for-leak-kinds=definite,indirect",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", NULL};
+	pid = tu_spawn(argv, logpath);
+	converge(src, dst, 30000);
+	tu_write(src, "b/c", "2", 0644);
+	converge(src, dst, 10000);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_log("re-scanning", 1, 10000);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	int st = tu_wait_exit(pid, 30000);
+	pid = 0;
+	ck_assert_msg(st == 0, "exit status %d under valgrind", st);
+	ck_assert_int_eq(tu_file_count(logpath, "did not close cleanly"), 0);
+}
+END_TEST
+
+static Suite *daemon_suite(void)
+{
+	Suite *s = suite_create("daemon");
+	TCase *tc = tcase_create("daemon");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_startup_publish_then_live_changes);
+	tcase_add_test(tc, test_same_size_edit_in_same_second_is_published);
+	tcase_add_test(tc, test_sigint_and_sigterm_exit_0);
+	tcase_add_test(tc, test_config_mappings_and_reload);
+	tcase_add_test(tc, test_check_config_reports_every_problem);
+	tcase_add_test(tc, test_missing_source_is_waited_for);
+	tcase_add_test(tc, test_source_root_replaced_or_renamed);
+	tcase_add_test(tc, test_kubernetes_volume_source_through_many_swaps);
+	tcase_add_test(tc, test_failing_mapping_does_not_stop_others);
+	tcase_add_test(tc, test_dry_run_daemon_writes_nothing);
+	tcase_add_test(tc, test_file_being_rewritten_converges_untorn);
+	tcase_add_test(tc, test_event_loop_closes_cleanly_under_valgrind);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(daemon_suite());
+}
