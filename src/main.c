@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <uv.h>
@@ -576,6 +577,13 @@ int main(int argc, char **argv)
 				   "--grace-ms only go with --source and "
 				   "--target; set them in the config file");
 	log_init(op.format, op.level);
+	/* Deep trees and many mappings publishing at once hold a directory
+	 * descriptor per level: use all the descriptors allowed. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 
 	if (op.source) {
 		rc = conf_adhoc(op.source, op.target, &conf, &errs);

@@ -156,7 +156,7 @@ void snapshot_free(struct snapshot *s)
 	free(s);
 }
 
-int snapshot_add(struct snapshot *s, const struct snap_entry *e)
+int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 {
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? s->cap * 2 : 64;
@@ -166,15 +166,21 @@ int snapshot_add(struct snapshot *s, const struct snap_entry *e)
 		s->v = v;
 		s->cap = cap;
 	}
-	struct snap_entry *d = &s->v[s->n];
-	*d = *e;
-	d->path = strdup(e->path);
-	d->src = e->src ? strdup(e->src) : NULL;
-	if (d->path == NULL || (e->src && d->src == NULL)) {
-		snapshot_entry_fini(d);
+	s->v[s->n++] = *e;
+	return 0;
+}
+
+int snapshot_add(struct snapshot *s, const struct snap_entry *e)
+{
+	struct snap_entry d = *e;
+
+	d.path = strdup(e->path);
+	d.src = e->src ? strdup(e->src) : NULL;
+	if (d.path == NULL || (e->src && d.src == NULL) ||
+	    snapshot_append(s, &d) < 0) {
+		snapshot_entry_fini(&d);
 		return -ENOMEM;
 	}
-	s->n++;
 	return 0;
 }
 

@@ -89,6 +89,8 @@ int snapshot_open(const char *root, struct snapshot **out, char **err);
 
 /* Appends a copy of *e (its strings are duplicated). */
 int snapshot_add(struct snapshot *s, const struct snap_entry *e);
+/* Appends *e, taking over its malloc'ed strings. */
+int snapshot_append(struct snapshot *s, const struct snap_entry *e);
 
 /* Appends `path` (kept verbatim: the writer validates and cleans it) as a
  * copy of `src`, a file or directory below the source root, with its

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,30 +74,100 @@ int state_unescape(const char *s, char **out)
 	return 0;
 }
 
+/* An output buffer flushed to an fd. */
+struct out {
+	int fd;
+	char buf[65536];
+	size_t len;
+	int err;
+};
+
+static void out_flush(struct out *o)
+{
+	size_t off = 0;
+
+	while (off < o->len && o->err == 0) {
+		ssize_t w = write(o->fd, o->buf + off, o->len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			o->err = w < 0 ? -errno : -EIO;
+		else
+			off += (size_t)w;
+	}
+	o->len = 0;
+}
+
+static void out_bytes(struct out *o, const char *s, size_t n)
+{
+	while (n > 0) {
+		if (o->len == sizeof(o->buf))
+			out_flush(o);
+		size_t k = sizeof(o->buf) - o->len;
+		if (k > n)
+			k = n;
+		memcpy(o->buf + o->len, s, k);
+		o->len += k;
+		s += k;
+		n -= k;
+	}
+}
+
+static void out_str(struct out *o, const char *s)
+{
+	out_bytes(o, s, strlen(s));
+}
+
+static void out_num(struct out *o, uint64_t v, unsigned base, char sep)
+{
+	char tmp[32];
+	size_t i = sizeof(tmp);
+
+	tmp[--i] = sep;
+	do {
+		tmp[--i] = (char)('0' + v % base);
+		v /= base;
+	} while (v);
+	out_bytes(o, tmp + i, sizeof(tmp) - i);
+}
+
+static void out_snum(struct out *o, int64_t v, char sep)
+{
+	if (v < 0)
+		out_bytes(o, "-", 1);
+	out_num(o, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, 10, sep);
+}
+
 int state_save(int dfd, const struct snapshot *s, const char *gen)
 {
-	int fd = openat(dfd, STATE_TMP,
-			O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-			0644);
-	if (fd < 0)
-		return -errno;
-	FILE *f = fdopen(fd, "w");
-	if (f == NULL) {
-		int rc = -errno;
-		close(fd);
-		unlinkat(dfd, STATE_TMP, 0);
+	struct out *o = malloc(sizeof(*o));
+	int rc = 0;
+
+	if (o == NULL)
+		return -ENOMEM;
+	o->len = 0;
+	o->err = 0;
+	o->fd = openat(dfd, STATE_TMP,
+		       O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+		       0644);
+	if (o->fd < 0) {
+		rc = -errno;
+		free(o);
 		return rc;
 	}
 	char *eg = state_escape(gen);
-	int rc = 0;
 	if (eg == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	fprintf(f, "%s\ngeneration %s\nrecorded %lld %ld\nentries %zu\n",
-		STATE_MAGIC, eg, (long long)s->taken.tv_sec,
-		(long)s->taken.tv_nsec, s->n);
+	out_str(o, STATE_MAGIC "\ngeneration ");
+	out_str(o, eg);
+	out_str(o, "\nrecorded ");
 	free(eg);
+	out_num(o, (uint64_t)s->taken.tv_sec, 10, ' ');
+	out_num(o, (uint64_t)s->taken.tv_nsec, 10, '\n');
+	out_str(o, "entries ");
+	out_num(o, s->n, 10, '\n');
 	for (size_t i = 0; i < s->n; i++) {
 		const struct snap_entry *e = &s->v[i];
 		char *ep = state_escape(e->path);
@@ -104,23 +175,28 @@ int state_save(int dfd, const struct snapshot *s, const char *gen)
 			rc = -ENOMEM;
 			goto out;
 		}
-		fprintf(f,
-			"%c %o %" PRIu32 " %" PRIu32 " %" PRIu64
-			" %lld %ld %lld %ld %" PRIu64 " %" PRIu64 " %s\n",
-			e->type == SNAP_DIR ? 'D' : 'F', (unsigned)e->mode,
-			e->uid, e->gid, e->size, (long long)e->mtime.tv_sec,
-			(long)e->mtime.tv_nsec, (long long)e->ctime.tv_sec,
-			(long)e->ctime.tv_nsec, e->dev, e->ino, ep);
+		out_str(o, e->type == SNAP_DIR ? "D " : "F ");
+		out_num(o, e->mode, 8, ' ');
+		out_num(o, e->uid, 10, ' ');
+		out_num(o, e->gid, 10, ' ');
+		out_num(o, e->size, 10, ' ');
+		out_snum(o, (int64_t)e->mtime.tv_sec, ' ');
+		out_num(o, (uint64_t)e->mtime.tv_nsec, 10, ' ');
+		out_snum(o, (int64_t)e->ctime.tv_sec, ' ');
+		out_num(o, (uint64_t)e->ctime.tv_nsec, 10, ' ');
+		out_num(o, e->dev, 10, ' ');
+		out_num(o, e->ino, 10, ' ');
+		out_str(o, ep);
+		out_str(o, "\n");
 		free(ep);
 	}
-	fprintf(f, "end\n");
+	out_str(o, "end\n");
+	out_flush(o);
+	rc = o->err;
 out:
-	if (fflush(f) != 0 && rc == 0)
+	if (close(o->fd) < 0 && rc == 0)
 		rc = -errno;
-	if (ferror(f) && rc == 0)
-		rc = -EIO;
-	if (fclose(f) != 0 && rc == 0)
-		rc = -errno;
+	free(o);
 	/* No fsync: a state file lost in a crash names an older generation
 	 * (or none) and is simply not trusted on the next start. */
 	if (rc == 0 && renameat(dfd, STATE_TMP, dfd, STATE_FILE) < 0)
@@ -190,36 +266,77 @@ static char *next_line(char **p, char *end)
 	return s;
 }
 
+/* Reads one unsigned number in `base` followed by a single space. */
+static int num(char **p, unsigned base, uint64_t *out)
+{
+	char *s = *p;
+	uint64_t v = 0;
+
+	if (*s == '\0' || *s == ' ')
+		return -EINVAL;
+	for (; *s && *s != ' '; s++) {
+		unsigned d = (unsigned)(*s - '0');
+		if (d >= base || v > (UINT64_MAX - d) / base)
+			return -EINVAL;
+		v = v * base + d;
+	}
+	if (*s != ' ')
+		return -EINVAL;
+	*p = s + 1;
+	*out = v;
+	return 0;
+}
+
+/* Seconds may be negative (a file dated before 1970). */
+static int snum(char **p, int64_t *out)
+{
+	bool neg = **p == '-';
+	uint64_t v;
+
+	if (neg)
+		(*p)++;
+	if (num(p, 10, &v) < 0 || v > INT64_MAX)
+		return -EINVAL;
+	*out = neg ? -(int64_t)v : (int64_t)v;
+	return 0;
+}
+
+/* "F 644 uid gid size msec mnsec csec cnsec dev ino path" */
 static int parse_entry(char *line, struct snap_entry *e)
 {
-	char type;
-	unsigned mode;
-	long long ms, cs;
-	long mn, cn;
-	int off = 0;
+	uint64_t f[10];
+	int64_t ms, cs;
+	char *p = line + 2;
 
-	if (sscanf(line,
-		   "%c %o %" SCNu32 " %" SCNu32 " %" SCNu64
-		   " %lld %ld %lld %ld %" SCNu64 " %" SCNu64 " %n",
-		   &type, &mode, &e->uid, &e->gid, &e->size, &ms, &mn, &cs,
-		   &cn, &e->dev, &e->ino, &off) != 11 ||
-	    off == 0)
+	if ((line[0] != 'D' && line[0] != 'F') || line[1] != ' ')
 		return -EINVAL;
-	if ((type != 'D' && type != 'F') || mode > 07777 || mn < 0 ||
-	    mn > 999999999 || cn < 0 || cn > 999999999)
+	if (num(&p, 8, &f[0]) < 0 || num(&p, 10, &f[1]) < 0 ||
+	    num(&p, 10, &f[2]) < 0 || num(&p, 10, &f[3]) < 0 ||
+	    snum(&p, &ms) < 0 || num(&p, 10, &f[5]) < 0 ||
+	    snum(&p, &cs) < 0 || num(&p, 10, &f[7]) < 0 ||
+	    num(&p, 10, &f[8]) < 0 || num(&p, 10, &f[9]) < 0)
 		return -EINVAL;
-	const char *p = line + off;
+	f[4] = (uint64_t)ms;
+	f[6] = (uint64_t)cs;
+	if (f[0] > 07777 || f[1] > UINT32_MAX || f[2] > UINT32_MAX ||
+	    f[5] > 999999999 || f[7] > 999999999)
+		return -EINVAL;
 	if (*p == '\0' || strchr(p, ' ') != NULL)
 		return -EINVAL;
 	int rc = state_unescape(p, &e->path);
 	if (rc < 0)
 		return rc;
-	e->type = type == 'D' ? SNAP_DIR : SNAP_FILE;
-	e->mode = mode;
+	e->type = line[0] == 'D' ? SNAP_DIR : SNAP_FILE;
+	e->mode = (uint32_t)f[0];
+	e->uid = (uint32_t)f[1];
+	e->gid = (uint32_t)f[2];
+	e->size = f[3];
 	e->mtime.tv_sec = (time_t)ms;
-	e->mtime.tv_nsec = mn;
+	e->mtime.tv_nsec = (long)f[5];
 	e->ctime.tv_sec = (time_t)cs;
-	e->ctime.tv_nsec = cn;
+	e->ctime.tv_nsec = (long)f[7];
+	e->dev = f[8];
+	e->ino = f[9];
 	return 0;
 }
 
@@ -259,6 +376,7 @@ int state_load(int dfd, struct snapshot **out, char **gen)
 	}
 	s->taken.tv_sec = (time_t)sec;
 	s->taken.tv_nsec = nsec;
+	/* The count comes from the file: grow as entries really arrive. */
 	for (size_t i = 0; i < count; i++) {
 		struct snap_entry e = {0};
 		line = next_line(&p, end);
@@ -270,9 +388,9 @@ int state_load(int dfd, struct snapshot **out, char **gen)
 			free(e.path);
 			goto fail;
 		}
-		int r = snapshot_add(s, &e);
-		free(e.path);
+		int r = snapshot_append(s, &e);
 		if (r < 0) {
+			free(e.path);
 			rc = r;
 			goto fail;
 		}

@@ -18,10 +18,12 @@
 #include "state.h"
 #include "writer.h"
 
-/* Up to this many files and directories are fsync'ed one by one; a larger
- * generation is flushed with one syncfs(), far cheaper than thousands of
- * journal commits. */
-#define FSYNC_EACH_MAX 32
+/* Up to this many new files and directories are fsync'ed one by one once
+ * the whole generation is written: on a journaling file system the first
+ * fsync commits everything and the others find nothing left to do.  A
+ * larger generation (a first publish) is flushed with one syncfs(), which
+ * also flushes unrelated data on the same file system. */
+#define FSYNC_EACH_MAX 512
 
 /* A file whose ctime is this close to (or after) the time its state was
  * recorded may have been written again within the same timestamp tick, so
@@ -747,9 +749,9 @@ struct level {
 struct build {
 	struct writer *w;
 	struct snapshot *s;
+	uint8_t *act;
 	struct writer_result *r;
 	char **err;
-	bool fsync_each;
 	struct level *lv;
 	size_t depth, cap;
 };
@@ -761,8 +763,6 @@ static int close_level(struct build *b)
 
 	if (l->mode != 0700 && fchmod(l->nfd, l->mode) < 0)
 		rc = -errno;
-	if (rc == 0 && b->fsync_each)
-		rc = fsutil_fsync(l->nfd);
 	if (rc < 0)
 		log_err_set(b->err, rc, "target %s: directory %s: %s", b->w->path,
 			l->path, strerror(-rc));
@@ -836,11 +836,6 @@ static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
 			     b->w->path, e->path, strerror(errno));
 		goto out;
 	}
-	if (b->fsync_each && (rc = fsutil_fsync(out)) < 0) {
-		log_err_set(b->err, rc, "target %s: fsync %s: %s", b->w->path,
-			e->path, strerror(-rc));
-		goto out;
-	}
 	b->r->copied++;
 	b->r->bytes_copied += copied;
 out:
@@ -851,8 +846,9 @@ out:
 	return rc;
 }
 
-static int build_entry(struct build *b, size_t i, uint8_t act)
+static int build_entry(struct build *b, size_t i)
 {
+	uint8_t act = b->act[i];
 	struct snap_entry *e = &b->s->v[i];
 	size_t pl = parent_len(e->path);
 
@@ -918,21 +914,50 @@ static int build_entry(struct build *b, size_t i, uint8_t act)
 		}
 		/* The live copy is gone or cannot be linked: copy instead. */
 	}
+	b->act[i] = ACT_COPY; /* new data: flushed with the rest */
 	return copy_file(b, e, p->nfd, name);
 }
 
-static int build(struct writer *w, struct snapshot *s, const uint8_t *act,
-		 const char *gen, struct writer_result *r, char **err)
+/* Step (1) ends here: every new file and directory of the generation is
+ * on disk before ..data may name it. */
+static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
+		 int gfd, const char *gen, char **err)
 {
-	struct build b = {
-		.w = w, .s = s, .r = r, .err = err, .cap = 16,
-	};
 	size_t objects = 1;
 	int rc = 0;
 
 	for (size_t i = 0; i < s->n; i++)
 		objects += act[i] != ACT_LINK;
-	b.fsync_each = w->o.fsync && objects <= FSYNC_EACH_MAX;
+	if (objects > FSYNC_EACH_MAX) {
+		if (syncfs(gfd) < 0)
+			rc = -errno;
+	} else {
+		for (size_t i = 0; i < s->n && rc == 0; i++) {
+			if (act[i] == ACT_LINK)
+				continue;
+			int fd = fsutil_open_beneath(gfd, s->v[i].path,
+						     O_RDONLY | O_NOCTTY);
+			rc = fd < 0 ? fd : fsutil_fsync(fd);
+			if (fd >= 0)
+				close(fd);
+		}
+		if (rc == 0)
+			rc = fsutil_fsync(gfd);
+	}
+	if (rc < 0)
+		log_err_set(err, rc, "target %s: flushing %s: %s", w->path, gen,
+			    strerror(-rc));
+	return rc;
+}
+
+static int build(struct writer *w, struct snapshot *s, uint8_t *act,
+		 const char *gen, struct writer_result *r, char **err)
+{
+	struct build b = {
+		.w = w, .s = s, .act = act, .r = r, .err = err, .cap = 16,
+	};
+	int rc = 0;
+
 	b.lv = malloc(b.cap * sizeof(*b.lv));
 	if (b.lv == NULL)
 		return -ENOMEM;
@@ -940,7 +965,7 @@ static int build(struct writer *w, struct snapshot *s, const uint8_t *act,
 	if (gfd < 0) {
 		free(b.lv);
 		return log_err_set(err, gfd, "target %s: open %s: %s", w->path,
-			       gen, strerror(-gfd));
+				   gen, strerror(-gfd));
 	}
 	int ofd = w->live_fd >= 0 ? openat(w->live_fd, ".",
 					   O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -949,27 +974,15 @@ static int build(struct writer *w, struct snapshot *s, const uint8_t *act,
 		.path = "", .len = 0, .nfd = gfd, .ofd = ofd, .mode = 0755,
 	};
 	for (size_t i = 0; i < s->n && rc == 0; i++)
-		rc = build_entry(&b, i, act[i]);
+		rc = build_entry(&b, i);
 	/* Close the chain; the generation root ends up 0755. */
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);
-	if (rc == 0) {
-		gfd = b.lv[0].nfd;
-		if (fchmod(gfd, 0755) < 0)
-			rc = log_err_set(err, -errno, "target %s: chmod %s: %s",
-				     w->path, gen, strerror(errno));
-		/* Step (1) ends here: every file and directory of the new
-		 * generation is on disk before ..data may name it. */
-		if (rc == 0 && w->o.fsync) {
-			if (b.fsync_each)
-				rc = fsutil_fsync(gfd);
-			else if (syncfs(gfd) < 0)
-				rc = -errno;
-			if (rc < 0)
-				log_err_set(err, rc, "target %s: flushing %s: %s",
-					w->path, gen, strerror(-rc));
-		}
-	}
+	if (rc == 0 && fchmod(gfd, 0755) < 0)
+		rc = log_err_set(err, -errno, "target %s: chmod %s: %s",
+				 w->path, gen, strerror(errno));
+	if (rc == 0 && w->o.fsync)
+		rc = flush(w, s, act, gfd, gen, err);
 	while (b.depth > 0) {
 		struct level *l = &b.lv[--b.depth];
 		close(l->nfd);

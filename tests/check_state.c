@@ -58,7 +58,7 @@ static struct snapshot *sample(void)
 	struct snap_entry f = {.path = "dir/new\nline \xff", .type = SNAP_FILE,
 			       .mode = 0400, .uid = 0, .gid = SNAP_NO_ID,
 			       .size = 1ull << 40, .dev = 2049, .ino = 1234567};
-	f.mtime.tv_sec = 1700000000;
+	f.mtime.tv_sec = -86400 * 365; /* before 1970 */
 	f.mtime.tv_nsec = 1;
 	f.ctime.tv_sec = 1700000001;
 	f.ctime.tv_nsec = 999999999;
