@@ -7,9 +7,9 @@
 DEPS_BUILD="gcc make autoconf automake pkg-config libuv1-dev libinih-dev
 check libsystemd-dev"
 # And to run every test: memory checking, man page lint, dropping
-# privileges (setpriv).
+# privileges (setpriv), unit file checks (systemd-analyze).
 # shellcheck disable=SC2034
-DEPS_TEST="valgrind mandoc util-linux"
+DEPS_TEST="valgrind mandoc util-linux systemd"
 
 deps_missing() {
 	local p missing=""

@@ -15,6 +15,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "notify.h"
 #include "snapshot.h"
 #include "sync.h"
 #include "writer.h"
@@ -196,6 +197,9 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 struct daemon {
 	uv_loop_t loop;
 	uv_signal_t sig[3];
+	uv_timer_t status; /* coalesces STATUS= updates */
+	struct notify *notify;
+	bool reloading;	   /* READY=1 is owed once the reload is done */
 	const struct options *op;
 	struct conf *conf;
 	struct sync **syncs;
@@ -207,13 +211,74 @@ struct daemon {
 	size_t starting; /* start-up publishes not yet attempted */
 };
 
+/* "web: ..2026_11_25_16_04_05.123 at 16:04:05; api: error: ..." */
+static void update_status(uv_timer_t *h)
+{
+	struct daemon *d = h->data;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return;
+	if (d->nsyncs == 0)
+		fprintf(f, "no mappings");
+	for (size_t i = 0; i < d->nsyncs; i++) {
+		struct sync_stats st;
+		sync_get_stats(d->syncs[i], &st);
+		fprintf(f, "%s%s: ", i ? "; " : "", sync_name(d->syncs[i]));
+		if (st.last_error)
+			fprintf(f, "error: %.80s", st.last_error);
+		else if (st.generation) {
+			time_t t = (time_t)(st.last_publish_ms / 1000);
+			struct tm tm;
+			char hhmmss[16] = "";
+			if (localtime_r(&t, &tm))
+				strftime(hhmmss, sizeof(hhmmss), "%H:%M:%S", &tm);
+			fprintf(f, "%s at %s", st.generation, hhmmss);
+		} else
+			fprintf(f, "starting");
+	}
+	fclose(f);
+	notify_status(d->notify, text);
+	free(text);
+}
+
+static void status_soon(struct daemon *d)
+{
+	if (!uv_is_active((uv_handle_t *)&d->status))
+		uv_timer_start(&d->status, update_status, 200, 0);
+}
+
+/* READY=1 once every mapping's start-up publish has been attempted, at
+ * start and after a reload. */
+static void maybe_ready(struct daemon *d)
+{
+	if (d->starting > 0 || d->stops_pending > 0 || d->stopping)
+		return;
+	if (d->reloading) {
+		d->reloading = false;
+		log_info("reload done");
+	} else {
+		log_info("every mapping has been published once; watching");
+	}
+	update_status(&d->status);
+	notify_ready(d->notify);
+}
+
 static void on_started(struct sync *s, void *data)
 {
 	struct daemon *d = data;
 
 	(void)s;
 	if (d->starting > 0 && --d->starting == 0)
-		log_info("every mapping has been published once; watching");
+		maybe_ready(d);
+}
+
+static void on_changed(struct sync *s, void *data)
+{
+	(void)s;
+	status_soon(data);
 }
 
 static int start_sync(struct daemon *d, const struct conf_sync *c)
@@ -221,6 +286,7 @@ static int start_sync(struct daemon *d, const struct conf_sync *c)
 	struct sync_opts so = {
 		.dry_run = d->op->dry_run,
 		.started = on_started,
+		.changed = on_changed,
 		.data = d,
 	};
 	struct sync *s = NULL;
@@ -242,10 +308,14 @@ static int start_sync(struct daemon *d, const struct conf_sync *c)
 	return 0;
 }
 
+/* The last handles: once they are closed the loop ends. */
 static void close_signals(struct daemon *d)
 {
 	for (size_t i = 0; i < 3; i++)
 		uv_close((uv_handle_t *)&d->sig[i], NULL);
+	uv_close((uv_handle_t *)&d->status, NULL);
+	notify_close(d->notify);
+	d->notify = NULL;
 }
 
 static void apply_next(struct daemon *d);
@@ -278,6 +348,7 @@ static void shutdown_all(struct daemon *d)
 		return;
 	d->stopping = true;
 	log_info("stopping");
+	notify_stopping(d->notify);
 	conf_free(d->next);
 	d->next = NULL;
 	if (d->nsyncs == 0 && d->stops_pending == 0) {
@@ -338,6 +409,7 @@ static void apply_next(struct daemon *d)
 	d->conf = n;
 	log_info("configuration %s reloaded: %zu mappings", n->path,
 		 n->nsyncs);
+	maybe_ready(d);
 }
 
 static void reload(struct daemon *d)
@@ -347,10 +419,13 @@ static void reload(struct daemon *d)
 
 	if (d->stopping)
 		return;
+	notify_reloading(d->notify);
+	d->reloading = true;
 	if (d->op->source) {
 		log_info("SIGHUP: no config file to reload; re-scanning");
 		for (size_t i = 0; i < d->nsyncs; i++)
 			sync_rescan(d->syncs[i]);
+		maybe_ready(d);
 		return;
 	}
 	log_info("SIGHUP: reloading %s", d->conf->path);
@@ -370,6 +445,7 @@ static void reload(struct daemon *d)
 				  errs.n, errs.n == 1 ? "" : "s");
 		conf_errors_fini(&errs);
 		conf_free(n);
+		maybe_ready(d);
 		return;
 	}
 	apply_overrides(d->op, n);
@@ -410,6 +486,9 @@ static int run_daemon(const struct options *op, struct conf *conf)
 		return EXIT_RUNTIME;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	notify_new(&d.loop, &d.notify);
+	uv_timer_init(&d.loop, &d.status);
+	d.status.data = &d;
 	for (size_t i = 0; i < 3; i++) {
 		uv_signal_init(&d.loop, &d.sig[i]);
 		d.sig[i].data = &d;

@@ -446,6 +446,8 @@ static void publish_done(struct sync *s)
 		if (s->o.started)
 			s->o.started(s, s->o.data);
 	}
+	if (s->o.changed)
+		s->o.changed(s, s->o.data);
 }
 
 static void finish_stop(struct sync *s);

@@ -17,6 +17,8 @@ struct sync_opts {
 	bool dry_run;
 	/* Called once, when the start-up publish has been attempted. */
 	void (*started)(struct sync *s, void *data);
+	/* Called after every publish attempt. */
+	void (*changed)(struct sync *s, void *data);
 	void *data;
 };
 

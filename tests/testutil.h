@@ -16,6 +16,9 @@ struct tu_file {
 
 /* A fresh directory under $TMPDIR (or /tmp); free() the result. */
 char *tu_mkdtemp(void);
+/* Like tu_mkdtemp, on tmpfs (/dev/shm) when it can: for tests whose
+ * deadlines are about the daemon, not about a noisy disk. */
+char *tu_mkdtemp_fast(void);
 /* Removes a tree; never follows symlinks. */
 void tu_rmrf(const char *path);
 /* Joins with '/' into a malloc'ed string. */

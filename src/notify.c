@@ -1,0 +1,112 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "log.h"
+#include "notify.h"
+
+struct notify {
+	uv_timer_t watchdog;
+	uint64_t usec;
+	char *status;
+};
+
+static void send_msg(const char *msg)
+{
+	int rc = sd_notify(0, msg);
+
+	if (rc < 0)
+		log_debug("sd_notify: %s", strerror(-rc));
+}
+
+static void on_watchdog(uv_timer_t *h)
+{
+	(void)h;
+	/* Sent from a loop timer: if the loop stalls, pings stop and the
+	 * service manager restarts us. */
+	send_msg("WATCHDOG=1");
+}
+
+int notify_new(uv_loop_t *loop, struct notify **out)
+{
+	struct notify *n = calloc(1, sizeof(*n));
+	uint64_t usec = 0;
+
+	if (n == NULL)
+		return -ENOMEM;
+	uv_timer_init(loop, &n->watchdog);
+	n->watchdog.data = n;
+	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+		n->usec = usec;
+		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
+		uint64_t ms = usec / 2000;
+		uv_timer_start(&n->watchdog, on_watchdog, 0, ms ? ms : 1);
+	}
+	*out = n;
+	return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct notify *n = h->data;
+
+	free(n->status);
+	free(n);
+}
+
+void notify_close(struct notify *n)
+{
+	if (n == NULL)
+		return;
+	uv_timer_stop(&n->watchdog);
+	uv_close((uv_handle_t *)&n->watchdog, on_closed);
+}
+
+void notify_ready(struct notify *n)
+{
+	(void)n;
+	send_msg("READY=1");
+}
+
+void notify_reloading(struct notify *n)
+{
+	struct timespec ts;
+	char msg[96];
+
+	(void)n;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)ts.tv_sec * 1000000ull +
+			 (unsigned long long)ts.tv_nsec / 1000ull);
+	send_msg(msg);
+}
+
+void notify_stopping(struct notify *n)
+{
+	(void)n;
+	send_msg("STOPPING=1");
+}
+
+void notify_status(struct notify *n, const char *status)
+{
+	if (n->status && strcmp(n->status, status) == 0)
+		return;
+	char *msg;
+	if (asprintf(&msg, "STATUS=%s", status) < 0)
+		return;
+	send_msg(msg);
+	free(msg);
+	free(n->status);
+	n->status = strdup(status);
+}
+
+uint64_t notify_watchdog_usec(const struct notify *n)
+{
+	return n->usec;
+}

@@ -1,0 +1,129 @@
+/* Log lines: one line per event in every format, valid JSON whatever a
+ * file name holds, and journal priorities only when stderr is the
+ * journal's stream. */
+#include "config.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "testutil.h"
+
+static int saved = -1, pipefd[2];
+
+static void capture(void)
+{
+	ck_assert_int_eq(pipe(pipefd), 0);
+	saved = dup(2);
+	dup2(pipefd[1], 2);
+}
+
+static char *captured(void)
+{
+	static char buf[8192];
+	dup2(saved, 2);
+	close(saved);
+	close(pipefd[1]);
+	ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
+	close(pipefd[0]);
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}
+
+START_TEST(test_json_escapes_everything_a_name_can_hold)
+{
+	log_init(LOG_FMT_JSON, LOG_LVL_DEBUG);
+	capture();
+	log_msg(LOG_LVL_WARN, "we\"b", "file %s gone",
+		"a\"b\\c\nd\te\x01 caf\xc3\xa9 \xff\xfe end");
+	char *out = captured();
+	ck_assert_int_eq(tu_lines(out), 1);
+	ck_assert_msg(strstr(out, "\"level\":\"warning\""), "%s", out);
+	ck_assert_msg(strstr(out, "\"sync\":\"we\\\"b\""), "%s", out);
+	ck_assert_msg(strstr(out, "\"msg\":\"file a\\\"b\\\\c\\u000ad\\u0009e\\u0001 "
+				  "caf\xc3\xa9 \\\\xff\\\\xfe end gone\"}"),
+		      "%s", out);
+	ck_assert_msg(strncmp(out, "{\"time\":\"20", 11) == 0, "%s", out);
+}
+END_TEST
+
+START_TEST(test_text_keeps_one_line_per_event)
+{
+	log_init(LOG_FMT_TEXT, LOG_LVL_INFO);
+	capture();
+	log_msg(LOG_LVL_ERROR, "web", "name with\nnewline");
+	log_msg(LOG_LVL_DEBUG, NULL, "not shown at info");
+	char *out = captured();
+	ck_assert_int_eq(tu_lines(out), 1);
+	ck_assert_msg(strstr(out, "Z error: sync \"web\": name with newline\n"), "%s",
+		      out);
+}
+END_TEST
+
+START_TEST(test_journal_format_only_when_stderr_is_the_stream)
+{
+	struct stat st;
+	char js[64];
+
+	capture();
+	ck_assert_int_eq(fstat(2, &st), 0);
+	snprintf(js, sizeof(js), "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino);
+	setenv("JOURNAL_STREAM", js, 1);
+	enum log_format f = log_format_detect();
+	setenv("JOURNAL_STREAM", "1:2", 1);
+	enum log_format other = log_format_detect();
+	unsetenv("JOURNAL_STREAM");
+	enum log_format none = log_format_detect();
+	log_init(f, LOG_LVL_INFO);
+	log_msg(LOG_LVL_ERROR, "web", "failed");
+	log_msg(LOG_LVL_INFO, NULL, "fine");
+	char *out = captured();
+	ck_assert_int_eq(f, LOG_FMT_JOURNAL);
+	ck_assert_int_eq(other, LOG_FMT_TEXT);
+	ck_assert_int_eq(none, LOG_FMT_TEXT);
+	ck_assert_str_eq(out, "<3>sync \"web\": failed\n<6>fine\n");
+}
+END_TEST
+
+START_TEST(test_level_and_format_names)
+{
+	enum log_level l;
+	enum log_format f;
+	ck_assert_int_eq(log_level_parse("warning", &l), 0);
+	ck_assert_int_eq(l, LOG_LVL_WARN);
+	ck_assert_int_eq(log_level_parse("debug", &l), 0);
+	ck_assert_int_eq(l, LOG_LVL_DEBUG);
+	ck_assert_int_lt(log_level_parse("verbose", &l), 0);
+	ck_assert_int_eq(log_format_parse("json", &f), 0);
+	ck_assert_int_eq(f, LOG_FMT_JSON);
+	ck_assert_int_lt(log_format_parse("xml", &f), 0);
+	char *err = NULL;
+	ck_assert_int_eq(log_err_set(&err, -5, "path %s", "x"), -5);
+	ck_assert_str_eq(err, "path x");
+	free(err);
+	ck_assert_int_eq(log_err_set(NULL, -2, "ignored"), -2);
+}
+END_TEST
+
+static Suite *log_suite(void)
+{
+	Suite *s = suite_create("log");
+	TCase *tc = tcase_create("formats");
+	tcase_add_test(tc, test_json_escapes_everything_a_name_can_hold);
+	tcase_add_test(tc, test_text_keeps_one_line_per_event);
+	tcase_add_test(tc, test_journal_format_only_when_stderr_is_the_stream);
+	tcase_add_test(tc, test_level_and_format_names);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(log_suite());
+}

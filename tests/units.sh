@@ -1,0 +1,29 @@
+#!/bin/sh
+# The unit files pass systemd-analyze verify without a single warning.
+set -eu
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+	echo "systemd-analyze is not installed; skipped"
+	exit 77
+fi
+bin=${ATOMSYNCD:?ATOMSYNCD names the binary under test}
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+cp systemd/atomsyncd.service "$d/"
+cp systemd/atomsyncd@.service "$d/atomsyncd@example.service"
+# Exec lines must name a binary that exists: the one just built.
+sed -i "s|^\(Exec[A-Za-z]*=\)[^ ]*/atomsyncd |\1$bin |" "$d"/*.service
+grep -q "^ExecStart=$bin " "$d/atomsyncd.service"
+out=$(systemd-analyze verify --man=no "$d/atomsyncd.service" \
+	"$d/atomsyncd@example.service" 2>&1) || {
+	echo "$out" >&2
+	exit 1
+}
+if [ -n "$out" ]; then
+	echo "$out" >&2
+	exit 1
+fi
+# The template reads one config per instance.
+grep -q -- "--config .*/atomsync/%i.conf" "$d/atomsyncd@example.service"
+grep -q "^Type=notify" "$d/atomsyncd.service"
+grep -q "^WatchdogSec=" "$d/atomsyncd.service"
+echo "unit files verified"
