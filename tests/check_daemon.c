@@ -496,6 +496,57 @@ START_TEST(test_file_being_rewritten_converges_untorn)
 }
 END_TEST
 
+START_TEST(test_out_of_inotify_watches_falls_back_to_rescans)
+{
+	/* A user namespace has its own watch limit: 3 watches for a tree
+	 * of 8 directories. */
+	const char *probe[] = {"unshare", "--user", "--map-root-user", "sh", "-c",
+			       "echo 3 > /proc/sys/user/max_inotify_watches", NULL};
+	if (tu_run(probe, NULL, NULL, 5000) != 0) {
+		fprintf(stderr, "skipped: user namespaces are not available\n");
+		return;
+	}
+	for (int i = 0; i < 8; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "d%d/f", i);
+		tu_write(src, name, "v1", 0644);
+	}
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:limited]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\npoll_interval_ms = 200\n",
+				  src, dst),
+			 0);
+	write_conf(text);
+	free(text);
+	char *cmd;
+	ck_assert_int_ge(asprintf(&cmd,
+				  "echo 3 > /proc/sys/user/max_inotify_watches && "
+				  "exec '%s' --config '%s' --log-level debug",
+				  tu_bin(), conf),
+			 0);
+	const char *argv[] = {"unshare", "--user", "--map-root-user", "sh", "-c",
+			      cmd, NULL};
+	pid = tu_spawn(argv, logpath);
+	converge(src, dst, 5000);
+	wait_log("out of inotify watches", 1, 3000);
+	/* Changes in directories without a watch still arrive. */
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 8; i++) {
+			char name[32], v[16];
+			snprintf(name, sizeof(name), "d%d/f", i);
+			snprintf(v, sizeof(v), "v%d-%d", round + 2, i);
+			tu_write(src, name, v, 0644);
+		}
+		converge(src, dst, 3000);
+	}
+	/* Logged once, not at every re-scan. */
+	ck_assert_int_eq(tu_file_count(logpath, "out of inotify watches"), 1);
+	stop_daemon();
+	free(cmd);
+}
+END_TEST
+
 START_TEST(test_event_loop_closes_cleanly_under_valgrind)
 {
 	if (getenv("ATOMSYNC_SANITIZED") || access("/usr/bin/valgrind", X_OK) != 0) {
@@ -540,6 +591,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_failing_mapping_does_not_stop_others);
 	tcase_add_test(tc, test_dry_run_daemon_writes_nothing);
 	tcase_add_test(tc, test_file_being_rewritten_converges_untorn);
+	tcase_add_test(tc, test_out_of_inotify_watches_falls_back_to_rescans);
 	tcase_add_test(tc, test_event_loop_closes_cleanly_under_valgrind);
 	suite_add_tcase(s, tc);
 	return s;
