@@ -5,11 +5,12 @@
 # Packages to build atomsyncd.
 # shellcheck disable=SC2034
 DEPS_BUILD="gcc make autoconf automake pkg-config libuv1-dev libinih-dev
-check libsystemd-dev"
+check libsystemd-dev libmicrohttpd-dev"
 # And to run every test: memory checking, man page lint, dropping
-# privileges (setpriv), unit file checks (systemd-analyze).
+# privileges (setpriv), unit file checks (systemd-analyze), scraping
+# metrics (curl).
 # shellcheck disable=SC2034
-DEPS_TEST="valgrind mandoc util-linux systemd"
+DEPS_TEST="valgrind mandoc util-linux systemd curl"
 
 deps_missing() {
 	local p missing=""

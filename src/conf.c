@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <grp.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "hook.h"
 
 /* inih hands the handler at most INI_MAX_LINE bytes of a line; a longer
  * value (a deep path, a long command) is kept here and inih is given a
@@ -341,6 +343,47 @@ static int parse_mode(const char *s, int *out)
 	return 0;
 }
 
+int conf_parse_listen(const char *s, char *host, size_t hostsize,
+		      unsigned *port)
+{
+	const char *colon;
+	size_t hl;
+	unsigned pt;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			return -EINVAL;
+		colon = close + 1;
+		s++;
+		hl = (size_t)(close - s);
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return -EINVAL;
+		hl = (size_t)(colon - s);
+	}
+	if (parse_uint(colon + 1, 1, 65535, &pt) < 0)
+		return -EINVAL;
+	char h[64];
+	if (hl >= sizeof(h))
+		return -EINVAL;
+	memcpy(h, s, hl);
+	h[hl] = '\0';
+	unsigned char buf[16];
+	if (strcmp(h, "*") != 0 && h[0] != '\0' &&
+	    inet_pton(AF_INET, h, buf) != 1 && inet_pton(AF_INET6, h, buf) != 1)
+		return -EINVAL;
+	if (host) {
+		if (hl >= hostsize)
+			return -EINVAL;
+		strcpy(host, strcmp(h, "*") == 0 ? "" : h);
+	}
+	if (port)
+		*port = pt;
+	return 0;
+}
+
 int conf_parse_signal(const char *s, int *out)
 {
 	static const struct {
@@ -491,6 +534,36 @@ static void sync_key(struct parser *p, const char *key, const char *v)
 			s->uid = id;
 		else
 			s->gid = id;
+	} else if (strcmp(key, "check_command") == 0 ||
+		   strcmp(key, "on_update") == 0) {
+		char **argv = NULL, *err = NULL;
+		if (hook_split(v, &argv, &err) < 0)
+			perr(p, "%s: %s", key, err ? err : "cannot parse");
+		else
+			set_str(key[0] == 'c' ? &s->check_command : &s->on_update,
+				v);
+		hook_argv_free(argv);
+		free(err);
+	} else if (strcmp(key, "reload_signal") == 0) {
+		if (conf_parse_signal(v, &s->reload_signal) < 0)
+			perr(p, "reload_signal: '%s' is not a signal name (HUP, "
+				"USR1, ...) or number",
+			     v);
+	} else if (strcmp(key, "reload_pidfile") == 0) {
+		if (v[0] != '/')
+			perr(p, "reload_pidfile: '%s' is not an absolute path", v);
+		else
+			set_str(&s->reload_pidfile, v);
+	} else if (strcmp(key, "reload_pid") == 0) {
+		unsigned pid;
+		if (parse_uint(v, 2, 4194304, &pid) < 0)
+			perr(p, "reload_pid: '%s' is not a process id from 2 to "
+				"4194304",
+			     v);
+		else
+			s->reload_pid = (int)pid;
+	} else if (strcmp(key, "hook_timeout_s") == 0) {
+		RANGE(hook_timeout_s, 1, 86400);
 	} else if (strcmp(key, "file_mode") == 0 ||
 		   strcmp(key, "dir_mode") == 0) {
 		int m;
@@ -524,6 +597,26 @@ static void daemon_key(struct parser *p, const char *key, const char *v)
 			     v);
 		else
 			c->log_format_set = true;
+	} else if (strcmp(key, "metrics_file") == 0) {
+		if (v[0] != '/')
+			perr(p, "metrics_file: '%s' is not an absolute path", v);
+		else
+			set_str(&c->metrics_file, v);
+	} else if (strcmp(key, "metrics_listen") == 0) {
+		if (conf_parse_listen(v, NULL, 0, NULL) < 0)
+			perr(p, "metrics_listen: '%s' is not HOST:PORT (an IP "
+				"address or *, and a port from 1 to 65535)",
+			     v);
+		else
+			set_str(&c->metrics_listen, v);
+	} else if (strcmp(key, "unhealthy_after_s") == 0) {
+		unsigned u;
+		if (parse_uint(v, 1, 604800, &u) < 0)
+			perr(p, "unhealthy_after_s: '%s' is not a whole number "
+				"from 1 to 604800",
+			     v);
+		else
+			c->unhealthy_after_s = u;
 	} else {
 		perr(p, "[daemon]: unknown key '%s'", key);
 	}
@@ -601,6 +694,18 @@ static void finish_syncs(struct conf *c, struct conf_errors *errs)
 		if (s->target == NULL)
 			conf_errors_add(errs, "%s:%u: [sync:%s]: target is required",
 					c->path, s->line, s->name);
+		if (s->reload_signal && !s->reload_pidfile && !s->reload_pid)
+			conf_errors_add(errs,
+					"%s:%u: [sync:%s]: reload_signal needs "
+					"reload_pidfile or reload_pid",
+					c->path, s->line, s->name);
+		if (s->reload_pidfile && s->reload_pid)
+			conf_errors_add(errs,
+					"%s:%u: [sync:%s]: reload_pidfile and "
+					"reload_pid exclude each other",
+					c->path, s->line, s->name);
+		if ((s->reload_pidfile || s->reload_pid) && !s->reload_signal)
+			s->reload_signal = SIGHUP;
 		if (s->max_delay_ms < s->debounce_ms)
 			conf_errors_add(errs,
 					"%s:%u: [sync:%s]: max_delay_ms (%u) is "

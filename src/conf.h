@@ -81,6 +81,11 @@ void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void conf_errors_fini(struct conf_errors *e);
 
+/* Parses "127.0.0.1:9464", "[::1]:9464" or "*:9464" (any address); host
+ * gets "" for any.  host and port may be NULL to only check. */
+int conf_parse_listen(const char *s, char *host, size_t hostsize,
+		      unsigned *port);
+
 /* Parses a signal name (HUP, SIGHUP) or number; -EINVAL otherwise. */
 int conf_parse_signal(const char *s, int *out);
 

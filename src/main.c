@@ -15,6 +15,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "snapshot.h"
 #include "sync.h"
@@ -197,8 +198,12 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 struct daemon {
 	uv_loop_t loop;
 	uv_signal_t sig[3];
-	uv_timer_t status; /* coalesces STATUS= updates */
+	uv_timer_t status; /* coalesces STATUS= and metrics file updates */
 	struct notify *notify;
+	struct metrics *http;
+	char *http_listen; /* what http listens on */
+	double start_time;
+	uint64_t reloads, reload_failures;
 	bool reloading;	   /* READY=1 is owed once the reload is done */
 	const struct options *op;
 	struct conf *conf;
@@ -210,6 +215,68 @@ struct daemon {
 	struct conf *next;
 	size_t starting; /* start-up publishes not yet attempted */
 };
+
+static void collect(void *data, struct metrics_view *v)
+{
+	struct daemon *d = data;
+
+	v->start_time = d->start_time;
+	v->reloads = d->reloads;
+	v->reload_failures = d->reload_failures;
+	v->unhealthy_after_s = d->conf->unhealthy_after_s;
+	v->syncs = calloc(d->nsyncs ? d->nsyncs : 1, sizeof(*v->syncs));
+	if (v->syncs == NULL)
+		return;
+	for (size_t i = 0; i < d->nsyncs; i++) {
+		v->syncs[i].name = sync_name(d->syncs[i]);
+		sync_get_stats(d->syncs[i], &v->syncs[i].st);
+	}
+	v->n = d->nsyncs;
+}
+
+static void write_metrics_file(struct daemon *d)
+{
+	struct metrics_view v = {0};
+	char *text;
+
+	if (d->conf->metrics_file == NULL)
+		return;
+	collect(d, &v);
+	text = metrics_render(&v);
+	free(v.syncs);
+	int rc = text ? metrics_write_file(d->conf->metrics_file, text) : -ENOMEM;
+	if (rc < 0)
+		log_warn("metrics_file %s: %s", d->conf->metrics_file,
+			 strerror(-rc));
+	free(text);
+}
+
+/* (Re)starts the HTTP endpoint when metrics_listen says so. */
+static void apply_http(struct daemon *d)
+{
+	const char *want = d->stopping ? NULL : d->conf->metrics_listen;
+	char *err = NULL;
+
+	if (want && d->http_listen && strcmp(want, d->http_listen) == 0)
+		return;
+	if (d->http) {
+		metrics_http_stop(d->http);
+		d->http = NULL;
+		free(d->http_listen);
+		d->http_listen = NULL;
+	}
+	if (want == NULL)
+		return;
+	int rc = metrics_http_start(&d->loop, want, collect, d, &d->http, &err);
+	if (rc < 0) {
+		log_error("%s; no HTTP metrics until the next reload",
+			  err ? err : strerror(-rc));
+		free(err);
+		return;
+	}
+	d->http_listen = strdup(want);
+	log_info("serving /metrics and /healthz on %s", want);
+}
 
 /* "web: ..2026_11_25_16_04_05.123 at 16:04:05; api: error: ..." */
 static void update_status(uv_timer_t *h)
@@ -242,6 +309,7 @@ static void update_status(uv_timer_t *h)
 	fclose(f);
 	notify_status(d->notify, text);
 	free(text);
+	write_metrics_file(d);
 }
 
 static void status_soon(struct daemon *d)
@@ -316,6 +384,7 @@ static void close_signals(struct daemon *d)
 	uv_close((uv_handle_t *)&d->status, NULL);
 	notify_close(d->notify);
 	d->notify = NULL;
+	apply_http(d);
 }
 
 static void apply_next(struct daemon *d);
@@ -407,6 +476,8 @@ static void apply_next(struct daemon *d)
 	}
 	conf_free(d->conf);
 	d->conf = n;
+	d->reloads++;
+	apply_http(d);
 	log_info("configuration %s reloaded: %zu mappings", n->path,
 		 n->nsyncs);
 	maybe_ready(d);
@@ -445,6 +516,7 @@ static void reload(struct daemon *d)
 				  errs.n, errs.n == 1 ? "" : "s");
 		conf_errors_fini(&errs);
 		conf_free(n);
+		d->reload_failures++;
 		maybe_ready(d);
 		return;
 	}
@@ -489,6 +561,10 @@ static int run_daemon(const struct options *op, struct conf *conf)
 	notify_new(&d.loop, &d.notify);
 	uv_timer_init(&d.loop, &d.status);
 	d.status.data = &d;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	d.start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+	apply_http(&d);
 	for (size_t i = 0; i < 3; i++) {
 		uv_signal_init(&d.loop, &d.sig[i]);
 		d.sig[i].data = &d;
@@ -501,6 +577,7 @@ static int run_daemon(const struct options *op, struct conf *conf)
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(&d.loop);
 	free(d.syncs);
+	free(d.http_listen);
 	conf_free(d.conf);
 	if (rc < 0) {
 		log_error("event loop did not close cleanly: %s",

@@ -1,12 +1,16 @@
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "debounce.h"
+#include "hook.h"
 #include "log.h"
 #include "snapshot.h"
 #include "sync.h"
@@ -19,10 +23,25 @@
 /* A torn read this many times in a row is worth a warning. */
 #define TORN_WARN 5
 
+const double sync_bucket_bounds[SYNC_BUCKETS] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+	0.25,  0.5,    1,     2.5,  5,     10,
+};
+
 enum work_kind {
-	WORK_PUBLISH,
+	WORK_PUBLISH, /* snapshot, prepare, and commit unless checked */
+	WORK_COMMIT,  /* a checked generation goes live */
+	WORK_ABORT,   /* a vetoed generation goes */
 	WORK_RETIRE,
 	WORK_FINAL, /* at stop: wait out the grace periods, close the target */
+};
+
+/* What a publish ends with. */
+enum outcome {
+	OUT_OK,
+	OUT_VETO,  /* check_command said no */
+	OUT_TORN,  /* a file was being written: try again */
+	OUT_ERROR,
 };
 
 struct sync {
@@ -34,10 +53,12 @@ struct sync {
 	struct debounce_timer db;
 	uv_timer_t resync;
 	uv_timer_t retire;
+	uv_timer_t post_retry;
 	uv_work_t work;
 	enum work_kind kind;
-	bool busy;		 /* s->work is queued or running */
-	bool publish_after;	 /* a publish is due once it is done */
+	bool busy;	    /* s->work is queued or running */
+	bool pipeline;	    /* a publish is under way (work, check, commit) */
+	bool publish_after; /* a publish is due once the work in flight ends */
 	bool stopping;
 	bool started;
 	unsigned open_handles;
@@ -49,9 +70,20 @@ struct sync {
 	bool source_failed; /* rc came from reading the source */
 	char *err;
 	struct snapshot *meta; /* watch list and warnings of the snapshot */
+	struct writer_pending *pending; /* prepared, waiting for the check */
 	struct writer_result res;
 	uint64_t retire_next;
 	uint64_t started_us, finished_us;
+
+	/* check_command, while it runs */
+	struct hook *check;
+	/* on_update and the reload signal after a publish */
+	struct hook *post;
+	bool post_due;	      /* a publish the actions have not followed */
+	unsigned post_failures;
+	char *post_gen;
+	size_t post_changed;  /* paths changed since the last good run */
+	char *post_last_err;
 
 	/* For logging once per change of state. */
 	char *last_err;
@@ -77,6 +109,14 @@ static uint64_t wall_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t backoff_ms(unsigned failures, uint64_t min, uint64_t max)
+{
+	uint64_t ms = min;
+	for (unsigned i = 1; i < failures && ms < max; i++)
+		ms *= 2;
+	return ms < max ? ms : max;
 }
 
 const char *sync_name(const struct sync *s)
@@ -138,8 +178,6 @@ static void do_publish(struct sync *s)
 	s->meta = calloc(1, sizeof(*s->meta));
 	if (s->meta) {
 		s->meta->root_fd = -1;
-		s->meta->root_dev = snap->root_dev;
-		s->meta->root_ino = snap->root_ino;
 		s->meta->watch = snap->watch;
 		s->meta->nwatch = snap->nwatch;
 		s->meta->warn = snap->warn;
@@ -148,17 +186,30 @@ static void do_publish(struct sync *s)
 		snap->warn = NULL;
 		snap->nwatch = snap->nwarn = 0;
 	}
-	s->rc = writer_publish(s->w, snap, &s->res, &s->err);
+	s->rc = writer_prepare(s->w, snap, &s->pending, &s->res, &s->err);
+	/* With a check to pass, the generation waits for it. */
+	if (s->rc == 0 && s->pending && s->c->check_command == NULL) {
+		s->rc = writer_commit(s->w, s->pending, &s->res, &s->err);
+		s->pending = NULL;
+	}
 }
 
 static void on_work(uv_work_t *req)
 {
 	struct sync *s = req->data;
 
-	s->started_us = mono_us();
 	switch (s->kind) {
 	case WORK_PUBLISH:
+		s->started_us = mono_us();
 		do_publish(s);
+		break;
+	case WORK_COMMIT:
+		s->rc = writer_commit(s->w, s->pending, &s->res, &s->err);
+		s->pending = NULL;
+		break;
+	case WORK_ABORT:
+		writer_abort(s->w, s->pending);
+		s->pending = NULL;
 		break;
 	case WORK_RETIRE:
 		break;
@@ -186,13 +237,21 @@ static void queue(struct sync *s, enum work_kind kind)
 		abort(); /* s->work is in flight: a logic error */
 	s->kind = kind;
 	s->busy = true;
-	s->rc = 0;
-	s->source_failed = false;
 	s->work.data = s;
+	if (kind == WORK_PUBLISH) {
+		s->rc = 0;
+		s->source_failed = false;
+	}
 	if (uv_queue_work(s->loop, &s->work, on_work, on_after_work) < 0) {
 		s->busy = false;
 		log_msg(LOG_LVL_ERROR, s->c->name, "cannot queue work");
 	}
+}
+
+static void start_publish(struct sync *s)
+{
+	s->pipeline = true;
+	queue(s, WORK_PUBLISH);
 }
 
 static void on_fire(struct debounce_timer *t)
@@ -208,7 +267,7 @@ static void on_fire(struct debounce_timer *t)
 		s->publish_after = true;
 		return;
 	}
-	queue(s, WORK_PUBLISH);
+	start_publish(s);
 }
 
 static void on_watch(void *data, const char *name, int root)
@@ -245,9 +304,9 @@ static void on_retire(uv_timer_t *h)
 {
 	struct sync *s = h->data;
 
-	if (!s->busy && !s->stopping)
+	/* A publish under way retires what is due when it ends. */
+	if (!s->busy && !s->pipeline && !s->stopping)
 		queue(s, WORK_RETIRE);
-	/* A running publish retires what is due when it ends. */
 }
 
 static void arm_retire(struct sync *s)
@@ -345,18 +404,158 @@ static void update_watches(struct sync *s, const struct snapshot *m)
 		debounce_event(&s->db.d, uv_now(s->loop));
 }
 
-static uint64_t backoff_ms(unsigned failures, uint64_t min, uint64_t max)
+/* ---- after a publish: on_update and the reload signal ---- */
+
+static void post_kick(struct sync *s);
+
+static void on_post_retry(uv_timer_t *h)
 {
-	uint64_t ms = min;
-	for (unsigned i = 1; i < failures && ms < max; i++)
-		ms *= 2;
-	return ms < max ? ms : max;
+	post_kick(h->data);
 }
 
-static void publish_done(struct sync *s)
+static void post_result(struct sync *s, const char *failure)
 {
 	const char *name = s->c->name;
 
+	if (failure == NULL) {
+		if (s->post_failures > 0)
+			log_msg(LOG_LVL_INFO, name,
+				"after-publish actions work again");
+		s->post_failures = 0;
+		s->post_changed = 0;
+		free(s->post_last_err);
+		s->post_last_err = NULL;
+	} else {
+		s->post_failures++;
+		s->st.hook_failures++;
+		if (s->post_last_err == NULL ||
+		    strcmp(s->post_last_err, failure) != 0)
+			log_msg(LOG_LVL_ERROR, name, "%s; retrying with backoff",
+				failure);
+		free(s->post_last_err);
+		s->post_last_err = strdup(failure);
+		/* Retry, unless a newer publish runs them anyway. */
+		s->post_due = true;
+		if (!s->stopping)
+			uv_timer_start(&s->post_retry, on_post_retry,
+				       backoff_ms(s->post_failures,
+						  BACKOFF_MIN_MS,
+						  BACKOFF_MAX_MS),
+				       0);
+	}
+	if (s->stopping) {
+		s->post_due = false;
+		if (s->busy == false && s->check == NULL)
+			queue(s, WORK_FINAL);
+		return;
+	}
+	post_kick(s);
+}
+
+/* Sends the reload signal; NULL or what went wrong (static buffer). */
+static const char *send_reload(struct sync *s)
+{
+	static char msg[512];
+	int pid = s->c->reload_pid;
+
+	if (s->c->reload_pidfile) {
+		FILE *f = fopen(s->c->reload_pidfile, "re");
+		long v = 0;
+		if (f == NULL || fscanf(f, "%ld", &v) != 1 || v < 2 ||
+		    v > 4194304) {
+			snprintf(msg, sizeof(msg), "reload_pidfile %s: %s",
+				 s->c->reload_pidfile,
+				 f ? "no process id in it" : strerror(errno));
+			if (f)
+				fclose(f);
+			return msg;
+		}
+		fclose(f);
+		pid = (int)v;
+	}
+	if (kill(pid, s->c->reload_signal) < 0) {
+		snprintf(msg, sizeof(msg), "reload signal %d to process %d: %s",
+			 s->c->reload_signal, pid, strerror(errno));
+		return msg;
+	}
+	log_msg(LOG_LVL_DEBUG, s->c->name, "sent signal %d to process %d",
+		s->c->reload_signal, pid);
+	return NULL;
+}
+
+static void on_update_done(void *data, const struct hook_result *r)
+{
+	struct sync *s = data;
+	char why[128], *failure = NULL;
+
+	s->post = NULL;
+	if (r->spawn_error || r->status != 0) {
+		if (asprintf(&failure, "on_update %s%s%s",
+			     hook_describe(r, why, sizeof(why)),
+			     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
+			failure = NULL;
+	} else {
+		log_msg(LOG_LVL_DEBUG, s->c->name, "on_update done");
+	}
+	post_result(s, failure ? failure : (r->status ? "on_update failed" : NULL));
+	free(failure);
+}
+
+/* Runs the after-publish actions when one is due and none is running:
+ * changes that come meanwhile coalesce into exactly one more run. */
+static void post_kick(struct sync *s)
+{
+	if (!s->post_due || s->post || s->stopping ||
+	    uv_is_active((uv_handle_t *)&s->post_retry))
+		return;
+	s->post_due = false;
+	if (s->c->reload_signal) {
+		const char *failure = send_reload(s);
+		if (failure) {
+			post_result(s, failure);
+			return;
+		}
+	}
+	if (s->c->on_update == NULL) {
+		post_result(s, NULL);
+		return;
+	}
+	char **argv = NULL, *env[5] = {0};
+	if (hook_split(s->c->on_update, &argv, NULL) < 0) {
+		post_result(s, "on_update cannot be parsed");
+		return;
+	}
+	if (asprintf(&env[0], "ATOMSYNC_NAME=%s", s->c->name) < 0 ||
+	    asprintf(&env[1], "ATOMSYNC_TARGET=%s", s->c->target) < 0 ||
+	    asprintf(&env[2], "ATOMSYNC_GENERATION=%s",
+		     s->post_gen ? s->post_gen : "") < 0 ||
+	    asprintf(&env[3], "ATOMSYNC_CHANGED=%zu", s->post_changed) < 0) {
+		hook_argv_free(argv);
+		for (int i = 0; i < 4; i++)
+			free(env[i]);
+		post_result(s, "out of memory");
+		return;
+	}
+	struct hook *h = NULL;
+	/* A command that cannot start reports through on_update_done at
+	 * once; s->post stays NULL then. */
+	s->post = (struct hook *)1;
+	hook_run(s->loop, argv, env, s->c->hook_timeout_s, on_update_done, s,
+		 &h);
+	if (s->post == (struct hook *)1)
+		s->post = h;
+	hook_argv_free(argv);
+	for (int i = 0; i < 4; i++)
+		free(env[i]);
+}
+
+/* ---- the end of a publish ---- */
+
+static void publish_finished(struct sync *s, enum outcome out)
+{
+	const char *name = s->c->name;
+
+	s->pipeline = false;
 	if (s->meta) {
 		log_warnings(s, s->meta);
 		if (!s->stopping)
@@ -364,7 +563,8 @@ static void publish_done(struct sync *s)
 		snapshot_free(s->meta);
 		s->meta = NULL;
 	}
-	if (s->rc == 0) {
+	switch (out) {
+	case OUT_OK: {
 		if (s->failures > 0 || s->source_missing)
 			log_msg(LOG_LVL_INFO, name,
 				"publishing works again (after %u failed "
@@ -377,14 +577,28 @@ static void publish_done(struct sync *s)
 		s->st.failing_since_ms = 0;
 		uint64_t us = s->finished_us - s->started_us;
 		if (s->res.published) {
+			double sec = (double)us / 1e6;
 			s->st.publishes++;
 			s->st.last_publish_ms = wall_ms();
 			s->st.last_duration_us = us;
+			s->st.duration_count++;
+			s->st.duration_sum += sec;
+			for (int b = 0; b < SYNC_BUCKETS; b++)
+				if (sec <= sync_bucket_bounds[b])
+					s->st.buckets[b]++;
 			log_msg(LOG_LVL_INFO, name,
 				"published %s (%zu added, %zu changed, %zu "
 				"removed) in %.1f ms",
 				s->res.generation, s->res.added, s->res.changed,
 				s->res.removed, (double)us / 1000.0);
+			free(s->post_gen);
+			s->post_gen = strdup(s->res.generation);
+			s->post_changed += s->res.added + s->res.changed +
+					   s->res.removed;
+			if (s->c->on_update || s->c->reload_signal) {
+				s->post_due = true;
+				uv_timer_stop(&s->post_retry);
+			}
 		} else if (s->o.dry_run) {
 			log_msg(LOG_LVL_INFO, name,
 				"dry run: %zu added, %zu changed, %zu removed",
@@ -401,7 +615,20 @@ static void publish_done(struct sync *s)
 		s->st.files = s->res.files;
 		s->st.bytes = s->res.bytes;
 		debounce_timer_done(&s->db);
-	} else if (s->rc == -EAGAIN) {
+		post_kick(s);
+		break;
+	}
+	case OUT_VETO:
+		/* The next change tries again; nothing is retried on its own
+		 * (the same tree would be vetoed the same way). */
+		s->st.vetoes++;
+		if (s->st.failing_since_ms == 0)
+			s->st.failing_since_ms = wall_ms();
+		free(s->last_err);
+		s->last_err = s->err ? strdup(s->err) : NULL;
+		debounce_timer_done(&s->db);
+		break;
+	case OUT_TORN: {
 		/* A file was being written: try again once it is quiet. */
 		s->torn++;
 		log_msg(s->torn == TORN_WARN ? LOG_LVL_WARN : LOG_LVL_DEBUG,
@@ -411,7 +638,9 @@ static void publish_done(struct sync *s)
 		if (wait < s->c->debounce_ms)
 			wait = s->c->debounce_ms;
 		debounce_timer_retry(&s->db, wait);
-	} else {
+		break;
+	}
+	case OUT_ERROR: {
 		s->failures++;
 		s->st.publish_errors++;
 		if (s->st.failing_since_ms == 0)
@@ -437,6 +666,8 @@ static void publish_done(struct sync *s)
 		debounce_timer_retry(&s->db,
 				     backoff_ms(s->failures, BACKOFF_MIN_MS,
 						missing ? 5000u : BACKOFF_MAX_MS));
+		break;
+	}
 	}
 	free(s->err);
 	s->err = NULL;
@@ -450,6 +681,60 @@ static void publish_done(struct sync *s)
 		s->o.changed(s, s->o.data);
 }
 
+static void on_check_done(void *data, const struct hook_result *r)
+{
+	struct sync *s = data;
+	char why[128];
+
+	s->check = NULL;
+	if (!s->stopping && !r->spawn_error && r->status == 0) {
+		queue(s, WORK_COMMIT);
+		return;
+	}
+	free(s->err);
+	if (asprintf(&s->err, "check_command vetoed %s: %s%s%s",
+		     writer_pending_dir(s->pending),
+		     hook_describe(r, why, sizeof(why)),
+		     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
+		s->err = NULL;
+	if (!s->stopping)
+		log_msg(LOG_LVL_ERROR, s->c->name,
+			"%s; the live generation stays", s->err ? s->err : "veto");
+	s->rc = -ECANCELED;
+	queue(s, WORK_ABORT);
+}
+
+/* Runs check_command against the prepared generation. */
+static void start_check(struct sync *s)
+{
+	char **argv = NULL, *env[5] = {0};
+	const char *dir = writer_pending_dir(s->pending);
+	const char *gen = strrchr(dir, '/');
+
+	if (hook_split(s->c->check_command, &argv, NULL) < 0 ||
+	    asprintf(&env[0], "ATOMSYNC_NAME=%s", s->c->name) < 0 ||
+	    asprintf(&env[1], "ATOMSYNC_TARGET=%s", s->c->target) < 0 ||
+	    asprintf(&env[2], "ATOMSYNC_GENERATION_DIR=%s", dir) < 0 ||
+	    asprintf(&env[3], "ATOMSYNC_GENERATION=%s", gen ? gen + 1 : dir) < 0) {
+		hook_argv_free(argv);
+		for (int i = 0; i < 4; i++)
+			free(env[i]);
+		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
+					.stderr_tail = ""};
+		on_check_done(s, &r);
+		return;
+	}
+	struct hook *h = NULL;
+	s->check = (struct hook *)1;
+	hook_run(s->loop, argv, env, s->c->hook_timeout_s, on_check_done, s,
+		 &h);
+	if (s->check == (struct hook *)1)
+		s->check = h;
+	hook_argv_free(argv);
+	for (int i = 0; i < 4; i++)
+		free(env[i]);
+}
+
 static void finish_stop(struct sync *s);
 
 static void on_after_work(uv_work_t *req, int status)
@@ -459,9 +744,31 @@ static void on_after_work(uv_work_t *req, int status)
 
 	(void)status;
 	s->busy = false;
-	if (kind == WORK_PUBLISH)
-		publish_done(s);
-	if (kind == WORK_FINAL) {
+	switch (kind) {
+	case WORK_PUBLISH:
+		if (s->rc == 0 && s->pending) {
+			/* Prepared; the check decides. */
+			if (s->stopping) {
+				s->rc = -ECANCELED;
+				queue(s, WORK_ABORT);
+			} else {
+				start_check(s);
+			}
+			return;
+		}
+		publish_finished(s, s->rc == 0	       ? OUT_OK
+				    : s->rc == -EAGAIN ? OUT_TORN
+						       : OUT_ERROR);
+		break;
+	case WORK_COMMIT:
+		publish_finished(s, s->rc == 0 ? OUT_OK : OUT_ERROR);
+		break;
+	case WORK_ABORT:
+		publish_finished(s, OUT_VETO);
+		break;
+	case WORK_RETIRE:
+		break;
+	case WORK_FINAL:
 		finish_stop(s);
 		return;
 	}
@@ -471,10 +778,13 @@ static void on_after_work(uv_work_t *req, int status)
 			s->publish_after = false;
 			debounce_done(&s->db.d);
 		}
-		queue(s, WORK_FINAL);
-	} else if (s->publish_after) {
+		if (s->post)
+			hook_cancel(s->post); /* post_result queues FINAL */
+		else if (!s->busy)
+			queue(s, WORK_FINAL);
+	} else if (s->publish_after && !s->busy) {
 		s->publish_after = false;
-		queue(s, WORK_PUBLISH);
+		start_publish(s);
 	}
 }
 
@@ -496,8 +806,9 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 			    on_fire);
 	uv_timer_init(loop, &s->resync);
 	uv_timer_init(loop, &s->retire);
-	s->resync.data = s->retire.data = s;
-	s->open_handles = 3;
+	uv_timer_init(loop, &s->post_retry);
+	s->resync.data = s->retire.data = s->post_retry.data = s;
+	s->open_handles = 4;
 	arm_resync(s);
 	/* Watch the root (and its parent) now, so a source that does not
 	 * exist yet is noticed when it appears. */
@@ -522,6 +833,8 @@ static void on_handle_closed(uv_handle_t *h)
 		free(s->warned[i]);
 	free(s->warned);
 	free(s->last_err);
+	free(s->post_last_err);
+	free(s->post_gen);
 	free(s->generation);
 	conf_sync_free(s->c);
 	free(s);
@@ -538,6 +851,7 @@ static void on_watch_closed(void *data)
 	uv_close((uv_handle_t *)&s->db.timer, on_handle_closed);
 	uv_close((uv_handle_t *)&s->resync, on_handle_closed);
 	uv_close((uv_handle_t *)&s->retire, on_handle_closed);
+	uv_close((uv_handle_t *)&s->post_retry, on_handle_closed);
 }
 
 static void finish_stop(struct sync *s)
@@ -556,7 +870,18 @@ void sync_stop(struct sync *s, void (*done)(void *data), void *data)
 	uv_timer_stop(&s->db.timer);
 	uv_timer_stop(&s->resync);
 	uv_timer_stop(&s->retire);
-	/* A publish in progress finishes first; on_after_work goes on. */
-	if (!s->busy)
-		queue(s, WORK_FINAL);
+	uv_timer_stop(&s->post_retry);
+	/* What is under way finishes or is cancelled first; the last of it
+	 * queues the final work. */
+	if (s->check) {
+		hook_cancel(s->check);
+		return;
+	}
+	if (s->busy || s->pipeline)
+		return;
+	if (s->post) {
+		hook_cancel(s->post);
+		return;
+	}
+	queue(s, WORK_FINAL);
 }

@@ -22,14 +22,22 @@ struct sync_opts {
 	void *data;
 };
 
+/* Upper bounds (seconds) of the publish duration histogram buckets. */
+#define SYNC_BUCKETS 13
+extern const double sync_bucket_bounds[SYNC_BUCKETS];
+
 /* Counters and gauges, read on the loop thread. */
 struct sync_stats {
-	uint64_t publishes, publish_errors, rescans, watch_fallbacks;
+	uint64_t publishes, publish_errors, vetoes, hook_failures;
+	uint64_t rescans, watch_fallbacks;
 	uint64_t last_publish_ms;      /* wall clock, 0 when never */
 	uint64_t last_duration_us;
 	uint64_t failing_since_ms;     /* wall clock, 0 when healthy */
 	uint64_t files, bytes;	       /* in the live generation */
 	uint64_t watched;
+	uint64_t buckets[SYNC_BUCKETS]; /* publishes per duration bucket */
+	uint64_t duration_count;
+	double duration_sum;	       /* seconds */
 	const char *generation;	       /* live generation or NULL */
 	const char *last_error;	       /* NULL when the last attempt was fine */
 };

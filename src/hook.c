@@ -1,0 +1,374 @@
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hook.h"
+#include "log.h"
+
+/* Kept of a command's stderr, for the log. */
+#define TAIL_BYTES 4096
+#define TAIL_LOG_BYTES 512
+
+extern char **environ;
+
+struct hook {
+	uv_process_t proc;
+	uv_pipe_t err;
+	uv_timer_t timeout;
+	uv_timer_t drain;
+	unsigned open_handles;
+	hook_done_cb done;
+	void *data;
+	char tail[TAIL_BYTES];
+	size_t tail_len;
+	bool exited, eof, finished, timed_out, cancelled;
+	int64_t status;
+	int term_signal;
+	int pid;
+	unsigned timeout_s;
+};
+
+void hook_argv_free(char **argv)
+{
+	if (argv == NULL)
+		return;
+	for (char **a = argv; *a; a++)
+		free(*a);
+	free(argv);
+}
+
+int hook_split(const char *cmd, char ***out, char **err)
+{
+	char **argv = NULL;
+	size_t argc = 0;
+	size_t len = strlen(cmd);
+	char *word = malloc(len + 1);
+	size_t w = 0;
+	bool in_word = false;
+	const char *p = cmd;
+
+	if (word == NULL)
+		return -ENOMEM;
+	for (;;) {
+		char c = *p;
+		if (c == '\0' || c == ' ' || c == '\t' || c == '\n') {
+			if (in_word) {
+				char **nv = realloc(argv, (argc + 2) * sizeof(*nv));
+				if (nv == NULL)
+					goto nomem;
+				argv = nv;
+				argv[argc] = strndup(word, w);
+				if (argv[argc] == NULL)
+					goto nomem;
+				argc++;
+				argv[argc] = NULL;
+				w = 0;
+				in_word = false;
+			}
+			if (c == '\0')
+				break;
+			p++;
+			continue;
+		}
+		in_word = true;
+		if (c == '\'') {
+			const char *e = strchr(p + 1, '\'');
+			if (e == NULL) {
+				free(word);
+				hook_argv_free(argv);
+				return log_err_set(err, -EINVAL,
+						   "unterminated ' in \"%s\"", cmd);
+			}
+			memcpy(word + w, p + 1, (size_t)(e - p - 1));
+			w += (size_t)(e - p - 1);
+			p = e + 1;
+		} else if (c == '"') {
+			p++;
+			while (*p && *p != '"') {
+				if (*p == '\\' && p[1] && strchr("\"\\$`", p[1]))
+					p++;
+				word[w++] = *p++;
+			}
+			if (*p != '"') {
+				free(word);
+				hook_argv_free(argv);
+				return log_err_set(err, -EINVAL,
+						   "unterminated \" in \"%s\"", cmd);
+			}
+			p++;
+		} else if (c == '\\') {
+			if (p[1] == '\0') {
+				free(word);
+				hook_argv_free(argv);
+				return log_err_set(err, -EINVAL,
+						   "trailing \\ in \"%s\"", cmd);
+			}
+			word[w++] = p[1];
+			p += 2;
+		} else {
+			word[w++] = c;
+			p++;
+		}
+	}
+	free(word);
+	if (argc == 0) {
+		hook_argv_free(argv);
+		return log_err_set(err, -EINVAL, "empty command");
+	}
+	*out = argv;
+	return 0;
+nomem:
+	free(word);
+	hook_argv_free(argv);
+	return -ENOMEM;
+}
+
+const char *hook_describe(const struct hook_result *r, char *buf, size_t size)
+{
+	if (r->spawn_error)
+		snprintf(buf, size, "could not start: %s",
+			 strerror(-r->spawn_error));
+	else if (r->timed_out)
+		snprintf(buf, size, "timed out and was killed (signal %d)",
+			 r->signal);
+	else if (r->signal)
+		snprintf(buf, size, "killed by signal %d", r->signal);
+	else
+		snprintf(buf, size, "exit status %d", r->status);
+	return buf;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct hook *k = h->data;
+
+	if (--k->open_handles == 0)
+		free(k);
+}
+
+static void close_all(struct hook *k)
+{
+	uv_handle_t *hs[] = {(uv_handle_t *)&k->proc, (uv_handle_t *)&k->err,
+			     (uv_handle_t *)&k->timeout, (uv_handle_t *)&k->drain};
+	for (size_t i = 0; i < 4; i++)
+		if (!uv_is_closing(hs[i]))
+			uv_close(hs[i], on_closed);
+}
+
+/* The last lines of stderr, starting at a line boundary. */
+static const char *tail_text(struct hook *k)
+{
+	if (k->tail_len == sizeof(k->tail))
+		k->tail_len--;
+	k->tail[k->tail_len] = '\0';
+	while (k->tail_len > 0 && (k->tail[k->tail_len - 1] == '\n' ||
+				   k->tail[k->tail_len - 1] == '\r'))
+		k->tail[--k->tail_len] = '\0';
+	const char *t = k->tail;
+	if (k->tail_len > TAIL_LOG_BYTES) {
+		t = k->tail + k->tail_len - TAIL_LOG_BYTES;
+		const char *nl = strchr(t, '\n');
+		if (nl && nl[1])
+			t = nl + 1;
+	}
+	return t;
+}
+
+static void finish(struct hook *k)
+{
+	if (k->finished)
+		return;
+	k->finished = true;
+	struct hook_result r = {
+		.status = k->term_signal ? -1 : (int)k->status,
+		.signal = k->term_signal,
+		.timed_out = k->timed_out,
+		.stderr_tail = tail_text(k),
+	};
+	k->done(k->data, &r);
+	close_all(k);
+}
+
+static void on_drained(uv_timer_t *t)
+{
+	finish(t->data);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int signal)
+{
+	struct hook *k = p->data;
+
+	k->exited = true;
+	k->status = status;
+	k->term_signal = signal;
+	uv_timer_stop(&k->timeout);
+	/* What it wrote last may still be in the pipe; a child it left
+	 * behind may keep the pipe open, so do not wait long for EOF. */
+	if (k->eof)
+		finish(k);
+	else
+		uv_timer_start(&k->drain, on_drained, 100, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	static char scratch[4096];
+
+	(void)h;
+	(void)suggested;
+	*buf = uv_buf_init(scratch, sizeof(scratch));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct hook *k = s->data;
+
+	if (n < 0) {
+		k->eof = true;
+		uv_read_stop(s);
+		if (k->exited)
+			finish(k);
+		return;
+	}
+	/* Keep the last TAIL_BYTES. */
+	size_t len = (size_t)n;
+	const char *d = buf->base;
+	if (len >= sizeof(k->tail)) {
+		d += len - sizeof(k->tail);
+		len = sizeof(k->tail);
+	}
+	if (k->tail_len + len > sizeof(k->tail)) {
+		size_t drop = k->tail_len + len - sizeof(k->tail);
+		memmove(k->tail, k->tail + drop, k->tail_len - drop);
+		k->tail_len -= drop;
+	}
+	memcpy(k->tail + k->tail_len, d, len);
+	k->tail_len += len;
+}
+
+static void on_kill(uv_timer_t *t)
+{
+	struct hook *k = t->data;
+
+	if (!k->exited)
+		kill(-k->pid, SIGKILL);
+}
+
+static void terminate(struct hook *k)
+{
+	if (k->exited)
+		return;
+	/* The whole group: a shell's children too. */
+	kill(-k->pid, SIGTERM);
+	uv_timer_start(&k->timeout, on_kill, HOOK_KILL_GRACE_MS, 0);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+	struct hook *k = t->data;
+
+	k->timed_out = true;
+	terminate(k);
+}
+
+void hook_cancel(struct hook *k)
+{
+	if (k->cancelled || k->exited)
+		return;
+	k->cancelled = true;
+	uv_timer_stop(&k->timeout);
+	terminate(k);
+}
+
+/* The daemon's environment with `extra` overriding what it names. */
+static char **build_env(char *const extra[])
+{
+	size_t n = 0, m = 0;
+	while (environ[n])
+		n++;
+	while (extra && extra[m])
+		m++;
+	char **env = calloc(n + m + 1, sizeof(*env));
+	if (env == NULL)
+		return NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *eq = strchr(environ[i], '=');
+		size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+		bool overridden = false;
+		for (size_t j = 0; j < m && !overridden; j++)
+			overridden = strncmp(extra[j], environ[i], nl) == 0 &&
+				     extra[j][nl] == '=';
+		if (!overridden)
+			env[k++] = environ[i];
+	}
+	for (size_t j = 0; j < m; j++)
+		env[k++] = extra[j];
+	env[k] = NULL;
+	return env;
+}
+
+int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
+	     unsigned timeout_s, hook_done_cb done, void *data,
+	     struct hook **out)
+{
+	struct hook *k = calloc(1, sizeof(*k));
+	char **fullenv = build_env(env);
+	int rc;
+
+	if (k == NULL || fullenv == NULL) {
+		free(k);
+		free(fullenv);
+		return -ENOMEM;
+	}
+	k->done = done;
+	k->data = data;
+	k->timeout_s = timeout_s;
+	uv_pipe_init(loop, &k->err, 0);
+	uv_timer_init(loop, &k->timeout);
+	uv_timer_init(loop, &k->drain);
+	k->err.data = k->timeout.data = k->drain.data = k->proc.data = k;
+	k->open_handles = 4;
+
+	uv_stdio_container_t stdio[3] = {
+		{.flags = UV_IGNORE},
+		{.flags = UV_IGNORE},
+		{.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
+		 .data.stream = (uv_stream_t *)&k->err},
+	};
+	uv_process_options_t po = {
+		.exit_cb = on_exit_cb,
+		.file = argv[0],
+		.args = (char **)argv,
+		.env = fullenv,
+		/* setsid(): its own process group, so a timeout reaches the
+		 * children of a shell too. */
+		.flags = UV_PROCESS_DETACHED,
+		.stdio_count = 3,
+		.stdio = stdio,
+	};
+	rc = uv_spawn(loop, &k->proc, &po);
+	free(fullenv);
+	if (rc < 0) {
+		/* uv_spawn leaves an initialised handle that must be closed. */
+		struct hook_result r = {.status = -1, .spawn_error = rc,
+					.stderr_tail = ""};
+		k->finished = true;
+		done(data, &r);
+		close_all(k);
+		*out = NULL;
+		return 0;
+	}
+	k->pid = k->proc.pid;
+	uv_read_start((uv_stream_t *)&k->err, on_alloc, on_read);
+	if (timeout_s > 0)
+		uv_timer_start(&k->timeout, on_timeout,
+			       (uint64_t)timeout_s * 1000u, 0);
+	*out = k;
+	return 0;
+}

@@ -1,0 +1,50 @@
+/* Commands run on behalf of a mapping (check_command, on_update): split
+ * into words like a shell would but run without one, spawned with libuv in
+ * a process group of their own, with a timeout that sends SIGTERM to the
+ * group and SIGKILL after a grace period, and the tail of their stderr
+ * kept for the log. */
+#ifndef ATOMSYNC_HOOK_H
+#define ATOMSYNC_HOOK_H
+
+#include <stdbool.h>
+
+#include <uv.h>
+
+/* How long a command has after SIGTERM before SIGKILL. */
+#define HOOK_KILL_GRACE_MS 2000
+
+struct hook;
+
+struct hook_result {
+	int status;	 /* exit status, or -1 when killed by a signal */
+	int signal;	 /* the signal that ended it, or 0 */
+	bool timed_out;	 /* it outlived its timeout */
+	int spawn_error; /* it could not start: a negative errno */
+	const char *stderr_tail; /* its last few stderr lines, or "" */
+};
+
+typedef void (*hook_done_cb)(void *data, const struct hook_result *r);
+
+/* Splits a command line into words: blanks separate, '...' is literal,
+ * "..." allows \" \\ \$ \`, a backslash quotes the next character.  No
+ * expansion, no globbing.  *argv is NULL-terminated; free with
+ * hook_argv_free(). */
+int hook_split(const char *cmd, char ***argv, char **err);
+void hook_argv_free(char **argv);
+
+/* Starts argv with the daemon's environment plus `env` (NAME=value
+ * entries, NULL-terminated).  `done` runs once, when the command has
+ * ended and its handles are closed; the hook is then gone. */
+int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
+	     unsigned timeout_s, hook_done_cb done, void *data,
+	     struct hook **out);
+
+/* Ends it now (SIGTERM to its group, SIGKILL after the grace period);
+ * `done` still runs. */
+void hook_cancel(struct hook *h);
+
+/* "exit status 3", "killed by signal 9", "timed out after 5 s". */
+const char *hook_describe(const struct hook_result *r, char *buf,
+			  size_t size);
+
+#endif

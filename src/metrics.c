@@ -1,0 +1,443 @@
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "conf.h"
+#include "log.h"
+#include "metrics.h"
+
+/* How long a request waits for the loop to answer. */
+#define LOOP_ANSWER_MS 1000
+
+static void esc_label(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			fprintf(f, "\\%c", *s);
+		else if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void head(FILE *f, const char *name, const char *type,
+		 const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One line per mapping of a per-mapping number. */
+#define PER_SYNC(f, v, metric, type, help, fmt, expr)                        \
+	do {                                                                 \
+		head(f, metric, type, help);                                 \
+		for (size_t i_ = 0; i_ < (v)->n; i_++) {                     \
+			const struct sync_stats *st = &(v)->syncs[i_].st;    \
+			fprintf(f, metric "{sync=\"");                       \
+			esc_label(f, (v)->syncs[i_].name);                   \
+			fprintf(f, "\"} " fmt "\n", expr);                   \
+			(void)st;                                            \
+		}                                                            \
+	} while (0)
+
+char *metrics_render(const struct metrics_view *v)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return NULL;
+	head(f, "atomsync_build_info", "gauge", "Build information.");
+	fprintf(f, "atomsync_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+	head(f, "atomsync_start_time_seconds", "gauge",
+	     "When the daemon started, in seconds since the epoch.");
+	fprintf(f, "atomsync_start_time_seconds %.3f\n", v->start_time);
+	head(f, "atomsync_config_reloads_total", "counter",
+	     "Configuration reloads that took effect.");
+	fprintf(f, "atomsync_config_reloads_total %llu\n",
+		(unsigned long long)v->reloads);
+	head(f, "atomsync_config_reload_failures_total", "counter",
+	     "Configuration reloads refused because the file had problems.");
+	fprintf(f, "atomsync_config_reload_failures_total %llu\n",
+		(unsigned long long)v->reload_failures);
+
+	PER_SYNC(f, v, "atomsync_publishes_total", "counter",
+		 "New generations made live.", "%llu",
+		 (unsigned long long)st->publishes);
+	PER_SYNC(f, v, "atomsync_publish_errors_total", "counter",
+		 "Publish attempts that failed.", "%llu",
+		 (unsigned long long)st->publish_errors);
+	PER_SYNC(f, v, "atomsync_vetoes_total", "counter",
+		 "Generations check_command refused.", "%llu",
+		 (unsigned long long)st->vetoes);
+	PER_SYNC(f, v, "atomsync_hook_failures_total", "counter",
+		 "Failed runs of on_update or of the reload signal.", "%llu",
+		 (unsigned long long)st->hook_failures);
+	PER_SYNC(f, v, "atomsync_last_publish_timestamp_seconds", "gauge",
+		 "When the live generation was published (0: never).", "%.3f",
+		 (double)st->last_publish_ms / 1000.0);
+	PER_SYNC(f, v, "atomsync_failing", "gauge",
+		 "1 while the target does not follow the source.", "%d",
+		 st->failing_since_ms ? 1 : 0);
+	PER_SYNC(f, v, "atomsync_live_files", "gauge",
+		 "Regular files in the live generation.", "%llu",
+		 (unsigned long long)st->files);
+	PER_SYNC(f, v, "atomsync_live_bytes", "gauge",
+		 "Bytes in the files of the live generation.", "%llu",
+		 (unsigned long long)st->bytes);
+	PER_SYNC(f, v, "atomsync_watched_directories", "gauge",
+		 "Source directories under an inotify watch.", "%llu",
+		 (unsigned long long)st->watched);
+	PER_SYNC(f, v, "atomsync_rescans_total", "counter",
+		 "Re-scans not caused by a change (timer, reload).", "%llu",
+		 (unsigned long long)st->rescans);
+	PER_SYNC(f, v, "atomsync_watch_limit_fallbacks_total", "counter",
+		 "Times the inotify watch limit forced periodic re-scans.",
+		 "%llu", (unsigned long long)st->watch_fallbacks);
+
+	head(f, "atomsync_publish_duration_seconds", "histogram",
+	     "How long publishing a new generation took.");
+	for (size_t i = 0; i < v->n; i++) {
+		const struct sync_stats *st = &v->syncs[i].st;
+		for (int b = 0; b < SYNC_BUCKETS; b++) {
+			fprintf(f, "atomsync_publish_duration_seconds_bucket{sync=\"");
+			esc_label(f, v->syncs[i].name);
+			fprintf(f, "\",le=\"%g\"} %llu\n", sync_bucket_bounds[b],
+				(unsigned long long)st->buckets[b]);
+		}
+		fprintf(f, "atomsync_publish_duration_seconds_bucket{sync=\"");
+		esc_label(f, v->syncs[i].name);
+		fprintf(f, "\",le=\"+Inf\"} %llu\n",
+			(unsigned long long)st->duration_count);
+		fprintf(f, "atomsync_publish_duration_seconds_sum{sync=\"");
+		esc_label(f, v->syncs[i].name);
+		fprintf(f, "\"} %.6f\n", st->duration_sum);
+		fprintf(f, "atomsync_publish_duration_seconds_count{sync=\"");
+		esc_label(f, v->syncs[i].name);
+		fprintf(f, "\"} %llu\n", (unsigned long long)st->duration_count);
+	}
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
+char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms)
+{
+	uint64_t limit = (uint64_t)v->unhealthy_after_s * 1000u;
+
+	for (size_t i = 0; i < v->n; i++) {
+		const struct sync_stats *st = &v->syncs[i].st;
+		if (st->failing_since_ms && now_ms - st->failing_since_ms >= limit) {
+			char *r;
+			if (asprintf(&r,
+				     "sync \"%s\" has not published for %llu s: %s",
+				     v->syncs[i].name,
+				     (unsigned long long)(now_ms -
+							  st->failing_since_ms) /
+					     1000,
+				     st->last_error ? st->last_error : "failing") < 0)
+				r = NULL;
+			return r ? r : strdup("a mapping is failing");
+		}
+	}
+	return NULL;
+}
+
+int metrics_write_file(const char *path, const char *text)
+{
+	char *tmp;
+	int rc = 0;
+
+	if (asprintf(&tmp, "%s.tmp", path) < 0)
+		return -ENOMEM;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		      0644);
+	if (fd < 0) {
+		rc = -errno;
+		free(tmp);
+		return rc;
+	}
+	size_t left = strlen(text);
+	const char *p = text;
+	while (left > 0) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = w < 0 ? -errno : -EIO;
+			break;
+		}
+		p += w;
+		left -= (size_t)w;
+	}
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0)
+		unlink(tmp);
+	free(tmp);
+	return rc;
+}
+
+/* ---- HTTP ---- */
+
+struct metrics {
+	struct MHD_Daemon *mhd;
+	uv_async_t async;
+	metrics_collect_cb collect;
+	void *data;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	uint64_t asked, answered; /* request and answer generations */
+	char *text;		  /* latest rendering */
+	char *unhealthy;	  /* latest health verdict */
+	uint64_t last_answer_ms;  /* monotonic */
+	unsigned unhealthy_after_s;
+	bool stopping;
+};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* On the loop thread: render for the HTTP thread. */
+static void on_async(uv_async_t *a)
+{
+	struct metrics *m = a->data;
+	struct metrics_view v = {0};
+
+	pthread_mutex_lock(&m->mu);
+	uint64_t want = m->asked;
+	pthread_mutex_unlock(&m->mu);
+
+	m->collect(m->data, &v);
+	char *text = metrics_render(&v);
+	char *bad = metrics_unhealthy(&v, wall_ms());
+	free(v.syncs);
+
+	pthread_mutex_lock(&m->mu);
+	free(m->text);
+	free(m->unhealthy);
+	m->text = text;
+	m->unhealthy = bad;
+	m->unhealthy_after_s = v.unhealthy_after_s;
+	m->answered = want;
+	m->last_answer_ms = mono_ms();
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->mu);
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
+			     const char *type, const char *body)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+		strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (r == NULL)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", type);
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	enum MHD_Result ret = MHD_queue_response(c, code, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* On the HTTP thread. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
+				  const char *url, const char *method,
+				  const char *version, const char *upload,
+				  size_t *upload_size, void **state)
+{
+	struct metrics *m = cls;
+	bool metrics = strcmp(url, "/metrics") == 0;
+	bool health = strcmp(url, "/healthz") == 0;
+
+	(void)version;
+	(void)upload;
+	if (*state == NULL) {
+		/* First call, headers only: come back for the body. */
+		*state = m;
+		return MHD_YES;
+	}
+	if (*upload_size != 0) {
+		*upload_size = 0; /* a body is read and ignored */
+		return MHD_YES;
+	}
+	if (!metrics && !health)
+		return reply(c, MHD_HTTP_NOT_FOUND, "text/plain",
+			     "not found: try /metrics or /healthz\n");
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
+			     "only GET\n");
+
+	/* Ask the loop for a fresh view and wait a little for it. */
+	pthread_mutex_lock(&m->mu);
+	if (m->stopping) {
+		pthread_mutex_unlock(&m->mu);
+		return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+			     "stopping\n");
+	}
+	uint64_t want = ++m->asked;
+	uv_async_send(&m->async);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += LOOP_ANSWER_MS / 1000;
+	until.tv_nsec += (LOOP_ANSWER_MS % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (m->answered < want)
+		if (pthread_cond_timedwait(&m->cond, &m->mu, &until) == ETIMEDOUT)
+			break;
+	bool fresh = m->answered >= want;
+	uint64_t silent_ms = mono_ms() - m->last_answer_ms;
+	char *text = m->text ? strdup(m->text) : NULL;
+	char *bad = m->unhealthy ? strdup(m->unhealthy) : NULL;
+	unsigned limit_s = m->unhealthy_after_s;
+	pthread_mutex_unlock(&m->mu);
+
+	enum MHD_Result ret;
+	char buf[160];
+	if (!fresh && silent_ms >= (uint64_t)limit_s * 1000u) {
+		snprintf(buf, sizeof(buf),
+			 "unhealthy: the event loop has not answered for %llu s\n",
+			 (unsigned long long)silent_ms / 1000);
+		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain", buf);
+	} else if (metrics) {
+		ret = reply(c, text ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+			    "text/plain; version=0.0.4; charset=utf-8",
+			    text ? text : "no metrics yet\n");
+	} else if (bad) {
+		char *body;
+		if (asprintf(&body, "unhealthy: %s\n", bad) < 0)
+			body = NULL;
+		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+			    body ? body : "unhealthy\n");
+		free(body);
+	} else {
+		ret = reply(c, MHD_HTTP_OK, "text/plain", "ok\n");
+	}
+	free(text);
+	free(bad);
+	return ret;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	log_vmsg(LOG_LVL_DEBUG, NULL, fmt, ap);
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+	struct metrics *m = h->data;
+
+	pthread_mutex_destroy(&m->mu);
+	pthread_cond_destroy(&m->cond);
+	free(m->text);
+	free(m->unhealthy);
+	free(m);
+}
+
+int metrics_http_start(uv_loop_t *loop, const char *listen,
+		       metrics_collect_cb collect, void *data,
+		       struct metrics **out, char **err)
+{
+	char host[64];
+	unsigned port;
+	struct sockaddr_storage ss = {0};
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+			 MHD_USE_ERROR_LOG;
+
+	if (conf_parse_listen(listen, host, sizeof(host), &port) < 0)
+		return log_err_set(err, -EINVAL, "metrics_listen %s: not HOST:PORT",
+				   listen);
+	if (host[0] == '\0' || strchr(host, ':')) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		if (host[0])
+			inet_pton(AF_INET6, host, &a->sin6_addr);
+		else
+			a->sin6_addr = in6addr_any;
+		flags |= MHD_USE_IPv6;
+		if (host[0] == '\0')
+			flags |= MHD_USE_DUAL_STACK;
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		inet_pton(AF_INET, host, &a->sin_addr);
+	}
+
+	struct metrics *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return -ENOMEM;
+	m->collect = collect;
+	m->data = data;
+	m->last_answer_ms = mono_ms();
+	m->unhealthy_after_s = CONF_UNHEALTHY_S;
+	pthread_mutex_init(&m->mu, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	uv_async_init(loop, &m->async, on_async);
+	m->async.data = m;
+	/* Bounded against garbage, huge and slow clients: small buffers,
+	 * few connections, and a timeout for the slow ones. */
+	m->mhd = MHD_start_daemon(
+		flags, (uint16_t)port, NULL, NULL, on_request, m,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)32,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	if (m->mhd == NULL) {
+		int e = errno ? errno : EADDRINUSE;
+		uv_close((uv_handle_t *)&m->async, on_async_closed);
+		return log_err_set(err, -e, "metrics_listen %s: cannot listen: %s",
+				   listen, strerror(e));
+	}
+	*out = m;
+	return 0;
+}
+
+void metrics_http_stop(struct metrics *m)
+{
+	if (m == NULL)
+		return;
+	/* Wake a request waiting for the loop before the thread is joined. */
+	pthread_mutex_lock(&m->mu);
+	m->stopping = true;
+	m->answered = m->asked;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->mu);
+	MHD_stop_daemon(m->mhd);
+	uv_close((uv_handle_t *)&m->async, on_async_closed);
+}

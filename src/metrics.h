@@ -1,0 +1,49 @@
+/* What happened, for dashboards: the Prometheus text format, written to a
+ * file for node_exporter's textfile collector and served over HTTP
+ * (GET /metrics, GET /healthz) by libmicrohttpd on a thread of its own.
+ * The numbers live on the loop thread; the HTTP thread asks the loop for a
+ * fresh rendering, and a loop that does not answer is itself a health
+ * problem. */
+#ifndef ATOMSYNC_METRICS_H
+#define ATOMSYNC_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "sync.h"
+
+struct metrics_sync {
+	const char *name;
+	struct sync_stats st;
+};
+
+struct metrics_view {
+	double start_time;	/* seconds since the epoch */
+	uint64_t reloads, reload_failures;
+	unsigned unhealthy_after_s;
+	struct metrics_sync *syncs;
+	size_t n;
+};
+
+/* The exposition text (malloc'ed). */
+char *metrics_render(const struct metrics_view *v);
+/* NULL when healthy, else why not (malloc'ed). */
+char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms);
+/* Writes the text to `path` through a temporary file and a rename, so the
+ * collector never reads half of it. */
+int metrics_write_file(const char *path, const char *text);
+
+struct metrics;
+
+/* Fills `out` (on the loop thread); out->syncs is freed by the caller. */
+typedef void (*metrics_collect_cb)(void *data, struct metrics_view *out);
+
+int metrics_http_start(uv_loop_t *loop, const char *listen,
+		       metrics_collect_cb collect, void *data,
+		       struct metrics **out, char **err);
+/* Stops the HTTP thread and closes the loop handle. */
+void metrics_http_stop(struct metrics *m);
+
+#endif

@@ -1,0 +1,604 @@
+/* Hooks and observability, driven from outside: check_command vetoes,
+ * on_update and the reload signal after a publish, timeouts, coalescing,
+ * and the metrics a scraper sees (curl), including what garbage, huge and
+ * slow HTTP clients cannot do to the daemon. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static char *tmp, *src, *dst, *logpath, *conf;
+static pid_t pid;
+static int port;
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp();
+	src = tu_path(tmp, "src");
+	dst = tu_path(tmp, "dst");
+	logpath = tu_path(tmp, "daemon.log");
+	conf = tu_path(tmp, "atomsync.conf");
+	tu_write(src, "app.conf", "v1\n", 0644);
+	pid = 0;
+	port = 20000 + (int)(getpid() % 20000);
+}
+
+static void teardown(void)
+{
+	if (pid > 0)
+		tu_kill(pid);
+	tu_rmrf(tmp);
+	free(src);
+	free(dst);
+	free(logpath);
+	free(conf);
+	free(tmp);
+}
+
+/* Starts the daemon on a config made of `daemon_keys` and `sync_keys`. */
+static void start(const char *daemon_keys, const char *sync_keys)
+{
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[daemon]\nlog_level = debug\n%s\n"
+				  "[sync:web]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n%s\n",
+				  daemon_keys, src, dst, sync_keys),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	free(text);
+	const char *argv[] = {tu_bin(), "--config", conf, NULL};
+	pid = tu_spawn(argv, logpath);
+}
+
+static void stop(void)
+{
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	int st = tu_wait_exit(pid, 15000);
+	pid = 0;
+	ck_assert_msg(st == 0, "daemon exit status %d", st);
+}
+
+struct needle {
+	const char *file, *text;
+	int count;
+};
+
+static int has(void *arg)
+{
+	struct needle *n = arg;
+	return tu_file_count(n->file, n->text) >= n->count;
+}
+
+static void wait_file(const char *file, const char *text, int count, int ms)
+{
+	struct needle n = {file, text, count};
+	if (!tu_wait_for(has, &n, ms)) {
+		char *log = tu_read(logpath, NULL);
+		fprintf(stderr, "%s\n", log ? log : "");
+		free(log);
+		ck_abort_msg("%s never held '%s' x%d", file, text, count);
+	}
+}
+
+static char *target_file(const char *rel)
+{
+	char *p = tu_path(dst, rel);
+	char *d = tu_read(p, NULL);
+	free(p);
+	return d;
+}
+
+static int target_says(void *arg)
+{
+	char *d = target_file("app.conf");
+	int ok = d && strcmp(d, arg) == 0;
+	free(d);
+	return ok;
+}
+
+static void wait_target(const char *content)
+{
+	if (!tu_wait_for(target_says, (void *)content, 5000)) {
+		char *log = tu_read(logpath, NULL);
+		fprintf(stderr, "%s\n", log ? log : "");
+		free(log);
+		ck_abort_msg("target never said %s", content);
+	}
+}
+
+/* GET through curl; returns the HTTP status, body in *body. */
+static int curl_get(const char *path, char **body)
+{
+	char url[128];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+	const char *argv[] = {"curl", "-s", "-m", "10", "-o", "-", "-w",
+			      "\n%{http_code}", url, NULL};
+	char *out = NULL, *err = NULL;
+	int rc = tu_run(argv, &out, &err, 15000);
+	free(err);
+	ck_assert_msg(rc == 0, "curl %s failed (%d)", url, rc);
+	char *nl = strrchr(out, '\n');
+	int code = atoi(nl + 1);
+	*nl = '\0';
+	*body = out;
+	return code;
+}
+
+/* The value on the sample line that starts with `name`. */
+static long long metric(const char *body, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *p = body; p; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		if (strncmp(p, name, n) == 0)
+			return atoll(p + n);
+	}
+	ck_abort_msg("no %s in:\n%s", name, body);
+	return -1;
+}
+
+static int have_curl(void)
+{
+	const char *argv[] = {"curl", "--version", NULL};
+	return tu_run(argv, NULL, NULL, 5000) == 0;
+}
+
+START_TEST(test_on_update_gets_the_documented_environment)
+{
+	char *keys;
+	ck_assert_int_ge(asprintf(&keys,
+				  "on_update = sh -c 'env | grep ^ATOMSYNC_ | sort "
+				  "> \"%s/env.tmp\" && mv \"%s/env.tmp\" \"%s/env\"'",
+				  tmp, tmp, tmp),
+			 0);
+	start("", keys);
+	free(keys);
+	char *envf = tu_path(tmp, "env");
+	wait_file(envf, "ATOMSYNC_NAME=web", 1, 5000);
+	char *gen0 = tu_live(dst);
+	tu_write(src, "new", "n\n", 0644);
+	/* The run that follows the publish of the change names its
+	 * generation. */
+	char want[512], *gen = NULL;
+	for (long long end = tu_now_ms() + tu_scale(5000); tu_now_ms() < end;
+	     tu_nap(10)) {
+		free(gen);
+		gen = tu_live(dst);
+		if (strcmp(gen, gen0) == 0)
+			continue;
+		snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen);
+		if (tu_file_count(envf, want) == 1)
+			break;
+	}
+	char *env = tu_read(envf, NULL);
+	ck_assert_msg(strstr(env, want), "%s", env);
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=1\n"), "%s", env);
+	free(gen0);
+	snprintf(want, sizeof(want), "ATOMSYNC_TARGET=%s\n", dst);
+	ck_assert_msg(strstr(env, want), "%s", env);
+	stop();
+	free(env);
+	free(gen);
+	free(envf);
+}
+END_TEST
+
+static int one_generation(void *arg)
+{
+	return tu_generations(arg) == 1;
+}
+
+START_TEST(test_check_command_veto_keeps_the_old_generation)
+{
+	tu_write(src, "ok", "", 0644);
+	start("", "check_command = sh -c 'test -f \"$ATOMSYNC_GENERATION_DIR/ok\" "
+		  "|| { echo no ok file in the new version >&2; exit 3; }'");
+	wait_target("v1\n");
+	char *gen = tu_live(dst);
+	char *ok = tu_path(src, "ok");
+	ck_assert_int_eq(unlink(ok), 0);
+	tu_write(src, "app.conf", "v2 (broken)\n", 0644);
+	wait_file(logpath, "check_command vetoed", 1, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, "exit status 3: no ok file in the new "
+						"version"),
+			 1);
+	char *now = tu_live(dst);
+	ck_assert_str_eq(gen, now);
+	char *d = target_file("app.conf");
+	ck_assert_str_eq(d, "v1\n");
+	free(d);
+	/* Nothing of the vetoed generation is left behind (it is removed on
+	 * the thread pool, right after the veto). */
+	ck_assert_msg(tu_wait_for(one_generation, dst, 3000),
+		      "%d generations left", tu_generations(dst));
+	/* The next change tries again, and passes. */
+	tu_write(src, "ok", "", 0644);
+	tu_write(src, "app.conf", "v3\n", 0644);
+	wait_target("v3\n");
+	stop();
+	free(gen);
+	free(now);
+	free(ok);
+}
+END_TEST
+
+static int process_gone(void *arg)
+{
+	pid_t p = *(pid_t *)arg;
+	return kill(p, 0) < 0 && errno == ESRCH;
+}
+
+START_TEST(test_hook_ignoring_sigterm_is_killed_at_the_timeout)
+{
+	char *keys;
+	ck_assert_int_ge(asprintf(&keys,
+				  "hook_timeout_s = 1\n"
+				  "on_update = sh -c 'trap \"\" TERM; echo $$ > "
+				  "\"%s/hook.pid\"; sleep 1000'",
+				  tmp),
+			 0);
+	start("", keys);
+	free(keys);
+	char *pidf = tu_path(tmp, "hook.pid");
+	wait_file(pidf, "\n", 1, 5000);
+	char *d = tu_read(pidf, NULL);
+	pid_t hp = (pid_t)atoi(d);
+	free(d);
+	ck_assert_int_gt(hp, 1);
+	long long t0 = tu_now_ms();
+	ck_assert_msg(tu_wait_for(process_gone, &hp, 6000),
+		      "hook %d survived its timeout", (int)hp);
+	/* SIGTERM at 1 s is ignored; SIGKILL comes after the grace period. */
+	ck_assert_int_ge(tu_now_ms() - t0, 1000);
+	wait_file(logpath, "timed out and was killed", 1, 2000);
+	stop();
+	free(pidf);
+}
+END_TEST
+
+START_TEST(test_burst_during_a_running_hook_gives_exactly_one_more_run)
+{
+	char *keys, *runs = tu_path(tmp, "runs");
+	ck_assert_int_ge(asprintf(&keys,
+				  "on_update = sh -c 'echo run >> \"%s\"; sleep 1.5'",
+				  runs),
+			 0);
+	start("", keys);
+	free(keys);
+	wait_file(runs, "run", 1, 5000); /* the start-up publish */
+	for (int i = 0; i < 10; i++) {
+		char v[16];
+		snprintf(v, sizeof(v), "burst %d\n", i);
+		tu_write(src, "app.conf", v, 0644);
+		wait_target(v);
+	}
+	wait_file(runs, "run", 2, 5000);
+	tu_nap(tu_scale(3500)); /* time for a wrong third run */
+	ck_assert_int_eq(tu_file_count(runs, "run"), 2);
+	stop();
+	free(runs);
+}
+END_TEST
+
+START_TEST(test_reload_signal_reaches_the_process_in_the_pidfile)
+{
+	char *sig = tu_path(tmp, "sig.log"), *pidf = tu_path(tmp, "app.pid");
+	char *script;
+	ck_assert_int_ge(asprintf(&script,
+				  "trap 'echo hup >> \"%s\"' HUP; echo $$ > \"%s\"; "
+				  "while :; do sleep 0.05; done",
+				  sig, pidf),
+			 0);
+	const char *app[] = {"sh", "-c", script, NULL};
+	char *applog = tu_path(tmp, "app.log");
+	pid_t ap = tu_spawn(app, applog);
+	wait_file(pidf, "\n", 1, 5000);
+	char *keys;
+	ck_assert_int_ge(asprintf(&keys, "reload_signal = HUP\nreload_pidfile = %s",
+				  pidf),
+			 0);
+	start("", keys);
+	free(keys);
+	wait_file(sig, "hup", 1, 5000);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_file(sig, "hup", 2, 5000);
+	stop();
+	tu_kill(ap);
+	free(script);
+	free(sig);
+	free(pidf);
+	free(applog);
+}
+END_TEST
+
+START_TEST(test_a_failing_hook_is_retried_and_counted)
+{
+	char *flag = tu_path(tmp, "hook-may-pass");
+	char *keys;
+	ck_assert_int_ge(asprintf(&keys,
+				  "on_update = sh -c 'test -f \"%s\" || { echo not yet "
+				  ">&2; exit 1; }'",
+				  flag),
+			 0);
+	start("", keys);
+	free(keys);
+	wait_file(logpath, "on_update exit status 1: not yet; retrying", 1, 5000);
+	tu_write(tmp, "hook-may-pass", "", 0644);
+	wait_file(logpath, "after-publish actions work again", 1, 10000);
+	/* The failure was logged once, not once per retry. */
+	ck_assert_int_eq(tu_file_count(logpath, "not yet; retrying"), 1);
+	stop();
+	free(flag);
+}
+END_TEST
+
+START_TEST(test_metrics_match_what_happened)
+{
+	if (!have_curl()) {
+		fprintf(stderr, "skipped: curl is not installed\n");
+		return;
+	}
+	char *dk, *mfile = tu_path(tmp, "metrics.prom");
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
+				       "metrics_file = %s",
+				  port, mfile),
+			 0);
+	tu_write(src, "ok", "", 0644);
+	start(dk, "check_command = sh -c 'test -f \"$ATOMSYNC_GENERATION_DIR/ok\"'");
+	free(dk);
+	wait_target("v1\n");
+	wait_file(logpath, "serving /metrics", 1, 5000);
+	for (int i = 2; i <= 4; i++) {
+		char v[8];
+		snprintf(v, sizeof(v), "v%d\n", i);
+		tu_write(src, "app.conf", v, 0644);
+		wait_target(v);
+	}
+	/* One event, one veto. */
+	char *ok = tu_path(src, "ok");
+	unlink(ok);
+	wait_file(logpath, "check_command vetoed", 1, 5000);
+
+	/* A write may reach the daemon as one event or two, so the log says
+	 * what happened; once it has settled, the metrics must agree. */
+	int published = -1, vetoed = -1, stable = 0;
+	for (long long end = tu_now_ms() + tu_scale(5000);
+	     stable < 3 && tu_now_ms() < end; tu_nap(100)) {
+		int p2 = tu_file_count(logpath, "\"web\": published ");
+		int v2 = tu_file_count(logpath, "check_command vetoed");
+		stable = p2 == published && v2 == vetoed ? stable + 1 : 0;
+		published = p2;
+		vetoed = v2;
+	}
+	ck_assert_int_ge(published, 4);
+	ck_assert_int_ge(vetoed, 1);
+	char *body;
+	ck_assert_int_eq(curl_get("/metrics", &body), 200);
+	ck_assert_int_eq(metric(body, "atomsync_publishes_total{sync=\"web\"} "),
+			 published);
+	ck_assert_int_eq(metric(body, "atomsync_vetoes_total{sync=\"web\"} "), vetoed);
+	ck_assert_int_eq(metric(body, "atomsync_publish_errors_total{sync=\"web\"} "),
+			 0);
+	ck_assert_int_eq(metric(body, "atomsync_live_files{sync=\"web\"} "), 2);
+	ck_assert_int_eq(metric(body, "atomsync_live_bytes{sync=\"web\"} "), 3);
+	ck_assert_int_eq(metric(body, "atomsync_publish_duration_seconds_count"
+				      "{sync=\"web\"} "),
+			 published);
+	ck_assert_int_eq(metric(body, "atomsync_publish_duration_seconds_bucket"
+				      "{sync=\"web\",le=\"+Inf\"} "),
+			 published);
+	ck_assert_int_eq(metric(body, "atomsync_watched_directories{sync=\"web\"} "),
+			 1);
+	long long last = metric(body, "atomsync_last_publish_timestamp_seconds"
+				      "{sync=\"web\"} ");
+	ck_assert_int_ge(last, (long long)time(NULL) - 60);
+	ck_assert_msg(strstr(body, "# TYPE atomsync_publishes_total counter"), "%s",
+		      body);
+	ck_assert_msg(strstr(body, "atomsync_build_info{version=\""), "%s", body);
+	free(body);
+	/* The textfile is there and whole. */
+	char vline[80];
+	snprintf(vline, sizeof(vline), "atomsync_vetoes_total{sync=\"web\"} %d\n",
+		 vetoed);
+	wait_file(mfile, vline, 1, 5000);
+	/* Reloads count. */
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_file(logpath, "reload done", 1, 5000);
+	ck_assert_int_eq(curl_get("/metrics", &body), 200);
+	ck_assert_int_eq(metric(body, "atomsync_config_reloads_total "), 1);
+	free(body);
+	stop();
+	free(ok);
+	free(mfile);
+}
+END_TEST
+
+START_TEST(test_healthz_reports_a_stalled_mapping)
+{
+	if (!have_curl()) {
+		fprintf(stderr, "skipped: curl is not installed\n");
+		return;
+	}
+	char *dk;
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
+				       "unhealthy_after_s = 1",
+				  port),
+			 0);
+	free(dst);
+	dst = tu_path(tmp, "missing/parent/dst");
+	start(dk, "");
+	free(dk);
+	wait_file(logpath, "serving /metrics", 1, 5000);
+	char *body = NULL;
+	int code = 0;
+	for (long long end = tu_now_ms() + tu_scale(10000); tu_now_ms() < end;) {
+		free(body);
+		if ((code = curl_get("/healthz", &body)) == 503)
+			break;
+		tu_nap(100);
+	}
+	ck_assert_int_eq(code, 503);
+	ck_assert_msg(strstr(body, "sync \"web\"") && strstr(body, "parent"), "%s",
+		      body);
+	free(body);
+	/* Fixed: healthy again. */
+	char *parent = tu_path(tmp, "missing/parent");
+	tu_mkdirs(parent, 0755);
+	for (long long end = tu_now_ms() + tu_scale(70000); tu_now_ms() < end;) {
+		code = curl_get("/healthz", &body);
+		free(body);
+		if (code == 200)
+			break;
+		tu_nap(200);
+	}
+	ck_assert_int_eq(code, 200);
+	stop();
+	free(parent);
+}
+END_TEST
+
+static int connect_local(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	for (int i = 0; i < 200; i++) {
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+			return fd;
+		tu_nap(20);
+	}
+	ck_abort_msg("cannot connect to port %d", port);
+	return -1;
+}
+
+/* Sends `req` and returns what comes back before the server closes or
+ * goes quiet. */
+static char *exchange(const char *req, size_t len)
+{
+	int fd = connect_local();
+	size_t off = 0;
+	while (off < len) {
+		ssize_t w = send(fd, req + off, len - off, MSG_NOSIGNAL);
+		if (w <= 0)
+			break; /* the server may hang up on a huge request */
+		off += (size_t)w;
+	}
+	shutdown(fd, SHUT_WR);
+	char *buf = calloc(1, 65536);
+	size_t got = 0;
+	struct pollfd p = {fd, POLLIN, 0};
+	while (got < 65535 && poll(&p, 1, tu_scale(5000)) > 0) {
+		ssize_t r = recv(fd, buf + got, 65535 - got, 0);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	return buf;
+}
+
+START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)
+{
+	if (!have_curl()) {
+		fprintf(stderr, "skipped: curl is not installed\n");
+		return;
+	}
+	char *dk;
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", port), 0);
+	start(dk, "");
+	free(dk);
+	wait_target("v1\n");
+	wait_file(logpath, "serving /metrics", 1, 5000);
+
+	/* Slow clients hold connections open without finishing a request. */
+	int slow[8];
+	for (int i = 0; i < 8; i++) {
+		slow[i] = connect_local();
+		send(slow[i], "GET /metr", 9, MSG_NOSIGNAL);
+	}
+	const char *garbage = "\x16\x03\x01 garbage \r\n\r\n";
+	char *r = exchange(garbage, strlen(garbage));
+	ck_assert_msg(r[0] == '\0' || strstr(r, " 400 "), "%s", r);
+	free(r);
+	const char *post = "POST /metrics HTTP/1.1\r\nHost: x\r\n"
+			   "Content-Length: 5\r\n\r\nhello";
+	r = exchange(post, strlen(post));
+	ck_assert_msg(strstr(r, " 405 "), "%s", r);
+	free(r);
+	const char *nothing = "GET /nothing HTTP/1.0\r\n\r\n";
+	r = exchange(nothing, strlen(nothing));
+	ck_assert_msg(strstr(r, " 404 "), "%s", r);
+	free(r);
+	size_t big = 1 << 20;
+	char *huge = malloc(big + 64);
+	strcpy(huge, "GET /metrics HTTP/1.1\r\nX-Big: ");
+	size_t h = strlen(huge);
+	memset(huge + h, 'a', big);
+	memcpy(huge + h + big, "\r\n\r\n", 4);
+	r = exchange(huge, h + big + 4);
+	ck_assert_msg(r[0] == '\0' || strstr(r, " 413 ") || strstr(r, " 431 ") ||
+			      strstr(r, " 400 "),
+		      "%s", r);
+	free(r);
+	free(huge);
+
+	/* Meanwhile the daemon serves and syncs as usual. */
+	char *body;
+	long long t0 = tu_now_ms();
+	ck_assert_int_eq(curl_get("/healthz", &body), 200);
+	ck_assert_int_lt(tu_now_ms() - t0, tu_scale(3000));
+	free(body);
+	tu_write(src, "app.conf", "after the attack\n", 0644);
+	wait_target("after the attack\n");
+	ck_assert_int_eq(curl_get("/metrics", &body), 200);
+	free(body);
+	for (int i = 0; i < 8; i++)
+		close(slow[i]);
+	stop();
+}
+END_TEST
+
+static Suite *hooks_suite(void)
+{
+	Suite *s = suite_create("hooks");
+	TCase *tc = tcase_create("hooks");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_on_update_gets_the_documented_environment);
+	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
+	tcase_add_test(tc, test_hook_ignoring_sigterm_is_killed_at_the_timeout);
+	tcase_add_test(tc, test_burst_during_a_running_hook_gives_exactly_one_more_run);
+	tcase_add_test(tc, test_reload_signal_reaches_the_process_in_the_pidfile);
+	tcase_add_test(tc, test_a_failing_hook_is_retried_and_counted);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("metrics");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_metrics_match_what_happened);
+	tcase_add_test(tc, test_healthz_reports_a_stalled_mapping);
+	tcase_add_test(tc, test_garbage_huge_and_slow_requests_do_no_harm);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(hooks_suite());
+}
