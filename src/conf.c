@@ -225,10 +225,13 @@ static char *reader(char *buf, int size, void *stream)
 		memmove(p->line, p->line + 3, (size_t)n - 2);
 		n -= 3;
 	}
-	if (memchr(p->line, '\0', (size_t)n) != NULL) {
-		perr(p, "NUL byte in line");
-		snprintf(buf, (size_t)size, "\n");
-		return buf;
+	for (ssize_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p->line[i];
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+			perr(p, "control character (byte 0x%02x) in line", ch);
+			snprintf(buf, (size_t)size, "\n");
+			return buf;
+		}
 	}
 	bool indented = n > 0 && isspace((unsigned char)p->line[0]);
 	char *t = trim(p->line);

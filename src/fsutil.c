@@ -76,7 +76,9 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags)
 {
 	if (rel[0] == '\0')
 		rel = ".";
-	if (have_openat2) {
+	/* The kernel takes no path of PATH_MAX bytes or more in one call;
+	 * a valid relative path may be exactly 4096 bytes long. */
+	if (have_openat2 && strlen(rel) < PATH_MAX) {
 		struct open_how how = {
 			.flags = (uint64_t)(flags | O_CLOEXEC),
 			.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |

@@ -377,20 +377,26 @@ static void update_watches(struct sync *s, const struct snapshot *m)
 		}
 	}
 	rc = watch_update(s->watch, m->watch, m->nwatch, &added);
-	if (rc == -ENOSPC) {
+	if (rc < 0) {
+		/* Whatever cannot be watched is re-scanned instead. */
 		if (!s->watch_limited) {
 			s->watch_limited = true;
 			s->st.watch_fallbacks++;
-			log_msg(LOG_LVL_WARN, s->c->name,
-				"source %s: out of inotify watches "
-				"(fs.inotify.max_user_watches); re-scanning "
-				"every %u ms instead",
-				s->c->source, s->c->poll_interval_ms);
+			if (rc == -ENOSPC)
+				log_msg(LOG_LVL_WARN, s->c->name,
+					"source %s: out of inotify watches "
+					"(fs.inotify.max_user_watches); "
+					"re-scanning every %u ms instead",
+					s->c->source, s->c->poll_interval_ms);
+			else
+				log_msg(LOG_LVL_WARN, s->c->name,
+					"source %s: cannot watch every "
+					"directory (%s); re-scanning every %u ms "
+					"instead",
+					s->c->source, strerror(-rc),
+					s->c->poll_interval_ms);
 			arm_resync(s);
 		}
-	} else if (rc < 0) {
-		log_msg(LOG_LVL_WARN, s->c->name, "watch %s: %s", s->c->source,
-			strerror(-rc));
 	} else if (s->watch_limited) {
 		s->watch_limited = false;
 		log_msg(LOG_LVL_INFO, s->c->name,
@@ -551,11 +557,47 @@ static void post_kick(struct sync *s)
 
 /* ---- the end of a publish ---- */
 
+/* A new generation went live (even if a later step failed). */
+static void note_published(struct sync *s)
+{
+	uint64_t us = s->finished_us - s->started_us;
+	double sec = (double)us / 1e6;
+
+	s->st.publishes++;
+	s->st.last_publish_ms = wall_ms();
+	s->st.last_duration_us = us;
+	s->st.duration_count++;
+	s->st.duration_sum += sec;
+	for (int b = 0; b < SYNC_BUCKETS; b++)
+		if (sec <= sync_bucket_bounds[b])
+			s->st.buckets[b]++;
+	log_msg(LOG_LVL_INFO, s->c->name,
+		"published %s (%zu added, %zu changed, %zu removed) in %.1f ms",
+		s->res.generation, s->res.added, s->res.changed,
+		s->res.removed, (double)us / 1000.0);
+	free(s->post_gen);
+	s->post_gen = strdup(s->res.generation);
+	s->post_changed += s->res.added + s->res.changed + s->res.removed;
+	if (s->c->on_update || s->c->reload_signal) {
+		s->post_due = true;
+		uv_timer_stop(&s->post_retry);
+	}
+	free(s->generation);
+	s->generation = strdup(s->res.generation);
+}
+
 static void publish_finished(struct sync *s, enum outcome out)
 {
 	const char *name = s->c->name;
 
 	s->pipeline = false;
+	if (s->res.published)
+		note_published(s);
+	else if (s->res.generation && s->generation == NULL) {
+		/* Unchanged since before we started: what is live. */
+		s->generation = strdup(s->res.generation);
+		s->st.last_publish_ms = wall_ms();
+	}
 	if (s->meta) {
 		log_warnings(s, s->meta);
 		if (!s->stopping)
@@ -564,7 +606,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 		s->meta = NULL;
 	}
 	switch (out) {
-	case OUT_OK: {
+	case OUT_OK:
 		if (s->failures > 0 || s->source_missing)
 			log_msg(LOG_LVL_INFO, name,
 				"publishing works again (after %u failed "
@@ -575,49 +617,17 @@ static void publish_finished(struct sync *s, enum outcome out)
 		free(s->last_err);
 		s->last_err = NULL;
 		s->st.failing_since_ms = 0;
-		uint64_t us = s->finished_us - s->started_us;
-		if (s->res.published) {
-			double sec = (double)us / 1e6;
-			s->st.publishes++;
-			s->st.last_publish_ms = wall_ms();
-			s->st.last_duration_us = us;
-			s->st.duration_count++;
-			s->st.duration_sum += sec;
-			for (int b = 0; b < SYNC_BUCKETS; b++)
-				if (sec <= sync_bucket_bounds[b])
-					s->st.buckets[b]++;
-			log_msg(LOG_LVL_INFO, name,
-				"published %s (%zu added, %zu changed, %zu "
-				"removed) in %.1f ms",
-				s->res.generation, s->res.added, s->res.changed,
-				s->res.removed, (double)us / 1000.0);
-			free(s->post_gen);
-			s->post_gen = strdup(s->res.generation);
-			s->post_changed += s->res.added + s->res.changed +
-					   s->res.removed;
-			if (s->c->on_update || s->c->reload_signal) {
-				s->post_due = true;
-				uv_timer_stop(&s->post_retry);
-			}
-		} else if (s->o.dry_run) {
+		if (!s->res.published && s->o.dry_run)
 			log_msg(LOG_LVL_INFO, name,
 				"dry run: %zu added, %zu changed, %zu removed",
 				s->res.added, s->res.changed, s->res.removed);
-		} else {
+		else if (!s->res.published)
 			log_msg(LOG_LVL_DEBUG, name, "unchanged");
-		}
-		if (s->res.generation) {
-			free(s->generation);
-			s->generation = strdup(s->res.generation);
-			if (s->st.last_publish_ms == 0)
-				s->st.last_publish_ms = wall_ms();
-		}
 		s->st.files = s->res.files;
 		s->st.bytes = s->res.bytes;
 		debounce_timer_done(&s->db);
 		post_kick(s);
 		break;
-	}
 	case OUT_VETO:
 		/* The next change tries again; nothing is retried on its own
 		 * (the same tree would be vetoed the same way). */

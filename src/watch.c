@@ -207,10 +207,10 @@ int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
 			e->ino = want[i].ino;
 			nv[k++] = e;
 			(*added)++;
-		} else if (r == UV_ENOSPC && rc == 0) {
-			rc = -ENOSPC;
+		} else if (r == UV_ENOSPC) {
+			rc = -ENOSPC; /* the limit is the news, over any other */
 		} else if (r != UV_ENOENT && r != UV_ENOTDIR && rc == 0) {
-			rc = r;
+			rc = r; /* e.g. a path too long for inotify */
 		}
 		i++;
 	}

@@ -23,7 +23,9 @@ int watch_new(uv_loop_t *loop, const char *root, watch_cb cb, void *data,
 
 /* Watches exactly `dirs` (relative to the root, or absolute).  *added says
  * how many watchers were started.  Returns -ENOSPC when the kernel's limit
- * on watches stopped some of them; the others are in place. */
+ * on watches stopped some of them, or another negative errno when some
+ * directory cannot be watched (a path too long for inotify); the others
+ * are in place.  A directory that vanished meanwhile is no error. */
 int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
 		 size_t *added);
 

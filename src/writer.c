@@ -114,7 +114,13 @@ int writer_validate_path(const char *path, char **err)
 			break;
 		p = e + 1;
 	}
-	if (path[0] == '.' && path[1] == '.' && len > 2)
+	/* The first name as cleaning leaves it, past "." and empty elements:
+	 * "./..data" cleans to "..data", which is reserved too. */
+	const char *first = path;
+	while (*first == '/' ||
+	       (first[0] == '.' && (first[1] == '/' || first[1] == '\0')))
+		first++;
+	if (first[0] == '.' && first[1] == '.')
 		return log_err_set(err, -EINVAL,
 			       "invalid path %s: must not start with '..' "
 			       "(reserved)",
@@ -172,31 +178,61 @@ static int read_live(struct writer *w, char **gen, char **err)
 	return 0;
 }
 
-/* Removes what an interrupted publish left behind. */
+static int retire_add(struct writer *w, char *gen, uint64_t due_ms);
+
+/* Removes what an interrupted publish left behind.  A complete generation
+ * (mode 0755) that ..data left less than the grace period ago may still be
+ * read: it is retired like any replaced generation, not removed at once. */
 static int recover(struct writer *w, char **err)
 {
 	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return log_err_set(err, -errno, "target %s: %s", w->path,
-			       strerror(errno));
+				   strerror(errno));
 	DIR *d = fdopendir(fd);
 	if (d == NULL) {
 		int rc = -errno;
 		close(fd);
 		return log_err_set(err, rc, "target %s: %s", w->path,
-			       strerror(-rc));
+				   strerror(-rc));
+	}
+	/* When ..data last changed: when the generations it left were
+	 * replaced, at the latest. */
+	struct stat dst;
+	int64_t left_ms = -1;
+	if (w->live_gen && fstatat(w->dfd, WRITER_DATA, &dst, AT_SYMLINK_NOFOLLOW) == 0) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		int64_t swapped = (int64_t)dst.st_mtim.tv_sec * 1000 +
+				  dst.st_mtim.tv_nsec / 1000000;
+		int64_t nowms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+		left_ms = swapped + (int64_t)w->o.grace_ms - nowms;
 	}
 	int rc = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
-		bool debris = strcmp(n, WRITER_DATA_TMP) == 0 ||
-			      strcmp(n, STATE_TMP) == 0 ||
-			      (is_generation_name(n) &&
-			       (w->live_gen == NULL ||
-				strcmp(n, w->live_gen) != 0));
+		bool gen = is_generation_name(n) &&
+			   (w->live_gen == NULL || strcmp(n, w->live_gen) != 0);
+		bool debris = gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
+			      strcmp(n, STATE_TMP) == 0;
+		struct stat st;
 		if (!debris)
 			continue;
+		if (gen && left_ms > 0 && !w->o.dry_run &&
+		    fstatat(w->dfd, n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755) {
+			char *name = strdup(n);
+			if (name && retire_add(w, name, writer_now_ms() +
+							 (uint64_t)left_ms) == 0) {
+				log_msg(LOG_LVL_INFO, w->name,
+					"target %s: keeping %s for the rest of its "
+					"grace period",
+					w->path, n);
+				continue;
+			}
+			free(name);
+		}
 		if (w->o.dry_run) {
 			log_msg(LOG_LVL_INFO, w->name,
 				"target %s: dry run: would remove leftover %s",
@@ -209,7 +245,7 @@ static int recover(struct writer *w, char **err)
 		int r = fsutil_rmtree(w->dfd, n);
 		if (r < 0 && rc == 0)
 			rc = log_err_set(err, r, "target %s: removing %s: %s",
-				     w->path, n, strerror(-r));
+					 w->path, n, strerror(-r));
 	}
 	closedir(d);
 	return rc;
@@ -545,12 +581,14 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 	return 0;
 }
 
-/* Creates the missing visible links of `s` and removes ours whose names
- * left it.  Problems after the swap are logged, not returned: the new
- * generation is live either way. */
-static void sync_visible(struct writer *w, const struct snapshot *s,
-			 const struct snapshot *old)
+/* One pass of making the visible links match `s`: creates the missing
+ * ones, and removes links of ours whose names are not in `s` (whatever
+ * left them: a name that went, a crash).  Returns the first error. */
+static int sync_visible_once(struct writer *w, const struct snapshot *s,
+			     char **err)
 {
+	int first = 0;
+
 	for (size_t i = 0; i < s->n; i++) {
 		const char *p = s->v[i].path;
 		bool ours;
@@ -563,24 +601,45 @@ static void sync_visible(struct writer *w, const struct snapshot *s,
 				rc = t ? -errno : -ENOMEM;
 			free(t);
 		}
-		if (rc < 0)
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: visible link %s: %s", w->path, p,
-				strerror(-rc));
+		if (rc < 0 && first == 0)
+			first = log_err_set(err, rc, "target %s: visible link %s: %s",
+					    w->path, p, strerror(-rc));
 	}
-	if (old == NULL)
-		return;
-	for (size_t i = 0; i < old->n; i++) {
-		const char *p = old->v[i].path;
+	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (d == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return first ? first
+			     : log_err_set(err, -errno, "target %s: %s", w->path,
+					   strerror(errno));
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
 		bool ours;
-		if (strchr(p, '/') || snapshot_find(s, p))
+		if (n[0] == '.' && (n[1] == '.' || n[1] == '\0'))
+			continue; /* ., .. and reserved names */
+		if (snapshot_find(s, n) || visible_state(w, n, &ours) < 0 || !ours)
 			continue;
-		if (visible_state(w, p, &ours) == 0 && ours &&
-		    unlinkat(w->dfd, p, 0) < 0 && errno != ENOENT)
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: removing visible link %s: %s",
-				w->path, p, strerror(errno));
+		if (unlinkat(w->dfd, n, 0) < 0 && errno != ENOENT && first == 0)
+			first = log_err_set(err, -errno,
+					    "target %s: removing visible link %s: "
+					    "%s",
+					    w->path, n, strerror(errno));
 	}
+	closedir(d);
+	return first;
+}
+
+/* After the swap the new generation is live whatever happens here; a
+ * failed link is tried once more (the steps are idempotent), and a
+ * failure that stays is returned so the publish is retried. */
+static int sync_visible(struct writer *w, const struct snapshot *s, char **err)
+{
+	if (sync_visible_once(w, s, NULL) == 0)
+		return 0;
+	return sync_visible_once(w, s, err);
 }
 
 static int open_source(const struct snapshot *s, const struct snap_entry *e)
@@ -1060,7 +1119,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		 * it did not describe the live generation at all. */
 		r->generation = strdup(w->live_gen);
 		if (!w->o.dry_run) {
-			sync_visible(w, s, w->live);
+			rc = sync_visible(w, s, err);
 			bool save = !w->live_trusted;
 			detach_source(s);
 			snapshot_free(w->live);
@@ -1076,7 +1135,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		}
 		free(act);
 		snapshot_free(s);
-		return 0;
+		return rc;
 	}
 	if (w->o.dry_run) {
 		free(act);
@@ -1137,7 +1196,7 @@ void writer_abort(struct writer *w, struct writer_pending *p)
 	pending_free(p);
 }
 
-static int retire_add(struct writer *w, char *gen)
+static int retire_add(struct writer *w, char *gen, uint64_t due_ms)
 {
 	struct retired *v = realloc(w->retired,
 				    (w->nretired + 1) * sizeof(*v));
@@ -1145,7 +1204,7 @@ static int retire_add(struct writer *w, char *gen)
 		return -ENOMEM;
 	w->retired = v;
 	w->retired[w->nretired].name = gen;
-	w->retired[w->nretired].due_ms = writer_now_ms() + w->o.grace_ms;
+	w->retired[w->nretired].due_ms = due_ms;
 	w->nretired++;
 	return 0;
 }
@@ -1197,7 +1256,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 
 	/* Steps (3) and (4): visible links for new names only now, so none
 	 * ever dangles; then links of names that left. */
-	sync_visible(w, w->live, old);
+	int vrc = sync_visible(w, w->live, err);
 
 	rc = state_save(w->dfd, w->live, w->live_gen);
 	if (rc < 0)
@@ -1210,7 +1269,8 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 		close(old_fd);
 	snapshot_free(old);
 	if (old_gen) {
-		if (w->o.grace_ms == 0 || retire_add(w, old_gen) < 0) {
+		if (w->o.grace_ms == 0 ||
+		    retire_add(w, old_gen, writer_now_ms() + w->o.grace_ms) < 0) {
 			rc = fsutil_rmtree(w->dfd, old_gen);
 			if (rc < 0)
 				log_msg(LOG_LVL_WARN, w->name,
@@ -1223,7 +1283,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	free(r->generation);
 	r->generation = strdup(w->live_gen);
 	pending_free(p);
-	return 0;
+	return vrc;
 }
 
 int writer_publish(struct writer *w, struct snapshot *s,

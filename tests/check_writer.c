@@ -1143,6 +1143,39 @@ START_TEST(test_recovery_removes_debris)
 }
 END_TEST
 
+START_TEST(test_recovery_keeps_a_just_replaced_generation_for_its_grace)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+
+	o.grace_ms = 300;
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	tu_write(src, "a", "1", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	tu_write(src, "a", "22", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	/* A crash: the replaced generation is still there, in its grace. */
+	writer_close(w);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	/* A half-built one (mode 0700) is removed at once. */
+	char *half = tu_path(dst, "..2020_01_01_00_00_00.7");
+	tu_mkdirs(half, 0700);
+	chmod(half, 0700);
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	struct stat st;
+	ck_assert(stat(half, &st) < 0 && errno == ENOENT);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	writer_retire_wait(w);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ASSERT_TREES();
+	writer_close(w);
+	free(half);
+}
+END_TEST
+
 START_TEST(test_target_created_with_mode_0755_and_parent_required)
 {
 	struct writer *w = NULL;
@@ -1547,6 +1580,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_user_file_in_target_is_never_clobbered);
 	tcase_add_test(tc, test_user_files_beside_links_are_left_alone);
 	tcase_add_test(tc, test_recovery_removes_debris);
+	tcase_add_test(tc, test_recovery_keeps_a_just_replaced_generation_for_its_grace);
 	tcase_add_test(tc, test_target_created_with_mode_0755_and_parent_required);
 	tcase_add_test(tc, test_generation_layout);
 	tcase_add_test(tc, test_setuid_bits_dropped);
