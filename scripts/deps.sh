@@ -8,9 +8,9 @@ DEPS_BUILD="gcc make autoconf automake pkg-config libuv1-dev libinih-dev
 check libsystemd-dev libmicrohttpd-dev"
 # And to run every test: memory checking, man page lint, dropping
 # privileges (setpriv), unit file checks (systemd-analyze), scraping
-# metrics (curl).
+# metrics (curl), and libFuzzer (clang and its runtime).
 # shellcheck disable=SC2034
-DEPS_TEST="valgrind mandoc util-linux systemd curl"
+DEPS_TEST="valgrind mandoc util-linux systemd curl clang libclang-rt-14-dev"
 
 deps_missing() {
 	local p missing=""

@@ -258,11 +258,30 @@ static int item_cmp(const void *a, const void *b)
 				 ((const struct item *)b)->path);
 }
 
+/* Whether a symlink at `full` should be followed as atomsync does with
+ * symlinks = inside: it resolves below `base_real` and is no loop. */
+static int follow_ok(const char *full, const char *base_real,
+		     const char *dir_real)
+{
+	char *rp = realpath(full, NULL);
+	int ok = 0;
+	size_t n = strlen(base_real);
+	if (rp && strncmp(rp, base_real, n) == 0 && (rp[n] == '/' || rp[n] == '\0')) {
+		size_t m = strlen(rp);
+		/* A directory that contains this one would loop. */
+		ok = !(strncmp(dir_real, rp, m) == 0 &&
+		       (dir_real[m] == '/' || dir_real[m] == '\0'));
+	}
+	free(rp);
+	return ok;
+}
+
 /* Collects a tree, following symlinks (as a reader would), skipping names
  * that start with ".." at the top when `skip_reserved`. */
 static void collect(const char *base, const char *rel, struct items *it,
 		    int skip_reserved)
 {
+	char *base_real = realpath(base, NULL);
 	char *dir = *rel ? tu_path(base, rel) : strdup(base);
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -274,7 +293,12 @@ static void collect(const char *base, const char *rel, struct items *it,
 		char *r = *rel ? tu_path(rel, de->d_name) : strdup(de->d_name);
 		char *full = tu_path(base, r);
 		struct stat st;
-		if (stat(full, &st) == 0) {
+		char *dir_real = realpath(dir, NULL);
+		int skip = de->d_type == DT_LNK &&
+			   !(base_real && dir_real &&
+			     follow_ok(full, base_real, dir_real));
+		free(dir_real);
+		if (!skip && stat(full, &st) == 0) {
 			if (S_ISDIR(st.st_mode)) {
 				items_add(it, r, 1, st.st_mode & 07777, NULL, 0);
 				collect(base, r, it, 0);
@@ -290,6 +314,7 @@ static void collect(const char *base, const char *rel, struct items *it,
 	if (d)
 		closedir(d);
 	free(dir);
+	free(base_real);
 }
 
 static char *describe(const char *fmt, ...)
@@ -616,4 +641,30 @@ int tu_run_suite(Suite *s)
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed == 0 ? 0 : 1;
+}
+
+void tu_write_deep(const char *dir, const char *rel, const char *data)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	char *copy = strdup(rel), *save = NULL;
+	char *tok = strtok_r(copy, "/", &save);
+	while (fd >= 0 && tok) {
+		char *next = strtok_r(NULL, "/", &save);
+		if (next == NULL) {
+			int f = openat(fd, tok, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			if (f < 0 || write(f, data, strlen(data)) < 0)
+				die("write deep", tok);
+			close(f);
+		} else {
+			if (mkdirat(fd, tok, 0755) < 0 && errno != EEXIST)
+				die("mkdirat", tok);
+			int sub = openat(fd, tok, O_RDONLY | O_DIRECTORY);
+			close(fd);
+			fd = sub;
+		}
+		tok = next;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(copy);
 }

@@ -27,6 +27,8 @@ char *tu_path(const char *a, const char *b);
 void tu_write(const char *dir, const char *rel, const char *data, mode_t mode);
 void tu_write_len(const char *dir, const char *rel, const void *data,
 		  size_t len, mode_t mode);
+/* Writes dir/rel one component at a time, for paths past PATH_MAX. */
+void tu_write_deep(const char *dir, const char *rel, const char *data);
 /* Reads a whole file (NUL-terminated); NULL if it cannot be read. */
 char *tu_read(const char *path, size_t *len);
 /* mkdir -p */

@@ -1,0 +1,269 @@
+/* Crashes: while the daemon publishes a stream of changes it is killed
+ * with SIGKILL at random moments, 200 times, and restarted each time.  A
+ * checker running throughout asserts that ..data always resolves to a
+ * complete generation (every file there, none torn); after the restarts
+ * the debris of the interrupted publishes is gone and the target equals
+ * the source.  Replay a failure with ATOMSYNC_SEED=<seed>. */
+#include "config.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define NFILES 150
+#define KILLS 200
+
+static char *tmp, *src, *dst, *logpath;
+static unsigned seed;
+static unsigned long rng;
+
+static unsigned rnd(unsigned n)
+{
+	rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+	return (unsigned)((rng >> 33) % n);
+}
+
+static void name_of(int i, char *buf, size_t size)
+{
+	snprintf(buf, size, "%c/f%02d", 'a' + i % 3, i);
+}
+
+/* Self-checking content: "<len> <seq>\n" then len bytes from seq. */
+static size_t make(unsigned seq, char *buf)
+{
+	unsigned len = 10 + (seq * 7919u) % 3000u;
+	int h = snprintf(buf, 32, "%05u %010u\n", len, seq);
+	for (unsigned i = 0; i < len; i++)
+		buf[h + i] = (char)('a' + (seq + i) % 26);
+	return (size_t)h + len;
+}
+
+static int valid(const char *buf, size_t n)
+{
+	unsigned len, seq;
+	if (n < 17 || sscanf(buf, "%5u %10u\n", &len, &seq) != 2 || n != 17 + len)
+		return 0;
+	for (unsigned i = 0; i < len; i++)
+		if (buf[17 + i] != (char)('a' + (seq + i) % 26))
+			return 0;
+	return 1;
+}
+
+/* Replaces a file atomically in the source (so the source itself is
+ * never torn). */
+static void change(int i, unsigned seq)
+{
+	char name[32], tmpn[64], buf[4096];
+	name_of(i, name, sizeof(name));
+	snprintf(tmpn, sizeof(tmpn), "%c/.tmp%02d", 'a' + i % 3, i);
+	size_t n = make(seq, buf);
+	tu_write_len(src, tmpn, buf, n, 0644);
+	char *from = tu_path(src, tmpn), *to = tu_path(src, name);
+	ck_assert_int_eq(rename(from, to), 0);
+	free(from);
+	free(to);
+}
+
+/* The checker: ..data must always name a whole generation. */
+static int checker(void)
+{
+	char *data = tu_path(dst, "..data");
+	char *stop = tu_path(tmp, "stop-checker");
+	char buf[8192];
+	long rounds = 0;
+	for (;;) {
+		struct stat st;
+		if (lstat(stop, &st) == 0 || getppid() == 1)
+			break;
+		int dfd = open(data, O_RDONLY | O_DIRECTORY);
+		if (dfd < 0) {
+			if (errno == ENOENT && rounds == 0) {
+				tu_nap(1);
+				continue; /* before the first publish */
+			}
+			fprintf(stderr, "checker: ..data does not resolve: %s\n",
+				strerror(errno));
+			return 1;
+		}
+		for (int i = 0; i < NFILES; i++) {
+			char name[32];
+			name_of(i, name, sizeof(name));
+			int fd = openat(dfd, name, O_RDONLY);
+			if (fd < 0) {
+				fprintf(stderr, "checker: %s missing from the live "
+						"generation: %s\n",
+					name, strerror(errno));
+				return 1;
+			}
+			ssize_t n = read(fd, buf, sizeof(buf));
+			close(fd);
+			if (n < 0 || !valid(buf, (size_t)n)) {
+				fprintf(stderr, "checker: %s is torn in the live "
+						"generation\n",
+					name);
+				return 1;
+			}
+		}
+		close(dfd);
+		rounds++;
+	}
+	fprintf(stderr, "checker: %ld rounds\n", rounds);
+	free(data);
+	free(stop);
+	return rounds > 0 ? 0 : 2;
+}
+
+struct pair {
+	const char *src, *dst;
+};
+
+static int trees_equal(void *arg)
+{
+	struct pair *p = arg;
+	char *d = tu_diff_trees(p->src, p->dst);
+	free(d);
+	return d == NULL;
+}
+
+/* Only what atomsync keeps: ..data, its generation, the state, the
+ * visible names (a generation in its grace period is allowed). */
+static char *debris(void)
+{
+	char *live = tu_live(dst), *bad = NULL;
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL && !bad) {
+		const char *n = de->d_name;
+		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+			continue;
+		if (strcmp(n, "..data") == 0 || strcmp(n, "..atomsync") == 0 ||
+		    (live && strcmp(n, live) == 0) || n[0] != '.' || n[1] != '.')
+			continue;
+		bad = strdup(n);
+	}
+	if (d)
+		closedir(d);
+	free(live);
+	return bad;
+}
+
+static pid_t start(void)
+{
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", "--log-level", "debug", NULL};
+	return tu_spawn(argv, logpath);
+}
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp_fast();
+	src = tu_path(tmp, "src");
+	dst = tu_path(tmp, "dst");
+	logpath = tu_path(tmp, "daemon.log");
+	const char *s = getenv("ATOMSYNC_SEED");
+	seed = s ? (unsigned)strtoul(s, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
+	rng = seed;
+	fprintf(stderr, "crash test seed %u (replay: ATOMSYNC_SEED=%u)\n", seed, seed);
+}
+
+static void teardown(void)
+{
+	tu_rmrf(tmp);
+	free(src);
+	free(dst);
+	free(logpath);
+	free(tmp);
+}
+
+START_TEST(test_sigkill_at_random_moments_loses_nothing)
+{
+	unsigned seq = 1;
+	for (int i = 0; i < NFILES; i++)
+		change(i, seq++);
+	pid_t d = start();
+	struct pair p = {src, dst};
+	ck_assert_msg(tu_wait_for(trees_equal, &p, 5000), "seed %u: no first publish",
+		      seed);
+	pid_t c = fork();
+	ck_assert_int_ge(c, 0);
+	if (c == 0)
+		_exit(checker());
+
+	for (int k = 1; k <= KILLS; k++) {
+		/* Changes keep coming while the daemon runs ... */
+		long long until = tu_now_ms() + rnd(25);
+		do {
+			change((int)rnd(NFILES), seq++);
+		} while (tu_now_ms() < until);
+		/* ... and it dies at a random moment of its work. */
+		struct timespec ts = {0, (long)rnd(4000) * 1000L};
+		nanosleep(&ts, NULL);
+		kill(d, SIGKILL);
+		waitpid(d, NULL, 0);
+		int st;
+		if (waitpid(c, &st, WNOHANG) == c)
+			ck_abort_msg("seed %u: kill %d: the checker saw a broken "
+				     "target",
+				     seed, k);
+		d = start();
+		if (k % 25 == 0) {
+			/* Quiet: the restarted daemon cleans up and converges. */
+			ck_assert_msg(tu_wait_for(trees_equal, &p, 5000),
+				      "seed %u: kill %d: no convergence", seed, k);
+			char *left = NULL;
+			for (long long end = tu_now_ms() + tu_scale(3000);
+			     tu_now_ms() < end; tu_nap(10)) {
+				free(left);
+				if ((left = debris()) == NULL)
+					break;
+			}
+			ck_assert_msg(left == NULL, "seed %u: kill %d: %s left behind",
+				      seed, k, left);
+		}
+	}
+	ck_assert_msg(tu_wait_for(trees_equal, &p, 5000), "seed %u: no convergence",
+		      seed);
+	tu_write(tmp, "stop-checker", "", 0644);
+	int cs = tu_wait_exit(c, 10000);
+	ck_assert_msg(cs == 0, "seed %u: the checker saw a broken target (%d)", seed,
+		      cs);
+	ck_assert_int_eq(kill(d, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(d, 10000), 0);
+	/* Debris was found and removed along the way. */
+	int removed = tu_file_count(logpath, "left by an interrupted publish");
+	int kept = tu_file_count(logpath, "for the rest of its grace period");
+	fprintf(stderr, "seed %u: %d kills; recovery removed %d unfinished "
+			"generations and kept %d replaced ones for their grace "
+			"period\n",
+		seed, KILLS, removed, kept);
+	/* The kills did land in the middle of publishes. */
+	ck_assert_int_gt(removed + kept, KILLS / 20);
+}
+END_TEST
+
+static Suite *crash_suite(void)
+{
+	Suite *s = suite_create("crash");
+	TCase *tc = tcase_create("kill -9");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_sigkill_at_random_moments_loses_nothing);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(crash_suite());
+}

@@ -1,0 +1,425 @@
+/* Faults, for real: every file-system call of one whole publish is made
+ * to fail in turn (an LD_PRELOAD shim fails the Nth call with EIO,
+ * ENOSPC, EACCES or EMFILE).  Whatever call fails, the publish either
+ * reports the error with the previous generation live and intact, or
+ * completes; no partial generation or ..data_tmp is left; and the next
+ * run, without the fault, converges.  Then a target on a tmpfs that is
+ * really full, and a daemon short of file descriptors. */
+#include "config.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static char *tmp, *src, *v1, *pristine;
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp_fast();
+	src = tu_path(tmp, "src");
+	v1 = tu_path(tmp, "src.v1");
+	pristine = tu_path(tmp, "dst.v1");
+	tu_mkdirs(src, 0755);
+}
+
+static void teardown(void)
+{
+	tu_rmrf(tmp);
+	free(src);
+	free(v1);
+	free(pristine);
+	free(tmp);
+}
+
+static const char *shim(void)
+{
+	const char *s = getenv("FAULTINJECT");
+	return s && *s ? s : "./faultinject.so";
+}
+
+/* Runs --once on dst with FAULT_* in the environment (nth 0: none). */
+static int once(const char *dst, long nth, const char *err_name,
+		const char *count, char **err)
+{
+	pid_t pid;
+	int pe[2];
+	ck_assert_int_eq(pipe(pe), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char n[32];
+		snprintf(n, sizeof(n), "%ld", nth);
+		if (nth >= 0) {
+			setenv("LD_PRELOAD", shim(), 1);
+			setenv("FAULT_NTH", n, 1);
+			setenv("FAULT_ERRNO", err_name, 1);
+			/* An ASan build wants its runtime first; the shim only
+			 * wraps libc calls. */
+			setenv("ASAN_OPTIONS", "verify_asan_link_order=0", 1);
+		}
+		if (count)
+			setenv("FAULT_COUNT", count, 1);
+		dup2(pe[1], 2);
+		close(pe[0]);
+		int nul = open("/dev/null", O_RDWR);
+		dup2(nul, 1);
+		execl(tu_bin(), tu_bin(), "--source", src, "--target", dst,
+		      "--once", "--grace-ms", "0", (char *)NULL);
+		_exit(127);
+	}
+	close(pe[1]);
+	size_t cap = 8192, len = 0;
+	char *buf = malloc(cap);
+	ssize_t r;
+	while ((r = read(pe[0], buf + len, cap - len - 1)) > 0) {
+		len += (size_t)r;
+		if (len + 1 >= cap)
+			buf = realloc(buf, cap *= 2);
+	}
+	buf[len] = '\0';
+	close(pe[0]);
+	int st;
+	waitpid(pid, &st, 0);
+	*err = buf;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void copy_tree(const char *from, const char *to)
+{
+	const char *argv[] = {"cp", "-a", from, to, NULL};
+	ck_assert_int_eq(tu_run(argv, NULL, NULL, 20000), 0);
+}
+
+/* Names in dst besides ours: ..data, the live generation, the state. */
+static char *debris(const char *dst, int allow_old_generation)
+{
+	char *live = tu_live(dst);
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	char *bad = NULL;
+	int old = 0;
+	while (d && (de = readdir(d)) != NULL && !bad) {
+		const char *n = de->d_name;
+		if (strncmp(n, "..", 2) != 0 || strcmp(n, "..") == 0)
+			continue;
+		if (strcmp(n, "..data") == 0 || strcmp(n, "..atomsync") == 0 ||
+		    (live && strcmp(n, live) == 0))
+			continue;
+		/* A complete old generation whose removal failed is no
+		 * partial one; the next run removes it. */
+		if (allow_old_generation && strncmp(n, "..2", 3) == 0 && !old) {
+			old = 1;
+			continue;
+		}
+		bad = strdup(n);
+	}
+	if (d)
+		closedir(d);
+	free(live);
+	return bad;
+}
+
+/* Every visible name is our link and resolves. */
+static int visible_ok(const char *want_src, const char *dst)
+{
+	DIR *d = opendir(want_src);
+	struct dirent *de;
+	int ok = 1;
+	while (d && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char *p = tu_path(dst, de->d_name);
+		struct stat st;
+		ok &= stat(p, &st) == 0;
+		free(p);
+	}
+	if (d)
+		closedir(d);
+	return ok;
+}
+
+static void make_v1(void)
+{
+	char big[200000];
+	memset(big, 'x', sizeof(big));
+	tu_write(src, "app.conf", "v1\n", 0644);
+	tu_write(src, "keep", "unchanged\n", 0644);
+	tu_write(src, "mode", "mode\n", 0644);
+	tu_write(src, "tls/cert.pem", "cert v1\n", 0600);
+	tu_write(src, "tls/key.pem", "key\n", 0600);
+	tu_write(src, "gone/file", "removed in v2\n", 0644);
+	tu_write(src, "deep/a/b/c", "deep\n", 0644);
+	tu_write_len(src, "big", big, sizeof(big), 0644);
+}
+
+static void make_v2(void)
+{
+	char big[300000];
+	memset(big, 'y', sizeof(big));
+	tu_write(src, "app.conf", "v2 is longer\n", 0644);
+	char *p = tu_path(src, "mode");
+	chmod(p, 0600);
+	free(p);
+	tu_write(src, "tls/cert.pem", "cert v2\n", 0600);
+	p = tu_path(src, "gone");
+	tu_rmrf(p);
+	free(p);
+	tu_write(src, "new/dir/file", "added\n", 0644);
+	tu_write_len(src, "big", big, sizeof(big), 0644);
+}
+
+START_TEST(test_every_failing_call_of_a_publish)
+{
+	static const char *errnos[] = {"EIO", "ENOSPC", "EACCES", "EMFILE"};
+	char *err = NULL, *dst = tu_path(tmp, "dst");
+	char *count = tu_path(tmp, "count");
+
+	make_v1();
+	ck_assert_int_eq(once(pristine, -1, NULL, NULL, &err), 0);
+	free(err);
+	copy_tree(src, v1);
+	make_v2();
+	/* How many calls one publish of v2 makes. */
+	copy_tree(pristine, dst);
+	ck_assert_int_eq(once(dst, 0, "EIO", count, &err), 0);
+	free(err);
+	char *c = tu_read(count, NULL);
+	long total = c ? atol(c + 6) : 0;
+	free(c);
+	ck_assert_msg(total > 40, "only %ld calls counted: is the shim loaded?", total);
+	tu_rmrf(dst);
+
+	int failed_runs = 0;
+	for (long n = 1; n <= total + 2; n++) {
+		for (size_t k = 0; k < 4; k++) {
+			copy_tree(pristine, dst);
+			int rc = once(dst, n, errnos[k], NULL, &err);
+			ck_assert_msg(rc == 0 || rc == 1, "call %ld (%s): exit %d: %s", n,
+				      errnos[k], rc, err);
+			/* A failure reported after the swap (a visible link that
+			 * could not be made even on a second try) leaves the new
+			 * generation live; any other leaves the old one. */
+			int after_swap = rc == 1 && strstr(err, "visible link");
+			const char *want = rc == 0 || after_swap ? src : v1;
+			char *why = tu_diff_trees(want, dst);
+			ck_assert_msg(why == NULL,
+				      "call %ld (%s), exit %d: live generation is "
+				      "not %s: %s\n%s",
+				      n, errnos[k], rc, want == src ? "v2" : "v1", why,
+				      err);
+			ck_assert_msg(after_swap || visible_ok(want, dst),
+				      "call %ld (%s): a visible name is missing: %s", n,
+				      errnos[k], err);
+			if (rc == 1) {
+				failed_runs++;
+				ck_assert_msg(strstr(err, " error: "),
+					      "call %ld (%s): no error reported: %s", n,
+					      errnos[k], err);
+			}
+			char *left = debris(dst, rc == 0 || after_swap);
+			ck_assert_msg(left == NULL, "call %ld (%s): %s left behind", n,
+				      errnos[k], left);
+			free(err);
+			/* The fault is gone: the next run converges. */
+			rc = once(dst, -1, NULL, NULL, &err);
+			ck_assert_msg(rc == 0, "call %ld (%s): the run after failed: %s", n,
+				      errnos[k], err);
+			why = tu_diff_trees(src, dst);
+			ck_assert_msg(why == NULL, "call %ld (%s): no convergence: %s", n,
+				      errnos[k], why);
+			left = debris(dst, 0);
+			ck_assert_msg(left == NULL, "call %ld (%s): %s left after recovery",
+				      n, errnos[k], left);
+			ck_assert_int_eq(tu_generations(dst), 1);
+			free(err);
+			tu_rmrf(dst);
+		}
+	}
+	/* Most calls matter: a failure of each is reported. */
+	ck_assert_int_gt(failed_runs, (int)total);
+	fprintf(stderr, "fault sweep: %ld calls x 4 errors, %d publishes failed "
+			"cleanly\n",
+		total, failed_runs);
+	free(dst);
+	free(count);
+}
+END_TEST
+
+static int put(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t w = write(fd, text, strlen(text));
+	close(fd);
+	return w == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* Enters a user and mount namespace where this process is root, so a
+ * tmpfs can be mounted without privileges; 0 when that is not allowed. */
+static int private_mounts(void)
+{
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	char map[64];
+
+	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+		return 0;
+	snprintf(map, sizeof(map), "0 %u 1", (unsigned)uid);
+	if (put("/proc/self/uid_map", map) < 0 ||
+	    put("/proc/self/setgroups", "deny") < 0)
+		return 0;
+	snprintf(map, sizeof(map), "0 %u 1", (unsigned)gid);
+	if (put("/proc/self/gid_map", map) < 0)
+		return 0;
+	return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+}
+
+struct pair {
+	const char *src, *dst;
+};
+
+static int one_generation(void *arg)
+{
+	return tu_generations(arg) == 1;
+}
+
+static int trees_equal(void *arg)
+{
+	struct pair *p = arg;
+	char *d = tu_diff_trees(p->src, p->dst);
+	free(d);
+	return d == NULL;
+}
+
+START_TEST(test_full_disk_fails_cleanly_and_recovers)
+{
+	char *mnt = tu_path(tmp, "small");
+	tu_mkdirs(mnt, 0755);
+	/* The user namespace is entered in the forked test process only. */
+	if (!private_mounts() ||
+	    mount("tmpfs", mnt, "tmpfs", 0, "size=512k,mode=0755") < 0) {
+		fprintf(stderr, "skipped: cannot mount a tmpfs here (%s)\n",
+			strerror(errno));
+		free(mnt);
+		return;
+	}
+	char *dst = tu_path(mnt, "dst"), *logpath = tu_path(tmp, "daemon.log");
+	char buf[100000];
+	memset(buf, 'f', sizeof(buf));
+	tu_write(src, "a", "small\n", 0644);
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "20", "--log-level", "debug", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	struct pair p = {src, dst};
+	ck_assert(tu_wait_for(trees_equal, &p, 5000));
+	/* 6 x 100 KB do not fit in 512 KB next to the live generation. */
+	for (int i = 0; i < 6; i++) {
+		char n[16];
+		snprintf(n, sizeof(n), "big%d", i);
+		tu_write_len(src, n, buf, sizeof(buf), 0644);
+	}
+	for (long long end = tu_now_ms() + tu_scale(5000); tu_now_ms() < end;
+	     tu_nap(20))
+		if (tu_file_count(logpath, "No space left on device") > 0)
+			break;
+	ck_assert_int_gt(tu_file_count(logpath, "No space left on device"), 0);
+	/* The old generation is live and whole, and nothing half-written
+	 * stays behind to fill the disk. */
+	char *f = tu_path(dst, "a");
+	char *d = tu_read(f, NULL);
+	ck_assert_str_eq(d, "small\n");
+	ck_assert_int_eq(kill(pid, 0), 0);
+	/* Space comes back: it converges, without a restart. */
+	for (int i = 3; i < 6; i++) {
+		char n[64];
+		snprintf(n, sizeof(n), "%s/big%d", src, i);
+		unlink(n);
+	}
+	ck_assert_msg(tu_wait_for(trees_equal, &p, 70000), "no convergence");
+	/* The replaced generation goes after its grace period. */
+	ck_assert_msg(tu_wait_for(one_generation, dst, 5000), "%d generations",
+		      tu_generations(dst));
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	free(d);
+	free(f);
+	free(dst);
+	free(logpath);
+	free(mnt);
+}
+END_TEST
+
+START_TEST(test_short_of_file_descriptors)
+{
+	/* 40 descriptors: enough for the loop and a shallow tree, not for
+	 * a tree 40 levels deep (a descriptor per level while writing). */
+	char *dst = tu_path(tmp, "dst"), *logpath = tu_path(tmp, "daemon.log");
+	char *cmd;
+	tu_write(src, "a", "a\n", 0644);
+	ck_assert_int_ge(asprintf(&cmd,
+				  "ulimit -n 40 && exec '%s' --source '%s' --target "
+				  "'%s' --debounce 20 --log-level debug",
+				  tu_bin(), src, dst),
+			 0);
+	const char *argv[] = {"sh", "-c", cmd, NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	struct pair p = {src, dst};
+	ck_assert(tu_wait_for(trees_equal, &p, 5000));
+	char deep[4096] = "d";
+	for (int i = 1; i < 60; i++)
+		strcat(deep, "/d");
+	strcat(deep, "/file");
+	tu_write(src, deep, "deep\n", 0644);
+	for (long long end = tu_now_ms() + tu_scale(5000); tu_now_ms() < end;
+	     tu_nap(20))
+		if (tu_file_count(logpath, "Too many open files") > 0)
+			break;
+	ck_assert_int_gt(tu_file_count(logpath, "Too many open files"), 0);
+	ck_assert_int_eq(kill(pid, 0), 0); /* still up */
+	/* Logged once, not at every retry. */
+	tu_nap(2500);
+	ck_assert_int_le(tu_file_count(logpath, "Too many open files; retrying"), 1);
+	/* A shallower tree fits: it converges without a restart. */
+	char *d0 = tu_path(src, "d");
+	tu_rmrf(d0);
+	tu_write(src, "d/d/d/file", "shallow\n", 0644);
+	ck_assert_msg(tu_wait_for(trees_equal, &p, 70000), "no convergence");
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	free(d0);
+	free(cmd);
+	free(dst);
+	free(logpath);
+}
+END_TEST
+
+static Suite *faults_suite(void)
+{
+	Suite *s = suite_create("faults");
+	TCase *tc = tcase_create("faults");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_every_failing_call_of_a_publish);
+	tcase_add_test(tc, test_full_disk_fails_cleanly_and_recovers);
+	tcase_add_test(tc, test_short_of_file_descriptors);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(faults_suite());
+}

@@ -1,0 +1,199 @@
+/* An LD_PRELOAD library for the fault-injection tests: the Nth call of
+ * the file-system functions it wraps fails with a chosen errno, once.
+ *
+ *   FAULT_NTH=N        fail the Nth counted call (unset or 0: never)
+ *   FAULT_ERRNO=NAME   EIO (default), ENOSPC, EACCES or EMFILE
+ *   FAULT_COUNT=FILE   at exit, write "calls=N" there (to size a sweep)
+ *
+ * Counted: open, openat, openat2 (through syscall), write (not to fds 0-2,
+ * so logging is not what fails), copy_file_range, fsync, fdatasync,
+ * syncfs, symlinkat, renameat, mkdirat, unlinkat, linkat. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static long calls, nth = -1;
+static int fault_errno = EIO;
+static int ready;
+
+static void init(void)
+{
+	const char *n = getenv("FAULT_NTH");
+	const char *e = getenv("FAULT_ERRNO");
+
+	ready = 1;
+	nth = n ? atol(n) : 0;
+	if (e == NULL || strcmp(e, "EIO") == 0)
+		fault_errno = EIO;
+	else if (strcmp(e, "ENOSPC") == 0)
+		fault_errno = ENOSPC;
+	else if (strcmp(e, "EACCES") == 0)
+		fault_errno = EACCES;
+	else if (strcmp(e, "EMFILE") == 0)
+		fault_errno = EMFILE;
+}
+
+/* True when this call is the one to fail. */
+static int fault(void)
+{
+	if (!ready)
+		init();
+	calls++;
+	if (nth > 0 && calls == nth) {
+		errno = fault_errno;
+		return 1;
+	}
+	return 0;
+}
+
+__attribute__((destructor)) static void report(void)
+{
+	const char *f = getenv("FAULT_COUNT");
+	if (f == NULL)
+		return;
+	FILE *o = fopen(f, "w");
+	if (o) {
+		fprintf(o, "calls=%ld\n", calls);
+		fclose(o);
+	}
+}
+
+#define REAL(type, name, ...)                                                \
+	static type (*real)(__VA_ARGS__);                                    \
+	if (real == NULL)                                                    \
+		real = (type(*)(__VA_ARGS__))dlsym(RTLD_NEXT, name)
+
+int open(const char *path, int flags, ...)
+{
+	REAL(int, "open", const char *, int, ...);
+	mode_t mode = 0;
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
+		va_start(ap, flags);
+		mode = (mode_t)va_arg(ap, int);
+		va_end(ap);
+	}
+	if (fault())
+		return -1;
+	return real(path, flags, mode);
+}
+
+int openat(int dfd, const char *path, int flags, ...)
+{
+	REAL(int, "openat", int, const char *, int, ...);
+	mode_t mode = 0;
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
+		va_start(ap, flags);
+		mode = (mode_t)va_arg(ap, int);
+		va_end(ap);
+	}
+	if (fault())
+		return -1;
+	return real(dfd, path, flags, mode);
+}
+
+long syscall(long number, ...)
+{
+	REAL(long, "syscall", long, ...);
+	va_list ap;
+	long a[6];
+	va_start(ap, number);
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (number == SYS_openat2 && fault())
+		return -1;
+	return real(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+	REAL(ssize_t, "write", int, const void *, size_t);
+	if (fd > 2 && fault())
+		return -1;
+	return real(fd, buf, n);
+}
+
+ssize_t copy_file_range(int in, off_t *oin, int out, off_t *oout, size_t n,
+			unsigned flags)
+{
+	REAL(ssize_t, "copy_file_range", int, off_t *, int, off_t *, size_t,
+	     unsigned);
+	if (fault())
+		return -1;
+	return real(in, oin, out, oout, n, flags);
+}
+
+int fsync(int fd)
+{
+	REAL(int, "fsync", int);
+	if (fault())
+		return -1;
+	return real(fd);
+}
+
+int fdatasync(int fd)
+{
+	REAL(int, "fdatasync", int);
+	if (fault())
+		return -1;
+	return real(fd);
+}
+
+int syncfs(int fd)
+{
+	REAL(int, "syncfs", int);
+	if (fault())
+		return -1;
+	return real(fd);
+}
+
+int symlinkat(const char *target, int dfd, const char *path)
+{
+	REAL(int, "symlinkat", const char *, int, const char *);
+	if (fault())
+		return -1;
+	return real(target, dfd, path);
+}
+
+int renameat(int od, const char *op, int nd, const char *np)
+{
+	REAL(int, "renameat", int, const char *, int, const char *);
+	if (fault())
+		return -1;
+	return real(od, op, nd, np);
+}
+
+int mkdirat(int dfd, const char *path, mode_t mode)
+{
+	REAL(int, "mkdirat", int, const char *, mode_t);
+	if (fault())
+		return -1;
+	return real(dfd, path, mode);
+}
+
+int unlinkat(int dfd, const char *path, int flags)
+{
+	REAL(int, "unlinkat", int, const char *, int);
+	if (fault())
+		return -1;
+	return real(dfd, path, flags);
+}
+
+int linkat(int od, const char *op, int nd, const char *np, int flags)
+{
+	REAL(int, "linkat", int, const char *, int, const char *, int);
+	if (fault())
+		return -1;
+	return real(od, op, nd, np, flags);
+}
