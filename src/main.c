@@ -267,7 +267,8 @@ static void apply_http(struct daemon *d)
 	}
 	if (want == NULL)
 		return;
-	int rc = metrics_http_start(&d->loop, want, collect, d, &d->http, &err);
+	int rc = metrics_http_start(&d->loop, want, d->conf->unhealthy_after_s,
+				    collect, d, &d->http, &err);
 	if (rc < 0) {
 		log_error("%s; no HTTP metrics until the next reload",
 			  err ? err : strerror(-rc));

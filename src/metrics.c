@@ -367,8 +367,8 @@ static void on_async_closed(uv_handle_t *h)
 }
 
 int metrics_http_start(uv_loop_t *loop, const char *listen,
-		       metrics_collect_cb collect, void *data,
-		       struct metrics **out, char **err)
+		       unsigned unhealthy_after_s, metrics_collect_cb collect,
+		       void *data, struct metrics **out, char **err)
 {
 	char host[64];
 	unsigned port;
@@ -403,7 +403,7 @@ int metrics_http_start(uv_loop_t *loop, const char *listen,
 	m->collect = collect;
 	m->data = data;
 	m->last_answer_ms = mono_ms();
-	m->unhealthy_after_s = CONF_UNHEALTHY_S;
+	m->unhealthy_after_s = unhealthy_after_s;
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cond, NULL);
 	uv_async_init(loop, &m->async, on_async);

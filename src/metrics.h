@@ -40,9 +40,11 @@ struct metrics;
 /* Fills `out` (on the loop thread); out->syncs is freed by the caller. */
 typedef void (*metrics_collect_cb)(void *data, struct metrics_view *out);
 
+/* unhealthy_after_s: how long the loop may stay silent before /healthz
+ * says so (updated from each answer's view). */
 int metrics_http_start(uv_loop_t *loop, const char *listen,
-		       metrics_collect_cb collect, void *data,
-		       struct metrics **out, char **err);
+		       unsigned unhealthy_after_s, metrics_collect_cb collect,
+		       void *data, struct metrics **out, char **err);
 /* Stops the HTTP thread and closes the loop handle. */
 void metrics_http_stop(struct metrics *m);
 

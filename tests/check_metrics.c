@@ -1,0 +1,225 @@
+/* The metrics text and the HTTP endpoint, without the daemon: what is
+ * rendered from given numbers, when a mapping counts as unhealthy, and a
+ * /healthz that says so when the event loop stops answering. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "metrics.h"
+#include "testutil.h"
+
+static struct metrics_sync one = {.name = "web"};
+
+static void view(struct metrics_view *v)
+{
+	v->start_time = 1700000000.5;
+	v->reloads = 2;
+	v->reload_failures = 1;
+	v->unhealthy_after_s = 60;
+	v->syncs = &one;
+	v->n = 1;
+}
+
+START_TEST(test_render_follows_the_exposition_format)
+{
+	struct metrics_view v = {0};
+	view(&v);
+	one.st.publishes = 7;
+	one.st.vetoes = 1;
+	one.st.files = 3;
+	one.st.bytes = 4096;
+	one.st.duration_count = 7;
+	one.st.duration_sum = 0.042;
+	for (int b = 0; b < SYNC_BUCKETS; b++)
+		one.st.buckets[b] = b < 3 ? 2 : 7;
+	char *t = metrics_render(&v);
+	ck_assert_msg(strstr(t, "# TYPE atomsync_publishes_total counter\n"
+				"atomsync_publishes_total{sync=\"web\"} 7\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_vetoes_total{sync=\"web\"} 1\n"), "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_live_bytes{sync=\"web\"} 4096\n"), "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_config_reloads_total 2\n"), "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_start_time_seconds 1700000000.500\n"), "%s",
+		      t);
+	ck_assert_msg(strstr(t, "atomsync_publish_duration_seconds_bucket{sync=\"web\","
+				"le=\"0.001\"} 2\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_publish_duration_seconds_bucket{sync=\"web\","
+				"le=\"+Inf\"} 7\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_publish_duration_seconds_count{sync=\"web\"} 7\n"),
+		      "%s", t);
+	/* Every sample line belongs to a declared metric. */
+	for (char *l = t; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		if (*l == '#' || *l == '\0')
+			continue;
+		ck_assert_msg(strncmp(l, "atomsync_", 9) == 0, "stray line: %.40s", l);
+	}
+	free(t);
+}
+END_TEST
+
+START_TEST(test_unhealthy_only_after_the_threshold)
+{
+	struct metrics_view v = {0};
+	view(&v);
+	memset(&one.st, 0, sizeof(one.st));
+	ck_assert_ptr_null(metrics_unhealthy(&v, 1000000));
+	one.st.failing_since_ms = 1000000;
+	one.st.last_error = "target /x: Permission denied";
+	ck_assert_ptr_null(metrics_unhealthy(&v, 1000000 + 59999));
+	char *why = metrics_unhealthy(&v, 1000000 + 61000);
+	ck_assert_msg(why && strstr(why, "sync \"web\"") && strstr(why, "61 s") &&
+			      strstr(why, "Permission denied"),
+		      "%s", why ? why : "(healthy)");
+	free(why);
+}
+END_TEST
+
+static void collect(void *data, struct metrics_view *v)
+{
+	(void)data;
+	view(v);
+	v->syncs = calloc(1, sizeof(*v->syncs));
+	v->syncs[0] = one;
+	v->unhealthy_after_s = 1;
+}
+
+static int port_of_free(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static char *get(int port, const char *path)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	char req[128];
+	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\n\r\n", path);
+	ck_assert_int_eq(write(fd, req, (size_t)n), n);
+	char *buf = calloc(1, 65536);
+	size_t got = 0;
+	struct pollfd p = {fd, POLLIN, 0};
+	while (got < 65535 && poll(&p, 1, tu_scale(5000)) > 0) {
+		ssize_t r = read(fd, buf + got, 65535 - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	return buf;
+}
+
+START_TEST(test_healthz_says_so_when_the_loop_stops_answering)
+{
+	uv_loop_t loop;
+	struct metrics *m = NULL;
+	char listen[64], *err = NULL;
+	int port = port_of_free();
+
+	memset(&one.st, 0, sizeof(one.st));
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	uv_loop_init(&loop);
+	ck_assert_int_eq(metrics_http_start(&loop, listen, 1, collect, NULL, &m, &err),
+			 0);
+	/* Nobody runs the loop: a stalled daemon, for over a second. */
+	tu_nap(1100);
+	long long t0 = tu_now_ms();
+	char *r = get(port, "/healthz");
+	ck_assert_msg(strstr(r, " 503 ") && strstr(r, "event loop has not answered"),
+		      "%s", r);
+	/* Within a bounded wait, not forever. */
+	ck_assert_int_lt(tu_now_ms() - t0, tu_scale(3000));
+	free(r);
+	r = get(port, "/metrics");
+	ck_assert_msg(strstr(r, " 503 "), "%s", r);
+	free(r);
+	metrics_http_stop(m);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
+static void *run_loop(void *arg)
+{
+	uv_run(arg, UV_RUN_DEFAULT);
+	return NULL;
+}
+
+/* On the loop thread: the endpoint and this handle go, the loop ends. */
+static void on_stop(uv_async_t *a)
+{
+	metrics_http_stop(a->data);
+	uv_close((uv_handle_t *)a, NULL);
+}
+
+START_TEST(test_a_running_loop_is_healthy)
+{
+	uv_loop_t loop;
+	uv_async_t keep;
+	struct metrics *m = NULL;
+	char listen[64], *err = NULL;
+	int port = port_of_free();
+	pthread_t th;
+
+	memset(&one.st, 0, sizeof(one.st));
+	one.st.publishes = 3;
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	uv_loop_init(&loop);
+	uv_async_init(&loop, &keep, on_stop);
+	ck_assert_int_eq(metrics_http_start(&loop, listen, 1, collect, NULL, &m, &err),
+			 0);
+	keep.data = m;
+	pthread_create(&th, NULL, run_loop, &loop);
+	tu_nap(1200);
+	char *r = get(port, "/healthz");
+	ck_assert_msg(strstr(r, " 200 ") && strstr(r, "ok"), "%s", r);
+	free(r);
+	r = get(port, "/metrics");
+	ck_assert_msg(strstr(r, " 200 ") &&
+			      strstr(r, "atomsync_publishes_total{sync=\"web\"} 3"),
+		      "%s", r);
+	free(r);
+	/* Handles are closed on the loop's own thread. */
+	uv_async_send(&keep);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
+static Suite *metrics_suite(void)
+{
+	Suite *s = suite_create("metrics");
+	TCase *tc = tcase_create("metrics");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_render_follows_the_exposition_format);
+	tcase_add_test(tc, test_unhealthy_only_after_the_threshold);
+	tcase_add_test(tc, test_healthz_says_so_when_the_loop_stops_answering);
+	tcase_add_test(tc, test_a_running_loop_is_healthy);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(metrics_suite());
+}
