@@ -49,15 +49,16 @@ struct parser {
 	bool daemon_seen;
 };
 
-void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
+static void errors_vadd(struct conf_errors *e, const char *prefix,
+			const char *fmt, va_list ap)
 {
-	va_list ap;
-	char *m = NULL;
+	char *m = NULL, *body = NULL;
 
-	va_start(ap, fmt);
-	if (vasprintf(&m, fmt, ap) < 0)
+	if (vasprintf(&body, fmt, ap) < 0)
+		return;
+	if (asprintf(&m, "%s%s", prefix, body) < 0)
 		m = NULL;
-	va_end(ap);
+	free(body);
 	if (m == NULL)
 		return;
 	char **v = realloc(e->v, (e->n + 1) * sizeof(*v));
@@ -67,6 +68,15 @@ void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
 	}
 	e->v = v;
 	e->v[e->n++] = m;
+}
+
+void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	errors_vadd(e, "", fmt, ap);
+	va_end(ap);
 }
 
 void conf_errors_fini(struct conf_errors *e)
@@ -84,20 +94,20 @@ static void perr(struct parser *p, const char *fmt, ...)
 static void perr(struct parser *p, const char *fmt, ...)
 {
 	va_list ap;
-	char *m = NULL;
+	char *where = NULL;
+	int rc;
 
-	va_start(ap, fmt);
-	if (vasprintf(&m, fmt, ap) < 0)
-		m = NULL;
-	va_end(ap);
-	if (m == NULL)
-		return;
 	if (p->kind == SEC_SYNC && p->cur)
-		conf_errors_add(p->errs, "%s:%u: [sync:%s]: %s", p->path,
-				p->lineno, p->cur->name, m);
+		rc = asprintf(&where, "%s:%u: [sync:%s]: ", p->path, p->lineno,
+			      p->cur->name);
 	else
-		conf_errors_add(p->errs, "%s:%u: %s", p->path, p->lineno, m);
-	free(m);
+		rc = asprintf(&where, "%s:%u: ", p->path, p->lineno);
+	if (rc < 0)
+		return;
+	va_start(ap, fmt);
+	errors_vadd(p->errs, where, fmt, ap);
+	va_end(ap);
+	free(where);
 }
 
 static void sync_defaults(struct conf_sync *s)

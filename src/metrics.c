@@ -15,6 +15,7 @@
 
 #include <microhttpd.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "metrics.h"
@@ -213,20 +214,6 @@ struct metrics {
 	bool stopping;
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* On the loop thread: render for the HTTP thread. */
 static void on_async(uv_async_t *a)
 {
@@ -239,7 +226,7 @@ static void on_async(uv_async_t *a)
 
 	m->collect(m->data, &v);
 	char *text = metrics_render(&v);
-	char *bad = metrics_unhealthy(&v, wall_ms());
+	char *bad = metrics_unhealthy(&v, clock_wall_ms());
 	free(v.syncs);
 
 	pthread_mutex_lock(&m->mu);
@@ -249,7 +236,7 @@ static void on_async(uv_async_t *a)
 	m->unhealthy = bad;
 	m->unhealthy_after_s = v.unhealthy_after_s;
 	m->answered = want;
-	m->last_answer_ms = mono_ms();
+	m->last_answer_ms = clock_mono_ms();
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->mu);
 }
@@ -317,7 +304,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 		if (pthread_cond_timedwait(&m->cond, &m->mu, &until) == ETIMEDOUT)
 			break;
 	bool fresh = m->answered >= want;
-	uint64_t silent_ms = mono_ms() - m->last_answer_ms;
+	uint64_t silent_ms = clock_mono_ms() - m->last_answer_ms;
 	char *text = m->text ? strdup(m->text) : NULL;
 	char *bad = m->unhealthy ? strdup(m->unhealthy) : NULL;
 	unsigned limit_s = m->unhealthy_after_s;
@@ -402,7 +389,7 @@ int metrics_http_start(uv_loop_t *loop, const char *listen,
 		return -ENOMEM;
 	m->collect = collect;
 	m->data = data;
-	m->last_answer_ms = mono_ms();
+	m->last_answer_ms = clock_mono_ms();
 	m->unhealthy_after_s = unhealthy_after_s;
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cond, NULL);

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "debounce.h"
 #include "hook.h"
 #include "log.h"
@@ -96,20 +97,6 @@ struct sync {
 	struct sync_stats st;
 	char *generation;
 };
-
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint64_t backoff_ms(unsigned failures, uint64_t min, uint64_t max)
 {
@@ -200,7 +187,7 @@ static void on_work(uv_work_t *req)
 
 	switch (s->kind) {
 	case WORK_PUBLISH:
-		s->started_us = mono_us();
+		s->started_us = clock_us(CLOCK_MONOTONIC);
 		do_publish(s);
 		break;
 	case WORK_COMMIT:
@@ -224,7 +211,7 @@ static void on_work(uv_work_t *req)
 	}
 	if (s->w)
 		writer_retire(s->w, false, &s->retire_next);
-	s->finished_us = mono_us();
+	s->finished_us = clock_us(CLOCK_MONOTONIC);
 }
 
 /* ---- on the loop thread ---- */
@@ -564,7 +551,7 @@ static void note_published(struct sync *s)
 	double sec = (double)us / 1e6;
 
 	s->st.publishes++;
-	s->st.last_publish_ms = wall_ms();
+	s->st.last_publish_ms = clock_wall_ms();
 	s->st.last_duration_us = us;
 	s->st.duration_count++;
 	s->st.duration_sum += sec;
@@ -596,7 +583,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 	else if (s->res.generation && s->generation == NULL) {
 		/* Unchanged since before we started: what is live. */
 		s->generation = strdup(s->res.generation);
-		s->st.last_publish_ms = wall_ms();
+		s->st.last_publish_ms = clock_wall_ms();
 	}
 	if (s->meta) {
 		log_warnings(s, s->meta);
@@ -633,7 +620,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 		 * (the same tree would be vetoed the same way). */
 		s->st.vetoes++;
 		if (s->st.failing_since_ms == 0)
-			s->st.failing_since_ms = wall_ms();
+			s->st.failing_since_ms = clock_wall_ms();
 		free(s->last_err);
 		s->last_err = s->err ? strdup(s->err) : NULL;
 		debounce_timer_done(&s->db);
@@ -654,7 +641,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 		s->failures++;
 		s->st.publish_errors++;
 		if (s->st.failing_since_ms == 0)
-			s->st.failing_since_ms = wall_ms();
+			s->st.failing_since_ms = clock_wall_ms();
 		const char *msg = s->err ? s->err : strerror(-s->rc);
 		bool missing = s->rc == -ENOENT && s->source_failed;
 		if (s->last_err == NULL || strcmp(s->last_err, msg) != 0) {
