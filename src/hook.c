@@ -128,6 +128,108 @@ nomem:
 	return -ENOMEM;
 }
 
+char **hook_env(const char *name, const char *target, const char *gen,
+		const char *gen_dir, long changed)
+{
+	char **env = calloc(5, sizeof(*env));
+	int k = 0;
+
+	if (env == NULL)
+		return NULL;
+	if (asprintf(&env[k++], "ATOMSYNC_NAME=%s", name) < 0 ||
+	    asprintf(&env[k++], "ATOMSYNC_TARGET=%s", target) < 0 ||
+	    asprintf(&env[k++], "ATOMSYNC_GENERATION=%s", gen ? gen : "") < 0 ||
+	    (gen_dir &&
+	     asprintf(&env[k++], "ATOMSYNC_GENERATION_DIR=%s", gen_dir) < 0) ||
+	    (!gen_dir && changed >= 0 &&
+	     asprintf(&env[k++], "ATOMSYNC_CHANGED=%ld", changed) < 0)) {
+		env[k - 1] = NULL;
+		hook_env_free(env);
+		return NULL;
+	}
+	return env;
+}
+
+void hook_env_free(char **env)
+{
+	hook_argv_free(env);
+}
+
+int hook_signal(const char *pidfile, int pid, int sig, char **err)
+{
+	if (pidfile) {
+		FILE *f = fopen(pidfile, "re");
+		long v = 0;
+		if (f == NULL)
+			return log_err_set(err, -errno, "reload_pidfile %s: %s",
+					   pidfile, strerror(errno));
+		int n = fscanf(f, "%ld", &v);
+		fclose(f);
+		if (n != 1 || v < 2 || v > 4194304)
+			return log_err_set(err, -EINVAL,
+					   "reload_pidfile %s: no process id in it",
+					   pidfile);
+		pid = (int)v;
+	}
+	if (kill(pid, sig) < 0)
+		return log_err_set(err, -errno,
+				   "reload signal %d to process %d: %s", sig, pid,
+				   strerror(errno));
+	return 0;
+}
+
+struct wait_ctx {
+	bool done;
+	int rc;
+	char *why;
+};
+
+static void on_waited(void *data, const struct hook_result *r)
+{
+	struct wait_ctx *w = data;
+	char buf[128];
+
+	w->done = true;
+	if (!r->spawn_error && !r->timed_out && r->signal == 0 && r->status == 0)
+		return;
+	w->rc = -ECANCELED;
+	if (asprintf(&w->why, "%s%s%s", hook_describe(r, buf, sizeof(buf)),
+		     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
+		w->why = NULL;
+}
+
+int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
+		  char **why)
+{
+	uv_loop_t loop;
+	struct wait_ctx w = {0};
+	struct hook *h = NULL;
+	char **argv = NULL;
+	int rc = hook_split(cmd, &argv, why);
+
+	if (rc < 0)
+		return rc;
+	rc = uv_loop_init(&loop);
+	if (rc < 0) {
+		hook_argv_free(argv);
+		return rc;
+	}
+	rc = hook_run(&loop, argv, env, timeout_s, on_waited, &w, &h);
+	hook_argv_free(argv);
+	if (rc == 0)
+		uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	if (rc < 0)
+		return rc;
+	if (w.rc < 0 && why) {
+		free(*why);
+		*why = w.why;
+	} else {
+		free(w.why);
+	}
+	return w.rc;
+}
+
 const char *hook_describe(const struct hook_result *r, char *buf, size_t size)
 {
 	if (r->spawn_error)

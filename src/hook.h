@@ -43,6 +43,22 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
  * `done` still runs. */
 void hook_cancel(struct hook *h);
 
+/* The environment of a mapping's commands: ATOMSYNC_NAME, ATOMSYNC_TARGET,
+ * ATOMSYNC_GENERATION, and ATOMSYNC_GENERATION_DIR (when gen_dir is not
+ * NULL) or ATOMSYNC_CHANGED (when changed >= 0).  NULL-terminated. */
+char **hook_env(const char *name, const char *target, const char *gen,
+		const char *gen_dir, long changed);
+void hook_env_free(char **env);
+
+/* Sends `sig` to the process in `pidfile` (read now) or to `pid`. */
+int hook_signal(const char *pidfile, int pid, int sig, char **err);
+
+/* Runs cmd to its end on a loop of its own (for one-shot runs); *tail
+ * gets its stderr tail (malloc'ed).  0 when it exited 0, else -ECANCELED
+ * with *why describing how it ended. */
+int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
+		  char **why);
+
 /* "exit status 3", "killed by signal 9", "timed out after 5 s". */
 const char *hook_describe(const struct hook_result *r, char *buf,
 			  size_t size);

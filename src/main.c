@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "conf.h"
+#include "hook.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -143,6 +144,7 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 		free(err);
 		return rc;
 	}
+	struct writer_pending *p = NULL;
 	for (int attempt = 1;; attempt++) {
 		struct snapshot *s = NULL;
 		free(err);
@@ -155,7 +157,7 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 						"source %s: %s: %s", c->source,
 						s->warn[i].path,
 						snapshot_warn_str(s->warn[i].kind));
-			rc = writer_publish(w, s, &r, &err);
+			rc = writer_prepare(w, s, &p, &r, &err);
 		}
 		if (rc != -EAGAIN || attempt == ONCE_TRIES)
 			break;
@@ -163,6 +165,61 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 			err ? err : "source changed");
 		struct timespec ts = {0, 20000000L * attempt};
 		nanosleep(&ts, NULL);
+	}
+	/* The check sees the complete generation before it goes live. */
+	if (rc == 0 && p && c->check_command) {
+		const char *dir = writer_pending_dir(p);
+		const char *gen = strrchr(dir, '/');
+		char **env = hook_env(c->name, c->target, gen ? gen + 1 : dir, dir,
+				      -1);
+		char *why = NULL;
+		rc = env ? hook_run_wait(c->check_command, env, c->hook_timeout_s,
+					 &why)
+			 : -ENOMEM;
+		hook_env_free(env);
+		if (rc < 0) {
+			free(err);
+			if (asprintf(&err, "check_command vetoed %s: %s; the live "
+					   "generation stays",
+				     dir, why ? why : strerror(-rc)) < 0)
+				err = NULL;
+			writer_abort(w, p);
+			p = NULL;
+		}
+		free(why);
+	}
+	if (rc == 0 && p)
+		rc = writer_commit(w, p, &r, &err);
+	/* After a publish, as the daemon does: the signal, then on_update. */
+	char *hook_err = NULL;
+	if (rc == 0 && r.published && c->reload_signal &&
+	    hook_signal(c->reload_pidfile, c->reload_pid, c->reload_signal,
+			&hook_err) < 0)
+		rc = -EIO;
+	if (rc == 0 && r.published && c->on_update) {
+		char **env = hook_env(c->name, c->target, r.generation, NULL,
+				      (long)(r.added + r.changed + r.removed));
+		char *why = NULL;
+		int hr = env ? hook_run_wait(c->on_update, env, c->hook_timeout_s,
+					     &why)
+			     : -ENOMEM;
+		hook_env_free(env);
+		if (hr < 0) {
+			if (asprintf(&hook_err, "on_update %s",
+				     why ? why : strerror(-hr)) < 0)
+				hook_err = NULL;
+			rc = -EIO;
+		}
+		free(why);
+	}
+	if (hook_err) {
+		/* The publish itself went through. */
+		log_msg(LOG_LVL_INFO, c->name,
+			"target %s: published %s (%zu added, %zu changed, %zu "
+			"removed)",
+			c->target, r.generation, r.added, r.changed, r.removed);
+		free(err);
+		err = hook_err;
 	}
 	if (rc == -EAGAIN)
 		log_msg(LOG_LVL_ERROR, c->name, "%s; gave up after %d tries",

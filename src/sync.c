@@ -445,37 +445,6 @@ static void post_result(struct sync *s, const char *failure)
 	post_kick(s);
 }
 
-/* Sends the reload signal; NULL or what went wrong (static buffer). */
-static const char *send_reload(struct sync *s)
-{
-	static char msg[512];
-	int pid = s->c->reload_pid;
-
-	if (s->c->reload_pidfile) {
-		FILE *f = fopen(s->c->reload_pidfile, "re");
-		long v = 0;
-		if (f == NULL || fscanf(f, "%ld", &v) != 1 || v < 2 ||
-		    v > 4194304) {
-			snprintf(msg, sizeof(msg), "reload_pidfile %s: %s",
-				 s->c->reload_pidfile,
-				 f ? "no process id in it" : strerror(errno));
-			if (f)
-				fclose(f);
-			return msg;
-		}
-		fclose(f);
-		pid = (int)v;
-	}
-	if (kill(pid, s->c->reload_signal) < 0) {
-		snprintf(msg, sizeof(msg), "reload signal %d to process %d: %s",
-			 s->c->reload_signal, pid, strerror(errno));
-		return msg;
-	}
-	log_msg(LOG_LVL_DEBUG, s->c->name, "sent signal %d to process %d",
-		s->c->reload_signal, pid);
-	return NULL;
-}
-
 static void on_update_done(void *data, const struct hook_result *r)
 {
 	struct sync *s = data;
@@ -503,30 +472,26 @@ static void post_kick(struct sync *s)
 		return;
 	s->post_due = false;
 	if (s->c->reload_signal) {
-		const char *failure = send_reload(s);
-		if (failure) {
-			post_result(s, failure);
+		char *failure = NULL;
+		if (hook_signal(s->c->reload_pidfile, s->c->reload_pid,
+				s->c->reload_signal, &failure) < 0) {
+			post_result(s, failure ? failure : "reload signal failed");
+			free(failure);
 			return;
 		}
+		log_msg(LOG_LVL_DEBUG, s->c->name, "sent reload signal %d",
+			s->c->reload_signal);
 	}
 	if (s->c->on_update == NULL) {
 		post_result(s, NULL);
 		return;
 	}
-	char **argv = NULL, *env[5] = {0};
-	if (hook_split(s->c->on_update, &argv, NULL) < 0) {
-		post_result(s, "on_update cannot be parsed");
-		return;
-	}
-	if (asprintf(&env[0], "ATOMSYNC_NAME=%s", s->c->name) < 0 ||
-	    asprintf(&env[1], "ATOMSYNC_TARGET=%s", s->c->target) < 0 ||
-	    asprintf(&env[2], "ATOMSYNC_GENERATION=%s",
-		     s->post_gen ? s->post_gen : "") < 0 ||
-	    asprintf(&env[3], "ATOMSYNC_CHANGED=%zu", s->post_changed) < 0) {
-		hook_argv_free(argv);
-		for (int i = 0; i < 4; i++)
-			free(env[i]);
-		post_result(s, "out of memory");
+	char **argv = NULL;
+	char **env = hook_env(s->c->name, s->c->target, s->post_gen, NULL,
+			      (long)s->post_changed);
+	if (env == NULL || hook_split(s->c->on_update, &argv, NULL) < 0) {
+		hook_env_free(env);
+		post_result(s, "on_update cannot be started");
 		return;
 	}
 	struct hook *h = NULL;
@@ -538,8 +503,7 @@ static void post_kick(struct sync *s)
 	if (s->post == (struct hook *)1)
 		s->post = h;
 	hook_argv_free(argv);
-	for (int i = 0; i < 4; i++)
-		free(env[i]);
+	hook_env_free(env);
 }
 
 /* ---- the end of a publish ---- */
@@ -704,18 +668,14 @@ static void on_check_done(void *data, const struct hook_result *r)
 /* Runs check_command against the prepared generation. */
 static void start_check(struct sync *s)
 {
-	char **argv = NULL, *env[5] = {0};
+	char **argv = NULL;
 	const char *dir = writer_pending_dir(s->pending);
 	const char *gen = strrchr(dir, '/');
+	char **env = hook_env(s->c->name, s->c->target, gen ? gen + 1 : dir, dir,
+			      -1);
 
-	if (hook_split(s->c->check_command, &argv, NULL) < 0 ||
-	    asprintf(&env[0], "ATOMSYNC_NAME=%s", s->c->name) < 0 ||
-	    asprintf(&env[1], "ATOMSYNC_TARGET=%s", s->c->target) < 0 ||
-	    asprintf(&env[2], "ATOMSYNC_GENERATION_DIR=%s", dir) < 0 ||
-	    asprintf(&env[3], "ATOMSYNC_GENERATION=%s", gen ? gen + 1 : dir) < 0) {
-		hook_argv_free(argv);
-		for (int i = 0; i < 4; i++)
-			free(env[i]);
+	if (env == NULL || hook_split(s->c->check_command, &argv, NULL) < 0) {
+		hook_env_free(env);
 		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
 					.stderr_tail = ""};
 		on_check_done(s, &r);
@@ -728,8 +688,7 @@ static void start_check(struct sync *s)
 	if (s->check == (struct hook *)1)
 		s->check = h;
 	hook_argv_free(argv);
-	for (int i = 0; i < 4; i++)
-		free(env[i]);
+	hook_env_free(env);
 }
 
 static void finish_stop(struct sync *s);

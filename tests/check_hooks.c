@@ -586,6 +586,69 @@ START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)
 }
 END_TEST
 
+/* --once with the config of start(): exit status and stderr. */
+static int once(const char *sync_keys, char **err)
+{
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:web]\nsource = %s\ntarget = %s\n%s\n", src,
+				  dst, sync_keys),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	free(text);
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	return tu_run(argv, NULL, err, 30000);
+}
+
+START_TEST(test_once_runs_the_check_and_the_hooks_too)
+{
+	char *err, *keys, *envf = tu_path(tmp, "env");
+	ck_assert_int_ge(asprintf(&keys,
+				  "check_command = sh -c 'test -f "
+				  "\"$ATOMSYNC_GENERATION_DIR/ok\" || { echo no ok >&2; "
+				  "exit 4; }'\n"
+				  "on_update = sh -c 'env > \"%s\"'",
+				  envf),
+			 0);
+	tu_write(src, "ok", "", 0644);
+	ck_assert_int_eq(once(keys, &err), 0);
+	free(err);
+	char *gen = tu_live(dst);
+	char want[512];
+	snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen);
+	ck_assert_int_eq(tu_file_count(envf, want), 1);
+	ck_assert_int_eq(tu_file_count(envf, "ATOMSYNC_CHANGED=2\n"), 1);
+	/* Vetoed: exit 1, the reason, and the live generation stays. */
+	char *ok = tu_path(src, "ok");
+	unlink(ok);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	unlink(envf);
+	ck_assert_int_eq(once(keys, &err), 1);
+	ck_assert_msg(strstr(err, "check_command vetoed") &&
+			      strstr(err, "exit status 4: no ok"),
+		      "%s", err);
+	free(err);
+	char *gen2 = tu_live(dst);
+	ck_assert_str_eq(gen, gen2);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert(access(envf, F_OK) < 0); /* no publish, no on_update */
+	free(keys);
+	/* A failing on_update after a publish: exit 1, but it is published. */
+	ck_assert_int_eq(once("on_update = false", &err), 1);
+	ck_assert_msg(strstr(err, "on_update exit status 1"), "%s", err);
+	free(err);
+	char *d = tu_path(dst, "app.conf");
+	char *c = tu_read(d, NULL);
+	ck_assert_str_eq(c, "v2\n");
+	free(c);
+	free(d);
+	free(ok);
+	free(gen);
+	free(gen2);
+	free(envf);
+}
+END_TEST
+
 static Suite *hooks_suite(void)
 {
 	Suite *s = suite_create("hooks");
@@ -598,6 +661,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_burst_during_a_running_hook_gives_exactly_one_more_run);
 	tcase_add_test(tc, test_reload_signal_reaches_the_process_in_the_pidfile);
 	tcase_add_test(tc, test_a_failing_hook_is_retried_and_counted);
+	tcase_add_test(tc, test_once_runs_the_check_and_the_hooks_too);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("metrics");
 	tcase_add_checked_fixture(tc, setup, teardown);
