@@ -33,7 +33,6 @@ enum work_kind {
 	WORK_PUBLISH, /* snapshot, prepare, and commit unless checked */
 	WORK_COMMIT,  /* a checked generation goes live */
 	WORK_ABORT,   /* a vetoed generation goes */
-	WORK_RETIRE,
 	WORK_FINAL, /* at stop: wait out the grace periods, close the target */
 };
 
@@ -56,6 +55,13 @@ struct sync {
 	uv_timer_t retire;
 	uv_timer_t post_retry;
 	uv_work_t work;
+	/* Replaced generations are removed by a work item of their own, so
+	 * the next publish need not wait for a thousand unlinks. */
+	uv_work_t gc_work;
+	struct writer_gc *gc;	  /* being removed */
+	struct writer_gc *gc_taken; /* waiting for that to finish */
+	bool gc_busy;
+	bool final_done;	/* WORK_FINAL has run */
 	enum work_kind kind;
 	bool busy;	    /* s->work is queued or running */
 	bool pipeline;	    /* a publish is under way (work, check, commit) */
@@ -74,6 +80,8 @@ struct sync {
 	struct writer_pending *pending; /* prepared, waiting for the check */
 	struct writer_result res;
 	uint64_t retire_next;
+	bool may_take_gc;	     /* the loop has room for what is due */
+	struct writer_gc *gc_handed; /* taken by the work item */
 	uint64_t started_us, finished_us;
 
 	/* check_command, while it runs */
@@ -198,8 +206,6 @@ static void on_work(uv_work_t *req)
 		writer_abort(s->w, s->pending);
 		s->pending = NULL;
 		break;
-	case WORK_RETIRE:
-		break;
 	case WORK_FINAL:
 		if (s->w == NULL)
 			break;
@@ -209,9 +215,53 @@ static void on_work(uv_work_t *req)
 		s->w = NULL;
 		break;
 	}
-	if (s->w)
-		writer_retire(s->w, false, &s->retire_next);
+	if (s->w && s->may_take_gc)
+		s->gc_handed = writer_gc_take(s->w, false, &s->retire_next);
 	s->finished_us = clock_us(CLOCK_MONOTONIC);
+}
+
+static void on_gc(uv_work_t *req)
+{
+	struct sync *s = req->data;
+
+	writer_gc_run(s->gc);
+}
+
+static void finish_stop(struct sync *s);
+static void gc_kick(struct sync *s);
+static void arm_retire(struct sync *s);
+
+static void on_gc_done(uv_work_t *req, int status)
+{
+	struct sync *s = req->data;
+
+	(void)status;
+	writer_gc_free(s->gc);
+	s->gc = NULL;
+	s->gc_busy = false;
+	if (s->stopping && s->final_done) {
+		finish_stop(s);
+		return;
+	}
+	gc_kick(s);
+	arm_retire(s);
+}
+
+/* Starts removing what the last work item took, unless a removal runs. */
+static void gc_kick(struct sync *s)
+{
+	if (s->gc_busy || s->gc_taken == NULL)
+		return;
+	s->gc = s->gc_taken;
+	s->gc_taken = NULL;
+	s->gc_busy = true;
+	s->gc_work.data = s;
+	if (uv_queue_work(s->loop, &s->gc_work, on_gc, on_gc_done) < 0) {
+		s->gc_busy = false;
+		writer_gc_run(s->gc); /* cannot happen with a live loop */
+		writer_gc_free(s->gc);
+		s->gc = NULL;
+	}
 }
 
 /* ---- on the loop thread ---- */
@@ -225,6 +275,8 @@ static void queue(struct sync *s, enum work_kind kind)
 	s->kind = kind;
 	s->busy = true;
 	s->work.data = s;
+	s->may_take_gc = s->gc_taken == NULL;
+	s->gc_handed = NULL;
 	if (kind == WORK_PUBLISH) {
 		s->rc = 0;
 		s->source_failed = false;
@@ -291,14 +343,21 @@ static void on_retire(uv_timer_t *h)
 {
 	struct sync *s = h->data;
 
-	/* A publish under way retires what is due when it ends. */
-	if (!s->busy && !s->pipeline && !s->stopping)
-		queue(s, WORK_RETIRE);
+	/* Taking is cheap, so with no work item using the writer it is done
+	 * here; a publish under way takes what is due when it ends, and a
+	 * removal under way re-arms this when it is done. */
+	if (s->busy || s->pipeline || s->stopping || s->w == NULL ||
+	    s->gc_busy || s->gc_taken)
+		return;
+	s->gc_taken = writer_gc_take(s->w, false, &s->retire_next);
+	gc_kick(s);
+	arm_retire(s);
 }
 
 static void arm_retire(struct sync *s)
 {
-	if (s->retire_next == 0 || s->stopping) {
+	/* While a removal runs, its end re-arms the timer. */
+	if (s->retire_next == 0 || s->stopping || s->gc_busy || s->gc_taken) {
 		uv_timer_stop(&s->retire);
 		return;
 	}
@@ -700,6 +759,10 @@ static void on_after_work(uv_work_t *req, int status)
 
 	(void)status;
 	s->busy = false;
+	if (s->gc_handed) {
+		s->gc_taken = s->gc_handed; /* was NULL when the work started */
+		s->gc_handed = NULL;
+	}
 	switch (kind) {
 	case WORK_PUBLISH:
 		if (s->rc == 0 && s->pending) {
@@ -722,12 +785,14 @@ static void on_after_work(uv_work_t *req, int status)
 	case WORK_ABORT:
 		publish_finished(s, OUT_VETO);
 		break;
-	case WORK_RETIRE:
-		break;
 	case WORK_FINAL:
-		finish_stop(s);
+		s->final_done = true;
+		gc_kick(s);
+		if (!s->gc_busy)
+			finish_stop(s);
 		return;
 	}
+	gc_kick(s);
 	arm_retire(s);
 	if (s->stopping) {
 		if (s->publish_after) {
@@ -783,6 +848,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 	if (--s->open_handles > 0)
 		return;
+	writer_gc_free(s->gc_taken);
 	void (*done)(void *) = s->stopped;
 	void *data = s->stopped_data;
 	for (size_t i = 0; i < s->nwarned; i++)

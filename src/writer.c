@@ -28,8 +28,12 @@
 
 /* A file whose ctime is this close to (or after) the time its state was
  * recorded may have been written again within the same timestamp tick, so
- * equal metadata does not prove equal content: compare the bytes. */
-#define RACY_WINDOW_NS 2000000000LL
+ * equal metadata does not prove equal content: compare the bytes.  File
+ * systems with nanosecond timestamps tick with the kernel's coarse clock
+ * (1 to 10 ms); one with whole seconds (a zero nanosecond part) may tick
+ * once a second or every two (FAT). */
+#define RACY_FINE_NS 50000000LL
+#define RACY_COARSE_NS 2000000000LL
 
 struct retired {
 	char *name;
@@ -704,7 +708,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 {
 	const struct snapshot *l = w->live;
 	size_t i = 0, j = 0;
-	int64_t racy_from = ts_ns(&l->taken) - RACY_WINDOW_NS;
+	int64_t taken = ts_ns(&l->taken);
 
 	while (i < s->n || j < l->n) {
 		int c = i == s->n   ? 1
@@ -739,11 +743,14 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 			       o->uid != e->uid || o->gid != e->gid;
 		if (!changed && e->type == SNAP_FILE) {
 			changed = o->size != e->size;
+			int64_t window = o->ctime.tv_nsec || o->mtime.tv_nsec
+						 ? RACY_FINE_NS
+						 : RACY_COARSE_NS;
 			if (!changed && o->ino != 0 && o->ino == e->ino &&
 			    o->dev == e->dev &&
 			    ts_ns(&o->mtime) == ts_ns(&e->mtime) &&
 			    ts_ns(&o->ctime) == ts_ns(&e->ctime) &&
-			    ts_ns(&o->ctime) < racy_from) {
+			    ts_ns(&o->ctime) < taken - window) {
 				act[i] = ACT_LINK;
 			} else if (!changed) {
 				bool same = false;
@@ -1295,33 +1302,89 @@ int writer_publish(struct writer *w, struct snapshot *s,
 	return writer_commit(w, p, r, err);
 }
 
-int writer_retire(struct writer *w, bool all, uint64_t *next_ms)
+struct writer_gc {
+	int dfd; /* its own descriptor: the writer may be closed meanwhile */
+	char *path, *name;
+	char **gens;
+	size_t n;
+};
+
+struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 {
 	uint64_t now = writer_now_ms(), next = 0;
-	int rc = 0;
+	struct writer_gc *gc = NULL;
 	size_t k = 0;
 
 	for (size_t i = 0; i < w->nretired; i++) {
 		struct retired *t = &w->retired[i];
-		if (all || t->due_ms <= now) {
-			int r = fsutil_rmtree(w->dfd, t->name);
-			if (r < 0) {
-				log_msg(LOG_LVL_WARN, w->name,
-					"target %s: removing %s: %s", w->path,
-					t->name, strerror(-r));
-				if (rc == 0)
-					rc = r;
-			}
-			free(t->name);
+		if (!all && t->due_ms > now) {
+			if (next == 0 || t->due_ms < next)
+				next = t->due_ms;
+			w->retired[k++] = *t;
 			continue;
 		}
-		if (next == 0 || t->due_ms < next)
-			next = t->due_ms;
-		w->retired[k++] = *t;
+		if (gc == NULL) {
+			gc = calloc(1, sizeof(*gc));
+			if (gc)
+				gc->dfd = fcntl(w->dfd, F_DUPFD_CLOEXEC, 0);
+			if (gc == NULL || gc->dfd < 0) {
+				/* Keep it for the next try. */
+				free(gc);
+				gc = NULL;
+				w->retired[k++] = *t;
+				continue;
+			}
+			gc->path = strdup(w->path);
+			gc->name = w->name ? strdup(w->name) : NULL;
+			gc->gens = calloc(w->nretired, sizeof(*gc->gens));
+		}
+		if (gc->gens == NULL) {
+			w->retired[k++] = *t;
+			continue;
+		}
+		gc->gens[gc->n++] = t->name;
 	}
 	w->nretired = k;
 	if (next_ms)
 		*next_ms = next;
+	return gc;
+}
+
+int writer_gc_run(struct writer_gc *gc)
+{
+	int rc = 0;
+
+	for (size_t i = 0; gc && i < gc->n; i++) {
+		int r = fsutil_rmtree(gc->dfd, gc->gens[i]);
+		if (r < 0) {
+			log_msg(LOG_LVL_WARN, gc->name, "target %s: removing %s: %s",
+				gc->path, gc->gens[i], strerror(-r));
+			if (rc == 0)
+				rc = r;
+		}
+	}
+	return rc;
+}
+
+void writer_gc_free(struct writer_gc *gc)
+{
+	if (gc == NULL)
+		return;
+	for (size_t i = 0; i < gc->n; i++)
+		free(gc->gens[i]);
+	free(gc->gens);
+	free(gc->path);
+	free(gc->name);
+	close(gc->dfd);
+	free(gc);
+}
+
+int writer_retire(struct writer *w, bool all, uint64_t *next_ms)
+{
+	struct writer_gc *gc = writer_gc_take(w, all, next_ms);
+	int rc = writer_gc_run(gc);
+
+	writer_gc_free(gc);
 	return rc;
 }
 

@@ -82,6 +82,16 @@ int writer_publish(struct writer *w, struct snapshot *s,
  * one is due, or 0 when none is left. */
 int writer_retire(struct writer *w, bool all, uint64_t *next_ms);
 
+/* writer_retire in two halves, so the removal need not hold up the next
+ * publish: take the generations that are due (cheap; with the writer
+ * like any other call, NULL when none is), then remove them on any
+ * thread and free. */
+struct writer_gc;
+struct writer_gc *writer_gc_take(struct writer *w, bool all,
+				 uint64_t *next_ms);
+int writer_gc_run(struct writer_gc *gc);
+void writer_gc_free(struct writer_gc *gc);
+
 /* Waits out the grace period of every superseded generation, removing
  * each when it is due (blocking). */
 void writer_retire_wait(struct writer *w);
