@@ -276,9 +276,9 @@ static int num(char **p, unsigned base, uint64_t *out)
 		return -EINVAL;
 	for (; *s && *s != ' '; s++) {
 		unsigned d = (unsigned)(*s - '0');
-		if (d >= base || v > (UINT64_MAX - d) / base)
+		if (d >= base || __builtin_mul_overflow(v, base, &v) ||
+		    __builtin_add_overflow(v, d, &v))
 			return -EINVAL;
-		v = v * base + d;
 	}
 	if (*s != ' ')
 		return -EINVAL;
