@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dlfcn.h>
 #include <microhttpd.h>
 
 #include "clock.h"
@@ -199,6 +200,59 @@ int metrics_write_file(const char *path, const char *text)
 
 /* ---- HTTP ---- */
 
+/* libmicrohttpd and the TLS libraries it links are loaded on first use:
+ * a daemon that serves no metrics over HTTP does not carry them. */
+static struct {
+	void *lib;
+	struct MHD_Daemon *(*start_daemon)(unsigned int, uint16_t,
+					   MHD_AcceptPolicyCallback, void *,
+					   MHD_AccessHandlerCallback, void *, ...);
+	void (*stop_daemon)(struct MHD_Daemon *);
+	struct MHD_Response *(*create_response)(size_t, void *,
+						enum MHD_ResponseMemoryMode);
+	enum MHD_Result (*add_header)(struct MHD_Response *, const char *,
+				      const char *);
+	enum MHD_Result (*queue_response)(struct MHD_Connection *, unsigned int,
+					  struct MHD_Response *);
+	void (*destroy_response)(struct MHD_Response *);
+} mhd;
+
+static int mhd_load(char **err)
+{
+	if (mhd.lib)
+		return 0;
+	void *lib = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (lib == NULL)
+		return log_err_set(err, -ENOENT,
+				   "metrics_listen needs %s (Debian: "
+				   "libmicrohttpd12): %s",
+				   MHD_SONAME, dlerror());
+	void *f[6] = {
+		dlsym(lib, "MHD_start_daemon"),
+		dlsym(lib, "MHD_stop_daemon"),
+		dlsym(lib, "MHD_create_response_from_buffer"),
+		dlsym(lib, "MHD_add_response_header"),
+		dlsym(lib, "MHD_queue_response"),
+		dlsym(lib, "MHD_destroy_response"),
+	};
+	for (int i = 0; i < 6; i++) {
+		if (f[i] == NULL) {
+			dlclose(lib);
+			return log_err_set(err, -ENOENT, "%s: missing symbol",
+					   MHD_SONAME);
+		}
+	}
+	/* POSIX allows converting dlsym's result to a function pointer. */
+	memcpy(&mhd.start_daemon, &f[0], sizeof(f[0]));
+	memcpy(&mhd.stop_daemon, &f[1], sizeof(f[1]));
+	memcpy(&mhd.create_response, &f[2], sizeof(f[2]));
+	memcpy(&mhd.add_header, &f[3], sizeof(f[3]));
+	memcpy(&mhd.queue_response, &f[4], sizeof(f[4]));
+	memcpy(&mhd.destroy_response, &f[5], sizeof(f[5]));
+	mhd.lib = lib;
+	return 0;
+}
+
 struct metrics {
 	struct MHD_Daemon *mhd;
 	uv_async_t async;
@@ -244,14 +298,14 @@ static void on_async(uv_async_t *a)
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
 			     const char *type, const char *body)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(
+	struct MHD_Response *r = mhd.create_response(
 		strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
 	if (r == NULL)
 		return MHD_NO;
-	MHD_add_response_header(r, "Content-Type", type);
-	MHD_add_response_header(r, "Cache-Control", "no-store");
-	enum MHD_Result ret = MHD_queue_response(c, code, r);
-	MHD_destroy_response(r);
+	mhd.add_header(r, "Content-Type", type);
+	mhd.add_header(r, "Cache-Control", "no-store");
+	enum MHD_Result ret = mhd.queue_response(c, code, r);
+	mhd.destroy_response(r);
 	return ret;
 }
 
@@ -366,6 +420,9 @@ int metrics_http_start(uv_loop_t *loop, const char *listen,
 	if (conf_parse_listen(listen, host, sizeof(host), &port) < 0)
 		return log_err_set(err, -EINVAL, "metrics_listen %s: not HOST:PORT",
 				   listen);
+	int rc = mhd_load(err);
+	if (rc < 0)
+		return rc;
 	if (host[0] == '\0' || strchr(host, ':')) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
 		a->sin6_family = AF_INET6;
@@ -397,7 +454,7 @@ int metrics_http_start(uv_loop_t *loop, const char *listen,
 	m->async.data = m;
 	/* Bounded against garbage, huge and slow clients: small buffers,
 	 * few connections, and a timeout for the slow ones. */
-	m->mhd = MHD_start_daemon(
+	m->mhd = mhd.start_daemon(
 		flags, (uint16_t)port, NULL, NULL, on_request, m,
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
@@ -425,6 +482,6 @@ void metrics_http_stop(struct metrics *m)
 	m->answered = m->asked;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->mu);
-	MHD_stop_daemon(m->mhd);
+	mhd.stop_daemon(m->mhd);
 	uv_close((uv_handle_t *)&m->async, on_async_closed);
 }
