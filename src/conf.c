@@ -51,6 +51,10 @@ struct parser {
 
 static void errors_vadd(struct conf_errors *e, const char *prefix,
 			const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
+static void errors_vadd(struct conf_errors *e, const char *prefix,
+			const char *fmt, va_list ap)
 {
 	char *m = NULL, *body = NULL;
 

@@ -391,6 +391,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
 	log_vmsg(LOG_LVL_DEBUG, NULL, fmt, ap);
