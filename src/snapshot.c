@@ -23,13 +23,78 @@ struct dirid {
 	uint64_t dev, ino;
 };
 
+/* A symlink read during the walk, and what it said. */
+struct linkrec {
+	char *path; /* relative to the source root */
+	char *target;
+};
+
 struct walk {
 	struct snapshot *s;
 	const struct snapshot_opts *o;
 	struct dirid *stack; /* directories being walked, for loop checks */
 	size_t depth, cap;
+	struct linkrec *links;
+	size_t nlinks;
 	char *err;
 };
+
+/* Notes what a symlink said.  A source whose versions are swapped by a
+ * symlink (a Kubernetes volume's ..data) may change while it is walked:
+ * the same link read twice must agree, or the snapshot would mix two
+ * versions.  -EAGAIN when it does not. */
+static int note_link(struct walk *w, const char *path, const char *target)
+{
+	for (size_t i = 0; i < w->nlinks; i++) {
+		if (strcmp(w->links[i].path, path) != 0)
+			continue;
+		if (strcmp(w->links[i].target, target) == 0)
+			return 0;
+		return log_err_set(&w->err, -EAGAIN,
+				   "source %s: symlink %s changed while the "
+				   "tree was read",
+				   w->s->root, path);
+	}
+	struct linkrec *v = realloc(w->links, (w->nlinks + 1) * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	w->links = v;
+	v[w->nlinks].path = strdup(path);
+	v[w->nlinks].target = strdup(target);
+	if (v[w->nlinks].path == NULL || v[w->nlinks].target == NULL) {
+		free(v[w->nlinks].path);
+		free(v[w->nlinks].target);
+		return -ENOMEM;
+	}
+	w->nlinks++;
+	return 0;
+}
+
+/* At the end of the walk every link must still say what it said. */
+static int links_unchanged(struct walk *w)
+{
+	for (size_t i = 0; i < w->nlinks; i++) {
+		char *t = NULL;
+		int rc = fsutil_readlinkat(w->s->root_fd, w->links[i].path, &t);
+		bool same = rc == 0 && strcmp(t, w->links[i].target) == 0;
+		free(t);
+		if (!same)
+			return log_err_set(&w->err, -EAGAIN,
+					   "source %s: symlink %s changed while "
+					   "the tree was read",
+					   w->s->root, w->links[i].path);
+	}
+	return 0;
+}
+
+static void links_free(struct walk *w)
+{
+	for (size_t i = 0; i < w->nlinks; i++) {
+		free(w->links[i].path);
+		free(w->links[i].target);
+	}
+	free(w->links);
+}
 
 
 int snapshot_path_cmp(const char *a, const char *b)
@@ -431,9 +496,10 @@ static const char *strip_root(const char *root_real, const char *target)
 /* Resolves the symlink `dir/name` (dir relative to the source root) to a
  * symlink-free path below the root.  -EXDEV: it leads outside; -ELOOP:
  * too many links; -ENOENT: dangling. */
-static int resolve_inside(struct snapshot *s, const char *dir,
-			  const char *name, char **out)
+static int resolve_inside(struct walk *w, const char *dir, const char *name,
+			  char **out)
 {
+	struct snapshot *s = w->s;
 	struct comps stack = {0}, queue = {0};
 	char *link = NULL, *cur = NULL;
 	int hops = 0, rc;
@@ -491,6 +557,8 @@ static int resolve_inside(struct snapshot *s, const char *dir,
 		free(link);
 		link = NULL;
 		rc = fsutil_readlinkat(s->root_fd, cur, &link);
+		if (rc == 0)
+			rc = note_link(w, cur, link);
 		if (rc < 0)
 			goto out;
 		free(stack.v[--stack.n]);
@@ -644,7 +712,9 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 		}
 		if (mode == SNAP_LINKS_INSIDE && !(flags & SNAP_F_FOLLOW)) {
 			char *resolved = NULL;
-			rc = resolve_inside(s, src, name, &resolved);
+			rc = resolve_inside(w, src, name, &resolved);
+			if (rc == -EAGAIN)
+				goto out;
 			if (rc == -EXDEV || rc == -ELOOP || rc == -ENOENT) {
 				rc = add_warning(s, cpath,
 						 rc == -EXDEV ? SNAP_W_OUTSIDE
@@ -676,6 +746,14 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 			free(csrc);
 			csrc = resolved;
 		} else {
+			/* The link itself is noted; where it leads, the kernel
+			 * resolves. */
+			char *t = NULL;
+			if (fsutil_readlinkat(dfd, name, &t) == 0)
+				rc = note_link(w, csrc, t);
+			free(t);
+			if (rc < 0)
+				goto out;
 			if (fstatat(dfd, name, &st, 0) < 0) {
 				if (errno == ENOENT || errno == ELOOP ||
 				    errno == ENOTDIR) {
@@ -701,7 +779,22 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 		e.src = strcmp(cpath, csrc) == 0 ? NULL : csrc;
 		e.flags = (uint8_t)cflags;
 		rc = snapshot_add(s, &e);
-		if (rc == 0 && linked && !(cflags & SNAP_F_FOLLOW)) {
+		if (rc == 0 && linked && (cflags & SNAP_F_FOLLOW)) {
+			/* Followed anywhere: watch the directory the file
+			 * really is in, by its absolute path. */
+			char *full = fsutil_join(s->root, csrc);
+			char *real = full ? realpath(full, NULL) : NULL;
+			char *slash = real ? strrchr(real, '/') : NULL;
+			struct stat dst;
+			if (slash) {
+				*slash = '\0';
+				const char *dir = slash == real ? "/" : real;
+				if (stat(dir, &dst) == 0)
+					rc = add_watch(s, dir, &dst);
+			}
+			free(real);
+			free(full);
+		} else if (rc == 0 && linked) {
 			/* Watch where the content really lives. */
 			char *slash = strrchr(csrc, '/');
 			struct stat dst;
@@ -819,6 +912,8 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 		rc = add_watch(s, "", &st);
 	if (rc == 0)
 		rc = walk_dir(&w, s->root_fd, "", "", 0);
+	if (rc == 0)
+		rc = links_unchanged(&w);
 	if (rc < 0) {
 		if (w.err == NULL)
 			log_err_set(&w.err, rc, "source %s: %s", root,
@@ -832,11 +927,13 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	}
 	free(w.stack);
 	free(w.err);
+	links_free(&w);
 	*out = s;
 	return 0;
 fail:
 	free(w.stack);
 	free(w.err);
+	links_free(&w);
 	snapshot_free(s);
 	return rc;
 }

@@ -408,6 +408,58 @@ START_TEST(test_kubernetes_volume_source_through_many_swaps)
 }
 END_TEST
 
+struct want {
+	const char *path, *content;
+};
+
+static int file_says(void *arg)
+{
+	struct want *w = arg;
+	char *d = tu_read(w->path, NULL);
+	int ok = d && strcmp(d, w->content) == 0;
+	free(d);
+	return ok;
+}
+
+START_TEST(test_followed_links_are_watched_where_they_lead)
+{
+	/* certbot's layout: live/ links into archive/, outside the source. */
+	char *archive = tu_path(tmp, "archive");
+	tu_write(archive, "cert1.pem", "v1", 0644);
+	char *link = tu_path(src, "cert.pem");
+	char *target = tu_path(archive, "cert1.pem");
+	ck_assert_int_eq(symlink(target, link), 0);
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:certs]\nsource = %s\ntarget = %s\n"
+				  "symlinks = follow\ndebounce_ms = 10\n"
+				  "resync_interval_s = 0\n",
+				  src, dst),
+			 0);
+	write_conf(text);
+	free(text);
+	start_conf();
+	/* The tree helpers do not follow links out of the source: look at
+	 * the file itself. */
+	char *out = tu_path(dst, "cert.pem");
+	struct want w1 = {out, "v1"}, w2 = {out, "v2 renewed"};
+	ck_assert_msg(tu_wait_for(file_says, &w1, 5000), "never published v1");
+	/* After the start-up publish the daemon looks once more (its new
+	 * watches were not in place for the first): let that pass, so only
+	 * a watch can see what follows. */
+	wait_log("\"certs\": unchanged", 1, 3000);
+	/* The file behind the link changes; the link does not. */
+	tu_write(archive, "cert1.pem", "v2 renewed", 0644);
+	ck_assert_msg(tu_wait_for(file_says, &w2, 3000),
+		      "a change behind a followed link was missed");
+	free(out);
+	stop_daemon();
+	free(archive);
+	free(link);
+	free(target);
+}
+END_TEST
+
 START_TEST(test_failing_mapping_does_not_stop_others)
 {
 	char *good = side("src", 'g'), *goodd = side("dst", 'g');
@@ -588,6 +640,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_missing_source_is_waited_for);
 	tcase_add_test(tc, test_source_root_replaced_or_renamed);
 	tcase_add_test(tc, test_kubernetes_volume_source_through_many_swaps);
+	tcase_add_test(tc, test_followed_links_are_watched_where_they_lead);
 	tcase_add_test(tc, test_failing_mapping_does_not_stop_others);
 	tcase_add_test(tc, test_dry_run_daemon_writes_nothing);
 	tcase_add_test(tc, test_file_being_rewritten_converges_untorn);

@@ -5,11 +5,14 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -270,6 +273,64 @@ START_TEST(test_kubernetes_volume_as_source)
 }
 END_TEST
 
+START_TEST(test_a_volume_swapped_during_the_walk_never_mixes_versions)
+{
+	/* Two versions of a volume, ..data flipped between them without
+	 * pause while snapshots are taken: each snapshot must come from one
+	 * version only, or be refused as torn (-EAGAIN). */
+	const char *gens[] = {"..gen_a", "..gen_b"};
+	for (int g = 0; g < 2; g++)
+		for (int i = 0; i < 40; i++) {
+			char n[64];
+			snprintf(n, sizeof(n), "%s/f%02d", gens[g], i);
+			tu_write(src, n, gens[g], 0644);
+		}
+	link_in("..gen_a", "..data");
+	for (int i = 0; i < 40; i++) {
+		char n[32], t[48];
+		snprintf(n, sizeof(n), "f%02d", i);
+		snprintf(t, sizeof(t), "..data/f%02d", i);
+		link_in(t, n);
+	}
+	pid_t flipper = fork();
+	ck_assert_int_ge(flipper, 0);
+	if (flipper == 0) {
+		char *tmpl = tu_path(src, "..data_tmp"), *data = tu_path(src, "..data");
+		for (int k = 0; getppid() != 1; k++) {
+			unlink(tmpl);
+			if (symlink(gens[k % 2], tmpl) == 0)
+				rename(tmpl, data);
+		}
+		_exit(0);
+	}
+	int whole = 0, torn = 0;
+	for (int k = 0; k < 300; k++) {
+		struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE};
+		struct snapshot *s = NULL;
+		char *err = NULL;
+		int rc = snapshot_take(src, &o, &s, &err);
+		free(err);
+		if (rc == -EAGAIN) {
+			torn++;
+			continue;
+		}
+		ck_assert_int_eq(rc, 0);
+		ck_assert_uint_eq(s->n, 40);
+		for (size_t i = 1; i < s->n; i++)
+			ck_assert_msg(strncmp(s->v[i].src, s->v[0].src, 7) == 0,
+				      "snapshot %d mixes %s and %s", k, s->v[0].src,
+				      s->v[i].src);
+		whole++;
+		snapshot_free(s);
+	}
+	kill(flipper, SIGKILL);
+	waitpid(flipper, NULL, 0);
+	fprintf(stderr, "swapped volume: %d whole snapshots, %d refused as torn\n",
+		whole, torn);
+	ck_assert_int_gt(torn, 0); /* the swaps did land during walks */
+}
+END_TEST
+
 START_TEST(test_excludes_match_names_and_paths)
 {
 	tu_write(src, "a.swp", "x", 0644);
@@ -379,6 +440,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_dangling_link_warns);
 	tcase_add_test(tc, test_special_files_are_skipped_without_blocking);
 	tcase_add_test(tc, test_kubernetes_volume_as_source);
+	tcase_add_test(tc, test_a_volume_swapped_during_the_walk_never_mixes_versions);
 	tcase_add_test(tc, test_excludes_match_names_and_paths);
 	tcase_add_test(tc, test_watch_list_covers_every_directory);
 	tcase_add_test(tc, test_missing_source_names_the_path);
