@@ -168,7 +168,13 @@ int metrics_write_file(const char *path, const char *text)
 
 	if (asprintf(&tmp, "%s.tmp", path) < 0)
 		return -ENOMEM;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	/* A fresh file, never one someone placed at the temporary name. */
+	if (unlink(tmp) < 0 && errno != ENOENT) {
+		rc = -errno;
+		free(tmp);
+		return rc;
+	}
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 		      0644);
 	if (fd < 0) {
 		rc = -errno;

@@ -13,7 +13,21 @@
 #include "fsutil.h"
 #include "state.h"
 
-#define STATE_MAGIC "atomsync-state 1"
+#define STATE_MAGIC "atomsync-state 2"
+
+/* This boot of the machine, to tell whether unflushed data survived. */
+static void boot_id(char *buf, size_t size)
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+	snprintf(buf, size, "unknown");
+	if (f) {
+		if (fgets(buf, (int)size, f) == NULL)
+			snprintf(buf, size, "unknown");
+		buf[strcspn(buf, "\n ")] = '\0';
+		fclose(f);
+	}
+}
 
 char *state_escape(const char *s)
 {
@@ -138,8 +152,10 @@ static void out_snum(struct out *o, int64_t v, char sep)
 	out_num(o, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, 10, sep);
 }
 
-int state_save(int dfd, const struct snapshot *s, const char *gen)
+int state_save(int dfd, const struct snapshot *s, const char *gen,
+	       bool flushed)
 {
+	char boot[64];
 	struct out *o = malloc(sizeof(*o));
 	int rc = 0;
 
@@ -147,9 +163,14 @@ int state_save(int dfd, const struct snapshot *s, const char *gen)
 		return -ENOMEM;
 	o->len = 0;
 	o->err = 0;
+	/* A fresh file: whatever sits at the temporary name (a hard link to
+	 * a file elsewhere, a FIFO) is unlinked, never opened. */
+	if (unlinkat(dfd, STATE_TMP, 0) < 0 && errno != ENOENT) {
+		free(o);
+		return -errno;
+	}
 	o->fd = openat(dfd, STATE_TMP,
-		       O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-		       0644);
+		       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (o->fd < 0) {
 		rc = -errno;
 		free(o);
@@ -166,7 +187,10 @@ int state_save(int dfd, const struct snapshot *s, const char *gen)
 	free(eg);
 	out_num(o, (uint64_t)s->taken.tv_sec, 10, ' ');
 	out_num(o, (uint64_t)s->taken.tv_nsec, 10, '\n');
-	out_str(o, "entries ");
+	boot_id(boot, sizeof(boot));
+	out_str(o, flushed ? "flushed 1 " : "flushed 0 ");
+	out_str(o, boot);
+	out_str(o, "\nentries ");
 	out_num(o, s->n, 10, '\n');
 	for (size_t i = 0; i < s->n; i++) {
 		const struct snap_entry *e = &s->v[i];
@@ -208,7 +232,9 @@ out:
 
 static int read_all(int dfd, char **buf, size_t *len)
 {
-	int fd = openat(dfd, STATE_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO put there must not hang the start. */
+	int fd = openat(dfd, STATE_FILE,
+			O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	struct stat st;
@@ -340,8 +366,10 @@ static int parse_entry(char *line, struct snap_entry *e)
 	return 0;
 }
 
-int state_load(int dfd, struct snapshot **out, char **gen)
+int state_load(int dfd, struct snapshot **out, char **gen, bool *sound)
 {
+	char boot[64], now[64];
+	int flushed;
 	char *buf = NULL, *p, *end, *line;
 	size_t len = 0;
 	struct snapshot *s = NULL;
@@ -367,6 +395,12 @@ int state_load(int dfd, struct snapshot **out, char **gen)
 	if (line == NULL ||
 	    sscanf(line, "recorded %lld %ld", &sec, &nsec) != 2)
 		goto fail;
+	line = next_line(&p, end);
+	if (line == NULL || sscanf(line, "flushed %d %63s", &flushed, boot) != 2 ||
+	    (flushed != 0 && flushed != 1))
+		goto fail;
+	boot_id(now, sizeof(now));
+	*sound = flushed || (strcmp(boot, now) == 0 && strcmp(now, "unknown") != 0);
 	line = next_line(&p, end);
 	if (line == NULL || sscanf(line, "entries %zu", &count) != 1)
 		goto fail;

@@ -5,6 +5,8 @@
 #ifndef ATOMSYNC_STATE_H
 #define ATOMSYNC_STATE_H
 
+#include <stdbool.h>
+
 #include "snapshot.h"
 
 #define STATE_FILE "..atomsync"
@@ -12,12 +14,17 @@
 
 /* Loads the state in `dfd`.  *gen is the generation it describes; the
  * snapshot has no source (root_fd -1) and its `taken` is the time the
- * described generation was recorded.  -ENOENT: none; -EINVAL: damaged. */
-int state_load(int dfd, struct snapshot **out, char **gen);
+ * described generation was recorded.  *sound is false when that
+ * generation was not flushed to disk and the machine has restarted since:
+ * its files may not hold what the state says.  -ENOENT: none; -EINVAL:
+ * damaged. */
+int state_load(int dfd, struct snapshot **out, char **gen, bool *sound);
 
 /* Writes the state through STATE_TMP and a rename, so a reader of the
- * state file sees the old or the new one whole. */
-int state_save(int dfd, const struct snapshot *s, const char *gen);
+ * state file sees the old or the new one whole.  `flushed`: whether the
+ * generation was made durable before it went live. */
+int state_save(int dfd, const struct snapshot *s, const char *gen,
+	       bool flushed);
 
 /* Escapes bytes that are not printable ASCII, space and backslash as \xHH;
  * the result is malloc'ed. */

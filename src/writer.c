@@ -184,19 +184,20 @@ static int retire_add(struct writer *w, char *gen, uint64_t due_ms);
 
 /* Removes what an interrupted publish left behind.  A complete generation
  * (mode 0755) that ..data left less than the grace period ago may still be
- * read: it is retired like any replaced generation, not removed at once. */
-static int recover(struct writer *w, char **err)
+ * read: it is retired like any replaced generation, not removed at once.
+ * What cannot be removed is logged and left for a later start: it must not
+ * keep the mapping from publishing. */
+static void recover(struct writer *w)
 {
 	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return log_err_set(err, -errno, "target %s: %s", w->path,
-				   strerror(errno));
-	DIR *d = fdopendir(fd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (d == NULL) {
-		int rc = -errno;
-		close(fd);
-		return log_err_set(err, rc, "target %s: %s", w->path,
-				   strerror(-rc));
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: cannot look for leftovers: %s", w->path,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
 	}
 	/* When ..data last changed: when the generations it left were
 	 * replaced, at the latest. */
@@ -210,7 +211,6 @@ static int recover(struct writer *w, char **err)
 		int64_t nowms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 		left_ms = swapped + (int64_t)w->o.grace_ms - nowms;
 	}
-	int rc = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
@@ -241,16 +241,19 @@ static int recover(struct writer *w, char **err)
 				w->path, n);
 			continue;
 		}
-		log_msg(LOG_LVL_WARN, w->name,
-			"target %s: removing %s left by an interrupted publish",
-			w->path, n);
 		int r = fsutil_rmtree(w->dfd, n);
-		if (r < 0 && rc == 0)
-			rc = log_err_set(err, r, "target %s: removing %s: %s",
-					 w->path, n, strerror(-r));
+		if (r < 0)
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: cannot remove %s left by an "
+				"interrupted publish: %s; leaving it",
+				w->path, n, strerror(-r));
+		else
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: removed %s left by an interrupted "
+				"publish",
+				w->path, n);
 	}
 	closedir(d);
-	return rc;
 }
 
 /* Reads what the live generation holds: from the state file when it
@@ -270,14 +273,20 @@ static int load_live(struct writer *w, char **err)
 		w->live = s;
 		return 0;
 	}
-	rc = state_load(w->dfd, &s, &gen);
-	if (rc == 0 && strcmp(gen, w->live_gen) == 0) {
+	bool sound = false;
+	rc = state_load(w->dfd, &s, &gen, &sound);
+	if (rc == 0 && !sound)
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: %s was not flushed before the machine "
+			"restarted; comparing content",
+			w->path, w->live_gen);
+	if (rc == 0 && sound && strcmp(gen, w->live_gen) == 0) {
 		free(gen);
 		w->live = s;
 		w->live_trusted = true;
 		return 0;
 	}
-	if (rc == 0 || rc == -EINVAL)
+	if ((rc == 0 && sound) || rc == -EINVAL)
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: state file %s does not describe %s; "
 			"comparing content instead",
@@ -290,17 +299,31 @@ static int load_live(struct writer *w, char **err)
 	struct snapshot_opts so = {.links = SNAP_LINKS_SKIP};
 	if (dir == NULL)
 		return -ENOMEM;
-	rc = snapshot_take(dir, &so, &s, err);
-	free(dir);
-	if (rc < 0)
+	rc = snapshot_take(dir, &so, &s, NULL);
+	if (rc < 0) {
+		rc = log_err_set(err, rc, "target %s: reading %s: %s", w->path,
+				 w->live_gen, strerror(-rc));
+		free(dir);
 		return rc;
+	}
+	free(dir);
+	bool owners = w->o.uid != SNAP_NO_ID || w->o.gid != SNAP_NO_ID;
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_entry *e = &s->v[i];
 		e->ino = 0; /* identity unknown: compare content */
-		if (w->o.uid == SNAP_NO_ID)
-			e->uid = SNAP_NO_ID;
-		if (w->o.gid == SNAP_NO_ID)
-			e->gid = SNAP_NO_ID;
+		/* With owner or group set, what the files have is what the
+		 * next snapshot is compared with. */
+		struct stat st;
+		int fd = owners ? fsutil_open_beneath(w->live_fd, e->path, O_PATH)
+				: -1;
+		if (fd >= 0 && fstat(fd, &st) == 0) {
+			e->uid = w->o.uid == SNAP_NO_ID ? SNAP_NO_ID
+							: (uint32_t)st.st_uid;
+			e->gid = w->o.gid == SNAP_NO_ID ? SNAP_NO_ID
+							: (uint32_t)st.st_gid;
+		}
+		if (fd >= 0)
+			close(fd);
 	}
 	if (s->root_fd >= 0) {
 		close(s->root_fd);
@@ -333,9 +356,9 @@ int writer_open(const char *target, const struct writer_opts *o,
 		rc = -ENOMEM;
 		goto fail;
 	}
+	bool created = false;
 	if (!o->dry_run && mkdir(target, 0755) == 0) {
-		/* mkdir is subject to the umask; the layout wants 0755. */
-		(void)chmod(target, 0755);
+		created = true;
 	} else if (!o->dry_run && errno != EEXIST) {
 		rc = -errno;
 		if (rc == -ENOENT)
@@ -360,6 +383,10 @@ int writer_open(const char *target, const struct writer_opts *o,
 		log_err_set(err, rc, "target %s: %s", target, strerror(-rc));
 		goto fail;
 	}
+	/* mkdir is subject to the umask; the layout wants 0755.  Through the
+	 * descriptor, so a symlink swapped in meanwhile is not followed. */
+	if (created)
+		(void)fchmod(w->dfd, 0755);
 	/* One writer per target; the lock goes with the descriptor. */
 	if (!o->dry_run && flock(w->dfd, LOCK_EX | LOCK_NB) < 0) {
 		rc = -errno;
@@ -378,17 +405,22 @@ int writer_open(const char *target, const struct writer_opts *o,
 		goto fail;
 	if (w->live_gen) {
 		w->live_fd = open_generation(w->dfd, w->live_gen);
-		if (w->live_fd < 0) {
+		if (w->live_fd == -ENOENT || w->live_fd == -ENOTDIR) {
 			log_msg(LOG_LVL_WARN, w->name,
 				"target %s: %s names missing generation %s",
 				target, WRITER_DATA, w->live_gen);
 			free(w->live_gen);
 			w->live_gen = NULL;
+		} else if (w->live_fd < 0) {
+			/* Not knowing the live generation is no reason to take
+			 * it for debris (EMFILE, ENOMEM): try again later. */
+			rc = log_err_set(err, w->live_fd, "target %s: opening %s: %s",
+					 target, w->live_gen,
+					 strerror(-w->live_fd));
+			goto fail;
 		}
 	}
-	rc = recover(w, err);
-	if (rc < 0)
-		goto fail;
+	recover(w);
 	rc = load_live(w, err);
 	if (rc < 0) {
 		if (err && *err == NULL)
@@ -1100,6 +1132,8 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 
 	*out = NULL;
 	memset(r, 0, sizeof(*r));
+	if (w->live_gen && w->live_fd < 0)
+		w->live_fd = open_generation(w->dfd, w->live_gen);
 	rc = normalize(w, s, err);
 	if (rc < 0)
 		goto fail;
@@ -1131,7 +1165,8 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 			w->live = s;
 			s = NULL;
 			w->live_trusted = true;
-			int sr = save ? state_save(w->dfd, w->live, w->live_gen)
+			int sr = save ? state_save(w->dfd, w->live, w->live_gen,
+						   w->o.fsync)
 				      : 0;
 			if (sr < 0)
 				log_msg(LOG_LVL_WARN, w->name,
@@ -1242,10 +1277,15 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 		writer_abort(w, p);
 		return rc;
 	}
-	/* The swap is durable once the target directory is flushed. */
-	if (w->o.fsync && (rc = fsutil_fsync(w->dfd)) < 0)
-		log_msg(LOG_LVL_WARN, w->name, "target %s: fsync: %s", w->path,
-			strerror(-rc));
+	/* The swap is durable once the target directory is flushed.  Until
+	 * it is, ..data on disk may still name the old generation: keep that
+	 * one (a later start removes it) and report the failure. */
+	int frc = w->o.fsync ? fsutil_fsync(w->dfd) : 0;
+	if (frc < 0)
+		log_err_set(err, frc,
+			    "target %s: flushing the switch to %s: %s; the "
+			    "previous generation is kept",
+			    w->path, p->gen, strerror(-frc));
 
 	struct snapshot *old = w->live;
 	char *old_gen = w->live_gen;
@@ -1256,6 +1296,11 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	w->live_gen = p->gen;
 	w->live_trusted = true;
 	w->live_fd = open_generation(w->dfd, w->live_gen);
+	if (w->live_fd < 0)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: opening %s: %s; unchanged files will be "
+			"copied until it opens",
+			w->path, w->live_gen, strerror(-w->live_fd));
 	p->s = NULL;
 	p->gen = NULL;
 
@@ -1263,7 +1308,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	 * ever dangles; then links of names that left. */
 	int vrc = sync_visible(w, w->live, err);
 
-	rc = state_save(w->dfd, w->live, w->live_gen);
+	rc = state_save(w->dfd, w->live, w->live_gen, w->o.fsync && frc == 0);
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
 			w->path, STATE_FILE, strerror(-rc));
@@ -1273,7 +1318,9 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	if (old_fd >= 0)
 		close(old_fd);
 	snapshot_free(old);
-	if (old_gen) {
+	if (old_gen && frc < 0) {
+		free(old_gen);
+	} else if (old_gen) {
 		if (w->o.grace_ms == 0 ||
 		    retire_add(w, old_gen, writer_now_ms() + w->o.grace_ms) < 0) {
 			rc = fsutil_rmtree(w->dfd, old_gen);
@@ -1288,7 +1335,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	free(r->generation);
 	r->generation = strdup(w->live_gen);
 	pending_free(p);
-	return vrc;
+	return frc < 0 ? frc : vrc;
 }
 
 int writer_publish(struct writer *w, struct snapshot *s,
@@ -1348,6 +1395,16 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 	if (next_ms)
 		*next_ms = next;
 	return gc;
+}
+
+uint64_t writer_next_due(const struct writer *w)
+{
+	uint64_t next = 0;
+
+	for (size_t i = 0; i < w->nretired; i++)
+		if (next == 0 || w->retired[i].due_ms < next)
+			next = w->retired[i].due_ms;
+	return next;
 }
 
 int writer_gc_run(struct writer_gc *gc)

@@ -89,6 +89,8 @@ int writer_retire(struct writer *w, bool all, uint64_t *next_ms);
 struct writer_gc;
 struct writer_gc *writer_gc_take(struct writer *w, bool all,
 				 uint64_t *next_ms);
+/* When the next superseded generation is due (ms, monotonic), 0: none. */
+uint64_t writer_next_due(const struct writer *w);
 int writer_gc_run(struct writer_gc *gc);
 void writer_gc_free(struct writer_gc *gc);
 

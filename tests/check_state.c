@@ -71,8 +71,10 @@ START_TEST(test_save_load_round_trip)
 {
 	struct snapshot *s = sample(), *l = NULL;
 	char *gen = NULL;
-	ck_assert_int_eq(state_save(dfd, s, "..2026_11_25_16_04_05.1"), 0);
-	ck_assert_int_eq(state_load(dfd, &l, &gen), 0);
+	bool sound = false;
+	ck_assert_int_eq(state_save(dfd, s, "..2026_11_25_16_04_05.1", true), 0);
+	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert(sound);
 	ck_assert_str_eq(gen, "..2026_11_25_16_04_05.1");
 	ck_assert_int_eq(l->taken.tv_sec, s->taken.tv_sec);
 	ck_assert_int_eq(l->taken.tv_nsec, s->taken.tv_nsec);
@@ -105,7 +107,8 @@ static int load_text(const char *text)
 	tu_write(tmp, STATE_FILE, text, 0644);
 	struct snapshot *l = NULL;
 	char *gen = NULL;
-	int rc = state_load(dfd, &l, &gen);
+	bool sound;
+	int rc = state_load(dfd, &l, &gen, &sound);
 	snapshot_free(l);
 	free(gen);
 	return rc;
@@ -114,7 +117,7 @@ static int load_text(const char *text)
 START_TEST(test_damaged_state_is_refused)
 {
 	struct snapshot *s = sample();
-	ck_assert_int_eq(state_save(dfd, s, "..g"), 0);
+	ck_assert_int_eq(state_save(dfd, s, "..g", true), 0);
 	snapshot_free(s);
 	char *p = tu_path(tmp, STATE_FILE);
 	size_t len = 0;
@@ -128,21 +131,66 @@ START_TEST(test_damaged_state_is_refused)
 		free(t);
 	}
 	ck_assert_int_eq(load_text(good), 0);
-	ck_assert_int_eq(load_text("atomsync-state 2\n"), -EINVAL);
-	ck_assert_int_eq(load_text("atomsync-state 1\ngeneration ..g\nrecorded 1 2\n"
+	ck_assert_int_eq(load_text("atomsync-state 1\n"), -EINVAL);
+	/* Well formed but one defect each: */
+	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\n"
+				   "flushed 1 x\nentries 1\nF 644 0 0 1 1 1 1 1 1 1 a\nend\n"),
+			 0);
+	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\n"
+				   "flushed 2 x\nentries 1\nF 644 0 0 1 1 1 1 1 1 1 a\nend\n"),
+			 -EINVAL);
+	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 				   "entries 2\nF 644 0 0 1 1 1 1 1 1 1 b\n"
 				   "F 644 0 0 1 1 1 1 1 1 1 a\nend\n"),
 			 -EINVAL);
-	ck_assert_int_eq(load_text("atomsync-state 1\ngeneration ..g\nrecorded 1 2\n"
+	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 				   "entries 1\nX 644 0 0 1 1 1 1 1 1 1 a\nend\n"),
 			 -EINVAL);
-	ck_assert_int_eq(load_text("atomsync-state 1\ngeneration ..g\nrecorded 1 2\n"
+	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 a\nend\ntrailing\n"),
 			 -EINVAL);
-	ck_assert_int_eq(load_text("atomsync-state 1\ngeneration ..g\nrecorded 1 2\n"
+	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 a b\nend\n"),
 			 -EINVAL);
 	free(good);
+}
+END_TEST
+
+START_TEST(test_unflushed_state_is_sound_only_in_the_same_boot)
+{
+	struct snapshot *s = sample(), *l = NULL;
+	char *gen = NULL;
+	bool sound = true;
+	ck_assert_int_eq(state_save(dfd, s, "..g", false), 0);
+	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert(sound); /* written in this boot */
+	snapshot_free(l);
+	free(gen);
+	/* The same, as if written before a restart. */
+	char *p = tu_path(tmp, STATE_FILE);
+	char *d = tu_read(p, NULL);
+	char *f = strstr(d, "flushed 0 ");
+	ck_assert_ptr_nonnull(f);
+	memcpy(f + 10, "00000000", 8);
+	tu_write(tmp, STATE_FILE, d, 0644);
+	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert(!sound);
+	snapshot_free(l);
+	free(gen);
+	/* Flushed: sound whatever the boot. */
+	free(d);
+	ck_assert_int_eq(state_save(dfd, s, "..g", true), 0);
+	d = tu_read(p, NULL);
+	f = strstr(d, "flushed 1 ");
+	memcpy(f + 10, "00000000", 8);
+	tu_write(tmp, STATE_FILE, d, 0644);
+	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert(sound);
+	snapshot_free(l);
+	snapshot_free(s);
+	free(gen);
+	free(d);
+	free(p);
 }
 END_TEST
 
@@ -150,7 +198,8 @@ START_TEST(test_missing_state_is_enoent)
 {
 	struct snapshot *l = NULL;
 	char *gen = NULL;
-	ck_assert_int_eq(state_load(dfd, &l, &gen), -ENOENT);
+	bool sound;
+	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), -ENOENT);
 }
 END_TEST
 
@@ -164,6 +213,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_save_load_round_trip);
 	tcase_add_test(tc, test_damaged_state_is_refused);
 	tcase_add_test(tc, test_missing_state_is_enoent);
+	tcase_add_test(tc, test_unflushed_state_is_sound_only_in_the_same_boot);
 	suite_add_tcase(s, tc);
 	return s;
 }
