@@ -26,7 +26,8 @@ struct hook {
 	void *data;
 	char tail[TAIL_BYTES];
 	size_t tail_len;
-	bool exited, eof, finished, timed_out, cancelled;
+	bool exited, eof, finished, timed_out;
+	bool terminating; /* SIGTERM sent: SIGKILL follows, leader or not */
 	int64_t status;
 	int term_signal;
 	int pid;
@@ -257,9 +258,14 @@ static void close_all(struct hook *k)
 {
 	uv_handle_t *hs[] = {(uv_handle_t *)&k->proc, (uv_handle_t *)&k->err,
 			     (uv_handle_t *)&k->timeout, (uv_handle_t *)&k->drain};
-	for (size_t i = 0; i < 4; i++)
+	for (size_t i = 0; i < 4; i++) {
+		/* The kill timer outlives the leader: children that ignored
+		 * SIGTERM still get their SIGKILL. */
+		if (i == 2 && k->terminating && uv_is_active(hs[i]))
+			continue;
 		if (!uv_is_closing(hs[i]))
 			uv_close(hs[i], on_closed);
+	}
 }
 
 /* The last lines of stderr, starting at a line boundary. */
@@ -308,7 +314,8 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int signal)
 	k->exited = true;
 	k->status = status;
 	k->term_signal = signal;
-	uv_timer_stop(&k->timeout);
+	if (!k->terminating)
+		uv_timer_stop(&k->timeout);
 	/* What it wrote last may still be in the pipe; a child it left
 	 * behind may keep the pipe open, so do not wait long for EOF. */
 	if (k->eof)
@@ -357,14 +364,17 @@ static void on_kill(uv_timer_t *t)
 {
 	struct hook *k = t->data;
 
-	if (!k->exited)
-		kill(-k->pid, SIGKILL);
+	/* The whole group, whether or not its leader is still there. */
+	kill(-k->pid, SIGKILL);
+	if (k->finished && !uv_is_closing((uv_handle_t *)t))
+		uv_close((uv_handle_t *)t, on_closed);
 }
 
 static void terminate(struct hook *k)
 {
-	if (k->exited)
+	if (k->exited || k->terminating)
 		return;
+	k->terminating = true;
 	/* The whole group: a shell's children too. */
 	kill(-k->pid, SIGTERM);
 	uv_timer_start(&k->timeout, on_kill, HOOK_KILL_GRACE_MS, 0);
@@ -375,15 +385,6 @@ static void on_timeout(uv_timer_t *t)
 	struct hook *k = t->data;
 
 	k->timed_out = true;
-	terminate(k);
-}
-
-void hook_cancel(struct hook *k)
-{
-	if (k->cancelled || k->exited)
-		return;
-	k->cancelled = true;
-	uv_timer_stop(&k->timeout);
 	terminate(k);
 }
 
@@ -423,10 +424,15 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	char **fullenv = build_env(env);
 	int rc;
 
+	*out = NULL;
 	if (k == NULL || fullenv == NULL) {
+		/* Reported like any command that cannot start. */
+		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
+					.stderr_tail = ""};
 		free(k);
 		free(fullenv);
-		return -ENOMEM;
+		done(data, &r);
+		return 0;
 	}
 	k->done = done;
 	k->data = data;

@@ -33,15 +33,13 @@ int hook_split(const char *cmd, char ***argv, char **err);
 void hook_argv_free(char **argv);
 
 /* Starts argv with the daemon's environment plus `env` (NAME=value
- * entries, NULL-terminated).  `done` runs once, when the command has
- * ended and its handles are closed; the hook is then gone. */
+ * entries, NULL-terminated).  `done` runs exactly once: when the command
+ * has ended, or at once (with spawn_error set, *out NULL) when it cannot
+ * start.  After a timeout, SIGKILL reaches the process group
+ * after the grace period even if its leader has exited. */
 int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	     unsigned timeout_s, hook_done_cb done, void *data,
 	     struct hook **out);
-
-/* Ends it now (SIGTERM to its group, SIGKILL after the grace period);
- * `done` still runs. */
-void hook_cancel(struct hook *h);
 
 /* The environment of a mapping's commands: ATOMSYNC_NAME, ATOMSYNC_TARGET,
  * ATOMSYNC_GENERATION, and ATOMSYNC_GENERATION_DIR (when gen_dir is not

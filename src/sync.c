@@ -61,6 +61,7 @@ struct sync {
 	struct writer_gc *gc;	  /* being removed */
 	struct writer_gc *gc_taken; /* waiting for that to finish */
 	bool gc_busy;
+	bool final_queued;	/* WORK_FINAL is queued or has run */
 	bool final_done;	/* WORK_FINAL has run */
 	enum work_kind kind;
 	bool busy;	    /* s->work is queued or running */
@@ -79,7 +80,8 @@ struct sync {
 	struct snapshot *meta; /* watch list and warnings of the snapshot */
 	struct writer_pending *pending; /* prepared, waiting for the check */
 	struct writer_result res;
-	uint64_t retire_next;
+	uint64_t retire_next;	     /* loop thread only */
+	uint64_t retire_next_work;   /* set by the work item */
 	bool may_take_gc;	     /* the loop has room for what is due */
 	struct writer_gc *gc_handed; /* taken by the work item */
 	uint64_t started_us, finished_us;
@@ -215,8 +217,13 @@ static void on_work(uv_work_t *req)
 		s->w = NULL;
 		break;
 	}
+	/* The loop thread reads retire_next meanwhile (a removal ending
+	 * re-arms the timer), so the work item hands its value over. */
+	s->retire_next_work = 0;
 	if (s->w && s->may_take_gc)
-		s->gc_handed = writer_gc_take(s->w, false, &s->retire_next);
+		s->gc_handed = writer_gc_take(s->w, false, &s->retire_next_work);
+	else if (s->w)
+		s->retire_next_work = writer_next_due(s->w);
 	s->finished_us = clock_us(CLOCK_MONOTONIC);
 }
 
@@ -459,6 +466,7 @@ static void update_watches(struct sync *s, const struct snapshot *m)
 /* ---- after a publish: on_update and the reload signal ---- */
 
 static void post_kick(struct sync *s);
+static void stop_continue(struct sync *s);
 
 static void on_post_retry(uv_timer_t *h)
 {
@@ -486,8 +494,9 @@ static void post_result(struct sync *s, const char *failure)
 				failure);
 		free(s->post_last_err);
 		s->post_last_err = strdup(failure);
-		/* Retry, unless a newer publish runs them anyway. */
-		s->post_due = true;
+		/* Retry, unless a newer publish runs them anyway; a stopping
+		 * daemon does not wait for retries. */
+		s->post_due = !s->stopping;
 		if (!s->stopping)
 			uv_timer_start(&s->post_retry, on_post_retry,
 				       backoff_ms(s->post_failures,
@@ -496,9 +505,7 @@ static void post_result(struct sync *s, const char *failure)
 				       0);
 	}
 	if (s->stopping) {
-		s->post_due = false;
-		if (s->busy == false && s->check == NULL)
-			queue(s, WORK_FINAL);
+		stop_continue(s);
 		return;
 	}
 	post_kick(s);
@@ -526,7 +533,7 @@ static void on_update_done(void *data, const struct hook_result *r)
  * changes that come meanwhile coalesce into exactly one more run. */
 static void post_kick(struct sync *s)
 {
-	if (!s->post_due || s->post || s->stopping ||
+	if (!s->post_due || s->post ||
 	    uv_is_active((uv_handle_t *)&s->post_retry))
 		return;
 	s->post_due = false;
@@ -707,7 +714,7 @@ static void on_check_done(void *data, const struct hook_result *r)
 	char why[128];
 
 	s->check = NULL;
-	if (!s->stopping && !r->spawn_error && r->status == 0) {
+	if (!r->spawn_error && r->status == 0) {
 		queue(s, WORK_COMMIT);
 		return;
 	}
@@ -717,9 +724,8 @@ static void on_check_done(void *data, const struct hook_result *r)
 		     hook_describe(r, why, sizeof(why)),
 		     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
 		s->err = NULL;
-	if (!s->stopping)
-		log_msg(LOG_LVL_ERROR, s->c->name,
-			"%s; the live generation stays", s->err ? s->err : "veto");
+	log_msg(LOG_LVL_ERROR, s->c->name, "%s; the live generation stays",
+		s->err ? s->err : "veto");
 	s->rc = -ECANCELED;
 	queue(s, WORK_ABORT);
 }
@@ -759,6 +765,8 @@ static void on_after_work(uv_work_t *req, int status)
 
 	(void)status;
 	s->busy = false;
+	if (kind != WORK_FINAL)
+		s->retire_next = s->retire_next_work;
 	if (s->gc_handed) {
 		s->gc_taken = s->gc_handed; /* was NULL when the work started */
 		s->gc_handed = NULL;
@@ -766,13 +774,9 @@ static void on_after_work(uv_work_t *req, int status)
 	switch (kind) {
 	case WORK_PUBLISH:
 		if (s->rc == 0 && s->pending) {
-			/* Prepared; the check decides. */
-			if (s->stopping) {
-				s->rc = -ECANCELED;
-				queue(s, WORK_ABORT);
-			} else {
-				start_check(s);
-			}
+			/* Prepared; the check decides, even at stop: the
+			 * publish under way is finished. */
+			start_check(s);
 			return;
 		}
 		publish_finished(s, s->rc == 0	       ? OUT_OK
@@ -799,10 +803,7 @@ static void on_after_work(uv_work_t *req, int status)
 			s->publish_after = false;
 			debounce_done(&s->db.d);
 		}
-		if (s->post)
-			hook_cancel(s->post); /* post_result queues FINAL */
-		else if (!s->busy)
-			queue(s, WORK_FINAL);
+		stop_continue(s);
 	} else if (s->publish_after && !s->busy) {
 		s->publish_after = false;
 		start_publish(s);
@@ -876,6 +877,22 @@ static void on_watch_closed(void *data)
 	uv_close((uv_handle_t *)&s->post_retry, on_handle_closed);
 }
 
+/* At stop, what is under way finishes first: the publish with its check,
+ * then the after-publish actions it made due (once, without retries).
+ * Whichever ends last queues the final work. */
+static void stop_continue(struct sync *s)
+{
+	if (!s->stopping || s->final_queued || s->busy || s->pipeline ||
+	    s->check || s->post)
+		return;
+	if (s->post_due) {
+		post_kick(s); /* may end at once and come back here */
+		return;
+	}
+	s->final_queued = true;
+	queue(s, WORK_FINAL);
+}
+
 static void finish_stop(struct sync *s)
 {
 	if (s->watch)
@@ -892,18 +909,9 @@ void sync_stop(struct sync *s, void (*done)(void *data), void *data)
 	uv_timer_stop(&s->db.timer);
 	uv_timer_stop(&s->resync);
 	uv_timer_stop(&s->retire);
+	/* A failed on_update waiting for its retry is not run again. */
+	if (uv_is_active((uv_handle_t *)&s->post_retry))
+		s->post_due = false;
 	uv_timer_stop(&s->post_retry);
-	/* What is under way finishes or is cancelled first; the last of it
-	 * queues the final work. */
-	if (s->check) {
-		hook_cancel(s->check);
-		return;
-	}
-	if (s->busy || s->pipeline)
-		return;
-	if (s->post) {
-		hook_cancel(s->post);
-		return;
-	}
-	queue(s, WORK_FINAL);
+	stop_continue(s);
 }

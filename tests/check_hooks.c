@@ -284,6 +284,71 @@ START_TEST(test_hook_ignoring_sigterm_is_killed_at_the_timeout)
 }
 END_TEST
 
+/* The group is killed, not just its leader: a child that ignores SIGTERM
+ * dies once the grace period after the timeout is over, even though the
+ * leader itself exited at the SIGTERM. */
+START_TEST(test_children_of_a_timed_out_hook_are_killed_too)
+{
+	char *script, *keys;
+	ck_assert_int_ge(asprintf(&script,
+				  "#!/bin/sh\n"
+				  "sh -c 'trap \"\" TERM; echo $$ > \"$1.tmp\"; "
+				  "mv \"$1.tmp\" \"$1\"; exec sleep 1000' x "
+				  "\"%s/child.pid\" &\n"
+				  "wait\n",
+				  tmp),
+			 0);
+	tu_write(tmp, "hook.sh", script, 0755);
+	free(script);
+	ck_assert_int_ge(asprintf(&keys, "hook_timeout_s = 1\non_update = %s/hook.sh",
+				  tmp),
+			 0);
+	start("", keys);
+	free(keys);
+	char *pidf = tu_path(tmp, "child.pid");
+	wait_file(pidf, "\n", 1, 5000);
+	char *d = tu_read(pidf, NULL);
+	pid_t cp = (pid_t)atoi(d);
+	free(d);
+	ck_assert_int_gt(cp, 1);
+	ck_assert_msg(tu_wait_for(process_gone, &cp, tu_scale(8000)),
+		      "hook child %d survived the timeout", (int)cp);
+	wait_file(logpath, "timed out and was killed", 1, 2000);
+	stop();
+	free(pidf);
+}
+END_TEST
+
+/* SIGTERM during check_command: the publish under way still finishes,
+ * and on_update still runs for it before the daemon exits. */
+START_TEST(test_stop_finishes_the_publish_under_way_and_its_hooks)
+{
+	char *keys, *checks = tu_path(tmp, "checks"), *runs = tu_path(tmp, "runs");
+	ck_assert_int_ge(asprintf(&keys,
+				  "check_command = sh -c 'echo c >> \"%s\"; sleep 1'\n"
+				  "on_update = sh -c 'cat \"$ATOMSYNC_TARGET/app.conf\" "
+				  ">> \"%s\"'",
+				  checks, runs),
+			 0);
+	start("", keys);
+	free(keys);
+	wait_file(runs, "v1", 1, 8000);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_file(checks, "c", 2, 5000);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	int st = tu_wait_exit(pid, 15000);
+	pid = 0;
+	ck_assert_msg(st == 0, "daemon exit status %d", st);
+	char *d = target_file("app.conf");
+	ck_assert_str_eq(d, "v2\n");
+	free(d);
+	ck_assert_int_eq(tu_file_count(runs, "v2"), 1);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	free(checks);
+	free(runs);
+}
+END_TEST
+
 START_TEST(test_burst_during_a_running_hook_gives_exactly_one_more_run)
 {
 	char *keys, *runs = tu_path(tmp, "runs");
@@ -658,6 +723,8 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_on_update_gets_the_documented_environment);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
 	tcase_add_test(tc, test_hook_ignoring_sigterm_is_killed_at_the_timeout);
+	tcase_add_test(tc, test_children_of_a_timed_out_hook_are_killed_too);
+	tcase_add_test(tc, test_stop_finishes_the_publish_under_way_and_its_hooks);
 	tcase_add_test(tc, test_burst_during_a_running_hook_gives_exactly_one_more_run);
 	tcase_add_test(tc, test_reload_signal_reaches_the_process_in_the_pidfile);
 	tcase_add_test(tc, test_a_failing_hook_is_retried_and_counted);
