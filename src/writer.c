@@ -485,6 +485,64 @@ static bool find_sorted(const struct snapshot *s, size_t n, const char *path)
 	return false;
 }
 
+/* Whether cleaning would leave `p` as it is: no empty or "." element.
+ * (".." elements are rejected before this is asked.) */
+static bool path_is_clean(const char *p)
+{
+	if (*p == '\0' || *p == '/')
+		return false;
+	for (const char *q = p; *q; q++) {
+		if (*q != '/')
+			continue;
+		if (q[1] == '/' || q[1] == '\0')
+			return false;
+		if (q[1] == '.' && (q[2] == '/' || q[2] == '\0'))
+			return false;
+	}
+	return !(p[0] == '.' && (p[1] == '/' || p[1] == '\0'));
+}
+
+/* One pass over a sorted snapshot, keeping the chain of directories the
+ * current entry is in: 1 when every entry's parent is there (a walked
+ * snapshot always), 0 when some parent is missing, or -ENOMEM. */
+static int parents_present(const struct snapshot *s)
+{
+	size_t *chain = NULL, depth = 0, cap = 0;
+	int rc = 1;
+
+	for (size_t i = 0; i < s->n && rc == 1; i++) {
+		const char *p = s->v[i].path;
+		size_t pl = parent_len(p);
+		/* Sorted, a directory's descendants follow it at once. */
+		while (depth > 0) {
+			const char *d = s->v[chain[depth - 1]].path;
+			size_t dl = strlen(d);
+			if (dl < strlen(p) && strncmp(d, p, dl) == 0 &&
+			    p[dl] == '/')
+				break;
+			depth--;
+		}
+		if (pl != 0 &&
+		    (depth == 0 || strlen(s->v[chain[depth - 1]].path) != pl))
+			rc = 0;
+		if (rc == 1 && s->v[i].type == SNAP_DIR) {
+			if (depth == cap) {
+				size_t nc = cap ? cap * 2 : 16;
+				size_t *v = realloc(chain, nc * sizeof(*v));
+				if (v == NULL) {
+					rc = -ENOMEM;
+					break;
+				}
+				chain = v;
+				cap = nc;
+			}
+			chain[depth++] = i;
+		}
+	}
+	free(chain);
+	return rc;
+}
+
 /* Validates and cleans every path, sorts, and adds the directories a
  * hand-built snapshot only implies, so that what is written is a tree. */
 static int normalize(struct writer *w, struct snapshot *s, char **err)
@@ -494,6 +552,8 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 		int rc = writer_validate_path(e->path, err);
 		if (rc < 0)
 			return rc;
+		if (path_is_clean(e->path))
+			continue; /* as every walked path is: no copy */
 		char *c = snapshot_clean_path(e->path);
 		if (c == NULL)
 			return -ENOMEM;
@@ -511,7 +571,10 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 
 	/* Every entry's parent must be a directory entry; add the missing
 	 * ones, which may miss their own parents, until none is missing. */
-	for (;;) {
+	int rc = parents_present(s);
+	if (rc < 0)
+		return rc;
+	while (rc == 0) {
 		size_t n = s->n;
 		for (size_t i = 0; i < n; i++) {
 			size_t pl = parent_len(s->v[i].path);
@@ -523,7 +586,7 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 			bool have = find_sorted(s, n, parent);
 			for (size_t k = n; !have && k < s->n; k++)
 				have = strcmp(s->v[k].path, parent) == 0;
-			int rc = 0;
+			int r = 0;
 			if (!have) {
 				struct snap_entry d = {
 					.path = parent,
@@ -532,11 +595,11 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 					.uid = SNAP_NO_ID,
 					.gid = SNAP_NO_ID,
 				};
-				rc = snapshot_add(s, &d);
+				r = snapshot_add(s, &d);
 			}
 			free(parent);
-			if (rc < 0)
-				return rc;
+			if (r < 0)
+				return r;
 		}
 		if (s->n == n)
 			break;

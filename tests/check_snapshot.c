@@ -100,6 +100,28 @@ START_TEST(test_walk_is_sorted_with_dirs_before_children)
 }
 END_TEST
 
+/* A directory far larger than one read of its entries. */
+START_TEST(test_large_directory_is_read_whole)
+{
+	char name[80];
+	const int n = 3000;
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name),
+			 "big/%04d-a-name-long-enough-to-fill-the-buffer", i);
+		tu_write(src, name, "x", 0644);
+	}
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert_uint_eq(s->n, (size_t)n + 1);
+	ck_assert_str_eq(s->v[0].path, "big");
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name),
+			 "big/%04d-a-name-long-enough-to-fill-the-buffer", i);
+		ck_assert_str_eq(s->v[i + 1].path, name);
+	}
+	snapshot_free(s);
+}
+END_TEST
+
 START_TEST(test_reserved_names_are_skipped_dotfiles_kept)
 {
 	tu_write(src, "..hidden", "x", 0644);
@@ -430,6 +452,7 @@ static Suite *snapshot_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_path_order_keeps_descendants_together);
 	tcase_add_test(tc, test_walk_is_sorted_with_dirs_before_children);
+	tcase_add_test(tc, test_large_directory_is_read_whole);
 	tcase_add_test(tc, test_reserved_names_are_skipped_dotfiles_kept);
 	tcase_add_test(tc, test_symlink_inside_is_copied_as_content);
 	tcase_add_test(tc, test_symlink_outside_is_skipped_with_warning);
