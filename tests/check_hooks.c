@@ -333,7 +333,13 @@ START_TEST(test_stop_finishes_the_publish_under_way_and_its_hooks)
 	start("", keys);
 	free(keys);
 	wait_file(runs, "v1", 1, 8000);
-	tu_write(src, "app.conf", "v2\n", 0644);
+	/* Renamed in whole from outside the source, so that the check under
+	 * way can only be v2's: no empty or half-written state is seen. */
+	tu_write(tmp, "v2.tmp", "v2\n", 0644);
+	char *from = tu_path(tmp, "v2.tmp"), *to = tu_path(src, "app.conf");
+	ck_assert_int_eq(rename(from, to), 0);
+	free(from);
+	free(to);
 	wait_file(checks, "c", 2, 5000);
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	int st = tu_wait_exit(pid, 15000);
