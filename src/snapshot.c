@@ -6,6 +6,7 @@
 #include <fnmatch.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -696,7 +697,9 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 {
 	struct snapshot *s = w->s;
 	char *cpath = fsutil_join(path, name);
-	char *csrc = fsutil_join(src, name);
+	/* Most names are read where they are projected: one string. */
+	bool own_src = strcmp(path, src) != 0;
+	char *csrc = own_src ? fsutil_join(src, name) : cpath;
 	unsigned cflags = flags;
 	int rc = 0, linked = 0;
 	struct stat st;
@@ -754,8 +757,10 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 				goto out;
 			}
 			close(fd);
-			free(csrc);
+			if (own_src)
+				free(csrc);
 			csrc = resolved;
+			own_src = true;
 		} else {
 			/* The link itself is noted; where it leads, the kernel
 			 * resolves. */
@@ -788,7 +793,7 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 		fill_from_stat(&e, &st);
 		e.path = cpath;
 		e.flags = (uint8_t)cflags;
-		if (strcmp(cpath, csrc) != 0 &&
+		if (own_src && strcmp(cpath, csrc) != 0 &&
 		    (e.src = strdup(csrc)) == NULL)
 			rc = -ENOMEM;
 		else
@@ -886,7 +891,8 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 	close(sub);
 out:
 	free(cpath);
-	free(csrc);
+	if (own_src)
+		free(csrc);
 	return rc;
 }
 

@@ -292,22 +292,26 @@ static char *next_line(char **p, char *end)
 	return s;
 }
 
-/* Reads one unsigned number in `base` followed by a single space. */
+/* Reads one unsigned number in `base` (at most 10) followed by a single
+ * space. */
 static int num(char **p, unsigned base, uint64_t *out)
 {
 	char *s = *p;
 	uint64_t v = 0;
 
-	if (*s == '\0' || *s == ' ')
+	for (; (unsigned)(*s - '0') < base; s++)
+		v = v * base + (unsigned)(*s - '0');
+	size_t digits = (size_t)(s - *p);
+	if (digits == 0 || *s != ' ')
 		return -EINVAL;
-	for (; *s && *s != ' '; s++) {
-		unsigned d = (unsigned)(*s - '0');
-		if (d >= base || __builtin_mul_overflow(v, base, &v) ||
-		    __builtin_add_overflow(v, d, &v))
-			return -EINVAL;
+	/* Nineteen digits cannot overflow; more must be read with care. */
+	if (digits > 19) {
+		v = 0;
+		for (char *q = *p; q < s; q++)
+			if (__builtin_mul_overflow(v, base, &v) ||
+			    __builtin_add_overflow(v, (unsigned)(*q - '0'), &v))
+				return -EINVAL;
 	}
-	if (*s != ' ')
-		return -EINVAL;
 	*p = s + 1;
 	*out = v;
 	return 0;

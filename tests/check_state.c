@@ -4,6 +4,8 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -152,6 +154,45 @@ START_TEST(test_damaged_state_is_refused)
 	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 a b\nend\n"),
 			 -EINVAL);
+	/* Numbers: the largest of 64 bits is read, one more is refused, and
+	 * so are a digit outside the base, a sign and an empty field. */
+	const char *head = "atomsync-state 2\ngeneration ..g\nrecorded 1 2\n"
+			   "flushed 1 x\nentries 1\n";
+	const struct {
+		const char *entry;
+		int rc;
+	} nums[] = {
+		{"F 644 0 0 1 1 1 1 1 18446744073709551615 "
+		 "00000000000000000000000000001 a", 0},
+		{"F 644 0 0 1 1 1 1 1 18446744073709551616 1 a", -EINVAL},
+		{"F 644 0 0 1 1 1 1 1 1 99999999999999999999 a", -EINVAL},
+		{"F 648 0 0 1 1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0 +1 1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0 1x 1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0  1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0 1 -1 1 -1 1 1 1 a", 0},
+		{"F 644 0 0 1 1 1000000000 1 1 1 1 a", -EINVAL},
+	};
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+		char *t = NULL;
+		ck_assert_int_ge(asprintf(&t, "%s%s\nend\n", head, nums[i].entry),
+				 0);
+		ck_assert_msg(load_text(t) == nums[i].rc, "%s", nums[i].entry);
+		free(t);
+	}
+	tu_write(tmp, STATE_FILE,
+		 "atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
+		 "entries 1\nF 644 0 0 1 1 1 1 1 18446744073709551615 "
+		 "00000000000000000000000000001 a\nend\n",
+		 0644);
+	struct snapshot *l = NULL;
+	char *gen = NULL;
+	bool sound;
+	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert_uint_eq(l->v[0].dev, UINT64_MAX);
+	ck_assert_uint_eq(l->v[0].ino, 1);
+	snapshot_free(l);
+	free(gen);
 	free(good);
 }
 END_TEST
