@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,50 @@ struct notify {
 	char *status;
 };
 
+#define SYSTEMD_SONAME "libsystemd.so.0"
+
+/* libsystemd is loaded only when a service manager listens: a one-shot
+ * run or a container never maps it and the libraries it pulls in. */
+static struct {
+	__typeof__(sd_notify) *notify;
+	__typeof__(sd_watchdog_enabled) *watchdog_enabled;
+} sd;
+
+static int sd_load(void)
+{
+	static int loaded; /* 0 not tried, 1 loaded, -1 failed */
+
+	if (loaded)
+		return loaded > 0 ? 0 : -ENOENT;
+	loaded = -1;
+	if (getenv("NOTIFY_SOCKET") == NULL)
+		return -ENOENT;
+	void *lib = dlopen(SYSTEMD_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (lib == NULL) {
+		log_warn("NOTIFY_SOCKET is set but %s cannot be loaded (%s): "
+			 "the service manager will not hear from atomsyncd",
+			 SYSTEMD_SONAME, dlerror());
+		return -ENOENT;
+	}
+	void *f[2] = {dlsym(lib, "sd_notify"),
+		      dlsym(lib, "sd_watchdog_enabled")};
+	if (f[0] == NULL || f[1] == NULL) {
+		log_warn("%s: missing symbol", SYSTEMD_SONAME);
+		dlclose(lib);
+		return -ENOENT;
+	}
+	/* POSIX allows converting dlsym's result to a function pointer. */
+	memcpy(&sd.notify, &f[0], sizeof(f[0]));
+	memcpy(&sd.watchdog_enabled, &f[1], sizeof(f[1]));
+	loaded = 1;
+	return 0;
+}
+
 static void send_msg(const char *msg)
 {
-	int rc = sd_notify(0, msg);
-
+	if (sd_load() < 0)
+		return;
+	int rc = sd.notify(0, msg);
 	if (rc < 0)
 		log_debug("sd_notify: %s", strerror(-rc));
 }
@@ -42,7 +83,7 @@ int notify_new(uv_loop_t *loop, struct notify **out)
 		return -ENOMEM;
 	uv_timer_init(loop, &n->watchdog);
 	n->watchdog.data = n;
-	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+	if (sd_load() == 0 && sd.watchdog_enabled(0, &usec) > 0 && usec > 0) {
 		n->usec = usec;
 		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
 		uint64_t ms = usec / 2000;

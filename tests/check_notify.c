@@ -74,6 +74,19 @@ static void start(const char *watchdog_usec)
 	}
 }
 
+/* Whether process `p` has libsystemd mapped. */
+static bool maps_libsystemd(pid_t p)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)p);
+	size_t len = 0;
+	char *maps = tu_read(path, &len);
+	ck_assert_ptr_nonnull(maps);
+	bool found = strstr(maps, "libsystemd.so") != NULL;
+	free(maps);
+	return found;
+}
+
 /* Next datagram, or NULL after the (scaled) timeout. */
 static char *next_msg(int timeout_ms)
 {
@@ -119,6 +132,7 @@ START_TEST(test_ready_reload_stopping_sequence)
 	free(d);
 	free(f);
 	free(m);
+	ck_assert(maps_libsystemd(pid));
 
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	m = wait_msg("RELOADING=1", NULL, 5000);
@@ -190,6 +204,8 @@ START_TEST(test_without_notify_socket_nothing_is_sent)
 	}
 	char *m = next_msg(300);
 	ck_assert_ptr_null(m);
+	ck_assert_msg(!maps_libsystemd(pid),
+		      "libsystemd loaded without a service manager");
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
 	pid = 0;
