@@ -26,4 +26,31 @@ fi
 grep -q -- "--config .*/atomsync/%i.conf" "$d/atomsyncd@example.service"
 grep -q "^Type=notify" "$d/atomsyncd.service"
 grep -q "^WatchdogSec=" "$d/atomsyncd.service"
+# ExecReload, run as systemd runs it (MAINPID in its environment), sends
+# SIGHUP to the main process.
+for u in "$d/atomsyncd.service" "$d/atomsyncd@example.service"; do
+	line=$(sed -n 's/^ExecReload=//p' "$u")
+	[ -n "$line" ]
+	rm -f "$d/hup" "$d/ready"
+	sh -c 'trap "echo hup > \"$1\"; exit 0" HUP; echo > "$2"
+		while :; do sleep 0.05; done' x "$d/hup" "$d/ready" &
+	main=$!
+	i=0 # a deadline of 10 s for each wait
+	while [ ! -e "$d/ready" ] && [ $i -lt 200 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	eval "MAINPID=$main $line"
+	i=0
+	while [ ! -s "$d/hup" ] && [ $i -lt 200 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	kill "$main" 2>/dev/null || true
+	wait "$main" 2>/dev/null || true
+	[ -s "$d/hup" ] || {
+		echo "$u: ExecReload did not send SIGHUP: $line" >&2
+		exit 1
+	}
+done
 echo "unit files verified"
