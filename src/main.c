@@ -536,8 +536,8 @@ static void apply_next(struct daemon *d)
 	d->conf = n;
 	d->reloads++;
 	apply_http(d);
-	log_info("configuration %s reloaded: %zu mappings", n->path,
-		 n->nsyncs);
+	log_info("configuration %s reloaded: %zu mapping%s", n->path,
+		 n->nsyncs, n->nsyncs == 1 ? "" : "s");
 	maybe_ready(d);
 }
 

@@ -468,6 +468,17 @@ static void update_watches(struct sync *s, const struct snapshot *m)
 static void post_kick(struct sync *s);
 static void stop_continue(struct sync *s);
 
+/* The shipped unit's ProtectSystem=strict makes most of the tree
+ * read-only for the daemon alone, which a user who sees a writable /
+ * does not expect: say where the fix is. */
+static const char *erofs_hint(int rc)
+{
+	if (rc != -EROFS || getenv("INVOCATION_ID") == NULL)
+		return "";
+	return " (under systemd, a target outside the unit's "
+	       "ReadWritePaths= is read-only: add it in a drop-in)";
+}
+
 static void on_post_retry(uv_timer_t *h)
 {
 	post_kick(h->data);
@@ -680,7 +691,8 @@ static void publish_finished(struct sync *s, enum outcome out)
 					"%s; waiting for it to appear", msg);
 			else
 				log_msg(LOG_LVL_ERROR, name,
-					"%s; retrying with backoff", msg);
+					"%s; retrying with backoff%s", msg,
+					erofs_hint(s->rc));
 			free(s->last_err);
 			s->last_err = strdup(msg);
 		} else {

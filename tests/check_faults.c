@@ -364,6 +364,53 @@ START_TEST(test_full_disk_fails_cleanly_and_recovers)
 }
 END_TEST
 
+/* A read-only target, as the shipped unit's ProtectSystem=strict makes
+ * one outside ReadWritePaths=: the error says so, under systemd only. */
+START_TEST(test_read_only_target_names_the_fix_under_systemd)
+{
+	char *mnt = tu_path(tmp, "ro");
+	tu_mkdirs(mnt, 0755);
+	if (!private_mounts() ||
+	    mount("tmpfs", mnt, "tmpfs", MS_RDONLY, "size=64k,mode=0755") < 0) {
+		fprintf(stderr, "skipped: cannot mount a tmpfs here (%s)\n",
+			strerror(errno));
+		free(mnt);
+		return;
+	}
+	char *dst = tu_path(mnt, "dst"), *logpath = tu_path(tmp, "daemon.log");
+	tu_write(src, "a", "a\n", 0644);
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "20", NULL};
+	/* Without systemd, the plain error; under it (systemd sets
+	 * INVOCATION_ID) the daemon says where the fix is.  Both keep
+	 * retrying. */
+	for (int systemd = 0; systemd < 2; systemd++) {
+		if (systemd)
+			setenv("INVOCATION_ID",
+			       "0123456789abcdef0123456789abcdef", 1);
+		else
+			unsetenv("INVOCATION_ID");
+		unlink(logpath);
+		pid_t pid = tu_spawn(argv, logpath);
+		for (long long end = tu_now_ms() + tu_scale(5000);
+		     tu_now_ms() < end; tu_nap(20))
+			if (tu_file_count(logpath, "retrying") > 0)
+				break;
+		ck_assert_int_gt(tu_file_count(logpath, "Read-only file system"),
+				 0);
+		ck_assert_int_eq(tu_file_count(logpath, "ReadWritePaths="),
+				 systemd);
+		ck_assert_int_eq(kill(pid, 0), 0);
+		ck_assert_int_eq(kill(pid, SIGTERM), 0);
+		ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	}
+	unsetenv("INVOCATION_ID");
+	free(dst);
+	free(logpath);
+	free(mnt);
+}
+END_TEST
+
 START_TEST(test_short_of_file_descriptors)
 {
 	/* 40 descriptors: enough for the loop and a shallow tree, not for
@@ -416,6 +463,7 @@ static Suite *faults_suite(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_every_failing_call_of_a_publish);
 	tcase_add_test(tc, test_full_disk_fails_cleanly_and_recovers);
+	tcase_add_test(tc, test_read_only_target_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;
