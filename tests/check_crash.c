@@ -124,18 +124,6 @@ static int checker(void)
 	return rounds > 0 ? 0 : 2;
 }
 
-struct pair {
-	const char *src, *dst;
-};
-
-static int trees_equal(void *arg)
-{
-	struct pair *p = arg;
-	char *d = tu_diff_trees(p->src, p->dst);
-	free(d);
-	return d == NULL;
-}
-
 /* Only what atomsync keeps: ..data, its generation, the state, the
  * visible names (a generation in its grace period is allowed). */
 static char *debris(void)
@@ -192,8 +180,8 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 	for (int i = 0; i < NFILES; i++)
 		change(i, seq++);
 	pid_t d = start();
-	struct pair p = {src, dst};
-	ck_assert_msg(tu_wait_for(trees_equal, &p, 5000), "seed %u: no first publish",
+	struct tu_pair p = {src, dst};
+	ck_assert_msg(tu_wait_for(tu_trees_equal, &p, 5000), "seed %u: no first publish",
 		      seed);
 	pid_t c = fork();
 	ck_assert_int_ge(c, 0);
@@ -219,7 +207,7 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 		d = start();
 		if (k % 25 == 0) {
 			/* Quiet: the restarted daemon cleans up and converges. */
-			ck_assert_msg(tu_wait_for(trees_equal, &p, 5000),
+			ck_assert_msg(tu_wait_for(tu_trees_equal, &p, 5000),
 				      "seed %u: kill %d: no convergence", seed, k);
 			char *left = NULL;
 			for (long long end = tu_now_ms() + tu_scale(3000);
@@ -232,7 +220,7 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 				      seed, k, left);
 		}
 	}
-	ck_assert_msg(tu_wait_for(trees_equal, &p, 5000), "seed %u: no convergence",
+	ck_assert_msg(tu_wait_for(tu_trees_equal, &p, 5000), "seed %u: no convergence",
 		      seed);
 	tu_write(tmp, "stop-checker", "", 0644);
 	int cs = tu_wait_exit(c, 10000);

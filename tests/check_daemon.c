@@ -64,23 +64,11 @@ static void start_conf(void)
 	pid = tu_spawn(argv, logpath);
 }
 
-struct pair {
-	const char *src, *dst;
-};
-
-static int trees_equal(void *arg)
-{
-	struct pair *p = arg;
-	char *d = tu_diff_trees(p->src, p->dst);
-	free(d);
-	return d == NULL;
-}
-
 /* Waits until dst mirrors src; fails with the last difference. */
 static void converge(const char *s, const char *d, int ms)
 {
-	struct pair p = {s, d};
-	if (!tu_wait_for(trees_equal, &p, ms)) {
+	struct tu_pair p = {s, d};
+	if (!tu_wait_for(tu_trees_equal, &p, ms)) {
 		char *why = tu_diff_trees(s, d);
 		char *log = tu_read(logpath, NULL);
 		fprintf(stderr, "%s\n", log ? log : "");
@@ -89,21 +77,10 @@ static void converge(const char *s, const char *d, int ms)
 	}
 }
 
-struct needle {
-	const char *file, *text;
-	int count;
-};
-
-static int log_has(void *arg)
-{
-	struct needle *n = arg;
-	return tu_file_count(n->file, n->text) >= n->count;
-}
-
 static void wait_log(const char *text, int count, int ms)
 {
-	struct needle n = {logpath, text, count};
-	if (!tu_wait_for(log_has, &n, ms)) {
+	struct tu_needle n = {logpath, text, count};
+	if (!tu_wait_for(tu_file_holds, &n, ms)) {
 		char *log = tu_read(logpath, NULL);
 		fprintf(stderr, "%s\n", log ? log : "");
 		free(log);

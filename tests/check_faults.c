@@ -289,23 +289,6 @@ static int private_mounts(void)
 	return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
 }
 
-struct pair {
-	const char *src, *dst;
-};
-
-static int one_generation(void *arg)
-{
-	return tu_generations(arg) == 1;
-}
-
-static int trees_equal(void *arg)
-{
-	struct pair *p = arg;
-	char *d = tu_diff_trees(p->src, p->dst);
-	free(d);
-	return d == NULL;
-}
-
 START_TEST(test_full_disk_fails_cleanly_and_recovers)
 {
 	char *mnt = tu_path(tmp, "small");
@@ -325,8 +308,8 @@ START_TEST(test_full_disk_fails_cleanly_and_recovers)
 	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
 			      "--debounce", "20", "--log-level", "debug", NULL};
 	pid_t pid = tu_spawn(argv, logpath);
-	struct pair p = {src, dst};
-	ck_assert(tu_wait_for(trees_equal, &p, 5000));
+	struct tu_pair p = {src, dst};
+	ck_assert(tu_wait_for(tu_trees_equal, &p, 5000));
 	/* 6 x 100 KB do not fit in 512 KB next to the live generation. */
 	for (int i = 0; i < 6; i++) {
 		char n[16];
@@ -350,9 +333,9 @@ START_TEST(test_full_disk_fails_cleanly_and_recovers)
 		snprintf(n, sizeof(n), "%s/big%d", src, i);
 		unlink(n);
 	}
-	ck_assert_msg(tu_wait_for(trees_equal, &p, 70000), "no convergence");
+	ck_assert_msg(tu_wait_for(tu_trees_equal, &p, 70000), "no convergence");
 	/* The replaced generation goes after its grace period. */
-	ck_assert_msg(tu_wait_for(one_generation, dst, 5000), "%d generations",
+	ck_assert_msg(tu_wait_for(tu_one_generation, dst, 5000), "%d generations",
 		      tu_generations(dst));
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
@@ -425,8 +408,8 @@ START_TEST(test_short_of_file_descriptors)
 			 0);
 	const char *argv[] = {"sh", "-c", cmd, NULL};
 	pid_t pid = tu_spawn(argv, logpath);
-	struct pair p = {src, dst};
-	ck_assert(tu_wait_for(trees_equal, &p, 5000));
+	struct tu_pair p = {src, dst};
+	ck_assert(tu_wait_for(tu_trees_equal, &p, 5000));
 	char deep[4096] = "d";
 	for (int i = 1; i < 60; i++)
 		strcat(deep, "/d");
@@ -445,7 +428,7 @@ START_TEST(test_short_of_file_descriptors)
 	char *d0 = tu_path(src, "d");
 	tu_rmrf(d0);
 	tu_write(src, "d/d/d/file", "shallow\n", 0644);
-	ck_assert_msg(tu_wait_for(trees_equal, &p, 70000), "no convergence");
+	ck_assert_msg(tu_wait_for(tu_trees_equal, &p, 70000), "no convergence");
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
 	free(d0);

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,19 +25,6 @@ static char *tmp, *src, *dst, *logpath, *conf;
 static pid_t pid;
 static int port;
 
-/* A port nothing listens on: the kernel's choice for port 0. */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t len = sizeof(a);
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 static void setup(void)
 {
 	tmp = tu_mkdtemp();
@@ -48,7 +34,7 @@ static void setup(void)
 	conf = tu_path(tmp, "atomsync.conf");
 	tu_write(src, "app.conf", "v1\n", 0644);
 	pid = 0;
-	port = free_port();
+	port = tu_free_port();
 }
 
 static void teardown(void)
@@ -87,21 +73,10 @@ static void stop(void)
 	ck_assert_msg(st == 0, "daemon exit status %d", st);
 }
 
-struct needle {
-	const char *file, *text;
-	int count;
-};
-
-static int has(void *arg)
-{
-	struct needle *n = arg;
-	return tu_file_count(n->file, n->text) >= n->count;
-}
-
 static void wait_file(const char *file, const char *text, int count, int ms)
 {
-	struct needle n = {file, text, count};
-	if (!tu_wait_for(has, &n, ms)) {
+	struct tu_needle n = {file, text, count};
+	if (!tu_wait_for(tu_file_holds, &n, ms)) {
 		char *log = tu_read(logpath, NULL);
 		fprintf(stderr, "%s\n", log ? log : "");
 		free(log);
@@ -213,11 +188,6 @@ START_TEST(test_on_update_gets_the_documented_environment)
 }
 END_TEST
 
-static int one_generation(void *arg)
-{
-	return tu_generations(arg) == 1;
-}
-
 START_TEST(test_check_command_veto_keeps_the_old_generation)
 {
 	tu_write(src, "ok", "", 0644);
@@ -237,7 +207,7 @@ START_TEST(test_check_command_veto_keeps_the_old_generation)
 	free(d);
 	/* Nothing of the vetoed generation is left behind (it is removed on
 	 * the thread pool, right after the veto). */
-	ck_assert_msg(tu_wait_for(one_generation, dst, 3000),
+	ck_assert_msg(tu_wait_for(tu_one_generation, dst, 3000),
 		      "%d generations left", tu_generations(dst));
 	/* The next change tries again, and passes. */
 	tu_write(src, "ok", "", 0644);
@@ -583,17 +553,7 @@ static char *exchange(const char *req, size_t len)
 		off += (size_t)w;
 	}
 	shutdown(fd, SHUT_WR);
-	char *buf = calloc(1, 65536);
-	size_t got = 0;
-	struct pollfd p = {fd, POLLIN, 0};
-	while (got < 65535 && poll(&p, 1, tu_scale(5000)) > 0) {
-		ssize_t r = recv(fd, buf + got, 65535 - got, 0);
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	close(fd);
-	return buf;
+	return tu_read_reply(fd);
 }
 
 START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)

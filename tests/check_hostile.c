@@ -53,22 +53,10 @@ static int once(char **err)
 	return tu_run(argv, NULL, err, 120000);
 }
 
-struct pair {
-	const char *src, *dst;
-};
-
-static int trees_equal(void *arg)
-{
-	struct pair *p = arg;
-	char *d = tu_diff_trees(p->src, p->dst);
-	free(d);
-	return d == NULL;
-}
-
 static void converge(int ms)
 {
-	struct pair p = {src, dst};
-	if (!tu_wait_for(trees_equal, &p, ms)) {
+	struct tu_pair p = {src, dst};
+	if (!tu_wait_for(tu_trees_equal, &p, ms)) {
 		char *why = tu_diff_trees(src, dst);
 		char *log = tu_read(logpath, NULL);
 		size_t n = log ? strlen(log) : 0;
@@ -395,14 +383,7 @@ static int attacker(const char *canary)
 
 static int canary_intact(const char *canary)
 {
-	DIR *d = opendir(canary);
-	struct dirent *de;
-	int n = 0;
-	while (d && (de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	if (d)
-		closedir(d);
+	int n = tu_count_entries(canary);
 	char *m = tu_path(canary, "marker");
 	char *c = tu_read(m, NULL);
 	int ok = n == 1 && c && strcmp(c, "untouched") == 0;

@@ -6,7 +6,6 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,18 +94,6 @@ static void collect(void *data, struct metrics_view *v)
 	v->unhealthy_after_s = 1;
 }
 
-static int port_of_free(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t len = sizeof(a);
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 static char *get(int port, const char *path)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -116,17 +103,7 @@ static char *get(int port, const char *path)
 	char req[128];
 	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\n\r\n", path);
 	ck_assert_int_eq(write(fd, req, (size_t)n), n);
-	char *buf = calloc(1, 65536);
-	size_t got = 0;
-	struct pollfd p = {fd, POLLIN, 0};
-	while (got < 65535 && poll(&p, 1, tu_scale(5000)) > 0) {
-		ssize_t r = read(fd, buf + got, 65535 - got);
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	close(fd);
-	return buf;
+	return tu_read_reply(fd);
 }
 
 START_TEST(test_healthz_says_so_when_the_loop_stops_answering)
@@ -134,7 +111,7 @@ START_TEST(test_healthz_says_so_when_the_loop_stops_answering)
 	uv_loop_t loop;
 	struct metrics *m = NULL;
 	char listen[64], *err = NULL;
-	int port = port_of_free();
+	int port = tu_free_port();
 
 	memset(&one.st, 0, sizeof(one.st));
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
@@ -178,7 +155,7 @@ START_TEST(test_a_running_loop_is_healthy)
 	uv_async_t keep;
 	struct metrics *m = NULL;
 	char listen[64], *err = NULL;
-	int port = port_of_free();
+	int port = tu_free_port();
 	pthread_t th;
 
 	memset(&one.st, 0, sizeof(one.st));

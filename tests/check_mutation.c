@@ -497,18 +497,6 @@ static int reader(void)
 
 /* ---- the test ---- */
 
-struct pair {
-	const char *src, *dst;
-};
-
-static int trees_equal(void *arg)
-{
-	struct pair *p = arg;
-	char *d = tu_diff_trees(p->src, p->dst);
-	free(d);
-	return d == NULL;
-}
-
 static void setup(void)
 {
 	tmp = tu_mkdtemp_fast();
@@ -549,8 +537,8 @@ START_TEST(test_no_update_is_ever_lost)
 	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
 			      "--debounce", debounce, "--log-level", "debug", NULL};
 	pid_t d = tu_spawn(argv, logpath);
-	struct pair p = {src, dst};
-	ck_assert_msg(tu_wait_for(trees_equal, &p, 5000),
+	struct tu_pair p = {src, dst};
+	ck_assert_msg(tu_wait_for(tu_trees_equal, &p, 5000),
 		      "seed %u: first publish never converged", seed);
 	/* The visible links of the first generation are in place once the
 	 * state file names it. */
@@ -581,7 +569,7 @@ START_TEST(test_no_update_is_ever_lost)
 		bursts++;
 		/* The promise: converged within debounce + 1 s (scaled for
 		 * sanitizer and valgrind builds, which run everything slower). */
-		if (!tu_wait_for(trees_equal, &p, DEBOUNCE_MS + 1000)) {
+		if (!tu_wait_for(tu_trees_equal, &p, DEBOUNCE_MS + 1000)) {
 			char *why = tu_diff_trees(src, dst);
 			kill(d, SIGKILL);
 			kill(r, SIGKILL);

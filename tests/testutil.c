@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -641,6 +643,52 @@ int tu_run_suite(Suite *s)
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed == 0 ? 0 : 1;
+}
+
+int tu_trees_equal(void *arg)
+{
+	const struct tu_pair *p = arg;
+	char *d = tu_diff_trees(p->src, p->dst);
+	free(d);
+	return d == NULL;
+}
+
+int tu_one_generation(void *arg)
+{
+	return tu_generations(arg) == 1;
+}
+
+int tu_file_holds(void *arg)
+{
+	const struct tu_needle *n = arg;
+	return tu_file_count(n->file, n->text) >= n->count;
+}
+
+int tu_free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+char *tu_read_reply(int fd)
+{
+	char *buf = calloc(1, 65536);
+	size_t got = 0;
+	struct pollfd p = {fd, POLLIN, 0};
+	while (got < 65535 && poll(&p, 1, tu_scale(5000)) > 0) {
+		ssize_t r = read(fd, buf + got, 65535 - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	return buf;
 }
 
 void tu_write_deep(const char *dir, const char *rel, const char *data)

@@ -68,6 +68,27 @@ void tu_kill(pid_t pid);
 int tu_wait_for(int (*cond)(void *arg), void *arg, int timeout_ms);
 /* Number of times `needle` occurs in the file. */
 int tu_file_count(const char *path, const char *needle);
+
+/* Conditions for tu_wait_for: */
+struct tu_pair {
+	const char *src, *dst;
+};
+/* arg is a struct tu_pair: dst mirrors src (tu_diff_trees finds nothing). */
+int tu_trees_equal(void *arg);
+/* arg is a target directory: exactly one generation is left in it. */
+int tu_one_generation(void *arg);
+struct tu_needle {
+	const char *file, *text;
+	int count;
+};
+/* arg is a struct tu_needle: `text` occurs `count` times or more. */
+int tu_file_holds(void *arg);
+
+/* A loopback TCP port nothing listens on: the kernel's choice for 0. */
+int tu_free_port(void);
+/* Reads what comes back on fd (at most 64 KiB) until the peer closes or
+ * stays quiet for 5 s (scaled), closes fd and returns it, NUL-ended. */
+char *tu_read_reply(int fd);
 /* Counts lines in s. */
 int tu_lines(const char *s);
 /* Runs a check suite; the exit status for main(). */
