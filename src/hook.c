@@ -179,6 +179,12 @@ int hook_signal(const char *pidfile, int pid, int sig, char **err)
 	return 0;
 }
 
+bool hook_ok(const struct hook_result *r)
+{
+	return !r->spawn_error && !r->timed_out && r->signal == 0 &&
+	       r->status == 0;
+}
+
 struct wait_ctx {
 	bool done;
 	int rc;
@@ -191,7 +197,7 @@ static void on_waited(void *data, const struct hook_result *r)
 	char buf[128];
 
 	w->done = true;
-	if (!r->spawn_error && !r->timed_out && r->signal == 0 && r->status == 0)
+	if (hook_ok(r))
 		return;
 	w->rc = -ECANCELED;
 	if (asprintf(&w->why, "%s%s%s", hook_describe(r, buf, sizeof(buf)),
@@ -236,6 +242,9 @@ const char *hook_describe(const struct hook_result *r, char *buf, size_t size)
 	if (r->spawn_error)
 		snprintf(buf, size, "could not start: %s",
 			 strerror(-r->spawn_error));
+	else if (r->timed_out && r->signal == 0)
+		snprintf(buf, size, "timed out (it then exited with status %d)",
+			 r->status);
 	else if (r->timed_out)
 		snprintf(buf, size, "timed out and was killed (signal %d)",
 			 r->signal);

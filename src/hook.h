@@ -23,6 +23,11 @@ struct hook_result {
 	const char *stderr_tail; /* its last few stderr lines, or "" */
 };
 
+/* Whether the command succeeded: it started, ran within its timeout and
+ * exited 0 (one that outlives its timeout fails even if it then exits 0
+ * on SIGTERM). */
+bool hook_ok(const struct hook_result *r);
+
 typedef void (*hook_done_cb)(void *data, const struct hook_result *r);
 
 /* Splits a command line into words: blanks separate, '...' is literal,

@@ -528,7 +528,7 @@ static void on_update_done(void *data, const struct hook_result *r)
 	char why[128], *failure = NULL;
 
 	s->post = NULL;
-	if (r->spawn_error || r->status != 0) {
+	if (!hook_ok(r)) {
 		if (asprintf(&failure, "on_update %s%s%s",
 			     hook_describe(r, why, sizeof(why)),
 			     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
@@ -536,7 +536,7 @@ static void on_update_done(void *data, const struct hook_result *r)
 	} else {
 		log_msg(LOG_LVL_DEBUG, s->c->name, "on_update done");
 	}
-	post_result(s, failure ? failure : (r->status ? "on_update failed" : NULL));
+	post_result(s, failure ? failure : (hook_ok(r) ? NULL : "on_update failed"));
 	free(failure);
 }
 
@@ -726,7 +726,7 @@ static void on_check_done(void *data, const struct hook_result *r)
 	char why[128];
 
 	s->check = NULL;
-	if (!r->spawn_error && r->status == 0) {
+	if (hook_ok(r)) {
 		queue(s, WORK_COMMIT);
 		return;
 	}

@@ -226,6 +226,27 @@ static int process_gone(void *arg)
 	return kill(p, 0) < 0 && errno == ESRCH;
 }
 
+/* A check that outlives its timeout vetoes, even when it then exits 0 on
+ * the SIGTERM that ends it. */
+START_TEST(test_check_that_times_out_vetoes_even_if_it_exits_0)
+{
+	start("", "hook_timeout_s = 1\n"
+		  "check_command = sh -c 'test -f \"$ATOMSYNC_GENERATION_DIR/slow\" "
+		  "|| exit 0; trap \"exit 0\" TERM; sleep 30 & wait'");
+	wait_target("v1\n");
+	char *gen = tu_live(dst);
+	tu_write(src, "slow", "", 0644);
+	wait_file(logpath, "timed out (it then exited with status 0)", 1, 8000);
+	char *now = tu_live(dst);
+	ck_assert_str_eq(gen, now);
+	char *d = target_file("slow");
+	ck_assert_ptr_null(d);
+	stop();
+	free(gen);
+	free(now);
+}
+END_TEST
+
 START_TEST(test_hook_ignoring_sigterm_is_killed_at_the_timeout)
 {
 	char *keys;
@@ -688,6 +709,7 @@ static Suite *hooks_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_on_update_gets_the_documented_environment);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
+	tcase_add_test(tc, test_check_that_times_out_vetoes_even_if_it_exits_0);
 	tcase_add_test(tc, test_hook_ignoring_sigterm_is_killed_at_the_timeout);
 	tcase_add_test(tc, test_children_of_a_timed_out_hook_are_killed_too);
 	tcase_add_test(tc, test_stop_finishes_the_publish_under_way_and_its_hooks);
