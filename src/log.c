@@ -175,7 +175,13 @@ static void line_json(struct line *l, const char *s)
 				n = 3;
 			else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
 				n = 4;
+			/* The second byte's range also rules out overlong
+			 * forms, surrogates and code points past U+10FFFF. */
+			unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+			unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
 			size_t k = 1;
+			if (n && (p[1] < lo || p[1] > hi))
+				n = 0;
 			while (n && k < n && (p[k] & 0xc0) == 0x80)
 				k++;
 			if (n && k == n) {

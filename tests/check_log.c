@@ -52,6 +52,28 @@ START_TEST(test_json_escapes_everything_a_name_can_hold)
 }
 END_TEST
 
+/* Only well-formed UTF-8 passes: overlong forms, surrogates and code
+ * points past U+10FFFF are spelled out byte by byte. */
+START_TEST(test_json_lets_only_valid_utf8_through)
+{
+	log_init(LOG_FMT_JSON, LOG_LVL_DEBUG);
+	capture();
+	log_msg(LOG_LVL_INFO, NULL, "[%s|%s|%s|%s|%s|%s]", "\xe0\x80\x80",
+		"\xed\xa0\x80", "\xf4\x90\x80\x80", "\xf0\x8f\xbf\xbf",
+		"\xf0\x9f\x98\x80\xed\x9f\xbf\xf4\x8f\xbf\xbf\xe0\xa0\x80",
+		"\xe2\x82");
+	char *out = captured();
+	ck_assert_msg(strstr(out, "\"msg\":\"["
+				  "\\\\xe0\\\\x80\\\\x80|"
+				  "\\\\xed\\\\xa0\\\\x80|"
+				  "\\\\xf4\\\\x90\\\\x80\\\\x80|"
+				  "\\\\xf0\\\\x8f\\\\xbf\\\\xbf|"
+				  "\xf0\x9f\x98\x80\xed\x9f\xbf\xf4\x8f\xbf\xbf\xe0\xa0\x80|"
+				  "\\\\xe2\\\\x82]\""),
+		      "%s", out);
+}
+END_TEST
+
 START_TEST(test_text_keeps_one_line_per_event)
 {
 	log_init(LOG_FMT_TEXT, LOG_LVL_INFO);
@@ -116,6 +138,7 @@ static Suite *log_suite(void)
 	Suite *s = suite_create("log");
 	TCase *tc = tcase_create("formats");
 	tcase_add_test(tc, test_json_escapes_everything_a_name_can_hold);
+	tcase_add_test(tc, test_json_lets_only_valid_utf8_through);
 	tcase_add_test(tc, test_text_keeps_one_line_per_event);
 	tcase_add_test(tc, test_journal_format_only_when_stderr_is_the_stream);
 	tcase_add_test(tc, test_level_and_format_names);
