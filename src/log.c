@@ -315,3 +315,11 @@ int log_err_set(char **err, int rc, const char *fmt, ...)
 	*err = m;
 	return rc;
 }
+
+const char *log_hint(int rc)
+{
+	if (rc != -EROFS || getenv("INVOCATION_ID") == NULL)
+		return "";
+	return " (under systemd, a target outside the unit's "
+	       "ReadWritePaths= is read-only: add it in a drop-in)";
+}

@@ -43,6 +43,13 @@ void log_vmsg(enum log_level level, const char *sync, const char *fmt,
 int log_err_set(char **err, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* What to add to an error message with errno -rc to say where the fix
+ * is, or "": under systemd (INVOCATION_ID set), the shipped unit's
+ * ProtectSystem=strict makes a target outside ReadWritePaths= read-only
+ * for the daemon alone, which a user who sees a writable / does not
+ * expect. */
+const char *log_hint(int rc);
+
 #define log_error(...) log_msg(LOG_LVL_ERROR, NULL, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, NULL, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, NULL, __VA_ARGS__)

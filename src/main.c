@@ -118,45 +118,34 @@ static int parse_ms(const char *s, long max, long *out)
 
 static int run_once(const struct conf_sync *c, bool dry_run)
 {
-	struct snapshot_opts so = {
-		.links = c->symlinks,
-		.exclude = c->exclude,
-		.nexclude = c->nexclude,
-	};
-	struct writer_opts wo = {
-		.name = c->name,
-		.fsync = c->fsync,
-		.dry_run = dry_run,
-		.uid = c->uid,
-		.gid = c->gid,
-		.file_mode = c->file_mode,
-		.dir_mode = c->dir_mode,
-		.grace_ms = c->grace_ms,
-	};
+	struct snapshot_opts so = sync_snapshot_opts(c);
+	struct writer_opts wo = sync_writer_opts(c, dry_run);
 	struct writer *w = NULL;
 	struct writer_result r = {0};
 	char *err = NULL;
 	int rc = writer_open(c->target, &wo, &w, &err);
 
 	if (rc < 0) {
-		log_msg(LOG_LVL_ERROR, c->name, "%s",
-			err ? err : strerror(-rc));
+		log_msg(LOG_LVL_ERROR, c->name, "%s%s",
+			err ? err : strerror(-rc), log_hint(rc));
 		free(err);
 		return rc;
 	}
 	struct writer_pending *p = NULL;
+	bool warned = false;
 	for (int attempt = 1;; attempt++) {
 		struct snapshot *s = NULL;
 		free(err);
 		err = NULL;
 		rc = snapshot_take(c->source, &so, &s, &err);
 		if (rc == 0) {
-			if (attempt == 1)
-				for (size_t i = 0; i < s->nwarn; i++)
-					log_msg(LOG_LVL_WARN, c->name,
-						"source %s: %s: %s", c->source,
-						s->warn[i].path,
-						snapshot_warn_str(s->warn[i].kind));
+			/* Once, from the first walk that got through. */
+			for (size_t i = 0; !warned && i < s->nwarn; i++)
+				log_msg(LOG_LVL_WARN, c->name,
+					"source %s: %s: %s", c->source,
+					s->warn[i].path,
+					snapshot_warn_str(s->warn[i].kind));
+			warned = true;
 			rc = writer_prepare(w, s, &p, &r, &err);
 		}
 		if (rc != -EAGAIN || attempt == ONCE_TRIES)
@@ -225,8 +214,8 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 		log_msg(LOG_LVL_ERROR, c->name, "%s; gave up after %d tries",
 			err, ONCE_TRIES);
 	else if (rc < 0)
-		log_msg(LOG_LVL_ERROR, c->name, "%s",
-			err ? err : strerror(-rc));
+		log_msg(LOG_LVL_ERROR, c->name, "%s%s",
+			err ? err : strerror(-rc), log_hint(rc));
 	else if (dry_run)
 		log_msg(LOG_LVL_INFO, c->name,
 			"dry run: %zu added, %zu changed, %zu removed", r.added,

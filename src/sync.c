@@ -134,34 +134,40 @@ void sync_get_stats(const struct sync *s, struct sync_stats *st)
 	st->watched = s->watch ? watch_count(s->watch) : 0;
 }
 
-static struct writer_opts writer_opts_of(const struct sync *s)
+struct writer_opts sync_writer_opts(const struct conf_sync *c, bool dry_run)
 {
 	struct writer_opts wo = {
-		.name = s->c->name,
-		.fsync = s->c->fsync,
-		.dry_run = s->o.dry_run,
-		.uid = s->c->uid,
-		.gid = s->c->gid,
-		.file_mode = s->c->file_mode,
-		.dir_mode = s->c->dir_mode,
-		.grace_ms = s->c->grace_ms,
+		.name = c->name,
+		.fsync = c->fsync,
+		.dry_run = dry_run,
+		.uid = c->uid,
+		.gid = c->gid,
+		.file_mode = c->file_mode,
+		.dir_mode = c->dir_mode,
+		.grace_ms = c->grace_ms,
 	};
 	return wo;
+}
+
+struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c)
+{
+	struct snapshot_opts so = {
+		.links = c->symlinks,
+		.exclude = c->exclude,
+		.nexclude = c->nexclude,
+	};
+	return so;
 }
 
 /* ---- on the thread pool ---- */
 
 static void do_publish(struct sync *s)
 {
-	struct snapshot_opts so = {
-		.links = s->c->symlinks,
-		.exclude = s->c->exclude,
-		.nexclude = s->c->nexclude,
-	};
+	struct snapshot_opts so = sync_snapshot_opts(s->c);
 	struct snapshot *snap = NULL;
 
 	if (s->w == NULL) {
-		struct writer_opts wo = writer_opts_of(s);
+		struct writer_opts wo = sync_writer_opts(s->c, s->o.dry_run);
 		s->rc = writer_open(s->c->target, &wo, &s->w, &s->err);
 		if (s->rc < 0)
 			return;
@@ -468,17 +474,6 @@ static void update_watches(struct sync *s, const struct snapshot *m)
 static void post_kick(struct sync *s);
 static void stop_continue(struct sync *s);
 
-/* The shipped unit's ProtectSystem=strict makes most of the tree
- * read-only for the daemon alone, which a user who sees a writable /
- * does not expect: say where the fix is. */
-static const char *erofs_hint(int rc)
-{
-	if (rc != -EROFS || getenv("INVOCATION_ID") == NULL)
-		return "";
-	return " (under systemd, a target outside the unit's "
-	       "ReadWritePaths= is read-only: add it in a drop-in)";
-}
-
 static void on_post_retry(uv_timer_t *h)
 {
 	post_kick(h->data);
@@ -692,7 +687,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 			else
 				log_msg(LOG_LVL_ERROR, name,
 					"%s; retrying with backoff%s", msg,
-					erofs_hint(s->rc));
+					log_hint(s->rc));
 			free(s->last_err);
 			s->last_err = strdup(msg);
 		} else {

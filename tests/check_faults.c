@@ -386,6 +386,16 @@ START_TEST(test_read_only_target_names_the_fix_under_systemd)
 		ck_assert_int_eq(kill(pid, 0), 0);
 		ck_assert_int_eq(kill(pid, SIGTERM), 0);
 		ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+		/* --once says the same, and exits 1. */
+		const char *once[] = {tu_bin(), "--source", src, "--target", dst,
+				      "--once", NULL};
+		unlink(logpath);
+		pid = tu_spawn(once, logpath);
+		ck_assert_int_eq(tu_wait_exit(pid, 10000), 1);
+		ck_assert_int_gt(tu_file_count(logpath, "Read-only file system"),
+				 0);
+		ck_assert_int_eq(tu_file_count(logpath, "ReadWritePaths="),
+				 systemd);
 	}
 	unsetenv("INVOCATION_ID");
 	free(dst);
