@@ -739,18 +739,34 @@ static int sync_visible(struct writer *w, const struct snapshot *s, char **err)
 	return sync_visible_once(w, s, err);
 }
 
-static int open_source(const struct snapshot *s, const struct snap_entry *e)
+/* Opens the source file behind `e`: a descriptor, or -EAGAIN when the
+ * file is gone or replaced since the walk (the snapshot is retried), or
+ * another negative errno, each with its message in *err. */
+static int open_source(const struct snapshot *s, const struct snap_entry *e,
+		       char **err)
 {
 	const char *src = e->src ? e->src : e->path;
+	int fd;
 
 	if (e->flags & SNAP_F_FOLLOW) {
-		int fd = openat(s->root_fd, src,
-				O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-		return fd < 0 ? -errno : fd;
+		fd = openat(s->root_fd, src,
+			    O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		if (fd < 0)
+			fd = -errno;
+	} else {
+		/* O_NONBLOCK: a FIFO swapped in since the walk must not
+		 * hang us. */
+		fd = fsutil_open_beneath(s->root_fd, src,
+					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
 	}
-	/* O_NONBLOCK: a FIFO swapped in since the walk must not hang us. */
-	return fsutil_open_beneath(s->root_fd, src,
-				   O_RDONLY | O_NOCTTY | O_NONBLOCK);
+	if (fd == -ENOENT || fd == -ELOOP || fd == -ENOTDIR || fd == -ENXIO)
+		return log_err_set(err, -EAGAIN,
+				   "source %s/%s: changed while being read",
+				   s->root, src);
+	if (fd < 0)
+		return log_err_set(err, fd, "source %s/%s: %s", s->root, src,
+				   strerror(-fd));
+	return fd;
 }
 
 static bool same_stat(const struct snap_entry *e, const struct stat *st)
@@ -772,15 +788,9 @@ static int64_t ts_ns(const struct timespec *t)
 static int same_content(struct writer *w, const struct snapshot *s,
 			const struct snap_entry *e, bool *same, char **err)
 {
-	int a = open_source(s, e);
-	if (a < 0) {
-		if (a == -ENOENT || a == -ELOOP || a == -ENOTDIR)
-			return log_err_set(err, -EAGAIN,
-				       "source %s/%s: changed while being read",
-				       s->root, e->src ? e->src : e->path);
-		return log_err_set(err, a, "source %s/%s: %s", s->root,
-			       e->src ? e->src : e->path, strerror(-a));
-	}
+	int a = open_source(s, e, err);
+	if (a < 0)
+		return a;
 	int b = fsutil_open_beneath(w->live_fd, e->path, O_RDONLY | O_NOCTTY |
 							      O_NONBLOCK);
 	if (b < 0) {
@@ -939,17 +949,10 @@ static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
 	struct stat st;
 	uint64_t copied = 0;
 	int out = -1, rc = 0;
-	int in = open_source(s, e);
+	int in = open_source(s, e, b->err);
 
-	if (in < 0) {
-		if (in == -ENOENT || in == -ELOOP || in == -ENOTDIR ||
-		    in == -ENXIO)
-			return log_err_set(b->err, -EAGAIN,
-				       "source %s/%s: changed while being read",
-				       s->root, src);
-		return log_err_set(b->err, in, "source %s/%s: %s", s->root, src,
-			       strerror(-in));
-	}
+	if (in < 0)
+		return in;
 	/* The file must still be the one the snapshot saw, before and after
 	 * the copy: otherwise it was being written and the copy may be
 	 * torn. */
