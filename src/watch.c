@@ -143,6 +143,11 @@ int watch_new(uv_loop_t *loop, const char *root, watch_cb cb, void *data,
 	}
 	w->root_base = strdup(basename(copy));
 	free(copy);
+	if (w->root_base == NULL) {
+		free(w->root);
+		free(w);
+		return -ENOMEM;
+	}
 	copy = strdup(root);
 	char *parent = copy ? dirname(copy) : NULL;
 	/* Without a parent to watch, a replaced root is still found by the
@@ -201,8 +206,11 @@ int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
 		struct wentry *e = NULL;
 		int r = path ? entry_start(w, path, &e) : -ENOMEM;
 		free(path);
+		if (r == 0 && (e->rel = strdup(want[i].path)) == NULL) {
+			entry_close(e);
+			r = -ENOMEM;
+		}
 		if (r == 0) {
-			e->rel = strdup(want[i].path);
 			e->dev = want[i].dev;
 			e->ino = want[i].ino;
 			nv[k++] = e;
