@@ -840,8 +840,8 @@ void conf_check(const struct conf *c, struct conf_errors *errs)
 		conf_errors_add(errs, "%s: no [sync:NAME] section", c->path);
 		return;
 	}
-	char **src = calloc(n ? n : 1, sizeof(*src));
-	char **dst = calloc(n ? n : 1, sizeof(*dst));
+	char **src = calloc(n, sizeof(*src));
+	char **dst = calloc(n, sizeof(*dst));
 
 	if (src == NULL || dst == NULL)
 		goto out;

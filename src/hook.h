@@ -56,13 +56,14 @@ void hook_env_free(char **env);
 /* Sends `sig` to the process in `pidfile` (read now) or to `pid`. */
 int hook_signal(const char *pidfile, int pid, int sig, char **err);
 
-/* Runs cmd to its end on a loop of its own (for one-shot runs); *tail
- * gets its stderr tail (malloc'ed).  0 when it exited 0, else -ECANCELED
- * with *why describing how it ended. */
+/* Runs cmd to its end on a loop of its own (for one-shot runs).  0 when
+ * hook_ok() holds, else -ECANCELED with *why (malloc'ed) describing how
+ * it ended and the end of its stderr. */
 int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
 		  char **why);
 
-/* "exit status 3", "killed by signal 9", "timed out after 5 s". */
+/* "exit status 3", "killed by signal 9", "timed out and was killed
+ * (signal 15)". */
 const char *hook_describe(const struct hook_result *r, char *buf,
 			  size_t size);
 

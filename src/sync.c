@@ -763,8 +763,6 @@ static void start_check(struct sync *s)
 	hook_env_free(env);
 }
 
-static void finish_stop(struct sync *s);
-
 static void on_after_work(uv_work_t *req, int status)
 {
 	struct sync *s = req->data;
