@@ -242,7 +242,9 @@ static int read_all(int dfd, char **buf, size_t *len)
 		close(fd);
 		return -EINVAL;
 	}
-	size_t cap = (size_t)st.st_size + 1, n = 0;
+	/* Room for the file, the NUL and one more byte: the read that finds
+	 * the end does not have to grow the buffer (a copy of it all). */
+	size_t cap = (size_t)st.st_size + 2, n = 0;
 	char *b = malloc(cap);
 	if (b == NULL) {
 		close(fd);
