@@ -29,19 +29,19 @@ static void boot_id(char *buf, size_t size)
 	}
 }
 
-char *state_escape(const char *s)
+static bool needs_escape(unsigned char c)
+{
+	return c <= 0x20 || c >= 0x7f || c == '\\';
+}
+
+/* Writes `s` escaped at q (at most 4 bytes per byte of s, no NUL);
+ * returns the end. */
+static char *escape_into(char *q, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t n = 0;
-	const unsigned char *p;
 
-	for (p = (const unsigned char *)s; *p; p++)
-		n += (*p <= 0x20 || *p >= 0x7f || *p == '\\') ? 4 : 1;
-	char *r = malloc(n + 1), *q = r;
-	if (r == NULL)
-		return NULL;
-	for (p = (const unsigned char *)s; *p; p++) {
-		if (*p <= 0x20 || *p >= 0x7f || *p == '\\') {
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (needs_escape(*p)) {
 			*q++ = '\\';
 			*q++ = 'x';
 			*q++ = hex[*p >> 4];
@@ -50,7 +50,19 @@ char *state_escape(const char *s)
 			*q++ = (char)*p;
 		}
 	}
-	*q = '\0';
+	return q;
+}
+
+char *state_escape(const char *s)
+{
+	size_t n = 0;
+
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		n += needs_escape(*p) ? 4 : 1;
+	char *r = malloc(n + 1);
+	if (r == NULL)
+		return NULL;
+	*escape_into(r, s) = '\0';
 	return r;
 }
 
@@ -132,6 +144,27 @@ static void out_str(struct out *o, const char *s)
 	out_bytes(o, s, strlen(s));
 }
 
+/* Escaped straight into the buffer: no copy per path. */
+static void out_escaped(struct out *o, const char *s)
+{
+	size_t worst = 4 * strlen(s);
+
+	if (worst > sizeof(o->buf) - o->len)
+		out_flush(o);
+	if (worst > sizeof(o->buf)) {
+		char *e = state_escape(s);
+		if (e == NULL) {
+			if (o->err == 0)
+				o->err = -ENOMEM;
+			return;
+		}
+		out_str(o, e);
+		free(e);
+		return;
+	}
+	o->len = (size_t)(escape_into(o->buf + o->len, s) - o->buf);
+}
+
 static void out_num(struct out *o, uint64_t v, unsigned base, char sep)
 {
 	char tmp[32];
@@ -176,15 +209,9 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 		free(o);
 		return rc;
 	}
-	char *eg = state_escape(gen);
-	if (eg == NULL) {
-		rc = -ENOMEM;
-		goto out;
-	}
 	out_str(o, STATE_MAGIC "\ngeneration ");
-	out_str(o, eg);
+	out_escaped(o, gen);
 	out_str(o, "\nrecorded ");
-	free(eg);
 	out_num(o, (uint64_t)s->taken.tv_sec, 10, ' ');
 	out_num(o, (uint64_t)s->taken.tv_nsec, 10, '\n');
 	boot_id(boot, sizeof(boot));
@@ -194,11 +221,6 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 	out_num(o, s->n, 10, '\n');
 	for (size_t i = 0; i < s->n; i++) {
 		const struct snap_entry *e = &s->v[i];
-		char *ep = state_escape(e->path);
-		if (ep == NULL) {
-			rc = -ENOMEM;
-			goto out;
-		}
 		out_str(o, e->type == SNAP_DIR ? "D " : "F ");
 		out_num(o, e->mode, 8, ' ');
 		out_num(o, e->uid, 10, ' ');
@@ -210,14 +232,12 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 		out_num(o, (uint64_t)e->ctime.tv_nsec, 10, ' ');
 		out_num(o, e->dev, 10, ' ');
 		out_num(o, e->ino, 10, ' ');
-		out_str(o, ep);
+		out_escaped(o, e->path);
 		out_str(o, "\n");
-		free(ep);
 	}
 	out_str(o, "end\n");
 	out_flush(o);
 	rc = o->err;
-out:
 	if (close(o->fd) < 0 && rc == 0)
 		rc = -errno;
 	free(o);
