@@ -17,7 +17,7 @@
 #define COPY_CHUNK (1u << 20)
 #define CMP_CHUNK (64u * 1024)
 
-static int have_openat2 = 1;
+static _Atomic int have_openat2 = 1; /* set from pool threads too */
 
 static int open_walk(int rootfd, const char *rel, int flags)
 {
@@ -90,8 +90,15 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags)
 		/* Containers with old seccomp profiles answer ENOSYS or EPERM. */
 		if (errno != ENOSYS && errno != EPERM)
 			return -errno;
-		if (errno == ENOSYS)
+		bool eperm = errno == EPERM;
+		if (!eperm)
 			have_openat2 = 0;
+		int r = open_walk(rootfd, rel, flags);
+		/* A real EPERM fails the walk as well; one the walk gets past
+		 * was the filter's, and every later call would pay it. */
+		if (eperm && r >= 0)
+			have_openat2 = 0;
+		return r;
 	}
 	return open_walk(rootfd, rel, flags);
 }
