@@ -308,7 +308,13 @@ void snapshot_sort(struct snapshot *s)
 
 struct snap_entry *snapshot_find(const struct snapshot *s, const char *path)
 {
-	size_t lo = 0, hi = s->n;
+	return snapshot_find_n(s, s->n, path);
+}
+
+struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
+				   const char *path)
+{
+	size_t lo = 0, hi = n;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;

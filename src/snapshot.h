@@ -100,6 +100,9 @@ int snapshot_add_source(struct snapshot *s, const char *path,
 
 void snapshot_sort(struct snapshot *s);
 struct snap_entry *snapshot_find(const struct snapshot *s, const char *path);
+/* The same among the first n entries only (which must be sorted). */
+struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
+				   const char *path);
 void snapshot_free(struct snapshot *s);
 void snapshot_entry_fini(struct snap_entry *e);
 

@@ -256,6 +256,28 @@ static void recover(struct writer *w)
 	closedir(d);
 }
 
+/* The source is gone from a snapshot that becomes the live state. */
+static void detach_source(struct snapshot *s)
+{
+	if (s->root_fd >= 0) {
+		close(s->root_fd);
+		s->root_fd = -1;
+	}
+	for (size_t i = 0; i < s->nwarn; i++)
+		free(s->warn[i].path);
+	for (size_t i = 0; i < s->nwatch; i++)
+		free(s->watch[i].path);
+	free(s->warn);
+	free(s->watch);
+	s->warn = NULL;
+	s->watch = NULL;
+	s->nwarn = s->warncap = s->nwatch = s->watchcap = 0;
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->v[i].src);
+		s->v[i].src = NULL;
+	}
+}
+
 /* Reads what the live generation holds: from the state file when it
  * describes that generation, else by scanning the generation itself (then
  * every file's content is compared on the next publish). */
@@ -325,10 +347,7 @@ static int load_live(struct writer *w, char **err)
 		if (fd >= 0)
 			close(fd);
 	}
-	if (s->root_fd >= 0) {
-		close(s->root_fd);
-		s->root_fd = -1;
-	}
+	detach_source(s);
 	w->live = s;
 	return 0;
 }
@@ -467,24 +486,6 @@ static size_t parent_len(const char *p)
 	return s ? (size_t)(s - p) : 0;
 }
 
-/* Whether `path` is among the first n (sorted) entries. */
-static bool find_sorted(const struct snapshot *s, size_t n, const char *path)
-{
-	size_t lo = 0, hi = n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = snapshot_path_cmp(s->v[mid].path, path);
-		if (c == 0)
-			return true;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return false;
-}
-
 /* Whether cleaning would leave `p` as it is: no empty or "." element.
  * (".." elements are rejected before this is asked.) */
 static bool path_is_clean(const char *p)
@@ -583,7 +584,7 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 			char *parent = strndup(s->v[i].path, pl);
 			if (parent == NULL)
 				return -ENOMEM;
-			bool have = find_sorted(s, n, parent);
+			bool have = snapshot_find_n(s, n, parent) != NULL;
 			for (size_t k = n; !have && k < s->n; k++)
 				have = strcmp(s->v[k].path, parent) == 0;
 			int r = 0;
@@ -1164,28 +1165,6 @@ static void pending_free(struct writer_pending *p)
 	free(p->dir);
 	free(p->act);
 	free(p);
-}
-
-/* The source is gone from a snapshot that becomes the live state. */
-static void detach_source(struct snapshot *s)
-{
-	if (s->root_fd >= 0) {
-		close(s->root_fd);
-		s->root_fd = -1;
-	}
-	for (size_t i = 0; i < s->nwarn; i++)
-		free(s->warn[i].path);
-	for (size_t i = 0; i < s->nwatch; i++)
-		free(s->watch[i].path);
-	free(s->warn);
-	free(s->watch);
-	s->warn = NULL;
-	s->watch = NULL;
-	s->nwarn = s->warncap = s->nwatch = s->watchcap = 0;
-	for (size_t i = 0; i < s->n; i++) {
-		free(s->v[i].src);
-		s->v[i].src = NULL;
-	}
 }
 
 int writer_prepare(struct writer *w, struct snapshot *s,
