@@ -92,7 +92,6 @@ struct sync {
 	struct hook *post;
 	bool post_due;	      /* a publish the actions have not followed */
 	unsigned post_failures;
-	char *post_gen;
 	size_t post_changed;  /* paths changed since the last good run */
 	char *post_last_err;
 
@@ -105,7 +104,7 @@ struct sync {
 	size_t nwarned;
 
 	struct sync_stats st;
-	char *generation;
+	char *generation; /* what ..data names: on_update is told this */
 };
 
 static uint64_t backoff_ms(unsigned failures, uint64_t min, uint64_t max)
@@ -559,7 +558,7 @@ static void post_kick(struct sync *s)
 		return;
 	}
 	char **argv = NULL;
-	char **env = hook_env(s->c->name, s->c->target, s->post_gen, NULL,
+	char **env = hook_env(s->c->name, s->c->target, s->generation, NULL,
 			      (long)s->post_changed);
 	if (env == NULL || hook_split(s->c->on_update, &argv, NULL) < 0) {
 		hook_env_free(env);
@@ -598,8 +597,6 @@ static void note_published(struct sync *s)
 		"published %s (%zu added, %zu changed, %zu removed) in %.1f ms",
 		s->res.generation, s->res.added, s->res.changed,
 		s->res.removed, (double)us / 1000.0);
-	free(s->post_gen);
-	s->post_gen = strdup(s->res.generation);
 	s->post_changed += s->res.added + s->res.changed + s->res.removed;
 	if (s->c->on_update || s->c->reload_signal) {
 		s->post_due = true;
@@ -862,7 +859,6 @@ static void on_handle_closed(uv_handle_t *h)
 	free(s->warned);
 	free(s->last_err);
 	free(s->post_last_err);
-	free(s->post_gen);
 	free(s->generation);
 	conf_sync_free(s->c);
 	free(s);
