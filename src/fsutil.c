@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -359,4 +361,274 @@ char *fsutil_join(const char *a, const char *b)
 	r[la] = '/';
 	memcpy(r + la + 1, b, lb + 1);
 	return r;
+}
+
+/* ---- resolving a path that others may change ---- */
+
+#define CHASE_MAX_HOPS 40
+
+bool fsutil_trusted_uid(uid_t uid)
+{
+	return uid == 0 || uid == geteuid();
+}
+
+/* A directory whose names only root or we can change: owned by one of us
+ * and not writable by others, unless sticky (as /tmp is: there only an
+ * entry's owner may rename or remove it). */
+static bool trusted_dir(const struct stat *st)
+{
+	return fsutil_trusted_uid(st->st_uid) &&
+	       ((st->st_mode & 0022) == 0 || (st->st_mode & S_ISVTX));
+}
+
+struct chase {
+	char *done;	/* the directory reached, as a path, for messages */
+	char *todo;	/* what is left to resolve */
+	int fd;		/* the directory reached (O_PATH) */
+	struct stat st; /* its metadata */
+	unsigned hops;
+	char **err;
+};
+
+static int chase_fail(struct chase *c, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int chase_fail(struct chase *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	char *m = NULL;
+
+	if (c->err == NULL)
+		return rc;
+	va_start(ap, fmt);
+	if (vasprintf(&m, fmt, ap) < 0)
+		m = NULL;
+	va_end(ap);
+	free(*c->err);
+	*c->err = m;
+	return rc;
+}
+
+/* "dir/name" for messages, without doubling the root's slash. */
+static char *chase_where(const struct chase *c, const char *name)
+{
+	char *r;
+
+	if (strcmp(c->done, "/") == 0)
+		return asprintf(&r, "/%s", name) < 0 ? NULL : r;
+	return fsutil_join(c->done, name);
+}
+
+static int chase_fail_name(struct chase *c, int rc, const char *name)
+{
+	char *w = chase_where(c, name);
+
+	rc = chase_fail(c, rc, "%s: %s", w ? w : name, strerror(-rc));
+	free(w);
+	return rc;
+}
+
+/* Moves to the directory `fd` (which it takes), known as `where`. */
+static int chase_enter(struct chase *c, int fd, char *where)
+{
+	int rc = 0;
+
+	if (where == NULL)
+		rc = -ENOMEM;
+	else if (fstat(fd, &c->st) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		close(fd);
+		free(where);
+		return rc;
+	}
+	close(c->fd);
+	c->fd = fd;
+	free(c->done);
+	c->done = where;
+	return 0;
+}
+
+static int chase_todo(struct chase *c, const char *a, const char *b)
+{
+	char *t;
+
+	if (asprintf(&t, "%s%s%s", a, *a && *b ? "/" : "", b) < 0)
+		return -ENOMEM;
+	free(c->todo);
+	c->todo = t;
+	return 0;
+}
+
+/* Replaces the symlink `name` (opened O_PATH as `lfd`) by what it says,
+ * in front of `rest`, if it may be followed. */
+static int chase_link(struct chase *c, int lfd, const struct stat *lst,
+		      const char *name, const char *rest)
+{
+	char *where = chase_where(c, name), *t = NULL;
+	int rc = 0;
+
+	if (where == NULL)
+		return -ENOMEM;
+	if (!fsutil_trusted_uid(lst->st_uid))
+		rc = chase_fail(c, -EPERM,
+				"symlink %s is owned by uid %u; refusing to "
+				"follow it",
+				where, (unsigned)lst->st_uid);
+	else if (!trusted_dir(&c->st))
+		rc = chase_fail(c, -EPERM,
+				"symlink %s is in a directory that %s can "
+				"change; refusing to follow it",
+				where,
+				fsutil_trusted_uid(c->st.st_uid)
+					? "other users"
+					: "another user");
+	else if (++c->hops > CHASE_MAX_HOPS)
+		rc = chase_fail(c, -ELOOP, "%s: %s", where, strerror(ELOOP));
+	else if ((rc = fsutil_readlinkat(lfd, "", &t)) < 0)
+		rc = chase_fail(c, rc, "%s: %s", where, strerror(-rc));
+	if (rc == 0 && t[0] == '/') {
+		int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		rc = fd < 0 ? -errno : chase_enter(c, fd, strdup("/"));
+	}
+	if (rc == 0)
+		rc = chase_todo(c, t, rest);
+	free(t);
+	free(where);
+	return rc;
+}
+
+/* The last component, opened with the caller's flags (and created first
+ * when asked and missing): an fd, or a negative errno. */
+static int chase_last(struct chase *c, const char *name, unsigned how,
+		      int flags, bool *created)
+{
+	for (int tries = 0; tries < 2; tries++) {
+		int fd = openat(c->fd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+		if (errno != ENOENT || !(how & FSUTIL_CHASE_MKDIR))
+			return -errno;
+		if (mkdirat(c->fd, name, 0755) == 0) {
+			if (created)
+				*created = true;
+		} else if (errno != EEXIST) {
+			return -errno;
+		}
+	}
+	return -ENOENT;
+}
+
+/* One named component: 0 to go on, 1 when *out holds the final fd. */
+static int chase_name(struct chase *c, const char *name, const char *rest,
+		      unsigned how, int flags, bool *created, int *out)
+{
+	bool last = *rest == '\0';
+	struct stat st;
+	int rc;
+
+	if (last) {
+		int fd = chase_last(c, name, how, flags, created);
+		if (fd >= 0) {
+			*out = fd;
+			return 1;
+		}
+		if (fd != -ELOOP && fd != -ENOTDIR)
+			return chase_fail_name(c, fd, name);
+	}
+	/* A symlink, or on the way: look before going on. */
+	int fd = openat(c->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return chase_fail_name(c, -errno, name);
+	if (fstat(fd, &st) < 0) {
+		rc = chase_fail_name(c, -errno, name);
+	} else if (S_ISLNK(st.st_mode) && last && (how & FSUTIL_CHASE_NOFOLLOW)) {
+		char *w = chase_where(c, name);
+		rc = chase_fail(c, -ELOOP, "%s is a symbolic link", w ? w : name);
+		free(w);
+	} else if (S_ISLNK(st.st_mode)) {
+		rc = chase_link(c, fd, &st, name, rest);
+	} else if (last || !S_ISDIR(st.st_mode)) {
+		rc = chase_fail_name(c, -ENOTDIR, name);
+	} else {
+		rc = chase_enter(c, fd, chase_where(c, name));
+		if (rc == 0)
+			rc = chase_todo(c, "", rest);
+		return rc;
+	}
+	close(fd);
+	return rc;
+}
+
+/* Resolves the next component of c->todo: 0 to go on, 1 when *out holds
+ * the final fd, or a negative errno. */
+static int chase_next(struct chase *c, unsigned how, int flags, bool *created,
+		      int *out)
+{
+	const char *p = c->todo;
+
+	while (*p == '/')
+		p++;
+	size_t n = strcspn(p, "/");
+	const char *rest = p + n;
+	while (*rest == '/')
+		rest++;
+	bool dot = n == 0 || (n == 1 && p[0] == '.');
+	bool dotdot = n == 2 && p[0] == '.' && p[1] == '.';
+	int rc = 0;
+
+	if (!dot && !dotdot) {
+		char *name = strndup(p, n);
+		if (name == NULL)
+			return -ENOMEM;
+		rc = chase_name(c, name, rest, how, flags, created, out);
+		free(name);
+		return rc;
+	}
+	if (dotdot) {
+		int fd = openat(c->fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		char *up = strdup(c->done), *s = up ? strrchr(up, '/') : NULL;
+		if (s)
+			s[s == up] = '\0';
+		rc = fd < 0 ? -errno : chase_enter(c, fd, up);
+		if (fd < 0)
+			free(up);
+	}
+	if (rc == 0 && *rest == '\0') {
+		/* The path ends at the directory reached. */
+		int fd = openat(c->fd, ".", flags | O_CLOEXEC);
+		if (fd < 0)
+			return chase_fail(c, -errno, "%s: %s", c->done,
+					  strerror(errno));
+		*out = fd;
+		return 1;
+	}
+	return rc == 0 ? chase_todo(c, "", rest) : rc;
+}
+
+int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
+		 char **err)
+{
+	bool abs = path[0] == '/';
+	struct chase c = {.err = err};
+	int fd = -1, rc;
+
+	if (created)
+		*created = false;
+	if (*path == '\0')
+		return chase_fail(&c, -ENOENT, "empty path");
+	c.fd = open(abs ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (c.fd < 0)
+		return -errno;
+	c.done = strdup(abs ? "/" : ".");
+	c.todo = strdup(path);
+	rc = c.done && c.todo ? 0 : -ENOMEM;
+	if (rc == 0 && fstat(c.fd, &c.st) < 0)
+		rc = -errno;
+	while (rc == 0)
+		rc = chase_next(&c, how, flags, created, &fd);
+	close(c.fd);
+	free(c.done);
+	free(c.todo);
+	return rc == 1 ? fd : rc;
 }

@@ -32,6 +32,21 @@ int fsutil_readlinkat(int dirfd, const char *name, char **out);
 /* fsync that retries EINTR. */
 int fsutil_fsync(int fd);
 
+/* Root and the user atomsyncd runs as: who may own what it trusts. */
+bool fsutil_trusted_uid(uid_t uid);
+
+/* Opens `path` as a root daemon must resolve a path that other users may
+ * change (as systemd's chase() does): one component at a time, following
+ * a symlink only when it is owned by root or by us and sits in a
+ * directory only root or we can change; otherwise -EPERM, with *err
+ * naming the link.  `flags` are those of the final open (never O_PATH;
+ * O_NOFOLLOW and O_CLOEXEC are added).  Returns an fd or a negative errno
+ * with *err (when not NULL) saying which component failed and why. */
+#define FSUTIL_CHASE_MKDIR 0x1u	   /* a missing last component is made, 0755 */
+#define FSUTIL_CHASE_NOFOLLOW 0x2u /* the last component must not be a link */
+int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
+		 char **err);
+
 /* "a/b", or b alone when a is empty; NULL when out of memory. */
 char *fsutil_join(const char *a, const char *b);
 

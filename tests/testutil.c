@@ -559,6 +559,45 @@ int tu_run(const char *const argv[], char **out, char **err, int timeout_ms)
 	return WEXITSTATUS(status);
 }
 
+int tu_run_as(unsigned uid, const char *const argv[], char **out, char **err,
+	      int timeout_ms)
+{
+	char ids[2][32];
+	size_t n = 0;
+	while (argv[n])
+		n++;
+	const char **v = calloc(n + 5, sizeof(*v));
+	if (v == NULL)
+		abort();
+	snprintf(ids[0], sizeof(ids[0]), "--reuid=%u", uid);
+	snprintf(ids[1], sizeof(ids[1]), "--regid=%u", uid);
+	v[0] = "setpriv";
+	v[1] = ids[0];
+	v[2] = ids[1];
+	v[3] = "--clear-groups";
+	memcpy(v + 4, argv, (n + 1) * sizeof(*v));
+	int rc = tu_run(v, out, err, timeout_ms);
+	free(v);
+	return rc;
+}
+
+int tu_sh_as(unsigned uid, const char *cmd)
+{
+	const char *argv[] = {"sh", "-c", cmd, NULL};
+	char *err = NULL;
+	int rc = tu_run_as(uid, argv, NULL, &err, 20000);
+	if (rc != 0)
+		fprintf(stderr, "as uid %u: %s: exit %d: %s\n", uid, cmd, rc,
+			err ? err : "");
+	free(err);
+	return rc;
+}
+
+bool tu_can_setuid(void)
+{
+	return geteuid() == 0;
+}
+
 int tu_lines(const char *s)
 {
 	int n = 0;

@@ -55,6 +55,14 @@ const char *tu_bin(void);
  * the exit status, 128+signal when killed by one, or -1 on timeout (the
  * child is then killed). */
 int tu_run(const char *const argv[], char **out, char **err, int timeout_ms);
+/* tu_run as another user: through setpriv(1) with that uid and gid and no
+ * supplementary groups (the tests run as root). */
+int tu_run_as(unsigned uid, const char *const argv[], char **out, char **err,
+	      int timeout_ms);
+/* A shell command line as another user; its exit status. */
+int tu_sh_as(unsigned uid, const char *cmd);
+/* Whether the tests can act as other users (they run as root). */
+bool tu_can_setuid(void);
 /* Starts argv in the background with stdout and stderr appended to
  * `logfile`; returns the pid. */
 pid_t tu_spawn(const char *const argv[], const char *logfile);

@@ -1,0 +1,222 @@
+/* File-system primitives: resolving a path that other users can change,
+ * with links made by real other uids (setpriv; the tests run as root). */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "testutil.h"
+
+#define OTHER 2003u
+
+static char *tmp;
+
+static void setup(void)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "these tests act as other users: run them as root");
+	tmp = tu_mkdtemp();
+	/* Other users must be able to reach what they are given. */
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+}
+
+static void teardown(void)
+{
+	tu_rmrf(tmp);
+	free(tmp);
+}
+
+/* tmp/NAME, made by root (mode) or handed to uid. */
+static char *mkdir_in(const char *name, mode_t mode, int uid)
+{
+	char *p = tu_path(tmp, name);
+	tu_mkdirs(p, mode);
+	ck_assert_int_eq(chmod(p, mode), 0);
+	if (uid >= 0)
+		ck_assert_int_eq(chown(p, (uid_t)uid, (gid_t)uid), 0);
+	return p;
+}
+
+static void same_inode(int fd, const char *path)
+{
+	struct stat a, b;
+	ck_assert_int_eq(fstat(fd, &a), 0);
+	ck_assert_int_eq(stat(path, &b), 0);
+	ck_assert(a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+}
+
+START_TEST(test_root_owned_links_are_followed)
+{
+	char *real = mkdir_in("real", 0755, -1);
+	char *link = tu_path(tmp, "link");
+	ck_assert_int_eq(symlink("real", link), 0);
+	/* /var/run -> /run, as Debian has it: through a root link, then
+	 * "..", ".", and doubled slashes. */
+	char *p;
+	ck_assert_int_gt(asprintf(&p, "%s//link/./../link/", tmp), 0);
+	char *err = NULL;
+	int fd = fsutil_chase(p, 0, O_RDONLY | O_DIRECTORY, NULL, &err);
+	ck_assert_msg(fd >= 0, "%s", err);
+	same_inode(fd, real);
+	close(fd);
+	free(p);
+	free(err);
+	free(link);
+	free(real);
+}
+END_TEST
+
+START_TEST(test_link_owned_by_another_user_is_refused)
+{
+	char *parent = mkdir_in("app", 0755, OTHER);
+	char *elsewhere = mkdir_in("elsewhere", 0755, -1);
+	char *cmd;
+	ck_assert_int_gt(asprintf(&cmd, "ln -s '%s' '%s/target'", elsewhere,
+				  parent), 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	char *target = tu_path(parent, "target");
+	char *err = NULL;
+	int fd = fsutil_chase(target, FSUTIL_CHASE_MKDIR,
+			      O_RDONLY | O_DIRECTORY, NULL, &err);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_msg(strstr(err, target) && strstr(err, "uid 2003"), "%s", err);
+	/* On the way to something else, the same. */
+	char *below = tu_path(target, "sub");
+	fd = fsutil_chase(below, FSUTIL_CHASE_MKDIR, O_RDONLY | O_DIRECTORY,
+			  NULL, &err);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_int_eq(tu_count_entries(elsewhere), 0);
+	free(below);
+	free(cmd);
+	free(target);
+	free(err);
+	free(parent);
+	free(elsewhere);
+}
+END_TEST
+
+START_TEST(test_root_link_in_a_directory_others_change_is_refused)
+{
+	/* A link of root's that another user could have renamed into place. */
+	char *parent = mkdir_in("app", 0755, OTHER);
+	char *real = mkdir_in("real", 0755, -1);
+	char *link = tu_path(parent, "target");
+	ck_assert_int_eq(symlink(real, link), 0);
+	char *err = NULL;
+	int fd = fsutil_chase(link, 0, O_RDONLY | O_DIRECTORY, NULL, &err);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_msg(strstr(err, "another user can change"), "%s", err);
+	/* Root's, but writable by everyone: the same. */
+	char *open_dir = mkdir_in("open", 0777, -1);
+	char *link2 = tu_path(open_dir, "l");
+	ck_assert_int_eq(symlink(real, link2), 0);
+	fd = fsutil_chase(link2, 0, O_RDONLY | O_DIRECTORY, NULL, &err);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_msg(strstr(err, "other users can change"), "%s", err);
+	/* Sticky, as /tmp: only the link's owner may move it. */
+	ck_assert_int_eq(chmod(open_dir, 01777), 0);
+	fd = fsutil_chase(link2, 0, O_RDONLY | O_DIRECTORY, NULL, &err);
+	ck_assert_msg(fd >= 0, "%s", err);
+	same_inode(fd, real);
+	close(fd);
+	free(err);
+	free(link);
+	free(link2);
+	free(open_dir);
+	free(parent);
+	free(real);
+}
+END_TEST
+
+START_TEST(test_nofollow_refuses_a_final_link)
+{
+	char *f = tu_path(tmp, "file");
+	char *l = tu_path(tmp, "link");
+	tu_write(tmp, "file", "x", 0644);
+	ck_assert_int_eq(symlink("file", l), 0);
+	char *err = NULL;
+	int fd = fsutil_chase(l, FSUTIL_CHASE_NOFOLLOW, O_RDONLY, NULL, &err);
+	ck_assert_int_eq(fd, -ELOOP);
+	ck_assert_msg(strstr(err, "is a symbolic link"), "%s", err);
+	fd = fsutil_chase(l, 0, O_RDONLY, NULL, &err);
+	ck_assert_int_ge(fd, 0);
+	same_inode(fd, f);
+	close(fd);
+	free(err);
+	free(f);
+	free(l);
+}
+END_TEST
+
+START_TEST(test_mkdir_makes_only_the_last_component)
+{
+	char *d = tu_path(tmp, "new");
+	bool created = false;
+	char *err = NULL;
+	int fd = fsutil_chase(d, FSUTIL_CHASE_MKDIR, O_RDONLY | O_DIRECTORY,
+			      &created, &err);
+	ck_assert_int_ge(fd, 0);
+	ck_assert(created);
+	close(fd);
+	fd = fsutil_chase(d, FSUTIL_CHASE_MKDIR, O_RDONLY | O_DIRECTORY,
+			  &created, &err);
+	ck_assert_int_ge(fd, 0);
+	ck_assert(!created);
+	close(fd);
+	char *deep = tu_path(tmp, "missing/new");
+	fd = fsutil_chase(deep, FSUTIL_CHASE_MKDIR, O_RDONLY | O_DIRECTORY,
+			  &created, &err);
+	ck_assert_int_eq(fd, -ENOENT);
+	ck_assert_msg(strstr(err, "missing"), "%s", err);
+	free(err);
+	free(deep);
+	free(d);
+}
+END_TEST
+
+START_TEST(test_loops_and_files_on_the_way)
+{
+	char *a = tu_path(tmp, "a"), *b = tu_path(tmp, "b");
+	ck_assert_int_eq(symlink("b", a), 0);
+	ck_assert_int_eq(symlink("a", b), 0);
+	char *err = NULL;
+	ck_assert_int_eq(fsutil_chase(a, 0, O_RDONLY, NULL, &err), -ELOOP);
+	tu_write(tmp, "f", "x", 0644);
+	char *through = tu_path(tmp, "f/x");
+	ck_assert_int_eq(fsutil_chase(through, 0, O_RDONLY, NULL, &err),
+			 -ENOTDIR);
+	ck_assert_int_eq(fsutil_chase("", 0, O_RDONLY, NULL, &err), -ENOENT);
+	free(err);
+	free(through);
+	free(a);
+	free(b);
+}
+END_TEST
+
+static Suite *fsutil_suite(void)
+{
+	Suite *s = suite_create("fsutil");
+	TCase *tc = tcase_create("chase");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_root_owned_links_are_followed);
+	tcase_add_test(tc, test_link_owned_by_another_user_is_refused);
+	tcase_add_test(tc, test_root_link_in_a_directory_others_change_is_refused);
+	tcase_add_test(tc, test_nofollow_refuses_a_final_link);
+	tcase_add_test(tc, test_mkdir_makes_only_the_last_component);
+	tcase_add_test(tc, test_loops_and_files_on_the_way);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(fsutil_suite());
+}
