@@ -632,3 +632,16 @@ int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 	free(c.todo);
 	return rc == 1 ? fd : rc;
 }
+
+char *fsutil_fd_path(int fd)
+{
+	char proc[64], *r = NULL;
+
+	/* What the descriptor is, not what the name leads to now. */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (fsutil_readlinkat(AT_FDCWD, proc, &r) == 0 && r[0] == '/')
+		return r;
+	free(r);
+	errno = ENOENT;
+	return NULL;
+}

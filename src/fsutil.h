@@ -47,6 +47,10 @@ bool fsutil_trusted_uid(uid_t uid);
 int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 		 char **err);
 
+/* The absolute path of what `fd` is open on (malloc'ed), or NULL with
+ * errno set. */
+char *fsutil_fd_path(int fd);
+
 /* "a/b", or b alone when a is empty; NULL when out of memory. */
 char *fsutil_join(const char *a, const char *b);
 

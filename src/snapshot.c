@@ -360,12 +360,19 @@ int snapshot_open(const char *root, struct snapshot **out, char **err)
 		snapshot_free(s);
 		return -ENOMEM;
 	}
-	s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* A symlink on the way that another user could have put there would
+	 * redirect what root reads: refused. */
+	char *why = NULL;
+	s->root_fd = fsutil_chase(root, 0, O_RDONLY | O_DIRECTORY, NULL, &why);
 	if (s->root_fd < 0) {
-		int rc = -errno;
+		int rc = s->root_fd;
 		snapshot_free(s);
-		return log_err_set(err, rc, "source %s: %s", root, strerror(-rc));
+		rc = log_err_set(err, rc, "source %s: %s", root,
+				 why && rc == -EPERM ? why : strerror(-rc));
+		free(why);
+		return rc;
 	}
+	free(why);
 	if (fstat(s->root_fd, &st) < 0) {
 		int rc = -errno;
 		snapshot_free(s);
@@ -373,7 +380,9 @@ int snapshot_open(const char *root, struct snapshot **out, char **err)
 	}
 	s->root_dev = (uint64_t)st.st_dev;
 	s->root_ino = (uint64_t)st.st_ino;
-	s->root_real = realpath(root, NULL);
+	s->root_real = fsutil_fd_path(s->root_fd);
+	if (s->root_real == NULL) /* no /proc */
+		s->root_real = realpath(root, NULL);
 	if (s->root_real == NULL) {
 		int rc = -errno;
 		snapshot_free(s);

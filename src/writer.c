@@ -375,31 +375,32 @@ int writer_open(const char *target, const struct writer_opts *o,
 		rc = -ENOMEM;
 		goto fail;
 	}
+	/* Resolved as a root daemon must: a symlink on the way that another
+	 * user could have put there is refused, and nothing is written. */
 	bool created = false;
-	if (!o->dry_run && mkdir(target, 0755) == 0) {
-		created = true;
-	} else if (!o->dry_run && errno != EEXIST) {
-		rc = -errno;
-		if (rc == -ENOENT)
-			log_err_set(err, rc,
-				"target %s: parent directory does not exist",
-				target);
-		else
-			log_err_set(err, rc, "target %s: %s", target,
-				strerror(-rc));
-		goto fail;
-	}
-	w->dfd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char *why = NULL;
+	w->dfd = fsutil_chase(target, o->dry_run ? 0 : FSUTIL_CHASE_MKDIR,
+			      O_RDONLY | O_DIRECTORY, &created, &why);
 	if (w->dfd < 0) {
-		rc = -errno;
+		rc = w->dfd;
+		w->dfd = -1;
 		if (o->dry_run && rc == -ENOENT) {
+			free(why);
 			rc = snapshot_open(NULL, &w->live, NULL);
 			if (rc < 0)
 				goto fail;
 			*out = w;
 			return 0;
 		}
-		log_err_set(err, rc, "target %s: %s", target, strerror(-rc));
+		if (rc == -ENOENT)
+			log_err_set(err, rc,
+				    "target %s: parent directory does not "
+				    "exist (%s)",
+				    target, why ? why : strerror(-rc));
+		else
+			log_err_set(err, rc, "target %s: %s", target,
+				    why ? why : strerror(-rc));
+		free(why);
 		goto fail;
 	}
 	/* mkdir is subject to the umask; the layout wants 0755.  Through the

@@ -465,7 +465,7 @@ START_TEST(test_failing_mapping_does_not_stop_others)
 		converge(good, goodd, 3000);
 	}
 	tu_nap(2500); /* long enough for a couple of retries */
-	ck_assert_int_eq(tu_file_count(logpath, "parent directory does not exist; retrying"), 1);
+	ck_assert_int_eq(tu_file_count(logpath, "No such file or directory); retrying"), 1);
 	/* Fix it: the mapping recovers and says so. */
 	char *parent = tu_path(tmp, "no/parent");
 	tu_mkdirs(parent, 0755);
