@@ -473,11 +473,19 @@ void writer_close(struct writer *w)
 	free(w);
 }
 
+/* The source's bits, less group and other write: a 0777 directory or a
+ * 0666 file in the source must not let every user change what readers
+ * of the target trust (and what the next publish links forward).  Only
+ * file_mode and dir_mode can ask for them. */
+#define WRITER_MODE_MASK 0755u
+
 static uint32_t project_mode(const struct writer *w, const struct snap_entry *e)
 {
 	if (e->type == SNAP_DIR)
-		return w->o.dir_mode >= 0 ? (uint32_t)w->o.dir_mode : e->mode;
-	return w->o.file_mode >= 0 ? (uint32_t)w->o.file_mode : e->mode;
+		return w->o.dir_mode >= 0 ? (uint32_t)w->o.dir_mode
+					  : e->mode & WRITER_MODE_MASK;
+	return w->o.file_mode >= 0 ? (uint32_t)w->o.file_mode
+				   : e->mode & WRITER_MODE_MASK;
 }
 
 /* parent of "a/b/c" is "a/b" (length 3); of "a", "" (0). */
@@ -1082,34 +1090,57 @@ static int build_entry(struct build *b, size_t i)
 	return copy_file(b, e, p->nfd, name);
 }
 
-/* Step (1) ends here: every new file and directory of the generation is
- * on disk before ..data may name it. */
+/* Flushes the new files and directories of the generation (not its root,
+ * whose mode changes after), each opened without blocking and checked to
+ * be what was written. */
 static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
-		 int gfd, const char *gen, char **err)
+		 int gfd, const char *gen, bool *all, char **err)
 {
 	size_t objects = 1;
 	int rc = 0;
 
 	for (size_t i = 0; i < s->n; i++)
 		objects += act[i] != ACT_LINK;
-	if (objects > FSYNC_EACH_MAX) {
-		if (syncfs(gfd) < 0)
-			rc = -errno;
-	} else {
-		for (size_t i = 0; i < s->n && rc == 0; i++) {
-			if (act[i] == ACT_LINK)
-				continue;
-			int fd = fsutil_open_beneath(gfd, s->v[i].path,
-						     O_RDONLY | O_NOCTTY);
+	*all = objects > FSYNC_EACH_MAX;
+	if (*all)
+		return 0; /* one syncfs() once the root is 0755 */
+	for (size_t i = 0; i < s->n && rc == 0; i++) {
+		if (act[i] == ACT_LINK)
+			continue;
+		struct stat st;
+		int fd = fsutil_open_beneath(gfd, s->v[i].path,
+					     O_RDONLY | O_NOCTTY | O_NONBLOCK);
+		if (fd >= 0 && (fstat(fd, &st) < 0 ||
+				(S_ISDIR(st.st_mode) != (s->v[i].type == SNAP_DIR)) ||
+				!(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))))
+			rc = -EIO; /* not what was written: never flush it */
+		else
 			rc = fd < 0 ? fd : fsutil_fsync(fd);
-			if (fd >= 0)
-				close(fd);
-		}
-		if (rc == 0)
-			rc = fsutil_fsync(gfd);
+		if (fd >= 0)
+			close(fd);
 	}
 	if (rc < 0)
 		log_err_set(err, rc, "target %s: flushing %s: %s", w->path, gen,
+			    strerror(-rc));
+	return rc;
+}
+
+/* Step (1) ends here: the complete generation becomes readable (0755)
+ * and, with fsync, is on disk before ..data may name it. */
+static int open_up(struct writer *w, int gfd, const char *gen, bool all,
+		   char **err)
+{
+	int rc = 0;
+
+	if (fchmod(gfd, 0755) < 0)
+		rc = -errno;
+	else if (w->o.fsync && all && syncfs(gfd) < 0)
+		rc = -errno;
+	else if (w->o.fsync && !all)
+		rc = fsutil_fsync(gfd);
+	if (rc < 0)
+		log_err_set(err, rc, "target %s: %s %s: %s", w->path,
+			    w->o.fsync ? "flushing" : "chmod", gen,
 			    strerror(-rc));
 	return rc;
 }
@@ -1139,14 +1170,16 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 	};
 	for (size_t i = 0; i < s->n && rc == 0; i++)
 		rc = build_entry(&b, i);
-	/* Close the chain; the generation root ends up 0755. */
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);
-	if (rc == 0 && fchmod(gfd, 0755) < 0)
-		rc = log_err_set(err, -errno, "target %s: chmod %s: %s",
-				 w->path, gen, strerror(errno));
+	/* The root stays 0700 until every entry is flushed: nobody else can
+	 * reach into the generation (to plant a FIFO for the flush to open,
+	 * say) before it is complete.  Then it becomes 0755. */
+	bool all = false;
 	if (rc == 0 && w->o.fsync)
-		rc = flush(w, s, act, gfd, gen, err);
+		rc = flush(w, s, act, gfd, gen, &all, err);
+	if (rc == 0)
+		rc = open_up(w, gfd, gen, all, err);
 	while (b.depth > 0) {
 		struct level *l = &b.lv[--b.depth];
 		close(l->nfd);

@@ -1244,6 +1244,51 @@ START_TEST(test_setuid_bits_dropped)
 	free(p);
 	p = tu_path(dst, "..data/sticky");
 	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	free(p);
+	free(d);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_group_and_other_write_bits_are_dropped)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct stat st;
+
+	/* Anyone could change a 0666 file or fill a 0777 directory of the
+	 * live generation; unless asked for, neither bit reaches it. */
+	tu_write(src, "open/file", "x", 0666);
+	char *d = tu_path(src, "open");
+	ck_assert_int_eq(chmod(d, 0777), 0);
+	tu_write(src, "group", "x", 0664);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	const struct {
+		const char *path;
+		mode_t mode;
+	} want[] = {{"..data/open", 0755}, {"..data/open/file", 0644},
+		    {"..data/group", 0644}};
+	for (size_t i = 0; i < 3; i++) {
+		char *p = tu_path(dst, want[i].path);
+		ck_assert_int_eq(stat(p, &st), 0);
+		ck_assert_uint_eq(st.st_mode & 07777, want[i].mode);
+		free(p);
+	}
+	writer_result_fini(&r);
+	/* file_mode and dir_mode may still ask for them. */
+	struct writer_opts o = opts();
+	o.file_mode = 0666;
+	o.dir_mode = 0777;
+	writer_set_opts(w, &o);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	char *p = tu_path(dst, "..data/open/file");
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
+	free(p);
+	p = tu_path(dst, "..data/open");
+	ck_assert_int_eq(stat(p, &st), 0);
 	ck_assert_uint_eq(st.st_mode & 07777, 0777);
 	free(p);
 	free(d);
@@ -1584,6 +1629,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_target_created_with_mode_0755_and_parent_required);
 	tcase_add_test(tc, test_generation_layout);
 	tcase_add_test(tc, test_setuid_bits_dropped);
+	tcase_add_test(tc, test_group_and_other_write_bits_are_dropped);
 	tcase_add_test(tc, test_file_changed_during_copy_is_not_published);
 	tcase_add_test(tc, test_large_file_streams);
 	tcase_add_test(tc, test_live_dir_swapped_for_symlink_writes_nothing_outside);

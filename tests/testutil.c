@@ -388,10 +388,10 @@ char *tu_diff_target(const char *dst, const struct tu_file *payload)
 		else if (g->len != strlen(m->data) ||
 			 memcmp(g->data, m->data, g->len) != 0)
 			res = describe("content of %s differs", g->path);
-		else if (g->mode != m->mode) {
+		else if (g->mode != (m->mode & TU_PROJECTED)) {
 			char b[32];
 			snprintf(b, sizeof(b), "%o, want %o", (unsigned)g->mode,
-				 (unsigned)m->mode);
+				 (unsigned)(m->mode & TU_PROJECTED));
 			res = describe("mode of %s is %s", g->path, b);
 		}
 	}
@@ -429,9 +429,10 @@ char *tu_diff_trees(const char *src, const char *dst)
 		else if (!a.v[i].isdir && (a.v[i].len != b.v[j].len ||
 					   memcmp(a.v[i].data, b.v[j].data, a.v[i].len)))
 			res = describe("content differs: %s", a.v[i].path);
-		else if ((a.v[i].mode & 0777) != b.v[j].mode) {
+		else if ((a.v[i].mode & TU_PROJECTED) != b.v[j].mode) {
 			char m[32];
-			snprintf(m, sizeof(m), " (%o vs %o)", (unsigned)(a.v[i].mode & 0777),
+			snprintf(m, sizeof(m), " (%o vs %o)",
+				 (unsigned)(a.v[i].mode & TU_PROJECTED),
 				 (unsigned)b.v[j].mode);
 			res = describe("mode differs: %s%s", a.v[i].path, m);
 		}

@@ -41,6 +41,9 @@ char *tu_live(const char *dst);
 int tu_generations(const char *dst);
 /* Entries of `dst` whose names start with "..", plus other names. */
 int tu_count_entries(const char *dst);
+/* The permission bits atomsync projects by default: the source's, less
+ * setuid, setgid, sticky and group and other write. */
+#define TU_PROJECTED 0755u
 /* Asserts that what readers see in `dst` through its visible links is
  * exactly `payload`: names, content and modes; returns a description of
  * the first difference, or NULL. */
