@@ -36,6 +36,10 @@ struct snap_entry {
 	uint64_t size;
 	struct timespec mtime, ctime;
 	uint64_t dev, ino; /* source identity; ino 0 means unknown */
+	/* In the live state: the generation's file as atomsync left it, to
+	 * tell a file changed behind its back (t_ino 0: unknown). */
+	uint64_t t_ino;
+	struct timespec t_mtime;
 };
 
 enum snap_warn {

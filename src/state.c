@@ -13,7 +13,7 @@
 #include "fsutil.h"
 #include "state.h"
 
-#define STATE_MAGIC "atomsync-state 2"
+#define STATE_MAGIC "atomsync-state 3"
 
 /* This boot of the machine, to tell whether unflushed data survived. */
 static void boot_id(char *buf, size_t size)
@@ -202,8 +202,9 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 		free(o);
 		return -errno;
 	}
+	/* Private: it names what 0700 directories of the source hold. */
 	o->fd = openat(dfd, STATE_TMP,
-		       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (o->fd < 0) {
 		rc = -errno;
 		free(o);
@@ -232,6 +233,9 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 		out_num(o, (uint64_t)e->ctime.tv_nsec, 10, ' ');
 		out_num(o, e->dev, 10, ' ');
 		out_num(o, e->ino, 10, ' ');
+		out_num(o, e->t_ino, 10, ' ');
+		out_snum(o, (int64_t)e->t_mtime.tv_sec, ' ');
+		out_num(o, (uint64_t)e->t_mtime.tv_nsec, 10, ' ');
 		out_escaped(o, e->path);
 		out_str(o, "\n");
 	}
@@ -250,68 +254,72 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 	return rc;
 }
 
-static int read_all(int dfd, char **buf, size_t *len)
+/* The state file is read a buffer at a time: a planted file (a 3 GiB
+ * sparse one, say) costs no more memory than the entries it really
+ * holds, which are bounded too. */
+#define READ_CHUNK 65536
+/* A line holds at most a 4096-byte path, each byte escaped to 4, and its
+ * numbers. */
+#define LINE_MAX_BYTES (4 * 4096 + 512)
+
+struct reader {
+	int fd;
+	char *buf;
+	size_t cap, start, end;
+	bool eof;
+	int err;
+};
+
+/* The next line, NUL-terminated in place; NULL at the end, on a line
+ * without '\n', on one too long, or on an error (r->err). */
+static char *next_line(struct reader *r)
 {
-	/* O_NONBLOCK: a FIFO put there must not hang the start. */
+	for (;;) {
+		char *s = r->buf + r->start;
+		char *nl = memchr(s, '\n', r->end - r->start);
+		if (nl) {
+			*nl = '\0';
+			r->start = (size_t)(nl - r->buf) + 1;
+			return s;
+		}
+		if (r->eof || r->end - r->start > LINE_MAX_BYTES)
+			return NULL;
+		memmove(r->buf, s, r->end - r->start);
+		r->end -= r->start;
+		r->start = 0;
+		ssize_t n = read(r->fd, r->buf + r->end, r->cap - r->end);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r->err = -errno;
+			return NULL;
+		}
+		r->eof = n == 0;
+		r->end += (size_t)n;
+	}
+}
+
+/* Opens the state file if atomsync can trust it: a regular file (never a
+ * FIFO, which O_NONBLOCK keeps from hanging the open) that only root or
+ * we could have written.  -EPERM when someone else could have. */
+static int open_state(int dfd)
+{
 	int fd = openat(dfd, STATE_FILE,
 			O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	int rc = fstat(fd, &st) < 0	     ? -errno
+		 : !S_ISREG(st.st_mode)	     ? -EINVAL
+		 : !fsutil_trusted_uid(st.st_uid) ||
+				 (st.st_mode & 0022)
+			 ? -EPERM
+			 : 0;
+	if (rc < 0) {
 		close(fd);
-		return -EINVAL;
+		return rc;
 	}
-	/* Room for the file, the NUL and one more byte: the read that finds
-	 * the end does not have to grow the buffer (a copy of it all). */
-	size_t cap = (size_t)st.st_size + 2, n = 0;
-	char *b = malloc(cap);
-	if (b == NULL) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (;;) {
-		if (n + 1 >= cap) {
-			char *nb = realloc(b, cap * 2);
-			if (nb == NULL) {
-				free(b);
-				close(fd);
-				return -ENOMEM;
-			}
-			b = nb;
-			cap *= 2;
-		}
-		ssize_t r = read(fd, b + n, cap - n - 1);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			int rc = -errno;
-			free(b);
-			close(fd);
-			return rc;
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-	}
-	close(fd);
-	b[n] = '\0';
-	*buf = b;
-	*len = n;
-	return 0;
-}
-
-/* Splits off the next line; NULL at the end or on a line without '\n'. */
-static char *next_line(char **p, char *end)
-{
-	char *s = *p;
-	char *nl = memchr(s, '\n', (size_t)(end - s));
-
-	if (s >= end || nl == NULL)
-		return NULL;
-	*nl = '\0';
-	*p = nl + 1;
-	return s;
+	return fd;
 }
 
 /* Reads one unsigned number in `base` (at most 10) followed by a single
@@ -353,11 +361,13 @@ static int snum(char **p, int64_t *out)
 	return 0;
 }
 
-/* "F 644 uid gid size msec mnsec csec cnsec dev ino path" */
+/* "F 644 uid gid size msec mnsec csec cnsec dev ino tino tmsec tmnsec
+ * path": the source's metadata, then the live file's inode and
+ * modification time as atomsync left them. */
 static int parse_entry(char *line, struct snap_entry *e)
 {
-	uint64_t f[10];
-	int64_t ms, cs;
+	uint64_t f[13];
+	int64_t ms, cs, ts;
 	char *p = line + 2;
 
 	if ((line[0] != 'D' && line[0] != 'F') || line[1] != ' ')
@@ -366,13 +376,18 @@ static int parse_entry(char *line, struct snap_entry *e)
 	    num(&p, 10, &f[2]) < 0 || num(&p, 10, &f[3]) < 0 ||
 	    snum(&p, &ms) < 0 || num(&p, 10, &f[5]) < 0 ||
 	    snum(&p, &cs) < 0 || num(&p, 10, &f[7]) < 0 ||
-	    num(&p, 10, &f[8]) < 0 || num(&p, 10, &f[9]) < 0)
+	    num(&p, 10, &f[8]) < 0 || num(&p, 10, &f[9]) < 0 ||
+	    num(&p, 10, &f[10]) < 0 || snum(&p, &ts) < 0 ||
+	    num(&p, 10, &f[12]) < 0)
 		return -EINVAL;
 	f[4] = (uint64_t)ms;
 	f[6] = (uint64_t)cs;
 	if (f[0] > 07777 || f[1] > UINT32_MAX || f[2] > UINT32_MAX ||
-	    f[5] > 999999999 || f[7] > 999999999)
+	    f[5] > 999999999 || f[7] > 999999999 || f[12] > 999999999)
 		return -EINVAL;
+	e->t_ino = f[10];
+	e->t_mtime.tv_sec = (time_t)ts;
+	e->t_mtime.tv_nsec = (long)f[12];
 	if (*p == '\0' || strchr(p, ' ') != NULL)
 		return -EINVAL;
 	int rc = state_unescape(p, &e->path);
@@ -392,79 +407,100 @@ static int parse_entry(char *line, struct snap_entry *e)
 	return 0;
 }
 
-int state_load(int dfd, struct snapshot **out, char **gen, bool *sound)
+/* The header: magic, generation, when recorded, whether flushed, and
+ * how many entries follow. */
+static int parse_head(struct reader *r, size_t max_entries, char **gen,
+		      struct timespec *taken, bool *sound, size_t *count)
 {
 	char boot[64], now[64];
-	int flushed;
-	char *buf = NULL, *p, *end, *line;
-	size_t len = 0;
-	struct snapshot *s = NULL;
 	long long sec;
 	long nsec;
-	size_t count;
-	int rc = read_all(dfd, &buf, &len);
+	int flushed;
+	char *line = next_line(r);
 
-	if (rc < 0)
-		return rc;
-	p = buf;
-	end = buf + len;
-	*gen = NULL;
-	rc = -EINVAL;
-	line = next_line(&p, end);
 	if (line == NULL || strcmp(line, STATE_MAGIC) != 0)
-		goto fail;
-	line = next_line(&p, end);
+		return -EINVAL;
+	line = next_line(r);
 	if (line == NULL || strncmp(line, "generation ", 11) != 0 ||
 	    state_unescape(line + 11, gen) < 0)
-		goto fail;
-	line = next_line(&p, end);
+		return -EINVAL;
+	line = next_line(r);
 	if (line == NULL ||
 	    sscanf(line, "recorded %lld %ld", &sec, &nsec) != 2)
-		goto fail;
-	line = next_line(&p, end);
-	if (line == NULL || sscanf(line, "flushed %d %63s", &flushed, boot) != 2 ||
+		return -EINVAL;
+	taken->tv_sec = (time_t)sec;
+	taken->tv_nsec = nsec;
+	line = next_line(r);
+	if (line == NULL ||
+	    sscanf(line, "flushed %d %63s", &flushed, boot) != 2 ||
 	    (flushed != 0 && flushed != 1))
-		goto fail;
+		return -EINVAL;
 	boot_id(now, sizeof(now));
-	*sound = flushed || (strcmp(boot, now) == 0 && strcmp(now, "unknown") != 0);
-	line = next_line(&p, end);
-	if (line == NULL || sscanf(line, "entries %zu", &count) != 1)
-		goto fail;
-	if (snapshot_open(NULL, &s, NULL) < 0) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	s->taken.tv_sec = (time_t)sec;
-	s->taken.tv_nsec = nsec;
-	/* The count comes from the file: grow as entries really arrive. */
+	*sound = flushed ||
+		 (strcmp(boot, now) == 0 && strcmp(now, "unknown") != 0);
+	line = next_line(r);
+	if (line == NULL || sscanf(line, "entries %zu", count) != 1 ||
+	    *count > max_entries)
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_entries(struct reader *r, struct snapshot *s, size_t count)
+{
 	for (size_t i = 0; i < count; i++) {
 		struct snap_entry e = {0};
-		line = next_line(&p, end);
+		char *line = next_line(r);
 		if (line == NULL || parse_entry(line, &e) < 0)
-			goto fail;
+			return -EINVAL;
 		/* Entries must come sorted and unique, as they were saved. */
 		if (s->n > 0 &&
 		    snapshot_path_cmp(s->v[s->n - 1].path, e.path) >= 0) {
 			free(e.path);
-			goto fail;
+			return -EINVAL;
 		}
-		int r = snapshot_append(s, &e);
-		if (r < 0) {
+		int rc = snapshot_append(s, &e);
+		if (rc < 0) {
 			free(e.path);
-			rc = r;
-			goto fail;
+			return rc;
 		}
 	}
-	line = next_line(&p, end);
-	if (line == NULL || strcmp(line, "end") != 0 || p != end)
-		goto fail;
-	free(buf);
+	char *line = next_line(r);
+	if (line == NULL || strcmp(line, "end") != 0)
+		return -EINVAL;
+	/* Nothing may follow. */
+	if (next_line(r) != NULL || r->start != r->end || !r->eof)
+		return -EINVAL;
+	return 0;
+}
+
+int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
+	       bool *sound)
+{
+	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
+	struct snapshot *s = NULL;
+	size_t count = 0;
+	int rc;
+
+	*gen = NULL;
+	r.fd = open_state(dfd);
+	if (r.fd < 0)
+		return r.fd;
+	r.buf = malloc(r.cap);
+	rc = r.buf ? snapshot_open(NULL, &s, NULL) : -ENOMEM;
+	if (rc == 0)
+		rc = parse_head(&r, max_entries, gen, &s->taken, sound, &count);
+	if (rc == 0)
+		rc = parse_entries(&r, s, count);
+	if (rc == -EINVAL && r.err < 0)
+		rc = r.err;
+	close(r.fd);
+	free(r.buf);
+	if (rc < 0) {
+		free(*gen);
+		*gen = NULL;
+		snapshot_free(s);
+		return rc;
+	}
 	*out = s;
 	return 0;
-fail:
-	free(buf);
-	free(*gen);
-	*gen = NULL;
-	snapshot_free(s);
-	return rc;
 }

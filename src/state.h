@@ -17,11 +17,13 @@
  * described generation was recorded.  *sound is false when that
  * generation was not flushed to disk and the machine has restarted since:
  * its files may not hold what the state says.  -ENOENT: none; -EINVAL:
- * damaged. */
-int state_load(int dfd, struct snapshot **out, char **gen, bool *sound);
+ * damaged, or more than max_entries entries; -EPERM: a file someone
+ * other than root or us could have written. */
+int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
+	       bool *sound);
 
-/* Writes the state through STATE_TMP and a rename, so a reader of the
- * state file sees the old or the new one whole.  `flushed`: whether the
+/* Writes the state (mode 0600) through STATE_TMP and a rename, so a
+ * reader of the state file sees the old or the new one whole.  `flushed`: whether the
  * generation was made durable before it went live. */
 int state_save(int dfd, const struct snapshot *s, const char *gen,
 	       bool flushed);

@@ -49,6 +49,7 @@ struct writer {
 	int live_fd;		/* that generation, -1 when none */
 	struct snapshot *live;	/* what the live generation holds */
 	bool live_trusted;	/* live came from the state file, not a scan */
+	bool live_foreign;	/* ..data names a directory not of ours */
 	struct retired *retired;
 	size_t nretired;
 };
@@ -148,6 +149,25 @@ static int open_generation(int dfd, const char *gen)
 {
 	int fd = openat(dfd, gen, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
+}
+
+/* The live generation, if it is one of ours: files are linked forward
+ * from it, so one that someone else made or could change (a user who
+ * owns the target directory can point ..data anywhere in it) is never
+ * trusted.  -EPERM then. */
+static int open_live(struct writer *w)
+{
+	struct stat st;
+	int fd = open_generation(w->dfd, w->live_gen);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 || !fsutil_trusted_uid(st.st_uid) ||
+	    (st.st_mode & 0022)) {
+		close(fd);
+		return -EPERM;
+	}
+	return fd;
 }
 
 /* What ..data names; NULL (and 0) when there is none. */
@@ -288,7 +308,8 @@ static int load_live(struct writer *w, char **err)
 	int rc;
 
 	w->live_trusted = false;
-	if (w->live_gen == NULL) {
+	if (w->live_gen == NULL || w->live_foreign) {
+		/* Nothing to compare with: every file is written afresh. */
 		rc = snapshot_open(NULL, &s, NULL);
 		if (rc < 0)
 			return rc;
@@ -296,7 +317,13 @@ static int load_live(struct writer *w, char **err)
 		return 0;
 	}
 	bool sound = false;
-	rc = state_load(w->dfd, &s, &gen, &sound);
+	rc = state_load(w->dfd, w->o.max_files ? w->o.max_files : WRITER_MAX_FILES,
+			&s, &gen, &sound);
+	if (rc == -EPERM)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: state file %s could have been written by "
+			"another user; comparing content instead",
+			w->path, STATE_FILE);
 	if (rc == 0 && !sound)
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: %s was not flushed before the machine "
@@ -332,7 +359,7 @@ static int load_live(struct writer *w, char **err)
 	bool owners = w->o.uid != SNAP_NO_ID || w->o.gid != SNAP_NO_ID;
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_entry *e = &s->v[i];
-		e->ino = 0; /* identity unknown: compare content */
+		e->ino = e->t_ino = 0; /* identity unknown: compare content */
 		/* With owner or group set, what the files have is what the
 		 * next snapshot is compared with. */
 		struct stat st;
@@ -424,8 +451,16 @@ int writer_open(const char *target, const struct writer_opts *o,
 	if (rc < 0)
 		goto fail;
 	if (w->live_gen) {
-		w->live_fd = open_generation(w->dfd, w->live_gen);
-		if (w->live_fd == -ENOENT || w->live_fd == -ENOTDIR) {
+		w->live_fd = open_live(w);
+		if (w->live_fd == -EPERM) {
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: %s names %s, which another user "
+				"made or can change; none of its files are "
+				"reused",
+				target, WRITER_DATA, w->live_gen);
+			w->live_foreign = true;
+			w->live_fd = -1;
+		} else if (w->live_fd == -ENOENT || w->live_fd == -ENOTDIR) {
 			log_msg(LOG_LVL_WARN, w->name,
 				"target %s: %s names missing generation %s",
 				target, WRITER_DATA, w->live_gen);
@@ -817,6 +852,31 @@ static int same_content(struct writer *w, const struct snapshot *s,
 	return 0;
 }
 
+/* Whether the live copy of `o` is still the file atomsync left there: a
+ * file changed behind its back (written, chmod'ed, replaced) must be
+ * written afresh from the source, never linked into the next generation.
+ * Its inode and modification time were recorded when it was written;
+ * content written since moves the time, and a mode or owner change
+ * shows in the mode and owner. */
+static bool live_intact(const struct writer *w, const struct snap_entry *o)
+{
+	struct stat st;
+
+	if (w->live_fd < 0 ||
+	    fstatat(w->live_fd, o->path, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size != o->size ||
+	    (st.st_mode & 07777) != o->mode)
+		return false;
+	if (st.st_uid != (o->uid == SNAP_NO_ID ? geteuid() : o->uid) ||
+	    st.st_gid != (o->gid == SNAP_NO_ID ? getegid() : o->gid))
+		return false;
+	/* Unknown (a state that did not record it): content decides. */
+	return o->t_ino == 0 ||
+	       ((uint64_t)st.st_ino == o->t_ino &&
+		st.st_mtim.tv_sec == o->t_mtime.tv_sec &&
+		st.st_mtim.tv_nsec == o->t_mtime.tv_nsec);
+}
+
 /* Decides, entry by entry, what the new generation needs. */
 static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		struct writer_result *r, char **err)
@@ -856,6 +916,13 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		const struct snap_entry *o = &l->v[j];
 		bool changed = o->type != e->type || o->mode != e->mode ||
 			       o->uid != e->uid || o->gid != e->gid;
+		if (!changed && e->type == SNAP_FILE && !live_intact(w, o)) {
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: %s was changed in the live "
+				"generation; writing it afresh from the source",
+				w->path, e->path);
+			changed = true;
+		}
 		if (!changed && e->type == SNAP_FILE) {
 			changed = o->size != e->size;
 			int64_t window = o->ctime.tv_nsec || o->mtime.tv_nsec
@@ -877,6 +944,9 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 				else
 					changed = true;
 			}
+			/* Linked: the same file as before. */
+			e->t_ino = o->t_ino;
+			e->t_mtime = o->t_mtime;
 		}
 		if (changed) {
 			r->changed++;
@@ -951,7 +1021,7 @@ static int close_level(struct build *b)
 	return rc;
 }
 
-static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
+static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 		     const char *name)
 {
 	struct snapshot *s = b->s;
@@ -1003,11 +1073,14 @@ static int copy_file(struct build *b, const struct snap_entry *e, int nfd,
 			     b->w->path, e->path, strerror(errno));
 		goto out;
 	}
-	if (fchmod(out, e->mode) < 0) {
+	if (fchmod(out, e->mode) < 0 || fstat(out, &st) < 0) {
 		rc = log_err_set(b->err, -errno, "target %s: chmod %s: %s",
 			     b->w->path, e->path, strerror(errno));
 		goto out;
 	}
+	/* What it is now, to tell later whether someone changed it. */
+	e->t_ino = (uint64_t)st.st_ino;
+	e->t_mtime = st.st_mtim;
 	b->r->copied++;
 	b->r->bytes_copied += copied;
 out:
@@ -1082,6 +1155,13 @@ static int build_entry(struct build *b, size_t i)
 	if (act == ACT_LINK && p->ofd >= 0) {
 		if (linkat(p->ofd, name, p->nfd, name, 0) == 0) {
 			b->r->linked++;
+			struct stat st;
+			/* Compared by content: learn what it is. */
+			if (e->t_ino == 0 &&
+			    fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+				e->t_ino = (uint64_t)st.st_ino;
+				e->t_mtime = st.st_mtim;
+			}
 			return 0;
 		}
 		/* The live copy is gone or cannot be linked: copy instead. */
@@ -1211,8 +1291,8 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 
 	*out = NULL;
 	memset(r, 0, sizeof(*r));
-	if (w->live_gen && w->live_fd < 0)
-		w->live_fd = open_generation(w->dfd, w->live_gen);
+	if (w->live_gen && w->live_fd < 0 && !w->live_foreign)
+		w->live_fd = open_live(w);
 	rc = normalize(w, s, err);
 	if (rc < 0)
 		goto fail;
@@ -1374,6 +1454,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	w->live = p->s;
 	w->live_gen = p->gen;
 	w->live_trusted = true;
+	w->live_foreign = false;
 	w->live_fd = open_generation(w->dfd, w->live_gen);
 	if (w->live_fd < 0)
 		log_msg(LOG_LVL_WARN, w->name,

@@ -20,6 +20,8 @@
 #define WRITER_DATA_TMP "..data_tmp"
 #define WRITER_MAX_PATH 4096
 #define WRITER_MAX_NAME 255
+/* Entries (files and directories) of a source, unless configured. */
+#define WRITER_MAX_FILES 1000000
 
 struct writer_opts {
 	const char *name;   /* mapping name for log lines, or NULL */
@@ -30,6 +32,8 @@ struct writer_opts {
 	int dir_mode;	    /* permission bits of directories, -1: source's */
 	unsigned grace_ms;  /* how long a superseded generation stays whole for
 			       readers that still have it open */
+	size_t max_files;   /* entries a source may have (files and
+			       directories); 0: WRITER_MAX_FILES */
 };
 
 struct writer_result {

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "snapshot.h"
@@ -64,6 +66,9 @@ static struct snapshot *sample(void)
 	f.mtime.tv_nsec = 1;
 	f.ctime.tv_sec = 1700000001;
 	f.ctime.tv_nsec = 999999999;
+	f.t_ino = 424242;
+	f.t_mtime.tv_sec = 1700000002;
+	f.t_mtime.tv_nsec = 5;
 	ck_assert_int_eq(snapshot_add(s, &d), 0);
 	ck_assert_int_eq(snapshot_add(s, &f), 0);
 	return s;
@@ -75,7 +80,7 @@ START_TEST(test_save_load_round_trip)
 	char *gen = NULL;
 	bool sound = false;
 	ck_assert_int_eq(state_save(dfd, s, "..2026_11_25_16_04_05.1", true), 0);
-	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), 0);
 	ck_assert(sound);
 	ck_assert_str_eq(gen, "..2026_11_25_16_04_05.1");
 	ck_assert_int_eq(l->taken.tv_sec, s->taken.tv_sec);
@@ -95,7 +100,14 @@ START_TEST(test_save_load_round_trip)
 		ck_assert_int_eq(a->mtime.tv_nsec, b->mtime.tv_nsec);
 		ck_assert_int_eq(a->ctime.tv_sec, b->ctime.tv_sec);
 		ck_assert_int_eq(a->ctime.tv_nsec, b->ctime.tv_nsec);
+		ck_assert_uint_eq(a->t_ino, b->t_ino);
+		ck_assert_int_eq(a->t_mtime.tv_sec, b->t_mtime.tv_sec);
+		ck_assert_int_eq(a->t_mtime.tv_nsec, b->t_mtime.tv_nsec);
 	}
+	/* Private: it lists what 0700 directories of the source hold. */
+	struct stat st;
+	ck_assert_int_eq(fstatat(dfd, STATE_FILE, &st, 0), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
 	/* No temp file is left behind. */
 	ck_assert_int_eq(faccessat(dfd, STATE_TMP, F_OK, 0), -1);
 	snapshot_free(s);
@@ -110,7 +122,7 @@ static int load_text(const char *text)
 	struct snapshot *l = NULL;
 	char *gen = NULL;
 	bool sound;
-	int rc = state_load(dfd, &l, &gen, &sound);
+	int rc = state_load(dfd, 100, &l, &gen, &sound);
 	snapshot_free(l);
 	free(gen);
 	return rc;
@@ -135,43 +147,44 @@ START_TEST(test_damaged_state_is_refused)
 	ck_assert_int_eq(load_text(good), 0);
 	ck_assert_int_eq(load_text("atomsync-state 1\n"), -EINVAL);
 	/* Well formed but one defect each: */
-	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\n"
-				   "flushed 1 x\nentries 1\nF 644 0 0 1 1 1 1 1 1 1 a\nend\n"),
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\n"
+				   "flushed 1 x\nentries 1\nF 644 0 0 1 1 1 1 1 1 1 1 1 1 a\nend\n"),
 			 0);
-	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\n"
-				   "flushed 2 x\nentries 1\nF 644 0 0 1 1 1 1 1 1 1 a\nend\n"),
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\n"
+				   "flushed 2 x\nentries 1\nF 644 0 0 1 1 1 1 1 1 1 1 1 1 a\nend\n"),
 			 -EINVAL);
-	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
-				   "entries 2\nF 644 0 0 1 1 1 1 1 1 1 b\n"
-				   "F 644 0 0 1 1 1 1 1 1 1 a\nend\n"),
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
+				   "entries 2\nF 644 0 0 1 1 1 1 1 1 1 1 1 1 b\n"
+				   "F 644 0 0 1 1 1 1 1 1 1 1 1 1 a\nend\n"),
 			 -EINVAL);
-	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
-				   "entries 1\nX 644 0 0 1 1 1 1 1 1 1 a\nend\n"),
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
+				   "entries 1\nX 644 0 0 1 1 1 1 1 1 1 1 1 1 a\nend\n"),
 			 -EINVAL);
-	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
-				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 a\nend\ntrailing\n"),
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
+				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 1 1 1 a\nend\ntrailing\n"),
 			 -EINVAL);
-	ck_assert_int_eq(load_text("atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
-				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 a b\nend\n"),
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
+				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 1 1 1 a b\nend\n"),
 			 -EINVAL);
 	/* Numbers: the largest of 64 bits is read, one more is refused, and
 	 * so are a digit outside the base, a sign and an empty field. */
-	const char *head = "atomsync-state 2\ngeneration ..g\nrecorded 1 2\n"
+	const char *head = "atomsync-state 3\ngeneration ..g\nrecorded 1 2\n"
 			   "flushed 1 x\nentries 1\n";
 	const struct {
 		const char *entry;
 		int rc;
 	} nums[] = {
 		{"F 644 0 0 1 1 1 1 1 18446744073709551615 "
-		 "00000000000000000000000000001 a", 0},
-		{"F 644 0 0 1 1 1 1 1 18446744073709551616 1 a", -EINVAL},
-		{"F 644 0 0 1 1 1 1 1 1 99999999999999999999 a", -EINVAL},
-		{"F 648 0 0 1 1 1 1 1 1 1 a", -EINVAL},
-		{"F 644 0 0 +1 1 1 1 1 1 1 a", -EINVAL},
-		{"F 644 0 0 1x 1 1 1 1 1 1 a", -EINVAL},
-		{"F 644 0 0  1 1 1 1 1 1 a", -EINVAL},
-		{"F 644 0 0 1 -1 1 -1 1 1 1 a", 0},
-		{"F 644 0 0 1 1 1000000000 1 1 1 1 a", -EINVAL},
+		 "00000000000000000000000000001 1 1 1 a", 0},
+		{"F 644 0 0 1 1 1 1 1 18446744073709551616 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0 1 1 1 1 1 1 99999999999999999999 1 1 1 a", -EINVAL},
+		{"F 648 0 0 1 1 1 1 1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0 +1 1 1 1 1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0 1x 1 1 1 1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0  1 1 1 1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0 1 -1 1 -1 1 1 1 1 -1 1 a", 0},
+		{"F 644 0 0 1 1 1000000000 1 1 1 1 1 1 1 a", -EINVAL},
+		{"F 644 0 0 1 1 1 1 1 1 1 1 1 1000000000 a", -EINVAL},
 	};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
 		char *t = NULL;
@@ -181,14 +194,14 @@ START_TEST(test_damaged_state_is_refused)
 		free(t);
 	}
 	tu_write(tmp, STATE_FILE,
-		 "atomsync-state 2\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
+		 "atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 		 "entries 1\nF 644 0 0 1 1 1 1 1 18446744073709551615 "
-		 "00000000000000000000000000001 a\nend\n",
+		 "00000000000000000000000000001 1 1 1 a\nend\n",
 		 0644);
 	struct snapshot *l = NULL;
 	char *gen = NULL;
 	bool sound;
-	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), 0);
 	ck_assert_uint_eq(l->v[0].dev, UINT64_MAX);
 	ck_assert_uint_eq(l->v[0].ino, 1);
 	snapshot_free(l);
@@ -203,7 +216,7 @@ START_TEST(test_unflushed_state_is_sound_only_in_the_same_boot)
 	char *gen = NULL;
 	bool sound = true;
 	ck_assert_int_eq(state_save(dfd, s, "..g", false), 0);
-	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), 0);
 	ck_assert(sound); /* written in this boot */
 	snapshot_free(l);
 	free(gen);
@@ -214,7 +227,7 @@ START_TEST(test_unflushed_state_is_sound_only_in_the_same_boot)
 	ck_assert_ptr_nonnull(f);
 	memcpy(f + 10, "00000000", 8);
 	tu_write(tmp, STATE_FILE, d, 0644);
-	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), 0);
 	ck_assert(!sound);
 	snapshot_free(l);
 	free(gen);
@@ -225,7 +238,7 @@ START_TEST(test_unflushed_state_is_sound_only_in_the_same_boot)
 	f = strstr(d, "flushed 1 ");
 	memcpy(f + 10, "00000000", 8);
 	tu_write(tmp, STATE_FILE, d, 0644);
-	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), 0);
 	ck_assert(sound);
 	snapshot_free(l);
 	snapshot_free(s);
@@ -235,12 +248,76 @@ START_TEST(test_unflushed_state_is_sound_only_in_the_same_boot)
 }
 END_TEST
 
+static long maxrss_kib(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss;
+}
+
+START_TEST(test_huge_or_planted_state_costs_no_memory)
+{
+	/* A 3 GiB sparse file: refused at once, without reading it all. */
+	int fd = openat(dfd, STATE_FILE, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 3LL << 30), 0);
+	close(fd);
+	long before = maxrss_kib();
+	long long t0 = tu_now_ms();
+	struct snapshot *l = NULL;
+	char *gen = NULL;
+	bool sound;
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), -EINVAL);
+	ck_assert_int_lt(maxrss_kib() - before, 16 * 1024);
+	ck_assert_int_lt(tu_now_ms() - t0, tu_scale(2000));
+	/* A header that claims more entries than a source may have. */
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\n"
+				   "flushed 1 x\nentries 101\n"),
+			 -EINVAL);
+	/* A good header, then one endless line. */
+	char *big = malloc(1 << 20);
+	memset(big, 'a', 1 << 20);
+	big[(1 << 20) - 1] = '\0';
+	char *t;
+	ck_assert_int_gt(asprintf(&t, "atomsync-state 3\ngeneration ..g\n"
+				      "recorded 1 2\nflushed 1 x\nentries 1\n%s",
+				  big), 0);
+	ck_assert_int_eq(load_text(t), -EINVAL);
+	free(t);
+	free(big);
+}
+END_TEST
+
+START_TEST(test_state_others_could_write_is_not_trusted)
+{
+	ck_assert_msg(tu_can_setuid(), "this test needs root");
+	struct snapshot *s = sample(), *l = NULL;
+	char *gen = NULL;
+	bool sound;
+	ck_assert_int_eq(state_save(dfd, s, "..g", true), 0);
+	ck_assert_int_eq(fchownat(dfd, STATE_FILE, 2003, 2003, 0), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), -EPERM);
+	ck_assert_int_eq(fchownat(dfd, STATE_FILE, 0, 0, 0), 0);
+	ck_assert_int_eq(fchmodat(dfd, STATE_FILE, 0666, 0), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), -EPERM);
+	ck_assert_int_eq(fchmodat(dfd, STATE_FILE, 0600, 0), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), 0);
+	snapshot_free(l);
+	free(gen);
+	/* A FIFO in its place neither hangs nor counts. */
+	ck_assert_int_eq(unlinkat(dfd, STATE_FILE, 0), 0);
+	ck_assert_int_eq(mkfifoat(dfd, STATE_FILE, 0600), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), -EINVAL);
+	snapshot_free(s);
+}
+END_TEST
+
 START_TEST(test_missing_state_is_enoent)
 {
 	struct snapshot *l = NULL;
 	char *gen = NULL;
 	bool sound;
-	ck_assert_int_eq(state_load(dfd, &l, &gen, &sound), -ENOENT);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), -ENOENT);
 }
 END_TEST
 
@@ -254,6 +331,8 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_save_load_round_trip);
 	tcase_add_test(tc, test_damaged_state_is_refused);
 	tcase_add_test(tc, test_missing_state_is_enoent);
+	tcase_add_test(tc, test_huge_or_planted_state_costs_no_memory);
+	tcase_add_test(tc, test_state_others_could_write_is_not_trusted);
 	tcase_add_test(tc, test_unflushed_state_is_sound_only_in_the_same_boot);
 	suite_add_tcase(s, tc);
 	return s;

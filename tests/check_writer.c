@@ -1297,6 +1297,95 @@ START_TEST(test_group_and_other_write_bits_are_dropped)
 }
 END_TEST
 
+/* Appends to dst/..data/rel as someone editing the target in place. */
+static void tamper(const char *rel, const char *more)
+{
+	char *p = tu_path(dst, "..data");
+	char *f = tu_path(p, rel);
+	int fd = open(f, O_WRONLY | O_APPEND);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, more, strlen(more)), (ssize_t)strlen(more));
+	close(fd);
+	free(f);
+	free(p);
+}
+
+static ino_t live_ino(const char *rel)
+{
+	struct stat st;
+	char *p = tu_path(dst, "..data");
+	char *f = tu_path(p, rel);
+	ck_assert_int_eq(stat(f, &st), 0);
+	free(f);
+	free(p);
+	return st.st_ino;
+}
+
+START_TEST(test_live_file_changed_behind_our_back_is_written_afresh)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "app.conf", "good\n", 0644);
+	tu_write(src, "other", "same\n", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	ino_t before = live_ino("app.conf");
+	/* Edited in place in the target; the source did not change. */
+	tamper("app.conf", "evil\n");
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ck_assert_uint_eq(r.changed, 1);
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	ck_assert(live_ino("app.conf") != before);
+	/* Nothing changed since: nothing to do. */
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	writer_result_fini(&r);
+	/* A mode changed in place, after a restart (state from the file). */
+	writer_close(w);
+	w = open_writer();
+	char *p = tu_path(dst, "..data/other");
+	ck_assert_int_eq(chmod(p, 0666), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ck_assert_uint_eq(r.changed, 1);
+	ASSERT_TREES();
+	free(p);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_live_generation_not_ours_is_not_reused)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "f", "x", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	writer_close(w);
+	/* Someone else's directory, as ..data may name when the target
+	 * belongs to another user. */
+	char *gen = tu_live(dst);
+	char *g = tu_path(dst, gen);
+	ck_assert_int_eq(chown(g, 2003, 2003), 0);
+	ino_t before = live_ino("f");
+	w = open_writer();
+	tu_write(src, "g", "y", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.linked, 0);
+	ck_assert(live_ino("f") != before);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(g);
+	free(gen);
+}
+END_TEST
+
 START_TEST(test_file_changed_during_copy_is_not_published)
 {
 	struct writer *w = open_writer();
@@ -1630,6 +1719,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_generation_layout);
 	tcase_add_test(tc, test_setuid_bits_dropped);
 	tcase_add_test(tc, test_group_and_other_write_bits_are_dropped);
+	tcase_add_test(tc, test_live_file_changed_behind_our_back_is_written_afresh);
+	tcase_add_test(tc, test_live_generation_not_ours_is_not_reused);
 	tcase_add_test(tc, test_file_changed_during_copy_is_not_published);
 	tcase_add_test(tc, test_large_file_streams);
 	tcase_add_test(tc, test_live_dir_swapped_for_symlink_writes_nothing_outside);
