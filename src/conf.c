@@ -122,6 +122,7 @@ static void sync_defaults(struct conf_sync *s)
 	s->resync_interval_s = CONF_RESYNC_S;
 	s->poll_interval_ms = CONF_POLL_MS;
 	s->symlinks = SNAP_LINKS_INSIDE;
+	s->max_files = CONF_MAX_FILES;
 	s->uid = s->gid = SNAP_NO_ID;
 	s->file_mode = s->dir_mode = -1;
 	s->grace_ms = CONF_GRACE_MS;
@@ -328,6 +329,28 @@ static int parse_uint(const char *s, unsigned long min, unsigned long max,
 	return 0;
 }
 
+/* A number of bytes, with an optional K, M, G or T (powers of 1024). */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+	if (*end) {
+		const char *units = "KMGT", *u = strchr(units, toupper(*end));
+		if (u == NULL || end[1] != '\0')
+			return -EINVAL;
+		shift = 10 * (unsigned)(u - units + 1);
+	}
+	if (errno || v == 0 || v > (UINT64_MAX >> 1) >> shift)
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
 static int parse_bool(const char *s, bool *out)
 {
 	static const char *yes[] = {"yes", "true", "on", "1"};
@@ -487,6 +510,30 @@ static void add_excludes(struct parser *p, const char *v)
 	free(copy);
 }
 
+/* Absolute directories, separated by white space; the key may repeat. */
+static void add_follow_into(struct parser *p, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	char *copy = strdup(v), *save = NULL;
+
+	if (s->follow_into_line == 0)
+		s->follow_into_line = p->lineno;
+	for (char *tok = copy ? strtok_r(copy, " \t", &save) : NULL; tok;
+	     tok = strtok_r(NULL, " \t", &save)) {
+		if (tok[0] != '/') {
+			perr(p, "follow_into: '%s' is not an absolute path", tok);
+			continue;
+		}
+		char **nv = realloc(s->follow_into,
+				    (s->nfollow_into + 1) * sizeof(*nv));
+		if (nv == NULL)
+			break;
+		s->follow_into = nv;
+		s->follow_into[s->nfollow_into++] = strdup(tok);
+	}
+	free(copy);
+}
+
 static void sync_key(struct parser *p, const char *key, const char *v)
 {
 	struct conf_sync *s = p->cur;
@@ -540,6 +587,24 @@ static void sync_key(struct parser *p, const char *key, const char *v)
 		else
 			perr(p, "symlinks: '%s' is not inside, follow or skip",
 			     v);
+	} else if (strcmp(key, "follow_into") == 0) {
+		add_follow_into(p, v);
+	} else if (strcmp(key, "max_files") == 0) {
+		unsigned n;
+		if (parse_uint(v, 1, 100000000, &n) < 0)
+			perr(p, "max_files: '%s' is not a whole number from 1 "
+				"to 100000000",
+			     v);
+		else
+			s->max_files = n;
+	} else if (strcmp(key, "max_bytes") == 0) {
+		if (parse_size(v, &s->max_bytes) < 0)
+			perr(p, "max_bytes: '%s' is not a number of bytes "
+				"(1 or more, with an optional K, M, G or T)",
+			     v);
+	} else if (strcmp(key, "allow_empty") == 0) {
+		if (parse_bool(v, &s->allow_empty) < 0)
+			perr(p, "allow_empty: '%s' is not yes or no", v);
 	} else if (strcmp(key, "owner") == 0 || strcmp(key, "group") == 0) {
 		bool user = key[0] == 'o';
 		uint32_t id;
@@ -660,18 +725,25 @@ static int handler(void *user, const char *section, const char *name,
 	case SEC_SYNC:
 		break;
 	}
+	bool list = p->kind == SEC_SYNC && (strcmp(name, "exclude") == 0 ||
+					    strcmp(name, "follow_into") == 0);
 	if (p->continuation) {
-		if (p->kind == SEC_SYNC && strcmp(name, "exclude") == 0)
+		if (list && name[0] == 'e')
 			add_excludes(p, v);
+		else if (list)
+			add_follow_into(p, v);
 		else
-			perr(p, "%s: only exclude may continue on an indented "
-				"line",
+			perr(p, "%s: only exclude and follow_into may continue "
+				"on an indented line",
 			     name);
 		return 1;
 	}
 	if (seen_before(p, name)) {
-		if (p->kind == SEC_SYNC && strcmp(name, "exclude") == 0) {
-			add_excludes(p, v);
+		if (list) {
+			if (name[0] == 'e')
+				add_excludes(p, v);
+			else
+				add_follow_into(p, v);
 			return 1;
 		}
 		perr(p, "%s given twice", name);
@@ -723,6 +795,12 @@ static void finish_syncs(struct conf *c, struct conf_errors *errs)
 					c->path, s->line, s->name);
 		if ((s->reload_pidfile || s->reload_pid) && !s->reload_signal)
 			s->reload_signal = SIGHUP;
+		if (s->nfollow_into && s->symlinks != SNAP_LINKS_INSIDE)
+			conf_errors_add(errs,
+					"%s:%u: [sync:%s]: follow_into only "
+					"applies to symlinks = inside (follow "
+					"follows every link, skip none)",
+					c->path, s->follow_into_line, s->name);
 		if (s->max_delay_ms < s->debounce_ms)
 			conf_errors_add(errs,
 					"%s:%u: [sync:%s]: max_delay_ms (%u) is "
@@ -951,6 +1029,11 @@ struct conf_sync *conf_sync_dup(const struct conf_sync *s)
 	d->exclude = s->nexclude ? calloc(s->nexclude, sizeof(char *)) : NULL;
 	for (size_t i = 0; i < s->nexclude && d->exclude; i++)
 		d->exclude[i] = strdup(s->exclude[i]);
+	d->follow_into = s->nfollow_into
+				 ? calloc(s->nfollow_into, sizeof(char *))
+				 : NULL;
+	for (size_t i = 0; i < s->nfollow_into && d->follow_into; i++)
+		d->follow_into[i] = strdup(s->follow_into[i]);
 	return d;
 }
 
@@ -967,6 +1050,9 @@ static void sync_fini(struct conf_sync *s)
 	for (size_t i = 0; i < s->nexclude; i++)
 		free(s->exclude[i]);
 	free(s->exclude);
+	for (size_t i = 0; i < s->nfollow_into; i++)
+		free(s->follow_into[i]);
+	free(s->follow_into);
 }
 
 void conf_sync_free(struct conf_sync *s)
@@ -998,10 +1084,15 @@ bool conf_sync_equal(const struct conf_sync *a, const struct conf_sync *b)
 	    !str_eq(a->reload_pidfile, b->reload_pidfile) ||
 	    a->reload_pid != b->reload_pid ||
 	    a->hook_timeout_s != b->hook_timeout_s ||
-	    a->nexclude != b->nexclude)
+	    a->nexclude != b->nexclude || a->max_files != b->max_files ||
+	    a->max_bytes != b->max_bytes || a->allow_empty != b->allow_empty ||
+	    a->nfollow_into != b->nfollow_into)
 		return false;
 	for (size_t i = 0; i < a->nexclude; i++)
 		if (strcmp(a->exclude[i], b->exclude[i]) != 0)
+			return false;
+	for (size_t i = 0; i < a->nfollow_into; i++)
+		if (strcmp(a->follow_into[i], b->follow_into[i]) != 0)
 			return false;
 	return true;
 }

@@ -19,6 +19,7 @@
 #define CONF_POLL_MS 2000
 #define CONF_HOOK_TIMEOUT_S 30
 #define CONF_UNHEALTHY_S 300
+#define CONF_MAX_FILES 1000000
 
 struct conf_sync {
 	char *name;
@@ -32,6 +33,12 @@ struct conf_sync {
 	unsigned resync_interval_s;
 	unsigned poll_interval_ms;
 	enum snap_links symlinks;
+	char **follow_into; /* absolute directories links may lead into */
+	size_t nfollow_into;
+	unsigned follow_into_line;
+	size_t max_files;   /* entries of the source */
+	uint64_t max_bytes; /* bytes in its files; 0: no limit */
+	bool allow_empty;   /* an empty source may replace content */
 	char *owner, *group;
 	uint32_t uid, gid; /* resolved; SNAP_NO_ID when not set */
 	int file_mode, dir_mode; /* -1 when not set */

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -105,65 +106,159 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags)
 	return open_walk(rootfd, rel, flags);
 }
 
-static int rmtree_dir(int parent, const char *name)
+static int cmp_name(const void *a, const void *b)
 {
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void fsutil_names_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int names_push(char ***v, size_t *n, size_t *cap, const char *name)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 32;
+		char **nv = realloc(*v, nc * sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		*v = nv;
+		*cap = nc;
+	}
+	(*v)[*n] = strdup(name);
+	if ((*v)[*n] == NULL)
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+int fsutil_read_names(int dfd, bool sorted, char ***names, size_t *count)
+{
+	/* Read through dfd itself: a DIR stream would cost a second
+	 * descriptor and five more system calls a directory. */
+	_Alignas(struct dirent64) char buf[16384];
+	char **v = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+
+	if (lseek(dfd, 0, SEEK_SET) < 0)
+		return -errno;
+	while (rc == 0) {
+		ssize_t got = getdents64(dfd, buf, sizeof(buf));
+		if (got <= 0) {
+			rc = got < 0 ? -errno : 0;
+			break;
+		}
+		for (size_t off = 0; off < (size_t)got && rc == 0;) {
+			unsigned short reclen;
+			memcpy(&reclen,
+			       buf + off + offsetof(struct dirent64, d_reclen),
+			       sizeof(reclen));
+			const char *name =
+				buf + off + offsetof(struct dirent64, d_name);
+			off += reclen;
+			if (name[0] == '.' && (name[1] == '\0' ||
+					       (name[1] == '.' && name[2] == '\0')))
+				continue;
+			rc = names_push(&v, &n, &cap, name);
+		}
+	}
+	if (rc < 0) {
+		fsutil_names_free(v, n);
+		return rc;
+	}
+	if (sorted && n > 1)
+		qsort(v, n, sizeof(*v), cmp_name);
+	*names = v;
+	*count = n;
+	return 0;
+}
+
+/* A directory being emptied. */
+struct rmframe {
+	int fd;
+	char *name; /* in its parent */
+	char **names;
+	size_t n, next;
+};
+
+/* Deeper than any generation can be (SNAPSHOT_MAX_PATH / 2 levels): what
+ * is deeper was put there by someone else, and is left with an error
+ * rather than given a descriptor per level. */
+#define RMTREE_MAX_DEPTH 4096
+
+static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
+		   const char *name)
+{
+	if (*depth == RMTREE_MAX_DEPTH)
+		return -ELOOP;
 	int fd = openat(parent, name,
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-
 	struct stat st;
+	/* A directory we cannot search is one we cannot empty. */
 	if (fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700)
 		(void)fchmod(fd, (st.st_mode & 07777) | 0700);
-
-	DIR *d = fdopendir(fd);
-	if (d == NULL) {
-		int err = errno;
+	struct rmframe f = {.fd = fd, .name = strdup(name)};
+	int rc = f.name ? fsutil_read_names(fd, false, &f.names, &f.n) : -ENOMEM;
+	if (rc == 0 && *depth == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		struct rmframe *nv = realloc(*v, nc * sizeof(*nv));
+		if (nv == NULL)
+			rc = -ENOMEM;
+		else {
+			*v = nv;
+			*cap = nc;
+		}
+	}
+	if (rc < 0) {
 		close(fd);
-		return -err;
-	}
-	int rc = 0;
-	struct dirent *de;
-	for (;;) {
-		errno = 0;
-		de = readdir(d);
-		if (de == NULL) {
-			if (errno != 0 && rc == 0)
-				rc = -errno;
-			break;
-		}
-		if (strcmp(de->d_name, ".") == 0 ||
-		    strcmp(de->d_name, "..") == 0)
-			continue;
-		if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
-			if (unlinkat(dirfd(d), de->d_name, 0) == 0 ||
-			    errno == ENOENT)
-				continue;
-			if (errno != EISDIR) {
-				if (rc == 0)
-					rc = -errno;
-				continue;
-			}
-		} else if (de->d_type == DT_UNKNOWN) {
-			if (unlinkat(dirfd(d), de->d_name, 0) == 0 ||
-			    errno == ENOENT)
-				continue;
-			if (errno != EISDIR && errno != EPERM) {
-				if (rc == 0)
-					rc = -errno;
-				continue;
-			}
-		}
-		int r = rmtree_dir(dirfd(d), de->d_name);
-		if (r < 0 && rc == 0)
-			rc = r;
-	}
-	closedir(d);
-	if (rc < 0)
+		free(f.name);
 		return rc;
-	if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-		return -errno;
+	}
+	(*v)[(*depth)++] = f;
 	return 0;
+}
+
+/* Removes the directory `name` of `parent` and all it holds, with an
+ * explicit stack: depth comes from whoever wrote the tree. */
+static int rmtree_dir(int parent, const char *name)
+{
+	struct rmframe *v = NULL;
+	size_t depth = 0, cap = 0;
+	int rc = rm_push(&v, &depth, &cap, parent, name), first = rc;
+
+	while (depth > 0) {
+		struct rmframe *f = &v[depth - 1];
+		if (f->next == f->n) {
+			int up = depth > 1 ? v[depth - 2].fd : parent;
+			close(f->fd);
+			if (unlinkat(up, f->name, AT_REMOVEDIR) < 0 &&
+			    errno != ENOENT && first == 0)
+				first = -errno;
+			free(f->name);
+			fsutil_names_free(f->names, f->n);
+			depth--;
+			continue;
+		}
+		const char *n = f->names[f->next++];
+		if (unlinkat(f->fd, n, 0) == 0 || errno == ENOENT)
+			continue;
+		if (errno != EISDIR && errno != EPERM) {
+			if (first == 0)
+				first = -errno;
+			continue;
+		}
+		rc = rm_push(&v, &depth, &cap, f->fd, n);
+		if (rc < 0 && first == 0)
+			first = rc;
+	}
+	free(v);
+	return first;
 }
 
 int fsutil_rmtree(int dirfd, const char *name)
@@ -216,48 +311,98 @@ out:
 	return rc;
 }
 
-int fsutil_copy(int in, int out, uint64_t size, uint64_t *copied)
+/* Copies len bytes at off from in to out, at the same offset: in the
+ * kernel when it can, else through a buffer.  *done says how many. */
+static int copy_range(int in, int out, off_t off, uint64_t len,
+		      uint64_t *done)
 {
-	*copied = 0;
-	/* Small files: two syscalls beat the setup cost of the in-kernel
-	 * copy paths. */
-	if (size <= CMP_CHUNK)
-		return copy_rw(in, out, size, copied);
+	off_t oin = off, oout = off;
+	char *buf = NULL;
+	int rc = 0;
 
-	int use_cfr = 1, use_sendfile = 1;
-	while (*copied < size) {
-		uint64_t want = size - *copied;
+	*done = 0;
+	while (*done < len && rc == 0) {
+		uint64_t want = len - *done;
 		if (want > COPY_CHUNK * 64ull)
 			want = COPY_CHUNK * 64ull;
-		ssize_t r;
-		if (use_cfr) {
-			r = copy_file_range(in, NULL, out, NULL, (size_t)want,
-					    0);
-			if (r < 0 &&
-			    (errno == EXDEV || errno == EINVAL ||
-			     errno == ENOSYS || errno == EOPNOTSUPP ||
-			     errno == EBADF || errno == EPERM)) {
-				use_cfr = 0;
-				continue;
-			}
-		} else if (use_sendfile) {
-			r = sendfile(out, in, NULL, (size_t)want);
-			if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
-				use_sendfile = 0;
+		ssize_t r = -1;
+		if (buf == NULL) {
+			r = copy_file_range(in, &oin, out, &oout, (size_t)want, 0);
+			if (r < 0 && errno != EINTR && errno != EIO &&
+			    errno != ENOSPC && errno != EDQUOT) {
+				/* Not between these files: a buffer then. */
+				buf = malloc(CMP_CHUNK);
+				if (buf == NULL)
+					rc = -ENOMEM;
 				continue;
 			}
 		} else {
-			return copy_rw(in, out, size, copied);
+			r = pread(in, buf, want < CMP_CHUNK ? want : CMP_CHUNK,
+				  oin);
+			for (ssize_t w = 0, k; r > 0 && w < r; w += k) {
+				k = pwrite(out, buf + w, (size_t)(r - w), oout + w);
+				if (k < 0 && errno == EINTR)
+					k = 0;
+				else if (k <= 0) {
+					rc = k < 0 ? -errno : -EIO;
+					break;
+				}
+			}
+			if (r > 0 && rc == 0) {
+				oin += r;
+				oout += r;
+			}
 		}
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
+		if (rc < 0)
 			break;
-		*copied += (uint64_t)r;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			rc = -errno;
+		else if (r == 0)
+			break; /* the input ended early */
+		else
+			*done += (uint64_t)r;
 	}
+	free(buf);
+	return rc;
+}
+
+int fsutil_copy(int in, int out, uint64_t size, uint64_t *copied)
+{
+	off_t pos = 0;
+
+	*copied = 0;
+	/* Small files: two syscalls beat the setup cost of the in-kernel
+	 * copy paths and of looking for holes. */
+	if (size <= CMP_CHUNK)
+		return copy_rw(in, out, size, copied);
+	/* Only the data: a sparse file stays as sparse (a 100 GiB file of
+	 * holes must not fill the target's file system). */
+	while ((uint64_t)pos < size) {
+		off_t d = lseek(in, pos, SEEK_DATA);
+		if (d < 0 && errno == ENXIO)
+			break; /* a hole to the end */
+		off_t h = d < 0 ? (off_t)size : lseek(in, d, SEEK_HOLE);
+		if (d < 0 && pos == 0 && (errno == EINVAL || errno == EOPNOTSUPP))
+			d = 0; /* no hole support: one data range */
+		else if (d < 0 || h < 0)
+			return -errno;
+		if ((uint64_t)h > size)
+			h = (off_t)size;
+		uint64_t done = 0;
+		int rc = copy_range(in, out, d, (uint64_t)(h - d), &done);
+		if (rc < 0)
+			return rc;
+		if (done < (uint64_t)(h - d)) {
+			*copied = (uint64_t)d + done; /* ended early */
+			return 0;
+		}
+		pos = h;
+	}
+	if (ftruncate(out, (off_t)size) < 0)
+		return -errno;
+	*copied = size;
 	return 0;
 }
 
@@ -278,16 +423,103 @@ static ssize_t read_full(int fd, char *buf, size_t n)
 	return (ssize_t)got;
 }
 
+static ssize_t pread_full(int fd, char *buf, size_t n, off_t off)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = pread(fd, buf + got, n - got, off + (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+/* Compares [from, to) of a and b. */
+static int same_range(int a, int b, off_t from, off_t to, char *ba, char *bb,
+		      bool *same)
+{
+	*same = true;
+	while (from < to && *same) {
+		size_t n = (size_t)(to - from) < CMP_CHUNK ? (size_t)(to - from)
+							     : CMP_CHUNK;
+		ssize_t ra = pread_full(a, ba, n, from);
+		ssize_t rb = pread_full(b, bb, n, from);
+		if (ra < 0 || rb < 0)
+			return -errno;
+		*same = ra == rb && memcmp(ba, bb, (size_t)ra) == 0;
+		if (ra == 0)
+			break;
+		from += ra;
+	}
+	return 0;
+}
+
+/* Where the next data of fd at or after pos is (end when none), or -1. */
+static off_t next_data(int fd, off_t pos, off_t end)
+{
+	off_t d = lseek(fd, pos, SEEK_DATA);
+	if (d < 0 && errno == ENXIO)
+		return end;
+	return d < 0 ? -1 : (d < end ? d : end);
+}
+
+/* Two files of `size` bytes, data range by data range: holes in both
+ * are equal without being read. */
+static int same_sparse(int a, int b, off_t size, char *ba, char *bb,
+		       bool *same)
+{
+	off_t pos = 0;
+
+	*same = true;
+	while (pos < size && *same) {
+		off_t da = next_data(a, pos, size), db = next_data(b, pos, size);
+		if (da < 0 || db < 0) /* no hole support: all of it */
+			return same_range(a, b, pos, size, ba, bb, same);
+		off_t m = da < db ? da : db;
+		if (m > pos) {
+			pos = m;
+			continue;
+		}
+		off_t ea = da == pos ? lseek(a, pos, SEEK_HOLE) : da;
+		off_t eb = db == pos ? lseek(b, pos, SEEK_HOLE) : db;
+		if (ea < 0 || eb < 0)
+			return -errno;
+		off_t e = ea < eb ? ea : eb;
+		if (e > size)
+			e = size;
+		int rc = same_range(a, b, pos, e, ba, bb, same);
+		if (rc < 0)
+			return rc;
+		pos = e;
+	}
+	return 0;
+}
+
 int fsutil_same_content(int a, int b, bool *same)
 {
 	char *ba = malloc(CMP_CHUNK), *bb = malloc(CMP_CHUNK);
+	struct stat sa, sb;
 	int rc = 0;
 
+	*same = false;
 	if (ba == NULL || bb == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	*same = false;
+	if (fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && S_ISREG(sa.st_mode) &&
+	    S_ISREG(sb.st_mode)) {
+		if (sa.st_size != sb.st_size)
+			goto out;
+		if (sa.st_size > (off_t)CMP_CHUNK) {
+			rc = same_sparse(a, b, sa.st_size, ba, bb, same);
+			goto out;
+		}
+	}
 	for (;;) {
 		ssize_t ra = read_full(a, ba, CMP_CHUNK);
 		if (ra < 0) {

@@ -5,6 +5,7 @@
 #define ATOMSYNC_FSUTIL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -14,9 +15,16 @@
  * Returns an fd or a negative errno (-ELOOP when a symlink is in the way). */
 int fsutil_open_beneath(int rootfd, const char *rel, int flags);
 
-/* Removes `name` in `dirfd` and, if it is a directory, all it holds.
- * Symlinks are removed, never followed.  Missing is not an error. */
+/* Removes `name` in `dirfd` and, if it is a directory, all it holds
+ * (without recursion, and up to 4096 levels deep).  Symlinks are removed,
+ * never followed.  Missing is not an error.  Goes on after a failure and
+ * returns the first. */
 int fsutil_rmtree(int dirfd, const char *name);
+
+/* The names in the directory `dfd` but "." and "..", sorted bytewise when
+ * asked; free with fsutil_names_free. */
+int fsutil_read_names(int dfd, bool sorted, char ***names, size_t *count);
+void fsutil_names_free(char **v, size_t n);
 
 /* Streams up to `size` bytes from `in` to `out` (copy_file_range, then
  * sendfile, then read/write); *copied says how many were copied, which is

@@ -323,3 +323,67 @@ const char *log_hint(int rc)
 	return " (under systemd, a target outside the unit's "
 	       "ReadWritePaths= is read-only: add it in a drop-in)";
 }
+
+void log_list_add(struct log_list *l, const char *fmt, ...)
+{
+	va_list ap;
+	char *m = NULL;
+
+	if (l->n == LOG_LIST_MAX) {
+		l->more++;
+		return;
+	}
+	va_start(ap, fmt);
+	if (vasprintf(&m, fmt, ap) < 0)
+		m = NULL;
+	va_end(ap);
+	char **v = m ? realloc(l->v, (l->n + 1) * sizeof(*v)) : NULL;
+	if (v == NULL) {
+		free(m);
+		l->more++; /* still counted */
+		return;
+	}
+	l->v = v;
+	l->v[l->n++] = m;
+}
+
+size_t log_list_count(const struct log_list *l)
+{
+	return l->n + l->more;
+}
+
+char *log_list_join(const struct log_list *l, const char *sep)
+{
+	size_t len = 32 + strlen(sep);
+	for (size_t i = 0; i < l->n; i++)
+		len += strlen(l->v[i]) + strlen(sep);
+	char *r = malloc(len), *p = r;
+	if (r == NULL)
+		return NULL;
+	*p = '\0';
+	for (size_t i = 0; i < l->n; i++)
+		p += sprintf(p, "%s%s", i ? sep : "", l->v[i]);
+	if (l->more)
+		sprintf(p, "%sand %zu more", sep, l->more);
+	return r;
+}
+
+void log_list_fini(struct log_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+char *log_strdupf(const char *fmt, ...)
+{
+	va_list ap;
+	char *m = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&m, fmt, ap) < 0)
+		m = NULL;
+	va_end(ap);
+	return m;
+}

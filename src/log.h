@@ -4,6 +4,7 @@
 #define ATOMSYNC_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level {
 	LOG_LVL_ERROR = 3,
@@ -49,6 +50,24 @@ int log_err_set(char **err, int rc, const char *fmt, ...)
  * for the daemon alone, which a user who sees a writable / does not
  * expect. */
 const char *log_hint(int rc);
+
+/* asprintf into a new string; NULL when out of memory. */
+char *log_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Problems gathered to be reported at once: the first LOG_LIST_MAX are
+ * kept, the rest only counted. */
+#define LOG_LIST_MAX 20
+struct log_list {
+	char **v;
+	size_t n, more;
+};
+void log_list_add(struct log_list *l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+size_t log_list_count(const struct log_list *l);
+/* "a, b, c, and 4 more" with sep ", " (malloc'ed), or NULL when out of
+ * memory. */
+char *log_list_join(const struct log_list *l, const char *sep);
+void log_list_fini(struct log_list *l);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, NULL, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, NULL, __VA_ARGS__)

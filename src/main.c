@@ -33,7 +33,7 @@
 struct options {
 	const char *config;
 	const char *source, *target;
-	bool once, dry_run, check_config;
+	bool once, dry_run, check_config, allow_empty;
 	long debounce_ms; /* -1: as configured */
 	bool level_set, format_set;
 	enum log_level level;
@@ -63,6 +63,7 @@ static void usage(FILE *f)
 		"      --check-config     report every problem in the config and "
 		"exit\n"
 		"      --debounce MS      quiet period before a publish\n"
+		"      --allow-empty      publish a source that became empty\n"
 		"      --log-level LEVEL  error, warn, info or debug\n"
 		"      --log-format FMT   text, json or journal\n"
 		"  -h, --help             show this help and exit\n"
@@ -133,6 +134,8 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 	}
 	struct writer_pending *p = NULL;
 	bool warned = false;
+	/* A followed link must not lead the walk back into the target. */
+	(void)writer_target_id(w, &so.avoid_dev, &so.avoid_ino);
 	for (int attempt = 1;; attempt++) {
 		struct snapshot *s = NULL;
 		free(err);
@@ -487,6 +490,8 @@ static void apply_overrides(const struct options *op, struct conf *c)
 {
 	for (size_t i = 0; i < c->nsyncs; i++) {
 		struct conf_sync *s = &c->syncs[i];
+		if (op->allow_empty)
+			s->allow_empty = true;
 		if (op->debounce_ms >= 0) {
 			s->debounce_ms = (unsigned)op->debounce_ms;
 			if (s->max_delay_ms < s->debounce_ms)
@@ -647,6 +652,7 @@ int main(int argc, char **argv)
 		OPT_GRACE,
 		OPT_LOG_LEVEL,
 		OPT_LOG_FORMAT,
+		OPT_ALLOW_EMPTY,
 	};
 	static const struct option longopts[] = {
 		{"config", required_argument, NULL, 'c'},
@@ -662,6 +668,7 @@ int main(int argc, char **argv)
 		{"grace-ms", required_argument, NULL, OPT_GRACE},
 		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 		{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+		{"allow-empty", no_argument, NULL, OPT_ALLOW_EMPTY},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -698,6 +705,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_CHECK:
 			op.check_config = true;
+			break;
+		case OPT_ALLOW_EMPTY:
+			op.allow_empty = true;
 			break;
 		case OPT_DEBOUNCE:
 			if (parse_ms(optarg, 3600000, &op.debounce_ms) < 0)

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <ctype.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
@@ -21,24 +22,43 @@
 /* Symlinks followed while resolving one link, as the kernel's limit. */
 #define MAX_LINK_HOPS 40
 
-struct dirid {
-	uint64_t dev, ino;
-};
-
 /* A symlink read during the walk, and what it said. */
 struct linkrec {
 	char *path; /* relative to the source root */
 	char *target;
 };
 
+/* A directory being read. */
+struct frame {
+	int fd;
+	char *path;	/* in the target; "" for the root */
+	char *src;	/* to read: relative to the root, or absolute when
+			   flags has SNAP_F_EXTERNAL */
+	unsigned flags;
+	uint64_t dev, ino;
+	char **names;
+	size_t n, next;
+};
+
 struct walk {
 	struct snapshot *s;
 	const struct snapshot_opts *o;
-	struct dirid *stack; /* directories being walked, for loop checks */
+	struct frame *stack;
 	size_t depth, cap;
 	struct linkrec *links;
 	size_t nlinks;
+	char **into; /* real paths of o->follow_into that exist */
+	size_t ninto;
 	char *err;
+};
+
+/* What a name turned out to be. */
+struct found {
+	struct stat st;
+	char *src;	/* where to read it (owned) */
+	unsigned flags;
+	bool linked;	/* reached through a symlink */
+	bool skip;	/* a warning says why it is left out */
 };
 
 /* Notes what a symlink said.  A source whose versions are swapped by a
@@ -192,6 +212,10 @@ const char *snapshot_warn_str(enum snap_warn kind)
 		       "device); skipped";
 	case SNAP_W_LINK:
 		return "symlink skipped (symlinks = skip)";
+	case SNAP_W_RESERVED:
+		return "names starting with '..' are reserved; skipped";
+	case SNAP_W_TARGET:
+		return "leads into the target itself; skipped";
 	}
 	return "skipped";
 }
@@ -215,6 +239,9 @@ void snapshot_free(struct snapshot *s)
 		free(s->watch[i].path);
 	if (s->root_fd >= 0)
 		close(s->root_fd);
+	if (s->ext_fd >= 0)
+		close(s->ext_fd);
+	log_list_fini(&s->problems);
 	free(s->v);
 	free(s->warn);
 	free(s->watch);
@@ -349,7 +376,7 @@ int snapshot_open(const char *root, struct snapshot **out, char **err)
 
 	if (s == NULL)
 		return -ENOMEM;
-	s->root_fd = -1;
+	s->root_fd = s->ext_fd = -1;
 	clock_gettime(CLOCK_REALTIME, &s->taken);
 	if (root == NULL) {
 		*out = s;
@@ -608,74 +635,42 @@ out:
 	return rc;
 }
 
-static int cmp_name(const void *a, const void *b)
+static void names_free(char **v, size_t n)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	fsutil_names_free(v, n);
 }
 
 static int read_names(int dfd, char ***names, size_t *count)
 {
-	/* Read through dfd itself: a second descriptor for a DIR stream
-	 * would cost five more system calls a directory. */
-	_Alignas(struct dirent64) char buf[16384];
-	char **v = NULL;
-	size_t n = 0, cap = 0;
-	int rc = 0;
+	return fsutil_read_names(dfd, true, names, count);
+}
 
-	if (lseek(dfd, 0, SEEK_SET) < 0)
-		return -errno;
-	for (;;) {
-		ssize_t got = getdents64(dfd, buf, sizeof(buf));
-		if (got <= 0) {
-			rc = got < 0 ? -errno : 0;
-			break;
-		}
-		for (size_t off = 0; off < (size_t)got && rc == 0;) {
-			unsigned short reclen;
-			memcpy(&reclen,
-			       buf + off + offsetof(struct dirent64, d_reclen),
-			       sizeof(reclen));
-			const char *name =
-				buf + off + offsetof(struct dirent64, d_name);
-			off += reclen;
-			/* "." and "..", and every name starting with "..",
-			 * which is reserved (a source that is itself a
-			 * Kubernetes volume keeps its generations there). */
-			if (name[0] == '.' && name[1] == '.')
-				continue;
-			if (name[0] == '.' && name[1] == '\0')
-				continue;
-			if (n == cap) {
-				size_t nc = cap ? cap * 2 : 32;
-				char **nv = realloc(v, nc * sizeof(*nv));
-				if (nv == NULL) {
-					rc = -ENOMEM;
-					break;
-				}
-				v = nv;
-				cap = nc;
-			}
-			v[n] = strdup(name);
-			if (v[n] == NULL) {
-				rc = -ENOMEM;
-				break;
-			}
-			n++;
-		}
-		if (rc < 0)
-			break;
-	}
-	if (rc < 0) {
-		for (size_t i = 0; i < n; i++)
-			free(v[i]);
-		free(v);
-		return rc;
-	}
-	if (n > 1)
-		qsort(v, n, sizeof(*v), cmp_name);
-	*names = v;
-	*count = n;
-	return 0;
+/* Names starting with ".." are reserved.  Those of the layout a source
+ * that is itself a target or a Kubernetes volume has go without a word;
+ * any other is worth a warning. */
+static bool layout_name(const char *n)
+{
+	static const char shape[] = "..dddd_dd_dd_dd_dd_dd.";
+
+	if (strcmp(n, "..data") == 0 || strcmp(n, "..data_tmp") == 0 ||
+	    strncmp(n, "..atomsync", 10) == 0)
+		return true;
+	for (size_t i = 0; shape[i]; i++)
+		if (shape[i] == 'd' ? !isdigit((unsigned char)n[i])
+				    : n[i] != shape[i])
+			return false;
+	return true;
+}
+
+/* ---- the walk: an explicit stack, never the C stack ---- */
+
+static void frame_fini(struct frame *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	free(f->path);
+	free(f->src);
+	names_free(f->names, f->n);
 }
 
 static bool on_stack(const struct walk *w, const struct stat *st)
@@ -687,246 +682,479 @@ static bool on_stack(const struct walk *w, const struct stat *st)
 	return false;
 }
 
-static int push_dir(struct walk *w, const struct stat *st)
+/* Reads f's names and puts it on the stack, which then owns it. */
+static int push_frame(struct walk *w, struct frame *f)
 {
-	if (w->depth == w->cap) {
+	int rc = read_names(f->fd, &f->names, &f->n);
+
+	if (rc == 0 && w->depth == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 32;
-		struct dirid *v = realloc(w->stack, cap * sizeof(*v));
+		struct frame *v = realloc(w->stack, cap * sizeof(*v));
 		if (v == NULL)
-			return -ENOMEM;
-		w->stack = v;
-		w->cap = cap;
+			rc = -ENOMEM;
+		else {
+			w->stack = v;
+			w->cap = cap;
+		}
 	}
-	w->stack[w->depth].dev = (uint64_t)st->st_dev;
-	w->stack[w->depth].ino = (uint64_t)st->st_ino;
-	w->depth++;
+	if (rc < 0)
+		return rc; /* the caller still owns f */
+	f->next = 0;
+	w->stack[w->depth++] = *f;
 	return 0;
 }
 
-static int walk_dir(struct walk *w, int dfd, const char *path,
-		    const char *src, unsigned flags);
+static bool inside(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
 
-/* One name of a directory being walked. */
-static int walk_name(struct walk *w, int dfd, const char *path,
-		     const char *src, unsigned flags, const char *name)
+	if (strcmp(dir, "/") == 0)
+		return true;
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* A link that leads out of the source, tried against follow_into: where
+ * it really leads must be inside one of those directories, and is then
+ * opened by that symlink-free path, so a link changed meanwhile cannot
+ * take it elsewhere. */
+static int resolve_into(struct walk *w, const struct frame *f,
+			const char *name, struct found *out)
 {
 	struct snapshot *s = w->s;
-	char *cpath = fsutil_join(path, name);
-	/* Most names are read where they are projected: one string. */
-	bool own_src = strcmp(path, src) != 0;
-	char *csrc = own_src ? fsutil_join(src, name) : cpath;
-	unsigned cflags = flags;
-	int rc = 0, linked = 0;
-	struct stat st;
+	char *full = NULL, *real = NULL;
+	int rc = -EXDEV;
 
-	if (cpath == NULL || csrc == NULL) {
-		rc = -ENOMEM;
+	if (w->ninto == 0)
+		return -EXDEV;
+	if (f->flags & SNAP_F_EXTERNAL)
+		full = fsutil_join(f->src, name);
+	else if (asprintf(&full, "%s%s%s/%s", s->root_real,
+			  *f->src ? "/" : "", f->src, name) < 0)
+		full = NULL;
+	if (full == NULL)
+		return -ENOMEM;
+	real = realpath(full, NULL);
+	if (real == NULL)
+		rc = errno == ELOOP ? -ELOOP : -ENOENT;
+	for (size_t i = 0; real && i < w->ninto && rc == -EXDEV; i++)
+		if (inside(real, w->into[i]))
+			rc = 0;
+	int fd = rc == 0 ? fsutil_open_beneath(s->ext_fd, real + 1, O_PATH) : -1;
+	if (rc == 0 && (fd < 0 || fstat(fd, &out->st) < 0))
+		rc = -EAGAIN; /* changed since realpath() */
+	if (fd >= 0)
+		close(fd);
+	free(full);
+	if (rc < 0) {
+		free(real);
+		return rc;
+	}
+	out->src = real;
+	out->flags = f->flags | SNAP_F_EXTERNAL;
+	return 0;
+}
+
+static int link_warning(struct walk *w, const char *cpath, int rc,
+			struct found *out)
+{
+	out->skip = true;
+	return add_warning(w->s, cpath,
+			   rc == -EXDEV	  ? SNAP_W_OUTSIDE
+			   : rc == -ELOOP ? SNAP_W_LOOP
+					  : SNAP_W_DANGLING);
+}
+
+/* A link with symlinks = inside: resolved within the source (or into a
+ * follow_into directory); *out says what it leads to. */
+static int link_inside(struct walk *w, const struct frame *f, const char *name,
+		       const char *cpath, struct found *out)
+{
+	struct snapshot *s = w->s;
+	char *resolved = NULL;
+	int rc = -EXDEV;
+
+	if (!(f->flags & SNAP_F_EXTERNAL))
+		rc = resolve_inside(w, f->src, name, &resolved);
+	if (rc == -EXDEV)
+		rc = resolve_into(w, f, name, out);
+	if (rc == -EAGAIN)
+		return log_err_set(&w->err, rc,
+				   "source %s/%s: changed while being read",
+				   s->root, cpath);
+	if (rc == -EXDEV || rc == -ELOOP || rc == -ENOENT)
+		return link_warning(w, cpath, rc, out);
+	if (rc < 0)
+		return log_err_set(&w->err, rc, "source %s/%s: %s", s->root,
+				   cpath, strerror(-rc));
+	if (resolved == NULL)
+		return 0; /* into a follow_into directory */
+	int fd = fsutil_open_beneath(s->root_fd, resolved, O_PATH);
+	if (fd < 0 || fstat(fd, &out->st) < 0) {
+		rc = fd < 0 ? fd : -errno;
+		if (fd >= 0)
+			close(fd);
+		free(resolved);
+		/* Changed under us: the caller retries. */
+		return log_err_set(&w->err, -EAGAIN,
+				   "source %s/%s: changed while being read (%s)",
+				   s->root, cpath, strerror(-rc));
+	}
+	close(fd);
+	out->src = resolved;
+	out->flags = f->flags;
+	return 0;
+}
+
+/* A link with symlinks = follow: the kernel resolves it. */
+static int link_follow(struct walk *w, const struct frame *f, const char *name,
+		       const char *cpath, struct found *out)
+{
+	char *t = NULL;
+	int rc = 0;
+
+	if (fsutil_readlinkat(f->fd, name, &t) == 0)
+		rc = note_link(w, out->src, t);
+	free(t);
+	if (rc < 0)
+		return rc;
+	if (fstatat(f->fd, name, &out->st, 0) < 0) {
+		if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
+			return link_warning(w, cpath,
+					    errno == ELOOP ? -ELOOP : -ENOENT,
+					    out);
+		return log_err_set(&w->err, -errno, "source %s/%s: %s",
+				   w->s->root, cpath, strerror(errno));
+	}
+	out->flags = f->flags | SNAP_F_FOLLOW;
+	return 0;
+}
+
+static int found_link(struct walk *w, const struct frame *f, const char *name,
+		      const char *cpath, struct found *out)
+{
+	enum snap_links mode = w->o ? w->o->links : SNAP_LINKS_INSIDE;
+
+	out->linked = true;
+	if (mode == SNAP_LINKS_SKIP) {
+		out->skip = true;
+		return add_warning(w->s, cpath, SNAP_W_LINK);
+	}
+	if (mode == SNAP_LINKS_INSIDE && !(f->flags & SNAP_F_FOLLOW)) {
+		free(out->src);
+		out->src = NULL;
+		return link_inside(w, f, name, cpath, out);
+	}
+	return link_follow(w, f, name, cpath, out);
+}
+
+/* Stats `name` of frame f, following a link as the mode says. */
+static int find(struct walk *w, const struct frame *f, const char *name,
+		const char *cpath, struct found *out)
+{
+	struct snapshot *s = w->s;
+
+	out->flags = f->flags;
+	out->src = (f->flags & SNAP_F_EXTERNAL) || strcmp(f->path, f->src)
+			   ? fsutil_join(f->src, name)
+			   : strdup(cpath);
+	if (out->src == NULL)
+		return -ENOMEM;
+	if (fstatat(f->fd, name, &out->st, AT_SYMLINK_NOFOLLOW) < 0) {
+		out->skip = true;
+		if (errno == ENOENT) /* gone since readdir: not there */
+			return 0;
+		if (errno == EACCES || errno == EPERM) {
+			log_list_add(&s->problems, "%s (%s)", cpath,
+				     strerror(errno));
+			return 0;
+		}
+		return log_err_set(&w->err, -errno, "source %s/%s: %s", s->root,
+				   cpath, strerror(errno));
+	}
+	if (S_ISLNK(out->st.st_mode))
+		return found_link(w, f, name, cpath, out);
+	return 0;
+}
+
+/* Watches the directory a linked file really is in, so a change there
+ * is seen: by its absolute path when followed anywhere, else below the
+ * root. */
+static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
+{
+	struct snapshot *s = w->s;
+	struct stat dst;
+	int rc = 0;
+
+	if (flags & (SNAP_F_FOLLOW | SNAP_F_EXTERNAL)) {
+		char *full = flags & SNAP_F_EXTERNAL ? strdup(where)
+						     : fsutil_join(s->root, where);
+		char *real = full ? realpath(full, NULL) : NULL;
+		char *slash = real ? strrchr(real, '/') : NULL;
+		if (slash) {
+			*slash = '\0';
+			const char *dir = slash == real ? "/" : real;
+			if (stat(dir, &dst) == 0)
+				rc = add_watch(s, dir, &dst);
+		}
+		free(real);
+		free(full);
+		return rc;
+	}
+	char *dir = strdup(where);
+	if (dir == NULL)
+		return -ENOMEM;
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	int dfd = fsutil_open_beneath(s->root_fd, slash ? dir : "", O_PATH);
+	if (dfd >= 0) {
+		if (fstat(dfd, &dst) == 0)
+			rc = add_watch(s, slash ? dir : "", &dst);
+		close(dfd);
+	}
+	free(dir);
+	return rc;
+}
+
+/* Appends the file `*cpath` (which the entry then owns) and watches
+ * where its content lives when a link led to it. */
+static int add_file(struct walk *w, char **cpath, struct found *fd)
+{
+	struct snapshot *s = w->s;
+	struct snap_entry e = {0};
+	int rc;
+
+	fill_from_stat(&e, &fd->st);
+	e.flags = (uint8_t)fd->flags;
+	s->bytes += e.size;
+	if (w->o && w->o->max_bytes && s->bytes > w->o->max_bytes)
+		return log_err_set(&w->err, -EFBIG,
+				   "source %s: more than %llu bytes in files "
+				   "(max_bytes), at %s",
+				   s->root, (unsigned long long)w->o->max_bytes,
+				   *cpath);
+	if (strcmp(*cpath, fd->src) != 0) {
+		e.src = fd->src;
+		fd->src = NULL;
+	}
+	e.path = *cpath;
+	rc = snapshot_append(s, &e);
+	if (rc < 0) {
+		e.path = NULL;
+		snapshot_entry_fini(&e);
+		return rc;
+	}
+	*cpath = NULL;
+	if (!fd->linked)
+		return 0;
+	const struct snap_entry *a = &s->v[s->n - 1];
+	return watch_file_dir(w, a->src ? a->src : a->path, fd->flags);
+}
+
+/* Opens the directory `name` of f (reached as *fd says) for the walk;
+ * -EAGAIN when it is no longer what was found. */
+static int open_dir(struct walk *w, const struct frame *f, const char *name,
+		    const char *cpath, const struct found *fd)
+{
+	struct snapshot *s = w->s;
+	int sub, serr = 0;
+	struct stat sst;
+
+	if (fd->flags & SNAP_F_EXTERNAL && fd->linked) {
+		sub = fsutil_open_beneath(s->ext_fd, fd->src + 1,
+					  O_RDONLY | O_DIRECTORY);
+		serr = sub < 0 ? -sub : 0;
+	} else if (fd->linked && !(fd->flags & SNAP_F_FOLLOW)) {
+		sub = fsutil_open_beneath(s->root_fd, fd->src,
+					  O_RDONLY | O_DIRECTORY);
+		serr = sub < 0 ? -sub : 0;
+	} else {
+		sub = openat(f->fd, name,
+			     O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+				     ((fd->flags & SNAP_F_FOLLOW) ? 0 : O_NOFOLLOW));
+		serr = sub < 0 ? errno : 0;
+	}
+	if (sub < 0 && serr == ENOENT) /* gone since readdir */
+		return -ENOENT;
+	if (sub < 0 && (serr == EACCES || serr == EPERM)) {
+		log_list_add(&s->problems, "%s (%s)", cpath, strerror(serr));
+		return -EACCES;
+	}
+	if (sub < 0 && serr != ENOTDIR && serr != ELOOP)
+		return log_err_set(&w->err, -serr, "source %s/%s: %s", s->root,
+				   cpath, strerror(serr));
+	if (sub < 0 || fstat(sub, &sst) < 0 || sst.st_dev != fd->st.st_dev ||
+	    sst.st_ino != fd->st.st_ino) {
+		if (sub >= 0)
+			close(sub);
+		return log_err_set(&w->err, -EAGAIN,
+				   "source %s/%s: changed while being read",
+				   s->root, cpath);
+	}
+	return sub;
+}
+
+/* Appends the directory `*cpath` and makes *child the frame to walk it
+ * with (child->fd -1 when it is left out). */
+static int add_dir(struct walk *w, const struct frame *f, const char *name,
+		   char **cpath, struct found *fd, struct frame *child)
+{
+	struct snapshot *s = w->s;
+	const struct snapshot_opts *o = w->o;
+
+	if (o && o->avoid_ino && (uint64_t)fd->st.st_dev == o->avoid_dev &&
+	    (uint64_t)fd->st.st_ino == o->avoid_ino)
+		return add_warning(s, *cpath, SNAP_W_TARGET);
+	if (on_stack(w, &fd->st))
+		return add_warning(s, *cpath, SNAP_W_LOOP);
+	int sub = open_dir(w, f, name, *cpath, fd);
+	if (sub == -ENOENT || sub == -EACCES)
+		return 0;
+	if (sub < 0)
+		return sub;
+	struct snap_entry e = {0};
+	fill_from_stat(&e, &fd->st);
+	e.flags = (uint8_t)fd->flags;
+	e.path = *cpath;
+	e.src = strcmp(*cpath, fd->src) == 0 ? NULL : fd->src;
+	int rc = snapshot_add(s, &e);
+	if (rc == 0)
+		rc = add_watch(s, fd->src, &fd->st);
+	if (rc < 0) {
+		close(sub);
+		return rc;
+	}
+	*child = (struct frame){
+		.fd = sub,
+		.path = *cpath,
+		.src = fd->src,
+		.flags = fd->flags,
+		.dev = (uint64_t)fd->st.st_dev,
+		.ino = (uint64_t)fd->st.st_ino,
+	};
+	*cpath = NULL;
+	fd->src = NULL;
+	return 0;
+}
+
+/* One name of the directory f: an entry, a warning, or a directory to
+ * walk next (child->fd >= 0). */
+static int walk_name(struct walk *w, const struct frame *f, const char *name,
+		     struct frame *child)
+{
+	struct snapshot *s = w->s;
+	struct found fd = {0};
+	char *cpath = fsutil_join(f->path, name);
+	int rc = 0;
+
+	child->fd = -1;
+	if (cpath == NULL)
+		return -ENOMEM;
+	if (strlen(cpath) > SNAPSHOT_MAX_PATH) {
+		rc = log_err_set(&w->err, -ENAMETOOLONG,
+				 "source %s: path longer than %d bytes: "
+				 "%.256s...",
+				 s->root, SNAPSHOT_MAX_PATH, cpath);
+		goto out;
+	}
+	if (name[0] == '.' && name[1] == '.') {
+		if (!layout_name(name))
+			rc = add_warning(s, cpath, SNAP_W_RESERVED);
 		goto out;
 	}
 	if (snapshot_excluded(w->o, name, cpath))
 		goto out;
-	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		if (errno == ENOENT) /* gone since readdir: not there */
-			goto out;
-		rc = log_err_set(&w->err, -errno, "source %s/%s: %s", s->root,
-			     csrc, strerror(errno));
+	if (w->o && w->o->max_files && s->n >= w->o->max_files) {
+		rc = log_err_set(&w->err, -EFBIG,
+				 "source %s: more than %zu files and "
+				 "directories (max_files), at %s",
+				 s->root, w->o->max_files, cpath);
 		goto out;
 	}
-	if (S_ISLNK(st.st_mode)) {
-		enum snap_links mode = w->o ? w->o->links : SNAP_LINKS_INSIDE;
-		linked = 1;
-		if (mode == SNAP_LINKS_SKIP) {
-			rc = add_warning(s, cpath, SNAP_W_LINK);
-			goto out;
-		}
-		if (mode == SNAP_LINKS_INSIDE && !(flags & SNAP_F_FOLLOW)) {
-			char *resolved = NULL;
-			rc = resolve_inside(w, src, name, &resolved);
-			if (rc == -EAGAIN)
-				goto out;
-			if (rc == -EXDEV || rc == -ELOOP || rc == -ENOENT) {
-				rc = add_warning(s, cpath,
-						 rc == -EXDEV ? SNAP_W_OUTSIDE
-						 : rc == -ELOOP
-							 ? SNAP_W_LOOP
-							 : SNAP_W_DANGLING);
-				goto out;
-			}
-			if (rc < 0) {
-				rc = log_err_set(&w->err, rc, "source %s/%s: %s",
-					     s->root, csrc, strerror(-rc));
-				goto out;
-			}
-			int fd = fsutil_open_beneath(s->root_fd, resolved,
-						     O_PATH);
-			if (fd < 0 || fstat(fd, &st) < 0) {
-				rc = fd < 0 ? fd : -errno;
-				if (fd >= 0)
-					close(fd);
-				free(resolved);
-				/* Changed under us: the caller retries. */
-				rc = log_err_set(&w->err, -EAGAIN,
-					     "source %s/%s: changed while "
-					     "being read (%s)",
-					     s->root, csrc, strerror(-rc));
-				goto out;
-			}
-			close(fd);
-			if (own_src)
-				free(csrc);
-			csrc = resolved;
-			own_src = true;
-		} else {
-			/* The link itself is noted; where it leads, the kernel
-			 * resolves. */
-			char *t = NULL;
-			if (fsutil_readlinkat(dfd, name, &t) == 0)
-				rc = note_link(w, csrc, t);
-			free(t);
-			if (rc < 0)
-				goto out;
-			if (fstatat(dfd, name, &st, 0) < 0) {
-				if (errno == ENOENT || errno == ELOOP ||
-				    errno == ENOTDIR) {
-					rc = add_warning(s, cpath,
-							 errno == ELOOP
-								 ? SNAP_W_LOOP
-								 : SNAP_W_DANGLING);
-					goto out;
-				}
-				rc = log_err_set(&w->err, -errno,
-					     "source %s/%s: %s", s->root, csrc,
-					     strerror(errno));
-				goto out;
-			}
-			cflags |= SNAP_F_FOLLOW;
-		}
-	}
-
-	if (S_ISREG(st.st_mode)) {
-		struct snap_entry e = {0};
-		fill_from_stat(&e, &st);
-		e.path = cpath;
-		e.flags = (uint8_t)cflags;
-		if (own_src && strcmp(cpath, csrc) != 0 &&
-		    (e.src = strdup(csrc)) == NULL)
-			rc = -ENOMEM;
-		else
-			rc = snapshot_append(s, &e);
-		if (rc == 0)
-			cpath = NULL; /* the entry owns it now */
-		else
-			free(e.src);
-		if (rc == 0 && linked && (cflags & SNAP_F_FOLLOW)) {
-			/* Followed anywhere: watch the directory the file
-			 * really is in, by its absolute path. */
-			char *full = fsutil_join(s->root, csrc);
-			char *real = full ? realpath(full, NULL) : NULL;
-			char *slash = real ? strrchr(real, '/') : NULL;
-			struct stat dst;
-			if (slash) {
-				*slash = '\0';
-				const char *dir = slash == real ? "/" : real;
-				if (stat(dir, &dst) == 0)
-					rc = add_watch(s, dir, &dst);
-			}
-			free(real);
-			free(full);
-		} else if (rc == 0 && linked) {
-			/* Watch where the content really lives. */
-			char *slash = strrchr(csrc, '/');
-			struct stat dst;
-			if (slash)
-				*slash = '\0';
-			int dfd2 = fsutil_open_beneath(s->root_fd,
-						       slash ? csrc : "", O_PATH);
-			if (dfd2 >= 0) {
-				if (fstat(dfd2, &dst) == 0)
-					rc = add_watch(s, slash ? csrc : "", &dst);
-				close(dfd2);
-			}
-		}
+	rc = find(w, f, name, cpath, &fd);
+	if (rc < 0 || fd.skip)
 		goto out;
-	}
-	if (!S_ISDIR(st.st_mode)) {
+	if (S_ISREG(fd.st.st_mode))
+		rc = add_file(w, &cpath, &fd);
+	else if (S_ISDIR(fd.st.st_mode))
+		rc = add_dir(w, f, name, &cpath, &fd, child);
+	else
 		rc = add_warning(s, cpath, SNAP_W_SPECIAL);
-		goto out;
-	}
-	if (on_stack(w, &st)) {
-		rc = add_warning(s, cpath, SNAP_W_LOOP);
-		goto out;
-	}
-
-	int sub, serr = 0;
-	if (linked && !(cflags & SNAP_F_FOLLOW)) {
-		sub = fsutil_open_beneath(s->root_fd, csrc,
-					  O_RDONLY | O_DIRECTORY);
-		serr = sub < 0 ? -sub : 0;
-	} else {
-		sub = openat(dfd, name,
-			     O_RDONLY | O_DIRECTORY | O_CLOEXEC |
-				     ((cflags & SNAP_F_FOLLOW) ? 0 : O_NOFOLLOW));
-		serr = sub < 0 ? errno : 0;
-	}
-	if (sub < 0) {
-		if (serr == ENOENT) /* gone since readdir */
-			goto out;
-		if (serr == ENOTDIR || serr == ELOOP)
-			rc = log_err_set(&w->err, -EAGAIN,
-				     "source %s/%s: changed while being read",
-				     s->root, csrc);
-		else
-			rc = log_err_set(&w->err, -serr, "source %s/%s: %s",
-				     s->root, csrc, strerror(serr));
-		goto out;
-	}
-	struct stat sst;
-	if (fstat(sub, &sst) < 0 || sst.st_dev != st.st_dev ||
-	    sst.st_ino != st.st_ino) {
-		close(sub);
-		rc = log_err_set(&w->err, -EAGAIN,
-			     "source %s/%s: changed while being read", s->root,
-			     csrc);
-		goto out;
-	}
-	struct snap_entry e = {0};
-	fill_from_stat(&e, &sst);
-	e.path = cpath;
-	e.src = strcmp(cpath, csrc) == 0 ? NULL : csrc;
-	e.flags = (uint8_t)cflags;
-	rc = snapshot_add(s, &e);
-	if (rc == 0)
-		rc = add_watch(s, csrc, &sst);
-	if (rc == 0)
-		rc = push_dir(w, &sst);
-	if (rc == 0) {
-		rc = walk_dir(w, sub, cpath, csrc, cflags);
-		w->depth--;
-	}
-	close(sub);
 out:
+	free(fd.src);
 	free(cpath);
-	if (own_src)
-		free(csrc);
 	return rc;
 }
 
-static int walk_dir(struct walk *w, int dfd, const char *path,
-		    const char *src, unsigned flags)
+/* Walks depth first, in path order, holding one descriptor and one list
+ * of names per level: memory is linear in the tree, and depth is bounded
+ * by SNAPSHOT_MAX_PATH. */
+static int walk(struct walk *w, struct frame *root)
 {
-	char **names = NULL;
-	size_t n = 0;
-	int rc = read_names(dfd, &names, &n);
+	int rc = push_frame(w, root);
 
-	if (rc < 0)
-		return log_err_set(&w->err, rc, "source %s%s%s: %s", w->s->root,
-			       *src ? "/" : "", src, strerror(-rc));
-	for (size_t i = 0; i < n && rc == 0; i++)
-		rc = walk_name(w, dfd, path, src, flags, names[i]);
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	if (rc < 0) {
+		frame_fini(root);
+		return log_err_set(&w->err, rc, "source %s: %s", w->s->root,
+				   strerror(-rc));
+	}
+	while (w->depth > 0 && rc == 0) {
+		struct frame *f = &w->stack[w->depth - 1];
+		if (f->next == f->n) {
+			frame_fini(f);
+			w->depth--;
+			continue;
+		}
+		struct frame child = {.fd = -1};
+		rc = walk_name(w, f, f->names[f->next++], &child);
+		if (rc < 0 || child.fd < 0)
+			continue;
+		rc = push_frame(w, &child);
+		if (rc == 0)
+			continue; /* the stack owns it */
+		if (rc == -EACCES || rc == -EPERM) {
+			/* Opened but not readable: left out, reported. */
+			log_list_add(&w->s->problems, "%s (%s)", child.path,
+				     strerror(-rc));
+			rc = 0;
+		} else if (rc < 0) {
+			rc = log_err_set(&w->err, rc, "source %s/%s: %s",
+					 w->s->root, child.path, strerror(-rc));
+		}
+		frame_fini(&child);
+	}
+	while (w->depth > 0)
+		frame_fini(&w->stack[--w->depth]);
 	return rc;
+}
+
+/* The real paths of the follow_into directories that exist. */
+static int resolve_into_dirs(struct walk *w)
+{
+	const struct snapshot_opts *o = w->o;
+
+	if (o == NULL || o->nfollow_into == 0)
+		return 0;
+	w->into = calloc(o->nfollow_into, sizeof(*w->into));
+	if (w->into == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < o->nfollow_into; i++) {
+		char *r = realpath(o->follow_into[i], NULL);
+		if (r)
+			w->into[w->ninto++] = r;
+	}
+	w->s->ext_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return w->s->ext_fd < 0 ? -errno : 0;
+}
+
+static void walk_fini(struct walk *w)
+{
+	free(w->stack);
+	free(w->err);
+	links_free(w);
+	for (size_t i = 0; i < w->ninto; i++)
+		free(w->into[i]);
+	free(w->into);
 }
 
 int snapshot_take(const char *root, const struct snapshot_opts *o,
@@ -941,38 +1169,43 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 		return rc;
 	w.s = s;
 	w.o = o;
-	if (fstat(s->root_fd, &st) < 0) {
-		rc = log_err_set(err, -errno, "source %s: %s", root,
-			     strerror(errno));
-		goto fail;
-	}
-	rc = push_dir(&w, &st);
+	if (fstat(s->root_fd, &st) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = resolve_into_dirs(&w);
 	if (rc == 0)
 		rc = add_watch(s, "", &st);
-	if (rc == 0)
-		rc = walk_dir(&w, s->root_fd, "", "", 0);
+	struct frame f = {
+		.fd = rc == 0 ? fcntl(s->root_fd, F_DUPFD_CLOEXEC, 0) : -1,
+		.path = strdup(""),
+		.src = strdup(""),
+		.dev = (uint64_t)st.st_dev,
+		.ino = (uint64_t)st.st_ino,
+	};
+	if (rc == 0 && (f.fd < 0 || f.path == NULL || f.src == NULL)) {
+		rc = f.fd < 0 ? -errno : -ENOMEM;
+		frame_fini(&f);
+	} else if (rc == 0) {
+		rc = walk(&w, &f);
+	} else {
+		frame_fini(&f);
+	}
 	if (rc == 0)
 		rc = links_unchanged(&w);
 	if (rc < 0) {
 		if (w.err == NULL)
 			log_err_set(&w.err, rc, "source %s: %s", root,
-				strerror(-rc));
+				    strerror(-rc));
 		if (err) {
 			free(*err);
 			*err = w.err;
 			w.err = NULL;
 		}
-		goto fail;
+		snapshot_free(s);
+		s = NULL;
 	}
-	free(w.stack);
-	free(w.err);
-	links_free(&w);
+	walk_fini(&w);
 	*out = s;
-	return 0;
-fail:
-	free(w.stack);
-	free(w.err);
-	links_free(&w);
-	snapshot_free(s);
 	return rc;
 }
+

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "log.h"
+
 enum snap_type {
 	SNAP_DIR = 1,
 	SNAP_FILE = 2,
@@ -23,6 +25,11 @@ enum snap_links {
 
 /* Open `src` following symlinks (it was reached through symlinks=follow). */
 #define SNAP_F_FOLLOW 0x1u
+/* `src` is an absolute, symlink-free path into a follow_into directory. */
+#define SNAP_F_EXTERNAL 0x2u
+
+/* The longest relative path a source may hold (and a target take). */
+#define SNAPSHOT_MAX_PATH 4096
 
 #define SNAP_NO_ID UINT32_MAX
 
@@ -48,6 +55,8 @@ enum snap_warn {
 	SNAP_W_DANGLING, /* symlink to nothing */
 	SNAP_W_SPECIAL,	 /* FIFO, socket or device */
 	SNAP_W_LINK,	 /* symlink ignored (symlinks = skip) */
+	SNAP_W_RESERVED, /* a name starting with "..", not a volume's own */
+	SNAP_W_TARGET,	 /* leads into the target itself */
 };
 
 struct snap_warning {
@@ -66,6 +75,14 @@ struct snapshot_opts {
 	char *const *exclude; /* glob patterns, matched against the name and
 				 the relative path */
 	size_t nexclude;
+	/* Directories that links may lead into, besides the source (with
+	 * SNAP_LINKS_INSIDE): absolute paths. */
+	char *const *follow_into;
+	size_t nfollow_into;
+	size_t max_files;   /* entries (files and directories); 0: no limit */
+	uint64_t max_bytes; /* bytes in files; 0: no limit */
+	/* The target: a link that leads into it is skipped (0: none). */
+	uint64_t avoid_dev, avoid_ino;
 };
 
 struct snapshot {
@@ -80,10 +97,17 @@ struct snapshot {
 	size_t nwarn, warncap;
 	struct snap_dir *watch; /* directories whose changes matter */
 	size_t nwatch, watchcap;
+	int ext_fd;	 /* "/", to open SNAP_F_EXTERNAL files; -1: none */
+	/* Entries that could not be read: the snapshot is incomplete and
+	 * must not be published. */
+	struct log_list problems;
+	uint64_t bytes;	 /* in its files */
 };
 
 /* Walks `root` into a new snapshot.  On failure *err (malloc'ed) says
- * which path failed and why. */
+ * which path failed and why.  Entries that cannot be read (a directory
+ * without permission) do not fail the walk: they are listed in
+ * s->problems, for a caller to report all at once. */
 int snapshot_take(const char *root, const struct snapshot_opts *o,
 		  struct snapshot **out, char **err);
 

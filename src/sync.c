@@ -144,6 +144,8 @@ struct writer_opts sync_writer_opts(const struct conf_sync *c, bool dry_run)
 		.file_mode = c->file_mode,
 		.dir_mode = c->dir_mode,
 		.grace_ms = c->grace_ms,
+		.max_files = c->max_files,
+		.allow_empty = c->allow_empty,
 	};
 	return wo;
 }
@@ -154,6 +156,10 @@ struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c)
 		.links = c->symlinks,
 		.exclude = c->exclude,
 		.nexclude = c->nexclude,
+		.follow_into = c->follow_into,
+		.nfollow_into = c->nfollow_into,
+		.max_files = c->max_files,
+		.max_bytes = c->max_bytes,
 	};
 	return so;
 }
@@ -171,15 +177,16 @@ static void do_publish(struct sync *s)
 		if (s->rc < 0)
 			return;
 	}
+	/* A followed link must not lead the walk back into the target. */
+	(void)writer_target_id(s->w, &so.avoid_dev, &so.avoid_ino);
 	s->rc = snapshot_take(s->c->source, &so, &snap, &s->err);
 	if (s->rc < 0) {
 		s->source_failed = true;
 		return;
 	}
 	/* Keep what the loop thread needs; the writer takes the rest. */
-	s->meta = calloc(1, sizeof(*s->meta));
-	if (s->meta) {
-		s->meta->root_fd = -1;
+	s->meta = NULL;
+	if (snapshot_open(NULL, &s->meta, NULL) == 0) {
 		s->meta->watch = snap->watch;
 		s->meta->nwatch = snap->nwatch;
 		s->meta->warn = snap->warn;

@@ -84,6 +84,17 @@ const char *writer_live_generation(const struct writer *w)
 	return w->live_gen;
 }
 
+int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino)
+{
+	struct stat st;
+
+	if (w->dfd < 0 || fstat(w->dfd, &st) < 0)
+		return w->dfd < 0 ? -ENOENT : -errno;
+	*dev = (uint64_t)st.st_dev;
+	*ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
 int writer_validate_path(const char *path, char **err)
 {
 	size_t len = strlen(path);
@@ -283,6 +294,11 @@ static void detach_source(struct snapshot *s)
 		close(s->root_fd);
 		s->root_fd = -1;
 	}
+	if (s->ext_fd >= 0) {
+		close(s->ext_fd);
+		s->ext_fd = -1;
+	}
+	log_list_fini(&s->problems);
 	for (size_t i = 0; i < s->nwarn; i++)
 		free(s->warn[i].path);
 	for (size_t i = 0; i < s->nwatch; i++)
@@ -699,8 +715,57 @@ static int visible_state(struct writer *w, const char *name, bool *ours)
 	return 0;
 }
 
+/* What keeps a publish from going ahead without being an error of the
+ * moment: reported all at once, so one run tells the operator every
+ * name to move and every entry to make readable. */
+struct problems {
+	struct log_list taken;	    /* names in the target that are not ours */
+	struct log_list unreadable; /* source entries that cannot be read */
+};
+
+static void problems_fini(struct problems *pb)
+{
+	log_list_fini(&pb->taken);
+	log_list_fini(&pb->unreadable);
+}
+
+/* The message for all of them, and -EEXIST or -EACCES; 0 when none. */
+static int problems_report(const struct writer *w, const struct snapshot *s,
+			   const struct problems *pb, char **err)
+{
+	size_t nt = log_list_count(&pb->taken);
+	size_t nu = log_list_count(&pb->unreadable);
+	char *t = NULL, *u = NULL, *a = NULL, *b = NULL;
+
+	if (nt + nu == 0)
+		return 0;
+	if (nt == 1)
+		a = log_strdupf("target %s: %s exists and is not a link managed "
+				"by atomsync; refusing to replace it",
+				w->path, pb->taken.v[0]);
+	else if (nt > 1 && (t = log_list_join(&pb->taken, ", ")))
+		a = log_strdupf("target %s: %zu names exist and are not links "
+				"managed by atomsync; refusing to replace "
+				"them: %s",
+				w->path, nt, t);
+	if (nu == 1)
+		b = log_strdupf("source %s: cannot read %s", s->root,
+				pb->unreadable.v[0]);
+	else if (nu > 1 && (u = log_list_join(&pb->unreadable, ", ")))
+		b = log_strdupf("source %s: %zu entries cannot be read: %s",
+				s->root, nu, u);
+	log_err_set(err, 0, "%s%s%s", a ? a : "", a && b ? "; " : "",
+		    b ? b : "");
+	free(a);
+	free(b);
+	free(t);
+	free(u);
+	return nt ? -EEXIST : -EACCES;
+}
+
+/* Every top-level name must be absent from the target or our own link. */
 static int check_visible(struct writer *w, const struct snapshot *s,
-			 char **err)
+			 struct problems *pb, char **err)
 {
 	if (w->dfd < 0)
 		return 0;
@@ -711,14 +776,10 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 			continue;
 		int rc = visible_state(w, p, &ours);
 		if (rc == -EEXIST)
-			return log_err_set(err, rc,
-				       "target %s: %s exists and is not a "
-				       "link managed by atomsync; refusing "
-				       "to replace it",
-				       w->path, p);
-		if (rc < 0)
+			log_list_add(&pb->taken, "%s", p);
+		else if (rc < 0)
 			return log_err_set(err, rc, "target %s: %s: %s", w->path,
-				       p, strerror(-rc));
+					   p, strerror(-rc));
 	}
 	return 0;
 }
@@ -793,7 +854,11 @@ static int open_source(const struct snapshot *s, const struct snap_entry *e,
 	const char *src = e->src ? e->src : e->path;
 	int fd;
 
-	if (e->flags & SNAP_F_FOLLOW) {
+	if (e->flags & SNAP_F_EXTERNAL) {
+		/* By its symlink-free real path in a follow_into directory. */
+		fd = fsutil_open_beneath(s->ext_fd, src + 1,
+					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
+	} else if (e->flags & SNAP_F_FOLLOW) {
 		fd = openat(s->root_fd, src,
 			    O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 		if (fd < 0)
@@ -1000,6 +1065,7 @@ struct build {
 	struct snapshot *s;
 	uint8_t *act;
 	struct writer_result *r;
+	struct problems *pb;
 	char **err;
 	struct level *lv;
 	size_t depth, cap;
@@ -1031,6 +1097,12 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 	int out = -1, rc = 0;
 	int in = open_source(s, e, b->err);
 
+	if (in == -EACCES || in == -EPERM) {
+		/* Reported with the others once the tree is done. */
+		log_list_add(&b->pb->unreadable, "%s (%s)", e->path,
+			     strerror(-in));
+		return 0;
+	}
 	if (in < 0)
 		return in;
 	/* The file must still be the one the snapshot saw, before and after
@@ -1226,10 +1298,12 @@ static int open_up(struct writer *w, int gfd, const char *gen, bool all,
 }
 
 static int build(struct writer *w, struct snapshot *s, uint8_t *act,
-		 const char *gen, struct writer_result *r, char **err)
+		 const char *gen, struct writer_result *r, struct problems *pb,
+		 char **err)
 {
 	struct build b = {
-		.w = w, .s = s, .act = act, .r = r, .err = err, .cap = 16,
+		.w = w, .s = s, .act = act, .r = r, .pb = pb, .err = err,
+		.cap = 16,
 	};
 	int rc = 0;
 
@@ -1252,6 +1326,9 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 		rc = build_entry(&b, i);
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);
+	/* Unreadable entries make it incomplete: it goes, unflushed. */
+	if (log_list_count(&pb->unreadable) > 0)
+		goto out;
 	/* The root stays 0700 until every entry is flushed: nobody else can
 	 * reach into the generation (to plant a FIFO for the flush to open,
 	 * say) before it is complete.  Then it becomes 0755. */
@@ -1260,6 +1337,7 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 		rc = flush(w, s, act, gfd, gen, &all, err);
 	if (rc == 0)
 		rc = open_up(w, gfd, gen, all, err);
+out:
 	while (b.depth > 0) {
 		struct level *l = &b.lv[--b.depth];
 		close(l->nfd);
@@ -1281,100 +1359,121 @@ static void pending_free(struct writer_pending *p)
 	free(p);
 }
 
-int writer_prepare(struct writer *w, struct snapshot *s,
-		   struct writer_pending **out, struct writer_result *r,
-		   char **err)
+/* Whether `s` may be published at all: valid paths, not an empty source
+ * in place of a live generation that has content (a lost mount, a
+ * checkout being cloned again) unless allowed, and nothing in the way
+ * (every problem found, reported at once). */
+static int prepare_check(struct writer *w, struct snapshot *s,
+			 struct problems *pb, char **err)
 {
-	struct writer_pending *p = NULL;
-	uint8_t *act = NULL;
-	int rc;
+	int rc = normalize(w, s, err);
 
-	*out = NULL;
-	memset(r, 0, sizeof(*r));
-	if (w->live_gen && w->live_fd < 0 && !w->live_foreign)
-		w->live_fd = open_live(w);
-	rc = normalize(w, s, err);
 	if (rc < 0)
-		goto fail;
-	rc = check_visible(w, s, err);
-	if (rc < 0)
-		goto fail;
-	act = calloc(s->n ? s->n : 1, 1);
-	if (act == NULL) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	rc = diff(w, s, act, r, err);
-	if (rc < 0)
-		goto fail;
-
-	if (r->added == 0 && r->changed == 0 && r->removed == 0 &&
-	    w->live_gen != NULL) {
-		/* Nothing to publish.  Restore visible links a crash may
-		 * have taken.  What was compared is now known to match as of
-		 * this snapshot, so it becomes the live state in memory (no
-		 * compare next time); the state file is only rewritten when
-		 * it did not describe the live generation at all. */
-		r->generation = strdup(w->live_gen);
-		if (!w->o.dry_run) {
-			rc = sync_visible(w, s, err);
-			bool save = !w->live_trusted;
-			detach_source(s);
-			snapshot_free(w->live);
-			w->live = s;
-			s = NULL;
-			w->live_trusted = true;
-			int sr = save ? state_save(w->dfd, w->live, w->live_gen,
-						   w->o.fsync)
-				      : 0;
-			if (sr < 0)
-				log_msg(LOG_LVL_WARN, w->name,
-					"target %s: saving %s: %s", w->path,
-					STATE_FILE, strerror(-sr));
-		}
-		free(act);
-		snapshot_free(s);
 		return rc;
-	}
+	if (s->n == 0 && w->live && w->live->n > 0 && !w->o.allow_empty)
+		return log_err_set(err, -ENODATA,
+				   "source %s is empty; keeping the live "
+				   "generation %s (allow_empty = yes publishes "
+				   "an empty source)",
+				   s->root ? s->root : "(none)",
+				   w->live_gen ? w->live_gen : "");
+	for (size_t i = 0; i < s->problems.n; i++)
+		log_list_add(&pb->unreadable, "%s", s->problems.v[i]);
+	pb->unreadable.more += s->problems.more;
+	rc = check_visible(w, s, pb, err);
+	if (rc == 0)
+		rc = problems_report(w, s, pb, err);
+	return rc;
+}
+
+/* Nothing to publish.  Restores visible links a crash may have taken.
+ * What was compared is now known to match as of this snapshot, so it
+ * becomes the live state in memory (no compare next time); the state
+ * file is only rewritten when it did not describe the live generation
+ * at all.  Takes `s`. */
+static int prepare_unchanged(struct writer *w, struct snapshot *s,
+			     struct writer_result *r, char **err)
+{
+	int rc = 0;
+
+	r->generation = strdup(w->live_gen);
 	if (w->o.dry_run) {
-		free(act);
 		snapshot_free(s);
 		return 0;
 	}
+	rc = sync_visible(w, s, err);
+	bool save = !w->live_trusted;
+	detach_source(s);
+	snapshot_free(w->live);
+	w->live = s;
+	w->live_trusted = true;
+	int sr = save ? state_save(w->dfd, w->live, w->live_gen, w->o.fsync)
+		      : 0;
+	if (sr < 0)
+		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
+			w->path, STATE_FILE, strerror(-sr));
+	return rc;
+}
 
-	p = calloc(1, sizeof(*p));
-	if (p == NULL) {
+/* Writes the new generation; on failure nothing of it is left. */
+static int prepare_build(struct writer *w, struct writer_pending *p,
+			 struct writer_result *r, struct problems *pb,
+			 char **err)
+{
+	int rc = make_generation(w, &p->gen);
+
+	if (rc < 0)
+		return log_err_set(err, rc,
+				   "target %s: creating a generation: %s",
+				   w->path, strerror(-rc));
+	rc = build(w, p->s, p->act, p->gen, r, pb, err);
+	if (rc == 0)
+		rc = problems_report(w, p->s, pb, err);
+	if (rc == 0 && (p->dir = fsutil_join(w->path, p->gen)) == NULL)
 		rc = -ENOMEM;
-		goto fail;
-	}
-	rc = make_generation(w, &p->gen);
-	if (rc < 0) {
-		log_err_set(err, rc, "target %s: creating a generation: %s",
-			w->path, strerror(-rc));
-		goto fail;
-	}
-	rc = build(w, s, act, p->gen, r, err);
 	if (rc < 0) {
 		int r2 = fsutil_rmtree(w->dfd, p->gen);
 		if (r2 < 0)
 			log_msg(LOG_LVL_WARN, w->name,
 				"target %s: removing unfinished %s: %s",
 				w->path, p->gen, strerror(-r2));
-		goto fail;
 	}
-	p->dir = fsutil_join(w->path, p->gen);
-	if (p->dir == NULL) {
+	return rc;
+}
+
+int writer_prepare(struct writer *w, struct snapshot *s,
+		   struct writer_pending **out, struct writer_result *r,
+		   char **err)
+{
+	struct problems pb = {0};
+	struct writer_pending *p = calloc(1, sizeof(*p));
+	int rc = p ? 0 : -ENOMEM;
+
+	*out = NULL;
+	memset(r, 0, sizeof(*r));
+	if (w->live_gen && w->live_fd < 0 && !w->live_foreign)
+		w->live_fd = open_live(w);
+	if (rc == 0) {
+		p->s = s;
+		s = NULL;
+		rc = prepare_check(w, p->s, &pb, err);
+	}
+	if (rc == 0 && (p->act = calloc(p->s->n ? p->s->n : 1, 1)) == NULL)
 		rc = -ENOMEM;
-		fsutil_rmtree(w->dfd, p->gen);
-		goto fail;
+	if (rc == 0)
+		rc = diff(w, p->s, p->act, r, err);
+	if (rc == 0 && r->added + r->changed + r->removed == 0 && w->live_gen) {
+		rc = prepare_unchanged(w, p->s, r, err);
+		p->s = NULL;
+	} else if (rc == 0 && !w->o.dry_run) {
+		rc = prepare_build(w, p, r, &pb, err);
+		if (rc == 0) {
+			*out = p;
+			p = NULL;
+		}
 	}
-	p->s = s;
-	p->act = act;
-	*out = p;
-	return 0;
-fail:
+	problems_fini(&pb);
 	pending_free(p);
-	free(act);
 	snapshot_free(s);
 	return rc;
 }

@@ -34,6 +34,8 @@ struct writer_opts {
 			       readers that still have it open */
 	size_t max_files;   /* entries a source may have (files and
 			       directories); 0: WRITER_MAX_FILES */
+	bool allow_empty;   /* an empty source may replace a live
+			       generation that has content */
 };
 
 struct writer_result {
@@ -104,6 +106,10 @@ void writer_retire_wait(struct writer *w);
 
 /* The generation ..data names, or NULL. */
 const char *writer_live_generation(const struct writer *w);
+
+/* The target directory's identity, for a walk to keep out of it;
+ * -ENOENT in a dry run without a target. */
+int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);
 
 /* Checks one path of a snapshot as the Kubernetes AtomicWriter does. */
 int writer_validate_path(const char *path, char **err);

@@ -278,6 +278,48 @@ START_TEST(test_signal_names)
 }
 END_TEST
 
+START_TEST(test_limits_empty_sources_and_follow_into)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\n"				/* 1 */
+			      "source = /s\n"				/* 2 */
+			      "target = /t\n"				/* 3 */
+			      "max_files = 10\n"			/* 4 */
+			      "max_bytes = 2G\n"			/* 5 */
+			      "allow_empty = yes\n"			/* 6 */
+			      "follow_into = /etc/le/archive /opt/x\n"	/* 7 */
+			      "follow_into = /more\n"			/* 8 */
+			      "    /andmore\n"				/* 9 */
+			      "[sync:b]\n"				/* 10 */
+			      "source = /s2\n"				/* 11 */
+			      "target = /t2\n"				/* 12 */
+			      "max_files = 0\n"				/* 13 */
+			      "max_bytes = 12Q\n"			/* 14 */
+			      "allow_empty = perhaps\n"			/* 15 */
+			      "follow_into = relative\n"		/* 16 */
+			      "symlinks = follow\n"			/* 17 */
+			      "follow_into = /abs\n",			/* 18 */
+			      &e);
+	struct conf_sync *a = &c->syncs[0], *b = &c->syncs[1];
+	ck_assert_uint_eq(a->max_files, 10);
+	ck_assert_uint_eq(a->max_bytes, 2ull << 30);
+	ck_assert(a->allow_empty);
+	ck_assert_uint_eq(a->nfollow_into, 4);
+	ck_assert_str_eq(a->follow_into[3], "/andmore");
+	ck_assert_uint_eq(b->max_files, CONF_MAX_FILES);
+	ck_assert_uint_eq(b->max_bytes, 0);
+	ck_assert(!b->allow_empty);
+	assert_error(&e, 13, "max_files");
+	assert_error(&e, 14, "max_bytes");
+	assert_error(&e, 15, "allow_empty");
+	assert_error(&e, 16, "follow_into: 'relative' is not an absolute path");
+	assert_error(&e, 16, "only applies to symlinks = inside");
+	ck_assert_uint_eq(e.n, 5);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
@@ -285,6 +327,7 @@ static Suite *conf_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_full_example_and_defaults);
 	tcase_add_test(tc, test_every_problem_reported_with_its_line);
+	tcase_add_test(tc, test_limits_empty_sources_and_follow_into);
 	tcase_add_test(tc, test_long_lines_and_long_section_names);
 	tcase_add_test(tc, test_same_target_twice);
 	tcase_add_test(tc, test_feedback_loops);

@@ -444,6 +444,183 @@ START_TEST(test_odd_names_survive)
 }
 END_TEST
 
+START_TEST(test_deep_tree_stops_at_the_path_limit)
+{
+	/* 12,000 levels (on tmpfs: a disk takes its time over so many
+	 * directories): far past the 4096-byte path limit.  The walk does
+	 * not recurse, stops at the limit and names the path. */
+	char *fast = tu_mkdtemp_fast();
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+	tu_mkdeep(fast, "d", 12000);
+	int rc = snapshot_take(fast, &o, &s, &err);
+	tu_rmdeep(fast, "d");
+	ck_assert_int_eq(rc, -ENAMETOOLONG);
+	ck_assert_ptr_null(s);
+	ck_assert_msg(strstr(err, "longer than 4096 bytes: d/d/d/"), "%s", err);
+	free(err);
+	err = NULL;
+	/* "d/" 2047 times and "bottom": 4100 bytes, one level too many. */
+	tu_mkdeep(fast, "d", 2047);
+	ck_assert_int_eq(snapshot_take(fast, &o, &s, &err), -ENAMETOOLONG);
+	tu_rmdeep(fast, "d");
+	free(err);
+	err = NULL;
+	tu_mkdeep(fast, "d", 2045);
+	rc = snapshot_take(fast, &o, &s, &err);
+	tu_rmdeep(fast, "d");
+	ck_assert_msg(rc == 0, "%s", err);
+	ck_assert_uint_eq(s->n, 2046);
+	snapshot_free(s);
+	tu_rmrf(fast);
+	free(fast);
+}
+END_TEST
+
+START_TEST(test_limits_on_files_and_bytes)
+{
+	for (int i = 0; i < 5; i++) {
+		char n[16];
+		snprintf(n, sizeof(n), "f%d", i);
+		tu_write(src, n, "0123456789", 0644);
+	}
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .max_files = 4};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+	ck_assert_int_eq(snapshot_take(src, &o, &s, &err), -EFBIG);
+	ck_assert_msg(strstr(err, "more than 4 files and directories "
+				  "(max_files)"),
+		      "%s", err);
+	o.max_files = 5;
+	o.max_bytes = 49;
+	ck_assert_int_eq(snapshot_take(src, &o, &s, &err), -EFBIG);
+	ck_assert_msg(strstr(err, "more than 49 bytes in files (max_bytes)"),
+		      "%s", err);
+	o.max_bytes = 50;
+	ck_assert_int_eq(snapshot_take(src, &o, &s, &err), 0);
+	ck_assert_uint_eq(s->bytes, 50);
+	snapshot_free(s);
+	free(err);
+}
+END_TEST
+
+START_TEST(test_reserved_names_warn_unless_a_layout_of_their_own)
+{
+	tu_write(src, "..hidden", "x", 0644);
+	tu_write(src, "..data/f", "x", 0644);
+	tu_write(src, "..2026_11_25_16_04_05.123456789/f", "x", 0644);
+	tu_write(src, "..atomsync", "x", 0644);
+	tu_write(src, "d/..inner", "x", 0644);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	ck_assert(has_warning(s, "..hidden", SNAP_W_RESERVED));
+	ck_assert(has_warning(s, "d/..inner", SNAP_W_RESERVED));
+	ck_assert_uint_eq(s->nwarn, 2);
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_follow_into_named_directories_only)
+{
+	/* certbot: live/NAME/cert.pem -> ../../archive/NAME/cert1.pem */
+	char *le = tu_path(tmp, "letsencrypt");
+	tu_write(le, "archive/example.org/cert1.pem", "CERT\n", 0644);
+	tu_write(le, "archive/example.org/privkey1.pem", "KEY\n", 0600);
+	tu_write(le, "secret/shadow", "root:x\n", 0600);
+	char *live = tu_path(le, "live/example.org");
+	tu_mkdirs(live, 0755);
+	free(src);
+	src = strdup(live);
+	link_in("../../archive/example.org/cert1.pem", "cert.pem");
+	link_in("../../archive/example.org/privkey1.pem", "privkey.pem");
+	link_in("../../archive", "all");
+	link_in("../../archive/../secret/shadow", "sneaky");
+	char *archive = tu_path(le, "archive");
+	char *into[] = {archive};
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE,
+				  .follow_into = into, .nfollow_into = 1};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+	ck_assert_msg(snapshot_take(src, &o, &s, &err) == 0, "%s", err);
+	const struct snap_entry *e = must_find(s, "cert.pem");
+	ck_assert(e->flags & SNAP_F_EXTERNAL);
+	must_find(s, "privkey.pem");
+	must_find(s, "all/example.org/cert1.pem");
+	ck_assert_ptr_null(snapshot_find(s, "sneaky"));
+	ck_assert(has_warning(s, "sneaky", SNAP_W_OUTSIDE));
+	/* Where they lead is watched. */
+	int watched = 0;
+	for (size_t i = 0; i < s->nwatch; i++)
+		watched |= strstr(s->watch[i].path, "archive/example.org") != NULL;
+	ck_assert(watched);
+	snapshot_free(s);
+	/* Without it, the links lead outside and are skipped. */
+	s = take(SNAP_LINKS_INSIDE);
+	ck_assert_ptr_null(snapshot_find(s, "cert.pem"));
+	ck_assert(has_warning(s, "cert.pem", SNAP_W_OUTSIDE));
+	snapshot_free(s);
+	free(archive);
+	free(live);
+	free(le);
+}
+END_TEST
+
+START_TEST(test_followed_link_into_the_target_is_skipped)
+{
+	/* symlinks = follow and a link up to a directory that holds the
+	 * target: the target must not be copied into itself. */
+	char *dst = tu_path(tmp, "dst");
+	tu_write(dst, "..data/f", "x", 0644);
+	tu_write(src, "f", "x", 0644);
+	link_in("..", "up");
+	struct stat st;
+	ck_assert_int_eq(stat(dst, &st), 0);
+	struct snapshot_opts o = {.links = SNAP_LINKS_FOLLOW,
+				  .avoid_dev = (uint64_t)st.st_dev,
+				  .avoid_ino = (uint64_t)st.st_ino};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+	ck_assert_msg(snapshot_take(src, &o, &s, &err) == 0, "%s", err);
+	ck_assert(has_warning(s, "up/dst", SNAP_W_TARGET));
+	ck_assert_ptr_null(snapshot_find(s, "up/dst"));
+	ck_assert(has_warning(s, "up/src", SNAP_W_LOOP));
+	snapshot_free(s);
+	free(dst);
+}
+END_TEST
+
+START_TEST(test_unreadable_directories_are_all_listed)
+{
+	ck_assert_msg(tu_can_setuid(), "this test needs root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	tu_write(src, "a/f", "x", 0644);
+	tu_write(src, "b/f", "x", 0644);
+	tu_write(src, "c/f", "x", 0644);
+	char *a = tu_path(src, "a"), *c = tu_path(src, "c");
+	ck_assert_int_eq(chmod(a, 0700), 0);
+	ck_assert_int_eq(chmod(c, 0700), 0);
+	/* Read as another user: a and c cannot be. */
+	pid_t p = fork();
+	if (p == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(3);
+		struct snapshot *s = NULL;
+		if (snapshot_take(src, NULL, &s, NULL) < 0)
+			_exit(4);
+		char *all = log_list_join(&s->problems, ", ");
+		_exit(log_list_count(&s->problems) == 2 &&
+		      strstr(all, "a (Permission denied)") &&
+		      strstr(all, "c (Permission denied)") &&
+		      snapshot_find(s, "b/f") ? 0 : 5);
+	}
+	int st;
+	ck_assert_int_eq(waitpid(p, &st, 0), p);
+	ck_assert_int_eq(WEXITSTATUS(st), 0);
+	free(a);
+	free(c);
+}
+END_TEST
+
 static Suite *snapshot_suite(void)
 {
 	Suite *s = suite_create("snapshot");
@@ -469,6 +646,12 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_missing_source_names_the_path);
 	tcase_add_test(tc, test_metadata_recorded);
 	tcase_add_test(tc, test_odd_names_survive);
+	tcase_add_test(tc, test_deep_tree_stops_at_the_path_limit);
+	tcase_add_test(tc, test_limits_on_files_and_bytes);
+	tcase_add_test(tc, test_reserved_names_warn_unless_a_layout_of_their_own);
+	tcase_add_test(tc, test_follow_into_named_directories_only);
+	tcase_add_test(tc, test_followed_link_into_the_target_is_skipped);
+	tcase_add_test(tc, test_unreadable_directories_are_all_listed);
 	suite_add_tcase(s, tc);
 	return s;
 }

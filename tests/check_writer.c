@@ -48,6 +48,8 @@ static struct writer_opts opts(void)
 		.file_mode = -1,
 		.dir_mode = -1,
 		.grace_ms = 0,
+		/* The Kubernetes writer publishes an empty payload. */
+		.allow_empty = true,
 	};
 	return o;
 }

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -498,6 +499,12 @@ static void sink_read(struct sink *k)
 
 int tu_run(const char *const argv[], char **out, char **err, int timeout_ms)
 {
+	return tu_run_rusage(argv, out, err, timeout_ms, NULL);
+}
+
+int tu_run_rusage(const char *const argv[], char **out, char **err,
+		  int timeout_ms, struct rusage *ru)
+{
 	int po[2], pe[2];
 	if (pipe(po) < 0 || pipe(pe) < 0)
 		abort();
@@ -540,7 +547,8 @@ int tu_run(const char *const argv[], char **out, char **err, int timeout_ms)
 	if (timed_out)
 		kill(pid, SIGKILL);
 	int status = 0;
-	waitpid(pid, &status, 0);
+	struct rusage scratch;
+	wait4(pid, &status, 0, ru ? ru : &scratch);
 	if (so.fd >= 0)
 		close(so.fd);
 	if (se.fd >= 0)
@@ -755,4 +763,53 @@ void tu_write_deep(const char *dir, const char *rel, const char *data)
 	if (fd >= 0)
 		close(fd);
 	free(copy);
+}
+
+void tu_mkdeep(const char *dir, const char *name, int depth)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		die("open", dir);
+	for (int i = 0; i < depth; i++) {
+		if (mkdirat(fd, name, 0755) < 0 && errno != EEXIST)
+			die("mkdirat", name);
+		int sub = openat(fd, name, O_RDONLY | O_DIRECTORY);
+		if (sub < 0)
+			die("openat", name);
+		close(fd);
+		fd = sub;
+	}
+	int f = openat(fd, "bottom", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (f < 0)
+		die("create", "bottom");
+	close(f);
+	close(fd);
+}
+
+void tu_rmdeep(const char *dir, const char *name)
+{
+	/* Down to the bottom with one descriptor, then up through "..",
+	 * removing each level on the way: no one else changes the tree. */
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	int depth = 0;
+	while (fd >= 0) {
+		int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+		if (sub < 0)
+			break;
+		close(fd);
+		fd = sub;
+		depth++;
+	}
+	if (fd < 0)
+		return;
+	unlinkat(fd, "bottom", 0);
+	for (; depth > 0; depth--) {
+		int up = openat(fd, "..", O_RDONLY | O_DIRECTORY);
+		close(fd);
+		if (up < 0)
+			return;
+		unlinkat(up, name, AT_REMOVEDIR);
+		fd = up;
+	}
+	close(fd);
 }

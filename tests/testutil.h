@@ -29,6 +29,12 @@ void tu_write_len(const char *dir, const char *rel, const void *data,
 		  size_t len, mode_t mode);
 /* Writes dir/rel one component at a time, for paths past PATH_MAX. */
 void tu_write_deep(const char *dir, const char *rel, const char *data);
+/* Makes dir/name/name/... `depth` directories deep (names of one byte
+ * make a path past any limit quickly), with a file at the bottom. */
+void tu_mkdeep(const char *dir, const char *name, int depth);
+/* Removes such a tree, however deep, without recursion or a descriptor
+ * per level. */
+void tu_rmdeep(const char *dir, const char *name);
 /* Reads a whole file (NUL-terminated); NULL if it cannot be read. */
 char *tu_read(const char *path, size_t *len);
 /* mkdir -p */
@@ -58,6 +64,10 @@ const char *tu_bin(void);
  * the exit status, 128+signal when killed by one, or -1 on timeout (the
  * child is then killed). */
 int tu_run(const char *const argv[], char **out, char **err, int timeout_ms);
+/* tu_run, with the child's resource usage (its peak RSS, say). */
+struct rusage;
+int tu_run_rusage(const char *const argv[], char **out, char **err,
+		  int timeout_ms, struct rusage *ru);
 /* tu_run as another user: through setpriv(1) with that uid and gid and no
  * supplementary groups (the tests run as root). */
 int tu_run_as(unsigned uid, const char *const argv[], char **out, char **err,
