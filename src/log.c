@@ -318,10 +318,16 @@ int log_err_set(char **err, int rc, const char *fmt, ...)
 
 const char *log_hint(int rc)
 {
-	if (rc != -EROFS || getenv("INVOCATION_ID") == NULL)
+	if (getenv("INVOCATION_ID") == NULL)
 		return "";
-	return " (under systemd, a target outside the unit's "
-	       "ReadWritePaths= is read-only: add it in a drop-in)";
+	if (rc == -EROFS)
+		return " (under systemd, a target outside the unit's "
+		       "ReadWritePaths= is read-only: add it in a drop-in)";
+	if (rc == -EAFNOSUPPORT)
+		return " (under systemd, the unit allows Internet sockets only "
+		       "with a drop-in: RestrictAddressFamilies=AF_INET "
+		       "AF_INET6)";
+	return "";
 }
 
 void log_list_add(struct log_list *l, const char *fmt, ...)

@@ -47,8 +47,9 @@ int log_err_set(char **err, int rc, const char *fmt, ...)
 /* What to add to an error message with errno -rc to say where the fix
  * is, or "": under systemd (INVOCATION_ID set), the shipped unit's
  * ProtectSystem=strict makes a target outside ReadWritePaths= read-only
- * for the daemon alone, which a user who sees a writable / does not
- * expect. */
+ * for the daemon alone, and its RestrictAddressFamilies= refuses the
+ * sockets of metrics_listen, which a user who sees a writable / and a
+ * working network does not expect. */
 const char *log_hint(int rc);
 
 /* asprintf into a new string; NULL when out of memory. */

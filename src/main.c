@@ -319,8 +319,8 @@ static void apply_http(struct daemon *d)
 	int rc = metrics_http_start(&d->loop, want, d->conf->unhealthy_after_s,
 				    collect, d, &d->http, &err);
 	if (rc < 0) {
-		log_error("%s; no HTTP metrics until the next reload",
-			  err ? err : strerror(-rc));
+		log_error("%s; no HTTP metrics until the next reload%s",
+			  err ? err : strerror(-rc), log_hint(rc));
 		free(err);
 		return;
 	}

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -181,7 +182,11 @@ int metrics_write_file(const char *path, const char *text)
 		free(tmp);
 		return rc;
 	}
-	size_t left = strlen(text);
+	/* node_exporter reads the file as its own user: 0644 whatever the
+	 * umask (a service's may well be 0077). */
+	if (fchmod(fd, 0644) < 0)
+		rc = -errno;
+	size_t left = rc == 0 ? strlen(text) : 0;
 	const char *p = text;
 	while (left > 0) {
 		ssize_t w = write(fd, p, left);

@@ -4,7 +4,8 @@
  * reports the error with the previous generation live and intact, or
  * completes; no partial generation or ..data_tmp is left; and the next
  * run, without the fault, converges.  Then a target on a tmpfs that is
- * really full, and a daemon short of file descriptors. */
+ * really full, a metrics socket refused as systemd refuses it, and a
+ * daemon short of file descriptors. */
 #include "config.h"
 
 #include <check.h>
@@ -404,6 +405,58 @@ START_TEST(test_read_only_target_names_the_fix_under_systemd)
 }
 END_TEST
 
+/* metrics_listen refused an Internet socket, as the shipped unit's
+ * RestrictAddressFamilies= does until a drop-in allows one: the error
+ * says so, under systemd only, and the daemon publishes on. */
+START_TEST(test_refused_metrics_socket_names_the_fix_under_systemd)
+{
+	char *dst = tu_path(tmp, "dst"), *logpath = tu_path(tmp, "daemon.log");
+	char *conf = tu_path(tmp, "atomsync.conf"), *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[daemon]\nmetrics_listen = 127.0.0.1:%d\n"
+				  "[sync:a]\nsource = %s\ntarget = %s\n",
+				  tu_free_port(), src, dst),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	tu_write(src, "a", "a\n", 0644);
+	char *preload;
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	/* An ASan build wants its runtime first; the shim only wraps libc. */
+	const char *argv[] = {"env", preload, "FAULT_INET=1",
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--config", conf, NULL};
+	struct tu_pair p = {src, dst};
+	for (int systemd = 0; systemd < 2; systemd++) {
+		if (systemd)
+			setenv("INVOCATION_ID",
+			       "0123456789abcdef0123456789abcdef", 1);
+		else
+			unsetenv("INVOCATION_ID");
+		unlink(logpath);
+		pid_t pid = tu_spawn(argv, logpath);
+		ck_assert(tu_wait_for(tu_trees_equal, &p, 5000));
+		for (long long end = tu_now_ms() + tu_scale(5000);
+		     tu_now_ms() < end; tu_nap(20))
+			if (tu_file_count(logpath, "no HTTP metrics") > 0)
+				break;
+		ck_assert_int_eq(tu_file_count(logpath,
+					       "Address family not supported"),
+				 1);
+		ck_assert_int_eq(tu_file_count(logpath,
+					       "RestrictAddressFamilies="),
+				 systemd);
+		ck_assert_int_eq(kill(pid, SIGTERM), 0);
+		ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	}
+	unsetenv("INVOCATION_ID");
+	free(preload);
+	free(text);
+	free(conf);
+	free(dst);
+	free(logpath);
+}
+END_TEST
+
 START_TEST(test_short_of_file_descriptors)
 {
 	/* 40 descriptors: enough for the loop and a shallow tree, not for
@@ -457,6 +510,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_every_failing_call_of_a_publish);
 	tcase_add_test(tc, test_full_disk_fails_cleanly_and_recovers);
 	tcase_add_test(tc, test_read_only_target_names_the_fix_under_systemd);
+	tcase_add_test(tc, test_refused_metrics_socket_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;

@@ -4,6 +4,9 @@
  *   FAULT_NTH=N        fail the Nth counted call (unset or 0: never)
  *   FAULT_ERRNO=NAME   EIO (default), ENOSPC, EACCES or EMFILE
  *   FAULT_COUNT=FILE   at exit, write "calls=N" there (to size a sweep)
+ *   FAULT_INET=1       socket() refuses AF_INET and AF_INET6 with
+ *                      EAFNOSUPPORT, every time, as systemd's
+ *                      RestrictAddressFamilies= does (not counted)
  *
  * Counted: open, openat, openat2 (through syscall), write (not to fds 0-2,
  * so logging is not what fails), copy_file_range, fsync, fdatasync,
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -196,4 +200,16 @@ int linkat(int od, const char *op, int nd, const char *np, int flags)
 	if (fault())
 		return -1;
 	return real(od, op, nd, np, flags);
+}
+
+int socket(int domain, int type, int protocol)
+{
+	REAL(int, "socket", int, int, int);
+	const char *inet = getenv("FAULT_INET");
+	if (inet && strcmp(inet, "1") == 0 &&
+	    (domain == AF_INET || domain == AF_INET6)) {
+		errno = EAFNOSUPPORT;
+		return -1;
+	}
+	return real(domain, type, protocol);
 }
