@@ -55,14 +55,8 @@ static void head(FILE *f, const char *name, const char *type,
 		}                                                            \
 	} while (0)
 
-char *metrics_render(const struct metrics_view *v)
+static void render_daemon(FILE *f, const struct metrics_view *v)
 {
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-
-	if (f == NULL)
-		return NULL;
 	head(f, "atomsync_build_info", "gauge", "Build information.");
 	fprintf(f, "atomsync_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
 	head(f, "atomsync_start_time_seconds", "gauge",
@@ -76,7 +70,10 @@ char *metrics_render(const struct metrics_view *v)
 	     "Configuration reloads refused because the file had problems.");
 	fprintf(f, "atomsync_config_reload_failures_total %llu\n",
 		(unsigned long long)v->reload_failures);
+}
 
+static void render_syncs(FILE *f, const struct metrics_view *v)
+{
 	PER_SYNC(f, v, "atomsync_publishes_total", "counter",
 		 "New generations made live.", "%llu",
 		 (unsigned long long)st->publishes);
@@ -110,7 +107,10 @@ char *metrics_render(const struct metrics_view *v)
 	PER_SYNC(f, v, "atomsync_watch_limit_fallbacks_total", "counter",
 		 "Times the inotify watch limit forced periodic re-scans.",
 		 "%llu", (unsigned long long)st->watch_fallbacks);
+}
 
+static void render_durations(FILE *f, const struct metrics_view *v)
+{
 	head(f, "atomsync_publish_duration_seconds", "histogram",
 	     "How long publishing a new generation took.");
 	for (size_t i = 0; i < v->n; i++) {
@@ -132,6 +132,19 @@ char *metrics_render(const struct metrics_view *v)
 		esc_label(f, v->syncs[i].name);
 		fprintf(f, "\"} %llu\n", (unsigned long long)st->duration_count);
 	}
+}
+
+char *metrics_render(const struct metrics_view *v)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return NULL;
+	render_daemon(f, v);
+	render_syncs(f, v);
+	render_durations(f, v);
 	if (fclose(f) != 0) {
 		free(text);
 		return NULL;
