@@ -42,6 +42,12 @@ static void head(FILE *f, const char *name, const char *type,
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* Milliseconds from `then` to `now`; 0 when the clock went back. */
+static uint64_t since(uint64_t now, uint64_t then)
+{
+	return now > then ? now - then : 0;
+}
+
 /* One line per mapping of a per-mapping number. */
 #define PER_SYNC(f, v, metric, type, help, fmt, expr)                        \
 	do {                                                                 \
@@ -155,23 +161,19 @@ char *metrics_render(const struct metrics_view *v)
 char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms)
 {
 	uint64_t limit = (uint64_t)v->unhealthy_after_s * 1000u;
+	char *r = NULL;
 
-	for (size_t i = 0; i < v->n; i++) {
+	for (size_t i = 0; i < v->n && r == NULL; i++) {
 		const struct sync_stats *st = &v->syncs[i].st;
-		if (st->failing_since_ms && now_ms - st->failing_since_ms >= limit) {
-			char *r;
-			if (asprintf(&r,
-				     "sync \"%s\" has not published for %llu s: %s",
-				     v->syncs[i].name,
-				     (unsigned long long)(now_ms -
-							  st->failing_since_ms) /
-					     1000,
-				     st->last_error ? st->last_error : "failing") < 0)
-				r = NULL;
-			return r ? r : strdup("a mapping is failing");
-		}
+		uint64_t failing = since(now_ms, st->failing_since_ms);
+		/* last_error names paths: it goes to the log, not here. */
+		if (st->failing_since_ms && failing >= limit &&
+		    asprintf(&r, "sync \"%s\" failing for %llu s",
+			     v->syncs[i].name,
+			     (unsigned long long)failing / 1000) < 0)
+			return strdup("a mapping is failing");
 	}
-	return NULL;
+	return r;
 }
 
 int metrics_write_file(const char *path, const char *text)
@@ -387,7 +389,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	char buf[160];
 	if (!fresh && silent_ms >= (uint64_t)limit_s * 1000u) {
 		snprintf(buf, sizeof(buf),
-			 "unhealthy: the event loop has not answered for %llu s\n",
+			 "unhealthy: event loop not answering for %llu s\n",
 			 (unsigned long long)silent_ms / 1000);
 		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain", buf);
 	} else if (metrics) {

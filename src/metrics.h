@@ -29,7 +29,9 @@ struct metrics_view {
 
 /* The exposition text (malloc'ed). */
 char *metrics_render(const struct metrics_view *v);
-/* NULL when healthy, else why not (malloc'ed). */
+/* NULL when healthy, else why not (malloc'ed): the mapping and the kind
+ * of problem only, never an error message, for /healthz answers anyone
+ * who can connect. */
 char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms);
 /* Writes the text to `path` through a temporary file and a rename, so the
  * collector never reads half of it. */
