@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "hook.h"
 #include "log.h"
@@ -267,6 +268,7 @@ static void collect(void *data, struct metrics_view *v)
 	struct daemon *d = data;
 
 	v->start_time = d->start_time;
+	v->now_ms = clock_wall_ms();
 	v->reloads = d->reloads;
 	v->reload_failures = d->reload_failures;
 	v->unhealthy_after_s = d->conf->unhealthy_after_s;

@@ -48,6 +48,14 @@ static uint64_t since(uint64_t now, uint64_t then)
 	return now > then ? now - then : 0;
 }
 
+static double running_s(const struct metrics_view *v,
+			const struct sync_stats *st)
+{
+	if (st->publish_started_ms == 0)
+		return 0;
+	return (double)since(v->now_ms, st->publish_started_ms) / 1000.0;
+}
+
 /* One line per mapping of a per-mapping number. */
 #define PER_SYNC(f, v, metric, type, help, fmt, expr)                        \
 	do {                                                                 \
@@ -95,6 +103,9 @@ static void render_syncs(FILE *f, const struct metrics_view *v)
 	PER_SYNC(f, v, "atomsync_last_publish_timestamp_seconds", "gauge",
 		 "When the live generation was published (0: never).", "%.3f",
 		 (double)st->last_publish_ms / 1000.0);
+	PER_SYNC(f, v, "atomsync_publish_running_seconds", "gauge",
+		 "How long the publish under way has run (0: none).", "%.3f",
+		 running_s(v, st));
 	PER_SYNC(f, v, "atomsync_failing", "gauge",
 		 "1 while the target does not follow the source.", "%d",
 		 st->failing_since_ms ? 1 : 0);
@@ -162,15 +173,22 @@ char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms)
 {
 	uint64_t limit = (uint64_t)v->unhealthy_after_s * 1000u;
 	char *r = NULL;
+	int n = 0;
 
 	for (size_t i = 0; i < v->n && r == NULL; i++) {
 		const struct sync_stats *st = &v->syncs[i].st;
 		uint64_t failing = since(now_ms, st->failing_since_ms);
+		uint64_t running = since(now_ms, st->publish_started_ms);
 		/* last_error names paths: it goes to the log, not here. */
-		if (st->failing_since_ms && failing >= limit &&
-		    asprintf(&r, "sync \"%s\" failing for %llu s",
-			     v->syncs[i].name,
-			     (unsigned long long)failing / 1000) < 0)
+		if (st->failing_since_ms && failing >= limit)
+			n = asprintf(&r, "sync \"%s\" failing for %llu s",
+				     v->syncs[i].name,
+				     (unsigned long long)failing / 1000);
+		else if (st->publish_started_ms && running >= limit)
+			n = asprintf(&r, "sync \"%s\": publish running for %llu s",
+				     v->syncs[i].name,
+				     (unsigned long long)running / 1000);
+		if (n < 0)
 			return strdup("a mapping is failing");
 	}
 	return r;
@@ -299,9 +317,10 @@ static void on_async(uv_async_t *a)
 	uint64_t want = m->asked;
 	pthread_mutex_unlock(&m->mu);
 
+	v.now_ms = clock_wall_ms();
 	m->collect(m->data, &v);
 	char *text = metrics_render(&v);
-	char *bad = metrics_unhealthy(&v, clock_wall_ms());
+	char *bad = metrics_unhealthy(&v, v.now_ms);
 	free(v.syncs);
 
 	pthread_mutex_lock(&m->mu);

@@ -21,6 +21,7 @@ struct metrics_sync {
 
 struct metrics_view {
 	double start_time;	/* seconds since the epoch */
+	uint64_t now_ms;	/* wall clock when the numbers were taken */
 	uint64_t reloads, reload_failures;
 	unsigned unhealthy_after_s;
 	struct metrics_sync *syncs;

@@ -49,8 +49,7 @@ static void teardown(void)
 	free(tmp);
 }
 
-/* Starts the daemon on a config made of `daemon_keys` and `sync_keys`. */
-static void start(const char *daemon_keys, const char *sync_keys)
+static void write_conf(const char *daemon_keys, const char *sync_keys)
 {
 	char *text;
 	ck_assert_int_ge(asprintf(&text,
@@ -61,8 +60,33 @@ static void start(const char *daemon_keys, const char *sync_keys)
 			 0);
 	tu_write(tmp, "atomsync.conf", text, 0644);
 	free(text);
-	const char *argv[] = {tu_bin(), "--config", conf, NULL};
+}
+
+/* Starts the daemon on a config made of `daemon_keys` and `sync_keys`,
+ * with `env` (NAME=VALUE strings, NULL-ended; may be NULL) added to its
+ * environment. */
+static void start_env(const char *daemon_keys, const char *sync_keys,
+		      const char *const *env)
+{
+	const char *argv[16];
+	int n = 0;
+
+	write_conf(daemon_keys, sync_keys);
+	if (env) {
+		argv[n++] = "env";
+		while (*env && n < 12)
+			argv[n++] = *env++;
+	}
+	argv[n++] = tu_bin();
+	argv[n++] = "--config";
+	argv[n++] = conf;
+	argv[n] = NULL;
 	pid = tu_spawn(argv, logpath);
+}
+
+static void start(const char *daemon_keys, const char *sync_keys)
+{
+	start_env(daemon_keys, sync_keys, NULL);
 }
 
 static void stop(void)
@@ -140,6 +164,21 @@ static long long metric(const char *body, const char *name)
 	}
 	ck_abort_msg("no %s in:\n%s", name, body);
 	return -1;
+}
+
+/* Polls /metrics until the sample `name` has `value` (a rendering may be
+ * up to a second old). */
+static void wait_metric(const char *name, long long value)
+{
+	long long got = -1;
+	for (long long end = tu_now_ms() + tu_scale(5000);
+	     got != value && tu_now_ms() < end; tu_nap(50)) {
+		char *body;
+		ck_assert_int_eq(curl_get("/metrics", &body), 200);
+		got = metric(body, name);
+		free(body);
+	}
+	ck_assert_msg(got == value, "%s%lld, want %lld", name, got, value);
 }
 
 /* Polls /healthz until it answers `code`; returns the body. */
@@ -670,6 +709,60 @@ START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)
 }
 END_TEST
 
+START_TEST(test_a_hung_publish_turns_healthz_503_until_it_ends)
+{
+	if (!have_curl()) {
+		fprintf(stderr, "skipped: curl is not installed\n");
+		return;
+	}
+	const char *shim = getenv("FAULTINJECT");
+	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
+	char *dk, *hang = tu_path(tmp, "hang"), *preload, *hang_while, *asan;
+	const char *asan0 = getenv("ASAN_OPTIONS");
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
+				       "unhealthy_after_s = 1",
+				  port),
+			 0);
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	/* An ASan build wants its runtime first; the shim only wraps libc. */
+	ck_assert_int_ge(asprintf(&asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
+				  asan0 ? asan0 : "", asan0 && *asan0 ? ":" : ""),
+			 0);
+	const char *env[] = {preload, "FAULT_HANG=fsync", hang_while, asan, NULL};
+	start_env(dk, "", env);
+	wait_target("v1\n");
+	wait_file(logpath, "serving /metrics", 1, 5000);
+	free(wait_healthz(200, 5000));
+
+	/* The disk stops answering in the middle of a publish. */
+	tu_write(tmp, "hang", "", 0644);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	char *body = wait_healthz(503, 10000);
+	ck_assert_msg(strncmp(body, "unhealthy: sync \"web\": publish running for ",
+			      43) == 0,
+		      "%s", body);
+	free(body);
+	ck_assert_int_eq(curl_get("/metrics", &body), 200);
+	ck_assert_int_ge(metric(body, "atomsync_publish_running_seconds{sync=\"web\"} "),
+			 1);
+	free(body);
+	ck_assert(target_says("v1\n"));
+
+	/* It answers again: the publish ends, and all is well. */
+	ck_assert_int_eq(unlink(hang), 0);
+	wait_target("v2\n");
+	free(wait_healthz(200, 5000));
+	wait_metric("atomsync_publish_running_seconds{sync=\"web\"} ", 0);
+	stop();
+	free(dk);
+	free(hang);
+	free(preload);
+	free(hang_while);
+	free(asan);
+}
+END_TEST
+
 /* --once with the config of start(): exit status and stderr. */
 static int once(const char *sync_keys, char **err)
 {
@@ -757,6 +850,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_healthz_reports_a_stalled_mapping);
 	tcase_add_test(tc, test_garbage_huge_and_slow_requests_do_no_harm);
 	tcase_add_test(tc, test_healthz_never_names_the_source);
+	tcase_add_test(tc, test_a_hung_publish_turns_healthz_503_until_it_ends);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -22,6 +22,7 @@ static struct metrics_sync one = {.name = "web"};
 static void view(struct metrics_view *v)
 {
 	v->start_time = 1700000000.5;
+	v->now_ms = 1700000100000;
 	v->reloads = 2;
 	v->reload_failures = 1;
 	v->unhealthy_after_s = 60;
@@ -58,6 +59,9 @@ START_TEST(test_render_follows_the_exposition_format)
 		      "%s", t);
 	ck_assert_msg(strstr(t, "atomsync_publish_duration_seconds_count{sync=\"web\"} 7\n"),
 		      "%s", t);
+	ck_assert_msg(strstr(t, "# TYPE atomsync_publish_running_seconds gauge\n"
+				"atomsync_publish_running_seconds{sync=\"web\"} 0.000\n"),
+		      "%s", t);
 	/* Every sample line belongs to a declared metric. */
 	for (char *l = t; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
 		if (*l == '#' || *l == '\0')
@@ -82,6 +86,24 @@ START_TEST(test_unhealthy_only_after_the_threshold)
 	free(why);
 	/* A clock set back is no reason. */
 	ck_assert_ptr_null(metrics_unhealthy(&v, 1000));
+}
+END_TEST
+
+START_TEST(test_a_publish_that_runs_on_is_unhealthy_and_shown)
+{
+	struct metrics_view v = {0};
+	view(&v);
+	memset(&one.st, 0, sizeof(one.st));
+	one.st.publish_started_ms = v.now_ms - 2500;
+	char *t = metrics_render(&v);
+	ck_assert_msg(strstr(t, "atomsync_publish_running_seconds{sync=\"web\"} 2.500\n"),
+		      "%s", t);
+	free(t);
+	ck_assert_ptr_null(metrics_unhealthy(&v, v.now_ms));
+	char *why = metrics_unhealthy(&v, one.st.publish_started_ms + 60000);
+	ck_assert_str_eq(why ? why : "(healthy)",
+			 "sync \"web\": publish running for 60 s");
+	free(why);
 }
 END_TEST
 
@@ -192,6 +214,7 @@ static Suite *metrics_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_render_follows_the_exposition_format);
 	tcase_add_test(tc, test_unhealthy_only_after_the_threshold);
+	tcase_add_test(tc, test_a_publish_that_runs_on_is_unhealthy_and_shown);
 	tcase_add_test(tc, test_healthz_says_so_when_the_loop_stops_answering);
 	tcase_add_test(tc, test_a_running_loop_is_healthy);
 	suite_add_tcase(s, tc);
