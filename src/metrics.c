@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,9 +21,6 @@
 #include "conf.h"
 #include "log.h"
 #include "metrics.h"
-
-/* How long a request waits for the loop to answer. */
-#define LOOP_ANSWER_MS 1000
 
 static void esc_label(FILE *f, const char *s)
 {
@@ -239,6 +237,28 @@ int metrics_write_file(const char *path, const char *text)
 
 /* ---- HTTP ---- */
 
+/* A rendering younger than this is served again without asking the loop,
+ * so a flood of requests costs the loop one rendering a second. */
+#define FRESH_MS 1000
+/* How long after asking the HTTP thread waits for the loop's answer.  A
+ * stalled loop costs one such wait, not one per request: a request that
+ * finds the question already older than this does not wait at all. */
+#define ANSWER_WAIT_MS 250
+
+/* Connections: enough that a crowd of idle or slow clients leaves room
+ * for the health check, bounded in memory (MEMORY_LIMIT each) and in
+ * descriptors (a quarter of RLIMIT_NOFILE at most: publishing needs the
+ * rest). */
+#define MAX_CONNECTIONS 512u
+#define MIN_CONNECTIONS 16u
+#define MEMORY_LIMIT ((size_t)16384)
+/* A connection may stay silent this long; once more than BUSY are open,
+ * new ones get BUSY_TIMEOUT_S, so idle and slow clients make room for
+ * requests that come and go. */
+#define TIMEOUT_S 10u
+#define BUSY 32u
+#define BUSY_TIMEOUT_S 2u
+
 /* libmicrohttpd and the TLS libraries it links are loaded on first use:
  * a daemon that serves no metrics over HTTP does not carry them. */
 static struct {
@@ -254,10 +274,22 @@ static struct {
 	enum MHD_Result (*queue_response)(struct MHD_Connection *, unsigned int,
 					  struct MHD_Response *);
 	void (*destroy_response)(struct MHD_Response *);
+	enum MHD_Result (*set_option)(struct MHD_Connection *,
+				      enum MHD_CONNECTION_OPTION, ...);
 } mhd;
+
+#define MHD_NSYMS 7
 
 static int mhd_load(char **err)
 {
+	static const char *const names[MHD_NSYMS] = {
+		"MHD_start_daemon",	    "MHD_stop_daemon",
+		"MHD_create_response_from_buffer", "MHD_add_response_header",
+		"MHD_queue_response",	    "MHD_destroy_response",
+		"MHD_set_connection_option",
+	};
+	void *f[MHD_NSYMS];
+
 	if (mhd.lib)
 		return 0;
 	void *lib = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
@@ -266,19 +298,12 @@ static int mhd_load(char **err)
 				   "metrics_listen needs %s (Debian: "
 				   "libmicrohttpd12): %s",
 				   MHD_SONAME, dlerror());
-	void *f[6] = {
-		dlsym(lib, "MHD_start_daemon"),
-		dlsym(lib, "MHD_stop_daemon"),
-		dlsym(lib, "MHD_create_response_from_buffer"),
-		dlsym(lib, "MHD_add_response_header"),
-		dlsym(lib, "MHD_queue_response"),
-		dlsym(lib, "MHD_destroy_response"),
-	};
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < MHD_NSYMS; i++) {
+		f[i] = dlsym(lib, names[i]);
 		if (f[i] == NULL) {
 			dlclose(lib);
-			return log_err_set(err, -ENOENT, "%s: missing symbol",
-					   MHD_SONAME);
+			return log_err_set(err, -ENOENT, "%s: missing symbol %s",
+					   MHD_SONAME, names[i]);
 		}
 	}
 	/* POSIX allows converting dlsym's result to a function pointer. */
@@ -288,6 +313,7 @@ static int mhd_load(char **err)
 	memcpy(&mhd.add_header, &f[3], sizeof(f[3]));
 	memcpy(&mhd.queue_response, &f[4], sizeof(f[4]));
 	memcpy(&mhd.destroy_response, &f[5], sizeof(f[5]));
+	memcpy(&mhd.set_option, &f[6], sizeof(f[6]));
 	mhd.lib = lib;
 	return 0;
 }
@@ -297,9 +323,11 @@ struct metrics {
 	uv_async_t async;
 	metrics_collect_cb collect;
 	void *data;
+	_Atomic unsigned open;	  /* connections, counted on the HTTP thread */
 	pthread_mutex_t mu;
-	pthread_cond_t cond;
+	pthread_cond_t cond;	  /* on the monotonic clock */
 	uint64_t asked, answered; /* request and answer generations */
+	uint64_t asked_ms;	  /* monotonic: when the open question was asked */
 	char *text;		  /* latest rendering */
 	char *unhealthy;	  /* latest health verdict */
 	uint64_t last_answer_ms;  /* monotonic */
@@ -335,6 +363,48 @@ static void on_async(uv_async_t *a)
 	pthread_mutex_unlock(&m->mu);
 }
 
+/* What a request is answered from. */
+struct answer {
+	char *text, *bad;   /* copies */
+	bool stalled;	    /* the loop has not answered for too long */
+	uint64_t silent_ms; /* since the loop last answered */
+	bool stopping;
+};
+
+static struct timespec mono_at(uint64_t ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+			      .tv_nsec = (long)(ms % 1000) * 1000000L};
+	return ts;
+}
+
+/* On the HTTP thread: the latest rendering, asking the loop for a new one
+ * when it is not fresh and waiting a little for it. */
+static void fetch(struct metrics *m, struct answer *a)
+{
+	pthread_mutex_lock(&m->mu);
+	uint64_t now = clock_mono_ms();
+	bool fresh = m->text && now - m->last_answer_ms < FRESH_MS;
+	if (!m->stopping && !fresh) {
+		if (m->answered == m->asked) {
+			m->asked++;
+			m->asked_ms = now;
+			uv_async_send(&m->async);
+		}
+		struct timespec until = mono_at(m->asked_ms + ANSWER_WAIT_MS);
+		while (m->answered < m->asked && !m->stopping &&
+		       pthread_cond_timedwait(&m->cond, &m->mu, &until) == 0)
+			;
+	}
+	a->silent_ms = clock_mono_ms() - m->last_answer_ms;
+	a->stalled = m->answered < m->asked &&
+		     a->silent_ms >= (uint64_t)m->unhealthy_after_s * 1000u;
+	a->stopping = m->stopping;
+	a->text = m->text ? strdup(m->text) : NULL;
+	a->bad = m->unhealthy ? strdup(m->unhealthy) : NULL;
+	pthread_mutex_unlock(&m->mu);
+}
+
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
 			     const char *type, const char *body)
 {
@@ -346,6 +416,39 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
 	mhd.add_header(r, "Cache-Control", "no-store");
 	enum MHD_Result ret = mhd.queue_response(c, code, r);
 	mhd.destroy_response(r);
+	return ret;
+}
+
+/* The answer to GET /metrics or /healthz. */
+static enum MHD_Result reply_with(struct MHD_Connection *c, bool metrics,
+				  const struct answer *a)
+{
+	char *body = NULL;
+	enum MHD_Result ret;
+
+	if (a->stopping)
+		return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+			     "stopping\n");
+	if (a->stalled) {
+		if (asprintf(&body,
+			     "unhealthy: event loop not answering for %llu s\n",
+			     (unsigned long long)a->silent_ms / 1000) < 0)
+			body = NULL;
+		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+			    body ? body : "unhealthy\n");
+	} else if (metrics) {
+		ret = reply(c, a->text ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+			    "text/plain; version=0.0.4; charset=utf-8",
+			    a->text ? a->text : "no metrics yet\n");
+	} else if (a->bad) {
+		if (asprintf(&body, "unhealthy: %s\n", a->bad) < 0)
+			body = NULL;
+		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+			    body ? body : "unhealthy\n");
+	} else {
+		ret = reply(c, MHD_HTTP_OK, "text/plain", "ok\n");
+	}
+	free(body);
 	return ret;
 }
 
@@ -377,57 +480,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
 			     "only GET\n");
 
-	/* Ask the loop for a fresh view and wait a little for it. */
-	pthread_mutex_lock(&m->mu);
-	if (m->stopping) {
-		pthread_mutex_unlock(&m->mu);
-		return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
-			     "stopping\n");
-	}
-	uint64_t want = ++m->asked;
-	uv_async_send(&m->async);
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += LOOP_ANSWER_MS / 1000;
-	until.tv_nsec += (LOOP_ANSWER_MS % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	while (m->answered < want)
-		if (pthread_cond_timedwait(&m->cond, &m->mu, &until) == ETIMEDOUT)
-			break;
-	bool fresh = m->answered >= want;
-	uint64_t silent_ms = clock_mono_ms() - m->last_answer_ms;
-	char *text = m->text ? strdup(m->text) : NULL;
-	char *bad = m->unhealthy ? strdup(m->unhealthy) : NULL;
-	unsigned limit_s = m->unhealthy_after_s;
-	pthread_mutex_unlock(&m->mu);
-
-	enum MHD_Result ret;
-	char buf[160];
-	if (!fresh && silent_ms >= (uint64_t)limit_s * 1000u) {
-		snprintf(buf, sizeof(buf),
-			 "unhealthy: event loop not answering for %llu s\n",
-			 (unsigned long long)silent_ms / 1000);
-		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain", buf);
-	} else if (metrics) {
-		ret = reply(c, text ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
-			    "text/plain; version=0.0.4; charset=utf-8",
-			    text ? text : "no metrics yet\n");
-	} else if (bad) {
-		char *body;
-		if (asprintf(&body, "unhealthy: %s\n", bad) < 0)
-			body = NULL;
-		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
-			    body ? body : "unhealthy\n");
-		free(body);
-	} else {
-		ret = reply(c, MHD_HTTP_OK, "text/plain", "ok\n");
-	}
-	free(text);
-	free(bad);
+	struct answer a = {0};
+	fetch(m, &a);
+	enum MHD_Result ret = reply_with(c, metrics, &a);
+	free(a.text);
+	free(a.bad);
 	return ret;
+}
+
+/* On the HTTP thread: counts connections, and under a crowd gives a new
+ * one little time to speak. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **ctx,
+			  enum MHD_ConnectionNotificationCode what)
+{
+	struct metrics *m = cls;
+
+	(void)ctx;
+	if (what == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (m->open > 0)
+			m->open--;
+		return;
+	}
+	if (++m->open > BUSY)
+		mhd.set_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+			       (unsigned)BUSY_TIMEOUT_S);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -450,60 +526,99 @@ static void on_async_closed(uv_handle_t *h)
 	free(m);
 }
 
-int metrics_http_start(uv_loop_t *loop, const char *listen,
-		       unsigned unhealthy_after_s, metrics_collect_cb collect,
-		       void *data, struct metrics **out, char **err)
+/* The address to listen on, and the MHD flags it needs. */
+static int listen_addr(const char *listen, struct sockaddr_storage *ss,
+		       unsigned *flags, unsigned *port, char **err)
 {
 	char host[64];
-	unsigned port;
-	struct sockaddr_storage ss = {0};
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
-			 MHD_USE_ERROR_LOG;
 
-	if (conf_parse_listen(listen, host, sizeof(host), &port) < 0)
+	if (conf_parse_listen(listen, host, sizeof(host), port) < 0)
 		return log_err_set(err, -EINVAL, "metrics_listen %s: not HOST:PORT",
 				   listen);
-	int rc = mhd_load(err);
-	if (rc < 0)
-		return rc;
+	memset(ss, 0, sizeof(*ss));
 	if (host[0] == '\0' || strchr(host, ':')) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
 		a->sin6_family = AF_INET6;
-		a->sin6_port = htons((uint16_t)port);
+		a->sin6_port = htons((uint16_t)*port);
 		if (host[0])
 			inet_pton(AF_INET6, host, &a->sin6_addr);
 		else
 			a->sin6_addr = in6addr_any;
-		flags |= MHD_USE_IPv6;
+		*flags |= MHD_USE_IPv6;
 		if (host[0] == '\0')
-			flags |= MHD_USE_DUAL_STACK;
+			*flags |= MHD_USE_DUAL_STACK;
 	} else {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
 		a->sin_family = AF_INET;
-		a->sin_port = htons((uint16_t)port);
+		a->sin_port = htons((uint16_t)*port);
 		inet_pton(AF_INET, host, &a->sin_addr);
 	}
+	return 0;
+}
 
+static unsigned connection_limit(void)
+{
+	struct rlimit rl;
+	unsigned n = MAX_CONNECTIONS;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur / 4 < n)
+		n = (unsigned)(rl.rlim_cur / 4);
+	return n < MIN_CONNECTIONS ? MIN_CONNECTIONS : n;
+}
+
+static struct metrics *metrics_new(uv_loop_t *loop, unsigned unhealthy_after_s,
+				   metrics_collect_cb collect, void *data)
+{
 	struct metrics *m = calloc(1, sizeof(*m));
+	pthread_condattr_t ca;
+
 	if (m == NULL)
-		return -ENOMEM;
+		return NULL;
 	m->collect = collect;
 	m->data = data;
 	m->last_answer_ms = clock_mono_ms();
 	m->unhealthy_after_s = unhealthy_after_s;
 	pthread_mutex_init(&m->mu, NULL);
-	pthread_cond_init(&m->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	uv_async_init(loop, &m->async, on_async);
 	m->async.data = m;
-	/* Bounded against garbage, huge and slow clients: small buffers,
-	 * few connections, and a timeout for the slow ones. */
+	return m;
+}
+
+int metrics_http_start(uv_loop_t *loop, const char *listen,
+		       unsigned unhealthy_after_s, metrics_collect_cb collect,
+		       void *data, struct metrics **out, char **err)
+{
+	struct sockaddr_storage ss;
+	unsigned port, flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+			       MHD_USE_ERROR_LOG;
+	int rc = listen_addr(listen, &ss, &flags, &port, err);
+
+	if (rc == 0)
+		rc = mhd_load(err);
+	if (rc < 0)
+		return rc;
+	struct metrics *m = metrics_new(loop, unhealthy_after_s, collect, data);
+	if (m == NULL)
+		return log_err_set(err, -ENOMEM, "metrics_listen %s: %s", listen,
+				   strerror(ENOMEM));
+	/* Bounded against garbage, huge, idle and slow clients; one address
+	 * may take three quarters of the connections, so the local health
+	 * check still gets in when a neighbour holds many open. */
+	unsigned limit = connection_limit();
+	errno = 0;
 	m->mhd = mhd.start_daemon(
 		flags, (uint16_t)port, NULL, NULL, on_request, m,
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)32,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+		MHD_OPTION_CONNECTION_TIMEOUT, TIMEOUT_S,
+		MHD_OPTION_CONNECTION_LIMIT, limit,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, limit - limit / 4,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, MEMORY_LIMIT,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
 	if (m->mhd == NULL) {
 		int e = errno ? errno : EADDRINUSE;

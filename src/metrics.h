@@ -2,8 +2,8 @@
  * file for node_exporter's textfile collector and served over HTTP
  * (GET /metrics, GET /healthz) by libmicrohttpd on a thread of its own.
  * The numbers live on the loop thread; the HTTP thread asks the loop for a
- * fresh rendering, and a loop that does not answer is itself a health
- * problem. */
+ * rendering when the one it has is over a second old, and a loop that
+ * does not answer is itself a health problem. */
 #ifndef ATOMSYNC_METRICS_H
 #define ATOMSYNC_METRICS_H
 

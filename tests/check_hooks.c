@@ -1,7 +1,8 @@
 /* Hooks and observability, driven from outside: check_command vetoes,
  * on_update and the reload signal after a publish, timeouts, coalescing,
- * and the metrics a scraper sees (curl), including what garbage, huge and
- * slow HTTP clients cannot do to the daemon. */
+ * and the metrics a scraper sees (curl), including what garbage, huge,
+ * slow and hundreds of idle HTTP clients cannot do to the daemon, and
+ * what /healthz says of a publish that hangs (faultinject.so). */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -549,9 +550,7 @@ START_TEST(test_metrics_match_what_happened)
 	/* Reloads count. */
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	wait_file(logpath, "reload done", 1, 5000);
-	ck_assert_int_eq(curl_get("/metrics", &body), 200);
-	ck_assert_int_eq(metric(body, "atomsync_config_reloads_total "), 1);
-	free(body);
+	wait_metric("atomsync_config_reloads_total ", 1);
 	stop();
 	free(ok);
 	free(mfile);
@@ -709,6 +708,67 @@ START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)
 }
 END_TEST
 
+/* The server has closed fd (recv sees the end), without blocking. */
+static int closed_by_server(int fd)
+{
+	char c;
+	return recv(fd, &c, 1, MSG_DONTWAIT) == 0;
+}
+
+START_TEST(test_healthz_answers_under_a_crowd_of_idle_and_slow_clients)
+{
+	enum { IDLE = 200, SLOW = 20 };
+	if (!have_curl()) {
+		fprintf(stderr, "skipped: curl is not installed\n");
+		return;
+	}
+	char *dk;
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", port), 0);
+	start(dk, "");
+	free(dk);
+	wait_target("v1\n");
+	wait_file(logpath, "serving /metrics", 1, 5000);
+
+	/* From this host: connections that say nothing, and connections
+	 * that send a request header a byte at a time. */
+	int idle[IDLE], slow[SLOW];
+	const char *hdr = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX: y";
+	size_t hlen = strlen(hdr), sent = 0;
+	for (int i = 0; i < IDLE; i++)
+		idle[i] = connect_local();
+	for (int i = 0; i < SLOW; i++)
+		slow[i] = connect_local();
+	/* The health check gets through, promptly, all along. */
+	long long end = tu_now_ms() + tu_scale(6000);
+	for (int round = 0; tu_now_ms() < end; round++, tu_nap(500)) {
+		for (int i = 0; i < SLOW; i++)
+			send(slow[i], hdr + sent % hlen, 1,
+			     MSG_NOSIGNAL | MSG_DONTWAIT);
+		sent++;
+		char *body;
+		long long t0 = tu_now_ms();
+		int code = curl_get("/healthz", &body);
+		long long took = tu_now_ms() - t0;
+		ck_assert_msg(code == 200, "round %d: /healthz answered %d: %s",
+			      round, code, body);
+		ck_assert_msg(took < tu_scale(2000), "round %d: /healthz took %lld ms",
+			      round, took);
+		free(body);
+	}
+	/* The idle crowd was let go: past the first few, a connection has
+	 * a short time to speak. */
+	int closed = 0;
+	for (int i = 0; i < IDLE; i++)
+		closed += closed_by_server(idle[i]);
+	ck_assert_int_ge(closed, IDLE - 40);
+	for (int i = 0; i < IDLE; i++)
+		close(idle[i]);
+	for (int i = 0; i < SLOW; i++)
+		close(slow[i]);
+	stop();
+}
+END_TEST
+
 START_TEST(test_a_hung_publish_turns_healthz_503_until_it_ends)
 {
 	if (!have_curl()) {
@@ -850,6 +910,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_healthz_reports_a_stalled_mapping);
 	tcase_add_test(tc, test_garbage_huge_and_slow_requests_do_no_harm);
 	tcase_add_test(tc, test_healthz_never_names_the_source);
+	tcase_add_test(tc, test_healthz_answers_under_a_crowd_of_idle_and_slow_clients);
 	tcase_add_test(tc, test_a_hung_publish_turns_healthz_503_until_it_ends);
 	suite_add_tcase(s, tc);
 	return s;

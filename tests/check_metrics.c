@@ -1,6 +1,6 @@
 /* The metrics text and the HTTP endpoint, without the daemon: what is
  * rendered from given numbers, when a mapping counts as unhealthy, and a
- * /healthz that says so when the event loop stops answering. */
+ * /healthz that says so, promptly, when the event loop stops answering. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -150,6 +150,15 @@ START_TEST(test_healthz_says_so_when_the_loop_stops_answering)
 		      "%s", r);
 	/* Within a bounded wait, not forever. */
 	ck_assert_int_lt(tu_now_ms() - t0, tu_scale(3000));
+	/* The loop was asked once: later requests do not wait for it again,
+	 * so a crowd of them does not block the HTTP thread. */
+	t0 = tu_now_ms();
+	for (int i = 0; i < 10; i++) {
+		free(r);
+		r = get(port, "/healthz");
+		ck_assert_msg(strstr(r, " 503 "), "%s", r);
+	}
+	ck_assert_int_lt(tu_now_ms() - t0, tu_scale(1000));
 	free(r);
 	r = get(port, "/metrics");
 	ck_assert_msg(strstr(r, " 503 "), "%s", r);
