@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -192,29 +193,29 @@ char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms)
 	return r;
 }
 
-int metrics_write_file(const char *path, const char *text)
+/* Writes `text` to `name` in `dfd` through `tmp`; *step says which call
+ * failed. */
+static int write_in(int dfd, const char *tmp, const char *name,
+		    const char *text, const char **step)
 {
-	char *tmp;
-	int rc = 0;
-
-	if (asprintf(&tmp, "%s.tmp", path) < 0)
-		return -ENOMEM;
 	/* A fresh file, never one someone placed at the temporary name. */
-	if (unlink(tmp) < 0 && errno != ENOENT) {
-		rc = -errno;
-		free(tmp);
-		return rc;
-	}
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-		      0644);
-	if (fd < 0) {
-		rc = -errno;
-		free(tmp);
-		return rc;
-	}
+	*step = "remove";
+	if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
+		return -errno;
+	*step = "create";
+	int fd = openat(dfd, tmp,
+			O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			0644);
+	if (fd < 0)
+		return -errno;
+	/* The unit's UMask= must not hide the file from the collector. */
+	*step = "chmod";
+	int rc = fchmod(fd, 0644) < 0 ? -errno : 0;
 	size_t left = strlen(text);
 	const char *p = text;
-	while (left > 0) {
+	if (rc == 0)
+		*step = "write";
+	while (rc == 0 && left > 0) {
 		ssize_t w = write(fd, p, left);
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -227,11 +228,51 @@ int metrics_write_file(const char *path, const char *text)
 	}
 	if (close(fd) < 0 && rc == 0)
 		rc = -errno;
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
+	if (rc == 0) {
+		*step = "rename";
+		if (renameat(dfd, tmp, dfd, name) < 0)
+			rc = -errno;
+	}
 	if (rc < 0)
-		unlink(tmp);
+		unlinkat(dfd, tmp, 0);
+	return rc;
+}
+
+int metrics_write_file(const char *path, const char *text, char **err)
+{
+	const char *slash = strrchr(path, '/');
+	const char *name = slash ? slash + 1 : path;
+
+	if (path[0] != '/' || *name == '\0' || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
+		return log_err_set(err, -EINVAL,
+				   "not an absolute path to a file");
+	char *dir = slash == path ? strdup("/")
+				  : strndup(path, (size_t)(slash - path));
+	char *tmp = NULL, *why = NULL;
+	int rc = -ENOMEM;
+	if (dir == NULL || asprintf(&tmp, "%s.tmp", name) < 0) {
+		free(dir);
+		return log_err_set(err, rc, "%s", strerror(-rc));
+	}
+	/* The directory as a root daemon must resolve it: its owner may
+	 * have replaced it, or a directory above, by a symlink. */
+	int dfd = fsutil_chase(dir, 0, O_RDONLY | O_DIRECTORY, NULL, &why);
+	if (dfd < 0) {
+		rc = log_err_set(err, dfd, "%s",
+				 why ? why : strerror(-dfd));
+	} else {
+		const char *step = "";
+		rc = write_in(dfd, tmp, name, text, &step);
+		if (rc < 0)
+			rc = log_err_set(err, rc, "%s %s/%s: %s", step, dir,
+					 strcmp(step, "rename") == 0 ? name : tmp,
+					 strerror(-rc));
+		close(dfd);
+	}
+	free(why);
 	free(tmp);
+	free(dir);
 	return rc;
 }
 

@@ -34,9 +34,12 @@ char *metrics_render(const struct metrics_view *v);
  * of problem only, never an error message, for /healthz answers anyone
  * who can connect. */
 char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms);
-/* Writes the text to `path` through a temporary file and a rename, so the
- * collector never reads half of it. */
-int metrics_write_file(const char *path, const char *text);
+/* Writes the text to `path` (absolute) through a temporary file and a
+ * rename, so the collector never reads half of it.  The directory is
+ * resolved with fsutil_chase(): a symlink on the way that another user
+ * owns or can replace is refused, and nothing is written.  The file is
+ * mode 0644 whatever the umask.  On error, *err says what failed. */
+int metrics_write_file(const char *path, const char *text, char **err);
 
 struct metrics;
 

@@ -1,8 +1,9 @@
 /* Hooks and observability, driven from outside: check_command vetoes,
  * on_update and the reload signal after a publish, timeouts, coalescing,
  * and the metrics a scraper sees (curl), including what garbage, huge,
- * slow and hundreds of idle HTTP clients cannot do to the daemon, and
- * what /healthz says of a publish that hangs (faultinject.so). */
+ * slow and hundreds of idle HTTP clients cannot do to the daemon, what
+ * /healthz says of a publish that hangs (faultinject.so), and a metrics
+ * file whose directory another user replaced by a link. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -823,6 +824,81 @@ START_TEST(test_a_hung_publish_turns_healthz_503_until_it_ends)
 }
 END_TEST
 
+static int exists(const char *dir, const char *name)
+{
+	char *p = tu_path(dir, name);
+	struct stat st;
+	int r = lstat(p, &st) == 0;
+	free(p);
+	return r;
+}
+
+START_TEST(test_metrics_file_is_not_written_through_another_users_link)
+{
+	enum { OTHER = 2003 };
+	ck_assert_msg(tu_can_setuid(),
+		      "this test acts as another user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	/* A user's directory, where the metrics file was to go in prom/;
+	 * the user made prom a link to a directory of root's. */
+	char *home = tu_path(tmp, "home"), *prom = tu_path(home, "prom");
+	char *victim = tu_path(tmp, "victim"), *cmd;
+	tu_mkdirs(prom, 0755);
+	ck_assert_int_eq(chown(home, OTHER, OTHER), 0);
+	ck_assert_int_eq(chown(prom, OTHER, OTHER), 0);
+	tu_mkdirs(victim, 0755);
+	ck_assert_int_ge(asprintf(&cmd, "rmdir '%s' && ln -s '%s' '%s'", prom,
+				  victim, prom),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	free(cmd);
+
+	char *dk;
+	ck_assert_int_ge(asprintf(&dk, "metrics_file = %s/atomsync.prom", prom), 0);
+	/* The file must be readable by the collector whatever the umask. */
+	mode_t old = umask(077);
+	start(dk, "");
+	umask(old);
+	free(dk);
+	wait_target("v1\n");
+	char *refused;
+	ck_assert_int_ge(asprintf(&refused, "symlink %s is owned by uid %d", prom,
+				  OTHER),
+			 0);
+	wait_file(logpath, refused, 1, 5000);
+	/* More attempts, the same problem: logged once. */
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_target("v2\n");
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_file(logpath, "reload done", 1, 5000);
+
+	/* Through a link of root's, as /var/run -> /run, it is written. */
+	char *real = tu_path(tmp, "real"), *link = tu_path(tmp, "link");
+	tu_mkdirs(real, 0755);
+	ck_assert_int_eq(symlink("real", link), 0);
+	ck_assert_int_ge(asprintf(&dk, "metrics_file = %s/atomsync.prom", link), 0);
+	write_conf(dk, "");
+	free(dk);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_file(logpath, "written again", 1, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, refused), 1);
+	ck_assert(!exists(victim, "atomsync.prom"));
+	ck_assert(!exists(victim, "atomsync.prom.tmp"));
+	char *file = tu_path(real, "atomsync.prom");
+	struct stat st;
+	ck_assert_int_eq(stat(file, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0644);
+	stop();
+	free(file);
+	free(refused);
+	free(real);
+	free(link);
+	free(victim);
+	free(prom);
+	free(home);
+}
+END_TEST
+
 /* --once with the config of start(): exit status and stderr. */
 static int once(const char *sync_keys, char **err)
 {
@@ -912,6 +988,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_healthz_never_names_the_source);
 	tcase_add_test(tc, test_healthz_answers_under_a_crowd_of_idle_and_slow_clients);
 	tcase_add_test(tc, test_a_hung_publish_turns_healthz_503_until_it_ends);
+	tcase_add_test(tc, test_metrics_file_is_not_written_through_another_users_link);
 	suite_add_tcase(s, tc);
 	return s;
 }

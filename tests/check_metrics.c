@@ -1,16 +1,19 @@
 /* The metrics text and the HTTP endpoint, without the daemon: what is
- * rendered from given numbers, when a mapping counts as unhealthy, and a
- * /healthz that says so, promptly, when the event loop stops answering. */
+ * rendered from given numbers, when a mapping counts as unhealthy, how the
+ * textfile is written, and a /healthz that says so, promptly, when the
+ * event loop stops answering. */
 #include "config.h"
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,6 +107,66 @@ START_TEST(test_a_publish_that_runs_on_is_unhealthy_and_shown)
 	ck_assert_str_eq(why ? why : "(healthy)",
 			 "sync \"web\": publish running for 60 s");
 	free(why);
+}
+END_TEST
+
+START_TEST(test_textfile_is_readable_whatever_the_umask)
+{
+	char *tmp = tu_mkdtemp(), *file = tu_path(tmp, "m.prom"), *err = NULL;
+	mode_t old = umask(077);
+	int rc = metrics_write_file(file, "atomsync_x 1\n", &err);
+	umask(old);
+	ck_assert_msg(rc == 0, "%s", err ? err : "?");
+	struct stat st;
+	ck_assert_int_eq(stat(file, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0644);
+	char *text = tu_read(file, NULL);
+	ck_assert_str_eq(text, "atomsync_x 1\n");
+	free(text);
+	/* Only the file itself is left. */
+	ck_assert_int_eq(tu_count_entries(tmp), 1);
+	tu_rmrf(tmp);
+	free(file);
+	free(tmp);
+}
+END_TEST
+
+START_TEST(test_textfile_never_writes_through_a_planted_link)
+{
+	char *tmp = tu_mkdtemp(), *file = tu_path(tmp, "m.prom"), *err = NULL;
+	char *tmpname = tu_path(tmp, "m.prom.tmp"), *victim = tu_path(tmp, "victim");
+	tu_write(tmp, "victim", "precious\n", 0644);
+	/* A link at the temporary name goes; the file is made anew. */
+	ck_assert_int_eq(symlink(victim, tmpname), 0);
+	ck_assert_int_eq(metrics_write_file(file, "atomsync_x 2\n", &err), 0);
+	char *text = tu_read(victim, NULL);
+	ck_assert_str_eq(text, "precious\n");
+	free(text);
+	text = tu_read(file, NULL);
+	ck_assert_str_eq(text, "atomsync_x 2\n");
+	free(text);
+	/* The name itself a link: replaced, not written through. */
+	ck_assert_int_eq(unlink(file), 0);
+	ck_assert_int_eq(symlink(victim, file), 0);
+	ck_assert_int_eq(metrics_write_file(file, "atomsync_x 3\n", &err), 0);
+	text = tu_read(victim, NULL);
+	ck_assert_str_eq(text, "precious\n");
+	free(text);
+	struct stat st;
+	ck_assert_int_eq(lstat(file, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	/* A directory that is not there: an error naming it. */
+	char *gone = tu_path(tmp, "gone/m.prom");
+	ck_assert_int_eq(metrics_write_file(gone, "x\n", &err), -ENOENT);
+	ck_assert_msg(err && strstr(err, "/gone"), "%s", err ? err : "(none)");
+	ck_assert_int_eq(metrics_write_file("/", "x\n", &err), -EINVAL);
+	free(err);
+	free(gone);
+	tu_rmrf(tmp);
+	free(victim);
+	free(tmpname);
+	free(file);
+	free(tmp);
 }
 END_TEST
 
@@ -224,6 +287,8 @@ static Suite *metrics_suite(void)
 	tcase_add_test(tc, test_render_follows_the_exposition_format);
 	tcase_add_test(tc, test_unhealthy_only_after_the_threshold);
 	tcase_add_test(tc, test_a_publish_that_runs_on_is_unhealthy_and_shown);
+	tcase_add_test(tc, test_textfile_is_readable_whatever_the_umask);
+	tcase_add_test(tc, test_textfile_never_writes_through_a_planted_link);
 	tcase_add_test(tc, test_healthz_says_so_when_the_loop_stops_answering);
 	tcase_add_test(tc, test_a_running_loop_is_healthy);
 	suite_add_tcase(s, tc);
