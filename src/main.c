@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "hook.h"
 #include "log.h"
@@ -263,6 +264,7 @@ struct daemon {
 	/* A reload waits for stopped mappings before starting new ones. */
 	struct conf *next;
 	size_t starting; /* start-up publishes not yet attempted */
+	char *metrics_file_err; /* what was last logged about metrics_file */
 };
 
 static void collect(void *data, struct metrics_view *v)
@@ -270,6 +272,7 @@ static void collect(void *data, struct metrics_view *v)
 	struct daemon *d = data;
 
 	v->start_time = d->start_time;
+	v->now_ms = clock_wall_ms();
 	v->reloads = d->reloads;
 	v->reload_failures = d->reload_failures;
 	v->unhealthy_after_s = d->conf->unhealthy_after_s;
@@ -285,19 +288,29 @@ static void collect(void *data, struct metrics_view *v)
 
 static void write_metrics_file(struct daemon *d)
 {
+	const char *path = d->conf->metrics_file;
 	struct metrics_view v = {0};
-	char *text;
+	char *text, *err = NULL, *line = NULL;
 
-	if (d->conf->metrics_file == NULL)
+	if (path == NULL)
 		return;
 	collect(d, &v);
 	text = metrics_render(&v);
 	free(v.syncs);
-	int rc = text ? metrics_write_file(d->conf->metrics_file, text) : -ENOMEM;
-	if (rc < 0)
-		log_warn("metrics_file %s: %s", d->conf->metrics_file,
-			 strerror(-rc));
+	int rc = text ? metrics_write_file(path, text, &err) : -ENOMEM;
 	free(text);
+	/* Written after every publish attempt: logged once per change. */
+	if (rc < 0 && asprintf(&line, "metrics_file %s: %s; nothing written",
+			       path, err ? err : strerror(-rc)) < 0)
+		line = NULL;
+	free(err);
+	if (line && (d->metrics_file_err == NULL ||
+		     strcmp(line, d->metrics_file_err) != 0))
+		log_error("%s", line);
+	else if (rc == 0 && d->metrics_file_err)
+		log_info("metrics_file %s: written again", path);
+	free(d->metrics_file_err);
+	d->metrics_file_err = line;
 }
 
 /* (Re)starts the HTTP endpoint when metrics_listen says so. */
@@ -630,6 +643,7 @@ static int run_daemon(const struct options *op, struct conf *conf)
 	rc = uv_loop_close(&d.loop);
 	free(d.syncs);
 	free(d.http_listen);
+	free(d.metrics_file_err);
 	conf_free(d.conf);
 	if (rc < 0) {
 		log_error("event loop did not close cleanly: %s",

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -19,11 +20,9 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
-
-/* How long a request waits for the loop to answer. */
-#define LOOP_ANSWER_MS 1000
 
 static void esc_label(FILE *f, const char *s)
 {
@@ -43,6 +42,20 @@ static void head(FILE *f, const char *name, const char *type,
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* Milliseconds from `then` to `now`; 0 when the clock went back. */
+static uint64_t since(uint64_t now, uint64_t then)
+{
+	return now > then ? now - then : 0;
+}
+
+static double running_s(const struct metrics_view *v,
+			const struct sync_stats *st)
+{
+	if (st->publish_started_ms == 0)
+		return 0;
+	return (double)since(v->now_ms, st->publish_started_ms) / 1000.0;
+}
+
 /* One line per mapping of a per-mapping number. */
 #define PER_SYNC(f, v, metric, type, help, fmt, expr)                        \
 	do {                                                                 \
@@ -56,14 +69,8 @@ static void head(FILE *f, const char *name, const char *type,
 		}                                                            \
 	} while (0)
 
-char *metrics_render(const struct metrics_view *v)
+static void render_daemon(FILE *f, const struct metrics_view *v)
 {
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-
-	if (f == NULL)
-		return NULL;
 	head(f, "atomsync_build_info", "gauge", "Build information.");
 	fprintf(f, "atomsync_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
 	head(f, "atomsync_start_time_seconds", "gauge",
@@ -77,7 +84,10 @@ char *metrics_render(const struct metrics_view *v)
 	     "Configuration reloads refused because the file had problems.");
 	fprintf(f, "atomsync_config_reload_failures_total %llu\n",
 		(unsigned long long)v->reload_failures);
+}
 
+static void render_syncs(FILE *f, const struct metrics_view *v)
+{
 	PER_SYNC(f, v, "atomsync_publishes_total", "counter",
 		 "New generations made live.", "%llu",
 		 (unsigned long long)st->publishes);
@@ -93,6 +103,9 @@ char *metrics_render(const struct metrics_view *v)
 	PER_SYNC(f, v, "atomsync_last_publish_timestamp_seconds", "gauge",
 		 "When the live generation was published (0: never).", "%.3f",
 		 (double)st->last_publish_ms / 1000.0);
+	PER_SYNC(f, v, "atomsync_publish_running_seconds", "gauge",
+		 "How long the publish under way has run (0: none).", "%.3f",
+		 running_s(v, st));
 	PER_SYNC(f, v, "atomsync_failing", "gauge",
 		 "1 while the target does not follow the source.", "%d",
 		 st->failing_since_ms ? 1 : 0);
@@ -111,7 +124,10 @@ char *metrics_render(const struct metrics_view *v)
 	PER_SYNC(f, v, "atomsync_watch_limit_fallbacks_total", "counter",
 		 "Times the inotify watch limit forced periodic re-scans.",
 		 "%llu", (unsigned long long)st->watch_fallbacks);
+}
 
+static void render_durations(FILE *f, const struct metrics_view *v)
+{
 	head(f, "atomsync_publish_duration_seconds", "histogram",
 	     "How long publishing a new generation took.");
 	for (size_t i = 0; i < v->n; i++) {
@@ -133,6 +149,19 @@ char *metrics_render(const struct metrics_view *v)
 		esc_label(f, v->syncs[i].name);
 		fprintf(f, "\"} %llu\n", (unsigned long long)st->duration_count);
 	}
+}
+
+char *metrics_render(const struct metrics_view *v)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return NULL;
+	render_daemon(f, v);
+	render_syncs(f, v);
+	render_durations(f, v);
 	if (fclose(f) != 0) {
 		free(text);
 		return NULL;
@@ -143,52 +172,51 @@ char *metrics_render(const struct metrics_view *v)
 char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms)
 {
 	uint64_t limit = (uint64_t)v->unhealthy_after_s * 1000u;
+	char *r = NULL;
+	int n = 0;
 
-	for (size_t i = 0; i < v->n; i++) {
+	for (size_t i = 0; i < v->n && r == NULL; i++) {
 		const struct sync_stats *st = &v->syncs[i].st;
-		if (st->failing_since_ms && now_ms - st->failing_since_ms >= limit) {
-			char *r;
-			if (asprintf(&r,
-				     "sync \"%s\" has not published for %llu s: %s",
+		uint64_t failing = since(now_ms, st->failing_since_ms);
+		uint64_t running = since(now_ms, st->publish_started_ms);
+		/* last_error names paths: it goes to the log, not here. */
+		if (st->failing_since_ms && failing >= limit)
+			n = asprintf(&r, "sync \"%s\" failing for %llu s",
 				     v->syncs[i].name,
-				     (unsigned long long)(now_ms -
-							  st->failing_since_ms) /
-					     1000,
-				     st->last_error ? st->last_error : "failing") < 0)
-				r = NULL;
-			return r ? r : strdup("a mapping is failing");
-		}
+				     (unsigned long long)failing / 1000);
+		else if (st->publish_started_ms && running >= limit)
+			n = asprintf(&r, "sync \"%s\": publish running for %llu s",
+				     v->syncs[i].name,
+				     (unsigned long long)running / 1000);
+		if (n < 0)
+			return strdup("a mapping is failing");
 	}
-	return NULL;
+	return r;
 }
 
-int metrics_write_file(const char *path, const char *text)
+/* Writes `text` to `name` in `dfd` through `tmp`; *step says which call
+ * failed. */
+static int write_in(int dfd, const char *tmp, const char *name,
+		    const char *text, const char **step)
 {
-	char *tmp;
-	int rc = 0;
-
-	if (asprintf(&tmp, "%s.tmp", path) < 0)
-		return -ENOMEM;
 	/* A fresh file, never one someone placed at the temporary name. */
-	if (unlink(tmp) < 0 && errno != ENOENT) {
-		rc = -errno;
-		free(tmp);
-		return rc;
-	}
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-		      0644);
-	if (fd < 0) {
-		rc = -errno;
-		free(tmp);
-		return rc;
-	}
-	/* node_exporter reads the file as its own user: 0644 whatever the
-	 * umask (a service's may well be 0077). */
-	if (fchmod(fd, 0644) < 0)
-		rc = -errno;
-	size_t left = rc == 0 ? strlen(text) : 0;
+	*step = "remove";
+	if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
+		return -errno;
+	*step = "create";
+	int fd = openat(dfd, tmp,
+			O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			0644);
+	if (fd < 0)
+		return -errno;
+	/* The unit's UMask= must not hide the file from the collector. */
+	*step = "chmod";
+	int rc = fchmod(fd, 0644) < 0 ? -errno : 0;
+	size_t left = strlen(text);
 	const char *p = text;
-	while (left > 0) {
+	if (rc == 0)
+		*step = "write";
+	while (rc == 0 && left > 0) {
 		ssize_t w = write(fd, p, left);
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -201,15 +229,77 @@ int metrics_write_file(const char *path, const char *text)
 	}
 	if (close(fd) < 0 && rc == 0)
 		rc = -errno;
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
+	if (rc == 0) {
+		*step = "rename";
+		if (renameat(dfd, tmp, dfd, name) < 0)
+			rc = -errno;
+	}
 	if (rc < 0)
-		unlink(tmp);
+		unlinkat(dfd, tmp, 0);
+	return rc;
+}
+
+int metrics_write_file(const char *path, const char *text, char **err)
+{
+	const char *slash = strrchr(path, '/');
+	const char *name = slash ? slash + 1 : path;
+
+	if (path[0] != '/' || *name == '\0' || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
+		return log_err_set(err, -EINVAL,
+				   "not an absolute path to a file");
+	char *dir = slash == path ? strdup("/")
+				  : strndup(path, (size_t)(slash - path));
+	char *tmp = NULL, *why = NULL;
+	int rc = -ENOMEM;
+	if (dir == NULL || asprintf(&tmp, "%s.tmp", name) < 0) {
+		free(dir);
+		return log_err_set(err, rc, "%s", strerror(-rc));
+	}
+	/* The directory as a root daemon must resolve it: its owner may
+	 * have replaced it, or a directory above, by a symlink. */
+	int dfd = fsutil_chase(dir, 0, O_RDONLY | O_DIRECTORY, NULL, &why);
+	if (dfd < 0) {
+		rc = log_err_set(err, dfd, "%s",
+				 why ? why : strerror(-dfd));
+	} else {
+		const char *step = "";
+		rc = write_in(dfd, tmp, name, text, &step);
+		if (rc < 0)
+			rc = log_err_set(err, rc, "%s %s/%s: %s", step, dir,
+					 strcmp(step, "rename") == 0 ? name : tmp,
+					 strerror(-rc));
+		close(dfd);
+	}
+	free(why);
 	free(tmp);
+	free(dir);
 	return rc;
 }
 
 /* ---- HTTP ---- */
+
+/* A rendering younger than this is served again without asking the loop,
+ * so a flood of requests costs the loop one rendering a second. */
+#define FRESH_MS 1000
+/* How long after asking the HTTP thread waits for the loop's answer.  A
+ * stalled loop costs one such wait, not one per request: a request that
+ * finds the question already older than this does not wait at all. */
+#define ANSWER_WAIT_MS 250
+
+/* Connections: enough that a crowd of idle or slow clients leaves room
+ * for the health check, bounded in memory (MEMORY_LIMIT each) and in
+ * descriptors (a quarter of RLIMIT_NOFILE at most: publishing needs the
+ * rest). */
+#define MAX_CONNECTIONS 512u
+#define MIN_CONNECTIONS 16u
+#define MEMORY_LIMIT ((size_t)16384)
+/* A connection may stay silent this long; once more than BUSY are open,
+ * new ones get BUSY_TIMEOUT_S, so idle and slow clients make room for
+ * requests that come and go. */
+#define TIMEOUT_S 10u
+#define BUSY 32u
+#define BUSY_TIMEOUT_S 2u
 
 /* libmicrohttpd and the TLS libraries it links are loaded on first use:
  * a daemon that serves no metrics over HTTP does not carry them. */
@@ -226,10 +316,22 @@ static struct {
 	enum MHD_Result (*queue_response)(struct MHD_Connection *, unsigned int,
 					  struct MHD_Response *);
 	void (*destroy_response)(struct MHD_Response *);
+	enum MHD_Result (*set_option)(struct MHD_Connection *,
+				      enum MHD_CONNECTION_OPTION, ...);
 } mhd;
+
+#define MHD_NSYMS 7
 
 static int mhd_load(char **err)
 {
+	static const char *const names[MHD_NSYMS] = {
+		"MHD_start_daemon",	    "MHD_stop_daemon",
+		"MHD_create_response_from_buffer", "MHD_add_response_header",
+		"MHD_queue_response",	    "MHD_destroy_response",
+		"MHD_set_connection_option",
+	};
+	void *f[MHD_NSYMS];
+
 	if (mhd.lib)
 		return 0;
 	void *lib = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
@@ -238,19 +340,12 @@ static int mhd_load(char **err)
 				   "metrics_listen needs %s (Debian: "
 				   "libmicrohttpd12): %s",
 				   MHD_SONAME, dlerror());
-	void *f[6] = {
-		dlsym(lib, "MHD_start_daemon"),
-		dlsym(lib, "MHD_stop_daemon"),
-		dlsym(lib, "MHD_create_response_from_buffer"),
-		dlsym(lib, "MHD_add_response_header"),
-		dlsym(lib, "MHD_queue_response"),
-		dlsym(lib, "MHD_destroy_response"),
-	};
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < MHD_NSYMS; i++) {
+		f[i] = dlsym(lib, names[i]);
 		if (f[i] == NULL) {
 			dlclose(lib);
-			return log_err_set(err, -ENOENT, "%s: missing symbol",
-					   MHD_SONAME);
+			return log_err_set(err, -ENOENT, "%s: missing symbol %s",
+					   MHD_SONAME, names[i]);
 		}
 	}
 	/* POSIX allows converting dlsym's result to a function pointer. */
@@ -260,6 +355,7 @@ static int mhd_load(char **err)
 	memcpy(&mhd.add_header, &f[3], sizeof(f[3]));
 	memcpy(&mhd.queue_response, &f[4], sizeof(f[4]));
 	memcpy(&mhd.destroy_response, &f[5], sizeof(f[5]));
+	memcpy(&mhd.set_option, &f[6], sizeof(f[6]));
 	mhd.lib = lib;
 	return 0;
 }
@@ -269,9 +365,11 @@ struct metrics {
 	uv_async_t async;
 	metrics_collect_cb collect;
 	void *data;
+	_Atomic unsigned open;	  /* connections, counted on the HTTP thread */
 	pthread_mutex_t mu;
-	pthread_cond_t cond;
+	pthread_cond_t cond;	  /* on the monotonic clock */
 	uint64_t asked, answered; /* request and answer generations */
+	uint64_t asked_ms;	  /* monotonic: when the open question was asked */
 	char *text;		  /* latest rendering */
 	char *unhealthy;	  /* latest health verdict */
 	uint64_t last_answer_ms;  /* monotonic */
@@ -289,9 +387,10 @@ static void on_async(uv_async_t *a)
 	uint64_t want = m->asked;
 	pthread_mutex_unlock(&m->mu);
 
+	v.now_ms = clock_wall_ms();
 	m->collect(m->data, &v);
 	char *text = metrics_render(&v);
-	char *bad = metrics_unhealthy(&v, clock_wall_ms());
+	char *bad = metrics_unhealthy(&v, v.now_ms);
 	free(v.syncs);
 
 	pthread_mutex_lock(&m->mu);
@@ -306,6 +405,48 @@ static void on_async(uv_async_t *a)
 	pthread_mutex_unlock(&m->mu);
 }
 
+/* What a request is answered from. */
+struct answer {
+	char *text, *bad;   /* copies */
+	bool stalled;	    /* the loop has not answered for too long */
+	uint64_t silent_ms; /* since the loop last answered */
+	bool stopping;
+};
+
+static struct timespec mono_at(uint64_t ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+			      .tv_nsec = (long)(ms % 1000) * 1000000L};
+	return ts;
+}
+
+/* On the HTTP thread: the latest rendering, asking the loop for a new one
+ * when it is not fresh and waiting a little for it. */
+static void fetch(struct metrics *m, struct answer *a)
+{
+	pthread_mutex_lock(&m->mu);
+	uint64_t now = clock_mono_ms();
+	bool fresh = m->text && now - m->last_answer_ms < FRESH_MS;
+	if (!m->stopping && !fresh) {
+		if (m->answered == m->asked) {
+			m->asked++;
+			m->asked_ms = now;
+			uv_async_send(&m->async);
+		}
+		struct timespec until = mono_at(m->asked_ms + ANSWER_WAIT_MS);
+		while (m->answered < m->asked && !m->stopping &&
+		       pthread_cond_timedwait(&m->cond, &m->mu, &until) == 0)
+			;
+	}
+	a->silent_ms = clock_mono_ms() - m->last_answer_ms;
+	a->stalled = m->answered < m->asked &&
+		     a->silent_ms >= (uint64_t)m->unhealthy_after_s * 1000u;
+	a->stopping = m->stopping;
+	a->text = m->text ? strdup(m->text) : NULL;
+	a->bad = m->unhealthy ? strdup(m->unhealthy) : NULL;
+	pthread_mutex_unlock(&m->mu);
+}
+
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
 			     const char *type, const char *body)
 {
@@ -317,6 +458,39 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
 	mhd.add_header(r, "Cache-Control", "no-store");
 	enum MHD_Result ret = mhd.queue_response(c, code, r);
 	mhd.destroy_response(r);
+	return ret;
+}
+
+/* The answer to GET /metrics or /healthz. */
+static enum MHD_Result reply_with(struct MHD_Connection *c, bool metrics,
+				  const struct answer *a)
+{
+	char *body = NULL;
+	enum MHD_Result ret;
+
+	if (a->stopping)
+		return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+			     "stopping\n");
+	if (a->stalled) {
+		if (asprintf(&body,
+			     "unhealthy: event loop not answering for %llu s\n",
+			     (unsigned long long)a->silent_ms / 1000) < 0)
+			body = NULL;
+		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+			    body ? body : "unhealthy\n");
+	} else if (metrics) {
+		ret = reply(c, a->text ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+			    "text/plain; version=0.0.4; charset=utf-8",
+			    a->text ? a->text : "no metrics yet\n");
+	} else if (a->bad) {
+		if (asprintf(&body, "unhealthy: %s\n", a->bad) < 0)
+			body = NULL;
+		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+			    body ? body : "unhealthy\n");
+	} else {
+		ret = reply(c, MHD_HTTP_OK, "text/plain", "ok\n");
+	}
+	free(body);
 	return ret;
 }
 
@@ -348,57 +522,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
 			     "only GET\n");
 
-	/* Ask the loop for a fresh view and wait a little for it. */
-	pthread_mutex_lock(&m->mu);
-	if (m->stopping) {
-		pthread_mutex_unlock(&m->mu);
-		return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
-			     "stopping\n");
-	}
-	uint64_t want = ++m->asked;
-	uv_async_send(&m->async);
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += LOOP_ANSWER_MS / 1000;
-	until.tv_nsec += (LOOP_ANSWER_MS % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	while (m->answered < want)
-		if (pthread_cond_timedwait(&m->cond, &m->mu, &until) == ETIMEDOUT)
-			break;
-	bool fresh = m->answered >= want;
-	uint64_t silent_ms = clock_mono_ms() - m->last_answer_ms;
-	char *text = m->text ? strdup(m->text) : NULL;
-	char *bad = m->unhealthy ? strdup(m->unhealthy) : NULL;
-	unsigned limit_s = m->unhealthy_after_s;
-	pthread_mutex_unlock(&m->mu);
-
-	enum MHD_Result ret;
-	char buf[160];
-	if (!fresh && silent_ms >= (uint64_t)limit_s * 1000u) {
-		snprintf(buf, sizeof(buf),
-			 "unhealthy: the event loop has not answered for %llu s\n",
-			 (unsigned long long)silent_ms / 1000);
-		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain", buf);
-	} else if (metrics) {
-		ret = reply(c, text ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
-			    "text/plain; version=0.0.4; charset=utf-8",
-			    text ? text : "no metrics yet\n");
-	} else if (bad) {
-		char *body;
-		if (asprintf(&body, "unhealthy: %s\n", bad) < 0)
-			body = NULL;
-		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
-			    body ? body : "unhealthy\n");
-		free(body);
-	} else {
-		ret = reply(c, MHD_HTTP_OK, "text/plain", "ok\n");
-	}
-	free(text);
-	free(bad);
+	struct answer a = {0};
+	fetch(m, &a);
+	enum MHD_Result ret = reply_with(c, metrics, &a);
+	free(a.text);
+	free(a.bad);
 	return ret;
+}
+
+/* On the HTTP thread: counts connections, and under a crowd gives a new
+ * one little time to speak. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **ctx,
+			  enum MHD_ConnectionNotificationCode what)
+{
+	struct metrics *m = cls;
+
+	(void)ctx;
+	if (what == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (m->open > 0)
+			m->open--;
+		return;
+	}
+	if (++m->open > BUSY)
+		mhd.set_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+			       (unsigned)BUSY_TIMEOUT_S);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -421,60 +568,99 @@ static void on_async_closed(uv_handle_t *h)
 	free(m);
 }
 
-int metrics_http_start(uv_loop_t *loop, const char *listen,
-		       unsigned unhealthy_after_s, metrics_collect_cb collect,
-		       void *data, struct metrics **out, char **err)
+/* The address to listen on, and the MHD flags it needs. */
+static int listen_addr(const char *listen, struct sockaddr_storage *ss,
+		       unsigned *flags, unsigned *port, char **err)
 {
 	char host[64];
-	unsigned port;
-	struct sockaddr_storage ss = {0};
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
-			 MHD_USE_ERROR_LOG;
 
-	if (conf_parse_listen(listen, host, sizeof(host), &port) < 0)
+	if (conf_parse_listen(listen, host, sizeof(host), port) < 0)
 		return log_err_set(err, -EINVAL, "metrics_listen %s: not HOST:PORT",
 				   listen);
-	int rc = mhd_load(err);
-	if (rc < 0)
-		return rc;
+	memset(ss, 0, sizeof(*ss));
 	if (host[0] == '\0' || strchr(host, ':')) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
 		a->sin6_family = AF_INET6;
-		a->sin6_port = htons((uint16_t)port);
+		a->sin6_port = htons((uint16_t)*port);
 		if (host[0])
 			inet_pton(AF_INET6, host, &a->sin6_addr);
 		else
 			a->sin6_addr = in6addr_any;
-		flags |= MHD_USE_IPv6;
+		*flags |= MHD_USE_IPv6;
 		if (host[0] == '\0')
-			flags |= MHD_USE_DUAL_STACK;
+			*flags |= MHD_USE_DUAL_STACK;
 	} else {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
 		a->sin_family = AF_INET;
-		a->sin_port = htons((uint16_t)port);
+		a->sin_port = htons((uint16_t)*port);
 		inet_pton(AF_INET, host, &a->sin_addr);
 	}
+	return 0;
+}
 
+static unsigned connection_limit(void)
+{
+	struct rlimit rl;
+	unsigned n = MAX_CONNECTIONS;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur / 4 < n)
+		n = (unsigned)(rl.rlim_cur / 4);
+	return n < MIN_CONNECTIONS ? MIN_CONNECTIONS : n;
+}
+
+static struct metrics *metrics_new(uv_loop_t *loop, unsigned unhealthy_after_s,
+				   metrics_collect_cb collect, void *data)
+{
 	struct metrics *m = calloc(1, sizeof(*m));
+	pthread_condattr_t ca;
+
 	if (m == NULL)
-		return -ENOMEM;
+		return NULL;
 	m->collect = collect;
 	m->data = data;
 	m->last_answer_ms = clock_mono_ms();
 	m->unhealthy_after_s = unhealthy_after_s;
 	pthread_mutex_init(&m->mu, NULL);
-	pthread_cond_init(&m->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	uv_async_init(loop, &m->async, on_async);
 	m->async.data = m;
-	/* Bounded against garbage, huge and slow clients: small buffers,
-	 * few connections, and a timeout for the slow ones. */
+	return m;
+}
+
+int metrics_http_start(uv_loop_t *loop, const char *listen,
+		       unsigned unhealthy_after_s, metrics_collect_cb collect,
+		       void *data, struct metrics **out, char **err)
+{
+	struct sockaddr_storage ss;
+	unsigned port, flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+			       MHD_USE_ERROR_LOG;
+	int rc = listen_addr(listen, &ss, &flags, &port, err);
+
+	if (rc == 0)
+		rc = mhd_load(err);
+	if (rc < 0)
+		return rc;
+	struct metrics *m = metrics_new(loop, unhealthy_after_s, collect, data);
+	if (m == NULL)
+		return log_err_set(err, -ENOMEM, "metrics_listen %s: %s", listen,
+				   strerror(ENOMEM));
+	/* Bounded against garbage, huge, idle and slow clients; one address
+	 * may take three quarters of the connections, so the local health
+	 * check still gets in when a neighbour holds many open. */
+	unsigned limit = connection_limit();
+	errno = 0;
 	m->mhd = mhd.start_daemon(
 		flags, (uint16_t)port, NULL, NULL, on_request, m,
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)32,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+		MHD_OPTION_CONNECTION_TIMEOUT, TIMEOUT_S,
+		MHD_OPTION_CONNECTION_LIMIT, limit,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, limit - limit / 4,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, MEMORY_LIMIT,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
 	if (m->mhd == NULL) {
 		int e = errno ? errno : EADDRINUSE;

@@ -2,8 +2,8 @@
  * file for node_exporter's textfile collector and served over HTTP
  * (GET /metrics, GET /healthz) by libmicrohttpd on a thread of its own.
  * The numbers live on the loop thread; the HTTP thread asks the loop for a
- * fresh rendering, and a loop that does not answer is itself a health
- * problem. */
+ * rendering when the one it has is over a second old, and a loop that
+ * does not answer is itself a health problem. */
 #ifndef ATOMSYNC_METRICS_H
 #define ATOMSYNC_METRICS_H
 
@@ -21,6 +21,7 @@ struct metrics_sync {
 
 struct metrics_view {
 	double start_time;	/* seconds since the epoch */
+	uint64_t now_ms;	/* wall clock when the numbers were taken */
 	uint64_t reloads, reload_failures;
 	unsigned unhealthy_after_s;
 	struct metrics_sync *syncs;
@@ -29,11 +30,16 @@ struct metrics_view {
 
 /* The exposition text (malloc'ed). */
 char *metrics_render(const struct metrics_view *v);
-/* NULL when healthy, else why not (malloc'ed). */
+/* NULL when healthy, else why not (malloc'ed): the mapping and the kind
+ * of problem only, never an error message, for /healthz answers anyone
+ * who can connect. */
 char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms);
-/* Writes the text to `path` through a temporary file and a rename, so the
- * collector never reads half of it. */
-int metrics_write_file(const char *path, const char *text);
+/* Writes the text to `path` (absolute) through a temporary file and a
+ * rename, so the collector never reads half of it.  The directory is
+ * resolved with fsutil_chase(): a symlink on the way that another user
+ * owns or can replace is refused, and nothing is written.  The file is
+ * mode 0644 whatever the umask.  On error, *err says what failed. */
+int metrics_write_file(const char *path, const char *text, char **err);
 
 struct metrics;
 

@@ -300,8 +300,13 @@ static void queue(struct sync *s, enum work_kind kind)
 		s->rc = 0;
 		s->source_failed = false;
 	}
+	/* A write that never returns (a hung disk or NFS server) shows as a
+	 * publish that runs on and on. */
+	if (kind == WORK_PUBLISH || kind == WORK_COMMIT)
+		s->st.publish_started_ms = clock_wall_ms();
 	if (uv_queue_work(s->loop, &s->work, on_work, on_after_work) < 0) {
 		s->busy = false;
+		s->st.publish_started_ms = 0;
 		log_msg(LOG_LVL_ERROR, s->c->name, "cannot queue work");
 	}
 }
@@ -774,6 +779,7 @@ static void on_after_work(uv_work_t *req, int status)
 
 	(void)status;
 	s->busy = false;
+	s->st.publish_started_ms = 0;
 	if (kind != WORK_FINAL)
 		s->retire_next = s->retire_next_work;
 	if (s->gc_handed) {

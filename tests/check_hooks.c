@@ -1,7 +1,9 @@
 /* Hooks and observability, driven from outside: check_command vetoes,
  * on_update and the reload signal after a publish, timeouts, coalescing,
- * and the metrics a scraper sees (curl), including what garbage, huge and
- * slow HTTP clients cannot do to the daemon. */
+ * and the metrics a scraper sees (curl), including what garbage, huge,
+ * slow and hundreds of idle HTTP clients cannot do to the daemon, what
+ * /healthz says of a publish that hangs (faultinject.so), and a metrics
+ * file whose directory another user replaced by a link. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -49,8 +51,7 @@ static void teardown(void)
 	free(tmp);
 }
 
-/* Starts the daemon on a config made of `daemon_keys` and `sync_keys`. */
-static void start(const char *daemon_keys, const char *sync_keys)
+static void write_conf(const char *daemon_keys, const char *sync_keys)
 {
 	char *text;
 	ck_assert_int_ge(asprintf(&text,
@@ -61,8 +62,33 @@ static void start(const char *daemon_keys, const char *sync_keys)
 			 0);
 	tu_write(tmp, "atomsync.conf", text, 0644);
 	free(text);
-	const char *argv[] = {tu_bin(), "--config", conf, NULL};
+}
+
+/* Starts the daemon on a config made of `daemon_keys` and `sync_keys`,
+ * with `env` (NAME=VALUE strings, NULL-ended; may be NULL) added to its
+ * environment. */
+static void start_env(const char *daemon_keys, const char *sync_keys,
+		      const char *const *env)
+{
+	const char *argv[16];
+	int n = 0;
+
+	write_conf(daemon_keys, sync_keys);
+	if (env) {
+		argv[n++] = "env";
+		while (*env && n < 12)
+			argv[n++] = *env++;
+	}
+	argv[n++] = tu_bin();
+	argv[n++] = "--config";
+	argv[n++] = conf;
+	argv[n] = NULL;
 	pid = tu_spawn(argv, logpath);
+}
+
+static void start(const char *daemon_keys, const char *sync_keys)
+{
+	start_env(daemon_keys, sync_keys, NULL);
 }
 
 static void stop(void)
@@ -140,6 +166,37 @@ static long long metric(const char *body, const char *name)
 	}
 	ck_abort_msg("no %s in:\n%s", name, body);
 	return -1;
+}
+
+/* Polls /metrics until the sample `name` has `value` (a rendering may be
+ * up to a second old). */
+static void wait_metric(const char *name, long long value)
+{
+	long long got = -1;
+	for (long long end = tu_now_ms() + tu_scale(5000);
+	     got != value && tu_now_ms() < end; tu_nap(50)) {
+		char *body;
+		ck_assert_int_eq(curl_get("/metrics", &body), 200);
+		got = metric(body, name);
+		free(body);
+	}
+	ck_assert_msg(got == value, "%s%lld, want %lld", name, got, value);
+}
+
+/* Polls /healthz until it answers `code`; returns the body. */
+static char *wait_healthz(int code, int ms)
+{
+	char *body = NULL;
+	int got = 0;
+	for (long long end = tu_now_ms() + tu_scale(ms);; tu_nap(100)) {
+		free(body);
+		got = curl_get("/healthz", &body);
+		if (got == code || tu_now_ms() >= end)
+			break;
+	}
+	ck_assert_msg(got == code, "/healthz answered %d, want %d: %s", got,
+		      code, body);
+	return body;
 }
 
 static int have_curl(void)
@@ -494,14 +551,15 @@ START_TEST(test_metrics_match_what_happened)
 	/* Reloads count. */
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	wait_file(logpath, "reload done", 1, 5000);
-	ck_assert_int_eq(curl_get("/metrics", &body), 200);
-	ck_assert_int_eq(metric(body, "atomsync_config_reloads_total "), 1);
-	free(body);
+	wait_metric("atomsync_config_reloads_total ", 1);
 	stop();
 	free(ok);
 	free(mfile);
 }
 END_TEST
+
+/* How /healthz starts for a mapping that fails. */
+static const char failing[] = "unhealthy: sync \"web\" failing for ";
 
 START_TEST(test_healthz_reports_a_stalled_mapping)
 {
@@ -519,31 +577,44 @@ START_TEST(test_healthz_reports_a_stalled_mapping)
 	start(dk, "");
 	free(dk);
 	wait_file(logpath, "serving /metrics", 1, 5000);
-	char *body = NULL;
-	int code = 0;
-	for (long long end = tu_now_ms() + tu_scale(10000); tu_now_ms() < end;) {
-		free(body);
-		if ((code = curl_get("/healthz", &body)) == 503)
-			break;
-		tu_nap(100);
-	}
-	ck_assert_int_eq(code, 503);
-	ck_assert_msg(strstr(body, "sync \"web\"") && strstr(body, "parent"), "%s",
-		      body);
+	char *body = wait_healthz(503, 10000);
+	/* The mapping and the kind of problem; the path is in the log only. */
+	ck_assert_msg(strncmp(body, failing, strlen(failing)) == 0 &&
+			      !strstr(body, tmp) && !strstr(body, "parent"),
+		      "%s", body);
 	free(body);
+	wait_file(logpath, "missing/parent", 1, 5000);
 	/* Fixed: healthy again. */
 	char *parent = tu_path(tmp, "missing/parent");
 	tu_mkdirs(parent, 0755);
-	for (long long end = tu_now_ms() + tu_scale(70000); tu_now_ms() < end;) {
-		code = curl_get("/healthz", &body);
-		free(body);
-		if (code == 200)
-			break;
-		tu_nap(200);
-	}
-	ck_assert_int_eq(code, 200);
+	free(wait_healthz(200, 70000));
 	stop();
 	free(parent);
+}
+END_TEST
+
+START_TEST(test_healthz_never_names_the_source)
+{
+	if (!have_curl()) {
+		fprintf(stderr, "skipped: curl is not installed\n");
+		return;
+	}
+	char *dk;
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
+				       "unhealthy_after_s = 1",
+				  port),
+			 0);
+	free(src);
+	src = tu_path(tmp, "private-x7/source");
+	start(dk, "");
+	free(dk);
+	wait_file(logpath, "private-x7/source", 1, 5000);
+	char *body = wait_healthz(503, 10000);
+	ck_assert_msg(strncmp(body, failing, strlen(failing)) == 0 &&
+			      !strstr(body, "private-x7") && !strstr(body, tmp),
+		      "%s", body);
+	free(body);
+	stop();
 }
 END_TEST
 
@@ -638,6 +709,196 @@ START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)
 }
 END_TEST
 
+/* The server has closed fd (recv sees the end), without blocking. */
+static int closed_by_server(int fd)
+{
+	char c;
+	return recv(fd, &c, 1, MSG_DONTWAIT) == 0;
+}
+
+START_TEST(test_healthz_answers_under_a_crowd_of_idle_and_slow_clients)
+{
+	enum { IDLE = 200, SLOW = 20 };
+	if (!have_curl()) {
+		fprintf(stderr, "skipped: curl is not installed\n");
+		return;
+	}
+	char *dk;
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", port), 0);
+	start(dk, "");
+	free(dk);
+	wait_target("v1\n");
+	wait_file(logpath, "serving /metrics", 1, 5000);
+
+	/* From this host: connections that say nothing, and connections
+	 * that send a request header a byte at a time. */
+	int idle[IDLE], slow[SLOW];
+	const char *hdr = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX: y";
+	size_t hlen = strlen(hdr), sent = 0;
+	for (int i = 0; i < IDLE; i++)
+		idle[i] = connect_local();
+	for (int i = 0; i < SLOW; i++)
+		slow[i] = connect_local();
+	/* The health check gets through, promptly, all along. */
+	long long end = tu_now_ms() + tu_scale(6000);
+	for (int round = 0; tu_now_ms() < end; round++, tu_nap(500)) {
+		for (int i = 0; i < SLOW; i++)
+			send(slow[i], hdr + sent % hlen, 1,
+			     MSG_NOSIGNAL | MSG_DONTWAIT);
+		sent++;
+		char *body;
+		long long t0 = tu_now_ms();
+		int code = curl_get("/healthz", &body);
+		long long took = tu_now_ms() - t0;
+		ck_assert_msg(code == 200, "round %d: /healthz answered %d: %s",
+			      round, code, body);
+		ck_assert_msg(took < tu_scale(2000), "round %d: /healthz took %lld ms",
+			      round, took);
+		free(body);
+	}
+	/* The idle crowd was let go: past the first few, a connection has
+	 * a short time to speak. */
+	int closed = 0;
+	for (int i = 0; i < IDLE; i++)
+		closed += closed_by_server(idle[i]);
+	ck_assert_int_ge(closed, IDLE - 40);
+	for (int i = 0; i < IDLE; i++)
+		close(idle[i]);
+	for (int i = 0; i < SLOW; i++)
+		close(slow[i]);
+	stop();
+}
+END_TEST
+
+START_TEST(test_a_hung_publish_turns_healthz_503_until_it_ends)
+{
+	if (!have_curl()) {
+		fprintf(stderr, "skipped: curl is not installed\n");
+		return;
+	}
+	const char *shim = getenv("FAULTINJECT");
+	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
+	char *dk, *hang = tu_path(tmp, "hang"), *preload, *hang_while, *asan;
+	const char *asan0 = getenv("ASAN_OPTIONS");
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
+				       "unhealthy_after_s = 1",
+				  port),
+			 0);
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	/* An ASan build wants its runtime first; the shim only wraps libc. */
+	ck_assert_int_ge(asprintf(&asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
+				  asan0 ? asan0 : "", asan0 && *asan0 ? ":" : ""),
+			 0);
+	const char *env[] = {preload, "FAULT_HANG=fsync", hang_while, asan, NULL};
+	start_env(dk, "", env);
+	wait_target("v1\n");
+	wait_file(logpath, "serving /metrics", 1, 5000);
+	free(wait_healthz(200, 5000));
+
+	/* The disk stops answering in the middle of a publish. */
+	tu_write(tmp, "hang", "", 0644);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	char *body = wait_healthz(503, 10000);
+	ck_assert_msg(strncmp(body, "unhealthy: sync \"web\": publish running for ",
+			      43) == 0,
+		      "%s", body);
+	free(body);
+	ck_assert_int_eq(curl_get("/metrics", &body), 200);
+	ck_assert_int_ge(metric(body, "atomsync_publish_running_seconds{sync=\"web\"} "),
+			 1);
+	free(body);
+	ck_assert(target_says("v1\n"));
+
+	/* It answers again: the publish ends, and all is well. */
+	ck_assert_int_eq(unlink(hang), 0);
+	wait_target("v2\n");
+	free(wait_healthz(200, 5000));
+	wait_metric("atomsync_publish_running_seconds{sync=\"web\"} ", 0);
+	stop();
+	free(dk);
+	free(hang);
+	free(preload);
+	free(hang_while);
+	free(asan);
+}
+END_TEST
+
+static int exists(const char *dir, const char *name)
+{
+	char *p = tu_path(dir, name);
+	struct stat st;
+	int r = lstat(p, &st) == 0;
+	free(p);
+	return r;
+}
+
+START_TEST(test_metrics_file_is_not_written_through_another_users_link)
+{
+	enum { OTHER = 2003 };
+	ck_assert_msg(tu_can_setuid(),
+		      "this test acts as another user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	/* A user's directory, where the metrics file was to go in prom/;
+	 * the user made prom a link to a directory of root's. */
+	char *home = tu_path(tmp, "home"), *prom = tu_path(home, "prom");
+	char *victim = tu_path(tmp, "victim"), *cmd;
+	tu_mkdirs(prom, 0755);
+	ck_assert_int_eq(chown(home, OTHER, OTHER), 0);
+	ck_assert_int_eq(chown(prom, OTHER, OTHER), 0);
+	tu_mkdirs(victim, 0755);
+	ck_assert_int_ge(asprintf(&cmd, "rmdir '%s' && ln -s '%s' '%s'", prom,
+				  victim, prom),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	free(cmd);
+
+	char *dk;
+	ck_assert_int_ge(asprintf(&dk, "metrics_file = %s/atomsync.prom", prom), 0);
+	/* The file must be readable by the collector whatever the umask. */
+	mode_t old = umask(077);
+	start(dk, "");
+	umask(old);
+	free(dk);
+	wait_target("v1\n");
+	char *refused;
+	ck_assert_int_ge(asprintf(&refused, "symlink %s is owned by uid %d", prom,
+				  OTHER),
+			 0);
+	wait_file(logpath, refused, 1, 5000);
+	/* More attempts, the same problem: logged once. */
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_target("v2\n");
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_file(logpath, "reload done", 1, 5000);
+
+	/* Through a link of root's, as /var/run -> /run, it is written. */
+	char *real = tu_path(tmp, "real"), *link = tu_path(tmp, "link");
+	tu_mkdirs(real, 0755);
+	ck_assert_int_eq(symlink("real", link), 0);
+	ck_assert_int_ge(asprintf(&dk, "metrics_file = %s/atomsync.prom", link), 0);
+	write_conf(dk, "");
+	free(dk);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_file(logpath, "written again", 1, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, refused), 1);
+	ck_assert(!exists(victim, "atomsync.prom"));
+	ck_assert(!exists(victim, "atomsync.prom.tmp"));
+	char *file = tu_path(real, "atomsync.prom");
+	struct stat st;
+	ck_assert_int_eq(stat(file, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0644);
+	stop();
+	free(file);
+	free(refused);
+	free(real);
+	free(link);
+	free(victim);
+	free(prom);
+	free(home);
+}
+END_TEST
+
 /* --once with the config of start(): exit status and stderr. */
 static int once(const char *sync_keys, char **err)
 {
@@ -724,6 +985,10 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_metrics_match_what_happened);
 	tcase_add_test(tc, test_healthz_reports_a_stalled_mapping);
 	tcase_add_test(tc, test_garbage_huge_and_slow_requests_do_no_harm);
+	tcase_add_test(tc, test_healthz_never_names_the_source);
+	tcase_add_test(tc, test_healthz_answers_under_a_crowd_of_idle_and_slow_clients);
+	tcase_add_test(tc, test_a_hung_publish_turns_healthz_503_until_it_ends);
+	tcase_add_test(tc, test_metrics_file_is_not_written_through_another_users_link);
 	suite_add_tcase(s, tc);
 	return s;
 }

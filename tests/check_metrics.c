@@ -1,10 +1,12 @@
 /* The metrics text and the HTTP endpoint, without the daemon: what is
- * rendered from given numbers, when a mapping counts as unhealthy, and a
- * /healthz that says so when the event loop stops answering. */
+ * rendered from given numbers, when a mapping counts as unhealthy, how the
+ * textfile is written, and a /healthz that says so, promptly, when the
+ * event loop stops answering. */
 #include "config.h"
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,6 +25,7 @@ static struct metrics_sync one = {.name = "web"};
 static void view(struct metrics_view *v)
 {
 	v->start_time = 1700000000.5;
+	v->now_ms = 1700000100000;
 	v->reloads = 2;
 	v->reload_failures = 1;
 	v->unhealthy_after_s = 60;
@@ -59,6 +62,9 @@ START_TEST(test_render_follows_the_exposition_format)
 		      "%s", t);
 	ck_assert_msg(strstr(t, "atomsync_publish_duration_seconds_count{sync=\"web\"} 7\n"),
 		      "%s", t);
+	ck_assert_msg(strstr(t, "# TYPE atomsync_publish_running_seconds gauge\n"
+				"atomsync_publish_running_seconds{sync=\"web\"} 0.000\n"),
+		      "%s", t);
 	/* Every sample line belongs to a declared metric. */
 	for (char *l = t; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
 		if (*l == '#' || *l == '\0')
@@ -76,13 +82,91 @@ START_TEST(test_unhealthy_only_after_the_threshold)
 	memset(&one.st, 0, sizeof(one.st));
 	ck_assert_ptr_null(metrics_unhealthy(&v, 1000000));
 	one.st.failing_since_ms = 1000000;
-	one.st.last_error = "target /x: Permission denied";
+	one.st.last_error = "target /srv/secret/x: Permission denied";
 	ck_assert_ptr_null(metrics_unhealthy(&v, 1000000 + 59999));
 	char *why = metrics_unhealthy(&v, 1000000 + 61000);
-	ck_assert_msg(why && strstr(why, "sync \"web\"") && strstr(why, "61 s") &&
-			      strstr(why, "Permission denied"),
-		      "%s", why ? why : "(healthy)");
+	ck_assert_str_eq(why ? why : "(healthy)", "sync \"web\" failing for 61 s");
 	free(why);
+	/* A clock set back is no reason. */
+	ck_assert_ptr_null(metrics_unhealthy(&v, 1000));
+}
+END_TEST
+
+START_TEST(test_a_publish_that_runs_on_is_unhealthy_and_shown)
+{
+	struct metrics_view v = {0};
+	view(&v);
+	memset(&one.st, 0, sizeof(one.st));
+	one.st.publish_started_ms = v.now_ms - 2500;
+	char *t = metrics_render(&v);
+	ck_assert_msg(strstr(t, "atomsync_publish_running_seconds{sync=\"web\"} 2.500\n"),
+		      "%s", t);
+	free(t);
+	ck_assert_ptr_null(metrics_unhealthy(&v, v.now_ms));
+	char *why = metrics_unhealthy(&v, one.st.publish_started_ms + 60000);
+	ck_assert_str_eq(why ? why : "(healthy)",
+			 "sync \"web\": publish running for 60 s");
+	free(why);
+}
+END_TEST
+
+START_TEST(test_textfile_is_readable_whatever_the_umask)
+{
+	char *tmp = tu_mkdtemp(), *file = tu_path(tmp, "m.prom"), *err = NULL;
+	mode_t old = umask(077);
+	int rc = metrics_write_file(file, "atomsync_x 1\n", &err);
+	umask(old);
+	ck_assert_msg(rc == 0, "%s", err ? err : "?");
+	struct stat st;
+	ck_assert_int_eq(stat(file, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0644);
+	char *text = tu_read(file, NULL);
+	ck_assert_str_eq(text, "atomsync_x 1\n");
+	free(text);
+	/* Only the file itself is left. */
+	ck_assert_int_eq(tu_count_entries(tmp), 1);
+	tu_rmrf(tmp);
+	free(file);
+	free(tmp);
+}
+END_TEST
+
+START_TEST(test_textfile_never_writes_through_a_planted_link)
+{
+	char *tmp = tu_mkdtemp(), *file = tu_path(tmp, "m.prom"), *err = NULL;
+	char *tmpname = tu_path(tmp, "m.prom.tmp"), *victim = tu_path(tmp, "victim");
+	tu_write(tmp, "victim", "precious\n", 0644);
+	/* A link at the temporary name goes; the file is made anew. */
+	ck_assert_int_eq(symlink(victim, tmpname), 0);
+	ck_assert_int_eq(metrics_write_file(file, "atomsync_x 2\n", &err), 0);
+	char *text = tu_read(victim, NULL);
+	ck_assert_str_eq(text, "precious\n");
+	free(text);
+	text = tu_read(file, NULL);
+	ck_assert_str_eq(text, "atomsync_x 2\n");
+	free(text);
+	/* The name itself a link: replaced, not written through. */
+	ck_assert_int_eq(unlink(file), 0);
+	ck_assert_int_eq(symlink(victim, file), 0);
+	ck_assert_int_eq(metrics_write_file(file, "atomsync_x 3\n", &err), 0);
+	text = tu_read(victim, NULL);
+	ck_assert_str_eq(text, "precious\n");
+	free(text);
+	struct stat st;
+	ck_assert_int_eq(lstat(file, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	/* A directory that is not there: an error naming it. */
+	char *gone = tu_path(tmp, "gone/m.prom");
+	ck_assert_int_eq(metrics_write_file(gone, "x\n", &err), -ENOENT);
+	ck_assert_msg(err && strstr(err, "/gone"), "%s", err ? err : "(none)");
+	ck_assert_int_eq(metrics_write_file("/", "x\n", &err), -EINVAL);
+	free(err);
+	free(gone);
+	tu_rmrf(tmp);
+	free(victim);
+	free(tmpname);
+	free(file);
+	free(tmp);
 }
 END_TEST
 
@@ -123,10 +207,21 @@ START_TEST(test_healthz_says_so_when_the_loop_stops_answering)
 	tu_nap(1100);
 	long long t0 = tu_now_ms();
 	char *r = get(port, "/healthz");
-	ck_assert_msg(strstr(r, " 503 ") && strstr(r, "event loop has not answered"),
+	ck_assert_msg(strstr(r, " 503 ") &&
+			      strstr(r, "\r\n\r\nunhealthy: event loop not answering "
+					"for "),
 		      "%s", r);
 	/* Within a bounded wait, not forever. */
 	ck_assert_int_lt(tu_now_ms() - t0, tu_scale(3000));
+	/* The loop was asked once: later requests do not wait for it again,
+	 * so a crowd of them does not block the HTTP thread. */
+	t0 = tu_now_ms();
+	for (int i = 0; i < 10; i++) {
+		free(r);
+		r = get(port, "/healthz");
+		ck_assert_msg(strstr(r, " 503 "), "%s", r);
+	}
+	ck_assert_int_lt(tu_now_ms() - t0, tu_scale(1000));
 	free(r);
 	r = get(port, "/metrics");
 	ck_assert_msg(strstr(r, " 503 "), "%s", r);
@@ -211,6 +306,9 @@ static Suite *metrics_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_render_follows_the_exposition_format);
 	tcase_add_test(tc, test_unhealthy_only_after_the_threshold);
+	tcase_add_test(tc, test_a_publish_that_runs_on_is_unhealthy_and_shown);
+	tcase_add_test(tc, test_textfile_is_readable_whatever_the_umask);
+	tcase_add_test(tc, test_textfile_never_writes_through_a_planted_link);
 	tcase_add_test(tc, test_healthz_says_so_when_the_loop_stops_answering);
 	tcase_add_test(tc, test_a_running_loop_is_healthy);
 	tcase_add_test(tc, test_metrics_file_is_readable_whatever_the_umask);

@@ -1,5 +1,7 @@
 /* An LD_PRELOAD library for the fault-injection tests: the Nth call of
- * the file-system functions it wraps fails with a chosen errno, once.
+ * the file-system functions it wraps fails with a chosen errno, once; or
+ * every call of one function hangs while a file exists, as on a disk or
+ * NFS server that stops answering.
  *
  *   FAULT_NTH=N        fail the Nth counted call (unset or 0: never)
  *   FAULT_ERRNO=NAME   EIO (default), ENOSPC, EACCES or EMFILE
@@ -7,6 +9,8 @@
  *   FAULT_INET=1       socket() refuses AF_INET and AF_INET6 with
  *                      EAFNOSUPPORT, every time, as systemd's
  *                      RestrictAddressFamilies= does (not counted)
+ *   FAULT_HANG=CALL    calls of CALL (fsync, write, ...: a name below)...
+ *   FAULT_HANG_WHILE=FILE  ...block while FILE exists
  *
  * Counted: open, openat, openat2 (through syscall), write (not to fds 0-2,
  * so logging is not what fails), copy_file_range, fsync, fdatasync,
@@ -23,11 +27,13 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 static long calls, nth = -1;
 static int fault_errno = EIO;
 static int ready;
+static const char *hang_call, *hang_while;
 
 static void init(void)
 {
@@ -36,6 +42,8 @@ static void init(void)
 
 	ready = 1;
 	nth = n ? atol(n) : 0;
+	hang_call = getenv("FAULT_HANG");
+	hang_while = getenv("FAULT_HANG_WHILE");
 	if (e == NULL || strcmp(e, "EIO") == 0)
 		fault_errno = EIO;
 	else if (strcmp(e, "ENOSPC") == 0)
@@ -46,11 +54,23 @@ static void init(void)
 		fault_errno = EMFILE;
 }
 
-/* True when this call is the one to fail. */
-static int fault(void)
+/* Blocks a call of `name` while the FAULT_HANG_WHILE file exists. */
+static void hang(const char *name)
+{
+	if (hang_call == NULL || hang_while == NULL ||
+	    strcmp(hang_call, name) != 0)
+		return;
+	struct timespec ts = {0, 10 * 1000 * 1000};
+	while (access(hang_while, F_OK) == 0)
+		nanosleep(&ts, NULL);
+}
+
+/* True when this call of `name` is the one to fail. */
+static int fault(const char *name)
 {
 	if (!ready)
 		init();
+	hang(name);
 	calls++;
 	if (nth > 0 && calls == nth) {
 		errno = fault_errno;
@@ -86,7 +106,7 @@ int open(const char *path, int flags, ...)
 		mode = (mode_t)va_arg(ap, int);
 		va_end(ap);
 	}
-	if (fault())
+	if (fault("open"))
 		return -1;
 	return real(path, flags, mode);
 }
@@ -101,7 +121,7 @@ int openat(int dfd, const char *path, int flags, ...)
 		mode = (mode_t)va_arg(ap, int);
 		va_end(ap);
 	}
-	if (fault())
+	if (fault("openat"))
 		return -1;
 	return real(dfd, path, flags, mode);
 }
@@ -115,7 +135,7 @@ long syscall(long number, ...)
 	for (int i = 0; i < 6; i++)
 		a[i] = va_arg(ap, long);
 	va_end(ap);
-	if (number == SYS_openat2 && fault())
+	if (number == SYS_openat2 && fault("openat2"))
 		return -1;
 	return real(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
@@ -123,7 +143,7 @@ long syscall(long number, ...)
 ssize_t write(int fd, const void *buf, size_t n)
 {
 	REAL(ssize_t, "write", int, const void *, size_t);
-	if (fd > 2 && fault())
+	if (fd > 2 && fault("write"))
 		return -1;
 	return real(fd, buf, n);
 }
@@ -133,7 +153,7 @@ ssize_t copy_file_range(int in, off_t *oin, int out, off_t *oout, size_t n,
 {
 	REAL(ssize_t, "copy_file_range", int, off_t *, int, off_t *, size_t,
 	     unsigned);
-	if (fault())
+	if (fault("copy_file_range"))
 		return -1;
 	return real(in, oin, out, oout, n, flags);
 }
@@ -141,7 +161,7 @@ ssize_t copy_file_range(int in, off_t *oin, int out, off_t *oout, size_t n,
 int fsync(int fd)
 {
 	REAL(int, "fsync", int);
-	if (fault())
+	if (fault("fsync"))
 		return -1;
 	return real(fd);
 }
@@ -149,7 +169,7 @@ int fsync(int fd)
 int fdatasync(int fd)
 {
 	REAL(int, "fdatasync", int);
-	if (fault())
+	if (fault("fdatasync"))
 		return -1;
 	return real(fd);
 }
@@ -157,7 +177,7 @@ int fdatasync(int fd)
 int syncfs(int fd)
 {
 	REAL(int, "syncfs", int);
-	if (fault())
+	if (fault("syncfs"))
 		return -1;
 	return real(fd);
 }
@@ -165,7 +185,7 @@ int syncfs(int fd)
 int symlinkat(const char *target, int dfd, const char *path)
 {
 	REAL(int, "symlinkat", const char *, int, const char *);
-	if (fault())
+	if (fault("symlinkat"))
 		return -1;
 	return real(target, dfd, path);
 }
@@ -173,7 +193,7 @@ int symlinkat(const char *target, int dfd, const char *path)
 int renameat(int od, const char *op, int nd, const char *np)
 {
 	REAL(int, "renameat", int, const char *, int, const char *);
-	if (fault())
+	if (fault("renameat"))
 		return -1;
 	return real(od, op, nd, np);
 }
@@ -181,7 +201,7 @@ int renameat(int od, const char *op, int nd, const char *np)
 int mkdirat(int dfd, const char *path, mode_t mode)
 {
 	REAL(int, "mkdirat", int, const char *, mode_t);
-	if (fault())
+	if (fault("mkdirat"))
 		return -1;
 	return real(dfd, path, mode);
 }
@@ -189,7 +209,7 @@ int mkdirat(int dfd, const char *path, mode_t mode)
 int unlinkat(int dfd, const char *path, int flags)
 {
 	REAL(int, "unlinkat", int, const char *, int);
-	if (fault())
+	if (fault("unlinkat"))
 		return -1;
 	return real(dfd, path, flags);
 }
@@ -197,7 +217,7 @@ int unlinkat(int dfd, const char *path, int flags)
 int linkat(int od, const char *op, int nd, const char *np, int flags)
 {
 	REAL(int, "linkat", int, const char *, int, const char *, int);
-	if (fault())
+	if (fault("linkat"))
 		return -1;
 	return real(od, op, nd, np, flags);
 }
