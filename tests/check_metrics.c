@@ -279,26 +279,6 @@ START_TEST(test_a_running_loop_is_healthy)
 }
 END_TEST
 
-/* node_exporter reads the file as another user: the umask (0077 in the
- * shipped units) must not make it private. */
-START_TEST(test_metrics_file_is_readable_whatever_the_umask)
-{
-	char *dir = tu_mkdtemp();
-	char *path = tu_path(dir, "atomsync.prom");
-	struct stat st;
-	mode_t old = umask(077);
-
-	ck_assert_int_eq(metrics_write_file(path, "up 1\n"), 0);
-	umask(old);
-	ck_assert_int_eq(stat(path, &st), 0);
-	ck_assert_uint_eq(st.st_mode & 07777, 0644);
-	ck_assert_int_eq(tu_file_count(path, "up 1"), 1);
-	tu_rmrf(dir);
-	free(path);
-	free(dir);
-}
-END_TEST
-
 static Suite *metrics_suite(void)
 {
 	Suite *s = suite_create("metrics");
@@ -311,7 +291,6 @@ static Suite *metrics_suite(void)
 	tcase_add_test(tc, test_textfile_never_writes_through_a_planted_link);
 	tcase_add_test(tc, test_healthz_says_so_when_the_loop_stops_answering);
 	tcase_add_test(tc, test_a_running_loop_is_healthy);
-	tcase_add_test(tc, test_metrics_file_is_readable_whatever_the_umask);
 	suite_add_tcase(s, tc);
 	return s;
 }
