@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
 
@@ -161,21 +161,12 @@ char *snapshot_clean_path(const char *path)
 	return out;
 }
 
-bool snapshot_excluded(const struct snapshot_opts *o, const char *name,
-		       const char *relpath)
+bool snapshot_excluded(const struct snapshot_opts *o, const char *path,
+		       bool dir)
 {
-	if (o == NULL)
-		return false;
-	/* A pattern matches the name alone, or the whole relative path with
-	 * '/' matched only by '/'.  A leading dot is an ordinary character
-	 * (as in rsync): "*" matches ".git" too. */
-	for (size_t i = 0; i < o->nexclude; i++) {
-		const char *pat = o->exclude[i];
-		if (fnmatch(pat, name, 0) == 0 ||
-		    fnmatch(pat, relpath, FNM_PATHNAME) == 0)
-			return true;
-	}
-	return false;
+	/* Asked only about what the walk reaches: it never enters an
+	 * excluded directory, so nothing inside one comes back. */
+	return o != NULL && ignore_match(o->exclude, path, dir);
 }
 
 const char *snapshot_warn_str(enum snap_warn kind)
@@ -714,8 +705,6 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (snapshot_excluded(w->o, name, cpath))
-		goto out;
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT) /* gone since readdir: not there */
 			goto out;
@@ -726,6 +715,10 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 	if (S_ISLNK(st.st_mode)) {
 		enum snap_links mode = w->o ? w->o->links : SNAP_LINKS_INSIDE;
 		linked = 1;
+		/* Excluded whatever it leads to: not even read. */
+		if (snapshot_excluded(w->o, cpath, false) &&
+		    snapshot_excluded(w->o, cpath, true))
+			goto out;
 		if (mode == SNAP_LINKS_SKIP) {
 			rc = add_warning(s, cpath, SNAP_W_LINK);
 			goto out;
@@ -793,6 +786,9 @@ static int walk_name(struct walk *w, int dfd, const char *path,
 			cflags |= SNAP_F_FOLLOW;
 		}
 	}
+	/* The type is known now, a link's by where it leads. */
+	if (snapshot_excluded(w->o, cpath, S_ISDIR(st.st_mode)))
+		goto out;
 
 	if (S_ISREG(st.st_mode)) {
 		struct snap_entry e = {0};

@@ -16,7 +16,7 @@
 # Environment: FUZZ_CC (default clang), AR (default ar), FUZZ_CFLAGS
 # (added to the compiler flags), FUZZ_ARGS (added to the libFuzzer
 # arguments), FUZZ_SOURCES (base names of the src/*.c to build, default
-# "log fsutil snapshot state writer conf hook").
+# "log fsutil ignore snapshot state writer conf hook").
 set -eu
 
 me=tests/fuzz/run.sh
@@ -50,7 +50,7 @@ cc=${FUZZ_CC:-clang}
 ar=${AR:-ar}
 # The library code the targets reach, never the daemon's event loop
 # (sync, watch, debounce, notify, main).
-sources=${FUZZ_SOURCES:-log fsutil snapshot state writer conf hook}
+sources=${FUZZ_SOURCES:-log fsutil ignore snapshot state writer conf hook}
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="-std=c11 -g -O1 -fno-omit-frame-pointer $san -Wall -Wextra ${FUZZ_CFLAGS:-}"
 
