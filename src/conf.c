@@ -494,20 +494,44 @@ static void set_str(char **dst, const char *v)
 	*dst = strdup(v);
 }
 
+int conf_sync_add_exclude(struct conf_sync *s, const char *pattern,
+			  char **err)
+{
+	if (s->ignore == NULL && (s->ignore = ignore_new()) == NULL)
+		return -ENOMEM;
+	char **nv = realloc(s->exclude, (s->nexclude + 1) * sizeof(*nv));
+	if (nv == NULL)
+		return -ENOMEM;
+	s->exclude = nv;
+	if ((nv[s->nexclude] = strdup(pattern)) == NULL)
+		return -ENOMEM;
+	int rc = ignore_add(s->ignore, pattern, err);
+	if (rc < 0) {
+		free(nv[s->nexclude]);
+		return rc;
+	}
+	s->nexclude++;
+	return 0;
+}
+
+/* Patterns are separated by blanks; a backslash escapes one ("\ "). */
 static void add_excludes(struct parser *p, const char *v)
 {
-	struct conf_sync *s = p->cur;
-	char *copy = strdup(v), *save = NULL;
-
-	for (char *tok = strtok_r(copy, " \t", &save); tok;
-	     tok = strtok_r(NULL, " \t", &save)) {
-		char **nv = realloc(s->exclude, (s->nexclude + 1) * sizeof(*nv));
-		if (nv == NULL)
+	while (*v) {
+		size_t n = 0;
+		v += strspn(v, " \t");
+		while (v[n] && v[n] != ' ' && v[n] != '\t')
+			n += v[n] == '\\' && v[n + 1] ? 2 : 1;
+		if (n == 0)
 			break;
-		s->exclude = nv;
-		s->exclude[s->nexclude++] = strdup(tok);
+		char *pat = strndup(v, n), *err = NULL;
+		int rc = pat ? conf_sync_add_exclude(p->cur, pat, &err) : -ENOMEM;
+		if (rc < 0)
+			perr(p, "exclude: %s", err ? err : strerror(-rc));
+		free(err);
+		free(pat);
+		v += n;
 	}
-	free(copy);
 }
 
 /* Absolute directories, separated by white space; the key may repeat. */
@@ -1026,9 +1050,15 @@ struct conf_sync *conf_sync_dup(const struct conf_sync *s)
 	d->check_command = dup_or_null(s->check_command);
 	d->on_update = dup_or_null(s->on_update);
 	d->reload_pidfile = dup_or_null(s->reload_pidfile);
-	d->exclude = s->nexclude ? calloc(s->nexclude, sizeof(char *)) : NULL;
-	for (size_t i = 0; i < s->nexclude && d->exclude; i++)
-		d->exclude[i] = strdup(s->exclude[i]);
+	d->exclude = NULL;
+	d->nexclude = 0;
+	d->ignore = NULL;
+	for (size_t i = 0; i < s->nexclude; i++) {
+		if (conf_sync_add_exclude(d, s->exclude[i], NULL) < 0) {
+			conf_sync_free(d);
+			return NULL;
+		}
+	}
 	d->follow_into = s->nfollow_into
 				 ? calloc(s->nfollow_into, sizeof(char *))
 				 : NULL;
@@ -1053,6 +1083,7 @@ static void sync_fini(struct conf_sync *s)
 	for (size_t i = 0; i < s->nfollow_into; i++)
 		free(s->follow_into[i]);
 	free(s->follow_into);
+	ignore_free(s->ignore);
 }
 
 void conf_sync_free(struct conf_sync *s)

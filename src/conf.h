@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
 
@@ -27,8 +28,9 @@ struct conf_sync {
 	char *source, *target;
 	unsigned source_line, target_line;
 	unsigned debounce_ms, max_delay_ms;
-	char **exclude;
+	char **exclude; /* the patterns as written */
 	size_t nexclude;
+	struct ignore *ignore; /* the same, compiled; NULL when none */
 	bool fsync;
 	unsigned resync_interval_s;
 	unsigned poll_interval_ms;
@@ -77,6 +79,11 @@ void conf_check(const struct conf *c, struct conf_errors *errs);
 /* A config holding one mapping, for --source/--target. */
 int conf_adhoc(const char *source, const char *target, struct conf **out,
 	       struct conf_errors *errs);
+
+/* Appends an exclude pattern (gitignore(5) syntax); -EINVAL with the
+ * reason in *err when it is not a valid one, -ENOMEM. */
+int conf_sync_add_exclude(struct conf_sync *s, const char *pattern,
+			  char **err);
 
 struct conf_sync *conf_sync_dup(const struct conf_sync *s);
 void conf_sync_free(struct conf_sync *s);

@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "hook.h"
+#include "ignore.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -71,8 +72,8 @@ static void usage(FILE *f)
 		"  -V, --version          show the version and exit\n"
 		"\n"
 		"With --source and --target only:\n"
-		"      --exclude GLOB     skip names or paths matching GLOB "
-		"(repeatable)\n"
+		"      --exclude PATTERN  skip what PATTERN matches (gitignore(5) "
+		"rules; repeatable)\n"
 		"      --symlinks MODE    inside (default), follow or skip\n"
 		"      --no-fsync         do not flush generations to disk\n"
 		"      --grace-ms MS      keep a replaced generation this long "
@@ -731,6 +732,14 @@ int main(int argc, char **argv)
 						   optarg);
 			break;
 		case OPT_EXCLUDE: {
+			char *why = NULL;
+			if (ignore_check(optarg, &why) < 0) {
+				usage_error("--exclude: %s",
+					    why ? why : "invalid pattern");
+				free(why);
+				free(op.exclude);
+				return EXIT_USAGE;
+			}
 			char **nv = realloc(op.exclude,
 					    (op.nexclude + 1) * sizeof(*nv));
 			if (nv == NULL)
@@ -822,10 +831,9 @@ int main(int argc, char **argv)
 				s->fsync = false;
 			if (op.grace_ms >= 0)
 				s->grace_ms = (unsigned)op.grace_ms;
-			s->exclude = calloc(op.nexclude ? op.nexclude : 1,
-					    sizeof(char *));
-			for (size_t i = 0; s->exclude && i < op.nexclude; i++)
-				s->exclude[s->nexclude++] = strdup(op.exclude[i]);
+			for (size_t i = 0; rc == 0 && i < op.nexclude; i++)
+				rc = conf_sync_add_exclude(s, op.exclude[i],
+							   NULL);
 		}
 	} else {
 		const char *path = op.config ? op.config : DEFAULT_CONFIG;

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <ctype.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
 
@@ -181,21 +181,12 @@ char *snapshot_clean_path(const char *path)
 	return out;
 }
 
-bool snapshot_excluded(const struct snapshot_opts *o, const char *name,
-		       const char *relpath)
+bool snapshot_excluded(const struct snapshot_opts *o, const char *path,
+		       bool dir)
 {
-	if (o == NULL)
-		return false;
-	/* A pattern matches the name alone, or the whole relative path with
-	 * '/' matched only by '/'.  A leading dot is an ordinary character
-	 * (as in rsync): "*" matches ".git" too. */
-	for (size_t i = 0; i < o->nexclude; i++) {
-		const char *pat = o->exclude[i];
-		if (fnmatch(pat, name, 0) == 0 ||
-		    fnmatch(pat, relpath, FNM_PATHNAME) == 0)
-			return true;
-	}
-	return false;
+	/* Asked only about what the walk reaches: it never enters an
+	 * excluded directory, so nothing inside one comes back. */
+	return o != NULL && ignore_match(o->exclude, path, dir);
 }
 
 const char *snapshot_warn_str(enum snap_warn kind)
@@ -835,6 +826,12 @@ static int found_link(struct walk *w, const struct frame *f, const char *name,
 	enum snap_links mode = w->o ? w->o->links : SNAP_LINKS_INSIDE;
 
 	out->linked = true;
+	/* Excluded whatever it leads to: not even read. */
+	if (snapshot_excluded(w->o, cpath, false) &&
+	    snapshot_excluded(w->o, cpath, true)) {
+		out->skip = true;
+		return 0;
+	}
 	if (mode == SNAP_LINKS_SKIP) {
 		out->skip = true;
 		return add_warning(w->s, cpath, SNAP_W_LINK);
@@ -1062,7 +1059,11 @@ static int walk_name(struct walk *w, const struct frame *f, const char *name,
 			rc = add_warning(s, cpath, SNAP_W_RESERVED);
 		goto out;
 	}
-	if (snapshot_excluded(w->o, name, cpath))
+	rc = find(w, f, name, cpath, &fd);
+	if (rc < 0 || fd.skip)
+		goto out;
+	/* The type is known now, a link's by where it leads. */
+	if (snapshot_excluded(w->o, cpath, S_ISDIR(fd.st.st_mode)))
 		goto out;
 	if (w->o && w->o->max_files && s->n >= w->o->max_files) {
 		rc = log_err_set(&w->err, -EFBIG,
@@ -1071,9 +1072,6 @@ static int walk_name(struct walk *w, const struct frame *f, const char *name,
 				 s->root, w->o->max_files, cpath);
 		goto out;
 	}
-	rc = find(w, f, name, cpath, &fd);
-	if (rc < 0 || fd.skip)
-		goto out;
 	if (S_ISREG(fd.st.st_mode))
 		rc = add_file(w, &cpath, &fd);
 	else if (S_ISDIR(fd.st.st_mode))

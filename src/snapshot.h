@@ -70,11 +70,11 @@ struct snap_dir {
 	uint64_t dev, ino;
 };
 
+struct ignore;
+
 struct snapshot_opts {
 	enum snap_links links;
-	char *const *exclude; /* glob patterns, matched against the name and
-				 the relative path */
-	size_t nexclude;
+	const struct ignore *exclude; /* gitignore(5) patterns, or NULL */
 	/* Directories that links may lead into, besides the source (with
 	 * SNAP_LINKS_INSIDE): absolute paths. */
 	char *const *follow_into;
@@ -142,9 +142,11 @@ int snapshot_path_cmp(const char *a, const char *b);
  * "./bar" -> "bar", "" -> ".". */
 char *snapshot_clean_path(const char *p);
 
-/* Whether a name or relative path matches one of the exclude globs. */
-bool snapshot_excluded(const struct snapshot_opts *o, const char *name,
-		       const char *relpath);
+/* Whether the exclude patterns leave out `path` (relative to the source
+ * root), a directory when `dir`: a symlink is one when it is followed to
+ * a directory. */
+bool snapshot_excluded(const struct snapshot_opts *o, const char *path,
+		       bool dir);
 
 const char *snapshot_warn_str(enum snap_warn kind);
 

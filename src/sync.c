@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "debounce.h"
 #include "hook.h"
+#include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
 #include "sync.h"
@@ -154,8 +155,7 @@ struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c)
 {
 	struct snapshot_opts so = {
 		.links = c->symlinks,
-		.exclude = c->exclude,
-		.nexclude = c->nexclude,
+		.exclude = c->ignore,
 		.follow_into = c->follow_into,
 		.nfollow_into = c->nfollow_into,
 		.max_files = c->max_files,
@@ -336,15 +336,14 @@ static void on_fire(struct debounce_timer *t)
 static void on_watch(void *data, const char *name, int root)
 {
 	struct sync *s = data;
-	struct snapshot_opts so = {.exclude = s->c->exclude,
-				   .nexclude = s->c->nexclude};
 
-	/* An excluded name cannot change the snapshot; a reserved one (a
-	 * source volume's ..data swap) can.  Only names are known here, so
-	 * patterns that match whole paths do not filter events (the
-	 * re-scan then finds nothing to publish). */
+	/* A name excluded wherever it is and whatever its type cannot
+	 * change the snapshot; a reserved one (a source volume's ..data
+	 * swap) can.  Only the name is known here, not the directory or the
+	 * type: with anchored, directory-only or "!" patterns the event
+	 * goes through (the re-scan then finds nothing to publish). */
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
-	    snapshot_excluded(&so, name, name))
+	    ignore_name_excluded(s->c->ignore, name))
 		return;
 	if (!s->stopping)
 		debounce_timer_event(&s->db);

@@ -273,6 +273,139 @@ START_TEST(test_unreadable_file_exits_1_and_keeps_generation)
 }
 END_TEST
 
+/* A source as a developer's checkout has it. */
+static void write_checkout(void)
+{
+	static const char *const files[] = {
+		".git/HEAD", ".git/objects/ab/cdef", "build/out.o",
+		"build/keep.txt", "node_modules/x/index.js",
+		"web/node_modules/y/index.js", "a.tmp", "web/b.tmp",
+		"web/deep/c.tmp", "web/deep/keep.tmp", "app.conf",
+		"web/index.html", "sub/build/out.o", "docs/node_modules",
+		"sub/.gitignore", NULL,
+	};
+	for (size_t i = 0; files[i]; i++)
+		tu_write(src, files[i], files[i], 0644);
+}
+
+/* What of write_checkout() passes the excludes of the two tests below:
+ * a file named like an excluded directory, a directory that an anchored
+ * pattern names elsewhere, and a name brought back by "!" outside an
+ * excluded directory, not inside one. */
+static void assert_checkout_published(void)
+{
+	static const struct tu_file want[] = {
+		{"app.conf", 0644, "app.conf"},
+		{"web/index.html", 0644, "web/index.html"},
+		{"web/deep/keep.tmp", 0644, "web/deep/keep.tmp"},
+		{"sub/build/out.o", 0644, "sub/build/out.o"},
+		{"docs/node_modules", 0644, "docs/node_modules"},
+		{"sub/.gitignore", 0644, "sub/.gitignore"},
+		{NULL, 0, NULL},
+	};
+	char *d = tu_diff_target(dst, want);
+	ck_assert_msg(d == NULL, "%s", d);
+	static const char *const gone[] = {".git", "build", "node_modules",
+					   "web/node_modules", NULL};
+	for (size_t i = 0; gone[i]; i++) {
+		char *p = tu_path(dst, gone[i]);
+		struct stat st;
+		ck_assert_msg(lstat(p, &st) < 0 && errno == ENOENT,
+			      "%s reached the target", gone[i]);
+		free(p);
+	}
+}
+
+START_TEST(test_exclude_options_follow_gitignore_rules)
+{
+	const char *argv[] = {
+		tu_bin(), "--source", src, "--target", dst, "--once",
+		"--exclude", ".git/", "--exclude", "/build",
+		"--exclude", "node_modules/", "--exclude", "**/*.tmp",
+		"--exclude", "!keep.tmp", "--exclude", "!build/keep.txt", NULL,
+	};
+	char *out, *err;
+
+	write_checkout();
+	ck_assert_int_eq(tu_run(argv, &out, &err, 20000), 0);
+	assert_checkout_published();
+	free(out);
+	free(err);
+}
+END_TEST
+
+START_TEST(test_exclude_key_follows_gitignore_rules)
+{
+	char *conf = tu_path(tmp, "atomsync.conf"), *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:checkout]\n"
+				  "source = %s\n"
+				  "target = %s\n"
+				  "exclude = .git/ /build node_modules/\n"
+				  "  **/*.tmp !keep.tmp\n"
+				  "exclude = !build/keep.txt\n",
+				  src, dst),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	char *out, *err;
+
+	write_checkout();
+	ck_assert_int_eq(tu_run(argv, &out, &err, 20000), 0);
+	assert_checkout_published();
+	free(out);
+	free(err);
+	free(text);
+	free(conf);
+}
+END_TEST
+
+START_TEST(test_invalid_excludes_are_usage_errors)
+{
+	const char *bad[] = {"foo[", "!", "/", "trailing\\", NULL};
+	for (size_t i = 0; bad[i]; i++) {
+		const char *argv[] = {tu_bin(), "--source", src, "--target",
+				      dst, "--once", "--exclude", bad[i], NULL};
+		char *out, *err, *want;
+		ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 2);
+		ck_assert_msg(tu_lines(err) == 1, "%s", err);
+		ck_assert_int_ge(asprintf(&want, "atomsyncd: --exclude: '%s': ",
+					  bad[i]),
+				 0);
+		ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+		free(want);
+		free(out);
+		free(err);
+	}
+	/* In the config: --check-config names the line; nothing is
+	 * published. */
+	char *conf = tu_path(tmp, "atomsync.conf"), *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:x]\nsource = %s\ntarget = %s\n"
+				  "exclude = *.tmp\n  cache/ [abc\n",
+				  src, dst),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	const char *check[] = {tu_bin(), "--config", conf, "--check-config",
+			       NULL};
+	const char *run[] = {tu_bin(), "--config", conf, "--once", NULL};
+	char *out, *err;
+	ck_assert_int_eq(tu_run(check, &out, &err, 5000), 2);
+	ck_assert_msg(tu_lines(err) == 1, "%s", err);
+	ck_assert_msg(strstr(err, "atomsync.conf:5: [sync:x]: exclude: "
+				  "'[abc': '[' without a closing ']'"),
+		      "%s", err);
+	free(out);
+	free(err);
+	ck_assert_int_eq(tu_run(run, &out, &err, 5000), 2);
+	ck_assert_ptr_null(tu_live(dst));
+	free(out);
+	free(err);
+	free(text);
+	free(conf);
+}
+END_TEST
+
 START_TEST(test_dry_run_changes_nothing)
 {
 	char *out, *err;
@@ -321,6 +454,9 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_special_files_warn_and_never_block);
 	tcase_add_test(tc, test_symlink_loop_and_escape_warn);
 	tcase_add_test(tc, test_unreadable_file_exits_1_and_keeps_generation);
+	tcase_add_test(tc, test_exclude_options_follow_gitignore_rules);
+	tcase_add_test(tc, test_exclude_key_follows_gitignore_rules);
+	tcase_add_test(tc, test_invalid_excludes_are_usage_errors);
 	tcase_add_test(tc, test_dry_run_changes_nothing);
 	tcase_add_test(tc, test_target_only_holds_our_names);
 	suite_add_tcase(s, tc);

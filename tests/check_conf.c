@@ -155,6 +155,68 @@ START_TEST(test_every_problem_reported_with_its_line)
 }
 END_TEST
 
+START_TEST(test_invalid_excludes_reported_with_their_lines)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\n"				/* 1 */
+			      "source = /s\n"				/* 2 */
+			      "target = /t\n"				/* 3 */
+			      "exclude = *.tmp foo[ .git/\n"		/* 4 */
+			      "  node_modules/ bad\\\n"			/* 5 */
+			      "exclude = !\n"				/* 6 */
+			      "exclude = / #draft [z-a]\n",		/* 7 */
+			      &e);
+	assert_error(&e, 4, "exclude: 'foo[': '[' without a closing ']'");
+	assert_error(&e, 5, "exclude: 'bad\\': a trailing backslash");
+	assert_error(&e, 6, "exclude: '!': an empty pattern");
+	assert_error(&e, 7, "exclude: '/': an empty pattern");
+	assert_error(&e, 7, "exclude: '#draft': a leading '#'");
+	assert_error(&e, 7, "exclude: '[z-a]'");
+	ck_assert_uint_eq(e.n, 6);
+	for (size_t i = 0; i < e.n; i++)
+		ck_assert_msg(strstr(e.v[i], "[sync:a]: exclude: ") != NULL,
+			      "%s", e.v[i]);
+	/* The valid ones are kept, in order. */
+	struct conf_sync *s = &c->syncs[0];
+	ck_assert_uint_eq(s->nexclude, 3);
+	ck_assert_str_eq(s->exclude[1], ".git/");
+	ck_assert_uint_eq(ignore_count(s->ignore), 3);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_excludes_follow_gitignore_rules)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\n"
+			      "source = /s\n"
+			      "target = /t\n"
+			      "exclude = .git/ /build **/*.tmp\n"
+			      "  !keep.tmp My\\ Documents/\n",
+			      &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	struct conf_sync *s = &c->syncs[0];
+	ck_assert_uint_eq(s->nexclude, 5);
+	ck_assert_str_eq(s->exclude[4], "My\\ Documents/");
+	ck_assert(ignore_match(s->ignore, "x/.git", true));
+	ck_assert(!ignore_match(s->ignore, "x/.git", false));
+	ck_assert(ignore_match(s->ignore, "build", false));
+	ck_assert(!ignore_match(s->ignore, "x/build", false));
+	ck_assert(ignore_match(s->ignore, "x/y.tmp", false));
+	ck_assert(!ignore_match(s->ignore, "x/keep.tmp", false));
+	ck_assert(ignore_match(s->ignore, "My Documents", true));
+	/* A copy matches the same. */
+	struct conf_sync *d = conf_sync_dup(s);
+	ck_assert_ptr_nonnull(d);
+	ck_assert(conf_sync_equal(d, s));
+	ck_assert(ignore_match(d->ignore, "x/y.tmp", false));
+	ck_assert(!ignore_match(d->ignore, "keep.tmp", false));
+	conf_sync_free(d);
+	conf_free(c);
+}
+END_TEST
+
 START_TEST(test_long_lines_and_long_section_names)
 {
 	struct conf_errors e = {0};
@@ -328,6 +390,8 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_full_example_and_defaults);
 	tcase_add_test(tc, test_every_problem_reported_with_its_line);
 	tcase_add_test(tc, test_limits_empty_sources_and_follow_into);
+	tcase_add_test(tc, test_invalid_excludes_reported_with_their_lines);
+	tcase_add_test(tc, test_excludes_follow_gitignore_rules);
 	tcase_add_test(tc, test_long_lines_and_long_section_names);
 	tcase_add_test(tc, test_same_target_twice);
 	tcase_add_test(tc, test_feedback_loops);

@@ -128,6 +128,106 @@ START_TEST(test_startup_publish_then_live_changes)
 }
 END_TEST
 
+struct target_file {
+	const char *path, *data;
+};
+
+static int target_holds(void *arg)
+{
+	const struct target_file *f = arg;
+	char *p = tu_path(dst, f->path);
+	char *d = tu_read(p, NULL);
+	int ok = d && strcmp(d, f->data) == 0;
+	free(d);
+	free(p);
+	return ok;
+}
+
+/* Waits until the target shows `data` at `path`. */
+static void wait_target(const char *path, const char *data, int ms)
+{
+	struct target_file f = {path, data};
+	if (!tu_wait_for(target_holds, &f, ms)) {
+		char *log = tu_read(logpath, NULL);
+		fprintf(stderr, "%s\n", log ? log : "");
+		free(log);
+		ck_abort_msg("%s never reached the target with '%s'", path, data);
+	}
+}
+
+static void start_excluding(const char *const *pats)
+{
+	const char *argv[32] = {tu_bin(), "--source", src, "--target", dst,
+				"--debounce", "10", "--log-level", "debug"};
+	size_t n = 9;
+	for (size_t i = 0; pats[i] && n + 3 < 32; i++) {
+		argv[n++] = "--exclude";
+		argv[n++] = pats[i];
+	}
+	argv[n] = NULL;
+	pid = tu_spawn(argv, logpath);
+}
+
+/* Writes src/rel as an editor saves: under a name excluded everywhere,
+ * then renamed, so the only event that matters names `rel`. */
+static void save_as(const char *rel, const char *data)
+{
+	char *t = tu_path(src, "incoming.tmp"), *p = tu_path(src, rel);
+	tu_write(src, "incoming.tmp", data, 0644);
+	ck_assert_int_eq(rename(t, p), 0);
+	free(t);
+	free(p);
+}
+
+/* The watch knows only a changed entry's name: a "!" pattern may bring
+ * any name back somewhere, so no event may be dropped. */
+START_TEST(test_reincluded_names_are_followed_live)
+{
+	tu_write(src, "keep.tmp", "v1", 0644);
+	tu_write(src, "d/keep.tmp", "v1", 0644);
+	tu_write(src, "x.tmp", "v1", 0644);
+	start_excluding((const char *const[]){"*.tmp", "!keep.tmp", NULL});
+	wait_target("keep.tmp", "v1", 3000);
+	wait_target("d/keep.tmp", "v1", 1000);
+	/* The look taken once the watches are in place is over. */
+	wait_log("unchanged", 1, 3000);
+	tu_write(src, "keep.tmp", "v2", 0644);
+	wait_target("keep.tmp", "v2", 1000);
+	tu_write(src, "d/keep.tmp", "v2", 0644);
+	wait_target("d/keep.tmp", "v2", 1000);
+	char *x = tu_path(dst, "x.tmp");
+	ck_assert_int_eq(access(x, F_OK), -1);
+	stop_daemon();
+	free(x);
+}
+END_TEST
+
+/* Names that an anchored or a directory-only pattern excludes only in
+ * some places, or only as directories, still wake the daemon. */
+START_TEST(test_names_excluded_only_somewhere_are_followed_live)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	tu_write(src, "sub/x", "excluded", 0644);
+	tu_write(src, "d/keep", "v1", 0644);
+	start_excluding((const char *const[]){"*.tmp", "cache/", "sub/x",
+					      "/top", NULL});
+	wait_target("app.conf", "v1", 3000);
+	wait_log("unchanged", 1, 3000);
+	save_as("cache", "a file");
+	wait_target("cache", "a file", 1000);
+	save_as("x", "not in sub");
+	wait_target("x", "not in sub", 1000);
+	save_as("d/top", "not at the top");
+	wait_target("d/top", "not at the top", 1000);
+	char *t = tu_path(dst, "incoming.tmp"), *x = tu_path(dst, "sub/x");
+	ck_assert_int_eq(access(t, F_OK), -1);
+	ck_assert_int_eq(access(x, F_OK), -1);
+	stop_daemon();
+	free(t);
+	free(x);
+}
+END_TEST
+
 START_TEST(test_same_size_edit_in_same_second_is_published)
 {
 	tu_write(src, "flag", "aaaa", 0644);
@@ -610,6 +710,8 @@ static Suite *daemon_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_startup_publish_then_live_changes);
+	tcase_add_test(tc, test_reincluded_names_are_followed_live);
+	tcase_add_test(tc, test_names_excluded_only_somewhere_are_followed_live);
 	tcase_add_test(tc, test_same_size_edit_in_same_second_is_published);
 	tcase_add_test(tc, test_sigint_and_sigterm_exit_0);
 	tcase_add_test(tc, test_config_mappings_and_reload);

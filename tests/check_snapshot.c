@@ -1,5 +1,6 @@
 /* Reading a source tree: order, reserved names, symlinks in each mode,
- * special files, excludes and what gets watched. */
+ * special files, excludes (typed: a link is a directory when followed to
+ * one) and what gets watched. */
 #include "config.h"
 
 #include <check.h>
@@ -15,6 +16,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
 #include "testutil.h"
@@ -353,6 +355,35 @@ START_TEST(test_a_volume_swapped_during_the_walk_never_mixes_versions)
 }
 END_TEST
 
+/* A list of valid exclude patterns, NULL-terminated. */
+static struct ignore *excludes(const char *const *pats)
+{
+	struct ignore *ig = ignore_new();
+	ck_assert_ptr_nonnull(ig);
+	for (size_t i = 0; pats[i]; i++)
+		ck_assert_int_eq(ignore_add(ig, pats[i], NULL), 0);
+	return ig;
+}
+
+static struct snapshot *take_excluding(enum snap_links mode,
+				       const struct ignore *ig)
+{
+	struct snapshot_opts o = {.links = mode, .exclude = ig};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+	int rc = snapshot_take(src, &o, &s, &err);
+	ck_assert_msg(rc == 0, "snapshot: %s", err);
+	return s;
+}
+
+static bool watched(const struct snapshot *s, const char *dir)
+{
+	for (size_t i = 0; i < s->nwatch; i++)
+		if (strcmp(s->watch[i].path, dir) == 0)
+			return true;
+	return false;
+}
+
 START_TEST(test_excludes_match_names_and_paths)
 {
 	tu_write(src, "a.swp", "x", 0644);
@@ -362,19 +393,85 @@ START_TEST(test_excludes_match_names_and_paths)
 	tu_write(src, "logs/x.log", "x", 0644);
 	tu_write(src, "deep/logs/y.log", "x", 0644);
 	tu_write(src, "keep.conf", "x", 0644);
-	char *pats[] = {"*.swp", "*~", ".git", "logs/*.log"};
-	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .exclude = pats,
-				  .nexclude = 4};
-	struct snapshot *s = NULL;
-	ck_assert_int_eq(snapshot_take(src, &o, &s, NULL), 0);
+	struct ignore *ig = excludes(
+		(const char *const[]){"*.swp", "*~", ".git", "logs/*.log", NULL});
+	struct snapshot *s = take_excluding(SNAP_LINKS_INSIDE, ig);
 	ck_assert_ptr_null(snapshot_find(s, "a.swp"));
 	ck_assert_ptr_null(snapshot_find(s, "d/b.swp"));
 	ck_assert_ptr_null(snapshot_find(s, "d/keep~"));
 	ck_assert_ptr_null(snapshot_find(s, ".git"));
+	ck_assert(!watched(s, ".git"));
 	ck_assert_ptr_null(snapshot_find(s, "logs/x.log"));
 	must_find(s, "deep/logs/y.log");
 	must_find(s, "keep.conf");
 	snapshot_free(s);
+	ignore_free(ig);
+}
+END_TEST
+
+START_TEST(test_excluded_directories_are_not_entered)
+{
+	tu_write(src, "build/out.o", "x", 0644);
+	tu_write(src, "build/keep", "x", 0644);
+	tu_write(src, "sub/build", "a file, not a directory", 0644);
+	tu_write(src, "x.tmp", "x", 0644);
+	tu_write(src, "keep.tmp", "x", 0644);
+	struct ignore *ig = excludes((const char *const[]){
+		"build/", "!build/keep", "*.tmp", "!keep.tmp", NULL});
+	struct snapshot *s = take_excluding(SNAP_LINKS_INSIDE, ig);
+	ck_assert_ptr_null(snapshot_find(s, "build"));
+	ck_assert_ptr_null(snapshot_find(s, "build/keep"));
+	ck_assert(!watched(s, "build"));
+	must_find(s, "sub/build");
+	ck_assert_ptr_null(snapshot_find(s, "x.tmp"));
+	must_find(s, "keep.tmp");
+	snapshot_free(s);
+	ignore_free(ig);
+}
+END_TEST
+
+/* A link is a directory for the patterns when it is followed to one. */
+START_TEST(test_links_to_directories_are_directories_to_excludes)
+{
+	char *outside = tu_path(tmp, "outside");
+	tu_write(outside, "f", "x", 0644);
+	tu_write(src, "real/f", "x", 0644);
+	link_in("real", "dirlink");
+	link_in("real/f", "filelink");
+	link_in(outside, "outdir");
+	struct ignore *ig = excludes((const char *const[]){
+		"dirlink/", "filelink/", "outdir/", NULL});
+	struct snapshot *s = take_excluding(SNAP_LINKS_INSIDE, ig);
+	must_find(s, "real/f");
+	ck_assert_ptr_null(snapshot_find(s, "dirlink"));
+	ck_assert_ptr_null(snapshot_find(s, "dirlink/f"));
+	must_find(s, "filelink");
+	snapshot_free(s);
+	s = take_excluding(SNAP_LINKS_FOLLOW, ig);
+	ck_assert_ptr_null(snapshot_find(s, "dirlink"));
+	ck_assert_ptr_null(snapshot_find(s, "outdir"));
+	ck_assert_ptr_null(snapshot_find(s, "outdir/f"));
+	must_find(s, "filelink");
+	snapshot_free(s);
+	ignore_free(ig);
+	free(outside);
+}
+END_TEST
+
+/* An editor's lock link (".#name" -> nowhere) is excluded, not reported;
+ * one excluded only as a directory is a dangling link all the same. */
+START_TEST(test_excluded_links_are_not_read)
+{
+	link_in("user@host.1234", ".#app.conf");
+	link_in("nowhere", "gone");
+	struct ignore *ig =
+		excludes((const char *const[]){".#*", "gone/", NULL});
+	struct snapshot *s = take_excluding(SNAP_LINKS_INSIDE, ig);
+	ck_assert_uint_eq(s->n, 0);
+	ck_assert_uint_eq(s->nwarn, 1);
+	ck_assert(has_warning(s, "gone", SNAP_W_DANGLING));
+	snapshot_free(s);
+	ignore_free(ig);
 }
 END_TEST
 
@@ -642,6 +739,9 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_kubernetes_volume_as_source);
 	tcase_add_test(tc, test_a_volume_swapped_during_the_walk_never_mixes_versions);
 	tcase_add_test(tc, test_excludes_match_names_and_paths);
+	tcase_add_test(tc, test_excluded_directories_are_not_entered);
+	tcase_add_test(tc, test_links_to_directories_are_directories_to_excludes);
+	tcase_add_test(tc, test_excluded_links_are_not_read);
 	tcase_add_test(tc, test_watch_list_covers_every_directory);
 	tcase_add_test(tc, test_missing_source_names_the_path);
 	tcase_add_test(tc, test_metadata_recorded);

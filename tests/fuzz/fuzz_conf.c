@@ -10,6 +10,8 @@
  *   - every value kept is within the range the loader promises;
  *   - a config without any message has a mapping, and every mapping has
  *     a source and a target (and not both reload_pidfile and reload_pid);
+ *   - every exclude pattern kept is valid and without an unescaped blank,
+ *     and each is compiled;
  *   - conf_sync_dup() gives a mapping conf_sync_equal() to the original. */
 #include "config.h"
 
@@ -159,9 +161,16 @@ static void check_sync(const struct conf *c, size_t i)
 	CHECK(s->reload_pidfile == NULL || s->reload_pidfile[0] == '/');
 	CHECK(s->hook_timeout_s >= 1 && s->hook_timeout_s <= 86400);
 	CHECK(s->nexclude == 0 || s->exclude != NULL);
+	CHECK(ignore_count(s->ignore) == s->nexclude);
 	for (size_t k = 0; k < s->nexclude; k++) {
-		CHECK(s->exclude[k] != NULL && s->exclude[k][0] != '\0');
-		CHECK(strpbrk(s->exclude[k], " \t") == NULL);
+		const char *x = s->exclude[k];
+		CHECK(x != NULL && x[0] != '\0' && ignore_check(x, NULL) == 0);
+		/* Blanks separate patterns unless a backslash escapes one. */
+		for (size_t i = 0; x[i]; i++) {
+			CHECK(x[i] != ' ' && x[i] != '\t');
+			if (x[i] == '\\')
+				i++;
+		}
 	}
 
 	struct conf_sync *d = conf_sync_dup(s);

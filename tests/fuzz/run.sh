@@ -1,8 +1,8 @@
 #!/bin/sh
-# Builds the libFuzzer targets in tests/fuzz (the config loader and the
-# path helpers) with clang, ASan, UBSan and LeakSanitizer, and runs each
-# for SECONDS on a copy of its seed corpus.  Both run at once, one core
-# each.  Exits 1 when either finds a crash, a leak, a timeout or an
+# Builds the libFuzzer targets in tests/fuzz (the config loader, the
+# path helpers and the exclude patterns) with clang, ASan, UBSan and
+# LeakSanitizer, and runs each for SECONDS on a copy of its seed corpus.
+# All run at once.  Exits 1 when any finds a crash, a leak, a timeout or an
 # out-of-memory, after printing the input and how to reproduce it; 77
 # (the automake SKIP code) when clang, its libFuzzer runtime, inih or
 # libuv is missing; 0 otherwise.
@@ -16,7 +16,7 @@
 # Environment: FUZZ_CC (default clang), AR (default ar), FUZZ_CFLAGS
 # (added to the compiler flags), FUZZ_ARGS (added to the libFuzzer
 # arguments), FUZZ_SOURCES (base names of the src/*.c to build, default
-# "log fsutil snapshot state writer conf hook").
+# "log fsutil ignore snapshot state writer conf hook").
 set -eu
 
 me=tests/fuzz/run.sh
@@ -50,7 +50,7 @@ cc=${FUZZ_CC:-clang}
 ar=${AR:-ar}
 # The library code the targets reach, never the daemon's event loop
 # (sync, watch, debounce, notify, main).
-sources=${FUZZ_SOURCES:-log fsutil snapshot state writer conf hook}
+sources=${FUZZ_SOURCES:-log fsutil ignore snapshot state writer conf hook}
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="-std=c11 -g -O1 -fno-omit-frame-pointer $san -Wall -Wextra ${FUZZ_CFLAGS:-}"
 
@@ -115,7 +115,7 @@ for b in $sources; do
 done
 # shellcheck disable=SC2086
 "$ar" rcs "$out/core.a" $objs
-for t in conf path; do
+for t in conf path ignore; do
 	# shellcheck disable=SC2086
 	if ! "$cc" $cflags -fsanitize=fuzzer -I"$out" -I"$srcdir/src" \
 		$pkg_cflags -o "$out/fuzz_$t" "$srcdir/tests/fuzz/fuzz_$t.c" \
@@ -221,12 +221,17 @@ fuzz conf 16384 -dict="$srcdir/tests/fuzz/conf.dict" >"$out/conf.log" 2>&1 &
 pid_conf=$!
 fuzz path 10000 -dict="$srcdir/tests/fuzz/path.dict" >"$out/path.log" 2>&1 &
 pid_path=$!
+fuzz ignore 4096 -dict="$srcdir/tests/fuzz/ignore.dict" >"$out/ignore.log" 2>&1 &
+pid_ignore=$!
 st_conf=0
 wait "$pid_conf" || st_conf=$?
 st_path=0
 wait "$pid_path" || st_path=$?
+st_ignore=0
+wait "$pid_ignore" || st_ignore=$?
 
 failed=0
 report conf "$st_conf" || failed=1
 report path "$st_path" || failed=1
+report ignore "$st_ignore" || failed=1
 exit $failed
