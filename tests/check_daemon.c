@@ -255,6 +255,36 @@ START_TEST(test_config_mappings_and_reload)
 }
 END_TEST
 
+/* A chain: one's target is two's source, two's target is three's. */
+START_TEST(test_chain_of_mappings_carries_a_change_to_the_end)
+{
+	char *b = tu_path(tmp, "b"), *c = tu_path(tmp, "c"), *d = tu_path(tmp, "d");
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:one]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n"
+				  "[sync:two]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n"
+				  "[sync:three]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n",
+				  src, b, b, c, c, d),
+			 0);
+	write_conf(text);
+	free(text);
+	tu_write(src, "app.conf", "v1\n", 0644);
+	tu_write(src, "sub/deep", "deep\n", 0600);
+	start_conf();
+	converge(src, d, 5000);
+	tu_write(src, "app.conf", "v2, longer\n", 0644);
+	converge(src, d, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, "feedback loop"), 0);
+	stop_daemon();
+	free(b);
+	free(c);
+	free(d);
+}
+END_TEST
+
 START_TEST(test_check_config_reports_every_problem)
 {
 	char *out, *err;
@@ -614,6 +644,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_sigint_and_sigterm_exit_0);
 	tcase_add_test(tc, test_config_mappings_and_reload);
 	tcase_add_test(tc, test_check_config_reports_every_problem);
+	tcase_add_test(tc, test_chain_of_mappings_carries_a_change_to_the_end);
 	tcase_add_test(tc, test_missing_source_is_waited_for);
 	tcase_add_test(tc, test_source_root_replaced_or_renamed);
 	tcase_add_test(tc, test_kubernetes_volume_source_through_many_swaps);
