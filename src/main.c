@@ -100,6 +100,20 @@ static int usage_error(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+/* A path option's argument that begins with '-' is an option typed
+ * after one that needs an argument (-t --check-config), not a path to
+ * write into: refuse it, and say how to name such a path. */
+static int path_arg(const char *opt, const char *arg, const char **out)
+{
+	if (arg[0] == '-')
+		return usage_error("%s: '%s' looks like an option, not a path; "
+				   "write a path that begins with '-' as "
+				   "./%s",
+				   opt, arg, arg);
+	*out = arg;
+	return 0;
+}
+
 static int parse_ms(const char *s, long max, long *out)
 {
 	char *end;
@@ -682,13 +696,16 @@ int main(int argc, char **argv)
 	       -1) {
 		switch (c) {
 		case 'c':
-			op.config = optarg;
+			if (path_arg("--config", optarg, &op.config))
+				return EXIT_USAGE;
 			break;
 		case 's':
-			op.source = optarg;
+			if (path_arg("--source", optarg, &op.source))
+				return EXIT_USAGE;
 			break;
 		case 't':
-			op.target = optarg;
+			if (path_arg("--target", optarg, &op.target))
+				return EXIT_USAGE;
 			break;
 		case OPT_ONCE:
 			op.once = true;

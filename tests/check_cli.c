@@ -94,6 +94,57 @@ START_TEST(test_usage_errors_exit_2_with_one_line)
 }
 END_TEST
 
+/* An option typed where a path option wants its argument is not taken
+ * for a path: nothing is written into ./--check-config. */
+START_TEST(test_path_options_refuse_option_looking_arguments)
+{
+	const char *cases[][8] = {
+		{"-s", "SRC", "-t", "--check-config", "--once", NULL},
+		{"--source", "SRC", "--target", "-n", "--once", NULL},
+		{"--source=--once", "--target", "DST", "--once", NULL},
+		{"-s", "-t", "DST", "--once", NULL},
+		{"-c", "--once", NULL},
+		{"--config=-x", NULL},
+	};
+	const char *opt[] = {"--target", "--target", "--source", "--source",
+			     "--config", "--config"};
+	const char *arg[] = {"--check-config", "-n", "--once", "-t", "--once",
+			     "-x"};
+	char *cwd = getcwd(NULL, 0);
+	ck_assert_int_eq(chdir(tmp), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *argv[10] = {tu_bin()};
+		for (int k = 0; k < 8 && cases[i][k]; k++)
+			argv[k + 1] = strcmp(cases[i][k], "SRC") == 0   ? src
+				      : strcmp(cases[i][k], "DST") == 0 ? dst
+									: cases[i][k];
+		char *out, *err, *want;
+		ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 2);
+		ck_assert_msg(tu_lines(err) == 1, "case %zu: %s", i, err);
+		ck_assert_int_ge(asprintf(&want,
+					  "atomsyncd: %s: '%s' looks like an "
+					  "option, not a path; write a path "
+					  "that begins with '-' as ./%s",
+					  opt[i], arg[i], arg[i]),
+				 0);
+		ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
+			      "case %zu: %s", i, err);
+		ck_assert_int_lt(access(arg[i], F_OK), 0);
+		free(want);
+		free(out);
+		free(err);
+	}
+	ck_assert_int_lt(access(dst, F_OK), 0);
+	/* Named as ./-x, such a path works. */
+	const char *dash[] = {tu_bin(), "-s", src, "-t", "./--check-config",
+			      "--once", NULL};
+	ck_assert_int_eq(tu_run(dash, NULL, NULL, 20000), 0);
+	ck_assert_int_eq(access("--check-config/..data", F_OK), 0);
+	ck_assert_int_eq(chdir(cwd), 0);
+	free(cwd);
+}
+END_TEST
+
 START_TEST(test_once_projects_the_tree)
 {
 	char *out, *err;
@@ -314,6 +365,7 @@ static Suite *cli_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_help_and_version);
 	tcase_add_test(tc, test_usage_errors_exit_2_with_one_line);
+	tcase_add_test(tc, test_path_options_refuse_option_looking_arguments);
 	tcase_add_test(tc, test_once_projects_the_tree);
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
 	tcase_add_test(tc, test_missing_target_parent_exits_1);
