@@ -379,6 +379,40 @@ static void status_soon(struct daemon *d)
 		uv_timer_start(&d->status, update_status, 200, 0);
 }
 
+/* Once every start-up publish has been tried, which went through and
+ * which did not: "2 of 3 mappings published; failing: web; watching". */
+static void log_started(struct daemon *d)
+{
+	char *failing = NULL, *torn = NULL;
+	size_t flen = 0, tlen = 0, ok = 0;
+	FILE *ff = open_memstream(&failing, &flen);
+	FILE *ft = open_memstream(&torn, &tlen);
+
+	for (size_t i = 0; ff && ft && i < d->nsyncs; i++) {
+		struct sync_stats st;
+		sync_get_stats(d->syncs[i], &st);
+		FILE *f = st.last_error ? ff : st.torn ? ft : NULL;
+		if (f)
+			fprintf(f, "%s%s", ftell(f) > 0 ? ", " : "",
+				sync_name(d->syncs[i]));
+		else
+			ok++;
+	}
+	if (ff)
+		fclose(ff);
+	if (ft)
+		fclose(ft);
+	log_info("%zu of %zu mapping%s %s%s%s%s%s; watching", ok, d->nsyncs,
+		 d->nsyncs == 1 ? "" : "s",
+		 d->op->dry_run ? "checked (dry run)" : "published",
+		 failing && *failing ? "; failing: " : "",
+		 failing ? failing : "",
+		 torn && *torn ? "; source still changing: " : "",
+		 torn ? torn : "");
+	free(failing);
+	free(torn);
+}
+
 /* READY=1 once every mapping's start-up publish has been attempted, at
  * start and after a reload. */
 static void maybe_ready(struct daemon *d)
@@ -389,7 +423,7 @@ static void maybe_ready(struct daemon *d)
 		d->reloading = false;
 		log_info("reload done");
 	} else {
-		log_info("every mapping has been published once; watching");
+		log_started(d);
 	}
 	update_status(&d->status);
 	notify_ready(d->notify);

@@ -130,6 +130,7 @@ void sync_get_stats(const struct sync *s, struct sync_stats *st)
 	*st = s->st;
 	st->generation = s->generation;
 	st->last_error = s->last_err;
+	st->torn = s->torn;
 	st->watched = s->watch ? watch_count(s->watch) : 0;
 }
 
@@ -630,8 +631,8 @@ static void publish_finished(struct sync *s, enum outcome out)
 		if (s->failures > 0 || s->source_missing)
 			log_msg(LOG_LVL_INFO, name,
 				"publishing works again (after %u failed "
-				"attempts)",
-				s->failures);
+				"attempt%s)",
+				s->failures, s->failures == 1 ? "" : "s");
 		s->failures = s->torn = 0;
 		s->source_missing = false;
 		free(s->last_err);

@@ -207,7 +207,7 @@ START_TEST(test_config_mappings_and_reload)
 		free(s);
 		free(d);
 	}
-	wait_log("every mapping has been published once", 1, 1000);
+	wait_log("3 of 3 mappings published; watching", 1, 1000);
 
 	/* b goes, c changes, d comes, a stays untouched. */
 	text = conf_text("acd", 'c');
@@ -320,10 +320,23 @@ START_TEST(test_missing_source_is_waited_for)
 	tu_rmrf(src);
 	start_adhoc("0");
 	wait_log("waiting for it to appear", 1, 3000);
+	wait_log("0 of 1 mapping published; failing: main; watching", 1, 3000);
 	tu_write(src, "late", "arrived", 0644);
 	converge(src, dst, 3000);
 	/* The failure was logged once, not once per retry. */
 	ck_assert_int_eq(tu_file_count(logpath, "waiting for it to appear"), 1);
+	/* Usually one failed attempt, more on a slow machine: either way
+	 * in good English. */
+	wait_log("publishing works again (after ", 1, 3000);
+	char *log = tu_read(logpath, NULL);
+	const char *p = strstr(log, "works again (after ");
+	unsigned n = 0;
+	char word[32] = "";
+	ck_assert_int_eq(sscanf(p, "works again (after %u failed %31[a-z)]", &n,
+				word),
+			 2);
+	ck_assert_str_eq(word, n == 1 ? "attempt)" : "attempts)");
+	free(log);
 	stop_daemon();
 }
 END_TEST
@@ -485,6 +498,8 @@ START_TEST(test_failing_mapping_does_not_stop_others)
 	start_conf();
 	converge(good, goodd, 3000);
 	wait_log("parent directory does not exist", 1, 3000);
+	/* The start-up line says which mapping is not there yet. */
+	wait_log("1 of 2 mappings published; failing: bad; watching", 1, 3000);
 	/* Changes keep flowing for the healthy mapping while the other one
 	 * retries, and its error is logged once. */
 	for (int i = 0; i < 5; i++) {
