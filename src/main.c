@@ -141,7 +141,9 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 
 	if (rc < 0) {
 		log_msg(LOG_LVL_ERROR, c->name, "%s%s",
-			err ? err : strerror(-rc), log_hint(rc));
+			err ? err : strerror(-rc),
+			rc == -EBUSY ? "; not publishing to it (exit status 1)"
+				     : log_hint(rc));
 		free(err);
 		return rc;
 	}

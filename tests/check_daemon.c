@@ -525,6 +525,53 @@ START_TEST(test_failing_mapping_does_not_stop_others)
 }
 END_TEST
 
+/* A second atomsyncd on a locked target says whose it is and what it
+ * does: --once gives up with status 1, a daemon waits and takes over. */
+START_TEST(test_target_locked_by_another_daemon)
+{
+	tu_write(src, "a", "first", 0644);
+	start_adhoc("0");
+	converge(src, dst, 3000);
+	char *text;
+	ck_assert_int_ge(asprintf(&text, "in use by another atomsyncd (pid %ld)",
+				  (long)pid),
+			 0);
+
+	const char *once[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--once", NULL};
+	char *err;
+	ck_assert_int_eq(tu_run(once, NULL, &err, 10000), 1);
+	ck_assert_int_eq(tu_lines(err), 1);
+	ck_assert_msg(strstr(err, text) &&
+			      strstr(err, "; not publishing to it (exit status 1)\n"),
+		      "%s", err);
+	free(err);
+
+	char *log2 = tu_path(tmp, "second.log");
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", NULL};
+	pid_t second = tu_spawn(argv, log2);
+	struct tu_needle n = {log2, "; waiting for it to stop, trying again "
+				    "every few seconds", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 5000), "%s",
+		      tu_read(log2, NULL));
+	ck_assert_int_eq(tu_file_count(log2, text), 1);
+	/* The first one stops: the second takes the target over. */
+	stop_daemon();
+	pid = second;
+	struct tu_needle again = {log2, "publishing works again", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &again, 15000), "%s",
+		      tu_read(log2, NULL));
+	tu_write(src, "a", "second", 0644);
+	converge(src, dst, 3000);
+	/* Said once, not at every retry. */
+	ck_assert_int_eq(tu_file_count(log2, "in use by another atomsyncd"), 1);
+	stop_daemon();
+	free(text);
+	free(log2);
+}
+END_TEST
+
 START_TEST(test_dry_run_daemon_writes_nothing)
 {
 	tu_write(src, "a", "a", 0644);
@@ -665,6 +712,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_kubernetes_volume_source_through_many_swaps);
 	tcase_add_test(tc, test_followed_links_are_watched_where_they_lead);
 	tcase_add_test(tc, test_failing_mapping_does_not_stop_others);
+	tcase_add_test(tc, test_target_locked_by_another_daemon);
 	tcase_add_test(tc, test_dry_run_daemon_writes_nothing);
 	tcase_add_test(tc, test_file_being_rewritten_converges_untorn);
 	tcase_add_test(tc, test_out_of_inotify_watches_falls_back_to_rescans);
