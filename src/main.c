@@ -78,7 +78,7 @@ static void usage(FILE *f)
 		"\n"
 		"Signals: TERM/INT finish the publish in progress and stop (a "
 		"replaced\ngeneration is kept for its grace period first); HUP "
-		"reloads the config.\n"
+		"reloads the config;\nUSR1 logs the status of every mapping.\n"
 		"Exit status: 0 success, 1 runtime failure, 2 usage or config "
 		"error.\n"
 		"See atomsyncd(8) and atomsync.conf(5).\n",
@@ -257,9 +257,12 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 
 /* ---- the daemon ---- */
 
+/* TERM, INT, HUP and USR1 */
+#define NSIGNALS 4
+
 struct daemon {
 	uv_loop_t loop;
-	uv_signal_t sig[3];
+	uv_signal_t sig[NSIGNALS];
 	uv_timer_t status; /* coalesces STATUS= and metrics file updates */
 	struct notify *notify;
 	struct metrics *http;
@@ -476,7 +479,7 @@ static int start_sync(struct daemon *d, const struct conf_sync *c)
 /* The last handles: once they are closed the loop ends. */
 static void close_signals(struct daemon *d)
 {
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < NSIGNALS; i++)
 		uv_close((uv_handle_t *)&d->sig[i], NULL);
 	uv_close((uv_handle_t *)&d->status, NULL);
 	notify_close(d->notify);
@@ -634,12 +637,79 @@ static void reload(struct daemon *d)
 		apply_next(d);
 }
 
+/* "2026-11-25T16:04:05Z", as log lines give times. */
+static void wall_time(uint64_t ms, char *buf, size_t size)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "?");
+}
+
+static const char *plural(uint64_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
+/* One mapping's state, on one line. */
+static void log_sync_status(struct sync *s)
+{
+	struct sync_stats st;
+	char when[32], since[32];
+	char *live = NULL, *health = NULL;
+
+	sync_get_stats(s, &st);
+	wall_time(st.last_publish_ms, when, sizeof(when));
+	wall_time(st.failing_since_ms, since, sizeof(since));
+	if (st.generation == NULL)
+		live = strdup("no live generation");
+	else if (asprintf(&live, "live %s, published %s", st.generation,
+			  when) < 0)
+		live = NULL;
+	if (st.last_error &&
+	    asprintf(&health, "failing since %s: %s", since, st.last_error) < 0)
+		health = NULL;
+	log_msg(LOG_LVL_INFO, sync_name(s),
+		"status: %s; %llu file%s, %llu byte%s; %llu director%s "
+		"watched; %s",
+		live ? live : "?", (unsigned long long)st.files,
+		plural(st.files), (unsigned long long)st.bytes,
+		plural(st.bytes), (unsigned long long)st.watched,
+		st.watched == 1 ? "y" : "ies",
+		health	   ? health
+		: st.torn ? "source still changing; retrying"
+			   : "healthy");
+	free(live);
+	free(health);
+}
+
+/* SIGUSR1: the state of the daemon and of every mapping, for whoever
+ * asks, at info level. */
+static void log_status(struct daemon *d)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	log_info("status: atomsyncd %s, up %.0f s; %zu mapping%s; %llu "
+		 "reload%s, %llu refused",
+		 PACKAGE_VERSION,
+		 (double)now.tv_sec + (double)now.tv_nsec / 1e9 - d->start_time,
+		 d->nsyncs, plural(d->nsyncs), (unsigned long long)d->reloads,
+		 plural(d->reloads), (unsigned long long)d->reload_failures);
+	for (size_t i = 0; i < d->nsyncs; i++)
+		log_sync_status(d->syncs[i]);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct daemon *d = h->data;
 
 	if (signum == SIGHUP)
 		reload(d);
+	else if (signum == SIGUSR1)
+		log_status(d);
 	else
 		shutdown_all(d);
 }
@@ -647,7 +717,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static int run_daemon(const struct options *op, struct conf *conf)
 {
 	struct daemon d = {.op = op, .conf = conf};
-	static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+	static const int sigs[NSIGNALS] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 	int rc = uv_loop_init(&d.loop);
 
 	if (rc < 0) {
@@ -662,7 +732,7 @@ static int run_daemon(const struct options *op, struct conf *conf)
 	clock_gettime(CLOCK_REALTIME, &now);
 	d.start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 	apply_http(&d);
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < NSIGNALS; i++) {
 		uv_signal_init(&d.loop, &d.sig[i]);
 		d.sig[i].data = &d;
 		uv_signal_start(&d.sig[i], on_signal, sigs[i]);

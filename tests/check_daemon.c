@@ -572,6 +572,63 @@ START_TEST(test_target_locked_by_another_daemon)
 }
 END_TEST
 
+/* SIGUSR1 asks for the state of every mapping; the daemon runs on. */
+START_TEST(test_sigusr1_logs_status_and_keeps_running)
+{
+	tu_write(src, "a", "12345", 0644);
+	tu_write(src, "d/b", "678", 0644);
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:web]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n"
+				  "[sync:bad]\nsource = %s\n"
+				  "target = %s/no/parent/dst\n",
+				  src, dst, src, tmp),
+			 0);
+	write_conf(text);
+	free(text);
+	start_conf();
+	wait_log("1 of 2 mappings published; failing: bad; watching", 1, 5000);
+	char *gen = tu_live(dst);
+	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
+	wait_log("sync \"bad\": status: ", 1, 5000);
+	wait_log("info: status: atomsyncd ", 1, 1000);
+	ck_assert_int_eq(tu_file_count(logpath, "; 2 mappings; 0 reloads, 0 "
+						"refused"),
+			 1);
+	char *want;
+	ck_assert_int_ge(asprintf(&want,
+				  "info: sync \"web\": status: live %s, "
+				  "published 20",
+				  gen),
+			 0);
+	ck_assert_int_eq(tu_file_count(logpath, want), 1);
+	ck_assert_int_eq(tu_file_count(logpath, "Z; 2 files, 8 bytes; 2 "
+						"directories watched; healthy"),
+			 1);
+	/* The failing one's line ends with its last error. */
+	char *log = tu_read(logpath, NULL);
+	char *bad = strstr(log, "info: sync \"bad\": status: no live "
+				"generation; 0 files, 0 bytes; 0 directories "
+				"watched; failing since 20");
+	ck_assert_msg(bad, "%s", log);
+	*strchr(bad, '\n') = '\0';
+	ck_assert_msg(strstr(bad, "Z: target ") &&
+			      strstr(bad, "/no/parent/dst: parent directory "
+					  "does not exist"),
+		      "%s", bad);
+	free(log);
+	/* Still running, and still following its source. */
+	tu_write(src, "a", "after the signal", 0644);
+	converge(src, dst, 3000);
+	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
+	wait_log("info: status: atomsyncd ", 2, 5000);
+	stop_daemon();
+	free(want);
+	free(gen);
+}
+END_TEST
+
 START_TEST(test_dry_run_daemon_writes_nothing)
 {
 	tu_write(src, "a", "a", 0644);
@@ -713,6 +770,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_followed_links_are_watched_where_they_lead);
 	tcase_add_test(tc, test_failing_mapping_does_not_stop_others);
 	tcase_add_test(tc, test_target_locked_by_another_daemon);
+	tcase_add_test(tc, test_sigusr1_logs_status_and_keeps_running);
 	tcase_add_test(tc, test_dry_run_daemon_writes_nothing);
 	tcase_add_test(tc, test_file_being_rewritten_converges_untorn);
 	tcase_add_test(tc, test_out_of_inotify_watches_falls_back_to_rescans);
