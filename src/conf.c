@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <ini.h>
 #include <limits.h>
@@ -12,9 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
+#include "fsutil.h"
 #include "hook.h"
 
 /* inih hands the handler at most INI_MAX_LINE bytes of a line; a longer
@@ -732,14 +735,84 @@ static void finish_syncs(struct conf *c, struct conf_errors *errs)
 	}
 }
 
+/* Why an open config file is not to be trusted, or NULL: it says where a
+ * root daemon writes, so only root or our own user may own it and write
+ * it, as OpenSSH's StrictModes has it. */
+static const char *distrust(const struct stat *st, char *buf, size_t size)
+{
+	if (!S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (!fsutil_trusted_uid(st->st_uid)) {
+		if (geteuid() == 0)
+			snprintf(buf, size, "owned by uid %u, not by root",
+				 (unsigned)st->st_uid);
+		else
+			snprintf(buf, size,
+				 "owned by uid %u, not by root or uid %u, "
+				 "which atomsyncd runs as",
+				 (unsigned)st->st_uid, (unsigned)geteuid());
+		return buf;
+	}
+	if ((st->st_mode & 0022) == 0)
+		return NULL;
+	snprintf(buf, size, "writable by %s (mode %04o)",
+		 (st->st_mode & 0022) == 0022 ? "its group and others"
+		 : (st->st_mode & 0020)	      ? "its group"
+					      : "others",
+		 (unsigned)(st->st_mode & 07777));
+	return buf;
+}
+
+/* Opens the config file through fsutil_chase (a symlink only root or we
+ * could have made is followed, as a Kubernetes ConfigMap has them) with
+ * O_NONBLOCK, so a FIFO cannot hang the start, and checks what it is. */
+static int open_conf(const char *path, FILE **out, struct conf_errors *errs)
+{
+	char *err = NULL, buf[128];
+	const char *why = NULL;
+	struct stat st;
+	size_t n = strlen(path);
+	int fd = fsutil_chase(path, 0, O_RDONLY | O_NONBLOCK | O_NOCTTY, NULL,
+			      &err);
+
+	if (fd < 0) {
+		/* The message names the component that failed, which is
+		 * often the file itself. */
+		if (err && strncmp(err, path, n) == 0 && err[n] == ':')
+			conf_errors_add(errs, "%s", err);
+		else
+			conf_errors_add(errs, "%s: %s", path,
+					err ? err : strerror(-fd));
+		free(err);
+		return fd;
+	}
+	int rc = -EPERM;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		why = strerror(errno);
+	} else {
+		why = distrust(&st, buf, sizeof(buf));
+	}
+	if (why == NULL && (*out = fdopen(fd, "r")) == NULL) {
+		rc = -errno;
+		why = strerror(errno);
+	}
+	if (why) {
+		conf_errors_add(errs, "%s: %s; refusing to read it", path, why);
+		close(fd);
+		return rc;
+	}
+	return 0;
+}
+
 int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 {
 	struct parser p = {.path = path, .errs = errs};
 	struct conf *c;
+	int rc = open_conf(path, &p.f, errs);
 
-	p.f = fopen(path, "re");
-	if (p.f == NULL)
-		return -errno;
+	if (rc < 0)
+		return rc;
 	c = conf_new(path);
 	if (c == NULL) {
 		fclose(p.f);

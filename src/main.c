@@ -604,13 +604,16 @@ static void reload(struct daemon *d)
 	if (rc == 0)
 		conf_check(n, &errs);
 	if (rc < 0 || errs.n > 0) {
-		if (rc < 0)
-			log_error("reload: %s: %s; keeping the running "
-				  "configuration",
-				  d->conf->path, strerror(-rc));
+		if (rc < 0 && errs.n == 0)
+			log_error("reload: %s: %s", d->conf->path,
+				  strerror(-rc));
 		for (size_t i = 0; i < errs.n; i++)
 			log_error("reload: %s", errs.v[i]);
-		if (errs.n)
+		if (rc < 0)
+			log_error("reload: %s cannot be read; keeping the "
+				  "running configuration",
+				  d->conf->path);
+		else
 			log_error("reload: %zu problem%s; keeping the running "
 				  "configuration",
 				  errs.n, errs.n == 1 ? "" : "s");
@@ -930,8 +933,12 @@ int main(int argc, char **argv)
 		const char *path = op.config ? op.config : DEFAULT_CONFIG;
 		rc = conf_load(path, &conf, &errs);
 		if (rc < 0) {
-			fprintf(stderr, "atomsyncd: %s: %s\n", path,
-				strerror(-rc));
+			for (size_t i = 0; i < errs.n; i++)
+				fprintf(stderr, "atomsyncd: %s\n", errs.v[i]);
+			if (errs.n == 0)
+				fprintf(stderr, "atomsyncd: %s: %s\n", path,
+					strerror(-rc));
+			conf_errors_fini(&errs);
 			return EXIT_USAGE;
 		}
 	}

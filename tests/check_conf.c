@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,7 +335,14 @@ START_TEST(test_unreadable_file)
 	struct conf *c = NULL;
 	struct conf_errors e = {0};
 	char *p = tu_path(tmp, "missing.conf");
-	ck_assert_int_lt(conf_load(p, &c, &e), 0);
+	ck_assert_int_eq(conf_load(p, &c, &e), -ENOENT);
+	ck_assert_ptr_null(c);
+	/* One message, naming the file. */
+	ck_assert_uint_eq(e.n, 1);
+	ck_assert_msg(strncmp(e.v[0], p, strlen(p)) == 0 &&
+			      strstr(e.v[0], ": No such file or directory"),
+		      "%s", e.v[0]);
+	conf_errors_fini(&e);
 	free(p);
 }
 END_TEST

@@ -242,6 +242,36 @@ START_TEST(test_config_mappings_and_reload)
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	wait_log("keeping the running configuration", 1, 5000);
 	wait_log("atomsync.conf:2:", 1, 1000);
+
+	/* So is a good one that another user could have written: b is not
+	 * started again. */
+	text = conf_text("ab", 0);
+	write_conf(text);
+	free(text);
+	ck_assert_int_eq(chmod(conf, 0666), 0);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_log("keeping the running configuration", 2, 5000);
+	wait_log("reload: ", 4, 1000);
+	char *why;
+	ck_assert_int_ge(asprintf(&why,
+				  "error: reload: %s: writable by its group and "
+				  "others (mode 0666); refusing to read it\n",
+				  conf),
+			 0);
+	ck_assert_int_eq(tu_file_count(logpath, why), 1);
+	free(why);
+	ck_assert_int_eq(chmod(conf, 0644), 0);
+	ck_assert_int_eq(chown(conf, 2003, 2003), 0);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_log("keeping the running configuration", 3, 5000);
+	ck_assert_int_ge(asprintf(&why,
+				  "error: reload: %s: owned by uid 2003, not by "
+				  "root; refusing to read it\n",
+				  conf),
+			 0);
+	ck_assert_int_eq(tu_file_count(logpath, why), 1);
+	free(why);
+	ck_assert_int_eq(tu_file_count(logpath, "sync \"b\": starting"), 0);
 	char *sa = side("src", 'a'), *da = side("dst", 'a');
 	tu_write(sa, "file", "still followed", 0644);
 	converge(sa, da, 3000);
