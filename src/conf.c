@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <ini.h>
 #include <limits.h>
@@ -12,9 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
+#include "fsutil.h"
 #include "hook.h"
 
 /* inih hands the handler at most INI_MAX_LINE bytes of a line; a longer
@@ -834,14 +837,84 @@ static void finish_syncs(struct conf *c, struct conf_errors *errs)
 	}
 }
 
+/* Why an open config file is not to be trusted, or NULL: it says where a
+ * root daemon writes, so only root or our own user may own it and write
+ * it, as OpenSSH's StrictModes has it. */
+static const char *distrust(const struct stat *st, char *buf, size_t size)
+{
+	if (!S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (!fsutil_trusted_uid(st->st_uid)) {
+		if (geteuid() == 0)
+			snprintf(buf, size, "owned by uid %u, not by root",
+				 (unsigned)st->st_uid);
+		else
+			snprintf(buf, size,
+				 "owned by uid %u, not by root or uid %u, "
+				 "which atomsyncd runs as",
+				 (unsigned)st->st_uid, (unsigned)geteuid());
+		return buf;
+	}
+	if ((st->st_mode & 0022) == 0)
+		return NULL;
+	snprintf(buf, size, "writable by %s (mode %04o)",
+		 (st->st_mode & 0022) == 0022 ? "its group and others"
+		 : (st->st_mode & 0020)	      ? "its group"
+					      : "others",
+		 (unsigned)(st->st_mode & 07777));
+	return buf;
+}
+
+/* Opens the config file through fsutil_chase (a symlink only root or we
+ * could have made is followed, as a Kubernetes ConfigMap has them) with
+ * O_NONBLOCK, so a FIFO cannot hang the start, and checks what it is. */
+static int open_conf(const char *path, FILE **out, struct conf_errors *errs)
+{
+	char *err = NULL, buf[128];
+	const char *why = NULL;
+	struct stat st;
+	size_t n = strlen(path);
+	int fd = fsutil_chase(path, 0, O_RDONLY | O_NONBLOCK | O_NOCTTY, NULL,
+			      &err);
+
+	if (fd < 0) {
+		/* The message names the component that failed, which is
+		 * often the file itself. */
+		if (err && strncmp(err, path, n) == 0 && err[n] == ':')
+			conf_errors_add(errs, "%s", err);
+		else
+			conf_errors_add(errs, "%s: %s", path,
+					err ? err : strerror(-fd));
+		free(err);
+		return fd;
+	}
+	int rc = -EPERM;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		why = strerror(errno);
+	} else {
+		why = distrust(&st, buf, sizeof(buf));
+	}
+	if (why == NULL && (*out = fdopen(fd, "r")) == NULL) {
+		rc = -errno;
+		why = strerror(errno);
+	}
+	if (why) {
+		conf_errors_add(errs, "%s: %s; refusing to read it", path, why);
+		close(fd);
+		return rc;
+	}
+	return 0;
+}
+
 int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 {
 	struct parser p = {.path = path, .errs = errs};
 	struct conf *c;
+	int rc = open_conf(path, &p.f, errs);
 
-	p.f = fopen(path, "re");
-	if (p.f == NULL)
-		return -errno;
+	if (rc < 0)
+		return rc;
 	c = conf_new(path);
 	if (c == NULL) {
 		fclose(p.f);
@@ -934,31 +1007,16 @@ static char *where(const struct conf *c, unsigned line)
 	return r;
 }
 
-void conf_check(const struct conf *c, struct conf_errors *errs)
+/* Targets that are the same or nested: two writers in one place. */
+static void check_targets(const struct conf *c, char **dst,
+			  struct conf_errors *errs)
 {
-	size_t n = c->nsyncs;
-
-	if (n == 0) {
-		conf_errors_add(errs, "%s: no [sync:NAME] section", c->path);
-		return;
-	}
-	char **src = calloc(n, sizeof(*src));
-	char **dst = calloc(n, sizeof(*dst));
-
-	if (src == NULL || dst == NULL)
-		goto out;
-	for (size_t i = 0; i < n; i++) {
-		if (c->syncs[i].source)
-			src[i] = normalize_path(c->syncs[i].source);
-		if (c->syncs[i].target)
-			dst[i] = normalize_path(c->syncs[i].target);
-	}
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < c->nsyncs; i++) {
 		const struct conf_sync *s = &c->syncs[i];
 		if (dst[i] == NULL)
 			continue;
 		char *at = where(c, s->target_line);
-		for (size_t k = 0; k < n; k++) {
+		for (size_t k = 0; k < c->nsyncs; k++) {
 			const struct conf_sync *o = &c->syncs[k];
 			if (k == i || dst[k] == NULL)
 				continue;
@@ -976,29 +1034,163 @@ void conf_check(const struct conf *c, struct conf_errors *errs)
 						at, s->name, s->target, o->name,
 						o->target);
 		}
-		for (size_t k = 0; k < n; k++) {
-			if (src[k] == NULL)
-				continue;
-			const struct conf_sync *o = &c->syncs[k];
-			char *oat = where(c, o->source_line);
-			if (within(dst[i], src[k]))
-				conf_errors_add(errs,
-						"%s: [sync:%s]: target %s is "
-						"inside the source of "
-						"[sync:%s] (%s): a feedback loop",
-						at, s->name, s->target, o->name,
-						o->source);
-			else if (within(src[k], dst[i]))
-				conf_errors_add(errs,
-						"%s: [sync:%s]: source %s is "
-						"inside the target of "
-						"[sync:%s] (%s): a feedback loop",
-						oat, o->name, o->source, s->name,
-						s->target);
-			free(oat);
-		}
 		free(at);
 	}
+}
+
+/* The mappings as a graph: i feeds k when what i writes is what k reads,
+ * holds it or lies inside it.  A chain is fine; a cycle publishes its
+ * own output for ever. */
+struct loops {
+	const struct conf *c;
+	char **src, **dst;
+	size_t *stack; /* the path of the walk, as mapping indexes */
+	size_t *pos;   /* where each mapping is on it */
+	size_t *next;  /* the next mapping to try from each */
+	unsigned char *state; /* 0 not seen, 1 on the path, 2 done */
+	bool *head;    /* a loop reported starts at this mapping */
+	size_t depth;
+	struct conf_errors *errs;
+};
+
+static bool feeds(const struct loops *l, size_t i, size_t k)
+{
+	return l->dst[i] && l->src[k] &&
+	       (within(l->dst[i], l->src[k]) || within(l->src[k], l->dst[i]));
+}
+
+/* Why a mapping feeds itself, which the names alone do not say. */
+static void self_loop(FILE *f, const struct conf_sync *s, const char *src,
+		      const char *dst)
+{
+	if (strcmp(src, dst) == 0)
+		fprintf(f, " (its source and target are the same: %s)",
+			s->target);
+	else if (within(dst, src))
+		fprintf(f, " (its target %s is inside its source %s)",
+			s->target, s->source);
+	else
+		fprintf(f, " (its source %s is inside its target %s)",
+			s->source, s->target);
+}
+
+/* The loop that closes back to the walk's path at `from`, once, at the
+ * line of the target of its first mapping. */
+static void report_loop(struct loops *l, size_t from)
+{
+	const struct conf *c = l->c;
+	const struct conf_sync *first = &c->syncs[l->stack[from]];
+	char *text = NULL, *at = where(c, first->target_line);
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL || at == NULL) {
+		if (f)
+			fclose(f);
+		free(at);
+		return;
+	}
+	for (size_t j = from; j < l->depth; j++)
+		fprintf(f, "[sync:%s] -> ", c->syncs[l->stack[j]].name);
+	fprintf(f, "[sync:%s]", first->name);
+	if (from + 1 == l->depth)
+		self_loop(f, first, l->src[l->stack[from]], l->dst[l->stack[from]]);
+	fclose(f);
+	conf_errors_add(l->errs, "%s: feedback loop: %s", at, text);
+	free(text);
+	free(at);
+}
+
+static void loops_push(struct loops *l, size_t i)
+{
+	l->state[i] = 1;
+	l->pos[i] = l->depth;
+	l->stack[l->depth++] = i;
+}
+
+/* A depth-first walk with its own stack (a config may hold thousands of
+ * mappings): every edge back to the path closes a loop.  Each loop found
+ * is reported once, and at most one per mapping it starts at: every
+ * tangle of mappings that feed each other shows, yet mappings that all
+ * read and write one tree give one line each, not one per ordering. */
+static void find_loops(struct loops *l)
+{
+	size_t n = l->c->nsyncs;
+
+	for (size_t root = 0; root < n; root++) {
+		if (l->state[root] != 0)
+			continue;
+		loops_push(l, root);
+		while (l->depth > 0) {
+			size_t u = l->stack[l->depth - 1];
+			if (l->next[u] == n) {
+				l->state[u] = 2;
+				l->depth--;
+				continue;
+			}
+			size_t k = l->next[u]++;
+			if (!feeds(l, u, k))
+				continue;
+			if (l->state[k] == 1 && !l->head[k]) {
+				l->head[k] = true;
+				report_loop(l, l->pos[k]);
+			}
+			else if (l->state[k] == 0)
+				loops_push(l, k);
+		}
+	}
+}
+
+static void check_loops(const struct conf *c, char **src, char **dst,
+			struct conf_errors *errs)
+{
+	size_t n = c->nsyncs;
+	struct loops l = {
+		.c = c,
+		.src = src,
+		.dst = dst,
+		.stack = calloc(n, sizeof(size_t)),
+		.pos = calloc(n, sizeof(size_t)),
+		.next = calloc(n, sizeof(size_t)),
+		.state = calloc(n, 1),
+		.head = calloc(n, sizeof(bool)),
+		.errs = errs,
+	};
+
+	if (l.stack && l.pos && l.next && l.state && l.head)
+		find_loops(&l);
+	else
+		conf_errors_add(errs, "%s: out of memory", c->path);
+	free(l.stack);
+	free(l.pos);
+	free(l.next);
+	free(l.state);
+	free(l.head);
+}
+
+void conf_check(const struct conf *c, struct conf_errors *errs)
+{
+	size_t n = c->nsyncs;
+
+	if (n == 0) {
+		conf_errors_add(errs, "%s: no [sync:NAME] section", c->path);
+		return;
+	}
+	char **src = calloc(n, sizeof(*src));
+	char **dst = calloc(n, sizeof(*dst));
+
+	if (src == NULL || dst == NULL) {
+		conf_errors_add(errs, "%s: out of memory", c->path);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (c->syncs[i].source)
+			src[i] = normalize_path(c->syncs[i].source);
+		if (c->syncs[i].target)
+			dst[i] = normalize_path(c->syncs[i].target);
+	}
+	check_targets(c, dst, errs);
+	check_loops(c, src, dst, errs);
 out:
 	for (size_t i = 0; src && dst && i < n; i++) {
 		free(src[i]);

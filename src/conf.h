@@ -71,8 +71,11 @@ struct conf_errors {
 	size_t n;
 };
 
-/* Reads `path`.  Returns 0 with *out set even when problems were found
- * (they are in errs); a negative errno when the file cannot be read. */
+/* Reads `path`, which must be a regular file owned by root or by the
+ * user we run as and writable by no one else.  Returns 0 with *out set
+ * even when problems were found (they are in errs); a negative errno,
+ * with one message in errs, when the file cannot be read or is not to
+ * be trusted. */
 int conf_load(const char *path, struct conf **out, struct conf_errors *errs);
 /* Whole-config checks; appends to errs. */
 void conf_check(const struct conf *c, struct conf_errors *errs);

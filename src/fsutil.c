@@ -13,6 +13,7 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -577,6 +578,35 @@ int fsutil_fsync(int fd)
 			return -errno;
 	}
 	return 0;
+}
+
+pid_t fsutil_flock_holder(int fd)
+{
+	struct stat st;
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
+	pid_t holder = 0;
+
+	if (fstat(fd, &st) < 0 || (f = fopen("/proc/locks", "re")) == NULL)
+		return 0;
+	/* "3: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF", the device in
+	 * hex; a process waiting for a lock has "->" before FLOCK. */
+	while (holder == 0 && getline(&line, &cap, f) > 0) {
+		char kind[8];
+		long pid;
+		unsigned maj, min;
+		unsigned long long ino;
+		if (sscanf(line, "%*d: %7s %*s %*s %ld %x:%x:%llu", kind, &pid,
+			   &maj, &min, &ino) == 5 &&
+		    strcmp(kind, "FLOCK") == 0 && pid > 0 &&
+		    maj == major(st.st_dev) && min == minor(st.st_dev) &&
+		    ino == (unsigned long long)st.st_ino)
+			holder = (pid_t)pid;
+	}
+	free(line);
+	fclose(f);
+	return holder;
 }
 
 char *fsutil_join(const char *a, const char *b)

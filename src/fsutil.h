@@ -40,6 +40,12 @@ int fsutil_readlinkat(int dirfd, const char *name, char **out);
 /* fsync that retries EINTR. */
 int fsutil_fsync(int fd);
 
+/* The process holding a flock(2) lock on the file open as `fd`, as
+ * /proc/locks says: its pid, or 0 when that cannot be told (no /proc, a
+ * holder in another pid namespace, a file system whose device number
+ * differs from the one stat(2) gives). */
+pid_t fsutil_flock_holder(int fd);
+
 /* Root and the user atomsyncd runs as: who may own what it trusts. */
 bool fsutil_trusted_uid(uid_t uid);
 

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,9 +146,41 @@ static void line_str(struct line *l, const char *s)
 	line_add(l, s, strlen(s));
 }
 
-/* JSON string body: escapes quotes, backslashes and control bytes, and
- * spells bytes that are not valid UTF-8 as the text \xHH so the line stays
- * valid JSON whatever a file name holds. */
+/* The length of the well-formed UTF-8 sequence at p (whose first byte is
+ * 0x80 or more), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+	unsigned char c = p[0];
+	size_t n = 0;
+
+	if ((c & 0xe0) == 0xc0 && c >= 0xc2)
+		n = 2;
+	else if ((c & 0xf0) == 0xe0)
+		n = 3;
+	else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
+		n = 4;
+	/* The second byte's range also rules out overlong forms,
+	 * surrogates and code points past U+10FFFF. */
+	unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+	unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+	if (n == 0 || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t k = 2; k < n; k++)
+		if ((p[k] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+/* U+0080 to U+009F, which a terminal may take for commands (U+009B is
+ * CSI): the two bytes c2 80 to c2 9f. */
+static bool is_c1(const unsigned char *p, size_t n)
+{
+	return n == 2 && p[0] == 0xc2 && p[1] < 0xa0;
+}
+
+/* JSON string body: escapes quotes, backslashes and control characters
+ * (C1 too), and spells bytes that are not valid UTF-8 as the text \xHH
+ * so the line stays valid JSON whatever a file name holds. */
 static void line_json(struct line *l, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -155,43 +188,46 @@ static void line_json(struct line *l, const char *s)
 
 	while (*p) {
 		unsigned char c = *p;
+		size_t n = c < 0x80 ? 1 : utf8_len(p);
 		if (c == '"' || c == '\\') {
 			tmp[0] = '\\';
 			tmp[1] = (char)c;
 			line_add(l, tmp, 2);
-			p++;
-		} else if (c < 0x20 || c == 0x7f) {
-			snprintf(tmp, sizeof(tmp), "\\u%04x", c);
+		} else if (c < 0x20 || c == 0x7f || is_c1(p, n)) {
+			snprintf(tmp, sizeof(tmp), "\\u%04x",
+				 n == 2 ? 0x80u + (p[1] & 0x1fu) : c);
 			line_add(l, tmp, 6);
-			p++;
-		} else if (c < 0x80) {
-			line_add(l, (const char *)p, 1);
-			p++;
+		} else if (n == 0) {
+			snprintf(tmp, sizeof(tmp), "\\\\x%02x", c);
+			line_add(l, tmp, strlen(tmp));
+			n = 1;
 		} else {
-			size_t n = 0;
-			if ((c & 0xe0) == 0xc0 && c >= 0xc2)
-				n = 2;
-			else if ((c & 0xf0) == 0xe0)
-				n = 3;
-			else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
-				n = 4;
-			/* The second byte's range also rules out overlong
-			 * forms, surrogates and code points past U+10FFFF. */
-			unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
-			unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
-			size_t k = 1;
-			if (n && (p[1] < lo || p[1] > hi))
-				n = 0;
-			while (n && k < n && (p[k] & 0xc0) == 0x80)
-				k++;
-			if (n && k == n) {
-				line_add(l, (const char *)p, n);
-				p += n;
-			} else {
-				snprintf(tmp, sizeof(tmp), "\\\\x%02x", c);
-				line_add(l, tmp, strlen(tmp));
-				p++;
+			line_add(l, (const char *)p, n);
+		}
+		p += n;
+	}
+}
+
+/* Text and journal lines: control characters (C0 with tab and newline,
+ * DEL, C1) and bytes that are not well-formed UTF-8 are spelled \xHH, so
+ * that one event stays one line and nothing a file name holds reaches a
+ * terminal raw. */
+static void line_text(struct line *l, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	char tmp[8];
+
+	while (*p) {
+		size_t n = *p < 0x80 ? 1 : utf8_len(p);
+		if (n == 0 || *p < 0x20 || *p == 0x7f || is_c1(p, n)) {
+			for (size_t k = 0; k < (n ? n : 1); k++) {
+				snprintf(tmp, sizeof(tmp), "\\x%02x", p[k]);
+				line_add(l, tmp, 4);
 			}
+			p += n ? n : 1;
+		} else {
+			line_add(l, (const char *)p, n);
+			p += n;
 		}
 	}
 }
@@ -227,10 +263,10 @@ void log_vmsg(enum log_level level, const char *sync, const char *fmt,
 		line_str(&l, tbuf);
 		if (sync) {
 			line_str(&l, "sync \"");
-			line_str(&l, sync);
+			line_text(&l, sync);
 			line_str(&l, "\": ");
 		}
-		line_str(&l, text);
+		line_text(&l, text);
 		break;
 	case LOG_FMT_JSON:
 		format_time(tbuf, sizeof(tbuf));
@@ -257,18 +293,11 @@ void log_vmsg(enum log_level level, const char *sync, const char *fmt,
 		line_str(&l, ": ");
 		if (sync) {
 			line_str(&l, "sync \"");
-			line_str(&l, sync);
+			line_text(&l, sync);
 			line_str(&l, "\": ");
 		}
-		line_str(&l, text);
+		line_text(&l, text);
 		break;
-	}
-	if (cur_format != LOG_FMT_JSON) {
-		/* One event, one line: a newline inside a file name must not
-		 * forge a second log line. */
-		for (size_t i = 0; i < l.len; i++)
-			if (l.buf[i] == '\n' || l.buf[i] == '\r')
-				l.buf[i] = ' ';
 	}
 	line_add(&l, "\n", 1);
 

@@ -81,7 +81,7 @@ static void usage(FILE *f)
 		"\n"
 		"Signals: TERM/INT finish the publish in progress and stop (a "
 		"replaced\ngeneration is kept for its grace period first); HUP "
-		"reloads the config.\n"
+		"reloads the config;\nUSR1 logs the status of every mapping.\n"
 		"Exit status: 0 success, 1 runtime failure, 2 usage or config "
 		"error.\n"
 		"See atomsyncd(8) and atomsync.conf(5).\n",
@@ -101,6 +101,20 @@ static int usage_error(const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, " (see atomsyncd --help)\n");
 	return EXIT_USAGE;
+}
+
+/* A path option's argument that begins with '-' is an option typed
+ * after one that needs an argument (-t --check-config), not a path to
+ * write into: refuse it, and say how to name such a path. */
+static int path_arg(const char *opt, const char *arg, const char **out)
+{
+	if (arg[0] == '-')
+		return usage_error("%s: '%s' looks like an option, not a path; "
+				   "write a path that begins with '-' as "
+				   "./%s",
+				   opt, arg, arg);
+	*out = arg;
+	return 0;
 }
 
 static int parse_ms(const char *s, long max, long *out)
@@ -130,7 +144,9 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 
 	if (rc < 0) {
 		log_msg(LOG_LVL_ERROR, c->name, "%s%s",
-			err ? err : strerror(-rc), log_hint(rc));
+			err ? err : strerror(-rc),
+			rc == -EBUSY ? "; not publishing to it (exit status 1)"
+				     : log_hint(rc));
 		free(err);
 		return rc;
 	}
@@ -246,9 +262,12 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 
 /* ---- the daemon ---- */
 
+/* TERM, INT, HUP and USR1 */
+#define NSIGNALS 4
+
 struct daemon {
 	uv_loop_t loop;
-	uv_signal_t sig[3];
+	uv_signal_t sig[NSIGNALS];
 	uv_timer_t status; /* coalesces STATUS= and metrics file updates */
 	struct notify *notify;
 	struct metrics *http;
@@ -382,6 +401,40 @@ static void status_soon(struct daemon *d)
 		uv_timer_start(&d->status, update_status, 200, 0);
 }
 
+/* Once every start-up publish has been tried, which went through and
+ * which did not: "2 of 3 mappings published; failing: web; watching". */
+static void log_started(struct daemon *d)
+{
+	char *failing = NULL, *torn = NULL;
+	size_t flen = 0, tlen = 0, ok = 0;
+	FILE *ff = open_memstream(&failing, &flen);
+	FILE *ft = open_memstream(&torn, &tlen);
+
+	for (size_t i = 0; ff && ft && i < d->nsyncs; i++) {
+		struct sync_stats st;
+		sync_get_stats(d->syncs[i], &st);
+		FILE *f = st.last_error ? ff : st.torn ? ft : NULL;
+		if (f)
+			fprintf(f, "%s%s", ftell(f) > 0 ? ", " : "",
+				sync_name(d->syncs[i]));
+		else
+			ok++;
+	}
+	if (ff)
+		fclose(ff);
+	if (ft)
+		fclose(ft);
+	log_info("%zu of %zu mapping%s %s%s%s%s%s; watching", ok, d->nsyncs,
+		 d->nsyncs == 1 ? "" : "s",
+		 d->op->dry_run ? "checked (dry run)" : "published",
+		 failing && *failing ? "; failing: " : "",
+		 failing ? failing : "",
+		 torn && *torn ? "; source still changing: " : "",
+		 torn ? torn : "");
+	free(failing);
+	free(torn);
+}
+
 /* READY=1 once every mapping's start-up publish has been attempted, at
  * start and after a reload. */
 static void maybe_ready(struct daemon *d)
@@ -392,7 +445,7 @@ static void maybe_ready(struct daemon *d)
 		d->reloading = false;
 		log_info("reload done");
 	} else {
-		log_info("every mapping has been published once; watching");
+		log_started(d);
 	}
 	update_status(&d->status);
 	notify_ready(d->notify);
@@ -443,7 +496,7 @@ static int start_sync(struct daemon *d, const struct conf_sync *c)
 /* The last handles: once they are closed the loop ends. */
 static void close_signals(struct daemon *d)
 {
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < NSIGNALS; i++)
 		uv_close((uv_handle_t *)&d->sig[i], NULL);
 	uv_close((uv_handle_t *)&d->status, NULL);
 	notify_close(d->notify);
@@ -570,13 +623,16 @@ static void reload(struct daemon *d)
 	if (rc == 0)
 		conf_check(n, &errs);
 	if (rc < 0 || errs.n > 0) {
-		if (rc < 0)
-			log_error("reload: %s: %s; keeping the running "
-				  "configuration",
-				  d->conf->path, strerror(-rc));
+		if (rc < 0 && errs.n == 0)
+			log_error("reload: %s: %s", d->conf->path,
+				  strerror(-rc));
 		for (size_t i = 0; i < errs.n; i++)
 			log_error("reload: %s", errs.v[i]);
-		if (errs.n)
+		if (rc < 0)
+			log_error("reload: %s cannot be read; keeping the "
+				  "running configuration",
+				  d->conf->path);
+		else
 			log_error("reload: %zu problem%s; keeping the running "
 				  "configuration",
 				  errs.n, errs.n == 1 ? "" : "s");
@@ -603,12 +659,79 @@ static void reload(struct daemon *d)
 		apply_next(d);
 }
 
+/* "2026-11-25T16:04:05Z", as log lines give times. */
+static void wall_time(uint64_t ms, char *buf, size_t size)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "?");
+}
+
+static const char *plural(uint64_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
+/* One mapping's state, on one line. */
+static void log_sync_status(struct sync *s)
+{
+	struct sync_stats st;
+	char when[32], since[32];
+	char *live = NULL, *health = NULL;
+
+	sync_get_stats(s, &st);
+	wall_time(st.last_publish_ms, when, sizeof(when));
+	wall_time(st.failing_since_ms, since, sizeof(since));
+	if (st.generation == NULL)
+		live = strdup("no live generation");
+	else if (asprintf(&live, "live %s, published %s", st.generation,
+			  when) < 0)
+		live = NULL;
+	if (st.last_error &&
+	    asprintf(&health, "failing since %s: %s", since, st.last_error) < 0)
+		health = NULL;
+	log_msg(LOG_LVL_INFO, sync_name(s),
+		"status: %s; %llu file%s, %llu byte%s; %llu director%s "
+		"watched; %s",
+		live ? live : "?", (unsigned long long)st.files,
+		plural(st.files), (unsigned long long)st.bytes,
+		plural(st.bytes), (unsigned long long)st.watched,
+		st.watched == 1 ? "y" : "ies",
+		health	   ? health
+		: st.torn ? "source still changing; retrying"
+			   : "healthy");
+	free(live);
+	free(health);
+}
+
+/* SIGUSR1: the state of the daemon and of every mapping, for whoever
+ * asks, at info level. */
+static void log_status(struct daemon *d)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	log_info("status: atomsyncd %s, up %.0f s; %zu mapping%s; %llu "
+		 "reload%s, %llu refused",
+		 PACKAGE_VERSION,
+		 (double)now.tv_sec + (double)now.tv_nsec / 1e9 - d->start_time,
+		 d->nsyncs, plural(d->nsyncs), (unsigned long long)d->reloads,
+		 plural(d->reloads), (unsigned long long)d->reload_failures);
+	for (size_t i = 0; i < d->nsyncs; i++)
+		log_sync_status(d->syncs[i]);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct daemon *d = h->data;
 
 	if (signum == SIGHUP)
 		reload(d);
+	else if (signum == SIGUSR1)
+		log_status(d);
 	else
 		shutdown_all(d);
 }
@@ -616,7 +739,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static int run_daemon(const struct options *op, struct conf *conf)
 {
 	struct daemon d = {.op = op, .conf = conf};
-	static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+	static const int sigs[NSIGNALS] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 	int rc = uv_loop_init(&d.loop);
 
 	if (rc < 0) {
@@ -631,7 +754,7 @@ static int run_daemon(const struct options *op, struct conf *conf)
 	clock_gettime(CLOCK_REALTIME, &now);
 	d.start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 	apply_http(&d);
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < NSIGNALS; i++) {
 		uv_signal_init(&d.loop, &d.sig[i]);
 		d.sig[i].data = &d;
 		uv_signal_start(&d.sig[i], on_signal, sigs[i]);
@@ -704,13 +827,16 @@ int main(int argc, char **argv)
 	       -1) {
 		switch (c) {
 		case 'c':
-			op.config = optarg;
+			if (path_arg("--config", optarg, &op.config))
+				return EXIT_USAGE;
 			break;
 		case 's':
-			op.source = optarg;
+			if (path_arg("--source", optarg, &op.source))
+				return EXIT_USAGE;
 			break;
 		case 't':
-			op.target = optarg;
+			if (path_arg("--target", optarg, &op.target))
+				return EXIT_USAGE;
 			break;
 		case OPT_ONCE:
 			op.once = true;
@@ -839,8 +965,12 @@ int main(int argc, char **argv)
 		const char *path = op.config ? op.config : DEFAULT_CONFIG;
 		rc = conf_load(path, &conf, &errs);
 		if (rc < 0) {
-			fprintf(stderr, "atomsyncd: %s: %s\n", path,
-				strerror(-rc));
+			for (size_t i = 0; i < errs.n; i++)
+				fprintf(stderr, "atomsyncd: %s\n", errs.v[i]);
+			if (errs.n == 0)
+				fprintf(stderr, "atomsyncd: %s: %s\n", path,
+					strerror(-rc));
+			conf_errors_fini(&errs);
 			return EXIT_USAGE;
 		}
 	}

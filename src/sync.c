@@ -131,6 +131,7 @@ void sync_get_stats(const struct sync *s, struct sync_stats *st)
 	*st = s->st;
 	st->generation = s->generation;
 	st->last_error = s->last_err;
+	st->torn = s->torn;
 	st->watched = s->watch ? watch_count(s->watch) : 0;
 }
 
@@ -641,8 +642,8 @@ static void publish_finished(struct sync *s, enum outcome out)
 		if (s->failures > 0 || s->source_missing)
 			log_msg(LOG_LVL_INFO, name,
 				"publishing works again (after %u failed "
-				"attempts)",
-				s->failures);
+				"attempt%s)",
+				s->failures, s->failures == 1 ? "" : "s");
 		s->failures = s->torn = 0;
 		s->source_missing = false;
 		free(s->last_err);
@@ -688,10 +689,17 @@ static void publish_finished(struct sync *s, enum outcome out)
 			s->st.failing_since_ms = clock_wall_ms();
 		const char *msg = s->err ? s->err : strerror(-s->rc);
 		bool missing = s->rc == -ENOENT && s->source_failed;
+		/* The target could not be opened: locked by another. */
+		bool locked = s->rc == -EBUSY && s->w == NULL;
 		if (s->last_err == NULL || strcmp(s->last_err, msg) != 0) {
 			if (missing)
 				log_msg(LOG_LVL_WARN, name,
 					"%s; waiting for it to appear", msg);
+			else if (locked)
+				log_msg(LOG_LVL_ERROR, name,
+					"%s; waiting for it to stop, trying "
+					"again every few seconds",
+					msg);
 			else
 				log_msg(LOG_LVL_ERROR, name,
 					"%s; retrying with backoff%s", msg,
@@ -704,10 +712,13 @@ static void publish_finished(struct sync *s, enum outcome out)
 		s->source_missing = missing;
 		debounce_done(&s->db.d);
 		/* A missing source is also watched for through its parent;
-		 * polling only covers a parent that is missing too. */
+		 * polling only covers a parent that is missing too.  A
+		 * target another daemon lets go of is taken over soon. */
 		debounce_timer_retry(&s->db,
 				     backoff_ms(s->failures, BACKOFF_MIN_MS,
-						missing ? 5000u : BACKOFF_MAX_MS));
+						missing || locked
+							? 5000u
+							: BACKOFF_MAX_MS));
 		break;
 	}
 	}

@@ -49,6 +49,7 @@ struct sync_stats {
 	double duration_sum;	       /* seconds */
 	const char *generation;	       /* live generation or NULL */
 	const char *last_error;	       /* NULL when the last attempt was fine */
+	unsigned torn;		       /* reads torn by a change, in a row */
 };
 
 int sync_start(uv_loop_t *loop, const struct conf_sync *c,

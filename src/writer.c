@@ -453,7 +453,14 @@ int writer_open(const char *target, const struct writer_opts *o,
 	/* One writer per target; the lock goes with the descriptor. */
 	if (!o->dry_run && flock(w->dfd, LOCK_EX | LOCK_NB) < 0) {
 		rc = -errno;
-		if (rc == -EWOULDBLOCK)
+		pid_t holder = rc == -EWOULDBLOCK ? fsutil_flock_holder(w->dfd)
+						  : 0;
+		if (rc == -EWOULDBLOCK && holder > 0)
+			log_err_set(err, -EBUSY,
+				"target %s: in use by another atomsyncd "
+				"(pid %ld)",
+				target, (long)holder);
+		else if (rc == -EWOULDBLOCK)
 			log_err_set(err, -EBUSY,
 				"target %s: in use by another atomsyncd",
 				target);

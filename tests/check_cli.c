@@ -94,6 +94,201 @@ START_TEST(test_usage_errors_exit_2_with_one_line)
 }
 END_TEST
 
+/* An option typed where a path option wants its argument is not taken
+ * for a path: nothing is written into ./--check-config. */
+START_TEST(test_path_options_refuse_option_looking_arguments)
+{
+	const char *cases[][8] = {
+		{"-s", "SRC", "-t", "--check-config", "--once", NULL},
+		{"--source", "SRC", "--target", "-n", "--once", NULL},
+		{"--source=--once", "--target", "DST", "--once", NULL},
+		{"-s", "-t", "DST", "--once", NULL},
+		{"-c", "--once", NULL},
+		{"--config=-x", NULL},
+	};
+	const char *opt[] = {"--target", "--target", "--source", "--source",
+			     "--config", "--config"};
+	const char *arg[] = {"--check-config", "-n", "--once", "-t", "--once",
+			     "-x"};
+	char *cwd = getcwd(NULL, 0);
+	ck_assert_int_eq(chdir(tmp), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *argv[10] = {tu_bin()};
+		for (int k = 0; k < 8 && cases[i][k]; k++)
+			argv[k + 1] = strcmp(cases[i][k], "SRC") == 0   ? src
+				      : strcmp(cases[i][k], "DST") == 0 ? dst
+									: cases[i][k];
+		char *out, *err, *want;
+		ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 2);
+		ck_assert_msg(tu_lines(err) == 1, "case %zu: %s", i, err);
+		ck_assert_int_ge(asprintf(&want,
+					  "atomsyncd: %s: '%s' looks like an "
+					  "option, not a path; write a path "
+					  "that begins with '-' as ./%s",
+					  opt[i], arg[i], arg[i]),
+				 0);
+		ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
+			      "case %zu: %s", i, err);
+		ck_assert_int_lt(access(arg[i], F_OK), 0);
+		free(want);
+		free(out);
+		free(err);
+	}
+	ck_assert_int_lt(access(dst, F_OK), 0);
+	/* Named as ./-x, such a path works. */
+	const char *dash[] = {tu_bin(), "-s", src, "-t", "./--check-config",
+			      "--once", NULL};
+	ck_assert_int_eq(tu_run(dash, NULL, NULL, 20000), 0);
+	ck_assert_int_eq(access("--check-config/..data", F_OK), 0);
+	ck_assert_int_eq(chdir(cwd), 0);
+	free(cwd);
+}
+END_TEST
+
+#define OTHER 2003u
+#define THIRD 2004u
+
+/* --check-config on `conf`, as root (uid < 0) or as uid; the exit status,
+ * with stderr in *err. */
+static int check_conf_as(int uid, const char *conf, char **err)
+{
+	const char *argv[] = {tu_bin(), "--check-config", "--config", conf,
+			      NULL};
+	if (uid < 0)
+		return tu_run(argv, NULL, err, 5000);
+	return tu_run_as((unsigned)uid, argv, NULL, err, 5000);
+}
+
+/* Refused with exit 2 and the one line "atomsyncd: CONF: WHY". */
+static void assert_refused(int uid, const char *conf, const char *why)
+{
+	char *err, *want;
+	ck_assert_int_eq(check_conf_as(uid, conf, &err), 2);
+	ck_assert_int_ge(asprintf(&want, "atomsyncd: %s: %s\n", conf, why), 0);
+	ck_assert_msg(strcmp(err, want) == 0, "got: %s\nwanted: %s", err, want);
+	free(want);
+	free(err);
+}
+
+static void assert_accepted(int uid, const char *conf)
+{
+	char *err;
+	int rc = check_conf_as(uid, conf, &err);
+	ck_assert_msg(rc == 0, "uid %d, %s: exit %d: %s", uid, conf, rc, err);
+	free(err);
+}
+
+static char *write_conf_at(const char *dir, const char *name, mode_t mode,
+			   int owner)
+{
+	char *text, *p = tu_path(dir, name);
+	ck_assert_int_ge(asprintf(&text, "[sync:a]\nsource = %s\ntarget = %s\n",
+				  src, dst),
+			 0);
+	tu_write(dir, name, text, mode);
+	ck_assert_int_eq(chmod(p, mode), 0);
+	if (owner >= 0)
+		ck_assert_int_eq(chown(p, (uid_t)owner, (gid_t)owner), 0);
+	free(text);
+	return p;
+}
+
+/* Whoever can write the config file chooses where a root daemon writes:
+ * only root or atomsyncd's own user may own it, and nobody else may
+ * write it. */
+START_TEST(test_config_file_owned_or_writable_by_others_is_refused)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "this test acts as other users: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	char *c = write_conf_at(tmp, "good.conf", 0644, -1);
+	assert_accepted(-1, c);
+	assert_accepted(OTHER, c);
+	ck_assert_int_eq(chown(c, OTHER, OTHER), 0);
+	assert_refused(-1, c, "owned by uid 2003, not by root; refusing to "
+			      "read it");
+	assert_accepted(OTHER, c);
+	assert_refused(THIRD, c, "owned by uid 2003, not by root or uid "
+				 "2004, which atomsyncd runs as; refusing "
+				 "to read it");
+	ck_assert_int_eq(chown(c, 0, 0), 0);
+	ck_assert_int_eq(chmod(c, 0664), 0);
+	assert_refused(-1, c, "writable by its group (mode 0664); refusing to "
+			      "read it");
+	ck_assert_int_eq(chmod(c, 0646), 0);
+	assert_refused(OTHER, c, "writable by others (mode 0646); refusing to "
+				 "read it");
+	ck_assert_int_eq(chmod(c, 0666), 0);
+	assert_refused(-1, c, "writable by its group and others (mode 0666); "
+			      "refusing to read it");
+	free(c);
+}
+END_TEST
+
+START_TEST(test_config_file_fifo_directory_and_foreign_link_are_refused)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "this test acts as other users: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	/* A FIFO nobody writes to: refused at once, not waited on. */
+	char *fifo = tu_path(tmp, "fifo.conf");
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	assert_refused(-1, fifo, "not a regular file; refusing to read it");
+	assert_refused(-1, tmp, "not a regular file; refusing to read it");
+	/* A link another user made to a good file is not followed. */
+	char *c = write_conf_at(tmp, "good.conf", 0644, -1);
+	char *home = tu_path(tmp, "home");
+	tu_mkdirs(home, 0755);
+	ck_assert_int_eq(chown(home, OTHER, OTHER), 0);
+	char *cmd, *link = tu_path(home, "link.conf");
+	ck_assert_int_ge(asprintf(&cmd, "ln -s '%s' '%s'", c, link), 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	char *err;
+	ck_assert_int_eq(check_conf_as(-1, link, &err), 2);
+	ck_assert_int_eq(tu_lines(err), 1);
+	ck_assert_msg(strstr(err, "link.conf is owned by uid 2003; refusing to "
+				  "follow it"),
+		      "%s", err);
+	free(err);
+	/* Its owner may use it. */
+	assert_accepted(OTHER, link);
+	free(cmd);
+	free(link);
+	free(home);
+	free(c);
+	free(fifo);
+}
+END_TEST
+
+/* A Kubernetes ConfigMap or Secret volume: root's links through ..data
+ * in a root directory (mode 1777 on a Secret's tmpfs), files 0644. */
+START_TEST(test_config_file_from_a_configmap_volume_is_read)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "this test acts as other users: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	const mode_t modes[] = {0755, 01777};
+	for (size_t i = 0; i < 2; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "volume%zu", i);
+		char *vol = tu_path(tmp, name);
+		char *gen = tu_path(vol, "..2026_11_25_16_04_05.123456789");
+		tu_mkdirs(gen, 0755);
+		free(write_conf_at(gen, "atomsync.conf", 0644, -1));
+		char *data = tu_path(vol, "..data"), *c = tu_path(vol, "atomsync.conf");
+		ck_assert_int_eq(symlink("..2026_11_25_16_04_05.123456789", data), 0);
+		ck_assert_int_eq(symlink("..data/atomsync.conf", c), 0);
+		ck_assert_int_eq(chmod(vol, modes[i]), 0);
+		assert_accepted(-1, c);
+		assert_accepted(OTHER, c);
+		free(vol);
+		free(gen);
+		free(data);
+		free(c);
+	}
+}
+END_TEST
+
 START_TEST(test_once_projects_the_tree)
 {
 	char *out, *err;
@@ -447,6 +642,10 @@ static Suite *cli_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_help_and_version);
 	tcase_add_test(tc, test_usage_errors_exit_2_with_one_line);
+	tcase_add_test(tc, test_path_options_refuse_option_looking_arguments);
+	tcase_add_test(tc, test_config_file_owned_or_writable_by_others_is_refused);
+	tcase_add_test(tc, test_config_file_fifo_directory_and_foreign_link_are_refused);
+	tcase_add_test(tc, test_config_file_from_a_configmap_volume_is_read);
 	tcase_add_test(tc, test_once_projects_the_tree);
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
 	tcase_add_test(tc, test_missing_target_parent_exits_1);

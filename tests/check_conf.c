@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,19 +280,112 @@ START_TEST(test_nested_targets_and_empty_config)
 }
 END_TEST
 
-START_TEST(test_feedback_loops)
+/* The error that names `loop` at `line`, and no other loop error. */
+static void assert_only_loop(const struct conf_errors *e, unsigned line,
+			     const char *loop)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < e->n; i++)
+		n += strstr(e->v[i], "feedback loop") != NULL;
+	if (n != 1)
+		for (size_t i = 0; i < e->n; i++)
+			fprintf(stderr, "  %s\n", e->v[i]);
+	ck_assert_uint_eq(n, 1);
+	assert_error(e, line, loop);
+}
+
+START_TEST(test_chains_are_not_loops)
+{
+	struct conf_errors e = {0};
+	/* one feeds two feeds three, and three's target holds nobody's
+	 * source: a chain, as three separate daemons would run it. */
+	struct conf *c = load("[sync:one]\nsource = /a\ntarget = /b\n"
+			      "[sync:two]\nsource = /b\ntarget = /c\n"
+			      "[sync:three]\nsource = /c/sub\ntarget = /d\n"
+			      "[sync:four]\nsource = /b\ntarget = /e/inner\n"
+			      "[sync:five]\nsource = /e\ntarget = /f\n",
+			      &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_self_loops)
 {
 	struct conf_errors e = {0};
 	char *text;
 	ck_assert_int_ge(asprintf(&text,
-				  "[sync:a]\nsource = %s\ntarget = %s/out\n"
-				  "[sync:b]\nsource = /x/src\ntarget = /y\n"
-				  "[sync:c]\nsource = /y/inner\ntarget = /z\n",
+				  "[sync:in]\nsource = %s\ntarget = %s/out\n"
+				  "[sync:same]\nsource = /s\ntarget = /s/\n"
+				  "[sync:around]\ntarget = /w\nsource = /w/src\n",
 				  tmp, tmp),
 			 0);
 	struct conf *c = load(text, &e);
-	assert_error(&e, 3, "inside the source of [sync:a]");
-	assert_error(&e, 8, "inside the target of [sync:b]");
+	assert_error(&e, 3, "feedback loop: [sync:in] -> [sync:in] (its target");
+	assert_error(&e, 3, "is inside its source");
+	assert_error(&e, 6, "feedback loop: [sync:same] -> [sync:same] (its "
+			    "source and target are the same: /s/)");
+	assert_error(&e, 8, "feedback loop: [sync:around] -> [sync:around] "
+			    "(its source /w/src is inside its target /w)");
+	ck_assert_uint_eq(e.n, 3);
+	conf_errors_fini(&e);
+	conf_free(c);
+	free(text);
+}
+END_TEST
+
+START_TEST(test_two_and_three_cycles)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:one]\nsource = /a\ntarget = /b\n"
+			      "[sync:two]\nsource = /b/x\ntarget = /a\n",
+			      &e);
+	assert_only_loop(&e, 3, "feedback loop: [sync:one] -> [sync:two] -> "
+				"[sync:one]");
+	ck_assert_uint_eq(e.n, 1);
+	conf_errors_fini(&e);
+	conf_free(c);
+	/* A three-cycle behind a chain that leads into it: the chain's
+	 * head is no part of the loop. */
+	c = load("[sync:head]\nsource = /h\ntarget = /p\n"
+		 "[sync:p]\nsource = /p\ntarget = /q\n"
+		 "[sync:q]\nsource = /q\ntarget = /r/deep\n"
+		 "[sync:r]\nsource = /r\ntarget = /p/in\n",
+		 &e);
+	/* /p/in is also inside the target /p of head: reported apart. */
+	assert_error(&e, 12, "inside the target of [sync:head]");
+	assert_only_loop(&e, 6, "feedback loop: [sync:p] -> [sync:q] -> "
+				"[sync:r] -> [sync:p]");
+	ck_assert_uint_eq(e.n, 2);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
+/* Every mapping reads and writes the same tree: one line each, not one
+ * per way round the mappings, and the walk does not blow up. */
+START_TEST(test_many_loops_each_once)
+{
+	struct conf_errors e = {0};
+	char *text = strdup("");
+	for (int i = 0; i < 300; i++) {
+		char *add;
+		ck_assert_int_ge(asprintf(&add,
+					  "%s[sync:m%d]\nsource = /all\n"
+					  "target = /all/t%d\n",
+					  text, i, i),
+				 0);
+		free(text);
+		text = add;
+	}
+	struct conf *c = load(text, &e);
+	assert_error(&e, 3, "feedback loop: [sync:m0] -> [sync:m0] (its "
+			    "target /all/t0 is inside its source /all)");
+	assert_error(&e, 900, "feedback loop: [sync:m299] -> [sync:m299] ");
+	ck_assert_uint_eq(e.n, 300);
+	for (size_t i = 0; i < e.n; i++)
+		for (size_t k = i + 1; k < e.n; k++)
+			ck_assert_str_ne(e.v[i], e.v[k]);
 	conf_errors_fini(&e);
 	conf_free(c);
 	free(text);
@@ -303,7 +397,14 @@ START_TEST(test_unreadable_file)
 	struct conf *c = NULL;
 	struct conf_errors e = {0};
 	char *p = tu_path(tmp, "missing.conf");
-	ck_assert_int_lt(conf_load(p, &c, &e), 0);
+	ck_assert_int_eq(conf_load(p, &c, &e), -ENOENT);
+	ck_assert_ptr_null(c);
+	/* One message, naming the file. */
+	ck_assert_uint_eq(e.n, 1);
+	ck_assert_msg(strncmp(e.v[0], p, strlen(p)) == 0 &&
+			      strstr(e.v[0], ": No such file or directory"),
+		      "%s", e.v[0]);
+	conf_errors_fini(&e);
 	free(p);
 }
 END_TEST
@@ -394,7 +495,10 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_excludes_follow_gitignore_rules);
 	tcase_add_test(tc, test_long_lines_and_long_section_names);
 	tcase_add_test(tc, test_same_target_twice);
-	tcase_add_test(tc, test_feedback_loops);
+	tcase_add_test(tc, test_chains_are_not_loops);
+	tcase_add_test(tc, test_self_loops);
+	tcase_add_test(tc, test_two_and_three_cycles);
+	tcase_add_test(tc, test_many_loops_each_once);
 	tcase_add_test(tc, test_nested_targets_and_empty_config);
 	tcase_add_test(tc, test_unreadable_file);
 	tcase_add_test(tc, test_equal_and_dup);

@@ -307,7 +307,7 @@ START_TEST(test_config_mappings_and_reload)
 		free(s);
 		free(d);
 	}
-	wait_log("every mapping has been published once", 1, 1000);
+	wait_log("3 of 3 mappings published; watching", 1, 1000);
 
 	/* b goes, c changes, d comes, a stays untouched. */
 	text = conf_text("acd", 'c');
@@ -342,6 +342,36 @@ START_TEST(test_config_mappings_and_reload)
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	wait_log("keeping the running configuration", 1, 5000);
 	wait_log("atomsync.conf:2:", 1, 1000);
+
+	/* So is a good one that another user could have written: b is not
+	 * started again. */
+	text = conf_text("ab", 0);
+	write_conf(text);
+	free(text);
+	ck_assert_int_eq(chmod(conf, 0666), 0);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_log("keeping the running configuration", 2, 5000);
+	wait_log("reload: ", 4, 1000);
+	char *why;
+	ck_assert_int_ge(asprintf(&why,
+				  "error: reload: %s: writable by its group and "
+				  "others (mode 0666); refusing to read it\n",
+				  conf),
+			 0);
+	ck_assert_int_eq(tu_file_count(logpath, why), 1);
+	free(why);
+	ck_assert_int_eq(chmod(conf, 0644), 0);
+	ck_assert_int_eq(chown(conf, 2003, 2003), 0);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_log("keeping the running configuration", 3, 5000);
+	ck_assert_int_ge(asprintf(&why,
+				  "error: reload: %s: owned by uid 2003, not by "
+				  "root; refusing to read it\n",
+				  conf),
+			 0);
+	ck_assert_int_eq(tu_file_count(logpath, why), 1);
+	free(why);
+	ck_assert_int_eq(tu_file_count(logpath, "sync \"b\": starting"), 0);
 	char *sa = side("src", 'a'), *da = side("dst", 'a');
 	tu_write(sa, "file", "still followed", 0644);
 	converge(sa, da, 3000);
@@ -352,6 +382,36 @@ START_TEST(test_config_mappings_and_reload)
 	free(db);
 	free(bfile);
 	free(bdata);
+}
+END_TEST
+
+/* A chain: one's target is two's source, two's target is three's. */
+START_TEST(test_chain_of_mappings_carries_a_change_to_the_end)
+{
+	char *b = tu_path(tmp, "b"), *c = tu_path(tmp, "c"), *d = tu_path(tmp, "d");
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:one]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n"
+				  "[sync:two]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n"
+				  "[sync:three]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n",
+				  src, b, b, c, c, d),
+			 0);
+	write_conf(text);
+	free(text);
+	tu_write(src, "app.conf", "v1\n", 0644);
+	tu_write(src, "sub/deep", "deep\n", 0600);
+	start_conf();
+	converge(src, d, 5000);
+	tu_write(src, "app.conf", "v2, longer\n", 0644);
+	converge(src, d, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, "feedback loop"), 0);
+	stop_daemon();
+	free(b);
+	free(c);
+	free(d);
 }
 END_TEST
 
@@ -390,10 +450,23 @@ START_TEST(test_missing_source_is_waited_for)
 	tu_rmrf(src);
 	start_adhoc("0");
 	wait_log("waiting for it to appear", 1, 3000);
+	wait_log("0 of 1 mapping published; failing: main; watching", 1, 3000);
 	tu_write(src, "late", "arrived", 0644);
 	converge(src, dst, 3000);
 	/* The failure was logged once, not once per retry. */
 	ck_assert_int_eq(tu_file_count(logpath, "waiting for it to appear"), 1);
+	/* Usually one failed attempt, more on a slow machine: either way
+	 * in good English. */
+	wait_log("publishing works again (after ", 1, 3000);
+	char *log = tu_read(logpath, NULL);
+	const char *p = strstr(log, "works again (after ");
+	unsigned n = 0;
+	char word[32] = "";
+	ck_assert_int_eq(sscanf(p, "works again (after %u failed %31[a-z)]", &n,
+				word),
+			 2);
+	ck_assert_str_eq(word, n == 1 ? "attempt)" : "attempts)");
+	free(log);
 	stop_daemon();
 }
 END_TEST
@@ -555,6 +628,8 @@ START_TEST(test_failing_mapping_does_not_stop_others)
 	start_conf();
 	converge(good, goodd, 3000);
 	wait_log("parent directory does not exist", 1, 3000);
+	/* The start-up line says which mapping is not there yet. */
+	wait_log("1 of 2 mappings published; failing: bad; watching", 1, 3000);
 	/* Changes keep flowing for the healthy mapping while the other one
 	 * retries, and its error is logged once. */
 	for (int i = 0; i < 5; i++) {
@@ -577,6 +652,110 @@ START_TEST(test_failing_mapping_does_not_stop_others)
 	free(bdst);
 	free(good);
 	free(goodd);
+}
+END_TEST
+
+/* A second atomsyncd on a locked target says whose it is and what it
+ * does: --once gives up with status 1, a daemon waits and takes over. */
+START_TEST(test_target_locked_by_another_daemon)
+{
+	tu_write(src, "a", "first", 0644);
+	start_adhoc("0");
+	converge(src, dst, 3000);
+	char *text;
+	ck_assert_int_ge(asprintf(&text, "in use by another atomsyncd (pid %ld)",
+				  (long)pid),
+			 0);
+
+	const char *once[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--once", NULL};
+	char *err;
+	ck_assert_int_eq(tu_run(once, NULL, &err, 10000), 1);
+	ck_assert_int_eq(tu_lines(err), 1);
+	ck_assert_msg(strstr(err, text) &&
+			      strstr(err, "; not publishing to it (exit status 1)\n"),
+		      "%s", err);
+	free(err);
+
+	char *log2 = tu_path(tmp, "second.log");
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", NULL};
+	pid_t second = tu_spawn(argv, log2);
+	struct tu_needle n = {log2, "; waiting for it to stop, trying again "
+				    "every few seconds", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 5000), "%s",
+		      tu_read(log2, NULL));
+	ck_assert_int_eq(tu_file_count(log2, text), 1);
+	/* The first one stops: the second takes the target over. */
+	stop_daemon();
+	pid = second;
+	struct tu_needle again = {log2, "publishing works again", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &again, 15000), "%s",
+		      tu_read(log2, NULL));
+	tu_write(src, "a", "second", 0644);
+	converge(src, dst, 3000);
+	/* Said once, not at every retry. */
+	ck_assert_int_eq(tu_file_count(log2, "in use by another atomsyncd"), 1);
+	stop_daemon();
+	free(text);
+	free(log2);
+}
+END_TEST
+
+/* SIGUSR1 asks for the state of every mapping; the daemon runs on. */
+START_TEST(test_sigusr1_logs_status_and_keeps_running)
+{
+	tu_write(src, "a", "12345", 0644);
+	tu_write(src, "d/b", "678", 0644);
+	char *text;
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:web]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\n"
+				  "[sync:bad]\nsource = %s\n"
+				  "target = %s/no/parent/dst\n",
+				  src, dst, src, tmp),
+			 0);
+	write_conf(text);
+	free(text);
+	start_conf();
+	wait_log("1 of 2 mappings published; failing: bad; watching", 1, 5000);
+	char *gen = tu_live(dst);
+	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
+	wait_log("sync \"bad\": status: ", 1, 5000);
+	wait_log("info: status: atomsyncd ", 1, 1000);
+	ck_assert_int_eq(tu_file_count(logpath, "; 2 mappings; 0 reloads, 0 "
+						"refused"),
+			 1);
+	char *want;
+	ck_assert_int_ge(asprintf(&want,
+				  "info: sync \"web\": status: live %s, "
+				  "published 20",
+				  gen),
+			 0);
+	ck_assert_int_eq(tu_file_count(logpath, want), 1);
+	ck_assert_int_eq(tu_file_count(logpath, "Z; 2 files, 8 bytes; 2 "
+						"directories watched; healthy"),
+			 1);
+	/* The failing one's line ends with its last error. */
+	char *log = tu_read(logpath, NULL);
+	char *bad = strstr(log, "info: sync \"bad\": status: no live "
+				"generation; 0 files, 0 bytes; 0 directories "
+				"watched; failing since 20");
+	ck_assert_msg(bad, "%s", log);
+	*strchr(bad, '\n') = '\0';
+	ck_assert_msg(strstr(bad, "Z: target ") &&
+			      strstr(bad, "/no/parent/dst: parent directory "
+					  "does not exist"),
+		      "%s", bad);
+	free(log);
+	/* Still running, and still following its source. */
+	tu_write(src, "a", "after the signal", 0644);
+	converge(src, dst, 3000);
+	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
+	wait_log("info: status: atomsyncd ", 2, 5000);
+	stop_daemon();
+	free(want);
+	free(gen);
 }
 END_TEST
 
@@ -716,11 +895,14 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_sigint_and_sigterm_exit_0);
 	tcase_add_test(tc, test_config_mappings_and_reload);
 	tcase_add_test(tc, test_check_config_reports_every_problem);
+	tcase_add_test(tc, test_chain_of_mappings_carries_a_change_to_the_end);
 	tcase_add_test(tc, test_missing_source_is_waited_for);
 	tcase_add_test(tc, test_source_root_replaced_or_renamed);
 	tcase_add_test(tc, test_kubernetes_volume_source_through_many_swaps);
 	tcase_add_test(tc, test_followed_links_are_watched_where_they_lead);
 	tcase_add_test(tc, test_failing_mapping_does_not_stop_others);
+	tcase_add_test(tc, test_target_locked_by_another_daemon);
+	tcase_add_test(tc, test_sigusr1_logs_status_and_keeps_running);
 	tcase_add_test(tc, test_dry_run_daemon_writes_nothing);
 	tcase_add_test(tc, test_file_being_rewritten_converges_untorn);
 	tcase_add_test(tc, test_out_of_inotify_watches_falls_back_to_rescans);

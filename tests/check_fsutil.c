@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -200,6 +202,54 @@ START_TEST(test_loops_and_files_on_the_way)
 }
 END_TEST
 
+START_TEST(test_flock_holder_is_found_in_proc_locks)
+{
+	int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fsutil_flock_holder(fd), 0);
+	/* locked: the child says it holds the lock; release: the parent
+	 * closes it to let the child go. */
+	int locked[2], release[2];
+	ck_assert_int_eq(pipe(locked), 0);
+	ck_assert_int_eq(pipe(release), 0);
+	pid_t child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		/* Takes the lock on its own open of the directory. */
+		char c;
+		close(locked[0]);
+		close(release[1]);
+		int lfd = open(tmp, O_RDONLY | O_DIRECTORY);
+		if (lfd < 0 || flock(lfd, LOCK_EX) < 0)
+			_exit(1);
+		if (write(locked[1], "l", 1) != 1)
+			_exit(1);
+		while (read(release[0], &c, 1) > 0)
+			;
+		_exit(0);
+	}
+	close(locked[1]);
+	close(release[0]);
+	char c;
+	ck_assert_int_eq(read(locked[0], &c, 1), 1);
+	ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), -1);
+	ck_assert_int_eq(fsutil_flock_holder(fd), child);
+	/* Another file's lock is not this one's. */
+	char *other = mkdir_in("other", 0755, -1);
+	int ofd = open(other, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_eq(fsutil_flock_holder(ofd), 0);
+	close(release[1]);
+	close(locked[0]);
+	int st;
+	ck_assert_int_eq(waitpid(child, &st, 0), child);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_int_eq(fsutil_flock_holder(fd), 0);
+	close(ofd);
+	close(fd);
+	free(other);
+}
+END_TEST
+
 static Suite *fsutil_suite(void)
 {
 	Suite *s = suite_create("fsutil");
@@ -212,6 +262,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_nofollow_refuses_a_final_link);
 	tcase_add_test(tc, test_mkdir_makes_only_the_last_component);
 	tcase_add_test(tc, test_loops_and_files_on_the_way);
+	tcase_add_test(tc, test_flock_holder_is_found_in_proc_locks);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -97,7 +97,22 @@ START_TEST(test_odd_names_are_published_exactly)
 		tu_write(src, dir, "inside", 0600);
 		free(dir);
 	}
+	/* A dry run logs every path: one line each, with what a terminal
+	 * would act on spelled out. */
+	const char *dry[] = {tu_bin(), "--source", src, "--target", dst,
+			     "--once", "--dry-run", NULL};
 	char *err;
+	ck_assert_int_eq(tu_run(dry, NULL, &err, 120000), 0);
+	int adds = 0;
+	for (const char *p = err; (p = strstr(p, "would add ")); p++)
+		adds++;
+	ck_assert_int_eq(adds, 21); /* 10 names, dir, 10 names in dir */
+	ck_assert_int_eq(tu_lines(err), adds + 1);
+	ck_assert_msg(strstr(err, "would add new\\x0aline\n"), "%s", err);
+	ck_assert_msg(strstr(err, "would add dir/tab\\x09here\n"), "%s", err);
+	ck_assert_msg(strstr(err, "would add \\xff\\xfe\\x80\n"), "%s", err);
+	ck_assert_msg(strstr(err, "would add caf\xc3\xa9\n"), "%s", err);
+	free(err);
 	ck_assert_int_eq(once(&err), 0);
 	free(err);
 	char *why = tu_diff_trees(src, dst);

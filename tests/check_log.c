@@ -78,12 +78,70 @@ START_TEST(test_text_keeps_one_line_per_event)
 {
 	log_init(LOG_FMT_TEXT, LOG_LVL_INFO);
 	capture();
-	log_msg(LOG_LVL_ERROR, "web", "name with\nnewline");
+	log_msg(LOG_LVL_ERROR, "web", "name with\nnewline\r");
 	log_msg(LOG_LVL_DEBUG, NULL, "not shown at info");
 	char *out = captured();
 	ck_assert_int_eq(tu_lines(out), 1);
-	ck_assert_msg(strstr(out, "Z error: sync \"web\": name with newline\n"), "%s",
-		      out);
+	ck_assert_msg(strstr(out, "Z error: sync \"web\": name with\\x0anewline"
+				  "\\x0d\n"),
+		      "%s", out);
+}
+END_TEST
+
+/* What a file name may hold and a terminal or journal must never get
+ * raw: C0 controls with tab and newline, DEL, C1 controls (U+009B is a
+ * CSI of its own), and bytes that are not well-formed UTF-8.  Printable
+ * text, UTF-8 included, passes as it is. */
+static const char hostile[] = "a\x1b[31mred\x1b[0m\tb\x7f c\xc2\x9b" "2J "
+			      "\xc2\x80\xc2\x9f\xc2\xa0 caf\xc3\xa9 \xff\xfe"
+			      "\xe2\x82 \xed\xa0\x80 \\x1b end";
+static const char escaped[] = "a\\x1b[31mred\\x1b[0m\\x09b\\x7f "
+			      "c\\xc2\\x9b2J \\xc2\\x80\\xc2\\x9f\xc2\xa0 "
+			      "caf\xc3\xa9 \\xff\\xfe\\xe2\\x82 "
+			      "\\xed\\xa0\\x80 \\x1b end";
+
+/* No byte below 0x20 but the newline at the end, no DEL, no C1. */
+static void assert_clean(const char *out)
+{
+	size_t n = strlen(out);
+	ck_assert_msg(n > 0 && out[n - 1] == '\n', "%s", out);
+	for (size_t i = 0; i + 1 < n; i++) {
+		unsigned char c = (unsigned char)out[i];
+		ck_assert_msg(c >= 0x20 && c != 0x7f, "byte 0x%02x at %zu: %s",
+			      c, i, out);
+		ck_assert_msg(!(c == 0xc2 && (unsigned char)out[i + 1] < 0xa0),
+			      "C1 control at %zu: %s", i, out);
+	}
+}
+
+START_TEST(test_text_and_journal_escape_control_bytes)
+{
+	enum log_format fmts[] = {LOG_FMT_TEXT, LOG_FMT_JOURNAL};
+	for (size_t i = 0; i < 2; i++) {
+		log_init(fmts[i], LOG_LVL_INFO);
+		capture();
+		log_msg(LOG_LVL_WARN, "w\x1b", "file %s gone", hostile);
+		char *out = captured();
+		assert_clean(out);
+		ck_assert_int_eq(tu_lines(out), 1);
+		ck_assert_msg(strstr(out, "sync \"w\\x1b\": file "), "%s", out);
+		char *want;
+		ck_assert_int_ge(asprintf(&want, "file %s gone\n", escaped), 0);
+		ck_assert_msg(strstr(out, want), "%s\nwanted %s", out, want);
+		free(want);
+	}
+}
+END_TEST
+
+START_TEST(test_json_escapes_c1_controls)
+{
+	log_init(LOG_FMT_JSON, LOG_LVL_INFO);
+	capture();
+	log_msg(LOG_LVL_INFO, NULL, "%s", "[\xc2\x9b\xc2\x80\xc2\xa0\x7f]");
+	char *out = captured();
+	assert_clean(out);
+	ck_assert_msg(strstr(out, "\"msg\":\"[\\u009b\\u0080\xc2\xa0\\u007f]\""),
+		      "%s", out);
 }
 END_TEST
 
@@ -140,6 +198,8 @@ static Suite *log_suite(void)
 	tcase_add_test(tc, test_json_escapes_everything_a_name_can_hold);
 	tcase_add_test(tc, test_json_lets_only_valid_utf8_through);
 	tcase_add_test(tc, test_text_keeps_one_line_per_event);
+	tcase_add_test(tc, test_text_and_journal_escape_control_bytes);
+	tcase_add_test(tc, test_json_escapes_c1_controls);
 	tcase_add_test(tc, test_journal_format_only_when_stderr_is_the_stream);
 	tcase_add_test(tc, test_level_and_format_names);
 	suite_add_tcase(s, tc);

@@ -1,7 +1,8 @@
 /* libFuzzer target for the config loader: the input is a whole config
- * file.  It is written to a memfd (a file under $TMPDIR where memfd_create
- * is missing) and read back through /proc/self/fd/N by conf_load(), then
- * conf_check() runs on the result.  Besides memory errors and leaks
+ * file.  It is written to a file of ours, mode 0600, under $TMPDIR (not
+ * a memfd: conf_load() refuses a file others may write, and resolves the
+ * path as a root daemon must, which /proc/self/fd/N links do not pass),
+ * read back by conf_load(), then conf_check() runs on the result.  Besides memory errors and leaks
  * (ASan, LSan, UBSan), any broken invariant aborts:
  *
  *   - conf_load() on a readable file returns 0 and a config;
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -37,30 +37,25 @@
 	} while (0)
 
 static int fd = -1;
-static char path[64];
-static char tmpname[4096];
+static char path[4096];
 
 static void remove_tmp(void)
 {
-	if (tmpname[0])
-		unlink(tmpname);
+	if (path[0])
+		unlink(path);
 }
 
 static int open_scratch(void)
 {
-	fd = memfd_create("atomsync-fuzz.conf", MFD_CLOEXEC);
+	const char *dir = getenv("TMPDIR");
+	snprintf(path, sizeof(path), "%s/atomsync-fuzz-XXXXXX",
+		 dir && *dir ? dir : "/tmp");
+	fd = mkostemp(path, O_CLOEXEC);
 	if (fd < 0) {
-		const char *dir = getenv("TMPDIR");
-		snprintf(tmpname, sizeof(tmpname), "%s/atomsync-fuzz-XXXXXX",
-			 dir && *dir ? dir : "/tmp");
-		fd = mkostemp(tmpname, O_CLOEXEC);
-		if (fd < 0) {
-			perror("fuzz_conf: scratch file");
-			return -1;
-		}
-		atexit(remove_tmp);
+		perror("fuzz_conf: scratch file");
+		return -1;
 	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	atexit(remove_tmp);
 	return 0;
 }
 
