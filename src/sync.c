@@ -51,6 +51,7 @@ struct sync {
 	uv_loop_t *loop;
 	struct writer *w;
 	struct watch *watch;
+	struct watch *twatch; /* the target's name in its parent */
 	struct debounce_timer db;
 	uv_timer_t resync;
 	uv_timer_t retire;
@@ -167,11 +168,31 @@ struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c)
 
 /* ---- on the thread pool ---- */
 
+/* The configured path is the target: one removed, or moved away, by an
+ * operator is made anew (and locked anew) rather than left missing or
+ * published into where it went. */
+static int check_target(struct sync *s)
+{
+	int rc = writer_check_target(s->w, &s->err);
+
+	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
+		return rc;
+	log_msg(LOG_LVL_WARN, s->c->name,
+		"target %s was %s; publishing it anew", s->c->target,
+		rc == -ENOENT ? "removed"
+			      : "moved away or replaced by another directory");
+	writer_close(s->w);
+	s->w = NULL;
+	return 0;
+}
+
 static void do_publish(struct sync *s)
 {
 	struct snapshot_opts so = sync_snapshot_opts(s->c);
 	struct snapshot *snap = NULL;
 
+	if (s->w && (s->rc = check_target(s)) < 0)
+		return;
 	if (s->w == NULL) {
 		struct writer_opts wo = sync_writer_opts(s->c, s->o.dry_run);
 		s->rc = writer_open(s->c->target, &wo, &s->w, &s->err);
@@ -347,6 +368,16 @@ static void on_watch(void *data, const char *name, int root)
 	    ignore_name_excluded(s->c->ignore, name))
 		return;
 	if (!s->stopping)
+		debounce_timer_event(&s->db);
+}
+
+static void on_target_watch(void *data, const char *name, int root)
+{
+	struct sync *s = data;
+
+	/* Only the target's own name in its parent matters. */
+	(void)name;
+	if (root && !s->stopping)
 		debounce_timer_event(&s->db);
 }
 
@@ -861,6 +892,9 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	 * exist yet is noticed when it appears. */
 	if (watch_new(loop, c->source, on_watch, s, &s->watch) < 0)
 		s->watch = NULL;
+	/* And the target's name, so one removed or moved away is noticed. */
+	if (watch_new(loop, c->target, on_target_watch, s, &s->twatch) < 0)
+		s->twatch = NULL;
 	/* The start-up publish: the target is right even if the source
 	 * changed while we were not running. */
 	debounce_timer_retry(&s->db, 0);
@@ -917,12 +951,23 @@ static void stop_continue(struct sync *s)
 	queue(s, WORK_FINAL);
 }
 
-static void finish_stop(struct sync *s)
+static void on_twatch_closed(void *data)
 {
+	struct sync *s = data;
+
+	s->twatch = NULL;
 	if (s->watch)
 		watch_close(s->watch, on_watch_closed, s);
 	else
 		on_watch_closed(s);
+}
+
+static void finish_stop(struct sync *s)
+{
+	if (s->twatch)
+		watch_close(s->twatch, on_twatch_closed, s);
+	else
+		on_twatch_closed(s);
 }
 
 void sync_stop(struct sync *s, void (*done)(void *data), void *data)

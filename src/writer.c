@@ -84,6 +84,34 @@ const char *writer_live_generation(const struct writer *w)
 	return w->live_gen;
 }
 
+int writer_check_target(const struct writer *w, char **err)
+{
+	struct stat a, b;
+	char *why = NULL;
+
+	if (w->dfd < 0)
+		return 0;
+	int fd = fsutil_chase(w->path, 0, O_RDONLY | O_DIRECTORY, NULL, &why);
+	if (fd == -ENOENT) {
+		free(why);
+		/* Still linked somewhere: moved away rather than removed. */
+		return fstat(w->dfd, &a) == 0 && a.st_nlink > 0 ? -ESTALE
+							       : -ENOENT;
+	}
+	if (fd < 0) {
+		int rc = log_err_set(err, fd, "target %s: %s", w->path,
+				     why ? why : strerror(-fd));
+		free(why);
+		return rc;
+	}
+	int rc = fstat(fd, &b) < 0 || fstat(w->dfd, &a) < 0 ? -errno : 0;
+	close(fd);
+	if (rc < 0)
+		return log_err_set(err, rc, "target %s: %s", w->path,
+				   strerror(-rc));
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
+}
+
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino)
 {
 	struct stat st;

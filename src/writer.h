@@ -107,6 +107,12 @@ void writer_retire_wait(struct writer *w);
 /* The generation ..data names, or NULL. */
 const char *writer_live_generation(const struct writer *w);
 
+/* Whether the configured path still names the directory the writer
+ * holds: -ENOENT when that was removed, -ESTALE when it was moved away
+ * or the path names another directory, or another negative errno with
+ * *err (a symlink that may not be followed, say). */
+int writer_check_target(const struct writer *w, char **err);
+
 /* The target directory's identity, for a walk to keep out of it;
  * -ENOENT in a dry run without a target. */
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);

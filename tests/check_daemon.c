@@ -882,6 +882,46 @@ START_TEST(test_event_loop_closes_cleanly_under_valgrind)
 }
 END_TEST
 
+START_TEST(test_target_removed_or_moved_is_published_anew)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	/* There already: its creation is no event to publish again for. */
+	tu_mkdirs(dst, 0755);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	/* Each publish is followed by a re-read once its watches are in
+	 * place: wait for it, so the removal does not race a publish. */
+	wait_log("unchanged", 1, 5000);
+	/* An operator "resets" the target. */
+	tu_rmrf(dst);
+	converge(src, dst, tu_scale(5000));
+	wait_log("was removed; publishing it anew", 1, 1000);
+	/* Or moves it away: the configured path is the target. */
+	char *moved = tu_path(tmp, "moved");
+	ck_assert_int_eq(rename(dst, moved), 0);
+	converge(src, dst, tu_scale(5000));
+	wait_log("was moved away or replaced by another directory", 1, 1000);
+	tu_write(src, "app.conf", "v2", 0644);
+	converge(src, dst, 5000);
+	/* The moved copy is left as it was. */
+	char *old = tu_path(moved, "app.conf");
+	char *data = tu_read(old, NULL);
+	ck_assert_str_eq(data, "v1");
+	free(data);
+	/* A new, empty directory in its place is filled. */
+	char *aside = tu_path(tmp, "aside");
+	ck_assert_int_eq(rename(dst, aside), 0);
+	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	converge(src, dst, tu_scale(5000));
+	stop_daemon();
+	/* One line each time. */
+	ck_assert_int_eq(tu_file_count(logpath, "publishing it anew"), 3);
+	free(aside);
+	free(old);
+	free(moved);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -889,6 +929,7 @@ static Suite *daemon_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_startup_publish_then_live_changes);
+	tcase_add_test(tc, test_target_removed_or_moved_is_published_anew);
 	tcase_add_test(tc, test_reincluded_names_are_followed_live);
 	tcase_add_test(tc, test_names_excluded_only_somewhere_are_followed_live);
 	tcase_add_test(tc, test_same_size_edit_in_same_second_is_published);

@@ -172,6 +172,69 @@ START_TEST(test_source_swapped_for_a_users_link_is_refused)
 }
 END_TEST
 
+/* As the application user: swaps its directory entry `at` (the target)
+ * with a new link to `to`, in one step. */
+struct swap {
+	const char *at, *to;
+};
+
+static int swap_in_link(void *arg)
+{
+	const struct swap *sw = arg;
+	char *tmpname;
+	if (asprintf(&tmpname, "%s.new", sw->at) < 0 ||
+	    symlink(sw->to, tmpname) < 0)
+		return 1;
+	return renameat2(AT_FDCWD, tmpname, AT_FDCWD, sw->at,
+			 RENAME_EXCHANGE) < 0
+		       ? 2
+		       : 0;
+}
+
+START_TEST(test_target_swapped_while_running_is_refused)
+{
+	/* The running daemon holds the target; the application user, who
+	 * owns its parent, swaps a link to another directory in its place,
+	 * then someone reloads.  Nothing may reach the link's directory. */
+	char *app = dir_of("app", APP_UID);
+	char *victim = tu_path(tmp, "victim");
+	tu_mkdirs(victim, 0755);
+	char *target = tu_path(app, "config");
+	char *conf = tu_path(tmp, "atomsync.conf"), *text;
+	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\ntarget = %s\n"
+					 "debounce_ms = 0\n",
+				  src, target), 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	free(text);
+	const char *argv[] = {tu_bin(), "--config", conf, NULL};
+	pid = tu_spawn(argv, logpath);
+	struct tu_pair p = {src, target};
+	ck_assert(tu_wait_for(tu_trees_equal, &p, 10000));
+	/* The target's files belong to root: the user can move the target
+	 * as a whole, but not empty it. */
+	struct swap sw = {target, victim};
+	ck_assert_int_eq(tu_call_as(APP_UID, swap_in_link, &sw), 0);
+	/* A reload that changes the mapping opens the target anew. */
+	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\ntarget = %s\n"
+					 "debounce_ms = 1\n",
+				  src, target), 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	free(text);
+	free(conf);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	tu_write(src, "app.conf", "secret: yes\n", 0644);
+	struct tu_needle n = {logpath, "refusing to follow it", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "no refusal logged");
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	ck_assert_int_eq(tu_count_entries(victim), 0);
+	free(target);
+	free(victim);
+	free(app);
+}
+END_TEST
+
 static Suite *security_suite(void)
 {
 	Suite *s = suite_create("security");
@@ -181,6 +244,7 @@ static Suite *security_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_target_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_daemon_refuses_a_users_link_at_start);
+	tcase_add_test(tc, test_target_swapped_while_running_is_refused);
 	tcase_add_test(tc, test_root_owned_link_on_the_way_works);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	suite_add_tcase(s, tc);

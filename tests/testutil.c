@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -600,6 +601,22 @@ int tu_sh_as(unsigned uid, const char *cmd)
 			err ? err : "");
 	free(err);
 	return rc;
+}
+
+int tu_call_as(unsigned uid, int (*fn)(void *arg), void *arg)
+{
+	pid_t p = fork();
+	if (p < 0)
+		abort();
+	if (p == 0) {
+		if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
+		    setresuid(uid, uid, uid) < 0)
+			_exit(125);
+		_exit(fn(arg));
+	}
+	int st = 0;
+	waitpid(p, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 bool tu_can_setuid(void)

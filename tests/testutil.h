@@ -74,6 +74,10 @@ int tu_run_as(unsigned uid, const char *const argv[], char **out, char **err,
 	      int timeout_ms);
 /* A shell command line as another user; its exit status. */
 int tu_sh_as(unsigned uid, const char *cmd);
+/* Runs fn(arg) in a child that has become uid (and gid uid, no
+ * supplementary groups) for real, for what a shell command cannot do
+ * atomically; its return value is the exit status. */
+int tu_call_as(unsigned uid, int (*fn)(void *arg), void *arg);
 /* Whether the tests can act as other users (they run as root). */
 bool tu_can_setuid(void);
 /* Starts argv in the background with stdout and stderr appended to
