@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -636,11 +637,18 @@ bool fsutil_trusted_uid(uid_t uid)
 
 /* A directory whose names only root or we can change: owned by one of us
  * and not writable by others, unless sticky (as /tmp is: there only an
- * entry's owner may rename or remove it). */
-static bool trusted_dir(const struct stat *st)
+ * entry's owner may rename or remove it), or on a file system mounted
+ * read-only (a Kubernetes ConfigMap volume's directory is 0777, but only
+ * a remount, which takes root, could change it). */
+static bool trusted_dir(int fd, const struct stat *st)
 {
-	return fsutil_trusted_uid(st->st_uid) &&
-	       ((st->st_mode & 0022) == 0 || (st->st_mode & S_ISVTX));
+	struct statvfs vfs;
+
+	if (!fsutil_trusted_uid(st->st_uid))
+		return false;
+	if ((st->st_mode & 0022) == 0 || (st->st_mode & S_ISVTX))
+		return true;
+	return fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_RDONLY);
 }
 
 struct chase {
@@ -737,7 +745,7 @@ static int chase_link(struct chase *c, int lfd, const struct stat *lst,
 				"symlink %s is owned by uid %u; refusing to "
 				"follow it",
 				where, (unsigned)lst->st_uid);
-	else if (!trusted_dir(&c->st))
+	else if (!trusted_dir(c->fd, &c->st))
 		rc = chase_fail(c, -EPERM,
 				"symlink %s is in a directory that %s can "
 				"change; refusing to follow it",

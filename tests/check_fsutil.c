@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -250,6 +253,49 @@ START_TEST(test_flock_holder_is_found_in_proc_locks)
 }
 END_TEST
 
+/* In a mount namespace of its own: a ConfigMap-like layout in a 0777
+ * directory of a tmpfs, read-only once written. */
+static int configmap_child(void *arg)
+{
+	const char *mnt = arg;
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", mnt, "tmpfs", 0, "mode=0777") < 0)
+		return 10;
+	char *gen = tu_path(mnt, "..2026_11_30_00_00_00.1");
+	tu_write(gen, "atomsync.conf", "[sync:a]\n", 0644);
+	char *data = tu_path(mnt, "..data"), *conf = tu_path(mnt, "atomsync.conf");
+	if (symlink("..2026_11_30_00_00_00.1", data) < 0 ||
+	    symlink("..data/atomsync.conf", conf) < 0 || chmod(mnt, 0777) < 0)
+		return 11;
+	char *err = NULL;
+	/* Writable by all: refused. */
+	int fd = fsutil_chase(conf, 0, O_RDONLY, NULL, &err);
+	if (fd != -EPERM)
+		return 12;
+	if (mount(NULL, mnt, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
+		return 13;
+	/* Read-only: nobody but root can change it. */
+	fd = fsutil_chase(conf, 0, O_RDONLY, NULL, &err);
+	return fd >= 0 ? 0 : 14;
+}
+
+START_TEST(test_links_on_a_read_only_mount_are_followed)
+{
+	char *mnt = tu_path(tmp, "volume");
+	tu_mkdirs(mnt, 0755);
+	pid_t p = fork();
+	ck_assert_int_ge(p, 0);
+	if (p == 0)
+		_exit(configmap_child(mnt));
+	int st;
+	ck_assert_int_eq(waitpid(p, &st, 0), p);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %d",
+		      WEXITSTATUS(st));
+	free(mnt);
+}
+END_TEST
+
 static Suite *fsutil_suite(void)
 {
 	Suite *s = suite_create("fsutil");
@@ -262,6 +308,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_nofollow_refuses_a_final_link);
 	tcase_add_test(tc, test_mkdir_makes_only_the_last_component);
 	tcase_add_test(tc, test_loops_and_files_on_the_way);
+	tcase_add_test(tc, test_links_on_a_read_only_mount_are_followed);
 	tcase_add_test(tc, test_flock_holder_is_found_in_proc_locks);
 	suite_add_tcase(s, tc);
 	return s;
