@@ -109,6 +109,10 @@ static void render_syncs(FILE *f, const struct metrics_view *v)
 	PER_SYNC(f, v, "atomsync_failing", "gauge",
 		 "1 while the target does not follow the source.", "%d",
 		 st->failing_since_ms ? 1 : 0);
+	PER_SYNC(f, v, "atomsync_source_empty", "gauge",
+		 "1 while an empty source is refused and the last generation "
+		 "kept.",
+		 "%d", st->source_empty ? 1 : 0);
 	PER_SYNC(f, v, "atomsync_live_files", "gauge",
 		 "Regular files in the live generation.", "%llu",
 		 (unsigned long long)st->files);
@@ -181,9 +185,11 @@ char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms)
 		uint64_t running = since(now_ms, st->publish_started_ms);
 		/* last_error names paths: it goes to the log, not here. */
 		if (st->failing_since_ms && failing >= limit)
-			n = asprintf(&r, "sync \"%s\" failing for %llu s",
+			n = asprintf(&r, "sync \"%s\" failing for %llu s%s",
 				     v->syncs[i].name,
-				     (unsigned long long)failing / 1000);
+				     (unsigned long long)failing / 1000,
+				     st->source_empty ? " (its source is empty)"
+						      : "");
 		else if (st->publish_started_ms && running >= limit)
 			n = asprintf(&r, "sync \"%s\": publish running for %llu s",
 				     v->syncs[i].name,

@@ -680,6 +680,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 		free(s->last_err);
 		s->last_err = NULL;
 		s->st.failing_since_ms = 0;
+		s->st.source_empty = false;
 		if (!s->res.published && s->o.dry_run)
 			log_msg(LOG_LVL_INFO, name,
 				"dry run: %zu added, %zu changed, %zu removed",
@@ -722,10 +723,16 @@ static void publish_finished(struct sync *s, enum outcome out)
 		bool missing = s->rc == -ENOENT && s->source_failed;
 		/* The target could not be opened: locked by another. */
 		bool locked = s->rc == -EBUSY && s->w == NULL;
+		/* An empty source (a lost mount?) waits for content. */
+		bool empty = s->rc == -ENODATA;
+		s->st.source_empty = empty;
 		if (s->last_err == NULL || strcmp(s->last_err, msg) != 0) {
 			if (missing)
 				log_msg(LOG_LVL_WARN, name,
 					"%s; waiting for it to appear", msg);
+			else if (empty)
+				log_msg(LOG_LVL_ERROR, name,
+					"%s; waiting for it to have content", msg);
 			else if (locked)
 				log_msg(LOG_LVL_ERROR, name,
 					"%s; waiting for it to stop, trying "
@@ -747,7 +754,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 		 * target another daemon lets go of is taken over soon. */
 		debounce_timer_retry(&s->db,
 				     backoff_ms(s->failures, BACKOFF_MIN_MS,
-						missing || locked
+						missing || locked || empty
 							? 5000u
 							: BACKOFF_MAX_MS));
 		break;

@@ -40,6 +40,7 @@ struct sync_stats {
 	uint64_t last_publish_ms;      /* wall clock, 0 when never */
 	uint64_t last_duration_us;
 	uint64_t failing_since_ms;     /* wall clock, 0 when healthy */
+	bool source_empty;	       /* failing: an empty source refused */
 	uint64_t publish_started_ms;   /* wall clock: the publish or commit
 					* on the thread pool, 0 when none */
 	uint64_t files, bytes;	       /* in the live generation */

@@ -295,13 +295,10 @@ START_TEST(test_full_disk_fails_cleanly_and_recovers)
 	char *mnt = tu_path(tmp, "small");
 	tu_mkdirs(mnt, 0755);
 	/* The user namespace is entered in the forked test process only. */
-	if (!private_mounts() ||
-	    mount("tmpfs", mnt, "tmpfs", 0, "size=512k,mode=0755") < 0) {
-		fprintf(stderr, "skipped: cannot mount a tmpfs here (%s)\n",
-			strerror(errno));
-		free(mnt);
-		return;
-	}
+	ck_assert_msg(private_mounts() &&
+			      mount("tmpfs", mnt, "tmpfs", 0,
+				    "size=512k,mode=0755") == 0,
+		      "this test mounts a tmpfs (as root): %s", strerror(errno));
 	char *dst = tu_path(mnt, "dst"), *logpath = tu_path(tmp, "daemon.log");
 	char buf[100000];
 	memset(buf, 'f', sizeof(buf));
@@ -354,13 +351,10 @@ START_TEST(test_read_only_target_names_the_fix_under_systemd)
 {
 	char *mnt = tu_path(tmp, "ro");
 	tu_mkdirs(mnt, 0755);
-	if (!private_mounts() ||
-	    mount("tmpfs", mnt, "tmpfs", MS_RDONLY, "size=64k,mode=0755") < 0) {
-		fprintf(stderr, "skipped: cannot mount a tmpfs here (%s)\n",
-			strerror(errno));
-		free(mnt);
-		return;
-	}
+	ck_assert_msg(private_mounts() &&
+			      mount("tmpfs", mnt, "tmpfs", MS_RDONLY,
+				    "size=64k,mode=0755") == 0,
+		      "this test mounts a tmpfs (as root): %s", strerror(errno));
 	char *dst = tu_path(mnt, "dst"), *logpath = tu_path(tmp, "daemon.log");
 	tu_write(src, "a", "a\n", 0644);
 	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,

@@ -481,10 +481,7 @@ END_TEST
 
 START_TEST(test_metrics_match_what_happened)
 {
-	if (!have_curl()) {
-		fprintf(stderr, "skipped: curl is not installed\n");
-		return;
-	}
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
 	char *dk, *mfile = tu_path(tmp, "metrics.prom");
 	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
 				       "metrics_file = %s",
@@ -563,10 +560,7 @@ static const char failing[] = "unhealthy: sync \"web\" failing for ";
 
 START_TEST(test_healthz_reports_a_stalled_mapping)
 {
-	if (!have_curl()) {
-		fprintf(stderr, "skipped: curl is not installed\n");
-		return;
-	}
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
 	char *dk;
 	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
 				       "unhealthy_after_s = 1",
@@ -595,10 +589,7 @@ END_TEST
 
 START_TEST(test_healthz_never_names_the_source)
 {
-	if (!have_curl()) {
-		fprintf(stderr, "skipped: curl is not installed\n");
-		return;
-	}
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
 	char *dk;
 	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
 				       "unhealthy_after_s = 1",
@@ -650,10 +641,7 @@ static char *exchange(const char *req, size_t len)
 
 START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)
 {
-	if (!have_curl()) {
-		fprintf(stderr, "skipped: curl is not installed\n");
-		return;
-	}
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
 	char *dk;
 	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", port), 0);
 	start(dk, "");
@@ -719,10 +707,7 @@ static int closed_by_server(int fd)
 START_TEST(test_healthz_answers_under_a_crowd_of_idle_and_slow_clients)
 {
 	enum { IDLE = 200, SLOW = 20 };
-	if (!have_curl()) {
-		fprintf(stderr, "skipped: curl is not installed\n");
-		return;
-	}
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
 	char *dk;
 	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", port), 0);
 	start(dk, "");
@@ -772,10 +757,7 @@ END_TEST
 
 START_TEST(test_a_hung_publish_turns_healthz_503_until_it_ends)
 {
-	if (!have_curl()) {
-		fprintf(stderr, "skipped: curl is not installed\n");
-		return;
-	}
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
 	const char *shim = getenv("FAULTINJECT");
 	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
 	char *dk, *hang = tu_path(tmp, "hang"), *preload, *hang_while, *asan;
@@ -962,6 +944,48 @@ START_TEST(test_once_runs_the_check_and_the_hooks_too)
 }
 END_TEST
 
+START_TEST(test_an_emptied_source_keeps_the_last_generation)
+{
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
+	char *dk;
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
+				       "unhealthy_after_s = 1",
+				  port),
+			 0);
+	start(dk, "");
+	wait_target("v1\n");
+	wait_file(logpath, "serving /metrics", 1, 5000);
+	/* A lost mount, a checkout being cloned again: nothing there. */
+	char *f = tu_path(src, "app.conf");
+	ck_assert_int_eq(unlink(f), 0);
+	wait_file(logpath, "is empty; keeping the live generation", 1, 5000);
+	char *body = wait_healthz(503, 10000);
+	ck_assert_msg(strstr(body, "(its source is empty)"), "%s", body);
+	free(body);
+	wait_metric("atomsync_source_empty{sync=\"web\"} ", 1);
+	wait_metric("atomsync_failing{sync=\"web\"} ", 1);
+	ck_assert(target_says("v1\n"));
+	/* Content again: published, healthy. */
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_target("v2\n");
+	free(wait_healthz(200, 10000));
+	wait_metric("atomsync_source_empty{sync=\"web\"} ", 0);
+	stop();
+	/* Unless an empty source is what is wanted. */
+	ck_assert_int_eq(unlink(f), 0);
+	start(dk, "allow_empty = yes");
+	char *visible = tu_path(dst, "app.conf");
+	for (long long end = tu_now_ms() + tu_scale(5000);
+	     access(visible, F_OK) == 0 && tu_now_ms() < end; tu_nap(20))
+		;
+	ck_assert_int_ne(access(visible, F_OK), 0);
+	stop();
+	free(visible);
+	free(f);
+	free(dk);
+}
+END_TEST
+
 static Suite *hooks_suite(void)
 {
 	Suite *s = suite_create("hooks");
@@ -984,6 +1008,7 @@ static Suite *hooks_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_metrics_match_what_happened);
 	tcase_add_test(tc, test_healthz_reports_a_stalled_mapping);
+	tcase_add_test(tc, test_an_emptied_source_keeps_the_last_generation);
 	tcase_add_test(tc, test_garbage_huge_and_slow_requests_do_no_harm);
 	tcase_add_test(tc, test_healthz_never_names_the_source);
 	tcase_add_test(tc, test_healthz_answers_under_a_crowd_of_idle_and_slow_clients);
