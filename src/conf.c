@@ -487,6 +487,41 @@ static void add_excludes(struct parser *p, const char *v)
 	free(copy);
 }
 
+/* hook_env: words split as a command is, each NAME or NAME=value. */
+static void set_hook_env(struct parser *p, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	char **words = NULL, *err = NULL;
+	size_t n = 0;
+
+	if (hook_split(v, &words, &err) < 0) {
+		perr(p, "hook_env: %s", err ? err : "cannot parse");
+		free(err);
+		return;
+	}
+	while (words[n])
+		n++;
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strcspn(words[i], "=");
+		if (hook_env_check(words[i], &err) < 0) {
+			perr(p, "hook_env: %s", err ? err : "invalid");
+			free(err);
+			err = NULL;
+			continue;
+		}
+		for (size_t k = 0; k < i; k++) {
+			if (strncmp(words[k], words[i], len) == 0 &&
+			    strcspn(words[k], "=") == len) {
+				perr(p, "hook_env: %.*s given twice", (int)len,
+				     words[i]);
+				break;
+			}
+		}
+	}
+	s->hook_env = words;
+	s->nhook_env = n;
+}
+
 static void sync_key(struct parser *p, const char *key, const char *v)
 {
 	struct conf_sync *s = p->cur;
@@ -561,6 +596,8 @@ static void sync_key(struct parser *p, const char *key, const char *v)
 				v);
 		hook_argv_free(argv);
 		free(err);
+	} else if (strcmp(key, "hook_env") == 0) {
+		set_hook_env(p, v);
 	} else if (strcmp(key, "reload_signal") == 0) {
 		if (conf_parse_signal(v, &s->reload_signal) < 0)
 			perr(p, "reload_signal: '%s' is not a signal name (HUP, "
@@ -951,6 +988,12 @@ struct conf_sync *conf_sync_dup(const struct conf_sync *s)
 	d->exclude = s->nexclude ? calloc(s->nexclude, sizeof(char *)) : NULL;
 	for (size_t i = 0; i < s->nexclude && d->exclude; i++)
 		d->exclude[i] = strdup(s->exclude[i]);
+	d->hook_env = s->nhook_env ? calloc(s->nhook_env + 1, sizeof(char *))
+				   : NULL;
+	for (size_t i = 0; i < s->nhook_env && d->hook_env; i++)
+		d->hook_env[i] = strdup(s->hook_env[i]);
+	if (d->hook_env == NULL)
+		d->nhook_env = 0;
 	return d;
 }
 
@@ -967,6 +1010,7 @@ static void sync_fini(struct conf_sync *s)
 	for (size_t i = 0; i < s->nexclude; i++)
 		free(s->exclude[i]);
 	free(s->exclude);
+	hook_argv_free(s->hook_env);
 }
 
 void conf_sync_free(struct conf_sync *s)
@@ -998,10 +1042,13 @@ bool conf_sync_equal(const struct conf_sync *a, const struct conf_sync *b)
 	    !str_eq(a->reload_pidfile, b->reload_pidfile) ||
 	    a->reload_pid != b->reload_pid ||
 	    a->hook_timeout_s != b->hook_timeout_s ||
-	    a->nexclude != b->nexclude)
+	    a->nexclude != b->nexclude || a->nhook_env != b->nhook_env)
 		return false;
 	for (size_t i = 0; i < a->nexclude; i++)
 		if (strcmp(a->exclude[i], b->exclude[i]) != 0)
+			return false;
+	for (size_t i = 0; i < a->nhook_env; i++)
+		if (strcmp(a->hook_env[i], b->hook_env[i]) != 0)
 			return false;
 	return true;
 }

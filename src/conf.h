@@ -42,6 +42,8 @@ struct conf_sync {
 	char *reload_pidfile;
 	int reload_pid;	/* 0 when not set */
 	unsigned hook_timeout_s;
+	char **hook_env; /* NAME or NAME=value, for the commands */
+	size_t nhook_env;
 };
 
 struct conf {

@@ -1,7 +1,9 @@
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +15,6 @@
 /* Kept of a command's stderr, for the log. */
 #define TAIL_BYTES 4096
 #define TAIL_LOG_BYTES 512
-
-extern char **environ;
 
 struct hook {
 	uv_process_t proc;
@@ -129,26 +129,103 @@ nomem:
 	return -ENOMEM;
 }
 
-char **hook_env(const char *name, const char *target, const char *gen,
-		const char *gen_dir, long changed)
-{
-	char **env = calloc(5, sizeof(*env));
-	int k = 0;
+/* An environment under construction. */
+struct envb {
+	char **v;
+	size_t n;
+	bool nomem;
+};
 
-	if (env == NULL)
-		return NULL;
-	if (asprintf(&env[k++], "ATOMSYNC_NAME=%s", name) < 0 ||
-	    asprintf(&env[k++], "ATOMSYNC_TARGET=%s", target) < 0 ||
-	    asprintf(&env[k++], "ATOMSYNC_GENERATION=%s", gen ? gen : "") < 0 ||
-	    (gen_dir &&
-	     asprintf(&env[k++], "ATOMSYNC_GENERATION_DIR=%s", gen_dir) < 0) ||
-	    (!gen_dir && changed >= 0 &&
-	     asprintf(&env[k++], "ATOMSYNC_CHANGED=%ld", changed) < 0)) {
-		env[k - 1] = NULL;
-		hook_env_free(env);
+static void env_add(struct envb *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void env_add(struct envb *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *e = NULL;
+
+	if (b->nomem)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&e, fmt, ap) < 0)
+		e = NULL;
+	va_end(ap);
+	char **v = e ? realloc(b->v, (b->n + 2) * sizeof(*v)) : NULL;
+	if (v == NULL) {
+		free(e);
+		b->nomem = true;
+		return;
+	}
+	b->v = v;
+	b->v[b->n++] = e;
+	b->v[b->n] = NULL;
+}
+
+static bool env_has(const struct envb *b, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < b->n; i++)
+		if (strncmp(b->v[i], name, len) == 0 && b->v[i][len] == '=')
+			return true;
+	return false;
+}
+
+/* The hook_env words: NAME=value as given, NAME with the daemon's value
+ * when it has one. */
+static void env_pass(struct envb *b, char *const *pass, size_t npass)
+{
+	for (size_t i = 0; i < npass; i++) {
+		const char *val = strchr(pass[i], '=') ? NULL : getenv(pass[i]);
+		if (val)
+			env_add(b, "%s=%s", pass[i], val);
+		else if (strchr(pass[i], '='))
+			env_add(b, "%s", pass[i]);
+	}
+}
+
+char **hook_env(const struct hook_vars *v)
+{
+	struct envb b = {0};
+	const char *path = getenv("PATH"), *lang = getenv("LANG");
+
+	env_pass(&b, v->pass, v->npass);
+	if (!env_has(&b, "PATH"))
+		env_add(&b, "PATH=%s", path ? path : HOOK_DEFAULT_PATH);
+	if (lang && !env_has(&b, "LANG"))
+		env_add(&b, "LANG=%s", lang);
+	env_add(&b, "ATOMSYNC_NAME=%s", v->name);
+	env_add(&b, "ATOMSYNC_TARGET=%s", v->target);
+	env_add(&b, "ATOMSYNC_GENERATION=%s", v->gen ? v->gen : "");
+	if (v->gen_dir)
+		env_add(&b, "ATOMSYNC_GENERATION_DIR=%s", v->gen_dir);
+	if (v->changed >= 0)
+		env_add(&b, "ATOMSYNC_CHANGED=%ld", v->changed);
+	if (b.nomem) {
+		hook_env_free(b.v);
 		return NULL;
 	}
-	return env;
+	return b.v;
+}
+
+int hook_env_check(const char *word, char **err)
+{
+	size_t len = strcspn(word, "=");
+	bool ok = len > 0 && !isdigit((unsigned char)word[0]);
+
+	for (size_t i = 0; ok && i < len; i++)
+		ok = isalnum((unsigned char)word[i]) || word[i] == '_';
+	if (!ok)
+		return log_err_set(err, -EINVAL,
+				   "'%.*s' is not a variable name (letters, "
+				   "digits and '_', not starting with a digit)",
+				   (int)len, word);
+	if (strncmp(word, "ATOMSYNC_", 9) == 0)
+		return log_err_set(err, -EINVAL,
+				   "%.*s: the ATOMSYNC_ variables are atomsyncd's "
+				   "own",
+				   (int)len, word);
+	return 0;
 }
 
 void hook_env_free(char **env)
@@ -397,49 +474,18 @@ static void on_timeout(uv_timer_t *t)
 	terminate(k);
 }
 
-/* The daemon's environment with `extra` overriding what it names. */
-static char **build_env(char *const extra[])
-{
-	size_t n = 0, m = 0;
-	while (environ[n])
-		n++;
-	while (extra && extra[m])
-		m++;
-	char **env = calloc(n + m + 1, sizeof(*env));
-	if (env == NULL)
-		return NULL;
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		const char *eq = strchr(environ[i], '=');
-		size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-		bool overridden = false;
-		for (size_t j = 0; j < m && !overridden; j++)
-			overridden = strncmp(extra[j], environ[i], nl) == 0 &&
-				     extra[j][nl] == '=';
-		if (!overridden)
-			env[k++] = environ[i];
-	}
-	for (size_t j = 0; j < m; j++)
-		env[k++] = extra[j];
-	env[k] = NULL;
-	return env;
-}
-
 int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	     unsigned timeout_s, hook_done_cb done, void *data,
 	     struct hook **out)
 {
 	struct hook *k = calloc(1, sizeof(*k));
-	char **fullenv = build_env(env);
 	int rc;
 
 	*out = NULL;
-	if (k == NULL || fullenv == NULL) {
+	if (k == NULL) {
 		/* Reported like any command that cannot start. */
 		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
 					.stderr_tail = ""};
-		free(k);
-		free(fullenv);
 		done(data, &r);
 		return 0;
 	}
@@ -462,7 +508,9 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 		.exit_cb = on_exit_cb,
 		.file = argv[0],
 		.args = (char **)argv,
-		.env = fullenv,
+		.env = (char **)env,
+		/* Nothing of the daemon's working directory. */
+		.cwd = "/",
 		/* setsid(): its own process group, so a timeout reaches the
 		 * children of a shell too. */
 		.flags = UV_PROCESS_DETACHED,
@@ -470,7 +518,6 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 		.stdio = stdio,
 	};
 	rc = uv_spawn(loop, &k->proc, &po);
-	free(fullenv);
 	if (rc < 0) {
 		/* uv_spawn leaves an initialised handle that must be closed. */
 		struct hook_result r = {.status = -1, .spawn_error = rc,

@@ -37,21 +37,44 @@ typedef void (*hook_done_cb)(void *data, const struct hook_result *r);
 int hook_split(const char *cmd, char ***argv, char **err);
 void hook_argv_free(char **argv);
 
-/* Starts argv with the daemon's environment plus `env` (NAME=value
- * entries, NULL-terminated).  `done` runs exactly once: when the command
- * has ended, or at once (with spawn_error set, *out NULL) when it cannot
- * start.  After a timeout, SIGKILL reaches the process group
- * after the grace period even if its leader has exited. */
+/* Starts argv with the environment `env` (NAME=value entries,
+ * NULL-terminated: nothing of the daemon's own is added) in the
+ * directory /.  `done` runs exactly once: when the command has ended, or
+ * at once (with spawn_error set, *out NULL) when it cannot start.  After
+ * a timeout, SIGKILL reaches the process group after the grace period
+ * even if its leader has exited. */
 int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	     unsigned timeout_s, hook_done_cb done, void *data,
 	     struct hook **out);
 
-/* The environment of a mapping's commands: ATOMSYNC_NAME, ATOMSYNC_TARGET,
- * ATOMSYNC_GENERATION, and ATOMSYNC_GENERATION_DIR (when gen_dir is not
- * NULL) or ATOMSYNC_CHANGED (when changed >= 0).  NULL-terminated. */
-char **hook_env(const char *name, const char *target, const char *gen,
-		const char *gen_dir, long changed);
+/* PATH when the daemon has none. */
+#define HOOK_DEFAULT_PATH \
+	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* What a mapping's command is told. */
+struct hook_vars {
+	const char *name, *target, *gen;
+	const char *gen_dir; /* check_command: ATOMSYNC_GENERATION_DIR */
+	long changed;	     /* on_update: ATOMSYNC_CHANGED; -1: not set */
+	/* The hook_env words of the mapping: NAME passes the daemon's
+	 * value of NAME when it has one, NAME=value sets it. */
+	char *const *pass;
+	size_t npass;
+};
+
+/* The whole environment of a mapping's command, made afresh so that
+ * nothing else of the daemon's (secrets included) reaches it: PATH (the
+ * daemon's, or HOOK_DEFAULT_PATH), LANG when the daemon has it, the
+ * hook_env words, which may set those two, and ATOMSYNC_NAME,
+ * ATOMSYNC_TARGET, ATOMSYNC_GENERATION and what else `v` holds.
+ * NULL-terminated; NULL when out of memory. */
+char **hook_env(const struct hook_vars *v);
 void hook_env_free(char **env);
+
+/* Whether `word` is a valid hook_env word (NAME or NAME=value, NAME made
+ * of letters, digits and '_', not starting with a digit nor with
+ * ATOMSYNC_); 0, or -EINVAL with *err saying why. */
+int hook_env_check(const char *word, char **err);
 
 /* Sends `sig` to the process in `pidfile` (read now) or to `pid`. */
 int hook_signal(const char *pidfile, int pid, int sig, char **err);

@@ -159,8 +159,12 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 	if (rc == 0 && p && c->check_command) {
 		const char *dir = writer_pending_dir(p);
 		const char *gen = strrchr(dir, '/');
-		char **env = hook_env(c->name, c->target, gen ? gen + 1 : dir, dir,
-				      -1);
+		struct hook_vars hv = {
+			.name = c->name, .target = c->target,
+			.gen = gen ? gen + 1 : dir, .gen_dir = dir, .changed = -1,
+			.pass = c->hook_env, .npass = c->nhook_env,
+		};
+		char **env = hook_env(&hv);
 		char *why = NULL;
 		rc = env ? hook_run_wait(c->check_command, env, c->hook_timeout_s,
 					 &why)
@@ -186,8 +190,13 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 			&hook_err) < 0)
 		rc = -EIO;
 	if (rc == 0 && r.published && c->on_update) {
-		char **env = hook_env(c->name, c->target, r.generation, NULL,
-				      (long)(r.added + r.changed + r.removed));
+		struct hook_vars hv = {
+			.name = c->name, .target = c->target,
+			.gen = r.generation,
+			.changed = (long)(r.added + r.changed + r.removed),
+			.pass = c->hook_env, .npass = c->nhook_env,
+		};
+		char **env = hook_env(&hv);
 		char *why = NULL;
 		int hr = env ? hook_run_wait(c->on_update, env, c->hook_timeout_s,
 					     &why)

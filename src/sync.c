@@ -558,8 +558,12 @@ static void post_kick(struct sync *s)
 		return;
 	}
 	char **argv = NULL;
-	char **env = hook_env(s->c->name, s->c->target, s->generation, NULL,
-			      (long)s->post_changed);
+	struct hook_vars hv = {
+		.name = s->c->name, .target = s->c->target,
+		.gen = s->generation, .changed = (long)s->post_changed,
+		.pass = s->c->hook_env, .npass = s->c->nhook_env,
+	};
+	char **env = hook_env(&hv);
 	if (env == NULL || hook_split(s->c->on_update, &argv, NULL) < 0) {
 		hook_env_free(env);
 		post_result(s, "on_update cannot be started");
@@ -740,8 +744,12 @@ static void start_check(struct sync *s)
 	char **argv = NULL;
 	const char *dir = writer_pending_dir(s->pending);
 	const char *gen = strrchr(dir, '/');
-	char **env = hook_env(s->c->name, s->c->target, gen ? gen + 1 : dir, dir,
-			      -1);
+	struct hook_vars hv = {
+		.name = s->c->name, .target = s->c->target,
+		.gen = gen ? gen + 1 : dir, .gen_dir = dir, .changed = -1,
+		.pass = s->c->hook_env, .npass = s->c->nhook_env,
+	};
+	char **env = hook_env(&hv);
 
 	if (env == NULL || hook_split(s->c->check_command, &argv, NULL) < 0) {
 		hook_env_free(env);

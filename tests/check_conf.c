@@ -264,6 +264,45 @@ START_TEST(test_equal_and_dup)
 }
 END_TEST
 
+START_TEST(test_hook_env_words_and_bad_names)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\n"					 /* 1 */
+			      "source = /s\n"					 /* 2 */
+			      "target = /t\n"					 /* 3 */
+			      "hook_env = LANGUAGE TZ=UTC 'GREETING=hello world'\n" /* 4 */
+			      "[sync:b]\n"					 /* 5 */
+			      "source = /s2\n"					 /* 6 */
+			      "target = /t2\n"					 /* 7 */
+			      "hook_env = 1X OK my-var=1 ATOMSYNC_NAME=x OK=2\n" /* 8 */
+			      "[sync:c]\n"					 /* 9 */
+			      "source = /s3\n"					 /* 10 */
+			      "target = /t3\n"					 /* 11 */
+			      "hook_env = A 'B=unterminated\n",		 /* 12 */
+			      &e);
+	assert_error(&e, 8, "[sync:b]: hook_env: '1X' is not a variable name");
+	assert_error(&e, 8, "hook_env: 'my-var' is not a variable name");
+	assert_error(&e, 8, "hook_env: ATOMSYNC_NAME: the ATOMSYNC_ variables");
+	assert_error(&e, 8, "hook_env: OK given twice");
+	assert_error(&e, 12, "hook_env: unterminated '");
+	ck_assert_uint_eq(e.n, 5);
+	struct conf_sync *s = &c->syncs[0];
+	ck_assert_uint_eq(s->nhook_env, 3);
+	ck_assert_str_eq(s->hook_env[0], "LANGUAGE");
+	ck_assert_str_eq(s->hook_env[1], "TZ=UTC");
+	ck_assert_str_eq(s->hook_env[2], "GREETING=hello world");
+	/* A reload that changes the words restarts the mapping. */
+	struct conf_sync *d = conf_sync_dup(s);
+	ck_assert(conf_sync_equal(d, s));
+	free(d->hook_env[1]);
+	d->hook_env[1] = strdup("TZ=CET");
+	ck_assert(!conf_sync_equal(d, s));
+	conf_sync_free(d);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
 START_TEST(test_signal_names)
 {
 	int s;
@@ -292,6 +331,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_unreadable_file);
 	tcase_add_test(tc, test_equal_and_dup);
 	tcase_add_test(tc, test_signal_names);
+	tcase_add_test(tc, test_hook_env_words_and_bad_names);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -188,6 +188,48 @@ START_TEST(test_on_update_gets_the_documented_environment)
 }
 END_TEST
 
+/* Nothing of the daemon's environment but PATH and LANG reaches a hook
+ * unless hook_env names it; hooks start in /. */
+START_TEST(test_hooks_get_a_clean_environment)
+{
+	setenv("DB_PASSWORD", "hunter2", 1);
+	setenv("KEEP_ME", "kept", 1);
+	setenv("LANG", "C.UTF-8", 1);
+	unsetenv("NOT_SET_ANYWHERE");
+	char *keys, *checkf = tu_path(tmp, "check.env"), *envf = tu_path(tmp, "env");
+	ck_assert_int_ge(asprintf(&keys,
+				  "hook_env = KEEP_ME NOT_SET_ANYWHERE "
+				  "'GREETING=hello world'\n"
+				  "check_command = sh -c 'env > \"%s\"'\n"
+				  "on_update = sh -c '{ env; echo cwd=$(pwd); } > "
+				  "\"%s.tmp\" && mv \"%s.tmp\" \"%s\"'",
+				  checkf, envf, envf, envf),
+			 0);
+	start("", keys);
+	free(keys);
+	wait_file(envf, "ATOMSYNC_NAME=web\n", 1, 5000);
+	stop();
+	unsetenv("DB_PASSWORD");
+	unsetenv("KEEP_ME");
+	char *files[] = {checkf, envf};
+	for (int i = 0; i < 2; i++) {
+		char *env = tu_read(files[i], NULL);
+		ck_assert_ptr_nonnull(env);
+		ck_assert_msg(!strstr(env, "hunter2") && !strstr(env, "NOT_SET"),
+			      "%s", env);
+		ck_assert_msg(strstr(env, "KEEP_ME=kept\n") &&
+				      strstr(env, "GREETING=hello world\n") &&
+				      strstr(env, "LANG=C.UTF-8\n") &&
+				      strstr(env, "\nPATH="),
+			      "%s", env);
+		free(env);
+	}
+	ck_assert_int_eq(tu_file_count(envf, "\ncwd=/\n"), 1);
+	free(checkf);
+	free(envf);
+}
+END_TEST
+
 START_TEST(test_check_command_veto_keeps_the_old_generation)
 {
 	tu_write(src, "ok", "", 0644);
@@ -708,6 +750,7 @@ static Suite *hooks_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_on_update_gets_the_documented_environment);
+	tcase_add_test(tc, test_hooks_get_a_clean_environment);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
 	tcase_add_test(tc, test_check_that_times_out_vetoes_even_if_it_exits_0);
 	tcase_add_test(tc, test_hook_ignoring_sigterm_is_killed_at_the_timeout);
