@@ -92,12 +92,13 @@ void conf_errors_fini(struct conf_errors *e)
 	e->n = 0;
 }
 
-static void perr(struct parser *p, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+/* "file:line: " or "file:line: [sync:NAME]: " before a message. */
+static void pvadd(struct parser *p, struct conf_errors *e, const char *fmt,
+		  va_list ap) __attribute__((format(printf, 3, 0)));
 
-static void perr(struct parser *p, const char *fmt, ...)
+static void pvadd(struct parser *p, struct conf_errors *e, const char *fmt,
+		  va_list ap)
 {
-	va_list ap;
 	char *where = NULL;
 	int rc;
 
@@ -108,10 +109,32 @@ static void perr(struct parser *p, const char *fmt, ...)
 		rc = asprintf(&where, "%s:%u: ", p->path, p->lineno);
 	if (rc < 0)
 		return;
-	va_start(ap, fmt);
-	errors_vadd(p->errs, where, fmt, ap);
-	va_end(ap);
+	errors_vadd(e, where, fmt, ap);
 	free(where);
+}
+
+static void perr(struct parser *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void perr(struct parser *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	pvadd(p, p->errs, fmt, ap);
+	va_end(ap);
+}
+
+static void pwarn(struct parser *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void pwarn(struct parser *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	pvadd(p, &p->c->warnings, fmt, ap);
+	va_end(ap);
 }
 
 static void sync_defaults(struct conf_sync *s)
@@ -487,6 +510,26 @@ static void add_excludes(struct parser *p, const char *v)
 	free(copy);
 }
 
+/* check_command, on_update: a command that splits into words. */
+static void set_command(struct parser *p, const char *key, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	char **argv = NULL, *err = NULL, *syntax = NULL;
+
+	if (hook_split(v, &argv, &err) < 0)
+		perr(p, "%s: %s", key, err ? err : "cannot parse");
+	else
+		set_str(key[0] == 'c' ? &s->check_command : &s->on_update, v);
+	/* Valid, but it does not do what it says. */
+	if (argv && (syntax = hook_shell_syntax(v)) != NULL)
+		pwarn(p, "%s: %s is shell syntax, but the command runs without "
+			 "a shell (write sh -c '...' for one)",
+		      key, syntax);
+	hook_argv_free(argv);
+	free(syntax);
+	free(err);
+}
+
 /* hook_env: words split as a command is, each NAME or NAME=value. */
 static void set_hook_env(struct parser *p, const char *v)
 {
@@ -588,14 +631,7 @@ static void sync_key(struct parser *p, const char *key, const char *v)
 			s->gid = id;
 	} else if (strcmp(key, "check_command") == 0 ||
 		   strcmp(key, "on_update") == 0) {
-		char **argv = NULL, *err = NULL;
-		if (hook_split(v, &argv, &err) < 0)
-			perr(p, "%s: %s", key, err ? err : "cannot parse");
-		else
-			set_str(key[0] == 'c' ? &s->check_command : &s->on_update,
-				v);
-		hook_argv_free(argv);
-		free(err);
+		set_command(p, key, v);
 	} else if (strcmp(key, "hook_env") == 0) {
 		set_hook_env(p, v);
 	} else if (strcmp(key, "reload_signal") == 0) {
@@ -1063,5 +1099,6 @@ void conf_free(struct conf *c)
 	free(c->metrics_file);
 	free(c->metrics_listen);
 	free(c->path);
+	conf_errors_fini(&c->warnings);
 	free(c);
 }

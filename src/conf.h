@@ -46,6 +46,11 @@ struct conf_sync {
 	size_t nhook_env;
 };
 
+struct conf_errors {
+	char **v;
+	size_t n;
+};
+
 struct conf {
 	char *path;
 	enum log_level log_level;
@@ -57,11 +62,9 @@ struct conf {
 	unsigned unhealthy_after_s;
 	struct conf_sync *syncs;
 	size_t nsyncs;
-};
-
-struct conf_errors {
-	char **v;
-	size_t n;
+	/* What is valid but likely not what was meant ("file:line:
+	 * message"), for --check-config and the log. */
+	struct conf_errors warnings;
 };
 
 /* Reads `path`.  Returns 0 with *out set even when problems were found

@@ -34,6 +34,12 @@ struct hook {
 	unsigned timeout_s;
 };
 
+static const char *basename_of(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	return b ? b + 1 : path;
+}
+
 void hook_argv_free(char **argv)
 {
 	if (argv == NULL)
@@ -127,6 +133,83 @@ nomem:
 	free(word);
 	hook_argv_free(argv);
 	return -ENOMEM;
+}
+
+/* Whether argv runs a shell on a -c script. */
+static bool runs_shell(char **argv)
+{
+	size_t i = 0;
+
+	if (strcmp(basename_of(argv[0]), "env") == 0)
+		for (i = 1; argv[i] && (argv[i][0] == '-' || strchr(argv[i], '='));)
+			i++;
+	if (argv[i] == NULL)
+		return false;
+	const char *b = basename_of(argv[i]);
+	if (strcmp(b, "sh") != 0 && strcmp(b, "bash") != 0 &&
+	    strcmp(b, "dash") != 0)
+		return false;
+	for (i++; argv[i] && (argv[i][0] == '-' || argv[i][0] == '+'); i++) {
+		if (strcmp(argv[i] + 1, "o") == 0 && argv[i + 1])
+			i++; /* -o OPTION */
+		else if (argv[i][0] == '-' && argv[i][1] != '-' &&
+			 strchr(argv[i] + 1, 'c'))
+			return true;
+	}
+	return false;
+}
+
+/* The shell syntax at p, quoted (malloc'ed), or NULL. */
+static char *syntax_at(const char *p, bool in_dq)
+{
+	char *r = NULL;
+	size_t n;
+
+	if (*p == '`')
+		return strdup("'`...`'");
+	if (*p == '$' && (p[1] == '(' || p[1] == '{'))
+		return strdup(p[1] == '(' ? "'$(...)'" : "'${...}'");
+	if (*p == '$' && (isalpha((unsigned char)p[1]) || p[1] == '_')) {
+		for (n = 2; isalnum((unsigned char)p[n]) || p[n] == '_'; n++)
+			;
+	} else if (*p == '$' && p[1] && strchr("0123456789?$!#@*-", p[1])) {
+		n = 2;
+	} else if (!in_dq && strchr("><|;&", *p)) {
+		n = p[1] && strchr("><|;&", p[1]) ? 2 : 1;
+	} else {
+		return NULL;
+	}
+	if (asprintf(&r, "'%.*s'", (int)n, p) < 0)
+		return NULL;
+	return r;
+}
+
+char *hook_shell_syntax(const char *cmd)
+{
+	char **argv = NULL;
+	bool in_dq = false;
+
+	if (hook_split(cmd, &argv, NULL) < 0)
+		return NULL;
+	bool shell = runs_shell(argv);
+	hook_argv_free(argv);
+	if (shell)
+		return NULL;
+	/* Read as hook_split reads it. */
+	for (const char *p = cmd; *p; p++) {
+		if (*p == '\\' && p[1] && (!in_dq || strchr("\"\\$`", p[1]))) {
+			p++;
+		} else if (*p == '\'' && !in_dq) {
+			p = strchr(p + 1, '\'');
+		} else if (*p == '"') {
+			in_dq = !in_dq;
+		} else {
+			char *t = syntax_at(p, in_dq);
+			if (t)
+				return t;
+		}
+	}
+	return NULL;
 }
 
 /* An environment under construction. */
@@ -271,15 +354,12 @@ struct wait_ctx {
 static void on_waited(void *data, const struct hook_result *r)
 {
 	struct wait_ctx *w = data;
-	char buf[128];
 
 	w->done = true;
 	if (hook_ok(r))
 		return;
 	w->rc = -ECANCELED;
-	if (asprintf(&w->why, "%s%s%s", hook_describe(r, buf, sizeof(buf)),
-		     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
-		w->why = NULL;
+	w->why = hook_describe(r);
 }
 
 int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
@@ -314,22 +394,32 @@ int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
 	return w.rc;
 }
 
-const char *hook_describe(const struct hook_result *r, char *buf, size_t size)
+char *hook_describe(const struct hook_result *r)
 {
-	if (r->spawn_error)
-		snprintf(buf, size, "could not start: %s",
-			 strerror(-r->spawn_error));
-	else if (r->timed_out && r->signal == 0)
-		snprintf(buf, size, "timed out (it then exited with status %d)",
-			 r->status);
+	char how[96], *m = NULL;
+	const char *tail = r->stderr_tail ? r->stderr_tail : "";
+
+	if (r->spawn_error) {
+		/* The program can be a long path: no fixed buffer. */
+		if (asprintf(&m, "%s could not start: %s",
+			     r->file ? r->file : "command",
+			     strerror(-r->spawn_error)) < 0)
+			m = NULL;
+		return m;
+	}
+	if (r->timed_out && r->signal == 0)
+		snprintf(how, sizeof(how),
+			 "timed out (it then exited with status %d)", r->status);
 	else if (r->timed_out)
-		snprintf(buf, size, "timed out and was killed (signal %d)",
+		snprintf(how, sizeof(how), "timed out and was killed (signal %d)",
 			 r->signal);
 	else if (r->signal)
-		snprintf(buf, size, "killed by signal %d", r->signal);
+		snprintf(how, sizeof(how), "killed by signal %d", r->signal);
 	else
-		snprintf(buf, size, "exit status %d", r->status);
-	return buf;
+		snprintf(how, sizeof(how), "exit status %d", r->status);
+	if (asprintf(&m, "%s%s%s", how, *tail ? ": " : "", tail) < 0)
+		m = NULL;
+	return m;
 }
 
 static void on_closed(uv_handle_t *h)
@@ -485,7 +575,7 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	if (k == NULL) {
 		/* Reported like any command that cannot start. */
 		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
-					.stderr_tail = ""};
+					.file = argv[0], .stderr_tail = ""};
 		done(data, &r);
 		return 0;
 	}
@@ -521,7 +611,7 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	if (rc < 0) {
 		/* uv_spawn leaves an initialised handle that must be closed. */
 		struct hook_result r = {.status = -1, .spawn_error = rc,
-					.stderr_tail = ""};
+					.file = argv[0], .stderr_tail = ""};
 		k->finished = true;
 		done(data, &r);
 		close_all(k);

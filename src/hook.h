@@ -20,6 +20,7 @@ struct hook_result {
 	int signal;	 /* the signal that ended it, or 0 */
 	bool timed_out;	 /* it outlived its timeout */
 	int spawn_error; /* it could not start: a negative errno */
+	const char *file; /* the program, for messages (NULL: unknown) */
 	const char *stderr_tail; /* its last few stderr lines, or "" */
 };
 
@@ -36,6 +37,13 @@ typedef void (*hook_done_cb)(void *data, const struct hook_result *r);
  * hook_argv_free(). */
 int hook_split(const char *cmd, char ***argv, char **err);
 void hook_argv_free(char **argv);
+
+/* The first shell syntax in cmd that hook_split takes literally (outside
+ * single quotes: > < | ; & $VAR $(...) `...`), quoted for a message
+ * ("'>'", "'$HOME'"; malloc'ed), or NULL when there is none, when cmd
+ * does not split, or when it runs a shell with -c (sh, bash, dash,
+ * after env and its NAME=value words), which reads the syntax itself. */
+char *hook_shell_syntax(const char *cmd);
 
 /* Starts argv with the environment `env` (NAME=value entries,
  * NULL-terminated: nothing of the daemon's own is added) in the
@@ -85,9 +93,10 @@ int hook_signal(const char *pidfile, int pid, int sig, char **err);
 int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
 		  char **why);
 
-/* "exit status 3", "killed by signal 9", "timed out and was killed
- * (signal 15)". */
-const char *hook_describe(const struct hook_result *r, char *buf,
-			  size_t size);
+/* How a command that failed ended, with the end of its stderr:
+ * "exit status 3: TAIL", "killed by signal 9", "timed out and was killed
+ * (signal 15)", "/usr/bin/x could not start: No such file or directory".
+ * Malloc'ed; NULL when out of memory. */
+char *hook_describe(const struct hook_result *r);
 
 #endif

@@ -559,6 +559,8 @@ static void reload(struct daemon *d)
 	int rc = conf_load(d->conf->path, &n, &errs);
 	if (rc == 0)
 		conf_check(n, &errs);
+	for (size_t i = 0; n && i < n->warnings.n; i++)
+		log_warn("reload: %s", n->warnings.v[i]);
 	if (rc < 0 || errs.n > 0) {
 		if (rc < 0)
 			log_error("reload: %s: %s; keeping the running "
@@ -829,6 +831,14 @@ int main(int argc, char **argv)
 	conf_check(conf, &errs);
 	for (size_t i = 0; i < errs.n; i++)
 		fprintf(stderr, "%s\n", errs.v[i]);
+	/* With the problems, or what --check-config says; logged when the
+	 * mappings run. */
+	for (size_t i = 0; i < conf->warnings.n; i++) {
+		if (op.check_config || errs.n > 0)
+			fprintf(stderr, "warning: %s\n", conf->warnings.v[i]);
+		else
+			log_warn("%s", conf->warnings.v[i]);
+	}
 	if (errs.n > 0) {
 		conf_errors_fini(&errs);
 		conf_free(conf);

@@ -519,14 +519,14 @@ static void post_result(struct sync *s, const char *failure)
 static void on_update_done(void *data, const struct hook_result *r)
 {
 	struct sync *s = data;
-	char why[128], *failure = NULL;
+	char *failure = NULL;
 
 	s->post = NULL;
 	if (!hook_ok(r)) {
-		if (asprintf(&failure, "on_update %s%s%s",
-			     hook_describe(r, why, sizeof(why)),
-			     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
+		char *why = hook_describe(r);
+		if (why == NULL || asprintf(&failure, "on_update %s", why) < 0)
 			failure = NULL;
+		free(why);
 	} else {
 		log_msg(LOG_LVL_DEBUG, s->c->name, "on_update done");
 	}
@@ -719,7 +719,6 @@ static void publish_finished(struct sync *s, enum outcome out)
 static void on_check_done(void *data, const struct hook_result *r)
 {
 	struct sync *s = data;
-	char why[128];
 
 	s->check = NULL;
 	if (hook_ok(r)) {
@@ -727,11 +726,11 @@ static void on_check_done(void *data, const struct hook_result *r)
 		return;
 	}
 	free(s->err);
-	if (asprintf(&s->err, "check_command vetoed %s: %s%s%s",
-		     writer_pending_dir(s->pending),
-		     hook_describe(r, why, sizeof(why)),
-		     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
+	char *why = hook_describe(r);
+	if (why == NULL || asprintf(&s->err, "check_command vetoed %s: %s",
+				    writer_pending_dir(s->pending), why) < 0)
 		s->err = NULL;
+	free(why);
 	log_msg(LOG_LVL_ERROR, s->c->name, "%s; the live generation stays",
 		s->err ? s->err : "veto");
 	s->rc = -ECANCELED;
@@ -754,6 +753,7 @@ static void start_check(struct sync *s)
 	if (env == NULL || hook_split(s->c->check_command, &argv, NULL) < 0) {
 		hook_env_free(env);
 		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
+					.file = s->c->check_command,
 					.stderr_tail = ""};
 		on_check_done(s, &r);
 		return;

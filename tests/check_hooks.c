@@ -230,6 +230,44 @@ START_TEST(test_hooks_get_a_clean_environment)
 }
 END_TEST
 
+/* A command with shell syntax but no shell passes the check with a
+ * warning that names where and what, is warned about at start and on
+ * reload; when it cannot start, the log names the program. */
+START_TEST(test_shell_syntax_is_warned_about_and_a_missing_program_named)
+{
+	const char *keys = "on_update = /no/such/program --now > /tmp/out";
+	char *text;
+	ck_assert_int_ge(asprintf(&text, "[sync:web]\nsource = %s\ntarget = %s\n%s\n",
+				  src, dst, keys),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	free(text);
+	const char *argv[] = {tu_bin(), "--check-config", "--config", conf, NULL};
+	char *out = NULL, *err = NULL;
+	ck_assert_int_eq(tu_run(argv, &out, &err, 10000), 0);
+	ck_assert_msg(strstr(out, ": OK, 1 mapping"), "%s", out);
+	char want[512];
+	snprintf(want, sizeof(want),
+		 "warning: %s:4: [sync:web]: on_update: '>' is shell syntax, but "
+		 "the command runs without a shell (write sh -c '...' for one)\n",
+		 conf);
+	ck_assert_msg(strcmp(err, want) == 0, "%s", err);
+	free(out);
+	free(err);
+
+	start("", keys);
+	wait_file(logpath, "on_update /no/such/program could not start: No such "
+			   "file or directory; retrying",
+		  1, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, "on_update: '>' is shell syntax"), 1);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_file(logpath, "reload done", 1, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, "reload: "), 1);
+	ck_assert_int_eq(tu_file_count(logpath, "on_update: '>' is shell syntax"), 2);
+	stop();
+}
+END_TEST
+
 START_TEST(test_check_command_veto_keeps_the_old_generation)
 {
 	tu_write(src, "ok", "", 0644);
@@ -751,6 +789,7 @@ static Suite *hooks_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_on_update_gets_the_documented_environment);
 	tcase_add_test(tc, test_hooks_get_a_clean_environment);
+	tcase_add_test(tc, test_shell_syntax_is_warned_about_and_a_missing_program_named);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
 	tcase_add_test(tc, test_check_that_times_out_vetoes_even_if_it_exits_0);
 	tcase_add_test(tc, test_hook_ignoring_sigterm_is_killed_at_the_timeout);
