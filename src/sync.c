@@ -92,7 +92,9 @@ struct sync {
 	struct hook *post;
 	bool post_due;	      /* a publish the actions have not followed */
 	unsigned post_failures;
-	size_t post_changed;  /* paths changed since the last good run */
+	/* Paths changed by publishes that no run was given yet, and by
+	 * those the run under way (or its retry) was given. */
+	size_t post_changed, post_given;
 	char *post_last_err;
 
 	/* For logging once per change of state. */
@@ -487,7 +489,7 @@ static void post_result(struct sync *s, const char *failure)
 			log_msg(LOG_LVL_INFO, name,
 				"after-publish actions work again");
 		s->post_failures = 0;
-		s->post_changed = 0;
+		s->post_given = 0;
 		free(s->post_last_err);
 		s->post_last_err = NULL;
 	} else {
@@ -499,6 +501,9 @@ static void post_result(struct sync *s, const char *failure)
 				failure);
 		free(s->post_last_err);
 		s->post_last_err = strdup(failure);
+		/* The retry is told about all of it again. */
+		s->post_changed += s->post_given;
+		s->post_given = 0;
 		/* Retry, unless a newer publish runs them anyway; a stopping
 		 * daemon does not wait for retries. */
 		s->post_due = !s->stopping;
@@ -542,6 +547,10 @@ static void post_kick(struct sync *s)
 	    uv_is_active((uv_handle_t *)&s->post_retry))
 		return;
 	s->post_due = false;
+	/* This run consumes what came so far; what comes while it runs is
+	 * for the next one. */
+	s->post_given = s->post_changed;
+	s->post_changed = 0;
 	if (s->c->reload_signal) {
 		char *failure = NULL;
 		if (hook_signal(s->c->reload_pidfile, s->c->reload_pid,
@@ -560,7 +569,7 @@ static void post_kick(struct sync *s)
 	char **argv = NULL;
 	struct hook_vars hv = {
 		.name = s->c->name, .target = s->c->target,
-		.gen = s->generation, .changed = (long)s->post_changed,
+		.gen = s->generation, .changed = (long)s->post_given,
 		.pass = s->c->hook_env, .npass = s->c->nhook_env,
 	};
 	char **env = hook_env(&hv);

@@ -148,43 +148,107 @@ static int have_curl(void)
 	return tu_run(argv, NULL, NULL, 5000) == 0;
 }
 
-START_TEST(test_on_update_gets_the_documented_environment)
+/* An on_update that records its run N (its ATOMSYNC_ variables in
+ * DIR/env.N, a copy of its changed-paths file in DIR/changed.N), then
+ * blocks until DIR/go.N appears, and exits with the status written in
+ * it: the test decides when a run ends and how, so what lands meanwhile
+ * does not depend on timing. */
+static const char blocking_hook[] =
+	"#!/bin/sh\n"
+	"d=$1\n"
+	"n=$(( $(cat \"$d/runs\" 2>/dev/null || echo 0) + 1 ))\n"
+	"echo $n > \"$d/runs\"\n"
+	"if [ -n \"$ATOMSYNC_CHANGED_FILE\" ]; then\n"
+	"  cp \"$ATOMSYNC_CHANGED_FILE\" \"$d/changed.$n\" || exit 9\n"
+	"fi\n"
+	"env | grep ^ATOMSYNC_ | sort > \"$d/env.tmp\"\n"
+	"mv \"$d/env.tmp\" \"$d/env.$n\"\n"
+	"while [ ! -s \"$d/go.$n\" ]; do sleep 0.01; done\n"
+	"exit $(cat \"$d/go.$n\")\n";
+
+static void start_blocking_hook(const char *more_keys)
 {
 	char *keys;
-	ck_assert_int_ge(asprintf(&keys,
-				  "on_update = sh -c 'env | grep ^ATOMSYNC_ | sort "
-				  "> \"%s/env.tmp\" && mv \"%s/env.tmp\" \"%s/env\"'",
-				  tmp, tmp, tmp),
+	tu_write(tmp, "hook.sh", blocking_hook, 0755);
+	ck_assert_int_ge(asprintf(&keys, "on_update = %s/hook.sh %s\n%s", tmp,
+				  tmp, more_keys),
 			 0);
 	start("", keys);
 	free(keys);
-	char *envf = tu_path(tmp, "env");
-	wait_file(envf, "ATOMSYNC_NAME=web", 1, 5000);
-	char *gen0 = tu_live(dst);
-	tu_write(src, "new", "n\n", 0644);
-	/* The run that follows the publish of the change names its
-	 * generation. */
-	char want[512], *gen = NULL;
-	for (long long end = tu_now_ms() + tu_scale(5000); tu_now_ms() < end;
-	     tu_nap(10)) {
-		free(gen);
-		gen = tu_live(dst);
-		if (strcmp(gen, gen0) == 0)
-			continue;
-		snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen);
-		if (tu_file_count(envf, want) == 1)
-			break;
-	}
-	char *env = tu_read(envf, NULL);
+}
+
+/* Waits for run n of the blocking hook; its variables (malloc'ed). */
+static char *hook_run_env(int n)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "env.%d", n);
+	char *f = tu_path(tmp, name);
+	wait_file(f, "ATOMSYNC_NAME=web\n", 1, 10000);
+	char *env = tu_read(f, NULL);
+	free(f);
+	return env;
+}
+
+/* Ends run n of the blocking hook with `status`. */
+static void hook_run_end(int n, int status)
+{
+	char name[32], st[16];
+	snprintf(name, sizeof(name), "go.%d", n);
+	snprintf(st, sizeof(st), "%d\n", status);
+	tu_write(tmp, name, st, 0644);
+}
+
+/* Puts `data` at src/rel in one rename, so that it is one change. */
+static void put_source(const char *rel, const char *data)
+{
+	tu_write(tmp, "put.tmp", data, 0644);
+	char *from = tu_path(tmp, "put.tmp"), *to = tu_path(src, rel);
+	ck_assert_int_eq(rename(from, to), 0);
+	free(from);
+	free(to);
+}
+
+static int target_has(void *arg)
+{
+	char *d = target_file(arg);
+	free(d);
+	return d != NULL;
+}
+
+static void wait_target_has(const char *rel)
+{
+	if (!tu_wait_for(target_has, (void *)rel, 5000))
+		ck_abort_msg("target never had %s", rel);
+}
+
+/* A publish that lands while on_update runs is what the next run is
+ * told about, even though the run under way ends after it. */
+START_TEST(test_on_update_gets_the_documented_environment)
+{
+	start_blocking_hook("");
+	char *env = hook_run_env(1);
+	char *gen0 = tu_live(dst), want[512];
+	snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen0);
 	ck_assert_msg(strstr(env, want), "%s", env);
 	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=1\n"), "%s", env);
-	free(gen0);
 	snprintf(want, sizeof(want), "ATOMSYNC_TARGET=%s\n", dst);
 	ck_assert_msg(strstr(env, want), "%s", env);
+	free(env);
+	/* Published while run 1 still runs. */
+	put_source("new", "n\n");
+	wait_target_has("new");
+	char *gen1 = tu_live(dst);
+	ck_assert_str_ne(gen0, gen1);
+	hook_run_end(1, 0);
+	env = hook_run_env(2);
+	snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen1);
+	ck_assert_msg(strstr(env, want), "%s", env);
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=1\n"), "%s", env);
+	hook_run_end(2, 0);
 	stop();
 	free(env);
-	free(gen);
-	free(envf);
+	free(gen0);
+	free(gen1);
 }
 END_TEST
 
