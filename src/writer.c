@@ -75,6 +75,7 @@ uint64_t writer_now_ms(void)
 void writer_result_fini(struct writer_result *r)
 {
 	free(r->generation);
+	free(r->paths);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -808,6 +809,27 @@ static int same_content(struct writer *w, const struct snapshot *s,
 	return 0;
 }
 
+/* Appends `path` to r->paths.  The buffer doubles from 256 bytes, so
+ * its size follows from paths_len and is not kept. */
+static int note_path(struct writer_result *r, const char *path)
+{
+	size_t n = strlen(path) + 1, cap = 256, want;
+
+	while (cap < r->paths_len)
+		cap *= 2;
+	if (r->paths == NULL || r->paths_len + n > cap) {
+		for (want = cap; want < r->paths_len + n; want *= 2)
+			;
+		char *p = realloc(r->paths, want);
+		if (p == NULL)
+			return -ENOMEM;
+		r->paths = p;
+	}
+	memcpy(r->paths + r->paths_len, path, n);
+	r->paths_len += n;
+	return 0;
+}
+
 /* Decides, entry by entry, what the new generation needs. */
 static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		struct writer_result *r, char **err)
@@ -823,6 +845,8 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 							l->v[j].path);
 		if (c > 0) {
 			r->removed++;
+			if (note_path(r, l->v[j].path) < 0)
+				return -ENOMEM;
 			if (w->o.dry_run)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would remove %s",
@@ -838,6 +862,8 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		act[i] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
 		if (c < 0) {
 			r->added++;
+			if (note_path(r, e->path) < 0)
+				return -ENOMEM;
 			if (w->o.dry_run)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would add %s", e->path);
@@ -871,6 +897,8 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		}
 		if (changed) {
 			r->changed++;
+			if (note_path(r, e->path) < 0)
+				return -ENOMEM;
 			if (w->o.dry_run)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would update %s", e->path);
@@ -1262,6 +1290,10 @@ fail:
 	pending_free(p);
 	free(act);
 	snapshot_free(s);
+	/* A caller may try again with the same result (-EAGAIN). */
+	free(r->paths);
+	r->paths = NULL;
+	r->paths_len = 0;
 	return rc;
 }
 
