@@ -2,15 +2,18 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "hook.h"
 #include "log.h"
+#include "snapshot.h"
 
 /* Kept of a command's stderr, for the log. */
 #define TAIL_BYTES 4096
@@ -284,11 +287,105 @@ char **hook_env(const struct hook_vars *v)
 		env_add(&b, "ATOMSYNC_GENERATION_DIR=%s", v->gen_dir);
 	if (v->changed >= 0)
 		env_add(&b, "ATOMSYNC_CHANGED=%ld", v->changed);
+	if (v->changed_file)
+		env_add(&b, "ATOMSYNC_CHANGED_FILE=/dev/fd/3");
+	if (v->incomplete)
+		env_add(&b, "ATOMSYNC_CHANGED_INCOMPLETE=1");
 	if (b.nomem) {
 		hook_env_free(b.v);
 		return NULL;
 	}
 	return b.v;
+}
+
+void hook_changes_fini(struct hook_changes *c)
+{
+	free(c->buf);
+	memset(c, 0, sizeof(*c));
+}
+
+/* Appends the path at p (NUL-ended) to `to`, unless that would pass a
+ * bound; false then. */
+static bool changes_put(struct hook_changes *to, const char *p)
+{
+	size_t n = strlen(p) + 1;
+
+	if (to->n == HOOK_CHANGES_MAX || to->len + n > HOOK_CHANGES_MAX_BYTES)
+		return false;
+	memcpy(to->buf + to->len, p, n);
+	to->len += n;
+	to->n++;
+	return true;
+}
+
+void hook_changes_add(struct hook_changes *c, const char *list, size_t len,
+		      bool incomplete)
+{
+	size_t cap = c->len + len, ia = 0, ib = 0;
+	struct hook_changes m = {.incomplete = c->incomplete || incomplete};
+
+	if (len == 0) {
+		c->incomplete = m.incomplete;
+		return;
+	}
+	m.buf = malloc(cap < HOOK_CHANGES_MAX_BYTES ? cap : HOOK_CHANGES_MAX_BYTES);
+	if (m.buf == NULL) {
+		c->incomplete = true; /* what it has stays */
+		return;
+	}
+	/* Both are in order: merge them, each path once. */
+	while (ia < c->len || ib < len) {
+		const char *a = ia < c->len ? c->buf + ia : NULL;
+		const char *b = ib < len ? list + ib : NULL;
+		int cmp = a == NULL ? 1 : b == NULL ? -1 : snapshot_path_cmp(a, b);
+		if (!changes_put(&m, cmp <= 0 ? a : b)) {
+			m.incomplete = true;
+			break;
+		}
+		if (cmp <= 0)
+			ia += strlen(a) + 1;
+		if (cmp >= 0)
+			ib += strlen(b) + 1;
+	}
+	free(c->buf);
+	*c = m;
+}
+
+/* Where memfd_create is not allowed: a file with no name in /tmp. */
+static int changes_tmpfile(void)
+{
+	int fd = open("/tmp", O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+int hook_changes_fd(const struct hook_changes *c)
+{
+	int fd = memfd_create("atomsync-changed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0 && (fd = changes_tmpfile()) < 0)
+		return fd;
+	for (size_t off = 0; off < c->len;) {
+		ssize_t w = write(fd, c->buf + off, c->len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			int rc = -errno;
+			close(fd);
+			return rc;
+		}
+		off += (size_t)w;
+	}
+	/* The command reads it from the start, and cannot change it for
+	 * whoever reads it after (sealing is best effort: a tmpfile
+	 * cannot be sealed, and is the command's alone anyway). */
+	if (lseek(fd, 0, SEEK_SET) < 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	(void)fcntl(fd, F_ADD_SEALS,
+		    F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+	return fd;
 }
 
 int hook_env_check(const char *word, char **err)
@@ -362,8 +459,8 @@ static void on_waited(void *data, const struct hook_result *r)
 	w->why = hook_describe(r);
 }
 
-int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
-		  char **why)
+int hook_run_wait(const char *cmd, char *const env[], int fd3,
+		  unsigned timeout_s, char **why)
 {
 	uv_loop_t loop;
 	struct wait_ctx w = {0};
@@ -378,7 +475,7 @@ int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
 		hook_argv_free(argv);
 		return rc;
 	}
-	rc = hook_run(&loop, argv, env, timeout_s, on_waited, &w, &h);
+	rc = hook_run(&loop, argv, env, fd3, timeout_s, on_waited, &w, &h);
 	hook_argv_free(argv);
 	if (rc == 0)
 		uv_run(&loop, UV_RUN_DEFAULT);
@@ -565,7 +662,7 @@ static void on_timeout(uv_timer_t *t)
 }
 
 int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
-	     unsigned timeout_s, hook_done_cb done, void *data,
+	     int fd3, unsigned timeout_s, hook_done_cb done, void *data,
 	     struct hook **out)
 {
 	struct hook *k = calloc(1, sizeof(*k));
@@ -588,11 +685,12 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	k->err.data = k->timeout.data = k->drain.data = k->proc.data = k;
 	k->open_handles = 4;
 
-	uv_stdio_container_t stdio[3] = {
+	uv_stdio_container_t stdio[4] = {
 		{.flags = UV_IGNORE},
 		{.flags = UV_IGNORE},
 		{.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
 		 .data.stream = (uv_stream_t *)&k->err},
+		{.flags = UV_INHERIT_FD, .data.fd = fd3},
 	};
 	uv_process_options_t po = {
 		.exit_cb = on_exit_cb,
@@ -604,7 +702,7 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 		/* setsid(): its own process group, so a timeout reaches the
 		 * children of a shell too. */
 		.flags = UV_PROCESS_DETACHED,
-		.stdio_count = 3,
+		.stdio_count = fd3 >= 0 ? 4 : 3,
 		.stdio = stdio,
 	};
 	rc = uv_spawn(loop, &k->proc, &po);

@@ -47,12 +47,12 @@ char *hook_shell_syntax(const char *cmd);
 
 /* Starts argv with the environment `env` (NAME=value entries,
  * NULL-terminated: nothing of the daemon's own is added) in the
- * directory /.  `done` runs exactly once: when the command has ended, or
+ * directory /, with `fd3` (unless -1) as its descriptor 3.  `done` runs exactly once: when the command has ended, or
  * at once (with spawn_error set, *out NULL) when it cannot start.  After
  * a timeout, SIGKILL reaches the process group after the grace period
  * even if its leader has exited. */
 int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
-	     unsigned timeout_s, hook_done_cb done, void *data,
+	     int fd3, unsigned timeout_s, hook_done_cb done, void *data,
 	     struct hook **out);
 
 /* PATH when the daemon has none. */
@@ -64,6 +64,8 @@ struct hook_vars {
 	const char *name, *target, *gen;
 	const char *gen_dir; /* check_command: ATOMSYNC_GENERATION_DIR */
 	long changed;	     /* on_update: ATOMSYNC_CHANGED; -1: not set */
+	bool changed_file;   /* ATOMSYNC_CHANGED_FILE=/dev/fd/3 */
+	bool incomplete;     /* ATOMSYNC_CHANGED_INCOMPLETE=1 */
 	/* The hook_env words of the mapping: NAME passes the daemon's
 	 * value of NAME when it has one, NAME=value sets it. */
 	char *const *pass;
@@ -84,14 +86,40 @@ void hook_env_free(char **env);
  * ATOMSYNC_); 0, or -EINVAL with *err saying why. */
 int hook_env_check(const char *word, char **err);
 
+/* The paths that publishes changed since on_update last succeeded,
+ * each once, in snapshot_path_cmp order.  The list is bounded: beyond
+ * HOOK_CHANGES_MAX paths or HOOK_CHANGES_MAX_BYTES of them, or when
+ * memory runs out, it keeps what it has and is marked incomplete. */
+#define HOOK_CHANGES_MAX 100000
+#define HOOK_CHANGES_MAX_BYTES (16u << 20)
+
+struct hook_changes {
+	char *buf;	 /* the paths, each ended by a NUL */
+	size_t len, n;	 /* bytes and paths in buf */
+	bool incomplete; /* some changed paths are not in it */
+};
+
+/* Adds the paths of `list` (NUL-ended, in snapshot_path_cmp order, as
+ * a writer_result has them) to `c`; `incomplete` when the list itself
+ * is. */
+void hook_changes_add(struct hook_changes *c, const char *list, size_t len,
+		      bool incomplete);
+void hook_changes_fini(struct hook_changes *c);
+
+/* A file holding the paths of `c` as they are in buf, read from its
+ * start, with no name in any file system (a sealed memfd; an O_TMPFILE
+ * where memfd_create is not allowed): a descriptor, or a negative
+ * errno. */
+int hook_changes_fd(const struct hook_changes *c);
+
 /* Sends `sig` to the process in `pidfile` (read now) or to `pid`. */
 int hook_signal(const char *pidfile, int pid, int sig, char **err);
 
 /* Runs cmd to its end on a loop of its own (for one-shot runs).  0 when
  * hook_ok() holds, else -ECANCELED with *why (malloc'ed) describing how
  * it ended and the end of its stderr. */
-int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
-		  char **why);
+int hook_run_wait(const char *cmd, char *const env[], int fd3,
+		  unsigned timeout_s, char **why);
 
 /* How a command that failed ended, with the end of its stderr:
  * "exit status 3: TAIL", "killed by signal 9", "timed out and was killed

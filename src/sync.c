@@ -94,7 +94,7 @@ struct sync {
 	unsigned post_failures;
 	/* Paths changed by publishes that no run was given yet, and by
 	 * those the run under way (or its retry) was given. */
-	size_t post_changed, post_given;
+	struct hook_changes post_changed, post_given;
 	char *post_last_err;
 
 	/* For logging once per change of state. */
@@ -489,7 +489,7 @@ static void post_result(struct sync *s, const char *failure)
 			log_msg(LOG_LVL_INFO, name,
 				"after-publish actions work again");
 		s->post_failures = 0;
-		s->post_given = 0;
+		hook_changes_fini(&s->post_given);
 		free(s->post_last_err);
 		s->post_last_err = NULL;
 	} else {
@@ -502,8 +502,9 @@ static void post_result(struct sync *s, const char *failure)
 		free(s->post_last_err);
 		s->post_last_err = strdup(failure);
 		/* The retry is told about all of it again. */
-		s->post_changed += s->post_given;
-		s->post_given = 0;
+		hook_changes_add(&s->post_changed, s->post_given.buf,
+				 s->post_given.len, s->post_given.incomplete);
+		hook_changes_fini(&s->post_given);
 		/* Retry, unless a newer publish runs them anyway; a stopping
 		 * daemon does not wait for retries. */
 		s->post_due = !s->stopping;
@@ -539,6 +540,43 @@ static void on_update_done(void *data, const struct hook_result *r)
 	free(failure);
 }
 
+/* Starts on_update, told about the paths in s->post_given. */
+static void post_start_on_update(struct sync *s)
+{
+	struct hook_vars hv = {
+		.name = s->c->name, .target = s->c->target,
+		.gen = s->generation, .changed = (long)s->post_given.n,
+		.changed_file = true, .incomplete = s->post_given.incomplete,
+		.pass = s->c->hook_env, .npass = s->c->nhook_env,
+	};
+	char **env = hook_env(&hv), **argv = NULL, *failure = NULL;
+	int fd = hook_changes_fd(&s->post_given);
+
+	if (fd < 0 && asprintf(&failure, "on_update: changed-paths file: %s",
+			       strerror(-fd)) < 0)
+		failure = NULL;
+	if (fd < 0 || env == NULL ||
+	    hook_split(s->c->on_update, &argv, NULL) < 0) {
+		hook_env_free(env);
+		if (fd >= 0)
+			close(fd);
+		post_result(s, failure ? failure : "on_update cannot be started");
+		free(failure);
+		return;
+	}
+	struct hook *h = NULL;
+	/* A command that cannot start reports through on_update_done at
+	 * once; s->post stays NULL then. */
+	s->post = (struct hook *)1;
+	hook_run(s->loop, argv, env, fd, s->c->hook_timeout_s, on_update_done,
+		 s, &h);
+	if (s->post == (struct hook *)1)
+		s->post = h;
+	close(fd); /* the command has its own */
+	hook_argv_free(argv);
+	hook_env_free(env);
+}
+
 /* Runs the after-publish actions when one is due and none is running:
  * changes that come meanwhile coalesce into exactly one more run. */
 static void post_kick(struct sync *s)
@@ -549,8 +587,9 @@ static void post_kick(struct sync *s)
 	s->post_due = false;
 	/* This run consumes what came so far; what comes while it runs is
 	 * for the next one. */
+	hook_changes_fini(&s->post_given);
 	s->post_given = s->post_changed;
-	s->post_changed = 0;
+	memset(&s->post_changed, 0, sizeof(s->post_changed));
 	if (s->c->reload_signal) {
 		char *failure = NULL;
 		if (hook_signal(s->c->reload_pidfile, s->c->reload_pid,
@@ -566,28 +605,7 @@ static void post_kick(struct sync *s)
 		post_result(s, NULL);
 		return;
 	}
-	char **argv = NULL;
-	struct hook_vars hv = {
-		.name = s->c->name, .target = s->c->target,
-		.gen = s->generation, .changed = (long)s->post_given,
-		.pass = s->c->hook_env, .npass = s->c->nhook_env,
-	};
-	char **env = hook_env(&hv);
-	if (env == NULL || hook_split(s->c->on_update, &argv, NULL) < 0) {
-		hook_env_free(env);
-		post_result(s, "on_update cannot be started");
-		return;
-	}
-	struct hook *h = NULL;
-	/* A command that cannot start reports through on_update_done at
-	 * once; s->post stays NULL then. */
-	s->post = (struct hook *)1;
-	hook_run(s->loop, argv, env, s->c->hook_timeout_s, on_update_done, s,
-		 &h);
-	if (s->post == (struct hook *)1)
-		s->post = h;
-	hook_argv_free(argv);
-	hook_env_free(env);
+	post_start_on_update(s);
 }
 
 /* ---- the end of a publish ---- */
@@ -610,7 +628,9 @@ static void note_published(struct sync *s)
 		"published %s (%zu added, %zu changed, %zu removed) in %.1f ms",
 		s->res.generation, s->res.added, s->res.changed,
 		s->res.removed, (double)us / 1000.0);
-	s->post_changed += s->res.added + s->res.changed + s->res.removed;
+	if (s->c->on_update)
+		hook_changes_add(&s->post_changed, s->res.paths,
+				 s->res.paths_len, false);
 	if (s->c->on_update || s->c->reload_signal) {
 		s->post_due = true;
 		uv_timer_stop(&s->post_retry);
@@ -769,8 +789,8 @@ static void start_check(struct sync *s)
 	}
 	struct hook *h = NULL;
 	s->check = (struct hook *)1;
-	hook_run(s->loop, argv, env, s->c->hook_timeout_s, on_check_done, s,
-		 &h);
+	hook_run(s->loop, argv, env, -1, s->c->hook_timeout_s, on_check_done,
+		 s, &h);
 	if (s->check == (struct hook *)1)
 		s->check = h;
 	hook_argv_free(argv);
@@ -876,6 +896,8 @@ static void on_handle_closed(uv_handle_t *h)
 	free(s->warned);
 	free(s->last_err);
 	free(s->post_last_err);
+	hook_changes_fini(&s->post_changed);
+	hook_changes_fini(&s->post_given);
 	free(s->generation);
 	conf_sync_free(s->c);
 	free(s);

@@ -252,6 +252,113 @@ START_TEST(test_on_update_gets_the_documented_environment)
 }
 END_TEST
 
+/* The copy of run n's changed-paths file, NULs shown as '|'. */
+static char *hook_run_changed(int n)
+{
+	char name[32];
+	size_t len = 0;
+	snprintf(name, sizeof(name), "changed.%d", n);
+	char *f = tu_path(tmp, name);
+	char *d = tu_read(f, &len);
+	ck_assert_msg(d != NULL, "no %s", f);
+	for (size_t i = 0; i < len; i++)
+		if (d[i] == '\0')
+			d[i] = '|';
+	free(f);
+	return d;
+}
+
+static int target_lacks(void *arg)
+{
+	char *d = target_file(arg);
+	free(d);
+	return d == NULL;
+}
+
+/* Every publish since the last good run is in the file a run is given,
+ * each path once, and the count says how many; a run that fails gives
+ * its paths back for its retry. */
+START_TEST(test_on_update_is_told_every_path_changed_since_its_last_good_run)
+{
+	tu_write(src, "old", "o\n", 0644);
+	start_blocking_hook("");
+	char *env = hook_run_env(1), *ch = hook_run_changed(1);
+	ck_assert_str_eq(ch, "app.conf|old|");
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=2\n") &&
+			      strstr(env, "ATOMSYNC_CHANGED_FILE=/dev/fd/3\n") &&
+			      !strstr(env, "INCOMPLETE"),
+		      "%s", env);
+	free(env);
+	free(ch);
+	/* Two publishes while run 1 blocks. */
+	put_source("app.conf", "v2\n");
+	put_source("a", "a\n");
+	wait_target("v2\n");
+	wait_target_has("a");
+	char *d = tu_path(tmp, "d.tmp"), *to = tu_path(src, "d");
+	tu_write(d, "b", "b\n", 0644);
+	ck_assert_int_eq(rename(d, to), 0);
+	free(d);
+	free(to);
+	char *old = tu_path(src, "old");
+	ck_assert_int_eq(unlink(old), 0);
+	free(old);
+	put_source("app.conf", "v3\n");
+	wait_target("v3\n");
+	wait_target_has("d/b");
+	ck_assert(tu_wait_for(target_lacks, "old", 5000));
+	hook_run_end(1, 0);
+	env = hook_run_env(2);
+	ch = hook_run_changed(2);
+	ck_assert_str_eq(ch, "a|app.conf|d|d/b|old|");
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=5\n"), "%s", env);
+	free(env);
+	free(ch);
+	/* A publish while run 2 blocks; then run 2 fails: its retry is told
+	 * about both. */
+	put_source("c", "c\n");
+	wait_target_has("c");
+	hook_run_end(2, 1);
+	env = hook_run_env(3);
+	ch = hook_run_changed(3);
+	ck_assert_str_eq(ch, "a|app.conf|c|d|d/b|old|");
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=6\n"), "%s", env);
+	hook_run_end(3, 0);
+	wait_file(logpath, "after-publish actions work again", 1, 5000);
+	stop();
+	free(env);
+	free(ch);
+}
+END_TEST
+
+/* The example of the manual: act only when app.conf changed. */
+START_TEST(test_on_update_can_act_on_one_file_only)
+{
+	char *keys, *runs = tu_path(tmp, "reloads");
+	ck_assert_int_ge(asprintf(&keys,
+				  "on_update = sh -c 'if [ -n "
+				  "\"$ATOMSYNC_CHANGED_INCOMPLETE\" ] || grep -qzxF "
+				  "app.conf \"$ATOMSYNC_CHANGED_FILE\"; then echo "
+				  "\"$ATOMSYNC_GENERATION\" >> \"%s\"; fi'",
+				  runs),
+			 0);
+	start("", keys);
+	free(keys);
+	wait_file(runs, "\n", 1, 5000);
+	put_source("other", "x\n");
+	wait_target_has("other");
+	wait_file(logpath, "on_update done", 2, 5000);
+	put_source("app.conf", "v2\n");
+	wait_target("v2\n");
+	wait_file(runs, "\n", 2, 5000);
+	wait_file(logpath, "on_update done", 3, 5000);
+	stop();
+	/* The start-up publish and the change of app.conf. */
+	ck_assert_int_eq(tu_file_count(runs, "\n"), 2);
+	free(runs);
+}
+END_TEST
+
 /* Nothing of the daemon's environment but PATH and LANG reaches a hook
  * unless hook_env names it; hooks start in /. */
 START_TEST(test_hooks_get_a_clean_environment)
@@ -803,8 +910,9 @@ START_TEST(test_once_runs_the_check_and_the_hooks_too)
 				  "check_command = sh -c 'test -f "
 				  "\"$ATOMSYNC_GENERATION_DIR/ok\" || { echo no ok >&2; "
 				  "exit 4; }'\n"
-				  "on_update = sh -c 'env > \"%s\"'",
-				  envf),
+				  "on_update = sh -c 'env > \"%s\"; "
+				  "cp \"$ATOMSYNC_CHANGED_FILE\" \"%s/changed.1\"'",
+				  envf, tmp),
 			 0);
 	tu_write(src, "ok", "", 0644);
 	ck_assert_int_eq(once(keys, &err), 0);
@@ -814,6 +922,9 @@ START_TEST(test_once_runs_the_check_and_the_hooks_too)
 	snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen);
 	ck_assert_int_eq(tu_file_count(envf, want), 1);
 	ck_assert_int_eq(tu_file_count(envf, "ATOMSYNC_CHANGED=2\n"), 1);
+	char *ch = hook_run_changed(1);
+	ck_assert_str_eq(ch, "app.conf|ok|");
+	free(ch);
 	/* Vetoed: exit 1, the reason, and the live generation stays. */
 	char *ok = tu_path(src, "ok");
 	unlink(ok);
@@ -852,6 +963,8 @@ static Suite *hooks_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_on_update_gets_the_documented_environment);
+	tcase_add_test(tc, test_on_update_is_told_every_path_changed_since_its_last_good_run);
+	tcase_add_test(tc, test_on_update_can_act_on_one_file_only);
 	tcase_add_test(tc, test_hooks_get_a_clean_environment);
 	tcase_add_test(tc, test_shell_syntax_is_warned_about_and_a_missing_program_named);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);

@@ -1,0 +1,211 @@
+/* The hook module in-process: the environment a command gets, and the
+ * list of changed paths handed to on_update (union, order, bounds, the
+ * file it is read from). */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hook.h"
+#include "testutil.h"
+
+/* A NUL-ended list from "a|b|c". */
+static char *list(const char *bars, size_t *len)
+{
+	char *l = strdup(bars);
+	*len = strlen(l) + 1;
+	for (char *p = l; *p; p++)
+		if (*p == '|')
+			*p = '\0';
+	return l;
+}
+
+static void add(struct hook_changes *c, const char *bars)
+{
+	size_t len;
+	char *l = list(bars, &len);
+	hook_changes_add(c, l, len, false);
+	free(l);
+}
+
+/* c's paths as "a|b|c". */
+static char *shown(const struct hook_changes *c)
+{
+	char *s = calloc(1, c->len + 1);
+	for (size_t i = 0; i < c->len; i++)
+		s[i] = c->buf[i] ? c->buf[i] : '|';
+	if (c->len)
+		s[c->len - 1] = '\0';
+	return s;
+}
+
+START_TEST(test_changes_are_a_union_in_path_order)
+{
+	struct hook_changes c = {0};
+
+	add(&c, "app.conf|d|d/b|old");
+	add(&c, "a|app.conf|d/a|d.txt|z");
+	char *s = shown(&c);
+	/* '/' sorts before every other byte: a directory's paths follow it. */
+	ck_assert_str_eq(s, "a|app.conf|d|d/a|d/b|d.txt|old|z");
+	ck_assert_uint_eq(c.n, 8);
+	ck_assert(!c.incomplete);
+	free(s);
+	/* Adding nothing changes nothing, but an incomplete list says so. */
+	hook_changes_add(&c, NULL, 0, true);
+	ck_assert_uint_eq(c.n, 8);
+	ck_assert(c.incomplete);
+	hook_changes_fini(&c);
+	ck_assert_ptr_null(c.buf);
+	ck_assert_uint_eq(c.n + c.len, 0);
+}
+END_TEST
+
+START_TEST(test_changes_beyond_the_bound_are_marked_incomplete)
+{
+	size_t n = HOOK_CHANGES_MAX + 1, len = 0;
+	char *big = malloc(n * 16);
+
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)sprintf(big + len, "f%09zu", i) + 1;
+	struct hook_changes c = {0};
+	hook_changes_add(&c, big, len, false);
+	ck_assert_uint_eq(c.n, HOOK_CHANGES_MAX);
+	ck_assert(c.incomplete);
+	/* The first ones, in order. */
+	ck_assert_str_eq(c.buf, "f000000000");
+	add(&c, "a");
+	ck_assert_uint_eq(c.n, HOOK_CHANGES_MAX);
+	ck_assert_str_eq(c.buf, "a");
+	hook_changes_fini(&c);
+
+	/* Long paths: the byte bound comes first. */
+	size_t plen = 4000, np = HOOK_CHANGES_MAX_BYTES / plen + 10;
+	char *longs = malloc(np * plen);
+	for (size_t i = 0; i < np; i++) {
+		memset(longs + i * plen, 'x', plen - 1);
+		sprintf(longs + i * plen, "%08zu", i);
+		longs[i * plen + 8] = 'x';
+		longs[i * plen + plen - 1] = '\0';
+	}
+	hook_changes_add(&c, longs, np * plen, false);
+	ck_assert(c.incomplete);
+	ck_assert_uint_le(c.len, HOOK_CHANGES_MAX_BYTES);
+	ck_assert_uint_eq(c.n, HOOK_CHANGES_MAX_BYTES / plen);
+	hook_changes_fini(&c);
+	free(longs);
+	free(big);
+}
+END_TEST
+
+START_TEST(test_changes_file_reads_from_its_start_and_cannot_change)
+{
+	struct hook_changes c = {0};
+	add(&c, "a|b/c");
+	int fd = hook_changes_fd(&c);
+	ck_assert_int_ge(fd, 0);
+	ck_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	char buf[16];
+	ck_assert_int_eq(read(fd, buf, sizeof(buf)), 6);
+	ck_assert_int_eq(memcmp(buf, "a\0b/c\0", 6), 0);
+	/* As a command opens it, by the name in ATOMSYNC_CHANGED_FILE. */
+	char *name;
+	ck_assert_int_ge(asprintf(&name, "/dev/fd/%d", fd), 0);
+	size_t len = 0;
+	char *d = tu_read(name, &len);
+	ck_assert_uint_eq(len, 6);
+	ck_assert_int_eq(memcmp(d, "a\0b/c\0", 6), 0);
+	ck_assert_int_lt(write(fd, "x", 1), 0);
+	ck_assert_int_eq(errno, EPERM);
+	ck_assert_int_lt(ftruncate(fd, 0), 0);
+	free(d);
+	free(name);
+	close(fd);
+	hook_changes_fini(&c);
+	/* An empty list is an empty file. */
+	fd = hook_changes_fd(&c);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(read(fd, buf, sizeof(buf)), 0);
+	close(fd);
+}
+END_TEST
+
+static const char *env_get(char **env, const char *name)
+{
+	size_t n = strlen(name);
+	for (char **e = env; *e; e++)
+		if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+			return *e + n + 1;
+	return NULL;
+}
+
+START_TEST(test_env_holds_only_what_is_named)
+{
+	char *saved_path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+	setenv("DB_PASSWORD", "hunter2", 1);
+	setenv("KEEP_ME", "kept", 1);
+	unsetenv("NOT_SET_ANYWHERE");
+	unsetenv("PATH");
+	unsetenv("LANG");
+	char *pass[] = {"KEEP_ME", "NOT_SET_ANYWHERE", "TZ=UTC"};
+	struct hook_vars v = {
+		.name = "web", .target = "/t", .gen = "..g", .changed = 3,
+		.changed_file = true, .incomplete = true,
+		.pass = pass, .npass = 3,
+	};
+	char **env = hook_env(&v);
+	size_t n = 0;
+	while (env[n])
+		n++;
+	ck_assert_uint_eq(n, 9);
+	ck_assert_str_eq(env_get(env, "KEEP_ME"), "kept");
+	ck_assert_str_eq(env_get(env, "TZ"), "UTC");
+	ck_assert_str_eq(env_get(env, "PATH"), HOOK_DEFAULT_PATH);
+	ck_assert_str_eq(env_get(env, "ATOMSYNC_NAME"), "web");
+	ck_assert_str_eq(env_get(env, "ATOMSYNC_TARGET"), "/t");
+	ck_assert_str_eq(env_get(env, "ATOMSYNC_GENERATION"), "..g");
+	ck_assert_str_eq(env_get(env, "ATOMSYNC_CHANGED"), "3");
+	ck_assert_str_eq(env_get(env, "ATOMSYNC_CHANGED_FILE"), "/dev/fd/3");
+	ck_assert_str_eq(env_get(env, "ATOMSYNC_CHANGED_INCOMPLETE"), "1");
+	hook_env_free(env);
+	/* The daemon's PATH and LANG pass; hook_env may set them instead. */
+	setenv("PATH", "/opt/bin:/usr/bin", 1);
+	setenv("LANG", "C.UTF-8", 1);
+	char *path[] = {"PATH=/usr/bin"};
+	struct hook_vars w = {.name = "web", .target = "/t", .changed = -1,
+			      .pass = path, .npass = 1};
+	env = hook_env(&w);
+	ck_assert_str_eq(env_get(env, "PATH"), "/usr/bin");
+	ck_assert_str_eq(env_get(env, "LANG"), "C.UTF-8");
+	ck_assert_ptr_null(env_get(env, "ATOMSYNC_CHANGED"));
+	ck_assert_ptr_null(env_get(env, "ATOMSYNC_CHANGED_FILE"));
+	ck_assert_ptr_null(env_get(env, "DB_PASSWORD"));
+	hook_env_free(env);
+	if (saved_path)
+		setenv("PATH", saved_path, 1);
+	free(saved_path);
+}
+END_TEST
+
+static Suite *hook_suite(void)
+{
+	Suite *s = suite_create("hook");
+	TCase *tc = tcase_create("hook");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_changes_are_a_union_in_path_order);
+	tcase_add_test(tc, test_changes_beyond_the_bound_are_marked_incomplete);
+	tcase_add_test(tc, test_changes_file_reads_from_its_start_and_cannot_change);
+	tcase_add_test(tc, test_env_holds_only_what_is_named);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(hook_suite());
+}
