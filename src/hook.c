@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "hook.h"
 #include "log.h"
 #include "snapshot.h"
@@ -413,21 +415,96 @@ void hook_env_free(char **env)
 	hook_argv_free(env);
 }
 
+/* A process id as a pidfile holds it: digits, white space around them. */
+static int parse_pid(const char *buf, int *pid)
+{
+	char *end;
+
+	while (isspace((unsigned char)*buf))
+		buf++;
+	if (!isdigit((unsigned char)*buf))
+		return -EINVAL;
+	errno = 0;
+	long v = strtol(buf, &end, 10);
+	while (isspace((unsigned char)*end))
+		end++;
+	if (errno || *end || v < 2 || v > HOOK_PID_MAX)
+		return -EINVAL;
+	*pid = (int)v;
+	return 0;
+}
+
+/* The pidfile's owner and type, as OpenSSH's StrictModes has them: a
+ * file that someone else can write names whichever process they like. */
+static int pidfile_trusted(const char *pidfile, const struct stat *st,
+			   char **err)
+{
+	if (!S_ISREG(st->st_mode))
+		return log_err_set(err, -EPERM,
+				   "reload_pidfile %s: not a regular file; "
+				   "refusing it",
+				   pidfile);
+	if (!fsutil_trusted_uid(st->st_uid))
+		return log_err_set(err, -EPERM,
+				   "reload_pidfile %s: owned by uid %u, not by "
+				   "root or atomsyncd's user; refusing it",
+				   pidfile, (unsigned)st->st_uid);
+	if (st->st_mode & 0022)
+		return log_err_set(err, -EPERM,
+				   "reload_pidfile %s: writable by %s (mode "
+				   "%04o); refusing it",
+				   pidfile, st->st_mode & 0020 ? "its group"
+							       : "others",
+				   (unsigned)(st->st_mode & 07777));
+	return 0;
+}
+
+int hook_read_pidfile(const char *pidfile, int *pid, struct stat *st,
+		      char **err)
+{
+	char *why = NULL, buf[64];
+	/* O_NONBLOCK: a FIFO must not hold up the loop before it is seen
+	 * for what it is. */
+	int fd = fsutil_chase(pidfile, FSUTIL_CHASE_NOFOLLOW,
+			      O_RDONLY | O_NONBLOCK | O_NOCTTY, NULL, &why);
+
+	if (fd < 0) {
+		int rc = log_err_set(err, fd, "reload_pidfile %s: %s", pidfile,
+				     why ? why : strerror(-fd));
+		free(why);
+		return rc;
+	}
+	int rc = fstat(fd, st) < 0 ? -errno : 0;
+	if (rc < 0)
+		rc = log_err_set(err, rc, "reload_pidfile %s: %s", pidfile,
+				 strerror(-rc));
+	else
+		rc = pidfile_trusted(pidfile, st, err);
+	ssize_t n = rc < 0 ? 0 : read(fd, buf, sizeof(buf) - 1);
+	if (rc == 0 && n < 0)
+		rc = log_err_set(err, -errno, "reload_pidfile %s: %s", pidfile,
+				 strerror(errno));
+	close(fd);
+	if (rc < 0)
+		return rc;
+	size_t len = n > 0 ? (size_t)n : 0;
+	buf[len] = '\0';
+	/* A pidfile is a number; anything longer is something else. */
+	if (len == sizeof(buf) - 1 || parse_pid(buf, pid) < 0)
+		return log_err_set(err, -EINVAL,
+				   "reload_pidfile %s: no process id in it",
+				   pidfile);
+	return 0;
+}
+
 int hook_signal(const char *pidfile, int pid, int sig, char **err)
 {
+	struct stat st;
+
 	if (pidfile) {
-		FILE *f = fopen(pidfile, "re");
-		long v = 0;
-		if (f == NULL)
-			return log_err_set(err, -errno, "reload_pidfile %s: %s",
-					   pidfile, strerror(errno));
-		int n = fscanf(f, "%ld", &v);
-		fclose(f);
-		if (n != 1 || v < 2 || v > 4194304)
-			return log_err_set(err, -EINVAL,
-					   "reload_pidfile %s: no process id in it",
-					   pidfile);
-		pid = (int)v;
+		int rc = hook_read_pidfile(pidfile, &pid, &st, err);
+		if (rc < 0)
+			return rc;
 	}
 	if (kill(pid, sig) < 0)
 		return log_err_set(err, -errno,

@@ -7,6 +7,7 @@
 #define ATOMSYNC_HOOK_H
 
 #include <stdbool.h>
+#include <sys/stat.h>
 
 #include <uv.h>
 
@@ -111,6 +112,18 @@ void hook_changes_fini(struct hook_changes *c);
  * where memfd_create is not allowed): a descriptor, or a negative
  * errno. */
 int hook_changes_fd(const struct hook_changes *c);
+
+/* The largest process id Linux gives (pid_max's limit). */
+#define HOOK_PID_MAX 4194304
+
+/* Reads the process id in `pidfile` as a root daemon must read a file
+ * that names whom to signal: resolved with fsutil_chase (no untrusted
+ * symlink on the way, none at the end), without blocking on a FIFO, and
+ * refused unless it is a regular file owned by root or atomsyncd's user
+ * and writable by neither group nor others; a bounded read.  *st is the
+ * file's.  0, or a negative errno with *err naming the file and why. */
+int hook_read_pidfile(const char *pidfile, int *pid, struct stat *st,
+		      char **err);
 
 /* Sends `sig` to the process in `pidfile` (read now) or to `pid`. */
 int hook_signal(const char *pidfile, int pid, int sig, char **err);

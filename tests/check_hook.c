@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hook.h"
@@ -192,6 +193,131 @@ START_TEST(test_env_holds_only_what_is_named)
 }
 END_TEST
 
+/* ---- reload_pidfile, with files made by real other uids ---- */
+
+#define OTHER 2001u
+
+static char *tmp;
+
+static void pidfile_setup(void)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "these tests act as other users: run them as root");
+	tmp = tu_mkdtemp();
+	/* Other users must be able to reach what they are given. */
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+}
+
+static void pidfile_teardown(void)
+{
+	tu_rmrf(tmp);
+	free(tmp);
+}
+
+/* hook_read_pidfile on tmp/name: its pid, or -1 with the message in
+ * *why (malloc'ed). */
+static int read_pidfile(const char *name, char **why)
+{
+	char *p = tu_path(tmp, name);
+	struct stat st;
+	int pid = -1;
+	*why = NULL;
+	if (hook_read_pidfile(p, &pid, &st, why) < 0)
+		pid = -1;
+	free(p);
+	return pid;
+}
+
+static void assert_refused(const char *name, const char *needle)
+{
+	char *why;
+	ck_assert_int_eq(read_pidfile(name, &why), -1);
+	ck_assert_msg(why && strstr(why, needle) && strstr(why, tmp),
+		      "%s: %s (want %s)", name, why, needle);
+	free(why);
+}
+
+START_TEST(test_pidfile_of_root_is_read)
+{
+	char *why;
+	tu_write(tmp, "app.pid", "1234\n", 0644);
+	ck_assert_int_eq(read_pidfile("app.pid", &why), 1234);
+	tu_write(tmp, "spaces.pid", "  77 \n\n", 0600);
+	ck_assert_int_eq(read_pidfile("spaces.pid", &why), 77);
+	/* Through a link that root made, in a directory only root changes,
+	 * as /var/run -> /run. */
+	tu_write(tmp, "real/app.pid", "4321\n", 0644);
+	char *l = tu_path(tmp, "run");
+	ck_assert_int_eq(symlink("real", l), 0);
+	free(l);
+	ck_assert_int_eq(read_pidfile("run/app.pid", &why), 4321);
+}
+END_TEST
+
+START_TEST(test_pidfile_others_can_write_is_refused)
+{
+	tu_write(tmp, "group.pid", "1234\n", 0664);
+	assert_refused("group.pid", "writable by its group (mode 0664)");
+	tu_write(tmp, "others.pid", "1234\n", 0646);
+	assert_refused("others.pid", "writable by others (mode 0646)");
+	/* Written by another user, in a directory of theirs. */
+	char *dir = tu_path(tmp, "u"), *cmd;
+	tu_mkdirs(dir, 0755);
+	ck_assert_int_eq(chown(dir, OTHER, OTHER), 0);
+	ck_assert_int_ge(asprintf(&cmd, "echo 1 > %s/app.pid; chmod 644 %s/app.pid",
+				  dir, dir),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	assert_refused("u/app.pid", "owned by uid 2001, not by root");
+	/* Their link to root's pidfile is not followed. */
+	tu_write(tmp, "root.pid", "1234\n", 0644);
+	free(cmd);
+	ck_assert_int_ge(asprintf(&cmd, "ln -s %s/root.pid %s/link.pid", tmp, dir),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	assert_refused("u/link.pid", "is a symbolic link");
+	free(cmd);
+	ck_assert_int_ge(asprintf(&cmd, "ln -s %s %s/dir", tmp, dir), 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	assert_refused("u/dir/root.pid", "refusing to follow it");
+	free(cmd);
+	free(dir);
+}
+END_TEST
+
+START_TEST(test_pidfile_that_is_no_file_or_no_pid_is_refused)
+{
+	char *f = tu_path(tmp, "fifo.pid");
+	ck_assert_int_eq(mkfifo(f, 0644), 0);
+	long long t0 = tu_now_ms();
+	assert_refused("fifo.pid", "not a regular file");
+	ck_assert_int_lt(tu_now_ms() - t0, 1000);
+	free(f);
+	char *d = tu_path(tmp, "dir.pid");
+	tu_mkdirs(d, 0755);
+	free(d);
+	assert_refused("dir.pid", "not a regular file");
+	char *l = tu_path(tmp, "link.pid");
+	tu_write(tmp, "real.pid", "1234\n", 0644);
+	ck_assert_int_eq(symlink("real.pid", l), 0);
+	free(l);
+	assert_refused("link.pid", "is a symbolic link");
+	tu_write(tmp, "empty.pid", "", 0644);
+	assert_refused("empty.pid", "no process id");
+	tu_write(tmp, "word.pid", "12abc\n", 0644);
+	assert_refused("word.pid", "no process id");
+	tu_write(tmp, "one.pid", "1\n", 0644);
+	assert_refused("one.pid", "no process id");
+	char big[200];
+	memset(big, ' ', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	big[150] = '5';
+	tu_write(tmp, "big.pid", big, 0644);
+	assert_refused("big.pid", "no process id");
+	assert_refused("missing.pid", "No such file or directory");
+}
+END_TEST
+
 static Suite *hook_suite(void)
 {
 	Suite *s = suite_create("hook");
@@ -201,6 +327,13 @@ static Suite *hook_suite(void)
 	tcase_add_test(tc, test_changes_beyond_the_bound_are_marked_incomplete);
 	tcase_add_test(tc, test_changes_file_reads_from_its_start_and_cannot_change);
 	tcase_add_test(tc, test_env_holds_only_what_is_named);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("pidfile");
+	tcase_add_checked_fixture(tc, pidfile_setup, pidfile_teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_pidfile_of_root_is_read);
+	tcase_add_test(tc, test_pidfile_others_can_write_is_refused);
+	tcase_add_test(tc, test_pidfile_that_is_no_file_or_no_pid_is_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }

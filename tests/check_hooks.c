@@ -652,6 +652,92 @@ START_TEST(test_reload_signal_reaches_the_process_in_the_pidfile)
 }
 END_TEST
 
+/* ---- reload_pidfile against other users (real uids, as root) ---- */
+
+#define OTHER 2001u
+
+static void reload_setup(void)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "these tests act as other users: run them as root");
+	setup();
+	/* Other users must be able to reach what they are given. */
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+}
+
+/* Whether our child p still runs (not even a zombie). */
+static int still_runs(pid_t p)
+{
+	int st;
+	return waitpid(p, &st, WNOHANG) == 0;
+}
+
+/* A pidfile that another user wrote names a process of root's: the
+ * daemon refuses it, and the process lives on. */
+START_TEST(test_pidfile_of_another_user_is_refused)
+{
+	const char *sl[] = {"sleep", "1000", NULL};
+	char *sleeplog = tu_path(tmp, "sleep.log");
+	pid_t victim = tu_spawn(sl, sleeplog);
+	char *dir = tu_path(tmp, "u"), *cmd, *keys;
+	tu_mkdirs(dir, 0755);
+	ck_assert_int_eq(chown(dir, OTHER, OTHER), 0);
+	ck_assert_int_ge(asprintf(&cmd, "echo %d > %s/app.pid", (int)victim, dir),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	ck_assert_int_ge(asprintf(&keys, "reload_signal = TERM\n"
+					 "reload_pidfile = %s/app.pid",
+				  dir),
+			 0);
+	start("", keys);
+	wait_file(logpath, "app.pid: owned by uid 2001, not by root", 1, 5000);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_target("v2\n");
+	ck_assert_msg(still_runs(victim), "process %d was signalled",
+		      (int)victim);
+	stop();
+	ck_assert(still_runs(victim));
+	tu_kill(victim);
+	free(keys);
+	free(cmd);
+	free(dir);
+	free(sleeplog);
+}
+END_TEST
+
+/* Reading a FIFO would block until someone writes to it: every mapping
+ * would stall.  It is refused at once, and the others go on. */
+START_TEST(test_fifo_pidfile_does_not_stall_the_daemon)
+{
+	char *fifo = tu_path(tmp, "app.pid"), *keys;
+	char *src2 = tu_path(tmp, "src2"), *dst2 = tu_path(tmp, "dst2");
+	ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+	tu_write(src2, "b", "b1\n", 0644);
+	ck_assert_int_ge(asprintf(&keys, "reload_pidfile = %s\n"
+					 "[sync:other]\nsource = %s\ntarget = %s\n"
+					 "debounce_ms = 0",
+				  fifo, src2, dst2),
+			 0);
+	start("", keys);
+	wait_file(logpath, "app.pid: not a regular file", 1, 5000);
+	/* Once more, after a publish of its own mapping (the same failure
+	 * is not logged again). */
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_target("v2\n");
+	tu_write(src2, "b", "b2\n", 0644);
+	char *b = tu_path(dst2, "b");
+	struct tu_needle n = {b, "b2\n", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 5000),
+		      "the other mapping stalled");
+	stop();
+	free(b);
+	free(keys);
+	free(fifo);
+	free(src2);
+	free(dst2);
+}
+END_TEST
+
 START_TEST(test_a_failing_hook_is_retried_and_counted)
 {
 	char *flag = tu_path(tmp, "hook-may-pass");
@@ -976,6 +1062,12 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_reload_signal_reaches_the_process_in_the_pidfile);
 	tcase_add_test(tc, test_a_failing_hook_is_retried_and_counted);
 	tcase_add_test(tc, test_once_runs_the_check_and_the_hooks_too);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("reload");
+	tcase_add_checked_fixture(tc, reload_setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_pidfile_of_another_user_is_refused);
+	tcase_add_test(tc, test_fifo_pidfile_does_not_stall_the_daemon);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("metrics");
 	tcase_add_checked_fixture(tc, setup, teardown);
