@@ -10,12 +10,26 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef HAVE_SYS_PIDFD_H
+#include <sys/pidfd.h>
+#endif
 
 #include "fsutil.h"
 #include "hook.h"
 #include "log.h"
 #include "snapshot.h"
+
+/* Since Linux 5.1 a new system call has one number on every
+ * architecture (but alpha). */
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 
 /* Kept of a command's stderr, for the log. */
 #define TAIL_BYTES 4096
@@ -497,19 +511,118 @@ int hook_read_pidfile(const char *pidfile, int *pid, struct stat *st,
 	return 0;
 }
 
-int hook_signal(const char *pidfile, int pid, int sig, char **err)
+int hook_pidfd_open(int pid)
+{
+#ifdef HAVE_PIDFD_OPEN
+	int fd = pidfd_open(pid, 0);
+#else
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+	return fd < 0 ? -errno : fd;
+}
+
+static int pidfd_signal(int pidfd, int sig)
+{
+#ifdef HAVE_PIDFD_SEND_SIGNAL
+	int rc = pidfd_send_signal(pidfd, sig, NULL, 0);
+#else
+	int rc = (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+#endif
+	return rc < 0 ? -errno : 0;
+}
+
+/* When process pid started, in ns of CLOCK_REALTIME: field 22 of
+ * /proc/PID/stat, in clock ticks since boot.  -ENOENT and the like when
+ * /proc does not show it. */
+static int proc_start_ns(int pid, int64_t *ns)
+{
+	char *path, buf[2048];
+	struct timespec real, boot;
+
+	if (asprintf(&path, "/proc/%d/stat", pid) < 0)
+		return -ENOMEM;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	free(path);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = '\0';
+	/* The name in parentheses may hold anything: start after its end. */
+	char *p = strrchr(buf, ')');
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (p == NULL || !isdigit((unsigned char)p[1]))
+		return -EIO;
+	unsigned long long ticks = strtoull(p + 1, NULL, 10);
+	long hz = sysconf(_SC_CLK_TCK);
+	if (hz <= 0 || clock_gettime(CLOCK_REALTIME, &real) < 0 ||
+	    clock_gettime(CLOCK_BOOTTIME, &boot) < 0)
+		return -EIO;
+	int64_t boot_ns = ((int64_t)real.tv_sec - boot.tv_sec) * 1000000000LL +
+			  (real.tv_nsec - boot.tv_nsec);
+	*ns = boot_ns + (int64_t)(ticks / (unsigned long long)hz) * 1000000000LL +
+	      (int64_t)(ticks % (unsigned long long)hz) * 1000000000LL / hz;
+	return 0;
+}
+
+/* Whether process pid can be the one the pidfile (metadata st) names:
+ * one that started after the file was last written got the pid after
+ * the process it names was gone. */
+static int pid_matches_pidfile(const char *pidfile, int pid,
+			       const struct stat *st, char **err)
+{
+	int64_t start, written = (int64_t)st->st_mtim.tv_sec * 1000000000LL +
+				 st->st_mtim.tv_nsec;
+
+	/* With /proc/PID out of sight (systemd's ProtectProc=invisible,
+	 * hidepid=) there is nothing to compare: the pidfd still reaches
+	 * only the process that had the pid when it was opened. */
+	if (proc_start_ns(pid, &start) < 0)
+		return 0;
+	if (start > written + HOOK_START_SLACK_NS)
+		return log_err_set(err, -ESRCH,
+				   "reload_pidfile %s: process %d started after "
+				   "the file was written: a stale pidfile, not "
+				   "signalled",
+				   pidfile, pid);
+	return 0;
+}
+
+int hook_signal_pidfile(const char *pidfile, int sig, char **err)
 {
 	struct stat st;
+	int pid, rc = hook_read_pidfile(pidfile, &pid, &st, err);
 
-	if (pidfile) {
-		int rc = hook_read_pidfile(pidfile, &pid, &st, err);
-		if (rc < 0)
-			return rc;
-	}
-	if (kill(pid, sig) < 0)
-		return log_err_set(err, -errno,
-				   "reload signal %d to process %d: %s", sig, pid,
-				   strerror(errno));
+	if (rc < 0)
+		return rc;
+	/* From here on the pid cannot be given to another process under
+	 * us: the pidfd stays with the one it was opened for. */
+	int fd = hook_pidfd_open(pid);
+	if (fd < 0)
+		return log_err_set(err, fd, "reload_pidfile %s: process %d: %s",
+				   pidfile, pid, strerror(-fd));
+	rc = pid_matches_pidfile(pidfile, pid, &st, err);
+	if (rc == 0 && (rc = pidfd_signal(fd, sig)) < 0)
+		log_err_set(err, rc, "reload_pidfile %s: signal %d to process "
+				     "%d: %s",
+			    pidfile, sig, pid, strerror(-rc));
+	close(fd);
+	return rc;
+}
+
+int hook_signal_pidfd(int pidfd, int pid, int sig, char **err)
+{
+	if (pidfd < 0)
+		return log_err_set(err, pidfd,
+				   "reload_pid %d: %s (when the mapping started)",
+				   pid, strerror(-pidfd));
+	int rc = pidfd_signal(pidfd, sig);
+	if (rc < 0)
+		return log_err_set(err, rc, "reload_pid %d: signal %d: %s", pid,
+				   sig, strerror(-rc));
 	return 0;
 }
 

@@ -125,8 +125,24 @@ int hook_changes_fd(const struct hook_changes *c);
 int hook_read_pidfile(const char *pidfile, int *pid, struct stat *st,
 		      char **err);
 
-/* Sends `sig` to the process in `pidfile` (read now) or to `pid`. */
-int hook_signal(const char *pidfile, int pid, int sig, char **err);
+/* A process may start this long after its pidfile's time stamp and
+ * still be taken for the one that wrote it: file times lag the clock by
+ * up to a tick, and /proc counts start times in ticks. */
+#define HOOK_START_SLACK_NS 1000000000LL
+
+/* A pidfd for pid (close-on-exec), or a negative errno. */
+int hook_pidfd_open(int pid);
+
+/* Sends `sig` to the process in `pidfile`, read now with
+ * hook_read_pidfile, through a pidfd, so that a pid given to another
+ * process meanwhile is never hit; and not to a process that started
+ * after the file was written (its pid was given again). */
+int hook_signal_pidfile(const char *pidfile, int sig, char **err);
+
+/* Sends `sig` through `pidfd`, which was opened for `pid` (reload_pid)
+ * when the mapping started, or is the negative errno of that open: a
+ * later process with the same pid is never signalled. */
+int hook_signal_pidfd(int pidfd, int pid, int sig, char **err);
 
 /* Runs cmd to its end on a loop of its own (for one-shot runs).  0 when
  * hook_ok() holds, else -ECANCELED with *why (malloc'ed) describing how

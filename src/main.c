@@ -182,10 +182,19 @@ static int once_on_update(const struct conf_sync *c,
 static int once_after_publish(const struct conf_sync *c,
 			      const struct writer_result *r, char **hook_err)
 {
-	if (c->reload_signal &&
-	    hook_signal(c->reload_pidfile, c->reload_pid, c->reload_signal,
-			hook_err) < 0)
+	if (c->reload_pidfile &&
+	    hook_signal_pidfile(c->reload_pidfile, c->reload_signal,
+				hook_err) < 0)
 		return -EIO;
+	if (c->reload_pid) {
+		int fd = hook_pidfd_open(c->reload_pid);
+		int rc = hook_signal_pidfd(fd, c->reload_pid, c->reload_signal,
+					   hook_err);
+		if (fd >= 0)
+			close(fd);
+		if (rc < 0)
+			return -EIO;
+	}
 	if (c->on_update == NULL)
 		return 0;
 	char *why = NULL;

@@ -96,6 +96,9 @@ struct sync {
 	 * those the run under way (or its retry) was given. */
 	struct hook_changes post_changed, post_given;
 	char *post_last_err;
+	/* reload_pid's process, held from the start so that its pid
+	 * cannot be another's later; a negative errno if it was gone. */
+	int reload_pidfd;
 
 	/* For logging once per change of state. */
 	char *last_err;
@@ -592,8 +595,15 @@ static void post_kick(struct sync *s)
 	memset(&s->post_changed, 0, sizeof(s->post_changed));
 	if (s->c->reload_signal) {
 		char *failure = NULL;
-		if (hook_signal(s->c->reload_pidfile, s->c->reload_pid,
-				s->c->reload_signal, &failure) < 0) {
+		int rc = s->c->reload_pidfile
+				 ? hook_signal_pidfile(s->c->reload_pidfile,
+						       s->c->reload_signal,
+						       &failure)
+				 : hook_signal_pidfd(s->reload_pidfd,
+						     s->c->reload_pid,
+						     s->c->reload_signal,
+						     &failure);
+		if (rc < 0) {
 			post_result(s, failure ? failure : "reload signal failed");
 			free(failure);
 			return;
@@ -863,6 +873,7 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	}
 	s->o = *o;
 	s->loop = loop;
+	s->reload_pidfd = c->reload_pid ? hook_pidfd_open(c->reload_pid) : -1;
 	debounce_timer_init(loop, &s->db, c->debounce_ms, c->max_delay_ms,
 			    on_fire);
 	uv_timer_init(loop, &s->resync);
@@ -898,6 +909,8 @@ static void on_handle_closed(uv_handle_t *h)
 	free(s->post_last_err);
 	hook_changes_fini(&s->post_changed);
 	hook_changes_fini(&s->post_given);
+	if (s->reload_pidfd >= 0)
+		close(s->reload_pidfd);
 	free(s->generation);
 	conf_sync_free(s->c);
 	free(s);

@@ -5,11 +5,15 @@
 
 #include <check.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hook.h"
@@ -318,6 +322,98 @@ START_TEST(test_pidfile_that_is_no_file_or_no_pid_is_refused)
 }
 END_TEST
 
+/* Whether pidfds can be had here: valgrind (3.19) knows no pidfd_open,
+ * and the check-valgrind run of these tests then leaves them out. */
+static bool have_pidfd(void)
+{
+	int fd = hook_pidfd_open(getpid());
+	if (fd == -ENOSYS) {
+		fprintf(stderr, "skipped: pidfd_open is not available\n");
+		return false;
+	}
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	return true;
+}
+
+/* A child that waits to be signalled. */
+static pid_t child(void)
+{
+	pid_t p = fork();
+	ck_assert_int_ge(p, 0);
+	if (p == 0) {
+		pause();
+		_exit(0);
+	}
+	return p;
+}
+
+START_TEST(test_signal_goes_through_a_pidfd)
+{
+	if (!have_pidfd())
+		return;
+	pid_t p = child();
+	char pidtext[32], *why = NULL, *f = tu_path(tmp, "app.pid");
+	snprintf(pidtext, sizeof(pidtext), "%d\n", (int)p);
+	tu_write(tmp, "app.pid", pidtext, 0644);
+	ck_assert_int_eq(hook_signal_pidfile(f, SIGUSR1, &why), 0);
+	int st;
+	ck_assert_int_eq(waitpid(p, &st, 0), p);
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGUSR1);
+	/* Gone now: reported, with the file and the process. */
+	ck_assert_int_eq(hook_signal_pidfile(f, SIGUSR1, &why), -ESRCH);
+	snprintf(pidtext, sizeof(pidtext), "process %d: No such process",
+		 (int)p);
+	ck_assert_msg(strstr(why, f) && strstr(why, pidtext), "%s", why);
+	free(why);
+	why = NULL;
+	/* reload_pid: the pidfd opened at the start is what is signalled. */
+	p = child();
+	int fd = hook_pidfd_open(p);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(hook_signal_pidfd(fd, p, SIGUSR2, &why), 0);
+	ck_assert_int_eq(waitpid(p, &st, 0), p);
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGUSR2);
+	ck_assert_int_eq(hook_signal_pidfd(fd, p, SIGUSR2, &why), -ESRCH);
+	ck_assert_msg(strstr(why, "No such process"), "%s", why);
+	free(why);
+	why = NULL;
+	close(fd);
+	ck_assert_int_eq(hook_signal_pidfd(-ESRCH, 77, SIGHUP, &why), -ESRCH);
+	ck_assert_str_eq(why, "reload_pid 77: No such process (when the mapping "
+			      "started)");
+	free(why);
+	free(f);
+}
+END_TEST
+
+START_TEST(test_signal_spares_a_process_younger_than_its_pidfile)
+{
+	if (!have_pidfd())
+		return;
+	char *why = NULL, *f = tu_path(tmp, "app.pid");
+	tu_write(tmp, "app.pid", "1\n", 0644); /* overwritten below */
+	pid_t p = child();
+	char pidtext[32];
+	snprintf(pidtext, sizeof(pidtext), "%d\n", (int)p);
+	tu_write(tmp, "app.pid", pidtext, 0644);
+	struct timespec ts[2];
+	clock_gettime(CLOCK_REALTIME, &ts[0]);
+	ts[0].tv_sec -= 5;
+	ts[1] = ts[0];
+	ck_assert_int_eq(utimensat(AT_FDCWD, f, ts, 0), 0);
+	ck_assert_int_eq(hook_signal_pidfile(f, SIGTERM, &why), -ESRCH);
+	ck_assert_msg(strstr(why, "started after the file was written"), "%s",
+		      why);
+	int st;
+	ck_assert_int_eq(waitpid(p, &st, WNOHANG), 0);
+	kill(p, SIGKILL);
+	waitpid(p, &st, 0);
+	free(why);
+	free(f);
+}
+END_TEST
+
 static Suite *hook_suite(void)
 {
 	Suite *s = suite_create("hook");
@@ -334,6 +430,8 @@ static Suite *hook_suite(void)
 	tcase_add_test(tc, test_pidfile_of_root_is_read);
 	tcase_add_test(tc, test_pidfile_others_can_write_is_refused);
 	tcase_add_test(tc, test_pidfile_that_is_no_file_or_no_pid_is_refused);
+	tcase_add_test(tc, test_signal_goes_through_a_pidfd);
+	tcase_add_test(tc, test_signal_spares_a_process_younger_than_its_pidfile);
 	suite_add_tcase(s, tc);
 	return s;
 }

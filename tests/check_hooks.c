@@ -705,6 +705,105 @@ START_TEST(test_pidfile_of_another_user_is_refused)
 }
 END_TEST
 
+/* A pidfile older than the process it names is stale: its pid was given
+ * again, to a process the daemon must not signal. */
+START_TEST(test_stale_pidfile_is_not_signalled)
+{
+	const char *sl[] = {"sleep", "1000", NULL};
+	char *sleeplog = tu_path(tmp, "sleep.log");
+	pid_t victim = tu_spawn(sl, sleeplog);
+	char pidtext[32], *keys, *pidf = tu_path(tmp, "app.pid");
+	snprintf(pidtext, sizeof(pidtext), "%d\n", (int)victim);
+	tu_write(tmp, "app.pid", pidtext, 0644);
+	/* Written a minute before that process started. */
+	struct timespec ts[2];
+	clock_gettime(CLOCK_REALTIME, &ts[0]);
+	ts[0].tv_sec -= 60;
+	ts[1] = ts[0];
+	ck_assert_int_eq(utimensat(AT_FDCWD, pidf, ts, 0), 0);
+	ck_assert_int_ge(asprintf(&keys, "reload_signal = TERM\nreload_pidfile = %s",
+				  pidf),
+			 0);
+	start("", keys);
+	wait_file(logpath, "app.pid: process", 1, 5000);
+	char want[128];
+	snprintf(want, sizeof(want),
+		 "app.pid: process %d started after the file was written",
+		 (int)victim);
+	ck_assert_int_eq(tu_file_count(logpath, want), 1);
+	ck_assert_msg(still_runs(victim), "process %d was signalled",
+		      (int)victim);
+	/* Written again by the process that has the pid: it works. */
+	tu_write(tmp, "app.pid", pidtext, 0644);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_file(logpath, "after-publish actions work again", 1, 10000);
+	ck_assert_int_eq(tu_wait_exit(victim, 5000), 128 + SIGTERM);
+	stop();
+	free(keys);
+	free(pidf);
+	free(sleeplog);
+}
+END_TEST
+
+/* reload_pid is held from the mapping's start: when its process is gone
+ * and a new one has its pid, the new one is not signalled.  In a pid
+ * namespace of its own, where the test decides which pid comes next. */
+START_TEST(test_reload_pid_is_never_a_later_process_with_that_pid)
+{
+	const char *probe[] = {"unshare", "--pid", "--fork", "--mount-proc",
+			       "sh", "-c", "echo 1 > /proc/sys/kernel/ns_last_pid",
+			       NULL};
+	if (tu_run(probe, NULL, NULL, 5000) != 0) {
+		fprintf(stderr, "skipped: pid namespaces are not available\n");
+		return;
+	}
+	/* As pid 1: the first process (a), then the daemon, which sends a
+	 * TERM at its start-up publish; then b gets a's pid. */
+	char *script;
+	ck_assert_int_ge(asprintf(&script,
+		"set -e; t='%s'\n"
+		"sleep 1000 & a=$!\n"
+		"printf '[sync:web]\\nsource = %%s\\ntarget = %%s\\n"
+		"debounce_ms = 0\\nreload_signal = TERM\\nreload_pid = %%s\\n' "
+		"'%s' '%s' $a > \"$t/pid.conf\"\n"
+		"'%s' --config \"$t/pid.conf\" --log-level debug & d=$!\n"
+		"wait $a || true\n"
+		"echo $((a - 1)) > /proc/sys/kernel/ns_last_pid\n"
+		"sleep 1000 & b=$!\n"
+		"echo \"$a $b\" > \"$t/pids.tmp\"; mv \"$t/pids.tmp\" \"$t/pids\"\n"
+		"while [ ! -e \"$t/stop\" ]; do sleep 0.01; done\n"
+		"kill -TERM $d; wait $d\n"
+		"if kill -0 $b; then echo alive; else echo gone; fi > \"$t/b.tmp\"\n"
+		"kill $b; mv \"$t/b.tmp\" \"$t/b\"\n",
+		tmp, src, dst, tu_bin()),
+		0);
+	const char *argv[] = {"unshare", "--pid", "--fork", "--mount-proc",
+			      "sh", "-c", script, NULL};
+	pid = tu_spawn(argv, logpath);
+	char *pids = tu_path(tmp, "pids"), *bf = tu_path(tmp, "b");
+	wait_file(pids, "\n", 1, 10000);
+	char *d = tu_read(pids, NULL);
+	int a = 0, b = 0;
+	ck_assert_int_eq(sscanf(d, "%d %d", &a, &b), 2);
+	free(d);
+	ck_assert_int_eq(a, b);
+	/* A publish: the signal finds no process. */
+	tu_write(src, "app.conf", "v2\n", 0644);
+	char want[64];
+	snprintf(want, sizeof(want), "reload_pid %d: signal 15: No such process",
+		 a);
+	wait_file(logpath, want, 1, 10000);
+	tu_write(tmp, "stop", "", 0644);
+	wait_file(bf, "\n", 1, 20000);
+	ck_assert_int_eq(tu_file_count(bf, "alive"), 1);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+	free(pids);
+	free(bf);
+	free(script);
+}
+END_TEST
+
 /* Reading a FIFO would block until someone writes to it: every mapping
  * would stall.  It is refused at once, and the others go on. */
 START_TEST(test_fifo_pidfile_does_not_stall_the_daemon)
@@ -1068,6 +1167,8 @@ static Suite *hooks_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_pidfile_of_another_user_is_refused);
 	tcase_add_test(tc, test_fifo_pidfile_does_not_stall_the_daemon);
+	tcase_add_test(tc, test_stale_pidfile_is_not_signalled);
+	tcase_add_test(tc, test_reload_pid_is_never_a_later_process_with_that_pid);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("metrics");
 	tcase_add_checked_fixture(tc, setup, teardown);
