@@ -95,12 +95,13 @@ void conf_errors_fini(struct conf_errors *e)
 	e->n = 0;
 }
 
-static void perr(struct parser *p, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+/* "file:line: " or "file:line: [sync:NAME]: " before a message. */
+static void pvadd(struct parser *p, struct conf_errors *e, const char *fmt,
+		  va_list ap) __attribute__((format(printf, 3, 0)));
 
-static void perr(struct parser *p, const char *fmt, ...)
+static void pvadd(struct parser *p, struct conf_errors *e, const char *fmt,
+		  va_list ap)
 {
-	va_list ap;
 	char *where = NULL;
 	int rc;
 
@@ -111,10 +112,32 @@ static void perr(struct parser *p, const char *fmt, ...)
 		rc = asprintf(&where, "%s:%u: ", p->path, p->lineno);
 	if (rc < 0)
 		return;
-	va_start(ap, fmt);
-	errors_vadd(p->errs, where, fmt, ap);
-	va_end(ap);
+	errors_vadd(e, where, fmt, ap);
 	free(where);
+}
+
+static void perr(struct parser *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void perr(struct parser *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	pvadd(p, p->errs, fmt, ap);
+	va_end(ap);
+}
+
+static void pwarn(struct parser *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void pwarn(struct parser *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	pvadd(p, &p->c->warnings, fmt, ap);
+	va_end(ap);
 }
 
 static void sync_defaults(struct conf_sync *s)
@@ -561,6 +584,61 @@ static void add_follow_into(struct parser *p, const char *v)
 	free(copy);
 }
 
+/* check_command, on_update: a command that splits into words. */
+static void set_command(struct parser *p, const char *key, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	char **argv = NULL, *err = NULL, *syntax = NULL;
+
+	if (hook_split(v, &argv, &err) < 0)
+		perr(p, "%s: %s", key, err ? err : "cannot parse");
+	else
+		set_str(key[0] == 'c' ? &s->check_command : &s->on_update, v);
+	/* Valid, but it does not do what it says. */
+	if (argv && (syntax = hook_shell_syntax(v)) != NULL)
+		pwarn(p, "%s: %s is shell syntax, but the command runs without "
+			 "a shell (write sh -c '...' for one)",
+		      key, syntax);
+	hook_argv_free(argv);
+	free(syntax);
+	free(err);
+}
+
+/* hook_env: words split as a command is, each NAME or NAME=value. */
+static void set_hook_env(struct parser *p, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	char **words = NULL, *err = NULL;
+	size_t n = 0;
+
+	if (hook_split(v, &words, &err) < 0) {
+		perr(p, "hook_env: %s", err ? err : "cannot parse");
+		free(err);
+		return;
+	}
+	while (words[n])
+		n++;
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strcspn(words[i], "=");
+		if (hook_env_check(words[i], &err) < 0) {
+			perr(p, "hook_env: %s", err ? err : "invalid");
+			free(err);
+			err = NULL;
+			continue;
+		}
+		for (size_t k = 0; k < i; k++) {
+			if (strncmp(words[k], words[i], len) == 0 &&
+			    strcspn(words[k], "=") == len) {
+				perr(p, "hook_env: %.*s given twice", (int)len,
+				     words[i]);
+				break;
+			}
+		}
+	}
+	s->hook_env = words;
+	s->nhook_env = n;
+}
+
 static void sync_key(struct parser *p, const char *key, const char *v)
 {
 	struct conf_sync *s = p->cur;
@@ -645,14 +723,9 @@ static void sync_key(struct parser *p, const char *key, const char *v)
 			s->gid = id;
 	} else if (strcmp(key, "check_command") == 0 ||
 		   strcmp(key, "on_update") == 0) {
-		char **argv = NULL, *err = NULL;
-		if (hook_split(v, &argv, &err) < 0)
-			perr(p, "%s: %s", key, err ? err : "cannot parse");
-		else
-			set_str(key[0] == 'c' ? &s->check_command : &s->on_update,
-				v);
-		hook_argv_free(argv);
-		free(err);
+		set_command(p, key, v);
+	} else if (strcmp(key, "hook_env") == 0) {
+		set_hook_env(p, v);
 	} else if (strcmp(key, "reload_signal") == 0) {
 		if (conf_parse_signal(v, &s->reload_signal) < 0)
 			perr(p, "reload_signal: '%s' is not a signal name (HUP, "
@@ -1256,6 +1329,12 @@ struct conf_sync *conf_sync_dup(const struct conf_sync *s)
 				 : NULL;
 	for (size_t i = 0; i < s->nfollow_into && d->follow_into; i++)
 		d->follow_into[i] = strdup(s->follow_into[i]);
+	d->hook_env = s->nhook_env ? calloc(s->nhook_env + 1, sizeof(char *))
+				   : NULL;
+	for (size_t i = 0; i < s->nhook_env && d->hook_env; i++)
+		d->hook_env[i] = strdup(s->hook_env[i]);
+	if (d->hook_env == NULL)
+		d->nhook_env = 0;
 	return d;
 }
 
@@ -1276,6 +1355,7 @@ static void sync_fini(struct conf_sync *s)
 		free(s->follow_into[i]);
 	free(s->follow_into);
 	ignore_free(s->ignore);
+	hook_argv_free(s->hook_env);
 }
 
 void conf_sync_free(struct conf_sync *s)
@@ -1309,13 +1389,17 @@ bool conf_sync_equal(const struct conf_sync *a, const struct conf_sync *b)
 	    a->hook_timeout_s != b->hook_timeout_s ||
 	    a->nexclude != b->nexclude || a->max_files != b->max_files ||
 	    a->max_bytes != b->max_bytes || a->allow_empty != b->allow_empty ||
-	    a->nfollow_into != b->nfollow_into)
+	    a->nfollow_into != b->nfollow_into ||
+	    a->nhook_env != b->nhook_env)
 		return false;
 	for (size_t i = 0; i < a->nexclude; i++)
 		if (strcmp(a->exclude[i], b->exclude[i]) != 0)
 			return false;
 	for (size_t i = 0; i < a->nfollow_into; i++)
 		if (strcmp(a->follow_into[i], b->follow_into[i]) != 0)
+			return false;
+	for (size_t i = 0; i < a->nhook_env; i++)
+		if (strcmp(a->hook_env[i], b->hook_env[i]) != 0)
 			return false;
 	return true;
 }
@@ -1330,5 +1414,6 @@ void conf_free(struct conf *c)
 	free(c->metrics_file);
 	free(c->metrics_listen);
 	free(c->path);
+	conf_errors_fini(&c->warnings);
 	free(c);
 }

@@ -51,6 +51,13 @@ struct conf_sync {
 	char *reload_pidfile;
 	int reload_pid;	/* 0 when not set */
 	unsigned hook_timeout_s;
+	char **hook_env; /* NAME or NAME=value, for the commands */
+	size_t nhook_env;
+};
+
+struct conf_errors {
+	char **v;
+	size_t n;
 };
 
 struct conf {
@@ -64,11 +71,9 @@ struct conf {
 	unsigned unhealthy_after_s;
 	struct conf_sync *syncs;
 	size_t nsyncs;
-};
-
-struct conf_errors {
-	char **v;
-	size_t n;
+	/* What is valid but likely not what was meant ("file:line:
+	 * message"), for --check-config and the log. */
+	struct conf_errors warnings;
 };
 
 /* Reads `path`, which must be a regular file owned by root or by the

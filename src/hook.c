@@ -1,20 +1,39 @@
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef HAVE_SYS_PIDFD_H
+#include <sys/pidfd.h>
+#endif
 
+#include "fsutil.h"
 #include "hook.h"
 #include "log.h"
+#include "snapshot.h"
+
+/* Since Linux 5.1 a new system call has one number on every
+ * architecture (but alpha). */
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 
 /* Kept of a command's stderr, for the log. */
 #define TAIL_BYTES 4096
 #define TAIL_LOG_BYTES 512
-
-extern char **environ;
 
 struct hook {
 	uv_process_t proc;
@@ -33,6 +52,12 @@ struct hook {
 	int pid;
 	unsigned timeout_s;
 };
+
+static const char *basename_of(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	return b ? b + 1 : path;
+}
 
 void hook_argv_free(char **argv)
 {
@@ -129,26 +154,274 @@ nomem:
 	return -ENOMEM;
 }
 
-char **hook_env(const char *name, const char *target, const char *gen,
-		const char *gen_dir, long changed)
+/* Whether argv runs a shell on a -c script. */
+static bool runs_shell(char **argv)
 {
-	char **env = calloc(5, sizeof(*env));
-	int k = 0;
+	size_t i = 0;
 
-	if (env == NULL)
-		return NULL;
-	if (asprintf(&env[k++], "ATOMSYNC_NAME=%s", name) < 0 ||
-	    asprintf(&env[k++], "ATOMSYNC_TARGET=%s", target) < 0 ||
-	    asprintf(&env[k++], "ATOMSYNC_GENERATION=%s", gen ? gen : "") < 0 ||
-	    (gen_dir &&
-	     asprintf(&env[k++], "ATOMSYNC_GENERATION_DIR=%s", gen_dir) < 0) ||
-	    (!gen_dir && changed >= 0 &&
-	     asprintf(&env[k++], "ATOMSYNC_CHANGED=%ld", changed) < 0)) {
-		env[k - 1] = NULL;
-		hook_env_free(env);
+	if (strcmp(basename_of(argv[0]), "env") == 0)
+		for (i = 1; argv[i] && (argv[i][0] == '-' || strchr(argv[i], '='));)
+			i++;
+	if (argv[i] == NULL)
+		return false;
+	const char *b = basename_of(argv[i]);
+	if (strcmp(b, "sh") != 0 && strcmp(b, "bash") != 0 &&
+	    strcmp(b, "dash") != 0)
+		return false;
+	for (i++; argv[i] && (argv[i][0] == '-' || argv[i][0] == '+'); i++) {
+		if (strcmp(argv[i] + 1, "o") == 0 && argv[i + 1])
+			i++; /* -o OPTION */
+		else if (argv[i][0] == '-' && argv[i][1] != '-' &&
+			 strchr(argv[i] + 1, 'c'))
+			return true;
+	}
+	return false;
+}
+
+/* The shell syntax at p, quoted (malloc'ed), or NULL. */
+static char *syntax_at(const char *p, bool in_dq)
+{
+	char *r = NULL;
+	size_t n;
+
+	if (*p == '`')
+		return strdup("'`...`'");
+	if (*p == '$' && (p[1] == '(' || p[1] == '{'))
+		return strdup(p[1] == '(' ? "'$(...)'" : "'${...}'");
+	if (*p == '$' && (isalpha((unsigned char)p[1]) || p[1] == '_')) {
+		for (n = 2; isalnum((unsigned char)p[n]) || p[n] == '_'; n++)
+			;
+	} else if (*p == '$' && p[1] && strchr("0123456789?$!#@*-", p[1])) {
+		n = 2;
+	} else if (!in_dq && strchr("><|;&", *p)) {
+		n = p[1] && strchr("><|;&", p[1]) ? 2 : 1;
+	} else {
 		return NULL;
 	}
-	return env;
+	if (asprintf(&r, "'%.*s'", (int)n, p) < 0)
+		return NULL;
+	return r;
+}
+
+char *hook_shell_syntax(const char *cmd)
+{
+	char **argv = NULL;
+	bool in_dq = false;
+
+	if (hook_split(cmd, &argv, NULL) < 0)
+		return NULL;
+	bool shell = runs_shell(argv);
+	hook_argv_free(argv);
+	if (shell)
+		return NULL;
+	/* Read as hook_split reads it. */
+	for (const char *p = cmd; *p; p++) {
+		if (*p == '\\' && p[1] && (!in_dq || strchr("\"\\$`", p[1]))) {
+			p++;
+		} else if (*p == '\'' && !in_dq) {
+			p = strchr(p + 1, '\'');
+		} else if (*p == '"') {
+			in_dq = !in_dq;
+		} else {
+			char *t = syntax_at(p, in_dq);
+			if (t)
+				return t;
+		}
+	}
+	return NULL;
+}
+
+/* An environment under construction. */
+struct envb {
+	char **v;
+	size_t n;
+	bool nomem;
+};
+
+static void env_add(struct envb *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void env_add(struct envb *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *e = NULL;
+
+	if (b->nomem)
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&e, fmt, ap) < 0)
+		e = NULL;
+	va_end(ap);
+	char **v = e ? realloc(b->v, (b->n + 2) * sizeof(*v)) : NULL;
+	if (v == NULL) {
+		free(e);
+		b->nomem = true;
+		return;
+	}
+	b->v = v;
+	b->v[b->n++] = e;
+	b->v[b->n] = NULL;
+}
+
+static bool env_has(const struct envb *b, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < b->n; i++)
+		if (strncmp(b->v[i], name, len) == 0 && b->v[i][len] == '=')
+			return true;
+	return false;
+}
+
+/* The hook_env words: NAME=value as given, NAME with the daemon's value
+ * when it has one. */
+static void env_pass(struct envb *b, char *const *pass, size_t npass)
+{
+	for (size_t i = 0; i < npass; i++) {
+		const char *val = strchr(pass[i], '=') ? NULL : getenv(pass[i]);
+		if (val)
+			env_add(b, "%s=%s", pass[i], val);
+		else if (strchr(pass[i], '='))
+			env_add(b, "%s", pass[i]);
+	}
+}
+
+char **hook_env(const struct hook_vars *v)
+{
+	struct envb b = {0};
+	const char *path = getenv("PATH"), *lang = getenv("LANG");
+
+	env_pass(&b, v->pass, v->npass);
+	if (!env_has(&b, "PATH"))
+		env_add(&b, "PATH=%s", path ? path : HOOK_DEFAULT_PATH);
+	if (lang && !env_has(&b, "LANG"))
+		env_add(&b, "LANG=%s", lang);
+	env_add(&b, "ATOMSYNC_NAME=%s", v->name);
+	env_add(&b, "ATOMSYNC_TARGET=%s", v->target);
+	env_add(&b, "ATOMSYNC_GENERATION=%s", v->gen ? v->gen : "");
+	if (v->gen_dir)
+		env_add(&b, "ATOMSYNC_GENERATION_DIR=%s", v->gen_dir);
+	if (v->changed >= 0)
+		env_add(&b, "ATOMSYNC_CHANGED=%ld", v->changed);
+	if (v->changed_file)
+		env_add(&b, "ATOMSYNC_CHANGED_FILE=/dev/fd/3");
+	if (v->incomplete)
+		env_add(&b, "ATOMSYNC_CHANGED_INCOMPLETE=1");
+	if (b.nomem) {
+		hook_env_free(b.v);
+		return NULL;
+	}
+	return b.v;
+}
+
+void hook_changes_fini(struct hook_changes *c)
+{
+	free(c->buf);
+	memset(c, 0, sizeof(*c));
+}
+
+/* Appends the path at p (NUL-ended) to `to`, unless that would pass a
+ * bound; false then. */
+static bool changes_put(struct hook_changes *to, const char *p)
+{
+	size_t n = strlen(p) + 1;
+
+	if (to->n == HOOK_CHANGES_MAX || to->len + n > HOOK_CHANGES_MAX_BYTES)
+		return false;
+	memcpy(to->buf + to->len, p, n);
+	to->len += n;
+	to->n++;
+	return true;
+}
+
+void hook_changes_add(struct hook_changes *c, const char *list, size_t len,
+		      bool incomplete)
+{
+	size_t cap = c->len + len, ia = 0, ib = 0;
+	struct hook_changes m = {.incomplete = c->incomplete || incomplete};
+
+	if (len == 0) {
+		c->incomplete = m.incomplete;
+		return;
+	}
+	m.buf = malloc(cap < HOOK_CHANGES_MAX_BYTES ? cap : HOOK_CHANGES_MAX_BYTES);
+	if (m.buf == NULL) {
+		c->incomplete = true; /* what it has stays */
+		return;
+	}
+	/* Both are in order: merge them, each path once. */
+	while (ia < c->len || ib < len) {
+		const char *a = ia < c->len ? c->buf + ia : NULL;
+		const char *b = ib < len ? list + ib : NULL;
+		int cmp = a == NULL ? 1 : b == NULL ? -1 : snapshot_path_cmp(a, b);
+		if (!changes_put(&m, cmp <= 0 ? a : b)) {
+			m.incomplete = true;
+			break;
+		}
+		if (cmp <= 0)
+			ia += strlen(a) + 1;
+		if (cmp >= 0)
+			ib += strlen(b) + 1;
+	}
+	free(c->buf);
+	*c = m;
+}
+
+/* Where memfd_create is not allowed: a file with no name in /tmp. */
+static int changes_tmpfile(void)
+{
+	int fd = open("/tmp", O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+int hook_changes_fd(const struct hook_changes *c)
+{
+	int fd = memfd_create("atomsync-changed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0 && (fd = changes_tmpfile()) < 0)
+		return fd;
+	for (size_t off = 0; off < c->len;) {
+		ssize_t w = write(fd, c->buf + off, c->len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			int rc = -errno;
+			close(fd);
+			return rc;
+		}
+		off += (size_t)w;
+	}
+	/* The command reads it from the start, and cannot change it for
+	 * whoever reads it after (sealing is best effort: a tmpfile
+	 * cannot be sealed, and is the command's alone anyway). */
+	if (lseek(fd, 0, SEEK_SET) < 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	(void)fcntl(fd, F_ADD_SEALS,
+		    F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+	return fd;
+}
+
+int hook_env_check(const char *word, char **err)
+{
+	size_t len = strcspn(word, "=");
+	bool ok = len > 0 && !isdigit((unsigned char)word[0]);
+
+	for (size_t i = 0; ok && i < len; i++)
+		ok = isalnum((unsigned char)word[i]) || word[i] == '_';
+	if (!ok)
+		return log_err_set(err, -EINVAL,
+				   "'%.*s' is not a variable name (letters, "
+				   "digits and '_', not starting with a digit)",
+				   (int)len, word);
+	if (strncmp(word, "ATOMSYNC_", 9) == 0)
+		return log_err_set(err, -EINVAL,
+				   "%.*s: the ATOMSYNC_ variables are atomsyncd's "
+				   "own",
+				   (int)len, word);
+	return 0;
 }
 
 void hook_env_free(char **env)
@@ -156,26 +429,200 @@ void hook_env_free(char **env)
 	hook_argv_free(env);
 }
 
-int hook_signal(const char *pidfile, int pid, int sig, char **err)
+/* A process id as a pidfile holds it: digits, white space around them. */
+static int parse_pid(const char *buf, int *pid)
 {
-	if (pidfile) {
-		FILE *f = fopen(pidfile, "re");
-		long v = 0;
-		if (f == NULL)
-			return log_err_set(err, -errno, "reload_pidfile %s: %s",
-					   pidfile, strerror(errno));
-		int n = fscanf(f, "%ld", &v);
-		fclose(f);
-		if (n != 1 || v < 2 || v > 4194304)
-			return log_err_set(err, -EINVAL,
-					   "reload_pidfile %s: no process id in it",
-					   pidfile);
-		pid = (int)v;
+	char *end;
+
+	while (isspace((unsigned char)*buf))
+		buf++;
+	if (!isdigit((unsigned char)*buf))
+		return -EINVAL;
+	errno = 0;
+	long v = strtol(buf, &end, 10);
+	while (isspace((unsigned char)*end))
+		end++;
+	if (errno || *end || v < 2 || v > HOOK_PID_MAX)
+		return -EINVAL;
+	*pid = (int)v;
+	return 0;
+}
+
+/* The pidfile's owner and type, as OpenSSH's StrictModes has them: a
+ * file that someone else can write names whichever process they like. */
+static int pidfile_trusted(const char *pidfile, const struct stat *st,
+			   char **err)
+{
+	if (!S_ISREG(st->st_mode))
+		return log_err_set(err, -EPERM,
+				   "reload_pidfile %s: not a regular file; "
+				   "refusing it",
+				   pidfile);
+	if (!fsutil_trusted_uid(st->st_uid))
+		return log_err_set(err, -EPERM,
+				   "reload_pidfile %s: owned by uid %u, not by "
+				   "root or atomsyncd's user; refusing it",
+				   pidfile, (unsigned)st->st_uid);
+	if (st->st_mode & 0022)
+		return log_err_set(err, -EPERM,
+				   "reload_pidfile %s: writable by %s (mode "
+				   "%04o); refusing it",
+				   pidfile, st->st_mode & 0020 ? "its group"
+							       : "others",
+				   (unsigned)(st->st_mode & 07777));
+	return 0;
+}
+
+int hook_read_pidfile(const char *pidfile, int *pid, struct stat *st,
+		      char **err)
+{
+	char *why = NULL, buf[64];
+	/* O_NONBLOCK: a FIFO must not hold up the loop before it is seen
+	 * for what it is. */
+	int fd = fsutil_chase(pidfile, FSUTIL_CHASE_NOFOLLOW,
+			      O_RDONLY | O_NONBLOCK | O_NOCTTY, NULL, &why);
+
+	if (fd < 0) {
+		int rc = log_err_set(err, fd, "reload_pidfile %s: %s", pidfile,
+				     why ? why : strerror(-fd));
+		free(why);
+		return rc;
 	}
-	if (kill(pid, sig) < 0)
-		return log_err_set(err, -errno,
-				   "reload signal %d to process %d: %s", sig, pid,
-				   strerror(errno));
+	int rc = fstat(fd, st) < 0 ? -errno : 0;
+	if (rc < 0)
+		rc = log_err_set(err, rc, "reload_pidfile %s: %s", pidfile,
+				 strerror(-rc));
+	else
+		rc = pidfile_trusted(pidfile, st, err);
+	ssize_t n = rc < 0 ? 0 : read(fd, buf, sizeof(buf) - 1);
+	if (rc == 0 && n < 0)
+		rc = log_err_set(err, -errno, "reload_pidfile %s: %s", pidfile,
+				 strerror(errno));
+	close(fd);
+	if (rc < 0)
+		return rc;
+	size_t len = n > 0 ? (size_t)n : 0;
+	buf[len] = '\0';
+	/* A pidfile is a number; anything longer is something else. */
+	if (len == sizeof(buf) - 1 || parse_pid(buf, pid) < 0)
+		return log_err_set(err, -EINVAL,
+				   "reload_pidfile %s: no process id in it",
+				   pidfile);
+	return 0;
+}
+
+int hook_pidfd_open(int pid)
+{
+#ifdef HAVE_PIDFD_OPEN
+	int fd = pidfd_open(pid, 0);
+#else
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+	return fd < 0 ? -errno : fd;
+}
+
+static int pidfd_signal(int pidfd, int sig)
+{
+#ifdef HAVE_PIDFD_SEND_SIGNAL
+	int rc = pidfd_send_signal(pidfd, sig, NULL, 0);
+#else
+	int rc = (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+#endif
+	return rc < 0 ? -errno : 0;
+}
+
+/* When process pid started, in ns of CLOCK_REALTIME: field 22 of
+ * /proc/PID/stat, in clock ticks since boot.  -ENOENT and the like when
+ * /proc does not show it. */
+static int proc_start_ns(int pid, int64_t *ns)
+{
+	char *path, buf[2048];
+	struct timespec real, boot;
+
+	if (asprintf(&path, "/proc/%d/stat", pid) < 0)
+		return -ENOMEM;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	free(path);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = '\0';
+	/* The name in parentheses may hold anything: start after its end. */
+	char *p = strrchr(buf, ')');
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (p == NULL || !isdigit((unsigned char)p[1]))
+		return -EIO;
+	unsigned long long ticks = strtoull(p + 1, NULL, 10);
+	long hz = sysconf(_SC_CLK_TCK);
+	if (hz <= 0 || clock_gettime(CLOCK_REALTIME, &real) < 0 ||
+	    clock_gettime(CLOCK_BOOTTIME, &boot) < 0)
+		return -EIO;
+	int64_t boot_ns = ((int64_t)real.tv_sec - boot.tv_sec) * 1000000000LL +
+			  (real.tv_nsec - boot.tv_nsec);
+	*ns = boot_ns + (int64_t)(ticks / (unsigned long long)hz) * 1000000000LL +
+	      (int64_t)(ticks % (unsigned long long)hz) * 1000000000LL / hz;
+	return 0;
+}
+
+/* Whether process pid can be the one the pidfile (metadata st) names:
+ * one that started after the file was last written got the pid after
+ * the process it names was gone. */
+static int pid_matches_pidfile(const char *pidfile, int pid,
+			       const struct stat *st, char **err)
+{
+	int64_t start, written = (int64_t)st->st_mtim.tv_sec * 1000000000LL +
+				 st->st_mtim.tv_nsec;
+
+	/* With /proc/PID out of sight (systemd's ProtectProc=invisible,
+	 * hidepid=) there is nothing to compare: the pidfd still reaches
+	 * only the process that had the pid when it was opened. */
+	if (proc_start_ns(pid, &start) < 0)
+		return 0;
+	if (start > written + HOOK_START_SLACK_NS)
+		return log_err_set(err, -ESRCH,
+				   "reload_pidfile %s: process %d started after "
+				   "the file was written: a stale pidfile, not "
+				   "signalled",
+				   pidfile, pid);
+	return 0;
+}
+
+int hook_signal_pidfile(const char *pidfile, int sig, char **err)
+{
+	struct stat st;
+	int pid, rc = hook_read_pidfile(pidfile, &pid, &st, err);
+
+	if (rc < 0)
+		return rc;
+	/* From here on the pid cannot be given to another process under
+	 * us: the pidfd stays with the one it was opened for. */
+	int fd = hook_pidfd_open(pid);
+	if (fd < 0)
+		return log_err_set(err, fd, "reload_pidfile %s: process %d: %s",
+				   pidfile, pid, strerror(-fd));
+	rc = pid_matches_pidfile(pidfile, pid, &st, err);
+	if (rc == 0 && (rc = pidfd_signal(fd, sig)) < 0)
+		log_err_set(err, rc, "reload_pidfile %s: signal %d to process "
+				     "%d: %s",
+			    pidfile, sig, pid, strerror(-rc));
+	close(fd);
+	return rc;
+}
+
+int hook_signal_pidfd(int pidfd, int pid, int sig, char **err)
+{
+	if (pidfd < 0)
+		return log_err_set(err, pidfd,
+				   "reload_pid %d: %s (when the mapping started)",
+				   pid, strerror(-pidfd));
+	int rc = pidfd_signal(pidfd, sig);
+	if (rc < 0)
+		return log_err_set(err, rc, "reload_pid %d: signal %d: %s", pid,
+				   sig, strerror(-rc));
 	return 0;
 }
 
@@ -194,19 +641,16 @@ struct wait_ctx {
 static void on_waited(void *data, const struct hook_result *r)
 {
 	struct wait_ctx *w = data;
-	char buf[128];
 
 	w->done = true;
 	if (hook_ok(r))
 		return;
 	w->rc = -ECANCELED;
-	if (asprintf(&w->why, "%s%s%s", hook_describe(r, buf, sizeof(buf)),
-		     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
-		w->why = NULL;
+	w->why = hook_describe(r);
 }
 
-int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
-		  char **why)
+int hook_run_wait(const char *cmd, char *const env[], int fd3,
+		  unsigned timeout_s, char **why)
 {
 	uv_loop_t loop;
 	struct wait_ctx w = {0};
@@ -221,7 +665,7 @@ int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
 		hook_argv_free(argv);
 		return rc;
 	}
-	rc = hook_run(&loop, argv, env, timeout_s, on_waited, &w, &h);
+	rc = hook_run(&loop, argv, env, fd3, timeout_s, on_waited, &w, &h);
 	hook_argv_free(argv);
 	if (rc == 0)
 		uv_run(&loop, UV_RUN_DEFAULT);
@@ -237,22 +681,32 @@ int hook_run_wait(const char *cmd, char *const env[], unsigned timeout_s,
 	return w.rc;
 }
 
-const char *hook_describe(const struct hook_result *r, char *buf, size_t size)
+char *hook_describe(const struct hook_result *r)
 {
-	if (r->spawn_error)
-		snprintf(buf, size, "could not start: %s",
-			 strerror(-r->spawn_error));
-	else if (r->timed_out && r->signal == 0)
-		snprintf(buf, size, "timed out (it then exited with status %d)",
-			 r->status);
+	char how[96], *m = NULL;
+	const char *tail = r->stderr_tail ? r->stderr_tail : "";
+
+	if (r->spawn_error) {
+		/* The program can be a long path: no fixed buffer. */
+		if (asprintf(&m, "%s could not start: %s",
+			     r->file ? r->file : "command",
+			     strerror(-r->spawn_error)) < 0)
+			m = NULL;
+		return m;
+	}
+	if (r->timed_out && r->signal == 0)
+		snprintf(how, sizeof(how),
+			 "timed out (it then exited with status %d)", r->status);
 	else if (r->timed_out)
-		snprintf(buf, size, "timed out and was killed (signal %d)",
+		snprintf(how, sizeof(how), "timed out and was killed (signal %d)",
 			 r->signal);
 	else if (r->signal)
-		snprintf(buf, size, "killed by signal %d", r->signal);
+		snprintf(how, sizeof(how), "killed by signal %d", r->signal);
 	else
-		snprintf(buf, size, "exit status %d", r->status);
-	return buf;
+		snprintf(how, sizeof(how), "exit status %d", r->status);
+	if (asprintf(&m, "%s%s%s", how, *tail ? ": " : "", tail) < 0)
+		m = NULL;
+	return m;
 }
 
 static void on_closed(uv_handle_t *h)
@@ -397,49 +851,18 @@ static void on_timeout(uv_timer_t *t)
 	terminate(k);
 }
 
-/* The daemon's environment with `extra` overriding what it names. */
-static char **build_env(char *const extra[])
-{
-	size_t n = 0, m = 0;
-	while (environ[n])
-		n++;
-	while (extra && extra[m])
-		m++;
-	char **env = calloc(n + m + 1, sizeof(*env));
-	if (env == NULL)
-		return NULL;
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		const char *eq = strchr(environ[i], '=');
-		size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-		bool overridden = false;
-		for (size_t j = 0; j < m && !overridden; j++)
-			overridden = strncmp(extra[j], environ[i], nl) == 0 &&
-				     extra[j][nl] == '=';
-		if (!overridden)
-			env[k++] = environ[i];
-	}
-	for (size_t j = 0; j < m; j++)
-		env[k++] = extra[j];
-	env[k] = NULL;
-	return env;
-}
-
 int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
-	     unsigned timeout_s, hook_done_cb done, void *data,
+	     int fd3, unsigned timeout_s, hook_done_cb done, void *data,
 	     struct hook **out)
 {
 	struct hook *k = calloc(1, sizeof(*k));
-	char **fullenv = build_env(env);
 	int rc;
 
 	*out = NULL;
-	if (k == NULL || fullenv == NULL) {
+	if (k == NULL) {
 		/* Reported like any command that cannot start. */
 		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
-					.stderr_tail = ""};
-		free(k);
-		free(fullenv);
+					.file = argv[0], .stderr_tail = ""};
 		done(data, &r);
 		return 0;
 	}
@@ -452,29 +875,31 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	k->err.data = k->timeout.data = k->drain.data = k->proc.data = k;
 	k->open_handles = 4;
 
-	uv_stdio_container_t stdio[3] = {
+	uv_stdio_container_t stdio[4] = {
 		{.flags = UV_IGNORE},
 		{.flags = UV_IGNORE},
 		{.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
 		 .data.stream = (uv_stream_t *)&k->err},
+		{.flags = UV_INHERIT_FD, .data.fd = fd3},
 	};
 	uv_process_options_t po = {
 		.exit_cb = on_exit_cb,
 		.file = argv[0],
 		.args = (char **)argv,
-		.env = fullenv,
+		.env = (char **)env,
+		/* Nothing of the daemon's working directory. */
+		.cwd = "/",
 		/* setsid(): its own process group, so a timeout reaches the
 		 * children of a shell too. */
 		.flags = UV_PROCESS_DETACHED,
-		.stdio_count = 3,
+		.stdio_count = fd3 >= 0 ? 4 : 3,
 		.stdio = stdio,
 	};
 	rc = uv_spawn(loop, &k->proc, &po);
-	free(fullenv);
 	if (rc < 0) {
 		/* uv_spawn leaves an initialised handle that must be closed. */
 		struct hook_result r = {.status = -1, .spawn_error = rc,
-					.stderr_tail = ""};
+					.file = argv[0], .stderr_tail = ""};
 		k->finished = true;
 		done(data, &r);
 		close_all(k);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -133,6 +134,95 @@ static int parse_ms(const char *s, long max, long *out)
 
 /* ---- --once ---- */
 
+/* check_command on the prepared generation; a veto drops it (*p NULL). */
+static int once_check(const struct conf_sync *c, struct writer *w,
+		      struct writer_pending **p, char **err)
+{
+	const char *dir = writer_pending_dir(*p);
+	const char *gen = strrchr(dir, '/');
+	struct hook_vars hv = {
+		.name = c->name, .target = c->target,
+		.gen = gen ? gen + 1 : dir, .gen_dir = dir, .changed = -1,
+		.pass = c->hook_env, .npass = c->nhook_env,
+	};
+	char **env = hook_env(&hv);
+	char *why = NULL;
+	int rc = env ? hook_run_wait(c->check_command, env, -1,
+				     c->hook_timeout_s, &why)
+		     : -ENOMEM;
+
+	hook_env_free(env);
+	if (rc < 0) {
+		free(*err);
+		if (asprintf(err, "check_command vetoed %s: %s; the live "
+				  "generation stays",
+			     dir, why ? why : strerror(-rc)) < 0)
+			*err = NULL;
+		writer_abort(w, *p);
+		*p = NULL;
+	}
+	free(why);
+	return rc;
+}
+
+/* on_update after a publish, told about the paths it changed. */
+static int once_on_update(const struct conf_sync *c,
+			  const struct writer_result *r, char **why)
+{
+	struct hook_changes ch = {0};
+
+	hook_changes_add(&ch, r->paths, r->paths_len, false);
+	struct hook_vars hv = {
+		.name = c->name, .target = c->target, .gen = r->generation,
+		.changed = (long)ch.n, .changed_file = true,
+		.incomplete = ch.incomplete,
+		.pass = c->hook_env, .npass = c->nhook_env,
+	};
+	char **env = hook_env(&hv);
+	int fd = hook_changes_fd(&ch), rc;
+
+	if (fd < 0)
+		rc = log_err_set(why, fd, "changed-paths file: %s",
+				 strerror(-fd));
+	else
+		rc = env ? hook_run_wait(c->on_update, env, fd,
+					 c->hook_timeout_s, why)
+			 : -ENOMEM;
+	if (fd >= 0)
+		close(fd);
+	hook_env_free(env);
+	hook_changes_fini(&ch);
+	return rc;
+}
+
+/* After a publish, as the daemon does: the signal, then on_update. */
+static int once_after_publish(const struct conf_sync *c,
+			      const struct writer_result *r, char **hook_err)
+{
+	if (c->reload_pidfile &&
+	    hook_signal_pidfile(c->reload_pidfile, c->reload_signal,
+				hook_err) < 0)
+		return -EIO;
+	if (c->reload_pid) {
+		int fd = hook_pidfd_open(c->reload_pid);
+		int rc = hook_signal_pidfd(fd, c->reload_pid, c->reload_signal,
+					   hook_err);
+		if (fd >= 0)
+			close(fd);
+		if (rc < 0)
+			return -EIO;
+	}
+	if (c->on_update == NULL)
+		return 0;
+	char *why = NULL;
+	int rc = once_on_update(c, r, &why);
+	if (rc < 0 && asprintf(hook_err, "on_update %s",
+			       why ? why : strerror(-rc)) < 0)
+		*hook_err = NULL;
+	free(why);
+	return rc < 0 ? -EIO : 0;
+}
+
 static int run_once(const struct conf_sync *c, bool dry_run)
 {
 	struct snapshot_opts so = sync_snapshot_opts(c);
@@ -177,51 +267,13 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 		nanosleep(&ts, NULL);
 	}
 	/* The check sees the complete generation before it goes live. */
-	if (rc == 0 && p && c->check_command) {
-		const char *dir = writer_pending_dir(p);
-		const char *gen = strrchr(dir, '/');
-		char **env = hook_env(c->name, c->target, gen ? gen + 1 : dir, dir,
-				      -1);
-		char *why = NULL;
-		rc = env ? hook_run_wait(c->check_command, env, c->hook_timeout_s,
-					 &why)
-			 : -ENOMEM;
-		hook_env_free(env);
-		if (rc < 0) {
-			free(err);
-			if (asprintf(&err, "check_command vetoed %s: %s; the live "
-					   "generation stays",
-				     dir, why ? why : strerror(-rc)) < 0)
-				err = NULL;
-			writer_abort(w, p);
-			p = NULL;
-		}
-		free(why);
-	}
+	if (rc == 0 && p && c->check_command)
+		rc = once_check(c, w, &p, &err);
 	if (rc == 0 && p)
 		rc = writer_commit(w, p, &r, &err);
-	/* After a publish, as the daemon does: the signal, then on_update. */
 	char *hook_err = NULL;
-	if (rc == 0 && r.published && c->reload_signal &&
-	    hook_signal(c->reload_pidfile, c->reload_pid, c->reload_signal,
-			&hook_err) < 0)
+	if (rc == 0 && r.published && once_after_publish(c, &r, &hook_err) < 0)
 		rc = -EIO;
-	if (rc == 0 && r.published && c->on_update) {
-		char **env = hook_env(c->name, c->target, r.generation, NULL,
-				      (long)(r.added + r.changed + r.removed));
-		char *why = NULL;
-		int hr = env ? hook_run_wait(c->on_update, env, c->hook_timeout_s,
-					     &why)
-			     : -ENOMEM;
-		hook_env_free(env);
-		if (hr < 0) {
-			if (asprintf(&hook_err, "on_update %s",
-				     why ? why : strerror(-hr)) < 0)
-				hook_err = NULL;
-			rc = -EIO;
-		}
-		free(why);
-	}
 	if (hook_err) {
 		/* The publish itself went through. */
 		log_msg(LOG_LVL_INFO, c->name,
@@ -622,6 +674,8 @@ static void reload(struct daemon *d)
 	int rc = conf_load(d->conf->path, &n, &errs);
 	if (rc == 0)
 		conf_check(n, &errs);
+	for (size_t i = 0; n && i < n->warnings.n; i++)
+		log_warn("reload: %s", n->warnings.v[i]);
 	if (rc < 0 || errs.n > 0) {
 		if (rc < 0 && errs.n == 0)
 			log_error("reload: %s: %s", d->conf->path,
@@ -982,6 +1036,14 @@ int main(int argc, char **argv)
 	conf_check(conf, &errs);
 	for (size_t i = 0; i < errs.n; i++)
 		fprintf(stderr, "%s\n", errs.v[i]);
+	/* With the problems, or what --check-config says; logged when the
+	 * mappings run. */
+	for (size_t i = 0; i < conf->warnings.n; i++) {
+		if (op.check_config || errs.n > 0)
+			fprintf(stderr, "warning: %s\n", conf->warnings.v[i]);
+		else
+			log_warn("%s", conf->warnings.v[i]);
+	}
 	if (errs.n > 0) {
 		conf_errors_fini(&errs);
 		conf_free(conf);

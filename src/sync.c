@@ -94,8 +94,13 @@ struct sync {
 	struct hook *post;
 	bool post_due;	      /* a publish the actions have not followed */
 	unsigned post_failures;
-	size_t post_changed;  /* paths changed since the last good run */
+	/* Paths changed by publishes that no run was given yet, and by
+	 * those the run under way (or its retry) was given. */
+	struct hook_changes post_changed, post_given;
 	char *post_last_err;
+	/* reload_pid's process, held from the start so that its pid
+	 * cannot be another's later; a negative errno if it was gone. */
+	int reload_pidfd;
 
 	/* For logging once per change of state. */
 	char *last_err;
@@ -530,7 +535,7 @@ static void post_result(struct sync *s, const char *failure)
 			log_msg(LOG_LVL_INFO, name,
 				"after-publish actions work again");
 		s->post_failures = 0;
-		s->post_changed = 0;
+		hook_changes_fini(&s->post_given);
 		free(s->post_last_err);
 		s->post_last_err = NULL;
 	} else {
@@ -542,6 +547,10 @@ static void post_result(struct sync *s, const char *failure)
 				failure);
 		free(s->post_last_err);
 		s->post_last_err = strdup(failure);
+		/* The retry is told about all of it again. */
+		hook_changes_add(&s->post_changed, s->post_given.buf,
+				 s->post_given.len, s->post_given.incomplete);
+		hook_changes_fini(&s->post_given);
 		/* Retry, unless a newer publish runs them anyway; a stopping
 		 * daemon does not wait for retries. */
 		s->post_due = !s->stopping;
@@ -562,19 +571,56 @@ static void post_result(struct sync *s, const char *failure)
 static void on_update_done(void *data, const struct hook_result *r)
 {
 	struct sync *s = data;
-	char why[128], *failure = NULL;
+	char *failure = NULL;
 
 	s->post = NULL;
 	if (!hook_ok(r)) {
-		if (asprintf(&failure, "on_update %s%s%s",
-			     hook_describe(r, why, sizeof(why)),
-			     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
+		char *why = hook_describe(r);
+		if (why == NULL || asprintf(&failure, "on_update %s", why) < 0)
 			failure = NULL;
+		free(why);
 	} else {
 		log_msg(LOG_LVL_DEBUG, s->c->name, "on_update done");
 	}
 	post_result(s, failure ? failure : (hook_ok(r) ? NULL : "on_update failed"));
 	free(failure);
+}
+
+/* Starts on_update, told about the paths in s->post_given. */
+static void post_start_on_update(struct sync *s)
+{
+	struct hook_vars hv = {
+		.name = s->c->name, .target = s->c->target,
+		.gen = s->generation, .changed = (long)s->post_given.n,
+		.changed_file = true, .incomplete = s->post_given.incomplete,
+		.pass = s->c->hook_env, .npass = s->c->nhook_env,
+	};
+	char **env = hook_env(&hv), **argv = NULL, *failure = NULL;
+	int fd = hook_changes_fd(&s->post_given);
+
+	if (fd < 0 && asprintf(&failure, "on_update: changed-paths file: %s",
+			       strerror(-fd)) < 0)
+		failure = NULL;
+	if (fd < 0 || env == NULL ||
+	    hook_split(s->c->on_update, &argv, NULL) < 0) {
+		hook_env_free(env);
+		if (fd >= 0)
+			close(fd);
+		post_result(s, failure ? failure : "on_update cannot be started");
+		free(failure);
+		return;
+	}
+	struct hook *h = NULL;
+	/* A command that cannot start reports through on_update_done at
+	 * once; s->post stays NULL then. */
+	s->post = (struct hook *)1;
+	hook_run(s->loop, argv, env, fd, s->c->hook_timeout_s, on_update_done,
+		 s, &h);
+	if (s->post == (struct hook *)1)
+		s->post = h;
+	close(fd); /* the command has its own */
+	hook_argv_free(argv);
+	hook_env_free(env);
 }
 
 /* Runs the after-publish actions when one is due and none is running:
@@ -585,10 +631,22 @@ static void post_kick(struct sync *s)
 	    uv_is_active((uv_handle_t *)&s->post_retry))
 		return;
 	s->post_due = false;
+	/* This run consumes what came so far; what comes while it runs is
+	 * for the next one. */
+	hook_changes_fini(&s->post_given);
+	s->post_given = s->post_changed;
+	memset(&s->post_changed, 0, sizeof(s->post_changed));
 	if (s->c->reload_signal) {
 		char *failure = NULL;
-		if (hook_signal(s->c->reload_pidfile, s->c->reload_pid,
-				s->c->reload_signal, &failure) < 0) {
+		int rc = s->c->reload_pidfile
+				 ? hook_signal_pidfile(s->c->reload_pidfile,
+						       s->c->reload_signal,
+						       &failure)
+				 : hook_signal_pidfd(s->reload_pidfd,
+						     s->c->reload_pid,
+						     s->c->reload_signal,
+						     &failure);
+		if (rc < 0) {
 			post_result(s, failure ? failure : "reload signal failed");
 			free(failure);
 			return;
@@ -600,24 +658,7 @@ static void post_kick(struct sync *s)
 		post_result(s, NULL);
 		return;
 	}
-	char **argv = NULL;
-	char **env = hook_env(s->c->name, s->c->target, s->generation, NULL,
-			      (long)s->post_changed);
-	if (env == NULL || hook_split(s->c->on_update, &argv, NULL) < 0) {
-		hook_env_free(env);
-		post_result(s, "on_update cannot be started");
-		return;
-	}
-	struct hook *h = NULL;
-	/* A command that cannot start reports through on_update_done at
-	 * once; s->post stays NULL then. */
-	s->post = (struct hook *)1;
-	hook_run(s->loop, argv, env, s->c->hook_timeout_s, on_update_done, s,
-		 &h);
-	if (s->post == (struct hook *)1)
-		s->post = h;
-	hook_argv_free(argv);
-	hook_env_free(env);
+	post_start_on_update(s);
 }
 
 /* ---- the end of a publish ---- */
@@ -640,7 +681,9 @@ static void note_published(struct sync *s)
 		"published %s (%zu added, %zu changed, %zu removed) in %.1f ms",
 		s->res.generation, s->res.added, s->res.changed,
 		s->res.removed, (double)us / 1000.0);
-	s->post_changed += s->res.added + s->res.changed + s->res.removed;
+	if (s->c->on_update)
+		hook_changes_add(&s->post_changed, s->res.paths,
+				 s->res.paths_len, false);
 	if (s->c->on_update || s->c->reload_signal) {
 		s->post_due = true;
 		uv_timer_stop(&s->post_retry);
@@ -775,7 +818,6 @@ static void publish_finished(struct sync *s, enum outcome out)
 static void on_check_done(void *data, const struct hook_result *r)
 {
 	struct sync *s = data;
-	char why[128];
 
 	s->check = NULL;
 	if (hook_ok(r)) {
@@ -783,11 +825,11 @@ static void on_check_done(void *data, const struct hook_result *r)
 		return;
 	}
 	free(s->err);
-	if (asprintf(&s->err, "check_command vetoed %s: %s%s%s",
-		     writer_pending_dir(s->pending),
-		     hook_describe(r, why, sizeof(why)),
-		     *r->stderr_tail ? ": " : "", r->stderr_tail) < 0)
+	char *why = hook_describe(r);
+	if (why == NULL || asprintf(&s->err, "check_command vetoed %s: %s",
+				    writer_pending_dir(s->pending), why) < 0)
 		s->err = NULL;
+	free(why);
 	log_msg(LOG_LVL_ERROR, s->c->name, "%s; the live generation stays",
 		s->err ? s->err : "veto");
 	s->rc = -ECANCELED;
@@ -800,20 +842,25 @@ static void start_check(struct sync *s)
 	char **argv = NULL;
 	const char *dir = writer_pending_dir(s->pending);
 	const char *gen = strrchr(dir, '/');
-	char **env = hook_env(s->c->name, s->c->target, gen ? gen + 1 : dir, dir,
-			      -1);
+	struct hook_vars hv = {
+		.name = s->c->name, .target = s->c->target,
+		.gen = gen ? gen + 1 : dir, .gen_dir = dir, .changed = -1,
+		.pass = s->c->hook_env, .npass = s->c->nhook_env,
+	};
+	char **env = hook_env(&hv);
 
 	if (env == NULL || hook_split(s->c->check_command, &argv, NULL) < 0) {
 		hook_env_free(env);
 		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
+					.file = s->c->check_command,
 					.stderr_tail = ""};
 		on_check_done(s, &r);
 		return;
 	}
 	struct hook *h = NULL;
 	s->check = (struct hook *)1;
-	hook_run(s->loop, argv, env, s->c->hook_timeout_s, on_check_done, s,
-		 &h);
+	hook_run(s->loop, argv, env, -1, s->c->hook_timeout_s, on_check_done,
+		 s, &h);
 	if (s->check == (struct hook *)1)
 		s->check = h;
 	hook_argv_free(argv);
@@ -887,6 +934,7 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	}
 	s->o = *o;
 	s->loop = loop;
+	s->reload_pidfd = c->reload_pid ? hook_pidfd_open(c->reload_pid) : -1;
 	debounce_timer_init(loop, &s->db, c->debounce_ms, c->max_delay_ms,
 			    on_fire);
 	uv_timer_init(loop, &s->resync);
@@ -923,6 +971,10 @@ static void on_handle_closed(uv_handle_t *h)
 	free(s->warned);
 	free(s->last_err);
 	free(s->post_last_err);
+	hook_changes_fini(&s->post_changed);
+	hook_changes_fini(&s->post_given);
+	if (s->reload_pidfd >= 0)
+		close(s->reload_pidfd);
 	free(s->generation);
 	conf_sync_free(s->c);
 	free(s);

@@ -76,6 +76,7 @@ uint64_t writer_now_ms(void)
 void writer_result_fini(struct writer_result *r)
 {
 	free(r->generation);
+	free(r->paths);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -952,6 +953,27 @@ static int same_content(struct writer *w, const struct snapshot *s,
 	return 0;
 }
 
+/* Appends `path` to r->paths.  The buffer doubles from 256 bytes, so
+ * its size follows from paths_len and is not kept. */
+static int note_path(struct writer_result *r, const char *path)
+{
+	size_t n = strlen(path) + 1, cap = 256, want;
+
+	while (cap < r->paths_len)
+		cap *= 2;
+	if (r->paths == NULL || r->paths_len + n > cap) {
+		for (want = cap; want < r->paths_len + n; want *= 2)
+			;
+		char *p = realloc(r->paths, want);
+		if (p == NULL)
+			return -ENOMEM;
+		r->paths = p;
+	}
+	memcpy(r->paths + r->paths_len, path, n);
+	r->paths_len += n;
+	return 0;
+}
+
 /* Whether the live copy of `o` is still the file atomsync left there: a
  * file changed behind its back (written, chmod'ed, replaced) must be
  * written afresh from the source, never linked into the next generation.
@@ -992,6 +1014,8 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 							l->v[j].path);
 		if (c > 0) {
 			r->removed++;
+			if (note_path(r, l->v[j].path) < 0)
+				return -ENOMEM;
 			if (w->o.dry_run)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would remove %s",
@@ -1007,6 +1031,8 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		act[i] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
 		if (c < 0) {
 			r->added++;
+			if (note_path(r, e->path) < 0)
+				return -ENOMEM;
 			if (w->o.dry_run)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would add %s", e->path);
@@ -1050,6 +1076,8 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		}
 		if (changed) {
 			r->changed++;
+			if (note_path(r, e->path) < 0)
+				return -ENOMEM;
 			if (w->o.dry_run)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would update %s", e->path);
@@ -1510,6 +1538,12 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	problems_fini(&pb);
 	pending_free(p);
 	snapshot_free(s);
+	if (rc < 0) {
+		/* A caller may try again with the same result (-EAGAIN). */
+		free(r->paths);
+		r->paths = NULL;
+		r->paths_len = 0;
+	}
 	return rc;
 }
 

@@ -42,6 +42,10 @@ struct writer_result {
 	bool published;	   /* a new generation went live */
 	char *generation;  /* what ..data names now (malloc'ed), or NULL */
 	size_t added, changed, removed; /* paths, old -> new */
+	/* Those paths, relative to the target, each ended by a NUL, in
+	 * snapshot_path_cmp order (malloc'ed; NULL when there is none). */
+	char *paths;
+	size_t paths_len;
 	size_t copied, linked;		/* files written / reused */
 	uint64_t bytes_copied;
 	size_t files;	     /* regular files in the live generation */

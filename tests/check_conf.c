@@ -427,6 +427,112 @@ START_TEST(test_equal_and_dup)
 }
 END_TEST
 
+START_TEST(test_hook_env_words_and_bad_names)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\n"					 /* 1 */
+			      "source = /s\n"					 /* 2 */
+			      "target = /t\n"					 /* 3 */
+			      "hook_env = LANGUAGE TZ=UTC 'GREETING=hello world'\n" /* 4 */
+			      "[sync:b]\n"					 /* 5 */
+			      "source = /s2\n"					 /* 6 */
+			      "target = /t2\n"					 /* 7 */
+			      "hook_env = 1X OK my-var=1 ATOMSYNC_NAME=x OK=2\n" /* 8 */
+			      "[sync:c]\n"					 /* 9 */
+			      "source = /s3\n"					 /* 10 */
+			      "target = /t3\n"					 /* 11 */
+			      "hook_env = A 'B=unterminated\n",		 /* 12 */
+			      &e);
+	assert_error(&e, 8, "[sync:b]: hook_env: '1X' is not a variable name");
+	assert_error(&e, 8, "hook_env: 'my-var' is not a variable name");
+	assert_error(&e, 8, "hook_env: ATOMSYNC_NAME: the ATOMSYNC_ variables");
+	assert_error(&e, 8, "hook_env: OK given twice");
+	assert_error(&e, 12, "hook_env: unterminated '");
+	ck_assert_uint_eq(e.n, 5);
+	struct conf_sync *s = &c->syncs[0];
+	ck_assert_uint_eq(s->nhook_env, 3);
+	ck_assert_str_eq(s->hook_env[0], "LANGUAGE");
+	ck_assert_str_eq(s->hook_env[1], "TZ=UTC");
+	ck_assert_str_eq(s->hook_env[2], "GREETING=hello world");
+	/* A reload that changes the words restarts the mapping. */
+	struct conf_sync *d = conf_sync_dup(s);
+	ck_assert(conf_sync_equal(d, s));
+	free(d->hook_env[1]);
+	d->hook_env[1] = strdup("TZ=CET");
+	ck_assert(!conf_sync_equal(d, s));
+	conf_sync_free(d);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
+/* Commands run without a shell: syntax only a shell reads is valid but
+ * does something else, and is warned about, with its line. */
+START_TEST(test_shell_syntax_in_commands_is_warned_about)
+{
+	static const struct {
+		const char *cmd, *found; /* NULL: no warning */
+	} cases[] = {
+		{"/usr/bin/logger updated > /tmp/log", "'>'"},
+		{"app < in", "'<'"},
+		{"app | tee", "'|'"},
+		{"app; other", "';'"},
+		{"app &", "'&'"},
+		{"app && other", "'&&'"},
+		{"echo $HOME", "'$HOME'"},
+		{"echo \"$HOME\"", "'$HOME'"},
+		{"echo $(date)", "'$(...)'"},
+		{"echo ${X}", "'${...}'"},
+		{"echo `date`", "'`...`'"},
+		{"echo $1", "'$1'"},
+		{"echo '$HOME > x | y; z &'", NULL},
+		{"echo \\$HOME \\> \\;", NULL},
+		{"echo \"a > b; c | d & e\"", NULL},
+		{"echo \"\\$HOME\"", NULL},
+		{"echo a$ b", NULL},
+		{"sh -c 'app > /tmp/log'", NULL},
+		{"/bin/sh -ec 'app | tee x'", NULL},
+		{"bash -o pipefail -c 'a | b'", NULL},
+		{"env A=1 dash -e -c 'echo $A'", NULL},
+		{"sh script.sh > log", "'>'"},
+		{"nginx -s reload", NULL},
+	};
+	size_t n = sizeof(cases) / sizeof(cases[0]);
+	char *text = strdup("[sync:a]\nsource = /s\ntarget = /t\n");
+	for (size_t i = 0; i < n; i++) {
+		char *more;
+		ck_assert_int_ge(asprintf(&more, "%s[sync:c%zu]\nsource = /s%zu\n"
+						 "target = /t%zu\non_update = %s\n",
+					  text, i, i, i, cases[i].cmd),
+				 0);
+		free(text);
+		text = more;
+	}
+	struct conf_errors e = {0};
+	struct conf *c = load(text, &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (cases[i].found == NULL)
+			continue;
+		/* The on_update line of the i-th mapping. */
+		char want[128];
+		snprintf(want, sizeof(want),
+			 "atomsync.conf:%zu: [sync:c%zu]: on_update: %s is shell "
+			 "syntax",
+			 4 + 4 * i + 3, i, cases[i].found);
+		ck_assert_msg(k < c->warnings.n, "no warning for %s", cases[i].cmd);
+		ck_assert_msg(strstr(c->warnings.v[k], want), "%s: %s (want %s)",
+			      cases[i].cmd, c->warnings.v[k], want);
+		k++;
+	}
+	ck_assert_msg(k == c->warnings.n, "extra warning: %s",
+		      k < c->warnings.n ? c->warnings.v[k] : "");
+	conf_free(c);
+	free(text);
+}
+END_TEST
+
 START_TEST(test_signal_names)
 {
 	int s;
@@ -503,6 +609,8 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_unreadable_file);
 	tcase_add_test(tc, test_equal_and_dup);
 	tcase_add_test(tc, test_signal_names);
+	tcase_add_test(tc, test_hook_env_words_and_bad_names);
+	tcase_add_test(tc, test_shell_syntax_in_commands_is_warned_about);
 	suite_add_tcase(s, tc);
 	return s;
 }

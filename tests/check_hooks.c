@@ -205,43 +205,294 @@ static int have_curl(void)
 	return tu_run(argv, NULL, NULL, 5000) == 0;
 }
 
-START_TEST(test_on_update_gets_the_documented_environment)
+/* An on_update that records its run N (its ATOMSYNC_ variables in
+ * DIR/env.N, a copy of its changed-paths file in DIR/changed.N), then
+ * blocks until DIR/go.N appears, and exits with the status written in
+ * it: the test decides when a run ends and how, so what lands meanwhile
+ * does not depend on timing. */
+static const char blocking_hook[] =
+	"#!/bin/sh\n"
+	"d=$1\n"
+	"n=$(( $(cat \"$d/runs\" 2>/dev/null || echo 0) + 1 ))\n"
+	"echo $n > \"$d/runs\"\n"
+	"if [ -n \"$ATOMSYNC_CHANGED_FILE\" ]; then\n"
+	"  cp \"$ATOMSYNC_CHANGED_FILE\" \"$d/changed.$n\" || exit 9\n"
+	"fi\n"
+	"env | grep ^ATOMSYNC_ | sort > \"$d/env.tmp\"\n"
+	"mv \"$d/env.tmp\" \"$d/env.$n\"\n"
+	"while [ ! -s \"$d/go.$n\" ]; do sleep 0.01; done\n"
+	"exit $(cat \"$d/go.$n\")\n";
+
+static void start_blocking_hook(const char *more_keys)
 {
 	char *keys;
-	ck_assert_int_ge(asprintf(&keys,
-				  "on_update = sh -c 'env | grep ^ATOMSYNC_ | sort "
-				  "> \"%s/env.tmp\" && mv \"%s/env.tmp\" \"%s/env\"'",
-				  tmp, tmp, tmp),
+	tu_write(tmp, "hook.sh", blocking_hook, 0755);
+	ck_assert_int_ge(asprintf(&keys, "on_update = %s/hook.sh %s\n%s", tmp,
+				  tmp, more_keys),
 			 0);
 	start("", keys);
 	free(keys);
-	char *envf = tu_path(tmp, "env");
-	wait_file(envf, "ATOMSYNC_NAME=web", 1, 5000);
-	char *gen0 = tu_live(dst);
-	tu_write(src, "new", "n\n", 0644);
-	/* The run that follows the publish of the change names its
-	 * generation. */
-	char want[512], *gen = NULL;
-	for (long long end = tu_now_ms() + tu_scale(5000); tu_now_ms() < end;
-	     tu_nap(10)) {
-		free(gen);
-		gen = tu_live(dst);
-		if (strcmp(gen, gen0) == 0)
-			continue;
-		snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen);
-		if (tu_file_count(envf, want) == 1)
-			break;
-	}
-	char *env = tu_read(envf, NULL);
+}
+
+/* Waits for run n of the blocking hook; its variables (malloc'ed). */
+static char *hook_run_env(int n)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "env.%d", n);
+	char *f = tu_path(tmp, name);
+	wait_file(f, "ATOMSYNC_NAME=web\n", 1, 10000);
+	char *env = tu_read(f, NULL);
+	free(f);
+	return env;
+}
+
+/* Ends run n of the blocking hook with `status`. */
+static void hook_run_end(int n, int status)
+{
+	char name[32], st[16];
+	snprintf(name, sizeof(name), "go.%d", n);
+	snprintf(st, sizeof(st), "%d\n", status);
+	tu_write(tmp, name, st, 0644);
+}
+
+/* Puts `data` at src/rel in one rename, so that it is one change. */
+static void put_source(const char *rel, const char *data)
+{
+	tu_write(tmp, "put.tmp", data, 0644);
+	char *from = tu_path(tmp, "put.tmp"), *to = tu_path(src, rel);
+	ck_assert_int_eq(rename(from, to), 0);
+	free(from);
+	free(to);
+}
+
+static int target_has(void *arg)
+{
+	char *d = target_file(arg);
+	free(d);
+	return d != NULL;
+}
+
+static void wait_target_has(const char *rel)
+{
+	if (!tu_wait_for(target_has, (void *)rel, 5000))
+		ck_abort_msg("target never had %s", rel);
+}
+
+/* A publish that lands while on_update runs is what the next run is
+ * told about, even though the run under way ends after it. */
+START_TEST(test_on_update_gets_the_documented_environment)
+{
+	start_blocking_hook("");
+	char *env = hook_run_env(1);
+	char *gen0 = tu_live(dst), want[512];
+	snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen0);
 	ck_assert_msg(strstr(env, want), "%s", env);
 	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=1\n"), "%s", env);
-	free(gen0);
 	snprintf(want, sizeof(want), "ATOMSYNC_TARGET=%s\n", dst);
 	ck_assert_msg(strstr(env, want), "%s", env);
+	free(env);
+	/* Published while run 1 still runs. */
+	put_source("new", "n\n");
+	wait_target_has("new");
+	char *gen1 = tu_live(dst);
+	ck_assert_str_ne(gen0, gen1);
+	hook_run_end(1, 0);
+	env = hook_run_env(2);
+	snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen1);
+	ck_assert_msg(strstr(env, want), "%s", env);
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=1\n"), "%s", env);
+	hook_run_end(2, 0);
 	stop();
 	free(env);
-	free(gen);
+	free(gen0);
+	free(gen1);
+}
+END_TEST
+
+/* The copy of run n's changed-paths file, NULs shown as '|'. */
+static char *hook_run_changed(int n)
+{
+	char name[32];
+	size_t len = 0;
+	snprintf(name, sizeof(name), "changed.%d", n);
+	char *f = tu_path(tmp, name);
+	char *d = tu_read(f, &len);
+	ck_assert_msg(d != NULL, "no %s", f);
+	for (size_t i = 0; i < len; i++)
+		if (d[i] == '\0')
+			d[i] = '|';
+	free(f);
+	return d;
+}
+
+static int target_lacks(void *arg)
+{
+	char *d = target_file(arg);
+	free(d);
+	return d == NULL;
+}
+
+/* Every publish since the last good run is in the file a run is given,
+ * each path once, and the count says how many; a run that fails gives
+ * its paths back for its retry. */
+START_TEST(test_on_update_is_told_every_path_changed_since_its_last_good_run)
+{
+	tu_write(src, "old", "o\n", 0644);
+	start_blocking_hook("");
+	char *env = hook_run_env(1), *ch = hook_run_changed(1);
+	ck_assert_str_eq(ch, "app.conf|old|");
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=2\n") &&
+			      strstr(env, "ATOMSYNC_CHANGED_FILE=/dev/fd/3\n") &&
+			      !strstr(env, "INCOMPLETE"),
+		      "%s", env);
+	free(env);
+	free(ch);
+	/* Two publishes while run 1 blocks. */
+	put_source("app.conf", "v2\n");
+	put_source("a", "a\n");
+	wait_target("v2\n");
+	wait_target_has("a");
+	char *d = tu_path(tmp, "d.tmp"), *to = tu_path(src, "d");
+	tu_write(d, "b", "b\n", 0644);
+	ck_assert_int_eq(rename(d, to), 0);
+	free(d);
+	free(to);
+	char *old = tu_path(src, "old");
+	ck_assert_int_eq(unlink(old), 0);
+	free(old);
+	put_source("app.conf", "v3\n");
+	wait_target("v3\n");
+	wait_target_has("d/b");
+	ck_assert(tu_wait_for(target_lacks, "old", 5000));
+	hook_run_end(1, 0);
+	env = hook_run_env(2);
+	ch = hook_run_changed(2);
+	ck_assert_str_eq(ch, "a|app.conf|d|d/b|old|");
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=5\n"), "%s", env);
+	free(env);
+	free(ch);
+	/* A publish while run 2 blocks; then run 2 fails: its retry is told
+	 * about both. */
+	put_source("c", "c\n");
+	wait_target_has("c");
+	hook_run_end(2, 1);
+	env = hook_run_env(3);
+	ch = hook_run_changed(3);
+	ck_assert_str_eq(ch, "a|app.conf|c|d|d/b|old|");
+	ck_assert_msg(strstr(env, "ATOMSYNC_CHANGED=6\n"), "%s", env);
+	hook_run_end(3, 0);
+	wait_file(logpath, "after-publish actions work again", 1, 5000);
+	stop();
+	free(env);
+	free(ch);
+}
+END_TEST
+
+/* The example of the manual: act only when app.conf changed. */
+START_TEST(test_on_update_can_act_on_one_file_only)
+{
+	char *keys, *runs = tu_path(tmp, "reloads");
+	ck_assert_int_ge(asprintf(&keys,
+				  "on_update = sh -c 'if [ -n "
+				  "\"$ATOMSYNC_CHANGED_INCOMPLETE\" ] || grep -qzxF "
+				  "app.conf \"$ATOMSYNC_CHANGED_FILE\"; then echo "
+				  "\"$ATOMSYNC_GENERATION\" >> \"%s\"; fi'",
+				  runs),
+			 0);
+	start("", keys);
+	free(keys);
+	wait_file(runs, "\n", 1, 5000);
+	put_source("other", "x\n");
+	wait_target_has("other");
+	wait_file(logpath, "on_update done", 2, 5000);
+	put_source("app.conf", "v2\n");
+	wait_target("v2\n");
+	wait_file(runs, "\n", 2, 5000);
+	wait_file(logpath, "on_update done", 3, 5000);
+	stop();
+	/* The start-up publish and the change of app.conf. */
+	ck_assert_int_eq(tu_file_count(runs, "\n"), 2);
+	free(runs);
+}
+END_TEST
+
+/* Nothing of the daemon's environment but PATH and LANG reaches a hook
+ * unless hook_env names it; hooks start in /. */
+START_TEST(test_hooks_get_a_clean_environment)
+{
+	setenv("DB_PASSWORD", "hunter2", 1);
+	setenv("KEEP_ME", "kept", 1);
+	setenv("LANG", "C.UTF-8", 1);
+	unsetenv("NOT_SET_ANYWHERE");
+	char *keys, *checkf = tu_path(tmp, "check.env"), *envf = tu_path(tmp, "env");
+	ck_assert_int_ge(asprintf(&keys,
+				  "hook_env = KEEP_ME NOT_SET_ANYWHERE "
+				  "'GREETING=hello world'\n"
+				  "check_command = sh -c 'env > \"%s\"'\n"
+				  "on_update = sh -c '{ env; echo cwd=$(pwd); } > "
+				  "\"%s.tmp\" && mv \"%s.tmp\" \"%s\"'",
+				  checkf, envf, envf, envf),
+			 0);
+	start("", keys);
+	free(keys);
+	wait_file(envf, "ATOMSYNC_NAME=web\n", 1, 5000);
+	stop();
+	unsetenv("DB_PASSWORD");
+	unsetenv("KEEP_ME");
+	char *files[] = {checkf, envf};
+	for (int i = 0; i < 2; i++) {
+		char *env = tu_read(files[i], NULL);
+		ck_assert_ptr_nonnull(env);
+		ck_assert_msg(!strstr(env, "hunter2") && !strstr(env, "NOT_SET"),
+			      "%s", env);
+		ck_assert_msg(strstr(env, "KEEP_ME=kept\n") &&
+				      strstr(env, "GREETING=hello world\n") &&
+				      strstr(env, "LANG=C.UTF-8\n") &&
+				      strstr(env, "\nPATH="),
+			      "%s", env);
+		free(env);
+	}
+	ck_assert_int_eq(tu_file_count(envf, "\ncwd=/\n"), 1);
+	free(checkf);
 	free(envf);
+}
+END_TEST
+
+/* A command with shell syntax but no shell passes the check with a
+ * warning that names where and what, is warned about at start and on
+ * reload; when it cannot start, the log names the program. */
+START_TEST(test_shell_syntax_is_warned_about_and_a_missing_program_named)
+{
+	const char *keys = "on_update = /no/such/program --now > /tmp/out";
+	char *text;
+	ck_assert_int_ge(asprintf(&text, "[sync:web]\nsource = %s\ntarget = %s\n%s\n",
+				  src, dst, keys),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	free(text);
+	const char *argv[] = {tu_bin(), "--check-config", "--config", conf, NULL};
+	char *out = NULL, *err = NULL;
+	ck_assert_int_eq(tu_run(argv, &out, &err, 10000), 0);
+	ck_assert_msg(strstr(out, ": OK, 1 mapping"), "%s", out);
+	char want[512];
+	snprintf(want, sizeof(want),
+		 "warning: %s:4: [sync:web]: on_update: '>' is shell syntax, but "
+		 "the command runs without a shell (write sh -c '...' for one)\n",
+		 conf);
+	ck_assert_msg(strcmp(err, want) == 0, "%s", err);
+	free(out);
+	free(err);
+
+	start("", keys);
+	wait_file(logpath, "on_update /no/such/program could not start: No such "
+			   "file or directory; retrying",
+		  1, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, "on_update: '>' is shell syntax"), 1);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_file(logpath, "reload done", 1, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, "reload: "), 1);
+	ck_assert_int_eq(tu_file_count(logpath, "on_update: '>' is shell syntax"), 2);
+	stop();
 }
 END_TEST
 
@@ -455,6 +706,191 @@ START_TEST(test_reload_signal_reaches_the_process_in_the_pidfile)
 	free(sig);
 	free(pidf);
 	free(applog);
+}
+END_TEST
+
+/* ---- reload_pidfile against other users (real uids, as root) ---- */
+
+#define PID_OWNER 2001u
+
+static void reload_setup(void)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "these tests act as other users: run them as root");
+	setup();
+	/* Other users must be able to reach what they are given. */
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+}
+
+/* Whether our child p still runs (not even a zombie). */
+static int still_runs(pid_t p)
+{
+	int st;
+	return waitpid(p, &st, WNOHANG) == 0;
+}
+
+/* A pidfile that another user wrote names a process of root's: the
+ * daemon refuses it, and the process lives on. */
+START_TEST(test_pidfile_of_another_user_is_refused)
+{
+	const char *sl[] = {"sleep", "1000", NULL};
+	char *sleeplog = tu_path(tmp, "sleep.log");
+	pid_t victim = tu_spawn(sl, sleeplog);
+	char *dir = tu_path(tmp, "u"), *cmd, *keys;
+	tu_mkdirs(dir, 0755);
+	ck_assert_int_eq(chown(dir, PID_OWNER, PID_OWNER), 0);
+	ck_assert_int_ge(asprintf(&cmd, "echo %d > %s/app.pid", (int)victim, dir),
+			 0);
+	ck_assert_int_eq(tu_sh_as(PID_OWNER, cmd), 0);
+	ck_assert_int_ge(asprintf(&keys, "reload_signal = TERM\n"
+					 "reload_pidfile = %s/app.pid",
+				  dir),
+			 0);
+	start("", keys);
+	wait_file(logpath, "app.pid: owned by uid 2001, not by root", 1, 5000);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_target("v2\n");
+	ck_assert_msg(still_runs(victim), "process %d was signalled",
+		      (int)victim);
+	stop();
+	ck_assert(still_runs(victim));
+	tu_kill(victim);
+	free(keys);
+	free(cmd);
+	free(dir);
+	free(sleeplog);
+}
+END_TEST
+
+/* A pidfile older than the process it names is stale: its pid was given
+ * again, to a process the daemon must not signal. */
+START_TEST(test_stale_pidfile_is_not_signalled)
+{
+	const char *sl[] = {"sleep", "1000", NULL};
+	char *sleeplog = tu_path(tmp, "sleep.log");
+	pid_t victim = tu_spawn(sl, sleeplog);
+	char pidtext[32], *keys, *pidf = tu_path(tmp, "app.pid");
+	snprintf(pidtext, sizeof(pidtext), "%d\n", (int)victim);
+	tu_write(tmp, "app.pid", pidtext, 0644);
+	/* Written a minute before that process started. */
+	struct timespec ts[2];
+	clock_gettime(CLOCK_REALTIME, &ts[0]);
+	ts[0].tv_sec -= 60;
+	ts[1] = ts[0];
+	ck_assert_int_eq(utimensat(AT_FDCWD, pidf, ts, 0), 0);
+	ck_assert_int_ge(asprintf(&keys, "reload_signal = TERM\nreload_pidfile = %s",
+				  pidf),
+			 0);
+	start("", keys);
+	wait_file(logpath, "app.pid: process", 1, 5000);
+	char want[128];
+	snprintf(want, sizeof(want),
+		 "app.pid: process %d started after the file was written",
+		 (int)victim);
+	ck_assert_int_eq(tu_file_count(logpath, want), 1);
+	ck_assert_msg(still_runs(victim), "process %d was signalled",
+		      (int)victim);
+	/* Written again by the process that has the pid: it works. */
+	tu_write(tmp, "app.pid", pidtext, 0644);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_file(logpath, "after-publish actions work again", 1, 10000);
+	ck_assert_int_eq(tu_wait_exit(victim, 5000), 128 + SIGTERM);
+	stop();
+	free(keys);
+	free(pidf);
+	free(sleeplog);
+}
+END_TEST
+
+/* reload_pid is held from the mapping's start: when its process is gone
+ * and a new one has its pid, the new one is not signalled.  In a pid
+ * namespace of its own, where the test decides which pid comes next. */
+START_TEST(test_reload_pid_is_never_a_later_process_with_that_pid)
+{
+	const char *probe[] = {"unshare", "--pid", "--fork", "--mount-proc",
+			       "sh", "-c", "echo 1 > /proc/sys/kernel/ns_last_pid",
+			       NULL};
+	if (tu_run(probe, NULL, NULL, 5000) != 0) {
+		fprintf(stderr, "skipped: pid namespaces are not available\n");
+		return;
+	}
+	/* As pid 1: the first process (a), then the daemon, which sends a
+	 * TERM at its start-up publish; then b gets a's pid. */
+	char *script;
+	ck_assert_int_ge(asprintf(&script,
+		"set -e; t='%s'\n"
+		"sleep 1000 & a=$!\n"
+		"printf '[sync:web]\\nsource = %%s\\ntarget = %%s\\n"
+		"debounce_ms = 0\\nreload_signal = TERM\\nreload_pid = %%s\\n' "
+		"'%s' '%s' $a > \"$t/pid.conf\"\n"
+		"'%s' --config \"$t/pid.conf\" --log-level debug & d=$!\n"
+		"wait $a || true\n"
+		"echo $((a - 1)) > /proc/sys/kernel/ns_last_pid\n"
+		"sleep 1000 & b=$!\n"
+		"echo \"$a $b\" > \"$t/pids.tmp\"; mv \"$t/pids.tmp\" \"$t/pids\"\n"
+		"while [ ! -e \"$t/stop\" ]; do sleep 0.01; done\n"
+		"kill -TERM $d; wait $d\n"
+		"if kill -0 $b; then echo alive; else echo gone; fi > \"$t/b.tmp\"\n"
+		"kill $b; mv \"$t/b.tmp\" \"$t/b\"\n",
+		tmp, src, dst, tu_bin()),
+		0);
+	const char *argv[] = {"unshare", "--pid", "--fork", "--mount-proc",
+			      "sh", "-c", script, NULL};
+	pid = tu_spawn(argv, logpath);
+	char *pids = tu_path(tmp, "pids"), *bf = tu_path(tmp, "b");
+	wait_file(pids, "\n", 1, 10000);
+	char *d = tu_read(pids, NULL);
+	int a = 0, b = 0;
+	ck_assert_int_eq(sscanf(d, "%d %d", &a, &b), 2);
+	free(d);
+	ck_assert_int_eq(a, b);
+	/* A publish: the signal finds no process. */
+	tu_write(src, "app.conf", "v2\n", 0644);
+	char want[64];
+	snprintf(want, sizeof(want), "reload_pid %d: signal 15: No such process",
+		 a);
+	wait_file(logpath, want, 1, 10000);
+	tu_write(tmp, "stop", "", 0644);
+	wait_file(bf, "\n", 1, 20000);
+	ck_assert_int_eq(tu_file_count(bf, "alive"), 1);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+	free(pids);
+	free(bf);
+	free(script);
+}
+END_TEST
+
+/* Reading a FIFO would block until someone writes to it: every mapping
+ * would stall.  It is refused at once, and the others go on. */
+START_TEST(test_fifo_pidfile_does_not_stall_the_daemon)
+{
+	char *fifo = tu_path(tmp, "app.pid"), *keys;
+	char *src2 = tu_path(tmp, "src2"), *dst2 = tu_path(tmp, "dst2");
+	ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+	tu_write(src2, "b", "b1\n", 0644);
+	ck_assert_int_ge(asprintf(&keys, "reload_pidfile = %s\n"
+					 "[sync:other]\nsource = %s\ntarget = %s\n"
+					 "debounce_ms = 0",
+				  fifo, src2, dst2),
+			 0);
+	start("", keys);
+	wait_file(logpath, "app.pid: not a regular file", 1, 5000);
+	/* Once more, after a publish of its own mapping (the same failure
+	 * is not logged again). */
+	tu_write(src, "app.conf", "v2\n", 0644);
+	wait_target("v2\n");
+	tu_write(src2, "b", "b2\n", 0644);
+	char *b = tu_path(dst2, "b");
+	struct tu_needle n = {b, "b2\n", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 5000),
+		      "the other mapping stalled");
+	stop();
+	free(b);
+	free(keys);
+	free(fifo);
+	free(src2);
+	free(dst2);
 }
 END_TEST
 
@@ -902,8 +1338,9 @@ START_TEST(test_once_runs_the_check_and_the_hooks_too)
 				  "check_command = sh -c 'test -f "
 				  "\"$ATOMSYNC_GENERATION_DIR/ok\" || { echo no ok >&2; "
 				  "exit 4; }'\n"
-				  "on_update = sh -c 'env > \"%s\"'",
-				  envf),
+				  "on_update = sh -c 'env > \"%s\"; "
+				  "cp \"$ATOMSYNC_CHANGED_FILE\" \"%s/changed.1\"'",
+				  envf, tmp),
 			 0);
 	tu_write(src, "ok", "", 0644);
 	ck_assert_int_eq(once(keys, &err), 0);
@@ -913,6 +1350,9 @@ START_TEST(test_once_runs_the_check_and_the_hooks_too)
 	snprintf(want, sizeof(want), "ATOMSYNC_GENERATION=%s\n", gen);
 	ck_assert_int_eq(tu_file_count(envf, want), 1);
 	ck_assert_int_eq(tu_file_count(envf, "ATOMSYNC_CHANGED=2\n"), 1);
+	char *ch = hook_run_changed(1);
+	ck_assert_str_eq(ch, "app.conf|ok|");
+	free(ch);
 	/* Vetoed: exit 1, the reason, and the live generation stays. */
 	char *ok = tu_path(src, "ok");
 	unlink(ok);
@@ -993,6 +1433,10 @@ static Suite *hooks_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_on_update_gets_the_documented_environment);
+	tcase_add_test(tc, test_on_update_is_told_every_path_changed_since_its_last_good_run);
+	tcase_add_test(tc, test_on_update_can_act_on_one_file_only);
+	tcase_add_test(tc, test_hooks_get_a_clean_environment);
+	tcase_add_test(tc, test_shell_syntax_is_warned_about_and_a_missing_program_named);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
 	tcase_add_test(tc, test_check_that_times_out_vetoes_even_if_it_exits_0);
 	tcase_add_test(tc, test_hook_ignoring_sigterm_is_killed_at_the_timeout);
@@ -1002,6 +1446,14 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_reload_signal_reaches_the_process_in_the_pidfile);
 	tcase_add_test(tc, test_a_failing_hook_is_retried_and_counted);
 	tcase_add_test(tc, test_once_runs_the_check_and_the_hooks_too);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("reload");
+	tcase_add_checked_fixture(tc, reload_setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_pidfile_of_another_user_is_refused);
+	tcase_add_test(tc, test_fifo_pidfile_does_not_stall_the_daemon);
+	tcase_add_test(tc, test_stale_pidfile_is_not_signalled);
+	tcase_add_test(tc, test_reload_pid_is_never_a_later_process_with_that_pid);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("metrics");
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -1405,6 +1405,8 @@ START_TEST(test_file_changed_during_copy_is_not_published)
 	tu_write(src, "f", "v3-even-longer", 0644);
 	ck_assert_int_eq(writer_publish(w, s, &r, &err), -EAGAIN);
 	ck_assert_msg(strstr(err, "changed while being read"), "%s", err);
+	/* Nothing is kept of an attempt that will be made again. */
+	ck_assert_ptr_null(r.paths);
 	char *live = tu_live(dst);
 	ck_assert_str_eq(live, gen);
 	ck_assert_int_eq(tu_generations(dst), 1);
@@ -1412,6 +1414,55 @@ START_TEST(test_file_changed_during_copy_is_not_published)
 	free(err);
 	free(live);
 	free(gen);
+	writer_close(w);
+}
+END_TEST
+
+/* r->paths as "a|b|c". */
+static char *joined_paths(const struct writer_result *r)
+{
+	char *j = calloc(1, r->paths_len + 1);
+	size_t n = 0;
+	for (size_t i = 0; i < r->paths_len; i++) {
+		j[i] = r->paths[i] ? r->paths[i] : '|';
+		n += r->paths[i] == '\0';
+	}
+	if (r->paths_len)
+		j[r->paths_len - 1] = '\0';
+	ck_assert_uint_eq(n, r->added + r->changed + r->removed);
+	return j;
+}
+
+START_TEST(test_result_lists_the_paths_added_changed_and_removed)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "d/b", "2", 0644);
+	tu_write(src, "c", "3", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	char *j = joined_paths(&r);
+	ck_assert_str_eq(j, "a|c|d|d/b");
+	free(j);
+	writer_result_fini(&r);
+	/* Changed, removed with its directory, added, unchanged. */
+	tu_write(src, "a", "1 and more", 0644);
+	char *d = tu_path(src, "d");
+	tu_rmrf(d);
+	free(d);
+	tu_write(src, "e", "5", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	j = joined_paths(&r);
+	ck_assert_str_eq(j, "a|d|d/b|e");
+	free(j);
+	writer_result_fini(&r);
+	/* Nothing changed: no list. */
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	ck_assert_ptr_null(r.paths);
+	ck_assert_uint_eq(r.paths_len, 0);
+	writer_result_fini(&r);
 	writer_close(w);
 }
 END_TEST
@@ -1725,6 +1776,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_live_generation_not_ours_is_not_reused);
 	tcase_add_test(tc, test_file_changed_during_copy_is_not_published);
 	tcase_add_test(tc, test_large_file_streams);
+	tcase_add_test(tc, test_result_lists_the_paths_added_changed_and_removed);
 	tcase_add_test(tc, test_live_dir_swapped_for_symlink_writes_nothing_outside);
 	tcase_add_test(tc, test_dry_run_writes_nothing);
 	tcase_add_test(tc, test_second_writer_on_same_target_is_refused);

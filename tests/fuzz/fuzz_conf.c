@@ -167,6 +167,9 @@ static void check_sync(const struct conf *c, size_t i)
 				i++;
 		}
 	}
+	CHECK(s->nhook_env == 0 || s->hook_env != NULL);
+	for (size_t k = 0; k < s->nhook_env; k++)
+		CHECK(s->hook_env[k] != NULL && s->hook_env[k][0] != '\0');
 
 	struct conf_sync *d = conf_sync_dup(s);
 	CHECK(d != NULL);
