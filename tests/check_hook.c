@@ -322,19 +322,6 @@ START_TEST(test_pidfile_that_is_no_file_or_no_pid_is_refused)
 }
 END_TEST
 
-/* Whether pidfds can be had here: valgrind (3.19) knows no pidfd_open,
- * and the check-valgrind run of these tests then leaves them out. */
-static bool have_pidfd(void)
-{
-	int fd = hook_pidfd_open(getpid());
-	if (fd == -ENOSYS) {
-		fprintf(stderr, "skipped: pidfd_open is not available\n");
-		return false;
-	}
-	ck_assert_int_ge(fd, 0);
-	close(fd);
-	return true;
-}
 
 /* A child that waits to be signalled. */
 static pid_t child(void)
@@ -350,8 +337,6 @@ static pid_t child(void)
 
 START_TEST(test_signal_goes_through_a_pidfd)
 {
-	if (!have_pidfd())
-		return;
 	pid_t p = child();
 	char pidtext[32], *why = NULL, *f = tu_path(tmp, "app.pid");
 	snprintf(pidtext, sizeof(pidtext), "%d\n", (int)p);
@@ -389,8 +374,6 @@ END_TEST
 
 START_TEST(test_signal_spares_a_process_younger_than_its_pidfile)
 {
-	if (!have_pidfd())
-		return;
 	char *why = NULL, *f = tu_path(tmp, "app.pid");
 	tu_write(tmp, "app.pid", "1\n", 0644); /* overwritten below */
 	pid_t p = child();
@@ -430,8 +413,13 @@ static Suite *hook_suite(void)
 	tcase_add_test(tc, test_pidfile_of_root_is_read);
 	tcase_add_test(tc, test_pidfile_others_can_write_is_refused);
 	tcase_add_test(tc, test_pidfile_that_is_no_file_or_no_pid_is_refused);
-	tcase_add_test(tc, test_signal_goes_through_a_pidfd);
-	tcase_add_test(tc, test_signal_spares_a_process_younger_than_its_pidfile);
+	/* Valgrind (3.19) knows no pidfd_open: its run of the unit tests
+	 * leaves these to the others. */
+	if (getenv("ATOMSYNC_VALGRIND") == NULL) {
+		tcase_add_test(tc, test_signal_goes_through_a_pidfd);
+		tcase_add_test(tc,
+			       test_signal_spares_a_process_younger_than_its_pidfile);
+	}
 	suite_add_tcase(s, tc);
 	return s;
 }

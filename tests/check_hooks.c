@@ -810,10 +810,8 @@ START_TEST(test_reload_pid_is_never_a_later_process_with_that_pid)
 	const char *probe[] = {"unshare", "--pid", "--fork", "--mount-proc",
 			       "sh", "-c", "echo 1 > /proc/sys/kernel/ns_last_pid",
 			       NULL};
-	if (tu_run(probe, NULL, NULL, 5000) != 0) {
-		fprintf(stderr, "skipped: pid namespaces are not available\n");
-		return;
-	}
+	ck_assert_msg(tu_run(probe, NULL, NULL, 5000) == 0,
+		      "this test needs pid namespaces (unshare --pid, as root)");
 	/* As pid 1: the first process (a), then the daemon, which sends a
 	 * TERM at its start-up publish; then b gets a's pid. */
 	char *script;
