@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -235,6 +236,89 @@ START_TEST(test_target_swapped_while_running_is_refused)
 }
 END_TEST
 
+/* The name of a generation in `dst` that is not live, or NULL. */
+static char *pending_generation(const char *target)
+{
+	char *live = tu_live(target), *found = NULL;
+	DIR *d = opendir(target);
+	struct dirent *de;
+	while (d && !found && (de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, "..2", 3) == 0 &&
+		    (live == NULL || strcmp(de->d_name, live) != 0))
+			found = strdup(de->d_name);
+	if (d)
+		closedir(d);
+	free(live);
+	return found;
+}
+
+static int has_pending(void *arg)
+{
+	char *g = pending_generation(arg);
+	free(g);
+	return g != NULL;
+}
+
+START_TEST(test_generation_is_private_until_flushed)
+{
+	/* A directory of the source that anyone may write.  While a new
+	 * generation is flushed (held here: the disk stops answering), no
+	 * other user may reach into it, to plant a FIFO for the flush to
+	 * open, say. */
+	const char *shim = getenv("FAULTINJECT");
+	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
+	tu_write(src, "open/f", "v1\n", 0666);
+	char *open_dir = tu_path(src, "open");
+	ck_assert_int_eq(chmod(open_dir, 0777), 0);
+	char *hang = tu_path(tmp, "hang"), *preload, *hang_while, *asan;
+	const char *asan0 = getenv("ASAN_OPTIONS");
+	ck_assert_int_gt(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
+	ck_assert_int_gt(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	ck_assert_int_gt(asprintf(&asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
+				  asan0 ? asan0 : "", asan0 && *asan0 ? ":" : ""),
+			 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=fsync", hang_while, asan,
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", NULL};
+	pid = tu_spawn(argv, logpath);
+	struct tu_pair p = {src, dst};
+	ck_assert(tu_wait_for(tu_trees_equal, &p, 10000));
+	tu_write(tmp, "hang", "", 0644);
+	tu_write(src, "open/f", "v2\n", 0666);
+	ck_assert(tu_wait_for(has_pending, dst, 10000));
+	char *gen = pending_generation(dst);
+	char *cmd;
+	ck_assert_int_gt(asprintf(&cmd, "mkfifo '%s/%s/open/planted'", dst, gen),
+			 0);
+	ck_assert_int_ne(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	ck_assert_int_gt(asprintf(&cmd, "ls '%s/%s'", dst, gen), 0);
+	ck_assert_int_ne(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	/* The disk answers again: the publish ends, readable by all, and
+	 * still writable by nobody else. */
+	ck_assert_int_eq(unlink(hang), 0);
+	ck_assert(tu_wait_for(tu_trees_equal, &p, 10000));
+	char *g = tu_path(dst, gen), *o = tu_path(g, "open");
+	struct stat st;
+	ck_assert_int_eq(stat(g, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	ck_assert_int_eq(stat(o, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	free(g);
+	free(o);
+	free(gen);
+	free(open_dir);
+	free(hang);
+	free(preload);
+	free(hang_while);
+	free(asan);
+}
+END_TEST
+
 static Suite *security_suite(void)
 {
 	Suite *s = suite_create("security");
@@ -247,6 +331,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_target_swapped_while_running_is_refused);
 	tcase_add_test(tc, test_root_owned_link_on_the_way_works);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
+	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	suite_add_tcase(s, tc);
 	return s;
 }
