@@ -917,6 +917,56 @@ START_TEST(test_target_removed_or_moved_is_published_anew)
 }
 END_TEST
 
+START_TEST(test_certbot_live_directory_follows_renewals)
+{
+	/* /etc/letsencrypt as certbot keeps it: the files of live/NAME are
+	 * links to numbered files in archive/NAME, and a renewal writes new
+	 * files and moves the links. */
+	char *le = tu_path(tmp, "letsencrypt");
+	char *live = tu_path(le, "live/example.org");
+	char *archive = tu_path(le, "archive");
+	tu_write(archive, "example.org/cert1.pem", "CERT 1\n", 0644);
+	tu_write(archive, "example.org/privkey1.pem", "KEY 1\n", 0600);
+	tu_write(le, "secret/other.key", "not yours\n", 0600);
+	tu_mkdirs(live, 0755);
+	char *cert = tu_path(live, "cert.pem"), *key = tu_path(live, "privkey.pem");
+	char *stray = tu_path(live, "stray.pem");
+	ck_assert_int_eq(symlink("../../archive/example.org/cert1.pem", cert), 0);
+	ck_assert_int_eq(symlink("../../archive/example.org/privkey1.pem", key), 0);
+	ck_assert_int_eq(symlink("../../secret/other.key", stray), 0);
+	char *text;
+	ck_assert_int_gt(asprintf(&text,
+				  "[sync:certs]\nsource = %s\ntarget = %s\n"
+				  "debounce_ms = 0\nfollow_into = %s\n",
+				  live, dst, archive), 0);
+	write_conf(text);
+	free(text);
+	start_conf();
+	char *tcert = tu_path(dst, "cert.pem"), *tstray = tu_path(dst, "stray.pem");
+	struct tu_needle n = {tcert, "CERT 1", 1};
+	ck_assert(tu_wait_for(tu_file_holds, &n, 5000));
+	wait_log("stray.pem: symlink points outside the source; skipped", 1, 3000);
+	ck_assert_int_ne(access(tstray, F_OK), 0);
+	/* certbot renew */
+	tu_write(archive, "example.org/cert2.pem", "CERT 2\n", 0644);
+	char *next = tu_path(live, "cert.pem.new");
+	ck_assert_int_eq(symlink("../../archive/example.org/cert2.pem", next), 0);
+	ck_assert_int_eq(rename(next, cert), 0);
+	struct tu_needle n2 = {tcert, "CERT 2", 1};
+	ck_assert(tu_wait_for(tu_file_holds, &n2, 5000));
+	stop_daemon();
+	free(next);
+	free(tcert);
+	free(tstray);
+	free(cert);
+	free(key);
+	free(stray);
+	free(archive);
+	free(live);
+	free(le);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -925,6 +975,7 @@ static Suite *daemon_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_startup_publish_then_live_changes);
 	tcase_add_test(tc, test_target_removed_or_moved_is_published_anew);
+	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
 	tcase_add_test(tc, test_reincluded_names_are_followed_live);
 	tcase_add_test(tc, test_names_excluded_only_somewhere_are_followed_live);
 	tcase_add_test(tc, test_same_size_edit_in_same_second_is_published);
