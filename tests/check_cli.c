@@ -388,6 +388,59 @@ START_TEST(test_collision_with_user_file_exits_1_and_keeps_generation)
 }
 END_TEST
 
+START_TEST(test_every_problem_is_reported_at_once)
+{
+	char *out, *err;
+	publish_v1();
+	char *gen = tu_live(dst);
+	/* Three names in the way in the target, and 25 more: all in one
+	 * line, the first 20 by name. */
+	char name[32];
+	for (int i = 0; i < 28; i++) {
+		snprintf(name, sizeof(name), "mine-%02d", i);
+		tu_write(dst, name, "mine\n", 0644);
+		tu_write(src, name, "theirs\n", 0644);
+	}
+	tu_write(src, "app.conf", "v2\n", 0644);
+	ck_assert_int_eq(once(&out, &err), 1);
+	ck_assert_int_eq(tu_lines(err), 1);
+	ck_assert_msg(strstr(err, "28 names exist and are not links managed "
+				  "by atomsync") &&
+			      strstr(err, "mine-00, mine-01") &&
+			      strstr(err, "mine-19, and 8 more"),
+		      "%s", err);
+	assert_v1_intact(gen);
+	free(gen);
+	free(out);
+	free(err);
+}
+END_TEST
+
+START_TEST(test_followed_link_up_never_copies_the_target_into_itself)
+{
+	/* symlinks = follow, and a link to the directory that holds both the
+	 * source and the target. */
+	char *out, *err;
+	tu_write(src, "app.conf", "v1\n", 0644);
+	char *up = tu_path(src, "up");
+	ck_assert_int_eq(symlink("..", up), 0);
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--symlinks", "follow", "--once", NULL};
+	for (int run = 0; run < 3; run++) {
+		ck_assert_int_eq(tu_run(argv, &out, &err, 20000), 0);
+		ck_assert_msg(strstr(err, "up/dst: leads into the target itself; "
+					  "skipped"),
+			      "%s", err);
+		free(out);
+		free(err);
+	}
+	char *nested = tu_path(dst, "up/dst");
+	ck_assert_int_ne(access(nested, F_OK), 0);
+	free(nested);
+	free(up);
+}
+END_TEST
+
 START_TEST(test_special_files_warn_and_never_block)
 {
 	char *out, *err;
@@ -650,6 +703,8 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
 	tcase_add_test(tc, test_missing_target_parent_exits_1);
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);
+	tcase_add_test(tc, test_every_problem_is_reported_at_once);
+	tcase_add_test(tc, test_followed_link_up_never_copies_the_target_into_itself);
 	tcase_add_test(tc, test_special_files_warn_and_never_block);
 	tcase_add_test(tc, test_symlink_loop_and_escape_warn);
 	tcase_add_test(tc, test_unreadable_file_exits_1_and_keeps_generation);
