@@ -432,6 +432,85 @@ void writer_set_opts(struct writer *w, const struct writer_opts *o)
 	w->o.name = w->name;
 }
 
+/* Opens the target directory (creating it unless in a dry run), resolved
+ * as a root daemon must: a symlink on the way that another user could
+ * have put there is refused, and nothing is written. */
+static int open_target(struct writer *w, char **err)
+{
+	bool created = false;
+	char *why = NULL;
+	int fd = fsutil_chase(w->path, w->o.dry_run ? 0 : FSUTIL_CHASE_MKDIR,
+			      O_RDONLY | O_DIRECTORY, &created, &why);
+
+	if (fd >= 0) {
+		/* mkdir is subject to the umask; the layout wants 0755.
+		 * Through the descriptor: a link swapped in is not followed. */
+		if (created)
+			(void)fchmod(fd, 0755);
+		w->dfd = fd;
+	} else if (fd == -ENOENT && !w->o.dry_run) {
+		log_err_set(err, fd, "target %s: parent directory does not "
+				     "exist (%s)",
+			    w->path, why ? why : strerror(-fd));
+	} else if (fd != -ENOENT) {
+		log_err_set(err, fd, "target %s: %s", w->path,
+			    why ? why : strerror(-fd));
+	}
+	free(why);
+	return fd < 0 ? fd : 0;
+}
+
+/* One writer per target; the lock goes with the descriptor. */
+static int lock_target(struct writer *w, char **err)
+{
+	if (w->o.dry_run || flock(w->dfd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	int rc = -errno;
+	if (rc != -EWOULDBLOCK)
+		return log_err_set(err, rc, "target %s: lock: %s", w->path,
+				   strerror(-rc));
+	pid_t holder = fsutil_flock_holder(w->dfd);
+	if (holder > 0)
+		return log_err_set(err, -EBUSY,
+				   "target %s: in use by another atomsyncd "
+				   "(pid %ld)",
+				   w->path, (long)holder);
+	return log_err_set(err, -EBUSY, "target %s: in use by another atomsyncd",
+			   w->path);
+}
+
+/* Opens the generation ..data names, if it is one that may be reused. */
+static int open_live_generation(struct writer *w, char **err)
+{
+	int rc = read_live(w, &w->live_gen, err);
+
+	if (rc < 0 || w->live_gen == NULL)
+		return rc;
+	w->live_fd = open_live(w);
+	if (w->live_fd == -EPERM) {
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: %s names %s, which another user made or "
+			"can change; none of its files are reused",
+			w->path, WRITER_DATA, w->live_gen);
+		w->live_foreign = true;
+		w->live_fd = -1;
+	} else if (w->live_fd == -ENOENT || w->live_fd == -ENOTDIR) {
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: %s names missing generation %s", w->path,
+			WRITER_DATA, w->live_gen);
+		free(w->live_gen);
+		w->live_gen = NULL;
+		w->live_fd = -1;
+	} else if (w->live_fd < 0) {
+		/* Not knowing the live generation is no reason to take it
+		 * for debris (EMFILE, ENOMEM): try again later. */
+		rc = log_err_set(err, w->live_fd, "target %s: opening %s: %s",
+				 w->path, w->live_gen, strerror(-w->live_fd));
+		w->live_fd = -1;
+	}
+	return rc;
+}
+
 int writer_open(const char *target, const struct writer_opts *o,
 		struct writer **out, char **err)
 {
@@ -443,103 +522,32 @@ int writer_open(const char *target, const struct writer_opts *o,
 	w->dfd = w->live_fd = -1;
 	writer_set_opts(w, o);
 	w->path = strdup(target);
-	if (w->path == NULL) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	/* Resolved as a root daemon must: a symlink on the way that another
-	 * user could have put there is refused, and nothing is written. */
-	bool created = false;
-	char *why = NULL;
-	w->dfd = fsutil_chase(target, o->dry_run ? 0 : FSUTIL_CHASE_MKDIR,
-			      O_RDONLY | O_DIRECTORY, &created, &why);
-	if (w->dfd < 0) {
-		rc = w->dfd;
-		w->dfd = -1;
-		if (o->dry_run && rc == -ENOENT) {
-			free(why);
-			rc = snapshot_open(NULL, &w->live, NULL);
-			if (rc < 0)
-				goto fail;
+	rc = w->path ? open_target(w, err) : -ENOMEM;
+	if (rc == -ENOENT && o->dry_run) {
+		/* Nothing there yet: everything would be added. */
+		rc = snapshot_open(NULL, &w->live, NULL);
+		if (rc == 0) {
 			*out = w;
 			return 0;
 		}
-		if (rc == -ENOENT)
-			log_err_set(err, rc,
-				    "target %s: parent directory does not "
-				    "exist (%s)",
-				    target, why ? why : strerror(-rc));
-		else
+	}
+	if (rc == 0)
+		rc = lock_target(w, err);
+	if (rc == 0)
+		rc = open_live_generation(w, err);
+	if (rc == 0) {
+		recover(w);
+		rc = load_live(w, err);
+		if (rc < 0 && err && *err == NULL)
 			log_err_set(err, rc, "target %s: %s", target,
-				    why ? why : strerror(-rc));
-		free(why);
-		goto fail;
+				    strerror(-rc));
 	}
-	/* mkdir is subject to the umask; the layout wants 0755.  Through the
-	 * descriptor, so a symlink swapped in meanwhile is not followed. */
-	if (created)
-		(void)fchmod(w->dfd, 0755);
-	/* One writer per target; the lock goes with the descriptor. */
-	if (!o->dry_run && flock(w->dfd, LOCK_EX | LOCK_NB) < 0) {
-		rc = -errno;
-		pid_t holder = rc == -EWOULDBLOCK ? fsutil_flock_holder(w->dfd)
-						  : 0;
-		if (rc == -EWOULDBLOCK && holder > 0)
-			log_err_set(err, -EBUSY,
-				"target %s: in use by another atomsyncd "
-				"(pid %ld)",
-				target, (long)holder);
-		else if (rc == -EWOULDBLOCK)
-			log_err_set(err, -EBUSY,
-				"target %s: in use by another atomsyncd",
-				target);
-		else
-			log_err_set(err, rc, "target %s: lock: %s", target,
-				strerror(-rc));
-		rc = rc == -EWOULDBLOCK ? -EBUSY : rc;
-		goto fail;
-	}
-	rc = read_live(w, &w->live_gen, err);
-	if (rc < 0)
-		goto fail;
-	if (w->live_gen) {
-		w->live_fd = open_live(w);
-		if (w->live_fd == -EPERM) {
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: %s names %s, which another user "
-				"made or can change; none of its files are "
-				"reused",
-				target, WRITER_DATA, w->live_gen);
-			w->live_foreign = true;
-			w->live_fd = -1;
-		} else if (w->live_fd == -ENOENT || w->live_fd == -ENOTDIR) {
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: %s names missing generation %s",
-				target, WRITER_DATA, w->live_gen);
-			free(w->live_gen);
-			w->live_gen = NULL;
-		} else if (w->live_fd < 0) {
-			/* Not knowing the live generation is no reason to take
-			 * it for debris (EMFILE, ENOMEM): try again later. */
-			rc = log_err_set(err, w->live_fd, "target %s: opening %s: %s",
-					 target, w->live_gen,
-					 strerror(-w->live_fd));
-			goto fail;
-		}
-	}
-	recover(w);
-	rc = load_live(w, err);
 	if (rc < 0) {
-		if (err && *err == NULL)
-			log_err_set(err, rc, "target %s: %s", target,
-				strerror(-rc));
-		goto fail;
+		writer_close(w);
+		return rc;
 	}
 	*out = w;
 	return 0;
-fail:
-	writer_close(w);
-	return rc;
 }
 
 void writer_close(struct writer *w)
