@@ -259,7 +259,7 @@ static int configmap_child(void *arg)
 {
 	const char *mnt = arg;
 	if (unshare(CLONE_NEWNS) < 0 ||
-	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
 	    mount("tmpfs", mnt, "tmpfs", 0, "mode=0777") < 0)
 		return 10;
 	char *gen = tu_path(mnt, "..2026_11_30_00_00_00.1");
@@ -269,15 +269,24 @@ static int configmap_child(void *arg)
 	    symlink("..data/atomsync.conf", conf) < 0 || chmod(mnt, 0777) < 0)
 		return 11;
 	char *err = NULL;
+	int rc = 0;
 	/* Writable by all: refused. */
 	int fd = fsutil_chase(conf, 0, O_RDONLY, NULL, &err);
 	if (fd != -EPERM)
-		return 12;
-	if (mount(NULL, mnt, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
-		return 13;
+		rc = 12;
+	else if (mount("tmpfs", mnt, "tmpfs", MS_REMOUNT | MS_RDONLY, NULL) < 0)
+		rc = 13;
 	/* Read-only: nobody but root can change it. */
-	fd = fsutil_chase(conf, 0, O_RDONLY, NULL, &err);
-	return fd >= 0 ? 0 : 14;
+	else if ((fd = fsutil_chase(conf, 0, O_RDONLY, NULL, &err)) < 0)
+		rc = 14;
+	if (fd >= 0)
+		close(fd);
+	/* Freed: under valgrind the child is checked for leaks. */
+	free(err);
+	free(gen);
+	free(data);
+	free(conf);
+	return rc;
 }
 
 START_TEST(test_links_on_a_read_only_mount_are_followed)
@@ -286,8 +295,11 @@ START_TEST(test_links_on_a_read_only_mount_are_followed)
 	tu_mkdirs(mnt, 0755);
 	pid_t p = fork();
 	ck_assert_int_ge(p, 0);
-	if (p == 0)
-		_exit(configmap_child(mnt));
+	if (p == 0) {
+		int rc = configmap_child(mnt);
+		free(mnt); /* the child is checked for leaks under valgrind */
+		_exit(rc);
+	}
 	int st;
 	ck_assert_int_eq(waitpid(p, &st, 0), p);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %d",
