@@ -95,6 +95,31 @@ int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino)
 	return 0;
 }
 
+int writer_live_summary(const struct writer *w, uint64_t *files,
+			uint64_t *bytes)
+{
+	if (w->live_gen == NULL)
+		return -ENOENT;
+	if (w->live_foreign)
+		return -EPERM;
+	*files = *bytes = 0;
+	for (size_t i = 0; i < w->live->n; i++) {
+		if (w->live->v[i].type != SNAP_FILE)
+			continue;
+		(*files)++;
+		*bytes += w->live->v[i].size;
+	}
+	return 0;
+}
+
+int writer_record_error(struct writer *w, uint64_t when_ms, const char *msg)
+{
+	if (w->dfd < 0 || w->o.dry_run)
+		return -EROFS;
+	return msg ? state_error_save(w->dfd, when_ms, msg)
+		   : state_error_clear(w->dfd);
+}
+
 int writer_validate_path(const char *path, char **err)
 {
 	size_t len = strlen(path);
@@ -248,7 +273,8 @@ static void recover(struct writer *w)
 		bool gen = is_generation_name(n) &&
 			   (w->live_gen == NULL || strcmp(n, w->live_gen) != 0);
 		bool debris = gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
-			      strcmp(n, STATE_TMP) == 0;
+			      strcmp(n, STATE_TMP) == 0 ||
+			      strcmp(n, STATE_ERROR_TMP) == 0;
 		struct stat st;
 		if (!debris)
 			continue;
@@ -267,9 +293,11 @@ static void recover(struct writer *w)
 			free(name);
 		}
 		if (w->o.dry_run) {
-			log_msg(LOG_LVL_INFO, w->name,
-				"target %s: dry run: would remove leftover %s",
-				w->path, n);
+			if (!w->o.quiet)
+				log_msg(LOG_LVL_INFO, w->name,
+					"target %s: dry run: would remove "
+					"leftover %s",
+					w->path, n);
 			continue;
 		}
 		int r = fsutil_rmtree(w->dfd, n);
@@ -964,7 +992,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 							l->v[j].path);
 		if (c > 0) {
 			r->removed++;
-			if (w->o.dry_run)
+			if (w->o.dry_run && !w->o.quiet)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would remove %s",
 					l->v[j].path);
@@ -979,7 +1007,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		act[i] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
 		if (c < 0) {
 			r->added++;
-			if (w->o.dry_run)
+			if (w->o.dry_run && !w->o.quiet)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would add %s", e->path);
 			i++;
@@ -989,10 +1017,12 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		bool changed = o->type != e->type || o->mode != e->mode ||
 			       o->uid != e->uid || o->gid != e->gid;
 		if (!changed && e->type == SNAP_FILE && !live_intact(w, o)) {
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: %s was changed in the live "
-				"generation; writing it afresh from the source",
-				w->path, e->path);
+			if (!w->o.quiet)
+				log_msg(LOG_LVL_WARN, w->name,
+					"target %s: %s was changed in the live "
+					"generation; writing it afresh from the "
+					"source",
+					w->path, e->path);
 			changed = true;
 		}
 		if (!changed && e->type == SNAP_FILE) {
@@ -1022,7 +1052,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		}
 		if (changed) {
 			r->changed++;
-			if (w->o.dry_run)
+			if (w->o.dry_run && !w->o.quiet)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would update %s", e->path);
 		}
