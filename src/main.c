@@ -222,6 +222,10 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 		}
 		free(why);
 	}
+	/* As the daemon does: a recorded error is gone once a publish goes
+	 * through. */
+	if (!dry_run && (rc == 0 || hook_err))
+		(void)writer_record_error(w, 0, NULL);
 	if (hook_err) {
 		/* The publish itself went through. */
 		log_msg(LOG_LVL_INFO, c->name,
