@@ -958,7 +958,8 @@ static int same_content(struct writer *w, const struct snapshot *s,
  * Its inode and modification time were recorded when it was written;
  * content written since moves the time, and a mode or owner change
  * shows in the mode and owner. */
-static bool live_intact(const struct writer *w, const struct snap_entry *o)
+static bool live_intact(const struct writer *w, const struct snap_entry *o,
+			const struct stat *gen)
 {
 	struct stat st;
 
@@ -967,14 +968,25 @@ static bool live_intact(const struct writer *w, const struct snap_entry *o)
 	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size != o->size ||
 	    (st.st_mode & 07777) != o->mode)
 		return false;
-	if (st.st_uid != (o->uid == SNAP_NO_ID ? geteuid() : o->uid) ||
-	    st.st_gid != (o->gid == SNAP_NO_ID ? getegid() : o->gid))
+	if (st.st_uid != (o->uid == SNAP_NO_ID ? gen->st_uid : o->uid) ||
+	    st.st_gid != (o->gid == SNAP_NO_ID ? gen->st_gid : o->gid))
 		return false;
 	/* Unknown (a state that did not record it): content decides. */
 	return o->t_ino == 0 ||
 	       ((uint64_t)st.st_ino == o->t_ino &&
 		st.st_mtim.tv_sec == o->t_mtime.tv_sec &&
 		st.st_mtim.tv_nsec == o->t_mtime.tv_nsec);
+}
+
+/* Whose files the live generation holds, unless owner or group say
+ * otherwise: whoever wrote it.  Us, but for atomsyncd --status run by
+ * another user than the daemon's. */
+static void live_owner(const struct writer *w, struct stat *gen)
+{
+	if (w->live_fd < 0 || fstat(w->live_fd, gen) < 0) {
+		gen->st_uid = geteuid();
+		gen->st_gid = getegid();
+	}
 }
 
 /* Decides, entry by entry, what the new generation needs. */
@@ -984,6 +996,9 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 	const struct snapshot *l = w->live;
 	size_t i = 0, j = 0;
 	int64_t taken = ts_ns(&l->taken);
+	struct stat gen;
+
+	live_owner(w, &gen);
 
 	while (i < s->n || j < l->n) {
 		int c = i == s->n   ? 1
@@ -1016,7 +1031,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		const struct snap_entry *o = &l->v[j];
 		bool changed = o->type != e->type || o->mode != e->mode ||
 			       o->uid != e->uid || o->gid != e->gid;
-		if (!changed && e->type == SNAP_FILE && !live_intact(w, o)) {
+		if (!changed && e->type == SNAP_FILE && !live_intact(w, o, &gen)) {
 			if (!w->o.quiet)
 				log_msg(LOG_LVL_WARN, w->name,
 					"target %s: %s was changed in the live "

@@ -458,6 +458,34 @@ START_TEST(test_what_other_users_wrote_is_not_believed)
 }
 END_TEST
 
+/* Run by a user who is not the daemon's: what it cannot read, it says
+ * so; what it can, it compares as the daemon would, the files being the
+ * daemon's and not changed behind its back. */
+START_TEST(test_another_user_is_told_what_it_cannot_read)
+{
+	ck_assert_msg(tu_can_setuid(), "this test needs root");
+	char *out, *err;
+	tu_write(src, "a", "1", 0600);
+	ck_assert_int_eq(once(), 0);
+	const char *argv[] = {tu_bin(), "--status", "--source", src, "--target",
+			      dst, NULL};
+	ck_assert_int_eq(tu_run_as(OTHER, argv, &out, &err, 20000), 1);
+	ASSERT_HAS(out, "  state file:  cannot be read: Permission denied\n");
+	ASSERT_HAS(out, "  in step:     cannot tell: source ");
+	ASSERT_HAS(out, "/a: Permission denied\n");
+	free(out);
+	free(err);
+	char *a = tu_path(src, "a");
+	ck_assert_int_eq(chmod(a, 0644), 0);
+	ck_assert_int_eq(once(), 0);
+	ck_assert_int_eq(tu_run_as(OTHER, argv, &out, &err, 20000), 0);
+	ASSERT_HAS(out, "  in step:     yes\n");
+	free(out);
+	free(err);
+	free(a);
+}
+END_TEST
+
 static Suite *status_suite(void)
 {
 	Suite *s = suite_create("status");
@@ -474,6 +502,7 @@ static Suite *status_suite(void)
 	tcase_add_test(tc, test_running_daemon_failing_then_fixed);
 	tcase_add_test(tc, test_control_bytes_are_escaped);
 	tcase_add_test(tc, test_what_other_users_wrote_is_not_believed);
+	tcase_add_test(tc, test_another_user_is_told_what_it_cannot_read);
 	suite_add_tcase(s, tc);
 	return s;
 }
