@@ -232,6 +232,18 @@ static void line_text(struct line *l, const char *s)
 	}
 }
 
+char *log_escape(const char *s)
+{
+	struct line l = {0};
+
+	line_text(&l, s);
+	if (l.failed) {
+		free(l.buf);
+		return NULL;
+	}
+	return l.buf ? l.buf : strdup("");
+}
+
 static void format_time(char *buf, size_t size)
 {
 	struct timespec ts;

@@ -52,6 +52,11 @@ int log_err_set(char **err, int rc, const char *fmt, ...)
  * working network does not expect. */
 const char *log_hint(int rc);
 
+/* `s` as text log lines spell it (control characters and bytes that are
+ * not well-formed UTF-8 as \xHH), for output meant for a terminal;
+ * malloc'ed, NULL when out of memory. */
+char *log_escape(const char *s);
+
 /* asprintf into a new string; NULL when out of memory. */
 char *log_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "snapshot.h"
+#include "status.h"
 #include "sync.h"
 #include "writer.h"
 
@@ -36,7 +37,7 @@
 struct options {
 	const char *config;
 	const char *source, *target;
-	bool once, dry_run, check_config, allow_empty;
+	bool once, dry_run, check_config, allow_empty, status;
 	long debounce_ms; /* -1: as configured */
 	bool level_set, format_set;
 	enum log_level level;
@@ -65,6 +66,11 @@ static void usage(FILE *f)
 		"  -n, --dry-run          log what would change; write nothing\n"
 		"      --check-config     report every problem in the config and "
 		"exit\n"
+		"      --status           show each target's live generation, "
+		"whether it is in\n"
+		"                         step with its source, its daemon and "
+		"last error; exit\n"
+		"                         0 when every target is in step\n"
 		"      --debounce MS      quiet period before a publish\n"
 		"      --allow-empty      publish a source that became empty\n"
 		"      --log-level LEVEL  error, warn, info or debug\n"
@@ -83,8 +89,8 @@ static void usage(FILE *f)
 		"Signals: TERM/INT finish the publish in progress and stop (a "
 		"replaced\ngeneration is kept for its grace period first); HUP "
 		"reloads the config;\nUSR1 logs the status of every mapping.\n"
-		"Exit status: 0 success, 1 runtime failure, 2 usage or config "
-		"error.\n"
+		"Exit status: 0 success, 1 runtime failure (--status: a target "
+		"not in step),\n2 usage or config error.\n"
 		"See atomsyncd(8) and atomsync.conf(5).\n",
 		DEFAULT_CONFIG, CONF_GRACE_MS);
 }
@@ -274,6 +280,10 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 	char *hook_err = NULL;
 	if (rc == 0 && r.published && once_after_publish(c, &r, &hook_err) < 0)
 		rc = -EIO;
+	/* As the daemon does: a recorded error is gone once a publish goes
+	 * through. */
+	if (!dry_run && (rc == 0 || hook_err))
+		(void)writer_record_error(w, 0, NULL);
 	if (hook_err) {
 		/* The publish itself went through. */
 		log_msg(LOG_LVL_INFO, c->name,
@@ -310,6 +320,29 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 	writer_retire_wait(w);
 	writer_close(w);
 	return rc < 0 ? rc : 0;
+}
+
+/* ---- --status ---- */
+
+static int run_status(const struct options *op, struct conf *conf)
+{
+	int status = 0;
+
+	/* The answer goes to standard output; a line on standard error is
+	 * for a problem, not for each step of the comparison. */
+	if (!op->level_set)
+		log_set_level(LOG_LVL_WARN);
+	for (size_t i = 0; i < conf->nsyncs; i++) {
+		bool ok = false;
+		if (i > 0)
+			putchar('\n');
+		if (status_show(&conf->syncs[i], stdout, &ok) < 0 || !ok)
+			status = EXIT_RUNTIME;
+	}
+	conf_free(conf);
+	if (fflush(stdout) != 0)
+		status = EXIT_RUNTIME;
+	return status;
 }
 
 /* ---- the daemon ---- */
@@ -845,6 +878,7 @@ int main(int argc, char **argv)
 		OPT_LOG_LEVEL,
 		OPT_LOG_FORMAT,
 		OPT_ALLOW_EMPTY,
+		OPT_STATUS,
 	};
 	static const struct option longopts[] = {
 		{"config", required_argument, NULL, 'c'},
@@ -861,6 +895,7 @@ int main(int argc, char **argv)
 		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 		{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
 		{"allow-empty", no_argument, NULL, OPT_ALLOW_EMPTY},
+		{"status", no_argument, NULL, OPT_STATUS},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -903,6 +938,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_ALLOW_EMPTY:
 			op.allow_empty = true;
+			break;
+		case OPT_STATUS:
+			op.status = true;
 			break;
 		case OPT_DEBOUNCE:
 			if (parse_ms(optarg, 3600000, &op.debounce_ms) < 0)
@@ -988,6 +1026,9 @@ int main(int argc, char **argv)
 	if (op.source && op.config)
 		return usage_error("--config cannot be combined with --source "
 				   "and --target");
+	if (op.status && (op.once || op.dry_run || op.check_config))
+		return usage_error("--status cannot be combined with --once, "
+				   "--dry-run or --check-config");
 	if (adhoc_knobs && op.source == NULL)
 		return usage_error("--exclude, --symlinks, --no-fsync and "
 				   "--grace-ms only go with --source and "
@@ -1057,6 +1098,8 @@ int main(int argc, char **argv)
 	}
 	apply_overrides(&op, conf);
 
+	if (op.status)
+		return run_status(&op, conf);
 	if (op.once) {
 		for (size_t i = 0; i < conf->nsyncs; i++)
 			if (run_once(&conf->syncs[i], op.dry_run) < 0)

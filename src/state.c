@@ -299,12 +299,13 @@ static char *next_line(struct reader *r)
 	}
 }
 
-/* Opens the state file if atomsync can trust it: a regular file (never a
- * FIFO, which O_NONBLOCK keeps from hanging the open) that only root or
- * we could have written.  -EPERM when someone else could have. */
-static int open_state(int dfd)
+/* Opens the state or error file if atomsync can trust it: a regular
+ * file (never a FIFO, which O_NONBLOCK keeps from hanging the open) that
+ * only root or we could have written.  -EPERM when someone else could
+ * have. */
+static int open_trusted(int dfd, const char *name)
 {
-	int fd = openat(dfd, STATE_FILE,
+	int fd = openat(dfd, name,
 			O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
@@ -482,7 +483,7 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	int rc;
 
 	*gen = NULL;
-	r.fd = open_state(dfd);
+	r.fd = open_trusted(dfd, STATE_FILE);
 	if (r.fd < 0)
 		return r.fd;
 	r.buf = malloc(r.cap);
@@ -503,4 +504,147 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	}
 	*out = s;
 	return 0;
+}
+
+int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
+{
+	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
+	size_t count = 0;
+	int rc;
+
+	*gen = NULL;
+	r.fd = open_trusted(dfd, STATE_FILE);
+	if (r.fd < 0)
+		return r.fd;
+	r.buf = malloc(r.cap);
+	rc = r.buf ? parse_head(&r, SIZE_MAX, gen, recorded, sound, &count)
+		   : -ENOMEM;
+	if (rc == -EINVAL && r.err < 0)
+		rc = r.err;
+	close(r.fd);
+	free(r.buf);
+	if (rc < 0) {
+		free(*gen);
+		*gen = NULL;
+	}
+	return rc;
+}
+
+/* ---- the error file ---- */
+
+#define ERROR_MAGIC "atomsync-error 1"
+/* The magic, the time and a message of STATE_ERROR_MAX bytes, each
+ * escaped to 4. */
+#define ERROR_FILE_MAX (4 * STATE_ERROR_MAX + 128)
+
+int state_error_save(int dfd, uint64_t when_ms, const char *msg)
+{
+	char *cut = strndup(msg, STATE_ERROR_MAX);
+	char *esc = cut ? state_escape(cut) : NULL;
+	char *text = NULL;
+	int fd = -1, rc = 0;
+
+	free(cut);
+	if (esc == NULL || asprintf(&text, ERROR_MAGIC "\ntime %" PRIu64
+				    "\nmessage %s\n", when_ms, esc) < 0) {
+		free(esc);
+		return -ENOMEM;
+	}
+	free(esc);
+	/* A fresh file, as for the state: what sits at the temporary name
+	 * is unlinked, never opened. */
+	if (unlinkat(dfd, STATE_ERROR_TMP, 0) < 0 && errno != ENOENT)
+		rc = -errno;
+	if (rc == 0 && (fd = openat(dfd, STATE_ERROR_TMP,
+				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+					    O_CLOEXEC,
+				    0600)) < 0)
+		rc = -errno;
+	for (size_t off = 0, len = strlen(text); rc == 0 && off < len;) {
+		ssize_t w = write(fd, text + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			rc = w < 0 ? -errno : -EIO;
+		else
+			off += (size_t)w;
+	}
+	if (fd >= 0 && close(fd) < 0 && rc == 0)
+		rc = -errno;
+	/* No fsync: a record lost in a crash costs only what --status says
+	 * until the next failure or success. */
+	if (rc == 0 && renameat(dfd, STATE_ERROR_TMP, dfd, STATE_ERROR_FILE) < 0)
+		rc = -errno;
+	if (rc < 0 && fd >= 0)
+		unlinkat(dfd, STATE_ERROR_TMP, 0);
+	free(text);
+	return rc;
+}
+
+int state_error_clear(int dfd)
+{
+	if (unlinkat(dfd, STATE_ERROR_FILE, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+/* "atomsync-error 1\ntime MS\nmessage ESCAPED\n" and nothing else. */
+static int parse_error(char *text, uint64_t *when_ms, char **msg)
+{
+	char *p = text, *end;
+
+	if (strncmp(p, ERROR_MAGIC "\ntime ", sizeof(ERROR_MAGIC) + 5) != 0)
+		return -EINVAL;
+	p += sizeof(ERROR_MAGIC) + 5;
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long ms = strtoull(p, &end, 10);
+	if (errno || strncmp(end, "\nmessage ", 9) != 0)
+		return -EINVAL;
+	p = end + 9;
+	end = strchr(p, '\n');
+	if (end == NULL || end[1] != '\0' || end == p)
+		return -EINVAL;
+	*end = '\0';
+	if (strchr(p, ' ') || state_unescape(p, msg) < 0)
+		return -EINVAL;
+	*when_ms = (uint64_t)ms;
+	return 0;
+}
+
+int state_error_load(int dfd, uint64_t *when_ms, char **msg)
+{
+	char *buf = malloc(ERROR_FILE_MAX + 1);
+	size_t len = 0;
+	int rc = 0;
+	int fd = buf ? open_trusted(dfd, STATE_ERROR_FILE) : -ENOMEM;
+
+	*msg = NULL;
+	if (fd < 0) {
+		free(buf);
+		return fd;
+	}
+	/* Bounded whatever the file's size: one byte more than a record
+	 * can hold tells that it is too big. */
+	while (rc == 0 && len <= ERROR_FILE_MAX) {
+		ssize_t n = read(fd, buf + len, ERROR_FILE_MAX + 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			rc = -errno;
+		else if (n == 0)
+			break;
+		else
+			len += (size_t)n;
+	}
+	close(fd);
+	if (rc == 0 && (len > ERROR_FILE_MAX || memchr(buf, '\0', len)))
+		rc = -EINVAL;
+	if (rc == 0) {
+		buf[len] = '\0';
+		rc = parse_error(buf, when_ms, msg);
+	}
+	free(buf);
+	return rc;
 }

@@ -1,16 +1,24 @@
-/* The one state file atomsync keeps in a target (..atomsync): which
+/* The state file atomsync keeps in a target (..atomsync): which
  * generation is live and, for every entry in it, the source metadata it
  * was projected from.  It makes "has anything changed?" cheap; it is only
- * trusted when it names the generation ..data points to. */
+ * trusted when it names the generation ..data points to.  Beside it, the
+ * error file (..atomsync.error): the last error met publishing into the
+ * target, kept while publishing fails. */
 #ifndef ATOMSYNC_STATE_H
 #define ATOMSYNC_STATE_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
 
 #include "snapshot.h"
 
 #define STATE_FILE "..atomsync"
 #define STATE_TMP "..atomsync.tmp"
+#define STATE_ERROR_FILE "..atomsync.error"
+#define STATE_ERROR_TMP "..atomsync.error.tmp"
+/* Longer error messages are cut to this many bytes when recorded. */
+#define STATE_ERROR_MAX 4096
 
 /* Loads the state in `dfd`.  *gen is the generation it describes; the
  * snapshot has no source (root_fd -1) and its `taken` is the time the
@@ -27,6 +35,23 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
  * generation was made durable before it went live. */
 int state_save(int dfd, const struct snapshot *s, const char *gen,
 	       bool flushed);
+
+/* Only the header of the state file in `dfd`: the generation it
+ * describes, when that was recorded, and whether it is sound (as
+ * state_load says).  The same errors as state_load. */
+int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound);
+
+/* Records `msg` (cut to STATE_ERROR_MAX bytes) and the wall-clock time
+ * `when_ms` in STATE_ERROR_FILE (mode 0600), written to STATE_ERROR_TMP
+ * and renamed over it: whatever sits at either name (a link, a FIFO) is
+ * replaced, never followed or opened. */
+int state_error_save(int dfd, uint64_t when_ms, const char *msg);
+/* Removes the error file; a missing one is no error. */
+int state_error_clear(int dfd);
+/* Reads the error file: -ENOENT when there is none, -EINVAL when it is
+ * damaged or too big, -EPERM when someone other than root or us could
+ * have written it. */
+int state_error_load(int dfd, uint64_t *when_ms, char **msg);
 
 /* Escapes bytes that are not printable ASCII, space and backslash as \xHH;
  * the result is malloc'ed. */

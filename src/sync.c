@@ -15,6 +15,7 @@
 #include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
+#include "state.h"
 #include "sync.h"
 #include "watch.h"
 #include "writer.h"
@@ -104,6 +105,9 @@ struct sync {
 
 	/* For logging once per change of state. */
 	char *last_err;
+	/* What the target's error file holds, for --status. */
+	char *recorded_err;
+	bool record_clear; /* known to hold none */
 	unsigned failures, torn;
 	bool source_missing;
 	bool watch_limited;
@@ -692,6 +696,29 @@ static void note_published(struct sync *s)
 	s->generation = strdup(s->res.generation);
 }
 
+/* Keeps the target's error file in step with last_err, so that the
+ * target itself tells why it lags: written when the error changes,
+ * removed when publishing works again.  A target that cannot be opened
+ * cannot hold it; the log has the error.  Small, and on the loop thread
+ * between work items, when nothing else uses the writer. */
+static void record_error(struct sync *s)
+{
+	const char *msg = s->last_err;
+
+	if (s->w == NULL || s->o.dry_run ||
+	    (msg == NULL ? s->record_clear
+			 : s->recorded_err && strcmp(s->recorded_err, msg) == 0))
+		return;
+	int rc = writer_record_error(s->w, clock_wall_ms(), msg);
+	free(s->recorded_err);
+	s->recorded_err = rc == 0 && msg ? strdup(msg) : NULL;
+	s->record_clear = rc == 0 && msg == NULL;
+	if (rc < 0)
+		log_msg(LOG_LVL_DEBUG, s->c->name, "target %s: %s %s: %s",
+			s->c->target, msg ? "recording the error in" : "removing",
+			STATE_ERROR_FILE, strerror(-rc));
+}
+
 static void publish_finished(struct sync *s, enum outcome out)
 {
 	const char *name = s->c->name;
@@ -803,6 +830,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 		break;
 	}
 	}
+	record_error(s);
 	free(s->err);
 	s->err = NULL;
 	writer_result_fini(&s->res);
@@ -970,6 +998,7 @@ static void on_handle_closed(uv_handle_t *h)
 		free(s->warned[i]);
 	free(s->warned);
 	free(s->last_err);
+	free(s->recorded_err);
 	free(s->post_last_err);
 	hook_changes_fini(&s->post_changed);
 	hook_changes_fini(&s->post_given);

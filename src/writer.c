@@ -124,6 +124,31 @@ int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino)
 	return 0;
 }
 
+int writer_live_summary(const struct writer *w, uint64_t *files,
+			uint64_t *bytes)
+{
+	if (w->live_gen == NULL)
+		return -ENOENT;
+	if (w->live_foreign)
+		return -EPERM;
+	*files = *bytes = 0;
+	for (size_t i = 0; i < w->live->n; i++) {
+		if (w->live->v[i].type != SNAP_FILE)
+			continue;
+		(*files)++;
+		*bytes += w->live->v[i].size;
+	}
+	return 0;
+}
+
+int writer_record_error(struct writer *w, uint64_t when_ms, const char *msg)
+{
+	if (w->dfd < 0 || w->o.dry_run)
+		return -EROFS;
+	return msg ? state_error_save(w->dfd, when_ms, msg)
+		   : state_error_clear(w->dfd);
+}
+
 int writer_validate_path(const char *path, char **err)
 {
 	size_t len = strlen(path);
@@ -277,7 +302,8 @@ static void recover(struct writer *w)
 		bool gen = is_generation_name(n) &&
 			   (w->live_gen == NULL || strcmp(n, w->live_gen) != 0);
 		bool debris = gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
-			      strcmp(n, STATE_TMP) == 0;
+			      strcmp(n, STATE_TMP) == 0 ||
+			      strcmp(n, STATE_ERROR_TMP) == 0;
 		struct stat st;
 		if (!debris)
 			continue;
@@ -296,9 +322,11 @@ static void recover(struct writer *w)
 			free(name);
 		}
 		if (w->o.dry_run) {
-			log_msg(LOG_LVL_INFO, w->name,
-				"target %s: dry run: would remove leftover %s",
-				w->path, n);
+			if (!w->o.quiet)
+				log_msg(LOG_LVL_INFO, w->name,
+					"target %s: dry run: would remove "
+					"leftover %s",
+					w->path, n);
 			continue;
 		}
 		int r = fsutil_rmtree(w->dfd, n);
@@ -988,7 +1016,8 @@ static int note_path(struct writer_result *r, const char *path)
  * Its inode and modification time were recorded when it was written;
  * content written since moves the time, and a mode or owner change
  * shows in the mode and owner. */
-static bool live_intact(const struct writer *w, const struct snap_entry *o)
+static bool live_intact(const struct writer *w, const struct snap_entry *o,
+			const struct stat *gen)
 {
 	struct stat st;
 
@@ -997,14 +1026,25 @@ static bool live_intact(const struct writer *w, const struct snap_entry *o)
 	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size != o->size ||
 	    (st.st_mode & 07777) != o->mode)
 		return false;
-	if (st.st_uid != (o->uid == SNAP_NO_ID ? geteuid() : o->uid) ||
-	    st.st_gid != (o->gid == SNAP_NO_ID ? getegid() : o->gid))
+	if (st.st_uid != (o->uid == SNAP_NO_ID ? gen->st_uid : o->uid) ||
+	    st.st_gid != (o->gid == SNAP_NO_ID ? gen->st_gid : o->gid))
 		return false;
 	/* Unknown (a state that did not record it): content decides. */
 	return o->t_ino == 0 ||
 	       ((uint64_t)st.st_ino == o->t_ino &&
 		st.st_mtim.tv_sec == o->t_mtime.tv_sec &&
 		st.st_mtim.tv_nsec == o->t_mtime.tv_nsec);
+}
+
+/* Whose files the live generation holds, unless owner or group say
+ * otherwise: whoever wrote it.  Us, but for atomsyncd --status run by
+ * another user than the daemon's. */
+static void live_owner(const struct writer *w, struct stat *gen)
+{
+	if (w->live_fd < 0 || fstat(w->live_fd, gen) < 0) {
+		gen->st_uid = geteuid();
+		gen->st_gid = getegid();
+	}
 }
 
 /* Decides, entry by entry, what the new generation needs. */
@@ -1014,6 +1054,9 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 	const struct snapshot *l = w->live;
 	size_t i = 0, j = 0;
 	int64_t taken = ts_ns(&l->taken);
+	struct stat gen;
+
+	live_owner(w, &gen);
 
 	while (i < s->n || j < l->n) {
 		int c = i == s->n   ? 1
@@ -1024,7 +1067,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 			r->removed++;
 			if (note_path(r, l->v[j].path) < 0)
 				return -ENOMEM;
-			if (w->o.dry_run)
+			if (w->o.dry_run && !w->o.quiet)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would remove %s",
 					l->v[j].path);
@@ -1041,7 +1084,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 			r->added++;
 			if (note_path(r, e->path) < 0)
 				return -ENOMEM;
-			if (w->o.dry_run)
+			if (w->o.dry_run && !w->o.quiet)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would add %s", e->path);
 			i++;
@@ -1050,11 +1093,13 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		const struct snap_entry *o = &l->v[j];
 		bool changed = o->type != e->type || o->mode != e->mode ||
 			       o->uid != e->uid || o->gid != e->gid;
-		if (!changed && e->type == SNAP_FILE && !live_intact(w, o)) {
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: %s was changed in the live "
-				"generation; writing it afresh from the source",
-				w->path, e->path);
+		if (!changed && e->type == SNAP_FILE && !live_intact(w, o, &gen)) {
+			if (!w->o.quiet)
+				log_msg(LOG_LVL_WARN, w->name,
+					"target %s: %s was changed in the live "
+					"generation; writing it afresh from the "
+					"source",
+					w->path, e->path);
 			changed = true;
 		}
 		if (!changed && e->type == SNAP_FILE) {
@@ -1086,7 +1131,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 			r->changed++;
 			if (note_path(r, e->path) < 0)
 				return -ENOMEM;
-			if (w->o.dry_run)
+			if (w->o.dry_run && !w->o.quiet)
 				log_msg(LOG_LVL_INFO, w->name,
 					"dry run: would update %s", e->path);
 		}

@@ -36,6 +36,9 @@ struct writer_opts {
 			       directories); 0: WRITER_MAX_FILES */
 	bool allow_empty;   /* an empty source may replace a live
 			       generation that has content */
+	bool quiet;	    /* with dry_run: no line per path, leftover or
+			       changed live file; the caller reports the
+			       counts */
 };
 
 struct writer_result {
@@ -120,6 +123,18 @@ int writer_check_target(const struct writer *w, char **err);
 /* The target directory's identity, for a walk to keep out of it;
  * -ENOENT in a dry run without a target. */
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);
+
+/* Regular files in the live generation and their bytes, as the writer
+ * knows them (from the state file, or a scan of the generation);
+ * -ENOENT: no live generation; -EPERM: one another user made or can
+ * change, whose files are not counted. */
+int writer_live_summary(const struct writer *w, uint64_t *files,
+			uint64_t *bytes);
+
+/* Records `msg` as the target's last error (state_error_save) through
+ * the target's descriptor, with its wall-clock time; NULL removes the
+ * record.  -EROFS in a dry run. */
+int writer_record_error(struct writer *w, uint64_t when_ms, const char *msg);
 
 /* Checks one path of a snapshot as the Kubernetes AtomicWriter does. */
 int writer_validate_path(const char *path, char **err);

@@ -669,6 +669,31 @@ START_TEST(test_dry_run_changes_nothing)
 }
 END_TEST
 
+/* A publish that goes through removes the error a daemon recorded in
+ * the target: it is no longer why the target lags.  A dry run leaves
+ * it. */
+START_TEST(test_once_removes_a_recorded_error)
+{
+	char *out, *err;
+	tu_write(src, "a", "1", 0644);
+	ck_assert_int_eq(once(&out, &err), 0);
+	free(out);
+	free(err);
+	char *errfile = tu_path(dst, "..atomsync.error");
+	tu_write(dst, "..atomsync.error",
+		 "atomsync-error 1\ntime 1\nmessage old\n", 0600);
+	const char *dry[] = {tu_bin(), "--source", src, "--target", dst, "--once",
+			     "--dry-run", NULL};
+	ck_assert_int_eq(tu_run(dry, NULL, NULL, 20000), 0);
+	ck_assert_int_eq(access(errfile, F_OK), 0);
+	ck_assert_int_eq(once(&out, &err), 0);
+	ck_assert_int_lt(access(errfile, F_OK), 0);
+	free(errfile);
+	free(out);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_target_only_holds_our_names)
 {
 	char *out, *err;
@@ -713,6 +738,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_invalid_excludes_are_usage_errors);
 	tcase_add_test(tc, test_dry_run_changes_nothing);
 	tcase_add_test(tc, test_target_only_holds_our_names);
+	tcase_add_test(tc, test_once_removes_a_recorded_error);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -702,6 +702,66 @@ START_TEST(test_target_locked_by_another_daemon)
 }
 END_TEST
 
+static int exists(void *arg)
+{
+	struct stat st;
+	return lstat(arg, &st) == 0;
+}
+
+static int missing(void *arg)
+{
+	return !exists(arg);
+}
+
+/* The last error of a failing mapping is in its target, for
+ * atomsyncd --status: written when it changes, not at every retry, and
+ * removed once publishing works again. */
+START_TEST(test_failing_mapping_records_its_error_in_the_target)
+{
+	char *errfile = tu_path(dst, "..atomsync.error");
+	char *in_way = tu_path(dst, "b"), *also = tu_path(dst, "c");
+	struct stat st, again;
+
+	tu_write(src, "a", "1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 3000);
+	ck_assert(missing(errfile));
+	tu_write(dst, "b", "mine", 0644);
+	tu_write(src, "b", "theirs", 0644);
+	wait_log("b exists and is not a link managed by atomsync", 1, 5000);
+	ck_assert_msg(tu_wait_for(exists, errfile, 3000), "no error file");
+	ck_assert_int_eq(lstat(errfile, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	char *text = tu_read(errfile, NULL);
+	ck_assert_msg(strncmp(text, "atomsync-error 1\ntime 1", 23) == 0 &&
+			      strstr(text, "\nmessage target\\x20") &&
+			      strstr(text, ":\\x20b\\x20exists\\x20and\\x20is\\x20not"),
+		      "%s", text);
+	free(text);
+	/* Retried twice more with the same error: not written again. */
+	wait_log("still failing: ", 2, 10000);
+	ck_assert_int_eq(lstat(errfile, &again), 0);
+	ck_assert_uint_eq(again.st_ino, st.st_ino);
+	/* A new error replaces it. */
+	tu_write(dst, "c", "mine too", 0644);
+	tu_write(src, "c", "theirs too", 0644);
+	struct tu_needle two = {errfile, "2\\x20names\\x20exist", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &two, 10000), "%s",
+		      tu_read(errfile, NULL));
+	/* Fixed: gone. */
+	ck_assert_int_eq(unlink(in_way), 0);
+	ck_assert_int_eq(unlink(also), 0);
+	wait_log("publishing works again", 1, 70000);
+	ck_assert_msg(tu_wait_for(missing, errfile, 3000), "error file stays");
+	converge(src, dst, 3000);
+	stop_daemon();
+	free(errfile);
+	free(in_way);
+	free(also);
+}
+END_TEST
+
 /* SIGUSR1 asks for the state of every mapping; the daemon runs on. */
 START_TEST(test_sigusr1_logs_status_and_keeps_running)
 {
@@ -991,6 +1051,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_target_locked_by_another_daemon);
 	tcase_add_test(tc, test_sigusr1_logs_status_and_keeps_running);
 	tcase_add_test(tc, test_dry_run_daemon_writes_nothing);
+	tcase_add_test(tc, test_failing_mapping_records_its_error_in_the_target);
 	tcase_add_test(tc, test_file_being_rewritten_converges_untorn);
 	tcase_add_test(tc, test_out_of_inotify_watches_falls_back_to_rescans);
 	/* Valgrind cannot run a sanitized binary: that build leaves it to

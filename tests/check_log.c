@@ -133,6 +133,21 @@ START_TEST(test_text_and_journal_escape_control_bytes)
 }
 END_TEST
 
+/* What --status prints is spelled as text log lines spell it. */
+START_TEST(test_escape_spells_names_as_text_lines_do)
+{
+	char *e = log_escape(hostile);
+	ck_assert_str_eq(e, escaped);
+	free(e);
+	e = log_escape("");
+	ck_assert_str_eq(e, "");
+	free(e);
+	e = log_escape("new\nline caf\xc3\xa9");
+	ck_assert_str_eq(e, "new\\x0aline caf\xc3\xa9");
+	free(e);
+}
+END_TEST
+
 START_TEST(test_json_escapes_c1_controls)
 {
 	log_init(LOG_FMT_JSON, LOG_LVL_INFO);
@@ -200,6 +215,7 @@ static Suite *log_suite(void)
 	tcase_add_test(tc, test_text_keeps_one_line_per_event);
 	tcase_add_test(tc, test_text_and_journal_escape_control_bytes);
 	tcase_add_test(tc, test_json_escapes_c1_controls);
+	tcase_add_test(tc, test_escape_spells_names_as_text_lines_do);
 	tcase_add_test(tc, test_journal_format_only_when_stderr_is_the_stream);
 	tcase_add_test(tc, test_level_and_format_names);
 	suite_add_tcase(s, tc);

@@ -127,6 +127,58 @@ START_TEST(test_daemon_refuses_a_users_link_at_start)
 }
 END_TEST
 
+static int is_file(void *path)
+{
+	struct stat st;
+	return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* A user who owns a target directory plants links at the names of the
+ * error file: root replaces them and writes nothing through them. */
+START_TEST(test_error_file_links_in_a_users_target_are_replaced)
+{
+	char *target = dir_of("cfg", APP_UID);
+	char *victim = tu_path(tmp, "victim");
+	char *errfile = tu_path(target, "..atomsync.error");
+	char *errtmp = tu_path(target, "..atomsync.error.tmp");
+	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
+			      "--debounce", "0", NULL};
+	char *cmd;
+
+	tu_write(tmp, "victim", "root's\n", 0644);
+	pid = tu_spawn(argv, logpath);
+	struct tu_needle pub = {logpath, "published ..", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
+		      tu_read(logpath, NULL));
+	link_as(APP_UID, victim, errfile);
+	link_as(APP_UID, victim, errtmp);
+	ck_assert_int_gt(asprintf(&cmd, "echo mine > '%s/notes'", target), 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	tu_write(src, "notes", "theirs\n", 0644);
+	struct tu_needle n = {logpath, "notes exists and is not a link", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
+		      tu_read(logpath, NULL));
+	struct stat st;
+	ck_assert_msg(tu_wait_for(is_file, errfile, 3000), "no error file");
+	ck_assert_int_eq(lstat(errfile, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	ck_assert_uint_eq(st.st_uid, 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	ck_assert_int_lt(lstat(errtmp, &st), 0);
+	char *text = tu_read(victim, NULL);
+	ck_assert_str_eq(text, "root's\n");
+	free(text);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	free(cmd);
+	free(errfile);
+	free(errtmp);
+	free(victim);
+	free(target);
+}
+END_TEST
+
 START_TEST(test_root_owned_link_on_the_way_works)
 {
 	/* As Debian's /var/run -> /run. */
@@ -330,6 +382,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_daemon_refuses_a_users_link_at_start);
 	tcase_add_test(tc, test_target_swapped_while_running_is_refused);
 	tcase_add_test(tc, test_root_owned_link_on_the_way_works);
+	tcase_add_test(tc, test_error_file_links_in_a_users_target_are_replaced);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	suite_add_tcase(s, tc);

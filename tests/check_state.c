@@ -321,6 +321,170 @@ START_TEST(test_missing_state_is_enoent)
 }
 END_TEST
 
+START_TEST(test_peek_reads_only_the_header)
+{
+	struct snapshot *s = sample();
+	struct timespec t;
+	char *gen = NULL;
+	bool sound = false;
+	ck_assert_int_eq(state_peek(dfd, &gen, &t, &sound), -ENOENT);
+	ck_assert_int_eq(state_save(dfd, s, "..2026_11_25_16_04_05.1", false), 0);
+	ck_assert_int_eq(state_peek(dfd, &gen, &t, &sound), 0);
+	ck_assert_str_eq(gen, "..2026_11_25_16_04_05.1");
+	ck_assert_int_eq(t.tv_sec, s->taken.tv_sec);
+	ck_assert_int_eq(t.tv_nsec, s->taken.tv_nsec);
+	ck_assert(sound); /* same boot */
+	free(gen);
+	/* The entries are not read: a damaged one does not matter here. */
+	tu_write(tmp, STATE_FILE, "atomsync-state 3\ngeneration ..g\nrecorded 1 2\n"
+				  "flushed 1 x\nentries 1\nF garbage\n", 0600);
+	ck_assert_int_eq(state_peek(dfd, &gen, &t, &sound), 0);
+	ck_assert_str_eq(gen, "..g");
+	free(gen);
+	tu_write(tmp, STATE_FILE, "atomsync-state 3\ngeneration ..g\n", 0600);
+	ck_assert_int_eq(state_peek(dfd, &gen, &t, &sound), -EINVAL);
+	ck_assert_ptr_null(gen);
+	snapshot_free(s);
+}
+END_TEST
+
+START_TEST(test_error_file_round_trip)
+{
+	const char *msg = "target /srv/a b: new\nline \x1b[31m\\x41 caf\xc3\xa9";
+	uint64_t ms = 0;
+	char *got = NULL;
+	ck_assert_int_eq(state_error_load(dfd, &ms, &got), -ENOENT);
+	ck_assert_int_eq(state_error_save(dfd, 1764086645123ULL, msg), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &got), 0);
+	ck_assert_uint_eq(ms, 1764086645123ULL);
+	ck_assert_str_eq(got, msg);
+	free(got);
+	/* Private, like the state: errors name paths. */
+	struct stat st;
+	ck_assert_int_eq(fstatat(dfd, STATE_ERROR_FILE, &st, AT_SYMLINK_NOFOLLOW), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	ck_assert_int_eq(faccessat(dfd, STATE_ERROR_TMP, F_OK, AT_SYMLINK_NOFOLLOW), -1);
+	/* The one line of the message holds no newline or space raw. */
+	char *p = tu_path(tmp, STATE_ERROR_FILE);
+	char *text = tu_read(p, NULL);
+	ck_assert_int_eq(tu_lines(text), 3);
+	free(text);
+	free(p);
+	/* A long one is cut. */
+	char *big = malloc(3 * STATE_ERROR_MAX);
+	memset(big, 'e', 3 * STATE_ERROR_MAX - 1);
+	big[3 * STATE_ERROR_MAX - 1] = '\0';
+	ck_assert_int_eq(state_error_save(dfd, 1, big), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &got), 0);
+	ck_assert_uint_eq(strlen(got), STATE_ERROR_MAX);
+	free(got);
+	free(big);
+	ck_assert_int_eq(state_error_clear(dfd), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &got), -ENOENT);
+	ck_assert_int_eq(state_error_clear(dfd), 0);
+}
+END_TEST
+
+static int error_text(const char *text)
+{
+	uint64_t ms;
+	char *msg = NULL;
+	tu_write(tmp, STATE_ERROR_FILE, text, 0600);
+	int rc = state_error_load(dfd, &ms, &msg);
+	free(msg);
+	return rc;
+}
+
+START_TEST(test_damaged_error_file_is_refused)
+{
+	ck_assert_int_eq(error_text("atomsync-error 1\ntime 5\nmessage ok\n"), 0);
+	const char *bad[] = {
+		"",
+		"atomsync-error 2\ntime 5\nmessage ok\n",
+		"atomsync-error 1\ntime x\nmessage ok\n",
+		"atomsync-error 1\ntime -5\nmessage ok\n",
+		"atomsync-error 1\ntime 99999999999999999999999\nmessage ok\n",
+		"atomsync-error 1\ntime 5\nmessage \n",
+		"atomsync-error 1\ntime 5\nmessage two words\n",
+		"atomsync-error 1\ntime 5\nmessage bad\\q\n",
+		"atomsync-error 1\ntime 5\nmessage ok",
+		"atomsync-error 1\ntime 5\nmessage ok\nmore\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(error_text(bad[i]) == -EINVAL, "case %zu", i);
+	/* A 3 GiB sparse file costs a few KiB of reading. */
+	int fd = openat(dfd, STATE_ERROR_FILE, O_WRONLY | O_TRUNC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 3LL << 30), 0);
+	close(fd);
+	long long t0 = tu_now_ms();
+	uint64_t ms;
+	char *msg = NULL;
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), -EINVAL);
+	ck_assert_int_lt(tu_now_ms() - t0, tu_scale(2000));
+	/* A FIFO neither hangs nor counts; a link is not followed. */
+	ck_assert_int_eq(unlinkat(dfd, STATE_ERROR_FILE, 0), 0);
+	ck_assert_int_eq(mkfifoat(dfd, STATE_ERROR_FILE, 0600), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), -EINVAL);
+	ck_assert_int_eq(unlinkat(dfd, STATE_ERROR_FILE, 0), 0);
+	tu_write(tmp, "elsewhere", "atomsync-error 1\ntime 5\nmessage ok\n", 0600);
+	ck_assert_int_eq(symlinkat("elsewhere", dfd, STATE_ERROR_FILE), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), -ELOOP);
+	ck_assert_ptr_null(msg);
+}
+END_TEST
+
+START_TEST(test_error_file_others_could_write_is_not_trusted)
+{
+	ck_assert_msg(tu_can_setuid(), "this test needs root");
+	uint64_t ms;
+	char *msg = NULL;
+	ck_assert_int_eq(state_error_save(dfd, 5, "ok"), 0);
+	ck_assert_int_eq(fchownat(dfd, STATE_ERROR_FILE, 2003, 2003, 0), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), -EPERM);
+	ck_assert_int_eq(fchownat(dfd, STATE_ERROR_FILE, 0, 0, 0), 0);
+	ck_assert_int_eq(fchmodat(dfd, STATE_ERROR_FILE, 0622, 0), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), -EPERM);
+	ck_assert_ptr_null(msg);
+}
+END_TEST
+
+/* Whoever can write in the target may plant links, FIFOs or hard links
+ * at both names: they are replaced, never followed or opened. */
+START_TEST(test_error_file_replaces_what_is_planted)
+{
+	char *victim = tu_path(tmp, "victim"), *text;
+	tu_write(tmp, "victim", "precious\n", 0644);
+	ck_assert_int_eq(symlinkat(victim, dfd, STATE_ERROR_TMP), 0);
+	ck_assert_int_eq(symlinkat(victim, dfd, STATE_ERROR_FILE), 0);
+	ck_assert_int_eq(state_error_save(dfd, 5, "first"), 0);
+	ck_assert_int_eq(linkat(dfd, "victim", dfd, STATE_ERROR_TMP, 0), 0);
+	ck_assert_int_eq(state_error_save(dfd, 6, "second"), 0);
+	ck_assert_int_eq(mkfifoat(dfd, STATE_ERROR_TMP, 0666), 0);
+	ck_assert_int_eq(state_error_save(dfd, 7, "third"), 0);
+	text = tu_read(victim, NULL);
+	ck_assert_str_eq(text, "precious\n");
+	free(text);
+	struct stat st;
+	ck_assert_int_eq(stat(victim, &st), 0);
+	ck_assert_uint_eq(st.st_nlink, 1);
+	ck_assert_uint_eq(st.st_mode & 07777, 0644);
+	uint64_t ms;
+	char *msg = NULL;
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), 0);
+	ck_assert_str_eq(msg, "third");
+	free(msg);
+	/* A directory in the way fails the save and is left alone. */
+	ck_assert_int_eq(mkdirat(dfd, STATE_ERROR_TMP, 0755), 0);
+	ck_assert_int_lt(state_error_save(dfd, 8, "fourth"), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), 0);
+	ck_assert_str_eq(msg, "third");
+	free(msg);
+	free(victim);
+}
+END_TEST
+
 static Suite *state_suite(void)
 {
 	Suite *s = suite_create("state");
@@ -334,6 +498,11 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_huge_or_planted_state_costs_no_memory);
 	tcase_add_test(tc, test_state_others_could_write_is_not_trusted);
 	tcase_add_test(tc, test_unflushed_state_is_sound_only_in_the_same_boot);
+	tcase_add_test(tc, test_peek_reads_only_the_header);
+	tcase_add_test(tc, test_error_file_round_trip);
+	tcase_add_test(tc, test_damaged_error_file_is_refused);
+	tcase_add_test(tc, test_error_file_others_could_write_is_not_trusted);
+	tcase_add_test(tc, test_error_file_replaces_what_is_planted);
 	suite_add_tcase(s, tc);
 	return s;
 }

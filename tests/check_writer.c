@@ -1538,6 +1538,128 @@ START_TEST(test_dry_run_writes_nothing)
 }
 END_TEST
 
+/* A dry run whose counts the caller reports (--status) logs nothing
+ * per path, per leftover or per file changed in the live generation. */
+static char *dry_run_output(bool quiet, struct writer_result *r,
+			    uint64_t *files, uint64_t *bytes)
+{
+	static char buf[65536];
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct snapshot *s = NULL;
+	int pipefd[2], saved = dup(2);
+
+	o.dry_run = true;
+	o.quiet = quiet;
+	log_init(LOG_FMT_TEXT, LOG_LVL_DEBUG);
+	ck_assert_int_eq(pipe(pipefd), 0);
+	dup2(pipefd[1], 2);
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	ck_assert_int_eq(writer_live_summary(w, files, bytes), 0);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	ck_assert_int_eq(writer_prepare(w, s, &(struct writer_pending *){NULL},
+				       r, NULL),
+			 0);
+	writer_close(w);
+	dup2(saved, 2);
+	close(saved);
+	close(pipefd[1]);
+	ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
+	close(pipefd[0]);
+	buf[n > 0 ? n : 0] = '\0';
+	log_init(LOG_FMT_TEXT, LOG_LVL_ERROR);
+	return buf;
+}
+
+START_TEST(test_quiet_dry_run_counts_without_a_line_per_path)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	uint64_t files = 0, bytes = 0;
+
+	tu_write(src, "keep", "same", 0644);
+	tu_write(src, "edit", "old", 0644);
+	tu_write(src, "gone", "bye", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	writer_close(w);
+	tu_write(src, "edit", "new!", 0644);
+	tu_write(src, "added", "hello", 0644);
+	char *p = tu_path(src, "gone");
+	ck_assert_int_eq(unlink(p), 0);
+	free(p);
+	/* A leftover, and a live file changed behind the writer's back. */
+	char *gen = tu_live(dst), *rel = tu_path(gen, "keep");
+	tu_write(dst, WRITER_DATA_TMP, "x", 0644);
+	tu_write(dst, rel, "SAME", 0644);
+
+	char *out = dry_run_output(true, &r, &files, &bytes);
+	ck_assert_msg(out[0] == '\0', "%s", out);
+	ck_assert_uint_eq(r.added, 1);
+	ck_assert_uint_eq(r.changed, 2);
+	ck_assert_uint_eq(r.removed, 1);
+	ck_assert(!r.published);
+	/* What is live, as the state file describes it. */
+	ck_assert_uint_eq(files, 3);
+	ck_assert_uint_eq(bytes, 4 + 3 + 3);
+	writer_result_fini(&r);
+	/* Without quiet, the same run says it all. */
+	out = dry_run_output(false, &r, &files, &bytes);
+	ck_assert_msg(strstr(out, "would add added") &&
+			      strstr(out, "would update edit") &&
+			      strstr(out, "would remove gone") &&
+			      strstr(out, "would remove leftover ..data_tmp") &&
+			      strstr(out, "keep was changed in the live"),
+		      "%s", out);
+	writer_result_fini(&r);
+	free(gen);
+	free(rel);
+}
+END_TEST
+
+START_TEST(test_live_summary_and_recorded_error)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	uint64_t files = 0, bytes = 0, ms = 0;
+	char *msg = NULL;
+
+	ck_assert_int_eq(writer_live_summary(w, &files, &bytes), -ENOENT);
+	tu_write(src, "a", "12345", 0644);
+	tu_write(src, "d/b", "678", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	ck_assert_int_eq(writer_live_summary(w, &files, &bytes), 0);
+	ck_assert_uint_eq(files, 2);
+	ck_assert_uint_eq(bytes, 8);
+
+	int dfd = open(dst, O_RDONLY | O_DIRECTORY);
+	ck_assert_int_eq(writer_record_error(w, 1234, "it failed"), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), 0);
+	ck_assert_uint_eq(ms, 1234);
+	ck_assert_str_eq(msg, "it failed");
+	free(msg);
+	ck_assert_int_eq(writer_record_error(w, 0, NULL), 0);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), -ENOENT);
+	writer_close(w);
+
+	/* A dry run writes nothing, this neither. */
+	struct writer_opts o = opts();
+	o.dry_run = true;
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	ck_assert_int_eq(writer_record_error(w, 1, "no"), -EROFS);
+	ck_assert_int_eq(state_error_load(dfd, &ms, &msg), -ENOENT);
+	writer_close(w);
+	/* A record cut short by a crash is debris, removed on open. */
+	tu_write(dst, STATE_ERROR_TMP, "atomsync-error 1\n", 0600);
+	w = open_writer();
+	ck_assert_int_eq(faccessat(dfd, STATE_ERROR_TMP, F_OK, AT_SYMLINK_NOFOLLOW),
+			 -1);
+	writer_close(w);
+	close(dfd);
+}
+END_TEST
+
 START_TEST(test_second_writer_on_same_target_is_refused)
 {
 	struct writer *w = open_writer(), *w2 = NULL;
@@ -1779,6 +1901,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_result_lists_the_paths_added_changed_and_removed);
 	tcase_add_test(tc, test_live_dir_swapped_for_symlink_writes_nothing_outside);
 	tcase_add_test(tc, test_dry_run_writes_nothing);
+	tcase_add_test(tc, test_quiet_dry_run_counts_without_a_line_per_path);
+	tcase_add_test(tc, test_live_summary_and_recorded_error);
 	tcase_add_test(tc, test_second_writer_on_same_target_is_refused);
 	tcase_add_test(tc, test_grace_keeps_old_generation_until_due);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
