@@ -388,6 +388,9 @@ static void update_status(uv_timer_t *h)
 			fprintf(f, "%s at %s", st.generation, hhmmss);
 		} else
 			fprintf(f, "starting");
+		if (st.watch_limited)
+			fprintf(f, ", re-scanning every %.1f s",
+				(double)st.rescan_interval_ms / 1000.0);
 	}
 	fclose(f);
 	notify_status(d->notify, text);
@@ -680,7 +683,7 @@ static void log_sync_status(struct sync *s)
 {
 	struct sync_stats st;
 	char when[32], since[32];
-	char *live = NULL, *health = NULL;
+	char *live = NULL, *health = NULL, *watched = NULL;
 
 	sync_get_stats(s, &st);
 	wall_time(st.last_publish_ms, when, sizeof(when));
@@ -693,18 +696,29 @@ static void log_sync_status(struct sync *s)
 	if (st.last_error &&
 	    asprintf(&health, "failing since %s: %s", since, st.last_error) < 0)
 		health = NULL;
+	if (st.watch_limited &&
+	    asprintf(&watched, "%llu of %llu directories watched, re-scanning "
+			       "every %.1f s",
+		     (unsigned long long)st.watched,
+		     (unsigned long long)st.directories,
+		     (double)st.rescan_interval_ms / 1000.0) < 0)
+		watched = NULL;
+	else if (!st.watch_limited &&
+		 asprintf(&watched, "%llu director%s watched",
+			  (unsigned long long)st.watched,
+			  st.watched == 1 ? "y" : "ies") < 0)
+		watched = NULL;
 	log_msg(LOG_LVL_INFO, sync_name(s),
-		"status: %s; %llu file%s, %llu byte%s; %llu director%s "
-		"watched; %s",
+		"status: %s; %llu file%s, %llu byte%s; %s; %s",
 		live ? live : "?", (unsigned long long)st.files,
 		plural(st.files), (unsigned long long)st.bytes,
-		plural(st.bytes), (unsigned long long)st.watched,
-		st.watched == 1 ? "y" : "ies",
+		plural(st.bytes), watched ? watched : "?",
 		health	   ? health
 		: st.torn ? "source still changing; retrying"
 			   : "healthy");
 	free(live);
 	free(health);
+	free(watched);
 }
 
 /* SIGUSR1: the state of the daemon and of every mapping, for whoever

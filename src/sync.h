@@ -43,7 +43,10 @@ struct sync_stats {
 	uint64_t publish_started_ms;   /* wall clock: the publish or commit
 					* on the thread pool, 0 when none */
 	uint64_t files, bytes;	       /* in the live generation */
-	uint64_t watched;
+	uint64_t watched;	       /* source directories watched */
+	uint64_t directories;	       /* source directories to watch */
+	bool watch_limited;	       /* not every one: re-scanning */
+	uint64_t rescan_interval_ms;   /* while watch_limited */
 	uint64_t buckets[SYNC_BUCKETS]; /* publishes per duration bucket */
 	uint64_t duration_count;
 	double duration_sum;	       /* seconds */

@@ -83,6 +83,8 @@ static void on_close(uv_handle_t *h)
 	maybe_done(w);
 }
 
+/* The kernel's watch goes at once (uv_close stops the handle); the
+ * memory when libuv is done with it. */
 static void entry_close(struct wentry *e)
 {
 	e->w->closing++;
@@ -166,29 +168,114 @@ static int cmp_dir(const void *a, const void *b)
 		      ((const struct snap_dir *)b)->path);
 }
 
-int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
-		 size_t *added)
+static int cmp_entry(const void *a, const void *b)
 {
-	struct snap_dir *want = malloc((n ? n : 1) * sizeof(*want));
-	struct wentry **nv = malloc((n ? n : 1) * sizeof(*nv));
-	size_t i = 0, j = 0, k = 0;
+	return strcmp((*(struct wentry *const *)a)->rel,
+		      (*(struct wentry *const *)b)->rel);
+}
+
+/* Levels below the root: "" is 0, "a" 1, "a/b" 2.  An absolute path (a
+ * directory a followed link leads to) counts its own components. */
+static size_t depth_of(const char *p)
+{
+	size_t d = *p && *p != '/' ? 1 : 0;
+
+	for (; *p; p++)
+		d += *p == '/';
+	return d;
+}
+
+static int cmp_depth(const void *a, const void *b)
+{
+	const struct snap_dir *x = *(const struct snap_dir *const *)a;
+	const struct snap_dir *y = *(const struct snap_dir *const *)b;
+	size_t dx = depth_of(x->path), dy = depth_of(y->path);
+
+	return dx < dy ? -1 : dx > dy ? 1 : strcmp(x->path, y->path);
+}
+
+/* A copy of `dirs` in path order, each directory once (one reached twice
+ * is watched once). */
+static struct snap_dir *sorted_unique(const struct snap_dir *dirs, size_t n,
+				      size_t *out_n)
+{
+	struct snap_dir *v = malloc((n ? n : 1) * sizeof(*v));
+	size_t k = 0;
+
+	if (v == NULL)
+		return NULL;
+	if (n > 0)
+		memcpy(v, dirs, n * sizeof(*v));
+	qsort(v, n, sizeof(*v), cmp_dir);
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || strcmp(v[i].path, v[k - 1].path) != 0)
+			v[k++] = v[i];
+	*out_n = k;
+	return v;
+}
+
+/* Starts a watcher on `d`: 0, or a libuv error. */
+static int start_dir(struct watch *w, const struct snap_dir *d,
+		     struct wentry **out)
+{
+	char *path = full_path(w, d->path);
+	struct wentry *e = NULL;
+	int r = path ? entry_start(w, path, &e) : -ENOMEM;
+
+	free(path);
+	if (r == 0 && (e->rel = strdup(d->path)) == NULL) {
+		entry_close(e);
+		r = -ENOMEM;
+	}
+	if (r < 0)
+		return r;
+	e->dev = d->dev;
+	e->ino = d->ino;
+	*out = e;
+	return 0;
+}
+
+/* Starts watchers on `todo`, nearest the root first, into nv[*k...]; once
+ * the kernel has no watch left, the rest are not tried. */
+static int start_all(struct watch *w, const struct snap_dir **todo, size_t t,
+		     struct wentry **nv, size_t *k, size_t *added)
+{
 	int rc = 0;
 
-	*added = 0;
-	if (want == NULL || nv == NULL) {
+	qsort(todo, t, sizeof(*todo), cmp_depth);
+	for (size_t i = 0; i < t; i++) {
+		struct wentry *e = NULL;
+		int r = start_dir(w, todo[i], &e);
+		if (r == 0) {
+			nv[(*k)++] = e;
+			(*added)++;
+		} else if (r == UV_ENOSPC) {
+			return -ENOSPC; /* the limit is the news, over any other */
+		} else if (r != UV_ENOENT && r != UV_ENOTDIR && rc == 0) {
+			rc = r; /* e.g. a path too long for inotify */
+		}
+	}
+	return rc;
+}
+
+int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
+		 struct watch_result *r)
+{
+	size_t i = 0, j = 0, k = 0, t = 0;
+	struct snap_dir *want = sorted_unique(dirs, n, &n);
+	struct wentry **nv = malloc((n + w->n + 1) * sizeof(*nv));
+	const struct snap_dir **todo = malloc((n + 1) * sizeof(*todo));
+	int rc = want && nv && todo ? 0 : -ENOMEM;
+
+	*r = (struct watch_result){.wanted = n};
+	if (rc < 0) {
 		free(want);
 		free(nv);
-		return -ENOMEM;
+		free(todo);
+		return rc;
 	}
-	if (n > 0)
-		memcpy(want, dirs, n * sizeof(*want));
-	qsort(want, n, sizeof(*want), cmp_dir);
+	/* Keep what is still wanted and still the same directory. */
 	while (i < n || j < w->n) {
-		/* Duplicates (one directory reached twice) are watched once. */
-		if (i > 0 && i < n && strcmp(want[i].path, want[i - 1].path) == 0) {
-			i++;
-			continue;
-		}
 		int c = i == n ? 1 : j == w->n ? -1 : strcmp(want[i].path, w->v[j]->rel);
 		if (c > 0) {
 			entry_close(w->v[j++]);
@@ -202,28 +289,13 @@ int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
 		}
 		if (c == 0)
 			entry_close(w->v[j++]); /* replaced by another dir */
-		char *path = full_path(w, want[i].path);
-		struct wentry *e = NULL;
-		int r = path ? entry_start(w, path, &e) : -ENOMEM;
-		free(path);
-		if (r == 0 && (e->rel = strdup(want[i].path)) == NULL) {
-			entry_close(e);
-			r = -ENOMEM;
-		}
-		if (r == 0) {
-			e->dev = want[i].dev;
-			e->ino = want[i].ino;
-			nv[k++] = e;
-			(*added)++;
-		} else if (r == UV_ENOSPC) {
-			rc = -ENOSPC; /* the limit is the news, over any other */
-		} else if (r != UV_ENOENT && r != UV_ENOTDIR && rc == 0) {
-			rc = r; /* e.g. a path too long for inotify */
-		}
-		i++;
+		todo[t++] = &want[i++];
 	}
+	rc = start_all(w, todo, t, nv, &k, &r->added);
+	qsort(nv, k, sizeof(*nv), cmp_entry);
 	free(w->v);
 	free(want);
+	free(todo);
 	w->v = nv;
 	w->n = k;
 	return rc;
