@@ -84,6 +84,14 @@ static void render_daemon(FILE *f, const struct metrics_view *v)
 	     "Configuration reloads refused because the file had problems.");
 	fprintf(f, "atomsync_config_reload_failures_total %llu\n",
 		(unsigned long long)v->reload_failures);
+	head(f, "atomsync_max_watches", "gauge",
+	     "Inotify watches the mappings may take together (max_watches).");
+	fprintf(f, "atomsync_max_watches %llu\n",
+		(unsigned long long)v->max_watches);
+	head(f, "atomsync_watches", "gauge",
+	     "Inotify watches the mappings hold, on the parents of the "
+	     "sources too.");
+	fprintf(f, "atomsync_watches %llu\n", (unsigned long long)v->watches);
 }
 
 static void render_syncs(FILE *f, const struct metrics_view *v)
@@ -133,8 +141,8 @@ static void render_syncs(FILE *f, const struct metrics_view *v)
 		 "Re-scans not caused by a change (timer, reload).", "%llu",
 		 (unsigned long long)st->rescans);
 	PER_SYNC(f, v, "atomsync_watch_limit_fallbacks_total", "counter",
-		 "Times the kernel's watch limit or a directory that cannot "
-		 "be watched forced periodic re-scans.",
+		 "Times a watch limit (max_watches, the kernel's) or a "
+		 "directory that cannot be watched forced periodic re-scans.",
 		 "%llu", (unsigned long long)st->watch_fallbacks);
 }
 

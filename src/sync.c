@@ -469,6 +469,11 @@ static void log_limited(struct sync *s, int rc, const struct watch_result *r)
 	if (rc == -ENOSPC)
 		snprintf(why, sizeof(why),
 			 "out of inotify watches (fs.inotify.max_user_watches)");
+	else if (r->capped)
+		snprintf(why, sizeof(why),
+			 "the daemon's max_watches (%zu, shared by every "
+			 "mapping) is reached",
+			 watch_budget_max(s->o.budget));
 	else
 		snprintf(why, sizeof(why), "cannot watch every directory (%s)",
 			 strerror(-rc));
@@ -479,6 +484,8 @@ static void log_limited(struct sync *s, int rc, const struct watch_result *r)
 		every,
 		rc == -ENOSPC ? "; raise fs.inotify.max_user_watches to watch "
 				"them all"
+		: r->capped   ? "; raise max_watches in [daemon] to watch them "
+				"all"
 			      : "");
 }
 
@@ -488,7 +495,8 @@ static void update_watches(struct sync *s, const struct snapshot *m)
 	int rc;
 
 	if (s->watch == NULL) {
-		rc = watch_new(s->loop, s->c->source, on_watch, s, &s->watch);
+		rc = watch_new(s->loop, s->c->source, s->o.budget, on_watch, s,
+			       &s->watch);
 		if (rc < 0) {
 			log_msg(LOG_LVL_ERROR, s->c->name, "watch %s: %s",
 				s->c->source, strerror(-rc));
@@ -497,7 +505,7 @@ static void update_watches(struct sync *s, const struct snapshot *m)
 	}
 	rc = watch_update(s->watch, m->watch, m->nwatch, &r);
 	s->st.directories = r.wanted;
-	if (rc < 0) {
+	if (rc < 0 || r.capped) {
 		/* Whatever is not watched is re-scanned instead, at an
 		 * interval set anew by what each look costs. */
 		bool first = !s->watch_limited;
@@ -901,7 +909,7 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	arm_resync(s);
 	/* Watch the root (and its parent) now, so a source that does not
 	 * exist yet is noticed when it appears. */
-	if (watch_new(loop, c->source, on_watch, s, &s->watch) < 0)
+	if (watch_new(loop, c->source, o->budget, on_watch, s, &s->watch) < 0)
 		s->watch = NULL;
 	/* The start-up publish: the target is right even if the source
 	 * changed while we were not running. */

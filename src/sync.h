@@ -14,6 +14,7 @@
 #include "writer.h"
 
 struct sync;
+struct watch_budget;
 
 /* How a mapping's configuration reads for the writer and the snapshot;
  * --once uses them too. */
@@ -22,6 +23,9 @@ struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c);
 
 struct sync_opts {
 	bool dry_run;
+	/* The inotify watches all the mappings share (NULL: no limit but
+	 * the kernel's). */
+	struct watch_budget *budget;
 	/* Called once, when the start-up publish has been attempted. */
 	void (*started)(struct sync *s, void *data);
 	/* Called after every publish attempt. */

@@ -1,9 +1,13 @@
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fsutil.h"
 #include "watch.h"
@@ -16,10 +20,16 @@ struct wentry {
 	uint64_t dev, ino;
 	int root_parent; /* the watcher on the root's parent */
 	int stale; /* the directory itself was deleted or moved */
+	int counted; /* started: holds a watch of the budget */
+};
+
+struct watch_budget {
+	size_t max, used;
 };
 
 struct watch {
 	uv_loop_t *loop;
+	struct watch_budget *budget; /* or NULL */
 	char *root;
 	char *root_base; /* last component of the root, for the parent */
 	watch_cb cb;
@@ -32,6 +42,59 @@ struct watch {
 	void (*done)(void *data);
 	void *done_data;
 };
+
+struct watch_budget *watch_budget_new(size_t max)
+{
+	struct watch_budget *b = calloc(1, sizeof(*b));
+
+	if (b)
+		b->max = max;
+	return b;
+}
+
+void watch_budget_set_max(struct watch_budget *b, size_t max)
+{
+	b->max = max;
+}
+
+size_t watch_budget_max(const struct watch_budget *b)
+{
+	return b->max;
+}
+
+size_t watch_budget_used(const struct watch_budget *b)
+{
+	return b->used;
+}
+
+void watch_budget_free(struct watch_budget *b)
+{
+	free(b);
+}
+
+size_t watch_default_max(bool *from_kernel)
+{
+	char buf[32];
+	int fd = open("/proc/sys/fs/inotify/max_user_watches",
+		      O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	*from_kernel = false;
+	if (n <= 0 || !isdigit((unsigned char)buf[0]))
+		return WATCH_DEFAULT_MAX;
+	buf[n] = '\0';
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(buf, &end, 10);
+	if (errno || (*end != '\n' && *end != '\0'))
+		return WATCH_DEFAULT_MAX;
+	*from_kernel = true;
+	/* The other half stays for the user's other programs. */
+	v /= 2;
+	return v == 0 ? 1 : v > SIZE_MAX ? SIZE_MAX : (size_t)v;
+}
 
 static void on_event(uv_fs_event_t *h, const char *filename, int events,
 		     int status)
@@ -87,6 +150,9 @@ static void on_close(uv_handle_t *h)
  * memory when libuv is done with it. */
 static void entry_close(struct wentry *e)
 {
+	if (e->counted && e->w->budget)
+		e->w->budget->used--;
+	e->counted = 0;
 	e->w->closing++;
 	uv_close((uv_handle_t *)&e->h, on_close);
 }
@@ -119,20 +185,24 @@ static int entry_start(struct watch *w, const char *path, struct wentry **out)
 		entry_close(e);
 		return rc;
 	}
+	e->counted = 1;
+	if (w->budget)
+		w->budget->used++;
 	const char *slash = strrchr(path, '/');
 	e->base = strdup(slash && slash[1] ? slash + 1 : path);
 	*out = e;
 	return 0;
 }
 
-int watch_new(uv_loop_t *loop, const char *root, watch_cb cb, void *data,
-	      struct watch **out)
+int watch_new(uv_loop_t *loop, const char *root, struct watch_budget *budget,
+	      watch_cb cb, void *data, struct watch **out)
 {
 	struct watch *w = calloc(1, sizeof(*w));
 
 	if (w == NULL)
 		return -ENOMEM;
 	w->loop = loop;
+	w->budget = budget;
 	w->cb = cb;
 	w->data = data;
 	w->root = strdup(root);
@@ -153,7 +223,8 @@ int watch_new(uv_loop_t *loop, const char *root, watch_cb cb, void *data,
 	copy = strdup(root);
 	char *parent = copy ? dirname(copy) : NULL;
 	/* Without a parent to watch, a replaced root is still found by the
-	 * periodic re-scan. */
+	 * periodic re-scan.  It is one watch per mapping, and the only one
+	 * that sees a source replaced: taken even past the budget. */
 	if (parent && strcmp(parent, root) != 0 &&
 	    entry_start(w, parent, &w->parent) == 0)
 		w->parent->root_parent = 1;
@@ -214,6 +285,47 @@ static struct snap_dir *sorted_unique(const struct snap_dir *dirs, size_t n,
 	return v;
 }
 
+/* Keeps in `v` (path order, which stays) the `allow` directories nearest
+ * the root; at the level that fits only in part, the first in path
+ * order. */
+static int keep_nearest(struct snap_dir *v, size_t *n, size_t allow)
+{
+	size_t maxd = 0, level = 0, left = allow, k = 0;
+
+	if (*n <= allow)
+		return 0;
+	for (size_t i = 0; i < *n; i++) {
+		size_t d = depth_of(v[i].path);
+		maxd = d > maxd ? d : maxd;
+	}
+	size_t *count = calloc(maxd + 1, sizeof(*count));
+	if (count == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < *n; i++)
+		count[depth_of(v[i].path)]++;
+	while (level <= maxd && count[level] <= left)
+		left -= count[level++];
+	for (size_t i = 0; i < *n; i++) {
+		size_t d = depth_of(v[i].path);
+		if (d < level || (d == level && left > 0)) {
+			left -= d == level;
+			v[k++] = v[i];
+		}
+	}
+	*n = k;
+	free(count);
+	return 0;
+}
+
+/* How many directories this watch may hold: what the others leave. */
+static size_t allowance(const struct watch *w)
+{
+	if (w->budget == NULL)
+		return SIZE_MAX;
+	size_t others = w->budget->used - w->n;
+	return others < w->budget->max ? w->budget->max - others : 0;
+}
+
 /* Starts a watcher on `d`: 0, or a libuv error. */
 static int start_dir(struct watch *w, const struct snap_dir *d,
 		     struct wentry **out)
@@ -268,6 +380,10 @@ int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
 	int rc = want && nv && todo ? 0 : -ENOMEM;
 
 	*r = (struct watch_result){.wanted = n};
+	if (rc == 0 && n > allowance(w)) {
+		r->capped = true;
+		rc = keep_nearest(want, &n, allowance(w));
+	}
 	if (rc < 0) {
 		free(want);
 		free(nv);

@@ -80,12 +80,18 @@ START_TEST(test_render_shows_a_mapping_that_rescans)
 	struct metrics_view v = {0};
 	view(&v);
 	memset(&one.st, 0, sizeof(one.st));
+	v.max_watches = 100;
+	v.watches = 100;
 	one.st.watched = 99;
 	one.st.directories = 20201;
 	one.st.watch_limited = true;
 	one.st.rescan_interval_ms = 12345;
 	one.st.watch_fallbacks = 1;
 	char *t = metrics_render(&v);
+	ck_assert_msg(strstr(t, "# TYPE atomsync_max_watches gauge\n"
+				"atomsync_max_watches 100\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_watches 100\n"), "%s", t);
 	ck_assert_msg(strstr(t, "atomsync_watched_directories{sync=\"web\"} 99\n"),
 		      "%s", t);
 	ck_assert_msg(strstr(t, "atomsync_source_directories{sync=\"web\"} 20201\n"),
