@@ -799,6 +799,14 @@ static void daemon_key(struct parser *p, const char *key, const char *v)
 			     v);
 		else
 			c->unhealthy_after_s = u;
+	} else if (strcmp(key, "max_watches") == 0) {
+		unsigned u;
+		if (parse_uint(v, 1, CONF_MAX_WATCHES, &u) < 0)
+			perr(p, "max_watches: '%s' is not a whole number from 1 "
+				"to %d",
+			     v, CONF_MAX_WATCHES);
+		else
+			c->max_watches = u;
 	} else {
 		perr(p, "[daemon]: unknown key '%s'", key);
 	}

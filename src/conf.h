@@ -21,6 +21,8 @@
 #define CONF_HOOK_TIMEOUT_S 30
 #define CONF_UNHEALTHY_S 300
 #define CONF_MAX_FILES 1000000
+/* fs.inotify.max_user_watches is an int. */
+#define CONF_MAX_WATCHES 2147483647
 
 struct conf_sync {
 	char *name;
@@ -69,6 +71,7 @@ struct conf {
 	char *metrics_file;
 	char *metrics_listen;
 	unsigned unhealthy_after_s;
+	size_t max_watches; /* for all mappings; 0: half the kernel's limit */
 	struct conf_sync *syncs;
 	size_t nsyncs;
 	/* What is valid but likely not what was meant ("file:line:

@@ -24,6 +24,7 @@
 #include "snapshot.h"
 #include "status.h"
 #include "sync.h"
+#include "watch.h"
 #include "writer.h"
 
 #define EXIT_RUNTIME 1
@@ -369,6 +370,7 @@ struct daemon {
 	/* A reload waits for stopped mappings before starting new ones. */
 	struct conf *next;
 	size_t starting; /* start-up publishes not yet attempted */
+	struct watch_budget *budget; /* inotify watches, for all mappings */
 	char *metrics_file_err; /* what was last logged about metrics_file */
 };
 
@@ -381,6 +383,8 @@ static void collect(void *data, struct metrics_view *v)
 	v->reloads = d->reloads;
 	v->reload_failures = d->reload_failures;
 	v->unhealthy_after_s = d->conf->unhealthy_after_s;
+	v->max_watches = watch_budget_max(d->budget);
+	v->watches = watch_budget_used(d->budget);
 	v->syncs = calloc(d->nsyncs ? d->nsyncs : 1, sizeof(*v->syncs));
 	if (v->syncs == NULL)
 		return;
@@ -473,6 +477,9 @@ static void update_status(uv_timer_t *h)
 			fprintf(f, "%s at %s", st.generation, hhmmss);
 		} else
 			fprintf(f, "starting");
+		if (st.watch_limited)
+			fprintf(f, ", re-scanning every %.1f s",
+				(double)st.rescan_interval_ms / 1000.0);
 	}
 	fclose(f);
 	notify_status(d->notify, text);
@@ -555,6 +562,7 @@ static int start_sync(struct daemon *d, const struct conf_sync *c)
 {
 	struct sync_opts so = {
 		.dry_run = d->op->dry_run,
+		.budget = d->budget,
 		.started = on_started,
 		.changed = on_changed,
 		.data = d,
@@ -659,6 +667,46 @@ static void apply_overrides(const struct options *op, struct conf *c)
 						 : log_format_detect());
 }
 
+/* The watches all mappings may take: max_watches, or half of the
+ * kernel's limit as it is now (an administrator may have raised it). */
+static size_t max_watches(const struct conf *c, const char **from)
+{
+	bool kernel = false;
+
+	if (c->max_watches) {
+		*from = "max_watches";
+		return c->max_watches;
+	}
+	size_t max = watch_default_max(&kernel);
+	*from = kernel ? "half of fs.inotify.max_user_watches"
+		       : "fs.inotify.max_user_watches cannot be read";
+	return max;
+}
+
+/* After a reload, before new mappings start: with a new maximum, every
+ * mapping that runs on re-scans, so that one over it gives watches back
+ * and one short of them takes more; otherwise those short of them look
+ * now for what stopped mappings gave back. */
+static void apply_budget(struct daemon *d, const struct conf *n)
+{
+	const char *from;
+	size_t max = max_watches(n, &from);
+	bool changed = max != watch_budget_max(d->budget);
+
+	if (changed) {
+		watch_budget_set_max(d->budget, max);
+		log_info("using at most %zu inotify watches (%s); re-scanning "
+			 "every mapping",
+			 max, from);
+	}
+	for (size_t i = 0; i < d->nsyncs; i++) {
+		struct sync_stats st;
+		sync_get_stats(d->syncs[i], &st);
+		if (changed || st.watch_limited)
+			sync_rescan(d->syncs[i]);
+	}
+}
+
 /* Starts the mappings of d->next that are not running (all stopped ones
  * have finished stopping), and makes it the current config. */
 static void apply_next(struct daemon *d)
@@ -668,6 +716,7 @@ static void apply_next(struct daemon *d)
 	if (n == NULL)
 		return;
 	d->next = NULL;
+	apply_budget(d, n);
 	for (size_t i = 0; i < n->nsyncs; i++) {
 		bool running = false;
 		for (size_t k = 0; k < d->nsyncs; k++)
@@ -767,7 +816,7 @@ static void log_sync_status(struct sync *s)
 {
 	struct sync_stats st;
 	char when[32], since[32];
-	char *live = NULL, *health = NULL;
+	char *live = NULL, *health = NULL, *watched = NULL;
 
 	sync_get_stats(s, &st);
 	wall_time(st.last_publish_ms, when, sizeof(when));
@@ -780,18 +829,29 @@ static void log_sync_status(struct sync *s)
 	if (st.last_error &&
 	    asprintf(&health, "failing since %s: %s", since, st.last_error) < 0)
 		health = NULL;
+	if (st.watch_limited &&
+	    asprintf(&watched, "%llu of %llu directories watched, re-scanning "
+			       "every %.1f s",
+		     (unsigned long long)st.watched,
+		     (unsigned long long)st.directories,
+		     (double)st.rescan_interval_ms / 1000.0) < 0)
+		watched = NULL;
+	else if (!st.watch_limited &&
+		 asprintf(&watched, "%llu director%s watched",
+			  (unsigned long long)st.watched,
+			  st.watched == 1 ? "y" : "ies") < 0)
+		watched = NULL;
 	log_msg(LOG_LVL_INFO, sync_name(s),
-		"status: %s; %llu file%s, %llu byte%s; %llu director%s "
-		"watched; %s",
+		"status: %s; %llu file%s, %llu byte%s; %s; %s",
 		live ? live : "?", (unsigned long long)st.files,
 		plural(st.files), (unsigned long long)st.bytes,
-		plural(st.bytes), (unsigned long long)st.watched,
-		st.watched == 1 ? "y" : "ies",
+		plural(st.bytes), watched ? watched : "?",
 		health	   ? health
 		: st.torn ? "source still changing; retrying"
 			   : "healthy");
 	free(live);
 	free(health);
+	free(watched);
 }
 
 /* SIGUSR1: the state of the daemon and of every mapping, for whoever
@@ -827,10 +887,19 @@ static int run_daemon(const struct options *op, struct conf *conf)
 {
 	struct daemon d = {.op = op, .conf = conf};
 	static const int sigs[NSIGNALS] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
-	int rc = uv_loop_init(&d.loop);
+	const char *from;
+	size_t max = max_watches(conf, &from);
+	int rc;
 
+	d.budget = watch_budget_new(max);
+	if (d.budget == NULL) {
+		log_error("cannot start: %s", strerror(ENOMEM));
+		return EXIT_RUNTIME;
+	}
+	rc = uv_loop_init(&d.loop);
 	if (rc < 0) {
 		log_error("cannot start the event loop: %s", uv_strerror(rc));
+		watch_budget_free(d.budget);
 		return EXIT_RUNTIME;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -848,10 +917,12 @@ static int run_daemon(const struct options *op, struct conf *conf)
 	}
 	log_info("atomsyncd %s starting: %zu mapping%s", PACKAGE_VERSION,
 		 conf->nsyncs, conf->nsyncs == 1 ? "" : "s");
+	log_debug("using at most %zu inotify watches (%s)", max, from);
 	for (size_t i = 0; i < conf->nsyncs; i++)
 		start_sync(&d, &conf->syncs[i]);
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(&d.loop);
+	watch_budget_free(d.budget);
 	free(d.syncs);
 	free(d.http_listen);
 	free(d.metrics_file_err);

@@ -84,6 +84,14 @@ static void render_daemon(FILE *f, const struct metrics_view *v)
 	     "Configuration reloads refused because the file had problems.");
 	fprintf(f, "atomsync_config_reload_failures_total %llu\n",
 		(unsigned long long)v->reload_failures);
+	head(f, "atomsync_max_watches", "gauge",
+	     "Inotify watches the mappings may take together (max_watches).");
+	fprintf(f, "atomsync_max_watches %llu\n",
+		(unsigned long long)v->max_watches);
+	head(f, "atomsync_watches", "gauge",
+	     "Inotify watches the mappings hold, on the parents of the "
+	     "sources too.");
+	fprintf(f, "atomsync_watches %llu\n", (unsigned long long)v->watches);
 }
 
 static void render_syncs(FILE *f, const struct metrics_view *v)
@@ -122,11 +130,23 @@ static void render_syncs(FILE *f, const struct metrics_view *v)
 	PER_SYNC(f, v, "atomsync_watched_directories", "gauge",
 		 "Source directories under an inotify watch.", "%llu",
 		 (unsigned long long)st->watched);
+	PER_SYNC(f, v, "atomsync_source_directories", "gauge",
+		 "Source directories the last read found.", "%llu",
+		 (unsigned long long)st->directories);
+	PER_SYNC(f, v, "atomsync_rescanning", "gauge",
+		 "1 while some source directories are not watched and the "
+		 "source is re-scanned instead.",
+		 "%d", st->watch_limited ? 1 : 0);
+	PER_SYNC(f, v, "atomsync_rescan_interval_seconds", "gauge",
+		 "How often the source is re-scanned while "
+		 "atomsync_rescanning is 1; 0 otherwise.",
+		 "%.3f", (double)st->rescan_interval_ms / 1000.0);
 	PER_SYNC(f, v, "atomsync_rescans_total", "counter",
 		 "Re-scans not caused by a change (timer, reload).", "%llu",
 		 (unsigned long long)st->rescans);
 	PER_SYNC(f, v, "atomsync_watch_limit_fallbacks_total", "counter",
-		 "Times the inotify watch limit forced periodic re-scans.",
+		 "Times a watch limit (max_watches, the kernel's) or a "
+		 "directory that cannot be watched forced periodic re-scans.",
 		 "%llu", (unsigned long long)st->watch_fallbacks);
 }
 

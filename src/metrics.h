@@ -24,6 +24,7 @@ struct metrics_view {
 	uint64_t now_ms;	/* wall clock when the numbers were taken */
 	uint64_t reloads, reload_failures;
 	unsigned unhealthy_after_s;
+	uint64_t max_watches, watches; /* inotify: allowed, held */
 	struct metrics_sync *syncs;
 	size_t n;
 };

@@ -25,6 +25,9 @@
 #define TORN_MAX_MS 5000u
 /* A torn read this many times in a row is worth a warning. */
 #define TORN_WARN 5
+/* Without a watch on every directory, the source is re-scanned no sooner
+ * than this many times what the last re-scan took. */
+#define RESCAN_COST_FACTOR 20u
 
 const double sync_bucket_bounds[SYNC_BUCKETS] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -88,6 +91,8 @@ struct sync {
 	bool may_take_gc;	     /* the loop has room for what is due */
 	struct writer_gc *gc_handed; /* taken by the work item */
 	uint64_t started_us, finished_us;
+	uint64_t scan_us_work;	     /* what the publish's look cost */
+	uint64_t scan_us;	     /* the same, on the loop thread */
 
 	/* check_command, while it runs */
 	struct hook *check;
@@ -143,6 +148,7 @@ void sync_get_stats(const struct sync *s, struct sync_stats *st)
 	st->last_error = s->last_err;
 	st->torn = s->torn;
 	st->watched = s->watch ? watch_count(s->watch) : 0;
+	st->watch_limited = s->watch_limited;
 }
 
 struct writer_opts sync_writer_opts(const struct conf_sync *c, bool dry_run)
@@ -215,6 +221,7 @@ static void do_publish(struct sync *s)
 		s->source_failed = true;
 		return;
 	}
+	uint64_t walked_us = clock_us(CLOCK_MONOTONIC);
 	/* Keep what the loop thread needs; the writer takes the rest. */
 	s->meta = NULL;
 	if (snapshot_open(NULL, &s->meta, NULL) == 0) {
@@ -227,6 +234,13 @@ static void do_publish(struct sync *s)
 		snap->nwatch = snap->nwarn = 0;
 	}
 	s->rc = writer_prepare(s->w, snap, &s->pending, &s->res, &s->err);
+	/* What a re-scan costs: the walk, and the compare when it found
+	 * nothing to publish; copying what changed is the price of the
+	 * change, not of looking. */
+	s->scan_us_work = (s->rc == 0 && s->pending == NULL
+				   ? clock_us(CLOCK_MONOTONIC)
+				   : walked_us) -
+			  s->started_us;
 	/* With a check to pass, the generation waits for it. */
 	if (s->rc == 0 && s->pending && s->c->check_command == NULL) {
 		s->rc = writer_commit(s->w, s->pending, &s->res, &s->err);
@@ -430,10 +444,22 @@ static void arm_retire(struct sync *s)
 		       s->retire_next > now ? s->retire_next - now : 0, 0);
 }
 
+/* While some directories go unwatched, the source is re-scanned every
+ * poll_interval_ms, or 20 times as long as the last look took if that is
+ * longer: however large the source, re-scanning keeps to about 5% of a
+ * core (and of the time of the disk or server behind it). */
+static uint64_t rescan_interval_ms(const struct sync *s)
+{
+	uint64_t ms = s->scan_us * RESCAN_COST_FACTOR / 1000u;
+
+	return ms > s->c->poll_interval_ms ? ms : s->c->poll_interval_ms;
+}
+
 static void arm_resync(struct sync *s)
 {
-	uint64_t ms = s->watch_limited ? s->c->poll_interval_ms
+	uint64_t ms = s->watch_limited ? rescan_interval_ms(s)
 					: (uint64_t)s->c->resync_interval_s * 1000u;
+	s->st.rescan_interval_ms = s->watch_limited ? ms : 0;
 	if (ms == 0) {
 		uv_timer_stop(&s->resync);
 		return;
@@ -473,50 +499,72 @@ static void log_warnings(struct sync *s, const struct snapshot *m)
 	s->nwarned = n;
 }
 
+/* Once, when a mapping starts re-scanning instead of watching. */
+static void log_limited(struct sync *s, int rc, const struct watch_result *r)
+{
+	size_t n = watch_count(s->watch);
+	double every = (double)s->st.rescan_interval_ms / 1000.0;
+	char why[160];
+
+	if (rc == -ENOSPC)
+		snprintf(why, sizeof(why),
+			 "out of inotify watches (fs.inotify.max_user_watches)");
+	else if (r->capped)
+		snprintf(why, sizeof(why),
+			 "the daemon's max_watches (%zu, shared by every "
+			 "mapping) is reached",
+			 watch_budget_max(s->o.budget));
+	else
+		snprintf(why, sizeof(why), "cannot watch every directory (%s)",
+			 strerror(-rc));
+	log_msg(LOG_LVL_WARN, s->c->name,
+		"source %s: %zu director%s, %zu watched: %s; re-scanning every "
+		"%.1f s instead (longer when a re-scan takes long)%s",
+		s->c->source, r->wanted, r->wanted == 1 ? "y" : "ies", n, why,
+		every,
+		rc == -ENOSPC ? "; raise fs.inotify.max_user_watches to watch "
+				"them all"
+		: r->capped   ? "; raise max_watches in [daemon] to watch them "
+				"all"
+			      : "");
+}
+
 static void update_watches(struct sync *s, const struct snapshot *m)
 {
-	size_t added = 0;
+	struct watch_result r;
 	int rc;
 
 	if (s->watch == NULL) {
-		rc = watch_new(s->loop, s->c->source, on_watch, s, &s->watch);
+		rc = watch_new(s->loop, s->c->source, s->o.budget, on_watch, s,
+			       &s->watch);
 		if (rc < 0) {
 			log_msg(LOG_LVL_ERROR, s->c->name, "watch %s: %s",
 				s->c->source, strerror(-rc));
 			return;
 		}
 	}
-	rc = watch_update(s->watch, m->watch, m->nwatch, &added);
-	if (rc < 0) {
-		/* Whatever cannot be watched is re-scanned instead. */
-		if (!s->watch_limited) {
-			s->watch_limited = true;
+	rc = watch_update(s->watch, m->watch, m->nwatch, &r);
+	s->st.directories = r.wanted;
+	if (rc < 0 || r.capped) {
+		/* Whatever is not watched is re-scanned instead, at an
+		 * interval set anew by what each look costs. */
+		bool first = !s->watch_limited;
+		s->watch_limited = true;
+		arm_resync(s);
+		if (first) {
 			s->st.watch_fallbacks++;
-			if (rc == -ENOSPC)
-				log_msg(LOG_LVL_WARN, s->c->name,
-					"source %s: out of inotify watches "
-					"(fs.inotify.max_user_watches); "
-					"re-scanning every %u ms instead",
-					s->c->source, s->c->poll_interval_ms);
-			else
-				log_msg(LOG_LVL_WARN, s->c->name,
-					"source %s: cannot watch every "
-					"directory (%s); re-scanning every %u ms "
-					"instead",
-					s->c->source, strerror(-rc),
-					s->c->poll_interval_ms);
-			arm_resync(s);
+			log_limited(s, rc, &r);
 		}
 	} else if (s->watch_limited) {
 		s->watch_limited = false;
 		log_msg(LOG_LVL_INFO, s->c->name,
-			"source %s: every directory is watched again",
-			s->c->source);
+			"source %s: every directory is watched again (%zu)",
+			s->c->source, r.wanted);
 		arm_resync(s);
 	}
 	/* Changes made before a new watcher was in place went unseen: look
 	 * once more. */
-	if (added > 0)
+	if (r.added > 0)
 		debounce_event(&s->db.d, uv_now(s->loop));
 }
 
@@ -905,6 +953,8 @@ static void on_after_work(uv_work_t *req, int status)
 	s->st.publish_started_ms = 0;
 	if (kind != WORK_FINAL)
 		s->retire_next = s->retire_next_work;
+	if (kind == WORK_PUBLISH)
+		s->scan_us = s->scan_us_work;
 	if (s->gc_handed) {
 		s->gc_taken = s->gc_handed; /* was NULL when the work started */
 		s->gc_handed = NULL;
@@ -973,10 +1023,11 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	arm_resync(s);
 	/* Watch the root (and its parent) now, so a source that does not
 	 * exist yet is noticed when it appears. */
-	if (watch_new(loop, c->source, on_watch, s, &s->watch) < 0)
+	if (watch_new(loop, c->source, o->budget, on_watch, s, &s->watch) < 0)
 		s->watch = NULL;
 	/* And the target's name, so one removed or moved away is noticed. */
-	if (watch_new(loop, c->target, on_target_watch, s, &s->twatch) < 0)
+	if (watch_new(loop, c->target, o->budget, on_target_watch, s,
+		      &s->twatch) < 0)
 		s->twatch = NULL;
 	/* The start-up publish: the target is right even if the source
 	 * changed while we were not running. */

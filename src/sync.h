@@ -14,6 +14,7 @@
 #include "writer.h"
 
 struct sync;
+struct watch_budget;
 
 /* How a mapping's configuration reads for the writer and the snapshot;
  * --once uses them too. */
@@ -22,6 +23,9 @@ struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c);
 
 struct sync_opts {
 	bool dry_run;
+	/* The inotify watches all the mappings share (NULL: no limit but
+	 * the kernel's). */
+	struct watch_budget *budget;
 	/* Called once, when the start-up publish has been attempted. */
 	void (*started)(struct sync *s, void *data);
 	/* Called after every publish attempt. */
@@ -44,7 +48,10 @@ struct sync_stats {
 	uint64_t publish_started_ms;   /* wall clock: the publish or commit
 					* on the thread pool, 0 when none */
 	uint64_t files, bytes;	       /* in the live generation */
-	uint64_t watched;
+	uint64_t watched;	       /* source directories watched */
+	uint64_t directories;	       /* source directories to watch */
+	bool watch_limited;	       /* not every one: re-scanning */
+	uint64_t rescan_interval_ms;   /* while watch_limited */
 	uint64_t buckets[SYNC_BUCKETS]; /* publishes per duration bucket */
 	uint64_t duration_count;
 	double duration_sum;	       /* seconds */

@@ -589,6 +589,58 @@ START_TEST(test_limits_empty_sources_and_follow_into)
 }
 END_TEST
 
+START_TEST(test_max_watches_values)
+{
+	static const char *bad[] = {"0", "-1", "lots", "10k", "2147483648",
+				    "99999999999999999999"};
+	struct conf_errors e = {0};
+	struct conf *c = load("[daemon]\nmax_watches = 100\n"
+			      "[sync:a]\nsource = /s\ntarget = /t\n",
+			      &e);
+
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	ck_assert_uint_eq(c->max_watches, 100);
+	conf_free(c);
+	/* Not set: half of the kernel's limit, decided when the daemon
+	 * starts. */
+	c = load("[sync:a]\nsource = /s\ntarget = /t\n", &e);
+	ck_assert_uint_eq(c->max_watches, 0);
+	conf_free(c);
+	c = load("[daemon]\nmax_watches = 2147483647\n"
+		 "[sync:a]\nsource = /s\ntarget = /t\n",
+		 &e);
+	ck_assert_uint_eq(e.n, 0);
+	ck_assert_uint_eq(c->max_watches, 2147483647u);
+	conf_free(c);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *text, *want;
+		ck_assert_int_ge(asprintf(&text,
+					  "[daemon]\nmax_watches = %s\n"
+					  "[sync:a]\nsource = /s\ntarget = /t\n",
+					  bad[i]),
+				 0);
+		ck_assert_int_ge(asprintf(&want,
+					  "max_watches: '%s' is not a whole "
+					  "number from 1 to 2147483647",
+					  bad[i]),
+				 0);
+		c = load(text, &e);
+		assert_error(&e, 2, want);
+		ck_assert_uint_eq(e.n, 1);
+		ck_assert_uint_eq(c->max_watches, 0);
+		conf_errors_fini(&e);
+		conf_free(c);
+		free(text);
+		free(want);
+	}
+	/* Only in [daemon]: the budget is the daemon's, not a mapping's. */
+	c = load("[sync:a]\nsource = /s\ntarget = /t\nmax_watches = 10\n", &e);
+	assert_error(&e, 4, "unknown key 'max_watches'");
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
@@ -597,6 +649,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_full_example_and_defaults);
 	tcase_add_test(tc, test_every_problem_reported_with_its_line);
 	tcase_add_test(tc, test_limits_empty_sources_and_follow_into);
+	tcase_add_test(tc, test_max_watches_values);
 	tcase_add_test(tc, test_invalid_excludes_reported_with_their_lines);
 	tcase_add_test(tc, test_excludes_follow_gitignore_rules);
 	tcase_add_test(tc, test_long_lines_and_long_section_names);

@@ -75,6 +75,42 @@ START_TEST(test_render_follows_the_exposition_format)
 }
 END_TEST
 
+START_TEST(test_render_shows_a_mapping_that_rescans)
+{
+	struct metrics_view v = {0};
+	view(&v);
+	memset(&one.st, 0, sizeof(one.st));
+	v.max_watches = 100;
+	v.watches = 100;
+	one.st.watched = 99;
+	one.st.directories = 20201;
+	one.st.watch_limited = true;
+	one.st.rescan_interval_ms = 12345;
+	one.st.watch_fallbacks = 1;
+	char *t = metrics_render(&v);
+	ck_assert_msg(strstr(t, "# TYPE atomsync_max_watches gauge\n"
+				"atomsync_max_watches 100\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_watches 100\n"), "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_watched_directories{sync=\"web\"} 99\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_source_directories{sync=\"web\"} 20201\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "# TYPE atomsync_rescanning gauge\n"
+				"atomsync_rescanning{sync=\"web\"} 1\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_rescan_interval_seconds{sync=\"web\"} "
+				"12.345\n"),
+		      "%s", t);
+	ck_assert_msg(strstr(t, "atomsync_watch_limit_fallbacks_total{sync=\"web\"} "
+				"1\n"),
+		      "%s", t);
+	free(t);
+	/* Re-scanning is working as configured, not a failure. */
+	ck_assert_ptr_null(metrics_unhealthy(&v, v.now_ms));
+}
+END_TEST
+
 START_TEST(test_unhealthy_only_after_the_threshold)
 {
 	struct metrics_view v = {0};
@@ -285,6 +321,7 @@ static Suite *metrics_suite(void)
 	TCase *tc = tcase_create("metrics");
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_render_follows_the_exposition_format);
+	tcase_add_test(tc, test_render_shows_a_mapping_that_rescans);
 	tcase_add_test(tc, test_unhealthy_only_after_the_threshold);
 	tcase_add_test(tc, test_a_publish_that_runs_on_is_unhealthy_and_shown);
 	tcase_add_test(tc, test_textfile_is_readable_whatever_the_umask);

@@ -54,7 +54,8 @@ static void teardown(void)
 	free(tmp);
 }
 
-static void start(const char *watchdog_usec)
+/* With `config`, the daemon reads it instead of --source and --target. */
+static void start_with(const char *watchdog_usec, const char *config)
 {
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
@@ -68,10 +69,20 @@ static void start(const char *watchdog_usec)
 		}
 		int l = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
 		dup2(l, 2);
-		execl(tu_bin(), tu_bin(), "--source", src, "--target", dst,
-		      "--debounce", "10", "--log-level", "debug", (char *)NULL);
+		if (config)
+			execl(tu_bin(), tu_bin(), "--config", config,
+			      "--log-level", "debug", (char *)NULL);
+		else
+			execl(tu_bin(), tu_bin(), "--source", src, "--target",
+			      dst, "--debounce", "10", "--log-level", "debug",
+			      (char *)NULL);
 		_exit(127);
 	}
+}
+
+static void start(const char *watchdog_usec)
+{
+	start_with(watchdog_usec, NULL);
 }
 
 /* Whether process `p` has libsystemd mapped. */
@@ -154,6 +165,30 @@ START_TEST(test_ready_reload_stopping_sequence)
 }
 END_TEST
 
+/* A mapping with more directories than watches says so in its status. */
+START_TEST(test_status_says_a_mapping_rescans)
+{
+	char *text, *conf = tu_path(tmp, "atomsync.conf");
+	tu_write(src, "a/b/c", "deep", 0644);
+	ck_assert_int_ge(asprintf(&text,
+				  "[daemon]\nmax_watches = 2\n[sync:main]\n"
+				  "source = %s\ntarget = %s\n"
+				  "poll_interval_ms = 200\n",
+				  src, dst),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0600);
+	start_with(NULL, conf);
+	char *m = wait_msg(", re-scanning every ", NULL, 10000);
+	ck_assert_msg(strncmp(m, "STATUS=main: ..", 15) == 0, "%s", m);
+	free(m);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+	free(text);
+	free(conf);
+}
+END_TEST
+
 START_TEST(test_watchdog_pings_come_from_the_loop)
 {
 	int pings = 0;
@@ -221,6 +256,7 @@ static Suite *notify_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_ready_reload_stopping_sequence);
 	tcase_add_test(tc, test_watchdog_pings_come_from_the_loop);
+	tcase_add_test(tc, test_status_says_a_mapping_rescans);
 	tcase_add_test(tc, test_without_notify_socket_nothing_is_sent);
 	suite_add_tcase(s, tc);
 	return s;

@@ -1,0 +1,274 @@
+/* The watches of a source, against a real libuv loop and real
+ * directories: a budget shared by every watch, the root and the levels
+ * nearest it first, watches given back when a watch closes. */
+#include "config.h"
+
+#include <check.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <uv.h>
+
+#include "testutil.h"
+#include "watch.h"
+
+static char *tmp;
+static uv_loop_t loop;
+
+/* What the callback saw: the names of the entries events named. */
+struct seen {
+	char names[16][64];
+	int n;
+};
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp();
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+}
+
+static void closed(void *data)
+{
+	(*(int *)data)++;
+}
+
+static void teardown(void)
+{
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+	tu_rmrf(tmp);
+	free(tmp);
+}
+
+static void on_change(void *data, const char *name, int root)
+{
+	struct seen *s = data;
+
+	(void)root;
+	if (name && s->n < 16)
+		snprintf(s->names[s->n++], sizeof(s->names[0]), "%s", name);
+}
+
+/* root/{a,b,c}/{x,y}: ten directories with the root, as a snapshot lists
+ * them (in walk order, with the root listed twice). */
+static char *make_tree(const char *name, struct snap_dir *dirs, size_t *n)
+{
+	static const char *rel[] = {"", "a", "a/x", "a/y", "b", "b/x", "b/y",
+				    "c", "c/x", "c/y", ""};
+	char *root = tu_path(tmp, name);
+
+	*n = 0;
+	for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		char *p = tu_path(root, rel[i]);
+		struct stat st;
+		tu_mkdirs(p, 0755);
+		ck_assert_int_eq(stat(p, &st), 0);
+		dirs[(*n)++] = (struct snap_dir){(char *)rel[i], st.st_dev,
+						 st.st_ino};
+		free(p);
+	}
+	return root;
+}
+
+static bool saw(const struct seen *s, const char *name)
+{
+	for (int i = 0; i < s->n; i++)
+		if (strcmp(s->names[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Runs the loop until an event names `name` (a deadline of 5 s). */
+static void run_until(struct seen *s, const char *name)
+{
+	long long end = tu_now_ms() + tu_scale(5000);
+	while (!saw(s, name) && tu_now_ms() < end) {
+		uv_run(&loop, UV_RUN_NOWAIT);
+		tu_nap(5);
+	}
+	ck_assert_msg(saw(s, name), "no event named %s", name);
+}
+
+static void close_and_wait(struct watch *w)
+{
+	int done = 0;
+	watch_close(w, closed, &done);
+	while (!done)
+		uv_run(&loop, UV_RUN_ONCE);
+}
+
+START_TEST(test_budget_watches_the_root_then_the_nearest_levels)
+{
+	struct snap_dir dirs[16];
+	size_t n;
+	char *root = make_tree("src", dirs, &n);
+	/* The root's parent, the root, and a, b and c. */
+	struct watch_budget *b = watch_budget_new(5);
+	struct watch *w = NULL;
+	struct seen seen = {0};
+	struct watch_result r;
+
+	ck_assert_int_eq(watch_new(&loop, root, b, on_change, &seen, &w), 0);
+	ck_assert_uint_eq(watch_budget_used(b), 1);
+	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
+	ck_assert_uint_eq(r.wanted, 10);
+	ck_assert(r.capped);
+	ck_assert_uint_eq(r.added, 4);
+	ck_assert_uint_eq(watch_count(w), 4);
+	ck_assert_uint_eq(watch_budget_used(b), 5);
+	/* Events come in order on one inotify descriptor: one from c/y
+	 * would come before the one from b. */
+	tu_write(root, "c/y/deep", "1", 0644);
+	tu_write(root, "b/shallow", "1", 0644);
+	tu_write(root, "top", "1", 0644);
+	run_until(&seen, "top");
+	ck_assert_str_eq(seen.names[0], "shallow");
+	ck_assert(!saw(&seen, "deep"));
+	/* The same again changes nothing. */
+	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
+	ck_assert_uint_eq(r.added, 0);
+	ck_assert_uint_eq(watch_budget_used(b), 5);
+	close_and_wait(w);
+	ck_assert_uint_eq(watch_budget_used(b), 0);
+	watch_budget_free(b);
+	free(root);
+}
+END_TEST
+
+START_TEST(test_a_level_that_fits_in_part_goes_in_path_order)
+{
+	struct snap_dir dirs[16];
+	size_t n;
+	char *root = make_tree("src", dirs, &n);
+	struct watch_budget *b = watch_budget_new(4);
+	struct watch *w = NULL;
+	struct seen seen = {0};
+	struct watch_result r;
+
+	ck_assert_int_eq(watch_new(&loop, root, b, on_change, &seen, &w), 0);
+	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
+	ck_assert(r.capped);
+	ck_assert_uint_eq(watch_count(w), 3); /* the root, a and b */
+	tu_write(root, "c/not-seen", "1", 0644);
+	tu_write(root, "a/x/not-seen", "1", 0644);
+	tu_write(root, "b/seen", "1", 0644);
+	run_until(&seen, "seen");
+	ck_assert(!saw(&seen, "not-seen"));
+	/* A budget raised takes effect at the next update. */
+	watch_budget_set_max(b, 100);
+	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
+	ck_assert(!r.capped);
+	ck_assert_uint_eq(r.added, 7);
+	ck_assert_uint_eq(watch_count(w), 10);
+	ck_assert_uint_eq(watch_budget_used(b), 11);
+	/* And one lowered: the deepest go first. */
+	watch_budget_set_max(b, 2);
+	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
+	ck_assert(r.capped);
+	ck_assert_uint_eq(watch_count(w), 1);
+	ck_assert_uint_eq(watch_budget_used(b), 2);
+	close_and_wait(w);
+	watch_budget_free(b);
+	free(root);
+}
+END_TEST
+
+START_TEST(test_budget_is_shared_and_given_back)
+{
+	struct snap_dir d1[16], d2[16];
+	size_t n1, n2;
+	char *r1 = make_tree("one", d1, &n1), *r2 = make_tree("two", d2, &n2);
+	struct watch_budget *b = watch_budget_new(15);
+	struct watch *w1 = NULL, *w2 = NULL;
+	struct seen s1 = {0}, s2 = {0};
+	struct watch_result r;
+
+	ck_assert_int_eq(watch_new(&loop, r1, b, on_change, &s1, &w1), 0);
+	ck_assert_int_eq(watch_new(&loop, r2, b, on_change, &s2, &w2), 0);
+	ck_assert_int_eq(watch_update(w1, d1, n1, &r), 0);
+	ck_assert(!r.capped);
+	ck_assert_uint_eq(watch_count(w1), 10);
+	/* Two parents and ten leave three for the second. */
+	ck_assert_int_eq(watch_update(w2, d2, n2, &r), 0);
+	ck_assert(r.capped);
+	ck_assert_uint_eq(watch_count(w2), 3);
+	ck_assert_uint_eq(watch_budget_used(b), 15);
+	/* The first one's watches come back when it closes. */
+	close_and_wait(w1);
+	ck_assert_uint_eq(watch_budget_used(b), 4);
+	ck_assert_int_eq(watch_update(w2, d2, n2, &r), 0);
+	ck_assert(!r.capped);
+	ck_assert_uint_eq(r.added, 7);
+	ck_assert_uint_eq(watch_count(w2), 10);
+	ck_assert_uint_eq(watch_budget_used(b), 11);
+	close_and_wait(w2);
+	ck_assert_uint_eq(watch_budget_used(b), 0);
+	watch_budget_free(b);
+	free(r1);
+	free(r2);
+}
+END_TEST
+
+START_TEST(test_parent_is_watched_past_the_budget)
+{
+	struct snap_dir dirs[16];
+	size_t n;
+	char *root = make_tree("src", dirs, &n);
+	struct watch_budget *b = watch_budget_new(1);
+	struct watch *w1 = NULL, *w2 = NULL;
+	struct seen seen = {0};
+	struct watch_result r;
+
+	ck_assert_int_eq(watch_new(&loop, root, b, on_change, &seen, &w1), 0);
+	ck_assert_int_eq(watch_new(&loop, root, b, on_change, &seen, &w2), 0);
+	ck_assert_uint_eq(watch_budget_used(b), 2);
+	ck_assert_int_eq(watch_update(w2, dirs, n, &r), 0);
+	ck_assert(r.capped);
+	ck_assert_uint_eq(watch_count(w2), 0);
+	ck_assert_uint_eq(watch_budget_used(b), 2);
+	close_and_wait(w1);
+	close_and_wait(w2);
+	ck_assert_uint_eq(watch_budget_used(b), 0);
+	watch_budget_free(b);
+	free(root);
+}
+END_TEST
+
+START_TEST(test_default_is_half_the_kernel_limit)
+{
+	bool kernel = false;
+	size_t max = watch_default_max(&kernel);
+	char *text = tu_read("/proc/sys/fs/inotify/max_user_watches", NULL);
+
+	if (text == NULL) {
+		ck_assert(!kernel);
+		ck_assert_uint_eq(max, WATCH_DEFAULT_MAX);
+		return;
+	}
+	ck_assert(kernel);
+	unsigned long long v = strtoull(text, NULL, 10);
+	ck_assert_uint_eq(max, v / 2 ? v / 2 : 1);
+	free(text);
+}
+END_TEST
+
+static Suite *watch_suite(void)
+{
+	Suite *s = suite_create("watch");
+	TCase *tc = tcase_create("budget");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_budget_watches_the_root_then_the_nearest_levels);
+	tcase_add_test(tc, test_a_level_that_fits_in_part_goes_in_path_order);
+	tcase_add_test(tc, test_budget_is_shared_and_given_back);
+	tcase_add_test(tc, test_parent_is_watched_past_the_budget);
+	tcase_add_test(tc, test_default_is_half_the_kernel_limit);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(watch_suite());
+}
