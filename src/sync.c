@@ -71,6 +71,8 @@ struct sync {
 	bool final_done;	/* WORK_FINAL has run */
 	enum work_kind kind;
 	bool busy;	    /* s->work is queued or running */
+	bool verify_due;    /* the next publish checks every live file */
+	bool work_verify;   /* and the one queued does */
 	bool pipeline;	    /* a publish is under way (work, check, commit) */
 	bool publish_after; /* a publish is due once the work in flight ends */
 	bool stopping;
@@ -208,6 +210,8 @@ static void do_publish(struct sync *s)
 
 	if (s->w && (s->rc = check_target(s)) < 0)
 		return;
+	if (s->w && s->work_verify)
+		writer_verify_next(s->w);
 	if (s->w == NULL) {
 		struct writer_opts wo = sync_writer_opts(s->c, s->o.dry_run);
 		s->rc = writer_open(s->c->target, &wo, &s->w, &s->err);
@@ -344,6 +348,9 @@ static void queue(struct sync *s, enum work_kind kind)
 	if (kind == WORK_PUBLISH) {
 		s->rc = 0;
 		s->source_failed = false;
+		/* Handed to the work item, which owns the writer. */
+		s->work_verify = s->verify_due;
+		s->verify_due = false;
 	}
 	/* A write that never returns (a hung disk or NFS server) shows as a
 	 * publish that runs on and on. */
@@ -409,6 +416,8 @@ void sync_rescan(struct sync *s)
 	if (s->stopping)
 		return;
 	s->st.rescans++;
+	/* A re-read not caused by a change also checks every live file. */
+	s->verify_due = true;
 	debounce_timer_retry(&s->db, 0);
 }
 

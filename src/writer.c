@@ -50,6 +50,7 @@ struct writer {
 	struct snapshot *live;	/* what the live generation holds */
 	bool live_trusted;	/* live came from the state file, not a scan */
 	bool live_foreign;	/* ..data names a directory not of ours */
+	bool verify_live;	/* the next diff checks every live file */
 	struct retired *retired;
 	size_t nretired;
 };
@@ -111,6 +112,11 @@ int writer_check_target(const struct writer *w, char **err)
 		return log_err_set(err, rc, "target %s: %s", w->path,
 				   strerror(-rc));
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
+}
+
+void writer_verify_next(struct writer *w)
+{
+	w->verify_live = true;
 }
 
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino)
@@ -548,6 +554,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 	if (w == NULL)
 		return -ENOMEM;
 	w->dfd = w->live_fd = -1;
+	w->verify_live = true; /* nothing is known of the files yet */
 	writer_set_opts(w, o);
 	w->path = strdup(target);
 	rc = w->path ? open_target(w, err) : -ENOMEM;
@@ -1010,30 +1017,46 @@ static int note_path(struct writer_result *r, const char *path)
 	return 0;
 }
 
-/* Whether the live copy of `o` is still the file atomsync left there: a
- * file changed behind its back (written, chmod'ed, replaced) must be
- * written afresh from the source, never linked into the next generation.
- * Its inode and modification time were recorded when it was written;
- * content written since moves the time, and a mode or owner change
- * shows in the mode and owner. */
+/* Whether a live file (*st) is still the one atomsync left there for
+ * `o`: a file changed behind its back (written, chmod'ed, replaced) must
+ * be written afresh from the source, never linked into the next
+ * generation.  Its inode and modification time were recorded when it was
+ * written; content written since moves the time, and a mode or owner
+ * change shows in the mode and owner.  `gen` is the live generation,
+ * whose owner its files have unless owner=/group= say otherwise. */
+static bool intact(const struct stat *st, const struct snap_entry *o,
+		   const struct stat *gen)
+{
+	if (!S_ISREG(st->st_mode) || (uint64_t)st->st_size != o->size ||
+	    (st->st_mode & 07777) != o->mode)
+		return false;
+	if (st->st_uid != (o->uid == SNAP_NO_ID ? gen->st_uid : o->uid) ||
+	    st->st_gid != (o->gid == SNAP_NO_ID ? gen->st_gid : o->gid))
+		return false;
+	/* Unknown (a state that did not record it): content decides. */
+	return o->t_ino == 0 ||
+	       ((uint64_t)st->st_ino == o->t_ino &&
+		st->st_mtim.tv_sec == o->t_mtime.tv_sec &&
+		st->st_mtim.tv_nsec == o->t_mtime.tv_nsec);
+}
+
 static bool live_intact(const struct writer *w, const struct snap_entry *o,
 			const struct stat *gen)
 {
 	struct stat st;
 
-	if (w->live_fd < 0 ||
-	    fstatat(w->live_fd, o->path, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size != o->size ||
-	    (st.st_mode & 07777) != o->mode)
-		return false;
-	if (st.st_uid != (o->uid == SNAP_NO_ID ? gen->st_uid : o->uid) ||
-	    st.st_gid != (o->gid == SNAP_NO_ID ? gen->st_gid : o->gid))
-		return false;
-	/* Unknown (a state that did not record it): content decides. */
-	return o->t_ino == 0 ||
-	       ((uint64_t)st.st_ino == o->t_ino &&
-		st.st_mtim.tv_sec == o->t_mtime.tv_sec &&
-		st.st_mtim.tv_nsec == o->t_mtime.tv_nsec);
+	return w->live_fd >= 0 &&
+	       fstatat(w->live_fd, o->path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       intact(&st, o, gen);
+}
+
+static void warn_changed_in_live(const struct writer *w, const char *path)
+{
+	if (!w->o.quiet)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: %s was changed in the live generation; "
+			"writing it afresh from the source",
+			w->path, path);
 }
 
 /* Whose files the live generation holds, unless owner or group say
@@ -1093,13 +1116,11 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		const struct snap_entry *o = &l->v[j];
 		bool changed = o->type != e->type || o->mode != e->mode ||
 			       o->uid != e->uid || o->gid != e->gid;
-		if (!changed && e->type == SNAP_FILE && !live_intact(w, o, &gen)) {
-			if (!w->o.quiet)
-				log_msg(LOG_LVL_WARN, w->name,
-					"target %s: %s was changed in the live "
-					"generation; writing it afresh from the "
-					"source",
-					w->path, e->path);
+		/* Every file, when a full check is due; else those linked
+		 * forward are checked as they are (build_entry). */
+		if (!changed && e->type == SNAP_FILE && w->verify_live &&
+		    !live_intact(w, o, &gen)) {
+			warn_changed_in_live(w, e->path);
 			changed = true;
 		}
 		if (!changed && e->type == SNAP_FILE) {
@@ -1183,6 +1204,8 @@ struct build {
 	struct writer_result *r;
 	struct problems *pb;
 	char **err;
+	struct stat gen;  /* the live generation, for its owner */
+	bool checked;	  /* the diff checked every live file already */
 	struct level *lv;
 	size_t depth, cap;
 };
@@ -1340,6 +1363,17 @@ static int build_entry(struct build *b, size_t i)
 		};
 		return 0;
 	}
+	struct stat lst;
+	if (act == ACT_LINK && p->ofd >= 0 && !b->checked &&
+	    (fstatat(p->ofd, name, &lst, AT_SYMLINK_NOFOLLOW) < 0 ||
+	     !intact(&lst, e, &b->gen))) {
+		/* Never linked forward: written afresh, and told as changed. */
+		warn_changed_in_live(b->w, e->path);
+		b->r->changed++;
+		if (note_path(b->r, e->path) < 0)
+			return -ENOMEM;
+		act = ACT_COPY;
+	}
 	if (act == ACT_LINK && p->ofd >= 0) {
 		if (linkat(p->ofd, name, p->nfd, name, 0) == 0) {
 			b->r->linked++;
@@ -1419,10 +1453,11 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 {
 	struct build b = {
 		.w = w, .s = s, .act = act, .r = r, .pb = pb, .err = err,
-		.cap = 16,
+		.cap = 16, .checked = w->verify_live,
 	};
 	int rc = 0;
 
+	live_owner(w, &b.gen);
 	b.lv = malloc(b.cap * sizeof(*b.lv));
 	if (b.lv == NULL)
 		return -ENOMEM;
@@ -1588,6 +1623,8 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 			p = NULL;
 		}
 	}
+	if (rc == 0)
+		w->verify_live = false;
 	problems_fini(&pb);
 	pending_free(p);
 	snapshot_free(s);

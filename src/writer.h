@@ -120,6 +120,13 @@ const char *writer_live_generation(const struct writer *w);
  * *err (a symlink that may not be followed, say). */
 int writer_check_target(const struct writer *w, char **err);
 
+/* Every file a publish links forward from the live generation is first
+ * checked to be what atomsync left there (one changed behind its back
+ * is written afresh).  This asks the next writer_prepare to check every
+ * live file, and so to publish anew when one changed even if the source
+ * did not; a new writer does it at its first. */
+void writer_verify_next(struct writer *w);
+
 /* The target directory's identity, for a walk to keep out of it;
  * -ENOENT in a dry run without a target. */
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);
