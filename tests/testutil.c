@@ -704,7 +704,7 @@ int tu_file_count(const char *path, const char *needle)
 int tu_run_suite(Suite *s)
 {
 	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
+	srunner_run_all(sr, CK_ENV); /* CK_VERBOSITY, CK_NORMAL unless set */
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed == 0 ? 0 : 1;
