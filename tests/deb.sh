@@ -1,11 +1,22 @@
 #!/bin/sh
 # Builds the Debian package from a copy of the tree in OUTDIR, with the
-# hardening flags and -Werror, and checks it with lintian.
+# hardening flags and -Werror, and checks it with lintian.  With
+# --install, also installs it in a Debian 12 root, upgrades it to a
+# rebuild with the next revision, removes and purges it: the conffile and
+# the service's enablement are checked, and a published target must
+# survive it all.
 #
-# Usage: tests/deb.sh OUTDIR
+# Usage: tests/deb.sh [--install] OUTDIR
 # Exit status 77: dpkg-buildpackage is not installed.
+# The root is debootstrapped once, in ATOMSYNC_DEB_ROOT
+# (/var/tmp/atomsync-deb-root by default), and reused.
 set -eu
-out=${1:?usage: tests/deb.sh OUTDIR}
+install=0
+if [ "${1:-}" = "--install" ]; then
+	install=1
+	shift
+fi
+out=${1:?usage: tests/deb.sh [--install] OUTDIR}
 top=$(cd "$(dirname "$0")/.." && pwd)
 if ! command -v dpkg-buildpackage >/dev/null 2>&1; then
 	echo "deb: dpkg-buildpackage not found" >&2
@@ -62,3 +73,24 @@ if [ $rc -ne 0 ]; then
 	exit 1
 fi
 echo "deb: built and lintian-clean: $deb1"
+[ $install -eq 1 ] || exit 0
+
+# The same version with the next revision, and a change to the shipped
+# config, so that an upgrade has a conffile to decide about.
+rev=${debversion##*-}
+debversion2=${debversion%-*}-$((rev + 1))
+src2=$out/2/atomsync-$version
+copy_tree "$src2"
+{
+	printf 'atomsync (%s) unstable; urgency=medium\n\n' "$debversion2"
+	printf '  * Rebuild to test upgrades.\n\n'
+	printf ' -- %s  %s\n\n' "$(dpkg-parsechangelog -l "$top/debian/changelog" -S Maintainer)" \
+		"$(date -R)"
+	cat "$top/debian/changelog"
+} >"$src2/debian/changelog"
+echo "# revision $debversion2" >>"$src2/etc/atomsync.conf"
+build "$src2" DEB_BUILD_OPTIONS=nocheck
+deb2=$out/2/atomsync_${debversion2}_$arch.deb
+echo "deb: built $deb2"
+
+exec "$top/tests/deb-root.sh" "$deb1" "$deb2"
