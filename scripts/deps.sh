@@ -11,6 +11,10 @@ check libsystemd-dev libmicrohttpd-dev"
 # metrics (curl), and libFuzzer (clang and its runtime).
 # shellcheck disable=SC2034
 DEPS_TEST="valgrind mandoc util-linux systemd curl clang libclang-rt-14-dev"
+# And to build the Debian package and check it (CI installs them; without
+# dpkg-buildpackage, scripts/test says it skips that step).
+# shellcheck disable=SC2034
+DEPS_DEB="dpkg-dev debhelper lintian"
 
 deps_missing() {
 	local p missing=""

@@ -29,6 +29,18 @@ grep -q "^ExecStart=$sbindir/atomsyncd --config $sysconfdir/atomsync/atomsync.co
 	"$dest$unitdir/atomsyncd.service" || { echo "install: unit names wrong paths" >&2; fail=1; }
 grep -q "$sysconfdir/atomsync/atomsync.conf" "$dest$mandir/man8/atomsyncd.8" ||
 	{ echo "install: man page names the wrong config path" >&2; fail=1; }
+# The example maps nothing until it is edited, so a daemon started on it
+# refuses instead of publishing the example; uncommented, it is valid.
+conf="$dest$sysconfdir/atomsync/atomsync.conf"
+if out=$("$dest$sbindir/atomsyncd" --check-config --config "$conf" 2>&1) ||
+	! echo "$out" | grep -q 'no \[sync:NAME\] section'; then
+	echo "install: the example config maps something: $out" >&2
+	fail=1
+fi
+sed -e 's/^#\(\[sync:example\]\)$/\1/' -e 's/^#\(source = \)/\1/' \
+	-e 's/^#\(target = \)/\1/' "$conf" >"$dest/edited.conf"
+out=$("$dest$sbindir/atomsyncd" --check-config --config "$dest/edited.conf" 2>&1) ||
+	{ echo "install: the example mapping, uncommented: $out" >&2; fail=1; }
 # An edited config survives a reinstall.
 echo "# edited by the administrator" >>"$dest$sysconfdir/atomsync/atomsync.conf"
 make -s -C "$build" install DESTDIR="$dest" >/dev/null
