@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -929,6 +930,72 @@ START_TEST(test_nothing_is_printed_warnings_go_to_the_callback)
 }
 END_TEST
 
+/* Writers in two threads at once: each one's warnings reach its own
+ * callback, none the other's or stderr. */
+struct job {
+	char *target;
+	struct lines l;
+	int rc[20];
+};
+
+static void *run_job(void *arg)
+{
+	struct job *j = arg;
+	struct atomsync_options o;
+	char data[256];
+
+	atomsync_options_init(&o);
+	o.grace_ms = 0;
+	o.log = on_log;
+	o.log_ctx = &j->l;
+	for (int i = 0; i < 20; i++) {
+		struct atomsync_writer *w = NULL;
+		/* Debris each time, for a warning at each open. */
+		char *tmpl = tu_path(j->target, "..data_tmp");
+		if (symlink("..nowhere", tmpl) < 0)
+			j->rc[i] = -errno;
+		free(tmpl);
+		if (j->rc[i] == 0)
+			j->rc[i] = atomsync_writer_open(j->target, &o, &w);
+		snprintf(data, sizeof(data), "%s %d", j->target, i);
+		struct atomsync_file f = {"who", data, strlen(data), 0644};
+		if (j->rc[i] == 0)
+			j->rc[i] = atomsync_write(w, &f, 1);
+		if (j->rc[i] == 0 && !strstr(j->l.last, j->target))
+			j->rc[i] = -EXDEV; /* another writer's line */
+		atomsync_writer_close(w);
+	}
+	return NULL;
+}
+
+START_TEST(test_writers_in_two_threads_keep_their_lines_apart)
+{
+	struct job j[2] = {{.target = tu_path(tmp, "one")},
+			   {.target = tu_path(tmp, "two")}};
+	pthread_t t[2];
+
+	tu_mkdirs(j[0].target, 0755);
+	tu_mkdirs(j[1].target, 0755);
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(pthread_create(&t[k], NULL, run_job, &j[k]), 0);
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(pthread_join(t[k], NULL), 0);
+	for (int k = 0; k < 2; k++) {
+		for (int i = 0; i < 20; i++)
+			ck_assert_msg(j[k].rc[i] == 0, "%s, round %d: %d",
+				      j[k].target, i, j[k].rc[i]);
+		ck_assert_int_eq(j[k].l.warnings, 20);
+		char *who = tu_path(j[k].target, "who");
+		char *d = tu_read(who, NULL), want[256];
+		snprintf(want, sizeof(want), "%s 19", j[k].target);
+		ck_assert_str_eq(d, want);
+		free(d);
+		free(who);
+		free(j[k].target);
+	}
+}
+END_TEST
+
 /* ---- The payload is the caller's: nothing keeps pointing into it ---- */
 
 START_TEST(test_payload_memory_is_not_kept)
@@ -1035,6 +1102,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_open_creates_and_locks_the_target);
 	tcase_add_test(tc, test_target_through_another_users_link_is_refused);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
+	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
 	tcase_add_test(tc, test_payload_memory_is_not_kept);
 	tcase_add_test(tc, test_tampered_live_file_is_written_again);
 	tcase_add_test(tc, test_write_tree_mirrors_a_source);
