@@ -4,7 +4,7 @@
 
 # Packages to build atomsyncd.
 # shellcheck disable=SC2034
-DEPS_BUILD="gcc make autoconf automake pkg-config libuv1-dev libinih-dev
+DEPS_BUILD="gcc make autoconf automake libtool pkg-config libuv1-dev libinih-dev
 check libsystemd-dev libmicrohttpd-dev"
 # And to run every test: memory checking, man page lint, dropping
 # privileges (setpriv), unit file checks (systemd-analyze), scraping

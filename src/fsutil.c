@@ -502,6 +502,59 @@ static int same_sparse(int a, int b, off_t size, char *ba, char *bb,
 	return 0;
 }
 
+int fsutil_same_buffer(int fd, const void *buf, size_t len, bool *same)
+{
+	const char *p = buf;
+	char *chunk;
+	struct stat st;
+	int rc = 0;
+
+	*same = false;
+	/* A live file of another size (or type) differs: no read needed. */
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != (uint64_t)len)
+		return 0;
+	chunk = malloc(CMP_CHUNK);
+	if (chunk == NULL)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t r = read_full(fd, chunk, CMP_CHUNK);
+		if (r < 0) {
+			rc = -errno;
+			break;
+		}
+		if ((size_t)r > len || memcmp(chunk, p, (size_t)r) != 0)
+			break;
+		if (r == 0) {
+			*same = len == 0;
+			break;
+		}
+		p += r;
+		len -= (size_t)r;
+	}
+	free(chunk);
+	return rc;
+}
+
+int fsutil_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
 int fsutil_same_content(int a, int b, bool *same)
 {
 	char *ba = malloc(CMP_CHUNK), *bb = malloc(CMP_CHUNK);

@@ -34,6 +34,13 @@ int fsutil_copy(int in, int out, uint64_t size, uint64_t *copied);
 /* Compares two open files byte for byte from their current offsets. */
 int fsutil_same_content(int a, int b, bool *same);
 
+/* Compares the open file `fd`, from its current offset, with `len`
+ * bytes of `buf`. */
+int fsutil_same_buffer(int fd, const void *buf, size_t len, bool *same);
+
+/* Writes all `len` bytes of `buf` (retrying short writes and EINTR). */
+int fsutil_write_all(int fd, const void *buf, size_t len);
+
 /* Reads a symlink of any length; *out is malloc'ed. */
 int fsutil_readlinkat(int dirfd, const char *name, char **out);
 

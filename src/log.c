@@ -14,6 +14,9 @@
 
 static atomic_int cur_level = LOG_LVL_INFO;
 static atomic_int cur_format = LOG_FMT_TEXT;
+/* Per thread, so that writers in several threads keep their lines apart
+ * and the daemon's threads keep writing to stderr. */
+static _Thread_local const struct log_sink *cur_sink;
 
 static const struct {
 	const char *name;
@@ -255,9 +258,37 @@ static void format_time(char *buf, size_t size)
 	snprintf(buf + n, size - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
+const struct log_sink *log_sink_set(const struct log_sink *sink)
+{
+	const struct log_sink *old = cur_sink;
+
+	cur_sink = sink;
+	return old;
+}
+
+static void sink_vmsg(enum log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+static void sink_vmsg(enum log_level level, const char *fmt, va_list ap)
+{
+	int saved_errno = errno;
+	char *msg = NULL;
+
+	if (cur_sink->fn == NULL)
+		return;
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	cur_sink->fn(cur_sink->ctx, (int)level, msg ? msg : fmt);
+	free(msg);
+	errno = saved_errno;
+}
+
 void log_vmsg(enum log_level level, const char *sync, const char *fmt,
 	      va_list ap)
 {
+	if (cur_sink) {
+		sink_vmsg(level, fmt, ap);
+		return;
+	}
 	if ((int)level > cur_level)
 		return;
 

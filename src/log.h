@@ -38,6 +38,16 @@ void log_msg(enum log_level level, const char *sync, const char *fmt, ...)
 void log_vmsg(enum log_level level, const char *sync, const char *fmt,
 	      va_list ap) __attribute__((format(printf, 3, 0)));
 
+/* Where the calling thread's lines go instead of stderr: for libatomsync,
+ * which must not write to a program's stderr unless asked.  fn (NULL:
+ * nowhere) gets every line, whatever the level, with no time or prefix.
+ * Returns the sink that was in place (NULL: stderr), to put back. */
+struct log_sink {
+	void (*fn)(void *ctx, int level, const char *msg);
+	void *ctx;
+};
+const struct log_sink *log_sink_set(const struct log_sink *sink);
+
 /* Sets *err (when err is not NULL) to a malloc'ed message for the caller
  * to log, and returns rc: how a module returns an error with its context
  * without logging it. */

@@ -27,6 +27,10 @@ enum snap_links {
 #define SNAP_F_FOLLOW 0x1u
 /* `src` is an absolute, symlink-free path into a follow_into directory. */
 #define SNAP_F_EXTERNAL 0x2u
+/* The content is `data` (size bytes, the caller's memory), not a source
+ * file: a payload handed to libatomsync.  Its mode is the caller's, not
+ * masked as a source's is. */
+#define SNAP_F_DATA 0x4u
 
 /* The longest relative path a source may hold (and a target take). */
 #define SNAPSHOT_MAX_PATH 4096
@@ -36,6 +40,7 @@ enum snap_links {
 struct snap_entry {
 	char *path; /* clean relative path in the target */
 	char *src;  /* path to read, relative to the source root; NULL: path */
+	const void *data; /* with SNAP_F_DATA: the content (not owned) */
 	uint8_t type;
 	uint8_t flags;
 	uint32_t mode; /* permission bits (the writer projects them) */

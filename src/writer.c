@@ -374,6 +374,9 @@ static void detach_source(struct snapshot *s)
 	for (size_t i = 0; i < s->n; i++) {
 		free(s->v[i].src);
 		s->v[i].src = NULL;
+		/* The payload is the caller's only until the call returns. */
+		s->v[i].data = NULL;
+		s->v[i].flags &= (uint8_t)~SNAP_F_DATA;
 	}
 }
 
@@ -614,8 +617,10 @@ static uint32_t project_mode(const struct writer *w, const struct snap_entry *e)
 	if (e->type == SNAP_DIR)
 		return w->o.dir_mode >= 0 ? (uint32_t)w->o.dir_mode
 					  : e->mode & WRITER_MODE_MASK;
-	return w->o.file_mode >= 0 ? (uint32_t)w->o.file_mode
-				   : e->mode & WRITER_MODE_MASK;
+	if (w->o.file_mode >= 0)
+		return (uint32_t)w->o.file_mode;
+	/* A payload's mode is what its program asked for. */
+	return e->mode & (e->flags & SNAP_F_DATA ? 0777u : WRITER_MODE_MASK);
 }
 
 /* parent of "a/b/c" is "a/b" (length 3); of "a", "" (0). */
@@ -973,10 +978,30 @@ static int64_t ts_ns(const struct timespec *t)
 	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
 }
 
+/* Does the live copy of `e` hold the payload's bytes? */
+static int same_data(struct writer *w, const struct snap_entry *e, bool *same,
+		     char **err)
+{
+	int fd = fsutil_open_beneath(w->live_fd, e->path,
+				     O_RDONLY | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		*same = false;
+		return 0;
+	}
+	int rc = fsutil_same_buffer(fd, e->data, (size_t)e->size, same);
+	close(fd);
+	if (rc < 0)
+		return log_err_set(err, rc, "target %s: reading %s: %s",
+				   w->path, e->path, strerror(-rc));
+	return 0;
+}
+
 /* Does the live copy of `l` hold what the source file behind `e` holds? */
 static int same_content(struct writer *w, const struct snapshot *s,
 			const struct snap_entry *e, bool *same, char **err)
 {
+	if (e->flags & SNAP_F_DATA)
+		return same_data(w, e, same, err);
 	int a = open_source(s, e, err);
 	if (a < 0)
 		return a;
@@ -1226,6 +1251,50 @@ static int close_level(struct build *b)
 	return rc;
 }
 
+/* Gives a file just written its owner and mode, and records what it is
+ * now, to tell later whether someone changed it. */
+static int finish_file(struct build *b, struct snap_entry *e, int out,
+		       uint64_t copied)
+{
+	struct stat st;
+
+	if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
+	    fchown(out, e->uid, e->gid) < 0)
+		return log_err_set(b->err, -errno, "target %s: chown %s: %s",
+				   b->w->path, e->path, strerror(errno));
+	if (fchmod(out, e->mode) < 0 || fstat(out, &st) < 0)
+		return log_err_set(b->err, -errno, "target %s: chmod %s: %s",
+				   b->w->path, e->path, strerror(errno));
+	e->t_ino = (uint64_t)st.st_ino;
+	e->t_mtime = st.st_mtim;
+	b->r->copied++;
+	b->r->bytes_copied += copied;
+	return 0;
+}
+
+/* Writes a payload's bytes as the new file `name`. */
+static int write_data(struct build *b, struct snap_entry *e, int nfd,
+		      const char *name)
+{
+	int rc, out = openat(nfd, name,
+			     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			     0600);
+
+	if (out < 0)
+		return log_err_set(b->err, -errno, "target %s: creating %s: %s",
+				   b->w->path, e->path, strerror(errno));
+	rc = fsutil_write_all(out, e->data, (size_t)e->size);
+	if (rc < 0)
+		log_err_set(b->err, rc, "target %s: writing %s: %s", b->w->path,
+			    e->path, strerror(-rc));
+	if (rc == 0)
+		rc = finish_file(b, e, out, e->size);
+	if (close(out) < 0 && rc == 0)
+		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
+				 b->w->path, e->path, strerror(errno));
+	return rc;
+}
+
 static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 		     const char *name)
 {
@@ -1234,6 +1303,9 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 	struct stat st;
 	uint64_t copied = 0;
 	int out = -1, rc = 0;
+
+	if (e->flags & SNAP_F_DATA)
+		return write_data(b, e, nfd, name);
 	int in = open_source(s, e, b->err);
 
 	if (in == -EACCES || in == -EPERM) {
@@ -1278,22 +1350,7 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 			     src);
 		goto out;
 	}
-	if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
-	    fchown(out, e->uid, e->gid) < 0) {
-		rc = log_err_set(b->err, -errno, "target %s: chown %s: %s",
-			     b->w->path, e->path, strerror(errno));
-		goto out;
-	}
-	if (fchmod(out, e->mode) < 0 || fstat(out, &st) < 0) {
-		rc = log_err_set(b->err, -errno, "target %s: chmod %s: %s",
-			     b->w->path, e->path, strerror(errno));
-		goto out;
-	}
-	/* What it is now, to tell later whether someone changed it. */
-	e->t_ino = (uint64_t)st.st_ino;
-	e->t_mtime = st.st_mtim;
-	b->r->copied++;
-	b->r->bytes_copied += copied;
+	rc = finish_file(b, e, out, copied);
 out:
 	if (out >= 0 && close(out) < 0 && rc == 0)
 		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",

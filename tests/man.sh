@@ -1,7 +1,7 @@
 #!/bin/sh
 # The man pages render without a warning.
 set -eu
-pages="docs/atomsyncd.8 docs/atomsync.conf.5"
+pages="docs/atomsyncd.8 docs/atomsync.conf.5 docs/atomsync_write.3"
 for p in $pages; do
 	[ -f "$p" ] || { echo "missing $p" >&2; exit 1; }
 done

@@ -1,0 +1,292 @@
+/* libatomsync: the writer behind atomsyncd as a library (atomsync.h).
+ * Only what is declared there is exported (atomsync.map); the rest is
+ * the core the daemon is built from. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "atomsync.h"
+#include "log.h"
+#include "snapshot.h"
+#include "writer.h"
+
+/* As atomsyncd --once: a file that changes while it is copied makes the
+ * walk start again, a few times. */
+#define TREE_TRIES 5
+
+struct atomsync_writer {
+	struct writer *w;
+	struct atomsync_options o;
+	struct log_sink sink;
+	const struct log_sink *saved;
+	char *target;
+	char *err;
+};
+
+void atomsync_options_init(struct atomsync_options *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->size = sizeof(*opts);
+	opts->fsync = 1;
+	opts->grace_ms = 1000;
+	opts->file_mode = -1;
+	opts->dir_mode = -1;
+	opts->uid = (uid_t)-1;
+	opts->gid = (gid_t)-1;
+	opts->allow_empty = 1;
+}
+
+/* Takes the fields the caller knows of; a larger struct (a newer header)
+ * is accepted when what this library does not know of is zero. */
+static int options_copy(struct atomsync_options *dst,
+			const struct atomsync_options *src, char **err)
+{
+	atomsync_options_init(dst);
+	if (src == NULL)
+		return 0;
+	if (src->size < offsetof(struct atomsync_options, fsync) + sizeof(int))
+		return log_err_set(err, -EINVAL,
+				   "options: size %zu is too small; call "
+				   "atomsync_options_init first",
+				   src->size);
+	for (size_t i = sizeof(*dst); i < src->size; i++)
+		if (((const unsigned char *)src)[i] != 0)
+			return log_err_set(err, -EINVAL,
+					   "options: size %zu: fields this "
+					   "library does not know are set",
+					   src->size);
+	memcpy(dst, src, src->size < sizeof(*dst) ? src->size : sizeof(*dst));
+	dst->size = sizeof(*dst);
+	if (dst->file_mode < -1 || dst->file_mode > 0777)
+		return log_err_set(err, -EINVAL,
+				   "options: file_mode %o is not -1 or within "
+				   "0777",
+				   (unsigned)dst->file_mode);
+	if (dst->dir_mode < -1 || dst->dir_mode > 0777)
+		return log_err_set(err, -EINVAL,
+				   "options: dir_mode %o is not -1 or within "
+				   "0777",
+				   (unsigned)dst->dir_mode);
+	return 0;
+}
+
+static struct writer_opts writer_opts_of(const struct atomsync_options *o)
+{
+	struct writer_opts wo = {
+		.fsync = o->fsync != 0,
+		.uid = o->uid == (uid_t)-1 ? SNAP_NO_ID : (uint32_t)o->uid,
+		.gid = o->gid == (gid_t)-1 ? SNAP_NO_ID : (uint32_t)o->gid,
+		.file_mode = o->file_mode,
+		.dir_mode = o->dir_mode,
+		.grace_ms = o->grace_ms,
+		.max_files = o->max_files,
+		.allow_empty = o->allow_empty != 0,
+	};
+	return wo;
+}
+
+/* Every call routes the core's log lines to the writer's callback (or
+ * nowhere) for its duration, and starts with no error. */
+static void enter(struct atomsync_writer *aw)
+{
+	aw->saved = log_sink_set(&aw->sink);
+	free(aw->err);
+	aw->err = NULL;
+}
+
+static int leave(struct atomsync_writer *aw, int rc)
+{
+	log_sink_set(aw->saved);
+	if (rc < 0 && aw->err == NULL)
+		aw->err = log_strdupf("target %s: %s", aw->target,
+				      strerror(-rc));
+	return rc;
+}
+
+int atomsync_writer_open(const char *target,
+			 const struct atomsync_options *opts,
+			 struct atomsync_writer **out)
+{
+	struct atomsync_writer *aw = calloc(1, sizeof(*aw));
+
+	*out = aw;
+	if (aw == NULL)
+		return -ENOMEM;
+	int rc = options_copy(&aw->o, opts, &aw->err);
+	if (rc < 0)
+		return rc;
+	aw->sink.fn = aw->o.log;
+	aw->sink.ctx = aw->o.log_ctx;
+	if (target == NULL || *target == '\0')
+		return log_err_set(&aw->err, -EINVAL, "target: no path given");
+	aw->target = strdup(target);
+	if (aw->target == NULL)
+		return log_err_set(&aw->err, -ENOMEM, "target %s: %s", target,
+				   strerror(ENOMEM));
+	struct writer_opts wo = writer_opts_of(&aw->o);
+	enter(aw);
+	rc = writer_open(target, &wo, &aw->w, &aw->err);
+	return leave(aw, rc);
+}
+
+/* The payload as a snapshot whose entries point into it. */
+static int payload_snapshot(const struct atomsync_writer *aw,
+			    const struct atomsync_file *payload, size_t n,
+			    struct snapshot **out, char **err)
+{
+	size_t max = aw->o.max_files ? aw->o.max_files : WRITER_MAX_FILES;
+	struct snapshot *s = NULL;
+
+	if (n > max)
+		return log_err_set(err, -EFBIG,
+				   "payload: %zu files, more than max_files "
+				   "(%zu)",
+				   n, max);
+	if (n > 0 && payload == NULL)
+		return log_err_set(err, -EINVAL, "payload: NULL with %zu files",
+				   n);
+	int rc = snapshot_open(NULL, &s, err);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const struct atomsync_file *f = &payload[i];
+		if (f->path == NULL)
+			rc = log_err_set(err, -EINVAL,
+					 "payload: file %zu has no path", i);
+		else if (f->data == NULL && f->size > 0)
+			rc = log_err_set(err, -EINVAL,
+					 "invalid path %s: no data for %zu bytes",
+					 f->path, f->size);
+		else if (f->mode & ~(mode_t)0777)
+			rc = log_err_set(err, -EINVAL,
+					 "invalid path %s: mode %o has bits "
+					 "beyond 0777",
+					 f->path, (unsigned)f->mode);
+		if (rc < 0)
+			break;
+		struct snap_entry e = {
+			.path = (char *)f->path,
+			.data = f->data,
+			.type = SNAP_FILE,
+			.flags = SNAP_F_DATA,
+			.mode = f->mode ? (uint32_t)f->mode : 0644u,
+			.uid = SNAP_NO_ID,
+			.gid = SNAP_NO_ID,
+			.size = f->size,
+		};
+		rc = snapshot_add(s, &e);
+	}
+	if (rc < 0) {
+		snapshot_free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+int atomsync_write(struct atomsync_writer *aw,
+		   const struct atomsync_file *payload, size_t n)
+{
+	struct snapshot *s = NULL;
+	struct writer_result r = {0};
+
+	if (aw == NULL || aw->w == NULL)
+		return -EBADF;
+	enter(aw);
+	(void)writer_retire(aw->w, false, NULL);
+	int rc = payload_snapshot(aw, payload, n, &s, &aw->err);
+	if (rc == 0)
+		rc = writer_publish(aw->w, s, &r, &aw->err);
+	writer_result_fini(&r);
+	return leave(aw, rc);
+}
+
+/* One walk of the source and its publish; -EAGAIN: walk again. */
+static int tree_once(struct atomsync_writer *aw, const char *source_dir,
+		     const struct snapshot_opts *so)
+{
+	struct snapshot *s = NULL;
+	struct writer_result r = {0};
+
+	free(aw->err);
+	aw->err = NULL;
+	int rc = snapshot_take(source_dir, so, &s, &aw->err);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < s->nwarn; i++)
+		log_msg(LOG_LVL_WARN, NULL, "source %s: %s: %s", source_dir,
+			s->warn[i].path, snapshot_warn_str(s->warn[i].kind));
+	rc = writer_publish(aw->w, s, &r, &aw->err);
+	writer_result_fini(&r);
+	return rc;
+}
+
+int atomsync_write_tree(struct atomsync_writer *aw, const char *source_dir)
+{
+	struct snapshot_opts so = {
+		.links = SNAP_LINKS_INSIDE,
+		.max_files = aw && aw->o.max_files ? aw->o.max_files
+						   : WRITER_MAX_FILES,
+	};
+	int rc;
+
+	if (aw == NULL || aw->w == NULL)
+		return -EBADF;
+	enter(aw);
+	if (source_dir == NULL || *source_dir == '\0')
+		return leave(aw, log_err_set(&aw->err, -EINVAL,
+					     "source: no path given"));
+	(void)writer_retire(aw->w, false, NULL);
+	/* A followed link must not lead the walk back into the target. */
+	(void)writer_target_id(aw->w, &so.avoid_dev, &so.avoid_ino);
+	for (int attempt = 1;; attempt++) {
+		rc = tree_once(aw, source_dir, &so);
+		if (rc != -EAGAIN || attempt == TREE_TRIES)
+			break;
+		struct timespec ts = {0, 20000000L * attempt};
+		nanosleep(&ts, NULL);
+	}
+	return leave(aw, rc);
+}
+
+const char *atomsync_writer_generation(const struct atomsync_writer *aw)
+{
+	return aw && aw->w ? writer_live_generation(aw->w) : NULL;
+}
+
+int atomsync_writer_retire(struct atomsync_writer *aw, int wait)
+{
+	if (aw == NULL || aw->w == NULL)
+		return -EBADF;
+	enter(aw);
+	if (wait)
+		writer_retire_wait(aw->w);
+	int rc = writer_retire(aw->w, false, NULL);
+	if (rc < 0)
+		log_err_set(&aw->err, rc,
+			    "target %s: removing a replaced generation: %s",
+			    aw->target, strerror(-rc));
+	return leave(aw, rc);
+}
+
+const char *atomsync_writer_error(const struct atomsync_writer *aw)
+{
+	return aw ? aw->err : NULL;
+}
+
+void atomsync_writer_close(struct atomsync_writer *aw)
+{
+	if (aw == NULL)
+		return;
+	if (aw->w) {
+		const struct log_sink *saved = log_sink_set(&aw->sink);
+		(void)writer_retire(aw->w, false, NULL);
+		writer_close(aw->w);
+		log_sink_set(saved);
+	}
+	free(aw->target);
+	free(aw->err);
+	free(aw);
+}
