@@ -14,8 +14,8 @@
 #include "hook.h"
 #include "ignore.h"
 #include "log.h"
+#include "publish.h"
 #include "snapshot.h"
-#include "state.h"
 #include "sync.h"
 #include "watch.h"
 #include "writer.h"
@@ -53,7 +53,7 @@ struct sync {
 	struct conf_sync *c;
 	struct sync_opts o;
 	uv_loop_t *loop;
-	struct writer *w;
+	struct publish pub; /* the target, and what the last step left */
 	struct watch *watch;
 	struct watch *twatch; /* the target's name in its parent */
 	struct debounce_timer db;
@@ -72,7 +72,6 @@ struct sync {
 	enum work_kind kind;
 	bool busy;	    /* s->work is queued or running */
 	bool verify_due;    /* the next publish checks every live file */
-	bool work_verify;   /* and the one queued does */
 	bool pipeline;	    /* a publish is under way (work, check, commit) */
 	bool publish_after; /* a publish is due once the work in flight ends */
 	bool stopping;
@@ -82,19 +81,12 @@ struct sync {
 	void *stopped_data;
 
 	/* Handed from the work thread to the loop thread. */
-	int rc;
-	bool source_failed; /* rc came from reading the source */
-	char *err;
-	struct snapshot *meta; /* watch list and warnings of the snapshot */
-	struct writer_pending *pending; /* prepared, waiting for the check */
-	struct writer_result res;
 	uint64_t retire_next;	     /* loop thread only */
 	uint64_t retire_next_work;   /* set by the work item */
 	bool may_take_gc;	     /* the loop has room for what is due */
 	struct writer_gc *gc_handed; /* taken by the work item */
 	uint64_t started_us, finished_us;
-	uint64_t scan_us_work;	     /* what the publish's look cost */
-	uint64_t scan_us;	     /* the same, on the loop thread */
+	uint64_t scan_us;	     /* what the last look cost */
 
 	/* check_command, while it runs */
 	struct hook *check;
@@ -112,9 +104,6 @@ struct sync {
 
 	/* For logging once per change of state. */
 	char *last_err;
-	/* What the target's error file holds, for --status. */
-	char *recorded_err;
-	bool record_clear; /* known to hold none */
 	unsigned failures, torn;
 	bool source_missing;
 	bool watch_limited;
@@ -153,104 +142,7 @@ void sync_get_stats(const struct sync *s, struct sync_stats *st)
 	st->watch_limited = s->watch_limited;
 }
 
-struct writer_opts sync_writer_opts(const struct conf_sync *c, bool dry_run)
-{
-	struct writer_opts wo = {
-		.name = c->name,
-		.fsync = c->fsync,
-		.dry_run = dry_run,
-		.uid = c->uid,
-		.gid = c->gid,
-		.file_mode = c->file_mode,
-		.dir_mode = c->dir_mode,
-		.grace_ms = c->grace_ms,
-		.max_files = c->max_files,
-		.allow_empty = c->allow_empty,
-	};
-	return wo;
-}
-
-struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c)
-{
-	struct snapshot_opts so = {
-		.links = c->symlinks,
-		.exclude = c->ignore,
-		.follow_into = c->follow_into,
-		.nfollow_into = c->nfollow_into,
-		.max_files = c->max_files,
-		.max_bytes = c->max_bytes,
-	};
-	return so;
-}
-
 /* ---- on the thread pool ---- */
-
-/* The configured path is the target: one removed, or moved away, by an
- * operator is made anew (and locked anew) rather than left missing or
- * published into where it went. */
-static int check_target(struct sync *s)
-{
-	int rc = writer_check_target(s->w, &s->err);
-
-	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
-		return rc;
-	log_msg(LOG_LVL_WARN, s->c->name,
-		"target %s was %s; publishing it anew", s->c->target,
-		rc == -ENOENT ? "removed"
-			      : "moved away or replaced by another directory");
-	writer_close(s->w);
-	s->w = NULL;
-	return 0;
-}
-
-static void do_publish(struct sync *s)
-{
-	struct snapshot_opts so = sync_snapshot_opts(s->c);
-	struct snapshot *snap = NULL;
-
-	if (s->w && (s->rc = check_target(s)) < 0)
-		return;
-	if (s->w && s->work_verify)
-		writer_verify_next(s->w);
-	if (s->w == NULL) {
-		struct writer_opts wo = sync_writer_opts(s->c, s->o.dry_run);
-		s->rc = writer_open(s->c->target, &wo, &s->w, &s->err);
-		if (s->rc < 0)
-			return;
-	}
-	/* A followed link must not lead the walk back into the target. */
-	(void)writer_target_id(s->w, &so.avoid_dev, &so.avoid_ino);
-	s->rc = snapshot_take(s->c->source, &so, &snap, &s->err);
-	if (s->rc < 0) {
-		s->source_failed = true;
-		return;
-	}
-	uint64_t walked_us = clock_us(CLOCK_MONOTONIC);
-	/* Keep what the loop thread needs; the writer takes the rest. */
-	s->meta = NULL;
-	if (snapshot_open(NULL, &s->meta, NULL) == 0) {
-		s->meta->watch = snap->watch;
-		s->meta->nwatch = snap->nwatch;
-		s->meta->warn = snap->warn;
-		s->meta->nwarn = snap->nwarn;
-		snap->watch = NULL;
-		snap->warn = NULL;
-		snap->nwatch = snap->nwarn = 0;
-	}
-	s->rc = writer_prepare(s->w, snap, &s->pending, &s->res, &s->err);
-	/* What a re-scan costs: the walk, and the compare when it found
-	 * nothing to publish; copying what changed is the price of the
-	 * change, not of looking. */
-	s->scan_us_work = (s->rc == 0 && s->pending == NULL
-				   ? clock_us(CLOCK_MONOTONIC)
-				   : walked_us) -
-			  s->started_us;
-	/* With a check to pass, the generation waits for it. */
-	if (s->rc == 0 && s->pending && s->c->check_command == NULL) {
-		s->rc = writer_commit(s->w, s->pending, &s->res, &s->err);
-		s->pending = NULL;
-	}
-}
 
 static void on_work(uv_work_t *req)
 {
@@ -259,32 +151,30 @@ static void on_work(uv_work_t *req)
 	switch (s->kind) {
 	case WORK_PUBLISH:
 		s->started_us = clock_us(CLOCK_MONOTONIC);
-		do_publish(s);
+		publish_prepare(&s->pub);
 		break;
 	case WORK_COMMIT:
-		s->rc = writer_commit(s->w, s->pending, &s->res, &s->err);
-		s->pending = NULL;
+		publish_commit(&s->pub);
 		break;
 	case WORK_ABORT:
-		writer_abort(s->w, s->pending);
-		s->pending = NULL;
+		publish_abort(&s->pub);
 		break;
 	case WORK_FINAL:
-		if (s->w == NULL)
+		if (s->pub.w == NULL)
 			break;
 		/* Readers keep their grace period even at shutdown. */
-		writer_retire_wait(s->w);
-		writer_close(s->w);
-		s->w = NULL;
+		writer_retire_wait(s->pub.w);
+		publish_fini(&s->pub);
 		break;
 	}
 	/* The loop thread reads retire_next meanwhile (a removal ending
 	 * re-arms the timer), so the work item hands its value over. */
 	s->retire_next_work = 0;
-	if (s->w && s->may_take_gc)
-		s->gc_handed = writer_gc_take(s->w, false, &s->retire_next_work);
-	else if (s->w)
-		s->retire_next_work = writer_next_due(s->w);
+	if (s->pub.w && s->may_take_gc)
+		s->gc_handed =
+			writer_gc_take(s->pub.w, false, &s->retire_next_work);
+	else if (s->pub.w)
+		s->retire_next_work = writer_next_due(s->pub.w);
 	s->finished_us = clock_us(CLOCK_MONOTONIC);
 }
 
@@ -346,10 +236,8 @@ static void queue(struct sync *s, enum work_kind kind)
 	s->may_take_gc = s->gc_taken == NULL;
 	s->gc_handed = NULL;
 	if (kind == WORK_PUBLISH) {
-		s->rc = 0;
-		s->source_failed = false;
 		/* Handed to the work item, which owns the writer. */
-		s->work_verify = s->verify_due;
+		s->pub.verify = s->verify_due;
 		s->verify_due = false;
 	}
 	/* A write that never returns (a hung disk or NFS server) shows as a
@@ -433,10 +321,10 @@ static void on_retire(uv_timer_t *h)
 	/* Taking is cheap, so with no work item using the writer it is done
 	 * here; a publish under way takes what is due when it ends, and a
 	 * removal under way re-arms this when it is done. */
-	if (s->busy || s->pipeline || s->stopping || s->w == NULL ||
+	if (s->busy || s->pipeline || s->stopping || s->pub.w == NULL ||
 	    s->gc_busy || s->gc_taken)
 		return;
-	s->gc_taken = writer_gc_take(s->w, false, &s->retire_next);
+	s->gc_taken = writer_gc_take(s->pub.w, false, &s->retire_next);
 	gc_kick(s);
 	arm_retire(s);
 }
@@ -650,13 +538,8 @@ static void on_update_done(void *data, const struct hook_result *r)
 /* Starts on_update, told about the paths in s->post_given. */
 static void post_start_on_update(struct sync *s)
 {
-	struct hook_vars hv = {
-		.name = s->c->name, .target = s->c->target,
-		.gen = s->generation, .changed = (long)s->post_given.n,
-		.changed_file = true, .incomplete = s->post_given.incomplete,
-		.pass = s->c->hook_env, .npass = s->c->nhook_env,
-	};
-	char **env = hook_env(&hv), **argv = NULL, *failure = NULL;
+	char **env = publish_update_env(s->c, s->generation, &s->post_given);
+	char **argv = NULL, *failure = NULL;
 	int fd = hook_changes_fd(&s->post_given);
 
 	if (fd < 0 && asprintf(&failure, "on_update: changed-paths file: %s",
@@ -697,23 +580,11 @@ static void post_kick(struct sync *s)
 	hook_changes_fini(&s->post_given);
 	s->post_given = s->post_changed;
 	memset(&s->post_changed, 0, sizeof(s->post_changed));
-	if (s->c->reload_signal) {
-		char *failure = NULL;
-		int rc = s->c->reload_pidfile
-				 ? hook_signal_pidfile(s->c->reload_pidfile,
-						       s->c->reload_signal,
-						       &failure)
-				 : hook_signal_pidfd(s->reload_pidfd,
-						     s->c->reload_pid,
-						     s->c->reload_signal,
-						     &failure);
-		if (rc < 0) {
-			post_result(s, failure ? failure : "reload signal failed");
-			free(failure);
-			return;
-		}
-		log_msg(LOG_LVL_DEBUG, s->c->name, "sent reload signal %d",
-			s->c->reload_signal);
+	char *failure = NULL;
+	if (publish_signal(s->c, s->reload_pidfd, &failure) < 0) {
+		post_result(s, failure ? failure : "reload signal failed");
+		free(failure);
+		return;
 	}
 	if (s->c->on_update == NULL) {
 		post_result(s, NULL);
@@ -740,40 +611,17 @@ static void note_published(struct sync *s)
 			s->st.buckets[b]++;
 	log_msg(LOG_LVL_INFO, s->c->name,
 		"published %s (%zu added, %zu changed, %zu removed) in %.1f ms",
-		s->res.generation, s->res.added, s->res.changed,
-		s->res.removed, (double)us / 1000.0);
+		s->pub.res.generation, s->pub.res.added, s->pub.res.changed,
+		s->pub.res.removed, (double)us / 1000.0);
 	if (s->c->on_update)
-		hook_changes_add(&s->post_changed, s->res.paths,
-				 s->res.paths_len, false);
+		hook_changes_add(&s->post_changed, s->pub.res.paths,
+				 s->pub.res.paths_len, false);
 	if (s->c->on_update || s->c->reload_signal) {
 		s->post_due = true;
 		uv_timer_stop(&s->post_retry);
 	}
 	free(s->generation);
-	s->generation = strdup(s->res.generation);
-}
-
-/* Keeps the target's error file in step with last_err, so that the
- * target itself tells why it lags: written when the error changes,
- * removed when publishing works again.  A target that cannot be opened
- * cannot hold it; the log has the error.  Small, and on the loop thread
- * between work items, when nothing else uses the writer. */
-static void record_error(struct sync *s)
-{
-	const char *msg = s->last_err;
-
-	if (s->w == NULL || s->o.dry_run ||
-	    (msg == NULL ? s->record_clear
-			 : s->recorded_err && strcmp(s->recorded_err, msg) == 0))
-		return;
-	int rc = writer_record_error(s->w, clock_wall_ms(), msg);
-	free(s->recorded_err);
-	s->recorded_err = rc == 0 && msg ? strdup(msg) : NULL;
-	s->record_clear = rc == 0 && msg == NULL;
-	if (rc < 0)
-		log_msg(LOG_LVL_DEBUG, s->c->name, "target %s: %s %s: %s",
-			s->c->target, msg ? "recording the error in" : "removing",
-			STATE_ERROR_FILE, strerror(-rc));
+	s->generation = strdup(s->pub.res.generation);
 }
 
 static void publish_finished(struct sync *s, enum outcome out)
@@ -781,19 +629,17 @@ static void publish_finished(struct sync *s, enum outcome out)
 	const char *name = s->c->name;
 
 	s->pipeline = false;
-	if (s->res.published)
+	if (s->pub.res.published)
 		note_published(s);
-	else if (s->res.generation && s->generation == NULL) {
+	else if (s->pub.res.generation && s->generation == NULL) {
 		/* Unchanged since before we started: what is live. */
-		s->generation = strdup(s->res.generation);
+		s->generation = strdup(s->pub.res.generation);
 		s->st.last_publish_ms = clock_wall_ms();
 	}
-	if (s->meta) {
-		log_warnings(s, s->meta);
+	if (s->pub.meta) {
+		log_warnings(s, s->pub.meta);
 		if (!s->stopping)
-			update_watches(s, s->meta);
-		snapshot_free(s->meta);
-		s->meta = NULL;
+			update_watches(s, s->pub.meta);
 	}
 	switch (out) {
 	case OUT_OK:
@@ -808,14 +654,14 @@ static void publish_finished(struct sync *s, enum outcome out)
 		s->last_err = NULL;
 		s->st.failing_since_ms = 0;
 		s->st.source_empty = false;
-		if (!s->res.published && s->o.dry_run)
+		if (!s->pub.res.published && s->o.dry_run)
 			log_msg(LOG_LVL_INFO, name,
 				"dry run: %zu added, %zu changed, %zu removed",
-				s->res.added, s->res.changed, s->res.removed);
-		else if (!s->res.published)
+				s->pub.res.added, s->pub.res.changed, s->pub.res.removed);
+		else if (!s->pub.res.published)
 			log_msg(LOG_LVL_DEBUG, name, "unchanged");
-		s->st.files = s->res.files;
-		s->st.bytes = s->res.bytes;
+		s->st.files = s->pub.res.files;
+		s->st.bytes = s->pub.res.bytes;
 		debounce_timer_done(&s->db);
 		post_kick(s);
 		break;
@@ -826,14 +672,14 @@ static void publish_finished(struct sync *s, enum outcome out)
 		if (s->st.failing_since_ms == 0)
 			s->st.failing_since_ms = clock_wall_ms();
 		free(s->last_err);
-		s->last_err = s->err ? strdup(s->err) : NULL;
+		s->last_err = s->pub.err ? strdup(s->pub.err) : NULL;
 		debounce_timer_done(&s->db);
 		break;
 	case OUT_TORN: {
 		/* A file was being written: try again once it is quiet. */
 		s->torn++;
 		log_msg(s->torn == TORN_WARN ? LOG_LVL_WARN : LOG_LVL_DEBUG,
-			name, "%s; retrying", s->err);
+			name, "%s; retrying", s->pub.err);
 		debounce_done(&s->db.d);
 		uint64_t wait = backoff_ms(s->torn, 50, TORN_MAX_MS);
 		if (wait < s->c->debounce_ms)
@@ -846,12 +692,12 @@ static void publish_finished(struct sync *s, enum outcome out)
 		s->st.publish_errors++;
 		if (s->st.failing_since_ms == 0)
 			s->st.failing_since_ms = clock_wall_ms();
-		const char *msg = s->err ? s->err : strerror(-s->rc);
-		bool missing = s->rc == -ENOENT && s->source_failed;
+		const char *msg = s->pub.err ? s->pub.err : strerror(-s->pub.rc);
+		bool missing = s->pub.rc == -ENOENT && s->pub.source_failed;
 		/* The target could not be opened: locked by another. */
-		bool locked = s->rc == -EBUSY && s->w == NULL;
+		bool locked = s->pub.rc == -EBUSY && s->pub.w == NULL;
 		/* An empty source (a lost mount?) waits for content. */
-		bool empty = s->rc == -ENODATA;
+		bool empty = s->pub.rc == -ENODATA;
 		s->st.source_empty = empty;
 		if (s->last_err == NULL || strcmp(s->last_err, msg) != 0) {
 			if (missing)
@@ -868,7 +714,7 @@ static void publish_finished(struct sync *s, enum outcome out)
 			else
 				log_msg(LOG_LVL_ERROR, name,
 					"%s; retrying with backoff%s", msg,
-					log_hint(s->rc));
+					log_hint(s->pub.rc));
 			free(s->last_err);
 			s->last_err = strdup(msg);
 		} else {
@@ -887,10 +733,8 @@ static void publish_finished(struct sync *s, enum outcome out)
 		break;
 	}
 	}
-	record_error(s);
-	free(s->err);
-	s->err = NULL;
-	writer_result_fini(&s->res);
+	publish_record_error(&s->pub, s->last_err);
+	publish_reset(&s->pub);
 	if (!s->started) {
 		s->started = true;
 		if (s->o.started)
@@ -909,15 +753,11 @@ static void on_check_done(void *data, const struct hook_result *r)
 		queue(s, WORK_COMMIT);
 		return;
 	}
-	free(s->err);
 	char *why = hook_describe(r);
-	if (why == NULL || asprintf(&s->err, "check_command vetoed %s: %s",
-				    writer_pending_dir(s->pending), why) < 0)
-		s->err = NULL;
+	publish_vetoed(&s->pub, why);
 	free(why);
 	log_msg(LOG_LVL_ERROR, s->c->name, "%s; the live generation stays",
-		s->err ? s->err : "veto");
-	s->rc = -ECANCELED;
+		s->pub.err ? s->pub.err : "veto");
 	queue(s, WORK_ABORT);
 }
 
@@ -925,14 +765,7 @@ static void on_check_done(void *data, const struct hook_result *r)
 static void start_check(struct sync *s)
 {
 	char **argv = NULL;
-	const char *dir = writer_pending_dir(s->pending);
-	const char *gen = strrchr(dir, '/');
-	struct hook_vars hv = {
-		.name = s->c->name, .target = s->c->target,
-		.gen = gen ? gen + 1 : dir, .gen_dir = dir, .changed = -1,
-		.pass = s->c->hook_env, .npass = s->c->nhook_env,
-	};
-	char **env = hook_env(&hv);
+	char **env = publish_check_env(&s->pub);
 
 	if (env == NULL || hook_split(s->c->check_command, &argv, NULL) < 0) {
 		hook_env_free(env);
@@ -963,25 +796,25 @@ static void on_after_work(uv_work_t *req, int status)
 	if (kind != WORK_FINAL)
 		s->retire_next = s->retire_next_work;
 	if (kind == WORK_PUBLISH)
-		s->scan_us = s->scan_us_work;
+		s->scan_us = s->pub.scan_us;
 	if (s->gc_handed) {
 		s->gc_taken = s->gc_handed; /* was NULL when the work started */
 		s->gc_handed = NULL;
 	}
 	switch (kind) {
 	case WORK_PUBLISH:
-		if (s->rc == 0 && s->pending) {
+		if (s->pub.rc == 0 && s->pub.pending) {
 			/* Prepared; the check decides, even at stop: the
 			 * publish under way is finished. */
 			start_check(s);
 			return;
 		}
-		publish_finished(s, s->rc == 0	       ? OUT_OK
-				    : s->rc == -EAGAIN ? OUT_TORN
+		publish_finished(s, s->pub.rc == 0	       ? OUT_OK
+				    : s->pub.rc == -EAGAIN ? OUT_TORN
 						       : OUT_ERROR);
 		break;
 	case WORK_COMMIT:
-		publish_finished(s, s->rc == 0 ? OUT_OK : OUT_ERROR);
+		publish_finished(s, s->pub.rc == 0 ? OUT_OK : OUT_ERROR);
 		break;
 	case WORK_ABORT:
 		publish_finished(s, OUT_VETO);
@@ -1021,6 +854,7 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	}
 	s->o = *o;
 	s->loop = loop;
+	publish_init(&s->pub, s->c, o->dry_run);
 	s->reload_pidfd = c->reload_pid ? hook_pidfd_open(c->reload_pid) : -1;
 	debounce_timer_init(loop, &s->db, c->debounce_ms, c->max_delay_ms,
 			    on_fire);
@@ -1058,7 +892,7 @@ static void on_handle_closed(uv_handle_t *h)
 		free(s->warned[i]);
 	free(s->warned);
 	free(s->last_err);
-	free(s->recorded_err);
+	publish_fini(&s->pub);
 	free(s->post_last_err);
 	hook_changes_fini(&s->post_changed);
 	hook_changes_fini(&s->post_given);

@@ -10,16 +10,9 @@
 #include <uv.h>
 
 #include "conf.h"
-#include "snapshot.h"
-#include "writer.h"
 
 struct sync;
 struct watch_budget;
-
-/* How a mapping's configuration reads for the writer and the snapshot;
- * --once uses them too. */
-struct writer_opts sync_writer_opts(const struct conf_sync *c, bool dry_run);
-struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c);
 
 struct sync_opts {
 	bool dry_run;
