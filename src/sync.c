@@ -1,3 +1,29 @@
+/* One mapping at run time.  Its publishes go through these states, one
+ * publish at a time (the debounce timer starts one, and holds back the
+ * next until it is over):
+ *
+ *          fire                  prepared, with check_command
+ *   IDLE ---------> PUBLISHING ---------------------------> CHECKING
+ *    ^                  |                                passes |  | no
+ *    |                  | committed, unchanged or failed        v  v
+ *    +-- publish_finished <---------------------- COMMITTING  ABORTING
+ *
+ * PUBLISHING, COMMITTING and ABORTING are work items on libuv's thread
+ * pool; CHECKING runs a command from the loop.  Beside the state, the
+ * mapping's phase: STARTING until the start-up publish has been tried,
+ * then RUNNING, and STOPPING once sync_stop is called: the publish under
+ * way finishes (its check included), then the after-publish actions it
+ * made due run once, then
+ *
+ *   IDLE --stop_continue--> FINAL --(target closed)--> CLOSING --> freed
+ *
+ * FINAL waits out the grace periods on the thread pool; CLOSING waits for
+ * the last removal of superseded generations, then closes the handles.
+ *
+ * Two things run beside the publishes: the removal of superseded
+ * generations (gc: one at a time, on the thread pool), and the
+ * after-publish actions (post: the reload signal and on_update, IDLE,
+ * RUNNING, or in BACKOFF after a failure until the retry timer fires). */
 #include "config.h"
 
 #include <errno.h>
@@ -34,11 +60,28 @@ const double sync_bucket_bounds[SYNC_BUCKETS] = {
 	0.25,  0.5,    1,     2.5,  5,     10,
 };
 
-enum work_kind {
-	WORK_PUBLISH, /* snapshot, prepare, and commit unless checked */
-	WORK_COMMIT,  /* a checked generation goes live */
-	WORK_ABORT,   /* a vetoed generation goes */
-	WORK_FINAL, /* at stop: wait out the grace periods, close the target */
+/* The diagram at the top shows the transitions. */
+enum sync_state {
+	ST_IDLE,
+	ST_PUBLISHING, /* snapshot, prepare, and commit unless checked */
+	ST_CHECKING,   /* check_command runs on the prepared generation */
+	ST_COMMITTING, /* a checked generation goes live */
+	ST_ABORTING,   /* a vetoed generation goes */
+	ST_FINAL,      /* at stop: wait out the grace periods, close the
+			* target */
+	ST_CLOSING,    /* the last removal ends, then the handles close */
+};
+
+enum sync_phase {
+	PH_STARTING, /* the start-up publish has not been tried yet */
+	PH_RUNNING,
+	PH_STOPPING,
+};
+
+enum post_state {
+	POST_IDLE,
+	POST_RUNNING, /* the reload signal is sent, on_update runs */
+	POST_BACKOFF, /* failed: post_retry runs them again */
 };
 
 /* What a publish ends with. */
@@ -64,18 +107,11 @@ struct sync {
 	/* Replaced generations are removed by a work item of their own, so
 	 * the next publish need not wait for a thousand unlinks. */
 	uv_work_t gc_work;
-	struct writer_gc *gc;	  /* being removed */
+	struct writer_gc *gc;	  /* being removed (NULL: no removal runs) */
 	struct writer_gc *gc_taken; /* waiting for that to finish */
-	bool gc_busy;
-	bool final_queued;	/* WORK_FINAL is queued or has run */
-	bool final_done;	/* WORK_FINAL has run */
-	enum work_kind kind;
-	bool busy;	    /* s->work is queued or running */
+	enum sync_state state;
+	enum sync_phase phase;
 	bool verify_due;    /* the next publish checks every live file */
-	bool pipeline;	    /* a publish is under way (work, check, commit) */
-	bool publish_after; /* a publish is due once the work in flight ends */
-	bool stopping;
-	bool started;
 	unsigned open_handles;
 	void (*stopped)(void *);
 	void *stopped_data;
@@ -88,10 +124,8 @@ struct sync {
 	uint64_t started_us, finished_us;
 	uint64_t scan_us;	     /* what the last look cost */
 
-	/* check_command, while it runs */
-	struct hook *check;
 	/* on_update and the reload signal after a publish */
-	struct hook *post;
+	enum post_state post;
 	bool post_due;	      /* a publish the actions have not followed */
 	unsigned post_failures;
 	/* Paths changed by publishes that no run was given yet, and by
@@ -148,24 +182,26 @@ static void on_work(uv_work_t *req)
 {
 	struct sync *s = req->data;
 
-	switch (s->kind) {
-	case WORK_PUBLISH:
+	switch (s->state) {
+	case ST_PUBLISHING:
 		s->started_us = clock_us(CLOCK_MONOTONIC);
 		publish_prepare(&s->pub);
 		break;
-	case WORK_COMMIT:
+	case ST_COMMITTING:
 		publish_commit(&s->pub);
 		break;
-	case WORK_ABORT:
+	case ST_ABORTING:
 		publish_abort(&s->pub);
 		break;
-	case WORK_FINAL:
+	case ST_FINAL:
 		if (s->pub.w == NULL)
 			break;
 		/* Readers keep their grace period even at shutdown. */
 		writer_retire_wait(s->pub.w);
 		publish_fini(&s->pub);
 		break;
+	default:
+		abort(); /* no work item in the other states */
 	}
 	/* The loop thread reads retire_next meanwhile (a removal ending
 	 * re-arms the timer), so the work item hands its value over. */
@@ -196,8 +232,7 @@ static void on_gc_done(uv_work_t *req, int status)
 	(void)status;
 	writer_gc_free(s->gc);
 	s->gc = NULL;
-	s->gc_busy = false;
-	if (s->stopping && s->final_done) {
+	if (s->state == ST_CLOSING) {
 		finish_stop(s);
 		return;
 	}
@@ -208,14 +243,12 @@ static void on_gc_done(uv_work_t *req, int status)
 /* Starts removing what the last work item took, unless a removal runs. */
 static void gc_kick(struct sync *s)
 {
-	if (s->gc_busy || s->gc_taken == NULL)
+	if (s->gc || s->gc_taken == NULL)
 		return;
 	s->gc = s->gc_taken;
 	s->gc_taken = NULL;
-	s->gc_busy = true;
 	s->gc_work.data = s;
 	if (uv_queue_work(s->loop, &s->gc_work, on_gc, on_gc_done) < 0) {
-		s->gc_busy = false;
 		writer_gc_run(s->gc); /* cannot happen with a live loop */
 		writer_gc_free(s->gc);
 		s->gc = NULL;
@@ -226,51 +259,41 @@ static void gc_kick(struct sync *s)
 
 static void on_after_work(uv_work_t *req, int status);
 
-static void queue(struct sync *s, enum work_kind kind)
+/* Moves to `to`, a state whose step runs on the thread pool. */
+static void queue(struct sync *s, enum sync_state to)
 {
-	if (s->busy)
-		abort(); /* s->work is in flight: a logic error */
-	s->kind = kind;
-	s->busy = true;
+	s->state = to;
 	s->work.data = s;
 	s->may_take_gc = s->gc_taken == NULL;
 	s->gc_handed = NULL;
-	if (kind == WORK_PUBLISH) {
+	if (to == ST_PUBLISHING) {
 		/* Handed to the work item, which owns the writer. */
 		s->pub.verify = s->verify_due;
 		s->verify_due = false;
 	}
 	/* A write that never returns (a hung disk or NFS server) shows as a
 	 * publish that runs on and on. */
-	if (kind == WORK_PUBLISH || kind == WORK_COMMIT)
+	if (to == ST_PUBLISHING || to == ST_COMMITTING)
 		s->st.publish_started_ms = clock_wall_ms();
 	if (uv_queue_work(s->loop, &s->work, on_work, on_after_work) < 0) {
-		s->busy = false;
+		/* Cannot happen with a live loop. */
 		s->st.publish_started_ms = 0;
 		log_msg(LOG_LVL_ERROR, s->c->name, "cannot queue work");
 	}
-}
-
-static void start_publish(struct sync *s)
-{
-	s->pipeline = true;
-	queue(s, WORK_PUBLISH);
 }
 
 static void on_fire(struct debounce_timer *t)
 {
 	struct sync *s = (struct sync *)((char *)t - offsetof(struct sync, db));
 
-	if (s->stopping) {
+	if (s->phase == PH_STOPPING) {
 		debounce_done(&t->d);
 		return;
 	}
-	/* One work item at a time: a retire job in flight goes first. */
-	if (s->busy) {
-		s->publish_after = true;
-		return;
-	}
-	start_publish(s);
+	/* The debounce holds a publish running until publish_finished. */
+	if (s->state != ST_IDLE)
+		abort();
+	queue(s, ST_PUBLISHING);
 }
 
 static void on_watch(void *data, const char *name, int root)
@@ -285,7 +308,7 @@ static void on_watch(void *data, const char *name, int root)
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
 	    ignore_name_excluded(s->c->ignore, name))
 		return;
-	if (!s->stopping)
+	if (s->phase != PH_STOPPING)
 		debounce_timer_event(&s->db);
 }
 
@@ -295,13 +318,13 @@ static void on_target_watch(void *data, const char *name, int root)
 
 	/* Only the target's own name in its parent matters. */
 	(void)name;
-	if (root && !s->stopping)
+	if (root && s->phase != PH_STOPPING)
 		debounce_timer_event(&s->db);
 }
 
 void sync_rescan(struct sync *s)
 {
-	if (s->stopping)
+	if (s->phase == PH_STOPPING)
 		return;
 	s->st.rescans++;
 	/* A re-read not caused by a change also checks every live file. */
@@ -321,8 +344,8 @@ static void on_retire(uv_timer_t *h)
 	/* Taking is cheap, so with no work item using the writer it is done
 	 * here; a publish under way takes what is due when it ends, and a
 	 * removal under way re-arms this when it is done. */
-	if (s->busy || s->pipeline || s->stopping || s->pub.w == NULL ||
-	    s->gc_busy || s->gc_taken)
+	if (s->state != ST_IDLE || s->phase == PH_STOPPING ||
+	    s->pub.w == NULL || s->gc || s->gc_taken)
 		return;
 	s->gc_taken = writer_gc_take(s->pub.w, false, &s->retire_next);
 	gc_kick(s);
@@ -332,7 +355,8 @@ static void on_retire(uv_timer_t *h)
 static void arm_retire(struct sync *s)
 {
 	/* While a removal runs, its end re-arms the timer. */
-	if (s->retire_next == 0 || s->stopping || s->gc_busy || s->gc_taken) {
+	if (s->retire_next == 0 || s->phase == PH_STOPPING || s->gc ||
+	    s->gc_taken) {
 		uv_timer_stop(&s->retire);
 		return;
 	}
@@ -472,7 +496,10 @@ static void stop_continue(struct sync *s);
 
 static void on_post_retry(uv_timer_t *h)
 {
-	post_kick(h->data);
+	struct sync *s = h->data;
+
+	s->post = POST_IDLE;
+	post_kick(s);
 }
 
 static void post_result(struct sync *s, const char *failure)
@@ -502,15 +529,17 @@ static void post_result(struct sync *s, const char *failure)
 		hook_changes_fini(&s->post_given);
 		/* Retry, unless a newer publish runs them anyway; a stopping
 		 * daemon does not wait for retries. */
-		s->post_due = !s->stopping;
-		if (!s->stopping)
+		s->post_due = s->phase != PH_STOPPING;
+		if (s->post_due) {
+			s->post = POST_BACKOFF;
 			uv_timer_start(&s->post_retry, on_post_retry,
 				       backoff_ms(s->post_failures,
 						  BACKOFF_MIN_MS,
 						  BACKOFF_MAX_MS),
 				       0);
+		}
 	}
-	if (s->stopping) {
+	if (s->phase == PH_STOPPING) {
 		stop_continue(s);
 		return;
 	}
@@ -522,7 +551,7 @@ static void on_update_done(void *data, const struct hook_result *r)
 	struct sync *s = data;
 	char *failure = NULL;
 
-	s->post = NULL;
+	s->post = POST_IDLE;
 	if (!hook_ok(r)) {
 		char *why = hook_describe(r);
 		if (why == NULL || asprintf(&failure, "on_update %s", why) < 0)
@@ -556,12 +585,10 @@ static void post_start_on_update(struct sync *s)
 	}
 	struct hook *h = NULL;
 	/* A command that cannot start reports through on_update_done at
-	 * once; s->post stays NULL then. */
-	s->post = (struct hook *)1;
+	 * once, which makes it POST_IDLE again. */
+	s->post = POST_RUNNING;
 	hook_run(s->loop, argv, env, fd, s->c->hook_timeout_s, on_update_done,
 		 s, &h);
-	if (s->post == (struct hook *)1)
-		s->post = h;
 	close(fd); /* the command has its own */
 	hook_argv_free(argv);
 	hook_env_free(env);
@@ -571,8 +598,7 @@ static void post_start_on_update(struct sync *s)
  * changes that come meanwhile coalesce into exactly one more run. */
 static void post_kick(struct sync *s)
 {
-	if (!s->post_due || s->post ||
-	    uv_is_active((uv_handle_t *)&s->post_retry))
+	if (!s->post_due || s->post != POST_IDLE)
 		return;
 	s->post_due = false;
 	/* This run consumes what came so far; what comes while it runs is
@@ -617,18 +643,20 @@ static void note_published(struct sync *s)
 		hook_changes_add(&s->post_changed, s->pub.res.paths,
 				 s->pub.res.paths_len, false);
 	if (s->c->on_update || s->c->reload_signal) {
+		/* Instead of a retry: the new publish runs them anyway. */
 		s->post_due = true;
 		uv_timer_stop(&s->post_retry);
+		if (s->post == POST_BACKOFF)
+			s->post = POST_IDLE;
 	}
 	free(s->generation);
 	s->generation = strdup(s->pub.res.generation);
 }
 
-static void publish_finished(struct sync *s, enum outcome out)
+/* What the publish left, whatever its outcome: the live generation and
+ * the walk's warnings and directories. */
+static void note_result(struct sync *s)
 {
-	const char *name = s->c->name;
-
-	s->pipeline = false;
 	if (s->pub.res.published)
 		note_published(s);
 	else if (s->pub.res.generation && s->generation == NULL) {
@@ -638,105 +666,141 @@ static void publish_finished(struct sync *s, enum outcome out)
 	}
 	if (s->pub.meta) {
 		log_warnings(s, s->pub.meta);
-		if (!s->stopping)
+		if (s->phase != PH_STOPPING)
 			update_watches(s, s->pub.meta);
 	}
+}
+
+static void finished_ok(struct sync *s)
+{
+	const char *name = s->c->name;
+	const struct writer_result *r = &s->pub.res;
+
+	if (s->failures > 0 || s->source_missing)
+		log_msg(LOG_LVL_INFO, name,
+			"publishing works again (after %u failed attempt%s)",
+			s->failures, s->failures == 1 ? "" : "s");
+	s->failures = s->torn = 0;
+	s->source_missing = false;
+	free(s->last_err);
+	s->last_err = NULL;
+	s->st.failing_since_ms = 0;
+	s->st.source_empty = false;
+	if (!r->published && s->o.dry_run)
+		log_msg(LOG_LVL_INFO, name,
+			"dry run: %zu added, %zu changed, %zu removed",
+			r->added, r->changed, r->removed);
+	else if (!r->published)
+		log_msg(LOG_LVL_DEBUG, name, "unchanged");
+	s->st.files = r->files;
+	s->st.bytes = r->bytes;
+	debounce_timer_done(&s->db);
+	post_kick(s);
+}
+
+/* The next change tries again; nothing is retried on its own (the same
+ * tree would be vetoed the same way). */
+static void finished_veto(struct sync *s)
+{
+	s->st.vetoes++;
+	if (s->st.failing_since_ms == 0)
+		s->st.failing_since_ms = clock_wall_ms();
+	free(s->last_err);
+	s->last_err = s->pub.err ? strdup(s->pub.err) : NULL;
+	debounce_timer_done(&s->db);
+}
+
+/* A file was being written: try again once it is quiet. */
+static void finished_torn(struct sync *s)
+{
+	s->torn++;
+	log_msg(s->torn == TORN_WARN ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+		s->c->name, "%s; retrying", s->pub.err);
+	debounce_done(&s->db.d);
+	uint64_t wait = backoff_ms(s->torn, 50, TORN_MAX_MS);
+	if (wait < s->c->debounce_ms)
+		wait = s->c->debounce_ms;
+	debounce_timer_retry(&s->db, wait);
+}
+
+/* Why publishing fails, once per change of the reason. */
+static void log_failure(struct sync *s, const char *msg, bool missing,
+			bool empty, bool locked)
+{
+	const char *name = s->c->name;
+
+	if (s->last_err && strcmp(s->last_err, msg) == 0) {
+		log_msg(LOG_LVL_DEBUG, name, "still failing: %s", msg);
+		return;
+	}
+	if (missing)
+		log_msg(LOG_LVL_WARN, name, "%s; waiting for it to appear",
+			msg);
+	else if (empty)
+		log_msg(LOG_LVL_ERROR, name,
+			"%s; waiting for it to have content", msg);
+	else if (locked)
+		log_msg(LOG_LVL_ERROR, name,
+			"%s; waiting for it to stop, trying again every few "
+			"seconds",
+			msg);
+	else
+		log_msg(LOG_LVL_ERROR, name, "%s; retrying with backoff%s",
+			msg, log_hint(s->pub.rc));
+	free(s->last_err);
+	s->last_err = strdup(msg);
+}
+
+static void finished_error(struct sync *s)
+{
+	const char *msg = s->pub.err ? s->pub.err : strerror(-s->pub.rc);
+	bool missing = s->pub.rc == -ENOENT && s->pub.source_failed;
+	/* The target could not be opened: locked by another. */
+	bool locked = s->pub.rc == -EBUSY && s->pub.w == NULL;
+	/* An empty source (a lost mount?) waits for content. */
+	bool empty = s->pub.rc == -ENODATA;
+
+	s->failures++;
+	s->st.publish_errors++;
+	if (s->st.failing_since_ms == 0)
+		s->st.failing_since_ms = clock_wall_ms();
+	s->st.source_empty = empty;
+	log_failure(s, msg, missing, empty, locked);
+	s->source_missing = missing;
+	debounce_done(&s->db.d);
+	/* A missing source is also watched for through its parent; polling
+	 * only covers a parent that is missing too.  A target another
+	 * daemon lets go of is taken over soon. */
+	debounce_timer_retry(&s->db,
+			     backoff_ms(s->failures, BACKOFF_MIN_MS,
+					missing || locked || empty
+						? 5000u
+						: BACKOFF_MAX_MS));
+}
+
+/* PUBLISHING, COMMITTING or ABORTING -> IDLE. */
+static void publish_finished(struct sync *s, enum outcome out)
+{
+	s->state = ST_IDLE;
+	note_result(s);
 	switch (out) {
 	case OUT_OK:
-		if (s->failures > 0 || s->source_missing)
-			log_msg(LOG_LVL_INFO, name,
-				"publishing works again (after %u failed "
-				"attempt%s)",
-				s->failures, s->failures == 1 ? "" : "s");
-		s->failures = s->torn = 0;
-		s->source_missing = false;
-		free(s->last_err);
-		s->last_err = NULL;
-		s->st.failing_since_ms = 0;
-		s->st.source_empty = false;
-		if (!s->pub.res.published && s->o.dry_run)
-			log_msg(LOG_LVL_INFO, name,
-				"dry run: %zu added, %zu changed, %zu removed",
-				s->pub.res.added, s->pub.res.changed, s->pub.res.removed);
-		else if (!s->pub.res.published)
-			log_msg(LOG_LVL_DEBUG, name, "unchanged");
-		s->st.files = s->pub.res.files;
-		s->st.bytes = s->pub.res.bytes;
-		debounce_timer_done(&s->db);
-		post_kick(s);
+		finished_ok(s);
 		break;
 	case OUT_VETO:
-		/* The next change tries again; nothing is retried on its own
-		 * (the same tree would be vetoed the same way). */
-		s->st.vetoes++;
-		if (s->st.failing_since_ms == 0)
-			s->st.failing_since_ms = clock_wall_ms();
-		free(s->last_err);
-		s->last_err = s->pub.err ? strdup(s->pub.err) : NULL;
-		debounce_timer_done(&s->db);
+		finished_veto(s);
 		break;
-	case OUT_TORN: {
-		/* A file was being written: try again once it is quiet. */
-		s->torn++;
-		log_msg(s->torn == TORN_WARN ? LOG_LVL_WARN : LOG_LVL_DEBUG,
-			name, "%s; retrying", s->pub.err);
-		debounce_done(&s->db.d);
-		uint64_t wait = backoff_ms(s->torn, 50, TORN_MAX_MS);
-		if (wait < s->c->debounce_ms)
-			wait = s->c->debounce_ms;
-		debounce_timer_retry(&s->db, wait);
+	case OUT_TORN:
+		finished_torn(s);
 		break;
-	}
-	case OUT_ERROR: {
-		s->failures++;
-		s->st.publish_errors++;
-		if (s->st.failing_since_ms == 0)
-			s->st.failing_since_ms = clock_wall_ms();
-		const char *msg = s->pub.err ? s->pub.err : strerror(-s->pub.rc);
-		bool missing = s->pub.rc == -ENOENT && s->pub.source_failed;
-		/* The target could not be opened: locked by another. */
-		bool locked = s->pub.rc == -EBUSY && s->pub.w == NULL;
-		/* An empty source (a lost mount?) waits for content. */
-		bool empty = s->pub.rc == -ENODATA;
-		s->st.source_empty = empty;
-		if (s->last_err == NULL || strcmp(s->last_err, msg) != 0) {
-			if (missing)
-				log_msg(LOG_LVL_WARN, name,
-					"%s; waiting for it to appear", msg);
-			else if (empty)
-				log_msg(LOG_LVL_ERROR, name,
-					"%s; waiting for it to have content", msg);
-			else if (locked)
-				log_msg(LOG_LVL_ERROR, name,
-					"%s; waiting for it to stop, trying "
-					"again every few seconds",
-					msg);
-			else
-				log_msg(LOG_LVL_ERROR, name,
-					"%s; retrying with backoff%s", msg,
-					log_hint(s->pub.rc));
-			free(s->last_err);
-			s->last_err = strdup(msg);
-		} else {
-			log_msg(LOG_LVL_DEBUG, name, "still failing: %s", msg);
-		}
-		s->source_missing = missing;
-		debounce_done(&s->db.d);
-		/* A missing source is also watched for through its parent;
-		 * polling only covers a parent that is missing too.  A
-		 * target another daemon lets go of is taken over soon. */
-		debounce_timer_retry(&s->db,
-				     backoff_ms(s->failures, BACKOFF_MIN_MS,
-						missing || locked || empty
-							? 5000u
-							: BACKOFF_MAX_MS));
+	case OUT_ERROR:
+		finished_error(s);
 		break;
-	}
 	}
 	publish_record_error(&s->pub, s->last_err);
 	publish_reset(&s->pub);
-	if (!s->started) {
-		s->started = true;
+	if (s->phase == PH_STARTING) {
+		s->phase = PH_RUNNING;
 		if (s->o.started)
 			s->o.started(s, s->o.data);
 	}
@@ -748,9 +812,8 @@ static void on_check_done(void *data, const struct hook_result *r)
 {
 	struct sync *s = data;
 
-	s->check = NULL;
 	if (hook_ok(r)) {
-		queue(s, WORK_COMMIT);
+		queue(s, ST_COMMITTING);
 		return;
 	}
 	char *why = hook_describe(r);
@@ -758,7 +821,7 @@ static void on_check_done(void *data, const struct hook_result *r)
 	free(why);
 	log_msg(LOG_LVL_ERROR, s->c->name, "%s; the live generation stays",
 		s->pub.err ? s->pub.err : "veto");
-	queue(s, WORK_ABORT);
+	queue(s, ST_ABORTING);
 }
 
 /* Runs check_command against the prepared generation. */
@@ -776,11 +839,10 @@ static void start_check(struct sync *s)
 		return;
 	}
 	struct hook *h = NULL;
-	s->check = (struct hook *)1;
+	/* on_check_done moves on: now, when the command cannot start. */
+	s->state = ST_CHECKING;
 	hook_run(s->loop, argv, env, -1, s->c->hook_timeout_s, on_check_done,
 		 s, &h);
-	if (s->check == (struct hook *)1)
-		s->check = h;
 	hook_argv_free(argv);
 	hook_env_free(env);
 }
@@ -788,21 +850,19 @@ static void start_check(struct sync *s)
 static void on_after_work(uv_work_t *req, int status)
 {
 	struct sync *s = req->data;
-	enum work_kind kind = s->kind;
 
 	(void)status;
-	s->busy = false;
 	s->st.publish_started_ms = 0;
-	if (kind != WORK_FINAL)
+	if (s->state != ST_FINAL)
 		s->retire_next = s->retire_next_work;
-	if (kind == WORK_PUBLISH)
+	if (s->state == ST_PUBLISHING)
 		s->scan_us = s->pub.scan_us;
 	if (s->gc_handed) {
 		s->gc_taken = s->gc_handed; /* was NULL when the work started */
 		s->gc_handed = NULL;
 	}
-	switch (kind) {
-	case WORK_PUBLISH:
+	switch (s->state) {
+	case ST_PUBLISHING:
 		if (s->pub.rc == 0 && s->pub.pending) {
 			/* Prepared; the check decides, even at stop: the
 			 * publish under way is finished. */
@@ -811,33 +871,26 @@ static void on_after_work(uv_work_t *req, int status)
 		}
 		publish_finished(s, s->pub.rc == 0	       ? OUT_OK
 				    : s->pub.rc == -EAGAIN ? OUT_TORN
-						       : OUT_ERROR);
+							   : OUT_ERROR);
 		break;
-	case WORK_COMMIT:
+	case ST_COMMITTING:
 		publish_finished(s, s->pub.rc == 0 ? OUT_OK : OUT_ERROR);
 		break;
-	case WORK_ABORT:
+	case ST_ABORTING:
 		publish_finished(s, OUT_VETO);
 		break;
-	case WORK_FINAL:
-		s->final_done = true;
+	case ST_FINAL:
+		s->state = ST_CLOSING;
 		gc_kick(s);
-		if (!s->gc_busy)
+		if (s->gc == NULL)
 			finish_stop(s);
 		return;
+	default:
+		abort(); /* no work item in the other states */
 	}
 	gc_kick(s);
 	arm_retire(s);
-	if (s->stopping) {
-		if (s->publish_after) {
-			s->publish_after = false;
-			debounce_done(&s->db.d);
-		}
-		stop_continue(s);
-	} else if (s->publish_after && !s->busy) {
-		s->publish_after = false;
-		start_publish(s);
-	}
+	stop_continue(s);
 }
 
 int sync_start(uv_loop_t *loop, const struct conf_sync *c,
@@ -922,15 +975,14 @@ static void on_watch_closed(void *data)
  * Whichever ends last queues the final work. */
 static void stop_continue(struct sync *s)
 {
-	if (!s->stopping || s->final_queued || s->busy || s->pipeline ||
-	    s->check || s->post)
+	if (s->phase != PH_STOPPING || s->state != ST_IDLE ||
+	    s->post == POST_RUNNING)
 		return;
 	if (s->post_due) {
 		post_kick(s); /* may end at once and come back here */
 		return;
 	}
-	s->final_queued = true;
-	queue(s, WORK_FINAL);
+	queue(s, ST_FINAL);
 }
 
 static void on_twatch_closed(void *data)
@@ -954,15 +1006,20 @@ static void finish_stop(struct sync *s)
 
 void sync_stop(struct sync *s, void (*done)(void *data), void *data)
 {
-	s->stopping = true;
+	/* The start-up publish will not be tried now. */
+	if (s->phase == PH_STARTING && s->o.started)
+		s->o.started(s, s->o.data);
+	s->phase = PH_STOPPING;
 	s->stopped = done;
 	s->stopped_data = data;
 	uv_timer_stop(&s->db.timer);
 	uv_timer_stop(&s->resync);
 	uv_timer_stop(&s->retire);
 	/* A failed on_update waiting for its retry is not run again. */
-	if (uv_is_active((uv_handle_t *)&s->post_retry))
+	if (s->post == POST_BACKOFF) {
 		s->post_due = false;
+		s->post = POST_IDLE;
+	}
 	uv_timer_stop(&s->post_retry);
 	stop_continue(s);
 }

@@ -19,7 +19,8 @@ struct sync_opts {
 	/* The inotify watches all the mappings share (NULL: no limit but
 	 * the kernel's). */
 	struct watch_budget *budget;
-	/* Called once, when the start-up publish has been attempted. */
+	/* Called once: when the start-up publish has been attempted, or
+	 * at sync_stop when it has not been. */
 	void (*started)(struct sync *s, void *data);
 	/* Called after every publish attempt. */
 	void (*changed)(struct sync *s, void *data);
