@@ -15,10 +15,12 @@
  * way finishes (its check included), then the after-publish actions it
  * made due run once, then
  *
- *   IDLE --stop_continue--> FINAL --(target closed)--> CLOSING --> freed
+ *   IDLE --stop_continue--> DRAINING --(none left)--> CLOSING --> freed
  *
- * FINAL waits out the grace periods on the thread pool; CLOSING waits for
- * the last removal of superseded generations, then closes the handles.
+ * DRAINING waits out the grace periods of superseded generations: the
+ * retire timer fires when the next is due and its removal runs on the
+ * thread pool, so no thread of the pool sleeps meanwhile; then the target
+ * is closed.  CLOSING closes the handles.
  *
  * Two things run beside the publishes: the removal of superseded
  * generations (gc: one at a time, on the thread pool), and the
@@ -67,9 +69,8 @@ enum sync_state {
 	ST_CHECKING,   /* check_command runs on the prepared generation */
 	ST_COMMITTING, /* a checked generation goes live */
 	ST_ABORTING,   /* a vetoed generation goes */
-	ST_FINAL,      /* at stop: wait out the grace periods, close the
-			* target */
-	ST_CLOSING,    /* the last removal ends, then the handles close */
+	ST_DRAINING,   /* at stop: grace periods run out, removals run */
+	ST_CLOSING,    /* the handles close */
 };
 
 enum sync_phase {
@@ -193,13 +194,6 @@ static void on_work(uv_work_t *req)
 	case ST_ABORTING:
 		publish_abort(&s->pub);
 		break;
-	case ST_FINAL:
-		if (s->pub.w == NULL)
-			break;
-		/* Readers keep their grace period even at shutdown. */
-		writer_retire_wait(s->pub.w);
-		publish_fini(&s->pub);
-		break;
 	default:
 		abort(); /* no work item in the other states */
 	}
@@ -221,6 +215,7 @@ static void on_gc(uv_work_t *req)
 	writer_gc_run(s->gc);
 }
 
+static void drain(struct sync *s);
 static void finish_stop(struct sync *s);
 static void gc_kick(struct sync *s);
 static void arm_retire(struct sync *s);
@@ -232,8 +227,8 @@ static void on_gc_done(uv_work_t *req, int status)
 	(void)status;
 	writer_gc_free(s->gc);
 	s->gc = NULL;
-	if (s->state == ST_CLOSING) {
-		finish_stop(s);
+	if (s->state == ST_DRAINING) {
+		drain(s);
 		return;
 	}
 	gc_kick(s);
@@ -341,6 +336,10 @@ static void on_retire(uv_timer_t *h)
 {
 	struct sync *s = h->data;
 
+	if (s->state == ST_DRAINING) {
+		drain(s);
+		return;
+	}
 	/* Taking is cheap, so with no work item using the writer it is done
 	 * here; a publish under way takes what is due when it ends, and a
 	 * removal under way re-arms this when it is done. */
@@ -853,8 +852,7 @@ static void on_after_work(uv_work_t *req, int status)
 
 	(void)status;
 	s->st.publish_started_ms = 0;
-	if (s->state != ST_FINAL)
-		s->retire_next = s->retire_next_work;
+	s->retire_next = s->retire_next_work;
 	if (s->state == ST_PUBLISHING)
 		s->scan_us = s->pub.scan_us;
 	if (s->gc_handed) {
@@ -879,12 +877,6 @@ static void on_after_work(uv_work_t *req, int status)
 	case ST_ABORTING:
 		publish_finished(s, OUT_VETO);
 		break;
-	case ST_FINAL:
-		s->state = ST_CLOSING;
-		gc_kick(s);
-		if (s->gc == NULL)
-			finish_stop(s);
-		return;
 	default:
 		abort(); /* no work item in the other states */
 	}
@@ -982,7 +974,38 @@ static void stop_continue(struct sync *s)
 		post_kick(s); /* may end at once and come back here */
 		return;
 	}
-	queue(s, ST_FINAL);
+	s->state = ST_DRAINING;
+	drain(s);
+}
+
+/* Readers keep their grace period even at stop: the retire timer fires
+ * when the next superseded generation is due, its removal runs on the
+ * thread pool (on_gc_done comes back here), and once none is left the
+ * target is closed and the handles with it. */
+static void drain(struct sync *s)
+{
+	uint64_t next = s->pub.w ? writer_next_due(s->pub.w) : 0;
+	uint64_t now = writer_now_ms();
+
+	if (s->gc || s->gc_taken) {
+		gc_kick(s);
+		return;
+	}
+	if (next != 0 && next <= now) {
+		s->gc_taken = writer_gc_take(s->pub.w, false, &next);
+		if (s->gc_taken) {
+			gc_kick(s);
+			return;
+		}
+	}
+	if (next != 0) {
+		uv_timer_start(&s->retire, on_retire,
+			       next > now ? next - now : 1, 0);
+		return;
+	}
+	publish_fini(&s->pub);
+	s->state = ST_CLOSING;
+	finish_stop(s);
 }
 
 static void on_twatch_closed(void *data)
