@@ -62,8 +62,8 @@ void publish_reset(struct publish *p)
 	free(p->err);
 	p->err = NULL;
 	writer_result_fini(&p->res);
-	snapshot_free(p->meta);
-	p->meta = NULL;
+	snapshot_extras_free(p->extras);
+	p->extras = NULL;
 }
 
 void publish_fini(struct publish *p)
@@ -110,21 +110,6 @@ static int open_target(struct publish *p)
 	return p->rc;
 }
 
-/* Keeps what the caller needs of the walk (the writer takes the rest). */
-static void keep_meta(struct publish *p, struct snapshot *snap)
-{
-	p->meta = NULL;
-	if (snapshot_open(NULL, &p->meta, NULL) < 0)
-		return;
-	p->meta->watch = snap->watch;
-	p->meta->nwatch = snap->nwatch;
-	p->meta->warn = snap->warn;
-	p->meta->nwarn = snap->nwarn;
-	snap->watch = NULL;
-	snap->warn = NULL;
-	snap->nwatch = snap->nwarn = 0;
-}
-
 int publish_prepare(struct publish *p)
 {
 	struct snapshot_opts so = publish_snapshot_opts(p->c);
@@ -142,7 +127,8 @@ int publish_prepare(struct publish *p)
 		return p->rc;
 	}
 	uint64_t walked_us = clock_us(CLOCK_MONOTONIC);
-	keep_meta(p, snap);
+	/* What the caller needs of the walk; the writer takes the rest. */
+	p->extras = snapshot_take_extras(snap);
 	p->rc = writer_prepare(p->w, snap, &p->pending, &p->res, &p->err);
 	/* What a re-scan costs: the walk, and the compare when it found
 	 * nothing to publish; copying what changed is the price of the
@@ -253,12 +239,12 @@ static int once_prepare(struct publish *p)
 
 	for (int attempt = 1;; attempt++) {
 		int rc = publish_prepare(p);
-		for (size_t i = 0; !warned && p->meta && i < p->meta->nwarn;
-		     i++)
+		const struct snapshot_extras *x = p->extras;
+		for (size_t i = 0; !warned && x && i < x->nwarn; i++)
 			log_msg(LOG_LVL_WARN, p->c->name, "source %s: %s: %s",
-				p->c->source, p->meta->warn[i].path,
-				snapshot_warn_str(p->meta->warn[i].kind));
-		warned |= p->meta != NULL;
+				p->c->source, x->warn[i].path,
+				snapshot_warn_str(x->warn[i].kind));
+		warned |= x != NULL;
 		if (rc != -EAGAIN || attempt == ONCE_TRIES)
 			return rc;
 		log_msg(LOG_LVL_DEBUG, p->c->name, "%s; retrying",

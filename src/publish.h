@@ -41,7 +41,7 @@ struct publish {
 	char *err;		/* why rc, when known */
 	struct writer_pending *pending; /* waiting for check_command */
 	struct writer_result res;
-	struct snapshot *meta;	/* the walk's warnings and watches */
+	struct snapshot_extras *extras; /* the walk's warnings and watches */
 	uint64_t scan_us;	/* what looking cost: the walk, and the
 				 * compare when nothing changed */
 };

@@ -224,21 +224,51 @@ void snapshot_free(struct snapshot *s)
 		return;
 	for (size_t i = 0; i < s->n; i++)
 		snapshot_entry_fini(&s->v[i]);
-	for (size_t i = 0; i < s->nwarn; i++)
-		free(s->warn[i].path);
-	for (size_t i = 0; i < s->nwatch; i++)
-		free(s->watch[i].path);
+	snapshot_drop_extras(s);
 	if (s->root_fd >= 0)
 		close(s->root_fd);
 	if (s->ext_fd >= 0)
 		close(s->ext_fd);
 	log_list_fini(&s->problems);
 	free(s->v);
-	free(s->warn);
-	free(s->watch);
 	free(s->root);
 	free(s->root_real);
 	free(s);
+}
+
+static void extras_fini(struct snapshot_extras *x)
+{
+	for (size_t i = 0; i < x->nwarn; i++)
+		free(x->warn[i].path);
+	for (size_t i = 0; i < x->nwatch; i++)
+		free(x->watch[i].path);
+	free(x->warn);
+	free(x->watch);
+	memset(x, 0, sizeof(*x));
+}
+
+void snapshot_drop_extras(struct snapshot *s)
+{
+	extras_fini(&s->extras);
+}
+
+void snapshot_extras_free(struct snapshot_extras *x)
+{
+	if (x == NULL)
+		return;
+	extras_fini(x);
+	free(x);
+}
+
+struct snapshot_extras *snapshot_take_extras(struct snapshot *s)
+{
+	struct snapshot_extras *x = malloc(sizeof(*x));
+
+	if (x == NULL)
+		return NULL;
+	*x = s->extras;
+	memset(&s->extras, 0, sizeof(s->extras));
+	return x;
 }
 
 int snapshot_append(struct snapshot *s, const struct snap_entry *e)
@@ -272,39 +302,43 @@ int snapshot_add(struct snapshot *s, const struct snap_entry *e)
 static int add_warning(struct snapshot *s, const char *path,
 		       enum snap_warn kind)
 {
-	if (s->nwarn == s->warncap) {
-		size_t cap = s->warncap ? s->warncap * 2 : 8;
-		struct snap_warning *v = realloc(s->warn, cap * sizeof(*v));
+	struct snapshot_extras *x = &s->extras;
+
+	if (x->nwarn == x->warncap) {
+		size_t cap = x->warncap ? x->warncap * 2 : 8;
+		struct snap_warning *v = realloc(x->warn, cap * sizeof(*v));
 		if (v == NULL)
 			return -ENOMEM;
-		s->warn = v;
-		s->warncap = cap;
+		x->warn = v;
+		x->warncap = cap;
 	}
-	s->warn[s->nwarn].path = strdup(path);
-	if (s->warn[s->nwarn].path == NULL)
+	x->warn[x->nwarn].path = strdup(path);
+	if (x->warn[x->nwarn].path == NULL)
 		return -ENOMEM;
-	s->warn[s->nwarn].kind = kind;
-	s->nwarn++;
+	x->warn[x->nwarn].kind = kind;
+	x->nwarn++;
 	return 0;
 }
 
 static int add_watch(struct snapshot *s, const char *dir,
 		     const struct stat *st)
 {
-	if (s->nwatch == s->watchcap) {
-		size_t cap = s->watchcap ? s->watchcap * 2 : 16;
-		struct snap_dir *v = realloc(s->watch, cap * sizeof(*v));
+	struct snapshot_extras *x = &s->extras;
+
+	if (x->nwatch == x->watchcap) {
+		size_t cap = x->watchcap ? x->watchcap * 2 : 16;
+		struct snap_dir *v = realloc(x->watch, cap * sizeof(*v));
 		if (v == NULL)
 			return -ENOMEM;
-		s->watch = v;
-		s->watchcap = cap;
+		x->watch = v;
+		x->watchcap = cap;
 	}
-	s->watch[s->nwatch].path = strdup(dir);
-	if (s->watch[s->nwatch].path == NULL)
+	x->watch[x->nwatch].path = strdup(dir);
+	if (x->watch[x->nwatch].path == NULL)
 		return -ENOMEM;
-	s->watch[s->nwatch].dev = (uint64_t)st->st_dev;
-	s->watch[s->nwatch].ino = (uint64_t)st->st_ino;
-	s->nwatch++;
+	x->watch[x->nwatch].dev = (uint64_t)st->st_dev;
+	x->watch[x->nwatch].ino = (uint64_t)st->st_ino;
+	x->nwatch++;
 	return 0;
 }
 

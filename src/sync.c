@@ -396,7 +396,7 @@ static bool warned_before(struct sync *s, const char *key)
 }
 
 /* Logs the snapshot's warnings that the previous one did not have. */
-static void log_warnings(struct sync *s, const struct snapshot *m)
+static void log_warnings(struct sync *s, const struct snapshot_extras *m)
 {
 	char **now = calloc(m->nwarn ? m->nwarn : 1, sizeof(*now));
 	size_t n = 0;
@@ -449,7 +449,8 @@ static void log_limited(struct sync *s, int rc, const struct watch_result *r)
 			      : "");
 }
 
-static void update_watches(struct sync *s, const struct snapshot *m)
+static void update_watches(struct sync *s,
+			   const struct snapshot_extras *m)
 {
 	struct watch_result r;
 	int rc;
@@ -663,10 +664,10 @@ static void note_result(struct sync *s)
 		s->generation = strdup(s->pub.res.generation);
 		s->st.last_publish_ms = clock_wall_ms();
 	}
-	if (s->pub.meta) {
-		log_warnings(s, s->pub.meta);
+	if (s->pub.extras) {
+		log_warnings(s, s->pub.extras);
 		if (s->phase != PH_STOPPING)
-			update_watches(s, s->pub.meta);
+			update_watches(s, s->pub.extras);
 	}
 }
 
