@@ -16,9 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "command.h"
 #include "conf.h"
 #include "fsutil.h"
-#include "hook.h"
 
 /* inih hands the handler at most INI_MAX_LINE bytes of a line; a longer
  * value (a deep path, a long command) is kept here and inih is given a
@@ -590,16 +590,16 @@ static void set_command(struct parser *p, const char *key, const char *v)
 	struct conf_sync *s = p->cur;
 	char **argv = NULL, *err = NULL, *syntax = NULL;
 
-	if (hook_split(v, &argv, &err) < 0)
+	if (command_split(v, &argv, &err) < 0)
 		perr(p, "%s: %s", key, err ? err : "cannot parse");
 	else
 		set_str(key[0] == 'c' ? &s->check_command : &s->on_update, v);
 	/* Valid, but it does not do what it says. */
-	if (argv && (syntax = hook_shell_syntax(v)) != NULL)
+	if (argv && (syntax = command_shell_syntax(v)) != NULL)
 		pwarn(p, "%s: %s is shell syntax, but the command runs without "
 			 "a shell (write sh -c '...' for one)",
 		      key, syntax);
-	hook_argv_free(argv);
+	command_argv_free(argv);
 	free(syntax);
 	free(err);
 }
@@ -611,7 +611,7 @@ static void set_hook_env(struct parser *p, const char *v)
 	char **words = NULL, *err = NULL;
 	size_t n = 0;
 
-	if (hook_split(v, &words, &err) < 0) {
+	if (command_split(v, &words, &err) < 0) {
 		perr(p, "hook_env: %s", err ? err : "cannot parse");
 		free(err);
 		return;
@@ -620,7 +620,7 @@ static void set_hook_env(struct parser *p, const char *v)
 		n++;
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strcspn(words[i], "=");
-		if (hook_env_check(words[i], &err) < 0) {
+		if (command_env_check(words[i], &err) < 0) {
 			perr(p, "hook_env: %s", err ? err : "invalid");
 			free(err);
 			err = NULL;
@@ -1363,7 +1363,7 @@ static void sync_fini(struct conf_sync *s)
 		free(s->follow_into[i]);
 	free(s->follow_into);
 	ignore_free(s->ignore);
-	hook_argv_free(s->hook_env);
+	command_argv_free(s->hook_env);
 }
 
 void conf_sync_free(struct conf_sync *s)

@@ -575,7 +575,7 @@ static void post_start_on_update(struct sync *s)
 			       strerror(-fd)) < 0)
 		failure = NULL;
 	if (fd < 0 || env == NULL ||
-	    hook_split(s->c->on_update, &argv, NULL) < 0) {
+	    command_split(s->c->on_update, &argv, NULL) < 0) {
 		hook_env_free(env);
 		if (fd >= 0)
 			close(fd);
@@ -590,7 +590,7 @@ static void post_start_on_update(struct sync *s)
 	hook_run(s->loop, argv, env, fd, s->c->hook_timeout_s, on_update_done,
 		 s, &h);
 	close(fd); /* the command has its own */
-	hook_argv_free(argv);
+	command_argv_free(argv);
 	hook_env_free(env);
 }
 
@@ -830,7 +830,7 @@ static void start_check(struct sync *s)
 	char **argv = NULL;
 	char **env = publish_check_env(&s->pub);
 
-	if (env == NULL || hook_split(s->c->check_command, &argv, NULL) < 0) {
+	if (env == NULL || command_split(s->c->check_command, &argv, NULL) < 0) {
 		hook_env_free(env);
 		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
 					.file = s->c->check_command,
@@ -843,7 +843,7 @@ static void start_check(struct sync *s)
 	s->state = ST_CHECKING;
 	hook_run(s->loop, argv, env, -1, s->c->hook_timeout_s, on_check_done,
 		 s, &h);
-	hook_argv_free(argv);
+	command_argv_free(argv);
 	hook_env_free(env);
 }
 
