@@ -38,7 +38,7 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "debounce.h"
+#include "debounce_timer.h"
 #include "hook.h"
 #include "ignore.h"
 #include "log.h"
