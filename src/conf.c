@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "command.h"
 #include "conf.h"
 #include "fsutil.h"
@@ -68,12 +69,10 @@ static void errors_vadd(struct conf_errors *e, const char *prefix,
 	free(body);
 	if (m == NULL)
 		return;
-	char **v = realloc(e->v, (e->n + 1) * sizeof(*v));
-	if (v == NULL) {
+	if (array_grow(&e->v, &e->cap, e->n, sizeof(*e->v)) < 0) {
 		free(m);
 		return;
 	}
-	e->v = v;
 	e->v[e->n++] = m;
 }
 
@@ -92,7 +91,7 @@ void conf_errors_fini(struct conf_errors *e)
 		free(e->v[i]);
 	free(e->v);
 	e->v = NULL;
-	e->n = 0;
+	e->n = e->cap = 0;
 }
 
 /* "file:line: " or "file:line: [sync:NAME]: " before a message. */

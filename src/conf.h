@@ -60,6 +60,7 @@ struct conf_sync {
 struct conf_errors {
 	char **v;
 	size_t n;
+	size_t cap; /* conf.c's */
 };
 
 struct conf {

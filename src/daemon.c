@@ -10,6 +10,7 @@
 
 #include <uv.h>
 
+#include "array.h"
 #include "clock.h"
 #include "conf.h"
 #include "daemon.h"
@@ -35,7 +36,7 @@ struct daemon {
 	struct daemon_opts o;
 	struct conf *conf;
 	struct sync **syncs;
-	size_t nsyncs;
+	size_t nsyncs, syncscap;
 	bool stopping;
 	size_t stops_pending;
 	/* A reload waits for stopped mappings before starting new ones. */
@@ -247,12 +248,11 @@ static int start_sync(struct daemon *d, const struct conf_sync *c)
 			strerror(-rc));
 		return rc;
 	}
-	struct sync **v = realloc(d->syncs, (d->nsyncs + 1) * sizeof(*v));
-	if (v == NULL) {
+	if (array_grow(&d->syncs, &d->syncscap, d->nsyncs,
+		       sizeof(*d->syncs)) < 0) {
 		sync_stop(s, NULL, NULL);
 		return -ENOMEM;
 	}
-	d->syncs = v;
 	d->syncs[d->nsyncs++] = s;
 	d->starting++;
 	return 0;

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "log.h"
 
 static atomic_int cur_level = LOG_LVL_INFO;
@@ -379,13 +380,11 @@ void log_list_add(struct log_list *l, const char *fmt, ...)
 	if (vasprintf(&m, fmt, ap) < 0)
 		m = NULL;
 	va_end(ap);
-	char **v = m ? realloc(l->v, (l->n + 1) * sizeof(*v)) : NULL;
-	if (v == NULL) {
+	if (m == NULL || array_grow(&l->v, &l->cap, l->n, sizeof(*l->v)) < 0) {
 		free(m);
 		l->more++; /* still counted */
 		return;
 	}
-	l->v = v;
 	l->v[l->n++] = m;
 }
 

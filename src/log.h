@@ -65,6 +65,7 @@ char *log_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct log_list {
 	char **v;
 	size_t n, more;
+	size_t cap; /* log.c's */
 };
 void log_list_add(struct log_list *l, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sys/resource.h>
 
+#include "array.h"
 #include "conf.h"
 #include "daemon.h"
 #include "ignore.h"
@@ -35,7 +36,7 @@ struct options {
 	bool links_set, no_fsync;
 	enum snap_links links;
 	char **exclude; /* the arguments themselves */
-	size_t nexclude;
+	size_t nexclude, excludecap;
 	long grace_ms; /* -1: default */
 	bool adhoc_knobs; /* one of those was given */
 };
@@ -245,10 +246,9 @@ static int add_exclude(struct options *op, const char *pattern)
 		free(why);
 		return EXIT_USAGE;
 	}
-	char **nv = realloc(op->exclude, (op->nexclude + 1) * sizeof(*nv));
-	if (nv == NULL)
+	if (array_grow(&op->exclude, &op->excludecap, op->nexclude,
+		       sizeof(*op->exclude)) < 0)
 		return EXIT_RUNTIME;
-	op->exclude = nv;
 	op->exclude[op->nexclude++] = (char *)pattern;
 	op->adhoc_knobs = true;
 	return OPT_GO_ON;

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "fsutil.h"
 #include "ignore.h"
 #include "log.h"
@@ -46,7 +47,7 @@ struct walk {
 	struct frame *stack;
 	size_t depth, cap;
 	struct linkrec *links;
-	size_t nlinks;
+	size_t nlinks, linkcap;
 	char **into; /* real paths of o->follow_into that exist */
 	size_t ninto;
 	char *err;
@@ -77,10 +78,10 @@ static int note_link(struct walk *w, const char *path, const char *target)
 				   "tree was read",
 				   w->s->root, path);
 	}
-	struct linkrec *v = realloc(w->links, (w->nlinks + 1) * sizeof(*v));
-	if (v == NULL)
+	if (array_grow(&w->links, &w->linkcap, w->nlinks, sizeof(*w->links)) <
+	    0)
 		return -ENOMEM;
-	w->links = v;
+	struct linkrec *v = w->links;
 	v[w->nlinks].path = strdup(path);
 	v[w->nlinks].target = strdup(target);
 	if (v[w->nlinks].path == NULL || v[w->nlinks].target == NULL) {
@@ -273,14 +274,8 @@ struct snapshot_extras *snapshot_take_extras(struct snapshot *s)
 
 int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 {
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 64;
-		struct snap_entry *v = realloc(s->v, cap * sizeof(*v));
-		if (v == NULL)
-			return -ENOMEM;
-		s->v = v;
-		s->cap = cap;
-	}
+	if (array_grow(&s->v, &s->cap, s->n, sizeof(*s->v)) < 0)
+		return -ENOMEM;
 	s->v[s->n++] = *e;
 	return 0;
 }
@@ -304,14 +299,8 @@ static int add_warning(struct snapshot *s, const char *path,
 {
 	struct snapshot_extras *x = &s->extras;
 
-	if (x->nwarn == x->warncap) {
-		size_t cap = x->warncap ? x->warncap * 2 : 8;
-		struct snap_warning *v = realloc(x->warn, cap * sizeof(*v));
-		if (v == NULL)
-			return -ENOMEM;
-		x->warn = v;
-		x->warncap = cap;
-	}
+	if (array_grow(&x->warn, &x->warncap, x->nwarn, sizeof(*x->warn)) < 0)
+		return -ENOMEM;
 	x->warn[x->nwarn].path = strdup(path);
 	if (x->warn[x->nwarn].path == NULL)
 		return -ENOMEM;
@@ -325,14 +314,9 @@ static int add_watch(struct snapshot *s, const char *dir,
 {
 	struct snapshot_extras *x = &s->extras;
 
-	if (x->nwatch == x->watchcap) {
-		size_t cap = x->watchcap ? x->watchcap * 2 : 16;
-		struct snap_dir *v = realloc(x->watch, cap * sizeof(*v));
-		if (v == NULL)
-			return -ENOMEM;
-		x->watch = v;
-		x->watchcap = cap;
-	}
+	if (array_grow(&x->watch, &x->watchcap, x->nwatch,
+		       sizeof(*x->watch)) < 0)
+		return -ENOMEM;
 	x->watch[x->nwatch].path = strdup(dir);
 	if (x->watch[x->nwatch].path == NULL)
 		return -ENOMEM;
