@@ -25,6 +25,8 @@ void command_argv_free(char **argv)
 	free(argv);
 }
 
+/* One loop over the command line, the quoting rules its cases: longer
+ * than most functions, but read best as one. */
 int command_split(const char *cmd, char ***out, char **err)
 {
 	char **argv = NULL;
