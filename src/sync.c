@@ -353,6 +353,9 @@ static void on_retire(uv_timer_t *h)
 
 static void arm_retire(struct sync *s)
 {
+	/* At stop, drain() arms it. */
+	if (s->state == ST_DRAINING)
+		return;
 	/* While a removal runs, its end re-arms the timer. */
 	if (s->retire_next == 0 || s->phase == PH_STOPPING || s->gc ||
 	    s->gc_taken) {

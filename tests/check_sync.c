@@ -5,11 +5,13 @@
 #include "config.h"
 
 #include <check.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -108,6 +110,11 @@ static int publishes_are(void *arg)
 	return st.publishes == (uint64_t)*(int *)arg;
 }
 
+static int exists(void *arg)
+{
+	return access(arg, F_OK) == 0;
+}
+
 static int generations_are(void *arg)
 {
 	return tu_generations(dst) == *(int *)arg;
@@ -194,6 +201,36 @@ START_TEST(test_missing_source_is_reported_and_waited_for)
 }
 END_TEST
 
+/* At stop, the publish under way finishes (its check, then its reload
+ * signal, which fails at once here); the replaced generation still gets
+ * its grace period, and the stop ends when it is over. */
+START_TEST(test_stop_during_a_check_with_a_failing_signal)
+{
+	char *marker = tu_path(tmp, "checking"), *cmd;
+	struct conf_sync *c = &conf->syncs[0];
+
+	ck_assert_int_ge(asprintf(&cmd, "sh -c 'touch %s; sleep 0.3'", marker),
+			 0);
+	c->check_command = cmd;
+	c->reload_pidfile = tu_path(tmp, "none.pid");
+	c->reload_signal = SIGHUP;
+	c->grace_ms = 500;
+	tu_write(src, "a", "1", 0644);
+	struct sync *s = start();
+	int one = 1;
+	cur = s;
+	run_until(publishes_are, &one, 5000, "start-up publish");
+	unlink(marker);
+	tu_write(src, "a", "2", 0644);
+	run_until(exists, marker, 5000, "check_command started");
+	sync_stop(s, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+	ck_assert(trees_equal(NULL));
+	ck_assert(generations_are(&one));
+	free(marker);
+}
+END_TEST
+
 static Suite *sync_suite(void)
 {
 	Suite *s = suite_create("sync");
@@ -204,6 +241,7 @@ static Suite *sync_suite(void)
 	tcase_add_test(tc, test_stop_waits_out_the_grace_period);
 	tcase_add_test(tc, test_stop_before_the_first_publish);
 	tcase_add_test(tc, test_missing_source_is_reported_and_waited_for);
+	tcase_add_test(tc, test_stop_during_a_check_with_a_failing_signal);
 	suite_add_tcase(s, tc);
 	return s;
 }
