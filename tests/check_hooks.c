@@ -93,21 +93,12 @@ static void start(const char *daemon_keys, const char *sync_keys)
 
 static void stop(void)
 {
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	int st = tu_wait_exit(pid, 15000);
-	pid = 0;
-	ck_assert_msg(st == 0, "daemon exit status %d", st);
+	tu_stop(&pid, 15000);
 }
 
 static void wait_file(const char *file, const char *text, int count, int ms)
 {
-	struct tu_needle n = {file, text, count};
-	if (!tu_wait_for(tu_file_holds, &n, ms)) {
-		char *log = tu_read(logpath, NULL);
-		fprintf(stderr, "%s\n", log ? log : "");
-		free(log);
-		ck_abort_msg("%s never held '%s' x%d", file, text, count);
-	}
+	tu_wait_text(file, text, count, ms, logpath);
 }
 
 static char *target_file(const char *rel)

@@ -316,9 +316,7 @@ static int missing(void *arg)
 
 static void wait_log(const char *text)
 {
-	struct tu_needle n = {logpath, text, 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 70000), "%s",
-		      tu_read(logpath, NULL));
+	tu_wait_text(logpath, text, 1, 70000, logpath);
 }
 
 /* Under a running daemon whose mapping fails: the error it recorded,

@@ -109,6 +109,19 @@ struct tu_needle {
 /* arg is a struct tu_needle: `text` occurs `count` times or more. */
 int tu_file_holds(void *arg);
 
+/* For tests that run the daemon, with its log in `logfile`: each waits
+ * with a deadline and, when it passes, prints the end of the log and
+ * fails the test. */
+/* `file` holds `text` `count` times or more. */
+void tu_wait_text(const char *file, const char *text, int count, int ms,
+		  const char *logfile);
+/* dst mirrors src (tu_diff_trees); the failure names the difference. */
+void tu_converge(const char *src, const char *dst, int ms,
+		 const char *logfile);
+/* SIGTERM to *pid, which must exit with status 0 within ms; *pid is 0
+ * once it has been waited for. */
+void tu_stop(pid_t *pid, int ms);
+
 /* A loopback TCP port nothing listens on: the kernel's choice for 0. */
 int tu_free_port(void);
 /* Reads what comes back on fd (at most 64 KiB) until the peer closes or
