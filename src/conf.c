@@ -692,17 +692,22 @@ static void set_path(struct parser *p, const char *key, const char *v)
 	}
 }
 
+int conf_parse_symlinks(const char *s, enum snap_links *out)
+{
+	if (strcmp(s, "inside") == 0)
+		*out = SNAP_LINKS_INSIDE;
+	else if (strcmp(s, "follow") == 0)
+		*out = SNAP_LINKS_FOLLOW;
+	else if (strcmp(s, "skip") == 0)
+		*out = SNAP_LINKS_SKIP;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 static void set_symlinks(struct parser *p, const char *v)
 {
-	struct conf_sync *s = p->cur;
-
-	if (strcmp(v, "inside") == 0)
-		s->symlinks = SNAP_LINKS_INSIDE;
-	else if (strcmp(v, "follow") == 0)
-		s->symlinks = SNAP_LINKS_FOLLOW;
-	else if (strcmp(v, "skip") == 0)
-		s->symlinks = SNAP_LINKS_SKIP;
-	else
+	if (conf_parse_symlinks(v, &p->cur->symlinks) < 0)
 		perr(p, "symlinks: '%s' is not inside, follow or skip", v);
 }
 

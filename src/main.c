@@ -257,13 +257,7 @@ static int add_exclude(struct options *op, const char *pattern)
 static int parse_symlinks(struct options *op, const char *arg)
 {
 	op->links_set = op->adhoc_knobs = true;
-	if (strcmp(arg, "inside") == 0)
-		op->links = SNAP_LINKS_INSIDE;
-	else if (strcmp(arg, "follow") == 0)
-		op->links = SNAP_LINKS_FOLLOW;
-	else if (strcmp(arg, "skip") == 0)
-		op->links = SNAP_LINKS_SKIP;
-	else
+	if (conf_parse_symlinks(arg, &op->links) < 0)
 		return usage_error("--symlinks: '%s' is not inside, follow or "
 				   "skip",
 				   arg);
