@@ -18,39 +18,34 @@
 
 #include "testutil.h"
 
+static struct tu_fixture fx;
 static char *tmp, *src, *dst, *logpath, *conf, *fast;
 static pid_t pid;
 
 static void setup(void)
 {
-	tmp = tu_mkdtemp();
-	src = tu_path(tmp, "src");
-	dst = tu_path(tmp, "dst");
-	logpath = tu_path(tmp, "daemon.log");
-	conf = tu_path(tmp, "atomsync.conf");
-	tu_mkdirs(src, 0755);
+	tu_fixture_setup(&fx, 0);
+	tmp = fx.tmp;
+	src = fx.src;
+	dst = fx.dst;
+	logpath = fx.log;
+	conf = fx.conf;
 	pid = 0;
 }
 
 static void teardown(void)
 {
-	if (pid > 0)
-		tu_kill(pid);
 	if (getenv("ATOMSYNC_KEEP_LOGS")) {
 		char *d = tu_read(logpath, NULL);
 		fprintf(stderr, "---- daemon log ----\n%s\n", d ? d : "");
 		free(d);
 	}
-	tu_rmrf(tmp);
 	if (fast)
 		tu_rmrf(fast);
 	free(fast);
 	fast = NULL;
-	free(src);
-	free(dst);
-	free(logpath);
-	free(conf);
-	free(tmp);
+	fx.pid = pid;
+	tu_fixture_teardown(&fx);
 }
 
 static void start_adhoc(const char *debounce)

@@ -23,17 +23,19 @@
 
 #include "testutil.h"
 
+static struct tu_fixture fx;
 static char *tmp, *src, *dst, *logpath, *conf;
 static pid_t pid;
 static int port;
 
 static void setup(void)
 {
-	tmp = tu_mkdtemp();
-	src = tu_path(tmp, "src");
-	dst = tu_path(tmp, "dst");
-	logpath = tu_path(tmp, "daemon.log");
-	conf = tu_path(tmp, "atomsync.conf");
+	tu_fixture_setup(&fx, 0);
+	tmp = fx.tmp;
+	src = fx.src;
+	dst = fx.dst;
+	logpath = fx.log;
+	conf = fx.conf;
 	tu_write(src, "app.conf", "v1\n", 0644);
 	pid = 0;
 	port = tu_free_port();
@@ -41,14 +43,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-	if (pid > 0)
-		tu_kill(pid);
-	tu_rmrf(tmp);
-	free(src);
-	free(dst);
-	free(logpath);
-	free(conf);
-	free(tmp);
+	fx.pid = pid;
+	tu_fixture_teardown(&fx);
 }
 
 static void write_conf(const char *daemon_keys, const char *sync_keys)
@@ -993,8 +989,8 @@ START_TEST(test_healthz_reports_a_stalled_mapping)
 				       "unhealthy_after_s = 1",
 				  port),
 			 0);
-	free(dst);
-	dst = tu_path(tmp, "missing/parent/dst");
+	free(fx.dst);
+	dst = fx.dst = tu_path(tmp, "missing/parent/dst");
 	start(dk, "");
 	free(dk);
 	wait_file(logpath, "serving /metrics", 1, 5000);
@@ -1022,8 +1018,8 @@ START_TEST(test_healthz_never_names_the_source)
 				       "unhealthy_after_s = 1",
 				  port),
 			 0);
-	free(src);
-	src = tu_path(tmp, "private-x7/source");
+	free(fx.src);
+	src = fx.src = tu_path(tmp, "private-x7/source");
 	start(dk, "");
 	free(dk);
 	wait_file(logpath, "private-x7/source", 1, 5000);

@@ -23,28 +23,24 @@
 
 #include "testutil.h"
 
+static struct tu_fixture fx;
 static char *tmp, *src, *dst, *logpath;
 static pid_t pid;
 
 static void setup(void)
 {
-	tmp = tu_mkdtemp_fast();
-	src = tu_path(tmp, "src");
-	dst = tu_path(tmp, "dst");
-	logpath = tu_path(tmp, "daemon.log");
-	tu_mkdirs(src, 0755);
+	tu_fixture_setup(&fx, TU_FAST);
+	tmp = fx.tmp;
+	src = fx.src;
+	dst = fx.dst;
+	logpath = fx.log;
 	pid = 0;
 }
 
 static void teardown(void)
 {
-	if (pid > 0)
-		tu_kill(pid);
-	tu_rmrf(tmp);
-	free(src);
-	free(dst);
-	free(logpath);
-	free(tmp);
+	fx.pid = pid;
+	tu_fixture_teardown(&fx);
 }
 
 static int once(char **err)

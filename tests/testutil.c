@@ -873,3 +873,29 @@ void tu_stop(pid_t *pid, int ms)
 		*pid = 0; /* reaped */
 	ck_assert_msg(st == 0, "daemon exit status %d", st);
 }
+
+void tu_fixture_setup(struct tu_fixture *f, unsigned flags)
+{
+	f->tmp = flags & TU_FAST ? tu_mkdtemp_fast() : tu_mkdtemp();
+	if (flags & TU_SHARED)
+		ck_assert_int_eq(chmod(f->tmp, 0755), 0);
+	f->src = tu_path(f->tmp, "src");
+	f->dst = tu_path(f->tmp, "dst");
+	f->log = tu_path(f->tmp, "daemon.log");
+	f->conf = tu_path(f->tmp, "atomsync.conf");
+	tu_mkdirs(f->src, 0755);
+	f->pid = 0;
+}
+
+void tu_fixture_teardown(struct tu_fixture *f)
+{
+	if (f->pid > 0)
+		tu_kill(f->pid);
+	tu_rmrf(f->tmp);
+	free(f->src);
+	free(f->dst);
+	free(f->log);
+	free(f->conf);
+	free(f->tmp);
+	memset(f, 0, sizeof(*f));
+}

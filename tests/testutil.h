@@ -109,6 +109,20 @@ struct tu_needle {
 /* arg is a struct tu_needle: `text` occurs `count` times or more. */
 int tu_file_holds(void *arg);
 
+/* The fixture of a test that runs atomsyncd: a fresh temporary directory
+ * (TU_FAST: on tmpfs when it can; TU_SHARED: mode 0755, for other uids to
+ * reach) with src/ made in it, and the paths dst, daemon.log and
+ * atomsync.conf there; pid is the daemon's, killed at teardown if it
+ * still runs. */
+struct tu_fixture {
+	char *tmp, *src, *dst, *log, *conf;
+	pid_t pid;
+};
+#define TU_FAST 0x1u
+#define TU_SHARED 0x2u
+void tu_fixture_setup(struct tu_fixture *f, unsigned flags);
+void tu_fixture_teardown(struct tu_fixture *f);
+
 /* For tests that run the daemon, with its log in `logfile`: each waits
  * with a deadline and, when it passes, prints the end of the log and
  * fails the test. */
