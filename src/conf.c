@@ -10,15 +10,17 @@
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
+#include "command.h"
 #include "conf.h"
 #include "fsutil.h"
-#include "hook.h"
 
 /* inih hands the handler at most INI_MAX_LINE bytes of a line; a longer
  * value (a deep path, a long command) is kept here and inih is given a
@@ -68,12 +70,10 @@ static void errors_vadd(struct conf_errors *e, const char *prefix,
 	free(body);
 	if (m == NULL)
 		return;
-	char **v = realloc(e->v, (e->n + 1) * sizeof(*v));
-	if (v == NULL) {
+	if (array_grow(&e->v, &e->cap, e->n, sizeof(*e->v)) < 0) {
 		free(m);
 		return;
 	}
-	e->v = v;
 	e->v[e->n++] = m;
 }
 
@@ -92,7 +92,7 @@ void conf_errors_fini(struct conf_errors *e)
 		free(e->v[i]);
 	free(e->v);
 	e->v = NULL;
-	e->n = 0;
+	e->n = e->cap = 0;
 }
 
 /* "file:line: " or "file:line: [sync:NAME]: " before a message. */
@@ -250,7 +250,8 @@ static void start_section(struct parser *p, char *t)
 
 /* Our reader for inih: counts lines, follows section headers itself (inih
  * would cut long names silently), notes lines inih would reject so every
- * one is reported, and stows values too long for inih's line buffer. */
+ * one is reported, and stows values too long for inih's line buffer.
+ * Longer than most: one pass over a line, whose cases share its state. */
 static char *reader(char *buf, int size, void *stream)
 {
 	struct parser *p = stream;
@@ -590,16 +591,16 @@ static void set_command(struct parser *p, const char *key, const char *v)
 	struct conf_sync *s = p->cur;
 	char **argv = NULL, *err = NULL, *syntax = NULL;
 
-	if (hook_split(v, &argv, &err) < 0)
+	if (command_split(v, &argv, &err) < 0)
 		perr(p, "%s: %s", key, err ? err : "cannot parse");
 	else
 		set_str(key[0] == 'c' ? &s->check_command : &s->on_update, v);
 	/* Valid, but it does not do what it says. */
-	if (argv && (syntax = hook_shell_syntax(v)) != NULL)
+	if (argv && (syntax = command_shell_syntax(v)) != NULL)
 		pwarn(p, "%s: %s is shell syntax, but the command runs without "
 			 "a shell (write sh -c '...' for one)",
 		      key, syntax);
-	hook_argv_free(argv);
+	command_argv_free(argv);
 	free(syntax);
 	free(err);
 }
@@ -611,7 +612,7 @@ static void set_hook_env(struct parser *p, const char *v)
 	char **words = NULL, *err = NULL;
 	size_t n = 0;
 
-	if (hook_split(v, &words, &err) < 0) {
+	if (command_split(v, &words, &err) < 0) {
 		perr(p, "hook_env: %s", err ? err : "cannot parse");
 		free(err);
 		return;
@@ -620,7 +621,7 @@ static void set_hook_env(struct parser *p, const char *v)
 		n++;
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strcspn(words[i], "=");
-		if (hook_env_check(words[i], &err) < 0) {
+		if (command_env_check(words[i], &err) < 0) {
 			perr(p, "hook_env: %s", err ? err : "invalid");
 			free(err);
 			err = NULL;
@@ -639,63 +640,124 @@ static void set_hook_env(struct parser *p, const char *v)
 	s->nhook_env = n;
 }
 
-static void sync_key(struct parser *p, const char *key, const char *v)
+/* The keys that take a whole number within a range. */
+static const struct {
+	const char *key;
+	size_t off; /* of an unsigned in struct conf_sync */
+	unsigned min, max;
+} sync_numbers[] = {
+	{"debounce_ms", offsetof(struct conf_sync, debounce_ms), 0, 3600000},
+	{"max_delay_ms", offsetof(struct conf_sync, max_delay_ms), 0, 86400000},
+	{"resync_interval_s", offsetof(struct conf_sync, resync_interval_s), 0,
+	 604800},
+	{"poll_interval_ms", offsetof(struct conf_sync, poll_interval_ms), 100,
+	 3600000},
+	{"grace_ms", offsetof(struct conf_sync, grace_ms), 0, 3600000},
+	{"hook_timeout_s", offsetof(struct conf_sync, hook_timeout_s), 1,
+	 86400},
+};
+
+static bool sync_number(struct parser *p, const char *key, const char *v)
+{
+	for (size_t i = 0; i < sizeof(sync_numbers) / sizeof(*sync_numbers);
+	     i++) {
+		unsigned u;
+		if (strcmp(key, sync_numbers[i].key) != 0)
+			continue;
+		if (parse_uint(v, sync_numbers[i].min, sync_numbers[i].max,
+			       &u) < 0)
+			perr(p, "%s: '%s' is not a whole number from %lu to %lu",
+			     key, v, (unsigned long)sync_numbers[i].min,
+			     (unsigned long)sync_numbers[i].max);
+		else
+			*(unsigned *)(void *)((char *)p->cur +
+					      sync_numbers[i].off) = u;
+		return true;
+	}
+	return false;
+}
+
+static void set_path(struct parser *p, const char *key, const char *v)
 {
 	struct conf_sync *s = p->cur;
-	unsigned u;
 
-#define RANGE(field, min, max)                                               \
-	do {                                                                 \
-		if (parse_uint(v, min, max, &u) < 0)                         \
-			perr(p, "%s: '%s' is not a whole number from %lu to "  \
-				"%lu",                                       \
-			     key, v, (unsigned long)(min),                   \
-			     (unsigned long)(max));                          \
-		else                                                         \
-			s->field = u;                                        \
-	} while (0)
+	if (v[0] != '/') {
+		perr(p, "%s: '%s' is not an absolute path", key, v);
+	} else if (key[0] == 's') {
+		set_str(&s->source, v);
+		s->source_line = p->lineno;
+	} else {
+		set_str(&s->target, v);
+		s->target_line = p->lineno;
+	}
+}
 
-	if (strcmp(key, "source") == 0 || strcmp(key, "target") == 0) {
-		if (v[0] != '/') {
-			perr(p, "%s: '%s' is not an absolute path", key, v);
-			return;
-		}
-		if (key[0] == 's') {
-			set_str(&s->source, v);
-			s->source_line = p->lineno;
-		} else {
-			set_str(&s->target, v);
-			s->target_line = p->lineno;
-		}
-	} else if (strcmp(key, "debounce_ms") == 0) {
-		RANGE(debounce_ms, 0, 3600000);
-	} else if (strcmp(key, "max_delay_ms") == 0) {
-		RANGE(max_delay_ms, 0, 86400000);
-	} else if (strcmp(key, "resync_interval_s") == 0) {
-		RANGE(resync_interval_s, 0, 604800);
-	} else if (strcmp(key, "poll_interval_ms") == 0) {
-		RANGE(poll_interval_ms, 100, 3600000);
-	} else if (strcmp(key, "grace_ms") == 0) {
-		RANGE(grace_ms, 0, 3600000);
-	} else if (strcmp(key, "exclude") == 0) {
+int conf_parse_symlinks(const char *s, enum snap_links *out)
+{
+	if (strcmp(s, "inside") == 0)
+		*out = SNAP_LINKS_INSIDE;
+	else if (strcmp(s, "follow") == 0)
+		*out = SNAP_LINKS_FOLLOW;
+	else if (strcmp(s, "skip") == 0)
+		*out = SNAP_LINKS_SKIP;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static void set_symlinks(struct parser *p, const char *v)
+{
+	if (conf_parse_symlinks(v, &p->cur->symlinks) < 0)
+		perr(p, "symlinks: '%s' is not inside, follow or skip", v);
+}
+
+static void set_owner(struct parser *p, const char *key, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	bool user = key[0] == 'o';
+	uint32_t id;
+
+	set_str(user ? &s->owner : &s->group, v);
+	if (resolve_id(v, user, &id) < 0)
+		perr(p, "%s: no %s '%s'", key, user ? "user" : "group", v);
+	else if (user)
+		s->uid = id;
+	else
+		s->gid = id;
+}
+
+static void set_mode(struct parser *p, const char *key, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	int m;
+
+	if (parse_mode(v, &m) < 0)
+		perr(p, "%s: '%s' is not an octal mode from 0 to 0777", key, v);
+	else if (key[0] == 'f')
+		s->file_mode = m;
+	else
+		s->dir_mode = m;
+}
+
+/* What reads the source and shapes the target. */
+static bool sync_content_key(struct parser *p, const char *key,
+			     const char *v)
+{
+	struct conf_sync *s = p->cur;
+	unsigned n;
+
+	if (strcmp(key, "source") == 0 || strcmp(key, "target") == 0)
+		set_path(p, key, v);
+	else if (strcmp(key, "exclude") == 0)
 		add_excludes(p, v);
-	} else if (strcmp(key, "fsync") == 0) {
+	else if (strcmp(key, "fsync") == 0) {
 		if (parse_bool(v, &s->fsync) < 0)
 			perr(p, "fsync: '%s' is not yes or no", v);
-	} else if (strcmp(key, "symlinks") == 0) {
-		if (strcmp(v, "inside") == 0)
-			s->symlinks = SNAP_LINKS_INSIDE;
-		else if (strcmp(v, "follow") == 0)
-			s->symlinks = SNAP_LINKS_FOLLOW;
-		else if (strcmp(v, "skip") == 0)
-			s->symlinks = SNAP_LINKS_SKIP;
-		else
-			perr(p, "symlinks: '%s' is not inside, follow or skip",
-			     v);
-	} else if (strcmp(key, "follow_into") == 0) {
+	} else if (strcmp(key, "symlinks") == 0)
+		set_symlinks(p, v);
+	else if (strcmp(key, "follow_into") == 0)
 		add_follow_into(p, v);
-	} else if (strcmp(key, "max_files") == 0) {
-		unsigned n;
+	else if (strcmp(key, "max_files") == 0) {
 		if (parse_uint(v, 1, 100000000, &n) < 0)
 			perr(p, "max_files: '%s' is not a whole number from 1 "
 				"to 100000000",
@@ -710,23 +772,26 @@ static void sync_key(struct parser *p, const char *key, const char *v)
 	} else if (strcmp(key, "allow_empty") == 0) {
 		if (parse_bool(v, &s->allow_empty) < 0)
 			perr(p, "allow_empty: '%s' is not yes or no", v);
-	} else if (strcmp(key, "owner") == 0 || strcmp(key, "group") == 0) {
-		bool user = key[0] == 'o';
-		uint32_t id;
-		set_str(user ? &s->owner : &s->group, v);
-		if (resolve_id(v, user, &id) < 0)
-			perr(p, "%s: no %s '%s'", key, user ? "user" : "group",
-			     v);
-		else if (user)
-			s->uid = id;
-		else
-			s->gid = id;
-	} else if (strcmp(key, "check_command") == 0 ||
-		   strcmp(key, "on_update") == 0) {
+	} else if (strcmp(key, "owner") == 0 || strcmp(key, "group") == 0)
+		set_owner(p, key, v);
+	else if (strcmp(key, "file_mode") == 0 || strcmp(key, "dir_mode") == 0)
+		set_mode(p, key, v);
+	else
+		return false;
+	return true;
+}
+
+/* The commands and the signal after a publish. */
+static bool sync_hook_key(struct parser *p, const char *key, const char *v)
+{
+	struct conf_sync *s = p->cur;
+	unsigned pid;
+
+	if (strcmp(key, "check_command") == 0 || strcmp(key, "on_update") == 0)
 		set_command(p, key, v);
-	} else if (strcmp(key, "hook_env") == 0) {
+	else if (strcmp(key, "hook_env") == 0)
 		set_hook_env(p, v);
-	} else if (strcmp(key, "reload_signal") == 0) {
+	else if (strcmp(key, "reload_signal") == 0) {
 		if (conf_parse_signal(v, &s->reload_signal) < 0)
 			perr(p, "reload_signal: '%s' is not a signal name (HUP, "
 				"USR1, ...) or number",
@@ -737,29 +802,22 @@ static void sync_key(struct parser *p, const char *key, const char *v)
 		else
 			set_str(&s->reload_pidfile, v);
 	} else if (strcmp(key, "reload_pid") == 0) {
-		unsigned pid;
 		if (parse_uint(v, 2, 4194304, &pid) < 0)
 			perr(p, "reload_pid: '%s' is not a process id from 2 to "
 				"4194304",
 			     v);
 		else
 			s->reload_pid = (int)pid;
-	} else if (strcmp(key, "hook_timeout_s") == 0) {
-		RANGE(hook_timeout_s, 1, 86400);
-	} else if (strcmp(key, "file_mode") == 0 ||
-		   strcmp(key, "dir_mode") == 0) {
-		int m;
-		if (parse_mode(v, &m) < 0)
-			perr(p, "%s: '%s' is not an octal mode from 0 to 0777",
-			     key, v);
-		else if (key[0] == 'f')
-			s->file_mode = m;
-		else
-			s->dir_mode = m;
-	} else {
+	} else
+		return false;
+	return true;
+}
+
+static void sync_key(struct parser *p, const char *key, const char *v)
+{
+	if (!sync_number(p, key, v) && !sync_content_key(p, key, v) &&
+	    !sync_hook_key(p, key, v))
 		perr(p, "unknown key '%s'", key);
-	}
-#undef RANGE
 }
 
 static void daemon_key(struct parser *p, const char *key, const char *v)
@@ -1363,7 +1421,7 @@ static void sync_fini(struct conf_sync *s)
 		free(s->follow_into[i]);
 	free(s->follow_into);
 	ignore_free(s->ignore);
-	hook_argv_free(s->hook_env);
+	command_argv_free(s->hook_env);
 }
 
 void conf_sync_free(struct conf_sync *s)

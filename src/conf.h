@@ -60,6 +60,7 @@ struct conf_sync {
 struct conf_errors {
 	char **v;
 	size_t n;
+	size_t cap; /* conf.c's */
 };
 
 struct conf {
@@ -113,5 +114,8 @@ int conf_parse_listen(const char *s, char *host, size_t hostsize,
 
 /* Parses a signal name (HUP, SIGHUP) or number; -EINVAL otherwise. */
 int conf_parse_signal(const char *s, int *out);
+/* "inside", "follow" or "skip" (the symlinks key, --symlinks); -EINVAL
+ * for anything else. */
+int conf_parse_symlinks(const char *s, enum snap_links *out);
 
 #endif

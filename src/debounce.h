@@ -2,14 +2,12 @@
  * new event, but no later than a maximum delay after the first event of
  * the burst, so a tree that never stops changing is still published.
  * The state machine is pure (the caller passes the time); the libuv glue
- * below it only arms a timer for debounce_due(). */
+ * in debounce_timer.h only arms a timer for debounce_due(). */
 #ifndef ATOMSYNC_DEBOUNCE_H
 #define ATOMSYNC_DEBOUNCE_H
 
 #include <stdbool.h>
 #include <stdint.h>
-
-#include <uv.h>
 
 #define DEBOUNCE_NEVER UINT64_MAX
 
@@ -28,7 +26,7 @@ void debounce_event(struct debounce *d, uint64_t now);
 /* Publish at `at` even without a new event (a retry after a failure, a
  * re-scan); changes still wait for their quiet period, but never publish
  * before `at`. */
-void debounce_retry(struct debounce *d, uint64_t now, uint64_t at);
+void debounce_retry(struct debounce *d, uint64_t at);
 /* When the next publish is due; DEBOUNCE_NEVER when nothing is pending or
  * a publish is running. */
 uint64_t debounce_due(const struct debounce *d);
@@ -37,22 +35,5 @@ uint64_t debounce_due(const struct debounce *d);
 bool debounce_fire(struct debounce *d, uint64_t now);
 /* The running publish finished; events that came meanwhile stay pending. */
 void debounce_done(struct debounce *d);
-
-/* ---- libuv glue ---- */
-
-struct debounce_timer {
-	uv_timer_t timer;
-	struct debounce d;
-	void (*fire)(struct debounce_timer *t); /* a publish must start */
-};
-
-int debounce_timer_init(uv_loop_t *loop, struct debounce_timer *t,
-			uint64_t quiet_ms, uint64_t max_ms,
-			void (*fire)(struct debounce_timer *t));
-/* Re-arms the timer for whatever the state machine says is due. */
-void debounce_timer_arm(struct debounce_timer *t);
-void debounce_timer_event(struct debounce_timer *t);
-void debounce_timer_done(struct debounce_timer *t);
-void debounce_timer_retry(struct debounce_timer *t, uint64_t delay_ms);
 
 #endif

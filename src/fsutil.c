@@ -634,6 +634,69 @@ int fsutil_fsync(int fd)
 	return 0;
 }
 
+int fsutil_tmp_create(int dfd, const char *tmp, mode_t mode,
+		      const char **step)
+{
+	*step = "remove";
+	if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
+		return -errno;
+	*step = "create";
+	int fd = openat(dfd, tmp,
+			O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			mode);
+	if (fd < 0)
+		return -errno;
+	*step = "chmod";
+	if (fchmod(fd, mode) < 0) {
+		int rc = -errno;
+		close(fd);
+		unlinkat(dfd, tmp, 0);
+		return rc;
+	}
+	return fd;
+}
+
+int fsutil_tmp_commit(int dfd, const char *tmp, const char *name, int fd,
+		      int rc, const char **step)
+{
+	if (close(fd) < 0 && rc == 0) {
+		*step = "close";
+		rc = -errno;
+	}
+	if (rc == 0 && renameat(dfd, tmp, dfd, name) < 0) {
+		*step = "rename";
+		rc = -errno;
+	}
+	if (rc < 0)
+		unlinkat(dfd, tmp, 0);
+	return rc;
+}
+
+int fsutil_write_atomic(int dfd, const char *tmp, const char *name,
+			const void *data, size_t len, mode_t mode,
+			const char **step)
+{
+	const char *p = data;
+	int fd = fsutil_tmp_create(dfd, tmp, mode, step);
+	int rc = 0;
+
+	if (fd < 0)
+		return fd;
+	*step = "write";
+	while (rc == 0 && len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = w < 0 ? -errno : -EIO;
+			break;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return fsutil_tmp_commit(dfd, tmp, name, fd, rc, step);
+}
+
 pid_t fsutil_flock_holder(int fd)
 {
 	struct stat st;

@@ -47,6 +47,24 @@ int fsutil_readlinkat(int dirfd, const char *name, char **out);
 /* fsync that retries EINTR. */
 int fsutil_fsync(int fd);
 
+/* A file replaced atomically in the directory `dfd`, in two steps:
+ * fsutil_tmp_create makes `tmp` afresh (whatever sits at that name, a
+ * hard link to a file elsewhere or a FIFO, is unlinked, never opened)
+ * with exactly `mode`, whatever the umask, and returns its descriptor;
+ * fsutil_tmp_commit closes it and, when `rc` (what writing it came to)
+ * is 0, renames it over `name`, or else removes it.  No fsync: each
+ * caller says why losing the file in a crash is harmless.  A negative
+ * errno with *step ("remove", "create", "chmod", "close", "rename")
+ * saying what failed. */
+int fsutil_tmp_create(int dfd, const char *tmp, mode_t mode,
+		      const char **step);
+int fsutil_tmp_commit(int dfd, const char *tmp, const char *name, int fd,
+		      int rc, const char **step);
+/* Both, with `len` bytes of `data` in between ("write" when that fails). */
+int fsutil_write_atomic(int dfd, const char *tmp, const char *name,
+			const void *data, size_t len, mode_t mode,
+			const char **step);
+
 /* The process holding a flock(2) lock on the file open as `fd`, as
  * /proc/locks says: its pid, or 0 when that cannot be told (no /proc, a
  * holder in another pid namespace, a file system whose device number

@@ -11,6 +11,8 @@
 
 #include <uv.h>
 
+#include "command.h"
+
 /* How long a command has after SIGTERM before SIGKILL. */
 #define HOOK_KILL_GRACE_MS 2000
 
@@ -31,20 +33,6 @@ struct hook_result {
 bool hook_ok(const struct hook_result *r);
 
 typedef void (*hook_done_cb)(void *data, const struct hook_result *r);
-
-/* Splits a command line into words: blanks separate, '...' is literal,
- * "..." allows \" \\ \$ \`, a backslash quotes the next character.  No
- * expansion, no globbing.  *argv is NULL-terminated; free with
- * hook_argv_free(). */
-int hook_split(const char *cmd, char ***argv, char **err);
-void hook_argv_free(char **argv);
-
-/* The first shell syntax in cmd that hook_split takes literally (outside
- * single quotes: > < | ; & $VAR $(...) `...`), quoted for a message
- * ("'>'", "'$HOME'"; malloc'ed), or NULL when there is none, when cmd
- * does not split, or when it runs a shell with -c (sh, bash, dash,
- * after env and its NAME=value words), which reads the syntax itself. */
-char *hook_shell_syntax(const char *cmd);
 
 /* Starts argv with the environment `env` (NAME=value entries,
  * NULL-terminated: nothing of the daemon's own is added) in the
@@ -81,11 +69,6 @@ struct hook_vars {
  * NULL-terminated; NULL when out of memory. */
 char **hook_env(const struct hook_vars *v);
 void hook_env_free(char **env);
-
-/* Whether `word` is a valid hook_env word (NAME or NAME=value, NAME made
- * of letters, digits and '_', not starting with a digit nor with
- * ATOMSYNC_); 0, or -EINVAL with *err saying why. */
-int hook_env_check(const char *word, char **err);
 
 /* The paths that publishes changed since on_update last succeeded,
  * each once, in snapshot_path_cmp order.  The list is bounded: beyond

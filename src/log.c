@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "log.h"
 
 static atomic_int cur_level = LOG_LVL_INFO;
@@ -55,11 +56,6 @@ void log_init(enum log_format fmt, enum log_level level)
 void log_set_level(enum log_level level)
 {
 	cur_level = level;
-}
-
-enum log_level log_get_level(void)
-{
-	return cur_level;
 }
 
 void log_set_format(enum log_format fmt)
@@ -415,13 +411,11 @@ void log_list_add(struct log_list *l, const char *fmt, ...)
 	if (vasprintf(&m, fmt, ap) < 0)
 		m = NULL;
 	va_end(ap);
-	char **v = m ? realloc(l->v, (l->n + 1) * sizeof(*v)) : NULL;
-	if (v == NULL) {
+	if (m == NULL || array_grow(&l->v, &l->cap, l->n, sizeof(*l->v)) < 0) {
 		free(m);
 		l->more++; /* still counted */
 		return;
 	}
-	l->v = v;
 	l->v[l->n++] = m;
 }
 

@@ -24,7 +24,6 @@ enum log_format {
 enum log_format log_format_detect(void);
 void log_init(enum log_format fmt, enum log_level level);
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 void log_set_format(enum log_format fmt);
 int log_level_parse(const char *s, enum log_level *out);
 int log_format_parse(const char *s, enum log_format *out);
@@ -76,6 +75,7 @@ char *log_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct log_list {
 	char **v;
 	size_t n, more;
+	size_t cap; /* log.c's */
 };
 void log_list_add(struct log_list *l, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -222,49 +222,6 @@ char *metrics_unhealthy(const struct metrics_view *v, uint64_t now_ms)
 
 /* Writes `text` to `name` in `dfd` through `tmp`; *step says which call
  * failed. */
-static int write_in(int dfd, const char *tmp, const char *name,
-		    const char *text, const char **step)
-{
-	/* A fresh file, never one someone placed at the temporary name. */
-	*step = "remove";
-	if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
-		return -errno;
-	*step = "create";
-	int fd = openat(dfd, tmp,
-			O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			0644);
-	if (fd < 0)
-		return -errno;
-	/* The unit's UMask= must not hide the file from the collector. */
-	*step = "chmod";
-	int rc = fchmod(fd, 0644) < 0 ? -errno : 0;
-	size_t left = strlen(text);
-	const char *p = text;
-	if (rc == 0)
-		*step = "write";
-	while (rc == 0 && left > 0) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			rc = w < 0 ? -errno : -EIO;
-			break;
-		}
-		p += w;
-		left -= (size_t)w;
-	}
-	if (close(fd) < 0 && rc == 0)
-		rc = -errno;
-	if (rc == 0) {
-		*step = "rename";
-		if (renameat(dfd, tmp, dfd, name) < 0)
-			rc = -errno;
-	}
-	if (rc < 0)
-		unlinkat(dfd, tmp, 0);
-	return rc;
-}
-
 int metrics_write_file(const char *path, const char *text, char **err)
 {
 	const char *slash = strrchr(path, '/');
@@ -290,7 +247,10 @@ int metrics_write_file(const char *path, const char *text, char **err)
 				 why ? why : strerror(-dfd));
 	} else {
 		const char *step = "";
-		rc = write_in(dfd, tmp, name, text, &step);
+		/* No fsync: the next publish attempt writes it again.  The
+		 * unit's UMask= must not hide it from the collector: 0644. */
+		rc = fsutil_write_atomic(dfd, tmp, name, text, strlen(text),
+					 0644, &step);
 		if (rc < 0)
 			rc = log_err_set(err, rc, "%s %s/%s: %s", step, dir,
 					 strcmp(step, "rename") == 0 ? name : tmp,

@@ -14,7 +14,6 @@
 
 struct notify {
 	uv_timer_t watchdog;
-	uint64_t usec;
 	char *status;
 };
 
@@ -84,7 +83,6 @@ int notify_new(uv_loop_t *loop, struct notify **out)
 	uv_timer_init(loop, &n->watchdog);
 	n->watchdog.data = n;
 	if (sd_load() == 0 && sd.watchdog_enabled(0, &usec) > 0 && usec > 0) {
-		n->usec = usec;
 		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
 		uint64_t ms = usec / 2000;
 		uv_timer_start(&n->watchdog, on_watchdog, 0, ms ? ms : 1);
@@ -145,9 +143,4 @@ void notify_status(struct notify *n, const char *status)
 	free(msg);
 	free(n->status);
 	n->status = strdup(status);
-}
-
-uint64_t notify_watchdog_usec(const struct notify *n)
-{
-	return n->usec;
 }

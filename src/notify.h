@@ -21,7 +21,5 @@ void notify_reloading(struct notify *n);
 void notify_stopping(struct notify *n);
 /* STATUS=, sent only when it differs from the last one. */
 void notify_status(struct notify *n, const char *status);
-/* The watchdog interval in microseconds, 0 when there is none. */
-uint64_t notify_watchdog_usec(const struct notify *n);
 
 #endif

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "fsutil.h"
 #include "ignore.h"
 #include "log.h"
@@ -46,7 +47,7 @@ struct walk {
 	struct frame *stack;
 	size_t depth, cap;
 	struct linkrec *links;
-	size_t nlinks;
+	size_t nlinks, linkcap;
 	char **into; /* real paths of o->follow_into that exist */
 	size_t ninto;
 	char *err;
@@ -77,10 +78,10 @@ static int note_link(struct walk *w, const char *path, const char *target)
 				   "tree was read",
 				   w->s->root, path);
 	}
-	struct linkrec *v = realloc(w->links, (w->nlinks + 1) * sizeof(*v));
-	if (v == NULL)
+	if (array_grow(&w->links, &w->linkcap, w->nlinks, sizeof(*w->links)) <
+	    0)
 		return -ENOMEM;
-	w->links = v;
+	struct linkrec *v = w->links;
 	v[w->nlinks].path = strdup(path);
 	v[w->nlinks].target = strdup(target);
 	if (v[w->nlinks].path == NULL || v[w->nlinks].target == NULL) {
@@ -224,33 +225,57 @@ void snapshot_free(struct snapshot *s)
 		return;
 	for (size_t i = 0; i < s->n; i++)
 		snapshot_entry_fini(&s->v[i]);
-	for (size_t i = 0; i < s->nwarn; i++)
-		free(s->warn[i].path);
-	for (size_t i = 0; i < s->nwatch; i++)
-		free(s->watch[i].path);
+	snapshot_drop_extras(s);
 	if (s->root_fd >= 0)
 		close(s->root_fd);
 	if (s->ext_fd >= 0)
 		close(s->ext_fd);
 	log_list_fini(&s->problems);
 	free(s->v);
-	free(s->warn);
-	free(s->watch);
 	free(s->root);
 	free(s->root_real);
 	free(s);
 }
 
+static void extras_fini(struct snapshot_extras *x)
+{
+	for (size_t i = 0; i < x->nwarn; i++)
+		free(x->warn[i].path);
+	for (size_t i = 0; i < x->nwatch; i++)
+		free(x->watch[i].path);
+	free(x->warn);
+	free(x->watch);
+	memset(x, 0, sizeof(*x));
+}
+
+void snapshot_drop_extras(struct snapshot *s)
+{
+	extras_fini(&s->extras);
+}
+
+void snapshot_extras_free(struct snapshot_extras *x)
+{
+	if (x == NULL)
+		return;
+	extras_fini(x);
+	free(x);
+}
+
+struct snapshot_extras *snapshot_take_extras(struct snapshot *s)
+{
+	struct snapshot_extras *x = malloc(sizeof(*x));
+
+	if (x == NULL)
+		return NULL;
+	*x = s->extras;
+	memset(&s->extras, 0, sizeof(s->extras));
+	return x;
+}
+
 int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 {
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 64;
-		struct snap_entry *v = realloc(s->v, cap * sizeof(*v));
-		if (v == NULL)
-			return -ENOMEM;
-		s->v = v;
-		s->cap = cap;
-	}
+	if (array_grow(&s->v, &s->cap, s->n, sizeof(*s->v)) < 0)
+		return -ENOMEM;
 	s->v[s->n++] = *e;
 	return 0;
 }
@@ -272,39 +297,32 @@ int snapshot_add(struct snapshot *s, const struct snap_entry *e)
 static int add_warning(struct snapshot *s, const char *path,
 		       enum snap_warn kind)
 {
-	if (s->nwarn == s->warncap) {
-		size_t cap = s->warncap ? s->warncap * 2 : 8;
-		struct snap_warning *v = realloc(s->warn, cap * sizeof(*v));
-		if (v == NULL)
-			return -ENOMEM;
-		s->warn = v;
-		s->warncap = cap;
-	}
-	s->warn[s->nwarn].path = strdup(path);
-	if (s->warn[s->nwarn].path == NULL)
+	struct snapshot_extras *x = &s->extras;
+
+	if (array_grow(&x->warn, &x->warncap, x->nwarn, sizeof(*x->warn)) < 0)
 		return -ENOMEM;
-	s->warn[s->nwarn].kind = kind;
-	s->nwarn++;
+	x->warn[x->nwarn].path = strdup(path);
+	if (x->warn[x->nwarn].path == NULL)
+		return -ENOMEM;
+	x->warn[x->nwarn].kind = kind;
+	x->nwarn++;
 	return 0;
 }
 
 static int add_watch(struct snapshot *s, const char *dir,
 		     const struct stat *st)
 {
-	if (s->nwatch == s->watchcap) {
-		size_t cap = s->watchcap ? s->watchcap * 2 : 16;
-		struct snap_dir *v = realloc(s->watch, cap * sizeof(*v));
-		if (v == NULL)
-			return -ENOMEM;
-		s->watch = v;
-		s->watchcap = cap;
-	}
-	s->watch[s->nwatch].path = strdup(dir);
-	if (s->watch[s->nwatch].path == NULL)
+	struct snapshot_extras *x = &s->extras;
+
+	if (array_grow(&x->watch, &x->watchcap, x->nwatch,
+		       sizeof(*x->watch)) < 0)
 		return -ENOMEM;
-	s->watch[s->nwatch].dev = (uint64_t)st->st_dev;
-	s->watch[s->nwatch].ino = (uint64_t)st->st_ino;
-	s->nwatch++;
+	x->watch[x->nwatch].path = strdup(dir);
+	if (x->watch[x->nwatch].path == NULL)
+		return -ENOMEM;
+	x->watch[x->nwatch].dev = (uint64_t)st->st_dev;
+	x->watch[x->nwatch].ino = (uint64_t)st->st_ino;
+	x->nwatch++;
 	return 0;
 }
 
@@ -534,7 +552,8 @@ static const char *strip_root(const char *root_real, const char *target)
 
 /* Resolves the symlink `dir/name` (dir relative to the source root) to a
  * symlink-free path below the root.  -EXDEV: it leads outside; -ELOOP:
- * too many links; -ENOENT: dangling. */
+ * too many links; -ENOENT: dangling.  One loop over the components, as
+ * a kernel path walk is: longer than most, but read best as one. */
 static int resolve_inside(struct walk *w, const char *dir, const char *name,
 			  char **out)
 {

@@ -75,6 +75,17 @@ struct snap_dir {
 	uint64_t dev, ino;
 };
 
+/* What a walk finds besides the entries: its warnings, and the
+ * directories whose changes matter.  A caller that wants them takes them
+ * with snapshot_take_extras() before handing the snapshot on. */
+struct snapshot_extras {
+	struct snap_warning *warn;
+	size_t nwarn;
+	struct snap_dir *watch; /* directories to watch */
+	size_t nwatch;
+	size_t warncap, watchcap; /* snapshot.c's */
+};
+
 struct ignore;
 
 struct snapshot_opts {
@@ -98,10 +109,7 @@ struct snapshot {
 	struct timespec taken; /* wall clock when the walk started */
 	struct snap_entry *v;
 	size_t n, cap;
-	struct snap_warning *warn;
-	size_t nwarn, warncap;
-	struct snap_dir *watch; /* directories whose changes matter */
-	size_t nwatch, watchcap;
+	struct snapshot_extras extras;
 	int ext_fd;	 /* "/", to open SNAP_F_EXTERNAL files; -1: none */
 	/* Entries that could not be read: the snapshot is incomplete and
 	 * must not be published. */
@@ -137,6 +145,14 @@ struct snap_entry *snapshot_find(const struct snapshot *s, const char *path);
 struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 				   const char *path);
 void snapshot_free(struct snapshot *s);
+
+/* Moves the walk's warnings and directories to watch out of `s` into a
+ * struct of their own (malloc'ed; NULL when out of memory, and then they
+ * stay in `s`). */
+struct snapshot_extras *snapshot_take_extras(struct snapshot *s);
+/* Frees them, in `s` (for a snapshot that no longer needs them). */
+void snapshot_drop_extras(struct snapshot *s);
+void snapshot_extras_free(struct snapshot_extras *x);
 void snapshot_entry_fini(struct snap_entry *e);
 
 /* Path order in which a directory's descendants follow it directly:

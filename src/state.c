@@ -190,23 +190,17 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 {
 	char boot[64];
 	struct out *o = malloc(sizeof(*o));
+	const char *step;
 	int rc = 0;
 
 	if (o == NULL)
 		return -ENOMEM;
 	o->len = 0;
 	o->err = 0;
-	/* A fresh file: whatever sits at the temporary name (a hard link to
-	 * a file elsewhere, a FIFO) is unlinked, never opened. */
-	if (unlinkat(dfd, STATE_TMP, 0) < 0 && errno != ENOENT) {
-		free(o);
-		return -errno;
-	}
 	/* Private: it names what 0700 directories of the source hold. */
-	o->fd = openat(dfd, STATE_TMP,
-		       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	o->fd = fsutil_tmp_create(dfd, STATE_TMP, 0600, &step);
 	if (o->fd < 0) {
-		rc = -errno;
+		rc = o->fd;
 		free(o);
 		return rc;
 	}
@@ -241,16 +235,11 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 	}
 	out_str(o, "end\n");
 	out_flush(o);
-	rc = o->err;
-	if (close(o->fd) < 0 && rc == 0)
-		rc = -errno;
-	free(o);
 	/* No fsync: a state file lost in a crash names an older generation
 	 * (or none) and is simply not trusted on the next start. */
-	if (rc == 0 && renameat(dfd, STATE_TMP, dfd, STATE_FILE) < 0)
-		rc = -errno;
-	if (rc < 0)
-		unlinkat(dfd, STATE_TMP, 0);
+	rc = fsutil_tmp_commit(dfd, STATE_TMP, STATE_FILE, o->fd, o->err,
+			       &step);
+	free(o);
 	return rc;
 }
 
@@ -542,7 +531,8 @@ int state_error_save(int dfd, uint64_t when_ms, const char *msg)
 	char *cut = strndup(msg, STATE_ERROR_MAX);
 	char *esc = cut ? state_escape(cut) : NULL;
 	char *text = NULL;
-	int fd = -1, rc = 0;
+	const char *step;
+	int rc;
 
 	free(cut);
 	if (esc == NULL || asprintf(&text, ERROR_MAGIC "\ntime %" PRIu64
@@ -551,32 +541,10 @@ int state_error_save(int dfd, uint64_t when_ms, const char *msg)
 		return -ENOMEM;
 	}
 	free(esc);
-	/* A fresh file, as for the state: what sits at the temporary name
-	 * is unlinked, never opened. */
-	if (unlinkat(dfd, STATE_ERROR_TMP, 0) < 0 && errno != ENOENT)
-		rc = -errno;
-	if (rc == 0 && (fd = openat(dfd, STATE_ERROR_TMP,
-				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-					    O_CLOEXEC,
-				    0600)) < 0)
-		rc = -errno;
-	for (size_t off = 0, len = strlen(text); rc == 0 && off < len;) {
-		ssize_t w = write(fd, text + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			rc = w < 0 ? -errno : -EIO;
-		else
-			off += (size_t)w;
-	}
-	if (fd >= 0 && close(fd) < 0 && rc == 0)
-		rc = -errno;
 	/* No fsync: a record lost in a crash costs only what --status says
 	 * until the next failure or success. */
-	if (rc == 0 && renameat(dfd, STATE_ERROR_TMP, dfd, STATE_ERROR_FILE) < 0)
-		rc = -errno;
-	if (rc < 0 && fd >= 0)
-		unlinkat(dfd, STATE_ERROR_TMP, 0);
+	rc = fsutil_write_atomic(dfd, STATE_ERROR_TMP, STATE_ERROR_FILE, text,
+				 strlen(text), 0600, &step);
 	free(text);
 	return rc;
 }

@@ -12,10 +12,10 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "publish.h"
 #include "snapshot.h"
 #include "state.h"
 #include "status.h"
-#include "sync.h"
 #include "writer.h"
 
 /* A read torn by a change is tried this many times, as --once does. */
@@ -191,8 +191,8 @@ static char *foreign_why(const struct view *v)
 static void compare(struct view *v)
 {
 	const struct conf_sync *c = v->c;
-	struct writer_opts wo = sync_writer_opts(c, true);
-	struct snapshot_opts so = sync_snapshot_opts(c);
+	struct writer_opts wo = publish_writer_opts(c, true);
+	struct snapshot_opts so = publish_snapshot_opts(c);
 	struct writer *w = NULL;
 	char *err = NULL;
 	bool read_fail = false;
@@ -404,4 +404,20 @@ int status_show(const struct conf_sync *c, FILE *out, bool *ok)
 	free(v.comm);
 	free(v.err_msg);
 	return 0;
+}
+
+int status_show_all(const struct conf *conf, FILE *out)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < conf->nsyncs; i++) {
+		bool ok = false;
+		if (i > 0)
+			putc('\n', out);
+		if (status_show(&conf->syncs[i], out, &ok) < 0 || !ok)
+			rc = -EAGAIN;
+	}
+	if (fflush(out) != 0)
+		rc = -EIO;
+	return rc;
 }

@@ -17,4 +17,9 @@
  * for it.  0, or -ENOMEM. */
 int status_show(const struct conf_sync *c, FILE *out, bool *ok);
 
+/* --status: the blocks of every mapping of `conf` on `out`, a blank line
+ * between two.  0 when every target is in step; -EAGAIN when one is not;
+ * -EIO when `out` could not be written. */
+int status_show_all(const struct conf *conf, FILE *out);
+
 #endif

@@ -1,3 +1,31 @@
+/* One mapping at run time.  Its publishes go through these states, one
+ * publish at a time (the debounce timer starts one, and holds back the
+ * next until it is over):
+ *
+ *          fire                  prepared, with check_command
+ *   IDLE ---------> PUBLISHING ---------------------------> CHECKING
+ *    ^                  |                                passes |  | no
+ *    |                  | committed, unchanged or failed        v  v
+ *    +-- publish_finished <---------------------- COMMITTING  ABORTING
+ *
+ * PUBLISHING, COMMITTING and ABORTING are work items on libuv's thread
+ * pool; CHECKING runs a command from the loop.  Beside the state, the
+ * mapping's phase: STARTING until the start-up publish has been tried,
+ * then RUNNING, and STOPPING once sync_stop is called: the publish under
+ * way finishes (its check included), then the after-publish actions it
+ * made due run once, then
+ *
+ *   IDLE --stop_continue--> DRAINING --(none left)--> CLOSING --> freed
+ *
+ * DRAINING waits out the grace periods of superseded generations: the
+ * retire timer fires when the next is due and its removal runs on the
+ * thread pool, so no thread of the pool sleeps meanwhile; then the target
+ * is closed.  CLOSING closes the handles.
+ *
+ * Two things run beside the publishes: the removal of superseded
+ * generations (gc: one at a time, on the thread pool), and the
+ * after-publish actions (post: the reload signal and on_update, IDLE,
+ * RUNNING, or in BACKOFF after a failure until the retry timer fires). */
 #include "config.h"
 
 #include <errno.h>
@@ -10,12 +38,12 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "debounce.h"
+#include "debounce_timer.h"
 #include "hook.h"
 #include "ignore.h"
 #include "log.h"
+#include "publish.h"
 #include "snapshot.h"
-#include "state.h"
 #include "sync.h"
 #include "watch.h"
 #include "writer.h"
@@ -34,11 +62,27 @@ const double sync_bucket_bounds[SYNC_BUCKETS] = {
 	0.25,  0.5,    1,     2.5,  5,     10,
 };
 
-enum work_kind {
-	WORK_PUBLISH, /* snapshot, prepare, and commit unless checked */
-	WORK_COMMIT,  /* a checked generation goes live */
-	WORK_ABORT,   /* a vetoed generation goes */
-	WORK_FINAL, /* at stop: wait out the grace periods, close the target */
+/* The diagram at the top shows the transitions. */
+enum sync_state {
+	ST_IDLE,
+	ST_PUBLISHING, /* snapshot, prepare, and commit unless checked */
+	ST_CHECKING,   /* check_command runs on the prepared generation */
+	ST_COMMITTING, /* a checked generation goes live */
+	ST_ABORTING,   /* a vetoed generation goes */
+	ST_DRAINING,   /* at stop: grace periods run out, removals run */
+	ST_CLOSING,    /* the handles close */
+};
+
+enum sync_phase {
+	PH_STARTING, /* the start-up publish has not been tried yet */
+	PH_RUNNING,
+	PH_STOPPING,
+};
+
+enum post_state {
+	POST_IDLE,
+	POST_RUNNING, /* the reload signal is sent, on_update runs */
+	POST_BACKOFF, /* failed: post_retry runs them again */
 };
 
 /* What a publish ends with. */
@@ -53,7 +97,7 @@ struct sync {
 	struct conf_sync *c;
 	struct sync_opts o;
 	uv_loop_t *loop;
-	struct writer *w;
+	struct publish pub; /* the target, and what the last step left */
 	struct watch *watch;
 	struct watch *twatch; /* the target's name in its parent */
 	struct debounce_timer db;
@@ -64,42 +108,25 @@ struct sync {
 	/* Replaced generations are removed by a work item of their own, so
 	 * the next publish need not wait for a thousand unlinks. */
 	uv_work_t gc_work;
-	struct writer_gc *gc;	  /* being removed */
+	struct writer_gc *gc;	  /* being removed (NULL: no removal runs) */
 	struct writer_gc *gc_taken; /* waiting for that to finish */
-	bool gc_busy;
-	bool final_queued;	/* WORK_FINAL is queued or has run */
-	bool final_done;	/* WORK_FINAL has run */
-	enum work_kind kind;
-	bool busy;	    /* s->work is queued or running */
+	enum sync_state state;
+	enum sync_phase phase;
 	bool verify_due;    /* the next publish checks every live file */
-	bool work_verify;   /* and the one queued does */
-	bool pipeline;	    /* a publish is under way (work, check, commit) */
-	bool publish_after; /* a publish is due once the work in flight ends */
-	bool stopping;
-	bool started;
 	unsigned open_handles;
 	void (*stopped)(void *);
 	void *stopped_data;
 
 	/* Handed from the work thread to the loop thread. */
-	int rc;
-	bool source_failed; /* rc came from reading the source */
-	char *err;
-	struct snapshot *meta; /* watch list and warnings of the snapshot */
-	struct writer_pending *pending; /* prepared, waiting for the check */
-	struct writer_result res;
 	uint64_t retire_next;	     /* loop thread only */
 	uint64_t retire_next_work;   /* set by the work item */
 	bool may_take_gc;	     /* the loop has room for what is due */
 	struct writer_gc *gc_handed; /* taken by the work item */
 	uint64_t started_us, finished_us;
-	uint64_t scan_us_work;	     /* what the publish's look cost */
-	uint64_t scan_us;	     /* the same, on the loop thread */
+	uint64_t scan_us;	     /* what the last look cost */
 
-	/* check_command, while it runs */
-	struct hook *check;
 	/* on_update and the reload signal after a publish */
-	struct hook *post;
+	enum post_state post;
 	bool post_due;	      /* a publish the actions have not followed */
 	unsigned post_failures;
 	/* Paths changed by publishes that no run was given yet, and by
@@ -112,9 +139,6 @@ struct sync {
 
 	/* For logging once per change of state. */
 	char *last_err;
-	/* What the target's error file holds, for --status. */
-	char *recorded_err;
-	bool record_clear; /* known to hold none */
 	unsigned failures, torn;
 	bool source_missing;
 	bool watch_limited;
@@ -153,138 +177,34 @@ void sync_get_stats(const struct sync *s, struct sync_stats *st)
 	st->watch_limited = s->watch_limited;
 }
 
-struct writer_opts sync_writer_opts(const struct conf_sync *c, bool dry_run)
-{
-	struct writer_opts wo = {
-		.name = c->name,
-		.fsync = c->fsync,
-		.dry_run = dry_run,
-		.uid = c->uid,
-		.gid = c->gid,
-		.file_mode = c->file_mode,
-		.dir_mode = c->dir_mode,
-		.grace_ms = c->grace_ms,
-		.max_files = c->max_files,
-		.allow_empty = c->allow_empty,
-	};
-	return wo;
-}
-
-struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c)
-{
-	struct snapshot_opts so = {
-		.links = c->symlinks,
-		.exclude = c->ignore,
-		.follow_into = c->follow_into,
-		.nfollow_into = c->nfollow_into,
-		.max_files = c->max_files,
-		.max_bytes = c->max_bytes,
-	};
-	return so;
-}
-
 /* ---- on the thread pool ---- */
-
-/* The configured path is the target: one removed, or moved away, by an
- * operator is made anew (and locked anew) rather than left missing or
- * published into where it went. */
-static int check_target(struct sync *s)
-{
-	int rc = writer_check_target(s->w, &s->err);
-
-	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
-		return rc;
-	log_msg(LOG_LVL_WARN, s->c->name,
-		"target %s was %s; publishing it anew", s->c->target,
-		rc == -ENOENT ? "removed"
-			      : "moved away or replaced by another directory");
-	writer_close(s->w);
-	s->w = NULL;
-	return 0;
-}
-
-static void do_publish(struct sync *s)
-{
-	struct snapshot_opts so = sync_snapshot_opts(s->c);
-	struct snapshot *snap = NULL;
-
-	if (s->w && (s->rc = check_target(s)) < 0)
-		return;
-	if (s->w && s->work_verify)
-		writer_verify_next(s->w);
-	if (s->w == NULL) {
-		struct writer_opts wo = sync_writer_opts(s->c, s->o.dry_run);
-		s->rc = writer_open(s->c->target, &wo, &s->w, &s->err);
-		if (s->rc < 0)
-			return;
-	}
-	/* A followed link must not lead the walk back into the target. */
-	(void)writer_target_id(s->w, &so.avoid_dev, &so.avoid_ino);
-	s->rc = snapshot_take(s->c->source, &so, &snap, &s->err);
-	if (s->rc < 0) {
-		s->source_failed = true;
-		return;
-	}
-	uint64_t walked_us = clock_us(CLOCK_MONOTONIC);
-	/* Keep what the loop thread needs; the writer takes the rest. */
-	s->meta = NULL;
-	if (snapshot_open(NULL, &s->meta, NULL) == 0) {
-		s->meta->watch = snap->watch;
-		s->meta->nwatch = snap->nwatch;
-		s->meta->warn = snap->warn;
-		s->meta->nwarn = snap->nwarn;
-		snap->watch = NULL;
-		snap->warn = NULL;
-		snap->nwatch = snap->nwarn = 0;
-	}
-	s->rc = writer_prepare(s->w, snap, &s->pending, &s->res, &s->err);
-	/* What a re-scan costs: the walk, and the compare when it found
-	 * nothing to publish; copying what changed is the price of the
-	 * change, not of looking. */
-	s->scan_us_work = (s->rc == 0 && s->pending == NULL
-				   ? clock_us(CLOCK_MONOTONIC)
-				   : walked_us) -
-			  s->started_us;
-	/* With a check to pass, the generation waits for it. */
-	if (s->rc == 0 && s->pending && s->c->check_command == NULL) {
-		s->rc = writer_commit(s->w, s->pending, &s->res, &s->err);
-		s->pending = NULL;
-	}
-}
 
 static void on_work(uv_work_t *req)
 {
 	struct sync *s = req->data;
 
-	switch (s->kind) {
-	case WORK_PUBLISH:
+	switch (s->state) {
+	case ST_PUBLISHING:
 		s->started_us = clock_us(CLOCK_MONOTONIC);
-		do_publish(s);
+		publish_prepare(&s->pub);
 		break;
-	case WORK_COMMIT:
-		s->rc = writer_commit(s->w, s->pending, &s->res, &s->err);
-		s->pending = NULL;
+	case ST_COMMITTING:
+		publish_commit(&s->pub);
 		break;
-	case WORK_ABORT:
-		writer_abort(s->w, s->pending);
-		s->pending = NULL;
+	case ST_ABORTING:
+		publish_abort(&s->pub);
 		break;
-	case WORK_FINAL:
-		if (s->w == NULL)
-			break;
-		/* Readers keep their grace period even at shutdown. */
-		writer_retire_wait(s->w);
-		writer_close(s->w);
-		s->w = NULL;
-		break;
+	default:
+		abort(); /* no work item in the other states */
 	}
 	/* The loop thread reads retire_next meanwhile (a removal ending
 	 * re-arms the timer), so the work item hands its value over. */
 	s->retire_next_work = 0;
-	if (s->w && s->may_take_gc)
-		s->gc_handed = writer_gc_take(s->w, false, &s->retire_next_work);
-	else if (s->w)
-		s->retire_next_work = writer_next_due(s->w);
+	if (s->pub.w && s->may_take_gc)
+		s->gc_handed =
+			writer_gc_take(s->pub.w, false, &s->retire_next_work);
+	else if (s->pub.w)
+		s->retire_next_work = writer_next_due(s->pub.w);
 	s->finished_us = clock_us(CLOCK_MONOTONIC);
 }
 
@@ -295,6 +215,7 @@ static void on_gc(uv_work_t *req)
 	writer_gc_run(s->gc);
 }
 
+static void drain(struct sync *s);
 static void finish_stop(struct sync *s);
 static void gc_kick(struct sync *s);
 static void arm_retire(struct sync *s);
@@ -306,9 +227,8 @@ static void on_gc_done(uv_work_t *req, int status)
 	(void)status;
 	writer_gc_free(s->gc);
 	s->gc = NULL;
-	s->gc_busy = false;
-	if (s->stopping && s->final_done) {
-		finish_stop(s);
+	if (s->state == ST_DRAINING) {
+		drain(s);
 		return;
 	}
 	gc_kick(s);
@@ -318,14 +238,12 @@ static void on_gc_done(uv_work_t *req, int status)
 /* Starts removing what the last work item took, unless a removal runs. */
 static void gc_kick(struct sync *s)
 {
-	if (s->gc_busy || s->gc_taken == NULL)
+	if (s->gc || s->gc_taken == NULL)
 		return;
 	s->gc = s->gc_taken;
 	s->gc_taken = NULL;
-	s->gc_busy = true;
 	s->gc_work.data = s;
 	if (uv_queue_work(s->loop, &s->gc_work, on_gc, on_gc_done) < 0) {
-		s->gc_busy = false;
 		writer_gc_run(s->gc); /* cannot happen with a live loop */
 		writer_gc_free(s->gc);
 		s->gc = NULL;
@@ -336,53 +254,41 @@ static void gc_kick(struct sync *s)
 
 static void on_after_work(uv_work_t *req, int status);
 
-static void queue(struct sync *s, enum work_kind kind)
+/* Moves to `to`, a state whose step runs on the thread pool. */
+static void queue(struct sync *s, enum sync_state to)
 {
-	if (s->busy)
-		abort(); /* s->work is in flight: a logic error */
-	s->kind = kind;
-	s->busy = true;
+	s->state = to;
 	s->work.data = s;
 	s->may_take_gc = s->gc_taken == NULL;
 	s->gc_handed = NULL;
-	if (kind == WORK_PUBLISH) {
-		s->rc = 0;
-		s->source_failed = false;
+	if (to == ST_PUBLISHING) {
 		/* Handed to the work item, which owns the writer. */
-		s->work_verify = s->verify_due;
+		s->pub.verify = s->verify_due;
 		s->verify_due = false;
 	}
 	/* A write that never returns (a hung disk or NFS server) shows as a
 	 * publish that runs on and on. */
-	if (kind == WORK_PUBLISH || kind == WORK_COMMIT)
+	if (to == ST_PUBLISHING || to == ST_COMMITTING)
 		s->st.publish_started_ms = clock_wall_ms();
 	if (uv_queue_work(s->loop, &s->work, on_work, on_after_work) < 0) {
-		s->busy = false;
+		/* Cannot happen with a live loop. */
 		s->st.publish_started_ms = 0;
 		log_msg(LOG_LVL_ERROR, s->c->name, "cannot queue work");
 	}
-}
-
-static void start_publish(struct sync *s)
-{
-	s->pipeline = true;
-	queue(s, WORK_PUBLISH);
 }
 
 static void on_fire(struct debounce_timer *t)
 {
 	struct sync *s = (struct sync *)((char *)t - offsetof(struct sync, db));
 
-	if (s->stopping) {
+	if (s->phase == PH_STOPPING) {
 		debounce_done(&t->d);
 		return;
 	}
-	/* One work item at a time: a retire job in flight goes first. */
-	if (s->busy) {
-		s->publish_after = true;
-		return;
-	}
-	start_publish(s);
+	/* The debounce holds a publish running until publish_finished. */
+	if (s->state != ST_IDLE)
+		abort();
+	queue(s, ST_PUBLISHING);
 }
 
 static void on_watch(void *data, const char *name, int root)
@@ -397,7 +303,7 @@ static void on_watch(void *data, const char *name, int root)
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
 	    ignore_name_excluded(s->c->ignore, name))
 		return;
-	if (!s->stopping)
+	if (s->phase != PH_STOPPING)
 		debounce_timer_event(&s->db);
 }
 
@@ -407,13 +313,13 @@ static void on_target_watch(void *data, const char *name, int root)
 
 	/* Only the target's own name in its parent matters. */
 	(void)name;
-	if (root && !s->stopping)
+	if (root && s->phase != PH_STOPPING)
 		debounce_timer_event(&s->db);
 }
 
 void sync_rescan(struct sync *s)
 {
-	if (s->stopping)
+	if (s->phase == PH_STOPPING)
 		return;
 	s->st.rescans++;
 	/* A re-read not caused by a change also checks every live file. */
@@ -430,21 +336,29 @@ static void on_retire(uv_timer_t *h)
 {
 	struct sync *s = h->data;
 
+	if (s->state == ST_DRAINING) {
+		drain(s);
+		return;
+	}
 	/* Taking is cheap, so with no work item using the writer it is done
 	 * here; a publish under way takes what is due when it ends, and a
 	 * removal under way re-arms this when it is done. */
-	if (s->busy || s->pipeline || s->stopping || s->w == NULL ||
-	    s->gc_busy || s->gc_taken)
+	if (s->state != ST_IDLE || s->phase == PH_STOPPING ||
+	    s->pub.w == NULL || s->gc || s->gc_taken)
 		return;
-	s->gc_taken = writer_gc_take(s->w, false, &s->retire_next);
+	s->gc_taken = writer_gc_take(s->pub.w, false, &s->retire_next);
 	gc_kick(s);
 	arm_retire(s);
 }
 
 static void arm_retire(struct sync *s)
 {
+	/* At stop, drain() arms it. */
+	if (s->state == ST_DRAINING)
+		return;
 	/* While a removal runs, its end re-arms the timer. */
-	if (s->retire_next == 0 || s->stopping || s->gc_busy || s->gc_taken) {
+	if (s->retire_next == 0 || s->phase == PH_STOPPING || s->gc ||
+	    s->gc_taken) {
 		uv_timer_stop(&s->retire);
 		return;
 	}
@@ -485,7 +399,7 @@ static bool warned_before(struct sync *s, const char *key)
 }
 
 /* Logs the snapshot's warnings that the previous one did not have. */
-static void log_warnings(struct sync *s, const struct snapshot *m)
+static void log_warnings(struct sync *s, const struct snapshot_extras *m)
 {
 	char **now = calloc(m->nwarn ? m->nwarn : 1, sizeof(*now));
 	size_t n = 0;
@@ -538,7 +452,8 @@ static void log_limited(struct sync *s, int rc, const struct watch_result *r)
 			      : "");
 }
 
-static void update_watches(struct sync *s, const struct snapshot *m)
+static void update_watches(struct sync *s,
+			   const struct snapshot_extras *m)
 {
 	struct watch_result r;
 	int rc;
@@ -584,7 +499,10 @@ static void stop_continue(struct sync *s);
 
 static void on_post_retry(uv_timer_t *h)
 {
-	post_kick(h->data);
+	struct sync *s = h->data;
+
+	s->post = POST_IDLE;
+	post_kick(s);
 }
 
 static void post_result(struct sync *s, const char *failure)
@@ -614,15 +532,17 @@ static void post_result(struct sync *s, const char *failure)
 		hook_changes_fini(&s->post_given);
 		/* Retry, unless a newer publish runs them anyway; a stopping
 		 * daemon does not wait for retries. */
-		s->post_due = !s->stopping;
-		if (!s->stopping)
+		s->post_due = s->phase != PH_STOPPING;
+		if (s->post_due) {
+			s->post = POST_BACKOFF;
 			uv_timer_start(&s->post_retry, on_post_retry,
 				       backoff_ms(s->post_failures,
 						  BACKOFF_MIN_MS,
 						  BACKOFF_MAX_MS),
 				       0);
+		}
 	}
-	if (s->stopping) {
+	if (s->phase == PH_STOPPING) {
 		stop_continue(s);
 		return;
 	}
@@ -634,7 +554,7 @@ static void on_update_done(void *data, const struct hook_result *r)
 	struct sync *s = data;
 	char *failure = NULL;
 
-	s->post = NULL;
+	s->post = POST_IDLE;
 	if (!hook_ok(r)) {
 		char *why = hook_describe(r);
 		if (why == NULL || asprintf(&failure, "on_update %s", why) < 0)
@@ -650,20 +570,15 @@ static void on_update_done(void *data, const struct hook_result *r)
 /* Starts on_update, told about the paths in s->post_given. */
 static void post_start_on_update(struct sync *s)
 {
-	struct hook_vars hv = {
-		.name = s->c->name, .target = s->c->target,
-		.gen = s->generation, .changed = (long)s->post_given.n,
-		.changed_file = true, .incomplete = s->post_given.incomplete,
-		.pass = s->c->hook_env, .npass = s->c->nhook_env,
-	};
-	char **env = hook_env(&hv), **argv = NULL, *failure = NULL;
+	char **env = publish_update_env(s->c, s->generation, &s->post_given);
+	char **argv = NULL, *failure = NULL;
 	int fd = hook_changes_fd(&s->post_given);
 
 	if (fd < 0 && asprintf(&failure, "on_update: changed-paths file: %s",
 			       strerror(-fd)) < 0)
 		failure = NULL;
 	if (fd < 0 || env == NULL ||
-	    hook_split(s->c->on_update, &argv, NULL) < 0) {
+	    command_split(s->c->on_update, &argv, NULL) < 0) {
 		hook_env_free(env);
 		if (fd >= 0)
 			close(fd);
@@ -673,14 +588,12 @@ static void post_start_on_update(struct sync *s)
 	}
 	struct hook *h = NULL;
 	/* A command that cannot start reports through on_update_done at
-	 * once; s->post stays NULL then. */
-	s->post = (struct hook *)1;
+	 * once, which makes it POST_IDLE again. */
+	s->post = POST_RUNNING;
 	hook_run(s->loop, argv, env, fd, s->c->hook_timeout_s, on_update_done,
 		 s, &h);
-	if (s->post == (struct hook *)1)
-		s->post = h;
 	close(fd); /* the command has its own */
-	hook_argv_free(argv);
+	command_argv_free(argv);
 	hook_env_free(env);
 }
 
@@ -688,8 +601,7 @@ static void post_start_on_update(struct sync *s)
  * changes that come meanwhile coalesce into exactly one more run. */
 static void post_kick(struct sync *s)
 {
-	if (!s->post_due || s->post ||
-	    uv_is_active((uv_handle_t *)&s->post_retry))
+	if (!s->post_due || s->post != POST_IDLE)
 		return;
 	s->post_due = false;
 	/* This run consumes what came so far; what comes while it runs is
@@ -697,23 +609,11 @@ static void post_kick(struct sync *s)
 	hook_changes_fini(&s->post_given);
 	s->post_given = s->post_changed;
 	memset(&s->post_changed, 0, sizeof(s->post_changed));
-	if (s->c->reload_signal) {
-		char *failure = NULL;
-		int rc = s->c->reload_pidfile
-				 ? hook_signal_pidfile(s->c->reload_pidfile,
-						       s->c->reload_signal,
-						       &failure)
-				 : hook_signal_pidfd(s->reload_pidfd,
-						     s->c->reload_pid,
-						     s->c->reload_signal,
-						     &failure);
-		if (rc < 0) {
-			post_result(s, failure ? failure : "reload signal failed");
-			free(failure);
-			return;
-		}
-		log_msg(LOG_LVL_DEBUG, s->c->name, "sent reload signal %d",
-			s->c->reload_signal);
+	char *failure = NULL;
+	if (publish_signal(s->c, s->reload_pidfd, &failure) < 0) {
+		post_result(s, failure ? failure : "reload signal failed");
+		free(failure);
+		return;
 	}
 	if (s->c->on_update == NULL) {
 		post_result(s, NULL);
@@ -740,159 +640,170 @@ static void note_published(struct sync *s)
 			s->st.buckets[b]++;
 	log_msg(LOG_LVL_INFO, s->c->name,
 		"published %s (%zu added, %zu changed, %zu removed) in %.1f ms",
-		s->res.generation, s->res.added, s->res.changed,
-		s->res.removed, (double)us / 1000.0);
+		s->pub.res.generation, s->pub.res.added, s->pub.res.changed,
+		s->pub.res.removed, (double)us / 1000.0);
 	if (s->c->on_update)
-		hook_changes_add(&s->post_changed, s->res.paths,
-				 s->res.paths_len, false);
+		hook_changes_add(&s->post_changed, s->pub.res.paths,
+				 s->pub.res.paths_len, false);
 	if (s->c->on_update || s->c->reload_signal) {
+		/* Instead of a retry: the new publish runs them anyway. */
 		s->post_due = true;
 		uv_timer_stop(&s->post_retry);
+		if (s->post == POST_BACKOFF)
+			s->post = POST_IDLE;
 	}
 	free(s->generation);
-	s->generation = strdup(s->res.generation);
+	s->generation = strdup(s->pub.res.generation);
 }
 
-/* Keeps the target's error file in step with last_err, so that the
- * target itself tells why it lags: written when the error changes,
- * removed when publishing works again.  A target that cannot be opened
- * cannot hold it; the log has the error.  Small, and on the loop thread
- * between work items, when nothing else uses the writer. */
-static void record_error(struct sync *s)
+/* What the publish left, whatever its outcome: the live generation and
+ * the walk's warnings and directories. */
+static void note_result(struct sync *s)
 {
-	const char *msg = s->last_err;
-
-	if (s->w == NULL || s->o.dry_run ||
-	    (msg == NULL ? s->record_clear
-			 : s->recorded_err && strcmp(s->recorded_err, msg) == 0))
-		return;
-	int rc = writer_record_error(s->w, clock_wall_ms(), msg);
-	free(s->recorded_err);
-	s->recorded_err = rc == 0 && msg ? strdup(msg) : NULL;
-	s->record_clear = rc == 0 && msg == NULL;
-	if (rc < 0)
-		log_msg(LOG_LVL_DEBUG, s->c->name, "target %s: %s %s: %s",
-			s->c->target, msg ? "recording the error in" : "removing",
-			STATE_ERROR_FILE, strerror(-rc));
+	if (s->pub.res.published)
+		note_published(s);
+	else if (s->pub.res.generation && s->generation == NULL) {
+		/* Unchanged since before we started: what is live. */
+		s->generation = strdup(s->pub.res.generation);
+		s->st.last_publish_ms = clock_wall_ms();
+	}
+	if (s->pub.extras) {
+		log_warnings(s, s->pub.extras);
+		if (s->phase != PH_STOPPING)
+			update_watches(s, s->pub.extras);
+	}
 }
 
-static void publish_finished(struct sync *s, enum outcome out)
+static void finished_ok(struct sync *s)
+{
+	const char *name = s->c->name;
+	const struct writer_result *r = &s->pub.res;
+
+	if (s->failures > 0 || s->source_missing)
+		log_msg(LOG_LVL_INFO, name,
+			"publishing works again (after %u failed attempt%s)",
+			s->failures, s->failures == 1 ? "" : "s");
+	s->failures = s->torn = 0;
+	s->source_missing = false;
+	free(s->last_err);
+	s->last_err = NULL;
+	s->st.failing_since_ms = 0;
+	s->st.source_empty = false;
+	if (!r->published && s->o.dry_run)
+		log_msg(LOG_LVL_INFO, name,
+			"dry run: %zu added, %zu changed, %zu removed",
+			r->added, r->changed, r->removed);
+	else if (!r->published)
+		log_msg(LOG_LVL_DEBUG, name, "unchanged");
+	s->st.files = r->files;
+	s->st.bytes = r->bytes;
+	debounce_timer_done(&s->db);
+	post_kick(s);
+}
+
+/* The next change tries again; nothing is retried on its own (the same
+ * tree would be vetoed the same way). */
+static void finished_veto(struct sync *s)
+{
+	s->st.vetoes++;
+	if (s->st.failing_since_ms == 0)
+		s->st.failing_since_ms = clock_wall_ms();
+	free(s->last_err);
+	s->last_err = s->pub.err ? strdup(s->pub.err) : NULL;
+	debounce_timer_done(&s->db);
+}
+
+/* A file was being written: try again once it is quiet. */
+static void finished_torn(struct sync *s)
+{
+	s->torn++;
+	log_msg(s->torn == TORN_WARN ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+		s->c->name, "%s; retrying", s->pub.err);
+	debounce_done(&s->db.d);
+	uint64_t wait = backoff_ms(s->torn, 50, TORN_MAX_MS);
+	if (wait < s->c->debounce_ms)
+		wait = s->c->debounce_ms;
+	debounce_timer_retry(&s->db, wait);
+}
+
+/* Why publishing fails, once per change of the reason. */
+static void log_failure(struct sync *s, const char *msg, bool missing,
+			bool empty, bool locked)
 {
 	const char *name = s->c->name;
 
-	s->pipeline = false;
-	if (s->res.published)
-		note_published(s);
-	else if (s->res.generation && s->generation == NULL) {
-		/* Unchanged since before we started: what is live. */
-		s->generation = strdup(s->res.generation);
-		s->st.last_publish_ms = clock_wall_ms();
+	if (s->last_err && strcmp(s->last_err, msg) == 0) {
+		log_msg(LOG_LVL_DEBUG, name, "still failing: %s", msg);
+		return;
 	}
-	if (s->meta) {
-		log_warnings(s, s->meta);
-		if (!s->stopping)
-			update_watches(s, s->meta);
-		snapshot_free(s->meta);
-		s->meta = NULL;
-	}
+	if (missing)
+		log_msg(LOG_LVL_WARN, name, "%s; waiting for it to appear",
+			msg);
+	else if (empty)
+		log_msg(LOG_LVL_ERROR, name,
+			"%s; waiting for it to have content", msg);
+	else if (locked)
+		log_msg(LOG_LVL_ERROR, name,
+			"%s; waiting for it to stop, trying again every few "
+			"seconds",
+			msg);
+	else
+		log_msg(LOG_LVL_ERROR, name, "%s; retrying with backoff%s",
+			msg, log_hint(s->pub.rc));
+	free(s->last_err);
+	s->last_err = strdup(msg);
+}
+
+static void finished_error(struct sync *s)
+{
+	const char *msg = s->pub.err ? s->pub.err : strerror(-s->pub.rc);
+	bool missing = s->pub.rc == -ENOENT && s->pub.source_failed;
+	/* The target could not be opened: locked by another. */
+	bool locked = s->pub.rc == -EBUSY && s->pub.w == NULL;
+	/* An empty source (a lost mount?) waits for content. */
+	bool empty = s->pub.rc == -ENODATA;
+
+	s->failures++;
+	s->st.publish_errors++;
+	if (s->st.failing_since_ms == 0)
+		s->st.failing_since_ms = clock_wall_ms();
+	s->st.source_empty = empty;
+	log_failure(s, msg, missing, empty, locked);
+	s->source_missing = missing;
+	debounce_done(&s->db.d);
+	/* A missing source is also watched for through its parent; polling
+	 * only covers a parent that is missing too.  A target another
+	 * daemon lets go of is taken over soon. */
+	debounce_timer_retry(&s->db,
+			     backoff_ms(s->failures, BACKOFF_MIN_MS,
+					missing || locked || empty
+						? 5000u
+						: BACKOFF_MAX_MS));
+}
+
+/* PUBLISHING, COMMITTING or ABORTING -> IDLE. */
+static void publish_finished(struct sync *s, enum outcome out)
+{
+	s->state = ST_IDLE;
+	note_result(s);
 	switch (out) {
 	case OUT_OK:
-		if (s->failures > 0 || s->source_missing)
-			log_msg(LOG_LVL_INFO, name,
-				"publishing works again (after %u failed "
-				"attempt%s)",
-				s->failures, s->failures == 1 ? "" : "s");
-		s->failures = s->torn = 0;
-		s->source_missing = false;
-		free(s->last_err);
-		s->last_err = NULL;
-		s->st.failing_since_ms = 0;
-		s->st.source_empty = false;
-		if (!s->res.published && s->o.dry_run)
-			log_msg(LOG_LVL_INFO, name,
-				"dry run: %zu added, %zu changed, %zu removed",
-				s->res.added, s->res.changed, s->res.removed);
-		else if (!s->res.published)
-			log_msg(LOG_LVL_DEBUG, name, "unchanged");
-		s->st.files = s->res.files;
-		s->st.bytes = s->res.bytes;
-		debounce_timer_done(&s->db);
-		post_kick(s);
+		finished_ok(s);
 		break;
 	case OUT_VETO:
-		/* The next change tries again; nothing is retried on its own
-		 * (the same tree would be vetoed the same way). */
-		s->st.vetoes++;
-		if (s->st.failing_since_ms == 0)
-			s->st.failing_since_ms = clock_wall_ms();
-		free(s->last_err);
-		s->last_err = s->err ? strdup(s->err) : NULL;
-		debounce_timer_done(&s->db);
+		finished_veto(s);
 		break;
-	case OUT_TORN: {
-		/* A file was being written: try again once it is quiet. */
-		s->torn++;
-		log_msg(s->torn == TORN_WARN ? LOG_LVL_WARN : LOG_LVL_DEBUG,
-			name, "%s; retrying", s->err);
-		debounce_done(&s->db.d);
-		uint64_t wait = backoff_ms(s->torn, 50, TORN_MAX_MS);
-		if (wait < s->c->debounce_ms)
-			wait = s->c->debounce_ms;
-		debounce_timer_retry(&s->db, wait);
+	case OUT_TORN:
+		finished_torn(s);
+		break;
+	case OUT_ERROR:
+		finished_error(s);
 		break;
 	}
-	case OUT_ERROR: {
-		s->failures++;
-		s->st.publish_errors++;
-		if (s->st.failing_since_ms == 0)
-			s->st.failing_since_ms = clock_wall_ms();
-		const char *msg = s->err ? s->err : strerror(-s->rc);
-		bool missing = s->rc == -ENOENT && s->source_failed;
-		/* The target could not be opened: locked by another. */
-		bool locked = s->rc == -EBUSY && s->w == NULL;
-		/* An empty source (a lost mount?) waits for content. */
-		bool empty = s->rc == -ENODATA;
-		s->st.source_empty = empty;
-		if (s->last_err == NULL || strcmp(s->last_err, msg) != 0) {
-			if (missing)
-				log_msg(LOG_LVL_WARN, name,
-					"%s; waiting for it to appear", msg);
-			else if (empty)
-				log_msg(LOG_LVL_ERROR, name,
-					"%s; waiting for it to have content", msg);
-			else if (locked)
-				log_msg(LOG_LVL_ERROR, name,
-					"%s; waiting for it to stop, trying "
-					"again every few seconds",
-					msg);
-			else
-				log_msg(LOG_LVL_ERROR, name,
-					"%s; retrying with backoff%s", msg,
-					log_hint(s->rc));
-			free(s->last_err);
-			s->last_err = strdup(msg);
-		} else {
-			log_msg(LOG_LVL_DEBUG, name, "still failing: %s", msg);
-		}
-		s->source_missing = missing;
-		debounce_done(&s->db.d);
-		/* A missing source is also watched for through its parent;
-		 * polling only covers a parent that is missing too.  A
-		 * target another daemon lets go of is taken over soon. */
-		debounce_timer_retry(&s->db,
-				     backoff_ms(s->failures, BACKOFF_MIN_MS,
-						missing || locked || empty
-							? 5000u
-							: BACKOFF_MAX_MS));
-		break;
-	}
-	}
-	record_error(s);
-	free(s->err);
-	s->err = NULL;
-	writer_result_fini(&s->res);
-	if (!s->started) {
-		s->started = true;
+	publish_record_error(&s->pub, s->last_err);
+	publish_reset(&s->pub);
+	if (s->phase == PH_STARTING) {
+		s->phase = PH_RUNNING;
 		if (s->o.started)
 			s->o.started(s, s->o.data);
 	}
@@ -904,37 +815,25 @@ static void on_check_done(void *data, const struct hook_result *r)
 {
 	struct sync *s = data;
 
-	s->check = NULL;
 	if (hook_ok(r)) {
-		queue(s, WORK_COMMIT);
+		queue(s, ST_COMMITTING);
 		return;
 	}
-	free(s->err);
 	char *why = hook_describe(r);
-	if (why == NULL || asprintf(&s->err, "check_command vetoed %s: %s",
-				    writer_pending_dir(s->pending), why) < 0)
-		s->err = NULL;
+	publish_vetoed(&s->pub, why);
 	free(why);
 	log_msg(LOG_LVL_ERROR, s->c->name, "%s; the live generation stays",
-		s->err ? s->err : "veto");
-	s->rc = -ECANCELED;
-	queue(s, WORK_ABORT);
+		s->pub.err ? s->pub.err : "veto");
+	queue(s, ST_ABORTING);
 }
 
 /* Runs check_command against the prepared generation. */
 static void start_check(struct sync *s)
 {
 	char **argv = NULL;
-	const char *dir = writer_pending_dir(s->pending);
-	const char *gen = strrchr(dir, '/');
-	struct hook_vars hv = {
-		.name = s->c->name, .target = s->c->target,
-		.gen = gen ? gen + 1 : dir, .gen_dir = dir, .changed = -1,
-		.pass = s->c->hook_env, .npass = s->c->nhook_env,
-	};
-	char **env = hook_env(&hv);
+	char **env = publish_check_env(&s->pub);
 
-	if (env == NULL || hook_split(s->c->check_command, &argv, NULL) < 0) {
+	if (env == NULL || command_split(s->c->check_command, &argv, NULL) < 0) {
 		hook_env_free(env);
 		struct hook_result r = {.status = -1, .spawn_error = -ENOMEM,
 					.file = s->c->check_command,
@@ -943,68 +842,51 @@ static void start_check(struct sync *s)
 		return;
 	}
 	struct hook *h = NULL;
-	s->check = (struct hook *)1;
+	/* on_check_done moves on: now, when the command cannot start. */
+	s->state = ST_CHECKING;
 	hook_run(s->loop, argv, env, -1, s->c->hook_timeout_s, on_check_done,
 		 s, &h);
-	if (s->check == (struct hook *)1)
-		s->check = h;
-	hook_argv_free(argv);
+	command_argv_free(argv);
 	hook_env_free(env);
 }
 
 static void on_after_work(uv_work_t *req, int status)
 {
 	struct sync *s = req->data;
-	enum work_kind kind = s->kind;
 
 	(void)status;
-	s->busy = false;
 	s->st.publish_started_ms = 0;
-	if (kind != WORK_FINAL)
-		s->retire_next = s->retire_next_work;
-	if (kind == WORK_PUBLISH)
-		s->scan_us = s->scan_us_work;
+	s->retire_next = s->retire_next_work;
+	if (s->state == ST_PUBLISHING)
+		s->scan_us = s->pub.scan_us;
 	if (s->gc_handed) {
 		s->gc_taken = s->gc_handed; /* was NULL when the work started */
 		s->gc_handed = NULL;
 	}
-	switch (kind) {
-	case WORK_PUBLISH:
-		if (s->rc == 0 && s->pending) {
+	switch (s->state) {
+	case ST_PUBLISHING:
+		if (s->pub.rc == 0 && s->pub.pending) {
 			/* Prepared; the check decides, even at stop: the
 			 * publish under way is finished. */
 			start_check(s);
 			return;
 		}
-		publish_finished(s, s->rc == 0	       ? OUT_OK
-				    : s->rc == -EAGAIN ? OUT_TORN
-						       : OUT_ERROR);
+		publish_finished(s, s->pub.rc == 0	       ? OUT_OK
+				    : s->pub.rc == -EAGAIN ? OUT_TORN
+							   : OUT_ERROR);
 		break;
-	case WORK_COMMIT:
-		publish_finished(s, s->rc == 0 ? OUT_OK : OUT_ERROR);
+	case ST_COMMITTING:
+		publish_finished(s, s->pub.rc == 0 ? OUT_OK : OUT_ERROR);
 		break;
-	case WORK_ABORT:
+	case ST_ABORTING:
 		publish_finished(s, OUT_VETO);
 		break;
-	case WORK_FINAL:
-		s->final_done = true;
-		gc_kick(s);
-		if (!s->gc_busy)
-			finish_stop(s);
-		return;
+	default:
+		abort(); /* no work item in the other states */
 	}
 	gc_kick(s);
 	arm_retire(s);
-	if (s->stopping) {
-		if (s->publish_after) {
-			s->publish_after = false;
-			debounce_done(&s->db.d);
-		}
-		stop_continue(s);
-	} else if (s->publish_after && !s->busy) {
-		s->publish_after = false;
-		start_publish(s);
-	}
+	stop_continue(s);
 }
 
 int sync_start(uv_loop_t *loop, const struct conf_sync *c,
@@ -1021,6 +903,7 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	}
 	s->o = *o;
 	s->loop = loop;
+	publish_init(&s->pub, s->c, o->dry_run);
 	s->reload_pidfd = c->reload_pid ? hook_pidfd_open(c->reload_pid) : -1;
 	debounce_timer_init(loop, &s->db, c->debounce_ms, c->max_delay_ms,
 			    on_fire);
@@ -1058,7 +941,7 @@ static void on_handle_closed(uv_handle_t *h)
 		free(s->warned[i]);
 	free(s->warned);
 	free(s->last_err);
-	free(s->recorded_err);
+	publish_fini(&s->pub);
 	free(s->post_last_err);
 	hook_changes_fini(&s->post_changed);
 	hook_changes_fini(&s->post_given);
@@ -1088,15 +971,45 @@ static void on_watch_closed(void *data)
  * Whichever ends last queues the final work. */
 static void stop_continue(struct sync *s)
 {
-	if (!s->stopping || s->final_queued || s->busy || s->pipeline ||
-	    s->check || s->post)
+	if (s->phase != PH_STOPPING || s->state != ST_IDLE ||
+	    s->post == POST_RUNNING)
 		return;
 	if (s->post_due) {
 		post_kick(s); /* may end at once and come back here */
 		return;
 	}
-	s->final_queued = true;
-	queue(s, WORK_FINAL);
+	s->state = ST_DRAINING;
+	drain(s);
+}
+
+/* Readers keep their grace period even at stop: the retire timer fires
+ * when the next superseded generation is due, its removal runs on the
+ * thread pool (on_gc_done comes back here), and once none is left the
+ * target is closed and the handles with it. */
+static void drain(struct sync *s)
+{
+	uint64_t next = s->pub.w ? writer_next_due(s->pub.w) : 0;
+	uint64_t now = writer_now_ms();
+
+	if (s->gc || s->gc_taken) {
+		gc_kick(s);
+		return;
+	}
+	if (next != 0 && next <= now) {
+		s->gc_taken = writer_gc_take(s->pub.w, false, &next);
+		if (s->gc_taken) {
+			gc_kick(s);
+			return;
+		}
+	}
+	if (next != 0) {
+		uv_timer_start(&s->retire, on_retire,
+			       next > now ? next - now : 1, 0);
+		return;
+	}
+	publish_fini(&s->pub);
+	s->state = ST_CLOSING;
+	finish_stop(s);
 }
 
 static void on_twatch_closed(void *data)
@@ -1120,15 +1033,20 @@ static void finish_stop(struct sync *s)
 
 void sync_stop(struct sync *s, void (*done)(void *data), void *data)
 {
-	s->stopping = true;
+	/* The start-up publish will not be tried now. */
+	if (s->phase == PH_STARTING && s->o.started)
+		s->o.started(s, s->o.data);
+	s->phase = PH_STOPPING;
 	s->stopped = done;
 	s->stopped_data = data;
 	uv_timer_stop(&s->db.timer);
 	uv_timer_stop(&s->resync);
 	uv_timer_stop(&s->retire);
 	/* A failed on_update waiting for its retry is not run again. */
-	if (uv_is_active((uv_handle_t *)&s->post_retry))
+	if (s->post == POST_BACKOFF) {
 		s->post_due = false;
+		s->post = POST_IDLE;
+	}
 	uv_timer_stop(&s->post_retry);
 	stop_continue(s);
 }

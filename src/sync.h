@@ -10,23 +10,17 @@
 #include <uv.h>
 
 #include "conf.h"
-#include "snapshot.h"
-#include "writer.h"
 
 struct sync;
 struct watch_budget;
-
-/* How a mapping's configuration reads for the writer and the snapshot;
- * --once uses them too. */
-struct writer_opts sync_writer_opts(const struct conf_sync *c, bool dry_run);
-struct snapshot_opts sync_snapshot_opts(const struct conf_sync *c);
 
 struct sync_opts {
 	bool dry_run;
 	/* The inotify watches all the mappings share (NULL: no limit but
 	 * the kernel's). */
 	struct watch_budget *budget;
-	/* Called once, when the start-up publish has been attempted. */
+	/* Called once: when the start-up publish has been attempted, or
+	 * at sync_stop when it has not been. */
 	void (*started)(struct sync *s, void *data);
 	/* Called after every publish attempt. */
 	void (*changed)(struct sync *s, void *data);

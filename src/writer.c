@@ -362,15 +362,7 @@ static void detach_source(struct snapshot *s)
 		s->ext_fd = -1;
 	}
 	log_list_fini(&s->problems);
-	for (size_t i = 0; i < s->nwarn; i++)
-		free(s->warn[i].path);
-	for (size_t i = 0; i < s->nwatch; i++)
-		free(s->watch[i].path);
-	free(s->warn);
-	free(s->watch);
-	s->warn = NULL;
-	s->watch = NULL;
-	s->nwarn = s->warncap = s->nwatch = s->watchcap = 0;
+	snapshot_drop_extras(s);
 	for (size_t i = 0; i < s->n; i++) {
 		free(s->v[i].src);
 		s->v[i].src = NULL;

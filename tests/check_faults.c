@@ -478,8 +478,10 @@ START_TEST(test_short_of_file_descriptors)
 			break;
 	ck_assert_int_gt(tu_file_count(logpath, "Too many open files"), 0);
 	ck_assert_int_eq(kill(pid, 0), 0); /* still up */
-	/* Logged once, not at every retry. */
-	tu_nap(2500);
+	/* Logged once, not at every retry (each of which says it is still
+	 * failing, at debug level). */
+	struct tu_needle retried = {logpath, "still failing: ", 2};
+	ck_assert(tu_wait_for(tu_file_holds, &retried, 10000));
 	ck_assert_int_le(tu_file_count(logpath, "Too many open files; retrying"), 1);
 	/* A shallower tree fits: it converges without a restart. */
 	char *d0 = tu_path(src, "d");

@@ -57,6 +57,53 @@ static void same_inode(int fd, const char *path)
 	ck_assert(a.st_dev == b.st_dev && a.st_ino == b.st_ino);
 }
 
+/* What sits at the temporary name is never written through: a FIFO
+ * would block, a hard link would carry the text to another file. */
+START_TEST(test_write_atomic_replaces_whatever_holds_the_temporary_name)
+{
+	char *fifo = tu_path(tmp, "f.tmp"), *other = tu_path(tmp, "other");
+	char *final = tu_path(tmp, "f");
+	const char *step = NULL;
+	int dfd = open(tmp, O_RDONLY | O_DIRECTORY);
+	struct stat st;
+
+	ck_assert_int_ge(dfd, 0);
+	ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+	ck_assert_int_eq(fsutil_write_atomic(dfd, "f.tmp", "f", "one\n", 4,
+					     0640, &step),
+			 0);
+	char *got = tu_read(final, NULL);
+	ck_assert_str_eq(got, "one\n");
+	free(got);
+	/* Exactly the mode asked for, whatever the umask. */
+	mode_t old = umask(077);
+	tu_write(tmp, "other", "theirs\n", 0644);
+	ck_assert_int_eq(link(other, fifo), 0);
+	ck_assert_int_eq(fsutil_write_atomic(dfd, "f.tmp", "f", "two\n", 4,
+					     0644, &step),
+			 0);
+	umask(old);
+	ck_assert_int_eq(stat(final, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0644);
+	got = tu_read(other, NULL);
+	ck_assert_str_eq(got, "theirs\n");
+	free(got);
+	ck_assert_int_ne(access(fifo, F_OK), 0);
+	/* A failure names its step and leaves no temporary file. */
+	ck_assert_int_eq(unlink(final), 0);
+	tu_write(final, "x", "x", 0644);
+	ck_assert_int_eq(fsutil_write_atomic(dfd, "f.tmp", "f", "three\n", 6,
+					     0644, &step),
+			 -EISDIR);
+	ck_assert_str_eq(step, "rename");
+	ck_assert_int_ne(access(fifo, F_OK), 0);
+	close(dfd);
+	free(fifo);
+	free(other);
+	free(final);
+}
+END_TEST
+
 START_TEST(test_root_owned_links_are_followed)
 {
 	char *real = mkdir_in("real", 0755, -1);
@@ -322,6 +369,8 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_loops_and_files_on_the_way);
 	tcase_add_test(tc, test_links_on_a_read_only_mount_are_followed);
 	tcase_add_test(tc, test_flock_holder_is_found_in_proc_locks);
+	tcase_add_test(tc,
+		       test_write_atomic_replaces_whatever_holds_the_temporary_name);
 	suite_add_tcase(s, tc);
 	return s;
 }

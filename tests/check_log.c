@@ -206,6 +206,29 @@ START_TEST(test_level_and_format_names)
 }
 END_TEST
 
+/* Entries up to LOG_LIST_MAX are kept in order (the list grows by
+ * doubling); past it they are only counted. */
+START_TEST(test_list_keeps_entries_in_order_and_counts_the_rest)
+{
+	struct log_list l = {0};
+	size_t total = LOG_LIST_MAX + 5;
+
+	for (size_t i = 0; i < total; i++)
+		log_list_add(&l, "entry %zu", i);
+	ck_assert_uint_eq(log_list_count(&l), total);
+	ck_assert_uint_eq(l.n, LOG_LIST_MAX);
+	ck_assert_uint_ge(l.cap, l.n);
+	for (size_t i = 0; i < l.n; i++) {
+		char want[32];
+		snprintf(want, sizeof(want), "entry %zu", i);
+		ck_assert_str_eq(l.v[i], want);
+	}
+	log_list_fini(&l);
+	ck_assert_ptr_null(l.v);
+	ck_assert_uint_eq(l.cap, 0);
+}
+END_TEST
+
 static Suite *log_suite(void)
 {
 	Suite *s = suite_create("log");
@@ -218,6 +241,7 @@ static Suite *log_suite(void)
 	tcase_add_test(tc, test_escape_spells_names_as_text_lines_do);
 	tcase_add_test(tc, test_journal_format_only_when_stderr_is_the_stream);
 	tcase_add_test(tc, test_level_and_format_names);
+	tcase_add_test(tc, test_list_keeps_entries_in_order_and_counts_the_rest);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -19,6 +19,7 @@
 
 #define APP_UID 2003u
 
+static struct tu_fixture fx;
 static char *tmp, *src, *dst, *logpath;
 static pid_t pid;
 
@@ -26,25 +27,19 @@ static void setup(void)
 {
 	ck_assert_msg(tu_can_setuid(),
 		      "these tests act as other users: run them as root");
-	tmp = tu_mkdtemp();
-	ck_assert_int_eq(chmod(tmp, 0755), 0);
-	src = tu_path(tmp, "src");
-	dst = tu_path(tmp, "dst");
-	logpath = tu_path(tmp, "daemon.log");
-	tu_mkdirs(src, 0755);
+	tu_fixture_setup(&fx, TU_SHARED);
+	tmp = fx.tmp;
+	src = fx.src;
+	dst = fx.dst;
+	logpath = fx.log;
 	tu_write(src, "app.conf", "secret: no\n", 0644);
 	pid = 0;
 }
 
 static void teardown(void)
 {
-	if (pid > 0)
-		tu_kill(pid);
-	tu_rmrf(tmp);
-	free(src);
-	free(dst);
-	free(logpath);
-	free(tmp);
+	fx.pid = pid;
+	tu_fixture_teardown(&fx);
 }
 
 static int once_to(const char *source, const char *target, char **err)

@@ -58,8 +58,9 @@ static struct snapshot *take(enum snap_links mode)
 static int has_warning(const struct snapshot *s, const char *path,
 		       enum snap_warn kind)
 {
-	for (size_t i = 0; i < s->nwarn; i++)
-		if (strcmp(s->warn[i].path, path) == 0 && s->warn[i].kind == kind)
+	for (size_t i = 0; i < s->extras.nwarn; i++)
+		if (strcmp(s->extras.warn[i].path, path) == 0 &&
+		    s->extras.warn[i].kind == kind)
 			return 1;
 	return 0;
 }
@@ -138,6 +139,27 @@ START_TEST(test_reserved_names_are_skipped_dotfiles_kept)
 }
 END_TEST
 
+START_TEST(test_extras_are_taken_apart_from_the_entries)
+{
+	tu_write(src, "d/f", "x", 0644);
+	link_in("/etc/hostname", "out");
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	struct snapshot_extras *x = snapshot_take_extras(s);
+	ck_assert_ptr_nonnull(x);
+	ck_assert_uint_eq(x->nwarn, 1);
+	ck_assert_str_eq(x->warn[0].path, "out");
+	ck_assert_int_eq(x->warn[0].kind, SNAP_W_OUTSIDE);
+	ck_assert_uint_eq(x->nwatch, 2); /* the root and d */
+	/* Gone from the snapshot, whose entries stay. */
+	ck_assert_uint_eq(s->extras.nwarn, 0);
+	ck_assert_uint_eq(s->extras.nwatch, 0);
+	must_find(s, "d/f");
+	snapshot_free(s);
+	ck_assert_str_eq(x->watch[1].path, "d");
+	snapshot_extras_free(x);
+}
+END_TEST
+
 START_TEST(test_symlink_inside_is_copied_as_content)
 {
 	tu_write(src, "real/conf", "x", 0640);
@@ -152,7 +174,7 @@ START_TEST(test_symlink_inside_is_copied_as_content)
 	ck_assert_int_eq(e->type, SNAP_DIR);
 	e = must_find(s, "dirlink/conf");
 	ck_assert_str_eq(e->src, "real/conf");
-	ck_assert_uint_eq(s->nwarn, 0);
+	ck_assert_uint_eq(s->extras.nwarn, 0);
 	snapshot_free(s);
 }
 END_TEST
@@ -286,12 +308,12 @@ START_TEST(test_kubernetes_volume_as_source)
 	must_find(s, "tls");
 	e = must_find(s, "tls/cert.pem");
 	ck_assert_uint_eq(e->mode, 0600);
-	ck_assert_uint_eq(s->nwarn, 0);
+	ck_assert_uint_eq(s->extras.nwarn, 0);
 	/* The real directories behind the links are watched. */
 	int found = 0;
-	for (size_t i = 0; i < s->nwatch; i++)
-		found += strcmp(s->watch[i].path, "..2026_01_01_00_00_00.1/tls") == 0 ||
-			 strcmp(s->watch[i].path, "..2026_01_01_00_00_00.1") == 0;
+	for (size_t i = 0; i < s->extras.nwatch; i++)
+		found += strcmp(s->extras.watch[i].path, "..2026_01_01_00_00_00.1/tls") == 0 ||
+			 strcmp(s->extras.watch[i].path, "..2026_01_01_00_00_00.1") == 0;
 	ck_assert_int_eq(found, 2);
 	snapshot_free(s);
 }
@@ -378,8 +400,8 @@ static struct snapshot *take_excluding(enum snap_links mode,
 
 static bool watched(const struct snapshot *s, const char *dir)
 {
-	for (size_t i = 0; i < s->nwatch; i++)
-		if (strcmp(s->watch[i].path, dir) == 0)
+	for (size_t i = 0; i < s->extras.nwatch; i++)
+		if (strcmp(s->extras.watch[i].path, dir) == 0)
 			return true;
 	return false;
 }
@@ -468,7 +490,7 @@ START_TEST(test_excluded_links_are_not_read)
 		excludes((const char *const[]){".#*", "gone/", NULL});
 	struct snapshot *s = take_excluding(SNAP_LINKS_INSIDE, ig);
 	ck_assert_uint_eq(s->n, 0);
-	ck_assert_uint_eq(s->nwarn, 1);
+	ck_assert_uint_eq(s->extras.nwarn, 1);
 	ck_assert(has_warning(s, "gone", SNAP_W_DANGLING));
 	snapshot_free(s);
 	ignore_free(ig);
@@ -481,11 +503,11 @@ START_TEST(test_watch_list_covers_every_directory)
 	tu_write(src, "x/f", "x", 0644);
 	struct snapshot *s = take(SNAP_LINKS_INSIDE);
 	const char *want[] = {"", "a", "a/b", "a/b/c", "x"};
-	ck_assert_uint_eq(s->nwatch, 5);
+	ck_assert_uint_eq(s->extras.nwatch, 5);
 	for (size_t i = 0; i < 5; i++) {
 		int ok = 0;
-		for (size_t k = 0; k < s->nwatch; k++)
-			ok |= strcmp(s->watch[k].path, want[i]) == 0;
+		for (size_t k = 0; k < s->extras.nwatch; k++)
+			ok |= strcmp(s->extras.watch[k].path, want[i]) == 0;
 		ck_assert_msg(ok, "%s not watched", want[i]);
 	}
 	snapshot_free(s);
@@ -612,7 +634,7 @@ START_TEST(test_reserved_names_warn_unless_a_layout_of_their_own)
 	struct snapshot *s = take(SNAP_LINKS_INSIDE);
 	ck_assert(has_warning(s, "..hidden", SNAP_W_RESERVED));
 	ck_assert(has_warning(s, "d/..inner", SNAP_W_RESERVED));
-	ck_assert_uint_eq(s->nwarn, 2);
+	ck_assert_uint_eq(s->extras.nwarn, 2);
 	snapshot_free(s);
 }
 END_TEST
@@ -647,8 +669,8 @@ START_TEST(test_follow_into_named_directories_only)
 	ck_assert(has_warning(s, "sneaky", SNAP_W_OUTSIDE));
 	/* Where they lead is watched. */
 	int watched = 0;
-	for (size_t i = 0; i < s->nwatch; i++)
-		watched |= strstr(s->watch[i].path, "archive/example.org") != NULL;
+	for (size_t i = 0; i < s->extras.nwatch; i++)
+		watched |= strstr(s->extras.watch[i].path, "archive/example.org") != NULL;
 	ck_assert(watched);
 	snapshot_free(s);
 	/* Without it, the links lead outside and are skipped. */
@@ -725,6 +747,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_path_order_keeps_descendants_together);
+	tcase_add_test(tc, test_extras_are_taken_apart_from_the_entries);
 	tcase_add_test(tc, test_walk_is_sorted_with_dirs_before_children);
 	tcase_add_test(tc, test_large_directory_is_read_whole);
 	tcase_add_test(tc, test_reserved_names_are_skipped_dotfiles_kept);

@@ -17,31 +17,25 @@
 
 #define OTHER 2003u
 
+static struct tu_fixture fx;
 static char *tmp, *src, *dst, *logpath, *conf;
 static pid_t pid;
 
 static void setup(void)
 {
-	tmp = tu_mkdtemp();
-	ck_assert_int_eq(chmod(tmp, 0755), 0);
-	src = tu_path(tmp, "src");
-	dst = tu_path(tmp, "dst");
-	logpath = tu_path(tmp, "daemon.log");
-	conf = tu_path(tmp, "atomsync.conf");
-	tu_mkdirs(src, 0755);
+	tu_fixture_setup(&fx, TU_SHARED);
+	tmp = fx.tmp;
+	src = fx.src;
+	dst = fx.dst;
+	logpath = fx.log;
+	conf = fx.conf;
 	pid = 0;
 }
 
 static void teardown(void)
 {
-	if (pid > 0)
-		tu_kill(pid);
-	tu_rmrf(tmp);
-	free(src);
-	free(dst);
-	free(logpath);
-	free(conf);
-	free(tmp);
+	fx.pid = pid;
+	tu_fixture_teardown(&fx);
 }
 
 static int once(void)
@@ -316,9 +310,7 @@ static int missing(void *arg)
 
 static void wait_log(const char *text)
 {
-	struct tu_needle n = {logpath, text, 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 70000), "%s",
-		      tu_read(logpath, NULL));
+	tu_wait_text(logpath, text, 1, 70000, logpath);
 }
 
 /* Under a running daemon whose mapping fails: the error it recorded,
@@ -384,10 +376,10 @@ END_TEST
 START_TEST(test_control_bytes_are_escaped)
 {
 	char *out, *err;
-	free(src);
-	free(dst);
-	src = tu_path(tmp, "src\x1b[2J\nx");
-	dst = tu_path(tmp, "dst\x9b\tx");
+	free(fx.src);
+	free(fx.dst);
+	src = fx.src = tu_path(tmp, "src\x1b[2J\nx");
+	dst = fx.dst = tu_path(tmp, "dst\x9b\tx");
 	tu_write(src, "a", "1", 0644);
 	ck_assert_int_eq(once(), 0);
 	ck_assert_int_eq(status(&out, &err), 0);
@@ -438,8 +430,8 @@ START_TEST(test_what_other_users_wrote_is_not_believed)
 	char *mine = tu_path(tmp, "mine");
 	tu_mkdirs(mine, 0755);
 	ck_assert_int_eq(chown(mine, OTHER, OTHER), 0);
-	free(dst);
-	dst = tu_path(mine, "dst");
+	free(fx.dst);
+	dst = fx.dst = tu_path(mine, "dst");
 	const char *o[] = {tu_bin(), "--source", src, "--target", dst, "--once",
 			   NULL};
 	ck_assert_int_eq(tu_run_as(OTHER, o, NULL, NULL, 20000), 0);

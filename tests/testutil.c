@@ -830,3 +830,72 @@ void tu_rmdeep(const char *dir, const char *name)
 	}
 	close(fd);
 }
+
+/* The end of a daemon's log, on stderr, for a test about to fail. */
+static void print_log_tail(const char *logfile)
+{
+	char *log = tu_read(logfile, NULL);
+	size_t n = log ? strlen(log) : 0;
+
+	fprintf(stderr, "%s\n", log ? log + (n > 8000 ? n - 8000 : 0) : "");
+	free(log);
+}
+
+void tu_wait_text(const char *file, const char *text, int count, int ms,
+		  const char *logfile)
+{
+	struct tu_needle n = {file, text, count};
+
+	if (tu_wait_for(tu_file_holds, &n, ms))
+		return;
+	print_log_tail(logfile);
+	ck_abort_msg("%s never held '%s' x%d", file, text, count);
+}
+
+void tu_converge(const char *src, const char *dst, int ms,
+		 const char *logfile)
+{
+	struct tu_pair p = {src, dst};
+
+	if (tu_wait_for(tu_trees_equal, &p, ms))
+		return;
+	char *why = tu_diff_trees(src, dst);
+	print_log_tail(logfile);
+	ck_abort_msg("target %s did not converge: %s", dst, why);
+}
+
+void tu_stop(pid_t *pid, int ms)
+{
+	ck_assert_msg(kill(*pid, 0) == 0, "the daemon is gone");
+	ck_assert_int_eq(kill(*pid, SIGTERM), 0);
+	int st = tu_wait_exit(*pid, ms);
+	if (st != -1)
+		*pid = 0; /* reaped */
+	ck_assert_msg(st == 0, "daemon exit status %d", st);
+}
+
+void tu_fixture_setup(struct tu_fixture *f, unsigned flags)
+{
+	f->tmp = flags & TU_FAST ? tu_mkdtemp_fast() : tu_mkdtemp();
+	if (flags & TU_SHARED)
+		ck_assert_int_eq(chmod(f->tmp, 0755), 0);
+	f->src = tu_path(f->tmp, "src");
+	f->dst = tu_path(f->tmp, "dst");
+	f->log = tu_path(f->tmp, "daemon.log");
+	f->conf = tu_path(f->tmp, "atomsync.conf");
+	tu_mkdirs(f->src, 0755);
+	f->pid = 0;
+}
+
+void tu_fixture_teardown(struct tu_fixture *f)
+{
+	if (f->pid > 0)
+		tu_kill(f->pid);
+	tu_rmrf(f->tmp);
+	free(f->src);
+	free(f->dst);
+	free(f->log);
+	free(f->conf);
+	free(f->tmp);
+	memset(f, 0, sizeof(*f));
+}

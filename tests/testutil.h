@@ -109,6 +109,33 @@ struct tu_needle {
 /* arg is a struct tu_needle: `text` occurs `count` times or more. */
 int tu_file_holds(void *arg);
 
+/* The fixture of a test that runs atomsyncd: a fresh temporary directory
+ * (TU_FAST: on tmpfs when it can; TU_SHARED: mode 0755, for other uids to
+ * reach) with src/ made in it, and the paths dst, daemon.log and
+ * atomsync.conf there; pid is the daemon's, killed at teardown if it
+ * still runs. */
+struct tu_fixture {
+	char *tmp, *src, *dst, *log, *conf;
+	pid_t pid;
+};
+#define TU_FAST 0x1u
+#define TU_SHARED 0x2u
+void tu_fixture_setup(struct tu_fixture *f, unsigned flags);
+void tu_fixture_teardown(struct tu_fixture *f);
+
+/* For tests that run the daemon, with its log in `logfile`: each waits
+ * with a deadline and, when it passes, prints the end of the log and
+ * fails the test. */
+/* `file` holds `text` `count` times or more. */
+void tu_wait_text(const char *file, const char *text, int count, int ms,
+		  const char *logfile);
+/* dst mirrors src (tu_diff_trees); the failure names the difference. */
+void tu_converge(const char *src, const char *dst, int ms,
+		 const char *logfile);
+/* SIGTERM to *pid, which must exit with status 0 within ms; *pid is 0
+ * once it has been waited for. */
+void tu_stop(pid_t *pid, int ms);
+
 /* A loopback TCP port nothing listens on: the kernel's choice for 0. */
 int tu_free_port(void);
 /* Reads what comes back on fd (at most 64 KiB) until the peer closes or

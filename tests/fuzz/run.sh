@@ -50,15 +50,15 @@ cc=${FUZZ_CC:-clang}
 ar=${AR:-ar}
 # The library code the targets reach, never the daemon's event loop
 # (sync, watch, debounce, notify, main).
-sources=${FUZZ_SOURCES:-log fsutil ignore snapshot state writer conf hook}
+sources=${FUZZ_SOURCES:-log fsutil ignore snapshot state writer conf command}
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="-std=c11 -g -O1 -fno-omit-frame-pointer $san -Wall -Wextra ${FUZZ_CFLAGS:-}"
 
 command -v "$cc" >/dev/null 2>&1 || skip "$cc not found"
 command -v "$ar" >/dev/null 2>&1 || skip "$ar not found"
 command -v pkg-config >/dev/null 2>&1 || skip "pkg-config not found"
-# conf.c uses inih; hook.c, which conf.c uses, includes uv.h.
-pkgs="inih libuv"
+# conf.c uses inih; nothing the targets need uses libuv.
+pkgs="inih"
 for p in $pkgs; do
 	pkg-config --exists "$p" || skip "$p (pkg-config $p) not found"
 done

@@ -1,0 +1,26 @@
+/* The command lines of a mapping's commands (check_command, on_update)
+ * and the words of its hook_env, as the config checks them and hook.c
+ * runs them; nothing here starts a process. */
+#ifndef ATOMSYNC_COMMAND_H
+#define ATOMSYNC_COMMAND_H
+
+/* Splits a command line into words: blanks separate, '...' is literal,
+ * "..." allows \" \\ \$ \`, a backslash quotes the next character.  No
+ * expansion, no globbing.  *argv is NULL-terminated; free with
+ * command_argv_free(). */
+int command_split(const char *cmd, char ***argv, char **err);
+void command_argv_free(char **argv);
+
+/* The first shell syntax in cmd that command_split takes literally (outside
+ * single quotes: > < | ; & $VAR $(...) `...`), quoted for a message
+ * ("'>'", "'$HOME'"; malloc'ed), or NULL when there is none, when cmd
+ * does not split, or when it runs a shell with -c (sh, bash, dash,
+ * after env and its NAME=value words), which reads the syntax itself. */
+char *command_shell_syntax(const char *cmd);
+
+/* Whether `word` is a valid hook_env word (NAME or NAME=value, NAME made
+ * of letters, digits and '_', not starting with a digit nor with
+ * ATOMSYNC_); 0, or -EINVAL with *err saying why. */
+int command_env_check(const char *word, char **err);
+
+#endif

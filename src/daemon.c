@@ -1,0 +1,621 @@
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "array.h"
+#include "clock.h"
+#include "conf.h"
+#include "daemon.h"
+#include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "sync.h"
+#include "watch.h"
+
+/* TERM, INT, HUP and USR1 */
+#define NSIGNALS 4
+
+struct daemon {
+	uv_loop_t loop;
+	uv_signal_t sig[NSIGNALS];
+	uv_timer_t status; /* coalesces STATUS= and metrics file updates */
+	struct notify *notify;
+	struct metrics *http;
+	char *http_listen; /* what http listens on */
+	double start_time;
+	uint64_t reloads, reload_failures;
+	bool reloading;	   /* READY=1 is owed once the reload is done */
+	struct daemon_opts o;
+	struct conf *conf;
+	struct sync **syncs;
+	size_t nsyncs, syncscap;
+	bool stopping;
+	size_t stops_pending;
+	/* A reload waits for stopped mappings before starting new ones. */
+	struct conf *next;
+	size_t starting; /* start-up publishes not yet attempted */
+	struct watch_budget *budget; /* inotify watches, for all mappings */
+	const char *budget_from;     /* where its maximum came from */
+	char *metrics_file_err; /* what was last logged about metrics_file */
+};
+
+static void collect(void *data, struct metrics_view *v)
+{
+	struct daemon *d = data;
+
+	v->start_time = d->start_time;
+	v->now_ms = clock_wall_ms();
+	v->reloads = d->reloads;
+	v->reload_failures = d->reload_failures;
+	v->unhealthy_after_s = d->conf->unhealthy_after_s;
+	v->max_watches = watch_budget_max(d->budget);
+	v->watches = watch_budget_used(d->budget);
+	v->syncs = calloc(d->nsyncs ? d->nsyncs : 1, sizeof(*v->syncs));
+	if (v->syncs == NULL)
+		return;
+	for (size_t i = 0; i < d->nsyncs; i++) {
+		v->syncs[i].name = sync_name(d->syncs[i]);
+		sync_get_stats(d->syncs[i], &v->syncs[i].st);
+	}
+	v->n = d->nsyncs;
+}
+
+static void write_metrics_file(struct daemon *d)
+{
+	const char *path = d->conf->metrics_file;
+	struct metrics_view v = {0};
+	char *text, *err = NULL, *line = NULL;
+
+	if (path == NULL)
+		return;
+	collect(d, &v);
+	text = metrics_render(&v);
+	free(v.syncs);
+	int rc = text ? metrics_write_file(path, text, &err) : -ENOMEM;
+	free(text);
+	/* Written after every publish attempt: logged once per change. */
+	if (rc < 0 && asprintf(&line, "metrics_file %s: %s; nothing written",
+			       path, err ? err : strerror(-rc)) < 0)
+		line = NULL;
+	free(err);
+	if (line && (d->metrics_file_err == NULL ||
+		     strcmp(line, d->metrics_file_err) != 0))
+		log_error("%s", line);
+	else if (rc == 0 && d->metrics_file_err)
+		log_info("metrics_file %s: written again", path);
+	free(d->metrics_file_err);
+	d->metrics_file_err = line;
+}
+
+/* (Re)starts the HTTP endpoint when metrics_listen says so. */
+static void apply_http(struct daemon *d)
+{
+	const char *want = d->stopping ? NULL : d->conf->metrics_listen;
+	char *err = NULL;
+
+	if (want && d->http_listen && strcmp(want, d->http_listen) == 0)
+		return;
+	if (d->http) {
+		metrics_http_stop(d->http);
+		d->http = NULL;
+		free(d->http_listen);
+		d->http_listen = NULL;
+	}
+	if (want == NULL)
+		return;
+	int rc = metrics_http_start(&d->loop, want, d->conf->unhealthy_after_s,
+				    collect, d, &d->http, &err);
+	if (rc < 0) {
+		log_error("%s; no HTTP metrics until the next reload%s",
+			  err ? err : strerror(-rc), log_hint(rc));
+		free(err);
+		return;
+	}
+	d->http_listen = strdup(want);
+	log_info("serving /metrics and /healthz on %s", want);
+}
+
+/* "web: ..2026_11_25_16_04_05.123 at 16:04:05; api: error: ..." */
+static void update_status(uv_timer_t *h)
+{
+	struct daemon *d = h->data;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return;
+	if (d->nsyncs == 0)
+		fprintf(f, "no mappings");
+	for (size_t i = 0; i < d->nsyncs; i++) {
+		struct sync_stats st;
+		sync_get_stats(d->syncs[i], &st);
+		fprintf(f, "%s%s: ", i ? "; " : "", sync_name(d->syncs[i]));
+		if (st.last_error)
+			fprintf(f, "error: %.80s", st.last_error);
+		else if (st.generation) {
+			time_t t = (time_t)(st.last_publish_ms / 1000);
+			struct tm tm;
+			char hhmmss[16] = "";
+			if (localtime_r(&t, &tm))
+				strftime(hhmmss, sizeof(hhmmss), "%H:%M:%S", &tm);
+			fprintf(f, "%s at %s", st.generation, hhmmss);
+		} else
+			fprintf(f, "starting");
+		if (st.watch_limited)
+			fprintf(f, ", re-scanning every %.1f s",
+				(double)st.rescan_interval_ms / 1000.0);
+	}
+	fclose(f);
+	notify_status(d->notify, text);
+	free(text);
+	write_metrics_file(d);
+}
+
+static void status_soon(struct daemon *d)
+{
+	if (!uv_is_active((uv_handle_t *)&d->status))
+		uv_timer_start(&d->status, update_status, 200, 0);
+}
+
+/* Once every start-up publish has been tried, which went through and
+ * which did not: "2 of 3 mappings published; failing: web; watching". */
+static void log_started(struct daemon *d)
+{
+	char *failing = NULL, *torn = NULL;
+	size_t flen = 0, tlen = 0, ok = 0;
+	FILE *ff = open_memstream(&failing, &flen);
+	FILE *ft = open_memstream(&torn, &tlen);
+
+	for (size_t i = 0; ff && ft && i < d->nsyncs; i++) {
+		struct sync_stats st;
+		sync_get_stats(d->syncs[i], &st);
+		FILE *f = st.last_error ? ff : st.torn ? ft : NULL;
+		if (f)
+			fprintf(f, "%s%s", ftell(f) > 0 ? ", " : "",
+				sync_name(d->syncs[i]));
+		else
+			ok++;
+	}
+	if (ff)
+		fclose(ff);
+	if (ft)
+		fclose(ft);
+	log_info("%zu of %zu mapping%s %s%s%s%s%s; watching", ok, d->nsyncs,
+		 d->nsyncs == 1 ? "" : "s",
+		 d->o.dry_run ? "checked (dry run)" : "published",
+		 failing && *failing ? "; failing: " : "",
+		 failing ? failing : "",
+		 torn && *torn ? "; source still changing: " : "",
+		 torn ? torn : "");
+	free(failing);
+	free(torn);
+}
+
+/* READY=1 once every mapping's start-up publish has been attempted, at
+ * start and after a reload. */
+static void maybe_ready(struct daemon *d)
+{
+	if (d->starting > 0 || d->stops_pending > 0 || d->stopping)
+		return;
+	if (d->reloading) {
+		d->reloading = false;
+		log_info("reload done");
+	} else {
+		log_started(d);
+	}
+	update_status(&d->status);
+	notify_ready(d->notify);
+}
+
+static void on_started(struct sync *s, void *data)
+{
+	struct daemon *d = data;
+
+	(void)s;
+	if (d->starting > 0 && --d->starting == 0)
+		maybe_ready(d);
+}
+
+static void on_changed(struct sync *s, void *data)
+{
+	(void)s;
+	status_soon(data);
+}
+
+static int start_sync(struct daemon *d, const struct conf_sync *c)
+{
+	struct sync_opts so = {
+		.dry_run = d->o.dry_run,
+		.budget = d->budget,
+		.started = on_started,
+		.changed = on_changed,
+		.data = d,
+	};
+	struct sync *s = NULL;
+	int rc = sync_start(&d->loop, c, &so, &s);
+
+	if (rc < 0) {
+		log_msg(LOG_LVL_ERROR, c->name, "cannot start: %s",
+			strerror(-rc));
+		return rc;
+	}
+	if (array_grow(&d->syncs, &d->syncscap, d->nsyncs,
+		       sizeof(*d->syncs)) < 0) {
+		sync_stop(s, NULL, NULL);
+		return -ENOMEM;
+	}
+	d->syncs[d->nsyncs++] = s;
+	d->starting++;
+	return 0;
+}
+
+/* The last handles: once they are closed the loop ends. */
+static void close_signals(struct daemon *d)
+{
+	for (size_t i = 0; i < NSIGNALS; i++)
+		uv_close((uv_handle_t *)&d->sig[i], NULL);
+	uv_close((uv_handle_t *)&d->status, NULL);
+	notify_close(d->notify);
+	d->notify = NULL;
+	apply_http(d);
+}
+
+static void apply_next(struct daemon *d);
+
+static void on_sync_stopped(void *data)
+{
+	struct daemon *d = data;
+
+	if (--d->stops_pending > 0)
+		return;
+	if (d->stopping) {
+		close_signals(d);
+		return;
+	}
+	apply_next(d);
+}
+
+static void remove_sync(struct daemon *d, size_t i)
+{
+	struct sync *s = d->syncs[i];
+
+	d->syncs[i] = d->syncs[--d->nsyncs];
+	d->stops_pending++;
+	sync_stop(s, on_sync_stopped, d);
+}
+
+static void shutdown_all(struct daemon *d)
+{
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	log_info("stopping");
+	notify_stopping(d->notify);
+	conf_free(d->next);
+	d->next = NULL;
+	if (d->nsyncs == 0 && d->stops_pending == 0) {
+		close_signals(d);
+		return;
+	}
+	while (d->nsyncs > 0)
+		remove_sync(d, d->nsyncs - 1);
+}
+
+static const struct conf_sync *find_conf(const struct conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->nsyncs; i++)
+		if (strcmp(c->syncs[i].name, name) == 0)
+			return &c->syncs[i];
+	return NULL;
+}
+
+/* The watches all mappings may take: max_watches, or half of the
+ * kernel's limit as it is now (an administrator may have raised it). */
+static size_t max_watches(const struct conf *c, const char **from)
+{
+	bool kernel = false;
+
+	if (c->max_watches) {
+		*from = "max_watches";
+		return c->max_watches;
+	}
+	size_t max = watch_default_max(&kernel);
+	*from = kernel ? "half of fs.inotify.max_user_watches"
+		       : "fs.inotify.max_user_watches cannot be read";
+	return max;
+}
+
+/* After a reload, before new mappings start: with a new maximum, every
+ * mapping that runs on re-scans, so that one over it gives watches back
+ * and one short of them takes more; otherwise those short of them look
+ * now for what stopped mappings gave back. */
+static void apply_budget(struct daemon *d, const struct conf *n)
+{
+	const char *from;
+	size_t max = max_watches(n, &from);
+	bool changed = max != watch_budget_max(d->budget);
+
+	if (changed) {
+		watch_budget_set_max(d->budget, max);
+		log_info("using at most %zu inotify watches (%s); re-scanning "
+			 "every mapping",
+			 max, from);
+	}
+	for (size_t i = 0; i < d->nsyncs; i++) {
+		struct sync_stats st;
+		sync_get_stats(d->syncs[i], &st);
+		if (changed || st.watch_limited)
+			sync_rescan(d->syncs[i]);
+	}
+}
+
+/* Starts the mappings of d->next that are not running (all stopped ones
+ * have finished stopping), and makes it the current config. */
+static void apply_next(struct daemon *d)
+{
+	struct conf *n = d->next;
+
+	if (n == NULL)
+		return;
+	d->next = NULL;
+	apply_budget(d, n);
+	for (size_t i = 0; i < n->nsyncs; i++) {
+		bool running = false;
+		for (size_t k = 0; k < d->nsyncs; k++)
+			running |= strcmp(sync_name(d->syncs[k]),
+					  n->syncs[i].name) == 0;
+		if (!running) {
+			log_msg(LOG_LVL_INFO, n->syncs[i].name, "starting");
+			start_sync(d, &n->syncs[i]);
+		}
+	}
+	conf_free(d->conf);
+	d->conf = n;
+	d->reloads++;
+	apply_http(d);
+	log_info("configuration %s reloaded: %zu mapping%s", n->path,
+		 n->nsyncs, n->nsyncs == 1 ? "" : "s");
+	maybe_ready(d);
+}
+
+/* A config that did not load or check: every problem, and the running
+ * configuration stays. */
+static void reload_refused(struct daemon *d, int rc,
+			   const struct conf_errors *errs)
+{
+	if (rc < 0 && errs->n == 0)
+		log_error("reload: %s: %s", d->conf->path, strerror(-rc));
+	for (size_t i = 0; i < errs->n; i++)
+		log_error("reload: %s", errs->v[i]);
+	if (rc < 0)
+		log_error("reload: %s cannot be read; keeping the running "
+			  "configuration",
+			  d->conf->path);
+	else
+		log_error("reload: %zu problem%s; keeping the running "
+			  "configuration",
+			  errs->n, errs->n == 1 ? "" : "s");
+	d->reload_failures++;
+}
+
+static void reload(struct daemon *d)
+{
+	struct conf *n = NULL;
+	struct conf_errors errs = {0};
+
+	if (d->stopping)
+		return;
+	notify_reloading(d->notify);
+	d->reloading = true;
+	if (d->o.adhoc) {
+		log_info("SIGHUP: no config file to reload; re-scanning");
+		for (size_t i = 0; i < d->nsyncs; i++)
+			sync_rescan(d->syncs[i]);
+		maybe_ready(d);
+		return;
+	}
+	log_info("SIGHUP: reloading %s", d->conf->path);
+	int rc = conf_load(d->conf->path, &n, &errs);
+	if (rc == 0)
+		conf_check(n, &errs);
+	for (size_t i = 0; n && i < n->warnings.n; i++)
+		log_warn("reload: %s", n->warnings.v[i]);
+	if (rc < 0 || errs.n > 0) {
+		reload_refused(d, rc, &errs);
+		conf_errors_fini(&errs);
+		conf_free(n);
+		maybe_ready(d);
+		return;
+	}
+	if (d->o.override)
+		d->o.override(n, d->o.data);
+	conf_free(d->next);
+	d->next = n;
+	/* Stop what was removed or changed; keep the rest undisturbed. */
+	for (size_t i = d->nsyncs; i > 0; i--) {
+		struct sync *s = d->syncs[i - 1];
+		const struct conf_sync *nc = find_conf(n, sync_name(s));
+		if (nc && conf_sync_equal(nc, sync_conf(s)))
+			continue;
+		log_msg(LOG_LVL_INFO, sync_name(s), "%s",
+			nc ? "changed; restarting" : "removed; stopping");
+		remove_sync(d, i - 1);
+	}
+	if (d->stops_pending == 0)
+		apply_next(d);
+}
+
+/* "2026-11-25T16:04:05Z", as log lines give times. */
+static void wall_time(uint64_t ms, char *buf, size_t size)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "?");
+}
+
+static const char *plural(uint64_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
+/* One mapping's state, on one line. */
+static void log_sync_status(struct sync *s)
+{
+	struct sync_stats st;
+	char when[32], since[32];
+	char *live = NULL, *health = NULL, *watched = NULL;
+
+	sync_get_stats(s, &st);
+	wall_time(st.last_publish_ms, when, sizeof(when));
+	wall_time(st.failing_since_ms, since, sizeof(since));
+	if (st.generation == NULL)
+		live = strdup("no live generation");
+	else if (asprintf(&live, "live %s, published %s", st.generation,
+			  when) < 0)
+		live = NULL;
+	if (st.last_error &&
+	    asprintf(&health, "failing since %s: %s", since, st.last_error) < 0)
+		health = NULL;
+	if (st.watch_limited &&
+	    asprintf(&watched, "%llu of %llu directories watched, re-scanning "
+			       "every %.1f s",
+		     (unsigned long long)st.watched,
+		     (unsigned long long)st.directories,
+		     (double)st.rescan_interval_ms / 1000.0) < 0)
+		watched = NULL;
+	else if (!st.watch_limited &&
+		 asprintf(&watched, "%llu director%s watched",
+			  (unsigned long long)st.watched,
+			  st.watched == 1 ? "y" : "ies") < 0)
+		watched = NULL;
+	log_msg(LOG_LVL_INFO, sync_name(s),
+		"status: %s; %llu file%s, %llu byte%s; %s; %s",
+		live ? live : "?", (unsigned long long)st.files,
+		plural(st.files), (unsigned long long)st.bytes,
+		plural(st.bytes), watched ? watched : "?",
+		health	   ? health
+		: st.torn ? "source still changing; retrying"
+			   : "healthy");
+	free(live);
+	free(health);
+	free(watched);
+}
+
+/* SIGUSR1: the state of the daemon and of every mapping, for whoever
+ * asks, at info level. */
+static void log_status(struct daemon *d)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	log_info("status: atomsyncd %s, up %.0f s; %zu mapping%s; %llu "
+		 "reload%s, %llu refused",
+		 PACKAGE_VERSION,
+		 (double)now.tv_sec + (double)now.tv_nsec / 1e9 - d->start_time,
+		 d->nsyncs, plural(d->nsyncs), (unsigned long long)d->reloads,
+		 plural(d->reloads), (unsigned long long)d->reload_failures);
+	for (size_t i = 0; i < d->nsyncs; i++)
+		log_sync_status(d->syncs[i]);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (signum == SIGHUP)
+		reload(d);
+	else if (signum == SIGUSR1)
+		log_status(d);
+	else
+		shutdown_all(d);
+}
+
+
+int daemon_new(struct conf *conf, const struct daemon_opts *o,
+	       struct daemon **out)
+{
+	struct daemon *d = calloc(1, sizeof(*d));
+	int rc;
+
+	if (d == NULL || (d->budget = watch_budget_new(max_watches(
+				  conf, &d->budget_from))) == NULL) {
+		free(d);
+		log_error("cannot start: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	rc = uv_loop_init(&d->loop);
+	if (rc < 0) {
+		log_error("cannot start the event loop: %s", uv_strerror(rc));
+		watch_budget_free(d->budget);
+		free(d);
+		return rc;
+	}
+	d->o = *o;
+	d->conf = conf;
+	*out = d;
+	return 0;
+}
+
+static void start_handles(struct daemon *d)
+{
+	static const int sigs[NSIGNALS] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+
+	signal(SIGPIPE, SIG_IGN);
+	notify_new(&d->loop, &d->notify);
+	uv_timer_init(&d->loop, &d->status);
+	d->status.data = d;
+	d->start_time = (double)clock_us(CLOCK_REALTIME) / 1e6;
+	apply_http(d);
+	for (size_t i = 0; i < NSIGNALS; i++) {
+		uv_signal_init(&d->loop, &d->sig[i]);
+		d->sig[i].data = d;
+		uv_signal_start(&d->sig[i], on_signal, sigs[i]);
+	}
+}
+
+int daemon_run(struct daemon *d)
+{
+	struct conf *conf = d->conf;
+
+	start_handles(d);
+	log_info("atomsyncd %s starting: %zu mapping%s", PACKAGE_VERSION,
+		 conf->nsyncs, conf->nsyncs == 1 ? "" : "s");
+	log_debug("using at most %zu inotify watches (%s)",
+		  watch_budget_max(d->budget), d->budget_from);
+	for (size_t i = 0; i < conf->nsyncs; i++)
+		start_sync(d, &conf->syncs[i]);
+	uv_run(&d->loop, UV_RUN_DEFAULT);
+	int rc = uv_loop_close(&d->loop);
+	if (rc < 0) {
+		log_error("event loop did not close cleanly: %s",
+			  uv_strerror(rc));
+		return rc;
+	}
+	log_info("stopped");
+	return 0;
+}
+
+void daemon_free(struct daemon *d)
+{
+	if (d == NULL)
+		return;
+	watch_budget_free(d->budget);
+	free(d->syncs);
+	free(d->http_listen);
+	free(d->metrics_file_err);
+	conf_free(d->next);
+	conf_free(d->conf);
+	free(d);
+}

@@ -1,0 +1,397 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "hook.h"
+#include "log.h"
+#include "publish.h"
+#include "snapshot.h"
+#include "state.h"
+#include "writer.h"
+
+/* A torn read is retried this many times before --once gives up. */
+#define ONCE_TRIES 5
+
+struct writer_opts publish_writer_opts(const struct conf_sync *c, bool dry_run)
+{
+	struct writer_opts wo = {
+		.name = c->name,
+		.fsync = c->fsync,
+		.dry_run = dry_run,
+		.uid = c->uid,
+		.gid = c->gid,
+		.file_mode = c->file_mode,
+		.dir_mode = c->dir_mode,
+		.grace_ms = c->grace_ms,
+		.max_files = c->max_files,
+		.allow_empty = c->allow_empty,
+	};
+	return wo;
+}
+
+struct snapshot_opts publish_snapshot_opts(const struct conf_sync *c)
+{
+	struct snapshot_opts so = {
+		.links = c->symlinks,
+		.exclude = c->ignore,
+		.follow_into = c->follow_into,
+		.nfollow_into = c->nfollow_into,
+		.max_files = c->max_files,
+		.max_bytes = c->max_bytes,
+	};
+	return so;
+}
+
+void publish_init(struct publish *p, const struct conf_sync *c, bool dry_run)
+{
+	memset(p, 0, sizeof(*p));
+	p->c = c;
+	p->dry_run = dry_run;
+}
+
+void publish_reset(struct publish *p)
+{
+	p->rc = 0;
+	p->source_failed = false;
+	free(p->err);
+	p->err = NULL;
+	writer_result_fini(&p->res);
+	snapshot_extras_free(p->extras);
+	p->extras = NULL;
+}
+
+void publish_fini(struct publish *p)
+{
+	publish_reset(p);
+	if (p->pending && p->w)
+		writer_abort(p->w, p->pending);
+	p->pending = NULL;
+	writer_close(p->w);
+	p->w = NULL;
+	free(p->recorded_err);
+	p->recorded_err = NULL;
+}
+
+/* The configured path is the target: one removed, or moved away, by an
+ * operator is made anew (and locked anew) rather than left missing or
+ * published into where it went. */
+static int check_target(struct publish *p)
+{
+	int rc = writer_check_target(p->w, &p->err);
+
+	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
+		return rc;
+	log_msg(LOG_LVL_WARN, p->c->name,
+		"target %s was %s; publishing it anew", p->c->target,
+		rc == -ENOENT ? "removed"
+			      : "moved away or replaced by another directory");
+	writer_close(p->w);
+	p->w = NULL;
+	return 0;
+}
+
+static int open_target(struct publish *p)
+{
+	if (p->w && (p->rc = check_target(p)) < 0)
+		return p->rc;
+	if (p->w && p->verify)
+		writer_verify_next(p->w);
+	p->verify = false;
+	if (p->w == NULL) {
+		struct writer_opts wo = publish_writer_opts(p->c, p->dry_run);
+		p->rc = writer_open(p->c->target, &wo, &p->w, &p->err);
+	}
+	return p->rc;
+}
+
+int publish_prepare(struct publish *p)
+{
+	struct snapshot_opts so = publish_snapshot_opts(p->c);
+	struct snapshot *snap = NULL;
+	uint64_t start_us = clock_us(CLOCK_MONOTONIC);
+
+	publish_reset(p);
+	if (open_target(p) < 0)
+		return p->rc;
+	/* A followed link must not lead the walk back into the target. */
+	(void)writer_target_id(p->w, &so.avoid_dev, &so.avoid_ino);
+	p->rc = snapshot_take(p->c->source, &so, &snap, &p->err);
+	if (p->rc < 0) {
+		p->source_failed = true;
+		return p->rc;
+	}
+	uint64_t walked_us = clock_us(CLOCK_MONOTONIC);
+	/* What the caller needs of the walk; the writer takes the rest. */
+	p->extras = snapshot_take_extras(snap);
+	p->rc = writer_prepare(p->w, snap, &p->pending, &p->res, &p->err);
+	/* What a re-scan costs: the walk, and the compare when it found
+	 * nothing to publish; copying what changed is the price of the
+	 * change, not of looking. */
+	p->scan_us = (p->rc == 0 && p->pending == NULL
+			      ? clock_us(CLOCK_MONOTONIC)
+			      : walked_us) -
+		     start_us;
+	/* With a check to pass, the generation waits for it. */
+	if (p->rc == 0 && p->pending && p->c->check_command == NULL)
+		return publish_commit(p);
+	return p->rc;
+}
+
+int publish_commit(struct publish *p)
+{
+	p->rc = writer_commit(p->w, p->pending, &p->res, &p->err);
+	p->pending = NULL;
+	return p->rc;
+}
+
+void publish_abort(struct publish *p)
+{
+	writer_abort(p->w, p->pending);
+	p->pending = NULL;
+}
+
+char **publish_check_env(const struct publish *p)
+{
+	const char *dir = writer_pending_dir(p->pending);
+	const char *gen = strrchr(dir, '/');
+	struct hook_vars hv = {
+		.name = p->c->name, .target = p->c->target,
+		.gen = gen ? gen + 1 : dir, .gen_dir = dir, .changed = -1,
+		.pass = p->c->hook_env, .npass = p->c->nhook_env,
+	};
+
+	return hook_env(&hv);
+}
+
+void publish_vetoed(struct publish *p, const char *why)
+{
+	free(p->err);
+	if (asprintf(&p->err, "check_command vetoed %s: %s",
+		     writer_pending_dir(p->pending), why ? why : "veto") < 0)
+		p->err = NULL;
+	p->rc = -ECANCELED;
+}
+
+int publish_signal(const struct conf_sync *c, int pidfd, char **err)
+{
+	int rc = 0;
+
+	if (c->reload_signal == 0)
+		return 0;
+	if (c->reload_pidfile)
+		rc = hook_signal_pidfile(c->reload_pidfile, c->reload_signal,
+					 err);
+	else
+		rc = hook_signal_pidfd(pidfd, c->reload_pid, c->reload_signal,
+				       err);
+	if (rc == 0)
+		log_msg(LOG_LVL_DEBUG, c->name, "sent reload signal %d",
+			c->reload_signal);
+	return rc;
+}
+
+char **publish_update_env(const struct conf_sync *c, const char *gen,
+			  const struct hook_changes *ch)
+{
+	struct hook_vars hv = {
+		.name = c->name, .target = c->target, .gen = gen,
+		.changed = (long)ch->n, .changed_file = true,
+		.incomplete = ch->incomplete,
+		.pass = c->hook_env, .npass = c->nhook_env,
+	};
+
+	return hook_env(&hv);
+}
+
+/* The target's error file tells why it lags: written when the error
+ * changes, removed when publishing works again.  A target that cannot be
+ * opened cannot hold it; the log has the error. */
+void publish_record_error(struct publish *p, const char *msg)
+{
+	if (p->w == NULL || p->dry_run ||
+	    (msg == NULL ? p->record_clear
+			 : p->recorded_err && strcmp(p->recorded_err, msg) == 0))
+		return;
+	int rc = writer_record_error(p->w, clock_wall_ms(), msg);
+	free(p->recorded_err);
+	p->recorded_err = rc == 0 && msg ? strdup(msg) : NULL;
+	p->record_clear = rc == 0 && msg == NULL;
+	if (rc < 0)
+		log_msg(LOG_LVL_DEBUG, p->c->name, "target %s: %s %s: %s",
+			p->c->target,
+			msg ? "recording the error in" : "removing",
+			STATE_ERROR_FILE, strerror(-rc));
+}
+
+/* ---- --once ---- */
+
+/* Prepares, retrying a torn read a few times; logs the walk's warnings
+ * once, from the first walk that got through. */
+static int once_prepare(struct publish *p)
+{
+	bool warned = false;
+
+	for (int attempt = 1;; attempt++) {
+		int rc = publish_prepare(p);
+		const struct snapshot_extras *x = p->extras;
+		for (size_t i = 0; !warned && x && i < x->nwarn; i++)
+			log_msg(LOG_LVL_WARN, p->c->name, "source %s: %s: %s",
+				p->c->source, x->warn[i].path,
+				snapshot_warn_str(x->warn[i].kind));
+		warned |= x != NULL;
+		if (rc != -EAGAIN || attempt == ONCE_TRIES)
+			return rc;
+		log_msg(LOG_LVL_DEBUG, p->c->name, "%s; retrying",
+			p->err ? p->err : "source changed");
+		struct timespec ts = {0, 20000000L * attempt};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* check_command on the prepared generation; a veto drops it. */
+static int once_check(struct publish *p)
+{
+	char **env = publish_check_env(p);
+	char *why = NULL;
+	int rc = env ? hook_run_wait(p->c->check_command, env, -1,
+				     p->c->hook_timeout_s, &why)
+		     : -ENOMEM;
+
+	hook_env_free(env);
+	if (rc < 0) {
+		publish_vetoed(p, why ? why : strerror(-rc));
+		publish_abort(p);
+		log_msg(LOG_LVL_ERROR, p->c->name,
+			"%s; the live generation stays", p->err);
+	}
+	free(why);
+	return rc;
+}
+
+static int once_on_update(struct publish *p, char **why)
+{
+	struct hook_changes ch = {0};
+
+	hook_changes_add(&ch, p->res.paths, p->res.paths_len, false);
+	char **env = publish_update_env(p->c, p->res.generation, &ch);
+	int fd = hook_changes_fd(&ch), rc;
+
+	if (fd < 0)
+		rc = log_err_set(why, fd, "changed-paths file: %s",
+				 strerror(-fd));
+	else
+		rc = env ? hook_run_wait(p->c->on_update, env, fd,
+					 p->c->hook_timeout_s, why)
+			 : -ENOMEM;
+	if (fd >= 0)
+		close(fd);
+	hook_env_free(env);
+	hook_changes_fini(&ch);
+	return rc;
+}
+
+/* After a publish, as the daemon does: the signal, then on_update. */
+static int once_after_publish(struct publish *p, char **hook_err)
+{
+	int fd = p->c->reload_pid ? hook_pidfd_open(p->c->reload_pid) : -1;
+	int rc = publish_signal(p->c, fd, hook_err);
+
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0 || p->c->on_update == NULL)
+		return rc;
+	char *why = NULL;
+	rc = once_on_update(p, &why);
+	if (rc < 0 && asprintf(hook_err, "on_update %s",
+			       why ? why : strerror(-rc)) < 0)
+		*hook_err = NULL;
+	free(why);
+	return rc;
+}
+
+static void once_log(const struct publish *p, int rc)
+{
+	const struct writer_result *r = &p->res;
+	const char *name = p->c->name, *target = p->c->target;
+
+	if (rc == -ECANCELED)
+		return; /* the veto is logged */
+	if (rc == -EAGAIN)
+		log_msg(LOG_LVL_ERROR, name, "%s; gave up after %d tries",
+			p->err, ONCE_TRIES);
+	else if (rc < 0)
+		log_msg(LOG_LVL_ERROR, name, "%s%s",
+			p->err ? p->err : strerror(-rc), log_hint(rc));
+	else if (p->dry_run)
+		log_msg(LOG_LVL_INFO, name,
+			"dry run: %zu added, %zu changed, %zu removed",
+			r->added, r->changed, r->removed);
+	else if (r->published)
+		log_msg(LOG_LVL_INFO, name,
+			"target %s: published %s (%zu added, %zu changed, %zu "
+			"removed; %zu copied, %zu reused)",
+			target, r->generation, r->added, r->changed,
+			r->removed, r->copied, r->linked);
+	else
+		log_msg(LOG_LVL_INFO, name, "target %s: unchanged (%s)",
+			target, r->generation ? r->generation : "empty");
+}
+
+static int once_open(struct publish *p)
+{
+	int rc = open_target(p);
+
+	if (rc < 0)
+		log_msg(LOG_LVL_ERROR, p->c->name, "%s%s",
+			p->err ? p->err : strerror(-rc),
+			rc == -EBUSY ? "; not publishing to it (exit status 1)"
+				     : log_hint(rc));
+	return rc;
+}
+
+int publish_once(const struct conf_sync *c, bool dry_run)
+{
+	struct publish p;
+	char *hook_err = NULL;
+
+	publish_init(&p, c, dry_run);
+	int rc = once_open(&p);
+	if (rc < 0) {
+		publish_fini(&p);
+		return rc;
+	}
+	rc = once_prepare(&p);
+	/* The check sees the complete generation before it goes live. */
+	if (rc == 0 && p.pending)
+		rc = once_check(&p);
+	if (rc == 0 && p.pending)
+		rc = publish_commit(&p);
+	if (rc == 0 && p.res.published && once_after_publish(&p, &hook_err) < 0)
+		rc = -EIO;
+	/* As the daemon does: a recorded error is gone once a publish goes
+	 * through. */
+	if (rc == 0 || hook_err)
+		publish_record_error(&p, NULL);
+	if (hook_err) {
+		/* The publish itself went through. */
+		log_msg(LOG_LVL_INFO, c->name,
+			"target %s: published %s (%zu added, %zu changed, %zu "
+			"removed)",
+			c->target, p.res.generation, p.res.added,
+			p.res.changed, p.res.removed);
+		free(p.err);
+		p.err = hook_err;
+	}
+	once_log(&p, rc);
+	/* A replaced generation stays whole for its grace period, for
+	 * readers that still have it open; then it goes. */
+	writer_retire_wait(p.w);
+	publish_fini(&p);
+	return rc < 0 ? rc : 0;
+}

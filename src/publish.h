@@ -1,0 +1,92 @@
+/* One mapping's publish, the same for the daemon and for --once: open
+ * (or check again) the target, read the source, prepare the generation,
+ * let check_command see it, make it live, then send the reload signal and
+ * run on_update; and keep the target's error record in step.
+ *
+ * The steps that touch files run wherever the caller wants them (the
+ * daemon: libuv's thread pool, one step at a time; --once: in line).
+ * The commands are the caller's to run (the daemon: on its loop; --once:
+ * to their end), from the environments and messages made here, so both
+ * tell a command the same things and report the same failures. */
+#ifndef ATOMSYNC_PUBLISH_H
+#define ATOMSYNC_PUBLISH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "snapshot.h"
+#include "writer.h"
+
+struct hook_changes;
+
+/* How a mapping's configuration reads for the writer and the snapshot. */
+struct writer_opts publish_writer_opts(const struct conf_sync *c,
+				       bool dry_run);
+struct snapshot_opts publish_snapshot_opts(const struct conf_sync *c);
+
+/* A mapping's publishes.  The fields below `results` are what the last
+ * step left, for the caller to read; the rest belongs to publish.c. */
+struct publish {
+	const struct conf_sync *c;
+	bool dry_run;
+	struct writer *w;	/* the locked target, NULL until opened */
+	bool verify;		/* the next prepare checks every live file */
+	char *recorded_err;	/* what the target's error file holds */
+	bool record_clear;	/* known to hold none */
+
+	/* results */
+	int rc;
+	bool source_failed;	/* rc came from reading the source */
+	char *err;		/* why rc, when known */
+	struct writer_pending *pending; /* waiting for check_command */
+	struct writer_result res;
+	struct snapshot_extras *extras; /* the walk's warnings and watches */
+	uint64_t scan_us;	/* what looking cost: the walk, and the
+				 * compare when nothing changed */
+};
+
+void publish_init(struct publish *p, const struct conf_sync *c, bool dry_run);
+/* Closes the target (without waiting for grace periods). */
+void publish_fini(struct publish *p);
+
+/* Clears the results of the last step. */
+void publish_reset(struct publish *p);
+
+/* Opens the target (anew when it was removed or moved away), takes a
+ * snapshot and prepares a generation; commits it too when there is no
+ * check_command.  -EAGAIN: the source changed while it was read.
+ * Blocking: on a worker thread or in line. */
+int publish_prepare(struct publish *p);
+/* Makes the prepared generation live. */
+int publish_commit(struct publish *p);
+/* Drops the prepared generation; the live one stays. */
+void publish_abort(struct publish *p);
+
+/* The environment of check_command for the prepared generation; NULL
+ * when out of memory.  Free with hook_env_free(). */
+char **publish_check_env(const struct publish *p);
+/* check_command said no (`why`: how it ended): p->err says so and p->rc
+ * is -ECANCELED.  The caller drops the generation with publish_abort. */
+void publish_vetoed(struct publish *p, const char *why);
+
+/* Sends the reload signal (reload_pidfile, or reload_pid through
+ * `pidfd`, opened when the mapping started); 0 when none is configured.
+ * A negative errno with *err saying why. */
+int publish_signal(const struct conf_sync *c, int pidfd, char **err);
+/* The environment of on_update after generation `gen`, told about the
+ * paths in `ch`. */
+char **publish_update_env(const struct conf_sync *c, const char *gen,
+			  const struct hook_changes *ch);
+
+/* Keeps the target's error file in step: `msg` is recorded when it
+ * differs from what is, NULL removes the record.  Not in a dry run; a
+ * failure is logged at debug level only (the log has the error). */
+void publish_record_error(struct publish *p, const char *msg);
+
+/* --once: one mapping published to its end, torn reads retried, the
+ * commands run and waited for, the outcome logged.  0 or a negative
+ * errno (already logged). */
+int publish_once(const struct conf_sync *c, bool dry_run);
+
+#endif

@@ -1,0 +1,252 @@
+/* One mapping at run time, driven on a real libuv loop with real
+ * directories: the start-up publish, a change followed, a stop that waits
+ * out the grace period of a replaced generation and closes every
+ * handle. */
+#include "config.h"
+
+#include <check.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "conf.h"
+#include "sync.h"
+#include "testutil.h"
+
+static char *tmp, *src, *dst;
+static uv_loop_t loop;
+static struct conf *conf;
+static int started, stopped;
+
+static void on_started(struct sync *s, void *data)
+{
+	(void)s;
+	(void)data;
+	started++;
+}
+
+static void on_stopped(void *data)
+{
+	(void)data;
+	stopped++;
+}
+
+static void setup(void)
+{
+	struct conf_errors errs = {0};
+
+	tmp = tu_mkdtemp();
+	src = tu_path(tmp, "src");
+	dst = tu_path(tmp, "dst");
+	tu_mkdirs(src, 0755);
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	ck_assert_int_eq(conf_adhoc(src, dst, &conf, &errs), 0);
+	conf->syncs[0].debounce_ms = 10;
+	conf->syncs[0].max_delay_ms = 10;
+	conf->syncs[0].fsync = false;
+	started = stopped = 0;
+}
+
+static void teardown(void)
+{
+	/* Every handle is closed once the sync has stopped. */
+	ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+	conf_free(conf);
+	tu_rmrf(tmp);
+	free(src);
+	free(dst);
+	free(tmp);
+}
+
+static struct sync *start(void)
+{
+	struct sync_opts o = {.started = on_started};
+	struct sync *s = NULL;
+
+	ck_assert_int_eq(sync_start(&loop, &conf->syncs[0], &o, &s), 0);
+	return s;
+}
+
+/* Runs the loop until cond(arg) holds, or fails after `ms`. */
+static void run_until(int (*cond)(void *), void *arg, int ms, const char *what)
+{
+	long long end = tu_now_ms() + tu_scale(ms);
+
+	while (!cond(arg)) {
+		ck_assert_msg(tu_now_ms() < end, "never happened: %s", what);
+		uv_run(&loop, UV_RUN_NOWAIT);
+		tu_nap(2);
+	}
+}
+
+static int is_set(void *arg)
+{
+	return *(int *)arg > 0;
+}
+
+static int trees_equal(void *arg)
+{
+	(void)arg;
+	char *why = tu_diff_trees(src, dst);
+	free(why);
+	return why == NULL;
+}
+
+static struct sync *cur;
+
+/* The loop has seen the publish through (the files go live before). */
+static int publishes_are(void *arg)
+{
+	struct sync_stats st;
+
+	sync_get_stats(cur, &st);
+	return st.publishes == (uint64_t)*(int *)arg;
+}
+
+static int exists(void *arg)
+{
+	return access(arg, F_OK) == 0;
+}
+
+static int generations_are(void *arg)
+{
+	return tu_generations(dst) == *(int *)arg;
+}
+
+START_TEST(test_start_publishes_and_follows_a_change)
+{
+	tu_write(src, "a", "1", 0644);
+	struct sync *s = start();
+	run_until(is_set, &started, 5000, "start-up publish");
+	ck_assert_int_eq(started, 1);
+	ck_assert(trees_equal(NULL));
+	struct sync_stats st;
+	sync_get_stats(s, &st);
+	ck_assert_uint_eq(st.publishes, 1);
+	ck_assert_ptr_null(st.last_error);
+	tu_write(src, "d/b", "2", 0644);
+	int two = 2;
+	cur = s;
+	run_until(publishes_are, &two, 5000, "the change published");
+	ck_assert(trees_equal(NULL));
+	sync_get_stats(s, &st);
+	ck_assert_uint_eq(st.files, 2);
+	sync_stop(s, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+	ck_assert_int_eq(started, 1);
+}
+END_TEST
+
+/* A replaced generation stays whole for its grace period, even when the
+ * mapping stops; then it goes, and the stop is over. */
+START_TEST(test_stop_waits_out_the_grace_period)
+{
+	conf->syncs[0].grace_ms = 1000;
+	tu_write(src, "a", "1", 0644);
+	struct sync *s = start();
+	int one = 1, two = 2;
+	cur = s;
+	run_until(publishes_are, &one, 5000, "start-up publish");
+	tu_write(src, "a", "2", 0644);
+	run_until(publishes_are, &two, 5000, "the change published");
+	ck_assert(trees_equal(NULL));
+	ck_assert(generations_are(&two));
+	long long t0 = tu_now_ms();
+	sync_stop(s, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+	ck_assert_int_ge(tu_now_ms() - t0, 500);
+	ck_assert(generations_are(&one));
+}
+END_TEST
+
+/* Stopped before its start-up publish was tried: it says it started (a
+ * daemon waits for every mapping to), and stops. */
+START_TEST(test_stop_before_the_first_publish)
+{
+	tu_write(src, "a", "1", 0644);
+	struct sync *s = start();
+	sync_stop(s, on_stopped, NULL);
+	ck_assert_int_eq(started, 1);
+	run_until(is_set, &stopped, 5000, "stop");
+	ck_assert_int_eq(started, 1);
+	ck_assert_int_ne(access(dst, F_OK), 0);
+}
+END_TEST
+
+/* A source that does not exist is an error, recorded in the stats and
+ * retried; the mapping still reports its start. */
+START_TEST(test_missing_source_is_reported_and_waited_for)
+{
+	tu_rmrf(src);
+	struct sync *s = start();
+	run_until(is_set, &started, 5000, "start-up publish tried");
+	struct sync_stats st;
+	sync_get_stats(s, &st);
+	ck_assert_ptr_nonnull(st.last_error);
+	ck_assert_uint_eq(st.publish_errors, 1);
+	tu_write(src, "a", "1", 0644);
+	int one = 1;
+	cur = s;
+	run_until(publishes_are, &one, 10000, "source published once there");
+	ck_assert(trees_equal(NULL));
+	sync_stop(s, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+}
+END_TEST
+
+/* At stop, the publish under way finishes (its check, then its reload
+ * signal, which fails at once here); the replaced generation still gets
+ * its grace period, and the stop ends when it is over. */
+START_TEST(test_stop_during_a_check_with_a_failing_signal)
+{
+	char *marker = tu_path(tmp, "checking"), *cmd;
+	struct conf_sync *c = &conf->syncs[0];
+
+	ck_assert_int_ge(asprintf(&cmd, "sh -c 'touch %s; sleep 0.3'", marker),
+			 0);
+	c->check_command = cmd;
+	c->reload_pidfile = tu_path(tmp, "none.pid");
+	c->reload_signal = SIGHUP;
+	c->grace_ms = 500;
+	tu_write(src, "a", "1", 0644);
+	struct sync *s = start();
+	int one = 1;
+	cur = s;
+	run_until(publishes_are, &one, 5000, "start-up publish");
+	unlink(marker);
+	tu_write(src, "a", "2", 0644);
+	run_until(exists, marker, 5000, "check_command started");
+	sync_stop(s, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+	ck_assert(trees_equal(NULL));
+	ck_assert(generations_are(&one));
+	free(marker);
+}
+END_TEST
+
+static Suite *sync_suite(void)
+{
+	Suite *s = suite_create("sync");
+	TCase *tc = tcase_create("sync");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_start_publishes_and_follows_a_change);
+	tcase_add_test(tc, test_stop_waits_out_the_grace_period);
+	tcase_add_test(tc, test_stop_before_the_first_publish);
+	tcase_add_test(tc, test_missing_source_is_reported_and_waited_for);
+	tcase_add_test(tc, test_stop_during_a_check_with_a_failing_signal);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(sync_suite());
+}
