@@ -215,9 +215,11 @@ static int tree_once(struct atomsync_writer *aw, const char *source_dir,
 	int rc = snapshot_take(source_dir, so, &s, &aw->err);
 	if (rc < 0)
 		return rc;
-	for (size_t i = 0; i < s->nwarn; i++)
+	struct snapshot_extras *x = snapshot_take_extras(s);
+	for (size_t i = 0; x != NULL && i < x->nwarn; i++)
 		log_msg(LOG_LVL_WARN, NULL, "source %s: %s: %s", source_dir,
-			s->warn[i].path, snapshot_warn_str(s->warn[i].kind));
+			x->warn[i].path, snapshot_warn_str(x->warn[i].kind));
+	snapshot_extras_free(x);
 	rc = writer_publish(aw->w, s, &r, &aw->err);
 	writer_result_fini(&r);
 	return rc;
