@@ -316,9 +316,9 @@ static int run_once(const struct conf_sync *c, bool dry_run)
 	free(err);
 	writer_result_fini(&r);
 
-	/* A replaced generation stays whole for its grace period, for
-	 * readers that still have it open; then it goes. */
-	writer_retire_wait(w);
+	/* Live and durable: done.  The generation just replaced stays for
+	 * readers that still have it open; the next run retires it. */
+	writer_retire_exit(w);
 	writer_close(w);
 	return rc < 0 ? rc : 0;
 }

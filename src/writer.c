@@ -273,11 +273,101 @@ static int read_live(struct writer *w, char **gen, char **err)
 
 static int retire_add(struct writer *w, char *gen, uint64_t due_ms);
 
-/* Removes what an interrupted publish left behind.  A complete generation
- * (mode 0755) that ..data left less than the grace period ago may still be
- * read: it is retired like any replaced generation, not removed at once.
- * What cannot be removed is logged and left for a later start: it must not
- * keep the mapping from publishing. */
+/* How much is left of the grace period of the generations ..data left,
+ * in ms (<= 0: none, or no live generation).  They were replaced when
+ * ..data last changed: the mtime of its link, which outlives the
+ * process that made it. */
+static int64_t grace_left(const struct writer *w)
+{
+	struct stat st;
+	struct timespec now;
+
+	if (w->live_gen == NULL ||
+	    fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t swapped = (int64_t)st.st_mtim.tv_sec * 1000 +
+			  st.st_mtim.tv_nsec / 1000000;
+	int64_t nowms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	return swapped + (int64_t)w->o.grace_ms - nowms;
+}
+
+/* A complete generation (mode 0755) other than the live one. */
+static bool is_replaced(const struct writer *w, const char *n)
+{
+	struct stat st;
+
+	return is_generation_name(n) && w->live_gen &&
+	       strcmp(n, w->live_gen) != 0 &&
+	       fstatat(w->dfd, n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755;
+}
+
+/* The one replaced generation a reader may still be in: the newest
+ * complete one named before the live one (names are UTC times), the one
+ * ..data named last.  Older ones are removed even within the grace
+ * period, so that the target never holds more than the live generation
+ * and one replaced one at rest.  NULL when there is none. */
+static char *grace_keeper(const struct writer *w, DIR *d)
+{
+	char *keep = NULL;
+	struct dirent *de;
+
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		if (!is_replaced(w, n) || strcmp(n, w->live_gen) > 0 ||
+		    (keep && strcmp(n, keep) < 0))
+			continue;
+		free(keep);
+		keep = strdup(n);
+	}
+	rewinddir(d);
+	return keep;
+}
+
+/* A replaced generation past its grace period, which a run that did not
+ * wait for it left: no debris, removed without a warning. */
+static void retire_now(struct writer *w, const char *n)
+{
+	int r = fsutil_rmtree(w->dfd, n);
+
+	if (r < 0)
+		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
+			w->path, n, strerror(-r));
+	else
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: removed replaced generation %s, its grace "
+			"period over",
+			w->path, n);
+}
+
+static void remove_leftover(struct writer *w, const char *n)
+{
+	if (w->o.dry_run) {
+		if (!w->o.quiet)
+			log_msg(LOG_LVL_INFO, w->name,
+				"target %s: dry run: would remove leftover %s",
+				w->path, n);
+		return;
+	}
+	int r = fsutil_rmtree(w->dfd, n);
+	if (r < 0)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: cannot remove %s left by an interrupted "
+			"publish: %s; leaving it",
+			w->path, n, strerror(-r));
+	else
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: removed %s left by an interrupted publish",
+			w->path, n);
+}
+
+/* Removes what an interrupted publish left behind, and replaced
+ * generations whose grace period is over.  The one replaced generation
+ * still within its grace period (grace_keeper) is retired like any
+ * replaced generation, not removed at once.  What cannot be removed is
+ * logged and left for a later start: it must not keep the mapping from
+ * publishing. */
 static void recover(struct writer *w)
 {
 	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -290,62 +380,28 @@ static void recover(struct writer *w)
 			close(fd);
 		return;
 	}
-	/* When ..data last changed: when the generations it left were
-	 * replaced, at the latest. */
-	struct stat dst;
-	int64_t left_ms = -1;
-	if (w->live_gen && fstatat(w->dfd, WRITER_DATA, &dst, AT_SYMLINK_NOFOLLOW) == 0) {
-		struct timespec now;
-		clock_gettime(CLOCK_REALTIME, &now);
-		int64_t swapped = (int64_t)dst.st_mtim.tv_sec * 1000 +
-				  dst.st_mtim.tv_nsec / 1000000;
-		int64_t nowms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-		left_ms = swapped + (int64_t)w->o.grace_ms - nowms;
+	int64_t left_ms = grace_left(w);
+	char *keep = left_ms > 0 && !w->o.dry_run ? grace_keeper(w, d) : NULL;
+	if (keep && retire_add(w, keep, writer_now_ms() + (uint64_t)left_ms) == 0)
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: keeping %s for the rest of its grace period",
+			w->path, keep);
+	else if (keep) {
+		free(keep);
+		keep = NULL;
 	}
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
 		bool gen = is_generation_name(n) &&
 			   (w->live_gen == NULL || strcmp(n, w->live_gen) != 0);
-		bool debris = gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
-			      strcmp(n, STATE_TMP) == 0 ||
-			      strcmp(n, STATE_ERROR_TMP) == 0;
-		struct stat st;
-		if (!debris)
+		if (keep && strcmp(n, keep) == 0)
 			continue;
-		if (gen && left_ms > 0 && !w->o.dry_run &&
-		    fstatat(w->dfd, n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755) {
-			char *name = strdup(n);
-			if (name && retire_add(w, name, writer_now_ms() +
-							 (uint64_t)left_ms) == 0) {
-				log_msg(LOG_LVL_INFO, w->name,
-					"target %s: keeping %s for the rest of its "
-					"grace period",
-					w->path, n);
-				continue;
-			}
-			free(name);
-		}
-		if (w->o.dry_run) {
-			if (!w->o.quiet)
-				log_msg(LOG_LVL_INFO, w->name,
-					"target %s: dry run: would remove "
-					"leftover %s",
-					w->path, n);
-			continue;
-		}
-		int r = fsutil_rmtree(w->dfd, n);
-		if (r < 0)
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: cannot remove %s left by an "
-				"interrupted publish: %s; leaving it",
-				w->path, n, strerror(-r));
-		else
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: removed %s left by an interrupted "
-				"publish",
-				w->path, n);
+		if (gen && !w->o.dry_run && is_replaced(w, n))
+			retire_now(w, n);
+		else if (gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
+		    strcmp(n, STATE_TMP) == 0 || strcmp(n, STATE_ERROR_TMP) == 0)
+			remove_leftover(w, n);
 	}
 	closedir(d);
 }
@@ -1879,4 +1935,13 @@ void writer_retire_wait(struct writer *w)
 		}
 		writer_retire(w, false, &next);
 	}
+}
+
+void writer_retire_exit(struct writer *w)
+{
+	writer_retire(w, false, NULL);
+	/* Retired in order: the last one is the one replaced last. */
+	for (size_t i = 0; i + 1 < w->nretired; i++)
+		w->retired[i].due_ms = 0;
+	writer_retire(w, false, NULL);
 }
