@@ -4,6 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +22,13 @@
 #include "state.h"
 #include "writer.h"
 
-/* Up to this many new files and directories are fsync'ed one by one once
- * the whole generation is written: on a journaling file system the first
- * fsync commits everything and the others find nothing left to do.  A
- * larger generation (a first publish) is flushed with one syncfs(), which
- * also flushes unrelated data on the same file system. */
+/* Up to this many new files and directories are fsync'ed each (from
+ * FLUSH_THREADS threads at once, so that a journaling file system commits
+ * them together: a publish waits for about one device flush, not one per
+ * directory).  A larger generation (a first publish) is flushed with one
+ * syncfs(), which also flushes unrelated data on the same file system. */
 #define FSYNC_EACH_MAX 512
+#define FLUSH_THREADS 16
 
 /* A file whose ctime is this close to (or after) the time its state was
  * recorded may have been written again within the same timestamp tick, so
@@ -1448,35 +1452,99 @@ static int build_entry(struct build *b, size_t i)
 	return copy_file(b, e, p->nfd, name);
 }
 
+/* The entries of a generation to flush, shared by the threads that
+ * flush them. */
+struct flusher {
+	const struct snapshot *s;
+	const size_t *todo;
+	size_t n;
+	int gfd;
+	atomic_size_t next;
+	atomic_int rc;
+};
+
+/* Opened without blocking and checked to be what was written: never
+ * flush something else. */
+static int flush_one(const struct flusher *f, size_t i)
+{
+	const struct snap_entry *e = &f->s->v[i];
+	struct stat st;
+	int rc, fd = fsutil_open_beneath(f->gfd, e->path,
+					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 ||
+	    S_ISDIR(st.st_mode) != (e->type == SNAP_DIR) ||
+	    !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+		rc = -EIO;
+	else
+		rc = fsutil_fsync(fd);
+	close(fd);
+	return rc;
+}
+
+static void *flush_worker(void *arg)
+{
+	struct flusher *f = arg;
+
+	for (;;) {
+		size_t k = atomic_fetch_add(&f->next, 1);
+		if (k >= f->n || atomic_load(&f->rc) < 0)
+			break;
+		int rc = flush_one(f, f->todo[k]);
+		int none = 0;
+		if (rc < 0)
+			atomic_compare_exchange_strong(&f->rc, &none, rc);
+	}
+	return NULL;
+}
+
+/* Runs flush_worker on up to FLUSH_THREADS threads, this one included;
+ * threads that cannot be started leave their share to the others.  They
+ * take no signals: those are the caller's. */
+static int flush_parallel(struct flusher *f)
+{
+	pthread_t t[FLUSH_THREADS - 1];
+	size_t nt = 0, want = f->n < FLUSH_THREADS ? f->n : FLUSH_THREADS;
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	while (nt + 1 < want &&
+	       pthread_create(&t[nt], NULL, flush_worker, f) == 0)
+		nt++;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	flush_worker(f);
+	for (size_t i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+	return atomic_load(&f->rc);
+}
+
 /* Flushes the new files and directories of the generation (not its root,
- * whose mode changes after), each opened without blocking and checked to
- * be what was written. */
+ * whose mode changes after), all at once. */
 static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 		 int gfd, const char *gen, bool *all, char **err)
 {
+	struct flusher f = {.s = s, .gfd = gfd};
 	size_t objects = 1;
-	int rc = 0;
 
 	for (size_t i = 0; i < s->n; i++)
 		objects += act[i] != ACT_LINK;
 	*all = objects > FSYNC_EACH_MAX;
-	if (*all)
-		return 0; /* one syncfs() once the root is 0755 */
-	for (size_t i = 0; i < s->n && rc == 0; i++) {
-		if (act[i] == ACT_LINK)
-			continue;
-		struct stat st;
-		int fd = fsutil_open_beneath(gfd, s->v[i].path,
-					     O_RDONLY | O_NOCTTY | O_NONBLOCK);
-		if (fd >= 0 && (fstat(fd, &st) < 0 ||
-				(S_ISDIR(st.st_mode) != (s->v[i].type == SNAP_DIR)) ||
-				!(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))))
-			rc = -EIO; /* not what was written: never flush it */
-		else
-			rc = fd < 0 ? fd : fsutil_fsync(fd);
-		if (fd >= 0)
-			close(fd);
-	}
+	if (*all || objects == 1)
+		return 0; /* one syncfs() once the root is 0755, or nothing */
+	size_t *todo = malloc((objects - 1) * sizeof(*todo));
+	if (todo == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n; i++)
+		if (act[i] != ACT_LINK)
+			todo[f.n++] = i;
+	f.todo = todo;
+	atomic_init(&f.next, 0);
+	atomic_init(&f.rc, 0);
+	int rc = flush_parallel(&f);
+	free(todo);
 	if (rc < 0)
 		log_err_set(err, rc, "target %s: flushing %s: %s", w->path, gen,
 			    strerror(-rc));

@@ -451,6 +451,69 @@ START_TEST(test_refused_metrics_socket_names_the_fix_under_systemd)
 }
 END_TEST
 
+/* Threads of process `pid`, from /proc. */
+static int threads_of(pid_t pid)
+{
+	char path[64], *text;
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	text = tu_read(path, NULL);
+	const char *t = text ? strstr(text, "\nThreads:") : NULL;
+	int n = t ? atoi(t + 9) : 0;
+	free(text);
+	return n;
+}
+
+struct flushing {
+	pid_t pid;
+	int want;
+};
+
+static int many_flushing(void *arg)
+{
+	const struct flushing *f = arg;
+	return threads_of(f->pid) >= f->want;
+}
+
+START_TEST(test_flushes_of_a_publish_are_issued_together)
+{
+	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
+	char *logpath = tu_path(tmp, "once.log"), *err = NULL, dir[32];
+
+	/* 30 new directories and a new file to flush, in one publish. */
+	for (int i = 0; i < 30; i++) {
+		snprintf(dir, sizeof(dir), "d%02d/f", i);
+		tu_write(src, dir, "1", 0644);
+	}
+	ck_assert_int_eq(once(dst, -1, "EIO", NULL, &err), 0);
+	free(err);
+	tu_write(src, "d00/f", "22", 0644);
+	tu_write(tmp, "hang", "", 0644);
+	char *preload, *hang_while;
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=fsync", hang_while,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	/* Every fsync hangs: they are all under way at once, each in a
+	 * thread of its own, rather than one after another. */
+	struct flushing f = {pid, 8};
+	int together = tu_wait_for(many_flushing, &f, 5000);
+	int seen = threads_of(pid);
+	unlink(hang);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	ck_assert_msg(together, "%d threads flushing", seen);
+	char *d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+	free(preload);
+	free(hang_while);
+	free(hang);
+	free(logpath);
+	free(dst);
+}
+END_TEST
+
 START_TEST(test_short_of_file_descriptors)
 {
 	/* 40 descriptors: enough for the loop and a shallow tree, not for
@@ -505,6 +568,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_full_disk_fails_cleanly_and_recovers);
 	tcase_add_test(tc, test_read_only_target_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_refused_metrics_socket_names_the_fix_under_systemd);
+	tcase_add_test(tc, test_flushes_of_a_publish_are_issued_together);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;
