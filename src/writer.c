@@ -57,12 +57,15 @@ struct writer {
 	bool verify_live;	/* the next diff checks every live file */
 	struct retired *retired;
 	size_t nretired;
+	char *spare;		/* a replaced generation past its grace
+				   period, to recycle into the next one */
 };
 
 enum action {
 	ACT_DIR,  /* create the directory */
 	ACT_LINK, /* hard-link the unchanged file from the live generation */
 	ACT_COPY, /* stream the file from the source */
+	ACT_KEEP, /* recycled as it was: nothing new to flush */
 };
 
 struct writer_pending {
@@ -307,11 +310,12 @@ static bool is_replaced(const struct writer *w, const char *n)
 	       S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755;
 }
 
-/* The one replaced generation a reader may still be in: the newest
- * complete one named before the live one (names are UTC times), the one
- * ..data named last.  Older ones are removed even within the grace
- * period, so that the target never holds more than the live generation
- * and one replaced one at rest.  NULL when there is none. */
+/* The one replaced generation to keep: the newest complete one named
+ * before the live one (names are UTC times), the one ..data named last.
+ * Within its grace period a reader may still be in it; past it, it is
+ * recycled into the next generation.  Older ones are removed even within
+ * the grace period, so that the target never holds more than the live
+ * generation and one replaced one at rest.  NULL when there is none. */
 static char *grace_keeper(const struct writer *w, DIR *d)
 {
 	char *keep = NULL;
@@ -367,9 +371,9 @@ static void remove_leftover(struct writer *w, const char *n)
 }
 
 /* Removes what an interrupted publish left behind, and replaced
- * generations whose grace period is over.  The one replaced generation
- * still within its grace period (grace_keeper) is retired like any
- * replaced generation, not removed at once.  What cannot be removed is
+ * generations but one (grace_keeper): that one is retired like any
+ * replaced generation while in its grace period, else kept to be
+ * recycled.  What cannot be removed is
  * logged and left for a later start: it must not keep the mapping from
  * publishing. */
 static void recover(struct writer *w)
@@ -385,12 +389,19 @@ static void recover(struct writer *w)
 		return;
 	}
 	int64_t left_ms = grace_left(w);
-	char *keep = left_ms > 0 && !w->o.dry_run ? grace_keeper(w, d) : NULL;
-	if (keep && retire_add(w, keep, writer_now_ms() + (uint64_t)left_ms) == 0)
+	/* A grace period of 0 asks for no replaced generation at all. */
+	char *keep = w->live_gen && !w->o.dry_run &&
+				     (left_ms > 0 || w->o.grace_ms > 0)
+			     ? grace_keeper(w, d)
+			     : NULL;
+	if (keep && left_ms <= 0 && w->o.grace_ms > 0) {
+		w->spare = keep; /* past its grace: recycled next */
+	} else if (keep && retire_add(w, keep, writer_now_ms() +
+						       (uint64_t)left_ms) == 0) {
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: keeping %s for the rest of its grace period",
 			w->path, keep);
-	else if (keep) {
+	} else if (keep) {
 		free(keep);
 		keep = NULL;
 	}
@@ -652,6 +663,7 @@ void writer_close(struct writer *w)
 	for (size_t i = 0; i < w->nretired; i++)
 		free(w->retired[i].name);
 	free(w->retired);
+	free(w->spare);
 	if (w->live_fd >= 0)
 		close(w->live_fd);
 	if (w->dfd >= 0)
@@ -1223,8 +1235,8 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 }
 
 /* Creates "..YYYY_MM_DD_HH_MM_SS.<ns>" (UTC) with a name no other
- * generation has. */
-static int make_generation(struct writer *w, char **gen)
+ * generation has: a new directory, or `from` renamed. */
+static int make_generation(struct writer *w, const char *from, char **gen)
 {
 	struct timespec ts;
 	struct tm tm;
@@ -1236,10 +1248,13 @@ static int make_generation(struct writer *w, char **gen)
 	for (long k = 0; k < 1000; k++) {
 		snprintf(buf + n, sizeof(buf) - n, "%09ld",
 			 (ts.tv_nsec + k) % 1000000000L);
-		if (mkdirat(w->dfd, buf, 0700) == 0) {
+		int rc = from ? renameat2(w->dfd, from, w->dfd, buf,
+					  RENAME_NOREPLACE)
+			      : mkdirat(w->dfd, buf, 0700);
+		if (rc == 0) {
 			*gen = strdup(buf);
 			if (*gen == NULL) {
-				unlinkat(w->dfd, buf, AT_REMOVEDIR);
+				fsutil_rmtree(w->dfd, buf);
 				return -ENOMEM;
 			}
 			return 0;
@@ -1250,11 +1265,17 @@ static int make_generation(struct writer *w, char **gen)
 	return -EEXIST;
 }
 
+#define LEVEL_ROOT SIZE_MAX
+
 struct level {
 	const char *path; /* the directory's path in the generation */
 	size_t len;
+	size_t idx;	  /* its entry in the snapshot, LEVEL_ROOT: the top */
 	int nfd, ofd;	  /* new and live generation, ofd -1 if absent */
-	uint32_t mode;
+	uint32_t mode;	  /* the mode it must have */
+	uint32_t cur;	  /* the mode it has */
+	bool recycled;	  /* kept from a replaced generation: holds entries */
+	bool dirty;	  /* changed: to be flushed */
 };
 
 struct build {
@@ -1275,26 +1296,86 @@ static int close_level(struct build *b)
 	struct level *l = &b->lv[--b->depth];
 	int rc = 0;
 
-	if (l->mode != 0700 && fchmod(l->nfd, l->mode) < 0)
+	if (l->mode != l->cur && fchmod(l->nfd, l->mode) < 0)
 		rc = -errno;
 	if (rc < 0)
 		log_err_set(b->err, rc, "target %s: directory %s: %s", b->w->path,
 			l->path, strerror(-rc));
+	/* A recycled directory that did not change needs no flush. */
+	if (l->recycled && !l->dirty && l->mode == l->cur &&
+	    l->idx != LEVEL_ROOT)
+		b->act[l->idx] = ACT_KEEP;
 	close(l->nfd);
 	if (l->ofd >= 0)
 		close(l->ofd);
 	return rc;
 }
 
+static int copy_fail(struct build *b, int in, const struct snap_entry *e,
+		     int rc)
+{
+	char c;
+
+	/* Tell a read error from a write error by trying to read. */
+	if (pread(in, &c, 1, 0) < 0)
+		return log_err_set(b->err, rc, "source %s/%s: %s", b->s->root,
+				   e->src ? e->src : e->path, strerror(-rc));
+	return log_err_set(b->err, rc, "target %s: writing %s: %s", b->w->path,
+			   e->path, strerror(-rc));
+}
+
+/* Streams the open source file `in` into a new `name` in `nfd`, owned
+ * and with the mode the entry says.  The file must still be the one the
+ * snapshot saw, before and after the copy: otherwise it was being
+ * written and the copy may be torn. */
+static int copy_into(struct build *b, struct snap_entry *e, int in, int nfd,
+		     const char *name)
+{
+	struct stat st;
+	uint64_t copied = 0;
+	const char *src = e->src ? e->src : e->path;
+	int rc = 0, out = -1;
+
+	if (fstat(in, &st) < 0 || !same_stat(e, &st))
+		return log_err_set(b->err, -EAGAIN,
+				   "source %s/%s: changed while being read",
+				   b->s->root, src);
+	out = openat(nfd, name,
+		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0)
+		return log_err_set(b->err, -errno, "target %s: creating %s: %s",
+				   b->w->path, e->path, strerror(errno));
+	rc = fsutil_copy(in, out, e->size, &copied);
+	if (rc < 0)
+		rc = copy_fail(b, in, e, rc);
+	else if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st))
+		rc = log_err_set(b->err, -EAGAIN,
+				 "source %s/%s: changed while being read",
+				 b->s->root, src);
+	else if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
+		 fchown(out, e->uid, e->gid) < 0)
+		rc = log_err_set(b->err, -errno, "target %s: chown %s: %s",
+				 b->w->path, e->path, strerror(errno));
+	else if (fchmod(out, e->mode) < 0 || fstat(out, &st) < 0)
+		rc = log_err_set(b->err, -errno, "target %s: chmod %s: %s",
+				 b->w->path, e->path, strerror(errno));
+	if (rc == 0) {
+		/* What it is now, to tell later whether someone changed it. */
+		e->t_ino = (uint64_t)st.st_ino;
+		e->t_mtime = st.st_mtim;
+		b->r->copied++;
+		b->r->bytes_copied += copied;
+	}
+	if (close(out) < 0 && rc == 0)
+		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
+				 b->w->path, e->path, strerror(errno));
+	return rc;
+}
+
 static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 		     const char *name)
 {
-	struct snapshot *s = b->s;
-	const char *src = e->src ? e->src : e->path;
-	struct stat st;
-	uint64_t copied = 0;
-	int out = -1, rc = 0;
-	int in = open_source(s, e, b->err);
+	int in = open_source(b->s, e, b->err);
 
 	if (in == -EACCES || in == -EPERM) {
 		/* Reported with the others once the tree is done. */
@@ -1304,67 +1385,201 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 	}
 	if (in < 0)
 		return in;
-	/* The file must still be the one the snapshot saw, before and after
-	 * the copy: otherwise it was being written and the copy may be
-	 * torn. */
-	if (fstat(in, &st) < 0 || !same_stat(e, &st)) {
-		rc = log_err_set(b->err, -EAGAIN,
-			     "source %s/%s: changed while being read", s->root,
-			     src);
-		goto out;
-	}
-	out = openat(nfd, name,
-		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (out < 0) {
-		rc = log_err_set(b->err, -errno, "target %s: creating %s: %s",
-			     b->w->path, e->path, strerror(errno));
-		goto out;
-	}
-	rc = fsutil_copy(in, out, e->size, &copied);
-	if (rc < 0) {
-		/* Tell a read error from a write error by trying to read. */
-		char c;
-		if (pread(in, &c, 1, 0) < 0)
-			log_err_set(b->err, rc, "source %s/%s: %s", s->root, src,
-				strerror(-rc));
-		else
-			log_err_set(b->err, rc, "target %s: writing %s: %s",
-				b->w->path, e->path, strerror(-rc));
-		goto out;
-	}
-	if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st)) {
-		rc = log_err_set(b->err, -EAGAIN,
-			     "source %s/%s: changed while being read", s->root,
-			     src);
-		goto out;
-	}
-	if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
-	    fchown(out, e->uid, e->gid) < 0) {
-		rc = log_err_set(b->err, -errno, "target %s: chown %s: %s",
-			     b->w->path, e->path, strerror(errno));
-		goto out;
-	}
-	if (fchmod(out, e->mode) < 0 || fstat(out, &st) < 0) {
-		rc = log_err_set(b->err, -errno, "target %s: chmod %s: %s",
-			     b->w->path, e->path, strerror(errno));
-		goto out;
-	}
-	/* What it is now, to tell later whether someone changed it. */
-	e->t_ino = (uint64_t)st.st_ino;
-	e->t_mtime = st.st_mtim;
-	b->r->copied++;
-	b->r->bytes_copied += copied;
-out:
-	if (out >= 0 && close(out) < 0 && rc == 0)
-		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
-			     b->w->path, e->path, strerror(errno));
+	int rc = copy_into(b, e, in, nfd, name);
 	close(in);
 	return rc;
 }
 
+/* Removes the names of a recycled directory that the snapshot does not
+ * hold (whatever they are: what left the source, or what someone put
+ * there while the generation was live). */
+static int prune(struct build *b, struct level *l)
+{
+	int fd = openat(l->nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	int rc = 0;
+
+	if (d == NULL) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return log_err_set(b->err, rc, "target %s: reading %s: %s",
+				   b->w->path, l->len ? l->path : ".",
+				   strerror(-rc));
+	}
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+			continue;
+		char *path = l->len ? fsutil_join(l->path, n) : strdup(n);
+		if (path == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		bool want = snapshot_find(b->s, path) != NULL;
+		free(path);
+		if (want)
+			continue;
+		l->dirty = true;
+		rc = fsutil_rmtree(l->nfd, n);
+		if (rc < 0)
+			log_err_set(b->err, rc, "target %s: removing %s/%s: %s",
+				    b->w->path, l->path, n, strerror(-rc));
+	}
+	closedir(d);
+	return rc;
+}
+
+/* In a recycled directory: `name` removed, for a new entry in its place.
+ * 0 when it was not there. */
+static int clear_name(struct build *b, struct level *p, const char *name,
+		      const char *path)
+{
+	int rc = fsutil_rmtree(p->nfd, name);
+
+	p->dirty = true;
+	if (rc < 0)
+		return log_err_set(b->err, rc, "target %s: removing %s: %s",
+				   b->w->path, path, strerror(-rc));
+	return 0;
+}
+
+/* A directory of a recycled generation kept for entry `e`: a descriptor,
+ * or -ENOENT when it is not a directory (removed, to be made anew). */
+static int reuse_dir(struct build *b, struct level *p, const char *name,
+		     const struct snap_entry *e, uint32_t *cur)
+{
+	struct stat st;
+	int fd = openat(p->nfd, name,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		uid_t u = e->uid == SNAP_NO_ID ? geteuid() : e->uid;
+		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
+		*cur = st.st_mode & 07777;
+		if ((st.st_uid == u && st.st_gid == g) || fchown(fd, u, g) == 0)
+			return fd;
+	}
+	if (fd >= 0)
+		close(fd);
+	int rc = clear_name(b, p, name, e->path);
+	return rc < 0 ? rc : -ENOENT;
+}
+
+static int push_level(struct build *b, const struct level *l)
+{
+	if (b->depth == b->cap) {
+		size_t cap = b->cap * 2;
+		struct level *v = realloc(b->lv, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		b->lv = v;
+		b->cap = cap;
+	}
+	b->lv[b->depth++] = *l;
+	return l->recycled ? prune(b, &b->lv[b->depth - 1]) : 0;
+}
+
+static int build_dir(struct build *b, size_t i, struct level *p,
+		     const char *name)
+{
+	struct snap_entry *e = &b->s->v[i];
+	struct level l = {.path = e->path, .len = strlen(e->path), .idx = i,
+			  .mode = e->mode, .cur = 0700, .ofd = -1};
+	int nfd = p->recycled ? reuse_dir(b, p, name, e, &l.cur) : -ENOENT;
+
+	if (nfd != -ENOENT && nfd < 0)
+		return nfd;
+	l.recycled = nfd >= 0;
+	if (nfd < 0) {
+		p->dirty = true;
+		if (mkdirat(p->nfd, name, 0700) < 0)
+			return log_err_set(b->err, -errno,
+					   "target %s: mkdir %s: %s", b->w->path,
+					   e->path, strerror(errno));
+		nfd = openat(p->nfd, name,
+			     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd < 0)
+			return log_err_set(b->err, -errno,
+					   "target %s: open %s: %s", b->w->path,
+					   e->path, strerror(errno));
+		if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
+		    fchown(nfd, e->uid, e->gid) < 0) {
+			int rc = -errno;
+			close(nfd);
+			return log_err_set(b->err, rc, "target %s: chown %s: %s",
+					   b->w->path, e->path, strerror(-rc));
+		}
+	}
+	if (p->ofd >= 0)
+		l.ofd = openat(p->ofd, name,
+			       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	l.nfd = nfd;
+	int rc = push_level(b, &l);
+	if (rc == -ENOMEM) {
+		close(nfd);
+		if (l.ofd >= 0)
+			close(l.ofd);
+	}
+	return rc;
+}
+
+/* Hard-links the live copy of an unchanged file, checked first to be
+ * what atomsync left there; 1 when it cannot be linked (to be copied). */
+static int link_file(struct build *b, struct snap_entry *e, struct level *p,
+		     const char *name)
+{
+	struct stat st;
+
+	if (p->ofd < 0)
+		return 1;
+	if (!b->checked &&
+	    (fstatat(p->ofd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	     !intact(&st, e, &b->gen))) {
+		/* Never linked forward: written afresh, and told as changed. */
+		warn_changed_in_live(b->w, e->path);
+		b->r->changed++;
+		return note_path(b->r, e->path) < 0 ? -ENOMEM : 1;
+	}
+	if (linkat(p->ofd, name, p->nfd, name, 0) < 0)
+		return 1; /* gone or cannot be linked: copied instead */
+	b->r->linked++;
+	/* Compared by content: learn what it is. */
+	if (e->t_ino == 0 &&
+	    fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		e->t_ino = (uint64_t)st.st_ino;
+		e->t_mtime = st.st_mtim;
+	}
+	return 0;
+}
+
+/* In a recycled directory, an unchanged file is kept when it is the very
+ * file the live generation holds (the same inode, recorded when it was
+ * written) and as atomsync left it: 1 then.  Anything else in its place
+ * is removed (0). */
+static int keep_file(struct build *b, size_t i, struct level *p,
+		     const char *name)
+{
+	struct snap_entry *e = &b->s->v[i];
+	struct stat st;
+
+	if (fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0
+				       : log_err_set(b->err, -errno,
+						     "target %s: %s: %s",
+						     b->w->path, e->path,
+						     strerror(errno));
+	if (b->act[i] == ACT_LINK && e->t_ino != 0 && intact(&st, e, &b->gen)) {
+		b->act[i] = ACT_KEEP;
+		b->r->linked++;
+		return 1;
+	}
+	return clear_name(b, p, name, e->path);
+}
+
 static int build_entry(struct build *b, size_t i)
 {
-	uint8_t act = b->act[i];
 	struct snap_entry *e = &b->s->v[i];
 	size_t pl = parent_len(e->path);
 
@@ -1379,75 +1594,15 @@ static int build_entry(struct build *b, size_t i)
 	struct level *p = &b->lv[b->depth - 1];
 	const char *name = e->path + (pl ? pl + 1 : 0);
 
-	if (act == ACT_DIR) {
-		if (mkdirat(p->nfd, name, 0700) < 0)
-			return log_err_set(b->err, -errno,
-				       "target %s: mkdir %s: %s", b->w->path,
-				       e->path, strerror(errno));
-		int nfd = openat(p->nfd, name,
-				 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (nfd < 0)
-			return log_err_set(b->err, -errno,
-				       "target %s: open %s: %s", b->w->path,
-				       e->path, strerror(errno));
-		if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
-		    fchown(nfd, e->uid, e->gid) < 0) {
-			int rc = -errno;
-			close(nfd);
-			return log_err_set(b->err, rc, "target %s: chown %s: %s",
-				       b->w->path, e->path, strerror(-rc));
-		}
-		int ofd = -1;
-		if (p->ofd >= 0)
-			ofd = openat(p->ofd, name,
-				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-					     O_CLOEXEC);
-		if (b->depth == b->cap) {
-			size_t cap = b->cap * 2;
-			struct level *v = realloc(b->lv, cap * sizeof(*v));
-			if (v == NULL) {
-				close(nfd);
-				if (ofd >= 0)
-					close(ofd);
-				return -ENOMEM;
-			}
-			b->lv = v;
-			b->cap = cap;
-		}
-		b->lv[b->depth++] = (struct level){
-			.path = e->path,
-			.len = strlen(e->path),
-			.nfd = nfd,
-			.ofd = ofd,
-			.mode = e->mode,
-		};
-		return 0;
-	}
-	struct stat lst;
-	if (act == ACT_LINK && p->ofd >= 0 && !b->checked &&
-	    (fstatat(p->ofd, name, &lst, AT_SYMLINK_NOFOLLOW) < 0 ||
-	     !intact(&lst, e, &b->gen))) {
-		/* Never linked forward: written afresh, and told as changed. */
-		warn_changed_in_live(b->w, e->path);
-		b->r->changed++;
-		if (note_path(b->r, e->path) < 0)
-			return -ENOMEM;
-		act = ACT_COPY;
-	}
-	if (act == ACT_LINK && p->ofd >= 0) {
-		if (linkat(p->ofd, name, p->nfd, name, 0) == 0) {
-			b->r->linked++;
-			struct stat st;
-			/* Compared by content: learn what it is. */
-			if (e->t_ino == 0 &&
-			    fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-				e->t_ino = (uint64_t)st.st_ino;
-				e->t_mtime = st.st_mtim;
-			}
-			return 0;
-		}
-		/* The live copy is gone or cannot be linked: copy instead. */
-	}
+	if (b->act[i] == ACT_DIR)
+		return build_dir(b, i, p, name);
+	int rc = p->recycled ? keep_file(b, i, p, name) : 0;
+	if (rc != 0)
+		return rc < 0 ? rc : 0;
+	p->dirty = true;
+	rc = b->act[i] == ACT_LINK ? link_file(b, e, p, name) : 1;
+	if (rc <= 0)
+		return rc;
 	b->act[i] = ACT_COPY; /* new data: flushed with the rest */
 	return copy_file(b, e, p->nfd, name);
 }
@@ -1530,7 +1685,7 @@ static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 	size_t objects = 1;
 
 	for (size_t i = 0; i < s->n; i++)
-		objects += act[i] != ACT_LINK;
+		objects += act[i] == ACT_DIR || act[i] == ACT_COPY;
 	*all = objects > FSYNC_EACH_MAX;
 	if (*all || objects == 1)
 		return 0; /* one syncfs() once the root is 0755, or nothing */
@@ -1538,7 +1693,7 @@ static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 	if (todo == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < s->n; i++)
-		if (act[i] != ACT_LINK)
+		if (act[i] == ACT_DIR || act[i] == ACT_COPY)
 			todo[f.n++] = i;
 	f.todo = todo;
 	atomic_init(&f.next, 0);
@@ -1571,9 +1726,11 @@ static int open_up(struct writer *w, int gfd, const char *gen, bool all,
 	return rc;
 }
 
+/* Writes every entry of `s` into the generation `gen` (a recycled one
+ * holds entries already), flushes and opens it up. */
 static int build(struct writer *w, struct snapshot *s, uint8_t *act,
-		 const char *gen, struct writer_result *r, struct problems *pb,
-		 char **err)
+		 const char *gen, bool recycled, struct writer_result *r,
+		 struct problems *pb, char **err)
 {
 	struct build b = {
 		.w = w, .s = s, .act = act, .r = r, .pb = pb, .err = err,
@@ -1595,8 +1752,11 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 					   O_RDONLY | O_DIRECTORY | O_CLOEXEC)
 				  : -1;
 	b.lv[b.depth++] = (struct level){
-		.path = "", .len = 0, .nfd = gfd, .ofd = ofd, .mode = 0755,
+		.path = "", .len = 0, .idx = LEVEL_ROOT, .nfd = gfd, .ofd = ofd,
+		.mode = 0755, .cur = 0700, .recycled = recycled,
 	};
+	if (recycled)
+		rc = prune(&b, &b.lv[0]);
 	for (size_t i = 0; i < s->n && rc == 0; i++)
 		rc = build_entry(&b, i);
 	while (b.depth > 1 && rc == 0)
@@ -1690,18 +1850,58 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 	return rc;
 }
 
-/* Writes the new generation; on failure nothing of it is left. */
+/* The spare generation made private again (0700: unfinished, to
+ * recover(), and out of reach of other users) and renamed to a new
+ * generation's name, in *gen; when it cannot be recycled, it is removed
+ * and a negative errno returned. */
+static int recycle_spare(struct writer *w, char **gen)
+{
+	char *spare = w->spare;
+	struct stat st;
+
+	w->spare = NULL;
+	if (spare == NULL)
+		return -ENOENT;
+	int fd = open_generation(w->dfd, spare);
+	int rc = fd < 0 ? fd : 0;
+	/* Like the live generation: none that someone else made. */
+	if (rc == 0 && (fstat(fd, &st) < 0 || !fsutil_trusted_uid(st.st_uid) ||
+			(st.st_mode & 0022)))
+		rc = -EPERM;
+	if (rc == 0 && fchmod(fd, 0700) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (rc == 0)
+		rc = make_generation(w, spare, gen);
+	if (rc < 0) {
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: cannot recycle %s (%s); removing it",
+			w->path, spare, strerror(-rc));
+		int r2 = fsutil_rmtree(w->dfd, spare);
+		if (r2 < 0)
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: removing %s: %s", w->path, spare,
+				strerror(-r2));
+	}
+	free(spare);
+	return rc;
+}
+
+/* Writes the new generation, into the spare one when there is one; on
+ * failure nothing of it is left. */
 static int prepare_build(struct writer *w, struct writer_pending *p,
 			 struct writer_result *r, struct problems *pb,
 			 char **err)
 {
-	int rc = make_generation(w, &p->gen);
+	bool recycled = recycle_spare(w, &p->gen) == 0;
+	int rc = recycled ? 0 : make_generation(w, NULL, &p->gen);
 
 	if (rc < 0)
 		return log_err_set(err, rc,
 				   "target %s: creating a generation: %s",
 				   w->path, strerror(-rc));
-	rc = build(w, p->s, p->act, p->gen, r, pb, err);
+	rc = build(w, p->s, p->act, p->gen, recycled, r, pb, err);
 	if (rc == 0)
 		rc = problems_report(w, p->s, pb, err);
 	if (rc == 0 && (p->dir = fsutil_join(w->path, p->gen)) == NULL)
@@ -1898,42 +2098,64 @@ struct writer_gc {
 	size_t n;
 };
 
+/* Adds `gen` to the generations *gcp removes; false when it cannot (it
+ * is kept for the next try). */
+static bool gc_add(struct writer *w, struct writer_gc **gcp, char *gen)
+{
+	struct writer_gc *gc = *gcp;
+
+	if (gc == NULL) {
+		gc = calloc(1, sizeof(*gc));
+		if (gc)
+			gc->dfd = fcntl(w->dfd, F_DUPFD_CLOEXEC, 0);
+		if (gc == NULL || gc->dfd < 0) {
+			free(gc);
+			return false;
+		}
+		gc->path = strdup(w->path);
+		gc->name = w->name ? strdup(w->name) : NULL;
+		gc->gens = calloc(w->nretired + 1, sizeof(*gc->gens));
+		*gcp = gc;
+	}
+	if (gc->gens == NULL)
+		return false;
+	gc->gens[gc->n++] = gen;
+	return true;
+}
+
+/* The newest generation that is due is kept as the spare, to be
+ * recycled into the next one (the spare it replaces goes); the others
+ * are taken.  `all` takes the spare too. */
 struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 {
 	uint64_t now = writer_now_ms(), next = 0;
 	struct writer_gc *gc = NULL;
-	size_t k = 0;
+	size_t k = 0, newest = SIZE_MAX;
 
+	for (size_t i = 0; !all && i < w->nretired; i++)
+		if (w->retired[i].due_ms <= now)
+			newest = i;
 	for (size_t i = 0; i < w->nretired; i++) {
-		struct retired *t = &w->retired[i];
-		if (!all && t->due_ms > now) {
-			if (next == 0 || t->due_ms < next)
-				next = t->due_ms;
-			w->retired[k++] = *t;
+		struct retired t = w->retired[i];
+		if (!all && t.due_ms > now) {
+			if (next == 0 || t.due_ms < next)
+				next = t.due_ms;
+			w->retired[k++] = t;
 			continue;
 		}
-		if (gc == NULL) {
-			gc = calloc(1, sizeof(*gc));
-			if (gc)
-				gc->dfd = fcntl(w->dfd, F_DUPFD_CLOEXEC, 0);
-			if (gc == NULL || gc->dfd < 0) {
-				/* Keep it for the next try. */
-				free(gc);
-				gc = NULL;
-				w->retired[k++] = *t;
+		if (i == newest) {
+			char *old = w->spare;
+			w->spare = t.name;
+			t.name = old;
+			if (t.name == NULL)
 				continue;
-			}
-			gc->path = strdup(w->path);
-			gc->name = w->name ? strdup(w->name) : NULL;
-			gc->gens = calloc(w->nretired, sizeof(*gc->gens));
 		}
-		if (gc->gens == NULL) {
-			w->retired[k++] = *t;
-			continue;
-		}
-		gc->gens[gc->n++] = t->name;
+		if (!gc_add(w, &gc, t.name))
+			w->retired[k++] = t;
 	}
 	w->nretired = k;
+	if (all && w->spare && gc_add(w, &gc, w->spare))
+		w->spare = NULL;
 	if (next_ms)
 		*next_ms = next;
 	return gc;
@@ -2008,8 +2230,21 @@ void writer_retire_wait(struct writer *w)
 void writer_retire_exit(struct writer *w)
 {
 	writer_retire(w, false, NULL);
-	/* Retired in order: the last one is the one replaced last. */
-	for (size_t i = 0; i + 1 < w->nretired; i++)
-		w->retired[i].due_ms = 0;
-	writer_retire(w, false, NULL);
+	/* Retired in order: the last one is the one replaced last.  The
+	 * others, and a spare beside it, go now. */
+	while (w->nretired > 1 || (w->nretired == 1 && w->spare)) {
+		char *gen = w->nretired > 1 ? w->retired[0].name : w->spare;
+		int rc = fsutil_rmtree(w->dfd, gen);
+		if (rc < 0)
+			log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
+				w->path, gen, strerror(-rc));
+		free(gen);
+		if (gen == w->spare) {
+			w->spare = NULL;
+			continue;
+		}
+		w->nretired--;
+		memmove(w->retired, w->retired + 1,
+			w->nretired * sizeof(*w->retired));
+	}
 }

@@ -392,9 +392,24 @@ START_TEST(test_next_once_retires_a_generation_past_its_grace)
 		ck_assert_int_eq(tu_generations(dst), 2);
 	while (tu_now_ms() < replaced + 400)
 		tu_nap(20); /* the grace period itself is what is waited for */
+	/* Past its grace period, the replaced generation is recycled into
+	 * the next one: its directory becomes the new live generation. */
+	char *rep = replaced_generation(), *path = tu_path(dst, rep);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	tu_write(src, "b", "new", 0644);
 	once_grace("300", NULL);
-	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ck_assert_int_lt(access(path, F_OK), 0);
+	char *live = tu_live(dst), *lp = tu_path(dst, live);
+	struct stat now;
+	ck_assert_int_eq(stat(lp, &now), 0);
+	ck_assert_uint_eq(now.st_ino, st.st_ino);
 	ASSERT_TREES();
+	free(lp);
+	free(live);
+	free(path);
+	free(rep);
 }
 END_TEST
 

@@ -126,19 +126,28 @@ static int checker(void)
 }
 
 /* Only what atomsync keeps: ..data, its generation, the state, the
- * visible names (a generation in its grace period is allowed). */
+ * visible names, and one complete replaced generation (in its grace
+ * period, or kept to be recycled). */
 static char *debris(void)
 {
 	char *live = tu_live(dst), *bad = NULL;
 	DIR *d = opendir(dst);
 	struct dirent *de;
+	int replaced = 0;
 	while (d && (de = readdir(d)) != NULL && !bad) {
 		const char *n = de->d_name;
+		struct stat st;
 		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
 			continue;
 		if (strcmp(n, "..data") == 0 || strcmp(n, "..atomsync") == 0 ||
 		    (live && strcmp(n, live) == 0) || n[0] != '.' || n[1] != '.')
 			continue;
+		if (strncmp(n, "..2", 3) == 0 && !replaced &&
+		    fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0755) {
+			replaced = 1;
+			continue;
+		}
 		bad = strdup(n);
 	}
 	if (d)
