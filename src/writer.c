@@ -448,6 +448,47 @@ static void detach_source(struct snapshot *s)
 	}
 }
 
+/* What the live generation holds, from a scan of it: files are then
+ * compared by content, their identity being unknown. */
+static int scan_live(struct writer *w, char **err)
+{
+	struct snapshot *s = NULL;
+	struct snapshot_opts so = {.links = SNAP_LINKS_SKIP};
+	char *dir = fsutil_join(w->path, w->live_gen);
+
+	if (dir == NULL)
+		return -ENOMEM;
+	int rc = snapshot_take(dir, &so, &s, NULL);
+	if (rc < 0) {
+		rc = log_err_set(err, rc, "target %s: reading %s: %s", w->path,
+				 w->live_gen, strerror(-rc));
+		free(dir);
+		return rc;
+	}
+	free(dir);
+	bool owners = w->o.uid != SNAP_NO_ID || w->o.gid != SNAP_NO_ID;
+	for (size_t i = 0; i < s->n; i++) {
+		struct snap_entry *e = &s->v[i];
+		e->ino = e->t_ino = 0; /* identity unknown: compare content */
+		/* With owner or group set, what the files have is what the
+		 * next snapshot is compared with. */
+		struct stat st;
+		int fd = owners ? fsutil_open_beneath(w->live_fd, e->path, O_PATH)
+				: -1;
+		if (fd >= 0 && fstat(fd, &st) == 0) {
+			e->uid = w->o.uid == SNAP_NO_ID ? SNAP_NO_ID
+							: (uint32_t)st.st_uid;
+			e->gid = w->o.gid == SNAP_NO_ID ? SNAP_NO_ID
+							: (uint32_t)st.st_gid;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	detach_source(s);
+	w->live = s;
+	return 0;
+}
+
 /* Reads what the live generation holds: from the state file when it
  * describes that generation, else by scanning the generation itself (then
  * every file's content is compared on the next publish). */
@@ -492,43 +533,8 @@ static int load_live(struct writer *w, char **err)
 			w->path, STATE_FILE, w->live_gen);
 	free(gen);
 	snapshot_free(s);
-	s = NULL;
-
-	char *dir = fsutil_join(w->path, w->live_gen);
-	struct snapshot_opts so = {.links = SNAP_LINKS_SKIP};
-	if (dir == NULL)
-		return -ENOMEM;
-	rc = snapshot_take(dir, &so, &s, NULL);
-	if (rc < 0) {
-		rc = log_err_set(err, rc, "target %s: reading %s: %s", w->path,
-				 w->live_gen, strerror(-rc));
-		free(dir);
-		return rc;
-	}
-	free(dir);
-	bool owners = w->o.uid != SNAP_NO_ID || w->o.gid != SNAP_NO_ID;
-	for (size_t i = 0; i < s->n; i++) {
-		struct snap_entry *e = &s->v[i];
-		e->ino = e->t_ino = 0; /* identity unknown: compare content */
-		/* With owner or group set, what the files have is what the
-		 * next snapshot is compared with. */
-		struct stat st;
-		int fd = owners ? fsutil_open_beneath(w->live_fd, e->path, O_PATH)
-				: -1;
-		if (fd >= 0 && fstat(fd, &st) == 0) {
-			e->uid = w->o.uid == SNAP_NO_ID ? SNAP_NO_ID
-							: (uint32_t)st.st_uid;
-			e->gid = w->o.gid == SNAP_NO_ID ? SNAP_NO_ID
-							: (uint32_t)st.st_gid;
-		}
-		if (fd >= 0)
-			close(fd);
-	}
-	detach_source(s);
-	w->live = s;
-	return 0;
+	return scan_live(w, err);
 }
-
 void writer_set_opts(struct writer *w, const struct writer_opts *o)
 {
 	free(w->name);
@@ -755,9 +761,8 @@ static int parents_present(const struct snapshot *s)
 	return rc;
 }
 
-/* Validates and cleans every path, sorts, and adds the directories a
- * hand-built snapshot only implies, so that what is written is a tree. */
-static int normalize(struct writer *w, struct snapshot *s, char **err)
+/* Validates every path and cleans those that need it. */
+static int clean_paths(struct snapshot *s, char **err)
 {
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_entry *e = &s->v[i];
@@ -779,13 +784,15 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 		free(e->path);
 		e->path = c;
 	}
-	snapshot_sort(s);
+	return 0;
+}
 
-	/* Every entry's parent must be a directory entry; add the missing
-	 * ones, which may miss their own parents, until none is missing. */
+/* Every entry's parent must be a directory entry: adds the missing ones,
+ * which may miss their own parents, until none is missing. */
+static int add_parents(struct snapshot *s)
+{
 	int rc = parents_present(s);
-	if (rc < 0)
-		return rc;
+
 	while (rc == 0) {
 		size_t n = s->n;
 		for (size_t i = 0; i < n; i++) {
@@ -817,7 +824,21 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 			break;
 		snapshot_sort(s);
 	}
+	return rc < 0 ? rc : 0;
+}
 
+/* Validates and cleans every path, sorts, and adds the directories a
+ * hand-built snapshot only implies, so that what is written is a tree. */
+static int normalize(struct writer *w, struct snapshot *s, char **err)
+{
+	int rc = clean_paths(s, err);
+
+	if (rc < 0)
+		return rc;
+	snapshot_sort(s);
+	rc = add_parents(s);
+	if (rc < 0)
+		return rc;
 	for (size_t i = 0; i + 1 < s->n; i++) {
 		const char *a = s->v[i].path, *b = s->v[i + 1].path;
 		size_t la = strlen(a);
@@ -833,7 +854,6 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 				       "is below it",
 				       a, b);
 	}
-
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_entry *e = &s->v[i];
 		e->mode = project_mode(w, e);
@@ -1142,96 +1162,100 @@ static void live_owner(const struct writer *w, struct stat *gen)
 	}
 }
 
+/* Counts a path as added, changed or removed (`verb` says which, for a
+ * dry run's line). */
+static int note_change(struct writer *w, struct writer_result *r,
+		       size_t *count, const char *verb, const char *path)
+{
+	(*count)++;
+	if (note_path(r, path) < 0)
+		return -ENOMEM;
+	if (w->o.dry_run && !w->o.quiet)
+		log_msg(LOG_LVL_INFO, w->name, "dry run: would %s %s", verb,
+			path);
+	return 0;
+}
+
+/* Whether the file `e` differs from its live copy `o`; *link when it
+ * does not and the live copy may be linked forward. */
+static int diff_file(struct writer *w, struct snapshot *s,
+		     struct snap_entry *e, const struct snap_entry *o,
+		     const struct stat *gen, bool *changed, bool *link,
+		     char **err)
+{
+	int64_t taken = ts_ns(&w->live->taken);
+	int64_t window = o->ctime.tv_nsec || o->mtime.tv_nsec ? RACY_FINE_NS
+							      : RACY_COARSE_NS;
+
+	/* Every file, when a full check is due; else those linked forward
+	 * are checked as they are (build_entry). */
+	if (w->verify_live && !live_intact(w, o, gen)) {
+		warn_changed_in_live(w, e->path);
+		*changed = true;
+		return 0;
+	}
+	*changed = o->size != e->size;
+	if (!*changed && o->ino != 0 && o->ino == e->ino && o->dev == e->dev &&
+	    ts_ns(&o->mtime) == ts_ns(&e->mtime) &&
+	    ts_ns(&o->ctime) == ts_ns(&e->ctime) &&
+	    ts_ns(&o->ctime) < taken - window) {
+		*link = true;
+	} else if (!*changed) {
+		bool same = false;
+		int rc = same_content(w, s, e, &same, err);
+		if (rc < 0)
+			return rc;
+		*link = same;
+		*changed = !same;
+	}
+	/* Linked: the same file as before. */
+	e->t_ino = o->t_ino;
+	e->t_mtime = o->t_mtime;
+	return 0;
+}
+
 /* Decides, entry by entry, what the new generation needs. */
 static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		struct writer_result *r, char **err)
 {
 	const struct snapshot *l = w->live;
 	size_t i = 0, j = 0;
-	int64_t taken = ts_ns(&l->taken);
 	struct stat gen;
+	int rc = 0;
 
 	live_owner(w, &gen);
-
-	while (i < s->n || j < l->n) {
+	while (rc == 0 && (i < s->n || j < l->n)) {
 		int c = i == s->n   ? 1
 			: j == l->n ? -1
 				    : snapshot_path_cmp(s->v[i].path,
 							l->v[j].path);
 		if (c > 0) {
-			r->removed++;
-			if (note_path(r, l->v[j].path) < 0)
-				return -ENOMEM;
-			if (w->o.dry_run && !w->o.quiet)
-				log_msg(LOG_LVL_INFO, w->name,
-					"dry run: would remove %s",
-					l->v[j].path);
-			j++;
+			rc = note_change(w, r, &r->removed, "remove",
+					 l->v[j++].path);
 			continue;
 		}
-		struct snap_entry *e = &s->v[i];
+		struct snap_entry *e = &s->v[i++];
 		if (e->type == SNAP_FILE) {
 			r->files++;
 			r->bytes += e->size;
 		}
-		act[i] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
+		act[i - 1] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
 		if (c < 0) {
-			r->added++;
-			if (note_path(r, e->path) < 0)
-				return -ENOMEM;
-			if (w->o.dry_run && !w->o.quiet)
-				log_msg(LOG_LVL_INFO, w->name,
-					"dry run: would add %s", e->path);
-			i++;
+			rc = note_change(w, r, &r->added, "add", e->path);
 			continue;
 		}
-		const struct snap_entry *o = &l->v[j];
+		const struct snap_entry *o = &l->v[j++];
 		bool changed = o->type != e->type || o->mode != e->mode ||
 			       o->uid != e->uid || o->gid != e->gid;
-		/* Every file, when a full check is due; else those linked
-		 * forward are checked as they are (build_entry). */
-		if (!changed && e->type == SNAP_FILE && w->verify_live &&
-		    !live_intact(w, o, &gen)) {
-			warn_changed_in_live(w, e->path);
-			changed = true;
-		}
-		if (!changed && e->type == SNAP_FILE) {
-			changed = o->size != e->size;
-			int64_t window = o->ctime.tv_nsec || o->mtime.tv_nsec
-						 ? RACY_FINE_NS
-						 : RACY_COARSE_NS;
-			if (!changed && o->ino != 0 && o->ino == e->ino &&
-			    o->dev == e->dev &&
-			    ts_ns(&o->mtime) == ts_ns(&e->mtime) &&
-			    ts_ns(&o->ctime) == ts_ns(&e->ctime) &&
-			    ts_ns(&o->ctime) < taken - window) {
-				act[i] = ACT_LINK;
-			} else if (!changed) {
-				bool same = false;
-				int rc = same_content(w, s, e, &same, err);
-				if (rc < 0)
-					return rc;
-				if (same)
-					act[i] = ACT_LINK;
-				else
-					changed = true;
-			}
-			/* Linked: the same file as before. */
-			e->t_ino = o->t_ino;
-			e->t_mtime = o->t_mtime;
-		}
-		if (changed) {
-			r->changed++;
-			if (note_path(r, e->path) < 0)
-				return -ENOMEM;
-			if (w->o.dry_run && !w->o.quiet)
-				log_msg(LOG_LVL_INFO, w->name,
-					"dry run: would update %s", e->path);
-		}
-		i++;
-		j++;
+		bool link = false;
+		if (!changed && e->type == SNAP_FILE)
+			rc = diff_file(w, s, e, o, &gen, &changed, &link, err);
+		if (link)
+			act[i - 1] = ACT_LINK;
+		if (rc == 0 && changed)
+			rc = note_change(w, r, &r->changed, "update", e->path);
 	}
-	return 0;
+	return rc;
 }
 
 /* Creates "..YYYY_MM_DD_HH_MM_SS.<ns>" (UTC) with a name no other
@@ -1990,34 +2014,52 @@ static int retire_add(struct writer *w, char *gen, uint64_t due_ms)
 	return 0;
 }
 
+/* Step (2), the one atomic step: a ..data_tmp link to the new
+ * generation is renamed over ..data.  A reader resolves either the old
+ * or the new generation, each complete.  On failure the new one goes. */
+static int swap_data(struct writer *w, struct writer_pending *p, char **err)
+{
+	int rc = 0;
+
+	if (unlinkat(w->dfd, WRITER_DATA_TMP, 0) < 0 && errno != ENOENT)
+		rc = log_err_set(err, -errno, "target %s: removing %s: %s",
+				 w->path, WRITER_DATA_TMP, strerror(errno));
+	else if (symlinkat(p->gen, w->dfd, WRITER_DATA_TMP) < 0)
+		rc = log_err_set(err, -errno, "target %s: symlink %s: %s",
+				 w->path, WRITER_DATA_TMP, strerror(errno));
+	else if (renameat(w->dfd, WRITER_DATA_TMP, w->dfd, WRITER_DATA) < 0) {
+		rc = log_err_set(err, -errno, "target %s: rename %s over %s: %s",
+				 w->path, WRITER_DATA_TMP, WRITER_DATA,
+				 strerror(errno));
+		unlinkat(w->dfd, WRITER_DATA_TMP, 0);
+	}
+	if (rc < 0)
+		writer_abort(w, p);
+	return rc;
+}
+
+/* Step (5): the replaced generation goes once readers that opened it
+ * have had their grace period (it is then kept to be recycled); at
+ * once with none.  Takes `gen`. */
+static void retire_replaced(struct writer *w, char *gen)
+{
+	if (w->o.grace_ms > 0 &&
+	    retire_add(w, gen, writer_now_ms() + w->o.grace_ms) == 0)
+		return;
+	int rc = fsutil_rmtree(w->dfd, gen);
+	if (rc < 0)
+		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
+			w->path, gen, strerror(-rc));
+	free(gen);
+}
+
 int writer_commit(struct writer *w, struct writer_pending *p,
 		  struct writer_result *r, char **err)
 {
-	int rc;
+	int rc = swap_data(w, p, err);
 
-	/* Step (2), the one atomic step: a ..data_tmp link to the new
-	 * generation is renamed over ..data.  A reader resolves either the
-	 * old or the new generation, each complete. */
-	if (unlinkat(w->dfd, WRITER_DATA_TMP, 0) < 0 && errno != ENOENT) {
-		rc = log_err_set(err, -errno, "target %s: removing %s: %s",
-			     w->path, WRITER_DATA_TMP, strerror(errno));
-		writer_abort(w, p);
+	if (rc < 0)
 		return rc;
-	}
-	if (symlinkat(p->gen, w->dfd, WRITER_DATA_TMP) < 0) {
-		rc = log_err_set(err, -errno, "target %s: symlink %s: %s",
-			     w->path, WRITER_DATA_TMP, strerror(errno));
-		writer_abort(w, p);
-		return rc;
-	}
-	if (renameat(w->dfd, WRITER_DATA_TMP, w->dfd, WRITER_DATA) < 0) {
-		rc = log_err_set(err, -errno, "target %s: rename %s over %s: %s",
-			     w->path, WRITER_DATA_TMP, WRITER_DATA,
-			     strerror(errno));
-		unlinkat(w->dfd, WRITER_DATA_TMP, 0);
-		writer_abort(w, p);
-		return rc;
-	}
 	/* The swap is durable once the target directory is flushed.  Until
 	 * it is, ..data on disk may still name the old generation: keep that
 	 * one (a later start removes it) and report the failure. */
@@ -2054,25 +2096,13 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
 			w->path, STATE_FILE, strerror(-rc));
-
-	/* Step (5): the old generation goes once readers that opened it
-	 * have had their grace period. */
 	if (old_fd >= 0)
 		close(old_fd);
 	snapshot_free(old);
-	if (old_gen && frc < 0) {
+	if (old_gen && frc < 0)
 		free(old_gen);
-	} else if (old_gen) {
-		if (w->o.grace_ms == 0 ||
-		    retire_add(w, old_gen, writer_now_ms() + w->o.grace_ms) < 0) {
-			rc = fsutil_rmtree(w->dfd, old_gen);
-			if (rc < 0)
-				log_msg(LOG_LVL_WARN, w->name,
-					"target %s: removing %s: %s", w->path,
-					old_gen, strerror(-rc));
-			free(old_gen);
-		}
-	}
+	else if (old_gen)
+		retire_replaced(w, old_gen);
 	r->published = true;
 	free(r->generation);
 	r->generation = strdup(w->live_gen);
