@@ -395,16 +395,21 @@ START_TEST(test_next_once_retires_a_generation_past_its_grace)
 	/* Past its grace period, the replaced generation is recycled into
 	 * the next one: its directory becomes the new live generation. */
 	char *rep = replaced_generation(), *path = tu_path(dst, rep);
+	int held = open(path, O_RDONLY | O_DIRECTORY);
 	struct stat st;
-	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_ge(held, 0);
 	tu_write(src, "b", "new", 0644);
 	once_grace("300", NULL);
 	ck_assert_int_eq(tu_generations(dst), 2);
 	ck_assert_int_lt(access(path, F_OK), 0);
+	/* Not removed: renamed to be the live generation. */
 	char *live = tu_live(dst), *lp = tu_path(dst, live);
 	struct stat now;
+	ck_assert_int_eq(fstat(held, &st), 0);
+	ck_assert_uint_gt(st.st_nlink, 0);
 	ck_assert_int_eq(stat(lp, &now), 0);
 	ck_assert_uint_eq(now.st_ino, st.st_ino);
+	close(held);
 	ASSERT_TREES();
 	free(lp);
 	free(live);
