@@ -1808,6 +1808,53 @@ START_TEST(test_recycle_changes_only_what_differs)
 }
 END_TEST
 
+/* What was planted in a replaced generation while it was live (a link
+ * in place of a directory, a FIFO in place of a file) is removed, never
+ * followed or opened, when it is recycled. */
+START_TEST(test_recycle_never_follows_what_was_planted)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+	char *outside = tu_path(tmp, "outside");
+
+	o.grace_ms = 30;
+	tu_mkdirs(outside, 0755);
+	tu_write(outside, "keep", "mine", 0644);
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	tu_write(src, "d/keep", "theirs", 0644);
+	tu_write(src, "f", "1", 0644);
+	publish_and_retire(w, 0);
+	char *g1 = tu_live(dst), *gd = tu_path(dst, g1);
+	tu_write(src, "f", "22", 0644);
+	publish_and_retire(w, o.grace_ms);
+	char *d = tu_path(gd, "d"), *f = tu_path(gd, "f");
+	tu_rmrf(d);
+	ck_assert_int_eq(symlink(outside, d), 0);
+	ck_assert_int_eq(unlink(f), 0);
+	ck_assert_int_eq(mkfifo(f, 0644), 0);
+	tu_write(src, "f", "333", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	char *k = tu_path(outside, "keep"), *t = tu_read(k, NULL);
+	ck_assert_str_eq(t, "mine");
+	struct stat st;
+	char *ld = tu_path(dst, "..data/d");
+	ck_assert_int_eq(lstat(ld, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	writer_close(w);
+	free(ld);
+	free(t);
+	free(k);
+	free(d);
+	free(f);
+	free(gd);
+	free(g1);
+	free(outside);
+}
+END_TEST
+
 /* A file is shared by hard link between the live generation and the one
  * recycled into the next: a change of its mode must never reach the live
  * copy, nor may content written into the live copy be kept. */
@@ -2102,6 +2149,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_grace_keeps_old_generation_until_due);
 	tcase_add_test(tc, test_recycle_changes_only_what_differs);
 	tcase_add_test(tc, test_recycle_never_changes_a_shared_file);
+	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
 	suite_add_tcase(s, tc);
