@@ -284,7 +284,7 @@ void atomsync_writer_close(struct atomsync_writer *aw)
 		return;
 	if (aw->w) {
 		const struct log_sink *saved = log_sink_set(&aw->sink);
-		(void)writer_retire(aw->w, false, NULL);
+		writer_retire_exit(aw->w);
 		writer_close(aw->w);
 		log_sink_set(saved);
 	}

@@ -389,9 +389,9 @@ int publish_once(const struct conf_sync *c, bool dry_run)
 		p.err = hook_err;
 	}
 	once_log(&p, rc);
-	/* A replaced generation stays whole for its grace period, for
-	 * readers that still have it open; then it goes. */
-	writer_retire_wait(p.w);
+	/* Live and durable: done.  The generation just replaced stays for
+	 * readers that still have it open; the next run retires it. */
+	writer_retire_exit(p.w);
 	publish_fini(&p);
 	return rc < 0 ? rc : 0;
 }

@@ -4,6 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +22,13 @@
 #include "state.h"
 #include "writer.h"
 
-/* Up to this many new files and directories are fsync'ed one by one once
- * the whole generation is written: on a journaling file system the first
- * fsync commits everything and the others find nothing left to do.  A
- * larger generation (a first publish) is flushed with one syncfs(), which
- * also flushes unrelated data on the same file system. */
+/* Up to this many new files and directories are fsync'ed each (from
+ * FLUSH_THREADS threads at once, so that a journaling file system commits
+ * them together: a publish waits for about one device flush, not one per
+ * directory).  A larger generation (a first publish) is flushed with one
+ * syncfs(), which also flushes unrelated data on the same file system. */
 #define FSYNC_EACH_MAX 512
+#define FLUSH_THREADS 16
 
 /* A file whose ctime is this close to (or after) the time its state was
  * recorded may have been written again within the same timestamp tick, so
@@ -53,12 +57,15 @@ struct writer {
 	bool verify_live;	/* the next diff checks every live file */
 	struct retired *retired;
 	size_t nretired;
+	char *spare;		/* a replaced generation past its grace
+				   period, to recycle into the next one */
 };
 
 enum action {
 	ACT_DIR,  /* create the directory */
 	ACT_LINK, /* hard-link the unchanged file from the live generation */
 	ACT_COPY, /* stream the file from the source */
+	ACT_KEEP, /* recycled as it was: nothing new to flush */
 };
 
 struct writer_pending {
@@ -273,11 +280,102 @@ static int read_live(struct writer *w, char **gen, char **err)
 
 static int retire_add(struct writer *w, char *gen, uint64_t due_ms);
 
-/* Removes what an interrupted publish left behind.  A complete generation
- * (mode 0755) that ..data left less than the grace period ago may still be
- * read: it is retired like any replaced generation, not removed at once.
- * What cannot be removed is logged and left for a later start: it must not
- * keep the mapping from publishing. */
+/* How much is left of the grace period of the generations ..data left,
+ * in ms (<= 0: none, or no live generation).  They were replaced when
+ * ..data last changed: the mtime of its link, which outlives the
+ * process that made it. */
+static int64_t grace_left(const struct writer *w)
+{
+	struct stat st;
+	struct timespec now;
+
+	if (w->live_gen == NULL ||
+	    fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t swapped = (int64_t)st.st_mtim.tv_sec * 1000 +
+			  st.st_mtim.tv_nsec / 1000000;
+	int64_t nowms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	return swapped + (int64_t)w->o.grace_ms - nowms;
+}
+
+/* A complete generation (mode 0755) other than the live one. */
+static bool is_replaced(const struct writer *w, const char *n)
+{
+	struct stat st;
+
+	return is_generation_name(n) && w->live_gen &&
+	       strcmp(n, w->live_gen) != 0 &&
+	       fstatat(w->dfd, n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755;
+}
+
+/* The one replaced generation to keep: the newest complete one named
+ * before the live one (names are UTC times), the one ..data named last.
+ * Within its grace period a reader may still be in it; past it, it is
+ * recycled into the next generation.  Older ones are removed even within
+ * the grace period, so that the target never holds more than the live
+ * generation and one replaced one at rest.  NULL when there is none. */
+static char *grace_keeper(const struct writer *w, DIR *d)
+{
+	char *keep = NULL;
+	struct dirent *de;
+
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		if (!is_replaced(w, n) || strcmp(n, w->live_gen) > 0 ||
+		    (keep && strcmp(n, keep) < 0))
+			continue;
+		free(keep);
+		keep = strdup(n);
+	}
+	rewinddir(d);
+	return keep;
+}
+
+/* A replaced generation past its grace period, which a run that did not
+ * wait for it left: no debris, removed without a warning. */
+static void retire_now(struct writer *w, const char *n)
+{
+	int r = fsutil_rmtree(w->dfd, n);
+
+	if (r < 0)
+		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
+			w->path, n, strerror(-r));
+	else
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: removed replaced generation %s, its grace "
+			"period over",
+			w->path, n);
+}
+
+static void remove_leftover(struct writer *w, const char *n)
+{
+	if (w->o.dry_run) {
+		if (!w->o.quiet)
+			log_msg(LOG_LVL_INFO, w->name,
+				"target %s: dry run: would remove leftover %s",
+				w->path, n);
+		return;
+	}
+	int r = fsutil_rmtree(w->dfd, n);
+	if (r < 0)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: cannot remove %s left by an interrupted "
+			"publish: %s; leaving it",
+			w->path, n, strerror(-r));
+	else
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: removed %s left by an interrupted publish",
+			w->path, n);
+}
+
+/* Removes what an interrupted publish left behind, and replaced
+ * generations but one (grace_keeper): that one is retired like any
+ * replaced generation while in its grace period, else kept to be
+ * recycled.  What cannot be removed is
+ * logged and left for a later start: it must not keep the mapping from
+ * publishing. */
 static void recover(struct writer *w)
 {
 	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -290,62 +388,35 @@ static void recover(struct writer *w)
 			close(fd);
 		return;
 	}
-	/* When ..data last changed: when the generations it left were
-	 * replaced, at the latest. */
-	struct stat dst;
-	int64_t left_ms = -1;
-	if (w->live_gen && fstatat(w->dfd, WRITER_DATA, &dst, AT_SYMLINK_NOFOLLOW) == 0) {
-		struct timespec now;
-		clock_gettime(CLOCK_REALTIME, &now);
-		int64_t swapped = (int64_t)dst.st_mtim.tv_sec * 1000 +
-				  dst.st_mtim.tv_nsec / 1000000;
-		int64_t nowms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-		left_ms = swapped + (int64_t)w->o.grace_ms - nowms;
+	int64_t left_ms = grace_left(w);
+	/* A grace period of 0 asks for no replaced generation at all. */
+	char *keep = w->live_gen && !w->o.dry_run &&
+				     (left_ms > 0 || w->o.grace_ms > 0)
+			     ? grace_keeper(w, d)
+			     : NULL;
+	if (keep && left_ms <= 0 && w->o.grace_ms > 0) {
+		w->spare = keep; /* past its grace: recycled next */
+	} else if (keep && retire_add(w, keep, writer_now_ms() +
+						       (uint64_t)left_ms) == 0) {
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: keeping %s for the rest of its grace period",
+			w->path, keep);
+	} else if (keep) {
+		free(keep);
+		keep = NULL;
 	}
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
 		bool gen = is_generation_name(n) &&
 			   (w->live_gen == NULL || strcmp(n, w->live_gen) != 0);
-		bool debris = gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
-			      strcmp(n, STATE_TMP) == 0 ||
-			      strcmp(n, STATE_ERROR_TMP) == 0;
-		struct stat st;
-		if (!debris)
+		if (keep && strcmp(n, keep) == 0)
 			continue;
-		if (gen && left_ms > 0 && !w->o.dry_run &&
-		    fstatat(w->dfd, n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755) {
-			char *name = strdup(n);
-			if (name && retire_add(w, name, writer_now_ms() +
-							 (uint64_t)left_ms) == 0) {
-				log_msg(LOG_LVL_INFO, w->name,
-					"target %s: keeping %s for the rest of its "
-					"grace period",
-					w->path, n);
-				continue;
-			}
-			free(name);
-		}
-		if (w->o.dry_run) {
-			if (!w->o.quiet)
-				log_msg(LOG_LVL_INFO, w->name,
-					"target %s: dry run: would remove "
-					"leftover %s",
-					w->path, n);
-			continue;
-		}
-		int r = fsutil_rmtree(w->dfd, n);
-		if (r < 0)
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: cannot remove %s left by an "
-				"interrupted publish: %s; leaving it",
-				w->path, n, strerror(-r));
-		else
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: removed %s left by an interrupted "
-				"publish",
-				w->path, n);
+		if (gen && !w->o.dry_run && is_replaced(w, n))
+			retire_now(w, n);
+		else if (gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
+		    strcmp(n, STATE_TMP) == 0 || strcmp(n, STATE_ERROR_TMP) == 0)
+			remove_leftover(w, n);
 	}
 	closedir(d);
 }
@@ -370,6 +441,47 @@ static void detach_source(struct snapshot *s)
 		s->v[i].data = NULL;
 		s->v[i].flags &= (uint8_t)~SNAP_F_DATA;
 	}
+}
+
+/* What the live generation holds, from a scan of it: files are then
+ * compared by content, their identity being unknown. */
+static int scan_live(struct writer *w, char **err)
+{
+	struct snapshot *s = NULL;
+	struct snapshot_opts so = {.links = SNAP_LINKS_SKIP};
+	char *dir = fsutil_join(w->path, w->live_gen);
+
+	if (dir == NULL)
+		return -ENOMEM;
+	int rc = snapshot_take(dir, &so, &s, NULL);
+	if (rc < 0) {
+		rc = log_err_set(err, rc, "target %s: reading %s: %s", w->path,
+				 w->live_gen, strerror(-rc));
+		free(dir);
+		return rc;
+	}
+	free(dir);
+	bool owners = w->o.uid != SNAP_NO_ID || w->o.gid != SNAP_NO_ID;
+	for (size_t i = 0; i < s->n; i++) {
+		struct snap_entry *e = &s->v[i];
+		e->ino = e->t_ino = 0; /* identity unknown: compare content */
+		/* With owner or group set, what the files have is what the
+		 * next snapshot is compared with. */
+		struct stat st;
+		int fd = owners ? fsutil_open_beneath(w->live_fd, e->path, O_PATH)
+				: -1;
+		if (fd >= 0 && fstat(fd, &st) == 0) {
+			e->uid = w->o.uid == SNAP_NO_ID ? SNAP_NO_ID
+							: (uint32_t)st.st_uid;
+			e->gid = w->o.gid == SNAP_NO_ID ? SNAP_NO_ID
+							: (uint32_t)st.st_gid;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	detach_source(s);
+	w->live = s;
+	return 0;
 }
 
 /* Reads what the live generation holds: from the state file when it
@@ -416,43 +528,8 @@ static int load_live(struct writer *w, char **err)
 			w->path, STATE_FILE, w->live_gen);
 	free(gen);
 	snapshot_free(s);
-	s = NULL;
-
-	char *dir = fsutil_join(w->path, w->live_gen);
-	struct snapshot_opts so = {.links = SNAP_LINKS_SKIP};
-	if (dir == NULL)
-		return -ENOMEM;
-	rc = snapshot_take(dir, &so, &s, NULL);
-	if (rc < 0) {
-		rc = log_err_set(err, rc, "target %s: reading %s: %s", w->path,
-				 w->live_gen, strerror(-rc));
-		free(dir);
-		return rc;
-	}
-	free(dir);
-	bool owners = w->o.uid != SNAP_NO_ID || w->o.gid != SNAP_NO_ID;
-	for (size_t i = 0; i < s->n; i++) {
-		struct snap_entry *e = &s->v[i];
-		e->ino = e->t_ino = 0; /* identity unknown: compare content */
-		/* With owner or group set, what the files have is what the
-		 * next snapshot is compared with. */
-		struct stat st;
-		int fd = owners ? fsutil_open_beneath(w->live_fd, e->path, O_PATH)
-				: -1;
-		if (fd >= 0 && fstat(fd, &st) == 0) {
-			e->uid = w->o.uid == SNAP_NO_ID ? SNAP_NO_ID
-							: (uint32_t)st.st_uid;
-			e->gid = w->o.gid == SNAP_NO_ID ? SNAP_NO_ID
-							: (uint32_t)st.st_gid;
-		}
-		if (fd >= 0)
-			close(fd);
-	}
-	detach_source(s);
-	w->live = s;
-	return 0;
+	return scan_live(w, err);
 }
-
 void writer_set_opts(struct writer *w, const struct writer_opts *o)
 {
 	free(w->name);
@@ -587,6 +664,7 @@ void writer_close(struct writer *w)
 	for (size_t i = 0; i < w->nretired; i++)
 		free(w->retired[i].name);
 	free(w->retired);
+	free(w->spare);
 	if (w->live_fd >= 0)
 		close(w->live_fd);
 	if (w->dfd >= 0)
@@ -680,9 +758,8 @@ static int parents_present(const struct snapshot *s)
 	return rc;
 }
 
-/* Validates and cleans every path, sorts, and adds the directories a
- * hand-built snapshot only implies, so that what is written is a tree. */
-static int normalize(struct writer *w, struct snapshot *s, char **err)
+/* Validates every path and cleans those that need it. */
+static int clean_paths(struct snapshot *s, char **err)
 {
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_entry *e = &s->v[i];
@@ -704,13 +781,15 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 		free(e->path);
 		e->path = c;
 	}
-	snapshot_sort(s);
+	return 0;
+}
 
-	/* Every entry's parent must be a directory entry; add the missing
-	 * ones, which may miss their own parents, until none is missing. */
+/* Every entry's parent must be a directory entry: adds the missing ones,
+ * which may miss their own parents, until none is missing. */
+static int add_parents(struct snapshot *s)
+{
 	int rc = parents_present(s);
-	if (rc < 0)
-		return rc;
+
 	while (rc == 0) {
 		size_t n = s->n;
 		for (size_t i = 0; i < n; i++) {
@@ -742,7 +821,21 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 			break;
 		snapshot_sort(s);
 	}
+	return rc < 0 ? rc : 0;
+}
 
+/* Validates and cleans every path, sorts, and adds the directories a
+ * hand-built snapshot only implies, so that what is written is a tree. */
+static int normalize(struct writer *w, struct snapshot *s, char **err)
+{
+	int rc = clean_paths(s, err);
+
+	if (rc < 0)
+		return rc;
+	snapshot_sort(s);
+	rc = add_parents(s);
+	if (rc < 0)
+		return rc;
 	for (size_t i = 0; i + 1 < s->n; i++) {
 		const char *a = s->v[i].path, *b = s->v[i + 1].path;
 		size_t la = strlen(a);
@@ -758,7 +851,6 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 				       "is below it",
 				       a, b);
 	}
-
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_entry *e = &s->v[i];
 		e->mode = project_mode(w, e);
@@ -1087,101 +1179,105 @@ static void live_owner(const struct writer *w, struct stat *gen)
 	}
 }
 
+/* Counts a path as added, changed or removed (`verb` says which, for a
+ * dry run's line). */
+static int note_change(struct writer *w, struct writer_result *r,
+		       size_t *count, const char *verb, const char *path)
+{
+	(*count)++;
+	if (note_path(r, path) < 0)
+		return -ENOMEM;
+	if (w->o.dry_run && !w->o.quiet)
+		log_msg(LOG_LVL_INFO, w->name, "dry run: would %s %s", verb,
+			path);
+	return 0;
+}
+
+/* Whether the file `e` differs from its live copy `o`; *link when it
+ * does not and the live copy may be linked forward. */
+static int diff_file(struct writer *w, struct snapshot *s,
+		     struct snap_entry *e, const struct snap_entry *o,
+		     const struct stat *gen, bool *changed, bool *link,
+		     char **err)
+{
+	int64_t taken = ts_ns(&w->live->taken);
+	int64_t window = o->ctime.tv_nsec || o->mtime.tv_nsec ? RACY_FINE_NS
+							      : RACY_COARSE_NS;
+
+	/* Every file, when a full check is due; else those linked forward
+	 * are checked as they are (build_entry). */
+	if (w->verify_live && !live_intact(w, o, gen)) {
+		warn_changed_in_live(w, e->path);
+		*changed = true;
+		return 0;
+	}
+	*changed = o->size != e->size;
+	if (!*changed && o->ino != 0 && o->ino == e->ino && o->dev == e->dev &&
+	    ts_ns(&o->mtime) == ts_ns(&e->mtime) &&
+	    ts_ns(&o->ctime) == ts_ns(&e->ctime) &&
+	    ts_ns(&o->ctime) < taken - window) {
+		*link = true;
+	} else if (!*changed) {
+		bool same = false;
+		int rc = same_content(w, s, e, &same, err);
+		if (rc < 0)
+			return rc;
+		*link = same;
+		*changed = !same;
+	}
+	/* Linked: the same file as before. */
+	e->t_ino = o->t_ino;
+	e->t_mtime = o->t_mtime;
+	return 0;
+}
+
 /* Decides, entry by entry, what the new generation needs. */
 static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		struct writer_result *r, char **err)
 {
 	const struct snapshot *l = w->live;
 	size_t i = 0, j = 0;
-	int64_t taken = ts_ns(&l->taken);
 	struct stat gen;
+	int rc = 0;
 
 	live_owner(w, &gen);
-
-	while (i < s->n || j < l->n) {
+	while (rc == 0 && (i < s->n || j < l->n)) {
 		int c = i == s->n   ? 1
 			: j == l->n ? -1
 				    : snapshot_path_cmp(s->v[i].path,
 							l->v[j].path);
 		if (c > 0) {
-			r->removed++;
-			if (note_path(r, l->v[j].path) < 0)
-				return -ENOMEM;
-			if (w->o.dry_run && !w->o.quiet)
-				log_msg(LOG_LVL_INFO, w->name,
-					"dry run: would remove %s",
-					l->v[j].path);
-			j++;
+			rc = note_change(w, r, &r->removed, "remove",
+					 l->v[j++].path);
 			continue;
 		}
-		struct snap_entry *e = &s->v[i];
+		struct snap_entry *e = &s->v[i++];
 		if (e->type == SNAP_FILE) {
 			r->files++;
 			r->bytes += e->size;
 		}
-		act[i] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
+		act[i - 1] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
 		if (c < 0) {
-			r->added++;
-			if (note_path(r, e->path) < 0)
-				return -ENOMEM;
-			if (w->o.dry_run && !w->o.quiet)
-				log_msg(LOG_LVL_INFO, w->name,
-					"dry run: would add %s", e->path);
-			i++;
+			rc = note_change(w, r, &r->added, "add", e->path);
 			continue;
 		}
-		const struct snap_entry *o = &l->v[j];
+		const struct snap_entry *o = &l->v[j++];
 		bool changed = o->type != e->type || o->mode != e->mode ||
 			       o->uid != e->uid || o->gid != e->gid;
-		/* Every file, when a full check is due; else those linked
-		 * forward are checked as they are (build_entry). */
-		if (!changed && e->type == SNAP_FILE && w->verify_live &&
-		    !live_intact(w, o, &gen)) {
-			warn_changed_in_live(w, e->path);
-			changed = true;
-		}
-		if (!changed && e->type == SNAP_FILE) {
-			changed = o->size != e->size;
-			int64_t window = o->ctime.tv_nsec || o->mtime.tv_nsec
-						 ? RACY_FINE_NS
-						 : RACY_COARSE_NS;
-			if (!changed && o->ino != 0 && o->ino == e->ino &&
-			    o->dev == e->dev &&
-			    ts_ns(&o->mtime) == ts_ns(&e->mtime) &&
-			    ts_ns(&o->ctime) == ts_ns(&e->ctime) &&
-			    ts_ns(&o->ctime) < taken - window) {
-				act[i] = ACT_LINK;
-			} else if (!changed) {
-				bool same = false;
-				int rc = same_content(w, s, e, &same, err);
-				if (rc < 0)
-					return rc;
-				if (same)
-					act[i] = ACT_LINK;
-				else
-					changed = true;
-			}
-			/* Linked: the same file as before. */
-			e->t_ino = o->t_ino;
-			e->t_mtime = o->t_mtime;
-		}
-		if (changed) {
-			r->changed++;
-			if (note_path(r, e->path) < 0)
-				return -ENOMEM;
-			if (w->o.dry_run && !w->o.quiet)
-				log_msg(LOG_LVL_INFO, w->name,
-					"dry run: would update %s", e->path);
-		}
-		i++;
-		j++;
+		bool link = false;
+		if (!changed && e->type == SNAP_FILE)
+			rc = diff_file(w, s, e, o, &gen, &changed, &link, err);
+		if (link)
+			act[i - 1] = ACT_LINK;
+		if (rc == 0 && changed)
+			rc = note_change(w, r, &r->changed, "update", e->path);
 	}
-	return 0;
+	return rc;
 }
 
 /* Creates "..YYYY_MM_DD_HH_MM_SS.<ns>" (UTC) with a name no other
- * generation has. */
-static int make_generation(struct writer *w, char **gen)
+ * generation has: a new directory, or `from` renamed. */
+static int make_generation(struct writer *w, const char *from, char **gen)
 {
 	struct timespec ts;
 	struct tm tm;
@@ -1193,10 +1289,13 @@ static int make_generation(struct writer *w, char **gen)
 	for (long k = 0; k < 1000; k++) {
 		snprintf(buf + n, sizeof(buf) - n, "%09ld",
 			 (ts.tv_nsec + k) % 1000000000L);
-		if (mkdirat(w->dfd, buf, 0700) == 0) {
+		int rc = from ? renameat2(w->dfd, from, w->dfd, buf,
+					  RENAME_NOREPLACE)
+			      : mkdirat(w->dfd, buf, 0700);
+		if (rc == 0) {
 			*gen = strdup(buf);
 			if (*gen == NULL) {
-				unlinkat(w->dfd, buf, AT_REMOVEDIR);
+				fsutil_rmtree(w->dfd, buf);
 				return -ENOMEM;
 			}
 			return 0;
@@ -1207,11 +1306,17 @@ static int make_generation(struct writer *w, char **gen)
 	return -EEXIST;
 }
 
+#define LEVEL_ROOT SIZE_MAX
+
 struct level {
 	const char *path; /* the directory's path in the generation */
 	size_t len;
+	size_t idx;	  /* its entry in the snapshot, LEVEL_ROOT: the top */
 	int nfd, ofd;	  /* new and live generation, ofd -1 if absent */
-	uint32_t mode;
+	uint32_t mode;	  /* the mode it must have */
+	uint32_t cur;	  /* the mode it has */
+	bool recycled;	  /* kept from a replaced generation: holds entries */
+	bool dirty;	  /* changed: to be flushed */
 };
 
 struct build {
@@ -1232,11 +1337,15 @@ static int close_level(struct build *b)
 	struct level *l = &b->lv[--b->depth];
 	int rc = 0;
 
-	if (l->mode != 0700 && fchmod(l->nfd, l->mode) < 0)
+	if (l->mode != l->cur && fchmod(l->nfd, l->mode) < 0)
 		rc = -errno;
 	if (rc < 0)
 		log_err_set(b->err, rc, "target %s: directory %s: %s", b->w->path,
 			l->path, strerror(-rc));
+	/* A recycled directory that did not change needs no flush. */
+	if (l->recycled && !l->dirty && l->mode == l->cur &&
+	    l->idx != LEVEL_ROOT)
+		b->act[l->idx] = ACT_KEEP;
 	close(l->nfd);
 	if (l->ofd >= 0)
 		close(l->ofd);
@@ -1287,18 +1396,61 @@ static int write_data(struct build *b, struct snap_entry *e, int nfd,
 	return rc;
 }
 
+static int copy_fail(struct build *b, int in, const struct snap_entry *e,
+		     int rc)
+{
+	char c;
+
+	/* Tell a read error from a write error by trying to read. */
+	if (pread(in, &c, 1, 0) < 0)
+		return log_err_set(b->err, rc, "source %s/%s: %s", b->s->root,
+				   e->src ? e->src : e->path, strerror(-rc));
+	return log_err_set(b->err, rc, "target %s: writing %s: %s", b->w->path,
+			   e->path, strerror(-rc));
+}
+
+/* Streams the open source file `in` into a new `name` in `nfd`, owned
+ * and with the mode the entry says.  The file must still be the one the
+ * snapshot saw, before and after the copy: otherwise it was being
+ * written and the copy may be torn. */
+static int copy_into(struct build *b, struct snap_entry *e, int in, int nfd,
+		     const char *name)
+{
+	struct stat st;
+	uint64_t copied = 0;
+	const char *src = e->src ? e->src : e->path;
+	int rc = 0, out = -1;
+
+	if (fstat(in, &st) < 0 || !same_stat(e, &st))
+		return log_err_set(b->err, -EAGAIN,
+				   "source %s/%s: changed while being read",
+				   b->s->root, src);
+	out = openat(nfd, name,
+		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0)
+		return log_err_set(b->err, -errno, "target %s: creating %s: %s",
+				   b->w->path, e->path, strerror(errno));
+	rc = fsutil_copy(in, out, e->size, &copied);
+	if (rc < 0)
+		rc = copy_fail(b, in, e, rc);
+	else if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st))
+		rc = log_err_set(b->err, -EAGAIN,
+				 "source %s/%s: changed while being read",
+				 b->s->root, src);
+	else
+		rc = finish_file(b, e, out, copied);
+	if (close(out) < 0 && rc == 0)
+		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
+				 b->w->path, e->path, strerror(errno));
+	return rc;
+}
+
 static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 		     const char *name)
 {
-	struct snapshot *s = b->s;
-	const char *src = e->src ? e->src : e->path;
-	struct stat st;
-	uint64_t copied = 0;
-	int out = -1, rc = 0;
-
 	if (e->flags & SNAP_F_DATA)
 		return write_data(b, e, nfd, name);
-	int in = open_source(s, e, b->err);
+	int in = open_source(b->s, e, b->err);
 
 	if (in == -EACCES || in == -EPERM) {
 		/* Reported with the others once the tree is done. */
@@ -1308,52 +1460,201 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 	}
 	if (in < 0)
 		return in;
-	/* The file must still be the one the snapshot saw, before and after
-	 * the copy: otherwise it was being written and the copy may be
-	 * torn. */
-	if (fstat(in, &st) < 0 || !same_stat(e, &st)) {
-		rc = log_err_set(b->err, -EAGAIN,
-			     "source %s/%s: changed while being read", s->root,
-			     src);
-		goto out;
-	}
-	out = openat(nfd, name,
-		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (out < 0) {
-		rc = log_err_set(b->err, -errno, "target %s: creating %s: %s",
-			     b->w->path, e->path, strerror(errno));
-		goto out;
-	}
-	rc = fsutil_copy(in, out, e->size, &copied);
-	if (rc < 0) {
-		/* Tell a read error from a write error by trying to read. */
-		char c;
-		if (pread(in, &c, 1, 0) < 0)
-			log_err_set(b->err, rc, "source %s/%s: %s", s->root, src,
-				strerror(-rc));
-		else
-			log_err_set(b->err, rc, "target %s: writing %s: %s",
-				b->w->path, e->path, strerror(-rc));
-		goto out;
-	}
-	if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st)) {
-		rc = log_err_set(b->err, -EAGAIN,
-			     "source %s/%s: changed while being read", s->root,
-			     src);
-		goto out;
-	}
-	rc = finish_file(b, e, out, copied);
-out:
-	if (out >= 0 && close(out) < 0 && rc == 0)
-		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
-			     b->w->path, e->path, strerror(errno));
+	int rc = copy_into(b, e, in, nfd, name);
 	close(in);
 	return rc;
 }
 
+/* Removes the names of a recycled directory that the snapshot does not
+ * hold (whatever they are: what left the source, or what someone put
+ * there while the generation was live). */
+static int prune(struct build *b, struct level *l)
+{
+	int fd = openat(l->nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	int rc = 0;
+
+	if (d == NULL) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return log_err_set(b->err, rc, "target %s: reading %s: %s",
+				   b->w->path, l->len ? l->path : ".",
+				   strerror(-rc));
+	}
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+			continue;
+		char *path = l->len ? fsutil_join(l->path, n) : strdup(n);
+		if (path == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		bool want = snapshot_find(b->s, path) != NULL;
+		free(path);
+		if (want)
+			continue;
+		l->dirty = true;
+		rc = fsutil_rmtree(l->nfd, n);
+		if (rc < 0)
+			log_err_set(b->err, rc, "target %s: removing %s/%s: %s",
+				    b->w->path, l->path, n, strerror(-rc));
+	}
+	closedir(d);
+	return rc;
+}
+
+/* In a recycled directory: `name` removed, for a new entry in its place.
+ * 0 when it was not there. */
+static int clear_name(struct build *b, struct level *p, const char *name,
+		      const char *path)
+{
+	int rc = fsutil_rmtree(p->nfd, name);
+
+	p->dirty = true;
+	if (rc < 0)
+		return log_err_set(b->err, rc, "target %s: removing %s: %s",
+				   b->w->path, path, strerror(-rc));
+	return 0;
+}
+
+/* A directory of a recycled generation kept for entry `e`: a descriptor,
+ * or -ENOENT when it is not a directory (removed, to be made anew). */
+static int reuse_dir(struct build *b, struct level *p, const char *name,
+		     const struct snap_entry *e, uint32_t *cur)
+{
+	struct stat st;
+	int fd = openat(p->nfd, name,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		uid_t u = e->uid == SNAP_NO_ID ? geteuid() : e->uid;
+		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
+		*cur = st.st_mode & 07777;
+		if ((st.st_uid == u && st.st_gid == g) || fchown(fd, u, g) == 0)
+			return fd;
+	}
+	if (fd >= 0)
+		close(fd);
+	int rc = clear_name(b, p, name, e->path);
+	return rc < 0 ? rc : -ENOENT;
+}
+
+static int push_level(struct build *b, const struct level *l)
+{
+	if (b->depth == b->cap) {
+		size_t cap = b->cap * 2;
+		struct level *v = realloc(b->lv, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		b->lv = v;
+		b->cap = cap;
+	}
+	b->lv[b->depth++] = *l;
+	return l->recycled ? prune(b, &b->lv[b->depth - 1]) : 0;
+}
+
+static int build_dir(struct build *b, size_t i, struct level *p,
+		     const char *name)
+{
+	struct snap_entry *e = &b->s->v[i];
+	struct level l = {.path = e->path, .len = strlen(e->path), .idx = i,
+			  .mode = e->mode, .cur = 0700, .ofd = -1};
+	int nfd = p->recycled ? reuse_dir(b, p, name, e, &l.cur) : -ENOENT;
+
+	if (nfd != -ENOENT && nfd < 0)
+		return nfd;
+	l.recycled = nfd >= 0;
+	if (nfd < 0) {
+		p->dirty = true;
+		if (mkdirat(p->nfd, name, 0700) < 0)
+			return log_err_set(b->err, -errno,
+					   "target %s: mkdir %s: %s", b->w->path,
+					   e->path, strerror(errno));
+		nfd = openat(p->nfd, name,
+			     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd < 0)
+			return log_err_set(b->err, -errno,
+					   "target %s: open %s: %s", b->w->path,
+					   e->path, strerror(errno));
+		if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
+		    fchown(nfd, e->uid, e->gid) < 0) {
+			int rc = -errno;
+			close(nfd);
+			return log_err_set(b->err, rc, "target %s: chown %s: %s",
+					   b->w->path, e->path, strerror(-rc));
+		}
+	}
+	if (p->ofd >= 0)
+		l.ofd = openat(p->ofd, name,
+			       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	l.nfd = nfd;
+	int rc = push_level(b, &l);
+	if (rc == -ENOMEM) {
+		close(nfd);
+		if (l.ofd >= 0)
+			close(l.ofd);
+	}
+	return rc;
+}
+
+/* Hard-links the live copy of an unchanged file, checked first to be
+ * what atomsync left there; 1 when it cannot be linked (to be copied). */
+static int link_file(struct build *b, struct snap_entry *e, struct level *p,
+		     const char *name)
+{
+	struct stat st;
+
+	if (p->ofd < 0)
+		return 1;
+	if (!b->checked &&
+	    (fstatat(p->ofd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	     !intact(&st, e, &b->gen))) {
+		/* Never linked forward: written afresh, and told as changed. */
+		warn_changed_in_live(b->w, e->path);
+		b->r->changed++;
+		return note_path(b->r, e->path) < 0 ? -ENOMEM : 1;
+	}
+	if (linkat(p->ofd, name, p->nfd, name, 0) < 0)
+		return 1; /* gone or cannot be linked: copied instead */
+	b->r->linked++;
+	/* Compared by content: learn what it is. */
+	if (e->t_ino == 0 &&
+	    fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		e->t_ino = (uint64_t)st.st_ino;
+		e->t_mtime = st.st_mtim;
+	}
+	return 0;
+}
+
+/* In a recycled directory, an unchanged file is kept when it is the very
+ * file the live generation holds (the same inode, recorded when it was
+ * written) and as atomsync left it: 1 then.  Anything else in its place
+ * is removed (0). */
+static int keep_file(struct build *b, size_t i, struct level *p,
+		     const char *name)
+{
+	struct snap_entry *e = &b->s->v[i];
+	struct stat st;
+
+	if (fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0
+				       : log_err_set(b->err, -errno,
+						     "target %s: %s: %s",
+						     b->w->path, e->path,
+						     strerror(errno));
+	if (b->act[i] == ACT_LINK && e->t_ino != 0 && intact(&st, e, &b->gen)) {
+		b->act[i] = ACT_KEEP;
+		b->r->linked++;
+		return 1;
+	}
+	return clear_name(b, p, name, e->path);
+}
+
 static int build_entry(struct build *b, size_t i)
 {
-	uint8_t act = b->act[i];
 	struct snap_entry *e = &b->s->v[i];
 	size_t pl = parent_len(e->path);
 
@@ -1368,108 +1669,112 @@ static int build_entry(struct build *b, size_t i)
 	struct level *p = &b->lv[b->depth - 1];
 	const char *name = e->path + (pl ? pl + 1 : 0);
 
-	if (act == ACT_DIR) {
-		if (mkdirat(p->nfd, name, 0700) < 0)
-			return log_err_set(b->err, -errno,
-				       "target %s: mkdir %s: %s", b->w->path,
-				       e->path, strerror(errno));
-		int nfd = openat(p->nfd, name,
-				 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (nfd < 0)
-			return log_err_set(b->err, -errno,
-				       "target %s: open %s: %s", b->w->path,
-				       e->path, strerror(errno));
-		if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
-		    fchown(nfd, e->uid, e->gid) < 0) {
-			int rc = -errno;
-			close(nfd);
-			return log_err_set(b->err, rc, "target %s: chown %s: %s",
-				       b->w->path, e->path, strerror(-rc));
-		}
-		int ofd = -1;
-		if (p->ofd >= 0)
-			ofd = openat(p->ofd, name,
-				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-					     O_CLOEXEC);
-		if (b->depth == b->cap) {
-			size_t cap = b->cap * 2;
-			struct level *v = realloc(b->lv, cap * sizeof(*v));
-			if (v == NULL) {
-				close(nfd);
-				if (ofd >= 0)
-					close(ofd);
-				return -ENOMEM;
-			}
-			b->lv = v;
-			b->cap = cap;
-		}
-		b->lv[b->depth++] = (struct level){
-			.path = e->path,
-			.len = strlen(e->path),
-			.nfd = nfd,
-			.ofd = ofd,
-			.mode = e->mode,
-		};
-		return 0;
-	}
-	struct stat lst;
-	if (act == ACT_LINK && p->ofd >= 0 && !b->checked &&
-	    (fstatat(p->ofd, name, &lst, AT_SYMLINK_NOFOLLOW) < 0 ||
-	     !intact(&lst, e, &b->gen))) {
-		/* Never linked forward: written afresh, and told as changed. */
-		warn_changed_in_live(b->w, e->path);
-		b->r->changed++;
-		if (note_path(b->r, e->path) < 0)
-			return -ENOMEM;
-		act = ACT_COPY;
-	}
-	if (act == ACT_LINK && p->ofd >= 0) {
-		if (linkat(p->ofd, name, p->nfd, name, 0) == 0) {
-			b->r->linked++;
-			struct stat st;
-			/* Compared by content: learn what it is. */
-			if (e->t_ino == 0 &&
-			    fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-				e->t_ino = (uint64_t)st.st_ino;
-				e->t_mtime = st.st_mtim;
-			}
-			return 0;
-		}
-		/* The live copy is gone or cannot be linked: copy instead. */
-	}
+	if (b->act[i] == ACT_DIR)
+		return build_dir(b, i, p, name);
+	int rc = p->recycled ? keep_file(b, i, p, name) : 0;
+	if (rc != 0)
+		return rc < 0 ? rc : 0;
+	p->dirty = true;
+	rc = b->act[i] == ACT_LINK ? link_file(b, e, p, name) : 1;
+	if (rc <= 0)
+		return rc;
 	b->act[i] = ACT_COPY; /* new data: flushed with the rest */
 	return copy_file(b, e, p->nfd, name);
 }
 
+/* The entries of a generation to flush, shared by the threads that
+ * flush them. */
+struct flusher {
+	const struct snapshot *s;
+	const size_t *todo;
+	size_t n;
+	int gfd;
+	atomic_size_t next;
+	atomic_int rc;
+};
+
+/* Opened without blocking and checked to be what was written: never
+ * flush something else. */
+static int flush_one(const struct flusher *f, size_t i)
+{
+	const struct snap_entry *e = &f->s->v[i];
+	struct stat st;
+	int rc, fd = fsutil_open_beneath(f->gfd, e->path,
+					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 ||
+	    S_ISDIR(st.st_mode) != (e->type == SNAP_DIR) ||
+	    !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+		rc = -EIO;
+	else
+		rc = fsutil_fsync(fd);
+	close(fd);
+	return rc;
+}
+
+static void *flush_worker(void *arg)
+{
+	struct flusher *f = arg;
+
+	for (;;) {
+		size_t k = atomic_fetch_add(&f->next, 1);
+		if (k >= f->n || atomic_load(&f->rc) < 0)
+			break;
+		int rc = flush_one(f, f->todo[k]);
+		int none = 0;
+		if (rc < 0)
+			atomic_compare_exchange_strong(&f->rc, &none, rc);
+	}
+	return NULL;
+}
+
+/* Runs flush_worker on up to FLUSH_THREADS threads, this one included;
+ * threads that cannot be started leave their share to the others.  They
+ * take no signals: those are the caller's. */
+static int flush_parallel(struct flusher *f)
+{
+	pthread_t t[FLUSH_THREADS - 1];
+	size_t nt = 0, want = f->n < FLUSH_THREADS ? f->n : FLUSH_THREADS;
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	while (nt + 1 < want &&
+	       pthread_create(&t[nt], NULL, flush_worker, f) == 0)
+		nt++;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	flush_worker(f);
+	for (size_t i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+	return atomic_load(&f->rc);
+}
+
 /* Flushes the new files and directories of the generation (not its root,
- * whose mode changes after), each opened without blocking and checked to
- * be what was written. */
+ * whose mode changes after), all at once. */
 static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 		 int gfd, const char *gen, bool *all, char **err)
 {
+	struct flusher f = {.s = s, .gfd = gfd};
 	size_t objects = 1;
-	int rc = 0;
 
 	for (size_t i = 0; i < s->n; i++)
-		objects += act[i] != ACT_LINK;
+		objects += act[i] == ACT_DIR || act[i] == ACT_COPY;
 	*all = objects > FSYNC_EACH_MAX;
-	if (*all)
-		return 0; /* one syncfs() once the root is 0755 */
-	for (size_t i = 0; i < s->n && rc == 0; i++) {
-		if (act[i] == ACT_LINK)
-			continue;
-		struct stat st;
-		int fd = fsutil_open_beneath(gfd, s->v[i].path,
-					     O_RDONLY | O_NOCTTY | O_NONBLOCK);
-		if (fd >= 0 && (fstat(fd, &st) < 0 ||
-				(S_ISDIR(st.st_mode) != (s->v[i].type == SNAP_DIR)) ||
-				!(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))))
-			rc = -EIO; /* not what was written: never flush it */
-		else
-			rc = fd < 0 ? fd : fsutil_fsync(fd);
-		if (fd >= 0)
-			close(fd);
-	}
+	if (*all || objects == 1)
+		return 0; /* one syncfs() once the root is 0755, or nothing */
+	size_t *todo = malloc((objects - 1) * sizeof(*todo));
+	if (todo == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n; i++)
+		if (act[i] == ACT_DIR || act[i] == ACT_COPY)
+			todo[f.n++] = i;
+	f.todo = todo;
+	atomic_init(&f.next, 0);
+	atomic_init(&f.rc, 0);
+	int rc = flush_parallel(&f);
+	free(todo);
 	if (rc < 0)
 		log_err_set(err, rc, "target %s: flushing %s: %s", w->path, gen,
 			    strerror(-rc));
@@ -1496,9 +1801,11 @@ static int open_up(struct writer *w, int gfd, const char *gen, bool all,
 	return rc;
 }
 
+/* Writes every entry of `s` into the generation `gen` (a recycled one
+ * holds entries already), flushes and opens it up. */
 static int build(struct writer *w, struct snapshot *s, uint8_t *act,
-		 const char *gen, struct writer_result *r, struct problems *pb,
-		 char **err)
+		 const char *gen, bool recycled, struct writer_result *r,
+		 struct problems *pb, char **err)
 {
 	struct build b = {
 		.w = w, .s = s, .act = act, .r = r, .pb = pb, .err = err,
@@ -1520,8 +1827,11 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 					   O_RDONLY | O_DIRECTORY | O_CLOEXEC)
 				  : -1;
 	b.lv[b.depth++] = (struct level){
-		.path = "", .len = 0, .nfd = gfd, .ofd = ofd, .mode = 0755,
+		.path = "", .len = 0, .idx = LEVEL_ROOT, .nfd = gfd, .ofd = ofd,
+		.mode = 0755, .cur = 0700, .recycled = recycled,
 	};
+	if (recycled)
+		rc = prune(&b, &b.lv[0]);
 	for (size_t i = 0; i < s->n && rc == 0; i++)
 		rc = build_entry(&b, i);
 	while (b.depth > 1 && rc == 0)
@@ -1615,18 +1925,58 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 	return rc;
 }
 
-/* Writes the new generation; on failure nothing of it is left. */
+/* The spare generation made private again (0700: unfinished, to
+ * recover(), and out of reach of other users) and renamed to a new
+ * generation's name, in *gen; when it cannot be recycled, it is removed
+ * and a negative errno returned. */
+static int recycle_spare(struct writer *w, char **gen)
+{
+	char *spare = w->spare;
+	struct stat st;
+
+	w->spare = NULL;
+	if (spare == NULL)
+		return -ENOENT;
+	int fd = open_generation(w->dfd, spare);
+	int rc = fd < 0 ? fd : 0;
+	/* Like the live generation: none that someone else made. */
+	if (rc == 0 && (fstat(fd, &st) < 0 || !fsutil_trusted_uid(st.st_uid) ||
+			(st.st_mode & 0022)))
+		rc = -EPERM;
+	if (rc == 0 && fchmod(fd, 0700) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (rc == 0)
+		rc = make_generation(w, spare, gen);
+	if (rc < 0) {
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: cannot recycle %s (%s); removing it",
+			w->path, spare, strerror(-rc));
+		int r2 = fsutil_rmtree(w->dfd, spare);
+		if (r2 < 0)
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: removing %s: %s", w->path, spare,
+				strerror(-r2));
+	}
+	free(spare);
+	return rc;
+}
+
+/* Writes the new generation, into the spare one when there is one; on
+ * failure nothing of it is left. */
 static int prepare_build(struct writer *w, struct writer_pending *p,
 			 struct writer_result *r, struct problems *pb,
 			 char **err)
 {
-	int rc = make_generation(w, &p->gen);
+	bool recycled = recycle_spare(w, &p->gen) == 0;
+	int rc = recycled ? 0 : make_generation(w, NULL, &p->gen);
 
 	if (rc < 0)
 		return log_err_set(err, rc,
 				   "target %s: creating a generation: %s",
 				   w->path, strerror(-rc));
-	rc = build(w, p->s, p->act, p->gen, r, pb, err);
+	rc = build(w, p->s, p->act, p->gen, recycled, r, pb, err);
 	if (rc == 0)
 		rc = problems_report(w, p->s, pb, err);
 	if (rc == 0 && (p->dir = fsutil_join(w->path, p->gen)) == NULL)
@@ -1715,34 +2065,52 @@ static int retire_add(struct writer *w, char *gen, uint64_t due_ms)
 	return 0;
 }
 
+/* Step (2), the one atomic step: a ..data_tmp link to the new
+ * generation is renamed over ..data.  A reader resolves either the old
+ * or the new generation, each complete.  On failure the new one goes. */
+static int swap_data(struct writer *w, struct writer_pending *p, char **err)
+{
+	int rc = 0;
+
+	if (unlinkat(w->dfd, WRITER_DATA_TMP, 0) < 0 && errno != ENOENT)
+		rc = log_err_set(err, -errno, "target %s: removing %s: %s",
+				 w->path, WRITER_DATA_TMP, strerror(errno));
+	else if (symlinkat(p->gen, w->dfd, WRITER_DATA_TMP) < 0)
+		rc = log_err_set(err, -errno, "target %s: symlink %s: %s",
+				 w->path, WRITER_DATA_TMP, strerror(errno));
+	else if (renameat(w->dfd, WRITER_DATA_TMP, w->dfd, WRITER_DATA) < 0) {
+		rc = log_err_set(err, -errno, "target %s: rename %s over %s: %s",
+				 w->path, WRITER_DATA_TMP, WRITER_DATA,
+				 strerror(errno));
+		unlinkat(w->dfd, WRITER_DATA_TMP, 0);
+	}
+	if (rc < 0)
+		writer_abort(w, p);
+	return rc;
+}
+
+/* Step (5): the replaced generation goes once readers that opened it
+ * have had their grace period (it is then kept to be recycled); at
+ * once with none.  Takes `gen`. */
+static void retire_replaced(struct writer *w, char *gen)
+{
+	if (w->o.grace_ms > 0 &&
+	    retire_add(w, gen, writer_now_ms() + w->o.grace_ms) == 0)
+		return;
+	int rc = fsutil_rmtree(w->dfd, gen);
+	if (rc < 0)
+		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
+			w->path, gen, strerror(-rc));
+	free(gen);
+}
+
 int writer_commit(struct writer *w, struct writer_pending *p,
 		  struct writer_result *r, char **err)
 {
-	int rc;
+	int rc = swap_data(w, p, err);
 
-	/* Step (2), the one atomic step: a ..data_tmp link to the new
-	 * generation is renamed over ..data.  A reader resolves either the
-	 * old or the new generation, each complete. */
-	if (unlinkat(w->dfd, WRITER_DATA_TMP, 0) < 0 && errno != ENOENT) {
-		rc = log_err_set(err, -errno, "target %s: removing %s: %s",
-			     w->path, WRITER_DATA_TMP, strerror(errno));
-		writer_abort(w, p);
+	if (rc < 0)
 		return rc;
-	}
-	if (symlinkat(p->gen, w->dfd, WRITER_DATA_TMP) < 0) {
-		rc = log_err_set(err, -errno, "target %s: symlink %s: %s",
-			     w->path, WRITER_DATA_TMP, strerror(errno));
-		writer_abort(w, p);
-		return rc;
-	}
-	if (renameat(w->dfd, WRITER_DATA_TMP, w->dfd, WRITER_DATA) < 0) {
-		rc = log_err_set(err, -errno, "target %s: rename %s over %s: %s",
-			     w->path, WRITER_DATA_TMP, WRITER_DATA,
-			     strerror(errno));
-		unlinkat(w->dfd, WRITER_DATA_TMP, 0);
-		writer_abort(w, p);
-		return rc;
-	}
 	/* The swap is durable once the target directory is flushed.  Until
 	 * it is, ..data on disk may still name the old generation: keep that
 	 * one (a later start removes it) and report the failure. */
@@ -1779,25 +2147,13 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
 			w->path, STATE_FILE, strerror(-rc));
-
-	/* Step (5): the old generation goes once readers that opened it
-	 * have had their grace period. */
 	if (old_fd >= 0)
 		close(old_fd);
 	snapshot_free(old);
-	if (old_gen && frc < 0) {
+	if (old_gen && frc < 0)
 		free(old_gen);
-	} else if (old_gen) {
-		if (w->o.grace_ms == 0 ||
-		    retire_add(w, old_gen, writer_now_ms() + w->o.grace_ms) < 0) {
-			rc = fsutil_rmtree(w->dfd, old_gen);
-			if (rc < 0)
-				log_msg(LOG_LVL_WARN, w->name,
-					"target %s: removing %s: %s", w->path,
-					old_gen, strerror(-rc));
-			free(old_gen);
-		}
-	}
+	else if (old_gen)
+		retire_replaced(w, old_gen);
 	r->published = true;
 	free(r->generation);
 	r->generation = strdup(w->live_gen);
@@ -1823,42 +2179,64 @@ struct writer_gc {
 	size_t n;
 };
 
+/* Adds `gen` to the generations *gcp removes; false when it cannot (it
+ * is kept for the next try). */
+static bool gc_add(struct writer *w, struct writer_gc **gcp, char *gen)
+{
+	struct writer_gc *gc = *gcp;
+
+	if (gc == NULL) {
+		gc = calloc(1, sizeof(*gc));
+		if (gc)
+			gc->dfd = fcntl(w->dfd, F_DUPFD_CLOEXEC, 0);
+		if (gc == NULL || gc->dfd < 0) {
+			free(gc);
+			return false;
+		}
+		gc->path = strdup(w->path);
+		gc->name = w->name ? strdup(w->name) : NULL;
+		gc->gens = calloc(w->nretired + 1, sizeof(*gc->gens));
+		*gcp = gc;
+	}
+	if (gc->gens == NULL)
+		return false;
+	gc->gens[gc->n++] = gen;
+	return true;
+}
+
+/* The newest generation that is due is kept as the spare, to be
+ * recycled into the next one (the spare it replaces goes); the others
+ * are taken.  `all` takes the spare too. */
 struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 {
 	uint64_t now = writer_now_ms(), next = 0;
 	struct writer_gc *gc = NULL;
-	size_t k = 0;
+	size_t k = 0, newest = SIZE_MAX;
 
+	for (size_t i = 0; !all && i < w->nretired; i++)
+		if (w->retired[i].due_ms <= now)
+			newest = i;
 	for (size_t i = 0; i < w->nretired; i++) {
-		struct retired *t = &w->retired[i];
-		if (!all && t->due_ms > now) {
-			if (next == 0 || t->due_ms < next)
-				next = t->due_ms;
-			w->retired[k++] = *t;
+		struct retired t = w->retired[i];
+		if (!all && t.due_ms > now) {
+			if (next == 0 || t.due_ms < next)
+				next = t.due_ms;
+			w->retired[k++] = t;
 			continue;
 		}
-		if (gc == NULL) {
-			gc = calloc(1, sizeof(*gc));
-			if (gc)
-				gc->dfd = fcntl(w->dfd, F_DUPFD_CLOEXEC, 0);
-			if (gc == NULL || gc->dfd < 0) {
-				/* Keep it for the next try. */
-				free(gc);
-				gc = NULL;
-				w->retired[k++] = *t;
+		if (i == newest) {
+			char *old = w->spare;
+			w->spare = t.name;
+			t.name = old;
+			if (t.name == NULL)
 				continue;
-			}
-			gc->path = strdup(w->path);
-			gc->name = w->name ? strdup(w->name) : NULL;
-			gc->gens = calloc(w->nretired, sizeof(*gc->gens));
 		}
-		if (gc->gens == NULL) {
-			w->retired[k++] = *t;
-			continue;
-		}
-		gc->gens[gc->n++] = t->name;
+		if (!gc_add(w, &gc, t.name))
+			w->retired[k++] = t;
 	}
 	w->nretired = k;
+	if (all && w->spare && gc_add(w, &gc, w->spare))
+		w->spare = NULL;
 	if (next_ms)
 		*next_ms = next;
 	return gc;
@@ -1927,5 +2305,27 @@ void writer_retire_wait(struct writer *w)
 			nanosleep(&ts, NULL);
 		}
 		writer_retire(w, false, &next);
+	}
+}
+
+void writer_retire_exit(struct writer *w)
+{
+	writer_retire(w, false, NULL);
+	/* Retired in order: the last one is the one replaced last.  The
+	 * others, and a spare beside it, go now. */
+	while (w->nretired > 1 || (w->nretired == 1 && w->spare)) {
+		char *gen = w->nretired > 1 ? w->retired[0].name : w->spare;
+		int rc = fsutil_rmtree(w->dfd, gen);
+		if (rc < 0)
+			log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
+				w->path, gen, strerror(-rc));
+		free(gen);
+		if (gen == w->spare) {
+			w->spare = NULL;
+			continue;
+		}
+		w->nretired--;
+		memmove(w->retired, w->retired + 1,
+			w->nretired * sizeof(*w->retired));
 	}
 }

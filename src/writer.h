@@ -111,6 +111,12 @@ void writer_gc_free(struct writer_gc *gc);
  * each when it is due (blocking). */
 void writer_retire_wait(struct writer *w);
 
+/* What a process that exits without waiting leaves: removes superseded
+ * generations that are due, and every other but the one replaced last,
+ * which stays for the rest of its grace period (the next writer_open
+ * retires it from the time ..data changed, which the target keeps). */
+void writer_retire_exit(struct writer *w);
+
 /* The generation ..data names, or NULL. */
 const char *writer_live_generation(const struct writer *w);
 

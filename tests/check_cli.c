@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -313,6 +314,107 @@ START_TEST(test_once_projects_the_tree)
 	free(g2);
 	free(out);
 	free(err);
+}
+END_TEST
+
+static int once_grace(const char *grace, long long *took_ms)
+{
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--once", "--grace-ms", grace, NULL};
+	char *out = NULL, *err = NULL;
+	long long t0 = tu_now_ms();
+	int rc = tu_run(argv, &out, &err, 20000);
+	if (took_ms)
+		*took_ms = tu_now_ms() - t0;
+	ck_assert_msg(rc == 0, "%s", err);
+	free(out);
+	free(err);
+	return rc;
+}
+
+/* The generation ..data named before the live one. */
+static char *replaced_generation(void)
+{
+	DIR *d = opendir(dst);
+	char *live = tu_live(dst), *found = NULL;
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, "..2", 3) == 0 &&
+		    strcmp(de->d_name, live) != 0) {
+			free(found);
+			found = strdup(de->d_name);
+		}
+	if (d)
+		closedir(d);
+	free(live);
+	return found;
+}
+
+START_TEST(test_once_does_not_wait_out_the_grace_period)
+{
+	long long took;
+
+	tu_write(src, "a", "1", 0644);
+	once_grace("60000", &took);
+	for (int k = 2; k <= 4; k++) {
+		char *before = tu_live(dst);
+		char v[8];
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "a", v, 0644);
+		once_grace("60000", &took);
+		/* Live and durable is done: no minute of grace waited out. */
+		ck_assert_msg(took < tu_scale(10000), "run %d took %lld ms", k,
+			      took);
+		ASSERT_TREES();
+		/* The live generation and the one it replaced, no more: an
+		 * older one still in its grace period goes. */
+		ck_assert_int_eq(tu_generations(dst), 2);
+		char *rep = replaced_generation();
+		ck_assert_ptr_nonnull(rep);
+		ck_assert_str_eq(rep, before);
+		free(rep);
+		free(before);
+	}
+}
+END_TEST
+
+START_TEST(test_next_once_retires_a_generation_past_its_grace)
+{
+	tu_write(src, "a", "1", 0644);
+	once_grace("300", NULL);
+	tu_write(src, "a", "22", 0644);
+	long long replaced = tu_now_ms();
+	once_grace("300", NULL);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	/* Within the grace period a run that changes nothing keeps it. */
+	once_grace("300", NULL);
+	if (tu_now_ms() < replaced + 250)
+		ck_assert_int_eq(tu_generations(dst), 2);
+	while (tu_now_ms() < replaced + 400)
+		tu_nap(20); /* the grace period itself is what is waited for */
+	/* Past its grace period, the replaced generation is recycled into
+	 * the next one: its directory becomes the new live generation. */
+	char *rep = replaced_generation(), *path = tu_path(dst, rep);
+	int held = open(path, O_RDONLY | O_DIRECTORY);
+	struct stat st;
+	ck_assert_int_ge(held, 0);
+	tu_write(src, "b", "new", 0644);
+	once_grace("300", NULL);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ck_assert_int_lt(access(path, F_OK), 0);
+	/* Not removed: renamed to be the live generation. */
+	char *live = tu_live(dst), *lp = tu_path(dst, live);
+	struct stat now;
+	ck_assert_int_eq(fstat(held, &st), 0);
+	ck_assert_uint_gt(st.st_nlink, 0);
+	ck_assert_int_eq(stat(lp, &now), 0);
+	ck_assert_uint_eq(now.st_ino, st.st_ino);
+	close(held);
+	ASSERT_TREES();
+	free(lp);
+	free(live);
+	free(path);
+	free(rep);
 }
 END_TEST
 
@@ -704,9 +806,10 @@ START_TEST(test_target_only_holds_our_names)
 	free(err);
 	tu_write(src, "a", "11", 0644);
 	ck_assert_int_eq(once(&out, &err), 0);
-	/* ..data, one generation, ..atomsync, a, b */
-	ck_assert_int_eq(tu_count_entries(dst), 5);
-	ck_assert_int_eq(tu_generations(dst), 1);
+	/* ..data, the live generation and the one it replaced (in its
+	 * grace period), ..atomsync, a, b */
+	ck_assert_int_eq(tu_count_entries(dst), 6);
+	ck_assert_int_eq(tu_generations(dst), 2);
 	free(out);
 	free(err);
 }
@@ -725,6 +828,8 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_config_file_fifo_directory_and_foreign_link_are_refused);
 	tcase_add_test(tc, test_config_file_from_a_configmap_volume_is_read);
 	tcase_add_test(tc, test_once_projects_the_tree);
+	tcase_add_test(tc, test_once_does_not_wait_out_the_grace_period);
+	tcase_add_test(tc, test_next_once_retires_a_generation_past_its_grace);
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
 	tcase_add_test(tc, test_missing_target_parent_exits_1);
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);

@@ -332,9 +332,11 @@ START_TEST(test_full_disk_fails_cleanly_and_recovers)
 		unlink(n);
 	}
 	ck_assert_msg(tu_wait_for(tu_trees_equal, &p, 70000), "no convergence");
-	/* The replaced generation goes after its grace period. */
-	ck_assert_msg(tu_wait_for(tu_one_generation, dst, 5000), "%d generations",
+	/* Nothing half-written stays: the live generation and the one it
+	 * replaced, no more. */
+	ck_assert_msg(tu_generations(dst) <= 2, "%d generations",
 		      tu_generations(dst));
+	ck_assert_ptr_null(debris(dst, 1));
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
 	free(d);
@@ -451,6 +453,148 @@ START_TEST(test_refused_metrics_socket_names_the_fix_under_systemd)
 }
 END_TEST
 
+/* Threads of process `pid`, from /proc. */
+static int threads_of(pid_t pid)
+{
+	char path[64], *text;
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	text = tu_read(path, NULL);
+	const char *t = text ? strstr(text, "\nThreads:") : NULL;
+	int n = t ? atoi(t + 9) : 0;
+	free(text);
+	return n;
+}
+
+struct flushing {
+	pid_t pid;
+	int want;
+};
+
+static int many_flushing(void *arg)
+{
+	const struct flushing *f = arg;
+	return threads_of(f->pid) >= f->want;
+}
+
+START_TEST(test_flushes_of_a_publish_are_issued_together)
+{
+	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
+	char *logpath = tu_path(tmp, "once.log"), *err = NULL, dir[32];
+
+	/* 30 new directories and a new file to flush, in one publish. */
+	for (int i = 0; i < 30; i++) {
+		snprintf(dir, sizeof(dir), "d%02d/f", i);
+		tu_write(src, dir, "1", 0644);
+	}
+	ck_assert_int_eq(once(dst, -1, "EIO", NULL, &err), 0);
+	free(err);
+	tu_write(src, "d00/f", "22", 0644);
+	tu_write(tmp, "hang", "", 0644);
+	char *preload, *hang_while;
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=fsync", hang_while,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	/* Every fsync hangs: they are all under way at once, each in a
+	 * thread of its own, rather than one after another. */
+	struct flushing f = {pid, 8};
+	int together = tu_wait_for(many_flushing, &f, 5000);
+	int seen = threads_of(pid);
+	unlink(hang);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	ck_assert_msg(together, "%d threads flushing", seen);
+	char *d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+	free(preload);
+	free(hang_while);
+	free(hang);
+	free(logpath);
+	free(dst);
+}
+END_TEST
+
+/* A generation of `dst` with mode 0700: one being written. */
+static int private_generation(void *arg)
+{
+	const char *dst = arg;
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	int found = 0;
+	while (d && (de = readdir(d)) != NULL && !found) {
+		struct stat st;
+		if (strncmp(de->d_name, "..2", 3) == 0 &&
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			found = (st.st_mode & 07777) == 0700;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* SIGKILL in the middle of recycling a replaced generation into the next
+ * one (held where it removes a changed file's old name): the live
+ * generation stays whole, and the next run removes the half-recycled one
+ * and converges. */
+START_TEST(test_kill_in_the_middle_of_a_recycle)
+{
+	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
+	char *logpath = tu_path(tmp, "once.log");
+	const char *run[] = {tu_bin(), "--source", src, "--target", dst,
+			     "--once", "--grace-ms", "50", NULL};
+	char *err = NULL;
+
+	tu_write(src, "a", "v1\n", 0644);
+	tu_write(src, "d/b", "b\n", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	tu_write(src, "a", "v2\n", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	long long due = tu_now_ms() + 100;
+	copy_tree(src, v1);
+	char *live = tu_live(dst);
+	while (tu_now_ms() < due)
+		tu_nap(10); /* the grace period itself is what is waited for */
+	tu_write(src, "a", "v3\n", 0644);
+	tu_write(tmp, "hang", "", 0644);
+	char *preload, *hang_while;
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=unlinkat", hang_while,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", "--grace-ms", "50", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	ck_assert_msg(tu_wait_for(private_generation, dst, 5000),
+		      "no generation being recycled");
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	tu_wait_exit(pid, 5000);
+	unlink(hang);
+	/* Still the version before, whole. */
+	char *now = tu_live(dst);
+	ck_assert_str_eq(now, live);
+	char *why = tu_diff_trees(v1, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	ck_assert_msg(strstr(err, "left by an interrupted publish"), "%s", err);
+	free(err);
+	why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ck_assert_int_eq(private_generation(dst), 0);
+	free(now);
+	free(live);
+	free(preload);
+	free(hang_while);
+	free(hang);
+	free(logpath);
+	free(dst);
+}
+END_TEST
+
 START_TEST(test_short_of_file_descriptors)
 {
 	/* 40 descriptors: enough for the loop and a shallow tree, not for
@@ -507,6 +651,8 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_full_disk_fails_cleanly_and_recovers);
 	tcase_add_test(tc, test_read_only_target_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_refused_metrics_socket_names_the_fix_under_systemd);
+	tcase_add_test(tc, test_flushes_of_a_publish_are_issued_together);
+	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;

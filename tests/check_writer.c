@@ -1170,8 +1170,9 @@ START_TEST(test_recovery_keeps_a_just_replaced_generation_for_its_grace)
 	struct stat st;
 	ck_assert(stat(half, &st) < 0 && errno == ENOENT);
 	ck_assert_int_eq(tu_generations(dst), 2);
+	/* Past its grace period it stays, to be recycled. */
 	writer_retire_wait(w);
-	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(tu_generations(dst), 2);
 	ASSERT_TREES();
 	writer_close(w);
 	free(half);
@@ -1710,7 +1711,233 @@ START_TEST(test_grace_keeps_old_generation_until_due)
 		tu_nap(20);
 		ck_assert_int_eq(writer_retire(w, false, &next), 0);
 	}
-	ck_assert_int_eq(tu_generations(dst), 1);
+	/* Due: kept as the spare, recycled by the next publish. */
+	ck_assert_int_eq(tu_generations(dst), 2);
+	tu_write(src, "a", "333", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ASSERT_TREES();
+	writer_close(w);
+}
+END_TEST
+
+/* Publishes the source and makes the generation it replaced the spare:
+ * its grace period (`o.grace_ms`, short) waited out. */
+static void publish_and_retire(struct writer *w, unsigned grace_ms)
+{
+	struct writer_result r = {0};
+	char *err = NULL;
+	int rc = publish_tree(w, &r, &err);
+	ck_assert_msg(rc == 0, "%s", err);
+	writer_result_fini(&r);
+	long long due = tu_now_ms() + grace_ms;
+	while (tu_now_ms() <= due)
+		tu_nap(5); /* the grace period itself is what is waited for */
+	ck_assert_int_eq(writer_retire(w, false, NULL), 0);
+}
+
+static ino_t ino_of(const char *dir, const char *rel)
+{
+	char *p = tu_path(dir, rel);
+	struct stat st;
+	ck_assert_int_eq(lstat(p, &st), 0);
+	free(p);
+	return st.st_ino;
+}
+
+START_TEST(test_recycle_changes_only_what_differs)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+
+	o.grace_ms = 30;
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "b", "b1", 0644);
+	tu_write(src, "d/c", "c", 0644);
+	tu_write(src, "d/e", "e", 0644);
+	publish_and_retire(w, 0);
+	char *g1 = tu_live(dst);
+	ino_t root1 = ino_of(dst, g1), d1 = ino_of(dst, "..data/d");
+	tu_write(src, "a", "22", 0644);
+	publish_and_retire(w, o.grace_ms);
+	/* Another user's name, planted while it was live, and a file
+	 * replaced behind atomsync's back. */
+	char *gd = tu_path(dst, g1);
+	tu_write(gd, "d/planted", "x", 0644);
+	char *gb = tu_path(gd, "b");
+	ck_assert_int_eq(unlink(gb), 0);
+	tu_write(gd, "b", "XX", 0644);
+	free(gb);
+	char *g2 = tu_live(dst);
+	ino_t c2 = ino_of(dst, "..data/d/c");
+	tu_write(src, "f", "new", 0644);
+	char *e = tu_path(src, "d/e");
+	unlink(e);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	/* The spare became the new generation, its unchanged files kept. */
+	char *g3 = tu_live(dst);
+	ck_assert_str_ne(g3, g1);
+	ck_assert_uint_eq(ino_of(dst, g3), root1);
+	ck_assert_uint_eq(ino_of(dst, "..data/d"), d1);
+	ck_assert_uint_eq(ino_of(dst, "..data/d/c"), c2);
+	ck_assert_uint_eq(r.copied, 1); /* f */
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ASSERT_TREES();
+	/* The generation it replaced is untouched. */
+	char *a2 = tu_path(dst, g2);
+	char *ea = tu_path(a2, "d/e"), *t = tu_read(ea, NULL);
+	ck_assert_str_eq(t, "e");
+	writer_result_fini(&r);
+	/* What it recorded is right: the next full check finds it intact. */
+	writer_verify_next(w);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	writer_result_fini(&r);
+	writer_close(w);
+	free(t);
+	free(ea);
+	free(a2);
+	free(e);
+	free(gd);
+	free(g1);
+	free(g2);
+	free(g3);
+}
+END_TEST
+
+/* What was planted in a replaced generation while it was live (a link
+ * in place of a directory, a FIFO in place of a file) is removed, never
+ * followed or opened, when it is recycled. */
+START_TEST(test_recycle_never_follows_what_was_planted)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+	char *outside = tu_path(tmp, "outside");
+
+	o.grace_ms = 30;
+	tu_mkdirs(outside, 0755);
+	tu_write(outside, "keep", "mine", 0644);
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	tu_write(src, "d/keep", "theirs", 0644);
+	tu_write(src, "f", "1", 0644);
+	publish_and_retire(w, 0);
+	char *g1 = tu_live(dst), *gd = tu_path(dst, g1);
+	tu_write(src, "f", "22", 0644);
+	publish_and_retire(w, o.grace_ms);
+	char *d = tu_path(gd, "d"), *f = tu_path(gd, "f");
+	tu_rmrf(d);
+	ck_assert_int_eq(symlink(outside, d), 0);
+	ck_assert_int_eq(unlink(f), 0);
+	ck_assert_int_eq(mkfifo(f, 0644), 0);
+	tu_write(src, "f", "333", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	char *k = tu_path(outside, "keep"), *t = tu_read(k, NULL);
+	ck_assert_str_eq(t, "mine");
+	struct stat st;
+	char *ld = tu_path(dst, "..data/d");
+	ck_assert_int_eq(lstat(ld, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	writer_close(w);
+	free(ld);
+	free(t);
+	free(k);
+	free(d);
+	free(f);
+	free(gd);
+	free(g1);
+	free(outside);
+}
+END_TEST
+
+/* A file is shared by hard link between the live generation and the one
+ * recycled into the next: a change of its mode must never reach the live
+ * copy, nor may content written into the live copy be kept. */
+START_TEST(test_recycle_never_changes_a_shared_file)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+
+	o.grace_ms = 30;
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	tu_write(src, "a", "same", 0644);
+	tu_write(src, "b", "1", 0644);
+	tu_write(src, "c", "c", 0644);
+	publish_and_retire(w, 0);
+	tu_write(src, "b", "2", 0644);
+	publish_and_retire(w, o.grace_ms);
+	/* a is one inode in both generations. */
+	char *g2 = tu_live(dst), *live = tu_path(dst, g2);
+	char *la = tu_path(live, "a"), *lc = tu_path(live, "c");
+	struct stat before;
+	ck_assert_int_eq(stat(la, &before), 0);
+	ck_assert_uint_ge(before.st_nlink, 2);
+	/* c written in place in the live generation (same size). */
+	int fd = open(lc, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "X", 1), 1);
+	close(fd);
+	char *sa = tu_path(src, "a");
+	ck_assert_int_eq(chmod(sa, 0600), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	struct stat after;
+	ck_assert_int_eq(stat(la, &after), 0);
+	ck_assert_uint_eq(after.st_mode & 07777, 0644);
+	ck_assert_uint_eq(after.st_ino, before.st_ino);
+	ASSERT_TREES(); /* a is 0600 and c is "c" in the new one */
+	writer_close(w);
+	free(sa);
+	free(la);
+	free(lc);
+	free(live);
+	free(g2);
+}
+END_TEST
+
+/* A reader that keeps a generation open past its grace period, until it
+ * is recycled: files it opened keep their content; a name it opens then
+ * is a complete file of the newer version. */
+START_TEST(test_reader_holding_a_recycled_generation)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	struct writer_result r = {0};
+
+	o.grace_ms = 30;
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	tu_write(src, "a", "v1", 0644);
+	tu_write(src, "b", "v1", 0644);
+	publish_and_retire(w, 0);
+	int dfd = open(dst, O_RDONLY | O_DIRECTORY);
+	int gfd = openat(dfd, "..data", O_RDONLY | O_DIRECTORY);
+	int afd = openat(gfd, "a", O_RDONLY);
+	ck_assert_int_ge(afd, 0);
+	tu_write(src, "a", "v2", 0644);
+	tu_write(src, "b", "v2", 0644);
+	publish_and_retire(w, o.grace_ms);
+	tu_write(src, "a", "v3", 0644);
+	tu_write(src, "b", "v3", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char buf[8] = {0};
+	ck_assert_int_eq(pread(afd, buf, sizeof(buf) - 1, 0), 2);
+	ck_assert_str_eq(buf, "v1");
+	int bfd = openat(gfd, "b", O_RDONLY);
+	ck_assert_int_ge(bfd, 0);
+	memset(buf, 0, sizeof(buf));
+	ck_assert_int_eq(pread(bfd, buf, sizeof(buf) - 1, 0), 2);
+	ck_assert_str_eq(buf, "v3");
+	close(bfd);
+	close(afd);
+	close(gfd);
+	close(dfd);
 	writer_close(w);
 }
 END_TEST
@@ -1920,6 +2147,10 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_live_summary_and_recorded_error);
 	tcase_add_test(tc, test_second_writer_on_same_target_is_refused);
 	tcase_add_test(tc, test_grace_keeps_old_generation_until_due);
+	tcase_add_test(tc, test_recycle_changes_only_what_differs);
+	tcase_add_test(tc, test_recycle_never_changes_a_shared_file);
+	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
+	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
 	suite_add_tcase(s, tc);
 	return s;

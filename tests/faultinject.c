@@ -71,8 +71,8 @@ static int fault(const char *name)
 	if (!ready)
 		init();
 	hang(name);
-	calls++;
-	if (nth > 0 && calls == nth) {
+	/* Atomic: a publish flushes from several threads at once. */
+	if (__atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST) == nth && nth > 0) {
 		errno = fault_errno;
 		return 1;
 	}
