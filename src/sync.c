@@ -17,10 +17,10 @@
  *
  *   IDLE --stop_continue--> DRAINING --(none left)--> CLOSING --> freed
  *
- * DRAINING waits out the grace periods of superseded generations: the
- * retire timer fires when the next is due and its removal runs on the
- * thread pool, so no thread of the pool sleeps meanwhile; then the target
- * is closed.  CLOSING closes the handles.
+ * DRAINING removes the superseded generations but the one replaced last
+ * (which keeps its grace period: the next writer of the target counts it
+ * from when ..data changed), on the thread pool; then the target is
+ * closed.  CLOSING closes the handles.
  *
  * Two things run beside the publishes: the removal of superseded
  * generations (gc: one at a time, on the thread pool), and the
@@ -69,7 +69,7 @@ enum sync_state {
 	ST_CHECKING,   /* check_command runs on the prepared generation */
 	ST_COMMITTING, /* a checked generation goes live */
 	ST_ABORTING,   /* a vetoed generation goes */
-	ST_DRAINING,   /* at stop: grace periods run out, removals run */
+	ST_DRAINING,   /* at stop: older replaced generations removed */
 	ST_CLOSING,    /* the handles close */
 };
 
@@ -982,29 +982,20 @@ static void stop_continue(struct sync *s)
 	drain(s);
 }
 
-/* Readers keep their grace period even at stop: the retire timer fires
- * when the next superseded generation is due, its removal runs on the
- * thread pool (on_gc_done comes back here), and once none is left the
- * target is closed and the handles with it. */
+/* A stop leaves what an exiting --once leaves: the live generation and
+ * the one replaced last, which keeps the rest of its grace period (the
+ * next writer of the target counts it from when ..data changed).  Older
+ * ones are removed on the thread pool (on_gc_done comes back here); then
+ * the target is closed and the handles with it. */
 static void drain(struct sync *s)
 {
-	uint64_t next = s->pub.w ? writer_next_due(s->pub.w) : 0;
-	uint64_t now = writer_now_ms();
-
 	if (s->gc || s->gc_taken) {
 		gc_kick(s);
 		return;
 	}
-	if (next != 0 && next <= now) {
-		s->gc_taken = writer_gc_take(s->pub.w, false, &next);
-		if (s->gc_taken) {
-			gc_kick(s);
-			return;
-		}
-	}
-	if (next != 0) {
-		uv_timer_start(&s->retire, on_retire,
-			       next > now ? next - now : 1, 0);
+	s->gc_taken = s->pub.w ? writer_gc_take_exit(s->pub.w) : NULL;
+	if (s->gc_taken) {
+		gc_kick(s);
 		return;
 	}
 	publish_fini(&s->pub);

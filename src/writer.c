@@ -2308,24 +2308,27 @@ void writer_retire_wait(struct writer *w)
 	}
 }
 
+/* Takes every replaced generation but the one replaced last (the list
+ * is in the order they were replaced), and the spare when that one is
+ * left beside it. */
+struct writer_gc *writer_gc_take_exit(struct writer *w)
+{
+	struct writer_gc *gc = writer_gc_take(w, false, NULL);
+	size_t k = 0;
+
+	for (size_t i = 0; i < w->nretired; i++)
+		if (i + 1 == w->nretired || !gc_add(w, &gc, w->retired[i].name))
+			w->retired[k++] = w->retired[i];
+	w->nretired = k;
+	if (w->nretired == 1 && w->spare && gc_add(w, &gc, w->spare))
+		w->spare = NULL;
+	return gc;
+}
+
 void writer_retire_exit(struct writer *w)
 {
-	writer_retire(w, false, NULL);
-	/* Retired in order: the last one is the one replaced last.  The
-	 * others, and a spare beside it, go now. */
-	while (w->nretired > 1 || (w->nretired == 1 && w->spare)) {
-		char *gen = w->nretired > 1 ? w->retired[0].name : w->spare;
-		int rc = fsutil_rmtree(w->dfd, gen);
-		if (rc < 0)
-			log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
-				w->path, gen, strerror(-rc));
-		free(gen);
-		if (gen == w->spare) {
-			w->spare = NULL;
-			continue;
-		}
-		w->nretired--;
-		memmove(w->retired, w->retired + 1,
-			w->nretired * sizeof(*w->retired));
-	}
+	struct writer_gc *gc = writer_gc_take_exit(w);
+
+	(void)writer_gc_run(gc); /* logged there */
+	writer_gc_free(gc);
 }

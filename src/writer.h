@@ -116,6 +116,8 @@ void writer_retire_wait(struct writer *w);
  * which stays for the rest of its grace period (the next writer_open
  * retires it from the time ..data changed, which the target keeps). */
 void writer_retire_exit(struct writer *w);
+/* The same in two halves, as writer_gc_take: NULL when nothing goes. */
+struct writer_gc *writer_gc_take_exit(struct writer *w);
 
 /* The generation ..data names, or NULL. */
 const char *writer_live_generation(const struct writer *w);
