@@ -278,6 +278,77 @@ static void sink_vmsg(enum log_level level, const char *fmt, va_list ap)
 	errno = saved_errno;
 }
 
+static void format_journal(struct line *l, enum log_level level,
+			   const char *sync, const char *text)
+{
+	char tbuf[16];
+
+	snprintf(tbuf, sizeof(tbuf), "<%d>", (int)level);
+	line_str(l, tbuf);
+	if (sync) {
+		line_str(l, "sync \"");
+		line_text(l, sync);
+		line_str(l, "\": ");
+	}
+	line_text(l, text);
+}
+
+static void format_json(struct line *l, enum log_level level,
+			const char *sync, const char *text)
+{
+	char tbuf[64];
+
+	format_time(tbuf, sizeof(tbuf));
+	line_str(l, "{\"time\":\"");
+	line_str(l, tbuf);
+	line_str(l, "\",\"level\":\"");
+	line_str(l, log_level_name(level));
+	line_str(l, "\"");
+	if (sync) {
+		line_str(l, ",\"sync\":\"");
+		line_json(l, sync);
+		line_str(l, "\"");
+	}
+	line_str(l, ",\"msg\":\"");
+	line_json(l, text);
+	line_str(l, "\"}");
+}
+
+static void format_text(struct line *l, enum log_level level,
+			const char *sync, const char *text)
+{
+	char tbuf[64];
+
+	format_time(tbuf, sizeof(tbuf));
+	line_str(l, tbuf);
+	line_str(l, " ");
+	line_str(l, log_level_name(level));
+	line_str(l, ": ");
+	if (sync) {
+		line_str(l, "sync \"");
+		line_text(l, sync);
+		line_str(l, "\": ");
+	}
+	line_text(l, text);
+}
+
+/* One write per line keeps lines from several threads whole. */
+static void write_line(const struct line *l)
+{
+	const char *p = l->buf;
+	size_t left = l->len;
+
+	while (left > 0) {
+		ssize_t w = write(STDERR_FILENO, p, left);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		p += w;
+		left -= (size_t)w;
+	}
+}
+
 void log_vmsg(enum log_level level, const char *sync, const char *fmt,
 	      va_list ap)
 {
@@ -294,66 +365,22 @@ void log_vmsg(enum log_level level, const char *sync, const char *fmt,
 		msg = NULL;
 	const char *text = msg ? msg : fmt;
 	struct line l = {0};
-	char tbuf[64];
 
 	switch ((enum log_format)cur_format) {
 	case LOG_FMT_JOURNAL:
-		snprintf(tbuf, sizeof(tbuf), "<%d>", (int)level);
-		line_str(&l, tbuf);
-		if (sync) {
-			line_str(&l, "sync \"");
-			line_text(&l, sync);
-			line_str(&l, "\": ");
-		}
-		line_text(&l, text);
+		format_journal(&l, level, sync, text);
 		break;
 	case LOG_FMT_JSON:
-		format_time(tbuf, sizeof(tbuf));
-		line_str(&l, "{\"time\":\"");
-		line_str(&l, tbuf);
-		line_str(&l, "\",\"level\":\"");
-		line_str(&l, log_level_name(level));
-		line_str(&l, "\"");
-		if (sync) {
-			line_str(&l, ",\"sync\":\"");
-			line_json(&l, sync);
-			line_str(&l, "\"");
-		}
-		line_str(&l, ",\"msg\":\"");
-		line_json(&l, text);
-		line_str(&l, "\"}");
+		format_json(&l, level, sync, text);
 		break;
 	case LOG_FMT_TEXT:
 	default:
-		format_time(tbuf, sizeof(tbuf));
-		line_str(&l, tbuf);
-		line_str(&l, " ");
-		line_str(&l, log_level_name(level));
-		line_str(&l, ": ");
-		if (sync) {
-			line_str(&l, "sync \"");
-			line_text(&l, sync);
-			line_str(&l, "\": ");
-		}
-		line_text(&l, text);
+		format_text(&l, level, sync, text);
 		break;
 	}
 	line_add(&l, "\n", 1);
-
-	if (!l.failed) {
-		/* One write per line keeps lines from several threads whole. */
-		const char *p = l.buf;
-		size_t left = l.len;
-		while (left > 0) {
-			ssize_t w = write(STDERR_FILENO, p, left);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0)
-				break;
-			p += w;
-			left -= (size_t)w;
-		}
-	}
+	if (!l.failed)
+		write_line(&l);
 	free(l.buf);
 	free(msg);
 	errno = saved_errno;
