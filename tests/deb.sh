@@ -4,7 +4,7 @@
 # --install, also installs it in a Debian 12 root, upgrades it to a
 # rebuild with the next revision, removes and purges it: the conffile and
 # the service's enablement are checked, and a published target must
-# survive it all.
+# survive it all; then builds a program against libatomsync-dev there.
 #
 # Usage: tests/deb.sh [--install] OUTDIR
 # Exit status 77: dpkg-buildpackage is not installed.
@@ -147,4 +147,4 @@ build "$src2" DEB_BUILD_OPTIONS=nocheck
 deb2=$out/2/atomsync_${debversion2}_$arch.deb
 echo "deb: built $deb2"
 
-exec "$top/tests/deb-root.sh" "$deb1" "$deb2"
+exec "$top/tests/deb-root.sh" "$deb1" "$deb2" "$lib1" "$dev1"
