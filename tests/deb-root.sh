@@ -5,14 +5,18 @@
 # a first installation only when the config maps something, and later
 # ones keep the administrator's choice, purge removes
 # /etc/atomsync and the enablement, and a published target survives all.
-# systemd does not run in the root, so nothing is started there.
+# systemd does not run in the root, so nothing is started there.  Then
+# libatomsync-dev: the example program builds with pkg-config against
+# it, shared and static, and publishes, and a purge leaves nothing.
 #
-# Usage: tests/deb-root.sh DEB DEB-OF-THE-NEXT-REVISION   (tests/deb.sh
-# --install builds both).  The root is debootstrapped once, into
+# Usage: tests/deb-root.sh DEB DEB-OF-THE-NEXT-REVISION LIB-DEB DEV-DEB
+# (tests/deb.sh --install builds them).  The root is debootstrapped once, into
 # ATOMSYNC_DEB_ROOT (/var/tmp/atomsync-deb-root by default), and reused.
 set -eu
 deb1=${1:?usage: tests/deb-root.sh DEB NEXT-DEB}
-deb2=${2:?usage: tests/deb-root.sh DEB NEXT-DEB}
+deb2=${2:?usage: tests/deb-root.sh DEB NEXT-DEB LIB-DEB DEV-DEB}
+libdeb=${3:?usage: tests/deb-root.sh DEB NEXT-DEB LIB-DEB DEV-DEB}
+devdeb=${4:?usage: tests/deb-root.sh DEB NEXT-DEB LIB-DEB DEV-DEB}
 root=${ATOMSYNC_DEB_ROOT:-/var/tmp/atomsync-deb-root}
 mirror=${ATOMSYNC_DEB_MIRROR:-http://deb.debian.org/debian}
 if [ "$(id -u)" -ne 0 ]; then
@@ -41,9 +45,11 @@ mount -t proc proc "$root/proc"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 rm -rf "$root/var/tmp/atomsync-debs"
 mkdir -p "$root/var/tmp/atomsync-debs"
-cp "$deb1" "$deb2" "$root/var/tmp/atomsync-debs/"
+cp "$deb1" "$deb2" "$libdeb" "$devdeb" "$root/var/tmp/atomsync-debs/"
 d1=/var/tmp/atomsync-debs/$(basename "$deb1")
 d2=/var/tmp/atomsync-debs/$(basename "$deb2")
+dlib=/var/tmp/atomsync-debs/$(basename "$libdeb")
+ddev=/var/tmp/atomsync-debs/$(basename "$devdeb")
 v2=$(dpkg-deb -f "$deb2" Version)
 
 inroot() {
@@ -82,7 +88,8 @@ mapping() {
 }
 
 # Whatever an earlier run left.
-run "cleanup" "dpkg --purge atomsync; rm -rf /etc/atomsync /srv/source /srv/target"
+run "cleanup" "dpkg --purge atomsync libatomsync-dev libatomsync0;
+	rm -rf /etc/atomsync /srv/source /srv/target /srv/rendered"
 run "apt-get update" "apt-get update -q"
 
 echo "deb-root: install $(basename "$deb1")"
@@ -139,4 +146,43 @@ run "second purge" "dpkg --purge atomsync"
 not_enabled "purge"
 [ ! -e "$root/etc/atomsync" ] || fail "second purge left $(ls -A "$root/etc/atomsync")"
 target_intact "second purge"
+
+echo "deb-root: install $(basename "$devdeb") and build against it"
+# A compiler and pkg-config, as a developer has them; they stay in the
+# reused root.
+run "install a compiler" "apt-get install -y -q gcc libc6-dev pkgconf"
+apt_install "install libatomsync-dev" "$dlib $ddev"
+libdir=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)
+ex=/usr/share/doc/libatomsync-dev/examples/render.c
+w=/var/tmp/atomsync-debs
+run "cc with pkg-config" "cc -o $w/render $ex \$(pkg-config --cflags --libs atomsync)"
+run "cc with libatomsync.a" "cc -o $w/render-static $ex \$(pkg-config --cflags atomsync) $libdir/libatomsync.a"
+# /lib is /usr/lib in a merged-/usr root, and ldd may name either.
+inroot "ldd $w/render" | grep -q "lib${libdir#/usr/lib}/libatomsync.so.0 " ||
+	fail "render does not load $libdir/libatomsync.so.0"
+if inroot "ldd $w/render-static" | grep -q libatomsync; then
+	fail "render-static loads libatomsync.so"
+fi
+for r in render render-static; do
+	run "$r" "mkdir -p /srv/rendered; $w/$r /srv/rendered/$r listen=8080 workers=4"
+	[ "$(cat "$root/srv/rendered/$r/keys/workers")" = 4 ] &&
+		[ "$(readlink "$root/srv/rendered/$r/app.conf")" = ..data/app.conf ] ||
+		fail "$r did not publish"
+done
+
+echo "deb-root: purge the library"
+files=$(dpkg-query --admindir="$root/var/lib/dpkg" -L libatomsync0 libatomsync-dev |
+	grep -E '^/usr/(lib|include)/.*atomsync')
+[ -n "$files" ] || fail "no library files listed"
+run "purge the library" "apt-get purge -y -q libatomsync0"
+for p in libatomsync0 libatomsync-dev; do
+	if dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Status}' "$p" 2>/dev/null |
+		grep -q 'ok installed'; then
+		fail "purge: $p is still installed"
+	fi
+done
+for f in $files; do
+	[ ! -e "$root$f" ] && [ ! -L "$root$f" ] || fail "purge left $f"
+done
+run "run after the purge" "! $w/render /srv/rendered/render listen=1"
 echo "deb-root: install, upgrade, remove and purge behave"
