@@ -144,6 +144,17 @@ static void render_syncs(FILE *f, const struct metrics_view *v)
 	PER_SYNC(f, v, "atomsync_rescans_total", "counter",
 		 "Re-scans not caused by a change (timer, reload).", "%llu",
 		 (unsigned long long)st->rescans);
+	PER_SYNC(f, v, "atomsync_source_reads_total", "counter",
+		 "Reads of the source: of the directories that changed, or "
+		 "of all of it.", "%llu", (unsigned long long)st->reads);
+	PER_SYNC(f, v, "atomsync_source_full_reads_total", "counter",
+		 "Reads of all of the source (at start, on a re-scan, when "
+		 "the changes cannot be trusted to say what changed).",
+		 "%llu", (unsigned long long)st->full_reads);
+	PER_SYNC(f, v, "atomsync_entries_read_total", "counter",
+		 "Files, directories and other entries of the source looked "
+		 "at by its reads.", "%llu",
+		 (unsigned long long)st->entries_read);
 	PER_SYNC(f, v, "atomsync_watch_limit_fallbacks_total", "counter",
 		 "Times a watch limit (max_watches, the kernel's) or a "
 		 "directory that cannot be watched forced periodic re-scans.",

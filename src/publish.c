@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "clock.h"
 #include "hook.h"
 #include "log.h"
@@ -48,6 +49,35 @@ struct snapshot_opts publish_snapshot_opts(const struct conf_sync *c)
 	return so;
 }
 
+void publish_dirty_add(struct publish_dirty *d, const char *dir)
+{
+	char *copy = NULL;
+
+	if (d->all)
+		return;
+	if (dir[0] == '/' || (copy = strdup(dir)) == NULL ||
+	    array_grow(&d->dirs, &d->cap, d->n, sizeof(*d->dirs)) < 0) {
+		free(copy);
+		publish_dirty_all(d);
+		return;
+	}
+	d->dirs[d->n++] = copy;
+}
+
+void publish_dirty_all(struct publish_dirty *d)
+{
+	publish_dirty_fini(d);
+	d->all = true;
+}
+
+void publish_dirty_fini(struct publish_dirty *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->dirs[i]);
+	free(d->dirs);
+	memset(d, 0, sizeof(*d));
+}
+
 void publish_init(struct publish *p, const struct conf_sync *c, bool dry_run)
 {
 	memset(p, 0, sizeof(*p));
@@ -59,6 +89,8 @@ void publish_reset(struct publish *p)
 {
 	p->rc = 0;
 	p->source_failed = false;
+	p->was_read = p->full = false;
+	p->read = 0;
 	free(p->err);
 	p->err = NULL;
 	writer_result_fini(&p->res);
@@ -76,6 +108,9 @@ void publish_fini(struct publish *p)
 	p->w = NULL;
 	free(p->recorded_err);
 	p->recorded_err = NULL;
+	publish_dirty_fini(&p->dirty);
+	snapshot_free(p->base);
+	p->base = NULL;
 }
 
 /* The configured path is the target: one removed, or moved away, by an
@@ -110,18 +145,48 @@ static int open_target(struct publish *p)
 	return p->rc;
 }
 
+/* Reads the source: again only where it changed when the last read is
+ * there to start from and can be trusted to give what a full walk would
+ * (snapshot_refresh says when not); the whole of it otherwise.  Keeps a
+ * copy for the next time. */
+static int read_source(struct publish *p, const struct snapshot_opts *so,
+		       bool full, struct snapshot **snap)
+{
+	int rc = -ESTALE;
+
+	if (!full && p->base && !p->dirty.all)
+		rc = snapshot_refresh(p->base, p->dirty.dirs, p->dirty.n, so,
+				      snap, &p->err);
+	p->full = rc == -ESTALE;
+	if (p->full)
+		rc = snapshot_take(p->c->source, so, snap, &p->err);
+	publish_dirty_fini(&p->dirty);
+	snapshot_free(p->base);
+	p->base = NULL;
+	if (rc < 0)
+		return rc;
+	p->read = (*snap)->read;
+	p->was_read = true;
+	/* Without a copy (out of memory) the next read is a full one. */
+	if (log_list_count(&(*snap)->problems) == 0 &&
+	    snapshot_copy(*snap, &p->base) < 0)
+		p->base = NULL;
+	return 0;
+}
+
 int publish_prepare(struct publish *p)
 {
 	struct snapshot_opts so = publish_snapshot_opts(p->c);
 	struct snapshot *snap = NULL;
 	uint64_t start_us = clock_us(CLOCK_MONOTONIC);
+	bool full = p->verify;
 
 	publish_reset(p);
 	if (open_target(p) < 0)
 		return p->rc;
 	/* A followed link must not lead the walk back into the target. */
 	(void)writer_target_id(p->w, &so.avoid_dev, &so.avoid_ino);
-	p->rc = snapshot_take(p->c->source, &so, &snap, &p->err);
+	p->rc = read_source(p, &so, full, &snap);
 	if (p->rc < 0) {
 		p->source_failed = true;
 		return p->rc;
@@ -130,6 +195,11 @@ int publish_prepare(struct publish *p)
 	/* What the caller needs of the walk; the writer takes the rest. */
 	p->extras = snapshot_take_extras(snap);
 	p->rc = writer_prepare(p->w, snap, &p->pending, &p->res, &p->err);
+	if (p->rc < 0) {
+		/* Read anew, all of it, rather than trust a read that failed. */
+		snapshot_free(p->base);
+		p->base = NULL;
+	}
 	/* What a re-scan costs: the walk, and the compare when it found
 	 * nothing to publish; copying what changed is the price of the
 	 * change, not of looking. */

@@ -25,13 +25,32 @@ struct writer_opts publish_writer_opts(const struct conf_sync *c,
 				       bool dry_run);
 struct snapshot_opts publish_snapshot_opts(const struct conf_sync *c);
 
+/* What changed in the source since it was last read, as the watcher
+ * told: directories relative to the source root, or anything (`all`). */
+struct publish_dirty {
+	char **dirs;
+	size_t n, cap;
+	bool all;
+};
+
+/* `dir` changed; an absolute one (a link led there) makes it all. */
+void publish_dirty_add(struct publish_dirty *d, const char *dir);
+void publish_dirty_all(struct publish_dirty *d);
+void publish_dirty_fini(struct publish_dirty *d);
+
 /* A mapping's publishes.  The fields below `results` are what the last
  * step left, for the caller to read; the rest belongs to publish.c. */
 struct publish {
 	const struct conf_sync *c;
 	bool dry_run;
 	struct writer *w;	/* the locked target, NULL until opened */
-	bool verify;		/* the next prepare checks every live file */
+	bool verify;		/* the next prepare checks every live file
+				 * (and reads the whole source) */
+	/* What the next prepare reads again of the source (the caller's to
+	 * fill; emptied by the prepare): without the last read to start
+	 * from, or with `all`, the whole of it. */
+	struct publish_dirty dirty;
+	struct snapshot *base;	/* the last read of the source, or NULL */
 	char *recorded_err;	/* what the target's error file holds */
 	bool record_clear;	/* known to hold none */
 
@@ -44,6 +63,9 @@ struct publish {
 	struct snapshot_extras *extras; /* the walk's warnings and watches */
 	uint64_t scan_us;	/* what looking cost: the walk, and the
 				 * compare when nothing changed */
+	bool was_read;		/* the source was read */
+	uint64_t read;		/* entries of it looked at */
+	bool full;		/* the whole source was read */
 };
 
 void publish_init(struct publish *p, const struct conf_sync *c, bool dry_run);

@@ -51,6 +51,14 @@ struct walk {
 	char **into; /* real paths of o->follow_into that exist */
 	size_t ninto;
 	char *err;
+	/* A refresh: what it starts from, the directories above the one
+	 * it reads (for loops), and the subdirectories it did not enter
+	 * because they are the same as in prev. */
+	const struct snapshot *prev;
+	struct snap_dir *above;
+	size_t nabove;
+	char **kept;
+	size_t nkept, keptcap;
 };
 
 /* What a name turned out to be. */
@@ -689,6 +697,10 @@ static bool on_stack(const struct walk *w, const struct stat *st)
 		if (w->stack[i].dev == (uint64_t)st->st_dev &&
 		    w->stack[i].ino == (uint64_t)st->st_ino)
 			return true;
+	for (size_t i = 0; i < w->nabove; i++)
+		if (w->above[i].dev == (uint64_t)st->st_dev &&
+		    w->above[i].ino == (uint64_t)st->st_ino)
+			return true;
 	return false;
 }
 
@@ -855,6 +867,9 @@ static int found_link(struct walk *w, const struct frame *f, const char *name,
 		out->skip = true;
 		return add_warning(w->s, cpath, SNAP_W_LINK);
 	}
+	/* What it leads to changes where no event for this directory is
+	 * seen. */
+	w->s->indirect = true;
 	if (mode == SNAP_LINKS_INSIDE && !(f->flags & SNAP_F_FOLLOW)) {
 		free(out->src);
 		out->src = NULL;
@@ -875,6 +890,7 @@ static int find(struct walk *w, const struct frame *f, const char *name,
 			   : strdup(cpath);
 	if (out->src == NULL)
 		return -ENOMEM;
+	s->read++;
 	if (fstatat(f->fd, name, &out->st, AT_SYMLINK_NOFOLLOW) < 0) {
 		out->skip = true;
 		if (errno == ENOENT) /* gone since readdir: not there */
@@ -942,7 +958,14 @@ static int add_file(struct walk *w, char **cpath, struct found *fd)
 
 	fill_from_stat(&e, &fd->st);
 	e.flags = (uint8_t)fd->flags;
+	/* Written through another of its names, it changes where no event
+	 * for this directory is. */
+	if (fd->st.st_nlink > 1)
+		s->indirect = true;
 	s->bytes += e.size;
+	if (w->prev && w->o && w->o->max_bytes &&
+	    w->prev->bytes + s->bytes > w->o->max_bytes)
+		return -ESTALE; /* a full walk says where */
 	if (w->o && w->o->max_bytes && s->bytes > w->o->max_bytes)
 		return log_err_set(&w->err, -EFBIG,
 				   "source %s: more than %llu bytes in files "
@@ -1019,8 +1042,10 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 	const struct snapshot_opts *o = w->o;
 
 	if (o && o->avoid_ino && (uint64_t)fd->st.st_dev == o->avoid_dev &&
-	    (uint64_t)fd->st.st_ino == o->avoid_ino)
+	    (uint64_t)fd->st.st_ino == o->avoid_ino) {
+		s->indirect = true;
 		return add_warning(s, *cpath, SNAP_W_TARGET);
+	}
 	if (on_stack(w, &fd->st))
 		return add_warning(s, *cpath, SNAP_W_LOOP);
 	int sub = open_dir(w, f, name, *cpath, fd);
@@ -1084,6 +1109,11 @@ static int walk_name(struct walk *w, const struct frame *f, const char *name,
 	/* The type is known now, a link's by where it leads. */
 	if (snapshot_excluded(w->o, cpath, S_ISDIR(fd.st.st_mode)))
 		goto out;
+	if (w->prev && w->o && w->o->max_files &&
+	    w->prev->n + s->n >= w->o->max_files) {
+		rc = -ESTALE; /* a full walk says where */
+		goto out;
+	}
 	if (w->o && w->o->max_files && s->n >= w->o->max_files) {
 		rc = log_err_set(&w->err, -EFBIG,
 				 "source %s: more than %zu files and "
@@ -1100,6 +1130,31 @@ static int walk_name(struct walk *w, const struct frame *f, const char *name,
 out:
 	free(fd.src);
 	free(cpath);
+	return rc;
+}
+
+/* A refresh does not enter a subdirectory of a directory it re-reads
+ * when prev has the same directory there: what is in it is prev's, or
+ * re-read on its own when it changed. */
+static bool same_as_before(const struct walk *w, const struct frame *c)
+{
+	const struct snap_entry *e = snapshot_find(w->prev, c->path);
+
+	return e && e->type == SNAP_DIR && e->flags == 0 && e->src == NULL &&
+	       c->flags == 0 && e->dev == c->dev && e->ino == c->ino;
+}
+
+/* Takes over c's path into w->kept and closes the rest of it. */
+static int note_kept(struct walk *w, struct frame *c)
+{
+	int rc = array_grow(&w->kept, &w->keptcap, w->nkept,
+			    sizeof(*w->kept));
+
+	if (rc == 0) {
+		w->kept[w->nkept++] = c->path;
+		c->path = NULL;
+	}
+	frame_fini(c);
 	return rc;
 }
 
@@ -1126,6 +1181,10 @@ static int walk(struct walk *w, struct frame *root)
 		rc = walk_name(w, f, f->names[f->next++], &child);
 		if (rc < 0 || child.fd < 0)
 			continue;
+		if (w->depth == 1 && w->prev && same_as_before(w, &child)) {
+			rc = note_kept(w, &child);
+			continue;
+		}
 		rc = push_frame(w, &child);
 		if (rc == 0)
 			continue; /* the stack owns it */
@@ -1172,6 +1231,10 @@ static void walk_fini(struct walk *w)
 	for (size_t i = 0; i < w->ninto; i++)
 		free(w->into[i]);
 	free(w->into);
+	for (size_t i = 0; i < w->nkept; i++)
+		free(w->kept[i]);
+	free(w->kept);
+	free(w->above);
 }
 
 int snapshot_take(const char *root, const struct snapshot_opts *o,
@@ -1226,3 +1289,472 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	return rc;
 }
 
+
+/* ---- a refresh: prev with some directories read again ---- */
+
+struct refresh {
+	struct walk w;
+	char **done; /* directories read again (not owned) */
+	size_t ndone, donecap;
+	char **cuts; /* prev's directories whose subtree was dropped */
+	size_t ncuts, cutcap;
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_str_path(const void *a, const void *b)
+{
+	return snapshot_path_cmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether the first len bytes of p are a name in v (sorted by strcmp). */
+static bool in_set(char *const *v, size_t n, const char *p, size_t len)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strncmp(v[mid], p, len);
+		if (c == 0 && v[mid][len] != '\0')
+			c = 1;
+		if (c == 0)
+			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+static size_t parent_len(const char *path)
+{
+	const char *sl = strrchr(path, '/');
+
+	return sl ? (size_t)(sl - path) : 0;
+}
+
+/* Whether `dir` was read already: as all of a subdirectory new to a
+ * directory read again, or as one gone from it. */
+static bool refresh_covered(const struct refresh *r, const char *dir)
+{
+	const struct walk *w = &r->w;
+	size_t parent = 0;
+
+	if (*dir == '\0')
+		return false;
+	for (size_t i = 0;; i++) {
+		if (dir[i] != '/' && dir[i] != '\0')
+			continue;
+		/* dir[0..i) is a child of dir[0..parent) */
+		if (in_set(r->done, r->ndone, dir, parent) &&
+		    !in_set(w->kept, w->nkept, dir, i))
+			return true;
+		if (dir[i] == '\0')
+			return false;
+		parent = i;
+	}
+}
+
+static int push_str(char ***v, size_t *n, size_t *cap, char *p)
+{
+	if (array_grow(v, cap, *n, sizeof(**v)) < 0)
+		return -ENOMEM;
+	(*v)[(*n)++] = p;
+	return 0;
+}
+
+/* The directories above `dir`, for the walk's loop check: the root and
+ * every one on the way, as prev has them. */
+static int refresh_above(struct refresh *r, const char *dir)
+{
+	struct walk *w = &r->w;
+	size_t cap = 1;
+
+	for (const char *p = dir; *p; p++)
+		cap += *p == '/';
+	free(w->above);
+	w->above = calloc(cap, sizeof(*w->above));
+	if (w->above == NULL)
+		return -ENOMEM;
+	w->above[0] = (struct snap_dir){.dev = w->s->root_dev,
+					.ino = w->s->root_ino};
+	w->nabove = 1;
+	for (size_t i = 0; dir[i]; i++) {
+		if (dir[i] != '/')
+			continue;
+		char *up = strndup(dir, i);
+		if (up == NULL)
+			return -ENOMEM;
+		const struct snap_entry *e = snapshot_find(w->prev, up);
+		free(up);
+		if (e == NULL)
+			return -ESTALE;
+		w->above[w->nabove++] = (struct snap_dir){.dev = e->dev,
+							  .ino = e->ino};
+	}
+	return 0;
+}
+
+/* Opens `dir`, which must still be the directory prev has there, and
+ * appends its own entry afresh (not the root's: it has none). */
+static int refresh_open(struct refresh *r, const char *dir, struct stat *st)
+{
+	struct snapshot *s = r->w.s;
+	const struct snap_entry *e = *dir ? snapshot_find(r->w.prev, dir) : NULL;
+
+	if (*dir && (e == NULL || e->type != SNAP_DIR || e->src || e->flags))
+		return -ESTALE;
+	int fd = fsutil_open_beneath(s->root_fd, dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		return fd == -ENOMEM ? fd : -ESTALE;
+	s->read++;
+	uint64_t dev = e ? e->dev : s->root_dev, ino = e ? e->ino : s->root_ino;
+	int rc = fstat(fd, st) < 0 ? -errno : 0;
+	if (rc == 0 && ((uint64_t)st->st_dev != dev || (uint64_t)st->st_ino != ino))
+		rc = -ESTALE;
+	if (rc == 0 && e) {
+		struct snap_entry ne = {0};
+		fill_from_stat(&ne, st);
+		ne.path = (char *)dir;
+		rc = snapshot_add(s, &ne);
+	}
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/* Reads `dir` again: its entries, and all of any subdirectory that is
+ * not the one prev had. */
+static int refresh_dir(struct refresh *r, char *dir)
+{
+	struct walk *w = &r->w;
+	struct stat st;
+
+	if (refresh_covered(r, dir))
+		return 0;
+	int rc = refresh_above(r, dir);
+	int fd = rc == 0 ? refresh_open(r, dir, &st) : rc;
+	if (fd < 0)
+		return fd;
+	struct frame f = {
+		.fd = fd,
+		.path = strdup(dir),
+		.src = strdup(dir),
+		.dev = (uint64_t)st.st_dev,
+		.ino = (uint64_t)st.st_ino,
+	};
+	if (f.path == NULL || f.src == NULL ||
+	    push_str(&r->done, &r->ndone, &r->donecap, dir) < 0) {
+		frame_fini(&f);
+		return -ENOMEM;
+	}
+	qsort(r->done, r->ndone, sizeof(*r->done), cmp_str);
+	rc = walk(w, &f);
+	if (w->nkept > 1)
+		qsort(w->kept, w->nkept, sizeof(*w->kept), cmp_str);
+	return rc;
+}
+
+/* Whether prev's `path` is replaced by what was read again: an entry of
+ * a directory read again, or inside a subdirectory dropped (*cut_dir set
+ * when path is such a subdirectory itself). */
+static bool refresh_replaced(const struct refresh *r, const char *path,
+			     uint8_t type, bool *cut_dir)
+{
+	const struct walk *w = &r->w;
+	size_t len = strlen(path);
+
+	*cut_dir = false;
+	if (in_set(r->done, r->ndone, path, parent_len(path))) {
+		*cut_dir = type == SNAP_DIR && !in_set(w->kept, w->nkept,
+						       path, len);
+		return true;
+	}
+	/* A directory read again has its own entry afresh. */
+	return type == SNAP_DIR && in_set(r->done, r->ndone, path, len);
+}
+
+static bool under(const char *path, const char *dir, size_t dlen)
+{
+	return strncmp(path, dir, dlen) == 0 && path[dlen] == '/';
+}
+
+/* Adds prev's entries that were not read again, in order. */
+static int refresh_keep_entries(struct refresh *r)
+{
+	const struct snapshot *prev = r->w.prev;
+	const char *cut = NULL;
+	size_t cutlen = 0;
+
+	for (size_t i = 0; i < prev->n; i++) {
+		const struct snap_entry *e = &prev->v[i];
+		bool cut_dir;
+		if (cut && under(e->path, cut, cutlen))
+			continue;
+		cut = NULL;
+		if (!refresh_replaced(r, e->path, e->type, &cut_dir)) {
+			if (snapshot_add(r->w.s, e) < 0)
+				return -ENOMEM;
+			continue;
+		}
+		if (!cut_dir)
+			continue;
+		cut = e->path;
+		cutlen = strlen(cut);
+		if (push_str(&r->cuts, &r->ncuts, &r->cutcap, (char *)cut) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* A directory both read again and listed by its parent read again: one
+ * entry (both are fresh). */
+static void refresh_dedup(struct snapshot *s)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < s->n; i++) {
+		if (k > 0 && strcmp(s->v[k - 1].path, s->v[i].path) == 0) {
+			snapshot_entry_fini(&s->v[i]);
+			continue;
+		}
+		s->v[k++] = s->v[i];
+	}
+	s->n = k;
+}
+
+static bool refresh_warning_kept(const struct refresh *r, const char *path)
+{
+	if (in_set(r->done, r->ndone, path, parent_len(path)))
+		return false;
+	for (size_t i = 0; path[i]; i++)
+		if (path[i] == '/' && in_set(r->cuts, r->ncuts, path, i))
+			return false;
+	return true;
+}
+
+static int cmp_warn(const void *a, const void *b)
+{
+	return snapshot_path_cmp(((const struct snap_warning *)a)->path,
+				 ((const struct snap_warning *)b)->path);
+}
+
+/* prev's warnings for what was not read again, with the new ones, in
+ * the order a walk finds them. */
+static int refresh_warnings(struct refresh *r)
+{
+	const struct snapshot_extras *px = &r->w.prev->extras;
+	struct snapshot *s = r->w.s;
+
+	if (r->ncuts > 1)
+		qsort(r->cuts, r->ncuts, sizeof(*r->cuts), cmp_str);
+	for (size_t i = 0; i < px->nwarn; i++)
+		if (refresh_warning_kept(r, px->warn[i].path) &&
+		    add_warning(s, px->warn[i].path, px->warn[i].kind) < 0)
+			return -ENOMEM;
+	if (s->extras.nwarn > 1)
+		qsort(s->extras.warn, s->extras.nwarn,
+		      sizeof(*s->extras.warn), cmp_warn);
+	return 0;
+}
+
+/* Without links, the directories to watch are the root and every
+ * directory entry, as a walk lists them. */
+static int refresh_watches(struct snapshot *s)
+{
+	struct snapshot_extras *x = &s->extras;
+	struct stat st = {0};
+
+	for (size_t i = 0; i < x->nwatch; i++)
+		free(x->watch[i].path);
+	x->nwatch = 0;
+	st.st_dev = (dev_t)s->root_dev;
+	st.st_ino = (ino_t)s->root_ino;
+	int rc = add_watch(s, "", &st);
+	for (size_t i = 0; rc == 0 && i < s->n; i++) {
+		if (s->v[i].type != SNAP_DIR)
+			continue;
+		st.st_dev = (dev_t)s->v[i].dev;
+		st.st_ino = (ino_t)s->v[i].ino;
+		rc = add_watch(s, s->v[i].path, &st);
+	}
+	return rc;
+}
+
+static int refresh_merge(struct refresh *r)
+{
+	struct snapshot *s = r->w.s;
+	const struct snapshot_opts *o = r->w.o;
+	int rc = refresh_keep_entries(r);
+
+	if (rc < 0)
+		return rc;
+	snapshot_sort(s);
+	refresh_dedup(s);
+	s->bytes = 0;
+	for (size_t i = 0; i < s->n; i++)
+		s->bytes += s->v[i].type == SNAP_FILE ? s->v[i].size : 0;
+	/* Over a limit: a full walk says where. */
+	if (o && ((o->max_files && s->n > o->max_files) ||
+		  (o->max_bytes && s->bytes > o->max_bytes)))
+		return -ESTALE;
+	rc = refresh_warnings(r);
+	return rc < 0 ? rc : refresh_watches(s);
+}
+
+/* The directories to read again, in path order (parents first), each
+ * once; NULL when one is not below the root. */
+static char **refresh_todo(char *const *dirs, size_t n, size_t *out_n)
+{
+	char **v = malloc((n ? n : 1) * sizeof(*v));
+	size_t k = 0;
+
+	if (v == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (dirs[i][0] == '/') {
+			free(v);
+			return NULL;
+		}
+		v[i] = dirs[i];
+	}
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_str_path);
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || strcmp(v[k - 1], v[i]) != 0)
+			v[k++] = v[i];
+	*out_n = k;
+	return v;
+}
+
+static bool refresh_possible(const struct snapshot *prev,
+			     const struct snapshot_opts *o)
+{
+	return prev->root && !prev->indirect &&
+	       log_list_count(&prev->problems) == 0 &&
+	       (o == NULL || o->nfollow_into == 0);
+}
+
+static int refresh_run(struct refresh *r, char *const *dirs, size_t n)
+{
+	struct snapshot *s = r->w.s;
+	size_t k = 0;
+	char **todo = refresh_todo(dirs, n, &k);
+	int rc = todo ? 0 : -ESTALE;
+
+	if (rc == 0 && (s->root_dev != r->w.prev->root_dev ||
+			s->root_ino != r->w.prev->root_ino))
+		rc = -ESTALE; /* the source was replaced */
+	for (size_t i = 0; rc == 0 && i < k; i++)
+		rc = refresh_dir(r, todo[i]);
+	free(todo);
+	if (rc == 0)
+		rc = refresh_merge(r);
+	if (rc == 0)
+		rc = links_unchanged(&r->w);
+	/* What cannot be read is reported by a full walk, all of it. */
+	if (rc == 0 && log_list_count(&s->problems) > 0)
+		rc = -ESTALE;
+	return rc;
+}
+
+int snapshot_refresh(const struct snapshot *prev, char *const *dirs,
+		     size_t n, const struct snapshot_opts *o,
+		     struct snapshot **out, char **err)
+{
+	struct refresh r = {.w = {.o = o, .prev = prev}};
+	struct snapshot *s = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!refresh_possible(prev, o))
+		return -ESTALE;
+	rc = snapshot_open(prev->root, &s, err);
+	if (rc < 0)
+		return rc;
+	/* Entries kept were looked at when prev was taken: a file changed
+	 * within the clock's granularity after that must not look clean. */
+	s->taken = prev->taken;
+	r.w.s = s;
+	rc = refresh_run(&r, dirs, n);
+	/* A failure is reported the way a full walk reports it; a torn
+	 * read is retried as one. */
+	if (rc < 0 && rc != -EAGAIN && rc != -ENOMEM)
+		rc = -ESTALE;
+	if (rc < 0 && rc != -ESTALE) {
+		if (r.w.err == NULL)
+			log_err_set(&r.w.err, rc, "source %s: %s", prev->root,
+				    strerror(-rc));
+		if (err) {
+			free(*err);
+			*err = r.w.err;
+			r.w.err = NULL;
+		}
+	}
+	if (rc < 0) {
+		snapshot_free(s);
+		s = NULL;
+	}
+	walk_fini(&r.w);
+	free(r.done);
+	free(r.cuts);
+	*out = s;
+	return rc;
+}
+
+static int copy_extras(struct snapshot *d, const struct snapshot *s)
+{
+	const struct snapshot_extras *x = &s->extras;
+	struct stat st = {0};
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < x->nwarn; i++)
+		rc = add_warning(d, x->warn[i].path, x->warn[i].kind);
+	for (size_t i = 0; rc == 0 && i < x->nwatch; i++) {
+		st.st_dev = (dev_t)x->watch[i].dev;
+		st.st_ino = (ino_t)x->watch[i].ino;
+		rc = add_watch(d, x->watch[i].path, &st);
+	}
+	return rc;
+}
+
+int snapshot_copy(const struct snapshot *s, struct snapshot **out)
+{
+	struct snapshot *d = NULL;
+	int rc = snapshot_open(NULL, &d, NULL);
+
+	if (rc < 0)
+		return rc;
+	d->root = s->root ? strdup(s->root) : NULL;
+	d->root_real = s->root_real ? strdup(s->root_real) : NULL;
+	d->root_dev = s->root_dev;
+	d->root_ino = s->root_ino;
+	d->taken = s->taken;
+	d->bytes = s->bytes;
+	d->read = s->read;
+	d->indirect = s->indirect;
+	if ((s->root && d->root == NULL) ||
+	    (s->root_real && d->root_real == NULL))
+		rc = -ENOMEM;
+	if (rc == 0 && s->n > 0) {
+		d->v = calloc(s->n, sizeof(*d->v));
+		d->cap = s->n;
+		rc = d->v ? 0 : -ENOMEM;
+	}
+	for (size_t i = 0; rc == 0 && i < s->n; i++)
+		rc = snapshot_add(d, &s->v[i]);
+	if (rc == 0)
+		rc = copy_extras(d, s);
+	if (rc < 0) {
+		snapshot_free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}

@@ -115,6 +115,11 @@ struct snapshot {
 	 * must not be published. */
 	struct log_list problems;
 	uint64_t bytes;	 /* in its files */
+	uint64_t read;	 /* names the walk looked at: what it cost */
+	/* A symlink was resolved, a file has more than one name, or a
+	 * directory led into the target: a change may then show up where
+	 * no event for its directory is. */
+	bool indirect;
 };
 
 /* Walks `root` into a new snapshot.  On failure *err (malloc'ed) says
@@ -123,6 +128,23 @@ struct snapshot {
  * s->problems, for a caller to report all at once. */
 int snapshot_take(const char *root, const struct snapshot_opts *o,
 		  struct snapshot **out, char **err);
+
+/* A copy of `prev` (a walk of the same source with the same options)
+ * with the directories `dirs` (relative to the root, "" for the root
+ * itself) read again: their own metadata, their entries, and all of any
+ * subdirectory that is new or no longer the same directory; the rest is
+ * prev's.  Gives what snapshot_take would, provided nothing but `dirs`
+ * changed since prev was taken.  -ESTALE when a refresh cannot be sure
+ * to (prev resolved links or was incomplete, a directory is not the one
+ * prev had, a limit is reached): take a full snapshot instead.  Other
+ * errors as snapshot_take's. */
+int snapshot_refresh(const struct snapshot *prev, char *const *dirs,
+		     size_t n, const struct snapshot_opts *o,
+		     struct snapshot **out, char **err);
+
+/* A copy of `s` to refresh later: its entries, extras and root, but
+ * not its problems nor its descriptors. */
+int snapshot_copy(const struct snapshot *s, struct snapshot **out);
 
 /* An empty snapshot bound to the source directory `root` (or to no
  * source when root is NULL), to be filled with snapshot_add*(). */

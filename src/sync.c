@@ -56,6 +56,13 @@
 /* Without a watch on every directory, the source is re-scanned no sooner
  * than this many times what the last re-scan took. */
 #define RESCAN_COST_FACTOR 20u
+/* libuv drops inotify's queue overflow without a word: past this many
+ * events between two reads, some may have been lost, and the source is
+ * read whole (the kernel queues 16384 by default). */
+#define EVENTS_FULL 4096u
+/* Past this many changed directories (and an eighth of those watched),
+ * reading the source whole costs little more. */
+#define DIRTY_FULL 64u
 
 const double sync_bucket_bounds[SYNC_BUCKETS] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -113,6 +120,9 @@ struct sync {
 	enum sync_state state;
 	enum sync_phase phase;
 	bool verify_due;    /* the next publish checks every live file */
+	/* What changed since the publish under way read the source. */
+	struct publish_dirty dirty;
+	size_t events;
 	unsigned open_handles;
 	void (*stopped)(void *);
 	void *stopped_data;
@@ -254,6 +264,39 @@ static void gc_kick(struct sync *s)
 
 static void on_after_work(uv_work_t *req, int status);
 
+/* Gives the publish what changed; what comes meanwhile is for the next
+ * one.  Without a watch on every directory, all of it is read. */
+static void hand_dirty(struct sync *s)
+{
+	struct publish_dirty *d = &s->pub.dirty;
+
+	if (s->dirty.all || s->watch_limited || s->watch == NULL ||
+	    s->events > EVENTS_FULL)
+		publish_dirty_all(d);
+	for (size_t i = 0; !d->all && i < s->dirty.n; i++)
+		publish_dirty_add(d, s->dirty.dirs[i]);
+	publish_dirty_fini(&s->dirty);
+	s->events = 0;
+}
+
+/* `dir` (NULL: the source itself) may have changed. */
+static void note_dirty(struct sync *s, const char *dir)
+{
+	size_t many = s->st.directories / 8;
+
+	s->events++;
+	if (dir == NULL) {
+		publish_dirty_all(&s->dirty);
+		return;
+	}
+	for (size_t i = 0; i < s->dirty.n; i++)
+		if (strcmp(s->dirty.dirs[i], dir) == 0)
+			return;
+	publish_dirty_add(&s->dirty, dir);
+	if (s->dirty.n > DIRTY_FULL && s->dirty.n > many)
+		publish_dirty_all(&s->dirty);
+}
+
 /* Moves to `to`, a state whose step runs on the thread pool. */
 static void queue(struct sync *s, enum sync_state to)
 {
@@ -265,6 +308,7 @@ static void queue(struct sync *s, enum sync_state to)
 		/* Handed to the work item, which owns the writer. */
 		s->pub.verify = s->verify_due;
 		s->verify_due = false;
+		hand_dirty(s);
 	}
 	/* A write that never returns (a hung disk or NFS server) shows as a
 	 * publish that runs on and on. */
@@ -291,10 +335,19 @@ static void on_fire(struct debounce_timer *t)
 	queue(s, ST_PUBLISHING);
 }
 
-static void on_watch(void *data, const char *name, int root)
+static void on_watch(void *data, const char *dir, const char *name,
+		     int root)
 {
 	struct sync *s = data;
 
+	if (s->phase == PH_STOPPING)
+		return;
+	if (name == NULL) {
+		/* Newly watched: changes made before went unseen. */
+		note_dirty(s, dir);
+		debounce_event(&s->db.d, uv_now(s->loop));
+		return;
+	}
 	/* A name excluded wherever it is and whatever its type cannot
 	 * change the snapshot; a reserved one (a source volume's ..data
 	 * swap) can.  Only the name is known here, not the directory or the
@@ -303,16 +356,18 @@ static void on_watch(void *data, const char *name, int root)
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
 	    ignore_name_excluded(s->c->ignore, name))
 		return;
-	if (s->phase != PH_STOPPING)
-		debounce_timer_event(&s->db);
+	note_dirty(s, root ? NULL : dir);
+	debounce_timer_event(&s->db);
 }
 
-static void on_target_watch(void *data, const char *name, int root)
+static void on_target_watch(void *data, const char *dir, const char *name,
+			    int root)
 {
 	struct sync *s = data;
 
 	/* Only the target's own name in its parent matters. */
 	(void)name;
+	(void)dir;
 	if (root && s->phase != PH_STOPPING)
 		debounce_timer_event(&s->db);
 }
@@ -486,10 +541,8 @@ static void update_watches(struct sync *s,
 			s->c->source, r.wanted);
 		arm_resync(s);
 	}
-	/* Changes made before a new watcher was in place went unseen: look
-	 * once more. */
-	if (r.added > 0)
-		debounce_event(&s->db.d, uv_now(s->loop));
+	/* Changes made before a new watcher was in place went unseen: each
+	 * was reported (on_watch), to be read once more. */
 }
 
 /* ---- after a publish: on_update and the reload signal ---- */
@@ -859,6 +912,11 @@ static void on_after_work(uv_work_t *req, int status)
 	s->retire_next = s->retire_next_work;
 	if (s->state == ST_PUBLISHING)
 		s->scan_us = s->pub.scan_us;
+	if (s->state == ST_PUBLISHING && s->pub.was_read) {
+		s->st.reads++;
+		s->st.full_reads += s->pub.full;
+		s->st.entries_read += s->pub.read;
+	}
 	if (s->gc_handed) {
 		s->gc_taken = s->gc_handed; /* was NULL when the work started */
 		s->gc_handed = NULL;
@@ -942,6 +1000,7 @@ static void on_handle_closed(uv_handle_t *h)
 	free(s->warned);
 	free(s->last_err);
 	publish_fini(&s->pub);
+	publish_dirty_fini(&s->dirty);
 	free(s->post_last_err);
 	hook_changes_fini(&s->post_changed);
 	hook_changes_fini(&s->post_given);

@@ -35,6 +35,9 @@ extern const double sync_bucket_bounds[SYNC_BUCKETS];
 struct sync_stats {
 	uint64_t publishes, publish_errors, vetoes, hook_failures;
 	uint64_t rescans, watch_fallbacks;
+	/* Reads of the source, those of all of it, and the entries they
+	 * looked at (a read of the changed directories looks at few). */
+	uint64_t reads, full_reads, entries_read;
 	uint64_t last_publish_ms;      /* wall clock, 0 when never */
 	uint64_t last_duration_us;
 	uint64_t failing_since_ms;     /* wall clock, 0 when healthy */

@@ -21,6 +21,7 @@ struct wentry {
 	int root_parent; /* the watcher on the root's parent */
 	int stale; /* the directory itself was deleted or moved */
 	int counted; /* started: holds a watch of the budget */
+	int fresh; /* started by the update under way */
 };
 
 struct watch_budget {
@@ -114,10 +115,11 @@ static void on_event(uv_fs_event_t *h, const char *filename, int events,
 	if (e->root_parent) {
 		/* Only the root's own name matters in its parent. */
 		if (filename && strcmp(filename, w->root_base) == 0)
-			w->cb(w->data, filename, 1);
+			w->cb(w->data, NULL, filename, 1);
 		return;
 	}
-	w->cb(w->data, filename, 0);
+	/* NULL is kept for a directory newly watched. */
+	w->cb(w->data, e->rel, filename ? filename : "", 0);
 }
 
 static void maybe_done(struct watch *w)
@@ -343,6 +345,7 @@ static int start_dir(struct watch *w, const struct snap_dir *d,
 		return r;
 	e->dev = d->dev;
 	e->ino = d->ino;
+	e->fresh = 1;
 	*out = e;
 	return 0;
 }
@@ -414,6 +417,11 @@ int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
 	free(todo);
 	w->v = nv;
 	w->n = k;
+	for (size_t x = 0; x < k; x++)
+		if (nv[x]->fresh) {
+			nv[x]->fresh = 0;
+			w->cb(w->data, nv[x]->rel, NULL, 0);
+		}
 	return rc;
 }
 

@@ -40,9 +40,13 @@ void watch_budget_free(struct watch_budget *b);
  * WATCH_DEFAULT_MAX when it cannot be read; *from_kernel says which. */
 size_t watch_default_max(bool *from_kernel);
 
-/* Something may have changed: `name` is the entry libuv named (or NULL);
- * `root` is set when the event concerns the source root itself. */
-typedef void (*watch_cb)(void *data, const char *name, int root);
+/* Something may have changed in `dir` (a directory as watch_update was
+ * given it; NULL for the root's parent): `name` is the entry libuv named,
+ * or NULL when `dir` has just begun to be watched (what changed in it
+ * before went unseen).  `root` is set when the event concerns the source
+ * root itself. */
+typedef void (*watch_cb)(void *data, const char *dir, const char *name,
+			 int root);
 
 /* `budget` may be NULL: no limit but the kernel's.  The watch on the
  * root's parent is taken even when the budget is spent. */

@@ -14,8 +14,10 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
@@ -740,6 +742,304 @@ START_TEST(test_unreadable_directories_are_all_listed)
 }
 END_TEST
 
+/* ---- refresh: only the directories that changed read again ---- */
+
+/* Every field a full walk records, compared. */
+static void assert_same_snapshot(const struct snapshot *a,
+				 const struct snapshot *b, unsigned round)
+{
+	if (!(a->n == b->n))
+			ck_abort_msg("round %u: %zu entries, a walk has %zu",
+		      round, a->n, b->n);
+	for (size_t i = 0; i < a->n; i++) {
+		const struct snap_entry *x = &a->v[i], *y = &b->v[i];
+		if (!(strcmp(x->path, y->path) == 0))
+			ck_abort_msg("round %u: entry %zu is %s, a walk has %s", round,
+			      i, x->path, y->path);
+		if (!(x->type == y->type && x->mode == y->mode &&
+				      x->size == y->size && x->ino == y->ino &&
+				      x->dev == y->dev && x->flags == y->flags &&
+				      x->mtime.tv_sec == y->mtime.tv_sec &&
+				      x->mtime.tv_nsec == y->mtime.tv_nsec &&
+				      x->ctime.tv_sec == y->ctime.tv_sec &&
+				      x->ctime.tv_nsec == y->ctime.tv_nsec &&
+				      (x->src == NULL) == (y->src == NULL)))
+			ck_abort_msg("round %u: %s differs from a walk's (size %llu/%llu "
+			      "ino %llu/%llu mode %o/%o)", round, x->path,
+			      (unsigned long long)x->size,
+			      (unsigned long long)y->size,
+			      (unsigned long long)x->ino,
+			      (unsigned long long)y->ino, x->mode, y->mode);
+	}
+	if (a->bytes != b->bytes)
+		ck_abort_msg("round %u: bytes differ", round);
+	if (!(a->extras.nwarn == b->extras.nwarn))
+			ck_abort_msg("round %u: %zu warnings, a walk has %zu", round,
+		      a->extras.nwarn, b->extras.nwarn);
+	for (size_t i = 0; i < a->extras.nwarn; i++)
+		if (!(strcmp(a->extras.warn[i].path,
+				     b->extras.warn[i].path) == 0 &&
+				      a->extras.warn[i].kind ==
+					      b->extras.warn[i].kind))
+			ck_abort_msg("round %u: warning %s, a walk has %s", round,
+			      a->extras.warn[i].path, b->extras.warn[i].path);
+	if (a->extras.nwatch != b->extras.nwatch)
+		ck_abort_msg("round %u: watches differ", round);
+	for (size_t i = 0; i < a->extras.nwatch; i++)
+		if (!(strcmp(a->extras.watch[i].path,
+				     b->extras.watch[i].path) == 0 &&
+				      a->extras.watch[i].ino ==
+					      b->extras.watch[i].ino))
+			ck_abort_msg("round %u: watch %s, a walk has %s", round,
+			      a->extras.watch[i].path,
+			      b->extras.watch[i].path);
+}
+
+static unsigned long rrng;
+
+static unsigned rrnd(unsigned n)
+{
+	rrng = rrng * 6364136223846793005ull + 1442695040888963407ull;
+	return (unsigned)((rrng >> 33) % n);
+}
+
+/* The directories a watcher reports a change in: the nearest one above
+ * a changed path that the last snapshot has (only those are watched; a
+ * directory made since shows as a change of the one it was made in), and
+ * each watched directory that is itself removed or moved. */
+struct dirty {
+	char *v[1024];
+	size_t n;
+};
+
+static void dirty_push(struct dirty *d, char *dir)
+{
+	if (d->n == 1024)
+		ck_abort_msg("too many changes");
+	d->v[d->n++] = dir;
+}
+
+static void dirty_add(struct dirty *d, const struct snapshot *prev,
+		      const char *rel)
+{
+	char *dir = strdup(rel);
+
+	for (;;) {
+		char *sl = strrchr(dir, '/');
+		if (sl)
+			*sl = '\0';
+		else
+			dir[0] = '\0';
+		const struct snap_entry *e = snapshot_find(prev, dir);
+		if (dir[0] == '\0' || (e && e->type == SNAP_DIR))
+			break;
+	}
+	dirty_push(d, dir);
+}
+
+/* `rel` goes: every watched directory there reports itself gone. */
+static void dirty_gone(struct dirty *d, const struct snapshot *prev,
+		       const char *rel)
+{
+	size_t n = strlen(rel);
+
+	dirty_add(d, prev, rel);
+	for (size_t i = 0; i < prev->n; i++)
+		if (prev->v[i].type == SNAP_DIR &&
+		    strncmp(prev->v[i].path, rel, n) == 0 &&
+		    (prev->v[i].path[n] == '\0' || prev->v[i].path[n] == '/'))
+			dirty_push(d, strdup(prev->v[i].path));
+}
+
+/* A name among those the random changes use: few, so they collide. */
+static char *random_path(unsigned depth)
+{
+	static const char *names[] = {"a", "b", "c", "d.txt", "e", "a.b"};
+	char buf[256] = "";
+	for (unsigned i = 0; i <= depth; i++) {
+		if (i)
+			strcat(buf, "/");
+		strcat(buf, names[rrnd(6)]);
+	}
+	return strdup(buf);
+}
+
+static void write_file(const char *path, unsigned len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+			      O_NONBLOCK, 0644); /* never wait on a FIFO */
+
+	if (fd >= 0) {
+		ck_assert_int_ge(write(fd, "xyz", len), 0);
+		close(fd);
+	}
+}
+
+/* A directory replaced by another under the same name (often with the
+ * same inode number: only the events tell them apart). */
+static void replace_dir(struct dirty *d, const struct snapshot *prev,
+			const char *rel, const char *p)
+{
+	char *b = tu_path(p, "b"), *c = tu_path(b, "c");
+
+	dirty_gone(d, prev, rel);
+	tu_rmrf(p);
+	if (mkdir(p, 0755) == 0 && mkdir(b, 0755) == 0)
+		write_file(c, 1);
+	free(b);
+	free(c);
+}
+
+/* One random change below src; the directories it touches go to d. */
+static void random_change(struct dirty *d, const struct snapshot *prev)
+{
+	char *rel = random_path(rrnd(3)), *to = random_path(rrnd(3));
+	char *p = tu_path(src, rel), *q = tu_path(src, to);
+
+	switch (rrnd(8)) {
+	case 0: /* a file written, or rewritten */
+		write_file(p, rrnd(4));
+		dirty_add(d, prev, rel);
+		break;
+	case 1:
+		(void)mkdir(p, 0755);
+		dirty_add(d, prev, rel);
+		break;
+	case 2: /* gone, with all it holds */
+		dirty_gone(d, prev, rel);
+		tu_rmrf(p);
+		break;
+	case 3: /* moved, a directory with its subtree, maybe over an
+		   empty one */
+		dirty_gone(d, prev, to);
+		dirty_gone(d, prev, rel);
+		(void)rename(p, q);
+		break;
+	case 4: /* a directory's own watch reports it too */
+		(void)chmod(p, rrnd(2) ? 0700 : 0755);
+		dirty_gone(d, prev, rel);
+		break;
+	case 5:
+		replace_dir(d, prev, rel, p);
+		break;
+	case 6:
+		(void)mkfifo(p, 0644);
+		dirty_add(d, prev, rel);
+		break;
+	default: { /* a reserved name: a warning */
+		char *r = tu_path(src, "..x");
+		write_file(r, 1);
+		dirty_add(d, prev, "..x");
+		free(r);
+	}
+	}
+	free(rel);
+	free(to);
+	free(p);
+	free(q);
+}
+
+START_TEST(test_refresh_equals_a_full_walk_after_random_changes)
+{
+	struct ignore *ig = ignore_new();
+	char *err = NULL;
+	ck_assert_int_eq(ignore_add(ig, "*.txt", &err), 0);
+	ck_assert_int_eq(ignore_add(ig, "/b/e/", &err), 0);
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .exclude = ig};
+	struct snapshot *prev = NULL, *full = NULL, *inc = NULL;
+	const char *env = getenv("ATOMSYNC_SEED");
+	unsigned seed = env ? (unsigned)strtoul(env, NULL, 10)
+			    : (unsigned)time(NULL);
+
+	rrng = seed;
+	ck_assert_int_eq(snapshot_take(src, &o, &prev, &err), 0);
+	for (unsigned round = 0; round < 150; round++) {
+		struct dirty d = {0};
+		for (unsigned k = rrnd(4) + 1; k > 0; k--)
+			random_change(&d, prev);
+		ck_assert_int_eq(snapshot_take(src, &o, &full, &err), 0);
+		int rc = snapshot_refresh(prev, d.v, d.n, &o, &inc, &err);
+		ck_assert_msg(rc == 0, "seed %u round %u: refresh: %s", seed,
+			      round, rc == -ESTALE ? "stale" : err);
+		assert_same_snapshot(inc, full, round);
+		for (size_t i = 0; i < d.n; i++)
+			free(d.v[i]);
+		snapshot_free(prev);
+		snapshot_free(full);
+		prev = inc;
+	}
+	snapshot_free(prev);
+	ignore_free(ig);
+}
+END_TEST
+
+START_TEST(test_refresh_reads_only_the_directories_that_changed)
+{
+	char rel[64];
+	for (int d = 0; d < 50; d++)
+		for (int f = 0; f < 100; f++) {
+			snprintf(rel, sizeof(rel), "d%02d/f%03d", d, f);
+			tu_write_deep(src, rel, "x");
+		}
+	struct snapshot *prev = take(SNAP_LINKS_INSIDE), *inc = NULL;
+	ck_assert_uint_ge(prev->read, 5050);
+	tu_write(src, "d17/f042", "changed", 0644);
+	char *dirs[] = {"d17"};
+	char *err = NULL;
+	ck_assert_int_eq(snapshot_refresh(prev, dirs, 1, NULL, &inc, &err), 0);
+	ck_assert_msg(inc->read < 200, "%llu entries read",
+		      (unsigned long long)inc->read);
+	ck_assert_uint_eq(must_find(inc, "d17/f042")->size, 7);
+	struct snapshot *full = take(SNAP_LINKS_INSIDE);
+	assert_same_snapshot(inc, full, 0);
+	snapshot_free(full);
+	snapshot_free(inc);
+	snapshot_free(prev);
+}
+END_TEST
+
+START_TEST(test_refresh_refuses_what_it_cannot_be_sure_of)
+{
+	tu_write_deep(src, "real/f", "x");
+	tu_write_deep(src, "other/g", "y");
+	struct snapshot *prev = take(SNAP_LINKS_INSIDE), *inc = NULL;
+	char *dirs[] = {"other"}, *err = NULL;
+	/* A directory replaced, its parent not reported: not the same. */
+	char *p = tu_path(src, "other"), *q = tu_path(src, "next");
+	tu_mkdirs(q, 0755);
+	tu_rmrf(p);
+	ck_assert_int_eq(rename(q, p), 0);
+	free(p);
+	free(q);
+	ck_assert_int_eq(snapshot_refresh(prev, dirs, 1, NULL, &inc, &err),
+			 -ESTALE);
+	snapshot_free(prev);
+	/* A link read: what it leads to changes unreported. */
+	link_in("real/f", "ln");
+	prev = take(SNAP_LINKS_INSIDE);
+	ck_assert(prev->indirect);
+	char *root[] = {""};
+	ck_assert_int_eq(snapshot_refresh(prev, root, 1, NULL, &inc, &err),
+			 -ESTALE);
+	ck_assert_ptr_null(inc);
+	snapshot_free(prev);
+	/* A file with a second name: written through that one, no event
+	 * comes from this directory. */
+	char *ln = tu_path(src, "ln"), *f = tu_path(src, "real/f");
+	char *outside = tu_path(tmp, "f2");
+	ck_assert_int_eq(unlink(ln), 0);
+	ck_assert_int_eq(link(f, outside), 0);
+	prev = take(SNAP_LINKS_INSIDE);
+	ck_assert(prev->indirect);
+	ck_assert_int_eq(snapshot_refresh(prev, root, 1, NULL, &inc, &err),
+			 -ESTALE);
+	snapshot_free(prev);
+	free(ln);
+	free(f);
+	free(outside);
+}
+END_TEST
+
 static Suite *snapshot_suite(void)
 {
 	Suite *s = suite_create("snapshot");
@@ -775,6 +1075,9 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_follow_into_named_directories_only);
 	tcase_add_test(tc, test_followed_link_into_the_target_is_skipped);
 	tcase_add_test(tc, test_unreadable_directories_are_all_listed);
+	tcase_add_test(tc, test_refresh_equals_a_full_walk_after_random_changes);
+	tcase_add_test(tc, test_refresh_reads_only_the_directories_that_changed);
+	tcase_add_test(tc, test_refresh_refuses_what_it_cannot_be_sure_of);
 	suite_add_tcase(s, tc);
 	return s;
 }

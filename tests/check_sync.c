@@ -17,6 +17,7 @@
 
 #include "conf.h"
 #include "sync.h"
+#include "watch.h"
 #include "testutil.h"
 
 static char *tmp, *src, *dst;
@@ -236,6 +237,80 @@ START_TEST(test_stop_during_a_check_with_a_failing_signal)
 }
 END_TEST
 
+static int reads_are(void *arg)
+{
+	struct sync_stats st;
+
+	sync_get_stats(cur, &st);
+	return st.reads == (uint64_t)*(int *)arg;
+}
+
+/* 50 directories of 100 files: 5,050 entries. */
+static void make_big_tree(void)
+{
+	char rel[32];
+
+	for (int d = 0; d < 50; d++)
+		for (int f = 0; f < 100; f++) {
+			snprintf(rel, sizeof(rel), "d%02d/f%03d", d, f);
+			tu_write_deep(src, rel, "x");
+		}
+}
+
+/* The start-up publish reads all of the source; the directories then
+ * watched for the first time are read once more (what changed before
+ * went unseen).  Then a change in one directory reads that one only. */
+START_TEST(test_a_change_reads_only_its_directory)
+{
+	make_big_tree();
+	cur = start();
+	run_until(is_set, &started, 20000, "start-up publish");
+	int two = 2;
+	run_until(reads_are, &two, 20000, "newly watched directories read");
+	struct sync_stats before, after;
+	sync_get_stats(cur, &before);
+	ck_assert_uint_eq(before.full_reads, 1);
+	tu_write(src, "d17/f042", "changed", 0644);
+	run_until(publishes_are, &two, 5000, "the change published");
+	ck_assert(trees_equal(NULL));
+	sync_get_stats(cur, &after);
+	ck_assert_uint_eq(after.full_reads, before.full_reads);
+	ck_assert_uint_eq(after.reads, before.reads + 1);
+	ck_assert_msg(after.entries_read - before.entries_read < 200,
+		      "%llu entries read for one file",
+		      (unsigned long long)(after.entries_read -
+					   before.entries_read));
+	sync_stop(cur, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+}
+END_TEST
+
+/* Without a watch on every directory, a change may be where no event
+ * came from: every read is of all of the source. */
+START_TEST(test_unwatched_directories_make_every_read_a_full_one)
+{
+	struct watch_budget *b = watch_budget_new(3);
+	struct sync_opts o = {.started = on_started, .budget = b};
+
+	make_big_tree();
+	ck_assert_int_eq(sync_start(&loop, &conf->syncs[0], &o, &cur), 0);
+	run_until(is_set, &started, 20000, "start-up publish");
+	struct sync_stats before, after;
+	sync_get_stats(cur, &before);
+	ck_assert(before.watch_limited);
+	tu_write(src, "new", "1", 0644); /* in the root, which is watched */
+	int two = 2;
+	run_until(publishes_are, &two, 5000, "the change published");
+	sync_get_stats(cur, &after);
+	ck_assert_uint_eq(after.full_reads, after.reads);
+	ck_assert_uint_ge(after.entries_read - before.entries_read, 5050);
+	sync_stop(cur, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+	uv_run(&loop, UV_RUN_DEFAULT);
+	watch_budget_free(b);
+}
+END_TEST
+
 static Suite *sync_suite(void)
 {
 	Suite *s = suite_create("sync");
@@ -247,6 +322,8 @@ static Suite *sync_suite(void)
 	tcase_add_test(tc, test_stop_before_the_first_publish);
 	tcase_add_test(tc, test_missing_source_is_reported_and_waited_for);
 	tcase_add_test(tc, test_stop_during_a_check_with_a_failing_signal);
+	tcase_add_test(tc, test_a_change_reads_only_its_directory);
+	tcase_add_test(tc, test_unwatched_directories_make_every_read_a_full_one);
 	suite_add_tcase(s, tc);
 	return s;
 }

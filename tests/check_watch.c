@@ -42,11 +42,13 @@ static void teardown(void)
 	free(tmp);
 }
 
-static void on_change(void *data, const char *name, int root)
+static void on_change(void *data, const char *dir, const char *name,
+		      int root)
 {
 	struct seen *s = data;
 
 	(void)root;
+	(void)dir;
 	if (name && s->n < 16)
 		snprintf(s->names[s->n++], sizeof(s->names[0]), "%s", name);
 }
