@@ -1364,10 +1364,13 @@ START_TEST(test_target_removed_or_moved_is_published_anew)
 	char *data = tu_read(old, NULL);
 	ck_assert_str_eq(data, "v1");
 	free(data);
-	/* A new, empty directory in its place is filled. */
+	/* A new, empty directory in its place is filled.  Swapped in at
+	 * once: moved away first, the target would be healed before a
+	 * mkdir could make the empty one. */
 	char *aside = tu_path(tmp, "aside");
-	ck_assert_int_eq(rename(dst, aside), 0);
-	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	ck_assert_int_eq(mkdir(aside, 0755), 0);
+	ck_assert_int_eq(renameat2(AT_FDCWD, aside, AT_FDCWD, dst,
+				   RENAME_EXCHANGE), 0);
 	converge(src, dst, tu_scale(5000));
 	stop_daemon();
 	/* One line each time. */
