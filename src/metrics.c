@@ -155,6 +155,10 @@ static void render_syncs(FILE *f, const struct metrics_view *v)
 		 "Files, directories and other entries of the source looked "
 		 "at by its reads.", "%llu",
 		 (unsigned long long)st->entries_read);
+	PER_SYNC(f, v, "atomsync_files_compared_total", "counter",
+		 "Files whose bytes were compared with the live copy because "
+		 "they changed too recently for their times to tell.", "%llu",
+		 (unsigned long long)st->files_compared);
 	PER_SYNC(f, v, "atomsync_watch_limit_fallbacks_total", "counter",
 		 "Times a watch limit (max_watches, the kernel's) or a "
 		 "directory that cannot be watched forced periodic re-scans.",

@@ -23,6 +23,16 @@
 /* Symlinks followed while resolving one link, as the kernel's limit. */
 #define MAX_LINK_HOPS 40
 
+/* A file whose ctime is this close to (or after) the time its times were
+ * recorded (by a stat, or by reading its bytes) may have been written
+ * again within the same timestamp tick, so equal times do not prove equal
+ * content: the bytes must be compared.  File systems with nanosecond
+ * timestamps tick with the kernel's coarse clock (1 to 10 ms); one with
+ * whole seconds (a zero nanosecond part) may tick once a second or every
+ * two (FAT). */
+#define RACY_FINE_NS 50000000LL
+#define RACY_COARSE_NS 2000000000LL
+
 /* A symlink read during the walk, and what it said. */
 struct linkrec {
 	char *path; /* relative to the source root */
@@ -51,6 +61,7 @@ struct walk {
 	char **into; /* real paths of o->follow_into that exist */
 	size_t ninto;
 	char *err;
+	struct timespec seen; /* when it began: no stat is older */
 	/* A refresh: what it starts from, the directories above the one
 	 * it reads (for loops), and the subdirectories it did not enter
 	 * because they are the same as in prev. */
@@ -373,6 +384,22 @@ struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 	return NULL;
 }
 
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+void snapshot_mark_racy(struct snap_entry *e, const struct timespec *seen)
+{
+	int64_t window = e->ctime.tv_nsec || e->mtime.tv_nsec ? RACY_FINE_NS
+							      : RACY_COARSE_NS;
+
+	if (e->type == SNAP_FILE && ts_ns(&e->ctime) >= ts_ns(seen) - window)
+		e->flags |= SNAP_F_RACY;
+	else
+		e->flags &= (uint8_t)~SNAP_F_RACY;
+}
+
 static void fill_from_stat(struct snap_entry *e, const struct stat *st)
 {
 	e->type = S_ISDIR(st->st_mode) ? SNAP_DIR : SNAP_FILE;
@@ -453,6 +480,7 @@ int snapshot_add_source(struct snapshot *s, const char *path, const char *src)
 	if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
 		return -EINVAL;
 	fill_from_stat(&e, &st);
+	snapshot_mark_racy(&e, &s->taken);
 	e.path = (char *)path;
 	e.src = strcmp(path, src) == 0 ? NULL : (char *)src;
 	return snapshot_add(s, &e);
@@ -958,6 +986,7 @@ static int add_file(struct walk *w, char **cpath, struct found *fd)
 
 	fill_from_stat(&e, &fd->st);
 	e.flags = (uint8_t)fd->flags;
+	snapshot_mark_racy(&e, &w->seen);
 	/* Written through another of its names, it changes where no event
 	 * for this directory is. */
 	if (fd->st.st_nlink > 1)
@@ -1249,6 +1278,7 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 		return rc;
 	w.s = s;
 	w.o = o;
+	w.seen = s->taken;
 	if (fstat(s->root_fd, &st) < 0)
 		rc = -errno;
 	if (rc == 0)
@@ -1678,8 +1708,9 @@ int snapshot_refresh(const struct snapshot *prev, char *const *dirs,
 	rc = snapshot_open(prev->root, &s, err);
 	if (rc < 0)
 		return rc;
-	/* Entries kept were looked at when prev was taken: a file changed
-	 * within the clock's granularity after that must not look clean. */
+	/* The entries read again were looked at now, each marked racy or
+	 * not by that; those kept keep the mark prev gave them. */
+	r.w.seen = s->taken;
 	s->taken = prev->taken;
 	r.w.s = s;
 	rc = refresh_run(&r, dirs, n);

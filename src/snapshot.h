@@ -31,6 +31,10 @@ enum snap_links {
  * file: a payload handed to libatomsync.  Its mode is the caller's, not
  * masked as a source's is. */
 #define SNAP_F_DATA 0x4u
+/* Its times were recorded within a timestamp tick of its last change: a
+ * write after that may have left them as they were, so equal times do not
+ * prove equal content (see snapshot_mark_racy). */
+#define SNAP_F_RACY 0x8u
 
 /* The longest relative path a source may hold (and a target take). */
 #define SNAPSHOT_MAX_PATH 4096
@@ -192,5 +196,9 @@ bool snapshot_excluded(const struct snapshot_opts *o, const char *path,
 		       bool dir);
 
 const char *snapshot_warn_str(enum snap_warn kind);
+
+/* Sets or clears SNAP_F_RACY on `e`, whose times (or content) were taken
+ * at `seen` or later. */
+void snapshot_mark_racy(struct snap_entry *e, const struct timespec *seen);
 
 #endif

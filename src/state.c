@@ -481,6 +481,9 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 		rc = parse_head(&r, max_entries, gen, &s->taken, sound, &count);
 	if (rc == 0)
 		rc = parse_entries(&r, s, count);
+	/* Recorded no earlier than the state says. */
+	for (size_t i = 0; rc == 0 && i < s->n; i++)
+		snapshot_mark_racy(&s->v[i], &s->taken);
 	if (rc == -EINVAL && r.err < 0)
 		rc = r.err;
 	close(r.fd);

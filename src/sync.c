@@ -916,6 +916,7 @@ static void on_after_work(uv_work_t *req, int status)
 		s->st.reads++;
 		s->st.full_reads += s->pub.full;
 		s->st.entries_read += s->pub.read;
+		s->st.files_compared += s->pub.res.compared;
 	}
 	if (s->gc_handed) {
 		s->gc_taken = s->gc_handed; /* was NULL when the work started */

@@ -38,6 +38,8 @@ struct sync_stats {
 	/* Reads of the source, those of all of it, and the entries they
 	 * looked at (a read of the changed directories looks at few). */
 	uint64_t reads, full_reads, entries_read;
+	/* Files whose bytes were compared, their times proving nothing. */
+	uint64_t files_compared;
 	uint64_t last_publish_ms;      /* wall clock, 0 when never */
 	uint64_t last_duration_us;
 	uint64_t failing_since_ms;     /* wall clock, 0 when healthy */

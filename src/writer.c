@@ -30,15 +30,6 @@
 #define FSYNC_EACH_MAX 512
 #define FLUSH_THREADS 16
 
-/* A file whose ctime is this close to (or after) the time its state was
- * recorded may have been written again within the same timestamp tick, so
- * equal metadata does not prove equal content: compare the bytes.  File
- * systems with nanosecond timestamps tick with the kernel's coarse clock
- * (1 to 10 ms); one with whole seconds (a zero nanosecond part) may tick
- * once a second or every two (FAT). */
-#define RACY_FINE_NS 50000000LL
-#define RACY_COARSE_NS 2000000000LL
-
 struct retired {
 	char *name;
 	uint64_t due_ms;
@@ -1197,13 +1188,9 @@ static int note_change(struct writer *w, struct writer_result *r,
  * does not and the live copy may be linked forward. */
 static int diff_file(struct writer *w, struct snapshot *s,
 		     struct snap_entry *e, const struct snap_entry *o,
-		     const struct stat *gen, bool *changed, bool *link,
-		     char **err)
+		     const struct stat *gen, struct writer_result *r,
+		     bool *changed, bool *link, char **err)
 {
-	int64_t taken = ts_ns(&w->live->taken);
-	int64_t window = o->ctime.tv_nsec || o->mtime.tv_nsec ? RACY_FINE_NS
-							      : RACY_COARSE_NS;
-
 	/* Every file, when a full check is due; else those linked forward
 	 * are checked as they are (build_entry). */
 	if (w->verify_live && !live_intact(w, o, gen)) {
@@ -1215,15 +1202,23 @@ static int diff_file(struct writer *w, struct snapshot *s,
 	if (!*changed && o->ino != 0 && o->ino == e->ino && o->dev == e->dev &&
 	    ts_ns(&o->mtime) == ts_ns(&e->mtime) &&
 	    ts_ns(&o->ctime) == ts_ns(&e->ctime) &&
-	    ts_ns(&o->ctime) < taken - window) {
+	    !(o->flags & SNAP_F_RACY)) {
+		/* A write since o was recorded would have moved the times. */
 		*link = true;
+		e->flags &= (uint8_t)~SNAP_F_RACY;
 	} else if (!*changed) {
+		struct timespec now;
 		bool same = false;
+		clock_gettime(CLOCK_REALTIME, &now);
 		int rc = same_content(w, s, e, &same, err);
 		if (rc < 0)
 			return rc;
+		r->compared++;
 		*link = same;
 		*changed = !same;
+		/* Its bytes were read now: what they were at its times. */
+		if (same)
+			snapshot_mark_racy(e, &now);
 	}
 	/* Linked: the same file as before. */
 	e->t_ino = o->t_ino;
@@ -1266,7 +1261,8 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 			       o->uid != e->uid || o->gid != e->gid;
 		bool link = false;
 		if (!changed && e->type == SNAP_FILE)
-			rc = diff_file(w, s, e, o, &gen, &changed, &link, err);
+			rc = diff_file(w, s, e, o, &gen, r, &changed, &link,
+				       err);
 		if (link)
 			act[i - 1] = ACT_LINK;
 		if (rc == 0 && changed)

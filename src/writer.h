@@ -50,6 +50,9 @@ struct writer_result {
 	char *paths;
 	size_t paths_len;
 	size_t copied, linked;		/* files written / reused */
+	/* Files whose bytes were compared with their live copies: their
+	 * times alone could not tell (see SNAP_F_RACY). */
+	size_t compared;
 	uint64_t bytes_copied;
 	size_t files;	     /* regular files in the live generation */
 	uint64_t bytes;	     /* and their total size */

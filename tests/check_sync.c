@@ -311,6 +311,49 @@ START_TEST(test_unwatched_directories_make_every_read_a_full_one)
 }
 END_TEST
 
+/* A file changed is compared by its bytes while its times are too recent
+ * to prove anything; once they are not, it is trusted again, however many
+ * publishes ago its directory was last read. */
+START_TEST(test_files_changed_earlier_are_not_compared_again)
+{
+	char rel[16], body[16];
+
+	for (int i = 0; i < 10; i++) {
+		snprintf(rel, sizeof(rel), "d%d/f", i);
+		tu_write_deep(src, rel, "v00");
+	}
+	tu_nap(120); /* past the window in which times prove nothing */
+	cur = start();
+	run_until(is_set, &started, 20000, "start-up publish");
+	int want = 1;
+	for (int i = 0; i < 10; i++) {
+		snprintf(rel, sizeof(rel), "d%d/f", i);
+		snprintf(body, sizeof(body), "v%02d", i + 1); /* same size */
+		tu_write_deep(src, rel, body);
+		want++;
+		run_until(publishes_are, &want, 5000, "the change published");
+		tu_nap(60); /* the next change comes after the window */
+	}
+	struct sync_stats before, after;
+	sync_get_stats(cur, &before);
+	ck_assert_uint_eq(before.full_reads, 1);
+	tu_write_deep(src, "d0/f", "v99");
+	want++;
+	run_until(publishes_are, &want, 5000, "the last change published");
+	ck_assert(trees_equal(NULL));
+	sync_get_stats(cur, &after);
+	ck_assert_uint_eq(after.full_reads, before.full_reads);
+	/* The file changed, and the one changed before it: copied while
+	 * its times were too recent to tell, it is compared once more. */
+	ck_assert_msg(after.files_compared - before.files_compared <= 2,
+		      "%llu files compared for one change",
+		      (unsigned long long)(after.files_compared -
+					   before.files_compared));
+	sync_stop(cur, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+}
+END_TEST
+
 static Suite *sync_suite(void)
 {
 	Suite *s = suite_create("sync");
@@ -324,6 +367,7 @@ static Suite *sync_suite(void)
 	tcase_add_test(tc, test_stop_during_a_check_with_a_failing_signal);
 	tcase_add_test(tc, test_a_change_reads_only_its_directory);
 	tcase_add_test(tc, test_unwatched_directories_make_every_read_a_full_one);
+	tcase_add_test(tc, test_files_changed_earlier_are_not_compared_again);
 	suite_add_tcase(s, tc);
 	return s;
 }
