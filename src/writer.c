@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/file.h>
+#include <sys/vfs.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +48,7 @@ struct writer {
 	bool live_trusted;	/* live came from the state file, not a scan */
 	bool live_foreign;	/* ..data names a directory not of ours */
 	bool verify_live;	/* the next diff checks every live file */
+	bool in_memory;		/* the target is on tmpfs or ramfs */
 	struct retired *retired;
 	size_t nretired;
 	char *spare;		/* a replaced generation past its grace
@@ -521,6 +524,22 @@ static int load_live(struct writer *w, char **err)
 	snapshot_free(s);
 	return scan_live(w, err);
 }
+/* Whether generations are flushed: asked for, and on a file system that
+ * has a disk.  tmpfs and ramfs keep nothing across a reboot, and their
+ * fsync() does nothing but cost a publish its threads. */
+static bool flushes(const struct writer *w)
+{
+	return w->o.fsync && !w->in_memory;
+}
+
+static bool in_memory(int fd)
+{
+	struct statfs sf;
+
+	return fstatfs(fd, &sf) == 0 &&
+	       (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
+}
+
 void writer_set_opts(struct writer *w, const struct writer_opts *o)
 {
 	free(w->name);
@@ -545,6 +564,7 @@ static int open_target(struct writer *w, char **err)
 		if (created)
 			(void)fchmod(fd, 0755);
 		w->dfd = fd;
+		w->in_memory = in_memory(fd);
 	} else if (fd == -ENOENT && !w->o.dry_run) {
 		log_err_set(err, fd, "target %s: parent directory does not "
 				     "exist (%s)",
@@ -1786,13 +1806,13 @@ static int open_up(struct writer *w, int gfd, const char *gen, bool all,
 
 	if (fchmod(gfd, 0755) < 0)
 		rc = -errno;
-	else if (w->o.fsync && all && syncfs(gfd) < 0)
+	else if (flushes(w) && all && syncfs(gfd) < 0)
 		rc = -errno;
-	else if (w->o.fsync && !all)
+	else if (flushes(w) && !all)
 		rc = fsutil_fsync(gfd);
 	if (rc < 0)
 		log_err_set(err, rc, "target %s: %s %s: %s", w->path,
-			    w->o.fsync ? "flushing" : "chmod", gen,
+			    flushes(w) ? "flushing" : "chmod", gen,
 			    strerror(-rc));
 	return rc;
 }
@@ -1839,7 +1859,7 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 	 * reach into the generation (to plant a FIFO for the flush to open,
 	 * say) before it is complete.  Then it becomes 0755. */
 	bool all = false;
-	if (rc == 0 && w->o.fsync)
+	if (rc == 0 && flushes(w))
 		rc = flush(w, s, act, gfd, gen, &all, err);
 	if (rc == 0)
 		rc = open_up(w, gfd, gen, all, err);
@@ -2110,7 +2130,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	/* The swap is durable once the target directory is flushed.  Until
 	 * it is, ..data on disk may still name the old generation: keep that
 	 * one (a later start removes it) and report the failure. */
-	int frc = w->o.fsync ? fsutil_fsync(w->dfd) : 0;
+	int frc = flushes(w) ? fsutil_fsync(w->dfd) : 0;
 	if (frc < 0)
 		log_err_set(err, frc,
 			    "target %s: flushing the switch to %s: %s; the "

@@ -17,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -476,9 +478,22 @@ static int many_flushing(void *arg)
 	return threads_of(f->pid) >= f->want;
 }
 
+static bool in_memory(const char *dir)
+{
+	struct statfs sf;
+
+	ck_assert_int_eq(statfs(dir, &sf), 0);
+	return sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC;
+}
+
 START_TEST(test_flushes_of_a_publish_are_issued_together)
 {
-	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
+	/* On a disk: in memory, nothing is flushed. */
+	char *disk = tu_mkdtemp();
+	ck_assert_msg(!in_memory(disk),
+		      "%s is in memory: set TMPDIR to a directory on a disk",
+		      disk);
+	char *dst = tu_path(disk, "dst"), *hang = tu_path(tmp, "hang");
 	char *logpath = tu_path(tmp, "once.log"), *err = NULL, dir[32];
 
 	/* 30 new directories and a new file to flush, in one publish. */
@@ -508,6 +523,44 @@ START_TEST(test_flushes_of_a_publish_are_issued_together)
 	ck_assert_msg(together, "%d threads flushing", seen);
 	char *d = tu_diff_trees(src, dst);
 	ck_assert_msg(d == NULL, "%s", d);
+	tu_rmrf(disk);
+	free(disk);
+	free(preload);
+	free(hang_while);
+	free(hang);
+	free(logpath);
+	free(dst);
+}
+END_TEST
+
+/* tmpfs keeps nothing across a reboot and its fsync() does nothing: a
+ * publish there issues none (each one would hang here). */
+START_TEST(test_a_target_in_memory_is_not_flushed)
+{
+	char mem[] = "/dev/shm/atomsync-test.XXXXXX";
+	ck_assert_msg(mkdtemp(mem) != NULL, "mkdtemp %s: %s", mem,
+		      strerror(errno));
+	ck_assert_msg(in_memory(mem), "/dev/shm is not a tmpfs");
+	char *dst = tu_path(mem, "dst"), *hang = tu_path(tmp, "hang");
+	char *logpath = tu_path(tmp, "once.log"), *preload, *hang_while;
+	tu_write(src, "d/f", "1", 0644);
+	tu_write(src, "g", "2", 0644);
+	tu_write(tmp, "hang", "", 0644);
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=fsync,fdatasync,syncfs",
+			      hang_while, "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	int rc = tu_wait_exit(pid, 10000);
+	unlink(hang);
+	if (rc == -1)
+		ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	ck_assert_msg(rc == 0, "atomsyncd --once: %d (-1: hung flushing)", rc);
+	char *d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+	tu_rmrf(mem);
 	free(preload);
 	free(hang_while);
 	free(hang);
@@ -652,6 +705,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_read_only_target_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_refused_metrics_socket_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_flushes_of_a_publish_are_issued_together);
+	tcase_add_test(tc, test_a_target_in_memory_is_not_flushed);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);

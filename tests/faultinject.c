@@ -9,7 +9,8 @@
  *   FAULT_INET=1       socket() refuses AF_INET and AF_INET6 with
  *                      EAFNOSUPPORT, every time, as systemd's
  *                      RestrictAddressFamilies= does (not counted)
- *   FAULT_HANG=CALL    calls of CALL (fsync, write, ...: a name below)...
+ *   FAULT_HANG=CALL[,CALL]...  calls of CALL (fsync, write, ...: a name
+ *                      below)...
  *   FAULT_HANG_WHILE=FILE  ...block while FILE exists
  *
  * Counted: open, openat, openat2 (through syscall), write (not to fds 0-2,
@@ -54,11 +55,21 @@ static void init(void)
 		fault_errno = EMFILE;
 }
 
+/* Whether `name` is one of the comma-separated names in `list`. */
+static int listed(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+			return 1;
+	return 0;
+}
+
 /* Blocks a call of `name` while the FAULT_HANG_WHILE file exists. */
 static void hang(const char *name)
 {
-	if (hang_call == NULL || hang_while == NULL ||
-	    strcmp(hang_call, name) != 0)
+	if (hang_call == NULL || hang_while == NULL || !listed(hang_call, name))
 		return;
 	struct timespec ts = {0, 10 * 1000 * 1000};
 	while (access(hang_while, F_OK) == 0)

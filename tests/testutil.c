@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <grp.h>
 #include <unistd.h>
@@ -30,6 +32,14 @@ static void die(const char *what, const char *path)
 	abort();
 }
 
+static bool in_memory(const char *dir)
+{
+	struct statfs sf;
+
+	return statfs(dir, &sf) == 0 &&
+	       (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
+}
+
 char *tu_mkdtemp(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -37,6 +47,9 @@ char *tu_mkdtemp(void)
 
 	if (tmp == NULL || *tmp == '\0')
 		tmp = "/tmp";
+	if (in_memory(tmp) && access("/var/tmp", W_OK) == 0 &&
+	    !in_memory("/var/tmp"))
+		tmp = "/var/tmp";
 	if (asprintf(&t, "%s/atomsync-test.XXXXXX", tmp) < 0)
 		abort();
 	if (mkdtemp(t) == NULL)

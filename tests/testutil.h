@@ -14,7 +14,9 @@ struct tu_file {
 	const char *data;
 };
 
-/* A fresh directory under $TMPDIR (or /tmp); free() the result. */
+/* A fresh directory under $TMPDIR (or /tmp); free() the result.  When
+ * that is in memory (tmpfs, ramfs), where a publish flushes nothing, under
+ * /var/tmp instead if that is on a disk: tests of flushing need one. */
 char *tu_mkdtemp(void);
 /* Like tu_mkdtemp, on tmpfs (/dev/shm) when it can: for tests whose
  * deadlines are about the daemon, not about a noisy disk. */
