@@ -168,7 +168,7 @@ static int read_source(struct publish *p, const struct snapshot_opts *so,
 	p->read = (*snap)->read;
 	p->was_read = true;
 	/* Without a copy (out of memory) the next read is a full one. */
-	if (log_list_count(&(*snap)->problems) == 0 &&
+	if (!p->once && log_list_count(&(*snap)->problems) == 0 &&
 	    snapshot_copy(*snap, &p->base) < 0)
 		p->base = NULL;
 	return 0;
@@ -431,6 +431,7 @@ int publish_once(const struct conf_sync *c, bool dry_run)
 	char *hook_err = NULL;
 
 	publish_init(&p, c, dry_run);
+	p.once = true;
 	int rc = once_open(&p);
 	if (rc < 0) {
 		publish_fini(&p);

@@ -51,6 +51,7 @@ struct publish {
 	 * from, or with `all`, the whole of it. */
 	struct publish_dirty dirty;
 	struct snapshot *base;	/* the last read of the source, or NULL */
+	bool once;		/* no read follows: keep no base */
 	char *recorded_err;	/* what the target's error file holds */
 	bool record_clear;	/* known to hold none */
 
