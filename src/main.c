@@ -77,9 +77,10 @@ static void usage(FILE *f)
 		"      --grace-ms MS      keep a replaced generation this long "
 		"(default %d)\n"
 		"\n"
-		"Signals: TERM/INT finish the publish in progress and stop (a "
-		"replaced\ngeneration is kept for its grace period first); HUP "
-		"reloads the config;\nUSR1 logs the status of every mapping.\n"
+		"Signals: TERM/INT finish the publish in progress and stop (the "
+		"generation\nreplaced last is left for the next run to remove "
+		"after its grace period);\nHUP reloads the config; USR1 logs the "
+		"status of every mapping.\n"
 		"Exit status: 0 success, 1 runtime failure (--status: a target "
 		"not in step),\n2 usage or config error.\n"
 		"See atomsyncd(8) and atomsync.conf(5).\n",
