@@ -291,6 +291,19 @@ struct snapshot_extras *snapshot_take_extras(struct snapshot *s)
 	return x;
 }
 
+/* A read kept for long (the live state, the base of the next read) holds
+ * no room it will not use: up to half its entries' worth after doubling. */
+static void trim(struct snapshot *s)
+{
+	if (s == NULL || s->n == 0 || s->cap <= s->n)
+		return;
+	struct snap_entry *v = realloc(s->v, s->n * sizeof(*s->v));
+	if (v) {
+		s->v = v;
+		s->cap = s->n;
+	}
+}
+
 int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 {
 	if (array_grow(&s->v, &s->cap, s->n, sizeof(*s->v)) < 0)
@@ -1315,6 +1328,7 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 		s = NULL;
 	}
 	walk_fini(&w);
+	trim(s);
 	*out = s;
 	return rc;
 }
@@ -1735,6 +1749,7 @@ int snapshot_refresh(const struct snapshot *prev, char *const *dirs,
 	walk_fini(&r.w);
 	free(r.done);
 	free(r.cuts);
+	trim(s);
 	*out = s;
 	return rc;
 }
