@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -454,6 +455,22 @@ static int load_conf(const struct options *op, struct conf **conf)
 	return OPT_GO_ON;
 }
 
+/* A snapshot is one large array of entries, made on a pool thread and
+ * freed on another.  With glibc's defaults each pool thread grows an
+ * arena of its own, and the first large array freed raises the threshold
+ * under which the next ones come from the heap instead of their own
+ * mappings; memory freed there is seldom given back.  A daemon keeping a
+ * tree of 100,000 entries grew from 40 to over 100 MB in three publishes.
+ * One arena, and large arrays always in mappings of their own, keep it
+ * at what it holds. */
+static void tune_malloc(void)
+{
+#if defined(M_ARENA_MAX) && defined(M_MMAP_THRESHOLD)
+	(void)mallopt(M_ARENA_MAX, 1);
+	(void)mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
+}
+
 int main(int argc, char **argv)
 {
 	struct options op = {
@@ -470,6 +487,7 @@ int main(int argc, char **argv)
 		return rc;
 	}
 	log_init(op.format, op.level);
+	tune_malloc();
 	/* Deep trees and many mappings publishing at once hold a directory
 	 * descriptor per level: use all the descriptors allowed. */
 	struct rlimit rl;

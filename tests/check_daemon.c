@@ -1258,6 +1258,56 @@ static int rescans_after(void *arg)
 	       r->before;
 }
 
+/* Resident memory of `p`, in KiB (VmRSS). */
+static long rss_kib(pid_t p)
+{
+	char path[64], *text;
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)p);
+	text = tu_read(path, NULL);
+	ck_assert_ptr_nonnull(text);
+	char *at = strstr(text, "VmRSS:");
+	ck_assert_ptr_nonnull(at);
+	long kib = strtol(at + 6, NULL, 10);
+	free(text);
+	return kib;
+}
+
+/* Publishes run on the thread pool, each making and freeing a snapshot
+ * of the whole tree: the memory it frees is used again, and the daemon
+ * stays at about what it holds after the first one. */
+START_TEST(test_memory_stays_flat_over_publishes)
+{
+	fast = tu_mkdtemp_fast();
+	char *big = tu_path(fast, "src"), *out = tu_path(fast, "dst");
+	char rel[32];
+	ck_assert_int_eq(mkdir(big, 0755), 0);
+	for (int i = 0; i < 30000; i++) {
+		snprintf(rel, sizeof(rel), "d%03d/f%05d", i / 100, i);
+		tu_write_deep(big, rel, "x");
+	}
+	const char *argv[] = {tu_bin(), "--source", big, "--target", out,
+			      "--debounce", "0", "--log-level", "debug", NULL};
+	pid = tu_spawn(argv, logpath);
+	wait_log("watching", 1, 60000);
+	wait_log("unchanged", 1, 60000); /* the walk after the watches */
+	long first = rss_kib(pid);
+	for (int i = 1; i <= 8; i++) {
+		snprintf(rel, sizeof(rel), "d%03d/f%05d", i * 30, i * 3000);
+		tu_write_deep(big, rel, "changed");
+		wait_log("(0 added, 1 changed, 0 removed)", i, 30000);
+	}
+	long last = rss_kib(pid);
+	fprintf(stderr, "memory: %ld KiB after the first publish, %ld KiB "
+			"after 8 more\n", first, last);
+	ck_assert_msg(last < first + first / 4,
+		      "%ld KiB after the first publish, %ld KiB after 8 more",
+		      first, last);
+	stop_daemon();
+	free(big);
+	free(out);
+}
+END_TEST
+
 static void large_tree_costs_little(bool kernel)
 {
 	fast = tu_mkdtemp_fast();
@@ -1467,6 +1517,13 @@ static Suite *daemon_suite(void)
 	if (getenv("ATOMSYNC_SANITIZED") == NULL)
 		tcase_add_test(tc, test_event_loop_closes_cleanly_under_valgrind);
 	suite_add_tcase(s, tc);
+	/* Of glibc's allocator, which a sanitized binary replaces. */
+	TCase *mem = tcase_create("memory");
+	tcase_add_checked_fixture(mem, setup, teardown);
+	tcase_set_timeout(mem, 300);
+	if (getenv("ATOMSYNC_SANITIZED") == NULL)
+		tcase_add_test(mem, test_memory_stays_flat_over_publishes);
+	suite_add_tcase(s, mem);
 	/* A window of two re-scan intervals: a minute when the machine is
 	 * loaded. */
 	TCase *cpu = tcase_create("cpu");

@@ -772,6 +772,8 @@ char *tu_read_reply(int fd)
 void tu_write_deep(const char *dir, const char *rel, const char *data)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		die("open", dir);
 	char *copy = strdup(rel), *save = NULL;
 	char *tok = strtok_r(copy, "/", &save);
 	while (fd >= 0 && tok) {
