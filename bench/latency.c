@@ -21,7 +21,22 @@
  *	  --ready-s S     how long to wait for readiness (default 120)
  *	  --raw FILE      append one CSV line per change to FILE
  *
- * Built by bench/latency with `cc -O2`; needs nothing but libc.
+ *   latency change --src DIR --vis PREFIX --path REL --stage DIR [OPTION]...
+ *	Replace DIR/REL -n times, each time with new content of --size bytes
+ *	written to a file in --stage (on the same filesystem, outside the
+ *	watched tree) and renamed over it, so that one change is one event;
+ *	after each, poll PREFIX/REL until it holds the new content.  Prints
+ *	one line per change:
+ *
+ *	  CHANGE <seq> <latency_ms>
+ *
+ *	and stops with an error if a change is not visible in time.
+ *	Options: -n N (default 10), --size BYTES (default 4096),
+ *	--gap-ms M between changes (default 50), --timeout-ms, --pid, --label
+ *	as for run.
+ *
+ * Built by bench/latency and bench/run with `cc -O2`; needs nothing but
+ * libc.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +56,7 @@
 #define NFILES 1000
 #define NDIRS 20
 #define FSIZE 4096
+#define MAX_SIZE 65536 /* the largest content `change` writes */
 #define POLL_NS 50000L /* sleep between two reads of the target */
 
 static const char *prog = "latency";
@@ -87,8 +103,8 @@ static void rel_path(char *buf, size_t n, unsigned i)
 	snprintf(buf, n, "d%03u/f%05u", i % NDIRS, i);
 }
 
-/* FSIZE bytes: a header line, then filler that depends on the header. */
-static void fill(char *buf, const char *hdr)
+/* SIZE bytes: a header line, then filler that depends on the header. */
+static void fill_n(char *buf, const char *hdr, size_t size)
 {
 	static const char alpha[] =
 		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -98,11 +114,16 @@ static void fill(char *buf, const char *hdr)
 	memcpy(buf, hdr, h);
 	for (size_t i = 0; i < h; i++)
 		x = (x ^ (unsigned char)hdr[i]) * 16777619u;
-	for (size_t i = h; i < FSIZE - 1; i++) {
+	for (size_t i = h; i < size - 1; i++) {
 		x = x * 1103515245u + 12345u;
 		buf[i] = alpha[(x >> 16) & 63];
 	}
-	buf[FSIZE - 1] = '\n';
+	buf[size - 1] = '\n';
+}
+
+static void fill(char *buf, const char *hdr)
+{
+	fill_n(buf, hdr, FSIZE);
 }
 
 static void write_all(int fd, const char *buf, size_t n, const char *what)
@@ -173,10 +194,10 @@ static void check_daemon(void)
 		die("%s: the daemon (pid %d) has exited", label, (int)daemon_pid);
 }
 
-/* Does PATH hold exactly WANT (FSIZE bytes)? */
-static int holds(const char *path, const char *want)
+/* Does PATH hold exactly WANT (LEN bytes)? */
+static int holds(const char *path, const char *want, size_t len)
 {
-	static char got[FSIZE + 1];
+	static char got[MAX_SIZE + 1];
 	size_t n = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
@@ -191,17 +212,18 @@ static int holds(const char *path, const char *want)
 		n += (size_t)r;
 	}
 	close(fd);
-	return n == FSIZE && memcmp(got, want, FSIZE) == 0;
+	return n == len && memcmp(got, want, len) == 0;
 }
 
-/* Poll PATH until it holds WANT; the time it did, or 0 on timeout. */
-static uint64_t wait_visible(const char *path, const char *want, uint64_t t0,
-			     uint64_t limit_ns)
+/* Poll PATH until it holds WANT (LEN bytes); the time it did, or 0 on
+ * timeout. */
+static uint64_t wait_visible_n(const char *path, const char *want, size_t len,
+			       uint64_t t0, uint64_t limit_ns)
 {
 	unsigned polls = 0;
 
 	for (;;) {
-		if (holds(path, want))
+		if (holds(path, want, len))
 			return now_ns();
 		uint64_t t = now_ns();
 		if (t - t0 >= limit_ns)
@@ -210,6 +232,12 @@ static uint64_t wait_visible(const char *path, const char *want, uint64_t t0,
 			check_daemon();
 		sleep_ns(POLL_NS);
 	}
+}
+
+static uint64_t wait_visible(const char *path, const char *want, uint64_t t0,
+			     uint64_t limit_ns)
+{
+	return wait_visible_n(path, want, FSIZE, t0, limit_ns);
 }
 
 /* The readiness probe: SRC/bench-ready, rewritten until it shows up. */
@@ -346,6 +374,17 @@ static unsigned num(const char *opt, const char *s)
 	return (unsigned)v;
 }
 
+/* Sleep as close to POLL_NS as the kernel allows (default slack is 50 us,
+ * which would double the poll period), and make this run's contents new. */
+static void poll_setup(void)
+{
+	struct timespec rt;
+
+	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+	clock_gettime(CLOCK_REALTIME, &rt);
+	nonce = (uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	unsigned n = 200, ready_s = 120;
@@ -381,13 +420,8 @@ static int cmd_run(int argc, char **argv)
 		die("run needs --src and --vis");
 	if (raw_path && (raw = fopen(raw_path, "a")) == NULL)
 		die("%s: %s", raw_path, strerror(errno));
-	/* Sleep as close to POLL_NS as the kernel allows (default slack is
-	 * 50 us, which would double the poll period). */
-	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+	poll_setup();
 	rng_state = seed;
-	struct timespec rt;
-	clock_gettime(CLOCK_REALTIME, &rt);
-	nonce = (uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec;
 
 	wait_ready(ready_s);
 	unsigned seq = 0;
@@ -398,17 +432,112 @@ static int cmd_run(int argc, char **argv)
 	return 0;
 }
 
+/* ---- change ---- */
+
+/* Write BUF to TMP and rename it over SP; the time the rename returned. */
+static uint64_t replace(const char *tmp, const char *sp, const char *buf,
+			size_t size)
+{
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("create %s: %s", tmp, strerror(errno));
+	write_all(fd, buf, size, tmp);
+	if (close(fd) < 0)
+		die("close %s: %s", tmp, strerror(errno));
+	if (rename(tmp, sp) < 0)
+		die("rename %s to %s: %s", tmp, sp, strerror(errno));
+	return now_ns();
+}
+
+static void change_loop(const char *rel, const char *stage, unsigned n,
+			size_t size, unsigned gap_ms)
+{
+	static char buf[MAX_SIZE];
+	char sp[4096], tp[4096], vp[4096], hdr[128];
+
+	snprintf(sp, sizeof(sp), "%s/%s", src, rel);
+	snprintf(vp, sizeof(vp), "%s/%s", vis, rel);
+	snprintf(tp, sizeof(tp), "%s/change.tmp", stage);
+	for (unsigned i = 1; i <= n; i++) {
+		if (i > 1)
+			sleep_ns((long)gap_ms * 1000000L);
+		snprintf(hdr, sizeof(hdr), "change %u %s run %" PRIx64 "\n",
+			 i, label, nonce);
+		if (strlen(hdr) >= size)
+			die("--size %zu: too small for the header", size);
+		fill_n(buf, hdr, size);
+		uint64_t t0 = replace(tp, sp, buf, size);
+		uint64_t t1 = wait_visible_n(vp, buf, size, t0,
+					     (uint64_t)timeout_ms * 1000000u);
+		if (t1 == 0) {
+			check_daemon();
+			die("%s: change %u: %s did not hold the new content "
+			    "after %u ms", label, i, vp, timeout_ms);
+		}
+		printf("CHANGE %u %.3f\n", i, (double)(t1 - t0) / 1e6);
+		fflush(stdout);
+	}
+}
+
+static int cmd_change(int argc, char **argv)
+{
+	const char *rel = NULL, *stage = NULL;
+	unsigned n = 10, size = FSIZE, gap_ms = 50;
+
+	for (int i = 0; i < argc; i++) {
+		const char *o = argv[i];
+		if (i + 1 >= argc)
+			die("%s needs a value", o);
+		const char *v = argv[++i];
+		if (strcmp(o, "--src") == 0)
+			src = v;
+		else if (strcmp(o, "--vis") == 0)
+			vis = v;
+		else if (strcmp(o, "--path") == 0)
+			rel = v;
+		else if (strcmp(o, "--stage") == 0)
+			stage = v;
+		else if (strcmp(o, "-n") == 0)
+			n = num(o, v);
+		else if (strcmp(o, "--size") == 0)
+			size = num(o, v);
+		else if (strcmp(o, "--gap-ms") == 0)
+			gap_ms = num(o, v);
+		else if (strcmp(o, "--label") == 0)
+			label = v;
+		else if (strcmp(o, "--pid") == 0)
+			daemon_pid = (pid_t)num(o, v);
+		else if (strcmp(o, "--timeout-ms") == 0)
+			timeout_ms = num(o, v);
+		else
+			die("unknown option '%s'", o);
+	}
+	if (src == NULL || vis == NULL || rel == NULL || stage == NULL)
+		die("change needs --src, --vis, --path and --stage");
+	if (size < 2 || size > MAX_SIZE)
+		die("--size: from 2 to %u", MAX_SIZE);
+	poll_setup();
+	change_loop(rel, stage, n, size, gap_ms);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && strcmp(argv[1], "gen") == 0)
 		return cmd_gen(argv[2]);
 	if (argc >= 2 && strcmp(argv[1], "run") == 0)
 		return cmd_run(argc - 2, argv + 2);
+	if (argc >= 2 && strcmp(argv[1], "change") == 0)
+		return cmd_change(argc - 2, argv + 2);
 	fprintf(stderr, "usage: %s gen DIR\n"
 			"       %s run --src DIR --vis PREFIX [-n N] [--seed S] "
 			"[--label NAME]\n"
 			"             [--pid PID] [--timeout-ms M] [--ready-s S] "
-			"[--raw FILE]\n",
-		prog, prog);
+			"[--raw FILE]\n"
+			"       %s change --src DIR --vis PREFIX --path REL "
+			"--stage DIR [-n N]\n"
+			"             [--size BYTES] [--gap-ms M] [--pid PID] "
+			"[--timeout-ms M] [--label NAME]\n",
+		prog, prog, prog);
 	return 2;
 }
