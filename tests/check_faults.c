@@ -486,6 +486,28 @@ static bool in_memory(const char *dir)
 	return sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC;
 }
 
+/* Starts atomsyncd --once on dst with the calls named (comma-separated)
+ * hanging while the file `hang` exists, which this creates. */
+static pid_t spawn_hung_once(const char *dst, const char *calls,
+			     const char *hang, const char *logpath)
+{
+	char *preload, *hang_calls, *hang_while;
+
+	tu_write(tmp, "hang", "", 0644);
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&hang_calls, "FAULT_HANG=%s", calls), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	const char *argv[] = {"env", preload, hang_calls, hang_while,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	free(preload);
+	free(hang_calls);
+	free(hang_while);
+	return pid;
+}
+
 START_TEST(test_flushes_of_a_publish_are_issued_together)
 {
 	/* On a disk: in memory, nothing is flushed. */
@@ -504,15 +526,7 @@ START_TEST(test_flushes_of_a_publish_are_issued_together)
 	ck_assert_int_eq(once(dst, -1, "EIO", NULL, &err), 0);
 	free(err);
 	tu_write(src, "d00/f", "22", 0644);
-	tu_write(tmp, "hang", "", 0644);
-	char *preload, *hang_while;
-	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
-	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
-	const char *argv[] = {"env", preload, "FAULT_HANG=fsync", hang_while,
-			      "ASAN_OPTIONS=verify_asan_link_order=0",
-			      tu_bin(), "--source", src, "--target", dst,
-			      "--once", NULL};
-	pid_t pid = tu_spawn(argv, logpath);
+	pid_t pid = spawn_hung_once(dst, "fsync", hang, logpath);
 	/* Every fsync hangs: they are all under way at once, each in a
 	 * thread of its own, rather than one after another. */
 	struct flushing f = {pid, 8};
@@ -525,8 +539,6 @@ START_TEST(test_flushes_of_a_publish_are_issued_together)
 	ck_assert_msg(d == NULL, "%s", d);
 	tu_rmrf(disk);
 	free(disk);
-	free(preload);
-	free(hang_while);
 	free(hang);
 	free(logpath);
 	free(dst);
@@ -542,17 +554,11 @@ START_TEST(test_a_target_in_memory_is_not_flushed)
 		      strerror(errno));
 	ck_assert_msg(in_memory(mem), "/dev/shm is not a tmpfs");
 	char *dst = tu_path(mem, "dst"), *hang = tu_path(tmp, "hang");
-	char *logpath = tu_path(tmp, "once.log"), *preload, *hang_while;
+	char *logpath = tu_path(tmp, "once.log");
 	tu_write(src, "d/f", "1", 0644);
 	tu_write(src, "g", "2", 0644);
-	tu_write(tmp, "hang", "", 0644);
-	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
-	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
-	const char *argv[] = {"env", preload, "FAULT_HANG=fsync,fdatasync,syncfs",
-			      hang_while, "ASAN_OPTIONS=verify_asan_link_order=0",
-			      tu_bin(), "--source", src, "--target", dst,
-			      "--once", NULL};
-	pid_t pid = tu_spawn(argv, logpath);
+	pid_t pid = spawn_hung_once(dst, "fsync,fdatasync,syncfs", hang,
+				    logpath);
 	int rc = tu_wait_exit(pid, 10000);
 	unlink(hang);
 	if (rc == -1)
@@ -561,8 +567,6 @@ START_TEST(test_a_target_in_memory_is_not_flushed)
 	char *d = tu_diff_trees(src, dst);
 	ck_assert_msg(d == NULL, "%s", d);
 	tu_rmrf(mem);
-	free(preload);
-	free(hang_while);
 	free(hang);
 	free(logpath);
 	free(dst);
