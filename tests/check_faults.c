@@ -39,6 +39,14 @@ static void setup(void)
 
 static void teardown(void)
 {
+	/* What a test mounted (in its own mount namespace) is in the way of
+	 * removing tmp. */
+	const char *mounts[] = {"small", "ro"};
+	for (size_t i = 0; i < sizeof(mounts) / sizeof(*mounts); i++) {
+		char *m = tu_path(tmp, mounts[i]);
+		(void)umount2(m, MNT_DETACH);
+		free(m);
+	}
 	tu_rmrf(tmp);
 	free(src);
 	free(v1);
