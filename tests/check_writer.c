@@ -54,14 +54,29 @@ static struct writer_opts opts(void)
 	return o;
 }
 
+static struct writer *open_writer_with(const struct writer_opts *o)
+{
+	struct writer *w = NULL;
+	char *err = NULL;
+	int rc = writer_open(dst, o, &w, &err);
+	ck_assert_msg(rc == 0, "writer_open: %s", err ? err : strerror(-rc));
+	return w;
+}
+
 static struct writer *open_writer(void)
 {
 	struct writer_opts o = opts();
-	struct writer *w = NULL;
-	char *err = NULL;
-	int rc = writer_open(dst, &o, &w, &err);
-	ck_assert_msg(rc == 0, "writer_open: %s", err ? err : strerror(-rc));
-	return w;
+	return open_writer_with(&o);
+}
+
+/* A grace period short enough for the tests of recycling to wait out. */
+#define RECYCLE_GRACE_MS 30
+
+static struct writer *open_recycling_writer(void)
+{
+	struct writer_opts o = opts();
+	o.grace_ms = RECYCLE_GRACE_MS;
+	return open_writer_with(&o);
 }
 
 /* A snapshot built the way Kubernetes builds a payload: each key (kept
@@ -1786,7 +1801,7 @@ START_TEST(test_grace_keeps_old_generation_until_due)
 END_TEST
 
 /* Publishes the source and makes the generation it replaced the spare:
- * its grace period (`o.grace_ms`, short) waited out. */
+ * its grace period (short: RECYCLE_GRACE_MS) waited out. */
 static void publish_and_retire(struct writer *w, unsigned grace_ms)
 {
 	struct writer_result r = {0};
@@ -1811,12 +1826,9 @@ static ino_t ino_of(const char *dir, const char *rel)
 
 START_TEST(test_recycle_changes_only_what_differs)
 {
-	struct writer_opts o = opts();
-	struct writer *w = NULL;
+	struct writer *w = open_recycling_writer();
 	struct writer_result r = {0};
 
-	o.grace_ms = 30;
-	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
 	tu_write(src, "a", "1", 0644);
 	tu_write(src, "b", "b1", 0644);
 	tu_write(src, "d/c", "c", 0644);
@@ -1825,7 +1837,7 @@ START_TEST(test_recycle_changes_only_what_differs)
 	char *g1 = tu_live(dst);
 	ino_t root1 = ino_of(dst, g1), d1 = ino_of(dst, "..data/d");
 	tu_write(src, "a", "22", 0644);
-	publish_and_retire(w, o.grace_ms);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
 	/* Another user's name, planted while it was live, and a file
 	 * replaced behind atomsync's back. */
 	char *gd = tu_path(dst, g1);
@@ -1876,21 +1888,18 @@ END_TEST
  * followed or opened, when it is recycled. */
 START_TEST(test_recycle_never_follows_what_was_planted)
 {
-	struct writer_opts o = opts();
-	struct writer *w = NULL;
 	struct writer_result r = {0};
 	char *outside = tu_path(tmp, "outside");
 
-	o.grace_ms = 30;
 	tu_mkdirs(outside, 0755);
 	tu_write(outside, "keep", "mine", 0644);
-	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	struct writer *w = open_recycling_writer();
 	tu_write(src, "d/keep", "theirs", 0644);
 	tu_write(src, "f", "1", 0644);
 	publish_and_retire(w, 0);
 	char *g1 = tu_live(dst), *gd = tu_path(dst, g1);
 	tu_write(src, "f", "22", 0644);
-	publish_and_retire(w, o.grace_ms);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
 	char *d = tu_path(gd, "d"), *f = tu_path(gd, "f");
 	tu_rmrf(d);
 	ck_assert_int_eq(symlink(outside, d), 0);
@@ -1923,18 +1932,15 @@ END_TEST
  * copy, nor may content written into the live copy be kept. */
 START_TEST(test_recycle_never_changes_a_shared_file)
 {
-	struct writer_opts o = opts();
-	struct writer *w = NULL;
+	struct writer *w = open_recycling_writer();
 	struct writer_result r = {0};
 
-	o.grace_ms = 30;
-	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
 	tu_write(src, "a", "same", 0644);
 	tu_write(src, "b", "1", 0644);
 	tu_write(src, "c", "c", 0644);
 	publish_and_retire(w, 0);
 	tu_write(src, "b", "2", 0644);
-	publish_and_retire(w, o.grace_ms);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
 	/* a is one inode in both generations. */
 	char *g2 = tu_live(dst), *live = tu_path(dst, g2);
 	char *la = tu_path(live, "a"), *lc = tu_path(live, "c");
@@ -1969,12 +1975,9 @@ END_TEST
  * is a complete file of the newer version. */
 START_TEST(test_reader_holding_a_recycled_generation)
 {
-	struct writer_opts o = opts();
-	struct writer *w = NULL;
+	struct writer *w = open_recycling_writer();
 	struct writer_result r = {0};
 
-	o.grace_ms = 30;
-	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
 	tu_write(src, "a", "v1", 0644);
 	tu_write(src, "b", "v1", 0644);
 	publish_and_retire(w, 0);
@@ -1984,7 +1987,7 @@ START_TEST(test_reader_holding_a_recycled_generation)
 	ck_assert_int_ge(afd, 0);
 	tu_write(src, "a", "v2", 0644);
 	tu_write(src, "b", "v2", 0644);
-	publish_and_retire(w, o.grace_ms);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
 	tu_write(src, "a", "v3", 0644);
 	tu_write(src, "b", "v3", 0644);
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
