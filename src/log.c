@@ -278,6 +278,18 @@ static void sink_vmsg(enum log_level level, const char *fmt, va_list ap)
 	errno = saved_errno;
 }
 
+/* `sync "NAME": TEXT`, or TEXT alone, as the text and journal formats
+ * end a line. */
+static void line_message(struct line *l, const char *sync, const char *text)
+{
+	if (sync) {
+		line_str(l, "sync \"");
+		line_text(l, sync);
+		line_str(l, "\": ");
+	}
+	line_text(l, text);
+}
+
 static void format_journal(struct line *l, enum log_level level,
 			   const char *sync, const char *text)
 {
@@ -285,12 +297,7 @@ static void format_journal(struct line *l, enum log_level level,
 
 	snprintf(tbuf, sizeof(tbuf), "<%d>", (int)level);
 	line_str(l, tbuf);
-	if (sync) {
-		line_str(l, "sync \"");
-		line_text(l, sync);
-		line_str(l, "\": ");
-	}
-	line_text(l, text);
+	line_message(l, sync, text);
 }
 
 static void format_json(struct line *l, enum log_level level,
@@ -324,12 +331,7 @@ static void format_text(struct line *l, enum log_level level,
 	line_str(l, " ");
 	line_str(l, log_level_name(level));
 	line_str(l, ": ");
-	if (sync) {
-		line_str(l, "sync \"");
-		line_text(l, sync);
-		line_str(l, "\": ");
-	}
-	line_text(l, text);
+	line_message(l, sync, text);
 }
 
 /* One write per line keeps lines from several threads whole. */
