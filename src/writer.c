@@ -524,6 +524,7 @@ static int load_live(struct writer *w, char **err)
 	snapshot_free(s);
 	return scan_live(w, err);
 }
+
 /* Whether generations are flushed: asked for, and on a file system that
  * has a disk.  tmpfs and ramfs keep nothing across a reboot, and their
  * fsync() does nothing but cost a publish its threads. */

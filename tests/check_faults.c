@@ -17,10 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -486,14 +484,6 @@ static int many_flushing(void *arg)
 	return threads_of(f->pid) >= f->want;
 }
 
-static bool in_memory(const char *dir)
-{
-	struct statfs sf;
-
-	ck_assert_int_eq(statfs(dir, &sf), 0);
-	return sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC;
-}
-
 /* Starts atomsyncd --once on dst with the calls named (comma-separated)
  * hanging while the file `hang` exists, which this creates. */
 static pid_t spawn_hung_once(const char *dst, const char *calls,
@@ -520,7 +510,7 @@ START_TEST(test_flushes_of_a_publish_are_issued_together)
 {
 	/* On a disk: in memory, nothing is flushed. */
 	char *disk = tu_mkdtemp();
-	ck_assert_msg(!in_memory(disk),
+	ck_assert_msg(!tu_in_memory(disk),
 		      "%s is in memory: set TMPDIR to a directory on a disk",
 		      disk);
 	char *dst = tu_path(disk, "dst"), *hang = tu_path(tmp, "hang");
@@ -560,7 +550,7 @@ START_TEST(test_a_target_in_memory_is_not_flushed)
 	char mem[] = "/dev/shm/atomsync-test.XXXXXX";
 	ck_assert_msg(mkdtemp(mem) != NULL, "mkdtemp %s: %s", mem,
 		      strerror(errno));
-	ck_assert_msg(in_memory(mem), "/dev/shm is not a tmpfs");
+	ck_assert_msg(tu_in_memory(mem), "/dev/shm is not a tmpfs");
 	char *dst = tu_path(mem, "dst"), *hang = tu_path(tmp, "hang");
 	char *logpath = tu_path(tmp, "once.log");
 	tu_write(src, "d/f", "1", 0644);

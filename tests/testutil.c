@@ -32,12 +32,13 @@ static void die(const char *what, const char *path)
 	abort();
 }
 
-static bool in_memory(const char *dir)
+bool tu_in_memory(const char *dir)
 {
 	struct statfs sf;
 
-	return statfs(dir, &sf) == 0 &&
-	       (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
+	if (statfs(dir, &sf) < 0)
+		die("statfs", dir);
+	return sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC;
 }
 
 char *tu_mkdtemp(void)
@@ -47,8 +48,8 @@ char *tu_mkdtemp(void)
 
 	if (tmp == NULL || *tmp == '\0')
 		tmp = "/tmp";
-	if (in_memory(tmp) && access("/var/tmp", W_OK) == 0 &&
-	    !in_memory("/var/tmp"))
+	if (tu_in_memory(tmp) && access("/var/tmp", W_OK) == 0 &&
+	    !tu_in_memory("/var/tmp"))
 		tmp = "/var/tmp";
 	if (asprintf(&t, "%s/atomsync-test.XXXXXX", tmp) < 0)
 		abort();

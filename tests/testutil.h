@@ -18,6 +18,8 @@ struct tu_file {
  * that is in memory (tmpfs, ramfs), where a publish flushes nothing, under
  * /var/tmp instead if that is on a disk: tests of flushing need one. */
 char *tu_mkdtemp(void);
+/* Whether `dir` is on tmpfs or ramfs (aborts when it cannot tell). */
+bool tu_in_memory(const char *dir);
 /* Like tu_mkdtemp, on tmpfs (/dev/shm) when it can: for tests whose
  * deadlines are about the daemon, not about a noisy disk. */
 char *tu_mkdtemp_fast(void);
