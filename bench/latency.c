@@ -44,6 +44,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,6 +386,24 @@ static void poll_setup(void)
 	nonce = (uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec;
 }
 
+/* The options run and change share; true when `o` is one of them. */
+static bool common_option(const char *o, const char *v)
+{
+	if (strcmp(o, "--src") == 0)
+		src = v;
+	else if (strcmp(o, "--vis") == 0)
+		vis = v;
+	else if (strcmp(o, "--label") == 0)
+		label = v;
+	else if (strcmp(o, "--pid") == 0)
+		daemon_pid = (pid_t)num(o, v);
+	else if (strcmp(o, "--timeout-ms") == 0)
+		timeout_ms = num(o, v);
+	else
+		return false;
+	return true;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	unsigned n = 200, ready_s = 120;
@@ -395,20 +414,12 @@ static int cmd_run(int argc, char **argv)
 		if (i + 1 >= argc)
 			die("%s needs a value", o);
 		const char *v = argv[++i];
-		if (strcmp(o, "--src") == 0)
-			src = v;
-		else if (strcmp(o, "--vis") == 0)
-			vis = v;
-		else if (strcmp(o, "-n") == 0)
+		if (common_option(o, v))
+			continue;
+		if (strcmp(o, "-n") == 0)
 			n = num(o, v);
 		else if (strcmp(o, "--seed") == 0)
 			seed = num(o, v);
-		else if (strcmp(o, "--label") == 0)
-			label = v;
-		else if (strcmp(o, "--pid") == 0)
-			daemon_pid = (pid_t)num(o, v);
-		else if (strcmp(o, "--timeout-ms") == 0)
-			timeout_ms = num(o, v);
 		else if (strcmp(o, "--ready-s") == 0)
 			ready_s = num(o, v);
 		else if (strcmp(o, "--raw") == 0)
@@ -489,11 +500,9 @@ static int cmd_change(int argc, char **argv)
 		if (i + 1 >= argc)
 			die("%s needs a value", o);
 		const char *v = argv[++i];
-		if (strcmp(o, "--src") == 0)
-			src = v;
-		else if (strcmp(o, "--vis") == 0)
-			vis = v;
-		else if (strcmp(o, "--path") == 0)
+		if (common_option(o, v))
+			continue;
+		if (strcmp(o, "--path") == 0)
 			rel = v;
 		else if (strcmp(o, "--stage") == 0)
 			stage = v;
@@ -503,12 +512,6 @@ static int cmd_change(int argc, char **argv)
 			size = num(o, v);
 		else if (strcmp(o, "--gap-ms") == 0)
 			gap_ms = num(o, v);
-		else if (strcmp(o, "--label") == 0)
-			label = v;
-		else if (strcmp(o, "--pid") == 0)
-			daemon_pid = (pid_t)num(o, v);
-		else if (strcmp(o, "--timeout-ms") == 0)
-			timeout_ms = num(o, v);
 		else
 			die("unknown option '%s'", o);
 	}
