@@ -196,6 +196,8 @@ int atomsync_write(struct atomsync_writer *aw,
 		return -EBADF;
 	enter(aw);
 	(void)writer_retire(aw->w, false, NULL);
+	/* No re-scan timer here: each write checks every live file. */
+	writer_verify_next(aw->w);
 	int rc = payload_snapshot(aw, payload, n, &s, &aw->err);
 	if (rc == 0)
 		rc = writer_publish(aw->w, s, &r, &aw->err);
@@ -241,6 +243,7 @@ int atomsync_write_tree(struct atomsync_writer *aw, const char *source_dir)
 		return leave(aw, log_err_set(&aw->err, -EINVAL,
 					     "source: no path given"));
 	(void)writer_retire(aw->w, false, NULL);
+	writer_verify_next(aw->w); /* as atomsync_write() does */
 	/* A followed link must not lead the walk back into the target. */
 	(void)writer_target_id(aw->w, &so.avoid_dev, &so.avoid_ino);
 	for (int attempt = 1;; attempt++) {

@@ -49,6 +49,7 @@ struct writer {
 	bool live_foreign;	/* ..data names a directory not of ours */
 	bool verify_live;	/* the next diff checks every live file */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
+	bool exact_dino;	/* its directory entries tell inode numbers */
 	struct retired *retired;
 	size_t nretired;
 	char *spare;		/* a replaced generation past its grace
@@ -533,12 +534,19 @@ static bool flushes(const struct writer *w)
 	return w->o.fsync && !w->in_memory;
 }
 
-static bool in_memory(int fd)
+/* What the file system under `fd` is: in memory (tmpfs, ramfs), and
+ * whether a directory entry's inode number is the file's own, as local
+ * file systems make it (overlayfs, FUSE and network ones need not). */
+static void fs_kind(int fd, bool *memory, bool *dino)
 {
 	struct statfs sf;
 
-	return fstatfs(fd, &sf) == 0 &&
-	       (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
+	*memory = *dino = false;
+	if (fstatfs(fd, &sf) < 0)
+		return;
+	*memory = sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC;
+	*dino = *memory || sf.f_type == EXT4_SUPER_MAGIC ||
+		sf.f_type == XFS_SUPER_MAGIC;
 }
 
 void writer_set_opts(struct writer *w, const struct writer_opts *o)
@@ -565,7 +573,7 @@ static int open_target(struct writer *w, char **err)
 		if (created)
 			(void)fchmod(fd, 0755);
 		w->dfd = fd;
-		w->in_memory = in_memory(fd);
+		fs_kind(fd, &w->in_memory, &w->exact_dino);
 	} else if (fd == -ENOENT && !w->o.dry_run) {
 		log_err_set(err, fd, "target %s: parent directory does not "
 				     "exist (%s)",
@@ -1334,6 +1342,10 @@ struct level {
 	uint32_t cur;	  /* the mode it has */
 	bool recycled;	  /* kept from a replaced generation: holds entries */
 	bool dirty;	  /* changed: to be flushed */
+	bool new_ours;	  /* only we or root could have changed its entries
+			     in the new (recycled) generation, nor those of
+			     any directory above it: see only_ours() */
+	bool live_ours;	  /* the same, in the live generation */
 };
 
 struct build {
@@ -1345,9 +1357,32 @@ struct build {
 	char **err;
 	struct stat gen;  /* the live generation, for its owner */
 	bool checked;	  /* the diff checked every live file already */
+	uid_t euid;
 	struct level *lv;
 	size_t depth, cap;
 };
+
+/* Whether only we or root can change the directory `fd` names: owned
+ * by one of us and writable by nobody else. */
+static bool dir_ours(int fd)
+{
+	struct stat st;
+
+	return fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
+	       fsutil_trusted_uid(st.st_uid) && !(st.st_mode & 0022);
+}
+
+/* Whether only we or root could ever have written the file `e` records:
+ * made by atomsync with an owner of ours and a mode that lets nobody
+ * else write, it can change only by root's hand (a full check, at each
+ * re-scan, catches that).  Its bytes need no check before it is linked
+ * or kept, in a directory whose names nobody else can change either. */
+static bool only_ours(const struct build *b, const struct snap_entry *e)
+{
+	/* Per file: geteuid() each time would cost a system call. */
+	return e->type == SNAP_FILE && !(e->mode & 0022) &&
+	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == b->euid);
+}
 
 static int close_level(struct build *b)
 {
@@ -1485,6 +1520,24 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 /* Removes the names of a recycled directory that the snapshot does not
  * hold (whatever they are: what left the source, or what someone put
  * there while the generation was live). */
+/* A file the recycled directory holds as the live one does (the very
+ * inode, as the directory's entry says), where nobody but us could have
+ * changed either: kept without a look at the file itself. */
+static void keep_known(struct build *b, const struct level *l,
+		       struct snap_entry *e, const struct dirent *de)
+{
+	size_t i = (size_t)(e - b->s->v);
+
+	if (b->w->exact_dino && l->new_ours && l->live_ours &&
+	    b->act[i] == ACT_LINK && de->d_type == DT_REG && e->t_ino != 0 &&
+	    (uint64_t)de->d_ino == e->t_ino && only_ours(b, e)) {
+		b->act[i] = ACT_KEEP;
+		b->r->linked++;
+	}
+}
+
+/* Removes what a recycled directory holds that the new generation does
+ * not, and keeps what keep_known() can tell is as it must be. */
 static int prune(struct build *b, struct level *l)
 {
 	int fd = openat(l->nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1509,10 +1562,12 @@ static int prune(struct build *b, struct level *l)
 			rc = -ENOMEM;
 			break;
 		}
-		bool want = snapshot_find(b->s, path) != NULL;
+		struct snap_entry *e = snapshot_find(b->s, path);
 		free(path);
-		if (want)
+		if (e) {
+			keep_known(b, l, e, de);
 			continue;
+		}
 		l->dirty = true;
 		rc = fsutil_rmtree(l->nfd, n);
 		if (rc < 0)
@@ -1540,7 +1595,7 @@ static int clear_name(struct build *b, struct level *p, const char *name,
 /* A directory of a recycled generation kept for entry `e`: a descriptor,
  * or -ENOENT when it is not a directory (removed, to be made anew). */
 static int reuse_dir(struct build *b, struct level *p, const char *name,
-		     const struct snap_entry *e, uint32_t *cur)
+		     const struct snap_entry *e, struct level *l)
 {
 	struct stat st;
 	int fd = openat(p->nfd, name,
@@ -1549,8 +1604,13 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
 		uid_t u = e->uid == SNAP_NO_ID ? geteuid() : e->uid;
 		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
-		*cur = st.st_mode & 07777;
-		if ((st.st_uid == u && st.st_gid == g) || fchown(fd, u, g) == 0)
+		bool owned = st.st_uid == u && st.st_gid == g;
+		l->cur = st.st_mode & 07777;
+		/* As it was left, by us and for us alone, since then. */
+		l->new_ours = p->new_ours && owned &&
+			      fsutil_trusted_uid(st.st_uid) &&
+			      !(st.st_mode & 0022);
+		if (owned || fchown(fd, u, g) == 0)
 			return fd;
 	}
 	if (fd >= 0)
@@ -1579,7 +1639,7 @@ static int build_dir(struct build *b, size_t i, struct level *p,
 	struct snap_entry *e = &b->s->v[i];
 	struct level l = {.path = e->path, .len = strlen(e->path), .idx = i,
 			  .mode = e->mode, .cur = 0700, .ofd = -1};
-	int nfd = p->recycled ? reuse_dir(b, p, name, e, &l.cur) : -ENOENT;
+	int nfd = p->recycled ? reuse_dir(b, p, name, e, &l) : -ENOENT;
 
 	if (nfd != -ENOENT && nfd < 0)
 		return nfd;
@@ -1607,6 +1667,7 @@ static int build_dir(struct build *b, size_t i, struct level *p,
 	if (p->ofd >= 0)
 		l.ofd = openat(p->ofd, name,
 			       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	l.live_ours = p->live_ours && dir_ours(l.ofd);
 	l.nfd = nfd;
 	int rc = push_level(b, &l);
 	if (rc == -ENOMEM) {
@@ -1626,7 +1687,7 @@ static int link_file(struct build *b, struct snap_entry *e, struct level *p,
 
 	if (p->ofd < 0)
 		return 1;
-	if (!b->checked &&
+	if (!b->checked && !(p->live_ours && only_ours(b, e)) &&
 	    (fstatat(p->ofd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 	     !intact(&st, e, &b->gen))) {
 		/* Never linked forward: written afresh, and told as changed. */
@@ -1656,6 +1717,8 @@ static int keep_file(struct build *b, size_t i, struct level *p,
 	struct snap_entry *e = &b->s->v[i];
 	struct stat st;
 
+	if (b->act[i] == ACT_KEEP)
+		return 1; /* told by prune() */
 	if (fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0
 				       : log_err_set(b->err, -errno,
@@ -1826,7 +1889,7 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 {
 	struct build b = {
 		.w = w, .s = s, .act = act, .r = r, .pb = pb, .err = err,
-		.cap = 16, .checked = w->verify_live,
+		.cap = 16, .checked = w->verify_live, .euid = geteuid(),
 	};
 	int rc = 0;
 
@@ -1846,6 +1909,7 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 	b.lv[b.depth++] = (struct level){
 		.path = "", .len = 0, .idx = LEVEL_ROOT, .nfd = gfd, .ofd = ofd,
 		.mode = 0755, .cur = 0700, .recycled = recycled,
+		.new_ours = dir_ours(gfd), .live_ours = dir_ours(ofd),
 	};
 	if (recycled)
 		rc = prune(&b, &b.lv[0]);

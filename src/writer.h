@@ -131,9 +131,11 @@ const char *writer_live_generation(const struct writer *w);
  * *err (a symlink that may not be followed, say). */
 int writer_check_target(const struct writer *w, char **err);
 
-/* Every file a publish links forward from the live generation is first
- * checked to be what atomsync left there (one changed behind its back
- * is written afresh).  This asks the next writer_prepare to check every
+/* Every file a publish links forward from the live generation, or keeps
+ * in a recycled one, that a user other than us or root could have
+ * written is first checked to be what atomsync left there (one changed
+ * behind its back is written afresh); files only we or root can write
+ * are not looked at.  This asks the next writer_prepare to check every
  * live file, and so to publish anew when one changed even if the source
  * did not; a new writer does it at its first. */
 void writer_verify_next(struct writer *w);

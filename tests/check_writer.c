@@ -1402,9 +1402,41 @@ static ino_t live_ino(const char *rel)
 	return st.st_ino;
 }
 
+/* dst/..data/rel holds `want`. */
+static void assert_live(const char *rel, const char *want)
+{
+	char *p = tu_path(dst, "..data");
+	char *f = tu_path(p, rel);
+	char *t = tu_read(f, NULL);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_str_eq(t, want);
+	free(t);
+	free(f);
+	free(p);
+}
+
+/* Appends to dst/..data/rel as uid, who may write it. */
+static void tamper_as(unsigned uid, const char *rel, const char *more)
+{
+	char *cmd = NULL;
+	ck_assert_int_ge(asprintf(&cmd, "printf '%s' >> '%s/..data/%s'", more,
+				  dst, rel),
+			 0);
+	ck_assert_int_eq(tu_sh_as(uid, cmd), 0);
+	free(cmd);
+}
+
+/* Files that another user can write (here: anyone, by file_mode; the
+ * next test: their owner) are checked at every publish that links them
+ * forward. */
 START_TEST(test_live_file_changed_behind_our_back_is_written_afresh)
 {
-	struct writer *w = open_writer();
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.file_mode = 0666;
+	struct writer *w = open_writer_with(&o);
 	struct writer_result r = {0};
 
 	tu_write(src, "app.conf", "good\n", 0644);
@@ -1416,19 +1448,19 @@ START_TEST(test_live_file_changed_behind_our_back_is_written_afresh)
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
 	writer_result_fini(&r);
 	ino_t before = live_ino("app.conf");
-	/* Edited in place in the target; another file changes in the
-	 * source: the edited one is not linked forward. */
-	tamper("app.conf", "evil\n");
+	/* Edited in place in the target by another user; another file
+	 * changes in the source: the edited one is not linked forward. */
+	tamper_as(2005, "app.conf", "evil\n");
 	tu_write(src, "third", "v2\n", 0644);
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
 	ck_assert(r.published);
 	ck_assert_uint_eq(r.changed, 2);
 	writer_result_fini(&r);
-	ASSERT_TREES();
+	assert_live("app.conf", "good\n");
 	ck_assert(live_ino("app.conf") != before);
 	/* Edited again, and nothing changes in the source: a full check
 	 * (the resync timer asks for one) finds it. */
-	tamper("app.conf", "evil again\n");
+	tamper_as(2005, "app.conf", "evil again\n");
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
 	ck_assert(!r.published);
 	writer_result_fini(&r);
@@ -1437,19 +1469,79 @@ START_TEST(test_live_file_changed_behind_our_back_is_written_afresh)
 	ck_assert(r.published);
 	ck_assert_uint_eq(r.changed, 1);
 	writer_result_fini(&r);
-	ASSERT_TREES();
+	assert_live("app.conf", "good\n");
 	/* A mode changed in place, found after a restart (a new writer
 	 * checks every file, from the state file's record). */
 	writer_close(w);
-	w = open_writer();
+	w = open_writer_with(&o);
 	char *p = tu_path(dst, "..data/other");
-	ck_assert_int_eq(chmod(p, 0666), 0);
+	ck_assert_int_eq(chmod(p, 0600), 0);
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
 	ck_assert(r.published);
 	ck_assert_uint_eq(r.changed, 1);
-	ASSERT_TREES();
+	struct stat st;
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
 	free(p);
 	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+/* The same for files given to another user, who may write them. */
+START_TEST(test_live_file_its_owner_changed_is_written_afresh)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.uid = o.gid = 2004;
+	struct writer *w = open_writer_with(&o);
+	struct writer_result r = {0};
+
+	tu_write(src, "app.conf", "good\n", 0644);
+	tu_write(src, "d/deep.conf", "good\n", 0644);
+	tu_write(src, "third", "v1\n", 0644);
+	tu_nap(120);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	tamper_as(2004, "app.conf", "evil\n");
+	tamper_as(2004, "d/deep.conf", "evil\n");
+	tu_write(src, "third", "v2\n", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.changed, 3);
+	ck_assert_uint_eq(r.linked, 0);
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	writer_close(w);
+}
+END_TEST
+
+/* A file only root can write (ours, 0644) is not looked at before it is
+ * linked forward: a change made to it in the target by root is found by
+ * the next full check, as the re-scan timer asks for one. */
+START_TEST(test_live_file_only_root_can_write_is_checked_at_full_checks)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "root.conf", "good\n", 0644);
+	tu_write(src, "third", "v1\n", 0644);
+	tu_nap(120);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	tamper("root.conf", "edited\n");
+	tu_write(src, "third", "v2\n", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.changed, 1);
+	ck_assert_uint_eq(r.linked, 1);
+	writer_result_fini(&r);
+	writer_verify_next(w);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ck_assert_uint_eq(r.changed, 1);
+	writer_result_fini(&r);
+	ASSERT_TREES();
 	writer_close(w);
 }
 END_TEST
@@ -1970,6 +2062,39 @@ START_TEST(test_recycle_never_changes_a_shared_file)
 }
 END_TEST
 
+/* A file anyone may write, in directories only we can, shared by the
+ * live generation and the spare: written in place, it is neither kept in the recycled one nor
+ * linked forward from the live one, however alike its times look. */
+START_TEST(test_recycle_checks_files_others_can_write)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.grace_ms = RECYCLE_GRACE_MS;
+	o.file_mode = 0666;
+	struct writer *w = open_writer_with(&o);
+	struct writer_result r = {0};
+
+	tu_write(src, "d/a", "same", 0644);
+	tu_write(src, "b", "1", 0644);
+	tu_nap(120);
+	publish_and_retire(w, 0);
+	tu_write(src, "b", "2", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
+	tamper_as(2005, "d/a", "evil");
+	tu_nap(120);
+	tu_write(src, "b", "3", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.changed, 2);
+	ck_assert_uint_eq(r.linked, 0);
+	writer_result_fini(&r);
+	assert_live("d/a", "same");
+	assert_live("b", "3");
+	writer_close(w);
+}
+END_TEST
+
 /* A reader that keeps a generation open past its grace period, until it
  * is recycled: files it opened keep their content; a name it opens then
  * is a complete file of the newer version. */
@@ -2204,6 +2329,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_setuid_bits_dropped);
 	tcase_add_test(tc, test_group_and_other_write_bits_are_dropped);
 	tcase_add_test(tc, test_live_file_changed_behind_our_back_is_written_afresh);
+	tcase_add_test(tc, test_live_file_its_owner_changed_is_written_afresh);
+	tcase_add_test(tc, test_live_file_only_root_can_write_is_checked_at_full_checks);
 	tcase_add_test(tc, test_live_generation_not_ours_is_not_reused);
 	tcase_add_test(tc, test_file_changed_during_copy_is_not_published);
 	tcase_add_test(tc, test_large_file_streams);
@@ -2216,6 +2343,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_grace_keeps_old_generation_until_due);
 	tcase_add_test(tc, test_recycle_changes_only_what_differs);
 	tcase_add_test(tc, test_recycle_never_changes_a_shared_file);
+	tcase_add_test(tc, test_recycle_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
