@@ -457,17 +457,15 @@ static int load_conf(const struct options *op, struct conf **conf)
 
 /* A snapshot is one large array of entries, made on a pool thread and
  * freed on another.  With glibc's defaults each pool thread grows an
- * arena of its own, and the first large array freed raises the threshold
- * under which the next ones come from the heap instead of their own
- * mappings; memory freed there is seldom given back.  A daemon keeping a
- * tree of 100,000 entries grew from 40 to over 100 MB in three publishes.
- * One arena, and large arrays always in mappings of their own, keep it
- * at what it holds. */
+ * arena of its own: a daemon keeping a tree of 100,000 entries grew from
+ * 40 to over 100 MB in three publishes.  One arena keeps it at what it
+ * holds.  Large arrays are left to glibc's own threshold, which rises to
+ * the size of the first one freed: the arrays of each publish then reuse
+ * the heap the last one freed rather than fault in new mappings. */
 static void tune_malloc(void)
 {
-#if defined(M_ARENA_MAX) && defined(M_MMAP_THRESHOLD)
+#ifdef M_ARENA_MAX
 	(void)mallopt(M_ARENA_MAX, 1);
-	(void)mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 #endif
 }
 
