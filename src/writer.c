@@ -2006,15 +2006,36 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 	return rc;
 }
 
+/* The newest replaced generation whose grace period is over becomes the
+ * spare, when writer_gc_take() made none yet: the daemon takes what is
+ * due only between its work items, and a publish should not link every
+ * file anew for want of one. */
+static void take_spare(struct writer *w)
+{
+	uint64_t now = writer_now_ms();
+	size_t newest = SIZE_MAX;
+
+	for (size_t i = 0; w->spare == NULL && i < w->nretired; i++)
+		if (w->retired[i].due_ms <= now)
+			newest = i;
+	if (newest == SIZE_MAX)
+		return;
+	w->spare = w->retired[newest].name;
+	memmove(&w->retired[newest], &w->retired[newest + 1],
+		(w->nretired - newest - 1) * sizeof(*w->retired));
+	w->nretired--;
+}
+
 /* The spare generation made private again (0700: unfinished, to
  * recover(), and out of reach of other users) and renamed to a new
  * generation's name, in *gen; when it cannot be recycled, it is removed
  * and a negative errno returned. */
 static int recycle_spare(struct writer *w, char **gen)
 {
-	char *spare = w->spare;
 	struct stat st;
 
+	take_spare(w);
+	char *spare = w->spare;
 	w->spare = NULL;
 	if (spare == NULL)
 		return -ENOENT;

@@ -2062,6 +2062,39 @@ START_TEST(test_recycle_never_changes_a_shared_file)
 }
 END_TEST
 
+/* A replaced generation whose grace period is over is recycled by the
+ * next publish even when nobody asked the writer for what is due (the
+ * daemon asks only between its work items). */
+START_TEST(test_recycle_takes_what_is_due_itself)
+{
+	struct writer *w = open_recycling_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "a", "1", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *g1 = tu_live(dst);
+	ino_t root1 = ino_of(dst, g1);
+	tu_write(src, "a", "22", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	long long due = tu_now_ms() + RECYCLE_GRACE_MS;
+	while (tu_now_ms() <= due)
+		tu_nap(5); /* the grace period itself is what is waited for */
+	tu_write(src, "a", "333", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.linked, 0);
+	writer_result_fini(&r);
+	char *g3 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g3), root1);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g1);
+	free(g3);
+}
+END_TEST
+
 /* A file anyone may write, in directories only we can, shared by the
  * live generation and the spare: written in place, it is neither kept in the recycled one nor
  * linked forward from the live one, however alike its times look. */
@@ -2344,6 +2377,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_changes_only_what_differs);
 	tcase_add_test(tc, test_recycle_never_changes_a_shared_file);
 	tcase_add_test(tc, test_recycle_checks_files_others_can_write);
+	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
