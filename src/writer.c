@@ -21,6 +21,7 @@
 #include "clock.h"
 #include "fsutil.h"
 #include "log.h"
+#include "pathset.h"
 #include "state.h"
 #include "writer.h"
 
@@ -35,6 +36,11 @@
 struct retired {
 	char *name;
 	uint64_t due_ms;
+	uint64_t seq;		  /* its place among the generations this
+				     writer made; 0: not one of them */
+	struct pathset *changed;  /* the directories in which it differs
+				     from the one it replaced; NULL: not
+				     known */
 };
 
 struct writer {
@@ -54,6 +60,10 @@ struct writer {
 	size_t nretired;
 	char *spare;		/* a replaced generation past its grace
 				   period, to recycle into the next one */
+	uint64_t seq;		/* of the last generation made here */
+	uint64_t live_seq;	/* the live one's (see struct retired) */
+	uint64_t spare_seq;	/* the spare's */
+	struct pathset *live_changed; /* the live one's */
 };
 
 enum action {
@@ -68,6 +78,11 @@ struct writer_pending {
 	char *gen;
 	char *dir;   /* target/gen, for hooks */
 	uint8_t *act;
+	bool recycled;		 /* gen is the spare, renamed */
+	struct pathset *differ;	 /* directories in which the spare may
+				    differ from s; NULL: any */
+	struct pathset *changed; /* those in which s differs from the
+				    live generation */
 };
 
 
@@ -273,7 +288,8 @@ static int read_live(struct writer *w, char **gen, char **err)
 	return 0;
 }
 
-static int retire_add(struct writer *w, char *gen, uint64_t due_ms);
+static int retire_add(struct writer *w, char *gen, uint64_t due_ms,
+		      uint64_t seq, struct pathset *changed);
 
 /* How much is left of the grace period of the generations ..data left,
  * in ms (<= 0: none, or no live generation).  They were replaced when
@@ -391,8 +407,9 @@ static void recover(struct writer *w)
 			     : NULL;
 	if (keep && left_ms <= 0 && w->o.grace_ms > 0) {
 		w->spare = keep; /* past its grace: recycled next */
-	} else if (keep && retire_add(w, keep, writer_now_ms() +
-						       (uint64_t)left_ms) == 0) {
+	} else if (keep && retire_add(w, keep,
+				      writer_now_ms() + (uint64_t)left_ms, 0,
+				      NULL) == 0) {
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: keeping %s for the rest of its grace period",
 			w->path, keep);
@@ -681,10 +698,13 @@ void writer_close(struct writer *w)
 {
 	if (w == NULL)
 		return;
-	for (size_t i = 0; i < w->nretired; i++)
+	for (size_t i = 0; i < w->nretired; i++) {
 		free(w->retired[i].name);
+		pathset_free(w->retired[i].changed);
+	}
 	free(w->retired);
 	free(w->spare);
+	pathset_free(w->live_changed);
 	if (w->live_fd >= 0)
 		close(w->live_fd);
 	if (w->dfd >= 0)
@@ -1346,6 +1366,8 @@ struct level {
 			     in the new (recycled) generation, nor those of
 			     any directory above it: see only_ours() */
 	bool live_ours;	  /* the same, in the live generation */
+	bool same;	  /* recycled and known to hold what the new one
+			     must (see level_same()) */
 };
 
 struct build {
@@ -1358,6 +1380,7 @@ struct build {
 	struct stat gen;  /* the live generation, for its owner */
 	bool checked;	  /* the diff checked every live file already */
 	uid_t euid;
+	const struct pathset *differ; /* see struct writer_pending */
 	struct level *lv;
 	size_t depth, cap;
 };
@@ -1382,6 +1405,16 @@ static bool only_ours(const struct build *b, const struct snap_entry *e)
 	/* Per file: geteuid() each time would cost a system call. */
 	return e->type == SNAP_FILE && !(e->mode & 0022) &&
 	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == b->euid);
+}
+
+/* Whether a recycled directory holds what the new generation needs
+ * there without a look at it: no generation since the spare changed
+ * anything in it, nor does the new one, and nobody but us or root could
+ * have.  Not at a full check, which looks at everything. */
+static bool level_same(const struct build *b, const struct level *l)
+{
+	return l->recycled && l->new_ours && b->differ && !b->checked &&
+	       !pathset_has(b->differ, l->path);
 }
 
 static int close_level(struct build *b)
@@ -1630,7 +1663,7 @@ static int push_level(struct build *b, const struct level *l)
 		b->cap = cap;
 	}
 	b->lv[b->depth++] = *l;
-	return l->recycled ? prune(b, &b->lv[b->depth - 1]) : 0;
+	return l->recycled && !l->same ? prune(b, &b->lv[b->depth - 1]) : 0;
 }
 
 static int build_dir(struct build *b, size_t i, struct level *p,
@@ -1644,6 +1677,7 @@ static int build_dir(struct build *b, size_t i, struct level *p,
 	if (nfd != -ENOENT && nfd < 0)
 		return nfd;
 	l.recycled = nfd >= 0;
+	l.same = level_same(b, &l);
 	if (nfd < 0) {
 		p->dirty = true;
 		if (mkdirat(p->nfd, name, 0700) < 0)
@@ -1719,6 +1753,12 @@ static int keep_file(struct build *b, size_t i, struct level *p,
 
 	if (b->act[i] == ACT_KEEP)
 		return 1; /* told by prune() */
+	/* The spare's, unchanged since, is the live one's: level_same(). */
+	if (b->act[i] == ACT_LINK && p->same && only_ours(b, e)) {
+		b->act[i] = ACT_KEEP;
+		b->r->linked++;
+		return 1;
+	}
 	if (fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0
 				       : log_err_set(b->err, -errno,
@@ -1881,15 +1921,17 @@ static int open_up(struct writer *w, int gfd, const char *gen, bool all,
 	return rc;
 }
 
-/* Writes every entry of `s` into the generation `gen` (a recycled one
- * holds entries already), flushes and opens it up. */
-static int build(struct writer *w, struct snapshot *s, uint8_t *act,
-		 const char *gen, bool recycled, struct writer_result *r,
-		 struct problems *pb, char **err)
+/* Writes every entry of p->s into the generation p->gen (a recycled
+ * one holds entries already), flushes and opens it up. */
+static int build(struct writer *w, struct writer_pending *p,
+		 struct writer_result *r, struct problems *pb, char **err)
 {
+	struct snapshot *s = p->s;
+	const char *gen = p->gen;
 	struct build b = {
-		.w = w, .s = s, .act = act, .r = r, .pb = pb, .err = err,
+		.w = w, .s = s, .act = p->act, .r = r, .pb = pb, .err = err,
 		.cap = 16, .checked = w->verify_live, .euid = geteuid(),
+		.differ = p->differ,
 	};
 	int rc = 0;
 
@@ -1908,10 +1950,11 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 				  : -1;
 	b.lv[b.depth++] = (struct level){
 		.path = "", .len = 0, .idx = LEVEL_ROOT, .nfd = gfd, .ofd = ofd,
-		.mode = 0755, .cur = 0700, .recycled = recycled,
+		.mode = 0755, .cur = 0700, .recycled = p->recycled,
 		.new_ours = dir_ours(gfd), .live_ours = dir_ours(ofd),
 	};
-	if (recycled)
+	b.lv[0].same = level_same(&b, &b.lv[0]);
+	if (p->recycled && !b.lv[0].same)
 		rc = prune(&b, &b.lv[0]);
 	for (size_t i = 0; i < s->n && rc == 0; i++)
 		rc = build_entry(&b, i);
@@ -1925,7 +1968,7 @@ static int build(struct writer *w, struct snapshot *s, uint8_t *act,
 	 * say) before it is complete.  Then it becomes 0755. */
 	bool all = false;
 	if (rc == 0 && flushes(w))
-		rc = flush(w, s, act, gfd, gen, &all, err);
+		rc = flush(w, s, p->act, gfd, gen, &all, err);
 	if (rc == 0)
 		rc = open_up(w, gfd, gen, all, err);
 out:
@@ -1947,6 +1990,8 @@ static void pending_free(struct writer_pending *p)
 	free(p->gen);
 	free(p->dir);
 	free(p->act);
+	pathset_free(p->differ);
+	pathset_free(p->changed);
 	free(p);
 }
 
@@ -2021,6 +2066,8 @@ static void take_spare(struct writer *w)
 	if (newest == SIZE_MAX)
 		return;
 	w->spare = w->retired[newest].name;
+	w->spare_seq = w->retired[newest].seq;
+	pathset_free(w->retired[newest].changed);
 	memmove(&w->retired[newest], &w->retired[newest + 1],
 		(w->nretired - newest - 1) * sizeof(*w->retired));
 	w->nretired--;
@@ -2030,13 +2077,15 @@ static void take_spare(struct writer *w)
  * recover(), and out of reach of other users) and renamed to a new
  * generation's name, in *gen; when it cannot be recycled, it is removed
  * and a negative errno returned. */
-static int recycle_spare(struct writer *w, char **gen)
+static int recycle_spare(struct writer *w, char **gen, uint64_t *seq)
 {
 	struct stat st;
 
 	take_spare(w);
 	char *spare = w->spare;
+	*seq = w->spare_seq;
 	w->spare = NULL;
+	w->spare_seq = 0;
 	if (spare == NULL)
 		return -ENOENT;
 	int fd = open_generation(w->dfd, spare);
@@ -2065,20 +2114,98 @@ static int recycle_spare(struct writer *w, char **gen)
 	return rc;
 }
 
+/* Adds to `out` the directories in which `s`, whose entries are to be
+ * or were written as `act` says, differs from the live generation `l`:
+ * where a name came or went or a file is not the live one's, and a
+ * directory whose own mode or owner changed. */
+static int changed_dirs(const struct snapshot *l, const struct snapshot *s,
+			const uint8_t *act, struct pathset *out)
+{
+	size_t i = 0, j = 0;
+	int rc = 0;
+
+	while (rc == 0 && (i < s->n || j < l->n)) {
+		int c = i == s->n   ? 1
+			: j == l->n ? -1
+				    : snapshot_path_cmp(s->v[i].path,
+							l->v[j].path);
+		const struct snap_entry *e = c > 0 ? &l->v[j] : &s->v[i];
+		const struct snap_entry *o = c == 0 ? &l->v[j] : NULL;
+		bool parent = o == NULL || o->type != e->type;
+		bool self = e->type == SNAP_DIR &&
+			    (parent || o->mode != e->mode || o->uid != e->uid ||
+			     o->gid != e->gid);
+		if (!parent && e->type == SNAP_FILE)
+			parent = act[i] == ACT_COPY;
+		if (parent)
+			rc = pathset_add(out, e->path, parent_len(e->path));
+		if (rc == 0 && self)
+			rc = pathset_add(out, e->path, strlen(e->path));
+		i += c <= 0;
+		j += c >= 0;
+	}
+	pathset_seal(out);
+	return rc;
+}
+
+/* Where the spare (made here as generation `from`) may differ from
+ * p->s: where each generation made since differs from the one it
+ * replaced, and where p->s differs from the live one.  NULL, for a look
+ * everywhere, when one of those is not known. */
+static struct pathset *spare_differs(const struct writer *w, uint64_t from,
+				     const struct writer_pending *p)
+{
+	uint64_t next = from + 1;
+	struct pathset *u = NULL;
+
+	if (from == 0 || w->live_changed == NULL || w->live == NULL)
+		return NULL;
+	/* Replaced ones are kept in the order they were replaced. */
+	for (size_t i = 0; i < w->nretired; i++) {
+		const struct retired *t = &w->retired[i];
+		if (t->seq > from && (t->seq != next++ || t->changed == NULL))
+			return NULL;
+	}
+	if (next != w->live_seq || (u = pathset_new()) == NULL)
+		return NULL;
+	int rc = pathset_merge(u, w->live_changed);
+	for (size_t i = 0; rc == 0 && i < w->nretired; i++)
+		if (w->retired[i].seq > from)
+			rc = pathset_merge(u, w->retired[i].changed);
+	if (rc == 0)
+		rc = changed_dirs(w->live, p->s, p->act, u);
+	pathset_seal(u);
+	if (rc < 0) {
+		pathset_free(u);
+		u = NULL;
+	}
+	return u;
+}
+
 /* Writes the new generation, into the spare one when there is one; on
  * failure nothing of it is left. */
 static int prepare_build(struct writer *w, struct writer_pending *p,
 			 struct writer_result *r, struct problems *pb,
 			 char **err)
 {
-	bool recycled = recycle_spare(w, &p->gen) == 0;
-	int rc = recycled ? 0 : make_generation(w, NULL, &p->gen);
+	uint64_t from = 0;
 
+	p->recycled = recycle_spare(w, &p->gen, &from) == 0;
+	int rc = p->recycled ? 0 : make_generation(w, NULL, &p->gen);
 	if (rc < 0)
 		return log_err_set(err, rc,
 				   "target %s: creating a generation: %s",
 				   w->path, strerror(-rc));
-	rc = build(w, p->s, p->act, p->gen, recycled, r, pb, err);
+	if (p->recycled)
+		p->differ = spare_differs(w, from, p);
+	rc = build(w, p, r, pb, err);
+	/* What the next recycling through this one needs to know. */
+	if (rc == 0 && (p->changed = pathset_new()) == NULL)
+		rc = -ENOMEM;
+	if (rc == 0 && w->live == NULL)
+		pathset_add_all(p->changed);
+	else if (rc == 0)
+		(void)changed_dirs(w->live, p->s, p->act, p->changed);
 	if (rc == 0)
 		rc = problems_report(w, p->s, pb, err);
 	if (rc == 0 && (p->dir = fsutil_join(w->path, p->gen)) == NULL)
@@ -2154,15 +2281,20 @@ void writer_abort(struct writer *w, struct writer_pending *p)
 	pending_free(p);
 }
 
-static int retire_add(struct writer *w, char *gen, uint64_t due_ms)
+/* Takes `changed` (freed when it cannot add), not `gen`. */
+static int retire_add(struct writer *w, char *gen, uint64_t due_ms,
+		      uint64_t seq, struct pathset *changed)
 {
 	struct retired *v = realloc(w->retired,
 				    (w->nretired + 1) * sizeof(*v));
-	if (v == NULL)
+	if (v == NULL) {
+		pathset_free(changed);
 		return -ENOMEM;
+	}
 	w->retired = v;
-	w->retired[w->nretired].name = gen;
-	w->retired[w->nretired].due_ms = due_ms;
+	w->retired[w->nretired] = (struct retired){
+		.name = gen, .due_ms = due_ms, .seq = seq, .changed = changed,
+	};
 	w->nretired++;
 	return 0;
 }
@@ -2194,11 +2326,15 @@ static int swap_data(struct writer *w, struct writer_pending *p, char **err)
 /* Step (5): the replaced generation goes once readers that opened it
  * have had their grace period (it is then kept to be recycled); at
  * once with none.  Takes `gen`. */
-static void retire_replaced(struct writer *w, char *gen)
+static void retire_replaced(struct writer *w, char *gen, uint64_t seq,
+			    struct pathset *changed)
 {
 	if (w->o.grace_ms > 0 &&
-	    retire_add(w, gen, writer_now_ms() + w->o.grace_ms) == 0)
+	    retire_add(w, gen, writer_now_ms() + w->o.grace_ms, seq,
+		       changed) == 0)
 		return;
+	if (w->o.grace_ms == 0)
+		pathset_free(changed);
 	int rc = fsutil_rmtree(w->dfd, gen);
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
@@ -2226,10 +2362,15 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	struct snapshot *old = w->live;
 	char *old_gen = w->live_gen;
 	int old_fd = w->live_fd;
+	uint64_t old_seq = w->live_seq;
+	struct pathset *old_changed = w->live_changed;
 
 	detach_source(p->s);
 	w->live = p->s;
 	w->live_gen = p->gen;
+	w->live_seq = ++w->seq;
+	w->live_changed = p->changed;
+	p->changed = NULL;
 	w->live_trusted = true;
 	w->live_foreign = false;
 	w->live_fd = open_generation(w->dfd, w->live_gen);
@@ -2252,10 +2393,14 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	if (old_fd >= 0)
 		close(old_fd);
 	snapshot_free(old);
-	if (old_gen && frc < 0)
+	if (old_gen && frc < 0) {
 		free(old_gen);
-	else if (old_gen)
-		retire_replaced(w, old_gen);
+		pathset_free(old_changed);
+	} else if (old_gen) {
+		retire_replaced(w, old_gen, old_seq, old_changed);
+	} else {
+		pathset_free(old_changed);
+	}
 	r->published = true;
 	free(r->generation);
 	r->generation = strdup(w->live_gen);
@@ -2329,11 +2474,15 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 		if (i == newest) {
 			char *old = w->spare;
 			w->spare = t.name;
-			t.name = old;
+			w->spare_seq = t.seq;
+			pathset_free(t.changed);
+			t = (struct retired){.name = old, .due_ms = t.due_ms};
 			if (t.name == NULL)
 				continue;
 		}
-		if (!gc_add(w, &gc, t.name))
+		if (gc_add(w, &gc, t.name))
+			pathset_free(t.changed);
+		else
 			w->retired[k++] = t;
 	}
 	w->nretired = k;
@@ -2418,9 +2567,12 @@ struct writer_gc *writer_gc_take_exit(struct writer *w)
 	struct writer_gc *gc = writer_gc_take(w, false, NULL);
 	size_t k = 0;
 
-	for (size_t i = 0; i < w->nretired; i++)
-		if (i + 1 == w->nretired || !gc_add(w, &gc, w->retired[i].name))
+	for (size_t i = 0; i < w->nretired; i++) {
+		if (i + 1 < w->nretired && gc_add(w, &gc, w->retired[i].name))
+			pathset_free(w->retired[i].changed);
+		else
 			w->retired[k++] = w->retired[i];
+	}
 	w->nretired = k;
 	if (w->nretired == 1 && w->spare && gc_add(w, &gc, w->spare))
 		w->spare = NULL;

@@ -2062,6 +2062,76 @@ START_TEST(test_recycle_never_changes_a_shared_file)
 }
 END_TEST
 
+/* The spare is recycled through the changes of every generation made
+ * since it was live, each in another directory, not only those of the
+ * last one: what it holds elsewhere is kept as it is. */
+START_TEST(test_recycle_through_several_generations)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+
+	/* The first one replaced is due after the third publish (which
+	 * must find it in its grace period), the others not. */
+	o.grace_ms = 500;
+	struct writer *w = open_writer_with(&o);
+	tu_write(src, "a/f", "a1", 0644);
+	tu_write(src, "b/f", "b1", 0644);
+	tu_write(src, "c/f", "c1", 0644);
+	tu_write(src, "d/f", "d1", 0644);
+	tu_write(src, "top", "t1", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *g1 = tu_live(dst);
+	ino_t root1 = ino_of(dst, g1), d1 = ino_of(dst, "..data/d/f");
+	tu_write(src, "a/f", "a2", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	long long due = tu_now_ms() + 500;
+	o.grace_ms = 60000;
+	writer_set_opts(w, &o);
+	char *g2 = tu_live(dst);
+	tu_write(src, "b/f", "b2", 0644);
+	tu_write(src, "b/new", "n", 0644);
+	char *sd = tu_path(src, "d");
+	ck_assert_int_eq(chmod(sd, 0750), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *g3 = tu_live(dst);
+	ck_assert_msg(ino_of(dst, g3) != root1,
+		      "the third publish took 500 ms to start");
+	while (tu_now_ms() <= due)
+		tu_nap(5); /* the grace period itself is what is waited for */
+	tu_write(src, "c/f", "c2", 0644);
+	char *st = tu_path(src, "top");
+	ck_assert_int_eq(unlink(st), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.copied, 1); /* c/f: the spare gets the others by link */
+	writer_result_fini(&r);
+	char *g4 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g4), root1);
+	ck_assert_uint_eq(ino_of(dst, "..data/d/f"), d1);
+	ASSERT_TREES();
+	/* The generation between is as it was. */
+	char *a2 = tu_path(dst, g2), *bf = tu_path(a2, "b/f");
+	char *t = tu_read(bf, NULL);
+	ck_assert_str_eq(t, "b1");
+	writer_verify_next(w);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	writer_result_fini(&r);
+	writer_close(w);
+	free(t);
+	free(bf);
+	free(a2);
+	free(st);
+	free(sd);
+	free(g1);
+	free(g2);
+	free(g3);
+	free(g4);
+}
+END_TEST
+
 /* A replaced generation whose grace period is over is recycled by the
  * next publish even when nobody asked the writer for what is due (the
  * daemon asks only between its work items). */
@@ -2378,6 +2448,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_never_changes_a_shared_file);
 	tcase_add_test(tc, test_recycle_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
+	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
