@@ -2451,27 +2451,41 @@ static bool gc_add(struct writer *w, struct writer_gc **gcp, char *gen)
 	return true;
 }
 
-/* The newest generation that is due is kept as the spare, to be
- * recycled into the next one (the spare it replaces goes); the others
- * are taken.  `all` takes the spare too. */
+/* When a replaced generation that is due goes: it is kept for one more
+ * grace period while no spare is free for it, as a publish soon after
+ * can recycle it instead of linking every file into a new one. */
+static uint64_t reserve_until(const struct writer *w, const struct retired *t)
+{
+	return t->due_ms + w->o.grace_ms;
+}
+
+/* A generation that is due becomes the spare, to be recycled into the
+ * next one, when there is none; else it stays in reserve (see
+ * reserve_until()), and the newest whose reserve ran out takes the
+ * spare's place (the newest replaced one is the one kept at rest).  The
+ * others are taken.  `all` takes the spare too. */
 struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 {
 	uint64_t now = writer_now_ms(), next = 0;
 	struct writer_gc *gc = NULL;
-	size_t k = 0, newest = SIZE_MAX;
+	size_t k = 0, newest = SIZE_MAX, expired = SIZE_MAX;
 
-	for (size_t i = 0; !all && i < w->nretired; i++)
+	for (size_t i = 0; !all && i < w->nretired; i++) {
 		if (w->retired[i].due_ms <= now)
 			newest = i;
+		if (reserve_until(w, &w->retired[i]) <= now)
+			expired = i;
+	}
 	for (size_t i = 0; i < w->nretired; i++) {
 		struct retired t = w->retired[i];
-		if (!all && t.due_ms > now) {
-			if (next == 0 || t.due_ms < next)
-				next = t.due_ms;
+		uint64_t until = t.due_ms > now ? t.due_ms : reserve_until(w, &t);
+		if (!all && until > now && !(i == newest && !w->spare)) {
+			if (next == 0 || until < next)
+				next = until;
 			w->retired[k++] = t;
 			continue;
 		}
-		if (i == newest) {
+		if (i == newest || i == expired) {
 			char *old = w->spare;
 			w->spare = t.name;
 			w->spare_seq = t.seq;
@@ -2495,11 +2509,15 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 
 uint64_t writer_next_due(const struct writer *w)
 {
-	uint64_t next = 0;
+	uint64_t now = writer_now_ms(), next = 0;
 
-	for (size_t i = 0; i < w->nretired; i++)
-		if (next == 0 || w->retired[i].due_ms < next)
-			next = w->retired[i].due_ms;
+	for (size_t i = 0; i < w->nretired; i++) {
+		const struct retired *t = &w->retired[i];
+		uint64_t until = t->due_ms > now ? t->due_ms
+						  : reserve_until(w, t);
+		if (next == 0 || until < next)
+			next = until;
+	}
 	return next;
 }
 
