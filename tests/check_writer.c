@@ -2132,6 +2132,50 @@ START_TEST(test_recycle_through_several_generations)
 }
 END_TEST
 
+/* Two generations due at once: the newer is the spare, the other waits
+ * in reserve for the publish after, which recycles it rather than link
+ * every file into a new one.  At rest, one replaced generation stays. */
+START_TEST(test_recycle_keeps_one_in_reserve)
+{
+	struct writer *w = open_recycling_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "a", "1", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *g1 = tu_live(dst);
+	ino_t root1 = ino_of(dst, g1);
+	for (int v = 2; v <= 3; v++) {
+		tu_write(src, "a", v == 2 ? "22" : "333", 0644);
+		ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+		writer_result_fini(&r);
+	}
+	long long due = tu_now_ms() + RECYCLE_GRACE_MS;
+	while (tu_now_ms() <= due)
+		tu_nap(5); /* the grace period itself is what is waited for */
+	ck_assert_int_eq(writer_retire(w, false, NULL), 0);
+	ck_assert_int_eq(tu_generations(dst), 3);
+	for (int v = 4; v <= 5; v++) {
+		tu_write(src, "a", v == 4 ? "4444" : "55555", 0644);
+		ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+		writer_result_fini(&r);
+	}
+	char *g5 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g5), root1);
+	ASSERT_TREES();
+	/* At rest. */
+	uint64_t next = 1;
+	while (next != 0) {
+		tu_nap(5);
+		ck_assert_int_eq(writer_retire(w, false, &next), 0);
+	}
+	ck_assert_int_eq(tu_generations(dst), 2);
+	writer_close(w);
+	free(g1);
+	free(g5);
+}
+END_TEST
+
 /* A replaced generation whose grace period is over is recycled by the
  * next publish even when nobody asked the writer for what is due (the
  * daemon asks only between its work items). */
@@ -2449,6 +2493,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_recycle_through_several_generations);
+	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
