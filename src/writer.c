@@ -2393,12 +2393,10 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	if (old_fd >= 0)
 		close(old_fd);
 	snapshot_free(old);
-	if (old_gen && frc < 0) {
-		free(old_gen);
-		pathset_free(old_changed);
-	} else if (old_gen) {
+	if (old_gen && frc == 0) {
 		retire_replaced(w, old_gen, old_seq, old_changed);
-	} else {
+	} else { /* kept on disk, or none */
+		free(old_gen);
 		pathset_free(old_changed);
 	}
 	r->published = true;
