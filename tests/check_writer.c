@@ -117,6 +117,18 @@ static int publish_tree(struct writer *w, struct writer_result *r, char **err)
 	return writer_publish(w, s, r, err);
 }
 
+/* Publishes the source, which must work, for what it leaves in the
+ * target rather than for what it reports. */
+static void publish_ok(struct writer *w)
+{
+	struct writer_result r = {0};
+	char *err = NULL;
+	int rc = publish_tree(w, &r, &err);
+	ck_assert_msg(rc == 0, "%s", err ? err : strerror(-rc));
+	writer_result_fini(&r);
+	free(err);
+}
+
 #define ASSERT_TARGET(payload)                                               \
 	do {                                                                 \
 		char *d_ = tu_diff_target(dst, payload);                     \
@@ -887,8 +899,7 @@ START_TEST(test_mode_only_change_publishes)
 	struct writer_result r = {0};
 
 	tu_write(src, "f", "same", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char *f = tu_path(src, "f");
 	ck_assert_int_eq(chmod(f, 0600), 0);
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
@@ -911,8 +922,7 @@ START_TEST(test_unchanged_tree_writes_nothing)
 
 	tu_write(src, "a/b/c", "c", 0644);
 	tu_write(src, "d", "d", 0600);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char *state = tu_path(dst, STATE_FILE);
 	ck_assert_int_eq(stat(dst, &a), 0);
 	ck_assert_int_eq(stat(state, &sa), 0);
@@ -949,8 +959,7 @@ START_TEST(test_same_size_edit_same_second_publishes)
 	tu_write(src, "f", "aaaa", 0644);
 	char *f = tu_path(src, "f");
 	ck_assert_int_eq(stat(f, &st), 0);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	/* Same size, and the mtime put back: only ctime tells. */
 	tu_write(src, "f", "bbbb", 0644);
 	struct timespec ts[2] = {st.st_atim, st.st_mtim};
@@ -973,8 +982,7 @@ START_TEST(test_equal_metadata_within_racy_window_compares_content)
 	struct writer_result r = {0};
 
 	tu_write(src, "f", "aaaa", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char *live = tu_path(dst, "..data/f");
 	ck_assert_int_eq(chmod(live, 0644), 0);
 	tu_write(dst, "..data/f", "zzzz", 0644);
@@ -1024,8 +1032,7 @@ START_TEST(test_a_record_made_in_the_tick_of_a_change_is_compared)
 	tu_write(src, "g", "gggg", 0644);
 	tu_nap(120); /* g has settled when f changes */
 	tu_write(src, "f", "aaaa", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	writer_close(w);
 	tu_write(src, "f", "bbbb", 0644);
 	char *f = tu_path(src, "f");
@@ -1137,8 +1144,7 @@ START_TEST(test_user_file_in_target_is_never_clobbered)
 	char *err = NULL;
 
 	tu_write(src, "app.conf", "v1", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char *gen = tu_live(dst);
 	tu_write(dst, "mine", "user data", 0644);
 	tu_write(src, "mine", "from source", 0644);
@@ -1170,18 +1176,15 @@ END_TEST
 START_TEST(test_user_files_beside_links_are_left_alone)
 {
 	struct writer *w = open_writer();
-	struct writer_result r = {0};
 
 	tu_write(src, "a", "a", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	tu_write(dst, "other", "x", 0644);
 	tu_write(dst, "..reserved-by-someone", "y", 0644);
 	char *a = tu_path(src, "a");
 	unlink(a);
 	tu_write(src, "b", "b", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	writer_close(w);
 	w = open_writer(); /* recovery must not touch them either */
 	writer_close(w);
@@ -1198,11 +1201,9 @@ END_TEST
 START_TEST(test_recovery_removes_debris)
 {
 	struct writer *w = open_writer();
-	struct writer_result r = {0};
 
 	tu_write(src, "a", "a", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	writer_close(w);
 	char *gen = tu_live(dst);
 	tu_write(dst, "..2020_01_01_00_00_00.123/x", "half", 0644);
@@ -1227,16 +1228,13 @@ START_TEST(test_recovery_keeps_a_just_replaced_generation_for_its_grace)
 {
 	struct writer_opts o = opts();
 	struct writer *w = NULL;
-	struct writer_result r = {0};
 
 	o.grace_ms = 300;
 	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
 	tu_write(src, "a", "1", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	tu_write(src, "a", "22", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	/* A crash: the replaced generation is still there, in its grace. */
 	writer_close(w);
 	ck_assert_int_eq(tu_generations(dst), 2);
@@ -1445,8 +1443,7 @@ START_TEST(test_live_file_changed_behind_our_back_is_written_afresh)
 	/* Past the window in which a file's times prove nothing (then its
 	 * content is compared, and a change would show that way). */
 	tu_nap(120);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	ino_t before = live_ino("app.conf");
 	/* Edited in place in the target by another user; another file
 	 * changes in the source: the edited one is not linked forward. */
@@ -1503,8 +1500,7 @@ START_TEST(test_live_file_its_owner_changed_is_written_afresh)
 	tu_write(src, "d/deep.conf", "good\n", 0644);
 	tu_write(src, "third", "v1\n", 0644);
 	tu_nap(120);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	tamper_as(2004, "app.conf", "evil\n");
 	tamper_as(2004, "d/deep.conf", "evil\n");
 	tu_write(src, "third", "v2\n", 0644);
@@ -1528,8 +1524,7 @@ START_TEST(test_live_file_only_root_can_write_is_checked_at_full_checks)
 	tu_write(src, "root.conf", "good\n", 0644);
 	tu_write(src, "third", "v1\n", 0644);
 	tu_nap(120);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	tamper("root.conf", "edited\n");
 	tu_write(src, "third", "v2\n", 0644);
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
@@ -1552,8 +1547,7 @@ START_TEST(test_live_generation_not_ours_is_not_reused)
 	struct writer_result r = {0};
 
 	tu_write(src, "f", "x", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	writer_close(w);
 	/* Someone else's directory, as ..data may name when the target
 	 * belongs to another user. */
@@ -1681,8 +1675,7 @@ START_TEST(test_live_dir_swapped_for_symlink_writes_nothing_outside)
 	tu_mkdirs(outside, 0755);
 	tu_write(src, "d/f", "f", 0644);
 	tu_write(src, "d/g", "g", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	/* Someone replaces a directory of the live generation with a link
 	 * to elsewhere. */
 	char *gen = tu_live(dst);
@@ -1766,8 +1759,7 @@ START_TEST(test_quiet_dry_run_counts_without_a_line_per_path)
 	tu_write(src, "keep", "same", 0644);
 	tu_write(src, "edit", "old", 0644);
 	tu_write(src, "gone", "bye", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	writer_close(w);
 	tu_write(src, "edit", "new!", 0644);
 	tu_write(src, "added", "hello", 0644);
@@ -1806,15 +1798,13 @@ END_TEST
 START_TEST(test_live_summary_and_recorded_error)
 {
 	struct writer *w = open_writer();
-	struct writer_result r = {0};
 	uint64_t files = 0, bytes = 0, ms = 0;
 	char *msg = NULL;
 
 	ck_assert_int_eq(writer_live_summary(w, &files, &bytes), -ENOENT);
 	tu_write(src, "a", "12345", 0644);
 	tu_write(src, "d/b", "678", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	ck_assert_int_eq(writer_live_summary(w, &files, &bytes), 0);
 	ck_assert_uint_eq(files, 2);
 	ck_assert_uint_eq(bytes, 8);
@@ -1863,17 +1853,14 @@ START_TEST(test_grace_keeps_old_generation_until_due)
 {
 	struct writer_opts o = opts();
 	struct writer *w = NULL;
-	struct writer_result r = {0};
 	uint64_t next = 0;
 
 	o.grace_ms = 200;
 	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
 	tu_write(src, "a", "1", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	tu_write(src, "a", "22", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	ck_assert_int_eq(writer_retire(w, false, &next), 0);
 	ck_assert_int_eq(tu_generations(dst), 2);
 	ck_assert_uint_gt(next, 0);
@@ -1884,8 +1871,7 @@ START_TEST(test_grace_keeps_old_generation_until_due)
 	/* Due: kept as the spare, recycled by the next publish. */
 	ck_assert_int_eq(tu_generations(dst), 2);
 	tu_write(src, "a", "333", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	ck_assert_int_eq(tu_generations(dst), 2);
 	ASSERT_TREES();
 	writer_close(w);
@@ -1896,11 +1882,7 @@ END_TEST
  * its grace period (short: RECYCLE_GRACE_MS) waited out. */
 static void publish_and_retire(struct writer *w, unsigned grace_ms)
 {
-	struct writer_result r = {0};
-	char *err = NULL;
-	int rc = publish_tree(w, &r, &err);
-	ck_assert_msg(rc == 0, "%s", err);
-	writer_result_fini(&r);
+	publish_ok(w);
 	long long due = tu_now_ms() + grace_ms;
 	while (tu_now_ms() <= due)
 		tu_nap(5); /* the grace period itself is what is waited for */
@@ -1980,7 +1962,6 @@ END_TEST
  * followed or opened, when it is recycled. */
 START_TEST(test_recycle_never_follows_what_was_planted)
 {
-	struct writer_result r = {0};
 	char *outside = tu_path(tmp, "outside");
 
 	tu_mkdirs(outside, 0755);
@@ -1998,8 +1979,7 @@ START_TEST(test_recycle_never_follows_what_was_planted)
 	ck_assert_int_eq(unlink(f), 0);
 	ck_assert_int_eq(mkfifo(f, 0644), 0);
 	tu_write(src, "f", "333", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	ASSERT_TREES();
 	char *k = tu_path(outside, "keep"), *t = tu_read(k, NULL);
 	ck_assert_str_eq(t, "mine");
@@ -2025,7 +2005,6 @@ END_TEST
 START_TEST(test_recycle_never_changes_a_shared_file)
 {
 	struct writer *w = open_recycling_writer();
-	struct writer_result r = {0};
 
 	tu_write(src, "a", "same", 0644);
 	tu_write(src, "b", "1", 0644);
@@ -2046,8 +2025,7 @@ START_TEST(test_recycle_never_changes_a_shared_file)
 	close(fd);
 	char *sa = tu_path(src, "a");
 	ck_assert_int_eq(chmod(sa, 0600), 0);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	struct stat after;
 	ck_assert_int_eq(stat(la, &after), 0);
 	ck_assert_uint_eq(after.st_mode & 07777, 0644);
@@ -2079,13 +2057,11 @@ START_TEST(test_recycle_through_several_generations)
 	tu_write(src, "c/f", "c1", 0644);
 	tu_write(src, "d/f", "d1", 0644);
 	tu_write(src, "top", "t1", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char *g1 = tu_live(dst);
 	ino_t root1 = ino_of(dst, g1), d1 = ino_of(dst, "..data/d/f");
 	tu_write(src, "a/f", "a2", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	long long due = tu_now_ms() + 500;
 	o.grace_ms = 60000;
 	writer_set_opts(w, &o);
@@ -2094,8 +2070,7 @@ START_TEST(test_recycle_through_several_generations)
 	tu_write(src, "b/new", "n", 0644);
 	char *sd = tu_path(src, "d");
 	ck_assert_int_eq(chmod(sd, 0750), 0);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char *g3 = tu_live(dst);
 	ck_assert_msg(ino_of(dst, g3) != root1,
 		      "the third publish took 500 ms to start");
@@ -2141,8 +2116,7 @@ START_TEST(test_recycle_keeps_one_in_reserve)
 	struct writer_result r = {0};
 
 	tu_write(src, "a", "1", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char *g1 = tu_live(dst);
 	ino_t root1 = ino_of(dst, g1);
 	for (int v = 2; v <= 3; v++) {
@@ -2185,13 +2159,11 @@ START_TEST(test_recycle_takes_what_is_due_itself)
 	struct writer_result r = {0};
 
 	tu_write(src, "a", "1", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char *g1 = tu_live(dst);
 	ino_t root1 = ino_of(dst, g1);
 	tu_write(src, "a", "22", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	long long due = tu_now_ms() + RECYCLE_GRACE_MS;
 	while (tu_now_ms() <= due)
 		tu_nap(5); /* the grace period itself is what is waited for */
@@ -2248,7 +2220,6 @@ END_TEST
 START_TEST(test_reader_holding_a_recycled_generation)
 {
 	struct writer *w = open_recycling_writer();
-	struct writer_result r = {0};
 
 	tu_write(src, "a", "v1", 0644);
 	tu_write(src, "b", "v1", 0644);
@@ -2262,8 +2233,7 @@ START_TEST(test_reader_holding_a_recycled_generation)
 	publish_and_retire(w, RECYCLE_GRACE_MS);
 	tu_write(src, "a", "v3", 0644);
 	tu_write(src, "b", "v3", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 	char buf[8] = {0};
 	ck_assert_int_eq(pread(afd, buf, sizeof(buf) - 1, 0), 2);
 	ck_assert_str_eq(buf, "v1");
@@ -2379,8 +2349,7 @@ START_TEST(test_reader_never_sees_enoent_torn_or_mixed)
 	o.grace_ms = (unsigned)tu_scale(1000);
 	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
 	write_version(0);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	writer_result_fini(&r);
+	publish_ok(w);
 
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
