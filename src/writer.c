@@ -1364,7 +1364,7 @@ struct level {
 	bool dirty;	  /* changed: to be flushed */
 	bool new_ours;	  /* only we or root could have changed its entries
 			     in the new (recycled) generation, nor those of
-			     any directory above it: see only_ours() */
+			     any directory above it: see dir_ours() */
 	bool live_ours;	  /* the same, in the live generation */
 	bool same;	  /* recycled and known to hold what the new one
 			     must (see level_same()) */
@@ -1550,9 +1550,6 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 	return rc;
 }
 
-/* Removes the names of a recycled directory that the snapshot does not
- * hold (whatever they are: what left the source, or what someone put
- * there while the generation was live). */
 /* A file the recycled directory holds as the live one does (the very
  * inode, as the directory's entry says), where nobody but us could have
  * changed either: kept without a look at the file itself. */
@@ -1569,8 +1566,10 @@ static void keep_known(struct build *b, const struct level *l,
 	}
 }
 
-/* Removes what a recycled directory holds that the new generation does
- * not, and keeps what keep_known() can tell is as it must be. */
+/* Removes the names of a recycled directory that the snapshot does not
+ * hold (whatever they are: what left the source, or what someone put
+ * there while the generation was live), and keeps what keep_known() can
+ * tell is as it must be. */
 static int prune(struct build *b, struct level *l)
 {
 	int fd = openat(l->nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
