@@ -1631,15 +1631,43 @@ static int refresh_watches(struct snapshot *s)
 	return rc;
 }
 
+/* Sorts `s`, whose entries from `k` on are in order (those a refresh
+ * kept, as the last read had them): the first k, read again and few,
+ * are sorted and merged in, rather than every entry moved by a sort.
+ * Of two with one path, one read again comes first. */
+static void sort_merge(struct snapshot *s, size_t k)
+{
+	struct snap_entry *a = NULL;
+
+	for (size_t i = k + 1; i < s->n && k > 0; i++)
+		if (cmp_entry(&s->v[i - 1], &s->v[i]) > 0)
+			k = 0; /* not in order after all */
+	if (k > 0 && k < s->n)
+		a = malloc(k * sizeof(*a));
+	if (a == NULL) {
+		snapshot_sort(s);
+		return;
+	}
+	qsort(s->v, k, sizeof(*s->v), cmp_entry);
+	memcpy(a, s->v, k * sizeof(*a));
+	size_t i = 0, j = k, o = 0;
+	while (i < k && j < s->n)
+		s->v[o++] = cmp_entry(&a[i], &s->v[j]) <= 0 ? a[i++] : s->v[j++];
+	while (i < k)
+		s->v[o++] = a[i++];
+	free(a);
+}
+
 static int refresh_merge(struct refresh *r)
 {
 	struct snapshot *s = r->w.s;
 	const struct snapshot_opts *o = r->w.o;
+	size_t reread = s->n; /* ahead of the entries kept */
 	int rc = refresh_keep_entries(r);
 
 	if (rc < 0)
 		return rc;
-	snapshot_sort(s);
+	sort_merge(s, reread);
 	refresh_dedup(s);
 	s->bytes = 0;
 	for (size_t i = 0; i < s->n; i++)
