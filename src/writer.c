@@ -79,6 +79,8 @@ struct writer_pending {
 	char *dir;   /* target/gen, for hooks */
 	uint8_t *act;
 	bool recycled;		 /* gen is the spare, renamed */
+	bool verify;		 /* prepared at a full check (see
+				    writer_verify_next()) */
 	struct pathset *differ;	 /* directories in which the spare may
 				    differ from s; NULL: any */
 	struct pathset *changed; /* those in which s differs from the
@@ -2234,6 +2236,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	if (rc == 0) {
 		p->s = s;
 		s = NULL;
+		p->verify = w->verify_live;
 		rc = prepare_check(w, p->s, &pb, err);
 	}
 	if (rc == 0 && (p->act = calloc(p->s->n ? p->s->n : 1, 1)) == NULL)
@@ -2273,6 +2276,11 @@ void writer_abort(struct writer *w, struct writer_pending *p)
 {
 	if (p == NULL)
 		return;
+	/* What a full check found (a file changed in place) went with the
+	 * generation; the next publish must look again, or it links such
+	 * a file forward without a look (only_ours()). */
+	if (p->verify)
+		w->verify_live = true;
 	int rc = fsutil_rmtree(w->dfd, p->gen);
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",

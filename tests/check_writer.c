@@ -1541,6 +1541,39 @@ START_TEST(test_live_file_only_root_can_write_is_checked_at_full_checks)
 }
 END_TEST
 
+/* A full check whose publish is dropped (check_command vetoes it, the
+ * swap fails) is made by the next publish: a file it found changed in
+ * place is not linked forward without a look by the publishes after,
+ * when the next full check may be a restart away (resync_interval_s =
+ * 0). */
+START_TEST(test_full_check_of_a_dropped_publish_is_made_again)
+{
+	struct writer *w = open_writer();
+	struct writer_pending *p = NULL;
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+
+	tu_write(src, "root.conf", "good\n", 0644);
+	tu_write(src, "third", "v1\n", 0644);
+	tu_nap(120);
+	publish_ok(w);
+	tamper("root.conf", "edited\n");
+	writer_verify_next(w);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	ck_assert_int_eq(writer_prepare(w, s, &p, &r, NULL), 0);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_uint_eq(r.changed, 1);
+	writer_abort(w, p);
+	writer_result_fini(&r);
+	tu_write(src, "third", "v2\n", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.changed, 2);
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	writer_close(w);
+}
+END_TEST
+
 START_TEST(test_live_generation_not_ours_is_not_reused)
 {
 	struct writer *w = open_writer();
@@ -2447,6 +2480,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_live_file_changed_behind_our_back_is_written_afresh);
 	tcase_add_test(tc, test_live_file_its_owner_changed_is_written_afresh);
 	tcase_add_test(tc, test_live_file_only_root_can_write_is_checked_at_full_checks);
+	tcase_add_test(tc, test_full_check_of_a_dropped_publish_is_made_again);
 	tcase_add_test(tc, test_live_generation_not_ours_is_not_reused);
 	tcase_add_test(tc, test_file_changed_during_copy_is_not_published);
 	tcase_add_test(tc, test_large_file_streams);
