@@ -1639,12 +1639,25 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 		uid_t u = e->uid == SNAP_NO_ID ? geteuid() : e->uid;
 		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
 		bool owned = st.st_uid == u && st.st_gid == g;
-		l->cur = st.st_mode & 07777;
 		/* As it was left, by us and for us alone, since then. */
 		l->new_ours = p->new_ours && owned &&
 			      fsutil_trusted_uid(st.st_uid) &&
 			      !(st.st_mode & 0022);
-		if (owned || fchown(fd, u, g) == 0)
+		/* Its mode read again once the owner it had can no longer
+		 * change it.  One others can write that is to be ours alone
+		 * is made private (as a new one is) before its entries are
+		 * looked at: whoever opened it while they could write it
+		 * could otherwise put a file in it after the look, which
+		 * the publishes after would trust (dir_ours()). */
+		bool ok = owned ||
+			  (fchown(fd, u, g) == 0 && fstat(fd, &st) == 0);
+		l->cur = st.st_mode & 07777;
+		if (ok && (l->cur & 0022) && !(e->mode & 0022) &&
+		    fsutil_trusted_uid(u)) {
+			ok = fchmod(fd, 0700) == 0;
+			l->cur = 0700;
+		}
+		if (ok)
 			return fd;
 	}
 	if (fd >= 0)

@@ -6,6 +6,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2247,6 +2248,123 @@ START_TEST(test_recycle_checks_files_others_can_write)
 }
 END_TEST
 
+/* As a user: through a descriptor of `dir`, opened while the user may
+ * write it, puts a file of theirs in place of "a" again and again until
+ * that is refused.  Writes a byte to `ready` once one is in place. */
+static int plant_loop(const char *dir, int ready)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	long long end = tu_now_ms() + tu_scale(20000);
+	bool planted = false;
+
+	if (dfd < 0)
+		return 2;
+	while (tu_now_ms() < end) {
+		int fd = openat(dfd, "planted", O_WRONLY | O_CREAT | O_TRUNC |
+						    O_NOFOLLOW, 0666);
+		if (fd < 0 && errno == EACCES)
+			return planted ? 0 : 3;
+		if (fd < 0)
+			continue;
+		bool wrote = write(fd, "evil", 4) == 4;
+		close(fd);
+		if (!wrote)
+			return 4;
+		if (renameat(dfd, "planted", dfd, "a") < 0) {
+			if (errno == EACCES)
+				return planted ? 0 : 3;
+			continue;
+		}
+		if (!planted && write(ready, "x", 1) != 1)
+			return 4;
+		planted = true;
+	}
+	return 5;
+}
+
+/* plant_loop(), and then its result, as a digit, to `ready` too: under
+ * valgrind the exit status is valgrind's. */
+static int plant_until_refused(const char *dir, int ready)
+{
+	int rc = plant_loop(dir, ready);
+	char c = (char)('0' + rc);
+
+	return write(ready, &c, 1) == 1 ? rc : 6;
+}
+
+/* A directory of the spare that every user could write (dir_mode = 0777
+ * until a restart with 0755) is recycled: someone who opened it while
+ * they could must not put a file of theirs in it after its entries were
+ * looked at, where, the directory then being only root's, it would be
+ * published and linked forward without a look. */
+START_TEST(test_recycled_dir_others_could_write_is_shut_first)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.fsync = false;
+	o.grace_ms = RECYCLE_GRACE_MS;
+	o.dir_mode = 0777;
+	struct writer *w = open_writer_with(&o);
+
+	tu_write(src, "d/a", "good", 0644);
+	tu_write(src, "t", "1", 0644);
+	publish_ok(w);
+	char *g1 = tu_live(dst), *gd = tu_path(dst, g1);
+	char *d1 = tu_path(gd, "d");
+	ino_t root1 = ino_of(dst, g1);
+	tu_write(src, "t", "22", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
+	writer_close(w);
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		if (setgroups(0, NULL) < 0 || setresgid(2006, 2006, 2006) < 0 ||
+		    setresuid(2006, 2006, 2006) < 0)
+			_exit(125);
+		int rc = plant_until_refused(d1, pfd[1]);
+		free(d1); /* for valgrind, which checks the child too */
+		free(gd);
+		free(g1);
+		_exit(rc);
+	}
+	close(pfd[1]);
+	char c;
+	ck_assert_int_eq(read(pfd[0], &c, 1), 1);
+	/* Files to copy after d/a: the time between its look and the end of
+	 * the directory. */
+	for (int i = 0; i < 300; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "d/n%03d", i);
+		tu_write(src, name, "n", 0644);
+	}
+	o.dir_mode = 0755;
+	w = open_writer_with(&o);
+	publish_ok(w);
+	ck_assert_int_eq(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	ck_assert_msg(c == '0', "the user's writes were not refused in the "
+				"end (%c)", c);
+	char *g3 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g3), root1); /* the spare, recycled */
+	ASSERT_TREES();
+	/* And the publish after, which links d/a forward. */
+	tu_write(src, "t", "333", 0644);
+	publish_ok(w);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g3);
+	free(d1);
+	free(gd);
+	free(g1);
+}
+END_TEST
+
 /* A reader that keeps a generation open past its grace period, until it
  * is recycled: files it opened keep their content; a name it opens then
  * is a complete file of the newer version. */
@@ -2497,6 +2615,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
+	tcase_add_test(tc, test_recycled_dir_others_could_write_is_shut_first);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
