@@ -1726,25 +1726,44 @@ static int build_dir(struct build *b, size_t i, struct level *p,
 	return rc;
 }
 
-/* Hard-links the live copy of an unchanged file, checked first to be
- * what atomsync left there; 1 when it cannot be linked (to be copied). */
+/* A file not linked forward after all: written afresh, and told as
+ * changed; 1. */
+static int not_linked(struct build *b, const struct snap_entry *e)
+{
+	warn_changed_in_live(b->w, e->path);
+	b->r->changed++;
+	return note_path(b->r, e->path) < 0 ? -ENOMEM : 1;
+}
+
+/* Hard-links the live copy of an unchanged file, checked to be what
+ * atomsync left there; 1 when it cannot be linked (to be copied). */
 static int link_file(struct build *b, struct snap_entry *e, struct level *p,
 		     const char *name)
 {
 	struct stat st;
+	/* In a live directory that others can change, a name looked at
+	 * may be another file by the time it is linked: there the link is
+	 * looked at instead (at a full check too), where nobody else can
+	 * change it, as the directory it is in may become ours alone. */
+	bool after = !p->live_ours;
 
 	if (p->ofd < 0)
 		return 1;
-	if (!b->checked && !(p->live_ours && only_ours(b, e)) &&
+	if (!b->checked && !after && !only_ours(b, e) &&
 	    (fstatat(p->ofd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	     !intact(&st, e, &b->gen))) {
-		/* Never linked forward: written afresh, and told as changed. */
-		warn_changed_in_live(b->w, e->path);
-		b->r->changed++;
-		return note_path(b->r, e->path) < 0 ? -ENOMEM : 1;
-	}
+	     !intact(&st, e, &b->gen)))
+		return not_linked(b, e);
 	if (linkat(p->ofd, name, p->nfd, name, 0) < 0)
 		return 1; /* gone or cannot be linked: copied instead */
+	if (after && (fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		      !intact(&st, e, &b->gen))) {
+		if (unlinkat(p->nfd, name, 0) < 0)
+			return log_err_set(b->err, -errno,
+					   "target %s: removing %s: %s",
+					   b->w->path, e->path,
+					   strerror(errno));
+		return not_linked(b, e);
+	}
 	b->r->linked++;
 	/* Compared by content: learn what it is. */
 	if (e->t_ino == 0 &&

@@ -2365,6 +2365,104 @@ START_TEST(test_recycled_dir_others_could_write_is_shut_first)
 }
 END_TEST
 
+#define TOGGLED 40
+
+/* As a user, in `dir`, which they may write: puts a file of theirs in
+ * place of f<i> (the file there kept aside as k<i>), or puts that back,
+ * for one i after another at random, until killed.  Writes a byte to
+ * `ready` once each has had its turn. */
+static int toggle_files(const char *dir, int ready)
+{
+	long long end = tu_now_ms() + tu_scale(20000);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	bool theirs[TOGGLED] = {false};
+	unsigned seed = 1;
+	char f[16], k[16];
+
+	if (dfd < 0)
+		return 2;
+	for (long n = 0; tu_now_ms() < end; n++) {
+		int i = n < TOGGLED ? (int)n : (int)(rand_r(&seed) % TOGGLED);
+		snprintf(f, sizeof(f), "f%02d", i);
+		snprintf(k, sizeof(k), "k%02d", i);
+		if (theirs[i]) {
+			(void)renameat(dfd, k, dfd, f);
+		} else {
+			(void)renameat(dfd, f, dfd, k);
+			int fd = openat(dfd, "planted", O_WRONLY | O_CREAT |
+							    O_TRUNC, 0644);
+			if (fd < 0 || write(fd, "evil", 4) != 4)
+				return 3;
+			close(fd);
+			(void)renameat(dfd, "planted", dfd, f);
+		}
+		theirs[i] = !theirs[i];
+		if (n == TOGGLED && write(ready, "x", 1) != 1)
+			return 4;
+	}
+	return 5;
+}
+
+/* The live generation's directory that every user can write (dir_mode =
+ * 0777 until a restart with 0755) is linked from: a name there may be
+ * someone else's file by the time it is linked, though its look (the
+ * full check) found atomsync's.  None is ever linked into the new
+ * generation, where the directory being only root's, the publishes
+ * after would link it forward without a look. */
+START_TEST(test_link_from_a_dir_others_can_write_is_looked_at)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.fsync = false;
+	o.dir_mode = 0777;
+	struct writer *w = open_writer_with(&o);
+
+	for (int i = 0; i < TOGGLED; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "d/f%02d", i);
+		tu_write(src, name, "good", 0644);
+	}
+	tu_nap(120); /* their times tell: no compare of content */
+	publish_ok(w);
+	writer_close(w);
+	char *gen = tu_live(dst), *gd = tu_path(dst, gen);
+	char *d = tu_path(gd, "d");
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		if (setgroups(0, NULL) < 0 || setresgid(2007, 2007, 2007) < 0 ||
+		    setresuid(2007, 2007, 2007) < 0)
+			_exit(125);
+		_exit(toggle_files(d, pfd[1]));
+	}
+	close(pfd[1]);
+	char c;
+	ck_assert_int_eq(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	/* Copied between the look at every file and the first link: time
+	 * for each to change hands again. */
+	size_t big = 16u << 20;
+	char *data = calloc(1, big);
+	tu_write_len(src, "a_big", data, big, 0644);
+	free(data);
+	o.dir_mode = 0755;
+	w = open_writer_with(&o);
+	publish_ok(w);
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	ASSERT_TREES();
+	writer_close(w);
+	free(d);
+	free(gd);
+	free(gen);
+}
+END_TEST
+
 /* A reader that keeps a generation open past its grace period, until it
  * is recycled: files it opened keep their content; a name it opens then
  * is a complete file of the newer version. */
@@ -2616,6 +2714,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
 	tcase_add_test(tc, test_recycled_dir_others_could_write_is_shut_first);
+	tcase_add_test(tc, test_link_from_a_dir_others_can_write_is_looked_at);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
