@@ -79,6 +79,8 @@ struct writer_pending {
 	char *dir;   /* target/gen, for hooks */
 	uint8_t *act;
 	bool recycled;		 /* gen is the spare, renamed */
+	bool verify;		 /* prepared at a full check (see
+				    writer_verify_next()) */
 	struct pathset *differ;	 /* directories in which the spare may
 				    differ from s; NULL: any */
 	struct pathset *changed; /* those in which s differs from the
@@ -1637,12 +1639,25 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 		uid_t u = e->uid == SNAP_NO_ID ? geteuid() : e->uid;
 		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
 		bool owned = st.st_uid == u && st.st_gid == g;
-		l->cur = st.st_mode & 07777;
 		/* As it was left, by us and for us alone, since then. */
 		l->new_ours = p->new_ours && owned &&
 			      fsutil_trusted_uid(st.st_uid) &&
 			      !(st.st_mode & 0022);
-		if (owned || fchown(fd, u, g) == 0)
+		/* Its mode read again once the owner it had can no longer
+		 * change it.  One others can write that is to be ours alone
+		 * is made private (as a new one is) before its entries are
+		 * looked at: whoever opened it while they could write it
+		 * could otherwise put a file in it after the look, which
+		 * the publishes after would trust (dir_ours()). */
+		bool ok = owned ||
+			  (fchown(fd, u, g) == 0 && fstat(fd, &st) == 0);
+		l->cur = st.st_mode & 07777;
+		if (ok && (l->cur & 0022) && !(e->mode & 0022) &&
+		    fsutil_trusted_uid(u)) {
+			ok = fchmod(fd, 0700) == 0;
+			l->cur = 0700;
+		}
+		if (ok)
 			return fd;
 	}
 	if (fd >= 0)
@@ -1711,25 +1726,44 @@ static int build_dir(struct build *b, size_t i, struct level *p,
 	return rc;
 }
 
-/* Hard-links the live copy of an unchanged file, checked first to be
- * what atomsync left there; 1 when it cannot be linked (to be copied). */
+/* A file not linked forward after all: written afresh, and told as
+ * changed; 1. */
+static int not_linked(struct build *b, const struct snap_entry *e)
+{
+	warn_changed_in_live(b->w, e->path);
+	b->r->changed++;
+	return note_path(b->r, e->path) < 0 ? -ENOMEM : 1;
+}
+
+/* Hard-links the live copy of an unchanged file, checked to be what
+ * atomsync left there; 1 when it cannot be linked (to be copied). */
 static int link_file(struct build *b, struct snap_entry *e, struct level *p,
 		     const char *name)
 {
 	struct stat st;
+	/* In a live directory that others can change, a name looked at
+	 * may be another file by the time it is linked: there the link is
+	 * looked at instead (at a full check too), where nobody else can
+	 * change it, as the directory it is in may become ours alone. */
+	bool after = !p->live_ours;
 
 	if (p->ofd < 0)
 		return 1;
-	if (!b->checked && !(p->live_ours && only_ours(b, e)) &&
+	if (!b->checked && !after && !only_ours(b, e) &&
 	    (fstatat(p->ofd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	     !intact(&st, e, &b->gen))) {
-		/* Never linked forward: written afresh, and told as changed. */
-		warn_changed_in_live(b->w, e->path);
-		b->r->changed++;
-		return note_path(b->r, e->path) < 0 ? -ENOMEM : 1;
-	}
+	     !intact(&st, e, &b->gen)))
+		return not_linked(b, e);
 	if (linkat(p->ofd, name, p->nfd, name, 0) < 0)
 		return 1; /* gone or cannot be linked: copied instead */
+	if (after && (fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		      !intact(&st, e, &b->gen))) {
+		if (unlinkat(p->nfd, name, 0) < 0)
+			return log_err_set(b->err, -errno,
+					   "target %s: removing %s: %s",
+					   b->w->path, e->path,
+					   strerror(errno));
+		return not_linked(b, e);
+	}
 	b->r->linked++;
 	/* Compared by content: learn what it is. */
 	if (e->t_ino == 0 &&
@@ -2234,6 +2268,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	if (rc == 0) {
 		p->s = s;
 		s = NULL;
+		p->verify = w->verify_live;
 		rc = prepare_check(w, p->s, &pb, err);
 	}
 	if (rc == 0 && (p->act = calloc(p->s->n ? p->s->n : 1, 1)) == NULL)
@@ -2273,6 +2308,11 @@ void writer_abort(struct writer *w, struct writer_pending *p)
 {
 	if (p == NULL)
 		return;
+	/* What a full check found (a file changed in place) went with the
+	 * generation; the next publish must look again, or it links such
+	 * a file forward without a look (only_ours()). */
+	if (p->verify)
+		w->verify_live = true;
 	int rc = fsutil_rmtree(w->dfd, p->gen);
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",

@@ -86,7 +86,9 @@ const char *writer_pending_dir(const struct writer_pending *p);
 int writer_commit(struct writer *w, struct writer_pending *p,
 		  struct writer_result *r, char **err);
 
-/* Drops a prepared generation; the live one is untouched. */
+/* Drops a prepared generation; the live one is untouched.  A full check
+ * it was prepared at (writer_verify_next) is made by the next
+ * writer_prepare. */
 void writer_abort(struct writer *w, struct writer_pending *p);
 
 /* writer_prepare, then writer_commit. */

@@ -6,6 +6,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1542,6 +1543,39 @@ START_TEST(test_live_file_only_root_can_write_is_checked_at_full_checks)
 }
 END_TEST
 
+/* A full check whose publish is dropped (check_command vetoes it, the
+ * swap fails) is made by the next publish: a file it found changed in
+ * place is not linked forward without a look by the publishes after,
+ * when the next full check may be a restart away (resync_interval_s =
+ * 0). */
+START_TEST(test_full_check_of_a_dropped_publish_is_made_again)
+{
+	struct writer *w = open_writer();
+	struct writer_pending *p = NULL;
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+
+	tu_write(src, "root.conf", "good\n", 0644);
+	tu_write(src, "third", "v1\n", 0644);
+	tu_nap(120);
+	publish_ok(w);
+	tamper("root.conf", "edited\n");
+	writer_verify_next(w);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	ck_assert_int_eq(writer_prepare(w, s, &p, &r, NULL), 0);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_uint_eq(r.changed, 1);
+	writer_abort(w, p);
+	writer_result_fini(&r);
+	tu_write(src, "third", "v2\n", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.changed, 2);
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	writer_close(w);
+}
+END_TEST
+
 START_TEST(test_live_generation_not_ours_is_not_reused)
 {
 	struct writer *w = open_writer();
@@ -2219,6 +2253,221 @@ START_TEST(test_recycle_checks_files_others_can_write)
 }
 END_TEST
 
+/* As a user: through a descriptor of `dir`, opened while the user may
+ * write it, puts a file of theirs in place of "a" again and again until
+ * that is refused.  Writes a byte to `ready` once one is in place. */
+static int plant_loop(const char *dir, int ready)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	long long end = tu_now_ms() + tu_scale(20000);
+	bool planted = false;
+
+	if (dfd < 0)
+		return 2;
+	while (tu_now_ms() < end) {
+		int fd = openat(dfd, "planted", O_WRONLY | O_CREAT | O_TRUNC |
+						    O_NOFOLLOW, 0666);
+		if (fd < 0 && errno == EACCES)
+			return planted ? 0 : 3;
+		if (fd < 0)
+			continue;
+		bool wrote = write(fd, "evil", 4) == 4;
+		close(fd);
+		if (!wrote)
+			return 4;
+		if (renameat(dfd, "planted", dfd, "a") < 0) {
+			if (errno == EACCES)
+				return planted ? 0 : 3;
+			continue;
+		}
+		if (!planted && write(ready, "x", 1) != 1)
+			return 4;
+		planted = true;
+	}
+	return 5;
+}
+
+/* plant_loop(), and then its result, as a digit, to `ready` too: under
+ * valgrind the exit status is valgrind's. */
+static int plant_until_refused(const char *dir, int ready)
+{
+	int rc = plant_loop(dir, ready);
+	char c = (char)('0' + rc);
+
+	return write(ready, &c, 1) == 1 ? rc : 6;
+}
+
+/* A directory of the spare that every user could write (dir_mode = 0777
+ * until a restart with 0755) is recycled: someone who opened it while
+ * they could must not put a file of theirs in it after its entries were
+ * looked at, where, the directory then being only root's, it would be
+ * published and linked forward without a look. */
+START_TEST(test_recycled_dir_others_could_write_is_shut_first)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.fsync = false;
+	o.grace_ms = RECYCLE_GRACE_MS;
+	o.dir_mode = 0777;
+	struct writer *w = open_writer_with(&o);
+
+	tu_write(src, "d/a", "good", 0644);
+	tu_write(src, "t", "1", 0644);
+	publish_ok(w);
+	char *g1 = tu_live(dst), *gd = tu_path(dst, g1);
+	char *d1 = tu_path(gd, "d");
+	ino_t root1 = ino_of(dst, g1);
+	tu_write(src, "t", "22", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
+	writer_close(w);
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		if (setgroups(0, NULL) < 0 || setresgid(2006, 2006, 2006) < 0 ||
+		    setresuid(2006, 2006, 2006) < 0)
+			_exit(125);
+		int rc = plant_until_refused(d1, pfd[1]);
+		free(d1); /* for valgrind, which checks the child too */
+		free(gd);
+		free(g1);
+		_exit(rc);
+	}
+	close(pfd[1]);
+	char c;
+	ck_assert_int_eq(read(pfd[0], &c, 1), 1);
+	/* Files to copy after d/a: the time between its look and the end of
+	 * the directory. */
+	for (int i = 0; i < 300; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "d/n%03d", i);
+		tu_write(src, name, "n", 0644);
+	}
+	o.dir_mode = 0755;
+	w = open_writer_with(&o);
+	publish_ok(w);
+	ck_assert_int_eq(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	ck_assert_msg(c == '0', "the user's writes were not refused in the "
+				"end (%c)", c);
+	char *g3 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g3), root1); /* the spare, recycled */
+	ASSERT_TREES();
+	/* And the publish after, which links d/a forward. */
+	tu_write(src, "t", "333", 0644);
+	publish_ok(w);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g3);
+	free(d1);
+	free(gd);
+	free(g1);
+}
+END_TEST
+
+#define TOGGLED 40
+
+/* As a user, in `dir`, which they may write: puts a file of theirs in
+ * place of f<i> (the file there kept aside as k<i>), or puts that back,
+ * for one i after another at random, until killed.  Writes a byte to
+ * `ready` once each has had its turn. */
+static int toggle_files(const char *dir, int ready)
+{
+	long long end = tu_now_ms() + tu_scale(20000);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	bool theirs[TOGGLED] = {false};
+	unsigned seed = 1;
+	char f[16], k[16];
+
+	if (dfd < 0)
+		return 2;
+	for (long n = 0; tu_now_ms() < end; n++) {
+		int i = n < TOGGLED ? (int)n : (int)(rand_r(&seed) % TOGGLED);
+		snprintf(f, sizeof(f), "f%02d", i);
+		snprintf(k, sizeof(k), "k%02d", i);
+		if (theirs[i]) {
+			(void)renameat(dfd, k, dfd, f);
+		} else {
+			(void)renameat(dfd, f, dfd, k);
+			int fd = openat(dfd, "planted", O_WRONLY | O_CREAT |
+							    O_TRUNC, 0644);
+			if (fd < 0 || write(fd, "evil", 4) != 4)
+				return 3;
+			close(fd);
+			(void)renameat(dfd, "planted", dfd, f);
+		}
+		theirs[i] = !theirs[i];
+		if (n == TOGGLED && write(ready, "x", 1) != 1)
+			return 4;
+	}
+	return 5;
+}
+
+/* The live generation's directory that every user can write (dir_mode =
+ * 0777 until a restart with 0755) is linked from: a name there may be
+ * someone else's file by the time it is linked, though its look (the
+ * full check) found atomsync's.  None is ever linked into the new
+ * generation, where the directory being only root's, the publishes
+ * after would link it forward without a look. */
+START_TEST(test_link_from_a_dir_others_can_write_is_looked_at)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.fsync = false;
+	o.dir_mode = 0777;
+	struct writer *w = open_writer_with(&o);
+
+	for (int i = 0; i < TOGGLED; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "d/f%02d", i);
+		tu_write(src, name, "good", 0644);
+	}
+	tu_nap(120); /* their times tell: no compare of content */
+	publish_ok(w);
+	writer_close(w);
+	char *gen = tu_live(dst), *gd = tu_path(dst, gen);
+	char *d = tu_path(gd, "d");
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		if (setgroups(0, NULL) < 0 || setresgid(2007, 2007, 2007) < 0 ||
+		    setresuid(2007, 2007, 2007) < 0)
+			_exit(125);
+		_exit(toggle_files(d, pfd[1]));
+	}
+	close(pfd[1]);
+	char c;
+	ck_assert_int_eq(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	/* Copied between the look at every file and the first link: time
+	 * for each to change hands again. */
+	size_t big = 16u << 20;
+	char *data = calloc(1, big);
+	tu_write_len(src, "a_big", data, big, 0644);
+	free(data);
+	o.dir_mode = 0755;
+	w = open_writer_with(&o);
+	publish_ok(w);
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	ASSERT_TREES();
+	writer_close(w);
+	free(d);
+	free(gd);
+	free(gen);
+}
+END_TEST
+
 /* A reader that keeps a generation open past its grace period, until it
  * is recycled: files it opened keep their content; a name it opens then
  * is a complete file of the newer version. */
@@ -2452,6 +2701,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_live_file_changed_behind_our_back_is_written_afresh);
 	tcase_add_test(tc, test_live_file_its_owner_changed_is_written_afresh);
 	tcase_add_test(tc, test_live_file_only_root_can_write_is_checked_at_full_checks);
+	tcase_add_test(tc, test_full_check_of_a_dropped_publish_is_made_again);
 	tcase_add_test(tc, test_live_generation_not_ours_is_not_reused);
 	tcase_add_test(tc, test_file_changed_during_copy_is_not_published);
 	tcase_add_test(tc, test_large_file_streams);
@@ -2468,6 +2718,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
+	tcase_add_test(tc, test_recycled_dir_others_could_write_is_shut_first);
+	tcase_add_test(tc, test_link_from_a_dir_others_can_write_is_looked_at);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
 	tcase_add_test(tc, test_reader_never_sees_enoent_torn_or_mixed);
