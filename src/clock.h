@@ -13,6 +13,12 @@ static inline uint64_t clock_us(clockid_t id)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* A timestamp (a file's times, say) in nanoseconds, to compare. */
+static inline int64_t clock_ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
 /* Monotonic: for durations and deadlines. */
 static inline uint64_t clock_mono_ms(void)
 {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "array.h"
+#include "clock.h"
 #include "fsutil.h"
 #include "ignore.h"
 #include "log.h"
@@ -397,17 +398,13 @@ struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 	return NULL;
 }
 
-static int64_t ts_ns(const struct timespec *t)
-{
-	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
-}
-
 void snapshot_mark_racy(struct snap_entry *e, const struct timespec *seen)
 {
 	int64_t window = e->ctime.tv_nsec || e->mtime.tv_nsec ? RACY_FINE_NS
 							      : RACY_COARSE_NS;
 
-	if (e->type == SNAP_FILE && ts_ns(&e->ctime) >= ts_ns(seen) - window)
+	if (e->type == SNAP_FILE &&
+	    clock_ts_ns(&e->ctime) >= clock_ts_ns(seen) - window)
 		e->flags |= SNAP_F_RACY;
 	else
 		e->flags &= (uint8_t)~SNAP_F_RACY;

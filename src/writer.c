@@ -1099,11 +1099,6 @@ static bool same_stat(const struct snap_entry *e, const struct stat *st)
 	       (uint64_t)st->st_ino == e->ino && (uint64_t)st->st_dev == e->dev;
 }
 
-static int64_t ts_ns(const struct timespec *t)
-{
-	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
-}
-
 /* Does the live copy of `e` hold the payload's bytes? */
 static int same_data(struct writer *w, const struct snap_entry *e, bool *same,
 		     char **err)
@@ -1251,8 +1246,8 @@ static int diff_file(struct writer *w, struct snapshot *s,
 	}
 	*changed = o->size != e->size;
 	if (!*changed && o->ino != 0 && o->ino == e->ino && o->dev == e->dev &&
-	    ts_ns(&o->mtime) == ts_ns(&e->mtime) &&
-	    ts_ns(&o->ctime) == ts_ns(&e->ctime) &&
+	    clock_ts_ns(&o->mtime) == clock_ts_ns(&e->mtime) &&
+	    clock_ts_ns(&o->ctime) == clock_ts_ns(&e->ctime) &&
 	    !(o->flags & SNAP_F_RACY)) {
 		/* A write since o was recorded would have moved the times. */
 		*link = true;
