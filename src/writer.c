@@ -222,6 +222,13 @@ int writer_validate_path(const char *path, char **err)
 }
 
 /* "..2026_11_25_16_04_05.<suffix>": a generation directory. */
+/* Owned by root or us and writable by nobody else: only root or we can
+ * have changed it (a generation, a directory in one). */
+static bool ours_alone(const struct stat *st)
+{
+	return fsutil_trusted_uid(st->st_uid) && !(st->st_mode & 0022);
+}
+
 static bool is_generation_name(const char *n)
 {
 	static const char shape[] = "..dddd_dd_dd_dd_dd_dd.";
@@ -252,8 +259,7 @@ static int open_live(struct writer *w)
 
 	if (fd < 0)
 		return fd;
-	if (fstat(fd, &st) < 0 || !fsutil_trusted_uid(st.st_uid) ||
-	    (st.st_mode & 0022)) {
+	if (fstat(fd, &st) < 0 || !ours_alone(&st)) {
 		close(fd);
 		return -EPERM;
 	}
@@ -1389,7 +1395,7 @@ static bool dir_ours(int fd)
 	struct stat st;
 
 	return fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
-	       fsutil_trusted_uid(st.st_uid) && !(st.st_mode & 0022);
+	       ours_alone(&st);
 }
 
 /* Whether only we or root could ever have written the file `e` records:
@@ -1635,9 +1641,7 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
 		bool owned = st.st_uid == u && st.st_gid == g;
 		/* As it was left, by us and for us alone, since then. */
-		l->new_ours = p->new_ours && owned &&
-			      fsutil_trusted_uid(st.st_uid) &&
-			      !(st.st_mode & 0022);
+		l->new_ours = p->new_ours && owned && ours_alone(&st);
 		/* Its mode read again once the owner it had can no longer
 		 * change it.  One others can write that is to be ours alone
 		 * is made private (as a new one is) before its entries are
@@ -2119,8 +2123,7 @@ static int recycle_spare(struct writer *w, char **gen, uint64_t *seq)
 	int fd = open_generation(w->dfd, spare);
 	int rc = fd < 0 ? fd : 0;
 	/* Like the live generation: none that someone else made. */
-	if (rc == 0 && (fstat(fd, &st) < 0 || !fsutil_trusted_uid(st.st_uid) ||
-			(st.st_mode & 0022)))
+	if (rc == 0 && (fstat(fd, &st) < 0 || !ours_alone(&st)))
 		rc = -EPERM;
 	if (rc == 0 && fchmod(fd, 0700) < 0)
 		rc = -errno;
