@@ -2494,6 +2494,13 @@ static uint64_t reserve_until(const struct writer *w, const struct retired *t)
 	return t->due_ms + w->o.grace_ms;
 }
 
+/* When `t` next comes due or leaves the reserve, as of `now`. */
+static uint64_t retired_until(const struct writer *w, const struct retired *t,
+			      uint64_t now)
+{
+	return t->due_ms > now ? t->due_ms : reserve_until(w, t);
+}
+
 /* A generation that is due becomes the spare, to be recycled into the
  * next one, when there is none; else it stays in reserve (see
  * reserve_until()), and the newest whose reserve ran out takes the
@@ -2513,7 +2520,7 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 	}
 	for (size_t i = 0; i < w->nretired; i++) {
 		struct retired t = w->retired[i];
-		uint64_t until = t.due_ms > now ? t.due_ms : reserve_until(w, &t);
+		uint64_t until = retired_until(w, &t, now);
 		if (!all && until > now && !(i == newest && !w->spare)) {
 			if (next == 0 || until < next)
 				next = until;
@@ -2547,9 +2554,7 @@ uint64_t writer_next_due(const struct writer *w)
 	uint64_t now = writer_now_ms(), next = 0;
 
 	for (size_t i = 0; i < w->nretired; i++) {
-		const struct retired *t = &w->retired[i];
-		uint64_t until = t->due_ms > now ? t->due_ms
-						  : reserve_until(w, t);
+		uint64_t until = retired_until(w, &w->retired[i], now);
 		if (next == 0 || until < next)
 			next = until;
 	}
