@@ -1384,6 +1384,7 @@ struct build {
 	bool checked;	  /* the diff checked every live file already */
 	uid_t euid;
 	const struct pathset *differ; /* see struct writer_pending */
+	struct pathset *changed;      /* the same */
 	struct level *lv;
 	size_t depth, cap;
 };
@@ -1830,6 +1831,10 @@ static int build_entry(struct build *b, size_t i)
 	rc = b->act[i] == ACT_LINK ? link_file(b, e, p, name) : 1;
 	if (rc <= 0)
 		return rc;
+	/* Not the live file after all: its directory changed too (out of
+	 * memory, the set stands for every one). */
+	if (b->act[i] == ACT_LINK)
+		(void)pathset_add(b->changed, e->path, parent_len(e->path));
 	b->act[i] = ACT_COPY; /* new data: flushed with the rest */
 	return copy_file(b, e, p->nfd, name);
 }
@@ -1963,7 +1968,7 @@ static int build(struct writer *w, struct writer_pending *p,
 	struct build b = {
 		.w = w, .s = s, .act = p->act, .r = r, .pb = pb, .err = err,
 		.cap = 16, .checked = w->verify_live, .euid = geteuid(),
-		.differ = p->differ,
+		.differ = p->differ, .changed = p->changed,
 	};
 	int rc = 0;
 
@@ -2204,7 +2209,7 @@ static struct pathset *spare_differs(const struct writer *w, uint64_t from,
 		if (w->retired[i].seq > from)
 			rc = pathset_merge(u, w->retired[i].changed);
 	if (rc == 0)
-		rc = changed_dirs(w->live, p->s, p->act, u);
+		rc = pathset_merge(u, p->changed);
 	pathset_seal(u);
 	if (rc < 0) {
 		pathset_free(u);
@@ -2227,16 +2232,20 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 		return log_err_set(err, rc,
 				   "target %s: creating a generation: %s",
 				   w->path, strerror(-rc));
-	if (p->recycled)
-		p->differ = spare_differs(w, from, p);
-	rc = build(w, p, r, pb, err);
-	/* What the next recycling through this one needs to know. */
-	if (rc == 0 && (p->changed = pathset_new()) == NULL)
+	/* What recycling needs to know, now and through this one later;
+	 * out of memory, a set stands for every directory. */
+	if ((p->changed = pathset_new()) == NULL)
 		rc = -ENOMEM;
-	if (rc == 0 && w->live == NULL)
+	else if (w->live == NULL)
 		pathset_add_all(p->changed);
-	else if (rc == 0)
+	else
 		(void)changed_dirs(w->live, p->s, p->act, p->changed);
+	if (rc == 0 && p->recycled)
+		p->differ = spare_differs(w, from, p);
+	if (rc == 0)
+		rc = build(w, p, r, pb, err);
+	if (p->changed)
+		pathset_seal(p->changed);
 	if (rc == 0)
 		rc = problems_report(w, p->s, pb, err);
 	if (rc == 0 && (p->dir = fsutil_join(w->path, p->gen)) == NULL)

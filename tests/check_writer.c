@@ -2148,6 +2148,49 @@ START_TEST(test_recycle_through_several_generations)
 }
 END_TEST
 
+/* A file not linked forward after all (gone from the live generation)
+ * counts as a change of its directory for later recycling: the spare's
+ * older copy there is not kept in place of the one now live. */
+START_TEST(test_recycle_after_a_file_was_copied_instead_of_linked)
+{
+	struct writer_opts o = opts();
+
+	o.grace_ms = 500;
+	struct writer *w = open_writer_with(&o);
+	tu_write(src, "d/a", "a", 0644);
+	tu_write(src, "t", "1", 0644);
+	tu_nap(120); /* its times tell: linked, not compared */
+	publish_ok(w);
+	char *g1 = tu_live(dst);
+	ino_t root1 = ino_of(dst, g1);
+	char *la = tu_path(dst, "..data/d/a");
+	ck_assert_int_eq(unlink(la), 0);
+	tu_write(src, "t", "22", 0644);
+	publish_ok(w);
+	long long due = tu_now_ms() + 500;
+	o.grace_ms = 60000;
+	writer_set_opts(w, &o);
+	tu_write(src, "t", "333", 0644);
+	publish_ok(w);
+	char *g3 = tu_live(dst);
+	ck_assert_msg(ino_of(dst, g3) != root1,
+		      "the third publish took 500 ms to start");
+	ino_t a3 = ino_of(dst, "..data/d/a");
+	wait_past(due);
+	tu_write(src, "t", "4444", 0644);
+	publish_ok(w);
+	char *g4 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g4), root1);
+	ck_assert_uint_eq(ino_of(dst, "..data/d/a"), a3);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g1);
+	free(g3);
+	free(g4);
+	free(la);
+}
+END_TEST
+
 /* Two generations due at once: the newer is the spare, the other waits
  * in reserve for the publish after, which recycles it rather than link
  * every file into a new one.  At rest, one replaced generation stays. */
@@ -2718,6 +2761,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
+	tcase_add_test(tc, test_recycle_after_a_file_was_copied_instead_of_linked);
 	tcase_add_test(tc, test_recycled_dir_others_could_write_is_shut_first);
 	tcase_add_test(tc, test_link_from_a_dir_others_can_write_is_looked_at);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
