@@ -9,7 +9,14 @@
  *    +-- publish_finished <---------------------- COMMITTING  ABORTING
  *
  * PUBLISHING, COMMITTING and ABORTING are work items on libuv's thread
- * pool; CHECKING runs a command from the loop.  Beside the state, the
+ * pool; CHECKING runs a command from the loop.  In a burst of changes,
+ * a publish that found no replaced generation to recycle is followed by
+ *
+ *   IDLE --(writer_standby_wanted)--> STANDBY --(linked, or stopped)--> IDLE
+ *
+ * a work item that links a standby generation for the next publish to
+ * recycle; a change that comes meanwhile stops it, and its publish
+ * starts as soon as it has.  Beside the state, the
  * mapping's phase: STARTING until the start-up publish has been tried,
  * then RUNNING, and STOPPING once sync_stop is called: the publish under
  * way finishes (its check included), then the after-publish actions it
@@ -30,6 +37,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +84,7 @@ enum sync_state {
 	ST_CHECKING,   /* check_command runs on the prepared generation */
 	ST_COMMITTING, /* a checked generation goes live */
 	ST_ABORTING,   /* a vetoed generation goes */
+	ST_STANDBY,    /* a standby generation is linked (writer_standby) */
 	ST_DRAINING,   /* at stop: older replaced generations removed */
 	ST_CLOSING,    /* the handles close */
 };
@@ -119,6 +128,10 @@ struct sync {
 	struct writer_gc *gc_taken; /* waiting for that to finish */
 	enum sync_state state;
 	enum sync_phase phase;
+	bool fire_held;		/* a publish waits for STANDBY to stop */
+	atomic_bool standby_stop; /* set: the standby stops where it is */
+	int standby_rc;		  /* how it ended (from the work item) */
+	char *standby_err;	  /* why it failed */
 	bool verify_due;    /* the next publish checks every live file */
 	/* What changed since the publish under way read the source. */
 	struct publish_dirty dirty;
@@ -203,6 +216,10 @@ static void on_work(uv_work_t *req)
 		break;
 	case ST_ABORTING:
 		publish_abort(&s->pub);
+		break;
+	case ST_STANDBY:
+		s->standby_rc = writer_standby(s->pub.w, &s->standby_stop,
+					       &s->standby_err);
 		break;
 	default:
 		abort(); /* no work item in the other states */
@@ -304,6 +321,10 @@ static void queue(struct sync *s, enum sync_state to)
 	s->work.data = s;
 	s->may_take_gc = s->gc_taken == NULL;
 	s->gc_handed = NULL;
+	if (to == ST_STANDBY) {
+		s->fire_held = false;
+		atomic_store(&s->standby_stop, false);
+	}
 	if (to == ST_PUBLISHING) {
 		/* Handed to the work item, which owns the writer. */
 		s->pub.verify = s->verify_due;
@@ -327,6 +348,13 @@ static void on_fire(struct debounce_timer *t)
 
 	if (s->phase == PH_STOPPING) {
 		debounce_done(&t->d);
+		return;
+	}
+	/* The publish starts once the standby stops: it is recycled. */
+	if (s->state == ST_STANDBY) {
+		s->fire_held = true;
+		s->st.publish_started_ms = clock_wall_ms();
+		atomic_store(&s->standby_stop, true);
 		return;
 	}
 	/* The debounce holds a publish running until publish_finished. */
@@ -903,9 +931,35 @@ static void start_check(struct sync *s)
 	hook_env_free(env);
 }
 
+/* STANDBY -> IDLE, or on to the publish that stopped it. */
+static void standby_finished(struct sync *s)
+{
+	int rc = s->standby_rc;
+
+	s->state = ST_IDLE;
+	if (rc < 0 && rc != -ECANCELED)
+		log_msg(LOG_LVL_INFO, s->c->name,
+			"linking a standby generation: %s; the next publish "
+			"links every file",
+			s->standby_err ? s->standby_err : strerror(-rc));
+	else
+		log_msg(LOG_LVL_DEBUG, s->c->name, "standby generation %s",
+			rc == 0 ? "linked" : "stopped by a change");
+	free(s->standby_err);
+	s->standby_err = NULL;
+	if (!s->fire_held)
+		return;
+	s->fire_held = false;
+	if (s->phase == PH_STOPPING)
+		debounce_done(&s->db.d);
+	else
+		queue(s, ST_PUBLISHING);
+}
+
 static void on_after_work(uv_work_t *req, int status)
 {
 	struct sync *s = req->data;
+	enum sync_state done = s->state;
 
 	(void)status;
 	s->st.publish_started_ms = 0;
@@ -940,9 +994,16 @@ static void on_after_work(uv_work_t *req, int status)
 	case ST_ABORTING:
 		publish_finished(s, OUT_VETO);
 		break;
+	case ST_STANDBY:
+		standby_finished(s);
+		break;
 	default:
 		abort(); /* no work item in the other states */
 	}
+	/* In a burst, the next publish recycles a standby.  Not at stop. */
+	if (s->state == ST_IDLE && s->phase == PH_RUNNING &&
+	    done != ST_STANDBY && s->pub.w && writer_standby_wanted(s->pub.w))
+		queue(s, ST_STANDBY);
 	gc_kick(s);
 	arm_retire(s);
 	stop_continue(s);
@@ -1008,6 +1069,7 @@ static void on_handle_closed(uv_handle_t *h)
 	if (s->reload_pidfd >= 0)
 		close(s->reload_pidfd);
 	free(s->generation);
+	free(s->standby_err);
 	conf_sync_free(s->c);
 	free(s);
 	if (done)
@@ -1090,6 +1152,7 @@ void sync_stop(struct sync *s, void (*done)(void *data), void *data)
 	s->phase = PH_STOPPING;
 	s->stopped = done;
 	s->stopped_data = data;
+	atomic_store(&s->standby_stop, true);
 	uv_timer_stop(&s->db.timer);
 	uv_timer_stop(&s->resync);
 	uv_timer_stop(&s->retire);

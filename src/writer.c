@@ -43,6 +43,13 @@ struct retired {
 				     known */
 };
 
+/* What the spare generation is. */
+enum spare_kind {
+	SPARE_REPLACED, /* a replaced generation past its grace period */
+	SPARE_STANDBY,	/* linked from the live one (writer_standby()) */
+	SPARE_PARTIAL,	/* the same, stopped before it was complete */
+};
+
 struct writer {
 	char *path;
 	int dfd;		/* target directory, -1 in a dry run without one */
@@ -58,8 +65,14 @@ struct writer {
 	bool exact_dino;	/* its directory entries tell inode numbers */
 	struct retired *retired;
 	size_t nretired;
-	char *spare;		/* a replaced generation past its grace
-				   period, to recycle into the next one */
+	char *spare;		/* a generation to recycle into the next one */
+	enum spare_kind spare_kind;
+	struct pathset *spare_left; /* a partial standby's directories that
+				       it did not finish */
+	uint64_t last_commit_ms;
+	bool burst;		/* the live one came within a grace period of
+				   the one before: the next may come as soon,
+				   with no replaced generation due */
 	uint64_t seq;		/* of the last generation made here */
 	uint64_t live_seq;	/* the live one's (see struct retired) */
 	uint64_t spare_seq;	/* the spare's */
@@ -79,6 +92,10 @@ struct writer_pending {
 	char *dir;   /* target/gen, for hooks */
 	uint8_t *act;
 	bool recycled;		 /* gen is the spare, renamed */
+	enum spare_kind spare_kind; /* what that spare was */
+	struct pathset *spare_left; /* see struct writer */
+	bool standby;		 /* writer_standby(): never made live */
+	size_t built;		 /* entries of s written when it stopped */
 	bool verify;		 /* prepared at a full check (see
 				    writer_verify_next()) */
 	struct pathset *differ;	 /* directories in which the spare may
@@ -415,6 +432,7 @@ static void recover(struct writer *w)
 			     : NULL;
 	if (keep && left_ms <= 0 && w->o.grace_ms > 0) {
 		w->spare = keep; /* past its grace: recycled next */
+		w->spare_kind = SPARE_REPLACED;
 	} else if (keep && retire_add(w, keep,
 				      writer_now_ms() + (uint64_t)left_ms, 0,
 				      NULL) == 0) {
@@ -712,6 +730,7 @@ void writer_close(struct writer *w)
 	}
 	free(w->retired);
 	free(w->spare);
+	pathset_free(w->spare_left);
 	pathset_free(w->live_changed);
 	if (w->live_fd >= 0)
 		close(w->live_fd);
@@ -1382,6 +1401,10 @@ struct build {
 	char **err;
 	struct stat gen;  /* the live generation, for its owner */
 	bool checked;	  /* the diff checked every live file already */
+	bool standby;	  /* see struct writer_pending: links, or fails */
+	bool unflushed;	  /* recycled from a standby that was never
+			     flushed: every directory is flushed */
+	const atomic_bool *stop; /* set: a standby stops where it is */
 	uid_t euid;
 	const struct pathset *differ; /* see struct writer_pending */
 	struct pathset *changed;      /* the same */
@@ -1432,7 +1455,7 @@ static int close_level(struct build *b)
 		log_err_set(b->err, rc, "target %s: directory %s: %s", b->w->path,
 			l->path, strerror(-rc));
 	/* A recycled directory that did not change needs no flush. */
-	if (l->recycled && !l->dirty && l->mode == l->cur &&
+	if (l->recycled && !l->dirty && l->mode == l->cur && !b->unflushed &&
 	    l->idx != LEVEL_ROOT)
 		b->act[l->idx] = ACT_KEEP;
 	close(l->nfd);
@@ -1730,6 +1753,8 @@ static int build_dir(struct build *b, size_t i, struct level *p,
  * changed; 1. */
 static int not_linked(struct build *b, const struct snap_entry *e)
 {
+	if (b->standby)
+		return -ESTALE; /* the publish that comes tells */
 	warn_changed_in_live(b->w, e->path);
 	b->r->changed++;
 	return note_path(b->r, e->path) < 0 ? -ENOMEM : 1;
@@ -1831,6 +1856,8 @@ static int build_entry(struct build *b, size_t i)
 	rc = b->act[i] == ACT_LINK ? link_file(b, e, p, name) : 1;
 	if (rc <= 0)
 		return rc;
+	if (b->standby)
+		return -ESTALE; /* holds nothing but links */
 	/* Not the live file after all: its directory changed too (out of
 	 * memory, the set stands for every one). */
 	if (b->act[i] == ACT_LINK)
@@ -1941,11 +1968,11 @@ static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 /* Step (1) ends here: the complete generation becomes readable (0755)
  * and, with fsync, is on disk before ..data may name it. */
 static int open_up(struct writer *w, int gfd, const char *gen, bool all,
-		   char **err)
+		   mode_t mode, char **err)
 {
 	int rc = 0;
 
-	if (fchmod(gfd, 0755) < 0)
+	if (fchmod(gfd, mode) < 0)
 		rc = -errno;
 	else if (flushes(w) && all && syncfs(gfd) < 0)
 		rc = -errno;
@@ -1959,9 +1986,11 @@ static int open_up(struct writer *w, int gfd, const char *gen, bool all,
 }
 
 /* Writes every entry of p->s into the generation p->gen (a recycled
- * one holds entries already), flushes and opens it up. */
+ * one holds entries already), flushes and opens it up.  -ECANCELED when
+ * `stop` (NULL: never) was set first. */
 static int build(struct writer *w, struct writer_pending *p,
-		 struct writer_result *r, struct problems *pb, char **err)
+		 struct writer_result *r, struct problems *pb,
+		 const atomic_bool *stop, char **err)
 {
 	struct snapshot *s = p->s;
 	const char *gen = p->gen;
@@ -1969,6 +1998,8 @@ static int build(struct writer *w, struct writer_pending *p,
 		.w = w, .s = s, .act = p->act, .r = r, .pb = pb, .err = err,
 		.cap = 16, .checked = w->verify_live, .euid = geteuid(),
 		.differ = p->differ, .changed = p->changed,
+		.standby = p->standby, .stop = stop,
+		.unflushed = p->recycled && p->spare_kind == SPARE_PARTIAL,
 	};
 	int rc = 0;
 
@@ -1993,8 +2024,11 @@ static int build(struct writer *w, struct writer_pending *p,
 	b.lv[0].same = level_same(&b, &b.lv[0]);
 	if (p->recycled && !b.lv[0].same)
 		rc = prune(&b, &b.lv[0]);
-	for (size_t i = 0; i < s->n && rc == 0; i++)
-		rc = build_entry(&b, i);
+	for (p->built = 0; p->built < s->n && rc == 0; p->built++)
+		rc = stop && atomic_load_explicit(stop, memory_order_relaxed)
+			     ? -ECANCELED
+			     : build_entry(&b, p->built);
+	p->built -= rc < 0;
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);
 	/* Unreadable entries make it incomplete: it goes, unflushed. */
@@ -2006,8 +2040,9 @@ static int build(struct writer *w, struct writer_pending *p,
 	bool all = false;
 	if (rc == 0 && flushes(w))
 		rc = flush(w, s, p->act, gfd, gen, &all, err);
+	/* A standby stays private until it is recycled. */
 	if (rc == 0)
-		rc = open_up(w, gfd, gen, all, err);
+		rc = open_up(w, gfd, gen, all, p->standby ? 0700 : 0755, err);
 out:
 	while (b.depth > 0) {
 		struct level *l = &b.lv[--b.depth];
@@ -2029,6 +2064,7 @@ static void pending_free(struct writer_pending *p)
 	free(p->act);
 	pathset_free(p->differ);
 	pathset_free(p->changed);
+	pathset_free(p->spare_left);
 	free(p);
 }
 
@@ -2104,6 +2140,7 @@ static void take_spare(struct writer *w)
 		return;
 	w->spare = w->retired[newest].name;
 	w->spare_seq = w->retired[newest].seq;
+	w->spare_kind = SPARE_REPLACED;
 	pathset_free(w->retired[newest].changed);
 	memmove(&w->retired[newest], &w->retired[newest + 1],
 		(w->nretired - newest - 1) * sizeof(*w->retired));
@@ -2112,15 +2149,19 @@ static void take_spare(struct writer *w)
 
 /* The spare generation made private again (0700: unfinished, to
  * recover(), and out of reach of other users) and renamed to a new
- * generation's name, in *gen; when it cannot be recycled, it is removed
+ * generation's name, in p->gen; when it cannot be recycled, it is removed
  * and a negative errno returned. */
-static int recycle_spare(struct writer *w, char **gen, uint64_t *seq)
+static int recycle_spare(struct writer *w, struct writer_pending *p,
+			 uint64_t *seq)
 {
 	struct stat st;
 
 	take_spare(w);
 	char *spare = w->spare;
 	*seq = w->spare_seq;
+	p->spare_kind = w->spare_kind;
+	p->spare_left = w->spare_left;
+	w->spare_left = NULL;
 	w->spare = NULL;
 	w->spare_seq = 0;
 	if (spare == NULL)
@@ -2135,7 +2176,7 @@ static int recycle_spare(struct writer *w, char **gen, uint64_t *seq)
 	if (fd >= 0)
 		close(fd);
 	if (rc == 0)
-		rc = make_generation(w, spare, gen);
+		rc = make_generation(w, spare, &p->gen);
 	if (rc < 0) {
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: cannot recycle %s (%s); removing it",
@@ -2193,8 +2234,10 @@ static struct pathset *spare_differs(const struct writer *w, uint64_t from,
 {
 	uint64_t next = from + 1;
 	struct pathset *u = NULL;
+	/* A standby made from the live one differs only where p->s does. */
+	bool live = from == w->live_seq;
 
-	if (from == 0 || w->live_changed == NULL || w->live == NULL)
+	if (from == 0 || (w->live_changed == NULL && !live) || w->live == NULL)
 		return NULL;
 	/* Replaced ones are kept in the order they were replaced. */
 	for (size_t i = 0; i < w->nretired; i++) {
@@ -2202,9 +2245,11 @@ static struct pathset *spare_differs(const struct writer *w, uint64_t from,
 		if (t->seq > from && (t->seq != next++ || t->changed == NULL))
 			return NULL;
 	}
-	if (next != w->live_seq || (u = pathset_new()) == NULL)
+	if ((next != w->live_seq && !live) || (u = pathset_new()) == NULL)
 		return NULL;
-	int rc = pathset_merge(u, w->live_changed);
+	int rc = live ? 0 : pathset_merge(u, w->live_changed);
+	if (rc == 0 && p->spare_left)
+		rc = pathset_merge(u, p->spare_left);
 	for (size_t i = 0; rc == 0 && i < w->nretired; i++)
 		if (w->retired[i].seq > from)
 			rc = pathset_merge(u, w->retired[i].changed);
@@ -2226,7 +2271,7 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 {
 	uint64_t from = 0;
 
-	p->recycled = recycle_spare(w, &p->gen, &from) == 0;
+	p->recycled = recycle_spare(w, p, &from) == 0;
 	int rc = p->recycled ? 0 : make_generation(w, NULL, &p->gen);
 	if (rc < 0)
 		return log_err_set(err, rc,
@@ -2243,7 +2288,7 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	if (rc == 0 && p->recycled)
 		p->differ = spare_differs(w, from, p);
 	if (rc == 0)
-		rc = build(w, p, r, pb, err);
+		rc = build(w, p, r, pb, NULL, err);
 	if (p->changed)
 		pathset_seal(p->changed);
 	if (rc == 0)
@@ -2411,6 +2456,9 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	uint64_t old_seq = w->live_seq;
 	struct pathset *old_changed = w->live_changed;
 
+	uint64_t now = writer_now_ms();
+	w->burst = w->last_commit_ms && now - w->last_commit_ms < w->o.grace_ms;
+	w->last_commit_ms = now;
 	detach_source(p->s);
 	w->live = p->s;
 	w->live_gen = p->gen;
@@ -2461,6 +2509,90 @@ int writer_publish(struct writer *w, struct snapshot *s,
 	if (rc < 0 || p == NULL)
 		return rc;
 	return writer_commit(w, p, r, err);
+}
+
+bool writer_standby_wanted(const struct writer *w)
+{
+	uint64_t now = writer_now_ms();
+
+	if (!w->burst || w->o.dry_run || w->spare || w->live == NULL ||
+	    w->live_fd < 0 || w->live_foreign || w->verify_live)
+		return false;
+	for (size_t i = 0; i < w->nretired; i++)
+		if (w->retired[i].due_ms <= now)
+			return false; /* that one is recycled */
+	return true;
+}
+
+/* The directories a standby stopped at entry `k` of `s` did not finish:
+ * those the entry is in, up to the top (those after it are not there
+ * yet, and are made anew); NULL when out of memory. */
+static struct pathset *standby_left(const struct snapshot *s, size_t k)
+{
+	struct pathset *u = pathset_new();
+	int rc = u ? 0 : -ENOMEM;
+	const char *e = k < s->n ? s->v[k].path : "";
+
+	for (size_t len = 0; rc == 0; len++) {
+		if (e[len] == '/' || len == 0)
+			rc = pathset_add(u, e, len);
+		if (e[len] == '\0')
+			break;
+	}
+	if (rc < 0) {
+		pathset_free(u);
+		return NULL;
+	}
+	pathset_seal(u);
+	return u;
+}
+
+/* A standby is the live generation linked anew, file by file, into a
+ * private one (0700, as any generation being written), then flushed:
+ * recycled as the spare, it differs from the next generation only in
+ * what that one changes.  Readers never saw it, so it needs no grace
+ * period.  Stopped, what it holds so far is still the spare, looked at
+ * in full when it is recycled. */
+int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
+{
+	struct writer_result r = {0};
+	struct problems pb = {0};
+	struct writer_pending p = {.s = w->live, .standby = true};
+
+	if (!writer_standby_wanted(w))
+		return 0;
+	if ((p.act = malloc(w->live->n ? w->live->n : 1)) == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < w->live->n; i++)
+		p.act[i] = w->live->v[i].type == SNAP_DIR ? ACT_DIR : ACT_LINK;
+	int rc = make_generation(w, NULL, &p.gen);
+	if (rc < 0)
+		log_err_set(err, rc, "target %s: creating a generation: %s",
+			    w->path, strerror(-rc));
+	else
+		rc = build(w, &p, &r, &pb, stop, err);
+	if (rc == -ECANCELED)
+		w->spare_left = standby_left(w->live, p.built);
+	if (rc == 0 || rc == -ECANCELED) {
+		w->spare = p.gen;
+		w->spare_seq = rc == 0 || w->spare_left ? w->live_seq : 0;
+		w->spare_kind = rc == 0 ? SPARE_STANDBY : SPARE_PARTIAL;
+		p.gen = NULL;
+	} else if (p.gen) {
+		int r2 = fsutil_rmtree(w->dfd, p.gen);
+		if (r2 < 0)
+			log_msg(LOG_LVL_WARN, w->name,
+				"target %s: removing unfinished %s: %s",
+				w->path, p.gen, strerror(-r2));
+	}
+	if (rc == -ESTALE)
+		log_err_set(err, rc, "target %s: a live file is not as it was "
+			    "left", w->path);
+	free(p.gen);
+	free(p.act);
+	free(r.paths);
+	problems_fini(&pb);
+	return rc;
 }
 
 struct writer_gc {
@@ -2540,6 +2672,9 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 			char *old = w->spare;
 			w->spare = t.name;
 			w->spare_seq = t.seq;
+			w->spare_kind = SPARE_REPLACED;
+			pathset_free(w->spare_left);
+			w->spare_left = NULL;
 			pathset_free(t.changed);
 			t = (struct retired){.name = old, .due_ms = t.due_ms};
 			if (t.name == NULL)
@@ -2553,6 +2688,10 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 	w->nretired = k;
 	if (all && w->spare && gc_add(w, &gc, w->spare))
 		w->spare = NULL;
+	if (w->spare == NULL) {
+		pathset_free(w->spare_left);
+		w->spare_left = NULL;
+	}
 	if (next_ms)
 		*next_ms = next;
 	return gc;
@@ -2641,8 +2780,13 @@ struct writer_gc *writer_gc_take_exit(struct writer *w)
 			w->retired[k++] = w->retired[i];
 	}
 	w->nretired = k;
-	if (w->nretired == 1 && w->spare && gc_add(w, &gc, w->spare))
+	/* A standby is no replaced generation: it never stays. */
+	if ((w->nretired == 1 || w->spare_kind != SPARE_REPLACED) && w->spare &&
+	    gc_add(w, &gc, w->spare)) {
 		w->spare = NULL;
+		pathset_free(w->spare_left);
+		w->spare_left = NULL;
+	}
 	return gc;
 }
 

@@ -11,6 +11,7 @@
 #ifndef ATOMSYNC_WRITER_H
 #define ATOMSYNC_WRITER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -94,6 +95,20 @@ void writer_abort(struct writer *w, struct writer_pending *p);
 /* writer_prepare, then writer_commit. */
 int writer_publish(struct writer *w, struct snapshot *s,
 		   struct writer_result *r, char **err);
+
+/* Whether a standby is worth linking now: the live generation came
+ * within a grace period of the one before (a burst, which may go on),
+ * and no generation is there to recycle into the next one. */
+bool writer_standby_wanted(const struct writer *w);
+
+/* When writer_standby_wanted(), links the live generation's files into a
+ * new private one (0700) and flushes it, for the next publish to recycle:
+ * that one then costs what changed, not what exists.  Meant for a thread
+ * of its own between publishes; a publish waits for it.  Once `stop`
+ * (read as it goes) is set, it returns -ECANCELED soon, keeping what it
+ * linked so far to be recycled.  It is removed with the replaced
+ * generations, and never left at exit (writer_gc_take_exit). */
+int writer_standby(struct writer *w, const atomic_bool *stop, char **err);
 
 /* Removes superseded generations whose grace period has run out (all of
  * them when `all`).  *next_ms is the monotonic time (ms) at which the next

@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -372,6 +373,70 @@ END_TEST
 /* Mapping a, removed by a reload, stops without waiting out its long
  * grace period: its target keeps the live generation and the one it
  * replaced, whole, while mapping b goes on publishing. */
+/* The private (0700) generation in `d`, the standby: its inode, 0 when
+ * there is none. */
+static ino_t standby_ino(const char *d)
+{
+	DIR *dir = opendir(d);
+	struct dirent *de;
+	struct stat st;
+	ino_t found = 0;
+
+	while (dir && (de = readdir(dir)) != NULL)
+		if (strncmp(de->d_name, "..2", 3) == 0 &&
+		    fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    (st.st_mode & 07777) == 0700)
+			found = st.st_ino;
+	if (dir)
+		closedir(dir);
+	return found;
+}
+
+static int has_standby(void *arg)
+{
+	return standby_ino(arg) != 0;
+}
+
+/* Changes that follow each other within the grace period (60 s here):
+ * after each publish a standby is linked, and the next publish recycles
+ * it, stopped or not.  A stop leaves none. */
+START_TEST(test_burst_of_changes_recycles_a_standby)
+{
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", "--grace-ms", "60000",
+			      "--log-level", "debug", NULL};
+	char data[32];
+
+	for (int k = 0; k < 40; k++) {
+		snprintf(data, sizeof(data), "d%d/f%d", k % 4, k);
+		tu_write(src, data, data, 0644);
+	}
+	pid = tu_spawn(argv, logpath);
+	converge(src, dst, 5000);
+	tu_write(src, "d0/c", "first", 0644);
+	wait_target("d0/c", "first", 5000);
+	for (int i = 1; i <= 4; i++) {
+		ck_assert_msg(tu_wait_for(has_standby, dst, 5000),
+			      "no standby after change %d", i);
+		ino_t sb = standby_ino(dst);
+		snprintf(data, sizeof(data), "%d", i);
+		tu_write(src, i % 2 ? "d0/c" : "d3/f3", data, 0644);
+		wait_target(i % 2 ? "d0/c" : "d3/f3", data, 5000);
+		char *live = tu_live(dst), *lp = tu_path(dst, live);
+		struct stat st;
+		ck_assert_int_eq(stat(lp, &st), 0);
+		ck_assert_uint_eq(st.st_ino, sb);
+		free(lp);
+		free(live);
+	}
+	converge(src, dst, 5000);
+	ck_assert_int_ge(tu_file_count(logpath, "standby generation linked"), 1);
+	stop_daemon();
+	ck_assert_uint_eq(standby_ino(dst), 0);
+	ck_assert_int_eq(tu_generations(dst), 2);
+}
+END_TEST
+
 START_TEST(test_stopped_mapping_leaves_its_replaced_generation)
 {
 	char *sa = side("src", 'a'), *da = side("dst", 'a');
@@ -391,7 +456,7 @@ START_TEST(test_stopped_mapping_leaves_its_replaced_generation)
 	converge(sa, da, 5000);
 	tu_write(sa, "f", "3", 0644);
 	converge(sa, da, 5000);
-	ck_assert_int_eq(tu_generations(da), 3);
+	ck_assert_int_eq(tu_readable_generations(da), 3);
 	free(text);
 	text = conf_text("b", 0);
 	write_conf(text);
@@ -1493,6 +1558,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_reincluded_names_are_followed_live);
 	tcase_add_test(tc, test_names_excluded_only_somewhere_are_followed_live);
 	tcase_add_test(tc, test_same_size_edit_in_same_second_is_published);
+	tcase_add_test(tc, test_burst_of_changes_recycles_a_standby);
 	tcase_add_test(tc, test_sigint_and_sigterm_exit_0);
 	tcase_add_test(tc, test_config_mappings_and_reload);
 	tcase_add_test(tc,

@@ -4,15 +4,18 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -2296,6 +2299,249 @@ START_TEST(test_recycle_checks_files_others_can_write)
 }
 END_TEST
 
+/* The one private (0700) generation in dst, the standby; malloc'ed. */
+static char *standby_of(void)
+{
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	char *found = NULL;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+		if (strncmp(de->d_name, "..2", 3) != 0)
+			continue;
+		char *p = tu_path(dst, de->d_name);
+		ck_assert_int_eq(lstat(p, &st), 0);
+		free(p);
+		if ((st.st_mode & 07777) != 0700)
+			continue;
+		ck_assert_msg(found == NULL, "two private generations");
+		found = strdup(de->d_name);
+	}
+	closedir(d);
+	ck_assert_msg(found != NULL, "no standby generation");
+	return found;
+}
+
+/* A writer that has published twice in a row, the second within the
+ * grace period (60 s) of the first: a burst, with nothing due. */
+static struct writer *burst_writer(struct writer_opts *o)
+{
+	o->grace_ms = 60000;
+	struct writer *w = open_writer_with(o);
+	publish_ok(w);
+	ck_assert(!writer_standby_wanted(w)); /* one publish is no burst */
+	tu_write(src, "top", "burst", 0644);
+	publish_ok(w);
+	ck_assert(writer_standby_wanted(w));
+	return w;
+}
+
+/* The source changed in a/f, published: the standby was recycled into
+ * the new generation (root inode `root`), which holds the source. */
+static void assert_standby_recycled(struct writer *w, ino_t root)
+{
+	struct writer_result r = {0};
+
+	tu_write(src, "a/f", "changed", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.copied, 1);
+	writer_result_fini(&r);
+	char *g = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g), root);
+	free(g);
+	ASSERT_TREES();
+	/* What it recorded is right: a full check finds it intact. */
+	writer_verify_next(w);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	writer_result_fini(&r);
+}
+
+START_TEST(test_standby_is_recycled_into_the_next_generation)
+{
+	struct writer_opts o = opts();
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	tu_write(src, "a/f", "a1", 0644);
+	tu_write(src, "b/f", "b1", 0644);
+	struct writer *w = burst_writer(&o);
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	ck_assert(!writer_standby_wanted(w)); /* it is there */
+	char *sb = standby_of(), *sbp = tu_path(dst, sb);
+	ck_assert_int_eq(tu_generations(dst), 3);
+	/* The live generation again, by links. */
+	ck_assert_uint_eq(ino_of(sbp, "a/f"), ino_of(dst, "..data/a/f"));
+	ck_assert_uint_eq(ino_of(sbp, "b/f"), ino_of(dst, "..data/b/f"));
+	ck_assert_uint_eq(ino_of(sbp, "top"), ino_of(dst, "..data/top"));
+	ck_assert_int_eq(tu_count_entries(sbp), 3);
+	ino_t bf = ino_of(dst, "..data/b/f");
+	char *g2 = tu_live(dst), *a2 = tu_path(dst, g2);
+	assert_standby_recycled(w, ino_of(dst, sb));
+	ck_assert_uint_eq(ino_of(dst, "..data/b/f"), bf);
+	/* The generation it replaced, which readers may hold, is as it
+	 * was. */
+	char *af = tu_path(a2, "a/f"), *t = tu_read(af, NULL);
+	ck_assert_str_eq(t, "a1");
+	ck_assert_int_eq(tu_generations(dst), 3);
+	/* None is left at exit: the live one and the one replaced last. */
+	ck_assert(writer_standby_wanted(w));
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	ck_assert_int_eq(tu_generations(dst), 4);
+	writer_retire_exit(w);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ck_assert_uint_eq(ino_of(dst, g2), ino_of(a2, "."));
+	writer_close(w);
+	free(t);
+	free(af);
+	free(a2);
+	free(g2);
+	free(sbp);
+	free(sb);
+}
+END_TEST
+
+/* A standby stopped before its first entry is recycled all the same. */
+START_TEST(test_standby_stopped_is_finished_by_the_next_publish)
+{
+	struct writer_opts o = opts();
+	atomic_bool stop = true;
+	char *err = NULL;
+
+	tu_write(src, "a/f", "a1", 0644);
+	tu_write(src, "b/f", "b1", 0644);
+	struct writer *w = burst_writer(&o);
+	ck_assert_int_eq(writer_standby(w, &stop, &err), -ECANCELED);
+	char *sb = standby_of(), *sbp = tu_path(dst, sb);
+	ck_assert_int_eq(tu_count_entries(sbp), 0);
+	assert_standby_recycled(w, ino_of(dst, sb));
+	writer_close(w);
+	free(sbp);
+	free(sb);
+}
+END_TEST
+
+struct stopper {
+	atomic_bool *stop;
+	long us;
+};
+
+static void *stop_later(void *arg)
+{
+	struct stopper *st = arg;
+	struct timespec ts = {0, st->us * 1000L};
+
+	nanosleep(&ts, NULL);
+	atomic_store(st->stop, true);
+	return NULL;
+}
+
+/* Wherever a change stops the standby, what it linked so far is kept
+ * and the rest made by the publish: the source, exactly. */
+START_TEST(test_standby_stopped_anywhere_is_recycled_right)
+{
+	for (int round = 0; round < 12; round++) {
+		struct writer_opts o = opts();
+		atomic_bool stop = false;
+		struct stopper st = {&stop, round * 150L};
+		pthread_t t;
+		char *err = NULL;
+
+		tu_rmrf(dst);
+		tu_rmrf(src);
+		tu_mkdirs(src, 0755);
+		for (int k = 0; k < 120; k++) {
+			char rel[32];
+			snprintf(rel, sizeof(rel), "%c/%c/f%d", 'a' + k % 4,
+				 'p' + k % 3, k);
+			tu_write(src, rel, rel, 0644);
+		}
+		tu_write(src, "a/f", "a1", 0644);
+		struct writer *w = burst_writer(&o);
+		ck_assert_int_eq(pthread_create(&t, NULL, stop_later, &st), 0);
+		int rc = writer_standby(w, &stop, &err);
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		ck_assert_msg(rc == 0 || rc == -ECANCELED, "round %d: %s", round,
+			      strerror(-rc));
+		char *sb = standby_of();
+		assert_standby_recycled(w, ino_of(dst, sb));
+		writer_close(w);
+		free(sb);
+	}
+}
+END_TEST
+
+/* With a replaced generation due, that one is recycled: no standby. */
+START_TEST(test_standby_not_wanted_once_one_is_due)
+{
+	struct writer_opts o = opts();
+
+	o.grace_ms = 300;
+	struct writer *w = open_writer_with(&o);
+	tu_write(src, "a", "1", 0644);
+	publish_ok(w);
+	tu_write(src, "a", "2", 0644);
+	publish_ok(w);
+	long long due = tu_now_ms() + 300;
+	ck_assert_msg(writer_standby_wanted(w),
+		      "the second publish took 300 ms");
+	wait_past(due);
+	ck_assert(!writer_standby_wanted(w));
+	/* Changes further apart than the grace period are no burst. */
+	tu_write(src, "a", "3", 0644);
+	publish_ok(w);
+	ck_assert(!writer_standby_wanted(w));
+	writer_close(w);
+}
+END_TEST
+
+/* A file another user can write, changed in the live generation, is not
+ * carried into a standby, nor kept from one. */
+START_TEST(test_standby_checks_files_others_can_write)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	atomic_bool stop = false;
+	struct writer_result r = {0};
+	char *err = NULL;
+
+	o.file_mode = 0666;
+	tu_write(src, "d/a", "same", 0644);
+	tu_write(src, "b", "1", 0644);
+	char *sd = tu_path(src, "d");
+	ck_assert_int_eq(chmod(sd, 0755), 0); /* reached by uid 2005 */
+	free(sd);
+	tu_nap(120);
+	struct writer *w = burst_writer(&o);
+	/* Changed before: the standby is not made. */
+	tamper_as(2005, "d/a", "evil");
+	ck_assert_int_eq(writer_standby(w, &stop, &err), -ESTALE);
+	ck_assert_ptr_nonnull(strstr(err, dst));
+	free(err);
+	err = NULL;
+	ck_assert_int_eq(tu_generations(dst), 2);
+	tu_write(src, "b", "2", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	assert_live("d/a", "same");
+	/* Changed after: the publish that recycles it writes it afresh. */
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	tamper_as(2005, "d/a", "evil");
+	tu_nap(120);
+	tu_write(src, "b", "3", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.changed, 2);
+	writer_result_fini(&r);
+	assert_live("d/a", "same");
+	assert_live("b", "3");
+	writer_close(w);
+}
+END_TEST
+
 /* As a user: through a descriptor of `dir`, opened while the user may
  * write it, puts a file of theirs in place of "a" again and again until
  * that is refused.  Writes a byte to `ready` once one is in place. */
@@ -2759,6 +3005,11 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_never_changes_a_shared_file);
 	tcase_add_test(tc, test_recycle_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
+	tcase_add_test(tc, test_standby_is_recycled_into_the_next_generation);
+	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
+	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
+	tcase_add_test(tc, test_standby_not_wanted_once_one_is_due);
+	tcase_add_test(tc, test_standby_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
 	tcase_add_test(tc, test_recycle_after_a_file_was_copied_instead_of_linked);

@@ -224,6 +224,22 @@ int tu_generations(const char *dst)
 	return n;
 }
 
+int tu_readable_generations(const char *dst)
+{
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	struct stat st;
+	int n = 0;
+	while (d && (de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, "..2", 3) == 0 &&
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    (st.st_mode & 07777) == 0755)
+			n++;
+	if (d)
+		closedir(d);
+	return n;
+}
+
 int tu_count_entries(const char *dst)
 {
 	DIR *d = opendir(dst);

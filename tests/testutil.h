@@ -49,6 +49,9 @@ void tu_fill(const char *dir, const struct tu_file *payload);
 char *tu_live(const char *dst);
 /* Number of generation directories in `dst`. */
 int tu_generations(const char *dst);
+/* Those of them that are complete (mode 0755): not one being written,
+ * nor a daemon's private standby. */
+int tu_readable_generations(const char *dst);
 /* Entries of `dst` whose names start with "..", plus other names. */
 int tu_count_entries(const char *dst);
 /* The permission bits atomsync projects by default: the source's, less
