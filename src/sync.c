@@ -131,6 +131,7 @@ struct sync {
 	bool fire_held;		/* a publish waits for STANDBY to stop */
 	atomic_bool standby_stop; /* set: the standby stops where it is */
 	int standby_rc;		  /* how it ended (from the work item) */
+	uint64_t standby_us;	  /* and what it took */
 	char *standby_err;	  /* why it failed */
 	bool verify_due;    /* the next publish checks every live file */
 	/* What changed since the publish under way read the source. */
@@ -218,8 +219,10 @@ static void on_work(uv_work_t *req)
 		publish_abort(&s->pub);
 		break;
 	case ST_STANDBY:
+		s->standby_us = clock_us(CLOCK_MONOTONIC);
 		s->standby_rc = writer_standby(s->pub.w, &s->standby_stop,
 					       &s->standby_err);
+		s->standby_us = clock_us(CLOCK_MONOTONIC) - s->standby_us;
 		break;
 	default:
 		abort(); /* no work item in the other states */
@@ -943,8 +946,10 @@ static void standby_finished(struct sync *s)
 			"links every file",
 			s->standby_err ? s->standby_err : strerror(-rc));
 	else
-		log_msg(LOG_LVL_DEBUG, s->c->name, "standby generation %s",
-			rc == 0 ? "linked" : "stopped by a change");
+		log_msg(LOG_LVL_DEBUG, s->c->name,
+			"standby generation %s in %.1f ms",
+			rc == 0 ? "linked" : "stopped by a change",
+			(double)s->standby_us / 1000.0);
 	free(s->standby_err);
 	s->standby_err = NULL;
 	if (!s->fire_held)
