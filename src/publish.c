@@ -186,6 +186,9 @@ int publish_prepare(struct publish *p)
 		return p->rc;
 	/* A followed link must not lead the walk back into the target. */
 	(void)writer_target_id(p->w, &so.avoid_dev, &so.avoid_ino);
+	/* Every live file is checked, when that is due, while the source
+	 * is read. */
+	writer_verify_start(p->w);
 	p->rc = read_source(p, &so, full, &snap);
 	if (p->rc < 0) {
 		p->source_failed = true;

@@ -61,6 +61,11 @@ struct writer {
 	bool live_trusted;	/* live came from the state file, not a scan */
 	bool live_foreign;	/* ..data names a directory not of ours */
 	bool verify_live;	/* the next diff checks every live file */
+	/* That check, made ahead on a thread of its own (writer_verify_
+	 * start()): per entry of `live`, whether the file is intact. */
+	pthread_t verify_thread;
+	bool verifying;		/* the thread runs, or is to be joined */
+	uint8_t *live_ok;	/* its answers, NULL: none */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
 	bool exact_dino;	/* its directory entries tell inode numbers */
 	struct retired *retired;
@@ -315,6 +320,7 @@ static int read_live(struct writer *w, char **gen, char **err)
 
 static int retire_add(struct writer *w, char *gen, uint64_t due_ms,
 		      uint64_t seq, struct pathset *changed);
+static void verify_drop(struct writer *w);
 
 /* How much is left of the grace period of the generations ..data left,
  * in ms (<= 0: none, or no live generation).  They were replaced when
@@ -724,6 +730,7 @@ void writer_close(struct writer *w)
 {
 	if (w == NULL)
 		return;
+	verify_drop(w);
 	for (size_t i = 0; i < w->nretired; i++) {
 		free(w->retired[i].name);
 		pathset_free(w->retired[i].changed);
@@ -1221,15 +1228,6 @@ static bool live_intact(const struct writer *w, const struct snap_entry *o,
 	       intact(&st, o, gen);
 }
 
-static void warn_changed_in_live(const struct writer *w, const char *path)
-{
-	if (!w->o.quiet)
-		log_msg(LOG_LVL_WARN, w->name,
-			"target %s: %s was changed in the live generation; "
-			"writing it afresh from the source",
-			w->path, path);
-}
-
 /* Whose files the live generation holds, unless owner or group say
  * otherwise: whoever wrote it.  Us, but for atomsyncd --status run by
  * another user than the daemon's. */
@@ -1239,6 +1237,72 @@ static void live_owner(const struct writer *w, struct stat *gen)
 		gen->st_uid = geteuid();
 		gen->st_gid = getegid();
 	}
+}
+
+/* The full check's answer for the live file `o`: made ahead, or now. */
+static bool live_checked(const struct writer *w, const struct snap_entry *o,
+			 const struct stat *gen)
+{
+	if (w->live_ok)
+		return w->live_ok[o - w->live->v];
+	return live_intact(w, o, gen);
+}
+
+static void *verify_worker(void *arg)
+{
+	struct writer *w = arg;
+	const struct snapshot *l = w->live;
+	struct stat gen;
+
+	live_owner(w, &gen);
+	for (size_t i = 0; i < l->n; i++)
+		w->live_ok[i] = l->v[i].type == SNAP_FILE &&
+				live_intact(w, &l->v[i], &gen);
+	return NULL;
+}
+
+/* Waits for a check made ahead; its answers stay until dropped. */
+static void verify_join(struct writer *w)
+{
+	if (w->verifying)
+		pthread_join(w->verify_thread, NULL);
+	w->verifying = false;
+}
+
+static void verify_drop(struct writer *w)
+{
+	verify_join(w);
+	free(w->live_ok);
+	w->live_ok = NULL;
+}
+
+void writer_verify_start(struct writer *w)
+{
+	sigset_t all, old;
+
+	verify_drop(w);
+	if (!w->verify_live || w->live == NULL || w->live_fd < 0 ||
+	    w->live->n == 0 || (w->live_ok = malloc(w->live->n)) == NULL)
+		return;
+	/* Signals are the caller's. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	w->verifying = pthread_create(&w->verify_thread, NULL, verify_worker,
+				      w) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!w->verifying) {
+		free(w->live_ok);
+		w->live_ok = NULL;
+	}
+}
+
+static void warn_changed_in_live(const struct writer *w, const char *path)
+{
+	if (!w->o.quiet)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: %s was changed in the live generation; "
+			"writing it afresh from the source",
+			w->path, path);
 }
 
 /* Counts a path as added, changed or removed (`verb` says which, for a
@@ -1264,7 +1328,7 @@ static int diff_file(struct writer *w, struct snapshot *s,
 {
 	/* Every file, when a full check is due; else those linked forward
 	 * are checked as they are (build_entry). */
-	if (w->verify_live && !live_intact(w, o, gen)) {
+	if (w->verify_live && !live_checked(w, o, gen)) {
 		warn_changed_in_live(w, e->path);
 		*changed = true;
 		return 0;
@@ -2315,6 +2379,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 
 	*out = NULL;
 	memset(r, 0, sizeof(*r));
+	verify_join(w);
 	if (w->live_gen && w->live_fd < 0 && !w->live_foreign)
 		w->live_fd = open_live(w);
 	if (rc == 0) {
@@ -2339,6 +2404,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	}
 	if (rc == 0)
 		w->verify_live = false;
+	verify_drop(w);
 	problems_fini(&pb);
 	pending_free(p);
 	snapshot_free(s);
@@ -2559,6 +2625,7 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 	struct problems pb = {0};
 	struct writer_pending p = {.s = w->live, .standby = true};
 
+	verify_drop(w);
 	if (!writer_standby_wanted(w))
 		return 0;
 	if ((p.act = malloc(w->live->n ? w->live->n : 1)) == NULL)

@@ -157,6 +157,13 @@ int writer_check_target(const struct writer *w, char **err);
  * did not; a new writer does it at its first. */
 void writer_verify_next(struct writer *w);
 
+/* When a full check is due (writer_verify_next, a new writer), starts
+ * it on a thread of its own, for the caller to read the source
+ * meanwhile; the next writer_prepare waits for it and uses what it found.
+ * Until then, the only calls on `w` may be writer_prepare, writer_close
+ * and another writer_verify_start. */
+void writer_verify_start(struct writer *w);
+
 /* The target directory's identity, for a walk to keep out of it;
  * -ENOENT in a dry run without a target. */
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);

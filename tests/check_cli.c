@@ -317,6 +317,43 @@ START_TEST(test_once_projects_the_tree)
 }
 END_TEST
 
+/* --once checks every live file, here on a thread of its own while it
+ * reads the source: an edit in place in the live generation, which only
+ * root could make there, is found and written afresh, whichever file of
+ * many it is. */
+START_TEST(test_once_finds_a_live_file_changed_in_place)
+{
+	char *out, *err, rel[32];
+
+	for (int k = 0; k < 300; k++) {
+		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
+		tu_write(src, rel, rel, 0644);
+	}
+	ck_assert_int_eq(once(&out, &err), 0);
+	free(out);
+	free(err);
+	for (int k = 0; k < 300; k += 149) {
+		snprintf(rel, sizeof(rel), "..data/d%d/f%d", k % 10, k);
+		char *p = tu_path(dst, rel);
+		FILE *f = fopen(p, "a");
+		ck_assert_ptr_nonnull(f);
+		fputs("edited", f);
+		fclose(f);
+		free(p);
+	}
+	ck_assert_int_eq(once(&out, &err), 0);
+	ck_assert_msg(strstr(err, "d0/f0 was changed in the live generation"),
+		      "%s", err);
+	ck_assert_msg(strstr(err, "d9/f149 was changed in the live generation"),
+		      "%s", err);
+	ck_assert_msg(strstr(err, "d8/f298 was changed in the live generation"),
+		      "%s", err);
+	ASSERT_TREES();
+	free(out);
+	free(err);
+}
+END_TEST
+
 static int once_grace(const char *grace, long long *took_ms)
 {
 	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
@@ -828,6 +865,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_config_file_fifo_directory_and_foreign_link_are_refused);
 	tcase_add_test(tc, test_config_file_from_a_configmap_volume_is_read);
 	tcase_add_test(tc, test_once_projects_the_tree);
+	tcase_add_test(tc, test_once_finds_a_live_file_changed_in_place);
 	tcase_add_test(tc, test_once_does_not_wait_out_the_grace_period);
 	tcase_add_test(tc, test_next_once_retires_a_generation_past_its_grace);
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
