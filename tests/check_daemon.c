@@ -5,7 +5,6 @@
 #include "config.h"
 
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -377,19 +376,18 @@ END_TEST
  * there is none. */
 static ino_t standby_ino(const char *d)
 {
-	DIR *dir = opendir(d);
-	struct dirent *de;
+	char *name = NULL;
 	struct stat st;
-	ino_t found = 0;
+	ino_t ino = 0;
 
-	while (dir && (de = readdir(dir)) != NULL)
-		if (strncmp(de->d_name, "..2", 3) == 0 &&
-		    fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    (st.st_mode & 07777) == 0700)
-			found = st.st_ino;
-	if (dir)
-		closedir(dir);
-	return found;
+	if (tu_generations_of_mode(d, 0700, &name) > 0) {
+		char *p = tu_path(d, name);
+		if (lstat(p, &st) == 0)
+			ino = st.st_ino;
+		free(p);
+	}
+	free(name);
+	return ino;
 }
 
 static int has_standby(void *arg)

@@ -574,19 +574,7 @@ END_TEST
 /* A generation of `dst` with mode 0700: one being written. */
 static int private_generation(void *arg)
 {
-	const char *dst = arg;
-	DIR *d = opendir(dst);
-	struct dirent *de;
-	int found = 0;
-	while (d && (de = readdir(d)) != NULL && !found) {
-		struct stat st;
-		if (strncmp(de->d_name, "..2", 3) == 0 &&
-		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-			found = (st.st_mode & 07777) == 0700;
-	}
-	if (d)
-		closedir(d);
-	return found;
+	return tu_generations_of_mode(arg, 0700, NULL) > 0;
 }
 
 /* SIGKILL in the middle of recycling a replaced generation into the next

@@ -4,7 +4,6 @@
 #include "config.h"
 
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -2302,25 +2301,9 @@ END_TEST
 /* The one private (0700) generation in dst, the standby; malloc'ed. */
 static char *standby_of(void)
 {
-	DIR *d = opendir(dst);
-	struct dirent *de;
 	char *found = NULL;
 
-	ck_assert_ptr_nonnull(d);
-	while ((de = readdir(d)) != NULL) {
-		struct stat st;
-		if (strncmp(de->d_name, "..2", 3) != 0)
-			continue;
-		char *p = tu_path(dst, de->d_name);
-		ck_assert_int_eq(lstat(p, &st), 0);
-		free(p);
-		if ((st.st_mode & 07777) != 0700)
-			continue;
-		ck_assert_msg(found == NULL, "two private generations");
-		found = strdup(de->d_name);
-	}
-	closedir(d);
-	ck_assert_msg(found != NULL, "no standby generation");
+	ck_assert_int_eq(tu_generations_of_mode(dst, 0700, &found), 1);
 	return found;
 }
 

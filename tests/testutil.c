@@ -224,20 +224,33 @@ int tu_generations(const char *dst)
 	return n;
 }
 
-int tu_readable_generations(const char *dst)
+int tu_generations_of_mode(const char *dst, mode_t mode, char **name)
 {
 	DIR *d = opendir(dst);
 	struct dirent *de;
 	struct stat st;
 	int n = 0;
-	while (d && (de = readdir(d)) != NULL)
-		if (strncmp(de->d_name, "..2", 3) == 0 &&
-		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    (st.st_mode & 07777) == 0755)
-			n++;
+	if (name)
+		*name = NULL;
+	while (d && (de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "..2", 3) != 0 ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    (st.st_mode & 07777) != mode)
+			continue;
+		n++;
+		if (name) {
+			free(*name);
+			*name = strdup(de->d_name);
+		}
+	}
 	if (d)
 		closedir(d);
 	return n;
+}
+
+int tu_readable_generations(const char *dst)
+{
+	return tu_generations_of_mode(dst, 0755, NULL);
 }
 
 int tu_count_entries(const char *dst)

@@ -49,8 +49,11 @@ void tu_fill(const char *dir, const struct tu_file *payload);
 char *tu_live(const char *dst);
 /* Number of generation directories in `dst`. */
 int tu_generations(const char *dst);
-/* Those of them that are complete (mode 0755): not one being written,
- * nor a daemon's private standby. */
+/* Those of them whose mode is `mode` (0755: complete; 0700: being
+ * written, or a daemon's standby); in *name (malloc'ed, NULL: none) the
+ * last one found, when `name` is not NULL. */
+int tu_generations_of_mode(const char *dst, mode_t mode, char **name);
+/* Those that are complete: not one being written, nor a standby. */
 int tu_readable_generations(const char *dst);
 /* Entries of `dst` whose names start with "..", plus other names. */
 int tu_count_entries(const char *dst);
