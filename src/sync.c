@@ -940,8 +940,10 @@ static void standby_finished(struct sync *s)
 	int rc = s->standby_rc;
 
 	s->state = ST_IDLE;
+	/* Not worth more than debug: the publish that comes reports what
+	 * keeps it from writing, and a burst would repeat it. */
 	if (rc < 0 && rc != -ECANCELED)
-		log_msg(LOG_LVL_INFO, s->c->name,
+		log_msg(LOG_LVL_DEBUG, s->c->name,
 			"linking a standby generation: %s; the next publish "
 			"links every file",
 			s->standby_err ? s->standby_err : strerror(-rc));
