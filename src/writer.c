@@ -243,7 +243,6 @@ int writer_validate_path(const char *path, char **err)
 	return 0;
 }
 
-/* "..2026_11_25_16_04_05.<suffix>": a generation directory. */
 /* Owned by root or us and writable by nobody else: only root or we can
  * have changed it (a generation, a directory in one). */
 static bool ours_alone(const struct stat *st)
@@ -251,6 +250,7 @@ static bool ours_alone(const struct stat *st)
 	return fsutil_trusted_uid(st->st_uid) && !(st->st_mode & 0022);
 }
 
+/* "..2026_11_25_16_04_05.<suffix>": a generation directory. */
 static bool is_generation_name(const char *n)
 {
 	static const char shape[] = "..dddd_dd_dd_dd_dd_dd.";
