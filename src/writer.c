@@ -322,6 +322,30 @@ static int retire_add(struct writer *w, char *gen, uint64_t due_ms,
 		      uint64_t seq, struct pathset *changed);
 static void verify_drop(struct writer *w);
 
+/* Makes `name` (NULL: none) the spare, with what is known of it; the
+ * caller has taken the name of the one before. */
+static void spare_set(struct writer *w, char *name, uint64_t seq,
+		      enum spare_kind kind, struct pathset *left)
+{
+	w->spare = name;
+	w->spare_seq = seq;
+	w->spare_kind = kind;
+	pathset_free(w->spare_left);
+	w->spare_left = left;
+}
+
+/* The newest replaced generation whose grace period is over as of `now`
+ * (they are kept in the order they were replaced); SIZE_MAX: none. */
+static size_t newest_due(const struct writer *w, uint64_t now)
+{
+	size_t newest = SIZE_MAX;
+
+	for (size_t i = 0; i < w->nretired; i++)
+		if (w->retired[i].due_ms <= now)
+			newest = i;
+	return newest;
+}
+
 /* How much is left of the grace period of the generations ..data left,
  * in ms (<= 0: none, or no live generation).  They were replaced when
  * ..data last changed: the mtime of its link, which outlives the
@@ -437,8 +461,8 @@ static void recover(struct writer *w)
 			     ? grace_keeper(w, d)
 			     : NULL;
 	if (keep && left_ms <= 0 && w->o.grace_ms > 0) {
-		w->spare = keep; /* past its grace: recycled next */
-		w->spare_kind = SPARE_REPLACED;
+		/* Past its grace: recycled next. */
+		spare_set(w, keep, 0, SPARE_REPLACED, NULL);
 	} else if (keep && retire_add(w, keep,
 				      writer_now_ms() + (uint64_t)left_ms, 0,
 				      NULL) == 0) {
@@ -2194,17 +2218,12 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
  * file anew for want of one. */
 static void take_spare(struct writer *w)
 {
-	uint64_t now = writer_now_ms();
-	size_t newest = SIZE_MAX;
+	size_t newest = w->spare ? SIZE_MAX : newest_due(w, writer_now_ms());
 
-	for (size_t i = 0; w->spare == NULL && i < w->nretired; i++)
-		if (w->retired[i].due_ms <= now)
-			newest = i;
 	if (newest == SIZE_MAX)
 		return;
-	w->spare = w->retired[newest].name;
-	w->spare_seq = w->retired[newest].seq;
-	w->spare_kind = SPARE_REPLACED;
+	spare_set(w, w->retired[newest].name, w->retired[newest].seq,
+		  SPARE_REPLACED, NULL);
 	pathset_free(w->retired[newest].changed);
 	memmove(&w->retired[newest], &w->retired[newest + 1],
 		(w->nretired - newest - 1) * sizeof(*w->retired));
@@ -2226,8 +2245,7 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 	p->spare_kind = w->spare_kind;
 	p->spare_left = w->spare_left;
 	w->spare_left = NULL;
-	w->spare = NULL;
-	w->spare_seq = 0;
+	spare_set(w, NULL, 0, SPARE_REPLACED, NULL);
 	if (spare == NULL)
 		return -ENOENT;
 	int fd = open_generation(w->dfd, spare);
@@ -2581,13 +2599,10 @@ bool writer_standby_wanted(const struct writer *w)
 {
 	uint64_t now = writer_now_ms();
 
-	if (!w->burst || w->o.dry_run || w->spare || w->live == NULL ||
-	    w->live_fd < 0 || w->live_foreign || w->verify_live)
-		return false;
-	for (size_t i = 0; i < w->nretired; i++)
-		if (w->retired[i].due_ms <= now)
-			return false; /* that one is recycled */
-	return true;
+	/* A replaced generation that is due is recycled instead. */
+	return w->burst && !w->o.dry_run && !w->spare && w->live &&
+	       w->live_fd >= 0 && !w->live_foreign && !w->verify_live &&
+	       newest_due(w, now) == SIZE_MAX;
 }
 
 /* The directories a standby stopped at entry `k` of `s` did not finish:
@@ -2638,12 +2653,11 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 			    w->path, strerror(-rc));
 	else
 		rc = build(w, &p, &r, &pb, stop, err);
-	if (rc == -ECANCELED)
-		w->spare_left = standby_left(w->live, p.built);
+	struct pathset *left =
+		rc == -ECANCELED ? standby_left(w->live, p.built) : NULL;
 	if (rc == 0 || rc == -ECANCELED) {
-		w->spare = p.gen;
-		w->spare_seq = rc == 0 || w->spare_left ? w->live_seq : 0;
-		w->spare_kind = rc == 0 ? SPARE_STANDBY : SPARE_PARTIAL;
+		spare_set(w, p.gen, rc == 0 || left ? w->live_seq : 0,
+			  rc == 0 ? SPARE_STANDBY : SPARE_PARTIAL, left);
 		p.gen = NULL;
 	} else if (p.gen) {
 		int r2 = fsutil_rmtree(w->dfd, p.gen);
@@ -2718,14 +2732,12 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 {
 	uint64_t now = writer_now_ms(), next = 0;
 	struct writer_gc *gc = NULL;
-	size_t k = 0, newest = SIZE_MAX, expired = SIZE_MAX;
+	size_t k = 0, expired = SIZE_MAX;
+	size_t newest = all ? SIZE_MAX : newest_due(w, now);
 
-	for (size_t i = 0; !all && i < w->nretired; i++) {
-		if (w->retired[i].due_ms <= now)
-			newest = i;
+	for (size_t i = 0; !all && i < w->nretired; i++)
 		if (reserve_until(w, &w->retired[i]) <= now)
 			expired = i;
-	}
 	for (size_t i = 0; i < w->nretired; i++) {
 		struct retired t = w->retired[i];
 		uint64_t until = retired_until(w, &t, now);
@@ -2737,11 +2749,7 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 		}
 		if (i == newest || i == expired) {
 			char *old = w->spare;
-			w->spare = t.name;
-			w->spare_seq = t.seq;
-			w->spare_kind = SPARE_REPLACED;
-			pathset_free(w->spare_left);
-			w->spare_left = NULL;
+			spare_set(w, t.name, t.seq, SPARE_REPLACED, NULL);
 			pathset_free(t.changed);
 			t = (struct retired){.name = old, .due_ms = t.due_ms};
 			if (t.name == NULL)
@@ -2754,11 +2762,7 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 	}
 	w->nretired = k;
 	if (all && w->spare && gc_add(w, &gc, w->spare))
-		w->spare = NULL;
-	if (w->spare == NULL) {
-		pathset_free(w->spare_left);
-		w->spare_left = NULL;
-	}
+		spare_set(w, NULL, 0, SPARE_REPLACED, NULL);
 	if (next_ms)
 		*next_ms = next;
 	return gc;
@@ -2849,11 +2853,8 @@ struct writer_gc *writer_gc_take_exit(struct writer *w)
 	w->nretired = k;
 	/* A standby is no replaced generation: it never stays. */
 	if ((w->nretired == 1 || w->spare_kind != SPARE_REPLACED) && w->spare &&
-	    gc_add(w, &gc, w->spare)) {
-		w->spare = NULL;
-		pathset_free(w->spare_left);
-		w->spare_left = NULL;
-	}
+	    gc_add(w, &gc, w->spare))
+		spare_set(w, NULL, 0, SPARE_REPLACED, NULL);
 	return gc;
 }
 

@@ -160,8 +160,10 @@ void writer_verify_next(struct writer *w);
 /* When a full check is due (writer_verify_next, a new writer), starts
  * it on a thread of its own, for the caller to read the source
  * meanwhile; the next writer_prepare waits for it and uses what it found.
- * Until then, the only calls on `w` may be writer_prepare, writer_close
- * and another writer_verify_start. */
+ * Meanwhile the thread reads the live generation's record: the calls
+ * that change it or what it names (writer_prepare, writer_standby,
+ * writer_close, writer_verify_start) wait for the thread first; others
+ * (writer_gc_take, after a failed read) leave it alone. */
 void writer_verify_start(struct writer *w);
 
 /* The target directory's identity, for a walk to keep out of it;
