@@ -1530,9 +1530,20 @@ static bool under(const char *path, const char *dir, size_t dlen)
 static int refresh_keep_entries(struct refresh *r)
 {
 	const struct snapshot *prev = r->w.prev;
+	struct snapshot *s = r->w.s;
 	const char *cut = NULL;
 	size_t cutlen = 0;
 
+	/* Room for all of prev at once: growing by doubling would copy an
+	 * array of a large tree several times over. */
+	if (s->cap < s->n + prev->n) {
+		struct snap_entry *v =
+			realloc(s->v, (s->n + prev->n) * sizeof(*s->v));
+		if (v == NULL)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = s->n + prev->n;
+	}
 	for (size_t i = 0; i < prev->n; i++) {
 		const struct snap_entry *e = &prev->v[i];
 		bool cut_dir;
@@ -1540,7 +1551,7 @@ static int refresh_keep_entries(struct refresh *r)
 			continue;
 		cut = NULL;
 		if (!refresh_replaced(r, e->path, e->type, &cut_dir)) {
-			if (snapshot_add(r->w.s, e) < 0)
+			if (snapshot_add(s, e) < 0)
 				return -ENOMEM;
 			continue;
 		}

@@ -165,15 +165,33 @@ static void out_escaped(struct out *o, const char *s)
 	o->len = (size_t)(escape_into(o->buf + o->len, s) - o->buf);
 }
 
-static void out_num(struct out *o, uint64_t v, unsigned base, char sep)
+/* Numbers are written straight into the buffer, a constant base each:
+ * a division by a variable base costs more than the rest of an entry. */
+static void out_dec(struct out *o, uint64_t v, char sep)
 {
-	char tmp[32];
+	char tmp[24];
 	size_t i = sizeof(tmp);
 
 	tmp[--i] = sep;
 	do {
-		tmp[--i] = (char)('0' + v % base);
-		v /= base;
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (sizeof(o->buf) - o->len < sizeof(tmp))
+		out_flush(o);
+	memcpy(o->buf + o->len, tmp + i, sizeof(tmp) - i);
+	o->len += sizeof(tmp) - i;
+}
+
+static void out_oct(struct out *o, uint32_t v, char sep)
+{
+	char tmp[16];
+	size_t i = sizeof(tmp);
+
+	tmp[--i] = sep;
+	do {
+		tmp[--i] = (char)('0' + (v & 7));
+		v >>= 3;
 	} while (v);
 	out_bytes(o, tmp + i, sizeof(tmp) - i);
 }
@@ -182,7 +200,7 @@ static void out_snum(struct out *o, int64_t v, char sep)
 {
 	if (v < 0)
 		out_bytes(o, "-", 1);
-	out_num(o, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, 10, sep);
+	out_dec(o, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, sep);
 }
 
 int state_save(int dfd, const struct snapshot *s, const char *gen,
@@ -207,29 +225,29 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 	out_str(o, STATE_MAGIC "\ngeneration ");
 	out_escaped(o, gen);
 	out_str(o, "\nrecorded ");
-	out_num(o, (uint64_t)s->taken.tv_sec, 10, ' ');
-	out_num(o, (uint64_t)s->taken.tv_nsec, 10, '\n');
+	out_dec(o, (uint64_t)s->taken.tv_sec, ' ');
+	out_dec(o, (uint64_t)s->taken.tv_nsec, '\n');
 	boot_id(boot, sizeof(boot));
 	out_str(o, flushed ? "flushed 1 " : "flushed 0 ");
 	out_str(o, boot);
 	out_str(o, "\nentries ");
-	out_num(o, s->n, 10, '\n');
+	out_dec(o, s->n, '\n');
 	for (size_t i = 0; i < s->n; i++) {
 		const struct snap_entry *e = &s->v[i];
 		out_str(o, e->type == SNAP_DIR ? "D " : "F ");
-		out_num(o, e->mode, 8, ' ');
-		out_num(o, e->uid, 10, ' ');
-		out_num(o, e->gid, 10, ' ');
-		out_num(o, e->size, 10, ' ');
+		out_oct(o, e->mode, ' ');
+		out_dec(o, e->uid, ' ');
+		out_dec(o, e->gid, ' ');
+		out_dec(o, e->size, ' ');
 		out_snum(o, (int64_t)e->mtime.tv_sec, ' ');
-		out_num(o, (uint64_t)e->mtime.tv_nsec, 10, ' ');
+		out_dec(o, (uint64_t)e->mtime.tv_nsec, ' ');
 		out_snum(o, (int64_t)e->ctime.tv_sec, ' ');
-		out_num(o, (uint64_t)e->ctime.tv_nsec, 10, ' ');
-		out_num(o, e->dev, 10, ' ');
-		out_num(o, e->ino, 10, ' ');
-		out_num(o, e->t_ino, 10, ' ');
+		out_dec(o, (uint64_t)e->ctime.tv_nsec, ' ');
+		out_dec(o, e->dev, ' ');
+		out_dec(o, e->ino, ' ');
+		out_dec(o, e->t_ino, ' ');
 		out_snum(o, (int64_t)e->t_mtime.tv_sec, ' ');
-		out_num(o, (uint64_t)e->t_mtime.tv_nsec, 10, ' ');
+		out_dec(o, (uint64_t)e->t_mtime.tv_nsec, ' ');
 		out_escaped(o, e->path);
 		out_str(o, "\n");
 	}
