@@ -94,8 +94,12 @@ void publish_reset(struct publish *p)
 	free(p->err);
 	p->err = NULL;
 	writer_result_fini(&p->res);
-	snapshot_extras_free(p->extras);
-	p->extras = NULL;
+	/* The last read's warnings, should the next read start from it. */
+	if (p->extras) {
+		snapshot_extras_free(p->base_extras);
+		p->base_extras = p->extras;
+		p->extras = NULL;
+	}
 }
 
 void publish_fini(struct publish *p)
@@ -109,8 +113,9 @@ void publish_fini(struct publish *p)
 	free(p->recorded_err);
 	p->recorded_err = NULL;
 	publish_dirty_fini(&p->dirty);
-	snapshot_free(p->base);
-	p->base = NULL;
+	snapshot_extras_free(p->base_extras);
+	p->base_extras = NULL;
+	p->base_live = false;
 }
 
 /* The configured path is the target: one removed, or moved away, by an
@@ -128,6 +133,7 @@ static int check_target(struct publish *p)
 			      : "moved away or replaced by another directory");
 	writer_close(p->w);
 	p->w = NULL;
+	p->base_live = false; /* a new writer has a record of its own */
 	return 0;
 }
 
@@ -146,32 +152,36 @@ static int open_target(struct publish *p)
 }
 
 /* Reads the source: again only where it changed when the last read is
- * there to start from and can be trusted to give what a full walk would
- * (snapshot_refresh says when not); the whole of it otherwise.  Keeps a
- * copy for the next time. */
+ * there to start from, as the live record, and can be trusted to give
+ * what a full walk would (snapshot_refresh says when not); the whole of
+ * it otherwise. */
 static int read_source(struct publish *p, const struct snapshot_opts *so,
 		       bool full, struct snapshot **snap)
 {
+	const struct snapshot *base = writer_live(p->w);
 	int rc = -ESTALE;
 
-	if (!full && p->base && !p->dirty.all)
-		rc = snapshot_refresh(p->base, p->dirty.dirs, p->dirty.n, so,
-				      snap, &p->err);
+	if (!full && p->base_live && p->base_extras && !p->dirty.all)
+		rc = snapshot_refresh(base, p->base_extras, p->dirty.dirs,
+				      p->dirty.n, so, snap, &p->err);
+	/* Until this read is what the target holds. */
+	p->base_live = false;
 	p->full = rc == -ESTALE;
 	if (p->full)
 		rc = snapshot_take(p->c->source, so, snap, &p->err);
 	publish_dirty_fini(&p->dirty);
-	snapshot_free(p->base);
-	p->base = NULL;
 	if (rc < 0)
 		return rc;
 	p->read = (*snap)->read;
 	p->was_read = true;
-	/* Without a copy (out of memory) the next read is a full one. */
-	if (!p->once && log_list_count(&(*snap)->problems) == 0 &&
-	    snapshot_copy(*snap, &p->base) < 0)
-		p->base = NULL;
 	return 0;
+}
+
+/* The read now is the live record: the next read can start from it.
+ * Not in a dry run (the record stays as it was), nor for --once. */
+static void base_taken(struct publish *p)
+{
+	p->base_live = !p->once && !p->dry_run && p->extras != NULL;
 }
 
 int publish_prepare(struct publish *p)
@@ -198,11 +208,8 @@ int publish_prepare(struct publish *p)
 	/* What the caller needs of the walk; the writer takes the rest. */
 	p->extras = snapshot_take_extras(snap);
 	p->rc = writer_prepare(p->w, snap, &p->pending, &p->res, &p->err);
-	if (p->rc < 0) {
-		/* Read anew, all of it, rather than trust a read that failed. */
-		snapshot_free(p->base);
-		p->base = NULL;
-	}
+	if (p->rc == 0 && p->pending == NULL)
+		base_taken(p); /* nothing to publish */
 	/* What a re-scan costs: the walk, and the compare when it found
 	 * nothing to publish; copying what changed is the price of the
 	 * change, not of looking. */
@@ -220,6 +227,10 @@ int publish_commit(struct publish *p)
 {
 	p->rc = writer_commit(p->w, p->pending, &p->res, &p->err);
 	p->pending = NULL;
+	/* After a failure, whatever the record became, the next read is a
+	 * full one. */
+	if (p->rc == 0)
+		base_taken(p);
 	return p->rc;
 }
 

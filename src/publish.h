@@ -50,7 +50,12 @@ struct publish {
 	 * fill; emptied by the prepare): without the last read to start
 	 * from, or with `all`, the whole of it. */
 	struct publish_dirty dirty;
-	struct snapshot *base;	/* the last read of the source, or NULL */
+	/* The writer's live record is the last read of the source (taken
+	 * over by a publish or a compare that found nothing to publish),
+	 * so the next read can start from it: one copy of the read, not
+	 * two.  Its warnings were the caller's extras, kept here. */
+	bool base_live;
+	struct snapshot_extras *base_extras;
 	bool once;		/* no read follows: keep no base */
 	char *recorded_err;	/* what the target's error file holds */
 	bool record_clear;	/* known to hold none */

@@ -1339,6 +1339,8 @@ struct refresh {
 	size_t ndone, donecap;
 	char **cuts; /* prev's directories whose subtree was dropped */
 	size_t ncuts, cutcap;
+	const struct snap_warning *warn; /* prev's warnings */
+	size_t nwarn;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -1601,14 +1603,13 @@ static int cmp_warn(const void *a, const void *b)
  * the order a walk finds them. */
 static int refresh_warnings(struct refresh *r)
 {
-	const struct snapshot_extras *px = &r->w.prev->extras;
 	struct snapshot *s = r->w.s;
 
 	if (r->ncuts > 1)
 		qsort(r->cuts, r->ncuts, sizeof(*r->cuts), cmp_str);
-	for (size_t i = 0; i < px->nwarn; i++)
-		if (refresh_warning_kept(r, px->warn[i].path) &&
-		    add_warning(s, px->warn[i].path, px->warn[i].kind) < 0)
+	for (size_t i = 0; i < r->nwarn; i++)
+		if (refresh_warning_kept(r, r->warn[i].path) &&
+		    add_warning(s, r->warn[i].path, r->warn[i].kind) < 0)
 			return -ENOMEM;
 	if (s->extras.nwarn > 1)
 		qsort(s->extras.warn, s->extras.nwarn,
@@ -1744,11 +1745,15 @@ static int refresh_run(struct refresh *r, char *const *dirs, size_t n)
 	return rc;
 }
 
-int snapshot_refresh(const struct snapshot *prev, char *const *dirs,
+int snapshot_refresh(const struct snapshot *prev,
+		     const struct snapshot_extras *px, char *const *dirs,
 		     size_t n, const struct snapshot_opts *o,
 		     struct snapshot **out, char **err)
 {
-	struct refresh r = {.w = {.o = o, .prev = prev}};
+	if (px == NULL)
+		px = &prev->extras;
+	struct refresh r = {.w = {.o = o, .prev = prev},
+			    .warn = px->warn, .nwarn = px->nwarn};
 	struct snapshot *s = NULL;
 	int rc;
 
@@ -1788,55 +1793,4 @@ int snapshot_refresh(const struct snapshot *prev, char *const *dirs,
 	trim(s);
 	*out = s;
 	return rc;
-}
-
-static int copy_extras(struct snapshot *d, const struct snapshot *s)
-{
-	const struct snapshot_extras *x = &s->extras;
-	struct stat st = {0};
-	int rc = 0;
-
-	for (size_t i = 0; rc == 0 && i < x->nwarn; i++)
-		rc = add_warning(d, x->warn[i].path, x->warn[i].kind);
-	for (size_t i = 0; rc == 0 && i < x->nwatch; i++) {
-		st.st_dev = (dev_t)x->watch[i].dev;
-		st.st_ino = (ino_t)x->watch[i].ino;
-		rc = add_watch(d, x->watch[i].path, &st);
-	}
-	return rc;
-}
-
-int snapshot_copy(const struct snapshot *s, struct snapshot **out)
-{
-	struct snapshot *d = NULL;
-	int rc = snapshot_open(NULL, &d, NULL);
-
-	if (rc < 0)
-		return rc;
-	d->root = s->root ? strdup(s->root) : NULL;
-	d->root_real = s->root_real ? strdup(s->root_real) : NULL;
-	d->root_dev = s->root_dev;
-	d->root_ino = s->root_ino;
-	d->taken = s->taken;
-	d->bytes = s->bytes;
-	d->read = s->read;
-	d->indirect = s->indirect;
-	if ((s->root && d->root == NULL) ||
-	    (s->root_real && d->root_real == NULL))
-		rc = -ENOMEM;
-	if (rc == 0 && s->n > 0) {
-		d->v = calloc(s->n, sizeof(*d->v));
-		d->cap = s->n;
-		rc = d->v ? 0 : -ENOMEM;
-	}
-	for (size_t i = 0; rc == 0 && i < s->n; i++)
-		rc = snapshot_add(d, &s->v[i]);
-	if (rc == 0)
-		rc = copy_extras(d, s);
-	if (rc < 0) {
-		snapshot_free(d);
-		return rc;
-	}
-	*out = d;
-	return 0;
 }

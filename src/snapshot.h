@@ -138,17 +138,15 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
  * itself) read again: their own metadata, their entries, and all of any
  * subdirectory that is new or no longer the same directory; the rest is
  * prev's.  Gives what snapshot_take would, provided nothing but `dirs`
- * changed since prev was taken.  -ESTALE when a refresh cannot be sure
- * to (prev resolved links or was incomplete, a directory is not the one
- * prev had, a limit is reached): take a full snapshot instead.  Other
- * errors as snapshot_take's. */
-int snapshot_refresh(const struct snapshot *prev, char *const *dirs,
+ * changed since prev was taken.  prev's warnings are px's, or prev's own
+ * when px is NULL (a snapshot whose extras were taken keeps none).
+ * -ESTALE when a refresh cannot be sure to (prev resolved links or was
+ * incomplete, a directory is not the one prev had, a limit is reached):
+ * take a full snapshot instead.  Other errors as snapshot_take's. */
+int snapshot_refresh(const struct snapshot *prev,
+		     const struct snapshot_extras *px, char *const *dirs,
 		     size_t n, const struct snapshot_opts *o,
 		     struct snapshot **out, char **err);
-
-/* A copy of `s` to refresh later: its entries, extras and root, but
- * not its problems nor its descriptors. */
-int snapshot_copy(const struct snapshot *s, struct snapshot **out);
 
 /* An empty snapshot bound to the source directory `root` (or to no
  * source when root is NULL), to be filled with snapshot_add*(). */

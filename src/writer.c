@@ -171,6 +171,11 @@ int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino)
 	return 0;
 }
 
+const struct snapshot *writer_live(const struct writer *w)
+{
+	return w->live;
+}
+
 int writer_live_summary(const struct writer *w, uint64_t *files,
 			uint64_t *bytes)
 {

@@ -170,6 +170,14 @@ void writer_verify_start(struct writer *w);
  * -ENOENT in a dry run without a target. */
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);
 
+/* The live generation's record: the snapshot the last publish, or the
+ * last compare that found nothing to publish, took over (its entries as
+ * read, with the generation's own inodes), or what was loaded or scanned
+ * at the start (then with no source: root NULL).  Valid until the next
+ * writer_prepare, writer_commit or writer_close; to read only, also while
+ * the check thread runs. */
+const struct snapshot *writer_live(const struct writer *w);
+
 /* Regular files in the live generation and their bytes, as the writer
  * knows them (from the state file, or a scan of the generation);
  * -ENOENT: no live generation; -EPERM: one another user made or can

@@ -515,6 +515,33 @@ START_TEST(test_check_command_veto_keeps_the_old_generation)
 }
 END_TEST
 
+/* A change vetoed is published with the next generation that passes,
+ * though that one's own change is in another directory: the read after a
+ * veto starts from the source, not from what the target holds. */
+START_TEST(test_change_vetoed_is_published_with_the_next_that_passes)
+{
+	tu_write(src, "ok", "", 0644);
+	tu_write_deep(src, "a/x", "a1\n");
+	start("", "check_command = sh -c 'test -f \"$ATOMSYNC_GENERATION_DIR/ok\" "
+		  "|| { echo no ok file in the new version >&2; exit 3; }'");
+	wait_target("v1\n");
+	char *ok = tu_path(src, "ok");
+	ck_assert_int_eq(unlink(ok), 0);
+	wait_file(logpath, "exit status 3: no ok file", 1, 5000);
+	/* Read again only in a/, and vetoed there too. */
+	tu_write_deep(src, "a/x", "a2\n");
+	wait_file(logpath, "exit status 3: no ok file", 2, 5000);
+	/* Only the top directory changes now. */
+	tu_write(src, "ok", "", 0644);
+	tu_converge(src, dst, 5000, logpath);
+	char *d = target_file("a/x");
+	ck_assert_str_eq(d, "a2\n");
+	stop();
+	free(d);
+	free(ok);
+}
+END_TEST
+
 static int process_gone(void *arg)
 {
 	pid_t p = *(pid_t *)arg;
@@ -1427,6 +1454,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_hooks_get_a_clean_environment);
 	tcase_add_test(tc, test_shell_syntax_is_warned_about_and_a_missing_program_named);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
+	tcase_add_test(tc, test_change_vetoed_is_published_with_the_next_that_passes);
 	tcase_add_test(tc, test_check_that_times_out_vetoes_even_if_it_exits_0);
 	tcase_add_test(tc, test_hook_ignoring_sigterm_is_killed_at_the_timeout);
 	tcase_add_test(tc, test_children_of_a_timed_out_hook_are_killed_too);
