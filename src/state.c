@@ -165,8 +165,8 @@ static void out_escaped(struct out *o, const char *s)
 	o->len = (size_t)(escape_into(o->buf + o->len, s) - o->buf);
 }
 
-/* Numbers are written straight into the buffer, a constant base each:
- * a division by a variable base costs more than the rest of an entry. */
+/* A constant base each: a division by a variable base costs more than
+ * the rest of an entry. */
 static void out_dec(struct out *o, uint64_t v, char sep)
 {
 	char tmp[24];
@@ -177,10 +177,7 @@ static void out_dec(struct out *o, uint64_t v, char sep)
 		tmp[--i] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	if (sizeof(o->buf) - o->len < sizeof(tmp))
-		out_flush(o);
-	memcpy(o->buf + o->len, tmp + i, sizeof(tmp) - i);
-	o->len += sizeof(tmp) - i;
+	out_bytes(o, tmp + i, sizeof(tmp) - i);
 }
 
 static void out_oct(struct out *o, uint32_t v, char sep)
