@@ -2351,7 +2351,8 @@ static struct pathset *spare_differs(const struct writer *w, uint64_t from,
 }
 
 /* Writes the new generation, into the spare one when there is one; on
- * failure nothing of it is left. */
+ * failure nothing of it is left, but for a spare that met a torn read:
+ * it stays the spare. */
 static int prepare_build(struct writer *w, struct writer_pending *p,
 			 struct writer_result *r, struct problems *pb,
 			 char **err)
@@ -2382,7 +2383,12 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 		rc = problems_report(w, p->s, pb, err);
 	if (rc == 0 && (p->dir = fsutil_join(w->path, p->gen)) == NULL)
 		rc = -ENOMEM;
-	if (rc < 0) {
+	if (rc == -EAGAIN && p->recycled) {
+		/* A torn read is tried again soon: the spare is handed back
+		 * (still 0700), to be looked at in full (seq 0) then. */
+		spare_set(w, p->gen, 0, SPARE_PARTIAL, NULL);
+		p->gen = NULL;
+	} else if (rc < 0) {
 		int r2 = fsutil_rmtree(w->dfd, p->gen);
 		if (r2 < 0)
 			log_msg(LOG_LVL_WARN, w->name,

@@ -2406,6 +2406,50 @@ START_TEST(test_standby_stopped_is_finished_by_the_next_publish)
 }
 END_TEST
 
+/* A publish that meets a torn read leaves the standby it recycled as
+ * the spare, for the publish that tries again; what the torn one wrote
+ * into it is never published. */
+START_TEST(test_torn_read_hands_the_standby_back)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	tu_write(src, "a/f", "a1", 0644);
+	tu_write(src, "b/f", "b1", 0644);
+	struct writer *w = burst_writer(&o);
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	char *sb = standby_of();
+	ino_t root = ino_of(dst, sb);
+	char *live = tu_live(dst);
+	tu_write(src, "b/f", "b2-longer", 0644);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	/* Written again between the snapshot and the copy. */
+	tu_write(src, "b/f", "b3-even-longer", 0644);
+	ck_assert_int_eq(writer_publish(w, s, &r, &err), -EAGAIN);
+	writer_result_fini(&r);
+	free(err);
+	err = NULL;
+	char *live2 = tu_live(dst);
+	ck_assert_str_eq(live2, live);
+	ck_assert_int_eq(tu_generations(dst), 3);
+	ck_assert(!writer_standby_wanted(w)); /* the spare is back */
+	char *sb2 = standby_of();
+	ck_assert_uint_eq(ino_of(dst, sb2), root);
+	/* The source as the torn attempt would have had it but for b/f,
+	 * and b/f as the live generation holds it. */
+	tu_write(src, "b/f", "b1", 0644);
+	assert_standby_recycled(w, root);
+	writer_close(w);
+	free(sb2);
+	free(live2);
+	free(live);
+	free(sb);
+}
+END_TEST
+
 struct stopper {
 	atomic_bool *stop;
 	long us;
@@ -2990,6 +3034,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_standby_is_recycled_into_the_next_generation);
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
+	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
 	tcase_add_test(tc, test_standby_not_wanted_once_one_is_due);
 	tcase_add_test(tc, test_standby_checks_files_others_can_write);
