@@ -148,6 +148,22 @@ void tu_write(const char *dir, const char *rel, const char *data, mode_t mode)
 	tu_write_len(dir, rel, data, strlen(data), mode);
 }
 
+void tu_replace(const char *dir, const char *rel, const char *data,
+		mode_t mode)
+{
+	char *tmp = tu_path(dir, "../.tu-replace");
+	char *p = tu_path(dir, rel);
+	size_t cut = (size_t)(strrchr(tmp, '/') - tmp);
+
+	tmp[cut] = '\0';
+	tu_write(tmp, ".tu-replace", data, mode);
+	tmp[cut] = '/';
+	if (rename(tmp, p) < 0)
+		die("rename", p);
+	free(tmp);
+	free(p);
+}
+
 char *tu_read(const char *path, size_t *lenp)
 {
 	int fd = open(path, O_RDONLY);

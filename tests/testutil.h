@@ -31,6 +31,11 @@ char *tu_path(const char *a, const char *b);
 void tu_write(const char *dir, const char *rel, const char *data, mode_t mode);
 void tu_write_len(const char *dir, const char *rel, const void *data,
 		  size_t len, mode_t mode);
+/* Replaces dir/rel in one rename, from a file written beside `dir` (not
+ * in it): a watcher of `dir` sees one complete change, not the
+ * truncation, the write and the chmod one after another. */
+void tu_replace(const char *dir, const char *rel, const char *data,
+		mode_t mode);
 /* Writes dir/rel one component at a time, for paths past PATH_MAX. */
 void tu_write_deep(const char *dir, const char *rel, const char *data);
 /* Makes dir/name/name/... `depth` directories deep (names of one byte
