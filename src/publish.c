@@ -167,8 +167,11 @@ static int read_source(struct publish *p, const struct snapshot_opts *so,
 	/* Until this read is what the target holds. */
 	p->base_live = false;
 	p->full = rc == -ESTALE;
-	if (p->full)
-		rc = snapshot_take(p->c->source, so, snap, &p->err);
+	if (p->full) {
+		struct snapshot_opts o = *so;
+		o.expect = base ? base->n : 0;
+		rc = snapshot_take(p->c->source, &o, snap, &p->err);
+	}
 	publish_dirty_fini(&p->dirty);
 	if (rc < 0)
 		return rc;

@@ -10,7 +10,9 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +35,12 @@
  * two (FAT). */
 #define RACY_FINE_NS 50000000LL
 #define RACY_COARSE_NS 2000000000LL
+/* Entry arrays of this size and more, sized at once, are mappings of
+ * their own, in huge pages where the kernel has them: a page fault can
+ * cost tens of microseconds under a hypervisor, and 10,000 entries span
+ * 300 pages of 4 KiB, each faulted in at its first write. */
+#define ENTRIES_MAP_MIN ((size_t)1 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
 
 /* A symlink read during the walk, and what it said. */
 struct linkrec {
@@ -239,6 +247,86 @@ void snapshot_entry_fini(struct snap_entry *e)
 	e->path = e->src = NULL;
 }
 
+static size_t round_up(size_t x, size_t to)
+{
+	return (x + to - 1) / to * to;
+}
+
+/* `bytes` (a multiple of HUGE_PAGE) aligned to a huge page, or NULL. */
+static void *map_huge(size_t bytes)
+{
+	size_t len = bytes + HUGE_PAGE;
+	char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (raw == MAP_FAILED)
+		return NULL;
+	char *p = (char *)round_up((uintptr_t)raw, HUGE_PAGE);
+	if (p > raw)
+		munmap(raw, (size_t)(p - raw));
+	if (raw + len > p + bytes)
+		munmap(p + bytes, (size_t)(raw + len - (p + bytes)));
+	/* Only advice: without huge pages, it is a mapping like malloc's. */
+	(void)madvise(p, bytes, MADV_HUGEPAGE);
+	return p;
+}
+
+static void entries_release(struct snapshot *s)
+{
+	if (s->vmap)
+		munmap(s->v, s->vmap);
+	else
+		free(s->v);
+	s->v = NULL;
+	s->vmap = 0;
+}
+
+/* Room for `cap` entries (or more): in the heap, or with `map` and a
+ * large size, in a mapping of whole huge pages; a mapping already stays
+ * one, shrunk in place (to whole small pages).  Only an array sized at
+ * once is mapped: a huge page may have to be compacted first, which a
+ * start or a full read can wait for, not the publish of one change. */
+static int entries_resize(struct snapshot *s, size_t cap, bool map)
+{
+	const size_t sz = sizeof(*s->v);
+
+	if (cap > (SIZE_MAX - HUGE_PAGE) / sz)
+		return -ENOMEM;
+	size_t bytes = (cap ? cap : 1) * sz;
+	if (s->vmap == 0 && (!map || bytes < ENTRIES_MAP_MIN)) {
+		struct snap_entry *v = realloc(s->v, bytes);
+		if (v == NULL)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+		return 0;
+	}
+	if (s->vmap && bytes <= s->vmap) {
+		size_t keep = round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
+		if (keep < s->vmap)
+			munmap((char *)s->v + keep, s->vmap - keep);
+		s->vmap = keep;
+		s->cap = keep / sz;
+		return 0;
+	}
+	size_t len = round_up(bytes, HUGE_PAGE);
+	struct snap_entry *v = map_huge(len);
+	if (v == NULL)
+		return -ENOMEM;
+	if (s->n)
+		memcpy(v, s->v, s->n * sz);
+	entries_release(s);
+	s->v = v;
+	s->vmap = len;
+	s->cap = len / sz;
+	return 0;
+}
+
+int snapshot_reserve(struct snapshot *s, size_t n)
+{
+	return n > s->cap ? entries_resize(s, n, true) : 0;
+}
+
 void snapshot_free(struct snapshot *s)
 {
 	if (s == NULL)
@@ -251,7 +339,7 @@ void snapshot_free(struct snapshot *s)
 	if (s->ext_fd >= 0)
 		close(s->ext_fd);
 	log_list_fini(&s->problems);
-	free(s->v);
+	entries_release(s);
 	free(s->root);
 	free(s->root_real);
 	free(s);
@@ -298,16 +386,13 @@ static void trim(struct snapshot *s)
 {
 	if (s == NULL || s->n == 0 || s->cap <= s->n)
 		return;
-	struct snap_entry *v = realloc(s->v, s->n * sizeof(*s->v));
-	if (v) {
-		s->v = v;
-		s->cap = s->n;
-	}
+	(void)entries_resize(s, s->n, false); /* as it is when it cannot */
 }
 
 int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 {
-	if (array_grow(&s->v, &s->cap, s->n, sizeof(*s->v)) < 0)
+	if (s->n == s->cap &&
+	    entries_resize(s, s->cap ? s->cap * 2 : 16, false) < 0)
 		return -ENOMEM;
 	s->v[s->n++] = *e;
 	return 0;
@@ -1289,6 +1374,10 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	w.s = s;
 	w.o = o;
 	w.seen = s->taken;
+	/* Room beyond what is expected, for what was added since; not to
+	 * be had, the walk grows its array as it goes. */
+	if (o && o->expect)
+		(void)snapshot_reserve(s, o->expect + o->expect / 8);
 	if (fstat(s->root_fd, &st) < 0)
 		rc = -errno;
 	if (rc == 0)
@@ -1538,14 +1627,9 @@ static int refresh_keep_entries(struct refresh *r)
 
 	/* Room for all of prev at once: growing by doubling would copy an
 	 * array of a large tree several times over. */
-	if (s->cap < s->n + prev->n) {
-		struct snap_entry *v =
-			realloc(s->v, (s->n + prev->n) * sizeof(*s->v));
-		if (v == NULL)
-			return -ENOMEM;
-		s->v = v;
-		s->cap = s->n + prev->n;
-	}
+	if (s->cap < s->n + prev->n &&
+	    entries_resize(s, s->n + prev->n, false) < 0)
+		return -ENOMEM;
 	for (size_t i = 0; i < prev->n; i++) {
 		const struct snap_entry *e = &prev->v[i];
 		bool cut_dir;

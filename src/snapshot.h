@@ -103,6 +103,9 @@ struct snapshot_opts {
 	uint64_t max_bytes; /* bytes in files; 0: no limit */
 	/* The target: a link that leads into it is skipped (0: none). */
 	uint64_t avoid_dev, avoid_ino;
+	/* Entries the walk will likely find (the last read's), made room
+	 * for at once; 0: not known. */
+	size_t expect;
 };
 
 struct snapshot {
@@ -113,6 +116,7 @@ struct snapshot {
 	struct timespec taken; /* wall clock when the walk started */
 	struct snap_entry *v;
 	size_t n, cap;
+	size_t vmap;	 /* bytes v maps (see entries_resize()); 0: malloc'ed */
 	struct snapshot_extras extras;
 	int ext_fd;	 /* "/", to open SNAP_F_EXTERNAL files; -1: none */
 	/* Entries that could not be read: the snapshot is incomplete and
@@ -169,6 +173,8 @@ struct snap_entry *snapshot_find(const struct snapshot *s, const char *path);
 struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 				   const char *path);
 void snapshot_free(struct snapshot *s);
+/* Room for `n` entries in all, made at once. */
+int snapshot_reserve(struct snapshot *s, size_t n);
 
 /* Moves the walk's warnings and directories to watch out of `s` into a
  * struct of their own (malloc'ed; NULL when out of memory, and then they

@@ -127,6 +127,43 @@ START_TEST(test_large_directory_is_read_whole)
 }
 END_TEST
 
+/* A walk told what to expect makes room at once: more than a mapping's
+ * worth is a mapping of its own, which keeps what is appended past it
+ * and is cut down to what a read kept holds. */
+START_TEST(test_expected_size_is_reserved_and_trimmed)
+{
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .expect = 20000};
+	struct snapshot *s = NULL, *plain = take(SNAP_LINKS_INSIDE);
+	char *err = NULL, name[32];
+
+	tu_write(src, "a/f", "1", 0644);
+	tu_write(src, "b", "2", 0644);
+	snapshot_free(plain);
+	plain = take(SNAP_LINKS_INSIDE);
+	ck_assert_int_eq(snapshot_take(src, &o, &s, &err), 0);
+	ck_assert_uint_eq(s->n, plain->n);
+	for (size_t i = 0; i < s->n; i++)
+		ck_assert_str_eq(s->v[i].path, plain->v[i].path);
+	/* Trimmed: one small page's worth of the mapping is left. */
+	ck_assert_uint_gt(s->vmap, 0);
+	ck_assert_uint_le(s->vmap, (size_t)sysconf(_SC_PAGESIZE));
+	ck_assert_uint_ge(s->cap, s->n);
+	/* Grown past the room made: appended entries all stay. */
+	ck_assert_int_eq(snapshot_reserve(s, 9000), 0);
+	for (int i = 0; i < 30000; i++) {
+		snprintf(name, sizeof(name), "z/%05d", i);
+		struct snap_entry e = {.path = strdup(name), .type = SNAP_FILE};
+		ck_assert_int_eq(snapshot_append(s, &e), 0);
+	}
+	ck_assert_uint_eq(s->n, plain->n + 30000);
+	ck_assert_str_eq(s->v[plain->n].path, "z/00000");
+	ck_assert_str_eq(s->v[s->n - 1].path, "z/29999");
+	ck_assert_str_eq(s->v[0].path, plain->v[0].path);
+	snapshot_free(s);
+	snapshot_free(plain);
+}
+END_TEST
+
 START_TEST(test_reserved_names_are_skipped_dotfiles_kept)
 {
 	tu_write(src, "..hidden", "x", 0644);
@@ -1061,6 +1098,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_extras_are_taken_apart_from_the_entries);
 	tcase_add_test(tc, test_walk_is_sorted_with_dirs_before_children);
 	tcase_add_test(tc, test_large_directory_is_read_whole);
+	tcase_add_test(tc, test_expected_size_is_reserved_and_trimmed);
 	tcase_add_test(tc, test_reserved_names_are_skipped_dotfiles_kept);
 	tcase_add_test(tc, test_symlink_inside_is_copied_as_content);
 	tcase_add_test(tc, test_symlink_outside_is_skipped_with_warning);
