@@ -50,6 +50,8 @@ static void teardown(void)
 
 static unsigned long rrng;
 static unsigned seed_now; /* for the messages */
+/* How the publish read the source this round, for the messages. */
+static char read_how[1024];
 
 static unsigned rrnd(unsigned n)
 {
@@ -202,8 +204,9 @@ static void random_change(struct publish_dirty *d, const struct snapshot *prev)
 static void assert_live_is_a_walk(const struct snapshot *l,
 				  const struct snapshot *s, unsigned round)
 {
-	ck_assert_msg(l->n == s->n, "seed %u round %u: %zu entries live, %zu walked",
-		      seed_now, round, l->n, s->n);
+	ck_assert_msg(l->n == s->n,
+		      "seed %u round %u: %zu entries live, %zu walked (%s)",
+		      seed_now, round, l->n, s->n, read_how);
 	for (size_t i = 0; i < s->n; i++) {
 		const struct snap_entry *x = &l->v[i], *y = &s->v[i];
 		ck_assert_msg(strcmp(x->path, y->path) == 0 &&
@@ -212,8 +215,22 @@ static void assert_live_is_a_walk(const struct snapshot *l,
 				      x->mtime.tv_nsec == y->mtime.tv_nsec &&
 				      x->ctime.tv_nsec == y->ctime.tv_nsec &&
 				      x->ctime.tv_sec == y->ctime.tv_sec,
-			      "seed %u round %u: live %s, walked %s", seed_now, round, x->path,
-			      y->path);
+			      "seed %u round %u: live %s, walked %s (%s)", seed_now,
+			      round, x->path, y->path, read_how);
+	}
+}
+
+/* The directories the watches reported (what a refresh reads again), for
+ * a message. */
+static void note_reported(const struct publish_dirty *d)
+{
+	size_t len = (size_t)snprintf(read_how, sizeof(read_how), "reported:");
+
+	for (size_t i = 0; i < d->n; i++) {
+		if (len >= sizeof(read_how))
+			break;
+		len += (size_t)snprintf(read_how + len, sizeof(read_how) - len,
+					" \"%s\"", d->dirs[i]);
 	}
 }
 
@@ -222,17 +239,28 @@ static void assert_warnings(const struct snapshot_extras *x,
 {
 	ck_assert_ptr_nonnull(x);
 	ck_assert_msg(x->nwarn == s->extras.nwarn,
-		      "seed %u round %u: %zu warnings, a walk has %zu", seed_now, round,
-		      x->nwarn, s->extras.nwarn);
+		      "seed %u round %u: %zu warnings, a walk has %zu (%s)",
+		      seed_now, round, x->nwarn, s->extras.nwarn, read_how);
 	for (size_t i = 0; i < x->nwarn; i++)
 		ck_assert_msg(strcmp(x->warn[i].path, s->extras.warn[i].path) ==
 					      0 &&
 				      x->warn[i].kind == s->extras.warn[i].kind,
-			      "seed %u round %u: warning %s, a walk has %s", seed_now, round,
-			      x->warn[i].path, s->extras.warn[i].path);
-	ck_assert_msg(x->nwatch == s->extras.nwatch,
-		      "seed %u round %u: %zu watches, a walk has %zu", seed_now, round,
-		      x->nwatch, s->extras.nwatch);
+			      "seed %u round %u: warning %s, a walk has %s (%s)",
+			      seed_now, round, x->warn[i].path,
+			      s->extras.warn[i].path, read_how);
+	/* Both list the root, then each directory in path order: the first
+	 * one apart names what the read missed or kept too long. */
+	size_t n = x->nwatch < s->extras.nwatch ? x->nwatch : s->extras.nwatch;
+	size_t i = 0;
+	while (i < n && strcmp(x->watch[i].path, s->extras.watch[i].path) == 0)
+		i++;
+	ck_assert_msg(i == n && x->nwatch == s->extras.nwatch,
+		      "seed %u round %u: %zu watches, a walk has %zu; first "
+		      "apart: \"%s\", a walk has \"%s\" (%s)",
+		      seed_now, round, x->nwatch, s->extras.nwatch,
+		      i < x->nwatch ? x->watch[i].path : "(none)",
+		      i < s->extras.nwatch ? s->extras.watch[i].path : "(none)",
+		      read_how);
 }
 
 static size_t nftw_count;
@@ -341,7 +369,10 @@ static void run_rounds(unsigned rounds)
 			block_target(blocked);
 		}
 		p.verify = rrnd(10) == 0;
+		note_reported(&p.dirty);
 		int rc = publish_prepare(&p);
+		if (p.full)
+			snprintf(read_how, sizeof(read_how), "a full read");
 		nrefresh += p.was_read && !p.full;
 		ck_assert_int_eq(snapshot_take(src, &so, &full, &err), 0);
 		if (p.was_read)
