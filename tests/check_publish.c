@@ -437,6 +437,46 @@ START_TEST(test_every_publish_is_what_a_full_walk_gives_with_modes)
 }
 END_TEST
 
+/* A directory removed and made again at once often gets the inode number
+ * it had (ext4 hands out the lowest free one), so the parent read again
+ * finds "the same directory" there and keeps what the last read had in
+ * it.  The old directory's own watch reports it gone: that report has it
+ * read again, and what was made in it is found. */
+START_TEST(test_a_directory_made_anew_with_its_inode_is_read_again)
+{
+	struct snapshot_opts so = publish_snapshot_opts(&conf->syncs[0]);
+	struct snapshot *full = NULL;
+	struct publish p;
+	char *err = NULL;
+	char *a = tu_path(src, "a"), *c = tu_path(a, "c");
+
+	tu_mkdirs(c, 0755);
+	tu_rmrf(c);
+	tu_write(src, "f", "x", 0644);
+	publish_init(&p, &conf->syncs[0], false);
+	ck_assert_int_eq(publish_prepare(&p), 0);
+	ck_assert(p.full && p.res.published);
+	publish_reset(&p);
+
+	tu_rmrf(a);
+	ck_assert_int_eq(mkdir(a, 0755), 0);
+	ck_assert_int_eq(mkdir(c, 0755), 0);
+	publish_dirty_add(&p.dirty, ""); /* a went, a came */
+	publish_dirty_add(&p.dirty, "a"); /* the old a's watch: gone */
+	note_reported(&p.dirty);
+	ck_assert_int_eq(publish_prepare(&p), 0);
+	ck_assert_msg(!p.full, "a refresh, not a full read");
+	ck_assert_int_eq(snapshot_take(src, &so, &full, &err), 0);
+	assert_warnings(p.extras, full, 0);
+	assert_live_is_a_walk(writer_live(p.w), full, 0);
+	ck_assert_ptr_nonnull(snapshot_find(writer_live(p.w), "a/c"));
+	snapshot_free(full);
+	publish_fini(&p);
+	free(a);
+	free(c);
+}
+END_TEST
+
 static Suite *publish_suite(void)
 {
 	Suite *s = suite_create("publish");
@@ -446,6 +486,7 @@ static Suite *publish_suite(void)
 	tcase_add_test(tc, test_every_publish_is_what_a_full_walk_gives);
 	tcase_add_test(tc,
 		       test_every_publish_is_what_a_full_walk_gives_with_modes);
+	tcase_add_test(tc, test_a_directory_made_anew_with_its_inode_is_read_again);
 	suite_add_tcase(s, tc);
 	return s;
 }
