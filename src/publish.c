@@ -168,8 +168,11 @@ static int read_source(struct publish *p, const struct snapshot_opts *so,
 	p->base_live = false;
 	p->full = rc == -ESTALE;
 	if (p->full) {
+		/* --once, whose pages are all new, makes room at once (in
+		 * huge pages); the daemon's heap has room freed by the reads
+		 * before, which a mapping would sit beside. */
 		struct snapshot_opts o = *so;
-		o.expect = base ? base->n : 0;
+		o.expect = p->once && base ? base->n : 0;
 		rc = snapshot_take(p->c->source, &o, snap, &p->err);
 	}
 	publish_dirty_fini(&p->dirty);
