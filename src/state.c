@@ -452,13 +452,10 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 
 static int parse_entries(struct reader *r, struct snapshot *s, size_t count)
 {
-	int rc = 0;
-
 	/* Room at once, untouched where a damaged file claims too many; not
 	 * to be had, the entries are added one by one all the same. */
 	(void)snapshot_reserve(s, count);
-
-	for (size_t i = 0; rc == 0 && i < count; i++) {
+	for (size_t i = 0; i < count; i++) {
 		struct snap_entry e = {0};
 		char *line = next_line(r);
 		if (line == NULL || parse_entry(line, &e) < 0)
@@ -469,12 +466,12 @@ static int parse_entries(struct reader *r, struct snapshot *s, size_t count)
 			free(e.path);
 			return -EINVAL;
 		}
-		rc = snapshot_append(s, &e);
-		if (rc < 0)
+		int rc = snapshot_append(s, &e);
+		if (rc < 0) {
 			free(e.path);
+			return rc;
+		}
 	}
-	if (rc < 0)
-		return rc;
 	char *line = next_line(r);
 	if (line == NULL || strcmp(line, "end") != 0)
 		return -EINVAL;
