@@ -168,6 +168,18 @@ START_TEST(test_classes)
 	EXCL(ig, " .11", false);
 	KEPT(ig, "q.11", false);
 	ignore_free(ig);
+	/* A range ends at the byte after '-', even a '[' that starts a
+	 * "[:class:]": as git reads it, the set is 'a' and '4' to '[', the
+	 * first ']' closes it and the second is a plain ']'. */
+	ig = LIST("[a4-[:space:]]");
+	EXCL(ig, "4]", false);
+	EXCL(ig, "Z]", false);
+	EXCL(ig, "s]", false);
+	KEPT(ig, "4", false);
+	KEPT(ig, "a", false);
+	KEPT(ig, " ]", false);
+	KEPT(ig, "3]", false);
+	ignore_free(ig);
 	/* No class matches '/', negated or not. */
 	ig = LIST("/a[!x]b", "/c[+-0]d");
 	KEPT(ig, "a/b", false);
