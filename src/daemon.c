@@ -577,12 +577,14 @@ static void start_handles(struct daemon *d)
 	uv_timer_init(&d->loop, &d->status);
 	d->status.data = d;
 	d->start_time = (double)clock_us(CLOCK_REALTIME) / 1e6;
-	apply_http(d);
+	/* Signals first: a SIGTERM while the listener binds is then a
+	 * clean stop, not the default action. */
 	for (size_t i = 0; i < NSIGNALS; i++) {
 		uv_signal_init(&d->loop, &d->sig[i]);
 		d->sig[i].data = d;
 		uv_signal_start(&d->sig[i], on_signal, sigs[i]);
 	}
+	apply_http(d);
 }
 
 int daemon_run(struct daemon *d)
