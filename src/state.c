@@ -105,6 +105,7 @@ struct out {
 	int fd;
 	char buf[65536];
 	size_t len;
+	uint64_t total; /* bytes handed to write() */
 	int err;
 };
 
@@ -121,6 +122,7 @@ static void out_flush(struct out *o)
 		else
 			off += (size_t)w;
 	}
+	o->total += off;
 	o->len = 0;
 }
 
@@ -200,18 +202,67 @@ static void out_snum(struct out *o, int64_t v, char sep)
 	out_dec(o, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, sep);
 }
 
-int state_save(int dfd, const struct snapshot *s, const char *gen,
-	       bool flushed)
+/* "F 644 uid gid size msec mnsec csec cnsec dev ino tino tmsec tmnsec
+ * path" (see parse_entry). */
+static void out_entry(struct out *o, const struct snap_entry *e)
+{
+	out_str(o, e->type == SNAP_DIR ? "D " : "F ");
+	out_oct(o, e->mode, ' ');
+	out_dec(o, e->uid, ' ');
+	out_dec(o, e->gid, ' ');
+	out_dec(o, e->size, ' ');
+	out_snum(o, (int64_t)e->mtime.tv_sec, ' ');
+	out_dec(o, (uint64_t)e->mtime.tv_nsec, ' ');
+	out_snum(o, (int64_t)e->ctime.tv_sec, ' ');
+	out_dec(o, (uint64_t)e->ctime.tv_nsec, ' ');
+	out_dec(o, e->dev, ' ');
+	out_dec(o, e->ino, ' ');
+	out_dec(o, e->t_ino, ' ');
+	out_snum(o, (int64_t)e->t_mtime.tv_sec, ' ');
+	out_dec(o, (uint64_t)e->t_mtime.tv_nsec, ' ');
+	out_escaped(o, e->path);
+	out_str(o, "\n");
+}
+
+/* "recorded SEC NSEC\nflushed 0|1 BOOT\n": when the source was read, and
+ * whether the generation was flushed (in this boot, when not). */
+static void out_recorded(struct out *o, const struct timespec *taken,
+			 bool flushed)
 {
 	char boot[64];
+
+	out_str(o, "\nrecorded ");
+	out_dec(o, (uint64_t)taken->tv_sec, ' ');
+	out_dec(o, (uint64_t)taken->tv_nsec, '\n');
+	boot_id(boot, sizeof(boot));
+	out_str(o, flushed ? "flushed 1 " : "flushed 0 ");
+	out_str(o, boot);
+	out_str(o, "\n");
+}
+
+static struct out *out_new(int fd)
+{
 	struct out *o = malloc(sizeof(*o));
+
+	if (o) {
+		o->fd = fd;
+		o->len = 0;
+		o->total = 0;
+		o->err = 0;
+	}
+	return o;
+}
+
+/* The whole state, through STATE_TMP; *bytes is its size. */
+static int save_full(int dfd, const struct snapshot *s, const char *gen,
+		     bool flushed, uint64_t *bytes)
+{
+	struct out *o = out_new(-1);
 	const char *step;
 	int rc = 0;
 
 	if (o == NULL)
 		return -ENOMEM;
-	o->len = 0;
-	o->err = 0;
 	/* Private: it names what 0700 directories of the source hold. */
 	o->fd = fsutil_tmp_create(dfd, STATE_TMP, 0600, &step);
 	if (o->fd < 0) {
@@ -221,40 +272,240 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 	}
 	out_str(o, STATE_MAGIC "\ngeneration ");
 	out_escaped(o, gen);
-	out_str(o, "\nrecorded ");
-	out_dec(o, (uint64_t)s->taken.tv_sec, ' ');
-	out_dec(o, (uint64_t)s->taken.tv_nsec, '\n');
-	boot_id(boot, sizeof(boot));
-	out_str(o, flushed ? "flushed 1 " : "flushed 0 ");
-	out_str(o, boot);
-	out_str(o, "\nentries ");
+	out_recorded(o, &s->taken, flushed);
+	out_str(o, "entries ");
 	out_dec(o, s->n, '\n');
-	for (size_t i = 0; i < s->n; i++) {
-		const struct snap_entry *e = &s->v[i];
-		out_str(o, e->type == SNAP_DIR ? "D " : "F ");
-		out_oct(o, e->mode, ' ');
-		out_dec(o, e->uid, ' ');
-		out_dec(o, e->gid, ' ');
-		out_dec(o, e->size, ' ');
-		out_snum(o, (int64_t)e->mtime.tv_sec, ' ');
-		out_dec(o, (uint64_t)e->mtime.tv_nsec, ' ');
-		out_snum(o, (int64_t)e->ctime.tv_sec, ' ');
-		out_dec(o, (uint64_t)e->ctime.tv_nsec, ' ');
-		out_dec(o, e->dev, ' ');
-		out_dec(o, e->ino, ' ');
-		out_dec(o, e->t_ino, ' ');
-		out_snum(o, (int64_t)e->t_mtime.tv_sec, ' ');
-		out_dec(o, (uint64_t)e->t_mtime.tv_nsec, ' ');
-		out_escaped(o, e->path);
-		out_str(o, "\n");
-	}
+	for (size_t i = 0; i < s->n; i++)
+		out_entry(o, &s->v[i]);
 	out_str(o, "end\n");
 	out_flush(o);
+	*bytes = o->total;
 	/* No fsync: a state file lost in a crash names an older generation
 	 * (or none) and is simply not trusted on the next start. */
 	rc = fsutil_tmp_commit(dfd, STATE_TMP, STATE_FILE, o->fd, o->err,
 			       &step);
 	free(o);
+	return rc;
+}
+
+int state_save(int dfd, const struct snapshot *s, const char *gen,
+	       bool flushed)
+{
+	uint64_t bytes;
+	int rc = save_full(dfd, s, gen, flushed, &bytes);
+
+	/* A journal left beside names another base: it goes. */
+	if (rc == 0 && unlinkat(dfd, STATE_JOURNAL, 0) < 0 && errno != ENOENT)
+		rc = -errno;
+	return rc;
+}
+
+/* ---- the journal ----
+ *
+ * "atomsync-journal 1\nbase GEN\n", then one record per publish:
+ * "record GEN\nrecorded ...\nflushed ...\n", the entries it added or
+ * changed (as in the state file) and "- PATH" for each it removed, and
+ * "commit N" with the number of entries it leaves.  A record cut short
+ * by a crash has no commit line and is not applied; a journal whose
+ * base is not the generation the state file names is left over from an
+ * older state and ignored. */
+
+#define JOURNAL_MAGIC "atomsync-journal 1"
+
+void state_log_init(struct state_log *l)
+{
+	*l = (struct state_log){.fd = -1};
+}
+
+void state_log_fini(struct state_log *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l->base);
+	free(l->gen);
+	state_log_init(l);
+}
+
+static bool same_ts(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* Whether the state file says the same of both (paths aside). */
+static bool same_saved(const struct snap_entry *a, const struct snap_entry *b)
+{
+	return a->type == b->type && a->mode == b->mode && a->uid == b->uid &&
+	       a->gid == b->gid && a->size == b->size &&
+	       same_ts(&a->mtime, &b->mtime) && same_ts(&a->ctime, &b->ctime) &&
+	       a->dev == b->dev && a->ino == b->ino && a->t_ino == b->t_ino &&
+	       same_ts(&a->t_mtime, &b->t_mtime);
+}
+
+/* An entry of `s` added or changed, or (del) one of `prev` removed. */
+struct op {
+	size_t i;
+	bool del;
+};
+
+/* What differs from `prev` to `s`, in path order; -E2BIG when more than
+ * `max` entries do (the state is then cheaper written whole). */
+static int diff(const struct snapshot *prev, const struct snapshot *s,
+		size_t max, struct op **out, size_t *n)
+{
+	struct op *v = NULL;
+	size_t nv = 0, cap = 0, i = 0, j = 0;
+
+	while (i < prev->n || j < s->n) {
+		int c = i == prev->n ? 1
+			: j == s->n  ? -1
+				     : snapshot_path_cmp(prev->v[i].path,
+							 s->v[j].path);
+		struct op op;
+		if (c < 0) {
+			op = (struct op){i++, true};
+		} else if (c > 0) {
+			op = (struct op){j++, false};
+		} else if (same_saved(&prev->v[i++], &s->v[j])) {
+			j++;
+			continue;
+		} else {
+			op = (struct op){j++, false};
+		}
+		if (nv == max) {
+			free(v);
+			return -E2BIG;
+		}
+		if (nv == cap) {
+			cap = cap ? 2 * cap : 16;
+			struct op *nw = realloc(v, cap * sizeof(*v));
+			if (nw == NULL) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nw;
+		}
+		v[nv++] = op;
+	}
+	*out = v;
+	*n = nv;
+	return 0;
+}
+
+/* A new journal on l->base, made under STATE_JOURNAL_TMP and renamed
+ * into place with its header, so a reader never sees it without one. */
+static int journal_create(int dfd, struct state_log *l)
+{
+	const char *step;
+	int fd = fsutil_tmp_create(dfd, STATE_JOURNAL_TMP, 0600, &step);
+	struct out *o = fd < 0 ? NULL : out_new(fd);
+	int rc = fd < 0 ? fd : o ? 0 : -ENOMEM;
+
+	if (o) {
+		out_str(o, JOURNAL_MAGIC "\nbase ");
+		out_escaped(o, l->base);
+		out_str(o, "\n");
+		out_flush(o);
+		rc = o->err;
+		l->bytes = o->total;
+		free(o);
+	}
+	if (rc == 0 && renameat(dfd, STATE_JOURNAL_TMP, dfd, STATE_JOURNAL) < 0)
+		rc = -errno;
+	if (rc < 0 && fd >= 0) {
+		close(fd);
+		unlinkat(dfd, STATE_JOURNAL_TMP, 0);
+		return rc;
+	}
+	l->fd = fd;
+	return rc;
+}
+
+/* -E2BIG when the state is better written whole: the journal has grown
+ * to half its size, or the record would be a quarter of it. */
+static int journal_append(int dfd, struct state_log *l,
+			  const struct snapshot *prev, const struct snapshot *s,
+			  const char *gen, bool flushed)
+{
+	struct op *ops = NULL;
+	size_t n = 0;
+	int rc = diff(prev, s, s->n / 4 + 16, &ops, &n);
+
+	/* The same generation, the same entries: nothing to say. */
+	if (rc == 0 && n == 0 && strcmp(gen, l->gen) == 0) {
+		free(ops);
+		return 0;
+	}
+	if (rc == 0 && l->bytes > l->base_bytes / 2)
+		rc = -E2BIG;
+	if (rc < 0) {
+		free(ops);
+		return rc;
+	}
+	if (l->fd < 0)
+		rc = journal_create(dfd, l);
+	struct out *o = rc < 0 ? NULL : out_new(l->fd);
+	if (o == NULL) {
+		free(ops);
+		return rc < 0 ? rc : -ENOMEM;
+	}
+	out_str(o, "record ");
+	out_escaped(o, gen);
+	out_recorded(o, &s->taken, flushed);
+	for (size_t k = 0; k < n; k++) {
+		if (!ops[k].del) {
+			out_entry(o, &s->v[ops[k].i]);
+			continue;
+		}
+		out_str(o, "- ");
+		out_escaped(o, prev->v[ops[k].i].path);
+		out_str(o, "\n");
+	}
+	out_str(o, "commit ");
+	out_dec(o, s->n, '\n');
+	out_flush(o);
+	rc = o->err;
+	l->bytes += o->total;
+	free(o);
+	free(ops);
+	return rc;
+}
+
+static int record_full(int dfd, struct state_log *l, const struct snapshot *s,
+		       const char *gen, bool flushed)
+{
+	uint64_t bytes = 0;
+
+	state_log_fini(l);
+	int rc = save_full(dfd, s, gen, flushed, &bytes);
+	if (rc == 0 && unlinkat(dfd, STATE_JOURNAL, 0) < 0 && errno != ENOENT)
+		rc = -errno;
+	if (rc == 0) {
+		l->base = strdup(gen);
+		l->base_bytes = bytes;
+	}
+	return rc;
+}
+
+int state_record(int dfd, struct state_log *l, const struct snapshot *prev,
+		 const struct snapshot *s, const char *gen, bool flushed)
+{
+	int rc = -E2BIG;
+
+	/* The same generation again was flushed only if it was then. */
+	if (l->gen && strcmp(l->gen, gen) == 0)
+		flushed = flushed && l->flushed;
+	if (l->base && l->gen && prev)
+		rc = journal_append(dfd, l, prev, s, gen, flushed);
+	if (rc == -E2BIG)
+		rc = record_full(dfd, l, s, gen, flushed);
+	if (rc == 0 && l->base && (l->gen == NULL || strcmp(l->gen, gen) != 0)) {
+		free(l->gen);
+		l->gen = strdup(gen);
+	}
+	l->flushed = flushed;
+	/* Whatever the journal holds now, nothing more goes after it. */
+	if (rc < 0 || l->base == NULL || l->gen == NULL)
+		state_log_fini(l);
 	return rc;
 }
 
@@ -414,8 +665,8 @@ static int parse_entry(char *line, struct snap_entry *e)
 
 /* The header: magic, generation, when recorded, whether flushed, and
  * how many entries follow. */
-static int parse_head(struct reader *r, size_t max_entries, char **gen,
-		      struct timespec *taken, bool *sound, size_t *count)
+static int parse_recorded(struct reader *r, struct timespec *taken,
+			  bool *sound)
 {
 	char boot[64], now[64];
 	long long sec;
@@ -423,13 +674,6 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 	int flushed;
 	char *line = next_line(r);
 
-	if (line == NULL || strcmp(line, STATE_MAGIC) != 0)
-		return -EINVAL;
-	line = next_line(r);
-	if (line == NULL || strncmp(line, "generation ", 11) != 0 ||
-	    state_unescape(line + 11, gen) < 0)
-		return -EINVAL;
-	line = next_line(r);
 	if (line == NULL ||
 	    sscanf(line, "recorded %lld %ld", &sec, &nsec) != 2)
 		return -EINVAL;
@@ -443,6 +687,21 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 	boot_id(now, sizeof(now));
 	*sound = flushed ||
 		 (strcmp(boot, now) == 0 && strcmp(now, "unknown") != 0);
+	return 0;
+}
+
+static int parse_head(struct reader *r, size_t max_entries, char **gen,
+		      struct timespec *taken, bool *sound, size_t *count)
+{
+	char *line = next_line(r);
+
+	if (line == NULL || strcmp(line, STATE_MAGIC) != 0)
+		return -EINVAL;
+	line = next_line(r);
+	if (line == NULL || strncmp(line, "generation ", 11) != 0 ||
+	    state_unescape(line + 11, gen) < 0 ||
+	    parse_recorded(r, taken, sound) < 0)
+		return -EINVAL;
 	line = next_line(r);
 	if (line == NULL || sscanf(line, "entries %zu", count) != 1 ||
 	    *count > max_entries)
@@ -481,6 +740,219 @@ static int parse_entries(struct reader *r, struct snapshot *s, size_t count)
 	return 0;
 }
 
+/* ---- reading the journal ---- */
+
+/* An entry to set (or, del, remove), the seq'th of the journal. */
+struct jop {
+	struct snap_entry e;
+	size_t seq;
+	bool del;
+};
+
+/* What the journal's records hold, and the last one written whole. */
+struct jread {
+	struct jop *v;
+	size_t n, cap, max;
+	bool want_ops;	       /* false: the headers only (state_peek) */
+	char *gen;	       /* NULL: no record */
+	struct timespec taken;
+	bool sound;
+	size_t count;	       /* entries the last record leaves */
+};
+
+static void jread_fini(struct jread *j)
+{
+	for (size_t k = 0; k < j->n; k++)
+		free(j->v[k].e.path);
+	free(j->v);
+	free(j->gen);
+}
+
+static void jread_drop(struct jread *j, size_t from)
+{
+	while (j->n > from)
+		free(j->v[--j->n].e.path);
+}
+
+static int parse_op(struct jread *j, char *line)
+{
+	struct jop op = {.seq = j->n, .del = line[0] == '-'};
+	int rc = op.del ? (line[1] == ' ' ? state_unescape(line + 2, &op.e.path)
+					  : -EINVAL)
+			: parse_entry(line, &op.e);
+
+	if (rc < 0)
+		return rc;
+	if (j->n == j->max) {
+		free(op.e.path);
+		return -EINVAL;
+	}
+	if (j->n == j->cap) {
+		size_t cap = j->cap ? 2 * j->cap : 64;
+		struct jop *v = realloc(j->v, cap * sizeof(*v));
+		if (v == NULL) {
+			free(op.e.path);
+			return -ENOMEM;
+		}
+		j->v = v;
+		j->cap = cap;
+	}
+	j->v[j->n++] = op;
+	return 0;
+}
+
+/* One record: 1 when it was written whole, 0 at the end of the journal
+ * (or of what a crash left of it), -EINVAL when damaged. */
+static int read_record(struct reader *r, struct jread *j)
+{
+	struct timespec taken;
+	bool sound;
+	char *gen = NULL, *line = next_line(r);
+	size_t from = j->n, count;
+	int rc = 0;
+
+	if (line == NULL)
+		return 0;
+	if (strncmp(line, "record ", 7) != 0 ||
+	    state_unescape(line + 7, &gen) < 0 ||
+	    parse_recorded(r, &taken, &sound) < 0)
+		rc = -EINVAL;
+	while (rc == 0 && (line = next_line(r)) != NULL &&
+	       strncmp(line, "commit ", 7) != 0)
+		rc = j->want_ops ? parse_op(j, line) : 0;
+	if (rc == 0 && (line == NULL || sscanf(line, "commit %zu", &count) != 1))
+		rc = line == NULL ? 0 : -EINVAL;
+	if (rc < 0 || line == NULL) {
+		jread_drop(j, from);
+		free(gen);
+		return rc;
+	}
+	/* Recorded no earlier than its record says. */
+	for (size_t k = from; k < j->n; k++)
+		snapshot_mark_racy(&j->v[k].e, &taken);
+	free(j->gen);
+	j->gen = gen;
+	j->taken = taken;
+	j->sound = sound;
+	j->count = count;
+	return 1;
+}
+
+/* The records of the journal in `dfd` made on the state file that names
+ * `base`; none when there is no such journal. */
+static int journal_read(int dfd, const char *base, struct jread *j)
+{
+	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
+	char *b = NULL, *line;
+	int rc = 0;
+
+	r.fd = open_trusted(dfd, STATE_JOURNAL);
+	if (r.fd < 0)
+		return r.fd == -ENOENT ? 0 : r.fd;
+	r.buf = malloc(r.cap);
+	if (r.buf && (line = next_line(&r)) && strcmp(line, JOURNAL_MAGIC) == 0 &&
+	    (line = next_line(&r)) && strncmp(line, "base ", 5) == 0 &&
+	    state_unescape(line + 5, &b) == 0 && strcmp(b, base) == 0) {
+		while ((rc = read_record(&r, j)) > 0)
+			;
+	}
+	/* A damaged record ends the journal: what follows is not applied,
+	 * and the state names an older generation than ..data. */
+	if (rc == -EINVAL)
+		rc = 0;
+	if (r.buf == NULL || r.err < 0)
+		rc = r.buf ? r.err : -ENOMEM;
+	free(b);
+	free(r.buf);
+	close(r.fd);
+	return rc;
+}
+
+static int cmp_jop(const void *a, const void *b)
+{
+	const struct jop *x = a, *y = b;
+	int c = snapshot_path_cmp(x->e.path, y->e.path);
+
+	return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* Moves *e to the end of t; its strings are t's once it is there. */
+static int move_entry(struct snapshot *t, struct snap_entry *e)
+{
+	int rc = snapshot_append(t, e);
+
+	if (rc == 0)
+		e->path = e->src = NULL;
+	return rc;
+}
+
+/* `s` with the journal's operations applied, the last on each path
+ * winning: a new snapshot, into which s's entries and j's move. */
+static int journal_apply(struct snapshot *s, struct jread *j, size_t max,
+			 struct snapshot **out)
+{
+	struct snapshot *t = NULL;
+	size_t i = 0, k = 0;
+	int rc = snapshot_open(NULL, &t, NULL);
+
+	if (rc < 0)
+		return rc;
+	qsort(j->v, j->n, sizeof(*j->v), cmp_jop);
+	(void)snapshot_reserve(t, s->n + j->n);
+	while (rc == 0 && (i < s->n || k < j->n)) {
+		while (k + 1 < j->n &&
+		       strcmp(j->v[k].e.path, j->v[k + 1].e.path) == 0)
+			k++;
+		int c = i == s->n ? 1
+			: k == j->n ? -1
+				    : snapshot_path_cmp(s->v[i].path,
+							j->v[k].e.path);
+		if (c < 0)
+			rc = move_entry(t, &s->v[i++]);
+		else if (j->v[k++].del)
+			i += c == 0;
+		else if ((rc = move_entry(t, &j->v[k - 1].e)) == 0)
+			i += c == 0;
+		if (t->n > max)
+			rc = -EINVAL;
+	}
+	if (rc == 0 && t->n != j->count)
+		rc = -EINVAL;
+	if (rc < 0) {
+		snapshot_free(t);
+		return rc;
+	}
+	t->taken = j->taken;
+	*out = t;
+	return 0;
+}
+
+/* Applies the journal beside the state file to *s, which describes
+ * *gen, and says what the result describes. */
+static int journal_load(int dfd, size_t max_entries, struct snapshot **s,
+			char **gen, bool *sound)
+{
+	struct jread j = {.want_ops = true};
+	struct snapshot *t = NULL;
+
+	/* More than the writer ever leaves before it writes the state
+	 * whole: a journal made of removals, of half the state's size. */
+	j.max = max_entries > SIZE_MAX / 8 ? SIZE_MAX : 4 * max_entries + 1024;
+	int rc = journal_read(dfd, *gen, &j);
+	if (rc == 0 && j.gen)
+		rc = journal_apply(*s, &j, max_entries, &t);
+	if (rc == 0 && t) {
+		snapshot_free(*s);
+		*s = t;
+		free(*gen);
+		*gen = j.gen;
+		j.gen = NULL;
+		*sound = j.sound;
+	}
+	jread_fini(&j);
+	return rc;
+}
+
 int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	       bool *sound)
 {
@@ -506,6 +978,8 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 		rc = r.err;
 	close(r.fd);
 	free(r.buf);
+	if (rc == 0)
+		rc = journal_load(dfd, max_entries, &s, gen, sound);
 	if (rc < 0) {
 		free(*gen);
 		*gen = NULL;
@@ -533,6 +1007,18 @@ int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
 		rc = r.err;
 	close(r.fd);
 	free(r.buf);
+	/* The journal's last record, read past its entries. */
+	struct jread j = {.want_ops = false};
+	if (rc == 0)
+		rc = journal_read(dfd, *gen, &j);
+	if (rc == 0 && j.gen) {
+		free(*gen);
+		*gen = j.gen;
+		j.gen = NULL;
+		*recorded = j.taken;
+		*sound = j.sound;
+	}
+	jread_fini(&j);
 	if (rc < 0) {
 		free(*gen);
 		*gen = NULL;

@@ -15,12 +15,16 @@
 
 #define STATE_FILE "..atomsync"
 #define STATE_TMP "..atomsync.tmp"
+#define STATE_JOURNAL "..atomsync.journal"
+#define STATE_JOURNAL_TMP "..atomsync.journal.tmp"
 #define STATE_ERROR_FILE "..atomsync.error"
 #define STATE_ERROR_TMP "..atomsync.error.tmp"
 /* Longer error messages are cut to this many bytes when recorded. */
 #define STATE_ERROR_MAX 4096
 
-/* Loads the state in `dfd`.  *gen is the generation it describes; the
+/* Loads the state in `dfd`: the state file, then the publishes its
+ * journal records, up to the last one written whole.  *gen is the
+ * generation it describes; the
  * snapshot has no source (root_fd -1) and its `taken` is the time the
  * described generation was recorded.  *sound is false when that
  * generation was not flushed to disk and the machine has restarted since:
@@ -31,10 +35,38 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	       bool *sound);
 
 /* Writes the state (mode 0600) through STATE_TMP and a rename, so a
- * reader of the state file sees the old or the new one whole.  `flushed`: whether the
- * generation was made durable before it went live. */
+ * reader of the state file sees the old or the new one whole, and
+ * removes any journal.  `flushed`: whether the generation was made
+ * durable before it went live. */
 int state_save(int dfd, const struct snapshot *s, const char *gen,
 	       bool flushed);
+
+/* What a writer knows of the state it keeps in a target, to record a
+ * publish as what it changed (appended to STATE_JOURNAL) instead of
+ * writing every entry again. */
+struct state_log {
+	char *base;	     /* the generation STATE_FILE names; NULL:
+				unknown, the next record writes it whole */
+	uint64_t base_bytes; /* its size */
+	char *gen;	     /* the generation last recorded */
+	bool flushed;	     /* and whether it was flushed */
+	uint64_t bytes;	     /* the journal's size, 0: none yet */
+	int fd;		     /* the journal, open to append; -1: none */
+};
+
+void state_log_init(struct state_log *l);
+/* Forgets what is on disk: the next state_record writes it whole. */
+void state_log_fini(struct state_log *l);
+
+/* Records `s`, generation `gen`, as the state in `dfd`.  When `l` knows
+ * the state on disk and `prev` is what it holds (the caller's last
+ * recorded snapshot), the entries that differ are appended to the
+ * journal; otherwise, or when the journal has grown to half the state
+ * file, the state is written whole (state_save) and the journal
+ * removed.  On failure `l` forgets, and the state on disk names an
+ * older generation, which is not trusted. */
+int state_record(int dfd, struct state_log *l, const struct snapshot *prev,
+		 const struct snapshot *s, const char *gen, bool flushed);
 
 /* Only the header of the state file in `dfd`: the generation it
  * describes, when that was recorded, and whether it is sound (as

@@ -58,6 +58,8 @@ struct writer {
 	char *live_gen;		/* what ..data names, NULL when none */
 	int live_fd;		/* that generation, -1 when none */
 	struct snapshot *live;	/* what the live generation holds */
+	struct state_log slog;	/* what the state on disk holds: live,
+				   when slog.base is set */
 	bool live_trusted;	/* live came from the state file, not a scan */
 	bool live_foreign;	/* ..data names a directory not of ours */
 	bool verify_live;	/* the next diff checks every live file */
@@ -488,7 +490,8 @@ static void recover(struct writer *w)
 		if (gen && !w->o.dry_run && is_replaced(w, n))
 			retire_now(w, n);
 		else if (gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
-		    strcmp(n, STATE_TMP) == 0 || strcmp(n, STATE_ERROR_TMP) == 0)
+		    strcmp(n, STATE_TMP) == 0 || strcmp(n, STATE_ERROR_TMP) == 0 ||
+		    strcmp(n, STATE_JOURNAL_TMP) == 0)
 			remove_leftover(w, n);
 	}
 	closedir(d);
@@ -567,6 +570,8 @@ static int load_live(struct writer *w, char **err)
 	int rc;
 
 	w->live_trusted = false;
+	/* The first publish writes the state whole. */
+	state_log_fini(&w->slog);
 	if (w->live_gen == NULL || w->live_foreign) {
 		/* Nothing to compare with: every file is written afresh. */
 		rc = snapshot_open(NULL, &s, NULL);
@@ -724,6 +729,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 	if (w == NULL)
 		return -ENOMEM;
 	w->dfd = w->live_fd = -1;
+	state_log_init(&w->slog);
 	w->verify_live = true; /* nothing is known of the files yet */
 	writer_set_opts(w, o);
 	w->path = strdup(target);
@@ -773,6 +779,7 @@ void writer_close(struct writer *w)
 	if (w->dfd >= 0)
 		close(w->dfd);
 	snapshot_free(w->live);
+	state_log_fini(&w->slog);
 	free(w->live_gen);
 	free(w->path);
 	free(w->name);
@@ -2204,13 +2211,19 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 		return 0;
 	}
 	rc = sync_visible(w, s, err);
-	bool save = !w->live_trusted;
+	/* Untrusted, the state is written whole; else what changed in it
+	 * is added to the journal, once there is one to add to. */
+	if (!w->live_trusted)
+		state_log_fini(&w->slog);
+	bool save = !w->live_trusted || w->slog.base;
+	struct snapshot *old = w->live;
 	detach_source(s);
-	snapshot_free(w->live);
 	w->live = s;
 	w->live_trusted = true;
-	int sr = save ? state_save(w->dfd, w->live, w->live_gen, w->o.fsync)
+	int sr = save ? state_record(w->dfd, &w->slog, old, w->live,
+				     w->live_gen, w->o.fsync)
 		      : 0;
+	snapshot_free(old);
 	if (sr < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
 			w->path, STATE_FILE, strerror(-sr));
@@ -2575,7 +2588,8 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	 * ever dangles; then links of names that left. */
 	int vrc = sync_visible(w, w->live, err);
 
-	rc = state_save(w->dfd, w->live, w->live_gen, w->o.fsync && frc == 0);
+	rc = state_record(w->dfd, &w->slog, old, w->live, w->live_gen,
+			  w->o.fsync && frc == 0);
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
 			w->path, STATE_FILE, strerror(-rc));

@@ -125,8 +125,8 @@ static int checker(void)
 	return rounds > 0 ? 0 : 2;
 }
 
-/* Only what atomsync keeps: ..data, its generation, the state, the
- * visible names, and one complete replaced generation (in its grace
+/* Only what atomsync keeps: ..data, its generation, the state and its
+ * journal, the visible names, and one complete replaced generation (in its grace
  * period, or kept to be recycled). */
 static char *debris(void)
 {
@@ -140,6 +140,7 @@ static char *debris(void)
 		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
 			continue;
 		if (strcmp(n, "..data") == 0 || strcmp(n, "..atomsync") == 0 ||
+		    strcmp(n, "..atomsync.journal") == 0 ||
 		    (live && strcmp(n, live) == 0) || n[0] != '.' || n[1] != '.')
 			continue;
 		if (strncmp(n, "..2", 3) == 0 && !replaced &&

@@ -111,7 +111,8 @@ static void copy_tree(const char *from, const char *to)
 	ck_assert_int_eq(tu_run(argv, NULL, NULL, 20000), 0);
 }
 
-/* Names in dst besides ours: ..data, the live generation, the state. */
+/* Names in dst besides ours: ..data, the live generation, the state and
+ * its journal. */
 static char *debris(const char *dst, int allow_old_generation)
 {
 	char *live = tu_live(dst);
@@ -124,6 +125,7 @@ static char *debris(const char *dst, int allow_old_generation)
 		if (strncmp(n, "..", 2) != 0 || strcmp(n, "..") == 0)
 			continue;
 		if (strcmp(n, "..data") == 0 || strcmp(n, "..atomsync") == 0 ||
+		    strcmp(n, "..atomsync.journal") == 0 ||
 		    (live && strcmp(n, live) == 0))
 			continue;
 		/* A complete old generation whose removal failed is no

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "state.h"
 #include "testutil.h"
 
 #define DEBOUNCE_MS 20
@@ -386,23 +388,18 @@ static char *live(void)
 	return tu_live(dst);
 }
 
-/* The generation the state file names: visible links are complete for
- * it (the state is saved after they are made). */
+/* The generation the state names: visible links are complete for it
+ * (the state is recorded after they are made). */
 static char *settled(void)
 {
-	char *p = tu_path(dst, "..atomsync");
-	char *d = tu_read(p, NULL);
+	int dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	char *g = NULL;
-	free(p);
-	if (d) {
-		char *l = strstr(d, "\ngeneration ");
-		if (l) {
-			l += 12;
-			size_t n = strcspn(l, "\n");
-			g = strndup(l, n);
-		}
-	}
-	free(d);
+	struct timespec t;
+	bool sound;
+	if (dfd >= 0 && state_peek(dfd, &g, &t, &sound) < 0)
+		g = NULL;
+	if (dfd >= 0)
+		close(dfd);
 	return g;
 }
 

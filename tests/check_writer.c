@@ -705,8 +705,12 @@ START_TEST(test_update_delete_all)
 				    {NULL, 0, NULL}};
 	const struct tu_file b[] = {{NULL, 0, NULL}};
 	update(a, b, 1);
-	/* No visible names remain: only ..data, its generation and state. */
-	ck_assert_int_eq(tu_count_entries(dst), 3);
+	/* No visible names remain: only ..data, its generation, the state
+	 * and the journal of what the second publish changed. */
+	ck_assert_int_eq(tu_count_entries(dst), 4);
+	char *journal = tu_path(dst, STATE_JOURNAL);
+	ck_assert_int_eq(access(journal, F_OK), 0);
+	free(journal);
 }
 END_TEST
 
@@ -1057,6 +1061,61 @@ START_TEST(test_a_record_made_in_the_tick_of_a_change_is_compared)
 	writer_result_fini(&r);
 	writer_close(w);
 	free(f);
+}
+END_TEST
+
+/* A restart trusts the state the journal brings up to date: nothing is
+ * compared.  One whose last record a crash cut short names an older
+ * generation: every file is compared, and the target stays right. */
+START_TEST(test_restart_trusts_the_state_its_journal_completes)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	for (int i = 0; i < 20; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "d%d/f%d", i % 4, i);
+		tu_write_deep(src, name, name);
+	}
+	tu_nap(120);
+	publish_ok(w);
+	for (int i = 0; i < 3; i++) {
+		tu_write(src, "d1/f1", i == 1 ? "one" : "two!", 0644);
+		tu_nap(120); /* settled when looked at */
+		publish_ok(w);
+	}
+	writer_close(w);
+	char *journal = tu_path(dst, STATE_JOURNAL);
+	size_t len = 0;
+	char *text = tu_read(journal, &len);
+	ck_assert_ptr_nonnull(strstr(text, "\nrecord "));
+	w = open_writer();
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	ck_assert_uint_eq(r.compared, 0);
+	writer_result_fini(&r);
+	writer_close(w);
+	/* The last record cut short.  (A new writer's first publish writes
+	 * the state whole; the second is appended.) */
+	w = open_writer();
+	for (int i = 0; i < 2; i++) {
+		tu_write(src, "d1/f1", i ? "four" : "three", 0644);
+		tu_nap(120);
+		publish_ok(w);
+	}
+	writer_close(w);
+	free(text);
+	text = tu_read(journal, &len);
+	tu_write_len(dst, STATE_JOURNAL, text, len - 8, 0600);
+	w = open_writer();
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	ck_assert_uint_eq(r.compared, 20);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(text);
+	free(journal);
 }
 END_TEST
 
@@ -3013,6 +3072,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_same_size_edit_same_second_publishes);
 	tcase_add_test(tc, test_equal_metadata_within_racy_window_compares_content);
 	tcase_add_test(tc, test_a_record_made_in_the_tick_of_a_change_is_compared);
+	tcase_add_test(tc, test_restart_trusts_the_state_its_journal_completes);
 	tcase_add_test(tc, test_touch_without_change_writes_nothing);
 	tcase_add_test(tc, test_unchanged_files_are_reused_not_copied);
 	tcase_add_test(tc, test_invalid_snapshot_keeps_previous_generation);
