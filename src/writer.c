@@ -2620,12 +2620,27 @@ int writer_publish(struct writer *w, struct snapshot *s,
 	return writer_commit(w, p, r, err);
 }
 
+/* The spare is a standby of the live generation that was stopped (by a
+ * read that found nothing to publish, say): linking the rest of it
+ * costs what it lacks. */
+static bool standby_resumable(const struct writer *w)
+{
+	return w->spare && w->spare_kind == SPARE_PARTIAL &&
+	       w->spare_seq == w->live_seq && w->spare_left;
+}
+
 bool writer_standby_wanted(const struct writer *w)
 {
 	uint64_t now = writer_now_ms();
+	/* Until a generation has been replaced (after a start), the next
+	 * change would link every file; with grace_ms = 0 none is ever
+	 * kept, by choice. */
+	bool none = w->nretired == 0 && w->o.grace_ms > 0;
 
-	/* A replaced generation that is due is recycled instead. */
-	return w->burst && !w->o.dry_run && !w->spare && w->live &&
+	/* A standby a change stopped, when no publish took it, is gone on
+	 * with; a replaced generation that is due is recycled instead. */
+	return (w->burst || none) && !w->o.dry_run &&
+	       (!w->spare || standby_resumable(w)) && w->live &&
 	       w->live_fd >= 0 && !w->live_foreign && !w->verify_live &&
 	       newest_due(w, now) == SIZE_MAX;
 }
@@ -2653,6 +2668,22 @@ static struct pathset *standby_left(const struct snapshot *s, size_t k)
 	return u;
 }
 
+/* The generation a standby is linked into: a stopped one, recycled, in
+ * which only the directories it did not finish are looked at; else a
+ * new one. */
+static int standby_begin(struct writer *w, struct writer_pending *p)
+{
+	uint64_t from = 0;
+
+	if (standby_resumable(w) && (p->changed = pathset_new()) != NULL) {
+		pathset_seal(p->changed); /* p->s is the live one */
+		p->recycled = recycle_spare(w, p, &from) == 0;
+		if (p->recycled)
+			p->differ = spare_differs(w, from, p);
+	}
+	return p->recycled ? 0 : make_generation(w, NULL, &p->gen);
+}
+
 /* A standby is the live generation linked anew, file by file, into a
  * private one (0700, as any generation being written), then flushed:
  * recycled as the spare, it differs from the next generation only in
@@ -2672,7 +2703,7 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 		return -ENOMEM;
 	for (size_t i = 0; i < w->live->n; i++)
 		p.act[i] = w->live->v[i].type == SNAP_DIR ? ACT_DIR : ACT_LINK;
-	int rc = make_generation(w, NULL, &p.gen);
+	int rc = standby_begin(w, &p);
 	if (rc < 0)
 		log_err_set(err, rc, "target %s: creating a generation: %s",
 			    w->path, strerror(-rc));
@@ -2696,6 +2727,9 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 			    "left", w->path);
 	free(p.gen);
 	free(p.act);
+	pathset_free(p.differ);
+	pathset_free(p.changed);
+	pathset_free(p.spare_left);
 	free(r.paths);
 	problems_fini(&pb);
 	return rc;

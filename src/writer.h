@@ -96,9 +96,10 @@ void writer_abort(struct writer *w, struct writer_pending *p);
 int writer_publish(struct writer *w, struct snapshot *s,
 		   struct writer_result *r, char **err);
 
-/* Whether a standby is worth linking now: the live generation came
- * within a grace period of the one before (a burst, which may go on),
- * and no generation is there to recycle into the next one. */
+/* Whether a standby is worth linking now: no generation is there to
+ * recycle into the next one, and the live generation came within a
+ * grace period of the one before (a burst, which may go on) or none
+ * has been replaced yet (after a start). */
 bool writer_standby_wanted(const struct writer *w);
 
 /* When writer_standby_wanted(), links the live generation's files into a

@@ -415,7 +415,12 @@ START_TEST(test_burst_of_changes_recycles_a_standby)
 	 * published) as the truncation, then the write, then the chmod. */
 	tu_replace(src, "d0/c", "first", 0644);
 	wait_target("d0/c", "first", 5000);
+	/* The standby after a start has been reported by now. */
+	int linked = tu_file_count(logpath, "standby generation linked");
 	for (int i = 1; i <= 4; i++) {
+		/* One linked whole at least, the others stopped or not. */
+		if (i == 1)
+			wait_log("standby generation linked", linked + 1, 5000);
 		ck_assert_msg(tu_wait_for(has_standby, dst, 5000),
 			      "no standby after change %d", i);
 		ino_t sb = standby_ino(dst);
@@ -434,6 +439,42 @@ START_TEST(test_burst_of_changes_recycles_a_standby)
 	stop_daemon();
 	ck_assert_uint_eq(standby_ino(dst), 0);
 	ck_assert_int_eq(tu_generations(dst), 2);
+}
+END_TEST
+
+/* After a start, no generation has been replaced: the daemon links a
+ * standby, and the first change recycles it instead of linking every
+ * file.  A stop leaves none. */
+START_TEST(test_first_change_after_a_start_recycles_a_standby)
+{
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", "--grace-ms", "60000",
+			      "--log-level", "debug", NULL};
+	char data[32];
+
+	for (int k = 0; k < 40; k++) {
+		snprintf(data, sizeof(data), "d%d/f%d", k % 4, k);
+		tu_write(src, data, data, 0644);
+	}
+	pid = tu_spawn(argv, logpath);
+	converge(src, dst, 5000);
+	/* Linked whole, or stopped by a read (the log's own lines wake the
+	 * watcher of the source's parent here): the spare either way. */
+	wait_log("standby generation ", 1, 5000);
+	ino_t sb = standby_ino(dst);
+	ck_assert_uint_ne(sb, 0);
+	tu_replace(src, "d1/f1", "changed", 0644);
+	wait_target("d1/f1", "changed", 5000);
+	char *live = tu_live(dst), *lp = tu_path(dst, live);
+	struct stat st;
+	ck_assert_int_eq(stat(lp, &st), 0);
+	ck_assert_uint_eq(st.st_ino, sb);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	stop_daemon();
+	ck_assert_uint_eq(standby_ino(dst), 0);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	free(lp);
+	free(live);
 }
 END_TEST
 
@@ -1562,6 +1603,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_names_excluded_only_somewhere_are_followed_live);
 	tcase_add_test(tc, test_same_size_edit_in_same_second_is_published);
 	tcase_add_test(tc, test_burst_of_changes_recycles_a_standby);
+	tcase_add_test(tc, test_first_change_after_a_start_recycles_a_standby);
 	tcase_add_test(tc, test_sigint_and_sigterm_exit_0);
 	tcase_add_test(tc, test_config_mappings_and_reload);
 	tcase_add_test(tc,

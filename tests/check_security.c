@@ -284,14 +284,15 @@ START_TEST(test_target_swapped_while_running_is_refused)
 END_TEST
 
 /* The name of a generation in `dst` that is not live, or NULL. */
-static char *pending_generation(const char *target)
+static char *pending_generation(const char *target, const char *except)
 {
 	char *live = tu_live(target), *found = NULL;
 	DIR *d = opendir(target);
 	struct dirent *de;
 	while (d && !found && (de = readdir(d)) != NULL)
 		if (strncmp(de->d_name, "..2", 3) == 0 &&
-		    (live == NULL || strcmp(de->d_name, live) != 0))
+		    (live == NULL || strcmp(de->d_name, live) != 0) &&
+		    (except == NULL || strcmp(de->d_name, except) != 0))
 			found = strdup(de->d_name);
 	if (d)
 		closedir(d);
@@ -299,9 +300,13 @@ static char *pending_generation(const char *target)
 	return found;
 }
 
+/* The standby the daemon linked after its start, recycled under a new
+ * name by the publish under way. */
+static char *standby_name;
+
 static int has_pending(void *arg)
 {
-	char *g = pending_generation(arg);
+	char *g = pending_generation(arg, standby_name);
 	free(g);
 	return g != NULL;
 }
@@ -326,14 +331,22 @@ START_TEST(test_generation_is_private_until_flushed)
 			 0);
 	const char *argv[] = {"env", preload, "FAULT_HANG=fsync", hang_while, asan,
 			      tu_bin(), "--source", src, "--target", dst,
-			      "--debounce", "0", NULL};
+			      "--debounce", "0", "--log-level", "debug", NULL};
 	pid = tu_spawn(argv, logpath);
 	struct tu_pair p = {src, dst};
 	ck_assert(tu_wait_for(tu_trees_equal, &p, 10000));
+	/* The standby linked after a start is done (gone on with, if a read
+	 * stopped it): the private generation to look into is the
+	 * publish's. */
+	tu_wait_text(logpath, "standby generation linked", 1, 10000, logpath);
+	standby_name = pending_generation(dst, NULL);
+	ck_assert_ptr_nonnull(standby_name);
 	tu_write(tmp, "hang", "", 0644);
 	tu_write(src, "open/f", "v2\n", 0666);
 	ck_assert(tu_wait_for(has_pending, dst, 10000));
-	char *gen = pending_generation(dst);
+	char *gen = pending_generation(dst, standby_name);
+	free(standby_name);
+	standby_name = NULL;
 	char *cmd;
 	ck_assert_int_gt(asprintf(&cmd, "mkfifo '%s/%s/open/planted'", dst, gen),
 			 0);

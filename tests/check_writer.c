@@ -2383,7 +2383,7 @@ static struct writer *burst_writer(struct writer_opts *o)
 	o->grace_ms = 60000;
 	struct writer *w = open_writer_with(o);
 	publish_ok(w);
-	ck_assert(!writer_standby_wanted(w)); /* one publish is no burst */
+	ck_assert(writer_standby_wanted(w)); /* none replaced yet */
 	tu_write(src, "top", "burst", 0644);
 	publish_ok(w);
 	ck_assert(writer_standby_wanted(w));
@@ -2569,6 +2569,52 @@ START_TEST(test_standby_stopped_anywhere_is_recycled_right)
 }
 END_TEST
 
+/* A standby stopped where no publish took it (a read found nothing to
+ * publish) is gone on with, in the same directory: what it linked is
+ * kept, the rest linked, and the next publish recycles the whole. */
+START_TEST(test_standby_stopped_is_gone_on_with)
+{
+	for (int round = 0; round < 8; round++) {
+		struct writer_opts o = opts();
+		atomic_bool stop = round == 0;
+		struct stopper st = {&stop, round * 200L};
+		pthread_t t;
+		char *err = NULL;
+
+		tu_rmrf(dst);
+		tu_rmrf(src);
+		tu_mkdirs(src, 0755);
+		for (int k = 0; k < 120; k++) {
+			char rel[32];
+			snprintf(rel, sizeof(rel), "%c/%c/f%d", 'a' + k % 4,
+				 'p' + k % 3, k);
+			tu_write(src, rel, rel, 0644);
+		}
+		tu_write(src, "a/f", "a1", 0644);
+		struct writer *w = burst_writer(&o);
+		ck_assert_int_eq(pthread_create(&t, NULL, stop_later, &st), 0);
+		int rc = writer_standby(w, &stop, &err);
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		char *sb = standby_of();
+		ino_t ino = ino_of(dst, sb);
+		if (rc == -ECANCELED) {
+			ck_assert(writer_standby_wanted(w));
+			atomic_store(&stop, false);
+			ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+			free(sb);
+			sb = standby_of();
+			ck_assert_uint_eq(ino_of(dst, sb), ino);
+		}
+		ck_assert_msg(rc == 0 || rc == -ECANCELED, "round %d: %s", round,
+			      strerror(-rc));
+		ck_assert(!writer_standby_wanted(w)); /* linked whole */
+		assert_standby_recycled(w, ino);
+		writer_close(w);
+		free(sb);
+	}
+}
+END_TEST
+
 /* With a replaced generation due, that one is recycled: no standby. */
 START_TEST(test_standby_not_wanted_once_one_is_due)
 {
@@ -2578,6 +2624,8 @@ START_TEST(test_standby_not_wanted_once_one_is_due)
 	struct writer *w = open_writer_with(&o);
 	tu_write(src, "a", "1", 0644);
 	publish_ok(w);
+	/* None replaced yet: the first change would link every file. */
+	ck_assert(writer_standby_wanted(w));
 	tu_write(src, "a", "2", 0644);
 	publish_ok(w);
 	long long due = tu_now_ms() + 300;
@@ -2587,6 +2635,20 @@ START_TEST(test_standby_not_wanted_once_one_is_due)
 	ck_assert(!writer_standby_wanted(w));
 	/* Changes further apart than the grace period are no burst. */
 	tu_write(src, "a", "3", 0644);
+	publish_ok(w);
+	ck_assert(!writer_standby_wanted(w));
+	writer_close(w);
+	/* A restart, with the replaced generation the last run left: it is
+	 * recycled, no standby is wanted. */
+	w = open_writer_with(&o);
+	publish_ok(w); /* unchanged: every live file has been looked at */
+	ck_assert(!writer_standby_wanted(w));
+	writer_close(w);
+	/* grace_ms = 0 keeps no generation but the live one, standby or
+	 * replaced. */
+	o.grace_ms = 0;
+	tu_rmrf(dst);
+	w = open_writer_with(&o);
 	publish_ok(w);
 	ck_assert(!writer_standby_wanted(w));
 	writer_close(w);
@@ -3106,6 +3168,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
+	tcase_add_test(tc, test_standby_stopped_is_gone_on_with);
 	tcase_add_test(tc, test_standby_not_wanted_once_one_is_due);
 	tcase_add_test(tc, test_standby_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_through_several_generations);
