@@ -395,10 +395,9 @@ static int has_standby(void *arg)
 	return standby_ino(arg) != 0;
 }
 
-/* Changes that follow each other within the grace period (60 s here):
- * after each publish a standby is linked, and the next publish recycles
- * it, stopped or not.  A stop leaves none. */
-START_TEST(test_burst_of_changes_recycles_a_standby)
+/* 40 files in 4 directories, published by a daemon whose replaced
+ * generations stay 60 s. */
+static void start_with_long_grace(void)
 {
 	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
 			      "--debounce", "0", "--grace-ms", "60000",
@@ -411,6 +410,16 @@ START_TEST(test_burst_of_changes_recycles_a_standby)
 	}
 	pid = tu_spawn(argv, logpath);
 	converge(src, dst, 5000);
+}
+
+/* Changes that follow each other within the grace period (60 s here):
+ * after each publish a standby is linked, and the next publish recycles
+ * it, stopped or not.  A stop leaves none. */
+START_TEST(test_burst_of_changes_recycles_a_standby)
+{
+	char data[32];
+
+	start_with_long_grace();
 	/* One rename each: written in place, a change is seen (and
 	 * published) as the truncation, then the write, then the chmod. */
 	tu_replace(src, "d0/c", "first", 0644);
@@ -447,17 +456,7 @@ END_TEST
  * file.  A stop leaves none. */
 START_TEST(test_first_change_after_a_start_recycles_a_standby)
 {
-	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
-			      "--debounce", "0", "--grace-ms", "60000",
-			      "--log-level", "debug", NULL};
-	char data[32];
-
-	for (int k = 0; k < 40; k++) {
-		snprintf(data, sizeof(data), "d%d/f%d", k % 4, k);
-		tu_write(src, data, data, 0644);
-	}
-	pid = tu_spawn(argv, logpath);
-	converge(src, dst, 5000);
+	start_with_long_grace();
 	/* Linked whole, or stopped by a read (the log's own lines wake the
 	 * watcher of the source's parent here): the spare either way. */
 	wait_log("standby generation ", 1, 5000);

@@ -2534,31 +2534,45 @@ static void *stop_later(void *arg)
 	return NULL;
 }
 
+static int writer_standby_rc;
+
+/* A tree of 120 files in 12 directories, published in a burst, and a
+ * standby linked of it that `*stop` stops after `us` microseconds (its
+ * outcome in writer_standby_rc). */
+static struct writer *standby_stopped_after(atomic_bool *stop, long us,
+					    char **err)
+{
+	struct writer_opts o = opts();
+	struct stopper st = {stop, us};
+	pthread_t t;
+
+	tu_rmrf(dst);
+	tu_rmrf(src);
+	tu_mkdirs(src, 0755);
+	for (int k = 0; k < 120; k++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "%c/%c/f%d", 'a' + k % 4, 'p' + k % 3,
+			 k);
+		tu_write(src, rel, rel, 0644);
+	}
+	tu_write(src, "a/f", "a1", 0644);
+	struct writer *w = burst_writer(&o);
+	ck_assert_int_eq(pthread_create(&t, NULL, stop_later, &st), 0);
+	writer_standby_rc = writer_standby(w, stop, err);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	return w;
+}
+
 /* Wherever a change stops the standby, what it linked so far is kept
  * and the rest made by the publish: the source, exactly. */
 START_TEST(test_standby_stopped_anywhere_is_recycled_right)
 {
 	for (int round = 0; round < 12; round++) {
-		struct writer_opts o = opts();
 		atomic_bool stop = false;
-		struct stopper st = {&stop, round * 150L};
-		pthread_t t;
 		char *err = NULL;
-
-		tu_rmrf(dst);
-		tu_rmrf(src);
-		tu_mkdirs(src, 0755);
-		for (int k = 0; k < 120; k++) {
-			char rel[32];
-			snprintf(rel, sizeof(rel), "%c/%c/f%d", 'a' + k % 4,
-				 'p' + k % 3, k);
-			tu_write(src, rel, rel, 0644);
-		}
-		tu_write(src, "a/f", "a1", 0644);
-		struct writer *w = burst_writer(&o);
-		ck_assert_int_eq(pthread_create(&t, NULL, stop_later, &st), 0);
-		int rc = writer_standby(w, &stop, &err);
-		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		struct writer *w = standby_stopped_after(&stop, round * 150L,
+							 &err);
+		int rc = writer_standby_rc;
 		ck_assert_msg(rc == 0 || rc == -ECANCELED, "round %d: %s", round,
 			      strerror(-rc));
 		char *sb = standby_of();
@@ -2575,26 +2589,11 @@ END_TEST
 START_TEST(test_standby_stopped_is_gone_on_with)
 {
 	for (int round = 0; round < 8; round++) {
-		struct writer_opts o = opts();
 		atomic_bool stop = round == 0;
-		struct stopper st = {&stop, round * 200L};
-		pthread_t t;
 		char *err = NULL;
-
-		tu_rmrf(dst);
-		tu_rmrf(src);
-		tu_mkdirs(src, 0755);
-		for (int k = 0; k < 120; k++) {
-			char rel[32];
-			snprintf(rel, sizeof(rel), "%c/%c/f%d", 'a' + k % 4,
-				 'p' + k % 3, k);
-			tu_write(src, rel, rel, 0644);
-		}
-		tu_write(src, "a/f", "a1", 0644);
-		struct writer *w = burst_writer(&o);
-		ck_assert_int_eq(pthread_create(&t, NULL, stop_later, &st), 0);
-		int rc = writer_standby(w, &stop, &err);
-		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		struct writer *w = standby_stopped_after(&stop, round * 200L,
+							 &err);
+		int rc = writer_standby_rc;
 		char *sb = standby_of();
 		ino_t ino = ino_of(dst, sb);
 		if (rc == -ECANCELED) {
