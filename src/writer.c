@@ -585,9 +585,9 @@ static int load_live(struct writer *w, char **err)
 			&s, &gen, &sound);
 	if (rc == -EPERM)
 		log_msg(LOG_LVL_WARN, w->name,
-			"target %s: state file %s could have been written by "
-			"another user; comparing content instead",
-			w->path, STATE_FILE);
+			"target %s: state file %s or %s could have been "
+			"written by another user; comparing content instead",
+			w->path, STATE_FILE, STATE_JOURNAL);
 	if (rc == 0 && !sound)
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: %s was not flushed before the machine "
