@@ -2675,7 +2675,9 @@ static int standby_begin(struct writer *w, struct writer_pending *p)
 {
 	uint64_t from = 0;
 
-	if (standby_resumable(w) && (p->changed = pathset_new()) != NULL) {
+	if (standby_resumable(w)) {
+		if ((p->changed = pathset_new()) == NULL)
+			return -ENOMEM;
 		pathset_seal(p->changed); /* p->s is the live one */
 		p->recycled = recycle_spare(w, p, &from) == 0;
 		if (p->recycled)
