@@ -302,13 +302,14 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 
 /* ---- the journal ----
  *
- * "atomsync-journal 1\nbase GEN\n", then one record per publish:
+ * "atomsync-journal 1\nbase GEN INO\n" (the state file's generation and
+ * inode), then one record per publish:
  * "record GEN\nrecorded ...\nflushed ...\n", the entries it added or
  * changed (as in the state file) and "- PATH" for each it removed, and
  * "commit N" with the number of entries it leaves.  A record cut short
  * by a crash has no commit line and is not applied; a journal whose
- * base is not the generation the state file names is left over from an
- * older state and ignored. */
+ * base is not the state file there is left over from an older one
+ * (written whole, then a crash before the journal went) and ignored. */
 
 #define JOURNAL_MAGIC "atomsync-journal 1"
 
@@ -403,7 +404,8 @@ static int journal_create(int dfd, struct state_log *l)
 	if (o) {
 		out_str(o, JOURNAL_MAGIC "\nbase ");
 		out_escaped(o, l->base);
-		out_str(o, "\n");
+		out_str(o, " ");
+		out_dec(o, l->base_ino, '\n');
 		out_flush(o);
 		rc = o->err;
 		l->bytes = o->total;
@@ -475,13 +477,20 @@ static int record_full(int dfd, struct state_log *l, const struct snapshot *s,
 {
 	uint64_t bytes = 0;
 
+	struct stat st;
+
 	state_log_fini(l);
 	int rc = save_full(dfd, s, gen, flushed, &bytes);
 	if (rc == 0 && unlinkat(dfd, STATE_JOURNAL, 0) < 0 && errno != ENOENT)
 		rc = -errno;
+	/* A journal left by a crash between the rename and the unlink may
+	 * name the same generation: the inode tells the files apart. */
+	if (rc == 0 && fstatat(dfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = -errno;
 	if (rc == 0) {
 		l->base = strdup(gen);
 		l->base_bytes = bytes;
+		l->base_ino = (uint64_t)st.st_ino;
 	}
 	return rc;
 }
@@ -601,6 +610,29 @@ static int num(char **p, unsigned base, uint64_t *out)
 	*p = s + 1;
 	*out = v;
 	return 0;
+}
+
+/* One unsigned decimal number that ends the line. */
+static int num_end(char **p, uint64_t *out)
+{
+	char *end = NULL;
+
+	if (**p < '0' || **p > '9')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(*p, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* The inode of the file open as `fd`; 0 (no file has it) when unknown. */
+static uint64_t fd_ino(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
 /* Seconds may be negative (a file dated before 1970). */
@@ -838,12 +870,29 @@ static int read_record(struct reader *r, struct jread *j)
 	return 1;
 }
 
+/* Whether the journal's "base GEN INO" line names this state file. */
+static bool journal_on(char *line, const char *base, uint64_t ino)
+{
+	char *sp = line ? strrchr(line, ' ') : NULL, *b = NULL, *p;
+	uint64_t v = 0;
+
+	if (sp == NULL || strncmp(line, "base ", 5) != 0 || sp < line + 5)
+		return false;
+	*sp = '\0';
+	p = sp + 1;
+	bool ok = num_end(&p, &v) == 0 && v == ino &&
+		  state_unescape(line + 5, &b) == 0 && strcmp(b, base) == 0;
+	free(b);
+	return ok;
+}
+
 /* The records of the journal in `dfd` made on the state file that names
- * `base`; none when there is no such journal. */
-static int journal_read(int dfd, const char *base, struct jread *j)
+ * `base` (inode `ino`); none when there is no such journal. */
+static int journal_read(int dfd, const char *base, uint64_t ino,
+			struct jread *j)
 {
 	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
-	char *b = NULL, *line;
+	char *line;
 	int rc = 0;
 
 	r.fd = open_trusted(dfd, STATE_JOURNAL);
@@ -851,8 +900,7 @@ static int journal_read(int dfd, const char *base, struct jread *j)
 		return r.fd == -ENOENT ? 0 : r.fd;
 	r.buf = malloc(r.cap);
 	if (r.buf && (line = next_line(&r)) && strcmp(line, JOURNAL_MAGIC) == 0 &&
-	    (line = next_line(&r)) && strncmp(line, "base ", 5) == 0 &&
-	    state_unescape(line + 5, &b) == 0 && strcmp(b, base) == 0) {
+	    journal_on(next_line(&r), base, ino)) {
 		while ((rc = read_record(&r, j)) > 0)
 			;
 	}
@@ -862,7 +910,6 @@ static int journal_read(int dfd, const char *base, struct jread *j)
 		rc = 0;
 	if (r.buf == NULL || r.err < 0)
 		rc = r.buf ? r.err : -ENOMEM;
-	free(b);
 	free(r.buf);
 	close(r.fd);
 	return rc;
@@ -929,8 +976,8 @@ static int journal_apply(struct snapshot *s, struct jread *j, size_t max,
 
 /* Applies the journal beside the state file to *s, which describes
  * *gen, and says what the result describes. */
-static int journal_load(int dfd, size_t max_entries, struct snapshot **s,
-			char **gen, bool *sound)
+static int journal_load(int dfd, size_t max_entries, uint64_t ino,
+			struct snapshot **s, char **gen, bool *sound)
 {
 	struct jread j = {.want_ops = true};
 	struct snapshot *t = NULL;
@@ -938,7 +985,7 @@ static int journal_load(int dfd, size_t max_entries, struct snapshot **s,
 	/* More than the writer ever leaves before it writes the state
 	 * whole: a journal made of removals, of half the state's size. */
 	j.max = max_entries > SIZE_MAX / 8 ? SIZE_MAX : 4 * max_entries + 1024;
-	int rc = journal_read(dfd, *gen, &j);
+	int rc = journal_read(dfd, *gen, ino, &j);
 	if (rc == 0 && j.gen)
 		rc = journal_apply(*s, &j, max_entries, &t);
 	if (rc == 0 && t) {
@@ -976,10 +1023,11 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 		snapshot_mark_racy(&s->v[i], &s->taken);
 	if (rc == -EINVAL && r.err < 0)
 		rc = r.err;
+	uint64_t ino = fd_ino(r.fd);
 	close(r.fd);
 	free(r.buf);
 	if (rc == 0)
-		rc = journal_load(dfd, max_entries, &s, gen, sound);
+		rc = journal_load(dfd, max_entries, ino, &s, gen, sound);
 	if (rc < 0) {
 		free(*gen);
 		*gen = NULL;
@@ -1005,12 +1053,13 @@ int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
 		   : -ENOMEM;
 	if (rc == -EINVAL && r.err < 0)
 		rc = r.err;
+	uint64_t ino = fd_ino(r.fd);
 	close(r.fd);
 	free(r.buf);
 	/* The journal's last record, read past its entries. */
 	struct jread j = {.want_ops = false};
 	if (rc == 0)
-		rc = journal_read(dfd, *gen, &j);
+		rc = journal_read(dfd, *gen, ino, &j);
 	if (rc == 0 && j.gen) {
 		free(*gen);
 		*gen = j.gen;

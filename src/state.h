@@ -48,6 +48,7 @@ struct state_log {
 	char *base;	     /* the generation STATE_FILE names; NULL:
 				unknown, the next record writes it whole */
 	uint64_t base_bytes; /* its size */
+	uint64_t base_ino;   /* and inode: a journal names both */
 	char *gen;	     /* the generation last recorded */
 	bool flushed;	     /* and whether it was flushed */
 	uint64_t bytes;	     /* the journal's size, 0: none yet */

@@ -60,6 +60,8 @@ struct writer {
 	struct snapshot *live;	/* what the live generation holds */
 	struct state_log slog;	/* what the state on disk holds: live,
 				   when slog.base is set */
+	bool live_learned;	/* a standby learned, into live, what the
+				   state on disk does not hold */
 	bool live_trusted;	/* live came from the state file, not a scan */
 	bool live_foreign;	/* ..data names a directory not of ours */
 	bool verify_live;	/* the next diff checks every live file */
@@ -1895,6 +1897,7 @@ static int link_file(struct build *b, struct snap_entry *e, struct level *p,
 	    fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		e->t_ino = (uint64_t)st.st_ino;
 		e->t_mtime = st.st_mtim;
+		b->w->live_learned |= b->standby;
 	}
 	return 0;
 }
@@ -2647,8 +2650,11 @@ bool writer_standby_wanted(const struct writer *w)
 
 /* The directories a standby stopped at entry `k` of `s` did not finish:
  * those the entry is in, up to the top (those after it are not there
- * yet, and are made anew); NULL when out of memory. */
-static struct pathset *standby_left(const struct snapshot *s, size_t k)
+ * yet, and are made anew), and those a stop `before` left unfinished (a
+ * standby gone on with starts from the top again, and may stop before
+ * it reaches them); NULL when out of memory. */
+static struct pathset *standby_left(const struct snapshot *s, size_t k,
+				    const struct pathset *before)
 {
 	struct pathset *u = pathset_new();
 	int rc = u ? 0 : -ENOMEM;
@@ -2660,6 +2666,8 @@ static struct pathset *standby_left(const struct snapshot *s, size_t k)
 		if (e[len] == '\0')
 			break;
 	}
+	if (rc == 0 && before)
+		rc = pathset_merge(u, before);
 	if (rc < 0) {
 		pathset_free(u);
 		return NULL;
@@ -2711,8 +2719,15 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 			    w->path, strerror(-rc));
 	else
 		rc = build(w, &p, &r, &pb, stop, err);
+	/* What it learned of the live files goes into the state only when
+	 * that is written whole: the journal records what differs from
+	 * live, which already holds it. */
+	if (w->live_learned)
+		state_log_fini(&w->slog);
+	w->live_learned = false;
 	struct pathset *left =
-		rc == -ECANCELED ? standby_left(w->live, p.built) : NULL;
+		rc == -ECANCELED ? standby_left(w->live, p.built, p.spare_left)
+				 : NULL;
 	if (rc == 0 || rc == -ECANCELED) {
 		spare_set(w, p.gen, rc == 0 || left ? w->live_seq : 0,
 			  rc == 0 ? SPARE_STANDBY : SPARE_PARTIAL, left);

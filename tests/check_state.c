@@ -664,7 +664,9 @@ START_TEST(test_journal_cut_short_is_not_applied)
 	e[1] = 'X';
 	tu_write(tmp, STATE_JOURNAL, bad, 0600);
 	assert_loads(s1, "..g1");
-	/* A journal made on another state file is not applied. */
+	/* A journal made on another state file is not applied: one that
+	 * names another generation (and, below, the same one written
+	 * whole again: a crash before the journal went). */
 	free(bad);
 	bad = strdup(good);
 	memcpy(strstr(bad, "base ..g1") + 8, "9", 1);
@@ -687,6 +689,12 @@ START_TEST(test_journal_cut_short_is_not_applied)
 	ck_assert_int_eq(state_load(dfd, s3->n, &l, &gen, &sound), 0);
 	snapshot_free(l);
 	free(gen);
+	ck_assert_int_eq(state_save(dfd, s2, "..g1", true), 0);
+	tu_write(tmp, STATE_JOURNAL, good, 0600);
+	assert_loads(s2, "..g1");
+	ck_assert_int_eq(state_save(dfd, s1, "..g1", true), 0);
+	tu_write(tmp, STATE_JOURNAL, good, 0600);
+	assert_loads(s1, "..g1");
 	free(bad);
 	free(good);
 	free(p);

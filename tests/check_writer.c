@@ -2536,11 +2536,11 @@ static void *stop_later(void *arg)
 
 static int writer_standby_rc;
 
-/* A tree of 120 files in 12 directories, published in a burst, and a
- * standby linked of it that `*stop` stops after `us` microseconds (its
+/* A tree of `files` files in 12 directories, published in a burst, and
+ * a standby linked of it that `*stop` stops after `us` microseconds (its
  * outcome in writer_standby_rc). */
 static struct writer *standby_stopped_after(atomic_bool *stop, long us,
-					    char **err)
+					    int files, char **err)
 {
 	struct writer_opts o = opts();
 	struct stopper st = {stop, us};
@@ -2549,7 +2549,7 @@ static struct writer *standby_stopped_after(atomic_bool *stop, long us,
 	tu_rmrf(dst);
 	tu_rmrf(src);
 	tu_mkdirs(src, 0755);
-	for (int k = 0; k < 120; k++) {
+	for (int k = 0; k < files; k++) {
 		char rel[32];
 		snprintf(rel, sizeof(rel), "%c/%c/f%d", 'a' + k % 4, 'p' + k % 3,
 			 k);
@@ -2571,7 +2571,7 @@ START_TEST(test_standby_stopped_anywhere_is_recycled_right)
 		atomic_bool stop = false;
 		char *err = NULL;
 		struct writer *w = standby_stopped_after(&stop, round * 150L,
-							 &err);
+							 120, &err);
 		int rc = writer_standby_rc;
 		ck_assert_msg(rc == 0 || rc == -ECANCELED, "round %d: %s", round,
 			      strerror(-rc));
@@ -2584,19 +2584,28 @@ START_TEST(test_standby_stopped_anywhere_is_recycled_right)
 END_TEST
 
 /* A standby stopped where no publish took it (a read found nothing to
- * publish) is gone on with, in the same directory: what it linked is
- * kept, the rest linked, and the next publish recycles the whole. */
+ * publish) is gone on with, in the same directory, however often it is
+ * stopped: what it linked is kept, the rest linked, and the next publish
+ * recycles the whole. */
 START_TEST(test_standby_stopped_is_gone_on_with)
 {
 	for (int round = 0; round < 8; round++) {
 		atomic_bool stop = round == 0;
 		char *err = NULL;
-		struct writer *w = standby_stopped_after(&stop, round * 200L,
-							 &err);
+		/* 2,000 files take a standby some milliseconds: most rounds
+		 * stop it part of the way. */
+		struct writer *w = standby_stopped_after(&stop, round * 1500L,
+							 2000, &err);
 		int rc = writer_standby_rc;
 		char *sb = standby_of();
 		ino_t ino = ino_of(dst, sb);
 		if (rc == -ECANCELED) {
+			/* Stopped again at once, before it reaches where it
+			 * stopped first: both are left to finish. */
+			ck_assert(writer_standby_wanted(w));
+			atomic_store(&stop, true);
+			ck_assert_int_eq(writer_standby(w, &stop, &err),
+					 -ECANCELED);
 			ck_assert(writer_standby_wanted(w));
 			atomic_store(&stop, false);
 			ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
@@ -2611,6 +2620,49 @@ START_TEST(test_standby_stopped_is_gone_on_with)
 		writer_close(w);
 		free(sb);
 	}
+}
+END_TEST
+
+/* What a standby learns of the live files (after a start without a
+ * state, the identity of each) reaches the state on disk, though the
+ * journal records only what differs from what live holds. */
+START_TEST(test_what_a_standby_learns_is_recorded)
+{
+	struct writer_opts o = opts();
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	o.grace_ms = 60000;
+	for (int k = 0; k < 12; k++) {
+		char rel[16];
+		snprintf(rel, sizeof(rel), "d%d/f%d", k % 3, k);
+		tu_write(src, rel, rel, 0644);
+	}
+	struct writer *w = open_writer_with(&o);
+	publish_ok(w);
+	writer_close(w);
+	char *state = tu_path(dst, STATE_FILE);
+	ck_assert_int_eq(unlink(state), 0);
+	tu_nap(120);
+	w = open_writer_with(&o);
+	publish_ok(w); /* unchanged, compared by content: identities unknown */
+	ck_assert(writer_standby_wanted(w));
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	tu_write(src, "d0/f0", "changed", 0644);
+	publish_ok(w);
+	writer_close(w);
+	int dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct snapshot *s = NULL;
+	char *gen = NULL;
+	bool sound;
+	ck_assert_int_eq(state_load(dfd, 100, &s, &gen, &sound), 0);
+	for (size_t i = 0; i < s->n; i++)
+		ck_assert_msg(s->v[i].type == SNAP_DIR || s->v[i].t_ino != 0,
+			      "%s: identity not recorded", s->v[i].path);
+	snapshot_free(s);
+	free(gen);
+	free(state);
+	close(dfd);
 }
 END_TEST
 
@@ -3168,6 +3220,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
 	tcase_add_test(tc, test_standby_stopped_is_gone_on_with);
+	tcase_add_test(tc, test_what_a_standby_learns_is_recorded);
 	tcase_add_test(tc, test_standby_not_wanted_once_one_is_due);
 	tcase_add_test(tc, test_standby_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_through_several_generations);
