@@ -253,7 +253,8 @@ static struct out *out_new(int fd)
 	return o;
 }
 
-/* The whole state, through STATE_TMP; *bytes is its size. */
+/* The whole state, through STATE_TMP, and no journal; *bytes is its
+ * size. */
 static int save_full(int dfd, const struct snapshot *s, const char *gen,
 		     bool flushed, uint64_t *bytes)
 {
@@ -285,6 +286,9 @@ static int save_full(int dfd, const struct snapshot *s, const char *gen,
 	rc = fsutil_tmp_commit(dfd, STATE_TMP, STATE_FILE, o->fd, o->err,
 			       &step);
 	free(o);
+	/* A journal left beside names another base: it goes. */
+	if (rc == 0 && unlinkat(dfd, STATE_JOURNAL, 0) < 0 && errno != ENOENT)
+		rc = -errno;
 	return rc;
 }
 
@@ -292,12 +296,8 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 	       bool flushed)
 {
 	uint64_t bytes;
-	int rc = save_full(dfd, s, gen, flushed, &bytes);
 
-	/* A journal left beside names another base: it goes. */
-	if (rc == 0 && unlinkat(dfd, STATE_JOURNAL, 0) < 0 && errno != ENOENT)
-		rc = -errno;
-	return rc;
+	return save_full(dfd, s, gen, flushed, &bytes);
 }
 
 /* ---- the journal ----
@@ -476,13 +476,10 @@ static int record_full(int dfd, struct state_log *l, const struct snapshot *s,
 		       const char *gen, bool flushed)
 {
 	uint64_t bytes = 0;
-
 	struct stat st;
 
 	state_log_fini(l);
 	int rc = save_full(dfd, s, gen, flushed, &bytes);
-	if (rc == 0 && unlinkat(dfd, STATE_JOURNAL, 0) < 0 && errno != ENOENT)
-		rc = -errno;
 	/* A journal left by a crash between the rename and the unlink may
 	 * name the same generation: the inode tells the files apart. */
 	if (rc == 0 && fstatat(dfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0)
