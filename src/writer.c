@@ -76,8 +76,14 @@ struct writer {
 	size_t nretired;
 	char *spare;		/* a generation to recycle into the next one */
 	enum spare_kind spare_kind;
+	char **drop;		/* generations the next writer_gc_take takes,
+				   due or not (readers never had them) */
+	size_t ndrop;
 	struct pathset *spare_left; /* a partial standby's directories that
 				       it did not finish */
+	size_t spare_built;	/* its entries it got through */
+	uint64_t link_ns;	/* what a standby took to link an entry, as
+				   the last fresh one measured; 0: unknown */
 	uint64_t last_commit_ms;
 	bool burst;		/* the live one came within a grace period of
 				   the one before: the next may come as soon,
@@ -339,8 +345,17 @@ static void spare_set(struct writer *w, char *name, uint64_t seq,
 	w->spare = name;
 	w->spare_seq = seq;
 	w->spare_kind = kind;
+	w->spare_built = 0;
 	pathset_free(w->spare_left);
 	w->spare_left = left;
+}
+
+/* Whether the spare gives way to a replaced generation that is due: a
+ * standby stopped partway lacks what it did not link (at a million files,
+ * seconds of work), which a complete generation has. */
+static bool spare_yields(const struct writer *w)
+{
+	return w->spare == NULL || w->spare_kind == SPARE_PARTIAL;
 }
 
 /* The newest replaced generation whose grace period is over as of `now`
@@ -773,6 +788,9 @@ void writer_close(struct writer *w)
 		pathset_free(w->retired[i].changed);
 	}
 	free(w->retired);
+	for (size_t i = 0; i < w->ndrop; i++)
+		free(w->drop[i]); /* 0700: the next writer_open removes them */
+	free(w->drop);
 	free(w->spare);
 	pathset_free(w->spare_left);
 	pathset_free(w->live_changed);
@@ -2233,16 +2251,56 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 	return rc;
 }
 
+/* When the next publish would link every file of the live generation,
+ * or all a standby stopped partway lacks, and a replaced generation
+ * comes due sooner than that linking would take (at the rate the last
+ * standby linked), waits for that one: recycled, it costs what changed.
+ * At a million files on disk, linking takes seconds; the wait is at most
+ * a grace period. */
+static void await_due(struct writer *w)
+{
+	uint64_t now = writer_now_ms();
+
+	if (!spare_yields(w) || w->nretired == 0 || w->link_ns == 0 ||
+	    w->live == NULL || newest_due(w, now) != SIZE_MAX)
+		return;
+	size_t left = w->live->n - (w->spare ? w->spare_built : 0), first = 0;
+	for (size_t i = 1; i < w->nretired; i++)
+		if (w->retired[i].due_ms < w->retired[first].due_ms)
+			first = i;
+	uint64_t due = w->retired[first].due_ms;
+	if (w->spare_built > w->live->n ||
+	    due - now >= (uint64_t)left * w->link_ns / 1000000u)
+		return;
+	log_msg(LOG_LVL_DEBUG, w->name,
+		"target %s: waiting %llu ms for %s to be due, rather than "
+		"linking %zu files", w->path, (unsigned long long)(due - now),
+		w->retired[first].name, left);
+	while ((now = writer_now_ms()) < due) {
+		struct timespec ts = {(time_t)((due - now) / 1000),
+				      (long)((due - now) % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* The newest replaced generation whose grace period is over becomes the
- * spare, when writer_gc_take() made none yet: the daemon takes what is
- * due only between its work items, and a publish should not link every
- * file anew for want of one. */
+ * spare, when writer_gc_take() made none yet (or left a partial standby,
+ * dropped then): the daemon takes what is due only between its work
+ * items, and a publish should not link every file anew for want of one. */
 static void take_spare(struct writer *w)
 {
-	size_t newest = w->spare ? SIZE_MAX : newest_due(w, writer_now_ms());
+	size_t newest = spare_yields(w) ? newest_due(w, writer_now_ms())
+					: SIZE_MAX;
 
 	if (newest == SIZE_MAX)
 		return;
+	if (w->spare) {
+		char **v = realloc(w->drop, (w->ndrop + 1) * sizeof(*v));
+		if (v == NULL)
+			return; /* the partial one is recycled after all */
+		w->drop = v;
+		w->drop[w->ndrop++] = w->spare;
+	}
 	spare_set(w, w->retired[newest].name, w->retired[newest].seq,
 		  SPARE_REPLACED, NULL);
 	pathset_free(w->retired[newest].changed);
@@ -2375,6 +2433,7 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 {
 	uint64_t from = 0;
 
+	await_due(w);
 	p->recycled = recycle_spare(w, p, &from) == 0;
 	int rc = p->recycled ? 0 : make_generation(w, NULL, &p->gen);
 	if (rc < 0)
@@ -2694,6 +2753,16 @@ static int standby_begin(struct writer *w, struct writer_pending *p)
 	return p->recycled ? 0 : make_generation(w, NULL, &p->gen);
 }
 
+/* The rate a fresh standby linked at, from enough entries to tell (one
+ * gone on with passes over what it has). */
+static void standby_rate(struct writer *w, const struct writer_pending *p,
+			 uint64_t t0_us)
+{
+	if (!p->recycled && p->built >= 1000)
+		w->link_ns = (clock_us(CLOCK_MONOTONIC) - t0_us) * 1000u /
+			     p->built;
+}
+
 /* A standby is the live generation linked anew, file by file, into a
  * private one (0700, as any generation being written), then flushed:
  * recycled as the spare, it differs from the next generation only in
@@ -2713,12 +2782,14 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 		return -ENOMEM;
 	for (size_t i = 0; i < w->live->n; i++)
 		p.act[i] = w->live->v[i].type == SNAP_DIR ? ACT_DIR : ACT_LINK;
+	uint64_t t0 = clock_us(CLOCK_MONOTONIC);
 	int rc = standby_begin(w, &p);
 	if (rc < 0)
 		log_err_set(err, rc, "target %s: creating a generation: %s",
 			    w->path, strerror(-rc));
 	else
 		rc = build(w, &p, &r, &pb, stop, err);
+	standby_rate(w, &p, t0);
 	/* What it learned of the live files goes into the state only when
 	 * that is written whole: the journal records what differs from
 	 * live, which already holds it. */
@@ -2731,6 +2802,7 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 	if (rc == 0 || rc == -ECANCELED) {
 		spare_set(w, p.gen, rc == 0 || left ? w->live_seq : 0,
 			  rc == 0 ? SPARE_STANDBY : SPARE_PARTIAL, left);
+		w->spare_built = p.built;
 		p.gen = NULL;
 	} else if (p.gen) {
 		int r2 = fsutil_rmtree(w->dfd, p.gen);
@@ -2775,7 +2847,8 @@ static bool gc_add(struct writer *w, struct writer_gc **gcp, char *gen)
 		}
 		gc->path = strdup(w->path);
 		gc->name = w->name ? strdup(w->name) : NULL;
-		gc->gens = calloc(w->nretired + 1, sizeof(*gc->gens));
+		gc->gens = calloc(w->nretired + w->ndrop + 1,
+				  sizeof(*gc->gens));
 		*gcp = gc;
 	}
 	if (gc->gens == NULL)
@@ -2800,10 +2873,11 @@ static uint64_t retired_until(const struct writer *w, const struct retired *t,
 }
 
 /* A generation that is due becomes the spare, to be recycled into the
- * next one, when there is none; else it stays in reserve (see
- * reserve_until()), and the newest whose reserve ran out takes the
- * spare's place (the newest replaced one is the one kept at rest).  The
- * others are taken.  `all` takes the spare too. */
+ * next one, when there is none or only a standby stopped partway (which
+ * goes); else it stays in reserve (see reserve_until()), and the newest
+ * whose reserve ran out takes the spare's place (the newest replaced one
+ * is the one kept at rest).  The others are taken, and those dropped.
+ * `all` takes the spare too. */
 struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 {
 	uint64_t now = writer_now_ms(), next = 0;
@@ -2811,13 +2885,19 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 	size_t k = 0, expired = SIZE_MAX;
 	size_t newest = all ? SIZE_MAX : newest_due(w, now);
 
+	for (size_t i = 0; i < w->ndrop; i++)
+		if (!gc_add(w, &gc, w->drop[i]))
+			w->drop[k++] = w->drop[i]; /* the next time */
+	w->ndrop = k;
+	k = 0;
+
 	for (size_t i = 0; !all && i < w->nretired; i++)
 		if (reserve_until(w, &w->retired[i]) <= now)
 			expired = i;
 	for (size_t i = 0; i < w->nretired; i++) {
 		struct retired t = w->retired[i];
 		uint64_t until = retired_until(w, &t, now);
-		if (!all && until > now && !(i == newest && !w->spare)) {
+		if (!all && until > now && !(i == newest && spare_yields(w))) {
 			if (next == 0 || until < next)
 				next = until;
 			w->retired[k++] = t;

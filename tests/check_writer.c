@@ -2666,6 +2666,107 @@ START_TEST(test_what_a_standby_learns_is_recorded)
 }
 END_TEST
 
+/* A standby stopped partway gives way to a replaced generation that is
+ * due, which is complete: recycling the partial one would link all it
+ * lacks (at a million files, seconds) on the change's path.  Whether the
+ * publish finds it due (round 0) or writer_gc_take does first (round 1),
+ * the replaced one is recycled and the partial one removed. */
+START_TEST(test_partial_standby_gives_way_to_a_due_one)
+{
+	for (int round = 0; round < 2; round++) {
+		struct writer_opts o = opts();
+		struct writer_result r = {0};
+		atomic_bool stop = true;
+		char *err = NULL;
+
+		tu_rmrf(dst);
+		o.grace_ms = 300;
+		struct writer *w = open_writer_with(&o);
+		tu_write(src, "a/f", "1", 0644);
+		tu_write(src, "b/g", "g", 0644);
+		publish_ok(w);
+		char *first = tu_live(dst);
+		ino_t replaced = ino_of(dst, first);
+		tu_write(src, "a/f", "2", 0644);
+		publish_ok(w);
+		long long due = tu_now_ms() + 300;
+		ck_assert_msg(writer_standby_wanted(w),
+			      "the second publish took 300 ms");
+		ck_assert_int_eq(writer_standby(w, &stop, &err), -ECANCELED);
+		char *sb = standby_of();
+		ino_t partial = ino_of(dst, sb);
+		wait_past(due);
+		if (round == 1) {
+			ck_assert_int_eq(writer_retire(w, false, NULL), 0);
+			ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL),
+					 0);
+		}
+		tu_write(src, "a/f", "3", 0644);
+		ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+		ck_assert(r.published);
+		writer_result_fini(&r);
+		char *g = tu_live(dst);
+		ck_assert_uint_eq(ino_of(dst, g), replaced);
+		ck_assert_uint_ne(ino_of(dst, g), partial);
+		ASSERT_TREES();
+		ck_assert_int_eq(writer_retire(w, false, NULL), 0);
+		ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL), 0);
+		writer_close(w);
+		free(g);
+		free(sb);
+		free(first);
+	}
+}
+END_TEST
+
+/* With nothing to recycle, a publish that would link every file waits
+ * for a replaced generation that comes due sooner than that would take
+ * (as the last standby measured it), and recycles that one. */
+START_TEST(test_publish_waits_for_one_due_sooner_than_linking_all)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	o.grace_ms = 1000;
+	for (int k = 0; k < 3000; k++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
+		tu_write(src, rel, rel, 0644);
+	}
+	struct writer *w = open_writer_with(&o);
+	publish_ok(w);
+	char *first = tu_live(dst);
+	ino_t replaced = ino_of(dst, first);
+	tu_write(src, "d0/f0", "2", 0644);
+	publish_ok(w); /* `first` is due a grace period after this */
+	long long due = tu_now_ms() + o.grace_ms;
+	long long t0 = tu_now_ms();
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	long long linking = tu_now_ms() - t0;
+	tu_write(src, "d0/f0", "3", 0644);
+	publish_ok(w); /* recycles the standby: no spare is left */
+	ck_assert_msg(tu_now_ms() + linking / 2 < due,
+		      "the standby took %lld ms, past the grace period",
+		      linking);
+	tu_write(src, "d0/f0", "4", 0644);
+	struct snapshot *s = NULL;
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	/* Read ahead: from here to the writer's choice is a compare. */
+	wait_past(due - linking / 2);
+	ck_assert_int_eq(writer_publish(w, s, &r, NULL), 0);
+	ck_assert(r.published);
+	writer_result_fini(&r);
+	char *g = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g), replaced);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g);
+	free(first);
+}
+END_TEST
+
 /* With a replaced generation due, that one is recycled: no standby. */
 START_TEST(test_standby_not_wanted_once_one_is_due)
 {
@@ -3222,6 +3323,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_stopped_is_gone_on_with);
 	tcase_add_test(tc, test_what_a_standby_learns_is_recorded);
 	tcase_add_test(tc, test_standby_not_wanted_once_one_is_due);
+	tcase_add_test(tc, test_partial_standby_gives_way_to_a_due_one);
+	tcase_add_test(tc, test_publish_waits_for_one_due_sooner_than_linking_all);
 	tcase_add_test(tc, test_standby_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
