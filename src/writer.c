@@ -589,6 +589,10 @@ static int load_live(struct writer *w, char **err)
 	w->live_trusted = false;
 	/* The first publish writes the state whole. */
 	state_log_fini(&w->slog);
+	/* A number of its own, as one made here has: a standby linked from
+	 * it differs from the next generation only where that one changes
+	 * (with 0, it would be looked at in full). */
+	w->live_seq = w->live_gen && !w->live_foreign ? ++w->seq : 0;
 	if (w->live_gen == NULL || w->live_foreign) {
 		/* Nothing to compare with: every file is written afresh. */
 		rc = snapshot_open(NULL, &s, NULL);

@@ -2767,6 +2767,54 @@ START_TEST(test_publish_waits_for_one_due_sooner_than_linking_all)
 }
 END_TEST
 
+/* The live generation a start finds has a place among the generations
+ * like one made here: the standby linked from it after the start is
+ * recycled by the first change looking only where that change is.  A
+ * file only root could have replaced in another directory of the
+ * standby is not looked at then (as in any generation only we can
+ * change); the next full check finds it. */
+START_TEST(test_standby_after_a_start_is_looked_at_where_it_differs)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	o.grace_ms = 60000;
+	tu_write(src, "x/f", "x", 0644);
+	tu_write(src, "y/g", "y1", 0644);
+	struct writer *w = open_writer_with(&o);
+	publish_ok(w);
+	writer_close(w);
+	w = open_writer_with(&o);
+	publish_ok(w); /* unchanged: the full check of a start */
+	ck_assert(writer_standby_wanted(w)); /* none replaced yet */
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	char *sb = standby_of();
+	ino_t root = ino_of(dst, sb);
+	char *sd = tu_path(dst, sb), *sf = tu_path(sd, "x/f");
+	ck_assert_int_eq(unlink(sf), 0); /* a link to the live one */
+	tu_write(sd, "x/f", "root's", 0644);
+	tu_write(src, "y/g", "y2", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ck_assert_uint_eq(r.changed, 1);
+	writer_result_fini(&r);
+	char *g = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g), root); /* the standby, renamed */
+	writer_verify_next(w);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_msg(r.published, "x was read by the change before");
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g);
+	free(sf);
+	free(sd);
+	free(sb);
+}
+END_TEST
+
 /* With a replaced generation due, that one is recycled: no standby. */
 START_TEST(test_standby_not_wanted_once_one_is_due)
 {
@@ -3325,6 +3373,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_not_wanted_once_one_is_due);
 	tcase_add_test(tc, test_partial_standby_gives_way_to_a_due_one);
 	tcase_add_test(tc, test_publish_waits_for_one_due_sooner_than_linking_all);
+	tcase_add_test(tc, test_standby_after_a_start_is_looked_at_where_it_differs);
 	tcase_add_test(tc, test_standby_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
