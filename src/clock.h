@@ -2,6 +2,7 @@
 #ifndef ATOMSYNC_CLOCK_H
 #define ATOMSYNC_CLOCK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -13,10 +14,22 @@ static inline uint64_t clock_us(clockid_t id)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* A timestamp (a file's times, say) in nanoseconds, to compare. */
+/* A timestamp (a file's times, say) in nanoseconds, to compare; one
+ * past the year 2262 or before 1678 (anyone may date a file so) is held
+ * at the limit rather than overflowing. */
 static inline int64_t clock_ts_ns(const struct timespec *t)
 {
+	if (t->tv_sec >= INT64_MAX / 1000000000LL)
+		return INT64_MAX;
+	if (t->tv_sec <= INT64_MIN / 1000000000LL)
+		return INT64_MIN;
 	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+static inline bool clock_ts_eq(const struct timespec *a,
+			       const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
 }
 
 /* Monotonic: for durations and deadlines. */

@@ -487,9 +487,10 @@ void snapshot_mark_racy(struct snap_entry *e, const struct timespec *seen)
 {
 	int64_t window = e->ctime.tv_nsec || e->mtime.tv_nsec ? RACY_FINE_NS
 							      : RACY_COARSE_NS;
+	int64_t from = clock_ts_ns(seen);
 
-	if (e->type == SNAP_FILE &&
-	    clock_ts_ns(&e->ctime) >= clock_ts_ns(seen) - window)
+	from = from < INT64_MIN + window ? INT64_MIN : from - window;
+	if (e->type == SNAP_FILE && clock_ts_ns(&e->ctime) >= from)
 		e->flags |= SNAP_F_RACY;
 	else
 		e->flags &= (uint8_t)~SNAP_F_RACY;

@@ -584,9 +584,9 @@ static int open_trusted(int dfd, const char *name)
 	return fd;
 }
 
-/* Reads one unsigned number in `base` (at most 10) followed by a single
- * space. */
-static int num(char **p, unsigned base, uint64_t *out)
+/* Reads one unsigned number in `base` (at most 10) ended by `end`: a
+ * space, stepped over, or the line's end. */
+static int num_until(char **p, unsigned base, char end, uint64_t *out)
 {
 	char *s = *p;
 	uint64_t v = 0;
@@ -594,7 +594,7 @@ static int num(char **p, unsigned base, uint64_t *out)
 	for (; (unsigned)(*s - '0') < base; s++)
 		v = v * base + (unsigned)(*s - '0');
 	size_t digits = (size_t)(s - *p);
-	if (digits == 0 || *s != ' ')
+	if (digits == 0 || *s != end)
 		return -EINVAL;
 	/* Nineteen digits cannot overflow; more must be read with care. */
 	if (digits > 19) {
@@ -604,24 +604,14 @@ static int num(char **p, unsigned base, uint64_t *out)
 			    __builtin_add_overflow(v, (unsigned)(*q - '0'), &v))
 				return -EINVAL;
 	}
-	*p = s + 1;
+	*p = end ? s + 1 : s;
 	*out = v;
 	return 0;
 }
 
-/* One unsigned decimal number that ends the line. */
-static int num_end(char **p, uint64_t *out)
+static int num(char **p, unsigned base, uint64_t *out)
 {
-	char *end = NULL;
-
-	if (**p < '0' || **p > '9')
-		return -EINVAL;
-	errno = 0;
-	unsigned long long v = strtoull(*p, &end, 10);
-	if (errno != 0 || *end != '\0')
-		return -EINVAL;
-	*out = v;
-	return 0;
+	return num_until(p, base, ' ', out);
 }
 
 /* The inode of the file open as `fd`; 0 (no file has it) when unknown. */
@@ -782,7 +772,8 @@ struct jop {
 struct jread {
 	struct jop *v;
 	size_t n, cap, max;
-	bool want_ops;	       /* false: the headers only (state_peek) */
+	bool want_ops;	       /* false: the headers only (state_peek),
+				  each line checked but not kept */
 	char *gen;	       /* NULL: no record */
 	struct timespec taken;
 	bool sound;
@@ -810,8 +801,12 @@ static int parse_op(struct jread *j, char *line)
 					  : -EINVAL)
 			: parse_entry(line, &op.e);
 
-	if (rc < 0)
+	/* Headers only, but a record with a damaged line is not one load
+	 * applies, so neither does state_peek. */
+	if (rc < 0 || !j->want_ops) {
+		free(op.e.path);
 		return rc;
+	}
 	if (j->n == j->max) {
 		free(op.e.path);
 		return -EINVAL;
@@ -848,7 +843,7 @@ static int read_record(struct reader *r, struct jread *j)
 		rc = -EINVAL;
 	while (rc == 0 && (line = next_line(r)) != NULL &&
 	       strncmp(line, "commit ", 7) != 0)
-		rc = j->want_ops ? parse_op(j, line) : 0;
+		rc = parse_op(j, line);
 	if (rc == 0 && (line == NULL || sscanf(line, "commit %zu", &count) != 1))
 		rc = line == NULL ? 0 : -EINVAL;
 	if (rc < 0 || line == NULL) {
@@ -877,7 +872,7 @@ static bool journal_on(char *line, const char *base, uint64_t ino)
 		return false;
 	*sp = '\0';
 	p = sp + 1;
-	bool ok = num_end(&p, &v) == 0 && v == ino &&
+	bool ok = num_until(&p, 10, '\0', &v) == 0 && v == ino &&
 		  state_unescape(line + 5, &b) == 0 && strcmp(b, base) == 0;
 	free(b);
 	return ok;
@@ -941,7 +936,8 @@ static int journal_apply(struct snapshot *s, struct jread *j, size_t max,
 
 	if (rc < 0)
 		return rc;
-	qsort(j->v, j->n, sizeof(*j->v), cmp_jop);
+	if (j->n > 1)
+		qsort(j->v, j->n, sizeof(*j->v), cmp_jop);
 	(void)snapshot_reserve(t, s->n + j->n);
 	while (rc == 0 && (i < s->n || k < j->n)) {
 		while (k + 1 < j->n &&

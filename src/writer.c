@@ -1395,8 +1395,8 @@ static int diff_file(struct writer *w, struct snapshot *s,
 	}
 	*changed = o->size != e->size;
 	if (!*changed && o->ino != 0 && o->ino == e->ino && o->dev == e->dev &&
-	    clock_ts_ns(&o->mtime) == clock_ts_ns(&e->mtime) &&
-	    clock_ts_ns(&o->ctime) == clock_ts_ns(&e->ctime) &&
+	    clock_ts_eq(&o->mtime, &e->mtime) &&
+	    clock_ts_eq(&o->ctime, &e->ctime) &&
 	    !(o->flags & SNAP_F_RACY)) {
 		/* A write since o was recorded would have moved the times. */
 		*link = true;

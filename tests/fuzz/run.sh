@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the libFuzzer targets in tests/fuzz (the config loader, the
-# path helpers and the exclude patterns) with clang, ASan, UBSan and
-# LeakSanitizer, and runs each for SECONDS on a copy of its seed corpus.
+# path helpers, the exclude patterns and the state file with its journal)
+# with clang, ASan, UBSan and LeakSanitizer, and runs each for SECONDS on
+# a copy of its seed corpus.
 # All run at once.  Exits 1 when any finds a crash, a leak, a timeout or an
 # out-of-memory, after printing the input and how to reproduce it; 77
 # (the automake SKIP code) when clang, its libFuzzer runtime, inih or
@@ -115,7 +116,7 @@ for b in $sources; do
 done
 # shellcheck disable=SC2086
 "$ar" rcs "$out/core.a" $objs
-for t in conf path ignore; do
+for t in conf path ignore state; do
 	# shellcheck disable=SC2086
 	if ! "$cc" $cflags -fsanitize=fuzzer -I"$out" -I"$srcdir/src" \
 		$pkg_cflags -o "$out/fuzz_$t" "$srcdir/tests/fuzz/fuzz_$t.c" \
@@ -223,15 +224,20 @@ fuzz path 10000 -dict="$srcdir/tests/fuzz/path.dict" >"$out/path.log" 2>&1 &
 pid_path=$!
 fuzz ignore 4096 -dict="$srcdir/tests/fuzz/ignore.dict" >"$out/ignore.log" 2>&1 &
 pid_ignore=$!
+fuzz state 16384 -dict="$srcdir/tests/fuzz/state.dict" >"$out/state.log" 2>&1 &
+pid_state=$!
 st_conf=0
 wait "$pid_conf" || st_conf=$?
 st_path=0
 wait "$pid_path" || st_path=$?
 st_ignore=0
 wait "$pid_ignore" || st_ignore=$?
+st_state=0
+wait "$pid_state" || st_state=$?
 
 failed=0
 report conf "$st_conf" || failed=1
 report path "$st_path" || failed=1
 report ignore "$st_ignore" || failed=1
+report state "$st_state" || failed=1
 exit $failed
