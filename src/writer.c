@@ -63,6 +63,9 @@ struct writer {
 	bool live_learned;	/* a standby learned, into live, what the
 				   state on disk does not hold */
 	bool live_trusted;	/* live came from the state file, not a scan */
+	bool live_found;	/* the live generation was there at the start:
+				   names put into it meanwhile are not known,
+				   so once replaced it is looked at in full */
 	bool live_foreign;	/* ..data names a directory not of ours */
 	bool verify_live;	/* the next diff checks every live file */
 	/* That check, made ahead on a thread of its own (writer_verify_
@@ -590,9 +593,11 @@ static int load_live(struct writer *w, char **err)
 	/* The first publish writes the state whole. */
 	state_log_fini(&w->slog);
 	/* A number of its own, as one made here has: a standby linked from
-	 * it differs from the next generation only where that one changes
-	 * (with 0, it would be looked at in full). */
+	 * its record differs from the next generation only where that one
+	 * changes (with 0, it would be looked at in full).  The generation
+	 * itself is retired as unknown (live_found). */
 	w->live_seq = w->live_gen && !w->live_foreign ? ++w->seq : 0;
+	w->live_found = true;
 	if (w->live_gen == NULL || w->live_foreign) {
 		/* Nothing to compare with: every file is written afresh. */
 		rc = snapshot_open(NULL, &s, NULL);
@@ -2291,20 +2296,29 @@ static void await_due(struct writer *w)
  * spare, when writer_gc_take() made none yet (or left a partial standby,
  * dropped then): the daemon takes what is due only between its work
  * items, and a publish should not link every file anew for want of one. */
-static void take_spare(struct writer *w)
+/* Puts `gen` on the list writer_gc_take removes; false when out of
+ * memory. */
+static bool drop_add(struct writer *w, char *gen)
 {
-	size_t newest = spare_yields(w) ? newest_due(w, writer_now_ms())
-					: SIZE_MAX;
+	char **v = realloc(w->drop, (w->ndrop + 1) * sizeof(*v));
+
+	if (v == NULL)
+		return false;
+	w->drop = v;
+	w->drop[w->ndrop++] = gen;
+	return true;
+}
+
+static void take_spare(struct writer *w, bool yield)
+{
+	bool free_for_it = !w->spare || (yield && spare_yields(w));
+	size_t newest = free_for_it ? newest_due(w, writer_now_ms())
+				    : SIZE_MAX;
 
 	if (newest == SIZE_MAX)
 		return;
-	if (w->spare) {
-		char **v = realloc(w->drop, (w->ndrop + 1) * sizeof(*v));
-		if (v == NULL)
-			return; /* the partial one is recycled after all */
-		w->drop = v;
-		w->drop[w->ndrop++] = w->spare;
-	}
+	if (w->spare && !drop_add(w, w->spare))
+		return; /* the partial one is recycled after all */
 	spare_set(w, w->retired[newest].name, w->retired[newest].seq,
 		  SPARE_REPLACED, NULL);
 	pathset_free(w->retired[newest].changed);
@@ -2322,7 +2336,9 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 {
 	struct stat st;
 
-	take_spare(w);
+	/* A standby goes on with the partial one it is given: what it
+	 * records of it (see standby_left) holds only for that one. */
+	take_spare(w, !p->standby);
 	char *spare = w->spare;
 	*seq = w->spare_seq;
 	p->spare_kind = w->spare_kind;
@@ -2627,7 +2643,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	struct snapshot *old = w->live;
 	char *old_gen = w->live_gen;
 	int old_fd = w->live_fd;
-	uint64_t old_seq = w->live_seq;
+	uint64_t old_seq = w->live_found ? 0 : w->live_seq;
 	struct pathset *old_changed = w->live_changed;
 
 	uint64_t now = writer_now_ms();
@@ -2637,6 +2653,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	w->live = p->s;
 	w->live_gen = p->gen;
 	w->live_seq = ++w->seq;
+	w->live_found = false;
 	w->live_changed = p->changed;
 	p->changed = NULL;
 	w->live_trusted = true;
@@ -2911,8 +2928,11 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 			char *old = w->spare;
 			spare_set(w, t.name, t.seq, SPARE_REPLACED, NULL);
 			pathset_free(t.changed);
-			t = (struct retired){.name = old, .due_ms = t.due_ms};
-			if (t.name == NULL)
+			/* Not a replaced one: never recycled as one. */
+			if (old && !gc_add(w, &gc, old) && !drop_add(w, old))
+				t = (struct retired){.name = old,
+						     .due_ms = t.due_ms};
+			else
 				continue;
 		}
 		if (gc_add(w, &gc, t.name))
@@ -2923,6 +2943,9 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 	w->nretired = k;
 	if (all && w->spare && gc_add(w, &gc, w->spare))
 		spare_set(w, NULL, 0, SPARE_REPLACED, NULL);
+	/* What could not be taken now is tried again in a second. */
+	if (w->ndrop && (next == 0 || next > now + 1000))
+		next = now + 1000;
 	if (next_ms)
 		*next_ms = next;
 	return gc;
@@ -2931,6 +2954,9 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 uint64_t writer_next_due(const struct writer *w)
 {
 	uint64_t now = writer_now_ms(), next = 0;
+
+	if (w->ndrop)
+		return now; /* dropped: due at once */
 
 	for (size_t i = 0; i < w->nretired; i++) {
 		uint64_t until = retired_until(w, &w->retired[i], now);

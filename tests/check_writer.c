@@ -2680,7 +2680,7 @@ START_TEST(test_partial_standby_gives_way_to_a_due_one)
 		char *err = NULL;
 
 		tu_rmrf(dst);
-		o.grace_ms = 300;
+		o.grace_ms = 1000;
 		struct writer *w = open_writer_with(&o);
 		tu_write(src, "a/f", "1", 0644);
 		tu_write(src, "b/g", "g", 0644);
@@ -2689,9 +2689,9 @@ START_TEST(test_partial_standby_gives_way_to_a_due_one)
 		ino_t replaced = ino_of(dst, first);
 		tu_write(src, "a/f", "2", 0644);
 		publish_ok(w);
-		long long due = tu_now_ms() + 300;
+		long long due = tu_now_ms() + o.grace_ms;
 		ck_assert_msg(writer_standby_wanted(w),
-			      "the second publish took 300 ms");
+			      "the second publish took a grace period");
 		ck_assert_int_eq(writer_standby(w, &stop, &err), -ECANCELED);
 		char *sb = standby_of();
 		ino_t partial = ino_of(dst, sb);
@@ -2729,7 +2729,7 @@ START_TEST(test_publish_waits_for_one_due_sooner_than_linking_all)
 	atomic_bool stop = false;
 	char *err = NULL;
 
-	o.grace_ms = 1000;
+	o.grace_ms = 2000;
 	for (int k = 0; k < 3000; k++) {
 		char rel[32];
 		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
@@ -2743,6 +2743,8 @@ START_TEST(test_publish_waits_for_one_due_sooner_than_linking_all)
 	publish_ok(w); /* `first` is due a grace period after this */
 	long long due = tu_now_ms() + o.grace_ms;
 	long long t0 = tu_now_ms();
+	ck_assert_msg(writer_standby_wanted(w),
+		      "the second publish took a grace period");
 	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
 	long long linking = tu_now_ms() - t0;
 	tu_write(src, "d0/f0", "3", 0644);
@@ -2812,6 +2814,45 @@ START_TEST(test_standby_after_a_start_is_looked_at_where_it_differs)
 	free(sf);
 	free(sd);
 	free(sb);
+}
+END_TEST
+
+/* The live generation a start finds is looked at in full once it is
+ * recycled: a name put into it while no writer ran is not in the state,
+ * and only a full look finds it (the check at the start looks at the
+ * files the state lists). */
+START_TEST(test_live_found_at_a_start_is_recycled_in_full)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+
+	o.grace_ms = 300;
+	tu_write(src, "x/f", "x", 0644);
+	tu_write(src, "y/g", "y1", 0644);
+	struct writer *w = open_writer_with(&o);
+	publish_ok(w);
+	writer_close(w);
+	char *live = tu_live(dst);
+	char *ld = tu_path(dst, live);
+	ino_t found = ino_of(dst, live);
+	tu_write(ld, "x/extra", "stale", 0644);
+	w = open_writer_with(&o);
+	tu_write(src, "y/g", "y2", 0644);
+	publish_ok(w); /* the full check of a start; `live` is replaced */
+	long long due = tu_now_ms() + o.grace_ms;
+	wait_past(due);
+	ck_assert_int_eq(writer_retire(w, false, NULL), 0); /* the spare */
+	tu_write(src, "y/g", "y3", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	writer_result_fini(&r);
+	char *g = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g), found); /* recycled */
+	ASSERT_TREES();
+	writer_close(w);
+	free(g);
+	free(ld);
+	free(live);
 }
 END_TEST
 
@@ -3374,6 +3415,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_partial_standby_gives_way_to_a_due_one);
 	tcase_add_test(tc, test_publish_waits_for_one_due_sooner_than_linking_all);
 	tcase_add_test(tc, test_standby_after_a_start_is_looked_at_where_it_differs);
+	tcase_add_test(tc, test_live_found_at_a_start_is_recycled_in_full);
 	tcase_add_test(tc, test_standby_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
