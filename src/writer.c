@@ -1539,6 +1539,7 @@ struct build {
 	struct pathset *changed;      /* the same */
 	struct level *lv;
 	size_t depth, cap;
+	size_t skip;	  /* entries after the one built, kept unread */
 };
 
 /* Whether only we or root can change the directory `fd` names: owned
@@ -1961,6 +1962,46 @@ static int keep_file(struct build *b, size_t i, struct level *p,
 	return clear_name(b, p, name, e->path);
 }
 
+/* Whether only we or root could have changed the directory `e`
+ * records, as dir_ours() tells of one open. */
+static bool dir_only_ours(const struct build *b, const struct snap_entry *e)
+{
+	return e->type == SNAP_DIR && !(e->mode & 0022) &&
+	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == b->euid);
+}
+
+/* Entry `i`, a directory in the recycled level `p` that holds what the
+ * new generation needs (level_same()): when no generation since the
+ * spare changed anything below it either, and only we or root could
+ * have, its entries are kept without opening a directory (at a million
+ * files, ten thousand of them, cold on disk); how many that is, 0 when
+ * it must be read. */
+static size_t same_subtree(struct build *b, size_t i, const struct level *p)
+{
+	const struct snapshot *s = b->s;
+	const char *d = s->v[i].path;
+	size_t len = strlen(d), j = i;
+
+	if (!p->same || b->unflushed)
+		return 0;
+	for (; j < s->n && (j == i || (strncmp(s->v[j].path, d, len) == 0 &&
+				       s->v[j].path[len] == '/'));
+	     j++) {
+		const struct snap_entry *e = &s->v[j];
+		bool ok = e->type == SNAP_DIR
+				  ? dir_only_ours(b, e) &&
+					    !pathset_has(b->differ, e->path)
+				  : b->act[j] == ACT_LINK && only_ours(b, e);
+		if (!ok)
+			return 0;
+	}
+	for (size_t k = i; k < j; k++) {
+		b->act[k] = ACT_KEEP;
+		b->r->linked += s->v[k].type == SNAP_FILE;
+	}
+	return j - i;
+}
+
 static int build_entry(struct build *b, size_t i)
 {
 	struct snap_entry *e = &b->s->v[i];
@@ -1977,8 +2018,11 @@ static int build_entry(struct build *b, size_t i)
 	struct level *p = &b->lv[b->depth - 1];
 	const char *name = e->path + (pl ? pl + 1 : 0);
 
-	if (b->act[i] == ACT_DIR)
-		return build_dir(b, i, p, name);
+	if (b->act[i] == ACT_DIR) {
+		size_t n = same_subtree(b, i, p);
+		b->skip = n ? n - 1 : 0;
+		return n ? 0 : build_dir(b, i, p, name);
+	}
 	int rc = p->recycled ? keep_file(b, i, p, name) : 0;
 	if (rc != 0)
 		return rc < 0 ? rc : 0;
@@ -2154,10 +2198,13 @@ static int build(struct writer *w, struct writer_pending *p,
 	b.lv[0].same = level_same(&b, &b.lv[0]);
 	if (p->recycled && !b.lv[0].same)
 		rc = prune(&b, &b.lv[0]);
-	for (p->built = 0; p->built < s->n && rc == 0; p->built++)
+	for (p->built = 0; p->built < s->n && rc == 0; p->built++) {
 		rc = stop && atomic_load_explicit(stop, memory_order_relaxed)
 			     ? -ECANCELED
 			     : build_entry(&b, p->built);
+		p->built += b.skip;
+		b.skip = 0;
+	}
 	p->built -= rc < 0;
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);

@@ -2001,6 +2001,44 @@ static ino_t ino_of(const char *dir, const char *rel)
 	return st.st_ino;
 }
 
+/* A directory of the spare that no generation since changed anything
+ * below, and that only we or root could have, is kept without being
+ * opened: at a million files that is ten thousand directories, cold on
+ * disk.  What root did inside it is not seen then (as for any file only
+ * we or root can write), until the next full check. */
+START_TEST(test_recycle_opens_no_directory_nothing_changed_in)
+{
+	struct writer *w = open_recycling_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "x/sub/f", "f", 0644);
+	tu_write(src, "y/g", "g1", 0644);
+	publish_and_retire(w, 0);
+	char *g1 = tu_live(dst);
+	tu_write(src, "y/g", "g2", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS); /* g1 is the spare */
+	char *sub = tu_path(dst, g1);
+	char *gone = tu_path(sub, "x/sub");
+	tu_rmrf(gone);
+	tu_write(src, "y/g", "g3", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	writer_result_fini(&r);
+	char *lf = tu_path(dst, "..data/x/sub/f");
+	ck_assert_int_ne(access(lf, F_OK), 0); /* x was not read */
+	writer_verify_next(w);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published); /* the full check found it */
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	writer_close(w);
+	free(lf);
+	free(gone);
+	free(sub);
+	free(g1);
+}
+END_TEST
+
 START_TEST(test_recycle_changes_only_what_differs)
 {
 	struct writer *w = open_recycling_writer();
@@ -3402,6 +3440,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_second_writer_on_same_target_is_refused);
 	tcase_add_test(tc, test_grace_keeps_old_generation_until_due);
 	tcase_add_test(tc, test_recycle_changes_only_what_differs);
+	tcase_add_test(tc, test_recycle_opens_no_directory_nothing_changed_in);
 	tcase_add_test(tc, test_recycle_never_changes_a_shared_file);
 	tcase_add_test(tc, test_recycle_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
