@@ -2822,11 +2822,12 @@ static int standby_begin(struct writer *w, struct writer_pending *p)
 }
 
 /* The rate a fresh standby linked at, from enough entries to tell (one
- * gone on with passes over what it has). */
+ * gone on with passes over what it has).  One a change stopped early
+ * counts too: after a start, that may be all there is. */
 static void standby_rate(struct writer *w, const struct writer_pending *p,
 			 uint64_t t0_us)
 {
-	if (!p->recycled && p->built >= 1000)
+	if (!p->recycled && p->built >= 64)
 		w->link_ns = (clock_us(CLOCK_MONOTONIC) - t0_us) * 1000u /
 			     p->built;
 }
@@ -2850,8 +2851,8 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 		return -ENOMEM;
 	for (size_t i = 0; i < w->live->n; i++)
 		p.act[i] = w->live->v[i].type == SNAP_DIR ? ACT_DIR : ACT_LINK;
-	uint64_t t0 = clock_us(CLOCK_MONOTONIC);
 	int rc = standby_begin(w, &p);
+	uint64_t t0 = clock_us(CLOCK_MONOTONIC);
 	if (rc < 0)
 		log_err_set(err, rc, "target %s: creating a generation: %s",
 			    w->path, strerror(-rc));
