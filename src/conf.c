@@ -605,7 +605,31 @@ static void set_command(struct parser *p, const char *key, const char *v)
 	free(err);
 }
 
-/* hook_env: words split as a command is, each NAME or NAME=value. */
+/* Whether hook_env's `word` is a valid NAME or NAME=value not among
+ * the `n` kept before it; an error is reported when not. */
+static bool hook_env_word_ok(struct parser *p, char *const *kept, size_t n,
+			     const char *word)
+{
+	size_t len = strcspn(word, "=");
+	char *err = NULL;
+
+	if (command_env_check(word, &err) < 0) {
+		perr(p, "hook_env: %s", err ? err : "invalid");
+		free(err);
+		return false;
+	}
+	for (size_t k = 0; k < n; k++) {
+		if (strncmp(kept[k], word, len) == 0 &&
+		    strcspn(kept[k], "=") == len) {
+			perr(p, "hook_env: %.*s given twice", (int)len, word);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* hook_env: words split as a command is, each NAME or NAME=value; only
+ * the valid ones are kept (the others are errors). */
 static void set_hook_env(struct parser *p, const char *v)
 {
 	struct conf_sync *s = p->cur;
@@ -617,25 +641,14 @@ static void set_hook_env(struct parser *p, const char *v)
 		free(err);
 		return;
 	}
-	while (words[n])
-		n++;
-	for (size_t i = 0; i < n; i++) {
-		size_t len = strcspn(words[i], "=");
-		if (command_env_check(words[i], &err) < 0) {
-			perr(p, "hook_env: %s", err ? err : "invalid");
-			free(err);
-			err = NULL;
-			continue;
-		}
-		for (size_t k = 0; k < i; k++) {
-			if (strncmp(words[k], words[i], len) == 0 &&
-			    strcspn(words[k], "=") == len) {
-				perr(p, "hook_env: %.*s given twice", (int)len,
-				     words[i]);
-				break;
-			}
-		}
+	for (size_t i = 0; words[i]; i++) {
+		if (hook_env_word_ok(p, words, n, words[i]))
+			words[n++] = words[i];
+		else
+			free(words[i]);
 	}
+	words[n] = NULL;
+	command_argv_free(s->hook_env);
 	s->hook_env = words;
 	s->nhook_env = n;
 }

@@ -437,7 +437,7 @@ START_TEST(test_hook_env_words_and_bad_names)
 			      "[sync:b]\n"					 /* 5 */
 			      "source = /s2\n"					 /* 6 */
 			      "target = /t2\n"					 /* 7 */
-			      "hook_env = 1X OK my-var=1 ATOMSYNC_NAME=x OK=2\n" /* 8 */
+			      "hook_env = 1X OK my-var=1 '' ATOMSYNC_NAME=x OK=2\n" /* 8 */
 			      "[sync:c]\n"					 /* 9 */
 			      "source = /s3\n"					 /* 10 */
 			      "target = /t3\n"					 /* 11 */
@@ -446,9 +446,14 @@ START_TEST(test_hook_env_words_and_bad_names)
 	assert_error(&e, 8, "[sync:b]: hook_env: '1X' is not a variable name");
 	assert_error(&e, 8, "hook_env: 'my-var' is not a variable name");
 	assert_error(&e, 8, "hook_env: ATOMSYNC_NAME: the ATOMSYNC_ variables");
+	assert_error(&e, 8, "hook_env: '' is not a variable name");
 	assert_error(&e, 8, "hook_env: OK given twice");
 	assert_error(&e, 12, "hook_env: unterminated '");
-	ck_assert_uint_eq(e.n, 5);
+	ck_assert_uint_eq(e.n, 6);
+	/* Only the valid words are kept, as a reload would compare them. */
+	ck_assert_uint_eq(c->syncs[1].nhook_env, 1);
+	ck_assert_str_eq(c->syncs[1].hook_env[0], "OK");
+	ck_assert_ptr_null(c->syncs[1].hook_env[1]);
 	struct conf_sync *s = &c->syncs[0];
 	ck_assert_uint_eq(s->nhook_env, 3);
 	ck_assert_str_eq(s->hook_env[0], "LANGUAGE");
