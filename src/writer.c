@@ -2307,6 +2307,18 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 	return rc;
 }
 
+/* Sleeps until the monotonic clock reads `due_ms` (writer_now_ms()). */
+static void sleep_until_ms(uint64_t due_ms)
+{
+	uint64_t now;
+
+	while ((now = writer_now_ms()) < due_ms) {
+		struct timespec ts = {(time_t)((due_ms - now) / 1000),
+				      (long)((due_ms - now) % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* When the next publish would link every file of the live generation,
  * or all a standby stopped partway lacks, and a replaced generation
  * comes due sooner than that linking would take (at the rate the last
@@ -2320,29 +2332,23 @@ static void await_due(struct writer *w)
 	if (!spare_yields(w) || w->nretired == 0 || w->link_ns == 0 ||
 	    w->live == NULL || newest_due(w, now) != SIZE_MAX)
 		return;
-	size_t left = w->live->n - (w->spare ? w->spare_built : 0), first = 0;
+	size_t built = w->spare ? w->spare_built : 0, first = 0;
+	if (built > w->live->n)
+		return;
+	size_t left = w->live->n - built;
 	for (size_t i = 1; i < w->nretired; i++)
 		if (w->retired[i].due_ms < w->retired[first].due_ms)
 			first = i;
 	uint64_t due = w->retired[first].due_ms;
-	if (w->spare_built > w->live->n ||
-	    due - now >= (uint64_t)left * w->link_ns / 1000000u)
+	if (due - now >= (uint64_t)left * w->link_ns / 1000000u)
 		return;
 	log_msg(LOG_LVL_DEBUG, w->name,
 		"target %s: waiting %llu ms for %s to be due, rather than "
 		"linking %zu files", w->path, (unsigned long long)(due - now),
 		w->retired[first].name, left);
-	while ((now = writer_now_ms()) < due) {
-		struct timespec ts = {(time_t)((due - now) / 1000),
-				      (long)((due - now) % 1000) * 1000000L};
-		nanosleep(&ts, NULL);
-	}
+	sleep_until_ms(due);
 }
 
-/* The newest replaced generation whose grace period is over becomes the
- * spare, when writer_gc_take() made none yet (or left a partial standby,
- * dropped then): the daemon takes what is due only between its work
- * items, and a publish should not link every file anew for want of one. */
 /* Puts `gen` on the list writer_gc_take removes; false when out of
  * memory. */
 static bool drop_add(struct writer *w, char *gen)
@@ -2356,6 +2362,11 @@ static bool drop_add(struct writer *w, char *gen)
 	return true;
 }
 
+/* The newest replaced generation whose grace period is over becomes the
+ * spare, when writer_gc_take() made none yet (or, when `yield`, left a
+ * partial standby, dropped then): the daemon takes what is due only
+ * between its work items, and a publish should not link every file anew
+ * for want of one. */
 static void take_spare(struct writer *w, bool yield)
 {
 	bool free_for_it = !w->spare || (yield && spare_yields(w));
@@ -3058,14 +3069,7 @@ void writer_retire_wait(struct writer *w)
 
 	writer_retire(w, false, &next);
 	while (next != 0) {
-		uint64_t now = writer_now_ms();
-		if (next > now) {
-			struct timespec ts = {
-				(time_t)((next - now) / 1000),
-				(long)((next - now) % 1000) * 1000000L,
-			};
-			nanosleep(&ts, NULL);
-		}
+		sleep_until_ms(next);
 		writer_retire(w, false, &next);
 	}
 }
