@@ -668,6 +668,15 @@ static int parse_entry(char *line, struct snap_entry *e)
 	int rc = state_unescape(p, &e->path);
 	if (rc < 0)
 		return rc;
+	/* The writer records clean paths only: any other is damage. */
+	char *clean = snapshot_clean_path(e->path);
+	rc = clean == NULL ? -ENOMEM : strcmp(clean, e->path) ? -EINVAL : 0;
+	free(clean);
+	if (rc < 0) {
+		free(e->path);
+		e->path = NULL;
+		return rc;
+	}
 	e->type = line[0] == 'D' ? SNAP_DIR : SNAP_FILE;
 	e->mode = (uint32_t)f[0];
 	e->uid = (uint32_t)f[1];

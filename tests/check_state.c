@@ -192,6 +192,17 @@ START_TEST(test_damaged_state_is_refused)
 	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 1 1 1 a b\nend\n"),
 			 -EINVAL);
+	/* A path the writer would never record: not clean. */
+	const char *unclean[] = {"d/ex/", "d//x", "./x", "d/./x", "d/../x"};
+	for (size_t k = 0; k < sizeof(unclean) / sizeof(*unclean); k++) {
+		char *t = NULL;
+		ck_assert_int_gt(asprintf(&t, "atomsync-state 3\ngeneration ..g\n"
+					  "recorded 1 2\nflushed 1 x\nentries 1\n"
+					  "F 644 0 0 1 1 1 1 1 1 1 1 1 1 %s\nend\n",
+					  unclean[k]), 0);
+		ck_assert_msg(load_text(t) == -EINVAL, "%s", unclean[k]);
+		free(t);
+	}
 	/* Numbers: the largest of 64 bits is read, one more is refused, and
 	 * so are a digit outside the base, a sign and an empty field. */
 	const char *head = "atomsync-state 3\ngeneration ..g\nrecorded 1 2\n"
