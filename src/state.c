@@ -703,7 +703,8 @@ static int parse_recorded(struct reader *r, struct timespec *taken,
 	char *line = next_line(r);
 
 	if (line == NULL ||
-	    sscanf(line, "recorded %lld %ld", &sec, &nsec) != 2)
+	    sscanf(line, "recorded %lld %ld", &sec, &nsec) != 2 ||
+	    nsec < 0 || nsec > 999999999)
 		return -EINVAL;
 	taken->tv_sec = (time_t)sec;
 	taken->tv_nsec = nsec;

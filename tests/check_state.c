@@ -192,6 +192,13 @@ START_TEST(test_damaged_state_is_refused)
 	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 1 1 1 a b\nend\n"),
 			 -EINVAL);
+	/* Nanoseconds out of their range. */
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\n"
+				   "recorded 1 -962\nflushed 1 x\nentries 0\nend\n"),
+			 -EINVAL);
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\n"
+				   "recorded 1 1000000000\nflushed 1 x\nentries 0\nend\n"),
+			 -EINVAL);
 	/* A path the writer would never record: not clean. */
 	const char *unclean[] = {"d/ex/", "d//x", "./x", "d/./x", "d/../x"};
 	for (size_t k = 0; k < sizeof(unclean) / sizeof(*unclean); k++) {
