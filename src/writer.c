@@ -2772,25 +2772,27 @@ static bool standby_resumable(const struct writer *w)
 
 bool writer_standby_wanted(const struct writer *w)
 {
-	uint64_t now = writer_now_ms();
 	/* Until a generation has been replaced (after a start), the next
 	 * change would link every file; with grace_ms = 0 none is ever
 	 * kept, by choice. */
 	bool none = w->nretired == 0 && w->o.grace_ms > 0;
 
 	/* A standby a change stopped, when no publish took it, is gone on
-	 * with; a replaced generation that is due is recycled instead. */
+	 * with; a replaced generation that is due is recycled into one, off
+	 * the way of the next change (see standby_begin()). */
 	return (w->burst || none) && !w->o.dry_run &&
-	       (!w->spare || standby_resumable(w)) && w->live &&
-	       w->live_fd >= 0 && !w->live_foreign && !w->verify_live &&
-	       newest_due(w, now) == SIZE_MAX;
+	       (!w->spare || standby_resumable(w) ||
+		w->spare_kind == SPARE_REPLACED) &&
+	       w->live && w->live_fd >= 0 && !w->live_foreign &&
+	       !w->verify_live;
 }
 
 /* The directories a standby stopped at entry `k` of `s` did not finish:
  * those the entry is in, up to the top (those after it are not there
- * yet, and are made anew), and those a stop `before` left unfinished (a
- * standby gone on with starts from the top again, and may stop before
- * it reaches them); NULL when out of memory. */
+ * yet, and are made anew), and, for a recycled one, those `before` where
+ * it was to be looked at (a standby gone on with starts from the top
+ * again, and may stop before it reaches them); NULL when out of
+ * memory. */
 static struct pathset *standby_left(const struct snapshot *s, size_t k,
 				    const struct pathset *before)
 {
@@ -2814,14 +2816,18 @@ static struct pathset *standby_left(const struct snapshot *s, size_t k,
 	return u;
 }
 
-/* The generation a standby is linked into: a stopped one, recycled, in
- * which only the directories it did not finish are looked at; else a
- * new one. */
+/* The generation a standby is linked into: a stopped one, or a replaced
+ * one that is due, recycled, in which only the directories where it may
+ * differ from the live one are looked at; else a new one.  In a burst
+ * past its first grace period, that costs what the last publishes
+ * changed rather than every file. */
 static int standby_begin(struct writer *w, struct writer_pending *p)
 {
 	uint64_t from = 0;
+	bool replaced = w->spare ? w->spare_kind == SPARE_REPLACED
+				 : newest_due(w, writer_now_ms()) != SIZE_MAX;
 
-	if (standby_resumable(w)) {
+	if (standby_resumable(w) || replaced) {
 		if ((p->changed = pathset_new()) == NULL)
 			return -ENOMEM;
 		pathset_seal(p->changed); /* p->s is the live one */
@@ -2876,9 +2882,13 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 	if (w->live_learned)
 		state_log_fini(&w->slog);
 	w->live_learned = false;
+	/* Recycled, it may still differ where it was to be looked at (and
+	 * anywhere, when that was not known). */
 	struct pathset *left =
-		rc == -ECANCELED ? standby_left(w->live, p.built, p.spare_left)
-				 : NULL;
+		rc == -ECANCELED && (!p.recycled || p.differ)
+			? standby_left(w->live, p.built,
+				       p.recycled ? p.differ : NULL)
+			: NULL;
 	if (rc == 0 || rc == -ECANCELED) {
 		spare_set(w, p.gen, rc == 0 || left ? w->live_seq : 0,
 			  rc == 0 ? SPARE_STANDBY : SPARE_PARTIAL, left);

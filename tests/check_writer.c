@@ -2894,26 +2894,73 @@ START_TEST(test_live_found_at_a_start_is_recycled_in_full)
 }
 END_TEST
 
-/* With a replaced generation due, that one is recycled: no standby. */
-START_TEST(test_standby_not_wanted_once_one_is_due)
+/* A writer that published x/f and y/g ("y1"), then y/g again ("y2")
+ * within the grace period (300 ms), and waited until the generation
+ * that replaced is due; that one's name in *g1, its root inode in
+ * *old. */
+static struct writer *burst_writer_due(struct writer_opts *o, char **g1,
+				       ino_t *old)
 {
-	struct writer_opts o = opts();
-
-	o.grace_ms = 300;
-	struct writer *w = open_writer_with(&o);
-	tu_write(src, "a", "1", 0644);
+	o->grace_ms = 300;
+	tu_write(src, "x/f", "x", 0644);
+	tu_write(src, "y/g", "y1", 0644);
+	struct writer *w = open_writer_with(o);
 	publish_ok(w);
+	*g1 = tu_live(dst);
+	*old = ino_of(dst, *g1);
 	/* None replaced yet: the first change would link every file. */
 	ck_assert(writer_standby_wanted(w));
-	tu_write(src, "a", "2", 0644);
+	tu_write(src, "y/g", "y2", 0644);
 	publish_ok(w);
 	long long due = tu_now_ms() + 300;
 	ck_assert_msg(writer_standby_wanted(w),
 		      "the second publish took 300 ms");
 	wait_past(due);
-	ck_assert(!writer_standby_wanted(w));
+	return w;
+}
+
+/* In a burst, a replaced generation that is due is recycled into the
+ * standby, looked at only where it differs from the live one; a standby
+ * is not wanted once changes come further apart than the grace period,
+ * nor after a restart that finds one to recycle, nor with grace_ms 0. */
+START_TEST(test_standby_recycles_one_that_is_due)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+	atomic_bool stop = false;
+	char *err = NULL;
+	ino_t old;
+
+	char *g1;
+	struct writer *w = burst_writer_due(&o, &g1, &old);
+	ck_assert(writer_standby_wanted(w));
+	/* Nothing changed in x since: it is not read, so root's change to
+	 * it stays (a full check finds it). */
+	char *x1 = tu_path(dst, g1);
+	char *xf = tu_path(x1, "x/f");
+	ck_assert_int_eq(unlink(xf), 0);
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	ck_assert(!writer_standby_wanted(w)); /* it is there */
+	char *sb = standby_of(), *sd = tu_path(dst, sb);
+	ck_assert_uint_eq(ino_of(dst, sb), old); /* recycled, not made */
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ck_assert_uint_eq(ino_of(sd, "y/g"), ino_of(dst, "..data/y/g"));
+	char *sx = tu_path(sd, "x/f");
+	ck_assert_int_ne(access(sx, F_OK), 0); /* x was not read */
+	tu_write(src, "y/g", "y3", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.changed, 1);
+	writer_result_fini(&r);
+	char *g = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g), old);
+	writer_verify_next(w);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published); /* the full check found x/f missing */
+	writer_result_fini(&r);
+	ASSERT_TREES();
 	/* Changes further apart than the grace period are no burst. */
-	tu_write(src, "a", "3", 0644);
+	tu_nap(400);
+	tu_write(src, "y/g", "y4", 0644);
 	publish_ok(w);
 	ck_assert(!writer_standby_wanted(w));
 	writer_close(w);
@@ -2931,6 +2978,41 @@ START_TEST(test_standby_not_wanted_once_one_is_due)
 	publish_ok(w);
 	ck_assert(!writer_standby_wanted(w));
 	writer_close(w);
+	free(g);
+	free(sx);
+	free(sd);
+	free(sb);
+	free(xf);
+	free(x1);
+	free(g1);
+}
+END_TEST
+
+/* A standby recycling a replaced generation, stopped before it got
+ * anywhere, leaves to look at all the directories where that generation
+ * may differ from the live one: the publish that takes it finds y/g as
+ * the replaced generation held it, and changes it. */
+START_TEST(test_recycled_standby_stopped_leaves_where_it_differs)
+{
+	struct writer_opts o = opts();
+	atomic_bool stop = true;
+	char *err = NULL;
+	ino_t old;
+	char *g1;
+
+	struct writer *w = burst_writer_due(&o, &g1, &old);
+	ck_assert_int_eq(writer_standby(w, &stop, &err), -ECANCELED);
+	char *sb = standby_of();
+	ck_assert_uint_eq(ino_of(dst, sb), old);
+	tu_write(src, "x/f", "x2", 0644);
+	publish_ok(w);
+	char *g = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g), old); /* the partial one, renamed */
+	ASSERT_TREES();
+	writer_close(w);
+	free(g);
+	free(sb);
+	free(g1);
 }
 END_TEST
 
@@ -3450,7 +3532,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
 	tcase_add_test(tc, test_standby_stopped_is_gone_on_with);
 	tcase_add_test(tc, test_what_a_standby_learns_is_recorded);
-	tcase_add_test(tc, test_standby_not_wanted_once_one_is_due);
+	tcase_add_test(tc, test_standby_recycles_one_that_is_due);
+	tcase_add_test(tc, test_recycled_standby_stopped_leaves_where_it_differs);
 	tcase_add_test(tc, test_partial_standby_gives_way_to_a_due_one);
 	tcase_add_test(tc, test_publish_waits_for_one_due_sooner_than_linking_all);
 	tcase_add_test(tc, test_standby_after_a_start_is_looked_at_where_it_differs);
