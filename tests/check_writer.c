@@ -900,6 +900,75 @@ START_TEST(test_write_again_after_crash_restores_links)
 }
 END_TEST
 
+/* In a target only root or we can change, the visible links of the
+ * names a publish keeps are not looked at: one root removed comes back
+ * at the next full check.  New names are looked at (one taken by
+ * something else is refused) and linked, and a name that left loses its
+ * link. */
+START_TEST(test_visible_links_looked_at_where_names_change)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *err = NULL;
+	struct stat st;
+
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "b/f", "b", 0644);
+	publish_ok(w);
+	char *b = tu_path(dst, "b"), *c = tu_path(dst, "c");
+	char *sa = tu_path(src, "a"), *da = tu_path(dst, "a");
+	ck_assert_int_eq(unlink(b), 0);
+	tu_write(src, "a", "2", 0644);
+	publish_ok(w);
+	ck_assert_int_ne(lstat(b, &st), 0); /* not looked at */
+	tu_write(dst, "c", "someone's", 0644);
+	tu_write(src, "c", "new", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, &err), -EEXIST);
+	ck_assert_msg(err && strstr(err, "c exists"), "%s", err);
+	writer_result_fini(&r);
+	ck_assert_int_eq(unlink(c), 0);
+	ck_assert_int_eq(unlink(sa), 0);
+	publish_ok(w);
+	assert_link("c", "..data/c");
+	ck_assert_int_ne(lstat(da, &st), 0);
+	ck_assert_int_ne(lstat(b, &st), 0);
+	writer_verify_next(w);
+	publish_ok(w); /* nothing changed: the full check links b again */
+	assert_link("b", "..data/b");
+	ASSERT_TREES();
+	writer_close(w);
+	free(err);
+	free(da);
+	free(sa);
+	free(c);
+	free(b);
+}
+END_TEST
+
+/* In a target others can write, every visible link is looked at by
+ * every publish. */
+START_TEST(test_visible_links_all_looked_at_where_others_can_write)
+{
+	struct stat st;
+
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(chmod(dst, 0777), 0);
+	struct writer *w = open_writer();
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "b/f", "b", 0644);
+	publish_ok(w);
+	char *b = tu_path(dst, "b");
+	ck_assert_int_eq(unlink(b), 0);
+	tu_write(src, "a", "2", 0644);
+	publish_ok(w);
+	ck_assert_int_eq(lstat(b, &st), 0);
+	assert_link("b", "..data/b");
+	ASSERT_TREES();
+	writer_close(w);
+	free(b);
+}
+END_TEST
+
 START_TEST(test_mode_only_change_publishes)
 {
 	struct writer *w = open_writer();
@@ -3485,6 +3554,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_multiple_updates_pruning);
 	tcase_add_test(tc, test_visible_links_top_level_only);
 	tcase_add_test(tc, test_write_again_after_crash_restores_links);
+	tcase_add_test(tc, test_visible_links_looked_at_where_names_change);
+	tcase_add_test(tc, test_visible_links_all_looked_at_where_others_can_write);
 	tcase_add_test(tc, test_mode_only_change_publishes);
 	suite_add_tcase(s, tc);
 
