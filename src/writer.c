@@ -117,6 +117,7 @@ struct writer_pending {
 	struct pathset *spare_left; /* see struct writer */
 	bool standby;		 /* writer_standby(): never made live */
 	size_t built;		 /* entries of s written when it stopped */
+	bool names;		 /* a top-level name came or went */
 	bool verify;		 /* prepared at a full check (see
 				    writer_verify_next()) */
 	struct pathset *differ;	 /* directories in which the spare may
@@ -1211,13 +1212,15 @@ static int sync_visible_once(struct writer *w, const struct snapshot *s,
  * failed link is tried once more (the steps are idempotent), and a
  * failure that stays is returned so the publish is retried.  Only what
  * changed from `old` is looked at when the links are trusted to be
- * `old`'s; every name otherwise, and at a full check (`full`). */
+ * `old`'s, nothing when no top-level name came or went (`names`); every
+ * name otherwise, and at a full check (`full`). */
 static int sync_visible(struct writer *w, const struct snapshot *s,
-			const struct snapshot *old, bool full, char **err)
+			const struct snapshot *old, bool full, bool names,
+			char **err)
 {
-	int rc = w->visible_synced && !full && old
-			 ? sync_visible_changed(w, s, old)
-			 : -EAGAIN;
+	int rc = !w->visible_synced || full || !old ? -EAGAIN
+		 : names			    ? sync_visible_changed(w, s, old)
+						    : 0;
 
 	w->visible_synced = false;
 	if (rc != 0)
@@ -1502,9 +1505,10 @@ static int diff_file(struct writer *w, struct snapshot *s,
 	return 0;
 }
 
-/* Decides, entry by entry, what the new generation needs. */
+/* Decides, entry by entry, what the new generation needs; sets *names
+ * when a top-level name came or went. */
 static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
-		struct writer_result *r, char **err)
+		struct writer_result *r, bool *names, char **err)
 {
 	const struct snapshot *l = w->live;
 	size_t i = 0, j = 0;
@@ -1518,6 +1522,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 				    : snapshot_path_cmp(s->v[i].path,
 							l->v[j].path);
 		if (c > 0) {
+			*names |= !strchr(l->v[j].path, '/');
 			rc = note_change(w, r, &r->removed, "remove",
 					 l->v[j++].path);
 			continue;
@@ -1529,6 +1534,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		}
 		act[i - 1] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
 		if (c < 0) {
+			*names |= !strchr(e->path, '/');
 			rc = note_change(w, r, &r->added, "add", e->path);
 			continue;
 		}
@@ -2353,7 +2359,7 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 		snapshot_free(s);
 		return 0;
 	}
-	rc = sync_visible(w, s, w->live, w->verify_live, err);
+	rc = sync_visible(w, s, w->live, w->verify_live, false, err);
 	/* Untrusted, the state is written whole; else what changed in it
 	 * is added to the journal, once there is one to add to. */
 	if (!w->live_trusted)
@@ -2639,7 +2645,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	if (rc == 0 && (p->act = calloc(p->s->n ? p->s->n : 1, 1)) == NULL)
 		rc = -ENOMEM;
 	if (rc == 0)
-		rc = diff(w, p->s, p->act, r, err);
+		rc = diff(w, p->s, p->act, r, &p->names, err);
 	if (rc == 0 && r->added + r->changed + r->removed == 0 && w->live_gen) {
 		rc = prepare_unchanged(w, p->s, r, err);
 		p->s = NULL;
@@ -2793,7 +2799,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 
 	/* Steps (3) and (4): visible links for new names only now, so none
 	 * ever dangles; then links of names that left. */
-	int vrc = sync_visible(w, w->live, old, p->verify, err);
+	int vrc = sync_visible(w, w->live, old, p->verify, p->names, err);
 
 	rc = state_record(w->dfd, &w->slog, old, w->live, w->live_gen,
 			  w->o.fsync && frc == 0);
