@@ -395,6 +395,7 @@ int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 	    entries_resize(s, s->cap ? s->cap * 2 : 16, false) < 0)
 		return -ENOMEM;
 	s->v[s->n++] = *e;
+	s->walked = s->sorted = false;
 	return 0;
 }
 
@@ -452,12 +453,15 @@ static int cmp_entry(const void *a, const void *b)
 
 void snapshot_sort(struct snapshot *s)
 {
-	/* A walk emits its entries in order: check before sorting. */
+	if (s->sorted)
+		return;
+	/* A walk often emits its entries in order: check before sorting. */
 	for (size_t i = 1; i < s->n; i++)
 		if (cmp_entry(&s->v[i - 1], &s->v[i]) > 0) {
 			qsort(s->v, s->n, sizeof(*s->v), cmp_entry);
-			return;
+			break;
 		}
+	s->sorted = true;
 }
 
 struct snap_entry *snapshot_find(const struct snapshot *s, const char *path)
@@ -1416,6 +1420,8 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	}
 	walk_fini(&w);
 	trim(s);
+	if (s)
+		s->walked = true;
 	*out = s;
 	return rc;
 }
@@ -1876,6 +1882,8 @@ int snapshot_refresh(const struct snapshot *prev,
 	free(r.done);
 	free(r.cuts);
 	trim(s);
+	if (s) /* merged in order, duplicates gone (refresh_merge()) */
+		s->walked = s->sorted = true;
 	*out = s;
 	return rc;
 }

@@ -128,6 +128,13 @@ struct snapshot {
 	 * directory led into the target: a change may then show up where
 	 * no event for its directory is. */
 	bool indirect;
+	/* What a walk guarantees, for a writer to skip checking it again:
+	 * `walked`, every path clean, valid and there once, below its
+	 * parent's entry (snapshot_take(), snapshot_refresh()); `sorted`, in
+	 * snapshot_path_cmp() order (snapshot_sort(), snapshot_refresh()).
+	 * snapshot_add() and snapshot_append() clear both; whoever changes
+	 * an entry's path in place clears them too. */
+	bool walked, sorted;
 };
 
 /* Walks `root` into a new snapshot.  On failure *err (malloc'ed) says

@@ -1043,6 +1043,32 @@ START_TEST(test_refresh_reads_only_the_directories_that_changed)
 }
 END_TEST
 
+/* A walk says what it guarantees, for the writer to skip checking it;
+ * an entry added by hand takes that back. */
+START_TEST(test_walk_tells_what_it_guarantees)
+{
+	tu_write_deep(src, "b/f", "x");
+	tu_write_deep(src, "a/g", "y");
+	struct snapshot *prev = take(SNAP_LINKS_INSIDE), *inc = NULL;
+	ck_assert(prev->walked);
+	snapshot_sort(prev);
+	ck_assert(prev->walked && prev->sorted);
+	tu_write(src, "a/g", "changed", 0644);
+	char *dirs[] = {"a"};
+	char *err = NULL;
+	ck_assert_int_eq(
+		snapshot_refresh(prev, NULL, dirs, 1, NULL, &inc, &err), 0);
+	ck_assert(inc->walked && inc->sorted);
+	struct snap_entry e = {.path = "c/./h", .type = SNAP_FILE};
+	ck_assert_int_eq(snapshot_add(inc, &e), 0);
+	ck_assert(!inc->walked && !inc->sorted);
+	snapshot_sort(inc);
+	ck_assert(!inc->walked && inc->sorted);
+	snapshot_free(inc);
+	snapshot_free(prev);
+}
+END_TEST
+
 START_TEST(test_refresh_refuses_what_it_cannot_be_sure_of)
 {
 	tu_write_deep(src, "real/f", "x");
@@ -1127,6 +1153,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_refresh_equals_a_full_walk_after_random_changes);
 	tcase_add_test(tc, test_refresh_reads_only_the_directories_that_changed);
 	tcase_add_test(tc, test_refresh_refuses_what_it_cannot_be_sure_of);
+	tcase_add_test(tc, test_walk_tells_what_it_guarantees);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -969,6 +969,34 @@ START_TEST(test_visible_links_all_looked_at_where_others_can_write)
 }
 END_TEST
 
+/* What a caller adds to a walked snapshot is checked like any entry
+ * made by hand: its path cleaned, its missing parent made. */
+START_TEST(test_entry_added_to_a_walk_is_checked)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+
+	tu_write(src, "a", "1", 0644);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, &err), 0);
+	struct snap_entry e = {.path = "extra//./sub", .type = SNAP_DIR,
+			       .mode = 0755, .uid = SNAP_NO_ID,
+			       .gid = SNAP_NO_ID};
+	ck_assert_int_eq(snapshot_add(s, &e), 0);
+	ck_assert_int_eq(writer_publish(w, s, &r, &err), 0);
+	writer_result_fini(&r);
+	char *sub = tu_path(dst, "..data/extra/sub");
+	struct stat st;
+	ck_assert_int_eq(stat(sub, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	assert_link("extra", "..data/extra");
+	writer_close(w);
+	free(sub);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_mode_only_change_publishes)
 {
 	struct writer *w = open_writer();
@@ -3556,6 +3584,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_write_again_after_crash_restores_links);
 	tcase_add_test(tc, test_visible_links_looked_at_where_names_change);
 	tcase_add_test(tc, test_visible_links_all_looked_at_where_others_can_write);
+	tcase_add_test(tc, test_entry_added_to_a_walk_is_checked);
 	tcase_add_test(tc, test_mode_only_change_publishes);
 	suite_add_tcase(s, tc);
 
