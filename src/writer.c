@@ -1090,11 +1090,12 @@ static int problems_report(const struct writer *w, const struct snapshot *s,
 
 /* Whether the visible links of the live generation can be taken to be
  * as the last sync left them, with no look: only we or root could have
- * changed them since (a full check, `full`, looks at each, and puts back
- * one an operator removed). */
+ * changed them since, and still only we or root can (a full check,
+ * `full`, looks at each, and puts back one an operator removed). */
 static bool visible_trusted(const struct writer *w, bool full)
 {
-	return w->visible_synced && !full && w->live != NULL;
+	return w->visible_synced && !full && w->live != NULL &&
+	       dir_ours(w->dfd);
 }
 
 /* Every top-level name must be absent from the target or our own link;
@@ -1222,7 +1223,7 @@ static int sync_visible(struct writer *w, const struct snapshot *s,
 			const struct snapshot *old, bool full, bool names,
 			char **err)
 {
-	int rc = !w->visible_synced || full || !old ? -EAGAIN
+	int rc = !visible_trusted(w, full) || !old ? -EAGAIN
 		 : names			    ? sync_visible_changed(w, s, old)
 						    : 0;
 

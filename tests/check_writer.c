@@ -946,7 +946,7 @@ START_TEST(test_visible_links_looked_at_where_names_change)
 END_TEST
 
 /* In a target others can write, every visible link is looked at by
- * every publish. */
+ * every publish, from the first one after it became so. */
 START_TEST(test_visible_links_all_looked_at_where_others_can_write)
 {
 	struct stat st;
@@ -965,6 +965,25 @@ START_TEST(test_visible_links_all_looked_at_where_others_can_write)
 	assert_link("b", "..data/b");
 	ASSERT_TREES();
 	writer_close(w);
+	/* A target that becomes writable by others between two publishes:
+	 * the next one looks at every link, and refuses a file put in the
+	 * place of one. */
+	tu_rmrf(dst);
+	w = open_writer();
+	publish_ok(w);
+	tu_write(src, "a", "3", 0644);
+	publish_ok(w);
+	ck_assert_int_eq(chmod(dst, 0777), 0);
+	ck_assert_int_eq(unlink(b), 0);
+	tu_write(dst, "b", "someone's", 0644);
+	tu_write(src, "a", "4", 0644);
+	struct writer_result r = {0};
+	char *err = NULL;
+	ck_assert_int_eq(publish_tree(w, &r, &err), -EEXIST);
+	ck_assert_msg(err && strstr(err, "b exists"), "%s", err);
+	writer_result_fini(&r);
+	writer_close(w);
+	free(err);
 	free(b);
 }
 END_TEST
@@ -3017,9 +3036,10 @@ static struct writer *burst_writer_due(struct writer_opts *o, char **g1,
 }
 
 /* In a burst, a replaced generation that is due is recycled into the
- * standby, looked at only where it differs from the live one; a standby
- * is not wanted once changes come further apart than the grace period,
- * nor after a restart that finds one to recycle, nor with grace_ms 0. */
+ * standby, looked at only where it differs from the live one; so is the
+ * one a restart finds due, looked at in full.  A standby is not wanted
+ * once changes come further apart than the grace period, nor with
+ * grace_ms 0. */
 START_TEST(test_standby_recycles_one_that_is_due)
 {
 	struct writer_opts o = opts();
@@ -3057,16 +3077,39 @@ START_TEST(test_standby_recycles_one_that_is_due)
 	ASSERT_TREES();
 	/* Changes further apart than the grace period are no burst. */
 	tu_nap(400);
+	char *kept = tu_live(dst);
+	ino_t kino = ino_of(dst, kept);
 	tu_write(src, "y/g", "y4", 0644);
 	publish_ok(w);
 	ck_assert(!writer_standby_wanted(w));
 	writer_close(w);
-	/* A restart, with the replaced generation the last run left: it is
-	 * recycled, no standby is wanted. */
+	/* A restart within the grace period of the generation the last run
+	 * left: the first change will recycle it once it is due. */
 	w = open_writer_with(&o);
 	publish_ok(w); /* unchanged: every live file has been looked at */
 	ck_assert(!writer_standby_wanted(w));
 	writer_close(w);
+	/* Past it, the standby after a start recycles it (read in full:
+	 * what the last run did to it is not known), off the way of the
+	 * first change, which recycles the standby. */
+	tu_nap(400);
+	w = open_writer_with(&o);
+	publish_ok(w);
+	ck_assert(writer_standby_wanted(w));
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	char *sb2 = standby_of();
+	ck_assert_uint_eq(ino_of(dst, sb2), kino);
+	tu_write(src, "y/g", "y5", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.changed, 1);
+	writer_result_fini(&r);
+	char *g5 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g5), kino);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g5);
+	free(sb2);
+	free(kept);
 	/* grace_ms = 0 keeps no generation but the live one, standby or
 	 * replaced. */
 	o.grace_ms = 0;
