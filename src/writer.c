@@ -3058,7 +3058,15 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 	w->ndrop = k;
 	k = 0;
 
-	for (size_t i = 0; !all && i < w->nretired; i++)
+	/* A standby of the live generation is what the next publish wants:
+	 * while publishes come within a grace period of each other, none out
+	 * of its reserve takes its place (recycled, it would be read where
+	 * every publish since changed something, or in full). */
+	bool keep = w->spare && w->spare_kind == SPARE_STANDBY &&
+		    w->spare_seq == w->live_seq &&
+		    now - w->last_commit_ms < w->o.grace_ms;
+
+	for (size_t i = 0; !all && !keep && i < w->nretired; i++)
 		if (reserve_until(w, &w->retired[i]) <= now)
 			expired = i;
 	for (size_t i = 0; i < w->nretired; i++) {

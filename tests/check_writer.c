@@ -3128,6 +3128,54 @@ START_TEST(test_standby_recycles_one_that_is_due)
 }
 END_TEST
 
+/* While publishes come within a grace period of each other, a standby
+ * of the live generation stays the spare: the replaced generations that
+ * leave their reserve are removed rather than take its place. */
+START_TEST(test_standby_keeps_its_place_in_a_burst)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	o.grace_ms = 1000;
+	tu_write(src, "x/f", "x", 0644);
+	struct writer *w = open_writer_with(&o);
+	publish_ok(w);
+	/* Three replaced at once (the first at t0), one before they are
+	 * due (t0 + 800), and one after (t0 + 1500), which recycles the
+	 * newest; the standby recycles the next, and the first stays. */
+	const char *v[] = {"1", "2", "3", "4", "5"};
+	long long t0 = 0, at[] = {0, 0, 0, 800, 1500};
+	for (int k = 0; k < 5; k++) {
+		wait_past(t0 + at[k]);
+		tu_write(src, "a", v[k], 0644);
+		publish_ok(w);
+		if (k == 0)
+			t0 = tu_now_ms();
+	}
+	ck_assert_msg(tu_now_ms() < t0 + 1900, "the publishes took too long");
+	ck_assert(writer_standby_wanted(w));
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	char *sb = standby_of();
+	ino_t ino = ino_of(dst, sb);
+	/* The first leaves its reserve at t0 + 2000; the last publish was
+	 * less than a grace period ago. */
+	wait_past(t0 + 2100);
+	ck_assert_int_eq(writer_retire(w, false, NULL), 0);
+	ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL), 1);
+	tu_write(src, "a", "after", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	writer_result_fini(&r);
+	char *g = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g), ino);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g);
+	free(sb);
+}
+END_TEST
+
 /* A standby recycling a replaced generation, stopped before it got
  * anywhere, leaves to look at all the directories where that generation
  * may differ from the live one: the publish that takes it finds y/g as
@@ -3677,6 +3725,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_what_a_standby_learns_is_recorded);
 	tcase_add_test(tc, test_standby_recycles_one_that_is_due);
 	tcase_add_test(tc, test_recycled_standby_stopped_leaves_where_it_differs);
+	tcase_add_test(tc, test_standby_keeps_its_place_in_a_burst);
 	tcase_add_test(tc, test_partial_standby_gives_way_to_a_due_one);
 	tcase_add_test(tc, test_publish_waits_for_one_due_sooner_than_linking_all);
 	tcase_add_test(tc, test_standby_after_a_start_is_looked_at_where_it_differs);
