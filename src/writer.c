@@ -979,21 +979,19 @@ static int add_parents(struct snapshot *s)
 }
 
 /* Validates and cleans every path, sorts, and adds the directories a
- * hand-built snapshot only implies, so that what is written is a tree. */
-static int normalize(struct writer *w, struct snapshot *s, char **err)
+ * hand-built snapshot only implies, so that what is written is a tree:
+ * one path at most once, and no file with entries below it. */
+static int make_tree(struct snapshot *s, char **err)
 {
-	/* A walk's paths need none of these passes (see struct snapshot):
-	 * at a million entries they cost tens of milliseconds a publish. */
-	bool walked = s->walked;
-	int rc = walked ? 0 : clean_paths(s, err);
+	int rc = clean_paths(s, err);
 
 	if (rc < 0)
 		return rc;
 	snapshot_sort(s);
-	rc = walked ? 0 : add_parents(s);
+	rc = add_parents(s);
 	if (rc < 0)
 		return rc;
-	for (size_t i = 0; !walked && i + 1 < s->n; i++) {
+	for (size_t i = 0; i + 1 < s->n; i++) {
 		const char *a = s->v[i].path, *b = s->v[i + 1].path;
 		size_t la = strlen(a);
 		if (strcmp(a, b) == 0)
@@ -1007,6 +1005,21 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 				       "invalid snapshot: %s is a file but %s "
 				       "is below it",
 				       a, b);
+	}
+	return 0;
+}
+
+/* A tree (make_tree()) with the owner and modes the writer gives. */
+static int normalize(struct writer *w, struct snapshot *s, char **err)
+{
+	/* A walk is one already (see struct snapshot): at a million entries
+	 * make_tree()'s passes cost tens of milliseconds a publish. */
+	if (s->walked)
+		snapshot_sort(s);
+	else {
+		int rc = make_tree(s, err);
+		if (rc < 0)
+			return rc;
 	}
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_entry *e = &s->v[i];
@@ -1223,16 +1236,18 @@ static int sync_visible(struct writer *w, const struct snapshot *s,
 			const struct snapshot *old, bool full, bool names,
 			char **err)
 {
-	int rc = !visible_trusted(w, full) || !old ? -EAGAIN
-		 : names			    ? sync_visible_changed(w, s, old)
-						    : 0;
+	bool trusted = old && visible_trusted(w, full);
+	int rc = !trusted ? -EAGAIN
+		 : names  ? sync_visible_changed(w, s, old)
+			  : 0;
 
 	w->visible_synced = false;
 	if (rc != 0)
 		rc = sync_visible_once(w, s, NULL);
 	if (rc != 0)
 		rc = sync_visible_once(w, s, err);
-	w->visible_synced = rc == 0 && dir_ours(w->dfd);
+	/* Trusted, the target was just seen to be ours alone. */
+	w->visible_synced = rc == 0 && (trusted || dir_ours(w->dfd));
 	return rc;
 }
 
@@ -1629,6 +1644,15 @@ struct build {
 	size_t skip;	  /* entries after the one built, kept unread */
 };
 
+/* Whether `e` records an entry owned by root or us that nobody else can
+ * write, as ours_alone() tells of one looked at. */
+static bool ours_recorded(const struct build *b, const struct snap_entry *e)
+{
+	/* Per entry: geteuid() each time would cost a system call. */
+	return !(e->mode & 0022) &&
+	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == b->euid);
+}
+
 /* Whether only we or root could ever have written the file `e` records:
  * made by atomsync with an owner of ours and a mode that lets nobody
  * else write, it can change only by root's hand (a full check, at each
@@ -1636,9 +1660,7 @@ struct build {
  * or kept, in a directory whose names nobody else can change either. */
 static bool only_ours(const struct build *b, const struct snap_entry *e)
 {
-	/* Per file: geteuid() each time would cost a system call. */
-	return e->type == SNAP_FILE && !(e->mode & 0022) &&
-	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == b->euid);
+	return e->type == SNAP_FILE && ours_recorded(b, e);
 }
 
 /* Whether a recycled directory holds what the new generation needs
@@ -2043,8 +2065,7 @@ static int keep_file(struct build *b, size_t i, struct level *p,
  * records, as dir_ours() tells of one open. */
 static bool dir_only_ours(const struct build *b, const struct snap_entry *e)
 {
-	return e->type == SNAP_DIR && !(e->mode & 0022) &&
-	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == b->euid);
+	return e->type == SNAP_DIR && ours_recorded(b, e);
 }
 
 /* Entry `i`, a directory in the recycled level `p` that holds what the
