@@ -252,6 +252,15 @@ static size_t round_up(size_t x, size_t to)
 	return (x + to - 1) / to * to;
 }
 
+/* How entries_resize() makes room for a large array. */
+enum ent_map {
+	ENT_HEAP,     /* malloc's, grown in place where it can be */
+	ENT_HUGE,     /* whole huge pages, for a start or a full read */
+	ENT_POPULATE, /* small pages, all made at once: a refresh fills
+		       * every one right away, and a fault per page would
+		       * cost more than the copy */
+};
+
 /* `bytes` (a multiple of HUGE_PAGE) aligned to a huge page, or NULL. */
 static void *map_huge(size_t bytes)
 {
@@ -281,19 +290,29 @@ static void entries_release(struct snapshot *s)
 	s->vmap = 0;
 }
 
-/* Room for `cap` entries (or more): in the heap, or with `map` and a
- * large size, in a mapping of whole huge pages; a mapping already stays
- * one, shrunk in place (to whole small pages).  Only an array sized at
- * once is mapped: a huge page may have to be compacted first, which a
- * start or a full read can wait for, not the publish of one change. */
-static int entries_resize(struct snapshot *s, size_t cap, bool map)
+/* A mapping of `bytes` (whole pages) in small pages, made at once. */
+static void *map_populated(size_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Room for `cap` entries (or more): in the heap, or, for a large size
+ * and a `map` other than ENT_HEAP, in a mapping of its own; a mapping
+ * already stays one, shrunk in place (to whole small pages).  Only an
+ * array sized at once is mapped.  Huge pages are for a start or a full
+ * read: one may have to be compacted first, which they can wait for,
+ * not the publish of one change. */
+static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 {
 	const size_t sz = sizeof(*s->v);
 
 	if (cap > (SIZE_MAX - HUGE_PAGE) / sz)
 		return -ENOMEM;
 	size_t bytes = (cap ? cap : 1) * sz;
-	if (s->vmap == 0 && (!map || bytes < ENTRIES_MAP_MIN)) {
+	if (s->vmap == 0 && (map == ENT_HEAP || bytes < ENTRIES_MAP_MIN)) {
 		struct snap_entry *v = realloc(s->v, bytes);
 		if (v == NULL)
 			return -ENOMEM;
@@ -309,8 +328,11 @@ static int entries_resize(struct snapshot *s, size_t cap, bool map)
 		s->cap = keep / sz;
 		return 0;
 	}
-	size_t len = round_up(bytes, HUGE_PAGE);
-	struct snap_entry *v = map_huge(len);
+	size_t len = round_up(bytes, map == ENT_HUGE
+					     ? HUGE_PAGE
+					     : (size_t)sysconf(_SC_PAGESIZE));
+	struct snap_entry *v = map == ENT_HUGE ? map_huge(len)
+					       : map_populated(len);
 	if (v == NULL)
 		return -ENOMEM;
 	if (s->n)
@@ -324,7 +346,7 @@ static int entries_resize(struct snapshot *s, size_t cap, bool map)
 
 int snapshot_reserve(struct snapshot *s, size_t n)
 {
-	return n > s->cap ? entries_resize(s, n, true) : 0;
+	return n > s->cap ? entries_resize(s, n, ENT_HUGE) : 0;
 }
 
 void snapshot_free(struct snapshot *s)
@@ -386,13 +408,13 @@ static void trim(struct snapshot *s)
 {
 	if (s == NULL || s->n == 0 || s->cap <= s->n)
 		return;
-	(void)entries_resize(s, s->n, false); /* as it is when it cannot */
+	(void)entries_resize(s, s->n, ENT_HEAP); /* as it is when it cannot */
 }
 
 int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 {
 	if (s->n == s->cap &&
-	    entries_resize(s, s->cap ? s->cap * 2 : 16, false) < 0)
+	    entries_resize(s, s->cap ? s->cap * 2 : 16, ENT_HEAP) < 0)
 		return -ENOMEM;
 	s->v[s->n++] = *e;
 	s->walked = s->sorted = false;
@@ -1624,54 +1646,215 @@ static bool under(const char *path, const char *dir, size_t dlen)
 	return strncmp(path, dir, dlen) == 0 && path[dlen] == '/';
 }
 
-/* Adds prev's entries that were not read again, in order. */
-static int refresh_keep_entries(struct refresh *r)
-{
-	const struct snapshot *prev = r->w.prev;
-	struct snapshot *s = r->w.s;
-	const char *cut = NULL;
-	size_t cutlen = 0;
+/* prev's entries a directory read again may replace: its own and all
+ * below it, [lo, hi). */
+struct span {
+	size_t lo, hi;
+};
 
-	/* Room for all of prev at once: growing by doubling would copy an
-	 * array of a large tree several times over. */
-	if (s->cap < s->n + prev->n &&
-	    entries_resize(s, s->n + prev->n, false) < 0)
-		return -ENOMEM;
-	for (size_t i = 0; i < prev->n; i++) {
-		const struct snap_entry *e = &prev->v[i];
-		bool cut_dir;
-		if (cut && under(e->path, cut, cutlen))
-			continue;
-		cut = NULL;
-		if (!refresh_replaced(r, e->path, e->type, &cut_dir)) {
-			if (snapshot_add(s, e) < 0)
-				return -ENOMEM;
+static int cmp_span(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+
+	return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* The first of prev's entries that does not sort before `path`. */
+static size_t lower_bound(const struct snapshot *prev, const char *path)
+{
+	size_t lo = 0, hi = prev->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (snapshot_path_cmp(prev->v[mid].path, path) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The span of `dir` in prev, which is sorted: `dir` and what is below
+ * it follow one another there. */
+static struct span dir_span(const struct snapshot *prev, const char *dir)
+{
+	size_t len = strlen(dir), lo = len ? lower_bound(prev, dir) : 0;
+	size_t a = lo, b = prev->n;
+
+	while (len && a < b) {
+		size_t mid = a + (b - a) / 2;
+		const char *p = prev->v[mid].path;
+		if (strcmp(p, dir) == 0 || under(p, dir, len))
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	return (struct span){lo, len ? a : prev->n};
+}
+
+/* The spans of the directories read again, in order, joined where they
+ * overlap; only there may an entry of prev be replaced. */
+static struct span *refresh_spans(const struct refresh *r, size_t *n)
+{
+	struct span *v = malloc((r->ndone ? r->ndone : 1) * sizeof(*v));
+	size_t k = 0;
+
+	if (v == NULL)
+		return NULL;
+	for (size_t i = 0; i < r->ndone; i++)
+		v[i] = dir_span(r->w.prev, r->done[i]);
+	if (r->ndone > 1)
+		qsort(v, r->ndone, sizeof(*v), cmp_span);
+	for (size_t i = 0; i < r->ndone; i++) {
+		if (k > 0 && v[i].lo <= v[k - 1].hi) {
+			if (v[i].hi > v[k - 1].hi)
+				v[k - 1].hi = v[i].hi;
 			continue;
 		}
-		if (!cut_dir)
+		v[k++] = v[i];
+	}
+	*n = k;
+	return v;
+}
+
+/* The entries read again, s's so far: sorted, each path once (a
+ * directory both read again and listed by its parent read again is
+ * there twice, both fresh), moved out of s into *out. */
+static int refresh_fresh(struct snapshot *s, struct snap_entry **out,
+			 size_t *n)
+{
+	size_t k = 0;
+
+	*out = malloc((s->n ? s->n : 1) * sizeof(**out));
+	if (*out == NULL)
+		return -ENOMEM;
+	qsort(s->v, s->n, sizeof(*s->v), cmp_entry);
+	for (size_t i = 0; i < s->n; i++) {
+		if (k > 0 && strcmp((*out)[k - 1].path, s->v[i].path) == 0) {
+			snapshot_entry_fini(&s->v[i]);
 			continue;
-		cut = e->path;
-		cutlen = strlen(cut);
-		if (push_str(&r->cuts, &r->ncuts, &r->cutcap, (char *)cut) < 0)
-			return -ENOMEM;
+		}
+		(*out)[k++] = s->v[i];
+	}
+	s->n = 0;
+	*n = k;
+	return 0;
+}
+
+/* Whether prev is in path order, as a refresh needs it: marked so, or
+ * found so (a walk is, but does not say). */
+static bool in_order(const struct snapshot *prev)
+{
+	for (size_t i = 1; !prev->sorted && i < prev->n; i++)
+		if (snapshot_path_cmp(prev->v[i - 1].path, prev->v[i].path) >= 0)
+			return false;
+	return true;
+}
+
+struct merge {
+	struct refresh *r;
+	struct snap_entry *fresh; /* read again, in order */
+	size_t *at;		  /* where each goes among prev's */
+	size_t nfresh, next;
+	const char *cut; /* a directory of prev dropped with all below it */
+	size_t cutlen;
+};
+
+/* Adds what was read again that sorts before prev's entry `i`. */
+static int merge_fresh(struct merge *m, size_t i)
+{
+	struct snapshot *s = m->r->w.s;
+
+	while (m->next < m->nfresh && m->at[m->next] <= i) {
+		s->v[s->n++] = m->fresh[m->next];
+		s->bytes += s->v[s->n - 1].type == SNAP_FILE
+				    ? s->v[s->n - 1].size
+				    : 0;
+		m->next++; /* s's now */
 	}
 	return 0;
 }
 
-/* A directory both read again and listed by its parent read again: one
- * entry (both are fresh). */
-static void refresh_dedup(struct snapshot *s)
+/* prev's entry `e`, in a span: kept unless read again (or below a
+ * subdirectory read again in full); 1 when kept. */
+static int merge_spanned(struct merge *m, const struct snap_entry *e)
 {
-	size_t k = 0;
+	struct refresh *r = m->r;
+	bool cut_dir;
 
-	for (size_t i = 0; i < s->n; i++) {
-		if (k > 0 && strcmp(s->v[k - 1].path, s->v[i].path) == 0) {
-			snapshot_entry_fini(&s->v[i]);
+	if (m->cut && under(e->path, m->cut, m->cutlen))
+		return 0;
+	m->cut = NULL;
+	if (!refresh_replaced(r, e->path, e->type, &cut_dir))
+		return 1;
+	if (!cut_dir)
+		return 0;
+	m->cut = e->path;
+	m->cutlen = strlen(e->path);
+	return push_str(&r->cuts, &r->ncuts, &r->cutcap, (char *)e->path);
+}
+
+/* prev's entries that were not read again, and those that were, merged
+ * in path order in one pass: only prev's entries in the span of a
+ * directory read again are looked at. */
+static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
+{
+	const struct snapshot *prev = m->r->w.prev;
+	struct snapshot *s = m->r->w.s;
+	size_t j = 0;
+
+	for (size_t i = 0; i < prev->n; i++) {
+		const struct snap_entry *e = &prev->v[i];
+		int rc = merge_fresh(m, i);
+		while (j < nsp && sp[j].hi <= i)
+			j++;
+		if (rc == 0 && j < nsp && sp[j].lo <= i)
+			rc = merge_spanned(m, e);
+		else if (rc == 0)
+			rc = 1;
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
 			continue;
-		}
-		s->v[k++] = s->v[i];
+		if (snapshot_add(s, e) < 0)
+			return -ENOMEM;
+		s->bytes += e->type == SNAP_FILE ? e->size : 0;
 	}
-	s->n = k;
+	return merge_fresh(m, SIZE_MAX);
+}
+
+/* s's entries, those read again, merged with prev's that were not:
+ * room is made for all at once (growing by doubling would copy a large
+ * tree's array several times over). */
+static int refresh_keep_entries(struct refresh *r)
+{
+	const struct snapshot *prev = r->w.prev;
+	struct snapshot *s = r->w.s;
+	struct merge m = {.r = r};
+	struct span *sp = NULL;
+	size_t nsp = 0;
+	int rc = in_order(prev) ? 0 : -ESTALE;
+
+	if (rc == 0)
+		rc = refresh_fresh(s, &m.fresh, &m.nfresh);
+	if (rc == 0 && s->cap < m.nfresh + prev->n &&
+	    entries_resize(s, m.nfresh + prev->n, ENT_POPULATE) < 0)
+		rc = -ENOMEM;
+	if (rc == 0 && ((m.at = malloc((m.nfresh ? m.nfresh : 1) *
+				       sizeof(*m.at))) == NULL ||
+			(sp = refresh_spans(r, &nsp)) == NULL))
+		rc = -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < m.nfresh; i++)
+		m.at[i] = lower_bound(prev, m.fresh[i].path);
+	s->bytes = 0;
+	if (rc == 0)
+		rc = merge_run(&m, sp, nsp);
+	for (size_t i = m.next; i < m.nfresh; i++)
+		snapshot_entry_fini(&m.fresh[i]);
+	free(m.fresh);
+	free(m.at);
+	free(sp);
+	return rc;
 }
 
 static bool refresh_warning_kept(const struct refresh *r, const char *path)
@@ -1731,47 +1914,14 @@ static int refresh_watches(struct snapshot *s)
 	return rc;
 }
 
-/* Sorts `s`, whose entries from `k` on are in order (those a refresh
- * kept, as the last read had them): the first k, read again and few,
- * are sorted and merged in, rather than every entry moved by a sort.
- * Of two with one path, one read again comes first. */
-static void sort_merge(struct snapshot *s, size_t k)
-{
-	struct snap_entry *a = NULL;
-
-	for (size_t i = k + 1; i < s->n && k > 0; i++)
-		if (cmp_entry(&s->v[i - 1], &s->v[i]) > 0)
-			k = 0; /* not in order after all */
-	if (k > 0 && k < s->n)
-		a = malloc(k * sizeof(*a));
-	if (a == NULL) {
-		snapshot_sort(s);
-		return;
-	}
-	qsort(s->v, k, sizeof(*s->v), cmp_entry);
-	memcpy(a, s->v, k * sizeof(*a));
-	size_t i = 0, j = k, o = 0;
-	while (i < k && j < s->n)
-		s->v[o++] = cmp_entry(&a[i], &s->v[j]) <= 0 ? a[i++] : s->v[j++];
-	while (i < k)
-		s->v[o++] = a[i++];
-	free(a);
-}
-
 static int refresh_merge(struct refresh *r)
 {
 	struct snapshot *s = r->w.s;
 	const struct snapshot_opts *o = r->w.o;
-	size_t reread = s->n; /* ahead of the entries kept */
 	int rc = refresh_keep_entries(r);
 
 	if (rc < 0)
 		return rc;
-	sort_merge(s, reread);
-	refresh_dedup(s);
-	s->bytes = 0;
-	for (size_t i = 0; i < s->n; i++)
-		s->bytes += s->v[i].type == SNAP_FILE ? s->v[i].size : 0;
 	/* Over a limit: a full walk says where. */
 	if (o && ((o->max_files && s->n > o->max_files) ||
 		  (o->max_bytes && s->bytes > o->max_bytes)))
