@@ -1728,7 +1728,8 @@ static int refresh_fresh(struct snapshot *s, struct snap_entry **out,
 	*out = malloc((s->n ? s->n : 1) * sizeof(**out));
 	if (*out == NULL)
 		return -ENOMEM;
-	qsort(s->v, s->n, sizeof(*s->v), cmp_entry);
+	if (s->n > 1)
+		qsort(s->v, s->n, sizeof(*s->v), cmp_entry);
 	for (size_t i = 0; i < s->n; i++) {
 		if (k > 0 && strcmp((*out)[k - 1].path, s->v[i].path) == 0) {
 			snapshot_entry_fini(&s->v[i]);
