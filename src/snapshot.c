@@ -242,9 +242,49 @@ const char *snapshot_warn_str(enum snap_warn kind)
 
 void snapshot_entry_fini(struct snap_entry *e)
 {
-	free(e->path);
+	if (!e->pooled)
+		free(e->path);
 	free(e->src);
 	e->path = e->src = NULL;
+	e->pooled = false;
+}
+
+/* A block of paths a snapshot holds together: one allocation for many
+ * short strings, rather than one each (and its overhead), and one free. */
+struct snap_pool {
+	struct snap_pool *next;
+	size_t used, size;
+	char bytes[];
+};
+
+#define POOL_BLOCK ((size_t)256 << 10)
+
+/* A copy of `p` in s's pool, or NULL when out of memory. */
+static char *pool_copy(struct snapshot *s, const char *p)
+{
+	size_t len = strlen(p) + 1;
+	struct snap_pool *b = s->pool;
+
+	if (b == NULL || b->size - b->used < len) {
+		size_t size = len > POOL_BLOCK ? len : POOL_BLOCK;
+		b = malloc(sizeof(*b) + size);
+		if (b == NULL)
+			return NULL;
+		*b = (struct snap_pool){.next = s->pool, .size = size};
+		s->pool = b;
+	}
+	char *c = memcpy(b->bytes + b->used, p, len);
+	b->used += len;
+	return c;
+}
+
+static void pool_free(struct snap_pool *b)
+{
+	while (b) {
+		struct snap_pool *next = b->next;
+		free(b);
+		b = next;
+	}
 }
 
 static size_t round_up(size_t x, size_t to)
@@ -362,6 +402,7 @@ void snapshot_free(struct snapshot *s)
 		close(s->ext_fd);
 	log_list_fini(&s->problems);
 	entries_release(s);
+	pool_free(s->pool);
 	free(s->root);
 	free(s->root_real);
 	free(s);
@@ -411,27 +452,53 @@ static void trim(struct snapshot *s)
 	(void)entries_resize(s, s->n, ENT_HEAP); /* as it is when it cannot */
 }
 
-int snapshot_append(struct snapshot *s, const struct snap_entry *e)
+/* Room for one more entry, its path copied into s's pool: the new
+ * entry, or NULL when out of memory. */
+static struct snap_entry *entry_new(struct snapshot *s, const char *path)
 {
 	if (s->n == s->cap &&
 	    entries_resize(s, s->cap ? s->cap * 2 : 16, ENT_HEAP) < 0)
-		return -ENOMEM;
-	s->v[s->n++] = *e;
+		return NULL;
+	char *p = pool_copy(s, path);
+	if (p == NULL)
+		return NULL;
 	s->walked = s->sorted = false;
+	s->v[s->n] = (struct snap_entry){.path = p, .pooled = true};
+	return &s->v[s->n++];
+}
+
+/* (Copied first: `e` may be one of s's own, which entry_new() moves.) */
+int snapshot_append(struct snapshot *s, const struct snap_entry *e)
+{
+	struct snap_entry c = *e;
+	struct snap_entry *d = entry_new(s, c.path);
+
+	if (d == NULL)
+		return -ENOMEM;
+	char *p = d->path;
+	if (!c.pooled)
+		free(c.path);
+	*d = c;
+	d->path = p;
+	d->pooled = true;
 	return 0;
 }
 
 int snapshot_add(struct snapshot *s, const struct snap_entry *e)
 {
-	struct snap_entry d = *e;
+	struct snap_entry c = *e;
+	char *src = c.src ? strdup(c.src) : NULL;
+	struct snap_entry *d = src || !c.src ? entry_new(s, c.path) : NULL;
 
-	d.path = strdup(e->path);
-	d.src = e->src ? strdup(e->src) : NULL;
-	if (d.path == NULL || (e->src && d.src == NULL) ||
-	    snapshot_append(s, &d) < 0) {
-		snapshot_entry_fini(&d);
+	if (d == NULL) {
+		free(src);
 		return -ENOMEM;
 	}
+	char *p = d->path;
+	*d = c;
+	d->path = p;
+	d->pooled = true;
+	d->src = src;
 	return 0;
 }
 

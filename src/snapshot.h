@@ -47,6 +47,10 @@ struct snap_entry {
 	const void *data; /* with SNAP_F_DATA: the content (not owned) */
 	uint8_t type;
 	uint8_t flags;
+	/* `path` is in its snapshot's pool, freed with it, not on its own
+	 * (every entry snapshot_add*() made); false for one not added yet,
+	 * or whose path was replaced by a malloc'ed one. */
+	bool pooled;
 	uint32_t mode; /* permission bits (the writer projects them) */
 	uint32_t uid, gid; /* projected owner, SNAP_NO_ID when not forced */
 	uint64_t size;
@@ -91,6 +95,7 @@ struct snapshot_extras {
 };
 
 struct ignore;
+struct snap_pool;
 
 struct snapshot_opts {
 	enum snap_links links;
@@ -118,6 +123,7 @@ struct snapshot {
 	size_t n, cap;
 	size_t vmap;	 /* bytes v maps (see entries_resize()); 0: malloc'ed */
 	struct snapshot_extras extras;
+	struct snap_pool *pool; /* blocks of pooled paths, newest first */
 	int ext_fd;	 /* "/", to open SNAP_F_EXTERNAL files; -1: none */
 	/* Entries that could not be read: the snapshot is incomplete and
 	 * must not be published. */
@@ -163,9 +169,11 @@ int snapshot_refresh(const struct snapshot *prev,
  * source when root is NULL), to be filled with snapshot_add*(). */
 int snapshot_open(const char *root, struct snapshot **out, char **err);
 
-/* Appends a copy of *e (its strings are duplicated). */
+/* Appends a copy of *e (its strings are duplicated, the path into s's
+ * pool). */
 int snapshot_add(struct snapshot *s, const struct snap_entry *e);
-/* Appends *e, taking over its malloc'ed strings. */
+/* Appends *e, taking over its malloc'ed strings: its path is copied into
+ * s's pool and freed (unless pooled: another snapshot's, left to it). */
 int snapshot_append(struct snapshot *s, const struct snap_entry *e);
 
 /* Appends `path` (kept verbatim: the writer validates and cleans it) as a

@@ -931,8 +931,10 @@ static int clean_paths(struct snapshot *s, char **err)
 				       "itself",
 				       e->path);
 		}
-		free(e->path);
+		if (!e->pooled)
+			free(e->path);
 		e->path = c;
+		e->pooled = false;
 		s->sorted = false;
 	}
 	return 0;

@@ -1069,6 +1069,36 @@ START_TEST(test_walk_tells_what_it_guarantees)
 }
 END_TEST
 
+/* Paths live in their snapshot's pool: an entry moved from one snapshot
+ * into another is copied there, and outlives the first (under ASan and
+ * valgrind, a path left pointing into the first would be read freed). */
+START_TEST(test_entry_moved_between_snapshots_keeps_its_path)
+{
+	struct snapshot *a = NULL, *b = NULL;
+	char *err = NULL;
+	ck_assert_int_eq(snapshot_open(NULL, &a, &err), 0);
+	ck_assert_int_eq(snapshot_open(NULL, &b, &err), 0);
+	struct snap_entry e = {.path = strdup("d/f"), .type = SNAP_FILE};
+	ck_assert_ptr_nonnull(e.path);
+	ck_assert_int_eq(snapshot_append(a, &e), 0); /* a owns it now */
+	ck_assert(a->v[0].pooled);
+	ck_assert_str_eq(a->v[0].path, "d/f");
+	struct snap_entry moved = a->v[0];
+	ck_assert_int_eq(snapshot_append(b, &moved), 0);
+	a->v[0].path = NULL;
+	snapshot_free(a);
+	ck_assert(b->v[0].pooled);
+	ck_assert_str_eq(b->v[0].path, "d/f");
+	/* A copy of one of its own, while the array grows under it. */
+	for (size_t i = 1; i < 40; i++) {
+		ck_assert_int_eq(snapshot_add(b, &b->v[i - 1]), 0);
+		ck_assert_str_eq(b->v[i].path, "d/f");
+		ck_assert(b->v[i].path != b->v[i - 1].path);
+	}
+	snapshot_free(b);
+}
+END_TEST
+
 START_TEST(test_refresh_refuses_what_it_cannot_be_sure_of)
 {
 	tu_write_deep(src, "real/f", "x");
@@ -1154,6 +1184,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_refresh_reads_only_the_directories_that_changed);
 	tcase_add_test(tc, test_refresh_refuses_what_it_cannot_be_sure_of);
 	tcase_add_test(tc, test_walk_tells_what_it_guarantees);
+	tcase_add_test(tc, test_entry_moved_between_snapshots_keeps_its_path);
 	suite_add_tcase(s, tc);
 	return s;
 }
