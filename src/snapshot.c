@@ -393,7 +393,7 @@ void snapshot_free(struct snapshot *s)
 {
 	if (s == NULL)
 		return;
-	for (size_t i = 0; i < s->n; i++)
+	for (size_t i = 0; s->held && i < s->n; i++)
 		snapshot_entry_fini(&s->v[i]);
 	snapshot_drop_extras(s);
 	if (s->root_fd >= 0)
@@ -481,6 +481,7 @@ int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 	*d = c;
 	d->path = p;
 	d->pooled = true;
+	s->held += d->src || d->data;
 	return 0;
 }
 
@@ -499,6 +500,7 @@ int snapshot_add(struct snapshot *s, const struct snap_entry *e)
 	d->path = p;
 	d->pooled = true;
 	d->src = src;
+	s->held += d->src || d->data;
 	return 0;
 }
 

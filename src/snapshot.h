@@ -124,6 +124,10 @@ struct snapshot {
 	size_t vmap;	 /* bytes v maps (see entries_resize()); 0: malloc'ed */
 	struct snapshot_extras extras;
 	struct snap_pool *pool; /* blocks of pooled paths, newest first */
+	/* Entries that may hold a source path, a payload, or a path not
+	 * pooled (counted where made, not where dropped): with none, there
+	 * is nothing to detach or free entry by entry. */
+	size_t held;
 	int ext_fd;	 /* "/", to open SNAP_F_EXTERNAL files; -1: none */
 	/* Entries that could not be read: the snapshot is incomplete and
 	 * must not be published. */

@@ -544,7 +544,7 @@ static void detach_source(struct snapshot *s)
 	}
 	log_list_fini(&s->problems);
 	snapshot_drop_extras(s);
-	for (size_t i = 0; i < s->n; i++) {
+	for (size_t i = 0; s->held && i < s->n; i++) {
 		free(s->v[i].src);
 		s->v[i].src = NULL;
 		/* The payload is the caller's only until the call returns. */
@@ -935,6 +935,7 @@ static int clean_paths(struct snapshot *s, char **err)
 			free(e->path);
 		e->path = c;
 		e->pooled = false;
+		s->held++;
 		s->sorted = false;
 	}
 	return 0;
