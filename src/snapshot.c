@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -403,6 +404,7 @@ void snapshot_free(struct snapshot *s)
 	log_list_fini(&s->problems);
 	entries_release(s);
 	pool_free(s->pool);
+	free(s->runs);
 	free(s->root);
 	free(s->root_real);
 	free(s);
@@ -550,9 +552,25 @@ void snapshot_sort(struct snapshot *s)
 	for (size_t i = 1; i < s->n; i++)
 		if (cmp_entry(&s->v[i - 1], &s->v[i]) > 0) {
 			qsort(s->v, s->n, sizeof(*s->v), cmp_entry);
+			s->nruns = 0; /* moved: no longer where they were */
 			break;
 		}
 	s->sorted = true;
+}
+
+int snapshot_merge_cmp(const struct snapshot *s, size_t i,
+		       const struct snapshot *l, size_t j, size_t *run)
+{
+	if (s->base_id != 0 && s->base_id == l->id) {
+		while (*run < s->nruns &&
+		       s->runs[*run].at + s->runs[*run].n <= i)
+			(*run)++;
+		const struct snap_run *r = *run < s->nruns ? &s->runs[*run]
+							   : NULL;
+		if (r && r->at <= i && r->from + (i - r->at) == j)
+			return 0;
+	}
+	return snapshot_path_cmp(s->v[i].path, l->v[j].path);
 }
 
 struct snap_entry *snapshot_find(const struct snapshot *s, const char *path)
@@ -604,6 +622,9 @@ static void fill_from_stat(struct snap_entry *e, const struct stat *st)
 	e->ino = (uint64_t)st->st_ino;
 }
 
+/* Where snapshot ids come from. */
+static atomic_uint_fast64_t last_id;
+
 int snapshot_open(const char *root, struct snapshot **out, char **err)
 {
 	struct snapshot *s = calloc(1, sizeof(*s));
@@ -611,6 +632,7 @@ int snapshot_open(const char *root, struct snapshot **out, char **err)
 
 	if (s == NULL)
 		return -ENOMEM;
+	s->id = atomic_fetch_add(&last_id, 1) + 1;
 	s->root_fd = s->ext_fd = -1;
 	clock_gettime(CLOCK_REALTIME, &s->taken);
 	if (root == NULL) {
@@ -1864,6 +1886,21 @@ static int merge_spanned(struct merge *m, const struct snap_entry *e)
 	return push_str(&r->cuts, &r->ncuts, &r->cutcap, (char *)e->path);
 }
 
+/* Notes that s->v[at] is a copy of prev's entry `from`. */
+static int run_note(struct snapshot *s, size_t at, size_t from)
+{
+	struct snap_run *r = s->nruns ? &s->runs[s->nruns - 1] : NULL;
+
+	if (r && r->at + r->n == at && r->from + r->n == from) {
+		r->n++;
+		return 0;
+	}
+	if (array_grow(&s->runs, &s->runcap, s->nruns, sizeof(*s->runs)) < 0)
+		return -ENOMEM;
+	s->runs[s->nruns++] = (struct snap_run){at, from, 1};
+	return 0;
+}
+
 /* prev's entries that were not read again, and those that were, merged
  * in path order in one pass: only prev's entries in the span of a
  * directory read again are looked at. */
@@ -1886,7 +1923,7 @@ static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 			return rc;
 		if (rc == 0)
 			continue;
-		if (snapshot_add(s, e) < 0)
+		if (run_note(s, s->n, i) < 0 || snapshot_add(s, e) < 0)
 			return -ENOMEM;
 		s->bytes += e->type == SNAP_FILE ? e->size : 0;
 	}
@@ -2102,8 +2139,10 @@ int snapshot_refresh(const struct snapshot *prev,
 	free(r.done);
 	free(r.cuts);
 	trim(s);
-	if (s) /* merged in order, duplicates gone (refresh_merge()) */
+	if (s) { /* merged in order, duplicates gone (refresh_merge()) */
 		s->walked = s->sorted = true;
+		s->base_id = prev->id;
+	}
 	*out = s;
 	return rc;
 }

@@ -97,6 +97,12 @@ struct snapshot_extras {
 struct ignore;
 struct snap_pool;
 
+/* Entries a refresh copied as they were: v[at..at+n) of the refresh are
+ * v[from..from+n) of the snapshot it was made from. */
+struct snap_run {
+	size_t at, from, n;
+};
+
 struct snapshot_opts {
 	enum snap_links links;
 	const struct ignore *exclude; /* gitignore(5) patterns, or NULL */
@@ -145,6 +151,12 @@ struct snapshot {
 	 * snapshot_add() and snapshot_append() clear both; whoever changes
 	 * an entry's path in place clears them too. */
 	bool walked, sorted;
+	/* Which snapshot this is (unique in the process), and for a
+	 * refresh, the one it was made from (0: none) and what it copied
+	 * from it (dropped when the entries are sorted anew). */
+	uint64_t id, base_id;
+	struct snap_run *runs;
+	size_t nruns, runcap;
 };
 
 /* Walks `root` into a new snapshot.  On failure *err (malloc'ed) says
@@ -203,6 +215,13 @@ struct snapshot_extras *snapshot_take_extras(struct snapshot *s);
 void snapshot_drop_extras(struct snapshot *s);
 void snapshot_extras_free(struct snapshot_extras *x);
 void snapshot_entry_fini(struct snap_entry *e);
+
+/* In a merge of `s` with `l` in path order (both sorted), compares
+ * s->v[i] with l->v[j] as snapshot_path_cmp() would: without a look at
+ * the paths when s is a refresh of l that copied the one into the other.
+ * *run is a cursor, 0 at the start; i must not go back between calls. */
+int snapshot_merge_cmp(const struct snapshot *s, size_t i,
+		       const struct snapshot *l, size_t j, size_t *run);
 
 /* Path order in which a directory's descendants follow it directly:
  * bytewise, except that '/' sorts before every other byte. */

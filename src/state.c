@@ -354,13 +354,12 @@ static int diff(const struct snapshot *prev, const struct snapshot *s,
 		size_t max, struct op **out, size_t *n)
 {
 	struct op *v = NULL;
-	size_t nv = 0, cap = 0, i = 0, j = 0;
+	size_t nv = 0, cap = 0, i = 0, j = 0, run = 0;
 
 	while (i < prev->n || j < s->n) {
 		int c = i == prev->n ? 1
 			: j == s->n  ? -1
-				     : snapshot_path_cmp(prev->v[i].path,
-							 s->v[j].path);
+				     : -snapshot_merge_cmp(s, j, prev, i, &run);
 		struct op op;
 		if (c < 0) {
 			op = (struct op){i++, true};

@@ -1534,7 +1534,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 		struct writer_result *r, bool *names, char **err)
 {
 	const struct snapshot *l = w->live;
-	size_t i = 0, j = 0;
+	size_t i = 0, j = 0, run = 0;
 	struct stat gen;
 	int rc = 0;
 
@@ -1542,8 +1542,7 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 	while (rc == 0 && (i < s->n || j < l->n)) {
 		int c = i == s->n   ? 1
 			: j == l->n ? -1
-				    : snapshot_path_cmp(s->v[i].path,
-							l->v[j].path);
+				    : snapshot_merge_cmp(s, i, l, j, &run);
 		if (c > 0) {
 			*names |= !strchr(l->v[j].path, '/');
 			rc = note_change(w, r, &r->removed, "remove",
@@ -2538,14 +2537,13 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 static int changed_dirs(const struct snapshot *l, const struct snapshot *s,
 			const uint8_t *act, struct pathset *out)
 {
-	size_t i = 0, j = 0;
+	size_t i = 0, j = 0, run = 0;
 	int rc = 0;
 
 	while (rc == 0 && (i < s->n || j < l->n)) {
 		int c = i == s->n   ? 1
 			: j == l->n ? -1
-				    : snapshot_path_cmp(s->v[i].path,
-							l->v[j].path);
+				    : snapshot_merge_cmp(s, i, l, j, &run);
 		const struct snap_entry *e = c > 0 ? &l->v[j] : &s->v[i];
 		const struct snap_entry *o = c == 0 ? &l->v[j] : NULL;
 		bool parent = o == NULL || o->type != e->type;
