@@ -369,6 +369,10 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 		s->cap = keep / sz;
 		return 0;
 	}
+	/* A mapping grown by appends stays one of huge pages, filled as
+	 * entries come. */
+	if (map == ENT_HEAP)
+		map = ENT_HUGE;
 	size_t len = round_up(bytes, map == ENT_HUGE
 					     ? HUGE_PAGE
 					     : (size_t)sysconf(_SC_PAGESIZE));
@@ -483,7 +487,7 @@ int snapshot_append(struct snapshot *s, const struct snap_entry *e)
 	*d = c;
 	d->path = p;
 	d->pooled = true;
-	s->held += d->src || d->data;
+	s->held += d->src || d->data || (d->flags & SNAP_F_DATA);
 	return 0;
 }
 
@@ -502,7 +506,7 @@ int snapshot_add(struct snapshot *s, const struct snap_entry *e)
 	d->path = p;
 	d->pooled = true;
 	d->src = src;
-	s->held += d->src || d->data;
+	s->held += d->src || d->data || (d->flags & SNAP_F_DATA);
 	return 0;
 }
 
