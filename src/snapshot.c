@@ -458,55 +458,45 @@ static void trim(struct snapshot *s)
 	(void)entries_resize(s, s->n, ENT_HEAP); /* as it is when it cannot */
 }
 
-/* Room for one more entry, its path copied into s's pool: the new
- * entry, or NULL when out of memory. */
-static struct snap_entry *entry_new(struct snapshot *s, const char *path)
+/* Appends *c with its path copied into s's pool (its other strings
+ * become s's); -ENOMEM leaves s as it was.  `c` must not be one of s's
+ * own entries, which growing the array moves: callers pass a copy. */
+static int entry_put(struct snapshot *s, const struct snap_entry *c)
 {
 	if (s->n == s->cap &&
 	    entries_resize(s, s->cap ? s->cap * 2 : 16, ENT_HEAP) < 0)
-		return NULL;
-	char *p = pool_copy(s, path);
-	if (p == NULL)
-		return NULL;
-	s->walked = s->sorted = false;
-	s->v[s->n] = (struct snap_entry){.path = p, .pooled = true};
-	return &s->v[s->n++];
-}
-
-/* (Copied first: `e` may be one of s's own, which entry_new() moves.) */
-int snapshot_append(struct snapshot *s, const struct snap_entry *e)
-{
-	struct snap_entry c = *e;
-	struct snap_entry *d = entry_new(s, c.path);
-
-	if (d == NULL)
 		return -ENOMEM;
-	char *p = d->path;
-	if (!c.pooled)
-		free(c.path);
-	*d = c;
+	char *p = pool_copy(s, c->path);
+	if (p == NULL)
+		return -ENOMEM;
+	struct snap_entry *d = &s->v[s->n++];
+	*d = *c;
 	d->path = p;
 	d->pooled = true;
 	s->held += d->src || d->data || (d->flags & SNAP_F_DATA);
+	s->walked = s->sorted = false;
 	return 0;
+}
+
+int snapshot_append(struct snapshot *s, const struct snap_entry *e)
+{
+	struct snap_entry c = *e;
+	int rc = entry_put(s, &c);
+
+	if (rc == 0 && !c.pooled)
+		free(c.path);
+	return rc;
 }
 
 int snapshot_add(struct snapshot *s, const struct snap_entry *e)
 {
 	struct snap_entry c = *e;
-	char *src = c.src ? strdup(c.src) : NULL;
-	struct snap_entry *d = src || !c.src ? entry_new(s, c.path) : NULL;
 
-	if (d == NULL) {
-		free(src);
+	c.src = e->src ? strdup(e->src) : NULL;
+	if ((e->src && c.src == NULL) || entry_put(s, &c) < 0) {
+		free(c.src);
 		return -ENOMEM;
 	}
-	char *p = d->path;
-	*d = c;
-	d->path = p;
-	d->pooled = true;
-	d->src = src;
-	s->held += d->src || d->data || (d->flags & SNAP_F_DATA);
 	return 0;
 }
 
@@ -1857,18 +1847,15 @@ struct merge {
 };
 
 /* Adds what was read again that sorts before prev's entry `i`. */
-static int merge_fresh(struct merge *m, size_t i)
+static void merge_fresh(struct merge *m, size_t i)
 {
 	struct snapshot *s = m->r->w.s;
 
-	while (m->next < m->nfresh && m->at[m->next] <= i) {
-		s->v[s->n++] = m->fresh[m->next];
-		s->bytes += s->v[s->n - 1].type == SNAP_FILE
-				    ? s->v[s->n - 1].size
-				    : 0;
-		m->next++; /* s's now */
+	for (; m->next < m->nfresh && m->at[m->next] <= i; m->next++) {
+		const struct snap_entry *e = &m->fresh[m->next];
+		s->v[s->n++] = *e; /* s's now */
+		s->bytes += e->type == SNAP_FILE ? e->size : 0;
 	}
-	return 0;
 }
 
 /* prev's entry `e`, in a span: kept unless read again (or below a
@@ -1916,13 +1903,10 @@ static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 
 	for (size_t i = 0; i < prev->n; i++) {
 		const struct snap_entry *e = &prev->v[i];
-		int rc = merge_fresh(m, i);
+		merge_fresh(m, i);
 		while (j < nsp && sp[j].hi <= i)
 			j++;
-		if (rc == 0 && j < nsp && sp[j].lo <= i)
-			rc = merge_spanned(m, e);
-		else if (rc == 0)
-			rc = 1;
+		int rc = j < nsp && sp[j].lo <= i ? merge_spanned(m, e) : 1;
 		if (rc < 0)
 			return rc;
 		if (rc == 0)
@@ -1931,7 +1915,8 @@ static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 			return -ENOMEM;
 		s->bytes += e->type == SNAP_FILE ? e->size : 0;
 	}
-	return merge_fresh(m, SIZE_MAX);
+	merge_fresh(m, SIZE_MAX);
+	return 0;
 }
 
 /* s's entries, those read again, merged with prev's that were not:
