@@ -233,6 +233,30 @@ static void teardown(void)
 	free(tmp);
 }
 
+/* What tells why `gen` stayed: its mode, the target's entries, and the
+ * end of the daemon's log, on stderr. */
+static void dump_log_tail(const char *gen)
+{
+	struct stat st;
+	char *g = tu_path(dst, gen);
+	if (lstat(g, &st) == 0)
+		fprintf(stderr, "%s: mode %o\n", gen, (unsigned)st.st_mode & 07777);
+	free(g);
+	DIR *d = opendir(dst);
+	for (struct dirent *de; d && (de = readdir(d)) != NULL;)
+		fprintf(stderr, "  target has %s\n", de->d_name);
+	if (d)
+		closedir(d);
+	size_t len = 0;
+	char *log = tu_read(logpath, &len);
+	if (log) {
+		size_t from = len > 6000 ? len - 6000 : 0;
+		fprintf(stderr, "daemon log, last %zu bytes:\n%s\n", len - from,
+			log + from);
+	}
+	free(log);
+}
+
 START_TEST(test_sigkill_at_random_moments_loses_nothing)
 {
 	unsigned seq = 1;
@@ -285,6 +309,8 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 				if ((left = debris()) == NULL)
 					break;
 			}
+			if (left)
+				dump_log_tail(left);
 			ck_assert_msg(left == NULL, "seed %u: kill %d: %s left behind",
 				      seed, k, left);
 		}
