@@ -125,15 +125,34 @@ static int checker(void)
 	return rounds > 0 ? 0 : 2;
 }
 
+/* The generations still private (0700, as one is until complete and
+ * flushed), as a list of names; a kill leaves one behind until the next
+ * daemon has recovered. */
+struct names {
+	char *v[16];
+	int n;
+};
+
+static int listed(const struct names *l, const char *name)
+{
+	for (int i = 0; l && i < l->n; i++)
+		if (strcmp(l->v[i], name) == 0)
+			return 1;
+	return 0;
+}
+
 /* Only what atomsync keeps: ..data, its generation, the state and its
- * journal, the visible names, and one complete replaced generation (in its grace
- * period, or kept to be recycled). */
-static char *debris(void)
+ * journal, the visible names, and one generation besides: a complete
+ * replaced one (in its grace period, or kept to be recycled), or a
+ * standby the running daemon linked (private, but not one of those the
+ * killed daemon left, `killed`: after a start that finds no replaced
+ * generation, a standby is kept for the first change). */
+static char *debris(const struct names *killed)
 {
 	char *live = tu_live(dst), *bad = NULL;
 	DIR *d = opendir(dst);
 	struct dirent *de;
-	int replaced = 0;
+	int spare = 0;
 	while (d && (de = readdir(d)) != NULL && !bad) {
 		const char *n = de->d_name;
 		struct stat st;
@@ -143,10 +162,12 @@ static char *debris(void)
 		    strcmp(n, "..atomsync.journal") == 0 ||
 		    (live && strcmp(n, live) == 0) || n[0] != '.' || n[1] != '.')
 			continue;
-		if (strncmp(n, "..2", 3) == 0 && !replaced &&
+		if (strncmp(n, "..2", 3) == 0 && !spare &&
 		    fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0755) {
-			replaced = 1;
+		    S_ISDIR(st.st_mode) &&
+		    ((st.st_mode & 0777) == 0755 ||
+		     ((st.st_mode & 0777) == 0700 && !listed(killed, n)))) {
+			spare = 1;
 			continue;
 		}
 		bad = strdup(n);
@@ -156,14 +177,6 @@ static char *debris(void)
 	free(live);
 	return bad;
 }
-
-/* The generations still private (0700, as one is until complete and
- * flushed), as a list of names; a kill leaves one behind until the next
- * daemon has recovered. */
-struct names {
-	char *v[16];
-	int n;
-};
 
 static void private_generations(struct names *out)
 {
@@ -297,6 +310,8 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 			ck_abort_msg("seed %u: kill %d: the checker saw a broken "
 				     "target",
 				     seed, k);
+		struct names killed;
+		private_generations(&killed);
 		d = start();
 		if (k % 25 == 0) {
 			/* Quiet: the restarted daemon cleans up and converges. */
@@ -306,7 +321,7 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 			for (long long end = tu_now_ms() + tu_scale(3000);
 			     tu_now_ms() < end; tu_nap(10)) {
 				free(left);
-				if ((left = debris()) == NULL)
+				if ((left = debris(&killed)) == NULL)
 					break;
 			}
 			if (left)
@@ -314,6 +329,7 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 			ck_assert_msg(left == NULL, "seed %u: kill %d: %s left behind",
 				      seed, k, left);
 		}
+		names_fini(&killed);
 	}
 	ck_assert_msg(tu_wait_for(tu_trees_equal, &p, 5000), "seed %u: no convergence",
 		      seed);
@@ -336,6 +352,56 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 }
 END_TEST
 
+/* At rest after a change: the live generation and the one it replaced,
+ * both complete. */
+static int live_and_replaced(void *arg)
+{
+	return tu_generations(arg) == 2 &&
+	       tu_generations_of_mode(arg, 0755, NULL) == 2;
+}
+
+START_TEST(test_restart_with_nothing_to_publish_keeps_one_standby)
+{
+	/* What a kill in the middle of recycling the only replaced
+	 * generation leaves: the live one, and a private one (here an empty
+	 * directory named like a generation).  The next daemon has nothing to
+	 * publish: it removes the private one and links a standby for the
+	 * first change, which is all the target holds besides the live
+	 * one. */
+	unsigned seq = 1;
+	for (int i = 0; i < NFILES; i++)
+		change(i, seq++);
+	const char *once[] = {tu_bin(), "--once", "--source", src, "--target",
+			      dst, NULL};
+	ck_assert_int_eq(tu_run(once, NULL, NULL, 10000), 0);
+	char *left = tu_path(dst, "..2026_01_01_00_00_00.000000001");
+	ck_assert_int_eq(mkdir(left, 0700), 0);
+	struct names killed;
+	private_generations(&killed);
+	ck_assert_int_eq(killed.n, 1);
+	pid_t d = start();
+	tu_wait_text(logpath, "standby generation linked", 1, 10000, logpath);
+	struct stat st;
+	ck_assert_int_eq(lstat(left, &st), -1);
+	ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL), 1);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	char *bad = debris(&killed);
+	ck_assert_msg(bad == NULL, "%s left behind", bad);
+	/* The first change recycles it; once the generation it replaced is
+	 * due, that one takes the standby's place. */
+	change(0, seq++);
+	struct tu_pair p = {src, dst};
+	ck_assert(tu_wait_for(tu_trees_equal, &p, 5000));
+	ck_assert_msg(tu_wait_for(live_and_replaced, dst, 4000),
+		      "%d generations, %d complete", tu_generations(dst),
+		      tu_generations_of_mode(dst, 0755, NULL));
+	ck_assert_int_eq(kill(d, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(d, 10000), 0);
+	names_fini(&killed);
+	free(left);
+}
+END_TEST
+
 static Suite *crash_suite(void)
 {
 	Suite *s = suite_create("crash");
@@ -343,6 +409,7 @@ static Suite *crash_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_sigkill_at_random_moments_loses_nothing);
+	tcase_add_test(tc, test_restart_with_nothing_to_publish_keeps_one_standby);
 	suite_add_tcase(s, tc);
 	return s;
 }

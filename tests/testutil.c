@@ -764,9 +764,13 @@ int tu_run_suite(Suite *s)
 {
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_ENV); /* CK_VERBOSITY, CK_NORMAL unless set */
-	int failed = srunner_ntests_failed(sr);
+	int failed = srunner_ntests_failed(sr), ran = srunner_ntests_run(sr);
 	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	/* A CK_RUN_CASE or CK_RUN_SUITE that names nothing runs nothing,
+	 * which is not a pass. */
+	if (ran == 0)
+		fprintf(stderr, "no test ran (CK_RUN_SUITE, CK_RUN_CASE?)\n");
+	return failed == 0 && ran > 0 ? 0 : 1;
 }
 
 int tu_trees_equal(void *arg)
