@@ -1731,6 +1731,31 @@ static bool under(const char *path, const char *dir, size_t dlen)
 	return strncmp(path, dir, dlen) == 0 && path[dlen] == '/';
 }
 
+size_t snapshot_subtree_end(const struct snapshot *s, size_t i)
+{
+	const char *dir = s->v[i].path;
+	size_t len = strlen(dir), a = i + 1, b = s->n;
+
+	/* Galloping first: a subtree is most often small beside the whole
+	 * (a file has none).  What is before `a` is below `dir`. */
+	for (size_t step = 1; a < b; step *= 2) {
+		size_t probe = b - a > step ? a + step : b;
+		if (!under(s->v[probe - 1].path, dir, len)) {
+			b = probe;
+			break;
+		}
+		a = probe;
+	}
+	while (a < b) {
+		size_t mid = a + (b - a) / 2;
+		if (under(s->v[mid].path, dir, len))
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	return a;
+}
+
 /* prev's entries a directory read again may replace: its own and all
  * below it, [lo, hi). */
 struct span {

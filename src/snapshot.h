@@ -200,6 +200,9 @@ int snapshot_add_source(struct snapshot *s, const char *path,
 
 void snapshot_sort(struct snapshot *s);
 struct snap_entry *snapshot_find(const struct snapshot *s, const char *path);
+/* In a sorted snapshot, the index past entry i and every entry below
+ * it. */
+size_t snapshot_subtree_end(const struct snapshot *s, size_t i);
 /* The same among the first n entries only (which must be sorted). */
 struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 				   const char *path);

@@ -105,6 +105,38 @@ START_TEST(test_walk_is_sorted_with_dirs_before_children)
 }
 END_TEST
 
+/* Where what is below each entry ends, against a plain scan: subtrees
+ * of every size from none to most of the tree, names that share a prefix
+ * ("a", "a.b", "a/b"), and the last entry. */
+START_TEST(test_subtree_end_is_where_the_names_below_end)
+{
+	char name[64];
+	tu_write(src, "a.b", "1", 0644);
+	tu_write(src, "a/b/c", "2", 0644);
+	tu_write(src, "a/z", "3", 0644);
+	for (int d = 0; d < 9; d++)
+		for (int f = 0; f < (1 << d); f++) {
+			snprintf(name, sizeof(name), "d%d/sub/f%03d", d, f);
+			tu_write(src, name, "x", 0644);
+		}
+	tu_write(src, "zz/last", "4", 0644);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	snapshot_sort(s);
+	ck_assert(s->sorted);
+	for (size_t i = 0; i < s->n; i++) {
+		const char *p = s->v[i].path;
+		size_t len = strlen(p), end = i + 1;
+		while (end < s->n && strncmp(s->v[end].path, p, len) == 0 &&
+		       s->v[end].path[len] == '/')
+			end++;
+		ck_assert_msg(snapshot_subtree_end(s, i) == end,
+			      "%s: %zu, not %zu", p, snapshot_subtree_end(s, i),
+			      end);
+	}
+	snapshot_free(s);
+}
+END_TEST
+
 /* A directory far larger than one read of its entries. */
 START_TEST(test_large_directory_is_read_whole)
 {
@@ -1206,6 +1238,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_path_order_keeps_descendants_together);
 	tcase_add_test(tc, test_extras_are_taken_apart_from_the_entries);
 	tcase_add_test(tc, test_walk_is_sorted_with_dirs_before_children);
+	tcase_add_test(tc, test_subtree_end_is_where_the_names_below_end);
 	tcase_add_test(tc, test_large_directory_is_read_whole);
 	tcase_add_test(tc, test_expected_size_is_reserved_and_trimmed);
 	tcase_add_test(tc, test_reserved_names_are_skipped_dotfiles_kept);

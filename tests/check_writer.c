@@ -1592,6 +1592,44 @@ static void assert_live(const char *rel, const char *want)
 	free(p);
 }
 
+/* A refresh copies the live record's entries with the modes they were
+ * published with; when the options give other modes since, the copies
+ * take them too. */
+START_TEST(test_refresh_copies_take_modes_given_since)
+{
+	tu_write(src, "d/a", "a1\n", 0644);
+	tu_write(src, "d/b", "b\n", 0644);
+	tu_write(src, "e/c", "c\n", 0644);
+	struct writer *w = open_writer();
+	publish_ok(w);
+	tu_write(src, "d/a", "a2\n", 0644);
+	struct writer_opts o = opts();
+	o.file_mode = 0600;
+	writer_set_opts(w, &o);
+	char *dirs[] = {"d"}, *err = NULL;
+	struct snapshot *s = NULL;
+	ck_assert_int_eq(snapshot_refresh(writer_live(w), NULL, dirs, 1, NULL,
+					  &s, &err),
+			 0);
+	ck_assert_uint_gt(s->nruns, 0); /* e and e/c were copied */
+	struct writer_result r = {0};
+	int rc = writer_publish(w, s, &r, &err);
+	ck_assert_msg(rc == 0, "%s", err ? err : strerror(-rc));
+	const char *files[] = {"d/a", "d/b", "e/c"};
+	for (size_t i = 0; i < 3; i++) {
+		char *p = tu_path(dst, files[i]);
+		struct stat st;
+		ck_assert_int_eq(stat(p, &st), 0);
+		ck_assert_msg((st.st_mode & 07777) == 0600, "%s: mode %o",
+			      files[i], (unsigned)st.st_mode & 07777);
+		free(p);
+	}
+	assert_live("d/a", "a2\n");
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
 /* Appends to dst/..data/rel as uid, who may write it. */
 static void tamper_as(unsigned uid, const char *rel, const char *more)
 {
@@ -3648,6 +3686,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_write_once_modes);
 	tcase_add_test(tc, test_write_once_dotfiles);
 	tcase_add_test(tc, test_write_once_dotfile_modes);
+	tcase_add_test(tc, test_refresh_copies_take_modes_given_since);
 	tcase_add_test(tc, test_write_once_subdirectories);
 	tcase_add_test(tc, test_write_once_subdirectory_modes);
 	tcase_add_test(tc, test_write_once_unclean_subdirectories);
