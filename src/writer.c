@@ -64,7 +64,9 @@ struct writer {
 				   state on disk does not hold */
 	bool live_trusted;	/* live came from the state file, not a scan */
 	uint64_t projected;	/* the snapshot normalize() gave the current
-				   options' modes and owners, by id (0: none) */
+				   options' modes and owners, by id (0: none);
+				   nothing may change what project_mode()
+				   reads of its entries after that */
 	bool live_found;	/* the live generation was there at the start:
 				   names put into it meanwhile are not known,
 				   so once replaced it is looked at in full */

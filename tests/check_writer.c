@@ -1592,11 +1592,48 @@ static void assert_live(const char *rel, const char *want)
 	free(p);
 }
 
+/* Every one of `files` in the target has mode `want`. */
+static void assert_modes(const char *const *files, size_t n, unsigned want)
+{
+	for (size_t i = 0; i < n; i++) {
+		char *p = tu_path(dst, files[i]);
+		struct stat st;
+		ck_assert_int_eq(stat(p, &st), 0);
+		ck_assert_msg((st.st_mode & 07777) == want, "%s: mode %o",
+			      files[i], (unsigned)st.st_mode & 07777);
+		free(p);
+	}
+}
+
+/* A refresh of the live record that read `dir` again and copied the
+ * rest. */
+static struct snapshot *refresh_live(struct writer *w, const char *dir)
+{
+	char *dirs[] = {(char *)dir}, *err = NULL;
+	struct snapshot *s = NULL;
+	ck_assert_int_eq(snapshot_refresh(writer_live(w), NULL, dirs, 1, NULL,
+					  &s, &err),
+			 0);
+	ck_assert_uint_gt(s->nruns, 0); /* e and e/c were copied */
+	return s;
+}
+
+static void publish_refresh_ok(struct writer *w, const char *dir)
+{
+	struct writer_result r = {0};
+	char *err = NULL;
+	int rc = writer_publish(w, refresh_live(w, dir), &r, &err);
+	ck_assert_msg(rc == 0, "%s", err ? err : strerror(-rc));
+	writer_result_fini(&r);
+}
+
 /* A refresh copies the live record's entries with the modes they were
  * published with; when the options give other modes since, the copies
- * take them too. */
+ * take them too: given before the next publish, between a prepare and
+ * its commit, or before a publish that failed. */
 START_TEST(test_refresh_copies_take_modes_given_since)
 {
+	const char *files[] = {"d/a", "d/b", "e/c"};
 	tu_write(src, "d/a", "a1\n", 0644);
 	tu_write(src, "d/b", "b\n", 0644);
 	tu_write(src, "e/c", "c\n", 0644);
@@ -1606,26 +1643,65 @@ START_TEST(test_refresh_copies_take_modes_given_since)
 	struct writer_opts o = opts();
 	o.file_mode = 0600;
 	writer_set_opts(w, &o);
-	char *dirs[] = {"d"}, *err = NULL;
-	struct snapshot *s = NULL;
-	ck_assert_int_eq(snapshot_refresh(writer_live(w), NULL, dirs, 1, NULL,
-					  &s, &err),
-			 0);
-	ck_assert_uint_gt(s->nruns, 0); /* e and e/c were copied */
-	struct writer_result r = {0};
-	int rc = writer_publish(w, s, &r, &err);
-	ck_assert_msg(rc == 0, "%s", err ? err : strerror(-rc));
-	const char *files[] = {"d/a", "d/b", "e/c"};
-	for (size_t i = 0; i < 3; i++) {
-		char *p = tu_path(dst, files[i]);
-		struct stat st;
-		ck_assert_int_eq(stat(p, &st), 0);
-		ck_assert_msg((st.st_mode & 07777) == 0600, "%s: mode %o",
-			      files[i], (unsigned)st.st_mode & 07777);
-		free(p);
-	}
+	publish_refresh_ok(w, "d");
+	assert_modes(files, 3, 0600);
 	assert_live("d/a", "a2\n");
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_refresh_copies_take_modes_given_before_a_commit)
+{
+	const char *files[] = {"d/a", "e/c"};
+	tu_write(src, "d/a", "a1\n", 0644);
+	tu_write(src, "e/c", "c\n", 0644);
+	struct writer *w = open_writer();
+	publish_ok(w);
+	tu_write(src, "d/a", "a2\n", 0644);
+	struct writer_pending *p = NULL;
+	struct writer_result r = {0};
+	char *err = NULL;
+	ck_assert_int_eq(writer_prepare(w, refresh_live(w, "d"), &p, &r, &err),
+			 0);
+	ck_assert_ptr_nonnull(p);
+	struct writer_opts o = opts();
+	o.file_mode = 0600;
+	writer_set_opts(w, &o);
+	ck_assert_int_eq(writer_commit(w, p, &r, &err), 0);
 	writer_result_fini(&r);
+	tu_write(src, "d/a", "a3\n", 0644);
+	publish_refresh_ok(w, "d");
+	assert_modes(files, 2, 0600);
+	writer_close(w);
+}
+END_TEST
+
+START_TEST(test_refresh_copies_take_modes_after_a_failed_publish)
+{
+	const char *files[] = {"d/a", "e/c"};
+	tu_write(src, "d/a", "a1\n", 0644);
+	tu_write(src, "e/c", "c\n", 0644);
+	struct writer *w = open_writer();
+	publish_ok(w);
+	struct writer_opts o = opts();
+	o.file_mode = 0600;
+	writer_set_opts(w, &o);
+	/* A top-level name taken in the target fails the publish after
+	 * its record was given the new modes. */
+	tu_write(src, "x/y", "y\n", 0644);
+	tu_write(dst, "x", "not ours\n", 0644);
+	struct writer_result r = {0};
+	char *err = NULL;
+	ck_assert_int_eq(writer_publish(w, refresh_live(w, ""), &r, &err),
+			 -EEXIST);
+	writer_result_fini(&r);
+	free(err);
+	char *x = tu_path(dst, "x");
+	ck_assert_int_eq(unlink(x), 0);
+	free(x);
+	tu_write(src, "d/a", "a2\n", 0644);
+	publish_refresh_ok(w, "d");
+	assert_modes(files, 2, 0600);
 	writer_close(w);
 }
 END_TEST
@@ -3687,6 +3763,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_write_once_dotfiles);
 	tcase_add_test(tc, test_write_once_dotfile_modes);
 	tcase_add_test(tc, test_refresh_copies_take_modes_given_since);
+	tcase_add_test(tc, test_refresh_copies_take_modes_given_before_a_commit);
+	tcase_add_test(tc, test_refresh_copies_take_modes_after_a_failed_publish);
 	tcase_add_test(tc, test_write_once_subdirectories);
 	tcase_add_test(tc, test_write_once_subdirectory_modes);
 	tcase_add_test(tc, test_write_once_unclean_subdirectories);
