@@ -1731,13 +1731,16 @@ static bool under(const char *path, const char *dir, size_t dlen)
 	return strncmp(path, dir, dlen) == 0 && path[dlen] == '/';
 }
 
-size_t snapshot_subtree_end(const struct snapshot *s, size_t i)
+/* The first entry from `a` on that is not below `dir` (of length
+ * `len`), in a sorted snapshot where those below it from `a` on follow
+ * one another.  Galloping first: a subtree is most often small beside
+ * the whole (a file has none). */
+static size_t below_end(const struct snapshot *s, size_t a, const char *dir,
+			size_t len)
 {
-	const char *dir = s->v[i].path;
-	size_t len = strlen(dir), a = i + 1, b = s->n;
+	size_t b = s->n;
 
-	/* Galloping first: a subtree is most often small beside the whole
-	 * (a file has none).  What is before `a` is below `dir`. */
+	/* What is before `a` is below `dir`. */
 	for (size_t step = 1; a < b; step *= 2) {
 		size_t probe = b - a > step ? a + step : b;
 		if (!under(s->v[probe - 1].path, dir, len)) {
@@ -1754,6 +1757,13 @@ size_t snapshot_subtree_end(const struct snapshot *s, size_t i)
 			b = mid;
 	}
 	return a;
+}
+
+size_t snapshot_subtree_end(const struct snapshot *s, size_t i)
+{
+	const char *dir = s->v[i].path;
+
+	return below_end(s, i + 1, dir, strlen(dir));
 }
 
 /* prev's entries a directory read again may replace: its own and all
@@ -1788,18 +1798,14 @@ static size_t lower_bound(const struct snapshot *prev, const char *path)
  * it follow one another there. */
 static struct span dir_span(const struct snapshot *prev, const char *dir)
 {
-	size_t len = strlen(dir), lo = len ? lower_bound(prev, dir) : 0;
-	size_t a = lo, b = prev->n;
+	size_t len = strlen(dir);
 
-	while (len && a < b) {
-		size_t mid = a + (b - a) / 2;
-		const char *p = prev->v[mid].path;
-		if (strcmp(p, dir) == 0 || under(p, dir, len))
-			a = mid + 1;
-		else
-			b = mid;
-	}
-	return (struct span){lo, len ? a : prev->n};
+	if (len == 0)
+		return (struct span){0, prev->n};
+	size_t lo = lower_bound(prev, dir);
+	/* `dir`'s own entry, when it has one, comes first. */
+	size_t own = lo < prev->n && strcmp(prev->v[lo].path, dir) == 0;
+	return (struct span){lo, below_end(prev, lo + own, dir, len)};
 }
 
 /* The spans of the directories read again, in order, joined where they

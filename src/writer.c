@@ -1035,7 +1035,7 @@ static void project_range(const struct writer *w, struct snapshot *s,
  * milliseconds. */
 static void project(struct writer *w, struct snapshot *s)
 {
-	bool runs = w->live && s->base_id && s->base_id == w->live->id &&
+	bool runs = w->live && s->base_id == w->live->id &&
 		    w->projected == w->live->id;
 	size_t i = 0;
 
@@ -1153,12 +1153,12 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 
 	if (w->dfd < 0)
 		return 0;
-	/* Sorted (see normalize()), what is below a name follows it: only
-	 * the top-level names are looked at, not every entry. */
+	/* Sorted by normalize(), what is below a name follows it: only the
+	 * top-level names are looked at, not every entry. */
 	for (size_t i = 0, next; i < s->n; i = next) {
 		const char *p = s->v[i].path;
 		bool ours;
-		next = s->sorted ? snapshot_subtree_end(s, i) : i + 1;
+		next = snapshot_subtree_end(s, i);
 		if (strchr(p, '/') || (trusted && snapshot_find(w->live, p)))
 			continue;
 		int rc = visible_state(w, p, &ours);

@@ -1618,6 +1618,25 @@ static struct snapshot *refresh_live(struct writer *w, const char *dir)
 	return s;
 }
 
+/* A writer that published d/a and e/c (and whatever else the source
+ * holds), each 0644. */
+static struct writer *published_d_and_e(void)
+{
+	tu_write(src, "d/a", "a1\n", 0644);
+	tu_write(src, "e/c", "c\n", 0644);
+	struct writer *w = open_writer();
+	publish_ok(w);
+	return w;
+}
+
+/* Options that give files `mode` from now on. */
+static void give_file_mode(struct writer *w, int mode)
+{
+	struct writer_opts o = opts();
+	o.file_mode = mode;
+	writer_set_opts(w, &o);
+}
+
 static void publish_refresh_ok(struct writer *w, const char *dir)
 {
 	struct writer_result r = {0};
@@ -1634,15 +1653,10 @@ static void publish_refresh_ok(struct writer *w, const char *dir)
 START_TEST(test_refresh_copies_take_modes_given_since)
 {
 	const char *files[] = {"d/a", "d/b", "e/c"};
-	tu_write(src, "d/a", "a1\n", 0644);
 	tu_write(src, "d/b", "b\n", 0644);
-	tu_write(src, "e/c", "c\n", 0644);
-	struct writer *w = open_writer();
-	publish_ok(w);
+	struct writer *w = published_d_and_e();
 	tu_write(src, "d/a", "a2\n", 0644);
-	struct writer_opts o = opts();
-	o.file_mode = 0600;
-	writer_set_opts(w, &o);
+	give_file_mode(w, 0600);
 	publish_refresh_ok(w, "d");
 	assert_modes(files, 3, 0600);
 	assert_live("d/a", "a2\n");
@@ -1653,10 +1667,7 @@ END_TEST
 START_TEST(test_refresh_copies_take_modes_given_before_a_commit)
 {
 	const char *files[] = {"d/a", "e/c"};
-	tu_write(src, "d/a", "a1\n", 0644);
-	tu_write(src, "e/c", "c\n", 0644);
-	struct writer *w = open_writer();
-	publish_ok(w);
+	struct writer *w = published_d_and_e();
 	tu_write(src, "d/a", "a2\n", 0644);
 	struct writer_pending *p = NULL;
 	struct writer_result r = {0};
@@ -1664,9 +1675,7 @@ START_TEST(test_refresh_copies_take_modes_given_before_a_commit)
 	ck_assert_int_eq(writer_prepare(w, refresh_live(w, "d"), &p, &r, &err),
 			 0);
 	ck_assert_ptr_nonnull(p);
-	struct writer_opts o = opts();
-	o.file_mode = 0600;
-	writer_set_opts(w, &o);
+	give_file_mode(w, 0600);
 	ck_assert_int_eq(writer_commit(w, p, &r, &err), 0);
 	writer_result_fini(&r);
 	tu_write(src, "d/a", "a3\n", 0644);
@@ -1679,13 +1688,8 @@ END_TEST
 START_TEST(test_refresh_copies_take_modes_after_a_failed_publish)
 {
 	const char *files[] = {"d/a", "e/c"};
-	tu_write(src, "d/a", "a1\n", 0644);
-	tu_write(src, "e/c", "c\n", 0644);
-	struct writer *w = open_writer();
-	publish_ok(w);
-	struct writer_opts o = opts();
-	o.file_mode = 0600;
-	writer_set_opts(w, &o);
+	struct writer *w = published_d_and_e();
+	give_file_mode(w, 0600);
 	/* A top-level name taken in the target fails the publish after
 	 * its record was given the new modes. */
 	tu_write(src, "x/y", "y\n", 0644);
