@@ -26,6 +26,19 @@ static inline int64_t clock_ts_ns(const struct timespec *t)
 	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
 }
 
+/* The timespec of clock_ts_ns()'s nanoseconds (a held one stays held). */
+static inline struct timespec clock_ns_ts(int64_t ns)
+{
+	struct timespec t = {.tv_sec = (time_t)(ns / 1000000000LL),
+			     .tv_nsec = (long)(ns % 1000000000LL)};
+
+	if (t.tv_nsec < 0) {
+		t.tv_sec--;
+		t.tv_nsec += 1000000000L;
+	}
+	return t;
+}
+
 static inline bool clock_ts_eq(const struct timespec *a,
 			       const struct timespec *b)
 {

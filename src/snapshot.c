@@ -592,12 +592,13 @@ struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 
 void snapshot_mark_racy(struct snap_entry *e, const struct timespec *seen)
 {
-	int64_t window = e->ctime.tv_nsec || e->mtime.tv_nsec ? RACY_FINE_NS
-							      : RACY_COARSE_NS;
+	int64_t window = e->ctime_ns % 1000000000 || e->mtime_ns % 1000000000
+				 ? RACY_FINE_NS
+				 : RACY_COARSE_NS;
 	int64_t from = clock_ts_ns(seen);
 
 	from = from < INT64_MIN + window ? INT64_MIN : from - window;
-	if (e->type == SNAP_FILE && clock_ts_ns(&e->ctime) >= from)
+	if (e->type == SNAP_FILE && e->ctime_ns >= from)
 		e->flags |= SNAP_F_RACY;
 	else
 		e->flags &= (uint8_t)~SNAP_F_RACY;
@@ -610,8 +611,8 @@ static void fill_from_stat(struct snap_entry *e, const struct stat *st)
 	e->mode = st->st_mode & 0777;
 	e->uid = e->gid = SNAP_NO_ID;
 	e->size = S_ISDIR(st->st_mode) ? 0 : (uint64_t)st->st_size;
-	e->mtime = st->st_mtim;
-	e->ctime = st->st_ctim;
+	e->mtime_ns = clock_ts_ns(&st->st_mtim);
+	e->ctime_ns = clock_ts_ns(&st->st_ctim);
 	e->dev = (uint64_t)st->st_dev;
 	e->ino = (uint64_t)st->st_ino;
 }

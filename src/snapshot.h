@@ -54,12 +54,16 @@ struct snap_entry {
 	uint32_t mode; /* permission bits (the writer projects them) */
 	uint32_t uid, gid; /* projected owner, SNAP_NO_ID when not forced */
 	uint64_t size;
-	struct timespec mtime, ctime;
+	/* Times as clock_ts_ns() holds them: 8 bytes, not a timespec's 16,
+	 * in an entry of which a tree has millions.  Two times past its
+	 * limits compare equal, but a change also moves the ctime, which
+	 * only the clock sets. */
+	int64_t mtime_ns, ctime_ns;
 	uint64_t dev, ino; /* source identity; ino 0 means unknown */
 	/* In the live state: the generation's file as atomsync left it, to
 	 * tell a file changed behind its back (t_ino 0: unknown). */
 	uint64_t t_ino;
-	struct timespec t_mtime;
+	int64_t t_mtime_ns;
 };
 
 enum snap_warn {

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fsutil.h"
 #include "state.h"
 
@@ -202,6 +203,15 @@ static void out_snum(struct out *o, int64_t v, char sep)
 	out_dec(o, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, sep);
 }
 
+/* A time as seconds and nanoseconds, each followed by a space. */
+static void out_time(struct out *o, int64_t ns)
+{
+	struct timespec t = clock_ns_ts(ns);
+
+	out_snum(o, (int64_t)t.tv_sec, ' ');
+	out_dec(o, (uint64_t)t.tv_nsec, ' ');
+}
+
 /* "F 644 uid gid size msec mnsec csec cnsec dev ino tino tmsec tmnsec
  * path" (see parse_entry). */
 static void out_entry(struct out *o, const struct snap_entry *e)
@@ -211,15 +221,12 @@ static void out_entry(struct out *o, const struct snap_entry *e)
 	out_dec(o, e->uid, ' ');
 	out_dec(o, e->gid, ' ');
 	out_dec(o, e->size, ' ');
-	out_snum(o, (int64_t)e->mtime.tv_sec, ' ');
-	out_dec(o, (uint64_t)e->mtime.tv_nsec, ' ');
-	out_snum(o, (int64_t)e->ctime.tv_sec, ' ');
-	out_dec(o, (uint64_t)e->ctime.tv_nsec, ' ');
+	out_time(o, e->mtime_ns);
+	out_time(o, e->ctime_ns);
 	out_dec(o, e->dev, ' ');
 	out_dec(o, e->ino, ' ');
 	out_dec(o, e->t_ino, ' ');
-	out_snum(o, (int64_t)e->t_mtime.tv_sec, ' ');
-	out_dec(o, (uint64_t)e->t_mtime.tv_nsec, ' ');
+	out_time(o, e->t_mtime_ns);
 	out_escaped(o, e->path);
 	out_str(o, "\n");
 }
@@ -327,19 +334,14 @@ void state_log_fini(struct state_log *l)
 	state_log_init(l);
 }
 
-static bool same_ts(const struct timespec *a, const struct timespec *b)
-{
-	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
-}
-
 /* Whether the state file says the same of both (paths aside). */
 static bool same_saved(const struct snap_entry *a, const struct snap_entry *b)
 {
 	return a->type == b->type && a->mode == b->mode && a->uid == b->uid &&
 	       a->gid == b->gid && a->size == b->size &&
-	       same_ts(&a->mtime, &b->mtime) && same_ts(&a->ctime, &b->ctime) &&
+	       a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns &&
 	       a->dev == b->dev && a->ino == b->ino && a->t_ino == b->t_ino &&
-	       same_ts(&a->t_mtime, &b->t_mtime);
+	       a->t_mtime_ns == b->t_mtime_ns;
 }
 
 /* An entry of `s` added or changed, or (del) one of `prev` removed. */
@@ -660,8 +662,7 @@ static int parse_entry(char *line, struct snap_entry *e)
 	    f[5] > 999999999 || f[7] > 999999999 || f[12] > 999999999)
 		return -EINVAL;
 	e->t_ino = f[10];
-	e->t_mtime.tv_sec = (time_t)ts;
-	e->t_mtime.tv_nsec = (long)f[12];
+	e->t_mtime_ns = clock_ts_ns(&(struct timespec){(time_t)ts, (long)f[12]});
 	if (*p == '\0' || strchr(p, ' ') != NULL)
 		return -EINVAL;
 	int rc = state_unescape(p, &e->path);
@@ -681,10 +682,8 @@ static int parse_entry(char *line, struct snap_entry *e)
 	e->uid = (uint32_t)f[1];
 	e->gid = (uint32_t)f[2];
 	e->size = f[3];
-	e->mtime.tv_sec = (time_t)ms;
-	e->mtime.tv_nsec = (long)f[5];
-	e->ctime.tv_sec = (time_t)cs;
-	e->ctime.tv_nsec = (long)f[7];
+	e->mtime_ns = clock_ts_ns(&(struct timespec){(time_t)ms, (long)f[5]});
+	e->ctime_ns = clock_ts_ns(&(struct timespec){(time_t)cs, (long)f[7]});
 	e->dev = f[8];
 	e->ino = f[9];
 	return 0;

@@ -1324,10 +1324,8 @@ static int open_source(const struct snapshot *s, const struct snap_entry *e,
 static bool same_stat(const struct snap_entry *e, const struct stat *st)
 {
 	return S_ISREG(st->st_mode) && (uint64_t)st->st_size == e->size &&
-	       st->st_mtim.tv_sec == e->mtime.tv_sec &&
-	       st->st_mtim.tv_nsec == e->mtime.tv_nsec &&
-	       st->st_ctim.tv_sec == e->ctime.tv_sec &&
-	       st->st_ctim.tv_nsec == e->ctime.tv_nsec &&
+	       clock_ts_ns(&st->st_mtim) == e->mtime_ns &&
+	       clock_ts_ns(&st->st_ctim) == e->ctime_ns &&
 	       (uint64_t)st->st_ino == e->ino && (uint64_t)st->st_dev == e->dev;
 }
 
@@ -1414,8 +1412,7 @@ static bool intact(const struct stat *st, const struct snap_entry *o,
 	/* Unknown (a state that did not record it): content decides. */
 	return o->t_ino == 0 ||
 	       ((uint64_t)st->st_ino == o->t_ino &&
-		st->st_mtim.tv_sec == o->t_mtime.tv_sec &&
-		st->st_mtim.tv_nsec == o->t_mtime.tv_nsec);
+		clock_ts_ns(&st->st_mtim) == o->t_mtime_ns);
 }
 
 static bool live_intact(const struct writer *w, const struct snap_entry *o,
@@ -1535,8 +1532,7 @@ static int diff_file(struct writer *w, struct snapshot *s,
 	}
 	*changed = o->size != e->size;
 	if (!*changed && o->ino != 0 && o->ino == e->ino && o->dev == e->dev &&
-	    clock_ts_eq(&o->mtime, &e->mtime) &&
-	    clock_ts_eq(&o->ctime, &e->ctime) &&
+	    o->mtime_ns == e->mtime_ns && o->ctime_ns == e->ctime_ns &&
 	    !(o->flags & SNAP_F_RACY)) {
 		/* A write since o was recorded would have moved the times. */
 		*link = true;
@@ -1557,7 +1553,7 @@ static int diff_file(struct writer *w, struct snapshot *s,
 	}
 	/* Linked: the same file as before. */
 	e->t_ino = o->t_ino;
-	e->t_mtime = o->t_mtime;
+	e->t_mtime_ns = o->t_mtime_ns;
 	return 0;
 }
 
@@ -1743,7 +1739,7 @@ static int finish_file(struct build *b, struct snap_entry *e, int out,
 		return log_err_set(b->err, -errno, "target %s: chmod %s: %s",
 				   b->w->path, e->path, strerror(errno));
 	e->t_ino = (uint64_t)st.st_ino;
-	e->t_mtime = st.st_mtim;
+	e->t_mtime_ns = clock_ts_ns(&st.st_mtim);
 	b->r->copied++;
 	b->r->bytes_copied += copied;
 	return 0;
@@ -2058,7 +2054,7 @@ static int link_file(struct build *b, struct snap_entry *e, struct level *p,
 	if (e->t_ino == 0 &&
 	    fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		e->t_ino = (uint64_t)st.st_ino;
-		e->t_mtime = st.st_mtim;
+		e->t_mtime_ns = clock_ts_ns(&st.st_mtim);
 		b->w->live_learned |= b->standby;
 	}
 	return 0;

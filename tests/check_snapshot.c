@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fsutil.h"
 #include "ignore.h"
 #include "log.h"
@@ -608,8 +609,8 @@ START_TEST(test_metadata_recorded)
 	ck_assert_uint_eq(e->size, 5);
 	ck_assert_uint_eq(e->mode, 0640);
 	ck_assert_uint_eq(e->ino, st.st_ino);
-	ck_assert_int_eq(e->ctime.tv_nsec, st.st_ctim.tv_nsec);
-	ck_assert_int_eq(e->mtime.tv_sec, st.st_mtim.tv_sec);
+	ck_assert_int_eq(e->ctime_ns, clock_ts_ns(&st.st_ctim));
+	ck_assert_int_eq(e->mtime_ns, clock_ts_ns(&st.st_mtim));
 	snapshot_free(s);
 	free(f);
 }
@@ -829,10 +830,8 @@ static void assert_same_snapshot(const struct snapshot *a,
 				      x->size == y->size && x->ino == y->ino &&
 				      x->dev == y->dev &&
 				      ((x->flags ^ y->flags) & ~SNAP_F_RACY) == 0 &&
-				      x->mtime.tv_sec == y->mtime.tv_sec &&
-				      x->mtime.tv_nsec == y->mtime.tv_nsec &&
-				      x->ctime.tv_sec == y->ctime.tv_sec &&
-				      x->ctime.tv_nsec == y->ctime.tv_nsec &&
+				      x->mtime_ns == y->mtime_ns &&
+				      x->ctime_ns == y->ctime_ns &&
 				      (x->src == NULL) == (y->src == NULL)))
 			ck_abort_msg("round %u: %s differs from a walk's (size %llu/%llu "
 			      "ino %llu/%llu mode %o/%o)", round, x->path,

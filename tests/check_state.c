@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "snapshot.h"
 #include "state.h"
 #include "testutil.h"
@@ -62,13 +63,10 @@ static struct snapshot *sample(void)
 	struct snap_entry f = {.path = "dir/new\nline \xff", .type = SNAP_FILE,
 			       .mode = 0400, .uid = 0, .gid = SNAP_NO_ID,
 			       .size = 1ull << 40, .dev = 2049, .ino = 1234567};
-	f.mtime.tv_sec = -86400 * 365; /* before 1970 */
-	f.mtime.tv_nsec = 1;
-	f.ctime.tv_sec = 1700000001;
-	f.ctime.tv_nsec = 999999999;
+	f.mtime_ns = -86400LL * 365 * 1000000000 + 1; /* before 1970 */
+	f.ctime_ns = 1700000001999999999LL;
 	f.t_ino = 424242;
-	f.t_mtime.tv_sec = 1700000002;
-	f.t_mtime.tv_nsec = 5;
+	f.t_mtime_ns = 1700000002000000005LL;
 	ck_assert_int_eq(snapshot_add(s, &d), 0);
 	ck_assert_int_eq(snapshot_add(s, &f), 0);
 	return s;
@@ -96,13 +94,10 @@ START_TEST(test_save_load_round_trip)
 		ck_assert_uint_eq(a->size, b->size);
 		ck_assert_uint_eq(a->dev, b->dev);
 		ck_assert_uint_eq(a->ino, b->ino);
-		ck_assert_int_eq(a->mtime.tv_sec, b->mtime.tv_sec);
-		ck_assert_int_eq(a->mtime.tv_nsec, b->mtime.tv_nsec);
-		ck_assert_int_eq(a->ctime.tv_sec, b->ctime.tv_sec);
-		ck_assert_int_eq(a->ctime.tv_nsec, b->ctime.tv_nsec);
+		ck_assert_int_eq(a->mtime_ns, b->mtime_ns);
+		ck_assert_int_eq(a->ctime_ns, b->ctime_ns);
 		ck_assert_uint_eq(a->t_ino, b->t_ino);
-		ck_assert_int_eq(a->t_mtime.tv_sec, b->t_mtime.tv_sec);
-		ck_assert_int_eq(a->t_mtime.tv_nsec, b->t_mtime.tv_nsec);
+		ck_assert_int_eq(a->t_mtime_ns, b->t_mtime_ns);
 	}
 	/* Private: it lists what 0700 directories of the source hold. */
 	struct stat st;
@@ -117,28 +112,67 @@ START_TEST(test_save_load_round_trip)
 END_TEST
 
 /* Anyone may date a file far ahead or back (touch -d): such times are
- * kept as they are, and a file changed since the read is still told
- * racy, without an overflow (the sanitizer build would stop on one). */
+ * held at the limits of clock_ts_ns(), kept so through a save and a
+ * load, also when a state file holds them in full, and a file changed
+ * since the read is still told racy, without an overflow (the sanitizer
+ * build would stop on one). */
 START_TEST(test_far_dates_round_trip)
 {
 	struct snapshot *s = sample(), *l = NULL;
 	char *gen = NULL;
 	bool sound = false;
+	struct timespec back = {-17961359744568LL, 5}, ahead = {17961359744568LL, 7};
 
-	s->v[0].mtime.tv_sec = s->v[0].ctime.tv_sec = -17961359744568LL;
-	s->v[1].mtime.tv_sec = s->v[1].ctime.tv_sec = 17961359744568LL;
+	s->v[0].mtime_ns = s->v[0].ctime_ns = clock_ts_ns(&back);
+	s->v[1].mtime_ns = s->v[1].ctime_ns = clock_ts_ns(&ahead);
+	ck_assert_int_eq(s->v[0].mtime_ns, INT64_MIN);
+	ck_assert_int_eq(s->v[1].mtime_ns, INT64_MAX);
 	s->taken.tv_sec = 17961359744568LL; /* a clock far off */
 	ck_assert_int_eq(state_save(dfd, s, "..g", true), 0);
 	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), 0);
 	for (size_t i = 0; i < 2; i++) {
-		ck_assert_int_eq(l->v[i].mtime.tv_sec, s->v[i].mtime.tv_sec);
-		ck_assert_int_eq(l->v[i].ctime.tv_sec, s->v[i].ctime.tv_sec);
+		ck_assert_int_eq(l->v[i].mtime_ns, s->v[i].mtime_ns);
+		ck_assert_int_eq(l->v[i].ctime_ns, s->v[i].ctime_ns);
 		if (l->v[i].type == SNAP_FILE)
 			ck_assert(l->v[i].flags & SNAP_F_RACY);
 	}
+	snapshot_free(l);
+	free(gen);
+	/* The times in full, as a state file may hold them. */
+	tu_write(tmp, STATE_FILE,
+		 "atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
+		 "entries 1\nF 644 0 0 1 17961359744568 3 -17961359744568 4 1 1 "
+		 "1 17961359744568 9 a\nend\n",
+		 0644);
+	ck_assert_int_eq(state_load(dfd, 100, &l, &gen, &sound), 0);
+	ck_assert_uint_eq(l->n, 1);
+	ck_assert_int_eq(l->v[0].mtime_ns, INT64_MAX);
+	ck_assert_int_eq(l->v[0].ctime_ns, INT64_MIN);
+	ck_assert_int_eq(l->v[0].t_mtime_ns, INT64_MAX);
 	snapshot_free(s);
 	snapshot_free(l);
 	free(gen);
+}
+END_TEST
+
+/* Nanoseconds and back, before 1970 too, and at the limits. */
+START_TEST(test_times_in_nanoseconds_and_back)
+{
+	const struct timespec t[] = {
+		{0, 0}, {0, 1}, {-1, 999999999}, {-31536000, 1},
+		{1700000001, 999999999}, {-9223372035, 0}, {9223372035, 5},
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(*t); i++) {
+		struct timespec b = clock_ns_ts(clock_ts_ns(&t[i]));
+		ck_assert_msg(b.tv_sec == t[i].tv_sec && b.tv_nsec == t[i].tv_nsec,
+			      "%lld.%09ld came back as %lld.%09ld",
+			      (long long)t[i].tv_sec, t[i].tv_nsec,
+			      (long long)b.tv_sec, b.tv_nsec);
+	}
+	struct timespec max = clock_ns_ts(INT64_MAX), min = clock_ns_ts(INT64_MIN);
+	ck_assert_int_eq(clock_ts_ns(&max), INT64_MAX);
+	ck_assert_int_eq(clock_ts_ns(&min), INT64_MIN);
+	ck_assert(min.tv_nsec >= 0 && min.tv_nsec < 1000000000);
 }
 END_TEST
 
@@ -556,8 +590,8 @@ static struct snapshot *from_model(unsigned step)
 		struct snap_entry e = {.path = p, .type = SNAP_FILE,
 				       .mode = 0644, .size = model[i],
 				       .ino = 5000 + i, .t_ino = 9000 + model[i]};
-		e.mtime.tv_sec = 1700000000 + model[i];
-		e.ctime = e.mtime;
+		e.mtime_ns = (1700000000LL + model[i]) * 1000000000;
+		e.ctime_ns = e.mtime_ns;
 		ck_assert_int_eq(snapshot_add(s, &e), 0);
 	}
 	snapshot_sort(s);
@@ -575,8 +609,8 @@ static void assert_same(const struct snapshot *a, const struct snapshot *b)
 		ck_assert_uint_eq(x->size, y->size);
 		ck_assert_uint_eq(x->ino, y->ino);
 		ck_assert_uint_eq(x->t_ino, y->t_ino);
-		ck_assert_int_eq(x->mtime.tv_sec, y->mtime.tv_sec);
-		ck_assert_int_eq(x->ctime.tv_sec, y->ctime.tv_sec);
+		ck_assert_int_eq(x->mtime_ns, y->mtime_ns);
+		ck_assert_int_eq(x->ctime_ns, y->ctime_ns);
 	}
 }
 
@@ -763,13 +797,13 @@ START_TEST(test_journal_racy_by_its_record)
 	s2 = from_model(0);
 	for (size_t i = 0; i < s2->n; i++)
 		if (strcmp(s2->v[i].path, "d1/f 001") == 0)
-			s2->v[i].ctime = s2->taken;
+			s2->v[i].ctime_ns = clock_ts_ns(&s2->taken);
 	ck_assert_int_eq(state_record(dfd, &l, s1, s2, "..g2", true), 0);
 	/* A later read, of other files: it leaves d1/f 001 as it was. */
 	struct snapshot *s3 = from_model(100);
 	for (size_t i = 0; i < s3->n; i++)
 		if (strcmp(s3->v[i].path, "d1/f 001") == 0)
-			s3->v[i].ctime = s2->taken;
+			s3->v[i].ctime_ns = clock_ts_ns(&s2->taken);
 	s3->v[0].ino++;
 	ck_assert_int_eq(state_record(dfd, &l, s2, s3, "..g3", true), 0);
 	ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL, F_OK, 0), 0);
@@ -881,6 +915,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_escape_round_trip);
 	tcase_add_test(tc, test_save_load_round_trip);
 	tcase_add_test(tc, test_far_dates_round_trip);
+	tcase_add_test(tc, test_times_in_nanoseconds_and_back);
 	tcase_add_test(tc, test_damaged_state_is_refused);
 	tcase_add_test(tc, test_missing_state_is_enoent);
 	tcase_add_test(tc, test_huge_or_planted_state_costs_no_memory);

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "snapshot.h"
 #include "state.h"
@@ -1096,6 +1097,40 @@ START_TEST(test_same_size_edit_same_second_publishes)
 }
 END_TEST
 
+/* Two dates past 2262 compare equal as the record holds them (see
+ * struct snap_entry): an edit of the same size that dates the file anew
+ * that far is still published, told by its ctime. */
+START_TEST(test_same_size_edit_dated_far_ahead_publishes)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct timespec far[2] = {{0, UTIME_OMIT}, {17961359744568LL, 0}};
+	struct timespec now;
+	struct stat st;
+	char *f = tu_path(src, "f");
+
+	tu_write(src, "f", "aaaa", 0644);
+	ck_assert_int_eq(utimensat(AT_FDCWD, f, far, 0), 0);
+	ck_assert_int_eq(stat(f, &st), 0);
+	ck_assert_int_gt(st.st_mtim.tv_sec, 9223372036LL); /* past 2262 */
+	/* Past the racy window: its times alone tell it unchanged. */
+	do {
+		tu_nap(5);
+		clock_gettime(CLOCK_REALTIME, &now);
+	} while (clock_ts_ns(&now) < clock_ts_ns(&st.st_ctim) + 100000000);
+	publish_ok(w);
+	tu_write(src, "f", "bbbb", 0644);
+	far[1].tv_sec++;
+	ck_assert_int_eq(utimensat(AT_FDCWD, f, far, 0), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(f);
+}
+END_TEST
+
 START_TEST(test_equal_metadata_within_racy_window_compares_content)
 {
 	/* The live copy differs from the source while every bit of source
@@ -1133,8 +1168,8 @@ static void record_in_the_tick_of(const char *path, const struct stat *st)
 	ck_assert_int_eq(state_load(dfd, 100, &s, &gen, &sound), 0);
 	struct snap_entry *e = snapshot_find(s, path);
 	ck_assert_ptr_nonnull(e);
-	e->mtime = st->st_mtim;
-	e->ctime = st->st_ctim;
+	e->mtime_ns = clock_ts_ns(&st->st_mtim);
+	e->ctime_ns = clock_ts_ns(&st->st_ctim);
 	s->taken = st->st_ctim;
 	ck_assert_int_eq(state_save(dfd, s, gen, sound), 0);
 	snapshot_free(s);
@@ -3805,6 +3840,7 @@ static Suite *writer_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_unchanged_tree_writes_nothing);
 	tcase_add_test(tc, test_same_size_edit_same_second_publishes);
+	tcase_add_test(tc, test_same_size_edit_dated_far_ahead_publishes);
 	tcase_add_test(tc, test_equal_metadata_within_racy_window_compares_content);
 	tcase_add_test(tc, test_a_record_made_in_the_tick_of_a_change_is_compared);
 	tcase_add_test(tc, test_restart_trusts_the_state_its_journal_completes);
