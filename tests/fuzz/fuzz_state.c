@@ -129,13 +129,10 @@ static bool same_entry(const struct snap_entry *a, const struct snap_entry *b)
 {
 	return strcmp(a->path, b->path) == 0 && a->type == b->type &&
 	       a->mode == b->mode && a->uid == b->uid && a->gid == b->gid &&
-	       a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
-	       a->mtime.tv_nsec == b->mtime.tv_nsec &&
-	       a->ctime.tv_sec == b->ctime.tv_sec &&
-	       a->ctime.tv_nsec == b->ctime.tv_nsec && a->dev == b->dev &&
+	       a->size == b->size && a->mtime_ns == b->mtime_ns &&
+	       a->ctime_ns == b->ctime_ns && a->dev == b->dev &&
 	       a->ino == b->ino && a->t_ino == b->t_ino &&
-	       a->t_mtime.tv_sec == b->t_mtime.tv_sec &&
-	       a->t_mtime.tv_nsec == b->t_mtime.tv_nsec;
+	       a->t_mtime_ns == b->t_mtime_ns;
 }
 
 static void check_loaded(const struct snapshot *s, const char *gen)
