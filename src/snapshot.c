@@ -552,18 +552,24 @@ void snapshot_sort(struct snapshot *s)
 	s->sorted = true;
 }
 
+size_t snapshot_copied(const struct snapshot *s, size_t i,
+		       const struct snapshot *l, size_t j, size_t *run)
+{
+	if (s->base_id == 0 || s->base_id != l->id)
+		return 0;
+	while (*run < s->nruns && s->runs[*run].at + s->runs[*run].n <= i)
+		(*run)++;
+	const struct snap_run *r = *run < s->nruns ? &s->runs[*run] : NULL;
+	if (r == NULL || r->at > i || r->from + (i - r->at) != j)
+		return 0;
+	return r->at + r->n - i;
+}
+
 int snapshot_merge_cmp(const struct snapshot *s, size_t i,
 		       const struct snapshot *l, size_t j, size_t *run)
 {
-	if (s->base_id != 0 && s->base_id == l->id) {
-		while (*run < s->nruns &&
-		       s->runs[*run].at + s->runs[*run].n <= i)
-			(*run)++;
-		const struct snap_run *r = *run < s->nruns ? &s->runs[*run]
-							   : NULL;
-		if (r && r->at <= i && r->from + (i - r->at) == j)
-			return 0;
-	}
+	if (snapshot_copied(s, i, l, j, run))
+		return 0;
 	return snapshot_path_cmp(s->v[i].path, l->v[j].path);
 }
 

@@ -230,6 +230,12 @@ void snapshot_entry_fini(struct snap_entry *e);
 int snapshot_merge_cmp(const struct snapshot *s, size_t i,
 		       const struct snapshot *l, size_t j, size_t *run);
 
+/* How many entries from s->v[i] on are copies, as a refresh made them,
+ * of l's from l->v[j] on: 0 when s->v[i] is not one of l->v[j] (or s is
+ * not a refresh of l).  *run as snapshot_merge_cmp()'s. */
+size_t snapshot_copied(const struct snapshot *s, size_t i,
+		       const struct snapshot *l, size_t j, size_t *run);
+
 /* Path order in which a directory's descendants follow it directly:
  * bytewise, except that '/' sorts before every other byte. */
 int snapshot_path_cmp(const char *a, const char *b);

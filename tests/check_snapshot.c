@@ -1024,6 +1024,21 @@ static void assert_merge_cmp(const struct snapshot *s,
 			      "round %u: %s against %s: %d, paths say %d",
 			      round, s->v[i].path, l->v[j].path, c, p);
 		known += c == 0;
+		/* What snapshot_copied() says are copies are: the same path
+		 * and metadata, entry for entry. */
+		size_t run2 = 0, k = snapshot_copied(s, i, l, j, &run2);
+		for (size_t m = 0; m < k; m++) {
+			const struct snap_entry *x = &s->v[i + m], *y = &l->v[j + m];
+			ck_assert_msg(strcmp(x->path, y->path) == 0 &&
+					      x->type == y->type && x->mode == y->mode &&
+					      x->size == y->size && x->ino == y->ino &&
+					      x->mtime_ns == y->mtime_ns &&
+					      x->ctime_ns == y->ctime_ns &&
+					      x->flags == y->flags,
+				      "round %u: %s told a copy of %s", round,
+				      x->path, y->path);
+		}
+		ck_assert(k == 0 || c == 0);
 		i += c <= 0;
 		j += c >= 0;
 	}
