@@ -26,6 +26,13 @@ static inline int64_t clock_ts_ns(const struct timespec *t)
 	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
 }
 
+/* Whether clock_ts_ns() held the time at a limit: it then tells neither
+ * the time nor its sub-second part. */
+static inline bool clock_ns_held(int64_t ns)
+{
+	return ns == INT64_MAX || ns == INT64_MIN;
+}
+
 /* The timespec of clock_ts_ns()'s nanoseconds (a held one stays held). */
 static inline struct timespec clock_ns_ts(int64_t ns)
 {

@@ -598,9 +598,10 @@ struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 
 void snapshot_mark_racy(struct snap_entry *e, const struct timespec *seen)
 {
-	int64_t window = e->ctime_ns % 1000000000 || e->mtime_ns % 1000000000
-				 ? RACY_FINE_NS
-				 : RACY_COARSE_NS;
+	/* A held time has no sub-second part to tell the file system by. */
+	bool fine = (!clock_ns_held(e->ctime_ns) && e->ctime_ns % 1000000000) ||
+		    (!clock_ns_held(e->mtime_ns) && e->mtime_ns % 1000000000);
+	int64_t window = fine ? RACY_FINE_NS : RACY_COARSE_NS;
 	int64_t from = clock_ts_ns(seen);
 
 	from = from < INT64_MIN + window ? INT64_MIN : from - window;

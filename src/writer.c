@@ -1415,9 +1415,12 @@ static bool intact(const struct stat *st, const struct snap_entry *o,
 	if (st->st_uid != (o->uid == SNAP_NO_ID ? gen->st_uid : o->uid) ||
 	    st->st_gid != (o->gid == SNAP_NO_ID ? gen->st_gid : o->gid))
 		return false;
-	/* Unknown (a state that did not record it): content decides. */
+	/* Unknown (a state that did not record it): content decides.  A
+	 * time held at a limit proves nothing: any other far date equals
+	 * it, and no ctime is recorded to tell them apart. */
 	return o->t_ino == 0 ||
 	       ((uint64_t)st->st_ino == o->t_ino &&
+		!clock_ns_held(o->t_mtime_ns) &&
 		clock_ts_ns(&st->st_mtim) == o->t_mtime_ns);
 }
 

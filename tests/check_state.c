@@ -155,6 +155,35 @@ START_TEST(test_far_dates_round_trip)
 }
 END_TEST
 
+/* Whole-second times (a file system that keeps no more) give a file two
+ * seconds in which a write may leave them as they were; a time held at
+ * a limit says nothing of that, so the other decides. */
+START_TEST(test_racy_window_of_whole_seconds)
+{
+	const struct timespec seen = {1700000000, 300000000};
+	struct snap_entry e = {.path = "f", .type = SNAP_FILE};
+	const int64_t whole = 1700000000LL * 1000000000;
+	const int64_t fine = whole + 1000;
+	const struct {
+		int64_t mtime, ctime;
+		bool racy;
+	} c[] = {
+		{whole, whole, true},	  /* 0.3 s after: within 2 s */
+		{INT64_MAX, whole, true}, /* held: the ctime's whole second */
+		{INT64_MIN, whole, true},
+		{fine, fine, false},	  /* 0.3 s after: past 50 ms */
+		{INT64_MAX, fine, false},
+	};
+	for (size_t i = 0; i < sizeof(c) / sizeof(*c); i++) {
+		e.mtime_ns = c[i].mtime;
+		e.ctime_ns = c[i].ctime;
+		snapshot_mark_racy(&e, &seen);
+		ck_assert_msg(!!(e.flags & SNAP_F_RACY) == c[i].racy,
+			      "case %zu: racy %d", i, !!(e.flags & SNAP_F_RACY));
+	}
+}
+END_TEST
+
 /* Nanoseconds and back, before 1970 too, and at the limits. */
 START_TEST(test_times_in_nanoseconds_and_back)
 {
@@ -916,6 +945,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_save_load_round_trip);
 	tcase_add_test(tc, test_far_dates_round_trip);
 	tcase_add_test(tc, test_times_in_nanoseconds_and_back);
+	tcase_add_test(tc, test_racy_window_of_whole_seconds);
 	tcase_add_test(tc, test_damaged_state_is_refused);
 	tcase_add_test(tc, test_missing_state_is_enoent);
 	tcase_add_test(tc, test_huge_or_planted_state_costs_no_memory);

@@ -1097,6 +1097,25 @@ START_TEST(test_same_size_edit_same_second_publishes)
 }
 END_TEST
 
+/* Waits until the realtime clock is `ms` past the change time of the
+ * file `rel` below `root` (or past now, when it is gone): its times then
+ * prove it unchanged. */
+static void wait_settled(const char *root, const char *rel, int ms)
+{
+	char *f = tu_path(root, rel);
+	struct stat st;
+	struct timespec now;
+
+	if (stat(f, &st) < 0)
+		clock_gettime(CLOCK_REALTIME, &st.st_ctim);
+	do {
+		tu_nap(5);
+		clock_gettime(CLOCK_REALTIME, &now);
+	} while (clock_ts_ns(&now) <
+		 clock_ts_ns(&st.st_ctim) + (int64_t)ms * 1000000);
+	free(f);
+}
+
 /* Two dates past 2262 compare equal as the record holds them (see
  * struct snap_entry): an edit of the same size that dates the file anew
  * that far is still published, told by its ctime. */
@@ -1105,7 +1124,6 @@ START_TEST(test_same_size_edit_dated_far_ahead_publishes)
 	struct writer *w = open_writer();
 	struct writer_result r = {0};
 	struct timespec far[2] = {{0, UTIME_OMIT}, {17961359744568LL, 0}};
-	struct timespec now;
 	struct stat st;
 	char *f = tu_path(src, "f");
 
@@ -1113,11 +1131,7 @@ START_TEST(test_same_size_edit_dated_far_ahead_publishes)
 	ck_assert_int_eq(utimensat(AT_FDCWD, f, far, 0), 0);
 	ck_assert_int_eq(stat(f, &st), 0);
 	ck_assert_int_gt(st.st_mtim.tv_sec, 9223372036LL); /* past 2262 */
-	/* Past the racy window: its times alone tell it unchanged. */
-	do {
-		tu_nap(5);
-		clock_gettime(CLOCK_REALTIME, &now);
-	} while (clock_ts_ns(&now) < clock_ts_ns(&st.st_ctim) + 100000000);
+	wait_settled(src, "f", 100); /* its times alone tell it unchanged */
 	publish_ok(w);
 	tu_write(src, "f", "bbbb", 0644);
 	far[1].tv_sec++;
@@ -1128,6 +1142,52 @@ START_TEST(test_same_size_edit_dated_far_ahead_publishes)
 	writer_result_fini(&r);
 	writer_close(w);
 	free(f);
+}
+END_TEST
+
+/* A live file whose recorded modification time is held at a limit (it
+ * was dated past 2262 when the record learned it) is not trusted by its
+ * times: edited in place and dated far again, it is written afresh. */
+START_TEST(test_live_file_dated_far_is_not_trusted_by_its_times)
+{
+	struct writer *w = open_writer();
+	struct timespec far[2] = {{0, UTIME_OMIT}, {17961359744568LL, 0}};
+	char *live = tu_path(dst, "..data/f");
+	int dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct snapshot *s = NULL;
+	char *gen = NULL;
+	bool sound = false;
+
+	tu_write(src, "f", "aaaa", 0644);
+	wait_settled(src, "f", 100); /* its times alone tell it unchanged */
+	publish_ok(w);
+	writer_close(w);
+	/* The record as a look at the far-dated file would have made it. */
+	ck_assert_int_eq(utimensat(AT_FDCWD, live, far, 0), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &s, &gen, &sound), 0);
+	snapshot_find(s, "f")->t_mtime_ns = INT64_MAX;
+	ck_assert_int_eq(state_save(dfd, s, gen, sound), 0);
+	/* Then the live file is edited, same size, and dated far again. */
+	struct stat st;
+	ck_assert_int_eq(stat(live, &st), 0);
+	int fd = open(live, O_WRONLY | O_CLOEXEC); /* in place: same inode */
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "zzzz", 4), 4);
+	close(fd);
+	ck_assert_int_eq(chmod(live, st.st_mode & 07777), 0);
+	far[1].tv_sec++;
+	ck_assert_int_eq(utimensat(AT_FDCWD, live, far, 0), 0);
+	w = open_writer(); /* a start checks every live file */
+	struct writer_result r = {0};
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	snapshot_free(s);
+	free(gen);
+	close(dfd);
+	free(live);
 }
 END_TEST
 
@@ -1679,25 +1739,6 @@ static void publish_refresh_ok(struct writer *w, const char *dir)
 	int rc = writer_publish(w, refresh_live(w, dir), &r, &err);
 	ck_assert_msg(rc == 0, "%s", err ? err : strerror(-rc));
 	writer_result_fini(&r);
-}
-
-/* Waits until the realtime clock is `ms` past the change time of the
- * file `rel` below `root` (or past now, when it is gone): its times then
- * prove it unchanged. */
-static void wait_settled(const char *root, const char *rel, int ms)
-{
-	char *f = tu_path(root, rel);
-	struct stat st;
-	struct timespec now;
-
-	if (stat(f, &st) < 0)
-		clock_gettime(CLOCK_REALTIME, &st.st_ctim);
-	do {
-		tu_nap(5);
-		clock_gettime(CLOCK_REALTIME, &now);
-	} while (clock_ts_ns(&now) <
-		 clock_ts_ns(&st.st_ctim) + (int64_t)ms * 1000000);
-	free(f);
 }
 
 /* A file written in the tick of its record (racy) is compared by content
@@ -3949,6 +3990,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_unchanged_tree_writes_nothing);
 	tcase_add_test(tc, test_same_size_edit_same_second_publishes);
 	tcase_add_test(tc, test_same_size_edit_dated_far_ahead_publishes);
+	tcase_add_test(tc, test_live_file_dated_far_is_not_trusted_by_its_times);
 	tcase_add_test(tc, test_equal_metadata_within_racy_window_compares_content);
 	tcase_add_test(tc, test_a_record_made_in_the_tick_of_a_change_is_compared);
 	tcase_add_test(tc, test_restart_trusts_the_state_its_journal_completes);
