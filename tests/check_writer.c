@@ -3192,30 +3192,66 @@ START_TEST(test_partial_standby_gives_way_to_a_due_one)
 }
 END_TEST
 
+/* `n` files in 10 directories of the source. */
+static void write_files(int n)
+{
+	for (int k = 0; k < n; k++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
+		tu_write(src, rel, rel, 0644);
+	}
+}
+
+/* A writer (grace period 2 s) that published 3,000 files and then one
+ * change, in a burst: the generation it replaced, `replaced` its root
+ * inode, is due at *due; no standby ran. */
+static struct writer *replaced_in_a_burst(ino_t *replaced, long long *due)
+{
+	struct writer_opts o = opts();
+
+	o.grace_ms = 2000;
+	write_files(3000);
+	struct writer *w = open_writer_with(&o);
+	publish_ok(w);
+	char *first = tu_live(dst);
+	*replaced = ino_of(dst, first);
+	free(first);
+	tu_write(src, "d0/f0", "2", 0644);
+	publish_ok(w);
+	*due = tu_now_ms() + o.grace_ms;
+	return w;
+}
+
+/* `s` published (just before the replaced generation is due): that
+ * generation, its root inode `replaced`, is recycled into the new one.
+ * Closes `w`. */
+static void publish_recycles_one_due(struct writer *w, struct snapshot *s,
+				     ino_t replaced)
+{
+	struct writer_result r = {0};
+
+	ck_assert_int_eq(writer_publish(w, s, &r, NULL), 0);
+	ck_assert(r.published);
+	writer_result_fini(&r);
+	char *g = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g), replaced);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g);
+}
+
 /* With nothing to recycle, a publish that would link every file waits
  * for a replaced generation that comes due sooner than that would take
  * (as the last standby measured it), and recycles that one. */
 START_TEST(test_publish_waits_for_one_due_sooner_than_linking_all)
 {
-	struct writer_opts o = opts();
-	struct writer_result r = {0};
 	atomic_bool stop = false;
 	char *err = NULL;
-
-	o.grace_ms = 2000;
-	for (int k = 0; k < 3000; k++) {
-		char rel[32];
-		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
-		tu_write(src, rel, rel, 0644);
-	}
-	struct writer *w = open_writer_with(&o);
-	publish_ok(w);
-	char *first = tu_live(dst);
-	ino_t replaced = ino_of(dst, first);
-	tu_write(src, "d0/f0", "2", 0644);
-	publish_ok(w); /* `first` is due a grace period after this */
-	long long due = tu_now_ms() + o.grace_ms;
+	ino_t replaced;
+	long long due;
+	struct writer *w = replaced_in_a_burst(&replaced, &due);
 	long long t0 = tu_now_ms();
+
 	ck_assert_msg(writer_standby_wanted(w),
 		      "the second publish took a grace period");
 	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
@@ -3230,15 +3266,27 @@ START_TEST(test_publish_waits_for_one_due_sooner_than_linking_all)
 	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
 	/* Read ahead: from here to the writer's choice is a compare. */
 	wait_past(due - linking / 2);
-	ck_assert_int_eq(writer_publish(w, s, &r, NULL), 0);
-	ck_assert(r.published);
-	writer_result_fini(&r);
-	char *g = tu_live(dst);
-	ck_assert_uint_eq(ino_of(dst, g), replaced);
-	ASSERT_TREES();
-	writer_close(w);
-	free(g);
-	free(first);
+	publish_recycles_one_due(w, s, replaced);
+}
+END_TEST
+
+/* Before a standby has measured how fast linking goes (after a start, a
+ * change may stop the first one at once), a publish that would link
+ * every file still waits for a replaced generation that comes due sooner
+ * than linking would take at the fastest (3,000 files at 2 us: 6 ms),
+ * and recycles it. */
+START_TEST(test_publish_waits_before_a_link_rate_is_known)
+{
+	ino_t replaced;
+	long long due;
+	struct writer *w = replaced_in_a_burst(&replaced, &due);
+	struct snapshot *s = NULL;
+
+	tu_write(src, "d0/f0", "3", 0644);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	while (tu_now_ms() < due - 4)
+		tu_nap(1);
+	publish_recycles_one_due(w, s, replaced);
 }
 END_TEST
 
@@ -4054,6 +4102,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_keeps_its_place_in_a_burst);
 	tcase_add_test(tc, test_partial_standby_gives_way_to_a_due_one);
 	tcase_add_test(tc, test_publish_waits_for_one_due_sooner_than_linking_all);
+	tcase_add_test(tc, test_publish_waits_before_a_link_rate_is_known);
 	tcase_add_test(tc, test_standby_after_a_start_is_looked_at_where_it_differs);
 	tcase_add_test(tc, test_live_found_at_a_start_is_recycled_in_full);
 	tcase_add_test(tc, test_standby_checks_files_others_can_write);
