@@ -145,6 +145,19 @@ static void publish_ok(struct writer *w)
 		ck_assert_msg(d_ == NULL, "%s", d_);                         \
 	} while (0)
 
+/* Publishes the source, which must differ from the target, and leaves
+ * the target equal to it; closes `w`. */
+static void publish_change_and_close(struct writer *w)
+{
+	struct writer_result r = {0};
+
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+}
+
 /* ---- Path validation (TestValidatePath, TestValidatePayload) ---- */
 
 static char *repeat(char c, size_t n)
@@ -1077,7 +1090,6 @@ END_TEST
 START_TEST(test_same_size_edit_same_second_publishes)
 {
 	struct writer *w = open_writer();
-	struct writer_result r = {0};
 	struct stat st;
 
 	tu_write(src, "f", "aaaa", 0644);
@@ -1088,11 +1100,7 @@ START_TEST(test_same_size_edit_same_second_publishes)
 	tu_write(src, "f", "bbbb", 0644);
 	struct timespec ts[2] = {st.st_atim, st.st_mtim};
 	ck_assert_int_eq(utimensat(AT_FDCWD, f, ts, 0), 0);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	ck_assert(r.published);
-	ASSERT_TREES();
-	writer_result_fini(&r);
-	writer_close(w);
+	publish_change_and_close(w);
 	free(f);
 }
 END_TEST
@@ -1122,7 +1130,6 @@ static void wait_settled(const char *root, const char *rel, int ms)
 START_TEST(test_same_size_edit_dated_far_ahead_publishes)
 {
 	struct writer *w = open_writer();
-	struct writer_result r = {0};
 	struct timespec far[2] = {{0, UTIME_OMIT}, {17961359744568LL, 0}};
 	struct stat st;
 	char *f = tu_path(src, "f");
@@ -1136,11 +1143,7 @@ START_TEST(test_same_size_edit_dated_far_ahead_publishes)
 	tu_write(src, "f", "bbbb", 0644);
 	far[1].tv_sec++;
 	ck_assert_int_eq(utimensat(AT_FDCWD, f, far, 0), 0);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	ck_assert(r.published);
-	ASSERT_TREES();
-	writer_result_fini(&r);
-	writer_close(w);
+	publish_change_and_close(w);
 	free(f);
 }
 END_TEST
@@ -1178,12 +1181,7 @@ START_TEST(test_live_file_dated_far_is_not_trusted_by_its_times)
 	far[1].tv_sec++;
 	ck_assert_int_eq(utimensat(AT_FDCWD, live, far, 0), 0);
 	w = open_writer(); /* a start checks every live file */
-	struct writer_result r = {0};
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	ck_assert(r.published);
-	ASSERT_TREES();
-	writer_result_fini(&r);
-	writer_close(w);
+	publish_change_and_close(w);
 	snapshot_free(s);
 	free(gen);
 	close(dfd);
@@ -1197,18 +1195,13 @@ START_TEST(test_equal_metadata_within_racy_window_compares_content)
 	 * metadata matches the state: only a byte compare can tell, and it
 	 * must happen for a file written this close to the last publish. */
 	struct writer *w = open_writer();
-	struct writer_result r = {0};
 
 	tu_write(src, "f", "aaaa", 0644);
 	publish_ok(w);
 	char *live = tu_path(dst, "..data/f");
 	ck_assert_int_eq(chmod(live, 0644), 0);
 	tu_write(dst, "..data/f", "zzzz", 0644);
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	ck_assert(r.published);
-	ASSERT_TREES();
-	writer_result_fini(&r);
-	writer_close(w);
+	publish_change_and_close(w);
 	free(live);
 }
 END_TEST
