@@ -46,12 +46,6 @@ static inline struct timespec clock_ns_ts(int64_t ns)
 	return t;
 }
 
-static inline bool clock_ts_eq(const struct timespec *a,
-			       const struct timespec *b)
-{
-	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
-}
-
 /* Monotonic: for durations and deadlines. */
 static inline uint64_t clock_mono_ms(void)
 {
