@@ -1,10 +1,11 @@
 #!/bin/sh
 # libatomsync as a program outside the tree sees it: the shared library
-# exports atomsync_* alone; make install puts the library, header, .pc
-# file and man pages in place; docs/examples/render.c and the EXAMPLES
-# program of atomsync_write(3) build with pkg-config against the
-# installed library (shared and static) and publish what a Kubernetes
-# consumer expects.
+# exports atomsync_* alone, and the static one defines no other global;
+# make install puts the library, header, .pc file and man pages in
+# place; docs/examples/render.c and the EXAMPLES program of
+# atomsync_write(3) build with pkg-config against the installed library
+# (shared and static) and publish what a Kubernetes consumer expects,
+# and so does a program with functions named like the library's own.
 set -eu
 me=tests/library.sh
 top=${ATOMSYNC_BUILDDIR:?run by make check}
@@ -92,6 +93,69 @@ workers = 4"
 listen = 9090" ] || fail "$r: a refused payload changed app.conf"
 done
 
+# The static archive defines, of every kind of global (text, data, bss,
+# weak, common...), the very symbols libatomsync.so exports: the core's
+# log_msg or array_grow would clash with a program's own.
+api=$(nm -D --defined-only "$so" | awk '$3 ~ /^atomsync_/ { sub(/@.*/, "", $3); print $3 }' | sort)
+defs=$(nm -g --defined-only "$dest$libdir/libatomsync.a" | awk 'NF == 3 { print $3 }' | sort)
+bad=$(echo "$defs" | grep -v -x -F "$api" | tr '\n' ' ' || true)
+[ -z "$bad" ] || fail "libatomsync.a defines more than atomsync_*: $bad"
+[ "$defs" = "$api" ] ||
+	fail "libatomsync.a defines $(echo $defs), not all of $(echo $api)"
+
+# A program with its own log_msg, array_grow, writer_open and
+# snapshot_take (names of the core's functions) links against the
+# archive, calls its own functions and publishes.
+cat >"$work/own.c" <<'EOF'
+#include <atomsync.h>
+#include <stdio.h>
+#include <string.h>
+
+static int calls;
+int log_msg(const char *s) { calls++; return (int)strlen(s); }
+int array_grow(int n) { calls++; return 2 * n; }
+int writer_open(void) { calls++; return 7; }
+int snapshot_take(int a, int b) { calls++; return a + b; }
+
+int main(int argc, char *argv[])
+{
+	struct atomsync_file ok = {"app.conf", "own = 1\n", 8, 0644};
+	struct atomsync_file bad = {"../x", "", 0, 0644};
+	struct atomsync_writer *w = NULL;
+
+	if (argc != 2 || atomsync_writer_open(argv[1], NULL, &w) != 0 ||
+	    atomsync_write(w, &ok, 1) != 0) {
+		fprintf(stderr, "own: %s\n", w ? atomsync_writer_error(w) : "usage");
+		return 1;
+	}
+	/* A refusal has the library format its message. */
+	if (atomsync_write(w, &bad, 1) == 0 ||
+	    strstr(atomsync_writer_error(w), "../x") == NULL) {
+		fprintf(stderr, "own: ../x was not refused\n");
+		return 1;
+	}
+	if (calls != 0) {
+		fprintf(stderr, "own: the library called %d of ours\n", calls);
+		return 1;
+	}
+	if (log_msg("abc") != 3 || array_grow(2) != 4 || writer_open() != 7 ||
+	    snapshot_take(1, 2) != 3) {
+		fprintf(stderr, "own: our functions are not ours\n");
+		return 1;
+	}
+	printf("published %s\n", atomsync_writer_generation(w));
+	atomsync_writer_close(w);
+	return 0;
+}
+EOF
+# shellcheck disable=SC2046
+$cc $flags -o "$work/own" "$work/own.c" $(pc --cflags) \
+	"$dest$libdir/libatomsync.a" >"$work/own.log" 2>&1 ||
+	{ cat "$work/own.log" >&2; fail "a program with a log_msg of its own does not link against libatomsync.a"; }
+out=$("$work/own" "$work/target-own") || fail "own failed"
+case $out in "published ..2"*) ;; *) fail "own: $out" ;; esac
+check_consumer "$work/target-own" app.conf "own = 1"
+
 # The EXAMPLES of atomsync_write(3), as the installed page has them.
 page=$dest$mandir/man3/atomsync_write.3
 awk '/^\.Sh EXAMPLES/ { ex = 1 } ex && /^\.Bd -literal$/ { on = 1; next }
@@ -104,4 +168,4 @@ $cc $flags -o "$work/publish" "$work/publish.c" $(pc --cflags --libs) ||
 "$work/publish" "$work/man" >/dev/null || fail "the EXAMPLES program failed"
 check_consumer "$work/man" app.conf "listen = 8080"
 [ "$(stat -c %a "$work/man/..data/tls/ca.pem")" = 640 ] || fail "file_mode not applied"
-echo "library: exports, install, pkg-config, render.c and the man page example"
+echo "library: exports, install, pkg-config, render.c, own names beside libatomsync.a and the man page example"
