@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "flush.h"
 #include "fsutil.h"
 #include "log.h"
 #include "pathset.h"
@@ -2283,16 +2284,24 @@ static int flush_parallel(struct flusher *f)
 	return atomic_load(&f->rc);
 }
 
+/* The new files and directories of a generation, its root included. */
+static size_t flush_objects(const struct snapshot *s, const uint8_t *act)
+{
+	size_t objects = 1;
+
+	for (size_t i = 0; i < s->n; i++)
+		objects += act[i] == ACT_DIR || act[i] == ACT_COPY;
+	return objects;
+}
+
 /* Flushes the new files and directories of the generation (not its root,
  * whose mode changes after), all at once. */
 static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 		 int gfd, const char *gen, bool *all, char **err)
 {
 	struct flusher f = {.s = s, .gfd = gfd};
-	size_t objects = 1;
+	size_t objects = flush_objects(s, act);
 
-	for (size_t i = 0; i < s->n; i++)
-		objects += act[i] == ACT_DIR || act[i] == ACT_COPY;
 	*all = objects > FSYNC_EACH_MAX;
 	if (*all || objects == 1)
 		return 0; /* one syncfs() once the root is 0755, or nothing */
@@ -2330,6 +2339,47 @@ static int open_up(struct writer *w, int gfd, const char *gen, bool all,
 		log_err_set(err, rc, "target %s: %s %s: %s", w->path,
 			    flushes(w) ? "flushing" : "chmod", gen,
 			    strerror(-rc));
+	return rc;
+}
+
+/* Whether building entry `i` wrote something new: a file copied, or a
+ * directory made (not one recycled, nor one kept unread). */
+static bool built_new(const struct build *b, size_t i)
+{
+	const struct level *l = &b->lv[b->depth - 1];
+
+	if (b->act[i] == ACT_COPY)
+		return true;
+	return b->act[i] == ACT_DIR && l->idx == i && !l->recycled;
+}
+
+/* Writes the entries of p->s in turn (p->built: how many were), until
+ * one fails or `stop` is set (-ECANCELED).  Flushes are asked for as
+ * they are written: a generation with that many new entries is flushed
+ * with one syncfs() at the end (see flush.h). */
+static int build_entries(struct build *b, struct writer_pending *p, int gfd,
+			 const atomic_bool *stop)
+{
+	const struct snapshot *s = p->s;
+	struct flush_early early;
+	int rc = 0;
+
+	flush_early_init(&early, gfd);
+	for (p->built = 0; p->built < s->n && rc == 0; p->built++) {
+		size_t i = p->built;
+		rc = stop && atomic_load_explicit(stop, memory_order_relaxed)
+			     ? -ECANCELED
+			     : build_entry(b, i);
+		if (rc == 0 && flushes(b->w) && built_new(b, i))
+			flush_early_note(&early);
+		p->built += b->skip;
+		b->skip = 0;
+	}
+	p->built -= rc < 0;
+	int frc = flush_early_fini(&early);
+	if (rc == 0 && frc < 0)
+		rc = log_err_set(b->err, frc, "target %s: flushing %s: %s",
+				 b->w->path, p->gen, strerror(-frc));
 	return rc;
 }
 
@@ -2372,14 +2422,8 @@ static int build(struct writer *w, struct writer_pending *p,
 	b.lv[0].same = level_same(&b, &b.lv[0]);
 	if (p->recycled && !b.lv[0].same)
 		rc = prune(&b, &b.lv[0]);
-	for (p->built = 0; p->built < s->n && rc == 0; p->built++) {
-		rc = stop && atomic_load_explicit(stop, memory_order_relaxed)
-			     ? -ECANCELED
-			     : build_entry(&b, p->built);
-		p->built += b.skip;
-		b.skip = 0;
-	}
-	p->built -= rc < 0;
+	if (rc == 0)
+		rc = build_entries(&b, p, gfd, stop);
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);
 	/* Unreadable entries make it incomplete: it goes, unflushed. */

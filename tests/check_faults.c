@@ -518,13 +518,20 @@ static pid_t spawn_hung_once(const char *dst, const char *calls,
 	return pid;
 }
 
-START_TEST(test_flushes_of_a_publish_are_issued_together)
+/* A new directory on a disk: in memory, nothing is flushed. */
+static char *disk_dir(void)
 {
-	/* On a disk: in memory, nothing is flushed. */
 	char *disk = tu_mkdtemp();
+
 	ck_assert_msg(!tu_in_memory(disk),
 		      "%s is in memory: set TMPDIR to a directory on a disk",
 		      disk);
+	return disk;
+}
+
+START_TEST(test_flushes_of_a_publish_are_issued_together)
+{
+	char *disk = disk_dir();
 	char *dst = tu_path(disk, "dst"), *hang = tu_path(tmp, "hang");
 	char *logpath = tu_path(tmp, "once.log"), *err = NULL, dir[32];
 
@@ -552,6 +559,68 @@ START_TEST(test_flushes_of_a_publish_are_issued_together)
 	free(hang);
 	free(logpath);
 	free(dst);
+}
+END_TEST
+
+/* A generation with this many new files and directories is flushed
+ * while it is written as well as once complete (src/flush.h). */
+#define EARLY_OBJECTS 4096
+
+/* Runs --once on dst counting its syncfs() calls alone, the Nth of them
+ * (0: none) failing with EIO: its exit status, the calls in *calls. */
+static int once_syncfs(const char *dst, long nth, long *calls, char **err)
+{
+	char *count = tu_path(tmp, "syncfs.count");
+
+	setenv("FAULT_ONLY", "syncfs", 1);
+	int rc = once(dst, nth, "EIO", count, err);
+	unsetenv("FAULT_ONLY");
+	char *c = tu_read(count, NULL);
+	*calls = c ? atol(c + 6) : -1;
+	free(c);
+	unlink(count);
+	free(count);
+	return rc;
+}
+
+START_TEST(test_a_large_generation_is_flushed_while_written)
+{
+	char *disk = disk_dir();
+	char *dst = tu_path(disk, "dst"), *dst2 = tu_path(disk, "dst2");
+	char *err = NULL, name[32];
+	long calls;
+
+	for (int i = 0; i < EARLY_OBJECTS + 100; i++) {
+		snprintf(name, sizeof(name), "d%d/f%05d", i % 10, i);
+		tu_write(src, name, "x", 0644);
+	}
+	ck_assert_int_eq(once_syncfs(dst, 0, &calls, &err), 0);
+	/* One asked for on the way, once 4,096 were written, and the last. */
+	ck_assert_msg(calls == 2, "%ld syncfs() calls: %s", calls, err);
+	free(err);
+	char *d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+
+	/* The one on the way fails: the publish fails, with nothing of the
+	 * generation left, and the next run makes it. */
+	int rc = once_syncfs(dst2, 1, &calls, &err);
+	ck_assert_msg(rc == 1 && strstr(err, "flushing"), "exit %d: %s", rc,
+		      err);
+	ck_assert_msg(calls == 1, "%ld syncfs() calls: %s", calls, err);
+	free(err);
+	char *data = tu_path(dst2, "..data"), *left = debris(dst2, 0);
+	ck_assert_msg(access(data, F_OK) < 0, "%s is there", data);
+	ck_assert_msg(left == NULL, "%s left behind", left);
+	ck_assert_int_eq(tu_generations(dst2), 0);
+	ck_assert_int_eq(once(dst2, -1, NULL, NULL, &err), 0);
+	free(err);
+	d = tu_diff_trees(src, dst2);
+	ck_assert_msg(d == NULL, "%s", d);
+	tu_rmrf(disk);
+	free(data);
+	free(disk);
+	free(dst);
+	free(dst2);
 }
 END_TEST
 
@@ -707,6 +776,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_read_only_target_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_refused_metrics_socket_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_flushes_of_a_publish_are_issued_together);
+	tcase_add_test(tc, test_a_large_generation_is_flushed_while_written);
 	tcase_add_test(tc, test_a_target_in_memory_is_not_flushed);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_short_of_file_descriptors);

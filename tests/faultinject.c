@@ -6,6 +6,8 @@
  *   FAULT_NTH=N        fail the Nth counted call (unset or 0: never)
  *   FAULT_ERRNO=NAME   EIO (default), ENOSPC, EACCES or EMFILE
  *   FAULT_COUNT=FILE   at exit, write "calls=N" there (to size a sweep)
+ *   FAULT_ONLY=CALL[,CALL]...  count the calls of these alone (names
+ *                      below)
  *   FAULT_INET=1       socket() refuses AF_INET and AF_INET6 with
  *                      EAFNOSUPPORT, every time, as systemd's
  *                      RestrictAddressFamilies= does (not counted)
@@ -34,7 +36,7 @@
 static long calls, nth = -1;
 static int fault_errno = EIO;
 static int ready;
-static const char *hang_call, *hang_while;
+static const char *hang_call, *hang_while, *only;
 
 static void init(void)
 {
@@ -45,6 +47,7 @@ static void init(void)
 	nth = n ? atol(n) : 0;
 	hang_call = getenv("FAULT_HANG");
 	hang_while = getenv("FAULT_HANG_WHILE");
+	only = getenv("FAULT_ONLY");
 	if (e == NULL || strcmp(e, "EIO") == 0)
 		fault_errno = EIO;
 	else if (strcmp(e, "ENOSPC") == 0)
@@ -82,6 +85,8 @@ static int fault(const char *name)
 	if (!ready)
 		init();
 	hang(name);
+	if (only && !listed(only, name))
+		return 0;
 	/* Atomic: a publish flushes from several threads at once. */
 	if (__atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST) == nth && nth > 0) {
 		errno = fault_errno;

@@ -1,0 +1,116 @@
+/* Flushing a large generation while it is written: a flush is made for
+ * each FLUSH_EARLY_OBJECTS new entries, none for fewer, and one asked
+ * for is made before flush_early_fini() returns. */
+#include "config.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "flush.h"
+#include "testutil.h"
+
+static char *tmp;
+static int dfd;
+
+static void setup(void)
+{
+	tmp = tu_mkdtemp();
+	dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(dfd, 0);
+}
+
+static void teardown(void)
+{
+	close(dfd);
+	tu_rmrf(tmp);
+	free(tmp);
+}
+
+static void note(struct flush_early *f, int n)
+{
+	for (int i = 0; i < n; i++)
+		flush_early_note(f);
+}
+
+static int flushed_once(void *arg)
+{
+	struct flush_early *f = arg;
+
+	pthread_mutex_lock(&f->mu);
+	unsigned n = f->flushes;
+	pthread_mutex_unlock(&f->mu);
+	return n >= 1;
+}
+
+START_TEST(test_fewer_entries_are_not_flushed_on_the_way)
+{
+	struct flush_early f;
+
+	flush_early_init(&f, dfd);
+	note(&f, FLUSH_EARLY_OBJECTS - 1);
+	ck_assert_int_eq(f.thread_state, FLUSH_THREAD_NONE);
+	ck_assert_int_eq(flush_early_fini(&f), 0);
+	ck_assert_uint_eq(f.flushes, 0);
+}
+END_TEST
+
+START_TEST(test_a_flush_asked_for_is_made_before_fini_returns)
+{
+	struct flush_early f;
+
+	flush_early_init(&f, dfd);
+	note(&f, FLUSH_EARLY_OBJECTS);
+	ck_assert_int_eq(f.thread_state, FLUSH_THREAD_RUNS);
+	ck_assert_int_eq(flush_early_fini(&f), 0);
+	ck_assert_uint_eq(f.flushes, 1);
+	ck_assert_int_eq(f.fd, -1);
+}
+END_TEST
+
+START_TEST(test_each_ask_after_a_flush_began_is_made)
+{
+	struct flush_early f;
+
+	flush_early_init(&f, dfd);
+	note(&f, FLUSH_EARLY_OBJECTS);
+	ck_assert(tu_wait_for(flushed_once, &f, 10000));
+	note(&f, FLUSH_EARLY_OBJECTS - 1);
+	note(&f, 1);
+	ck_assert_int_eq(flush_early_fini(&f), 0);
+	ck_assert_uint_eq(f.flushes, 2);
+}
+END_TEST
+
+/* Without a thread, the generation is flushed at the end alone. */
+START_TEST(test_no_thread_no_flush_and_no_error)
+{
+	struct flush_early f;
+
+	flush_early_init(&f, -1); /* cannot be opened again */
+	note(&f, 2 * FLUSH_EARLY_OBJECTS);
+	ck_assert_int_eq(f.thread_state, FLUSH_THREAD_FAILED);
+	ck_assert_int_eq(flush_early_fini(&f), 0);
+	ck_assert_uint_eq(f.flushes, 0);
+}
+END_TEST
+
+static Suite *flush_suite(void)
+{
+	Suite *s = suite_create("flush");
+	TCase *tc = tcase_create("flush");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_fewer_entries_are_not_flushed_on_the_way);
+	tcase_add_test(tc, test_a_flush_asked_for_is_made_before_fini_returns);
+	tcase_add_test(tc, test_each_ask_after_a_flush_began_is_made);
+	tcase_add_test(tc, test_no_thread_no_flush_and_no_error);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(flush_suite());
+}
