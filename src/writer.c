@@ -2356,12 +2356,14 @@ static bool built_new(const struct build *b, size_t i)
 /* Writes the entries of p->s in turn (p->built: how many were), until
  * one fails or `stop` is set (-ECANCELED).  Flushes are asked for as
  * they are written: a generation with that many new entries is flushed
- * with one syncfs() at the end (see flush.h). */
+ * with one syncfs() at the end (see flush.h).  Not a standby's: a change
+ * stops one at once, and its publish must not wait for a flush first. */
 static int build_entries(struct build *b, struct writer_pending *p, int gfd,
 			 const atomic_bool *stop)
 {
 	const struct snapshot *s = p->s;
 	struct flush_early early;
+	bool ask = flushes(b->w) && !b->standby;
 	int rc = 0;
 
 	flush_early_init(&early, gfd);
@@ -2370,7 +2372,7 @@ static int build_entries(struct build *b, struct writer_pending *p, int gfd,
 		rc = stop && atomic_load_explicit(stop, memory_order_relaxed)
 			     ? -ECANCELED
 			     : build_entry(b, i);
-		if (rc == 0 && flushes(b->w) && built_new(b, i))
+		if (rc == 0 && ask && built_new(b, i))
 			flush_early_note(&early);
 		p->built += b->skip;
 		b->skip = 0;

@@ -624,6 +624,49 @@ START_TEST(test_a_large_generation_is_flushed_while_written)
 }
 END_TEST
 
+/* A standby is flushed once linked, not on the way: a change stops it
+ * at once, and its publish must not wait for a flush first. */
+START_TEST(test_a_standby_is_not_flushed_while_linked)
+{
+	char *disk = disk_dir();
+	char *dst = tu_path(disk, "dst"), *logpath = tu_path(tmp, "daemon.log");
+	char *count = tu_path(tmp, "syncfs.count"), name[32];
+	char *preload, *counted;
+
+	/* More new directories than one flush on the way is asked for
+	 * after, in the standby as in the first publish. */
+	for (int i = 0; i < EARLY_OBJECTS + 100; i++) {
+		snprintf(name, sizeof(name), "d%05d/f", i);
+		tu_write(src, name, "x", 0644);
+	}
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&counted, "FAULT_COUNT=%s", count), 0);
+	const char *argv[] = {"env", preload, "FAULT_ONLY=syncfs", counted,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--log-level", "debug", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	tu_wait_text(logpath, "standby generation linked", 1, 60000, logpath);
+	kill(pid, SIGTERM);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	char *c = tu_read(count, NULL);
+	long calls = c ? atol(c + 6) : -1;
+	/* The first publish's 8,392 new entries: two on the way and the
+	 * last; the standby's 4,196 directories: the last alone. */
+	ck_assert_msg(calls == 4, "%ld syncfs() calls", calls);
+	char *d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+	tu_rmrf(disk);
+	free(c);
+	free(preload);
+	free(counted);
+	free(count);
+	free(logpath);
+	free(disk);
+	free(dst);
+}
+END_TEST
+
 /* tmpfs keeps nothing across a reboot and its fsync() does nothing: a
  * publish there issues none (each one would hang here). */
 START_TEST(test_a_target_in_memory_is_not_flushed)
@@ -777,6 +820,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_refused_metrics_socket_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_flushes_of_a_publish_are_issued_together);
 	tcase_add_test(tc, test_a_large_generation_is_flushed_while_written);
+	tcase_add_test(tc, test_a_standby_is_not_flushed_while_linked);
 	tcase_add_test(tc, test_a_target_in_memory_is_not_flushed);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_short_of_file_descriptors);
