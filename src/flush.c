@@ -79,13 +79,13 @@ void flush_early_note(struct flush_early *f)
 	pthread_mutex_unlock(&f->mu);
 }
 
-int flush_early_fini(struct flush_early *f)
+int flush_early_fini(struct flush_early *f, bool pending)
 {
 	if (f->thread_state != FLUSH_THREAD_RUNS)
 		return 0;
 	pthread_mutex_lock(&f->mu);
-	f->state = f->state == FLUSH_EARLY_ASKED ? FLUSH_EARLY_LAST
-						  : FLUSH_EARLY_DONE;
+	f->state = f->state == FLUSH_EARLY_ASKED && pending ? FLUSH_EARLY_LAST
+							     : FLUSH_EARLY_DONE;
 	pthread_cond_signal(&f->cv);
 	pthread_mutex_unlock(&f->mu);
 	pthread_join(f->thread, NULL);

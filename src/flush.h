@@ -7,6 +7,7 @@
 #define ATOMSYNC_FLUSH_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* A flush is asked for each time this many new files and directories
@@ -16,7 +17,7 @@
 
 /* The thread, as the writing thread sees it. */
 enum flush_early_thread {
-	FLUSH_THREAD_NONE,   /* none yet: no flush asked for */
+	FLUSH_THREAD_NONE,   /* none running: no flush asked for since */
 	FLUSH_THREAD_FAILED, /* could not be started: none made */
 	FLUSH_THREAD_RUNS,
 };
@@ -49,9 +50,10 @@ void flush_early_init(struct flush_early *f, int dirfd);
 /* Counts a new file or directory written; asks for a flush each
  * FLUSH_EARLY_OBJECTS of them (starting the thread at the first). */
 void flush_early_note(struct flush_early *f);
-/* Makes a flush asked for and not yet made, and stops the thread: the
+/* Stops the thread, once it has made a flush asked for and not begun
+ * when `pending` (else that one is dropped: the writer failed): the
  * first failure of a flush, or 0.  f->flushes says how many there
  * were. */
-int flush_early_fini(struct flush_early *f);
+int flush_early_fini(struct flush_early *f, bool pending);
 
 #endif

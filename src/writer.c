@@ -33,6 +33,9 @@
  * syncfs(), which also flushes unrelated data on the same file system. */
 #define FSYNC_EACH_MAX 512
 #define FLUSH_THREADS 16
+/* A generation flushed on the way (flush.h) ends with syncfs() too. */
+_Static_assert(FLUSH_EARLY_OBJECTS > FSYNC_EACH_MAX,
+	       "early flushes are for generations flushed with syncfs()");
 
 struct retired {
 	char *name;
@@ -2378,7 +2381,7 @@ static int build_entries(struct build *b, struct writer_pending *p, int gfd,
 		b->skip = 0;
 	}
 	p->built -= rc < 0;
-	int frc = flush_early_fini(&early);
+	int frc = flush_early_fini(&early, rc == 0);
 	if (rc == 0 && frc < 0)
 		rc = log_err_set(b->err, frc, "target %s: flushing %s: %s",
 				 b->w->path, p->gen, strerror(-frc));

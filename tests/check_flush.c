@@ -1,11 +1,14 @@
 /* Flushing a large generation while it is written: a flush is made for
- * each FLUSH_EARLY_OBJECTS new entries, none for fewer, and one asked
- * for is made before flush_early_fini() returns. */
+ * each FLUSH_EARLY_OBJECTS new entries, none for fewer; one asked for
+ * while another is under way is made after it, and one not begun is
+ * made before flush_early_fini() returns, unless the writer failed. */
 #include "config.h"
 
 #include <check.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "flush.h"
@@ -14,11 +17,46 @@
 static char *tmp;
 static int dfd;
 
+/* syncfs() as the thread calls it (linked with --wrap=syncfs): with
+ * `gated` set, the first call waits until flush_early_fini() has said
+ * what becomes of a flush asked for meanwhile. */
+int __real_syncfs(int fd);
+static struct flush_early *gated;
+static atomic_int inside;
+
+static bool decided(struct flush_early *f)
+{
+	pthread_mutex_lock(&f->mu);
+	bool d = f->state == FLUSH_EARLY_LAST || f->state == FLUSH_EARLY_DONE;
+	pthread_mutex_unlock(&f->mu);
+	return d;
+}
+
+int __wrap_syncfs(int fd);
+int __wrap_syncfs(int fd)
+{
+	struct flush_early *f = gated;
+	struct timespec ms = {0, 1000000};
+
+	if (f && atomic_fetch_add(&inside, 1) == 0)
+		while (!decided(f))
+			nanosleep(&ms, NULL);
+	return __real_syncfs(fd);
+}
+
+static int flush_under_way(void *arg)
+{
+	(void)arg;
+	return atomic_load(&inside) > 0;
+}
+
 static void setup(void)
 {
 	tmp = tu_mkdtemp();
 	dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ck_assert_int_ge(dfd, 0);
+	gated = NULL;
+	atomic_store(&inside, 0);
 }
 
 static void teardown(void)
@@ -51,7 +89,7 @@ START_TEST(test_fewer_entries_are_not_flushed_on_the_way)
 	flush_early_init(&f, dfd);
 	note(&f, FLUSH_EARLY_OBJECTS - 1);
 	ck_assert_int_eq(f.thread_state, FLUSH_THREAD_NONE);
-	ck_assert_int_eq(flush_early_fini(&f), 0);
+	ck_assert_int_eq(flush_early_fini(&f, true), 0);
 	ck_assert_uint_eq(f.flushes, 0);
 }
 END_TEST
@@ -63,7 +101,7 @@ START_TEST(test_a_flush_asked_for_is_made_before_fini_returns)
 	flush_early_init(&f, dfd);
 	note(&f, FLUSH_EARLY_OBJECTS);
 	ck_assert_int_eq(f.thread_state, FLUSH_THREAD_RUNS);
-	ck_assert_int_eq(flush_early_fini(&f), 0);
+	ck_assert_int_eq(flush_early_fini(&f, true), 0);
 	ck_assert_uint_eq(f.flushes, 1);
 	ck_assert_int_eq(f.fd, -1);
 }
@@ -76,10 +114,39 @@ START_TEST(test_each_ask_after_a_flush_began_is_made)
 	flush_early_init(&f, dfd);
 	note(&f, FLUSH_EARLY_OBJECTS);
 	ck_assert(tu_wait_for(flushed_once, &f, 10000));
-	note(&f, FLUSH_EARLY_OBJECTS - 1);
-	note(&f, 1);
-	ck_assert_int_eq(flush_early_fini(&f), 0);
+	note(&f, FLUSH_EARLY_OBJECTS);
+	ck_assert_int_eq(flush_early_fini(&f, true), 0);
 	ck_assert_uint_eq(f.flushes, 2);
+}
+END_TEST
+
+/* Asked for while the first is under way: made after it. */
+START_TEST(test_an_ask_during_a_flush_is_made_after_it)
+{
+	struct flush_early f;
+
+	gated = &f;
+	flush_early_init(&f, dfd);
+	note(&f, FLUSH_EARLY_OBJECTS);
+	ck_assert(tu_wait_for(flush_under_way, NULL, 10000));
+	note(&f, FLUSH_EARLY_OBJECTS);
+	ck_assert_int_eq(flush_early_fini(&f, true), 0);
+	ck_assert_uint_eq(f.flushes, 2);
+}
+END_TEST
+
+/* The writer failed: a flush not begun is not made. */
+START_TEST(test_a_flush_not_begun_is_dropped_after_a_failure)
+{
+	struct flush_early f;
+
+	gated = &f;
+	flush_early_init(&f, dfd);
+	note(&f, FLUSH_EARLY_OBJECTS);
+	ck_assert(tu_wait_for(flush_under_way, NULL, 10000));
+	note(&f, FLUSH_EARLY_OBJECTS);
+	ck_assert_int_eq(flush_early_fini(&f, false), 0);
+	ck_assert_uint_eq(f.flushes, 1);
 }
 END_TEST
 
@@ -91,7 +158,7 @@ START_TEST(test_no_thread_no_flush_and_no_error)
 	flush_early_init(&f, -1); /* cannot be opened again */
 	note(&f, 2 * FLUSH_EARLY_OBJECTS);
 	ck_assert_int_eq(f.thread_state, FLUSH_THREAD_FAILED);
-	ck_assert_int_eq(flush_early_fini(&f), 0);
+	ck_assert_int_eq(flush_early_fini(&f, true), 0);
 	ck_assert_uint_eq(f.flushes, 0);
 }
 END_TEST
@@ -105,6 +172,8 @@ static Suite *flush_suite(void)
 	tcase_add_test(tc, test_fewer_entries_are_not_flushed_on_the_way);
 	tcase_add_test(tc, test_a_flush_asked_for_is_made_before_fini_returns);
 	tcase_add_test(tc, test_each_ask_after_a_flush_began_is_made);
+	tcase_add_test(tc, test_an_ask_during_a_flush_is_made_after_it);
+	tcase_add_test(tc, test_a_flush_not_begun_is_dropped_after_a_failure);
 	tcase_add_test(tc, test_no_thread_no_flush_and_no_error);
 	suite_add_tcase(s, tc);
 	return s;

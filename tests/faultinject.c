@@ -43,7 +43,6 @@ static void init(void)
 	const char *n = getenv("FAULT_NTH");
 	const char *e = getenv("FAULT_ERRNO");
 
-	ready = 1;
 	nth = n ? atol(n) : 0;
 	hang_call = getenv("FAULT_HANG");
 	hang_while = getenv("FAULT_HANG_WHILE");
@@ -56,6 +55,7 @@ static void init(void)
 		fault_errno = EACCES;
 	else if (strcmp(e, "EMFILE") == 0)
 		fault_errno = EMFILE;
+	ready = 1; /* last: a thread that calls in meanwhile reads it all */
 }
 
 /* Whether `name` is one of the comma-separated names in `list`. */
