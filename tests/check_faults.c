@@ -108,6 +108,17 @@ static int once(const char *dst, long nth, const char *err_name,
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* The calls the shim counted, as its FAULT_COUNT file says; -1 when
+ * there is none. */
+static long counted_calls(const char *file)
+{
+	char *c = tu_read(file, NULL);
+	long n = c ? atol(c + 6) : -1;
+
+	free(c);
+	return n;
+}
+
 static void copy_tree(const char *from, const char *to)
 {
 	const char *argv[] = {"cp", "-a", from, to, NULL};
@@ -209,9 +220,7 @@ START_TEST(test_every_failing_call_of_a_publish)
 	copy_tree(pristine, dst);
 	ck_assert_int_eq(once(dst, 0, "EIO", count, &err), 0);
 	free(err);
-	char *c = tu_read(count, NULL);
-	long total = c ? atol(c + 6) : 0;
-	free(c);
+	long total = counted_calls(count);
 	ck_assert_msg(total > 40, "only %ld calls counted: is the shim loaded?", total);
 	tu_rmrf(dst);
 
@@ -578,9 +587,7 @@ static int once_syncfs(const char *dst, long nth, long *calls, char **err)
 	setenv("FAULT_ONLY", "syncfs", 1);
 	int rc = once(dst, nth, "EIO", count, err);
 	unsetenv("FAULT_ONLY");
-	char *c = tu_read(count, NULL);
-	*calls = c ? atol(c + 6) : -1;
-	free(c);
+	*calls = counted_calls(count);
 	unlink(count);
 	free(count);
 	return rc;
@@ -700,15 +707,13 @@ START_TEST(test_a_standby_is_not_flushed_while_linked)
 	tu_wait_text(logpath, "standby generation linked", 1, 60000, logpath);
 	kill(pid, SIGTERM);
 	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
-	char *c = tu_read(count, NULL);
-	long calls = c ? atol(c + 6) : -1;
+	long calls = counted_calls(count);
 	/* The first publish's 4,196 new directories: one on the way and
 	 * the last; the standby's: the last alone. */
 	ck_assert_msg(calls == 3, "%ld syncfs() calls", calls);
 	char *d = tu_diff_trees(src, dst);
 	ck_assert_msg(d == NULL, "%s", d);
 	tu_rmrf(disk);
-	free(c);
 	free(preload);
 	free(counted);
 	free(count);
