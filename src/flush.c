@@ -3,10 +3,83 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "flush.h"
+#include "fsutil.h"
+#include "thread.h"
+
+/* A journaling file system commits fsyncs issued together at once: a
+ * publish waits for about one device flush, not one per directory. */
+#define FLUSH_THREADS 16
+
+/* The entries to flush, shared by the threads that flush them. */
+struct flusher {
+	const struct snapshot *s;
+	const size_t *todo;
+	size_t n;
+	int dirfd;
+	atomic_size_t next;
+	atomic_int rc;
+};
+
+/* Opened without blocking and checked to be what was written: never
+ * flush something else (a FIFO planted in its place would block the
+ * open, a device's fsync() would reach the device). */
+static int flush_one(const struct flusher *f, size_t i)
+{
+	const struct snap_entry *e = &f->s->v[i];
+	struct stat st;
+	int rc, fd = fsutil_open_beneath(f->dirfd, e->path,
+					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 ||
+	    S_ISDIR(st.st_mode) != (e->type == SNAP_DIR) ||
+	    !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+		rc = -EIO;
+	else
+		rc = fsutil_fsync(fd);
+	close(fd);
+	return rc;
+}
+
+static void *flush_worker(void *arg)
+{
+	struct flusher *f = arg;
+
+	for (;;) {
+		size_t k = atomic_fetch_add(&f->next, 1);
+		if (k >= f->n || atomic_load(&f->rc) < 0)
+			break;
+		int rc = flush_one(f, f->todo[k]);
+		int none = 0;
+		if (rc < 0)
+			atomic_compare_exchange_strong(&f->rc, &none, rc);
+	}
+	return NULL;
+}
+
+int flush_each(int dirfd, const struct snapshot *s, const size_t *todo,
+	       size_t n)
+{
+	struct flusher f = {.s = s, .todo = todo, .n = n, .dirfd = dirfd};
+	pthread_t t[FLUSH_THREADS - 1];
+	size_t nt = 0, want = n < FLUSH_THREADS ? n : FLUSH_THREADS;
+
+	atomic_init(&f.next, 0);
+	atomic_init(&f.rc, 0);
+	/* Threads that cannot be started leave their share to the rest. */
+	while (nt + 1 < want && thread_start(&t[nt], flush_worker, &f) == 0)
+		nt++;
+	flush_worker(&f);
+	for (size_t i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+	return atomic_load(&f.rc);
+}
 
 static void *flush_early_run(void *arg)
 {
@@ -49,13 +122,7 @@ static enum flush_early_thread flush_early_start(struct flush_early *f)
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_cond_init(&f->cv, NULL);
 	f->state = FLUSH_EARLY_WAIT;
-	/* Signals are for the writing thread to take. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int rc = pthread_create(&f->thread, NULL, flush_early_run, f);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc == 0)
+	if (thread_start(&f->thread, flush_early_run, f) == 0)
 		return FLUSH_THREAD_RUNS;
 	pthread_cond_destroy(&f->cv);
 	pthread_mutex_destroy(&f->mu);

@@ -1,14 +1,26 @@
-/* Flushing a large generation while it is written.  A generation with
- * many new files and directories is flushed with one syncfs() once it
- * is complete; asked for along the way as well, from a thread of its
- * own, the disk writes back what is done while the rest is written, and
- * the last syncfs() has little left to wait for. */
+/* Flushing what a generation holds to disk before ..data names it.
+ *
+ * A few new files and directories are flushed each, all at once
+ * (flush_each()).  A generation with many is flushed with one syncfs()
+ * once it is complete; asked for along the way as well, from a thread
+ * of its own, the disk writes back what is done while the rest is
+ * written, and the last syncfs() has little left to wait for. */
 #ifndef ATOMSYNC_FLUSH_H
 #define ATOMSYNC_FLUSH_H
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "snapshot.h"
+
+/* fsync()s the entries todo[0..n) of `s` (paths below the directory
+ * `dirfd`) from several threads at once.  Each is opened without
+ * following symlinks or blocking, and flushed only when it is still the
+ * regular file or directory the entry says: -EIO otherwise.  The first
+ * failure, or 0; after one, the rest may be left unflushed. */
+int flush_each(int dirfd, const struct snapshot *s, const size_t *todo,
+	       size_t n);
 
 /* A flush is asked for each time this many new files and directories
  * have been written: a generation that has that many is flushed with

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,15 +23,14 @@
 #include "log.h"
 #include "pathset.h"
 #include "state.h"
+#include "thread.h"
 #include "writer.h"
 
-/* Up to this many new files and directories are fsync'ed each (from
- * FLUSH_THREADS threads at once, so that a journaling file system commits
- * them together: a publish waits for about one device flush, not one per
- * directory).  A larger generation (a first publish) is flushed with one
- * syncfs(), which also flushes unrelated data on the same file system. */
+/* Up to this many new files and directories are fsync'ed each (all at
+ * once: flush_each()).  A larger generation (a first publish) is flushed
+ * with one syncfs(), which also flushes unrelated data on the same file
+ * system. */
 #define FSYNC_EACH_MAX 512
-#define FLUSH_THREADS 16
 /* A generation flushed on the way (flush.h) ends with syncfs() too. */
 _Static_assert(FLUSH_EARLY_OBJECTS > FSYNC_EACH_MAX,
 	       "early flushes are for generations flushed with syncfs()");
@@ -1488,18 +1486,11 @@ static void verify_drop(struct writer *w)
 
 void writer_verify_start(struct writer *w)
 {
-	sigset_t all, old;
-
 	verify_drop(w);
 	if (!w->verify_live || w->live == NULL || w->live_fd < 0 ||
 	    w->live->n == 0 || (w->live_ok = malloc(w->live->n)) == NULL)
 		return;
-	/* Signals are the caller's. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	w->verifying = pthread_create(&w->verify_thread, NULL, verify_worker,
-				      w) == 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	w->verifying = thread_start(&w->verify_thread, verify_worker, w) == 0;
 	if (!w->verifying) {
 		free(w->live_ok);
 		w->live_ok = NULL;
@@ -2218,75 +2209,6 @@ static int build_entry(struct build *b, size_t i)
 	return copy_file(b, e, p->nfd, name);
 }
 
-/* The entries of a generation to flush, shared by the threads that
- * flush them. */
-struct flusher {
-	const struct snapshot *s;
-	const size_t *todo;
-	size_t n;
-	int gfd;
-	atomic_size_t next;
-	atomic_int rc;
-};
-
-/* Opened without blocking and checked to be what was written: never
- * flush something else. */
-static int flush_one(const struct flusher *f, size_t i)
-{
-	const struct snap_entry *e = &f->s->v[i];
-	struct stat st;
-	int rc, fd = fsutil_open_beneath(f->gfd, e->path,
-					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
-
-	if (fd < 0)
-		return fd;
-	if (fstat(fd, &st) < 0 ||
-	    S_ISDIR(st.st_mode) != (e->type == SNAP_DIR) ||
-	    !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
-		rc = -EIO;
-	else
-		rc = fsutil_fsync(fd);
-	close(fd);
-	return rc;
-}
-
-static void *flush_worker(void *arg)
-{
-	struct flusher *f = arg;
-
-	for (;;) {
-		size_t k = atomic_fetch_add(&f->next, 1);
-		if (k >= f->n || atomic_load(&f->rc) < 0)
-			break;
-		int rc = flush_one(f, f->todo[k]);
-		int none = 0;
-		if (rc < 0)
-			atomic_compare_exchange_strong(&f->rc, &none, rc);
-	}
-	return NULL;
-}
-
-/* Runs flush_worker on up to FLUSH_THREADS threads, this one included;
- * threads that cannot be started leave their share to the others.  They
- * take no signals: those are the caller's. */
-static int flush_parallel(struct flusher *f)
-{
-	pthread_t t[FLUSH_THREADS - 1];
-	size_t nt = 0, want = f->n < FLUSH_THREADS ? f->n : FLUSH_THREADS;
-	sigset_t all, old;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	while (nt + 1 < want &&
-	       pthread_create(&t[nt], NULL, flush_worker, f) == 0)
-		nt++;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	flush_worker(f);
-	for (size_t i = 0; i < nt; i++)
-		pthread_join(t[i], NULL);
-	return atomic_load(&f->rc);
-}
-
 /* The new files and directories of a generation, its root included. */
 static size_t flush_objects(const struct snapshot *s, const uint8_t *act)
 {
@@ -2302,8 +2224,7 @@ static size_t flush_objects(const struct snapshot *s, const uint8_t *act)
 static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 		 int gfd, const char *gen, bool *all, char **err)
 {
-	struct flusher f = {.s = s, .gfd = gfd};
-	size_t objects = flush_objects(s, act);
+	size_t objects = flush_objects(s, act), n = 0;
 
 	*all = objects > FSYNC_EACH_MAX;
 	if (*all || objects == 1)
@@ -2313,11 +2234,8 @@ static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 		return -ENOMEM;
 	for (size_t i = 0; i < s->n; i++)
 		if (act[i] == ACT_DIR || act[i] == ACT_COPY)
-			todo[f.n++] = i;
-	f.todo = todo;
-	atomic_init(&f.next, 0);
-	atomic_init(&f.rc, 0);
-	int rc = flush_parallel(&f);
+			todo[n++] = i;
+	int rc = flush_each(gfd, s, todo, n);
 	free(todo);
 	if (rc < 0)
 		log_err_set(err, rc, "target %s: flushing %s: %s", w->path, gen,

@@ -1,13 +1,21 @@
-/* Flushing a large generation while it is written: a flush is made for
- * each FLUSH_EARLY_OBJECTS new entries, none for fewer; one asked for
- * while another is under way is made after it, and one not begun is
- * made before flush_early_fini() returns, unless the writer failed. */
+/* Flushing a generation.  Entry by entry (flush_each()): each listed
+ * entry is flushed, from threads that take no signals, and one that is
+ * no longer what it says is refused, not flushed nor waited on.  While
+ * it is written: a flush is made for each FLUSH_EARLY_OBJECTS new
+ * entries, none for fewer; one asked for while another is under way is
+ * made after it, and one not begun is made before flush_early_fini()
+ * returns, unless the writer failed. */
 #include "config.h"
 
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +52,27 @@ int __wrap_syncfs(int fd)
 	return __real_syncfs(fd);
 }
 
+/* fsync() as flush_each() calls it (--wrap=fsync): counted, with the
+ * calls made on another thread, and those of them that could take
+ * SIGTERM. */
+int __real_fsync(int fd);
+static pthread_t main_thread;
+static atomic_int fsyncs, fsyncs_elsewhere, fsyncs_unmasked;
+
+int __wrap_fsync(int fd);
+int __wrap_fsync(int fd)
+{
+	atomic_fetch_add(&fsyncs, 1);
+	if (!pthread_equal(pthread_self(), main_thread)) {
+		sigset_t cur;
+		pthread_sigmask(SIG_BLOCK, NULL, &cur);
+		atomic_fetch_add(&fsyncs_elsewhere, 1);
+		if (!sigismember(&cur, SIGTERM))
+			atomic_fetch_add(&fsyncs_unmasked, 1);
+	}
+	return __real_fsync(fd);
+}
+
 static int flush_under_way(void *arg)
 {
 	(void)arg;
@@ -57,6 +86,10 @@ static void setup(void)
 	ck_assert_int_ge(dfd, 0);
 	gated = NULL;
 	atomic_store(&inside, 0);
+	main_thread = pthread_self();
+	atomic_store(&fsyncs, 0);
+	atomic_store(&fsyncs_elsewhere, 0);
+	atomic_store(&fsyncs_unmasked, 0);
 }
 
 static void teardown(void)
@@ -162,6 +195,71 @@ START_TEST(test_no_thread_no_flush_and_no_error)
 }
 END_TEST
 
+/* A generation of `files` files in a directory "d" of tmp, as the entries
+ * of *s (d first): their indexes in todo. */
+static void small_generation(struct snapshot *s, size_t *todo, int files)
+{
+	static char names[64][16];
+
+	ck_assert_int_le(files + 1, 64);
+	memset(s, 0, sizeof(*s));
+	s->v = calloc((size_t)files + 1, sizeof(*s->v));
+	ck_assert_ptr_nonnull(s->v);
+	s->v[0] = (struct snap_entry){.path = "d", .type = SNAP_DIR};
+	ck_assert_int_eq(mkdirat(dfd, "d", 0700), 0);
+	for (int i = 0; i < files; i++) {
+		snprintf(names[i], sizeof(names[i]), "d/f%02d", i);
+		s->v[i + 1] = (struct snap_entry){.path = names[i],
+						  .type = SNAP_FILE};
+		tu_write(tmp, names[i], "x", 0600);
+	}
+	s->n = (size_t)files + 1;
+	for (size_t i = 0; i < s->n; i++)
+		todo[i] = i;
+}
+
+START_TEST(test_each_entry_is_flushed_by_threads_without_signals)
+{
+	struct snapshot s;
+	size_t todo[64];
+
+	small_generation(&s, todo, 40);
+	ck_assert_int_eq(flush_each(dfd, &s, todo, s.n), 0);
+	int all = atomic_load(&fsyncs), elsewhere = atomic_load(&fsyncs_elsewhere),
+	    unmasked = atomic_load(&fsyncs_unmasked);
+	ck_assert_int_eq(all, 41);
+	ck_assert_int_gt(elsewhere, 0);
+	ck_assert_int_eq(unmasked, 0);
+	free(s.v);
+}
+END_TEST
+
+/* A FIFO planted where a file was written is neither opened for long
+ * nor flushed; nor is anything a symlink in its place names. */
+START_TEST(test_an_entry_swapped_is_refused)
+{
+	struct snapshot s;
+	size_t todo[64];
+
+	small_generation(&s, todo, 3);
+	ck_assert_int_eq(unlinkat(dfd, "d/f01", 0), 0);
+	ck_assert_int_eq(mkfifoat(dfd, "d/f01", 0600), 0);
+	ck_assert_int_eq(flush_each(dfd, &s, todo + 2, 1), -EIO);
+	ck_assert_int_eq(unlinkat(dfd, "d/f01", 0), 0);
+	ck_assert_int_eq(symlinkat("f00", dfd, "d/f01"), 0);
+	ck_assert_int_lt(flush_each(dfd, &s, todo + 2, 1), 0);
+	/* A directory where a file was, and the other way round. */
+	ck_assert_int_eq(unlinkat(dfd, "d/f01", 0), 0);
+	ck_assert_int_eq(mkdirat(dfd, "d/f01", 0700), 0);
+	ck_assert_int_eq(flush_each(dfd, &s, todo + 2, 1), -EIO);
+	s.v[0].type = SNAP_FILE;
+	ck_assert_int_eq(flush_each(dfd, &s, todo, 1), -EIO);
+	int made = atomic_load(&fsyncs);
+	ck_assert_int_eq(made, 0);
+	free(s.v);
+}
+END_TEST
+
 static Suite *flush_suite(void)
 {
 	Suite *s = suite_create("flush");
@@ -174,6 +272,8 @@ static Suite *flush_suite(void)
 	tcase_add_test(tc, test_an_ask_during_a_flush_is_made_after_it);
 	tcase_add_test(tc, test_a_flush_not_begun_is_dropped_after_a_failure);
 	tcase_add_test(tc, test_no_thread_no_flush_and_no_error);
+	tcase_add_test(tc, test_each_entry_is_flushed_by_threads_without_signals);
+	tcase_add_test(tc, test_an_entry_swapped_is_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -16,8 +16,8 @@
 #
 # Environment: FUZZ_CC (default clang), AR (default ar), FUZZ_CFLAGS
 # (added to the compiler flags), FUZZ_ARGS (added to the libFuzzer
-# arguments), FUZZ_SOURCES (base names of the src/*.c to build, default
-# "log fsutil ignore snapshot state writer conf hook").
+# arguments), FUZZ_SOURCES (base names of the src/*.c to build; the
+# default, set below, is the core and what the targets call of the rest).
 set -eu
 
 me=tests/fuzz/run.sh
@@ -51,7 +51,7 @@ cc=${FUZZ_CC:-clang}
 ar=${AR:-ar}
 # The library code the targets reach, never the daemon's event loop
 # (sync, watch, debounce, notify, main).
-sources=${FUZZ_SOURCES:-array log flush fsutil ignore pathset snapshot state writer conf command}
+sources=${FUZZ_SOURCES:-array log flush fsutil ignore pathset snapshot state thread writer conf command}
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="-std=c11 -g -O1 -fno-omit-frame-pointer $san -Wall -Wextra ${FUZZ_CFLAGS:-}"
 

@@ -1,0 +1,14 @@
+/* Threads the core starts for work of its own (flushing, checking the
+ * live generation).  They take no signals: those are for the thread that
+ * started them, the daemon's loop or a library caller's, which may rely
+ * on sigwait() or a handler running there. */
+#ifndef ATOMSYNC_THREAD_H
+#define ATOMSYNC_THREAD_H
+
+#include <pthread.h>
+
+/* pthread_create() with every signal blocked in the new thread: 0, or a
+ * negative errno (no thread). */
+int thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+
+#endif
