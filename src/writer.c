@@ -26,6 +26,8 @@
 #include "thread.h"
 #include "writer.h"
 
+/* A standby of this many entries and more is linked by two threads. */
+#define STANDBY_SPLIT_MIN 128
 /* Up to this many new files and directories are fsync'ed each (all at
  * once: flush_each()).  A larger generation (a first publish) is flushed
  * with one syncfs(), which also flushes unrelated data on the same file
@@ -128,6 +130,8 @@ struct writer_pending {
 	struct pathset *spare_left; /* see struct writer */
 	bool standby;		 /* writer_standby(): never made live */
 	size_t built;		 /* entries of s written when it stopped */
+	size_t split, built2;	 /* a standby's second half: from split
+				    (0: none) up to built2 */
 	bool names;		 /* a top-level name came or went */
 	bool verify;		 /* prepared at a full check (see
 				    writer_verify_next()) */
@@ -1706,6 +1710,7 @@ struct build {
 	bool standby;	  /* see struct writer_pending: links, or fails */
 	bool unflushed;	  /* recycled from a standby that was never
 			     flushed: every directory is flushed */
+	bool learned;	  /* a standby recorded what a live file is */
 	const atomic_bool *stop; /* set: a standby stops where it is */
 	uid_t euid;
 	const struct pathset *differ; /* see struct writer_pending */
@@ -2095,7 +2100,7 @@ static int link_file(struct build *b, struct snap_entry *e, struct level *p,
 	    fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		e->t_ino = (uint64_t)st.st_ino;
 		e->t_mtime_ns = clock_ts_ns(&st.st_mtim);
-		b->w->live_learned |= b->standby;
+		b->learned |= b->standby;
 	}
 	return 0;
 }
@@ -2274,36 +2279,141 @@ static bool built_new(const struct build *b, size_t i)
 	return b->act[i] == ACT_DIR && l->idx == i && !l->recycled;
 }
 
-/* Writes the entries of p->s in turn (p->built: how many were), until
- * one fails or `stop` is set (-ECANCELED).  Flushes are asked for as
- * they are written: a generation with that many new entries is flushed
- * with one syncfs() at the end (see flush.h).  Not a standby's: a change
- * stops one at once, and its publish must not wait for a flush first. */
-static int build_entries(struct build *b, struct writer_pending *p, int gfd,
-			 const atomic_bool *stop)
+/* Writes the entries [from, to) of b->s in turn, until one fails or
+ * `stop` is set (-ECANCELED); *at: the first not written (`to` when all
+ * were).  Each new one is counted towards an early flush when `early`. */
+static int build_range(struct build *b, size_t from, size_t to, size_t *at,
+		       const atomic_bool *stop, struct flush_early *early)
 {
-	const struct snapshot *s = p->s;
-	struct flush_early early;
-	bool ask = flushes(b->w) && !b->standby;
+	size_t i = from;
 	int rc = 0;
 
-	flush_early_init(&early, gfd);
-	for (p->built = 0; p->built < s->n && rc == 0; p->built++) {
-		size_t i = p->built;
+	while (i < to && rc == 0) {
 		rc = stop && atomic_load_explicit(stop, memory_order_relaxed)
 			     ? -ECANCELED
 			     : build_entry(b, i);
-		if (rc == 0 && ask && built_new(b, i))
-			flush_early_note(&early);
-		p->built += b->skip;
+		if (rc == 0 && early && built_new(b, i))
+			flush_early_note(early);
+		if (rc == 0)
+			i += 1 + b->skip;
 		b->skip = 0;
 	}
-	p->built -= rc < 0;
+	*at = i;
+	return rc;
+}
+
+/* Writes the entries of p->s in turn (p->built: how many were).  Flushes
+ * are asked for as they are written: a generation with that many new
+ * entries is flushed with one syncfs() at the end (see flush.h).  Not a
+ * standby's: a change stops one at once, and its publish must not wait
+ * for a flush first. */
+static int build_entries(struct build *b, struct writer_pending *p, int gfd,
+			 const atomic_bool *stop)
+{
+	struct flush_early early;
+	bool ask = flushes(b->w) && !b->standby;
+
+	flush_early_init(&early, gfd);
+	int rc = build_range(b, 0, p->s->n, &p->built, stop,
+			     ask ? &early : NULL);
 	int frc = flush_early_fini(&early, rc == 0);
 	if (rc == 0 && frc < 0)
 		rc = log_err_set(b->err, frc, "target %s: flushing %s: %s",
 				 b->w->path, p->gen, strerror(-frc));
 	return rc;
+}
+
+/* The second half of a standby, on a thread of its own: the entries
+ * [from, to) of s, which start at a top-level name.  Its own levels
+ * (the root's descriptors borrowed), result and error. */
+struct build_half {
+	struct build b;
+	struct writer_result r;
+	struct problems pb;
+	char *err;
+	size_t from, to, at;
+	int rc;
+};
+
+static void *build_half_run(void *arg)
+{
+	struct build_half *h = arg;
+
+	h->rc = build_range(&h->b, h->from, h->to, &h->at, h->b.stop, NULL);
+	while (h->b.depth > 1 && h->rc == 0)
+		h->rc = close_level(&h->b);
+	return NULL;
+}
+
+/* Where a standby of `s` splits in two: the first top-level name in its
+ * second half; 0 when it is too small to be worth a thread, or has no
+ * such name. */
+static size_t standby_split(const struct snapshot *s)
+{
+	if (s->n < STANDBY_SPLIT_MIN)
+		return 0;
+	for (size_t i = s->n / 2; i < s->n; i++)
+		if (parent_len(s->v[i].path) == 0)
+			return i;
+	return 0;
+}
+
+/* The first failure of two halves, else -ECANCELED when either stopped. */
+static int halves_rc(int a, int b)
+{
+	if (a < 0 && a != -ECANCELED)
+		return a;
+	if (b < 0 && b != -ECANCELED)
+		return b;
+	return a < 0 ? a : b;
+}
+
+/* A standby's entries, linked by two threads (this one, and one for the
+ * second half) into directories apart: linking costs the kernel about
+ * as much as a copy of a small file does, and a standby is done sooner
+ * between changes (p->built: how far the first half got, p->built2 the
+ * second, from p->split).  Alone, when the thread cannot be started. */
+static int build_standby(struct build *b, struct writer_pending *p)
+{
+	struct build_half h = {.b = *b, .to = p->s->n};
+	pthread_t t;
+
+	p->split = standby_split(p->s);
+	h.from = p->split;
+	h.b.r = &h.r;
+	h.b.pb = &h.pb;
+	h.b.err = &h.err;
+	h.b.depth = 1;
+	h.b.lv = p->split ? malloc(h.b.cap * sizeof(*h.b.lv)) : NULL;
+	if (h.b.lv)
+		h.b.lv[0] = b->lv[0];
+	if (h.b.lv == NULL || thread_start(&t, build_half_run, &h) < 0) {
+		free(h.b.lv);
+		p->split = 0;
+		return build_range(b, 0, p->s->n, &p->built, b->stop, NULL);
+	}
+	int rc = build_range(b, 0, p->split, &p->built, b->stop, NULL);
+	pthread_join(t, NULL);
+	p->built2 = h.at;
+	b->learned |= h.b.learned;
+	int both = halves_rc(rc, h.rc);
+	if (both == h.rc && rc != h.rc && h.err) {
+		free(*b->err);
+		*b->err = h.err;
+		h.err = NULL;
+	}
+	/* Its levels but the root, which is b's. */
+	while (h.b.depth > 1) {
+		struct level *l = &h.b.lv[--h.b.depth];
+		close(l->nfd);
+		if (l->ofd >= 0)
+			close(l->ofd);
+	}
+	free(h.b.lv);
+	free(h.err);
+	free(h.r.paths);
+	problems_fini(&h.pb);
+	return both;
 }
 
 /* Writes every entry of p->s into the generation p->gen (a recycled
@@ -2346,7 +2456,9 @@ static int build(struct writer *w, struct writer_pending *p,
 	if (p->recycled && !b.lv[0].same)
 		rc = prune(&b, &b.lv[0]);
 	if (rc == 0)
-		rc = build_entries(&b, p, gfd, stop);
+		rc = p->standby ? build_standby(&b, p)
+				: build_entries(&b, p, gfd, stop);
+	w->live_learned |= b.learned;
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);
 	/* Unreadable entries make it incomplete: it goes, unflushed. */
@@ -3012,15 +3124,38 @@ static int standby_begin(struct writer *w, struct writer_pending *p)
 	return p->recycled ? 0 : make_generation(w, NULL, &p->gen);
 }
 
+/* The entries a standby got through, in both halves. */
+static size_t standby_built(const struct writer_pending *p)
+{
+	return p->built + (p->split ? p->built2 - p->split : 0);
+}
+
+/* What a stopped standby left unfinished (standby_left()), in both
+ * halves: those of the second where it stopped, unless it was done. */
+static struct pathset *standby_left_halves(const struct writer_pending *p,
+					   const struct pathset *before)
+{
+	struct pathset *u = standby_left(p->s, p->built, before);
+
+	if (u == NULL || !p->split || p->built2 == p->s->n)
+		return u;
+	struct pathset *v = standby_left(p->s, p->built2, u);
+	pathset_free(u);
+	return v;
+}
+
 /* The rate a fresh standby linked at, from enough entries to tell (one
  * gone on with passes over what it has).  One a change stopped early
  * counts too: after a start, that may be all there is. */
 static void standby_rate(struct writer *w, const struct writer_pending *p,
 			 uint64_t t0_us)
 {
-	if (!p->recycled && p->built >= 64)
-		w->link_ns = (clock_us(CLOCK_MONOTONIC) - t0_us) * 1000u /
-			     p->built;
+	size_t n = standby_built(p);
+
+	/* A thread's rate: a publish links what is left on one. */
+	if (!p->recycled && n >= 64)
+		w->link_ns = (clock_us(CLOCK_MONOTONIC) - t0_us) * 1000u *
+			     (p->split ? 2 : 1) / n;
 }
 
 /* A standby is the live generation linked anew, file by file, into a
@@ -3060,13 +3195,13 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 	 * anywhere, when that was not known). */
 	struct pathset *left =
 		rc == -ECANCELED && (!p.recycled || p.differ)
-			? standby_left(w->live, p.built,
-				       p.recycled ? p.differ : NULL)
+			? standby_left_halves(&p, p.recycled ? p.differ
+							     : NULL)
 			: NULL;
 	if (rc == 0 || rc == -ECANCELED) {
 		spare_set(w, p.gen, rc == 0 || left ? w->live_seq : 0,
 			  rc == 0 ? SPARE_STANDBY : SPARE_PARTIAL, left);
-		w->spare_built = p.built;
+		w->spare_built = standby_built(&p);
 		p.gen = NULL;
 	} else if (p.gen) {
 		int r2 = fsutil_rmtree(w->dfd, p.gen);

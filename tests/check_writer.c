@@ -3609,6 +3609,50 @@ START_TEST(test_standby_checks_files_others_can_write)
 }
 END_TEST
 
+/* A standby of a tree this large is linked in two halves, by two
+ * threads (a/ in the first, top and z/ in the second): a live file that
+ * another user changed, in the half `bad` is in, fails it as a whole
+ * with the error of that half, and nothing of it is left. */
+static void split_standby_fails_at(const char *bad)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	o.file_mode = 0666;
+	for (int k = 0; k < 150; k++) {
+		char rel[16];
+		snprintf(rel, sizeof(rel), "a/f%03d", k);
+		tu_write(src, rel, "a", 0644);
+		rel[0] = 'z';
+		tu_write(src, rel, "z", 0644);
+	}
+	tu_nap(120);
+	struct writer *w = burst_writer(&o);
+	tamper_as(2005, bad, "evil");
+	ck_assert_int_eq(writer_standby(w, &stop, &err), -ESTALE);
+	ck_assert_ptr_nonnull(err);
+	ck_assert_ptr_nonnull(strstr(err, dst));
+	free(err);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	writer_close(w);
+}
+
+START_TEST(test_split_standby_fails_in_its_first_half)
+{
+	split_standby_fails_at("a/f149");
+}
+END_TEST
+
+START_TEST(test_split_standby_fails_in_its_second_half)
+{
+	split_standby_fails_at("z/f149");
+}
+END_TEST
+
 /* As a user: through a descriptor of `dir`, opened while the user may
  * write it, puts a file of theirs in place of "a" again and again until
  * that is refused.  Writes a byte to `ready` once one is in place. */
@@ -4099,6 +4143,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_after_a_start_is_looked_at_where_it_differs);
 	tcase_add_test(tc, test_live_found_at_a_start_is_recycled_in_full);
 	tcase_add_test(tc, test_standby_checks_files_others_can_write);
+	tcase_add_test(tc, test_split_standby_fails_in_its_first_half);
+	tcase_add_test(tc, test_split_standby_fails_in_its_second_half);
 	tcase_add_test(tc, test_recycle_through_several_generations);
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
 	tcase_add_test(tc, test_recycle_after_a_file_was_copied_instead_of_linked);
