@@ -905,6 +905,27 @@ static int chase_last(struct chase *c, const char *name, unsigned how,
 	return -ENOENT;
 }
 
+/* For FSUTIL_CHASE_TRUSTED: the directory reached is one whose names
+ * only root or we can change. */
+static int chase_trusted(struct chase *c)
+{
+	if (trusted_dir(c->fd, &c->st))
+		return 0;
+	if (!fsutil_trusted_uid(c->st.st_uid))
+		return chase_fail(c, -EPERM,
+				  "directory %s is owned by uid %u, who can "
+				  "change what the path leads to",
+				  c->done, (unsigned)c->st.st_uid);
+	return chase_fail(c, -EPERM,
+			  "directory %s is writable by %s (mode %04o), who "
+			  "can change what the path leads to",
+			  c->done,
+			  (c->st.st_mode & 0022) == 0022 ? "its group and others"
+			  : c->st.st_mode & 0020	 ? "its group"
+							 : "others",
+			  (unsigned)(c->st.st_mode & 07777));
+}
+
 /* One named component: 0 to go on, 1 when *out holds the final fd. */
 static int chase_name(struct chase *c, const char *name, const char *rest,
 		      unsigned how, int flags, bool *created, int *out)
@@ -913,6 +934,8 @@ static int chase_name(struct chase *c, const char *name, const char *rest,
 	struct stat st;
 	int rc;
 
+	if ((how & FSUTIL_CHASE_TRUSTED) && (rc = chase_trusted(c)) < 0)
+		return rc;
 	if (last) {
 		int fd = chase_last(c, name, how, flags, created);
 		if (fd >= 0) {

@@ -1,14 +1,17 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "array.h"
 #include "clock.h"
+#include "fsutil.h"
 #include "hook.h"
 #include "log.h"
 #include "publish.h"
@@ -259,6 +262,43 @@ char **publish_check_env(const struct publish *p)
 	return hook_env(&hv);
 }
 
+int publish_hook_target(const struct conf_sync *c, const struct writer *w,
+			char **err)
+{
+	uint64_t dev, ino;
+	struct stat st;
+	char *why = NULL;
+	int fd = fsutil_chase(c->target, FSUTIL_CHASE_TRUSTED,
+			      O_RDONLY | O_DIRECTORY, NULL, &why);
+	int rc = fd < 0 ? fd : fstat(fd, &st) < 0 ? -errno : 0;
+
+	if (fd >= 0)
+		close(fd);
+	if (rc == 0 && (w == NULL || writer_target_id(w, &dev, &ino) < 0 ||
+			(uint64_t)st.st_dev != dev ||
+			(uint64_t)st.st_ino != ino)) {
+		rc = -ESTALE;
+		why = strdup("it no longer leads to the directory atomsyncd "
+			     "writes");
+	}
+	if (rc < 0)
+		log_err_set(err, rc,
+			    "target %s: %s; hooks are not run on a path "
+			    "another user can redirect",
+			    c->target, why ? why : strerror(-rc));
+	free(why);
+	return rc;
+}
+
+void publish_unchecked(struct publish *p, const char *why)
+{
+	free(p->err);
+	if (asprintf(&p->err, "check_command not run on %s: %s",
+		     writer_pending_dir(p->pending), why) < 0)
+		p->err = NULL;
+	p->rc = -EPERM;
+}
+
 void publish_vetoed(struct publish *p, const char *why)
 {
 	free(p->err);
@@ -347,8 +387,16 @@ static int once_prepare(struct publish *p)
 /* check_command on the prepared generation; a veto drops it. */
 static int once_check(struct publish *p)
 {
-	char **env = publish_check_env(p);
 	char *why = NULL;
+	if (publish_hook_target(p->c, p->w, &why) < 0) {
+		publish_unchecked(p, why);
+		free(why);
+		publish_abort(p);
+		log_msg(LOG_LVL_ERROR, p->c->name,
+			"%s; the live generation stays", p->err);
+		return p->rc;
+	}
+	char **env = publish_check_env(p);
 	int rc = env ? hook_run_wait(p->c->check_command, env, -1,
 				     p->c->hook_timeout_s, &why)
 		     : -ENOMEM;
@@ -367,10 +415,17 @@ static int once_check(struct publish *p)
 static int once_on_update(struct publish *p, char **why)
 {
 	struct hook_changes ch = {0};
+	char *t = NULL;
+	int rc = publish_hook_target(p->c, p->w, &t);
 
+	if (rc < 0) {
+		log_err_set(why, rc, "not run: %s", t ? t : strerror(-rc));
+		free(t);
+		return rc;
+	}
 	hook_changes_add(&ch, p->res.paths, p->res.paths_len, false);
 	char **env = publish_update_env(p->c, p->res.generation, &ch);
-	int fd = hook_changes_fd(&ch), rc;
+	int fd = hook_changes_fd(&ch);
 
 	if (fd < 0)
 		rc = log_err_set(why, fd, "changed-paths file: %s",

@@ -94,6 +94,16 @@ void publish_abort(struct publish *p);
 /* The environment of check_command for the prepared generation; NULL
  * when out of memory.  Free with hook_env_free(). */
 char **publish_check_env(const struct publish *p);
+/* Hooks are given the target's path: 0 when it leads to the directory
+ * `w` writes and only root or atomsyncd's user can change that (see
+ * FSUTIL_CHASE_TRUSTED), else a negative errno with *err saying why: a
+ * user who owns a directory on the way could put one of theirs in the
+ * target's place for a hook run as root to read. */
+int publish_hook_target(const struct conf_sync *c, const struct writer *w,
+			char **err);
+/* check_command was not run (`why`, from publish_hook_target): p->err
+ * says so and p->rc is -EPERM.  The caller drops the generation. */
+void publish_unchecked(struct publish *p, const char *why);
 /* check_command said no (`why`: how it ended): p->err says so and p->rc
  * is -ECANCELED.  The caller drops the generation with publish_abort. */
 void publish_vetoed(struct publish *p, const char *why);

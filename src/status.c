@@ -31,6 +31,7 @@ enum verdict {
 struct view {
 	const struct conf_sync *c;
 	int dfd;   /* the target, -1 when it cannot be opened */
+	uid_t target_uid; /* its owner, when neither root nor us */
 	char *why; /* why not, or why the comparison did not end */
 	/* ..data */
 	char *live;
@@ -174,6 +175,19 @@ static int compare_tries(struct writer *w, const char *source,
 	}
 }
 
+/* The target belongs to a user who is neither root nor us (v->target_uid
+ * says who). */
+static bool target_foreign(struct view *v)
+{
+	struct stat st;
+
+	if (v->dfd < 0 || fstat(v->dfd, &st) < 0 ||
+	    fsutil_trusted_uid(st.st_uid))
+		return false;
+	v->target_uid = st.st_uid;
+	return true;
+}
+
 /* The live generation belongs to a user who is neither root nor us:
  * the daemon's own, or someone who planted it. */
 static char *foreign_why(const struct view *v)
@@ -199,6 +213,16 @@ static void compare(struct view *v)
 
 	wo.quiet = true;
 	int rc = writer_open(c->target, &wo, &w, &err);
+	if (rc == -EPERM && target_foreign(v)) {
+		/* Refused as ours; a daemon run as its owner takes it. */
+		v->sum_rc = -ENODATA;
+		v->v = V_UNKNOWN;
+		v->why = log_strdupf("the target belongs to uid %u: run "
+				     "--status as that user",
+				     (unsigned)v->target_uid);
+		free(err);
+		return;
+	}
 	v->sum_rc = rc == 0 ? writer_live_summary(w, &v->files, &v->bytes)
 			    : -ENODATA; /* not known */
 	if (rc == 0 && v->sum_rc == -EPERM) {

@@ -654,8 +654,17 @@ static void on_update_done(void *data, const struct hook_result *r)
 /* Starts on_update, told about the paths in s->post_given. */
 static void post_start_on_update(struct sync *s)
 {
+	char **argv = NULL, *failure = NULL, *why = NULL;
+
+	if (publish_hook_target(s->c, s->pub.w, &why) < 0) {
+		if (asprintf(&failure, "on_update not run: %s", why) < 0)
+			failure = NULL;
+		free(why);
+		post_result(s, failure ? failure : "on_update not run");
+		free(failure);
+		return;
+	}
 	char **env = publish_update_env(s->c, s->generation, &s->post_given);
-	char **argv = NULL, *failure = NULL;
 	int fd = hook_changes_fd(&s->post_given);
 
 	if (fd < 0 && asprintf(&failure, "on_update: changed-paths file: %s",
@@ -914,7 +923,17 @@ static void on_check_done(void *data, const struct hook_result *r)
 /* Runs check_command against the prepared generation. */
 static void start_check(struct sync *s)
 {
-	char **argv = NULL;
+	char **argv = NULL, *why = NULL;
+
+	if (publish_hook_target(s->c, s->pub.w, &why) < 0) {
+		publish_unchecked(&s->pub, why);
+		free(why);
+		log_msg(LOG_LVL_ERROR, s->c->name,
+			"%s; the live generation stays",
+			s->pub.err ? s->pub.err : "check_command not run");
+		queue(s, ST_ABORTING);
+		return;
+	}
 	char **env = publish_check_env(&s->pub);
 
 	if (env == NULL || command_split(s->c->check_command, &argv, NULL) < 0) {

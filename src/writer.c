@@ -159,6 +159,8 @@ const char *writer_live_generation(const struct writer *w)
 	return w->live_gen;
 }
 
+static int target_ours(const struct writer *w, char **err);
+
 int writer_check_target(const struct writer *w, char **err)
 {
 	struct stat a, b;
@@ -184,7 +186,9 @@ int writer_check_target(const struct writer *w, char **err)
 	if (rc < 0)
 		return log_err_set(err, rc, "target %s: %s", w->path,
 				   strerror(-rc));
-	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
+	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		return -ESTALE;
+	return target_ours(w, err);
 }
 
 void writer_verify_next(struct writer *w)
@@ -696,6 +700,34 @@ void writer_set_opts(struct writer *w, const struct writer_opts *o)
 	w->o.name = w->name;
 }
 
+/* The target holds what readers trust and what root's hooks are run
+ * on: a directory that another user owns or can write (one put in place
+ * of a target that was moved away, say) is refused, not written into. */
+static int target_ours(const struct writer *w, char **err)
+{
+	struct stat st;
+
+	if (fstat(w->dfd, &st) < 0)
+		return log_err_set(err, -errno, "target %s: %s", w->path,
+				   strerror(errno));
+	if (!fsutil_trusted_uid(st.st_uid))
+		return log_err_set(err, -EPERM,
+				   "target %s is owned by uid %u, not by root "
+				   "or atomsyncd's user; refusing to publish "
+				   "into it",
+				   w->path, (unsigned)st.st_uid);
+	if (st.st_mode & 0022)
+		return log_err_set(err, -EPERM,
+				   "target %s is writable by %s (mode %04o); "
+				   "refusing to publish into it",
+				   w->path,
+				   (st.st_mode & 0022) == 0022 ? "its group and others"
+				   : st.st_mode & 0020	     ? "its group"
+							     : "others",
+				   (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
 /* Opens the target directory (creating it unless in a dry run), resolved
  * as a root daemon must: a symlink on the way that another user could
  * have put there is refused, and nothing is written. */
@@ -713,6 +745,7 @@ static int open_target(struct writer *w, char **err)
 			(void)fchmod(fd, 0755);
 		w->dfd = fd;
 		fs_kind(fd, &w->in_memory, &w->exact_dino);
+		return target_ours(w, err);
 	} else if (fd == -ENOENT && !w->o.dry_run) {
 		log_err_set(err, fd, "target %s: parent directory does not "
 				     "exist (%s)",
@@ -2843,7 +2876,9 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 {
 	struct problems pb = {0};
 	struct writer_pending *p = calloc(1, sizeof(*p));
-	int rc = p ? 0 : -ENOMEM;
+	/* It may have become another user's to change since it was opened
+	 * (fchmod by root): nothing is written into it then. */
+	int rc = p ? w->dfd >= 0 ? target_ours(w, err) : 0 : -ENOMEM;
 
 	*out = NULL;
 	memset(r, 0, sizeof(*r));

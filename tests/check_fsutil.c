@@ -187,6 +187,58 @@ START_TEST(test_root_link_in_a_directory_others_change_is_refused)
 }
 END_TEST
 
+/* FSUTIL_CHASE_TRUSTED: every directory on the way must be one only
+ * root (or we) can change; the last component itself may be anyone's. */
+START_TEST(test_trusted_refuses_a_directory_others_can_change)
+{
+	char *app = mkdir_in("app", 0755, OTHER);
+	char *cfg = tu_path(app, "cfg");
+	char *err = NULL;
+	tu_mkdirs(cfg, 0755);
+	int fd = fsutil_chase(cfg, 0, O_RDONLY | O_DIRECTORY, NULL, &err);
+	ck_assert_int_ge(fd, 0); /* as before, without it */
+	close(fd);
+	fd = fsutil_chase(cfg, FSUTIL_CHASE_TRUSTED, O_RDONLY | O_DIRECTORY,
+			  NULL, &err);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_msg(strstr(err, app) && strstr(err, "owned by uid 2003"),
+		      "%s", err);
+	/* Root's, but its group can write it. */
+	ck_assert_int_eq(chown(app, 0, 0), 0);
+	ck_assert_int_eq(chmod(app, 0775), 0);
+	fd = fsutil_chase(cfg, FSUTIL_CHASE_TRUSTED, O_RDONLY | O_DIRECTORY,
+			  NULL, &err);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_msg(strstr(err, "writable by its group (mode 0775)"), "%s",
+		      err);
+	/* Sticky, as /tmp: only an entry's owner may move it. */
+	ck_assert_int_eq(chmod(app, 01777), 0);
+	fd = fsutil_chase(cfg, FSUTIL_CHASE_TRUSTED, O_RDONLY | O_DIRECTORY,
+			  NULL, &err);
+	ck_assert_msg(fd >= 0, "%s", err);
+	same_inode(fd, cfg);
+	close(fd);
+	/* The last component is the caller's to judge. */
+	ck_assert_int_eq(chmod(app, 0755), 0);
+	ck_assert_int_eq(chown(cfg, OTHER, OTHER), 0);
+	fd = fsutil_chase(cfg, FSUTIL_CHASE_TRUSTED, O_RDONLY | O_DIRECTORY,
+			  NULL, &err);
+	ck_assert_msg(fd >= 0, "%s", err);
+	close(fd);
+	/* Below it, it is on the way. */
+	char *below = tu_path(cfg, "x");
+	tu_mkdirs(below, 0755);
+	fd = fsutil_chase(below, FSUTIL_CHASE_TRUSTED, O_RDONLY | O_DIRECTORY,
+			  NULL, &err);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_msg(strstr(err, cfg), "%s", err);
+	free(below);
+	free(err);
+	free(cfg);
+	free(app);
+}
+END_TEST
+
 START_TEST(test_nofollow_refuses_a_final_link)
 {
 	char *f = tu_path(tmp, "file");
@@ -364,6 +416,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_root_owned_links_are_followed);
 	tcase_add_test(tc, test_link_owned_by_another_user_is_refused);
 	tcase_add_test(tc, test_root_link_in_a_directory_others_change_is_refused);
+	tcase_add_test(tc, test_trusted_refuses_a_directory_others_can_change);
 	tcase_add_test(tc, test_nofollow_refuses_a_final_link);
 	tcase_add_test(tc, test_mkdir_makes_only_the_last_component);
 	tcase_add_test(tc, test_loops_and_files_on_the_way);

@@ -264,27 +264,54 @@ START_TEST(test_pidfile_others_can_write_is_refused)
 	assert_refused("group.pid", "writable by its group (mode 0664)");
 	tu_write(tmp, "others.pid", "1234\n", 0646);
 	assert_refused("others.pid", "writable by others (mode 0646)");
-	/* Written by another user, in a directory of theirs. */
-	char *dir = tu_path(tmp, "u"), *cmd;
+	/* Written by another user, in a sticky directory (as /tmp) where
+	 * anyone may make files. */
+	char *dir = tu_path(tmp, "s"), *cmd;
 	tu_mkdirs(dir, 0755);
-	ck_assert_int_eq(chown(dir, OTHER, OTHER), 0);
+	ck_assert_int_eq(chmod(dir, 01777), 0);
 	ck_assert_int_ge(asprintf(&cmd, "echo 1 > %s/app.pid; chmod 644 %s/app.pid",
 				  dir, dir),
 			 0);
 	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
-	assert_refused("u/app.pid", "owned by uid 2001, not by root");
+	assert_refused("s/app.pid", "owned by uid 2001, not by root");
 	/* Their link to root's pidfile is not followed. */
 	tu_write(tmp, "root.pid", "1234\n", 0644);
 	free(cmd);
 	ck_assert_int_ge(asprintf(&cmd, "ln -s %s/root.pid %s/link.pid", tmp, dir),
 			 0);
 	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
-	assert_refused("u/link.pid", "is a symbolic link");
+	assert_refused("s/link.pid", "is a symbolic link");
 	free(cmd);
 	ck_assert_int_ge(asprintf(&cmd, "ln -s %s %s/dir", tmp, dir), 0);
 	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
-	assert_refused("u/dir/root.pid", "refusing to follow it");
+	assert_refused("s/dir/root.pid", "refusing to follow it");
 	free(cmd);
+	free(dir);
+}
+END_TEST
+
+/* A pidfile of root's, in a directory another user owns: they could
+ * move any file of root's with a process id in it there (or put it back
+ * in turn), so it says nothing of who wrote it. */
+START_TEST(test_pidfile_in_a_directory_of_another_user_is_refused)
+{
+	char *dir = tu_path(tmp, "u");
+	tu_mkdirs(dir, 0755);
+	ck_assert_int_eq(chown(dir, OTHER, OTHER), 0);
+	tu_write(tmp, "u/app.pid", "1234\n", 0644);
+	char *f = tu_path(dir, "app.pid");
+	ck_assert_int_eq(chown(f, 0, 0), 0);
+	assert_refused("u/app.pid", "is owned by uid 2001, who can change what "
+				    "the path leads to");
+	/* Nor in one of root's that its group can change. */
+	ck_assert_int_eq(chown(dir, 0, OTHER), 0);
+	ck_assert_int_eq(chmod(dir, 0775), 0);
+	assert_refused("u/app.pid", "writable by its group (mode 0775)");
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	char *why;
+	ck_assert_int_eq(read_pidfile("u/app.pid", &why), 1234);
+	free(why);
+	free(f);
 	free(dir);
 }
 END_TEST
@@ -412,6 +439,7 @@ static Suite *hook_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_pidfile_of_root_is_read);
 	tcase_add_test(tc, test_pidfile_others_can_write_is_refused);
+	tcase_add_test(tc, test_pidfile_in_a_directory_of_another_user_is_refused);
 	tcase_add_test(tc, test_pidfile_that_is_no_file_or_no_pid_is_refused);
 	/* Valgrind (3.19) knows no pidfd_open: its run of the unit tests
 	 * leaves these to the others. */

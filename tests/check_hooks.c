@@ -800,7 +800,8 @@ START_TEST(test_pidfile_of_another_user_is_refused)
 				  dir),
 			 0);
 	start("", keys);
-	wait_file(logpath, "app.pid: owned by uid 2001, not by root", 1, 5000);
+	wait_file(logpath, "u is owned by uid 2001, who can change what the path "
+			    "leads to", 1, 5000);
 	tu_write(src, "app.conf", "v2\n", 0644);
 	wait_target("v2\n");
 	ck_assert_msg(still_runs(victim), "process %d was signalled",

@@ -83,14 +83,18 @@ START_TEST(test_target_swapped_for_a_users_link_is_refused)
 		      "%s", err);
 	ck_assert_int_eq(tu_count_entries(victim), 0);
 	free(err);
-	/* The same target as a directory of its own is fine. */
+	err = NULL;
+	/* Nor is a directory of theirs at that name written into: what it
+	 * holds they could change under root's hooks and readers. */
 	char *cmd;
 	ck_assert_int_gt(asprintf(&cmd, "rm '%s' && mkdir '%s'", target, target),
 			 0);
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
-	ck_assert_int_eq(once_to(src, target, &err), 0);
-	char *why = tu_diff_trees(src, target);
-	ck_assert_msg(why == NULL, "%s", why);
+	ck_assert_int_eq(once_to(src, target, &err), 1);
+	ck_assert_msg(strstr(err, target) && strstr(err, "owned by uid 2003") &&
+			      strstr(err, "refusing to publish into it"),
+		      "%s", err);
+	ck_assert_int_eq(tu_count_entries(target), 0);
 	free(cmd);
 	free(err);
 	free(target);
@@ -122,55 +126,174 @@ START_TEST(test_daemon_refuses_a_users_link_at_start)
 }
 END_TEST
 
-static int is_file(void *path)
+/* As a child run as a user: swaps `arg` and `arg`.theirs. */
+static int exchange_target(void *arg)
 {
-	struct stat st;
-	return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+	char *theirs;
+
+	if (asprintf(&theirs, "%s.theirs", (const char *)arg) < 0)
+		return 1;
+	int rc = renameat2(AT_FDCWD, arg, AT_FDCWD, theirs, RENAME_EXCHANGE);
+	free(theirs);
+	return rc < 0;
 }
 
-/* A user who owns a target directory plants links at the names of the
- * error file: root replaces them and writes nothing through them. */
-START_TEST(test_error_file_links_in_a_users_target_are_replaced)
+/* The user who owns the directory that holds a target moves the target
+ * away while the daemon runs and puts a directory of theirs in its
+ * place, to have root publish, and run its hooks, where they can change
+ * what is published: the daemon refuses that directory and writes
+ * nothing into it, not even its error file. */
+START_TEST(test_a_users_directory_put_in_place_of_the_target_is_refused)
 {
-	char *target = dir_of("cfg", APP_UID);
-	char *victim = tu_path(tmp, "victim");
-	char *errfile = tu_path(target, "..atomsync.error");
-	char *errtmp = tu_path(target, "..atomsync.error.tmp");
+	char *app = dir_of("app", APP_UID);
+	char *target = tu_path(app, "cfg");
 	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
 			      "--debounce", "0", NULL};
 	char *cmd;
 
-	tu_write(tmp, "victim", "root's\n", 0644);
 	pid = tu_spawn(argv, logpath);
 	struct tu_needle pub = {logpath, "published ..", 1};
 	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
 		      tu_read(logpath, NULL));
-	link_as(APP_UID, victim, errfile);
-	link_as(APP_UID, victim, errtmp);
-	ck_assert_int_gt(asprintf(&cmd, "echo mine > '%s/notes'", target), 0);
+	ck_assert_int_gt(asprintf(&cmd, "mkdir '%s.theirs'", target), 0);
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	/* At once: the daemon makes a target anew as soon as it is gone. */
+	ck_assert_int_eq(tu_call_as(APP_UID, exchange_target, target), 0);
 	tu_write(src, "notes", "theirs\n", 0644);
-	struct tu_needle n = {logpath, "notes exists and is not a link", 1};
+	struct tu_needle n = {logpath, "owned by uid 2003, not by root or "
+				       "atomsyncd's user; refusing to publish "
+				       "into it",
+			      1};
 	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
 		      tu_read(logpath, NULL));
-	struct stat st;
-	ck_assert_msg(tu_wait_for(is_file, errfile, 3000), "no error file");
-	ck_assert_int_eq(lstat(errfile, &st), 0);
-	ck_assert(S_ISREG(st.st_mode));
-	ck_assert_uint_eq(st.st_uid, 0);
-	ck_assert_uint_eq(st.st_mode & 07777, 0600);
-	ck_assert_int_lt(lstat(errtmp, &st), 0);
-	char *text = tu_read(victim, NULL);
-	ck_assert_str_eq(text, "root's\n");
-	free(text);
+	ck_assert_int_eq(tu_count_entries(target), 0);
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
 	pid = 0;
+	ck_assert_int_eq(tu_count_entries(target), 0);
 	free(cmd);
-	free(errfile);
-	free(errtmp);
-	free(victim);
 	free(target);
+	free(app);
+}
+END_TEST
+
+/* tmp/hooks.conf: one mapping, `hook_line` added (the path, malloc'ed). */
+static char *hooks_conf(const char *target, const char *hook_line)
+{
+	char *text;
+	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\n"
+					 "target = %s\ndebounce_ms = 0\n%s\n",
+				  src, target, hook_line),
+			 0);
+	tu_write(tmp, "hooks.conf", text, 0644);
+	free(text);
+	return tu_path(tmp, "hooks.conf");
+}
+
+/* --once with hooks_conf(): its exit status, its standard error in *err. */
+static int once_with_hook(const char *target, const char *hook_line,
+			  char **err)
+{
+	char *conf = hooks_conf(target, hook_line);
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	int rc = tu_run(argv, NULL, err, 30000);
+	free(conf);
+	return rc;
+}
+
+/* Hooks are handed the target's path.  The user who owns a directory on
+ * it could put a directory of theirs in the target's place for a hook,
+ * run as root, to read or parse: no hook is run there, and a generation
+ * that check_command was to pass is not published.  Once only root can
+ * change the path, they run. */
+START_TEST(test_hooks_are_not_run_where_a_user_can_redirect_the_target)
+{
+	char *app = dir_of("app", APP_UID);
+	char *target = tu_path(app, "cfg");
+	char *ran = tu_path(tmp, "ran"), *line, *err = NULL, *why;
+	char *data = tu_path(target, "..data");
+	struct stat st;
+
+	ck_assert_int_gt(asprintf(&why, "directory %s is owned by uid 2003, "
+					"who can change what the path leads "
+					"to; hooks are not run on a path "
+					"another user can redirect",
+				  app),
+			 0);
+	ck_assert_int_gt(asprintf(&line, "check_command = sh -c 'echo check "
+					 ">> %s'",
+				  ran),
+			 0);
+	ck_assert_int_eq(once_with_hook(target, line, &err), 1);
+	ck_assert_msg(strstr(err, "check_command not run on ") &&
+			      strstr(err, why),
+		      "%s", err);
+	ck_assert_int_lt(lstat(ran, &st), 0);
+	ck_assert_int_lt(lstat(data, &st), 0); /* nothing published */
+	free(err);
+	free(line);
+	ck_assert_int_gt(asprintf(&line, "on_update = sh -c 'echo update >> "
+					 "%s'",
+				  ran),
+			 0);
+	ck_assert_int_eq(once_with_hook(target, line, &err), 1);
+	ck_assert_msg(strstr(err, "on_update not run: ") && strstr(err, why),
+		      "%s", err);
+	ck_assert_int_lt(lstat(ran, &st), 0);
+	ck_assert_int_eq(lstat(data, &st), 0); /* published, not told */
+	free(err);
+	/* The directory given to root: the path is root's alone. */
+	ck_assert_int_eq(chown(app, 0, 0), 0);
+	tu_write(src, "app.conf", "secret: still no\n", 0644);
+	ck_assert_int_eq(once_with_hook(target, line, &err), 0);
+	free(err);
+	char *said = tu_read(ran, NULL);
+	ck_assert_str_eq(said, "update\n");
+	free(said);
+	free(line);
+	free(why);
+	free(data);
+	free(ran);
+	free(target);
+	free(app);
+}
+END_TEST
+
+/* The daemon, the same: check_command is not run, nothing published. */
+START_TEST(test_daemon_runs_no_check_where_a_user_can_redirect_the_target)
+{
+	char *app = dir_of("app", APP_UID);
+	char *target = tu_path(app, "cfg");
+	char *ran = tu_path(tmp, "ran"), *line;
+	char *data = tu_path(target, "..data");
+	struct stat st;
+
+	ck_assert_int_gt(asprintf(&line, "check_command = sh -c 'echo check "
+					 ">> %s'",
+				  ran),
+			 0);
+	char *conf = hooks_conf(target, line);
+	const char *argv[] = {tu_bin(), "--config", conf, NULL};
+	pid = tu_spawn(argv, logpath);
+	struct tu_needle n = {logpath, "is owned by uid 2003, who can change "
+				       "what the path leads to; hooks are not "
+				       "run on a path another user can "
+				       "redirect; the live generation stays",
+			      1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_lt(lstat(ran, &st), 0);
+	ck_assert_int_lt(lstat(data, &st), 0);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	tu_wait_exit(pid, 20000);
+	pid = 0;
+	ck_assert_int_lt(lstat(ran, &st), 0);
+	free(conf);
+	free(line);
+	free(data);
+	free(ran);
+	free(target);
+	free(app);
 }
 END_TEST
 
@@ -396,7 +519,9 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_daemon_refuses_a_users_link_at_start);
 	tcase_add_test(tc, test_target_swapped_while_running_is_refused);
 	tcase_add_test(tc, test_root_owned_link_on_the_way_works);
-	tcase_add_test(tc, test_error_file_links_in_a_users_target_are_replaced);
+	tcase_add_test(tc, test_a_users_directory_put_in_place_of_the_target_is_refused);
+	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
+	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	suite_add_tcase(s, tc);
