@@ -700,12 +700,18 @@ int fsutil_write_atomic(int dfd, const char *tmp, const char *name,
 pid_t fsutil_flock_holder(int fd)
 {
 	struct stat st;
+
+	return fstat(fd, &st) < 0 ? 0 : fsutil_flock_holder_of(&st);
+}
+
+pid_t fsutil_flock_holder_of(const struct stat *st)
+{
 	FILE *f;
 	char *line = NULL;
 	size_t cap = 0;
 	pid_t holder = 0;
 
-	if (fstat(fd, &st) < 0 || (f = fopen("/proc/locks", "re")) == NULL)
+	if ((f = fopen("/proc/locks", "re")) == NULL)
 		return 0;
 	/* "3: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF", the device in
 	 * hex; a process waiting for a lock has "->" before FLOCK. */
@@ -717,8 +723,8 @@ pid_t fsutil_flock_holder(int fd)
 		if (sscanf(line, "%*d: %7s %*s %*s %ld %x:%x:%llu", kind, &pid,
 			   &maj, &min, &ino) == 5 &&
 		    strcmp(kind, "FLOCK") == 0 && pid > 0 &&
-		    maj == major(st.st_dev) && min == minor(st.st_dev) &&
-		    ino == (unsigned long long)st.st_ino)
+		    maj == major(st->st_dev) && min == minor(st->st_dev) &&
+		    ino == (unsigned long long)st->st_ino)
 			holder = (pid_t)pid;
 	}
 	free(line);

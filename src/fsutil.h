@@ -70,6 +70,8 @@ int fsutil_write_atomic(int dfd, const char *tmp, const char *name,
  * holder in another pid namespace, a file system whose device number
  * differs from the one stat(2) gives). */
 pid_t fsutil_flock_holder(int fd);
+/* The same for the file `st` describes. */
+pid_t fsutil_flock_holder_of(const struct stat *st);
 
 /* Root and the user atomsyncd runs as: who may own what it trusts. */
 bool fsutil_trusted_uid(uid_t uid);

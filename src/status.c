@@ -136,9 +136,12 @@ static void read_target(struct view *v)
 static void read_daemon(struct view *v)
 {
 	char path[64], name[64];
+	struct stat st;
 	FILE *f;
 
-	v->holder = fsutil_flock_holder(v->dfd);
+	v->holder = fstatat(v->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) == 0
+			    ? fsutil_flock_holder_of(&st)
+			    : 0;
 	if (v->holder <= 0)
 		return;
 	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)v->holder);

@@ -57,6 +57,7 @@ enum spare_kind {
 struct writer {
 	char *path;
 	int dfd;		/* target directory, -1 in a dry run without one */
+	int lock_fd;		/* WRITER_LOCK in it, flock()ed; -1: none */
 	struct writer_opts o;
 	char *name;		/* copy of o.name */
 	char *live_gen;		/* what ..data names, NULL when none */
@@ -758,16 +759,44 @@ static int open_target(struct writer *w, char **err)
 	return fd < 0 ? fd : 0;
 }
 
-/* One writer per target; the lock goes with the descriptor. */
+/* The lock file, opened: made if missing, in a target only we or root
+ * can write (target_ours()), so none of another user's can be there. */
+static int open_lock(struct writer *w)
+{
+	struct stat st;
+	int fd = openat(w->dfd, WRITER_LOCK,
+			O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+			0600);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    ((st.st_mode & 0077) && fchmod(fd, 0600) < 0)) {
+		close(fd);
+		return -EPERM;
+	}
+	return fd;
+}
+
+/* One writer per target.  The lock is on a file only root or we can
+ * open: anyone can open a directory of mode 0755, and flock() it to
+ * keep every writer out. */
 static int lock_target(struct writer *w, char **err)
 {
-	if (w->o.dry_run || flock(w->dfd, LOCK_EX | LOCK_NB) == 0)
+	if (w->o.dry_run)
+		return 0;
+	w->lock_fd = open_lock(w);
+	if (w->lock_fd < 0)
+		return log_err_set(err, w->lock_fd, "target %s: lock file %s: %s",
+				   w->path, WRITER_LOCK,
+				   strerror(-w->lock_fd));
+	if (flock(w->lock_fd, LOCK_EX | LOCK_NB) == 0)
 		return 0;
 	int rc = -errno;
 	if (rc != -EWOULDBLOCK)
 		return log_err_set(err, rc, "target %s: lock: %s", w->path,
 				   strerror(-rc));
-	pid_t holder = fsutil_flock_holder(w->dfd);
+	pid_t holder = fsutil_flock_holder(w->lock_fd);
 	if (holder > 0)
 		return log_err_set(err, -EBUSY,
 				   "target %s: in use by another atomsyncd "
@@ -817,7 +846,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 
 	if (w == NULL)
 		return -ENOMEM;
-	w->dfd = w->live_fd = -1;
+	w->dfd = w->live_fd = w->lock_fd = -1;
 	state_log_init(&w->slog);
 	w->verify_live = true; /* nothing is known of the files yet */
 	writer_set_opts(w, o);
@@ -868,6 +897,8 @@ void writer_close(struct writer *w)
 	pathset_free(w->live_changed);
 	if (w->live_fd >= 0)
 		close(w->live_fd);
+	if (w->lock_fd >= 0)
+		close(w->lock_fd);
 	if (w->dfd >= 0)
 		close(w->dfd);
 	snapshot_free(w->live);

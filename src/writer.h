@@ -19,6 +19,9 @@
 
 #define WRITER_DATA "..data"
 #define WRITER_DATA_TMP "..data_tmp"
+/* The file in a target whose flock(2) says a writer uses it: mode 0600,
+ * so that only root or atomsyncd's user can open it, and hold it. */
+#define WRITER_LOCK "..atomsync.lock"
 #define WRITER_MAX_PATH 4096
 #define WRITER_MAX_NAME 255
 /* Entries (files and directories) of a source, unless configured. */

@@ -160,6 +160,7 @@ static char *debris(const struct names *killed)
 			continue;
 		if (strcmp(n, "..data") == 0 || strcmp(n, "..atomsync") == 0 ||
 		    strcmp(n, "..atomsync.journal") == 0 ||
+		    strcmp(n, "..atomsync.lock") == 0 ||
 		    (live && strcmp(n, live) == 0) || n[0] != '.' || n[1] != '.')
 			continue;
 		if (strncmp(n, "..2", 3) == 0 && !spare &&

@@ -140,6 +140,7 @@ static char *debris(const char *dst, int allow_old_generation)
 			continue;
 		if (strcmp(n, "..data") == 0 || strcmp(n, "..atomsync") == 0 ||
 		    strcmp(n, "..atomsync.journal") == 0 ||
+		    strcmp(n, "..atomsync.lock") == 0 ||
 		    (live && strcmp(n, live) == 0))
 			continue;
 		/* A complete old generation whose removal failed is no

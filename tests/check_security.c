@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "testutil.h"
 
 #define APP_UID 2003u
@@ -81,7 +82,7 @@ START_TEST(test_target_swapped_for_a_users_link_is_refused)
 	ck_assert_msg(strstr(err, target) && strstr(err, "uid 2003") &&
 			      strstr(err, "refusing to follow"),
 		      "%s", err);
-	ck_assert_int_eq(tu_count_entries(victim), 0);
+	ck_assert_int_eq(tu_count_names(victim), 0);
 	free(err);
 	err = NULL;
 	/* Nor is a directory of theirs at that name written into: what it
@@ -94,7 +95,7 @@ START_TEST(test_target_swapped_for_a_users_link_is_refused)
 	ck_assert_msg(strstr(err, target) && strstr(err, "owned by uid 2003") &&
 			      strstr(err, "refusing to publish into it"),
 		      "%s", err);
-	ck_assert_int_eq(tu_count_entries(target), 0);
+	ck_assert_int_eq(tu_count_names(target), 0);
 	free(cmd);
 	free(err);
 	free(target);
@@ -115,11 +116,11 @@ START_TEST(test_daemon_refuses_a_users_link_at_start)
 	pid = tu_spawn(argv, logpath);
 	struct tu_needle n = {logpath, "refusing to follow it; retrying", 1};
 	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "no refusal logged");
-	ck_assert_int_eq(tu_count_entries(victim), 0);
+	ck_assert_int_eq(tu_count_names(victim), 0);
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
 	pid = 0;
-	ck_assert_int_eq(tu_count_entries(victim), 0);
+	ck_assert_int_eq(tu_count_names(victim), 0);
 	free(target);
 	free(victim);
 	free(app);
@@ -166,11 +167,11 @@ START_TEST(test_a_users_directory_put_in_place_of_the_target_is_refused)
 			      1};
 	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
 		      tu_read(logpath, NULL));
-	ck_assert_int_eq(tu_count_entries(target), 0);
+	ck_assert_int_eq(tu_count_names(target), 0);
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
 	pid = 0;
-	ck_assert_int_eq(tu_count_entries(target), 0);
+	ck_assert_int_eq(tu_count_names(target), 0);
 	free(cmd);
 	free(target);
 	free(app);
@@ -297,6 +298,46 @@ START_TEST(test_daemon_runs_no_check_where_a_user_can_redirect_the_target)
 }
 END_TEST
 
+static int locked(void *arg)
+{
+	int fd = open(arg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	pid_t holder = fd >= 0 ? fsutil_flock_holder(fd) : 0;
+
+	if (fd >= 0)
+		close(fd);
+	return holder > 0;
+}
+
+/* Anyone may open a target (mode 0755) and flock(2) it: the daemon's
+ * lock is on a file in it that only root can open, so a user who holds
+ * the directory's keeps no publish out, and cannot take the daemon's. */
+START_TEST(test_a_user_holding_a_lock_on_the_target_keeps_nothing_out)
+{
+	char *err = NULL, *cmd, *out = tu_path(tmp, "flock.log");
+
+	ck_assert_int_eq(once_to(src, dst, &err), 0);
+	free(err);
+	ck_assert_int_gt(asprintf(&cmd, "exec flock -x '%s' sleep 60", dst), 0);
+	const char *argv[] = {"setpriv", "--reuid=2003", "--regid=2003",
+			      "--clear-groups", "sh", "-c", cmd, NULL};
+	pid_t holder = tu_spawn(argv, out);
+	ck_assert_msg(tu_wait_for(locked, dst, 10000), "the user took no lock");
+	free(cmd);
+	ck_assert_int_gt(asprintf(&cmd, "flock -n -x '%s/..atomsync.lock' true",
+				  dst),
+			 0);
+	ck_assert_int_ne(tu_sh_as(APP_UID, cmd), 0);
+	tu_write(src, "app.conf", "secret: still no\n", 0644);
+	ck_assert_msg(once_to(src, dst, &err) == 0, "%s", err);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	tu_kill(holder);
+	free(err);
+	free(cmd);
+	free(out);
+}
+END_TEST
+
 START_TEST(test_root_owned_link_on_the_way_works)
 {
 	/* As Debian's /var/run -> /run. */
@@ -399,7 +440,7 @@ START_TEST(test_target_swapped_while_running_is_refused)
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
 	pid = 0;
-	ck_assert_int_eq(tu_count_entries(victim), 0);
+	ck_assert_int_eq(tu_count_names(victim), 0);
 	free(target);
 	free(victim);
 	free(app);
@@ -522,6 +563,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_users_directory_put_in_place_of_the_target_is_refused);
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
+	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	suite_add_tcase(s, tc);

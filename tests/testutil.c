@@ -269,17 +269,28 @@ int tu_readable_generations(const char *dst)
 	return tu_generations_of_mode(dst, 0755, NULL);
 }
 
-int tu_count_entries(const char *dst)
+static int count_names(const char *dst, const char *but)
 {
 	DIR *d = opendir(dst);
 	struct dirent *de;
 	int n = 0;
 	while (d && (de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    (but == NULL || strcmp(de->d_name, but)))
 			n++;
 	if (d)
 		closedir(d);
 	return n;
+}
+
+int tu_count_names(const char *dst)
+{
+	return count_names(dst, NULL);
+}
+
+int tu_count_entries(const char *dst)
+{
+	return count_names(dst, "..atomsync.lock");
 }
 
 /* A collected file or directory of a tree. */

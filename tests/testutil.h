@@ -60,7 +60,10 @@ int tu_generations(const char *dst);
 int tu_generations_of_mode(const char *dst, mode_t mode, char **name);
 /* Those that are complete: not one being written, nor a standby. */
 int tu_readable_generations(const char *dst);
-/* Entries of `dst` whose names start with "..", plus other names. */
+/* The names in `dst`, all of them. */
+int tu_count_names(const char *dst);
+/* The same, less the lock file a writer leaves in a target it opened
+ * (..atomsync.lock): what publishes made. */
 int tu_count_entries(const char *dst);
 /* The permission bits atomsync projects by default: the source's, less
  * setuid, setgid, sticky and group and other write. */
