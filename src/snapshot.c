@@ -57,6 +57,7 @@ struct frame {
 			   flags has SNAP_F_EXTERNAL */
 	unsigned flags;
 	uint64_t dev, ino;
+	uid_t uid;	/* its owner */
 	char **names;
 	size_t n, next;
 };
@@ -237,6 +238,9 @@ const char *snapshot_warn_str(enum snap_warn kind)
 		return "names starting with '..' are reserved; skipped";
 	case SNAP_W_TARGET:
 		return "leads into the target itself; skipped";
+	case SNAP_W_HARDLINK:
+		return "hard link to a file of another user that the "
+		       "directory's owner may not read; skipped";
 	}
 	return "skipped";
 }
@@ -1193,12 +1197,25 @@ static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
 
 /* Appends the file `*cpath` (which the entry then owns) and watches
  * where its content lives when a link led to it. */
-static int add_file(struct walk *w, char **cpath, struct found *fd)
+/* A hard link that the user who owns the directory it is in made to a
+ * file of another user's that they may not read (/etc/shadow, where the
+ * kernel's fs.protected_hardlinks is off): published, it would hand them
+ * what it holds. */
+static bool foreign_link(const struct frame *f, const struct stat *st)
+{
+	return st->st_nlink > 1 && !fsutil_trusted_uid(f->uid) &&
+	       st->st_uid != f->uid && !(st->st_mode & S_IROTH);
+}
+
+static int add_file(struct walk *w, const struct frame *f, char **cpath,
+		    struct found *fd)
 {
 	struct snapshot *s = w->s;
 	struct snap_entry e = {0};
 	int rc;
 
+	if (foreign_link(f, &fd->st))
+		return add_warning(s, *cpath, SNAP_W_HARDLINK);
 	fill_from_stat(&e, &fd->st);
 	e.flags = (uint8_t)fd->flags;
 	snapshot_mark_racy(&e, &w->seen);
@@ -1316,6 +1333,7 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		.flags = fd->flags,
 		.dev = (uint64_t)fd->st.st_dev,
 		.ino = (uint64_t)fd->st.st_ino,
+		.uid = fd->st.st_uid,
 	};
 	*cpath = NULL;
 	fd->src = NULL;
@@ -1366,7 +1384,7 @@ static int walk_name(struct walk *w, const struct frame *f, const char *name,
 		goto out;
 	}
 	if (S_ISREG(fd.st.st_mode))
-		rc = add_file(w, &cpath, &fd);
+		rc = add_file(w, f, &cpath, &fd);
 	else if (S_ISDIR(fd.st.st_mode))
 		rc = add_dir(w, f, name, &cpath, &fd, child);
 	else
@@ -1510,6 +1528,7 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 		.src = strdup(""),
 		.dev = (uint64_t)st.st_dev,
 		.ino = (uint64_t)st.st_ino,
+		.uid = st.st_uid,
 	};
 	if (rc == 0 && (f.fd < 0 || f.path == NULL || f.src == NULL)) {
 		rc = f.fd < 0 ? -errno : -ENOMEM;
@@ -1702,6 +1721,7 @@ static int refresh_dir(struct refresh *r, char *dir)
 		.src = strdup(dir),
 		.dev = (uint64_t)st.st_dev,
 		.ino = (uint64_t)st.st_ino,
+		.uid = st.st_uid,
 	};
 	if (f.path == NULL || f.src == NULL ||
 	    push_str(&r->done, &r->ndone, &r->donecap, dir) < 0) {

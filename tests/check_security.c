@@ -338,6 +338,63 @@ START_TEST(test_a_user_holding_a_lock_on_the_target_keeps_nothing_out)
 }
 END_TEST
 
+/* A hard link in a user's source to a file of root's they may not read
+ * (made, where fs.protected_hardlinks is off, by that user; here by
+ * root for them) is not published; one to a file anyone may read, or to
+ * their own, is.  In a directory of root's, root's link is root's
+ * choice. */
+START_TEST(test_a_users_hard_link_to_a_file_they_cannot_read_is_skipped)
+{
+	char *usrc = dir_of("usrc", APP_UID), *err = NULL;
+	char *secret = tu_path(tmp, "secret"), *open_file = tu_path(tmp, "open");
+	char *at = tu_path(usrc, "shadow"), *at2 = tu_path(usrc, "motd");
+	char *shown = tu_path(dst, "shadow");
+	struct stat st;
+
+	tu_write(tmp, "secret", "root's only\n", 0640);
+	tu_write(tmp, "open", "anyone's\n", 0644);
+	ck_assert_int_eq(link(secret, at), 0);
+	ck_assert_int_eq(link(open_file, at2), 0);
+	char *cmd;
+	ck_assert_int_gt(asprintf(&cmd, "echo mine > '%s/mine' && ln '%s/mine' "
+					"'%s/mine2'",
+				  usrc, usrc, usrc),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	ck_assert_int_eq(once_to(usrc, dst, &err), 0);
+	ck_assert_msg(strstr(err, "shadow") &&
+			      strstr(err, "hard link to a file of another user "
+					  "that the directory's owner may not "
+					  "read; skipped"),
+		      "%s", err);
+	ck_assert_int_lt(lstat(shown, &st), 0);
+	char *motd = tu_path(dst, "motd"), *mine2 = tu_path(dst, "mine2");
+	char *text = tu_read(motd, NULL);
+	ck_assert_str_eq(text, "anyone's\n");
+	free(text);
+	text = tu_read(mine2, NULL);
+	ck_assert_str_eq(text, "mine\n");
+	free(text);
+	free(motd);
+	free(mine2);
+	free(err);
+	/* The same link in a source of root's is published. */
+	ck_assert_int_eq(chown(usrc, 0, 0), 0);
+	ck_assert_int_eq(once_to(usrc, dst, &err), 0);
+	text = tu_read(shown, NULL);
+	ck_assert_str_eq(text, "root's only\n");
+	free(text);
+	free(err);
+	free(cmd);
+	free(shown);
+	free(at2);
+	free(at);
+	free(open_file);
+	free(secret);
+	free(usrc);
+}
+END_TEST
+
 START_TEST(test_root_owned_link_on_the_way_works)
 {
 	/* As Debian's /var/run -> /run. */
@@ -564,6 +621,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
+	tcase_add_test(tc, test_a_users_hard_link_to_a_file_they_cannot_read_is_skipped);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	suite_add_tcase(s, tc);
