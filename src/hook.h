@@ -34,6 +34,12 @@ bool hook_ok(const struct hook_result *r);
 
 typedef void (*hook_done_cb)(void *data, const struct hook_result *r);
 
+/* Marks every descriptor the process was started with, past standard
+ * error, close-on-exec: a command gets what hook_run() gives it, not
+ * what the daemon's parent left open (a socket, a file of root's).
+ * Called once, before anything of the daemon's own is opened. */
+void hook_close_inherited(void);
+
 /* Starts argv with the environment `env` (NAME=value entries,
  * NULL-terminated: nothing of the daemon's own is added) in the
  * directory /, with `fd3` (unless -1) as its descriptor 3.  `done` runs exactly once: when the command has ended, or

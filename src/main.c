@@ -14,6 +14,7 @@
 #include "array.h"
 #include "conf.h"
 #include "daemon.h"
+#include "hook.h"
 #include "ignore.h"
 #include "log.h"
 #include "publish.h"
@@ -485,6 +486,7 @@ int main(int argc, char **argv)
 		return rc;
 	}
 	log_init(op.format, op.level);
+	hook_close_inherited();
 	tune_malloc();
 	/* Deep trees and many mappings publishing at once hold a directory
 	 * descriptor per level: use all the descriptors allowed. */

@@ -403,6 +403,52 @@ START_TEST(test_on_update_can_act_on_one_file_only)
 }
 END_TEST
 
+/* Whether the list of descriptors in `file` (one a line) names `fd`. */
+static bool lists_fd(const char *file, const char *fd)
+{
+	char *text = tu_read(file, NULL), *line;
+	bool found = false;
+
+	ck_assert_ptr_nonnull(text);
+	for (char *p = strtok_r(text, "\n", &line); p && !found;
+	     p = strtok_r(NULL, "\n", &line))
+		found = strcmp(p, fd) == 0;
+	free(text);
+	return found;
+}
+
+/* Descriptors the daemon's parent left open (7 and 9 here) do not reach
+ * a hook: it has its standard streams, and on_update descriptor 3. */
+START_TEST(test_hooks_get_no_descriptor_the_daemon_inherited)
+{
+	char *keys, *checkf = tu_path(tmp, "check.fds"), *updf = tu_path(tmp, "update.fds");
+	ck_assert_int_ge(asprintf(&keys,
+				  "check_command = sh -c 'ls /proc/$$/fd > "
+				  "\"%s.tmp\" && mv \"%s.tmp\" \"%s\"'\n"
+				  "on_update = sh -c 'ls /proc/$$/fd > "
+				  "\"%s.tmp\" && mv \"%s.tmp\" \"%s\"'",
+				  checkf, checkf, checkf, updf, updf, updf),
+			 0);
+	write_conf("", keys);
+	free(keys);
+	const char *argv[] = {"sh", "-c",
+			      "exec 7<\"$1\" 9<\"$1\"; exec \"$0\" --config \"$1\"",
+			      tu_bin(), conf, NULL};
+	pid = tu_spawn(argv, logpath);
+	wait_file(updf, "3\n", 1, 5000);
+	stop();
+	ck_assert(lists_fd(checkf, "2") && lists_fd(updf, "3"));
+	ck_assert(!lists_fd(checkf, "3"));
+	for (int i = 0; i < 2; i++) {
+		const char *f = i ? updf : checkf;
+		ck_assert_msg(!lists_fd(f, "7") && !lists_fd(f, "9"), "%s: %s", f,
+			      tu_read(f, NULL));
+	}
+	free(checkf);
+	free(updf);
+}
+END_TEST
+
 /* Nothing of the daemon's environment but PATH and LANG reaches a hook
  * unless hook_env names it; hooks start in /. */
 START_TEST(test_hooks_get_a_clean_environment)
@@ -1488,6 +1534,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_on_update_is_told_every_path_changed_since_its_last_good_run);
 	tcase_add_test(tc, test_on_update_can_act_on_one_file_only);
 	tcase_add_test(tc, test_hooks_get_a_clean_environment);
+	tcase_add_test(tc, test_hooks_get_no_descriptor_the_daemon_inherited);
 	tcase_add_test(tc, test_shell_syntax_is_warned_about_and_a_missing_program_named);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
 	tcase_add_test(tc, test_change_vetoed_is_published_with_the_next_that_passes);
