@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -108,8 +109,11 @@ static void on_event(uv_fs_event_t *h, const char *filename, int events,
 	if (w->dead)
 		return;
 	/* libuv names the watched directory itself when it is deleted or
-	 * moved; its inotify watch may be gone, and a new directory can come
-	 * back with the same inode number, so restart it next time. */
+	 * moved (by the last component of the path it was given: for one
+	 * added through /proc/self/fd, a number, which an entry of that name
+	 * matches too, to no harm); its inotify watch may be gone, and a
+	 * new directory can come back with the same inode number, so restart
+	 * it next time. */
 	if (filename == NULL || (e->base && strcmp(filename, e->base) == 0))
 		e->stale = 1;
 	if (e->root_parent) {
@@ -157,15 +161,6 @@ static void entry_close(struct wentry *e)
 	e->counted = 0;
 	e->w->closing++;
 	uv_close((uv_handle_t *)&e->h, on_close);
-}
-
-static char *full_path(const struct watch *w, const char *rel)
-{
-	if (rel[0] == '/')
-		return strdup(rel);
-	if (rel[0] == '\0')
-		return strdup(w->root);
-	return fsutil_join(w->root, rel);
 }
 
 static int entry_start(struct watch *w, const char *path, struct wentry **out)
@@ -328,15 +323,45 @@ static size_t allowance(const struct watch *w)
 	return others < w->budget->max ? w->budget->max - others : 0;
 }
 
-/* Starts a watcher on `d`: 0, or a libuv error. */
-static int start_dir(struct watch *w, const struct snap_dir *d,
+/* The directory `d` as the read found it, opened (O_PATH): below the
+ * root without a symlink on the way (a followed one's by a path whose
+ * links root trusts), and the very directory, by device and inode, the
+ * read listed.  A name that another user swapped for a link since (to
+ * /root, say) is not watched through it: root watches only what it read,
+ * and the next read tells what is there now.  -ENOENT otherwise. */
+static int open_read_dir(int rootfd, const struct snap_dir *d)
+{
+	struct stat st;
+	int fd = d->path[0] == '/'
+			 ? fsutil_chase(d->path, 0, O_PATH | O_DIRECTORY, NULL,
+					NULL)
+			 : fsutil_open_beneath(rootfd, d->path,
+					       O_PATH | O_DIRECTORY);
+
+	if (fd < 0)
+		return fd == -ENOMEM ? fd : -ENOENT;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_dev != d->dev ||
+	    (uint64_t)st.st_ino != d->ino) {
+		close(fd);
+		return -ENOENT;
+	}
+	return fd;
+}
+
+/* Starts a watcher on `d`: 0, or a libuv error.  The kernel's watch is
+ * added through the descriptor (/proc/self/fd), not the name. */
+static int start_dir(struct watch *w, int rootfd, const struct snap_dir *d,
 		     struct wentry **out)
 {
-	char *path = full_path(w, d->path);
 	struct wentry *e = NULL;
-	int r = path ? entry_start(w, path, &e) : -ENOMEM;
+	char proc[40];
+	int fd = open_read_dir(rootfd, d), r = fd < 0 ? fd : 0;
 
-	free(path);
+	if (fd >= 0) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		r = entry_start(w, proc, &e);
+		close(fd);
+	}
 	if (r == 0 && (e->rel = strdup(d->path)) == NULL) {
 		entry_close(e);
 		r = -ENOMEM;
@@ -356,20 +381,26 @@ static int start_all(struct watch *w, const struct snap_dir **todo, size_t t,
 		     struct wentry **nv, size_t *k, size_t *added)
 {
 	int rc = 0;
+	int rootfd = t ? fsutil_chase(w->root, 0, O_PATH | O_DIRECTORY, NULL,
+				      NULL)
+		       : -1;
 
 	qsort(todo, t, sizeof(*todo), cmp_depth);
 	for (size_t i = 0; i < t; i++) {
 		struct wentry *e = NULL;
-		int r = start_dir(w, todo[i], &e);
+		int r = start_dir(w, rootfd, todo[i], &e);
 		if (r == 0) {
 			nv[(*k)++] = e;
 			(*added)++;
 		} else if (r == UV_ENOSPC) {
-			return -ENOSPC; /* the limit is the news, over any other */
+			rc = -ENOSPC; /* the limit is the news, over any other */
+			break;
 		} else if (r != UV_ENOENT && r != UV_ENOTDIR && rc == 0) {
-			rc = r; /* e.g. a path too long for inotify */
+			rc = r;
 		}
 	}
+	if (rootfd >= 0)
+		close(rootfd);
 	return rc;
 }
 

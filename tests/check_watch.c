@@ -101,6 +101,47 @@ static void close_and_wait(struct watch *w)
 		uv_run(&loop, UV_RUN_ONCE);
 }
 
+/* A directory the read listed that is a symlink by the time its watch
+ * starts (swapped by whoever owns its parent, to /root say), or another
+ * directory, is not watched: root watches only what it read. */
+START_TEST(test_a_directory_swapped_after_the_read_is_not_watched)
+{
+	struct snap_dir dirs[16];
+	size_t n;
+	char *root = make_tree("src", dirs, &n);
+	char *outside = tu_path(tmp, "outside"), *a = tu_path(root, "a");
+	char *aside = tu_path(tmp, "a.moved"), *b = tu_path(root, "b");
+	struct watch *w = NULL;
+	struct seen seen = {0};
+	struct watch_result r;
+
+	tu_mkdirs(outside, 0755);
+	ck_assert_int_eq(rename(a, aside), 0);
+	ck_assert_int_eq(symlink(outside, a), 0);
+	/* b: another directory of the same name. */
+	char *bside = tu_path(tmp, "b.moved");
+	ck_assert_int_eq(rename(b, bside), 0);
+	tu_mkdirs(b, 0755);
+	ck_assert_int_eq(watch_new(&loop, root, NULL, on_change, &seen, &w), 0);
+	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
+	/* Of ten: a and b, and a/x, a/y, b/x, b/y, gone with them. */
+	ck_assert_uint_eq(r.added, 4);
+	tu_write(outside, "through-the-link", "1", 0644);
+	tu_write(b, "in-the-new-b", "1", 0644);
+	tu_write(root, "top", "1", 0644);
+	run_until(&seen, "top");
+	ck_assert(!saw(&seen, "through-the-link"));
+	ck_assert(!saw(&seen, "in-the-new-b"));
+	close_and_wait(w);
+	free(bside);
+	free(b);
+	free(aside);
+	free(a);
+	free(outside);
+	free(root);
+}
+END_TEST
+
 START_TEST(test_budget_watches_the_root_then_the_nearest_levels)
 {
 	struct snap_dir dirs[16];
@@ -261,6 +302,7 @@ static Suite *watch_suite(void)
 	Suite *s = suite_create("watch");
 	TCase *tc = tcase_create("budget");
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_a_directory_swapped_after_the_read_is_not_watched);
 	tcase_add_test(tc, test_budget_watches_the_root_then_the_nearest_levels);
 	tcase_add_test(tc, test_a_level_that_fits_in_part_goes_in_path_order);
 	tcase_add_test(tc, test_budget_is_shared_and_given_back);
