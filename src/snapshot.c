@@ -788,21 +788,51 @@ static char *comps_join(const struct comps *c, size_t n)
 	return r;
 }
 
-/* Strips root_real from an absolute link target; NULL when it leads
- * elsewhere. */
-static const char *strip_root(const char *root_real, const char *target)
+/* The length of the next component of `p` (after its slashes, which
+ * *p is moved past). */
+static size_t next_comp(const char **p)
 {
-	size_t n = strlen(root_real);
+	while (**p == '/')
+		(*p)++;
+	return strcspn(*p, "/");
+}
 
-	if (strcmp(root_real, "/") == 0)
-		return target + 1;
-	if (strncmp(target, root_real, n) != 0)
-		return NULL;
-	if (target[n] == '\0')
-		return target + n;
-	if (target[n] != '/')
-		return NULL;
-	return target + n + 1;
+/* Where an absolute link target leads below root_real: what is left of
+ * it once it is there (for resolve_inside() to go on with), or NULL when
+ * it leads elsewhere.  Components are compared one by one, so doubled
+ * slashes and "." do not matter, and ".." is taken lexically while the
+ * path is still on root_real's own way down (a real path, without links,
+ * so its parent is what ".." names). */
+static const char *below_root(const char *root_real, const char *target)
+{
+	const char *r = root_real, *t = target;
+	size_t depth = 0, rn = 0, tn;
+
+	while ((tn = next_comp(&t)) > 0) {
+		if (tn == 1 && t[0] == '.') {
+			t += tn;
+			continue;
+		}
+		if (tn == 2 && t[0] == '.' && t[1] == '.') {
+			/* Back up: root_real's first `depth` components. */
+			r = root_real;
+			depth -= depth > 0;
+			for (size_t i = 0; i < depth; i++)
+				r += next_comp(&r);
+			t += tn;
+			continue;
+		}
+		const char *at = r;
+		rn = next_comp(&at);
+		if (rn == 0)
+			return t; /* below the root from here */
+		if (rn != tn || strncmp(at, t, tn) != 0)
+			return NULL; /* off its way, at a real directory */
+		r = at + rn;
+		depth++;
+		t += tn;
+	}
+	return next_comp(&r) == 0 ? t : NULL;
 }
 
 /* Resolves the symlink `dir/name` (dir relative to the source root) to a
@@ -876,7 +906,7 @@ static int resolve_inside(struct walk *w, const char *dir, const char *name,
 			goto out;
 		free(stack.v[--stack.n]);
 		if (link[0] == '/') {
-			const char *rest = strip_root(s->root_real, link);
+			const char *rest = below_root(s->root_real, link);
 			if (rest == NULL) {
 				rc = -EXDEV;
 				goto out;

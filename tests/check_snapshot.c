@@ -283,6 +283,53 @@ START_TEST(test_absolute_symlink_into_source_counts_as_inside)
 }
 END_TEST
 
+/* An absolute target spelled with doubled slashes, ".", or ".." along
+ * the source's own real path still leads inside; one that leaves it, to
+ * a sibling or an ancestor, does not. */
+START_TEST(test_absolute_symlink_spelled_loosely_counts_as_inside)
+{
+	tu_write(src, "f", "x", 0644);
+	char *real = realpath(src, NULL), *base = strrchr(real, '/') + 1, *t;
+	char *targets[5], *second = strchr(real + 1, '/');
+	ck_assert_ptr_nonnull(second);
+	/* Doubled within the source's own path. */
+	ck_assert_int_gt(asprintf(&targets[4], "%.*s/%s/f",
+				  (int)(second - real), real, second),
+			 0);
+	ck_assert_int_gt(asprintf(&targets[0], "%s//f", real), 0);
+	ck_assert_int_gt(asprintf(&targets[1], "%s/./f", real), 0);
+	ck_assert_int_gt(asprintf(&targets[2], "%s/../%s/f", real, base), 0);
+	ck_assert_int_gt(asprintf(&targets[3], "%s/.//../%s//./f", real, base),
+			 0);
+	for (int i = 0; i < 5; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "l%d", i);
+		link_in(targets[i], name);
+		free(targets[i]);
+	}
+	ck_assert_int_gt(asprintf(&t, "%s/../sibling", real), 0);
+	link_in(t, "out1");
+	free(t);
+	ck_assert_int_gt(asprintf(&t, "%s/..", real), 0);
+	link_in(t, "out2");
+	free(t);
+	char *sibling = tu_path(tmp, "sibling");
+	tu_mkdirs(sibling, 0755);
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	for (int i = 0; i < 5; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "l%d", i);
+		const struct snap_entry *e = must_find(s, name);
+		ck_assert_str_eq(e->src, "f");
+	}
+	ck_assert(has_warning(s, "out1", SNAP_W_OUTSIDE));
+	ck_assert(has_warning(s, "out2", SNAP_W_OUTSIDE));
+	snapshot_free(s);
+	free(sibling);
+	free(real);
+}
+END_TEST
+
 START_TEST(test_symlink_loops_are_detected)
 {
 	link_in("b", "a");
@@ -1259,6 +1306,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_symlink_inside_is_copied_as_content);
 	tcase_add_test(tc, test_symlink_outside_is_skipped_with_warning);
 	tcase_add_test(tc, test_absolute_symlink_into_source_counts_as_inside);
+	tcase_add_test(tc, test_absolute_symlink_spelled_loosely_counts_as_inside);
 	tcase_add_test(tc, test_symlink_loops_are_detected);
 	tcase_add_test(tc, test_follow_mode_follows_outside_and_still_detects_loops);
 	tcase_add_test(tc, test_skip_mode_ignores_links);
