@@ -1485,6 +1485,12 @@ static int walk(struct walk *w, struct frame *root)
 			log_list_add(&w->s->problems, "%s (%s)", child.path,
 				     strerror(-rc));
 			rc = 0;
+		} else if (rc == -ENOENT) {
+			/* Removed once opened (a removed directory reads as
+			 * ENOENT): a torn read, not a missing source. */
+			rc = log_err_set(&w->err, -EAGAIN,
+					 "source %s/%s: changed while being read",
+					 w->s->root, child.path);
 		} else if (rc < 0) {
 			rc = log_err_set(&w->err, rc, "source %s/%s: %s",
 					 w->s->root, child.path, strerror(-rc));

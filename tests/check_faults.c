@@ -724,6 +724,33 @@ START_TEST(test_a_standby_is_not_flushed_while_linked)
 }
 END_TEST
 
+/* A directory removed once the walk opened it reads as ENOENT: that is
+ * a source that changed while it was read, tried again, not a missing
+ * source to wait for.  The second directory read fails so, once. */
+START_TEST(test_a_directory_removed_while_read_is_a_torn_read)
+{
+	char *preload, *err = NULL, *dst = tu_path(tmp, "dst");
+
+	tu_write(src, "sub/f", "1", 0644);
+	tu_write(src, "top", "1", 0644);
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	const char *argv[] = {"env", preload, "FAULT_ONLY=getdents64",
+			      "FAULT_NTH=3", "FAULT_ERRNO=ENOENT",
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", "--log-level", "debug", NULL};
+	int rc = tu_run(argv, NULL, &err, 30000);
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+	ck_assert_msg(strstr(err, "/sub: changed while being read; retrying"),
+		      "%s", err);
+	char *d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+	free(err);
+	free(preload);
+	free(dst);
+}
+END_TEST
+
 /* tmpfs keeps nothing across a reboot and its fsync() does nothing: a
  * publish there issues none (each one would hang here). */
 START_TEST(test_a_target_in_memory_is_not_flushed)
@@ -880,6 +907,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_a_standby_is_not_flushed_while_linked);
 	tcase_add_test(tc, test_a_recycled_generation_is_not_flushed_on_the_way);
 	tcase_add_test(tc, test_a_target_in_memory_is_not_flushed);
+	tcase_add_test(tc, test_a_directory_removed_while_read_is_a_torn_read);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);

@@ -4,7 +4,7 @@
  * NFS server that stops answering.
  *
  *   FAULT_NTH=N        fail the Nth counted call (unset or 0: never)
- *   FAULT_ERRNO=NAME   EIO (default), ENOSPC, EACCES or EMFILE
+ *   FAULT_ERRNO=NAME   EIO (default), ENOSPC, EACCES, EMFILE or ENOENT
  *   FAULT_COUNT=FILE   at exit, write "calls=N" there (to size a sweep)
  *   FAULT_ONLY=CALL[,CALL]...  count the calls of these alone (names
  *                      below)
@@ -17,8 +17,10 @@
  *
  * Counted: open, openat, openat2 (through syscall), write (not to fds 0-2,
  * so logging is not what fails), copy_file_range, fsync, fdatasync,
- * syncfs, symlinkat, renameat, mkdirat, unlinkat, linkat. */
+ * syncfs, symlinkat, renameat, mkdirat, unlinkat, linkat; getdents64
+ * only when FAULT_ONLY names it. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +57,8 @@ static void init(void)
 		fault_errno = EACCES;
 	else if (strcmp(e, "EMFILE") == 0)
 		fault_errno = EMFILE;
+	else if (strcmp(e, "ENOENT") == 0)
+		fault_errno = ENOENT;
 	ready = 1; /* last: a thread that calls in meanwhile reads it all */
 }
 
@@ -220,6 +224,17 @@ int mkdirat(int dfd, const char *path, mode_t mode)
 	if (fault("mkdirat"))
 		return -1;
 	return real(dfd, path, mode);
+}
+
+/* As a directory removed once it was opened reads. */
+ssize_t getdents64(int fd, void *buf, size_t n)
+{
+	REAL(ssize_t, "getdents64", int, void *, size_t);
+	if (!ready)
+		init();
+	if (only && listed(only, "getdents64") && fault("getdents64"))
+		return -1;
+	return real(fd, buf, n);
 }
 
 int unlinkat(int dfd, const char *path, int flags)
