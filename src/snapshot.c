@@ -1370,6 +1370,26 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 	return 0;
 }
 
+/* The paths read so far within SNAPSHOT_PATH_BYTES an entry of
+ * max_files; a refresh, which counts the last read's as well, gives way
+ * to a full walk (-ESTALE) to tell exactly. */
+static int paths_bounded(struct walk *w, const char *cpath)
+{
+	const struct snapshot *s = w->s;
+	uint64_t max = w->o ? (uint64_t)w->o->max_files * SNAPSHOT_PATH_BYTES
+			    : 0;
+
+	if (max == 0 || (w->prev ? w->prev->path_bytes : 0) + s->path_bytes <= max)
+		return 0;
+	if (w->prev)
+		return -ESTALE;
+	return log_err_set(&w->err, -EFBIG,
+			   "source %s: paths of more than %llu bytes in all "
+			   "(%d a file on average, of max_files), at %.256s",
+			   s->root, (unsigned long long)max,
+			   SNAPSHOT_PATH_BYTES, cpath);
+}
+
 /* One name of the directory f: an entry, a warning, or a directory to
  * walk next (child->fd >= 0). */
 static int walk_name(struct walk *w, const struct frame *f, const char *name,
@@ -1413,6 +1433,9 @@ static int walk_name(struct walk *w, const struct frame *f, const char *name,
 				 s->root, w->o->max_files, cpath);
 		goto out;
 	}
+	s->path_bytes += strlen(cpath) + 1;
+	if ((rc = paths_bounded(w, cpath)) < 0)
+		goto out;
 	if (S_ISREG(fd.st.st_mode))
 		rc = add_file(w, f, &cpath, &fd);
 	else if (S_ISDIR(fd.st.st_mode))
@@ -1730,6 +1753,7 @@ static int refresh_open(struct refresh *r, const char *dir, struct stat *st)
 		fill_from_stat(&ne, st);
 		ne.path = (char *)dir;
 		rc = snapshot_add(s, &ne);
+		s->path_bytes += strlen(dir) + 1;
 	}
 	if (rc < 0) {
 		close(fd);
@@ -2004,8 +2028,12 @@ static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 		int rc = j < nsp && sp[j].lo <= i ? merge_spanned(m, e) : 1;
 		if (rc < 0)
 			return rc;
-		if (rc == 0)
+		if (rc == 0) {
+			/* Replaced or gone: its path no longer counts. */
+			uint64_t len = strlen(e->path) + 1;
+			s->path_bytes -= len < s->path_bytes ? len : s->path_bytes;
 			continue;
+		}
 		if (run_note(s, s->n, i) < 0 || snapshot_add(s, e) < 0)
 			return -ENOMEM;
 		s->bytes += e->type == SNAP_FILE ? e->size : 0;
@@ -2038,6 +2066,7 @@ static int refresh_keep_entries(struct refresh *r)
 	for (size_t i = 0; rc == 0 && i < m.nfresh; i++)
 		m.at[i] = lower_bound(prev, m.fresh[i].path);
 	s->bytes = 0;
+	s->path_bytes += prev->path_bytes; /* less what the merge drops */
 	if (rc == 0)
 		rc = merge_run(&m, sp, nsp);
 	for (size_t i = m.next; i < m.nfresh; i++)

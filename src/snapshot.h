@@ -38,6 +38,10 @@ enum snap_links {
 
 /* The longest relative path a source may hold (and a target take). */
 #define SNAPSHOT_MAX_PATH 4096
+/* Bytes of path an entry may hold on average, with max_files: a tree of
+ * paths near SNAPSHOT_MAX_PATH would otherwise hold 4 KiB an entry in
+ * memory and in the state file, 4 GB at a million entries. */
+#define SNAPSHOT_PATH_BYTES 256
 
 #define SNAP_NO_ID UINT32_MAX
 
@@ -116,7 +120,9 @@ struct snapshot_opts {
 	 * SNAP_LINKS_INSIDE): absolute paths. */
 	char *const *follow_into;
 	size_t nfollow_into;
-	size_t max_files;   /* entries (files and directories); 0: no limit */
+	/* Entries (files and directories); 0: no limit.  Their paths may
+	 * also hold SNAPSHOT_PATH_BYTES each on average, no more. */
+	size_t max_files;
 	uint64_t max_bytes; /* bytes in files; 0: no limit */
 	/* The target: a link that leads into it is skipped (0: none). */
 	uint64_t avoid_dev, avoid_ino;
@@ -145,6 +151,9 @@ struct snapshot {
 	 * must not be published. */
 	struct log_list problems;
 	uint64_t bytes;	 /* in its files */
+	/* In its paths, NULs included (by a walk or a refresh; 0 for a
+	 * record loaded from the state file, whose next full walk counts). */
+	uint64_t path_bytes;
 	uint64_t read;	 /* names the walk looked at: what it cost */
 	/* A symlink was resolved, a file has more than one name, or a
 	 * directory led into the target: a change may then show up where

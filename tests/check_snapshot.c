@@ -716,6 +716,63 @@ START_TEST(test_deep_tree_stops_at_the_path_limit)
 }
 END_TEST
 
+/* Paths may hold SNAPSHOT_PATH_BYTES an entry of max_files on average:
+ * a user's tree of paths near the 4096-byte limit would otherwise cost
+ * root 4 KiB an entry in memory and in the state file.  A refresh keeps
+ * the count as a full walk makes it. */
+START_TEST(test_paths_are_bounded_with_max_files)
+{
+	char a[201], b[201], rel[700];
+	memset(a, 'a', 200);
+	memset(b, 'b', 200);
+	a[200] = b[200] = '\0';
+	for (int i = 0; i < 2; i++) {
+		snprintf(rel, sizeof(rel), "%s/%s/%s%d", a, b, a, i);
+		tu_write_deep(src, rel, "x");
+	}
+	/* 201 + 402 + 2 x 604 bytes of paths: within 10 x 256. */
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .max_files = 10};
+	struct snapshot *s = NULL, *inc = NULL, *full = NULL;
+	char *err = NULL;
+	ck_assert_msg(snapshot_take(src, &o, &s, &err) == 0, "%s", err);
+	ck_assert_uint_eq(s->path_bytes, 201 + 402 + 2 * 604);
+	/* Two more: past it. */
+	for (int i = 2; i < 4; i++) {
+		snprintf(rel, sizeof(rel), "%s/%s/%s%d", a, b, a, i);
+		tu_write_deep(src, rel, "x");
+	}
+	ck_assert_int_eq(snapshot_take(src, &o, &full, &err), -EFBIG);
+	ck_assert_msg(strstr(err, "paths of more than 2560 bytes in all (256 a "
+				  "file on average, of max_files)"),
+		      "%s", err);
+	/* A refresh that would pass it gives way to a full walk. */
+	snprintf(rel, sizeof(rel), "%s/%s", a, b);
+	char *dirs[] = {rel};
+	ck_assert_int_eq(snapshot_refresh(s, NULL, dirs, 1, &o, &inc, &err),
+			 -ESTALE);
+	/* Within a larger bound (a refresh counts what it read again on
+	 * top of what it replaces, until the merge), one removed and one
+	 * changed, refreshed: counted as a walk counts them. */
+	o.max_files = 20;
+	snprintf(rel, sizeof(rel), "%s/%s/%s3", a, b, a);
+	char *gone = tu_path(src, rel);
+	ck_assert_int_eq(unlink(gone), 0);
+	snprintf(rel, sizeof(rel), "%s/%s/%s0", a, b, a);
+	tu_write(src, rel, "changed", 0644);
+	snprintf(rel, sizeof(rel), "%s/%s", a, b);
+	ck_assert_msg(snapshot_refresh(s, NULL, dirs, 1, &o, &inc, &err) == 0,
+		      "%s", err);
+	ck_assert_msg(snapshot_take(src, &o, &full, &err) == 0, "%s", err);
+	ck_assert_uint_eq(full->path_bytes, 201 + 402 + 3 * 604);
+	ck_assert_uint_eq(inc->path_bytes, full->path_bytes);
+	snapshot_free(full);
+	snapshot_free(inc);
+	snapshot_free(s);
+	free(gone);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_limits_on_files_and_bytes)
 {
 	for (int i = 0; i < 5; i++) {
@@ -1324,6 +1381,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_odd_names_survive);
 	tcase_add_test(tc, test_deep_tree_stops_at_the_path_limit);
 	tcase_add_test(tc, test_limits_on_files_and_bytes);
+	tcase_add_test(tc, test_paths_are_bounded_with_max_files);
 	tcase_add_test(tc, test_reserved_names_warn_unless_a_layout_of_their_own);
 	tcase_add_test(tc, test_follow_into_named_directories_only);
 	tcase_add_test(tc, test_followed_link_into_the_target_is_skipped);
