@@ -57,7 +57,9 @@ struct frame {
 			   flags has SNAP_F_EXTERNAL */
 	unsigned flags;
 	uint64_t dev, ino;
-	uid_t uid;	/* its owner */
+	uid_t uid;	/* its owner, group and mode */
+	gid_t gid;
+	mode_t mode;
 	char **names;
 	size_t n, next;
 };
@@ -238,9 +240,9 @@ const char *snapshot_warn_str(enum snap_warn kind)
 		return "names starting with '..' are reserved; skipped";
 	case SNAP_W_TARGET:
 		return "leads into the target itself; skipped";
-	case SNAP_W_HARDLINK:
-		return "hard link to a file of another user that the "
-		       "directory's owner may not read; skipped";
+	case SNAP_W_UNREADABLE:
+		return "a file that a user who can write its directory may "
+		       "not read; skipped";
 	}
 	return "skipped";
 }
@@ -900,6 +902,8 @@ static int resolve_inside(struct walk *w, const char *dir, const char *name,
 		free(link);
 		link = NULL;
 		rc = fsutil_readlinkat(s->root_fd, cur, &link);
+		if (rc == -EINVAL)
+			rc = -EAGAIN; /* no longer a link: changed meanwhile */
 		if (rc == 0)
 			rc = note_link(w, cur, link);
 		if (rc < 0)
@@ -1227,14 +1231,25 @@ static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
 
 /* Appends the file `*cpath` (which the entry then owns) and watches
  * where its content lives when a link led to it. */
-/* A hard link that the user who owns the directory it is in made to a
- * file of another user's that they may not read (/etc/shadow, where the
- * kernel's fs.protected_hardlinks is off): published, it would hand them
- * what it holds. */
-static bool foreign_link(const struct frame *f, const struct stat *st)
+/* Whether a user other than root or us who can write the directory f
+ * (its owner, its group, anyone: as its mode says) may not read the file
+ * `st` in it.  Such a user could have linked or moved there a file they
+ * cannot read (/etc/shadow, where the kernel's fs.protected_hardlinks is
+ * off; a file whose other name was since replaced keeps one link), and a
+ * publish would hand it to them.  The directory's owner may read what
+ * they own (they can chmod it); its group what its group may read. */
+static bool kept_from_writers(const struct frame *f, const struct stat *st)
 {
-	return st->st_nlink > 1 && !fsutil_trusted_uid(f->uid) &&
-	       st->st_uid != f->uid && !(st->st_mode & S_IROTH);
+	bool group_reads = st->st_gid == f->gid && (st->st_mode & S_IRGRP);
+
+	if (st->st_mode & S_IROTH)
+		return false;
+	if (f->mode & S_IWOTH)
+		return true;
+	if ((f->mode & S_IWGRP) && !group_reads)
+		return true;
+	return !fsutil_trusted_uid(f->uid) && st->st_uid != f->uid &&
+	       !group_reads;
 }
 
 static int add_file(struct walk *w, const struct frame *f, char **cpath,
@@ -1244,8 +1259,8 @@ static int add_file(struct walk *w, const struct frame *f, char **cpath,
 	struct snap_entry e = {0};
 	int rc;
 
-	if (foreign_link(f, &fd->st))
-		return add_warning(s, *cpath, SNAP_W_HARDLINK);
+	if (kept_from_writers(f, &fd->st))
+		return add_warning(s, *cpath, SNAP_W_UNREADABLE);
 	fill_from_stat(&e, &fd->st);
 	e.flags = (uint8_t)fd->flags;
 	snapshot_mark_racy(&e, &w->seen);
@@ -1364,6 +1379,8 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		.dev = (uint64_t)fd->st.st_dev,
 		.ino = (uint64_t)fd->st.st_ino,
 		.uid = fd->st.st_uid,
+		.gid = fd->st.st_gid,
+		.mode = fd->st.st_mode,
 	};
 	*cpath = NULL;
 	fd->src = NULL;
@@ -1588,6 +1605,8 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 		.dev = (uint64_t)st.st_dev,
 		.ino = (uint64_t)st.st_ino,
 		.uid = st.st_uid,
+		.gid = st.st_gid,
+		.mode = st.st_mode,
 	};
 	if (rc == 0 && (f.fd < 0 || f.path == NULL || f.src == NULL)) {
 		rc = f.fd < 0 ? -errno : -ENOMEM;
@@ -1782,6 +1801,8 @@ static int refresh_dir(struct refresh *r, char *dir)
 		.dev = (uint64_t)st.st_dev,
 		.ino = (uint64_t)st.st_ino,
 		.uid = st.st_uid,
+		.gid = st.st_gid,
+		.mode = st.st_mode,
 	};
 	if (f.path == NULL || f.src == NULL ||
 	    push_str(&r->done, &r->ndone, &r->donecap, dir) < 0) {

@@ -78,8 +78,8 @@ enum snap_warn {
 	SNAP_W_LINK,	 /* symlink ignored (symlinks = skip) */
 	SNAP_W_RESERVED, /* a name starting with "..", not a volume's own */
 	SNAP_W_TARGET,	 /* leads into the target itself */
-	SNAP_W_HARDLINK, /* a link to a file its directory's owner may not
-			    read */
+	SNAP_W_UNREADABLE, /* a file that a user who can write its
+			      directory may not read */
 };
 
 struct snap_warning {

@@ -338,54 +338,65 @@ START_TEST(test_a_user_holding_a_lock_on_the_target_keeps_nothing_out)
 }
 END_TEST
 
-/* A hard link in a user's source to a file of root's they may not read
- * (made, where fs.protected_hardlinks is off, by that user; here by
- * root for them) is not published; one to a file anyone may read, or to
- * their own, is.  In a directory of root's, root's link is root's
- * choice. */
-START_TEST(test_a_users_hard_link_to_a_file_they_cannot_read_is_skipped)
+/* A file in a user's source that they may not read (a hard link to one
+ * of root's, made where fs.protected_hardlinks is off, here by root for
+ * them; one whose other name was since replaced has one link) is not
+ * published; one anyone may read, or their own, is.  So in a directory
+ * of root's that a group can write, for what that group may not read.
+ * In a directory only root can write, root's file is root's choice. */
+START_TEST(test_a_file_the_sources_writers_cannot_read_is_skipped)
 {
 	char *usrc = dir_of("usrc", APP_UID), *err = NULL;
 	char *secret = tu_path(tmp, "secret"), *open_file = tu_path(tmp, "open");
 	char *at = tu_path(usrc, "shadow"), *at2 = tu_path(usrc, "motd");
-	char *shown = tu_path(dst, "shadow");
+	char *shown = tu_path(dst, "shadow"), *motd = tu_path(dst, "motd");
+	char *mine2 = tu_path(dst, "mine2"), *cmd, *text;
 	struct stat st;
 
 	tu_write(tmp, "secret", "root's only\n", 0640);
 	tu_write(tmp, "open", "anyone's\n", 0644);
 	ck_assert_int_eq(link(secret, at), 0);
 	ck_assert_int_eq(link(open_file, at2), 0);
-	char *cmd;
-	ck_assert_int_gt(asprintf(&cmd, "echo mine > '%s/mine' && ln '%s/mine' "
-					"'%s/mine2'",
-				  usrc, usrc, usrc),
+	/* Root's own name replaced: the user's is the only one left. */
+	tu_write(tmp, "secret.new", "root's new\n", 0640);
+	char *renamed = tu_path(tmp, "secret.new");
+	ck_assert_int_eq(rename(renamed, secret), 0);
+	ck_assert_int_eq(lstat(at, &st), 0);
+	ck_assert_uint_eq(st.st_nlink, 1);
+	ck_assert_int_gt(asprintf(&cmd, "echo mine > '%s/mine' && chmod 0 "
+					"'%s/mine' && ln '%s/mine' '%s/mine2'",
+				  usrc, usrc, usrc, usrc),
 			 0);
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
 	ck_assert_int_eq(once_to(usrc, dst, &err), 0);
-	ck_assert_msg(strstr(err, "shadow") &&
-			      strstr(err, "hard link to a file of another user "
-					  "that the directory's owner may not "
-					  "read; skipped"),
+	ck_assert_msg(strstr(err, "shadow: a file that a user who can write "
+				  "its directory may not read; skipped"),
 		      "%s", err);
 	ck_assert_int_lt(lstat(shown, &st), 0);
-	char *motd = tu_path(dst, "motd"), *mine2 = tu_path(dst, "mine2");
-	char *text = tu_read(motd, NULL);
+	text = tu_read(motd, NULL);
 	ck_assert_str_eq(text, "anyone's\n");
 	free(text);
-	text = tu_read(mine2, NULL);
-	ck_assert_str_eq(text, "mine\n");
-	free(text);
-	free(motd);
-	free(mine2);
+	ck_assert_int_eq(lstat(mine2, &st), 0); /* theirs, mode 0 or not */
 	free(err);
-	/* The same link in a source of root's is published. */
-	ck_assert_int_eq(chown(usrc, 0, 0), 0);
+	/* Root's directory, which the user's group can write. */
+	ck_assert_int_eq(chown(usrc, 0, APP_UID), 0);
+	ck_assert_int_eq(chmod(usrc, 02775), 0);
+	ck_assert_int_eq(once_to(usrc, dst, &err), 0);
+	ck_assert_msg(strstr(err, "shadow: a file that a user who can write"),
+		      "%s", err);
+	ck_assert_int_lt(lstat(shown, &st), 0);
+	free(err);
+	/* Root's alone: published. */
+	ck_assert_int_eq(chmod(usrc, 0755), 0);
 	ck_assert_int_eq(once_to(usrc, dst, &err), 0);
 	text = tu_read(shown, NULL);
 	ck_assert_str_eq(text, "root's only\n");
 	free(text);
 	free(err);
 	free(cmd);
+	free(renamed);
+	free(mine2);
+	free(motd);
 	free(shown);
 	free(at2);
 	free(at);
@@ -621,7 +632,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
-	tcase_add_test(tc, test_a_users_hard_link_to_a_file_they_cannot_read_is_skipped);
+	tcase_add_test(tc, test_a_file_the_sources_writers_cannot_read_is_skipped);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	suite_add_tcase(s, tc);
