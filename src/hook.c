@@ -268,6 +268,15 @@ static int pidfile_trusted(const char *pidfile, const struct stat *st,
 				   "reload_pidfile %s: owned by uid %u, not by "
 				   "root or atomsyncd's user; refusing it",
 				   pidfile, (unsigned)st->st_uid);
+	/* Another name of a file of root's, linked into place by another
+	 * user (where fs.protected_hardlinks is off), passes every other
+	 * check. */
+	if (st->st_nlink > 1)
+		return log_err_set(err, -EPERM,
+				   "reload_pidfile %s: has %lu names, one of "
+				   "which another user could have made; "
+				   "refusing it",
+				   pidfile, (unsigned long)st->st_nlink);
 	if (st->st_mode & 0022)
 		return log_err_set(err, -EPERM,
 				   "reload_pidfile %s: writable by %s (mode "

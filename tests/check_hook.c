@@ -311,6 +311,12 @@ START_TEST(test_pidfile_in_a_directory_of_another_user_is_refused)
 	char *why;
 	ck_assert_int_eq(read_pidfile("u/app.pid", &why), 1234);
 	free(why);
+	/* A second name of it, as a user's hard link would be. */
+	char *other = tu_path(tmp, "other.pid");
+	ck_assert_int_eq(link(f, other), 0);
+	assert_refused("u/app.pid", "has 2 names, one of which another user "
+				    "could have made");
+	free(other);
 	free(f);
 	free(dir);
 }
