@@ -1010,10 +1010,7 @@ static const char *distrust(const struct stat *st, char *buf, size_t size)
 	if ((st->st_mode & 0022) == 0)
 		return NULL;
 	snprintf(buf, size, "writable by %s (mode %04o)",
-		 (st->st_mode & 0022) == 0022 ? "its group and others"
-		 : (st->st_mode & 0020)	      ? "its group"
-					      : "others",
-		 (unsigned)(st->st_mode & 07777));
+		 fsutil_writers(st->st_mode), (unsigned)(st->st_mode & 07777));
 	return buf;
 }
 

@@ -757,6 +757,13 @@ bool fsutil_trusted_uid(uid_t uid)
 	return uid == 0 || uid == geteuid();
 }
 
+const char *fsutil_writers(mode_t mode)
+{
+	if ((mode & 0022) == 0022)
+		return "its group and others";
+	return mode & 0020 ? "its group" : "others";
+}
+
 /* A directory whose names only root or we can change: owned by one of us
  * and not writable by others, unless sticky (as /tmp is: there only an
  * entry's owner may rename or remove it), or on a file system mounted
@@ -925,10 +932,7 @@ static int chase_trusted(struct chase *c)
 	return chase_fail(c, -EPERM,
 			  "directory %s is writable by %s (mode %04o), who "
 			  "can change what the path leads to",
-			  c->done,
-			  (c->st.st_mode & 0022) == 0022 ? "its group and others"
-			  : c->st.st_mode & 0020	 ? "its group"
-							 : "others",
+			  c->done, fsutil_writers(c->st.st_mode),
 			  (unsigned)(c->st.st_mode & 07777));
 }
 

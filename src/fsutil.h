@@ -75,6 +75,9 @@ pid_t fsutil_flock_holder_of(const struct stat *st);
 
 /* Root and the user atomsyncd runs as: who may own what it trusts. */
 bool fsutil_trusted_uid(uid_t uid);
+/* Who besides the owner may write a file of mode `mode` (some of 0022):
+ * "its group and others", "its group" or "others", for messages. */
+const char *fsutil_writers(mode_t mode);
 
 /* Opens `path` as a root daemon must resolve a path that other users may
  * change (as systemd's chase() does): one component at a time, following

@@ -721,10 +721,7 @@ static int target_ours(const struct writer *w, char **err)
 		return log_err_set(err, -EPERM,
 				   "target %s is writable by %s (mode %04o); "
 				   "refusing to publish into it",
-				   w->path,
-				   (st.st_mode & 0022) == 0022 ? "its group and others"
-				   : st.st_mode & 0020	     ? "its group"
-							     : "others",
+				   w->path, fsutil_writers(st.st_mode),
 				   (unsigned)(st.st_mode & 07777));
 	return 0;
 }
