@@ -963,6 +963,17 @@ static bool layout_name(const char *n)
 
 /* ---- the walk: an explicit stack, never the C stack ---- */
 
+/* A frame to walk the directory open as `fd`, described by `st`. */
+static struct frame frame_of(int fd, char *path, char *src, unsigned flags,
+			     const struct stat *st)
+{
+	return (struct frame){
+		.fd = fd, .path = path, .src = src, .flags = flags,
+		.dev = (uint64_t)st->st_dev, .ino = (uint64_t)st->st_ino,
+		.uid = st->st_uid, .gid = st->st_gid, .mode = st->st_mode,
+	};
+}
+
 static void frame_fini(struct frame *f)
 {
 	if (f->fd >= 0)
@@ -1229,8 +1240,6 @@ static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
 	return rc;
 }
 
-/* Appends the file `*cpath` (which the entry then owns) and watches
- * where its content lives when a link led to it. */
 /* Whether a user other than root or us who can write the directory f
  * (its owner, its group, anyone: as its mode says) may not read the file
  * `st` in it.  Such a user could have linked or moved there a file they
@@ -1252,6 +1261,8 @@ static bool kept_from_writers(const struct frame *f, const struct stat *st)
 	       !group_reads;
 }
 
+/* Appends the file `*cpath` (which the entry then owns) and watches
+ * where its content lives when a link led to it. */
 static int add_file(struct walk *w, const struct frame *f, char **cpath,
 		    struct found *fd)
 {
@@ -1371,17 +1382,7 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		close(sub);
 		return rc;
 	}
-	*child = (struct frame){
-		.fd = sub,
-		.path = *cpath,
-		.src = fd->src,
-		.flags = fd->flags,
-		.dev = (uint64_t)fd->st.st_dev,
-		.ino = (uint64_t)fd->st.st_ino,
-		.uid = fd->st.st_uid,
-		.gid = fd->st.st_gid,
-		.mode = fd->st.st_mode,
-	};
+	*child = frame_of(sub, *cpath, fd->src, fd->flags, &fd->st);
 	*cpath = NULL;
 	fd->src = NULL;
 	return 0;
@@ -1395,8 +1396,9 @@ static int paths_bounded(struct walk *w, const char *cpath)
 	const struct snapshot *s = w->s;
 	uint64_t max = w->o ? (uint64_t)w->o->max_files * SNAPSHOT_PATH_BYTES
 			    : 0;
+	uint64_t held = (w->prev ? w->prev->path_bytes : 0) + s->path_bytes;
 
-	if (max == 0 || (w->prev ? w->prev->path_bytes : 0) + s->path_bytes <= max)
+	if (max == 0 || held <= max)
 		return 0;
 	if (w->prev)
 		return -ESTALE;
@@ -1598,16 +1600,9 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 		rc = resolve_into_dirs(&w);
 	if (rc == 0)
 		rc = add_watch(s, "", &st);
-	struct frame f = {
-		.fd = rc == 0 ? fcntl(s->root_fd, F_DUPFD_CLOEXEC, 0) : -1,
-		.path = strdup(""),
-		.src = strdup(""),
-		.dev = (uint64_t)st.st_dev,
-		.ino = (uint64_t)st.st_ino,
-		.uid = st.st_uid,
-		.gid = st.st_gid,
-		.mode = st.st_mode,
-	};
+	struct frame f = frame_of(
+		rc == 0 ? fcntl(s->root_fd, F_DUPFD_CLOEXEC, 0) : -1,
+		strdup(""), strdup(""), 0, &st);
 	if (rc == 0 && (f.fd < 0 || f.path == NULL || f.src == NULL)) {
 		rc = f.fd < 0 ? -errno : -ENOMEM;
 		frame_fini(&f);
@@ -1794,16 +1789,7 @@ static int refresh_dir(struct refresh *r, char *dir)
 	int fd = rc == 0 ? refresh_open(r, dir, &st) : rc;
 	if (fd < 0)
 		return fd;
-	struct frame f = {
-		.fd = fd,
-		.path = strdup(dir),
-		.src = strdup(dir),
-		.dev = (uint64_t)st.st_dev,
-		.ino = (uint64_t)st.st_ino,
-		.uid = st.st_uid,
-		.gid = st.st_gid,
-		.mode = st.st_mode,
-	};
+	struct frame f = frame_of(fd, strdup(dir), strdup(dir), 0, &st);
 	if (f.path == NULL || f.src == NULL ||
 	    push_str(&r->done, &r->ndone, &r->donecap, dir) < 0) {
 		frame_fini(&f);

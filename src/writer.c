@@ -2363,25 +2363,36 @@ static int build_range(struct build *b, size_t from, size_t to, size_t *at,
 	return rc;
 }
 
-/* Writes the entries of p->s in turn (p->built: how many were).  Flushes
- * are asked for as they are written: a generation with that many new
- * entries is flushed with one syncfs() at the end (see flush.h).  Not a
- * standby's: a change stops one at once, and its publish must not wait
- * for a flush first. */
-static int build_entries(struct build *b, struct writer_pending *p, int gfd,
-			 const atomic_bool *stop)
+/* Writes the entries of a publish's p->s in turn (p->built: how many
+ * were).  Flushes are asked for as they are written: a generation with
+ * that many new entries is flushed with one syncfs() at the end (see
+ * flush.h).  A standby's are not (build_standby()): a change stops one at
+ * once, and its publish must not wait for a flush first. */
+static int build_entries(struct build *b, struct writer_pending *p, int gfd)
 {
 	struct flush_early early;
-	bool ask = flushes(b->w) && !b->standby;
 
 	flush_early_init(&early, gfd);
-	int rc = build_range(b, 0, p->s->n, &p->built, stop,
-			     ask ? &early : NULL);
+	int rc = build_range(b, 0, p->s->n, &p->built, b->stop,
+			     flushes(b->w) ? &early : NULL);
 	int frc = flush_early_fini(&early, rc == 0);
 	if (rc == 0 && frc < 0)
 		rc = log_err_set(b->err, frc, "target %s: flushing %s: %s",
 				 b->w->path, p->gen, strerror(-frc));
 	return rc;
+}
+
+/* Closes the levels of b from the innermost down to `keep` (those below
+ * are another build's), unchanged, and frees the stack. */
+static void levels_free(struct build *b, size_t keep)
+{
+	while (b->depth > keep) {
+		struct level *l = &b->lv[--b->depth];
+		close(l->nfd);
+		if (l->ofd >= 0)
+			close(l->ofd);
+	}
+	free(b->lv);
 }
 
 /* The second half of a standby, on a thread of its own: the entries
@@ -2463,14 +2474,7 @@ static int build_standby(struct build *b, struct writer_pending *p)
 		*b->err = h.err;
 		h.err = NULL;
 	}
-	/* Its levels but the root, which is b's. */
-	while (h.b.depth > 1) {
-		struct level *l = &h.b.lv[--h.b.depth];
-		close(l->nfd);
-		if (l->ofd >= 0)
-			close(l->ofd);
-	}
-	free(h.b.lv);
+	levels_free(&h.b, 1); /* the root is b's */
 	free(h.err);
 	free(h.r.paths);
 	problems_fini(&h.pb);
@@ -2518,7 +2522,7 @@ static int build(struct writer *w, struct writer_pending *p,
 		rc = prune(&b, &b.lv[0]);
 	if (rc == 0)
 		rc = p->standby ? build_standby(&b, p)
-				: build_entries(&b, p, gfd, stop);
+				: build_entries(&b, p, gfd);
 	w->live_learned |= b.learned;
 	while (b.depth > 1 && rc == 0)
 		rc = close_level(&b);
@@ -2535,13 +2539,7 @@ static int build(struct writer *w, struct writer_pending *p,
 	if (rc == 0)
 		rc = open_up(w, gfd, gen, all, p->standby ? 0700 : 0755, err);
 out:
-	while (b.depth > 0) {
-		struct level *l = &b.lv[--b.depth];
-		close(l->nfd);
-		if (l->ofd >= 0)
-			close(l->ofd);
-	}
-	free(b.lv);
+	levels_free(&b, 0);
 	return rc;
 }
 
