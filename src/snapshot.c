@@ -23,6 +23,7 @@
 #include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
+#include "store.h"
 
 /* Symlinks followed while resolving one link, as the kernel's limit. */
 #define MAX_LINK_HOPS 40
@@ -257,41 +258,81 @@ void snapshot_entry_fini(struct snap_entry *e)
 }
 
 /* A block of paths a snapshot holds together: one allocation for many
- * short strings, rather than one each (and its overhead), and one free. */
+ * short strings, rather than one each (and its overhead), and one free.
+ * A refresh holds the blocks of the record it refreshes too, for the
+ * entries it kept as they were: `refs` counts the snapshots. */
 struct snap_pool {
-	struct snap_pool *next;
+	size_t refs;
 	size_t used, size;
 	char bytes[];
 };
 
 #define POOL_BLOCK ((size_t)256 << 10)
+/* A snapshot's first block: a refresh adds the paths of a few
+ * directories, and each refresh of it holds that block on. */
+#define POOL_FIRST ((size_t)4 << 10)
 
-/* A copy of `p` in s's pool, or NULL when out of memory. */
+/* A copy of `p` in s's pool, or NULL when out of memory.  Only a block
+ * of s's alone takes more: another snapshot's `used` is its own. */
 static char *pool_copy(struct snapshot *s, const char *p)
 {
 	size_t len = strlen(p) + 1;
-	struct snap_pool *b = s->pool;
+	struct snap_pool *b = s->npools ? s->pools[s->npools - 1] : NULL;
 
-	if (b == NULL || b->size - b->used < len) {
-		size_t size = len > POOL_BLOCK ? len : POOL_BLOCK;
-		b = malloc(sizeof(*b) + size);
-		if (b == NULL)
+	if (b == NULL || b->refs > 1 || b->size - b->used < len) {
+		size_t size = POOL_FIRST << (s->npools < 6 ? s->npools : 6);
+		if (size < len)
+			size = len;
+		if (array_grow(&s->pools, &s->poolcap, s->npools,
+			       sizeof(*s->pools)) < 0 ||
+		    (b = malloc(sizeof(*b) + size)) == NULL)
 			return NULL;
-		*b = (struct snap_pool){.next = s->pool, .size = size};
-		s->pool = b;
+		*b = (struct snap_pool){.refs = 1, .size = size};
+		s->pools[s->npools++] = b;
+		s->pool_bytes += size;
 	}
 	char *c = memcpy(b->bytes + b->used, p, len);
 	b->used += len;
+	s->pool_used += len;
 	return c;
 }
 
-static void pool_free(struct snap_pool *b)
+/* s holds the blocks of `from` too. */
+static int pool_share(struct snapshot *s, const struct snapshot *from)
 {
-	while (b) {
-		struct snap_pool *next = b->next;
-		free(b);
-		b = next;
+	size_t n = s->npools + from->npools;
+
+	if (from->npools == 0)
+		return 0;
+	if (n > s->poolcap) {
+		struct snap_pool **v = realloc(s->pools, n * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		s->pools = v;
+		s->poolcap = n;
 	}
+	/* Before s's own, so that the last is still one only s adds to. */
+	memmove(s->pools + from->npools, s->pools,
+		s->npools * sizeof(*s->pools));
+	for (size_t i = 0; i < from->npools; i++) {
+		s->pools[i] = from->pools[i];
+		s->pools[i]->refs++;
+	}
+	s->npools = n;
+	s->pool_bytes += from->pool_bytes;
+	s->pool_used += from->pool_used;
+	return 0;
+}
+
+static void pool_release(struct snapshot *s)
+{
+	for (size_t i = 0; i < s->npools; i++)
+		if (--s->pools[i]->refs == 0)
+			free(s->pools[i]);
+	free(s->pools);
+	s->pools = NULL;
+	s->npools = s->poolcap = 0;
+	s->pool_bytes = s->pool_used = 0;
 }
 
 static size_t round_up(size_t x, size_t to)
@@ -329,12 +370,16 @@ static void *map_huge(size_t bytes)
 
 static void entries_release(struct snapshot *s)
 {
-	if (s->vmap)
+	if (s->store)
+		store_unmap(s->store, s->v, s->vmap);
+	else if (s->vmap)
 		munmap(s->v, s->vmap);
 	else
 		free(s->v);
 	s->v = NULL;
 	s->vmap = 0;
+	s->store = NULL;
+	s->mem = SNAP_MEM_OWN;
 }
 
 /* A mapping of `bytes` (whole pages) in small pages, made at once. */
@@ -413,11 +458,83 @@ void snapshot_free(struct snapshot *s)
 		close(s->ext_fd);
 	log_list_fini(&s->problems);
 	entries_release(s);
-	pool_free(s->pool);
+	pool_release(s);
 	free(s->runs);
 	free(s->root);
 	free(s->root_real);
 	free(s);
+}
+
+/* Every pooled path copied into one block, the blocks s held given up:
+ * each refresh leaves behind the paths it replaced, in blocks that the
+ * paths it kept still hold on to.  As it was when out of memory. */
+static void pool_compact(struct snapshot *s)
+{
+	size_t total = 0;
+
+	for (size_t i = 0; i < s->n; i++)
+		total += s->v[i].pooled ? strlen(s->v[i].path) + 1 : 0;
+	struct snap_pool *b = malloc(sizeof(*b) + total);
+	struct snap_pool **v = malloc(sizeof(*v));
+	if (b == NULL || v == NULL) {
+		free(b);
+		free(v);
+		return;
+	}
+	*b = (struct snap_pool){.refs = 1, .used = total, .size = total};
+	char *at = b->bytes;
+	for (size_t i = 0; i < s->n; i++) {
+		struct snap_entry *e = &s->v[i];
+		if (!e->pooled)
+			continue;
+		size_t len = strlen(e->path) + 1;
+		e->path = memcpy(at, e->path, len);
+		at += len;
+	}
+	pool_release(s);
+	v[0] = b;
+	s->pools = v;
+	s->npools = s->poolcap = 1;
+	s->pool_bytes = s->pool_used = total;
+}
+
+/* s's entries moved into a store of their own, or its view of one made
+ * the store's content: the next refresh views them. */
+static void entries_store(struct snapshot *s)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t len = round_up(s->n * sizeof(*s->v), page);
+	struct store *x = NULL;
+	void *m = NULL;
+
+	if (s->mem == SNAP_MEM_VIEW && store_alone(s->store) &&
+	    store_absorb(s->store, s->v, s->vmap, &m) == 0) {
+		s->v = m;
+		s->mem = SNAP_MEM_STORE;
+	} else if (s->mem == SNAP_MEM_OWN &&
+		   store_copy(s->v, s->n * sizeof(*s->v), len, &x, &m) == 0) {
+		entries_release(s);
+		s->v = m;
+		s->vmap = len;
+		s->cap = len / sizeof(*s->v);
+		s->store = x;
+		s->mem = SNAP_MEM_STORE;
+	}
+}
+
+void snapshot_supersede(struct snapshot *old, struct snapshot *s)
+{
+	snapshot_free(old);
+	if (s == NULL)
+		return;
+	/* A refresh copies a small record (and one whose paths are not all
+	 * pooled) rather than viewing it. */
+	if (s->mem == SNAP_MEM_VIEW ||
+	    (s->held == 0 && s->n >= ENTRIES_MAP_MIN / sizeof(*s->v)))
+		entries_store(s);
+	if (s->pool_bytes > 2 * s->pool_used + 2 * POOL_BLOCK &&
+	    (s->store == NULL || store_alone(s->store)))
+		pool_compact(s);
 }
 
 static void extras_fini(struct snapshot_extras *x)
@@ -1644,6 +1761,15 @@ struct refresh {
 	size_t ncuts, cutcap;
 	const struct snap_warning *warn; /* prev's warnings */
 	size_t nwarn;
+	/* prev's directories to watch, and of its directory entries those
+	 * the merge dropped (in path order); what it added, as indexes in
+	 * the refresh: the new list of watches, from them. */
+	const struct snap_dir *watch;
+	size_t nwatch;
+	char **dirs_gone;
+	size_t ngone, gonecap;
+	size_t *dirs_new;
+	size_t nnew, newcap;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -1963,6 +2089,14 @@ static bool in_order(const struct snapshot *prev)
 	return true;
 }
 
+/* How a refresh holds what it keeps of the record it refreshes. */
+enum keep {
+	KEEP_COPY,  /* copied, each path into its own pool */
+	KEEP_SHARE, /* copied, the paths left in the record's blocks */
+	KEEP_VIEW,  /* in a view of the record's store: only an entry that
+		     * moved (or is new) is written */
+};
+
 struct merge {
 	struct refresh *r;
 	struct snap_entry *fresh; /* read again, in order */
@@ -1970,6 +2104,7 @@ struct merge {
 	size_t nfresh, next;
 	const char *cut; /* a directory of prev dropped with all below it */
 	size_t cutlen;
+	enum keep keep;
 };
 
 /* Adds what was read again that sorts before prev's entry `i`. */
@@ -1979,6 +2114,12 @@ static void merge_fresh(struct merge *m, size_t i)
 
 	for (; m->next < m->nfresh && m->at[m->next] <= i; m->next++) {
 		const struct snap_entry *e = &m->fresh[m->next];
+		if (e->type == SNAP_DIR &&
+		    array_grow(&m->r->dirs_new, &m->r->newcap, m->r->nnew,
+			       sizeof(*m->r->dirs_new)) == 0)
+			m->r->dirs_new[m->r->nnew++] = s->n;
+		else if (e->type == SNAP_DIR)
+			m->r->watch = NULL; /* out of memory: from s itself */
 		s->v[s->n++] = *e; /* s's now */
 		s->bytes += e->type == SNAP_FILE ? e->size : 0;
 	}
@@ -2003,49 +2144,145 @@ static int merge_spanned(struct merge *m, const struct snap_entry *e)
 	return push_str(&r->cuts, &r->ncuts, &r->cutcap, (char *)e->path);
 }
 
-/* Notes that s->v[at] is a copy of prev's entry `from`. */
-static int run_note(struct snapshot *s, size_t at, size_t from)
+/* Notes that s->v[at..at+n) are copies of prev's entries from `from`. */
+static int run_note(struct snapshot *s, size_t at, size_t from, size_t n)
 {
 	struct snap_run *r = s->nruns ? &s->runs[s->nruns - 1] : NULL;
 
 	if (r && r->at + r->n == at && r->from + r->n == from) {
-		r->n++;
+		r->n += n;
 		return 0;
 	}
 	if (array_grow(&s->runs, &s->runcap, s->nruns, sizeof(*s->runs)) < 0)
 		return -ENOMEM;
-	s->runs[s->nruns++] = (struct snap_run){at, from, 1};
+	s->runs[s->nruns++] = (struct snap_run){at, from, n};
+	return 0;
+}
+
+/* prev's entry `e`, replaced or gone: neither its path nor its bytes
+ * count any longer, nor its watch. */
+static int merge_dropped(struct merge *m, const struct snap_entry *e)
+{
+	struct refresh *r = m->r;
+	struct snapshot *s = r->w.s;
+	uint64_t len = strlen(e->path) + 1;
+
+	if (e->type == SNAP_DIR && push_str(&r->dirs_gone, &r->ngone,
+					    &r->gonecap, (char *)e->path) < 0)
+		return -ENOMEM;
+	s->path_bytes -= len < s->path_bytes ? len : s->path_bytes;
+	if (m->keep != KEEP_COPY && e->pooled)
+		s->pool_used -= len < s->pool_used ? len : s->pool_used;
+	if (e->type == SNAP_FILE)
+		s->bytes -= e->size < s->bytes ? e->size : s->bytes;
+	return 0;
+}
+
+/* prev's entries [i, i+n) kept, as the next of s's. */
+static int merge_keep(struct merge *m, size_t i, size_t n)
+{
+	const struct snapshot *prev = m->r->w.prev;
+	struct snapshot *s = m->r->w.s;
+
+	if (n == 0)
+		return 0;
+	if (run_note(s, s->n, i, n) < 0)
+		return -ENOMEM;
+	switch (m->keep) {
+	case KEEP_COPY:
+		for (size_t k = i; k < i + n; k++)
+			if (snapshot_add(s, &prev->v[k]) < 0)
+				return -ENOMEM;
+		return 0;
+	case KEEP_VIEW:
+		/* Where they were: the view holds them already.  Not
+		 * written, the pages stay the record's. */
+		if (s->n == i) {
+			s->n += n;
+			return 0;
+		}
+		/* fall through */
+	case KEEP_SHARE:
+		memcpy(&s->v[s->n], &prev->v[i], n * sizeof(*s->v));
+		s->n += n;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* prev's entries [i, end), outside every span: kept, with what was read
+ * again going in between where it sorts. */
+static int merge_unspanned(struct merge *m, size_t i, size_t end)
+{
+	while (i < end) {
+		merge_fresh(m, i);
+		size_t to = m->next < m->nfresh && m->at[m->next] < end
+				    ? m->at[m->next]
+				    : end;
+		if (merge_keep(m, i, to - i) < 0)
+			return -ENOMEM;
+		i = to;
+	}
 	return 0;
 }
 
 /* prev's entries that were not read again, and those that were, merged
  * in path order in one pass: only prev's entries in the span of a
- * directory read again are looked at. */
+ * directory read again are looked at one by one, the rest kept a range
+ * at a time (and in a view, where it already is, not even touched). */
 static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 {
 	const struct snapshot *prev = m->r->w.prev;
-	struct snapshot *s = m->r->w.s;
-	size_t j = 0;
+	size_t i = 0;
 
-	for (size_t i = 0; i < prev->n; i++) {
-		const struct snap_entry *e = &prev->v[i];
-		merge_fresh(m, i);
-		while (j < nsp && sp[j].hi <= i)
-			j++;
-		int rc = j < nsp && sp[j].lo <= i ? merge_spanned(m, e) : 1;
-		if (rc < 0)
-			return rc;
-		if (rc == 0) {
-			/* Replaced or gone: its path no longer counts. */
-			uint64_t len = strlen(e->path) + 1;
-			s->path_bytes -= len < s->path_bytes ? len : s->path_bytes;
-			continue;
-		}
-		if (run_note(s, s->n, i) < 0 || snapshot_add(s, e) < 0)
+	for (size_t j = 0; j <= nsp; j++) {
+		size_t lo = j < nsp ? sp[j].lo : prev->n;
+		if (merge_unspanned(m, i, lo) < 0)
 			return -ENOMEM;
-		s->bytes += e->type == SNAP_FILE ? e->size : 0;
+		for (i = lo; j < nsp && i < sp[j].hi; i++) {
+			merge_fresh(m, i);
+			int rc = merge_spanned(m, &prev->v[i]);
+			if (rc < 0)
+				return rc;
+			if (rc == 0)
+				rc = merge_dropped(m, &prev->v[i]);
+			else
+				rc = merge_keep(m, i, 1);
+			if (rc < 0)
+				return rc;
+		}
 	}
 	merge_fresh(m, SIZE_MAX);
+	return 0;
+}
+
+/* Room in s for `n` entries, and how it keeps prev's: in a view of
+ * prev's store when it has one, sharing prev's blocks of paths when its
+ * paths are all in them; else copied. */
+static int refresh_room(struct snapshot *s, const struct snapshot *prev,
+			size_t n, enum keep *keep)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	const size_t sz = sizeof(*s->v);
+	void *view = NULL;
+
+	*keep = prev->held ? KEEP_COPY : KEEP_SHARE;
+	if (*keep == KEEP_SHARE && pool_share(s, prev) < 0)
+		return -ENOMEM;
+	if (*keep == KEEP_SHARE && prev->mem == SNAP_MEM_STORE &&
+	    n <= (SIZE_MAX - page) / sz &&
+	    store_view(prev->store, round_up(n * sz, page), &view) == 0) {
+		entries_release(s); /* empty: what it read is in `fresh` */
+		s->v = view;
+		s->vmap = round_up(n * sz, page);
+		s->cap = s->vmap / sz;
+		s->store = prev->store;
+		s->mem = SNAP_MEM_VIEW;
+		*keep = KEEP_VIEW;
+		return 0;
+	}
+	if (s->cap < n && entries_resize(s, n, ENT_POPULATE) < 0)
+		return -ENOMEM;
 	return 0;
 }
 
@@ -2063,17 +2300,17 @@ static int refresh_keep_entries(struct refresh *r)
 
 	if (rc == 0)
 		rc = refresh_fresh(s, &m.fresh, &m.nfresh);
-	if (rc == 0 && s->cap < m.nfresh + prev->n &&
-	    entries_resize(s, m.nfresh + prev->n, ENT_POPULATE) < 0)
-		rc = -ENOMEM;
+	if (rc == 0)
+		rc = refresh_room(s, prev, m.nfresh + prev->n, &m.keep);
 	if (rc == 0 && ((m.at = malloc((m.nfresh ? m.nfresh : 1) *
 				       sizeof(*m.at))) == NULL ||
 			(sp = refresh_spans(r, &nsp)) == NULL))
 		rc = -ENOMEM;
 	for (size_t i = 0; rc == 0 && i < m.nfresh; i++)
 		m.at[i] = lower_bound(prev, m.fresh[i].path);
-	s->bytes = 0;
-	s->path_bytes += prev->path_bytes; /* less what the merge drops */
+	/* Less what the merge drops, and with what it adds. */
+	s->bytes = prev->bytes;
+	s->path_bytes += prev->path_bytes;
 	if (rc == 0)
 		rc = merge_run(&m, sp, nsp);
 	for (size_t i = m.next; i < m.nfresh; i++)
@@ -2118,26 +2355,74 @@ static int refresh_warnings(struct refresh *r)
 	return 0;
 }
 
-/* Without links, the directories to watch are the root and every
- * directory entry, as a walk lists them. */
-static int refresh_watches(struct snapshot *s)
+static int cmp_gone(const void *key, const void *elem)
 {
-	struct snapshot_extras *x = &s->extras;
+	return snapshot_path_cmp(key, *(char *const *)elem);
+}
+
+static int add_watch_of(struct snapshot *s, const char *path, uint64_t dev,
+			uint64_t ino)
+{
 	struct stat st = {0};
+
+	st.st_dev = (dev_t)dev;
+	st.st_ino = (ino_t)ino;
+	return add_watch(s, path, &st);
+}
+
+/* prev's watches but those of directories the merge dropped, with those
+ * of the directories it added, merged in path order (prev's are in it,
+ * as a walk lists them): a watch for the root and every directory
+ * entry, without looking at every entry. */
+static int watches_from_prev(struct refresh *r)
+{
+	struct snapshot *s = r->w.s;
+	size_t i = 0, k = 0;
+	int rc = 0;
+
+	while (rc == 0 && (i < r->nwatch || k < r->nnew)) {
+		const struct snap_dir *d = i < r->nwatch ? &r->watch[i] : NULL;
+		const struct snap_entry *e =
+			k < r->nnew ? &s->v[r->dirs_new[k]] : NULL;
+		if (d && *d->path && r->ngone &&
+		    bsearch(d->path, r->dirs_gone, r->ngone,
+			    sizeof(*r->dirs_gone), cmp_gone)) {
+			i++;
+			continue;
+		}
+		int c = d == NULL ? 1
+			: e == NULL ? -1
+				    : snapshot_path_cmp(d->path, e->path);
+		if (c < 0) {
+			rc = add_watch_of(s, d->path, d->dev, d->ino);
+			i++;
+			continue;
+		}
+		i += c == 0; /* the same directory read again */
+		rc = add_watch_of(s, e->path, e->dev, e->ino);
+		k++;
+	}
+	return rc;
+}
+
+/* Without links, the directories to watch are the root and every
+ * directory entry, as a walk lists them: from prev's when they are
+ * there (the root's is, in any walk's), else from every entry. */
+static int refresh_watches(struct refresh *r)
+{
+	struct snapshot *s = r->w.s;
+	struct snapshot_extras *x = &s->extras;
 
 	for (size_t i = 0; i < x->nwatch; i++)
 		free(x->watch[i].path);
 	x->nwatch = 0;
-	st.st_dev = (dev_t)s->root_dev;
-	st.st_ino = (ino_t)s->root_ino;
-	int rc = add_watch(s, "", &st);
-	for (size_t i = 0; rc == 0 && i < s->n; i++) {
-		if (s->v[i].type != SNAP_DIR)
-			continue;
-		st.st_dev = (dev_t)s->v[i].dev;
-		st.st_ino = (ino_t)s->v[i].ino;
-		rc = add_watch(s, s->v[i].path, &st);
-	}
+	if (r->watch && r->nwatch > 0)
+		return watches_from_prev(r);
+	int rc = add_watch_of(s, "", s->root_dev, s->root_ino);
+	for (size_t i = 0; rc == 0 && i < s->n; i++)
+		if (s->v[i].type == SNAP_DIR)
+			rc = add_watch_of(s, s->v[i].path, s->v[i].dev,
+					  s->v[i].ino);
 	return rc;
 }
 
@@ -2154,7 +2439,7 @@ static int refresh_merge(struct refresh *r)
 		  (o->max_bytes && s->bytes > o->max_bytes)))
 		return -ESTALE;
 	rc = refresh_warnings(r);
-	return rc < 0 ? rc : refresh_watches(s);
+	return rc < 0 ? rc : refresh_watches(r);
 }
 
 /* The directories to read again, in path order (parents first), each
@@ -2221,7 +2506,8 @@ int snapshot_refresh(const struct snapshot *prev,
 	if (px == NULL)
 		px = &prev->extras;
 	struct refresh r = {.w = {.o = o, .prev = prev},
-			    .warn = px->warn, .nwarn = px->nwarn};
+			    .warn = px->warn, .nwarn = px->nwarn,
+			    .watch = px->watch, .nwatch = px->nwatch};
 	struct snapshot *s = NULL;
 	int rc;
 
@@ -2258,6 +2544,8 @@ int snapshot_refresh(const struct snapshot *prev,
 	walk_fini(&r.w);
 	free(r.done);
 	free(r.cuts);
+	free(r.dirs_gone);
+	free(r.dirs_new);
 	trim(s);
 	if (s) { /* merged in order, duplicates gone (refresh_merge()) */
 		s->walked = s->sorted = true;

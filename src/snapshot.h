@@ -106,6 +106,16 @@ struct snapshot_extras {
 
 struct ignore;
 struct snap_pool;
+struct store;
+
+/* Where a snapshot's entries are. */
+enum snap_mem {
+	SNAP_MEM_OWN,	/* the heap's, or a mapping of its own (vmap) */
+	SNAP_MEM_STORE, /* a store's pages, mapped shared: what a refresh
+			 * of it views rather than copies */
+	SNAP_MEM_VIEW,	/* a view of the store of the record it refreshes:
+			 * only the pages it wrote are its own */
+};
 
 /* Entries a refresh copied as they were: v[at..at+n) of the refresh are
  * v[from..from+n) of the snapshot it was made from. */
@@ -140,8 +150,17 @@ struct snapshot {
 	struct snap_entry *v;
 	size_t n, cap;
 	size_t vmap;	 /* bytes v maps (see entries_resize()); 0: malloc'ed */
+	enum snap_mem mem;
+	struct store *store; /* with SNAP_MEM_STORE and SNAP_MEM_VIEW */
 	struct snapshot_extras extras;
-	struct snap_pool *pool; /* blocks of pooled paths, newest first */
+	/* Blocks of pooled paths, the last one taking new paths: a refresh
+	 * shares the blocks of what it kept with the record it refreshes. */
+	struct snap_pool **pools;
+	size_t npools, poolcap;
+	uint64_t pool_bytes; /* in those blocks */
+	/* Of those, in paths its entries hold, or held when a path of its
+	 * own replaced them: the rest is left by entries dropped. */
+	uint64_t pool_used;
 	/* Entries that may hold a source path, a payload, or a path not
 	 * pooled (counted where made, not where dropped): with none, there
 	 * is nothing to detach or free entry by entry. */
@@ -222,6 +241,12 @@ size_t snapshot_subtree_end(const struct snapshot *s, size_t i);
 struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 				   const char *path);
 void snapshot_free(struct snapshot *s);
+/* Frees `old`, which `s` replaces as the record the next refresh starts
+ * from.  A large `s` is then kept in a store, so that the refresh views
+ * it rather than copying it: a refresh of `old` writes to it only what
+ * it changed (the rest stays old's pages).  Without memfds, or when
+ * another view of the store is alive, `s` stays as it is. */
+void snapshot_supersede(struct snapshot *old, struct snapshot *s);
 /* Room for `n` entries in all, made at once. */
 int snapshot_reserve(struct snapshot *s, size_t n);
 

@@ -1029,6 +1029,10 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	free(r.buf);
 	if (rc == 0)
 		rc = journal_load(dfd, max_entries, ino, &s, gen, sound);
+	/* The bytes in its files, as a walk counts them: a refresh of it
+	 * counts on them. */
+	for (size_t i = 0; rc == 0 && i < s->n; i++)
+		s->bytes += s->v[i].type == SNAP_FILE ? s->v[i].size : 0;
 	if (rc < 0) {
 		free(*gen);
 		*gen = NULL;

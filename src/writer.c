@@ -2612,7 +2612,7 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 	int sr = save ? state_record(w->dfd, &w->slog, old, w->live,
 				     w->live_gen, w->o.fsync)
 		      : 0;
-	snapshot_free(old);
+	snapshot_supersede(old, w->live);
 	if (sr < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
 			w->path, STATE_FILE, strerror(-sr));
@@ -3083,7 +3083,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 			w->path, STATE_FILE, strerror(-rc));
 	if (old_fd >= 0)
 		close(old_fd);
-	snapshot_free(old);
+	snapshot_supersede(old, w->live);
 	if (old_gen && frc == 0) {
 		retire_replaced(w, old_gen, old_seq, old_changed);
 	} else { /* kept on disk, or none */

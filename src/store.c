@@ -1,0 +1,178 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "store.h"
+
+/* A memfd and the mappings of it that are alive (the shared one and the
+ * views).  Not locked: a record is handed from thread to thread, and
+ * only the thread that holds it maps or unmaps. */
+struct store {
+	int fd;
+	size_t refs;
+	size_t size; /* bytes of the memfd */
+};
+
+/* What /proc/self/pagemap says of a page. */
+#define PM_PRESENT ((uint64_t)1 << 63)
+#define PM_SWAPPED ((uint64_t)1 << 62)
+#define PM_FILE ((uint64_t)1 << 61)
+/* Pages looked at per read of the pagemap. */
+#define PM_BATCH 4096
+
+static int write_all(int fd, const char *p, size_t len, size_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		off += (size_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
+	       void **map)
+{
+	struct store *x = malloc(sizeof(*x));
+	int rc = x ? 0 : -ENOMEM;
+
+	if (x)
+		*x = (struct store){.fd = memfd_create("atomsync-record",
+						       MFD_CLOEXEC),
+				    .refs = 1, .size = len};
+	if (rc == 0 && x->fd < 0)
+		rc = -errno;
+	if (rc == 0 && ftruncate(x->fd, (off_t)len) < 0)
+		rc = -errno;
+	/* Written, not copied through a mapping: the pages are not
+	 * cleared first. */
+	if (rc == 0)
+		rc = write_all(x->fd, src, bytes < len ? bytes : len, 0);
+	void *m = rc == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_POPULATE, x->fd, 0)
+			  : MAP_FAILED;
+	if (rc == 0 && m == MAP_FAILED)
+		rc = -errno;
+	if (rc < 0) {
+		if (x && x->fd >= 0)
+			close(x->fd);
+		free(x);
+		return rc;
+	}
+	*out = x;
+	*map = m;
+	return 0;
+}
+
+int store_view(struct store *x, size_t len, void **out)
+{
+	if (len > x->size) {
+		if (ftruncate(x->fd, (off_t)len) < 0)
+			return -errno;
+		x->size = len;
+	}
+	/* Made readable at once, then writable: populating a writable
+	 * private mapping would copy every page. */
+	void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, x->fd,
+		       0);
+	if (m == MAP_FAILED)
+		return -errno;
+	if (mprotect(m, len, PROT_READ | PROT_WRITE) < 0) {
+		int rc = -errno;
+		munmap(m, len);
+		return rc;
+	}
+	x->refs++;
+	*out = m;
+	return 0;
+}
+
+bool store_alone(const struct store *x)
+{
+	return x->refs == 1;
+}
+
+/* A page the view wrote (or the kernel swapped out, which only a
+ * written page of a view can be): not x's any longer. */
+static bool own_page(uint64_t pm)
+{
+	return (pm & PM_SWAPPED) || ((pm & PM_PRESENT) && !(pm & PM_FILE));
+}
+
+/* Writes to x the pages of `view` that are its own (written since it
+ * was made), as the pagemap tells; every page when it cannot. */
+static int write_own(struct store *x, const char *view, size_t len)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t *v = pm >= 0 ? malloc(PM_BATCH * sizeof(*v)) : NULL;
+	int rc = 0;
+
+	if (v == NULL) {
+		if (pm >= 0)
+			close(pm);
+		return write_all(x->fd, view, len, 0);
+	}
+	for (size_t p = 0; rc == 0 && p < len / page; p += PM_BATCH) {
+		size_t n = len / page - p < PM_BATCH ? len / page - p : PM_BATCH;
+		off_t at = (off_t)(((uintptr_t)view / page + p) * sizeof(*v));
+		if (pread(pm, v, n * sizeof(*v), at) != (ssize_t)(n * sizeof(*v))) {
+			rc = write_all(x->fd, view + p * page,
+				       len - p * page, p * page);
+			break;
+		}
+		for (size_t i = 0, k; rc == 0 && i < n; i += k) {
+			for (k = 1; own_page(v[i]) && i + k < n &&
+				    own_page(v[i + k]);
+			     k++)
+				;
+			if (own_page(v[i]))
+				rc = write_all(x->fd, view + (p + i) * page,
+					       k * page, (p + i) * page);
+		}
+	}
+	free(v);
+	close(pm);
+	return rc;
+}
+
+int store_absorb(struct store *x, void *view, size_t len, void **out)
+{
+	if (x->refs != 1)
+		return -EBUSY;
+	int rc = write_own(x, view, len);
+	void *m = rc == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_POPULATE, x->fd, 0)
+			  : MAP_FAILED;
+	if (rc == 0 && m == MAP_FAILED)
+		rc = -errno;
+	if (rc < 0)
+		return rc;
+	munmap(view, len);
+	/* What lies past the record is no one's. */
+	if (len < x->size && ftruncate(x->fd, (off_t)len) == 0)
+		x->size = len;
+	*out = m;
+	return 0;
+}
+
+void store_unmap(struct store *x, void *map, size_t len)
+{
+	munmap(map, len);
+	if (--x->refs > 0)
+		return;
+	close(x->fd);
+	free(x);
+}

@@ -1,0 +1,40 @@
+/* Memory that a second mapping shares copy-on-write: the pages of a
+ * memfd, mapped shared by the one that owns them and privately by views
+ * of it.  A view costs page tables, not a copy: only the pages it writes
+ * become its own.  Made for the live record, which the next read of the
+ * source repeats but for what changed. */
+#ifndef ATOMSYNC_STORE_H
+#define ATOMSYNC_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct store;
+
+/* A new store of `len` bytes (whole pages) holding a copy of the `bytes`
+ * at `src` (zeros after them), mapped shared at *map; the caller frees
+ * `src`.  -ENOSYS and the like when the system has no memfd: the caller
+ * keeps `src`. */
+int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
+	       void **map);
+
+/* A private view of the first `len` bytes (whole pages) of x, mapped at
+ * *out: what x holds, and zeros past its end.  Takes a reference to x.
+ * Writing to x while a view of it exists shows in the pages the view has
+ * not written yet: only a store with no view is written. */
+int store_view(struct store *x, size_t len, void **out);
+
+/* Whether no view of x but `map` exists (the one that maps it). */
+bool store_alone(const struct store *x);
+
+/* Makes the view at `view` (`len` bytes) the content of x, which it holds
+ * the last reference to: the pages it wrote are written to x, and x is
+ * then mapped shared at *out in its place (the view is unmapped).  On
+ * failure the view is left as it was. */
+int store_absorb(struct store *x, void *view, size_t len, void **out);
+
+/* Unmaps `len` bytes at `map` (a mapping of x's, shared or a view) and
+ * drops the reference it held. */
+void store_unmap(struct store *x, void *map, size_t len);
+
+#endif
