@@ -522,6 +522,46 @@ static void entries_store(struct snapshot *s)
 	}
 }
 
+void snapshot_same_init(struct snap_same *c, const struct snapshot *s,
+			const struct snapshot *prev)
+{
+	*c = (struct snap_same){0};
+	if (s->mem != SNAP_MEM_VIEW || prev->mem != SNAP_MEM_STORE ||
+	    s->store != prev->store)
+		return;
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	c->own = malloc(s->vmap / page ? s->vmap / page : 1);
+	if (c->own && store_own_pages(s->v, s->vmap, c->own) < 0) {
+		free(c->own);
+		c->own = NULL;
+	}
+	c->n = s->n < prev->n ? s->n : prev->n;
+}
+
+size_t snapshot_same_from(const struct snap_same *c, size_t i)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	const size_t sz = sizeof(struct snap_entry);
+
+	if (c->own == NULL || i >= c->n)
+		return 0;
+	/* The first page written at or after entry i's, and the entries
+	 * wholly before it. */
+	size_t p = i * sz / page;
+	while (p * page < c->n * sz && !c->own[p])
+		p++;
+	size_t end = p * page / sz;
+	if (end > c->n)
+		end = c->n;
+	return end > i ? end - i : 0;
+}
+
+void snapshot_same_fini(struct snap_same *c)
+{
+	free(c->own);
+	c->own = NULL;
+}
+
 void snapshot_supersede(struct snapshot *old, struct snapshot *s)
 {
 	snapshot_free(old);
@@ -675,17 +715,33 @@ void snapshot_sort(struct snapshot *s)
 	s->sorted = true;
 }
 
-size_t snapshot_copied(const struct snapshot *s, size_t i,
-		       const struct snapshot *l, size_t j, size_t *run)
+/* The run s->v[i] is in, when s is a refresh of l and it is a copy of
+ * one of l's entries; NULL otherwise.  *run: see snapshot_copied(). */
+static const struct snap_run *run_of(const struct snapshot *s, size_t i,
+				     const struct snapshot *l, size_t *run)
 {
 	if (s->base_id == 0 || s->base_id != l->id)
-		return 0;
+		return NULL;
 	while (*run < s->nruns && s->runs[*run].at + s->runs[*run].n <= i)
 		(*run)++;
 	const struct snap_run *r = *run < s->nruns ? &s->runs[*run] : NULL;
-	if (r == NULL || r->at > i || r->from + (i - r->at) != j)
+	return r && r->at <= i ? r : NULL;
+}
+
+size_t snapshot_copied(const struct snapshot *s, size_t i,
+		       const struct snapshot *l, size_t j, size_t *run)
+{
+	const struct snap_run *r = run_of(s, i, l, run);
+
+	if (r == NULL || r->from + (i - r->at) != j)
 		return 0;
 	return r->at + r->n - i;
+}
+
+bool snapshot_is_copy(const struct snapshot *s, size_t i,
+		      const struct snapshot *l, size_t *run)
+{
+	return run_of(s, i, l, run) != NULL;
 }
 
 int snapshot_merge_cmp(const struct snapshot *s, size_t i,

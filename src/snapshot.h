@@ -241,6 +241,21 @@ size_t snapshot_subtree_end(const struct snapshot *s, size_t i);
 struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 				   const char *path);
 void snapshot_free(struct snapshot *s);
+/* Which entries of a refresh are byte for byte those of the record it
+ * views, at the same index, known without reading either: the pages
+ * holding them were never written.  A compare of the two (the state's
+ * journal) skips them. */
+struct snap_same {
+	bool *own; /* per page of the view, whether it wrote it; NULL: none
+		    * is known the same */
+	size_t n;  /* entries both have */
+};
+void snapshot_same_init(struct snap_same *c, const struct snapshot *s,
+			const struct snapshot *prev);
+/* How many entries from index i on are known the same. */
+size_t snapshot_same_from(const struct snap_same *c, size_t i);
+void snapshot_same_fini(struct snap_same *c);
+
 /* Frees `old`, which `s` replaces as the record the next refresh starts
  * from.  A large `s` is then kept in a store, so that the refresh views
  * it rather than copying it: a refresh of `old` writes to it only what
@@ -271,6 +286,10 @@ int snapshot_merge_cmp(const struct snapshot *s, size_t i,
  * not a refresh of l).  *run as snapshot_merge_cmp()'s. */
 size_t snapshot_copied(const struct snapshot *s, size_t i,
 		       const struct snapshot *l, size_t j, size_t *run);
+/* Whether s->v[i] is a copy of one of l's entries (so l has its path).
+ * *run as snapshot_merge_cmp()'s. */
+bool snapshot_is_copy(const struct snapshot *s, size_t i,
+		      const struct snapshot *l, size_t *run);
 
 /* Path order in which a directory's descendants follow it directly:
  * bytewise, except that '/' sorts before every other byte. */

@@ -357,8 +357,17 @@ static int diff(const struct snapshot *prev, const struct snapshot *s,
 {
 	struct op *v = NULL;
 	size_t nv = 0, cap = 0, i = 0, j = 0, run = 0;
+	struct snap_same same;
 
+	/* Where s still shares prev's pages, nothing is read. */
+	snapshot_same_init(&same, s, prev);
 	while (i < prev->n || j < s->n) {
+		size_t k = i == j ? snapshot_same_from(&same, i) : 0;
+		if (k) {
+			i += k;
+			j += k;
+			continue;
+		}
 		int c = i == prev->n ? 1
 			: j == s->n  ? -1
 				     : -snapshot_merge_cmp(s, j, prev, i, &run);
@@ -373,21 +382,21 @@ static int diff(const struct snapshot *prev, const struct snapshot *s,
 		} else {
 			op = (struct op){j++, false};
 		}
-		if (nv == max) {
-			free(v);
-			return -E2BIG;
-		}
-		if (nv == cap) {
+		int rc = nv == max ? -E2BIG : 0;
+		if (rc == 0 && nv == cap) {
 			cap = cap ? 2 * cap : 16;
 			struct op *nw = realloc(v, cap * sizeof(*v));
-			if (nw == NULL) {
-				free(v);
-				return -ENOMEM;
-			}
-			v = nw;
+			rc = nw ? 0 : -ENOMEM;
+			v = nw ? nw : v;
+		}
+		if (rc < 0) {
+			snapshot_same_fini(&same);
+			free(v);
+			return rc;
 		}
 		v[nv++] = op;
 	}
+	snapshot_same_fini(&same);
 	*out = v;
 	*n = nv;
 	return 0;

@@ -111,40 +111,50 @@ static bool own_page(uint64_t pm)
 	return (pm & PM_SWAPPED) || ((pm & PM_PRESENT) && !(pm & PM_FILE));
 }
 
+int store_own_pages(const void *view, size_t len, bool *own)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	const size_t pages = len / page;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t *v = pm >= 0 ? malloc(PM_BATCH * sizeof(*v)) : NULL;
+	int rc = pm < 0 ? -errno : v ? 0 : -ENOMEM;
+
+	for (size_t p = 0; rc == 0 && p < pages; p += PM_BATCH) {
+		size_t n = pages - p < PM_BATCH ? pages - p : PM_BATCH;
+		off_t at = (off_t)(((uintptr_t)view / page + p) * sizeof(*v));
+		ssize_t got = pread(pm, v, n * sizeof(*v), at);
+		if (got != (ssize_t)(n * sizeof(*v)))
+			rc = got < 0 ? -errno : -EIO;
+		for (size_t i = 0; rc == 0 && i < n; i++)
+			own[p + i] = own_page(v[i]);
+	}
+	free(v);
+	if (pm >= 0)
+		close(pm);
+	return rc;
+}
+
 /* Writes to x the pages of `view` that are its own (written since it
  * was made), as the pagemap tells; every page when it cannot. */
 static int write_own(struct store *x, const char *view, size_t len)
 {
 	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	uint64_t *v = pm >= 0 ? malloc(PM_BATCH * sizeof(*v)) : NULL;
+	const size_t pages = len / page;
+	bool *own = malloc(pages ? pages : 1);
 	int rc = 0;
 
-	if (v == NULL) {
-		if (pm >= 0)
-			close(pm);
+	if (own == NULL || store_own_pages(view, len, own) < 0) {
+		free(own);
 		return write_all(x->fd, view, len, 0);
 	}
-	for (size_t p = 0; rc == 0 && p < len / page; p += PM_BATCH) {
-		size_t n = len / page - p < PM_BATCH ? len / page - p : PM_BATCH;
-		off_t at = (off_t)(((uintptr_t)view / page + p) * sizeof(*v));
-		if (pread(pm, v, n * sizeof(*v), at) != (ssize_t)(n * sizeof(*v))) {
-			rc = write_all(x->fd, view + p * page,
-				       len - p * page, p * page);
-			break;
-		}
-		for (size_t i = 0, k; rc == 0 && i < n; i += k) {
-			for (k = 1; own_page(v[i]) && i + k < n &&
-				    own_page(v[i + k]);
-			     k++)
-				;
-			if (own_page(v[i]))
-				rc = write_all(x->fd, view + (p + i) * page,
-					       k * page, (p + i) * page);
-		}
+	for (size_t i = 0, k; rc == 0 && i < pages; i += k) {
+		for (k = 1; i + k < pages && own[i + k] == own[i]; k++)
+			;
+		if (own[i])
+			rc = write_all(x->fd, view + i * page, k * page,
+				       i * page);
 	}
-	free(v);
-	close(pm);
+	free(own);
 	return rc;
 }
 

@@ -27,6 +27,11 @@ int store_view(struct store *x, size_t len, void **out);
 /* Whether no view of x but `map` exists (the one that maps it). */
 bool store_alone(const struct store *x);
 
+/* For each of the `len` bytes (whole pages) of the view at `view`,
+ * whether it wrote the page: own[k] for page k.  An error when the
+ * pagemap cannot be read (then any page may be). */
+int store_own_pages(const void *view, size_t len, bool *own);
+
 /* Makes the view at `view` (`len` bytes) the content of x, which it holds
  * the last reference to: the pages it wrote are written to x, and x is
  * then mapped shared at *out in its place (the view is unmapped).  On

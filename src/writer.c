@@ -1223,16 +1223,20 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 			 struct problems *pb, char **err)
 {
 	bool trusted = visible_trusted(w, w->verify_live);
+	size_t run = 0;
 
 	if (w->dfd < 0)
 		return 0;
 	/* Sorted by normalize(), what is below a name follows it: only the
-	 * top-level names are looked at, not every entry. */
+	 * top-level names are looked at, not every entry; those a refresh
+	 * copied from the live record are in it without a search. */
 	for (size_t i = 0, next; i < s->n; i = next) {
 		const char *p = s->v[i].path;
 		bool ours;
 		next = snapshot_subtree_end(s, i);
-		if (strchr(p, '/') || (trusted && snapshot_find(w->live, p)))
+		if (strchr(p, '/') ||
+		    (trusted && (snapshot_is_copy(s, i, w->live, &run) ||
+				 snapshot_find(w->live, p))))
 			continue;
 		int rc = visible_state(w, p, &ours);
 		if (rc == -EEXIST)

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "publish.h"
 #include "snapshot.h"
+#include "state.h"
 #include "writer.h"
 #include "testutil.h"
 
@@ -218,6 +219,30 @@ static void assert_live_is_a_walk(const struct snapshot *l,
 			      "seed %u round %u: live %s, walked %s (%s)", seed_now,
 			      round, x->path, y->path, read_how);
 	}
+}
+
+/* What the state file and its journal say the target holds is the live
+ * record (and so what a full walk gives). */
+static void assert_state_is_live(const struct snapshot *l, unsigned round)
+{
+	int dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct snapshot *st = NULL;
+	char *gen = NULL;
+	bool sound = false;
+
+	ck_assert_int_ge(dfd, 0);
+	ck_assert_int_eq(state_load(dfd, 1000000, &st, &gen, &sound), 0);
+	close(dfd);
+	assert_live_is_a_walk(st, l, round);
+	for (size_t i = 0; i < l->n; i++)
+		if (st->v[i].t_ino != l->v[i].t_ino)
+			ck_abort_msg("seed %u round %u: %s saved with inode "
+				     "%llu, live %llu", seed_now, round,
+				     l->v[i].path,
+				     (unsigned long long)st->v[i].t_ino,
+				     (unsigned long long)l->v[i].t_ino);
+	snapshot_free(st);
+	free(gen);
 }
 
 /* The directories the watches reported (what a refresh reads again), for
@@ -433,6 +458,7 @@ static void run_rounds(unsigned rounds, bool bulk)
 			assert_live_is_a_walk(writer_live(p.w), full, round);
 			assert_target_holds(full, round);
 			nstored += writer_live(p.w)->mem == SNAP_MEM_STORE;
+			assert_state_is_live(writer_live(p.w), round);
 		}
 		publish_reset(&p);
 		snapshot_free(prev);

@@ -1146,10 +1146,22 @@ static void assert_merge_cmp(const struct snapshot *s,
 		i += c <= 0;
 		j += c >= 0;
 	}
-	size_t copied = 0;
+	size_t copied = 0, copies = 0;
 	for (size_t k = 0; k < s->nruns; k++)
 		copied += s->runs[k].n;
 	ck_assert_uint_le(copied, known);
+	/* snapshot_is_copy() says so of exactly the entries in runs, each
+	 * of whose paths the snapshot it was made from has. */
+	run = 0;
+	for (size_t k = 0; k < s->n; k++) {
+		if (!snapshot_is_copy(s, k, l, &run))
+			continue;
+		copies++;
+		if (snapshot_find(l, s->v[k].path) == NULL)
+			ck_abort_msg("round %u: %s told a copy", round,
+				     s->v[k].path);
+	}
+	ck_assert_uint_eq(copies, copied);
 }
 
 /* Files in two directories out of the random changes' way, one sorting
@@ -1172,6 +1184,29 @@ static void make_bulk(void)
 	}
 }
 
+/* What snapshot_same_from() says is the same is, byte for byte; how
+ * many it says. */
+static size_t assert_same_known(const struct snapshot *s,
+				const struct snapshot *prev, unsigned round)
+{
+	struct snap_same same;
+	size_t known = 0;
+
+	snapshot_same_init(&same, s, prev);
+	for (size_t i = 0; i < s->n && i < prev->n;) {
+		size_t k = snapshot_same_from(&same, i);
+		for (size_t m = i; m < i + k; m++)
+			if (memcmp(&s->v[m], &prev->v[m], sizeof(s->v[m])))
+				ck_abort_msg("round %u: entry %zu, %s, told "
+					     "the same as %s", round, m,
+					     s->v[m].path, prev->v[m].path);
+		known += k;
+		i += k ? k : 1;
+	}
+	snapshot_same_fini(&same);
+	return known;
+}
+
 /* Rounds of random changes, each read again by a refresh of the last
  * read and compared with a full walk.  `stored`: the last read replaced
  * as the daemon replaces it (snapshot_supersede()), so that each
@@ -1184,6 +1219,7 @@ static void random_refreshes(unsigned rounds, bool stored)
 	ck_assert_int_eq(ignore_add(ig, "/b/e/", &err), 0);
 	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .exclude = ig};
 	struct snapshot *prev = NULL, *full = NULL, *inc = NULL, *last = NULL;
+	size_t known = 0;
 	const char *env = getenv("ATOMSYNC_SEED");
 	unsigned seed = env ? (unsigned)strtoul(env, NULL, 10)
 			    : (unsigned)time(NULL);
@@ -1214,6 +1250,7 @@ static void random_refreshes(unsigned rounds, bool stored)
 		assert_merge_cmp(inc, prev, round);
 		if (stored) {
 			ck_assert_int_eq(inc->mem, SNAP_MEM_VIEW);
+			known += assert_same_known(inc, prev, round);
 			/* Its warnings aside (taken out every other round). */
 			snapshot_drop_extras(last);
 			if (px == NULL)
@@ -1236,6 +1273,9 @@ static void random_refreshes(unsigned rounds, bool stored)
 	snapshot_free(last);
 	snapshot_free(prev);
 	ignore_free(ig);
+	/* The bulk before the random names mostly stays where it was. */
+	ck_assert_msg(!stored || known > rounds * 1000,
+		      "seed %u: %zu entries known the same", seed, known);
 }
 
 START_TEST(test_refresh_equals_a_full_walk_after_random_changes)
