@@ -462,7 +462,9 @@ static int load_conf(const struct options *op, struct conf **conf)
  * 40 to over 100 MB in three publishes.  One arena keeps it at what it
  * holds.  Large arrays are left to glibc's own threshold, which rises to
  * the size of the first one freed: the arrays of each publish then reuse
- * the heap the last one freed rather than fault in new mappings. */
+ * the heap the last one freed rather than fault in new mappings (a record
+ * of more than about 10,000 entries is kept in a store instead, and a
+ * full read makes room for it at once: see snapshot_supersede()). */
 static void tune_malloc(void)
 {
 #ifdef M_ARENA_MAX

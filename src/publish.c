@@ -171,11 +171,14 @@ static int read_source(struct publish *p, const struct snapshot_opts *so,
 	p->base_live = false;
 	p->full = rc == -ESTALE;
 	if (p->full) {
-		/* --once, whose pages are all new, makes room at once (in
-		 * huge pages); the daemon's heap has room freed by the reads
-		 * before, which a mapping would sit beside. */
+		/* Room at once for what the last read found (in huge
+		 * pages): grown by doubling on the heap, the array would
+		 * be copied on the way, each copy beside the live record.
+		 * The daemon's heap has no room freed by the reads before
+		 * either: a large live record is in a store (see
+		 * snapshot_supersede()), not the heap. */
 		struct snapshot_opts o = *so;
-		o.expect = p->once && base ? base->n : 0;
+		o.expect = base ? base->n : 0;
 		rc = snapshot_take(p->c->source, &o, snap, &p->err);
 	}
 	publish_dirty_fini(&p->dirty);

@@ -5,6 +5,9 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <limits.h>
+#ifdef HAVE_MALLOC_TRIM
+#include <malloc.h>
+#endif
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -513,7 +516,18 @@ static void entries_store(struct snapshot *s)
 		s->mem = SNAP_MEM_STORE;
 	} else if (s->mem == SNAP_MEM_OWN &&
 		   store_copy(s->v, s->n * sizeof(*s->v), len, &x, &m) == 0) {
+		bool heap = s->vmap == 0;
 		entries_release(s);
+#ifdef HAVE_MALLOC_TRIM
+		/* Below glibc's threshold for a mapping of its own, the
+		 * array freed stays the heap's, resident: no later array
+		 * reuses it now that refreshes view the store. */
+		if (heap)
+			(void)malloc_trim(0);
+#else
+		(void)heap;
+#endif
+		store_populate(m, len);
 		s->v = m;
 		s->vmap = len;
 		s->cap = len / sizeof(*s->v);

@@ -22,6 +22,9 @@ struct store {
 #define PM_PRESENT ((uint64_t)1 << 63)
 #define PM_SWAPPED ((uint64_t)1 << 62)
 #define PM_FILE ((uint64_t)1 << 61)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 /* Pages looked at per read of the pagemap. */
 #define PM_BATCH 4096
 
@@ -61,7 +64,7 @@ int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
 	if (rc == 0)
 		rc = write_all(x->fd, src, bytes < len ? bytes : len, 0);
 	void *m = rc == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_POPULATE, x->fd, 0)
+				 MAP_SHARED, x->fd, 0)
 			  : MAP_FAILED;
 	if (rc == 0 && m == MAP_FAILED)
 		rc = -errno;
@@ -74,6 +77,13 @@ int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
 	*out = x;
 	*map = m;
 	return 0;
+}
+
+void store_populate(void *map, size_t len)
+{
+	/* Only advice: before Linux 5.14, the pages come as they are
+	 * touched. */
+	(void)madvise(map, len, MADV_POPULATE_READ);
 }
 
 int store_view(struct store *x, size_t len, void **out)
@@ -164,13 +174,14 @@ int store_absorb(struct store *x, void *view, size_t len, void **out)
 		return -EBUSY;
 	int rc = write_own(x, view, len);
 	void *m = rc == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_POPULATE, x->fd, 0)
+				 MAP_SHARED, x->fd, 0)
 			  : MAP_FAILED;
 	if (rc == 0 && m == MAP_FAILED)
 		rc = -errno;
 	if (rc < 0)
 		return rc;
 	munmap(view, len);
+	store_populate(m, len);
 	/* What lies past the record is no one's. */
 	if (len < x->size && ftruncate(x->fd, (off_t)len) == 0)
 		x->size = len;

@@ -12,11 +12,17 @@
 struct store;
 
 /* A new store of `len` bytes (whole pages) holding a copy of the `bytes`
- * at `src` (zeros after them), mapped shared at *map; the caller frees
- * `src`.  -ENOSYS and the like when the system has no memfd: the caller
- * keeps `src`. */
+ * at `src` (zeros after them), mapped shared at *map, its pages not
+ * mapped yet: the caller frees `src`, then calls store_populate().
+ * -ENOSYS and the like when the system has no memfd: the caller keeps
+ * `src`. */
 int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
 	       void **map);
+
+/* Maps the pages of a store's shared mapping at once rather than as
+ * they are touched (so that they count in the process's resident set,
+ * as its memory does). */
+void store_populate(void *map, size_t len);
 
 /* A private view of the first `len` bytes (whole pages) of x, mapped at
  * *out: what x holds, and zeros past its end.  Takes a reference to x.
@@ -34,8 +40,9 @@ int store_own_pages(const void *view, size_t len, bool *own);
 
 /* Makes the view at `view` (`len` bytes) the content of x, which it holds
  * the last reference to: the pages it wrote are written to x, and x is
- * then mapped shared at *out in its place (the view is unmapped).  On
- * failure the view is left as it was. */
+ * then mapped shared at *out in its place (the view unmapped first, so
+ * that the pages are never mapped twice).  On failure the view is left
+ * as it was. */
 int store_absorb(struct store *x, void *view, size_t len, void **out);
 
 /* Unmaps `len` bytes at `map` (a mapping of x's, shared or a view) and
