@@ -586,7 +586,10 @@ void snapshot_supersede(struct snapshot *old, struct snapshot *s)
 	if (s->mem == SNAP_MEM_VIEW ||
 	    (s->held == 0 && s->n >= ENTRIES_MAP_MIN / sizeof(*s->v)))
 		entries_store(s);
-	if (s->pool_bytes > 2 * s->pool_used + 2 * POOL_BLOCK &&
+	/* Blocks that only dropped entries' paths hold on to (and each
+	 * refresh adds one): a copy of a million paths costs tens of
+	 * milliseconds, so after an eighth of them, and at least 512 KiB. */
+	if (s->pool_bytes > s->pool_used + s->pool_used / 8 + 2 * POOL_BLOCK &&
 	    (s->store == NULL || store_alone(s->store)))
 		pool_compact(s);
 }

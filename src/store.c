@@ -22,6 +22,9 @@ struct store {
 #define PM_PRESENT ((uint64_t)1 << 63)
 #define PM_SWAPPED ((uint64_t)1 << 62)
 #define PM_FILE ((uint64_t)1 << 61)
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
 #endif
@@ -45,6 +48,18 @@ static int write_all(int fd, const char *p, size_t len, size_t off)
 	return 0;
 }
 
+/* A memfd for a record.  Never executable (with vm.memfd_noexec=2, a
+ * memfd that could be is refused); a kernel before 6.3 does not know the
+ * flag. */
+static int record_memfd(void)
+{
+	int fd = memfd_create("atomsync-record", MFD_CLOEXEC | MFD_NOEXEC_SEAL);
+
+	if (fd < 0 && errno == EINVAL)
+		fd = memfd_create("atomsync-record", MFD_CLOEXEC);
+	return fd;
+}
+
 int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
 	       void **map)
 {
@@ -52,9 +67,8 @@ int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
 	int rc = x ? 0 : -ENOMEM;
 
 	if (x)
-		*x = (struct store){.fd = memfd_create("atomsync-record",
-						       MFD_CLOEXEC),
-				    .refs = 1, .size = len};
+		*x = (struct store){.fd = record_memfd(), .refs = 1,
+				    .size = len};
 	if (rc == 0 && x->fd < 0)
 		rc = -errno;
 	if (rc == 0 && ftruncate(x->fd, (off_t)len) < 0)
