@@ -2337,18 +2337,18 @@ static int refresh_room(struct snapshot *s, const struct snapshot *prev,
 {
 	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	const size_t sz = sizeof(*s->v);
+	size_t len = n <= (SIZE_MAX - page) / sz ? round_up(n * sz, page) : 0;
 	void *view = NULL;
 
 	*keep = prev->held ? KEEP_COPY : KEEP_SHARE;
 	if (*keep == KEEP_SHARE && pool_share(s, prev) < 0)
 		return -ENOMEM;
-	if (*keep == KEEP_SHARE && prev->mem == SNAP_MEM_STORE &&
-	    n <= (SIZE_MAX - page) / sz &&
-	    store_view(prev->store, round_up(n * sz, page), &view) == 0) {
+	if (*keep == KEEP_SHARE && prev->mem == SNAP_MEM_STORE && len &&
+	    store_view(prev->store, len, &view) == 0) {
 		entries_release(s); /* empty: what it read is in `fresh` */
 		s->v = view;
-		s->vmap = round_up(n * sz, page);
-		s->cap = s->vmap / sz;
+		s->vmap = len;
+		s->cap = len / sz;
 		s->store = prev->store;
 		s->mem = SNAP_MEM_VIEW;
 		*keep = KEEP_VIEW;

@@ -30,7 +30,8 @@ void store_populate(void *map, size_t len);
  * not written yet: only a store with no view is written. */
 int store_view(struct store *x, size_t len, void **out);
 
-/* Whether no view of x but `map` exists (the one that maps it). */
+/* Whether one mapping of x alone is alive (no view beside the shared
+ * one, or no shared one beside the view). */
 bool store_alone(const struct store *x);
 
 /* For each of the `len` bytes (whole pages) of the view at `view`,
@@ -40,9 +41,9 @@ int store_own_pages(const void *view, size_t len, bool *own);
 
 /* Makes the view at `view` (`len` bytes) the content of x, which it holds
  * the last reference to: the pages it wrote are written to x, and x is
- * then mapped shared at *out in its place (the view unmapped first, so
- * that the pages are never mapped twice).  On failure the view is left
- * as it was. */
+ * then mapped shared at *out in its place (its pages mapped only once
+ * the view is unmapped, so that none counts twice).  On failure the view
+ * is left as it was. */
 int store_absorb(struct store *x, void *view, size_t len, void **out);
 
 /* Unmaps `len` bytes at `map` (a mapping of x's, shared or a view) and
