@@ -179,6 +179,12 @@ static int read_source(struct publish *p, const struct snapshot_opts *so,
 		 * snapshot_supersede()), not the heap. */
 		struct snapshot_opts o = *so;
 		o.expect = base ? base->n : 0;
+		/* Over the live record: what is as it holds it stays its,
+		 * not copied (a second record beside it at a million
+		 * entries is a hundred MB more). */
+		o.over = base;
+		o.project = writer_project_entry;
+		o.project_arg = p->w;
 		rc = snapshot_take(p->c->source, &o, snap, &p->err);
 	}
 	publish_dirty_fini(&p->dirty);

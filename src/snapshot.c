@@ -87,6 +87,10 @@ struct walk {
 	size_t nabove;
 	char **kept;
 	size_t nkept, keptcap;
+	/* A full read over a record (snapshot_opts.over): prev's entries
+	 * not passed yet start at over_at (see over_put()). */
+	const struct snapshot *over;
+	size_t over_at;
 };
 
 /* What a name turned out to be. */
@@ -1451,6 +1455,82 @@ static bool kept_from_writers(const struct frame *f, const struct stat *st)
 	       !group_reads;
 }
 
+/* Notes that s->v[at..at+n) are copies of prev's entries from `from`. */
+static int run_note(struct snapshot *s, size_t at, size_t from, size_t n)
+{
+	struct snap_run *r = s->nruns ? &s->runs[s->nruns - 1] : NULL;
+
+	if (r && r->at + r->n == at && r->from + r->n == from) {
+		r->n += n;
+		return 0;
+	}
+	if (array_grow(&s->runs, &s->runcap, s->nruns, sizeof(*s->runs)) < 0)
+		return -ENOMEM;
+	s->runs[s->nruns++] = (struct snap_run){at, from, n};
+	return 0;
+}
+
+/* The record's entry k, as the walk over it finds it: in the view,
+ * where the walk has not written yet, else in the record itself (whose
+ * pages the view made are mapped again only as they are read). */
+static const struct snap_entry *over_entry(const struct walk *w, size_t k)
+{
+	const struct snapshot *s = w->s;
+
+	return s->mem == SNAP_MEM_VIEW && k >= s->n ? &s->v[k] : &w->over->v[k];
+}
+
+/* Whether c, as found, is the record's entry o: once given the mode and
+ * owner it is published with, the same in every field a walk sets. */
+static bool over_same(const struct walk *w, const struct snap_entry *o,
+		      const struct snap_entry *c)
+{
+	struct snap_entry p = *c;
+
+	if (w->o->project)
+		w->o->project(w->o->project_arg, &p);
+	return o->pooled && o->src == NULL && o->data == NULL &&
+	       p.src == NULL && p.data == NULL && o->type == p.type &&
+	       o->flags == p.flags && o->mode == p.mode && o->uid == p.uid &&
+	       o->gid == p.gid && o->size == p.size &&
+	       o->mtime_ns == p.mtime_ns && o->ctime_ns == p.ctime_ns &&
+	       o->dev == p.dev && o->ino == p.ino;
+}
+
+/* In a read over a record: c found the same as the record's entry of
+ * its path is that entry, with what the writer learned of it, and at the
+ * same index is not even written (its page stays the record's).  1 then;
+ * 0 for c to be added as it is. */
+static int over_put(struct walk *w, const struct snap_entry *c)
+{
+	const struct snapshot *b = w->over;
+	struct snapshot *s = w->s;
+	const struct snap_entry *o = NULL;
+
+	if (b == NULL)
+		return 0;
+	/* Before the look: growing moves the entries out of the view. */
+	if (s->n == s->cap && entries_resize(s, s->cap * 2, ENT_HEAP) < 0)
+		return -ENOMEM;
+	for (; w->over_at < b->n; w->over_at++) {
+		o = over_entry(w, w->over_at);
+		if (snapshot_path_cmp(o->path, c->path) >= 0)
+			break;
+	}
+	if (w->over_at == b->n || strcmp(o->path, c->path) != 0 ||
+	    !over_same(w, o, c))
+		return 0;
+	size_t k = w->over_at++;
+	if (run_note(s, s->n, k, 1) < 0)
+		return -ENOMEM;
+	if (s->mem != SNAP_MEM_VIEW || s->n != k)
+		s->v[s->n] = *o;
+	s->n++;
+	s->pool_used += strlen(o->path) + 1;
+	s->walked = s->sorted = false;
+	return 1;
+}
+
 /* Appends the file `*cpath` (which the entry then owns) and watches
  * where its content lives when a link led to it. */
 static int add_file(struct walk *w, const struct frame *f, char **cpath,
@@ -1484,7 +1564,11 @@ static int add_file(struct walk *w, const struct frame *f, char **cpath,
 		fd->src = NULL;
 	}
 	e.path = *cpath;
-	rc = snapshot_append(s, &e);
+	rc = over_put(w, &e);
+	if (rc == 0)
+		rc = snapshot_append(s, &e);
+	else if (rc > 0)
+		free(e.path); /* the record's is kept */
 	if (rc < 0) {
 		e.path = NULL;
 		snapshot_entry_fini(&e);
@@ -1565,8 +1649,10 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 	e.flags = (uint8_t)fd->flags;
 	e.path = *cpath;
 	e.src = strcmp(*cpath, fd->src) == 0 ? NULL : fd->src;
-	int rc = snapshot_add(s, &e);
+	int rc = over_put(w, &e);
 	if (rc == 0)
+		rc = snapshot_add(s, &e);
+	if (rc >= 0)
 		rc = add_watch(s, fd->src, &fd->st);
 	if (rc < 0) {
 		close(sub);
@@ -1767,6 +1853,42 @@ static void walk_fini(struct walk *w)
 	free(w->above);
 }
 
+/* The walk's entries in a view of the store of o->over, sharing its
+ * blocks of paths: a full read over the live record writes only what
+ * changed or moved (see over_put()).  0 then; else (no store, no memfd,
+ * out of memory) it makes an array of its own. */
+static int over_start(struct walk *w, const struct snapshot_opts *o)
+{
+	const struct snapshot *b = o ? o->over : NULL;
+	struct snapshot *s = w->s;
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	const size_t sz = sizeof(*s->v);
+	void *view = NULL;
+
+	if (b == NULL || b->mem != SNAP_MEM_STORE || b->held > 0 ||
+	    b->root == NULL || strcmp(b->root, s->root) != 0 ||
+	    b->n > (SIZE_MAX - page) / sz / 2)
+		return -EINVAL;
+	/* A little room for what was added since: past the record, a
+	 * page read is one the memfd holds. */
+	size_t len = round_up((b->n + b->n / 256 + 1) * sz, page);
+	if (store_view(b->store, len, &view) < 0)
+		return -ENOMEM;
+	if (pool_share(s, b) < 0) {
+		store_unmap(b->store, view, len);
+		return -ENOMEM;
+	}
+	entries_release(s);
+	s->v = view;
+	s->vmap = len;
+	s->cap = len / sz;
+	s->store = b->store;
+	s->mem = SNAP_MEM_VIEW;
+	s->pool_used -= b->pool_used; /* what it keeps, as it keeps it */
+	w->over = b;
+	return 0;
+}
+
 int snapshot_take(const char *root, const struct snapshot_opts *o,
 		  struct snapshot **out, char **err)
 {
@@ -1782,7 +1904,7 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	w.seen = s->taken;
 	/* Room beyond what is expected, for what was added since; not to
 	 * be had, the walk grows its array as it goes. */
-	if (o && o->expect)
+	if (over_start(&w, o) < 0 && o && o->expect)
 		(void)snapshot_reserve(s, o->expect + o->expect / 8);
 	if (fstat(s->root_fd, &st) < 0)
 		rc = -errno;
@@ -1819,6 +1941,8 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	trim(s);
 	if (s)
 		s->walked = true;
+	if (s && w.over)
+		s->base_id = w.over->id; /* with the runs it took over */
 	*out = s;
 	return rc;
 }
@@ -2215,21 +2339,6 @@ static int merge_spanned(struct merge *m, const struct snap_entry *e)
 	m->cut = e->path;
 	m->cutlen = strlen(e->path);
 	return push_str(&r->cuts, &r->ncuts, &r->cutcap, (char *)e->path);
-}
-
-/* Notes that s->v[at..at+n) are copies of prev's entries from `from`. */
-static int run_note(struct snapshot *s, size_t at, size_t from, size_t n)
-{
-	struct snap_run *r = s->nruns ? &s->runs[s->nruns - 1] : NULL;
-
-	if (r && r->at + r->n == at && r->from + r->n == from) {
-		r->n += n;
-		return 0;
-	}
-	if (array_grow(&s->runs, &s->runcap, s->nruns, sizeof(*s->runs)) < 0)
-		return -ENOMEM;
-	s->runs[s->nruns++] = (struct snap_run){at, from, n};
-	return 0;
 }
 
 /* prev's entry `e`, replaced or gone: neither its path nor its bytes

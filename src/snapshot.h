@@ -139,6 +139,15 @@ struct snapshot_opts {
 	/* Entries the walk will likely find (the last read's), made room
 	 * for at once; 0: not known. */
 	size_t expect;
+	/* A record to read over (the live record, in a store): an entry
+	 * found the same as its entry of that path, once `project` has
+	 * given it its mode and owner, is that entry, and stays where it is
+	 * in a copy-on-write view of the record (noted as a run, as in a
+	 * refresh).  NULL, or a record not in a store: an array of its
+	 * own. */
+	const struct snapshot *over;
+	void (*project)(const void *arg, struct snap_entry *e);
+	const void *project_arg;
 };
 
 struct snapshot {

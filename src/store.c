@@ -16,6 +16,8 @@ struct store {
 	int fd;
 	size_t refs;
 	size_t size; /* bytes of the memfd */
+	void *map;   /* the shared mapping, NULL: none (see store_view()) */
+	size_t maplen;
 };
 
 /* What /proc/self/pagemap says of a page. */
@@ -88,6 +90,8 @@ int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
 		free(x);
 		return rc;
 	}
+	x->map = m;
+	x->maplen = len;
 	*out = x;
 	*map = m;
 	return 0;
@@ -107,6 +111,11 @@ int store_view(struct store *x, size_t len, void **out)
 			return -errno;
 		x->size = len;
 	}
+	/* A page mapped by both would count twice in the resident set:
+	 * the shared mapping lets go of its pages (the memfd keeps them),
+	 * which come back as they are read.  Only advice. */
+	if (x->map)
+		(void)madvise(x->map, x->maplen, MADV_DONTNEED);
 	/* Made readable at once, then writable: populating a writable
 	 * private mapping would copy every page. */
 	void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, x->fd,
@@ -195,6 +204,8 @@ int store_absorb(struct store *x, void *view, size_t len, void **out)
 	if (rc < 0)
 		return rc;
 	munmap(view, len);
+	x->map = m;
+	x->maplen = len;
 	store_populate(m, len);
 	/* What lies past the record is no one's. */
 	if (len < x->size && ftruncate(x->fd, (off_t)len) == 0)
@@ -206,6 +217,8 @@ int store_absorb(struct store *x, void *view, size_t len, void **out)
 void store_unmap(struct store *x, void *map, size_t len)
 {
 	munmap(map, len);
+	if (map == x->map)
+		x->map = NULL;
 	if (--x->refs > 0)
 		return;
 	close(x->fd);

@@ -26,6 +26,9 @@ void store_populate(void *map, size_t len);
 
 /* A private view of the first `len` bytes (whole pages) of x, mapped at
  * *out: what x holds, and zeros past its end.  Takes a reference to x.
+ * The pages of x's shared mapping are unmapped, not lost: they are
+ * mapped again as they are read, and until then count in the resident
+ * set once, through the view.
  * Writing to x while a view of it exists shows in the pages the view has
  * not written yet: only a store with no view is written. */
 int store_view(struct store *x, size_t len, void **out);

@@ -1089,15 +1089,20 @@ static int make_tree(struct snapshot *s, char **err)
 	return 0;
 }
 
+void writer_project_entry(const void *w, struct snap_entry *e)
+{
+	const struct writer *wr = w;
+
+	e->mode = project_mode(wr, e);
+	e->uid = wr->o.uid;
+	e->gid = wr->o.gid;
+}
+
 static void project_range(const struct writer *w, struct snapshot *s,
 			  size_t from, size_t to)
 {
-	for (size_t i = from; i < to; i++) {
-		struct snap_entry *e = &s->v[i];
-		e->mode = project_mode(w, e);
-		e->uid = w->o.uid;
-		e->gid = w->o.gid;
-	}
+	for (size_t i = from; i < to; i++)
+		writer_project_entry(w, &s->v[i]);
 }
 
 /* Gives every entry the mode and owner it is published with.  What a
@@ -1609,7 +1614,8 @@ static int diff_file(struct writer *w, struct snapshot *s,
 	    !(o->flags & SNAP_F_RACY)) {
 		/* A write since o was recorded would have moved the times. */
 		*link = true;
-		e->flags &= (uint8_t)~SNAP_F_RACY;
+		if (e->flags & SNAP_F_RACY)
+			e->flags &= (uint8_t)~SNAP_F_RACY;
 	} else if (!*changed) {
 		struct timespec now;
 		bool same = false;
@@ -1624,9 +1630,13 @@ static int diff_file(struct writer *w, struct snapshot *s,
 		if (same)
 			snapshot_mark_racy(e, &now);
 	}
-	/* Linked: the same file as before. */
-	e->t_ino = o->t_ino;
-	e->t_mtime_ns = o->t_mtime_ns;
+	/* Linked: the same file as before.  Written only when it says
+	 * otherwise: an entry a read over the record took from it is on a
+	 * page that is still the record's until written. */
+	if (e->t_ino != o->t_ino || e->t_mtime_ns != o->t_mtime_ns) {
+		e->t_ino = o->t_ino;
+		e->t_mtime_ns = o->t_mtime_ns;
+	}
 	return 0;
 }
 

@@ -405,7 +405,7 @@ static void block_swap(bool on)
  * gives, in the live record and in the target. */
 static void run_rounds(unsigned rounds, bool bulk)
 {
-	unsigned nrefresh = 0, nveto = 0, nstored = 0;
+	unsigned nrefresh = 0, nveto = 0, nstored = 0, nover = 0;
 	struct publish p;
 	struct snapshot *prev = NULL, *full = NULL;
 	struct snapshot_opts so = publish_snapshot_opts(&conf->syncs[0]);
@@ -458,6 +458,8 @@ static void run_rounds(unsigned rounds, bool bulk)
 			assert_live_is_a_walk(writer_live(p.w), full, round);
 			assert_target_holds(full, round);
 			nstored += writer_live(p.w)->mem == SNAP_MEM_STORE;
+			/* A full read over the record it replaced. */
+			nover += p.full && writer_live(p.w)->base_id != 0;
 			assert_state_is_live(writer_live(p.w), round);
 		}
 		publish_reset(&p);
@@ -474,6 +476,8 @@ static void run_rounds(unsigned rounds, bool bulk)
 	 * views. */
 	ck_assert_msg(!bulk || nstored > rounds / 8, "seed %u: %u stored",
 		      seed, nstored);
+	ck_assert_msg(!bulk || nover > 0, "seed %u: no full read over the "
+		      "record", seed);
 }
 
 START_TEST(test_every_publish_is_what_a_full_walk_gives)
@@ -493,19 +497,33 @@ START_TEST(test_every_publish_of_a_stored_record_is_what_a_full_walk_gives)
 }
 END_TEST
 
-START_TEST(test_every_publish_is_what_a_full_walk_gives_with_modes)
+/* Modes and owners the writer gives: what a full read over the record
+ * finds the same, it takes projected as the record holds it. */
+static void set_modes(struct conf_sync *c)
 {
 	char *err = NULL;
 
-	conf->syncs[0].check_command = strdup("true");
-	conf->syncs[0].symlinks = SNAP_LINKS_SKIP;
-	conf->syncs[0].file_mode = 0640;
-	conf->syncs[0].dir_mode = 0750;
-	conf->syncs[0].uid = 1234;
-	conf->syncs[0].gid = 1234;
-	conf->syncs[0].ignore = ignore_new();
-	ck_assert_int_eq(ignore_add(conf->syncs[0].ignore, "*.txt", &err), 0);
-	ck_assert_int_eq(ignore_add(conf->syncs[0].ignore, "/b/e/", &err), 0);
+	c->check_command = strdup("true");
+	c->symlinks = SNAP_LINKS_SKIP;
+	c->file_mode = 0640;
+	c->dir_mode = 0750;
+	c->uid = 1234;
+	c->gid = 1234;
+	c->ignore = ignore_new();
+	ck_assert_int_eq(ignore_add(c->ignore, "*.txt", &err), 0);
+	ck_assert_int_eq(ignore_add(c->ignore, "/b/e/", &err), 0);
+}
+
+START_TEST(test_every_publish_of_a_stored_record_is_what_a_full_walk_gives_with_modes)
+{
+	set_modes(&conf->syncs[0]);
+	run_rounds(40, true);
+}
+END_TEST
+
+START_TEST(test_every_publish_is_what_a_full_walk_gives_with_modes)
+{
+	set_modes(&conf->syncs[0]);
 	run_rounds(300, false);
 }
 END_TEST
@@ -559,6 +577,8 @@ static Suite *publish_suite(void)
 	tcase_add_test(tc, test_every_publish_is_what_a_full_walk_gives);
 	tcase_add_test(tc,
 		       test_every_publish_of_a_stored_record_is_what_a_full_walk_gives);
+	tcase_add_test(
+		tc, test_every_publish_of_a_stored_record_is_what_a_full_walk_gives_with_modes);
 	tcase_add_test(tc,
 		       test_every_publish_is_what_a_full_walk_gives_with_modes);
 	tcase_add_test(tc, test_a_directory_made_anew_with_its_inode_is_read_again);

@@ -1290,6 +1290,148 @@ START_TEST(test_refresh_of_a_stored_record_views_it_and_leaves_it)
 }
 END_TEST
 
+/* What a writer publishes entries with, in the tests: a mode masked as
+ * the writer masks it and an owner it forces, so that no entry as found
+ * is as the record holds it until projected. */
+static void test_project(const void *arg, struct snap_entry *e)
+{
+	(void)arg;
+	e->mode &= 0755;
+	e->uid = e->gid = 4242;
+}
+
+/* Projects what a writer would: all but the copies of the record. */
+static void project_new(struct snapshot *s, const struct snapshot *l)
+{
+	size_t run = 0;
+
+	for (size_t i = 0; i < s->n; i++)
+		if (l == NULL || !snapshot_is_copy(s, i, l, &run))
+			test_project(NULL, &s->v[i]);
+}
+
+/* A record as the writer leaves it: each file's inode in the target
+ * learned (here made up from its own), where not known yet. */
+static void learn_inodes(struct snapshot *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i].type == SNAP_FILE && s->v[i].t_ino == 0)
+			s->v[i].t_ino = s->v[i].ino + 7;
+}
+
+/* Rounds of random changes, each read in full over the record of the
+ * round before, kept as the daemon keeps it: the read equals a plain
+ * full walk, leaves the record as it was, writes only the pages of what
+ * changed or moved, and takes what is the same with what was learned of
+ * it. */
+static void random_reads_over(unsigned rounds)
+{
+	struct ignore *ig = ignore_new();
+	char *err = NULL;
+	ck_assert_int_eq(ignore_add(ig, "*.txt", &err), 0);
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .exclude = ig};
+	struct snapshot_opts ov = o;
+	struct snapshot *prev = NULL, *full = NULL, *over = NULL, *last = NULL;
+	size_t known = 0, copied = 0;
+	const char *env = getenv("ATOMSYNC_SEED");
+	unsigned seed = env ? (unsigned)strtoul(env, NULL, 10)
+			    : (unsigned)time(NULL);
+
+	ov.project = test_project;
+	rrng = seed;
+	make_bulk();
+	ck_assert_int_eq(snapshot_take(src, &o, &prev, &err), 0);
+	ck_assert_int_eq(snapshot_take(src, &o, &last, &err), 0);
+	project_new(prev, NULL);
+	project_new(last, NULL);
+	snapshot_supersede(NULL, prev);
+	ck_assert_int_eq(prev->mem, SNAP_MEM_STORE);
+	for (unsigned round = 0; round < rounds; round++) {
+		struct dirty d = {0};
+		for (unsigned k = rrnd(4) + 1; k > 0; k--)
+			random_change(&d, prev);
+		for (size_t i = 0; i < d.n; i++)
+			free(d.v[i]);
+		learn_inodes(prev);
+		learn_inodes(last);
+		ov.over = prev;
+		ck_assert_int_eq(snapshot_take(src, &o, &full, &err), 0);
+		int rc = snapshot_take(src, &ov, &over, &err);
+		ck_assert_msg(rc == 0, "seed %u round %u: %s", seed, round, err);
+		ck_assert_int_eq(over->mem, SNAP_MEM_VIEW);
+		assert_merge_cmp(over, prev, round);
+		known += assert_same_known(over, prev, round);
+		size_t run = 0;
+		for (size_t i = 0; i < over->n; i++) {
+			const struct snap_entry *e = &over->v[i];
+			bool copy = snapshot_is_copy(over, i, prev, &run);
+			copied += copy;
+			/* Only a copy carries what was learned. */
+			if (e->type == SNAP_FILE && (e->t_ino != 0) != copy)
+				ck_abort_msg("seed %u round %u: %s %s, inode "
+					     "%llu", seed, round, e->path,
+					     copy ? "copied" : "read",
+					     (unsigned long long)e->t_ino);
+		}
+		project_new(over, prev);
+		project_new(full, NULL);
+		assert_same_snapshot(over, full, round);
+		assert_same_snapshot(prev, last, round);
+		snapshot_supersede(prev, over);
+		ck_assert_int_eq(over->mem, SNAP_MEM_STORE);
+		snapshot_free(last);
+		last = full;
+		prev = over;
+	}
+	snapshot_free(last);
+	snapshot_free(prev);
+	ignore_free(ig);
+	/* The bulk, found as it was, is the record's, mostly unwritten. */
+	ck_assert_msg(copied > rounds * 10000 && known > rounds * 1000,
+		      "seed %u: %zu copied, %zu known the same", seed, copied,
+		      known);
+}
+
+START_TEST(test_full_read_over_a_stored_record_writes_only_what_changed)
+{
+	random_reads_over(40);
+}
+END_TEST
+
+/* More entries than the view of the record has room for: the read moves
+ * into an array of its own, and is still what a walk gives. */
+START_TEST(test_full_read_over_a_record_grows_out_of_its_view)
+{
+	struct snapshot_opts o = {.project = test_project};
+	struct snapshot *prev = NULL, *full = NULL, *over = NULL;
+	char *err = NULL, *dir = tu_path(src, "new");
+
+	make_bulk();
+	ck_assert_int_eq(snapshot_take(src, NULL, &prev, &err), 0);
+	project_new(prev, NULL);
+	snapshot_supersede(NULL, prev);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	for (int f = 0; f < 2000; f++) {
+		char name[32];
+		snprintf(name, sizeof(name), "g%05d", f);
+		tu_write(dir, name, "x", 0644);
+	}
+	o.over = prev;
+	ck_assert_int_eq(snapshot_take(src, &o, &over, &err), 0);
+	ck_assert_int_eq(snapshot_take(src, NULL, &full, &err), 0);
+	ck_assert_int_eq(over->mem, SNAP_MEM_OWN);
+	ck_assert_uint_eq(over->n, prev->n + 2001);
+	assert_merge_cmp(over, prev, 0);
+	project_new(over, prev);
+	project_new(full, NULL);
+	assert_same_snapshot(over, full, 0);
+	snapshot_supersede(prev, over);
+	snapshot_free(over);
+	snapshot_free(full);
+	free(dir);
+}
+END_TEST
+
 /* Each refresh holds on to the blocks of paths of the record it
  * refreshes, and adds one for what it read again: a long run of them
  * must not hold every path ever read. */
@@ -1536,6 +1678,8 @@ static Suite *snapshot_suite(void)
 	tcase_set_timeout(st, 60);
 	tcase_add_test(st, test_refresh_of_a_stored_record_views_it_and_leaves_it);
 	tcase_add_test(st, test_paths_replaced_again_and_again_are_let_go);
+	tcase_add_test(st, test_full_read_over_a_stored_record_writes_only_what_changed);
+	tcase_add_test(st, test_full_read_over_a_record_grows_out_of_its_view);
 	suite_add_tcase(s, st);
 	return s;
 }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -111,6 +112,46 @@ START_TEST(test_a_view_keeps_its_writes_to_itself)
 	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&w), 0);
 	assert_pages(w, PAGES, "second view", as_filled);
 	store_unmap(x, w, PAGES * page);
+	store_unmap(x, v, PAGES * page);
+	store_unmap(x, m, PAGES * page);
+}
+END_TEST
+
+/* How many of the n pages at m are mapped now (in the resident set). */
+static size_t present(const char *m, size_t n)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t v[PAGES];
+	size_t k = 0;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_uint_le(n, PAGES);
+	ck_assert_int_eq(pread(fd, v, n * sizeof(*v),
+			       (off_t)((uintptr_t)m / page * sizeof(*v))),
+			 (ssize_t)(n * sizeof(*v)));
+	close(fd);
+	for (size_t i = 0; i < n; i++)
+		k += (v[i] >> 63) & 1;
+	return k;
+}
+
+/* A page both the store's mapping and a view map would count twice in
+ * the resident set: the store's are let go (the memfd keeps them) when a
+ * view is made, and come back as they are read. */
+START_TEST(test_a_view_and_the_store_map_each_page_once)
+{
+	char *m, *v;
+	struct store *x = filled(&m);
+
+	store_populate(m, PAGES * page);
+	assert_pages(m, PAGES, "store", as_filled);
+	ck_assert_uint_eq(present(m, PAGES), PAGES);
+	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&v), 0);
+	ck_assert_uint_eq(present(v, PAGES), PAGES);
+	ck_assert_uint_eq(present(m, PAGES), 0);
+	write_pages(v);
+	assert_pages(m, PAGES, "store read again", as_filled);
+	assert_pages(v, PAGES, "view", as_written);
 	store_unmap(x, v, PAGES * page);
 	store_unmap(x, m, PAGES * page);
 }
@@ -225,6 +266,7 @@ static Suite *store_suite(void)
 	TCase *tc = tcase_create("store");
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_add_test(tc, test_a_view_keeps_its_writes_to_itself);
+	tcase_add_test(tc, test_a_view_and_the_store_map_each_page_once);
 	tcase_add_test(tc, test_a_view_past_the_end_holds_zeros);
 	tcase_add_test(tc, test_absorb_writes_only_the_pages_the_view_wrote);
 	tcase_add_test(tc, test_absorb_without_a_pagemap_writes_every_page);
