@@ -765,6 +765,11 @@ bool snapshot_is_copy(const struct snapshot *s, size_t i,
 	return run_of(s, i, l, run) != NULL;
 }
 
+bool snapshot_viewed(const struct snapshot *s)
+{
+	return s->mem == SNAP_MEM_STORE && !store_alone(s->store);
+}
+
 int snapshot_merge_cmp(const struct snapshot *s, size_t i,
 		       const struct snapshot *l, size_t j, size_t *run)
 {

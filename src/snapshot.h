@@ -299,6 +299,10 @@ size_t snapshot_copied(const struct snapshot *s, size_t i,
  * *run as snapshot_merge_cmp()'s. */
 bool snapshot_is_copy(const struct snapshot *s, size_t i,
 		      const struct snapshot *l, size_t *run);
+/* Whether a read (a refresh, or a full read over s) maps s's store
+ * copy-on-write now: s must not be written then, or the read would find
+ * the change in the pages it has not written. */
+bool snapshot_viewed(const struct snapshot *s);
 
 /* Path order in which a directory's descendants follow it directly:
  * bytewise, except that '/' sorts before every other byte. */

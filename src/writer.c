@@ -3248,6 +3248,11 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 	verify_drop(w);
 	if (!writer_standby_wanted(w))
 		return 0;
+	/* What it learns of the live files goes into the live record. */
+	if (snapshot_viewed(w->live))
+		return log_err_set(err, -EBUSY,
+				   "target %s: the live record is being read",
+				   w->path);
 	if ((p.act = malloc(w->live->n ? w->live->n : 1)) == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < w->live->n; i++)

@@ -2844,6 +2844,40 @@ static struct writer *burst_writer(struct writer_opts *o)
 	return w;
 }
 
+/* The standby writes what it learns of the live files into the live
+ * record: not while a read maps it copy-on-write, which would find the
+ * change in pages it never wrote. */
+START_TEST(test_standby_refuses_while_the_live_record_is_read)
+{
+	struct writer_opts o = opts();
+	struct snapshot *s = NULL;
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	/* Enough entries for a record kept in a store. */
+	for (int f = 0; f < 11000; f++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "bulk/f%05d", f);
+		tu_write(src, rel, "x", 0644);
+	}
+	struct writer *w = burst_writer(&o);
+	const struct snapshot *l = writer_live(w);
+	ck_assert_int_eq(l->mem, SNAP_MEM_STORE);
+	struct snapshot_opts so = {.over = l};
+	ck_assert_int_eq(snapshot_take(src, &so, &s, &err), 0);
+	ck_assert(snapshot_viewed(l));
+	ck_assert_int_eq(writer_standby(w, &stop, &err), -EBUSY);
+	ck_assert_msg(strstr(err, "the live record is being read"), "%s", err);
+	ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL), 0);
+	snapshot_free(s);
+	ck_assert(!snapshot_viewed(l));
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL), 1);
+	free(err);
+	writer_close(w);
+}
+END_TEST
+
 /* The source changed in a/f, published: the standby was recycled into
  * the new generation (root inode `root`), which holds the source. */
 static void assert_standby_recycled(struct writer *w, ino_t root)
@@ -4136,6 +4170,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_standby_is_recycled_into_the_next_generation);
+	tcase_add_test(tc, test_standby_refuses_while_the_live_record_is_read);
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
