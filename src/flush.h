@@ -52,15 +52,16 @@ struct flush_early {
 	enum flush_early_state state;
 	int rc;			/* the first failure */
 	unsigned flushes;	/* syncfs() calls made */
-	size_t objects;		/* written since the last ask (the writing
-				   thread's alone) */
+	size_t objects;		/* written since the last ask (by the
+				   writers, one at a time) */
 };
 
 /* Ready to flush the file system that holds the directory `dirfd`,
  * which must stay open until flush_early_fini(). */
 void flush_early_init(struct flush_early *f, int dirfd);
 /* Counts a new file or directory written; asks for a flush each
- * FLUSH_EARLY_OBJECTS of them (starting the thread at the first). */
+ * FLUSH_EARLY_OBJECTS of them (starting the thread at the first).  Two
+ * threads that write one generation call it under a lock of theirs. */
 void flush_early_note(struct flush_early *f);
 /* Stops the thread, once it has made a flush asked for and not begun
  * when `pending` (else that one is dropped: the writer failed): the

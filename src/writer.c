@@ -26,8 +26,9 @@
 #include "thread.h"
 #include "writer.h"
 
-/* A standby of this many entries and more is linked by two threads. */
-#define STANDBY_SPLIT_MIN 128
+/* A standby, or a generation written whole, of this many entries and
+ * more is written by two threads. */
+#define HALVES_MIN 128
 /* Up to this many new files and directories are fsync'ed each (all at
  * once: flush_each()).  A larger generation (a first publish) is flushed
  * with one syncfs(), which also flushes unrelated data on the same file
@@ -1790,6 +1791,12 @@ struct build {
 	uid_t euid;
 	const struct pathset *differ; /* see struct writer_pending */
 	struct pathset *changed;      /* the same */
+	pthread_mutex_t *lock;	      /* guards `changed` when two build */
+	/* With two threads: set by the first to fail, for the other to stop
+	 * (NULL: one); `half`, the second, which leaves its warnings to the
+	 * first (the caller's, whose log they go to). */
+	atomic_bool *failed;
+	bool half;
 	struct level *lv;
 	size_t depth, cap;
 	size_t skip;	  /* entries after the one built, kept unread */
@@ -2135,7 +2142,8 @@ static int not_linked(struct build *b, const struct snap_entry *e)
 {
 	if (b->standby)
 		return -ESTALE; /* the publish that comes tells */
-	warn_changed_in_live(b->w, e->path);
+	if (!b->half)
+		warn_changed_in_live(b->w, e->path);
 	b->r->changed++;
 	return note_path(b->r, e->path) < 0 ? -ENOMEM : 1;
 }
@@ -2283,8 +2291,13 @@ static int build_entry(struct build *b, size_t i)
 		return -ESTALE; /* holds nothing but links */
 	/* Not the live file after all: its directory changed too (out of
 	 * memory, the set stands for every one). */
-	if (b->act[i] == ACT_LINK)
+	if (b->act[i] == ACT_LINK) {
+		if (b->lock)
+			pthread_mutex_lock(b->lock);
 		(void)pathset_add(b->changed, e->path, parent_len(e->path));
+		if (b->lock)
+			pthread_mutex_unlock(b->lock);
+	}
 	b->act[i] = ACT_COPY; /* new data: flushed with the rest */
 	return copy_file(b, e, p->nfd, name);
 }
@@ -2364,35 +2377,25 @@ static int build_range(struct build *b, size_t from, size_t to, size_t *at,
 	int rc = 0;
 
 	while (i < to && rc == 0) {
-		rc = stop && atomic_load_explicit(stop, memory_order_relaxed)
-			     ? -ECANCELED
-			     : build_entry(b, i);
-		if (rc == 0 && early && built_new(b, i))
+		bool halt = (stop && atomic_load_explicit(
+					     stop, memory_order_relaxed)) ||
+			    (b->failed && atomic_load_explicit(
+						  b->failed, memory_order_relaxed));
+		rc = halt ? -ECANCELED : build_entry(b, i);
+		if (rc == 0 && early && built_new(b, i)) {
+			if (b->lock) /* the other half counts too */
+				pthread_mutex_lock(b->lock);
 			flush_early_note(early);
+			if (b->lock)
+				pthread_mutex_unlock(b->lock);
+		}
 		if (rc == 0)
 			i += 1 + b->skip;
 		b->skip = 0;
 	}
+	if (rc < 0 && rc != -ECANCELED && b->failed)
+		atomic_store(b->failed, true);
 	*at = i;
-	return rc;
-}
-
-/* Writes the entries of a publish's p->s in turn (p->built: how many
- * were).  Flushes are asked for as they are written: a generation with
- * that many new entries is flushed with one syncfs() at the end (see
- * flush.h).  A standby's are not (build_standby()): a change stops one at
- * once, and its publish must not wait for a flush first. */
-static int build_entries(struct build *b, struct writer_pending *p, int gfd)
-{
-	struct flush_early early;
-
-	flush_early_init(&early, gfd);
-	int rc = build_range(b, 0, p->s->n, &p->built, b->stop,
-			     flushes(b->w) ? &early : NULL);
-	int frc = flush_early_fini(&early, rc == 0);
-	if (rc == 0 && frc < 0)
-		rc = log_err_set(b->err, frc, "target %s: flushing %s: %s",
-				 b->w->path, p->gen, strerror(-frc));
 	return rc;
 }
 
@@ -2409,7 +2412,7 @@ static void levels_free(struct build *b, size_t keep)
 	free(b->lv);
 }
 
-/* The second half of a standby, on a thread of its own: the entries
+/* The second half of a build, on a thread of its own: the entries
  * [from, to) of s, which start at a top-level name.  Its own levels
  * (the root's descriptors borrowed), result and error. */
 struct build_half {
@@ -2417,6 +2420,7 @@ struct build_half {
 	struct writer_result r;
 	struct problems pb;
 	char *err;
+	struct flush_early *early; /* b's, counted under its lock */
 	size_t from, to, at;
 	int rc;
 };
@@ -2425,18 +2429,19 @@ static void *build_half_run(void *arg)
 {
 	struct build_half *h = arg;
 
-	h->rc = build_range(&h->b, h->from, h->to, &h->at, h->b.stop, NULL);
+	h->rc = build_range(&h->b, h->from, h->to, &h->at, h->b.stop,
+			    h->early);
 	while (h->b.depth > 1 && h->rc == 0)
 		h->rc = close_level(&h->b);
 	return NULL;
 }
 
-/* Where a standby of `s` splits in two: the first top-level name in its
- * second half; 0 when it is too small to be worth a thread, or has no
+/* Where the entries of `s` split in two: the first top-level name in
+ * its second half; 0 when it is too small to be worth a thread, or has no
  * such name. */
-static size_t standby_split(const struct snapshot *s)
+static size_t halves_split(const struct snapshot *s)
 {
-	if (s->n < STANDBY_SPLIT_MIN)
+	if (s->n < HALVES_MIN)
 		return 0;
 	for (size_t i = s->n / 2; i < s->n; i++)
 		if (parent_len(s->v[i].path) == 0)
@@ -2454,17 +2459,48 @@ static int halves_rc(int a, int b)
 	return a < 0 ? a : b;
 }
 
-/* A standby's entries, linked by two threads (this one, and one for the
- * second half) into directories apart: linking costs the kernel about
- * as much as a copy of a small file does, and a standby is done sooner
- * between changes (p->built: how far the first half got, p->built2 the
- * second, from p->split).  Alone, when the thread cannot be started. */
-static int build_standby(struct build *b, struct writer_pending *p)
+/* What the second half wrote and found, added to b's. */
+static int halves_merge(struct build *b, const struct build_half *h)
 {
-	struct build_half h = {.b = *b, .to = p->s->n};
+	const struct log_list *from[] = {&h->pb.taken, &h->pb.unreadable};
+	struct log_list *to[] = {&b->pb->taken, &b->pb->unreadable};
+
+	b->r->copied += h->r.copied;
+	b->r->linked += h->r.linked;
+	b->r->bytes_copied += h->r.bytes_copied;
+	b->r->changed += h->r.changed;
+	for (size_t k = 0; k < 2; k++) {
+		for (size_t i = 0; i < from[k]->n; i++)
+			log_list_add(to[k], "%s", from[k]->v[i]);
+		to[k]->more += from[k]->more;
+	}
+	/* Its files not linked after all, told here. */
+	for (size_t at = 0; at < h->r.paths_len;
+	     at += strlen(h->r.paths + at) + 1) {
+		warn_changed_in_live(b->w, h->r.paths + at);
+		if (note_path(b->r, h->r.paths + at) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The entries of p->s written by two threads (this one, and one for the
+ * second half, from p->split) into directories apart: linking costs the
+ * kernel about as much as a copy of a small file does, and each half
+ * takes a core.  A standby is then done sooner between changes
+ * (p->built: how far the first half got, p->built2 the second), and a
+ * generation written whole (the first, or none to recycle) sooner.
+ * Both count their new entries towards an `early` flush.  Alone, when
+ * the thread cannot be started. */
+static int build_halves(struct build *b, struct writer_pending *p,
+			struct flush_early *early)
+{
+	struct build_half h = {.b = *b, .to = p->s->n, .early = early};
+	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	atomic_bool failed = false;
 	pthread_t t;
 
-	p->split = standby_split(p->s);
+	p->split = halves_split(p->s);
 	h.from = p->split;
 	h.b.r = &h.r;
 	h.b.pb = &h.pb;
@@ -2473,13 +2509,20 @@ static int build_standby(struct build *b, struct writer_pending *p)
 	h.b.lv = p->split ? malloc(h.b.cap * sizeof(*h.b.lv)) : NULL;
 	if (h.b.lv)
 		h.b.lv[0] = b->lv[0];
+	b->lock = h.b.lock = &lock;
+	b->failed = h.b.failed = &failed;
+	h.b.half = true;
 	if (h.b.lv == NULL || thread_start(&t, build_half_run, &h) < 0) {
 		free(h.b.lv);
 		p->split = 0;
-		return build_range(b, 0, p->s->n, &p->built, b->stop, NULL);
+		b->lock = NULL;
+		b->failed = NULL;
+		return build_range(b, 0, p->s->n, &p->built, b->stop, early);
 	}
-	int rc = build_range(b, 0, p->split, &p->built, b->stop, NULL);
+	int rc = build_range(b, 0, p->split, &p->built, b->stop, early);
 	pthread_join(t, NULL);
+	b->lock = NULL;
+	b->failed = NULL;
 	p->built2 = h.at;
 	b->learned |= h.b.learned;
 	int both = halves_rc(rc, h.rc);
@@ -2488,11 +2531,34 @@ static int build_standby(struct build *b, struct writer_pending *p)
 		*b->err = h.err;
 		h.err = NULL;
 	}
+	if (halves_merge(b, &h) < 0 && both == 0)
+		both = -ENOMEM;
 	levels_free(&h.b, 1); /* the root is b's */
 	free(h.err);
 	free(h.r.paths);
 	problems_fini(&h.pb);
 	return both;
+}
+
+/* Writes the entries of a publish's p->s (p->built: how many were): in
+ * turn into a recycled generation, where few change; in two halves into
+ * a new one, where all are written.  Flushes are asked for as they are
+ * written: a generation with that many new entries is flushed with one
+ * syncfs() at the end (see flush.h).  A standby's are not: a change
+ * stops one at once, and its publish must not wait for a flush first. */
+static int build_entries(struct build *b, struct writer_pending *p, int gfd)
+{
+	struct flush_early early;
+	struct flush_early *fe = flushes(b->w) ? &early : NULL;
+
+	flush_early_init(&early, gfd);
+	int rc = p->recycled ? build_range(b, 0, p->s->n, &p->built, b->stop, fe)
+			     : build_halves(b, p, fe);
+	int frc = flush_early_fini(&early, rc == 0);
+	if (rc == 0 && frc < 0)
+		rc = log_err_set(b->err, frc, "target %s: flushing %s: %s",
+				 b->w->path, p->gen, strerror(-frc));
+	return rc;
 }
 
 /* Writes every entry of p->s into the generation p->gen (a recycled
@@ -2535,7 +2601,7 @@ static int build(struct writer *w, struct writer_pending *p,
 	if (p->recycled && !b.lv[0].same)
 		rc = prune(&b, &b.lv[0]);
 	if (rc == 0)
-		rc = p->standby ? build_standby(&b, p)
+		rc = p->standby ? build_halves(&b, p, NULL)
 				: build_entries(&b, p, gfd);
 	w->live_learned |= b.learned;
 	while (b.depth > 1 && rc == 0)
@@ -2673,7 +2739,9 @@ static void await_due(struct writer *w)
 		if (w->retired[i].due_ms < w->retired[first].due_ms)
 			first = i;
 	uint64_t due = w->retired[first].due_ms;
-	if (due - now >= (uint64_t)left * link_ns / 1000000u)
+	/* Into a generation of its own, two threads link them. */
+	size_t threads = w->spare == NULL && halves_split(w->live) ? 2 : 1;
+	if (due - now >= (uint64_t)left * link_ns / 1000000u / threads)
 		return;
 	log_msg(LOG_LVL_DEBUG, w->name,
 		"target %s: waiting %llu ms for %s to be due, rather than "
@@ -3227,7 +3295,8 @@ static void standby_rate(struct writer *w, const struct writer_pending *p,
 {
 	size_t n = standby_built(p);
 
-	/* A thread's rate: a publish links what is left on one. */
+	/* A thread's rate: a publish links what a stopped standby left on
+	 * one, a generation of its own on two (see await_due()). */
 	if (!p->recycled && n >= 64)
 		w->link_ns = (clock_us(CLOCK_MONOTONIC) - t0_us) * 1000u *
 			     (p->split ? 2 : 1) / n;

@@ -1349,6 +1349,158 @@ START_TEST(test_touch_without_change_writes_nothing)
 }
 END_TEST
 
+/* Files in `dirs` top-level directories, `per` in each: enough for a
+ * generation written whole to be written in two halves. */
+static void wide_tree(int dirs, int per)
+{
+	for (int d = 0; d < dirs; d++)
+		for (int f = 0; f < per; f++) {
+			char n[32];
+			snprintf(n, sizeof(n), "d%02d/f%d", d, f);
+			tu_write(src, n, n, 0644);
+		}
+}
+
+/* Two threads write a generation written whole, each its own top-level
+ * names: the result counts what both wrote. */
+START_TEST(test_a_generation_written_whole_counts_both_halves)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+
+	wide_tree(20, 20);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.copied, 400);
+	ck_assert_uint_eq(r.bytes_copied, 20 * (10 * 6 + 10 * 7));
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	/* Nothing to recycle (no grace): written whole again, by links. */
+	tu_write(src, "d00/f0", "changed", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert_uint_eq(r.copied, 1);
+	ck_assert_uint_eq(r.linked, 399);
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	writer_close(w);
+}
+END_TEST
+
+/* Lines logged on the test's thread. */
+static char sunk[4096];
+
+static void sink_line(void *ctx, int level, const char *msg)
+{
+	(void)ctx;
+	(void)level;
+	size_t n = strlen(sunk);
+	snprintf(sunk + n, sizeof(sunk) - n, "%s\n", msg);
+}
+
+/* Live files others may write are looked at as they are linked: one
+ * changed in each half is written afresh, and both are told on the
+ * caller's thread (the log a library caller set), none elsewhere. */
+START_TEST(test_both_halves_tell_on_the_callers_thread)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+	struct log_sink sink = {.fn = sink_line};
+
+	o.file_mode = 0666;
+	struct writer *w = open_writer_with(&o);
+	wide_tree(20, 20);
+	publish_ok(w);
+	/* Changed in mode alone, so that a compare by content (of a file
+	 * written moments ago) finds it the same. */
+	char *a = tu_path(dst, "..data/d00/f3"), *b = tu_path(dst, "..data/d15/f3");
+	ck_assert_int_eq(chmod(a, 0600), 0);
+	ck_assert_int_eq(chmod(b, 0600), 0);
+	free(a);
+	free(b);
+	tu_write(src, "d05/f0", "a change to publish", 0644);
+	sunk[0] = '\0';
+	const struct log_sink *old = log_sink_set(&sink);
+	int rc = publish_tree(w, &r, NULL);
+	log_sink_set(old);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(r.changed, 3);
+	ck_assert_uint_eq(r.copied, 3);
+	ck_assert_msg(strstr(sunk, "d00/f3 was changed") &&
+			      strstr(sunk, "d15/f3 was changed"),
+		      "%s", sunk);
+	writer_result_fini(&r);
+	/* Written afresh, with the mode they are published with. */
+	struct stat st;
+	ck_assert_int_eq(stat(a = tu_path(dst, "..data/d00/f3"), &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
+	ck_assert_int_eq(stat(b = tu_path(dst, "..data/d15/f3"), &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
+	free(a);
+	free(b);
+	writer_close(w);
+}
+END_TEST
+
+/* A file gone between the read and the write fails the first half
+ * early: the second stops too rather than write thousands of files into
+ * a generation that goes. */
+START_TEST(test_a_half_that_fails_stops_the_other)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+	char *err = NULL, *gone = tu_path(src, "d00/f1");
+
+	wide_tree(20, 500);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	ck_assert_int_eq(unlink(gone), 0);
+	int rc = writer_publish(w, s, &r, &err);
+	ck_assert_msg(rc < 0 && strstr(err, "d00/f1"), "%d: %s", rc, err);
+	/* The second half alone holds 5,000. */
+	ck_assert_msg(r.copied < 5000, "%zu copied", r.copied);
+	ck_assert_int_eq(tu_generations(dst), 0);
+	writer_result_fini(&r);
+	free(err);
+	free(gone);
+	writer_close(w);
+}
+END_TEST
+
+/* As the user who owns the whole tree: a first publish, which a file
+ * of the last top-level directory (the second half's) that its owner
+ * cannot read must stop, naming it.  0 when it does. */
+static int publish_unreadable_half(void *arg)
+{
+	struct writer_opts o = opts();
+	struct writer_result r = {0};
+	struct writer *w = NULL;
+	char *err = NULL;
+
+	(void)arg;
+	if (writer_open(dst, &o, &w, NULL) < 0)
+		return 2;
+	int rc = publish_tree(w, &r, &err);
+	int ok = rc < 0 && err && strstr(err, "d19/secret") ? 0 : 3;
+	if (ok)
+		fprintf(stderr, "publish: %d, %s\n", rc, err ? err : "-");
+	writer_result_fini(&r);
+	free(err);
+	writer_close(w);
+	return ok;
+}
+
+START_TEST(test_a_file_the_second_half_cannot_read_is_reported)
+{
+	ck_assert_msg(tu_can_setuid(), "this test reads files as another "
+				       "user: run it as root");
+	wide_tree(20, 20);
+	tu_write(src, "d19/secret", "s", 0000);
+	char *cmd = log_strdupf("chown -R 2008:2008 '%s'", tmp);
+	ck_assert_int_eq(system(cmd), 0);
+	free(cmd);
+	ck_assert_int_eq(tu_call_as(2008, publish_unreadable_half, NULL), 0);
+}
+END_TEST
+
 START_TEST(test_unchanged_files_are_reused_not_copied)
 {
 	struct writer *w = open_writer();
@@ -4141,6 +4293,10 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_restart_trusts_the_state_its_journal_completes);
 	tcase_add_test(tc, test_touch_without_change_writes_nothing);
 	tcase_add_test(tc, test_unchanged_files_are_reused_not_copied);
+	tcase_add_test(tc, test_a_generation_written_whole_counts_both_halves);
+	tcase_add_test(tc, test_a_half_that_fails_stops_the_other);
+	tcase_add_test(tc, test_both_halves_tell_on_the_callers_thread);
+	tcase_add_test(tc, test_a_file_the_second_half_cannot_read_is_reported);
 	tcase_add_test(tc, test_invalid_snapshot_keeps_previous_generation);
 	tcase_add_test(tc, test_user_file_in_target_is_never_clobbered);
 	tcase_add_test(tc, test_user_files_beside_links_are_left_alone);
