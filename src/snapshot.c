@@ -389,6 +389,18 @@ static void entries_release(struct snapshot *s)
 	s->mem = SNAP_MEM_OWN;
 }
 
+/* s's entries (none yet) in the view `view` of x, `len` bytes. */
+static void entries_view(struct snapshot *s, struct store *x, void *view,
+			 size_t len)
+{
+	entries_release(s);
+	s->v = view;
+	s->vmap = len;
+	s->cap = len / sizeof(*s->v);
+	s->store = x;
+	s->mem = SNAP_MEM_VIEW;
+}
+
 /* A mapping of `bytes` (whole pages) in small pages, made at once. */
 static void *map_populated(size_t bytes)
 {
@@ -1883,12 +1895,7 @@ static int over_start(struct walk *w, const struct snapshot_opts *o)
 		store_unmap(b->store, view, len);
 		return -ENOMEM;
 	}
-	entries_release(s);
-	s->v = view;
-	s->vmap = len;
-	s->cap = len / sz;
-	s->store = b->store;
-	s->mem = SNAP_MEM_VIEW;
+	entries_view(s, b->store, view, len);
 	s->pool_used -= b->pool_used; /* what it keeps, as it keeps it */
 	w->over = b;
 	return 0;
@@ -2459,12 +2466,8 @@ static int refresh_room(struct snapshot *s, const struct snapshot *prev,
 		return -ENOMEM;
 	if (*keep == KEEP_SHARE && prev->mem == SNAP_MEM_STORE && len &&
 	    store_view(prev->store, len, &view) == 0) {
-		entries_release(s); /* empty: what it read is in `fresh` */
-		s->v = view;
-		s->vmap = len;
-		s->cap = len / sz;
-		s->store = prev->store;
-		s->mem = SNAP_MEM_VIEW;
+		/* Empty: what it read is in `fresh`. */
+		entries_view(s, prev->store, view, len);
 		*keep = KEEP_VIEW;
 		return 0;
 	}

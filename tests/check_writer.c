@@ -1494,9 +1494,8 @@ START_TEST(test_a_file_the_second_half_cannot_read_is_reported)
 				       "user: run it as root");
 	wide_tree(20, 20);
 	tu_write(src, "d19/secret", "s", 0000);
-	char *cmd = log_strdupf("chown -R 2008:2008 '%s'", tmp);
-	ck_assert_int_eq(system(cmd), 0);
-	free(cmd);
+	const char *argv[] = {"chown", "-R", "2008:2008", tmp, NULL};
+	ck_assert_int_eq(tu_run(argv, NULL, NULL, 10000), 0);
 	ck_assert_int_eq(tu_call_as(2008, publish_unreadable_half, NULL), 0);
 }
 END_TEST
