@@ -539,6 +539,7 @@ struct reader {
 	size_t cap, start, end;
 	bool eof;
 	int err;
+	uint64_t total; /* bytes read from fd */
 };
 
 /* The next line, NUL-terminated in place; NULL at the end, on a line
@@ -567,6 +568,7 @@ static char *next_line(struct reader *r)
 		}
 		r->eof = n == 0;
 		r->end += (size_t)n;
+		r->total += (uint64_t)n;
 	}
 }
 
@@ -574,10 +576,10 @@ static char *next_line(struct reader *r)
  * file (never a FIFO, which O_NONBLOCK keeps from hanging the open) that
  * only root or we could have written.  -EPERM when someone else could
  * have. */
-static int open_trusted(int dfd, const char *name)
+static int open_trusted_as(int dfd, const char *name, int access)
 {
 	int fd = openat(dfd, name,
-			O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+			access | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	struct stat st;
@@ -592,6 +594,11 @@ static int open_trusted(int dfd, const char *name)
 		return rc;
 	}
 	return fd;
+}
+
+static int open_trusted(int dfd, const char *name)
+{
+	return open_trusted_as(dfd, name, O_RDONLY);
 }
 
 /* Reads one unsigned number in `base` (at most 10) ended by `end`: a
@@ -701,7 +708,7 @@ static int parse_entry(char *line, struct snap_entry *e)
 /* The header: magic, generation, when recorded, whether flushed, and
  * how many entries follow. */
 static int parse_recorded(struct reader *r, struct timespec *taken,
-			  bool *sound)
+			  bool *sound, bool *was_flushed)
 {
 	char boot[64], now[64];
 	long long sec;
@@ -721,13 +728,15 @@ static int parse_recorded(struct reader *r, struct timespec *taken,
 	    (flushed != 0 && flushed != 1))
 		return -EINVAL;
 	boot_id(now, sizeof(now));
+	*was_flushed = flushed;
 	*sound = flushed ||
 		 (strcmp(boot, now) == 0 && strcmp(now, "unknown") != 0);
 	return 0;
 }
 
 static int parse_head(struct reader *r, size_t max_entries, char **gen,
-		      struct timespec *taken, bool *sound, size_t *count)
+		      struct timespec *taken, bool *sound, bool *flushed,
+		      size_t *count)
 {
 	char *line = next_line(r);
 
@@ -736,7 +745,7 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 	line = next_line(r);
 	if (line == NULL || strncmp(line, "generation ", 11) != 0 ||
 	    state_unescape(line + 11, gen) < 0 ||
-	    parse_recorded(r, taken, sound) < 0)
+	    parse_recorded(r, taken, sound, flushed) < 0)
 		return -EINVAL;
 	line = next_line(r);
 	if (line == NULL || sscanf(line, "entries %zu", count) != 1 ||
@@ -793,12 +802,20 @@ struct jread {
 				  each line checked but not kept */
 	char *gen;	       /* NULL: no record */
 	struct timespec taken;
-	bool sound;
+	bool sound, flushed;
 	size_t count;	       /* entries the last record leaves */
+	bool append;	       /* opened to append to, as j->fd */
+	bool on_base;	       /* made on the state file read */
+	bool ended;	       /* every record whole, up to its end */
+	int fd;		       /* with `append`: the journal, when on this
+				  base and ended; else -1 */
+	uint64_t bytes;	       /* its size then */
 };
 
 static void jread_fini(struct jread *j)
 {
+	if (j->append && j->fd >= 0)
+		close(j->fd);
 	for (size_t k = 0; k < j->n; k++)
 		free(j->v[k].e.path);
 	free(j->v);
@@ -847,16 +864,20 @@ static int parse_op(struct jread *j, char *line)
 static int read_record(struct reader *r, struct jread *j)
 {
 	struct timespec taken;
-	bool sound;
+	bool sound, flushed;
 	char *gen = NULL, *line = next_line(r);
 	size_t from = j->n, count;
 	int rc = 0;
 
-	if (line == NULL)
+	if (line == NULL) {
+		/* Nothing after the last commit: a record appended goes
+		 * on from there. */
+		j->ended = r->eof && r->start == r->end && r->err == 0;
 		return 0;
+	}
 	if (strncmp(line, "record ", 7) != 0 ||
 	    state_unescape(line + 7, &gen) < 0 ||
-	    parse_recorded(r, &taken, &sound) < 0)
+	    parse_recorded(r, &taken, &sound, &flushed) < 0)
 		rc = -EINVAL;
 	while (rc == 0 && (line = next_line(r)) != NULL &&
 	       strncmp(line, "commit ", 7) != 0)
@@ -875,6 +896,7 @@ static int read_record(struct reader *r, struct jread *j)
 	j->gen = gen;
 	j->taken = taken;
 	j->sound = sound;
+	j->flushed = flushed;
 	j->count = count;
 	return 1;
 }
@@ -904,12 +926,14 @@ static int journal_read(int dfd, const char *base, uint64_t ino,
 	char *line;
 	int rc = 0;
 
-	r.fd = open_trusted(dfd, STATE_JOURNAL);
+	j->fd = -1;
+	r.fd = open_trusted_as(dfd, STATE_JOURNAL, j->append ? O_RDWR : O_RDONLY);
 	if (r.fd < 0)
 		return r.fd == -ENOENT ? 0 : r.fd;
 	r.buf = malloc(r.cap);
 	if (r.buf && (line = next_line(&r)) && strcmp(line, JOURNAL_MAGIC) == 0 &&
 	    journal_on(next_line(&r), base, ino)) {
+		j->on_base = true;
 		while ((rc = read_record(&r, j)) > 0)
 			;
 	}
@@ -920,7 +944,14 @@ static int journal_read(int dfd, const char *base, uint64_t ino,
 	if (r.buf == NULL || r.err < 0)
 		rc = r.buf ? r.err : -ENOMEM;
 	free(r.buf);
-	close(r.fd);
+	/* Read to its end, the file offset is where the next record goes. */
+	if (rc == 0 && j->append && j->ended &&
+	    lseek(r.fd, 0, SEEK_CUR) == (off_t)r.total) {
+		j->fd = r.fd;
+		j->bytes = r.total;
+	} else {
+		close(r.fd);
+	}
 	return rc;
 }
 
@@ -985,37 +1016,68 @@ static int journal_apply(struct snapshot *s, struct jread *j, size_t max,
 }
 
 /* Applies the journal beside the state file to *s, which describes
- * *gen, and says what the result describes. */
+ * *gen, and says what the result describes; j is what was read. */
 static int journal_load(int dfd, size_t max_entries, uint64_t ino,
-			struct snapshot **s, char **gen, bool *sound)
+			struct snapshot **s, char **gen, bool *sound,
+			bool *flushed, struct jread *j)
 {
-	struct jread j = {.want_ops = true};
 	struct snapshot *t = NULL;
 
 	/* More than the writer ever leaves before it writes the state
 	 * whole: a journal made of removals, of half the state's size. */
-	j.max = max_entries > SIZE_MAX / 8 ? SIZE_MAX : 4 * max_entries + 1024;
-	int rc = journal_read(dfd, *gen, ino, &j);
-	if (rc == 0 && j.gen)
-		rc = journal_apply(*s, &j, max_entries, &t);
+	j->max = max_entries > SIZE_MAX / 8 ? SIZE_MAX : 4 * max_entries + 1024;
+	int rc = journal_read(dfd, *gen, ino, j);
+	if (rc == 0 && j->gen)
+		rc = journal_apply(*s, j, max_entries, &t);
 	if (rc == 0 && t) {
 		snapshot_free(*s);
 		*s = t;
 		free(*gen);
-		*gen = j.gen;
-		j.gen = NULL;
-		*sound = j.sound;
+		*gen = j->gen;
+		j->gen = NULL;
+		*sound = j->sound;
+		*flushed = j->flushed;
 	}
-	jread_fini(&j);
 	return rc;
+}
+
+/* What the next state_record appends to: the journal just read, or a
+ * new one when none was made on this state file.  Nothing, when a
+ * record in it was cut short or damaged: one after it would never be
+ * applied. */
+static void log_resume(struct state_log *l, char **base,
+		       const struct stat *st, const char *gen, bool flushed,
+		       struct jread *j)
+{
+	state_log_fini(l);
+	if ((j->on_base && j->fd < 0) || (l->gen = strdup(gen)) == NULL)
+		return;
+	l->base = *base;
+	*base = NULL;
+	l->base_bytes = (uint64_t)st->st_size;
+	l->base_ino = (uint64_t)st->st_ino;
+	l->flushed = flushed;
+	l->fd = j->fd;
+	l->bytes = j->fd >= 0 ? j->bytes : 0;
+	j->fd = -1;
 }
 
 int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	       bool *sound)
 {
+	return state_load_log(dfd, max_entries, out, gen, sound, NULL);
+}
+
+int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
+		   char **gen, bool *sound, struct state_log *l)
+{
 	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
+	struct jread j = {.want_ops = true, .append = l != NULL, .fd = -1};
 	struct snapshot *s = NULL;
+	struct stat st;
+	char *base = NULL;
 	size_t count = 0;
+	bool flushed = false;
 	int rc;
 
 	*gen = NULL;
@@ -1025,7 +1087,8 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	r.buf = malloc(r.cap);
 	rc = r.buf ? snapshot_open(NULL, &s, NULL) : -ENOMEM;
 	if (rc == 0)
-		rc = parse_head(&r, max_entries, gen, &s->taken, sound, &count);
+		rc = parse_head(&r, max_entries, gen, &s->taken, sound,
+				&flushed, &count);
 	if (rc == 0)
 		rc = parse_entries(&r, s, count);
 	/* Recorded no earlier than the state says. */
@@ -1033,15 +1096,23 @@ int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 		snapshot_mark_racy(&s->v[i], &s->taken);
 	if (rc == -EINVAL && r.err < 0)
 		rc = r.err;
-	uint64_t ino = fd_ino(r.fd);
+	if (rc == 0 && fstat(r.fd, &st) < 0)
+		rc = -errno;
 	close(r.fd);
 	free(r.buf);
+	if (rc == 0 && l && (base = strdup(*gen)) == NULL)
+		rc = -ENOMEM;
 	if (rc == 0)
-		rc = journal_load(dfd, max_entries, ino, &s, gen, sound);
+		rc = journal_load(dfd, max_entries, (uint64_t)st.st_ino, &s,
+				  gen, sound, &flushed, &j);
 	/* The bytes in its files, as a walk counts them: a refresh of it
 	 * counts on them. */
 	for (size_t i = 0; rc == 0 && i < s->n; i++)
 		s->bytes += s->v[i].type == SNAP_FILE ? s->v[i].size : 0;
+	if (rc == 0 && l)
+		log_resume(l, &base, &st, *gen, flushed, &j);
+	jread_fini(&j);
+	free(base);
 	if (rc < 0) {
 		free(*gen);
 		*gen = NULL;
@@ -1063,7 +1134,9 @@ int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
 	if (r.fd < 0)
 		return r.fd;
 	r.buf = malloc(r.cap);
-	rc = r.buf ? parse_head(&r, SIZE_MAX, gen, recorded, sound, &count)
+	bool flushed;
+	rc = r.buf ? parse_head(&r, SIZE_MAX, gen, recorded, sound, &flushed,
+				&count)
 		   : -ENOMEM;
 	if (rc == -EINVAL && r.err < 0)
 		rc = r.err;
@@ -1071,7 +1144,7 @@ int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
 	close(r.fd);
 	free(r.buf);
 	/* The journal's last record, read past its entries. */
-	struct jread j = {.want_ops = false};
+	struct jread j = {.want_ops = false, .fd = -1};
 	if (rc == 0)
 		rc = journal_read(dfd, *gen, ino, &j);
 	if (rc == 0 && j.gen) {

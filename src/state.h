@@ -22,18 +22,6 @@
 /* Longer error messages are cut to this many bytes when recorded. */
 #define STATE_ERROR_MAX 4096
 
-/* Loads the state in `dfd`: the state file, then the publishes its
- * journal records, up to the last one written whole.  *gen is the
- * generation it describes; the
- * snapshot has no source (root_fd -1) and its `taken` is the time the
- * described generation was recorded.  *sound is false when that
- * generation was not flushed to disk and the machine has restarted since:
- * its files may not hold what the state says.  -ENOENT: none; -EINVAL:
- * damaged, or more than max_entries entries; -EPERM: a file someone
- * other than root or us could have written. */
-int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
-	       bool *sound);
-
 /* Writes the state (mode 0600) through STATE_TMP and a rename, so a
  * reader of the state file sees the old or the new one whole, and
  * removes any journal.  `flushed`: whether the generation was made
@@ -54,6 +42,25 @@ struct state_log {
 	uint64_t bytes;	     /* the journal's size, 0: none yet */
 	int fd;		     /* the journal, open to append; -1: none */
 };
+
+/* Loads the state in `dfd`: the state file, then the publishes its
+ * journal records, up to the last one written whole.  *gen is the
+ * generation it describes; the
+ * snapshot has no source (root_fd -1) and its `taken` is the time the
+ * described generation was recorded.  *sound is false when that
+ * generation was not flushed to disk and the machine has restarted since:
+ * its files may not hold what the state says.  -ENOENT: none; -EINVAL:
+ * damaged, or more than max_entries entries; -EPERM: a file someone
+ * other than root or us could have written. */
+int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
+	       bool *sound);
+/* The same, and `l` knows the state it loaded, so the next state_record
+ * of a publish made from it only appends what that changed: to the
+ * journal read, or to a new one when there was none on this state file.
+ * `l` knows nothing (the next record writes the state whole) when the
+ * journal ends in a record cut short or damaged. */
+int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
+		   char **gen, bool *sound, struct state_log *l);
 
 void state_log_init(struct state_log *l);
 /* Forgets what is on disk: the next state_record writes it whole. */

@@ -625,7 +625,8 @@ static int load_live(struct writer *w, char **err)
 	int rc;
 
 	w->live_trusted = false;
-	/* The first publish writes the state whole. */
+	/* Unless the state read describes the live generation, the first
+	 * publish writes it whole. */
 	state_log_fini(&w->slog);
 	/* A number of its own, as one made here has: a standby linked from
 	 * its record differs from the next generation only where that one
@@ -642,8 +643,9 @@ static int load_live(struct writer *w, char **err)
 		return 0;
 	}
 	bool sound = false;
-	rc = state_load(w->dfd, w->o.max_files ? w->o.max_files : WRITER_MAX_FILES,
-			&s, &gen, &sound);
+	rc = state_load_log(w->dfd,
+			    w->o.max_files ? w->o.max_files : WRITER_MAX_FILES,
+			    &s, &gen, &sound, &w->slog);
 	if (rc == -EPERM)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: state file %s or %s could have been "
@@ -665,6 +667,7 @@ static int load_live(struct writer *w, char **err)
 			"target %s: state file %s does not describe %s; "
 			"comparing content instead",
 			w->path, STATE_FILE, w->live_gen);
+	state_log_fini(&w->slog);
 	free(gen);
 	snapshot_free(s);
 	return scan_live(w, err);

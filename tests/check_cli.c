@@ -844,9 +844,13 @@ START_TEST(test_target_only_holds_our_names)
 	tu_write(src, "a", "11", 0644);
 	ck_assert_int_eq(once(&out, &err), 0);
 	/* ..data, the live generation and the one it replaced (in its
-	 * grace period), ..atomsync, a, b */
-	ck_assert_int_eq(tu_count_entries(dst), 6);
+	 * grace period), ..atomsync and the journal the second run added
+	 * to it, a, b */
+	ck_assert_int_eq(tu_count_entries(dst), 7);
 	ck_assert_int_eq(tu_generations(dst), 2);
+	char *journal = tu_path(dst, "..atomsync.journal");
+	ck_assert_int_eq(access(journal, F_OK), 0);
+	free(journal);
 	free(out);
 	free(err);
 }

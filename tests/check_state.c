@@ -812,6 +812,98 @@ START_TEST(test_journal_cut_short_is_not_applied)
 }
 END_TEST
 
+/* Loads with a log, records `s` as `gen` and says whether that was
+ * appended: the state file stays the one loaded. */
+static bool resumed_record(const struct snapshot *s, const char *gen,
+			   bool flushed, const char *want_gen,
+			   const char *want_base)
+{
+	struct state_log l;
+	struct snapshot *got = NULL;
+	char *g = NULL;
+	bool sound = false;
+
+	state_log_init(&l);
+	ck_assert_int_eq(state_load_log(dfd, 1000, &got, &g, &sound, &l), 0);
+	ck_assert_str_eq(g, want_gen);
+	if (want_base)
+		ck_assert_str_eq(l.base, want_base);
+	else
+		ck_assert_ptr_null(l.base);
+	ino_t before = state_ino();
+	ck_assert_int_eq(state_record(dfd, &l, got, s, gen, flushed), 0);
+	bool appended = state_ino() == before;
+	state_log_fini(&l);
+	snapshot_free(got);
+	free(g);
+	assert_loads(s, gen);
+	return appended;
+}
+
+START_TEST(test_journal_resumed_after_a_load)
+{
+	struct snapshot *s1, *s2, *s3 = three_generations(&s1, &s2);
+	char *p = tu_path(tmp, STATE_JOURNAL);
+	size_t len = 0, len4 = 0;
+	char *good = tu_read(p, &len);
+
+	/* A later process goes on with the journal it read. */
+	model[7] = 11;
+	struct snapshot *s4 = from_model(4);
+	ck_assert(resumed_record(s4, "..g4", true, "..g3", "..g1"));
+	char *more = tu_read(p, &len4);
+	ck_assert_uint_gt(len4, len);
+	ck_assert_int_eq(memcmp(more, good, len), 0);
+	/* One cut short, or damaged, at its end: a record after it would
+	 * never be applied, so the state is written whole. */
+	for (unsigned k = 0; k < 3; k++) {
+		snapshot_free(s1);
+		snapshot_free(s2);
+		snapshot_free(s3);
+		s3 = three_generations(&s1, &s2);
+		char *j = tu_read(p, &len), *bad = NULL;
+		if (k == 0)
+			bad = strndup(j, len - 3);
+		else
+			ck_assert_int_ge(asprintf(&bad, "%s%s", j,
+						  k == 1 ? "junk\n"
+							 : "record ..g"),
+					 0);
+		tu_write(tmp, STATE_JOURNAL, bad, 0600);
+		ck_assert(!resumed_record(s4, "..g5", true,
+					  k == 0 ? "..g2" : "..g3", NULL));
+		ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL, F_OK, 0), -1);
+		free(bad);
+		free(j);
+	}
+	/* No journal: the first record starts one on this state file. */
+	ck_assert(resumed_record(s3, "..g6", true, "..g5", "..g5"));
+	/* One made on another state file is replaced. */
+	ck_assert_int_eq(state_save(dfd, s2, "..g2", true), 0);
+	tu_write(tmp, STATE_JOURNAL, good, 0600);
+	ck_assert(resumed_record(s4, "..g7", true, "..g2", "..g2"));
+	char *text = tu_read(p, NULL);
+	ck_assert_ptr_nonnull(strstr(text, "base ..g2 "));
+	ck_assert_ptr_null(strstr(text, "record ..g3\n"));
+	free(text);
+	/* Recorded unflushed, the same generation stays so. */
+	ck_assert(resumed_record(s1, "..g8", false, "..g7", "..g2"));
+	ck_assert(resumed_record(s3, "..g8", true, "..g8", "..g2"));
+	text = tu_read(p, NULL);
+	char *r = strstr(text, "record ..g8\n");
+	ck_assert_ptr_nonnull(r = strstr(r + 1, "record ..g8\n"));
+	ck_assert_ptr_nonnull(strstr(r, "flushed 0 "));
+	free(text);
+	free(more);
+	free(good);
+	free(p);
+	snapshot_free(s1);
+	snapshot_free(s2);
+	snapshot_free(s3);
+	snapshot_free(s4);
+}
+END_TEST
+
 START_TEST(test_journal_racy_by_its_record)
 {
 	/* A file changed within a tick of the read that recorded it may
@@ -954,6 +1046,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_peek_reads_only_the_header);
 	tcase_add_test(tc, test_journal_round_trip);
 	tcase_add_test(tc, test_journal_cut_short_is_not_applied);
+	tcase_add_test(tc, test_journal_resumed_after_a_load);
 	tcase_add_test(tc, test_journal_racy_by_its_record);
 	tcase_add_test(tc, test_journal_others_could_write_is_not_trusted);
 	tcase_add_test(tc, test_peek_reads_the_journal);

@@ -1306,17 +1306,24 @@ START_TEST(test_restart_trusts_the_state_its_journal_completes)
 	ck_assert_uint_eq(r.compared, 0);
 	writer_result_fini(&r);
 	writer_close(w);
-	/* The last record cut short.  (A new writer's first publish writes
-	 * the state whole; the second is appended.) */
+	/* A new writer goes on with the journal: even its first publish
+	 * adds a record, and the state file stays (a --once run of one
+	 * change costs what changed). */
+	char *state = tu_path(dst, STATE_FILE);
+	struct stat st0, st;
+	ck_assert_int_eq(stat(state, &st0), 0);
 	w = open_writer();
 	for (int i = 0; i < 2; i++) {
 		tu_write(src, "d1/f1", i ? "four" : "three", 0644);
 		tu_nap(120);
 		publish_ok(w);
+		ck_assert_int_eq(stat(state, &st), 0);
+		ck_assert_uint_eq(st.st_ino, st0.st_ino);
 	}
 	writer_close(w);
 	free(text);
 	text = tu_read(journal, &len);
+	/* The last record cut short. */
 	tu_write_len(dst, STATE_JOURNAL, text, len - 8, 0600);
 	w = open_writer();
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
@@ -1324,8 +1331,21 @@ START_TEST(test_restart_trusts_the_state_its_journal_completes)
 	ck_assert_uint_eq(r.compared, 20);
 	ASSERT_TREES();
 	writer_result_fini(&r);
+	/* Nothing went after it: the state was written whole. */
+	ck_assert_int_eq(stat(state, &st), 0);
+	ck_assert_uint_ne(st.st_ino, st0.st_ino);
+	tu_write(src, "d1/f1", "five", 0644);
+	tu_nap(120);
+	publish_ok(w);
+	writer_close(w);
+	w = open_writer();
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	ck_assert_uint_eq(r.compared, 0);
+	writer_result_fini(&r);
 	writer_close(w);
 	free(text);
+	free(state);
 	free(journal);
 }
 END_TEST
