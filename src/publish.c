@@ -149,6 +149,7 @@ static int open_target(struct publish *p)
 	p->verify = false;
 	if (p->w == NULL) {
 		struct writer_opts wo = publish_writer_opts(p->c, p->dry_run);
+		wo.one_shot = p->once;
 		p->rc = writer_open(p->c->target, &wo, &p->w, &p->err);
 	}
 	return p->rc;

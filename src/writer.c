@@ -615,6 +615,16 @@ static int scan_live(struct writer *w, char **err)
 	return 0;
 }
 
+/* `old` gives way to the live record, which is made ready for the reads
+ * to come unless there will be none. */
+static void supersede(struct writer *w, struct snapshot *old)
+{
+	if (w->o.one_shot)
+		snapshot_free(old);
+	else
+		snapshot_supersede(old, w->live);
+}
+
 /* Reads what the live generation holds: from the state file when it
  * describes that generation, else by scanning the generation itself (then
  * every file's content is compared on the next publish). */
@@ -2695,7 +2705,7 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 	int sr = save ? state_record(w->dfd, &w->slog, old, w->live,
 				     w->live_gen, w->o.fsync)
 		      : 0;
-	snapshot_supersede(old, w->live);
+	supersede(w, old);
 	if (sr < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
 			w->path, STATE_FILE, strerror(-sr));
@@ -3168,7 +3178,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 			w->path, STATE_FILE, strerror(-rc));
 	if (old_fd >= 0)
 		close(old_fd);
-	snapshot_supersede(old, w->live);
+	supersede(w, old);
 	if (old_gen && frc == 0) {
 		retire_replaced(w, old_gen, old_seq, old_changed);
 	} else { /* kept on disk, or none */

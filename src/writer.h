@@ -43,6 +43,9 @@ struct writer_opts {
 	bool quiet;	    /* with dry_run: no line per path, leftover or
 			       changed live file; the caller reports the
 			       counts */
+	bool one_shot;	    /* one publish, then the writer is closed: the
+			       live record is not kept ready for reads to
+			       come (see snapshot_supersede) */
 };
 
 struct writer_result {

@@ -3049,6 +3049,32 @@ START_TEST(test_standby_refuses_while_the_live_record_is_read)
 }
 END_TEST
 
+/* A record of a size kept in a store for the reads to come is not, by a
+ * writer that makes one publish (--once): the copy would be for nobody. */
+START_TEST(test_one_shot_writer_keeps_no_store)
+{
+	for (int f = 0; f < 11000; f++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "bulk/f%05d", f);
+		tu_write(src, rel, "x", 0644);
+	}
+	for (int once = 0; once < 2; once++) {
+		struct writer_opts o = opts();
+		struct writer_result r = {0};
+		o.one_shot = once;
+		struct writer *w = open_writer_with(&o);
+		tu_write(src, "bulk/f00000", once ? "one" : "two", 0644);
+		ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+		ck_assert(r.published);
+		ck_assert_int_eq(writer_live(w)->mem,
+				 once ? SNAP_MEM_OWN : SNAP_MEM_STORE);
+		writer_result_fini(&r);
+		writer_close(w);
+		ASSERT_TREES();
+	}
+}
+END_TEST
+
 /* The source changed in a/f, published: the standby was recycled into
  * the new generation (root inode `root`), which holds the source. */
 static void assert_standby_recycled(struct writer *w, ino_t root)
@@ -4346,6 +4372,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_standby_is_recycled_into_the_next_generation);
 	tcase_add_test(tc, test_standby_refuses_while_the_live_record_is_read);
+	tcase_add_test(tc, test_one_shot_writer_keeps_no_store);
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
