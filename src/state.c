@@ -928,6 +928,12 @@ static int journal_read(int dfd, const char *base, uint64_t ino,
 
 	j->fd = -1;
 	r.fd = open_trusted_as(dfd, STATE_JOURNAL, j->append ? O_RDWR : O_RDONLY);
+	/* One that cannot be opened to write (append-only, a read-only
+	 * mount) is still read; nothing is appended to it. */
+	if (r.fd < 0 && r.fd != -ENOENT && j->append) {
+		j->append = false;
+		r.fd = open_trusted(dfd, STATE_JOURNAL);
+	}
 	if (r.fd < 0)
 		return r.fd == -ENOENT ? 0 : r.fd;
 	r.buf = malloc(r.cap);
@@ -944,9 +950,12 @@ static int journal_read(int dfd, const char *base, uint64_t ino,
 	if (r.buf == NULL || r.err < 0)
 		rc = r.buf ? r.err : -ENOMEM;
 	free(r.buf);
-	/* Read to its end, the file offset is where the next record goes. */
-	if (rc == 0 && j->append && j->ended &&
-	    lseek(r.fd, 0, SEEK_CUR) == (off_t)r.total) {
+	/* Read to its end, the file offset is where the next record goes:
+	 * not into a file with another name too (a copy made with cp -al
+	 * would change with it). */
+	struct stat st;
+	if (rc == 0 && j->append && j->ended && fstat(r.fd, &st) == 0 &&
+	    st.st_nlink == 1 && lseek(r.fd, 0, SEEK_CUR) == (off_t)r.total) {
 		j->fd = r.fd;
 		j->bytes = r.total;
 	} else {

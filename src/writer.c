@@ -653,9 +653,11 @@ static int load_live(struct writer *w, char **err)
 		return 0;
 	}
 	bool sound = false;
+	/* A dry run (and --status) records nothing: the journal is only
+	 * read. */
 	rc = state_load_log(w->dfd,
 			    w->o.max_files ? w->o.max_files : WRITER_MAX_FILES,
-			    &s, &gen, &sound, &w->slog);
+			    &s, &gen, &sound, w->o.dry_run ? NULL : &w->slog);
 	if (rc == -EPERM)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: state file %s or %s could have been "

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -904,6 +906,58 @@ START_TEST(test_journal_resumed_after_a_load)
 }
 END_TEST
 
+/* Sets or clears the append-only attribute of the journal. */
+static void journal_append_only(bool on)
+{
+	int fd = openat(dfd, STATE_JOURNAL, O_RDONLY | O_CLOEXEC), attr = 0;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ioctl(fd, FS_IOC_GETFLAGS, &attr), 0);
+	attr = on ? attr | FS_APPEND_FL : attr & ~FS_APPEND_FL;
+	ck_assert_msg(ioctl(fd, FS_IOC_SETFLAGS, &attr) == 0,
+		      "append-only attribute: %s", strerror(errno));
+	close(fd);
+}
+
+/* A journal that cannot be opened to write is read all the same, and
+ * one with another name too (a copy made with cp -al) is never written
+ * through: neither is appended to. */
+START_TEST(test_journal_not_ours_alone_is_only_read)
+{
+	struct snapshot *s1, *s2, *s3 = three_generations(&s1, &s2);
+	struct snapshot *got = NULL;
+	struct state_log l;
+	char *gen = NULL, *p = tu_path(tmp, STATE_JOURNAL);
+	bool sound;
+
+	state_log_init(&l);
+	journal_append_only(true);
+	int rc = state_load_log(dfd, 1000, &got, &gen, &sound, &l);
+	journal_append_only(false);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_str_eq(gen, "..g3");
+	ck_assert_ptr_null(l.base);
+	snapshot_free(got);
+	free(gen);
+
+	char *copy = tu_path(tmp, "journal-copy");
+	ck_assert_int_eq(link(p, copy), 0);
+	size_t len = 0, len2 = 0;
+	char *before = tu_read(copy, &len);
+	ck_assert(!resumed_record(s1, "..g4", true, "..g3", NULL));
+	char *after = tu_read(copy, &len2);
+	ck_assert_uint_eq(len2, len);
+	ck_assert_int_eq(memcmp(before, after, len), 0);
+	free(before);
+	free(after);
+	free(copy);
+	free(p);
+	snapshot_free(s1);
+	snapshot_free(s2);
+	snapshot_free(s3);
+}
+END_TEST
+
 START_TEST(test_journal_racy_by_its_record)
 {
 	/* A file changed within a tick of the read that recorded it may
@@ -1047,6 +1101,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_journal_round_trip);
 	tcase_add_test(tc, test_journal_cut_short_is_not_applied);
 	tcase_add_test(tc, test_journal_resumed_after_a_load);
+	tcase_add_test(tc, test_journal_not_ours_alone_is_only_read);
 	tcase_add_test(tc, test_journal_racy_by_its_record);
 	tcase_add_test(tc, test_journal_others_could_write_is_not_trusted);
 	tcase_add_test(tc, test_peek_reads_the_journal);

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -1272,6 +1273,58 @@ START_TEST(test_a_record_made_in_the_tick_of_a_change_is_compared)
 	writer_result_fini(&r);
 	writer_close(w);
 	free(f);
+}
+END_TEST
+
+/* Whether this process has `path` open. */
+static bool have_open(const char *path)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	bool found = false;
+
+	ck_assert_ptr_nonnull(d);
+	while (!found && (de = readdir(d)) != NULL) {
+		char to[4096];
+		ssize_t n = readlinkat(dirfd(d), de->d_name, to, sizeof(to) - 1);
+		if (n > 0) {
+			to[n] = '\0';
+			found = strcmp(to, path) == 0;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/* A dry run (and --status, which opens its writer as one) records
+ * nothing: the journal a writer reads is kept open to append to only by
+ * one that publishes. */
+START_TEST(test_dry_run_only_reads_the_journal)
+{
+	struct writer_result r = {0};
+	struct writer *w = open_writer();
+	char *journal = tu_path(dst, STATE_JOURNAL);
+
+	for (int i = 0; i < 2; i++) {
+		tu_write(src, "f", i ? "two" : "one", 0644);
+		tu_nap(120);
+		publish_ok(w);
+	}
+	writer_close(w);
+	ck_assert_int_eq(access(journal, F_OK), 0);
+	ck_assert(!have_open(journal));
+	w = open_writer();
+	ck_assert(have_open(journal));
+	writer_close(w);
+	struct writer_opts o = opts();
+	o.dry_run = true;
+	w = open_writer_with(&o);
+	ck_assert(!have_open(journal));
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	writer_result_fini(&r);
+	writer_close(w);
+	free(journal);
 }
 END_TEST
 
@@ -4373,6 +4426,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_is_recycled_into_the_next_generation);
 	tcase_add_test(tc, test_standby_refuses_while_the_live_record_is_read);
 	tcase_add_test(tc, test_one_shot_writer_keeps_no_store);
+	tcase_add_test(tc, test_dry_run_only_reads_the_journal);
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
