@@ -334,10 +334,13 @@ void state_log_fini(struct state_log *l)
 	state_log_init(l);
 }
 
-/* Whether the state file says the same of both (paths aside). */
+/* Whether the state file says the same of both (paths aside).  One
+ * that was racy (SNAP_F_RACY) and no longer is differs too: recorded
+ * again, with a later record's time, a load need not compare it. */
 static bool same_saved(const struct snap_entry *a, const struct snap_entry *b)
 {
-	return a->type == b->type && a->mode == b->mode && a->uid == b->uid &&
+	return !((a->flags & SNAP_F_RACY) && !(b->flags & SNAP_F_RACY)) &&
+	       a->type == b->type && a->mode == b->mode && a->uid == b->uid &&
 	       a->gid == b->gid && a->size == b->size &&
 	       a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns &&
 	       a->dev == b->dev && a->ino == b->ino && a->t_ino == b->t_ino &&

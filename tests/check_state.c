@@ -958,6 +958,45 @@ START_TEST(test_journal_not_ours_alone_is_only_read)
 }
 END_TEST
 
+/* A file racy when recorded (changed within a tick of the read) and
+ * found the same since is recorded again, under a later record: else
+ * every load would compare it again. */
+START_TEST(test_journal_records_a_file_no_longer_racy)
+{
+	struct state_log l;
+	struct snapshot *got = NULL;
+	char *gen = NULL;
+	bool sound;
+
+	state_log_init(&l);
+	memset(model, 0, sizeof(model));
+	model[1] = 2;
+	struct snapshot *s1 = from_model(1);
+	struct snap_entry *e = snapshot_find(s1, "d1/f 001");
+	e->ctime_ns = clock_ts_ns(&s1->taken);
+	ck_assert_int_eq(state_record(dfd, &l, NULL, s1, "..g1", true), 0);
+	state_log_fini(&l);
+	ck_assert_int_eq(state_load_log(dfd, 1000, &got, &gen, &sound, &l), 0);
+	ck_assert(snapshot_find(got, "d1/f 001")->flags & SNAP_F_RACY);
+	/* A second later its bytes were found the same. */
+	struct snapshot *s2 = from_model(2);
+	snapshot_find(s2, "d1/f 001")->ctime_ns = e->ctime_ns;
+	ino_t before = state_ino();
+	ck_assert_int_eq(state_record(dfd, &l, got, s2, "..g2", true), 0);
+	ck_assert_uint_eq(state_ino(), before);
+	state_log_fini(&l);
+	snapshot_free(got);
+	free(gen);
+	ck_assert_int_eq(state_load(dfd, 1000, &got, &gen, &sound), 0);
+	ck_assert_str_eq(gen, "..g2");
+	ck_assert(!(snapshot_find(got, "d1/f 001")->flags & SNAP_F_RACY));
+	snapshot_free(got);
+	free(gen);
+	snapshot_free(s1);
+	snapshot_free(s2);
+}
+END_TEST
+
 START_TEST(test_journal_racy_by_its_record)
 {
 	/* A file changed within a tick of the read that recorded it may
@@ -1102,6 +1141,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_journal_cut_short_is_not_applied);
 	tcase_add_test(tc, test_journal_resumed_after_a_load);
 	tcase_add_test(tc, test_journal_not_ours_alone_is_only_read);
+	tcase_add_test(tc, test_journal_records_a_file_no_longer_racy);
 	tcase_add_test(tc, test_journal_racy_by_its_record);
 	tcase_add_test(tc, test_journal_others_could_write_is_not_trusted);
 	tcase_add_test(tc, test_peek_reads_the_journal);
