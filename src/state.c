@@ -1077,11 +1077,12 @@ static void log_resume(struct state_log *l, char **base,
 int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	       bool *sound)
 {
-	return state_load_log(dfd, max_entries, out, gen, sound, NULL);
+	return state_load_log(dfd, max_entries, out, gen, sound, NULL, NULL);
 }
 
 int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
-		   char **gen, bool *sound, struct state_log *l)
+		   char **gen, bool *sound, bool *was_flushed,
+		   struct state_log *l)
 {
 	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
 	struct jread j = {.want_ops = true, .append = l != NULL, .fd = -1};
@@ -1123,6 +1124,8 @@ int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
 		s->bytes += s->v[i].type == SNAP_FILE ? s->v[i].size : 0;
 	if (rc == 0 && l)
 		log_resume(l, &base, &st, *gen, flushed, &j);
+	if (was_flushed)
+		*was_flushed = rc == 0 && flushed;
 	jread_fini(&j);
 	free(base);
 	if (rc < 0) {

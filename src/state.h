@@ -54,13 +54,17 @@ struct state_log {
  * other than root or us could have written. */
 int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	       bool *sound);
-/* The same, and `l` knows the state it loaded, so the next state_record
- * of a publish made from it only appends what that changed: to the
- * journal read, or to a new one when there was none on this state file.
- * `l` knows nothing (the next record writes the state whole) when the
- * journal ends in a record cut short or damaged. */
+/* The same, and *flushed (when not NULL) says whether the generation
+ * was recorded as flushed to disk before it went live.  `l` (when not
+ * NULL) knows the state it loaded, so the next state_record of a publish
+ * made from it only appends what that changed: to the journal read, or
+ * to a new one when there was none on this state file.  `l` knows
+ * nothing (the next record writes the state whole) when the journal ends
+ * in a record cut short or damaged, cannot be opened to write, or has
+ * another name too. */
 int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
-		   char **gen, bool *sound, struct state_log *l);
+		   char **gen, bool *sound, bool *flushed,
+		   struct state_log *l);
 
 void state_log_init(struct state_log *l);
 /* Forgets what is on disk: the next state_record writes it whole. */

@@ -69,6 +69,9 @@ struct writer {
 	bool live_learned;	/* a standby learned, into live, what the
 				   state on disk does not hold */
 	bool live_trusted;	/* live came from the state file, not a scan */
+	bool live_durable;	/* its files were flushed before it went live
+				   (a publish that links them forward then
+				   need not flush them) */
 	uint64_t projected;	/* the snapshot normalize() gave the current
 				   options' modes and owners, by id (0: none);
 				   nothing may change what project_mode()
@@ -634,7 +637,7 @@ static int load_live(struct writer *w, char **err)
 	char *gen = NULL;
 	int rc;
 
-	w->live_trusted = false;
+	w->live_trusted = w->live_durable = false;
 	/* Unless the state read describes the live generation, the first
 	 * publish writes it whole. */
 	state_log_fini(&w->slog);
@@ -652,12 +655,13 @@ static int load_live(struct writer *w, char **err)
 		w->live = s;
 		return 0;
 	}
-	bool sound = false;
+	bool sound = false, durable = false;
 	/* A dry run (and --status) records nothing: the journal is only
 	 * read. */
 	rc = state_load_log(w->dfd,
 			    w->o.max_files ? w->o.max_files : WRITER_MAX_FILES,
-			    &s, &gen, &sound, w->o.dry_run ? NULL : &w->slog);
+			    &s, &gen, &sound, &durable,
+			    w->o.dry_run ? NULL : &w->slog);
 	if (rc == -EPERM)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: state file %s or %s could have been "
@@ -672,6 +676,7 @@ static int load_live(struct writer *w, char **err)
 		free(gen);
 		w->live = s;
 		w->live_trusted = true;
+		w->live_durable = durable;
 		return 0;
 	}
 	if ((rc == 0 && sound) || rc == -EINVAL)
@@ -2317,13 +2322,19 @@ static int build_entry(struct build *b, size_t i)
 	return copy_file(b, e, p->nfd, name);
 }
 
-/* The new files and directories of a generation, its root included. */
-static size_t flush_objects(const struct snapshot *s, const uint8_t *act)
+/* The new files and directories of a generation, its root included;
+ * *reused, whether it holds files of the live one (linked or kept). */
+static size_t flush_objects(const struct snapshot *s, const uint8_t *act,
+			    bool *reused)
 {
 	size_t objects = 1;
 
-	for (size_t i = 0; i < s->n; i++)
+	*reused = false;
+	for (size_t i = 0; i < s->n; i++) {
 		objects += act[i] == ACT_DIR || act[i] == ACT_COPY;
+		*reused |= s->v[i].type == SNAP_FILE &&
+			   (act[i] == ACT_LINK || act[i] == ACT_KEEP);
+	}
 	return objects;
 }
 
@@ -2332,9 +2343,13 @@ static size_t flush_objects(const struct snapshot *s, const uint8_t *act)
 static int flush(struct writer *w, struct snapshot *s, const uint8_t *act,
 		 int gfd, const char *gen, bool *all, char **err)
 {
-	size_t objects = flush_objects(s, act), n = 0;
+	bool reused;
+	size_t objects = flush_objects(s, act, &reused), n = 0;
 
-	*all = objects > FSYNC_EACH_MAX;
+	/* Files of a live generation not known to be on disk (published
+	 * without fsync, or found by a scan) are flushed too, with the rest
+	 * of the file system. */
+	*all = objects > FSYNC_EACH_MAX || (reused && !w->live_durable);
 	if (*all || objects == 1)
 		return 0; /* one syncfs() once the root is 0755, or nothing */
 	size_t *todo = malloc((objects - 1) * sizeof(*todo));
@@ -3160,6 +3175,8 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	p->changed = NULL;
 	w->live_trusted = true;
 	w->live_foreign = false;
+	/* All of it, what it linked included (see flush()). */
+	w->live_durable = flushes(w) && frc == 0;
 	w->live_fd = open_generation(w->dfd, w->live_gen);
 	if (w->live_fd < 0)
 		log_msg(LOG_LVL_WARN, w->name,

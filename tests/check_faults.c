@@ -27,6 +27,7 @@
 static char *tmp, *src, *v1, *pristine;
 /* The --grace-ms of once(). */
 static const char *once_grace = "0";
+static bool once_nofsync; /* --no-fsync for the next runs */
 
 static void setup(void)
 {
@@ -87,8 +88,11 @@ static int once(const char *dst, long nth, const char *err_name,
 		close(pe[0]);
 		int nul = open("/dev/null", O_RDWR);
 		dup2(nul, 1);
-		execl(tu_bin(), tu_bin(), "--source", src, "--target", dst,
-		      "--once", "--grace-ms", once_grace, (char *)NULL);
+		char *argv[] = {(char *)tu_bin(), "--source", src, "--target",
+				(char *)dst, "--once", "--grace-ms",
+				(char *)once_grace, once_nofsync ? "--no-fsync" : NULL,
+				NULL};
+		execv(tu_bin(), argv);
 		_exit(127);
 	}
 	close(pe[1]);
@@ -646,6 +650,57 @@ START_TEST(test_a_large_generation_is_flushed_while_written)
 }
 END_TEST
 
+/* Past the 50 ms grace period of the generation --once replaced last
+ * (so that it is recycled), `rel` changed to `text` and --once run: the
+ * syncfs() calls it made. */
+static long recycled_change(const char *dst, const char *rel,
+			    const char *text)
+{
+	char *err = NULL;
+	long calls;
+	long long due = tu_now_ms() + 100;
+
+	while (tu_now_ms() < due)
+		tu_nap(10); /* the grace period itself is what is waited for */
+	tu_write(src, rel, text, 0644);
+	ck_assert_int_eq(once_syncfs(dst, 0, &calls, &err), 0);
+	ck_assert_msg(strstr(err, "1 changed") != NULL, "%s", err);
+	free(err);
+	return calls;
+}
+
+/* The files a publish takes from the live generation (linked forward,
+ * or kept in the one it recycles) may not be on disk when that one was
+ * published without fsync: a publish with fsync then flushes them too,
+ * with syncfs().  From one recorded flushed, only what it wrote is. */
+START_TEST(test_files_of_an_unflushed_generation_are_flushed_when_reused)
+{
+	char *disk = disk_dir();
+	char *dst = tu_path(disk, "dst"), *err = NULL, name[32];
+	long calls;
+
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "d%d/f%02d", i % 4, i);
+		tu_write(src, name, "1", 0644);
+	}
+	once_grace = "50";
+	once_nofsync = true;
+	ck_assert_int_eq(once_syncfs(dst, 0, &calls, &err), 0);
+	once_nofsync = false;
+	ck_assert_msg(calls == 0, "%ld syncfs() calls: %s", calls, err);
+	free(err);
+	calls = recycled_change(dst, "d0/f00", "2");
+	ck_assert_msg(calls == 1, "%ld syncfs() calls", calls);
+	calls = recycled_change(dst, "d0/f00", "3");
+	ck_assert_msg(calls == 0, "%ld syncfs() calls", calls);
+	char *d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+	tu_rmrf(disk);
+	free(disk);
+	free(dst);
+}
+END_TEST
+
 /* Recycled, a generation has only what changed to write: nothing is
  * flushed on the way, and a few new entries each with fsync(). */
 START_TEST(test_a_recycled_generation_is_not_flushed_on_the_way)
@@ -664,14 +719,8 @@ START_TEST(test_a_recycled_generation_is_not_flushed_on_the_way)
 	tu_write(src, "d00000/f", "2", 0644);
 	ck_assert_int_eq(once_syncfs(dst, 0, &calls, &err), 0);
 	free(err);
-	long long due = tu_now_ms() + 100;
-	while (tu_now_ms() < due)
-		tu_nap(10); /* the grace period itself is what is waited for */
-	tu_write(src, "d00000/f", "3", 0644);
-	ck_assert_int_eq(once_syncfs(dst, 0, &calls, &err), 0);
-	ck_assert_msg(strstr(err, "1 changed") != NULL, "%s", err);
-	ck_assert_msg(calls == 0, "%ld syncfs() calls: %s", calls, err);
-	free(err);
+	calls = recycled_change(dst, "d00000/f", "3");
+	ck_assert_msg(calls == 0, "%ld syncfs() calls", calls);
 	char *d = tu_diff_trees(src, dst);
 	ck_assert_msg(d == NULL, "%s", d);
 	tu_rmrf(disk);
@@ -906,6 +955,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_a_large_generation_is_flushed_while_written);
 	tcase_add_test(tc, test_a_standby_is_not_flushed_while_linked);
 	tcase_add_test(tc, test_a_recycled_generation_is_not_flushed_on_the_way);
+	tcase_add_test(tc, test_files_of_an_unflushed_generation_are_flushed_when_reused);
 	tcase_add_test(tc, test_a_target_in_memory_is_not_flushed);
 	tcase_add_test(tc, test_a_directory_removed_while_read_is_a_torn_read);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);

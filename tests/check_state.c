@@ -826,7 +826,7 @@ static bool resumed_record(const struct snapshot *s, const char *gen,
 	bool sound = false;
 
 	state_log_init(&l);
-	ck_assert_int_eq(state_load_log(dfd, 1000, &got, &g, &sound, &l), 0);
+	ck_assert_int_eq(state_load_log(dfd, 1000, &got, &g, &sound, NULL, &l), 0);
 	ck_assert_str_eq(g, want_gen);
 	if (want_base)
 		ck_assert_str_eq(l.base, want_base);
@@ -932,7 +932,7 @@ START_TEST(test_journal_not_ours_alone_is_only_read)
 
 	state_log_init(&l);
 	journal_append_only(true);
-	int rc = state_load_log(dfd, 1000, &got, &gen, &sound, &l);
+	int rc = state_load_log(dfd, 1000, &got, &gen, &sound, NULL, &l);
 	journal_append_only(false);
 	ck_assert_int_eq(rc, 0);
 	ck_assert_str_eq(gen, "..g3");
@@ -976,7 +976,7 @@ START_TEST(test_journal_records_a_file_no_longer_racy)
 	e->ctime_ns = clock_ts_ns(&s1->taken);
 	ck_assert_int_eq(state_record(dfd, &l, NULL, s1, "..g1", true), 0);
 	state_log_fini(&l);
-	ck_assert_int_eq(state_load_log(dfd, 1000, &got, &gen, &sound, &l), 0);
+	ck_assert_int_eq(state_load_log(dfd, 1000, &got, &gen, &sound, NULL, &l), 0);
 	ck_assert(snapshot_find(got, "d1/f 001")->flags & SNAP_F_RACY);
 	/* A second later its bytes were found the same. */
 	struct snapshot *s2 = from_model(2);
