@@ -542,7 +542,6 @@ struct reader {
 	size_t cap, start, end;
 	bool eof;
 	int err;
-	uint64_t total; /* bytes read from fd */
 };
 
 /* The next line, NUL-terminated in place; NULL at the end, on a line
@@ -571,7 +570,6 @@ static char *next_line(struct reader *r)
 		}
 		r->eof = n == 0;
 		r->end += (size_t)n;
-		r->total += (uint64_t)n;
 	}
 }
 
@@ -811,13 +809,13 @@ struct jread {
 	bool on_base;	       /* made on the state file read */
 	bool ended;	       /* every record whole, up to its end */
 	int fd;		       /* with `append`: the journal, when on this
-				  base and ended; else -1 */
+				  base and ended; else -1 (from the start) */
 	uint64_t bytes;	       /* its size then */
 };
 
 static void jread_fini(struct jread *j)
 {
-	if (j->append && j->fd >= 0)
+	if (j->fd >= 0)
 		close(j->fd);
 	for (size_t k = 0; k < j->n; k++)
 		free(j->v[k].e.path);
@@ -958,9 +956,9 @@ static int journal_read(int dfd, const char *base, uint64_t ino,
 	 * would change with it). */
 	struct stat st;
 	if (rc == 0 && j->append && j->ended && fstat(r.fd, &st) == 0 &&
-	    st.st_nlink == 1 && lseek(r.fd, 0, SEEK_CUR) == (off_t)r.total) {
+	    st.st_nlink == 1 && lseek(r.fd, 0, SEEK_CUR) == st.st_size) {
 		j->fd = r.fd;
-		j->bytes = r.total;
+		j->bytes = (uint64_t)st.st_size;
 	} else {
 		close(r.fd);
 	}
