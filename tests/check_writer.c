@@ -3068,6 +3068,16 @@ static struct writer *burst_writer(struct writer_opts *o)
 	return w;
 }
 
+/* Enough entries (bulk/f00000 on) for a record kept in a store. */
+static void stored_tree(void)
+{
+	for (int f = 0; f < 11000; f++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "bulk/f%05d", f);
+		tu_write(src, rel, "x", 0644);
+	}
+}
+
 /* The standby writes what it learns of the live files into the live
  * record: not while a read maps it copy-on-write, which would find the
  * change in pages it never wrote. */
@@ -3078,12 +3088,7 @@ START_TEST(test_standby_refuses_while_the_live_record_is_read)
 	atomic_bool stop = false;
 	char *err = NULL;
 
-	/* Enough entries for a record kept in a store. */
-	for (int f = 0; f < 11000; f++) {
-		char rel[32];
-		snprintf(rel, sizeof(rel), "bulk/f%05d", f);
-		tu_write(src, rel, "x", 0644);
-	}
+	stored_tree();
 	struct writer *w = burst_writer(&o);
 	const struct snapshot *l = writer_live(w);
 	ck_assert_int_eq(l->mem, SNAP_MEM_STORE);
@@ -3106,11 +3111,7 @@ END_TEST
  * writer that makes one publish (--once): the copy would be for nobody. */
 START_TEST(test_one_shot_writer_keeps_no_store)
 {
-	for (int f = 0; f < 11000; f++) {
-		char rel[32];
-		snprintf(rel, sizeof(rel), "bulk/f%05d", f);
-		tu_write(src, rel, "x", 0644);
-	}
+	stored_tree();
 	for (int once = 0; once < 2; once++) {
 		struct writer_opts o = opts();
 		struct writer_result r = {0};
