@@ -706,31 +706,51 @@ static int parse_entry(char *line, struct snap_entry *e)
 	return 0;
 }
 
+/* "recorded SEC NSEC": when the source was read. */
+static int parse_taken(char *line, struct timespec *taken)
+{
+	int64_t sec;
+	uint64_t nsec;
+
+	if (line == NULL || strncmp(line, "recorded ", 9) != 0)
+		return -EINVAL;
+	line += 9;
+	if (snum(&line, &sec) < 0 || num_until(&line, 10, '\0', &nsec) < 0 ||
+	    nsec > 999999999)
+		return -EINVAL;
+	taken->tv_sec = (time_t)sec;
+	taken->tv_nsec = (long)nsec;
+	return 0;
+}
+
+/* "flushed 0|1 BOOT": *boot is the boot's id, one word. */
+static int parse_flushed(const char *line, bool *flushed, const char **boot)
+{
+	if (line == NULL || strncmp(line, "flushed ", 8) != 0 ||
+	    (line[8] != '0' && line[8] != '1') || line[9] != ' ')
+		return -EINVAL;
+	size_t n = strcspn(line + 10, " ");
+	if (n == 0 || n >= 64 || line[10 + n] != '\0')
+		return -EINVAL;
+	*flushed = line[8] == '1';
+	*boot = line + 10;
+	return 0;
+}
+
 /* The header: magic, generation, when recorded, whether flushed, and
- * how many entries follow. */
+ * how many entries follow.  Each line holds its fields and nothing
+ * more: one with more is damaged, as a line cut short is. */
 static int parse_recorded(struct reader *r, struct timespec *taken,
 			  bool *sound, bool *was_flushed)
 {
-	char boot[64], now[64];
-	long long sec;
-	long nsec;
-	int flushed;
-	char *line = next_line(r);
+	char now[64];
+	const char *boot;
 
-	if (line == NULL ||
-	    sscanf(line, "recorded %lld %ld", &sec, &nsec) != 2 ||
-	    nsec < 0 || nsec > 999999999)
-		return -EINVAL;
-	taken->tv_sec = (time_t)sec;
-	taken->tv_nsec = nsec;
-	line = next_line(r);
-	if (line == NULL ||
-	    sscanf(line, "flushed %d %63s", &flushed, boot) != 2 ||
-	    (flushed != 0 && flushed != 1))
+	if (parse_taken(next_line(r), taken) < 0 ||
+	    parse_flushed(next_line(r), was_flushed, &boot) < 0)
 		return -EINVAL;
 	boot_id(now, sizeof(now));
-	*was_flushed = flushed;
-	*sound = flushed ||
+	*sound = *was_flushed ||
 		 (strcmp(boot, now) == 0 && strcmp(now, "unknown") != 0);
 	return 0;
 }
@@ -740,6 +760,7 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 		      size_t *count)
 {
 	char *line = next_line(r);
+	uint64_t v;
 
 	if (line == NULL || strcmp(line, STATE_MAGIC) != 0)
 		return -EINVAL;
@@ -749,9 +770,12 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 	    parse_recorded(r, taken, sound, flushed) < 0)
 		return -EINVAL;
 	line = next_line(r);
-	if (line == NULL || sscanf(line, "entries %zu", count) != 1 ||
-	    *count > max_entries)
+	if (line == NULL || strncmp(line, "entries ", 8) != 0)
 		return -EINVAL;
+	line += 8;
+	if (num_until(&line, 10, '\0', &v) < 0 || v > max_entries)
+		return -EINVAL;
+	*count = (size_t)v;
 	return 0;
 }
 
@@ -860,6 +884,16 @@ static int parse_op(struct jread *j, char *line)
 	return 0;
 }
 
+static int commit_count(char *p, size_t *count)
+{
+	uint64_t v;
+
+	if (num_until(&p, 10, '\0', &v) < 0 || v > SIZE_MAX)
+		return -EINVAL;
+	*count = (size_t)v;
+	return 0;
+}
+
 /* One record: 1 when it was written whole, 0 at the end of the journal
  * (or of what a crash left of it), -EINVAL when damaged. */
 static int read_record(struct reader *r, struct jread *j)
@@ -867,7 +901,7 @@ static int read_record(struct reader *r, struct jread *j)
 	struct timespec taken;
 	bool sound, flushed;
 	char *gen = NULL, *line = next_line(r);
-	size_t from = j->n, count;
+	size_t from = j->n, count = 0;
 	int rc = 0;
 
 	if (line == NULL) {
@@ -883,8 +917,9 @@ static int read_record(struct reader *r, struct jread *j)
 	while (rc == 0 && (line = next_line(r)) != NULL &&
 	       strncmp(line, "commit ", 7) != 0)
 		rc = parse_op(j, line);
-	if (rc == 0 && (line == NULL || sscanf(line, "commit %zu", &count) != 1))
-		rc = line == NULL ? 0 : -EINVAL;
+	/* "commit N" and nothing else: a line with more is damaged. */
+	if (rc == 0 && line != NULL && commit_count(line + 7, &count) < 0)
+		rc = -EINVAL;
 	if (rc < 0 || line == NULL) {
 		jread_drop(j, from);
 		free(gen);

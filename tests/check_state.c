@@ -257,6 +257,29 @@ START_TEST(test_damaged_state_is_refused)
 	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\nflushed 1 x\n"
 				   "entries 1\nF 644 0 0 1 1 1 1 1 1 1 1 1 1 a b\nend\n"),
 			 -EINVAL);
+	/* A header line with more than its fields, or a field that is not
+	 * a plain number. */
+	const char *heads[] = {
+		"recorded 1 2 x\nflushed 1 x\nentries 0\n",
+		"recorded 1 2x\nflushed 1 x\nentries 0\n",
+		"recorded +1 2\nflushed 1 x\nentries 0\n",
+		"recorded 1 2\nflushed 1 x y\nentries 0\n",
+		"recorded 1 2\nflushed 1 \nentries 0\n",
+		"recorded 1 2\nflushed 10 x\nentries 0\n",
+		"recorded 1 2\nflushed 1 x\nentries 0x\n",
+		"recorded 1 2\nflushed 1 x\nentries -0\n",
+		"recorded 1 2\nflushed 1 x\nentries  0\n",
+	};
+	for (size_t k = 0; k < sizeof(heads) / sizeof(*heads); k++) {
+		char *t = NULL;
+		ck_assert_int_gt(asprintf(&t, "atomsync-state 3\ngeneration ..g\n"
+					  "%send\n", heads[k]), 0);
+		ck_assert_msg(load_text(t) == -EINVAL, "%s", heads[k]);
+		free(t);
+	}
+	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\n"
+				   "recorded -1 2\nflushed 0 x\nentries 0\nend\n"),
+			 0);
 	/* Nanoseconds out of their range. */
 	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\n"
 				   "recorded 1 -962\nflushed 1 x\nentries 0\nend\n"),
@@ -796,6 +819,17 @@ START_TEST(test_journal_cut_short_is_not_applied)
 	char *gen = NULL;
 	bool sound;
 	ck_assert_int_eq(state_load(dfd, 1000, &l, &gen, &sound), -EINVAL);
+	/* A commit line with more than its count is damaged: the record
+	 * it ends is not applied. */
+	free(bad);
+	bad = strdup(good);
+	c = strstr(strstr(bad, "record ..g3\n"), "commit ");
+	char *bad2 = NULL;
+	size_t at = (size_t)(strchr(c, '\n') - bad);
+	ck_assert_int_gt(asprintf(&bad2, "%.*s x%s", (int)at, bad, bad + at), 0);
+	tu_write(tmp, STATE_JOURNAL, bad2, 0600);
+	assert_loads(s2, "..g2");
+	free(bad2);
 	/* Nor more entries than a source may have. */
 	tu_write(tmp, STATE_JOURNAL, good, 0600);
 	ck_assert_int_eq(state_load(dfd, s2->n, &l, &gen, &sound), -EINVAL);
