@@ -1328,6 +1328,20 @@ START_TEST(test_dry_run_only_reads_the_journal)
 }
 END_TEST
 
+/* A new writer trusts the state it loads: with the source as it is,
+ * nothing is published and no file is compared. */
+static void assert_restart_trusts_the_state(void)
+{
+	struct writer_result r = {0};
+	struct writer *w = open_writer();
+
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	ck_assert_uint_eq(r.compared, 0);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+
 /* A restart trusts the state the journal brings up to date: nothing is
  * compared.  One whose last record a crash cut short names an older
  * generation: every file is compared, and the target stays right. */
@@ -1353,12 +1367,7 @@ START_TEST(test_restart_trusts_the_state_its_journal_completes)
 	size_t len = 0;
 	char *text = tu_read(journal, &len);
 	ck_assert_ptr_nonnull(strstr(text, "\nrecord "));
-	w = open_writer();
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	ck_assert(!r.published);
-	ck_assert_uint_eq(r.compared, 0);
-	writer_result_fini(&r);
-	writer_close(w);
+	assert_restart_trusts_the_state();
 	/* A new writer goes on with the journal: even its first publish
 	 * adds a record, and the state file stays (a --once run of one
 	 * change costs what changed). */
@@ -1391,15 +1400,62 @@ START_TEST(test_restart_trusts_the_state_its_journal_completes)
 	tu_nap(120);
 	publish_ok(w);
 	writer_close(w);
-	w = open_writer();
-	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
-	ck_assert(!r.published);
-	ck_assert_uint_eq(r.compared, 0);
-	writer_result_fini(&r);
-	writer_close(w);
+	assert_restart_trusts_the_state();
 	free(text);
 	free(state);
 	free(journal);
+}
+END_TEST
+
+/* A state file and journal that describe another generation than the
+ * live one (put back from before it) are not gone on with: a record
+ * appended to them would start from entries the live generation does
+ * not hold.  The state is written whole instead. */
+START_TEST(test_state_of_another_generation_is_not_gone_on_with)
+{
+	struct writer *w = open_writer();
+	char *state = tu_path(dst, STATE_FILE);
+	char *journal = tu_path(dst, STATE_JOURNAL);
+	char *state_old = tu_path(tmp, "state.old");
+	char *journal_old = tu_path(tmp, "journal.old");
+	char *x = tu_path(src, "d/x");
+	struct stat st0, st;
+
+	tu_write_deep(src, "d/x", "x");
+	tu_write_deep(src, "d/y", "y");
+	for (int i = 0; i < 2; i++) {
+		tu_write(src, "d/y", i ? "y2" : "y", 0644);
+		tu_nap(120);
+		publish_ok(w); /* the second adds a record to the journal */
+	}
+	writer_close(w);
+	/* Aside as they are (their inodes too: the journal stays on its
+	 * base), while x goes from the live generation. */
+	ck_assert_int_eq(rename(state, state_old), 0);
+	ck_assert_int_eq(rename(journal, journal_old), 0);
+	ck_assert_int_eq(unlink(x), 0);
+	w = open_writer();
+	publish_ok(w);
+	writer_close(w);
+	ck_assert_int_eq(rename(state_old, state), 0);
+	ck_assert_int_eq(rename(journal_old, journal), 0);
+	ck_assert_int_eq(stat(state, &st0), 0);
+	/* They say x is there; ..data names a generation without it. */
+	w = open_writer();
+	ck_assert(!have_open(journal));
+	tu_write(src, "d/y", "y3", 0644);
+	tu_nap(120);
+	publish_ok(w);
+	writer_close(w);
+	ck_assert_int_eq(stat(state, &st), 0);
+	ck_assert_uint_ne(st.st_ino, st0.st_ino);
+	/* What the next writer loads is the live generation. */
+	assert_restart_trusts_the_state();
+	free(x);
+	free(state);
+	free(journal);
+	free(state_old);
+	free(journal_old);
 }
 END_TEST
 
@@ -4390,6 +4446,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_equal_metadata_within_racy_window_compares_content);
 	tcase_add_test(tc, test_a_record_made_in_the_tick_of_a_change_is_compared);
 	tcase_add_test(tc, test_restart_trusts_the_state_its_journal_completes);
+	tcase_add_test(tc, test_state_of_another_generation_is_not_gone_on_with);
 	tcase_add_test(tc, test_touch_without_change_writes_nothing);
 	tcase_add_test(tc, test_unchanged_files_are_reused_not_copied);
 	tcase_add_test(tc, test_a_generation_written_whole_counts_both_halves);
