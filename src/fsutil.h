@@ -27,9 +27,11 @@ int fsutil_read_names(int dfd, bool sorted, char ***names, size_t *count);
 void fsutil_names_free(char **v, size_t n);
 
 /* Streams up to `size` bytes from `in` to `out` (copy_file_range, then
- * sendfile, then read/write); *copied says how many were copied, which is
- * fewer when the input ended early. */
-int fsutil_copy(int in, int out, uint64_t size, uint64_t *copied);
+ * read/write); *copied says how many were copied, which is fewer when
+ * the input ended early.  With `writeback` (out is to be flushed), a
+ * large file is sent on to the disk part by part as it is copied. */
+int fsutil_copy(int in, int out, uint64_t size, bool writeback,
+		uint64_t *copied);
 
 /* Compares two open files byte for byte from their current offsets. */
 int fsutil_same_content(int a, int b, bool *same);

@@ -1949,7 +1949,7 @@ static int copy_into(struct build *b, struct snap_entry *e, int in, int nfd,
 	if (out < 0)
 		return log_err_set(b->err, -errno, "target %s: creating %s: %s",
 				   b->w->path, e->path, strerror(errno));
-	rc = fsutil_copy(in, out, e->size, &copied);
+	rc = fsutil_copy(in, out, e->size, flushes(b->w), &copied);
 	if (rc < 0)
 		rc = copy_fail(b, in, e, rc);
 	else if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st))

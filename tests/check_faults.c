@@ -583,19 +583,25 @@ END_TEST
  * while it is written as well as once complete (src/flush.h). */
 #define EARLY_OBJECTS 4096
 
-/* Runs --once on dst counting its syncfs() calls alone, the Nth of them
+/* Runs --once on dst counting its calls of `call` alone, the Nth of them
  * (0: none) failing with EIO: its exit status, the calls in *calls. */
-static int once_syncfs(const char *dst, long nth, long *calls, char **err)
+static int once_counting(const char *dst, const char *call, long nth,
+			 long *calls, char **err)
 {
-	char *count = tu_path(tmp, "syncfs.count");
+	char *count = tu_path(tmp, "calls.count");
 
-	setenv("FAULT_ONLY", "syncfs", 1);
+	setenv("FAULT_ONLY", call, 1);
 	int rc = once(dst, nth, "EIO", count, err);
 	unsetenv("FAULT_ONLY");
 	*calls = counted_calls(count);
 	unlink(count);
 	free(count);
 	return rc;
+}
+
+static int once_syncfs(const char *dst, long nth, long *calls, char **err)
+{
+	return once_counting(dst, "syncfs", nth, calls, err);
 }
 
 START_TEST(test_a_large_generation_is_flushed_while_written)
@@ -644,6 +650,52 @@ START_TEST(test_a_large_generation_is_flushed_while_written)
 	free(dst3);
 	free(data3);
 	free(data);
+	free(disk);
+	free(dst);
+	free(dst2);
+}
+END_TEST
+
+/* A large file copied into a generation to be flushed is sent on to the
+ * disk 8 MiB at a time as it is copied (src/fsutil.c), so that the flush
+ * at the end waits for the last part only.  Smaller files, and a copy
+ * that is not to be flushed, are left to the flush. */
+START_TEST(test_a_large_file_is_written_back_as_it_is_copied)
+{
+	char *disk = disk_dir();
+	char *dst = tu_path(disk, "dst"), *dst2 = tu_path(disk, "dst2");
+	char *err = NULL, *big = malloc(20 << 20);
+	long calls;
+
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'b', 20 << 20);
+	tu_write_len(src, "big", big, 20 << 20, 0644);
+	memset(big, 's', 1 << 20);
+	tu_write_len(src, "small", big, 1 << 20, 0644);
+	ck_assert_int_eq(once_counting(dst, "sync_file_range", 0, &calls, &err),
+			 0);
+	/* 20 MiB: at least 8 + 8 + 4. */
+	ck_assert_msg(calls >= 3 && calls <= 20, "%ld calls: %s", calls, err);
+	free(err);
+	char *d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+	/* Only the small file copied again. */
+	tu_write_len(src, "small", big, (1 << 20) - 1, 0644);
+	ck_assert_int_eq(once_counting(dst, "sync_file_range", 0, &calls, &err),
+			 0);
+	ck_assert_msg(calls == 0, "%ld calls: %s", calls, err);
+	free(err);
+	/* Not to be flushed. */
+	once_nofsync = true;
+	ck_assert_int_eq(once_counting(dst2, "sync_file_range", 0, &calls, &err),
+			 0);
+	once_nofsync = false;
+	ck_assert_msg(calls == 0, "%ld calls: %s", calls, err);
+	free(err);
+	d = tu_diff_trees(src, dst2);
+	ck_assert_msg(d == NULL, "%s", d);
+	tu_rmrf(disk);
+	free(big);
 	free(disk);
 	free(dst);
 	free(dst2);
@@ -956,6 +1008,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_a_standby_is_not_flushed_while_linked);
 	tcase_add_test(tc, test_a_recycled_generation_is_not_flushed_on_the_way);
 	tcase_add_test(tc, test_files_of_an_unflushed_generation_are_flushed_when_reused);
+	tcase_add_test(tc, test_a_large_file_is_written_back_as_it_is_copied);
 	tcase_add_test(tc, test_a_target_in_memory_is_not_flushed);
 	tcase_add_test(tc, test_a_directory_removed_while_read_is_a_torn_read);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);

@@ -18,7 +18,7 @@
  * Counted: open, openat, openat2 (through syscall), write (not to fds 0-2,
  * so logging is not what fails), copy_file_range, fsync, fdatasync,
  * syncfs, symlinkat, renameat, mkdirat, unlinkat, linkat; getdents64
- * only when FAULT_ONLY names it. */
+ * and sync_file_range only when FAULT_ONLY names them. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
@@ -235,6 +235,18 @@ ssize_t getdents64(int fd, void *buf, size_t n)
 	if (only && listed(only, "getdents64") && fault("getdents64"))
 		return -1;
 	return real(fd, buf, n);
+}
+
+/* Counted, to tell how a copy was written back. */
+int sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
+{
+	REAL(int, "sync_file_range", int, off_t, off_t, unsigned int);
+	if (!ready)
+		init();
+	if (only && listed(only, "sync_file_range") &&
+	    fault("sync_file_range"))
+		return -1;
+	return real(fd, off, n, flags);
 }
 
 int unlinkat(int dfd, const char *path, int flags)
