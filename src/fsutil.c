@@ -187,6 +187,7 @@ int fsutil_read_names(int dfd, bool sorted, char ***names, size_t *count)
 /* A directory being emptied. */
 struct rmframe {
 	int fd;
+	struct stat st;
 	char *name; /* in its parent */
 	char **names;
 	size_t n, next;
@@ -197,8 +198,10 @@ struct rmframe {
  * rather than given a descriptor per level. */
 #define RMTREE_MAX_DEPTH 4096
 
+/* Opens the directory `name` of `parent` (whose stat is *in) to be
+ * emptied, on top of the stack. */
 static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
-		   const char *name)
+		   const struct stat *in, const char *name)
 {
 	if (*depth == RMTREE_MAX_DEPTH)
 		return -ELOOP;
@@ -206,12 +209,17 @@ static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	struct stat st;
+	struct rmframe f = {.fd = fd};
+	int rc = fstat(fd, &f.st) < 0 ? -errno : 0;
+	if (rc == 0 && !fsutil_may_enter(in, &f.st))
+		rc = -EPERM;
 	/* A directory we cannot search is one we cannot empty. */
-	if (fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700)
-		(void)fchmod(fd, (st.st_mode & 07777) | 0700);
-	struct rmframe f = {.fd = fd, .name = strdup(name)};
-	int rc = f.name ? fsutil_read_names(fd, false, &f.names, &f.n) : -ENOMEM;
+	if (rc == 0 && (f.st.st_mode & 0700) != 0700)
+		(void)fchmod(fd, (f.st.st_mode & 07777) | 0700);
+	if (rc == 0)
+		rc = (f.name = strdup(name)) ? 0 : -ENOMEM;
+	if (rc == 0)
+		rc = fsutil_read_names(fd, false, &f.names, &f.n);
 	if (rc == 0 && *depth == *cap) {
 		size_t nc = *cap ? *cap * 2 : 16;
 		struct rmframe *nv = realloc(*v, nc * sizeof(*nv));
@@ -225,6 +233,7 @@ static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
 	if (rc < 0) {
 		close(fd);
 		free(f.name);
+		fsutil_names_free(f.names, f.n);
 		return rc;
 	}
 	(*v)[(*depth)++] = f;
@@ -233,11 +242,11 @@ static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
 
 /* Removes the directory `name` of `parent` and all it holds, with an
  * explicit stack: depth comes from whoever wrote the tree. */
-static int rmtree_dir(int parent, const char *name)
+static int rmtree_dir(int parent, const struct stat *in, const char *name)
 {
 	struct rmframe *v = NULL;
 	size_t depth = 0, cap = 0;
-	int rc = rm_push(&v, &depth, &cap, parent, name), first = rc;
+	int rc = rm_push(&v, &depth, &cap, parent, in, name), first = rc;
 
 	while (depth > 0) {
 		struct rmframe *f = &v[depth - 1];
@@ -260,7 +269,7 @@ static int rmtree_dir(int parent, const char *name)
 				first = -errno;
 			continue;
 		}
-		rc = rm_push(&v, &depth, &cap, f->fd, n);
+		rc = rm_push(&v, &depth, &cap, f->fd, &f->st, n);
 		if (rc < 0 && first == 0)
 			first = rc;
 	}
@@ -268,7 +277,7 @@ static int rmtree_dir(int parent, const char *name)
 	return first;
 }
 
-int fsutil_rmtree(int dirfd, const char *name)
+int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name)
 {
 	if (unlinkat(dirfd, name, 0) == 0)
 		return 0;
@@ -276,7 +285,16 @@ int fsutil_rmtree(int dirfd, const char *name)
 		return 0;
 	if (errno != EISDIR && errno != EPERM)
 		return -errno;
-	return rmtree_dir(dirfd, name);
+	return rmtree_dir(dirfd, in, name);
+}
+
+int fsutil_rmtree(int dirfd, const char *name)
+{
+	struct stat in;
+
+	if (fstat(dirfd, &in) < 0)
+		return -errno;
+	return fsutil_rmtree_in(dirfd, &in, name);
 }
 
 static int copy_rw(int in, int out, uint64_t size, uint64_t *copied)
@@ -771,6 +789,14 @@ char *fsutil_join(const char *a, const char *b)
 bool fsutil_trusted_uid(uid_t uid)
 {
 	return uid == 0 || uid == geteuid();
+}
+
+bool fsutil_may_enter(const struct stat *in, const struct stat *st)
+{
+	bool open = !fsutil_trusted_uid(in->st_uid) || (in->st_mode & 0022);
+
+	return !open ||
+	       (st->st_uid == in->st_uid && st->st_gid == in->st_gid);
 }
 
 const char *fsutil_writers(mode_t mode)

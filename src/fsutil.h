@@ -17,9 +17,13 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags);
 
 /* Removes `name` in `dirfd` and, if it is a directory, all it holds
  * (without recursion, and up to 4096 levels deep).  Symlinks are removed,
- * never followed.  Missing is not an error.  Goes on after a failure and
- * returns the first. */
+ * never followed.  A directory fsutil_may_enter() refuses is left, with
+ * -EPERM, as is what holds it.  Missing is not an error.  Goes on after
+ * a failure and returns the first. */
 int fsutil_rmtree(int dirfd, const char *name);
+/* The same in a directory whose owner or mode has changed since what it
+ * holds was put there: `in` is what it was then. */
+int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name);
 
 /* The names in the directory `dfd` but "." and "..", sorted bytewise when
  * asked; free with fsutil_names_free. */
@@ -77,6 +81,13 @@ pid_t fsutil_flock_holder_of(const struct stat *st);
 
 /* Root and the user atomsyncd runs as: who may own what it trusts. */
 bool fsutil_trusted_uid(uid_t uid);
+/* Whether the directory `st`, found in the directory `in`, may be
+ * emptied, or taken over (chown, chmod) as one of a generation's: where
+ * a user other than root and us can write `in`, only one with the owner
+ * and group of `in`, as all of a generation's directories below its top
+ * have.  Another that user may have moved in, with what they could not
+ * remove or change themselves in it. */
+bool fsutil_may_enter(const struct stat *in, const struct stat *st);
 /* Who besides the owner may write a file of mode `mode` (some of 0022):
  * "its group and others", "its group" or "others", for messages. */
 const char *fsutil_writers(mode_t mode);

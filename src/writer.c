@@ -1792,6 +1792,8 @@ struct level {
 	bool live_ours;	  /* the same, in the live generation */
 	bool same;	  /* recycled and known to hold what the new one
 			     must (see level_same()) */
+	struct stat found; /* as it was before it was taken over (chown,
+			      chmod): who could have put what it holds */
 };
 
 struct build {
@@ -2035,7 +2037,7 @@ static int prune(struct build *b, struct level *l)
 			continue;
 		}
 		l->dirty = true;
-		rc = fsutil_rmtree(l->nfd, n);
+		rc = fsutil_rmtree_in(l->nfd, &l->found, n);
 		if (rc < 0)
 			log_err_set(b->err, rc, "target %s: removing %s/%s: %s",
 				    b->w->path, l->path, n, strerror(-rc));
@@ -2049,13 +2051,26 @@ static int prune(struct build *b, struct level *l)
 static int clear_name(struct build *b, struct level *p, const char *name,
 		      const char *path)
 {
-	int rc = fsutil_rmtree(p->nfd, name);
+	int rc = fsutil_rmtree_in(p->nfd, &p->found, name);
 
 	p->dirty = true;
 	if (rc < 0)
 		return log_err_set(b->err, rc, "target %s: removing %s: %s",
 				   b->w->path, path, strerror(-rc));
 	return 0;
+}
+
+/* The directory `st` found at e's path is not one atomsync made (see
+ * fsutil_may_enter()): it is neither taken over nor removed. */
+static int not_ours(struct build *b, const struct snap_entry *e,
+		    const struct stat *st)
+{
+	return log_err_set(b->err, -EPERM,
+			   "target %s: %s, in a directory another user can "
+			   "write, is not atomsync's (owner %u, group %u); "
+			   "left as it is",
+			   b->w->path, e->path, (unsigned)st->st_uid,
+			   (unsigned)st->st_gid);
 }
 
 /* A directory of a recycled generation kept for entry `e`: a descriptor,
@@ -2066,8 +2081,14 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 	struct stat st;
 	int fd = openat(p->nfd, name,
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	bool dir = fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
 
-	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+	if (dir && !fsutil_may_enter(&p->found, &st)) {
+		close(fd);
+		return not_ours(b, e, &st);
+	}
+	if (dir) {
+		l->found = st;
 		uid_t u = e->uid == SNAP_NO_ID ? geteuid() : e->uid;
 		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
 		bool owned = st.st_uid == u && st.st_gid == g;
@@ -2110,6 +2131,16 @@ static int push_level(struct build *b, const struct level *l)
 	return l->recycled && !l->same ? prune(b, &b->lv[b->depth - 1]) : 0;
 }
 
+/* Whether the directory open as `fd` is one we made private: in a
+ * directory others can write, one of them may have put another in the
+ * place of the one just made, which the chown that follows must not
+ * touch.  They can move only directories they can write. */
+static bool made_here(int fd, struct stat *st)
+{
+	return fstat(fd, st) == 0 && S_ISDIR(st->st_mode) &&
+	       st->st_uid == geteuid() && (st->st_mode & 07077) == 0;
+}
+
 static int build_dir(struct build *b, size_t i, struct level *p,
 		     const char *name)
 {
@@ -2134,6 +2165,13 @@ static int build_dir(struct build *b, size_t i, struct level *p,
 			return log_err_set(b->err, -errno,
 					   "target %s: open %s: %s", b->w->path,
 					   e->path, strerror(errno));
+		if (!made_here(nfd, &l.found)) {
+			close(nfd);
+			return log_err_set(b->err, -EPERM,
+					   "target %s: %s was replaced by "
+					   "another directory as it was made",
+					   b->w->path, e->path);
+		}
 		if ((e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID) &&
 		    fchown(nfd, e->uid, e->gid) < 0) {
 			int rc = -errno;
@@ -2627,8 +2665,13 @@ static int build(struct writer *w, struct writer_pending *p,
 		.mode = 0755, .cur = 0700, .recycled = p->recycled,
 		.new_ours = dir_ours(gfd), .live_ours = dir_ours(ofd),
 	};
+	if (fstat(gfd, &b.lv[0].found) < 0) {
+		rc = -errno;
+		log_err_set(err, rc, "target %s: %s: %s", w->path, gen,
+			    strerror(-rc));
+	}
 	b.lv[0].same = level_same(&b, &b.lv[0]);
-	if (p->recycled && !b.lv[0].same)
+	if (rc == 0 && p->recycled && !b.lv[0].same)
 		rc = prune(&b, &b.lv[0]);
 	if (rc == 0)
 		rc = p->standby ? build_halves(&b, p, NULL)

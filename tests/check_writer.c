@@ -2244,14 +2244,22 @@ START_TEST(test_live_file_changed_behind_our_back_is_written_afresh)
 }
 END_TEST
 
+/* Options that give a generation's files and directories to `uid`, for
+ * a test run as root that then acts as that user. */
+static struct writer_opts owner_opts(unsigned uid)
+{
+	ck_assert_msg(tu_can_setuid(), "this test acts as another user: run "
+				       "it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.uid = o.gid = uid;
+	return o;
+}
+
 /* The same for files given to another user, who may write them. */
 START_TEST(test_live_file_its_owner_changed_is_written_afresh)
 {
-	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
-				       "user: run it as root");
-	ck_assert_int_eq(chmod(tmp, 0755), 0);
-	struct writer_opts o = opts();
-	o.uid = o.gid = 2004;
+	struct writer_opts o = owner_opts(2004);
 	struct writer *w = open_writer_with(&o);
 	struct writer_result r = {0};
 
@@ -2696,6 +2704,117 @@ static ino_t ino_of(const char *dir, const char *rel)
 	free(p);
 	return st.st_ino;
 }
+
+/* tmp/REL, a directory of `uid`'s with mode `mode`. */
+static char *dir_as(const char *rel, unsigned uid, mode_t mode)
+{
+	char *p = tu_path(tmp, rel);
+
+	tu_mkdirs(p, mode);
+	ck_assert_int_eq(chown(p, uid, uid), 0);
+	ck_assert_int_eq(chmod(p, mode), 0);
+	return p;
+}
+
+/* As `uid`: mv FROM TO, both below tmp. */
+static void move_as(unsigned uid, const char *from, const char *to)
+{
+	char *cmd = NULL;
+
+	ck_assert_int_gt(asprintf(&cmd, "mv '%s/%s' '%s/%s'", tmp, from, tmp,
+				  to),
+			 0);
+	ck_assert_int_eq(tu_sh_as(uid, cmd), 0);
+	free(cmd);
+}
+
+/* Whether `rel` is in one of the target's generations, owned by `uid`:
+ * *st, as lstat(2) gives it. */
+static bool in_a_generation(const char *rel, uid_t uid, struct stat *st)
+{
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	bool found = false;
+
+	ck_assert_ptr_nonnull(d);
+	while (!found && (de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "..2", 3) != 0)
+			continue;
+		char *p = NULL;
+		ck_assert_int_gt(asprintf(&p, "%s/%s/%s", dst, de->d_name, rel),
+				 0);
+		found = lstat(p, st) == 0 && st->st_uid == uid;
+		free(p);
+	}
+	closedir(d);
+	return found;
+}
+
+/* A publish, then one that recycles the generation it replaced, which
+ * fails naming `what`; the one after makes its generation anew. */
+static void recycle_refused(struct writer *w, const char *what)
+{
+	struct writer_result r = {0};
+	char *err = NULL;
+
+	tu_write(src, "d/f", what, 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
+	tu_write(src, "d/f", "", 0644);
+	ck_assert_int_lt(publish_tree(w, &r, &err), 0);
+	ck_assert_msg(err && strstr(err, what), "%s", err);
+	free(err);
+	writer_result_fini(&r);
+	publish_ok(w);
+	ASSERT_TREES();
+}
+
+/* Given to another user (owner =), a generation's directories are theirs
+ * to change, and they can move in what they own from elsewhere, with
+ * what it holds.  Root removes none of it that they could not remove
+ * themselves, and takes over (chown) no directory that is not one of
+ * the generation's: such a one is left where it is, and the publish that
+ * would recycle it fails. */
+START_TEST(test_what_a_generations_owner_moved_in_is_left_alone)
+{
+	struct writer_opts o = owner_opts(2004);
+	o.grace_ms = RECYCLE_GRACE_MS;
+	struct writer *w = open_writer_with(&o);
+
+	tu_write(src, "d/f", "1", 0644);
+	tu_write(src, "e/sub/f", "1", 0644);
+	publish_and_retire(w, 0);
+	/* A directory of 2005's anyone can write, put in place of e/sub. */
+	free(dir_as("x", 2004, 0755));
+	free(dir_as("y", 0, 0777));
+	char *vic = dir_as("y/vic", 2005, 0777);
+	move_as(2004, "dst/..data/e/sub", "x/sub");
+	move_as(2004, "y/vic", "dst/..data/e/sub");
+	recycle_refused(w, "e/sub");
+	struct stat st;
+	/* Still 2005's and open to all, in the generation it is in. */
+	ck_assert(in_a_generation("e/sub", 2005, &st));
+	ck_assert_uint_eq(st.st_mode & 07777, 0777);
+	/* Root's file in root's directory, in a directory of 2004's moved
+	 * into d: the directory of 2004's may go, root's stays. */
+	char *rootdir = dir_as("x/stuff/rootdir", 0, 0755);
+	char *stuff = tu_path(tmp, "x/stuff");
+	ck_assert_int_eq(chown(stuff, 2004, 2004), 0);
+	tu_write(rootdir, "rootfile", "root's\n", 0644);
+	move_as(2004, "x/stuff", "dst/..data/d/stuff");
+	recycle_refused(w, "d/stuff");
+	ck_assert(in_a_generation("d/stuff/rootdir/rootfile", 0, &st));
+	writer_close(w);
+	/* Nor by the next writer, which removes what is left over. */
+	w = open_writer_with(&o);
+	writer_close(w);
+	ck_assert(in_a_generation("d/stuff/rootdir/rootfile", 0, &st));
+	ck_assert(in_a_generation("e/sub", 2005, &st));
+	ck_assert_uint_eq(st.st_mode & 07777, 0777);
+	free(stuff);
+	free(rootdir);
+	free(vic);
+}
+END_TEST
 
 /* A directory of the spare that no generation since changed anything
  * below, and that only we or root could have, is kept without being
@@ -4464,6 +4583,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_group_and_other_write_bits_are_dropped);
 	tcase_add_test(tc, test_live_file_changed_behind_our_back_is_written_afresh);
 	tcase_add_test(tc, test_live_file_its_owner_changed_is_written_afresh);
+	tcase_add_test(tc, test_what_a_generations_owner_moved_in_is_left_alone);
 	tcase_add_test(tc, test_live_file_only_root_can_write_is_checked_at_full_checks);
 	tcase_add_test(tc, test_full_check_of_a_dropped_publish_is_made_again);
 	tcase_add_test(tc, test_live_generation_not_ours_is_not_reused);
