@@ -378,6 +378,72 @@ static int retire_add(struct writer *w, char *gen, uint64_t due_ms,
 		      uint64_t seq, struct pathset *changed);
 static void verify_drop(struct writer *w);
 
+/* Points ..data at `gen`, in one rename. */
+static int link_data(struct writer *w, const char *gen, char **err)
+{
+	int rc = 0;
+
+	if (unlinkat(w->dfd, WRITER_DATA_TMP, 0) < 0 && errno != ENOENT)
+		rc = log_err_set(err, -errno, "target %s: removing %s: %s",
+				 w->path, WRITER_DATA_TMP, strerror(errno));
+	else if (symlinkat(gen, w->dfd, WRITER_DATA_TMP) < 0)
+		rc = log_err_set(err, -errno, "target %s: symlink %s: %s",
+				 w->path, WRITER_DATA_TMP, strerror(errno));
+	else if (renameat(w->dfd, WRITER_DATA_TMP, w->dfd, WRITER_DATA) < 0) {
+		rc = log_err_set(err, -errno, "target %s: rename %s over %s: %s",
+				 w->path, WRITER_DATA_TMP, WRITER_DATA,
+				 strerror(errno));
+		unlinkat(w->dfd, WRITER_DATA_TMP, 0);
+	}
+	return rc;
+}
+
+/* ..data removed (by hand, say) while `gen` is still there: it is put
+ * back, and readers find the live generation again. */
+static int put_back_data(struct writer *w, const char *gen, const char *why,
+			 char **err)
+{
+	int rc = link_data(w, gen, err);
+
+	if (rc == 0)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: %s was removed; put back, naming %s (%s)",
+			w->path, WRITER_DATA, gen, why);
+	return rc;
+}
+
+/* The live generation that ..data named until it was removed: the one
+ * the state file names, when it is sound and that generation is still
+ * there, complete and ours.  Put back rather than taken for what an
+ * interrupted publish left (and removed, with every other generation:
+ * with the source missing, the target would be left with none).  Not
+ * in a dry run.  Whether it was put back. */
+static bool put_back_recorded(struct writer *w)
+{
+	char *gen = NULL, *err = NULL;
+	struct timespec t;
+	struct stat st;
+	bool sound = false, ok = false;
+
+	if (w->o.dry_run || state_peek(w->dfd, &gen, &t, &sound) < 0 || !sound ||
+	    !is_generation_name(gen)) {
+		free(gen);
+		return false;
+	}
+	int fd = open_generation(w->dfd, gen);
+	ok = fd >= 0 && fstat(fd, &st) == 0 && ours_alone(&st) &&
+	     (st.st_mode & 07777) == 0755;
+	if (fd >= 0)
+		close(fd);
+	ok = ok && put_back_data(w, gen, "the generation the state file "
+				 "describes", &err) == 0;
+	if (err)
+		log_msg(LOG_LVL_WARN, w->name, "%s", err);
+	free(err);
+	free(gen);
+	return ok;
+}
+
 /* Makes `name` (NULL: none) the spare, with what is known of it; the
  * caller has taken the name of the one before. */
 static void spare_set(struct writer *w, char *name, uint64_t seq,
@@ -829,6 +895,8 @@ static int open_live_generation(struct writer *w, char **err)
 {
 	int rc = read_live(w, &w->live_gen, err);
 
+	if (rc == 0 && w->live_gen == NULL && put_back_recorded(w))
+		rc = read_live(w, &w->live_gen, err);
 	if (rc < 0 || w->live_gen == NULL)
 		return rc;
 	w->live_fd = open_live(w);
@@ -3051,6 +3119,23 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	return rc;
 }
 
+/* ..data removed while this writer has its live generation: put back,
+ * so that readers find it again even when nothing is to be published. */
+static int data_present(struct writer *w, char **err)
+{
+	char *t = NULL;
+	struct stat st;
+
+	if (w->o.dry_run || w->live_gen == NULL || w->live_foreign)
+		return 0;
+	int rc = fsutil_readlinkat(w->dfd, WRITER_DATA, &t);
+	free(t);
+	if (rc != -ENOENT ||
+	    fstatat(w->dfd, w->live_gen, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0; /* gone too: the publish makes another */
+	return put_back_data(w, w->live_gen, "the live generation", err);
+}
+
 int writer_prepare(struct writer *w, struct snapshot *s,
 		   struct writer_pending **out, struct writer_result *r,
 		   char **err)
@@ -3061,6 +3146,8 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	 * (fchmod by root): nothing is written into it then. */
 	int rc = p ? w->dfd >= 0 ? target_ours(w, err) : 0 : -ENOMEM;
 
+	if (rc == 0 && w->dfd >= 0)
+		rc = data_present(w, err);
 	*out = NULL;
 	memset(r, 0, sizeof(*r));
 	verify_join(w);
@@ -3145,24 +3232,13 @@ static int retire_add(struct writer *w, char *gen, uint64_t due_ms,
  * or the new generation, each complete.  On failure the new one goes. */
 static int swap_data(struct writer *w, struct writer_pending *p, char **err)
 {
-	int rc = 0;
+	int rc = link_data(w, p->gen, err);
 
-	if (unlinkat(w->dfd, WRITER_DATA_TMP, 0) < 0 && errno != ENOENT)
-		rc = log_err_set(err, -errno, "target %s: removing %s: %s",
-				 w->path, WRITER_DATA_TMP, strerror(errno));
-	else if (symlinkat(p->gen, w->dfd, WRITER_DATA_TMP) < 0)
-		rc = log_err_set(err, -errno, "target %s: symlink %s: %s",
-				 w->path, WRITER_DATA_TMP, strerror(errno));
-	else if (renameat(w->dfd, WRITER_DATA_TMP, w->dfd, WRITER_DATA) < 0) {
-		rc = log_err_set(err, -errno, "target %s: rename %s over %s: %s",
-				 w->path, WRITER_DATA_TMP, WRITER_DATA,
-				 strerror(errno));
-		unlinkat(w->dfd, WRITER_DATA_TMP, 0);
-	}
 	if (rc < 0)
 		writer_abort(w, p);
 	return rc;
 }
+
 
 /* Step (5): the replaced generation goes once readers that opened it
  * have had their grace period (it is then kept to be recycled); at

@@ -1459,6 +1459,49 @@ START_TEST(test_state_of_another_generation_is_not_gone_on_with)
 }
 END_TEST
 
+/* ..data removed by hand: the next publish puts it back even with
+ * nothing to publish, and so does the next writer, from the state file,
+ * rather than take the generation it names for debris. */
+START_TEST(test_removed_data_is_put_back)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *data = tu_path(dst, "..data");
+
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "d/b", "2", 0644);
+	tu_nap(120);
+	publish_ok(w);
+	char *gen = tu_live(dst);
+	ck_assert_int_eq(unlink(data), 0);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(!r.published);
+	writer_result_fini(&r);
+	char *now = tu_live(dst);
+	ck_assert_str_eq(now, gen);
+	free(now);
+	ASSERT_TREES();
+	writer_close(w);
+	ck_assert_int_eq(unlink(data), 0);
+	w = open_writer();
+	now = tu_live(dst);
+	ck_assert_str_eq(now, gen);
+	free(now);
+	ASSERT_TREES();
+	writer_close(w);
+	/* Without a state file to say which, nothing is put back. */
+	char *state = tu_path(dst, STATE_FILE);
+	ck_assert_int_eq(unlink(data), 0);
+	ck_assert_int_eq(unlink(state), 0);
+	w = open_writer();
+	ck_assert_int_ne(access(data, F_OK), 0);
+	writer_close(w);
+	free(state);
+	free(gen);
+	free(data);
+}
+END_TEST
+
 START_TEST(test_touch_without_change_writes_nothing)
 {
 	struct writer *w = open_writer();
@@ -4566,6 +4609,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_a_record_made_in_the_tick_of_a_change_is_compared);
 	tcase_add_test(tc, test_restart_trusts_the_state_its_journal_completes);
 	tcase_add_test(tc, test_state_of_another_generation_is_not_gone_on_with);
+	tcase_add_test(tc, test_removed_data_is_put_back);
 	tcase_add_test(tc, test_touch_without_change_writes_nothing);
 	tcase_add_test(tc, test_unchanged_files_are_reused_not_copied);
 	tcase_add_test(tc, test_a_generation_written_whole_counts_both_halves);
