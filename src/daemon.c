@@ -1,12 +1,14 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -45,6 +47,8 @@ struct daemon {
 	struct watch_budget *budget; /* inotify watches, for all mappings */
 	const char *budget_from;     /* where its maximum came from */
 	char *metrics_file_err; /* what was last logged about metrics_file */
+	uv_poll_t mounts; /* /proc/self/mountinfo: the mount table changed */
+	int mounts_fd;	  /* -1 when it cannot be watched */
 };
 
 static void collect(void *data, struct metrics_view *v)
@@ -258,9 +262,51 @@ static int start_sync(struct daemon *d, const struct conf_sync *c)
 	return 0;
 }
 
+static void on_mounts(uv_poll_t *h, int status, int events)
+{
+	struct daemon *d = h->data;
+
+	(void)status;
+	(void)events;
+	for (size_t i = 0; !d->stopping && i < d->nsyncs; i++)
+		sync_mounts_changed(d->syncs[i]);
+}
+
+/* A file system mounted on a source or a target, or unmounted from under
+ * one, changes what its path names without an event in any directory
+ * watched; the kernel marks /proc/self/mountinfo for every change of the
+ * mount table (POLLPRI).  Without it, the resync timer finds out. */
+static void on_mounts_closed(uv_handle_t *h)
+{
+	struct daemon *d = h->data;
+
+	close(d->mounts_fd);
+	d->mounts_fd = -1;
+}
+
+static void watch_mounts(struct daemon *d)
+{
+	d->mounts_fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (d->mounts_fd >= 0 &&
+	    uv_poll_init(&d->loop, &d->mounts, d->mounts_fd) == 0) {
+		d->mounts.data = d;
+		if (uv_poll_start(&d->mounts, UV_PRIORITIZED, on_mounts) < 0) {
+			log_debug("mount changes are not watched");
+			uv_close((uv_handle_t *)&d->mounts, on_mounts_closed);
+		}
+		return;
+	}
+	log_debug("mount changes are not watched: %s", strerror(errno));
+	if (d->mounts_fd >= 0)
+		close(d->mounts_fd);
+	d->mounts_fd = -1;
+}
+
 /* The last handles: once they are closed the loop ends. */
 static void close_signals(struct daemon *d)
 {
+	if (d->mounts_fd >= 0 && !uv_is_closing((uv_handle_t *)&d->mounts))
+		uv_close((uv_handle_t *)&d->mounts, on_mounts_closed);
 	for (size_t i = 0; i < NSIGNALS; i++)
 		uv_close((uv_handle_t *)&d->sig[i], NULL);
 	uv_close((uv_handle_t *)&d->status, NULL);
@@ -549,6 +595,8 @@ int daemon_new(struct conf *conf, const struct daemon_opts *o,
 	struct daemon *d = calloc(1, sizeof(*d));
 	int rc;
 
+	if (d)
+		d->mounts_fd = -1;
 	if (d == NULL || (d->budget = watch_budget_new(max_watches(
 				  conf, &d->budget_from))) == NULL) {
 		free(d);
@@ -584,6 +632,7 @@ static void start_handles(struct daemon *d)
 		d->sig[i].data = d;
 		uv_signal_start(&d->sig[i], on_signal, sigs[i]);
 	}
+	watch_mounts(d);
 	apply_http(d);
 }
 

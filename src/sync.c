@@ -36,6 +36,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -47,6 +48,7 @@
 
 #include "clock.h"
 #include "debounce_timer.h"
+#include "fsutil.h"
 #include "hook.h"
 #include "ignore.h"
 #include "log.h"
@@ -166,6 +168,9 @@ struct sync {
 	unsigned failures, torn;
 	bool source_missing;
 	bool watch_limited;
+	/* The source's top directory as the last read found it, and the
+	 * target as the last publish did: 0 and 0 until then. */
+	uint64_t src_dev, src_ino, tgt_dev, tgt_ino;
 	char **warned;
 	size_t nwarned;
 
@@ -418,6 +423,44 @@ static void on_resync(uv_timer_t *h)
 	sync_rescan(h->data);
 }
 
+/* Whether `path` no longer names the directory dev/ino (when known). */
+static bool moved(const char *path, uint64_t dev, uint64_t ino)
+{
+	struct stat st;
+
+	if (dev == 0 && ino == 0)
+		return false;
+	int fd = fsutil_chase(path, 0, O_PATH | O_DIRECTORY, NULL, NULL);
+	bool same = fd >= 0 && fstat(fd, &st) == 0 &&
+		    (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino;
+	if (fd >= 0)
+		close(fd);
+	return !same;
+}
+
+void sync_mounts_changed(struct sync *s)
+{
+	if (s->phase == PH_STOPPING)
+		return;
+	bool src = moved(s->c->source, s->src_dev, s->src_ino);
+	bool tgt = moved(s->c->target, s->tgt_dev, s->tgt_ino);
+	if (!src && !tgt)
+		return;
+	log_msg(LOG_LVL_INFO, s->c->name,
+		"%s %s names another directory since the mounts changed; "
+		"%s it anew",
+		src ? "source" : "target", src ? s->c->source : s->c->target,
+		src ? "reading" : "publishing");
+	/* Known again once read or written. */
+	if (src) {
+		s->src_dev = s->src_ino = 0;
+		note_dirty(s, NULL);
+	}
+	if (tgt)
+		s->tgt_dev = s->tgt_ino = 0;
+	debounce_timer_event(&s->db);
+}
+
 static void on_retire(uv_timer_t *h)
 {
 	struct sync *s = h->data;
@@ -553,6 +596,11 @@ static void update_watches(struct sync *s,
 			return;
 		}
 	}
+	for (size_t i = 0; i < m->nwatch; i++)
+		if (m->watch[i].path[0] == '\0') {
+			s->src_dev = m->watch[i].dev;
+			s->src_ino = m->watch[i].ino;
+		}
 	rc = watch_update(s->watch, m->watch, m->nwatch, &r);
 	s->st.directories = r.wanted;
 	if (rc < 0 || r.capped) {
@@ -790,6 +838,8 @@ static void finished_ok(struct sync *s)
 		log_msg(LOG_LVL_DEBUG, name, "unchanged");
 	s->st.files = r->files;
 	s->st.bytes = r->bytes;
+	if (s->pub.w)
+		(void)writer_target_id(s->pub.w, &s->tgt_dev, &s->tgt_ino);
 	debounce_timer_done(&s->db);
 	post_kick(s);
 }

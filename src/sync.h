@@ -67,6 +67,9 @@ void sync_stop(struct sync *s, void (*done)(void *data), void *data);
 
 /* Re-scan now (as after SIGHUP for a mapping that did not change). */
 void sync_rescan(struct sync *s);
+/* The mount table changed: the source or target read or written anew
+ * when its path no longer names the directory the last publish found. */
+void sync_mounts_changed(struct sync *s);
 
 const char *sync_name(const struct sync *s);
 const struct conf_sync *sync_conf(const struct sync *s);

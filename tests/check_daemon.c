@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1554,6 +1556,41 @@ START_TEST(test_target_removed_or_moved_is_published_anew)
 }
 END_TEST
 
+/* A release put in place by mounting it over the source, and a tmpfs
+ * target unmounted from under the daemon: no directory it watches sees
+ * either, so it follows the mount table. */
+START_TEST(test_mounts_over_the_source_and_target_are_followed)
+{
+	/* In a mount namespace of the forked test's own. */
+	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
+			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
+				    NULL) == 0,
+		      "this test mounts (as root): %s", strerror(errno));
+	char *rel1 = tu_path(tmp, "rel1"), *rel2 = tu_path(tmp, "rel2");
+	tu_write(rel1, "app.conf", "v1", 0644);
+	tu_write(rel2, "app.conf", "v2", 0644);
+	ck_assert_int_eq(mount(rel1, src, NULL, MS_BIND, NULL), 0);
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(mount("tmpfs", dst, "tmpfs", 0, "mode=0755"), 0);
+	start_adhoc("0");
+	wait_target("app.conf", "v1", 5000);
+	wait_log("unchanged", 1, 5000);
+	ck_assert_int_eq(mount(rel2, src, NULL, MS_BIND, NULL), 0);
+	wait_target("app.conf", "v2", tu_scale(3000));
+	/* And watched where it is now. */
+	tu_write(src, "app.conf", "v3", 0644);
+	wait_target("app.conf", "v3", tu_scale(3000));
+	ck_assert_int_eq(umount2(dst, MNT_DETACH), 0);
+	wait_target("app.conf", "v3", tu_scale(3000));
+	wait_log("names another directory since the mounts changed", 2, 1000);
+	stop_daemon();
+	ck_assert_int_eq(umount2(src, MNT_DETACH), 0);
+	ck_assert_int_eq(umount2(src, MNT_DETACH), 0);
+	free(rel1);
+	free(rel2);
+}
+END_TEST
+
 START_TEST(test_certbot_live_directory_follows_renewals)
 {
 	/* /etc/letsencrypt as certbot keeps it: the files of live/NAME are
@@ -1612,6 +1649,7 @@ static Suite *daemon_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_startup_publish_then_live_changes);
 	tcase_add_test(tc, test_target_removed_or_moved_is_published_anew);
+	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
 	tcase_add_test(tc, test_reincluded_names_are_followed_live);
 	tcase_add_test(tc, test_names_excluded_only_somewhere_are_followed_live);
