@@ -336,6 +336,20 @@ out:
 	return rc;
 }
 
+/* What was copied to `out` from `off` since *sent (`done` bytes in
+ * all) sent on to the disk once it makes WRITEBACK_CHUNK, or the copy
+ * is `last`: only started, not waited for (a failure shows in the flush
+ * that follows, as it would without this). */
+static void write_back(int out, off_t off, uint64_t done, bool last,
+		       uint64_t *sent)
+{
+	if (done == *sent || (done - *sent < WRITEBACK_CHUNK && !last))
+		return;
+	(void)sync_file_range(out, off + (off_t)*sent, (off_t)(done - *sent),
+			      SYNC_FILE_RANGE_WRITE);
+	*sent = done;
+}
+
 /* Copies len bytes at off from in to out, at the same offset: in the
  * kernel when it can, else through a buffer.  *done says how many.
  * With `writeback`, each WRITEBACK_CHUNK copied is sent on to the disk
@@ -347,6 +361,7 @@ static int copy_range(int in, int out, off_t off, uint64_t len,
 	char *buf = NULL;
 	int rc = 0;
 	uint64_t chunk = writeback ? WRITEBACK_CHUNK : COPY_CHUNK * 64ull;
+	uint64_t sent = 0;
 
 	*done = 0;
 	while (*done < len && rc == 0) {
@@ -391,11 +406,8 @@ static int copy_range(int in, int out, off_t off, uint64_t len,
 			break; /* the input ended early */
 		else
 			*done += (uint64_t)r;
-		/* Only started, not waited for: a failure shows in the
-		 * flush that follows, as it would without this. */
 		if (r > 0 && writeback)
-			(void)sync_file_range(out, oout - r, r,
-					      SYNC_FILE_RANGE_WRITE);
+			write_back(out, off, *done, *done == len, &sent);
 	}
 	free(buf);
 	return rc;
