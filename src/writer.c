@@ -2810,6 +2810,24 @@ static int prepare_check(struct writer *w, struct snapshot *s,
  * becomes the live state in memory (no compare next time); the state
  * file is only rewritten when it did not describe the live generation
  * at all.  Takes `s`. */
+/* In a dry run (and --status) with nothing to publish: the top-level
+ * names of `s` whose visible link is missing (removed by hand), counted
+ * as added, since readers do not find them; a publish puts them back. */
+static int visible_missing(struct writer *w, const struct snapshot *s,
+			   struct writer_result *r)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < s->n && rc == 0; i++) {
+		const char *p = s->v[i].path;
+		bool ours;
+		if (strchr(p, '/') == NULL && visible_state(w, p, &ours) == 0 &&
+		    !ours)
+			rc = note_change(w, r, &r->added, "add", p);
+	}
+	return rc;
+}
+
 static int prepare_unchanged(struct writer *w, struct snapshot *s,
 			     struct writer_result *r, char **err)
 {
@@ -2817,8 +2835,9 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 
 	r->generation = strdup(w->live_gen);
 	if (w->o.dry_run) {
+		rc = visible_missing(w, s, r);
 		snapshot_free(s);
-		return 0;
+		return rc;
 	}
 	rc = sync_visible(w, s, w->live, w->verify_live, false, err);
 	/* Untrusted, the state is written whole; else what changed in it

@@ -141,6 +141,32 @@ START_TEST(test_changed_source_exits_1_with_counts_and_writes_nothing)
 }
 END_TEST
 
+/* A visible link removed by hand: readers do not find the name, so the
+ * target is not in step, though the source did not change; --once puts
+ * it back. */
+START_TEST(test_missing_visible_link_is_not_in_step)
+{
+	char *out, *err;
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "d/b", "2", 0644);
+	ck_assert_int_eq(once(), 0);
+	char *link = tu_path(dst, "d");
+	ck_assert_int_eq(unlink(link), 0);
+	ck_assert_int_eq(status(&out, &err), 1);
+	ASSERT_HAS(out, "  in step:     no, behind the source: 1 path differs "
+			"(1 added, 0 changed, 0 removed)\n");
+	free(out);
+	free(err);
+	ck_assert_int_eq(access(link, F_OK), -1); /* --status wrote nothing */
+	ck_assert_int_eq(once(), 0);
+	ck_assert_int_eq(status(&out, &err), 0);
+	ASSERT_HAS(out, "  in step:     yes\n");
+	free(out);
+	free(err);
+	free(link);
+}
+END_TEST
+
 START_TEST(test_missing_target_is_not_created)
 {
 	char *out, *err, *want;
@@ -490,6 +516,7 @@ static Suite *status_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_in_step_exits_0_and_says_so);
 	tcase_add_test(tc, test_changed_source_exits_1_with_counts_and_writes_nothing);
+	tcase_add_test(tc, test_missing_visible_link_is_not_in_step);
 	tcase_add_test(tc, test_missing_target_is_not_created);
 	tcase_add_test(tc, test_missing_source_cannot_tell);
 	tcase_add_test(tc, test_usage_and_config_errors_exit_2);
