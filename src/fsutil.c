@@ -279,22 +279,23 @@ static int rmtree_dir(int parent, const struct stat *in, const char *name)
 
 int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name)
 {
+	struct stat here;
+
 	if (unlinkat(dirfd, name, 0) == 0)
 		return 0;
 	if (errno == ENOENT)
 		return 0;
 	if (errno != EISDIR && errno != EPERM)
 		return -errno;
-	return rmtree_dir(dirfd, in, name);
+	/* A directory: who can write the one it is in decides. */
+	if (in == NULL && fstat(dirfd, &here) < 0)
+		return -errno;
+	return rmtree_dir(dirfd, in ? in : &here, name);
 }
 
 int fsutil_rmtree(int dirfd, const char *name)
 {
-	struct stat in;
-
-	if (fstat(dirfd, &in) < 0)
-		return -errno;
-	return fsutil_rmtree_in(dirfd, &in, name);
+	return fsutil_rmtree_in(dirfd, NULL, name);
 }
 
 static int copy_rw(int in, int out, uint64_t size, uint64_t *copied)

@@ -22,7 +22,7 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags);
  * a failure and returns the first. */
 int fsutil_rmtree(int dirfd, const char *name);
 /* The same in a directory whose owner or mode has changed since what it
- * holds was put there: `in` is what it was then. */
+ * holds was put there: `in` is what it was then (NULL: as it is). */
 int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name);
 
 /* The names in the directory `dfd` but "." and "..", sorted bytewise when
