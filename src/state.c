@@ -706,6 +706,17 @@ static int parse_entry(char *line, struct snap_entry *e)
 	return 0;
 }
 
+/* A count that is all of what `p` holds, of at most `max`. */
+static int count_of(char *p, uint64_t max, size_t *count)
+{
+	uint64_t v;
+
+	if (num_until(&p, 10, '\0', &v) < 0 || v > max)
+		return -EINVAL;
+	*count = (size_t)v;
+	return 0;
+}
+
 /* "recorded SEC NSEC": when the source was read. */
 static int parse_taken(char *line, struct timespec *taken)
 {
@@ -760,7 +771,6 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 		      size_t *count)
 {
 	char *line = next_line(r);
-	uint64_t v;
 
 	if (line == NULL || strcmp(line, STATE_MAGIC) != 0)
 		return -EINVAL;
@@ -770,12 +780,9 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 	    parse_recorded(r, taken, sound, flushed) < 0)
 		return -EINVAL;
 	line = next_line(r);
-	if (line == NULL || strncmp(line, "entries ", 8) != 0)
+	if (line == NULL || strncmp(line, "entries ", 8) != 0 ||
+	    count_of(line + 8, max_entries, count) < 0)
 		return -EINVAL;
-	line += 8;
-	if (num_until(&line, 10, '\0', &v) < 0 || v > max_entries)
-		return -EINVAL;
-	*count = (size_t)v;
 	return 0;
 }
 
@@ -884,16 +891,6 @@ static int parse_op(struct jread *j, char *line)
 	return 0;
 }
 
-static int commit_count(char *p, size_t *count)
-{
-	uint64_t v;
-
-	if (num_until(&p, 10, '\0', &v) < 0 || v > SIZE_MAX)
-		return -EINVAL;
-	*count = (size_t)v;
-	return 0;
-}
-
 /* One record: 1 when it was written whole, 0 at the end of the journal
  * (or of what a crash left of it), -EINVAL when damaged. */
 static int read_record(struct reader *r, struct jread *j)
@@ -918,7 +915,7 @@ static int read_record(struct reader *r, struct jread *j)
 	       strncmp(line, "commit ", 7) != 0)
 		rc = parse_op(j, line);
 	/* "commit N" and nothing else: a line with more is damaged. */
-	if (rc == 0 && line != NULL && commit_count(line + 7, &count) < 0)
+	if (rc == 0 && line != NULL && count_of(line + 7, SIZE_MAX, &count) < 0)
 		rc = -EINVAL;
 	if (rc < 0 || line == NULL) {
 		jread_drop(j, from);
