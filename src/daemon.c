@@ -272,10 +272,6 @@ static void on_mounts(uv_poll_t *h, int status, int events)
 		sync_mounts_changed(d->syncs[i]);
 }
 
-/* A file system mounted on a source or a target, or unmounted from under
- * one, changes what its path names without an event in any directory
- * watched; the kernel marks /proc/self/mountinfo for every change of the
- * mount table (POLLPRI).  Without it, the resync timer finds out. */
 static void on_mounts_closed(uv_handle_t *h)
 {
 	struct daemon *d = h->data;
@@ -284,6 +280,10 @@ static void on_mounts_closed(uv_handle_t *h)
 	d->mounts_fd = -1;
 }
 
+/* A file system mounted on a source or a target, or unmounted from under
+ * one, changes what its path names without an event in any directory
+ * watched; the kernel marks /proc/self/mountinfo for every change of the
+ * mount table (POLLPRI).  Without it, the resync timer finds out. */
 static void watch_mounts(struct daemon *d)
 {
 	d->mounts_fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);

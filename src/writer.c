@@ -2805,11 +2805,6 @@ static int prepare_check(struct writer *w, struct snapshot *s,
 	return rc;
 }
 
-/* Nothing to publish.  Restores visible links a crash may have taken.
- * What was compared is now known to match as of this snapshot, so it
- * becomes the live state in memory (no compare next time); the state
- * file is only rewritten when it did not describe the live generation
- * at all.  Takes `s`. */
 /* In a dry run (and --status) with nothing to publish: the top-level
  * names of `s` whose visible link is missing (removed by hand), counted
  * as added, since readers do not find them; a publish puts them back. */
@@ -2828,6 +2823,11 @@ static int visible_missing(struct writer *w, const struct snapshot *s,
 	return rc;
 }
 
+/* Nothing to publish.  Restores visible links a crash may have taken.
+ * What was compared is now known to match as of this snapshot, so it
+ * becomes the live state in memory (no compare next time); the state
+ * file is only rewritten when it did not describe the live generation
+ * at all.  Takes `s`. */
 static int prepare_unchanged(struct writer *w, struct snapshot *s,
 			     struct writer_result *r, char **err)
 {
@@ -3257,7 +3257,6 @@ static int swap_data(struct writer *w, struct writer_pending *p, char **err)
 		writer_abort(w, p);
 	return rc;
 }
-
 
 /* Step (5): the replaced generation goes once readers that opened it
  * have had their grace period (it is then kept to be recycled); at
