@@ -62,6 +62,14 @@ static const char *shim(void)
 	return s && *s ? s : "./faultinject.so";
 }
 
+/* `dst` holds what the source does. */
+static void assert_copy(const char *dst)
+{
+	char *d = tu_diff_trees(src, dst);
+
+	ck_assert_msg(d == NULL, "%s", d);
+}
+
 /* Runs --once on dst with FAULT_* in the environment (nth 0: none). */
 static int once(const char *dst, long nth, const char *err_name,
 		const char *count, char **err)
@@ -569,8 +577,7 @@ START_TEST(test_flushes_of_a_publish_are_issued_together)
 	unlink(hang);
 	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
 	ck_assert_msg(together, "%d threads flushing", seen);
-	char *d = tu_diff_trees(src, dst);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst);
 	tu_rmrf(disk);
 	free(disk);
 	free(hang);
@@ -619,8 +626,7 @@ START_TEST(test_a_large_generation_is_flushed_while_written)
 	/* One asked for on the way, once 4,096 were written, and the last. */
 	ck_assert_msg(calls == 2, "%ld syncfs() calls: %s", calls, err);
 	free(err);
-	char *d = tu_diff_trees(src, dst);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst);
 
 	/* The one on the way fails: the publish fails, with nothing of the
 	 * generation left, and the next run makes it. */
@@ -635,8 +641,7 @@ START_TEST(test_a_large_generation_is_flushed_while_written)
 	ck_assert_int_eq(tu_generations(dst2), 0);
 	ck_assert_int_eq(once(dst2, -1, NULL, NULL, &err), 0);
 	free(err);
-	d = tu_diff_trees(src, dst2);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst2);
 
 	/* The last fails after the one on the way went through: the same. */
 	char *dst3 = tu_path(disk, "dst3"), *data3 = tu_path(dst3, "..data");
@@ -677,8 +682,7 @@ START_TEST(test_a_large_file_is_written_back_as_it_is_copied)
 	/* 20 MiB: at least 8 + 8 + 4. */
 	ck_assert_msg(calls >= 3 && calls <= 20, "%ld calls: %s", calls, err);
 	free(err);
-	char *d = tu_diff_trees(src, dst);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst);
 	/* Only the small file copied again. */
 	tu_write_len(src, "small", big, (1 << 20) - 1, 0644);
 	ck_assert_int_eq(once_counting(dst, "sync_file_range", 0, &calls, &err),
@@ -692,8 +696,7 @@ START_TEST(test_a_large_file_is_written_back_as_it_is_copied)
 	once_nofsync = false;
 	ck_assert_msg(calls == 0, "%ld calls: %s", calls, err);
 	free(err);
-	d = tu_diff_trees(src, dst2);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst2);
 	tu_rmrf(disk);
 	free(big);
 	free(disk);
@@ -745,8 +748,7 @@ START_TEST(test_files_of_an_unflushed_generation_are_flushed_when_reused)
 	ck_assert_msg(calls == 1, "%ld syncfs() calls", calls);
 	calls = recycled_change(dst, "d0/f00", "3");
 	ck_assert_msg(calls == 0, "%ld syncfs() calls", calls);
-	char *d = tu_diff_trees(src, dst);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst);
 	tu_rmrf(disk);
 	free(disk);
 	free(dst);
@@ -773,8 +775,7 @@ START_TEST(test_a_recycled_generation_is_not_flushed_on_the_way)
 	free(err);
 	calls = recycled_change(dst, "d00000/f", "3");
 	ck_assert_msg(calls == 0, "%ld syncfs() calls", calls);
-	char *d = tu_diff_trees(src, dst);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst);
 	tu_rmrf(disk);
 	free(disk);
 	free(dst);
@@ -813,8 +814,7 @@ START_TEST(test_a_standby_is_not_flushed_while_linked)
 	/* The first publish's 4,196 new directories: one on the way and
 	 * the last; the standby's: the last alone. */
 	ck_assert_msg(calls == 3, "%ld syncfs() calls", calls);
-	char *d = tu_diff_trees(src, dst);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst);
 	tu_rmrf(disk);
 	free(preload);
 	free(counted);
@@ -844,8 +844,7 @@ START_TEST(test_a_directory_removed_while_read_is_a_torn_read)
 	ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
 	ck_assert_msg(strstr(err, "/sub: changed while being read; retrying"),
 		      "%s", err);
-	char *d = tu_diff_trees(src, dst);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst);
 	free(err);
 	free(preload);
 	free(dst);
@@ -871,8 +870,7 @@ START_TEST(test_a_target_in_memory_is_not_flushed)
 	if (rc == -1)
 		ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
 	ck_assert_msg(rc == 0, "atomsyncd --once: %d (-1: hung flushing)", rc);
-	char *d = tu_diff_trees(src, dst);
-	ck_assert_msg(d == NULL, "%s", d);
+	assert_copy(dst);
 	tu_rmrf(mem);
 	free(hang);
 	free(logpath);
