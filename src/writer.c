@@ -38,6 +38,9 @@
 _Static_assert(FLUSH_EARLY_OBJECTS > FSYNC_EACH_MAX,
 	       "early flushes are for generations flushed with syncfs()");
 
+/* Files told one by one as changed in the live generation, a publish. */
+#define WARN_LIVE_MAX 10
+
 struct retired {
 	char *name;
 	uint64_t due_ms;
@@ -106,6 +109,8 @@ struct writer {
 	struct pathset *spare_left; /* a partial standby's directories that
 				       it did not finish */
 	size_t spare_built;	/* its entries it got through */
+	unsigned warned_live;	/* files told changed in the live generation
+				   by the publish under way */
 	uint64_t link_ns;	/* what a standby took to link an entry, as
 				   the last fresh one measured; 0: unknown */
 	uint64_t last_commit_ms;
@@ -1660,13 +1665,22 @@ void writer_verify_start(struct writer *w)
 	}
 }
 
-static void warn_changed_in_live(const struct writer *w, const char *path)
+/* A line each for the first few a publish finds: a live generation
+ * removed by hand would otherwise give one for every file. */
+static void warn_changed_in_live(struct writer *w, const char *path)
 {
-	if (!w->o.quiet)
+	if (w->o.quiet || w->warned_live > WARN_LIVE_MAX)
+		return;
+	if (w->warned_live++ < WARN_LIVE_MAX)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: %s was changed in the live generation; "
 			"writing it afresh from the source",
 			w->path, path);
+	else
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: more files were changed in the live "
+			"generation; writing them afresh without a line each",
+			w->path);
 }
 
 /* Counts a path as added, changed or removed (`verb` says which, for a
@@ -3169,6 +3183,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		rc = data_present(w, err);
 	*out = NULL;
 	memset(r, 0, sizeof(*r));
+	w->warned_live = 0;
 	verify_join(w);
 	if (w->live_gen && w->live_fd < 0 && !w->live_foreign)
 		w->live_fd = open_live(w);

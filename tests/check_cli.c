@@ -351,6 +351,28 @@ START_TEST(test_once_finds_a_live_file_changed_in_place)
 	ASSERT_TREES();
 	free(out);
 	free(err);
+	/* Every file: ten lines, then one for the rest. */
+	for (int k = 0; k < 300; k++) {
+		snprintf(rel, sizeof(rel), "..data/d%d/f%d", k % 10, k);
+		char *p = tu_path(dst, rel);
+		FILE *f = fopen(p, "a");
+		ck_assert_ptr_nonnull(f);
+		fputs("edited", f);
+		fclose(f);
+		free(p);
+	}
+	ck_assert_int_eq(once(&out, &err), 0);
+	int lines = 0;
+	for (const char *at = err;
+	     (at = strstr(at, "was changed in the live generation")); at++)
+		lines++;
+	ck_assert_int_eq(lines, 10);
+	ck_assert_msg(strstr(err, "more files were changed in the live "
+				  "generation; writing them afresh"),
+		      "%s", err);
+	ASSERT_TREES();
+	free(out);
+	free(err);
 }
 END_TEST
 
