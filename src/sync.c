@@ -52,6 +52,7 @@
 #include "hook.h"
 #include "ignore.h"
 #include "log.h"
+#include "pathset.h"
 #include "publish.h"
 #include "snapshot.h"
 #include "sync.h"
@@ -73,6 +74,9 @@
 /* Past this many changed directories (and an eighth of those watched),
  * reading the source whole costs little more. */
 #define DIRTY_FULL 64u
+/* What was removed from the target by hand is put back once nothing
+ * has changed in it for this long (or debounce_ms, if longer). */
+#define REPAIR_QUIET_MS 1000u
 
 const double sync_bucket_bounds[SYNC_BUCKETS] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -117,7 +121,8 @@ struct sync {
 	uv_loop_t *loop;
 	struct publish pub; /* the target, and what the last step left */
 	struct watch *watch;
-	struct watch *twatch; /* the target's name in its parent */
+	struct watch *twatch; /* the target's name in its parent, and the
+				 target directory itself */
 	struct debounce_timer db;
 	uv_timer_t resync;
 	uv_timer_t retire;
@@ -136,6 +141,11 @@ struct sync {
 	uint64_t standby_us;	  /* and what it took */
 	char *standby_err;	  /* why it failed */
 	bool verify_due;    /* the next publish checks every live file */
+	/* Names in the target directory that something changed, checked
+	 * once no work item holds the writer; and how many such checks in a
+	 * row found the target not as published. */
+	struct pathset tnames;
+	unsigned repairs;
 	/* What changed since the publish under way read the source. */
 	struct publish_dirty dirty;
 	size_t events;
@@ -396,16 +406,98 @@ static void on_watch(void *data, const char *dir, const char *name,
 	debounce_timer_event(&s->db);
 }
 
+/* The first of the changed names in the target that is not as the last
+ * publish left it ("" for one of them when there were too many to
+ * list), or NULL. */
+static const char *target_changed(struct sync *s)
+{
+	const struct writer *w = s->pub.w;
+
+	if (s->tnames.all)
+		return writer_check_name(w, NULL) < 0 ? "" : NULL;
+	for (size_t i = 0; i < s->tnames.n; i++)
+		if (writer_check_name(w, s->tnames.v[i]) < 0)
+			return s->tnames.v[i];
+	return NULL;
+}
+
+/* How long a put-back waits for the target to be quiet: an rm -rf of the
+ * whole target removes the live generation first and the target last,
+ * and that is published anew, not fought over.  Longer each time checks
+ * keep failing after a publish, so nothing can make this spin. */
+static uint64_t repair_wait_ms(const struct sync *s)
+{
+	if (s->repairs > 1)
+		return backoff_ms(s->repairs - 1, BACKOFF_MIN_MS,
+				  BACKOFF_MAX_MS);
+	return s->c->debounce_ms > REPAIR_QUIET_MS ? s->c->debounce_ms
+						   : REPAIR_QUIET_MS;
+}
+
+/* What an operator removed or replaced in the target (..data, the live
+ * generation, a visible link) would leave readers without files until
+ * the next re-scan: a publish that checks the target whole puts it back.
+ * Our own publishes change those names too, and are found as published. */
+static void check_target_names(struct sync *s)
+{
+	if (s->tnames.n == 0 && !s->tnames.all)
+		return;
+	const char *bad = s->pub.w && s->phase != PH_STOPPING
+				  ? target_changed(s)
+				  : NULL;
+	if (bad == NULL) {
+		s->repairs = 0;
+	} else if (!s->verify_due) {
+		/* Else a full check is due already. */
+		char *name = log_escape(*bad ? bad : "an entry");
+		log_msg(s->repairs ? LOG_LVL_DEBUG : LOG_LVL_WARN, s->c->name,
+			"target %s: %s is not as published (changed by "
+			"hand?); checking the target whole",
+			s->c->target, name ? name : "an entry");
+		free(name);
+		s->verify_due = true;
+		s->repairs++;
+		debounce_timer_retry(&s->db, repair_wait_ms(s));
+	}
+	pathset_fini(&s->tnames);
+	pathset_init(&s->tnames);
+}
+
 static void on_target_watch(void *data, const char *dir, const char *name,
 			    int root)
 {
 	struct sync *s = data;
 
-	/* Only the target's own name in its parent matters. */
-	(void)name;
 	(void)dir;
-	if (root && s->phase != PH_STOPPING)
+	if (s->phase == PH_STOPPING)
+		return;
+	if (root) {
+		/* The target's own name in its parent. */
 		debounce_timer_event(&s->db);
+		return;
+	}
+	if (name == NULL || *name == '\0')
+		pathset_add_all(&s->tnames);
+	else
+		(void)pathset_add(&s->tnames, name, strlen(name));
+	/* A put-back due waits for the target to be quiet. */
+	if (s->repairs > 0 && s->verify_due)
+		debounce_timer_retry(&s->db, repair_wait_ms(s));
+	if (s->state == ST_IDLE)
+		check_target_names(s);
+}
+
+/* The target directory itself, as the last publish found it, is watched
+ * for what is done to the names in it. */
+static void watch_target(struct sync *s)
+{
+	char root[] = "";
+	struct snap_dir d = {.path = root, .dev = s->tgt_dev,
+			     .ino = s->tgt_ino};
+	struct watch_result r;
+
+	if (s->twatch && s->tgt_ino)
+		(void)watch_update(s->twatch, &d, 1, &r);
 }
 
 void sync_rescan(struct sync *s)
@@ -838,8 +930,9 @@ static void finished_ok(struct sync *s)
 		log_msg(LOG_LVL_DEBUG, name, "unchanged");
 	s->st.files = r->files;
 	s->st.bytes = r->bytes;
-	if (s->pub.w)
-		(void)writer_target_id(s->pub.w, &s->tgt_dev, &s->tgt_ino);
+	if (s->pub.w &&
+	    writer_target_id(s->pub.w, &s->tgt_dev, &s->tgt_ino) == 0)
+		watch_target(s);
 	debounce_timer_done(&s->db);
 	post_kick(s);
 }
@@ -1076,9 +1169,14 @@ static void on_after_work(uv_work_t *req, int status)
 	default:
 		abort(); /* no work item in the other states */
 	}
-	/* In a burst, the next publish recycles a standby.  Not at stop. */
+	if (s->state == ST_IDLE)
+		check_target_names(s);
+	/* In a burst, the next publish recycles a standby.  Not at stop,
+	 * nor with a full check due (what was removed from the target by
+	 * hand is put back only once it is quiet). */
 	if (s->state == ST_IDLE && s->phase == PH_RUNNING &&
-	    done != ST_STANDBY && s->pub.w && writer_standby_wanted(s->pub.w))
+	    done != ST_STANDBY && !s->verify_due && s->pub.w &&
+	    writer_standby_wanted(s->pub.w))
 		queue(s, ST_STANDBY);
 	gc_kick(s);
 	arm_retire(s);
@@ -1100,6 +1198,7 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	s->o = *o;
 	s->loop = loop;
 	publish_init(&s->pub, s->c, o->dry_run);
+	pathset_init(&s->tnames);
 	s->reload_pidfd = c->reload_pid ? hook_pidfd_open(c->reload_pid) : -1;
 	debounce_timer_init(loop, &s->db, c->debounce_ms, c->max_delay_ms,
 			    on_fire);
@@ -1139,6 +1238,7 @@ static void on_handle_closed(uv_handle_t *h)
 	free(s->last_err);
 	publish_fini(&s->pub);
 	publish_dirty_fini(&s->dirty);
+	pathset_fini(&s->tnames);
 	free(s->post_last_err);
 	hook_changes_fini(&s->post_changed);
 	hook_changes_fini(&s->post_given);

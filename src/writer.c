@@ -403,17 +403,25 @@ static int link_data(struct writer *w, const char *gen, char **err)
 	return rc;
 }
 
-/* ..data removed (by hand, say) while `gen` is still there: it is put
- * back, and readers find the live generation again. */
+/* ..data removed or pointed elsewhere (by hand, say; `was` is what it
+ * named then) while `gen` is still there: it is put back, and readers
+ * find the live generation again. */
 static int put_back_data(struct writer *w, const char *gen, const char *why,
-			 char **err)
+			 const char *was, char **err)
 {
 	int rc = link_data(w, gen, err);
+	char *t = was ? log_escape(was) : NULL;
 
-	if (rc == 0)
+	if (rc == 0 && was)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: %s named %s; put back, naming %s (%s)",
+			w->path, WRITER_DATA, t ? t : "another entry", gen,
+			why);
+	else if (rc == 0)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: %s was removed; put back, naming %s (%s)",
 			w->path, WRITER_DATA, gen, why);
+	free(t);
 	return rc;
 }
 
@@ -441,7 +449,7 @@ static bool put_back_recorded(struct writer *w)
 	if (fd >= 0)
 		close(fd);
 	ok = ok && put_back_data(w, gen, "the generation the state file "
-				 "describes", &err) == 0;
+				 "describes", NULL, &err) == 0;
 	if (err)
 		log_msg(LOG_LVL_WARN, w->name, "%s", err);
 	free(err);
@@ -1236,7 +1244,8 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 }
 
 /* The visible name N must be absent or our own link "..data/N". */
-static int visible_state(struct writer *w, const char *name, bool *ours)
+static int visible_state(const struct writer *w, const char *name,
+			 bool *ours)
 {
 	struct stat st;
 	char *t = NULL;
@@ -1255,6 +1264,56 @@ static int visible_state(struct writer *w, const char *name, bool *ours)
 	if (!match)
 		return -EEXIST;
 	*ours = true;
+	return 0;
+}
+
+/* ..data names the live generation, which is still there: the very
+ * directory the writer holds, not removed. */
+static bool live_in_place(const struct writer *w)
+{
+	struct stat a, b;
+	char *t = NULL;
+	bool same = fsutil_readlinkat(w->dfd, WRITER_DATA, &t) == 0 &&
+		    strcmp(t, w->live_gen) == 0;
+
+	free(t);
+	if (!same || fstatat(w->dfd, w->live_gen, &a, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	if (w->live_fd < 0)
+		return S_ISDIR(a.st_mode);
+	return fstat(w->live_fd, &b) == 0 && b.st_nlink > 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static bool visible_in_place(const struct writer *w, const char *name)
+{
+	bool ours;
+
+	return visible_state(w, name, &ours) == 0 && ours;
+}
+
+int writer_check_name(const struct writer *w, const char *name)
+{
+	if (w->dfd < 0 || w->o.dry_run || w->live_gen == NULL ||
+	    w->live_foreign || w->live == NULL)
+		return 0;
+	bool all = name == NULL;
+	if ((all || strcmp(name, WRITER_DATA) == 0 ||
+	     strcmp(name, w->live_gen) == 0) &&
+	    !live_in_place(w))
+		return -ESTALE;
+	if (!all)
+		return strchr(name, '/') == NULL &&
+				       snapshot_find(w->live, name) &&
+				       !visible_in_place(w, name)
+			       ? -ESTALE
+			       : 0;
+	for (size_t i = 0; i < w->live->n;
+	     i = snapshot_subtree_end(w->live, i)) {
+		const char *p = w->live->v[i].path;
+		if (*p && strchr(p, '/') == NULL && !visible_in_place(w, p))
+			return -ESTALE;
+	}
 	return 0;
 }
 
@@ -3152,8 +3211,9 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	return rc;
 }
 
-/* ..data removed while this writer has its live generation: put back,
- * so that readers find it again even when nothing is to be published. */
+/* ..data removed, or naming another entry, while this writer has its
+ * live generation: put back, so that readers find it again even when
+ * nothing is to be published. */
 static int data_present(struct writer *w, char **err)
 {
 	char *t = NULL;
@@ -3162,11 +3222,15 @@ static int data_present(struct writer *w, char **err)
 	if (w->o.dry_run || w->live_gen == NULL || w->live_foreign)
 		return 0;
 	int rc = fsutil_readlinkat(w->dfd, WRITER_DATA, &t);
+	bool other = rc == 0 && strcmp(t, w->live_gen) != 0;
+	if ((rc == -ENOENT || other) &&
+	    fstatat(w->dfd, w->live_gen, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		rc = put_back_data(w, w->live_gen, "the live generation",
+				   other ? t : NULL, err);
+	else
+		rc = 0; /* gone too: the publish makes another */
 	free(t);
-	if (rc != -ENOENT ||
-	    fstatat(w->dfd, w->live_gen, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return 0; /* gone too: the publish makes another */
-	return put_back_data(w, w->live_gen, "the live generation", err);
+	return rc;
 }
 
 int writer_prepare(struct writer *w, struct snapshot *s,

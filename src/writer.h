@@ -149,6 +149,14 @@ struct writer_gc *writer_gc_take_exit(struct writer *w);
 /* The generation ..data names, or NULL. */
 const char *writer_live_generation(const struct writer *w);
 
+/* Whether the entry `name` of the target directory (NULL: each of them)
+ * is as the last publish left it: ..data naming the live generation, that
+ * generation in place, a visible link of the live generation naming
+ * ..data/NAME.  -ESTALE when not; 0 too for any other name, and when the
+ * writer has no live generation of its own.  A few system calls a name;
+ * every top-level name with NULL. */
+int writer_check_name(const struct writer *w, const char *name);
+
 /* Whether the configured path still names the directory the writer
  * holds: -ENOENT when that was removed, -ESTALE when it was moved away
  * or the path names another directory, or another negative errno with

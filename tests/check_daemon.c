@@ -1217,7 +1217,7 @@ START_TEST(test_max_watches_caps_watches_and_rescans)
 		    1000);
 	wait_sample(metrics, "atomsync_rescan_interval_seconds{sync=\"cap\"}", 0,
 		    1000);
-	wait_sample(metrics, "atomsync_watches", 323, 1000);
+	wait_sample(metrics, "atomsync_watches", 324, 1000);
 	stop_daemon();
 	free(warning);
 	free(metrics);
@@ -1258,25 +1258,26 @@ START_TEST(test_max_watches_is_shared_by_mappings_and_given_back)
 	write_ab(metrics, true, false);
 	start_conf();
 	converge(sa, da, 10000);
-	/* a watches its 41 directories, its source's parent and its
-	 * target's. */
+	/* a watches its 41 directories, its source's parent, its target's
+	 * and its target. */
 	wait_sample(metrics, "atomsync_watched_directories{sync=\"a\"}", 41, 5000);
-	wait_sample(metrics, "atomsync_watches", 43, 1000);
+	wait_sample(metrics, "atomsync_watches", 44, 1000);
 	wait_sample(metrics, "atomsync_rescanning{sync=\"a\"}", 0, 1000);
-	/* b gets what a leaves: 60 - 43 - its own two parents. */
+	/* b gets what a leaves: 60 - 44 - its own two parents, and its
+	 * target none. */
 	write_ab(metrics, true, true);
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	wait_log("reload done", 1, 5000);
 	converge(sb, db, 5000);
 	char *warning;
 	ck_assert_int_ge(asprintf(&warning,
-				  "sync \"b\": source %s: 41 directories, 15 "
+				  "sync \"b\": source %s: 41 directories, 14 "
 				  "watched: the daemon's max_watches (60",
 				  sb),
 			 0);
 	wait_log(warning, 1, 5000);
 	wait_sample(metrics, "atomsync_rescanning{sync=\"b\"}", 1, 5000);
-	wait_sample(metrics, "atomsync_watched_directories{sync=\"b\"}", 15, 1000);
+	wait_sample(metrics, "atomsync_watched_directories{sync=\"b\"}", 14, 1000);
 	wait_sample(metrics, "atomsync_watches", 60, 1000);
 	wait_sample(metrics, "atomsync_rescanning{sync=\"a\"}", 0, 1000);
 	ck_assert_int_eq(tu_file_count(logpath, "sync \"a\": source"), 0);
@@ -1288,7 +1289,7 @@ START_TEST(test_max_watches_is_shared_by_mappings_and_given_back)
 	wait_log("every directory is watched again (41)", 1, 5000);
 	wait_sample(metrics, "atomsync_rescanning{sync=\"b\"}", 0, 5000);
 	wait_sample(metrics, "atomsync_watched_directories{sync=\"b\"}", 41, 1000);
-	wait_sample(metrics, "atomsync_watches", 43, 1000);
+	wait_sample(metrics, "atomsync_watches", 44, 1000);
 	stop_daemon();
 	free(warning);
 	free(metrics);
@@ -1556,6 +1557,74 @@ START_TEST(test_target_removed_or_moved_is_published_anew)
 }
 END_TEST
 
+/* What an operator removes or repoints in the target (the live
+ * generation, a visible link, ..data) is put back at once, not at the
+ * next re-scan, 300 s away. */
+START_TEST(test_what_is_removed_in_the_target_is_put_back)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	tu_write(src, "tls/cert.pem", "cert", 0600);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	wait_log("unchanged", 1, 5000);
+	char *live = tu_live(dst), *gen = tu_path(dst, live);
+	tu_rmrf(gen);
+	converge(src, dst, tu_scale(3000));
+	char *vis = tu_path(dst, "app.conf");
+	ck_assert_int_eq(unlink(vis), 0);
+	converge(src, dst, tu_scale(3000));
+	char *data = tu_path(dst, "..data"), *tmpl = tu_path(dst, "..tmp");
+	ck_assert_int_eq(symlink("..nowhere", tmpl), 0);
+	ck_assert_int_eq(rename(tmpl, data), 0);
+	converge(src, dst, tu_scale(3000));
+	/* Each is found at once, unless a publish under way puts it back
+	 * first. */
+	int checks = tu_file_count(logpath, "checking the target whole");
+	ck_assert_int_ge(checks, 1);
+	ck_assert_int_le(checks, 3);
+	/* The daemon's own publishes are as published: none is followed
+	 * by a check of the whole target.  The events of the first are
+	 * read before the change that starts the second. */
+	tu_write(src, "app.conf", "v2", 0644);
+	converge(src, dst, 3000);
+	tu_write(src, "app.conf", "v3", 0644);
+	converge(src, dst, 3000);
+	ck_assert_int_eq(tu_file_count(logpath, "checking the target whole"),
+			 checks);
+	stop_daemon();
+	free(tmpl);
+	free(data);
+	free(vis);
+	free(gen);
+	free(live);
+}
+END_TEST
+
+/* An rm -rf of the whole target while the daemon idles removes the live
+ * generation and visible links before the target: that is not put back
+ * under it (rm would fail, the directory not empty), and once the target
+ * is gone it is published anew. */
+START_TEST(test_rm_rf_of_the_target_is_not_fought_over)
+{
+	char name[32], *out = NULL, *err = NULL;
+	for (int k = 0; k < 2000; k++) {
+		snprintf(name, sizeof(name), "n%04d", k);
+		tu_write(src, name, name, 0644);
+	}
+	start_adhoc("0");
+	converge(src, dst, tu_scale(20000));
+	wait_log("unchanged", 1, tu_scale(10000));
+	wait_log("standby generation linked", 1, tu_scale(10000));
+	const char *rm[] = {"rm", "-rf", dst, NULL};
+	ck_assert_msg(tu_run(rm, &out, &err, 60000) == 0, "rm -rf: %s", err);
+	converge(src, dst, tu_scale(10000));
+	wait_log("was removed; publishing it anew", 1, 1000);
+	stop_daemon();
+	free(out);
+	free(err);
+}
+END_TEST
+
 /* A release put in place by mounting it over the source, and a tmpfs
  * target unmounted from under the daemon: no directory it watches sees
  * either, so it follows the mount table. */
@@ -1649,6 +1718,8 @@ static Suite *daemon_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_startup_publish_then_live_changes);
 	tcase_add_test(tc, test_target_removed_or_moved_is_published_anew);
+	tcase_add_test(tc, test_what_is_removed_in_the_target_is_put_back);
+	tcase_add_test(tc, test_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
 	tcase_add_test(tc, test_reincluded_names_are_followed_live);
