@@ -377,9 +377,11 @@ static void print_error(FILE *out, const struct view *v)
 	} else if (v->err_rc == -ENOENT && v->v == V_SAME) {
 		put(out, label, "none");
 	} else if (v->err_rc == -ENOENT && v->holder > 0) {
-		put(out, label, "none recorded (an error that keeps the daemon "
-		    "from writing the target cannot be recorded there: see "
-		    "its log)");
+		/* Behind, with no error: a publish to come, or an error it
+		 * cannot record; which, its log says. */
+		put(out, label, "none recorded (the daemon may yet publish "
+		    "the difference; an error that keeps it from writing the "
+		    "target cannot be recorded there: see its log)");
 	} else if (v->err_rc == -ENOENT) {
 		put(out, label, "none recorded");
 	} else if (v->err_rc == -EPERM) {

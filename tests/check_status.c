@@ -339,6 +339,36 @@ static void wait_log(const char *text)
 	tu_wait_text(logpath, text, 1, 70000, logpath);
 }
 
+/* Under a running daemon that has yet to publish a change (it waits a
+ * minute for the source to be quiet): behind, and no error is implied. */
+START_TEST(test_running_daemon_behind_without_error)
+{
+	char *out, *err, *want;
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "60000", NULL};
+
+	tu_write(src, "a", "1", 0644);
+	pid = tu_spawn(argv, logpath);
+	wait_log("1 of 1 mapping published");
+	tu_write(src, "b", "2", 0644);
+	ck_assert_int_eq(status(&out, &err), 1);
+	ck_assert_int_ge(asprintf(&want, "  in step:     no, behind the "
+				  "source: 1 path differs (1 added, 0 changed, "
+				  "0 removed)\n  daemon:      running, pid %ld "
+				  "(atomsyncd)\n  last error:  none recorded "
+				  "(the daemon may yet publish the difference; ",
+				  (long)pid),
+			 0);
+	ASSERT_HAS(out, want);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	free(want);
+	free(out);
+	free(err);
+}
+END_TEST
+
 /* Under a running daemon whose mapping fails: the error it recorded,
  * the daemon by its pid; after the fix, in step and no error left. */
 START_TEST(test_running_daemon_failing_then_fixed)
@@ -523,6 +553,7 @@ static Suite *status_suite(void)
 	tcase_add_test(tc, test_every_mapping_of_the_config);
 	tcase_add_test(tc, test_source_is_read_as_a_publish_reads_it);
 	tcase_add_test(tc, test_running_daemon_failing_then_fixed);
+	tcase_add_test(tc, test_running_daemon_behind_without_error);
 	tcase_add_test(tc, test_control_bytes_are_escaped);
 	tcase_add_test(tc, test_what_other_users_wrote_is_not_believed);
 	tcase_add_test(tc, test_another_user_is_told_what_it_cannot_read);
