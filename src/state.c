@@ -506,17 +506,23 @@ static int record_full(int dfd, struct state_log *l, const struct snapshot *s,
 }
 
 int state_record(int dfd, struct state_log *l, const struct snapshot *prev,
-		 const struct snapshot *s, const char *gen, bool flushed)
+		 const struct snapshot *s, const char *gen, bool flushed,
+		 const char **file)
 {
 	int rc = -E2BIG;
+	const char *at = STATE_JOURNAL;
 
 	/* The same generation again was flushed only if it was then. */
 	if (l->gen && strcmp(l->gen, gen) == 0)
 		flushed = flushed && l->flushed;
 	if (l->base && l->gen && prev)
 		rc = journal_append(dfd, l, prev, s, gen, flushed);
-	if (rc == -E2BIG)
+	if (rc == -E2BIG) {
+		at = STATE_FILE;
 		rc = record_full(dfd, l, s, gen, flushed);
+	}
+	if (rc < 0 && file)
+		*file = at;
 	if (rc == 0 && l->base && (l->gen == NULL || strcmp(l->gen, gen) != 0)) {
 		free(l->gen);
 		l->gen = strdup(gen);

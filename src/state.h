@@ -75,10 +75,12 @@ void state_log_fini(struct state_log *l);
  * recorded snapshot), the entries that differ are appended to the
  * journal; otherwise, or when the journal has grown to half the state
  * file, the state is written whole (state_save) and the journal
- * removed.  On failure `l` forgets, and the state on disk names an
- * older generation, which is not trusted. */
+ * removed.  On failure `l` forgets, the state on disk names an older
+ * generation, which is not trusted, and *file (when not NULL) names the
+ * file that could not be written. */
 int state_record(int dfd, struct state_log *l, const struct snapshot *prev,
-		 const struct snapshot *s, const char *gen, bool flushed);
+		 const struct snapshot *s, const char *gen, bool flushed,
+		 const char **file);
 
 /* Only the header of the state file in `dfd`: the generation it
  * describes, when that was recorded, and whether it is sound (as

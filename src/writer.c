@@ -2922,13 +2922,14 @@ static int prepare_unchanged(struct writer *w, struct snapshot *s,
 	detach_source(s);
 	w->live = s;
 	w->live_trusted = true;
+	const char *file = STATE_FILE;
 	int sr = save ? state_record(w->dfd, &w->slog, old, w->live,
-				     w->live_gen, w->o.fsync)
+				     w->live_gen, w->o.fsync, &file)
 		      : 0;
 	supersede(w, old);
 	if (sr < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
-			w->path, STATE_FILE, strerror(-sr));
+			w->path, file, strerror(-sr));
 	return rc;
 }
 
@@ -3406,11 +3407,12 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	 * ever dangles; then links of names that left. */
 	int vrc = sync_visible(w, w->live, old, p->verify, p->names, err);
 
+	const char *file = STATE_FILE;
 	rc = state_record(w->dfd, &w->slog, old, w->live, w->live_gen,
-			  w->o.fsync && frc == 0);
+			  w->o.fsync && frc == 0, &file);
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: saving %s: %s",
-			w->path, STATE_FILE, strerror(-rc));
+			w->path, file, strerror(-rc));
 	if (old_fd >= 0)
 		close(old_fd);
 	supersede(w, old);

@@ -710,7 +710,8 @@ START_TEST(test_journal_round_trip)
 		char gen[32];
 		snprintf(gen, sizeof(gen), "..g%04u", step);
 		ino_t before = step ? state_ino() : 0;
-		ck_assert_int_eq(state_record(dfd, &l, prev, s, gen, true), 0);
+		ck_assert_int_eq(
+			state_record(dfd, &l, prev, s, gen, true, NULL), 0);
 		if (step && state_ino() == before)
 			appended++;
 		else
@@ -721,7 +722,8 @@ START_TEST(test_journal_round_trip)
 		ck_assert_int_eq(fstatat(dfd, STATE_FILE, &a, 0), 0);
 		int had = fstatat(dfd, STATE_JOURNAL, &b, 0) == 0;
 		off_t size = had ? b.st_size : 0;
-		ck_assert_int_eq(state_record(dfd, &l, s, s, gen, true), 0);
+		ck_assert_int_eq(
+			state_record(dfd, &l, s, s, gen, true, NULL), 0);
 		ck_assert_int_eq(fstatat(dfd, STATE_FILE, &b, 0), 0);
 		ck_assert_uint_eq(a.st_ino, b.st_ino);
 		if (had) {
@@ -740,11 +742,13 @@ START_TEST(test_journal_round_trip)
 	ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL_TMP, F_OK, 0), -1);
 	/* A recording with nothing to go on writes it whole, journal gone. */
 	state_log_fini(&l);
-	ck_assert_int_eq(state_record(dfd, &l, prev, prev, "..whole", true), 0);
+	ck_assert_int_eq(
+		state_record(dfd, &l, prev, prev, "..whole", true, NULL), 0);
 	ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL, F_OK, 0), -1);
 	assert_loads(prev, "..whole");
 	/* Another generation with the same entries: a record of none. */
-	ck_assert_int_eq(state_record(dfd, &l, prev, prev, "..same", true), 0);
+	ck_assert_int_eq(
+		state_record(dfd, &l, prev, prev, "..same", true, NULL), 0);
 	ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL, F_OK, 0), 0);
 	assert_loads(prev, "..same");
 	state_log_fini(&l);
@@ -763,15 +767,17 @@ static struct snapshot *three_generations(struct snapshot **s1,
 	for (unsigned i = 0; i < 40; i++)
 		model[i] = 1;
 	*s1 = from_model(1);
-	ck_assert_int_eq(state_record(dfd, &l, NULL, *s1, "..g1", true), 0);
+	ck_assert_int_eq(
+		state_record(dfd, &l, NULL, *s1, "..g1", true, NULL), 0);
 	model[3] = 0;
 	model[41] = 7;
 	*s2 = from_model(2);
-	ck_assert_int_eq(state_record(dfd, &l, *s1, *s2, "..g2", true), 0);
+	ck_assert_int_eq(
+		state_record(dfd, &l, *s1, *s2, "..g2", true, NULL), 0);
 	model[5] = 9;
 	model[3] = 4;
 	struct snapshot *s3 = from_model(3);
-	ck_assert_int_eq(state_record(dfd, &l, *s2, s3, "..g3", true), 0);
+	ck_assert_int_eq(state_record(dfd, &l, *s2, s3, "..g3", true, NULL), 0);
 	state_log_fini(&l);
 	ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL, F_OK, 0), 0);
 	return s3;
@@ -867,7 +873,7 @@ static bool resumed_record(const struct snapshot *s, const char *gen,
 	else
 		ck_assert_ptr_null(l.base);
 	ino_t before = state_ino();
-	ck_assert_int_eq(state_record(dfd, &l, got, s, gen, flushed), 0);
+	ck_assert_int_eq(state_record(dfd, &l, got, s, gen, flushed, NULL), 0);
 	bool appended = state_ino() == before;
 	state_log_fini(&l);
 	snapshot_free(got);
@@ -1008,7 +1014,8 @@ START_TEST(test_journal_records_a_file_no_longer_racy)
 	struct snapshot *s1 = from_model(1);
 	struct snap_entry *e = snapshot_find(s1, "d1/f 001");
 	e->ctime_ns = clock_ts_ns(&s1->taken);
-	ck_assert_int_eq(state_record(dfd, &l, NULL, s1, "..g1", true), 0);
+	ck_assert_int_eq(
+		state_record(dfd, &l, NULL, s1, "..g1", true, NULL), 0);
 	state_log_fini(&l);
 	ck_assert_int_eq(state_load_log(dfd, 1000, &got, &gen, &sound, NULL, &l), 0);
 	ck_assert(snapshot_find(got, "d1/f 001")->flags & SNAP_F_RACY);
@@ -1016,7 +1023,7 @@ START_TEST(test_journal_records_a_file_no_longer_racy)
 	struct snapshot *s2 = from_model(2);
 	snapshot_find(s2, "d1/f 001")->ctime_ns = e->ctime_ns;
 	ino_t before = state_ino();
-	ck_assert_int_eq(state_record(dfd, &l, got, s2, "..g2", true), 0);
+	ck_assert_int_eq(state_record(dfd, &l, got, s2, "..g2", true, NULL), 0);
 	ck_assert_uint_eq(state_ino(), before);
 	state_log_fini(&l);
 	snapshot_free(got);
@@ -1031,6 +1038,35 @@ START_TEST(test_journal_records_a_file_no_longer_racy)
 }
 END_TEST
 
+/* A record that fails says which file could not be written: the journal
+ * (here a directory is in its way), or the state file written whole. */
+START_TEST(test_failed_record_names_its_file)
+{
+	struct state_log l;
+	state_log_init(&l);
+	memset(model, 0, sizeof(model));
+	struct snapshot *s1 = from_model(0), *s2 = from_model(1);
+	const char *file = NULL;
+	ck_assert_int_eq(
+		state_record(dfd, &l, NULL, s1, "..g1", true, &file), 0);
+	ck_assert_ptr_null(file);
+	ck_assert_int_eq(mkdirat(dfd, STATE_JOURNAL, 0700), 0);
+	ck_assert_int_eq(mkdirat(dfd, STATE_JOURNAL "/x", 0700), 0);
+	ck_assert_int_lt(
+		state_record(dfd, &l, s1, s2, "..g2", true, &file), 0);
+	ck_assert_str_eq(file, STATE_JOURNAL);
+	file = NULL;
+	ck_assert_int_eq(mkdirat(dfd, STATE_TMP, 0700), 0);
+	ck_assert_int_eq(mkdirat(dfd, STATE_TMP "/x", 0700), 0);
+	ck_assert_int_lt(
+		state_record(dfd, &l, s1, s2, "..g2", true, &file), 0);
+	ck_assert_str_eq(file, STATE_FILE);
+	state_log_fini(&l);
+	snapshot_free(s1);
+	snapshot_free(s2);
+}
+END_TEST
+
 START_TEST(test_journal_racy_by_its_record)
 {
 	/* A file changed within a tick of the read that recorded it may
@@ -1040,20 +1076,21 @@ START_TEST(test_journal_racy_by_its_record)
 	memset(model, 0, sizeof(model));
 	model[0] = 1;
 	struct snapshot *s1 = from_model(0), *s2 = NULL;
-	ck_assert_int_eq(state_record(dfd, &l, NULL, s1, "..g1", true), 0);
+	ck_assert_int_eq(
+		state_record(dfd, &l, NULL, s1, "..g1", true, NULL), 0);
 	model[1] = 2;
 	s2 = from_model(0);
 	for (size_t i = 0; i < s2->n; i++)
 		if (strcmp(s2->v[i].path, "d1/f 001") == 0)
 			s2->v[i].ctime_ns = clock_ts_ns(&s2->taken);
-	ck_assert_int_eq(state_record(dfd, &l, s1, s2, "..g2", true), 0);
+	ck_assert_int_eq(state_record(dfd, &l, s1, s2, "..g2", true, NULL), 0);
 	/* A later read, of other files: it leaves d1/f 001 as it was. */
 	struct snapshot *s3 = from_model(100);
 	for (size_t i = 0; i < s3->n; i++)
 		if (strcmp(s3->v[i].path, "d1/f 001") == 0)
 			s3->v[i].ctime_ns = clock_ts_ns(&s2->taken);
 	s3->v[0].ino++;
-	ck_assert_int_eq(state_record(dfd, &l, s2, s3, "..g3", true), 0);
+	ck_assert_int_eq(state_record(dfd, &l, s2, s3, "..g3", true, NULL), 0);
 	ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL, F_OK, 0), 0);
 	struct snapshot *got = NULL;
 	char *gen = NULL;
@@ -1069,8 +1106,8 @@ START_TEST(test_journal_racy_by_its_record)
 	free(gen);
 	/* Unflushed once, the same generation stays so when recorded
 	 * again flushed. */
-	ck_assert_int_eq(state_record(dfd, &l, s3, s1, "..g4", false), 0);
-	ck_assert_int_eq(state_record(dfd, &l, s1, s2, "..g4", true), 0);
+	ck_assert_int_eq(state_record(dfd, &l, s3, s1, "..g4", false, NULL), 0);
+	ck_assert_int_eq(state_record(dfd, &l, s1, s2, "..g4", true, NULL), 0);
 	char *p = tu_path(tmp, STATE_JOURNAL);
 	char *text = tu_read(p, NULL);
 	char *r = strstr(text, "record ..g4\n");
@@ -1183,6 +1220,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_damaged_error_file_is_refused);
 	tcase_add_test(tc, test_error_file_others_could_write_is_not_trusted);
 	tcase_add_test(tc, test_error_file_replaces_what_is_planted);
+	tcase_add_test(tc, test_failed_record_names_its_file);
 	suite_add_tcase(s, tc);
 	return s;
 }
