@@ -3,7 +3,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +18,10 @@ struct wentry {
 	char *rel; /* as the snapshot named it */
 	char *base; /* last component of the watched path */
 	uint64_t dev, ino;
-	int root_parent; /* the watcher on the root's parent */
+	int ancestor; /* a directory on the way to the root: `rel` is its
+			 absolute path, `names` what the way looks up in it */
+	char **names;
+	size_t nnames;
 	int stale; /* the directory itself was deleted or moved */
 	int counted; /* started: holds a watch of the budget */
 	int fresh; /* started by the update under way */
@@ -33,12 +35,12 @@ struct watch {
 	uv_loop_t *loop;
 	struct watch_budget *budget; /* or NULL */
 	char *root;
-	char *root_base; /* last component of the root, for the parent */
 	watch_cb cb;
 	void *data;
 	struct wentry **v; /* sorted by rel */
 	size_t n;
-	struct wentry *parent;
+	struct wentry **anc; /* the directories on the way to the root */
+	size_t nanc;
 	unsigned closing; /* handles not yet closed */
 	int dead;	  /* watch_close was called */
 	void (*done)(void *data);
@@ -98,6 +100,16 @@ size_t watch_default_max(bool *from_kernel)
 	return v == 0 ? 1 : v > SIZE_MAX ? SIZE_MAX : (size_t)v;
 }
 
+static void anc_update(struct watch *w);
+
+static bool has_name(const struct wentry *e, const char *name)
+{
+	for (size_t i = 0; i < e->nnames; i++)
+		if (strcmp(e->names[i], name) == 0)
+			return true;
+	return false;
+}
+
 static void on_event(uv_fs_event_t *h, const char *filename, int events,
 		     int status)
 {
@@ -116,10 +128,15 @@ static void on_event(uv_fs_event_t *h, const char *filename, int events,
 	 * it next time. */
 	if (filename == NULL || (e->base && strcmp(filename, e->base) == 0))
 		e->stale = 1;
-	if (e->root_parent) {
-		/* Only the root's own name matters in its parent. */
-		if (filename && strcmp(filename, w->root_base) == 0)
-			w->cb(w->data, NULL, filename, 1);
+	if (e->ancestor) {
+		/* Only the names the way to the root goes through matter: one
+		 * removed, renamed or pointed elsewhere (a symbolic link
+		 * swapped) may make the root another directory, and the way
+		 * there is looked up again. */
+		if (filename && !has_name(e, filename))
+			return;
+		anc_update(w);
+		w->cb(w->data, NULL, filename ? filename : "", 1);
 		return;
 	}
 	/* NULL is kept for a directory newly watched. */
@@ -133,8 +150,8 @@ static void maybe_done(struct watch *w)
 	void (*done)(void *) = w->done;
 	void *data = w->done_data;
 	free(w->v);
+	free(w->anc);
 	free(w->root);
-	free(w->root_base);
 	free(w);
 	if (done)
 		done(data);
@@ -145,6 +162,9 @@ static void on_close(uv_handle_t *h)
 	struct wentry *e = h->data;
 	struct watch *w = e->w;
 
+	for (size_t i = 0; i < e->nnames; i++)
+		free(e->names[i]);
+	free(e->names);
 	free(e->rel);
 	free(e->base);
 	free(e);
@@ -191,6 +211,203 @@ static int entry_start(struct watch *w, const char *path, struct wentry **out)
 	return 0;
 }
 
+/* ---- the way to the root ---- */
+
+/* Symbolic links followed on the way to the root, as the kernel does. */
+#define WATCH_MAX_LINKS 40
+
+/* A directory on the way, and a name looked up in it. */
+struct hop {
+	char *dir, *name;
+};
+
+struct way {
+	struct hop *v;
+	size_t n, cap;
+};
+
+static void way_fini(struct way *y)
+{
+	for (size_t i = 0; i < y->n; i++) {
+		free(y->v[i].dir);
+		free(y->v[i].name);
+	}
+	free(y->v);
+}
+
+static int way_add(struct way *y, const char *dir, const char *name,
+		   size_t len)
+{
+	if (y->n == y->cap) {
+		size_t cap = y->cap ? 2 * y->cap : 8;
+		struct hop *v = realloc(y->v, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		y->v = v;
+		y->cap = cap;
+	}
+	struct hop *h = &y->v[y->n];
+	h->dir = strdup(dir);
+	h->name = strndup(name, len);
+	if (h->dir == NULL || h->name == NULL) {
+		free(h->dir);
+		free(h->name);
+		return -ENOMEM;
+	}
+	y->n++;
+	return 0;
+}
+
+/* `dir` followed by `name` (len bytes), or its parent for "..". */
+static char *way_step(const char *dir, const char *name, size_t len)
+{
+	char *p = NULL;
+
+	if (len == 2 && memcmp(name, "..", 2) == 0) {
+		const char *slash = strrchr(dir, '/');
+		return strndup(dir, slash && slash != dir ? (size_t)(slash - dir)
+							 : 1);
+	}
+	if (asprintf(&p, "%s%s%.*s", dir, strcmp(dir, "/") ? "/" : "",
+		     (int)len, name) < 0)
+		return NULL;
+	return p;
+}
+
+/* The directories a lookup of the absolute path `root` goes through,
+ * each with the name looked up in it, symbolic links followed, down to
+ * the root itself or the first name that is missing or no directory. */
+static int way_of(const char *root, struct way *y)
+{
+	char *dir = strdup("/"), *rest = strdup(root), *link = NULL;
+	int rc = dir && rest ? 0 : -ENOMEM, links = 0;
+	size_t at = 0;
+
+	while (rc == 0) {
+		while (rest[at] == '/')
+			at++;
+		size_t len = strcspn(rest + at, "/");
+		if (len == 0)
+			break;
+		const char *name = rest + at;
+		at += len;
+		if (len == 1 && name[0] == '.')
+			continue;
+		if (!(len == 2 && memcmp(name, "..", 2) == 0))
+			rc = way_add(y, dir, name, len);
+		char *next = rc == 0 ? way_step(dir, name, len) : NULL;
+		struct stat st;
+		if (next == NULL || lstat(next, &st) < 0) {
+			rc = next ? rc : -ENOMEM;
+			free(next);
+			break; /* the way ends here: watched up to it */
+		}
+		if (S_ISLNK(st.st_mode) && ++links <= WATCH_MAX_LINKS &&
+		    fsutil_readlinkat(AT_FDCWD, next, &link) == 0) {
+			/* The link's text, then what was left. */
+			char *r = NULL;
+			if (asprintf(&r, "%s/%s", link, rest + at) < 0)
+				r = NULL;
+			free(link);
+			link = NULL;
+			if (r && r[0] == '/') {
+				free(dir);
+				dir = strdup("/");
+			}
+			free(next);
+			free(rest);
+			rest = r;
+			at = 0;
+			rc = r && dir ? 0 : -ENOMEM;
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			free(next);
+			break;
+		}
+		free(dir);
+		dir = next;
+	}
+	free(dir);
+	free(rest);
+	return rc;
+}
+
+/* The watched directory `dir` of the way, from `old` (taken out of it)
+ * or started anew; NULL when it cannot be watched. */
+static struct wentry *anc_entry(struct watch *w, struct wentry **old,
+				size_t nold, const char *dir)
+{
+	struct wentry *e = NULL;
+
+	for (size_t i = 0; i < nold; i++)
+		if (old[i] && !old[i]->stale && strcmp(old[i]->rel, dir) == 0) {
+			e = old[i];
+			old[i] = NULL;
+			for (size_t k = 0; k < e->nnames; k++)
+				free(e->names[k]);
+			e->nnames = 0;
+			return e;
+		}
+	if (entry_start(w, dir, &e) < 0)
+		return NULL;
+	e->ancestor = 1;
+	if ((e->rel = strdup(dir)) == NULL) {
+		entry_close(e);
+		return NULL;
+	}
+	return e;
+}
+
+static int anc_add_name(struct wentry *e, const char *name)
+{
+	if (has_name(e, name))
+		return 0;
+	char **v = realloc(e->names, (e->nnames + 1) * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	e->names = v;
+	if ((v[e->nnames] = strdup(name)) == NULL)
+		return -ENOMEM;
+	e->nnames++;
+	return 0;
+}
+
+/* Watches the directories on the way to the root as it is now: those
+ * still on it are kept, the others closed.  What cannot be watched (out
+ * of memory, a directory root cannot read) is left to the re-scan. */
+static void anc_update(struct watch *w)
+{
+	struct way y = {0};
+	struct wentry **old = w->anc, **nv = NULL;
+	size_t nold = w->nanc, k = 0;
+
+	if (w->dead || w->root[0] != '/' || way_of(w->root, &y) < 0 ||
+	    (nv = calloc(y.n ? y.n : 1, sizeof(*nv))) == NULL) {
+		way_fini(&y);
+		return; /* as it was */
+	}
+	for (size_t i = 0; i < y.n; i++) {
+		size_t at = 0;
+		while (at < k && strcmp(nv[at]->rel, y.v[i].dir) != 0)
+			at++;
+		if (at == k) {
+			struct wentry *e = anc_entry(w, old, nold, y.v[i].dir);
+			if (e == NULL)
+				continue;
+			nv[k++] = e;
+		}
+		(void)anc_add_name(nv[at], y.v[i].name);
+	}
+	for (size_t i = 0; i < nold; i++)
+		if (old[i])
+			entry_close(old[i]);
+	free(old);
+	w->anc = nv;
+	w->nanc = k;
+	way_fini(&y);
+}
+
 int watch_new(uv_loop_t *loop, const char *root, struct watch_budget *budget,
 	      watch_cb cb, void *data, struct watch **out)
 {
@@ -203,29 +420,14 @@ int watch_new(uv_loop_t *loop, const char *root, struct watch_budget *budget,
 	w->cb = cb;
 	w->data = data;
 	w->root = strdup(root);
-	char *copy = strdup(root);
-	if (w->root == NULL || copy == NULL) {
-		free(copy);
-		free(w->root);
+	if (w->root == NULL) {
 		free(w);
 		return -ENOMEM;
 	}
-	w->root_base = strdup(basename(copy));
-	free(copy);
-	if (w->root_base == NULL) {
-		free(w->root);
-		free(w);
-		return -ENOMEM;
-	}
-	copy = strdup(root);
-	char *parent = copy ? dirname(copy) : NULL;
-	/* Without a parent to watch, a replaced root is still found by the
-	 * periodic re-scan.  It is one watch per mapping, and the only one
-	 * that sees a source replaced: taken even past the budget. */
-	if (parent && strcmp(parent, root) != 0 &&
-	    entry_start(w, parent, &w->parent) == 0)
-		w->parent->root_parent = 1;
-	free(copy);
+	/* The only watches that see a root replaced, a few per mapping:
+	 * taken even past the budget.  Without them, the periodic re-scan
+	 * still finds it. */
+	anc_update(w);
 	*out = w;
 	return 0;
 }
@@ -408,6 +610,10 @@ int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
 		 struct watch_result *r)
 {
 	size_t i = 0, j = 0, k = 0, t = 0;
+
+	/* The way to the root as it is now, should an event have been
+	 * missed. */
+	anc_update(w);
 	struct snap_dir *want = sorted_unique(dirs, n, &n);
 	struct wentry **nv = malloc((n + w->n + 1) * sizeof(*nv));
 	const struct snap_dir **todo = malloc((n + 1) * sizeof(*todo));
@@ -469,9 +675,8 @@ void watch_close(struct watch *w, void (*done)(void *data), void *data)
 	for (size_t i = 0; i < w->n; i++)
 		entry_close(w->v[i]);
 	w->n = 0;
-	if (w->parent) {
-		entry_close(w->parent);
-		w->parent = NULL;
-	}
+	for (size_t i = 0; i < w->nanc; i++)
+		entry_close(w->anc[i]);
+	w->nanc = 0;
 	maybe_done(w);
 }

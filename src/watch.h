@@ -1,8 +1,10 @@
 /* Recursive watching with libuv fs-event handles, which on Linux watch one
  * directory each: the set of watched directories is made to follow the
  * directories the last snapshot saw (by path and inode, so a directory
- * replaced under the same name is watched anew), plus the parent of the
- * source root so a root that is removed, renamed or replaced is noticed.
+ * replaced under the same name is watched anew), plus each directory a
+ * lookup of the root's path goes through (symbolic links followed), for
+ * the name looked up in it: a root removed, renamed or replaced, or made
+ * another directory by a link swapped on the way, is noticed.
  *
  * Every inotify watch of a user comes out of one pool
  * (fs.inotify.max_user_watches) that all of the user's processes share,
@@ -31,7 +33,7 @@ struct watch_budget *watch_budget_new(size_t max);
 /* A lower maximum takes effect as each watch is next updated. */
 void watch_budget_set_max(struct watch_budget *b, size_t max);
 size_t watch_budget_max(const struct watch_budget *b);
-/* Watches held, the parents of the roots included. */
+/* Watches held, those on the way to the roots included. */
 size_t watch_budget_used(const struct watch_budget *b);
 /* Once every watch using it is closed. */
 void watch_budget_free(struct watch_budget *b);
@@ -41,15 +43,15 @@ void watch_budget_free(struct watch_budget *b);
 size_t watch_default_max(bool *from_kernel);
 
 /* Something may have changed in `dir` (a directory as watch_update was
- * given it; NULL for the root's parent): `name` is the entry libuv named,
+ * given it; NULL for a directory on the way to the root): `name` is the entry libuv named,
  * or NULL when `dir` has just begun to be watched (what changed in it
  * before went unseen).  `root` is set when the event concerns the source
- * root itself. */
+ * root itself, or the way to it. */
 typedef void (*watch_cb)(void *data, const char *dir, const char *name,
 			 int root);
 
-/* `budget` may be NULL: no limit but the kernel's.  The watch on the
- * root's parent is taken even when the budget is spent. */
+/* `budget` may be NULL: no limit but the kernel's.  The watches on the
+ * way to the root are taken even when the budget is spent. */
 int watch_new(uv_loop_t *loop, const char *root, struct watch_budget *budget,
 	      watch_cb cb, void *data, struct watch **out);
 
@@ -69,7 +71,8 @@ struct watch_result {
 int watch_update(struct watch *w, const struct snap_dir *dirs, size_t n,
 		 struct watch_result *r);
 
-/* Number of directories watched (the root's parent not counted). */
+/* Number of directories watched (those on the way to the root not
+ * counted). */
 size_t watch_count(const struct watch *w);
 
 /* Stops and closes every handle, giving their watches back to the budget

@@ -147,20 +147,22 @@ START_TEST(test_budget_watches_the_root_then_the_nearest_levels)
 	struct snap_dir dirs[16];
 	size_t n;
 	char *root = make_tree("src", dirs, &n);
-	/* The root's parent, the root, and a, b and c. */
-	struct watch_budget *b = watch_budget_new(5);
+	/* The directories on the way to the root, the root, and a, b and
+	 * c. */
+	size_t way = (size_t)tu_way_len(root);
+	struct watch_budget *b = watch_budget_new(way + 4);
 	struct watch *w = NULL;
 	struct seen seen = {0};
 	struct watch_result r;
 
 	ck_assert_int_eq(watch_new(&loop, root, b, on_change, &seen, &w), 0);
-	ck_assert_uint_eq(watch_budget_used(b), 1);
+	ck_assert_uint_eq(watch_budget_used(b), way);
 	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
 	ck_assert_uint_eq(r.wanted, 10);
 	ck_assert(r.capped);
 	ck_assert_uint_eq(r.added, 4);
 	ck_assert_uint_eq(watch_count(w), 4);
-	ck_assert_uint_eq(watch_budget_used(b), 5);
+	ck_assert_uint_eq(watch_budget_used(b), way + 4);
 	/* Events come in order on one inotify descriptor: one from c/y
 	 * would come before the one from b. */
 	tu_write(root, "c/y/deep", "1", 0644);
@@ -172,7 +174,7 @@ START_TEST(test_budget_watches_the_root_then_the_nearest_levels)
 	/* The same again changes nothing. */
 	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
 	ck_assert_uint_eq(r.added, 0);
-	ck_assert_uint_eq(watch_budget_used(b), 5);
+	ck_assert_uint_eq(watch_budget_used(b), way + 4);
 	close_and_wait(w);
 	ck_assert_uint_eq(watch_budget_used(b), 0);
 	watch_budget_free(b);
@@ -185,7 +187,8 @@ START_TEST(test_a_level_that_fits_in_part_goes_in_path_order)
 	struct snap_dir dirs[16];
 	size_t n;
 	char *root = make_tree("src", dirs, &n);
-	struct watch_budget *b = watch_budget_new(4);
+	size_t way = (size_t)tu_way_len(root);
+	struct watch_budget *b = watch_budget_new(way + 3);
 	struct watch *w = NULL;
 	struct seen seen = {0};
 	struct watch_result r;
@@ -205,13 +208,13 @@ START_TEST(test_a_level_that_fits_in_part_goes_in_path_order)
 	ck_assert(!r.capped);
 	ck_assert_uint_eq(r.added, 7);
 	ck_assert_uint_eq(watch_count(w), 10);
-	ck_assert_uint_eq(watch_budget_used(b), 11);
+	ck_assert_uint_eq(watch_budget_used(b), way + 10);
 	/* And one lowered: the deepest go first. */
-	watch_budget_set_max(b, 2);
+	watch_budget_set_max(b, way + 1);
 	ck_assert_int_eq(watch_update(w, dirs, n, &r), 0);
 	ck_assert(r.capped);
 	ck_assert_uint_eq(watch_count(w), 1);
-	ck_assert_uint_eq(watch_budget_used(b), 2);
+	ck_assert_uint_eq(watch_budget_used(b), way + 1);
 	close_and_wait(w);
 	watch_budget_free(b);
 	free(root);
@@ -223,7 +226,8 @@ START_TEST(test_budget_is_shared_and_given_back)
 	struct snap_dir d1[16], d2[16];
 	size_t n1, n2;
 	char *r1 = make_tree("one", d1, &n1), *r2 = make_tree("two", d2, &n2);
-	struct watch_budget *b = watch_budget_new(15);
+	size_t way = (size_t)tu_way_len(r1);
+	struct watch_budget *b = watch_budget_new(2 * way + 13);
 	struct watch *w1 = NULL, *w2 = NULL;
 	struct seen s1 = {0}, s2 = {0};
 	struct watch_result r;
@@ -233,19 +237,19 @@ START_TEST(test_budget_is_shared_and_given_back)
 	ck_assert_int_eq(watch_update(w1, d1, n1, &r), 0);
 	ck_assert(!r.capped);
 	ck_assert_uint_eq(watch_count(w1), 10);
-	/* Two parents and ten leave three for the second. */
+	/* The two ways to the roots and ten leave three for the second. */
 	ck_assert_int_eq(watch_update(w2, d2, n2, &r), 0);
 	ck_assert(r.capped);
 	ck_assert_uint_eq(watch_count(w2), 3);
-	ck_assert_uint_eq(watch_budget_used(b), 15);
+	ck_assert_uint_eq(watch_budget_used(b), 2 * way + 13);
 	/* The first one's watches come back when it closes. */
 	close_and_wait(w1);
-	ck_assert_uint_eq(watch_budget_used(b), 4);
+	ck_assert_uint_eq(watch_budget_used(b), way + 3);
 	ck_assert_int_eq(watch_update(w2, d2, n2, &r), 0);
 	ck_assert(!r.capped);
 	ck_assert_uint_eq(r.added, 7);
 	ck_assert_uint_eq(watch_count(w2), 10);
-	ck_assert_uint_eq(watch_budget_used(b), 11);
+	ck_assert_uint_eq(watch_budget_used(b), way + 10);
 	close_and_wait(w2);
 	ck_assert_uint_eq(watch_budget_used(b), 0);
 	watch_budget_free(b);
@@ -254,11 +258,12 @@ START_TEST(test_budget_is_shared_and_given_back)
 }
 END_TEST
 
-START_TEST(test_parent_is_watched_past_the_budget)
+START_TEST(test_way_to_the_root_is_watched_past_the_budget)
 {
 	struct snap_dir dirs[16];
 	size_t n;
 	char *root = make_tree("src", dirs, &n);
+	size_t way = (size_t)tu_way_len(root);
 	struct watch_budget *b = watch_budget_new(1);
 	struct watch *w1 = NULL, *w2 = NULL;
 	struct seen seen = {0};
@@ -266,16 +271,50 @@ START_TEST(test_parent_is_watched_past_the_budget)
 
 	ck_assert_int_eq(watch_new(&loop, root, b, on_change, &seen, &w1), 0);
 	ck_assert_int_eq(watch_new(&loop, root, b, on_change, &seen, &w2), 0);
-	ck_assert_uint_eq(watch_budget_used(b), 2);
+	ck_assert_uint_eq(watch_budget_used(b), 2 * way);
 	ck_assert_int_eq(watch_update(w2, dirs, n, &r), 0);
 	ck_assert(r.capped);
 	ck_assert_uint_eq(watch_count(w2), 0);
-	ck_assert_uint_eq(watch_budget_used(b), 2);
+	ck_assert_uint_eq(watch_budget_used(b), 2 * way);
 	close_and_wait(w1);
 	close_and_wait(w2);
 	ck_assert_uint_eq(watch_budget_used(b), 0);
 	watch_budget_free(b);
 	free(root);
+}
+END_TEST
+
+/* A symbolic link on the way to the root swapped for one to another
+ * directory (a release deployed as current -> rel2) is told as an event
+ * on the root, and the way is looked up again: a directory on the new
+ * way renamed is told too, one only on the old way no more. */
+START_TEST(test_a_link_swapped_on_the_way_is_seen)
+{
+	char *r1 = tu_path(tmp, "rel1"), *r2 = tu_path(tmp, "rel2");
+	char *cur = tu_path(tmp, "current"), *next = tu_path(tmp, "next");
+	char *root = tu_path(cur, "src"), *gone = tu_path(tmp, "gone");
+	tu_write(r1, "src/f", "1", 0644);
+	tu_write(r2, "src/f", "1", 0644);
+	ck_assert_int_eq(symlink("rel1", cur), 0);
+	struct watch *w = NULL;
+	struct seen seen = {0};
+
+	ck_assert_int_eq(watch_new(&loop, root, NULL, on_change, &seen, &w), 0);
+	ck_assert_int_eq(symlink("rel2", next), 0);
+	ck_assert_int_eq(rename(next, cur), 0);
+	run_until(&seen, "current");
+	ck_assert_int_eq(rename(r1, gone), 0);
+	ck_assert_int_eq(rename(r2, r1), 0);
+	run_until(&seen, "rel2");
+	ck_assert(!saw(&seen, "gone"));
+	ck_assert(!saw(&seen, "rel1"));
+	close_and_wait(w);
+	free(gone);
+	free(root);
+	free(next);
+	free(cur);
+	free(r2);
+	free(r1);
 }
 END_TEST
 
@@ -302,11 +341,13 @@ static Suite *watch_suite(void)
 	Suite *s = suite_create("watch");
 	TCase *tc = tcase_create("budget");
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30); /* past run_until()'s deadline */
 	tcase_add_test(tc, test_a_directory_swapped_after_the_read_is_not_watched);
 	tcase_add_test(tc, test_budget_watches_the_root_then_the_nearest_levels);
 	tcase_add_test(tc, test_a_level_that_fits_in_part_goes_in_path_order);
 	tcase_add_test(tc, test_budget_is_shared_and_given_back);
-	tcase_add_test(tc, test_parent_is_watched_past_the_budget);
+	tcase_add_test(tc, test_way_to_the_root_is_watched_past_the_budget);
+	tcase_add_test(tc, test_a_link_swapped_on_the_way_is_seen);
 	tcase_add_test(tc, test_default_is_half_the_kernel_limit);
 	suite_add_tcase(s, tc);
 	return s;

@@ -529,6 +529,23 @@ void tu_nap(int ms)
 	nanosleep(&ts, NULL);
 }
 
+int tu_way_len(const char *path)
+{
+	char *copy = strdup(path);
+	ck_assert_ptr_nonnull(copy);
+	char *slash = strrchr(copy, '/');
+	ck_assert_ptr_nonnull(slash);
+	*slash = '\0';
+	char *parent = realpath(*copy ? copy : "/", NULL);
+	ck_assert_ptr_nonnull(parent);
+	int n = 1;
+	for (const char *c = parent; *c; c++)
+		n += *c == '/' && c[1] != '\0';
+	free(parent);
+	free(copy);
+	return n;
+}
+
 int tu_scale(int ms)
 {
 	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");

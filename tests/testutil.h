@@ -170,5 +170,9 @@ long long tu_now_ms(void);
 void tu_nap(int ms);
 /* Scales a timeout by $CK_TIMEOUT_MULTIPLIER (valgrind, sanitizers). */
 int tu_scale(int ms);
+/* The directories a lookup of `path` goes through, its parent included,
+ * as the daemon watches them (watch.c): the components of its parent's
+ * real path, and "/".  The parent must exist. */
+int tu_way_len(const char *path);
 
 #endif
