@@ -146,6 +146,7 @@ struct sync {
 	 * row found the target not as published. */
 	struct pathset tnames;
 	unsigned repairs;
+	uint64_t repair_ms; /* when the last such check failed (uv_now) */
 	/* What changed since the publish under way read the source. */
 	struct publish_dirty dirty;
 	size_t events;
@@ -446,7 +447,11 @@ static void check_target_names(struct sync *s)
 				  ? target_changed(s)
 				  : NULL;
 	if (bad == NULL) {
-		s->repairs = 0;
+		/* Not at once: the put-back's own changes are found as
+		 * published, and an operator who keeps undoing it would
+		 * get a warning and a publish each time. */
+		if (uv_now(s->loop) - s->repair_ms > BACKOFF_MAX_MS)
+			s->repairs = 0;
 	} else if (!s->verify_due) {
 		/* Else a full check is due already. */
 		char *name = log_escape(*bad ? bad : "an entry");
@@ -457,6 +462,7 @@ static void check_target_names(struct sync *s)
 		free(name);
 		s->verify_due = true;
 		s->repairs++;
+		s->repair_ms = uv_now(s->loop);
 		debounce_timer_retry(&s->db, repair_wait_ms(s));
 	}
 	pathset_fini(&s->tnames);

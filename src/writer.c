@@ -3234,6 +3234,26 @@ static int data_present(struct writer *w, char **err)
 	return rc;
 }
 
+/* The live generation renamed or replaced by hand while this writer
+ * holds it: what the held descriptor shows is not what readers find, so
+ * it is let go, opened again by name, and every file checked. */
+static void live_moved(struct writer *w)
+{
+	struct stat a, b;
+
+	if (w->o.dry_run || w->live_gen == NULL || w->live_foreign ||
+	    w->live_fd < 0 || fstat(w->live_fd, &b) < 0)
+		return;
+	if (fstatat(w->dfd, w->live_gen, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino && b.st_nlink > 0)
+		return;
+	close(w->live_fd);
+	w->live_fd = -1;
+	free(w->live_ok);
+	w->live_ok = NULL;
+	w->verify_live = true;
+}
+
 int writer_prepare(struct writer *w, struct snapshot *s,
 		   struct writer_pending **out, struct writer_result *r,
 		   char **err)
@@ -3250,6 +3270,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	memset(r, 0, sizeof(*r));
 	w->warned_live = 0;
 	verify_join(w);
+	live_moved(w);
 	if (w->live_gen && w->live_fd < 0 && !w->live_foreign)
 		w->live_fd = open_live(w);
 	if (rc == 0) {
