@@ -239,7 +239,7 @@ static void out_recorded(struct out *o, const struct timespec *taken,
 	char boot[64];
 
 	out_str(o, "\nrecorded ");
-	out_dec(o, (uint64_t)taken->tv_sec, ' ');
+	out_snum(o, (int64_t)taken->tv_sec, ' ');
 	out_dec(o, (uint64_t)taken->tv_nsec, '\n');
 	boot_id(boot, sizeof(boot));
 	out_str(o, flushed ? "flushed 1 " : "flushed 0 ");

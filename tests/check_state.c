@@ -1040,6 +1040,25 @@ END_TEST
 
 /* A record that fails says which file could not be written: the journal
  * (here a directory is in its way), or the state file written whole. */
+/* A source read at a time before 1970 (a clock set wrong) is written
+ * with its sign, and loads again. */
+START_TEST(test_negative_recorded_time_round_trips)
+{
+	struct snapshot *s = sample(), *got = NULL;
+	char *gen = NULL;
+	bool sound;
+	s->taken.tv_sec = -796135962;
+	s->taken.tv_nsec = 842035611;
+	ck_assert_int_eq(state_save(dfd, s, "..g1", true), 0);
+	ck_assert_int_eq(state_load(dfd, 1000, &got, &gen, &sound), 0);
+	ck_assert_int_eq(got->taken.tv_sec, -796135962);
+	ck_assert_int_eq(got->taken.tv_nsec, 842035611);
+	snapshot_free(got);
+	snapshot_free(s);
+	free(gen);
+}
+END_TEST
+
 START_TEST(test_failed_record_names_its_file)
 {
 	struct state_log l;
@@ -1221,6 +1240,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_error_file_others_could_write_is_not_trusted);
 	tcase_add_test(tc, test_error_file_replaces_what_is_planted);
 	tcase_add_test(tc, test_failed_record_names_its_file);
+	tcase_add_test(tc, test_negative_recorded_time_round_trips);
 	suite_add_tcase(s, tc);
 	return s;
 }
