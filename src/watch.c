@@ -102,6 +102,13 @@ size_t watch_default_max(bool *from_kernel)
 
 static void anc_update(struct watch *w);
 
+static void names_clear(struct wentry *e)
+{
+	for (size_t i = 0; i < e->nnames; i++)
+		free(e->names[i]);
+	e->nnames = 0;
+}
+
 static bool has_name(const struct wentry *e, const char *name)
 {
 	for (size_t i = 0; i < e->nnames; i++)
@@ -162,8 +169,7 @@ static void on_close(uv_handle_t *h)
 	struct wentry *e = h->data;
 	struct watch *w = e->w;
 
-	for (size_t i = 0; i < e->nnames; i++)
-		free(e->names[i]);
+	names_clear(e);
 	free(e->names);
 	free(e->rel);
 	free(e->base);
@@ -344,9 +350,7 @@ static struct wentry *anc_entry(struct watch *w, struct wentry **old,
 		if (old[i] && !old[i]->stale && strcmp(old[i]->rel, dir) == 0) {
 			e = old[i];
 			old[i] = NULL;
-			for (size_t k = 0; k < e->nnames; k++)
-				free(e->names[k]);
-			e->nnames = 0;
+			names_clear(e);
 			return e;
 		}
 	if (entry_start(w, dir, &e) < 0)

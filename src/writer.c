@@ -1267,22 +1267,33 @@ static int visible_state(const struct writer *w, const char *name,
 	return 0;
 }
 
+/* The live generation's name still names the directory the writer
+ * holds (live_fd), which is not removed. */
+static bool live_fd_current(const struct writer *w)
+{
+	struct stat a, b;
+
+	return fstat(w->live_fd, &b) == 0 && b.st_nlink > 0 &&
+	       fstatat(w->dfd, w->live_gen, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 /* ..data names the live generation, which is still there: the very
  * directory the writer holds, not removed. */
 static bool live_in_place(const struct writer *w)
 {
-	struct stat a, b;
+	struct stat a;
 	char *t = NULL;
 	bool same = fsutil_readlinkat(w->dfd, WRITER_DATA, &t) == 0 &&
 		    strcmp(t, w->live_gen) == 0;
 
 	free(t);
-	if (!same || fstatat(w->dfd, w->live_gen, &a, AT_SYMLINK_NOFOLLOW) < 0)
+	if (!same)
 		return false;
-	if (w->live_fd < 0)
-		return S_ISDIR(a.st_mode);
-	return fstat(w->live_fd, &b) == 0 && b.st_nlink > 0 &&
-	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	if (w->live_fd >= 0)
+		return live_fd_current(w);
+	return fstatat(w->dfd, w->live_gen, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISDIR(a.st_mode);
 }
 
 static bool visible_in_place(const struct writer *w, const char *name)
@@ -3239,13 +3250,8 @@ static int data_present(struct writer *w, char **err)
  * it is let go, opened again by name, and every file checked. */
 static void live_moved(struct writer *w)
 {
-	struct stat a, b;
-
 	if (w->o.dry_run || w->live_gen == NULL || w->live_foreign ||
-	    w->live_fd < 0 || fstat(w->live_fd, &b) < 0)
-		return;
-	if (fstatat(w->dfd, w->live_gen, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    a.st_dev == b.st_dev && a.st_ino == b.st_ino && b.st_nlink > 0)
+	    w->live_fd < 0 || live_fd_current(w))
 		return;
 	close(w->live_fd);
 	w->live_fd = -1;
