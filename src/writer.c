@@ -3223,6 +3223,18 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	return rc;
 }
 
+/* ..data that is not a symlink (a directory made in its place, say):
+ * no rename can replace a directory with a link, and what someone put
+ * there is not ours to remove.  Refused until it is moved away, with the
+ * same words as at a start. */
+static int data_in_the_way(struct writer *w, char **err)
+{
+	return log_err_set(err, -EEXIST,
+			   "target %s: %s exists and is not a symlink; not "
+			   "publishing until it is moved away",
+			   w->path, WRITER_DATA);
+}
+
 /* ..data removed, or naming another entry, while this writer has its
  * live generation: put back, so that readers find it again even when
  * nothing is to be published. */
@@ -3231,9 +3243,15 @@ static int data_present(struct writer *w, char **err)
 	char *t = NULL;
 	struct stat st;
 
-	if (w->o.dry_run || w->live_gen == NULL || w->live_foreign)
+	if (w->o.dry_run)
 		return 0;
 	int rc = fsutil_readlinkat(w->dfd, WRITER_DATA, &t);
+	if (rc == -EINVAL)
+		return data_in_the_way(w, err);
+	if (w->live_gen == NULL || w->live_foreign) {
+		free(t);
+		return 0;
+	}
 	bool other = rc == 0 && strcmp(t, w->live_gen) != 0;
 	if ((rc == -ENOENT || other) &&
 	    fstatat(w->dfd, w->live_gen, &st, AT_SYMLINK_NOFOLLOW) == 0)

@@ -1502,6 +1502,55 @@ START_TEST(test_removed_data_is_put_back)
 }
 END_TEST
 
+/* A directory made where ..data was: no rename puts the link back over
+ * it, and it is not ours to remove.  Every publish is refused, with a
+ * line that says what to do and no change to the live generation,
+ * until it is moved away; then the link is put back. */
+START_TEST(test_data_replaced_by_a_directory_is_refused)
+{
+	struct writer *w = open_writer();
+	struct writer_result r = {0};
+	char *data = tu_path(dst, "..data");
+	char *err = NULL;
+
+	tu_write(src, "a", "1", 0644);
+	publish_ok(w);
+	char *gen = tu_live(dst);
+	ck_assert_int_eq(unlink(data), 0);
+	ck_assert_int_eq(mkdir(data, 0755), 0);
+	tu_write(dst, "..data/mine", "operator's", 0644);
+	for (int change = 0; change < 2; change++) {
+		if (change)
+			tu_write(src, "a", "2", 0644);
+		ck_assert_int_eq(publish_tree(w, &r, &err), -EEXIST);
+		ck_assert_ptr_nonnull(err);
+		ck_assert_ptr_nonnull(strstr(err, "..data exists and is not a "
+						  "symlink; not publishing until "
+						  "it is moved away"));
+		free(err);
+		err = NULL;
+		ck_assert(!r.published);
+		writer_result_fini(&r);
+		char *mine = tu_path(data, "mine");
+		char *held = tu_read(mine, NULL);
+		ck_assert_str_eq(held, "operator's");
+		free(held);
+		free(mine);
+		char *g = tu_path(dst, gen);
+		ck_assert_int_eq(access(g, F_OK), 0);
+		free(g);
+	}
+	tu_rmrf(data);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	writer_result_fini(&r);
+	ASSERT_TREES();
+	writer_close(w);
+	free(gen);
+	free(data);
+}
+END_TEST
+
 START_TEST(test_touch_without_change_writes_nothing)
 {
 	struct writer *w = open_writer();
@@ -4610,6 +4659,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_restart_trusts_the_state_its_journal_completes);
 	tcase_add_test(tc, test_state_of_another_generation_is_not_gone_on_with);
 	tcase_add_test(tc, test_removed_data_is_put_back);
+	tcase_add_test(tc, test_data_replaced_by_a_directory_is_refused);
 	tcase_add_test(tc, test_touch_without_change_writes_nothing);
 	tcase_add_test(tc, test_unchanged_files_are_reused_not_copied);
 	tcase_add_test(tc, test_a_generation_written_whole_counts_both_halves);
