@@ -23,12 +23,20 @@ void debounce_retry(struct debounce *d, uint64_t at)
 		d->not_before = at;
 }
 
+void debounce_want(struct debounce *d, uint64_t at)
+{
+	d->retry = true;
+	if (at > d->wanted_at)
+		d->wanted_at = at;
+}
+
 uint64_t debounce_due(const struct debounce *d)
 {
 	if (d->running || (!d->pending && !d->retry))
 		return DEBOUNCE_NEVER;
 	if (!d->pending)
-		return d->not_before;
+		return d->not_before > d->wanted_at ? d->not_before
+						    : d->wanted_at;
 	uint64_t due = d->last + d->quiet_ms;
 	if (d->max_ms > 0 && d->first + d->max_ms < due)
 		due = d->first + d->max_ms;
@@ -43,7 +51,7 @@ bool debounce_fire(struct debounce *d, uint64_t now)
 		return false;
 	d->pending = d->retry = false;
 	d->running = true;
-	d->not_before = 0;
+	d->not_before = d->wanted_at = 0;
 	return true;
 }
 

@@ -18,6 +18,8 @@ struct debounce {
 	bool running;	     /* a publish is under way */
 	uint64_t first, last; /* first and last event of the pending burst */
 	uint64_t not_before; /* earliest time of the next publish (backoff) */
+	uint64_t wanted_at;  /* a publish wanted without a change, not
+				before then; changes do not wait for it */
 };
 
 void debounce_init(struct debounce *d, uint64_t quiet_ms, uint64_t max_ms);
@@ -27,6 +29,11 @@ void debounce_event(struct debounce *d, uint64_t now);
  * re-scan); changes still wait for their quiet period, but never publish
  * before `at`. */
 void debounce_retry(struct debounce *d, uint64_t at);
+/* Publish at `at` even without a new event (a put-back once the target
+ * is quiet), but hold no change back for it: a burst pending meanwhile
+ * publishes when its quiet period or maximum delay is over, and takes
+ * the wanted publish with it. */
+void debounce_want(struct debounce *d, uint64_t at);
 /* When the next publish is due; DEBOUNCE_NEVER when nothing is pending or
  * a publish is running. */
 uint64_t debounce_due(const struct debounce *d);

@@ -463,7 +463,7 @@ static void check_target_names(struct sync *s)
 		s->verify_due = true;
 		s->repairs++;
 		s->repair_ms = uv_now(s->loop);
-		debounce_timer_retry(&s->db, repair_wait_ms(s));
+		debounce_timer_want(&s->db, repair_wait_ms(s));
 	}
 	pathset_fini(&s->tnames);
 	pathset_init(&s->tnames);
@@ -486,9 +486,10 @@ static void on_target_watch(void *data, const char *dir, const char *name,
 		pathset_add_all(&s->tnames);
 	else
 		(void)pathset_add(&s->tnames, name, strlen(name));
-	/* A put-back due waits for the target to be quiet. */
+	/* A put-back due waits for the target to be quiet; a change in
+	 * the source does not wait for it (and puts back what it finds). */
 	if (s->repairs > 0 && s->verify_due)
-		debounce_timer_retry(&s->db, repair_wait_ms(s));
+		debounce_timer_want(&s->db, repair_wait_ms(s));
 	if (s->state == ST_IDLE)
 		check_target_names(s);
 }

@@ -1624,6 +1624,50 @@ START_TEST(test_what_is_removed_in_the_target_is_put_back)
 }
 END_TEST
 
+/* Touches a name of its own in `dir` every 100 ms until killed: an
+ * operator at work in the target. */
+static pid_t start_toucher(const char *dir)
+{
+	char *junk = tu_path(dir, "operator.tmp");
+	pid_t p = fork();
+	ck_assert_int_ge(p, 0);
+	if (p == 0) {
+		const struct timespec ts = {.tv_nsec = 100 * 1000000L};
+		for (;;) {
+			int fd = open(junk, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+			if (fd >= 0)
+				close(fd);
+			unlink(junk);
+			nanosleep(&ts, NULL);
+		}
+	}
+	free(junk);
+	return p;
+}
+
+/* A put-back waits for the target to be quiet, and each event there
+ * pushes it on; a change in the source must not wait with it, or an
+ * operator busy in the target would hold every change back. */
+START_TEST(test_a_busy_target_holds_no_change_back)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	tu_write(src, "other.conf", "o1", 0644);
+	start_adhoc("100");
+	converge(src, dst, 5000);
+	char *vis = tu_path(dst, "other.conf");
+	ck_assert_int_eq(unlink(vis), 0);
+	wait_log("checking the target whole", 1, 5000);
+	pid_t t = start_toucher(dst);
+	tu_write(src, "app.conf", "v2", 0644);
+	/* Published, and the link put back with it, while the target is
+	 * still busy. */
+	converge(src, dst, 3000);
+	tu_kill(t);
+	stop_daemon();
+	free(vis);
+}
+END_TEST
+
 /* An rm -rf of the whole target while the daemon idles removes the live
  * generation and visible links before the target: that is not put back
  * under it (rm would fail, the directory not empty), and once the target
@@ -1779,6 +1823,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_target_removed_or_moved_is_published_anew);
 	tcase_add_test(tc, test_what_is_removed_in_the_target_is_put_back);
 	tcase_add_test(tc, test_rm_rf_of_the_target_is_not_fought_over);
+	tcase_add_test(tc, test_a_busy_target_holds_no_change_back);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);

@@ -113,6 +113,45 @@ START_TEST(test_retry_without_changes_fires_exactly_when_due)
 }
 END_TEST
 
+/* A publish wanted once the target is quiet, pushed on as it keeps
+ * changing, holds no change of the source back: the burst publishes in
+ * its own time, and the maximum delay still bounds a stream. */
+START_TEST(test_want_holds_no_change_back)
+{
+	struct debounce d;
+	debounce_init(&d, 100, 300);
+	debounce_want(&d, 1000);
+	ck_assert_uint_eq(debounce_due(&d), 1000);
+	ck_assert(!debounce_fire(&d, 999));
+	debounce_event(&d, 10);
+	ck_assert_uint_eq(debounce_due(&d), 110);
+	for (uint64_t t = 0; t < 300; t += 50) {
+		debounce_want(&d, t + 1000); /* pushed on and on */
+		debounce_event(&d, t);
+	}
+	ck_assert_uint_eq(debounce_due(&d), 310);
+	ck_assert(debounce_fire(&d, 310));
+	debounce_done(&d);
+	/* Taken by that publish: nothing is left to fire. */
+	ck_assert_uint_eq(debounce_due(&d), DEBOUNCE_NEVER);
+	/* Without a change it fires when wanted, and never before a
+	 * backoff. */
+	debounce_want(&d, 2000);
+	debounce_retry(&d, 2500);
+	ck_assert_uint_eq(debounce_due(&d), 2500);
+	ck_assert(debounce_fire(&d, 2500));
+	debounce_done(&d);
+	debounce_retry(&d, 3000);
+	debounce_want(&d, 3400);
+	ck_assert_uint_eq(debounce_due(&d), 3400);
+	/* A backoff still holds a change back. */
+	debounce_event(&d, 3010);
+	ck_assert_uint_eq(debounce_due(&d), 3110);
+	debounce_retry(&d, 3600);
+	ck_assert_uint_eq(debounce_due(&d), 3600);
+}
+END_TEST
+
 START_TEST(test_event_long_after_burst_starts_new_window)
 {
 	struct debounce d;
@@ -138,6 +177,7 @@ static Suite *debounce_suite(void)
 	tcase_add_test(tc, test_max_delay_bounds_a_constant_stream);
 	tcase_add_test(tc, test_events_while_running_give_exactly_one_more);
 	tcase_add_test(tc, test_zero_quiet_period_fires_at_once);
+	tcase_add_test(tc, test_want_holds_no_change_back);
 	tcase_add_test(tc, test_retry_waits_for_backoff_even_without_events);
 	tcase_add_test(tc, test_event_long_after_burst_starts_new_window);
 	tcase_add_test(tc, test_retry_without_changes_fires_exactly_when_due);
