@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,18 +17,29 @@
 
 #define STATE_MAGIC "atomsync-state 3"
 
-/* This boot of the machine, to tell whether unflushed data survived. */
-static void boot_id(char *buf, size_t size)
+/* This boot of the machine, to tell whether unflushed data survived:
+ * read once, as it cannot change while we run (a journal of a thousand
+ * records would otherwise read it a thousand times at a start). */
+static char boot_buf[64];
+static pthread_once_t boot_once = PTHREAD_ONCE_INIT;
+
+static void boot_read(void)
 {
 	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
 
-	snprintf(buf, size, "unknown");
+	snprintf(boot_buf, sizeof(boot_buf), "unknown");
 	if (f) {
-		if (fgets(buf, (int)size, f) == NULL)
-			snprintf(buf, size, "unknown");
-		buf[strcspn(buf, "\n ")] = '\0';
+		if (fgets(boot_buf, (int)sizeof(boot_buf), f) == NULL)
+			snprintf(boot_buf, sizeof(boot_buf), "unknown");
+		boot_buf[strcspn(boot_buf, "\n ")] = '\0';
 		fclose(f);
 	}
+}
+
+static const char *boot_id(void)
+{
+	pthread_once(&boot_once, boot_read);
+	return boot_buf;
 }
 
 static bool needs_escape(unsigned char c)
@@ -236,14 +248,11 @@ static void out_entry(struct out *o, const struct snap_entry *e)
 static void out_recorded(struct out *o, const struct timespec *taken,
 			 bool flushed)
 {
-	char boot[64];
-
 	out_str(o, "\nrecorded ");
 	out_snum(o, (int64_t)taken->tv_sec, ' ');
 	out_dec(o, (uint64_t)taken->tv_nsec, '\n');
-	boot_id(boot, sizeof(boot));
 	out_str(o, flushed ? "flushed 1 " : "flushed 0 ");
-	out_str(o, boot);
+	out_str(o, boot_id());
 	out_str(o, "\n");
 }
 
@@ -760,15 +769,13 @@ static int parse_flushed(const char *line, bool *flushed, const char **boot)
 static int parse_recorded(struct reader *r, struct timespec *taken,
 			  bool *sound, bool *was_flushed)
 {
-	char now[64];
-	const char *boot;
+	const char *was, *now = boot_id();
 
 	if (parse_taken(next_line(r), taken) < 0 ||
-	    parse_flushed(next_line(r), was_flushed, &boot) < 0)
+	    parse_flushed(next_line(r), was_flushed, &was) < 0)
 		return -EINVAL;
-	boot_id(now, sizeof(now));
 	*sound = *was_flushed ||
-		 (strcmp(boot, now) == 0 && strcmp(now, "unknown") != 0);
+		 (strcmp(was, now) == 0 && strcmp(now, "unknown") != 0);
 	return 0;
 }
 
