@@ -819,12 +819,7 @@ const char *fsutil_writers(mode_t mode)
 	return mode & 0020 ? "its group" : "others";
 }
 
-/* A directory whose names only root or we can change: owned by one of us
- * and not writable by others, unless sticky (as /tmp is: there only an
- * entry's owner may rename or remove it), or on a file system mounted
- * read-only (a Kubernetes ConfigMap volume's directory is 0777, but only
- * a remount, which takes root, could change it). */
-static bool trusted_dir(int fd, const struct stat *st)
+bool fsutil_trusted_dir(int fd, const struct stat *st)
 {
 	struct statvfs vfs;
 
@@ -929,7 +924,7 @@ static int chase_link(struct chase *c, int lfd, const struct stat *lst,
 				"symlink %s is owned by uid %u; refusing to "
 				"follow it",
 				where, (unsigned)lst->st_uid);
-	else if (!trusted_dir(c->fd, &c->st))
+	else if (!fsutil_trusted_dir(c->fd, &c->st))
 		rc = chase_fail(c, -EPERM,
 				"symlink %s is in a directory that %s can "
 				"change; refusing to follow it",
@@ -977,7 +972,7 @@ static int chase_last(struct chase *c, const char *name, unsigned how,
  * only root or we can change. */
 static int chase_trusted(struct chase *c)
 {
-	if (trusted_dir(c->fd, &c->st))
+	if (fsutil_trusted_dir(c->fd, &c->st))
 		return 0;
 	if (!fsutil_trusted_uid(c->st.st_uid))
 		return chase_fail(c, -EPERM,

@@ -81,6 +81,14 @@ pid_t fsutil_flock_holder_of(const struct stat *st);
 
 /* Root and the user atomsyncd runs as: who may own what it trusts. */
 bool fsutil_trusted_uid(uid_t uid);
+/* Whether only root or we can change the names in the directory open as
+ * `fd` (any kind, O_PATH too), whose metadata is `st`: owned by one of us
+ * and not writable by others, unless sticky (as /tmp is: there only an
+ * entry's owner may rename or remove it), or on a file system mounted
+ * read-only (a Kubernetes ConfigMap volume's directory is 0777, but only
+ * a remount, which takes root, could change it).  A symbolic link is
+ * followed only in such a directory. */
+bool fsutil_trusted_dir(int fd, const struct stat *st);
 /* Whether the directory `st`, found in the directory `in`, may be
  * emptied, or taken over (chown, chmod) as one of a generation's: where
  * a user other than root and us can write `in`, only one with the owner

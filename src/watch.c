@@ -221,6 +221,10 @@ static int entry_start(struct watch *w, const char *path, struct wentry **out)
 
 /* Symbolic links followed on the way to the root, as the kernel does. */
 #define WATCH_MAX_LINKS 40
+/* Directories watched on the way: far more than any real path has, and
+ * few enough that looking the way up again (one lstat(2) of a longer
+ * path each) stays quick on the loop. */
+#define WATCH_MAX_HOPS 256
 
 /* A directory on the way, and a name looked up in it. */
 struct hop {
@@ -280,9 +284,29 @@ static char *way_step(const char *dir, const char *name, size_t len)
 	return p;
 }
 
+/* Whether the link `lst`, found in `dir`, is one a read follows (see
+ * fsutil_chase()): another user's link, or one in a directory others
+ * can change, ends the way (the read refuses it, in one line), so that
+ * nobody but root or us can make the way long or lead it anywhere. */
+static bool way_follows(const char *dir, const struct stat *lst)
+{
+	struct stat st;
+	bool ok = false;
+
+	if (!fsutil_trusted_uid(lst->st_uid))
+		return false;
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		ok = fstat(fd, &st) == 0 && fsutil_trusted_dir(fd, &st);
+		close(fd);
+	}
+	return ok;
+}
+
 /* The directories a lookup of the absolute path `root` goes through,
- * each with the name looked up in it, symbolic links followed, down to
- * the root itself or the first name that is missing or no directory. */
+ * each with the name looked up in it, symbolic links followed as a read
+ * follows them, down to the root itself, the first name that is missing
+ * or no directory, or WATCH_MAX_HOPS names. */
 static int way_of(const char *root, struct way *y)
 {
 	char *dir = strdup("/"), *rest = strdup(root), *link = NULL;
@@ -299,6 +323,8 @@ static int way_of(const char *root, struct way *y)
 		at += len;
 		if (len == 1 && name[0] == '.')
 			continue;
+		if (y->n == WATCH_MAX_HOPS)
+			break; /* watched up to here */
 		if (!(len == 2 && memcmp(name, "..", 2) == 0))
 			rc = way_add(y, dir, name, len);
 		char *next = rc == 0 ? way_step(dir, name, len) : NULL;
@@ -309,6 +335,7 @@ static int way_of(const char *root, struct way *y)
 			break; /* the way ends here: watched up to it */
 		}
 		if (S_ISLNK(st.st_mode) && ++links <= WATCH_MAX_LINKS &&
+		    way_follows(dir, &st) &&
 		    fsutil_readlinkat(AT_FDCWD, next, &link) == 0) {
 			/* The link's text, then what was left. */
 			char *r = NULL;

@@ -318,6 +318,69 @@ START_TEST(test_a_link_swapped_on_the_way_is_seen)
 }
 END_TEST
 
+/* Watches the way to `root` alone and says how many watches it took. */
+static size_t way_watches(const char *root)
+{
+	struct watch_budget *b = watch_budget_new(1);
+	struct watch *w = NULL;
+	struct seen seen = {0};
+
+	ck_assert_int_eq(watch_new(&loop, root, b, on_change, &seen, &w), 0);
+	size_t used = watch_budget_used(b);
+	close_and_wait(w);
+	watch_budget_free(b);
+	return used;
+}
+
+/* Another user's link on the way, or any link in a directory another
+ * user can change, is not followed (a read refuses it): nobody else can
+ * lead the way anywhere or make root watch a chain of their own.  A way
+ * of root's own is watched to WATCH_MAX_HOPS directories at most. */
+START_TEST(test_the_way_follows_no_link_another_user_controls)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "this test gives a link to another user: run it as root");
+	const unsigned atk = 2009;
+	char *theirs = tu_path(tmp, "theirs"), *cur = tu_path(theirs, "cur");
+	char *root = tu_path(cur, "src");
+	tu_mkdirs(theirs, 0755);
+	tu_mkdeep(theirs, "d", 50);
+	char target[128] = "d";
+	for (int i = 1; i < 50; i++)
+		strcat(target, "/d");
+	ck_assert_int_eq(symlink(target, cur), 0);
+	/* Up to and with `theirs`, where "cur" is looked up. */
+	size_t up_to = (size_t)tu_way_len(cur);
+	ck_assert_uint_eq(way_watches(root), up_to + 50); /* root's own */
+	ck_assert_int_eq(lchown(cur, atk, 100), 0);
+	ck_assert_uint_eq(way_watches(root), up_to);
+	ck_assert_int_eq(lchown(cur, 0, 0), 0);
+	ck_assert_int_eq(chown(theirs, atk, 100), 0);
+	ck_assert_uint_eq(way_watches(root), up_to);
+	ck_assert_int_eq(chown(theirs, 0, 0), 0);
+	ck_assert_int_eq(chmod(theirs, 0777), 0);
+	ck_assert_uint_eq(way_watches(root), up_to);
+	ck_assert_int_eq(chmod(theirs, 01777), 0); /* sticky: as /tmp */
+	ck_assert_uint_eq(way_watches(root), up_to + 50);
+	/* 300 directories deep, root's own. */
+	char *deep = tu_path(tmp, "deep");
+	tu_mkdirs(deep, 0755);
+	tu_mkdeep(deep, "d", 300);
+	char *far = malloc(strlen(deep) + 2 * 300 + 8);
+	ck_assert_ptr_nonnull(far);
+	strcpy(far, deep);
+	for (int i = 0; i < 300; i++)
+		strcat(far, "/d");
+	strcat(far, "/src");
+	ck_assert_uint_eq(way_watches(far), 256);
+	free(far);
+	free(deep);
+	free(root);
+	free(cur);
+	free(theirs);
+}
+END_TEST
+
 START_TEST(test_default_is_half_the_kernel_limit)
 {
 	bool kernel = false;
@@ -348,6 +411,7 @@ static Suite *watch_suite(void)
 	tcase_add_test(tc, test_budget_is_shared_and_given_back);
 	tcase_add_test(tc, test_way_to_the_root_is_watched_past_the_budget);
 	tcase_add_test(tc, test_a_link_swapped_on_the_way_is_seen);
+	tcase_add_test(tc, test_the_way_follows_no_link_another_user_controls);
 	tcase_add_test(tc, test_default_is_half_the_kernel_limit);
 	suite_add_tcase(s, tc);
 	return s;
