@@ -124,12 +124,44 @@ void publish_fini(struct publish *p)
 /* The configured path is the target: one removed, or moved away, by an
  * operator is made anew (and locked anew) rather than left missing or
  * published into where it went. */
+/* A target moved away with nothing in its place, from a directory that
+ * another user can change: that user may have moved it, and could move
+ * each copy made anew away again, filling the disk with root's files.
+ * It is made anew only once root (or we) made the directory again; one
+ * of someone else's is refused when it is opened. */
+static int remake_refused(struct publish *p)
+{
+	char *why = NULL;
+	int fd = fsutil_chase(p->c->target, 0, O_RDONLY | O_DIRECTORY, NULL,
+			      NULL);
+
+	if (fd != -ENOENT) {
+		if (fd >= 0)
+			close(fd);
+		return 0; /* something there: opened and checked */
+	}
+	fd = fsutil_chase(p->c->target, FSUTIL_CHASE_TRUSTED,
+			  O_RDONLY | O_DIRECTORY, NULL, &why);
+	if (fd >= 0)
+		close(fd);
+	if (fd == -EPERM)
+		log_err_set(&p->err, fd,
+			    "target %s was moved away, and %s; not making it "
+			    "anew (whoever moved it could move each copy away "
+			    "again): make it again, as root, to publish to it",
+			    p->c->target, why ? why : strerror(-fd));
+	free(why);
+	return fd == -EPERM ? fd : 0;
+}
+
 static int check_target(struct publish *p)
 {
 	int rc = writer_check_target(p->w, &p->err);
 
 	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
 		return rc;
+	if (rc == -ESTALE && remake_refused(p) < 0)
+		return -EPERM;
 	log_msg(LOG_LVL_WARN, p->c->name,
 		"target %s was %s; publishing it anew", p->c->target,
 		rc == -ENOENT ? "removed"

@@ -1624,6 +1624,46 @@ START_TEST(test_what_is_removed_in_the_target_is_put_back)
 }
 END_TEST
 
+/* A target in a directory every user can write: whoever moves it away
+ * there could move each copy made anew away again (root's files, which
+ * they cannot remove), so it is not made anew until root makes it. */
+START_TEST(test_a_target_others_moved_away_is_not_made_anew)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "this test acts as another user: run it as root");
+	char *par = tu_path(tmp, "shared"), *tgt = tu_path(par, "tgt");
+	char *cmd = NULL;
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	tu_mkdirs(par, 0777);
+	ck_assert_int_eq(chmod(par, 0777), 0);
+	tu_write(src, "app.conf", "v1", 0644);
+	const char *argv[] = {tu_bin(), "--source", src, "--target", tgt,
+			      "--debounce", "0", "--log-level", "debug", NULL};
+	pid = tu_spawn(argv, logpath);
+	converge(src, tgt, 5000);
+	wait_log("unchanged", 1, 5000);
+	ck_assert_int_ne(asprintf(&cmd, "mv %s %s/theirs", tgt, par), -1);
+	ck_assert_int_eq(tu_sh_as(2009, cmd), 0);
+	wait_log("was moved away, and directory", 1, 5000);
+	wait_log("not making it anew", 1, 1000);
+	tu_write(src, "app.conf", "v2", 0644);
+	wait_log("still failing: target", 1, 5000);
+	ck_assert_int_ne(access(tgt, F_OK), 0);
+	/* Made again by root: published to. */
+	ck_assert_int_eq(mkdir(tgt, 0755), 0);
+	converge(src, tgt, tu_scale(10000));
+	/* The copy moved away is left as it was. */
+	char *old = tu_path(par, "theirs/app.conf"), *data = tu_read(old, NULL);
+	ck_assert_str_eq(data, "v1");
+	stop_daemon();
+	free(data);
+	free(old);
+	free(cmd);
+	free(tgt);
+	free(par);
+}
+END_TEST
+
 /* Touches a name of its own in `dir` every 100 ms until killed: an
  * operator at work in the target. */
 static pid_t start_toucher(const char *dir)
@@ -1824,6 +1864,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_what_is_removed_in_the_target_is_put_back);
 	tcase_add_test(tc, test_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_a_busy_target_holds_no_change_back);
+	tcase_add_test(tc, test_a_target_others_moved_away_is_not_made_anew);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
