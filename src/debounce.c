@@ -30,17 +30,30 @@ void debounce_want(struct debounce *d, uint64_t at)
 		d->wanted_at = at;
 }
 
+void debounce_hasten(struct debounce *d, uint64_t at)
+{
+	if (at > d->hasten_at)
+		d->hasten_at = at;
+}
+
+/* The backoff's end, as debounce_hasten() may have brought it nearer. */
+static uint64_t floor_of(const struct debounce *d)
+{
+	return d->hasten_at && d->hasten_at < d->not_before ? d->hasten_at
+							     : d->not_before;
+}
+
 uint64_t debounce_due(const struct debounce *d)
 {
 	if (d->running || (!d->pending && !d->retry))
 		return DEBOUNCE_NEVER;
+	uint64_t floor = floor_of(d);
 	if (!d->pending)
-		return d->not_before > d->wanted_at ? d->not_before
-						    : d->wanted_at;
+		return floor > d->wanted_at ? floor : d->wanted_at;
 	uint64_t due = d->last + d->quiet_ms;
 	if (d->max_ms > 0 && d->first + d->max_ms < due)
 		due = d->first + d->max_ms;
-	return due > d->not_before ? due : d->not_before;
+	return due > floor ? due : floor;
 }
 
 bool debounce_fire(struct debounce *d, uint64_t now)
@@ -51,7 +64,7 @@ bool debounce_fire(struct debounce *d, uint64_t now)
 		return false;
 	d->pending = d->retry = false;
 	d->running = true;
-	d->not_before = d->wanted_at = 0;
+	d->not_before = d->wanted_at = d->hasten_at = 0;
 	return true;
 }
 

@@ -20,6 +20,8 @@ struct debounce {
 	uint64_t not_before; /* earliest time of the next publish (backoff) */
 	uint64_t wanted_at;  /* a publish wanted without a change, not
 				before then; changes do not wait for it */
+	uint64_t hasten_at;  /* the backoff ends then at the latest (0:
+				not shortened) */
 };
 
 void debounce_init(struct debounce *d, uint64_t quiet_ms, uint64_t max_ms);
@@ -34,6 +36,12 @@ void debounce_retry(struct debounce *d, uint64_t at);
  * publishes when its quiet period or maximum delay is over, and takes
  * the wanted publish with it. */
 void debounce_want(struct debounce *d, uint64_t at);
+/* Something that may have ended the cause of a failure happened (the
+ * target was changed by hand): the backoff ends at `at` at the latest.
+ * Called again, `at` moves on, but never past the backoff, so that
+ * events that keep coming cannot make failing publishes more frequent
+ * than it allows. */
+void debounce_hasten(struct debounce *d, uint64_t at);
 /* When the next publish is due; DEBOUNCE_NEVER when nothing is pending or
  * a publish is running. */
 uint64_t debounce_due(const struct debounce *d);

@@ -58,3 +58,9 @@ void debounce_timer_want(struct debounce_timer *t, uint64_t delay_ms)
 	debounce_want(&t->d, uv_now(t->timer.loop) + delay_ms);
 	debounce_timer_arm(t);
 }
+
+void debounce_timer_hasten(struct debounce_timer *t, uint64_t delay_ms)
+{
+	debounce_hasten(&t->d, uv_now(t->timer.loop) + delay_ms);
+	debounce_timer_arm(t);
+}

@@ -25,5 +25,7 @@ void debounce_timer_done(struct debounce_timer *t);
 void debounce_timer_retry(struct debounce_timer *t, uint64_t delay_ms);
 /* debounce_want() in `delay_ms`. */
 void debounce_timer_want(struct debounce_timer *t, uint64_t delay_ms);
+/* debounce_hasten() in `delay_ms`. */
+void debounce_timer_hasten(struct debounce_timer *t, uint64_t delay_ms);
 
 #endif

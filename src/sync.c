@@ -426,13 +426,18 @@ static const char *target_changed(struct sync *s)
  * whole target removes the live generation first and the target last,
  * and that is published anew, not fought over.  Longer each time checks
  * keep failing after a publish, so nothing can make this spin. */
+static uint64_t quiet_wait_ms(const struct sync *s)
+{
+	return s->c->debounce_ms > REPAIR_QUIET_MS ? s->c->debounce_ms
+						   : REPAIR_QUIET_MS;
+}
+
 static uint64_t repair_wait_ms(const struct sync *s)
 {
 	if (s->repairs > 1)
 		return backoff_ms(s->repairs - 1, BACKOFF_MIN_MS,
 				  BACKOFF_MAX_MS);
-	return s->c->debounce_ms > REPAIR_QUIET_MS ? s->c->debounce_ms
-						   : REPAIR_QUIET_MS;
+	return quiet_wait_ms(s);
 }
 
 /* What an operator removed or replaced in the target (..data, the live
@@ -477,6 +482,11 @@ static void on_target_watch(void *data, const char *dir, const char *name,
 	(void)dir;
 	if (s->phase == PH_STOPPING)
 		return;
+	/* While publishing fails, a change to the target or the way to it
+	 * may be the operator's fix: tried once it is quiet, not after
+	 * the rest of the backoff (never more often than the backoff). */
+	if (s->failures > 0)
+		debounce_timer_hasten(&s->db, quiet_wait_ms(s));
 	if (root) {
 		/* The target's own name in its parent. */
 		debounce_timer_event(&s->db);

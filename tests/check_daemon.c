@@ -1624,6 +1624,27 @@ START_TEST(test_what_is_removed_in_the_target_is_put_back)
 }
 END_TEST
 
+/* Publishing that keeps failing because of something in the target
+ * backs off, up to a minute; the operator's fix is an event there, and
+ * is tried once the target is quiet, not after the rest of the wait. */
+START_TEST(test_a_fix_in_the_target_ends_the_backoff)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	wait_log("unchanged", 1, 5000);
+	char *data = tu_path(dst, "..data");
+	ck_assert_int_eq(unlink(data), 0);
+	ck_assert_int_eq(mkdir(data, 0755), 0);
+	/* The fourth failure: the next attempt is 8 s away. */
+	wait_log("still failing: target", 3, tu_scale(20000));
+	ck_assert_int_eq(rmdir(data), 0);
+	converge(src, dst, 3000);
+	stop_daemon();
+	free(data);
+}
+END_TEST
+
 /* A target in a directory every user can write: whoever moves it away
  * there could move each copy made anew away again (root's files, which
  * they cannot remove), so it is not made anew until root makes it. */
@@ -1865,6 +1886,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_a_busy_target_holds_no_change_back);
 	tcase_add_test(tc, test_a_target_others_moved_away_is_not_made_anew);
+	tcase_add_test(tc, test_a_fix_in_the_target_ends_the_backoff);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);

@@ -152,6 +152,36 @@ START_TEST(test_want_holds_no_change_back)
 }
 END_TEST
 
+/* A backoff after a failure ends sooner once something that may have
+ * fixed its cause has been quiet a while, but events that keep coming
+ * never make the retries more frequent than the backoff. */
+START_TEST(test_hasten_shortens_a_backoff_never_more)
+{
+	struct debounce d;
+	debounce_init(&d, 100, 2000);
+	debounce_event(&d, 0);
+	ck_assert(debounce_fire(&d, 100));
+	debounce_done(&d);
+	debounce_retry(&d, 60000); /* failed: a minute's backoff */
+	debounce_hasten(&d, 5000); /* the target changed at 4000 */
+	ck_assert_uint_eq(debounce_due(&d), 5000);
+	for (uint64_t t = 4000; t < 70000; t += 100)
+		debounce_hasten(&d, t + 1000); /* and keeps changing */
+	ck_assert_uint_eq(debounce_due(&d), 60000);
+	ck_assert(debounce_fire(&d, 60000));
+	debounce_done(&d);
+	/* Taken by that attempt: the next backoff is whole. */
+	debounce_retry(&d, 120000);
+	ck_assert_uint_eq(debounce_due(&d), 120000);
+	/* A change of the source still waits for the backoff; one of the
+	 * target (made during an attempt) brings both nearer. */
+	debounce_event(&d, 70000);
+	ck_assert_uint_eq(debounce_due(&d), 120000);
+	debounce_hasten(&d, 71000);
+	ck_assert_uint_eq(debounce_due(&d), 71000);
+}
+END_TEST
+
 START_TEST(test_event_long_after_burst_starts_new_window)
 {
 	struct debounce d;
@@ -178,6 +208,7 @@ static Suite *debounce_suite(void)
 	tcase_add_test(tc, test_events_while_running_give_exactly_one_more);
 	tcase_add_test(tc, test_zero_quiet_period_fires_at_once);
 	tcase_add_test(tc, test_want_holds_no_change_back);
+	tcase_add_test(tc, test_hasten_shortens_a_backoff_never_more);
 	tcase_add_test(tc, test_retry_waits_for_backoff_even_without_events);
 	tcase_add_test(tc, test_event_long_after_burst_starts_new_window);
 	tcase_add_test(tc, test_retry_without_changes_fires_exactly_when_due);
