@@ -3622,7 +3622,9 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 	struct writer_pending p = {.s = w->live, .standby = true};
 
 	verify_drop(w);
-	if (!writer_standby_wanted(w))
+	/* Nothing is written into a target another user can write (or
+	 * owns) now: the next publish says why. */
+	if (!writer_standby_wanted(w) || target_ours(w, NULL) < 0)
 		return 0;
 	/* What it learns of the live files goes into the live record. */
 	if (snapshot_viewed(w->live))

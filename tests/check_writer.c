@@ -3417,6 +3417,29 @@ static void assert_standby_recycled(struct writer *w, ino_t root)
 	writer_result_fini(&r);
 }
 
+/* A target made writable by others (chmod by root) takes no standby
+ * either: nothing is written into it until it is ours alone again. */
+START_TEST(test_no_standby_in_a_target_others_can_write)
+{
+	struct writer_opts o = opts();
+	atomic_bool stop = false;
+	char *err = NULL;
+
+	tu_write(src, "a/f", "a1", 0644);
+	struct writer *w = burst_writer(&o);
+	int gens = tu_generations(dst);
+	ck_assert(writer_standby_wanted(w));
+	ck_assert_int_eq(chmod(dst, 0777), 0);
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	ck_assert_ptr_null(err);
+	ck_assert_int_eq(tu_generations(dst), gens);
+	ck_assert_int_eq(chmod(dst, 0755), 0);
+	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
+	ck_assert_int_eq(tu_generations(dst), gens + 1);
+	writer_close(w);
+}
+END_TEST
+
 START_TEST(test_standby_is_recycled_into_the_next_generation)
 {
 	struct writer_opts o = opts();
@@ -4696,6 +4719,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_checks_files_others_can_write);
 	tcase_add_test(tc, test_recycle_takes_what_is_due_itself);
 	tcase_add_test(tc, test_standby_is_recycled_into_the_next_generation);
+	tcase_add_test(tc, test_no_standby_in_a_target_others_can_write);
 	tcase_add_test(tc, test_standby_refuses_while_the_live_record_is_read);
 	tcase_add_test(tc, test_one_shot_writer_keeps_no_store);
 	tcase_add_test(tc, test_dry_run_only_reads_the_journal);
