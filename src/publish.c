@@ -124,11 +124,12 @@ void publish_fini(struct publish *p)
 /* The configured path is the target: one removed, or moved away, by an
  * operator is made anew (and locked anew) rather than left missing or
  * published into where it went. */
-/* A target moved away with nothing in its place, from a directory that
- * another user can change: that user may have moved it, and could move
- * each copy made anew away again, filling the disk with root's files.
- * It is made anew only once root (or we) made the directory again; one
- * of someone else's is refused when it is opened. */
+/* A target gone (moved away, or replaced and then removed) with nothing
+ * in its place, in a directory that another user can change: that user
+ * may have moved it, and could move each copy made anew away again,
+ * filling the disk with root's files.  It is made anew only once root
+ * (or we) made the directory again; one of someone else's is refused
+ * when it is opened. */
 static int remake_refused(struct publish *p)
 {
 	char *why = NULL;
@@ -146,9 +147,10 @@ static int remake_refused(struct publish *p)
 		close(fd);
 	if (fd == -EPERM)
 		log_err_set(&p->err, fd,
-			    "target %s was moved away, and %s; not making it "
-			    "anew (whoever moved it could move each copy away "
-			    "again): make it again, as root, to publish to it",
+			    "target %s is gone, and %s; not making it anew "
+			    "(whoever can change that could move each copy "
+			    "away again): make it again, as root, to publish "
+			    "to it",
 			    p->c->target, why ? why : strerror(-fd));
 	free(why);
 	return fd == -EPERM ? fd : 0;
@@ -176,7 +178,7 @@ static int check_target(struct publish *p)
 		lock_lost(p);
 	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
 		return rc;
-	if (rc == -ESTALE && remake_refused(p) < 0)
+	if (remake_refused(p) < 0)
 		return -EPERM;
 	log_msg(LOG_LVL_WARN, p->c->name,
 		"target %s was %s; publishing it anew", p->c->target,
@@ -195,10 +197,13 @@ static int open_target(struct publish *p)
 	if (p->w && p->verify)
 		writer_verify_next(p->w);
 	p->verify = false;
+	if (p->w == NULL && p->had_target && remake_refused(p) < 0)
+		return p->rc = -EPERM;
 	if (p->w == NULL) {
 		struct writer_opts wo = publish_writer_opts(p->c, p->dry_run);
 		wo.one_shot = p->once;
 		p->rc = writer_open(p->c->target, &wo, &p->w, &p->err);
+		p->had_target |= p->rc == 0;
 	}
 	return p->rc;
 }

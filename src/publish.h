@@ -44,6 +44,9 @@ struct publish {
 	const struct conf_sync *c;
 	bool dry_run;
 	struct writer *w;	/* the locked target, NULL until opened */
+	bool had_target;	/* one was opened: gone since, it is made
+				 * anew only where nobody else can change
+				 * the way to it */
 	bool verify;		/* the next prepare checks every live file
 				 * (and reads the whole source) */
 	/* What the next prepare reads again of the source (the caller's to

@@ -1694,12 +1694,26 @@ START_TEST(test_a_target_others_moved_away_is_not_made_anew)
 	wait_log("unchanged", 1, 5000);
 	ck_assert_int_ne(asprintf(&cmd, "mv %s %s/theirs", tgt, par), -1);
 	ck_assert_int_eq(tu_sh_as(2009, cmd), 0);
-	wait_log("was moved away, and directory", 1, 5000);
+	wait_log("is gone, and directory", 1, 5000);
 	wait_log("not making it anew", 1, 1000);
 	tu_write(src, "app.conf", "v2", 0644);
 	wait_log("still failing: target", 1, 5000);
 	ck_assert_int_ne(access(tgt, F_OK), 0);
 	/* Made again by root: published to. */
+	ck_assert_int_eq(mkdir(tgt, 0755), 0);
+	converge(src, tgt, tu_scale(10000));
+	/* Moved away with one of theirs put in its place, removed once
+	 * refused: not made anew either. */
+	free(cmd);
+	ck_assert_int_ne(asprintf(&cmd, "mv %s %s/again && mkdir %s", tgt,
+				  par, tgt), -1);
+	ck_assert_int_eq(tu_sh_as(2009, cmd), 0);
+	wait_log("owned by uid 2009", 1, 5000);
+	int gone = tu_file_count(logpath, "is gone, and directory");
+	ck_assert_int_eq(rmdir(tgt), 0);
+	tu_write(src, "app.conf", "v3", 0644);
+	wait_log("is gone, and directory", gone + 1, 10000);
+	ck_assert_int_ne(access(tgt, F_OK), 0);
 	ck_assert_int_eq(mkdir(tgt, 0755), 0);
 	converge(src, tgt, tu_scale(10000));
 	/* The copy moved away is left as it was. */
