@@ -43,7 +43,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -146,10 +145,6 @@ struct sync {
 	 * once no work item holds the writer; and how many such checks in a
 	 * row found the target not as published. */
 	struct pathset tnames;
-	/* The target directory as the last publish left it (-1: none),
-	 * and a lock made anew in it while a work item held the writer
-	 * (see keep_lock()). */
-	int tdfd, kept_lock;
 	unsigned repairs;
 	uint64_t repair_ms; /* when the last such check failed (uv_now) */
 	/* What changed since the publish under way read the source. */
@@ -484,47 +479,6 @@ static void check_target_names(struct sync *s)
 	pathset_init(&s->tnames);
 }
 
-static void target_fd_update(struct sync *s)
-{
-	int fd = writer_dir_fd(s->pub.w);
-
-	if (s->tdfd >= 0)
-		close(s->tdfd);
-	s->tdfd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-}
-
-/* Our lock file removed while a work item holds the writer (a publish
- * of many files takes a while): made anew and locked here at once, so
- * that no other atomsync takes the target meanwhile; the writer takes
- * it over once the work is done (adopt_lock()).  Only made, never
- * opened: one there already is someone's, and the writer's look at it
- * decides. */
-static void keep_lock(struct sync *s)
-{
-	if (s->tdfd < 0 || s->kept_lock >= 0)
-		return;
-	int fd = openat(s->tdfd, WRITER_LOCK,
-			O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK |
-				O_CLOEXEC,
-			0600);
-	if (fd < 0)
-		return;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		close(fd);
-		return;
-	}
-	s->kept_lock = fd;
-}
-
-static void adopt_lock(struct sync *s)
-{
-	int fd = s->kept_lock;
-
-	s->kept_lock = -1;
-	if (fd >= 0 && (s->pub.w == NULL || writer_adopt_lock(s->pub.w, fd) < 0))
-		close(fd);
-}
-
 static void on_target_watch(void *data, const char *dir, const char *name,
 			    int root)
 {
@@ -533,9 +487,6 @@ static void on_target_watch(void *data, const char *dir, const char *name,
 	(void)dir;
 	if (s->phase == PH_STOPPING)
 		return;
-	if (!root && name && strcmp(name, WRITER_LOCK) == 0 &&
-	    s->state != ST_IDLE)
-		keep_lock(s);
 	/* While publishing fails, a change to the target or the way to it
 	 * may be the operator's fix: tried once it is quiet, not after
 	 * the rest of the backoff (never more often than the backoff). */
@@ -1002,10 +953,8 @@ static void finished_ok(struct sync *s)
 	s->st.files = r->files;
 	s->st.bytes = r->bytes;
 	if (s->pub.w &&
-	    writer_target_id(s->pub.w, &s->tgt_dev, &s->tgt_ino) == 0) {
+	    writer_target_id(s->pub.w, &s->tgt_dev, &s->tgt_ino) == 0)
 		watch_target(s);
-		target_fd_update(s);
-	}
 	debounce_timer_done(&s->db);
 	post_kick(s);
 }
@@ -1242,10 +1191,8 @@ static void on_after_work(uv_work_t *req, int status)
 	default:
 		abort(); /* no work item in the other states */
 	}
-	if (s->state == ST_IDLE) {
-		adopt_lock(s);
+	if (s->state == ST_IDLE)
 		check_target_names(s);
-	}
 	/* In a burst, the next publish recycles a standby.  Not at stop,
 	 * nor with a full check due (what was removed from the target by
 	 * hand is put back only once it is quiet). */
@@ -1275,7 +1222,6 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	publish_init(&s->pub, s->c, o->dry_run);
 	pathset_init(&s->tnames);
 	s->reload_pidfd = c->reload_pid ? hook_pidfd_open(c->reload_pid) : -1;
-	s->tdfd = s->kept_lock = -1;
 	debounce_timer_init(loop, &s->db, c->debounce_ms, c->max_delay_ms,
 			    on_fire);
 	uv_timer_init(loop, &s->resync);
@@ -1320,10 +1266,6 @@ static void on_handle_closed(uv_handle_t *h)
 	hook_changes_fini(&s->post_given);
 	if (s->reload_pidfd >= 0)
 		close(s->reload_pidfd);
-	if (s->tdfd >= 0)
-		close(s->tdfd);
-	if (s->kept_lock >= 0)
-		close(s->kept_lock);
 	free(s->generation);
 	free(s->standby_err);
 	conf_sync_free(s->c);

@@ -183,25 +183,6 @@ int writer_lock_held(const struct writer *w)
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
 }
 
-int writer_adopt_lock(struct writer *w, int fd)
-{
-	struct stat a, b;
-
-	if (w->dfd < 0 || w->lock_fd < 0 || writer_lock_held(w) == 0)
-		return -EEXIST;
-	if (fstatat(w->dfd, WRITER_LOCK, &a, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    fstat(fd, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
-		return -ESTALE;
-	close(w->lock_fd);
-	w->lock_fd = fd;
-	return 0;
-}
-
-int writer_dir_fd(const struct writer *w)
-{
-	return w->dfd;
-}
-
 int writer_check_target(const struct writer *w, char **err)
 {
 	struct stat a, b;

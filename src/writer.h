@@ -163,14 +163,6 @@ int writer_check_name(const struct writer *w, const char *name);
  * target meanwhile; the writer is then to be closed and opened again,
  * which takes the lock anew or finds who holds it. */
 int writer_lock_held(const struct writer *w);
-/* Takes `fd`, a lock on WRITER_LOCK as it is now, made and taken by the
- * caller while the writer's own was removed (the daemon does so while a
- * publish runs): 0, or -EEXIST when the writer holds its own still, or
- * -ESTALE when `fd` is not that file; the caller then closes `fd`. */
-int writer_adopt_lock(struct writer *w, int fd);
-/* The target directory's descriptor (-1 when none), the writer's own:
- * valid until writer_close. */
-int writer_dir_fd(const struct writer *w);
 
 /* Whether the configured path still names the directory the writer
  * holds: -ENOENT when that was removed, -ESTALE when it was moved away

@@ -553,52 +553,6 @@ static int veto_settled(void *arg)
 	       tu_generations(dst) <= 2;
 }
 
-static int path_exists(void *arg)
-{
-	return access((const char *)arg, F_OK) == 0;
-}
-
-/* The lock file removed while a publish is under way (here, waiting for
- * its check): the daemon makes and locks it anew at once, not once the
- * publish is done, so that another atomsync is refused meanwhile; and
- * the writer takes that lock over rather than opening the target again. */
-START_TEST(test_a_lock_removed_during_a_publish_is_kept)
-{
-	char *flag = tu_path(tmp, "slow"), *began = tu_path(tmp, "began");
-	char *lock = tu_path(dst, "..atomsync.lock"), *keys = NULL;
-	char *out = NULL, *err = NULL;
-	tu_write(src, "app.conf", "v1\n", 0644);
-	ck_assert_int_ge(asprintf(&keys, "check_command = sh -c 'test -f %s "
-					 "|| exit 0; touch %s; sleep 3'",
-				  flag, began),
-			 0);
-	start("", keys);
-	wait_target("v1\n");
-	tu_write(tmp, "slow", "", 0644);
-	tu_write(src, "app.conf", "v2\n", 0644);
-	ck_assert(tu_wait_for(path_exists, began, 5000));
-	ck_assert_int_eq(unlink(lock), 0);
-	ck_assert_msg(tu_wait_for(path_exists, lock, 1000),
-		      "the lock file was not made anew during the publish");
-	const char *once[] = {tu_bin(), "--source", src, "--target", dst,
-			      "--once", NULL};
-	ck_assert_int_eq(tu_run(once, &out, &err, 10000), 1);
-	ck_assert_ptr_nonnull(strstr(err, "in use by another atomsyncd"));
-	wait_target("v2\n");
-	ck_assert_int_eq(unlink(flag), 0);
-	tu_write(src, "app.conf", "v3\n", 0644);
-	wait_target("v3\n");
-	stop();
-	ck_assert_int_eq(tu_file_count(logpath, "locking the target anew"), 0);
-	free(out);
-	free(err);
-	free(keys);
-	free(lock);
-	free(began);
-	free(flag);
-}
-END_TEST
-
 START_TEST(test_check_command_veto_keeps_the_old_generation)
 {
 	char *vetoed = tu_path(tmp, "vetoed"), *keys = NULL;
@@ -1583,7 +1537,6 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_hooks_get_no_descriptor_the_daemon_inherited);
 	tcase_add_test(tc, test_shell_syntax_is_warned_about_and_a_missing_program_named);
 	tcase_add_test(tc, test_check_command_veto_keeps_the_old_generation);
-	tcase_add_test(tc, test_a_lock_removed_during_a_publish_is_kept);
 	tcase_add_test(tc, test_change_vetoed_is_published_with_the_next_that_passes);
 	tcase_add_test(tc, test_check_that_times_out_vetoes_even_if_it_exits_0);
 	tcase_add_test(tc, test_hook_ignoring_sigterm_is_killed_at_the_timeout);
