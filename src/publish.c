@@ -156,26 +156,10 @@ static int remake_refused(struct publish *p)
 	return fd == -EPERM ? fd : 0;
 }
 
-/* The lock file removed or replaced while the writer held it: another
- * atomsync may have taken the target meanwhile (and published, or
- * removed a standby), so the writer is opened again, as at a start. */
-static void lock_lost(struct publish *p)
-{
-	log_msg(LOG_LVL_WARN, p->c->name,
-		"target %s: lock file %s was removed or replaced; locking "
-		"the target anew and reading its state again",
-		p->c->target, WRITER_LOCK);
-	writer_close(p->w);
-	p->w = NULL;
-	p->base_live = false;
-}
-
 static int check_target(struct publish *p)
 {
 	int rc = writer_check_target(p->w, &p->err);
 
-	if (rc == 0 && writer_lock_held(p->w) < 0)
-		lock_lost(p);
 	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
 		return rc;
 	if (remake_refused(p) < 0)

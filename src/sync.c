@@ -448,11 +448,6 @@ static void check_target_names(struct sync *s)
 {
 	if (s->tnames.n == 0 && !s->tnames.all)
 		return;
-	/* Our lock file removed: taken anew at once, before another
-	 * atomsync can take the target (see publish.c's check_target). */
-	if (s->pub.w && s->phase != PH_STOPPING &&
-	    writer_lock_held(s->pub.w) < 0)
-		debounce_timer_want(&s->db, 0);
 	const char *bad = s->pub.w && s->phase != PH_STOPPING
 				  ? target_changed(s)
 				  : NULL;

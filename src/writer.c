@@ -171,18 +171,6 @@ const char *writer_live_generation(const struct writer *w)
 
 static int target_ours(const struct writer *w, char **err);
 
-int writer_lock_held(const struct writer *w)
-{
-	struct stat a, b;
-
-	if (w->dfd < 0 || w->lock_fd < 0)
-		return 0;
-	if (fstatat(w->dfd, WRITER_LOCK, &a, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    fstat(w->lock_fd, &b) < 0)
-		return -ESTALE;
-	return a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : -ESTALE;
-}
-
 int writer_check_target(const struct writer *w, char **err)
 {
 	struct stat a, b;

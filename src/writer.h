@@ -157,13 +157,6 @@ const char *writer_live_generation(const struct writer *w);
  * every top-level name with NULL. */
 int writer_check_name(const struct writer *w, const char *name);
 
-/* Whether WRITER_LOCK in the target is still the file the writer holds
- * the lock of: -ESTALE when it was removed or replaced (by hand, or by
- * an rm -rf that met a publish), and another atomsync could take the
- * target meanwhile; the writer is then to be closed and opened again,
- * which takes the lock anew or finds who holds it. */
-int writer_lock_held(const struct writer *w);
-
 /* Whether the configured path still names the directory the writer
  * holds: -ENOENT when that was removed, -ESTALE when it was moved away
  * or the path names another directory, or another negative errno with

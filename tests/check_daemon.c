@@ -1624,35 +1624,6 @@ START_TEST(test_what_is_removed_in_the_target_is_put_back)
 }
 END_TEST
 
-/* The lock file removed while the daemon runs (by hand, or by an rm -rf
- * that met a put-back): the daemon takes the target's lock anew at
- * once, so that another atomsync is refused rather than writing into
- * the target beside it. */
-START_TEST(test_a_removed_lock_file_is_taken_anew)
-{
-	char *out = NULL, *err = NULL;
-	tu_write(src, "app.conf", "v1", 0644);
-	start_adhoc("0");
-	converge(src, dst, 5000);
-	wait_log("unchanged", 1, 5000);
-	char *lock = tu_path(dst, "..atomsync.lock");
-	ck_assert_int_eq(unlink(lock), 0);
-	wait_log("lock file ..atomsync.lock was removed or replaced", 1,
-		 5000);
-	wait_log("unchanged", 2, 5000);
-	const char *once[] = {tu_bin(), "--source", src, "--target", dst,
-			      "--once", NULL};
-	ck_assert_int_eq(tu_run(once, &out, &err, 10000), 1);
-	ck_assert_ptr_nonnull(strstr(err, "in use by another atomsyncd"));
-	tu_write(src, "app.conf", "v2", 0644);
-	converge(src, dst, 5000);
-	stop_daemon();
-	free(lock);
-	free(out);
-	free(err);
-}
-END_TEST
-
 /* Publishing that keeps failing because of something in the target
  * backs off, up to a minute; the operator's fix is an event there, and
  * is tried once the target is quiet, not after the rest of the wait. */
@@ -1930,7 +1901,6 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_a_busy_target_holds_no_change_back);
 	tcase_add_test(tc, test_a_target_others_moved_away_is_not_made_anew);
 	tcase_add_test(tc, test_a_fix_in_the_target_ends_the_backoff);
-	tcase_add_test(tc, test_a_removed_lock_file_is_taken_anew);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
