@@ -3504,11 +3504,13 @@ bool writer_standby_wanted(const struct writer *w)
 	/* A standby a change stopped, when no publish took it, is gone on
 	 * with; a replaced generation that is due is recycled into one, off
 	 * the way of the next change (see standby_begin()). */
+	/* Nothing is written into a target another user can write (or
+	 * owns) now: the next publish says why. */
 	return (w->burst || none) && !w->o.dry_run &&
 	       (!w->spare || standby_resumable(w) ||
 		w->spare_kind == SPARE_REPLACED) &&
 	       w->live && w->live_fd >= 0 && !w->live_foreign &&
-	       !w->verify_live;
+	       !w->verify_live && target_ours(w, NULL) == 0;
 }
 
 /* The directories a standby stopped at entry `k` of `s` did not finish:
@@ -3610,9 +3612,7 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 	struct writer_pending p = {.s = w->live, .standby = true};
 
 	verify_drop(w);
-	/* Nothing is written into a target another user can write (or
-	 * owns) now: the next publish says why. */
-	if (!writer_standby_wanted(w) || target_ours(w, NULL) < 0)
+	if (!writer_standby_wanted(w))
 		return 0;
 	/* What it learns of the live files goes into the live record. */
 	if (snapshot_viewed(w->live))

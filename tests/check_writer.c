@@ -3430,6 +3430,7 @@ START_TEST(test_no_standby_in_a_target_others_can_write)
 	int gens = tu_generations(dst);
 	ck_assert(writer_standby_wanted(w));
 	ck_assert_int_eq(chmod(dst, 0777), 0);
+	ck_assert(!writer_standby_wanted(w));
 	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
 	ck_assert_ptr_null(err);
 	ck_assert_int_eq(tu_generations(dst), gens);
