@@ -1729,6 +1729,9 @@ START_TEST(test_a_busy_target_holds_no_change_back)
 	tu_write(src, "other.conf", "o1", 0644);
 	start_adhoc("100");
 	converge(src, dst, 5000);
+	/* Its visible links are made after ..data names it: wait for the
+	 * re-read that follows the publish. */
+	wait_log("unchanged", 1, 5000);
 	char *vis = tu_path(dst, "other.conf");
 	ck_assert_int_eq(unlink(vis), 0);
 	wait_log("checking the target whole", 1, 5000);
