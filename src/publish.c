@@ -129,7 +129,8 @@ void publish_fini(struct publish *p)
  * may have moved it, and could move each copy made anew away again,
  * filling the disk with root's files.  It is made anew only once root
  * (or we) made the directory again; one of someone else's is refused
- * when it is opened. */
+ * when it is opened.  1 when something is there, 0 when nothing is and
+ * it may be made, -EPERM when it may not. */
 static int remake_refused(struct publish *p)
 {
 	char *why = NULL;
@@ -139,7 +140,7 @@ static int remake_refused(struct publish *p)
 	if (fd != -ENOENT) {
 		if (fd >= 0)
 			close(fd);
-		return 0; /* something there: opened and checked */
+		return 1; /* something there: opened (not made) and checked */
 	}
 	fd = fsutil_chase(p->c->target, FSUTIL_CHASE_TRUSTED,
 			  O_RDONLY | O_DIRECTORY, NULL, &why);
@@ -181,11 +182,16 @@ static int open_target(struct publish *p)
 	if (p->w && p->verify)
 		writer_verify_next(p->w);
 	p->verify = false;
-	if (p->w == NULL && p->had_target && remake_refused(p) < 0)
+	/* Once it had one, a missing target is made only where nobody
+	 * else can change the way to it; one there is opened without
+	 * making it, should it be removed meanwhile. */
+	int there = p->w == NULL && p->had_target ? remake_refused(p) : 0;
+	if (there < 0)
 		return p->rc = -EPERM;
 	if (p->w == NULL) {
 		struct writer_opts wo = publish_writer_opts(p->c, p->dry_run);
 		wo.one_shot = p->once;
+		wo.no_create = there == 1;
 		p->rc = writer_open(p->c->target, &wo, &p->w, &p->err);
 		p->had_target |= p->rc == 0;
 	}

@@ -833,8 +833,9 @@ static int open_target(struct writer *w, char **err)
 {
 	bool created = false;
 	char *why = NULL;
-	int fd = fsutil_chase(w->path, w->o.dry_run ? 0 : FSUTIL_CHASE_MKDIR,
-			      O_RDONLY | O_DIRECTORY, &created, &why);
+	unsigned how = w->o.dry_run || w->o.no_create ? 0 : FSUTIL_CHASE_MKDIR;
+	int fd = fsutil_chase(w->path, how, O_RDONLY | O_DIRECTORY, &created,
+			      &why);
 
 	if (fd >= 0) {
 		/* mkdir is subject to the umask; the layout wants 0755.
@@ -844,6 +845,10 @@ static int open_target(struct writer *w, char **err)
 		w->dfd = fd;
 		fs_kind(fd, &w->in_memory, &w->exact_dino);
 		return target_ours(w, err);
+	} else if (fd == -ENOENT && w->o.no_create) {
+		log_err_set(err, fd, "target %s: gone as it was opened; "
+				     "looked for again",
+			    w->path);
 	} else if (fd == -ENOENT && !w->o.dry_run) {
 		log_err_set(err, fd, "target %s: parent directory does not "
 				     "exist (%s)",

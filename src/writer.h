@@ -46,6 +46,7 @@ struct writer_opts {
 	bool one_shot;	    /* one publish, then the writer is closed: the
 			       live record is not kept ready for reads to
 			       come (see snapshot_supersede) */
+	bool no_create;	    /* a missing target is an error, not made */
 };
 
 struct writer_result {
