@@ -349,6 +349,18 @@ static int open_live(struct writer *w)
 	return fd;
 }
 
+/* ..data that is not a symlink (a directory made in its place, say):
+ * no rename can replace a directory with a link, and what someone put
+ * there is not ours to remove; refused, with `then` saying what follows
+ * (at a start and at each publish alike). */
+static int data_in_the_way(const struct writer *w, const char *then,
+			   char **err)
+{
+	return log_err_set(err, -EEXIST, "target %s: %s exists and is not a "
+					 "symlink; %s",
+			   w->path, WRITER_DATA, then);
+}
+
 /* What ..data names; NULL (and 0) when there is none. */
 static int read_live(struct writer *w, char **gen, char **err)
 {
@@ -359,10 +371,8 @@ static int read_live(struct writer *w, char **gen, char **err)
 	if (rc == -ENOENT)
 		return 0;
 	if (rc == -EINVAL)
-		return log_err_set(err, -EEXIST,
-			       "target %s: %s exists and is not a symlink; "
-			       "refusing to manage this directory",
-			       w->path, WRITER_DATA);
+		return data_in_the_way(w, "refusing to manage this directory",
+				       err);
 	if (rc < 0)
 		return log_err_set(err, rc, "target %s: reading %s: %s", w->path,
 			       WRITER_DATA, strerror(-rc));
@@ -3228,18 +3238,6 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	return rc;
 }
 
-/* ..data that is not a symlink (a directory made in its place, say):
- * no rename can replace a directory with a link, and what someone put
- * there is not ours to remove.  Refused until it is moved away, with the
- * same words as at a start. */
-static int data_in_the_way(struct writer *w, char **err)
-{
-	return log_err_set(err, -EEXIST,
-			   "target %s: %s exists and is not a symlink; not "
-			   "publishing until it is moved away",
-			   w->path, WRITER_DATA);
-}
-
 /* ..data removed, or naming another entry, while this writer has its
  * live generation: put back, so that readers find it again even when
  * nothing is to be published. */
@@ -3252,7 +3250,9 @@ static int data_present(struct writer *w, char **err)
 		return 0;
 	int rc = fsutil_readlinkat(w->dfd, WRITER_DATA, &t);
 	if (rc == -EINVAL)
-		return data_in_the_way(w, err);
+		return data_in_the_way(w, "not publishing until it is moved "
+					  "away",
+				       err);
 	if (w->live_gen == NULL || w->live_foreign) {
 		free(t);
 		return 0;
