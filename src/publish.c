@@ -121,9 +121,6 @@ void publish_fini(struct publish *p)
 	p->base_live = false;
 }
 
-/* The configured path is the target: one removed, or moved away, by an
- * operator is made anew (and locked anew) rather than left missing or
- * published into where it went. */
 /* A target gone (moved away, or replaced and then removed) with nothing
  * in its place, in a directory that another user can change: that user
  * may have moved it, and could move each copy made anew away again,
@@ -157,6 +154,9 @@ static int remake_refused(struct publish *p)
 	return fd == -EPERM ? fd : 0;
 }
 
+/* The configured path is the target: one removed, or moved away, by an
+ * operator is made anew (and locked anew) rather than left missing or
+ * published into where it went. */
 static int check_target(struct publish *p)
 {
 	int rc = writer_check_target(p->w, &p->err);

@@ -422,16 +422,17 @@ static const char *target_changed(struct sync *s)
 	return NULL;
 }
 
-/* How long a put-back waits for the target to be quiet: an rm -rf of the
- * whole target removes the live generation first and the target last,
- * and that is published anew, not fought over.  Longer each time checks
- * keep failing after a publish, so nothing can make this spin. */
+/* How long the target must have been quiet: a second, or debounce_ms. */
 static uint64_t quiet_wait_ms(const struct sync *s)
 {
 	return s->c->debounce_ms > REPAIR_QUIET_MS ? s->c->debounce_ms
 						   : REPAIR_QUIET_MS;
 }
 
+/* How long a put-back waits for the target to be quiet: an rm -rf of the
+ * whole target removes the live generation first and the target last,
+ * and that is published anew, not fought over.  Longer each time checks
+ * keep failing after a publish, so nothing can make this spin. */
 static uint64_t repair_wait_ms(const struct sync *s)
 {
 	if (s->repairs > 1)

@@ -3508,9 +3508,9 @@ bool writer_standby_wanted(const struct writer *w)
 
 	/* A standby a change stopped, when no publish took it, is gone on
 	 * with; a replaced generation that is due is recycled into one, off
-	 * the way of the next change (see standby_begin()). */
-	/* Nothing is written into a target another user can write (or
-	 * owns) now: the next publish says why. */
+	 * the way of the next change (see standby_begin()).  Nothing is
+	 * written into a target another user can write (or owns) now: the
+	 * next publish says why. */
 	return (w->burst || none) && !w->o.dry_run &&
 	       (!w->spare || standby_resumable(w) ||
 		w->spare_kind == SPARE_REPLACED) &&
