@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -751,29 +752,95 @@ pid_t fsutil_flock_holder(int fd)
 	return fstat(fd, &st) < 0 ? 0 : fsutil_flock_holder_of(&st);
 }
 
+/* The next lock /proc/locks lists as a flock(2) lock held (not waited
+ * for): its holder and file.  "3: FLOCK  ADVISORY  WRITE 4242 fd:01:1234
+ * 0 EOF", the device in hex; a process waiting for a lock has "->"
+ * before FLOCK.  False at the end. */
+static bool next_flock(FILE *f, char **line, size_t *cap, pid_t *pid,
+		       dev_t *dev, unsigned long long *ino)
+{
+	while (getline(line, cap, f) > 0) {
+		char kind[8];
+		long p;
+		unsigned maj, min;
+		if (sscanf(*line, "%*d: %7s %*s %*s %ld %x:%x:%llu", kind, &p,
+			   &maj, &min, ino) == 5 &&
+		    strcmp(kind, "FLOCK") == 0 && p > 0) {
+			*pid = (pid_t)p;
+			*dev = makedev(maj, min);
+			return true;
+		}
+	}
+	return false;
+}
+
 pid_t fsutil_flock_holder_of(const struct stat *st)
 {
 	FILE *f;
 	char *line = NULL;
 	size_t cap = 0;
-	pid_t holder = 0;
+	pid_t pid, holder = 0;
+	dev_t dev;
+	unsigned long long ino;
 
 	if ((f = fopen("/proc/locks", "re")) == NULL)
 		return 0;
-	/* "3: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF", the device in
-	 * hex; a process waiting for a lock has "->" before FLOCK. */
-	while (holder == 0 && getline(&line, &cap, f) > 0) {
-		char kind[8];
-		long pid;
-		unsigned maj, min;
-		unsigned long long ino;
-		if (sscanf(line, "%*d: %7s %*s %*s %ld %x:%x:%llu", kind, &pid,
-			   &maj, &min, &ino) == 5 &&
-		    strcmp(kind, "FLOCK") == 0 && pid > 0 &&
-		    maj == major(st->st_dev) && min == minor(st->st_dev) &&
-		    ino == (unsigned long long)st->st_ino)
-			holder = (pid_t)pid;
+	while (holder == 0 && next_flock(f, &line, &cap, &pid, &dev, &ino))
+		if (dev == st->st_dev && ino == (unsigned long long)st->st_ino)
+			holder = pid;
+	free(line);
+	fclose(f);
+	return holder;
+}
+
+/* Whether process `pid` has directory `dir` open, and the file of
+ * inode `ino` on its device open with no name left, private to root or
+ * us as a lock file is (any user can lock a file of theirs and open a
+ * target they can read, to keep every writer out).  /proc/PID/fd/N,
+ * stat(2)ed, is the file itself, removed or not, and nothing is opened
+ * (a FIFO there cannot block). */
+static bool holds_removed_lock(pid_t pid, const struct stat *dir,
+			       unsigned long long ino)
+{
+	char path[48];
+	bool has_dir = false, has_lock = false;
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%ld/fd", (long)pid);
+	if ((d = opendir(path)) == NULL)
+		return false;
+	while ((!has_dir || !has_lock) && (e = readdir(d)) != NULL) {
+		if (fstatat(dirfd(d), e->d_name, &st, 0) < 0 ||
+		    st.st_dev != dir->st_dev)
+			continue;
+		if (st.st_ino == dir->st_ino && S_ISDIR(st.st_mode))
+			has_dir = true;
+		else if (st.st_ino == ino && S_ISREG(st.st_mode) &&
+			 st.st_nlink == 0 && fsutil_trusted_uid(st.st_uid) &&
+			 (st.st_mode & 0077) == 0)
+			has_lock = true;
 	}
+	closedir(d);
+	return has_dir && has_lock;
+}
+
+pid_t fsutil_removed_lock_holder(const struct stat *dir)
+{
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
+	pid_t pid, holder = 0, self = getpid();
+	dev_t dev;
+	unsigned long long ino;
+
+	if ((f = fopen("/proc/locks", "re")) == NULL)
+		return 0;
+	while (holder == 0 && next_flock(f, &line, &cap, &pid, &dev, &ino))
+		if (dev == dir->st_dev && pid != self &&
+		    holds_removed_lock(pid, dir, ino))
+			holder = pid;
 	free(line);
 	fclose(f);
 	return holder;

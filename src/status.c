@@ -50,6 +50,7 @@ struct view {
 	uint64_t files, bytes;
 	/* who holds the target's lock */
 	pid_t holder;
+	bool lock_removed; /* it holds a lock file that was removed */
 	char *comm;
 	/* the error file */
 	int err_rc;
@@ -142,6 +143,10 @@ static void read_daemon(struct view *v)
 	v->holder = fstatat(v->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) == 0
 			    ? fsutil_flock_holder_of(&st)
 			    : 0;
+	if (v->holder <= 0 && fstat(v->dfd, &st) == 0) {
+		v->holder = fsutil_removed_lock_holder(&st);
+		v->lock_removed = v->holder > 0;
+	}
 	if (v->holder <= 0)
 		return;
 	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)v->holder);
@@ -351,11 +356,13 @@ static void print_daemon(FILE *out, const struct view *v)
 {
 	if (v->dfd < 0)
 		put(out, "daemon:", "cannot tell: the target cannot be opened");
-	else if (v->holder > 0 && v->comm)
-		put(out, "daemon:", "running, pid %ld (%s)", (long)v->holder,
-		    v->comm);
 	else if (v->holder > 0)
-		put(out, "daemon:", "running, pid %ld", (long)v->holder);
+		put(out, "daemon:", "running, pid %ld%s%s%s%s", (long)v->holder,
+		    v->comm ? " (" : "", v->comm ? v->comm : "",
+		    v->comm ? ")" : "",
+		    v->lock_removed ? "; its lock file was removed: restart "
+				      "it to lock the target again"
+				    : "");
 	else
 		put(out, "daemon:", "not running (nothing holds the target's "
 		    "lock)");

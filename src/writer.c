@@ -890,6 +890,26 @@ static int open_lock(struct writer *w)
 	return fd;
 }
 
+/* Taking the lock file is not enough when it was removed (by root) while
+ * another writer held it: that one keeps its lock and would go on
+ * publishing beside us. */
+static int removed_lock(struct writer *w, char **err)
+{
+	struct stat st;
+	pid_t other;
+
+	if (fstat(w->dfd, &st) < 0)
+		return 0;
+	other = fsutil_removed_lock_holder(&st);
+	if (other <= 0)
+		return 0;
+	return log_err_set(err, -EBUSY,
+			   "target %s: in use by another atomsyncd (pid %ld), "
+			   "whose lock file %s was removed; restart that one "
+			   "to lock the target again",
+			   w->path, (long)other, WRITER_LOCK);
+}
+
 /* One writer per target.  The lock is on a file only root or we can
  * open: anyone can open a directory of mode 0755, and flock() it to
  * keep every writer out. */
@@ -903,7 +923,7 @@ static int lock_target(struct writer *w, char **err)
 				   w->path, WRITER_LOCK,
 				   strerror(-w->lock_fd));
 	if (flock(w->lock_fd, LOCK_EX | LOCK_NB) == 0)
-		return 0;
+		return removed_lock(w, err);
 	int rc = -errno;
 	if (rc != -EWOULDBLOCK)
 		return log_err_set(err, rc, "target %s: lock: %s", w->path,

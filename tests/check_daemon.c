@@ -802,18 +802,11 @@ START_TEST(test_failing_mapping_does_not_stop_others)
 }
 END_TEST
 
-/* A second atomsyncd on a locked target says whose it is and what it
- * does: --once gives up with status 1, a daemon waits and takes over. */
-START_TEST(test_target_locked_by_another_daemon)
+/* The daemon holds the target, whose lock `text` names: --once gives up
+ * with status 1, a second daemon says so once and waits, and takes the
+ * target over when the first stops. */
+static void kept_out_then_taken_over(const char *text)
 {
-	tu_write(src, "a", "first", 0644);
-	start_adhoc("0");
-	converge(src, dst, 3000);
-	char *text;
-	ck_assert_int_ge(asprintf(&text, "in use by another atomsyncd (pid %ld)",
-				  (long)pid),
-			 0);
-
 	const char *once[] = {tu_bin(), "--source", src, "--target", dst,
 			      "--once", NULL};
 	char *err;
@@ -844,8 +837,41 @@ START_TEST(test_target_locked_by_another_daemon)
 	/* Said once, not at every retry. */
 	ck_assert_int_eq(tu_file_count(log2, "in use by another atomsyncd"), 1);
 	stop_daemon();
-	free(text);
 	free(log2);
+}
+
+START_TEST(test_target_locked_by_another_daemon)
+{
+	tu_write(src, "a", "first", 0644);
+	start_adhoc("0");
+	converge(src, dst, 3000);
+	char *text;
+	ck_assert_int_ge(asprintf(&text, "in use by another atomsyncd (pid %ld)",
+				  (long)pid),
+			 0);
+	kept_out_then_taken_over(text);
+	free(text);
+}
+END_TEST
+
+/* A lock file removed (by root) while the daemon holds it: the daemon
+ * keeps its lock on the removed file, and a second atomsyncd, which
+ * takes a new one, still finds the first through /proc and keeps out. */
+START_TEST(test_a_removed_lock_file_still_keeps_others_out)
+{
+	tu_write(src, "a", "first", 0644);
+	start_adhoc("0");
+	converge(src, dst, 3000);
+	char *lock = tu_path(dst, "..atomsync.lock"), *text;
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert_int_ge(asprintf(&text, "in use by another atomsyncd (pid "
+					 "%ld), whose lock file "
+					 "..atomsync.lock was removed",
+				  (long)pid),
+			 0);
+	kept_out_then_taken_over(text);
+	free(lock);
+	free(text);
 }
 END_TEST
 
@@ -1924,6 +1950,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_followed_links_are_watched_where_they_lead);
 	tcase_add_test(tc, test_failing_mapping_does_not_stop_others);
 	tcase_add_test(tc, test_target_locked_by_another_daemon);
+	tcase_add_test(tc, test_a_removed_lock_file_still_keeps_others_out);
 	tcase_add_test(tc, test_sigusr1_logs_status_and_keeps_running);
 	tcase_add_test(tc, test_dry_run_daemon_writes_nothing);
 	tcase_add_test(tc, test_failing_mapping_records_its_error_in_the_target);

@@ -352,6 +352,84 @@ START_TEST(test_flock_holder_is_found_in_proc_locks)
 }
 END_TEST
 
+/* A child that holds a flock on file `lock` and has `dir` open, until
+ * the parent closes *release; as user `uid` when it is not -1. */
+static pid_t hold_lock(const char *dir, const char *lock, int uid,
+		       int *release)
+{
+	int locked[2], rel[2];
+	char c;
+	ck_assert_int_eq(pipe(locked), 0);
+	ck_assert_int_eq(pipe(rel), 0);
+	pid_t child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		close(locked[0]);
+		close(rel[1]);
+		if (uid >= 0 && (setgid((gid_t)uid) < 0 || setuid((uid_t)uid) < 0))
+			_exit(1);
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+		int lfd = open(lock, O_RDWR | O_CREAT, 0600);
+		if (dfd < 0 || lfd < 0 || flock(lfd, LOCK_EX) < 0 ||
+		    write(locked[1], "l", 1) != 1)
+			_exit(1);
+		while (read(rel[0], &c, 1) > 0)
+			;
+		_exit(0);
+	}
+	close(locked[1]);
+	close(rel[0]);
+	ck_assert_int_eq(read(locked[0], &c, 1), 1);
+	close(locked[0]);
+	*release = rel[1];
+	return child;
+}
+
+/* Another user's lock on a removed file of theirs, with the target
+ * open: not a writer's, or any user could keep every writer out. */
+static void another_users_lock_is_not_a_writers(const char *dir,
+						const struct stat *st)
+{
+	char *theirs = mkdir_in("theirs", 0755, OTHER);
+	char *lock = tu_path(theirs, "lock");
+	int release, status;
+	pid_t child = hold_lock(dir, lock, OTHER, &release);
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(st), 0);
+	close(release);
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	free(lock);
+	free(theirs);
+}
+
+/* A lock whose file still has its name is not a removed one (a pidfile
+ * beside the target, say); once removed, its holder is found. */
+START_TEST(test_removed_lock_holder_is_found)
+{
+	char *dir = mkdir_in("target", 0755, -1), *other = mkdir_in("o", 0755, -1);
+	char *lock = tu_path(dir, "..atomsync.lock");
+	struct stat st, ost;
+	int release, status;
+	ck_assert_int_eq(stat(dir, &st), 0);
+	ck_assert_int_eq(stat(other, &ost), 0);
+	another_users_lock_is_not_a_writers(dir, &st);
+	pid_t child = hold_lock(dir, lock, -1, &release);
+	ck_assert_int_eq(fsutil_removed_lock_holder(&st), 0);
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(&st), child);
+	/* Another directory is not the one it has open. */
+	ck_assert_int_eq(fsutil_removed_lock_holder(&ost), 0);
+	close(release);
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(&st), 0);
+	free(lock);
+	free(other);
+	free(dir);
+}
+END_TEST
+
 /* In a mount namespace of its own: a ConfigMap-like layout in a 0777
  * directory of a tmpfs, read-only once written. */
 static int configmap_child(void *arg)
@@ -422,6 +500,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_loops_and_files_on_the_way);
 	tcase_add_test(tc, test_links_on_a_read_only_mount_are_followed);
 	tcase_add_test(tc, test_flock_holder_is_found_in_proc_locks);
+	tcase_add_test(tc, test_removed_lock_holder_is_found);
 	tcase_add_test(tc,
 		       test_write_atomic_replaces_whatever_holds_the_temporary_name);
 	suite_add_tcase(s, tc);

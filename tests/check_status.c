@@ -369,6 +369,35 @@ START_TEST(test_running_daemon_behind_without_error)
 }
 END_TEST
 
+/* The lock file removed under a running daemon: the daemon is still
+ * found, and what to do about the lock is said. */
+START_TEST(test_running_daemon_whose_lock_file_was_removed)
+{
+	char *out, *err, *want, *lock = tu_path(dst, "..atomsync.lock");
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", NULL};
+
+	tu_write(src, "a", "1", 0644);
+	pid = tu_spawn(argv, logpath);
+	wait_log("1 of 1 mapping published");
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert_int_eq(status(&out, &err), 0);
+	ck_assert_int_ge(asprintf(&want, "  daemon:      running, pid %ld "
+				  "(atomsyncd); its lock file was removed: "
+				  "restart it to lock the target again\n",
+				  (long)pid),
+			 0);
+	ASSERT_HAS(out, want);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	free(want);
+	free(out);
+	free(err);
+	free(lock);
+}
+END_TEST
+
 /* Under a running daemon whose mapping fails: the error it recorded,
  * the daemon by its pid; after the fix, in step and no error left. */
 START_TEST(test_running_daemon_failing_then_fixed)
@@ -553,6 +582,7 @@ static Suite *status_suite(void)
 	tcase_add_test(tc, test_every_mapping_of_the_config);
 	tcase_add_test(tc, test_source_is_read_as_a_publish_reads_it);
 	tcase_add_test(tc, test_running_daemon_failing_then_fixed);
+	tcase_add_test(tc, test_running_daemon_whose_lock_file_was_removed);
 	tcase_add_test(tc, test_running_daemon_behind_without_error);
 	tcase_add_test(tc, test_control_bytes_are_escaped);
 	tcase_add_test(tc, test_what_other_users_wrote_is_not_believed);
