@@ -793,14 +793,96 @@ pid_t fsutil_flock_holder_of(const struct stat *st)
 	return holder;
 }
 
-/* Whether process `pid` has directory `dir` open, and the file of
- * inode `ino` on its device open with no name left, private to root or
- * us as a lock file is (any user can lock a file of theirs and open a
- * target they can read, to keep every writer out).  /proc/PID/fd/N,
- * stat(2)ed, is the file itself, removed or not, and nothing is opened
- * (a FIFO there cannot block). */
-static bool holds_removed_lock(pid_t pid, const struct stat *dir,
-			       unsigned long long ino)
+/* A flock(2) lock /proc/locks lists, on the file system looked at. */
+struct held_lock {
+	pid_t pid;
+	unsigned long long ino;
+};
+
+static int held_lock_cmp(const void *a, const void *b)
+{
+	const struct held_lock *x = a, *y = b;
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* The locks others hold on files of device `dev`, by holder (malloc'ed
+ * into *out): a user can hold tens of thousands, each holder is looked
+ * at once.  -errno, or their number. */
+static ssize_t held_locks(dev_t dev, struct held_lock **out)
+{
+	struct held_lock *v = NULL, *nv;
+	size_t n = 0, cap = 0, lcap = 0;
+	char *line = NULL;
+	pid_t pid, self = getpid();
+	dev_t d;
+	unsigned long long ino;
+	FILE *f = fopen("/proc/locks", "re");
+
+	if (f == NULL)
+		return -errno;
+	while (next_flock(f, &line, &lcap, &pid, &d, &ino)) {
+		if (d != dev || pid == self)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL)
+				break;
+			v = nv;
+		}
+		v[n++] = (struct held_lock){pid, ino};
+	}
+	free(line);
+	fclose(f);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), held_lock_cmp);
+	*out = v;
+	return (ssize_t)n;
+}
+
+/* Whether process `pid` runs as root or us: its effective uid, from
+ * /proc/PID/status (the owner of /proc/PID is root for a process that
+ * made itself undumpable). */
+static bool runs_trusted(pid_t pid)
+{
+	char path[48], *line = NULL;
+	size_t cap = 0;
+	unsigned long ruid, euid;
+	bool trusted = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return false;
+	while (getline(&line, &cap, f) > 0)
+		if (sscanf(line, "Uid: %lu %lu", &ruid, &euid) == 2) {
+			trusted = fsutil_trusted_uid((uid_t)euid);
+			break;
+		}
+	free(line);
+	fclose(f);
+	return trusted;
+}
+
+/* Whether the file `st` is one of the `n` locks `l` holds: removed,
+ * and private to root or us as a lock file is. */
+static bool removed_lock_of(const struct stat *st, const struct held_lock *l,
+			    size_t n)
+{
+	if (!S_ISREG(st->st_mode) || st->st_nlink != 0 ||
+	    !fsutil_trusted_uid(st->st_uid) || (st->st_mode & 0077))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (l[i].ino == (unsigned long long)st->st_ino)
+			return true;
+	return false;
+}
+
+/* Whether the process holding the `n` locks `l` has directory `dir` open
+ * and one of those files with no name left.  /proc/PID/fd/N, stat(2)ed,
+ * is the file itself, removed or not, and nothing is opened (a FIFO
+ * there cannot block). */
+static bool holds_removed_lock(const struct held_lock *l, size_t n,
+			       const struct stat *dir)
 {
 	char path[48];
 	bool has_dir = false, has_lock = false;
@@ -808,7 +890,7 @@ static bool holds_removed_lock(pid_t pid, const struct stat *dir,
 	struct stat st;
 	DIR *d;
 
-	snprintf(path, sizeof(path), "/proc/%ld/fd", (long)pid);
+	snprintf(path, sizeof(path), "/proc/%ld/fd", (long)l->pid);
 	if ((d = opendir(path)) == NULL)
 		return false;
 	while ((!has_dir || !has_lock) && (e = readdir(d)) != NULL) {
@@ -817,9 +899,7 @@ static bool holds_removed_lock(pid_t pid, const struct stat *dir,
 			continue;
 		if (st.st_ino == dir->st_ino && S_ISDIR(st.st_mode))
 			has_dir = true;
-		else if (st.st_ino == ino && S_ISREG(st.st_mode) &&
-			 st.st_nlink == 0 && fsutil_trusted_uid(st.st_uid) &&
-			 (st.st_mode & 0077) == 0)
+		else if (removed_lock_of(&st, l, n))
 			has_lock = true;
 	}
 	closedir(d);
@@ -828,21 +908,20 @@ static bool holds_removed_lock(pid_t pid, const struct stat *dir,
 
 pid_t fsutil_removed_lock_holder(const struct stat *dir)
 {
-	FILE *f;
-	char *line = NULL;
-	size_t cap = 0;
-	pid_t pid, holder = 0, self = getpid();
-	dev_t dev;
-	unsigned long long ino;
+	struct held_lock *l = NULL;
+	ssize_t n = held_locks(dir->st_dev, &l);
+	pid_t holder = 0;
 
-	if ((f = fopen("/proc/locks", "re")) == NULL)
-		return 0;
-	while (holder == 0 && next_flock(f, &line, &cap, &pid, &dev, &ino))
-		if (dev == dir->st_dev && pid != self &&
-		    holds_removed_lock(pid, dir, ino))
-			holder = pid;
-	free(line);
-	fclose(f);
+	/* Only a process of root's or ours can hold a lock file: any user
+	 * can lock files of their own with the target open. */
+	for (ssize_t i = 0, j; holder == 0 && i < n; i = j) {
+		for (j = i + 1; j < n && l[j].pid == l[i].pid; j++)
+			;
+		if (runs_trusted(l[i].pid) &&
+		    holds_removed_lock(&l[i], (size_t)(j - i), dir))
+			holder = l[i].pid;
+	}
+	free(l);
 	return holder;
 }
 

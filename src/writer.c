@@ -62,6 +62,7 @@ struct writer {
 	char *path;
 	int dfd;		/* target directory, -1 in a dry run without one */
 	int lock_fd;		/* WRITER_LOCK in it, flock()ed; -1: none */
+	bool made_target;	/* writer_open() made the target directory */
 	struct writer_opts o;
 	char *name;		/* copy of o.name */
 	char *live_gen;		/* what ..data names, NULL when none */
@@ -852,6 +853,7 @@ static int open_target(struct writer *w, char **err)
 		 * Through the descriptor: a link swapped in is not followed. */
 		if (created)
 			(void)fchmod(fd, 0755);
+		w->made_target = created;
 		w->dfd = fd;
 		fs_kind(fd, &w->in_memory, &w->exact_dino);
 		return target_ours(w, err);
@@ -871,17 +873,20 @@ static int open_target(struct writer *w, char **err)
 	return fd < 0 ? fd : 0;
 }
 
-/* The lock file, opened: made if missing, in a target only we or root
- * can write (target_ours()), so none of another user's can be there. */
-static int open_lock(struct writer *w)
+/* The lock file, opened: made if missing (*made), in a target only we
+ * or root can write (target_ours()), so none of another user's can be
+ * there. */
+static int open_lock(struct writer *w, bool *made)
 {
 	struct stat st;
-	int fd = openat(w->dfd, WRITER_LOCK,
-			O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-			0600);
+	int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+	int fd = openat(w->dfd, WRITER_LOCK, flags);
 
+	*made = fd < 0 && errno == ENOENT;
+	if (*made)
+		fd = openat(w->dfd, WRITER_LOCK, flags | O_CREAT | O_EXCL, 0600);
 	if (fd < 0)
-		return -errno;
+		return errno == EEXIST ? -EAGAIN : -errno;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
 	    ((st.st_mode & 0077) && fchmod(fd, 0600) < 0)) {
 		close(fd);
@@ -890,9 +895,34 @@ static int open_lock(struct writer *w)
 	return fd;
 }
 
-/* Taking the lock file is not enough when it was removed (by root) while
- * another writer held it: that one keeps its lock and would go on
- * publishing beside us. */
+/* Opens and flocks the lock file: -EAGAIN when it was made, or removed
+ * or replaced, by another in the meantime (the lock held is then not
+ * the one named, and none of theirs). */
+static int take_lock(struct writer *w, bool *made)
+{
+	struct stat held, named;
+
+	w->lock_fd = open_lock(w, made);
+	if (w->lock_fd < 0)
+		return w->lock_fd;
+	if (flock(w->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return -errno;
+	if (fstat(w->lock_fd, &held) == 0 &&
+	    fstatat(w->dfd, WRITER_LOCK, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+		return 0;
+	close(w->lock_fd);
+	w->lock_fd = -1;
+	return -EAGAIN;
+}
+
+/* A lock file made here, in a target that was there: it may have been
+ * removed (by root) while another writer held it, which keeps its lock
+ * and would go on publishing beside us.  Only then is /proc/locks read:
+ * each read waits for the kernel to quiesce its lock lists (about 20 ms
+ * on a small machine), more than a --once of 10,000 files that changed
+ * little.  Refused, the lock file made goes again, so the next writer
+ * to come makes it and looks too. */
 static int removed_lock(struct writer *w, char **err)
 {
 	struct stat st;
@@ -903,6 +933,7 @@ static int removed_lock(struct writer *w, char **err)
 	other = fsutil_removed_lock_holder(&st);
 	if (other <= 0)
 		return 0;
+	(void)unlinkat(w->dfd, WRITER_LOCK, 0);
 	return log_err_set(err, -EBUSY,
 			   "target %s: in use by another atomsyncd (pid %ld), "
 			   "whose lock file %s was removed; restart that one "
@@ -915,19 +946,18 @@ static int removed_lock(struct writer *w, char **err)
  * keep every writer out. */
 static int lock_target(struct writer *w, char **err)
 {
+	bool made = false;
+	int rc = -EAGAIN;
+
 	if (w->o.dry_run)
 		return 0;
-	w->lock_fd = open_lock(w);
-	if (w->lock_fd < 0)
-		return log_err_set(err, w->lock_fd, "target %s: lock file %s: %s",
-				   w->path, WRITER_LOCK,
-				   strerror(-w->lock_fd));
-	if (flock(w->lock_fd, LOCK_EX | LOCK_NB) == 0)
-		return removed_lock(w, err);
-	int rc = -errno;
+	for (int tries = 0; rc == -EAGAIN && tries < 8; tries++)
+		rc = take_lock(w, &made);
+	if (rc == 0)
+		return made && !w->made_target ? removed_lock(w, err) : 0;
 	if (rc != -EWOULDBLOCK)
-		return log_err_set(err, rc, "target %s: lock: %s", w->path,
-				   strerror(-rc));
+		return log_err_set(err, rc, "target %s: lock file %s: %s",
+				   w->path, WRITER_LOCK, strerror(-rc));
 	pid_t holder = fsutil_flock_holder(w->lock_fd);
 	if (holder > 0)
 		return log_err_set(err, -EBUSY,

@@ -802,10 +802,9 @@ START_TEST(test_failing_mapping_does_not_stop_others)
 }
 END_TEST
 
-/* The daemon holds the target, whose lock `text` names: --once gives up
- * with status 1, a second daemon says so once and waits, and takes the
- * target over when the first stops. */
-static void kept_out_then_taken_over(const char *text)
+/* --once on the target the daemon holds gives up with status 1 and a
+ * line that says `text`. */
+static void once_kept_out(const char *text)
 {
 	const char *once[] = {tu_bin(), "--source", src, "--target", dst,
 			      "--once", NULL};
@@ -816,6 +815,14 @@ static void kept_out_then_taken_over(const char *text)
 			      strstr(err, "; not publishing to it (exit status 1)\n"),
 		      "%s", err);
 	free(err);
+}
+
+/* The daemon holds the target, whose lock `text` names: --once gives up
+ * with status 1, a second daemon says so once and waits, and takes the
+ * target over when the first stops. */
+static void kept_out_then_taken_over(const char *text)
+{
+	once_kept_out(text);
 
 	char *log2 = tu_path(tmp, "second.log");
 	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
@@ -869,6 +876,9 @@ START_TEST(test_a_removed_lock_file_still_keeps_others_out)
 					 "..atomsync.lock was removed",
 				  (long)pid),
 			 0);
+	/* Not only the first to come: the one that found it does not
+	 * leave a lock file behind for the next to take unlooked. */
+	once_kept_out(text);
 	kept_out_then_taken_over(text);
 	free(lock);
 	free(text);

@@ -11,8 +11,8 @@
 #include <sys/file.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -352,9 +352,25 @@ START_TEST(test_flock_holder_is_found_in_proc_locks)
 }
 END_TEST
 
-/* A child that holds a flock on file `lock` and has `dir` open, until
- * the parent closes *release; as user `uid` when it is not -1. */
-static pid_t hold_lock(const char *dir, const char *lock, int uid,
+/* Holds flocks on `lock` and on n - 1 removed files beside it. */
+static int lock_files(const char *lock, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char *p = i ? NULL : strdup(lock);
+		if (i && asprintf(&p, "%s.%d", lock, i) < 0)
+			return -1;
+		int fd = open(p, O_RDWR | O_CREAT, 0600);
+		if (fd < 0 || flock(fd, LOCK_EX) < 0 || (i && unlink(p) < 0))
+			return -1;
+		free(p);
+	}
+	return 0;
+}
+
+/* A child that holds flocks on file `lock` and n - 1 others, and has
+ * `dir` open, until the parent closes *release; as user `uid` when it
+ * is not -1. */
+static pid_t hold_lock(const char *dir, const char *lock, int n, int uid,
 		       int *release)
 {
 	int locked[2], rel[2];
@@ -366,11 +382,13 @@ static pid_t hold_lock(const char *dir, const char *lock, int uid,
 	if (child == 0) {
 		close(locked[0]);
 		close(rel[1]);
+		struct rlimit rl = {(rlim_t)n + 64, (rlim_t)n + 64};
+		if (n > 1 && setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			_exit(1);
 		if (uid >= 0 && (setgid((gid_t)uid) < 0 || setuid((uid_t)uid) < 0))
 			_exit(1);
 		int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-		int lfd = open(lock, O_RDWR | O_CREAT, 0600);
-		if (dfd < 0 || lfd < 0 || flock(lfd, LOCK_EX) < 0 ||
+		if (dfd < 0 || lock_files(lock, n) < 0 ||
 		    write(locked[1], "l", 1) != 1)
 			_exit(1);
 		while (read(rel[0], &c, 1) > 0)
@@ -385,15 +403,17 @@ static pid_t hold_lock(const char *dir, const char *lock, int uid,
 	return child;
 }
 
-/* Another user's lock on a removed file of theirs, with the target
- * open: not a writer's, or any user could keep every writer out. */
+/* Another user's locks on removed files of theirs, with the target
+ * open: not a writer's, or any user could keep every writer out.  Many
+ * of them: their holder is looked at once, not once a lock (4,000 looks
+ * at 4,000 open files each held a root --once for minutes). */
 static void another_users_lock_is_not_a_writers(const char *dir,
 						const struct stat *st)
 {
 	char *theirs = mkdir_in("theirs", 0755, OTHER);
 	char *lock = tu_path(theirs, "lock");
 	int release, status;
-	pid_t child = hold_lock(dir, lock, OTHER, &release);
+	pid_t child = hold_lock(dir, lock, 4000, OTHER, &release);
 	ck_assert_int_eq(unlink(lock), 0);
 	ck_assert_int_eq(fsutil_removed_lock_holder(st), 0);
 	close(release);
@@ -414,7 +434,7 @@ START_TEST(test_removed_lock_holder_is_found)
 	ck_assert_int_eq(stat(dir, &st), 0);
 	ck_assert_int_eq(stat(other, &ost), 0);
 	another_users_lock_is_not_a_writers(dir, &st);
-	pid_t child = hold_lock(dir, lock, -1, &release);
+	pid_t child = hold_lock(dir, lock, 1, -1, &release);
 	ck_assert_int_eq(fsutil_removed_lock_holder(&st), 0);
 	ck_assert_int_eq(unlink(lock), 0);
 	ck_assert_int_eq(fsutil_removed_lock_holder(&st), child);
