@@ -8,6 +8,7 @@
 #include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -821,10 +822,12 @@ static int held_lock_cmp(const void *a, const void *b)
 	return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
-/* The locks others hold on files of device `dev`, by holder (malloc'ed
- * into *out): a user can hold tens of thousands, each holder is looked
- * at once.  -errno, or their number. */
-static ssize_t held_locks(dev_t dev, struct held_lock **out)
+/* The flock(2) locks other processes hold, by holder (malloc'ed into
+ * *out), whatever the device: /proc/locks gives the super block's, which
+ * on btrfs is not the subvolume's that stat(2) gives.  A user can hold
+ * tens of thousands; each holder is looked at once.  -errno, or their
+ * number. */
+static ssize_t held_locks(struct held_lock **out)
 {
 	struct held_lock *v = NULL, *nv;
 	size_t n = 0, cap = 0, lcap = 0;
@@ -832,24 +835,32 @@ static ssize_t held_locks(dev_t dev, struct held_lock **out)
 	pid_t pid, self = getpid();
 	dev_t d;
 	unsigned long long ino;
+	int rc = 0;
 	FILE *f = open_locks(&buf);
 
 	if (f == NULL)
 		return -errno;
-	while (next_flock(f, &line, &lcap, &pid, &d, &ino)) {
-		if (d != dev || pid == self)
+	while (rc == 0 && next_flock(f, &line, &lcap, &pid, &d, &ino)) {
+		if (pid == self)
 			continue;
 		if (n == cap) {
 			cap = cap ? 2 * cap : 16;
-			if ((nv = realloc(v, cap * sizeof(*v))) == NULL)
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+				rc = -ENOMEM;
 				break;
+			}
 			v = nv;
 		}
 		v[n++] = (struct held_lock){pid, ino};
 	}
+	rc = rc ? rc : ferror(f) ? -EIO : 0;
 	free(line);
 	fclose(f);
 	free(buf);
+	if (rc < 0) {
+		free(v);
+		return rc;
+	}
 	if (n > 1)
 		qsort(v, n, sizeof(*v), held_lock_cmp);
 	*out = v;
@@ -880,8 +891,27 @@ static bool runs_trusted(pid_t pid)
 	return trusted;
 }
 
-/* Whether the file `st` is one of the `n` locks `l` holds: removed,
- * and private to root or us as a lock file is. */
+/* What /proc/PID/fd/N (`name` in `dfd`) is open on: the file itself,
+ * removed or not, without opening it (a FIFO cannot block) or waiting
+ * for a network file system's server. */
+static int fd_stat(int dfd, const char *name, struct stat *st)
+{
+	struct statx x;
+
+	if (statx(dfd, name, AT_STATX_DONT_SYNC,
+		  STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_UID | STATX_INO,
+		  &x) < 0)
+		return -errno;
+	st->st_mode = x.stx_mode;
+	st->st_nlink = x.stx_nlink;
+	st->st_uid = x.stx_uid;
+	st->st_ino = x.stx_ino;
+	st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+	return 0;
+}
+
+/* Whether the file `st` is one of the `n` locks `l` holds: removed, and
+ * private to root or us as a lock file is. */
 static bool removed_lock_of(const struct stat *st, const struct held_lock *l,
 			    size_t n)
 {
@@ -894,49 +924,83 @@ static bool removed_lock_of(const struct stat *st, const struct held_lock *l,
 	return false;
 }
 
-/* Whether the process holding the `n` locks `l` has directory `dir` open
- * and one of those files with no name left.  /proc/PID/fd/N, stat(2)ed,
- * is the file itself, removed or not, and nothing is opened (a FIFO
- * there cannot block). */
-static bool holds_removed_lock(const struct held_lock *l, size_t n,
-			       const struct stat *dir)
+/* Whether the file open as `name` in `dfd` (/proc/PID/fd), a regular
+ * file of inode `st`, says `id`: the lock file of this target, not some
+ * other private file the process locked. */
+static bool says_id(int dfd, const char *name, const struct stat *st,
+		    const char *id)
+{
+	size_t len = strlen(id);
+	char buf[FSUTIL_LOCK_ID_MAX];
+	struct stat now;
+	bool same = false;
+	int fd = openat(dfd, name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	if (fstat(fd, &now) == 0 && S_ISREG(now.st_mode) &&
+	    now.st_ino == st->st_ino)
+		same = pread(fd, buf, sizeof(buf), 0) == (ssize_t)len &&
+		       memcmp(buf, id, len) == 0;
+	close(fd);
+	return same;
+}
+
+/* Whether the process holding the `n` locks `l` has directory `dir` open,
+ * and one of those files with no name left, that says `id`.  1, 0, or
+ * -errno when that cannot be told for want of memory or descriptors. */
+static int holds_removed_lock(const struct held_lock *l, size_t n,
+			      const struct stat *dir, const char *id)
 {
 	char path[48];
 	bool has_dir = false, has_lock = false;
 	struct dirent *e;
-	struct stat st;
+	struct stat st = {0};
 	DIR *d;
 
 	snprintf(path, sizeof(path), "/proc/%ld/fd", (long)l->pid);
 	if ((d = opendir(path)) == NULL)
-		return false;
+		return errno == EMFILE || errno == ENFILE || errno == ENOMEM
+			       ? -errno
+			       : 0; /* gone, or not ours to look at */
 	while ((!has_dir || !has_lock) && (e = readdir(d)) != NULL) {
-		if (fstatat(dirfd(d), e->d_name, &st, 0) < 0 ||
+		if (fd_stat(dirfd(d), e->d_name, &st) < 0 ||
 		    st.st_dev != dir->st_dev)
 			continue;
 		if (st.st_ino == dir->st_ino && S_ISDIR(st.st_mode))
 			has_dir = true;
-		else if (removed_lock_of(&st, l, n))
-			has_lock = true;
+		else if (!has_lock && removed_lock_of(&st, l, n))
+			has_lock = says_id(dirfd(d), e->d_name, &st, id);
 	}
 	closedir(d);
 	return has_dir && has_lock;
 }
 
+void fsutil_lock_id(const struct stat *dir, char *buf, size_t len)
+{
+	snprintf(buf, len, "atomsync lock of %ju:%ju\n",
+		 (uintmax_t)dir->st_dev, (uintmax_t)dir->st_ino);
+}
+
 pid_t fsutil_removed_lock_holder(const struct stat *dir)
 {
 	struct held_lock *l = NULL;
-	ssize_t n = held_locks(dir->st_dev, &l);
-	pid_t holder = 0;
+	ssize_t n = held_locks(&l);
+	/* No /proc: cannot tell. */
+	pid_t holder = n < 0 && n != -ENOENT ? (pid_t)n : 0;
+	char id[FSUTIL_LOCK_ID_MAX];
 
+	fsutil_lock_id(dir, id, sizeof(id));
 	/* Only a process of root's or ours can hold a lock file: any user
 	 * can lock files of their own with the target open. */
 	for (ssize_t i = 0, j; holder == 0 && i < n; i = j) {
 		for (j = i + 1; j < n && l[j].pid == l[i].pid; j++)
 			;
-		if (runs_trusted(l[i].pid) &&
-		    holds_removed_lock(&l[i], (size_t)(j - i), dir))
-			holder = l[i].pid;
+		int rc = runs_trusted(l[i].pid)
+				 ? holds_removed_lock(&l[i], (size_t)(j - i),
+						      dir, id)
+				 : 0;
+		holder = rc < 0 ? rc : rc ? l[i].pid : 0;
 	}
 	free(l);
 	return holder;

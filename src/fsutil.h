@@ -78,14 +78,19 @@ int fsutil_write_atomic(int dfd, const char *tmp, const char *name,
 pid_t fsutil_flock_holder(int fd);
 /* The same for the file `st` describes. */
 pid_t fsutil_flock_holder_of(const struct stat *st);
+/* What a lock file says, to be told from other files: of which target
+ * directory (`dir`) it is the lock file.  A line shorter than
+ * FSUTIL_LOCK_ID_MAX. */
+#define FSUTIL_LOCK_ID_MAX 64
+void fsutil_lock_id(const struct stat *dir, char *buf, size_t len);
 /* Another process, running as root or us, that holds a flock(2) lock
- * on a removed file of the file system of directory `dir` (mode 0600 or
- * less, owned by root or us, as WRITER_LOCK is), and has `dir` open: a
- * writer of that target whose lock file was removed while it held it.
- * Its pid, or 0 when there is none or it cannot be told (no /proc, a
- * holder in another pid namespace, or one whose open files we may not
- * look at).  Reading /proc/locks waits for an RCU grace period (several
- * ms): not for every open of a target. */
+ * on a removed file (mode 0600 or less, owned by root or us, saying
+ * fsutil_lock_id(dir)) and has directory `dir` open: a writer of that
+ * target whose lock file was removed while it held it.  Its pid, 0 when
+ * there is none or it cannot be told (no /proc, a holder in another pid
+ * namespace, or one whose open files we may not look at), or -errno
+ * (ENOMEM, EMFILE) when looking failed.  Reading /proc/locks waits for
+ * an RCU grace period (several ms): not for every open of a target. */
 pid_t fsutil_removed_lock_holder(const struct stat *dir);
 
 /* Root and the user atomsyncd runs as: who may own what it trusts. */

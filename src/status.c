@@ -144,8 +144,9 @@ static void read_daemon(struct view *v)
 			    ? fsutil_flock_holder_of(&st)
 			    : 0;
 	if (v->holder <= 0 && fstat(v->dfd, &st) == 0) {
-		v->holder = fsutil_removed_lock_holder(&st);
-		v->lock_removed = v->holder > 0;
+		pid_t other = fsutil_removed_lock_holder(&st);
+		v->holder = other > 0 ? other : 0;
+		v->lock_removed = other > 0;
 	}
 	if (v->holder <= 0)
 		return;

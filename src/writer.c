@@ -875,7 +875,7 @@ static int open_target(struct writer *w, char **err)
 
 /* The lock file, opened: made if missing (*made), in a target only we
  * or root can write (target_ours()), so none of another user's can be
- * there. */
+ * there.  -ESTALE when another made it meanwhile. */
 static int open_lock(struct writer *w, bool *made)
 {
 	struct stat st;
@@ -886,7 +886,7 @@ static int open_lock(struct writer *w, bool *made)
 	if (*made)
 		fd = openat(w->dfd, WRITER_LOCK, flags | O_CREAT | O_EXCL, 0600);
 	if (fd < 0)
-		return errno == EEXIST ? -EAGAIN : -errno;
+		return errno == EEXIST ? -ESTALE : -errno;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
 	    ((st.st_mode & 0077) && fchmod(fd, 0600) < 0)) {
 		close(fd);
@@ -895,25 +895,61 @@ static int open_lock(struct writer *w, bool *made)
 	return fd;
 }
 
-/* Opens and flocks the lock file: -EAGAIN when it was made, or removed
- * or replaced, by another in the meantime (the lock held is then not
- * the one named, and none of theirs). */
-static int take_lock(struct writer *w, bool *made)
+/* Whether the lock file open as `fd` still has its name. */
+static bool lock_named(const struct writer *w, int fd)
 {
 	struct stat held, named;
 
-	w->lock_fd = open_lock(w, made);
-	if (w->lock_fd < 0)
-		return w->lock_fd;
-	if (flock(w->lock_fd, LOCK_EX | LOCK_NB) < 0)
-		return -errno;
-	if (fstat(w->lock_fd, &held) == 0 &&
-	    fstatat(w->dfd, WRITER_LOCK, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    held.st_dev == named.st_dev && held.st_ino == named.st_ino)
-		return 0;
-	close(w->lock_fd);
-	w->lock_fd = -1;
-	return -EAGAIN;
+	return fstat(fd, &held) == 0 &&
+	       fstatat(w->dfd, WRITER_LOCK, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
+/* The lock file says which target it locks, for a writer that comes
+ * once it was removed (fsutil_removed_lock_holder()).  Written only
+ * when it says something else: made here, or by an older atomsyncd.  A
+ * failure only leaves that writer unable to tell. */
+static void lock_say_id(const struct writer *w)
+{
+	char id[FSUTIL_LOCK_ID_MAX], buf[FSUTIL_LOCK_ID_MAX];
+	struct stat st;
+	size_t len;
+
+	if (fstat(w->dfd, &st) < 0)
+		return;
+	fsutil_lock_id(&st, id, sizeof(id));
+	len = strlen(id);
+	if (pread(w->lock_fd, buf, sizeof(buf), 0) == (ssize_t)len &&
+	    memcmp(buf, id, len) == 0)
+		return;
+	if (ftruncate(w->lock_fd, 0) == 0)
+		(void)!pwrite(w->lock_fd, id, len, 0);
+}
+
+/* Opens and flocks the lock file: 0 with w->lock_fd held; -EBUSY with
+ * *holder (0: unknown) when another holds it; -ESTALE when it was made,
+ * or removed or replaced, by another meanwhile (the lock held would not
+ * be the one named). */
+static int take_lock(struct writer *w, bool *made, pid_t *holder)
+{
+	int fd = open_lock(w, made), rc = 0;
+
+	if (fd < 0)
+		return fd;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		if (rc == -EBUSY)
+			*holder = fsutil_flock_holder(fd);
+	} else if (!lock_named(w, fd)) {
+		rc = -ESTALE;
+	}
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	w->lock_fd = fd;
+	lock_say_id(w);
+	return 0;
 }
 
 /* A lock file made here, in a target that was there: it may have been
@@ -921,19 +957,28 @@ static int take_lock(struct writer *w, bool *made)
  * and would go on publishing beside us.  Only then is /proc/locks read:
  * each read waits for the kernel to quiesce its lock lists (about 20 ms
  * on a small machine), more than a --once of 10,000 files that changed
- * little.  Refused, the lock file made goes again, so the next writer
- * to come makes it and looks too. */
+ * little.  Refused, the lock file made goes again (then its lock), so
+ * the next writer to come makes it and looks too. */
 static int removed_lock(struct writer *w, char **err)
 {
 	struct stat st;
 	pid_t other;
 
 	if (fstat(w->dfd, &st) < 0)
-		return 0;
+		return log_err_set(err, -errno, "target %s: %s", w->path,
+				   strerror(errno));
 	other = fsutil_removed_lock_holder(&st);
-	if (other <= 0)
+	if (other < 0)
+		return log_err_set(err, other,
+				   "target %s: looking for a writer whose lock "
+				   "file was removed: %s",
+				   w->path, strerror(-other));
+	if (other == 0)
 		return 0;
-	(void)unlinkat(w->dfd, WRITER_LOCK, 0);
+	if (lock_named(w, w->lock_fd))
+		(void)unlinkat(w->dfd, WRITER_LOCK, 0);
+	close(w->lock_fd);
+	w->lock_fd = -1;
 	return log_err_set(err, -EBUSY,
 			   "target %s: in use by another atomsyncd (pid %ld), "
 			   "whose lock file %s was removed; restart that one "
@@ -947,25 +992,29 @@ static int removed_lock(struct writer *w, char **err)
 static int lock_target(struct writer *w, char **err)
 {
 	bool made = false;
-	int rc = -EAGAIN;
+	pid_t holder = 0;
+	int rc = -ESTALE;
 
 	if (w->o.dry_run)
 		return 0;
-	for (int tries = 0; rc == -EAGAIN && tries < 8; tries++)
-		rc = take_lock(w, &made);
+	for (int tries = 0; rc == -ESTALE && tries < 8; tries++)
+		rc = take_lock(w, &made, &holder);
 	if (rc == 0)
 		return made && !w->made_target ? removed_lock(w, err) : 0;
-	if (rc != -EWOULDBLOCK)
-		return log_err_set(err, rc, "target %s: lock file %s: %s",
-				   w->path, WRITER_LOCK, strerror(-rc));
-	pid_t holder = fsutil_flock_holder(w->lock_fd);
-	if (holder > 0)
-		return log_err_set(err, -EBUSY,
+	if (rc == -EBUSY && holder > 0)
+		return log_err_set(err, rc,
 				   "target %s: in use by another atomsyncd "
 				   "(pid %ld)",
 				   w->path, (long)holder);
-	return log_err_set(err, -EBUSY, "target %s: in use by another atomsyncd",
-			   w->path);
+	if (rc == -EBUSY)
+		return log_err_set(err, rc,
+				   "target %s: in use by another atomsyncd",
+				   w->path);
+	return log_err_set(err, rc, "target %s: lock file %s: %s", w->path,
+			   WRITER_LOCK,
+			   rc == -ESTALE ? "made and removed again by another, "
+					   "over and over"
+					 : strerror(-rc));
 }
 
 /* Opens the generation ..data names, if it is one that may be reused. */

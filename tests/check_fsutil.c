@@ -5,6 +5,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,26 +353,75 @@ START_TEST(test_flock_holder_is_found_in_proc_locks)
 }
 END_TEST
 
-/* Holds flocks on `lock` and on n - 1 removed files beside it. */
-static int lock_files(const char *lock, int n)
+/* What a child holds: flocks on `lock` and on n - 1 removed files beside
+ * it, with `dir` open; as user `uid` (-1: root's), taken before the
+ * locks or, with `uid_after`, after them.  `lock` says the lock id of
+ * `dir` with `id`, and is handed to `chown_to` when that is not -1. */
+struct holding {
+	const char *dir, *lock;
+	int n, uid, chown_to;
+	bool uid_after, id;
+};
+
+static int drop_to(int uid)
 {
-	for (int i = 0; i < n; i++) {
-		char *p = i ? NULL : strdup(lock);
-		if (i && asprintf(&p, "%s.%d", lock, i) < 0)
+	return uid < 0 || (setgid((gid_t)uid) == 0 && setuid((uid_t)uid) == 0)
+		       ? 0
+		       : -1;
+}
+
+/* Takes what `h` says, as the child. */
+static int lock_files(const struct holding *h)
+{
+	struct stat st;
+	char id[FSUTIL_LOCK_ID_MAX];
+	int first = -1;
+
+	if (stat(h->dir, &st) < 0)
+		return -1;
+	fsutil_lock_id(&st, id, sizeof(id));
+	for (int i = 0; i < h->n; i++) {
+		char *p = i ? NULL : strdup(h->lock);
+		if (i && asprintf(&p, "%s.%d", h->lock, i) < 0)
 			return -1;
 		int fd = open(p, O_RDWR | O_CREAT, 0600);
 		if (fd < 0 || flock(fd, LOCK_EX) < 0 || (i && unlink(p) < 0))
 			return -1;
 		free(p);
+		first = i ? first : fd;
 	}
-	return 0;
+	if (h->id && write(first, id, strlen(id)) != (ssize_t)strlen(id))
+		return -1;
+	return h->chown_to >= 0 &&
+			       fchown(first, (uid_t)h->chown_to,
+				      (gid_t)h->chown_to) < 0
+		       ? -1
+		       : 0;
 }
 
-/* A child that holds flocks on file `lock` and n - 1 others, and has
- * `dir` open, until the parent closes *release; as user `uid` when it
- * is not -1. */
-static pid_t hold_lock(const char *dir, const char *lock, int n, int uid,
-		       int *release)
+static void child_holds(const struct holding *h, int locked, int rel)
+{
+	struct rlimit rl;
+	char c;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		_exit(1);
+	if (rl.rlim_cur < (rlim_t)h->n + 64) {
+		rl.rlim_cur = rl.rlim_max = (rlim_t)h->n + 64;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			_exit(1);
+	}
+	if ((!h->uid_after && drop_to(h->uid) < 0) ||
+	    open(h->dir, O_RDONLY | O_DIRECTORY) < 0 || lock_files(h) < 0 ||
+	    (h->uid_after && drop_to(h->uid) < 0) || write(locked, "l", 1) != 1)
+		_exit(1);
+	while (read(rel, &c, 1) > 0)
+		;
+	_exit(0);
+}
+
+/* A child that holds what `h` says until the parent closes *release. */
+static pid_t hold_lock(const struct holding *h, int *release)
 {
 	int locked[2], rel[2];
 	char c;
@@ -382,23 +432,7 @@ static pid_t hold_lock(const char *dir, const char *lock, int n, int uid,
 	if (child == 0) {
 		close(locked[0]);
 		close(rel[1]);
-		struct rlimit rl;
-		if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-			_exit(1);
-		if (rl.rlim_cur < (rlim_t)n + 64) {
-			rl.rlim_cur = rl.rlim_max = (rlim_t)n + 64;
-			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-				_exit(1);
-		}
-		if (uid >= 0 && (setgid((gid_t)uid) < 0 || setuid((uid_t)uid) < 0))
-			_exit(1);
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-		if (dfd < 0 || lock_files(lock, n) < 0 ||
-		    write(locked[1], "l", 1) != 1)
-			_exit(1);
-		while (read(rel[0], &c, 1) > 0)
-			;
-		_exit(0);
+		child_holds(h, locked[1], rel[0]);
 	}
 	close(locked[1]);
 	close(rel[0]);
@@ -408,24 +442,49 @@ static pid_t hold_lock(const char *dir, const char *lock, int n, int uid,
 	return child;
 }
 
-/* Another user's locks on removed files of theirs, with the target
- * open: not a writer's, or any user could keep every writer out.  Many
- * of them: their holder is looked at once, not once a lock (4,000 looks
- * at 4,000 open files each held a root --once for minutes). */
-static void another_users_lock_is_not_a_writers(const char *dir,
-						const struct stat *st)
+static void let_go(pid_t child, int release)
 {
-	char *theirs = mkdir_in("theirs", 0755, OTHER);
-	char *lock = tu_path(theirs, "lock");
-	int release, status;
-	/* Valgrind keeps the limit on open files as it found it. */
-	int n = getenv("ATOMSYNC_VALGRIND") ? 500 : 4000;
-	pid_t child = hold_lock(dir, lock, n, OTHER, &release);
-	ck_assert_int_eq(unlink(lock), 0);
-	ck_assert_int_eq(fsutil_removed_lock_holder(st), 0);
+	int status;
 	close(release);
 	ck_assert_int_eq(waitpid(child, &status, 0), child);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* A removed lock that `h` says is held, as the child takes it: not a
+ * writer's lock file of `dir` (stat `st`). */
+static void not_a_writers(struct holding *h, const struct stat *st)
+{
+	int release;
+	pid_t child = hold_lock(h, &release);
+	if (h->n > 0 && unlink(h->lock) < 0)
+		ck_assert_int_eq(errno, ENOENT);
+	ck_assert_int_eq(fsutil_removed_lock_holder(st), 0);
+	let_go(child, release);
+}
+
+/* Removed locks that are not a writer's: any user can lock files of
+ * theirs with the target open, or any process some private file. */
+static void others_are_not_writers(const char *dir, const struct stat *st)
+{
+	char *theirs = mkdir_in("theirs", 0755, OTHER);
+	char *lock = tu_path(theirs, "lock"), *ours = tu_path(tmp, "ours");
+	/* Another user's, many of them: their holder is looked at once
+	 * (4,000 looks at 4,000 open files each held a root --once for
+	 * minutes).  Valgrind keeps the limit on open files as it found
+	 * it. */
+	struct holding h = {dir, lock, getenv("ATOMSYNC_VALGRIND") ? 500 : 4000,
+			    OTHER, -1, false, true};
+	not_a_writers(&h, st);
+	/* Root's lock file, held by a process that is another user's now. */
+	h = (struct holding){dir, ours, 1, OTHER, -1, true, true};
+	not_a_writers(&h, st);
+	/* Held by root, but another user's file, or a file that does not
+	 * say it is the target's lock file. */
+	h = (struct holding){dir, ours, 1, -1, OTHER, false, true};
+	not_a_writers(&h, st);
+	h = (struct holding){dir, ours, 1, -1, -1, false, false};
+	not_a_writers(&h, st);
+	free(ours);
 	free(lock);
 	free(theirs);
 }
@@ -437,19 +496,18 @@ START_TEST(test_removed_lock_holder_is_found)
 	char *dir = mkdir_in("target", 0755, -1), *other = mkdir_in("o", 0755, -1);
 	char *lock = tu_path(dir, "..atomsync.lock");
 	struct stat st, ost;
-	int release, status;
+	int release;
 	ck_assert_int_eq(stat(dir, &st), 0);
 	ck_assert_int_eq(stat(other, &ost), 0);
-	another_users_lock_is_not_a_writers(dir, &st);
-	pid_t child = hold_lock(dir, lock, 1, -1, &release);
+	others_are_not_writers(dir, &st);
+	struct holding h = {dir, lock, 1, -1, -1, false, true};
+	pid_t child = hold_lock(&h, &release);
 	ck_assert_int_eq(fsutil_removed_lock_holder(&st), 0);
 	ck_assert_int_eq(unlink(lock), 0);
 	ck_assert_int_eq(fsutil_removed_lock_holder(&st), child);
 	/* Another directory is not the one it has open. */
 	ck_assert_int_eq(fsutil_removed_lock_holder(&ost), 0);
-	close(release);
-	ck_assert_int_eq(waitpid(child, &status, 0), child);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	let_go(child, release);
 	ck_assert_int_eq(fsutil_removed_lock_holder(&st), 0);
 	free(lock);
 	free(other);
