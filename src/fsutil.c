@@ -753,134 +753,23 @@ pid_t fsutil_flock_holder(int fd)
 	return fstat(fd, &st) < 0 ? 0 : fsutil_flock_holder_of(&st);
 }
 
-/* /proc/locks, read in blocks of 64 KiB (*buf, to free after fclose()):
- * each read(2) walks the kernel's lock list from its start to where the
- * read before stopped, and glibc reads /proc 1 KiB at a time (the 20,000
- * locks any user can take cost 0.2 s that way; the kernel gives at most
- * a page a read).  NULL when it cannot be opened. */
-static FILE *open_locks(char **buf)
-{
-	FILE *f = fopen("/proc/locks", "re");
-
-	*buf = f ? malloc(64 * 1024) : NULL;
-	if (*buf)
-		(void)setvbuf(f, *buf, _IOFBF, 64 * 1024);
-	return f;
-}
-
-/* The next lock /proc/locks lists as a flock(2) lock held (not waited
- * for): its holder and file.  "3: FLOCK  ADVISORY  WRITE 4242 fd:01:1234
- * 0 EOF", the device in hex; a process waiting for a lock has "->"
- * before FLOCK.  False at the end. */
-static bool next_flock(FILE *f, char **line, size_t *cap, pid_t *pid,
-		       dev_t *dev, unsigned long long *ino)
-{
-	while (getline(line, cap, f) > 0) {
-		char kind[8];
-		long p;
-		unsigned maj, min;
-		if (sscanf(*line, "%*d: %7s %*s %*s %ld %x:%x:%llu", kind, &p,
-			   &maj, &min, ino) == 5 &&
-		    strcmp(kind, "FLOCK") == 0 && p > 0) {
-			*pid = (pid_t)p;
-			*dev = makedev(maj, min);
-			return true;
-		}
-	}
-	return false;
-}
-
-pid_t fsutil_flock_holder_of(const struct stat *st)
-{
-	char *line = NULL, *buf;
-	size_t cap = 0;
-	pid_t pid, holder = 0;
-	dev_t dev;
-	unsigned long long ino;
-	FILE *f = open_locks(&buf);
-
-	if (f == NULL)
-		return 0;
-	while (holder == 0 && next_flock(f, &line, &cap, &pid, &dev, &ino))
-		if (dev == st->st_dev && ino == (unsigned long long)st->st_ino)
-			holder = pid;
-	free(line);
-	fclose(f);
-	free(buf);
-	return holder;
-}
-
-/* A flock(2) lock /proc/locks lists, on the file system looked at. */
-struct held_lock {
-	pid_t pid;
-	unsigned long long ino;
-};
-
-static int held_lock_cmp(const void *a, const void *b)
-{
-	const struct held_lock *x = a, *y = b;
-	return (x->pid > y->pid) - (x->pid < y->pid);
-}
-
-/* The flock(2) locks other processes hold, by holder (malloc'ed into
- * *out), whatever the device: /proc/locks gives the super block's, which
- * on btrfs is not the subvolume's that stat(2) gives.  A user can hold
- * tens of thousands; each holder is looked at once.  -errno, or their
- * number. */
-static ssize_t held_locks(struct held_lock **out)
-{
-	struct held_lock *v = NULL, *nv;
-	size_t n = 0, cap = 0, lcap = 0;
-	char *line = NULL, *buf;
-	pid_t pid, self = getpid();
-	dev_t d;
-	unsigned long long ino;
-	int rc = 0;
-	FILE *f = open_locks(&buf);
-
-	if (f == NULL)
-		return -errno;
-	while (rc == 0 && next_flock(f, &line, &lcap, &pid, &d, &ino)) {
-		if (pid == self)
-			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 16;
-			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
-				rc = -ENOMEM;
-				break;
-			}
-			v = nv;
-		}
-		v[n++] = (struct held_lock){pid, ino};
-	}
-	rc = rc ? rc : ferror(f) ? -EIO : 0;
-	free(line);
-	fclose(f);
-	free(buf);
-	if (rc < 0) {
-		free(v);
-		return rc;
-	}
-	if (n > 1)
-		qsort(v, n, sizeof(*v), held_lock_cmp);
-	*out = v;
-	return (ssize_t)n;
-}
-
 /* Whether process `pid` runs as root or us: its effective uid, from
  * /proc/PID/status (the owner of /proc/PID is root for a process that
  * made itself undumpable). */
-static bool runs_trusted(pid_t pid)
+static bool runs_trusted(int pfd)
 {
-	char path[48], *line = NULL;
+	char *line = NULL;
 	size_t cap = 0;
 	unsigned long ruid, euid;
 	bool trusted = false;
-	FILE *f;
+	int fd = openat(pfd, "status", O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 
-	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
-	if ((f = fopen(path, "re")) == NULL)
+	if (f == NULL) {
+		if (fd >= 0)
+			close(fd);
 		return false;
+	}
 	while (getline(&line, &cap, f) > 0)
 		if (sscanf(line, "Uid: %lu %lu", &ruid, &euid) == 2) {
 			trusted = fsutil_trusted_uid((uid_t)euid);
@@ -910,18 +799,119 @@ static int fd_stat(int dfd, const char *name, struct stat *st)
 	return 0;
 }
 
-/* Whether the file `st` is one of the `n` locks `l` holds: removed, and
- * private to root or us as a lock file is. */
-static bool removed_lock_of(const struct stat *st, const struct held_lock *l,
-			    size_t n)
+/* Whether descriptor `name` of the process of /proc/PID (`pfd`) holds a
+ * flock(2) lock: its fdinfo lists the locks held through it. */
+static bool fd_flocked(int pfd, const char *name)
 {
-	if (!S_ISREG(st->st_mode) || st->st_nlink != 0 ||
-	    !fsutil_trusted_uid(st->st_uid) || (st->st_mode & 0077))
+	char path[8 + NAME_MAX], *line = NULL;
+	size_t cap = 0;
+	bool locked = false;
+	int fd;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "fdinfo/%s", name);
+	fd = openat(pfd, path, O_RDONLY | O_CLOEXEC);
+	f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (f == NULL) {
+		if (fd >= 0)
+			close(fd);
 		return false;
-	for (size_t i = 0; i < n; i++)
-		if (l[i].ino == (unsigned long long)st->st_ino)
-			return true;
-	return false;
+	}
+	while (!locked && getline(&line, &cap, f) > 0)
+		locked = strncmp(line, "lock:", 5) == 0 &&
+			 strstr(line, " FLOCK ") != NULL;
+	free(line);
+	fclose(f);
+	return locked;
+}
+
+/* What a lock holder is looked for by: the file locked (st: what statx
+ * tells of it), and the directory it must have open too, if any. */
+struct lock_match {
+	bool (*file)(int fddir, const char *name, const struct stat *st,
+		     const struct lock_match *m);
+	const struct stat *dir; /* NULL: any */
+	const struct stat *of;	/* a file, or a lock file's target */
+	const char *id;		/* what that lock file says */
+	ino_t skip;		/* the lock file named now; 0: none */
+};
+
+/* Whether the process of /proc/PID (`pfd`) holds a lock `m` looks for.
+ * 1, 0, or -errno when that cannot be told for want of memory or
+ * descriptors. */
+static int holds_lock(int pfd, const struct lock_match *m)
+{
+	bool has_dir = m->dir == NULL, has_lock = false;
+	struct stat st = {0};
+	struct dirent *e;
+	int fd = openat(pfd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	if (d == NULL) {
+		int rc = errno;
+		if (fd >= 0)
+			close(fd);
+		return rc == EMFILE || rc == ENFILE || rc == ENOMEM ? -rc : 0;
+	}
+	while ((!has_dir || !has_lock) && (e = readdir(d)) != NULL) {
+		if (fd_stat(dirfd(d), e->d_name, &st) < 0)
+			continue;
+		if (!has_dir && S_ISDIR(st.st_mode) &&
+		    st.st_dev == m->dir->st_dev && st.st_ino == m->dir->st_ino)
+			has_dir = true;
+		else if (!has_lock && m->file(dirfd(d), e->d_name, &st, m))
+			has_lock = fd_flocked(pfd, e->d_name);
+	}
+	closedir(d);
+	return has_dir && has_lock;
+}
+
+/* The first process of root's or ours but this one that holds a lock `m`
+ * looks for, walking /proc: /proc/locks would be shorter, but each read
+ * of it waits for an RCU grace period (4 to 20 ms here) and walks the
+ * kernel's list of locks from its start, which any user can make long
+ * (400,000 locks: 98 s).  0 when none is found or /proc cannot be read,
+ * -errno when looking failed. */
+static pid_t lock_holder(const struct lock_match *m)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	pid_t holder = 0;
+	long self = (long)getpid();
+
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	while (holder == 0 && (e = readdir(d)) != NULL) {
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+		if (*end || pid <= 0 || pid == self)
+			continue;
+		int pfd = openat(dirfd(d), e->d_name,
+				 O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (pfd < 0)
+			continue; /* gone */
+		int rc = runs_trusted(pfd) ? holds_lock(pfd, m) : 0;
+		close(pfd);
+		holder = rc < 0 ? rc : rc ? (pid_t)pid : 0;
+	}
+	closedir(d);
+	return holder;
+}
+
+static bool same_file(int fddir, const char *name, const struct stat *st,
+		      const struct lock_match *m)
+{
+	(void)fddir;
+	(void)name;
+	return st->st_dev == m->of->st_dev && st->st_ino == m->of->st_ino;
+}
+
+pid_t fsutil_flock_holder_of(const struct stat *st)
+{
+	struct lock_match m = {.file = same_file, .of = st};
+	pid_t holder = lock_holder(&m);
+
+	return holder > 0 ? holder : 0;
 }
 
 /* Whether the file open as `name` in `dfd` (/proc/PID/fd), a regular
@@ -946,34 +936,14 @@ static bool says_id(int dfd, const char *name, const struct stat *st,
 	return same;
 }
 
-/* Whether the process holding the `n` locks `l` has directory `dir` open,
- * and one of those files with no name left, that says `id`.  1, 0, or
- * -errno when that cannot be told for want of memory or descriptors. */
-static int holds_removed_lock(const struct held_lock *l, size_t n,
-			      const struct stat *dir, const char *id)
+/* A lock file of the target m->of other than the one named now: regular,
+ * private to root or us as a lock file is, and saying so. */
+static bool other_lock_file(int fddir, const char *name, const struct stat *st,
+			    const struct lock_match *m)
 {
-	char path[48];
-	bool has_dir = false, has_lock = false;
-	struct dirent *e;
-	struct stat st = {0};
-	DIR *d;
-
-	snprintf(path, sizeof(path), "/proc/%ld/fd", (long)l->pid);
-	if ((d = opendir(path)) == NULL)
-		return errno == EMFILE || errno == ENFILE || errno == ENOMEM
-			       ? -errno
-			       : 0; /* gone, or not ours to look at */
-	while ((!has_dir || !has_lock) && (e = readdir(d)) != NULL) {
-		if (fd_stat(dirfd(d), e->d_name, &st) < 0 ||
-		    st.st_dev != dir->st_dev)
-			continue;
-		if (st.st_ino == dir->st_ino && S_ISDIR(st.st_mode))
-			has_dir = true;
-		else if (!has_lock && removed_lock_of(&st, l, n))
-			has_lock = says_id(dirfd(d), e->d_name, &st, id);
-	}
-	closedir(d);
-	return has_dir && has_lock;
+	return S_ISREG(st->st_mode) && st->st_dev == m->of->st_dev &&
+	       st->st_ino != m->skip && fsutil_trusted_uid(st->st_uid) &&
+	       (st->st_mode & 0077) == 0 && says_id(fddir, name, st, m->id);
 }
 
 void fsutil_lock_id(const struct stat *dir, char *buf, size_t len)
@@ -982,28 +952,14 @@ void fsutil_lock_id(const struct stat *dir, char *buf, size_t len)
 		 (uintmax_t)dir->st_dev, (uintmax_t)dir->st_ino);
 }
 
-pid_t fsutil_removed_lock_holder(const struct stat *dir)
+pid_t fsutil_removed_lock_holder(const struct stat *dir, ino_t named)
 {
-	struct held_lock *l = NULL;
-	ssize_t n = held_locks(&l);
-	/* No /proc: cannot tell. */
-	pid_t holder = n < 0 && n != -ENOENT ? (pid_t)n : 0;
 	char id[FSUTIL_LOCK_ID_MAX];
+	struct lock_match m = {.file = other_lock_file, .dir = dir, .of = dir,
+			       .id = id, .skip = named};
 
 	fsutil_lock_id(dir, id, sizeof(id));
-	/* Only a process of root's or ours can hold a lock file: any user
-	 * can lock files of their own with the target open. */
-	for (ssize_t i = 0, j; holder == 0 && i < n; i = j) {
-		for (j = i + 1; j < n && l[j].pid == l[i].pid; j++)
-			;
-		int rc = runs_trusted(l[i].pid)
-				 ? holds_removed_lock(&l[i], (size_t)(j - i),
-						      dir, id)
-				 : 0;
-		holder = rc < 0 ? rc : rc ? l[i].pid : 0;
-	}
-	free(l);
-	return holder;
+	return lock_holder(&m);
 }
 
 char *fsutil_join(const char *a, const char *b)

@@ -71,10 +71,10 @@ int fsutil_write_atomic(int dfd, const char *tmp, const char *name,
 			const void *data, size_t len, mode_t mode,
 			const char **step);
 
-/* The process holding a flock(2) lock on the file open as `fd`, as
- * /proc/locks says: its pid, or 0 when that cannot be told (no /proc, a
- * holder in another pid namespace, a file system whose device number
- * differs from the one stat(2) gives). */
+/* The process (running as root or us) holding a flock(2) lock on the
+ * file open as `fd`, as /proc/PID/fd and fdinfo say: its pid, or 0 when
+ * that cannot be told (no /proc, a holder in another pid namespace, or
+ * one whose open files we may not look at). */
 pid_t fsutil_flock_holder(int fd);
 /* The same for the file `st` describes. */
 pid_t fsutil_flock_holder_of(const struct stat *st);
@@ -83,15 +83,15 @@ pid_t fsutil_flock_holder_of(const struct stat *st);
  * FSUTIL_LOCK_ID_MAX. */
 #define FSUTIL_LOCK_ID_MAX 64
 void fsutil_lock_id(const struct stat *dir, char *buf, size_t len);
-/* Another process, running as root or us, that holds a flock(2) lock
- * on a removed file (mode 0600 or less, owned by root or us, saying
- * fsutil_lock_id(dir)) and has directory `dir` open: a writer of that
- * target whose lock file was removed while it held it.  Its pid, 0 when
- * there is none or it cannot be told (no /proc, a holder in another pid
- * namespace, or one whose open files we may not look at), or -errno
- * (ENOMEM, EMFILE) when looking failed.  Reading /proc/locks waits for
- * an RCU grace period (several ms): not for every open of a target. */
-pid_t fsutil_removed_lock_holder(const struct stat *dir);
+/* Another process, running as root or us, that has directory `dir` open
+ * and holds a flock(2) lock on a lock file of it (mode 0600 or less,
+ * owned by root or us, saying fsutil_lock_id(dir)) other than the one of
+ * inode `named` (0: none): a writer of that target whose lock file was
+ * removed or moved away while it held it.  Its pid, 0 when there is none
+ * or it cannot be told (as above), or -errno (ENOMEM, EMFILE) when
+ * looking failed.  It looks at every open file of every process of root's
+ * or ours: not for every open of a target. */
+pid_t fsutil_removed_lock_holder(const struct stat *dir, ino_t named);
 
 /* Root and the user atomsyncd runs as: who may own what it trusts. */
 bool fsutil_trusted_uid(uid_t uid);

@@ -131,20 +131,23 @@ static void read_target(struct view *v)
 				 &v->state_sound);
 }
 
-/* The holder of the daemon's flock, as /proc/locks names it: taking the
+/* The holder of the daemon's flock, as /proc names it: taking the
  * lock, even for a moment, could make a daemon that starts meanwhile
  * give up on the target. */
 static void read_daemon(struct view *v)
 {
 	char path[64], name[64];
 	struct stat st;
+	ino_t named = 0;
 	FILE *f;
 
-	v->holder = fstatat(v->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) == 0
-			    ? fsutil_flock_holder_of(&st)
-			    : 0;
+	if (fstatat(v->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		named = st.st_ino;
+		v->holder = fsutil_flock_holder_of(&st);
+	}
+	/* Else one that holds a lock file removed or moved away. */
 	if (v->holder <= 0 && fstat(v->dfd, &st) == 0) {
-		pid_t other = fsutil_removed_lock_holder(&st);
+		pid_t other = fsutil_removed_lock_holder(&st, named);
 		v->holder = other > 0 ? other : 0;
 		v->lock_removed = other > 0;
 	}
@@ -361,8 +364,8 @@ static void print_daemon(FILE *out, const struct view *v)
 		put(out, "daemon:", "running, pid %ld%s%s%s%s", (long)v->holder,
 		    v->comm ? " (" : "", v->comm ? v->comm : "",
 		    v->comm ? ")" : "",
-		    v->lock_removed ? "; its lock file was removed: restart "
-				      "it to lock the target again"
+		    v->lock_removed ? "; its lock file was removed or moved: "
+				      "restart it to lock the target again"
 				    : "");
 	else
 		put(out, "daemon:", "not running (nothing holds the target's "

@@ -953,21 +953,20 @@ static int take_lock(struct writer *w, bool *made, pid_t *holder)
 }
 
 /* A lock file made here, in a target that was there: it may have been
- * removed (by root) while another writer held it, which keeps its lock
- * and would go on publishing beside us.  Only then is /proc/locks read:
- * each read waits for the kernel to quiesce its lock lists (about 20 ms
- * on a small machine), more than a --once of 10,000 files that changed
- * little.  Refused, the lock file made goes again (then its lock), so
- * the next writer to come makes it and looks too. */
+ * removed or moved away (by root) while another writer held it, which
+ * keeps its lock and would go on publishing beside us.  Only then are
+ * the open files of root's processes looked at, which costs a ms or
+ * more.  Refused, the lock file made goes again (then its lock), so the
+ * next writer to come makes it and looks too. */
 static int removed_lock(struct writer *w, char **err)
 {
-	struct stat st;
+	struct stat st, mine;
 	pid_t other;
 
-	if (fstat(w->dfd, &st) < 0)
+	if (fstat(w->dfd, &st) < 0 || fstat(w->lock_fd, &mine) < 0)
 		return log_err_set(err, -errno, "target %s: %s", w->path,
 				   strerror(errno));
-	other = fsutil_removed_lock_holder(&st);
+	other = fsutil_removed_lock_holder(&st, mine.st_ino);
 	if (other < 0)
 		return log_err_set(err, other,
 				   "target %s: looking for a writer whose lock "
@@ -981,8 +980,8 @@ static int removed_lock(struct writer *w, char **err)
 	w->lock_fd = -1;
 	return log_err_set(err, -EBUSY,
 			   "target %s: in use by another atomsyncd (pid %ld), "
-			   "whose lock file %s was removed; restart that one "
-			   "to lock the target again",
+			   "whose lock file %s was removed or moved; restart "
+			   "that one to lock the target again",
 			   w->path, (long)other, WRITER_LOCK);
 }
 

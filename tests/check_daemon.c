@@ -905,7 +905,7 @@ START_TEST(test_a_removed_lock_file_still_keeps_others_out)
 	ck_assert_int_eq(unlink(lock), 0);
 	ck_assert_int_ge(asprintf(&text, "in use by another atomsyncd (pid "
 					 "%ld), whose lock file "
-					 "..atomsync.lock was removed",
+					 "..atomsync.lock was removed or moved",
 				  (long)pid),
 			 0);
 	/* Not only the first to come: the one that found it does not

@@ -305,7 +305,7 @@ START_TEST(test_loops_and_files_on_the_way)
 }
 END_TEST
 
-START_TEST(test_flock_holder_is_found_in_proc_locks)
+START_TEST(test_flock_holder_is_found)
 {
 	int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
@@ -458,7 +458,7 @@ static void not_a_writers(struct holding *h, const struct stat *st)
 	pid_t child = hold_lock(h, &release);
 	if (h->n > 0 && unlink(h->lock) < 0)
 		ck_assert_int_eq(errno, ENOENT);
-	ck_assert_int_eq(fsutil_removed_lock_holder(st), 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(st, 0), 0);
 	let_go(child, release);
 }
 
@@ -489,26 +489,30 @@ static void others_are_not_writers(const char *dir, const struct stat *st)
 	free(theirs);
 }
 
-/* A lock whose file still has its name is not a removed one (a pidfile
- * beside the target, say); once removed, its holder is found. */
+/* The lock file named now is not one removed or moved away; one moved
+ * away, or removed, is found with its holder. */
 START_TEST(test_removed_lock_holder_is_found)
 {
 	char *dir = mkdir_in("target", 0755, -1), *other = mkdir_in("o", 0755, -1);
-	char *lock = tu_path(dir, "..atomsync.lock");
-	struct stat st, ost;
+	char *lock = tu_path(dir, "..atomsync.lock"), *moved = tu_path(tmp, "m");
+	struct stat st, ost, lst;
 	int release;
 	ck_assert_int_eq(stat(dir, &st), 0);
 	ck_assert_int_eq(stat(other, &ost), 0);
 	others_are_not_writers(dir, &st);
 	struct holding h = {dir, lock, 1, -1, -1, false, true};
 	pid_t child = hold_lock(&h, &release);
-	ck_assert_int_eq(fsutil_removed_lock_holder(&st), 0);
-	ck_assert_int_eq(unlink(lock), 0);
-	ck_assert_int_eq(fsutil_removed_lock_holder(&st), child);
+	ck_assert_int_eq(stat(lock, &lst), 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(&st, lst.st_ino), 0);
+	ck_assert_int_eq(rename(lock, moved), 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(&st, 0), child);
+	ck_assert_int_eq(unlink(moved), 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(&st, 0), child);
 	/* Another directory is not the one it has open. */
-	ck_assert_int_eq(fsutil_removed_lock_holder(&ost), 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(&ost, 0), 0);
 	let_go(child, release);
-	ck_assert_int_eq(fsutil_removed_lock_holder(&st), 0);
+	ck_assert_int_eq(fsutil_removed_lock_holder(&st, 0), 0);
+	free(moved);
 	free(lock);
 	free(other);
 	free(dir);
@@ -584,7 +588,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_mkdir_makes_only_the_last_component);
 	tcase_add_test(tc, test_loops_and_files_on_the_way);
 	tcase_add_test(tc, test_links_on_a_read_only_mount_are_followed);
-	tcase_add_test(tc, test_flock_holder_is_found_in_proc_locks);
+	tcase_add_test(tc, test_flock_holder_is_found);
 	tcase_add_test(tc, test_removed_lock_holder_is_found);
 	tcase_add_test(tc,
 		       test_write_atomic_replaces_whatever_holds_the_temporary_name);

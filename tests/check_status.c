@@ -383,8 +383,8 @@ START_TEST(test_running_daemon_whose_lock_file_was_removed)
 	ck_assert_int_eq(unlink(lock), 0);
 	ck_assert_int_eq(status(&out, &err), 0);
 	ck_assert_int_ge(asprintf(&want, "  daemon:      running, pid %ld "
-				  "(atomsyncd); its lock file was removed: "
-				  "restart it to lock the target again\n",
+				  "(atomsyncd); its lock file was removed or "
+				  "moved: restart it to lock the target again\n",
 				  (long)pid),
 			 0);
 	ASSERT_HAS(out, want);
