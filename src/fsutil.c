@@ -753,23 +753,31 @@ pid_t fsutil_flock_holder(int fd)
 	return fstat(fd, &st) < 0 ? 0 : fsutil_flock_holder_of(&st);
 }
 
-/* Whether process `pid` runs as root or us: its effective uid, from
- * /proc/PID/status (the owner of /proc/PID is root for a process that
- * made itself undumpable). */
+/* File `name` of the process of /proc/PID (`pfd`), to read by lines;
+ * NULL when it cannot be opened (the process is gone, say). */
+static FILE *proc_open(int pfd, const char *name)
+{
+	int fd = openat(pfd, name, O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+
+	if (f == NULL && fd >= 0)
+		close(fd);
+	return f;
+}
+
+/* Whether the process of /proc/PID (`pfd`) runs as root or us: its
+ * effective uid, from /proc/PID/status (the owner of /proc/PID is root
+ * for a process that made itself undumpable). */
 static bool runs_trusted(int pfd)
 {
 	char *line = NULL;
 	size_t cap = 0;
 	unsigned long ruid, euid;
 	bool trusted = false;
-	int fd = openat(pfd, "status", O_RDONLY | O_CLOEXEC);
-	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	FILE *f = proc_open(pfd, "status");
 
-	if (f == NULL) {
-		if (fd >= 0)
-			close(fd);
+	if (f == NULL)
 		return false;
-	}
 	while (getline(&line, &cap, f) > 0)
 		if (sscanf(line, "Uid: %lu %lu", &ruid, &euid) == 2) {
 			trusted = fsutil_trusted_uid((uid_t)euid);
@@ -788,11 +796,9 @@ static int fd_stat(int dfd, const char *name, struct stat *st)
 	struct statx x;
 
 	if (statx(dfd, name, AT_STATX_DONT_SYNC,
-		  STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_UID | STATX_INO,
-		  &x) < 0)
+		  STATX_TYPE | STATX_MODE | STATX_UID | STATX_INO, &x) < 0)
 		return -errno;
 	st->st_mode = x.stx_mode;
-	st->st_nlink = x.stx_nlink;
 	st->st_uid = x.stx_uid;
 	st->st_ino = x.stx_ino;
 	st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
@@ -806,17 +812,11 @@ static bool fd_flocked(int pfd, const char *name)
 	char path[8 + NAME_MAX], *line = NULL;
 	size_t cap = 0;
 	bool locked = false;
-	int fd;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "fdinfo/%s", name);
-	fd = openat(pfd, path, O_RDONLY | O_CLOEXEC);
-	f = fd >= 0 ? fdopen(fd, "r") : NULL;
-	if (f == NULL) {
-		if (fd >= 0)
-			close(fd);
+	if ((f = proc_open(pfd, path)) == NULL)
 		return false;
-	}
 	while (!locked && getline(&line, &cap, f) > 0)
 		locked = strncmp(line, "lock:", 5) == 0 &&
 			 strstr(line, " FLOCK ") != NULL;
