@@ -1,0 +1,217 @@
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "array.h"
+#include "fsutil.h"
+#include "listing.h"
+
+/* The directories still to be read: paths, as a stack (no recursion
+ * over a tree of any depth). */
+struct pending {
+	char **v;
+	size_t n, cap;
+};
+
+static int pending_push(struct pending *p, char *path)
+{
+	if (path == NULL ||
+	    array_grow(&p->v, &p->cap, p->n, sizeof(*p->v)) < 0) {
+		free(path);
+		return -ENOMEM;
+	}
+	p->v[p->n++] = path;
+	return 0;
+}
+
+static void pending_fini(struct pending *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		free(p->v[i]);
+	free(p->v);
+}
+
+static int add_name(struct listing *l, const struct dirent *de)
+{
+	size_t len = strlen(de->d_name) + 1;
+
+	if (array_grow(&l->names, &l->capnames, l->nnames,
+		       sizeof(*l->names)) < 0)
+		return -ENOMEM;
+	while (l->pool_cap - l->pool_len < len) {
+		size_t cap = l->pool_cap ? l->pool_cap * 2 : 4096;
+		char *p = realloc(l->pool, cap);
+		if (p == NULL)
+			return -ENOMEM;
+		l->pool = p;
+		l->pool_cap = cap;
+	}
+	memcpy(l->pool + l->pool_len, de->d_name, len);
+	l->names[l->nnames++] = (struct listing_name){
+		.name = l->pool_len, .ino = (uint64_t)de->d_ino,
+		.type = de->d_type,
+	};
+	l->pool_len += len;
+	return 0;
+}
+
+static int name_cmp(const void *a, const void *b, void *pool)
+{
+	const struct listing_name *x = a, *y = b;
+
+	return strcmp((const char *)pool + x->name,
+		      (const char *)pool + y->name);
+}
+
+/* Whether the listed name `n` of the directory open as `fd` is a
+ * directory; the file system may not say in the entry. */
+static bool is_dir(const struct listing *l, const struct listing_name *n,
+		   int fd)
+{
+	struct stat st;
+
+	if (n->type != DT_UNKNOWN)
+		return n->type == DT_DIR;
+	return fstatat(fd, listing_name(l, n), &st, AT_SYMLINK_NOFOLLOW) ==
+		       0 &&
+	       S_ISDIR(st.st_mode);
+}
+
+/* Queues the directories among the names just listed in `d`. */
+static int queue_subdirs(const struct listing *l, const struct listing_dir *d,
+			 int fd, struct pending *todo)
+{
+	for (size_t i = d->first; i < d->first + d->n; i++) {
+		const struct listing_name *n = &l->names[i];
+		if (!is_dir(l, n, fd))
+			continue;
+		const char *name = listing_name(l, n);
+		char *p = d->path[0] ? fsutil_join(d->path, name)
+				     : strdup(name);
+		if (pending_push(todo, p) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Reads the directory open as `fd` (which it closes) into l as `path`
+ * (which it takes): 0, 1 when that would pass `max` names (nothing of it
+ * is kept then), or a negative errno. */
+static int read_dir(struct listing *l, int fd, char *path, size_t max,
+		    struct pending *todo)
+{
+	struct stat st;
+	DIR *d = fstat(fd, &st) == 0 ? fdopendir(fd) : NULL;
+	size_t first = l->nnames, pool = l->pool_len;
+	struct dirent *de;
+	int rc = 0;
+
+	if (d == NULL) {
+		rc = -errno;
+		close(fd);
+		free(path);
+		return rc;
+	}
+	while (rc == 0) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL) {
+			rc = -errno;
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		rc = l->nnames == max ? 1 : add_name(l, de);
+	}
+	if (rc == 0 && array_grow(&l->dirs, &l->capdirs, l->ndirs,
+				  sizeof(*l->dirs)) < 0)
+		rc = -ENOMEM;
+	if (rc != 0) {
+		l->nnames = first;
+		l->pool_len = pool;
+		free(path);
+	} else {
+		struct listing_dir *ld = &l->dirs[l->ndirs++];
+		*ld = (struct listing_dir){
+			.path = path, .dev = (uint64_t)st.st_dev,
+			.ino = (uint64_t)st.st_ino, .first = first,
+			.n = l->nnames - first,
+		};
+		qsort_r(l->names + first, ld->n, sizeof(*l->names), name_cmp,
+			l->pool);
+		rc = queue_subdirs(l, ld, dirfd(d), todo);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int dir_cmp(const void *a, const void *b)
+{
+	const struct listing_dir *x = a, *y = b;
+
+	return strcmp(x->path, y->path);
+}
+
+int listing_read(int fd, size_t max_names, struct listing **out)
+{
+	struct listing *l = calloc(1, sizeof(*l));
+	struct pending todo = {0};
+	int rc = l ? 0 : -ENOMEM;
+	int top = rc == 0 ? openat(fd, ".", O_RDONLY | O_DIRECTORY |
+						O_CLOEXEC)
+			  : -1;
+
+	*out = NULL;
+	if (rc == 0 && top < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = read_dir(l, top, strdup(""), max_names, &todo);
+	while (rc == 0 && todo.n > 0) {
+		char *path = todo.v[--todo.n];
+		/* Gone, or a link by now: not listed, read when needed. */
+		int dfd = fsutil_open_beneath(fd, path,
+					      O_RDONLY | O_DIRECTORY |
+						      O_NOFOLLOW);
+		if (dfd < 0) {
+			free(path);
+			rc = dfd == -ENOMEM || dfd == -EMFILE ? dfd : 0;
+			continue;
+		}
+		rc = read_dir(l, dfd, path, max_names, &todo);
+	}
+	pending_fini(&todo);
+	if (rc < 0 || (rc == 1 && l->ndirs == 0)) {
+		listing_free(l);
+		return rc < 0 ? rc : -E2BIG;
+	}
+	qsort(l->dirs, l->ndirs, sizeof(*l->dirs), dir_cmp);
+	*out = l;
+	return 0;
+}
+
+void listing_free(struct listing *l)
+{
+	if (l == NULL)
+		return;
+	for (size_t i = 0; i < l->ndirs; i++)
+		free(l->dirs[i].path);
+	free(l->dirs);
+	free(l->names);
+	free(l->pool);
+	free(l);
+}
+
+const struct listing_dir *listing_find(const struct listing *l,
+				       const char *path)
+{
+	struct listing_dir key = {.path = (char *)path};
+
+	if (l == NULL || l->ndirs == 0)
+		return NULL;
+	return bsearch(&key, l->dirs, l->ndirs, sizeof(*l->dirs), dir_cmp);
+}
