@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -67,6 +68,21 @@ char *tu_mkdtemp_fast(void)
 	return tu_mkdtemp();
 }
 
+static int rm_entry(const char *p, const struct stat *st, int flag,
+		    struct FTW *f)
+{
+	(void)st;
+	(void)f;
+	if (flag == FTW_DP)
+		(void)rmdir(p);
+	else
+		(void)unlink(p);
+	return 0;
+}
+
+/* rm -rf: the core's removal first, which keeps out of what another user
+ * could have moved in (a daemon run as nobody made it, say); then
+ * whatever that left, the way rm does, for no test to leave it behind. */
 void tu_rmrf(const char *path)
 {
 	char *copy = strdup(path);
@@ -88,6 +104,9 @@ void tu_rmrf(const char *path)
 			close(dfd);
 	}
 	free(copy);
+	struct stat st;
+	if (lstat(path, &st) == 0)
+		(void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
 char *tu_path(const char *a, const char *b)
