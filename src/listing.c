@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -92,6 +94,9 @@ static int queue_subdirs(const struct listing *l, const struct listing_dir *d,
 		if (!is_dir(l, n, fd))
 			continue;
 		const char *name = listing_name(l, n);
+		/* Each directory is opened by its path in one call. */
+		if (strlen(d->path) + 1 + strlen(name) >= PATH_MAX)
+			continue;
 		char *p = d->path[0] ? fsutil_join(d->path, name)
 				     : strdup(name);
 		if (pending_push(todo, p) < 0)
@@ -102,16 +107,26 @@ static int queue_subdirs(const struct listing *l, const struct listing_dir *d,
 
 /* Reads the directory open as `fd` (which it closes) into l as `path`
  * (which it takes): 0, 1 when that would pass `max` names (nothing of it
- * is kept then), or a negative errno. */
+ * is kept then), or a negative errno.  One that another user can change
+ * is left out, with all below it: a listing of it could not be trusted
+ * once read, and its owner could make it a chain of directories as deep
+ * as the bound allows. */
 static int read_dir(struct listing *l, int fd, char *path, size_t max,
 		    struct pending *todo)
 {
 	struct stat st;
-	DIR *d = fstat(fd, &st) == 0 ? fdopendir(fd) : NULL;
+	bool ours = fstat(fd, &st) == 0 && fsutil_trusted_uid(st.st_uid) &&
+		    !(st.st_mode & 0022);
+	DIR *d = ours ? fdopendir(fd) : NULL;
 	size_t first = l->nnames, pool = l->pool_len;
 	struct dirent *de;
 	int rc = 0;
 
+	if (!ours) {
+		close(fd);
+		free(path);
+		return 0;
+	}
 	if (d == NULL) {
 		rc = -errno;
 		close(fd);
@@ -142,8 +157,9 @@ static int read_dir(struct listing *l, int fd, char *path, size_t max,
 			.ino = (uint64_t)st.st_ino, .first = first,
 			.n = l->nnames - first,
 		};
-		qsort_r(l->names + first, ld->n, sizeof(*l->names), name_cmp,
-			l->pool);
+		if (ld->n > 1)
+			qsort_r(l->names + first, ld->n, sizeof(*l->names),
+				name_cmp, l->pool);
 		rc = queue_subdirs(l, ld, dirfd(d), todo);
 	}
 	closedir(d);
@@ -189,7 +205,8 @@ int listing_read(int fd, size_t max_names, struct listing **out)
 		listing_free(l);
 		return rc < 0 ? rc : -E2BIG;
 	}
-	qsort(l->dirs, l->ndirs, sizeof(*l->dirs), dir_cmp);
+	if (l->ndirs > 1)
+		qsort(l->dirs, l->ndirs, sizeof(*l->dirs), dir_cmp);
 	*out = l;
 	return 0;
 }

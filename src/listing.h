@@ -33,8 +33,11 @@ struct listing {
 
 /* Lists the directory open as `fd` and every directory below it,
  * following no symbolic link, until `max_names` names are listed: the
- * directories read by then are listed whole, the rest not at all.  0, or
- * a negative errno with nothing listed (*out NULL). */
+ * directories read by then are listed whole, the rest not at all.  Only
+ * directories that root or we own and nobody else can write are read,
+ * nor any below one that is not, nor one whose path is PATH_MAX bytes or
+ * more.  0 (a top left out: nothing listed), or a negative errno with
+ * nothing listed (*out NULL). */
 int listing_read(int fd, size_t max_names, struct listing **out);
 void listing_free(struct listing *l);
 /* The directory listed at `path`, NULL when it was not read. */

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,11 +179,12 @@ START_TEST(test_the_bound_leaves_directories_out_whole)
 }
 END_TEST
 
-/* A tree deeper than any stack would allow, with paths longer than the
- * kernel takes in one call, is listed all the way down. */
+/* A tree deeper than any stack would allow is listed without
+ * recursion, down to the paths the kernel takes in one call. */
 START_TEST(test_a_deep_tree_is_listed_without_recursion)
 {
-	enum { DEPTH = 3000 };
+	/* LISTED: the deepest k with a path of 3k - 1 bytes under PATH_MAX. */
+	enum { DEPTH = 3000, LISTED = PATH_MAX / 3 };
 	char *top = tu_path(tmp, "top");
 	ck_assert_int_eq(mkdir(top, 0755), 0);
 	int fd = open(top, O_RDONLY | O_DIRECTORY);
@@ -198,15 +200,54 @@ START_TEST(test_a_deep_tree_is_listed_without_recursion)
 	int rc;
 	struct listing *l = list(top, 10 * DEPTH, &rc);
 
+	/* "dd/dd/..." of k levels is 3k - 1 bytes long. */
 	ck_assert_int_eq(rc, 0);
-	ck_assert_uint_eq(l->ndirs, DEPTH + 1);
-	ck_assert_uint_eq(l->nnames, DEPTH);
+	ck_assert_uint_eq(l->ndirs, LISTED + 1);
+	ck_assert_uint_eq(l->nnames, LISTED + 1);
 	size_t deepest = 0;
 	for (size_t k = 0; k < l->ndirs; k++)
 		if (strlen(l->dirs[k].path) > deepest)
 			deepest = strlen(l->dirs[k].path);
-	ck_assert_uint_eq(deepest, DEPTH * 3 - 1);
+	ck_assert_uint_eq(deepest, LISTED * 3 - 1);
+	ck_assert_uint_lt(deepest, PATH_MAX);
 	listing_free(l);
+	free(top);
+}
+END_TEST
+
+/* A directory that another user owns or can write is a name, never a
+ * directory read, and nothing below it is read either. */
+START_TEST(test_what_others_can_change_is_not_read)
+{
+	char *top = tu_path(tmp, "top");
+	tu_write(top, "open/sub/f", "1", 0644);
+	tu_write(top, "theirs/sub/f", "1", 0644);
+	tu_write(top, "mine/f", "1", 0644);
+	char *open_ = tu_path(top, "open"), *theirs = tu_path(top, "theirs");
+	ck_assert_int_eq(chmod(open_, 0777), 0);
+	ck_assert_int_eq(chown(theirs, 2009, 100), 0);
+	int rc;
+	struct listing *l = list(top, 100, &rc);
+
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(l->ndirs, 2);
+	ck_assert_ptr_nonnull(listing_find(l, "mine"));
+	ck_assert_ptr_null(listing_find(l, "open"));
+	ck_assert_ptr_null(listing_find(l, "open/sub"));
+	ck_assert_ptr_null(listing_find(l, "theirs"));
+	ck_assert_ptr_null(listing_find(l, "theirs/sub"));
+	char *n = names_of(l, "");
+	ck_assert_str_eq(n, "mine open theirs ");
+	free(n);
+	listing_free(l);
+	/* A top others can write: nothing is read. */
+	ck_assert_int_eq(chmod(top, 0777), 0);
+	l = list(top, 100, &rc);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(l->ndirs, 0);
+	listing_free(l);
+	free(theirs);
+	free(open_);
 	free(top);
 }
 END_TEST
@@ -222,6 +263,7 @@ static Suite *listing_suite(void)
 	tcase_add_test(tc, test_no_link_is_followed);
 	tcase_add_test(tc, test_the_bound_leaves_directories_out_whole);
 	tcase_add_test(tc, test_a_deep_tree_is_listed_without_recursion);
+	tcase_add_test(tc, test_what_others_can_change_is_not_read);
 	suite_add_tcase(s, tc);
 	return s;
 }
