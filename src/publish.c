@@ -17,6 +17,7 @@
 #include "publish.h"
 #include "snapshot.h"
 #include "state.h"
+#include "thread.h"
 #include "writer.h"
 
 /* A torn read is retried this many times before --once gives up. */
@@ -191,11 +192,46 @@ static int open_target(struct publish *p)
 	if (p->w == NULL) {
 		struct writer_opts wo = publish_writer_opts(p->c, p->dry_run);
 		wo.one_shot = p->once;
+		wo.load_later = p->once;
 		wo.no_create = there == 1;
 		p->rc = writer_open(p->c->target, &wo, &p->w, &p->err);
 		p->had_target |= p->rc == 0;
 	}
 	return p->rc;
+}
+
+/* What a read of the whole source is told: room at once for what the
+ * last read found (in huge pages): grown by doubling on the heap, the
+ * array would be copied on the way, each copy beside the live record.
+ * The daemon's heap has no room freed by the reads before either: a
+ * large live record is in a store (see snapshot_supersede()), not the
+ * heap.  And it reads over the live record: what is as it holds it
+ * stays its, not copied (a second record beside it at a million entries
+ * is a hundred MB more).  A --once run, whose record is loaded while
+ * the source is read, has neither; it keeps no store to read over. */
+static struct snapshot_opts full_opts(const struct publish *p,
+				      const struct snapshot_opts *so)
+{
+	const struct snapshot *base = writer_live(p->w);
+	struct snapshot_opts o = *so;
+
+	o.expect = base ? base->n : 0;
+	o.over = base;
+	o.project = writer_project_entry;
+	o.project_arg = p->w;
+	return o;
+}
+
+/* What a read that went through tells the publish. */
+static int source_read(struct publish *p, int rc, const struct snapshot *snap)
+{
+	publish_dirty_fini(&p->dirty);
+	p->source_failed = rc < 0;
+	if (rc < 0)
+		return rc;
+	p->read = snap->read;
+	p->was_read = true;
+	return 0;
 }
 
 /* Reads the source: again only where it changed when the last read is
@@ -215,28 +251,62 @@ static int read_source(struct publish *p, const struct snapshot_opts *so,
 	p->base_live = false;
 	p->full = rc == -ESTALE;
 	if (p->full) {
-		/* Room at once for what the last read found (in huge
-		 * pages): grown by doubling on the heap, the array would
-		 * be copied on the way, each copy beside the live record.
-		 * The daemon's heap has no room freed by the reads before
-		 * either: a large live record is in a store (see
-		 * snapshot_supersede()), not the heap. */
-		struct snapshot_opts o = *so;
-		o.expect = base ? base->n : 0;
-		/* Over the live record: what is as it holds it stays its,
-		 * not copied (a second record beside it at a million
-		 * entries is a hundred MB more). */
-		o.over = base;
-		o.project = writer_project_entry;
-		o.project_arg = p->w;
+		struct snapshot_opts o = full_opts(p, so);
 		rc = snapshot_take(p->c->source, &o, snap, &p->err);
 	}
-	publish_dirty_fini(&p->dirty);
-	if (rc < 0)
+	return source_read(p, rc, *snap);
+}
+
+/* A read of the whole source on a thread of its own. */
+struct walk_job {
+	const char *source;
+	struct snapshot_opts o;
+	struct snapshot *snap;
+	char *err;
+	int rc;
+};
+
+static void *walk_run(void *arg)
+{
+	struct walk_job *j = arg;
+
+	j->rc = snapshot_take(j->source, &j->o, &j->snap, &j->err);
+	return NULL;
+}
+
+/* The first read of a writer opened with load_later (--once): the
+ * source is read on a thread of its own while this one gets the writer
+ * ready: it loads the live record, then starts the check of every live
+ * file on a thread that takes the other core (see writer_verify_start).
+ * The walk touches nothing of the writer but the options it projects
+ * entries with. */
+static int read_beside(struct publish *p, const struct snapshot_opts *so,
+		       struct snapshot **snap)
+{
+	struct walk_job j = {.source = p->c->source, .o = full_opts(p, so)};
+	pthread_t t;
+	bool beside = thread_start(&t, walk_run, &j) == 0;
+	int rc = writer_load(p->w, &p->err);
+
+	if (rc == 0)
+		writer_verify_start(p->w);
+	if (beside)
+		pthread_join(t, NULL);
+	else if (rc == 0)
+		walk_run(&j);
+	p->base_live = false;
+	p->full = true;
+	if (rc < 0) {
+		/* The walk was for nothing: the writer has no record. */
+		snapshot_free(j.snap);
+		free(j.err);
+		publish_dirty_fini(&p->dirty);
 		return rc;
-	p->read = (*snap)->read;
-	p->was_read = true;
-	return 0;
+	}
+	free(p->err);
+	p->err = j.err;
+	*snap = j.snap;
+	return source_read(p, j.rc, j.snap);
 }
 
 /* The read now is the live record: the next read can start from it.
@@ -258,14 +328,17 @@ int publish_prepare(struct publish *p)
 		return p->rc;
 	/* A followed link must not lead the walk back into the target. */
 	(void)writer_target_id(p->w, &so.avoid_dev, &so.avoid_ino);
-	/* Every live file is checked, when that is due, while the source
-	 * is read. */
-	writer_verify_start(p->w);
-	p->rc = read_source(p, &so, full, &snap);
-	if (p->rc < 0) {
-		p->source_failed = true;
-		return p->rc;
+	/* No live record yet: the writer was opened to load it later. */
+	if (writer_live(p->w) == NULL) {
+		p->rc = read_beside(p, &so, &snap);
+	} else {
+		/* Every live file is checked, when that is due, while the
+		 * source is read. */
+		writer_verify_start(p->w);
+		p->rc = read_source(p, &so, full, &snap);
 	}
+	if (p->rc < 0)
+		return p->rc;
 	uint64_t walked_us = clock_us(CLOCK_MONOTONIC);
 	/* What the caller needs of the walk; the writer takes the rest. */
 	p->extras = snapshot_take_extras(snap);

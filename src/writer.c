@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "flush.h"
 #include "fsutil.h"
+#include "listing.h"
 #include "log.h"
 #include "pathset.h"
 #include "state.h"
@@ -98,6 +99,11 @@ struct writer {
 	pthread_t verify_thread;
 	bool verifying;		/* the thread runs, or is to be joined */
 	uint8_t *live_ok;	/* its answers, NULL: none */
+	bool live_loaded;	/* `live` is what the live generation holds
+				   (writer_load) */
+	struct listing *spare_listed; /* the spare's directories, read
+					 ahead by that thread, from */
+	int spare_fd;		      /* (-1: none to read) */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
 	bool exact_dino;	/* its directory entries tell inode numbers */
 	struct retired *retired;
@@ -1058,7 +1064,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 
 	if (w == NULL)
 		return -ENOMEM;
-	w->dfd = w->live_fd = w->lock_fd = -1;
+	w->dfd = w->live_fd = w->lock_fd = w->spare_fd = -1;
 	state_log_init(&w->slog);
 	w->verify_live = true; /* nothing is known of the files yet */
 	writer_set_opts(w, o);
@@ -1067,6 +1073,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 	if (rc == -ENOENT && o->dry_run) {
 		/* Nothing there yet: everything would be added. */
 		rc = snapshot_open(NULL, &w->live, NULL);
+		w->live_loaded = rc == 0;
 		if (rc == 0) {
 			*out = w;
 			return 0;
@@ -1076,19 +1083,27 @@ int writer_open(const char *target, const struct writer_opts *o,
 		rc = lock_target(w, err);
 	if (rc == 0)
 		rc = open_live_generation(w, err);
-	if (rc == 0) {
+	if (rc == 0)
 		recover(w);
-		rc = load_live(w, err);
-		if (rc < 0 && err && *err == NULL)
-			log_err_set(err, rc, "target %s: %s", target,
-				    strerror(-rc));
-	}
+	if (rc == 0 && !o->load_later)
+		rc = writer_load(w, err);
 	if (rc < 0) {
 		writer_close(w);
 		return rc;
 	}
 	*out = w;
 	return 0;
+}
+
+int writer_load(struct writer *w, char **err)
+{
+	if (w->live_loaded)
+		return 0;
+	int rc = load_live(w, err);
+	if (rc < 0 && err && *err == NULL)
+		log_err_set(err, rc, "target %s: %s", w->path, strerror(-rc));
+	w->live_loaded = rc == 0;
+	return rc;
 }
 
 void writer_close(struct writer *w)
@@ -1807,6 +1822,11 @@ static bool live_checked(const struct writer *w, const struct snap_entry *o,
 	return live_intact(w, o, gen);
 }
 
+/* At most this many names more than the live generation holds are read
+ * of the spare: it differs from that one only where a few publishes
+ * changed it. */
+#define SPARE_LISTED_MORE 4096
+
 static void *verify_worker(void *arg)
 {
 	struct writer *w = arg;
@@ -1814,9 +1834,16 @@ static void *verify_worker(void *arg)
 	struct stat gen;
 
 	live_owner(w, &gen);
-	for (size_t i = 0; i < l->n; i++)
+	for (size_t i = 0; w->live_ok && i < l->n; i++)
 		w->live_ok[i] = l->v[i].type == SNAP_FILE &&
 				live_intact(w, &l->v[i], &gen);
+	if (w->spare_fd >= 0) {
+		(void)listing_read(w->spare_fd,
+				   l->n + l->n / 8 + SPARE_LISTED_MORE,
+				   &w->spare_listed);
+		close(w->spare_fd);
+		w->spare_fd = -1;
+	}
 	return NULL;
 }
 
@@ -1833,18 +1860,45 @@ static void verify_drop(struct writer *w)
 	verify_join(w);
 	free(w->live_ok);
 	w->live_ok = NULL;
+	listing_free(w->spare_listed);
+	w->spare_listed = NULL;
+}
+
+/* The spare, for a one-shot writer to read its directories ahead of
+ * the publish that recycles it (a daemon mostly knows where it differs,
+ * and keeps no listing of a million names beside its record): -1 when
+ * there is none, or one another user could change, which no publish
+ * recycles. */
+static int spare_ahead(const struct writer *w)
+{
+	struct stat st;
+
+	if (!w->o.one_shot || w->spare == NULL || w->live == NULL)
+		return -1;
+	int fd = open_generation(w->dfd, w->spare);
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !ours_alone(&st))) {
+		close(fd);
+		fd = -1;
+	}
+	return fd < 0 ? -1 : fd;
 }
 
 void writer_verify_start(struct writer *w)
 {
 	verify_drop(w);
-	if (!w->verify_live || w->live == NULL || w->live_fd < 0 ||
-	    w->live->n == 0 || (w->live_ok = malloc(w->live->n)) == NULL)
+	if (w->verify_live && w->live && w->live_fd >= 0 && w->live->n > 0)
+		w->live_ok = malloc(w->live->n);
+	w->spare_fd = spare_ahead(w);
+	if (w->live_ok == NULL && w->spare_fd < 0)
 		return;
 	w->verifying = thread_start(&w->verify_thread, verify_worker, w) == 0;
 	if (!w->verifying) {
+		/* Checked as the publish goes, and read then. */
 		free(w->live_ok);
 		w->live_ok = NULL;
+		if (w->spare_fd >= 0)
+			close(w->spare_fd);
+		w->spare_fd = -1;
 	}
 }
 
@@ -2087,6 +2141,8 @@ struct build {
 	struct level *lv;
 	size_t depth, cap;
 	size_t skip;	  /* entries after the one built, kept unread */
+	char *pbuf;	  /* a path being looked up (see level_join()) */
+	size_t pcap;
 };
 
 /* Whether `e` records an entry owned by root or us that nobody else can
@@ -2255,24 +2311,110 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
  * inode, as the directory's entry says), where nobody but us could have
  * changed either: kept without a look at the file itself. */
 static void keep_known(struct build *b, const struct level *l,
-		       struct snap_entry *e, const struct dirent *de)
+		       struct snap_entry *e, uint64_t ino, unsigned char type)
 {
 	size_t i = (size_t)(e - b->s->v);
 
 	if (b->w->exact_dino && l->new_ours && l->live_ours &&
-	    b->act[i] == ACT_LINK && de->d_type == DT_REG && e->t_ino != 0 &&
-	    (uint64_t)de->d_ino == e->t_ino && only_ours(b, e)) {
+	    b->act[i] == ACT_LINK && type == DT_REG && e->t_ino != 0 &&
+	    ino == e->t_ino && only_ours(b, e)) {
 		b->act[i] = ACT_KEEP;
 		b->r->linked++;
 	}
 }
 
+/* The path of `name` in the directory of level l, in b's buffer. */
+static const char *level_join(struct build *b, const struct level *l,
+			      const char *name)
+{
+	size_t n = strlen(name), need = l->len + 1 + n + 1;
+
+	if (need > b->pcap) {
+		char *p = realloc(b->pbuf, need);
+		if (p == NULL)
+			return NULL;
+		b->pbuf = p;
+		b->pcap = need;
+	}
+	char *o = b->pbuf;
+	if (l->len) {
+		memcpy(o, l->path, l->len);
+		o += l->len;
+		*o++ = '/';
+	}
+	memcpy(o, name, n + 1);
+	return b->pbuf;
+}
+
+/* The name `n` of a recycled directory, which the snapshot holds as
+ * `e`: kept when keep_known() can tell it is as it must be.  Without
+ * one, it is removed (whatever it is: what left the source, or what
+ * someone put there while the generation was live). */
+static int prune_name(struct build *b, struct level *l, const char *n,
+		      struct snap_entry *e, uint64_t ino, unsigned char type)
+{
+	if (e) {
+		keep_known(b, l, e, ino, type);
+		return 0;
+	}
+	l->dirty = true;
+	int rc = fsutil_rmtree_in(l->nfd, &l->found, n);
+	if (rc < 0)
+		log_err_set(b->err, rc, "target %s: removing %s/%s: %s",
+			    b->w->path, l->path, n, strerror(-rc));
+	return rc;
+}
+
+/* The directory of level l as the check thread read it ahead (see
+ * spare_ahead()), when that stands for a read now: the very directory,
+ * which nobody but us or root could have changed since (its mode and
+ * owner say so now, and only they could have changed those). */
+static const struct listing_dir *listed(const struct build *b,
+					const struct level *l)
+{
+	const struct listing_dir *d =
+		l->new_ours ? listing_find(b->w->spare_listed, l->path) : NULL;
+
+	return d && d->dev == (uint64_t)l->found.st_dev &&
+			       d->ino == (uint64_t)l->found.st_ino
+		       ? d
+		       : NULL;
+}
+
+/* prune() from the listing `d`: its names and the snapshot's entries in
+ * l are both in name order, and are gone through side by side. */
+static int prune_listed(struct build *b, struct level *l,
+			const struct listing_dir *d)
+{
+	const struct listing *li = b->w->spare_listed;
+	const struct snapshot *s = b->s;
+	size_t i = l->idx == LEVEL_ROOT ? 0 : l->idx + 1;
+	size_t end = l->idx == LEVEL_ROOT ? s->n : snapshot_subtree_end(s, l->idx);
+	size_t skip = l->len ? l->len + 1 : 0;
+	int rc = 0;
+
+	for (size_t k = 0; rc == 0 && k < d->n; k++) {
+		const struct listing_name *ln = &li->names[d->first + k];
+		const char *n = listing_name(li, ln);
+		int c = 1;
+		/* Past the entries before n, and what is below them. */
+		while (i < end && (c = strcmp(s->v[i].path + skip, n)) < 0)
+			i = s->v[i].type == SNAP_DIR ? snapshot_subtree_end(s, i)
+						     : i + 1;
+		rc = prune_name(b, l, n, i < end && c == 0 ? &s->v[i] : NULL,
+				ln->ino, ln->type);
+	}
+	return rc;
+}
+
 /* Removes the names of a recycled directory that the snapshot does not
- * hold (whatever they are: what left the source, or what someone put
- * there while the generation was live), and keeps what keep_known() can
- * tell is as it must be. */
+ * hold, and keeps what keep_known() can tell is as it must be. */
 static int prune(struct build *b, struct level *l)
 {
+	const struct listing_dir *ld = listed(b, l);
+
+	if (ld)
+		return prune_listed(b, l, ld);
 	int fd = openat(l->nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *de;
@@ -2290,22 +2432,10 @@ static int prune(struct build *b, struct level *l)
 		const char *n = de->d_name;
 		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
 			continue;
-		char *path = l->len ? fsutil_join(l->path, n) : strdup(n);
-		if (path == NULL) {
-			rc = -ENOMEM;
-			break;
-		}
-		struct snap_entry *e = snapshot_find(b->s, path);
-		free(path);
-		if (e) {
-			keep_known(b, l, e, de);
-			continue;
-		}
-		l->dirty = true;
-		rc = fsutil_rmtree_in(l->nfd, &l->found, n);
-		if (rc < 0)
-			log_err_set(b->err, rc, "target %s: removing %s/%s: %s",
-				    b->w->path, l->path, n, strerror(-rc));
+		const char *path = level_join(b, l, n);
+		rc = path ? prune_name(b, l, n, snapshot_find(b->s, path),
+				       (uint64_t)de->d_ino, de->d_type)
+			  : -ENOMEM;
 	}
 	closedir(d);
 	return rc;
@@ -2743,6 +2873,7 @@ static void levels_free(struct build *b, size_t keep)
 			close(l->ofd);
 	}
 	free(b->lv);
+	free(b->pbuf);
 }
 
 /* The second half of a build, on a thread of its own: the entries
@@ -2839,6 +2970,8 @@ static int build_halves(struct build *b, struct writer_pending *p,
 	h.b.pb = &h.pb;
 	h.b.err = &h.err;
 	h.b.depth = 1;
+	h.b.pbuf = NULL; /* one of its own */
+	h.b.pcap = 0;
 	h.b.lv = p->split ? malloc(h.b.cap * sizeof(*h.b.lv)) : NULL;
 	if (h.b.lv)
 		h.b.lv[0] = b->lv[0];
@@ -3387,9 +3520,12 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 {
 	struct problems pb = {0};
 	struct writer_pending *p = calloc(1, sizeof(*p));
+	int rc = p ? writer_load(w, err) : -ENOMEM;
+
 	/* It may have become another user's to change since it was opened
 	 * (fchmod by root): nothing is written into it then. */
-	int rc = p ? w->dfd >= 0 ? target_ours(w, err) : 0 : -ENOMEM;
+	if (rc == 0 && w->dfd >= 0)
+		rc = target_ours(w, err);
 
 	if (rc == 0 && w->dfd >= 0)
 		rc = data_present(w, err);

@@ -47,6 +47,9 @@ struct writer_opts {
 			       live record is not kept ready for reads to
 			       come (see snapshot_supersede) */
 	bool no_create;	    /* a missing target is an error, not made */
+	bool load_later;    /* writer_open leaves the live record to
+			       writer_load(), for the caller to read the
+			       source meanwhile */
 };
 
 struct writer_result {
@@ -74,6 +77,11 @@ struct writer_pending;
 int writer_open(const char *target, const struct writer_opts *o,
 		struct writer **out, char **err);
 void writer_close(struct writer *w);
+/* Loads the live generation's record, when writer_open left it
+ * (load_later): from the state file, else by a scan of the generation.
+ * 0 when it is loaded, now or before; else a negative errno with *err,
+ * and the next call tries again.  writer_prepare calls it first. */
+int writer_load(struct writer *w, char **err);
 
 /* Changes options that take effect at the next publish. */
 void writer_set_opts(struct writer *w, const struct writer_opts *o);
@@ -176,6 +184,9 @@ void writer_verify_next(struct writer *w);
 /* When a full check is due (writer_verify_next, a new writer), starts
  * it on a thread of its own, for the caller to read the source
  * meanwhile; the next writer_prepare waits for it and uses what it found.
+ * A one-shot writer's thread also reads the directories of the replaced
+ * generation that writer_prepare recycles, for it not to read them then
+ * (one only we or root could have changed since is taken as read).
  * Meanwhile the thread reads the live generation's record: the calls
  * that change it or what it names (writer_prepare, writer_standby,
  * writer_close, writer_verify_start) wait for the thread first; others
@@ -189,7 +200,8 @@ int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);
 /* The live generation's record: the snapshot the last publish, or the
  * last compare that found nothing to publish, took over (its entries as
  * read, with the generation's own inodes), or what was loaded or scanned
- * at the start (then with no source: root NULL).  Valid until the next
+ * at the start (then with no source: root NULL); NULL until writer_load
+ * when writer_open left it.  Valid until the next
  * writer_prepare, writer_commit or writer_close; to read only, also while
  * the check thread runs. */
 const struct snapshot *writer_live(const struct writer *w);

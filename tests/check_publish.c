@@ -597,6 +597,42 @@ START_TEST(test_a_directory_made_anew_with_its_inode_is_read_again)
 }
 END_TEST
 
+/* A --once run whose source is gone fails after the state was loaded,
+ * the live files checked and the spare's directories read beside the
+ * walk that failed: the target stays as it was, and the next run
+ * recycles the spare. */
+START_TEST(test_once_without_its_source_leaves_the_target)
+{
+	struct conf_sync *c = &conf->syncs[0];
+	char *away = tu_path(tmp, "away"), *diff = NULL;
+
+	c->grace_ms = 30;
+	tu_write(src, "d/f", "1", 0644);
+	tu_write(src, "e/g", "1", 0644);
+	ck_assert_int_eq(publish_once(c, false), 0);
+	tu_write(src, "d/f", "2", 0644);
+	ck_assert_int_eq(publish_once(c, false), 0);
+	tu_nap(60); /* the replaced one is past its grace: the spare */
+	char *live = tu_live(dst);
+	ck_assert_int_eq(rename(src, away), 0);
+	ck_assert_int_lt(publish_once(c, false), 0);
+	char *still = tu_live(dst);
+	ck_assert_str_eq(still, live);
+	ck_assert_int_eq(rename(away, src), 0);
+	diff = tu_diff_trees(src, dst);
+	ck_assert_msg(diff == NULL, "%s", diff);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	tu_write(src, "e/g", "3", 0644);
+	ck_assert_int_eq(publish_once(c, false), 0);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	diff = tu_diff_trees(src, dst);
+	ck_assert_msg(diff == NULL, "%s", diff);
+	free(still);
+	free(live);
+	free(away);
+}
+END_TEST
+
 static Suite *publish_suite(void)
 {
 	Suite *s = suite_create("publish");
@@ -611,6 +647,7 @@ static Suite *publish_suite(void)
 	tcase_add_test(tc,
 		       test_every_publish_is_what_a_full_walk_gives_with_modes);
 	tcase_add_test(tc, test_a_directory_made_anew_with_its_inode_is_read_again);
+	tcase_add_test(tc, test_once_without_its_source_leaves_the_target);
 	suite_add_tcase(s, tc);
 	return s;
 }

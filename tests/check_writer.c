@@ -3405,6 +3405,86 @@ START_TEST(test_one_shot_writer_keeps_no_store)
 }
 END_TEST
 
+/* The threads this process runs. */
+static int threads_now(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static int alone(void *arg)
+{
+	(void)arg;
+	return threads_now() == 1;
+}
+
+/* A one-shot writer (--once) reads the spare's directories ahead, on the
+ * thread that checks the live files, and takes one as read only where
+ * nobody but us or root could have changed it since: another directory
+ * put in its place, and one that others can write, are read when the
+ * spare is recycled. */
+START_TEST(test_once_reads_again_what_changed_in_the_spare)
+{
+	struct writer *w = open_recycling_writer();
+	struct writer_result r = {0};
+	char *err = NULL;
+
+	tu_write(src, "d/f", "1", 0644);
+	tu_write(src, "e/g", "1", 0644);
+	publish_ok(w);
+	char *spare = tu_live(dst);
+	ino_t spare_ino = ino_of(dst, spare);
+	tu_write(src, "d/f", "2", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
+	writer_close(w);
+	struct writer_opts o = opts();
+	o.grace_ms = RECYCLE_GRACE_MS;
+	o.one_shot = o.load_later = true;
+	w = open_writer_with(&o);
+	ck_assert_ptr_null(writer_live(w));
+	ck_assert_int_eq(writer_load(w, &err), 0);
+	ck_assert_ptr_nonnull(writer_live(w));
+	ck_assert_int_eq(threads_now(), 1);
+	writer_verify_start(w);
+	ck_assert(tu_wait_for(alone, NULL, 10000)); /* read, and checked */
+	char *sp = tu_path(dst, spare);
+	char *d = tu_path(sp, "d"), *e = tu_path(sp, "e");
+	char *moved = tu_path(tmp, "moved");
+	ck_assert_int_eq(rename(d, moved), 0);
+	ck_assert_int_eq(mkdir(d, 0755), 0);
+	tu_write(d, "planted", "x", 0644);
+	ck_assert_int_eq(chmod(e, 0777), 0);
+	tu_write(e, "planted", "x", 0644);
+	tu_write(src, "e/g", "2", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, &err), 0);
+	ck_assert(r.published);
+	ck_assert_uint_eq(ino_of(dst, "..data/."), spare_ino); /* recycled */
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	/* Not loaded first: the publish loads the record itself. */
+	w = open_writer_with(&o);
+	tu_write(src, "d/f", "3", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, &err), 0);
+	ck_assert(r.published);
+	ASSERT_TREES();
+	writer_result_fini(&r);
+	writer_close(w);
+	free(moved);
+	free(e);
+	free(d);
+	free(sp);
+	free(spare);
+}
+END_TEST
+
 /* The source changed in a/f, published: the standby was recycled into
  * the new generation (root inode `root`), which holds the source. */
 static void assert_standby_recycled(struct writer *w, ino_t root)
@@ -4732,6 +4812,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_no_standby_in_a_target_others_can_write);
 	tcase_add_test(tc, test_standby_refuses_while_the_live_record_is_read);
 	tcase_add_test(tc, test_one_shot_writer_keeps_no_store);
+	tcase_add_test(tc, test_once_reads_again_what_changed_in_the_spare);
 	tcase_add_test(tc, test_dry_run_only_reads_the_journal);
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
