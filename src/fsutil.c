@@ -987,9 +987,14 @@ bool fsutil_trusted_uid(uid_t uid)
 	return uid == 0 || uid == geteuid();
 }
 
+bool fsutil_ours_alone(const struct stat *st)
+{
+	return fsutil_trusted_uid(st->st_uid) && !(st->st_mode & 0022);
+}
+
 bool fsutil_may_enter(const struct stat *in, const struct stat *st)
 {
-	bool open = !fsutil_trusted_uid(in->st_uid) || (in->st_mode & 0022);
+	bool open = !fsutil_ours_alone(in);
 
 	return !open ||
 	       (st->st_uid == in->st_uid && st->st_gid == in->st_gid);

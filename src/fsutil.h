@@ -95,6 +95,9 @@ pid_t fsutil_removed_lock_holder(const struct stat *dir, ino_t named);
 
 /* Root and the user atomsyncd runs as: who may own what it trusts. */
 bool fsutil_trusted_uid(uid_t uid);
+/* Owned by root or us and writable by nobody else: only root or we can
+ * have changed it (a generation, a directory in one). */
+bool fsutil_ours_alone(const struct stat *st);
 /* Whether only root or we can change the names in the directory open as
  * `fd` (any kind, O_PATH too), whose metadata is `st`: owned by one of us
  * and not writable by others, unless sticky (as /tmp is: there only an

@@ -115,8 +115,7 @@ static int read_dir(struct listing *l, int fd, char *path, size_t max,
 		    struct pending *todo)
 {
 	struct stat st;
-	bool ours = fstat(fd, &st) == 0 && fsutil_trusted_uid(st.st_uid) &&
-		    !(st.st_mode & 0022);
+	bool ours = fstat(fd, &st) == 0 && fsutil_ours_alone(&st);
 	DIR *d = ours ? fdopendir(fd) : NULL;
 	size_t first = l->nnames, pool = l->pool_len;
 	struct dirent *de;

@@ -301,13 +301,6 @@ int writer_validate_path(const char *path, char **err)
 	return 0;
 }
 
-/* Owned by root or us and writable by nobody else: only root or we can
- * have changed it (a generation, a directory in one). */
-static bool ours_alone(const struct stat *st)
-{
-	return fsutil_trusted_uid(st->st_uid) && !(st->st_mode & 0022);
-}
-
 /* Whether only we or root can change the directory `fd` names: owned
  * by one of us and writable by nobody else. */
 static bool dir_ours(int fd)
@@ -315,7 +308,7 @@ static bool dir_ours(int fd)
 	struct stat st;
 
 	return fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
-	       ours_alone(&st);
+	       fsutil_ours_alone(&st);
 }
 
 /* "..2026_11_25_16_04_05.<suffix>": a generation directory. */
@@ -349,7 +342,7 @@ static int open_live(struct writer *w)
 
 	if (fd < 0)
 		return fd;
-	if (fstat(fd, &st) < 0 || !ours_alone(&st)) {
+	if (fstat(fd, &st) < 0 || !fsutil_ours_alone(&st)) {
 		close(fd);
 		return -EPERM;
 	}
@@ -461,7 +454,7 @@ static bool put_back_recorded(struct writer *w)
 		return false;
 	}
 	int fd = open_generation(w->dfd, gen);
-	ok = fd >= 0 && fstat(fd, &st) == 0 && ours_alone(&st) &&
+	ok = fd >= 0 && fstat(fd, &st) == 0 && fsutil_ours_alone(&st) &&
 	     (st.st_mode & 07777) == 0755;
 	if (fd >= 0)
 		close(fd);
@@ -1876,7 +1869,7 @@ static int spare_ahead(const struct writer *w)
 	if (!w->o.one_shot || w->spare == NULL || w->live == NULL)
 		return -1;
 	int fd = open_generation(w->dfd, w->spare);
-	if (fd >= 0 && (fstat(fd, &st) < 0 || !ours_alone(&st))) {
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !fsutil_ours_alone(&st))) {
 		close(fd);
 		fd = -1;
 	}
@@ -2146,7 +2139,7 @@ struct build {
 };
 
 /* Whether `e` records an entry owned by root or us that nobody else can
- * write, as ours_alone() tells of one looked at. */
+ * write, as fsutil_ours_alone() tells of one looked at. */
 static bool ours_recorded(const struct build *b, const struct snap_entry *e)
 {
 	/* Per entry: geteuid() each time would cost a system call. */
@@ -2488,7 +2481,7 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
 		bool owned = st.st_uid == u && st.st_gid == g;
 		/* As it was left, by us and for us alone, since then. */
-		l->new_ours = p->new_ours && owned && ours_alone(&st);
+		l->new_ours = p->new_ours && owned && fsutil_ours_alone(&st);
 		/* Its mode read again once the owner it had can no longer
 		 * change it.  One others can write that is to be ours alone
 		 * is made private (as a new one is) before its entries are
@@ -3300,7 +3293,7 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 	int fd = open_generation(w->dfd, spare);
 	int rc = fd < 0 ? fd : 0;
 	/* Like the live generation: none that someone else made. */
-	if (rc == 0 && (fstat(fd, &st) < 0 || !ours_alone(&st)))
+	if (rc == 0 && (fstat(fd, &st) < 0 || !fsutil_ours_alone(&st)))
 		rc = -EPERM;
 	if (rc == 0 && fchmod(fd, 0700) < 0)
 		rc = -errno;
@@ -3526,7 +3519,6 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	 * (fchmod by root): nothing is written into it then. */
 	if (rc == 0 && w->dfd >= 0)
 		rc = target_ours(w, err);
-
 	if (rc == 0 && w->dfd >= 0)
 		rc = data_present(w, err);
 	*out = NULL;
