@@ -500,6 +500,18 @@ static size_t newest_due(const struct writer *w, uint64_t now)
 	return newest;
 }
 
+/* The replaced generation the next publish may recycle: the newest
+ * whose grace period is over; in a one-shot writer, the newest at all,
+ * which writer_gc_take_exit() removes as soon as this publish replaces
+ * the live generation (its grace period is cut short either way, see
+ * recover()).  SIZE_MAX: none. */
+static size_t newest_recyclable(const struct writer *w, uint64_t now)
+{
+	if (w->o.one_shot && w->nretired > 0)
+		return w->nretired - 1;
+	return newest_due(w, now);
+}
+
 /* How much is left of the grace period of the generations ..data left,
  * in ms (<= 0: none, or no live generation).  They were replaced when
  * ..data last changed: the mtime of its link, which outlives the
@@ -593,7 +605,10 @@ static void remove_leftover(struct writer *w, const char *n)
 /* Removes what an interrupted publish left behind, and replaced
  * generations but one (grace_keeper): that one is retired like any
  * replaced generation while in its grace period, else kept to be
- * recycled.  What cannot be removed is
+ * recycled.  A one-shot writer that publishes recycles it either way: it
+ * would remove it on its way out (writer_gc_take_exit()), as the target
+ * keeps one replaced generation at rest, and recycled it costs what
+ * changed, where a new one costs a link for every file.  What cannot be removed is
  * logged and left for a later start: it must not keep the mapping from
  * publishing. */
 static void recover(struct writer *w)
@@ -621,7 +636,12 @@ static void recover(struct writer *w)
 				      writer_now_ms() + (uint64_t)left_ms, 0,
 				      NULL) == 0) {
 		log_msg(LOG_LVL_INFO, w->name,
-			"target %s: keeping %s for the rest of its grace period",
+			w->o.one_shot
+				? "target %s: %s is within its grace period: "
+				  "kept unless this run publishes, which "
+				  "recycles it"
+				: "target %s: keeping %s for the rest of its "
+				  "grace period",
 			w->path, keep);
 	} else if (keep) {
 		free(keep);
@@ -1857,8 +1877,9 @@ static void verify_drop(struct writer *w)
 	w->spare_listed = NULL;
 }
 
-/* The spare, for a one-shot writer to read its directories ahead of
- * the publish that recycles it (a daemon mostly knows where it differs,
+/* The spare (or, for want of one, the replaced generation it takes:
+ * see newest_recyclable()), for a one-shot writer to read its
+ * directories ahead of the publish that recycles it (a daemon mostly knows where it differs,
  * and keeps no listing of a million names beside its record): -1 when
  * there is none, or one another user could change, which no publish
  * recycles. */
@@ -1866,9 +1887,13 @@ static int spare_ahead(const struct writer *w)
 {
 	struct stat st;
 
-	if (!w->o.one_shot || w->spare == NULL || w->live == NULL)
+	const char *spare = w->spare;
+
+	if (spare == NULL && w->o.one_shot && w->nretired > 0)
+		spare = w->retired[newest_recyclable(w, 0)].name;
+	if (!w->o.one_shot || spare == NULL || w->live == NULL)
 		return -1;
-	int fd = open_generation(w->dfd, w->spare);
+	int fd = open_generation(w->dfd, spare);
 	if (fd >= 0 && (fstat(fd, &st) < 0 || !fsutil_ours_alone(&st))) {
 		close(fd);
 		fd = -1;
@@ -3213,7 +3238,7 @@ static void await_due(struct writer *w)
 	uint64_t link_ns = w->link_ns ? w->link_ns : LINK_NS_UNKNOWN;
 
 	if (!spare_yields(w) || w->nretired == 0 || w->live == NULL ||
-	    newest_due(w, now) != SIZE_MAX)
+	    newest_recyclable(w, now) != SIZE_MAX)
 		return;
 	size_t built = w->spare ? w->spare_built : 0, first = 0;
 	if (built > w->live->n)
@@ -3255,7 +3280,7 @@ static bool drop_add(struct writer *w, char *gen)
 static void take_spare(struct writer *w, bool yield)
 {
 	bool free_for_it = !w->spare || (yield && spare_yields(w));
-	size_t newest = free_for_it ? newest_due(w, writer_now_ms())
+	size_t newest = free_for_it ? newest_recyclable(w, writer_now_ms())
 				    : SIZE_MAX;
 
 	if (newest == SIZE_MAX)

@@ -417,7 +417,13 @@ START_TEST(test_once_does_not_wait_out_the_grace_period)
 	once_grace("60000", &took);
 	for (int k = 2; k <= 4; k++) {
 		char *before = tu_live(dst);
-		char v[8];
+		char *older = replaced_generation(), v[8];
+		struct stat held = {0}, live;
+		if (older) {
+			char *op = tu_path(dst, older);
+			ck_assert_int_eq(stat(op, &held), 0);
+			free(op);
+		}
 		snprintf(v, sizeof(v), "%d", k);
 		tu_write(src, "a", v, 0644);
 		once_grace("60000", &took);
@@ -431,6 +437,16 @@ START_TEST(test_once_does_not_wait_out_the_grace_period)
 		char *rep = replaced_generation();
 		ck_assert_ptr_nonnull(rep);
 		ck_assert_str_eq(rep, before);
+		/* Which it goes into: recycled, within its grace period or
+		 * not, rather than a link made anew for every file. */
+		char *now = tu_live(dst), *np = tu_path(dst, now);
+		ck_assert_int_eq(stat(np, &live), 0);
+		ck_assert_int_eq(older != NULL, k > 2);
+		if (older)
+			ck_assert_uint_eq(live.st_ino, held.st_ino);
+		free(np);
+		free(now);
+		free(older);
 		free(rep);
 		free(before);
 	}
