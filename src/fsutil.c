@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "thread.h"
 
 #define COPY_CHUNK (1u << 20)
 #define CMP_CHUNK (64u * 1024)
@@ -298,6 +300,68 @@ int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name)
 int fsutil_rmtree(int dirfd, const char *name)
 {
 	return fsutil_rmtree_in(dirfd, NULL, name);
+}
+
+/* Names [from, to) of the directory fd (whose stat is *in), removed as
+ * fsutil_rmtree_in() removes each; rc: the first failure. */
+struct rm_part {
+	int fd;
+	const struct stat *in;
+	char **names;
+	size_t from, to;
+	int rc;
+};
+
+static void *rm_part_run(void *arg)
+{
+	struct rm_part *r = arg;
+
+	for (size_t i = r->from; i < r->to; i++) {
+		int rc = fsutil_rmtree_in(r->fd, r->in, r->names[i]);
+		if (rc < 0 && r->rc == 0)
+			r->rc = rc;
+	}
+	return NULL;
+}
+
+/* Fewer names at the top than this, and one thread removes them all. */
+#define RMTREE_HALVES_MIN 16
+
+int fsutil_rmtree_halves(int dirfd, const char *name)
+{
+	struct rmframe *v = NULL;
+	size_t depth = 0, cap = 0;
+	struct stat here;
+	pthread_t t;
+
+	/* Not a directory, or not one to enter: as one thread does it. */
+	if (fstat(dirfd, &here) < 0 ||
+	    rm_push(&v, &depth, &cap, dirfd, &here, name) < 0 || depth == 0) {
+		free(v);
+		return fsutil_rmtree(dirfd, name);
+	}
+	struct rmframe *f = &v[0];
+	struct rm_part a = {.fd = f->fd, .in = &f->st, .names = f->names,
+			    .to = f->n / 2};
+	struct rm_part b = a;
+	b.from = a.to;
+	b.to = f->n;
+	bool two = f->n >= RMTREE_HALVES_MIN &&
+		   thread_start(&t, rm_part_run, &b) == 0;
+	if (!two)
+		a.to = f->n;
+	rm_part_run(&a);
+	if (two)
+		pthread_join(t, NULL);
+	close(f->fd);
+	int rc = a.rc ? a.rc : two ? b.rc : 0;
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT &&
+	    rc == 0)
+		rc = -errno;
+	free(f->name);
+	fsutil_names_free(f->names, f->n);
+	free(v);
+	return rc;
 }
 
 static int copy_rw(int in, int out, uint64_t size, uint64_t *copied)

@@ -24,6 +24,10 @@ int fsutil_rmtree(int dirfd, const char *name);
 /* The same in a directory whose owner or mode has changed since what it
  * holds was put there: `in` is what it was then (NULL: as it is). */
 int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name);
+/* fsutil_rmtree() on two threads, each removing half of the names the
+ * directory `name` holds (one, for a handful): for a generation that a
+ * caller waits to see gone, at half the time on two cores. */
+int fsutil_rmtree_halves(int dirfd, const char *name);
 
 /* The names in the directory `dfd` but "." and "..", sorted bytewise when
  * asked; free with fsutil_names_free. */

@@ -3651,7 +3651,9 @@ static void retire_replaced(struct writer *w, char *gen, uint64_t seq,
 		return;
 	if (w->o.grace_ms == 0)
 		pathset_free(changed);
-	int rc = fsutil_rmtree(w->dfd, gen);
+	/* Before the publish is done, on both cores (see
+	 * fsutil_rmtree_halves). */
+	int rc = fsutil_rmtree_halves(w->dfd, gen);
 	if (rc < 0)
 		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
 			w->path, gen, strerror(-rc));

@@ -574,6 +574,84 @@ START_TEST(test_links_on_a_read_only_mount_are_followed)
 }
 END_TEST
 
+/* A generation's shape, wide enough for two threads: files, directories
+ * holding more, one the owner cannot search, and a link out of it. */
+static void wide_tree(const char *dir)
+{
+	char rel[64];
+	for (int i = 0; i < 40; i++) {
+		snprintf(rel, sizeof(rel), i % 2 ? "n%02d" : "n%02d/d/f", i);
+		tu_write(dir, rel, "x", 0644);
+	}
+	char *locked = tu_path(dir, "n00/d");
+	ck_assert_int_eq(chmod(locked, 0), 0);
+	free(locked);
+	char *link = tu_path(dir, "n02/out");
+	ck_assert_int_eq(symlink("../../outside", link), 0);
+	free(link);
+}
+
+START_TEST(test_rmtree_halves_removes_a_wide_tree_and_follows_no_link)
+{
+	char *out = mkdir_in("outside", 0755, -1);
+	tu_write(out, "keep", "k", 0644);
+	char *gen = mkdir_in("gen", 0755, -1);
+	wide_tree(gen);
+	char *top = tu_path(tmp, "top-link");
+	ck_assert_int_eq(symlink("outside", top), 0);
+	tu_write(tmp, "file", "f", 0644);
+	int fd = open(tmp, O_RDONLY | O_DIRECTORY);
+	ck_assert_int_ge(fd, 0);
+
+	ck_assert_int_eq(fsutil_rmtree_halves(fd, "gen"), 0);
+	ck_assert_int_eq(fsutil_rmtree_halves(fd, "top-link"), 0);
+	ck_assert_int_eq(fsutil_rmtree_halves(fd, "file"), 0);
+	ck_assert_int_eq(fsutil_rmtree_halves(fd, "missing"), 0);
+	ck_assert_int_eq(faccessat(fd, "gen", F_OK, AT_SYMLINK_NOFOLLOW), -1);
+	ck_assert_int_eq(faccessat(fd, "top-link", F_OK, AT_SYMLINK_NOFOLLOW),
+			 -1);
+	ck_assert_int_eq(faccessat(fd, "file", F_OK, AT_SYMLINK_NOFOLLOW), -1);
+	ck_assert_int_eq(faccessat(fd, "outside/keep", F_OK, 0), 0);
+	close(fd);
+	free(top);
+	free(gen);
+	free(out);
+}
+END_TEST
+
+/* In a directory anyone can write, a directory another user made is
+ * theirs: neither half goes into it; the rest goes. */
+START_TEST(test_rmtree_halves_leaves_what_it_may_not_enter)
+{
+	char *open_dir = mkdir_in("open", 01777, -1);
+	char rel[32];
+	for (int i = 0; i < 30; i++) {
+		snprintf(rel, sizeof(rel), "f%02d", i);
+		tu_write(open_dir, rel, "x", 0644);
+	}
+	char *theirs = tu_path(open_dir, "theirs");
+	char *cmd = NULL;
+	ck_assert_int_ge(asprintf(&cmd, "mkdir '%s' && echo t > '%s/x'",
+				  theirs, theirs),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	free(cmd);
+	int fd = open(tmp, O_RDONLY | O_DIRECTORY);
+	ck_assert_int_ge(fd, 0);
+
+	ck_assert_int_eq(fsutil_rmtree_halves(fd, "open"), -EPERM);
+	ck_assert_int_eq(faccessat(fd, "open/theirs/x", F_OK, 0), 0);
+	for (int i = 0; i < 30; i++) {
+		snprintf(rel, sizeof(rel), "open/f%02d", i);
+		ck_assert_int_eq(faccessat(fd, rel, F_OK, AT_SYMLINK_NOFOLLOW),
+				 -1);
+	}
+	close(fd);
+	free(theirs);
+	free(open_dir);
+}
+END_TEST
+
 static Suite *fsutil_suite(void)
 {
 	Suite *s = suite_create("fsutil");
@@ -592,6 +670,9 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_removed_lock_holder_is_found);
 	tcase_add_test(tc,
 		       test_write_atomic_replaces_whatever_holds_the_temporary_name);
+	tcase_add_test(tc,
+		       test_rmtree_halves_removes_a_wide_tree_and_follows_no_link);
+	tcase_add_test(tc, test_rmtree_halves_leaves_what_it_may_not_enter);
 	suite_add_tcase(s, tc);
 	return s;
 }
