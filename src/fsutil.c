@@ -302,6 +302,32 @@ int fsutil_rmtree(int dirfd, const char *name)
 	return fsutil_rmtree_in(dirfd, NULL, name);
 }
 
+int fsutil_open_unnamed(int dirfd)
+{
+	int fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+
+	if (fd >= 0)
+		return fd;
+	/* EISDIR: a kernel that knows no O_TMPFILE. */
+	if (errno == EISDIR || errno == EINVAL || errno == EOPNOTSUPP)
+		return -EOPNOTSUPP;
+	return -errno;
+}
+
+int fsutil_link_unnamed(int fd, int dirfd, const char *name)
+{
+	char proc[32];
+
+	if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno != EPERM && errno != ENOENT && errno != EACCES)
+		return -errno;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) == 0)
+		return 0;
+	return -errno;
+}
+
 /* Names [from, to) of the directory fd (whose stat is *in), removed as
  * fsutil_rmtree_in() removes each; rc: the first failure. */
 struct rm_part {

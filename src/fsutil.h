@@ -24,6 +24,14 @@ int fsutil_rmtree(int dirfd, const char *name);
 /* The same in a directory whose owner or mode has changed since what it
  * holds was put there: `in` is what it was then (NULL: as it is). */
 int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name);
+/* An unnamed regular file in `dirfd` (O_TMPFILE, mode 0600), for
+ * fsutil_link_unnamed() to name once it is complete; -EOPNOTSUPP where
+ * the file system makes none. */
+int fsutil_open_unnamed(int dirfd);
+/* Gives the unnamed file `fd` the name `name` in `dirfd` (which must be
+ * free): by its descriptor where that is allowed (CAP_DAC_READ_SEARCH),
+ * else through /proc/self/fd. */
+int fsutil_link_unnamed(int fd, int dirfd, const char *name);
 /* fsutil_rmtree() on two threads, each removing half of the names the
  * directory `name` holds (one, for a handful): for a generation that a
  * caller waits to see gone, at half the time on two cores. */

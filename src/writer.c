@@ -2233,27 +2233,67 @@ static int finish_file(struct build *b, struct snap_entry *e, int out,
 	return 0;
 }
 
-/* Writes a payload's bytes as the new file `name`. */
-static int write_data(struct build *b, struct snap_entry *e, int nfd,
-		      const char *name)
+/* A new file to write the entry `name` of the directory of `l` into.
+ * One kept from a replaced generation may still have a reader in it (one
+ * that holds it past its grace period, or that a --once run recycles
+ * within it), so the file is made unnamed (*unnamed) and named once
+ * complete (see file_done()): such a reader finds the name missing, or a
+ * complete file, never one half written.  Where the file system makes no
+ * unnamed file, and in a new directory, under its name at once. */
+static int new_file(struct build *b, const struct snap_entry *e,
+		    const struct level *l, const char *name, bool *unnamed)
 {
-	int rc, out = openat(nfd, name,
-			     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			     0600);
+	int fd = l->recycled ? fsutil_open_unnamed(l->nfd) : -EOPNOTSUPP;
+
+	*unnamed = fd >= 0;
+	if (fd == -EOPNOTSUPP) {
+		fd = openat(l->nfd, name,
+			    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			    0600);
+		if (fd < 0)
+			fd = -errno;
+	}
+	if (fd < 0)
+		return log_err_set(b->err, fd, "target %s: creating %s: %s",
+				   b->w->path, e->path, strerror(-fd));
+	return fd;
+}
+
+/* The file `out`, written in full and given its owner and mode
+ * (finish_file()), closed; named `name` first when it is unnamed.
+ * `rc`: how the writing went (nothing is named after a failure). */
+static int file_done(struct build *b, const struct snap_entry *e,
+		     const struct level *l, const char *name, int out,
+		     bool unnamed, int rc)
+{
+	if (rc == 0 && unnamed) {
+		rc = fsutil_link_unnamed(out, l->nfd, name);
+		if (rc < 0)
+			log_err_set(b->err, rc, "target %s: naming %s: %s",
+				    b->w->path, e->path, strerror(-rc));
+	}
+	if (close(out) < 0 && rc == 0)
+		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
+				 b->w->path, e->path, strerror(errno));
+	return rc;
+}
+
+/* Writes a payload's bytes as the new file `name`. */
+static int write_data(struct build *b, struct snap_entry *e,
+		      const struct level *l, const char *name)
+{
+	bool unnamed;
+	int rc, out = new_file(b, e, l, name, &unnamed);
 
 	if (out < 0)
-		return log_err_set(b->err, -errno, "target %s: creating %s: %s",
-				   b->w->path, e->path, strerror(errno));
+		return out;
 	rc = fsutil_write_all(out, e->data, (size_t)e->size);
 	if (rc < 0)
 		log_err_set(b->err, rc, "target %s: writing %s: %s", b->w->path,
 			    e->path, strerror(-rc));
 	if (rc == 0)
 		rc = finish_file(b, e, out, e->size);
-	if (close(out) < 0 && rc == 0)
-		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
-				 b->w->path, e->path, strerror(errno));
-	return rc;
+	return file_done(b, e, l, name, out, unnamed, rc);
 }
 
 static int copy_fail(struct build *b, int in, const struct snap_entry *e,
@@ -2269,27 +2309,26 @@ static int copy_fail(struct build *b, int in, const struct snap_entry *e,
 			   e->path, strerror(-rc));
 }
 
-/* Streams the open source file `in` into a new `name` in `nfd`, owned
- * and with the mode the entry says.  The file must still be the one the
- * snapshot saw, before and after the copy: otherwise it was being
- * written and the copy may be torn. */
-static int copy_into(struct build *b, struct snap_entry *e, int in, int nfd,
-		     const char *name)
+/* Streams the open source file `in` into a new `name` in the directory
+ * of `l`, owned and with the mode the entry says.  The file must still
+ * be the one the snapshot saw, before and after the copy: otherwise it
+ * was being written and the copy may be torn. */
+static int copy_into(struct build *b, struct snap_entry *e, int in,
+		     const struct level *l, const char *name)
 {
 	struct stat st;
 	uint64_t copied = 0;
 	const char *src = e->src ? e->src : e->path;
+	bool unnamed;
 	int rc = 0, out = -1;
 
 	if (fstat(in, &st) < 0 || !same_stat(e, &st))
 		return log_err_set(b->err, -EAGAIN,
 				   "source %s/%s: changed while being read",
 				   b->s->root, src);
-	out = openat(nfd, name,
-		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	out = new_file(b, e, l, name, &unnamed);
 	if (out < 0)
-		return log_err_set(b->err, -errno, "target %s: creating %s: %s",
-				   b->w->path, e->path, strerror(errno));
+		return out;
 	rc = fsutil_copy(in, out, e->size, flushes(b->w), &copied);
 	if (rc < 0)
 		rc = copy_fail(b, in, e, rc);
@@ -2299,17 +2338,14 @@ static int copy_into(struct build *b, struct snap_entry *e, int in, int nfd,
 				 b->s->root, src);
 	else
 		rc = finish_file(b, e, out, copied);
-	if (close(out) < 0 && rc == 0)
-		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
-				 b->w->path, e->path, strerror(errno));
-	return rc;
+	return file_done(b, e, l, name, out, unnamed, rc);
 }
 
-static int copy_file(struct build *b, struct snap_entry *e, int nfd,
-		     const char *name)
+static int copy_file(struct build *b, struct snap_entry *e,
+		     const struct level *l, const char *name)
 {
 	if (e->flags & SNAP_F_DATA)
-		return write_data(b, e, nfd, name);
+		return write_data(b, e, l, name);
 	int in = open_source(b->s, e, b->err);
 
 	if (in == -EACCES || in == -EPERM) {
@@ -2320,7 +2356,7 @@ static int copy_file(struct build *b, struct snap_entry *e, int nfd,
 	}
 	if (in < 0)
 		return in;
-	int rc = copy_into(b, e, in, nfd, name);
+	int rc = copy_into(b, e, in, l, name);
 	close(in);
 	return rc;
 }
@@ -2770,7 +2806,7 @@ static int build_entry(struct build *b, size_t i)
 			pthread_mutex_unlock(b->lock);
 	}
 	b->act[i] = ACT_COPY; /* new data: flushed with the rest */
-	return copy_file(b, e, p->nfd, name);
+	return copy_file(b, e, p, name);
 }
 
 /* The new files and directories of a generation, its root included;

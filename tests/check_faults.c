@@ -945,6 +945,102 @@ START_TEST(test_kill_in_the_middle_of_a_recycle)
 }
 END_TEST
 
+static int made(void *arg)
+{
+	return access(arg, F_OK) == 0;
+}
+
+/* Whether the file `name` in the directory `dfd` holds `len` bytes of
+ * `c` and nothing else. */
+static bool holds_all(int dfd, const char *name, char c, size_t len)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+	char buf[4096];
+	size_t got = 0;
+	ssize_t r;
+	bool ok = fd >= 0;
+
+	while (ok && (r = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < r; i++)
+			ok = ok && buf[i] == c;
+		got += (size_t)r;
+	}
+	if (fd >= 0)
+		close(fd);
+	return ok && got == len;
+}
+
+/* A reader that holds the replaced generation a --once run recycles
+ * within its grace period (root's: mode 0700 keeps no one else out of
+ * a directory it already holds).  Held in the middle of the copy of a
+ * changed file, the run has left the name missing there, not a file
+ * half written; once it is done, the name holds the whole new file. */
+START_TEST(test_a_recycled_generation_shows_no_half_written_file)
+{
+	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
+	char *said = tu_path(tmp, "hanging"), *logpath = tu_path(tmp, "once.log");
+	const char *run[] = {tu_bin(), "--source", src, "--target", dst,
+			     "--once", "--grace-ms", "60000", NULL};
+	size_t len = 1u << 20; /* copied with copy_file_range() */
+	char *data = malloc(len), *err = NULL;
+
+	memset(data, 'A', len);
+	tu_write_len(src, "big", data, len, 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	char *first = tu_live(dst), *fp = tu_path(dst, first);
+	memset(data, 'B', len);
+	tu_write_len(src, "big", data, len, 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	int held = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(held, 0);
+	memset(data, 'C', len);
+	tu_write_len(src, "big", data, len, 0644);
+
+	tu_write(tmp, "hang", "", 0644);
+	char *preload, *hang_while, *hang_say;
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	ck_assert_int_ge(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=copy_file_range",
+			      hang_while, hang_say,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", "--grace-ms", "60000", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	int copying = tu_wait_for(made, said, 10000);
+	struct stat st;
+	int fd = openat(held, "big", O_RDONLY | O_CLOEXEC);
+	int seen = fd < 0 ? -errno : 0;
+	if (fd >= 0 && fstat(fd, &st) < 0)
+		st.st_size = -1;
+	if (fd >= 0)
+		close(fd);
+	unlink(hang);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	ck_assert_msg(copying, "the copy never started");
+	ck_assert_msg(seen == -ENOENT, "big in the recycled generation: %s",
+		      seen ? strerror(-seen) : "present, half written");
+	/* Recycled: the generation held is the live one now, whole. */
+	ck_assert(holds_all(held, "big", 'C', len));
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	close(held);
+	free(preload);
+	free(hang_while);
+	free(hang_say);
+	free(first);
+	free(fp);
+	free(data);
+	free(said);
+	free(hang);
+	free(logpath);
+	free(dst);
+}
+END_TEST
+
 START_TEST(test_short_of_file_descriptors)
 {
 	/* 40 descriptors: enough for the loop and a shallow tree, not for
@@ -1010,6 +1106,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_a_target_in_memory_is_not_flushed);
 	tcase_add_test(tc, test_a_directory_removed_while_read_is_a_torn_read);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
+	tcase_add_test(tc, test_a_recycled_generation_shows_no_half_written_file);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;

@@ -574,6 +574,66 @@ START_TEST(test_links_on_a_read_only_mount_are_followed)
 }
 END_TEST
 
+/* In `dir`: an unnamed file written, then named "f"; 0 when "f" then
+ * holds what was written, else the step that failed. */
+static int unnamed_then_named(void *arg)
+{
+	int dfd = open(arg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = dfd < 0 ? -1 : fsutil_open_unnamed(dfd);
+	char buf[8] = {0};
+
+	if (fd < 0)
+		return 1;
+	if (faccessat(dfd, "f", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return 2; /* named before it is asked to be */
+	if (write(fd, "whole", 5) != 5 || fsutil_link_unnamed(fd, dfd, "f") < 0)
+		return 3;
+	int in = openat(dfd, "f", O_RDONLY);
+	if (in < 0 || read(in, buf, sizeof(buf)) != 5 || strcmp(buf, "whole"))
+		return 4;
+	/* The name is not taken over: naming twice fails. */
+	if (fsutil_link_unnamed(fd, dfd, "f") != -EEXIST)
+		return 5;
+	return 0;
+}
+
+struct held_file {
+	int dfd, fd;
+};
+
+static int link_held(void *arg)
+{
+	const struct held_file *h = arg;
+
+	return fsutil_link_unnamed(h->fd, h->dfd, "g") == 0 ? 0 : 1;
+}
+
+/* Named by root, who may link a descriptor (CAP_DAC_READ_SEARCH), and by
+ * another user.  One that did not open the file is refused a link by its
+ * descriptor, as every user without that capability is on some kernels:
+ * it is named through /proc then. */
+START_TEST(test_unnamed_file_is_named_once_complete)
+{
+	char *mine = mkdir_in("mine", 0755, -1);
+	char *theirs = mkdir_in("theirs", 0755, (int)OTHER);
+
+	ck_assert_int_eq(unnamed_then_named(mine), 0);
+	ck_assert_int_eq(tu_call_as(OTHER, unnamed_then_named, theirs), 0);
+	struct held_file h = {.dfd = open(theirs, O_RDONLY | O_DIRECTORY)};
+	h.fd = fsutil_open_unnamed(h.dfd);
+	ck_assert_int_ge(h.fd, 0);
+	/* Theirs (protected_hardlinks: a user links only a file of theirs,
+	 * or one they may read and write). */
+	ck_assert_int_eq(fchown(h.fd, OTHER, OTHER), 0);
+	ck_assert_int_eq(tu_call_as(OTHER, link_held, &h), 0);
+	ck_assert_int_eq(faccessat(h.dfd, "g", F_OK, AT_SYMLINK_NOFOLLOW), 0);
+	close(h.fd);
+	close(h.dfd);
+	free(mine);
+	free(theirs);
+}
+END_TEST
+
 /* A generation's shape, wide enough for two threads: files, directories
  * holding more, one the owner cannot search, and a link out of it. */
 static void wide_tree(const char *dir)
@@ -673,6 +733,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc,
 		       test_rmtree_halves_removes_a_wide_tree_and_follows_no_link);
 	tcase_add_test(tc, test_rmtree_halves_leaves_what_it_may_not_enter);
+	tcase_add_test(tc, test_unnamed_file_is_named_once_complete);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -14,6 +14,8 @@
  *   FAULT_HANG=CALL[,CALL]...  calls of CALL (fsync, write, ...: a name
  *                      below)...
  *   FAULT_HANG_WHILE=FILE  ...block while FILE exists
+ *   FAULT_HANG_SAY=FILE  made when a call starts to block, for a test to
+ *                      look at what the process left as it is then
  *
  * Counted: open, openat, openat2 (through syscall), write (not to fds 0-2,
  * so logging is not what fails), copy_file_range, fsync, fdatasync,
@@ -79,6 +81,14 @@ static void hang(const char *name)
 	if (hang_call == NULL || hang_while == NULL || !listed(hang_call, name))
 		return;
 	struct timespec ts = {0, 10 * 1000 * 1000};
+	const char *say = getenv("FAULT_HANG_SAY");
+	if (say && access(hang_while, F_OK) == 0) {
+		/* Not through the wrapper: it is no call of the process. */
+		long fd = syscall(SYS_openat, AT_FDCWD, say,
+				  O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		if (fd >= 0)
+			close((int)fd);
+	}
 	while (access(hang_while, F_OK) == 0)
 		nanosleep(&ts, NULL);
 }
