@@ -569,6 +569,14 @@ static char *grace_keeper(const struct writer *w, DIR *d)
  * wait for it left: no debris, removed without a warning. */
 static void retire_now(struct writer *w, const char *n)
 {
+	if (w->o.dry_run) {
+		if (!w->o.quiet)
+			log_msg(LOG_LVL_INFO, w->name,
+				"target %s: dry run: would remove replaced "
+				"generation %s, its grace period over",
+				w->path, n);
+		return;
+	}
 	int r = fsutil_rmtree(w->dfd, n);
 
 	if (r < 0)
@@ -602,6 +610,34 @@ static void remove_leftover(struct writer *w, const char *n)
 			w->path, n);
 }
 
+/* The replaced generation `keep` (NULL: none) kept, as recover() found
+ * it `left_ms` within its grace period: retired, or the spare past it;
+ * in a dry run only named.  Takes `keep`, but for a dry run; returns the
+ * name to leave, or NULL. */
+static const char *keep_replaced(struct writer *w, char *keep, int64_t left_ms)
+{
+	if (keep == NULL || w->o.dry_run)
+		return keep;
+	if (left_ms <= 0 && w->o.grace_ms > 0) {
+		/* Past its grace: recycled next. */
+		spare_set(w, keep, 0, SPARE_REPLACED, NULL);
+		return keep;
+	}
+	if (retire_add(w, keep, writer_now_ms() + (uint64_t)left_ms, 0,
+		       NULL) < 0) {
+		free(keep);
+		return NULL;
+	}
+	log_msg(LOG_LVL_INFO, w->name,
+		w->o.one_shot ? "target %s: %s is within its grace period: "
+				"kept unless this run publishes, which "
+				"recycles it"
+			      : "target %s: keeping %s for the rest of its "
+				"grace period",
+		w->path, keep);
+	return keep;
+}
+
 /* Removes what an interrupted publish left behind, and replaced
  * generations but one (grace_keeper): that one is retired like any
  * replaced generation while in its grace period, else kept to be
@@ -625,42 +661,26 @@ static void recover(struct writer *w)
 	}
 	int64_t left_ms = grace_left(w);
 	/* A grace period of 0 asks for no replaced generation at all. */
-	char *keep = w->live_gen && !w->o.dry_run &&
-				     (left_ms > 0 || w->o.grace_ms > 0)
+	char *keep = w->live_gen && (left_ms > 0 || w->o.grace_ms > 0)
 			     ? grace_keeper(w, d)
 			     : NULL;
-	if (keep && left_ms <= 0 && w->o.grace_ms > 0) {
-		/* Past its grace: recycled next. */
-		spare_set(w, keep, 0, SPARE_REPLACED, NULL);
-	} else if (keep && retire_add(w, keep,
-				      writer_now_ms() + (uint64_t)left_ms, 0,
-				      NULL) == 0) {
-		log_msg(LOG_LVL_INFO, w->name,
-			w->o.one_shot
-				? "target %s: %s is within its grace period: "
-				  "kept unless this run publishes, which "
-				  "recycles it"
-				: "target %s: keeping %s for the rest of its "
-				  "grace period",
-			w->path, keep);
-	} else if (keep) {
-		free(keep);
-		keep = NULL;
-	}
+	const char *kept = keep_replaced(w, keep, left_ms);
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
 		bool gen = is_generation_name(n) &&
 			   (w->live_gen == NULL || strcmp(n, w->live_gen) != 0);
-		if (keep && strcmp(n, keep) == 0)
+		if (kept && strcmp(n, kept) == 0)
 			continue;
-		if (gen && !w->o.dry_run && is_replaced(w, n))
+		if (gen && is_replaced(w, n))
 			retire_now(w, n);
 		else if (gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
 		    strcmp(n, STATE_TMP) == 0 || strcmp(n, STATE_ERROR_TMP) == 0 ||
 		    strcmp(n, STATE_JOURNAL_TMP) == 0)
 			remove_leftover(w, n);
 	}
+	if (w->o.dry_run)
+		free(keep);
 	closedir(d);
 }
 

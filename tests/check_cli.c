@@ -453,6 +453,42 @@ START_TEST(test_once_does_not_wait_out_the_grace_period)
 }
 END_TEST
 
+/* A dry run tells what a run would do with the replaced generations it
+ * finds, and does none of it: the one replaced last stays (within its
+ * grace period, it is no leftover), an older complete one would go. */
+START_TEST(test_dry_run_tells_which_replaced_generation_would_go)
+{
+	const char *older = "..2000_01_01_00_00_00.000000000";
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--once", "--grace-ms", "60000", "--dry-run",
+			      NULL};
+	char *out = NULL, *err = NULL;
+
+	tu_write(src, "a", "1", 0644);
+	once_grace("60000", NULL);
+	tu_write(src, "a", "22", 0644);
+	once_grace("60000", NULL);
+	char *rep = replaced_generation(), *op = tu_path(dst, older);
+	ck_assert_int_eq(mkdir(op, 0755), 0);
+	ck_assert_int_eq(chmod(op, 0755), 0);
+	ck_assert_int_eq(tu_run(argv, &out, &err, 20000), 0);
+	ck_assert_msg(strstr(err, "leftover") == NULL, "%s", err);
+	char *want;
+	ck_assert_int_ge(asprintf(&want, "would remove replaced generation %s,",
+				  older),
+			 0);
+	ck_assert_msg(strstr(err, want), "%s", err);
+	ck_assert_msg(strstr(err, rep) == NULL, "%s", err);
+	ck_assert_int_eq(tu_generations(dst), 3);
+	ck_assert_int_eq(access(op, F_OK), 0);
+	free(want);
+	free(op);
+	free(rep);
+	free(out);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_next_once_retires_a_generation_past_its_grace)
 {
 	tu_write(src, "a", "1", 0644);
@@ -910,6 +946,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_once_finds_a_live_file_changed_in_place);
 	tcase_add_test(tc, test_once_does_not_wait_out_the_grace_period);
 	tcase_add_test(tc, test_next_once_retires_a_generation_past_its_grace);
+	tcase_add_test(tc, test_dry_run_tells_which_replaced_generation_would_go);
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
 	tcase_add_test(tc, test_missing_target_parent_exits_1);
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);
