@@ -500,6 +500,15 @@ static size_t newest_due(const struct writer *w, uint64_t now)
 	return newest;
 }
 
+/* Whether replaced generations are recycled: not where dir_mode lets
+ * group or others write their directories, as what those users put there
+ * is not ours to clear (fsutil_rmtree() does not go into a directory of
+ * theirs): a recycle would fail on it, each time. */
+static bool recycles_replaced(const struct writer *w)
+{
+	return w->o.dir_mode < 0 || (w->o.dir_mode & 022) == 0;
+}
+
 /* The replaced generation the next publish may recycle: the newest
  * whose grace period is over; in a one-shot writer, the newest at all,
  * which writer_gc_take_exit() removes as soon as this publish replaces
@@ -3294,7 +3303,7 @@ static void await_due(struct writer *w)
 	uint64_t link_ns = w->link_ns ? w->link_ns : LINK_NS_UNKNOWN;
 
 	if (!spare_yields(w) || w->nretired == 0 || w->live == NULL ||
-	    newest_recyclable(w, now) != SIZE_MAX)
+	    !recycles_replaced(w) || newest_recyclable(w, now) != SIZE_MAX)
 		return;
 	size_t built = w->spare ? w->spare_built : 0, first = 0;
 	if (built > w->live->n)
@@ -3351,14 +3360,39 @@ static void take_spare(struct writer *w, bool yield)
 	w->nretired--;
 }
 
-/* The spare generation made private again (0700: unfinished, to
- * recover(), and out of reach of other users) and renamed to a new
- * generation's name, in p->gen; when it cannot be recycled, it is removed
- * and a negative errno returned. */
+/* The spare generation `spare` made private again (0700: unfinished, to
+ * recover(), and out of reach of other users); a negative errno, and in
+ * *why what it means when that is not strerror()'s, when it cannot be
+ * recycled. */
+static int spare_take_over(struct writer *w, const struct writer_pending *p,
+			   const char *spare, const char **why)
+{
+	struct stat st;
+
+	/* A standby was private (0700) from the start: nobody else's. */
+	if (p->spare_kind == SPARE_REPLACED && !recycles_replaced(w)) {
+		*why = "dir_mode lets others write in it";
+		return -EPERM;
+	}
+	int fd = open_generation(w->dfd, spare);
+	int rc = fd < 0 ? fd : 0;
+	/* Like the live generation: none that someone else made. */
+	if (rc == 0 && (fstat(fd, &st) < 0 || !fsutil_ours_alone(&st)))
+		rc = -EPERM;
+	if (rc == 0 && fchmod(fd, 0700) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* The spare generation taken over (spare_take_over()) and renamed to a
+ * new generation's name, in p->gen; when it cannot be recycled, it is
+ * removed and a negative errno returned. */
 static int recycle_spare(struct writer *w, struct writer_pending *p,
 			 uint64_t *seq)
 {
-	struct stat st;
+	const char *why = NULL;
 
 	/* A standby goes on with the partial one it is given: what it
 	 * records of it (see standby_left) holds only for that one. */
@@ -3371,21 +3405,13 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 	spare_set(w, NULL, 0, SPARE_REPLACED, NULL);
 	if (spare == NULL)
 		return -ENOENT;
-	int fd = open_generation(w->dfd, spare);
-	int rc = fd < 0 ? fd : 0;
-	/* Like the live generation: none that someone else made. */
-	if (rc == 0 && (fstat(fd, &st) < 0 || !fsutil_ours_alone(&st)))
-		rc = -EPERM;
-	if (rc == 0 && fchmod(fd, 0700) < 0)
-		rc = -errno;
-	if (fd >= 0)
-		close(fd);
+	int rc = spare_take_over(w, p, spare, &why);
 	if (rc == 0)
 		rc = make_generation(w, spare, &p->gen);
 	if (rc < 0) {
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: cannot recycle %s (%s); removing it",
-			w->path, spare, strerror(-rc));
+			w->path, spare, why ? why : strerror(-rc));
 		int r2 = fsutil_rmtree(w->dfd, spare);
 		if (r2 < 0)
 			log_msg(LOG_LVL_WARN, w->name,

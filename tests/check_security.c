@@ -621,6 +621,69 @@ START_TEST(test_generation_is_private_until_flushed)
 }
 END_TEST
 
+/* --once of a mapping whose dir_mode lets everyone write a generation's
+ * directories, with a grace period of 100 ms. */
+static int once_open_dirs(char **err)
+{
+	char *text;
+	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\n"
+					 "target = %s\ndir_mode = 0777\n"
+					 "grace_ms = 100\nfsync = no\n",
+				  src, dst),
+			 0);
+	tu_write(tmp, "open.conf", text, 0644);
+	free(text);
+	char *conf = tu_path(tmp, "open.conf");
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	int rc = tu_run(argv, NULL, err, 30000);
+	free(conf);
+	return rc;
+}
+
+/* Where dir_mode lets them, a user puts a directory of theirs into a
+ * generation.  Root does not go into it to clear it, so that generation
+ * is not recycled once replaced (a recycle would fail on it): every
+ * publish goes through, and what the user made is left to them. */
+START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
+{
+	char *err = NULL, *cmd, v[16];
+
+	tu_write(src, "d/t", "0", 0644);
+	ck_assert_int_eq(once_open_dirs(&err), 0);
+	free(err);
+	char *gen = tu_live(dst), *mine = tu_path(dst, gen);
+	ck_assert_int_gt(asprintf(&cmd, "mkdir '%s/d/mine' && echo m > "
+					"'%s/d/mine/m'",
+				  mine, mine),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	for (int k = 1; k <= 3; k++) {
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "d/t", v, 0644);
+		/* Past the grace period, which is what is waited for: the
+		 * one replaced is due to be recycled. */
+		long long due = tu_now_ms() + 150;
+		while (tu_now_ms() < due)
+			tu_nap(10);
+		ck_assert_msg(once_open_dirs(&err) == 0, "run %d: %s", k, err);
+		free(err);
+		char *t = tu_path(dst, "d/t"), *now = tu_read(t, NULL);
+		ck_assert_msg(now && strcmp(now, v) == 0, "run %d: d/t is %s", k,
+			      now ? now : "missing");
+		free(now);
+		free(t);
+	}
+	char *m = tu_path(mine, "d/mine/m");
+	struct stat st;
+	ck_assert_int_eq(stat(m, &st), 0);
+	ck_assert_uint_eq(st.st_uid, APP_UID);
+	free(m);
+	free(cmd);
+	free(mine);
+	free(gen);
+}
+END_TEST
+
 static Suite *security_suite(void)
 {
 	Suite *s = suite_create("security");
@@ -639,6 +702,8 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_file_the_sources_writers_cannot_read_is_skipped);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
+	tcase_add_test(tc,
+		       test_a_users_directory_in_a_generation_does_not_stop_publishing);
 	suite_add_tcase(s, tc);
 	return s;
 }
