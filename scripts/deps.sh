@@ -8,9 +8,10 @@ DEPS_BUILD="gcc make autoconf automake libtool pkg-config libuv1-dev libinih-dev
 check libsystemd-dev libmicrohttpd-dev"
 # And to run every test: memory checking, man page lint, dropping
 # privileges (setpriv), unit file checks (systemd-analyze), scraping
-# metrics (curl), and libFuzzer (clang and its runtime).
+# metrics (curl), libFuzzer (clang and its runtime), and the library's
+# Python example (python3).
 # shellcheck disable=SC2034
-DEPS_TEST="valgrind mandoc util-linux systemd curl clang libclang-rt-14-dev"
+DEPS_TEST="valgrind mandoc util-linux systemd curl clang libclang-rt-14-dev python3"
 # And to build the Debian package and check it (CI installs them; without
 # dpkg-buildpackage, scripts/test says it skips that step).
 # shellcheck disable=SC2034
