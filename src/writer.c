@@ -627,6 +627,10 @@ static const char *keep_replaced(struct writer *w, char *keep, int64_t left_ms)
 {
 	if (keep == NULL || w->o.dry_run)
 		return keep;
+	if (left_ms <= 0 && !recycles_replaced(w)) {
+		free(keep); /* removed with the others */
+		return NULL;
+	}
 	if (left_ms <= 0 && w->o.grace_ms > 0) {
 		/* Past its grace: recycled next. */
 		spare_set(w, keep, 0, SPARE_REPLACED, NULL);
@@ -3409,7 +3413,8 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 	if (rc == 0)
 		rc = make_generation(w, spare, &p->gen);
 	if (rc < 0) {
-		log_msg(LOG_LVL_INFO, w->name,
+		/* What dir_mode asks for is no news at each publish. */
+		log_msg(why ? LOG_LVL_DEBUG : LOG_LVL_INFO, w->name,
 			"target %s: cannot recycle %s (%s); removing it",
 			w->path, spare, why ? why : strerror(-rc));
 		int r2 = fsutil_rmtree(w->dfd, spare);
@@ -4096,7 +4101,7 @@ struct writer_gc *writer_gc_take(struct writer *w, bool all, uint64_t *next_ms)
 			w->retired[k++] = t;
 			continue;
 		}
-		if (i == newest || i == expired) {
+		if ((i == newest || i == expired) && recycles_replaced(w)) {
 			char *old = w->spare;
 			spare_set(w, t.name, t.seq, SPARE_REPLACED, NULL);
 			pathset_free(t.changed);

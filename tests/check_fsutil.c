@@ -594,6 +594,9 @@ static int unnamed_then_named(void *arg)
 	/* The name is not taken over: naming twice fails. */
 	if (fsutil_link_unnamed(fd, dfd, "f") != -EEXIST)
 		return 5;
+	close(in);
+	close(fd);
+	close(dfd);
 	return 0;
 }
 
