@@ -106,6 +106,9 @@ struct writer {
 	int spare_fd;		      /* (-1: none to read) */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
 	bool exact_dino;	/* its directory entries tell inode numbers */
+	bool named_only;	/* a file written unnamed could not be named
+				   (no /proc, no CAP_DAC_READ_SEARCH): files
+				   are written under their names */
 	struct retired *retired;
 	size_t nretired;
 	char *spare;		/* a generation to recycle into the next one */
@@ -2247,8 +2250,7 @@ static int close_level(struct build *b)
 
 /* Gives a file just written its owner and mode, and records what it is
  * now, to tell later whether someone changed it. */
-static int finish_file(struct build *b, struct snap_entry *e, int out,
-		       uint64_t copied)
+static int finish_file(struct build *b, struct snap_entry *e, int out)
 {
 	struct stat st;
 
@@ -2261,8 +2263,6 @@ static int finish_file(struct build *b, struct snap_entry *e, int out,
 				   b->w->path, e->path, strerror(errno));
 	e->t_ino = (uint64_t)st.st_ino;
 	e->t_mtime_ns = clock_ts_ns(&st.st_mtim);
-	b->r->copied++;
-	b->r->bytes_copied += copied;
 	return 0;
 }
 
@@ -2276,7 +2276,8 @@ static int finish_file(struct build *b, struct snap_entry *e, int out,
 static int new_file(struct build *b, const struct snap_entry *e,
 		    const struct level *l, const char *name, bool *unnamed)
 {
-	int fd = l->recycled ? fsutil_open_unnamed(l->nfd) : -EOPNOTSUPP;
+	int fd = l->recycled && !b->w->named_only ? fsutil_open_unnamed(l->nfd)
+						  : -EOPNOTSUPP;
 
 	*unnamed = fd >= 0;
 	if (fd == -EOPNOTSUPP) {
@@ -2292,22 +2293,51 @@ static int new_file(struct build *b, const struct snap_entry *e,
 	return fd;
 }
 
-/* The file `out`, written in full and given its owner and mode
- * (finish_file()), closed; named `name` first when it is unnamed.
- * `rc`: how the writing went (nothing is named after a failure). */
+/* What file_done() returns when a file written unnamed cannot be named:
+ * the caller writes it again, under its name. */
+#define NAMING_REFUSED (-ENOTNAM)
+
+/* Names the complete unnamed file `out`; where that is refused for want
+ * of /proc and of CAP_DAC_READ_SEARCH, files are written under their
+ * names from then on (NAMING_REFUSED). */
+static int name_file(struct build *b, const struct snap_entry *e,
+		     const struct level *l, const char *name, int out)
+{
+	int rc = fsutil_link_unnamed(out, l->nfd, name);
+
+	if (rc == -ENOENT || rc == -EPERM || rc == -EACCES) {
+		b->w->named_only = true;
+		log_msg(LOG_LVL_WARN, b->w->name,
+			"target %s: cannot name a file written unnamed (%s): "
+			"mount /proc; meanwhile changed files are written "
+			"under their names, where a reader still in a "
+			"recycled generation may find one half written",
+			b->w->path, strerror(-rc));
+		return NAMING_REFUSED;
+	}
+	if (rc < 0)
+		log_err_set(b->err, rc, "target %s: naming %s: %s", b->w->path,
+			    e->path, strerror(-rc));
+	return rc;
+}
+
+/* The file `out`, `copied` bytes written in full and given its owner
+ * and mode (finish_file()), closed and counted; named `name` first when
+ * it is unnamed.  `rc`: how the writing went (nothing is named after a
+ * failure). */
 static int file_done(struct build *b, const struct snap_entry *e,
 		     const struct level *l, const char *name, int out,
-		     bool unnamed, int rc)
+		     bool unnamed, uint64_t copied, int rc)
 {
-	if (rc == 0 && unnamed) {
-		rc = fsutil_link_unnamed(out, l->nfd, name);
-		if (rc < 0)
-			log_err_set(b->err, rc, "target %s: naming %s: %s",
-				    b->w->path, e->path, strerror(-rc));
-	}
+	if (rc == 0 && unnamed)
+		rc = name_file(b, e, l, name, out);
 	if (close(out) < 0 && rc == 0)
 		rc = log_err_set(b->err, -errno, "target %s: writing %s: %s",
 				 b->w->path, e->path, strerror(errno));
+	if (rc == 0) {
+		b->r->copied++;
+		b->r->bytes_copied += copied;
+	}
 	return rc;
 }
 
@@ -2325,8 +2355,9 @@ static int write_data(struct build *b, struct snap_entry *e,
 		log_err_set(b->err, rc, "target %s: writing %s: %s", b->w->path,
 			    e->path, strerror(-rc));
 	if (rc == 0)
-		rc = finish_file(b, e, out, e->size);
-	return file_done(b, e, l, name, out, unnamed, rc);
+		rc = finish_file(b, e, out);
+	rc = file_done(b, e, l, name, out, unnamed, e->size, rc);
+	return rc == NAMING_REFUSED ? write_data(b, e, l, name) : rc;
 }
 
 static int copy_fail(struct build *b, int in, const struct snap_entry *e,
@@ -2370,8 +2401,15 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 				 "source %s/%s: changed while being read",
 				 b->s->root, src);
 	else
-		rc = finish_file(b, e, out, copied);
-	return file_done(b, e, l, name, out, unnamed, rc);
+		rc = finish_file(b, e, out);
+	rc = file_done(b, e, l, name, out, unnamed, copied, rc);
+	/* Again under its name: from the start, as the snapshot saw it. */
+	if (rc == NAMING_REFUSED)
+		rc = lseek(in, 0, SEEK_SET) < 0
+			     ? log_err_set(b->err, -errno, "source %s/%s: %s",
+					   b->s->root, src, strerror(errno))
+			     : copy_into(b, e, in, l, name);
+	return rc;
 }
 
 static int copy_file(struct build *b, struct snap_entry *e,

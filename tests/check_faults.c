@@ -1041,6 +1041,45 @@ START_TEST(test_a_recycled_generation_shows_no_half_written_file)
 }
 END_TEST
 
+/* Where a file written unnamed cannot be named (no link by descriptor,
+ * no /proc), the publish goes through all the same, the changed files
+ * written under their names, and says once what that costs. */
+START_TEST(test_unnamed_files_that_cannot_be_named_are_written_named)
+{
+	char *dst = tu_path(tmp, "dst"), *err = NULL, *preload;
+	const char *run[] = {tu_bin(), "--source", src, "--target", dst,
+			     "--once", "--grace-ms", "60000", NULL};
+
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "d/b", "1", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	tu_write(src, "a", "22", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	/* Within the grace period: recycled, each of them changed. */
+	tu_write(src, "a", "333", 0644);
+	tu_write(src, "d/b", "333", 0644);
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	const char *argv[] = {"env", preload, "FAULT_NO_FD_LINK=1",
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", "--grace-ms", "60000", NULL};
+	ck_assert_int_eq(tu_run(argv, NULL, &err, 20000), 0);
+	const char *say = strstr(err, "cannot name a file written unnamed");
+	ck_assert_msg(say && !strstr(say + 1, "cannot name a file"), "%s", err);
+	/* Each counted once, though the first was written twice. */
+	ck_assert_msg(strstr(err, "2 changed, 0 removed; 2 copied,"), "%s",
+		      err);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	free(err);
+	free(preload);
+	free(dst);
+}
+END_TEST
+
 START_TEST(test_short_of_file_descriptors)
 {
 	/* 40 descriptors: enough for the loop and a shallow tree, not for
@@ -1107,6 +1146,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_a_directory_removed_while_read_is_a_torn_read);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_a_recycled_generation_shows_no_half_written_file);
+	tcase_add_test(tc, test_unnamed_files_that_cannot_be_named_are_written_named);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;

@@ -16,6 +16,8 @@
  *   FAULT_HANG_WHILE=FILE  ...block while FILE exists
  *   FAULT_HANG_SAY=FILE  made when a call starts to block, for a test to
  *                      look at what the process left as it is then
+ *   FAULT_NO_FD_LINK=1 linkat() refuses a link by descriptor
+ *                      (AT_EMPTY_PATH) and one through /proc (ENOENT)
  *
  * Counted: open, openat, openat2 (through syscall), write (not to fds 0-2,
  * so logging is not what fails), copy_file_range, fsync, fdatasync,
@@ -272,6 +274,14 @@ int linkat(int od, const char *op, int nd, const char *np, int flags)
 	REAL(int, "linkat", int, const char *, int, const char *, int);
 	if (fault("linkat"))
 		return -1;
+	/* FAULT_NO_FD_LINK: neither a link by descriptor (as without
+	 * CAP_DAC_READ_SEARCH on some kernels) nor through /proc (as where
+	 * it is not mounted). */
+	if (getenv("FAULT_NO_FD_LINK") &&
+	    ((flags & AT_EMPTY_PATH) || strncmp(op, "/proc/", 6) == 0)) {
+		errno = ENOENT;
+		return -1;
+	}
 	return real(od, op, nd, np, flags);
 }
 
