@@ -2475,6 +2475,49 @@ static const char *level_join(struct build *b, const struct level *l,
  * `e`: kept when keep_known() can tell it is as it must be.  Without
  * one, it is removed (whatever it is: what left the source, or what
  * someone put there while the generation was live). */
+/* The entry `n` of the recycled directory of `l`, which another user
+ * can write (owner), moved aside whole to TARGET/..atomsync.aside.INODE,
+ * out of every generation: what they put there may hold a directory that
+ * is not theirs nor ours, which is never gone into (fsutil_may_enter()),
+ * nor removed or changed.  0, or -EPERM when it cannot be. */
+static int move_aside(struct build *b, const struct level *l, const char *n,
+		      const char *path)
+{
+	char aside[64];
+	struct stat st;
+
+	if (l->new_ours || fstatat(l->nfd, n, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -EPERM;
+	snprintf(aside, sizeof(aside), "..atomsync.aside.%llu",
+		 (unsigned long long)st.st_ino);
+	if (renameat2(l->nfd, n, b->w->dfd, aside, RENAME_NOREPLACE) < 0)
+		return -EPERM;
+	log_msg(LOG_LVL_WARN, b->w->name,
+		"target %s: %s holds what is not atomsync's to remove; moved "
+		"aside to %s",
+		b->w->path, path, aside);
+	return 0;
+}
+
+/* Removes the entry `n` of the recycled directory of `l` (`path` in
+ * the generation, NULL: made from `n` when it is told), or moves it
+ * aside (move_aside()) when what it holds is not ours to remove. */
+static int remove_entry(struct build *b, struct level *l, const char *n,
+			const char *path)
+{
+	int rc = fsutil_rmtree_in(l->nfd, &l->found, n);
+
+	l->dirty = true;
+	if (rc == 0)
+		return 0;
+	if (path == NULL && (path = level_join(b, l, n)) == NULL)
+		path = n;
+	if (rc == -EPERM && move_aside(b, l, n, path) == 0)
+		return 0;
+	return log_err_set(b->err, rc, "target %s: removing %s: %s",
+			   b->w->path, path, strerror(-rc));
+}
+
 static int prune_name(struct build *b, struct level *l, const char *n,
 		      struct snap_entry *e, uint64_t ino, unsigned char type)
 {
@@ -2482,12 +2525,7 @@ static int prune_name(struct build *b, struct level *l, const char *n,
 		keep_known(b, l, e, ino, type);
 		return 0;
 	}
-	l->dirty = true;
-	int rc = fsutil_rmtree_in(l->nfd, &l->found, n);
-	if (rc < 0)
-		log_err_set(b->err, rc, "target %s: removing %s/%s: %s",
-			    b->w->path, l->path, n, strerror(-rc));
-	return rc;
+	return remove_entry(b, l, n, NULL);
 }
 
 /* The directory of level l as the check thread read it ahead (see
@@ -2571,13 +2609,7 @@ static int prune(struct build *b, struct level *l)
 static int clear_name(struct build *b, struct level *p, const char *name,
 		      const char *path)
 {
-	int rc = fsutil_rmtree_in(p->nfd, &p->found, name);
-
-	p->dirty = true;
-	if (rc < 0)
-		return log_err_set(b->err, rc, "target %s: removing %s: %s",
-				   b->w->path, path, strerror(-rc));
-	return 0;
+	return remove_entry(b, p, name, path);
 }
 
 /* The directory `st` found at e's path is not one atomsync made (see
@@ -2605,7 +2637,9 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 
 	if (dir && !fsutil_may_enter(&p->found, &st)) {
 		close(fd);
-		return not_ours(b, e, &st);
+		p->dirty = true;
+		return move_aside(b, p, name, e->path) == 0 ? -ENOENT
+							    : not_ours(b, e, &st);
 	}
 	if (dir) {
 		l->found = st;

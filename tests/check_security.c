@@ -621,15 +621,16 @@ START_TEST(test_generation_is_private_until_flushed)
 }
 END_TEST
 
-/* --once of a mapping whose dir_mode lets everyone write a generation's
- * directories, with a grace period of 100 ms. */
-static int once_open_dirs(char **err)
+/* --once of a mapping with the line `extra` (dir_mode or owner, which
+ * let another user write a generation's directories) and a grace period
+ * of 100 ms. */
+static int once_others_write(const char *extra, char **err)
 {
 	char *text;
 	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\n"
-					 "target = %s\ndir_mode = 0777\n"
+					 "target = %s\n%s\n"
 					 "grace_ms = 100\nfsync = no\n",
-				  src, dst),
+				  src, dst, extra),
 			 0);
 	tu_write(tmp, "open.conf", text, 0644);
 	free(text);
@@ -649,7 +650,7 @@ START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 	char *err = NULL, *cmd, v[16];
 
 	tu_write(src, "d/t", "0", 0644);
-	ck_assert_int_eq(once_open_dirs(&err), 0);
+	ck_assert_int_eq(once_others_write("dir_mode = 0777", &err), 0);
 	free(err);
 	char *gen = tu_live(dst), *mine = tu_path(dst, gen);
 	ck_assert_int_gt(asprintf(&cmd, "mkdir '%s/d/mine' && echo m > "
@@ -665,7 +666,7 @@ START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 		long long due = tu_now_ms() + 150;
 		while (tu_now_ms() < due)
 			tu_nap(10);
-		ck_assert_msg(once_open_dirs(&err) == 0, "run %d: %s", k, err);
+		ck_assert_msg(once_others_write("dir_mode = 0777", &err) == 0, "run %d: %s", k, err);
 		free(err);
 		char *t = tu_path(dst, "d/t"), *now = tu_read(t, NULL);
 		ck_assert_msg(now && strcmp(now, v) == 0, "run %d: d/t is %s", k,
@@ -681,6 +682,62 @@ START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 	free(cmd);
 	free(mine);
 	free(gen);
+}
+END_TEST
+
+static int is_aside(const struct dirent *de)
+{
+	return strncmp(de->d_name, "..atomsync.aside.", 17) == 0;
+}
+
+/* With owner, that user owns a generation's directories and can put one
+ * there of another group's, which atomsync never goes into.  Recycled,
+ * the generation has it moved aside, whole, out of every generation:
+ * each publish goes through. */
+START_TEST(test_a_directory_the_owner_put_in_a_generation_is_moved_aside)
+{
+	char *err = NULL, *cmd, v[16], *owner;
+
+	ck_assert_int_gt(asprintf(&owner, "owner = %u", APP_UID), 0);
+	tu_write(src, "d/t", "0", 0644);
+	ck_assert_int_eq(once_others_write(owner, &err), 0);
+	free(err);
+	for (int k = 1; k <= 3; k++) {
+		ck_assert_int_gt(asprintf(&cmd, "mkdir '%s/..data/d/pd%d' && "
+						"echo x > '%s/..data/d/pd%d/x'",
+					  dst, k, dst, k),
+				 0);
+		ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+		free(cmd);
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "d/t", v, 0644);
+		/* Past the grace period, which is what is waited for. */
+		long long due = tu_now_ms() + 150;
+		while (tu_now_ms() < due)
+			tu_nap(10);
+		ck_assert_msg(once_others_write(owner, &err) == 0, "run %d: %s",
+			      k, err);
+		free(err);
+		char *why = tu_diff_trees(src, dst);
+		ck_assert_msg(why == NULL, "run %d: %s", k, why);
+	}
+	/* The first two generations were recycled, the last is live. */
+	struct dirent **de;
+	int n = scandir(dst, &de, is_aside, alphasort);
+	ck_assert_int_eq(n, 2);
+	for (int i = 0; i < n; i++) {
+		char *x, *rel;
+		ck_assert_int_gt(asprintf(&rel, "%s/x", de[i]->d_name), 0);
+		x = tu_path(dst, rel);
+		struct stat st;
+		ck_assert_int_eq(stat(x, &st), 0);
+		ck_assert_uint_eq(st.st_uid, APP_UID);
+		free(x);
+		free(rel);
+		free(de[i]);
+	}
+	free(de);
+	free(owner);
 }
 END_TEST
 
@@ -704,6 +761,8 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	tcase_add_test(tc,
 		       test_a_users_directory_in_a_generation_does_not_stop_publishing);
+	tcase_add_test(tc,
+		       test_a_directory_the_owner_put_in_a_generation_is_moved_aside);
 	suite_add_tcase(s, tc);
 	return s;
 }
