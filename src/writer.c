@@ -657,12 +657,12 @@ static const char *keep_replaced(struct writer *w, char *keep, int64_t left_ms)
 /* Removes what an interrupted publish left behind, and replaced
  * generations but one (grace_keeper): that one is retired like any
  * replaced generation while in its grace period, else kept to be
- * recycled.  A one-shot writer that publishes recycles it either way: it
- * would remove it on its way out (writer_gc_take_exit()), as the target
- * keeps one replaced generation at rest, and recycled it costs what
- * changed, where a new one costs a link for every file.  What cannot be removed is
- * logged and left for a later start: it must not keep the mapping from
- * publishing. */
+ * recycled (see keep_replaced()).  A one-shot writer that publishes
+ * recycles it either way: it would remove it on its way out
+ * (writer_gc_take_exit()), as the target keeps one replaced generation
+ * at rest, and recycled it costs what changed, where a new one costs a
+ * link for every file.  What cannot be removed is logged and left for a
+ * later start: it must not keep the mapping from publishing. */
 static void recover(struct writer *w)
 {
 	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1915,19 +1915,20 @@ static void verify_drop(struct writer *w)
 
 /* The spare (or, for want of one, the replaced generation it takes:
  * see newest_recyclable()), for a one-shot writer to read its
- * directories ahead of the publish that recycles it (a daemon mostly knows where it differs,
- * and keeps no listing of a million names beside its record): -1 when
- * there is none, or one another user could change, which no publish
- * recycles. */
+ * directories ahead of the publish that recycles it (a daemon mostly
+ * knows where it differs, and keeps no listing of a million names beside
+ * its record): -1 when there is none, or one another user could change,
+ * which no publish recycles. */
 static int spare_ahead(const struct writer *w)
 {
+	const char *spare = w->spare;
 	struct stat st;
 
-	const char *spare = w->spare;
-
-	if (spare == NULL && w->o.one_shot && w->nretired > 0)
+	if (!w->o.one_shot || w->live == NULL)
+		return -1;
+	if (spare == NULL && w->nretired > 0)
 		spare = w->retired[newest_recyclable(w, 0)].name;
-	if (!w->o.one_shot || spare == NULL || w->live == NULL)
+	if (spare == NULL)
 		return -1;
 	int fd = open_generation(w->dfd, spare);
 	if (fd >= 0 && (fstat(fd, &st) < 0 || !fsutil_ours_alone(&st))) {
@@ -2471,10 +2472,6 @@ static const char *level_join(struct build *b, const struct level *l,
 	return b->pbuf;
 }
 
-/* The name `n` of a recycled directory, which the snapshot holds as
- * `e`: kept when keep_known() can tell it is as it must be.  Without
- * one, it is removed (whatever it is: what left the source, or what
- * someone put there while the generation was live). */
 /* The entry `n` of the recycled directory of `l`, which another user
  * can write (owner), moved aside whole to TARGET/..atomsync.aside.INODE,
  * out of every generation: what they put there may hold a directory that
@@ -2518,6 +2515,10 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 			   b->w->path, path, strerror(-rc));
 }
 
+/* The name `n` of a recycled directory, which the snapshot holds as
+ * `e`: kept when keep_known() can tell it is as it must be.  Without
+ * one, it is removed (whatever it is: what left the source, or what
+ * someone put there while the generation was live). */
 static int prune_name(struct build *b, struct level *l, const char *n,
 		      struct snap_entry *e, uint64_t ino, unsigned char type)
 {
@@ -2638,8 +2639,9 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 	if (dir && !fsutil_may_enter(&p->found, &st)) {
 		close(fd);
 		p->dirty = true;
-		return move_aside(b, p, name, e->path) == 0 ? -ENOENT
-							    : not_ours(b, e, &st);
+		if (move_aside(b, p, name, e->path) == 0)
+			return -ENOENT; /* made anew */
+		return not_ours(b, e, &st);
 	}
 	if (dir) {
 		l->found = st;

@@ -179,24 +179,25 @@ START_TEST(test_a_users_directory_put_in_place_of_the_target_is_refused)
 }
 END_TEST
 
-/* tmp/hooks.conf: one mapping, `hook_line` added (the path, malloc'ed). */
-static char *hooks_conf(const char *target, const char *hook_line)
+/* tmp/app.conf: one mapping, the lines `lines` added (a hook, say; the
+ * path, malloc'ed). */
+static char *mapping_conf(const char *target, const char *lines)
 {
 	char *text;
 	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\n"
 					 "target = %s\ndebounce_ms = 0\n%s\n",
-				  src, target, hook_line),
+				  src, target, lines),
 			 0);
-	tu_write(tmp, "hooks.conf", text, 0644);
+	tu_write(tmp, "app.conf", text, 0644);
 	free(text);
-	return tu_path(tmp, "hooks.conf");
+	return tu_path(tmp, "app.conf");
 }
 
-/* --once with hooks_conf(): its exit status, its standard error in *err. */
-static int once_with_hook(const char *target, const char *hook_line,
-			  char **err)
+/* --once with mapping_conf(): its exit status, its standard error in
+ * *err. */
+static int once_with(const char *target, const char *lines, char **err)
 {
-	char *conf = hooks_conf(target, hook_line);
+	char *conf = mapping_conf(target, lines);
 	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
 	int rc = tu_run(argv, NULL, err, 30000);
 	free(conf);
@@ -226,7 +227,7 @@ START_TEST(test_hooks_are_not_run_where_a_user_can_redirect_the_target)
 					 ">> %s'",
 				  ran),
 			 0);
-	ck_assert_int_eq(once_with_hook(target, line, &err), 1);
+	ck_assert_int_eq(once_with(target, line, &err), 1);
 	ck_assert_msg(strstr(err, "check_command not run on ") &&
 			      strstr(err, why),
 		      "%s", err);
@@ -238,7 +239,7 @@ START_TEST(test_hooks_are_not_run_where_a_user_can_redirect_the_target)
 					 "%s'",
 				  ran),
 			 0);
-	ck_assert_int_eq(once_with_hook(target, line, &err), 1);
+	ck_assert_int_eq(once_with(target, line, &err), 1);
 	ck_assert_msg(strstr(err, "on_update not run: ") && strstr(err, why),
 		      "%s", err);
 	ck_assert_int_lt(lstat(ran, &st), 0);
@@ -247,7 +248,7 @@ START_TEST(test_hooks_are_not_run_where_a_user_can_redirect_the_target)
 	/* The directory given to root: the path is root's alone. */
 	ck_assert_int_eq(chown(app, 0, 0), 0);
 	tu_write(src, "app.conf", "secret: still no\n", 0644);
-	ck_assert_int_eq(once_with_hook(target, line, &err), 0);
+	ck_assert_int_eq(once_with(target, line, &err), 0);
 	free(err);
 	char *said = tu_read(ran, NULL);
 	ck_assert_str_eq(said, "update\n");
@@ -274,7 +275,7 @@ START_TEST(test_daemon_runs_no_check_where_a_user_can_redirect_the_target)
 					 ">> %s'",
 				  ran),
 			 0);
-	char *conf = hooks_conf(target, line);
+	char *conf = mapping_conf(target, line);
 	const char *argv[] = {tu_bin(), "--config", conf, NULL};
 	pid = tu_spawn(argv, logpath);
 	struct tu_needle n = {logpath, "is owned by uid 2003, who can change "
@@ -626,18 +627,12 @@ END_TEST
  * of 100 ms. */
 static int once_others_write(const char *extra, char **err)
 {
-	char *text;
-	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\n"
-					 "target = %s\n%s\n"
-					 "grace_ms = 100\nfsync = no\n",
-				  src, dst, extra),
+	char *lines;
+	ck_assert_int_gt(asprintf(&lines, "%s\ngrace_ms = 100\nfsync = no",
+				  extra),
 			 0);
-	tu_write(tmp, "open.conf", text, 0644);
-	free(text);
-	char *conf = tu_path(tmp, "open.conf");
-	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
-	int rc = tu_run(argv, NULL, err, 30000);
-	free(conf);
+	int rc = once_with(dst, lines, err);
+	free(lines);
 	return rc;
 }
 
@@ -666,7 +661,8 @@ START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 		long long due = tu_now_ms() + 150;
 		while (tu_now_ms() < due)
 			tu_nap(10);
-		ck_assert_msg(once_others_write("dir_mode = 0777", &err) == 0, "run %d: %s", k, err);
+		ck_assert_msg(once_others_write("dir_mode = 0777", &err) == 0,
+			      "run %d: %s", k, err);
 		free(err);
 		char *t = tu_path(dst, "d/t"), *now = tu_read(t, NULL);
 		ck_assert_msg(now && strcmp(now, v) == 0, "run %d: d/t is %s", k,
