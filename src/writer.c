@@ -2259,12 +2259,25 @@ static int finish_file(struct build *b, struct snap_entry *e, int out)
 	    fchown(out, e->uid, e->gid) < 0)
 		return log_err_set(b->err, -errno, "target %s: chown %s: %s",
 				   b->w->path, e->path, strerror(errno));
-	if (fchmod(out, e->mode) < 0 || fstat(out, &st) < 0)
+	if (fstat(out, &st) < 0 ||
+	    ((st.st_mode & 07777) != e->mode && fchmod(out, e->mode) < 0))
 		return log_err_set(b->err, -errno, "target %s: chmod %s: %s",
 				   b->w->path, e->path, strerror(errno));
 	e->t_ino = (uint64_t)st.st_ino;
 	e->t_mtime_ns = clock_ts_ns(&st.st_mtim);
 	return 0;
+}
+
+/* The mode a file is made with under its name.  In a new directory,
+ * where no one but us can be, its own (less what the umask takes, which
+ * finish_file() puts back), which saves a chmod a file; in a recycled
+ * one, where a reader may be, or where the file is to be given to
+ * another owner, private until complete. */
+static mode_t new_mode(const struct snap_entry *e, const struct level *l)
+{
+	if (l->recycled || e->uid != SNAP_NO_ID || e->gid != SNAP_NO_ID)
+		return 0600;
+	return e->mode & 0777;
 }
 
 /* A new file to write the entry `name` of the directory of `l` into.
@@ -2284,7 +2297,7 @@ static int new_file(struct build *b, const struct snap_entry *e,
 	if (fd == -EOPNOTSUPP) {
 		fd = openat(l->nfd, name,
 			    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			    0600);
+			    new_mode(e, l));
 		if (fd < 0)
 			fd = -errno;
 	}

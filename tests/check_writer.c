@@ -499,6 +499,21 @@ START_TEST(test_write_once_modes)
 }
 END_TEST
 
+/* A file is made with its mode where no one else can reach it, and the
+ * umask takes bits from that: they are put back. */
+START_TEST(test_write_once_modes_whatever_the_umask)
+{
+	const struct tu_file p[] = {{"foo", 0644, "foo"},
+				    {"d/bar", 0755, "bar"},
+				    {"baz", 0400, "baz"},
+				    {NULL, 0, NULL}};
+	mode_t um = umask(077);
+
+	write_once(p);
+	umask(um);
+}
+END_TEST
+
 START_TEST(test_write_once_dotfiles)
 {
 	const struct tu_file p[] = {{"foo", 0644, "foo"},
@@ -4719,6 +4734,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_write_once_basic);
 	tcase_add_test(tc, test_write_once_binary_and_dotfile);
 	tcase_add_test(tc, test_write_once_modes);
+	tcase_add_test(tc, test_write_once_modes_whatever_the_umask);
 	tcase_add_test(tc, test_write_once_dotfiles);
 	tcase_add_test(tc, test_write_once_dotfile_modes);
 	tcase_add_test(tc, test_refresh_copies_take_modes_given_since);
