@@ -577,16 +577,20 @@ static char *grace_keeper(const struct writer *w, DIR *d)
 	return keep;
 }
 
-/* A replaced generation past its grace period, which a run that did not
- * wait for it left: no debris, removed without a warning. */
-static void retire_now(struct writer *w, const char *n)
+/* A replaced generation which a run that did not wait for it left: no
+ * debris, removed without a warning.  Past its grace period, or older
+ * than `kept`, the one kept for the rest of its own (one that may still
+ * be within it, had the generation after it been live only briefly). */
+static void retire_now(struct writer *w, const char *n, const char *kept)
 {
+	const char *why = kept ? ", older than " : ", its grace period over";
+
 	if (w->o.dry_run) {
 		if (!w->o.quiet)
 			log_msg(LOG_LVL_INFO, w->name,
 				"target %s: dry run: would remove replaced "
-				"generation %s, its grace period over",
-				w->path, n);
+				"generation %s%s%s",
+				w->path, n, why, kept ? kept : "");
 		return;
 	}
 	int r = fsutil_rmtree(w->dfd, n);
@@ -596,9 +600,8 @@ static void retire_now(struct writer *w, const char *n)
 			w->path, n, strerror(-r));
 	else
 		log_msg(LOG_LVL_INFO, w->name,
-			"target %s: removed replaced generation %s, its grace "
-			"period over",
-			w->path, n);
+			"target %s: removed replaced generation %s%s%s",
+			w->path, n, why, kept ? kept : "");
 }
 
 static void remove_leftover(struct writer *w, const char *n)
@@ -689,7 +692,7 @@ static void recover(struct writer *w)
 		if (kept && strcmp(n, kept) == 0)
 			continue;
 		if (gen && is_replaced(w, n))
-			retire_now(w, n);
+			retire_now(w, n, left_ms > 0 ? kept : NULL);
 		else if (gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
 		    strcmp(n, STATE_TMP) == 0 || strcmp(n, STATE_ERROR_TMP) == 0 ||
 		    strcmp(n, STATE_JOURNAL_TMP) == 0)
