@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/file.h>
 #include <signal.h>
 #include <stdio.h>
@@ -737,6 +738,116 @@ START_TEST(test_a_directory_the_owner_put_in_a_generation_is_moved_aside)
 }
 END_TEST
 
+static int exists(void *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/* As the owner: holds the directory `path` (opened now, while readable)
+ * and, once told through `go`, puts a directory of theirs holding a
+ * file in the place of the one atomsync made there, `name`.  The child's
+ * pid. */
+static pid_t swap_made_dir_as_owner(const char *path, const char *name,
+				    const int go[2])
+{
+	pid_t p = fork();
+	char c;
+
+	ck_assert_int_ge(p, 0);
+	if (p > 0)
+		return p;
+	close(go[1]); /* a test that fails closes the other end: done */
+	if (setgroups(0, NULL) < 0 || setresgid(APP_UID, APP_UID, APP_UID) < 0 ||
+	    setresuid(APP_UID, APP_UID, APP_UID) < 0)
+		_exit(125);
+	int d = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d < 0 || read(go[0], &c, 1) != 1 ||
+	    renameat(d, name, d, "was-atomsyncs") < 0 || mkdirat(d, name, 0755) < 0)
+		_exit(1);
+	int n = openat(d, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int f = n < 0 ? -1 : openat(n, "planted", O_WRONLY | O_CREAT | O_EXCL, 0644);
+	_exit(f < 0 ? 2 : 0);
+}
+
+/* With owner, that user owns a recycled generation's directories, and
+ * can put a directory of theirs (with what they like in it) in the
+ * place of one atomsync has just made there, before it opens it.  It
+ * finds that, and the publish fails rather than fill theirs and make it
+ * part of the generation; the next one goes through. */
+START_TEST(test_a_directory_swapped_as_it_is_made_is_not_used)
+{
+	const char *shim = getenv("FAULTINJECT");
+	char *err = NULL, *owner, *lines, *preload, *hang_while, *hang_say;
+	char *hang = tu_path(tmp, "hang"), *said = tu_path(tmp, "hanging");
+	int go[2];
+
+	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
+	ck_assert_int_gt(asprintf(&owner, "owner = %u", APP_UID), 0);
+	tu_write(src, "d/t", "0", 0644);
+	ck_assert_int_eq(once_others_write(owner, &err), 0);
+	free(err);
+	char *first = tu_live(dst), *held = tu_path(dst, first);
+	char *d = tu_path(held, "d");
+	tu_write(src, "d/t", "1", 0644);
+	ck_assert_int_eq(once_others_write(owner, &err), 0);
+	free(err);
+	char *live = tu_live(dst);
+	/* The first generation, replaced, is the one the next run recycles;
+	 * in it, the owner holds d. */
+	ck_assert_int_eq(pipe(go), 0);
+	pid_t swapper = swap_made_dir_as_owner(d, "new", go);
+	tu_write(src, "d/new/f", "2", 0644);
+	tu_write(tmp, "hang", "", 0644);
+	ck_assert_int_gt(asprintf(&lines, "%s\ngrace_ms = 100\nfsync = no",
+				  owner),
+			 0);
+	char *conf = mapping_conf(dst, lines);
+	ck_assert_int_gt(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
+	ck_assert_int_gt(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	ck_assert_int_gt(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=openat",
+			      "FAULT_HANG_MADE=new", hang_while, hang_say,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--config", conf, "--once", NULL};
+	pid = tu_spawn(argv, logpath);
+	ck_assert_msg(tu_wait_for(exists, said, 10000),
+		      "d/new was never made");
+	ck_assert_int_eq(write(go[1], "g", 1), 1);
+	ck_assert_int_eq(tu_wait_exit(swapper, 10000), 0);
+	ck_assert_int_eq(unlink(hang), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 1);
+	pid = 0;
+	ck_assert_int_eq(tu_file_count(logpath, "d/new was replaced by another "
+						"directory as it was made"),
+			 1);
+	/* The last good generation is still live, and theirs is in none. */
+	char *now = tu_live(dst), *planted = tu_path(dst, "..data/d/new/planted");
+	ck_assert_str_eq(now, live);
+	ck_assert_int_eq(access(planted, F_OK), -1);
+	ck_assert_int_eq(once_others_write(owner, &err), 0);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s: %s", why, err);
+	ck_assert_int_eq(access(planted, F_OK), -1);
+	close(go[0]);
+	close(go[1]);
+	free(err);
+	free(now);
+	free(planted);
+	free(conf);
+	free(lines);
+	free(preload);
+	free(hang_while);
+	free(hang_say);
+	free(live);
+	free(d);
+	free(held);
+	free(first);
+	free(owner);
+	free(said);
+	free(hang);
+}
+END_TEST
+
 static Suite *security_suite(void)
 {
 	Suite *s = suite_create("security");
@@ -759,6 +870,7 @@ static Suite *security_suite(void)
 		       test_a_users_directory_in_a_generation_does_not_stop_publishing);
 	tcase_add_test(tc,
 		       test_a_directory_the_owner_put_in_a_generation_is_moved_aside);
+	tcase_add_test(tc, test_a_directory_swapped_as_it_is_made_is_not_used);
 	suite_add_tcase(s, tc);
 	return s;
 }

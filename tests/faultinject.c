@@ -16,6 +16,9 @@
  *   FAULT_HANG_WHILE=FILE  ...block while FILE exists
  *   FAULT_HANG_SAY=FILE  made when a call starts to block, for a test to
  *                      look at what the process left as it is then
+ *   FAULT_HANG_MADE=NAME  ...only a call on the path NAME, and only once
+ *                      mkdirat() has made NAME (openat, say: the next
+ *                      step, for a test to act between the two)
  *   FAULT_NO_FD_LINK=1 linkat() refuses a link by descriptor
  *                      (AT_EMPTY_PATH) and one through /proc (ENOENT)
  *
@@ -42,7 +45,8 @@
 static long calls, nth = -1;
 static int fault_errno = EIO;
 static int ready;
-static const char *hang_call, *hang_while, *only;
+static const char *hang_call, *hang_while, *hang_made, *only;
+static int made; /* mkdirat() has made hang_made */
 
 static void init(void)
 {
@@ -52,6 +56,7 @@ static void init(void)
 	nth = n ? atol(n) : 0;
 	hang_call = getenv("FAULT_HANG");
 	hang_while = getenv("FAULT_HANG_WHILE");
+	hang_made = getenv("FAULT_HANG_MADE");
 	only = getenv("FAULT_ONLY");
 	if (e == NULL || strcmp(e, "EIO") == 0)
 		fault_errno = EIO;
@@ -77,10 +82,14 @@ static int listed(const char *list, const char *name)
 	return 0;
 }
 
-/* Blocks a call of `name` while the FAULT_HANG_WHILE file exists. */
-static void hang(const char *name)
+/* Blocks a call of `name` (on `path`, NULL: none) while the
+ * FAULT_HANG_WHILE file exists. */
+static void hang(const char *name, const char *path)
 {
 	if (hang_call == NULL || hang_while == NULL || !listed(hang_call, name))
+		return;
+	if (hang_made && (!__atomic_load_n(&made, __ATOMIC_SEQ_CST) ||
+			  path == NULL || strcmp(path, hang_made) != 0))
 		return;
 	struct timespec ts = {0, 10 * 1000 * 1000};
 	const char *say = getenv("FAULT_HANG_SAY");
@@ -95,12 +104,13 @@ static void hang(const char *name)
 		nanosleep(&ts, NULL);
 }
 
-/* True when this call of `name` is the one to fail. */
-static int fault(const char *name)
+/* True when this call of `name` (on `path`, NULL: none) is the one to
+ * fail. */
+static int fault_at(const char *name, const char *path)
 {
 	if (!ready)
 		init();
-	hang(name);
+	hang(name, path);
 	if (only && !listed(only, name))
 		return 0;
 	/* Atomic: a publish flushes from several threads at once. */
@@ -109,6 +119,11 @@ static int fault(const char *name)
 		return 1;
 	}
 	return 0;
+}
+
+static int fault(const char *name)
+{
+	return fault_at(name, NULL);
 }
 
 __attribute__((destructor)) static void report(void)
@@ -153,7 +168,7 @@ int openat(int dfd, const char *path, int flags, ...)
 		mode = (mode_t)va_arg(ap, int);
 		va_end(ap);
 	}
-	if (fault("openat"))
+	if (fault_at("openat", path))
 		return -1;
 	return real(dfd, path, flags, mode);
 }
@@ -233,9 +248,12 @@ int renameat(int od, const char *op, int nd, const char *np)
 int mkdirat(int dfd, const char *path, mode_t mode)
 {
 	REAL(int, "mkdirat", int, const char *, mode_t);
-	if (fault("mkdirat"))
+	if (fault_at("mkdirat", path))
 		return -1;
-	return real(dfd, path, mode);
+	int rc = real(dfd, path, mode);
+	if (rc == 0 && hang_made && strcmp(path, hang_made) == 0)
+		__atomic_store_n(&made, 1, __ATOMIC_SEQ_CST);
+	return rc;
 }
 
 /* As a directory removed once it was opened reads. */
