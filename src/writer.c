@@ -1514,12 +1514,30 @@ int writer_check_name(const struct writer *w, const char *name)
 struct problems {
 	struct log_list taken;	    /* names in the target that are not ours */
 	struct log_list unreadable; /* source entries that cannot be read */
+	struct log_list aside;	    /* entries moved to WRITER_ASIDE */
 };
 
 static void problems_fini(struct problems *pb)
 {
 	log_list_fini(&pb->taken);
 	log_list_fini(&pb->unreadable);
+	log_list_fini(&pb->aside);
+}
+
+/* What a build moved aside (see move_aside()), in one line, whether the
+ * publish went on or not. */
+static void asides_report(const struct writer *w, const struct problems *pb)
+{
+	char *all = log_list_count(&pb->aside) > 0
+			    ? log_list_join(&pb->aside, ", ")
+			    : NULL;
+
+	if (all)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: not atomsync's to remove, moved aside to "
+			"%s/%s: %s",
+			w->path, w->path, WRITER_ASIDE, all);
+	free(all);
 }
 
 /* The message for all of them, and -EEXIST or -EACCES; 0 when none. */
@@ -2488,27 +2506,72 @@ static const char *level_join(struct build *b, const struct level *l,
 	return b->pbuf;
 }
 
+/* Whether the directory open as `fd` is one we made private: in a
+ * directory others can write, one of them may have put another in the
+ * place of the one just made, which the chown that follows must not
+ * touch.  They can move only directories they can write. */
+static bool made_here(int fd, struct stat *st)
+{
+	return fstat(fd, st) == 0 && S_ISDIR(st->st_mode) &&
+	       st->st_uid == geteuid() && (st->st_mode & 07077) == 0;
+}
+
+/* WRITER_ASIDE of the target, made if need be: a descriptor, or a
+ * negative errno (-EPERM when it is not a directory we made private). */
+static int aside_open(const struct writer *w)
+{
+	struct stat st;
+
+	if (mkdirat(w->dfd, WRITER_ASIDE, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = openat(w->dfd, WRITER_ASIDE,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOTDIR || errno == ELOOP ? -EPERM : -errno;
+	if (!made_here(fd, &st)) {
+		close(fd);
+		return -EPERM;
+	}
+	return fd;
+}
+
 /* The entry `n` of the recycled directory of `l`, which another user
- * can write (owner), moved aside whole to TARGET/..atomsync.aside.INODE,
- * out of every generation: what they put there may hold a directory that
- * is not theirs nor ours, which is never gone into (fsutil_may_enter()),
- * nor removed or changed.  0, or -EPERM when it cannot be. */
+ * can write (owner), moved whole into WRITER_ASIDE, out of every
+ * generation: what they put there may hold a directory that is not
+ * theirs nor ours, which is never gone into (fsutil_may_enter()), nor
+ * removed or changed.  Whatever is at `n` by then is what goes, under a
+ * name no other takes; what it was is looked at once it is there, where
+ * nobody else can reach it.  0, or -EPERM when it cannot be moved. */
 static int move_aside(struct build *b, const struct level *l, const char *n,
 		      const char *path)
 {
-	char aside[64];
+	struct timespec now;
 	struct stat st;
+	char name[64];
+	int rc = -EEXIST, afd = l->new_ours ? -EPERM : aside_open(b->w);
 
-	if (l->new_ours || fstatat(l->nfd, n, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	clock_gettime(CLOCK_REALTIME, &now);
+	for (unsigned k = 0; afd >= 0 && rc == -EEXIST && k < 16; k++) {
+		snprintf(name, sizeof(name), "%lld.%09ld.%u",
+			 (long long)now.tv_sec, now.tv_nsec, k);
+		rc = renameat2(l->nfd, n, afd, name, RENAME_NOREPLACE) == 0
+			     ? 0
+			     : -errno;
+	}
+	if (afd < 0 || rc < 0) {
+		if (afd >= 0)
+			close(afd);
 		return -EPERM;
-	snprintf(aside, sizeof(aside), "..atomsync.aside.%llu",
-		 (unsigned long long)st.st_ino);
-	if (renameat2(l->nfd, n, b->w->dfd, aside, RENAME_NOREPLACE) < 0)
-		return -EPERM;
-	log_msg(LOG_LVL_WARN, b->w->name,
-		"target %s: %s holds what is not atomsync's to remove; moved "
-		"aside to %s",
-		b->w->path, path, aside);
+	}
+	if (fstatat(afd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		st.st_mode = 0;
+	log_list_add(&b->pb->aside, "%s (%s of uid %u, now %s)", path,
+		     S_ISDIR(st.st_mode)   ? "a directory"
+		     : S_ISLNK(st.st_mode) ? "a symbolic link"
+		     : S_ISREG(st.st_mode) ? "a file"
+					   : "an entry",
+		     (unsigned)st.st_uid, name);
+	close(afd);
 	return 0;
 }
 
@@ -2525,7 +2588,10 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 		return 0;
 	if (path == NULL && (path = level_join(b, l, n)) == NULL)
 		path = n;
-	if (rc == -EPERM && move_aside(b, l, n, path) == 0)
+	/* Not ours to remove, or too deep to: moved aside whole. */
+	if ((rc == -EPERM || rc == -EACCES || rc == -ELOOP ||
+	     rc == -ENOTEMPTY) &&
+	    move_aside(b, l, n, path) == 0)
 		return 0;
 	return log_err_set(b->err, rc, "target %s: removing %s: %s",
 			   b->w->path, path, strerror(-rc));
@@ -2701,16 +2767,6 @@ static int push_level(struct build *b, const struct level *l)
 	}
 	b->lv[b->depth++] = *l;
 	return l->recycled && !l->same ? prune(b, &b->lv[b->depth - 1]) : 0;
-}
-
-/* Whether the directory open as `fd` is one we made private: in a
- * directory others can write, one of them may have put another in the
- * place of the one just made, which the chown that follows must not
- * touch.  They can move only directories they can write. */
-static bool made_here(int fd, struct stat *st)
-{
-	return fstat(fd, st) == 0 && S_ISDIR(st->st_mode) &&
-	       st->st_uid == geteuid() && (st->st_mode & 07077) == 0;
 }
 
 static int build_dir(struct build *b, size_t i, struct level *p,
@@ -3103,14 +3159,16 @@ static int halves_rc(int a, int b)
 /* What the second half wrote and found, added to b's. */
 static int halves_merge(struct build *b, const struct build_half *h)
 {
-	const struct log_list *from[] = {&h->pb.taken, &h->pb.unreadable};
-	struct log_list *to[] = {&b->pb->taken, &b->pb->unreadable};
+	const struct log_list *from[] = {&h->pb.taken, &h->pb.unreadable,
+					 &h->pb.aside};
+	struct log_list *to[] = {&b->pb->taken, &b->pb->unreadable,
+				 &b->pb->aside};
 
 	b->r->copied += h->r.copied;
 	b->r->linked += h->r.linked;
 	b->r->bytes_copied += h->r.bytes_copied;
 	b->r->changed += h->r.changed;
-	for (size_t k = 0; k < 2; k++) {
+	for (size_t k = 0; k < 3; k++) {
 		for (size_t i = 0; i < from[k]->n; i++)
 			log_list_add(to[k], "%s", from[k]->v[i]);
 		to[k]->more += from[k]->more;
@@ -3643,6 +3701,7 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 		p->differ = spare_differs(w, from, p);
 	if (rc == 0)
 		rc = build(w, p, r, pb, NULL, err);
+	asides_report(w, pb);
 	if (p->changed)
 		pathset_seal(p->changed);
 	if (rc == 0)
@@ -4065,6 +4124,7 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 			    w->path, strerror(-rc));
 	else
 		rc = build(w, &p, &r, &pb, stop, err);
+	asides_report(w, &pb);
 	standby_rate(w, &p, t0);
 	/* What it learned of the live files goes into the state only when
 	 * that is written whole: the journal records what differs from

@@ -22,6 +22,10 @@
 /* The file in a target whose flock(2) says a writer uses it: mode 0600,
  * so that only root or atomsyncd's user can open it, and hold it. */
 #define WRITER_LOCK "..atomsync.lock"
+/* The directory in a target (root's, or atomsyncd's user's, mode 0700)
+ * where what another user put into a recycled generation, which is not
+ * atomsync's to remove, is moved. */
+#define WRITER_ASIDE "..atomsync.aside"
 #define WRITER_MAX_PATH 4096
 #define WRITER_MAX_NAME 255
 /* Entries (files and directories) of a source, unless configured. */

@@ -682,9 +682,9 @@ START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 }
 END_TEST
 
-static int is_aside(const struct dirent *de)
+static int not_dot(const struct dirent *de)
 {
-	return strncmp(de->d_name, "..atomsync.aside.", 17) == 0;
+	return de->d_name[0] != '.';
 }
 
 /* With owner, that user owns a generation's directories and can put one
@@ -694,6 +694,7 @@ static int is_aside(const struct dirent *de)
 START_TEST(test_a_directory_the_owner_put_in_a_generation_is_moved_aside)
 {
 	char *err = NULL, *cmd, v[16], *owner;
+	int moved = 0;
 
 	ck_assert_int_gt(asprintf(&owner, "owner = %u", APP_UID), 0);
 	tu_write(src, "d/t", "0", 0644);
@@ -714,18 +715,41 @@ START_TEST(test_a_directory_the_owner_put_in_a_generation_is_moved_aside)
 			tu_nap(10);
 		ck_assert_msg(once_others_write(owner, &err) == 0, "run %d: %s",
 			      k, err);
+		/* Said in one line, with what was moved and where to. */
+		char *said = strstr(err, "moved aside to ");
+		if (said) {
+			char *want;
+			ck_assert_int_gt(asprintf(&want, "moved aside to %s/"
+						  "..atomsync.aside: d/pd",
+						  dst),
+					 0);
+			ck_assert_msg(strstr(err, want), "run %d: %s", k, err);
+			ck_assert_msg(strstr(said, "(a directory of uid 2003, "
+						   "now "),
+				      "run %d: %s", k, err);
+			free(want);
+			moved++;
+		}
 		free(err);
 		char *why = tu_diff_trees(src, dst);
 		ck_assert_msg(why == NULL, "run %d: %s", k, why);
 	}
-	/* The first two generations were recycled, the last is live. */
+	/* The first two generations were recycled, the last is live; what
+	 * was moved is in a directory of root's alone. */
+	ck_assert_int_eq(moved, 2);
+	char *aside = tu_path(dst, "..atomsync.aside");
+	struct stat ast;
+	ck_assert_int_eq(lstat(aside, &ast), 0);
+	ck_assert(S_ISDIR(ast.st_mode));
+	ck_assert_uint_eq(ast.st_mode & 07777, 0700);
+	ck_assert_uint_eq(ast.st_uid, 0);
 	struct dirent **de;
-	int n = scandir(dst, &de, is_aside, alphasort);
+	int n = scandir(aside, &de, not_dot, alphasort);
 	ck_assert_int_eq(n, 2);
 	for (int i = 0; i < n; i++) {
 		char *x, *rel;
 		ck_assert_int_gt(asprintf(&rel, "%s/x", de[i]->d_name), 0);
-		x = tu_path(dst, rel);
+		x = tu_path(aside, rel);
 		struct stat st;
 		ck_assert_int_eq(stat(x, &st), 0);
 		ck_assert_uint_eq(st.st_uid, APP_UID);
@@ -734,6 +758,67 @@ START_TEST(test_a_directory_the_owner_put_in_a_generation_is_moved_aside)
 		free(de[i]);
 	}
 	free(de);
+	free(aside);
+	free(owner);
+}
+END_TEST
+
+/* 4,200 directories, each in the one before, in the directory `arg`. */
+static int chain_of_dirs(void *arg)
+{
+	int fd = open(arg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	for (int i = 0; fd >= 0 && i < 4200; i++) {
+		int in = mkdirat(fd, "a", 0755) == 0
+				 ? openat(fd, "a", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+				 : -1;
+		close(fd);
+		fd = in;
+	}
+	if (fd < 0)
+		return 1;
+	close(fd);
+	return 0;
+}
+
+/* The owner puts a chain of directories of theirs, deeper than atomsync
+ * goes to remove a tree, into a generation: recycled, it is moved aside
+ * whole rather than fail every publish that recycles it. */
+START_TEST(test_a_tree_too_deep_to_remove_is_moved_aside)
+{
+	char *err = NULL, *cmd, *owner;
+
+	/* Their group too: the directories are then all theirs, and gone
+	 * into to be removed. */
+	ck_assert_int_gt(asprintf(&owner, "owner = %u\ngroup = %u", APP_UID,
+				  APP_UID),
+			 0);
+	tu_write(src, "d/t", "0", 0644);
+	ck_assert_int_eq(once_others_write(owner, &err), 0);
+	free(err);
+	cmd = tu_path(dst, "..data/d");
+	ck_assert_int_eq(tu_call_as(APP_UID, chain_of_dirs, cmd), 0);
+	for (int k = 1; k <= 2; k++) {
+		char v[16];
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "d/t", v, 0644);
+		long long due = tu_now_ms() + 150;
+		while (tu_now_ms() < due)
+			tu_nap(10); /* past the grace period */
+		ck_assert_msg(once_others_write(owner, &err) == 0, "run %d: %s",
+			      k, err);
+		free(err);
+		char *why = tu_diff_trees(src, dst);
+		ck_assert_msg(why == NULL, "run %d: %s", k, why);
+	}
+	char *aside = tu_path(dst, "..atomsync.aside");
+	struct dirent **de;
+	int n = scandir(aside, &de, not_dot, alphasort);
+	ck_assert_int_eq(n, 1);
+	free(de[0]);
+	free(de);
+	free(aside);
+	free(cmd);
 	free(owner);
 }
 END_TEST
@@ -871,6 +956,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc,
 		       test_a_directory_the_owner_put_in_a_generation_is_moved_aside);
 	tcase_add_test(tc, test_a_directory_swapped_as_it_is_made_is_not_used);
+	tcase_add_test(tc, test_a_tree_too_deep_to_remove_is_moved_aside);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -2840,26 +2840,33 @@ static void move_as(unsigned uid, const char *from, const char *to)
 	free(cmd);
 }
 
-/* Whether TARGET/..atomsync.aside.INODE/REL (REL "": the directory
- * itself) exists for some INODE, owned by `uid`; *st: what it is. */
+/* Whether TARGET/..atomsync.aside/NAME/REL (REL "": the entry itself)
+ * exists for some NAME, owned by `uid`; *st: what it is.  The directory
+ * that holds them is root's alone. */
 static bool aside_holds(const char *rel, uid_t uid, struct stat *st)
 {
-	DIR *d = opendir(dst);
+	char *aside = tu_path(dst, "..atomsync.aside");
+	DIR *d = opendir(aside);
 	struct dirent *de;
 	bool found = false;
 
 	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(lstat(aside, st), 0);
+	ck_assert(S_ISDIR(st->st_mode));
+	ck_assert_uint_eq(st->st_mode & 07777, 0700);
+	ck_assert_uint_eq(st->st_uid, 0);
 	while (!found && (de = readdir(d)) != NULL) {
-		if (strncmp(de->d_name, "..atomsync.aside.", 17) != 0)
+		if (de->d_name[0] == '.')
 			continue;
 		char *p = NULL;
-		ck_assert_int_gt(asprintf(&p, "%s/%s%s%s", dst, de->d_name,
+		ck_assert_int_gt(asprintf(&p, "%s/%s%s%s", aside, de->d_name,
 					  *rel ? "/" : "", rel),
 				 0);
 		found = lstat(p, st) == 0 && st->st_uid == uid;
 		free(p);
 	}
 	closedir(d);
+	free(aside);
 	return found;
 }
 
