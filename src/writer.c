@@ -2332,6 +2332,26 @@ static int new_file(struct build *b, const struct snap_entry *e,
  * the caller writes it again, under its name. */
 #define NAMING_REFUSED (-ENOTNAM)
 
+/* A name no source entry has (see snapshot.c's layout_name()). */
+#define NAMING_PROBE "..atomsync.probe"
+
+/* Whether a file written unnamed can be named at all, as the top of the
+ * generation, private to us while it is written, tells: a refusal in a
+ * directory another user can write may be of their making (they removed
+ * it, say), which must not turn naming off for good. */
+static bool naming_works(const struct build *b)
+{
+	int top = b->lv[0].nfd, fd = fsutil_open_unnamed(top);
+
+	if (fd < 0)
+		return false;
+	int rc = fsutil_link_unnamed(fd, top, NAMING_PROBE);
+	close(fd);
+	if (rc == 0)
+		(void)unlinkat(top, NAMING_PROBE, 0);
+	return rc == 0;
+}
+
 /* Names the complete unnamed file `out`; where that is refused for want
  * of /proc and of CAP_DAC_READ_SEARCH, files are written under their
  * names from then on (NAMING_REFUSED). */
@@ -2340,7 +2360,8 @@ static int name_file(struct build *b, const struct snap_entry *e,
 {
 	int rc = fsutil_link_unnamed(out, l->nfd, name);
 
-	if (rc == -ENOENT || rc == -EPERM || rc == -EACCES) {
+	if ((rc == -ENOENT || rc == -EPERM || rc == -EACCES) &&
+	    !naming_works(b)) {
 		b->w->named_only = true;
 		log_msg(LOG_LVL_WARN, b->w->name,
 			"target %s: cannot name a file written unnamed (%s): "

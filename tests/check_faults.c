@@ -1080,6 +1080,78 @@ START_TEST(test_unnamed_files_that_cannot_be_named_are_written_named)
 }
 END_TEST
 
+/* The directory a changed file is written for removed while the file
+ * is written unnamed (as the user an `owner` mapping gives it to can do):
+ * naming it fails, and so does that publish, but naming is not given up
+ * for the changes after it, which a reader still in a recycled
+ * generation would then find half written. */
+START_TEST(test_a_directory_removed_under_an_unnamed_file_keeps_naming_on)
+{
+	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
+	char *said = tu_path(tmp, "hanging"), *logpath = tu_path(tmp, "once.log");
+	const char *run[] = {tu_bin(), "--source", src, "--target", dst,
+			     "--once", "--grace-ms", "60000", NULL};
+	size_t len = 1u << 20; /* copied with copy_file_range() */
+	char *data = malloc(len), *err = NULL, *preload, *hang_while, *hang_say;
+
+	memset(data, 'A', len);
+	tu_write_len(src, "d/e/big", data, len, 0644);
+	tu_write(src, "d/x", "1", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	char *first = tu_live(dst), *fp = tu_path(dst, first);
+	char *e = tu_path(fp, "d");
+	/* Held, as the owner can: it is renamed as it is recycled. */
+	int held = open(e, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(held, 0);
+	tu_write(src, "d/x", "2", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	/* The next run recycles the first generation, and writes big anew
+	 * there. */
+	memset(data, 'B', len);
+	tu_write_len(src, "d/e/big", data, len, 0644);
+	tu_write(tmp, "hang", "", 0644);
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	ck_assert_int_ge(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=copy_file_range",
+			      hang_while, hang_say,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", "--grace-ms", "60000", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	ck_assert_msg(tu_wait_for(made, said, 10000), "the copy never started");
+	/* What the old file's name still holds goes first. */
+	(void)unlinkat(held, "e/big", 0);
+	int gone = unlinkat(held, "e", AT_REMOVEDIR) == 0 ? 0 : -errno;
+	unlink(hang);
+	int rc = tu_wait_exit(pid, 20000);
+	ck_assert_msg(gone == 0, "rmdir d/e: %s", strerror(-gone));
+	ck_assert_int_eq(rc, 1);
+	close(held);
+	ck_assert_int_eq(tu_file_count(logpath, "naming d/e/big: No such file"),
+			 1);
+	ck_assert_int_eq(tu_file_count(logpath, "cannot name a file"), 0);
+	/* The next run publishes it. */
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s: %s", why, err);
+	free(err);
+	free(preload);
+	free(hang_while);
+	free(hang_say);
+	free(e);
+	free(fp);
+	free(first);
+	free(data);
+	free(said);
+	free(hang);
+	free(logpath);
+	free(dst);
+}
+END_TEST
+
 START_TEST(test_short_of_file_descriptors)
 {
 	/* 40 descriptors: enough for the loop and a shallow tree, not for
@@ -1147,6 +1219,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_a_recycled_generation_shows_no_half_written_file);
 	tcase_add_test(tc, test_unnamed_files_that_cannot_be_named_are_written_named);
+	tcase_add_test(tc, test_a_directory_removed_under_an_unnamed_file_keeps_naming_on);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;
