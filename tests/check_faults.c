@@ -970,6 +970,33 @@ static bool holds_all(int dfd, const char *name, char c, size_t len)
 	return ok && got == len;
 }
 
+/* A --once into `dst` (grace period a minute), held in its first
+ * copy_file_range() while tmp/hang exists (made here; the caller
+ * removes it), its log in `logpath`: once it is held, its pid. */
+static pid_t once_held_in_a_copy(const char *dst, const char *logpath)
+{
+	char *hang = tu_path(tmp, "hang"), *said = tu_path(tmp, "hanging");
+	char *preload, *hang_while, *hang_say;
+
+	tu_write(tmp, "hang", "", 0644);
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	ck_assert_int_ge(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=copy_file_range",
+			      hang_while, hang_say,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", dst,
+			      "--once", "--grace-ms", "60000", NULL};
+	pid_t pid = tu_spawn(argv, logpath);
+	ck_assert_msg(tu_wait_for(made, said, 10000), "the copy never started");
+	free(preload);
+	free(hang_while);
+	free(hang_say);
+	free(said);
+	free(hang);
+	return pid;
+}
+
 /* A reader that holds the replaced generation a --once run recycles
  * within its grace period (root's: mode 0700 keeps no one else out of
  * a directory it already holds).  Held in the middle of the copy of a
@@ -978,7 +1005,7 @@ static bool holds_all(int dfd, const char *name, char c, size_t len)
 START_TEST(test_a_recycled_generation_shows_no_half_written_file)
 {
 	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
-	char *said = tu_path(tmp, "hanging"), *logpath = tu_path(tmp, "once.log");
+	char *logpath = tu_path(tmp, "once.log");
 	const char *run[] = {tu_bin(), "--source", src, "--target", dst,
 			     "--once", "--grace-ms", "60000", NULL};
 	size_t len = 1u << 20; /* copied with copy_file_range() */
@@ -998,18 +1025,7 @@ START_TEST(test_a_recycled_generation_shows_no_half_written_file)
 	memset(data, 'C', len);
 	tu_write_len(src, "big", data, len, 0644);
 
-	tu_write(tmp, "hang", "", 0644);
-	char *preload, *hang_while, *hang_say;
-	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
-	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
-	ck_assert_int_ge(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
-	const char *argv[] = {"env", preload, "FAULT_HANG=copy_file_range",
-			      hang_while, hang_say,
-			      "ASAN_OPTIONS=verify_asan_link_order=0",
-			      tu_bin(), "--source", src, "--target", dst,
-			      "--once", "--grace-ms", "60000", NULL};
-	pid_t pid = tu_spawn(argv, logpath);
-	int copying = tu_wait_for(made, said, 10000);
+	pid_t pid = once_held_in_a_copy(dst, logpath);
 	struct stat st;
 	int fd = openat(held, "big", O_RDONLY | O_CLOEXEC);
 	int seen = fd < 0 ? -errno : 0;
@@ -1019,7 +1035,6 @@ START_TEST(test_a_recycled_generation_shows_no_half_written_file)
 		close(fd);
 	unlink(hang);
 	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
-	ck_assert_msg(copying, "the copy never started");
 	ck_assert_msg(seen == -ENOENT, "big in the recycled generation: %s",
 		      seen ? strerror(-seen) : "present, half written");
 	/* Recycled: the generation held is the live one now, whole. */
@@ -1028,13 +1043,9 @@ START_TEST(test_a_recycled_generation_shows_no_half_written_file)
 	ck_assert_msg(why == NULL, "%s", why);
 	ck_assert_int_eq(tu_generations(dst), 2);
 	close(held);
-	free(preload);
-	free(hang_while);
-	free(hang_say);
 	free(first);
 	free(fp);
 	free(data);
-	free(said);
 	free(hang);
 	free(logpath);
 	free(dst);
@@ -1088,11 +1099,11 @@ END_TEST
 START_TEST(test_a_directory_removed_under_an_unnamed_file_keeps_naming_on)
 {
 	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
-	char *said = tu_path(tmp, "hanging"), *logpath = tu_path(tmp, "once.log");
+	char *logpath = tu_path(tmp, "once.log");
 	const char *run[] = {tu_bin(), "--source", src, "--target", dst,
 			     "--once", "--grace-ms", "60000", NULL};
 	size_t len = 1u << 20; /* copied with copy_file_range() */
-	char *data = malloc(len), *err = NULL, *preload, *hang_while, *hang_say;
+	char *data = malloc(len), *err = NULL;
 
 	memset(data, 'A', len);
 	tu_write_len(src, "d/e/big", data, len, 0644);
@@ -1111,17 +1122,7 @@ START_TEST(test_a_directory_removed_under_an_unnamed_file_keeps_naming_on)
 	 * there. */
 	memset(data, 'B', len);
 	tu_write_len(src, "d/e/big", data, len, 0644);
-	tu_write(tmp, "hang", "", 0644);
-	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
-	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
-	ck_assert_int_ge(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
-	const char *argv[] = {"env", preload, "FAULT_HANG=copy_file_range",
-			      hang_while, hang_say,
-			      "ASAN_OPTIONS=verify_asan_link_order=0",
-			      tu_bin(), "--source", src, "--target", dst,
-			      "--once", "--grace-ms", "60000", NULL};
-	pid_t pid = tu_spawn(argv, logpath);
-	ck_assert_msg(tu_wait_for(made, said, 10000), "the copy never started");
+	pid_t pid = once_held_in_a_copy(dst, logpath);
 	/* What the old file's name still holds goes first. */
 	(void)unlinkat(held, "e/big", 0);
 	int gone = unlinkat(held, "e", AT_REMOVEDIR) == 0 ? 0 : -errno;
@@ -1138,14 +1139,10 @@ START_TEST(test_a_directory_removed_under_an_unnamed_file_keeps_naming_on)
 	char *why = tu_diff_trees(src, dst);
 	ck_assert_msg(why == NULL, "%s: %s", why, err);
 	free(err);
-	free(preload);
-	free(hang_while);
-	free(hang_say);
 	free(e);
 	free(fp);
 	free(first);
 	free(data);
-	free(said);
 	free(hang);
 	free(logpath);
 	free(dst);
