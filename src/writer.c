@@ -2332,6 +2332,9 @@ static int new_file(struct build *b, const struct snap_entry *e,
  * the caller writes it again, under its name. */
 #define NAMING_REFUSED (-ENOTNAM)
 
+static int remove_entry(struct build *b, struct level *l, const char *n,
+			const char *path);
+
 /* A name no source entry has (see snapshot.c's layout_name()). */
 #define NAMING_PROBE "..atomsync.probe"
 
@@ -2356,9 +2359,17 @@ static bool naming_works(const struct build *b)
  * of /proc and of CAP_DAC_READ_SEARCH, files are written under their
  * names from then on (NAMING_REFUSED). */
 static int name_file(struct build *b, const struct snap_entry *e,
-		     const struct level *l, const char *name, int out)
+		     struct level *l, const char *name, int out)
 {
 	int rc = fsutil_link_unnamed(out, l->nfd, name);
+
+	/* Taken while the file was written, in a directory another user
+	 * can write: cleared (or moved aside) once, as any name is. */
+	if (rc == -EEXIST && !l->new_ours) {
+		rc = remove_entry(b, l, name, e->path);
+		if (rc == 0)
+			rc = fsutil_link_unnamed(out, l->nfd, name);
+	}
 
 	if ((rc == -ENOENT || rc == -EPERM || rc == -EACCES) &&
 	    !naming_works(b)) {
@@ -2382,7 +2393,7 @@ static int name_file(struct build *b, const struct snap_entry *e,
  * it is unnamed.  `rc`: how the writing went (nothing is named after a
  * failure). */
 static int file_done(struct build *b, const struct snap_entry *e,
-		     const struct level *l, const char *name, int out,
+		     struct level *l, const char *name, int out,
 		     bool unnamed, uint64_t copied, int rc)
 {
 	if (rc == 0 && unnamed)
@@ -2399,7 +2410,7 @@ static int file_done(struct build *b, const struct snap_entry *e,
 
 /* Writes a payload's bytes as the new file `name`. */
 static int write_data(struct build *b, struct snap_entry *e,
-		      const struct level *l, const char *name)
+		      struct level *l, const char *name)
 {
 	bool unnamed;
 	int rc, out = new_file(b, e, l, name, &unnamed);
@@ -2434,7 +2445,7 @@ static int copy_fail(struct build *b, int in, const struct snap_entry *e,
  * be the one the snapshot saw, before and after the copy: otherwise it
  * was being written and the copy may be torn. */
 static int copy_into(struct build *b, struct snap_entry *e, int in,
-		     const struct level *l, const char *name)
+		     struct level *l, const char *name)
 {
 	struct stat st;
 	uint64_t copied = 0;
@@ -2469,7 +2480,7 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 }
 
 static int copy_file(struct build *b, struct snap_entry *e,
-		     const struct level *l, const char *name)
+		     struct level *l, const char *name)
 {
 	if (e->flags & SNAP_F_DATA)
 		return write_data(b, e, l, name);

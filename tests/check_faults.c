@@ -970,10 +970,12 @@ static bool holds_all(int dfd, const char *name, char c, size_t len)
 	return ok && got == len;
 }
 
-/* A --once into `dst` (grace period a minute), held in its first
- * copy_file_range() while tmp/hang exists (made here; the caller
- * removes it), its log in `logpath`: once it is held, its pid. */
-static pid_t once_held_in_a_copy(const char *dst, const char *logpath)
+/* A --once into `dst` (grace period a minute; or of the mapping of the
+ * file `conf`), held in its first copy_file_range() while tmp/hang
+ * exists (made here; the caller removes it), its log in `logpath`: once
+ * it is held, its pid. */
+static pid_t once_held_in_a_copy(const char *dst, const char *conf,
+				 const char *logpath)
 {
 	char *hang = tu_path(tmp, "hang"), *said = tu_path(tmp, "hanging");
 	char *preload, *hang_while, *hang_say;
@@ -987,6 +989,12 @@ static pid_t once_held_in_a_copy(const char *dst, const char *logpath)
 			      "ASAN_OPTIONS=verify_asan_link_order=0",
 			      tu_bin(), "--source", src, "--target", dst,
 			      "--once", "--grace-ms", "60000", NULL};
+	if (conf) {
+		argv[7] = "--config";
+		argv[8] = conf;
+		argv[9] = "--once";
+		argv[10] = NULL;
+	}
 	pid_t pid = tu_spawn(argv, logpath);
 	ck_assert_msg(tu_wait_for(made, said, 10000), "the copy never started");
 	free(preload);
@@ -1025,7 +1033,7 @@ START_TEST(test_a_recycled_generation_shows_no_half_written_file)
 	memset(data, 'C', len);
 	tu_write_len(src, "big", data, len, 0644);
 
-	pid_t pid = once_held_in_a_copy(dst, logpath);
+	pid_t pid = once_held_in_a_copy(dst, NULL, logpath);
 	struct stat st;
 	int fd = openat(held, "big", O_RDONLY | O_CLOEXEC);
 	int seen = fd < 0 ? -errno : 0;
@@ -1122,7 +1130,7 @@ START_TEST(test_a_directory_removed_under_an_unnamed_file_keeps_naming_on)
 	 * there. */
 	memset(data, 'B', len);
 	tu_write_len(src, "d/e/big", data, len, 0644);
-	pid_t pid = once_held_in_a_copy(dst, logpath);
+	pid_t pid = once_held_in_a_copy(dst, NULL, logpath);
 	/* What the old file's name still holds goes first. */
 	(void)unlinkat(held, "e/big", 0);
 	int gone = unlinkat(held, "e", AT_REMOVEDIR) == 0 ? 0 : -errno;
@@ -1142,6 +1150,68 @@ START_TEST(test_a_directory_removed_under_an_unnamed_file_keeps_naming_on)
 	free(e);
 	free(fp);
 	free(first);
+	free(data);
+	free(hang);
+	free(logpath);
+	free(dst);
+}
+END_TEST
+
+/* With owner, that user can put a directory of theirs at the name of a
+ * changed file while it is written unnamed: the name is cleared (what
+ * is theirs moved aside) and the file named, rather than the publish
+ * failing on it. */
+START_TEST(test_a_name_taken_while_a_file_is_written_is_cleared)
+{
+	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
+	char *logpath = tu_path(tmp, "once.log"), *text, *err = NULL;
+	size_t len = 1u << 20; /* copied with copy_file_range() */
+	char *data = malloc(len);
+
+	ck_assert_int_gt(asprintf(&text, "[sync:m]\nsource = %s\ntarget = %s\n"
+					 "owner = 2006\ngrace_ms = 60000\n",
+				  src, dst),
+			 0);
+	tu_write(tmp, "m.conf", text, 0644);
+	char *conf = tu_path(tmp, "m.conf");
+	const char *run[] = {tu_bin(), "--config", conf, "--once", NULL};
+	memset(data, 'A', len);
+	tu_write_len(src, "d/big", data, len, 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	char *first = tu_live(dst), *fp = tu_path(dst, first);
+	char *d = tu_path(fp, "d");
+	int held = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(held, 0);
+	tu_write(src, "x", "2", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	memset(data, 'B', len);
+	tu_write_len(src, "d/big", data, len, 0644);
+	pid_t pid = once_held_in_a_copy(dst, conf, logpath);
+	/* 2006's, with a file of theirs in it, at the name. */
+	(void)unlinkat(held, "big", 0);
+	ck_assert_int_eq(mkdirat(held, "big", 0755), 0);
+	int in = openat(held, "big", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(in, 0);
+	char *theirs = tu_path(tmp, "theirs");
+	tu_write(tmp, "theirs", "theirs", 0644);
+	ck_assert_int_eq(renameat(AT_FDCWD, theirs, in, "theirs"), 0);
+	free(theirs);
+	ck_assert_int_eq(fchownat(in, "theirs", 2006, 2006, 0), 0);
+	ck_assert_int_eq(fchown(in, 2006, 2006), 0);
+	close(in);
+	unlink(hang);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	ck_assert_int_eq(tu_file_count(logpath, "moved aside"), 1);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	close(held);
+	free(d);
+	free(fp);
+	free(first);
+	free(conf);
+	free(text);
 	free(data);
 	free(hang);
 	free(logpath);
@@ -1217,6 +1287,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_a_recycled_generation_shows_no_half_written_file);
 	tcase_add_test(tc, test_unnamed_files_that_cannot_be_named_are_written_named);
 	tcase_add_test(tc, test_a_directory_removed_under_an_unnamed_file_keeps_naming_on);
+	tcase_add_test(tc, test_a_name_taken_while_a_file_is_written_is_cleared);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;
