@@ -1099,6 +1099,37 @@ START_TEST(test_unnamed_files_that_cannot_be_named_are_written_named)
 }
 END_TEST
 
+/* Two runs of `run` into `dst`: the first publishes the 1 MiB file
+ * `big` (under d/), the second a change beside it; then big changes, for
+ * a third run to recycle the first generation and write it anew there.
+ * Returns d of that generation, held (as its owner can: it is renamed
+ * as it is recycled). */
+static int hold_d_to_recycle(const char *const run[], const char *dst,
+			     const char *big)
+{
+	size_t len = 1u << 20; /* copied with copy_file_range() */
+	char *data = malloc(len), *err = NULL;
+
+	memset(data, 'A', len);
+	tu_write_len(src, big, data, len, 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	char *first = tu_live(dst), *fp = tu_path(dst, first);
+	char *d = tu_path(fp, "d");
+	int held = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(held, 0);
+	tu_write(src, "d/x", "2", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	memset(data, 'B', len);
+	tu_write_len(src, big, data, len, 0644);
+	free(d);
+	free(fp);
+	free(first);
+	free(data);
+	return held;
+}
+
 /* The directory a changed file is written for removed while the file
  * is written unnamed (as the user an `owner` mapping gives it to can do):
  * naming it fails, and so does that publish, but naming is not given up
@@ -1110,26 +1141,8 @@ START_TEST(test_a_directory_removed_under_an_unnamed_file_keeps_naming_on)
 	char *logpath = tu_path(tmp, "once.log");
 	const char *run[] = {tu_bin(), "--source", src, "--target", dst,
 			     "--once", "--grace-ms", "60000", NULL};
-	size_t len = 1u << 20; /* copied with copy_file_range() */
-	char *data = malloc(len), *err = NULL;
-
-	memset(data, 'A', len);
-	tu_write_len(src, "d/e/big", data, len, 0644);
-	tu_write(src, "d/x", "1", 0644);
-	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
-	free(err);
-	char *first = tu_live(dst), *fp = tu_path(dst, first);
-	char *e = tu_path(fp, "d");
-	/* Held, as the owner can: it is renamed as it is recycled. */
-	int held = open(e, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	ck_assert_int_ge(held, 0);
-	tu_write(src, "d/x", "2", 0644);
-	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
-	free(err);
-	/* The next run recycles the first generation, and writes big anew
-	 * there. */
-	memset(data, 'B', len);
-	tu_write_len(src, "d/e/big", data, len, 0644);
+	char *err = NULL;
+	int held = hold_d_to_recycle(run, dst, "d/e/big");
 	pid_t pid = once_held_in_a_copy(dst, NULL, logpath);
 	/* What the old file's name still holds goes first. */
 	(void)unlinkat(held, "e/big", 0);
@@ -1147,10 +1160,6 @@ START_TEST(test_a_directory_removed_under_an_unnamed_file_keeps_naming_on)
 	char *why = tu_diff_trees(src, dst);
 	ck_assert_msg(why == NULL, "%s: %s", why, err);
 	free(err);
-	free(e);
-	free(fp);
-	free(first);
-	free(data);
 	free(hang);
 	free(logpath);
 	free(dst);
@@ -1164,9 +1173,7 @@ END_TEST
 START_TEST(test_a_name_taken_while_a_file_is_written_is_cleared)
 {
 	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
-	char *logpath = tu_path(tmp, "once.log"), *text, *err = NULL;
-	size_t len = 1u << 20; /* copied with copy_file_range() */
-	char *data = malloc(len);
+	char *logpath = tu_path(tmp, "once.log"), *text;
 
 	ck_assert_int_gt(asprintf(&text, "[sync:m]\nsource = %s\ntarget = %s\n"
 					 "owner = 2006\ngrace_ms = 60000\n",
@@ -1175,19 +1182,7 @@ START_TEST(test_a_name_taken_while_a_file_is_written_is_cleared)
 	tu_write(tmp, "m.conf", text, 0644);
 	char *conf = tu_path(tmp, "m.conf");
 	const char *run[] = {tu_bin(), "--config", conf, "--once", NULL};
-	memset(data, 'A', len);
-	tu_write_len(src, "d/big", data, len, 0644);
-	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
-	free(err);
-	char *first = tu_live(dst), *fp = tu_path(dst, first);
-	char *d = tu_path(fp, "d");
-	int held = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	ck_assert_int_ge(held, 0);
-	tu_write(src, "x", "2", 0644);
-	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
-	free(err);
-	memset(data, 'B', len);
-	tu_write_len(src, "d/big", data, len, 0644);
+	int held = hold_d_to_recycle(run, dst, "d/big");
 	pid_t pid = once_held_in_a_copy(dst, conf, logpath);
 	/* 2006's, with a file of theirs in it, at the name. */
 	(void)unlinkat(held, "big", 0);
@@ -1207,12 +1202,8 @@ START_TEST(test_a_name_taken_while_a_file_is_written_is_cleared)
 	char *why = tu_diff_trees(src, dst);
 	ck_assert_msg(why == NULL, "%s", why);
 	close(held);
-	free(d);
-	free(fp);
-	free(first);
 	free(conf);
 	free(text);
-	free(data);
 	free(hang);
 	free(logpath);
 	free(dst);
