@@ -2338,11 +2338,13 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 /* A name no source entry has (see snapshot.c's layout_name()). */
 #define NAMING_PROBE "..atomsync.probe"
 
-/* Whether a file written unnamed can be named at all, as the top of the
- * generation, private to us while it is written, tells: a refusal in a
- * directory another user can write may be of their making (they removed
- * it, say), which must not turn naming off for good. */
-static bool naming_works(const struct build *b)
+/* Whether naming a file written unnamed is refused as such (as a file
+ * named in the top of the generation, private to us while it is written,
+ * shows): a refusal in a directory another user can write may be of
+ * their making (they removed it, say), and a probe that cannot even be
+ * made (no inode left: they can use them up) tells nothing; neither may
+ * turn naming off for good. */
+static bool naming_refused(const struct build *b)
 {
 	int top = b->lv[0].nfd, fd = fsutil_open_unnamed(top);
 
@@ -2352,7 +2354,7 @@ static bool naming_works(const struct build *b)
 	close(fd);
 	if (rc == 0)
 		(void)unlinkat(top, NAMING_PROBE, 0);
-	return rc == 0;
+	return rc == -ENOENT || rc == -EPERM || rc == -EACCES;
 }
 
 /* Names the complete unnamed file `out`; where that is refused for want
@@ -2372,7 +2374,7 @@ static int name_file(struct build *b, const struct snap_entry *e,
 	}
 
 	if ((rc == -ENOENT || rc == -EPERM || rc == -EACCES) &&
-	    !naming_works(b)) {
+	    naming_refused(b)) {
 		b->w->named_only = true;
 		log_msg(LOG_LVL_WARN, b->w->name,
 			"target %s: cannot name a file written unnamed (%s): "
@@ -2568,10 +2570,11 @@ static int aside_open(const struct writer *w)
 }
 
 /* The entry `n` of the recycled directory of `l`, which another user
- * can write (owner), moved whole into WRITER_ASIDE, out of every
- * generation: what they put there may hold a directory that is not
- * theirs nor ours, which is never gone into (fsutil_may_enter()), nor
- * removed or changed.  Whatever is at `n` by then is what goes, under a
+ * can write (owner), or that holds what they put there (a directory of
+ * theirs in a top-level one gone from the source, say), moved whole
+ * into WRITER_ASIDE, out of every generation: it may hold a directory
+ * that is not theirs nor ours, which is never gone into
+ * (fsutil_may_enter()), nor removed or changed.  Whatever is at `n` by then is what goes, under a
  * name no other takes; what it was is looked at once it is there, where
  * nobody else can reach it.  0, or -EPERM when it cannot be moved. */
 static int move_aside(struct build *b, const struct level *l, const char *n,
@@ -2580,7 +2583,7 @@ static int move_aside(struct build *b, const struct level *l, const char *n,
 	struct timespec now;
 	struct stat st;
 	char name[64];
-	int rc = -EEXIST, afd = l->new_ours ? -EPERM : aside_open(b->w);
+	int rc = -EEXIST, afd = aside_open(b->w);
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	for (unsigned k = 0; afd >= 0 && rc == -EEXIST && k < 16; k++) {
@@ -2596,7 +2599,7 @@ static int move_aside(struct build *b, const struct level *l, const char *n,
 		return -EPERM;
 	}
 	if (fstatat(afd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		st.st_mode = 0;
+		memset(&st, 0, sizeof(st));
 	log_list_add(&b->pb->aside, "%s (%s of uid %u, now %s)", path,
 		     S_ISDIR(st.st_mode)   ? "a directory"
 		     : S_ISLNK(st.st_mode) ? "a symbolic link"
@@ -2620,9 +2623,10 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 		return 0;
 	if (path == NULL && (path = level_join(b, l, n)) == NULL)
 		path = n;
-	/* Not ours to remove, or too deep to: moved aside whole. */
+	/* Not ours to remove, or too deep to (for the levels, or for the
+	 * descriptors, one a level): moved aside whole. */
 	if ((rc == -EPERM || rc == -EACCES || rc == -ELOOP ||
-	     rc == -ENOTEMPTY) &&
+	     rc == -ENOTEMPTY || rc == -EMFILE || rc == -ENFILE) &&
 	    move_aside(b, l, n, path) == 0)
 		return 0;
 	return log_err_set(b->err, rc, "target %s: removing %s: %s",

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -763,6 +764,65 @@ START_TEST(test_a_directory_the_owner_put_in_a_generation_is_moved_aside)
 }
 END_TEST
 
+/* How many entries TARGET/..atomsync.aside holds. */
+static int asides(void)
+{
+	char *aside = tu_path(dst, "..atomsync.aside");
+	struct dirent **de;
+	int n = scandir(aside, &de, not_dot, alphasort);
+
+	for (int i = 0; i < n; i++)
+		free(de[i]);
+	if (n >= 0)
+		free(de);
+	free(aside);
+	return n;
+}
+
+/* Run `k` of --once with once_others_write(`lines`), with the source's
+ * `file` changed and the replaced generation past its grace period: it
+ * must publish the source. */
+static void recycle_run(const char *lines, const char *file, int k)
+{
+	char v[16], *err = NULL;
+
+	snprintf(v, sizeof(v), "%d", k);
+	tu_write(src, file, v, 0644);
+	long long due = tu_now_ms() + 150;
+	while (tu_now_ms() < due)
+		tu_nap(10); /* past the grace period */
+	ck_assert_msg(once_others_write(lines, &err) == 0, "run %d: %s", k,
+		      err);
+	free(err);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "run %d: %s", k, why);
+}
+
+/* The owner puts a directory of theirs into a directory at the top of a
+ * generation, which then leaves the source: recycled, the generation has
+ * that directory moved aside whole, from its top (private to root while
+ * it is written), and the publish goes through. */
+START_TEST(test_a_top_level_directory_gone_with_a_plant_is_moved_aside)
+{
+	char *err = NULL, *cmd, *owner, *gone = tu_path(src, "d");
+
+	ck_assert_int_gt(asprintf(&owner, "owner = %u", APP_UID), 0);
+	tu_write(src, "d/t", "0", 0644);
+	tu_write(src, "keep", "0", 0644);
+	ck_assert_int_eq(once_others_write(owner, &err), 0);
+	free(err);
+	ck_assert_int_gt(asprintf(&cmd, "mkdir '%s/..data/d/p'", dst), 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	tu_rmrf(gone);
+	for (int k = 1; k <= 2; k++)
+		recycle_run(owner, "keep", k);
+	ck_assert_int_eq(asides(), 1);
+	free(cmd);
+	free(owner);
+	free(gone);
+}
+END_TEST
+
 /* 4,200 directories, each in the one before, in the directory `arg`. */
 static int chain_of_dirs(void *arg)
 {
@@ -783,10 +843,16 @@ static int chain_of_dirs(void *arg)
 
 /* The owner puts a chain of directories of theirs, deeper than atomsync
  * goes to remove a tree, into a generation: recycled, it is moved aside
- * whole rather than fail every publish that recycles it. */
+ * whole rather than fail every publish that recycles it.  So too where
+ * the descriptors run out first (_i 1: one a level, 4,096 at most). */
 START_TEST(test_a_tree_too_deep_to_remove_is_moved_aside)
 {
 	char *err = NULL, *cmd, *owner;
+	struct rlimit was, few = {4096, 4096};
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &was), 0);
+	if (_i == 1)
+		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &few), 0);
 
 	/* Their group too: the directories are then all theirs, and gone
 	 * into to be removed. */
@@ -798,28 +864,13 @@ START_TEST(test_a_tree_too_deep_to_remove_is_moved_aside)
 	free(err);
 	cmd = tu_path(dst, "..data/d");
 	ck_assert_int_eq(tu_call_as(APP_UID, chain_of_dirs, cmd), 0);
-	for (int k = 1; k <= 2; k++) {
-		char v[16];
-		snprintf(v, sizeof(v), "%d", k);
-		tu_write(src, "d/t", v, 0644);
-		long long due = tu_now_ms() + 150;
-		while (tu_now_ms() < due)
-			tu_nap(10); /* past the grace period */
-		ck_assert_msg(once_others_write(owner, &err) == 0, "run %d: %s",
-			      k, err);
-		free(err);
-		char *why = tu_diff_trees(src, dst);
-		ck_assert_msg(why == NULL, "run %d: %s", k, why);
-	}
-	char *aside = tu_path(dst, "..atomsync.aside");
-	struct dirent **de;
-	int n = scandir(aside, &de, not_dot, alphasort);
-	ck_assert_int_eq(n, 1);
-	free(de[0]);
-	free(de);
-	free(aside);
+	for (int k = 1; k <= 2; k++)
+		recycle_run(owner, "d/t", k);
+	ck_assert_int_eq(asides(), 1);
 	free(cmd);
 	free(owner);
+	/* Raised again as far as it may be (this test's own process). */
+	(void)setrlimit(RLIMIT_NOFILE, &was);
 }
 END_TEST
 
@@ -956,7 +1007,10 @@ static Suite *security_suite(void)
 	tcase_add_test(tc,
 		       test_a_directory_the_owner_put_in_a_generation_is_moved_aside);
 	tcase_add_test(tc, test_a_directory_swapped_as_it_is_made_is_not_used);
-	tcase_add_test(tc, test_a_tree_too_deep_to_remove_is_moved_aside);
+	tcase_add_loop_test(tc, test_a_tree_too_deep_to_remove_is_moved_aside,
+			    0, 2);
+	tcase_add_test(tc,
+		       test_a_top_level_directory_gone_with_a_plant_is_moved_aside);
 	suite_add_tcase(s, tc);
 	return s;
 }

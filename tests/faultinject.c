@@ -16,6 +16,9 @@
  *   FAULT_HANG_WHILE=FILE  ...block while FILE exists
  *   FAULT_HANG_SAY=FILE  made when a call starts to block, for a test to
  *                      look at what the process left as it is then
+ *   FAULT_TMPFILE_AFTER_HANG=1  once a call has hung, every open of an
+ *                      unnamed file (O_TMPFILE) fails with ENOSPC, as when
+ *                      another user has taken the last inode meanwhile
  *   FAULT_HANG_MADE=NAME  ...only a call on the path NAME, and only once
  *                      mkdirat() has made NAME (openat, say: the next
  *                      step, for a test to act between the two)
@@ -47,6 +50,7 @@ static int fault_errno = EIO;
 static int ready;
 static const char *hang_call, *hang_while, *hang_made, *only;
 static int made; /* mkdirat() has made hang_made */
+static int hung; /* a call has hung, and gone on */
 
 static void init(void)
 {
@@ -100,8 +104,10 @@ static void hang(const char *name, const char *path)
 		if (fd >= 0)
 			close((int)fd);
 	}
-	while (access(hang_while, F_OK) == 0)
+	while (access(hang_while, F_OK) == 0) {
 		nanosleep(&ts, NULL);
+		__atomic_store_n(&hung, 1, __ATOMIC_SEQ_CST);
+	}
 }
 
 /* True when this call of `name` (on `path`, NULL: none) is the one to
@@ -170,6 +176,12 @@ int openat(int dfd, const char *path, int flags, ...)
 	}
 	if (fault_at("openat", path))
 		return -1;
+	if ((flags & O_TMPFILE) == O_TMPFILE &&
+	    __atomic_load_n(&hung, __ATOMIC_SEQ_CST) &&
+	    getenv("FAULT_TMPFILE_AFTER_HANG")) {
+		errno = ENOSPC;
+		return -1;
+	}
 	return real(dfd, path, flags, mode);
 }
 
