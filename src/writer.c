@@ -604,6 +604,74 @@ static void retire_now(struct writer *w, const char *n, const char *kept)
 			w->path, n, why, kept ? kept : "");
 }
 
+/* Whether the directory open as `fd` is one we made private: in a
+ * directory others can write, one of them may have put another in the
+ * place of the one just made, which the chown that follows must not
+ * touch.  They can move only directories they can write. */
+static bool made_here(int fd, struct stat *st)
+{
+	return fstat(fd, st) == 0 && S_ISDIR(st->st_mode) &&
+	       st->st_uid == geteuid() && (st->st_mode & 07077) == 0;
+}
+
+/* WRITER_ASIDE of the target, made if need be: a descriptor, or a
+ * negative errno (-EPERM when it is not a directory we made private). */
+static int aside_open(const struct writer *w)
+{
+	struct stat st;
+
+	if (mkdirat(w->dfd, WRITER_ASIDE, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = openat(w->dfd, WRITER_ASIDE,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOTDIR || errno == ELOOP ? -EPERM : -errno;
+	if (!made_here(fd, &st)) {
+		close(fd);
+		return -EPERM;
+	}
+	return fd;
+}
+
+/* Whether fsutil_rmtree() failed with `rc` for what is not ours to
+ * remove, or too deep to (for its levels, or for the descriptors, one a
+ * level): what is then moved aside whole. */
+static bool not_ours_to_remove(int rc)
+{
+	return rc == -EPERM || rc == -EACCES || rc == -ELOOP ||
+	       rc == -ENOTEMPTY || rc == -EMFILE || rc == -ENFILE;
+}
+
+/* The generation `gen`, unfinished (private: mode 0700), removed; what
+ * of it is not ours to remove (what another user put into a directory of
+ * theirs there) is moved, with what is left of it, into WRITER_ASIDE,
+ * out of the target's way, and told, `what` saying what it was.  0 when
+ * it is gone, 1 when moved, or the removal's error (told too). */
+static int drop_unfinished(struct writer *w, const char *gen,
+			   const char *what)
+{
+	int rc = fsutil_rmtree(w->dfd, gen);
+	int afd = not_ours_to_remove(rc) ? aside_open(w) : -1;
+
+	if (rc == 0)
+		return 0;
+	if (afd >= 0 && renameat2(w->dfd, gen, afd, gen, RENAME_NOREPLACE) == 0) {
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: removing %s (%s): %s; what is left of it "
+			"moved aside to %s/%s/%s",
+			w->path, gen, what, strerror(-rc), w->path,
+			WRITER_ASIDE, gen);
+		rc = 1;
+	} else {
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: cannot remove %s (%s): %s; leaving it",
+			w->path, gen, what, strerror(-rc));
+	}
+	if (afd >= 0)
+		close(afd);
+	return rc;
+}
+
 static void remove_leftover(struct writer *w, const char *n)
 {
 	if (w->o.dry_run) {
@@ -613,13 +681,7 @@ static void remove_leftover(struct writer *w, const char *n)
 				w->path, n);
 		return;
 	}
-	int r = fsutil_rmtree(w->dfd, n);
-	if (r < 0)
-		log_msg(LOG_LVL_WARN, w->name,
-			"target %s: cannot remove %s left by an interrupted "
-			"publish: %s; leaving it",
-			w->path, n, strerror(-r));
-	else
+	if (drop_unfinished(w, n, "left by an interrupted publish") == 0)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: removed %s left by an interrupted publish",
 			w->path, n);
@@ -2540,35 +2602,6 @@ static const char *level_join(struct build *b, const struct level *l,
 	return b->pbuf;
 }
 
-/* Whether the directory open as `fd` is one we made private: in a
- * directory others can write, one of them may have put another in the
- * place of the one just made, which the chown that follows must not
- * touch.  They can move only directories they can write. */
-static bool made_here(int fd, struct stat *st)
-{
-	return fstat(fd, st) == 0 && S_ISDIR(st->st_mode) &&
-	       st->st_uid == geteuid() && (st->st_mode & 07077) == 0;
-}
-
-/* WRITER_ASIDE of the target, made if need be: a descriptor, or a
- * negative errno (-EPERM when it is not a directory we made private). */
-static int aside_open(const struct writer *w)
-{
-	struct stat st;
-
-	if (mkdirat(w->dfd, WRITER_ASIDE, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	int fd = openat(w->dfd, WRITER_ASIDE,
-			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOTDIR || errno == ELOOP ? -EPERM : -errno;
-	if (!made_here(fd, &st)) {
-		close(fd);
-		return -EPERM;
-	}
-	return fd;
-}
-
 /* The entry `n` of the recycled directory of `l`, which another user
  * can write (owner), or that holds what they put there (a directory of
  * theirs in a top-level one gone from the source, say), moved whole
@@ -2623,11 +2656,7 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 		return 0;
 	if (path == NULL && (path = level_join(b, l, n)) == NULL)
 		path = n;
-	/* Not ours to remove, or too deep to (for the levels, or for the
-	 * descriptors, one a level): moved aside whole. */
-	if ((rc == -EPERM || rc == -EACCES || rc == -ELOOP ||
-	     rc == -ENOTEMPTY || rc == -EMFILE || rc == -ENFILE) &&
-	    move_aside(b, l, n, path) == 0)
+	if (not_ours_to_remove(rc) && move_aside(b, l, n, path) == 0)
 		return 0;
 	return log_err_set(b->err, rc, "target %s: removing %s: %s",
 			   b->w->path, path, strerror(-rc));
@@ -3750,11 +3779,7 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 		spare_set(w, p->gen, 0, SPARE_PARTIAL, NULL);
 		p->gen = NULL;
 	} else if (rc < 0) {
-		int r2 = fsutil_rmtree(w->dfd, p->gen);
-		if (r2 < 0)
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: removing unfinished %s: %s",
-				w->path, p->gen, strerror(-r2));
+		(void)drop_unfinished(w, p->gen, "unfinished");
 	}
 	return rc;
 }
@@ -4181,11 +4206,7 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 		w->spare_built = standby_built(&p);
 		p.gen = NULL;
 	} else if (p.gen) {
-		int r2 = fsutil_rmtree(w->dfd, p.gen);
-		if (r2 < 0)
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: removing unfinished %s: %s",
-				w->path, p.gen, strerror(-r2));
+		(void)drop_unfinished(w, p.gen, "unfinished");
 	}
 	if (rc == -ESTALE)
 		log_err_set(err, rc, "target %s: a live file is not as it was "

@@ -956,10 +956,16 @@ START_TEST(test_a_directory_swapped_as_it_is_made_is_not_used)
 	ck_assert_int_eq(tu_file_count(logpath, "d/new was replaced by another "
 						"directory as it was made"),
 			 1);
-	/* The last good generation is still live, and theirs is in none. */
+	/* The last good generation is still live, and theirs is in none:
+	 * what is left of the one that failed, theirs in it, is aside. */
 	char *now = tu_live(dst), *planted = tu_path(dst, "..data/d/new/planted");
 	ck_assert_str_eq(now, live);
 	ck_assert_int_eq(access(planted, F_OK), -1);
+	ck_assert_int_eq(tu_file_count(logpath, "(unfinished): Operation not "
+						"permitted; what is left of it "
+						"moved aside to"),
+			 1);
+	ck_assert_int_eq(tu_generations(dst), 1);
 	ck_assert_int_eq(once_others_write(owner, &err), 0);
 	char *why = tu_diff_trees(src, dst);
 	ck_assert_msg(why == NULL, "%s: %s", why, err);
