@@ -2607,9 +2607,10 @@ static const char *level_join(struct build *b, const struct level *l,
  * theirs in a top-level one gone from the source, say), moved whole
  * into WRITER_ASIDE, out of every generation: it may hold a directory
  * that is not theirs nor ours, which is never gone into
- * (fsutil_may_enter()), nor removed or changed.  Whatever is at `n` by then is what goes, under a
- * name no other takes; what it was is looked at once it is there, where
- * nobody else can reach it.  0, or -EPERM when it cannot be moved. */
+ * (fsutil_may_enter()), nor removed or changed.  Whatever is at `n` by
+ * then is what goes, under a name no other takes; what it was is looked
+ * at once it is there, where nobody else can reach it.  0, or -EPERM
+ * when it cannot be moved. */
 static int move_aside(struct build *b, const struct level *l, const char *n,
 		      const char *path)
 {
