@@ -633,13 +633,20 @@ static int aside_open(const struct writer *w)
 	return fd;
 }
 
-/* Whether fsutil_rmtree() failed with `rc` for what is not ours to
- * remove, or too deep to (for its levels, or for the descriptors, one a
- * level): what is then moved aside whole. */
-static bool not_ours_to_remove(int rc)
+/* Whether fsutil_rmtree() failed with `rc` to remove `name` of `dfd`
+ * for what is not ours to remove, or too deep to: what is then moved
+ * aside whole.  Out of descriptors (one a level) or finding it filled
+ * again is that only where another user can have made it so; in what is
+ * ours alone it passes, and the removal is tried again later. */
+static bool not_ours_to_remove(int rc, int dfd, const char *name)
 {
-	return rc == -EPERM || rc == -EACCES || rc == -ELOOP ||
-	       rc == -ENOTEMPTY || rc == -EMFILE || rc == -ENFILE;
+	struct stat st;
+
+	if (rc == -EPERM || rc == -EACCES || rc == -ELOOP)
+		return true;
+	return (rc == -ENOTEMPTY || rc == -EMFILE || rc == -ENFILE) &&
+	       fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       !fsutil_ours_alone(&st);
 }
 
 /* The generation `gen`, unfinished (private: mode 0700), removed; what
@@ -651,7 +658,7 @@ static int drop_unfinished(struct writer *w, const char *gen,
 			   const char *what)
 {
 	int rc = fsutil_rmtree(w->dfd, gen);
-	int afd = not_ours_to_remove(rc) ? aside_open(w) : -1;
+	int afd = not_ours_to_remove(rc, w->dfd, gen) ? aside_open(w) : -1;
 
 	if (rc == 0)
 		return 0;
@@ -2632,14 +2639,17 @@ static int move_aside(struct build *b, const struct level *l, const char *n,
 			close(afd);
 		return -EPERM;
 	}
+	char uid[24] = "?";
 	if (fstatat(afd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		memset(&st, 0, sizeof(st));
-	log_list_add(&b->pb->aside, "%s (%s of uid %u, now %s)", path,
+		st.st_mode = 0;
+	else
+		snprintf(uid, sizeof(uid), "%u", (unsigned)st.st_uid);
+	log_list_add(&b->pb->aside, "%s (%s of uid %s, now %s)", path,
 		     S_ISDIR(st.st_mode)   ? "a directory"
 		     : S_ISLNK(st.st_mode) ? "a symbolic link"
 		     : S_ISREG(st.st_mode) ? "a file"
 					   : "an entry",
-		     (unsigned)st.st_uid, name);
+		     uid, name);
 	close(afd);
 	return 0;
 }
@@ -2657,7 +2667,7 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 		return 0;
 	if (path == NULL && (path = level_join(b, l, n)) == NULL)
 		path = n;
-	if (not_ours_to_remove(rc) && move_aside(b, l, n, path) == 0)
+	if (not_ours_to_remove(rc, l->nfd, n) && move_aside(b, l, n, path) == 0)
 		return 0;
 	return log_err_set(b->err, rc, "target %s: removing %s: %s",
 			   b->w->path, path, strerror(-rc));

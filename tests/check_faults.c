@@ -1214,6 +1214,51 @@ START_TEST(test_a_name_taken_while_a_file_is_written_is_cleared)
 }
 END_TEST
 
+/* A tree of ours too deep for the descriptors left (one a level) to
+ * remove from a recycled generation: that publish fails, and the tree is
+ * removed once they are back, never moved aside as if it were another
+ * user's. */
+START_TEST(test_our_tree_short_of_descriptors_is_not_moved_aside)
+{
+	char *dst = tu_path(tmp, "dst"), *err = NULL, *cmd, deep[512] = "deep";
+	const char *run[] = {tu_bin(), "--source", src, "--target", dst,
+			     "--once", "--grace-ms", "60000", NULL};
+
+	for (int i = 0; i < 120; i++)
+		strcat(deep, "/a");
+	strcat(deep, "/f");
+	tu_write(src, deep, "1", 0644);
+	tu_write(src, "keep", "1", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	tu_write(src, "keep", "2", 0644);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	free(err);
+	char *gone = tu_path(src, "deep");
+	tu_rmrf(gone);
+	/* The next run recycles the first generation, and removes deep. */
+	ck_assert_int_ge(asprintf(&cmd, "ulimit -n 100 && exec '%s' --source "
+					"'%s' --target '%s' --once --grace-ms "
+					"60000",
+				  tu_bin(), src, dst),
+			 0);
+	const char *few[] = {"sh", "-c", cmd, NULL};
+	ck_assert_int_eq(tu_run(few, NULL, &err, 20000), 1);
+	ck_assert_msg(strstr(err, "Too many open files"), "%s", err);
+	ck_assert_msg(strstr(err, "aside") == NULL, "%s", err);
+	free(err);
+	ck_assert_int_eq(tu_run(run, NULL, &err, 20000), 0);
+	char *why = tu_diff_trees(src, dst), *aside = tu_path(dst, "..atomsync.aside");
+	ck_assert_msg(why == NULL, "%s: %s", why, err);
+	ck_assert_int_eq(access(aside, F_OK), -1);
+	free(aside);
+	free(err);
+	free(gone);
+	free(cmd);
+	free(dst);
+}
+END_TEST
+
 START_TEST(test_short_of_file_descriptors)
 {
 	/* 40 descriptors: enough for the loop and a shallow tree, not for
@@ -1285,6 +1330,7 @@ static Suite *faults_suite(void)
 			    test_a_directory_removed_under_an_unnamed_file_keeps_naming_on,
 			    0, 2);
 	tcase_add_test(tc, test_a_name_taken_while_a_file_is_written_is_cleared);
+	tcase_add_test(tc, test_our_tree_short_of_descriptors_is_not_moved_aside);
 	tcase_add_test(tc, test_short_of_file_descriptors);
 	suite_add_tcase(s, tc);
 	return s;
