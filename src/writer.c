@@ -607,11 +607,13 @@ static void retire_now(struct writer *w, const char *n, const char *kept)
 /* Whether the directory open as `fd` is one we made private: in a
  * directory others can write, one of them may have put another in the
  * place of the one just made, which the chown that follows must not
- * touch.  They can move only directories they can write. */
+ * touch.  They can move only directories they can write.  The setgid
+ * bit a directory takes from a setgid parent (a target made so) lets
+ * nobody in: it is no sign of another's. */
 static bool made_here(int fd, struct stat *st)
 {
 	return fstat(fd, st) == 0 && S_ISDIR(st->st_mode) &&
-	       st->st_uid == geteuid() && (st->st_mode & 07077) == 0;
+	       st->st_uid == geteuid() && (st->st_mode & 05077) == 0;
 }
 
 /* WRITER_ASIDE of the target, made if need be: a descriptor, or a

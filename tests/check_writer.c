@@ -1942,6 +1942,30 @@ START_TEST(test_target_created_with_mode_0755_and_parent_required)
 }
 END_TEST
 
+/* A target whose setgid bit makes what is made in it take its group and
+ * that bit: its generations' directories, which carry the bit while they
+ * are private, are still taken for ours, and end up without it. */
+START_TEST(test_a_setgid_target_takes_generations)
+{
+	struct stat st;
+
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(chmod(dst, 02755), 0);
+	struct writer *w = open_writer();
+	tu_write(src, "d/e/f", "1", 0644);
+	publish_ok(w);
+	tu_write(src, "d/e/f", "2", 0644);
+	tu_write(src, "d/g/h", "2", 0644);
+	publish_ok(w);
+	ASSERT_TREES();
+	char *e = tu_path(dst, "..data/d/e");
+	ck_assert_int_eq(stat(e, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	free(e);
+	writer_close(w);
+}
+END_TEST
+
 START_TEST(test_generation_layout)
 {
 	struct writer *w = open_writer();
@@ -4805,6 +4829,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recovery_removes_debris);
 	tcase_add_test(tc, test_recovery_keeps_a_just_replaced_generation_for_its_grace);
 	tcase_add_test(tc, test_target_created_with_mode_0755_and_parent_required);
+	tcase_add_test(tc, test_a_setgid_target_takes_generations);
 	tcase_add_test(tc, test_generation_layout);
 	tcase_add_test(tc, test_setuid_bits_dropped);
 	tcase_add_test(tc, test_group_and_other_write_bits_are_dropped);
