@@ -3912,10 +3912,7 @@ void writer_abort(struct writer *w, struct writer_pending *p)
 	 * a file forward without a look (only_ours()). */
 	if (p->verify)
 		w->verify_live = true;
-	int rc = fsutil_rmtree(w->dfd, p->gen);
-	if (rc < 0)
-		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
-			w->path, p->gen, strerror(-rc));
+	(void)drop_unfinished(w, p->gen, "not published");
 	pending_free(p);
 }
 

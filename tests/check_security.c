@@ -685,7 +685,7 @@ END_TEST
 
 static int not_dot(const struct dirent *de)
 {
-	return de->d_name[0] != '.';
+	return strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
 }
 
 /* With owner, that user owns a generation's directories and can put one
@@ -820,6 +820,37 @@ START_TEST(test_a_top_level_directory_gone_with_a_plant_is_moved_aside)
 	free(cmd);
 	free(owner);
 	free(gone);
+}
+END_TEST
+
+/* With owner, that user can put a directory of theirs into a generation
+ * while check_command looks at it (done here by the check itself, as
+ * root, with their uid), then the check says no: what is left of the
+ * generation goes aside, not into the target, where each veto would
+ * leave one more. */
+START_TEST(test_a_vetoed_generation_holding_a_plant_goes_aside)
+{
+	char *err = NULL, *lines;
+
+	ck_assert_int_gt(asprintf(&lines, "owner = %u\ncheck_command = sh -c "
+					  "'mkdir \"$ATOMSYNC_GENERATION_DIR/d/p\" "
+					  "&& chown %u:%u "
+					  "\"$ATOMSYNC_GENERATION_DIR/d/p\" && "
+					  "exit 1'",
+				  APP_UID, APP_UID, APP_UID),
+			 0);
+	tu_write(src, "d/t", "0", 0644);
+	for (int k = 1; k <= 2; k++) {
+		ck_assert_int_eq(once_others_write(lines, &err), 1);
+		ck_assert_msg(strstr(err, "(not published): Operation not "
+					  "permitted; what is left of it moved "
+					  "aside to"),
+			      "run %d: %s", k, err);
+		free(err);
+		ck_assert_int_eq(tu_generations(dst), 0);
+	}
+	ck_assert_int_eq(asides(), 2);
+	free(lines);
 }
 END_TEST
 
@@ -1017,6 +1048,7 @@ static Suite *security_suite(void)
 			    0, 2);
 	tcase_add_test(tc,
 		       test_a_top_level_directory_gone_with_a_plant_is_moved_aside);
+	tcase_add_test(tc, test_a_vetoed_generation_holding_a_plant_goes_aside);
 	suite_add_tcase(s, tc);
 	return s;
 }
