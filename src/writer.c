@@ -577,6 +577,19 @@ static char *grace_keeper(const struct writer *w, DIR *d)
 	return keep;
 }
 
+/* Whether users other than root and us can write a generation's
+ * directories (owner, or a dir_mode open to group or others): only then
+ * can one hold what is not ours to remove. */
+static bool others_write(const struct writer *w)
+{
+	return (w->o.uid != SNAP_NO_ID && !fsutil_trusted_uid(w->o.uid)) ||
+	       (w->o.dir_mode >= 0 && (w->o.dir_mode & 022));
+}
+
+static int gen_aside(int dfd, bool others, const char *name,
+		     const char *path, const char *gen, const char *what,
+		     int rc);
+
 /* A replaced generation which a run that did not wait for it left: no
  * debris, removed without a warning.  Past its grace period, or older
  * than `kept`, the one kept for the rest of its own (one that may still
@@ -596,8 +609,8 @@ static void retire_now(struct writer *w, const char *n, const char *kept)
 	int r = fsutil_rmtree(w->dfd, n);
 
 	if (r < 0)
-		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
-			w->path, n, strerror(-r));
+		(void)gen_aside(w->dfd, others_write(w), w->name, w->path, n,
+				"replaced", r);
 	else
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: removed replaced generation %s%s%s",
@@ -618,13 +631,13 @@ static bool made_here(int fd, struct stat *st)
 
 /* WRITER_ASIDE of the target, made if need be: a descriptor, or a
  * negative errno (-EPERM when it is not a directory we made private). */
-static int aside_open(const struct writer *w)
+static int aside_open(int dfd)
 {
 	struct stat st;
 
-	if (mkdirat(w->dfd, WRITER_ASIDE, 0700) < 0 && errno != EEXIST)
+	if (mkdirat(dfd, WRITER_ASIDE, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	int fd = openat(w->dfd, WRITER_ASIDE,
+	int fd = openat(dfd, WRITER_ASIDE,
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOTDIR || errno == ELOOP ? -EPERM : -errno;
@@ -636,14 +649,18 @@ static int aside_open(const struct writer *w)
 }
 
 /* Whether fsutil_rmtree() failed with `rc` to remove `name` of `dfd`
- * for what is not ours to remove, or too deep to: what is then moved
- * aside whole.  Out of descriptors (one a level) or finding it filled
+ * for what is not ours to remove, or too deep to, in the generations of
+ * a mapping others can write (`others`): what is then moved aside
+ * whole.  Out of descriptors (one a level) or finding it filled
  * again is that only where another user can have made it so; in what is
  * ours alone it passes, and the removal is tried again later. */
-static bool not_ours_to_remove(int rc, int dfd, const char *name)
+static bool not_ours_to_remove(int rc, bool others, int dfd,
+			       const char *name)
 {
 	struct stat st;
 
+	if (!others)
+		return false;
 	if (rc == -EPERM || rc == -EACCES || rc == -ELOOP)
 		return true;
 	return (rc == -ENOTEMPTY || rc == -EMFILE || rc == -ENFILE) &&
@@ -651,34 +668,46 @@ static bool not_ours_to_remove(int rc, int dfd, const char *name)
 	       !fsutil_ours_alone(&st);
 }
 
-/* The generation `gen`, unfinished (private: mode 0700), removed; what
- * of it is not ours to remove (what another user put into a directory of
- * theirs there) is moved, with what is left of it, into WRITER_ASIDE,
- * out of the target's way, and told, `what` saying what it was.  0 when
- * it is gone, 1 when moved, or the removal's error (told too). */
-static int drop_unfinished(struct writer *w, const char *gen,
-			   const char *what)
+/* What is left of the generation `gen` of the target open as `dfd` (the
+ * mapping `name`'s, at `path`) once its removal failed with `rc`: where
+ * it holds what is not ours to remove (what another user put into a
+ * directory of theirs there), moved whole into WRITER_ASIDE, out of the
+ * target's way, else left for a later start; told either way, `what`
+ * saying what it was.  1 when moved, else `rc`. */
+static int gen_aside(int dfd, bool others, const char *name,
+		     const char *path, const char *gen, const char *what,
+		     int rc)
 {
-	int rc = fsutil_rmtree(w->dfd, gen);
-	int afd = not_ours_to_remove(rc, w->dfd, gen) ? aside_open(w) : -1;
+	int afd = not_ours_to_remove(rc, others, dfd, gen) ? aside_open(dfd)
+							  : -1;
 
-	if (rc == 0)
-		return 0;
-	if (afd >= 0 && renameat2(w->dfd, gen, afd, gen, RENAME_NOREPLACE) == 0) {
-		log_msg(LOG_LVL_WARN, w->name,
+	if (afd >= 0 && renameat2(dfd, gen, afd, gen, RENAME_NOREPLACE) == 0) {
+		log_msg(LOG_LVL_WARN, name,
 			"target %s: removing %s (%s): %s; what is left of it "
 			"moved aside to %s/%s/%s",
-			w->path, gen, what, strerror(-rc), w->path,
-			WRITER_ASIDE, gen);
+			path, gen, what, strerror(-rc), path, WRITER_ASIDE,
+			gen);
 		rc = 1;
 	} else {
-		log_msg(LOG_LVL_WARN, w->name,
+		log_msg(LOG_LVL_WARN, name,
 			"target %s: cannot remove %s (%s): %s; leaving it",
-			w->path, gen, what, strerror(-rc));
+			path, gen, what, strerror(-rc));
 	}
 	if (afd >= 0)
 		close(afd);
 	return rc;
+}
+
+/* The generation `gen`, unfinished (private: mode 0700), removed, or
+ * what is left of it moved aside (gen_aside()).  0 when it is gone. */
+static int drop_unfinished(struct writer *w, const char *gen,
+			   const char *what)
+{
+	int rc = fsutil_rmtree(w->dfd, gen);
+
+	return rc == 0 ? 0
+		       : gen_aside(w->dfd, others_write(w), w->name, w->path,
+				   gen, what, rc);
 }
 
 static void remove_leftover(struct writer *w, const char *n)
@@ -2626,7 +2655,7 @@ static int move_aside(struct build *b, const struct level *l, const char *n,
 	struct timespec now;
 	struct stat st;
 	char name[64];
-	int rc = -EEXIST, afd = aside_open(b->w);
+	int rc = -EEXIST, afd = aside_open(b->w->dfd);
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	for (unsigned k = 0; afd >= 0 && rc == -EEXIST && k < 16; k++) {
@@ -2669,7 +2698,8 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 		return 0;
 	if (path == NULL && (path = level_join(b, l, n)) == NULL)
 		path = n;
-	if (not_ours_to_remove(rc, l->nfd, n) && move_aside(b, l, n, path) == 0)
+	if (not_ours_to_remove(rc, others_write(b->w), l->nfd, n) &&
+	    move_aside(b, l, n, path) == 0)
 		return 0;
 	return log_err_set(b->err, rc, "target %s: removing %s: %s",
 			   b->w->path, path, strerror(-rc));
@@ -3645,9 +3675,8 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 			w->path, spare, why ? why : strerror(-rc));
 		int r2 = fsutil_rmtree(w->dfd, spare);
 		if (r2 < 0)
-			log_msg(LOG_LVL_WARN, w->name,
-				"target %s: removing %s: %s", w->path, spare,
-				strerror(-r2));
+			(void)gen_aside(w->dfd, others_write(w), w->name,
+					w->path, spare, "not recycled", r2);
 	}
 	free(spare);
 	return rc;
@@ -3962,8 +3991,8 @@ static void retire_replaced(struct writer *w, char *gen, uint64_t seq,
 	 * fsutil_rmtree_halves). */
 	int rc = fsutil_rmtree_halves(w->dfd, gen);
 	if (rc < 0)
-		log_msg(LOG_LVL_WARN, w->name, "target %s: removing %s: %s",
-			w->path, gen, strerror(-rc));
+		(void)gen_aside(w->dfd, others_write(w), w->name, w->path,
+				gen, "replaced", rc);
 	free(gen);
 }
 
@@ -4233,6 +4262,7 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 
 struct writer_gc {
 	int dfd; /* its own descriptor: the writer may be closed meanwhile */
+	bool others; /* others_write() of the writer */
 	char *path, *name;
 	char **gens;
 	size_t n;
@@ -4252,6 +4282,7 @@ static bool gc_add(struct writer *w, struct writer_gc **gcp, char *gen)
 			free(gc);
 			return false;
 		}
+		gc->others = others_write(w);
 		gc->path = strdup(w->path);
 		gc->name = w->name ? strdup(w->name) : NULL;
 		gc->gens = calloc(w->nretired + w->ndrop + 1,
@@ -4366,12 +4397,11 @@ int writer_gc_run(struct writer_gc *gc)
 
 	for (size_t i = 0; gc && i < gc->n; i++) {
 		int r = fsutil_rmtree(gc->dfd, gc->gens[i]);
-		if (r < 0) {
-			log_msg(LOG_LVL_WARN, gc->name, "target %s: removing %s: %s",
-				gc->path, gc->gens[i], strerror(-r));
-			if (rc == 0)
-				rc = r;
-		}
+		if (r < 0)
+			r = gen_aside(gc->dfd, gc->others, gc->name, gc->path,
+				      gc->gens[i], "replaced", r);
+		if (r < 0 && rc == 0)
+			rc = r;
 	}
 	return rc;
 }

@@ -641,7 +641,8 @@ static int once_others_write(const char *extra, char **err)
 /* Where dir_mode lets them, a user puts a directory of theirs into a
  * generation.  Root does not go into it to clear it, so that generation
  * is not recycled once replaced (a recycle would fail on it): every
- * publish goes through, and what the user made is left to them. */
+ * publish goes through, and what is left of the generation, what the
+ * user made in it, is moved aside, out of the target's way. */
 START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 {
 	char *err = NULL, *cmd, v[16];
@@ -672,10 +673,14 @@ START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 		free(now);
 		free(t);
 	}
-	char *m = tu_path(mine, "d/mine/m");
+	char *rel, *m;
+	ck_assert_int_gt(asprintf(&rel, "..atomsync.aside/%s/d/mine/m", gen), 0);
+	m = tu_path(dst, rel);
+	free(rel);
 	struct stat st;
 	ck_assert_int_eq(stat(m, &st), 0);
 	ck_assert_uint_eq(st.st_uid, APP_UID);
+	ck_assert_int_eq(access(mine, F_OK), -1);
 	free(m);
 	free(cmd);
 	free(mine);
