@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -52,6 +53,7 @@ struct view {
 	pid_t holder;
 	bool lock_removed; /* it holds a lock file that was removed */
 	char *comm;
+	size_t aside; /* entries of WRITER_ASIDE */
 	/* the error file */
 	int err_rc;
 	uint64_t err_ms;
@@ -117,6 +119,28 @@ static void open_target(struct view *v)
 	free(why);
 }
 
+/* How many entries WRITER_ASIDE holds (0: none, or no such directory):
+ * what the writer moved out of generations, for an administrator. */
+static size_t count_aside(int dfd)
+{
+	int fd = openat(dfd, WRITER_ASIDE,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	size_t n = 0;
+
+	if (d == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
 static void read_target(struct view *v)
 {
 	struct stat st;
@@ -129,6 +153,7 @@ static void read_target(struct view *v)
 		v->live_time = st.st_mtim;
 	v->state_rc = state_peek(v->dfd, &v->state_gen, &v->state_time,
 				 &v->state_sound);
+	v->aside = count_aside(v->dfd);
 }
 
 /* The holder of the daemon's flock, as /proc names it: taking the
@@ -288,6 +313,17 @@ static void print_live(FILE *out, const struct view *v)
 	}
 }
 
+/* Only when there is something: an administrator has to look at it. */
+static void print_aside(FILE *out, const struct view *v)
+{
+	if (v->aside > 0)
+		put(out, "set aside:", "%zu entr%s in %s/%s that other users "
+		    "put into generations, not atomsync's to remove: to be "
+		    "looked at and removed by an administrator",
+		    v->aside, v->aside == 1 ? "y" : "ies", v->c->target,
+		    WRITER_ASIDE);
+}
+
 static void print_content(FILE *out, const struct view *v)
 {
 	if (v->sum_rc == 0)
@@ -429,6 +465,7 @@ int status_show(const struct conf_sync *c, FILE *out, bool *ok)
 		print_live(out, &v);
 		print_state(out, &v);
 		print_content(out, &v);
+		print_aside(out, &v);
 	}
 	print_verdict(out, &v);
 	print_daemon(out, &v);

@@ -102,6 +102,37 @@ START_TEST(test_in_step_exits_0_and_says_so)
 }
 END_TEST
 
+/* What the writer moved aside is said, with how many, and only then (it
+ * is the in-step verdict that sets the exit status). */
+START_TEST(test_what_was_set_aside_is_said)
+{
+	char *out, *err, *aside = tu_path(dst, "..atomsync.aside"), *want;
+
+	tu_write(src, "a", "1", 0644);
+	ck_assert_int_eq(once(), 0);
+	ck_assert_int_eq(status(&out, &err), 0);
+	ck_assert_msg(strstr(out, "set aside:") == NULL, "%s", out);
+	free(out);
+	free(err);
+	ck_assert_int_eq(mkdir(aside, 0700), 0);
+	tu_write(aside, "1.2.0", "", 0644);
+	tu_write(aside, "..2026_01_01_00_00_00.000000000/d/x", "", 0644);
+	ck_assert_int_eq(status(&out, &err), 0);
+	ck_assert_int_ge(asprintf(&want, "  set aside:   2 entries in %s/"
+				  "..atomsync.aside that other users put into "
+				  "generations, not atomsync's to remove: to be "
+				  "looked at and removed by an administrator\n",
+				  dst),
+			 0);
+	ASSERT_HAS(out, want);
+	ASSERT_HAS(out, "  in step:     yes\n");
+	free(want);
+	free(out);
+	free(err);
+	free(aside);
+}
+END_TEST
+
 /* A source changed while no daemon runs: behind, by how much, and not a
  * byte, time or inode of the target changes (leftovers stay too). */
 START_TEST(test_changed_source_exits_1_with_counts_and_writes_nothing)
@@ -574,6 +605,7 @@ static Suite *status_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_in_step_exits_0_and_says_so);
+	tcase_add_test(tc, test_what_was_set_aside_is_said);
 	tcase_add_test(tc, test_changed_source_exits_1_with_counts_and_writes_nothing);
 	tcase_add_test(tc, test_missing_visible_link_is_not_in_step);
 	tcase_add_test(tc, test_missing_target_is_not_created);
