@@ -503,13 +503,20 @@ static size_t newest_due(const struct writer *w, uint64_t now)
 	return newest;
 }
 
+/* Whether dir_mode lets group or others write a generation's
+ * directories. */
+static bool dirs_open(const struct writer *w)
+{
+	return w->o.dir_mode >= 0 && (w->o.dir_mode & 022);
+}
+
 /* Whether replaced generations are recycled: not where dir_mode lets
  * group or others write their directories, as what those users put there
  * is not ours to clear (fsutil_rmtree() does not go into a directory of
  * theirs): a recycle would fail on it, each time. */
 static bool recycles_replaced(const struct writer *w)
 {
-	return w->o.dir_mode < 0 || (w->o.dir_mode & 022) == 0;
+	return !dirs_open(w);
 }
 
 /* The replaced generation the next publish may recycle: the newest
@@ -583,7 +590,7 @@ static char *grace_keeper(const struct writer *w, DIR *d)
 static bool others_write(const struct writer *w)
 {
 	return (w->o.uid != SNAP_NO_ID && !fsutil_trusted_uid(w->o.uid)) ||
-	       (w->o.dir_mode >= 0 && (w->o.dir_mode & 022));
+	       dirs_open(w);
 }
 
 static int gen_aside(int dfd, bool others, const char *name,
@@ -2687,7 +2694,8 @@ static int move_aside(struct build *b, const struct level *l, const char *n,
 
 /* Removes the entry `n` of the recycled directory of `l` (`path` in
  * the generation, NULL: made from `n` when it is told), or moves it
- * aside (move_aside()) when what it holds is not ours to remove. */
+ * aside (move_aside()) when what it holds is not ours to remove; also
+ * to clear a name for a new entry.  0 when it was not there either. */
 static int remove_entry(struct build *b, struct level *l, const char *n,
 			const char *path)
 {
@@ -2795,14 +2803,6 @@ static int prune(struct build *b, struct level *l)
 	return rc;
 }
 
-/* In a recycled directory: `name` removed, for a new entry in its place.
- * 0 when it was not there. */
-static int clear_name(struct build *b, struct level *p, const char *name,
-		      const char *path)
-{
-	return remove_entry(b, p, name, path);
-}
-
 /* The directory `st` found at e's path is not one atomsync made (see
  * fsutil_may_enter()): it is neither taken over nor removed. */
 static int not_ours(struct build *b, const struct snap_entry *e,
@@ -2859,7 +2859,7 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 	}
 	if (fd >= 0)
 		close(fd);
-	int rc = clear_name(b, p, name, e->path);
+	int rc = remove_entry(b, p, name, e->path);
 	return rc < 0 ? rc : -ENOENT;
 }
 
@@ -3011,7 +3011,7 @@ static int keep_file(struct build *b, size_t i, struct level *p,
 		b->r->linked++;
 		return 1;
 	}
-	return clear_name(b, p, name, e->path);
+	return remove_entry(b, p, name, e->path);
 }
 
 /* Whether only we or root could have changed the directory `e`
