@@ -225,7 +225,6 @@ static struct snapshot_opts full_opts(const struct publish *p,
 /* What a read that went through tells the publish. */
 static int source_read(struct publish *p, int rc, const struct snapshot *snap)
 {
-	publish_dirty_fini(&p->dirty);
 	p->source_failed = rc < 0;
 	if (rc < 0)
 		return rc;
@@ -300,7 +299,6 @@ static int read_beside(struct publish *p, const struct snapshot_opts *so,
 		/* The walk was for nothing: the writer has no record. */
 		snapshot_free(j.snap);
 		free(j.err);
-		publish_dirty_fini(&p->dirty);
 		return rc;
 	}
 	free(p->err);
@@ -314,6 +312,23 @@ static int read_beside(struct publish *p, const struct snapshot_opts *so,
 static void base_taken(struct publish *p)
 {
 	p->base_live = !p->once && !p->dry_run && p->extras != NULL;
+}
+
+/* A read of part of the source that met a file being written published
+ * nothing: the live record is still what the next read starts from, and
+ * what was to be read again still is.  The retry then costs what
+ * changed, not a walk of the whole source. */
+static int read_done(struct publish *p)
+{
+	/* Not full: read again from the live record (read_source()). */
+	if (p->rc == -EAGAIN && !p->full) {
+		snapshot_extras_free(p->extras);
+		p->extras = NULL;
+		p->base_live = true;
+		return p->rc;
+	}
+	publish_dirty_fini(&p->dirty);
+	return p->rc;
 }
 
 int publish_prepare(struct publish *p)
@@ -338,7 +353,7 @@ int publish_prepare(struct publish *p)
 		p->rc = read_source(p, &so, full, &snap);
 	}
 	if (p->rc < 0)
-		return p->rc;
+		return read_done(p);
 	uint64_t walked_us = clock_us(CLOCK_MONOTONIC);
 	/* What the caller needs of the walk; the writer takes the rest. */
 	p->extras = snapshot_take_extras(snap);
@@ -352,8 +367,10 @@ int publish_prepare(struct publish *p)
 			      ? clock_us(CLOCK_MONOTONIC)
 			      : walked_us) -
 		     start_us;
+	if (read_done(p) < 0)
+		return p->rc;
 	/* With a check to pass, the generation waits for it. */
-	if (p->rc == 0 && p->pending && p->c->check_command == NULL)
+	if (p->pending && p->c->check_command == NULL)
 		return publish_commit(p);
 	return p->rc;
 }

@@ -50,7 +50,8 @@ struct publish {
 	bool verify;		/* the next prepare checks every live file
 				 * (and reads the whole source) */
 	/* What the next prepare reads again of the source (the caller's to
-	 * fill; emptied by the prepare): without the last read to start
+	 * fill; emptied by the prepare, but kept by one that met a file
+	 * being written, for the retry): without the last read to start
 	 * from, or with `all`, the whole of it. */
 	struct publish_dirty dirty;
 	/* The writer's live record is the last read of the source (taken

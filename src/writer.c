@@ -117,7 +117,9 @@ struct writer {
 				   due or not (readers never had them) */
 	size_t ndrop;
 	struct pathset *spare_left; /* a partial standby's directories that
-				       it did not finish */
+				       it did not finish; of another spare,
+				       those a build torn by a read changed
+				       (spare_hand_back()) */
 	size_t spare_built;	/* its entries it got through */
 	unsigned warned_live;	/* files told changed in the live generation
 				   by the publish under way */
@@ -2310,6 +2312,8 @@ struct build {
 	bool standby;	  /* see struct writer_pending: links, or fails */
 	bool unflushed;	  /* recycled from a standby that was never
 			     flushed: every directory is flushed */
+	const struct pathset *left; /* the spare's directories that may hold
+				       what was never flushed; NULL: none */
 	bool learned;	  /* a standby recorded what a live file is */
 	const atomic_bool *stop; /* set: a standby stops where it is */
 	uid_t euid;
@@ -2369,7 +2373,7 @@ static int close_level(struct build *b)
 			l->path, strerror(-rc));
 	/* A recycled directory that did not change needs no flush. */
 	if (l->recycled && !l->dirty && l->mode == l->cur && !b->unflushed &&
-	    l->idx != LEVEL_ROOT)
+	    l->idx != LEVEL_ROOT && !(b->left && pathset_has(b->left, l->path)))
 		b->act[l->idx] = ACT_KEEP;
 	close(l->nfd);
 	if (l->ofd >= 0)
@@ -3385,6 +3389,7 @@ static int build(struct writer *w, struct writer_pending *p,
 		.differ = p->differ, .changed = p->changed,
 		.standby = p->standby, .stop = stop,
 		.unflushed = p->recycled && p->spare_kind == SPARE_PARTIAL,
+		.left = p->recycled ? p->spare_left : NULL,
 	};
 	int rc = 0;
 
@@ -3779,6 +3784,31 @@ static struct pathset *spare_differs(const struct writer *w, uint64_t from,
 	return u;
 }
 
+/* A torn read is tried again soon: the spare is handed back (still
+ * 0700).  Where only we could write it, a build changed a complete spare
+ * only where it was to look (p->differ): it is looked at there again,
+ * and flushed (spare_left), and is otherwise what it was.  Else it is
+ * looked at in full (seq 0). */
+static void spare_hand_back(struct writer *w, struct writer_pending *p,
+			    uint64_t from)
+{
+	bool known = p->differ && p->spare_kind != SPARE_PARTIAL &&
+		     !others_write(w);
+	struct pathset *left = known ? pathset_new() : NULL;
+
+	if (left && pathset_merge(left, p->differ) < 0) {
+		pathset_free(left);
+		left = NULL;
+	}
+	if (left) {
+		pathset_seal(left);
+		spare_set(w, p->gen, from, p->spare_kind, left);
+	} else {
+		spare_set(w, p->gen, 0, SPARE_PARTIAL, NULL);
+	}
+	p->gen = NULL;
+}
+
 /* Writes the new generation, into the spare one when there is one; on
  * failure nothing of it is left, but for a spare that met a torn read:
  * it stays the spare. */
@@ -3816,10 +3846,7 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	if (rc == 0 && (p->dir = fsutil_join(w->path, p->gen)) == NULL)
 		rc = -ENOMEM;
 	if (rc == -EAGAIN && p->recycled) {
-		/* A torn read is tried again soon: the spare is handed back
-		 * (still 0700), to be looked at in full (seq 0) then. */
-		spare_set(w, p->gen, 0, SPARE_PARTIAL, NULL);
-		p->gen = NULL;
+		spare_hand_back(w, p, from);
 	} else if (rc < 0) {
 		(void)drop_unfinished(w, p->gen, "unfinished");
 	}

@@ -5,8 +5,11 @@
 #include "config.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,30 @@
 #include "testutil.h"
 
 static char *tmp, *src, *dst;
+
+/* fsutil_copy() as the writer calls it (linked with --wrap=fsutil_copy):
+ * with tear_next set, the source grows just before it is copied, as a
+ * file being written does, once. */
+int __real_fsutil_copy(int in, int out, uint64_t size, bool writeback,
+		       uint64_t *copied);
+static atomic_int tear_next;
+
+int __wrap_fsutil_copy(int in, int out, uint64_t size, bool writeback,
+		       uint64_t *copied);
+int __wrap_fsutil_copy(int in, int out, uint64_t size, bool writeback,
+		       uint64_t *copied)
+{
+	if (atomic_exchange(&tear_next, 0)) {
+		char self[64];
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", in);
+		int fd = open(self, O_WRONLY | O_APPEND | O_CLOEXEC);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(write(fd, "+more", 5), 5);
+		close(fd);
+	}
+	return __real_fsutil_copy(in, out, size, writeback, copied);
+}
+
 static uv_loop_t loop;
 static struct conf *conf;
 static int started, stopped;
@@ -264,27 +291,61 @@ static void make_big_tree(void)
 		}
 }
 
-/* The start-up publish reads all of the source; the directories then
- * watched for the first time are read once more (what changed before
- * went unseen).  Then a change in one directory reads that one only. */
-START_TEST(test_a_change_reads_only_its_directory)
+/* The big tree published, its newly watched directories read again, and
+ * one file changed and published: the stats before and after the
+ * change.  A copy to tear (tear_next) is torn at the change. */
+static void big_tree_changed(struct sync_stats *before,
+			     struct sync_stats *after)
 {
+	int tear = atomic_exchange(&tear_next, 0);
+
 	make_big_tree();
 	cur = start();
 	run_until(is_set, &started, 20000, "start-up publish");
 	int two = 2;
 	run_until(reads_are, &two, 20000, "newly watched directories read");
-	struct sync_stats before, after;
-	sync_get_stats(cur, &before);
-	ck_assert_uint_eq(before.full_reads, 1);
+	sync_get_stats(cur, before);
+	atomic_store(&tear_next, tear);
 	tu_write(src, "d17/f042", "changed", 0644);
 	run_until(publishes_are, &two, 5000, "the change published");
 	ck_assert(trees_equal(NULL));
-	sync_get_stats(cur, &after);
+	sync_get_stats(cur, after);
+}
+
+/* The start-up publish reads all of the source; the directories then
+ * watched for the first time are read once more (what changed before
+ * went unseen).  Then a change in one directory reads that one only. */
+START_TEST(test_a_change_reads_only_its_directory)
+{
+	struct sync_stats before, after;
+
+	big_tree_changed(&before, &after);
+	ck_assert_uint_eq(before.full_reads, 1);
 	ck_assert_uint_eq(after.full_reads, before.full_reads);
 	ck_assert_uint_eq(after.reads, before.reads + 1);
 	ck_assert_msg(after.entries_read - before.entries_read < 200,
 		      "%llu entries read for one file",
+		      (unsigned long long)(after.entries_read -
+					   before.entries_read));
+	sync_stop(cur, on_stopped, NULL);
+	run_until(is_set, &stopped, 5000, "stop");
+}
+END_TEST
+
+/* A read torn by a file being written publishes nothing; the read tried
+ * again starts from the live record all the same, and reads again only
+ * where the source changed. */
+START_TEST(test_a_torn_read_is_read_again_where_it_changed)
+{
+	struct sync_stats before, after;
+
+	atomic_store(&tear_next, 1);
+	big_tree_changed(&before, &after);
+	ck_assert_int_eq(atomic_load(&tear_next), 0);
+	ck_assert_uint_ge(after.reads, before.reads + 2);
+	ck_assert_uint_eq(after.full_reads, before.full_reads);
+	ck_assert_msg(after.entries_read - before.entries_read < 400,
+		      "%llu entries read for one file, torn once",
 		      (unsigned long long)(after.entries_read -
 					   before.entries_read));
 	sync_stop(cur, on_stopped, NULL);
@@ -373,6 +434,7 @@ static Suite *sync_suite(void)
 	tcase_add_test(tc, test_missing_source_is_reported_and_waited_for);
 	tcase_add_test(tc, test_stop_during_a_check_with_a_failing_signal);
 	tcase_add_test(tc, test_a_change_reads_only_its_directory);
+	tcase_add_test(tc, test_a_torn_read_is_read_again_where_it_changed);
 	tcase_add_test(tc, test_unwatched_directories_make_every_read_a_full_one);
 	tcase_add_test(tc, test_files_changed_earlier_are_not_compared_again);
 	suite_add_tcase(s, tc);

@@ -27,6 +27,48 @@
 
 static char *tmp, *src, *dst;
 
+/* fsync() as the writer calls it (linked with --wrap=fsync): the inodes
+ * flushed since fsync_record(), up to FSYNCS_MAX of them. */
+#define FSYNCS_MAX 256
+int __real_fsync(int fd);
+static pthread_mutex_t fsyncs_lock = PTHREAD_MUTEX_INITIALIZER;
+static ino_t fsyncs[FSYNCS_MAX];
+static size_t nfsyncs;
+
+int __wrap_fsync(int fd);
+int __wrap_fsync(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == 0) {
+		pthread_mutex_lock(&fsyncs_lock);
+		if (nfsyncs < FSYNCS_MAX)
+			fsyncs[nfsyncs++] = st.st_ino;
+		pthread_mutex_unlock(&fsyncs_lock);
+	}
+	return __real_fsync(fd);
+}
+
+static void fsync_record(void)
+{
+	pthread_mutex_lock(&fsyncs_lock);
+	nfsyncs = 0;
+	pthread_mutex_unlock(&fsyncs_lock);
+}
+
+/* Whether `ino` was flushed since fsync_record(). */
+static bool fsync_seen(ino_t ino)
+{
+	bool seen = false;
+
+	pthread_mutex_lock(&fsyncs_lock);
+	ck_assert_uint_lt(nfsyncs, FSYNCS_MAX);
+	for (size_t i = 0; i < nfsyncs && !seen; i++)
+		seen = fsyncs[i] == ino;
+	pthread_mutex_unlock(&fsyncs_lock);
+	return seen;
+}
+
 static void setup(void)
 {
 	tmp = tu_mkdtemp();
@@ -3678,6 +3720,63 @@ START_TEST(test_torn_read_hands_the_standby_back)
 }
 END_TEST
 
+/* A publish that meets a torn read in a recycled spare hands it back
+ * knowing where it changed it: the publish that tries again recycles it,
+ * looks only there, and flushes there even what it finds already done
+ * (c/h, linked by the torn one and never flushed); what no generation
+ * changed (e) it neither reads nor flushes. */
+START_TEST(test_torn_read_in_a_spare_flushes_what_it_changed)
+{
+	struct writer *w = open_recycling_writer();
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+
+	tu_write(src, "c/h", "v0", 0644);
+	tu_write(src, "d/f", "d1", 0644);
+	tu_write(src, "e/g", "e1", 0644);
+	publish_ok(w);
+	char *g1 = tu_live(dst);
+	ino_t root1 = ino_of(dst, g1);
+	tu_write(src, "c/h", "v1-longer", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS); /* g1 is the spare */
+	tu_write(src, "d/f", "d2-longer", 0644);
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	/* Written again between the snapshot and the copy. */
+	tu_write(src, "d/f", "d3-even-longer", 0644);
+	ck_assert_int_eq(writer_publish(w, s, &r, &err), -EAGAIN);
+	writer_result_fini(&r);
+	free(err);
+	char *live = tu_live(dst), *sp = standby_of(), *ch = tu_path(sp, "c/h");
+	/* The spare is back, and the torn publish got as far as c/h: the
+	 * live file, linked. */
+	ck_assert_uint_eq(ino_of(dst, sp), root1);
+	ck_assert_uint_eq(ino_of(dst, ch), ino_of(dst, "..data/c/h"));
+	fsync_record();
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	writer_result_fini(&r);
+	char *g3 = tu_live(dst);
+	ck_assert_str_ne(g3, live);
+	ck_assert_uint_eq(ino_of(dst, g3), root1);
+	char *c = tu_path(g3, "c"), *d = tu_path(g3, "d");
+	char *e = tu_path(g3, "e");
+	ck_assert_msg(fsync_seen(ino_of(dst, c)), "c was not flushed");
+	ck_assert(fsync_seen(ino_of(dst, d)));
+	ck_assert_msg(!fsync_seen(ino_of(dst, e)), "e was looked at anew");
+	ASSERT_TREES();
+	writer_close(w);
+	free(c);
+	free(d);
+	free(e);
+	free(g3);
+	free(ch);
+	free(sp);
+	free(live);
+	free(g1);
+}
+END_TEST
+
 struct stopper {
 	atomic_bool *stop;
 	long us;
@@ -4861,6 +4960,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_dry_run_only_reads_the_journal);
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
+	tcase_add_test(tc, test_torn_read_in_a_spare_flushes_what_it_changed);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
 	tcase_add_test(tc, test_standby_stopped_is_gone_on_with);
 	tcase_add_test(tc, test_what_a_standby_learns_is_recorded);
