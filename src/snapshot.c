@@ -1641,13 +1641,45 @@ static int open_dir(struct walk *w, const struct frame *f, const char *name,
 	return sub;
 }
 
+/* Takes over *cpath into w->kept: a directory kept as prev had it. */
+static int keep_path(struct walk *w, char **cpath)
+{
+	int rc = array_grow(&w->kept, &w->keptcap, w->nkept,
+			    sizeof(*w->kept));
+
+	if (rc == 0) {
+		w->kept[w->nkept++] = *cpath;
+		*cpath = NULL;
+	}
+	return rc;
+}
+
+/* A refresh does not enter a subdirectory of a directory it re-reads
+ * when prev has the same directory there (see same_as_before()); found
+ * untouched since (its change time too), it is not even opened: a root
+ * of 10,000 directories is read again for what changed in it, not
+ * opened 10,000 times. */
+static bool same_unopened(const struct walk *w, const char *cpath,
+			  const struct found *fd)
+{
+	if (w->depth != 1 || w->prev == NULL || fd->flags || fd->linked)
+		return false;
+	const struct snap_entry *e = snapshot_find(w->prev, cpath);
+
+	return e && e->type == SNAP_DIR && e->flags == 0 && e->src == NULL &&
+	       e->dev == (uint64_t)fd->st.st_dev &&
+	       e->ino == (uint64_t)fd->st.st_ino &&
+	       e->ctime_ns == clock_ts_ns(&fd->st.st_ctim);
+}
+
 /* Appends the directory `*cpath` and makes *child the frame to walk it
- * with (child->fd -1 when it is left out). */
+ * with (child->fd -1 when it is left out, or kept as prev had it). */
 static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		   char **cpath, struct found *fd, struct frame *child)
 {
 	struct snapshot *s = w->s;
 	const struct snapshot_opts *o = w->o;
+	bool same = false;
 
 	if (o && o->avoid_ino && (uint64_t)fd->st.st_dev == o->avoid_dev &&
 	    (uint64_t)fd->st.st_ino == o->avoid_ino) {
@@ -1656,10 +1688,11 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 	}
 	if (on_stack(w, &fd->st))
 		return add_warning(s, *cpath, SNAP_W_LOOP);
-	int sub = open_dir(w, f, name, *cpath, fd);
+	same = same_unopened(w, *cpath, fd);
+	int sub = same ? -1 : open_dir(w, f, name, *cpath, fd);
 	if (sub == -ENOENT || sub == -EACCES)
 		return 0;
-	if (sub < 0)
+	if (sub < 0 && !same)
 		return sub;
 	struct snap_entry e = {0};
 	fill_from_stat(&e, &fd->st);
@@ -1671,9 +1704,12 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		rc = snapshot_add(s, &e);
 	if (rc >= 0)
 		rc = add_watch(s, fd->src, &fd->st);
-	if (rc < 0) {
-		close(sub);
-		return rc;
+	if (rc >= 0 && same)
+		rc = keep_path(w, cpath);
+	if (rc < 0 || same) {
+		if (sub >= 0)
+			close(sub);
+		return rc < 0 ? rc : 0;
 	}
 	*child = frame_of(sub, *cpath, fd->src, fd->flags, &fd->st);
 	*cpath = NULL;
@@ -1774,13 +1810,8 @@ static bool same_as_before(const struct walk *w, const struct frame *c)
 /* Takes over c's path into w->kept and closes the rest of it. */
 static int note_kept(struct walk *w, struct frame *c)
 {
-	int rc = array_grow(&w->kept, &w->keptcap, w->nkept,
-			    sizeof(*w->kept));
+	int rc = keep_path(w, &c->path);
 
-	if (rc == 0) {
-		w->kept[w->nkept++] = c->path;
-		c->path = NULL;
-	}
 	frame_fini(c);
 	return rc;
 }

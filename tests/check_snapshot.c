@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1498,6 +1499,43 @@ START_TEST(test_refresh_reads_only_the_directories_that_changed)
 }
 END_TEST
 
+/* A directory of many subdirectories read again (a file in it changed)
+ * opens none of those found as they were, change time and all: at the
+ * top of a big tree, that is thousands of directories not opened. */
+START_TEST(test_refresh_opens_no_subdirectory_found_as_it_was)
+{
+	char rel[32], *err = NULL, *dirs[] = {""};
+
+	for (int d = 0; d < 50; d++) {
+		snprintf(rel, sizeof(rel), "sub-%02d/f", d);
+		tu_write_deep(src, rel, "x");
+	}
+	tu_write(src, "top", "1", 0644);
+	atomic_store(&tu_opens, 0);
+	atomic_store(&tu_opens_of, "sub-");
+	struct snapshot *prev = take(SNAP_LINKS_INSIDE), *inc = NULL;
+	int opened = atomic_load(&tu_opens);
+	ck_assert_int_eq(opened, 50);
+	tu_write(src, "top", "22", 0644);
+	char *d7 = tu_path(src, "sub-07");
+	ck_assert_int_eq(chmod(d7, 0750), 0); /* its change time moves */
+	atomic_store(&tu_opens, 0);
+	ck_assert_int_eq(
+		snapshot_refresh(prev, NULL, dirs, 1, NULL, &inc, &err), 0);
+	atomic_store(&tu_opens_of, NULL);
+	opened = atomic_load(&tu_opens);
+	ck_assert_int_eq(opened, 1);
+	ck_assert_uint_eq(must_find(inc, "top")->size, 2);
+	ck_assert_uint_eq(must_find(inc, "sub-07")->mode, 0750);
+	struct snapshot *full = take(SNAP_LINKS_INSIDE);
+	assert_same_snapshot(inc, full, 0);
+	snapshot_free(full);
+	snapshot_free(inc);
+	snapshot_free(prev);
+	free(d7);
+}
+END_TEST
+
 /* A walk says what it guarantees, for the writer to skip checking it;
  * an entry added by hand takes that back. */
 START_TEST(test_walk_tells_what_it_guarantees)
@@ -1667,6 +1705,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_unreadable_directories_are_all_listed);
 	tcase_add_test(tc, test_refresh_equals_a_full_walk_after_random_changes);
 	tcase_add_test(tc, test_refresh_reads_only_the_directories_that_changed);
+	tcase_add_test(tc, test_refresh_opens_no_subdirectory_found_as_it_was);
 	tcase_add_test(tc, test_refresh_refuses_what_it_cannot_be_sure_of);
 	tcase_add_test(tc, test_walk_tells_what_it_guarantees);
 	tcase_add_test(tc, test_entry_moved_between_snapshots_keeps_its_path);

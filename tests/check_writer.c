@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -3777,6 +3778,59 @@ START_TEST(test_torn_read_in_a_spare_flushes_what_it_changed)
 }
 END_TEST
 
+/* Publishes the source, which must publish, counting the writer's opens
+ * of `name`. */
+static int publish_counting_opens(struct writer *w, const char *name)
+{
+	struct writer_result r = {0};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+
+	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
+	atomic_store(&tu_opens, 0);
+	atomic_store(&tu_opens_of, name);
+	int rc = writer_publish(w, s, &r, &err);
+	atomic_store(&tu_opens_of, NULL);
+	ck_assert_msg(rc == 0, "publish: %s", err ? err : strerror(-rc));
+	ck_assert(r.published);
+	writer_result_fini(&r);
+	return atomic_load(&tu_opens);
+}
+
+/* A change at the top of a tree, into a recycled spare: the directories
+ * below that no generation since changed are kept without being opened
+ * (at a million files, ten thousand of them); one that changed is
+ * looked at. */
+START_TEST(test_recycle_opens_no_directory_that_did_not_change)
+{
+	struct writer *w = open_recycling_writer();
+
+	tu_write(src, "top", "1", 0644);
+	tu_write(src, "sub-a/f", "a1", 0644);
+	tu_write(src, "sub-b/f", "b1", 0644);
+	tu_write(src, "sub-b/deeper/g", "g1", 0644);
+	publish_ok(w);
+	char *g1 = tu_live(dst);
+	ino_t root1 = ino_of(dst, g1);
+	tu_write(src, "sub-a/f", "a2-longer", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS); /* g1 is the spare */
+	tu_write(src, "top", "22", 0644);
+	ck_assert_int_eq(publish_counting_opens(w, "sub-b"), 0);
+	char *g3 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g3), root1);
+	ASSERT_TREES();
+	/* Changed since the spare was made: sub-a is looked at. */
+	tu_write(src, "top", "333", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
+	tu_write(src, "sub-a/f", "a3-longer-still", 0644);
+	ck_assert_int_gt(publish_counting_opens(w, "sub-a"), 0);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g3);
+	free(g1);
+}
+END_TEST
+
 struct stopper {
 	atomic_bool *stop;
 	long us;
@@ -4961,6 +5015,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_torn_read_in_a_spare_flushes_what_it_changed);
+	tcase_add_test(tc, test_recycle_opens_no_directory_that_did_not_change);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
 	tcase_add_test(tc, test_standby_stopped_is_gone_on_with);
 	tcase_add_test(tc, test_what_a_standby_learns_is_recorded);

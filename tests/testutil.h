@@ -3,6 +3,8 @@
 #ifndef ATOMSYNC_TESTUTIL_H
 #define ATOMSYNC_TESTUTIL_H
 
+#include <stdatomic.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -174,5 +176,11 @@ int tu_scale(int ms);
  * as the daemon watches them (watch.c): the components of its parent's
  * real path, and "/".  The parent must exist. */
 int tu_way_len(const char *path);
+
+/* In a test linked with -Wl,--wrap=openat: the calls of openat() on a
+ * path that starts with tu_opens_of (NULL: none) since tu_opens was
+ * last set. */
+extern const char *_Atomic tu_opens_of;
+extern atomic_int tu_opens;
 
 #endif
