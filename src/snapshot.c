@@ -1658,7 +1658,9 @@ static int keep_path(struct walk *w, char **cpath)
  * when prev has the same directory there (see same_as_before()); found
  * untouched since (its change time too), it is not even opened: a root
  * of 10,000 directories is read again for what changed in it, not
- * opened 10,000 times. */
+ * opened 10,000 times.  One that a security module or a FUSE server
+ * refuses to open from now on, without a change to it, keeps what prev
+ * read of it until the next full read, which reports it. */
 static bool same_unopened(const struct walk *w, const char *cpath,
 			  const struct found *fd)
 {

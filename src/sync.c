@@ -300,8 +300,24 @@ static void gc_kick(struct sync *s)
 
 static void on_after_work(uv_work_t *req, int status);
 
-/* Gives the publish what changed; what comes meanwhile is for the next
- * one.  Without a watch on every directory, all of it is read. */
+/* Adds `dir` to `d` once; past DIRTY_FULL directories and an eighth of
+ * the source's, the whole source is read instead. */
+static void dirty_add(const struct sync *s, struct publish_dirty *d,
+		      const char *dir)
+{
+	size_t many = s->st.directories / 8;
+
+	for (size_t i = 0; i < d->n; i++)
+		if (strcmp(d->dirs[i], dir) == 0)
+			return;
+	publish_dirty_add(d, dir);
+	if (d->n > DIRTY_FULL && d->n > many)
+		publish_dirty_all(d);
+}
+
+/* Gives the publish what changed, added to what one torn by a file being
+ * written kept; what comes meanwhile is for the next one.  Without a
+ * watch on every directory, all of it is read. */
 static void hand_dirty(struct sync *s)
 {
 	struct publish_dirty *d = &s->pub.dirty;
@@ -310,7 +326,7 @@ static void hand_dirty(struct sync *s)
 	    s->events > EVENTS_FULL)
 		publish_dirty_all(d);
 	for (size_t i = 0; !d->all && i < s->dirty.n; i++)
-		publish_dirty_add(d, s->dirty.dirs[i]);
+		dirty_add(s, d, s->dirty.dirs[i]);
 	publish_dirty_fini(&s->dirty);
 	s->events = 0;
 }
@@ -318,19 +334,11 @@ static void hand_dirty(struct sync *s)
 /* `dir` (NULL: the source itself) may have changed. */
 static void note_dirty(struct sync *s, const char *dir)
 {
-	size_t many = s->st.directories / 8;
-
 	s->events++;
-	if (dir == NULL) {
+	if (dir == NULL)
 		publish_dirty_all(&s->dirty);
-		return;
-	}
-	for (size_t i = 0; i < s->dirty.n; i++)
-		if (strcmp(s->dirty.dirs[i], dir) == 0)
-			return;
-	publish_dirty_add(&s->dirty, dir);
-	if (s->dirty.n > DIRTY_FULL && s->dirty.n > many)
-		publish_dirty_all(&s->dirty);
+	else if (!s->dirty.all)
+		dirty_add(s, &s->dirty, dir);
 }
 
 /* Moves to `to`, a state whose step runs on the thread pool. */
