@@ -77,6 +77,9 @@ struct writer {
 	bool live_durable;	/* its files were flushed before it went live
 				   (a publish that links them forward then
 				   need not flush them) */
+	uint32_t tgid;		/* a setgid target's group, which everything
+				   made in it is given unless group= says
+				   otherwise; SNAP_NO_ID: not setgid */
 	uint64_t projected;	/* the snapshot normalize() gave the current
 				   options' modes and owners, by id (0: none);
 				   nothing may change what project_mode()
@@ -182,6 +185,7 @@ const char *writer_live_generation(const struct writer *w)
 }
 
 static int target_ours(const struct writer *w, char **err);
+static uint32_t group_of(const struct writer *w);
 
 int writer_check_target(const struct writer *w, char **err)
 {
@@ -852,7 +856,7 @@ static int scan_live(struct writer *w, char **err)
 		return rc;
 	}
 	free(dir);
-	bool owners = w->o.uid != SNAP_NO_ID || w->o.gid != SNAP_NO_ID;
+	bool owners = w->o.uid != SNAP_NO_ID || group_of(w) != SNAP_NO_ID;
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_entry *e = &s->v[i];
 		e->ino = e->t_ino = 0; /* identity unknown: compare content */
@@ -864,8 +868,8 @@ static int scan_live(struct writer *w, char **err)
 		if (fd >= 0 && fstat(fd, &st) == 0) {
 			e->uid = w->o.uid == SNAP_NO_ID ? SNAP_NO_ID
 							: (uint32_t)st.st_uid;
-			e->gid = w->o.gid == SNAP_NO_ID ? SNAP_NO_ID
-							: (uint32_t)st.st_gid;
+			e->gid = group_of(w) == SNAP_NO_ID ? SNAP_NO_ID
+							   : (uint32_t)st.st_gid;
 		}
 		if (fd >= 0)
 			close(fd);
@@ -979,6 +983,29 @@ void writer_set_opts(struct writer *w, const struct writer_opts *o)
 	w->o.name = w->name;
 }
 
+/* A setgid target gives what is made in it its group, as the kernel
+ * does to what is made directly in it: every entry of every generation,
+ * recycled ones too, whose directories lose the bit (dir_mode).  Read
+ * at open and at each publish; a change projects every entry anew. */
+static void target_group(struct writer *w)
+{
+	struct stat st;
+	uint32_t g = SNAP_NO_ID;
+
+	if (w->dfd >= 0 && fstat(w->dfd, &st) == 0 && (st.st_mode & S_ISGID))
+		g = (uint32_t)st.st_gid;
+	if (g != w->tgid) {
+		w->tgid = g;
+		w->projected = 0;
+	}
+}
+
+/* The group entries are published with: group=, or a setgid target's. */
+static uint32_t group_of(const struct writer *w)
+{
+	return w->o.gid != SNAP_NO_ID ? w->o.gid : w->tgid;
+}
+
 /* The target holds what readers trust and what root's hooks are run
  * on: a directory that another user owns or can write (one put in place
  * of a target that was moved away, say) is refused, not written into. */
@@ -1023,6 +1050,7 @@ static int open_target(struct writer *w, char **err)
 		w->made_target = created;
 		w->dfd = fd;
 		fs_kind(fd, &w->in_memory, &w->exact_dino);
+		target_group(w);
 		return target_ours(w, err);
 	} else if (fd == -ENOENT && w->o.no_create) {
 		log_err_set(err, fd, "target %s: gone as it was opened; "
@@ -1226,6 +1254,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 	if (w == NULL)
 		return -ENOMEM;
 	w->dfd = w->live_fd = w->lock_fd = w->spare_fd = -1;
+	w->tgid = SNAP_NO_ID;
 	state_log_init(&w->slog);
 	w->verify_live = true; /* nothing is known of the files yet */
 	writer_set_opts(w, o);
@@ -1486,7 +1515,7 @@ void writer_project_entry(const void *w, struct snap_entry *e)
 
 	e->mode = project_mode(wr, e);
 	e->uid = wr->o.uid;
-	e->gid = wr->o.gid;
+	e->gid = group_of(wr);
 }
 
 static void project_range(const struct writer *w, struct snapshot *s,
@@ -3934,6 +3963,8 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	 * (fchmod by root): nothing is written into it then. */
 	if (rc == 0 && w->dfd >= 0)
 		rc = target_ours(w, err);
+	if (rc == 0)
+		target_group(w);
 	if (rc == 0 && w->dfd >= 0)
 		rc = data_present(w, err);
 	*out = NULL;

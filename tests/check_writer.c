@@ -3778,6 +3778,68 @@ START_TEST(test_torn_read_in_a_spare_flushes_what_it_changed)
 }
 END_TEST
 
+/* The group `path` has, stat'ed. */
+static gid_t gid_of(const char *path)
+{
+	struct stat st;
+
+	ck_assert_msg(lstat(path, &st) == 0, "%s: %s", path, strerror(errno));
+	return st.st_gid;
+}
+
+/* A setgid target gives everything made in it its group, in recycled
+ * generations too (whose directories lost the bit): with dir_mode 0750
+ * and file_mode 0640 the group's readers read every file after every
+ * publish. */
+START_TEST(test_a_setgid_target_gives_its_group_to_recycled_ones)
+{
+	ck_assert_msg(tu_can_setuid(), "this test reads as another user: "
+				       "run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(chown(dst, 0, 2003), 0);
+	ck_assert_int_eq(chmod(dst, 02755), 0);
+	struct writer_opts o = opts();
+	o.grace_ms = RECYCLE_GRACE_MS;
+	o.dir_mode = 0750;
+	o.file_mode = 0640;
+	struct writer *w = open_writer_with(&o);
+	char *a = tu_path(dst, "d/a"), *d = tu_path(dst, "..data/d");
+	char *g1 = NULL;
+	ino_t root1 = 0;
+
+	for (int round = 0; round < 3; round++) {
+		char body[16], *out = NULL;
+		snprintf(body, sizeof(body), "v%d", round);
+		tu_write(src, "d/a", body, 0644);
+		tu_write(src, "top", "t", 0644);
+		publish_and_retire(w, RECYCLE_GRACE_MS);
+		char *g = tu_live(dst), *top = tu_path(dst, "..data/top");
+		if (round == 0) {
+			g1 = strdup(g);
+			root1 = ino_of(dst, g1);
+		}
+		ck_assert_uint_eq(gid_of(d), 2003);
+		ck_assert_uint_eq(gid_of(a), 2003);
+		ck_assert_uint_eq(gid_of(top), 2003);
+		const char *argv[] = {"cat", a, NULL};
+		ck_assert_int_eq(tu_run_as(2003, argv, &out, NULL, 5000), 0);
+		ck_assert_str_eq(out, body);
+		free(out);
+		free(top);
+		free(g);
+	}
+	/* The third publish recycled the first generation. */
+	char *g3 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g3), root1);
+	writer_close(w);
+	free(g3);
+	free(g1);
+	free(d);
+	free(a);
+}
+END_TEST
+
 /* Publishes the source, which must publish, counting the writer's opens
  * of `name`. */
 static int publish_counting_opens(struct writer *w, const char *name)
@@ -4983,6 +5045,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recovery_keeps_a_just_replaced_generation_for_its_grace);
 	tcase_add_test(tc, test_target_created_with_mode_0755_and_parent_required);
 	tcase_add_test(tc, test_a_setgid_target_takes_generations);
+	tcase_add_test(tc, test_a_setgid_target_gives_its_group_to_recycled_ones);
 	tcase_add_test(tc, test_generation_layout);
 	tcase_add_test(tc, test_setuid_bits_dropped);
 	tcase_add_test(tc, test_group_and_other_write_bits_are_dropped);
