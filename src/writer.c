@@ -599,9 +599,8 @@ static bool others_write(const struct writer *w)
 	       dirs_open(w);
 }
 
-static int gen_aside(int dfd, bool others, const char *name,
-		     const char *path, const char *gen, const char *what,
-		     int rc);
+static int drop_generation(struct writer *w, const char *gen,
+			   const char *what);
 
 /* A replaced generation which a run that did not wait for it left: no
  * debris, removed without a warning.  Past its grace period, or older
@@ -619,12 +618,7 @@ static void retire_now(struct writer *w, const char *n, const char *kept)
 				w->path, n, why, kept ? kept : "");
 		return;
 	}
-	int r = fsutil_rmtree(w->dfd, n);
-
-	if (r < 0)
-		(void)gen_aside(w->dfd, others_write(w), w->name, w->path, n,
-				"replaced", r);
-	else
+	if (drop_generation(w, n, "replaced") == 0)
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: removed replaced generation %s%s%s",
 			w->path, n, why, kept ? kept : "");
@@ -711,9 +705,9 @@ static int gen_aside(int dfd, bool others, const char *name,
 	return rc;
 }
 
-/* The generation `gen`, unfinished (private: mode 0700), removed, or
- * what is left of it moved aside (gen_aside()).  0 when it is gone. */
-static int drop_unfinished(struct writer *w, const char *gen,
+/* The generation `gen` (`what`: unfinished, not recycled...) removed,
+ * or what is left of it moved aside (gen_aside()).  0 when it is gone. */
+static int drop_generation(struct writer *w, const char *gen,
 			   const char *what)
 {
 	int rc = fsutil_rmtree(w->dfd, gen);
@@ -732,7 +726,7 @@ static void remove_leftover(struct writer *w, const char *n)
 				w->path, n);
 		return;
 	}
-	if (drop_unfinished(w, n, "left by an interrupted publish") == 0)
+	if (drop_generation(w, n, "left by an interrupted publish") == 0)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: removed %s left by an interrupted publish",
 			w->path, n);
@@ -2345,7 +2339,8 @@ struct build {
 				       what was never flushed; NULL: none */
 	bool learned;	  /* a standby recorded what a live file is */
 	const atomic_bool *stop; /* set: a standby stops where it is */
-	uid_t euid;
+	uid_t euid;	  /* ours, asked once (a system call each time) */
+	gid_t egid;
 	const struct pathset *differ; /* see struct writer_pending */
 	struct pathset *changed;      /* the same */
 	pthread_mutex_t *lock;	      /* guards `changed` when two build */
@@ -2368,6 +2363,14 @@ static bool ours_recorded(const struct build *b, const struct snap_entry *e)
 	/* Per entry: geteuid() each time would cost a system call. */
 	return !(e->mode & 0022) &&
 	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == b->euid);
+}
+
+/* The owner and group the directory or file `e` is to have. */
+static void owner_of(const struct build *b, const struct snap_entry *e,
+		     uid_t *u, gid_t *g)
+{
+	*u = e->uid == SNAP_NO_ID ? b->euid : e->uid;
+	*g = e->gid == SNAP_NO_ID ? b->egid : e->gid;
 }
 
 /* Whether only we or root could ever have written the file `e` records:
@@ -2868,8 +2871,9 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 	}
 	if (dir) {
 		l->found = st;
-		uid_t u = e->uid == SNAP_NO_ID ? geteuid() : e->uid;
-		gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
+		uid_t u;
+		gid_t g;
+		owner_of(b, e, &u, &g);
 		bool owned = st.st_uid == u && st.st_gid == g;
 		/* As it was left, by us and for us alone, since then. */
 		l->new_ours = p->new_ours && owned && fsutil_ours_alone(&st);
@@ -3061,16 +3065,15 @@ static bool dir_only_ours(const struct build *b, const struct snap_entry *e)
  * a directory of ours alone with the owner and mode it is to have.  One
  * fstatat() in place of opening it: a root of 10,000 directories in
  * which one name changed is not 10,000 directories to open. */
-static bool dir_as_left(const struct build *b, size_t i, const struct level *p)
+static bool dir_as_left(const struct build *b, size_t i, const struct level *p,
+			const char *name)
 {
 	const struct snap_entry *e = &b->s->v[i];
-	const char *name = e->path + parent_len(e->path);
-	uid_t u = e->uid == SNAP_NO_ID ? geteuid() : e->uid;
-	gid_t g = e->gid == SNAP_NO_ID ? getegid() : e->gid;
 	struct stat st;
+	uid_t u;
+	gid_t g;
 
-	if (*name == '/')
-		name++;
+	owner_of(b, e, &u, &g);
 	return p->recycled && p->new_ours && b->differ && !b->checked &&
 	       !pathset_has(b->differ, e->path) &&
 	       fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -3084,11 +3087,12 @@ static bool dir_as_left(const struct build *b, size_t i, const struct level *p)
  * below it either, and only we or root could have, its entries are kept
  * without opening a directory (at a million files, ten thousand of
  * them, cold on disk); how many that is, 0 when it must be read. */
-static size_t same_subtree(struct build *b, size_t i, const struct level *p)
+static size_t same_subtree(struct build *b, size_t i, const struct level *p,
+			   const char *name)
 {
 	const struct snapshot *s = b->s;
 
-	if (b->unflushed || !(p->same || dir_as_left(b, i, p)))
+	if (b->unflushed || !(p->same || dir_as_left(b, i, p, name)))
 		return 0;
 	/* Found by bisection: a million entries are not a million paths
 	 * compared. */
@@ -3127,7 +3131,7 @@ static int build_entry(struct build *b, size_t i)
 	const char *name = e->path + (pl ? pl + 1 : 0);
 
 	if (b->act[i] == ACT_DIR) {
-		size_t n = same_subtree(b, i, p);
+		size_t n = same_subtree(b, i, p, name);
 		b->skip = n ? n - 1 : 0;
 		return n ? 0 : build_dir(b, i, p, name);
 	}
@@ -3438,7 +3442,8 @@ static int build(struct writer *w, struct writer_pending *p,
 	const char *gen = p->gen;
 	struct build b = {
 		.w = w, .s = s, .act = p->act, .r = r, .pb = pb, .err = err,
-		.cap = 16, .checked = w->verify_live, .euid = geteuid(),
+		.cap = 16, .checked = w->verify_live,
+		.euid = geteuid(), .egid = getegid(),
 		.differ = p->differ, .changed = p->changed,
 		.standby = p->standby, .stop = stop,
 		.unflushed = p->recycled && p->spare_kind == SPARE_PARTIAL,
@@ -3731,10 +3736,7 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 		log_msg(why ? LOG_LVL_DEBUG : LOG_LVL_INFO, w->name,
 			"target %s: cannot recycle %s (%s); removing it",
 			w->path, spare, why ? why : strerror(-rc));
-		int r2 = fsutil_rmtree(w->dfd, spare);
-		if (r2 < 0)
-			(void)gen_aside(w->dfd, others_write(w), w->name,
-					w->path, spare, "not recycled", r2);
+		(void)drop_generation(w, spare, "not recycled");
 	}
 	free(spare);
 	return rc;
@@ -3901,7 +3903,7 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	if (rc == -EAGAIN && p->recycled) {
 		spare_hand_back(w, p, from);
 	} else if (rc < 0) {
-		(void)drop_unfinished(w, p->gen, "unfinished");
+		(void)drop_generation(w, p->gen, "unfinished");
 	}
 	return rc;
 }
@@ -4023,7 +4025,7 @@ void writer_abort(struct writer *w, struct writer_pending *p)
 	 * a file forward without a look (only_ours()). */
 	if (p->verify)
 		w->verify_live = true;
-	(void)drop_unfinished(w, p->gen, "not published");
+	(void)drop_generation(w, p->gen, "not published");
 	pending_free(p);
 }
 
@@ -4327,7 +4329,7 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 		w->spare_built = standby_built(&p);
 		p.gen = NULL;
 	} else if (p.gen) {
-		(void)drop_unfinished(w, p.gen, "unfinished");
+		(void)drop_generation(w, p.gen, "unfinished");
 	}
 	if (rc == -ESTALE)
 		log_err_set(err, rc, "target %s: a live file is not as it was "
