@@ -1641,6 +1641,20 @@ static int open_dir(struct walk *w, const struct frame *f, const char *name,
 	return sub;
 }
 
+/* prev's entry for the directory `path` when it is the one found (dev,
+ * ino), reached as it was (no link followed): NULL when it is not. */
+static const struct snap_entry *prev_dir(const struct walk *w,
+					 const char *path, unsigned flags,
+					 uint64_t dev, uint64_t ino)
+{
+	const struct snap_entry *e = flags ? NULL : snapshot_find(w->prev, path);
+
+	if (e && e->type == SNAP_DIR && e->flags == 0 && e->src == NULL &&
+	    e->dev == dev && e->ino == ino)
+		return e;
+	return NULL;
+}
+
 /* Takes over *cpath into w->kept: a directory kept as prev had it. */
 static int keep_path(struct walk *w, char **cpath)
 {
@@ -1664,14 +1678,13 @@ static int keep_path(struct walk *w, char **cpath)
 static bool same_unopened(const struct walk *w, const char *cpath,
 			  const struct found *fd)
 {
-	if (w->depth != 1 || w->prev == NULL || fd->flags || fd->linked)
+	if (w->depth != 1 || w->prev == NULL || fd->linked)
 		return false;
-	const struct snap_entry *e = snapshot_find(w->prev, cpath);
+	const struct snap_entry *e =
+		prev_dir(w, cpath, fd->flags, (uint64_t)fd->st.st_dev,
+			 (uint64_t)fd->st.st_ino);
 
-	return e && e->type == SNAP_DIR && e->flags == 0 && e->src == NULL &&
-	       e->dev == (uint64_t)fd->st.st_dev &&
-	       e->ino == (uint64_t)fd->st.st_ino &&
-	       e->ctime_ns == clock_ts_ns(&fd->st.st_ctim);
+	return e && e->ctime_ns == clock_ts_ns(&fd->st.st_ctim);
 }
 
 /* Appends the directory `*cpath` and makes *child the frame to walk it
@@ -1803,10 +1816,7 @@ out:
  * re-read on its own when it changed. */
 static bool same_as_before(const struct walk *w, const struct frame *c)
 {
-	const struct snap_entry *e = snapshot_find(w->prev, c->path);
-
-	return e && e->type == SNAP_DIR && e->flags == 0 && e->src == NULL &&
-	       c->flags == 0 && e->dev == c->dev && e->ino == c->ino;
+	return prev_dir(w, c->path, c->flags, c->dev, c->ino) != NULL;
 }
 
 /* Takes over c's path into w->kept and closes the rest of it. */
