@@ -1694,7 +1694,8 @@ END_TEST
 
 /* Publishing that keeps failing because of something in the target
  * backs off, up to a minute; the operator's fix is an event there, and
- * is tried once the target is quiet, not after the rest of the wait. */
+ * is tried once the target is quiet, not after the rest of the wait.
+ * A publish that goes through starts the backoff over. */
 START_TEST(test_a_fix_in_the_target_ends_the_backoff)
 {
 	tu_write(src, "app.conf", "v1", 0644);
@@ -1708,6 +1709,18 @@ START_TEST(test_a_fix_in_the_target_ends_the_backoff)
 	wait_log("still failing: target", 3, tu_scale(20000));
 	ck_assert_int_eq(rmdir(data), 0);
 	converge(src, dst, 3000);
+	wait_log("publishing works again (after 4 failed attempts)", 1,
+		 3000);
+	/* Broken again: tried again after 1 s, then 2 s, as the first
+	 * time, not after the 32 s that a sixth failure in a row waits. */
+	ck_assert_int_eq(unlink(data), 0);
+	ck_assert_int_eq(mkdir(data, 0755), 0);
+	wait_log("retrying with backoff", 2, 5000);
+	wait_log("still failing: target", 5, 8000);
+	/* Put back again, once the target has been quiet for a wait that
+	 * grows with each put-back in a minute (4 s for this third). */
+	ck_assert_int_eq(rmdir(data), 0);
+	converge(src, dst, tu_scale(10000));
 	stop_daemon();
 	free(data);
 }
