@@ -3096,21 +3096,28 @@ static size_t same_subtree(struct build *b, size_t i, const struct level *p,
 		return 0;
 	/* Found by bisection: a million entries are not a million paths
 	 * compared. */
-	size_t j = snapshot_subtree_end(s, i);
+	size_t j = snapshot_subtree_end(s, i), k, files = 0;
 
-	for (size_t k = i; k < j; k++) {
+	/* Marked as they are looked at, in one pass over what may be most
+	 * of a million entries; undone in the rare subtree that fails. */
+	for (k = i; k < j; k++) {
 		const struct snap_entry *e = &s->v[k];
-		bool ok = e->type == SNAP_DIR
-				  ? dir_only_ours(b, e) &&
-					    !pathset_has(b->differ, e->path)
-				  : b->act[k] == ACT_LINK && only_ours(b, e);
+		bool dir = e->type == SNAP_DIR;
+		bool ok = dir ? b->act[k] == ACT_DIR && dir_only_ours(b, e) &&
+					!pathset_has(b->differ, e->path)
+			      : b->act[k] == ACT_LINK && only_ours(b, e);
 		if (!ok)
-			return 0;
-	}
-	for (size_t k = i; k < j; k++) {
+			break;
 		b->act[k] = ACT_KEEP;
-		b->r->linked += s->v[k].type == SNAP_FILE;
+		files += !dir;
 	}
+	if (k < j) {
+		while (k-- > i)
+			b->act[k] = s->v[k].type == SNAP_DIR ? ACT_DIR
+							     : ACT_LINK;
+		return 0;
+	}
+	b->r->linked += files;
 	return j - i;
 }
 

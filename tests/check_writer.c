@@ -3893,6 +3893,38 @@ START_TEST(test_recycle_opens_no_directory_that_did_not_change)
 }
 END_TEST
 
+/* A directory that could be kept whole but for something below it that
+ * changed is built entry by entry, the entries before that one included:
+ * none is left as kept unread, and a directory among them is entered,
+ * not passed over. */
+START_TEST(test_recycle_builds_a_directory_kept_whole_but_for_one_entry)
+{
+	struct writer *w = open_recycling_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "top", "1", 0644);
+	tu_write(src, "d/a", "a", 0644);
+	tu_write(src, "d/m/x", "x", 0644);
+	tu_write(src, "d/sub/c", "c", 0644);
+	tu_write(src, "d/z", "z", 0644);
+	publish_ok(w);
+	tu_write(src, "top", "22", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS); /* g1 is the spare */
+	/* The root is looked at (top changed since g1); d is as g1 left
+	 * it, but d/sub is not. */
+	tu_write(src, "top", "333", 0644);
+	tu_write(src, "d/sub/c", "cc", 0644);
+	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
+	ck_assert(r.published);
+	ASSERT_TREES();
+	/* d/a, d/m/x and d/z kept; top and d/sub/c copied. */
+	ck_assert_uint_eq(r.linked, 3);
+	ck_assert_uint_eq(r.copied, 2);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
 struct stopper {
 	atomic_bool *stop;
 	long us;
@@ -5079,6 +5111,8 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_torn_read_in_a_spare_flushes_what_it_changed);
 	tcase_add_test(tc, test_recycle_opens_no_directory_that_did_not_change);
+	tcase_add_test(tc,
+		       test_recycle_builds_a_directory_kept_whole_but_for_one_entry);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
 	tcase_add_test(tc, test_standby_stopped_is_gone_on_with);
 	tcase_add_test(tc, test_what_a_standby_learns_is_recorded);
