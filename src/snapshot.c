@@ -777,6 +777,14 @@ bool snapshot_is_copy(const struct snapshot *s, size_t i,
 	return run_of(s, i, l, run) != NULL;
 }
 
+size_t snapshot_copies_end(const struct snapshot *s, size_t i,
+			   const struct snapshot *l, size_t *run)
+{
+	const struct snap_run *r = run_of(s, i, l, run);
+
+	return r ? r->at + r->n : i;
+}
+
 bool snapshot_viewed(const struct snapshot *s)
 {
 	return s->mem == SNAP_MEM_STORE && !store_alone(s->store);

@@ -299,6 +299,11 @@ size_t snapshot_copied(const struct snapshot *s, size_t i,
  * *run as snapshot_merge_cmp()'s. */
 bool snapshot_is_copy(const struct snapshot *s, size_t i,
 		      const struct snapshot *l, size_t *run);
+/* The end of the run of copies of l's entries that s->v[i] is in, as a
+ * refresh made them (each has its path, and its parents', in l); i when
+ * it is not a copy.  *run as snapshot_merge_cmp()'s. */
+size_t snapshot_copies_end(const struct snapshot *s, size_t i,
+			   const struct snapshot *l, size_t *run);
 /* Whether a read (a refresh, or a full read over s) maps s's store
  * copy-on-write now: s must not be written then, or the read would find
  * the change in the pages it has not written. */

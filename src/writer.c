@@ -1728,14 +1728,17 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 		return 0;
 	/* Sorted by normalize(), what is below a name follows it: only the
 	 * top-level names are looked at, not every entry; those a refresh
-	 * copied from the live record are in it without a search. */
+	 * copied from the live record are in it, and are passed over a run
+	 * of copies at a time (at a million files, not ten thousand
+	 * searches for where a name's entries end). */
 	for (size_t i = 0, next; i < s->n; i = next) {
 		const char *p = s->v[i].path;
 		bool ours;
+		next = trusted ? snapshot_copies_end(s, i, w->live, &run) : i;
+		if (next > i)
+			continue;
 		next = snapshot_subtree_end(s, i);
-		if (strchr(p, '/') ||
-		    (trusted && (snapshot_is_copy(s, i, w->live, &run) ||
-				 snapshot_find(w->live, p))))
+		if (strchr(p, '/') || (trusted && snapshot_find(w->live, p)))
 			continue;
 		int rc = visible_state(w, p, &ours);
 		if (rc == -EEXIST)
