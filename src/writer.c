@@ -59,6 +59,20 @@ enum spare_kind {
 	SPARE_PARTIAL,	/* the same, stopped before it was complete */
 };
 
+/* Per entry of a record, its class (CLS_*, see below). */
+struct classes {
+	uint8_t *v;	/* per entry of the snapshot `id` (0: none) */
+	uint64_t id;
+	uint64_t files; /* its regular files, and their total size */
+	uint64_t bytes;
+};
+
+static void classes_fini(struct classes *c)
+{
+	free(c->v);
+	*c = (struct classes){0};
+}
+
 struct writer {
 	char *path;
 	int dfd;		/* target directory, -1 in a dry run without one */
@@ -136,6 +150,7 @@ struct writer {
 	uint64_t live_seq;	/* the live one's (see struct retired) */
 	uint64_t spare_seq;	/* the spare's */
 	struct pathset *live_changed; /* the live one's */
+	struct classes cls;	/* of `live`, when cls.id is live's */
 };
 
 enum action {
@@ -143,6 +158,19 @@ enum action {
 	ACT_LINK, /* hard-link the unchanged file from the live generation */
 	ACT_COPY, /* stream the file from the source */
 	ACT_KEEP, /* recycled as it was: nothing new to flush */
+};
+
+/* What diff() and same_subtree() need to know of an entry, one byte per
+ * entry of a record, kept with it: at a million entries, reading the
+ * entries themselves (96 bytes and a path each, cold) costs most of a
+ * one-file publish.  A copy of a live entry has the live one's class. */
+enum {
+	CLS_DIR = ACT_DIR,   /* a directory */
+	CLS_LINK = ACT_LINK, /* a file linked forward when it is unchanged */
+	CLS_LOOK = 0x7f,     /* a file to compare by content (racy, or its
+				identity unknown) */
+	CLS_KIND = 0x7f,
+	CLS_OURS = 0x80,     /* recorded_ours() */
 };
 
 struct writer_pending {
@@ -164,6 +192,7 @@ struct writer_pending {
 				    differ from s; NULL: any */
 	struct pathset *changed; /* those in which s differs from the
 				    live generation */
+	struct classes cls;	 /* of s, from diff() */
 };
 
 
@@ -1313,6 +1342,7 @@ void writer_close(struct writer *w)
 	if (w->dfd >= 0)
 		close(w->dfd);
 	snapshot_free(w->live);
+	classes_fini(&w->cls);
 	state_log_fini(&w->slog);
 	free(w->live_gen);
 	free(w->path);
@@ -2191,50 +2221,141 @@ static int diff_file(struct writer *w, struct snapshot *s,
 	return 0;
 }
 
+/* Whether `e` records an entry owned by root or `euid` that nobody else
+ * can write, as fsutil_ours_alone() tells of one looked at. */
+static bool recorded_ours(const struct snap_entry *e, uid_t euid)
+{
+	return !(e->mode & 0022) &&
+	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == euid);
+}
+
+static uint8_t class_of(const struct snap_entry *e, uid_t euid)
+{
+	uint8_t c = e->type == SNAP_DIR ? CLS_DIR
+		    : (e->flags & SNAP_F_RACY) || e->ino == 0 ? CLS_LOOK
+							     : CLS_LINK;
+	return (uint8_t)(c | (recorded_ours(e, euid) ? CLS_OURS : 0));
+}
+
+/* Makes w->cls the classes of the live record, from its entries unless
+ * it is already. */
+static int live_classes(struct writer *w)
+{
+	const struct snapshot *l = w->live;
+	uid_t euid = geteuid();
+
+	if (w->cls.id == l->id && w->cls.v)
+		return 0;
+	classes_fini(&w->cls);
+	if ((w->cls.v = malloc(l->n ? l->n : 1)) == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < l->n; i++) {
+		w->cls.v[i] = class_of(&l->v[i], euid);
+		if (l->v[i].type == SNAP_FILE) {
+			w->cls.files++;
+			w->cls.bytes += l->v[i].size;
+		}
+	}
+	w->cls.id = l->id;
+	return 0;
+}
+
+/* The classes of s, found by diff(), become the live record's once s
+ * is. */
+static void classes_adopt(struct writer *w, struct classes *c)
+{
+	if (w->live == NULL || c->id != w->live->id)
+		return;
+	classes_fini(&w->cls);
+	w->cls = *c;
+	*c = (struct classes){0};
+}
+
 /* From s->v[i] on, the copies of the live record (l->v[j] on) whose
- * action the copy alone tells, given their actions: a directory as it
- * was, a file linked forward, as diff_file() would find them without a
- * look at the live entries, which they equal (see same_copies).  Not a
- * file to compare by content (racy, its inode unknown) nor any file at a
- * full check.  At a million entries, reading the live one of each costs
- * tens of milliseconds a publish.  Returns how many. */
+ * action their class alone tells: a directory as it was, a file linked
+ * forward, as diff_file() would find them without a look at the live
+ * entries, which they equal (see same_copies).  Not a file to compare by
+ * content (CLS_LOOK) nor any file at a full check.  Their entries are
+ * not read: at a million, that costs tens of milliseconds a publish.
+ * Their classes are copied into `cls`.  Returns how many. */
 static size_t copies_known(const struct writer *w, const struct snapshot *s,
 			   size_t i, size_t j, size_t *run, uint8_t *act,
-			   struct writer_result *r)
+			   uint8_t *cls)
 {
 	size_t n = w->same_copies == s->id && !w->verify_live && i < s->n
 			   ? snapshot_copied(s, i, w->live, j, run)
 			   : 0;
 	size_t k = 0;
 
+	memcpy(cls + i, w->cls.v + j, n);
 	for (; k < n; k++) {
-		const struct snap_entry *e = &s->v[i + k];
-		if (e->type == SNAP_DIR) {
-			act[i + k] = ACT_DIR;
-			continue;
-		}
-		if ((e->flags & SNAP_F_RACY) || e->ino == 0)
+		uint8_t c = cls[i + k] & CLS_KIND;
+		if (c == CLS_LOOK)
 			break;
-		act[i + k] = ACT_LINK;
-		r->files++;
-		r->bytes += e->size;
+		act[i + k] = c; /* ACT_DIR or ACT_LINK */
 	}
 	return k;
 }
 
-/* Decides, entry by entry, what the new generation needs; sets *names
- * when a top-level name came or went. */
-static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
-		struct writer_result *r, bool *names, char **err)
+/* Regular files and their bytes, among the entries diff() looked at one
+ * by one. */
+struct tally {
+	uint64_t files, bytes;
+};
+
+static void tally_add(struct tally *t, const struct snap_entry *e)
 {
+	if (e->type == SNAP_FILE) {
+		t->files++;
+		t->bytes += e->size;
+	}
+}
+
+/* What the entry p->s->v[i] needs: added when `o`, its live entry, is
+ * NULL, else compared with it. */
+static int diff_entry(struct writer *w, struct writer_pending *p, size_t i,
+		      const struct snap_entry *o, const struct stat *gen,
+		      struct writer_result *r, char **err)
+{
+	struct snap_entry *e = &p->s->v[i];
+	int rc = 0;
+
+	p->act[i] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
+	if (o == NULL) {
+		p->names |= !strchr(e->path, '/');
+		return note_change(w, r, &r->added, "add", e->path);
+	}
+	bool changed = o->type != e->type || o->mode != e->mode ||
+		       o->uid != e->uid || o->gid != e->gid;
+	bool link = false;
+	if (!changed && e->type == SNAP_FILE)
+		rc = diff_file(w, p->s, e, o, gen, r, &changed, &link, err);
+	if (link)
+		p->act[i] = ACT_LINK;
+	if (rc == 0 && changed)
+		rc = note_change(w, r, &r->changed, "update", e->path);
+	return rc;
+}
+
+/* Decides, entry by entry, what the new generation needs, and p->cls;
+ * sets p->names when a top-level name came or went.  The files of the
+ * copies it does not look at are the live record's, less those of the
+ * live entries it did. */
+static int diff(struct writer *w, struct writer_pending *p,
+		struct writer_result *r, char **err)
+{
+	struct snapshot *s = p->s;
 	const struct snapshot *l = w->live;
+	uint8_t *act = p->act, *cls = p->cls.v;
+	struct tally ts = {0}, tl = {0};
 	size_t i = 0, j = 0, run = 0;
+	uid_t euid = geteuid();
 	struct stat gen;
 	int rc = 0;
 
 	live_owner(w, &gen);
 	while (rc == 0 && (i < s->n || j < l->n)) {
-		size_t k = copies_known(w, s, i, j, &run, act, r);
+		size_t k = copies_known(w, s, i, j, &run, act, cls);
 		i += k;
 		j += k;
 		if (i == s->n && j == l->n)
@@ -2243,34 +2364,24 @@ static int diff(struct writer *w, struct snapshot *s, uint8_t *act,
 			: j == l->n ? -1
 				    : snapshot_merge_cmp(s, i, l, j, &run);
 		if (c > 0) {
-			*names |= !strchr(l->v[j].path, '/');
+			tally_add(&tl, &l->v[j]);
+			p->names |= !strchr(l->v[j].path, '/');
 			rc = note_change(w, r, &r->removed, "remove",
 					 l->v[j++].path);
 			continue;
 		}
-		struct snap_entry *e = &s->v[i++];
-		if (e->type == SNAP_FILE) {
-			r->files++;
-			r->bytes += e->size;
-		}
-		act[i - 1] = e->type == SNAP_DIR ? ACT_DIR : ACT_COPY;
-		if (c < 0) {
-			*names |= !strchr(e->path, '/');
-			rc = note_change(w, r, &r->added, "add", e->path);
-			continue;
-		}
-		const struct snap_entry *o = &l->v[j++];
-		bool changed = o->type != e->type || o->mode != e->mode ||
-			       o->uid != e->uid || o->gid != e->gid;
-		bool link = false;
-		if (!changed && e->type == SNAP_FILE)
-			rc = diff_file(w, s, e, o, &gen, r, &changed, &link,
-				       err);
-		if (link)
-			act[i - 1] = ACT_LINK;
-		if (rc == 0 && changed)
-			rc = note_change(w, r, &r->changed, "update", e->path);
+		rc = diff_entry(w, p, i++, c == 0 ? &l->v[j++] : NULL, &gen,
+				r, err);
+		tally_add(&ts, &s->v[i - 1]);
+		if (c == 0)
+			tally_add(&tl, &l->v[j - 1]);
+		cls[i - 1] = class_of(&s->v[i - 1], euid);
 	}
+	r->files = ts.files + w->cls.files - tl.files;
+	r->bytes = ts.bytes + w->cls.bytes - tl.bytes;
+	p->cls.files = r->files;
+	p->cls.bytes = r->bytes;
+	p->cls.id = s->id;
 	return rc;
 }
 
@@ -2344,6 +2455,7 @@ struct build {
 	const atomic_bool *stop; /* set: a standby stops where it is */
 	uid_t euid;	  /* ours, asked once (a system call each time) */
 	gid_t egid;
+	const uint8_t *cls;	      /* the classes of s's entries */
 	const struct pathset *differ; /* see struct writer_pending */
 	struct pathset *changed;      /* the same */
 	pthread_mutex_t *lock;	      /* guards `changed` when two build */
@@ -2364,8 +2476,7 @@ struct build {
 static bool ours_recorded(const struct build *b, const struct snap_entry *e)
 {
 	/* Per entry: geteuid() each time would cost a system call. */
-	return !(e->mode & 0022) &&
-	       (e->uid == SNAP_NO_ID || e->uid == 0 || e->uid == b->euid);
+	return recorded_ours(e, b->euid);
 }
 
 /* The owner and group the directory or file `e` is to have. */
@@ -3054,13 +3165,6 @@ static int keep_file(struct build *b, size_t i, struct level *p,
 	return remove_entry(b, p, name, e->path);
 }
 
-/* Whether only we or root could have changed the directory `e`
- * records, as dir_ours() tells of one open. */
-static bool dir_only_ours(const struct build *b, const struct snap_entry *e)
-{
-	return e->type == SNAP_DIR && ours_recorded(b, e);
-}
-
 /* Whether the directory s->v[i], in a recycled level `p` that is looked
  * at (a name in it changed), is there as the spare had it: not in differ
  * (a directory that came, went, or changed its mode or owner in any
@@ -3101,25 +3205,17 @@ static size_t same_subtree(struct build *b, size_t i, const struct level *p,
 	 * compared. */
 	size_t j = snapshot_subtree_end(s, i), k, files = 0;
 
-	/* Marked as they are looked at, in one pass over what may be most
-	 * of a million entries; undone in the rare subtree that fails. */
+	/* A byte or two an entry, not the entry (its path, for a
+	 * directory): this may be most of a million. */
 	for (k = i; k < j; k++) {
-		const struct snap_entry *e = &s->v[k];
-		bool dir = e->type == SNAP_DIR;
-		bool ok = dir ? b->act[k] == ACT_DIR && dir_only_ours(b, e) &&
-					!pathset_has(b->differ, e->path)
-			      : b->act[k] == ACT_LINK && only_ours(b, e);
-		if (!ok)
-			break;
-		b->act[k] = ACT_KEEP;
-		files += !dir;
+		uint8_t a = b->act[k];
+		if (!(b->cls[k] & CLS_OURS) ||
+		    !(a == ACT_LINK ||
+		      (a == ACT_DIR && !pathset_has(b->differ, s->v[k].path))))
+			return 0;
+		files += a == ACT_LINK;
 	}
-	if (k < j) {
-		while (k-- > i)
-			b->act[k] = s->v[k].type == SNAP_DIR ? ACT_DIR
-							     : ACT_LINK;
-		return 0;
-	}
+	memset(b->act + i, ACT_KEEP, j - i);
 	b->r->linked += files;
 	return j - i;
 }
@@ -3177,8 +3273,10 @@ static size_t flush_objects(const struct snapshot *s, const uint8_t *act,
 	*reused = false;
 	for (size_t i = 0; i < s->n; i++) {
 		objects += act[i] == ACT_DIR || act[i] == ACT_COPY;
-		*reused |= s->v[i].type == SNAP_FILE &&
-			   (act[i] == ACT_LINK || act[i] == ACT_KEEP);
+		/* The entry is read until one is found, not each time. */
+		*reused = *reused || (s->v[i].type == SNAP_FILE &&
+				      (act[i] == ACT_LINK ||
+				       act[i] == ACT_KEEP));
 	}
 	return objects;
 }
@@ -3455,6 +3553,7 @@ static int build(struct writer *w, struct writer_pending *p,
 		.cap = 16, .checked = w->verify_live,
 		.euid = geteuid(), .egid = getegid(),
 		.differ = p->differ, .changed = p->changed,
+		.cls = p->standby ? w->cls.v : p->cls.v,
 		.standby = p->standby, .stop = stop,
 		.unflushed = p->recycled && p->spare_kind == SPARE_PARTIAL,
 		.left = p->recycled ? p->spare_left : NULL,
@@ -3518,6 +3617,7 @@ static void pending_free(struct writer_pending *p)
 	free(p->gen);
 	free(p->dir);
 	free(p->act);
+	classes_fini(&p->cls);
 	pathset_free(p->differ);
 	pathset_free(p->changed);
 	pathset_free(p->spare_left);
@@ -3992,13 +4092,17 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		p->verify = w->verify_live;
 		rc = prepare_check(w, p->s, &pb, err);
 	}
-	if (rc == 0 && (p->act = calloc(p->s->n ? p->s->n : 1, 1)) == NULL)
+	if (rc == 0 && ((p->act = calloc(p->s->n ? p->s->n : 1, 1)) == NULL ||
+			(p->cls.v = malloc(p->s->n ? p->s->n : 1)) == NULL))
 		rc = -ENOMEM;
 	if (rc == 0)
-		rc = diff(w, p->s, p->act, r, &p->names, err);
+		rc = live_classes(w);
+	if (rc == 0)
+		rc = diff(w, p, r, err);
 	if (rc == 0 && r->added + r->changed + r->removed == 0 && w->live_gen) {
 		rc = prepare_unchanged(w, p->s, r, err);
 		p->s = NULL;
+		classes_adopt(w, &p->cls);
 	} else if (rc == 0 && !w->o.dry_run) {
 		rc = prepare_build(w, p, r, &pb, err);
 		if (rc == 0) {
@@ -4118,6 +4222,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	w->last_commit_ms = now;
 	detach_source(p->s);
 	w->live = p->s;
+	classes_adopt(w, &p->cls);
 	w->live_gen = p->gen;
 	w->live_seq = ++w->seq;
 	w->live_found = false;
@@ -4307,10 +4412,14 @@ int writer_standby(struct writer *w, const atomic_bool *stop, char **err)
 		return log_err_set(err, -EBUSY,
 				   "target %s: the live record is being read",
 				   w->path);
-	if ((p.act = malloc(w->live->n ? w->live->n : 1)) == NULL)
+	if ((p.act = malloc(w->live->n ? w->live->n : 1)) == NULL ||
+	    live_classes(w) < 0) {
+		free(p.act);
 		return -ENOMEM;
+	}
 	for (size_t i = 0; i < w->live->n; i++)
-		p.act[i] = w->live->v[i].type == SNAP_DIR ? ACT_DIR : ACT_LINK;
+		p.act[i] = (w->cls.v[i] & CLS_KIND) == CLS_DIR ? ACT_DIR
+							       : ACT_LINK;
 	int rc = standby_begin(w, &p);
 	uint64_t t0 = clock_us(CLOCK_MONOTONIC);
 	if (rc < 0)

@@ -369,6 +369,25 @@ static void assert_target_holds(const struct snapshot *s, unsigned round)
 	free(data);
 }
 
+/* The files and bytes a publish reports are the walk's, whether it
+ * looked at each entry or took the live record's counts for copies. */
+static void assert_totals(const struct writer_result *r,
+			  const struct snapshot *s, unsigned round)
+{
+	uint64_t files = 0, bytes = 0;
+
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i].type == SNAP_FILE) {
+			files++;
+			bytes += s->v[i].size;
+		}
+	ck_assert_msg(r->files == files && r->bytes == bytes,
+		      "seed %u round %u: %zu files of %llu bytes reported, "
+		      "%llu of %llu walked",
+		      seed_now, round, r->files, (unsigned long long)r->bytes,
+		      (unsigned long long)files, (unsigned long long)bytes);
+}
+
 /* A name in the way in the target: the publish fails until it goes. */
 static void block_target(bool on)
 {
@@ -482,6 +501,7 @@ static void run_rounds(unsigned rounds, bool bulk)
 		if (rc == 0 && !veto) {
 			assert_live_is_a_walk(writer_live(p.w), full, round);
 			assert_target_holds(full, round);
+			assert_totals(&p.res, full, round);
 			nstored += writer_live(p.w)->mem == SNAP_MEM_STORE;
 			/* A full read over the record it replaced. */
 			nover += p.full && writer_live(p.w)->base_id != 0;
