@@ -2247,6 +2247,20 @@ size_t snapshot_subtree_end(const struct snapshot *s, size_t i)
 	return below_end(s, i + 1, dir, strlen(dir));
 }
 
+size_t snapshot_subtree_end_near(const struct snapshot *s, size_t i, size_t n)
+{
+	const char *dir = s->v[i].path;
+	size_t len = strlen(dir), e = i + n;
+
+	/* What is below `dir` follows it at once: e is the end when the
+	 * entry before it is below and e is not. */
+	if (n >= 1 && e <= s->n &&
+	    (n == 1 || under(s->v[e - 1].path, dir, len)) &&
+	    (e == s->n || !under(s->v[e].path, dir, len)))
+		return e;
+	return below_end(s, i + 1, dir, len);
+}
+
 /* prev's entries a directory read again may replace: its own and all
  * below it, [lo, hi). */
 struct span {

@@ -2467,6 +2467,7 @@ struct build {
 	struct level *lv;
 	size_t depth, cap;
 	size_t skip;	  /* entries after the one built, kept unread */
+	size_t subtree_n; /* the entries of the last subtree looked at */
 	char *pbuf;	  /* a path being looked up (see level_join()) */
 	size_t pcap;
 };
@@ -3201,9 +3202,13 @@ static size_t same_subtree(struct build *b, size_t i, const struct level *p,
 
 	if (b->unflushed || !(p->same || dir_as_left(b, i, p, name)))
 		return 0;
-	/* Found by bisection: a million entries are not a million paths
-	 * compared. */
-	size_t j = snapshot_subtree_end(s, i), k, files = 0;
+	/* Found by bisection, tried first where the last one ended: a
+	 * million entries are not a million paths compared, and ten
+	 * thousand directories of one size not a bisection each. */
+	size_t j = snapshot_subtree_end_near(s, i, b->subtree_n), k,
+	       files = 0;
+
+	b->subtree_n = j - i;
 
 	/* A byte or two an entry, not the entry (its path, for a
 	 * directory): this may be most of a million. */

@@ -109,7 +109,8 @@ END_TEST
 
 /* Where what is below each entry ends, against a plain scan: subtrees
  * of every size from none to most of the tree, names that share a prefix
- * ("a", "a.b", "a/b"), and the last entry. */
+ * ("a", "a.b", "a/b"), and the last entry; and the same found from a
+ * guess of every size. */
 START_TEST(test_subtree_end_is_where_the_names_below_end)
 {
 	char name[64];
@@ -134,6 +135,12 @@ START_TEST(test_subtree_end_is_where_the_names_below_end)
 		ck_assert_msg(snapshot_subtree_end(s, i) == end,
 			      "%s: %zu, not %zu", p, snapshot_subtree_end(s, i),
 			      end);
+		/* Whatever the guess, right, too short, too long or past
+		 * the last entry. */
+		for (size_t n = 0; n <= s->n - i + 1; n++)
+			ck_assert_msg(snapshot_subtree_end_near(s, i, n) == end,
+				      "%s, guess %zu: %zu, not %zu", p, n,
+				      snapshot_subtree_end_near(s, i, n), end);
 	}
 	snapshot_free(s);
 }
