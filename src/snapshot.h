@@ -246,8 +246,8 @@ struct snap_entry *snapshot_find(const struct snapshot *s, const char *path);
 /* In a sorted snapshot, the index past entry i and every entry below
  * it. */
 size_t snapshot_subtree_end(const struct snapshot *s, size_t i);
-/* The same, tried first at i + n (n >= 1): two paths compared when that
- * is it, as it often is for siblings of one size. */
+/* The same, tried first at i + n (n == 0: no guess): two paths compared
+ * when that is it, as it often is for siblings of one size. */
 size_t snapshot_subtree_end_near(const struct snapshot *s, size_t i, size_t n);
 /* The same among the first n entries only (which must be sorted). */
 struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,

@@ -2287,13 +2287,15 @@ static size_t copies_known(const struct writer *w, const struct snapshot *s,
 			   : 0;
 	size_t k = 0;
 
-	memcpy(cls + i, w->cls.v + j, n);
 	for (; k < n; k++) {
-		uint8_t c = cls[i + k] & CLS_KIND;
+		uint8_t c = w->cls.v[j + k] & CLS_KIND;
 		if (c == CLS_LOOK)
 			break;
 		act[i + k] = c; /* ACT_DIR or ACT_LINK */
 	}
+	/* Up to the one to compare, not the whole run: a run with many
+	 * such comes back here once for each. */
+	memcpy(cls + i, w->cls.v + j, k);
 	return k;
 }
 
@@ -4068,6 +4070,19 @@ static void live_moved(struct writer *w)
 	w->verify_live = true;
 }
 
+/* diff() of p->s, into the actions and classes it is given here. */
+static int prepare_diff(struct writer *w, struct writer_pending *p,
+			struct writer_result *r, char **err)
+{
+	size_t n = p->s->n ? p->s->n : 1;
+
+	if ((p->act = calloc(n, 1)) == NULL ||
+	    (p->cls.v = malloc(n)) == NULL)
+		return -ENOMEM;
+	int rc = live_classes(w);
+	return rc < 0 ? rc : diff(w, p, r, err);
+}
+
 int writer_prepare(struct writer *w, struct snapshot *s,
 		   struct writer_pending **out, struct writer_result *r,
 		   char **err)
@@ -4097,13 +4112,8 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		p->verify = w->verify_live;
 		rc = prepare_check(w, p->s, &pb, err);
 	}
-	if (rc == 0 && ((p->act = calloc(p->s->n ? p->s->n : 1, 1)) == NULL ||
-			(p->cls.v = malloc(p->s->n ? p->s->n : 1)) == NULL))
-		rc = -ENOMEM;
 	if (rc == 0)
-		rc = live_classes(w);
-	if (rc == 0)
-		rc = diff(w, p, r, err);
+		rc = prepare_diff(w, p, r, err);
 	if (rc == 0 && r->added + r->changed + r->removed == 0 && w->live_gen) {
 		rc = prepare_unchanged(w, p->s, r, err);
 		p->s = NULL;
