@@ -142,6 +142,52 @@ START_TEST(test_a_directory_swapped_after_the_read_is_not_watched)
 }
 END_TEST
 
+/* The directories come in any order, some more than once: each is
+ * watched once, and the same set in another order changes nothing
+ * ("a.b" sorts before "a/b" by bytes, after it in a read; watches are
+ * started by depth, "b" before "a/b"). */
+START_TEST(test_directories_in_any_order_are_watched_once)
+{
+	static const char *rel[] = {"", "a", "a/b", "a/b/c", "a.b", "b"};
+	struct snap_dir read[6], bytes[7], back[6];
+	char *root = tu_path(tmp, "src");
+	struct watch *w = NULL;
+	struct seen seen = {0};
+	struct watch_result r;
+
+	for (size_t i = 0; i < 6; i++) {
+		char *p = tu_path(root, rel[i]);
+		struct stat st;
+		tu_mkdirs(p, 0755);
+		ck_assert_int_eq(stat(p, &st), 0);
+		read[i] = (struct snap_dir){(char *)rel[i], st.st_dev,
+					    st.st_ino};
+		back[5 - i] = read[i];
+		free(p);
+	}
+	/* In byte order, "a" twice. */
+	size_t order[7] = {0, 1, 1, 4, 2, 3, 5};
+	for (size_t i = 0; i < 7; i++)
+		bytes[i] = read[order[i]];
+	ck_assert_int_eq(watch_new(&loop, root, NULL, on_change, &seen, &w), 0);
+	ck_assert_int_eq(watch_update(w, read, 6, &r), 0);
+	ck_assert_uint_eq(r.added, 6);
+	ck_assert_uint_eq(watch_count(w), 6);
+	ck_assert_int_eq(watch_update(w, bytes, 7, &r), 0);
+	ck_assert_uint_eq(r.wanted, 6);
+	ck_assert_uint_eq(r.added, 0);
+	ck_assert_int_eq(watch_update(w, back, 6, &r), 0);
+	ck_assert_uint_eq(r.added, 0);
+	ck_assert_uint_eq(watch_count(w), 6);
+	tu_write(root, "a/b/c/deep", "1", 0644);
+	tu_write(root, "a.b/beside", "1", 0644);
+	run_until(&seen, "beside");
+	run_until(&seen, "deep");
+	close_and_wait(w);
+	free(root);
+}
+END_TEST
+
 START_TEST(test_budget_watches_the_root_then_the_nearest_levels)
 {
 	struct snap_dir dirs[16];
@@ -406,6 +452,7 @@ static Suite *watch_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30); /* past run_until()'s deadline */
 	tcase_add_test(tc, test_a_directory_swapped_after_the_read_is_not_watched);
+	tcase_add_test(tc, test_directories_in_any_order_are_watched_once);
 	tcase_add_test(tc, test_budget_watches_the_root_then_the_nearest_levels);
 	tcase_add_test(tc, test_a_level_that_fits_in_part_goes_in_path_order);
 	tcase_add_test(tc, test_budget_is_shared_and_given_back);
