@@ -2474,14 +2474,6 @@ struct build {
 	size_t pcap;
 };
 
-/* Whether `e` records an entry owned by root or us that nobody else can
- * write, as fsutil_ours_alone() tells of one looked at. */
-static bool ours_recorded(const struct build *b, const struct snap_entry *e)
-{
-	/* Per entry: geteuid() each time would cost a system call. */
-	return recorded_ours(e, b->euid);
-}
-
 /* The owner and group the directory or file `e` is to have. */
 static void owner_of(const struct build *b, const struct snap_entry *e,
 		     uid_t *u, gid_t *g)
@@ -2497,7 +2489,8 @@ static void owner_of(const struct build *b, const struct snap_entry *e,
  * or kept, in a directory whose names nobody else can change either. */
 static bool only_ours(const struct build *b, const struct snap_entry *e)
 {
-	return e->type == SNAP_FILE && ours_recorded(b, e);
+	/* b->euid: geteuid() per entry would cost a system call each. */
+	return e->type == SNAP_FILE && recorded_ours(e, b->euid);
 }
 
 /* Whether a recycled directory holds what the new generation needs

@@ -3840,8 +3840,6 @@ START_TEST(test_a_setgid_target_gives_its_group_to_recycled_ones)
 }
 END_TEST
 
-/* Publishes the source, which must publish, counting the writer's opens
- * of `name`. */
 /* Lets the files written so far age past the window in which a file is
  * racy (written within 50 ms of a read of it, snapshot.c): such a file is
  * compared by content at the next publish, opened by its path, and where
@@ -3869,6 +3867,8 @@ static int publish_counting_opens_r(struct writer *w, const char *name,
 	return atomic_load(&tu_opens);
 }
 
+/* Publishes the source, which must publish, counting the writer's opens
+ * of `name`. */
 static int publish_counting_opens(struct writer *w, const char *name)
 {
 	struct writer_result r = {0};
