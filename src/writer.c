@@ -2435,6 +2435,8 @@ struct level {
 	bool live_ours;	  /* the same, in the live generation */
 	bool same;	  /* recycled and known to hold what the new one
 			     must (see level_same()) */
+	size_t end;	  /* past its last entry (see level_end()), 0: not
+			     known yet */
 	struct stat found; /* as it was before it was taken over (chown,
 			      chmod): who could have put what it holds */
 };
@@ -2470,6 +2472,11 @@ struct build {
 	size_t depth, cap;
 	size_t skip;	  /* entries after the one built, kept unread */
 	size_t subtree_n; /* the entries of the last subtree looked at */
+	size_t to;	  /* past the last entry of this build's range */
+	/* The entries of the directories in `differ`, by index and in
+	 * order (see same_run()); NULL: not known, or none. */
+	size_t *marks;
+	size_t marks_n;
 	char *pbuf;	  /* a path being looked up (see level_join()) */
 	size_t pcap;
 };
@@ -3184,18 +3191,123 @@ static bool dir_as_left(const struct build *b, size_t i, const struct level *p,
 	       fsutil_ours_alone(&st) && (st.st_mode & 07777) == e->mode;
 }
 
+static int size_cmp(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* b->marks made: the directories of b->differ found by path once, so
+ * that same_run() looks at bytes, not at the path of every directory.
+ * Only where a level can be the same (level_same()); NULL when out of
+ * memory, and each directory is then looked up on its own. */
+static void marks_make(struct build *b, bool recycled)
+{
+	const struct pathset *d = b->differ;
+
+	if (!recycled || d == NULL || d->all || b->checked || b->unflushed)
+		return;
+	b->marks = malloc((d->n + 1) * sizeof(*b->marks));
+	if (b->marks == NULL)
+		return;
+	for (size_t k = 0; k < d->n; k++) {
+		const struct snap_entry *e = snapshot_find(b->s, d->v[k]);
+		if (e != NULL)
+			b->marks[b->marks_n++] = (size_t)(e - b->s->v);
+	}
+	qsort(b->marks, b->marks_n, sizeof(*b->marks), size_cmp);
+}
+
+/* The first mark at or past entry i, SIZE_MAX when none is. */
+static size_t mark_from(const struct build *b, size_t i)
+{
+	size_t lo = 0, hi = b->marks_n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->marks[mid] < i)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < b->marks_n ? b->marks[lo] : SIZE_MAX;
+}
+
+/* Past the last entry of the level `l` in this build's range. */
+static size_t level_end(const struct build *b, struct level *l)
+{
+	if (l->idx == LEVEL_ROOT)
+		return b->to; /* the root is each half's */
+	if (l->end == 0)
+		l->end = snapshot_subtree_end(b->s, l->idx);
+	return l->end < b->to ? l->end : b->to;
+}
+
+/* The entry of the level `l`'s child that holds entry k: k itself, or
+ * the directory above it named as l's entry.  SIZE_MAX when out of
+ * memory. */
+static size_t child_holding(const struct build *b, const struct level *l,
+			    size_t k)
+{
+	const char *path = b->s->v[k].path;
+	const char *slash = strchr(path + (l->len ? l->len + 1 : 0), '/');
+
+	if (slash == NULL)
+		return k;
+	char *dir = strndup(path, (size_t)(slash - path));
+	if (dir == NULL)
+		return SIZE_MAX;
+	const struct snap_entry *e = snapshot_find_n(b->s, k, dir);
+	free(dir);
+	return e != NULL ? (size_t)(e - b->s->v) : SIZE_MAX;
+}
+
+/* From entry i on, in a level `p` known to be the same (level_same()),
+ * the children kept whole, as same_subtree() keeps one: every entry in
+ * them a file to link forward or a directory not in differ, and only
+ * ours.  Act and class bytes are scanned across many at once, up to a
+ * directory in differ (a mark) or one that is not so: at the top of a
+ * million files, ten thousand children are not ten thousand subtrees
+ * looked up.  How many entries that is, 0 when i's must be read. */
+static size_t same_run(struct build *b, size_t i, struct level *p)
+{
+	size_t end = level_end(b, p), lim = mark_from(b, i), k, c, files = 0;
+
+	if (lim > end)
+		lim = end;
+	for (k = i; k < lim; k++) {
+		uint8_t a = b->act[k];
+		if (!(b->cls[k] & CLS_OURS) || (a != ACT_LINK && a != ACT_DIR))
+			break;
+	}
+	c = k == end ? end : child_holding(b, p, k);
+	if (c == SIZE_MAX || c <= i)
+		return 0;
+	for (k = i; k < c; k++)
+		files += b->act[k] == ACT_LINK;
+	memset(b->act + i, ACT_KEEP, c - i);
+	b->r->linked += files;
+	return c - i;
+}
+
 /* Entry `i`, a directory in the recycled level `p` that holds what the
  * new generation needs (level_same()), or found there as it was left
  * (dir_as_left()): when no generation since the spare changed anything
  * below it either, and only we or root could have, its entries are kept
  * without opening a directory (at a million files, ten thousand of
- * them, cold on disk); how many that is, 0 when it must be read. */
-static size_t same_subtree(struct build *b, size_t i, const struct level *p,
+ * them, cold on disk); how many that is, 0 when it must be read.  In a
+ * level that is the same, the children after it too (same_run()). */
+static size_t same_subtree(struct build *b, size_t i, struct level *p,
 			   const char *name)
 {
 	const struct snapshot *s = b->s;
 
-	if (b->unflushed || !(p->same || dir_as_left(b, i, p, name)))
+	if (b->unflushed)
+		return 0;
+	if (p->same && b->marks != NULL)
+		return same_run(b, i, p);
+	if (!(p->same || dir_as_left(b, i, p, name)))
 		return 0;
 	/* Found by bisection, tried first where the last one ended: a
 	 * million entries are not a million paths compared, and ten
@@ -3349,6 +3461,7 @@ static int build_range(struct build *b, size_t from, size_t to, size_t *at,
 	size_t i = from;
 	int rc = 0;
 
+	b->to = to;
 	while (i < to && rc == 0) {
 		bool halt = (stop && atomic_load_explicit(
 					     stop, memory_order_relaxed)) ||
@@ -3584,6 +3697,7 @@ static int build(struct writer *w, struct writer_pending *p,
 			    strerror(-rc));
 	}
 	b.lv[0].same = level_same(&b, &b.lv[0]);
+	marks_make(&b, p->recycled);
 	if (rc == 0 && p->recycled && !b.lv[0].same)
 		rc = prune(&b, &b.lv[0]);
 	if (rc == 0)
@@ -3606,6 +3720,7 @@ static int build(struct writer *w, struct writer_pending *p,
 		rc = open_up(w, gfd, gen, all, p->standby ? 0700 : 0755, err);
 out:
 	levels_free(&b, 0);
+	free(b.marks);
 	return rc;
 }
 

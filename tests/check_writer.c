@@ -2230,20 +2230,23 @@ START_TEST(test_racy_copy_is_compared_by_content)
 END_TEST
 
 /* Publishes of refreshes, as the daemon makes them (only the directories
- * changed are read again), after random changes: each leaves the target
- * equal to the source, whether the copies of the live record are racy
- * or settled (every fifth round waits until they are). */
+ * changed are read again), after random changes at two depths (in d3 or
+ * in d3/s1, which then holds what changed while d3 does not): each
+ * leaves the target equal to the source, whether the copies of the live
+ * record are racy or settled (every fifth round waits until they are). */
 START_TEST(test_refresh_publishes_follow_random_changes)
 {
 	const char *env = getenv("ATOMSYNC_SEED");
 	unsigned seed = env ? (unsigned)strtoul(env, NULL, 10)
 			    : (unsigned)time(NULL);
 	unsigned rng = seed;
-	char rel[64], body[96];
+	char rel[64], body[96], dir[16];
 
 	for (int d = 0; d < 5; d++)
 		for (int k = 0; k < 6; k++) {
 			snprintf(rel, sizeof(rel), "d%d/f%d", d, k);
+			tu_write(src, rel, rel, 0644);
+			snprintf(rel, sizeof(rel), "d%d/s%d/f%d", d, k % 2, k);
 			tu_write(src, rel, rel, 0644);
 		}
 	wait_settled(src, rel, 60);
@@ -2251,9 +2254,11 @@ START_TEST(test_refresh_publishes_follow_random_changes)
 	publish_ok(w);
 	for (unsigned round = 0; round < 120; round++) {
 		int d = (int)(rand_r(&rng) % 5), k = (int)(rand_r(&rng) % 8);
-		char dir[8];
-		snprintf(dir, sizeof(dir), "d%d", d);
-		snprintf(rel, sizeof(rel), "d%d/f%d", d, k);
+		if (rand_r(&rng) % 2)
+			snprintf(dir, sizeof(dir), "d%d", d);
+		else
+			snprintf(dir, sizeof(dir), "d%d/s%d", d, k % 2);
+		snprintf(rel, sizeof(rel), "%s/f%d", dir, k);
 		char *f = tu_path(src, rel);
 		switch (rand_r(&rng) % 4) {
 		case 0: /* written anew, of another size or the same */
@@ -2267,7 +2272,7 @@ START_TEST(test_refresh_publishes_follow_random_changes)
 			(void)chmod(f, rand_r(&rng) % 2 ? 0600 : 0755);
 			break;
 		default: /* a new directory, read whole */
-			snprintf(rel, sizeof(rel), "d%d/s%u/g", d, round);
+			snprintf(rel, sizeof(rel), "%s/n%u/g", dir, round);
 			tu_write(src, rel, rel, 0644);
 		}
 		free(f);
@@ -3946,6 +3951,68 @@ START_TEST(test_recycle_builds_a_directory_kept_whole_but_for_one_entry)
 }
 END_TEST
 
+/* In a directory no generation since the spare changed, its children
+ * are kept whole in one run, up to the one that holds what changed (in
+ * b/sub, below b): that one is built, and the run goes on after it;
+ * none is opened (a run that stopped at b/sub itself would leave b kept
+ * unread, and build b/sub at the root). */
+START_TEST(test_recycle_keeps_runs_of_children_whole)
+{
+	struct writer *w = open_recycling_writer();
+	struct writer_result r = {0};
+
+	tu_write(src, "a/f", "a", 0644);
+	tu_write(src, "b/x", "x", 0644);
+	tu_write(src, "b/sub/y", "y", 0644);
+	tu_write(src, "b/t/f", "t", 0644);
+	tu_write(src, "c/f", "c", 0644);
+	tu_write(src, "e/f", "e", 0644);
+	age_past_racy();
+	publish_ok(w);
+	tu_write(src, "c/f", "cc", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS); /* g1 is the spare */
+	tu_write(src, "b/sub/y", "yy", 0644);
+	ck_assert_int_eq(publish_counting_opens_r(w, "t", &r), 0);
+	ASSERT_TREES();
+	/* a/f, b/x, b/t/f and e/f kept, c/f linked from the live one. */
+	ck_assert_uint_eq(r.linked, 5);
+	ck_assert_uint_eq(r.copied, 1);
+	writer_result_fini(&r);
+	writer_close(w);
+}
+END_TEST
+
+/* A run of children kept whole ends with their directory: what comes
+ * after it (c, in a root that changed) is looked at as its own level
+ * has it, here found with another mode in the spare, and given its own
+ * back. */
+START_TEST(test_recycle_run_of_children_ends_with_their_directory)
+{
+	struct writer *w = open_recycling_writer();
+
+	tu_write(src, "top", "1", 0644);
+	tu_write(src, "b/sub/y", "y", 0644);
+	tu_write(src, "b/t/f", "t", 0644);
+	tu_write(src, "c/f", "c", 0644);
+	age_past_racy();
+	publish_ok(w);
+	char *g1 = tu_live(dst);
+	tu_write(src, "top", "22", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS); /* g1 is the spare */
+	char *c = tu_path(dst, g1);
+	char *cc = tu_path(c, "c");
+	ck_assert_int_eq(chmod(cc, 0750), 0);
+	tu_write(src, "top", "333", 0644);
+	tu_write(src, "b/sub/y", "yy", 0644);
+	publish_ok(w);
+	ASSERT_TREES();
+	writer_close(w);
+	free(cc);
+	free(c);
+	free(g1);
+}
+END_TEST
+
 struct stopper {
 	atomic_bool *stop;
 	long us;
@@ -5134,6 +5201,9 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_opens_no_directory_that_did_not_change);
 	tcase_add_test(tc,
 		       test_recycle_builds_a_directory_kept_whole_but_for_one_entry);
+	tcase_add_test(tc, test_recycle_keeps_runs_of_children_whole);
+	tcase_add_test(tc,
+		       test_recycle_run_of_children_ends_with_their_directory);
 	tcase_add_test(tc, test_standby_stopped_anywhere_is_recycled_right);
 	tcase_add_test(tc, test_standby_stopped_is_gone_on_with);
 	tcase_add_test(tc, test_what_a_standby_learns_is_recorded);
