@@ -470,7 +470,11 @@ int status_show(const struct conf_sync *c, FILE *out, bool *ok)
 	print_verdict(out, &v);
 	print_daemon(out, &v);
 	print_error(out, &v);
-	*ok = v.v == V_SAME && !(v.holder > 0 && v.err_rc == 0);
+	/* A daemon on a lock file that is gone is found by a second one
+	 * only through /proc (not from another PID namespace): it needs
+	 * a restart. */
+	*ok = v.v == V_SAME && !(v.holder > 0 && v.err_rc == 0) &&
+	      !v.lock_removed;
 	if (v.dfd >= 0)
 		close(v.dfd);
 	writer_result_fini(&v.r);
