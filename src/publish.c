@@ -241,11 +241,16 @@ static int read_source(struct publish *p, const struct snapshot_opts *so,
 		       bool full, struct snapshot **snap)
 {
 	const struct snapshot *base = writer_live(p->w);
+	/* What is read again as the record holds it stays the record's,
+	 * once given the mode and owner it was published with. */
+	struct snapshot_opts ro = *so;
 	int rc = -ESTALE;
 
+	ro.project = writer_project_entry;
+	ro.project_arg = p->w;
 	if (!full && p->base_live && p->base_extras && !p->dirty.all)
 		rc = snapshot_refresh(base, p->base_extras, p->dirty.dirs,
-				      p->dirty.n, so, snap, &p->err);
+				      p->dirty.n, &ro, snap, &p->err);
 	/* Until this read is what the target holds. */
 	p->base_live = false;
 	p->full = rc == -ESTALE;

@@ -1512,7 +1512,7 @@ static bool over_same(const struct walk *w, const struct snap_entry *o,
 {
 	struct snap_entry p = *c;
 
-	if (w->o->project)
+	if (w->o && w->o->project)
 		w->o->project(w->o->project_arg, &p);
 	return o->pooled && o->src == NULL && o->data == NULL &&
 	       p.src == NULL && p.data == NULL && o->type == p.type &&
@@ -2379,15 +2379,43 @@ struct merge {
 	const char *cut; /* a directory of prev dropped with all below it */
 	size_t cutlen;
 	enum keep keep;
+	bool same_next; /* prev's next entry was read again as it holds
+			   it: kept (merge_spanned()) */
 };
 
-/* Adds what was read again that sorts before prev's entry `i`. */
-static void merge_fresh(struct merge *m, size_t i)
+/* What was read again of prev's entry `i`, found as prev holds it,
+ * dropped for prev's own: its path no longer counts. */
+static void merge_fresh_drop(struct merge *m, struct snap_entry *e)
 {
+	struct snapshot *s = m->r->w.s;
+	uint64_t len = strlen(e->path) + 1;
+
+	s->path_bytes -= len < s->path_bytes ? len : s->path_bytes;
+	if (e->pooled)
+		s->pool_used -= len < s->pool_used ? len : s->pool_used;
+	snapshot_entry_fini(e);
+	m->same_next = true;
+}
+
+/* Adds what was read again that sorts before prev's entry `i`.  In a
+ * span (`paired`, with merge_spanned() of `i` next), what is found just
+ * as prev's entry `i` holds it is not added: prev's is kept in its
+ * place, with what the writer learned of it, and in a view not even
+ * written (a top-level directory read again among ten thousand is not
+ * ten thousand pages copied). */
+static void merge_fresh(struct merge *m, size_t i, bool paired)
+{
+	const struct snapshot *prev = m->r->w.prev;
 	struct snapshot *s = m->r->w.s;
 
 	for (; m->next < m->nfresh && m->at[m->next] <= i; m->next++) {
-		const struct snap_entry *e = &m->fresh[m->next];
+		struct snap_entry *e = &m->fresh[m->next];
+		if (paired && m->at[m->next] == i &&
+		    strcmp(prev->v[i].path, e->path) == 0 &&
+		    over_same(&m->r->w, &prev->v[i], e)) {
+			merge_fresh_drop(m, e);
+			continue;
+		}
 		if (e->type == SNAP_DIR &&
 		    array_grow(&m->r->dirs_new, &m->r->newcap, m->r->nnew,
 			       sizeof(*m->r->dirs_new)) == 0)
@@ -2400,22 +2428,25 @@ static void merge_fresh(struct merge *m, size_t i)
 }
 
 /* prev's entry `e`, in a span: kept unless read again (or below a
- * subdirectory read again in full); 1 when kept. */
+ * subdirectory read again in full) and found otherwise; 1 when kept. */
 static int merge_spanned(struct merge *m, const struct snap_entry *e)
 {
 	struct refresh *r = m->r;
-	bool cut_dir;
+	bool cut_dir, same = m->same_next;
 
+	m->same_next = false;
 	if (m->cut && under(e->path, m->cut, m->cutlen))
-		return 0;
+		return same;
 	m->cut = NULL;
 	if (!refresh_replaced(r, e->path, e->type, &cut_dir))
 		return 1;
 	if (!cut_dir)
-		return 0;
+		return same;
+	/* What is below it was read again, even when it is kept. */
 	m->cut = e->path;
 	m->cutlen = strlen(e->path);
-	return push_str(&r->cuts, &r->ncuts, &r->cutcap, (char *)e->path);
+	int rc = push_str(&r->cuts, &r->ncuts, &r->cutcap, (char *)e->path);
+	return rc < 0 ? rc : same;
 }
 
 /* prev's entry `e`, replaced or gone: neither its path nor its bytes
@@ -2474,7 +2505,7 @@ static int merge_keep(struct merge *m, size_t i, size_t n)
 static int merge_unspanned(struct merge *m, size_t i, size_t end)
 {
 	while (i < end) {
-		merge_fresh(m, i);
+		merge_fresh(m, i, false);
 		size_t to = m->next < m->nfresh && m->at[m->next] < end
 				    ? m->at[m->next]
 				    : end;
@@ -2499,7 +2530,7 @@ static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 		if (merge_unspanned(m, i, lo) < 0)
 			return -ENOMEM;
 		for (i = lo; j < nsp && i < sp[j].hi; i++) {
-			merge_fresh(m, i);
+			merge_fresh(m, i, true);
 			int rc = merge_spanned(m, &prev->v[i]);
 			if (rc < 0)
 				return rc;
@@ -2511,7 +2542,7 @@ static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 				return rc;
 		}
 	}
-	merge_fresh(m, SIZE_MAX);
+	merge_fresh(m, SIZE_MAX, false);
 	return 0;
 }
 

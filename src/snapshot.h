@@ -144,7 +144,8 @@ struct snapshot_opts {
 	 * given it its mode and owner, is that entry, and stays where it is
 	 * in a copy-on-write view of the record (noted as a run, as in a
 	 * refresh).  NULL, or a record not in a store: an array of its
-	 * own. */
+	 * own.  A refresh keeps the record's entry of what it reads again
+	 * and finds the same, by `project` too. */
 	const struct snapshot *over;
 	void (*project)(const void *arg, struct snap_entry *e);
 	const void *project_arg;

@@ -1543,6 +1543,79 @@ START_TEST(test_refresh_opens_no_subdirectory_found_as_it_was)
 }
 END_TEST
 
+/* A snapshot of src in which no file is racy any longer: their times
+ * alone tell them unchanged from now on. */
+static struct snapshot *take_settled(void)
+{
+	long long deadline = tu_now_ms() + 10000;
+
+	for (;;) {
+		struct snapshot *s = take(SNAP_LINKS_INSIDE);
+		bool racy = false;
+		for (size_t i = 0; i < s->n; i++)
+			racy |= (s->v[i].flags & SNAP_F_RACY) != 0;
+		if (!racy)
+			return s;
+		snapshot_free(s);
+		ck_assert_msg(tu_now_ms() < deadline, "files still racy");
+		tu_nap(10);
+	}
+}
+
+/* What a refresh reads again and finds as the record holds it (once
+ * given the mode and owner it was published with) stays the record's
+ * entry, with what was learned of it: at the top of a big tree, a file
+ * changed beside ten thousand directories is not ten thousand entries
+ * written anew.  What changed is read as it is: top, a's mode, and b
+ * and what was added to it (but b/f, read again and found as it
+ * was). */
+START_TEST(test_refresh_keeps_what_it_finds_as_the_record_holds_it)
+{
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE,
+				  .project = test_project};
+	char *err = NULL, *dirs[] = {"", "b"}, *a = tu_path(src, "a");
+	const char *anew[] = {"top", "a", "b", "b/g"};
+
+	tu_write_deep(src, "a/f", "x");
+	tu_write_deep(src, "b/f", "x");
+	tu_write(src, "top", "1", 0644);
+	tu_write(src, "u", "1", 0644);
+	struct snapshot *prev = take_settled(), *inc = NULL;
+	snapshot_sort(prev);
+	project_new(prev, NULL);
+	learn_inodes(prev);
+	tu_write(src, "top", "22", 0644);
+	ck_assert_int_eq(chmod(a, 0700), 0);
+	tu_write(src, "b/g", "y", 0644);
+	ck_assert_int_eq(snapshot_refresh(prev, NULL, dirs, 2, &o, &inc, &err),
+			 0);
+	ck_assert_uint_eq(inc->n, prev->n + 1);
+	size_t run = 0;
+	for (size_t i = 0; i < inc->n; i++) {
+		const struct snap_entry *e = &inc->v[i];
+		bool read = false;
+		for (size_t k = 0; k < sizeof(anew) / sizeof(*anew); k++)
+			read |= strcmp(e->path, anew[k]) == 0;
+		ck_assert_msg(snapshot_is_copy(inc, i, prev, &run) != read,
+			      "%s %s", e->path, read ? "kept" : "read anew");
+		/* Only a copy carries what was learned. */
+		ck_assert_msg(e->type != SNAP_FILE || (e->t_ino != 0) != read,
+			      "%s: inode %llu", e->path,
+			      (unsigned long long)e->t_ino);
+	}
+	ck_assert_uint_eq(must_find(inc, "top")->size, 2);
+	ck_assert_uint_eq(must_find(inc, "a")->mode, 0700);
+	struct snapshot *full = take(SNAP_LINKS_INSIDE);
+	project_new(full, NULL);
+	project_new(inc, prev);
+	assert_same_snapshot(inc, full, 0);
+	snapshot_free(full);
+	snapshot_free(inc);
+	snapshot_free(prev);
+	free(a);
+}
+END_TEST
+
 /* A walk says what it guarantees, for the writer to skip checking it;
  * an entry added by hand takes that back. */
 START_TEST(test_walk_tells_what_it_guarantees)
@@ -1713,6 +1786,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_refresh_equals_a_full_walk_after_random_changes);
 	tcase_add_test(tc, test_refresh_reads_only_the_directories_that_changed);
 	tcase_add_test(tc, test_refresh_opens_no_subdirectory_found_as_it_was);
+	tcase_add_test(tc, test_refresh_keeps_what_it_finds_as_the_record_holds_it);
 	tcase_add_test(tc, test_refresh_refuses_what_it_cannot_be_sure_of);
 	tcase_add_test(tc, test_walk_tells_what_it_guarantees);
 	tcase_add_test(tc, test_entry_moved_between_snapshots_keeps_its_path);
