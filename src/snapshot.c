@@ -2289,6 +2289,34 @@ static size_t lower_bound(const struct snapshot *prev, const char *path)
 	return lo;
 }
 
+/* lower_bound() of `path` where every entry before `from` sorts before
+ * it, tried first `step` on from there: the entries read again of one
+ * directory are often as far apart in prev as the last two were (ten
+ * thousand top-level directories of one size), and a guess that holds
+ * is two paths compared, not a bisection of a million. */
+static size_t lower_bound_near(const struct snapshot *prev, const char *path,
+			       size_t from, size_t step)
+{
+	size_t lo = from, hi = prev->n, g = from + step;
+
+	if (step > 0 && g < prev->n) {
+		if (snapshot_path_cmp(prev->v[g].path, path) < 0)
+			lo = g + 1;
+		else if (snapshot_path_cmp(prev->v[g - 1].path, path) < 0)
+			return g;
+		else
+			hi = g - 1;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (snapshot_path_cmp(prev->v[mid].path, path) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* The span of `dir` in prev, which is sorted: `dir` and what is below
  * it follow one another there. */
 static struct span dir_span(const struct snapshot *prev, const char *dir)
@@ -2381,6 +2409,7 @@ struct merge {
 	enum keep keep;
 	bool same_next; /* prev's next entry was read again as it holds
 			   it: kept (merge_spanned()) */
+	size_t sub; /* entries below the last directory kept whole */
 };
 
 /* What was read again of prev's entry `i`, found as prev holds it,
@@ -2516,6 +2545,69 @@ static int merge_unspanned(struct merge *m, size_t i, size_t end)
 	return 0;
 }
 
+/* Whether `dir` (of length `len`) or a directory below it was read
+ * again. */
+static bool done_at_or_below(const struct refresh *r, const char *dir,
+			     size_t len)
+{
+	size_t lo = 0, hi = r->ndone;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(r->done[mid], dir) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	/* "dir-x" and "dir.x" sort between "dir" and "dir/x". */
+	for (; lo < r->ndone && strncmp(r->done[lo], dir, len) == 0; lo++)
+		if (r->done[lo][len] == '\0' || r->done[lo][len] == '/')
+			return true;
+	return false;
+}
+
+/* Past prev's entries below the directory prev->v[i], `dir`: tried
+ * first where the last one's ended, as siblings are often of one size. */
+static size_t merge_below_end(struct merge *m, size_t i, const char *dir,
+			      size_t len)
+{
+	const struct snapshot *prev = m->r->w.prev;
+	size_t g = i + 1 + m->sub, end;
+
+	if (m->sub > 0 && g <= prev->n &&
+	    under(prev->v[g - 1].path, dir, len) &&
+	    (g == prev->n || !under(prev->v[g].path, dir, len)))
+		end = g;
+	else
+		end = below_end(prev, i + 1, dir, len);
+	m->sub = end - i - 1;
+	return end;
+}
+
+/* How many of prev's entries from `i` (kept, in a span that ends at
+ * `hi`) are kept at once: 1, or a directory kept as it was with all
+ * below it when nothing there was read again.  Each of those would be
+ * kept on its own: beside a file changed at the top of a million files,
+ * that is a million entries (and their paths) not looked at. */
+static size_t merge_kept_whole(struct merge *m, size_t i, size_t hi)
+{
+	const struct snap_entry *e = &m->r->w.prev->v[i];
+	size_t len, end;
+
+	if (e->type != SNAP_DIR || m->cut != NULL)
+		return 1; /* not one, or below one read again whole */
+	len = strlen(e->path);
+	if (done_at_or_below(m->r, e->path, len))
+		return 1;
+	end = merge_below_end(m, i, e->path, len);
+	if (end > hi)
+		end = hi;
+	/* Nothing read again goes in between (by the above, nothing can). */
+	if (m->next < m->nfresh && m->at[m->next] < end)
+		end = m->at[m->next];
+	return end > i ? end - i : 1;
+}
+
 /* prev's entries that were not read again, and those that were, merged
  * in path order in one pass: only prev's entries in the span of a
  * directory read again are looked at one by one, the rest kept a range
@@ -2529,17 +2621,19 @@ static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 		size_t lo = j < nsp ? sp[j].lo : prev->n;
 		if (merge_unspanned(m, i, lo) < 0)
 			return -ENOMEM;
-		for (i = lo; j < nsp && i < sp[j].hi; i++) {
+		for (i = lo; j < nsp && i < sp[j].hi;) {
 			merge_fresh(m, i, true);
 			int rc = merge_spanned(m, &prev->v[i]);
 			if (rc < 0)
 				return rc;
+			size_t n = rc == 0 ? 1 : merge_kept_whole(m, i, sp[j].hi);
 			if (rc == 0)
 				rc = merge_dropped(m, &prev->v[i]);
 			else
-				rc = merge_keep(m, i, 1);
+				rc = merge_keep(m, i, n);
 			if (rc < 0)
 				return rc;
+			i += n;
 		}
 	}
 	merge_fresh(m, SIZE_MAX, false);
@@ -2592,8 +2686,11 @@ static int refresh_keep_entries(struct refresh *r)
 				       sizeof(*m.at))) == NULL ||
 			(sp = refresh_spans(r, &nsp)) == NULL))
 		rc = -ENOMEM;
-	for (size_t i = 0; rc == 0 && i < m.nfresh; i++)
-		m.at[i] = lower_bound(prev, m.fresh[i].path);
+	for (size_t i = 0, from = 0; rc == 0 && i < m.nfresh; i++) {
+		m.at[i] = lower_bound_near(prev, m.fresh[i].path, from,
+					   i > 1 ? m.at[i - 1] - m.at[i - 2] : 0);
+		from = m.at[i];
+	}
 	/* Less what the merge drops, and with what it adds. */
 	s->bytes = prev->bytes;
 	s->path_bytes += prev->path_bytes;
