@@ -83,6 +83,7 @@ struct walk {
 	 * it reads (for loops), and the subdirectories it did not enter
 	 * because they are the same as in prev. */
 	const struct snapshot *prev;
+	struct snap_cursor prev_cur; /* where in prev the last was found */
 	struct snap_dir *above;
 	size_t nabove;
 	char **kept;
@@ -819,6 +820,53 @@ struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 			hi = mid;
 	}
 	return NULL;
+}
+
+/* The first entry of `prev` that does not sort before `path`, where every
+ * entry before `from` does, tried first `step` on from there: the entries read again of one
+ * directory are often as far apart in prev as the last two were (ten
+ * thousand top-level directories of one size), and a guess that holds
+ * is two paths compared, not a bisection of a million. */
+static size_t lower_bound_near(const struct snapshot *prev, const char *path,
+			       size_t from, size_t step)
+{
+	size_t lo = from, hi = prev->n, g = from + step;
+
+	if (step > 0 && g < prev->n) {
+		if (snapshot_path_cmp(prev->v[g].path, path) < 0)
+			lo = g + 1;
+		else if (snapshot_path_cmp(prev->v[g - 1].path, path) < 0)
+			return g;
+		else
+			hi = g - 1;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (snapshot_path_cmp(prev->v[mid].path, path) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct snap_entry *snapshot_find_next(const struct snapshot *s,
+				      const char *path, struct snap_cursor *c)
+{
+	size_t from = c->at;
+
+	/* Not past the last one asked: from the start. */
+	if (from > s->n ||
+	    (from > 0 && snapshot_path_cmp(s->v[from - 1].path, path) >= 0)) {
+		from = 0;
+		c->step = 0;
+	}
+	size_t at = lower_bound_near(s, path, from, c->step);
+	bool found = at < s->n && strcmp(s->v[at].path, path) == 0;
+
+	c->step = at - from;
+	c->at = at + found;
+	return found ? &s->v[at] : NULL;
 }
 
 void snapshot_mark_racy(struct snap_entry *e, const struct timespec *seen)
@@ -1651,11 +1699,14 @@ static int open_dir(struct walk *w, const struct frame *f, const char *name,
 
 /* prev's entry for the directory `path` when it is the one found (dev,
  * ino), reached as it was (no link followed): NULL when it is not. */
-static const struct snap_entry *prev_dir(const struct walk *w,
-					 const char *path, unsigned flags,
-					 uint64_t dev, uint64_t ino)
+static const struct snap_entry *prev_dir(struct walk *w, const char *path,
+					 unsigned flags, uint64_t dev,
+					 uint64_t ino)
 {
-	const struct snap_entry *e = flags ? NULL : snapshot_find(w->prev, path);
+	/* Names come in order: ten thousand subdirectories of the root
+	 * are not ten thousand bisections of a million entries. */
+	const struct snap_entry *e =
+		flags ? NULL : snapshot_find_next(w->prev, path, &w->prev_cur);
 
 	if (e && e->type == SNAP_DIR && e->flags == 0 && e->src == NULL &&
 	    e->dev == dev && e->ino == ino)
@@ -1683,7 +1734,7 @@ static int keep_path(struct walk *w, char **cpath)
  * opened 10,000 times.  One that a security module or a FUSE server
  * refuses to open from now on, without a change to it, keeps what prev
  * read of it until the next full read, which reports it. */
-static bool same_unopened(const struct walk *w, const char *cpath,
+static bool same_unopened(struct walk *w, const char *cpath,
 			  const struct found *fd)
 {
 	if (w->depth != 1 || w->prev == NULL || fd->linked)
@@ -1822,7 +1873,7 @@ out:
 /* A refresh does not enter a subdirectory of a directory it re-reads
  * when prev has the same directory there: what is in it is prev's, or
  * re-read on its own when it changed. */
-static bool same_as_before(const struct walk *w, const struct frame *c)
+static bool same_as_before(struct walk *w, const struct frame *c)
 {
 	return prev_dir(w, c->path, c->flags, c->dev, c->ino) != NULL;
 }
@@ -2277,44 +2328,7 @@ static int cmp_span(const void *a, const void *b)
 /* The first of prev's entries that does not sort before `path`. */
 static size_t lower_bound(const struct snapshot *prev, const char *path)
 {
-	size_t lo = 0, hi = prev->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (snapshot_path_cmp(prev->v[mid].path, path) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/* lower_bound() of `path` where every entry before `from` sorts before
- * it, tried first `step` on from there: the entries read again of one
- * directory are often as far apart in prev as the last two were (ten
- * thousand top-level directories of one size), and a guess that holds
- * is two paths compared, not a bisection of a million. */
-static size_t lower_bound_near(const struct snapshot *prev, const char *path,
-			       size_t from, size_t step)
-{
-	size_t lo = from, hi = prev->n, g = from + step;
-
-	if (step > 0 && g < prev->n) {
-		if (snapshot_path_cmp(prev->v[g].path, path) < 0)
-			lo = g + 1;
-		else if (snapshot_path_cmp(prev->v[g - 1].path, path) < 0)
-			return g;
-		else
-			hi = g - 1;
-	}
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (snapshot_path_cmp(prev->v[mid].path, path) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return lower_bound_near(prev, path, 0, 0);
 }
 
 /* The span of `dir` in prev, which is sorted: `dir` and what is below

@@ -253,6 +253,16 @@ size_t snapshot_subtree_end_near(const struct snapshot *s, size_t i, size_t n);
 /* The same among the first n entries only (which must be sorted). */
 struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 				   const char *path);
+/* snapshot_find() of paths asked in order (the names of one directory,
+ * say): each is looked for from where the last one was, first as far on
+ * as that was from the one before it (two paths compared where the
+ * directories between are of one size).  Asked out of order, it looks
+ * from the start.  A cursor starts zeroed. */
+struct snap_cursor {
+	size_t at, step;
+};
+struct snap_entry *snapshot_find_next(const struct snapshot *s,
+				      const char *path, struct snap_cursor *c);
 void snapshot_free(struct snapshot *s);
 /* Which entries of a refresh are byte for byte those of the record it
  * views, at the same index, known without reading either: the pages

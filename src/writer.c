@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "clock.h"
 #include "flush.h"
 #include "fsutil.h"
@@ -2922,8 +2923,62 @@ static int prune_listed(struct build *b, struct level *l,
 	return rc;
 }
 
+/* A name of a directory, as read. */
+struct dname {
+	char *name;
+	uint64_t ino;
+	unsigned char type;
+};
+
+static int dname_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct dname *)a)->name,
+		      ((const struct dname *)b)->name);
+}
+
+static void dnames_free(struct dname *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+/* The names in the directory `d` but "." and "..", with their inode and
+ * type, sorted as its entries are in a snapshot (names hold no '/'). */
+static int dnames_read(DIR *d, struct dname **out, size_t *n)
+{
+	struct dname *v = NULL;
+	struct dirent *de;
+	size_t cap = 0, k = 0;
+
+	for (errno = 0; (de = readdir(d)) != NULL; errno = 0) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (array_grow(&v, &cap, k, sizeof(*v)) < 0 ||
+		    (v[k].name = strdup(de->d_name)) == NULL) {
+			dnames_free(v, k);
+			return -ENOMEM;
+		}
+		v[k].ino = (uint64_t)de->d_ino;
+		v[k++].type = de->d_type;
+	}
+	if (errno != 0) {
+		int rc = -errno;
+		dnames_free(v, k);
+		return rc;
+	}
+	if (k > 1)
+		qsort(v, k, sizeof(*v), dname_cmp);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
 /* Removes the names of a recycled directory that the snapshot does not
- * hold, and keeps what keep_known() can tell is as it must be. */
+ * hold, and keeps what keep_known() can tell is as it must be.  The
+ * names are looked up in order (snapshot_find_next()): a root of ten
+ * thousand directories is not ten thousand bisections of a million
+ * entries. */
 static int prune(struct build *b, struct level *l)
 {
 	const struct listing_dir *ld = listed(b, l);
@@ -2932,27 +2987,27 @@ static int prune(struct build *b, struct level *l)
 		return prune_listed(b, l, ld);
 	int fd = openat(l->nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	struct dirent *de;
-	int rc = 0;
+	struct dname *v = NULL;
+	size_t n = 0;
+	int rc = d ? dnames_read(d, &v, &n) : -errno;
 
-	if (d == NULL) {
-		rc = -errno;
-		if (fd >= 0)
-			close(fd);
+	if (d)
+		closedir(d);
+	else if (fd >= 0)
+		close(fd);
+	if (rc < 0)
 		return log_err_set(b->err, rc, "target %s: reading %s: %s",
 				   b->w->path, l->len ? l->path : ".",
 				   strerror(-rc));
-	}
-	while (rc == 0 && (de = readdir(d)) != NULL) {
-		const char *n = de->d_name;
-		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
-			continue;
-		const char *path = level_join(b, l, n);
-		rc = path ? prune_name(b, l, n, snapshot_find(b->s, path),
-				       (uint64_t)de->d_ino, de->d_type)
+	struct snap_cursor cur = {0};
+	for (size_t k = 0; rc == 0 && k < n; k++) {
+		const char *path = level_join(b, l, v[k].name);
+		rc = path ? prune_name(b, l, v[k].name,
+				       snapshot_find_next(b->s, path, &cur),
+				       v[k].ino, v[k].type)
 			  : -ENOMEM;
 	}
-	closedir(d);
+	dnames_free(v, n);
 	return rc;
 }
 

@@ -146,6 +146,48 @@ START_TEST(test_subtree_end_is_where_the_names_below_end)
 }
 END_TEST
 
+/* snapshot_find_next() finds what snapshot_find() does, whatever was
+ * asked before: each path in order, paths that are not there (between
+ * "a", "a.b" and "a/b"), and every path after every pair of others (a
+ * step right, short, long, backwards or past the end). */
+START_TEST(test_find_next_finds_what_find_does)
+{
+	char name[64];
+	tu_write(src, "a.b", "1", 0644);
+	tu_write(src, "a/b/c", "2", 0644);
+	for (int d = 0; d < 6; d++)
+		for (int f = 0; f < (1 << d); f++) {
+			snprintf(name, sizeof(name), "d%d/f%02d", d, f);
+			tu_write(src, name, "x", 0644);
+		}
+	struct snapshot *s = take(SNAP_LINKS_INSIDE);
+	snapshot_sort(s);
+	struct snap_cursor c = {0};
+	const char *missing[] = {"", "0", "a-", "a.a", "a.c", "a/a", "a/b/b",
+				 "d3/f", "d5/f99", "zz"};
+
+	for (size_t i = 0; i < s->n; i++)
+		ck_assert_ptr_eq(snapshot_find_next(s, s->v[i].path, &c),
+				 &s->v[i]);
+	for (size_t k = 0; k < sizeof(missing) / sizeof(*missing); k++) {
+		ck_assert_ptr_null(snapshot_find_next(s, missing[k], &c));
+		c = (struct snap_cursor){0};
+		ck_assert_ptr_null(snapshot_find_next(s, missing[k], &c));
+	}
+	for (size_t i = 0; i < s->n; i++)
+		for (size_t j = 0; j < s->n; j++)
+			for (size_t k = 0; k < s->n; k += 7) {
+				c = (struct snap_cursor){0};
+				(void)snapshot_find_next(s, s->v[i].path, &c);
+				(void)snapshot_find_next(s, s->v[j].path, &c);
+				ck_assert_ptr_eq(
+					snapshot_find_next(s, s->v[k].path, &c),
+					&s->v[k]);
+			}
+	snapshot_free(s);
+}
+END_TEST
+
 /* A directory far larger than one read of its entries. */
 START_TEST(test_large_directory_is_read_whole)
 {
@@ -1754,6 +1796,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_extras_are_taken_apart_from_the_entries);
 	tcase_add_test(tc, test_walk_is_sorted_with_dirs_before_children);
 	tcase_add_test(tc, test_subtree_end_is_where_the_names_below_end);
+	tcase_add_test(tc, test_find_next_finds_what_find_does);
 	tcase_add_test(tc, test_large_directory_is_read_whole);
 	tcase_add_test(tc, test_expected_size_is_reserved_and_trimmed);
 	tcase_add_test(tc, test_reserved_names_are_skipped_dotfiles_kept);
