@@ -2624,7 +2624,8 @@ static size_t merge_kept_whole(struct merge *m, size_t i, size_t hi)
 
 /* prev's entries that were not read again, and those that were, merged
  * in path order in one pass: only prev's entries in the span of a
- * directory read again are looked at one by one, the rest kept a range
+ * directory read again are looked at one by one (but what is below a
+ * directory kept whole, see merge_kept_whole()), the rest kept a range
  * at a time (and in a view, where it already is, not even touched). */
 static int merge_run(struct merge *m, const struct span *sp, size_t nsp)
 {
