@@ -2559,25 +2559,33 @@ static int merge_unspanned(struct merge *m, size_t i, size_t end)
 	return 0;
 }
 
+/* strcmp() of `d` with `dir` (of length `len`) followed by a '/'. */
+static int cmp_below(const char *d, const char *dir, size_t len)
+{
+	int c = strncmp(d, dir, len);
+
+	return c != 0 ? c : (int)(unsigned char)d[len] - '/';
+}
+
 /* Whether `dir` (of length `len`) or a directory below it was read
- * again. */
+ * again: `dir` itself, or the first that sorts from "dir/" on starts
+ * so ("dir-x" and "dir.x" sort between "dir" and "dir/x"). */
 static bool done_at_or_below(const struct refresh *r, const char *dir,
 			     size_t len)
 {
 	size_t lo = 0, hi = r->ndone;
 
+	if (in_set(r->done, r->ndone, dir, len))
+		return true;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (strcmp(r->done[mid], dir) < 0)
+		if (cmp_below(r->done[mid], dir, len) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	/* "dir-x" and "dir.x" sort between "dir" and "dir/x". */
-	for (; lo < r->ndone && strncmp(r->done[lo], dir, len) == 0; lo++)
-		if (r->done[lo][len] == '\0' || r->done[lo][len] == '/')
-			return true;
-	return false;
+	return lo < r->ndone && strncmp(r->done[lo], dir, len) == 0 &&
+	       r->done[lo][len] == '/';
 }
 
 /* Past prev's entries below the directory prev->v[i], `dir`: tried
