@@ -105,33 +105,17 @@ static int queue_subdirs(const struct listing *l, const struct listing_dir *d,
 	return 0;
 }
 
-/* Reads the directory open as `fd` (which it closes) into l as `path`
- * (which it takes): 0, 1 when that would pass `max` names (nothing of it
- * is kept then), or a negative errno.  One that another user can change
- * is left out, with all below it: a listing of it could not be trusted
- * once read, and its owner could make it a chain of directories as deep
- * as the bound allows. */
-static int read_dir(struct listing *l, int fd, char *path, size_t max,
-		    struct pending *todo)
+/* Lists the names of `d` (but "." and "..") in l as the directory
+ * `path` (which it takes) that `st` describes, sorted: 0, 1 when that
+ * would pass `max` names (nothing of it is kept then), or a negative
+ * errno. */
+static int list_names(struct listing *l, DIR *d, char *path,
+		      const struct stat *st, size_t max)
 {
-	struct stat st;
-	bool ours = fstat(fd, &st) == 0 && fsutil_ours_alone(&st);
-	DIR *d = ours ? fdopendir(fd) : NULL;
 	size_t first = l->nnames, pool = l->pool_len;
 	struct dirent *de;
 	int rc = 0;
 
-	if (!ours) {
-		close(fd);
-		free(path);
-		return 0;
-	}
-	if (d == NULL) {
-		rc = -errno;
-		close(fd);
-		free(path);
-		return rc;
-	}
 	while (rc == 0) {
 		errno = 0;
 		if ((de = readdir(d)) == NULL) {
@@ -149,18 +133,48 @@ static int read_dir(struct listing *l, int fd, char *path, size_t max,
 		l->nnames = first;
 		l->pool_len = pool;
 		free(path);
-	} else {
-		struct listing_dir *ld = &l->dirs[l->ndirs++];
-		*ld = (struct listing_dir){
-			.path = path, .dev = (uint64_t)st.st_dev,
-			.ino = (uint64_t)st.st_ino, .first = first,
-			.n = l->nnames - first,
-		};
-		if (ld->n > 1)
-			qsort_r(l->names + first, ld->n, sizeof(*l->names),
-				name_cmp, l->pool);
-		rc = queue_subdirs(l, ld, dirfd(d), todo);
+		return rc;
 	}
+	struct listing_dir *ld = &l->dirs[l->ndirs++];
+	*ld = (struct listing_dir){
+		.path = path, .dev = (uint64_t)st->st_dev,
+		.ino = (uint64_t)st->st_ino, .first = first,
+		.n = l->nnames - first,
+	};
+	if (ld->n > 1)
+		qsort_r(l->names + first, ld->n, sizeof(*l->names), name_cmp,
+			l->pool);
+	return 0;
+}
+
+/* Reads the directory open as `fd` (which it closes) into l as `path`
+ * (which it takes): 0, 1 when that would pass `max` names (nothing of it
+ * is kept then), or a negative errno.  One that another user can change
+ * is left out, with all below it: a listing of it could not be trusted
+ * once read, and its owner could make it a chain of directories as deep
+ * as the bound allows. */
+static int read_dir(struct listing *l, int fd, char *path, size_t max,
+		    struct pending *todo)
+{
+	struct stat st;
+	bool ours = fstat(fd, &st) == 0 && fsutil_ours_alone(&st);
+	DIR *d = ours ? fdopendir(fd) : NULL;
+	int rc;
+
+	if (!ours) {
+		close(fd);
+		free(path);
+		return 0;
+	}
+	if (d == NULL) {
+		rc = -errno;
+		close(fd);
+		free(path);
+		return rc;
+	}
+	rc = list_names(l, d, path, &st, max);
+	if (rc == 0)
+		rc = queue_subdirs(l, &l->dirs[l->ndirs - 1], dirfd(d), todo);
 	closedir(d);
 	return rc;
 }
@@ -220,6 +234,35 @@ void listing_free(struct listing *l)
 	free(l->names);
 	free(l->pool);
 	free(l);
+}
+
+int listing_read_one(int fd, struct listing **out)
+{
+	struct listing *l = calloc(1, sizeof(*l));
+	struct stat st;
+	DIR *d = NULL;
+	int rc = l ? 0 : -ENOMEM;
+	int dfd = rc == 0 ? openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+			  : -1;
+
+	*out = NULL;
+	if (rc == 0 && (dfd < 0 || fstat(dfd, &st) < 0 ||
+			(d = fdopendir(dfd)) == NULL))
+		rc = -errno;
+	if (rc == 0) {
+		char *path = strdup("");
+		rc = path ? list_names(l, d, path, &st, SIZE_MAX) : -ENOMEM;
+	}
+	if (d)
+		closedir(d);
+	else if (dfd >= 0)
+		close(dfd);
+	if (rc < 0) {
+		listing_free(l);
+		return rc;
+	}
+	*out = l;
+	return 0;
 }
 
 const struct listing_dir *listing_find(const struct listing *l,

@@ -39,6 +39,10 @@ struct listing {
  * more.  0 (a top left out: nothing listed), or a negative errno with
  * nothing listed (*out NULL). */
 int listing_read(int fd, size_t max_names, struct listing **out);
+/* Lists the directory open as `fd` alone, whoever owns it (the caller
+ * tells whether it can be trusted), as the top ("").  0, or a negative
+ * errno with nothing listed (*out NULL). */
+int listing_read_one(int fd, struct listing **out);
 void listing_free(struct listing *l);
 /* The directory listed at `path`, NULL when it was not read. */
 const struct listing_dir *listing_find(const struct listing *l,

@@ -17,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "array.h"
 #include "clock.h"
 #include "flush.h"
 #include "fsutil.h"
@@ -2897,117 +2896,44 @@ static const struct listing_dir *listed(const struct build *b,
 		       : NULL;
 }
 
-/* prune() from the listing `d`: its names and the snapshot's entries in
- * l are both in name order, and are gone through side by side. */
-static int prune_listed(struct build *b, struct level *l,
-			const struct listing_dir *d)
+/* prune() from the listing `d` of l's directory, in `li`: its names are
+ * in order, and each is looked for where the last one was found
+ * (snapshot_find_next()): a root of ten thousand directories is not ten
+ * thousand bisections of a million entries. */
+static int prune_names(struct build *b, struct level *l,
+		       const struct listing *li, const struct listing_dir *d)
 {
-	const struct listing *li = b->w->spare_listed;
-	const struct snapshot *s = b->s;
-	size_t i = l->idx == LEVEL_ROOT ? 0 : l->idx + 1;
-	size_t end = l->idx == LEVEL_ROOT ? s->n : snapshot_subtree_end(s, l->idx);
-	size_t skip = l->len ? l->len + 1 : 0;
+	struct snap_cursor cur = {0};
 	int rc = 0;
 
 	for (size_t k = 0; rc == 0 && k < d->n; k++) {
 		const struct listing_name *ln = &li->names[d->first + k];
 		const char *n = listing_name(li, ln);
-		int c = 1;
-		/* Past the entries before n, and what is below them. */
-		while (i < end && (c = strcmp(s->v[i].path + skip, n)) < 0)
-			i = s->v[i].type == SNAP_DIR ? snapshot_subtree_end(s, i)
-						     : i + 1;
-		rc = prune_name(b, l, n, i < end && c == 0 ? &s->v[i] : NULL,
-				ln->ino, ln->type);
+		const char *path = level_join(b, l, n);
+		rc = path ? prune_name(b, l, n,
+				       snapshot_find_next(b->s, path, &cur),
+				       ln->ino, ln->type)
+			  : -ENOMEM;
 	}
 	return rc;
 }
 
-/* A name of a directory, as read. */
-struct dname {
-	char *name;
-	uint64_t ino;
-	unsigned char type;
-};
-
-static int dname_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct dname *)a)->name,
-		      ((const struct dname *)b)->name);
-}
-
-static void dnames_free(struct dname *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i].name);
-	free(v);
-}
-
-/* The names in the directory `d` but "." and "..", with their inode and
- * type, sorted as its entries are in a snapshot (names hold no '/'). */
-static int dnames_read(DIR *d, struct dname **out, size_t *n)
-{
-	struct dname *v = NULL;
-	struct dirent *de;
-	size_t cap = 0, k = 0;
-
-	for (errno = 0; (de = readdir(d)) != NULL; errno = 0) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (array_grow(&v, &cap, k, sizeof(*v)) < 0 ||
-		    (v[k].name = strdup(de->d_name)) == NULL) {
-			dnames_free(v, k);
-			return -ENOMEM;
-		}
-		v[k].ino = (uint64_t)de->d_ino;
-		v[k++].type = de->d_type;
-	}
-	if (errno != 0) {
-		int rc = -errno;
-		dnames_free(v, k);
-		return rc;
-	}
-	if (k > 1)
-		qsort(v, k, sizeof(*v), dname_cmp);
-	*out = v;
-	*n = k;
-	return 0;
-}
-
 /* Removes the names of a recycled directory that the snapshot does not
- * hold, and keeps what keep_known() can tell is as it must be.  The
- * names are looked up in order (snapshot_find_next()): a root of ten
- * thousand directories is not ten thousand bisections of a million
- * entries. */
+ * hold, and keeps what keep_known() can tell is as it must be: from what
+ * the check thread listed of it ahead (listed()), else read now. */
 static int prune(struct build *b, struct level *l)
 {
 	const struct listing_dir *ld = listed(b, l);
+	struct listing *own = NULL;
+	int rc = 0;
 
-	if (ld)
-		return prune_listed(b, l, ld);
-	int fd = openat(l->nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	struct dname *v = NULL;
-	size_t n = 0;
-	int rc = d ? dnames_read(d, &v, &n) : -errno;
-
-	if (d)
-		closedir(d);
-	else if (fd >= 0)
-		close(fd);
-	if (rc < 0)
+	if (ld == NULL && (rc = listing_read_one(l->nfd, &own)) < 0)
 		return log_err_set(b->err, rc, "target %s: reading %s: %s",
 				   b->w->path, l->len ? l->path : ".",
 				   strerror(-rc));
-	struct snap_cursor cur = {0};
-	for (size_t k = 0; rc == 0 && k < n; k++) {
-		const char *path = level_join(b, l, v[k].name);
-		rc = path ? prune_name(b, l, v[k].name,
-				       snapshot_find_next(b->s, path, &cur),
-				       v[k].ino, v[k].type)
-			  : -ENOMEM;
-	}
-	dnames_free(v, n);
+	rc = own ? prune_names(b, l, own, &own->dirs[0])
+		 : prune_names(b, l, b->w->spare_listed, ld);
+	listing_free(own);
 	return rc;
 }
 

@@ -252,6 +252,34 @@ START_TEST(test_what_others_can_change_is_not_read)
 }
 END_TEST
 
+/* One directory listed alone, whoever can write it (the caller tells
+ * whether to trust it): its names in order with their inodes, as the
+ * top, and nothing below it. */
+START_TEST(test_one_directory_is_listed_alone_whoever_can_write_it)
+{
+	char *top = tu_path(tmp, "top");
+	tu_write(top, "b/f", "1", 0644);
+	tu_write(top, "a.b", "1", 0644);
+	tu_write(top, "a/f", "1", 0644);
+	ck_assert_int_eq(chmod(top, 0777), 0);
+	int fd = open(top, O_RDONLY | O_DIRECTORY);
+	struct listing *l = NULL;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(listing_read_one(fd, &l), 0);
+	ck_assert_int_ge(fcntl(fd, F_GETFD), 0); /* the caller's, still open */
+	close(fd);
+	ck_assert_uint_eq(l->ndirs, 1);
+	ck_assert_ptr_null(listing_find(l, "a"));
+	char *n = names_of(l, "");
+	ck_assert_str_eq(n, "a a.b b ");
+	assert_identities(l, top);
+	free(n);
+	listing_free(l);
+	free(top);
+}
+END_TEST
+
 static Suite *listing_suite(void)
 {
 	Suite *s = suite_create("listing");
@@ -264,6 +292,7 @@ static Suite *listing_suite(void)
 	tcase_add_test(tc, test_the_bound_leaves_directories_out_whole);
 	tcase_add_test(tc, test_a_deep_tree_is_listed_without_recursion);
 	tcase_add_test(tc, test_what_others_can_change_is_not_read);
+	tcase_add_test(tc, test_one_directory_is_listed_alone_whoever_can_write_it);
 	suite_add_tcase(s, tc);
 	return s;
 }
