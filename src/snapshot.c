@@ -822,11 +822,12 @@ struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
 	return NULL;
 }
 
-/* The first entry of `prev` that does not sort before `path`, where every
- * entry before `from` does, tried first `step` on from there: the entries read again of one
- * directory are often as far apart in prev as the last two were (ten
- * thousand top-level directories of one size), and a guess that holds
- * is two paths compared, not a bisection of a million. */
+/* The first entry of `prev` that does not sort before `path`, where
+ * every entry before `from` does, tried first `step` on from there: the
+ * entries read again of one directory are often as far apart in prev as
+ * the last two were (ten thousand top-level directories of one size),
+ * and a guess that holds is two paths compared, not a bisection of a
+ * million. */
 static size_t lower_bound_near(const struct snapshot *prev, const char *path,
 			       size_t from, size_t step)
 {
@@ -2423,7 +2424,8 @@ struct merge {
 	enum keep keep;
 	bool same_next; /* prev's next entry was read again as it holds
 			   it: kept (merge_spanned()) */
-	size_t sub; /* entries below the last directory kept whole */
+	size_t sub; /* entries of the last directory kept whole, its own
+		       and those below it */
 };
 
 /* What was read again of prev's entry `i`, found as prev holds it,
@@ -2588,24 +2590,6 @@ static bool done_at_or_below(const struct refresh *r, const char *dir,
 	       r->done[lo][len] == '/';
 }
 
-/* Past prev's entries below the directory prev->v[i], `dir`: tried
- * first where the last one's ended, as siblings are often of one size. */
-static size_t merge_below_end(struct merge *m, size_t i, const char *dir,
-			      size_t len)
-{
-	const struct snapshot *prev = m->r->w.prev;
-	size_t g = i + 1 + m->sub, end;
-
-	if (m->sub > 0 && g <= prev->n &&
-	    under(prev->v[g - 1].path, dir, len) &&
-	    (g == prev->n || !under(prev->v[g].path, dir, len)))
-		end = g;
-	else
-		end = below_end(prev, i + 1, dir, len);
-	m->sub = end - i - 1;
-	return end;
-}
-
 /* How many of prev's entries from `i` (kept, in a span that ends at
  * `hi`) are kept at once: 1, or a directory kept as it was with all
  * below it when nothing there was read again.  Each of those would be
@@ -2621,7 +2605,10 @@ static size_t merge_kept_whole(struct merge *m, size_t i, size_t hi)
 	len = strlen(e->path);
 	if (done_at_or_below(m->r, e->path, len))
 		return 1;
-	end = merge_below_end(m, i, e->path, len);
+	/* Tried first where the last one's ended: siblings are often of
+	 * one size. */
+	end = snapshot_subtree_end_near(m->r->w.prev, i, m->sub);
+	m->sub = end - i;
 	if (end > hi)
 		end = hi;
 	/* Nothing read again goes in between (by the above, nothing can). */
