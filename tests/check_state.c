@@ -628,7 +628,11 @@ static struct snapshot *from_model(unsigned step)
 {
 	struct snapshot *s = NULL;
 	ck_assert_int_eq(snapshot_open(NULL, &s, NULL), 0);
+	/* Wholly the model's: a read's nanoseconds kept from the clock
+	 * would make two steps a second apart as little as none apart when
+	 * the clock passed a second in between (and racy then). */
 	s->taken.tv_sec = 1764086645 + step;
+	s->taken.tv_nsec = 500000000;
 	for (unsigned d = 0; d < 10; d++) {
 		char p[32];
 		snprintf(p, sizeof(p), "d%u", d);
