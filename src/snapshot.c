@@ -46,6 +46,9 @@
  * 300 pages of 4 KiB, each faulted in at its first write. */
 #define ENTRIES_MAP_MIN ((size_t)1 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
+/* Entries a refresh moves in a view at a time, the record's pages let go
+ * behind them (merge_moved()). */
+#define MOVE_CHUNK ((size_t)1 << 20)
 
 /* A symlink read during the walk, and what it said. */
 struct linkrec {
@@ -1992,7 +1995,7 @@ static int over_start(struct walk *w, const struct snapshot_opts *o)
 	/* A little room for what was added since: past the record, a
 	 * page read is one the memfd holds. */
 	size_t len = round_up((b->n + b->n / 256 + 1) * sz, page);
-	if (store_view(b->store, len, &view) < 0)
+	if (store_view(b->store, len, STORE_READS_ALL, &view) < 0)
 		return -ENOMEM;
 	if (pool_share(s, b) < 0) {
 		store_unmap(b->store, view, len);
@@ -2426,6 +2429,7 @@ struct merge {
 			   it: kept (merge_spanned()) */
 	size_t sub; /* entries of the last directory kept whole, its own
 		       and those below it */
+	size_t gone; /* bytes of prev's mapping let go (merge_moved()) */
 };
 
 /* What was read again of prev's entry `i`, found as prev holds it,
@@ -2513,6 +2517,31 @@ static int merge_dropped(struct merge *m, const struct snap_entry *e)
 	return 0;
 }
 
+/* prev's entries [i, i+n) kept, moved in the view (what came or went
+ * before them moved them): the view's pages they are written to become
+ * its own, so the record's mapping lets go of those read, a chunk at a
+ * time (a name added at the top of a million entries moves them all,
+ * and would have both hold all of them at once). */
+static void merge_moved(struct merge *m, size_t i, size_t n)
+{
+	const struct snapshot *prev = m->r->w.prev;
+	struct snapshot *s = m->r->w.s;
+	const size_t sz = sizeof(*s->v), chunk = MOVE_CHUNK / sz;
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	while (n > 0) {
+		size_t k = n < chunk ? n : chunk;
+		memcpy(&s->v[s->n], &prev->v[i], k * sz);
+		s->n += k;
+		i += k;
+		n -= k;
+		/* The page of entry i may hold more to read. */
+		size_t read = i * sz / page * page;
+		store_let_go(prev->store, m->gone, read);
+		m->gone = read;
+	}
+}
+
 /* prev's entries [i, i+n) kept, as the next of s's. */
 static int merge_keep(struct merge *m, size_t i, size_t n)
 {
@@ -2532,11 +2561,11 @@ static int merge_keep(struct merge *m, size_t i, size_t n)
 	case KEEP_VIEW:
 		/* Where they were: the view holds them already.  Not
 		 * written, the pages stay the record's. */
-		if (s->n == i) {
+		if (s->n == i)
 			s->n += n;
-			return 0;
-		}
-		/* fall through */
+		else
+			merge_moved(m, i, n);
+		return 0;
 	case KEEP_SHARE:
 		memcpy(&s->v[s->n], &prev->v[i], n * sizeof(*s->v));
 		s->n += n;
@@ -2665,7 +2694,7 @@ static int refresh_room(struct snapshot *s, const struct snapshot *prev,
 	if (*keep == KEEP_SHARE && pool_share(s, prev) < 0)
 		return -ENOMEM;
 	if (*keep == KEEP_SHARE && prev->mem == SNAP_MEM_STORE && len &&
-	    store_view(prev->store, len, &view) == 0) {
+	    store_view(prev->store, len, STORE_READS_FEW, &view) == 0) {
 		/* Empty: what it read is in `fresh`. */
 		entries_view(s, prev->store, view, len);
 		*keep = KEEP_VIEW;
@@ -2674,6 +2703,19 @@ static int refresh_room(struct snapshot *s, const struct snapshot *prev,
 	if (s->cap < n && entries_resize(s, n, ENT_POPULATE) < 0)
 		return -ENOMEM;
 	return 0;
+}
+
+/* Whether `n` entries read again are many beside the pages of prev's
+ * store: the writer then looks at about as many pages of the view, which
+ * the record's mapping (which the walk and the merge read) is to let go
+ * of, so that a page counts once.  Else each mapping keeps what it read:
+ * a one-file publish at a million entries neither maps nor lets go of
+ * 24,000 pages. */
+static bool many_fresh(const struct snapshot *prev, size_t n)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return n > prev->n * sizeof(*prev->v) / page / 16;
 }
 
 /* s's entries, those read again, merged with prev's that were not:
@@ -2706,6 +2748,8 @@ static int refresh_keep_entries(struct refresh *r)
 	s->path_bytes += prev->path_bytes;
 	if (rc == 0)
 		rc = merge_run(&m, sp, nsp);
+	if (rc == 0 && m.keep == KEEP_VIEW && many_fresh(prev, m.nfresh))
+		store_let_go(prev->store, 0, SIZE_MAX);
 	for (size_t i = m.next; i < m.nfresh; i++)
 		snapshot_entry_fini(&m.fresh[i]);
 	free(m.fresh);

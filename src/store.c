@@ -104,22 +104,37 @@ void store_populate(void *map, size_t len)
 	(void)madvise(map, len, MADV_POPULATE_READ);
 }
 
-int store_view(struct store *x, size_t len, void **out)
+void store_let_go(struct store *x, size_t from, size_t to)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	if (to > x->maplen)
+		to = x->maplen;
+	from = (from + page - 1) / page * page;
+	to = to / page * page;
+	/* Only advice. */
+	if (x->map && from < to)
+		(void)madvise((char *)x->map + from, to - from, MADV_DONTNEED);
+}
+
+int store_view(struct store *x, size_t len, enum store_reads reads,
+	       void **out)
 {
 	if (len > x->size) {
 		if (ftruncate(x->fd, (off_t)len) < 0)
 			return -errno;
 		x->size = len;
 	}
-	/* A page mapped by both would count twice in the resident set:
-	 * the shared mapping lets go of its pages (the memfd keeps them),
-	 * which come back as they are read.  Only advice. */
-	if (x->map)
-		(void)madvise(x->map, x->maplen, MADV_DONTNEED);
+	/* A page mapped by both would count twice in the resident set. */
+	if (reads == STORE_READS_ALL)
+		store_let_go(x, 0, x->maplen);
 	/* Made readable at once, then writable: populating a writable
-	 * private mapping would copy every page. */
-	void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, x->fd,
-		       0);
+	 * private mapping would copy every page.  A view of a few pages
+	 * maps them as they are touched: populating a million entries'
+	 * and letting the shared mapping's go cost more than the publish
+	 * of one changed file. */
+	int flags = MAP_PRIVATE | (reads == STORE_READS_ALL ? MAP_POPULATE : 0);
+	void *m = mmap(NULL, len, PROT_READ, flags, x->fd, 0);
 	if (m == MAP_FAILED)
 		return -errno;
 	if (mprotect(m, len, PROT_READ | PROT_WRITE) < 0) {

@@ -24,14 +24,31 @@ int store_copy(const void *src, size_t bytes, size_t len, struct store **out,
  * as its memory does). */
 void store_populate(void *map, size_t len);
 
+/* How much of a store a view is to read. */
+enum store_reads {
+	/* All of it (a full read over the record): the pages of x's
+	 * shared mapping are unmapped, not lost, and the view is mapped
+	 * whole at once; until they are read again through x, they count
+	 * in the resident set once, through the view. */
+	STORE_READS_ALL,
+	/* A few of its pages (a refresh of a few directories): x's shared
+	 * mapping keeps its pages, which a refresh reads, and the view maps
+	 * a page only as it is touched.  A page read through both counts
+	 * twice until store_let_go() of it. */
+	STORE_READS_FEW,
+};
+
 /* A private view of the first `len` bytes (whole pages) of x, mapped at
  * *out: what x holds, and zeros past its end.  Takes a reference to x.
- * The pages of x's shared mapping are unmapped, not lost: they are
- * mapped again as they are read, and until then count in the resident
- * set once, through the view.
  * Writing to x while a view of it exists shows in the pages the view has
  * not written yet: only a store with no view is written. */
-int store_view(struct store *x, size_t len, void **out);
+int store_view(struct store *x, size_t len, enum store_reads reads,
+	       void **out);
+
+/* Unmaps the whole pages within bytes [from, to) of x's shared mapping
+ * (the memfd keeps them; they come back as they are read), so that what
+ * a view of the same pages holds counts once in the resident set. */
+void store_let_go(struct store *x, size_t from, size_t to);
 
 /* Whether one mapping of x alone is alive (no view beside the shared
  * one, or no shared one beside the view). */

@@ -23,6 +23,7 @@
 #include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
+#include "store.h"
 #include "testutil.h"
 
 static char *tmp, *src;
@@ -1658,6 +1659,66 @@ START_TEST(test_refresh_keeps_what_it_finds_as_the_record_holds_it)
 }
 END_TEST
 
+/* A refresh of `dirs` of the stored record `prev`, its pages all mapped
+ * first: equal to a full walk; how many of the record's pages are still
+ * mapped after it. */
+static size_t refresh_mapped(struct snapshot *prev, char **dirs, size_t n,
+			     unsigned step)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	const size_t pages = (prev->n * sizeof(*prev->v) + page - 1) / page;
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE};
+	struct snapshot *inc = NULL, *full = NULL;
+	char *err = NULL;
+
+	store_populate(prev->v, pages * page);
+	ck_assert_uint_eq(tu_pages_present(prev->v, pages), pages);
+	ck_assert_int_eq(snapshot_take(src, &o, &full, &err), 0);
+	ck_assert_int_eq(snapshot_refresh(prev, NULL, dirs, n, &o, &inc, &err),
+			 0);
+	assert_same_snapshot(inc, full, step);
+	size_t mapped = tu_pages_present(prev->v, pages);
+	snapshot_free(full);
+	snapshot_free(inc);
+	return mapped;
+}
+
+/* A refresh of a few directories keeps the record's mapping as it is
+ * (neither lets it go nor maps the whole view: a one-file publish at a
+ * million entries is not 24,000 pages mapped again); one that moves
+ * every entry, or reads many again, has the record's mapping let go of
+ * them, so that each page counts once in the resident set. */
+START_TEST(test_refresh_maps_each_page_of_the_record_once)
+{
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE};
+	struct snapshot *prev = NULL;
+	char *err = NULL, *few[] = {"m"}, *top[] = {"", "m"},
+	     *many[] = {"m", "zbulk"}, *a0 = tu_path(src, "0a");
+
+	make_bulk();
+	tu_write_deep(src, "m/f", "x");
+	ck_assert_int_eq(snapshot_take(src, &o, &prev, &err), 0);
+	snapshot_supersede(NULL, prev);
+	ck_assert_int_eq(prev->mem, SNAP_MEM_STORE);
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	const size_t pages = (prev->n * sizeof(*prev->v) + page - 1) / page;
+
+	tu_write(src, "m/f", "yy", 0644);
+	ck_assert_uint_eq(refresh_mapped(prev, few, 1, 0), pages);
+	/* "0a" sorts before all the rest, which moves by one. */
+	tu_write(src, "0a", "1", 0644);
+	size_t left = refresh_mapped(prev, top, 2, 1);
+	ck_assert_msg(left <= pages / 8, "%zu of %zu pages left", left, pages);
+	/* Nothing moves; 6,000 read again. */
+	ck_assert_int_eq(unlink(a0), 0);
+	tu_write(src, "zbulk/f00001", "22", 0644);
+	left = refresh_mapped(prev, many, 2, 2);
+	ck_assert_msg(left <= pages / 8, "%zu of %zu pages left", left, pages);
+	snapshot_free(prev);
+	free(a0);
+}
+END_TEST
+
 /* A walk says what it guarantees, for the writer to skip checking it;
  * an entry added by hand takes that back. */
 START_TEST(test_walk_tells_what_it_guarantees)
@@ -1830,6 +1891,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_refresh_reads_only_the_directories_that_changed);
 	tcase_add_test(tc, test_refresh_opens_no_subdirectory_found_as_it_was);
 	tcase_add_test(tc, test_refresh_keeps_what_it_finds_as_the_record_holds_it);
+	tcase_add_test(tc, test_refresh_maps_each_page_of_the_record_once);
 	tcase_add_test(tc, test_refresh_refuses_what_it_cannot_be_sure_of);
 	tcase_add_test(tc, test_walk_tells_what_it_guarantees);
 	tcase_add_test(tc, test_entry_moved_between_snapshots_keeps_its_path);

@@ -103,37 +103,19 @@ START_TEST(test_a_view_keeps_its_writes_to_itself)
 	char *m, *v, *w;
 	struct store *x = filled(&m);
 
-	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&v), 0);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_ALL, (void **)&v), 0);
 	assert_pages(v, PAGES, "view", as_filled);
 	write_pages(v);
 	assert_pages(v, PAGES, "view written", as_written);
 	/* Neither the store nor another view sees them. */
 	assert_pages(m, PAGES, "store", as_filled);
-	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&w), 0);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_ALL, (void **)&w), 0);
 	assert_pages(w, PAGES, "second view", as_filled);
 	store_unmap(x, w, PAGES * page);
 	store_unmap(x, v, PAGES * page);
 	store_unmap(x, m, PAGES * page);
 }
 END_TEST
-
-/* How many of the n pages at m are mapped now (in the resident set). */
-static size_t present(const char *m, size_t n)
-{
-	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	uint64_t v[PAGES];
-	size_t k = 0;
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_uint_le(n, PAGES);
-	ck_assert_int_eq(pread(fd, v, n * sizeof(*v),
-			       (off_t)((uintptr_t)m / page * sizeof(*v))),
-			 (ssize_t)(n * sizeof(*v)));
-	close(fd);
-	for (size_t i = 0; i < n; i++)
-		k += (v[i] >> 63) & 1;
-	return k;
-}
 
 /* A page both the store's mapping and a view map would count twice in
  * the resident set: the store's are let go (the memfd keeps them) when a
@@ -145,13 +127,47 @@ START_TEST(test_a_view_and_the_store_map_each_page_once)
 
 	store_populate(m, PAGES * page);
 	assert_pages(m, PAGES, "store", as_filled);
-	ck_assert_uint_eq(present(m, PAGES), PAGES);
-	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&v), 0);
-	ck_assert_uint_eq(present(v, PAGES), PAGES);
-	ck_assert_uint_eq(present(m, PAGES), 0);
+	ck_assert_uint_eq(tu_pages_present(m, PAGES), PAGES);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_ALL, (void **)&v), 0);
+	ck_assert_uint_eq(tu_pages_present(v, PAGES), PAGES);
+	ck_assert_uint_eq(tu_pages_present(m, PAGES), 0);
 	write_pages(v);
 	assert_pages(m, PAGES, "store read again", as_filled);
 	assert_pages(v, PAGES, "view", as_written);
+	store_unmap(x, v, PAGES * page);
+	store_unmap(x, m, PAGES * page);
+}
+END_TEST
+
+/* A view of a few pages maps only what it touches, and the store's
+ * mapping keeps what it had; store_let_go() then unmaps the store's whole
+ * pages of a range, and no others, without losing them. */
+START_TEST(test_a_view_of_a_few_pages_maps_them_as_touched)
+{
+	char *m, *v;
+	struct store *x = filled(&m);
+
+	store_populate(m, PAGES * page);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_FEW,
+				    (void **)&v),
+			 0);
+	ck_assert_uint_eq(tu_pages_present(m, PAGES), PAGES);
+	ck_assert_uint_eq(tu_pages_present(v, PAGES), 0);
+	/* A write maps the one page it copies (a read may map its
+	 * neighbours too: the kernel's fault-around). */
+	write_pages(v);
+	ck_assert_uint_eq(tu_pages_present(v, PAGES), 3);
+	assert_pages(v, PAGES, "view", as_written);
+	ck_assert_uint_eq(tu_pages_present(m, PAGES), PAGES);
+	/* Pages 10 to 19: [10.5, 20) holds 11 to 19 whole, and past the
+	 * mapping's end is nothing. */
+	store_let_go(x, 10 * page + page / 2, 20 * page);
+	ck_assert_uint_eq(tu_pages_present(m, PAGES), PAGES - 9);
+	ck_assert_uint_eq(tu_pages_present(m + 10 * page, 1), 1);
+	ck_assert_uint_eq(tu_pages_present(m + 11 * page, 9), 0);
+	store_let_go(x, 0, SIZE_MAX);
+	ck_assert_uint_eq(tu_pages_present(m, PAGES), 0);
+	assert_pages(m, PAGES, "store read again", as_filled);
 	store_unmap(x, v, PAGES * page);
 	store_unmap(x, m, PAGES * page);
 }
@@ -167,7 +183,7 @@ START_TEST(test_a_view_past_the_end_holds_zeros)
 	char *m, *v;
 	struct store *x = filled(&m);
 
-	ck_assert_int_eq(store_view(x, 2 * PAGES * page, (void **)&v), 0);
+	ck_assert_int_eq(store_view(x, 2 * PAGES * page, STORE_READS_ALL, (void **)&v), 0);
 	assert_pages(v, 2 * PAGES, "longer view", zero_past);
 	/* Writable there too. */
 	memset(v + (2 * PAGES - 1) * page, 9, page);
@@ -182,7 +198,7 @@ START_TEST(test_absorb_writes_only_the_pages_the_view_wrote)
 	char *m, *v, *n, *w;
 	struct store *x = filled(&m);
 
-	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&v), 0);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_ALL, (void **)&v), 0);
 	write_pages(v);
 	/* As the record it views is freed. */
 	store_unmap(x, m, PAGES * page);
@@ -191,7 +207,7 @@ START_TEST(test_absorb_writes_only_the_pages_the_view_wrote)
 	ck_assert_uint_eq(written, 3 * page);
 	assert_pages(n, PAGES, "absorbed", as_written);
 	/* The store's now: the next view starts from it. */
-	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&w), 0);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_ALL, (void **)&w), 0);
 	assert_pages(w, PAGES, "next view", as_written);
 	store_unmap(x, w, PAGES * page);
 	store_unmap(x, n, PAGES * page);
@@ -203,7 +219,7 @@ START_TEST(test_absorb_without_a_pagemap_writes_every_page)
 	char *m, *v, *n;
 	struct store *x = filled(&m);
 
-	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&v), 0);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_ALL, (void **)&v), 0);
 	write_pages(v);
 	store_unmap(x, m, PAGES * page);
 	no_pagemap = 1;
@@ -220,7 +236,7 @@ START_TEST(test_absorb_is_refused_while_another_mapping_lives)
 	char *m, *v;
 	struct store *x = filled(&m);
 
-	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&v), 0);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_ALL, (void **)&v), 0);
 	write_pages(v);
 	ck_assert(!store_alone(x));
 	void *n = NULL;
@@ -252,7 +268,7 @@ START_TEST(test_the_last_unmap_closes_the_store)
 	struct store *x = filled(&m);
 
 	ck_assert_uint_eq(open_fds(), before + 1);
-	ck_assert_int_eq(store_view(x, PAGES * page, (void **)&v), 0);
+	ck_assert_int_eq(store_view(x, PAGES * page, STORE_READS_ALL, (void **)&v), 0);
 	store_unmap(x, m, PAGES * page);
 	ck_assert_uint_eq(open_fds(), before + 1);
 	store_unmap(x, v, PAGES * page);
@@ -267,6 +283,7 @@ static Suite *store_suite(void)
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_add_test(tc, test_a_view_keeps_its_writes_to_itself);
 	tcase_add_test(tc, test_a_view_and_the_store_map_each_page_once);
+	tcase_add_test(tc, test_a_view_of_a_few_pages_maps_them_as_touched);
 	tcase_add_test(tc, test_a_view_past_the_end_holds_zeros);
 	tcase_add_test(tc, test_absorb_writes_only_the_pages_the_view_wrote);
 	tcase_add_test(tc, test_absorb_without_a_pagemap_writes_every_page);

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -533,6 +534,26 @@ char *tu_diff_trees(const char *src, const char *dst)
 	items_free(&a);
 	items_free(&b);
 	return res;
+}
+
+size_t tu_pages_present(const void *m, size_t n)
+{
+	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t v[512];
+	size_t k = 0;
+
+	ck_assert_int_ge(fd, 0);
+	for (size_t i = 0; i < n; i += 512) {
+		size_t c = n - i < 512 ? n - i : 512;
+		off_t at = (off_t)(((uintptr_t)m / page + i) * sizeof(*v));
+		ck_assert_int_eq(pread(fd, v, c * sizeof(*v), at),
+				 (ssize_t)(c * sizeof(*v)));
+		for (size_t j = 0; j < c; j++)
+			k += (v[j] >> 63) & 1;
+	}
+	close(fd);
+	return k;
 }
 
 long long tu_now_ms(void)

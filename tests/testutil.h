@@ -167,6 +167,9 @@ int tu_lines(const char *s);
 struct Suite;
 int tu_run_suite(struct Suite *s);
 /* Monotonic milliseconds. */
+/* How many of the n pages from m (page-aligned) are mapped now, in the
+ * resident set (/proc/self/pagemap). */
+size_t tu_pages_present(const void *m, size_t n);
 long long tu_now_ms(void);
 /* Sleeps a few milliseconds (for polling loops with a deadline). */
 void tu_nap(int ms);
