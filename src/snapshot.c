@@ -2705,19 +2705,6 @@ static int refresh_room(struct snapshot *s, const struct snapshot *prev,
 	return 0;
 }
 
-/* Whether `n` entries read again are many beside the pages of prev's
- * store: the writer then looks at about as many pages of the view, which
- * the record's mapping (which the walk and the merge read) is to let go
- * of, so that a page counts once.  Else each mapping keeps what it read:
- * a one-file publish at a million entries neither maps nor lets go of
- * 24,000 pages. */
-static bool many_fresh(const struct snapshot *prev, size_t n)
-{
-	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-
-	return n > prev->n * sizeof(*prev->v) / page / 16;
-}
-
 /* s's entries, those read again, merged with prev's that were not:
  * room is made for all at once (growing by doubling would copy a large
  * tree's array several times over). */
@@ -2748,7 +2735,10 @@ static int refresh_keep_entries(struct refresh *r)
 	s->path_bytes += prev->path_bytes;
 	if (rc == 0)
 		rc = merge_run(&m, sp, nsp);
-	if (rc == 0 && m.keep == KEEP_VIEW && many_fresh(prev, m.nfresh))
+	/* What reads s from now on (the writer, a check of every live
+	 * file) reads the view: the record's mapping lets go of what the
+	 * walk and the merge read of it, so that a page counts once. */
+	if (rc == 0 && m.keep == KEEP_VIEW)
 		store_let_go(prev->store, 0, SIZE_MAX);
 	for (size_t i = m.next; i < m.nfresh; i++)
 		snapshot_entry_fini(&m.fresh[i]);
