@@ -68,6 +68,25 @@ void publish_dirty_add(struct publish_dirty *d, const char *dir)
 	d->dirs[d->n++] = copy;
 }
 
+void publish_dirty_add_name(struct publish_dirty *d, const char *path)
+{
+	char *copy = NULL;
+
+	if (d->all)
+		return;
+	for (size_t i = 0; i < d->nnames; i++)
+		if (strcmp(d->names[i], path) == 0)
+			return;
+	if (path[0] == '/' || (copy = strdup(path)) == NULL ||
+	    array_grow(&d->names, &d->namecap, d->nnames,
+		       sizeof(*d->names)) < 0) {
+		free(copy);
+		publish_dirty_all(d);
+		return;
+	}
+	d->names[d->nnames++] = copy;
+}
+
 void publish_dirty_all(struct publish_dirty *d)
 {
 	publish_dirty_fini(d);
@@ -79,6 +98,9 @@ void publish_dirty_fini(struct publish_dirty *d)
 	for (size_t i = 0; i < d->n; i++)
 		free(d->dirs[i]);
 	free(d->dirs);
+	for (size_t i = 0; i < d->nnames; i++)
+		free(d->names[i]);
+	free(d->names);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -248,9 +270,13 @@ static int read_source(struct publish *p, const struct snapshot_opts *so,
 
 	ro.project = writer_project_entry;
 	ro.project_arg = p->w;
-	if (!full && p->base_live && p->base_extras && !p->dirty.all)
-		rc = snapshot_refresh(base, p->base_extras, p->dirty.dirs,
-				      p->dirty.n, &ro, snap, &p->err);
+	if (!full && p->base_live && p->base_extras && !p->dirty.all) {
+		const struct snap_changed c = {
+			.dirs = p->dirty.dirs, .ndirs = p->dirty.n,
+			.names = p->dirty.names, .nnames = p->dirty.nnames};
+		rc = snapshot_refresh_changed(base, p->base_extras, &c, &ro,
+					      snap, &p->err);
+	}
 	/* Until this read is what the target holds. */
 	p->base_live = false;
 	p->full = rc == -ESTALE;

@@ -26,15 +26,21 @@ struct writer_opts publish_writer_opts(const struct conf_sync *c,
 struct snapshot_opts publish_snapshot_opts(const struct conf_sync *c);
 
 /* What changed in the source since it was last read, as the watcher
- * told: directories relative to the source root, or anything (`all`). */
+ * told: directories relative to the source root, names in a directory
+ * whose other entries did not change (paths relative to the root, see
+ * snapshot_refresh_changed()), or anything (`all`). */
 struct publish_dirty {
 	char **dirs;
 	size_t n, cap;
+	char **names;
+	size_t nnames, namecap;
 	bool all;
 };
 
 /* `dir` changed; an absolute one (a link led there) makes it all. */
 void publish_dirty_add(struct publish_dirty *d, const char *dir);
+/* The name `path` changed (once: a name already there is not added). */
+void publish_dirty_add_name(struct publish_dirty *d, const char *path);
 void publish_dirty_all(struct publish_dirty *d);
 void publish_dirty_fini(struct publish_dirty *d);
 

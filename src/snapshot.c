@@ -2074,6 +2074,15 @@ struct refresh {
 	size_t ndone, donecap;
 	char **cuts; /* prev's directories whose subtree was dropped */
 	size_t ncuts, cutcap;
+	/* Names looked at on their own (not owned), and their directories,
+	 * whose own entry was read again; sorted by strcmp(). */
+	char **looked;
+	size_t nlooked, lookedcap;
+	char **selfs;
+	size_t nselfs, selfcap;
+	/* The directories of names that could not be (owned). */
+	char **parents;
+	size_t nparents, parentcap;
 	const struct snap_warning *warn; /* prev's warnings */
 	size_t nwarn;
 	/* prev's directories to watch, and of its directory entries those
@@ -2187,8 +2196,9 @@ static int refresh_above(struct refresh *r, const char *dir)
 }
 
 /* Opens `dir`, which must still be the directory prev has there, and
- * appends its own entry afresh (not the root's: it has none). */
-static int refresh_open(struct refresh *r, const char *dir, struct stat *st)
+ * appends its own entry afresh (not the root's: it has none) when `own`. */
+static int refresh_open(struct refresh *r, const char *dir, struct stat *st,
+			bool own)
 {
 	struct snapshot *s = r->w.s;
 	const struct snap_entry *e = *dir ? snapshot_find(r->w.prev, dir) : NULL;
@@ -2203,7 +2213,7 @@ static int refresh_open(struct refresh *r, const char *dir, struct stat *st)
 	int rc = fstat(fd, st) < 0 ? -errno : 0;
 	if (rc == 0 && ((uint64_t)st->st_dev != dev || (uint64_t)st->st_ino != ino))
 		rc = -ESTALE;
-	if (rc == 0 && e) {
+	if (rc == 0 && e && own) {
 		struct snap_entry ne = {0};
 		fill_from_stat(&ne, st);
 		ne.path = (char *)dir;
@@ -2227,7 +2237,7 @@ static int refresh_dir(struct refresh *r, char *dir)
 	if (refresh_covered(r, dir))
 		return 0;
 	int rc = refresh_above(r, dir);
-	int fd = rc == 0 ? refresh_open(r, dir, &st) : rc;
+	int fd = rc == 0 ? refresh_open(r, dir, &st, true) : rc;
 	if (fd < 0)
 		return fd;
 	struct frame f = frame_of(fd, strdup(dir), strdup(dir), 0, &st);
@@ -2253,13 +2263,17 @@ static bool refresh_replaced(const struct refresh *r, const char *path,
 	size_t len = strlen(path);
 
 	*cut_dir = false;
+	if (in_set(r->looked, r->nlooked, path, len))
+		return true;
 	if (in_set(r->done, r->ndone, path, parent_len(path))) {
 		*cut_dir = type == SNAP_DIR && !in_set(w->kept, w->nkept,
 						       path, len);
 		return true;
 	}
-	/* A directory read again has its own entry afresh. */
-	return type == SNAP_DIR && in_set(r->done, r->ndone, path, len);
+	/* A directory read again has its own entry afresh, as has one a
+	 * name was looked at in. */
+	return type == SNAP_DIR && (in_set(r->done, r->ndone, path, len) ||
+				    in_set(r->selfs, r->nselfs, path, len));
 }
 
 static bool under(const char *path, const char *dir, size_t dlen)
@@ -2349,20 +2363,37 @@ static struct span dir_span(const struct snapshot *prev, const char *dir)
 	return (struct span){lo, below_end(prev, lo + own, dir, len)};
 }
 
-/* The spans of the directories read again, in order, joined where they
- * overlap; only there may an entry of prev be replaced. */
+/* prev's entry of `path` alone, or none (lo == hi). */
+static struct span entry_span(const struct snapshot *prev, const char *path)
+{
+	size_t lo = lower_bound(prev, path);
+
+	return (struct span){lo, lo + (lo < prev->n &&
+				       strcmp(prev->v[lo].path, path) == 0)};
+}
+
+/* The spans of the directories read again and of the names looked at on
+ * their own (and their directories' own entries), in order, joined where
+ * they overlap; only there may an entry of prev be replaced. */
 static struct span *refresh_spans(const struct refresh *r, size_t *n)
 {
-	struct span *v = malloc((r->ndone ? r->ndone : 1) * sizeof(*v));
-	size_t k = 0;
+	size_t all = r->ndone + r->nlooked + r->nselfs, m = 0, k = 0;
+	struct span *v = malloc((all ? all : 1) * sizeof(*v));
 
 	if (v == NULL)
 		return NULL;
 	for (size_t i = 0; i < r->ndone; i++)
-		v[i] = dir_span(r->w.prev, r->done[i]);
-	if (r->ndone > 1)
-		qsort(v, r->ndone, sizeof(*v), cmp_span);
-	for (size_t i = 0; i < r->ndone; i++) {
+		v[m++] = dir_span(r->w.prev, r->done[i]);
+	for (size_t i = 0; i < r->nlooked + r->nselfs; i++) {
+		const char *p = i < r->nlooked ? r->looked[i]
+					       : r->selfs[i - r->nlooked];
+		struct span e = entry_span(r->w.prev, p);
+		if (e.hi > e.lo)
+			v[m++] = e;
+	}
+	if (m > 1)
+		qsort(v, m, sizeof(*v), cmp_span);
+	for (size_t i = 0; i < m; i++) {
 		if (k > 0 && v[i].lo <= v[k - 1].hi) {
 			if (v[i].hi > v[k - 1].hi)
 				v[k - 1].hi = v[i].hi;
@@ -2598,25 +2629,34 @@ static int cmp_below(const char *d, const char *dir, size_t len)
 	return c != 0 ? c : (int)(unsigned char)d[len] - '/';
 }
 
-/* Whether `dir` (of length `len`) or a directory below it was read
- * again: `dir` itself, or the first that sorts from "dir/" on starts
+/* Whether `dir` (of length `len`) or a path below it is in v (sorted by
+ * strcmp()): `dir` itself, or the first that sorts from "dir/" on starts
  * so ("dir-x" and "dir.x" sort between "dir" and "dir/x"). */
-static bool done_at_or_below(const struct refresh *r, const char *dir,
-			     size_t len)
+static bool set_at_or_below(char *const *v, size_t n, const char *dir,
+			    size_t len)
 {
-	size_t lo = 0, hi = r->ndone;
+	size_t lo = 0, hi = n;
 
-	if (in_set(r->done, r->ndone, dir, len))
+	if (in_set(v, n, dir, len))
 		return true;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (cmp_below(r->done[mid], dir, len) < 0)
+		if (cmp_below(v[mid], dir, len) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo < r->ndone && strncmp(r->done[lo], dir, len) == 0 &&
-	       r->done[lo][len] == '/';
+	return lo < n && strncmp(v[lo], dir, len) == 0 && v[lo][len] == '/';
+}
+
+/* Whether anything at or below `dir` was read again: a directory, or a
+ * name looked at on its own. */
+static bool done_at_or_below(const struct refresh *r, const char *dir,
+			     size_t len)
+{
+	return set_at_or_below(r->done, r->ndone, dir, len) ||
+	       set_at_or_below(r->looked, r->nlooked, dir, len) ||
+	       set_at_or_below(r->selfs, r->nselfs, dir, len);
 }
 
 /* How many of prev's entries from `i` (kept, in a span that ends at
@@ -2750,7 +2790,8 @@ static int refresh_keep_entries(struct refresh *r)
 
 static bool refresh_warning_kept(const struct refresh *r, const char *path)
 {
-	if (in_set(r->done, r->ndone, path, parent_len(path)))
+	if (in_set(r->done, r->ndone, path, parent_len(path)) ||
+	    in_set(r->looked, r->nlooked, path, strlen(path)))
 		return false;
 	for (size_t i = 0; path[i]; i++)
 		if (path[i] == '/' && in_set(r->cuts, r->ncuts, path, i))
@@ -2869,21 +2910,22 @@ static int refresh_merge(struct refresh *r)
 	return rc < 0 ? rc : refresh_watches(r);
 }
 
-/* The directories to read again, in path order (parents first), each
- * once; NULL when one is not below the root. */
-static char **refresh_todo(char *const *dirs, size_t n, size_t *out_n)
+/* The directories to read again, `dirs` and r->parents, in path order
+ * (parents first), each once; NULL when one is not below the root. */
+static char **refresh_todo(const struct refresh *r, char *const *dirs,
+			   size_t nd, size_t *out_n)
 {
+	size_t n = nd + r->nparents, k = 0;
 	char **v = malloc((n ? n : 1) * sizeof(*v));
-	size_t k = 0;
 
 	if (v == NULL)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
-		if (dirs[i][0] == '/') {
+		v[i] = i < nd ? dirs[i] : r->parents[i - nd];
+		if (v[i][0] == '/') {
 			free(v);
 			return NULL;
 		}
-		v[i] = dirs[i];
 	}
 	if (n > 1)
 		qsort(v, n, sizeof(*v), cmp_str_path);
@@ -2902,19 +2944,135 @@ static bool refresh_possible(const struct snapshot *prev,
 	       (o == NULL || o->nfollow_into == 0);
 }
 
-static int refresh_run(struct refresh *r, char *const *dirs, size_t n)
+/* Whether the name `path` can be looked at on its own: a plain file in
+ * prev, or not there, in a directory prev has as such, and a file now
+ * or gone.  Anything else (a directory, a link, a name of the layout)
+ * reads its directory again. */
+static bool name_alone(struct refresh *r, const char *path)
+{
+	const struct snapshot *prev = r->w.prev;
+	struct snapshot *s = r->w.s;
+	size_t dl = parent_len(path);
+	const char *name = path + (dl ? dl + 1 : 0);
+	const struct snap_entry *e = snapshot_find(prev, path);
+	struct stat st;
+
+	if (name[0] == '\0' || (name[0] == '.' && name[1] == '.') ||
+	    (e && (e->type != SNAP_FILE || e->src ||
+		   (e->flags & ~SNAP_F_RACY))))
+		return false;
+	char *dir = strndup(path, dl);
+	e = dir && dl ? snapshot_find(prev, dir) : NULL;
+	int fd = dir && (dl == 0 || (e && e->type == SNAP_DIR && !e->flags &&
+				     !e->src))
+			 ? fsutil_open_beneath(s->root_fd, dir,
+					       O_RDONLY | O_DIRECTORY)
+			 : -ENOENT;
+	free(dir);
+	if (fd < 0)
+		return false;
+	s->read++;
+	int rc = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	close(fd);
+	return rc == 0 ? S_ISREG(st.st_mode) : rc == -ENOENT;
+}
+
+/* Sorts the names of `c` out: those to look at on their own into
+ * *alone (sorted, each once), the directories of the others into
+ * r->parents. */
+static int refresh_split(struct refresh *r, const struct snap_changed *c,
+			 char ***alone, size_t *na)
+{
+	size_t k = 0;
+
+	*na = 0;
+	*alone = malloc((c->nnames ? c->nnames : 1) * sizeof(**alone));
+	if (*alone == NULL)
+		return -ENOMEM;
+	if (c->nnames > 0)
+		memcpy(*alone, c->names, c->nnames * sizeof(**alone));
+	if (c->nnames > 1)
+		qsort(*alone, c->nnames, sizeof(**alone), cmp_str);
+	for (size_t i = 0; i < c->nnames; i++) {
+		char *p = (*alone)[i];
+		if (p[0] == '/')
+			return -ESTALE;
+		if (k > 0 && strcmp((*alone)[k - 1], p) == 0)
+			continue;
+		if (name_alone(r, p)) {
+			(*alone)[k++] = p;
+			continue;
+		}
+		char *d = strndup(p, parent_len(p));
+		if (d == NULL || push_str(&r->parents, &r->nparents,
+					  &r->parentcap, d) < 0) {
+			free(d);
+			return -ENOMEM;
+		}
+	}
+	*na = k;
+	return 0;
+}
+
+/* Looks at the name `path` on its own (name_alone()): its entry afresh,
+ * or none when it is gone, and its directory's own entry, once. */
+static int refresh_name(struct refresh *r, char *path)
+{
+	struct walk *w = &r->w;
+	size_t dl = parent_len(path);
+	struct frame f = {.fd = -1}, child = {.fd = -1};
+	struct stat st;
+
+	if (refresh_covered(r, path))
+		return 0;
+	char *dir = strndup(path, dl);
+	if (dir == NULL)
+		return -ENOMEM;
+	bool own = dl && !in_set(r->selfs, r->nselfs, dir, dl);
+	/* No loop to look for above it: a directory fails it (below). */
+	int fd = refresh_open(r, dir, &st, own), rc;
+	if (fd < 0) {
+		free(dir);
+		return fd;
+	}
+	f = frame_of(fd, dir, strdup(dir), 0, &st);
+	rc = f.src ? walk_name(w, &f, path + (dl ? dl + 1 : 0), &child)
+		   : -ENOMEM;
+	if (rc == 0 && child.fd >= 0)
+		rc = -ESTALE; /* a directory since: its parent is read */
+	if (rc == 0 && own &&
+	    (rc = push_str(&r->selfs, &r->nselfs, &r->selfcap, f.path)) == 0) {
+		f.path = NULL; /* r->selfs' */
+		qsort(r->selfs, r->nselfs, sizeof(*r->selfs), cmp_str);
+	}
+	if (rc == 0 && (rc = push_str(&r->looked, &r->nlooked, &r->lookedcap,
+				      path)) == 0)
+		qsort(r->looked, r->nlooked, sizeof(*r->looked), cmp_str);
+	frame_fini(&child);
+	frame_fini(&f);
+	return rc;
+}
+
+static int refresh_run(struct refresh *r, const struct snap_changed *c)
 {
 	struct snapshot *s = r->w.s;
-	size_t k = 0;
-	char **todo = refresh_todo(dirs, n, &k);
-	int rc = todo ? 0 : -ESTALE;
+	size_t k = 0, na = 0;
+	char **alone = NULL, **todo = NULL;
+	int rc = 0;
 
-	if (rc == 0 && (s->root_dev != r->w.prev->root_dev ||
-			s->root_ino != r->w.prev->root_ino))
+	if (s->root_dev != r->w.prev->root_dev ||
+	    s->root_ino != r->w.prev->root_ino)
 		rc = -ESTALE; /* the source was replaced */
+	if (rc == 0)
+		rc = refresh_split(r, c, &alone, &na);
+	if (rc == 0 && (todo = refresh_todo(r, c->dirs, c->ndirs, &k)) == NULL)
+		rc = -ESTALE;
 	for (size_t i = 0; rc == 0 && i < k; i++)
 		rc = refresh_dir(r, todo[i]);
+	for (size_t i = 0; rc == 0 && i < na; i++)
+		rc = refresh_name(r, alone[i]);
 	free(todo);
+	free(alone);
 	if (rc == 0)
 		rc = refresh_merge(r);
 	if (rc == 0)
@@ -2929,6 +3087,17 @@ int snapshot_refresh(const struct snapshot *prev,
 		     const struct snapshot_extras *px, char *const *dirs,
 		     size_t n, const struct snapshot_opts *o,
 		     struct snapshot **out, char **err)
+{
+	const struct snap_changed c = {.dirs = dirs, .ndirs = n};
+
+	return snapshot_refresh_changed(prev, px, &c, o, out, err);
+}
+
+int snapshot_refresh_changed(const struct snapshot *prev,
+			     const struct snapshot_extras *px,
+			     const struct snap_changed *c,
+			     const struct snapshot_opts *o,
+			     struct snapshot **out, char **err)
 {
 	if (px == NULL)
 		px = &prev->extras;
@@ -2949,7 +3118,7 @@ int snapshot_refresh(const struct snapshot *prev,
 	r.w.seen = s->taken;
 	s->taken = prev->taken;
 	r.w.s = s;
-	rc = refresh_run(&r, dirs, n);
+	rc = refresh_run(&r, c);
 	/* A failure is reported the way a full walk reports it; a torn
 	 * read is retried as one. */
 	if (rc < 0 && rc != -EAGAIN && rc != -ENOMEM)
@@ -2971,6 +3140,13 @@ int snapshot_refresh(const struct snapshot *prev,
 	walk_fini(&r.w);
 	free(r.done);
 	free(r.cuts);
+	free(r.looked);
+	for (size_t i = 0; i < r.nselfs; i++)
+		free(r.selfs[i]);
+	free(r.selfs);
+	for (size_t i = 0; i < r.nparents; i++)
+		free(r.parents[i]);
+	free(r.parents);
 	free(r.dirs_gone);
 	free(r.dirs_new);
 	trim(s);

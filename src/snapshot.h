@@ -225,6 +225,27 @@ int snapshot_refresh(const struct snapshot *prev,
 		     size_t n, const struct snapshot_opts *o,
 		     struct snapshot **out, char **err);
 
+/* What changed in a source, as its watches told: directories to read
+ * again whole, and names (paths of an entry, relative to the root) that
+ * changed in a directory whose other entries did not. */
+struct snap_changed {
+	char *const *dirs;
+	size_t ndirs;
+	char *const *names;
+	size_t nnames;
+};
+
+/* snapshot_refresh, with names besides: each looked at on its own when
+ * it was and is a file (or is gone), its directory's own entry read
+ * again; a name that is, or was, anything else reads its directory
+ * again whole.  A change of one file beside ten thousand directories is
+ * then one name looked at, not ten thousand. */
+int snapshot_refresh_changed(const struct snapshot *prev,
+			     const struct snapshot_extras *px,
+			     const struct snap_changed *c,
+			     const struct snapshot_opts *o,
+			     struct snapshot **out, char **err);
+
 /* An empty snapshot bound to the source directory `root` (or to no
  * source when root is NULL), to be filled with snapshot_add*(). */
 int snapshot_open(const char *root, struct snapshot **out, char **err);

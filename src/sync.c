@@ -72,7 +72,8 @@
  * read whole (the kernel queues 16384 by default). */
 #define EVENTS_FULL 4096u
 /* Past this many changed directories (and an eighth of those watched),
- * reading the source whole costs little more. */
+ * reading the source whole costs little more; past this many changed
+ * names, their directories are read again rather than each name. */
 #define DIRTY_FULL 64u
 /* What was removed from the target by hand is put back once nothing
  * has changed in it for this long (or debounce_ms, if longer). */
@@ -315,6 +316,28 @@ static void dirty_add(const struct sync *s, struct publish_dirty *d,
 		publish_dirty_all(d);
 }
 
+/* Adds the name `path` to `d` once; past DIRTY_FULL names, their
+ * directories are read again instead (dirty_add()). */
+static void dirty_add_name(const struct sync *s, struct publish_dirty *d,
+			   const char *path)
+{
+	publish_dirty_add_name(d, path);
+	if (d->nnames <= DIRTY_FULL)
+		return;
+	char **v = d->names;
+	size_t n = d->nnames;
+
+	d->names = NULL;
+	d->nnames = d->namecap = 0;
+	for (size_t i = 0; i < n; i++) {
+		char *sl = strrchr(v[i], '/');
+		*(sl ? sl : v[i]) = '\0';
+		dirty_add(s, d, v[i]);
+		free(v[i]);
+	}
+	free(v);
+}
+
 /* Gives the publish what changed, added to what one torn by a file being
  * written kept; what comes meanwhile is for the next one.  Without a
  * watch on every directory, all of it is read. */
@@ -327,6 +350,8 @@ static void hand_dirty(struct sync *s)
 		publish_dirty_all(d);
 	for (size_t i = 0; !d->all && i < s->dirty.n; i++)
 		dirty_add(s, d, s->dirty.dirs[i]);
+	for (size_t i = 0; !d->all && i < s->dirty.nnames; i++)
+		dirty_add_name(s, d, s->dirty.names[i]);
 	publish_dirty_fini(&s->dirty);
 	s->events = 0;
 }
@@ -339,6 +364,21 @@ static void note_dirty(struct sync *s, const char *dir)
 		publish_dirty_all(&s->dirty);
 	else if (!s->dirty.all)
 		dirty_add(s, &s->dirty, dir);
+}
+
+/* The entry `name` of `dir` may have changed, and nothing else there. */
+static void note_name(struct sync *s, const char *dir, const char *name)
+{
+	char *path = NULL;
+
+	s->events++;
+	if (s->dirty.all)
+		return;
+	if ((path = fsutil_join(dir, name)) == NULL)
+		dirty_add(s, &s->dirty, dir);
+	else
+		dirty_add_name(s, &s->dirty, path);
+	free(path);
 }
 
 /* Moves to `to`, a state whose step runs on the thread pool. */
@@ -411,7 +451,11 @@ static void on_watch(void *data, const char *dir, const char *name,
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
 	    ignore_name_excluded(s->c->ignore, name))
 		return;
-	note_dirty(s, root ? NULL : dir);
+	/* "": the directory itself, or a name that may be it. */
+	if (root || name[0] == '\0')
+		note_dirty(s, root ? NULL : dir);
+	else
+		note_name(s, dir, name);
 	debounce_timer_event(&s->db);
 }
 

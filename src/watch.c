@@ -133,7 +133,10 @@ static void on_event(uv_fs_event_t *h, const char *filename, int events,
 	 * matches too, to no harm); its inotify watch may be gone, and a
 	 * new directory can come back with the same inode number, so restart
 	 * it next time. */
-	if (filename == NULL || (e->base && strcmp(filename, e->base) == 0))
+	bool self = filename == NULL ||
+		    (e->base && strcmp(filename, e->base) == 0);
+
+	if (self)
 		e->stale = 1;
 	if (e->ancestor) {
 		/* Only the names the way to the root goes through matter: one
@@ -146,8 +149,9 @@ static void on_event(uv_fs_event_t *h, const char *filename, int events,
 		w->cb(w->data, NULL, filename ? filename : "", 1);
 		return;
 	}
-	/* NULL is kept for a directory newly watched. */
-	w->cb(w->data, e->rel, filename ? filename : "", 0);
+	/* NULL is kept for a directory newly watched; "" tells that the
+	 * directory itself may have changed, not one of its names. */
+	w->cb(w->data, e->rel, self ? "" : filename, 0);
 }
 
 static void maybe_done(struct watch *w)

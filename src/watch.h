@@ -44,9 +44,11 @@ size_t watch_default_max(bool *from_kernel);
 
 /* Something may have changed in `dir` (a directory as watch_update was
  * given it; NULL for a directory on the way to the root): `name` is the
- * entry libuv named, or NULL when `dir` has just begun to be watched
- * (what changed in it before went unseen).  `root` is set when the event concerns the source
- * root itself, or the way to it. */
+ * entry libuv named, "" when that may be `dir` itself (libuv names a
+ * watched directory deleted or moved by its own last component), or
+ * NULL when `dir` has just begun to be watched (what changed in it
+ * before went unseen).  `root` is set when the event concerns the
+ * source root itself, or the way to it. */
 typedef void (*watch_cb)(void *data, const char *dir, const char *name,
 			 int root);
 

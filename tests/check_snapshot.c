@@ -1030,10 +1030,16 @@ static unsigned rrnd(unsigned n)
 /* The directories a watcher reports a change in: the nearest one above
  * a changed path that the last snapshot has (only those are watched; a
  * directory made since shows as a change of the one it was made in), and
- * each watched directory that is itself removed or moved. */
+ * each watched directory that is itself removed or moved.  With `names`,
+ * as the daemon hears it: the name in that directory (the changed path,
+ * or the directory made since that holds it) rather than the directory,
+ * but for a directory that reports itself. */
 struct dirty {
 	char *v[1024];
 	size_t n;
+	bool names;
+	char *nv[1024];
+	size_t nn;
 };
 
 static void dirty_push(struct dirty *d, char *dir)
@@ -1047,6 +1053,7 @@ static void dirty_add(struct dirty *d, const struct snapshot *prev,
 		      const char *rel)
 {
 	char *dir = strdup(rel);
+	size_t below = strlen(rel);
 
 	for (;;) {
 		char *sl = strrchr(dir, '/');
@@ -1057,8 +1064,24 @@ static void dirty_add(struct dirty *d, const struct snapshot *prev,
 		const struct snap_entry *e = snapshot_find(prev, dir);
 		if (dir[0] == '\0' || (e && e->type == SNAP_DIR))
 			break;
+		below = strlen(dir);
 	}
-	dirty_push(d, dir);
+	if (!d->names) {
+		dirty_push(d, dir);
+		return;
+	}
+	if (d->nn == 1024)
+		ck_abort_msg("too many changes");
+	d->nv[d->nn++] = strndup(rel, below);
+	free(dir);
+}
+
+static void dirty_free(struct dirty *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->v[i]);
+	for (size_t i = 0; i < d->nn; i++)
+		free(d->nv[i]);
 }
 
 /* `rel` goes: every watched directory there reports itself gone. */
@@ -1262,7 +1285,7 @@ static size_t assert_same_known(const struct snapshot *s,
  * read and compared with a full walk.  `stored`: the last read replaced
  * as the daemon replaces it (snapshot_supersede()), so that each
  * refresh views it: the view must leave it as it was. */
-static void random_refreshes(unsigned rounds, bool stored)
+static void random_refreshes(unsigned rounds, bool stored, bool names)
 {
 	struct ignore *ig = ignore_new();
 	char *err = NULL;
@@ -1285,7 +1308,7 @@ static void random_refreshes(unsigned rounds, bool stored)
 		ck_assert_int_eq(prev->mem, SNAP_MEM_STORE);
 	}
 	for (unsigned round = 0; round < rounds; round++) {
-		struct dirty d = {0};
+		struct dirty d = {.names = names};
 		for (unsigned k = rrnd(4) + 1; k > 0; k--)
 			random_change(&d, prev);
 		ck_assert_int_eq(snapshot_take(src, &o, &full, &err), 0);
@@ -1294,7 +1317,8 @@ static void random_refreshes(unsigned rounds, bool stored)
 		struct snapshot_extras *px =
 			round % 2 ? snapshot_take_extras(prev) : NULL;
 		ck_assert(round % 2 == 0 || px != NULL);
-		int rc = snapshot_refresh(prev, px, d.v, d.n, &o, &inc, &err);
+		struct snap_changed c = {d.v, d.n, d.nv, d.nn};
+		int rc = snapshot_refresh_changed(prev, px, &c, &o, &inc, &err);
 		ck_assert_msg(rc == 0, "seed %u round %u: refresh: %s", seed,
 			      round, rc == -ESTALE ? "stale" : err);
 		assert_same_snapshot(inc, full, round);
@@ -1309,8 +1333,7 @@ static void random_refreshes(unsigned rounds, bool stored)
 			assert_same_snapshot(prev, last, round);
 		}
 		snapshot_extras_free(px);
-		for (size_t i = 0; i < d.n; i++)
-			free(d.v[i]);
+		dirty_free(&d);
 		if (stored) {
 			snapshot_supersede(prev, inc);
 			ck_assert_int_eq(inc->mem, SNAP_MEM_STORE);
@@ -1331,13 +1354,23 @@ static void random_refreshes(unsigned rounds, bool stored)
 
 START_TEST(test_refresh_equals_a_full_walk_after_random_changes)
 {
-	random_refreshes(150, false);
+	random_refreshes(150, false, false);
+}
+END_TEST
+
+/* The same, told the names that changed, as the daemon is. */
+START_TEST(test_refresh_by_name_equals_a_full_walk)
+{
+	random_refreshes(150, false, true);
 }
 END_TEST
 
 START_TEST(test_refresh_of_a_stored_record_views_it_and_leaves_it)
 {
-	random_refreshes(60, true);
+	random_refreshes(60, true, false);
+	tu_rmrf(src);
+	ck_assert_int_eq(mkdir(src, 0755), 0);
+	random_refreshes(60, true, true);
 }
 END_TEST
 
@@ -1401,8 +1434,7 @@ static void random_reads_over(unsigned rounds)
 		struct dirty d = {0};
 		for (unsigned k = rrnd(4) + 1; k > 0; k--)
 			random_change(&d, prev);
-		for (size_t i = 0; i < d.n; i++)
-			free(d.v[i]);
+		dirty_free(&d);
 		learn_inodes(prev);
 		learn_inodes(last);
 		ov.over = prev;
@@ -1546,6 +1578,97 @@ START_TEST(test_refresh_reads_only_the_directories_that_changed)
 	snapshot_free(full);
 	snapshot_free(inc);
 	snapshot_free(prev);
+}
+END_TEST
+
+/* src/rel, freed at the next call. */
+static const char *at(const char *rel)
+{
+	static char *p;
+
+	free(p);
+	p = rel ? tu_path(src, rel) : NULL;
+	return p;
+}
+
+/* A refresh told the names that changed; how many names it read, and
+ * that it gives the entries a full walk does (and the same watches, but
+ * where a link led: a refresh's are the directories', until the next
+ * full walk, which a link makes the next read). */
+static unsigned long long refresh_names(struct snapshot **prev,
+					char **names, size_t n)
+{
+	struct snap_changed c = {.names = names, .nnames = n};
+	struct snapshot *inc = NULL, *full = take(SNAP_LINKS_INSIDE);
+	char *err = NULL;
+
+	ck_assert_int_eq(
+		snapshot_refresh_changed(*prev, NULL, &c, NULL, &inc, &err), 0);
+	if (inc->indirect) {
+		snapshot_drop_extras(inc);
+		snapshot_drop_extras(full);
+	}
+	assert_same_snapshot(inc, full, 0);
+	unsigned long long read = inc->read;
+	snapshot_free(full);
+	snapshot_free(*prev);
+	*prev = inc;
+	return read;
+}
+
+/* A file at the top beside many directories, told by name, is that name
+ * looked at, not every directory beside it: changed, added, removed, or
+ * deep in a directory (whose own entry is read again too).  A name that
+ * is or was a directory, a link or anything but a file reads its
+ * directory again. */
+START_TEST(test_refresh_by_name_reads_the_name_only)
+{
+	char rel[64];
+	for (int d = 0; d < 200; d++) {
+		snprintf(rel, sizeof(rel), "d%03d/f", d);
+		tu_write_deep(src, rel, "x");
+	}
+	tu_write(src, "top", "1", 0644);
+	struct snapshot *prev = take(SNAP_LINKS_INSIDE);
+	char *top[] = {"top"}, *new[] = {"new"}, *deep[] = {"d042/g"};
+	char *both[] = {"new", "top", "new"}, *deep2[] = {"d042/f"};
+
+	tu_write(src, "top", "22", 0644);
+	ck_assert_uint_le(refresh_names(&prev, top, 1), 3);
+	ck_assert_uint_eq(must_find(prev, "top")->size, 2);
+	tu_write(src, "new", "1", 0644);
+	ck_assert_uint_le(refresh_names(&prev, new, 1), 3);
+	ck_assert_int_eq(unlink(at("top")), 0);
+	tu_write(src, "new", "333", 0644);
+	ck_assert_uint_le(refresh_names(&prev, both, 3), 6);
+	ck_assert_ptr_null(snapshot_find(prev, "top"));
+	tu_write(src, "d042/g", "1", 0644); /* d042 changes too */
+	ck_assert_uint_le(refresh_names(&prev, deep, 1), 4);
+	tu_write(src, "d042/f", "4444", 0644);
+	ck_assert_uint_le(refresh_names(&prev, deep2, 1), 4);
+	/* A directory where a file was: the root is read again. */
+	ck_assert_int_eq(unlink(at("new")), 0);
+	ck_assert_int_eq(mkdir(at("new"), 0755), 0);
+	tu_write(src, "new/x", "1", 0644);
+	ck_assert_uint_ge(refresh_names(&prev, new, 1), 200);
+	/* And back: it was one. */
+	tu_rmrf(at("new"));
+	tu_write(src, "new", "1", 0644);
+	ck_assert_uint_ge(refresh_names(&prev, new, 1), 200);
+	/* A file gone from a directory kept whole, the root read again. */
+	char *gone[] = {"d042/g", "sub"};
+	ck_assert_int_eq(unlink(at("d042/g")), 0);
+	ck_assert_int_eq(mkdir(at("sub"), 0755), 0);
+	ck_assert_uint_ge(refresh_names(&prev, gone, 2), 200);
+	ck_assert_ptr_null(snapshot_find(prev, "d042/g"));
+	/* A FIFO, a link (after which a refresh cannot be sure). */
+	char *link[] = {"link"}, *fifo[] = {"fifo"};
+	ck_assert_int_eq(mkfifo(at("fifo"), 0644), 0);
+	ck_assert_uint_ge(refresh_names(&prev, fifo, 1), 200);
+	ck_assert_int_eq(symlink("d000/f", at("link")), 0);
+	ck_assert_uint_ge(refresh_names(&prev, link, 1), 200);
+	snapshot_free(prev);
+	at(NULL);
 }
 END_TEST
 
@@ -1909,6 +2032,8 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_followed_link_into_the_target_is_skipped);
 	tcase_add_test(tc, test_unreadable_directories_are_all_listed);
 	tcase_add_test(tc, test_refresh_equals_a_full_walk_after_random_changes);
+	tcase_add_test(tc, test_refresh_by_name_equals_a_full_walk);
+	tcase_add_test(tc, test_refresh_by_name_reads_the_name_only);
 	tcase_add_test(tc, test_refresh_reads_only_the_directories_that_changed);
 	tcase_add_test(tc, test_refresh_opens_no_subdirectory_found_as_it_was);
 	tcase_add_test(tc, test_refresh_keeps_what_it_finds_as_the_record_holds_it);

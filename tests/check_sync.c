@@ -314,19 +314,39 @@ static void big_tree_changed(struct sync_stats *before,
 
 /* The start-up publish reads all of the source; the directories then
  * watched for the first time are read once more (what changed before
- * went unseen).  Then a change in one directory reads that one only. */
-START_TEST(test_a_change_reads_only_its_directory)
+ * went unseen).  Then a file changed in one directory is that name
+ * looked at, not the hundred beside it; so is one replaced by a rename,
+ * and one at the top beside the fifty directories.  A directory made
+ * reads the directory it was made in. */
+START_TEST(test_a_change_reads_only_what_changed)
 {
-	struct sync_stats before, after;
+	struct sync_stats before, after, top, dir;
 
 	big_tree_changed(&before, &after);
 	ck_assert_uint_eq(before.full_reads, 1);
 	ck_assert_uint_eq(after.full_reads, before.full_reads);
 	ck_assert_uint_eq(after.reads, before.reads + 1);
-	ck_assert_msg(after.entries_read - before.entries_read < 200,
+	ck_assert_msg(after.entries_read - before.entries_read <= 3,
 		      "%llu entries read for one file",
 		      (unsigned long long)(after.entries_read -
 					   before.entries_read));
+	int n = 3;
+	tu_replace(src, "top", "1", 0644);
+	run_until(publishes_are, &n, 5000, "the file at the top published");
+	ck_assert(trees_equal(NULL));
+	sync_get_stats(cur, &top);
+	ck_assert_uint_eq(top.full_reads, before.full_reads);
+	ck_assert_msg(top.entries_read - after.entries_read <= 6,
+		      "%llu entries read for a file at the top",
+		      (unsigned long long)(top.entries_read -
+					   after.entries_read));
+	n++;
+	tu_write_deep(src, "new/f", "1");
+	run_until(publishes_are, &n, 5000, "the new directory published");
+	ck_assert(trees_equal(NULL));
+	sync_get_stats(cur, &dir);
+	ck_assert_uint_eq(dir.full_reads, before.full_reads);
+	ck_assert_uint_ge(dir.entries_read - top.entries_read, 50);
 	sync_stop(cur, on_stopped, NULL);
 	run_until(is_set, &stopped, 5000, "stop");
 }
@@ -433,7 +453,7 @@ static Suite *sync_suite(void)
 	tcase_add_test(tc, test_stop_before_the_first_publish);
 	tcase_add_test(tc, test_missing_source_is_reported_and_waited_for);
 	tcase_add_test(tc, test_stop_during_a_check_with_a_failing_signal);
-	tcase_add_test(tc, test_a_change_reads_only_its_directory);
+	tcase_add_test(tc, test_a_change_reads_only_what_changed);
 	tcase_add_test(tc, test_a_torn_read_is_read_again_where_it_changed);
 	tcase_add_test(tc, test_unwatched_directories_make_every_read_a_full_one);
 	tcase_add_test(tc, test_files_changed_earlier_are_not_compared_again);
