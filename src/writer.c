@@ -47,9 +47,9 @@ struct retired {
 	uint64_t due_ms;
 	uint64_t seq;		  /* its place among the generations this
 				     writer made; 0: not one of them */
-	struct pathset *changed;  /* the directories in which it differs
-				     from the one it replaced; NULL: not
-				     known */
+	struct pathset *changed;  /* where it differs from the one it
+				     replaced (see changed_dirs()); NULL:
+				     not known */
 };
 
 /* What the spare generation is. */
@@ -188,10 +188,11 @@ struct writer_pending {
 	bool names;		 /* a top-level name came or went */
 	bool verify;		 /* prepared at a full check (see
 				    writer_verify_next()) */
-	struct pathset *differ;	 /* directories in which the spare may
-				    differ from s; NULL: any */
-	struct pathset *changed; /* those in which s differs from the
-				    live generation */
+	/* Where the spare may differ from s (NULL: anywhere): directories
+	 * in which a name came or went (or whose own mode or owner
+	 * changed), and files whose name stayed but not what it holds. */
+	struct pathset *differ;
+	struct pathset *changed; /* the same, of s and the live generation */
 	struct classes cls;	 /* of s, from diff() */
 };
 
@@ -3130,7 +3131,8 @@ static int keep_file(struct build *b, size_t i, struct level *p,
 	if (b->act[i] == ACT_KEEP)
 		return 1; /* told by prune() */
 	/* The spare's, unchanged since, is the live one's: level_same(). */
-	if (b->act[i] == ACT_LINK && p->same && only_ours(b, e)) {
+	if (b->act[i] == ACT_LINK && p->same && only_ours(b, e) &&
+	    !pathset_has(b->differ, e->path)) {
 		b->act[i] = ACT_KEEP;
 		b->r->linked++;
 		return 1;
@@ -3179,8 +3181,9 @@ static int size_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* b->marks made: the directories of b->differ found by path once, so
- * that same_run() looks at bytes, not at the path of every directory.
+/* b->marks made: the directories and files of b->differ found by path
+ * once, so that same_run() and same_subtree() look at bytes, not at the
+ * path of every entry.
  * Only where a level can be the same (level_same()); NULL when out of
  * memory, and each directory is then looked up on its own. */
 static void marks_make(struct build *b, bool recycled)
@@ -3297,6 +3300,10 @@ static size_t same_subtree(struct build *b, size_t i, struct level *p,
 	       files = 0;
 
 	b->subtree_n = j - i;
+	/* A file in differ below it is not the spare's (nor, without the
+	 * marks to tell, may any be). */
+	if (b->marks == NULL || mark_from(b, i) < j)
+		return 0;
 
 	/* A byte or two an entry, not the entry (its path, for a
 	 * directory): this may be most of a million. */
@@ -3948,9 +3955,9 @@ static int recycle_spare(struct writer *w, struct writer_pending *p,
 	return rc;
 }
 
-/* The directories in which k copies of live entries from s->v[i] on
- * differ, given their actions: those of the files to be copied (a copy
- * equal to its live entry is otherwise the same, see same_copies). */
+/* Where k copies of live entries from s->v[i] on differ, given their
+ * actions: the files to be copied (a copy equal to its live entry is
+ * otherwise the same, see same_copies). */
 static int copies_changed(const struct snapshot *s, size_t i, size_t k,
 			  const uint8_t *act, struct pathset *out)
 {
@@ -3959,16 +3966,18 @@ static int copies_changed(const struct snapshot *s, size_t i, size_t k,
 
 	while (rc == 0 && (a = memchr(a, ACT_COPY, (size_t)(end - a)))) {
 		const char *p = s->v[a - act].path;
-		rc = pathset_add(out, p, parent_len(p));
+		rc = pathset_add(out, p, strlen(p));
 		a++;
 	}
 	return rc;
 }
 
-/* Adds to `out` the directories in which `s`, whose entries are to be
- * or were written as `act` says, differs from the live generation `l`:
- * where a name came or went or a file is not the live one's, and a
- * directory whose own mode or owner changed.  `same`: the copies of l's
+/* Adds to `out` where `s`, whose entries are to be or were written as
+ * `act` says, differs from the live generation `l`: the directories in
+ * which a name came or went (or changed type), a directory whose own
+ * mode or owner changed, and a file whose name stayed but which is not
+ * the live one's (not its directory: beside ten thousand directories,
+ * a file changed at the top leaves the top as it was, but for it).  `same`: the copies of l's
  * entries in s equal them (see same_copies), and are not read. */
 static int changed_dirs(const struct snapshot *l, const struct snapshot *s,
 			const uint8_t *act, bool same, struct pathset *out)
@@ -3995,7 +4004,7 @@ static int changed_dirs(const struct snapshot *l, const struct snapshot *s,
 			    (parent || o->mode != e->mode || o->uid != e->uid ||
 			     o->gid != e->gid);
 		if (!parent && e->type == SNAP_FILE)
-			parent = act[i] == ACT_COPY;
+			self = act[i] == ACT_COPY;
 		if (parent)
 			rc = pathset_add(out, e->path, parent_len(e->path));
 		if (rc == 0 && self)
@@ -4056,8 +4065,13 @@ static void spare_hand_back(struct writer *w, struct writer_pending *p,
 	bool known = p->differ && p->spare_kind != SPARE_PARTIAL &&
 		     !others_write(w);
 	struct pathset *left = known ? pathset_new() : NULL;
+	int rc = left ? pathset_merge(left, p->differ) : 0;
 
-	if (left && pathset_merge(left, p->differ) < 0) {
+	/* A file it wrote is flushed with its directory. */
+	for (size_t i = 0; rc == 0 && left && i < p->differ->n; i++)
+		rc = pathset_add(left, p->differ->v[i],
+				 parent_len(p->differ->v[i]));
+	if (rc < 0) {
 		pathset_free(left);
 		left = NULL;
 	}

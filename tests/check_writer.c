@@ -3104,7 +3104,9 @@ END_TEST
 
 /* What was planted in a replaced generation while it was live (a link
  * in place of a directory, a FIFO in place of a file) is removed, never
- * followed or opened, when it is recycled. */
+ * followed or opened, when it is recycled into a generation that looks
+ * at where it is (a name came there: a file changed in place beside it
+ * leaves the rest for a full check). */
 START_TEST(test_recycle_never_follows_what_was_planted)
 {
 	char *outside = tu_path(tmp, "outside");
@@ -3124,6 +3126,7 @@ START_TEST(test_recycle_never_follows_what_was_planted)
 	ck_assert_int_eq(unlink(f), 0);
 	ck_assert_int_eq(mkfifo(f, 0644), 0);
 	tu_write(src, "f", "333", 0644);
+	tu_write(src, "g", "g", 0644);
 	publish_ok(w);
 	ASSERT_TREES();
 	char *k = tu_path(outside, "keep"), *t = tu_read(k, NULL);
@@ -3163,13 +3166,16 @@ START_TEST(test_recycle_never_changes_a_shared_file)
 	struct stat before;
 	ck_assert_int_eq(stat(la, &before), 0);
 	ck_assert_uint_ge(before.st_nlink, 2);
-	/* c written in place in the live generation (same size). */
+	/* c written in place in the live generation (same size), by root:
+	 * a full check tells (else only a compare of c, made while its
+	 * times are too recent to trust, would). */
 	int fd = open(lc, O_WRONLY);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, "X", 1), 1);
 	close(fd);
 	char *sa = tu_path(src, "a");
 	ck_assert_int_eq(chmod(sa, 0600), 0);
+	writer_verify_next(w);
 	publish_ok(w);
 	struct stat after;
 	ck_assert_int_eq(stat(la, &after), 0);
@@ -3918,6 +3924,62 @@ START_TEST(test_recycle_opens_no_directory_that_did_not_change)
 }
 END_TEST
 
+/* A file changed beside others leaves its directory as it was, but for
+ * it: recycled, the top is not read again (its names, and the
+ * directories there, not looked at one by one: what root planted in the
+ * spare stays until a full check), while the files changed in any
+ * generation since the spare are written anew, not kept stale. */
+START_TEST(test_recycle_reads_no_name_beside_a_file_that_changed)
+{
+	struct writer *w = open_recycling_writer();
+
+	tu_write(src, "top", "1", 0644);
+	tu_write(src, "other", "o1", 0644);
+	tu_write(src, "sub-a/f", "a1", 0644);
+	tu_write(src, "sub-a/g", "g1", 0644);
+	tu_write(src, "sub-b/f", "b1", 0644);
+	age_past_racy();
+	publish_ok(w);
+	char *g1 = tu_live(dst), *gd = tu_path(dst, g1);
+	ino_t root1 = ino_of(dst, g1);
+	tu_write(src, "other", "o2-longer", 0644);
+	tu_write(src, "sub-a/f", "a2-longer", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS); /* g1 is the spare */
+	tu_write(gd, "planted", "p", 0644);
+	tu_write(src, "top", "22", 0644);
+	tu_write(src, "sub-a/g", "g2-longer", 0644);
+	publish_ok(w);
+	char *g3 = tu_live(dst);
+	ck_assert_uint_eq(ino_of(dst, g3), root1);
+	const char *want[][2] = {{"top", "22"},	       {"other", "o2-longer"},
+				 {"sub-a/f", "a2-longer"}, {"sub-a/g", "g2-longer"},
+				 {"sub-b/f", "b1"},	       {"planted", "p"}};
+	for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++) {
+		char *d = tu_path(dst, "..data"), *p = tu_path(d, want[k][0]);
+		char *t = tu_read(p, NULL);
+		ck_assert_msg(t && strcmp(t, want[k][1]) == 0, "%s: %s",
+			      want[k][0], t ? t : "missing");
+		free(t);
+		free(p);
+		free(d);
+	}
+	/* Once a name comes at the top, the top of the generation
+	 * recycled is read again (what was planted there goes), and a
+	 * directory in which a file changed since is read too, not kept
+	 * whole. */
+	tu_write(src, "top", "333", 0644);
+	tu_write(src, "sub-b/f", "b2-longer", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS); /* g3 is the spare */
+	tu_write(src, "new", "n", 0644);
+	publish_ok(w);
+	ASSERT_TREES();
+	writer_close(w);
+	free(g3);
+	free(gd);
+	free(g1);
+}
+END_TEST
+
 /* A directory that could be kept whole but for something below it that
  * changed is built entry by entry, the entries before that one included:
  * none is left as kept unread (a directory among them, left so, would be
@@ -3983,9 +4045,9 @@ START_TEST(test_recycle_keeps_runs_of_children_whole)
 END_TEST
 
 /* A run of children kept whole ends with their directory: what comes
- * after it (c, in a root that changed) is looked at as its own level
- * has it, here found with another mode in the spare, and given its own
- * back. */
+ * after it (c, in a root in which a name came) is looked at as its own
+ * level has it, here found with another mode in the spare, and given
+ * its own back. */
 START_TEST(test_recycle_run_of_children_ends_with_their_directory)
 {
 	struct writer *w = open_recycling_writer();
@@ -4003,6 +4065,7 @@ START_TEST(test_recycle_run_of_children_ends_with_their_directory)
 	char *cc = tu_path(c, "c");
 	ck_assert_int_eq(chmod(cc, 0750), 0);
 	tu_write(src, "top", "333", 0644);
+	tu_write(src, "new", "n", 0644);
 	tu_write(src, "b/sub/y", "yy", 0644);
 	publish_ok(w);
 	ASSERT_TREES();
@@ -5199,6 +5262,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
 	tcase_add_test(tc, test_torn_read_in_a_spare_flushes_what_it_changed);
 	tcase_add_test(tc, test_recycle_opens_no_directory_that_did_not_change);
+	tcase_add_test(tc, test_recycle_reads_no_name_beside_a_file_that_changed);
 	tcase_add_test(tc,
 		       test_recycle_builds_a_directory_kept_whole_but_for_one_entry);
 	tcase_add_test(tc, test_recycle_keeps_runs_of_children_whole);
