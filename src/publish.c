@@ -53,38 +53,36 @@ struct snapshot_opts publish_snapshot_opts(const struct conf_sync *c)
 	return so;
 }
 
-void publish_dirty_add(struct publish_dirty *d, const char *dir)
+/* Appends a copy of `path` to *v; an absolute one, or out of memory,
+ * makes `d` all. */
+static void dirty_push(struct publish_dirty *d, char ***v, size_t *n,
+		       size_t *cap, const char *path)
 {
 	char *copy = NULL;
 
-	if (d->all)
-		return;
-	if (dir[0] == '/' || (copy = strdup(dir)) == NULL ||
-	    array_grow(&d->dirs, &d->cap, d->n, sizeof(*d->dirs)) < 0) {
+	if (path[0] == '/' || (copy = strdup(path)) == NULL ||
+	    array_grow(v, cap, *n, sizeof(**v)) < 0) {
 		free(copy);
 		publish_dirty_all(d);
 		return;
 	}
-	d->dirs[d->n++] = copy;
+	(*v)[(*n)++] = copy;
+}
+
+void publish_dirty_add(struct publish_dirty *d, const char *dir)
+{
+	if (!d->all)
+		dirty_push(d, &d->dirs, &d->n, &d->cap, dir);
 }
 
 void publish_dirty_add_name(struct publish_dirty *d, const char *path)
 {
-	char *copy = NULL;
-
 	if (d->all)
 		return;
 	for (size_t i = 0; i < d->nnames; i++)
 		if (strcmp(d->names[i], path) == 0)
 			return;
-	if (path[0] == '/' || (copy = strdup(path)) == NULL ||
-	    array_grow(&d->names, &d->namecap, d->nnames,
-		       sizeof(*d->names)) < 0) {
-		free(copy);
-		publish_dirty_all(d);
-		return;
-	}
-	d->names[d->nnames++] = copy;
+	dirty_push(d, &d->names, &d->nnames, &d->namecap, path);
 }
 
 void publish_dirty_all(struct publish_dirty *d)
@@ -95,12 +93,8 @@ void publish_dirty_all(struct publish_dirty *d)
 
 void publish_dirty_fini(struct publish_dirty *d)
 {
-	for (size_t i = 0; i < d->n; i++)
-		free(d->dirs[i]);
-	free(d->dirs);
-	for (size_t i = 0; i < d->nnames; i++)
-		free(d->names[i]);
-	free(d->names);
+	fsutil_names_free(d->dirs, d->n);
+	fsutil_names_free(d->names, d->nnames);
 	memset(d, 0, sizeof(*d));
 }
 

@@ -2983,6 +2983,7 @@ static bool name_alone(struct refresh *r, const char *path)
 static int refresh_split(struct refresh *r, const struct snap_changed *c,
 			 char ***alone, size_t *na)
 {
+	const char *last = NULL;
 	size_t k = 0;
 
 	*na = 0;
@@ -2997,8 +2998,10 @@ static int refresh_split(struct refresh *r, const struct snap_changed *c,
 		char *p = (*alone)[i];
 		if (p[0] == '/')
 			return -ESTALE;
-		if (k > 0 && strcmp((*alone)[k - 1], p) == 0)
+		/* Sorted: a name told twice follows itself. */
+		if (last && strcmp(last, p) == 0)
 			continue;
+		last = p;
 		if (name_alone(r, p)) {
 			(*alone)[k++] = p;
 			continue;
@@ -3141,12 +3144,8 @@ int snapshot_refresh_changed(const struct snapshot *prev,
 	free(r.done);
 	free(r.cuts);
 	free(r.looked);
-	for (size_t i = 0; i < r.nselfs; i++)
-		free(r.selfs[i]);
-	free(r.selfs);
-	for (size_t i = 0; i < r.nparents; i++)
-		free(r.parents[i]);
-	free(r.parents);
+	names_free(r.selfs, r.nselfs);
+	names_free(r.parents, r.nparents);
 	free(r.dirs_gone);
 	free(r.dirs_new);
 	trim(s);

@@ -48,7 +48,7 @@ struct retired {
 	uint64_t seq;		  /* its place among the generations this
 				     writer made; 0: not one of them */
 	struct pathset *changed;  /* where it differs from the one it
-				     replaced (see changed_dirs()); NULL:
+				     replaced (see changed_paths()); NULL:
 				     not known */
 };
 
@@ -3154,7 +3154,7 @@ static int keep_file(struct build *b, size_t i, struct level *p,
 /* Whether the directory s->v[i], in a recycled level `p` that is looked
  * at (a name in it changed), is there as the spare had it: not in differ
  * (a directory that came, went, or changed its mode or owner in any
- * generation since is in differ itself, see changed_dirs()), and found
+ * generation since is in differ itself, see changed_paths()), and found
  * a directory of ours alone with the owner and mode it is to have.  One
  * fstatat() in place of opening it: a root of 10,000 directories in
  * which one name changed is not 10,000 directories to open. */
@@ -3185,7 +3185,7 @@ static int size_cmp(const void *a, const void *b)
  * once, so that same_run() and same_subtree() look at bytes, not at the
  * path of every entry.
  * Only where a level can be the same (level_same()); NULL when out of
- * memory, and each directory is then looked up on its own. */
+ * memory, and no subtree is then kept whole (same_subtree()). */
 static void marks_make(struct build *b, bool recycled)
 {
 	const struct pathset *d = b->differ;
@@ -3287,11 +3287,12 @@ static size_t same_subtree(struct build *b, size_t i, struct level *p,
 {
 	const struct snapshot *s = b->s;
 
-	if (b->unflushed)
+	/* Without the marks, what differs below may be anywhere. */
+	if (b->unflushed || b->marks == NULL)
 		return 0;
-	if (p->same && b->marks != NULL)
+	if (p->same)
 		return same_run(b, i, p);
-	if (!(p->same || dir_as_left(b, i, p, name)))
+	if (!dir_as_left(b, i, p, name))
 		return 0;
 	/* Found by bisection, tried first where the last one ended: a
 	 * million entries are not a million paths compared, and ten
@@ -3300,18 +3301,16 @@ static size_t same_subtree(struct build *b, size_t i, struct level *p,
 	       files = 0;
 
 	b->subtree_n = j - i;
-	/* A file in differ below it is not the spare's (nor, without the
-	 * marks to tell, may any be). */
-	if (b->marks == NULL || mark_from(b, i) < j)
+	/* A directory or file of differ below it (a mark) is not as the
+	 * spare has it. */
+	if (mark_from(b, i) < j)
 		return 0;
 
-	/* A byte or two an entry, not the entry (its path, for a
-	 * directory): this may be most of a million. */
+	/* A byte or two an entry, not the entry: this may be most of a
+	 * million. */
 	for (k = i; k < j; k++) {
 		uint8_t a = b->act[k];
-		if (!(b->cls[k] & CLS_OURS) ||
-		    !(a == ACT_LINK ||
-		      (a == ACT_DIR && !pathset_has(b->differ, s->v[k].path))))
+		if (!(b->cls[k] & CLS_OURS) || (a != ACT_LINK && a != ACT_DIR))
 			return 0;
 		files += a == ACT_LINK;
 	}
@@ -3977,9 +3976,10 @@ static int copies_changed(const struct snapshot *s, size_t i, size_t k,
  * which a name came or went (or changed type), a directory whose own
  * mode or owner changed, and a file whose name stayed but which is not
  * the live one's (not its directory: beside ten thousand directories,
- * a file changed at the top leaves the top as it was, but for it).  `same`: the copies of l's
- * entries in s equal them (see same_copies), and are not read. */
-static int changed_dirs(const struct snapshot *l, const struct snapshot *s,
+ * a file changed at the top leaves the top as it was, but for it).
+ * `same`: the copies of l's entries in s equal them (see same_copies),
+ * and are not read. */
+static int changed_paths(const struct snapshot *l, const struct snapshot *s,
 			const uint8_t *act, bool same, struct pathset *out)
 {
 	size_t i = 0, j = 0, run = 0;
@@ -4107,7 +4107,7 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	else if (w->live == NULL)
 		pathset_add_all(p->changed);
 	else
-		(void)changed_dirs(w->live, p->s, p->act,
+		(void)changed_paths(w->live, p->s, p->act,
 				   w->same_copies == p->s->id, p->changed);
 	if (rc == 0 && p->recycled)
 		p->differ = spare_differs(w, from, p);

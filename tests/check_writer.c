@@ -3927,8 +3927,8 @@ END_TEST
 /* A file changed beside others leaves its directory as it was, but for
  * it: recycled, the top is not read again (its names, and the
  * directories there, not looked at one by one: what root planted in the
- * spare stays until a full check), while the files changed in any
- * generation since the spare are written anew, not kept stale. */
+ * spare stays until a publish reads the top), while the files changed
+ * in any generation since the spare are written anew, not kept stale. */
 START_TEST(test_recycle_reads_no_name_beside_a_file_that_changed)
 {
 	struct writer *w = open_recycling_writer();
