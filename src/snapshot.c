@@ -2838,6 +2838,13 @@ static int add_watch_of(struct snapshot *s, const char *path, uint64_t dev,
 	return add_watch(s, path, &st);
 }
 
+/* Where a directory entry is watched, as add_dir() does: where it
+ * really is, when a link led to it. */
+static const char *dir_watched(const struct snap_entry *e)
+{
+	return e->src ? e->src : e->path;
+}
+
 /* prev's watches but those of directories the merge dropped, with those
  * of the directories it added, merged in path order (prev's are in it,
  * as a walk lists them): a watch for the root and every directory
@@ -2867,31 +2874,71 @@ static int watches_from_prev(struct refresh *r)
 			continue;
 		}
 		i += c == 0; /* the same directory read again */
-		rc = add_watch_of(s, e->path, e->dev, e->ino);
+		rc = add_watch_of(s, dir_watched(e), e->dev, e->ino);
 		k++;
 	}
 	return rc;
 }
 
-/* Without links, the directories to watch are the root and every
- * directory entry, as a walk lists them: from prev's when they are
- * there (the root's is, in any walk's), else from every entry. */
+/* The directories to watch of the walk's list `v` that are not the
+ * tree's own (where a link it met led: a file's directory, out of the
+ * source or excluded), added to s's.  `v` is freed. */
+static int keep_link_watches(struct snapshot *s, struct snap_dir *v, size_t n)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct snap_entry *e =
+			v[i].path[0] && v[i].path[0] != '/'
+				? snapshot_find(s, v[i].path)
+				: NULL;
+		bool tree = v[i].path[0] == '\0' ||
+			    (e && e->type == SNAP_DIR && e->src == NULL &&
+			     e->dev == v[i].dev && e->ino == v[i].ino);
+		if (rc == 0 && !tree)
+			rc = add_watch_of(s, v[i].path, v[i].dev, v[i].ino);
+		free(v[i].path);
+	}
+	free(v);
+	return rc;
+}
+
+/* The directories to watch are the root and every directory entry, as
+ * a walk lists them: from prev's when they are there (the root's is, in
+ * any walk's), else from every entry.  prev has no links (it would not
+ * be refreshed), so a link is one the walk met, and where it leads is
+ * watched too, as a full walk does (the next read is one). */
 static int refresh_watches(struct refresh *r)
 {
 	struct snapshot *s = r->w.s;
 	struct snapshot_extras *x = &s->extras;
+	struct snap_dir *walked = x->watch;
+	size_t nwalked = x->nwatch;
+	int rc = 0;
 
-	for (size_t i = 0; i < x->nwatch; i++)
-		free(x->watch[i].path);
+	if (s->indirect) {
+		x->watch = NULL;
+		x->watchcap = 0;
+	} else {
+		for (size_t i = 0; i < nwalked; i++)
+			free(walked[i].path);
+		walked = NULL;
+		nwalked = 0;
+	}
 	x->nwatch = 0;
-	if (r->watch && r->nwatch > 0)
-		return watches_from_prev(r);
-	int rc = add_watch_of(s, "", s->root_dev, s->root_ino);
-	for (size_t i = 0; rc == 0 && i < s->n; i++)
-		if (s->v[i].type == SNAP_DIR)
-			rc = add_watch_of(s, s->v[i].path, s->v[i].dev,
-					  s->v[i].ino);
-	return rc;
+	if (r->watch && r->nwatch > 0) {
+		rc = watches_from_prev(r);
+	} else {
+		rc = add_watch_of(s, "", s->root_dev, s->root_ino);
+		for (size_t i = 0; rc == 0 && i < s->n; i++)
+			if (s->v[i].type == SNAP_DIR)
+				rc = add_watch_of(s, dir_watched(&s->v[i]),
+						  s->v[i].dev, s->v[i].ino);
+	}
+	if (walked == NULL)
+		return rc;
+	int krc = keep_link_watches(s, walked, nwalked);
+	return rc < 0 ? rc : krc;
 }
 
 static int refresh_merge(struct refresh *r)

@@ -969,6 +969,56 @@ END_TEST
 
 /* ---- refresh: only the directories that changed read again ---- */
 
+static int cmp_watch(const void *x, const void *y)
+{
+	const struct snap_dir *a = x, *b = y;
+	int c = strcmp(a->path, b->path);
+
+	return c ? c : a->ino < b->ino ? -1 : a->ino > b->ino;
+}
+
+/* The watches of `s`, sorted and each once, as a watcher takes them. */
+static struct snap_dir *watch_set(const struct snapshot *s, size_t *n)
+{
+	size_t k = 0, m = s->extras.nwatch;
+	struct snap_dir *v = malloc((m ? m : 1) * sizeof(*v));
+
+	ck_assert_ptr_nonnull(v);
+	if (m)
+		memcpy(v, s->extras.watch, m * sizeof(*v));
+	qsort(v, m, sizeof(*v), cmp_watch);
+	for (size_t i = 0; i < m; i++)
+		if (k == 0 || cmp_watch(&v[k - 1], &v[i]) != 0)
+			v[k++] = v[i];
+	*n = k;
+	return v;
+}
+
+/* The same watches as a full walk's, in its order; once a link was met
+ * (`indirect`), the same set: the next read is a full walk's anyway. */
+static void assert_same_watches(const struct snapshot *a,
+				const struct snapshot *b, unsigned round)
+{
+	size_t na = a->extras.nwatch, nb = b->extras.nwatch;
+	struct snap_dir *va = a->extras.watch, *vb = b->extras.watch;
+
+	if (a->indirect) {
+		va = watch_set(a, &na);
+		vb = watch_set(b, &nb);
+	}
+	for (size_t i = 0; i < na || i < nb; i++)
+		if (i == na || i == nb ||
+		    !(strcmp(va[i].path, vb[i].path) == 0 &&
+		      va[i].ino == vb[i].ino))
+			ck_abort_msg("round %u: watch %s, a walk has %s", round,
+				     i < na ? va[i].path : "none",
+				     i < nb ? vb[i].path : "none");
+	if (a->indirect) {
+		free(va);
+		free(vb);
+	}
+}
+
 /* Every field a full walk records, compared. */
 static void assert_same_snapshot(const struct snapshot *a,
 				 const struct snapshot *b, unsigned round)
@@ -1007,16 +1057,7 @@ static void assert_same_snapshot(const struct snapshot *a,
 					      b->extras.warn[i].kind))
 			ck_abort_msg("round %u: warning %s, a walk has %s", round,
 			      a->extras.warn[i].path, b->extras.warn[i].path);
-	if (a->extras.nwatch != b->extras.nwatch)
-		ck_abort_msg("round %u: watches differ", round);
-	for (size_t i = 0; i < a->extras.nwatch; i++)
-		if (!(strcmp(a->extras.watch[i].path,
-				     b->extras.watch[i].path) == 0 &&
-				      a->extras.watch[i].ino ==
-					      b->extras.watch[i].ino))
-			ck_abort_msg("round %u: watch %s, a walk has %s", round,
-			      a->extras.watch[i].path,
-			      b->extras.watch[i].path);
+	assert_same_watches(a, b, round);
 }
 
 static unsigned long rrng;
@@ -1592,9 +1633,7 @@ static const char *at(const char *rel)
 }
 
 /* A refresh told the names that changed; how many names it read, and
- * that it gives the entries a full walk does (and the same watches, but
- * where a link led: a refresh's are the directories', until the next
- * full walk, which a link makes the next read). */
+ * that it gives the entries and watches a full walk does. */
 static unsigned long long refresh_names(struct snapshot **prev,
 					char **names, size_t n)
 {
@@ -1604,10 +1643,6 @@ static unsigned long long refresh_names(struct snapshot **prev,
 
 	ck_assert_int_eq(
 		snapshot_refresh_changed(*prev, NULL, &c, NULL, &inc, &err), 0);
-	if (inc->indirect) {
-		snapshot_drop_extras(inc);
-		snapshot_drop_extras(full);
-	}
 	assert_same_snapshot(inc, full, 0);
 	unsigned long long read = inc->read;
 	snapshot_free(full);
@@ -1669,6 +1704,67 @@ START_TEST(test_refresh_by_name_reads_the_name_only)
 	ck_assert_uint_ge(refresh_names(&prev, link, 1), 200);
 	snapshot_free(prev);
 	at(NULL);
+}
+END_TEST
+
+static void refresh_meets_links(enum snap_links mode)
+{
+	struct ignore *ig = ignore_new();
+	char *err = NULL;
+	ck_assert_int_eq(ignore_add(ig, "/hidden/", &err), 0);
+	struct snapshot_opts o = {.links = mode, .exclude = ig};
+	struct snapshot *prev = NULL, *inc = NULL, *full = NULL;
+
+	tu_rmrf(tmp);
+	tu_write(src, "a/f", "1", 0644);
+	tu_write(src, "hidden/key", "k", 0644);
+	tu_write(tmp, "archive/cert1.pem", "c1", 0644);
+	tu_write(tmp, "shared/x/y", "y", 0644);
+	ck_assert_int_eq(snapshot_take(src, &o, &prev, &err), 0);
+	ck_assert(!prev->indirect);
+	char *arch = tu_path(tmp, "archive/cert1.pem");
+	char *shared = tu_path(tmp, "shared");
+	link_in(arch, "a/cert.pem");
+	link_in(shared, "shared");
+	link_in("../hidden/key", "a/key");
+	link_in("a", "alias");
+	char *dirs[] = {"", "a"};
+	ck_assert_int_eq(
+		snapshot_refresh(prev, NULL, dirs, 2, &o, &inc, &err), 0);
+	ck_assert_int_eq(snapshot_take(src, &o, &full, &err), 0);
+	ck_assert(inc->indirect);
+	must_find(inc, "alias/f");
+	assert_same_snapshot(inc, full, 0);
+	if (mode == SNAP_LINKS_FOLLOW) {
+		must_find(inc, "shared/x/y");
+		char *real = realpath(tmp, NULL), *where = NULL;
+		ck_assert_ptr_nonnull(real);
+		ck_assert_int_ge(asprintf(&where, "%s/archive", real), 0);
+		ck_assert_msg(watched(inc, where), "%s not watched", where);
+		free(where);
+		ck_assert_int_ge(asprintf(&where, "%s/src/hidden", real), 0);
+		ck_assert_msg(watched(inc, where), "%s not watched", where);
+		free(where);
+		free(real);
+	} else {
+		ck_assert(watched(inc, "hidden")); /* a/key's */
+	}
+	free(arch);
+	free(shared);
+	snapshot_free(full);
+	snapshot_free(inc);
+	snapshot_free(prev);
+	ignore_free(ig);
+}
+
+/* Links met by a refresh (prev had none, or it would not refresh):
+ * where they lead is watched, as a full walk watches it: a file's
+ * directory out of the source, a directory linked to, a file in an
+ * excluded one.  Else a change there went unseen until a full read. */
+START_TEST(test_refresh_watches_where_new_links_lead)
+{
+	refresh_meets_links(SNAP_LINKS_FOLLOW);
+	refresh_meets_links(SNAP_LINKS_INSIDE);
 }
 END_TEST
 
@@ -2034,6 +2130,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_refresh_equals_a_full_walk_after_random_changes);
 	tcase_add_test(tc, test_refresh_by_name_equals_a_full_walk);
 	tcase_add_test(tc, test_refresh_by_name_reads_the_name_only);
+	tcase_add_test(tc, test_refresh_watches_where_new_links_lead);
 	tcase_add_test(tc, test_refresh_reads_only_the_directories_that_changed);
 	tcase_add_test(tc, test_refresh_opens_no_subdirectory_found_as_it_was);
 	tcase_add_test(tc, test_refresh_keeps_what_it_finds_as_the_record_holds_it);
