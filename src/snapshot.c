@@ -46,8 +46,8 @@
  * 300 pages of 4 KiB, each faulted in at its first write. */
 #define ENTRIES_MAP_MIN ((size_t)1 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
-/* Entries a refresh moves in a view at a time, the record's pages let go
- * behind them (merge_moved()). */
+/* Bytes of entries a refresh moves in a view at a time, the record's
+ * pages let go behind them (merge_moved()). */
 #define MOVE_CHUNK ((size_t)1 << 20)
 
 /* A symlink read during the walk, and what it said. */
