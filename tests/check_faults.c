@@ -237,9 +237,14 @@ START_TEST(test_every_failing_call_of_a_publish)
 	ck_assert_msg(total > 40, "only %ld calls counted: is the shim loaded?", total);
 	tu_rmrf(dst);
 
+	/* Every call fails with each error; in the sanitizer build, whose
+	 * every run costs several times more, with one of them in turn (its
+	 * memory checks of each failure's path need no more). */
+	size_t each = getenv("ATOMSYNC_SANITIZED") ? 1 : 4;
 	int failed_runs = 0;
 	for (long n = 1; n <= total + 2; n++) {
-		for (size_t k = 0; k < 4; k++) {
+		for (size_t j = 0; j < each; j++) {
+			size_t k = (j + (size_t)n) % 4;
 			copy_tree(pristine, dst);
 			int rc = once(dst, n, errnos[k], NULL, &err);
 			ck_assert_msg(rc == 0 || rc == 1, "call %ld (%s): exit %d: %s", n,
@@ -286,10 +291,10 @@ START_TEST(test_every_failing_call_of_a_publish)
 		}
 	}
 	/* Most calls matter: a failure of each is reported. */
-	ck_assert_int_gt(failed_runs, (int)total);
-	fprintf(stderr, "fault sweep: %ld calls x 4 errors, %d publishes failed "
-			"cleanly\n",
-		total, failed_runs);
+	ck_assert_int_gt(failed_runs, (int)(total * each / 4));
+	fprintf(stderr, "fault sweep: %ld calls x %zu errors, %d publishes "
+			"failed cleanly\n",
+		total, each, failed_runs);
 	free(dst);
 	free(count);
 }
