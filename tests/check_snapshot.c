@@ -1408,10 +1408,10 @@ END_TEST
 
 START_TEST(test_refresh_of_a_stored_record_views_it_and_leaves_it)
 {
-	random_refreshes(60, true, false);
+	random_refreshes(tu_rounds(60), true, false);
 	tu_rmrf(src);
 	ck_assert_int_eq(mkdir(src, 0755), 0);
-	random_refreshes(60, true, true);
+	random_refreshes(tu_rounds(60), true, true);
 }
 END_TEST
 
@@ -1518,7 +1518,7 @@ static void random_reads_over(unsigned rounds)
 
 START_TEST(test_full_read_over_a_stored_record_writes_only_what_changed)
 {
-	random_reads_over(40);
+	random_reads_over(tu_rounds(40));
 }
 END_TEST
 

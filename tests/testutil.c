@@ -595,6 +595,13 @@ int tu_scale(int ms)
 	return (int)(ms * f);
 }
 
+unsigned tu_rounds(unsigned n)
+{
+	if (getenv("ATOMSYNC_VALGRIND") == NULL || n < 4)
+		return n;
+	return n / 4;
+}
+
 const char *tu_bin(void)
 {
 	const char *b = getenv("ATOMSYNCD");

@@ -175,6 +175,10 @@ long long tu_now_ms(void);
 void tu_nap(int ms);
 /* Scales a timeout by $CK_TIMEOUT_MULTIPLIER (valgrind, sanitizers). */
 int tu_scale(int ms);
+/* The rounds of a randomized test whose every round checks itself: a
+ * quarter (at least one) under valgrind, where a round costs tens of
+ * times more and checks the memory of the same paths. */
+unsigned tu_rounds(unsigned n);
 /* The directories a lookup of `path` goes through, its parent included,
  * as the daemon watches them (watch.c): the components of its parent's
  * real path, and "/".  The parent must exist. */
