@@ -88,12 +88,11 @@ static int hexval(char c)
 	return -1;
 }
 
-int state_unescape(const char *s, char **out)
+/* state_unescape() into `s` itself: what it decodes is never longer. */
+static int unescape_in_place(char *s)
 {
-	char *r = malloc(strlen(s) + 1), *q = r;
+	char *q = s;
 
-	if (r == NULL)
-		return -ENOMEM;
 	while (*s) {
 		if (*s != '\\') {
 			*q++ = *s++;
@@ -101,14 +100,26 @@ int state_unescape(const char *s, char **out)
 		}
 		int hi, lo;
 		if (s[1] != 'x' || (hi = hexval(s[2])) < 0 ||
-		    (lo = hexval(s[3])) < 0 || (hi == 0 && lo == 0)) {
-			free(r);
+		    (lo = hexval(s[3])) < 0 || (hi == 0 && lo == 0))
 			return -EINVAL;
-		}
 		*q++ = (char)(hi << 4 | lo);
 		s += 4;
 	}
 	*q = '\0';
+	return 0;
+}
+
+int state_unescape(const char *s, char **out)
+{
+	char *r = strdup(s);
+
+	if (r == NULL)
+		return -ENOMEM;
+	int rc = unescape_in_place(r);
+	if (rc < 0) {
+		free(r);
+		return rc;
+	}
 	*out = r;
 	return 0;
 }
@@ -669,9 +680,28 @@ static int snum(char **p, int64_t *out)
 	return 0;
 }
 
+/* Whether `p` is a path the writer records (0, else -EINVAL): a
+ * relative one with no empty, "." or ".." element, as
+ * writer_validate_path() lets through and cleaning leaves it. */
+static int recorded_path(const char *p)
+{
+	if (*p == '\0' || *p == '/')
+		return -EINVAL;
+	for (;;) {
+		size_t n = strcspn(p, "/");
+		bool dots = p[0] == '.' && (n == 1 || (n == 2 && p[1] == '.'));
+		if (n == 0 || dots)
+			return -EINVAL;
+		if (p[n] == '\0')
+			return 0;
+		p += n + 1;
+	}
+}
+
 /* "F 644 uid gid size msec mnsec csec cnsec dev ino tino tmsec tmnsec
  * path": the source's metadata, then the live file's inode and
- * modification time as atomsync left them. */
+ * modification time as atomsync left them.  e->path is decoded in
+ * `line`, and lives as long as it does. */
 static int parse_entry(char *line, struct snap_entry *e)
 {
 	uint64_t f[13];
@@ -697,18 +727,12 @@ static int parse_entry(char *line, struct snap_entry *e)
 	e->t_mtime_ns = clock_ts_ns(&(struct timespec){(time_t)ts, (long)f[12]});
 	if (*p == '\0' || strchr(p, ' ') != NULL)
 		return -EINVAL;
-	int rc = state_unescape(p, &e->path);
+	int rc = unescape_in_place(p);
+	if (rc == 0)
+		rc = recorded_path(p);
 	if (rc < 0)
 		return rc;
-	/* The writer records clean paths only: any other is damage. */
-	char *clean = snapshot_clean_path(e->path);
-	rc = clean == NULL ? -ENOMEM : strcmp(clean, e->path) ? -EINVAL : 0;
-	free(clean);
-	if (rc < 0) {
-		free(e->path);
-		e->path = NULL;
-		return rc;
-	}
+	e->path = p;
 	e->type = line[0] == 'D' ? SNAP_DIR : SNAP_FILE;
 	e->mode = (uint32_t)f[0];
 	e->uid = (uint32_t)f[1];
@@ -811,15 +835,11 @@ static int parse_entries(struct reader *r, struct snapshot *s, size_t count)
 			return -EINVAL;
 		/* Entries must come sorted and unique, as they were saved. */
 		if (s->n > 0 &&
-		    snapshot_path_cmp(s->v[s->n - 1].path, e.path) >= 0) {
-			free(e.path);
+		    snapshot_path_cmp(s->v[s->n - 1].path, e.path) >= 0)
 			return -EINVAL;
-		}
-		int rc = snapshot_append(s, &e);
-		if (rc < 0) {
-			free(e.path);
+		int rc = snapshot_add(s, &e);
+		if (rc < 0)
 			return rc;
-		}
 	}
 	char *line = next_line(r);
 	if (line == NULL || strcmp(line, "end") != 0)
@@ -879,6 +899,14 @@ static int parse_op(struct jread *j, char *line)
 	int rc = op.del ? (line[1] == ' ' ? state_unescape(line + 2, &op.e.path)
 					  : -EINVAL)
 			: parse_entry(line, &op.e);
+
+	/* An entry's path is the line's, which the next line replaces:
+	 * copied when it is kept. */
+	if (rc == 0 && !op.del) {
+		op.e.path = j->want_ops ? strdup(op.e.path) : NULL;
+		if (j->want_ops && op.e.path == NULL)
+			rc = -ENOMEM;
+	}
 
 	/* Headers only, but a record with a damaged line is not one load
 	 * applies, so neither does state_peek. */

@@ -317,30 +317,49 @@ START_TEST(test_once_projects_the_tree)
 }
 END_TEST
 
+/* Appends to the file `rel` of the live generation, as root could. */
+static void edit_live(const char *rel)
+{
+	char *p = tu_path(dst, "..data"), *q = tu_path(p, rel);
+	FILE *f = fopen(q, "a");
+	ck_assert_ptr_nonnull(f);
+	fputs("edited", f);
+	fclose(f);
+	free(q);
+	free(p);
+}
+
 /* --once checks every live file, here on a thread of its own while it
  * reads the source: an edit in place in the live generation, which only
  * root could make there, is found and written afresh, whichever file of
- * many it is. */
+ * many it is, at the top or below (each looked up in its directory). */
 START_TEST(test_once_finds_a_live_file_changed_in_place)
 {
+	const char *more[] = {"top.conf", "d3/sub/deep", "d3/zz", "d4.conf"};
 	char *out, *err, rel[32];
 
 	for (int k = 0; k < 300; k++) {
 		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
 		tu_write(src, rel, rel, 0644);
 	}
+	for (size_t k = 0; k < sizeof(more) / sizeof(*more); k++)
+		tu_write(src, more[k], more[k], 0644);
 	ck_assert_int_eq(once(&out, &err), 0);
 	free(out);
 	free(err);
+	/* Nothing edited: every file found as it was left. */
+	ck_assert_int_eq(once(&out, &err), 0);
+	ck_assert_msg(strstr(err, "unchanged") &&
+			      !strstr(err, "changed in the live generation"),
+		      "%s", err);
+	free(out);
+	free(err);
 	for (int k = 0; k < 300; k += 149) {
-		snprintf(rel, sizeof(rel), "..data/d%d/f%d", k % 10, k);
-		char *p = tu_path(dst, rel);
-		FILE *f = fopen(p, "a");
-		ck_assert_ptr_nonnull(f);
-		fputs("edited", f);
-		fclose(f);
-		free(p);
+		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
+		edit_live(rel);
 	}
+	for (size_t k = 0; k < sizeof(more) / sizeof(*more); k++)
+		edit_live(more[k]);
 	ck_assert_int_eq(once(&out, &err), 0);
 	ck_assert_msg(strstr(err, "d0/f0 was changed in the live generation"),
 		      "%s", err);
@@ -348,18 +367,20 @@ START_TEST(test_once_finds_a_live_file_changed_in_place)
 		      "%s", err);
 	ck_assert_msg(strstr(err, "d8/f298 was changed in the live generation"),
 		      "%s", err);
+	for (size_t k = 0; k < sizeof(more) / sizeof(*more); k++) {
+		char *line = NULL;
+		ck_assert_int_gt(asprintf(&line, " %s was changed in the live "
+						 "generation", more[k]), 0);
+		ck_assert_msg(strstr(err, line), "%s: %s", more[k], err);
+		free(line);
+	}
 	ASSERT_TREES();
 	free(out);
 	free(err);
 	/* Every file: ten lines, then one for the rest. */
 	for (int k = 0; k < 300; k++) {
-		snprintf(rel, sizeof(rel), "..data/d%d/f%d", k % 10, k);
-		char *p = tu_path(dst, rel);
-		FILE *f = fopen(p, "a");
-		ck_assert_ptr_nonnull(f);
-		fputs("edited", f);
-		fclose(f);
-		free(p);
+		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
+		edit_live(rel);
 	}
 	ck_assert_int_eq(once(&out, &err), 0);
 	int lines = 0;

@@ -287,8 +287,12 @@ START_TEST(test_damaged_state_is_refused)
 	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\n"
 				   "recorded 1 1000000000\nflushed 1 x\nentries 0\nend\n"),
 			 -EINVAL);
-	/* A path the writer would never record: not clean. */
-	const char *unclean[] = {"d/ex/", "d//x", "./x", "d/./x", "d/../x"};
+	/* A path the writer would never record: not clean, not relative, or
+	 * with a ".." element (escaped or not). */
+	const char *unclean[] = {"d/ex/", "d//x", "./x", "d/./x", "d/../x",
+				 "d/x/.", "d/x/..", ".", "..", "../x", "/x",
+				 "d\\x2f", "d\\x2f\\x2fx", "d/\\x2e/x",
+				 "d/\\x2e\\x2e/x"};
 	for (size_t k = 0; k < sizeof(unclean) / sizeof(*unclean); k++) {
 		char *t = NULL;
 		ck_assert_int_gt(asprintf(&t, "atomsync-state 3\ngeneration ..g\n"
@@ -692,6 +696,51 @@ static ino_t state_ino(void)
 	ck_assert_int_eq(fstatat(dfd, STATE_FILE, &st, 0), 0);
 	return st.st_ino;
 }
+
+/* Names that start or end with dots, or hold bytes the state escapes,
+ * are clean paths: saved whole and as a journal's record, they load back
+ * as they were. */
+START_TEST(test_dotted_and_escaped_names_load_back)
+{
+	const char *names[] = {".hidden", ".hidden/..x", ".hidden/.x.",
+			       "a b", "a b/x..", "a\\b", "d", "d/...",
+			       "d/.x", "d/x.", "d/\xc3\xa9 \t\x1b"};
+	struct snapshot *s = NULL, *t = NULL;
+	struct state_log l;
+
+	ck_assert_int_eq(snapshot_open(NULL, &s, NULL), 0);
+	s->taken.tv_sec = 1764086645;
+	for (size_t k = 0; k < sizeof(names) / sizeof(*names); k++) {
+		bool dir = strcmp(names[k], ".hidden") == 0 ||
+			   strcmp(names[k], "a b") == 0 ||
+			   strcmp(names[k], "d") == 0;
+		struct snap_entry e = {.path = (char *)names[k],
+				       .type = dir ? SNAP_DIR : SNAP_FILE,
+				       .mode = 0644, .ino = 100 + k,
+				       .size = k};
+		ck_assert_int_eq(snapshot_add(s, &e), 0);
+	}
+	snapshot_sort(s);
+	state_log_init(&l);
+	ck_assert_int_eq(state_record(dfd, &l, NULL, s, "..one", true, NULL),
+			 0);
+	assert_loads(s, "..one");
+	/* The same names changed: a record of each in the journal. */
+	ck_assert_int_eq(snapshot_open(NULL, &t, NULL), 0);
+	t->taken.tv_sec = s->taken.tv_sec + 1;
+	for (size_t i = 0; i < s->n; i++) {
+		struct snap_entry e = s->v[i];
+		e.size += e.type == SNAP_FILE ? 1000 : 0;
+		ck_assert_int_eq(snapshot_add(t, &e), 0);
+	}
+	ck_assert_int_eq(state_record(dfd, &l, s, t, "..two", true, NULL), 0);
+	ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL, F_OK, 0), 0);
+	assert_loads(t, "..two");
+	state_log_fini(&l);
+	snapshot_free(t);
+	snapshot_free(s);
+}
+END_TEST
 
 START_TEST(test_journal_round_trip)
 {
@@ -1232,6 +1281,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_unflushed_state_is_sound_only_in_the_same_boot);
 	tcase_add_test(tc, test_peek_reads_only_the_header);
 	tcase_add_test(tc, test_journal_round_trip);
+	tcase_add_test(tc, test_dotted_and_escaped_names_load_back);
 	tcase_add_test(tc, test_journal_cut_short_is_not_applied);
 	tcase_add_test(tc, test_journal_resumed_after_a_load);
 	tcase_add_test(tc, test_journal_not_ours_alone_is_only_read);
