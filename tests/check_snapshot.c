@@ -2087,6 +2087,69 @@ START_TEST(test_refresh_refuses_what_it_cannot_be_sure_of)
 }
 END_TEST
 
+/* `files` files in one directory, read, kept as the daemon keeps its
+ * record, then one of them changed and read again by name: how the
+ * record and the read hold their entries. */
+static void one_change_over(int files, enum snap_mem *record,
+			    enum snap_mem *read)
+{
+	struct snapshot *prev = NULL, *inc = NULL, *full = NULL;
+	struct dirty d = {.names = true};
+	char *err = NULL, *dir = tu_path(src, "d");
+
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	for (int f = 0; f < files; f++) {
+		char name[32];
+		snprintf(name, sizeof(name), "d/f%05d", f);
+		char *p = tu_path(src, name);
+		write_file(p, 1);
+		free(p);
+	}
+	ck_assert_int_eq(snapshot_take(src, NULL, &prev, &err), 0);
+	snapshot_supersede(NULL, prev);
+	*record = prev->mem;
+	char *p = tu_path(src, "d/f00007");
+	write_file(p, 2);
+	free(p);
+	dirty_add(&d, prev, "d/f00007");
+	struct snap_changed c = {d.v, d.n, d.nv, d.nn};
+	ck_assert_int_eq(snapshot_refresh_changed(prev, NULL, &c, NULL, &inc,
+						  &err),
+			 0);
+	ck_assert_int_eq(snapshot_take(src, NULL, &full, &err), 0);
+	assert_same_snapshot(inc, full, 0);
+	*read = inc->mem;
+	dirty_free(&d);
+	snapshot_free(full);
+	snapshot_free(inc);
+	snapshot_free(prev);
+	free(dir);
+}
+
+/* A record of a thousand entries (96 KB) is kept in a store and viewed
+ * by the next read, which then writes only the pages that changed, not
+ * a copy of every entry. */
+START_TEST(test_a_record_of_a_thousand_entries_is_viewed)
+{
+	enum snap_mem record, read;
+
+	one_change_over(1000, &record, &read);
+	ck_assert_int_eq(record, SNAP_MEM_STORE);
+	ck_assert_int_eq(read, SNAP_MEM_VIEW);
+}
+END_TEST
+
+/* One of a hundred (under 10 KB) is copied: no store for so little. */
+START_TEST(test_a_record_of_a_hundred_entries_is_copied)
+{
+	enum snap_mem record, read;
+
+	one_change_over(100, &record, &read);
+	ck_assert_int_eq(record, SNAP_MEM_OWN);
+	ck_assert_int_eq(read, SNAP_MEM_OWN);
+}
+END_TEST
+
 static Suite *snapshot_suite(void)
 {
 	Suite *s = suite_create("snapshot");
@@ -2148,6 +2211,8 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(st, test_paths_replaced_again_and_again_are_let_go);
 	tcase_add_test(st, test_full_read_over_a_stored_record_writes_only_what_changed);
 	tcase_add_test(st, test_full_read_over_a_record_grows_out_of_its_view);
+	tcase_add_test(st, test_a_record_of_a_thousand_entries_is_viewed);
+	tcase_add_test(st, test_a_record_of_a_hundred_entries_is_copied);
 	suite_add_tcase(s, st);
 	return s;
 }
