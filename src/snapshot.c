@@ -232,6 +232,21 @@ char *snapshot_clean_path(const char *path)
 	return out;
 }
 
+bool snapshot_path_is_clean(const char *p)
+{
+	if (*p == '\0' || *p == '/')
+		return false;
+	for (;;) {
+		size_t n = strcspn(p, "/");
+		bool dots = p[0] == '.' && (n == 1 || (n == 2 && p[1] == '.'));
+		if (n == 0 || dots)
+			return false;
+		if (p[n] == '\0')
+			return true;
+		p += n + 1;
+	}
+}
+
 bool snapshot_excluded(const struct snapshot_opts *o, const char *path,
 		       bool dir)
 {

@@ -351,6 +351,10 @@ int snapshot_path_cmp(const char *a, const char *b);
 /* Lexical clean-up as Go's path.Clean: "foo//bar" -> "foo/bar",
  * "./bar" -> "bar", "" -> ".". */
 char *snapshot_clean_path(const char *p);
+/* Whether `p` is a path as a snapshot holds it: relative, with no empty,
+ * "." or ".." element (snapshot_clean_path() leaves it as it is, and it
+ * stays below the root). */
+bool snapshot_path_is_clean(const char *p);
 
 /* Whether the exclude patterns leave out `path` (relative to the source
  * root), a directory when `dir`: a symlink is one when it is followed to

@@ -680,24 +680,6 @@ static int snum(char **p, int64_t *out)
 	return 0;
 }
 
-/* Whether `p` is a path the writer records (0, else -EINVAL): a
- * relative one with no empty, "." or ".." element, as
- * writer_validate_path() lets through and cleaning leaves it. */
-static int recorded_path(const char *p)
-{
-	if (*p == '\0' || *p == '/')
-		return -EINVAL;
-	for (;;) {
-		size_t n = strcspn(p, "/");
-		bool dots = p[0] == '.' && (n == 1 || (n == 2 && p[1] == '.'));
-		if (n == 0 || dots)
-			return -EINVAL;
-		if (p[n] == '\0')
-			return 0;
-		p += n + 1;
-	}
-}
-
 /* "F 644 uid gid size msec mnsec csec cnsec dev ino tino tmsec tmnsec
  * path": the source's metadata, then the live file's inode and
  * modification time as atomsync left them.  e->path is decoded in
@@ -728,10 +710,11 @@ static int parse_entry(char *line, struct snap_entry *e)
 	if (*p == '\0' || strchr(p, ' ') != NULL)
 		return -EINVAL;
 	int rc = unescape_in_place(p);
-	if (rc == 0)
-		rc = recorded_path(p);
 	if (rc < 0)
 		return rc;
+	/* The writer records such paths only: any other is damage. */
+	if (!snapshot_path_is_clean(p))
+		return -EINVAL;
 	e->path = p;
 	e->type = line[0] == 'D' ? SNAP_DIR : SNAP_FILE;
 	e->mode = (uint32_t)f[0];

@@ -1375,23 +1375,6 @@ static size_t parent_len(const char *p)
 	return s ? (size_t)(s - p) : 0;
 }
 
-/* Whether cleaning would leave `p` as it is: no empty or "." element.
- * (".." elements are rejected before this is asked.) */
-static bool path_is_clean(const char *p)
-{
-	if (*p == '\0' || *p == '/')
-		return false;
-	for (const char *q = p; *q; q++) {
-		if (*q != '/')
-			continue;
-		if (q[1] == '/' || q[1] == '\0')
-			return false;
-		if (q[1] == '.' && (q[2] == '/' || q[2] == '\0'))
-			return false;
-	}
-	return !(p[0] == '.' && (p[1] == '/' || p[1] == '\0'));
-}
-
 /* One pass over a sorted snapshot, keeping the chain of directories the
  * current entry is in: 1 when every entry's parent is there (a walked
  * snapshot always), 0 when some parent is missing, or -ENOMEM. */
@@ -1441,7 +1424,7 @@ static int clean_paths(struct snapshot *s, char **err)
 		int rc = writer_validate_path(e->path, err);
 		if (rc < 0)
 			return rc;
-		if (path_is_clean(e->path))
+		if (snapshot_path_is_clean(e->path))
 			continue; /* as every walked path is: no copy */
 		char *c = snapshot_clean_path(e->path);
 		if (c == NULL)

@@ -332,7 +332,7 @@ static void edit_live(const char *rel)
 /* --once checks every live file, here on a thread of its own while it
  * reads the source: an edit in place in the live generation, which only
  * root could make there, is found and written afresh, whichever file of
- * many it is, at the top or below (each looked up in its directory). */
+ * many it is, at the top or below. */
 START_TEST(test_once_finds_a_live_file_changed_in_place)
 {
 	const char *more[] = {"top.conf", "d3/sub/deep", "d3/zz", "d4.conf"};

@@ -2203,7 +2203,8 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_entry_moved_between_snapshots_keeps_its_path);
 	tcase_add_test(tc, test_refresh_runs_break_where_entries_were_dropped);
 	suite_add_tcase(s, tc);
-	/* A record of a megabyte and more, read again and again. */
+	/* A record kept in a store, read again and again; and whether one
+	 * is kept there at all. */
 	TCase *st = tcase_create("stored");
 	tcase_add_checked_fixture(st, setup, teardown);
 	tcase_set_timeout(st, 60);

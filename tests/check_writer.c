@@ -290,6 +290,18 @@ START_TEST(test_clean_path)
 		ck_assert_str_eq(c, cases[i][1]);
 		free(c);
 	}
+	/* A path as a snapshot holds it: what cleaning leaves as it is,
+	 * relative and with no ".." element. */
+	static const char *clean[] = {"a", "a/b", ".a", "a/.b", "a/b.",
+				      "a/..b", "...", "a/..."};
+	static const char *unclean[] = {"", "/a", ".", "..", "./a", "a/.",
+					"a/./b", "a/..", "../a", "a/../b",
+					"a//b", "a/", "/"};
+	for (size_t i = 0; i < sizeof(clean) / sizeof(*clean); i++)
+		ck_assert_msg(snapshot_path_is_clean(clean[i]), "%s", clean[i]);
+	for (size_t i = 0; i < sizeof(unclean) / sizeof(*unclean); i++)
+		ck_assert_msg(!snapshot_path_is_clean(unclean[i]), "%s",
+			      unclean[i]);
 }
 END_TEST
 
