@@ -328,6 +328,74 @@ int fsutil_link_unnamed(int fd, int dirfd, const char *name)
 	return -errno;
 }
 
+/* Whether `st` changed within `ms` of `now`, either side. */
+static bool changed_near(const struct stat *st, const struct timespec *now,
+			 uint64_t ms)
+{
+	int64_t d = ((int64_t)st->st_ctim.tv_sec - (int64_t)now->tv_sec) *
+			    1000 +
+		    ((int64_t)st->st_ctim.tv_nsec - (int64_t)now->tv_nsec) /
+			    1000000;
+	return d > -(int64_t)ms && d < (int64_t)ms;
+}
+
+/* The directory open as `fd` (at `rel` in the tree, and closed here): 1
+ * when it changed near `now`, else each directory in it is added to
+ * `todo`. */
+static int busy_dir(int fd, const char *rel, const struct timespec *now,
+		    uint64_t ms, char ***todo, size_t *n, size_t *cap)
+{
+	struct stat st;
+	struct dirent *e;
+	int rc = fstat(fd, &st) < 0 ? -errno : changed_near(&st, now, ms);
+	DIR *d = rc == 0 ? fdopendir(fd) : NULL;
+	if (rc != 0 || d == NULL) {
+		rc = rc ? rc : -errno;
+		close(fd);
+		return rc;
+	}
+	while (rc == 0 && (errno = 0, e = readdir(d)) != NULL) {
+		const char *name = e->d_name;
+		if ((e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) ||
+		    (name[0] == '.' &&
+		     (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))))
+			continue;
+		char *p = fsutil_join(rel, name);
+		rc = p ? names_push(todo, n, cap, p) : -ENOMEM;
+		free(p);
+	}
+	if (rc == 0 && errno != 0)
+		rc = -errno;
+	closedir(d);
+	return rc;
+}
+
+int fsutil_tree_busy(int dirfd, const struct timespec *now, uint64_t ms)
+{
+	char **todo = NULL;
+	size_t n = 0, cap = 0;
+	int rc = names_push(&todo, &n, &cap, "");
+
+	while (rc == 0 && n > 0) {
+		char *rel = todo[--n];
+		int fd = fsutil_open_beneath(dirfd, rel,
+					     O_RDONLY | O_DIRECTORY |
+						     O_NONBLOCK | O_CLOEXEC);
+		if (fd >= 0)
+			rc = busy_dir(fd, rel, now, ms, &todo, &n, &cap);
+		else if (fd == -ENOENT)
+			rc = 1; /* removed while the tree was read */
+		/* Not a directory after all, a link, one too deep to be a
+		 * generation's, or one closed to us: not looked into. */
+		else if (fd != -ENOTDIR && fd != -ELOOP &&
+			 fd != -ENAMETOOLONG && fd != -EACCES)
+			rc = fd;
+		free(rel);
+	}
+	fsutil_names_free(todo, n);
+	return rc;
+}
+
 /* Names [from, to) of the directory fd (whose stat is *in), removed as
  * fsutil_rmtree_in() removes each; rc: the first failure. */
 struct rm_part {

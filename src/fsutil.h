@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* Opens `rel` below `rootfd` without crossing any symlink or leaving the
  * directory (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk of
@@ -36,6 +37,14 @@ int fsutil_link_unnamed(int fd, int dirfd, const char *name);
  * directory `name` holds (one, for a handful): for a generation that a
  * caller waits to see gone, at half the time on two cores. */
 int fsutil_rmtree_halves(int dirfd, const char *name);
+
+/* Whether someone is at work in the tree of `dirfd` (the directory
+ * itself and every one below it, links not followed): 1 when one of
+ * them changed (by its ctime, which no user can set) within `ms` of
+ * `now`, either side, or went away while the tree was read; else 0, or a
+ * negative errno.  What deletes a tree (rm -rf) changes the directory it
+ * empties all along.  Reads every directory of the tree once. */
+int fsutil_tree_busy(int dirfd, const struct timespec *now, uint64_t ms);
 
 /* The names in the directory `dfd` but "." and "..", sorted bytewise when
  * asked; free with fsutil_names_free. */

@@ -196,6 +196,11 @@ static int open_target(struct publish *p)
 {
 	if (p->w && (p->rc = check_target(p)) < 0)
 		return p->rc;
+	/* Where the check cannot be made, the put-back goes ahead. */
+	if (p->w && p->settle_ms &&
+	    writer_target_busy(p->w, p->settle_ms) == 1)
+		return p->rc = -EINPROGRESS;
+	p->settle_ms = 0;
 	if (p->w && p->verify)
 		writer_verify_next(p->w);
 	p->verify = false;

@@ -55,6 +55,11 @@ struct publish {
 				 * the way to it */
 	bool verify;		/* the next prepare checks every live file
 				 * (and reads the whole source) */
+	uint64_t settle_ms;	/* when not 0, the next prepare is a
+				 * put-back, which waits until nothing in
+				 * the target changed for this long: it
+				 * ends with -EINPROGRESS, having done
+				 * nothing, while someone is at work there */
 	/* What the next prepare reads again of the source (the caller's to
 	 * fill; emptied by the prepare, but kept by one that met a file
 	 * being written, for the retry): without the last read to start

@@ -113,6 +113,7 @@ enum outcome {
 	OUT_OK,
 	OUT_VETO,  /* check_command said no */
 	OUT_TORN,  /* a file was being written: try again */
+	OUT_BUSY,  /* a put-back found someone at work in the target */
 	OUT_ERROR,
 };
 
@@ -381,6 +382,24 @@ static void note_name(struct sync *s, const char *dir, const char *name)
 	free(path);
 }
 
+/* How long the target must have been quiet: a second, or debounce_ms. */
+static uint64_t quiet_wait_ms(const struct sync *s)
+{
+	return s->c->debounce_ms > REPAIR_QUIET_MS ? s->c->debounce_ms
+						   : REPAIR_QUIET_MS;
+}
+
+/* Whether the publish about to start only puts back what was changed in
+ * the target by hand: no change of the source is waiting for it. */
+static bool repair_alone(const struct sync *s)
+{
+	const struct publish_dirty *d = &s->pub.dirty, *e = &s->dirty;
+
+	return s->repairs > 0 && s->verify_due && s->events == 0 &&
+	       !d->all && d->n == 0 && d->nnames == 0 && !e->all &&
+	       e->n == 0 && e->nnames == 0;
+}
+
 /* Moves to `to`, a state whose step runs on the thread pool. */
 static void queue(struct sync *s, enum sync_state to)
 {
@@ -395,6 +414,7 @@ static void queue(struct sync *s, enum sync_state to)
 	if (to == ST_PUBLISHING) {
 		/* Handed to the work item, which owns the writer. */
 		s->pub.verify = s->verify_due;
+		s->pub.settle_ms = repair_alone(s) ? quiet_wait_ms(s) : 0;
 		s->verify_due = false;
 		hand_dirty(s);
 	}
@@ -472,13 +492,6 @@ static const char *target_changed(struct sync *s)
 		if (writer_check_name(w, s->tnames.v[i]) < 0)
 			return s->tnames.v[i];
 	return NULL;
-}
-
-/* How long the target must have been quiet: a second, or debounce_ms. */
-static uint64_t quiet_wait_ms(const struct sync *s)
-{
-	return s->c->debounce_ms > REPAIR_QUIET_MS ? s->c->debounce_ms
-						   : REPAIR_QUIET_MS;
 }
 
 /* How long a put-back waits for the target to be quiet: an rm -rf of the
@@ -1032,6 +1045,19 @@ static void finished_torn(struct sync *s)
 	debounce_timer_retry(&s->db, wait);
 }
 
+/* A put-back found someone still at work in the target (an rm -rf of
+ * it, emptying a generation): tried again once it is quiet. */
+static void finished_busy(struct sync *s)
+{
+	log_msg(LOG_LVL_DEBUG, s->c->name,
+		"target %s is still being changed; putting it back once "
+		"nothing in it changed for %llu ms",
+		s->c->target, (unsigned long long)quiet_wait_ms(s));
+	s->verify_due = true;
+	debounce_done(&s->db.d);
+	debounce_timer_want(&s->db, quiet_wait_ms(s));
+}
+
 /* Why publishing fails, once per change of the reason. */
 static void log_failure(struct sync *s, const char *msg, bool missing,
 			bool empty, bool locked)
@@ -1101,6 +1127,9 @@ static void publish_finished(struct sync *s, enum outcome out)
 		break;
 	case OUT_TORN:
 		finished_torn(s);
+		break;
+	case OUT_BUSY:
+		finished_busy(s);
 		break;
 	case OUT_ERROR:
 		finished_error(s);
@@ -1223,9 +1252,10 @@ static void on_after_work(uv_work_t *req, int status)
 			start_check(s);
 			return;
 		}
-		publish_finished(s, s->pub.rc == 0	       ? OUT_OK
-				    : s->pub.rc == -EAGAIN ? OUT_TORN
-							   : OUT_ERROR);
+		publish_finished(s, s->pub.rc == 0		    ? OUT_OK
+				    : s->pub.rc == -EAGAIN	    ? OUT_TORN
+				    : s->pub.rc == -EINPROGRESS ? OUT_BUSY
+								: OUT_ERROR);
 		break;
 	case ST_COMMITTING:
 		publish_finished(s, s->pub.rc == 0 ? OUT_OK : OUT_ERROR);

@@ -252,6 +252,19 @@ void writer_verify_next(struct writer *w)
 	w->verify_live = true;
 }
 
+int writer_target_busy(const struct writer *w, uint64_t quiet_ms)
+{
+	struct timespec now;
+
+	if (w->dfd < 0)
+		return 0;
+	/* Ctimes come from this clock: after a step of it, changes made
+	 * before look long past or far ahead, and are not waited for. */
+	if (clock_gettime(CLOCK_REALTIME, &now) < 0)
+		return -errno;
+	return fsutil_tree_busy(w->dfd, &now, quiet_ms);
+}
+
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino)
 {
 	struct stat st;

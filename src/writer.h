@@ -197,6 +197,14 @@ void writer_verify_next(struct writer *w);
  * (writer_gc_take, after a failed read) leave it alone. */
 void writer_verify_start(struct writer *w);
 
+/* Whether someone is at work in the target (see fsutil_tree_busy()):
+ * 1 when a directory in it changed within `quiet_ms` of now, or went away
+ * as it was read, else 0 or a negative errno.  What was removed from the
+ * target by hand is put back once it is quiet: an rm -rf of the whole
+ * target empties each generation without a change to the target
+ * directory itself, and a put-back meanwhile would make it fail. */
+int writer_target_busy(const struct writer *w, uint64_t quiet_ms);
+
 /* The target directory's identity, for a walk to keep out of it;
  * -ENOENT in a dry run without a target. */
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);

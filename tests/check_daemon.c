@@ -1845,13 +1845,28 @@ START_TEST(test_a_busy_target_holds_no_change_back)
 }
 END_TEST
 
+/* rm -rf of the target, which must not fail for a put-back under it;
+ * the target is then published anew. */
+static void rm_rf_target(void)
+{
+	char *out = NULL, *err = NULL;
+	const char *rm[] = {"rm", "-rf", dst, NULL};
+
+	ck_assert_msg(tu_run(rm, &out, &err, 60000) == 0, "rm -rf: %s", err);
+	converge(src, dst, tu_scale(10000));
+	wait_log("was removed; publishing it anew", 1, 1000);
+	stop_daemon();
+	free(out);
+	free(err);
+}
+
 /* An rm -rf of the whole target while the daemon idles removes the live
  * generation and visible links before the target: that is not put back
  * under it (rm would fail, the directory not empty), and once the target
  * is gone it is published anew. */
 START_TEST(test_rm_rf_of_the_target_is_not_fought_over)
 {
-	char name[32], *out = NULL, *err = NULL;
+	char name[32];
 	for (int k = 0; k < 2000; k++) {
 		snprintf(name, sizeof(name), "n%04d", k);
 		tu_write(src, name, name, 0644);
@@ -1860,13 +1875,88 @@ START_TEST(test_rm_rf_of_the_target_is_not_fought_over)
 	converge(src, dst, tu_scale(20000));
 	wait_log("unchanged", 1, tu_scale(10000));
 	wait_log("standby generation linked", 1, tu_scale(10000));
-	const char *rm[] = {"rm", "-rf", dst, NULL};
-	ck_assert_msg(tu_run(rm, &out, &err, 60000) == 0, "rm -rf: %s", err);
+	rm_rf_target();
+}
+END_TEST
+
+/* What an rm -rf of the target removes first, by hand: the visible links
+ * and ..data, changes to the target directory itself that make a put-back
+ * due once the target is quiet.  The live generation (malloc'ed). */
+static char *unlink_top(void)
+{
+	char *live = tu_live(dst);
+	ck_assert_ptr_nonnull(live);
+	char *gen = tu_path(dst, live);
+	DIR *d = opendir(dst);
+	ck_assert_ptr_nonnull(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_type == DT_LNK)
+			ck_assert_int_eq(unlinkat(dirfd(d), e->d_name, 0), 0);
+	closedir(d);
+	free(live);
+	return gen;
+}
+
+/* Removes `n` files of the directory `dir`, one every 50 ms: an rm -rf at
+ * work in a generation, which changes nothing in the target directory
+ * meanwhile.  Nothing may be put back in the target under it. */
+static void remove_slowly(const char *dir, int n)
+{
+	int names = tu_count_names(dst);
+	char name[32];
+
+	for (int k = 0; k < n; k++) {
+		snprintf(name, sizeof(name), "f%02d", k);
+		char *f = tu_path(dir, name);
+		ck_assert_int_eq(unlink(f), 0);
+		free(f);
+		tu_nap(50);
+		ck_assert_int_le(tu_count_names(dst), names);
+		ck_assert_ptr_null(tu_live(dst));
+	}
+}
+
+static void slow_rm_setup(void)
+{
+	char name[32];
+
+	for (int k = 0; k < 60; k++) {
+		snprintf(name, sizeof(name), "a/f%02d", k);
+		tu_write(src, name, name, 0644);
+	}
+	tu_write(src, "top.conf", "t", 0644);
+	start_adhoc("0");
 	converge(src, dst, tu_scale(10000));
-	wait_log("was removed; publishing it anew", 1, 1000);
+	wait_log("standby generation linked", 1, tu_scale(10000));
+}
+
+/* An rm -rf that takes its time (a large tree, a loaded machine) empties
+ * a generation for seconds with nothing changed in the target directory
+ * itself: the put-back of the links and ..data it removed first waits
+ * for it, rather than making its last rmdir fail. */
+START_TEST(test_a_slow_rm_rf_of_the_target_is_not_fought_over)
+{
+	slow_rm_setup();
+	char *gen = unlink_top(), *sub = tu_path(gen, "a");
+	remove_slowly(sub, 60); /* 3 s: three times the quiet wait */
+	rm_rf_target();
+	free(sub);
+	free(gen);
+}
+END_TEST
+
+/* The same rm -rf stopped half-way (^C) leaves the target without
+ * ..data: once nothing in it changes, it is put back. */
+START_TEST(test_an_interrupted_rm_rf_of_the_target_is_put_back)
+{
+	slow_rm_setup();
+	char *gen = unlink_top(), *sub = tu_path(gen, "a");
+	remove_slowly(sub, 30);
+	converge(src, dst, tu_scale(10000));
 	stop_daemon();
-	free(out);
-	free(err);
+	free(sub);
+	free(gen);
 }
 END_TEST
 
@@ -2009,6 +2099,8 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_target_removed_or_moved_is_published_anew);
 	tcase_add_test(tc, test_what_is_removed_in_the_target_is_put_back);
 	tcase_add_test(tc, test_rm_rf_of_the_target_is_not_fought_over);
+	tcase_add_test(tc, test_a_slow_rm_rf_of_the_target_is_not_fought_over);
+	tcase_add_test(tc, test_an_interrupted_rm_rf_of_the_target_is_put_back);
 	tcase_add_test(tc, test_a_busy_target_holds_no_change_back);
 	tcase_add_test(tc, test_a_target_others_moved_away_is_not_made_anew);
 	tcase_add_test(tc, test_a_fix_in_the_target_ends_the_backoff);

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -715,6 +716,75 @@ START_TEST(test_rmtree_halves_leaves_what_it_may_not_enter)
 }
 END_TEST
 
+static struct timespec plus_ms(struct timespec t, long ms)
+{
+	long long ns = (long long)t.tv_nsec + ms * 1000000LL;
+	long long sec = ns / 1000000000LL - (ns % 1000000000LL < 0);
+	t.tv_sec += (time_t)sec;
+	t.tv_nsec = (long)(ns - sec * 1000000000LL);
+	return t;
+}
+
+static struct timespec ctime_of(const char *path)
+{
+	struct stat st;
+	ck_assert_int_eq(lstat(path, &st), 0);
+	return st.st_ctim;
+}
+
+/* Naps until the clock is `ms` past `t`. */
+static void wait_past(struct timespec t, long ms)
+{
+	struct timespec now, until = plus_ms(t, ms);
+	for (;;) {
+		ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &now), 0);
+		if (now.tv_sec > until.tv_sec ||
+		    (now.tv_sec == until.tv_sec && now.tv_nsec > until.tv_nsec))
+			return;
+		tu_nap(10);
+	}
+}
+
+/* What empties a directory three levels down shows, and nothing outside
+ * does (a link out of the tree is not followed, a FIFO not opened). */
+START_TEST(test_tree_busy_finds_a_change_anywhere_in_the_tree)
+{
+	char *gen = mkdir_in("gen", 0755, -1), *out = mkdir_in("out", 0755, -1);
+	tu_write(gen, "a/b/c/file", "x", 0644);
+	tu_write(gen, "x/y/z", "x", 0644);
+	char *link = tu_path(gen, "x/out"), *fifo = tu_path(gen, "fifo");
+	ck_assert_int_eq(symlink("../../out", link), 0);
+	ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+	struct timespec made;
+	ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &made), 0);
+	int fd = open(gen, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+
+	ck_assert_int_eq(fsutil_tree_busy(fd, &made, 1000), 1);
+	struct timespec t = plus_ms(made, 10000);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
+	/* Changes far ahead of the clock (stepped back) are not waited for. */
+	t = plus_ms(made, -10000);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
+
+	wait_past(made, 300);
+	tu_write(out, "new", "n", 0644);
+	t = ctime_of(out);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 100), 0);
+	char *deep = tu_path(gen, "a/b/c/file"), *c = tu_path(gen, "a/b/c");
+	ck_assert_int_eq(unlink(deep), 0);
+	t = ctime_of(c);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 100), 1);
+	close(fd);
+	free(c);
+	free(deep);
+	free(fifo);
+	free(link);
+	free(out);
+	free(gen);
+}
+END_TEST
+
 static Suite *fsutil_suite(void)
 {
 	Suite *s = suite_create("fsutil");
@@ -737,6 +807,7 @@ static Suite *fsutil_suite(void)
 		       test_rmtree_halves_removes_a_wide_tree_and_follows_no_link);
 	tcase_add_test(tc, test_rmtree_halves_leaves_what_it_may_not_enter);
 	tcase_add_test(tc, test_unnamed_file_is_named_once_complete);
+	tcase_add_test(tc, test_tree_busy_finds_a_change_anywhere_in_the_tree);
 	suite_add_tcase(s, tc);
 	return s;
 }
