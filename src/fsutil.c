@@ -146,7 +146,9 @@ static int names_push(char ***v, size_t *n, size_t *cap, const char *name)
 	return 0;
 }
 
-int fsutil_read_names(int dfd, bool sorted, char ***names, size_t *count)
+/* The names in `dfd` (but "." and ".."), or only those of directories
+ * and of entries of a type the file system does not tell. */
+static int read_names(int dfd, bool dirs_only, char ***names, size_t *count)
 {
 	/* Read through dfd itself: a DIR stream would cost a second
 	 * descriptor and five more system calls a directory. */
@@ -168,11 +170,15 @@ int fsutil_read_names(int dfd, bool sorted, char ***names, size_t *count)
 			memcpy(&reclen,
 			       buf + off + offsetof(struct dirent64, d_reclen),
 			       sizeof(reclen));
+			unsigned char type = *(const unsigned char *)(buf + off +
+					     offsetof(struct dirent64, d_type));
 			const char *name =
 				buf + off + offsetof(struct dirent64, d_name);
 			off += reclen;
-			if (name[0] == '.' && (name[1] == '\0' ||
-					       (name[1] == '.' && name[2] == '\0')))
+			if ((name[0] == '.' &&
+			     (name[1] == '\0' ||
+			      (name[1] == '.' && name[2] == '\0'))) ||
+			    (dirs_only && type != DT_DIR && type != DT_UNKNOWN))
 				continue;
 			rc = names_push(&v, &n, &cap, name);
 		}
@@ -181,11 +187,18 @@ int fsutil_read_names(int dfd, bool sorted, char ***names, size_t *count)
 		fsutil_names_free(v, n);
 		return rc;
 	}
-	if (sorted && n > 1)
-		qsort(v, n, sizeof(*v), cmp_name);
 	*names = v;
 	*count = n;
 	return 0;
+}
+
+int fsutil_read_names(int dfd, bool sorted, char ***names, size_t *count)
+{
+	int rc = read_names(dfd, false, names, count);
+
+	if (rc == 0 && sorted && *count > 1)
+		qsort(*names, *count, sizeof(**names), cmp_name);
+	return rc;
 }
 
 /* A directory being emptied. */
@@ -328,71 +341,121 @@ int fsutil_link_unnamed(int fd, int dirfd, const char *name)
 	return -errno;
 }
 
-/* Whether `st` changed within `ms` of `now`, either side. */
-static bool changed_near(const struct stat *st, const struct timespec *now,
-			 uint64_t ms)
+/* A directory fsutil_tree_busy() reads: the directories in it. */
+struct busyframe {
+	int fd;
+	char **dirs;
+	size_t n, next;
+};
+
+static int ts_cmp(const struct timespec *a, const struct timespec *b)
 {
-	int64_t d = ((int64_t)st->st_ctim.tv_sec - (int64_t)now->tv_sec) *
-			    1000 +
-		    ((int64_t)st->st_ctim.tv_nsec - (int64_t)now->tv_nsec) /
-			    1000000;
-	return d > -(int64_t)ms && d < (int64_t)ms;
+	if (a->tv_sec != b->tv_sec)
+		return a->tv_sec < b->tv_sec ? -1 : 1;
+	return (a->tv_nsec > b->tv_nsec) - (a->tv_nsec < b->tv_nsec);
 }
 
-/* The directory open as `fd` (at `rel` in the tree, and closed here): 1
- * when it changed near `now`, else each directory in it is added to
- * `todo`. */
-static int busy_dir(int fd, const char *rel, const struct timespec *now,
-		    uint64_t ms, char ***todo, size_t *n, size_t *cap)
+/* Whether `st` changed at or after `since`, and no more than `ahead_ms`
+ * after the clock now: read for each directory, however long the walk. */
+static int changed_since(const struct stat *st, const struct timespec *since,
+			 uint64_t ahead_ms)
 {
+	struct timespec to;
+
+	if (clock_gettime(CLOCK_REALTIME, &to) < 0)
+		return -errno;
+	to.tv_sec += (time_t)(ahead_ms / 1000);
+	to.tv_nsec += (long)(ahead_ms % 1000) * 1000000;
+	if (to.tv_nsec >= 1000000000) {
+		to.tv_sec++;
+		to.tv_nsec -= 1000000000;
+	}
+	return ts_cmp(&st->st_ctim, since) >= 0 && ts_cmp(&st->st_ctim, &to) <= 0;
+}
+
+/* The directory open as `fd`, on the file system `dev`: 1 when it
+ * changed (see changed_since()), else on top of the stack with the names
+ * of its directories.  `fd` is closed but there. */
+static int busy_push(struct busyframe **v, size_t *depth, size_t *cap,
+		     int fd, dev_t dev, const struct timespec *since,
+		     uint64_t ahead_ms)
+{
+	struct busyframe f = {.fd = fd};
 	struct stat st;
-	struct dirent *e;
-	int rc = fstat(fd, &st) < 0 ? -errno : changed_near(&st, now, ms);
-	DIR *d = rc == 0 ? fdopendir(fd) : NULL;
-	if (rc != 0 || d == NULL) {
-		rc = rc ? rc : -errno;
+	int rc = fstat(fd, &st) < 0 ? -errno : 0;
+
+	/* Another file system mounted here is not the target's. */
+	if (rc == 0 && st.st_dev != dev) {
+		close(fd);
+		return 0;
+	}
+	if (rc == 0)
+		rc = changed_since(&st, since, ahead_ms);
+	if (rc == 0)
+		rc = read_names(fd, true, &f.dirs, &f.n);
+	if (rc == 0 && *depth == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		struct busyframe *nv = realloc(*v, nc * sizeof(*nv));
+		if (nv == NULL) {
+			rc = -ENOMEM;
+			fsutil_names_free(f.dirs, f.n);
+		} else {
+			*v = nv;
+			*cap = nc;
+		}
+	}
+	if (rc != 0) {
 		close(fd);
 		return rc;
 	}
-	while (rc == 0 && (errno = 0, e = readdir(d)) != NULL) {
-		const char *name = e->d_name;
-		if ((e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) ||
-		    (name[0] == '.' &&
-		     (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))))
-			continue;
-		char *p = fsutil_join(rel, name);
-		rc = p ? names_push(todo, n, cap, p) : -ENOMEM;
-		free(p);
-	}
-	if (rc == 0 && errno != 0)
-		rc = -errno;
-	closedir(d);
-	return rc;
+	(*v)[(*depth)++] = f;
+	return 0;
 }
 
-int fsutil_tree_busy(int dirfd, const struct timespec *now, uint64_t ms)
+int fsutil_tree_busy(int dirfd, const struct timespec *since,
+		     uint64_t ahead_ms)
 {
-	char **todo = NULL;
-	size_t n = 0, cap = 0;
-	int rc = names_push(&todo, &n, &cap, "");
+	struct busyframe *v = NULL;
+	size_t depth = 0, cap = 0;
+	struct stat top;
+	int rc = fstat(dirfd, &top) < 0 ? -errno : 0;
+	int fd = rc == 0 ? openat(dirfd, ".", O_RDONLY | O_DIRECTORY |
+							O_CLOEXEC)
+			 : -1;
 
-	while (rc == 0 && n > 0) {
-		char *rel = todo[--n];
-		int fd = fsutil_open_beneath(dirfd, rel,
-					     O_RDONLY | O_DIRECTORY |
-						     O_NONBLOCK | O_CLOEXEC);
+	if (rc == 0)
+		rc = fd < 0 ? -errno
+			    : busy_push(&v, &depth, &cap, fd, top.st_dev,
+					since, ahead_ms);
+	while (rc == 0 && depth > 0) {
+		struct busyframe *f = &v[depth - 1];
+		if (f->next == f->n || depth == RMTREE_MAX_DEPTH) {
+			close(f->fd);
+			fsutil_names_free(f->dirs, f->n);
+			depth--;
+			continue;
+		}
+		/* One name at a time from its parent: no cost that grows
+		 * with the depth, and no link followed. */
+		fd = openat(f->fd, f->dirs[f->next++],
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK |
+				    O_CLOEXEC);
 		if (fd >= 0)
-			rc = busy_dir(fd, rel, now, ms, &todo, &n, &cap);
-		else if (fd == -ENOENT)
+			rc = busy_push(&v, &depth, &cap, fd, top.st_dev, since,
+				       ahead_ms);
+		else if (errno == ENOENT)
 			rc = 1; /* removed while the tree was read */
-		/* Not a directory after all, a link, one too deep to be a
-		 * generation's, or one closed to us: not looked into. */
-		else if (fd != -ENOTDIR && fd != -ELOOP &&
-			 fd != -ENAMETOOLONG && fd != -EACCES)
-			rc = fd;
-		free(rel);
+		/* Not a directory after all, a link, one closed to us, or
+		 * no descriptor left for it: not looked into. */
+		else if (errno != ENOTDIR && errno != ELOOP &&
+			 errno != EACCES && errno != EMFILE && errno != ENFILE)
+			rc = -errno;
 	}
-	fsutil_names_free(todo, n);
+	for (; depth > 0; depth--) {
+		close(v[depth - 1].fd);
+		fsutil_names_free(v[depth - 1].dirs, v[depth - 1].n);
+	}
+	free(v);
 	return rc;
 }
 

@@ -39,12 +39,15 @@ int fsutil_link_unnamed(int fd, int dirfd, const char *name);
 int fsutil_rmtree_halves(int dirfd, const char *name);
 
 /* Whether someone is at work in the tree of `dirfd` (the directory
- * itself and every one below it, links not followed): 1 when one of
- * them changed (by its ctime, which no user can set) within `ms` of
- * `now`, either side, or went away while the tree was read; else 0, or a
- * negative errno.  What deletes a tree (rm -rf) changes the directory it
- * empties all along.  Reads every directory of the tree once. */
-int fsutil_tree_busy(int dirfd, const struct timespec *now, uint64_t ms);
+ * itself and those below it, on its file system, up to 4096 levels down,
+ * links not followed): 1 when one of them changed (by its ctime, which no
+ * user can set) at or after `since` and no more than `ahead_ms` past the
+ * clock as it is read (later is a clock stepped back, not a change), or
+ * went away while the tree was read; else 0, or a negative errno.  What
+ * deletes a tree (rm -rf) changes the directory it empties all along.
+ * Reads every directory of the tree once, each from its parent. */
+int fsutil_tree_busy(int dirfd, const struct timespec *since,
+		     uint64_t ahead_ms);
 
 /* The names in the directory `dfd` but "." and "..", sorted bytewise when
  * asked; free with fsutil_names_free. */

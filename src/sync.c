@@ -78,6 +78,10 @@
 /* What was removed from the target by hand is put back once nothing
  * has changed in it for this long (or debounce_ms, if longer). */
 #define REPAIR_QUIET_MS 1000u
+/* A put-back waits no longer than this for someone at work in the
+ * target to stop: a user who can write in it (owner=, dir_mode) could
+ * keep changing something there for ever. */
+#define REPAIR_HOLD_MAX_MS 60000u
 
 const double sync_bucket_bounds[SYNC_BUCKETS] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -100,6 +104,13 @@ enum sync_phase {
 	PH_STARTING, /* the start-up publish has not been tried yet */
 	PH_RUNNING,
 	PH_STOPPING,
+};
+
+/* A put-back of what was changed in the target by hand. */
+enum repair_state {
+	REPAIR_NONE,
+	REPAIR_DUE,  /* the next publish puts back, once the target is quiet */
+	REPAIR_HELD, /* one found someone at work there (since held_ms) */
 };
 
 enum post_state {
@@ -149,6 +160,8 @@ struct sync {
 	struct pathset tnames;
 	unsigned repairs;
 	uint64_t repair_ms; /* when the last such check failed (uv_now) */
+	enum repair_state repair;
+	uint64_t held_ms;
 	/* What changed since the publish under way read the source. */
 	struct publish_dirty dirty;
 	size_t events;
@@ -389,15 +402,25 @@ static uint64_t quiet_wait_ms(const struct sync *s)
 						   : REPAIR_QUIET_MS;
 }
 
-/* Whether the publish about to start only puts back what was changed in
- * the target by hand: no change of the source is waiting for it. */
-static bool repair_alone(const struct sync *s)
+/* How long the target must have been quiet for the publish about to
+ * start: 0 but for one that only puts back what was changed in the
+ * target by hand, with no change of the source waiting for it. */
+static uint64_t settle_ms(struct sync *s)
 {
 	const struct publish_dirty *d = &s->pub.dirty, *e = &s->dirty;
 
-	return s->repairs > 0 && s->verify_due && s->events == 0 &&
-	       !d->all && d->n == 0 && d->nnames == 0 && !e->all &&
-	       e->n == 0 && e->nnames == 0;
+	if (s->repair == REPAIR_NONE || s->events > 0 || d->all || d->n > 0 ||
+	    d->nnames > 0 || e->all || e->n > 0 || e->nnames > 0)
+		return 0;
+	if (s->repair == REPAIR_HELD &&
+	    uv_now(s->loop) - s->held_ms >= REPAIR_HOLD_MAX_MS) {
+		log_msg(LOG_LVL_WARN, s->c->name,
+			"target %s is still being changed after %u s; putting "
+			"it back now",
+			s->c->target, REPAIR_HOLD_MAX_MS / 1000);
+		return 0;
+	}
+	return quiet_wait_ms(s);
 }
 
 /* Moves to `to`, a state whose step runs on the thread pool. */
@@ -414,7 +437,7 @@ static void queue(struct sync *s, enum sync_state to)
 	if (to == ST_PUBLISHING) {
 		/* Handed to the work item, which owns the writer. */
 		s->pub.verify = s->verify_due;
-		s->pub.settle_ms = repair_alone(s) ? quiet_wait_ms(s) : 0;
+		s->pub.settle_ms = settle_ms(s);
 		s->verify_due = false;
 		hand_dirty(s);
 	}
@@ -506,6 +529,22 @@ static uint64_t repair_wait_ms(const struct sync *s)
 	return quiet_wait_ms(s);
 }
 
+/* A full check is due to put back `bad` ("": one of many names). */
+static void repair_due(struct sync *s, const char *bad)
+{
+	char *name = log_escape(*bad ? bad : "an entry");
+
+	log_msg(s->repairs ? LOG_LVL_DEBUG : LOG_LVL_WARN, s->c->name,
+		"target %s: %s is not as published (changed by hand?); "
+		"checking the target whole",
+		s->c->target, name ? name : "an entry");
+	free(name);
+	s->verify_due = true;
+	s->repairs++;
+	s->repair_ms = uv_now(s->loop);
+	debounce_timer_want(&s->db, repair_wait_ms(s));
+}
+
 /* What an operator removed or replaced in the target (..data, the live
  * generation, a visible link) would leave readers without files until
  * the next re-scan: a publish that checks the target whole puts it back.
@@ -523,18 +562,12 @@ static void check_target_names(struct sync *s)
 		 * get a warning and a publish each time. */
 		if (uv_now(s->loop) - s->repair_ms > BACKOFF_MAX_MS)
 			s->repairs = 0;
-	} else if (!s->verify_due) {
-		/* Else a full check is due already. */
-		char *name = log_escape(*bad ? bad : "an entry");
-		log_msg(s->repairs ? LOG_LVL_DEBUG : LOG_LVL_WARN, s->c->name,
-			"target %s: %s is not as published (changed by "
-			"hand?); checking the target whole",
-			s->c->target, name ? name : "an entry");
-		free(name);
-		s->verify_due = true;
-		s->repairs++;
-		s->repair_ms = uv_now(s->loop);
-		debounce_timer_want(&s->db, repair_wait_ms(s));
+	} else {
+		if (s->repair == REPAIR_NONE)
+			s->repair = REPAIR_DUE;
+		/* A full check due already puts it back as well. */
+		if (!s->verify_due)
+			repair_due(s, bad);
 	}
 	pathset_fini(&s->tnames);
 	pathset_init(&s->tnames);
@@ -564,7 +597,7 @@ static void on_target_watch(void *data, const char *dir, const char *name,
 		(void)pathset_add(&s->tnames, name, strlen(name));
 	/* A put-back due waits for the target to be quiet; a change in
 	 * the source does not wait for it (and puts back what it finds). */
-	if (s->repairs > 0 && s->verify_due)
+	if (s->repair != REPAIR_NONE)
 		debounce_timer_want(&s->db, repair_wait_ms(s));
 	if (s->state == ST_IDLE)
 		check_target_names(s);
@@ -1049,6 +1082,10 @@ static void finished_torn(struct sync *s)
  * it, emptying a generation): tried again once it is quiet. */
 static void finished_busy(struct sync *s)
 {
+	if (s->repair == REPAIR_DUE) {
+		s->repair = REPAIR_HELD;
+		s->held_ms = uv_now(s->loop);
+	}
 	log_msg(LOG_LVL_DEBUG, s->c->name,
 		"target %s is still being changed; putting it back once "
 		"nothing in it changed for %llu ms",
@@ -1120,6 +1157,8 @@ static void publish_finished(struct sync *s, enum outcome out)
 	note_result(s);
 	switch (out) {
 	case OUT_OK:
+		/* It made the full check: what was missing is back. */
+		s->repair = REPAIR_NONE;
 		finished_ok(s);
 		break;
 	case OUT_VETO:

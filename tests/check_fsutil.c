@@ -760,27 +760,55 @@ START_TEST(test_tree_busy_finds_a_change_anywhere_in_the_tree)
 	int fd = open(gen, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
 
-	ck_assert_int_eq(fsutil_tree_busy(fd, &made, 1000), 1);
-	struct timespec t = plus_ms(made, 10000);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
-	/* Changes far ahead of the clock (stepped back) are not waited for. */
-	t = plus_ms(made, -10000);
+	struct timespec t = plus_ms(made, -1000);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 1);
+	t = plus_ms(made, 10000);
 	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
 
 	wait_past(made, 300);
 	tu_write(out, "new", "n", 0644);
-	t = ctime_of(out);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 100), 0);
+	t = plus_ms(ctime_of(out), -100);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
 	char *deep = tu_path(gen, "a/b/c/file"), *c = tu_path(gen, "a/b/c");
 	ck_assert_int_eq(unlink(deep), 0);
-	t = ctime_of(c);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 100), 1);
+	t = plus_ms(ctime_of(c), -100);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 1);
 	close(fd);
 	free(c);
 	free(deep);
 	free(fifo);
 	free(link);
 	free(out);
+	free(gen);
+}
+END_TEST
+
+/* Each directory is opened from its parent, whatever the depth: a change
+ * 3,000 levels down (a path four times PATH_MAX) is found. */
+START_TEST(test_tree_busy_reads_a_deep_chain)
+{
+	char *gen = mkdir_in("gen", 0755, -1);
+	tu_mkdeep(gen, "d", 3000);
+	struct timespec made;
+	ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &made), 0);
+	int fd = open(gen, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	wait_past(made, 300);
+	struct timespec t = plus_ms(made, 200);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
+	/* The file at the bottom goes. */
+	int at = dup(fd);
+	for (int i = 0; i < 3000; i++) {
+		int sub = openat(at, "d", O_RDONLY | O_DIRECTORY);
+		ck_assert_int_ge(sub, 0);
+		close(at);
+		at = sub;
+	}
+	ck_assert_int_eq(unlinkat(at, "bottom", 0), 0);
+	close(at);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 1);
+	close(fd);
+	tu_rmdeep(gen, "d");
 	free(gen);
 }
 END_TEST
@@ -808,6 +836,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_rmtree_halves_leaves_what_it_may_not_enter);
 	tcase_add_test(tc, test_unnamed_file_is_named_once_complete);
 	tcase_add_test(tc, test_tree_busy_finds_a_change_anywhere_in_the_tree);
+	tcase_add_test(tc, test_tree_busy_reads_a_deep_chain);
 	suite_add_tcase(s, tc);
 	return s;
 }
