@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -412,11 +413,23 @@ static int busy_push(struct busyframe **v, size_t *depth, size_t *cap,
 	return 0;
 }
 
+/* How deep fsutil_tree_busy() goes: a descriptor a level, and no more
+ * than a quarter of those allowed, which publishes need. */
+static size_t busy_max_depth(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur / 4 < RMTREE_MAX_DEPTH)
+		return rl.rlim_cur / 4 > 0 ? (size_t)(rl.rlim_cur / 4) : 1;
+	return RMTREE_MAX_DEPTH;
+}
+
 int fsutil_tree_busy(int dirfd, const struct timespec *since,
 		     uint64_t ahead_ms)
 {
 	struct busyframe *v = NULL;
-	size_t depth = 0, cap = 0;
+	size_t depth = 0, cap = 0, max = busy_max_depth();
 	struct stat top;
 	int rc = fstat(dirfd, &top) < 0 ? -errno : 0;
 	int fd = rc == 0 ? openat(dirfd, ".", O_RDONLY | O_DIRECTORY |
@@ -429,7 +442,7 @@ int fsutil_tree_busy(int dirfd, const struct timespec *since,
 					since, ahead_ms);
 	while (rc == 0 && depth > 0) {
 		struct busyframe *f = &v[depth - 1];
-		if (f->next == f->n || depth == RMTREE_MAX_DEPTH) {
+		if (f->next == f->n || depth >= max) {
 			close(f->fd);
 			fsutil_names_free(f->dirs, f->n);
 			depth--;

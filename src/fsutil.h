@@ -39,8 +39,8 @@ int fsutil_link_unnamed(int fd, int dirfd, const char *name);
 int fsutil_rmtree_halves(int dirfd, const char *name);
 
 /* Whether someone is at work in the tree of `dirfd` (the directory
- * itself and those below it, on its file system, up to 4096 levels down,
- * links not followed): 1 when one of them changed (by its ctime, which no
+ * itself and those below it, on its file system, up to 4096 levels down
+ * or a quarter of RLIMIT_NOFILE, links not followed): 1 when one of them changed (by its ctime, which no
  * user can set) at or after `since` and no more than `ahead_ms` past the
  * clock as it is read (later is a clock stepped back, not a change), or
  * went away while the tree was read; else 0, or a negative errno.  What

@@ -418,6 +418,7 @@ static uint64_t settle_ms(struct sync *s)
 			"target %s is still being changed after %u s; putting "
 			"it back now",
 			s->c->target, REPAIR_HOLD_MAX_MS / 1000);
+		s->repair = REPAIR_DUE; /* a hold, should it fail, anew */
 		return 0;
 	}
 	return quiet_wait_ms(s);
@@ -1155,6 +1156,10 @@ static void publish_finished(struct sync *s, enum outcome out)
 {
 	s->state = ST_IDLE;
 	note_result(s);
+	/* A hold counts busy finds in a row: one that ended otherwise
+	 * (failed, torn) leaves the put-back due, to wait anew. */
+	if (out != OUT_BUSY && s->repair == REPAIR_HELD)
+		s->repair = REPAIR_DUE;
 	switch (out) {
 	case OUT_OK:
 		/* It made the full check: what was missing is back. */

@@ -784,11 +784,20 @@ START_TEST(test_tree_busy_finds_a_change_anywhere_in_the_tree)
 END_TEST
 
 /* Each directory is opened from its parent, whatever the depth: a change
- * 3,000 levels down (a path four times PATH_MAX) is found. */
+ * 3,000 levels down (a path four times PATH_MAX) is found, given the
+ * descriptors; a quarter of those allowed is as deep as it goes. */
 START_TEST(test_tree_busy_reads_a_deep_chain)
 {
+	struct rlimit was;
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &was), 0);
+	rlim_t hard = was.rlim_max == RLIM_INFINITY ? 65536 : was.rlim_max;
+	int levels = hard / 4 > 3016 ? 3000 : (int)(hard / 4) - 16;
+	struct rlimit wide = {hard, was.rlim_max};
+	struct rlimit narrow = {(rlim_t)levels * 2, was.rlim_max};
+	ck_assert_int_gt(levels, 100);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &wide), 0);
 	char *gen = mkdir_in("gen", 0755, -1);
-	tu_mkdeep(gen, "d", 3000);
+	tu_mkdeep(gen, "d", levels);
 	struct timespec made;
 	ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &made), 0);
 	int fd = open(gen, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -798,7 +807,7 @@ START_TEST(test_tree_busy_reads_a_deep_chain)
 	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
 	/* The file at the bottom goes. */
 	int at = dup(fd);
-	for (int i = 0; i < 3000; i++) {
+	for (int i = 0; i < levels; i++) {
 		int sub = openat(at, "d", O_RDONLY | O_DIRECTORY);
 		ck_assert_int_ge(sub, 0);
 		close(at);
@@ -807,6 +816,9 @@ START_TEST(test_tree_busy_reads_a_deep_chain)
 	ck_assert_int_eq(unlinkat(at, "bottom", 0), 0);
 	close(at);
 	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 1);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &narrow), 0);
+	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &was), 0);
 	close(fd);
 	tu_rmdeep(gen, "d");
 	free(gen);
