@@ -376,7 +376,7 @@ static int changed_since(const struct stat *st, const struct timespec *since,
 
 /* The directory open as `fd`, on the file system `dev`: 1 when it
  * changed (see changed_since()), else on top of the stack with the names
- * of its directories.  `fd` is closed but there. */
+ * of its directories.  `fd` is closed unless it is put on the stack. */
 static int busy_push(struct busyframe **v, size_t *depth, size_t *cap,
 		     int fd, dev_t dev, const struct timespec *since,
 		     uint64_t ahead_ms)
