@@ -20,6 +20,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fsutil.h"
 #include "thread.h"
 
@@ -349,37 +350,24 @@ struct busyframe {
 	size_t n, next;
 };
 
-static int ts_cmp(const struct timespec *a, const struct timespec *b)
-{
-	if (a->tv_sec != b->tv_sec)
-		return a->tv_sec < b->tv_sec ? -1 : 1;
-	return (a->tv_nsec > b->tv_nsec) - (a->tv_nsec < b->tv_nsec);
-}
-
-/* Whether `st` changed at or after `since`, and no more than `ahead_ms`
- * after the clock now: read for each directory, however long the walk. */
-static int changed_since(const struct stat *st, const struct timespec *since,
+/* Whether `st` changed at or after `since_ns`, and no more than
+ * `ahead_ms` after the clock now: read for each directory, however long
+ * the walk. */
+static int changed_since(const struct stat *st, int64_t since_ns,
 			 uint64_t ahead_ms)
 {
-	struct timespec to;
+	int64_t c = clock_ts_ns(&st->st_ctim);
+	int64_t to = (int64_t)clock_us(CLOCK_REALTIME) * 1000 +
+		     (int64_t)ahead_ms * 1000000;
 
-	if (clock_gettime(CLOCK_REALTIME, &to) < 0)
-		return -errno;
-	to.tv_sec += (time_t)(ahead_ms / 1000);
-	to.tv_nsec += (long)(ahead_ms % 1000) * 1000000;
-	if (to.tv_nsec >= 1000000000) {
-		to.tv_sec++;
-		to.tv_nsec -= 1000000000;
-	}
-	return ts_cmp(&st->st_ctim, since) >= 0 && ts_cmp(&st->st_ctim, &to) <= 0;
+	return c >= since_ns && c <= to;
 }
 
 /* The directory open as `fd`, on the file system `dev`: 1 when it
  * changed (see changed_since()), else on top of the stack with the names
  * of its directories.  `fd` is closed unless it is put on the stack. */
 static int busy_push(struct busyframe **v, size_t *depth, size_t *cap,
-		     int fd, dev_t dev, const struct timespec *since,
-		     uint64_t ahead_ms)
+		     int fd, dev_t dev, int64_t since_ns, uint64_t ahead_ms)
 {
 	struct busyframe f = {.fd = fd};
 	struct stat st;
@@ -391,7 +379,7 @@ static int busy_push(struct busyframe **v, size_t *depth, size_t *cap,
 		return 0;
 	}
 	if (rc == 0)
-		rc = changed_since(&st, since, ahead_ms);
+		rc = changed_since(&st, since_ns, ahead_ms);
 	if (rc == 0)
 		rc = read_names(fd, true, &f.dirs, &f.n);
 	if (rc == 0 && *depth == *cap) {
@@ -425,8 +413,7 @@ static size_t busy_max_depth(void)
 	return RMTREE_MAX_DEPTH;
 }
 
-int fsutil_tree_busy(int dirfd, const struct timespec *since,
-		     uint64_t ahead_ms)
+int fsutil_tree_busy(int dirfd, int64_t since_ns, uint64_t ahead_ms)
 {
 	struct busyframe *v = NULL;
 	size_t depth = 0, cap = 0, max = busy_max_depth();
@@ -439,7 +426,7 @@ int fsutil_tree_busy(int dirfd, const struct timespec *since,
 	if (rc == 0)
 		rc = fd < 0 ? -errno
 			    : busy_push(&v, &depth, &cap, fd, top.st_dev,
-					since, ahead_ms);
+					since_ns, ahead_ms);
 	while (rc == 0 && depth > 0) {
 		struct busyframe *f = &v[depth - 1];
 		if (f->next == f->n || depth >= max) {
@@ -454,8 +441,8 @@ int fsutil_tree_busy(int dirfd, const struct timespec *since,
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK |
 				    O_CLOEXEC);
 		if (fd >= 0)
-			rc = busy_push(&v, &depth, &cap, fd, top.st_dev, since,
-				       ahead_ms);
+			rc = busy_push(&v, &depth, &cap, fd, top.st_dev,
+				       since_ns, ahead_ms);
 		else if (errno == ENOENT)
 			rc = 1; /* removed while the tree was read */
 		/* Not a directory after all, a link, one closed to us, or

@@ -8,7 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-#include <time.h>
 
 /* Opens `rel` below `rootfd` without crossing any symlink or leaving the
  * directory (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk of
@@ -41,13 +40,13 @@ int fsutil_rmtree_halves(int dirfd, const char *name);
 /* Whether someone is at work in the tree of `dirfd` (the directory
  * itself and those below it, on its file system, up to 4096 levels down
  * or a quarter of RLIMIT_NOFILE, links not followed): 1 when one of them changed (by its ctime, which no
- * user can set) at or after `since` and no more than `ahead_ms` past the
+ * user can set, in clock_ts_ns()'s nanoseconds) at or after `since_ns`
+ * and no more than `ahead_ms` past the
  * clock as it is read (later is a clock stepped back, not a change), or
  * went away while the tree was read; else 0, or a negative errno.  What
  * deletes a tree (rm -rf) changes the directory it empties all along.
  * Reads every directory of the tree once, each from its parent. */
-int fsutil_tree_busy(int dirfd, const struct timespec *since,
-		     uint64_t ahead_ms);
+int fsutil_tree_busy(int dirfd, int64_t since_ns, uint64_t ahead_ms);
 
 /* The names in the directory `dfd` but "." and "..", sorted bytewise when
  * asked; free with fsutil_names_free. */

@@ -254,21 +254,13 @@ void writer_verify_next(struct writer *w)
 
 int writer_target_busy(const struct writer *w, uint64_t quiet_ms)
 {
-	struct timespec since;
-
 	if (w->dfd < 0)
 		return 0;
 	/* Ctimes come from this clock: after a step of it, changes made
 	 * before look long past or far ahead, and are not waited for. */
-	if (clock_gettime(CLOCK_REALTIME, &since) < 0)
-		return -errno;
-	since.tv_sec -= (time_t)(quiet_ms / 1000);
-	since.tv_nsec -= (long)(quiet_ms % 1000) * 1000000;
-	if (since.tv_nsec < 0) {
-		since.tv_sec--;
-		since.tv_nsec += 1000000000;
-	}
-	return fsutil_tree_busy(w->dfd, &since, quiet_ms);
+	int64_t now_ns = (int64_t)clock_us(CLOCK_REALTIME) * 1000;
+	return fsutil_tree_busy(w->dfd, now_ns - (int64_t)quiet_ms * 1000000,
+				quiet_ms);
 }
 
 int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino)

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fsutil.h"
 #include "testutil.h"
 
@@ -716,33 +717,25 @@ START_TEST(test_rmtree_halves_leaves_what_it_may_not_enter)
 }
 END_TEST
 
-static struct timespec plus_ms(struct timespec t, long ms)
+#define MS 1000000LL
+
+static int64_t now_ns(void)
 {
-	long long ns = (long long)t.tv_nsec + ms * 1000000LL;
-	long long sec = ns / 1000000000LL - (ns % 1000000000LL < 0);
-	t.tv_sec += (time_t)sec;
-	t.tv_nsec = (long)(ns - sec * 1000000000LL);
-	return t;
+	return (int64_t)clock_us(CLOCK_REALTIME) * 1000;
 }
 
-static struct timespec ctime_of(const char *path)
+static int64_t ctime_of(const char *path)
 {
 	struct stat st;
 	ck_assert_int_eq(lstat(path, &st), 0);
-	return st.st_ctim;
+	return clock_ts_ns(&st.st_ctim);
 }
 
 /* Naps until the clock is `ms` past `t`. */
-static void wait_past(struct timespec t, long ms)
+static void wait_past(int64_t t, long ms)
 {
-	struct timespec now, until = plus_ms(t, ms);
-	for (;;) {
-		ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &now), 0);
-		if (now.tv_sec > until.tv_sec ||
-		    (now.tv_sec == until.tv_sec && now.tv_nsec > until.tv_nsec))
-			return;
+	while (now_ns() <= t + ms * MS)
 		tu_nap(10);
-	}
 }
 
 /* What empties a directory three levels down shows, and nothing outside
@@ -755,24 +748,21 @@ START_TEST(test_tree_busy_finds_a_change_anywhere_in_the_tree)
 	char *link = tu_path(gen, "x/out"), *fifo = tu_path(gen, "fifo");
 	ck_assert_int_eq(symlink("../../out", link), 0);
 	ck_assert_int_eq(mkfifo(fifo, 0644), 0);
-	struct timespec made;
-	ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &made), 0);
+	int64_t made = now_ns();
 	int fd = open(gen, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
 
-	struct timespec t = plus_ms(made, -1000);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 1);
-	t = plus_ms(made, 10000);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
+	ck_assert_int_eq(fsutil_tree_busy(fd, made - 1000 * MS, 1000), 1);
+	ck_assert_int_eq(fsutil_tree_busy(fd, made + 10000 * MS, 1000), 0);
 
 	wait_past(made, 300);
 	tu_write(out, "new", "n", 0644);
-	t = plus_ms(ctime_of(out), -100);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
+	ck_assert_int_eq(fsutil_tree_busy(fd, ctime_of(out) - 100 * MS, 1000),
+			 0);
 	char *deep = tu_path(gen, "a/b/c/file"), *c = tu_path(gen, "a/b/c");
 	ck_assert_int_eq(unlink(deep), 0);
-	t = plus_ms(ctime_of(c), -100);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 1);
+	ck_assert_int_eq(fsutil_tree_busy(fd, ctime_of(c) - 100 * MS, 1000),
+			 1);
 	close(fd);
 	free(c);
 	free(deep);
@@ -798,13 +788,12 @@ START_TEST(test_tree_busy_reads_a_deep_chain)
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &wide), 0);
 	char *gen = mkdir_in("gen", 0755, -1);
 	tu_mkdeep(gen, "d", levels);
-	struct timespec made;
-	ck_assert_int_eq(clock_gettime(CLOCK_REALTIME, &made), 0);
+	int64_t made = now_ns();
 	int fd = open(gen, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
 	wait_past(made, 300);
-	struct timespec t = plus_ms(made, 200);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
+	int64_t t = made + 200 * MS;
+	ck_assert_int_eq(fsutil_tree_busy(fd, t, 1000), 0);
 	/* The file at the bottom goes. */
 	int at = dup(fd);
 	for (int i = 0; i < levels; i++) {
@@ -815,9 +804,9 @@ START_TEST(test_tree_busy_reads_a_deep_chain)
 	}
 	ck_assert_int_eq(unlinkat(at, "bottom", 0), 0);
 	close(at);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 1);
+	ck_assert_int_eq(fsutil_tree_busy(fd, t, 1000), 1);
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &narrow), 0);
-	ck_assert_int_eq(fsutil_tree_busy(fd, &t, 1000), 0);
+	ck_assert_int_eq(fsutil_tree_busy(fd, t, 1000), 0);
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &was), 0);
 	close(fd);
 	tu_rmdeep(gen, "d");
