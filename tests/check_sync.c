@@ -51,6 +51,7 @@ int __wrap_fsutil_copy(int in, int out, uint64_t size, bool writeback,
 static uv_loop_t loop;
 static struct conf *conf;
 static int started, stopped;
+static struct sync *cur; /* the sync the waits look at */
 
 static void on_started(struct sync *s, void *data)
 {
@@ -79,6 +80,7 @@ static void setup(void)
 	conf->syncs[0].max_delay_ms = 10;
 	conf->syncs[0].fsync = false;
 	started = stopped = 0;
+	cur = NULL;
 }
 
 static void teardown(void)
@@ -102,13 +104,42 @@ static struct sync *start(void)
 	return s;
 }
 
+/* What the sync under test has done, and how the target differs, for a
+ * wait that failed. */
+static char *sync_said(void)
+{
+	struct sync_stats st;
+	char *diff, *out = NULL;
+
+	if (cur == NULL)
+		return strdup("");
+	sync_get_stats(cur, &st);
+	diff = tu_diff_trees(src, dst);
+	if (asprintf(&out,
+		     " (%llu publishes, %llu errors, %llu reads, %llu full; "
+		     "last error: %s; target: %s)",
+		     (unsigned long long)st.publishes,
+		     (unsigned long long)st.publish_errors,
+		     (unsigned long long)st.reads,
+		     (unsigned long long)st.full_reads,
+		     st.last_error ? st.last_error : "none",
+		     diff ? diff : "as the source") < 0)
+		out = NULL;
+	free(diff);
+	return out;
+}
+
 /* Runs the loop until cond(arg) holds, or fails after `ms`. */
 static void run_until(int (*cond)(void *), void *arg, int ms, const char *what)
 {
 	long long end = tu_now_ms() + tu_scale(ms);
 
 	while (!cond(arg)) {
-		ck_assert_msg(tu_now_ms() < end, "never happened: %s", what);
+		if (tu_now_ms() >= end) {
+			char *said = sync_said();
+			ck_abort_msg("never happened: %s%s", what,
+				     said ? said : "");
+		}
 		uv_run(&loop, UV_RUN_NOWAIT);
 		tu_nap(2);
 	}
@@ -127,15 +158,27 @@ static int trees_equal(void *arg)
 	return why == NULL;
 }
 
-static struct sync *cur;
-
-/* The loop has seen the publish through (the files go live before). */
+/* The loop has seen the publish through (the files go live before).
+ * Once the count is past the one waited for, the wait ends too: the
+ * caller's check of the count then says what it is. */
 static int publishes_are(void *arg)
 {
 	struct sync_stats st;
 
 	sync_get_stats(cur, &st);
-	return st.publishes == (uint64_t)*(int *)arg;
+	return st.publishes >= (uint64_t)*(int *)arg;
+}
+
+/* Waits for publish number `n`, which must be the last. */
+static void published(int n, int ms, const char *what)
+{
+	struct sync_stats st;
+
+	run_until(publishes_are, &n, ms, what);
+	sync_get_stats(cur, &st);
+	ck_assert_msg(st.publishes == (uint64_t)n,
+		      "%s: %llu publishes where %d were due", what,
+		      (unsigned long long)st.publishes, n);
 }
 
 static int exists(void *arg)
@@ -168,7 +211,7 @@ START_TEST(test_start_publishes_and_follows_a_change)
 	tu_write(src, "d/b", "2", 0644);
 	int two = 2;
 	cur = s;
-	run_until(publishes_are, &two, 5000, "the change published");
+	published(two, 5000, "the change published");
 	ck_assert(trees_equal(NULL));
 	sync_get_stats(s, &st);
 	ck_assert_uint_eq(st.files, 2);
@@ -188,14 +231,14 @@ START_TEST(test_stop_leaves_the_last_replaced_generation)
 	struct sync *s = start();
 	int one = 1, two = 2;
 	cur = s;
-	run_until(publishes_are, &one, 5000, "start-up publish");
+	published(one, 5000, "start-up publish");
 	tu_write(src, "a", "2", 0644);
-	run_until(publishes_are, &two, 5000, "the change published");
+	published(two, 5000, "the change published");
 	ck_assert(trees_equal(NULL));
 	ck_assert(readable_generations_are(&two));
 	int three = 3;
 	tu_write(src, "a", "3", 0644);
-	run_until(publishes_are, &three, 5000, "the next change published");
+	published(three, 5000, "the next change published");
 	ck_assert(readable_generations_are(&three));
 	/* Within its grace period, and the stop does not wait for it (nor
 	 * leaves a standby). */
@@ -234,7 +277,7 @@ START_TEST(test_missing_source_is_reported_and_waited_for)
 	tu_write(src, "a", "1", 0644);
 	int one = 1;
 	cur = s;
-	run_until(publishes_are, &one, 10000, "source published once there");
+	published(one, 10000, "source published once there");
 	ck_assert(trees_equal(NULL));
 	sync_stop(s, on_stopped, NULL);
 	run_until(is_set, &stopped, 5000, "stop");
@@ -258,7 +301,7 @@ START_TEST(test_stop_during_a_check_with_a_failing_signal)
 	struct sync *s = start();
 	int one = 1;
 	cur = s;
-	run_until(publishes_are, &one, 5000, "start-up publish");
+	published(one, 5000, "start-up publish");
 	unlink(marker);
 	tu_write(src, "a", "2", 0644);
 	run_until(exists, marker, 5000, "check_command started");
@@ -307,7 +350,7 @@ static void big_tree_changed(struct sync_stats *before,
 	sync_get_stats(cur, before);
 	atomic_store(&tear_next, tear);
 	tu_write(src, "d17/f042", "changed", 0644);
-	run_until(publishes_are, &two, 5000, "the change published");
+	published(two, 5000, "the change published");
 	ck_assert(trees_equal(NULL));
 	sync_get_stats(cur, after);
 }
@@ -332,7 +375,7 @@ START_TEST(test_a_change_reads_only_what_changed)
 					   before.entries_read));
 	int n = 3;
 	tu_replace(src, "top", "1", 0644);
-	run_until(publishes_are, &n, 5000, "the file at the top published");
+	published(n, 5000, "the file at the top published");
 	ck_assert(trees_equal(NULL));
 	sync_get_stats(cur, &top);
 	ck_assert_uint_eq(top.full_reads, before.full_reads);
@@ -342,7 +385,7 @@ START_TEST(test_a_change_reads_only_what_changed)
 					   after.entries_read));
 	n++;
 	tu_write_deep(src, "new/f", "1");
-	run_until(publishes_are, &n, 5000, "the new directory published");
+	published(n, 5000, "the new directory published");
 	ck_assert(trees_equal(NULL));
 	sync_get_stats(cur, &dir);
 	ck_assert_uint_eq(dir.full_reads, before.full_reads);
@@ -388,7 +431,7 @@ START_TEST(test_unwatched_directories_make_every_read_a_full_one)
 	ck_assert(before.watch_limited);
 	tu_write(src, "new", "1", 0644); /* in the root, which is watched */
 	int two = 2;
-	run_until(publishes_are, &two, 5000, "the change published");
+	published(two, 5000, "the change published");
 	sync_get_stats(cur, &after);
 	ck_assert_uint_eq(after.full_reads, after.reads);
 	ck_assert_uint_ge(after.entries_read - before.entries_read, 5050);
@@ -419,7 +462,7 @@ START_TEST(test_files_changed_earlier_are_not_compared_again)
 		snprintf(body, sizeof(body), "v%02d", i + 1); /* same size */
 		tu_write_deep(src, rel, body);
 		want++;
-		run_until(publishes_are, &want, 5000, "the change published");
+		published(want, 5000, "the change published");
 		tu_nap(60); /* the next change comes after the window */
 	}
 	struct sync_stats before, after;
@@ -427,7 +470,7 @@ START_TEST(test_files_changed_earlier_are_not_compared_again)
 	ck_assert_uint_eq(before.full_reads, 1);
 	tu_write_deep(src, "d0/f", "v99");
 	want++;
-	run_until(publishes_are, &want, 5000, "the last change published");
+	published(want, 5000, "the last change published");
 	ck_assert(trees_equal(NULL));
 	sync_get_stats(cur, &after);
 	ck_assert_uint_eq(after.full_reads, before.full_reads);
