@@ -365,9 +365,11 @@ static int changed_since(const struct stat *st, int64_t since_ns,
 
 /* The directory open as `fd`, on the file system `dev`: 1 when it
  * changed (see changed_since()), else on top of the stack with the names
- * of its directories.  `fd` is closed unless it is put on the stack. */
+ * of its directories (none at level `max`, the last one looked at).
+ * `fd` is closed unless it is put on the stack. */
 static int busy_push(struct busyframe **v, size_t *depth, size_t *cap,
-		     int fd, dev_t dev, int64_t since_ns, uint64_t ahead_ms)
+		     size_t max, int fd, dev_t dev, int64_t since_ns,
+		     uint64_t ahead_ms)
 {
 	struct busyframe f = {.fd = fd};
 	struct stat st;
@@ -380,7 +382,7 @@ static int busy_push(struct busyframe **v, size_t *depth, size_t *cap,
 	}
 	if (rc == 0)
 		rc = changed_since(&st, since_ns, ahead_ms);
-	if (rc == 0)
+	if (rc == 0 && *depth + 1 < max)
 		rc = read_names(fd, true, &f.dirs, &f.n);
 	if (rc == 0 && *depth == *cap) {
 		size_t nc = *cap ? *cap * 2 : 16;
@@ -425,11 +427,11 @@ int fsutil_tree_busy(int dirfd, int64_t since_ns, uint64_t ahead_ms)
 
 	if (rc == 0)
 		rc = fd < 0 ? -errno
-			    : busy_push(&v, &depth, &cap, fd, top.st_dev,
-					since_ns, ahead_ms);
+			    : busy_push(&v, &depth, &cap, max, fd,
+					top.st_dev, since_ns, ahead_ms);
 	while (rc == 0 && depth > 0) {
 		struct busyframe *f = &v[depth - 1];
-		if (f->next == f->n || depth >= max) {
+		if (f->next == f->n) {
 			close(f->fd);
 			fsutil_names_free(f->dirs, f->n);
 			depth--;
@@ -441,7 +443,7 @@ int fsutil_tree_busy(int dirfd, int64_t since_ns, uint64_t ahead_ms)
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK |
 				    O_CLOEXEC);
 		if (fd >= 0)
-			rc = busy_push(&v, &depth, &cap, fd, top.st_dev,
+			rc = busy_push(&v, &depth, &cap, max, fd, top.st_dev,
 				       since_ns, ahead_ms);
 		else if (errno == ENOENT)
 			rc = 1; /* removed while the tree was read */
