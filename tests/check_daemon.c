@@ -1928,6 +1928,11 @@ static void slow_rm_setup(void)
 	tu_write(src, "top.conf", "t", 0644);
 	start_adhoc("0");
 	converge(src, dst, tu_scale(10000));
+	/* Both, in either order, before the target is touched: with the
+	 * loop slow to turn, the standby can be linked before the read of
+	 * the newly watched directories, a publish that goes ahead (and
+	 * puts ..data back) whatever the target is doing. */
+	wait_log("unchanged", 1, tu_scale(10000));
 	wait_log("standby generation linked", 1, tu_scale(10000));
 }
 
