@@ -403,16 +403,22 @@ static int busy_push(struct busyframe **v, size_t *depth, size_t *cap,
 	return 0;
 }
 
-/* How deep fsutil_tree_busy() goes: a descriptor a level, and no more
- * than a quarter of those allowed, which publishes need. */
-static size_t busy_max_depth(void)
+size_t fsutil_fd_share(size_t most)
 {
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur / 4 < RMTREE_MAX_DEPTH)
-		return rl.rlim_cur / 4 > 0 ? (size_t)(rl.rlim_cur / 4) : 1;
-	return RMTREE_MAX_DEPTH;
+	    rl.rlim_cur / 4 < most)
+		return (size_t)(rl.rlim_cur / 4);
+	return most;
+}
+
+/* How deep fsutil_tree_busy() goes: a descriptor a level. */
+static size_t busy_max_depth(void)
+{
+	size_t n = fsutil_fd_share(RMTREE_MAX_DEPTH);
+
+	return n > 0 ? n : 1;
 }
 
 int fsutil_tree_busy(int dirfd, int64_t since_ns, uint64_t ahead_ms)

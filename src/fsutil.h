@@ -39,14 +39,20 @@ int fsutil_rmtree_halves(int dirfd, const char *name);
 
 /* Whether someone is at work in the tree of `dirfd` (the directory
  * itself and those below it, on its file system, up to 4096 levels down
- * or a quarter of RLIMIT_NOFILE, links not followed): 1 when one of them changed (by its ctime, which no
- * user can set, in clock_ts_ns()'s nanoseconds) at or after `since_ns`
- * and no more than `ahead_ms` past the
- * clock as it is read (later is a clock stepped back, not a change), or
- * went away while the tree was read; else 0, or a negative errno.  What
- * deletes a tree (rm -rf) changes the directory it empties all along.
- * Reads every directory of the tree once, each from its parent. */
+ * or fsutil_fd_share() of them, links not followed): 1 when one of them
+ * changed (by its ctime, which no user can set, in clock_ts_ns()'s
+ * nanoseconds) at or after `since_ns` and no more than `ahead_ms` past
+ * the clock as it is read (later is a clock stepped back, not a change),
+ * or went away while the tree was read; else 0, or a negative errno.
+ * What deletes a tree (rm -rf) changes the directory it empties all
+ * along.  Reads every directory of the tree once, each from its parent. */
 int fsutil_tree_busy(int dirfd, int64_t since_ns, uint64_t ahead_ms);
+
+/* How many descriptors one task beside publishing (a walk, the metrics
+ * listener's connections) may hold: `most`, or a quarter of
+ * RLIMIT_NOFILE's soft limit when that is fewer; publishes need the
+ * rest. */
+size_t fsutil_fd_share(size_t most);
 
 /* The names in the directory `dfd` but "." and "..", sorted bytewise when
  * asked; free with fsutil_names_free. */

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -601,12 +600,8 @@ static int listen_addr(const char *listen, struct sockaddr_storage *ss,
 
 static unsigned connection_limit(void)
 {
-	struct rlimit rl;
-	unsigned n = MAX_CONNECTIONS;
+	unsigned n = (unsigned)fsutil_fd_share(MAX_CONNECTIONS);
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur / 4 < n)
-		n = (unsigned)(rl.rlim_cur / 4);
 	return n < MIN_CONNECTIONS ? MIN_CONNECTIONS : n;
 }
 
