@@ -2474,6 +2474,21 @@ struct build {
 	size_t marks_n;
 	char *pbuf;	  /* a path being looked up (see level_join()) */
 	size_t pcap;
+	struct twins *twins; /* guarded by `lock` when two build */
+};
+
+/* The files a build copied that the source may hold under other names
+ * too (more than one link, or reached through a link to a directory),
+ * by source identity: the entry of s each was copied for, plus one (0:
+ * a free slot).  Open addressing; cap is a power of two. */
+struct twin {
+	uint64_t dev, ino;
+	size_t i;
+};
+
+struct twins {
+	struct twin *v;
+	size_t n, cap;
 };
 
 /* The owner and group the directory or file `e` is to have. */
@@ -2701,6 +2716,113 @@ static int copy_fail(struct build *b, int in, const struct snap_entry *e,
  * of `l`, owned and with the mode the entry says.  The file must still
  * be the one the snapshot saw, before and after the copy: otherwise it
  * was being written and the copy may be torn. */
+static size_t twin_slot(const struct twins *t, uint64_t dev, uint64_t ino)
+{
+	size_t k = (size_t)((ino * 0x9e3779b97f4a7c15u) ^ dev) & (t->cap - 1);
+
+	while (t->v[k].i && (t->v[k].dev != dev || t->v[k].ino != ino))
+		k = (k + 1) & (t->cap - 1);
+	return k;
+}
+
+static int twins_grow(struct twins *t)
+{
+	struct twins g = {.cap = t->cap ? t->cap * 2 : 64};
+
+	g.v = calloc(g.cap, sizeof(*g.v));
+	if (g.v == NULL)
+		return -ENOMEM;
+	for (size_t k = 0; k < t->cap; k++)
+		if (t->v[k].i)
+			g.v[twin_slot(&g, t->v[k].dev, t->v[k].ino)] = t->v[k];
+	g.n = t->n;
+	free(t->v);
+	*t = g;
+	return 0;
+}
+
+/* Entry i of b->s is the copy of the source file `st` names: the one its
+ * other names link to from now on.  Out of memory, they are copied. */
+static void twin_note(struct build *b, size_t i, const struct stat *st)
+{
+	struct twins *t = b->twins;
+
+	if (b->lock)
+		pthread_mutex_lock(b->lock);
+	if (2 * (t->n + 1) <= t->cap || twins_grow(t) == 0) {
+		struct twin *v = &t->v[twin_slot(t, (uint64_t)st->st_dev,
+						 (uint64_t)st->st_ino)];
+		t->n += v->i == 0;
+		*v = (struct twin){(uint64_t)st->st_dev, (uint64_t)st->st_ino,
+				   i + 1};
+	}
+	if (b->lock)
+		pthread_mutex_unlock(b->lock);
+}
+
+/* The entry this build copied the source file `st` for, when it stands
+ * for `e` as well: the same file as the snapshot saw both, to be given
+ * the same mode and owner.  NULL otherwise. */
+static const struct snap_entry *twin_of(struct build *b,
+					const struct snap_entry *e,
+					const struct stat *st)
+{
+	const struct snap_entry *f = NULL;
+	struct twins *t = b->twins;
+
+	if (b->lock)
+		pthread_mutex_lock(b->lock);
+	if (t->cap) {
+		size_t i = t->v[twin_slot(t, (uint64_t)st->st_dev,
+					  (uint64_t)st->st_ino)].i;
+		f = i ? &b->s->v[i - 1] : NULL;
+	}
+	if (b->lock)
+		pthread_mutex_unlock(b->lock);
+	if (f == NULL || f == e || f->t_ino == 0 || f->size != e->size ||
+	    f->mode != e->mode || f->uid != e->uid || f->gid != e->gid ||
+	    f->mtime_ns != e->mtime_ns || f->ctime_ns != e->ctime_ns)
+		return NULL;
+	return f;
+}
+
+/* Links `name` to the copy this build made of the same source file for
+ * another of its names (twin_of()), so that a generation holds a file's
+ * data once, as the source does: a user who writes the source cannot
+ * make root write a copy of one file of theirs for each of a million
+ * names.  That copy is opened by its path in the generation without a
+ * link on the way, and must still be the very file written.  1 when
+ * there is none to link to (or it has as many links as the file system
+ * allows): the caller copies. */
+static int link_twin(struct build *b, struct snap_entry *e, struct level *l,
+		     const char *name, const struct stat *st)
+{
+	const struct snap_entry *f = twin_of(b, e, st);
+	struct stat fs;
+
+	if (f == NULL)
+		return 1;
+	int fd = fsutil_open_beneath(b->lv[0].nfd, f->path, O_PATH);
+	if (fd < 0)
+		return 1;
+	int rc = fstat(fd, &fs) == 0 && S_ISREG(fs.st_mode) &&
+				 (uint64_t)fs.st_ino == f->t_ino
+			 ? fsutil_link_unnamed(fd, l->nfd, name)
+			 : 1;
+	if (rc == -EEXIST && !l->new_ours) {
+		rc = remove_entry(b, l, name, e->path);
+		if (rc == 0)
+			rc = fsutil_link_unnamed(fd, l->nfd, name);
+	}
+	close(fd);
+	if (rc != 0)
+		return 1;
+	e->t_ino = f->t_ino;
+	e->t_mtime_ns = f->t_mtime_ns;
+	b->r->linked++;
+	return 0;
+}
+
 static int copy_into(struct build *b, struct snap_entry *e, int in,
 		     struct level *l, const char *name)
 {
@@ -2714,6 +2836,9 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 		return log_err_set(b->err, -EAGAIN,
 				   "source %s/%s: changed while being read",
 				   b->s->root, src);
+	bool twins = st.st_nlink > 1 || e->src != NULL;
+	if (twins && link_twin(b, e, l, name, &st) == 0)
+		return 0;
 	out = new_file(b, e, l, name, &unnamed);
 	if (out < 0)
 		return out;
@@ -2727,6 +2852,8 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 	else
 		rc = finish_file(b, e, out);
 	rc = file_done(b, e, l, name, out, unnamed, copied, rc);
+	if (rc == 0 && twins)
+		twin_note(b, (size_t)(e - b->s->v), &st);
 	/* Again under its name: from the start, as the snapshot saw it. */
 	if (rc == NAMING_REFUSED)
 		rc = lseek(in, 0, SEEK_SET) < 0
@@ -3642,7 +3769,9 @@ static int build(struct writer *w, struct writer_pending *p,
 {
 	struct snapshot *s = p->s;
 	const char *gen = p->gen;
+	struct twins twins = {0};
 	struct build b = {
+		.twins = &twins,
 		.w = w, .s = s, .act = p->act, .r = r, .pb = pb, .err = err,
 		.cap = 16, .checked = w->verify_live,
 		.euid = geteuid(), .egid = getegid(),
@@ -3702,6 +3831,7 @@ static int build(struct writer *w, struct writer_pending *p,
 out:
 	levels_free(&b, 0);
 	free(b.marks);
+	free(twins.v);
 	return rc;
 }
 

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <grp.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -409,6 +410,100 @@ START_TEST(test_a_file_the_sources_writers_cannot_read_is_skipped)
 	free(at);
 	free(open_file);
 	free(secret);
+	free(usrc);
+}
+END_TEST
+
+/* The files under a directory, and the bytes of their distinct inodes
+ * (what the directory holds of data however many names it has). */
+#define INODES_MAX 8192
+static ino_t seen_ino[INODES_MAX];
+static size_t nseen, nfiles;
+static unsigned long long data_bytes;
+
+static int count_file(const char *p, const struct stat *st, int type,
+		      struct FTW *f)
+{
+	(void)p;
+	(void)f;
+	if (type != FTW_F || !S_ISREG(st->st_mode))
+		return 0;
+	nfiles++;
+	for (size_t i = 0; i < nseen; i++)
+		if (seen_ino[i] == st->st_ino)
+			return 0;
+	ck_assert_uint_lt(nseen, INODES_MAX);
+	seen_ino[nseen++] = st->st_ino;
+	data_bytes += (unsigned long long)st->st_size;
+	return 0;
+}
+
+/* As the user: in the directory `arg`, f0 (1 MiB) and 2,000 more names
+ * of it, and d0/x (64 KiB) with d1 to d10, each linking twice to the one
+ * below.  In one process: 2,000 ln(1) may take longer than a test waits
+ * on a loaded machine. */
+static int make_many_names(void *arg)
+{
+	static char zeros[65536];
+	char a[32], b[32];
+
+	if (chdir(arg) < 0 || mkdir("d0", 0755) < 0)
+		return 1;
+	int fd = open("f0", O_WRONLY | O_CREAT | O_EXCL, 0644);
+	for (int i = 0; fd >= 0 && i < 16; i++)
+		if (write(fd, zeros, sizeof(zeros)) != (ssize_t)sizeof(zeros))
+			return 1;
+	int fd2 = open("d0/x", O_WRONLY | O_CREAT | O_EXCL, 0644);
+	if (fd < 0 || close(fd) < 0 || fd2 < 0 ||
+	    write(fd2, zeros, sizeof(zeros)) != (ssize_t)sizeof(zeros) ||
+	    close(fd2) < 0)
+		return 1;
+	for (int i = 1; i <= 2000; i++) {
+		snprintf(a, sizeof(a), "f%d", i);
+		if (link("f0", a) < 0)
+			return 1;
+	}
+	for (int k = 1; k <= 10; k++) {
+		snprintf(a, sizeof(a), "../d%d", k - 1);
+		snprintf(b, sizeof(b), "d%d", k);
+		if (mkdir(b, 0755) < 0)
+			return 1;
+		snprintf(b, sizeof(b), "d%d/a", k);
+		if (symlink(a, b) < 0)
+			return 1;
+		snprintf(b, sizeof(b), "d%d/b", k);
+		if (symlink(a, b) < 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* A user who writes the source cannot have root write a copy of one file
+ * of theirs for each of its names: 2,001 names of one file, and a chain
+ * of directories each linking twice to the one below (2,046 ways to one
+ * file), are one copy of the first and two of the second. */
+START_TEST(test_a_users_many_names_of_one_file_are_not_copies)
+{
+	char *usrc = dir_of("usrc", APP_UID), *link = tu_path(dst, "..data");
+	char *data = NULL, *err = NULL, gen[256];
+
+	ck_assert_int_eq(tu_call_as(APP_UID, make_many_names, usrc), 0);
+	ck_assert_int_eq(once_to(usrc, dst, &err), 0);
+	/* The generation by its own name: nftw() goes into no link. */
+	ssize_t len = readlink(link, gen, sizeof(gen) - 1);
+	ck_assert_int_gt(len, 0);
+	gen[len] = '\0';
+	data = tu_path(dst, gen);
+	nseen = nfiles = 0;
+	data_bytes = 0;
+	ck_assert_int_eq(nftw(data, count_file, 16, FTW_PHYS), 0);
+	/* Every name is there: f0 to f2000, d0/x, and 2,046 ways to it. */
+	ck_assert_msg(nfiles == 2001 + 1 + 2046, "%zu files in %s", nfiles, data);
+	ck_assert_uint_eq(nseen, 3);
+	ck_assert_uint_eq(data_bytes, 16 * 65536 + 2 * 65536);
+	free(err);
+	free(data);
+	free(link);
 	free(usrc);
 }
 END_TEST
@@ -1042,6 +1137,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
 	tcase_add_test(tc, test_a_file_the_sources_writers_cannot_read_is_skipped);
+	tcase_add_test(tc, test_a_users_many_names_of_one_file_are_not_copies);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	tcase_add_test(tc,

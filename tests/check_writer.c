@@ -2145,6 +2145,76 @@ static ino_t live_ino(const char *rel)
 	return st.st_ino;
 }
 
+/* The names one file has in the source, hard links or ways to it through
+ * a link to a directory, are one file in the generation as well: a user
+ * who writes the source cannot have root write a copy for each name. */
+START_TEST(test_names_of_one_source_file_share_one_copy)
+{
+	static char big[65536];
+	memset(big, 'b', sizeof(big));
+	tu_write_len(src, "f0", big, sizeof(big), 0644);
+	char *f0 = tu_path(src, "f0");
+	for (int i = 1; i < 50; i++) {
+		char n[16];
+		snprintf(n, sizeof(n), "f%d", i);
+		char *p = tu_path(src, n);
+		ck_assert_int_eq(link(f0, p), 0);
+		free(p);
+	}
+	tu_write(src, "d/x", "x\n", 0644);
+	char *l1 = tu_path(src, "l1"), *l2 = tu_path(src, "l2");
+	ck_assert_int_eq(symlink("d", l1), 0);
+	ck_assert_int_eq(symlink("d", l2), 0);
+	struct writer *w = open_recycling_writer();
+	publish_ok(w);
+	ino_t one = live_ino("f0");
+	for (int i = 1; i < 50; i++) {
+		char n[16];
+		snprintf(n, sizeof(n), "f%d", i);
+		ck_assert_msg(live_ino(n) == one, "%s is a copy of its own", n);
+	}
+	ck_assert(live_ino("l1/x") == live_ino("l2/x"));
+	size_t len = 0;
+	char *f7 = tu_path(dst, "f7"), *d = tu_read(f7, &len);
+	ck_assert_uint_eq(len, sizeof(big));
+	ck_assert(memcmp(d, big, len) == 0);
+	free(d);
+	/* A name given a file of its own gets one in the target; the other
+	 * names keep theirs, recycled or not. */
+	usleep((RECYCLE_GRACE_MS + 20) * 1000);
+	char *f3 = tu_path(src, "f3");
+	ck_assert_int_eq(unlink(f3), 0);
+	tu_write(src, "f3", "own\n", 0644);
+	publish_ok(w);
+	char *t3 = tu_path(dst, "f3");
+	d = tu_read(t3, NULL);
+	ck_assert_str_eq(d, "own\n");
+	free(d);
+	ck_assert(live_ino("f3") != live_ino("f0"));
+	ck_assert(live_ino("f4") == live_ino("f0"));
+	d = tu_read(f7, &len);
+	ck_assert_uint_eq(len, sizeof(big));
+	ck_assert(memcmp(d, big, len) == 0);
+	free(d);
+	/* A change to the file they share reaches every name, one copy. */
+	usleep((RECYCLE_GRACE_MS + 20) * 1000);
+	tu_write_len(src, "f0", "new\n", 4, 0644);
+	publish_ok(w);
+	d = tu_read(f7, NULL);
+	ck_assert_str_eq(d, "new\n");
+	free(d);
+	ck_assert(live_ino("f49") == live_ino("f0"));
+	writer_close(w);
+	free(t3);
+	free(f3);
+	free(f7);
+	free(l1);
+	free(l2);
+	free(f0);
+}
+END_TEST
+
+
 /* dst/..data/rel holds `want`. */
 static void assert_live(const char *rel, const char *want)
 {
@@ -5199,6 +5269,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_update_delete_deep_with_surviving_sibling);
 	tcase_add_test(tc, test_update_delete_deeper_with_surviving_sibling);
 	tcase_add_test(tc, test_update_delete_all);
+	tcase_add_test(tc, test_names_of_one_source_file_share_one_copy);
 	tcase_add_test(tc, test_update_replace_top_level_dir);
 	tcase_add_test(tc, test_multiple_updates_modes);
 	tcase_add_test(tc, test_multiple_updates_nested_modes);
