@@ -2791,7 +2791,9 @@ static const struct snap_entry *twin_of(struct build *b,
  * data once, as the source does: a user who writes the source cannot
  * make root write a copy of one file of theirs for each of a million
  * names.  That copy is opened by its path in the generation without a
- * link on the way, and must still be the very file written.  1 when
+ * link on the way, and must still be the very file written.  Names
+ * reached through links to directories count as other names, with
+ * symlinks = follow as well.  1 when
  * there is none to link to (or it has as many links as the file system
  * allows): the caller copies. */
 static int link_twin(struct build *b, struct snap_entry *e, struct level *l,
@@ -2805,8 +2807,13 @@ static int link_twin(struct build *b, struct snap_entry *e, struct level *l,
 	int fd = fsutil_open_beneath(b->lv[0].nfd, f->path, O_PATH);
 	if (fd < 0)
 		return 1;
+	/* The inode, times and size written: a number freed is given out
+	 * again at once. */
 	int rc = fstat(fd, &fs) == 0 && S_ISREG(fs.st_mode) &&
-				 (uint64_t)fs.st_ino == f->t_ino
+				 fs.st_dev == b->lv[0].found.st_dev &&
+				 (uint64_t)fs.st_ino == f->t_ino &&
+				 clock_ts_ns(&fs.st_mtim) == f->t_mtime_ns &&
+				 (uint64_t)fs.st_size == f->size
 			 ? fsutil_link_unnamed(fd, l->nfd, name)
 			 : 1;
 	if (rc == -EEXIST && !l->new_ours) {
@@ -2836,7 +2843,8 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 		return log_err_set(b->err, -EAGAIN,
 				   "source %s/%s: changed while being read",
 				   b->s->root, src);
-	bool twins = st.st_nlink > 1 || e->src != NULL;
+	bool twins = st.st_nlink > 1 || e->src != NULL ||
+		     (e->flags & (SNAP_F_FOLLOW | SNAP_F_EXTERNAL));
 	if (twins && link_twin(b, e, l, name, &st) == 0)
 		return 0;
 	out = new_file(b, e, l, name, &unnamed);

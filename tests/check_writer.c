@@ -2204,6 +2204,16 @@ START_TEST(test_names_of_one_source_file_share_one_copy)
 	ck_assert_str_eq(d, "new\n");
 	free(d);
 	ck_assert(live_ino("f49") == live_ino("f0"));
+	/* Links followed wherever they lead: the same. */
+	usleep((RECYCLE_GRACE_MS + 20) * 1000);
+	tu_write(src, "d/x", "y\n", 0644);
+	struct snapshot_opts so = {.links = SNAP_LINKS_FOLLOW};
+	struct snapshot *s = NULL;
+	ck_assert_int_eq(snapshot_take(src, &so, &s, NULL), 0);
+	struct writer_result r = {0};
+	ck_assert_int_eq(writer_publish(w, s, &r, NULL), 0);
+	writer_result_fini(&r);
+	ck_assert(live_ino("l1/x") == live_ino("l2/x"));
 	writer_close(w);
 	free(t3);
 	free(f3);
