@@ -2478,8 +2478,8 @@ struct build {
 };
 
 /* The files a build copied that the source may hold under other names
- * too (more than one link, or reached through a link to a directory),
- * by source identity: the entry of s each was copied for, plus one (0:
+ * too (more than one link, or reached through a link to a directory,
+ * inside the source or followed), by source identity: the entry of s each was copied for, plus one (0:
  * a free slot).  Open addressing; cap is a power of two. */
 struct twin {
 	uint64_t dev, ino;
@@ -2490,6 +2490,20 @@ struct twins {
 	struct twin *v;
 	size_t n, cap;
 };
+
+/* What the two threads of a build share is taken under b->lock (none
+ * when one builds). */
+static void build_lock(const struct build *b)
+{
+	if (b->lock)
+		pthread_mutex_lock(b->lock);
+}
+
+static void build_unlock(const struct build *b)
+{
+	if (b->lock)
+		pthread_mutex_unlock(b->lock);
+}
 
 /* The owner and group the directory or file `e` is to have. */
 static void owner_of(const struct build *b, const struct snap_entry *e,
@@ -2712,10 +2726,6 @@ static int copy_fail(struct build *b, int in, const struct snap_entry *e,
 			   e->path, strerror(-rc));
 }
 
-/* Streams the open source file `in` into a new `name` in the directory
- * of `l`, owned and with the mode the entry says.  The file must still
- * be the one the snapshot saw, before and after the copy: otherwise it
- * was being written and the copy may be torn. */
 static size_t twin_slot(const struct twins *t, uint64_t dev, uint64_t ino)
 {
 	size_t k = (size_t)((ino * 0x9e3779b97f4a7c15u) ^ dev) & (t->cap - 1);
@@ -2747,8 +2757,7 @@ static void twin_note(struct build *b, size_t i, const struct stat *st)
 {
 	struct twins *t = b->twins;
 
-	if (b->lock)
-		pthread_mutex_lock(b->lock);
+	build_lock(b);
 	if (2 * (t->n + 1) <= t->cap || twins_grow(t) == 0) {
 		struct twin *v = &t->v[twin_slot(t, (uint64_t)st->st_dev,
 						 (uint64_t)st->st_ino)];
@@ -2756,8 +2765,7 @@ static void twin_note(struct build *b, size_t i, const struct stat *st)
 		*v = (struct twin){(uint64_t)st->st_dev, (uint64_t)st->st_ino,
 				   i + 1};
 	}
-	if (b->lock)
-		pthread_mutex_unlock(b->lock);
+	build_unlock(b);
 }
 
 /* The entry this build copied the source file `st` for, when it stands
@@ -2770,15 +2778,13 @@ static const struct snap_entry *twin_of(struct build *b,
 	const struct snap_entry *f = NULL;
 	struct twins *t = b->twins;
 
-	if (b->lock)
-		pthread_mutex_lock(b->lock);
+	build_lock(b);
 	if (t->cap) {
 		size_t i = t->v[twin_slot(t, (uint64_t)st->st_dev,
 					  (uint64_t)st->st_ino)].i;
 		f = i ? &b->s->v[i - 1] : NULL;
 	}
-	if (b->lock)
-		pthread_mutex_unlock(b->lock);
+	build_unlock(b);
 	if (f == NULL || f == e || f->t_ino == 0 || f->size != e->size ||
 	    f->mode != e->mode || f->uid != e->uid || f->gid != e->gid ||
 	    f->mtime_ns != e->mtime_ns || f->ctime_ns != e->ctime_ns)
@@ -2791,9 +2797,7 @@ static const struct snap_entry *twin_of(struct build *b,
  * data once, as the source does: a user who writes the source cannot
  * make root write a copy of one file of theirs for each of a million
  * names.  That copy is opened by its path in the generation without a
- * link on the way, and must still be the very file written.  Names
- * reached through links to directories count as other names, with
- * symlinks = follow as well.  1 when
+ * link on the way, and must still be the very file written.  1 when
  * there is none to link to (or it has as many links as the file system
  * allows): the caller copies. */
 static int link_twin(struct build *b, struct snap_entry *e, struct level *l,
@@ -2807,13 +2811,10 @@ static int link_twin(struct build *b, struct snap_entry *e, struct level *l,
 	int fd = fsutil_open_beneath(b->lv[0].nfd, f->path, O_PATH);
 	if (fd < 0)
 		return 1;
-	/* The inode, times and size written: a number freed is given out
-	 * again at once. */
-	int rc = fstat(fd, &fs) == 0 && S_ISREG(fs.st_mode) &&
-				 fs.st_dev == b->lv[0].found.st_dev &&
-				 (uint64_t)fs.st_ino == f->t_ino &&
-				 clock_ts_ns(&fs.st_mtim) == f->t_mtime_ns &&
-				 (uint64_t)fs.st_size == f->size
+	/* On the generation's file system, as atomsync left it (inode and
+	 * times, not only the number: one freed is given out again). */
+	int rc = fstat(fd, &fs) == 0 && fs.st_dev == b->lv[0].found.st_dev &&
+				 intact(&fs, f, &b->gen)
 			 ? fsutil_link_unnamed(fd, l->nfd, name)
 			 : 1;
 	if (rc == -EEXIST && !l->new_ours) {
@@ -2830,6 +2831,10 @@ static int link_twin(struct build *b, struct snap_entry *e, struct level *l,
 	return 0;
 }
 
+/* Streams the open source file `in` into a new `name` in the directory
+ * of `l`, owned and with the mode the entry says.  The file must still
+ * be the one the snapshot saw, before and after the copy: otherwise it
+ * was being written and the copy may be torn. */
 static int copy_into(struct build *b, struct snap_entry *e, int in,
 		     struct level *l, const char *name)
 {
@@ -3481,11 +3486,9 @@ static int build_entry(struct build *b, size_t i)
 	/* Not the live file after all: its directory changed too (out of
 	 * memory, the set stands for every one). */
 	if (b->act[i] == ACT_LINK) {
-		if (b->lock)
-			pthread_mutex_lock(b->lock);
+		build_lock(b);
 		(void)pathset_add(b->changed, e->path, parent_len(e->path));
-		if (b->lock)
-			pthread_mutex_unlock(b->lock);
+		build_unlock(b);
 	}
 	b->act[i] = ACT_COPY; /* new data: flushed with the rest */
 	return copy_file(b, e, p, name);
@@ -3585,11 +3588,9 @@ static int build_range(struct build *b, size_t from, size_t to, size_t *at,
 						  b->failed, memory_order_relaxed));
 		rc = halt ? -ECANCELED : build_entry(b, i);
 		if (rc == 0 && early && built_new(b, i)) {
-			if (b->lock) /* the other half counts too */
-				pthread_mutex_lock(b->lock);
+			build_lock(b); /* the other half counts too */
 			flush_early_note(early);
-			if (b->lock)
-				pthread_mutex_unlock(b->lock);
+			build_unlock(b);
 		}
 		if (rc == 0)
 			i += 1 + b->skip;
