@@ -2752,12 +2752,12 @@ static int twins_grow(struct twins *t)
 }
 
 /* Entry i of b->s is the copy of the source file `st` names: the one its
- * other names link to from now on.  Out of memory, they are copied. */
+ * other names link to from now on.  Out of memory, they are copied.
+ * Under build_lock(), as twin_of() and the copy between them are. */
 static void twin_note(struct build *b, size_t i, const struct stat *st)
 {
 	struct twins *t = b->twins;
 
-	build_lock(b);
 	if (2 * (t->n + 1) <= t->cap || twins_grow(t) == 0) {
 		struct twin *v = &t->v[twin_slot(t, (uint64_t)st->st_dev,
 						 (uint64_t)st->st_ino)];
@@ -2765,7 +2765,6 @@ static void twin_note(struct build *b, size_t i, const struct stat *st)
 		*v = (struct twin){(uint64_t)st->st_dev, (uint64_t)st->st_ino,
 				   i + 1};
 	}
-	build_unlock(b);
 }
 
 /* The entry this build copied the source file `st` for, when it stands
@@ -2778,13 +2777,11 @@ static const struct snap_entry *twin_of(struct build *b,
 	const struct snap_entry *f = NULL;
 	struct twins *t = b->twins;
 
-	build_lock(b);
 	if (t->cap) {
 		size_t i = t->v[twin_slot(t, (uint64_t)st->st_dev,
 					  (uint64_t)st->st_ino)].i;
 		f = i ? &b->s->v[i - 1] : NULL;
 	}
-	build_unlock(b);
 	if (f == NULL || f == e || f->t_ino == 0 || f->size != e->size ||
 	    f->mode != e->mode || f->uid != e->uid || f->gid != e->gid ||
 	    f->mtime_ns != e->mtime_ns || f->ctime_ns != e->ctime_ns)
@@ -2850,11 +2847,20 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 				   b->s->root, src);
 	bool twins = st.st_nlink > 1 || e->src != NULL ||
 		     (e->flags & (SNAP_F_FOLLOW | SNAP_F_EXTERNAL));
-	if (twins && link_twin(b, e, l, name, &st) == 0)
+	/* A file with other names is looked up, copied and noted under the
+	 * lock: the two threads of a build would otherwise each copy it. */
+	if (twins)
+		build_lock(b);
+	if (twins && link_twin(b, e, l, name, &st) == 0) {
+		build_unlock(b);
 		return 0;
+	}
 	out = new_file(b, e, l, name, &unnamed);
-	if (out < 0)
+	if (out < 0) {
+		if (twins)
+			build_unlock(b);
 		return out;
+	}
 	rc = fsutil_copy(in, out, e->size, flushes(b->w), &copied);
 	if (rc < 0)
 		rc = copy_fail(b, in, e, rc);
@@ -2867,6 +2873,8 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 	rc = file_done(b, e, l, name, out, unnamed, copied, rc);
 	if (rc == 0 && twins)
 		twin_note(b, (size_t)(e - b->s->v), &st);
+	if (twins)
+		build_unlock(b);
 	/* Again under its name: from the start, as the snapshot saw it. */
 	if (rc == NAMING_REFUSED)
 		rc = lseek(in, 0, SEEK_SET) < 0
