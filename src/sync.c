@@ -111,6 +111,7 @@ enum repair_state {
 	REPAIR_NONE,
 	REPAIR_DUE,  /* the next publish puts back, once the target is quiet */
 	REPAIR_HELD, /* one found someone at work there (since held_ms) */
+	REPAIR_NOW,  /* held too long: the next one puts back at once */
 };
 
 enum post_state {
@@ -402,25 +403,37 @@ static uint64_t quiet_wait_ms(const struct sync *s)
 						   : REPAIR_QUIET_MS;
 }
 
-/* How long the target must have been quiet for the publish about to
- * start: 0 but for one that only puts back what was changed in the
- * target by hand, with no change of the source waiting for it. */
-static uint64_t settle_ms(struct sync *s)
+/* Whether a change of the source waits to be published. */
+static bool source_waiting(const struct sync *s)
 {
 	const struct publish_dirty *d = &s->pub.dirty, *e = &s->dirty;
 
-	if (s->repair == REPAIR_NONE || s->events > 0 || d->all || d->n > 0 ||
-	    d->nnames > 0 || e->all || e->n > 0 || e->nnames > 0)
+	return s->events > 0 || d->all || d->n > 0 || d->nnames > 0 ||
+	       e->all || e->n > 0 || e->nnames > 0;
+}
+
+/* A hold of a put-back past REPAIR_HOLD_MAX_MS ends: the publish about
+ * to start puts the target back without waiting for it to be quiet. */
+static void repair_hold_end(struct sync *s)
+{
+	if (s->repair != REPAIR_HELD || source_waiting(s) ||
+	    uv_now(s->loop) - s->held_ms < REPAIR_HOLD_MAX_MS)
+		return;
+	log_msg(LOG_LVL_WARN, s->c->name,
+		"target %s is still being changed after %u s; putting it back "
+		"now",
+		s->c->target, REPAIR_HOLD_MAX_MS / 1000);
+	s->repair = REPAIR_NOW;
+}
+
+/* How long the target must have been quiet for the publish about to
+ * start: 0 but for one that only puts back what was changed in the
+ * target by hand, with no change of the source waiting for it. */
+static uint64_t settle_ms(const struct sync *s)
+{
+	if (s->repair == REPAIR_NONE || s->repair == REPAIR_NOW ||
+	    source_waiting(s))
 		return 0;
-	if (s->repair == REPAIR_HELD &&
-	    uv_now(s->loop) - s->held_ms >= REPAIR_HOLD_MAX_MS) {
-		log_msg(LOG_LVL_WARN, s->c->name,
-			"target %s is still being changed after %u s; putting "
-			"it back now",
-			s->c->target, REPAIR_HOLD_MAX_MS / 1000);
-		s->repair = REPAIR_DUE; /* a hold, should it fail, anew */
-		return 0;
-	}
 	return quiet_wait_ms(s);
 }
 
@@ -438,6 +451,7 @@ static void queue(struct sync *s, enum sync_state to)
 	if (to == ST_PUBLISHING) {
 		/* Handed to the work item, which owns the writer. */
 		s->pub.verify = s->verify_due;
+		repair_hold_end(s);
 		s->pub.settle_ms = settle_ms(s);
 		s->verify_due = false;
 		hand_dirty(s);
@@ -1158,7 +1172,8 @@ static void publish_finished(struct sync *s, enum outcome out)
 	note_result(s);
 	/* A hold counts busy finds in a row: one that ended otherwise
 	 * (failed, torn) leaves the put-back due, to wait anew. */
-	if (out != OUT_BUSY && s->repair == REPAIR_HELD)
+	if (out != OUT_BUSY &&
+	    (s->repair == REPAIR_HELD || s->repair == REPAIR_NOW))
 		s->repair = REPAIR_DUE;
 	switch (out) {
 	case OUT_OK:
