@@ -1515,15 +1515,14 @@ static int make_tree(struct snapshot *s, char **err)
 		size_t la = strlen(a);
 		if (strcmp(a, b) == 0)
 			return log_err_set(err, -EINVAL,
-				       "invalid snapshot: duplicate path %s",
-				       a);
+					   "payload: path %s given twice", a);
 		/* Sorted so that a directory's descendants follow it. */
 		if (s->v[i].type == SNAP_FILE && strncmp(a, b, la) == 0 &&
 		    b[la] == '/')
 			return log_err_set(err, -EINVAL,
-				       "invalid snapshot: %s is a file but %s "
-				       "is below it",
-				       a, b);
+					   "payload: %s is a file but %s is "
+					   "below it",
+					   a, b);
 	}
 	return 0;
 }
@@ -3880,10 +3879,10 @@ static int prepare_check(struct writer *w, struct snapshot *s,
 		return rc;
 	if (s->n == 0 && w->live && w->live->n > 0 && !w->o.allow_empty)
 		return log_err_set(err, -ENODATA,
-				   "source %s is empty; keeping the live "
-				   "generation %s (allow_empty = yes publishes "
-				   "an empty source)",
-				   s->root ? s->root : "(none)",
+				   "%s%s is empty; keeping the live generation "
+				   "%s (allow_empty publishes an empty one)",
+				   s->root ? "source " : "payload",
+				   s->root ? s->root : "",
 				   w->live_gen ? w->live_gen : "");
 	for (size_t i = 0; i < s->problems.n; i++)
 		log_list_add(&pb->unreadable, "%s", s->problems.v[i]);

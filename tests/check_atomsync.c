@@ -648,7 +648,7 @@ static const struct {
 	 * links before it writes (and fails); atomsync refuses the payload
 	 * whole and makes nothing. */
 	{"simple nested path", {"foo/bar", "foo/bar/txt", "bar/txt"}, {NULL},
-	 "foo/bar is a file but foo/bar/txt is below it"},
+	 "payload: foo/bar is a file but foo/bar/txt is below it"},
 	{"unclean nested path", {"./bar", "foo///bar"},
 	 {"bar", "..data/bar", "foo", "..data/foo"}, NULL},
 };
@@ -1047,6 +1047,78 @@ START_TEST(test_tampered_live_file_is_written_again)
 }
 END_TEST
 
+/* Errors speak of the payload and the options, not of a source or a
+ * configuration file, and leave the live generation as it was. */
+START_TEST(test_payload_errors_name_the_payload)
+{
+	struct atomsync_options o;
+	atomsync_options_init(&o);
+	o.allow_empty = 0;
+	struct atomsync_writer *w = open_writer(&o);
+	const struct pf p[] = {{"cfg", 0644, "good", 0}, {NULL, 0, NULL, 0}};
+
+	ck_assert_int_eq(write_pf(w, p), 0);
+	char *gen = strdup(atomsync_writer_generation(w));
+	ck_assert_int_eq(atomsync_write(w, NULL, 0), -ENODATA);
+	const char *e = atomsync_writer_error(w);
+	ck_assert_msg(e && strstr(e, "payload is empty; keeping the live "
+				     "generation") &&
+			      strstr(e, gen) && strstr(e, "allow_empty") &&
+			      !strstr(e, "source") && !strstr(e, "= yes"),
+		      "%s", e ? e : "(no error)");
+	struct atomsync_file twice[] = {{"a", "1", 1, 0}, {"./a", "2", 1, 0}};
+	ck_assert_int_eq(atomsync_write(w, twice, 2), -EINVAL);
+	e = atomsync_writer_error(w);
+	ck_assert_msg(e && strstr(e, "payload: path a given twice"), "%s",
+		      e ? e : "(no error)");
+	ck_assert_str_eq(atomsync_writer_generation(w), gen);
+	char *cfg = tu_path(dst, "cfg");
+	char *d = tu_read(cfg, NULL);
+	ck_assert_str_eq(d, "good");
+	free(d);
+	free(cfg);
+	free(gen);
+	atomsync_writer_close(w);
+
+	/* A writer whose open failed holds only its error. */
+	char *deep = tu_path(tmp, "missing/target");
+	ck_assert_int_eq(atomsync_writer_open(deep, NULL, &w), -ENOENT);
+	ck_assert_int_eq(atomsync_write(w, NULL, 0), -EBADF);
+	ck_assert_int_eq(atomsync_write_tree(w, tmp), -EBADF);
+	ck_assert_int_eq(atomsync_writer_retire(w, 0), -EBADF);
+	ck_assert_ptr_null(atomsync_writer_generation(w));
+	atomsync_writer_close(w);
+	atomsync_writer_close(NULL);
+	free(deep);
+}
+END_TEST
+
+/* A target that is a link of the caller's own, in a directory only it
+ * can change, leads where it names, which is made when missing. */
+START_TEST(test_a_trusted_link_as_target_leads_to_where_it_names)
+{
+	char *real = tu_path(tmp, "real"), *link = tu_path(tmp, "link");
+	struct atomsync_writer *w = NULL;
+	const struct pf p[] = {{"cfg", 0644, "good", 0}, {NULL, 0, NULL, 0}};
+	struct stat st;
+
+	ck_assert_int_eq(symlink(real, link), 0);
+	ck_assert_int_eq(atomsync_writer_open(link, NULL, &w), 0);
+	ck_assert_int_eq(write_pf(w, p), 0);
+	atomsync_writer_close(w);
+	ck_assert_int_eq(lstat(real, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	ck_assert_int_eq(st.st_mode & 07777, 0755);
+	char *cfg = tu_path(real, "cfg");
+	char *d = tu_read(cfg, NULL);
+	ck_assert_str_eq(d, "good");
+	free(d);
+	free(cfg);
+	free(real);
+	free(link);
+}
+END_TEST
+
 /* ---- atomsync_write_tree: what atomsyncd --once does ---- */
 
 START_TEST(test_write_tree_mirrors_a_source)
@@ -1105,6 +1177,8 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
 	tcase_add_test(tc, test_payload_memory_is_not_kept);
 	tcase_add_test(tc, test_tampered_live_file_is_written_again);
+	tcase_add_test(tc, test_payload_errors_name_the_payload);
+	tcase_add_test(tc, test_a_trusted_link_as_target_leads_to_where_it_names);
 	tcase_add_test(tc, test_write_tree_mirrors_a_source);
 	suite_add_tcase(s, tc);
 	return s;
