@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <stdarg.h>
@@ -472,8 +473,40 @@ static void tune_malloc(void)
 #endif
 }
 
+/* A standard descriptor that whoever started us left closed would be
+ * taken by the first file opened (the event loop's, a target's lock
+ * file) and log lines then written into it: /dev/null holds its place.
+ * 0, or -1 when it cannot. */
+static int stdio_hold(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		/* Those below are open: the lowest free one is fd. */
+		int got = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY
+							      : O_WRONLY);
+		if (got != fd) {
+			if (got >= 0) {
+				close(got);
+				errno = EBADF;
+			}
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (stdio_hold() < 0) {
+		/* Where stderr is open, it says why. */
+		fprintf(stderr, "atomsyncd: standard input, output or error is "
+				"closed, and /dev/null cannot be opened in its "
+				"place: %s\n",
+			strerror(errno));
+		return 1;
+	}
+
 	struct options op = {
 		.debounce_ms = -1,
 		.grace_ms = -1,

@@ -242,6 +242,64 @@ START_TEST(test_sigint_and_sigterm_exit_0)
 }
 END_TEST
 
+/* Starts argv as tu_spawn() does, with the standard descriptors in
+ * `closed` (bit n: descriptor n) left closed, as a careless parent
+ * leaves them. */
+static pid_t spawn_closed(const char *const argv[], unsigned closed)
+{
+	pid_t p = fork();
+
+	ck_assert_int_ge(p, 0);
+	if (p == 0) {
+		int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+			      0644);
+		int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || nul < 0)
+			_exit(126);
+		dup2(nul, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		for (int i = 0; i < 3; i++)
+			if (closed & (1u << i))
+				close(i);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return p;
+}
+
+/* What a closed standard descriptor would have given the first file
+ * opened (the event loop's, a lock file) is /dev/null's: the loop closes
+ * cleanly, and no log line is written into a lock file. */
+START_TEST(test_closed_standard_descriptors_are_held_open)
+{
+	tu_write(src, "a", "a", 0644);
+	const char *daemon[] = {tu_bin(), "--source", src, "--target", dst,
+				"--debounce", "10", NULL};
+	pid = spawn_closed(daemon, 1u << 0);
+	converge(src, dst, 3000);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+	wait_log("stopped", 1, 1000);
+
+	tu_write(src, "a", "b", 0644);
+	const char *once[] = {tu_bin(), "--once", "--source", src, "--target",
+			      dst, NULL};
+	pid = spawn_closed(once, 1u << 2);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+	converge(src, dst, 1000);
+	char *lock = tu_path(dst, "..atomsync.lock");
+	char *text = tu_read(lock, NULL);
+	ck_assert_msg(text && strncmp(text, "atomsync lock of ", 17) == 0 &&
+			      strchr(text, '\n') == text + strlen(text) - 1,
+		      "lock file holds: %s", text ? text : "(nothing)");
+	free(text);
+	free(lock);
+}
+END_TEST
+
 static void write_conf(const char *text)
 {
 	char *tmpname = tu_path(tmp, "atomsync.conf.new");
@@ -2118,6 +2176,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_burst_of_changes_recycles_a_standby);
 	tcase_add_test(tc, test_first_change_after_a_start_recycles_a_standby);
 	tcase_add_test(tc, test_sigint_and_sigterm_exit_0);
+	tcase_add_test(tc, test_closed_standard_descriptors_are_held_open);
 	tcase_add_test(tc, test_config_mappings_and_reload);
 	tcase_add_test(tc,
 		       test_stopped_mapping_leaves_its_replaced_generation);
