@@ -107,9 +107,12 @@ static int usage_error(const char *fmt, ...)
 
 /* A path option's argument that begins with '-' is an option typed
  * after one that needs an argument (-t --check-config), not a path to
- * write into: refuse it, and say how to name such a path. */
+ * write into: refuse it, and say how to name such a path.  An empty one
+ * (an unset shell variable) names nothing. */
 static int path_arg(const char *opt, const char *arg, const char **out)
 {
+	if (arg[0] == '\0')
+		return usage_error("%s: empty path", opt);
 	if (arg[0] == '-')
 		return usage_error("%s: '%s' looks like an option, not a path; "
 				   "write a path that begins with '-' as "

@@ -146,6 +146,45 @@ START_TEST(test_path_options_refuse_option_looking_arguments)
 }
 END_TEST
 
+/* An empty path (an unset variable in a unit file or script) is a
+ * usage error naming the option, not a path resolved against the
+ * working directory or a "feedback loop". */
+START_TEST(test_path_options_refuse_empty_paths)
+{
+	const char *cases[][8] = {
+		{"-s", "SRC", "-t", "", "--check-config", NULL},
+		{"--source=", "--target", "DST", "--once", NULL},
+		{"--config", "", NULL},
+	};
+	const char *opt[] = {"--target", "--source", "--config"};
+	char *cwd = getcwd(NULL, 0);
+
+	ck_assert_int_eq(chdir(tmp), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *argv[10] = {tu_bin()};
+		for (int k = 0; k < 8 && cases[i][k]; k++)
+			argv[k + 1] = strcmp(cases[i][k], "SRC") == 0   ? src
+				      : strcmp(cases[i][k], "DST") == 0 ? dst
+									: cases[i][k];
+		char *out, *err, *want;
+		ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 2);
+		ck_assert_msg(tu_lines(err) == 1, "case %zu: %s", i, err);
+		ck_assert_int_ge(asprintf(&want, "atomsyncd: %s: empty path",
+					  opt[i]),
+				 0);
+		ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
+			      "case %zu: %s", i, err);
+		free(want);
+		free(out);
+		free(err);
+	}
+	ck_assert_int_lt(access(dst, F_OK), 0);
+	ck_assert_int_lt(access("..atomsync.lock", F_OK), 0);
+	ck_assert_int_eq(chdir(cwd), 0);
+	free(cwd);
+}
+END_TEST
+
 #define OTHER 2003u
 #define THIRD 2004u
 
@@ -973,6 +1012,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_help_and_version);
 	tcase_add_test(tc, test_usage_errors_exit_2_with_one_line);
 	tcase_add_test(tc, test_path_options_refuse_option_looking_arguments);
+	tcase_add_test(tc, test_path_options_refuse_empty_paths);
 	tcase_add_test(tc, test_config_file_owned_or_writable_by_others_is_refused);
 	tcase_add_test(tc, test_config_file_fifo_directory_and_foreign_link_are_refused);
 	tcase_add_test(tc, test_config_file_from_a_configmap_volume_is_read);
