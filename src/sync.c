@@ -597,9 +597,12 @@ static void on_target_watch(void *data, const char *dir, const char *name,
 	if (s->phase == PH_STOPPING)
 		return;
 	/* While publishing fails, a change to the target or the way to it
-	 * may be the operator's fix: tried once it is quiet, not after
-	 * the rest of the backoff (never more often than the backoff). */
-	if (s->failures > 0)
+	 * may be the operator's fix: tried once it is quiet, not after the
+	 * rest of the backoff.  Not a change to a name the writer makes
+	 * and removes itself: each failed attempt (a generation made and
+	 * removed, a standby) would hasten the next, every second. */
+	if (s->failures > 0 &&
+	    (root || name == NULL || !writer_work_name(name)))
 		debounce_timer_hasten(&s->db, quiet_wait_ms(s));
 	if (root) {
 		/* The target's own name in its parent. */

@@ -375,6 +375,15 @@ static bool is_generation_name(const char *n)
 	       strchr(n + sizeof(shape) - 1, '/') == NULL;
 }
 
+bool writer_work_name(const char *name)
+{
+	size_t n = strlen(STATE_FILE); /* "..atomsync", and all it begins */
+
+	return is_generation_name(name) || strcmp(name, WRITER_DATA_TMP) == 0 ||
+	       (strncmp(name, STATE_FILE, n) == 0 &&
+		(name[n] == '\0' || name[n] == '.'));
+}
+
 static int open_generation(int dfd, const char *gen)
 {
 	int fd = openat(dfd, gen, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

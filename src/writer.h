@@ -170,6 +170,12 @@ const char *writer_live_generation(const struct writer *w);
  * every top-level name with NULL. */
 int writer_check_name(const struct writer *w, const char *name);
 
+/* Whether `name`, in the target directory itself, is one a writer makes
+ * and removes as it works: a generation (written, standing by, retired),
+ * the link that takes the place of ..data, the state and lock files and
+ * WRITER_ASIDE.  Not ..data nor a visible link. */
+bool writer_work_name(const char *name);
+
 /* Whether the configured path still names the directory the writer
  * holds: -ENOENT when that was removed, -ESTALE when it was moved away
  * or the path names another directory, or another negative errno with

@@ -1802,6 +1802,65 @@ START_TEST(test_a_fix_in_the_target_ends_the_backoff)
 }
 END_TEST
 
+/* How many times the daemon's log holds `text`. */
+static int log_count(const char *text)
+{
+	char *d = tu_read(logpath, NULL);
+	int n = 0;
+
+	for (const char *p = d; p && (p = strstr(p, text)) != NULL;
+	     p += strlen(text))
+		n++;
+	free(d);
+	return n;
+}
+
+/* A publish that fails after it wrote into the target (a full file
+ * system) backs off as the man page says: its own generation, made and
+ * removed, is no fix of the operator's that would bring the next
+ * attempt nearer.  An operator's change there still does. */
+START_TEST(test_a_full_target_backs_off)
+{
+	/* In a mount namespace of the forked test's own. */
+	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
+			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
+				    NULL) == 0,
+		      "this test mounts (as root): %s", strerror(errno));
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(mount("tmpfs", dst, "tmpfs", 0, "size=256k,mode=0755"),
+			 0);
+	tu_write(src, "small", "v1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	char *filler = calloc(1, 64 * 1024 + 1), *big = malloc(220 * 1024 + 1);
+	memset(filler, 'f', 64 * 1024);
+	memset(big, 'b', 220 * 1024);
+	big[220 * 1024] = '\0';
+	tu_write(dst, "filler", filler, 0644);
+	tu_write(src, "big", big, 0644);
+	wait_log("No space left on device; retrying with backoff", 1, 5000);
+	/* Tried again after 1 s, then 2 s later, then not for 4 s. */
+	wait_log("still failing: target", 2, tu_scale(8000));
+	long long until = tu_now_ms() + 2500;
+	while (tu_now_ms() < until)
+		tu_nap(50);
+	ck_assert_msg(log_count("still failing: target") == 2,
+		      "%d failed attempts where 3 are due (1 s, then 2 s, then "
+		      "4 s apart)",
+		      log_count("still failing: target") + 1);
+	/* Space made in the target is tried at once it is quiet. */
+	char *f = tu_path(dst, "filler");
+	ck_assert_int_eq(unlink(f), 0);
+	converge(src, dst, 2500);
+	wait_log("publishing works again (after 3 failed attempts)", 1, 1000);
+	stop_daemon();
+	ck_assert_int_eq(umount2(dst, MNT_DETACH), 0);
+	free(f);
+	free(big);
+	free(filler);
+}
+END_TEST
+
 /* A target in a directory every user can write: whoever moves it away
  * there could move each copy made anew away again (root's files, which
  * they cannot remove), so it is not made anew until root makes it. */
@@ -2167,6 +2226,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_a_busy_target_holds_no_change_back);
 	tcase_add_test(tc, test_a_target_others_moved_away_is_not_made_anew);
 	tcase_add_test(tc, test_a_fix_in_the_target_ends_the_backoff);
+	tcase_add_test(tc, test_a_full_target_backs_off);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
