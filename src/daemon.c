@@ -526,7 +526,9 @@ static void log_sync_status(struct sync *s)
 	sync_get_stats(s, &st);
 	wall_time(st.last_publish_ms, when, sizeof(when));
 	wall_time(st.failing_since_ms, since, sizeof(since));
-	if (st.generation == NULL)
+	if (!st.target_open)
+		live = strdup("target not open");
+	else if (st.generation == NULL)
 		live = strdup("no live generation");
 	else if (asprintf(&live, "live %s, published %s", st.generation,
 			  when) < 0)

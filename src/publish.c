@@ -180,8 +180,10 @@ static int check_target(struct publish *p)
 
 	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
 		return rc;
-	if (remake_refused(p) < 0)
+	if (remake_refused(p) < 0) {
+		p->target_gone = true;
 		return -EPERM;
+	}
 	log_msg(LOG_LVL_WARN, p->c->name,
 		"target %s was %s; publishing it anew", p->c->target,
 		rc == -ENOENT ? "removed"
@@ -194,6 +196,7 @@ static int check_target(struct publish *p)
 
 static int open_target(struct publish *p)
 {
+	p->target_gone = false;
 	if (p->w && (p->rc = check_target(p)) < 0)
 		return p->rc;
 	/* Where the check cannot be made, the put-back goes ahead. */
@@ -208,6 +211,7 @@ static int open_target(struct publish *p)
 	 * else can change the way to it; one there is opened without
 	 * making it, should it be removed meanwhile. */
 	int there = p->w == NULL && p->had_target ? remake_refused(p) : 0;
+	p->target_gone = there < 0;
 	if (there < 0)
 		return p->rc = -EPERM;
 	if (p->w == NULL) {

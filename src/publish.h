@@ -53,6 +53,9 @@ struct publish {
 	bool had_target;	/* one was opened: gone since, it is made
 				 * anew only where nobody else can change
 				 * the way to it */
+	bool target_gone;	/* the last attempt found it gone and not
+				 * to be made anew: its generations are no
+				 * more */
 	bool verify;		/* the next prepare checks every live file
 				 * (and reads the whole source) */
 	uint64_t settle_ms;	/* when not 0, the next prepare is a

@@ -344,7 +344,8 @@ static void print_state(FILE *out, const struct view *v)
 	if (v->state_rc == 0) {
 		bool live = v->live && strcmp(v->state_gen, v->live) == 0;
 		fmt_when(when, sizeof(when), v->state_time.tv_sec);
-		put(out, label, "describes %s%s, read from the source %s%s",
+		put(out, label, "describes %s%s, from a full read of the "
+		    "source %s%s",
 		    live ? "the live generation" : v->state_gen,
 		    live ? "" : " (not the live one: a publish compares "
 				"content)",

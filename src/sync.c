@@ -203,6 +203,7 @@ struct sync {
 
 	struct sync_stats st;
 	char *generation; /* what ..data names: on_update is told this */
+	bool target_open; /* the last attempt had the target open */
 };
 
 static uint64_t backoff_ms(unsigned failures, uint64_t min, uint64_t max)
@@ -226,7 +227,11 @@ const struct conf_sync *sync_conf(const struct sync *s)
 void sync_get_stats(const struct sync *s, struct sync_stats *st)
 {
 	*st = s->st;
-	st->generation = s->generation;
+	st->target_open = s->target_open;
+	/* A target gone, or not opened: nothing of it is known to be. */
+	st->generation = s->target_open ? s->generation : NULL;
+	if (!s->target_open)
+		st->files = st->bytes = 0;
 	st->last_error = s->last_err;
 	st->torn = s->torn;
 	st->watched = s->watch ? watch_count(s->watch) : 0;
@@ -1172,6 +1177,7 @@ static void finished_error(struct sync *s)
 static void publish_finished(struct sync *s, enum outcome out)
 {
 	s->state = ST_IDLE;
+	s->target_open = s->pub.w != NULL && !s->pub.target_gone;
 	note_result(s);
 	/* A hold counts busy finds in a row: one that ended otherwise
 	 * (failed, torn) leaves the put-back due, to wait anew. */

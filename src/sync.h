@@ -54,7 +54,10 @@ struct sync_stats {
 	uint64_t buckets[SYNC_BUCKETS]; /* publishes per duration bucket */
 	uint64_t duration_count;
 	double duration_sum;	       /* seconds */
-	const char *generation;	       /* live generation or NULL */
+	bool target_open;	       /* opened by the last attempt, and
+					* there */
+	const char *generation;	       /* live generation or NULL (always
+					* when !target_open) */
 	const char *last_error;	       /* NULL when the last attempt was fine */
 	unsigned torn;		       /* reads torn by a change, in a row */
 };

@@ -941,6 +941,11 @@ static void kept_out_then_taken_over(const char *text)
 	ck_assert_msg(tu_wait_for(tu_file_holds, &tries, 10000), "%s",
 		      tu_read(log2, NULL));
 	ck_assert_int_le(open_lock_files(second), 1);
+	/* Kept out, it knows nothing of what is live there. */
+	ck_assert_int_eq(kill(second, SIGUSR1), 0);
+	struct tu_needle st = {log2, "status: target not open; 0 files", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &st, 5000), "%s",
+		      tu_read(log2, NULL));
 	/* The first one stops: the second takes the target over. */
 	stop_daemon();
 	pid = second;
@@ -1089,8 +1094,8 @@ START_TEST(test_sigusr1_logs_status_and_keeps_running)
 			 1);
 	/* The failing one's line ends with its last error. */
 	char *log = tu_read(logpath, NULL);
-	char *bad = strstr(log, "info: sync \"bad\": status: no live "
-				"generation; 0 files, 0 bytes; 0 directories "
+	char *bad = strstr(log, "info: sync \"bad\": status: target not "
+				"open; 0 files, 0 bytes; 0 directories "
 				"watched; failing since 20");
 	ck_assert_msg(bad, "%s", log);
 	*strchr(bad, '\n') = '\0';
@@ -1802,19 +1807,6 @@ START_TEST(test_a_fix_in_the_target_ends_the_backoff)
 }
 END_TEST
 
-/* How many times the daemon's log holds `text`. */
-static int log_count(const char *text)
-{
-	char *d = tu_read(logpath, NULL);
-	int n = 0;
-
-	for (const char *p = d; p && (p = strstr(p, text)) != NULL;
-	     p += strlen(text))
-		n++;
-	free(d);
-	return n;
-}
-
 /* A publish that fails after it wrote into the target (a full file
  * system) backs off as the man page says: its own generation, made and
  * removed, is no fix of the operator's that would bring the next
@@ -1844,10 +1836,10 @@ START_TEST(test_a_full_target_backs_off)
 	long long until = tu_now_ms() + 2500;
 	while (tu_now_ms() < until)
 		tu_nap(50);
-	ck_assert_msg(log_count("still failing: target") == 2,
+	ck_assert_msg(tu_file_count(logpath, "still failing: target") == 2,
 		      "%d failed attempts where 3 are due (1 s, then 2 s, then "
 		      "4 s apart)",
-		      log_count("still failing: target") + 1);
+		      tu_file_count(logpath, "still failing: target") + 1);
 	/* Space made in the target is tried at once it is quiet. */
 	char *f = tu_path(dst, "filler");
 	ck_assert_int_eq(unlink(f), 0);
@@ -1886,9 +1878,16 @@ START_TEST(test_a_target_others_moved_away_is_not_made_anew)
 	tu_write(src, "app.conf", "v2", 0644);
 	wait_log("still failing: target", 1, 5000);
 	ck_assert_int_ne(access(tgt, F_OK), 0);
+	/* What is gone is not told as live. */
+	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
+	wait_log("status: target not open; 0 files, 0 bytes;", 1, 5000);
 	/* Made again by root: published to. */
 	ck_assert_int_eq(mkdir(tgt, 0755), 0);
 	converge(src, tgt, tu_scale(10000));
+	/* Said once the publish is over, as its status is. */
+	wait_log("publishing works again", 1, 5000);
+	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
+	wait_log("status: live ..", 1, 5000);
 	/* Moved away with one of theirs put in its place, removed once
 	 * refused: not made anew either. */
 	free(cmd);

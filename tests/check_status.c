@@ -86,8 +86,8 @@ START_TEST(test_in_step_exits_0_and_says_so)
 				  src, dst, gen),
 			 0);
 	ASSERT_HAS(out, want);
-	ASSERT_HAS(out, "  state file:  describes the live generation, read "
-			"from the source 20");
+	ASSERT_HAS(out, "  state file:  describes the live generation, from "
+			"a full read of the source 20");
 	ASSERT_HAS(out, "  content:     2 files, 8 bytes\n");
 	ASSERT_HAS(out, "  in step:     yes\n");
 	ASSERT_HAS(out, "  daemon:      not running (nothing holds the target's "
