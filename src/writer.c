@@ -3246,8 +3246,16 @@ static int link_file(struct build *b, struct snap_entry *e, struct level *p,
 	    (fstatat(p->ofd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 	     !intact(&st, e, &b->gen)))
 		return not_linked(b, e);
-	if (linkat(p->ofd, name, p->nfd, name, 0) < 0)
+	if (linkat(p->ofd, name, p->nfd, name, 0) < 0) {
+		/* A standby holds links alone: what keeps one from being
+		 * made (a full file system) ends it, told as it is. */
+		if (b->standby && errno != ENOENT)
+			return log_err_set(b->err, -errno,
+					   "target %s: linking %s: %s",
+					   b->w->path, e->path,
+					   strerror(errno));
 		return 1; /* gone or cannot be linked: copied instead */
+	}
 	if (after && (fstatat(p->nfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 		      !intact(&st, e, &b->gen))) {
 		if (unlinkat(p->nfd, name, 0) < 0)
