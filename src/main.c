@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "array.h"
 #include "conf.h"
@@ -478,22 +480,31 @@ static void tune_malloc(void)
 
 /* A standard descriptor that whoever started us left closed would be
  * taken by the first file opened (the event loop's, a target's lock
- * file) and log lines then written into it: /dev/null holds its place.
- * 0, or -1 when it cannot. */
+ * file) and log lines then written into it: /dev/null holds its place,
+ * once it is seen to be the null device (not a FIFO that would block,
+ * nor a file that every log line would grow).  0, or a negative errno. */
 static int stdio_hold(void)
 {
+	struct stat st;
+
 	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
 		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
 			continue;
-		/* Those below are open: the lowest free one is fd. */
-		int got = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY
-							      : O_WRONLY);
-		if (got != fd) {
-			if (got >= 0) {
-				close(got);
-				errno = EBADF;
-			}
-			return -1;
+		/* Those below are open: the lowest free one is fd.  O_RDWR
+		 * opens even a FIFO at once. */
+		int got = open("/dev/null", O_RDWR | O_NOCTTY);
+		if (got < 0)
+			return -errno;
+		int rc = 0;
+		if (got != fd)
+			rc = -EBADF;
+		else if (fstat(got, &st) < 0)
+			rc = -errno;
+		else if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3))
+			rc = -ENODEV;
+		if (rc < 0) {
+			close(got);
+			return rc;
 		}
 	}
 	return 0;
@@ -501,12 +512,14 @@ static int stdio_hold(void)
 
 int main(int argc, char **argv)
 {
-	if (stdio_hold() < 0) {
+	int held = stdio_hold();
+	if (held < 0) {
 		/* Where stderr is open, it says why. */
 		fprintf(stderr, "atomsyncd: standard input, output or error is "
 				"closed, and /dev/null cannot be opened in its "
 				"place: %s\n",
-			strerror(errno));
+			held == -ENODEV ? "not the null device"
+					: strerror(-held));
 		return 1;
 	}
 
