@@ -526,7 +526,9 @@ static void log_sync_status(struct sync *s)
 	sync_get_stats(s, &st);
 	wall_time(st.last_publish_ms, when, sizeof(when));
 	wall_time(st.failing_since_ms, since, sizeof(since));
-	if (!st.target_open)
+	if (st.target == SYNC_TARGET_UNTRIED)
+		live = strdup("starting");
+	else if (st.target == SYNC_TARGET_NOT_OPEN)
 		live = strdup("target not open");
 	else if (st.generation == NULL)
 		live = strdup("no live generation");

@@ -203,7 +203,7 @@ struct sync {
 
 	struct sync_stats st;
 	char *generation; /* what ..data names: on_update is told this */
-	bool target_open; /* the last attempt had the target open */
+	enum sync_target target; /* as the last attempt found it */
 };
 
 static uint64_t backoff_ms(unsigned failures, uint64_t min, uint64_t max)
@@ -227,10 +227,10 @@ const struct conf_sync *sync_conf(const struct sync *s)
 void sync_get_stats(const struct sync *s, struct sync_stats *st)
 {
 	*st = s->st;
-	st->target_open = s->target_open;
+	st->target = s->target;
 	/* A target gone, or not opened: nothing of it is known to be. */
-	st->generation = s->target_open ? s->generation : NULL;
-	if (!s->target_open)
+	st->generation = s->target == SYNC_TARGET_OPEN ? s->generation : NULL;
+	if (s->target != SYNC_TARGET_OPEN)
 		st->files = st->bytes = 0;
 	st->last_error = s->last_err;
 	st->torn = s->torn;
@@ -1046,6 +1046,19 @@ static void note_result(struct sync *s)
 	}
 }
 
+/* What is live in a target that no attempt went far enough to name (its
+ * source missing, an empty one refused): what the writer found there. */
+static void note_live(struct sync *s)
+{
+	const char *gen = s->pub.w ? writer_live_generation(s->pub.w) : NULL;
+
+	if (s->generation || gen == NULL || s->target != SYNC_TARGET_OPEN)
+		return;
+	s->generation = strdup(gen);
+	s->st.last_publish_ms = clock_wall_ms();
+	(void)writer_live_summary(s->pub.w, &s->st.files, &s->st.bytes);
+}
+
 static void finished_ok(struct sync *s)
 {
 	const char *name = s->c->name;
@@ -1177,8 +1190,10 @@ static void finished_error(struct sync *s)
 static void publish_finished(struct sync *s, enum outcome out)
 {
 	s->state = ST_IDLE;
-	s->target_open = s->pub.w != NULL && !s->pub.target_gone;
+	s->target = s->pub.w && !s->pub.target_gone ? SYNC_TARGET_OPEN
+						   : SYNC_TARGET_NOT_OPEN;
 	note_result(s);
+	note_live(s);
 	/* A hold counts busy finds in a row: one that ended otherwise
 	 * (failed, torn) leaves the put-back due, to wait anew. */
 	if (out != OUT_BUSY &&

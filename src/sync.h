@@ -32,6 +32,13 @@ struct sync_opts {
 extern const double sync_bucket_bounds[SYNC_BUCKETS];
 
 /* Counters and gauges, read on the loop thread. */
+/* What a mapping's last attempt knew of its target. */
+enum sync_target {
+	SYNC_TARGET_UNTRIED,  /* no attempt has ended yet */
+	SYNC_TARGET_OPEN,     /* opened, and there */
+	SYNC_TARGET_NOT_OPEN, /* not opened, or gone and not made anew */
+};
+
 struct sync_stats {
 	uint64_t publishes, publish_errors, vetoes, hook_failures;
 	uint64_t rescans, watch_fallbacks;
@@ -54,10 +61,9 @@ struct sync_stats {
 	uint64_t buckets[SYNC_BUCKETS]; /* publishes per duration bucket */
 	uint64_t duration_count;
 	double duration_sum;	       /* seconds */
-	bool target_open;	       /* opened by the last attempt, and
-					* there */
+	enum sync_target target;
 	const char *generation;	       /* live generation or NULL (always
-					* when !target_open) */
+					* unless SYNC_TARGET_OPEN) */
 	const char *last_error;	       /* NULL when the last attempt was fine */
 	unsigned torn;		       /* reads torn by a change, in a row */
 };

@@ -1,7 +1,10 @@
 /* Threads the core starts for work of its own (flushing, checking the
  * live generation).  They take no signals: those are for the thread that
  * started them, the daemon's loop or a library caller's, which may rely
- * on sigwait() or a handler running there. */
+ * on sigwait() or a handler running there.  Nor do they log: the sink
+ * log lines go to is the calling thread's (log_sink_set()), so what they
+ * have to say is handed back to the thread that started them (a library
+ * caller's lines would otherwise reach stderr). */
 #ifndef ATOMSYNC_THREAD_H
 #define ATOMSYNC_THREAD_H
 

@@ -282,7 +282,7 @@ const struct snapshot *writer_live(const struct writer *w)
 int writer_live_summary(const struct writer *w, uint64_t *files,
 			uint64_t *bytes)
 {
-	if (w->live_gen == NULL)
+	if (w->live_gen == NULL || w->live == NULL)
 		return -ENOENT;
 	if (w->live_foreign)
 		return -EPERM;
@@ -377,11 +377,17 @@ static bool is_generation_name(const char *n)
 
 bool writer_work_name(const char *name)
 {
-	size_t n = strlen(STATE_FILE); /* "..atomsync", and all it begins */
+	static const char *const files[] = {
+		STATE_FILE,	  STATE_TMP,	   STATE_JOURNAL,
+		STATE_JOURNAL_TMP, STATE_ERROR_FILE, STATE_ERROR_TMP,
+	};
 
-	return is_generation_name(name) || strcmp(name, WRITER_DATA_TMP) == 0 ||
-	       (strncmp(name, STATE_FILE, n) == 0 &&
-		(name[n] == '\0' || name[n] == '.'));
+	if (is_generation_name(name))
+		return true;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		if (strcmp(name, files[i]) == 0)
+			return true;
+	return false;
 }
 
 static int open_generation(int dfd, const char *gen)
@@ -3897,10 +3903,11 @@ static int prepare_check(struct writer *w, struct snapshot *s,
 	if (s->n == 0 && w->live && w->live->n > 0 && !w->o.allow_empty)
 		return log_err_set(err, -ENODATA,
 				   "%s%s is empty; keeping the live generation "
-				   "%s (allow_empty publishes an empty one)",
+				   "%s (%s publishes an empty one)",
 				   s->root ? "source " : "payload",
 				   s->root ? s->root : "",
-				   w->live_gen ? w->live_gen : "");
+				   w->live_gen ? w->live_gen : "",
+				   s->root ? "allow_empty = yes" : "allow_empty");
 	for (size_t i = 0; i < s->problems.n; i++)
 		log_list_add(&pb->unreadable, "%s", s->problems.v[i]);
 	pb->unreadable.more += s->problems.more;

@@ -170,10 +170,10 @@ const char *writer_live_generation(const struct writer *w);
  * every top-level name with NULL. */
 int writer_check_name(const struct writer *w, const char *name);
 
-/* Whether `name`, in the target directory itself, is one a writer makes
- * and removes as it works: a generation (written, standing by, retired),
- * the link that takes the place of ..data, the state and lock files and
- * WRITER_ASIDE.  Not ..data nor a visible link. */
+/* Whether `name`, in the target directory itself, is one that a publish
+ * that fails changes: a generation (made and removed, a standby) and the
+ * state and error files.  Not ..data, a visible link, ..data_tmp, the
+ * lock or WRITER_ASIDE, which only an operator changes then. */
 bool writer_work_name(const char *name);
 
 /* Whether the configured path still names the directory the writer

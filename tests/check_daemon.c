@@ -650,6 +650,30 @@ START_TEST(test_check_config_reports_every_problem)
 }
 END_TEST
 
+/* A target whose source is missing at a start still has what an earlier
+ * run published: that is what the status tells, not "no live
+ * generation". */
+START_TEST(test_status_of_a_target_whose_source_is_missing)
+{
+	tu_write(src, "a", "v1", 0644);
+	const char *once[] = {tu_bin(), "--once", "--source", src, "--target",
+			      dst, NULL};
+	ck_assert_int_eq(tu_run(once, NULL, NULL, 20000), 0);
+	char *gen = tu_live(dst), *want;
+	tu_rmrf(src);
+	start_adhoc("0");
+	wait_log("0 of 1 mapping published; failing: main; watching", 1, 5000);
+	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
+	ck_assert_int_ge(asprintf(&want, "status: live %s, published 20", gen),
+			 0);
+	wait_log(want, 1, 5000);
+	ck_assert_int_eq(tu_file_count(logpath, "Z; 1 file, 2 bytes;"), 1);
+	stop_daemon();
+	free(want);
+	free(gen);
+}
+END_TEST
+
 START_TEST(test_missing_source_is_waited_for)
 {
 	tu_rmrf(src);
@@ -1831,7 +1855,8 @@ START_TEST(test_a_full_target_backs_off)
 	tu_write(dst, "filler", filler, 0644);
 	tu_write(src, "big", big, 0644);
 	wait_log("No space left on device; retrying with backoff", 1, 5000);
-	/* Tried again after 1 s, then 2 s later, then not for 4 s. */
+	/* Tried again after 1 s, then 2 s later, then not for 4 s: each
+	 * time the same error, else it is told anew at error level. */
 	wait_log("still failing: target", 2, tu_scale(8000));
 	long long until = tu_now_ms() + 2500;
 	while (tu_now_ms() < until)
@@ -1840,11 +1865,18 @@ START_TEST(test_a_full_target_backs_off)
 		      "%d failed attempts where 3 are due (1 s, then 2 s, then "
 		      "4 s apart)",
 		      tu_file_count(logpath, "still failing: target") + 1);
-	/* Space made in the target is tried at once it is quiet. */
+	/* The fourth: the next is 8 s away, but space made in the target
+	 * is tried once the target is quiet (a second). */
+	wait_log("still failing: target", 3, tu_scale(6000));
 	char *f = tu_path(dst, "filler");
 	ck_assert_int_eq(unlink(f), 0);
-	converge(src, dst, 2500);
-	wait_log("publishing works again (after 3 failed attempts)", 1, 1000);
+	long long made = tu_now_ms();
+	converge(src, dst, 10000);
+	ck_assert_msg(tu_now_ms() - made < 6000,
+		      "put back %lld ms after space was made: the backoff's, "
+		      "not a second after",
+		      tu_now_ms() - made);
+	wait_log("publishing works again (after 4 failed attempts)", 1, 1000);
 	stop_daemon();
 	ck_assert_int_eq(umount2(dst, MNT_DETACH), 0);
 	free(f);
@@ -2242,6 +2274,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_check_config_reports_every_problem);
 	tcase_add_test(tc, test_chain_of_mappings_carries_a_change_to_the_end);
 	tcase_add_test(tc, test_missing_source_is_waited_for);
+	tcase_add_test(tc, test_status_of_a_target_whose_source_is_missing);
 	tcase_add_test(tc, test_source_root_replaced_or_renamed);
 	tcase_add_test(tc, test_kubernetes_volume_source_through_many_swaps);
 	tcase_add_test(tc, test_followed_links_are_watched_where_they_lead);
