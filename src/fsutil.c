@@ -844,14 +844,18 @@ int fsutil_same_content(int a, int b, bool *same)
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && S_ISREG(sa.st_mode) &&
-	    S_ISREG(sb.st_mode)) {
-		if (sa.st_size != sb.st_size)
-			goto out;
-		if (sa.st_size > (off_t)CMP_CHUNK) {
-			rc = same_sparse(a, b, sa.st_size, ba, bb, same);
-			goto out;
-		}
+	if (fstat(a, &sa) < 0 || fstat(b, &sb) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	/* Only regular files compare: a directory or a FIFO put in a
+	 * file's place (a held one never ends) differs, unread. */
+	if (!S_ISREG(sa.st_mode) || !S_ISREG(sb.st_mode) ||
+	    sa.st_size != sb.st_size)
+		goto out;
+	if (sa.st_size > (off_t)CMP_CHUNK) {
+		rc = same_sparse(a, b, sa.st_size, ba, bb, same);
+		goto out;
 	}
 	for (;;) {
 		ssize_t ra = read_full(a, ba, CMP_CHUNK);

@@ -66,7 +66,8 @@ void fsutil_names_free(char **v, size_t n);
 int fsutil_copy(int in, int out, uint64_t size, bool writeback,
 		uint64_t *copied);
 
-/* Compares two open files byte for byte from their current offsets. */
+/* Compares two open files byte for byte from their current offsets;
+ * anything but two regular files of one size differs, unread. */
 int fsutil_same_content(int a, int b, bool *same);
 
 /* Compares the open file `fd`, from its current offset, with `len`

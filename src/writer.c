@@ -1985,8 +1985,11 @@ static int same_content(struct writer *w, const struct snapshot *s,
 	close(a);
 	close(b);
 	if (rc < 0)
-		return log_err_set(err, rc, "source %s/%s: %s", s->root,
-			       e->src ? e->src : e->path, strerror(-rc));
+		return log_err_set(err, rc,
+				   "comparing source %s/%s with its copy in "
+				   "target %s: %s",
+				   s->root, e->src ? e->src : e->path, w->path,
+				   strerror(-rc));
 	return 0;
 }
 

@@ -783,6 +783,43 @@ START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 }
 END_TEST
 
+/* Where dir_mode lets them, a user puts a directory in the place of a
+ * live file, where the daemon does not look until a full check.  A
+ * same-size change of the source file, compared with that copy, finds it
+ * differs (a directory, like a FIFO, is not read, and no error blames
+ * the source): the change is published at once. */
+START_TEST(test_a_users_plant_in_place_of_a_live_file_is_no_copy_of_it)
+{
+	char *conf = mapping_conf(dst, "dir_mode = 0777\nfsync = no"), *cmd;
+	char *b = tu_path(dst, "d/b");
+	/* The file alone: directories differ by dir_mode. */
+	struct tu_needle was = {b, "aaaa", 1}, now = {b, "bbbb", 1};
+
+	tu_write(src, "d/b", "aaaa", 0644);
+	const char *argv[] = {tu_bin(), "--config", conf, "--log-level",
+			      "debug", NULL};
+	pid = tu_spawn(argv, logpath);
+	ck_assert(tu_wait_for(tu_file_holds, &was, 10000));
+	char *gen = tu_live(dst);
+	ck_assert_int_gt(asprintf(&cmd, "rm '%s/%s/d/b' && mkdir '%s/%s/d/b'",
+				  dst, gen, dst, gen),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	/* The same size, a new modification time. */
+	tu_replace(src, "d/b", "bbbb", 0644);
+	if (!tu_wait_for(tu_file_holds, &now, 10000)) {
+		char *log = tu_read(logpath, NULL);
+		ck_abort_msg("d/b not published:\n%s", log ? log : "");
+	}
+	ck_assert_int_eq(tu_file_count(logpath, "Is a directory"), 0);
+	tu_stop(&pid, 10000);
+	free(gen);
+	free(cmd);
+	free(conf);
+	free(b);
+}
+END_TEST
+
 static int not_dot(const struct dirent *de)
 {
 	return strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
@@ -1142,6 +1179,8 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	tcase_add_test(tc,
 		       test_a_users_directory_in_a_generation_does_not_stop_publishing);
+	tcase_add_test(tc,
+		       test_a_users_plant_in_place_of_a_live_file_is_no_copy_of_it);
 	tcase_add_test(tc,
 		       test_a_directory_the_owner_put_in_a_generation_is_moved_aside);
 	tcase_add_test(tc, test_a_directory_swapped_as_it_is_made_is_not_used);
