@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,9 +178,34 @@ static bool is_c1(const unsigned char *p, size_t n)
 	return n == 2 && p[0] == 0xc2 && p[1] < 0xa0;
 }
 
+/* The code point of the well-formed sequence of n bytes at p. */
+static uint32_t utf8_cp(const unsigned char *p, size_t n)
+{
+	uint32_t cp = n == 1 ? p[0] : p[0] & (0x7fu >> n);
+
+	for (size_t k = 1; k < n; k++)
+		cp = cp << 6 | (p[k] & 0x3fu);
+	return cp;
+}
+
+/* Characters that are invisible or change how the text around them is
+ * shown: the bidirectional controls (U+061C, U+200E/F, U+202A to U+202E,
+ * U+2066 to U+2069), which can make a line read as another, the line and
+ * paragraph separators U+2028/9, zero-width U+200B to U+200D and the
+ * U+FEFF mark.  A file name holding them is spelled out in a log. */
+static bool is_format(const unsigned char *p, size_t n)
+{
+	uint32_t cp = n >= 2 ? utf8_cp(p, n) : 0;
+
+	return cp == 0x061c || (cp >= 0x200b && cp <= 0x200f) ||
+	       (cp >= 0x2028 && cp <= 0x202e) ||
+	       (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
+}
+
 /* JSON string body: escapes quotes, backslashes and control characters
- * (C1 too), and spells bytes that are not valid UTF-8 as the text \xHH
- * so the line stays valid JSON whatever a file name holds. */
+ * (C1 too, and is_format()'s), and spells bytes that are not valid UTF-8
+ * as the text \xHH so the line stays valid JSON whatever a file name
+ * holds. */
 static void line_json(struct line *l, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -192,9 +218,10 @@ static void line_json(struct line *l, const char *s)
 			tmp[0] = '\\';
 			tmp[1] = (char)c;
 			line_add(l, tmp, 2);
-		} else if (c < 0x20 || c == 0x7f || is_c1(p, n)) {
+		} else if (c < 0x20 || c == 0x7f || is_c1(p, n) ||
+			   is_format(p, n)) {
 			snprintf(tmp, sizeof(tmp), "\\u%04x",
-				 n == 2 ? 0x80u + (p[1] & 0x1fu) : c);
+				 (unsigned)utf8_cp(p, n ? n : 1));
 			line_add(l, tmp, 6);
 		} else if (n == 0) {
 			snprintf(tmp, sizeof(tmp), "\\\\x%02x", c);
@@ -208,9 +235,9 @@ static void line_json(struct line *l, const char *s)
 }
 
 /* Text and journal lines: control characters (C0 with tab and newline,
- * DEL, C1) and bytes that are not well-formed UTF-8 are spelled \xHH, so
- * that one event stays one line and nothing a file name holds reaches a
- * terminal raw. */
+ * DEL, C1, is_format()'s) and bytes that are not well-formed UTF-8 are
+ * spelled \xHH, so that one event stays one line and nothing a file name
+ * holds reaches a terminal raw. */
 static void line_text(struct line *l, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -218,7 +245,8 @@ static void line_text(struct line *l, const char *s)
 
 	while (*p) {
 		size_t n = *p < 0x80 ? 1 : utf8_len(p);
-		if (n == 0 || *p < 0x20 || *p == 0x7f || is_c1(p, n)) {
+		if (n == 0 || *p < 0x20 || *p == 0x7f || is_c1(p, n) ||
+		    is_format(p, n)) {
 			for (size_t k = 0; k < (n ? n : 1); k++) {
 				snprintf(tmp, sizeof(tmp), "\\x%02x", p[k]);
 				line_add(l, tmp, 4);

@@ -148,6 +148,30 @@ START_TEST(test_escape_spells_names_as_text_lines_do)
 }
 END_TEST
 
+/* A name that holds characters which reorder or hide text (U+202E
+ * turns "gpj.exe" into what reads "exe.jpg"; U+2028 ends a line in some
+ * viewers) is spelled out, in text and journal lines and in JSON. */
+START_TEST(test_text_that_reorders_or_hides_is_spelled_out)
+{
+	static const char name[] = "a\xe2\x80\xaegpj.exe b\xe2\x80\xa8"
+				   "c\xe2\x80\x8b d\xe2\x81\xa6" "e\xd8\x9c "
+				   "f\xef\xbb\xbf \xe2\x80\x90 \xe2\x80\xaf";
+	char *e = log_escape(name);
+	ck_assert_str_eq(e, "a\\xe2\\x80\\xaegpj.exe b\\xe2\\x80\\xa8"
+			    "c\\xe2\\x80\\x8b d\\xe2\\x81\\xa6e\\xd8\\x9c "
+			    "f\\xef\\xbb\\xbf \xe2\x80\x90 \xe2\x80\xaf");
+	free(e);
+	log_init(LOG_FMT_JSON, LOG_LVL_INFO);
+	capture();
+	log_msg(LOG_LVL_INFO, NULL, "%s", name);
+	char *out = captured();
+	ck_assert_msg(strstr(out, "\"msg\":\"a\\u202egpj.exe b\\u2028c"
+				  "\\u200b d\\u2066" "e\\u061c f\\ufeff "
+				  "\xe2\x80\x90 \xe2\x80\xaf\""),
+		      "%s", out);
+}
+END_TEST
+
 START_TEST(test_json_escapes_c1_controls)
 {
 	log_init(LOG_FMT_JSON, LOG_LVL_INFO);
@@ -238,6 +262,7 @@ static Suite *log_suite(void)
 	tcase_add_test(tc, test_text_keeps_one_line_per_event);
 	tcase_add_test(tc, test_text_and_journal_escape_control_bytes);
 	tcase_add_test(tc, test_json_escapes_c1_controls);
+	tcase_add_test(tc, test_text_that_reorders_or_hides_is_spelled_out);
 	tcase_add_test(tc, test_escape_spells_names_as_text_lines_do);
 	tcase_add_test(tc, test_journal_format_only_when_stderr_is_the_stream);
 	tcase_add_test(tc, test_level_and_format_names);
