@@ -1028,26 +1028,10 @@ static void note_published(struct sync *s)
 	s->generation = strdup(s->pub.res.generation);
 }
 
-/* What the publish left, whatever its outcome: the live generation and
- * the walk's warnings and directories. */
-static void note_result(struct sync *s)
-{
-	if (s->pub.res.published)
-		note_published(s);
-	else if (s->pub.res.generation && s->generation == NULL) {
-		/* Unchanged since before we started: what is live. */
-		s->generation = strdup(s->pub.res.generation);
-		s->st.last_publish_ms = clock_wall_ms();
-	}
-	if (s->pub.extras) {
-		log_warnings(s, s->pub.extras);
-		if (s->phase != PH_STOPPING)
-			update_watches(s, s->pub.extras);
-	}
-}
-
-/* What is live in a target that no attempt went far enough to name (its
- * source missing, an empty one refused): what the writer found there. */
+/* The live generation, when none is known yet: what the writer found
+ * in the target, for a publish that found the source unchanged since
+ * before we started, or that failed before it named one (its source
+ * missing, an empty one refused). */
 static void note_live(struct sync *s)
 {
 	const char *gen = s->pub.w ? writer_live_generation(s->pub.w) : NULL;
@@ -1057,6 +1041,21 @@ static void note_live(struct sync *s)
 	s->generation = strdup(gen);
 	s->st.last_publish_ms = clock_wall_ms();
 	(void)writer_live_summary(s->pub.w, &s->st.files, &s->st.bytes);
+}
+
+/* What the publish left, whatever its outcome: the live generation and
+ * the walk's warnings and directories. */
+static void note_result(struct sync *s)
+{
+	if (s->pub.res.published)
+		note_published(s);
+	else
+		note_live(s);
+	if (s->pub.extras) {
+		log_warnings(s, s->pub.extras);
+		if (s->phase != PH_STOPPING)
+			update_watches(s, s->pub.extras);
+	}
 }
 
 static void finished_ok(struct sync *s)
@@ -1193,7 +1192,6 @@ static void publish_finished(struct sync *s, enum outcome out)
 	s->target = s->pub.w && !s->pub.target_gone ? SYNC_TARGET_OPEN
 						   : SYNC_TARGET_NOT_OPEN;
 	note_result(s);
-	note_live(s);
 	/* A hold counts busy finds in a row: one that ended otherwise
 	 * (failed, torn) leaves the put-back due, to wait anew. */
 	if (out != OUT_BUSY &&
