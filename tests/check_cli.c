@@ -95,6 +95,24 @@ START_TEST(test_usage_errors_exit_2_with_one_line)
 }
 END_TEST
 
+/* Runs the binary under test with `args` (NULL-ended, "SRC" and "DST"
+ * standing for the fixture's source and target) as case i of a test: it
+ * must exit 2 with one line on standard error, which is returned. */
+static char *usage_case(const char *const args[8], size_t i)
+{
+	const char *argv[10] = {tu_bin()};
+	char *out, *err;
+
+	for (int k = 0; k < 8 && args[k]; k++)
+		argv[k + 1] = strcmp(args[k], "SRC") == 0   ? src
+			      : strcmp(args[k], "DST") == 0 ? dst
+							    : args[k];
+	ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 2);
+	ck_assert_msg(tu_lines(err) == 1, "case %zu: %s", i, err);
+	free(out);
+	return err;
+}
+
 /* An option typed where a path option wants its argument is not taken
  * for a path: nothing is written into ./--check-config. */
 START_TEST(test_path_options_refuse_option_looking_arguments)
@@ -114,14 +132,7 @@ START_TEST(test_path_options_refuse_option_looking_arguments)
 	char *cwd = getcwd(NULL, 0);
 	ck_assert_int_eq(chdir(tmp), 0);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		const char *argv[10] = {tu_bin()};
-		for (int k = 0; k < 8 && cases[i][k]; k++)
-			argv[k + 1] = strcmp(cases[i][k], "SRC") == 0   ? src
-				      : strcmp(cases[i][k], "DST") == 0 ? dst
-									: cases[i][k];
-		char *out, *err, *want;
-		ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 2);
-		ck_assert_msg(tu_lines(err) == 1, "case %zu: %s", i, err);
+		char *err = usage_case(cases[i], i), *want;
 		ck_assert_int_ge(asprintf(&want,
 					  "atomsyncd: %s: '%s' looks like an "
 					  "option, not a path; write a path "
@@ -132,7 +143,6 @@ START_TEST(test_path_options_refuse_option_looking_arguments)
 			      "case %zu: %s", i, err);
 		ck_assert_int_lt(access(arg[i], F_OK), 0);
 		free(want);
-		free(out);
 		free(err);
 	}
 	ck_assert_int_lt(access(dst, F_OK), 0);
@@ -161,21 +171,13 @@ START_TEST(test_path_options_refuse_empty_paths)
 
 	ck_assert_int_eq(chdir(tmp), 0);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		const char *argv[10] = {tu_bin()};
-		for (int k = 0; k < 8 && cases[i][k]; k++)
-			argv[k + 1] = strcmp(cases[i][k], "SRC") == 0   ? src
-				      : strcmp(cases[i][k], "DST") == 0 ? dst
-									: cases[i][k];
-		char *out, *err, *want;
-		ck_assert_int_eq(tu_run(argv, &out, &err, 5000), 2);
-		ck_assert_msg(tu_lines(err) == 1, "case %zu: %s", i, err);
+		char *err = usage_case(cases[i], i), *want;
 		ck_assert_int_ge(asprintf(&want, "atomsyncd: %s: empty path",
 					  opt[i]),
 				 0);
 		ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
 			      "case %zu: %s", i, err);
 		free(want);
-		free(out);
 		free(err);
 	}
 	ck_assert_int_lt(access(dst, F_OK), 0);
