@@ -2496,8 +2496,9 @@ struct build {
 
 /* The files a build copied that the source may hold under other names
  * too (more than one link, or reached through a link to a directory,
- * inside the source or followed), by source identity: the entry of s each was copied for, plus one (0:
- * a free slot).  Open addressing; cap is a power of two. */
+ * inside the source or followed), by source identity: the entry of s
+ * each was copied for, plus one (0: a free slot).  Open addressing; cap
+ * is a power of two. */
 struct twin {
 	uint64_t dev, ino;
 	size_t i;
