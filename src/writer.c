@@ -2850,14 +2850,38 @@ static int link_twin(struct build *b, struct snap_entry *e, struct level *l,
  * of `l`, owned and with the mode the entry says.  The file must still
  * be the one the snapshot saw, before and after the copy: otherwise it
  * was being written and the copy may be torn. */
+static int copy_new(struct build *b, struct snap_entry *e, int in,
+		    struct level *l, const char *name)
+{
+	const char *src = e->src ? e->src : e->path;
+	uint64_t copied = 0;
+	struct stat st;
+	bool unnamed;
+	int rc, out = new_file(b, e, l, name, &unnamed);
+
+	if (out < 0)
+		return out;
+	rc = fsutil_copy(in, out, e->size, flushes(b->w), &copied);
+	if (rc < 0)
+		rc = copy_fail(b, in, e, rc);
+	else if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st))
+		rc = log_err_set(b->err, -EAGAIN,
+				 "source %s/%s: changed while being read",
+				 b->s->root, src);
+	else
+		rc = finish_file(b, e, out);
+	return file_done(b, e, l, name, out, unnamed, copied, rc);
+}
+
+/* `name` from the source file open as `in`, the snapshot's still: a link
+ * to the copy made for another of its names (link_twin()), else a copy
+ * of its own (copy_new()). */
 static int copy_into(struct build *b, struct snap_entry *e, int in,
 		     struct level *l, const char *name)
 {
-	struct stat st;
-	uint64_t copied = 0;
 	const char *src = e->src ? e->src : e->path;
-	bool unnamed;
-	int rc = 0, out = -1;
+	struct stat st;
+	int rc;
 
 	if (fstat(in, &st) < 0 || !same_stat(e, &st))
 		return log_err_set(b->err, -EAGAIN,
@@ -2869,27 +2893,9 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 	 * lock: the two threads of a build would otherwise each copy it. */
 	if (twins)
 		build_lock(b);
-	if (twins && link_twin(b, e, l, name, &st) == 0) {
-		build_unlock(b);
-		return 0;
-	}
-	out = new_file(b, e, l, name, &unnamed);
-	if (out < 0) {
-		if (twins)
-			build_unlock(b);
-		return out;
-	}
-	rc = fsutil_copy(in, out, e->size, flushes(b->w), &copied);
-	if (rc < 0)
-		rc = copy_fail(b, in, e, rc);
-	else if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st))
-		rc = log_err_set(b->err, -EAGAIN,
-				 "source %s/%s: changed while being read",
-				 b->s->root, src);
-	else
-		rc = finish_file(b, e, out);
-	rc = file_done(b, e, l, name, out, unnamed, copied, rc);
-	if (rc == 0 && twins)
+	bool linked = twins && link_twin(b, e, l, name, &st) == 0;
+	rc = linked ? 0 : copy_new(b, e, in, l, name);
+	if (rc == 0 && twins && !linked)
 		twin_note(b, (size_t)(e - b->s->v), &st);
 	if (twins)
 		build_unlock(b);
