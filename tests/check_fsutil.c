@@ -30,7 +30,12 @@ static void setup(void)
 {
 	ck_assert_msg(tu_can_setuid(),
 		      "these tests act as other users: run them as root");
-	tmp = tu_mkdtemp();
+	/* In memory: these tests make thousands of files and directories
+	 * (4,000 locks, a chain 3,000 deep), and on an ext4 without a
+	 * journal each new inode looks past every one removed in its group
+	 * in the last minutes, as a full run of the suite leaves them: the
+	 * lock tests took 2.3 s there, 0.14 s on a file system with one. */
+	tmp = tu_mkdtemp_fast();
 	/* Other users must be able to reach what they are given. */
 	ck_assert_int_eq(chmod(tmp, 0755), 0);
 }
