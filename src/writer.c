@@ -30,6 +30,10 @@
 /* A standby, or a generation written whole, of this many entries and
  * more is written by two threads. */
 #define HALVES_MIN 128
+/* A copied file weighs one entry more for each this many of its bytes
+ * (on tmpfs, writing a file of 4 KiB costs about as much as copying 32
+ * KiB more), so that a few large files are copied by two threads too. */
+#define HALVES_BYTES ((uint64_t)32 << 10)
 /* Up to this many new files and directories are fsync'ed each (all at
  * once: flush_each()).  A larger generation (a first publish) is flushed
  * with one syncfs(), which also flushes unrelated data on the same file
@@ -3680,14 +3684,34 @@ static void *build_half_run(void *arg)
 	return NULL;
 }
 
-/* Where the entries of `s` split in two: the first top-level name in
- * its second half; 0 when it is too small to be worth a thread, or has no
- * such name. */
-static size_t halves_split(const struct snapshot *s)
+/* What writing entry `e` weighs against the others, in entries: one,
+ * and where it is copied, one more for each HALVES_BYTES of its bytes. */
+static uint64_t half_weight(const struct snap_entry *e, bool copied)
 {
-	if (s->n < HALVES_MIN)
+	uint64_t more = copied && e->type == SNAP_FILE
+				? e->size / HALVES_BYTES
+				: 0;
+	/* A sparse file may claim any size: the sum must not wrap. */
+	return 1 + (more < UINT32_MAX ? more : UINT32_MAX);
+}
+
+/* Where the entries of `s` split in two: the first top-level name in
+ * its second half, by weight (half_weight(): `copied`, the files are
+ * copied, not linked, so that four files of 64 MiB are two halves of
+ * two); 0 when it is too small to be worth a thread, or has no such
+ * name. */
+static size_t halves_split(const struct snapshot *s, bool copied)
+{
+	uint64_t total = 0, sum = 0;
+	size_t i = 0;
+
+	for (size_t k = 0; k < s->n; k++)
+		total += half_weight(&s->v[k], copied);
+	if (total < HALVES_MIN)
 		return 0;
-	for (size_t i = s->n / 2; i < s->n; i++)
+	while (i < s->n && sum < total / 2)
+		sum += half_weight(&s->v[i++], copied);
+	for (; i > 0 && i < s->n; i++)
 		if (parent_len(s->v[i].path) == 0)
 			return i;
 	return 0;
@@ -3746,7 +3770,7 @@ static int build_halves(struct build *b, struct writer_pending *p,
 	atomic_bool failed = false;
 	pthread_t t;
 
-	p->split = halves_split(p->s);
+	p->split = halves_split(p->s, !p->standby);
 	h.from = p->split;
 	h.b.r = &h.r;
 	h.b.pb = &h.pb;
@@ -4023,7 +4047,7 @@ static void await_due(struct writer *w)
 			first = i;
 	uint64_t due = w->retired[first].due_ms;
 	/* Into a generation of its own, two threads link them. */
-	size_t threads = w->spare == NULL && halves_split(w->live) ? 2 : 1;
+	size_t threads = w->spare == NULL && halves_split(w->live, false) ? 2 : 1;
 	if (due - now >= (uint64_t)left * link_ns / 1000000u / threads)
 		return;
 	log_msg(LOG_LVL_DEBUG, w->name,

@@ -976,35 +976,39 @@ static bool holds_all(int dfd, const char *name, char c, size_t len)
 }
 
 /* A --once into `dst` (grace period a minute; or of the mapping of the
- * file `conf`), held in its first copy_file_range() while tmp/hang
- * exists (made here; the caller removes it), its log in `logpath`: once
- * it is held, its pid. */
+ * file `conf`), held in each copy_file_range() while tmp/hang exists
+ * (made here; the caller removes it), its log in `logpath`, a byte added
+ * to tmp/tally for each copy held: once the first is held, its pid. */
 static pid_t once_held_in_a_copy(const char *dst, const char *conf,
 				 const char *logpath)
 {
 	char *hang = tu_path(tmp, "hang"), *said = tu_path(tmp, "hanging");
-	char *preload, *hang_while, *hang_say;
+	char *tally = tu_path(tmp, "tally");
+	char *preload, *hang_while, *hang_say, *hang_tally;
 
 	tu_write(tmp, "hang", "", 0644);
 	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim()), 0);
 	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
 	ck_assert_int_ge(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
+	ck_assert_int_ge(asprintf(&hang_tally, "FAULT_HANG_TALLY=%s", tally), 0);
 	const char *argv[] = {"env", preload, "FAULT_HANG=copy_file_range",
-			      hang_while, hang_say,
+			      hang_while, hang_say, hang_tally,
 			      "ASAN_OPTIONS=verify_asan_link_order=0",
 			      tu_bin(), "--source", src, "--target", dst,
 			      "--once", "--grace-ms", "60000", NULL};
 	if (conf) {
-		argv[7] = "--config";
-		argv[8] = conf;
-		argv[9] = "--once";
-		argv[10] = NULL;
+		argv[8] = "--config";
+		argv[9] = conf;
+		argv[10] = "--once";
+		argv[11] = NULL;
 	}
 	pid_t pid = tu_spawn(argv, logpath);
 	ck_assert_msg(tu_wait_for(made, said, 10000), "the copy never started");
 	free(preload);
 	free(hang_while);
 	free(hang_say);
+	free(hang_tally);
+	free(tally);
 	free(said);
 	free(hang);
 	return pid;
@@ -1059,6 +1063,51 @@ START_TEST(test_a_recycled_generation_shows_no_half_written_file)
 	free(first);
 	free(fp);
 	free(data);
+	free(hang);
+	free(logpath);
+	free(dst);
+}
+END_TEST
+
+static int tallied_two(void *arg)
+{
+	struct stat st;
+
+	return stat(arg, &st) == 0 && st.st_size >= 2;
+}
+
+/* A generation written whole of a few large files is copied by two
+ * threads, each its own top-level names, as one of thousands of small
+ * files is: held in copy_file_range(), two copies are under way at
+ * once.  Let go, the run publishes every file whole. */
+START_TEST(test_a_few_large_files_are_copied_by_two_threads)
+{
+	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
+	char *tally = tu_path(tmp, "tally"), *logpath = tu_path(tmp, "once.log");
+	size_t len = 1u << 20; /* copied with copy_file_range() */
+	char *data = malloc(len), name[2] = "a";
+
+	for (char c = 'a'; c <= 'd'; c++) {
+		memset(data, c, len);
+		name[0] = c;
+		tu_write_len(src, name, data, len, 0644);
+	}
+	pid_t pid = once_held_in_a_copy(dst, NULL, logpath);
+	bool two = tu_wait_for(tallied_two, tally, 10000);
+	unlink(hang);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	ck_assert_msg(two, "the files were copied one at a time");
+	int dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(dfd, 0);
+	for (char c = 'a'; c <= 'd'; c++) {
+		name[0] = c;
+		ck_assert_msg(holds_all(dfd, name, c, len), "%s", name);
+	}
+	close(dfd);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	free(data);
+	free(tally);
 	free(hang);
 	free(logpath);
 	free(dst);
@@ -1330,6 +1379,7 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_a_directory_removed_while_read_is_a_torn_read);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_a_recycled_generation_shows_no_half_written_file);
+	tcase_add_test(tc, test_a_few_large_files_are_copied_by_two_threads);
 	tcase_add_test(tc, test_unnamed_files_that_cannot_be_named_are_written_named);
 	tcase_add_loop_test(tc,
 			    test_a_directory_removed_under_an_unnamed_file_keeps_naming_on,

@@ -16,6 +16,9 @@
  *   FAULT_HANG_WHILE=FILE  ...block while FILE exists
  *   FAULT_HANG_SAY=FILE  made when a call starts to block, for a test to
  *                      look at what the process left as it is then
+ *   FAULT_HANG_TALLY=FILE  a byte added to FILE as each call starts to
+ *                      block: how many block at once, from how many
+ *                      threads
  *   FAULT_TMPFILE_AFTER_HANG=1  once a call has hung, every open of an
  *                      unnamed file (O_TMPFILE) fails with ENOSPC, as when
  *                      another user has taken the last inode meanwhile
@@ -97,12 +100,22 @@ static void hang(const char *name, const char *path)
 		return;
 	struct timespec ts = {0, 10 * 1000 * 1000};
 	const char *say = getenv("FAULT_HANG_SAY");
+	const char *tally = getenv("FAULT_HANG_TALLY");
 	if (say && access(hang_while, F_OK) == 0) {
 		/* Not through the wrapper: it is no call of the process. */
 		long fd = syscall(SYS_openat, AT_FDCWD, say,
 				  O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 		if (fd >= 0)
 			close((int)fd);
+	}
+	if (tally && access(hang_while, F_OK) == 0) {
+		long fd = syscall(SYS_openat, AT_FDCWD, tally,
+				  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+				  0644);
+		if (fd >= 0) {
+			(void)syscall(SYS_write, (int)fd, "x", (size_t)1);
+			close((int)fd);
+		}
 	}
 	while (access(hang_while, F_OK) == 0) {
 		nanosleep(&ts, NULL);
