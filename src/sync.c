@@ -82,6 +82,11 @@
  * target to stop: a user who can write in it (owner=, dir_mode) could
  * keep changing something there for ever. */
 #define REPAIR_HOLD_MAX_MS 60000u
+/* Put-backs repeated within BACKOFF_MAX_MS wait longer each time, up to
+ * this: only root can change the names in the target, and readers find
+ * no files while it waits, but a process that undoes each put-back at
+ * once must not have the target checked whole every second. */
+#define REPAIR_WAIT_MAX_MS 8000u
 
 const double sync_bucket_bounds[SYNC_BUCKETS] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -543,10 +548,15 @@ static const char *target_changed(struct sync *s)
  * keep failing after a publish, so nothing can make this spin. */
 static uint64_t repair_wait_ms(const struct sync *s)
 {
-	if (s->repairs > 1)
-		return backoff_ms(s->repairs - 1, BACKOFF_MIN_MS,
-				  BACKOFF_MAX_MS);
-	return quiet_wait_ms(s);
+	uint64_t quiet = quiet_wait_ms(s);
+
+	/* One that failed (..data made a directory, say) is tried again
+	 * once quiet: what changed since may be the operator's fix. */
+	if (s->repairs <= 1 || s->failures > 0)
+		return quiet;
+	uint64_t wait = backoff_ms(s->repairs - 1, BACKOFF_MIN_MS,
+				   REPAIR_WAIT_MAX_MS);
+	return wait > quiet ? wait : quiet;
 }
 
 /* A full check is due to put back `bad` ("": one of many names). */

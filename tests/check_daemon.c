@@ -1797,6 +1797,29 @@ START_TEST(test_what_is_removed_in_the_target_is_put_back)
 }
 END_TEST
 
+/* ..data made a directory by hand, round after round: each put-back
+ * that finds it there fails, and once it is moved away the next is made
+ * as soon as the target is quiet (a second), not after a wait grown by
+ * the rounds before (4 s, then 8, 16 and up to 60 s, before). */
+START_TEST(test_a_failed_put_back_is_made_once_the_obstacle_goes)
+{
+	char *data = tu_path(dst, "..data");
+
+	tu_write(src, "app.conf", "v1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	for (int round = 1; round <= 3; round++) {
+		ck_assert_int_eq(unlink(data), 0);
+		ck_assert_int_eq(mkdir(data, 0755), 0);
+		wait_log("exists and is not a symlink", round, 10000);
+		ck_assert_int_eq(rmdir(data), 0);
+		converge(src, dst, 2500);
+	}
+	stop_daemon();
+	free(data);
+}
+END_TEST
+
 /* Publishing that keeps failing because of something in the target
  * backs off, up to a minute; the operator's fix is an event there, and
  * is tried once the target is quiet, not after the rest of the wait.
@@ -2251,6 +2274,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_startup_publish_then_live_changes);
 	tcase_add_test(tc, test_target_removed_or_moved_is_published_anew);
 	tcase_add_test(tc, test_what_is_removed_in_the_target_is_put_back);
+	tcase_add_test(tc, test_a_failed_put_back_is_made_once_the_obstacle_goes);
 	tcase_add_test(tc, test_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_a_slow_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_an_interrupted_rm_rf_of_the_target_is_put_back);
