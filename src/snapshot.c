@@ -281,6 +281,9 @@ const char *snapshot_warn_str(enum snap_warn kind)
 	case SNAP_W_UNREADABLE:
 		return "a file that a user who can write its directory may "
 		       "not read; skipped";
+	case SNAP_W_HIDDEN:
+		return "symlink through a directory that a user who can write "
+		       "its directory may not enter; skipped";
 	}
 	return "skipped";
 }
@@ -1375,6 +1378,50 @@ static int link_warning(struct walk *w, const char *cpath, int rc,
 					  : SNAP_W_DANGLING);
 }
 
+/* Whether a user other than root or us who can write the directory f
+ * (its owner, its group, anyone: as its mode says) lacks on `st` the
+ * permission `grp` gives its group and `oth` everyone.  Its owner has
+ * it on what they own (they can chmod it), its group what its group
+ * has. */
+static bool denied_to_writers(const struct frame *f, const struct stat *st,
+			      mode_t grp, mode_t oth)
+{
+	bool group_has = st->st_gid == f->gid && (st->st_mode & grp);
+
+	if (st->st_mode & oth)
+		return false;
+	if (f->mode & S_IWOTH)
+		return true;
+	if ((f->mode & S_IWGRP) && !group_has)
+		return true;
+	return !fsutil_trusted_uid(f->uid) && st->st_uid != f->uid &&
+	       !group_has;
+}
+
+/* Whether a directory on the way from the source root to `real` (a
+ * path with no link on it, relative to the root) is one that a user who
+ * can write f, the directory of a link to it, may not go through (another
+ * user's 0700 directory): the link would hand them what it keeps from
+ * them.  1 or 0; -errno when one cannot be looked at. */
+static int hidden_from_writers(const struct walk *w, const struct frame *f,
+			       const char *real)
+{
+	char *dir = strdup(real), *p = dir;
+	struct stat st;
+	int rc = dir ? 0 : -ENOMEM;
+
+	while (rc == 0 && p && (p = strchr(p, '/')) != NULL) {
+		*p = '\0';
+		if (fstatat(w->s->root_fd, dir, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			rc = -errno;
+		else if (denied_to_writers(f, &st, S_IXGRP, S_IXOTH))
+			rc = 1;
+		*p++ = '/';
+	}
+	free(dir);
+	return rc;
+}
+
 /* A link with symlinks = inside: resolved within the source (or into a
  * follow_into directory); *out says what it leads to. */
 static int link_inside(struct walk *w, const struct frame *f, const char *name,
@@ -1411,6 +1458,17 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 				   s->root, cpath, strerror(-rc));
 	}
 	close(fd);
+	rc = hidden_from_writers(w, f, resolved);
+	if (rc != 0) {
+		free(resolved);
+		out->skip = rc == 1;
+		if (rc == 1)
+			return add_warning(s, cpath, SNAP_W_HIDDEN);
+		/* Changed under us, as above. */
+		return log_err_set(&w->err, rc == -ENOMEM ? rc : -EAGAIN,
+				   "source %s/%s: changed while being read (%s)",
+				   s->root, cpath, strerror(-rc));
+	}
 	out->src = resolved;
 	out->flags = f->flags;
 	return 0;
@@ -1546,16 +1604,7 @@ static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
  * they own (they can chmod it); its group what its group may read. */
 static bool kept_from_writers(const struct frame *f, const struct stat *st)
 {
-	bool group_reads = st->st_gid == f->gid && (st->st_mode & S_IRGRP);
-
-	if (st->st_mode & S_IROTH)
-		return false;
-	if (f->mode & S_IWOTH)
-		return true;
-	if ((f->mode & S_IWGRP) && !group_reads)
-		return true;
-	return !fsutil_trusted_uid(f->uid) && st->st_uid != f->uid &&
-	       !group_reads;
+	return denied_to_writers(f, st, S_IRGRP, S_IROTH);
 }
 
 /* Notes that s->v[at..at+n) are copies of prev's entries from `from`. */

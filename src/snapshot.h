@@ -80,6 +80,8 @@ enum snap_warn {
 	SNAP_W_TARGET,	 /* leads into the target itself */
 	SNAP_W_UNREADABLE, /* a file that a user who can write its
 			      directory may not read */
+	SNAP_W_HIDDEN,	   /* a link through a directory that a user who
+			      can write its directory may not enter */
 };
 
 struct snap_warning {

@@ -23,6 +23,8 @@
 #include "testutil.h"
 
 #define APP_UID 2003u
+/* Another user of a source the app user shares. */
+#define OTHER_UID 2004u
 
 static struct tu_fixture fx;
 static char *tmp, *src, *dst, *logpath;
@@ -477,6 +479,66 @@ static int make_many_names(void *arg)
 	}
 	return 0;
 }
+
+/* A source two users share: the app user links to a file of the other
+ * user's (readable by all) in a directory that keeps everyone else out.
+ * Published through the link, the file would be theirs to read: the link
+ * is skipped, and says why; a link of theirs to their own file, and
+ * root's to the same file, are published. */
+START_TEST(test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped)
+{
+	char *shared = tu_path(tmp, "shared"), *err = NULL, *cmd, *text;
+	char *pub = dir_of("shared/pub", APP_UID);
+	char *priv = dir_of("shared/priv", OTHER_UID);
+	char *x = tu_path(dst, "pub/x"), *y = tu_path(dst, "pub/y/s");
+	char *z = tu_path(dst, "pub/z"), *r = tu_path(dst, "r");
+	struct stat st;
+
+	tu_write(priv, "secret", "the other user's\n", 0644);
+	tu_write(priv, "sub/s", "below it\n", 0644);
+	ck_assert_int_eq(chmod(priv, 0700), 0);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && ln -s ../priv/secret x && "
+					"ln -s ../priv/sub y && echo mine > m "
+					"&& ln -s m z",
+				  pub),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	char *rl = tu_path(shared, "r");
+	ck_assert_int_eq(symlink("priv/secret", rl), 0);
+	ck_assert_int_eq(once_to(shared, dst, &err), 0);
+	ck_assert_msg(strstr(err, "pub/x: symlink through a directory that a "
+				  "user who can write its directory may not "
+				  "enter; skipped") &&
+			      strstr(err, "pub/y: symlink through"),
+		      "%s", err);
+	ck_assert_int_lt(lstat(x, &st), 0);
+	ck_assert_int_lt(lstat(y, &st), 0);
+	text = tu_read(z, NULL);
+	ck_assert_str_eq(text, "mine\n");
+	free(text);
+	text = tu_read(r, NULL);
+	ck_assert_str_eq(text, "the other user's\n");
+	free(text);
+	free(err);
+	/* The directory opened to all: the links are published. */
+	ck_assert_int_eq(chmod(priv, 0755), 0);
+	ck_assert_int_eq(once_to(shared, dst, &err), 0);
+	ck_assert_msg(strstr(err, "symlink through") == NULL, "%s", err);
+	text = tu_read(y, NULL);
+	ck_assert_str_eq(text, "below it\n");
+	free(text);
+	free(err);
+	free(rl);
+	free(cmd);
+	free(r);
+	free(z);
+	free(y);
+	free(x);
+	free(priv);
+	free(pub);
+	free(shared);
+}
+END_TEST
 
 /* A user who writes the source cannot have root write a copy of one file
  * of theirs for each of its names: 2,001 names of one file, and a chain
@@ -1174,6 +1236,8 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
 	tcase_add_test(tc, test_a_file_the_sources_writers_cannot_read_is_skipped);
+	tcase_add_test(tc,
+		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
 	tcase_add_test(tc, test_a_users_many_names_of_one_file_are_not_copies);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
