@@ -649,15 +649,17 @@ int metrics_http_start(uv_loop_t *loop, const char *listen,
 	 * check still gets in when a neighbour holds many open. */
 	unsigned limit = connection_limit();
 	errno = 0;
+	/* The logger first: libmicrohttpd writes what it says before it
+	 * to stderr, raw. */
 	m->mhd = mhd.start_daemon(
 		flags, (uint16_t)port, NULL, NULL, on_request, m,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 		MHD_OPTION_CONNECTION_TIMEOUT, TIMEOUT_S,
 		MHD_OPTION_CONNECTION_LIMIT, limit,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, limit - limit / 4,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, MEMORY_LIMIT,
-		MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
-		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, m, MHD_OPTION_END);
 	if (m->mhd == NULL) {
 		int e = errno ? errno : EADDRINUSE;
 		uv_close((uv_handle_t *)&m->async, on_async_closed);

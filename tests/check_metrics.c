@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "metrics.h"
 #include "testutil.h"
 
@@ -268,6 +269,41 @@ START_TEST(test_healthz_says_so_when_the_loop_stops_answering)
 }
 END_TEST
 
+/* Lines logged on the test's thread. */
+static char said[4096];
+
+static void say_line(void *ctx, int level, const char *msg)
+{
+	(void)ctx;
+	(void)level;
+	size_t n = strlen(said);
+	snprintf(said + n, sizeof(said) - n, "%s\n", msg);
+}
+
+/* libmicrohttpd speaks through our log only when its logger is its
+ * first option: else it says so, and whatever it says before that goes
+ * to stderr raw. */
+START_TEST(test_the_http_library_speaks_only_through_our_log)
+{
+	uv_loop_t loop;
+	struct metrics *m = NULL;
+	char listen[64], *err = NULL;
+	struct log_sink sink = {.fn = say_line};
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", tu_free_port());
+	uv_loop_init(&loop);
+	said[0] = '\0';
+	const struct log_sink *old = log_sink_set(&sink);
+	int rc = metrics_http_start(&loop, listen, 1, collect, NULL, &m, &err);
+	log_sink_set(old);
+	ck_assert_msg(rc == 0, "%s", err);
+	ck_assert_msg(strstr(said, "MHD") == NULL, "%s", said);
+	metrics_http_stop(m);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 static void *run_loop(void *arg)
 {
 	uv_run(arg, UV_RUN_DEFAULT);
@@ -328,6 +364,7 @@ static Suite *metrics_suite(void)
 	tcase_add_test(tc, test_textfile_never_writes_through_a_planted_link);
 	tcase_add_test(tc, test_healthz_says_so_when_the_loop_stops_answering);
 	tcase_add_test(tc, test_a_running_loop_is_healthy);
+	tcase_add_test(tc, test_the_http_library_speaks_only_through_our_log);
 	suite_add_tcase(s, tc);
 	return s;
 }
