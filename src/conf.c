@@ -165,6 +165,23 @@ static char *trim(char *s)
 	return s;
 }
 
+/* Drops the white space around the first colon of a section name, in
+ * place: "[ sync : web ]" is [sync:web], as the brackets' is ignored. */
+static void close_colon(char *name)
+{
+	char *c = strchr(name, ':');
+
+	if (c == NULL)
+		return;
+	char *l = c, *r = c + 1;
+	while (l > name && isspace((unsigned char)l[-1]))
+		l--;
+	while (isspace((unsigned char)*r))
+		r++;
+	*l++ = ':';
+	memmove(l, r, strlen(r) + 1);
+}
+
 static bool valid_sync_name(const char *n)
 {
 	if (*n == '\0')
@@ -204,6 +221,7 @@ static void start_section(struct parser *p, char *t)
 		return;
 	}
 	char *name = trim(t + 1);
+	close_colon(name);
 	free(p->section);
 	p->section = strdup(name);
 	if (strcmp(name, "daemon") == 0) {

@@ -409,6 +409,27 @@ START_TEST(test_unreadable_file)
 }
 END_TEST
 
+/* White space inside the brackets is ignored, around the colon too. */
+START_TEST(test_white_space_in_section_headers)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[ sync : a ]\nsource = /s\ntarget = /t\n"
+			      "[\tsync:b\t]\nsource = /s2\ntarget = /t2\n"
+			      "[ daemon ]\n",
+			      &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	ck_assert_uint_eq(c->nsyncs, 2);
+	ck_assert_str_eq(c->syncs[0].name, "a");
+	ck_assert_str_eq(c->syncs[1].name, "b");
+	conf_free(c);
+	conf_errors_fini(&e);
+	c = load("[sync : a b]\nsource = /s\ntarget = /t\n", &e);
+	assert_error(&e, 1, "a mapping name is letters");
+	conf_free(c);
+	conf_errors_fini(&e);
+}
+END_TEST
+
 START_TEST(test_equal_and_dup)
 {
 	struct conf_errors e = {0};
@@ -665,6 +686,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_many_loops_each_once);
 	tcase_add_test(tc, test_nested_targets_and_empty_config);
 	tcase_add_test(tc, test_unreadable_file);
+	tcase_add_test(tc, test_white_space_in_section_headers);
 	tcase_add_test(tc, test_equal_and_dup);
 	tcase_add_test(tc, test_signal_names);
 	tcase_add_test(tc, test_hook_env_words_and_bad_names);
