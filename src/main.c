@@ -115,6 +115,10 @@ static int path_arg(const char *opt, const char *arg, const char **out)
 {
 	if (arg[0] == '\0')
 		return usage_error("%s: empty path", opt);
+	/* A second one is a slip (of a unit file, say), not a choice. */
+	if (*out)
+		return usage_error("%s given twice ('%s', then '%s')", opt,
+				   *out, arg);
 	if (arg[0] == '-')
 		return usage_error("%s: '%s' looks like an option, not a path; "
 				   "write a path that begins with '-' as "

@@ -187,6 +187,33 @@ START_TEST(test_path_options_refuse_empty_paths)
 }
 END_TEST
 
+/* A path option given twice is a slip to be told of, not the last one
+ * taken: nothing is read or written. */
+START_TEST(test_path_options_given_twice_are_refused)
+{
+	const char *cases[][8] = {
+		{"-s", "SRC", "-t", "DST", "-s", "/x", "--once", NULL},
+		{"--target", "DST", "-s", "SRC", "--target=/y", "--once", NULL},
+		{"-c", "/a.conf", "-c", "/b.conf", "--check-config", NULL},
+	};
+	const char *opt[] = {"--source", "--target", "--config"};
+	const char *first[] = {src, dst, "/a.conf"};
+	const char *then[] = {"/x", "/y", "/b.conf"};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *err = usage_case(cases[i], i), *line;
+		ck_assert_int_ge(asprintf(&line, "%s given twice ('%s', then "
+						 "'%s')",
+					  opt[i], first[i], then[i]),
+				 0);
+		ck_assert_msg(strstr(err, line), "case %zu: %s", i, err);
+		free(line);
+		free(err);
+	}
+	ck_assert_int_lt(access(dst, F_OK), 0);
+}
+END_TEST
+
 #define OTHER 2003u
 #define THIRD 2004u
 
@@ -1015,6 +1042,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_usage_errors_exit_2_with_one_line);
 	tcase_add_test(tc, test_path_options_refuse_option_looking_arguments);
 	tcase_add_test(tc, test_path_options_refuse_empty_paths);
+	tcase_add_test(tc, test_path_options_given_twice_are_refused);
 	tcase_add_test(tc, test_config_file_owned_or_writable_by_others_is_refused);
 	tcase_add_test(tc, test_config_file_fifo_directory_and_foreign_link_are_refused);
 	tcase_add_test(tc, test_config_file_from_a_configmap_volume_is_read);
