@@ -1035,19 +1035,30 @@ static const char *distrust(const struct stat *st, char *buf, size_t size)
 /* Opens the config file through fsutil_chase (a symlink only root or we
  * could have made is followed, as a Kubernetes ConfigMap has them) with
  * O_NONBLOCK, so a FIFO cannot hang the start, and checks what it is. */
+/* Whether the message `err` starts by naming `path` (as "./path" for a
+ * relative one, as the walk to it names it). */
+static bool names_path(const char *err, const char *path)
+{
+	size_t n = strlen(path);
+
+	if (err && path[0] != '/' && strncmp(err, "./", 2) == 0 &&
+	    strncmp(path, "./", 2) != 0)
+		err += 2;
+	return err && strncmp(err, path, n) == 0 && err[n] == ':';
+}
+
 static int open_conf(const char *path, FILE **out, struct conf_errors *errs)
 {
 	char *err = NULL, buf[128];
 	const char *why = NULL;
 	struct stat st;
-	size_t n = strlen(path);
 	int fd = fsutil_chase(path, 0, O_RDONLY | O_NONBLOCK | O_NOCTTY, NULL,
 			      &err);
 
 	if (fd < 0) {
 		/* The message names the component that failed, which is
 		 * often the file itself. */
-		if (err && strncmp(err, path, n) == 0 && err[n] == ':')
+		if (names_path(err, path))
 			conf_errors_add(errs, "%s", err);
 		else
 			conf_errors_add(errs, "%s: %s", path,

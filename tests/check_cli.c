@@ -187,6 +187,31 @@ START_TEST(test_path_options_refuse_empty_paths)
 }
 END_TEST
 
+/* A configuration file that is not there is named once, as the walk to
+ * it names it, relative or not. */
+START_TEST(test_a_missing_config_file_is_named_once)
+{
+	const char *cases[][8] = {
+		{"-c", "nothere.conf", "--check-config", NULL},
+		{"-c", "/nowhere/nothere.conf", "--check-config", NULL},
+	};
+	const char *want[] = {
+		"atomsyncd: ./nothere.conf: No such file or directory\n",
+		"atomsyncd: /nowhere/nothere.conf: /nowhere: No such file or "
+		"directory\n"};
+	char *cwd = getcwd(NULL, 0);
+
+	ck_assert_int_eq(chdir(tmp), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *err = usage_case(cases[i], i);
+		ck_assert_str_eq(err, want[i]);
+		free(err);
+	}
+	ck_assert_int_eq(chdir(cwd), 0);
+	free(cwd);
+}
+END_TEST
+
 /* A path option given twice is a slip to be told of, not the last one
  * taken: nothing is read or written. */
 START_TEST(test_path_options_given_twice_are_refused)
@@ -1043,6 +1068,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_path_options_refuse_option_looking_arguments);
 	tcase_add_test(tc, test_path_options_refuse_empty_paths);
 	tcase_add_test(tc, test_path_options_given_twice_are_refused);
+	tcase_add_test(tc, test_a_missing_config_file_is_named_once);
 	tcase_add_test(tc, test_config_file_owned_or_writable_by_others_is_refused);
 	tcase_add_test(tc, test_config_file_fifo_directory_and_foreign_link_are_refused);
 	tcase_add_test(tc, test_config_file_from_a_configmap_volume_is_read);
