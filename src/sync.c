@@ -87,6 +87,9 @@
  * no files while it waits, but a process that undoes each put-back at
  * once must not have the target checked whole every second. */
 #define REPAIR_WAIT_MAX_MS 8000u
+/* Lines a minute for what a read of the source skipped (see
+ * warn_line_allowed()). */
+#define WARN_LINES_MAX 100u
 
 const double sync_bucket_bounds[SYNC_BUCKETS] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -203,8 +206,12 @@ struct sync {
 	/* The source's top directory as the last read found it, and the
 	 * target as the last publish did: 0 and 0 until then. */
 	uint64_t src_dev, src_ino, tgt_dev, tgt_ino;
-	char **warned;
+	char **warned; /* sorted */
 	size_t nwarned;
+	/* Lines of those logged in the minute from warn_minute_ms on, and
+	 * those past WARN_LINES_MAX in it, counted instead. */
+	uint64_t warn_minute_ms;
+	unsigned warn_lines, warn_dropped;
 
 	struct sync_stats st;
 	char *generation; /* what ..data names: on_update is told this */
@@ -760,11 +767,40 @@ static void arm_resync(struct sync *s)
 	uv_timer_start(&s->resync, on_resync, ms, ms);
 }
 
-static bool warned_before(struct sync *s, const char *key)
+static int cmp_key(const void *a, const void *b)
 {
-	for (size_t i = 0; i < s->nwarned; i++)
-		if (strcmp(s->warned[i], key) == 0)
-			return true;
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether a line for the source's warning may be logged now: at most
+ * WARN_LINES_MAX a minute, as a user who writes the source can make a
+ * new one every moment (FIFOs made and removed under new names).  Past
+ * that a line says so, the rest are counted, and the count is logged
+ * with the first line of a later minute. */
+static bool warn_line_allowed(struct sync *s)
+{
+	uint64_t now = uv_now(s->loop);
+
+	if (s->warn_minute_ms == 0 || now - s->warn_minute_ms >= 60000u) {
+		if (s->warn_dropped)
+			log_msg(LOG_LVL_WARN, s->c->name,
+				"source %s: %u more warnings about it in the "
+				"last minute were not logged (at most %u a "
+				"minute are)",
+				s->c->source, s->warn_dropped, WARN_LINES_MAX);
+		s->warn_minute_ms = now;
+		s->warn_lines = s->warn_dropped = 0;
+	}
+	if (s->warn_lines < WARN_LINES_MAX) {
+		s->warn_lines++;
+		return true;
+	}
+	if (s->warn_dropped++ == 0)
+		log_msg(LOG_LVL_WARN, s->c->name,
+			"source %s: more than %u warnings about it in a "
+			"minute; the rest of the minute's are counted, not "
+			"logged",
+			s->c->source, WARN_LINES_MAX);
 	return false;
 }
 
@@ -779,12 +815,17 @@ static void log_warnings(struct sync *s, const struct snapshot_extras *m)
 		if (asprintf(&key, "%d %s", (int)m->warn[i].kind,
 			     m->warn[i].path) < 0)
 			continue;
-		if (!warned_before(s, key))
+		if ((s->nwarned == 0 ||
+		     !bsearch(&key, s->warned, s->nwarned, sizeof(*s->warned),
+			      cmp_key)) &&
+		    warn_line_allowed(s))
 			log_msg(LOG_LVL_WARN, s->c->name, "source %s: %s: %s",
 				s->c->source, m->warn[i].path,
 				snapshot_warn_str(m->warn[i].kind));
 		now[n++] = key;
 	}
+	if (n > 1)
+		qsort(now, n, sizeof(*now), cmp_key);
 	for (size_t i = 0; i < s->nwarned; i++)
 		free(s->warned[i]);
 	free(s->warned);

@@ -1820,6 +1820,29 @@ START_TEST(test_a_failed_put_back_is_made_once_the_obstacle_goes)
 }
 END_TEST
 
+/* A user who writes the source can make names to warn about as fast as
+ * they like (FIFOs, under new names): at most 100 lines a minute say
+ * so, then one line says the rest are counted. */
+START_TEST(test_warnings_about_the_source_are_limited_a_minute)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	for (int i = 0; i < 150; i++) {
+		char name[32], *p;
+		snprintf(name, sizeof(name), "fifo%03d", i);
+		p = tu_path(src, name);
+		ck_assert_int_eq(mkfifo(p, 0644), 0);
+		free(p);
+	}
+	wait_log("more than 100 warnings about it in a minute", 1, 10000);
+	ck_assert_int_eq(tu_file_count(logpath, "(FIFO, socket or device)"),
+			 100);
+	stop_daemon();
+	ck_assert_int_eq(tu_file_count(logpath, "more than 100 warnings"), 1);
+}
+END_TEST
+
 /* Publishing that keeps failing because of something in the target
  * backs off, up to a minute; the operator's fix is an event there, and
  * is tried once the target is quiet, not after the rest of the wait.
@@ -2275,6 +2298,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_target_removed_or_moved_is_published_anew);
 	tcase_add_test(tc, test_what_is_removed_in_the_target_is_put_back);
 	tcase_add_test(tc, test_a_failed_put_back_is_made_once_the_obstacle_goes);
+	tcase_add_test(tc, test_warnings_about_the_source_are_limited_a_minute);
 	tcase_add_test(tc, test_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_a_slow_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_an_interrupted_rm_rf_of_the_target_is_put_back);
