@@ -712,15 +712,12 @@ static void set_path(struct parser *p, const char *key, const char *v)
 {
 	struct conf_sync *s = p->cur;
 
-	if (v[0] != '/') {
+	/* Given, if not valid: not reported as missing too. */
+	*(key[0] == 's' ? &s->source_line : &s->target_line) = p->lineno;
+	if (v[0] != '/')
 		perr(p, "%s: '%s' is not an absolute path", key, v);
-	} else if (key[0] == 's') {
-		set_str(&s->source, v);
-		s->source_line = p->lineno;
-	} else {
-		set_str(&s->target, v);
-		s->target_line = p->lineno;
-	}
+	else
+		set_str(key[0] == 's' ? &s->source : &s->target, v);
 }
 
 int conf_parse_symlinks(const char *s, enum snap_links *out)
@@ -974,10 +971,10 @@ static void finish_syncs(struct conf *c, struct conf_errors *errs)
 {
 	for (size_t i = 0; i < c->nsyncs; i++) {
 		struct conf_sync *s = &c->syncs[i];
-		if (s->source == NULL)
+		if (s->source_line == 0)
 			conf_errors_add(errs, "%s:%u: [sync:%s]: source is required",
 					c->path, s->line, s->name);
-		if (s->target == NULL)
+		if (s->target_line == 0)
 			conf_errors_add(errs, "%s:%u: [sync:%s]: target is required",
 					c->path, s->line, s->name);
 		if (s->reload_signal && !s->reload_pidfile && !s->reload_pid)

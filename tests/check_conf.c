@@ -409,6 +409,22 @@ START_TEST(test_unreadable_file)
 }
 END_TEST
 
+/* A source or target given as a relative path is that error alone,
+ * not also one of a key missing. */
+START_TEST(test_a_relative_path_is_one_error)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\nsource = rel/src\ntarget = t\n", &e);
+
+	assert_error(&e, 2, "source: 'rel/src' is not an absolute path");
+	assert_error(&e, 3, "target: 't' is not an absolute path");
+	ck_assert_msg(e.n == 2, "%zu errors, the last: %s", e.n,
+		      e.v[e.n - 1]);
+	conf_free(c);
+	conf_errors_fini(&e);
+}
+END_TEST
+
 /* White space inside the brackets is ignored, around the colon too. */
 START_TEST(test_white_space_in_section_headers)
 {
@@ -687,6 +703,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_nested_targets_and_empty_config);
 	tcase_add_test(tc, test_unreadable_file);
 	tcase_add_test(tc, test_white_space_in_section_headers);
+	tcase_add_test(tc, test_a_relative_path_is_one_error);
 	tcase_add_test(tc, test_equal_and_dup);
 	tcase_add_test(tc, test_signal_names);
 	tcase_add_test(tc, test_hook_env_words_and_bad_names);
