@@ -27,8 +27,9 @@
 #include "thread.h"
 #include "writer.h"
 
-/* A standby, or a generation written whole, of this many entries and
- * more is written by two threads. */
+/* A standby, or a generation written whole, that weighs this much and
+ * more (an entry each, and copied bytes: half_weight()) is written by
+ * two threads. */
 #define HALVES_MIN 128
 /* A copied file weighs one entry more for each this many of its bytes
  * (on tmpfs, writing a file of 4 KiB costs about as much as copying 32
@@ -3684,37 +3685,56 @@ static void *build_half_run(void *arg)
 	return NULL;
 }
 
-/* What writing entry `e` weighs against the others, in entries: one,
- * and where it is copied, one more for each HALVES_BYTES of its bytes. */
-static uint64_t half_weight(const struct snap_entry *e, bool copied)
+/* What writing entry k of `s` weighs against the others, in entries:
+ * one, and where `act` (NULL: none) says it is copied, one more for each
+ * HALVES_BYTES of its bytes. */
+static uint64_t half_weight(const struct snapshot *s, const uint8_t *act,
+			    size_t k)
 {
-	uint64_t more = copied && e->type == SNAP_FILE
-				? e->size / HALVES_BYTES
-				: 0;
+	if (act == NULL || act[k] != ACT_COPY)
+		return 1;
+	uint64_t more = s->v[k].size / HALVES_BYTES;
 	/* A sparse file may claim any size: the sum must not wrap. */
 	return 1 + (more < UINT32_MAX ? more : UINT32_MAX);
 }
 
-/* Where the entries of `s` split in two: the first top-level name in
- * its second half, by weight (half_weight(): `copied`, the files are
- * copied, not linked, so that four files of 64 MiB are two halves of
- * two); 0 when it is too small to be worth a thread, or has no such
- * name. */
-static size_t halves_split(const struct snapshot *s, bool copied)
+/* How far a first half of weight `left` is from half of `total`, twice. */
+static uint64_t half_gap(uint64_t left, uint64_t total)
 {
-	uint64_t total = 0, sum = 0;
-	size_t i = 0;
+	return 2 * left > total ? 2 * left - total : total - 2 * left;
+}
 
-	for (size_t k = 0; k < s->n; k++)
-		total += half_weight(&s->v[k], copied);
+/* Where the entries of `s` split in two: the top-level name nearest the
+ * middle by weight (half_weight()), which may be before it or after it:
+ * four files of 64 MiB copied are two halves of two, as 10,000 small
+ * ones are of 5,000.  0 when it is too small to be worth a thread, or
+ * has no top-level name but its first.  `left`, `la` and `lb` are the
+ * weights of the entries before `mid`, `after` and `before`. */
+static size_t halves_split(const struct snapshot *s, const uint8_t *act)
+{
+	uint64_t total = act ? 0 : s->n, left = 0;
+	size_t mid = 0;
+
+	for (size_t k = 0; act && k < s->n; k++)
+		total += half_weight(s, act, k);
 	if (total < HALVES_MIN)
 		return 0;
-	while (i < s->n && sum < total / 2)
-		sum += half_weight(&s->v[i++], copied);
-	for (; i > 0 && i < s->n; i++)
-		if (parent_len(s->v[i].path) == 0)
-			return i;
-	return 0;
+	if (act == NULL)
+		left = mid = s->n / 2; /* each weighs one: no need to read */
+	while (mid < s->n && 2 * left < total)
+		left += half_weight(s, act, mid++);
+	size_t after = mid, before = mid;
+	uint64_t la = left, lb = left;
+	while (after < s->n && parent_len(s->v[after].path) != 0)
+		la += half_weight(s, act, after++);
+	while (before > 0 &&
+	       (before == s->n || parent_len(s->v[before].path) != 0))
+		lb -= half_weight(s, act, --before);
+	if (after == s->n)
+		return before; /* 0: none */
+	return before > 0 && half_gap(lb, total) < half_gap(la, total)
+		       ? before
+		       : after;
 }
 
 /* The first failure of two halves, else -ECANCELED when either stopped. */
@@ -3770,7 +3790,7 @@ static int build_halves(struct build *b, struct writer_pending *p,
 	atomic_bool failed = false;
 	pthread_t t;
 
-	p->split = halves_split(p->s, !p->standby);
+	p->split = halves_split(p->s, b->act);
 	h.from = p->split;
 	h.b.r = &h.r;
 	h.b.pb = &h.pb;
@@ -4047,7 +4067,7 @@ static void await_due(struct writer *w)
 			first = i;
 	uint64_t due = w->retired[first].due_ms;
 	/* Into a generation of its own, two threads link them. */
-	size_t threads = w->spare == NULL && halves_split(w->live, false) ? 2 : 1;
+	size_t threads = w->spare == NULL && halves_split(w->live, NULL) ? 2 : 1;
 	if (due - now >= (uint64_t)left * link_ns / 1000000u / threads)
 		return;
 	log_msg(LOG_LVL_DEBUG, w->name,

@@ -1079,18 +1079,21 @@ static int tallied_two(void *arg)
 /* A generation written whole of a few large files is copied by two
  * threads, each its own top-level names, as one of thousands of small
  * files is: held in copy_file_range(), two copies are under way at
- * once.  Let go, the run publishes every file whole. */
+ * once.  Four files of 1 MiB, or two of 1 and 3 MiB, whose middle by
+ * weight falls in the last.  Let go, the run publishes every file
+ * whole. */
 START_TEST(test_a_few_large_files_are_copied_by_two_threads)
 {
 	char *dst = tu_path(tmp, "dst"), *hang = tu_path(tmp, "hang");
 	char *tally = tu_path(tmp, "tally"), *logpath = tu_path(tmp, "once.log");
-	size_t len = 1u << 20; /* copied with copy_file_range() */
-	char *data = malloc(len), name[2] = "a";
+	/* Copied with copy_file_range(): each over 64 KiB. */
+	const size_t mib[2][4] = {{1, 1, 1, 1}, {1, 3, 0, 0}};
+	char *data = malloc(3u << 20), name[2] = "a";
 
-	for (char c = 'a'; c <= 'd'; c++) {
-		memset(data, c, len);
-		name[0] = c;
-		tu_write_len(src, name, data, len, 0644);
+	for (int k = 0; k < 4 && mib[_i][k]; k++) {
+		memset(data, 'a' + k, mib[_i][k] << 20);
+		name[0] = (char)('a' + k);
+		tu_write_len(src, name, data, mib[_i][k] << 20, 0644);
 	}
 	pid_t pid = once_held_in_a_copy(dst, NULL, logpath);
 	bool two = tu_wait_for(tallied_two, tally, 10000);
@@ -1099,9 +1102,10 @@ START_TEST(test_a_few_large_files_are_copied_by_two_threads)
 	ck_assert_msg(two, "the files were copied one at a time");
 	int dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ck_assert_int_ge(dfd, 0);
-	for (char c = 'a'; c <= 'd'; c++) {
-		name[0] = c;
-		ck_assert_msg(holds_all(dfd, name, c, len), "%s", name);
+	for (int k = 0; k < 4 && mib[_i][k]; k++) {
+		name[0] = (char)('a' + k);
+		ck_assert_msg(holds_all(dfd, name, name[0], mib[_i][k] << 20),
+			      "%s", name);
 	}
 	close(dfd);
 	char *why = tu_diff_trees(src, dst);
@@ -1379,7 +1383,8 @@ static Suite *faults_suite(void)
 	tcase_add_test(tc, test_a_directory_removed_while_read_is_a_torn_read);
 	tcase_add_test(tc, test_kill_in_the_middle_of_a_recycle);
 	tcase_add_test(tc, test_a_recycled_generation_shows_no_half_written_file);
-	tcase_add_test(tc, test_a_few_large_files_are_copied_by_two_threads);
+	tcase_add_loop_test(tc, test_a_few_large_files_are_copied_by_two_threads,
+			    0, 2);
 	tcase_add_test(tc, test_unnamed_files_that_cannot_be_named_are_written_named);
 	tcase_add_loop_test(tc,
 			    test_a_directory_removed_under_an_unnamed_file_keeps_naming_on,
