@@ -1398,27 +1398,61 @@ static bool denied_to_writers(const struct frame *f, const struct stat *st,
 	       !group_has;
 }
 
+/* Opens directory `name` (of `len` bytes) beneath `dfd` as it is, no
+ * link followed, and says whether a user who can write f may not enter
+ * it: *hidden.  The new descriptor, or -errno. */
+static int enter_dir(const struct frame *f, int dfd, const char *name,
+		     size_t len, bool *hidden)
+{
+	char *n = strndup(name, len);
+	struct stat st;
+	int fd = n ? openat(dfd, n, O_PATH | O_NOFOLLOW | O_DIRECTORY |
+					   O_CLOEXEC)
+		   : -1;
+	int rc = fd >= 0 ? 0 : n ? -errno : -ENOMEM;
+
+	free(n);
+	if (rc == 0 && fstat(fd, &st) < 0)
+		rc = -errno;
+	if (rc == 0)
+		*hidden = denied_to_writers(f, &st, S_IXGRP, S_IXOTH);
+	if (rc < 0 && fd >= 0)
+		close(fd);
+	return rc < 0 ? rc : fd;
+}
+
 /* Whether a directory on the way from the source root to `real` (a
  * path with no link on it, relative to the root) is one that a user who
  * can write f, the directory of a link to it, may not go through (another
  * user's 0700 directory): the link would hand them what it keeps from
- * them.  1 or 0; -errno when one cannot be looked at. */
+ * them.  Each directory is looked at as opened on the way, and `real`
+ * found there must be `want`, the file the link was found to lead to: a
+ * directory swapped meanwhile is no way round.  1 or 0; -EAGAIN when
+ * the way changed, or -errno. */
 static int hidden_from_writers(const struct walk *w, const struct frame *f,
-			       const char *real)
+			       const char *real, const struct stat *want)
 {
-	char *dir = strdup(real), *p = dir;
+	int dfd = w->s->root_fd, rc = 0;
+	const char *p = real, *slash;
+	bool hidden = false;
 	struct stat st;
-	int rc = dir ? 0 : -ENOMEM;
 
-	while (rc == 0 && p && (p = strchr(p, '/')) != NULL) {
-		*p = '\0';
-		if (fstatat(w->s->root_fd, dir, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			rc = -errno;
-		else if (denied_to_writers(f, &st, S_IXGRP, S_IXOTH))
-			rc = 1;
-		*p++ = '/';
+	while (!hidden && (slash = strchr(p, '/')) != NULL) {
+		int next = enter_dir(f, dfd, p, (size_t)(slash - p), &hidden);
+		if (dfd != w->s->root_fd)
+			close(dfd);
+		if (next < 0)
+			return next == -ENOMEM ? next : -EAGAIN;
+		dfd = next;
+		p = slash + 1;
 	}
-	free(dir);
+	if (hidden)
+		rc = 1;
+	else if (fstatat(dfd, *p ? p : ".", &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		 st.st_dev != want->st_dev || st.st_ino != want->st_ino)
+		rc = -EAGAIN;
+	if (dfd != w->s->root_fd)
+		close(dfd);
 	return rc;
 }
 
@@ -1458,16 +1492,19 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 				   s->root, cpath, strerror(-rc));
 	}
 	close(fd);
-	rc = hidden_from_writers(w, f, resolved);
+	rc = hidden_from_writers(w, f, resolved, &out->st);
 	if (rc != 0) {
 		free(resolved);
 		out->skip = rc == 1;
 		if (rc == 1)
 			return add_warning(s, cpath, SNAP_W_HIDDEN);
+		if (rc == -ENOMEM)
+			return log_err_set(&w->err, rc, "source %s/%s: %s",
+					   s->root, cpath, strerror(-rc));
 		/* Changed under us, as above. */
-		return log_err_set(&w->err, rc == -ENOMEM ? rc : -EAGAIN,
-				   "source %s/%s: changed while being read (%s)",
-				   s->root, cpath, strerror(-rc));
+		return log_err_set(&w->err, -EAGAIN,
+				   "source %s/%s: changed while being read",
+				   s->root, cpath);
 	}
 	out->src = resolved;
 	out->flags = f->flags;
