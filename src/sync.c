@@ -776,7 +776,7 @@ static int cmp_key(const void *a, const void *b)
  * WARN_LINES_MAX a minute, as a user who writes the source can make a
  * new one every moment (FIFOs made and removed under new names).  Past
  * that a line says so, the rest are counted, and the count is logged
- * with the first line of a later minute. */
+ * with the first of a later minute. */
 static bool warn_line_allowed(struct sync *s)
 {
 	uint64_t now = uv_now(s->loop);
@@ -784,9 +784,8 @@ static bool warn_line_allowed(struct sync *s)
 	if (s->warn_minute_ms == 0 || now - s->warn_minute_ms >= 60000u) {
 		if (s->warn_dropped)
 			log_msg(LOG_LVL_WARN, s->c->name,
-				"source %s: %u more warnings about it in the "
-				"last minute were not logged (at most %u a "
-				"minute are)",
+				"source %s: %u warnings about it were not "
+				"logged (at most %u a minute are)",
 				s->c->source, s->warn_dropped, WARN_LINES_MAX);
 		s->warn_minute_ms = now;
 		s->warn_lines = s->warn_dropped = 0;
@@ -815,14 +814,21 @@ static void log_warnings(struct sync *s, const struct snapshot_extras *m)
 		if (asprintf(&key, "%d %s", (int)m->warn[i].kind,
 			     m->warn[i].path) < 0)
 			continue;
-		if ((s->nwarned == 0 ||
-		     !bsearch(&key, s->warned, s->nwarned, sizeof(*s->warned),
-			      cmp_key)) &&
-		    warn_line_allowed(s))
+		bool logged = s->nwarned > 0 &&
+			      bsearch(&key, s->warned, s->nwarned,
+				      sizeof(*s->warned), cmp_key);
+		if (!logged && warn_line_allowed(s)) {
 			log_msg(LOG_LVL_WARN, s->c->name, "source %s: %s: %s",
 				s->c->source, m->warn[i].path,
 				snapshot_warn_str(m->warn[i].kind));
-		now[n++] = key;
+			logged = true;
+		}
+		/* One held back is not taken for logged: it is tried again
+		 * with the next read, in a later minute if need be. */
+		if (logged)
+			now[n++] = key;
+		else
+			free(key);
 	}
 	if (n > 1)
 		qsort(now, n, sizeof(*now), cmp_key);
