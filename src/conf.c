@@ -1029,9 +1029,6 @@ static const char *distrust(const struct stat *st, char *buf, size_t size)
 	return buf;
 }
 
-/* Opens the config file through fsutil_chase (a symlink only root or we
- * could have made is followed, as a Kubernetes ConfigMap has them) with
- * O_NONBLOCK, so a FIFO cannot hang the start, and checks what it is. */
 /* Whether the message `err` starts by naming `path` (as "./path" for a
  * relative one, as the walk to it names it). */
 static bool names_path(const char *err, const char *path)
@@ -1044,6 +1041,9 @@ static bool names_path(const char *err, const char *path)
 	return err && strncmp(err, path, n) == 0 && err[n] == ':';
 }
 
+/* Opens the config file through fsutil_chase (a symlink only root or we
+ * could have made is followed, as a Kubernetes ConfigMap has them) with
+ * O_NONBLOCK, so a FIFO cannot hang the start, and checks what it is. */
 static int open_conf(const char *path, FILE **out, struct conf_errors *errs)
 {
 	char *err = NULL, buf[128];
