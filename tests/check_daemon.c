@@ -1803,19 +1803,27 @@ END_TEST
  * the rounds before (4 s, then 8, 16 and up to 60 s, before). */
 START_TEST(test_a_failed_put_back_is_made_once_the_obstacle_goes)
 {
-	char *data = tu_path(dst, "..data");
+	char *data = tu_path(dst, "..data"), *in_way = tu_path(dst, "in-way");
+	const char *failed = "exists and is not a symlink";
 
 	tu_write(src, "app.conf", "v1", 0644);
 	start_adhoc("0");
 	converge(src, dst, 5000);
 	for (int round = 1; round <= 3; round++) {
-		ck_assert_int_eq(unlink(data), 0);
-		ck_assert_int_eq(mkdir(data, 0755), 0);
-		wait_log("exists and is not a symlink", round, 10000);
+		int seen = tu_file_count(logpath, failed);
+		/* In one step: a put-back still under way must not put the
+		 * link back between its removal and the directory. */
+		ck_assert_int_eq(mkdir(in_way, 0755), 0);
+		ck_assert_int_eq(renameat2(AT_FDCWD, in_way, AT_FDCWD, data,
+					   RENAME_EXCHANGE),
+				 0);
+		ck_assert_int_eq(unlink(in_way), 0);
+		wait_log(failed, seen + 1, 10000);
 		ck_assert_int_eq(rmdir(data), 0);
 		converge(src, dst, 2500);
 	}
 	stop_daemon();
+	free(in_way);
 	free(data);
 }
 END_TEST
