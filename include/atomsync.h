@@ -9,9 +9,10 @@
  * or the whole new one, never a mix, a torn file or a missing name.
  *
  * Every function returns 0 or a negative errno; the writer keeps a
- * one-line message naming the path for the last failure.  The library
- * has no global state and writes nothing to stderr: warnings go to the
- * options' log callback when one is set.  It is thread-compatible: a
+ * one-line message naming the path for the last failure.  Beyond its
+ * writers the library holds only process-wide values that no call
+ * changes (see atomsync_write(3)), and it writes nothing to stderr:
+ * warnings go to the options' log callback when one is set.  It is thread-compatible: a
  * writer may be used by one thread at a time; writers of different
  * targets may run in different threads.  See atomsync_write(3). */
 #ifndef ATOMSYNC_H
@@ -25,6 +26,10 @@ extern "C" {
 #endif
 
 #define ATOMSYNC_VERSION_MAJOR 0
+
+/* The version of the library the program runs with, "MAJOR.MINOR.PATCH"
+ * (ATOMSYNC_VERSION_MAJOR is the one it was built against). */
+const char *atomsync_version(void);
 
 /* Set by atomsync_options_init(); `size` lets a newer library tell which
  * fields a program built against an older header knows. */

@@ -276,6 +276,11 @@ int atomsync_writer_retire(struct atomsync_writer *aw, int wait)
 	return leave(aw, rc);
 }
 
+const char *atomsync_version(void)
+{
+	return PACKAGE_VERSION;
+}
+
 const char *atomsync_writer_error(const struct atomsync_writer *aw)
 {
 	return aw ? aw->err : NULL;

@@ -1113,6 +1113,20 @@ END_TEST
 
 /* ---- atomsync_write_tree: what atomsyncd --once does ---- */
 
+/* The library says which version it is, and its major version is the
+ * header's. */
+START_TEST(test_version_is_the_librarys)
+{
+	const char *v = atomsync_version();
+
+	ck_assert_ptr_nonnull(v);
+	ck_assert_str_eq(v, PACKAGE_VERSION);
+	ck_assert_int_eq(atoi(v), ATOMSYNC_VERSION_MAJOR);
+	ck_assert_msg(strchr(v, '.') && strchr(strchr(v, '.') + 1, '.'),
+		      "%s is not MAJOR.MINOR.PATCH", v);
+}
+END_TEST
+
 START_TEST(test_write_tree_mirrors_a_source)
 {
 	char *src = tu_path(tmp, "src");
@@ -1172,6 +1186,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_payload_errors_name_the_payload);
 	tcase_add_test(tc, test_a_trusted_link_as_target_leads_to_where_it_names);
 	tcase_add_test(tc, test_write_tree_mirrors_a_source);
+	tcase_add_test(tc, test_version_is_the_librarys);
 	suite_add_tcase(s, tc);
 	return s;
 }
