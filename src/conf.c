@@ -1195,11 +1195,17 @@ static void check_targets(const struct conf *c, char **dst,
 			const struct conf_sync *o = &c->syncs[k];
 			if (k == i || dst[k] == NULL)
 				continue;
+			bool same_text = strcmp(s->target, o->target) == 0;
+			/* The other's as written, where it says it otherwise
+			 * (a/../b, a link on the way). */
 			if (k < i && strcmp(dst[i], dst[k]) == 0)
 				conf_errors_add(errs,
 						"%s: [sync:%s]: target %s is "
-						"also the target of [sync:%s]",
-						at, s->name, s->target, o->name);
+						"also the target of [sync:%s]%s%s%s",
+						at, s->name, s->target, o->name,
+						same_text ? "" : " (",
+						same_text ? "" : o->target,
+						same_text ? "" : ")");
 			else if (strcmp(dst[i], dst[k]) != 0 &&
 				 within(dst[i], dst[k]))
 				conf_errors_add(errs,

@@ -255,8 +255,16 @@ START_TEST(test_same_target_twice)
 	struct conf *c = load("[sync:a]\nsource = /s1\ntarget = /t\n"
 			      "[sync:b]\nsource = /s2\ntarget = /t/\n",
 			      &e);
-	assert_error(&e, 6, "also the target of [sync:a]");
+	/* Each as written: the same directory is not the same text. */
+	assert_error(&e, 6, "target /t/ is also the target of [sync:a] (/t)");
 	ck_assert_uint_eq(e.n, 1);
+	conf_errors_fini(&e);
+	conf_free(c);
+	c = load("[sync:a]\nsource = /s1\ntarget = /t\n"
+		 "[sync:b]\nsource = /s2\ntarget = /t\n",
+		 &e);
+	assert_error(&e, 6, "target /t is also the target of [sync:a]");
+	ck_assert_msg(strchr(e.v[0], '(') == NULL, "%s", e.v[0]);
 	conf_errors_fini(&e);
 	conf_free(c);
 }
