@@ -772,24 +772,29 @@ static int cmp_key(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Whether a line for the source's warning may be logged now: at most
- * WARN_LINES_MAX a minute, as a user who writes the source can make a
- * new one every moment (FIFOs made and removed under new names).  Past
- * that a line says so, the rest are counted, and the count is logged
- * with the first of a later minute. */
-static bool warn_line_allowed(struct sync *s)
+/* A new minute for the source's warnings, once the last is over: how
+ * many it held back is logged then (at the first read after it). */
+static void warn_minute_roll(struct sync *s)
 {
 	uint64_t now = uv_now(s->loop);
 
-	if (s->warn_minute_ms == 0 || now - s->warn_minute_ms >= 60000u) {
-		if (s->warn_dropped)
-			log_msg(LOG_LVL_WARN, s->c->name,
-				"source %s: %u warnings about it were not "
-				"logged (at most %u a minute are)",
-				s->c->source, s->warn_dropped, WARN_LINES_MAX);
-		s->warn_minute_ms = now;
-		s->warn_lines = s->warn_dropped = 0;
-	}
+	if (s->warn_minute_ms != 0 && now - s->warn_minute_ms < 60000u)
+		return;
+	if (s->warn_dropped)
+		log_msg(LOG_LVL_WARN, s->c->name,
+			"source %s: %u warnings about it were not logged (at "
+			"most %u a minute are)",
+			s->c->source, s->warn_dropped, WARN_LINES_MAX);
+	s->warn_minute_ms = now;
+	s->warn_lines = s->warn_dropped = 0;
+}
+
+/* Whether a line for the source's warning may be logged now: at most
+ * WARN_LINES_MAX a minute, as a user who writes the source can make a
+ * new one every moment (FIFOs made and removed under new names).  Past
+ * that a line says so, and the rest are counted (warn_minute_roll()). */
+static bool warn_line_allowed(struct sync *s)
+{
 	if (s->warn_lines < WARN_LINES_MAX) {
 		s->warn_lines++;
 		return true;
@@ -809,6 +814,7 @@ static void log_warnings(struct sync *s, const struct snapshot_extras *m)
 	char **now = calloc(m->nwarn ? m->nwarn : 1, sizeof(*now));
 	size_t n = 0;
 
+	warn_minute_roll(s);
 	for (size_t i = 0; now && i < m->nwarn; i++) {
 		char *key;
 		if (asprintf(&key, "%d %s", (int)m->warn[i].kind,
