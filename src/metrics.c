@@ -22,6 +22,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
+#include "thread.h"
 
 static void esc_label(FILE *f, const char *s)
 {
@@ -300,6 +301,13 @@ int metrics_write_file(const char *path, const char *text, char **err)
 #define TIMEOUT_S 10u
 #define BUSY 32u
 #define BUSY_TIMEOUT_S 2u
+/* Those timeouts restart with each byte: a client that sends a byte a
+ * second would keep its connection for ever, and a few hundred such
+ * (from any of 127.0.0.0/8, past the limit per address) keep the health
+ * check out.  So a connection must also have sent a whole request
+ * within the same time of opening, or of its last answer, however it
+ * trickles in; the reaper (reap_run()) checks every REAP_MS. */
+#define REAP_MS 250u
 
 /* libmicrohttpd and the TLS libraries it links are loaded on first use:
  * a daemon that serves no metrics over HTTP does not carry them. */
@@ -318,9 +326,11 @@ static struct {
 	void (*destroy_response)(struct MHD_Response *);
 	enum MHD_Result (*set_option)(struct MHD_Connection *,
 				      enum MHD_CONNECTION_OPTION, ...);
+	const union MHD_ConnectionInfo *(*get_info)(
+		struct MHD_Connection *, enum MHD_ConnectionInfoType, ...);
 } mhd;
 
-#define MHD_NSYMS 7
+#define MHD_NSYMS 8
 
 static int mhd_load(char **err)
 {
@@ -328,7 +338,7 @@ static int mhd_load(char **err)
 		"MHD_start_daemon",	    "MHD_stop_daemon",
 		"MHD_create_response_from_buffer", "MHD_add_response_header",
 		"MHD_queue_response",	    "MHD_destroy_response",
-		"MHD_set_connection_option",
+		"MHD_set_connection_option", "MHD_get_connection_info",
 	};
 	void *f[MHD_NSYMS];
 
@@ -356,6 +366,7 @@ static int mhd_load(char **err)
 	memcpy(&mhd.queue_response, &f[4], sizeof(f[4]));
 	memcpy(&mhd.destroy_response, &f[5], sizeof(f[5]));
 	memcpy(&mhd.set_option, &f[6], sizeof(f[6]));
+	memcpy(&mhd.get_info, &f[7], sizeof(f[7]));
 	mhd.lib = lib;
 	return 0;
 }
@@ -375,6 +386,22 @@ struct metrics {
 	uint64_t last_answer_ms;  /* monotonic */
 	unsigned unhealthy_after_s;
 	bool stopping;
+	/* The open connections and by when each must have sent a whole
+	 * request (UINT64_MAX: it has), for the reaper; under conns_mu, which
+	 * a connection's close waits for, so that a descriptor the reaper
+	 * shuts down is still the connection's. */
+	pthread_mutex_t conns_mu;
+	pthread_cond_t reap_cond; /* on the monotonic clock */
+	struct conn_slot *conns;
+	size_t nconns;
+	pthread_t reaper;
+	bool reaping, reap_stop;
+};
+
+struct conn_slot {
+	struct MHD_Connection *c; /* NULL: free */
+	int fd;
+	uint64_t due_ms; /* monotonic */
 };
 
 /* On the loop thread: render for the HTTP thread. */
@@ -494,6 +521,36 @@ static enum MHD_Result reply_with(struct MHD_Connection *c, bool metrics,
 	return ret;
 }
 
+/* By when a connection must have sent a whole request, from now. */
+static uint64_t head_due(const struct metrics *m)
+{
+	return clock_mono_ms() +
+	       (m->open > BUSY ? BUSY_TIMEOUT_S : TIMEOUT_S) * 1000u;
+}
+
+/* The slot of connection c, NULL when it has none; under conns_mu. */
+static struct conn_slot *slot_of(struct metrics *m, struct MHD_Connection *c)
+{
+	for (size_t i = 0; i < m->nconns; i++)
+		if (m->conns[i].c == c)
+			return &m->conns[i];
+	return NULL;
+}
+
+/* Sets connection c's slot: `fd` and `due_ms`, or no slot at all when
+ * `fd` is -1; `add` takes a free one. */
+static void slot_set(struct metrics *m, struct MHD_Connection *c, bool add,
+		     int fd, uint64_t due_ms)
+{
+	pthread_mutex_lock(&m->conns_mu);
+	struct conn_slot *sl = slot_of(m, add ? NULL : c);
+	if (sl && fd < 0)
+		sl->c = NULL;
+	else if (sl)
+		*sl = (struct conn_slot){c, add ? fd : sl->fd, due_ms};
+	pthread_mutex_unlock(&m->conns_mu);
+}
+
 /* On the HTTP thread. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 				  const char *url, const char *method,
@@ -515,6 +572,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 		*upload_size = 0; /* a body is read and ignored */
 		return MHD_YES;
 	}
+	/* The request is in, body and all (one trickled in counts against
+	 * the same time as its head): the reaper lets it be. */
+	slot_set(m, c, false, 0, UINT64_MAX);
 	if (!metrics && !health)
 		return reply(c, MHD_HTTP_NOT_FOUND, "text/plain",
 			     "not found: try /metrics or /healthz\n");
@@ -530,8 +590,47 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	return ret;
 }
 
-/* On the HTTP thread: counts connections, and under a crowd gives a new
- * one little time to speak. */
+/* On a thread of its own: shuts down each connection past its due time
+ * with no whole request, which libmicrohttpd then closes. */
+static void *reap_run(void *arg)
+{
+	struct metrics *m = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&m->conns_mu);
+	while (!m->reap_stop) {
+		uint64_t now = clock_mono_ms();
+		for (size_t i = 0; i < m->nconns; i++) {
+			struct conn_slot *sl = &m->conns[i];
+			if (sl->c == NULL || sl->due_ms > now)
+				continue;
+			(void)shutdown(sl->fd, SHUT_RDWR);
+			sl->due_ms = UINT64_MAX;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += (long)REAP_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		(void)pthread_cond_timedwait(&m->reap_cond, &m->conns_mu, &ts);
+	}
+	pthread_mutex_unlock(&m->conns_mu);
+	return NULL;
+}
+
+/* On the HTTP thread: a request answered, and the connection kept open
+ * for the next, which has the time of a new connection to come. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **state,
+			 enum MHD_RequestTerminationCode why)
+{
+	struct metrics *m = cls;
+
+	(void)state;
+	(void)why;
+	slot_set(m, c, false, 0, head_due(m));
+}
+
+/* On the HTTP thread: counts connections, gives each a time by which to
+ * speak, and under a crowd a new one little. */
 static void on_connection(void *cls, struct MHD_Connection *c, void **ctx,
 			  enum MHD_ConnectionNotificationCode what)
 {
@@ -539,6 +638,8 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **ctx,
 
 	(void)ctx;
 	if (what == MHD_CONNECTION_NOTIFY_CLOSED) {
+		/* Before libmicrohttpd closes its descriptor. */
+		slot_set(m, c, false, -1, 0);
 		if (m->open > 0)
 			m->open--;
 		return;
@@ -546,6 +647,10 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **ctx,
 	if (++m->open > BUSY)
 		mhd.set_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
 			       (unsigned)BUSY_TIMEOUT_S);
+	const union MHD_ConnectionInfo *ci =
+		mhd.get_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci)
+		slot_set(m, c, true, ci->connect_fd, head_due(m));
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -563,6 +668,9 @@ static void on_async_closed(uv_handle_t *h)
 
 	pthread_mutex_destroy(&m->mu);
 	pthread_cond_destroy(&m->cond);
+	pthread_mutex_destroy(&m->conns_mu);
+	pthread_cond_destroy(&m->reap_cond);
+	free(m->conns);
 	free(m->text);
 	free(m->unhealthy);
 	free(m);
@@ -613,6 +721,12 @@ static struct metrics *metrics_new(uv_loop_t *loop, unsigned unhealthy_after_s,
 
 	if (m == NULL)
 		return NULL;
+	m->nconns = connection_limit();
+	m->conns = calloc(m->nconns, sizeof(*m->conns));
+	if (m->conns == NULL) {
+		free(m);
+		return NULL;
+	}
 	m->collect = collect;
 	m->data = data;
 	m->last_answer_ms = clock_mono_ms();
@@ -621,6 +735,8 @@ static struct metrics *metrics_new(uv_loop_t *loop, unsigned unhealthy_after_s,
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&m->cond, &ca);
+	pthread_mutex_init(&m->conns_mu, NULL);
+	pthread_cond_init(&m->reap_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	uv_async_init(loop, &m->async, on_async);
 	m->async.data = m;
@@ -647,7 +763,7 @@ int metrics_http_start(uv_loop_t *loop, const char *listen,
 	/* Bounded against garbage, huge, idle and slow clients; one address
 	 * may take three quarters of the connections, so the local health
 	 * check still gets in when a neighbour holds many open. */
-	unsigned limit = connection_limit();
+	unsigned limit = (unsigned)m->nconns;
 	errno = 0;
 	/* The logger first: libmicrohttpd writes what it says before it
 	 * to stderr, raw. */
@@ -659,12 +775,20 @@ int metrics_http_start(uv_loop_t *loop, const char *listen,
 		MHD_OPTION_CONNECTION_LIMIT, limit,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, limit - limit / 4,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, MEMORY_LIMIT,
-		MHD_OPTION_NOTIFY_CONNECTION, on_connection, m, MHD_OPTION_END);
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, m, MHD_OPTION_END);
 	if (m->mhd == NULL) {
 		int e = errno ? errno : EADDRINUSE;
 		uv_close((uv_handle_t *)&m->async, on_async_closed);
 		return log_err_set(err, -e, "metrics_listen %s: cannot listen: %s",
 				   listen, strerror(e));
+	}
+	rc = thread_start(&m->reaper, reap_run, m);
+	m->reaping = rc == 0;
+	if (rc < 0) {
+		metrics_http_stop(m);
+		return log_err_set(err, rc, "metrics_listen %s: %s", listen,
+				   strerror(-rc));
 	}
 	*out = m;
 	return 0;
@@ -680,6 +804,13 @@ void metrics_http_stop(struct metrics *m)
 	m->answered = m->asked;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->mu);
+	if (m->reaping) {
+		pthread_mutex_lock(&m->conns_mu);
+		m->reap_stop = true;
+		pthread_cond_signal(&m->reap_cond);
+		pthread_mutex_unlock(&m->conns_mu);
+		pthread_join(m->reaper, NULL);
+	}
 	mhd.stop_daemon(m->mhd);
 	uv_close((uv_handle_t *)&m->async, on_async_closed);
 }

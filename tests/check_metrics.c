@@ -11,12 +11,15 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
 #include "testutil.h"
@@ -351,6 +354,86 @@ START_TEST(test_a_running_loop_is_healthy)
 }
 END_TEST
 
+/* As a neighbour would: `n` connections to `port` from 127.0.0.2 and
+ * 127.0.0.3 (past the limit for one address), each sending a byte of a
+ * request head every 300 ms and never the end, until killed.  Says on
+ * `ready` once all are made. */
+static void trickle(int port, int n, int ready)
+{
+	int *fd = calloc((size_t)n, sizeof(*fd));
+	struct sockaddr_in to = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)port)};
+
+	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+	for (int i = 0; fd && i < n; i++) {
+		struct sockaddr_in from = {.sin_family = AF_INET};
+		inet_pton(AF_INET, i % 2 ? "127.0.0.2" : "127.0.0.3",
+			  &from.sin_addr);
+		fd[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (fd[i] < 0 ||
+		    bind(fd[i], (struct sockaddr *)&from, sizeof(from)) < 0 ||
+		    connect(fd[i], (struct sockaddr *)&to, sizeof(to)) < 0)
+			_exit(1);
+	}
+	if (fd == NULL || write(ready, "r", 1) != 1)
+		_exit(1);
+	for (;;) {
+		for (int i = 0; i < n; i++)
+			(void)send(fd[i], "G", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		tu_nap(300);
+	}
+}
+
+/* A few hundred connections that trickle in a request head a byte at a
+ * time (each byte restarts the inactivity timeout) fill every slot:
+ * those past their time with no whole head are closed, so the health
+ * check gets in within seconds, not once the neighbour stops. */
+START_TEST(test_slow_clients_cannot_keep_the_health_check_out)
+{
+	uv_loop_t loop;
+	uv_async_t keep;
+	struct metrics *m = NULL;
+	char listen[64], *err = NULL;
+	int port = tu_free_port(), ready[2];
+	pthread_t th;
+	char c;
+
+	memset(&one.st, 0, sizeof(one.st));
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	uv_loop_init(&loop);
+	uv_async_init(&loop, &keep, on_stop);
+	ck_assert_int_eq(metrics_http_start(&loop, listen, 60, collect, NULL, &m,
+					    &err),
+			 0);
+	keep.data = m;
+	pthread_create(&th, NULL, run_loop, &loop);
+	/* A few more than the server takes (its share of the limit on open
+	 * files, 16 to 512), so that few wait to be taken when room is
+	 * made: each of those is taken before the health check. */
+	size_t share = fsutil_fd_share(512);
+	int n = (int)(share < 16 ? 16 : share) + 16;
+	ck_assert_int_eq(pipe(ready), 0);
+	pid_t child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0)
+		trickle(port, n, ready[1]);
+	close(ready[1]);
+	ck_assert_msg(read(ready[0], &c, 1) == 1, "the neighbour could not "
+						   "connect %d times", n);
+	long long t0 = tu_now_ms();
+	char *r = get(port, "/healthz");
+	long long took = tu_now_ms() - t0;
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	ck_assert_msg(strstr(r, " 200 "), "no answer in %lld ms: %s", took, r);
+	free(r);
+	uv_async_send(&keep);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+	close(ready[0]);
+}
+END_TEST
+
 static Suite *metrics_suite(void)
 {
 	Suite *s = suite_create("metrics");
@@ -365,6 +448,7 @@ static Suite *metrics_suite(void)
 	tcase_add_test(tc, test_healthz_says_so_when_the_loop_stops_answering);
 	tcase_add_test(tc, test_a_running_loop_is_healthy);
 	tcase_add_test(tc, test_the_http_library_speaks_only_through_our_log);
+	tcase_add_test(tc, test_slow_clients_cannot_keep_the_health_check_out);
 	suite_add_tcase(s, tc);
 	return s;
 }
