@@ -1074,28 +1074,53 @@ static int chain_of_dirs(void *arg)
 /* The owner puts a chain of directories of theirs, deeper than atomsync
  * goes to remove a tree, into a generation: recycled, it is moved aside
  * whole rather than fail every publish that recycles it.  So too where
- * the descriptors run out first (_i 1: one a level, 4,096 at most). */
+ * the descriptors run out first (_i 1: one a level, 4,096 at most), and
+ * where the user is of the group dir_mode lets write (_i 2), in a
+ * generation whose top directory is root's alone. */
 START_TEST(test_a_tree_too_deep_to_remove_is_moved_aside)
 {
 	char *err = NULL, *cmd, *owner;
 	struct rlimit was, few = {4096, 4096};
 
 	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &was), 0);
-	if (_i == 1)
+	if (_i >= 1)
 		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &few), 0);
 
 	/* Their group too: the directories are then all theirs, and gone
 	 * into to be removed. */
-	ck_assert_int_gt(asprintf(&owner, "owner = %u\ngroup = %u", APP_UID,
-				  APP_UID),
-			 0);
+	if (_i < 2)
+		ck_assert_int_gt(asprintf(&owner, "owner = %u\ngroup = %u",
+					  APP_UID, APP_UID),
+				 0);
+	else
+		ck_assert_int_gt(asprintf(&owner, "group = %u\ndir_mode = 0775",
+					  APP_UID),
+				 0);
 	tu_write(src, "d/t", "0", 0644);
 	ck_assert_int_eq(once_others_write(owner, &err), 0);
 	free(err);
 	cmd = tu_path(dst, "..data/d");
 	ck_assert_int_eq(tu_call_as(APP_UID, chain_of_dirs, cmd), 0);
-	for (int k = 1; k <= 2; k++)
+	for (int k = 1; k <= 2 && _i < 2; k++)
 		recycle_run(owner, "d/t", k);
+	/* Group-writable directories differ from the source's by mode:
+	 * the file tells the publish. */
+	for (int k = 1; k <= 2 && _i == 2; k++) {
+		char v[16], *t = tu_path(dst, "d/t"), *now;
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "d/t", v, 0644);
+		long long due = tu_now_ms() + 150;
+		while (tu_now_ms() < due)
+			tu_nap(10); /* past the grace period */
+		ck_assert_msg(once_others_write(owner, &err) == 0, "run %d: %s",
+			      k, err);
+		free(err);
+		now = tu_read(t, NULL);
+		ck_assert_msg(now && strcmp(now, v) == 0, "run %d: d/t is %s",
+			      k, now ? now : "missing");
+		free(now);
+		free(t);
+	}
 	ck_assert_int_eq(asides(), 1);
 	free(cmd);
 	free(owner);
@@ -1249,7 +1274,7 @@ static Suite *security_suite(void)
 		       test_a_directory_the_owner_put_in_a_generation_is_moved_aside);
 	tcase_add_test(tc, test_a_directory_swapped_as_it_is_made_is_not_used);
 	tcase_add_loop_test(tc, test_a_tree_too_deep_to_remove_is_moved_aside,
-			    0, 2);
+			    0, 3);
 	tcase_add_test(tc,
 		       test_a_top_level_directory_gone_with_a_plant_is_moved_aside);
 	tcase_add_test(tc, test_a_vetoed_generation_holding_a_plant_goes_aside);
