@@ -595,7 +595,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 static void *reap_run(void *arg)
 {
 	struct metrics *m = arg;
-	struct timespec ts;
 
 	pthread_mutex_lock(&m->conns_mu);
 	while (!m->reap_stop) {
@@ -607,11 +606,9 @@ static void *reap_run(void *arg)
 			(void)shutdown(sl->fd, SHUT_RDWR);
 			sl->due_ms = UINT64_MAX;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += (long)REAP_MS * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
-		(void)pthread_cond_timedwait(&m->reap_cond, &m->conns_mu, &ts);
+		struct timespec until = mono_at(now + REAP_MS);
+		(void)pthread_cond_timedwait(&m->reap_cond, &m->conns_mu,
+					     &until);
 	}
 	pthread_mutex_unlock(&m->conns_mu);
 	return NULL;
