@@ -1425,32 +1425,33 @@ static int enter_dir(const struct frame *f, int dfd, const char *name,
  * path with no link on it, relative to the root) is one that a user who
  * can write f, the directory of a link to it, may not go through (another
  * user's 0700 directory): the link would hand them what it keeps from
- * them.  Each directory is looked at as opened on the way, and `real`
- * found there must be `want`, the file the link was found to lead to: a
- * directory swapped meanwhile is no way round.  1 or 0; -EAGAIN when
- * the way changed, or -errno. */
+ * them.  Each directory is looked at as opened on the way, no link
+ * followed, and *st is what `real` is at its end, so that what is read
+ * later (checked against *st) is what was reached this way.  1 or 0; a
+ * negative errno when the way is not there as it was (-ELOOP: a link at
+ * its end now). */
 static int hidden_from_writers(const struct walk *w, const struct frame *f,
-			       const char *real, const struct stat *want)
+			       const char *real, struct stat *st)
 {
 	int dfd = w->s->root_fd, rc = 0;
 	const char *p = real, *slash;
 	bool hidden = false;
-	struct stat st;
 
 	while (!hidden && (slash = strchr(p, '/')) != NULL) {
 		int next = enter_dir(f, dfd, p, (size_t)(slash - p), &hidden);
 		if (dfd != w->s->root_fd)
 			close(dfd);
 		if (next < 0)
-			return next == -ENOMEM ? next : -EAGAIN;
+			return next;
 		dfd = next;
 		p = slash + 1;
 	}
 	if (hidden)
 		rc = 1;
-	else if (fstatat(dfd, *p ? p : ".", &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		 st.st_dev != want->st_dev || st.st_ino != want->st_ino)
-		rc = -EAGAIN;
+	else if (fstatat(dfd, *p ? p : ".", st, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = -errno;
+	else if (S_ISLNK(st->st_mode))
+		rc = -ELOOP;
 	if (dfd != w->s->root_fd)
 		close(dfd);
 	return rc;
@@ -1480,18 +1481,6 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 				   cpath, strerror(-rc));
 	if (resolved == NULL)
 		return 0; /* into a follow_into directory */
-	int fd = fsutil_open_beneath(s->root_fd, resolved, O_PATH);
-	if (fd < 0 || fstat(fd, &out->st) < 0) {
-		rc = fd < 0 ? fd : -errno;
-		if (fd >= 0)
-			close(fd);
-		free(resolved);
-		/* Changed under us: the caller retries. */
-		return log_err_set(&w->err, -EAGAIN,
-				   "source %s/%s: changed while being read (%s)",
-				   s->root, cpath, strerror(-rc));
-	}
-	close(fd);
 	rc = hidden_from_writers(w, f, resolved, &out->st);
 	if (rc != 0) {
 		free(resolved);
@@ -1501,10 +1490,10 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 		if (rc == -ENOMEM)
 			return log_err_set(&w->err, rc, "source %s/%s: %s",
 					   s->root, cpath, strerror(-rc));
-		/* Changed under us, as above. */
+		/* Changed under us: the caller retries. */
 		return log_err_set(&w->err, -EAGAIN,
-				   "source %s/%s: changed while being read",
-				   s->root, cpath);
+				   "source %s/%s: changed while being read (%s)",
+				   s->root, cpath, strerror(-rc));
 	}
 	out->src = resolved;
 	out->flags = f->flags;
