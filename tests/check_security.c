@@ -795,6 +795,37 @@ static int once_others_write(const char *extra, char **err)
 	return rc;
 }
 
+/* Run `k` of --once with once_others_write(`lines`), with the source's
+ * `file` changed to "k" and the replaced generation past its grace
+ * period, which is what is waited for: the one replaced is due to be
+ * recycled.  The target's `file` must then hold "k". */
+static void recycle_file_run(const char *lines, const char *file, int k)
+{
+	char v[16], *err = NULL, *t = tu_path(dst, file), *now;
+
+	snprintf(v, sizeof(v), "%d", k);
+	tu_write(src, file, v, 0644);
+	long long due = tu_now_ms() + 150;
+	while (tu_now_ms() < due)
+		tu_nap(10);
+	ck_assert_msg(once_others_write(lines, &err) == 0, "run %d: %s", k,
+		      err);
+	free(err);
+	now = tu_read(t, NULL);
+	ck_assert_msg(now && strcmp(now, v) == 0, "run %d: %s is %s", k, file,
+		      now ? now : "missing");
+	free(now);
+	free(t);
+}
+
+/* The same, and the whole target must mirror the source. */
+static void recycle_run(const char *lines, const char *file, int k)
+{
+	recycle_file_run(lines, file, k);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "run %d: %s", k, why);
+}
+
 /* Where dir_mode lets them, a user puts a directory of theirs into a
  * generation.  Root does not go into it to clear it, so that generation
  * is not recycled once replaced (a recycle would fail on it): every
@@ -802,7 +833,7 @@ static int once_others_write(const char *extra, char **err)
  * user made in it, is moved aside, out of the target's way. */
 START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 {
-	char *err = NULL, *cmd, v[16];
+	char *err = NULL, *cmd;
 
 	tu_write(src, "d/t", "0", 0644);
 	ck_assert_int_eq(once_others_write("dir_mode = 0777", &err), 0);
@@ -813,23 +844,8 @@ START_TEST(test_a_users_directory_in_a_generation_does_not_stop_publishing)
 				  mine, mine),
 			 0);
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
-	for (int k = 1; k <= 3; k++) {
-		snprintf(v, sizeof(v), "%d", k);
-		tu_write(src, "d/t", v, 0644);
-		/* Past the grace period, which is what is waited for: the
-		 * one replaced is due to be recycled. */
-		long long due = tu_now_ms() + 150;
-		while (tu_now_ms() < due)
-			tu_nap(10);
-		ck_assert_msg(once_others_write("dir_mode = 0777", &err) == 0,
-			      "run %d: %s", k, err);
-		free(err);
-		char *t = tu_path(dst, "d/t"), *now = tu_read(t, NULL);
-		ck_assert_msg(now && strcmp(now, v) == 0, "run %d: d/t is %s", k,
-			      now ? now : "missing");
-		free(now);
-		free(t);
-	}
+	for (int k = 1; k <= 3; k++)
+		recycle_file_run("dir_mode = 0777", "d/t", k);
 	char *rel, *m;
 	ck_assert_int_gt(asprintf(&rel, "..atomsync.aside/%s/d/mine/m", gen), 0);
 	m = tu_path(dst, rel);
@@ -978,25 +994,6 @@ static int asides(void)
 	return n;
 }
 
-/* Run `k` of --once with once_others_write(`lines`), with the source's
- * `file` changed and the replaced generation past its grace period: it
- * must publish the source. */
-static void recycle_run(const char *lines, const char *file, int k)
-{
-	char v[16], *err = NULL;
-
-	snprintf(v, sizeof(v), "%d", k);
-	tu_write(src, file, v, 0644);
-	long long due = tu_now_ms() + 150;
-	while (tu_now_ms() < due)
-		tu_nap(10); /* past the grace period */
-	ck_assert_msg(once_others_write(lines, &err) == 0, "run %d: %s", k,
-		      err);
-	free(err);
-	char *why = tu_diff_trees(src, dst);
-	ck_assert_msg(why == NULL, "run %d: %s", k, why);
-}
-
 /* The owner puts a directory of theirs into a directory at the top of a
  * generation, which then leaves the source: recycled, the generation has
  * that directory moved aside whole, from its top (private to root while
@@ -1101,26 +1098,10 @@ START_TEST(test_a_tree_too_deep_to_remove_is_moved_aside)
 	free(err);
 	cmd = tu_path(dst, "..data/d");
 	ck_assert_int_eq(tu_call_as(APP_UID, chain_of_dirs, cmd), 0);
-	for (int k = 1; k <= 2 && _i < 2; k++)
-		recycle_run(owner, "d/t", k);
 	/* Group-writable directories differ from the source's by mode:
-	 * the file tells the publish. */
-	for (int k = 1; k <= 2 && _i == 2; k++) {
-		char v[16], *t = tu_path(dst, "d/t"), *now;
-		snprintf(v, sizeof(v), "%d", k);
-		tu_write(src, "d/t", v, 0644);
-		long long due = tu_now_ms() + 150;
-		while (tu_now_ms() < due)
-			tu_nap(10); /* past the grace period */
-		ck_assert_msg(once_others_write(owner, &err) == 0, "run %d: %s",
-			      k, err);
-		free(err);
-		now = tu_read(t, NULL);
-		ck_assert_msg(now && strcmp(now, v) == 0, "run %d: d/t is %s",
-			      k, now ? now : "missing");
-		free(now);
-		free(t);
-	}
+	 * there the file tells the publish. */
+	for (int k = 1; k <= 2; k++)
+		(_i < 2 ? recycle_run : recycle_file_run)(owner, "d/t", k);
 	ck_assert_int_eq(asides(), 1);
 	free(cmd);
 	free(owner);
