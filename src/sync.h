@@ -31,7 +31,6 @@ struct sync_opts {
 #define SYNC_BUCKETS 13
 extern const double sync_bucket_bounds[SYNC_BUCKETS];
 
-/* Counters and gauges, read on the loop thread. */
 /* What a mapping's last attempt knew of its target. */
 enum sync_target {
 	SYNC_TARGET_UNTRIED,  /* no attempt has ended yet */
@@ -39,6 +38,7 @@ enum sync_target {
 	SYNC_TARGET_NOT_OPEN, /* not opened, or gone and not made anew */
 };
 
+/* Counters and gauges, read on the loop thread. */
 struct sync_stats {
 	uint64_t publishes, publish_errors, vetoes, hook_failures;
 	uint64_t rescans, watch_fallbacks;
