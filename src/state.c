@@ -1039,19 +1039,59 @@ static int move_entry(struct snapshot *t, struct snap_entry *e)
 	return rc;
 }
 
+/* Whether j->v[k] is the last operation on its path (j->v sorted). */
+static bool last_on_path(const struct jread *j, size_t k)
+{
+	return k + 1 == j->n || strcmp(j->v[k].e.path, j->v[k + 1].e.path) != 0;
+}
+
+/* The journal's operations applied where s holds their entries, when
+ * each that wins on its path changes an entry s has: a record of one
+ * changed file is then that entry, not a copy of a million.  False, s as
+ * it was, when one adds or removes a name, or when there are so many
+ * that a copy costs less. */
+static bool journal_apply_in_place(struct snapshot *s, struct jread *j)
+{
+	if (s->n != j->count || j->n > s->n / 8)
+		return false;
+	for (size_t k = 0; k < j->n; k++)
+		if (last_on_path(j, k) &&
+		    (j->v[k].del || snapshot_find(s, j->v[k].e.path) == NULL))
+			return false;
+	for (size_t k = 0; k < j->n; k++) {
+		if (!last_on_path(j, k))
+			continue;
+		struct snap_entry *d = snapshot_find(s, j->v[k].e.path);
+		char *path = d->path;
+		bool pooled = d->pooled;
+		/* Its path stays s's; the op keeps its own, freed with j. */
+		*d = j->v[k].e;
+		d->path = path;
+		d->pooled = pooled;
+	}
+	s->taken = j->taken;
+	return true;
+}
+
 /* `s` with the journal's operations applied, the last on each path
- * winning: a new snapshot, into which s's entries and j's move. */
+ * winning: s itself (journal_apply_in_place()), or a new snapshot, into
+ * which s's entries and j's move. */
 static int journal_apply(struct snapshot *s, struct jread *j, size_t max,
 			 struct snapshot **out)
 {
 	struct snapshot *t = NULL;
 	size_t i = 0, k = 0;
-	int rc = snapshot_open(NULL, &t, NULL);
+	int rc;
 
-	if (rc < 0)
-		return rc;
 	if (j->n > 1)
 		qsort(j->v, j->n, sizeof(*j->v), cmp_jop);
+	if (journal_apply_in_place(s, j)) {
+		*out = s;
+		return 0;
+	}
+	rc = snapshot_open(NULL, &t, NULL);
+	if (rc < 0)
+		return rc;
 	(void)snapshot_reserve(t, s->n + j->n);
 	while (rc == 0 && (i < s->n || k < j->n)) {
 		while (k + 1 < j->n &&
@@ -1096,7 +1136,8 @@ static int journal_load(int dfd, size_t max_entries, uint64_t ino,
 	if (rc == 0 && j->gen)
 		rc = journal_apply(*s, j, max_entries, &t);
 	if (rc == 0 && t) {
-		snapshot_free(*s);
+		if (t != *s)
+			snapshot_free(*s);
 		*s = t;
 		free(*gen);
 		*gen = j->gen;

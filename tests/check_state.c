@@ -836,6 +836,43 @@ static struct snapshot *three_generations(struct snapshot **s1,
 	return s3;
 }
 
+/* Records that only change files the state holds, some the same file
+ * again, load as their last record left each file; so do they once a
+ * later record removes one. */
+START_TEST(test_journal_of_changes_loads_back)
+{
+	struct state_log l;
+	struct snapshot *prev = NULL;
+	const unsigned changed[][2] = {{3, 77}, {77, 150}, {3, 199}, {0, 3}};
+
+	for (unsigned i = 0; i < SLOTS; i++)
+		model[i] = 1;
+	state_log_init(&l);
+	for (unsigned step = 0; step <= 5; step++) {
+		if (step > 0 && step < 5) {
+			model[changed[step - 1][0]] = step + 1;
+			model[changed[step - 1][1]] = step + 1;
+		} else if (step == 5) {
+			model[150] = 0;
+		}
+		struct snapshot *s = from_model(step);
+		char gen[32];
+		snprintf(gen, sizeof(gen), "..c%u", step);
+		ino_t before = step ? state_ino() : 0;
+		ck_assert_int_eq(
+			state_record(dfd, &l, prev, s, gen, true, NULL), 0);
+		/* Appended: the journal is what the load applies. */
+		if (step > 0)
+			ck_assert_uint_eq(state_ino(), before);
+		assert_loads(s, gen);
+		snapshot_free(prev);
+		prev = s;
+	}
+	state_log_fini(&l);
+	snapshot_free(prev);
+}
+END_TEST
+
 START_TEST(test_journal_cut_short_is_not_applied)
 {
 	struct snapshot *s1, *s2, *s3 = three_generations(&s1, &s2);
@@ -1282,6 +1319,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_peek_reads_only_the_header);
 	tcase_add_test(tc, test_journal_round_trip);
 	tcase_add_test(tc, test_dotted_and_escaped_names_load_back);
+	tcase_add_test(tc, test_journal_of_changes_loads_back);
 	tcase_add_test(tc, test_journal_cut_short_is_not_applied);
 	tcase_add_test(tc, test_journal_resumed_after_a_load);
 	tcase_add_test(tc, test_journal_not_ours_alone_is_only_read);
