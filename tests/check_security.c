@@ -1226,6 +1226,100 @@ START_TEST(test_a_directory_swapped_as_it_is_made_is_not_used)
 }
 END_TEST
 
+/* As one who may write the directory `arg`: a file of theirs in it. */
+static int plant_in(void *arg)
+{
+	int d = open(arg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int f = d < 0 ? -1 : openat(d, "planted", O_WRONLY | O_CREAT | O_EXCL, 0644);
+
+	return f < 0 ? 1 : 0;
+}
+
+/* With owner (_i 0), or group and dir_mode (1), that user can write a
+ * replaced generation's directories, and so put a file back into one
+ * while atomsync removes it: the removal finds it not empty.  What is
+ * left of that generation is moved aside, not left in the target beside
+ * the live one; the next publish goes through. */
+START_TEST(test_a_directory_refilled_as_it_is_removed_is_moved_aside)
+{
+	const char *shim = getenv("FAULTINJECT");
+	char *err = NULL, *extra, *lines, *preload, *hang_while, *hang_say;
+	char *hang = tu_path(tmp, "hang"), *said = tu_path(tmp, "hanging");
+
+	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
+	if (_i == 0)
+		ck_assert_int_gt(asprintf(&extra, "owner = %u", APP_UID), 0);
+	else
+		ck_assert_int_gt(asprintf(&extra, "group = %u\ndir_mode = 0775",
+					  APP_UID),
+				 0);
+	ck_assert_int_gt(asprintf(&lines, "%s\ngrace_ms = 0\nfsync = no", extra),
+			 0);
+	char *conf = mapping_conf(dst, lines);
+	tu_write(src, "d/t", "0", 0644);
+	char *inner = tu_path(src, "d/inner");
+	tu_mkdirs(inner, 0755);
+	free(inner);
+	ck_assert_int_eq(once_with(dst, lines, &err), 0);
+	free(err);
+	err = NULL;
+	char *first = tu_live(dst), *held = tu_path(dst, first);
+	char *d = tu_path(held, "d"), *planted = tu_path(d, "planted");
+	/* The next run makes d/inner in its new generation, then removes
+	 * the first one, and is held as it removes d/inner there. */
+	tu_write(src, "d/t", "1", 0644);
+	tu_write(tmp, "hang", "", 0644);
+	ck_assert_int_gt(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
+	ck_assert_int_gt(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	ck_assert_int_gt(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=unlinkat",
+			      "FAULT_HANG_MADE=inner", hang_while, hang_say,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--config", conf, "--once", NULL};
+	pid = tu_spawn(argv, logpath);
+	ck_assert_msg(tu_wait_for(exists, said, 10000),
+		      "d/inner of the replaced generation was never removed");
+	ck_assert_int_eq(tu_call_as(APP_UID, plant_in, d), 0);
+	ck_assert_int_eq(unlink(hang), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	ck_assert_int_eq(tu_file_count(logpath, "Directory not empty; what is "
+						"left of it moved aside to"),
+			 1);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(access(held, F_OK), -1);
+	char *aside = tu_path(dst, "..atomsync.aside"), *kept = tu_path(aside, first);
+	char *theirs = tu_path(kept, "d/planted");
+	ck_assert_int_eq(access(theirs, F_OK), 0);
+	/* The next publish goes through, and removes what it replaced. */
+	tu_write(src, "d/t", "2", 0644);
+	ck_assert_int_eq(once_with(dst, lines, &err), 0);
+	char *t = tu_path(dst, "d/t"), *now = tu_read(t, NULL);
+	ck_assert_msg(now && strcmp(now, "2") == 0, "d/t is %s: %s",
+		      now ? now : "missing", err);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(asides(), 1);
+	free(now);
+	free(t);
+	free(err);
+	free(theirs);
+	free(kept);
+	free(aside);
+	free(planted);
+	free(d);
+	free(held);
+	free(first);
+	free(preload);
+	free(hang_while);
+	free(hang_say);
+	free(conf);
+	free(lines);
+	free(extra);
+	free(said);
+	free(hang);
+}
+END_TEST
+
 static Suite *security_suite(void)
 {
 	Suite *s = suite_create("security");
@@ -1256,6 +1350,9 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_directory_swapped_as_it_is_made_is_not_used);
 	tcase_add_loop_test(tc, test_a_tree_too_deep_to_remove_is_moved_aside,
 			    0, 3);
+	tcase_add_loop_test(tc,
+			    test_a_directory_refilled_as_it_is_removed_is_moved_aside,
+			    0, 2);
 	tcase_add_test(tc,
 		       test_a_top_level_directory_gone_with_a_plant_is_moved_aside);
 	tcase_add_test(tc, test_a_vetoed_generation_holding_a_plant_goes_aside);

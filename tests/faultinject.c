@@ -24,7 +24,8 @@
  *                      another user has taken the last inode meanwhile
  *   FAULT_HANG_MADE=NAME  ...only a call on the path NAME, and only once
  *                      mkdirat() has made NAME (openat, say: the next
- *                      step, for a test to act between the two)
+ *                      step, for a test to act between the two; or
+ *                      unlinkat, as the directory is removed)
  *   FAULT_NO_FD_LINK=1 linkat() refuses a link by descriptor
  *                      (AT_EMPTY_PATH) and one through /proc (ENOENT)
  *
@@ -307,7 +308,7 @@ int sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
 int unlinkat(int dfd, const char *path, int flags)
 {
 	REAL(int, "unlinkat", int, const char *, int);
-	if (fault("unlinkat"))
+	if (fault_at("unlinkat", path))
 		return -1;
 	return real(dfd, path, flags);
 }
