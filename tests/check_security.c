@@ -1115,25 +1115,34 @@ static int exists(void *path)
 	return access(path, F_OK) == 0;
 }
 
-/* As the owner: holds the directory `path` (opened now, while readable)
- * and, once told through `go`, puts a directory of theirs holding a
- * file in the place of the one atomsync made there, `name`.  The child's
- * pid. */
+/* As the owner: holds the directory `path` (opened before this returns,
+ * while it is readable: a publish that recycles its generation makes that
+ * private) and, once told through `go`, puts a directory of theirs
+ * holding a file in the place of the one atomsync made there, `name`.
+ * The child's pid. */
 static pid_t swap_made_dir_as_owner(const char *path, const char *name,
 				    const int go[2])
 {
-	pid_t p = fork();
+	int opened[2];
 	char c;
 
+	ck_assert_int_eq(pipe(opened), 0);
+	pid_t p = fork();
 	ck_assert_int_ge(p, 0);
-	if (p > 0)
+	if (p > 0) {
+		close(opened[1]);
+		ck_assert_msg(read(opened[0], &c, 1) == 1,
+			      "the owner could not open %s", path);
+		close(opened[0]);
 		return p;
+	}
 	close(go[1]); /* a test that fails closes the other end: done */
+	close(opened[0]);
 	if (setgroups(0, NULL) < 0 || setresgid(APP_UID, APP_UID, APP_UID) < 0 ||
 	    setresuid(APP_UID, APP_UID, APP_UID) < 0)
 		_exit(125);
 	int d = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (d < 0 || read(go[0], &c, 1) != 1 ||
+	if (d < 0 || write(opened[1], "o", 1) != 1 || read(go[0], &c, 1) != 1 ||
 	    renameat(d, name, d, "was-atomsyncs") < 0 || mkdirat(d, name, 0755) < 0)
 		_exit(1);
 	int n = openat(d, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
