@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -259,10 +260,116 @@ static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
 	return 0;
 }
 
-/* Removes the directory `name` of `parent` and all it holds, with an
- * explicit stack: depth comes from whoever wrote the tree. */
-static int rmtree_dir(int parent, const struct stat *in, const char *name)
+/* Whether root would empty what is in the directory `st` with more
+ * rights than those who can write it: it is root's, and its group or
+ * others may write it.  A directory they moved into it may then be one of
+ * root's with its very owner and group (fsutil_may_enter() lets it pass),
+ * holding what they could not remove themselves; the kernel, not the
+ * owner, must tell what they could. */
+static bool beyond_writers(const struct stat *st)
 {
+	return geteuid() == 0 && st->st_uid == 0 && (st->st_mode & 0022);
+}
+
+/* A user who owns no file, then the overflow one (a user namespace may
+ * map only the first 65536): as whom to remove what beyond_writers()
+ * holds. */
+static const uid_t rm_nobody[] = {(uid_t)-2, 65534};
+
+/* Takes, for the calling thread alone (file-system ids and supplementary
+ * groups are a thread's own to the kernel; glibc's setgroups() sets every
+ * thread's), the rights of the fewest who may write `st`: `u`, in a group
+ * of its own when others may write it, else in the directory's group. */
+static int rm_become(const struct stat *st, uid_t u)
+{
+	gid_t g = st->st_mode & S_IWOTH ? (gid_t)u : st->st_gid;
+
+	if (syscall(SYS_setgroups, 0, NULL) < 0)
+		return -errno;
+	(void)setfsgid(g);
+	(void)setfsuid(u);
+	/* Neither tells a refusal but by the ids it leaves. */
+	if ((gid_t)setfsgid((gid_t)-1) != g || (uid_t)setfsuid((uid_t)-1) != u)
+		return -EPERM;
+	return 0;
+}
+
+/* rm_become() as the first of rm_nobody[] the kernel takes. */
+static int rm_become_any(const struct stat *st)
+{
+	int rc = -EPERM;
+
+	for (size_t i = 0; i < 2 && rc == -EPERM; i++)
+		rc = rm_become(st, rm_nobody[i]);
+	return rc;
+}
+
+static int rmtree_dir(int parent, const struct stat *in, const char *name,
+		      bool reduced);
+
+struct rm_writers {
+	int parent;
+	const struct stat *in;
+	const char *name;
+	int rc;
+};
+
+static void *rm_writers_run(void *arg)
+{
+	struct rm_writers *j = arg;
+
+	j->rc = rm_become_any(j->in);
+	if (j->rc == 0)
+		j->rc = rmtree_dir(j->parent, j->in, j->name, true);
+	return NULL;
+}
+
+/* rmtree_dir() of `name` in `parent` (`in`, which beyond_writers() holds)
+ * on a thread that has the rights of its writers alone (rm_become()):
+ * what is left is what they could not remove either. */
+static int rm_as_writers(int parent, const struct stat *in, const char *name)
+{
+	struct rm_writers j = {.parent = parent, .in = in, .name = name};
+	pthread_t t;
+	int rc = thread_start(&t, rm_writers_run, &j);
+
+	if (rc < 0)
+		return rc;
+	pthread_join(t, NULL);
+	return j.rc;
+}
+
+static void *rm_become_run(void *arg)
+{
+	int *rc = arg;
+	const struct stat open = {.st_mode = S_IFDIR | 0777};
+
+	*rc = rm_become_any(&open);
+	return NULL;
+}
+
+bool fsutil_can_act_as_writers(void)
+{
+	pthread_t t;
+	int rc = -EPERM;
+
+	if (geteuid() != 0)
+		return true;
+	if (thread_start(&t, rm_become_run, &rc) < 0)
+		return false;
+	pthread_join(t, NULL);
+	return rc == 0;
+}
+
+/* Removes the directory `name` of `parent` and all it holds, with an
+ * explicit stack: depth comes from whoever wrote the tree.  A directory
+ * found in one that beyond_writers() holds is removed by rm_as_writers(),
+ * unless this is that thread already (`reduced`). */
+static int rmtree_dir(int parent, const struct stat *in, const char *name,
+		      bool reduced)
+{
+	if (!reduced && beyond_writers(in))
+		return rm_as_writers(parent, in, name);
 	struct rmframe *v = NULL;
 	size_t depth = 0, cap = 0;
 	int rc = rm_push(&v, &depth, &cap, parent, in, name), first = rc;
@@ -288,7 +395,9 @@ static int rmtree_dir(int parent, const struct stat *in, const char *name)
 				first = -errno;
 			continue;
 		}
-		rc = rm_push(&v, &depth, &cap, f->fd, &f->st, n);
+		rc = !reduced && beyond_writers(&f->st)
+			     ? rm_as_writers(f->fd, &f->st, n)
+			     : rm_push(&v, &depth, &cap, f->fd, &f->st, n);
 		if (rc < 0 && first == 0)
 			first = rc;
 	}
@@ -309,7 +418,7 @@ int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name)
 	/* A directory: who can write the one it is in decides. */
 	if (in == NULL && fstat(dirfd, &here) < 0)
 		return -errno;
-	return rmtree_dir(dirfd, in ? in : &here, name);
+	return rmtree_dir(dirfd, in ? in : &here, name, false);
 }
 
 int fsutil_rmtree(int dirfd, const char *name)
@@ -499,8 +608,9 @@ int fsutil_rmtree_halves(int dirfd, const char *name)
 	struct stat here;
 	pthread_t t;
 
-	/* Not a directory, or not one to enter: as one thread does it. */
-	if (fstat(dirfd, &here) < 0 ||
+	/* Not a directory, or not one to enter (or not as root): as one
+	 * thread does it. */
+	if (fstat(dirfd, &here) < 0 || beyond_writers(&here) ||
 	    rm_push(&v, &depth, &cap, dirfd, &here, name) < 0 || depth == 0) {
 		free(v);
 		return fsutil_rmtree(dirfd, name);

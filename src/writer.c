@@ -1319,6 +1319,14 @@ int writer_open(const char *target, const struct writer_opts *o,
 	}
 	if (rc == 0)
 		rc = lock_target(w, err);
+	if (rc == 0 && dirs_open(w) && !fsutil_can_act_as_writers())
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: dir_mode lets %s write the directories of "
+			"its generations, but atomsyncd cannot take their "
+			"rights alone (CAP_SETUID and CAP_SETGID) to remove "
+			"a directory in one of those; a replaced generation "
+			"that has one is moved aside whole",
+			w->path, fsutil_writers((mode_t)w->o.dir_mode));
 	if (rc == 0)
 		rc = open_live_generation(w, err);
 	if (rc == 0)

@@ -1329,6 +1329,115 @@ START_TEST(test_a_directory_refilled_as_it_is_removed_is_moved_aside)
 }
 END_TEST
 
+/* Where dir_mode lets others (_i 0), or a group (_i 1), write the
+ * directories of a generation, which are root's, a user can move into
+ * one a directory of root's that they can write and that has the same
+ * owner and group, holding one of root's of that owner and group that
+ * they cannot write, with a file of root's in it.  Removing the replaced
+ * generation must not remove more than they could themselves: root's
+ * file stays, aside. */
+START_TEST(test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds)
+{
+	char *err = NULL, *lines, *cmd;
+	char *home = tu_path(tmp, "home"), *shared = tu_path(home, "shared");
+	char *victim = tu_path(shared, "victim");
+
+	if (_i == 0)
+		ck_assert_int_gt(asprintf(&lines, "dir_mode = 0777\ngrace_ms = 0"),
+				 0);
+	else
+		ck_assert_int_gt(asprintf(&lines, "group = %u\ndir_mode = 0775\n"
+						  "grace_ms = 0",
+					  APP_UID),
+				 0);
+	/* Their home, and in it a directory of root's they may write. */
+	tu_mkdirs(victim, 0755);
+	ck_assert_int_eq(chown(home, APP_UID, APP_UID), 0);
+	ck_assert_int_eq(chown(shared, 0, _i == 0 ? 0 : APP_UID), 0);
+	ck_assert_int_eq(chown(victim, 0, _i == 0 ? 0 : APP_UID), 0);
+	ck_assert_int_eq(chmod(shared, _i == 0 ? 0777 : 0775), 0);
+	tu_write(victim, "precious", "root's", 0644);
+	tu_write(src, "d/t", "0", 0644);
+	ck_assert_int_eq(once_with(dst, lines, &err), 0);
+	free(err);
+	ck_assert_int_gt(asprintf(&cmd, "mv '%s' '%s/..data/d/shared'", shared,
+				  dst),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	char *first = tu_live(dst);
+	tu_write(src, "d/t", "1", 0644);
+	ck_assert_int_eq(once_with(dst, lines, &err), 0);
+	/* The replaced generation, what root's directory held still in it,
+	 * is aside; nothing of it is left in the target. */
+	char *aside = tu_path(dst, "..atomsync.aside"), *kept = tu_path(aside, first);
+	char *precious = tu_path(kept, "d/shared/victim/precious");
+	char *now = tu_read(precious, NULL);
+	ck_assert_msg(now && strcmp(now, "root's") == 0,
+		      "root's file is %s: %s", now ? now : "gone", err);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_ptr_nonnull(strstr(err, "what is left of it moved aside to"));
+	free(err);
+	free(now);
+	free(precious);
+	free(kept);
+	free(aside);
+	free(first);
+	free(cmd);
+	free(lines);
+	free(victim);
+	free(shared);
+	free(home);
+}
+END_TEST
+
+/* --once as root without CAP_SETUID and CAP_SETGID: its status, its
+ * standard error in *err. */
+static int once_without_setuid(const char *lines, char **err)
+{
+	char *conf = mapping_conf(dst, lines);
+	const char *argv[] = {"setpriv", "--bounding-set=-setuid,-setgid",
+			      tu_bin(), "--config", conf, "--once", NULL};
+	int rc = tu_run(argv, NULL, err, 30000);
+	free(conf);
+	return rc;
+}
+
+/* Without the capabilities to take the rights of those dir_mode lets
+ * write a generation's directories, a mapping says so as it starts, and
+ * a replaced generation with a directory in one of those is moved aside
+ * whole, not removed as root; with them, it is removed. */
+START_TEST(test_without_setuid_a_replaced_generation_goes_aside_whole)
+{
+	const char *lines = "dir_mode = 0777\ngrace_ms = 0";
+	char *err = NULL;
+
+	tu_write(src, "d/e/f", "0", 0644);
+	ck_assert_int_eq(once_without_setuid(lines, &err), 0);
+	ck_assert_msg(strstr(err, "cannot take their rights alone (CAP_SETUID "
+				  "and CAP_SETGID)") != NULL,
+		      "%s", err);
+	free(err);
+	tu_write(src, "d/e/f", "1", 0644);
+	ck_assert_int_eq(once_without_setuid(lines, &err), 0);
+	ck_assert_msg(strstr(err, "what is left of it moved aside to") != NULL,
+		      "%s", err);
+	free(err);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(asides(), 1);
+	tu_write(src, "d/e/f", "2", 0644);
+	ck_assert_int_eq(once_with(dst, lines, &err), 0);
+	ck_assert_msg(strstr(err, "CAP_SETUID") == NULL, "%s", err);
+	free(err);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(asides(), 1);
+	char *f = tu_path(dst, "d/e/f"), *now = tu_read(f, NULL);
+	ck_assert_msg(now && strcmp(now, "2") == 0, "d/e/f is %s",
+		      now ? now : "missing");
+	free(now);
+	free(f);
+}
+END_TEST
+
 static Suite *security_suite(void)
 {
 	Suite *s = suite_create("security");
@@ -1362,6 +1471,11 @@ static Suite *security_suite(void)
 	tcase_add_loop_test(tc,
 			    test_a_directory_refilled_as_it_is_removed_is_moved_aside,
 			    0, 2);
+	tcase_add_loop_test(
+		tc, test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds,
+		0, 2);
+	tcase_add_test(tc,
+		       test_without_setuid_a_replaced_generation_goes_aside_whole);
 	tcase_add_test(tc,
 		       test_a_top_level_directory_gone_with_a_plant_is_moved_aside);
 	tcase_add_test(tc, test_a_vetoed_generation_holding_a_plant_goes_aside);

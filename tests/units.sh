@@ -1,6 +1,6 @@
 #!/bin/sh
 # The unit files pass systemd-analyze verify without a single warning, and
-# systemd-analyze security rates their exposure under 2.0.
+# systemd-analyze security rates their exposure at 2.1 at most.
 set -eu
 if ! command -v systemd-analyze >/dev/null 2>&1; then
 	echo "systemd-analyze is needed (scripts/test installs systemd)" >&2
@@ -24,13 +24,14 @@ if [ -n "$out" ]; then
 	exit 1
 fi
 # Each unit's overall exposure, as systemd-analyze security rates it, stays
-# under 2.0 (the threshold is in tenths: 19 passes 1.9 and fails 2.0).
+# at 2.1 at most (the threshold is in tenths: 21 passes 2.1 and fails
+# 2.2); CAP_SETUID and CAP_SETGID take 0.3 of it (see the unit).
 for u in "$d/atomsyncd.service" "$d/atomsyncd@example.service"; do
-	out=$(systemd-analyze security --offline=true --threshold=19 \
+	out=$(systemd-analyze security --offline=true --threshold=21 \
 		--no-pager "$u" 2>&1) || {
 		echo "$out" | grep -e '^✗' -e 'Overall exposure' >&2 ||
 			echo "$out" >&2
-		echo "$u: exposure 2.0 or more" >&2
+		echo "$u: exposure 2.2 or more" >&2
 		exit 1
 	}
 	echo "$out" | grep 'Overall exposure level'
