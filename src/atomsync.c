@@ -186,6 +186,26 @@ static int payload_snapshot(const struct atomsync_writer *aw,
 	return 0;
 }
 
+/* Whether the target's path still leads to the directory the writer
+ * opened: whoever owns a directory on the way could have moved it away
+ * and put one of theirs in its place, for readers to find. */
+static int target_held(struct atomsync_writer *aw)
+{
+	int rc = writer_check_target(aw->w, &aw->err);
+
+	if (rc == -ESTALE)
+		return log_err_set(&aw->err, rc,
+				   "target %s no longer leads to the directory "
+				   "this writer opened (moved away or replaced "
+				   "since); open it again",
+				   aw->target);
+	if (rc == -ENOENT)
+		return log_err_set(&aw->err, rc,
+				   "target %s was removed; open it again",
+				   aw->target);
+	return rc;
+}
+
 int atomsync_write(struct atomsync_writer *aw,
 		   const struct atomsync_file *payload, size_t n)
 {
@@ -195,10 +215,13 @@ int atomsync_write(struct atomsync_writer *aw,
 	if (aw == NULL || aw->w == NULL)
 		return -EBADF;
 	enter(aw);
+	int rc = target_held(aw);
+	if (rc < 0)
+		return leave(aw, rc);
 	(void)writer_retire(aw->w, false, NULL);
 	/* No re-scan timer here: each write checks every live file. */
 	writer_verify_next(aw->w);
-	int rc = payload_snapshot(aw, payload, n, &s, &aw->err);
+	rc = payload_snapshot(aw, payload, n, &s, &aw->err);
 	if (rc == 0)
 		rc = writer_publish(aw->w, s, &r, &aw->err);
 	writer_result_fini(&r);
@@ -242,6 +265,8 @@ int atomsync_write_tree(struct atomsync_writer *aw, const char *source_dir)
 	if (source_dir == NULL || *source_dir == '\0')
 		return leave(aw, log_err_set(&aw->err, -EINVAL,
 					     "source: no path given"));
+	if ((rc = target_held(aw)) < 0)
+		return leave(aw, rc);
 	(void)writer_retire(aw->w, false, NULL);
 	writer_verify_next(aw->w); /* as atomsync_write() does */
 	/* A followed link must not lead the walk back into the target. */

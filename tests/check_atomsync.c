@@ -864,6 +864,59 @@ START_TEST(test_target_through_another_users_link_is_refused)
 }
 END_TEST
 
+/* The user who owns the directory that holds a target can move the
+ * target away and put a directory of theirs in its place, for readers
+ * to find: the next write, and the next write_tree, are refused, and
+ * nothing is written into either; so are they once the target is
+ * removed. */
+START_TEST(test_a_target_moved_away_is_refused_at_the_next_write)
+{
+	ck_assert_msg(tu_can_setuid(), "this test moves the target as another "
+				       "user: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	char *dir = tu_path(tmp, "user"), *target = tu_path(dir, "tgt");
+	char *theirs = tu_path(target, "app.conf");
+	char *moved = tu_path(dir, "moved"), *src = tu_path(tmp, "src");
+	tu_mkdirs(dir, 0755);
+	ck_assert_int_eq(chown(dir, 2001, 2001), 0);
+	tu_write(src, "app.conf", "tree", 0644);
+	struct atomsync_writer *w = NULL;
+	ck_assert_int_eq(atomsync_writer_open(target, NULL, &w), 0);
+	const struct pf a[] = {{"app.conf", 0644, "a", 0}, {NULL, 0, NULL, 0}};
+	const struct pf b[] = {{"app.conf", 0644, "b", 0}, {NULL, 0, NULL, 0}};
+	ck_assert_int_eq(write_pf(w, a), 0);
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "mv '%s' '%s' && mkdir '%s' && echo x > '%s'",
+		 target, moved, target, theirs);
+	ck_assert_int_eq(tu_sh_as(2001, cmd), 0);
+	ck_assert_int_eq(write_pf(w, b), -ESTALE);
+	const char *e = atomsync_writer_error(w);
+	ck_assert_msg(e && strstr(e, "no longer leads to the directory this "
+				     "writer opened") && !strchr(e, '\n'),
+		      "%s", e);
+	ck_assert_int_eq(atomsync_write_tree(w, src), -ESTALE);
+	ck_assert_int_eq(tu_count_entries(target), 1);
+	char *was = tu_path(moved, "app.conf"), *got = tu_read(was, NULL);
+	ck_assert_str_eq(got, "a");
+	atomsync_writer_close(w);
+	/* Removed: refused too, not written where nobody finds it. */
+	tu_rmrf(moved);
+	ck_assert_int_eq(atomsync_writer_open(moved, NULL, &w), 0);
+	tu_rmrf(moved);
+	ck_assert_int_eq(write_pf(w, a), -ENOENT);
+	e = atomsync_writer_error(w);
+	ck_assert_msg(e && strstr(e, "was removed; open it again"), "%s", e);
+	atomsync_writer_close(w);
+	free(got);
+	free(was);
+	free(src);
+	free(moved);
+	free(theirs);
+	free(target);
+	free(dir);
+}
+END_TEST
+
 /* ---- The library prints nothing; warnings go to the callback ---- */
 
 struct lines {
@@ -1179,6 +1232,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_bad_modes_and_options_are_refused);
 	tcase_add_test(tc, test_open_creates_and_locks_the_target);
 	tcase_add_test(tc, test_target_through_another_users_link_is_refused);
+	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
 	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
 	tcase_add_test(tc, test_payload_memory_is_not_kept);
