@@ -307,10 +307,32 @@ static int rm_become_any(const struct stat *st)
 static int rmtree_dir(int parent, const struct stat *in, const char *name,
 		      bool reduced);
 
+/* Removes the names `names` of `parent` (whose stat is *in), and what
+ * they hold, on a thread that has the rights of its writers alone. */
+static int rm_names(int parent, const struct stat *in, char *const *names,
+		    size_t n)
+{
+	int first = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (unlinkat(parent, names[i], 0) == 0 || errno == ENOENT)
+			continue;
+		int rc = errno == EISDIR || errno == EPERM
+				 ? rmtree_dir(parent, in, names[i], true)
+				 : -errno;
+		if (rc < 0 && first == 0)
+			first = rc;
+	}
+	return first;
+}
+
+/* `name` of `parent` and all it holds, or else the `n` names `names`. */
 struct rm_writers {
 	int parent;
 	const struct stat *in;
 	const char *name;
+	char *const *names;
+	size_t n;
 	int rc;
 };
 
@@ -320,23 +342,23 @@ static void *rm_writers_run(void *arg)
 
 	j->rc = rm_become_any(j->in);
 	if (j->rc == 0)
-		j->rc = rmtree_dir(j->parent, j->in, j->name, true);
+		j->rc = j->name ? rmtree_dir(j->parent, j->in, j->name, true)
+				: rm_names(j->parent, j->in, j->names, j->n);
 	return NULL;
 }
 
-/* rmtree_dir() of `name` in `parent` (`in`, which beyond_writers() holds)
- * on a thread that has the rights of its writers alone (rm_become()):
- * what is left is what they could not remove either. */
-static int rm_as_writers(int parent, const struct stat *in, const char *name)
+/* What a struct rm_writers says, in `parent` (`in`, which beyond_writers()
+ * holds), on a thread that has the rights of its writers alone
+ * (rm_become()): what is left is what they could not remove either. */
+static int rm_as_writers(struct rm_writers *j)
 {
-	struct rm_writers j = {.parent = parent, .in = in, .name = name};
 	pthread_t t;
-	int rc = thread_start(&t, rm_writers_run, &j);
+	int rc = thread_start(&t, rm_writers_run, j);
 
 	if (rc < 0)
 		return rc;
 	pthread_join(t, NULL);
-	return j.rc;
+	return j->rc;
 }
 
 static void *rm_become_run(void *arg)
@@ -362,20 +384,30 @@ bool fsutil_can_act_as_writers(void)
 }
 
 /* Removes the directory `name` of `parent` and all it holds, with an
- * explicit stack: depth comes from whoever wrote the tree.  A directory
- * found in one that beyond_writers() holds is removed by rm_as_writers(),
+ * explicit stack: depth comes from whoever wrote the tree.  What is in a
+ * directory that beyond_writers() holds is removed by rm_as_writers(),
  * unless this is that thread already (`reduced`). */
 static int rmtree_dir(int parent, const struct stat *in, const char *name,
 		      bool reduced)
 {
 	if (!reduced && beyond_writers(in))
-		return rm_as_writers(parent, in, name);
+		return rm_as_writers(&(struct rm_writers){
+			.parent = parent, .in = in, .name = name});
 	struct rmframe *v = NULL;
 	size_t depth = 0, cap = 0;
 	int rc = rm_push(&v, &depth, &cap, parent, in, name), first = rc;
 
 	while (depth > 0) {
 		struct rmframe *f = &v[depth - 1];
+		if (f->next < f->n && !reduced && beyond_writers(&f->st)) {
+			rc = rm_as_writers(&(struct rm_writers){
+				.parent = f->fd, .in = &f->st,
+				.names = f->names + f->next,
+				.n = f->n - f->next});
+			f->next = f->n;
+			if (rc < 0 && first == 0)
+				first = rc;
+		}
 		if (f->next == f->n) {
 			int up = depth > 1 ? v[depth - 2].fd : parent;
 			close(f->fd);
@@ -395,9 +427,7 @@ static int rmtree_dir(int parent, const struct stat *in, const char *name,
 				first = -errno;
 			continue;
 		}
-		rc = !reduced && beyond_writers(&f->st)
-			     ? rm_as_writers(f->fd, &f->st, n)
-			     : rm_push(&v, &depth, &cap, f->fd, &f->st, n);
+		rc = rm_push(&v, &depth, &cap, f->fd, &f->st, n);
 		if (rc < 0 && first == 0)
 			first = rc;
 	}

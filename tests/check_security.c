@@ -1253,7 +1253,12 @@ START_TEST(test_a_directory_refilled_as_it_is_removed_is_moved_aside)
 {
 	const char *shim = getenv("FAULTINJECT");
 	char *err = NULL, *extra, *lines, *preload, *hang_while, *hang_say;
-	char *hang = tu_path(tmp, "hang"), *said = tu_path(tmp, "hanging");
+	/* Where the removal, as whoever dir_mode lets write, can say it
+	 * is held: the shim writes there from the thread held. */
+	char *signals = tu_path(tmp, "signals");
+	tu_mkdirs(signals, 0777);
+	ck_assert_int_eq(chmod(signals, 0777), 0);
+	char *hang = tu_path(signals, "hang"), *said = tu_path(signals, "hanging");
 
 	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
 	if (_i == 0)
@@ -1277,7 +1282,7 @@ START_TEST(test_a_directory_refilled_as_it_is_removed_is_moved_aside)
 	/* The next run makes d/inner in its new generation, then removes
 	 * the first one, and is held as it removes d/inner there. */
 	tu_write(src, "d/t", "1", 0644);
-	tu_write(tmp, "hang", "", 0644);
+	tu_write(signals, "hang", "", 0644);
 	ck_assert_int_gt(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
 	ck_assert_int_gt(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
 	ck_assert_int_gt(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
@@ -1326,6 +1331,7 @@ START_TEST(test_a_directory_refilled_as_it_is_removed_is_moved_aside)
 	free(extra);
 	free(said);
 	free(hang);
+	free(signals);
 }
 END_TEST
 
