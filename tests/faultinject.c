@@ -38,6 +38,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +52,7 @@
 
 static long calls, nth = -1;
 static int fault_errno = EIO;
-static int ready;
+static pthread_once_t ready = PTHREAD_ONCE_INIT;
 static const char *hang_call, *hang_while, *hang_made, *only;
 static int made; /* mkdirat() has made hang_made */
 static int hung; /* a call has hung, and gone on */
@@ -76,7 +77,6 @@ static void init(void)
 		fault_errno = EMFILE;
 	else if (strcmp(e, "ENOENT") == 0)
 		fault_errno = ENOENT;
-	ready = 1; /* last: a thread that calls in meanwhile reads it all */
 }
 
 /* Whether `name` is one of the comma-separated names in `list`. */
@@ -128,8 +128,7 @@ static void hang(const char *name, const char *path)
  * fail. */
 static int fault_at(const char *name, const char *path)
 {
-	if (!ready)
-		init();
+	pthread_once(&ready, init); /* several threads call in */
 	hang(name, path);
 	if (only && !listed(only, name))
 		return 0;
@@ -158,10 +157,15 @@ __attribute__((destructor)) static void report(void)
 	}
 }
 
+/* The real `name`, looked up once: threads of the process may be the
+ * first to call it at once. */
 #define REAL(type, name, ...)                                                \
-	static type (*real)(__VA_ARGS__);                                    \
-	if (real == NULL)                                                    \
-		real = (type(*)(__VA_ARGS__))dlsym(RTLD_NEXT, name)
+	static type (*found)(__VA_ARGS__);                                   \
+	type (*real)(__VA_ARGS__) = __atomic_load_n(&found, __ATOMIC_ACQUIRE); \
+	if (real == NULL) {                                                  \
+		real = (type(*)(__VA_ARGS__))dlsym(RTLD_NEXT, name);         \
+		__atomic_store_n(&found, real, __ATOMIC_RELEASE);            \
+	}
 
 int open(const char *path, int flags, ...)
 {
@@ -286,8 +290,7 @@ int mkdirat(int dfd, const char *path, mode_t mode)
 ssize_t getdents64(int fd, void *buf, size_t n)
 {
 	REAL(ssize_t, "getdents64", int, void *, size_t);
-	if (!ready)
-		init();
+	pthread_once(&ready, init); /* several threads call in */
 	if (only && listed(only, "getdents64") && fault("getdents64"))
 		return -1;
 	return real(fd, buf, n);
@@ -297,8 +300,7 @@ ssize_t getdents64(int fd, void *buf, size_t n)
 int sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
 {
 	REAL(int, "sync_file_range", int, off_t, off_t, unsigned int);
-	if (!ready)
-		init();
+	pthread_once(&ready, init); /* several threads call in */
 	if (only && listed(only, "sync_file_range") &&
 	    fault("sync_file_range"))
 		return -1;
