@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <linux/capability.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -227,8 +228,10 @@ static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
 		return -ELOOP;
 	int fd = openat(parent, name,
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	/* Not a directory after all: a file it may not unlink (in a sticky
+	 * directory, say), not ours to remove. */
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+		return errno == ENOENT ? 0 : errno == ENOTDIR ? -EPERM : -errno;
 	struct rmframe f = {.fd = fd};
 	int rc = fstat(fd, &f.st) < 0 ? -errno : 0;
 	if (rc == 0 && !fsutil_may_enter(in, &f.st))
@@ -260,21 +263,41 @@ static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
 	return 0;
 }
 
-/* Whether root would empty what is in the directory `st` with more
- * rights than those who can write it: it is root's, and its group or
- * others may write it.  A directory they moved into it may then be one of
+/* Whether root (or we) would empty what is in the directory `st` with
+ * more rights than those who can write it: it is root's (or ours), and
+ * its group or others may write it.  A directory they moved into it may then be one of
  * root's with its very owner and group (fsutil_may_enter() lets it pass),
  * holding what they could not remove themselves; the kernel, not the
  * owner, must tell what they could. */
 static bool beyond_writers(const struct stat *st)
 {
-	return geteuid() == 0 && st->st_uid == 0 && (st->st_mode & 0022);
+	return fsutil_trusted_uid(st->st_uid) && (st->st_mode & 0022);
 }
 
 /* A user who owns no file, then the overflow one (a user namespace may
  * map only the first 65536): as whom to remove what beyond_writers()
  * holds. */
 static const uid_t rm_nobody[] = {(uid_t)-2, 65534};
+
+/* Leaves the calling thread no capability in effect but
+ * CAP_DAC_READ_SEARCH, where it is permitted: what it removes it does
+ * with the rights of its file-system ids alone, whatever the securebits
+ * let setfsuid() keep (SECBIT_NO_SETUID_FIXUP keeps CAP_DAC_OVERRIDE and
+ * CAP_FOWNER), but it reads and searches as before, so that a directory
+ * they may write but not read (dir_mode 0733) is emptied as they could,
+ * knowing its names. */
+static int rm_caps(void)
+{
+	struct __user_cap_header_struct h = {
+		.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2];
+
+	if (syscall(SYS_capget, &h, d) < 0)
+		return -errno;
+	d[0].effective = d[0].permitted & (1u << CAP_DAC_READ_SEARCH);
+	d[1].effective = 0;
+	return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
+}
 
 /* Takes, for the calling thread alone (file-system ids and supplementary
  * groups are a thread's own to the kernel; glibc's setgroups() sets every
@@ -291,7 +314,7 @@ static int rm_become(const struct stat *st, uid_t u)
 	/* Neither tells a refusal but by the ids it leaves. */
 	if ((gid_t)setfsgid((gid_t)-1) != g || (uid_t)setfsuid((uid_t)-1) != u)
 		return -EPERM;
-	return 0;
+	return rm_caps();
 }
 
 /* rm_become() as the first of rm_nobody[] the kernel takes. */
@@ -370,17 +393,24 @@ static void *rm_become_run(void *arg)
 	return NULL;
 }
 
-bool fsutil_can_act_as_writers(void)
+static pthread_once_t rm_probed = PTHREAD_ONCE_INIT;
+static bool rm_can_become;
+
+static void rm_probe(void)
 {
 	pthread_t t;
 	int rc = -EPERM;
 
-	if (geteuid() != 0)
-		return true;
-	if (thread_start(&t, rm_become_run, &rc) < 0)
-		return false;
-	pthread_join(t, NULL);
-	return rc == 0;
+	if (thread_start(&t, rm_become_run, &rc) == 0)
+		pthread_join(t, NULL);
+	rm_can_become = rc == 0;
+}
+
+bool fsutil_can_act_as_writers(void)
+{
+	/* Once: a process keeps the capabilities it started with. */
+	pthread_once(&rm_probed, rm_probe);
+	return rm_can_become;
 }
 
 /* Removes the directory `name` of `parent` and all it holds, with an
@@ -390,16 +420,21 @@ bool fsutil_can_act_as_writers(void)
 static int rmtree_dir(int parent, const struct stat *in, const char *name,
 		      bool reduced)
 {
+	bool as_writers = !reduced && fsutil_can_act_as_writers();
+
 	if (!reduced && beyond_writers(in))
-		return rm_as_writers(&(struct rm_writers){
-			.parent = parent, .in = in, .name = name});
+		return as_writers ? rm_as_writers(&(struct rm_writers){
+					    .parent = parent, .in = in,
+					    .name = name})
+				  : -EPERM;
 	struct rmframe *v = NULL;
 	size_t depth = 0, cap = 0;
 	int rc = rm_push(&v, &depth, &cap, parent, in, name), first = rc;
 
 	while (depth > 0) {
 		struct rmframe *f = &v[depth - 1];
-		if (f->next < f->n && !reduced && beyond_writers(&f->st)) {
+		bool guarded = !reduced && beyond_writers(&f->st);
+		if (f->next < f->n && guarded && as_writers) {
 			rc = rm_as_writers(&(struct rm_writers){
 				.parent = f->fd, .in = &f->st,
 				.names = f->names + f->next,
@@ -427,7 +462,9 @@ static int rmtree_dir(int parent, const struct stat *in, const char *name,
 				first = -errno;
 			continue;
 		}
-		rc = rm_push(&v, &depth, &cap, f->fd, &f->st, n);
+		/* Without their rights, not gone into: not ours to empty. */
+		rc = guarded ? -EPERM
+			     : rm_push(&v, &depth, &cap, f->fd, &f->st, n);
 		if (rc < 0 && first == 0)
 			first = rc;
 	}

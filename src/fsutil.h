@@ -18,16 +18,18 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags);
 /* Removes `name` in `dirfd` and, if it is a directory, all it holds
  * (without recursion, and up to 4096 levels deep).  Symlinks are removed,
  * never followed.  A directory fsutil_may_enter() refuses is left, with
- * -EPERM, as is what holds it.  Run by root, what is below a directory of
- * root's that its group or others may write is removed on a thread with
+ * -EPERM, as is what holds it.  What is in a directory of root's (or
+ * ours) that its group or others may write is removed on a thread with
  * the rights of those alone (fsutil_can_act_as_writers()): what they
- * could not remove is left, and fails the removal.  Missing is not an
- * error.  Goes on after a failure and returns the first. */
+ * could not remove is left, and fails the removal; without that thread,
+ * the files in it are removed, but no directory in it is gone into
+ * (-EPERM).  Missing is not an error.  Goes on after a failure and
+ * returns the first. */
 int fsutil_rmtree(int dirfd, const char *name);
 /* Whether fsutil_rmtree() can take the rights of those who may write a
- * directory (a user and group who own nothing: CAP_SETUID and
- * CAP_SETGID); where it cannot, what is below such a directory is left.
- * Always, when not run by root. */
+ * directory: a user and group who own nothing, with CAP_SETUID and
+ * CAP_SETGID (never, run by another user than root).  Asked of the
+ * kernel once a process. */
 bool fsutil_can_act_as_writers(void);
 /* The same in a directory whose owner or mode has changed since what it
  * holds was put there: `in` is what it was then (NULL: as it is). */

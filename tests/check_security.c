@@ -1335,7 +1335,21 @@ START_TEST(test_a_directory_refilled_as_it_is_removed_is_moved_aside)
 }
 END_TEST
 
-/* Where dir_mode lets others (_i 0), or a group (_i 1), write the
+#define NO_SETUID "--bounding-set=-setuid,-setgid"
+
+/* --once as root under setpriv(1) with `how` (an option of its): its
+ * status, its standard error in *err. */
+static int once_under(const char *how, const char *lines, char **err)
+{
+	char *conf = mapping_conf(dst, lines);
+	const char *argv[] = {"setpriv", how, tu_bin(), "--config", conf,
+			      "--once", NULL};
+	int rc = tu_run(argv, NULL, err, 30000);
+	free(conf);
+	return rc;
+}
+
+/* Where dir_mode lets others (_i 0, 2), or a group (_i 1), write the
  * directories of a generation, which are root's, a user can move into
  * one a directory of root's that they can write and that has the same
  * owner and group, holding one of root's of that owner and group that
@@ -1348,7 +1362,8 @@ START_TEST(test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds
 	char *home = tu_path(tmp, "home"), *shared = tu_path(home, "shared");
 	char *victim = tu_path(shared, "victim");
 
-	if (_i == 0)
+	bool group = _i == 1;
+	if (!group)
 		ck_assert_int_gt(asprintf(&lines, "dir_mode = 0777\ngrace_ms = 0"),
 				 0);
 	else
@@ -1359,9 +1374,9 @@ START_TEST(test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds
 	/* Their home, and in it a directory of root's they may write. */
 	tu_mkdirs(victim, 0755);
 	ck_assert_int_eq(chown(home, APP_UID, APP_UID), 0);
-	ck_assert_int_eq(chown(shared, 0, _i == 0 ? 0 : APP_UID), 0);
-	ck_assert_int_eq(chown(victim, 0, _i == 0 ? 0 : APP_UID), 0);
-	ck_assert_int_eq(chmod(shared, _i == 0 ? 0777 : 0775), 0);
+	ck_assert_int_eq(chown(shared, 0, group ? APP_UID : 0), 0);
+	ck_assert_int_eq(chown(victim, 0, group ? APP_UID : 0), 0);
+	ck_assert_int_eq(chmod(shared, group ? 0775 : 0777), 0);
 	tu_write(victim, "precious", "root's", 0644);
 	tu_write(src, "d/t", "0", 0644);
 	ck_assert_int_eq(once_with(dst, lines, &err), 0);
@@ -1372,7 +1387,13 @@ START_TEST(test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
 	char *first = tu_live(dst);
 	tu_write(src, "d/t", "1", 0644);
-	ck_assert_int_eq(once_with(dst, lines, &err), 0);
+	/* _i 2: where setfsuid() leaves the capabilities that override
+	 * permissions (SECBIT_NO_SETUID_FIXUP), they are dropped all the
+	 * same. */
+	ck_assert_int_eq(_i == 2 ? once_under("--securebits=+no_setuid_fixup",
+					      lines, &err)
+				 : once_with(dst, lines, &err),
+			 0);
 	/* The replaced generation, what root's directory held still in it,
 	 * is aside; nothing of it is left in the target. */
 	char *aside = tu_path(dst, "..atomsync.aside"), *kept = tu_path(aside, first);
@@ -1396,35 +1417,33 @@ START_TEST(test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds
 }
 END_TEST
 
-/* --once as root without CAP_SETUID and CAP_SETGID: its status, its
- * standard error in *err. */
-static int once_without_setuid(const char *lines, char **err)
-{
-	char *conf = mapping_conf(dst, lines);
-	const char *argv[] = {"setpriv", "--bounding-set=-setuid,-setgid",
-			      tu_bin(), "--config", conf, "--once", NULL};
-	int rc = tu_run(argv, NULL, err, 30000);
-	free(conf);
-	return rc;
-}
 
 /* Without the capabilities to take the rights of those dir_mode lets
- * write a generation's directories, a mapping says so as it starts, and
- * a replaced generation with a directory in one of those is moved aside
- * whole, not removed as root; with them, it is removed. */
+ * write a generation's directories, a mapping says so as it starts; a
+ * replaced generation that has only files in those is removed, and one
+ * with a directory in one is moved aside whole, not removed as root;
+ * with them, it is removed. */
 START_TEST(test_without_setuid_a_replaced_generation_goes_aside_whole)
 {
 	const char *lines = "dir_mode = 0777\ngrace_ms = 0";
 	char *err = NULL;
 
-	tu_write(src, "d/e/f", "0", 0644);
-	ck_assert_int_eq(once_without_setuid(lines, &err), 0);
+	tu_write(src, "d/f", "0", 0644);
+	ck_assert_int_eq(once_under(NO_SETUID, lines, &err), 0);
 	ck_assert_msg(strstr(err, "cannot take their rights alone (CAP_SETUID "
 				  "and CAP_SETGID)") != NULL,
 		      "%s", err);
 	free(err);
+	tu_write(src, "d/f", "1", 0644);
+	ck_assert_int_eq(once_under(NO_SETUID, lines, &err), 0);
+	free(err);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(asides(), -1);
+	tu_write(src, "d/e/f", "0", 0644);
+	ck_assert_int_eq(once_under(NO_SETUID, lines, &err), 0);
+	free(err);
 	tu_write(src, "d/e/f", "1", 0644);
-	ck_assert_int_eq(once_without_setuid(lines, &err), 0);
+	ck_assert_int_eq(once_under(NO_SETUID, lines, &err), 0);
 	ck_assert_msg(strstr(err, "what is left of it moved aside to") != NULL,
 		      "%s", err);
 	free(err);
@@ -1441,6 +1460,123 @@ START_TEST(test_without_setuid_a_replaced_generation_goes_aside_whole)
 		      now ? now : "missing");
 	free(now);
 	free(f);
+}
+END_TEST
+
+/* A sticky directory of root's that a user put into a generation, with
+ * a file of theirs in it, is one whose files only they may remove: what
+ * is left of that generation goes aside, rather than stay in the target
+ * beside the live one. */
+START_TEST(test_a_sticky_directory_moved_into_a_generation_goes_aside)
+{
+	const char *lines = "dir_mode = 0777\ngrace_ms = 0";
+	char *err = NULL, *cmd;
+	char *home = tu_path(tmp, "home"), *sticky = tu_path(home, "sticky");
+
+	tu_mkdirs(sticky, 01777);
+	ck_assert_int_eq(chmod(home, 0777), 0);
+	ck_assert_int_eq(chmod(sticky, 01777), 0);
+	tu_write(src, "d/t", "0", 0644);
+	ck_assert_int_eq(once_with(dst, lines, &err), 0);
+	free(err);
+	ck_assert_int_gt(asprintf(&cmd, "echo mine > '%s/own' && "
+					"mv '%s' '%s/..data/d/sticky'",
+				  sticky, sticky, dst),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	tu_write(src, "d/t", "1", 0644);
+	ck_assert_int_eq(once_with(dst, lines, &err), 0);
+	ck_assert_msg(strstr(err, "what is left of it moved aside to") != NULL,
+		      "%s", err);
+	free(err);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	ck_assert_int_eq(asides(), 1);
+	free(cmd);
+	free(sticky);
+	free(home);
+}
+END_TEST
+
+/* A dir_mode that lets others write but not read (0733): the
+ * generation is emptied as they could, knowing the names, and removed;
+ * nothing goes aside. */
+START_TEST(test_a_generation_others_may_write_but_not_read_is_removed)
+{
+	const char *lines = "dir_mode = 0733\ngrace_ms = 0";
+	char *err = NULL;
+
+	tu_write(src, "d/sub/g", "0", 0644);
+	for (int k = 1; k <= 3; k++) {
+		char v[8];
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "d/sub/g", v, 0644);
+		ck_assert_msg(once_with(dst, lines, &err) == 0, "%s", err);
+		ck_assert_msg(strstr(err, "aside") == NULL, "%s", err);
+		free(err);
+		ck_assert_int_eq(tu_generations(dst), 1);
+	}
+	ck_assert_int_eq(asides(), -1);
+}
+END_TEST
+
+/* A daemon run as another user than root can take nobody's rights: in
+ * a generation whose directories dir_mode lets others write, a user can
+ * move in one of the daemon's user's own directories, holding one they
+ * cannot write with that user's file in it.  The daemon says, as it
+ * starts, that it cannot take their rights, and the file stays (aside). */
+START_TEST(test_a_daemon_not_root_keeps_its_users_files_moved_in)
+{
+	char *base = tu_path(tmp, "nr"), *nsrc = tu_path(base, "src");
+	char *ndst = tu_path(base, "tgt"), *ext = tu_path(base, "ext");
+	char *conf = tu_path(base, "app.conf"), *text, *cmd, *err = NULL;
+
+	tu_mkdirs(base, 0755);
+	ck_assert_int_eq(chown(base, APP_UID, APP_UID), 0);
+	ck_assert_int_gt(asprintf(&cmd,
+				  "mkdir -p '%s/d' '%s/shared/secret' && "
+				  "echo 0 > '%s/d/t' && echo mine > "
+				  "'%s/shared/secret/f' && chmod 777 '%s' "
+				  "'%s/shared'",
+				  nsrc, ext, nsrc, ext, ext, ext),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\ntarget = "
+					 "%s\ndir_mode = 0777\ngrace_ms = 0\n",
+				  nsrc, ndst),
+			 0);
+	tu_write(base, "app.conf", text, 0644);
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	ck_assert_int_eq(tu_run_as(APP_UID, argv, NULL, &err, 30000), 0);
+	ck_assert_msg(strstr(err, "cannot take their rights alone") != NULL,
+		      "%s", err);
+	free(err);
+	ck_assert_int_gt(asprintf(&cmd, "mv '%s/shared' '%s/..data/d/'", ext,
+				  ndst),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER_UID, cmd), 0);
+	free(cmd);
+	ck_assert_int_gt(asprintf(&cmd, "echo 1 > '%s/d/t'", nsrc), 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	ck_assert_int_eq(tu_run_as(APP_UID, argv, NULL, &err, 30000), 0);
+	ck_assert_msg(strstr(err, "what is left of it moved aside to") != NULL,
+		      "%s", err);
+	char *aside = tu_path(ndst, "..atomsync.aside");
+	char *find = NULL;
+	ck_assert_int_gt(asprintf(&find, "test -n \"$(find '%s' -name f)\"",
+				  aside),
+			 0);
+	ck_assert_int_eq(tu_sh_as(0, find), 0);
+	free(find);
+	free(aside);
+	free(err);
+	free(cmd);
+	free(text);
+	free(conf);
+	free(ext);
+	free(ndst);
+	free(nsrc);
+	free(base);
 }
 END_TEST
 
@@ -1479,9 +1615,13 @@ static Suite *security_suite(void)
 			    0, 2);
 	tcase_add_loop_test(
 		tc, test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds,
-		0, 2);
+		0, 3);
 	tcase_add_test(tc,
 		       test_without_setuid_a_replaced_generation_goes_aside_whole);
+	tcase_add_test(tc, test_a_sticky_directory_moved_into_a_generation_goes_aside);
+	tcase_add_test(tc,
+		       test_a_generation_others_may_write_but_not_read_is_removed);
+	tcase_add_test(tc, test_a_daemon_not_root_keeps_its_users_files_moved_in);
 	tcase_add_test(tc,
 		       test_a_top_level_directory_gone_with_a_plant_is_moved_aside);
 	tcase_add_test(tc, test_a_vetoed_generation_holding_a_plant_goes_aside);
