@@ -716,18 +716,27 @@ static int aside_open(int dfd)
 	return fd;
 }
 
-/* Whether fsutil_rmtree() failed with `rc` for what is not ours to
- * remove, or too deep to, in the generations of a mapping others can
- * write (`others`): what is then moved aside whole.  Out of descriptors
- * (one a level), or a directory filled again as it was emptied, is
- * another user's doing there: nothing of ours writes into what it
- * removes, and they can write its directories (owner and dir_mode leave
- * the top one root's, but not those below it).  In what is ours alone it
- * passes, and the removal is tried again later. */
-static bool not_ours_to_remove(int rc, bool others)
+/* Whether fsutil_rmtree() failed with `rc` to remove `name` of `dfd`
+ * for what is not ours to remove, or too deep to, in the generations of
+ * a mapping others can write (`others`): what is then moved aside
+ * whole.  A directory filled again as it was emptied is another user's
+ * doing there: nothing of ours writes into what it removes, and they can
+ * write its directories (owner and dir_mode leave the top one root's,
+ * but not those below it).  Out of descriptors (one a level) is theirs
+ * only where the top is not ours alone; else it may be ours, it passes,
+ * and the removal is tried again later. */
+static bool not_ours_to_remove(int rc, bool others, int dfd,
+			       const char *name)
 {
-	return others && (rc == -EPERM || rc == -EACCES || rc == -ELOOP ||
-			  rc == -ENOTEMPTY || rc == -EMFILE || rc == -ENFILE);
+	struct stat st;
+
+	if (!others)
+		return false;
+	if (rc == -EPERM || rc == -EACCES || rc == -ELOOP || rc == -ENOTEMPTY)
+		return true;
+	return (rc == -EMFILE || rc == -ENFILE) &&
+	       fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       !fsutil_ours_alone(&st);
 }
 
 /* What is left of the generation `gen` of the target open as `dfd` (the
@@ -740,7 +749,8 @@ static int gen_aside(int dfd, bool others, const char *name,
 		     const char *path, const char *gen, const char *what,
 		     int rc)
 {
-	int afd = not_ours_to_remove(rc, others) ? aside_open(dfd) : -1;
+	int afd = not_ours_to_remove(rc, others, dfd, gen) ? aside_open(dfd)
+							  : -1;
 
 	if (afd >= 0 && renameat2(dfd, gen, afd, gen, RENAME_NOREPLACE) == 0) {
 		log_msg(LOG_LVL_WARN, name,
@@ -3032,7 +3042,7 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 		return 0;
 	if (path == NULL && (path = level_join(b, l, n)) == NULL)
 		path = n;
-	if (not_ours_to_remove(rc, others_write(b->w)) &&
+	if (not_ours_to_remove(rc, others_write(b->w), l->nfd, n) &&
 	    move_aside(b, l, n, path) == 0)
 		return 0;
 	return log_err_set(b->err, rc, "target %s: removing %s: %s",
