@@ -933,7 +933,18 @@ static void fill_from_stat(struct snap_entry *e, const struct stat *st)
 /* Where snapshot ids come from. */
 static atomic_uint_fast64_t last_id;
 
+static int open_root(const char *root, int fd, struct snapshot **out,
+		     char **err);
+
 int snapshot_open(const char *root, struct snapshot **out, char **err)
+{
+	return open_root(root, -1, out, err);
+}
+
+/* snapshot_open(), or with `fd` >= 0, of the directory open as `fd` (a
+ * copy of it), which `root` names. */
+static int open_root(const char *root, int fd, struct snapshot **out,
+		     char **err)
 {
 	struct snapshot *s = calloc(1, sizeof(*s));
 	struct stat st;
@@ -955,7 +966,11 @@ int snapshot_open(const char *root, struct snapshot **out, char **err)
 	/* A symlink on the way that another user could have put there would
 	 * redirect what root reads: refused. */
 	char *why = NULL;
-	s->root_fd = fsutil_chase(root, 0, O_RDONLY | O_DIRECTORY, NULL, &why);
+	s->root_fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0)
+			     : fsutil_chase(root, 0, O_RDONLY | O_DIRECTORY,
+					    NULL, &why);
+	if (s->root_fd < 0 && fd >= 0)
+		s->root_fd = -errno;
 	if (s->root_fd < 0) {
 		int rc = s->root_fd;
 		snapshot_free(s);
@@ -2114,7 +2129,7 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	struct snapshot *s;
 	struct walk w = {0};
 	struct stat st;
-	int rc = snapshot_open(root, &s, err);
+	int rc = open_root(root, o && o->root_open ? o->root_fd : -1, &s, err);
 
 	if (rc < 0)
 		return rc;

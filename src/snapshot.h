@@ -151,6 +151,11 @@ struct snapshot_opts {
 	const struct snapshot *over;
 	void (*project)(const void *arg, struct snap_entry *e);
 	const void *project_arg;
+	/* With root_open, the root is read through a copy of root_fd, and
+	 * the path given names it in messages alone: it is not resolved
+	 * again, for another to have put something else there meanwhile. */
+	bool root_open;
+	int root_fd;
 };
 
 struct snapshot {

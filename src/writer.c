@@ -901,7 +901,11 @@ static void detach_source(struct snapshot *s)
 static int scan_live(struct writer *w, char **err)
 {
 	struct snapshot *s = NULL;
-	struct snapshot_opts so = {.links = SNAP_LINKS_SKIP};
+	/* Through the generation open: its path, through a directory of
+	 * another user's, may lead elsewhere by now. */
+	struct snapshot_opts so = {.links = SNAP_LINKS_SKIP,
+				   .root_open = w->live_fd >= 0,
+				   .root_fd = w->live_fd};
 	char *dir = fsutil_join(w->path, w->live_gen);
 
 	if (dir == NULL)

@@ -108,6 +108,40 @@ START_TEST(test_walk_is_sorted_with_dirs_before_children)
 }
 END_TEST
 
+/* A root given open is read through its descriptor: the path, which
+ * another directory now has, only names it. */
+START_TEST(test_a_root_given_open_is_read_through_it)
+{
+	char *other = tu_path(tmp, "other"), *was = tu_path(tmp, "was");
+	tu_write(src, "mine", "1", 0644);
+	tu_write(other, "theirs", "2", 0644);
+	int fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(rename(src, was), 0);
+	ck_assert_int_eq(rename(other, src), 0);
+	struct snapshot_opts o = {.links = SNAP_LINKS_SKIP, .root_open = true,
+				  .root_fd = fd};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+
+	ck_assert_int_eq(snapshot_take(src, &o, &s, &err), 0);
+	ck_assert_uint_eq(s->n, 1);
+	ck_assert_str_eq(s->v[0].path, "mine");
+	ck_assert_str_eq(s->root, src);
+	snapshot_free(s);
+	/* Without it, the path is what is read. */
+	o.root_open = false;
+	ck_assert_int_eq(snapshot_take(src, &o, &s, &err), 0);
+	ck_assert_uint_eq(s->n, 1);
+	ck_assert_str_eq(s->v[0].path, "theirs");
+	snapshot_free(s);
+	close(fd);
+	free(err);
+	free(was);
+	free(other);
+}
+END_TEST
+
 /* Where what is below each entry ends, against a plain scan: subtrees
  * of every size from none to most of the tree, names that share a prefix
  * ("a", "a.b", "a/b"), and the last entry; and the same found from a
@@ -2160,6 +2194,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_path_order_keeps_descendants_together);
 	tcase_add_test(tc, test_extras_are_taken_apart_from_the_entries);
 	tcase_add_test(tc, test_walk_is_sorted_with_dirs_before_children);
+	tcase_add_test(tc, test_a_root_given_open_is_read_through_it);
 	tcase_add_test(tc, test_subtree_end_is_where_the_names_below_end);
 	tcase_add_test(tc, test_find_next_finds_what_find_does);
 	tcase_add_test(tc, test_large_directory_is_read_whole);
