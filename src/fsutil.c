@@ -9,12 +9,14 @@
 #include <linux/capability.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -279,13 +281,11 @@ static bool beyond_writers(const struct stat *st)
  * holds. */
 static const uid_t rm_nobody[] = {(uid_t)-2, 65534};
 
-/* Leaves the calling thread no capability in effect but
- * CAP_DAC_READ_SEARCH, where it is permitted: what it removes it does
- * with the rights of its file-system ids alone, whatever the securebits
- * let setfsuid() keep (SECBIT_NO_SETUID_FIXUP keeps CAP_DAC_OVERRIDE and
- * CAP_FOWNER), but it reads and searches as before, so that a directory
- * they may write but not read (dir_mode 0733) is emptied as they could,
- * knowing its names. */
+/* Leaves the calling thread no capability in effect: what it removes it
+ * does with the rights of its file-system ids alone, whatever the
+ * securebits let setfsuid() keep (SECBIT_NO_SETUID_FIXUP keeps
+ * CAP_DAC_OVERRIDE and CAP_FOWNER).  Not even CAP_DAC_READ_SEARCH: it
+ * would let it search directories on the way that they may not. */
 static int rm_caps(void)
 {
 	struct __user_cap_header_struct h = {
@@ -294,8 +294,7 @@ static int rm_caps(void)
 
 	if (syscall(SYS_capget, &h, d) < 0)
 		return -errno;
-	d[0].effective = d[0].permitted & (1u << CAP_DAC_READ_SEARCH);
-	d[1].effective = 0;
+	d[0].effective = d[1].effective = 0;
 	return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
 }
 
@@ -370,18 +369,34 @@ static void *rm_writers_run(void *arg)
 	return NULL;
 }
 
+/* Runs `fn` on a thread of its own and waits for it.  A thread that
+ * changes its file-system ids makes the kernel take the whole process
+ * for one that may not be dumped, nor its /proc files read by another
+ * process of root's without CAP_SYS_PTRACE (which tells the holder of a
+ * target's lock): what it was is put back once the thread is gone, its
+ * ids with it. */
+static int rm_thread(void *(*fn)(void *), void *arg)
+{
+	int dumpable = prctl(PR_GET_DUMPABLE);
+	pthread_t t;
+	int rc = thread_start(&t, fn, arg);
+
+	if (rc < 0)
+		return rc;
+	pthread_join(t, NULL);
+	if (dumpable == 1)
+		(void)prctl(PR_SET_DUMPABLE, 1);
+	return 0;
+}
+
 /* What a struct rm_writers says, in `parent` (`in`, which beyond_writers()
  * holds), on a thread that has the rights of its writers alone
  * (rm_become()): what is left is what they could not remove either. */
 static int rm_as_writers(struct rm_writers *j)
 {
-	pthread_t t;
-	int rc = thread_start(&t, rm_writers_run, j);
+	int rc = rm_thread(rm_writers_run, j);
 
-	if (rc < 0)
-		return rc;
-	pthread_join(t, NULL);
-	return j->rc;
+	return rc < 0 ? rc : j->rc;
 }
 
 static void *rm_become_run(void *arg)
@@ -393,24 +408,24 @@ static void *rm_become_run(void *arg)
 	return NULL;
 }
 
-static pthread_once_t rm_probed = PTHREAD_ONCE_INIT;
-static bool rm_can_become;
-
-static void rm_probe(void)
-{
-	pthread_t t;
-	int rc = -EPERM;
-
-	if (thread_start(&t, rm_become_run, &rc) == 0)
-		pthread_join(t, NULL);
-	rm_can_become = rc == 0;
-}
+/* What the kernel answered: -1 not asked yet, else 0 or 1. */
+static atomic_int rm_can_become = -1;
 
 bool fsutil_can_act_as_writers(void)
 {
-	/* Once: a process keeps the capabilities it started with. */
-	pthread_once(&rm_probed, rm_probe);
-	return rm_can_become;
+	int known = atomic_load(&rm_can_become);
+	int rc = -EPERM;
+
+	if (known >= 0)
+		return known;
+	/* No thread to be had (EAGAIN) is no answer: asked again later.
+	 * One given stands: a process rarely gains or loses capabilities,
+	 * and either way errs on the side of leaving what it may not go
+	 * into. */
+	if (rm_thread(rm_become_run, &rc) < 0)
+		return false;
+	atomic_store(&rm_can_become, rc == 0);
+	return rc == 0;
 }
 
 /* Removes the directory `name` of `parent` and all it holds, with an
@@ -420,13 +435,12 @@ bool fsutil_can_act_as_writers(void)
 static int rmtree_dir(int parent, const struct stat *in, const char *name,
 		      bool reduced)
 {
-	bool as_writers = !reduced && fsutil_can_act_as_writers();
-
 	if (!reduced && beyond_writers(in))
-		return as_writers ? rm_as_writers(&(struct rm_writers){
-					    .parent = parent, .in = in,
-					    .name = name})
-				  : -EPERM;
+		return fsutil_can_act_as_writers()
+			       ? rm_as_writers(&(struct rm_writers){
+					 .parent = parent, .in = in,
+					 .name = name})
+			       : -EPERM;
 	struct rmframe *v = NULL;
 	size_t depth = 0, cap = 0;
 	int rc = rm_push(&v, &depth, &cap, parent, in, name), first = rc;
@@ -434,7 +448,7 @@ static int rmtree_dir(int parent, const struct stat *in, const char *name,
 	while (depth > 0) {
 		struct rmframe *f = &v[depth - 1];
 		bool guarded = !reduced && beyond_writers(&f->st);
-		if (f->next < f->n && guarded && as_writers) {
+		if (f->next < f->n && guarded && fsutil_can_act_as_writers()) {
 			rc = rm_as_writers(&(struct rm_writers){
 				.parent = f->fd, .in = &f->st,
 				.names = f->names + f->next,

@@ -27,9 +27,9 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags);
  * returns the first. */
 int fsutil_rmtree(int dirfd, const char *name);
 /* Whether fsutil_rmtree() can take the rights of those who may write a
- * directory: a user and group who own nothing, with CAP_SETUID and
- * CAP_SETGID (never, run by another user than root).  Asked of the
- * kernel once a process. */
+ * directory: a user who owns nothing, in their group or in none, with
+ * CAP_SETUID and CAP_SETGID.  Asked of the kernel once a process (on a
+ * thread: see rm_thread()). */
 bool fsutil_can_act_as_writers(void);
 /* The same in a directory whose owner or mode has changed since what it
  * holds was put there: `in` is what it was then (NULL: as it is). */

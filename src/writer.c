@@ -1307,6 +1307,33 @@ static int open_live_generation(struct writer *w, char **err)
 	return rc;
 }
 
+/* Where dir_mode lets a group or others write the directories of a
+ * generation, what is in them is removed with their rights alone
+ * (fsutil_rmtree()): said at open when that cannot be, or cannot go
+ * into a directory in one. */
+static void warn_open_dirs(const struct writer *w)
+{
+	mode_t m = (mode_t)w->o.dir_mode;
+	/* The bits of the fewest who may write: others', else the group's. */
+	mode_t theirs = m & 0002 ? m & 07 : (m >> 3) & 07;
+
+	if (!fsutil_can_act_as_writers())
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: dir_mode lets %s write the directories of "
+			"its generations, but atomsyncd cannot take their "
+			"rights alone (CAP_SETUID and CAP_SETGID) to remove "
+			"a directory in one of those; a replaced generation "
+			"that has one is moved aside whole",
+			w->path, fsutil_writers(m));
+	else if ((theirs & 05) != 05)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: dir_mode %04o lets %s write but not read "
+			"and search the directories of its generations; a "
+			"replaced generation with a directory in one is moved "
+			"aside whole",
+			w->path, (unsigned)m, fsutil_writers(m));
+}
+
 int writer_open(const char *target, const struct writer_opts *o,
 		struct writer **out, char **err)
 {
@@ -1333,14 +1360,8 @@ int writer_open(const char *target, const struct writer_opts *o,
 	}
 	if (rc == 0)
 		rc = lock_target(w, err);
-	if (rc == 0 && dirs_open(w) && !fsutil_can_act_as_writers())
-		log_msg(LOG_LVL_WARN, w->name,
-			"target %s: dir_mode lets %s write the directories of "
-			"its generations, but atomsyncd cannot take their "
-			"rights alone (CAP_SETUID and CAP_SETGID) to remove "
-			"a directory in one of those; a replaced generation "
-			"that has one is moved aside whole",
-			w->path, fsutil_writers((mode_t)w->o.dir_mode));
+	if (rc == 0 && dirs_open(w))
+		warn_open_dirs(w);
 	if (rc == 0)
 		rc = open_live_generation(w, err);
 	if (rc == 0)
@@ -3147,7 +3168,13 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	bool dir = fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
 
-	if (dir && !fsutil_may_enter(&p->found, &st)) {
+	/* A directory of ours that others can write (made while dir_mode
+	 * let them) may hold one of root's that they moved in, with what
+	 * they could not remove: neither gone into nor made private to be
+	 * pruned, but moved aside whole, and made anew. */
+	bool was_open = dir && fsutil_trusted_uid(st.st_uid) &&
+			(st.st_mode & 0022);
+	if (dir && (was_open || !fsutil_may_enter(&p->found, &st))) {
 		close(fd);
 		p->dirty = true;
 		if (move_aside(b, p, name, e->path) == 0)

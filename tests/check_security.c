@@ -1401,6 +1401,9 @@ START_TEST(test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds
 	char *now = tu_read(precious, NULL);
 	ck_assert_msg(now && strcmp(now, "root's") == 0,
 		      "root's file is %s: %s", now ? now : "gone", err);
+	/* Kept by the thread with their rights, not for want of it. */
+	ck_assert_msg(strstr(err, "cannot take their rights") == NULL, "%s",
+		      err);
 	ck_assert_int_eq(tu_generations(dst), 1);
 	ck_assert_ptr_nonnull(strstr(err, "what is left of it moved aside to"));
 	free(err);
@@ -1486,7 +1489,8 @@ START_TEST(test_a_sticky_directory_moved_into_a_generation_goes_aside)
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
 	tu_write(src, "d/t", "1", 0644);
 	ck_assert_int_eq(once_with(dst, lines, &err), 0);
-	ck_assert_msg(strstr(err, "what is left of it moved aside to") != NULL,
+	ck_assert_msg(strstr(err, "what is left of it moved aside to") != NULL &&
+			      strstr(err, "cannot take their rights") == NULL,
 		      "%s", err);
 	free(err);
 	ck_assert_int_eq(tu_generations(dst), 1);
@@ -1497,25 +1501,81 @@ START_TEST(test_a_sticky_directory_moved_into_a_generation_goes_aside)
 }
 END_TEST
 
-/* A dir_mode that lets others write but not read (0733): the
- * generation is emptied as they could, knowing the names, and removed;
- * nothing goes aside. */
-START_TEST(test_a_generation_others_may_write_but_not_read_is_removed)
+/* A dir_mode that lets others write but not read and search (0733):
+ * they could not go into a directory in one, nor can its removal; the
+ * mapping says so as it starts, and a replaced generation with one goes
+ * aside whole, each time; publishing goes on. */
+START_TEST(test_a_dir_mode_others_may_write_but_not_read_goes_aside)
 {
 	const char *lines = "dir_mode = 0733\ngrace_ms = 0";
 	char *err = NULL;
 
-	tu_write(src, "d/sub/g", "0", 0644);
-	for (int k = 1; k <= 3; k++) {
+	for (int k = 0; k <= 2; k++) {
 		char v[8];
 		snprintf(v, sizeof(v), "%d", k);
 		tu_write(src, "d/sub/g", v, 0644);
 		ck_assert_msg(once_with(dst, lines, &err) == 0, "%s", err);
-		ck_assert_msg(strstr(err, "aside") == NULL, "%s", err);
+		ck_assert_msg(strstr(err, "dir_mode 0733 lets its group and others "
+					  "write but not read and search") != NULL,
+			      "%s", err);
 		free(err);
 		ck_assert_int_eq(tu_generations(dst), 1);
+		ck_assert_int_eq(asides(), k == 0 ? -1 : k);
 	}
-	ck_assert_int_eq(asides(), -1);
+}
+END_TEST
+
+/* Made while dir_mode let others write them, a generation's directories
+ * may hold a directory of root's that a user moved in, under the name of
+ * one of the source's, with one of root's they cannot write in it.  Once
+ * dir_mode no longer lets them, that generation is recycled: the
+ * directory is not gone into as root (nor what is in it pruned), but
+ * moved aside whole, and made anew. */
+START_TEST(test_a_directory_moved_in_before_dir_mode_was_closed_is_not_reused)
+{
+	char *err = NULL, *cmd;
+	char *home = tu_path(tmp, "home"), *sub = tu_path(home, "sub");
+	char *inner = tu_path(sub, "inner");
+
+	tu_write(src, "d/sub/inner/f", "0", 0644);
+	ck_assert_int_eq(once_with(dst, "dir_mode = 0777\ngrace_ms = 100", &err),
+			 0);
+	free(err);
+	/* Their home, and in it a directory of root's they may write,
+	 * holding one of root's they may not, with root's file. */
+	tu_mkdirs(inner, 0755);
+	ck_assert_int_eq(chown(home, APP_UID, APP_UID), 0);
+	ck_assert_int_eq(chmod(sub, 0777), 0);
+	tu_write(inner, "x", "root's", 0644);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s/..data/d' && mv sub was && "
+					"mv '%s' sub",
+				  dst, sub),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	/* dir_mode closed: a new generation, then one that recycles the
+	 * first, past its grace period. */
+	for (int k = 1; k <= 2; k++) {
+		char v[8];
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "d/sub/inner/f", v, 0644);
+		long long due = tu_now_ms() + 150;
+		while (tu_now_ms() < due)
+			tu_nap(10);
+		ck_assert_int_eq(once_with(dst, "grace_ms = 100", &err), 0);
+		free(err);
+	}
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	char *find;
+	ck_assert_int_gt(asprintf(&find, "grep -rqx \"root's\" '%s/..atomsync.aside'",
+				  dst),
+			 0);
+	ck_assert_msg(system(find) == 0, "root's file is gone");
+	free(find);
+	free(cmd);
+	free(inner);
+	free(sub);
+	free(home);
 }
 END_TEST
 
@@ -1619,9 +1679,10 @@ static Suite *security_suite(void)
 	tcase_add_test(tc,
 		       test_without_setuid_a_replaced_generation_goes_aside_whole);
 	tcase_add_test(tc, test_a_sticky_directory_moved_into_a_generation_goes_aside);
-	tcase_add_test(tc,
-		       test_a_generation_others_may_write_but_not_read_is_removed);
+	tcase_add_test(tc, test_a_dir_mode_others_may_write_but_not_read_goes_aside);
 	tcase_add_test(tc, test_a_daemon_not_root_keeps_its_users_files_moved_in);
+	tcase_add_test(tc,
+		       test_a_directory_moved_in_before_dir_mode_was_closed_is_not_reused);
 	tcase_add_test(tc,
 		       test_a_top_level_directory_gone_with_a_plant_is_moved_aside);
 	tcase_add_test(tc, test_a_vetoed_generation_holding_a_plant_goes_aside);
