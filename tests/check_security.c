@@ -1579,6 +1579,45 @@ START_TEST(test_a_directory_moved_in_before_dir_mode_was_closed_is_not_reused)
 }
 END_TEST
 
+/* A thread that takes others' file-system ids leaves the kernel taking
+ * the whole process for one that may not be dumped, whose /proc files
+ * only CAP_SYS_PTRACE then reads: another atomsyncd (the units keep no
+ * such capability) would no longer tell who holds a target's lock.  Once
+ * a daemon has removed, with those rights, a generation of a dir_mode
+ * open to others, its descriptors can still be listed without it. */
+START_TEST(test_a_daemon_that_removed_as_others_stays_readable)
+{
+	char *conf = mapping_conf(dst, "dir_mode = 0777\ngrace_ms = 0");
+	/* Both without it: a process whose capabilities are not all the
+	 * reader's is never read without it, dumpable or not. */
+	const char *argv[] = {"setpriv", "--bounding-set=-sys_ptrace", tu_bin(),
+			      "--config", conf, NULL};
+	char *fds, *cmd;
+
+	tu_write(src, "d/e/f", "0", 0644);
+	pid = tu_spawn(argv, logpath);
+	tu_wait_text(logpath, " published ..", 1, 10000, logpath);
+	tu_write(src, "d/e/f", "1", 0644);
+	tu_wait_text(logpath, " published ..", 2, 10000, logpath);
+	ck_assert_int_gt(asprintf(&fds, "/proc/%d/fd/0", (int)pid), 0);
+	ck_assert_int_gt(asprintf(&cmd, "setpriv --bounding-set=-sys_ptrace "
+					"stat -L '%s' >/dev/null",
+				  fds),
+			 0);
+	/* Once the generation it replaced is gone, its threads are. */
+	ck_assert(tu_wait_for(tu_one_generation, dst, 10000));
+	ck_assert_msg(system(cmd) == 0, "%s cannot be read without "
+					"CAP_SYS_PTRACE",
+		      fds);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	tu_wait_exit(pid, 20000);
+	pid = 0;
+	free(cmd);
+	free(fds);
+	free(conf);
+}
+END_TEST
+
 /* A daemon run as another user than root can take nobody's rights: in
  * a generation whose directories dir_mode lets others write, a user can
  * move in one of the daemon's user's own directories, holding one they
@@ -1681,6 +1720,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_sticky_directory_moved_into_a_generation_goes_aside);
 	tcase_add_test(tc, test_a_dir_mode_others_may_write_but_not_read_goes_aside);
 	tcase_add_test(tc, test_a_daemon_not_root_keeps_its_users_files_moved_in);
+	tcase_add_test(tc, test_a_daemon_that_removed_as_others_stays_readable);
 	tcase_add_test(tc,
 		       test_a_directory_moved_in_before_dir_mode_was_closed_is_not_reused);
 	tcase_add_test(tc,
