@@ -375,18 +375,28 @@ static void *rm_writers_run(void *arg)
  * process of root's without CAP_SYS_PTRACE (which tells the holder of a
  * target's lock): what it was is put back once the thread is gone, its
  * ids with it. */
+static pthread_mutex_t rm_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned rm_running; /* such threads, under rm_mu */
+static int rm_dumpable;	    /* the flag before the first of them */
+
 static int rm_thread(void *(*fn)(void *), void *arg)
 {
-	int dumpable = prctl(PR_GET_DUMPABLE);
 	pthread_t t;
-	int rc = thread_start(&t, fn, arg);
 
-	if (rc < 0)
-		return rc;
-	pthread_join(t, NULL);
-	if (dumpable == 1)
+	/* Several at once (two halves, two mappings): the flag is read
+	 * before the first and put back after the last. */
+	pthread_mutex_lock(&rm_mu);
+	if (rm_running++ == 0)
+		rm_dumpable = prctl(PR_GET_DUMPABLE);
+	pthread_mutex_unlock(&rm_mu);
+	int rc = thread_start(&t, fn, arg);
+	if (rc == 0)
+		pthread_join(t, NULL);
+	pthread_mutex_lock(&rm_mu);
+	if (--rm_running == 0 && rm_dumpable == 1)
 		(void)prctl(PR_SET_DUMPABLE, 1);
-	return 0;
+	pthread_mutex_unlock(&rm_mu);
+	return rc;
 }
 
 /* What a struct rm_writers says, in `parent` (`in`, which beyond_writers()

@@ -28,8 +28,8 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags);
 int fsutil_rmtree(int dirfd, const char *name);
 /* Whether fsutil_rmtree() can take the rights of those who may write a
  * directory: a user who owns nothing, in their group or in none, with
- * CAP_SETUID and CAP_SETGID.  Asked of the kernel once a process (on a
- * thread: see rm_thread()). */
+ * CAP_SETUID and CAP_SETGID.  Asked of the kernel (on a thread: see
+ * rm_thread()) until it answers. */
 bool fsutil_can_act_as_writers(void);
 /* The same in a directory whose owner or mode has changed since what it
  * holds was put there: `in` is what it was then (NULL: as it is). */

@@ -716,6 +716,37 @@ static int aside_open(int dfd)
 	return fd;
 }
 
+/* Whether `name` of `dfd` is a directory of ours that others can write:
+ * made while dir_mode let them (it may be closed now), it may hold what
+ * they put there. */
+static bool open_dir_at(int dfd, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISDIR(st.st_mode) && fsutil_trusted_uid(st.st_uid) &&
+	       (st.st_mode & 0022);
+}
+
+/* Whether the generation `gen` of `dfd` has such a directory at its
+ * top: all of a generation's directories below the top have one mode. */
+static bool holds_open_dirs(int dfd, const char *gen)
+{
+	int fd = openat(dfd, gen,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	char **names = NULL;
+	size_t n = 0;
+	bool open = false;
+
+	if (fd >= 0 && fsutil_read_names(fd, false, &names, &n) == 0)
+		for (size_t i = 0; i < n && !open; i++)
+			open = open_dir_at(fd, names[i]);
+	fsutil_names_free(names, n);
+	if (fd >= 0)
+		close(fd);
+	return open;
+}
+
 /* Whether fsutil_rmtree() failed with `rc` to remove `name` of `dfd`
  * for what is not ours to remove, or too deep to, in the generations of
  * a mapping others can write (`others`): what is then moved aside
@@ -749,6 +780,7 @@ static int gen_aside(int dfd, bool others, const char *name,
 		     const char *path, const char *gen, const char *what,
 		     int rc)
 {
+	others = others || holds_open_dirs(dfd, gen);
 	int afd = not_ours_to_remove(rc, others, dfd, gen) ? aside_open(dfd)
 							  : -1;
 
@@ -1331,7 +1363,7 @@ static void warn_open_dirs(const struct writer *w)
 			"and search the directories of its generations; a "
 			"replaced generation with a directory in one is moved "
 			"aside whole",
-			w->path, (unsigned)m, fsutil_writers(m));
+			w->path, (unsigned)m, m & 0002 ? "others" : "its group");
 }
 
 int writer_open(const char *target, const struct writer_opts *o,
@@ -3067,7 +3099,9 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 		return 0;
 	if (path == NULL && (path = level_join(b, l, n)) == NULL)
 		path = n;
-	if (not_ours_to_remove(rc, others_write(b->w), l->nfd, n) &&
+	/* Others may have written it since dir_mode let them, closed now. */
+	bool others = others_write(b->w) || open_dir_at(l->nfd, n);
+	if (not_ours_to_remove(rc, others, l->nfd, n) &&
 	    move_aside(b, l, n, path) == 0)
 		return 0;
 	return log_err_set(b->err, rc, "target %s: removing %s: %s",
@@ -3168,12 +3202,14 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	bool dir = fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
 
-	/* A directory of ours that others can write (made while dir_mode
-	 * let them) may hold one of root's that they moved in, with what
-	 * they could not remove: neither gone into nor made private to be
-	 * pruned, but moved aside whole, and made anew. */
-	bool was_open = dir && fsutil_trusted_uid(st.st_uid) &&
-			(st.st_mode & 0022);
+	/* A directory of ours that others can write, made while dir_mode
+	 * let them and to be closed now, may hold one of root's that they
+	 * moved in, with what they could not remove: neither gone into nor
+	 * made private to be pruned, but moved aside whole, and made anew.
+	 * (While dir_mode stays open, what is in it is pruned with their
+	 * rights: fsutil_rmtree().) */
+	bool was_open = dir && !(e->mode & 0022) &&
+			fsutil_trusted_uid(st.st_uid) && (st.st_mode & 0022);
 	if (dir && (was_open || !fsutil_may_enter(&p->found, &st))) {
 		close(fd);
 		p->dirty = true;

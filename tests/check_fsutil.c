@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -722,6 +723,39 @@ START_TEST(test_rmtree_halves_leaves_what_it_may_not_enter)
 }
 END_TEST
 
+/* Removing, on two threads at once, what others may write takes their
+ * ids on a thread each: the kernel then takes the process for one that
+ * may not be dumped, and the flag must be back once they are all done,
+ * however they overlapped. */
+START_TEST(test_rmtree_halves_leaves_the_process_dumpable)
+{
+	ck_assert_msg(geteuid() == 0, "this test takes other ids: run it as "
+				      "root");
+	ck_assert_int_eq(prctl(PR_GET_DUMPABLE), 1);
+	int fd = open(tmp, O_RDONLY | O_DIRECTORY);
+	ck_assert_int_ge(fd, 0);
+	for (int round = 0; round < 10; round++) {
+		char *gen = mkdir_in("gen", 0755, -1), rel[32];
+		for (int i = 0; i < 32; i++) {
+			snprintf(rel, sizeof(rel), "d%02d/e/f", i);
+			tu_write(gen, rel, "x", 0644);
+			/* As dir_mode 0777 makes them. */
+			for (int k = 0; k < 2; k++) {
+				snprintf(rel, sizeof(rel), k ? "d%02d/e" : "d%02d", i);
+				char *d = tu_path(gen, rel);
+				ck_assert_int_eq(chmod(d, 0777), 0);
+				free(d);
+			}
+		}
+		ck_assert_int_eq(fsutil_rmtree_halves(fd, "gen"), 0);
+		ck_assert_int_eq(faccessat(fd, "gen", F_OK, 0), -1);
+		ck_assert_int_eq(prctl(PR_GET_DUMPABLE), 1);
+		free(gen);
+	}
+	close(fd);
+}
+END_TEST
+
 #define MS 1000000LL
 
 static int64_t now_ns(void)
@@ -840,6 +874,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc,
 		       test_rmtree_halves_removes_a_wide_tree_and_follows_no_link);
 	tcase_add_test(tc, test_rmtree_halves_leaves_what_it_may_not_enter);
+	tcase_add_test(tc, test_rmtree_halves_leaves_the_process_dumpable);
 	tcase_add_test(tc, test_unnamed_file_is_named_once_complete);
 	tcase_add_test(tc, test_tree_busy_finds_a_change_anywhere_in_the_tree);
 	tcase_add_test(tc, test_tree_busy_reads_a_deep_chain);

@@ -1515,8 +1515,8 @@ START_TEST(test_a_dir_mode_others_may_write_but_not_read_goes_aside)
 		snprintf(v, sizeof(v), "%d", k);
 		tu_write(src, "d/sub/g", v, 0644);
 		ck_assert_msg(once_with(dst, lines, &err) == 0, "%s", err);
-		ck_assert_msg(strstr(err, "dir_mode 0733 lets its group and others "
-					  "write but not read and search") != NULL,
+		ck_assert_msg(strstr(err, "dir_mode 0733 lets others write but "
+					  "not read and search") != NULL,
 			      "%s", err);
 		free(err);
 		ck_assert_int_eq(tu_generations(dst), 1);
@@ -1615,6 +1615,82 @@ START_TEST(test_a_daemon_that_removed_as_others_stays_readable)
 	free(cmd);
 	free(fds);
 	free(conf);
+}
+END_TEST
+
+/* With a dir_mode open to others, a daemon's standby (linked between
+ * the changes of a burst, and private until it is published) is
+ * recycled as it is: nothing of it goes aside, publish after publish. */
+START_TEST(test_a_burst_with_open_dir_mode_sets_nothing_aside)
+{
+	char *conf = mapping_conf(dst, "dir_mode = 0777");
+	const char *argv[] = {tu_bin(), "--config", conf, NULL};
+
+	tu_write(src, "d/e/f", "0", 0644);
+	pid = tu_spawn(argv, logpath);
+	tu_wait_text(logpath, " published ..", 1, 10000, logpath);
+	for (int k = 1; k <= 6; k++) {
+		char v[8];
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "d/e/f", v, 0644);
+		tu_wait_text(logpath, " published ..", 1 + k, 10000, logpath);
+	}
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	tu_wait_exit(pid, 20000);
+	pid = 0;
+	ck_assert_int_eq(tu_file_count(logpath, "aside"), 0);
+	ck_assert_int_eq(asides(), -1);
+	free(conf);
+}
+END_TEST
+
+/* The same closed over a directory that has left the source: its
+ * prune cannot remove what was moved into it, and moves it aside whole
+ * rather than fail the publish. */
+START_TEST(test_a_directory_left_the_source_after_dir_mode_closed_goes_aside)
+{
+	char *err = NULL, *cmd;
+	char *home = tu_path(tmp, "home"), *sub = tu_path(home, "sub");
+	char *inner = tu_path(sub, "inner"), *gone = tu_path(src, "gone");
+
+	tu_write(src, "d/f", "0", 0644);
+	tu_write(src, "gone/g", "0", 0644);
+	ck_assert_int_eq(once_with(dst, "dir_mode = 0777\ngrace_ms = 100", &err),
+			 0);
+	free(err);
+	tu_mkdirs(inner, 0755);
+	ck_assert_int_eq(chown(home, APP_UID, APP_UID), 0);
+	ck_assert_int_eq(chmod(sub, 0777), 0);
+	tu_write(inner, "x", "root's", 0644);
+	ck_assert_int_gt(asprintf(&cmd, "mv '%s' '%s/..data/gone/sub'", sub,
+				  dst),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	tu_rmrf(gone);
+	for (int k = 1; k <= 2; k++) {
+		char v[8];
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, "d/f", v, 0644);
+		long long due = tu_now_ms() + 150;
+		while (tu_now_ms() < due)
+			tu_nap(10);
+		ck_assert_msg(once_with(dst, "grace_ms = 100", &err) == 0, "%s",
+			      err);
+		free(err);
+	}
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	char *find;
+	ck_assert_int_gt(asprintf(&find, "grep -rqx \"root's\" '%s/..atomsync.aside'",
+				  dst),
+			 0);
+	ck_assert_msg(system(find) == 0, "root's file is gone");
+	free(find);
+	free(cmd);
+	free(gone);
+	free(inner);
+	free(sub);
+	free(home);
 }
 END_TEST
 
@@ -1720,6 +1796,9 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_sticky_directory_moved_into_a_generation_goes_aside);
 	tcase_add_test(tc, test_a_dir_mode_others_may_write_but_not_read_goes_aside);
 	tcase_add_test(tc, test_a_daemon_not_root_keeps_its_users_files_moved_in);
+	tcase_add_test(tc, test_a_burst_with_open_dir_mode_sets_nothing_aside);
+	tcase_add_test(
+		tc, test_a_directory_left_the_source_after_dir_mode_closed_goes_aside);
 	tcase_add_test(tc, test_a_daemon_that_removed_as_others_stays_readable);
 	tcase_add_test(tc,
 		       test_a_directory_moved_in_before_dir_mode_was_closed_is_not_reused);
