@@ -1525,6 +1525,34 @@ START_TEST(test_a_dir_mode_others_may_write_but_not_read_goes_aside)
 }
 END_TEST
 
+/* With dir_mode closed: `file` of the source changed twice, each time
+ * past the grace period of the generation before, so that the second
+ * recycles the first; then the target mirrors the source, and root's
+ * file ("root's") is aside. */
+static void closed_twice_keeps_roots_file(const char *file)
+{
+	char *err = NULL, *find;
+
+	for (int k = 1; k <= 2; k++) {
+		char v[8];
+		snprintf(v, sizeof(v), "%d", k);
+		tu_write(src, file, v, 0644);
+		long long due = tu_now_ms() + 150;
+		while (tu_now_ms() < due)
+			tu_nap(10);
+		ck_assert_msg(once_with(dst, "grace_ms = 100", &err) == 0, "%s",
+			      err);
+		free(err);
+	}
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	ck_assert_int_gt(asprintf(&find, "grep -rqx \"root's\" '%s/..atomsync.aside'",
+				  dst),
+			 0);
+	ck_assert_msg(system(find) == 0, "root's file is gone");
+	free(find);
+}
+
 /* Made while dir_mode let others write them, a generation's directories
  * may hold a directory of root's that a user moved in, under the name of
  * one of the source's, with one of root's they cannot write in it.  Once
@@ -1554,24 +1582,7 @@ START_TEST(test_a_directory_moved_in_before_dir_mode_was_closed_is_not_reused)
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
 	/* dir_mode closed: a new generation, then one that recycles the
 	 * first, past its grace period. */
-	for (int k = 1; k <= 2; k++) {
-		char v[8];
-		snprintf(v, sizeof(v), "%d", k);
-		tu_write(src, "d/sub/inner/f", v, 0644);
-		long long due = tu_now_ms() + 150;
-		while (tu_now_ms() < due)
-			tu_nap(10);
-		ck_assert_int_eq(once_with(dst, "grace_ms = 100", &err), 0);
-		free(err);
-	}
-	char *why = tu_diff_trees(src, dst);
-	ck_assert_msg(why == NULL, "%s", why);
-	char *find;
-	ck_assert_int_gt(asprintf(&find, "grep -rqx \"root's\" '%s/..atomsync.aside'",
-				  dst),
-			 0);
-	ck_assert_msg(system(find) == 0, "root's file is gone");
-	free(find);
+	closed_twice_keeps_roots_file("d/sub/inner/f");
 	free(cmd);
 	free(inner);
 	free(sub);
@@ -1667,25 +1678,7 @@ START_TEST(test_a_directory_left_the_source_after_dir_mode_closed_goes_aside)
 			 0);
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
 	tu_rmrf(gone);
-	for (int k = 1; k <= 2; k++) {
-		char v[8];
-		snprintf(v, sizeof(v), "%d", k);
-		tu_write(src, "d/f", v, 0644);
-		long long due = tu_now_ms() + 150;
-		while (tu_now_ms() < due)
-			tu_nap(10);
-		ck_assert_msg(once_with(dst, "grace_ms = 100", &err) == 0, "%s",
-			      err);
-		free(err);
-	}
-	char *why = tu_diff_trees(src, dst);
-	ck_assert_msg(why == NULL, "%s", why);
-	char *find;
-	ck_assert_int_gt(asprintf(&find, "grep -rqx \"root's\" '%s/..atomsync.aside'",
-				  dst),
-			 0);
-	ck_assert_msg(system(find) == 0, "root's file is gone");
-	free(find);
+	closed_twice_keeps_roots_file("d/f");
 	free(cmd);
 	free(gone);
 	free(inner);
