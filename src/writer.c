@@ -754,8 +754,9 @@ static bool holds_open_dirs(int dfd, const char *gen)
  * doing there: nothing of ours writes into what it removes, and they can
  * write its directories (owner and dir_mode leave the top one root's,
  * but not those below it).  Out of descriptors (one a level) is theirs
- * only where the top is not ours alone; else it may be ours, it passes,
- * and the removal is tried again later. */
+ * only where `name` is not ours alone or holds directories they can
+ * write; else it may be ours, it passes, and the removal is tried again
+ * later. */
 static bool not_ours_to_remove(int rc, bool others, int dfd,
 			       const char *name)
 {
@@ -765,9 +766,12 @@ static bool not_ours_to_remove(int rc, bool others, int dfd,
 		return false;
 	if (rc == -EPERM || rc == -EACCES || rc == -ELOOP || rc == -ENOTEMPTY)
 		return true;
+	/* A chain of directories made deep by those who can write them
+	 * (theirs, or ours that dir_mode opens) is theirs to answer for. */
 	return (rc == -EMFILE || rc == -ENFILE) &&
-	       fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       !fsutil_ours_alone(&st);
+	       ((fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		 !fsutil_ours_alone(&st)) ||
+		holds_open_dirs(dfd, name));
 }
 
 /* What is left of the generation `gen` of the target open as `dfd` (the

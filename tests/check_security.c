@@ -1687,6 +1687,62 @@ START_TEST(test_a_directory_left_the_source_after_dir_mode_closed_goes_aside)
 }
 END_TEST
 
+#define CHAIN 1200
+
+/* As one who may write the directory `arg` (a generation's "a"): each of
+ * its directories d1199 .. d1 put into the one before, a chain of them
+ * 1,200 deep. */
+static int chain_generation_dirs(void *arg)
+{
+	int fd = open(arg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	for (int i = CHAIN - 1; fd >= 0 && i > 0; i--) {
+		char from[16], to[32];
+		snprintf(from, sizeof(from), "d%d", i);
+		snprintf(to, sizeof(to), "d%d/d%d", i - 1, i);
+		if (renameat(fd, from, fd, to) < 0)
+			return 1;
+	}
+	return fd < 0;
+}
+
+/* Where dir_mode lets others write a generation's directories, they can
+ * chain them deeper than the descriptors a removal has (one a level):
+ * that generation goes aside, rather than stay in the target, one more
+ * each publish. */
+START_TEST(test_a_generation_chained_past_the_descriptors_goes_aside)
+{
+	const char *lines = "dir_mode = 0777\ngrace_ms = 0";
+	char *conf = mapping_conf(dst, lines), *a = tu_path(src, "a"), *err = NULL;
+	const char *argv[] = {"prlimit", "--nofile=1024:1024", tu_bin(),
+			      "--config", conf, "--once", NULL};
+
+	tu_mkdirs(a, 0755);
+	for (int i = 0; i < CHAIN; i++) {
+		char rel[16];
+		snprintf(rel, sizeof(rel), "d%d", i);
+		char *d = tu_path(a, rel);
+		ck_assert_int_eq(mkdir(d, 0755), 0);
+		free(d);
+	}
+	tu_write(src, "t", "0", 0644);
+	ck_assert_int_eq(tu_run(argv, NULL, &err, 60000), 0);
+	free(err);
+	char *live = tu_path(dst, "..data/a");
+	ck_assert_int_eq(tu_call_as(APP_UID, chain_generation_dirs, live), 0);
+	tu_write(src, "t", "1", 0644);
+	ck_assert_int_eq(tu_run(argv, NULL, &err, 60000), 0);
+	ck_assert_msg(strstr(err, "Too many open files; what is left of it "
+				  "moved aside") != NULL,
+		      "%s", err);
+	ck_assert_int_eq(tu_generations(dst), 1);
+	free(err);
+	free(live);
+	free(a);
+	free(conf);
+}
+END_TEST
+
 /* A daemon run as another user than root can take nobody's rights: in
  * a generation whose directories dir_mode lets others write, a user can
  * move in one of the daemon's user's own directories, holding one they
@@ -1790,6 +1846,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_dir_mode_others_may_write_but_not_read_goes_aside);
 	tcase_add_test(tc, test_a_daemon_not_root_keeps_its_users_files_moved_in);
 	tcase_add_test(tc, test_a_burst_with_open_dir_mode_sets_nothing_aside);
+	tcase_add_test(tc, test_a_generation_chained_past_the_descriptors_goes_aside);
 	tcase_add_test(
 		tc, test_a_directory_left_the_source_after_dir_mode_closed_goes_aside);
 	tcase_add_test(tc, test_a_daemon_that_removed_as_others_stays_readable);
