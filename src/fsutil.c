@@ -265,20 +265,9 @@ static int rm_push(struct rmframe **v, size_t *depth, size_t *cap, int parent,
 	return 0;
 }
 
-/* Whether root (or we) would empty what is in the directory `st` with
- * more rights than those who can write it: it is root's (or ours), and
- * its group or others may write it.  A directory they moved into it may then be one of
- * root's with its very owner and group (fsutil_may_enter() lets it pass),
- * holding what they could not remove themselves; the kernel, not the
- * owner, must tell what they could. */
-static bool beyond_writers(const struct stat *st)
-{
-	return fsutil_trusted_uid(st->st_uid) && (st->st_mode & 0022);
-}
-
 /* A user who owns no file, then the overflow one (a user namespace may
- * map only the first 65536): as whom to remove what beyond_writers()
- * holds. */
+ * map only the first 65536): as whom to remove what is in a directory
+ * fsutil_ours_but_open() holds. */
 static const uid_t rm_nobody[] = {(uid_t)-2, 65534};
 
 /* Leaves the calling thread no capability in effect: what it removes it
@@ -329,6 +318,23 @@ static int rm_become_any(const struct stat *st)
 static int rmtree_dir(int parent, const struct stat *in, const char *name,
 		      bool reduced);
 
+/* Removes `name` of `parent` (whose stat is *in, NULL: as it is now)
+ * and, if it is a directory, all it holds. */
+static int rm_name(int parent, const struct stat *in, const char *name,
+		   bool reduced)
+{
+	struct stat here;
+
+	if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return -errno;
+	/* A directory: who can write the one it is in decides. */
+	if (in == NULL && fstat(parent, &here) < 0)
+		return -errno;
+	return rmtree_dir(parent, in ? in : &here, name, reduced);
+}
+
 /* Removes the names `names` of `parent` (whose stat is *in), and what
  * they hold, on a thread that has the rights of its writers alone. */
 static int rm_names(int parent, const struct stat *in, char *const *names,
@@ -337,11 +343,7 @@ static int rm_names(int parent, const struct stat *in, char *const *names,
 	int first = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		if (unlinkat(parent, names[i], 0) == 0 || errno == ENOENT)
-			continue;
-		int rc = errno == EISDIR || errno == EPERM
-				 ? rmtree_dir(parent, in, names[i], true)
-				 : -errno;
+		int rc = rm_name(parent, in, names[i], true);
 		if (rc < 0 && first == 0)
 			first = rc;
 	}
@@ -369,16 +371,16 @@ static void *rm_writers_run(void *arg)
 	return NULL;
 }
 
+static pthread_mutex_t rm_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned rm_running; /* such threads, under rm_mu */
+static int rm_dumpable;	    /* the flag before the first of them */
+
 /* Runs `fn` on a thread of its own and waits for it.  A thread that
  * changes its file-system ids makes the kernel take the whole process
  * for one that may not be dumped, nor its /proc files read by another
  * process of root's without CAP_SYS_PTRACE (which tells the holder of a
  * target's lock): what it was is put back once the thread is gone, its
  * ids with it. */
-static pthread_mutex_t rm_mu = PTHREAD_MUTEX_INITIALIZER;
-static unsigned rm_running; /* such threads, under rm_mu */
-static int rm_dumpable;	    /* the flag before the first of them */
-
 static int rm_thread(void *(*fn)(void *), void *arg)
 {
 	pthread_t t;
@@ -399,9 +401,10 @@ static int rm_thread(void *(*fn)(void *), void *arg)
 	return rc;
 }
 
-/* What a struct rm_writers says, in `parent` (`in`, which beyond_writers()
- * holds), on a thread that has the rights of its writers alone
- * (rm_become()): what is left is what they could not remove either. */
+/* What a struct rm_writers says, in `parent` (`in`, which
+ * fsutil_ours_but_open() holds), on a thread that has the rights of its
+ * writers alone (rm_become()): what is left is what they could not
+ * remove either. */
 static int rm_as_writers(struct rm_writers *j)
 {
 	int rc = rm_thread(rm_writers_run, j);
@@ -440,12 +443,12 @@ bool fsutil_can_act_as_writers(void)
 
 /* Removes the directory `name` of `parent` and all it holds, with an
  * explicit stack: depth comes from whoever wrote the tree.  What is in a
- * directory that beyond_writers() holds is removed by rm_as_writers(),
- * unless this is that thread already (`reduced`). */
+ * directory that fsutil_ours_but_open() holds is removed by
+ * rm_as_writers(), unless this is that thread already (`reduced`). */
 static int rmtree_dir(int parent, const struct stat *in, const char *name,
 		      bool reduced)
 {
-	if (!reduced && beyond_writers(in))
+	if (!reduced && fsutil_ours_but_open(in))
 		return fsutil_can_act_as_writers()
 			       ? rm_as_writers(&(struct rm_writers){
 					 .parent = parent, .in = in,
@@ -457,7 +460,7 @@ static int rmtree_dir(int parent, const struct stat *in, const char *name,
 
 	while (depth > 0) {
 		struct rmframe *f = &v[depth - 1];
-		bool guarded = !reduced && beyond_writers(&f->st);
+		bool guarded = !reduced && fsutil_ours_but_open(&f->st);
 		if (f->next < f->n && guarded && fsutil_can_act_as_writers()) {
 			rc = rm_as_writers(&(struct rm_writers){
 				.parent = f->fd, .in = &f->st,
@@ -498,18 +501,7 @@ static int rmtree_dir(int parent, const struct stat *in, const char *name,
 
 int fsutil_rmtree_in(int dirfd, const struct stat *in, const char *name)
 {
-	struct stat here;
-
-	if (unlinkat(dirfd, name, 0) == 0)
-		return 0;
-	if (errno == ENOENT)
-		return 0;
-	if (errno != EISDIR && errno != EPERM)
-		return -errno;
-	/* A directory: who can write the one it is in decides. */
-	if (in == NULL && fstat(dirfd, &here) < 0)
-		return -errno;
-	return rmtree_dir(dirfd, in ? in : &here, name, false);
+	return rm_name(dirfd, in, name, false);
 }
 
 int fsutil_rmtree(int dirfd, const char *name)
@@ -701,7 +693,7 @@ int fsutil_rmtree_halves(int dirfd, const char *name)
 
 	/* Not a directory, or not one to enter (or not as root): as one
 	 * thread does it. */
-	if (fstat(dirfd, &here) < 0 || beyond_writers(&here) ||
+	if (fstat(dirfd, &here) < 0 || fsutil_ours_but_open(&here) ||
 	    rm_push(&v, &depth, &cap, dirfd, &here, name) < 0 || depth == 0) {
 		free(v);
 		return fsutil_rmtree(dirfd, name);
@@ -1424,6 +1416,11 @@ bool fsutil_trusted_uid(uid_t uid)
 bool fsutil_ours_alone(const struct stat *st)
 {
 	return fsutil_trusted_uid(st->st_uid) && !(st->st_mode & 0022);
+}
+
+bool fsutil_ours_but_open(const struct stat *st)
+{
+	return fsutil_trusted_uid(st->st_uid) && (st->st_mode & 0022);
 }
 
 bool fsutil_may_enter(const struct stat *in, const struct stat *st)

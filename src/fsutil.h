@@ -27,7 +27,7 @@ int fsutil_open_beneath(int rootfd, const char *rel, int flags);
  * returns the first. */
 int fsutil_rmtree(int dirfd, const char *name);
 /* Whether fsutil_rmtree() can take the rights of those who may write a
- * directory: a user who owns nothing, in their group or in none, with
+ * directory: a user who owns nothing, in their group or its own, with
  * CAP_SETUID and CAP_SETGID.  Asked of the kernel (on a thread: see
  * rm_thread()) until it answers. */
 bool fsutil_can_act_as_writers(void);
@@ -153,6 +153,12 @@ bool fsutil_trusted_dir(int fd, const struct stat *st);
  * have.  Another that user may have moved in, with what they could not
  * remove or change themselves in it. */
 bool fsutil_may_enter(const struct stat *in, const struct stat *st);
+/* Whether `st` is root's (or ours) but its group or others may write it
+ * (dir_mode).  A directory they moved into it may be one of root's with
+ * its very owner and group (fsutil_may_enter() lets it pass), holding
+ * what they could not remove themselves: what is in it is for the
+ * kernel to tell, not its owner (fsutil_rmtree()). */
+bool fsutil_ours_but_open(const struct stat *st);
 /* Who besides the owner may write a file of mode `mode` (some of 0022):
  * "its group and others", "its group" or "others", for messages. */
 const char *fsutil_writers(mode_t mode);

@@ -724,8 +724,7 @@ static bool open_dir_at(int dfd, const char *name)
 	struct stat st;
 
 	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       S_ISDIR(st.st_mode) && fsutil_trusted_uid(st.st_uid) &&
-	       (st.st_mode & 0022);
+	       S_ISDIR(st.st_mode) && fsutil_ours_but_open(&st);
 }
 
 /* Whether the generation `gen` of `dfd` has such a directory at its
@@ -3212,8 +3211,7 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 	 * made private to be pruned, but moved aside whole, and made anew.
 	 * (While dir_mode stays open, what is in it is pruned with their
 	 * rights: fsutil_rmtree().) */
-	bool was_open = dir && !(e->mode & 0022) &&
-			fsutil_trusted_uid(st.st_uid) && (st.st_mode & 0022);
+	bool was_open = dir && !(e->mode & 0022) && fsutil_ours_but_open(&st);
 	if (dir && (was_open || !fsutil_may_enter(&p->found, &st))) {
 		close(fd);
 		p->dirty = true;

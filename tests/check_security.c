@@ -1420,7 +1420,6 @@ START_TEST(test_a_directory_of_roots_moved_into_a_generation_keeps_what_it_holds
 }
 END_TEST
 
-
 /* Without the capabilities to take the rights of those dir_mode lets
  * write a generation's directories, a mapping says so as it starts; a
  * replaced generation that has only files in those is removed, and one
