@@ -3050,8 +3050,8 @@ static const char *level_join(struct build *b, const struct level *l,
  * that is not theirs nor ours, which is never gone into
  * (fsutil_may_enter()), nor removed or changed.  Whatever is at `n` by
  * then is what goes, under a name no other takes; what it was is looked
- * at once it is there, where nobody else can reach it.  0, or -EPERM
- * when it cannot be moved. */
+ * at once it is there, where nobody else can reach it.  0, or a negative
+ * errno when it cannot be moved (-EPERM: WRITER_ASIDE is not ours). */
 static int move_aside(struct build *b, const struct level *l, const char *n,
 		      const char *path)
 {
@@ -3071,7 +3071,7 @@ static int move_aside(struct build *b, const struct level *l, const char *n,
 	if (afd < 0 || rc < 0) {
 		if (afd >= 0)
 			close(afd);
-		return -EPERM;
+		return afd < 0 ? afd : rc;
 	}
 	char uid[24] = "?";
 	if (fstatat(afd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -3183,10 +3183,19 @@ static int prune(struct build *b, struct level *l)
 }
 
 /* The directory `st` found at e's path is not one atomsync made (see
- * fsutil_may_enter()): it is neither taken over nor removed. */
+ * fsutil_may_enter()): it is neither taken over nor removed.  Or it is,
+ * made while dir_mode let others write it (`was_open`), and could not be
+ * moved aside (`rc`): it is not gone into either. */
 static int not_ours(struct build *b, const struct snap_entry *e,
-		    const struct stat *st)
+		    const struct stat *st, bool was_open, int rc)
 {
+	if (was_open)
+		return log_err_set(b->err, rc,
+				   "target %s: %s, made while dir_mode let "
+				   "others write it, cannot be moved aside "
+				   "into %s: %s; left as it is",
+				   b->w->path, e->path, WRITER_ASIDE,
+				   strerror(-rc));
 	return log_err_set(b->err, -EPERM,
 			   "target %s: %s, in a directory another user can "
 			   "write, is not atomsync's (owner %u, group %u); "
@@ -3215,9 +3224,10 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 	if (dir && (was_open || !fsutil_may_enter(&p->found, &st))) {
 		close(fd);
 		p->dirty = true;
-		if (move_aside(b, p, name, e->path) == 0)
+		int rc = move_aside(b, p, name, e->path);
+		if (rc == 0)
 			return -ENOENT; /* made anew */
-		return not_ours(b, e, &st);
+		return not_ours(b, e, &st, was_open, rc);
 	}
 	if (dir) {
 		l->found = st;

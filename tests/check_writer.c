@@ -4974,6 +4974,55 @@ START_TEST(test_recycled_dir_others_could_write_is_shut_first)
 }
 END_TEST
 
+/* Such a directory that cannot be moved aside (WRITER_ASIDE is a file
+ * here) fails the publish, saying which and why, not gone into; the live
+ * generation stays, and the next publish, once it can, goes on. */
+START_TEST(test_recycled_open_dir_that_cannot_go_aside_says_so)
+{
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	struct writer_opts o = opts();
+	o.fsync = false;
+	o.grace_ms = RECYCLE_GRACE_MS;
+	o.dir_mode = 0777;
+	struct writer *w = open_writer_with(&o);
+
+	tu_write(src, "d/a", "good", 0644);
+	tu_write(src, "t", "1", 0644);
+	publish_ok(w);
+	tu_write(src, "t", "22", 0644);
+	publish_ok(w);
+	wait_past(tu_now_ms() + RECYCLE_GRACE_MS);
+	writer_close(w);
+	char *live = tu_live(dst), *aside = tu_path(dst, WRITER_ASIDE);
+	tu_write(dst, WRITER_ASIDE, "not a directory", 0600);
+	tu_write(src, "t", "333", 0644);
+	o.dir_mode = 0755;
+	w = open_writer_with(&o);
+	struct writer_result r = {0};
+	char *err = NULL;
+	ck_assert_int_eq(publish_tree(w, &r, &err), -EPERM);
+	ck_assert_msg(err && strstr(err, ": d, made while dir_mode let others "
+					 "write it, cannot be moved aside "
+					 "into " WRITER_ASIDE ": "),
+		      "%s", err ? err : "no error");
+	writer_result_fini(&r);
+	free(err);
+	char *now = tu_live(dst);
+	ck_assert_str_eq(now, live);
+	char *t = tu_path(dst, "t"), *text = tu_read(t, NULL);
+	ck_assert_str_eq(text, "22");
+	free(text);
+	free(t);
+	ck_assert_int_eq(unlink(aside), 0);
+	publish_ok(w);
+	ASSERT_TREES();
+	writer_close(w);
+	free(now);
+	free(aside);
+	free(live);
+}
+END_TEST
+
 #define TOGGLED 40
 
 /* As a user, in `dir`, which they may write: puts a file of theirs in
@@ -5378,6 +5427,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_keeps_one_in_reserve);
 	tcase_add_test(tc, test_recycle_after_a_file_was_copied_instead_of_linked);
 	tcase_add_test(tc, test_recycled_dir_others_could_write_is_shut_first);
+	tcase_add_test(tc, test_recycled_open_dir_that_cannot_go_aside_says_so);
 	tcase_add_test(tc, test_link_from_a_dir_others_can_write_is_looked_at);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
