@@ -1043,14 +1043,18 @@ static bool names_path(const char *err, const char *path)
 
 /* Opens the config file through fsutil_chase (a symlink only root or we
  * could have made is followed, as a Kubernetes ConfigMap has them) with
- * O_NONBLOCK, so a FIFO cannot hang the start, and checks what it is. */
+ * O_NONBLOCK, so a FIFO cannot hang the start, and checks what it is.
+ * Its owner is what vouches for it, so it must also be where nobody else
+ * could have put it, or replaced it since: whoever can change a
+ * directory on the way could move there a file of root's that says what
+ * they like (a copy atomsyncd made of their source, say). */
 static int open_conf(const char *path, FILE **out, struct conf_errors *errs)
 {
 	char *err = NULL, buf[128];
 	const char *why = NULL;
 	struct stat st;
-	int fd = fsutil_chase(path, 0, O_RDONLY | O_NONBLOCK | O_NOCTTY, NULL,
-			      &err);
+	int fd = fsutil_chase(path, FSUTIL_CHASE_TRUSTED | FSUTIL_CHASE_PLACED,
+			      O_RDONLY | O_NONBLOCK | O_NOCTTY, NULL, &err);
 
 	if (fd < 0) {
 		/* The message names the component that failed, which is

@@ -1438,15 +1438,22 @@ const char *fsutil_writers(mode_t mode)
 	return mode & 0020 ? "its group" : "others";
 }
 
-bool fsutil_trusted_dir(int fd, const struct stat *st)
+/* Whether only root or we can make a name in the directory `fd`. */
+static bool names_ours(int fd, const struct stat *st)
 {
 	struct statvfs vfs;
 
 	if (!fsutil_trusted_uid(st->st_uid))
 		return false;
-	if ((st->st_mode & 0022) == 0 || (st->st_mode & S_ISVTX))
+	if ((st->st_mode & 0022) == 0)
 		return true;
 	return fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_RDONLY);
+}
+
+bool fsutil_trusted_dir(int fd, const struct stat *st)
+{
+	return names_ours(fd, st) ||
+	       (fsutil_trusted_uid(st->st_uid) && (st->st_mode & S_ISVTX));
 }
 
 struct chase {
@@ -1587,22 +1594,37 @@ static int chase_last(struct chase *c, const char *name, unsigned how,
 	return -ENOENT;
 }
 
+/* -EPERM: the directory reached is one that someone else can write, who
+ * can `what` by it. */
+static int chase_distrust(struct chase *c, const char *what)
+{
+	if (!fsutil_trusted_uid(c->st.st_uid))
+		return chase_fail(c, -EPERM,
+				  "directory %s is owned by uid %u, who can %s",
+				  c->done, (unsigned)c->st.st_uid, what);
+	return chase_fail(c, -EPERM,
+			  "directory %s is writable by %s (mode %04o), who "
+			  "can %s",
+			  c->done, fsutil_writers(c->st.st_mode),
+			  (unsigned)(c->st.st_mode & 07777), what);
+}
+
 /* For FSUTIL_CHASE_TRUSTED: the directory reached is one whose names
  * only root or we can change. */
 static int chase_trusted(struct chase *c)
 {
-	if (fsutil_trusted_dir(c->fd, &c->st))
-		return 0;
-	if (!fsutil_trusted_uid(c->st.st_uid))
-		return chase_fail(c, -EPERM,
-				  "directory %s is owned by uid %u, who can "
-				  "change what the path leads to",
-				  c->done, (unsigned)c->st.st_uid);
-	return chase_fail(c, -EPERM,
-			  "directory %s is writable by %s (mode %04o), who "
-			  "can change what the path leads to",
-			  c->done, fsutil_writers(c->st.st_mode),
-			  (unsigned)(c->st.st_mode & 07777));
+	return fsutil_trusted_dir(c->fd, &c->st)
+		       ? 0
+		       : chase_distrust(c, "change what the path leads to");
+}
+
+/* For FSUTIL_CHASE_PLACED: the directory reached, which holds the last
+ * component, is one where only root or we can make a name. */
+static int chase_placed(struct chase *c)
+{
+	return names_ours(c->fd, &c->st)
+		       ? 0
+		       : chase_distrust(c, "move any file of root's into it");
 }
 
 /* One named component: 0 to go on, 1 when *out holds the final fd. */
@@ -1617,6 +1639,12 @@ static int chase_name(struct chase *c, const char *name, const char *rest,
 		return rc;
 	if (last) {
 		int fd = chase_last(c, name, how, flags, created);
+		if (fd >= 0 && (how & FSUTIL_CHASE_PLACED) &&
+		    fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (rc = chase_placed(c)) < 0) {
+			close(fd);
+			return rc;
+		}
 		if (fd >= 0) {
 			*out = fd;
 			return 1;

@@ -294,7 +294,8 @@ int hook_read_pidfile(const char *pidfile, int *pid, struct stat *st,
 	/* O_NONBLOCK: a FIFO must not hold up the loop before it is seen
 	 * for what it is. */
 	int fd = fsutil_chase(pidfile,
-			      FSUTIL_CHASE_NOFOLLOW | FSUTIL_CHASE_TRUSTED,
+			      FSUTIL_CHASE_NOFOLLOW | FSUTIL_CHASE_TRUSTED |
+				      FSUTIL_CHASE_PLACED,
 			      O_RDONLY | O_NONBLOCK | O_NOCTTY, NULL, &why);
 
 	if (fd < 0) {

@@ -319,6 +319,54 @@ START_TEST(test_config_file_owned_or_writable_by_others_is_refused)
 }
 END_TEST
 
+/* The file's owner vouches for it only where nobody else could have put
+ * it: whoever can change a directory on the way, or make a name in the
+ * one that holds it (sticky or not), could move there a file of root's
+ * that says what they like, such as a copy atomsyncd made of their
+ * source into a generation dir_mode lets them write. */
+START_TEST(test_config_file_where_others_could_put_it_is_refused)
+{
+	ck_assert_msg(tu_can_setuid(),
+		      "this test acts as other users: run it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	char *home = tu_path(tmp, "home"), *want;
+	tu_mkdirs(home, 0755);
+	char *c = write_conf_at(home, "atomsync.conf", 0600, -1);
+	ck_assert_int_eq(chown(home, OTHER, OTHER), 0);
+	ck_assert_int_ge(asprintf(&want, "directory %s is owned by uid 2003, "
+					 "who can change what the path leads "
+					 "to", home),
+			 0);
+	assert_refused(-1, c, want);
+	free(want);
+	ck_assert_int_eq(chown(home, 0, 0), 0);
+	ck_assert_int_eq(chmod(home, 0775), 0);
+	ck_assert_int_ge(asprintf(&want, "directory %s is writable by its group "
+					 "(mode 0775), who can change what the "
+					 "path leads to", home),
+			 0);
+	assert_refused(-1, c, want);
+	free(want);
+	ck_assert_int_eq(chmod(home, 01777), 0);
+	ck_assert_int_ge(asprintf(&want, "directory %s is writable by its group "
+					 "and others (mode 1777), who can move "
+					 "any file of root's into it", home),
+			 0);
+	assert_refused(-1, c, want);
+	free(want);
+	/* A directory of root's in a sticky one, as /tmp/atomsync: nobody
+	 * else can move it, nor make a name in it. */
+	char *sub = tu_path(home, "etc");
+	tu_mkdirs(sub, 0755);
+	char *c2 = write_conf_at(sub, "atomsync.conf", 0600, -1);
+	assert_accepted(-1, c2);
+	free(c2);
+	free(sub);
+	free(c);
+	free(home);
+}
+END_TEST
+
 START_TEST(test_config_file_fifo_directory_and_foreign_link_are_refused)
 {
 	ck_assert_msg(tu_can_setuid(),
@@ -340,8 +388,8 @@ START_TEST(test_config_file_fifo_directory_and_foreign_link_are_refused)
 	char *err;
 	ck_assert_int_eq(check_conf_as(-1, link, &err), 2);
 	ck_assert_int_eq(tu_lines(err), 1);
-	ck_assert_msg(strstr(err, "link.conf is owned by uid 2003; refusing to "
-				  "follow it"),
+	ck_assert_msg(strstr(err, "/home is owned by uid 2003, who can change "
+				  "what the path leads to"),
 		      "%s", err);
 	free(err);
 	/* Its owner may use it. */
@@ -1070,6 +1118,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_path_options_given_twice_are_refused);
 	tcase_add_test(tc, test_a_missing_config_file_is_named_once);
 	tcase_add_test(tc, test_config_file_owned_or_writable_by_others_is_refused);
+	tcase_add_test(tc, test_config_file_where_others_could_put_it_is_refused);
 	tcase_add_test(tc, test_config_file_fifo_directory_and_foreign_link_are_refused);
 	tcase_add_test(tc, test_config_file_from_a_configmap_volume_is_read);
 	tcase_add_test(tc, test_once_projects_the_tree);

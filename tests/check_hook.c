@@ -273,7 +273,22 @@ START_TEST(test_pidfile_others_can_write_is_refused)
 				  dir, dir),
 			 0);
 	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
-	assert_refused("s/app.pid", "owned by uid 2001, not by root");
+	assert_refused("s/app.pid", "writable by its group and others (mode "
+				    "1777), who can move any file of root's "
+				    "into it");
+	/* Nor one of root's that such a user moved there, from a directory
+	 * they can write: a generation's with dir_mode 0777, say, where
+	 * atomsyncd copied their "pidfile" as root's. */
+	char *open_dir = tu_path(tmp, "open");
+	tu_write(open_dir, "pid", "1\n", 0644);
+	ck_assert_int_eq(chmod(open_dir, 0777), 0);
+	free(cmd);
+	ck_assert_int_ge(asprintf(&cmd, "mv %s/pid %s/root.pid", open_dir, dir),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	assert_refused("s/root.pid", "directory");
+	assert_refused("s/root.pid", "/s is writable by its group and others");
+	free(open_dir);
 	/* Their link to root's pidfile is not followed. */
 	tu_write(tmp, "root.pid", "1234\n", 0644);
 	free(cmd);
