@@ -305,6 +305,10 @@ int writer_record_error(struct writer *w, uint64_t when_ms, const char *msg)
 {
 	if (w->dfd < 0 || w->o.dry_run)
 		return -EROFS;
+	/* A directory moved away is not written to again. */
+	int rc = writer_check_target(w, NULL);
+	if (rc < 0)
+		return rc;
 	return msg ? state_error_save(w->dfd, when_ms, msg)
 		   : state_error_clear(w->dfd);
 }

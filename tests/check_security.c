@@ -184,6 +184,47 @@ START_TEST(test_a_users_directory_put_in_place_of_the_target_is_refused)
 }
 END_TEST
 
+/* The same user moves the target away and puts a link in its place: the
+ * link is refused, and the directory moved away, root's, is not written
+ * to again, not even its error file (each error is recorded as it is
+ * logged, before the daemon goes on). */
+START_TEST(test_a_target_moved_away_is_not_written_to_again)
+{
+	char *app = dir_of("app", APP_UID);
+	char *target = tu_path(app, "cfg"), *moved = tu_path(app, "cfg.old");
+	char *victim = tu_path(tmp, "victim"), *cmd;
+	tu_mkdirs(victim, 0755);
+	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
+			      "--debounce", "0", NULL};
+
+	pid = tu_spawn(argv, logpath);
+	struct tu_needle pub = {logpath, "published ..", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_gt(asprintf(&cmd, "mv '%s' '%s' && ln -s '%s' '%s'",
+				  target, moved, victim, target),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	tu_write(src, "notes", "after\n", 0644);
+	struct tu_needle n = {logpath, "refusing to follow it", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	char *error = tu_path(moved, "..atomsync.error");
+	ck_assert_msg(access(error, F_OK) < 0 && errno == ENOENT,
+		      "%s was written", error);
+	ck_assert_int_eq(tu_count_names(victim), 0);
+	free(error);
+	free(cmd);
+	free(victim);
+	free(moved);
+	free(target);
+	free(app);
+}
+END_TEST
+
 /* tmp/app.conf: one mapping, the lines `lines` added (a hook, say; the
  * path, malloc'ed). */
 static char *mapping_conf(const char *target, const char *lines)
@@ -1815,6 +1856,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_target_swapped_while_running_is_refused);
 	tcase_add_test(tc, test_root_owned_link_on_the_way_works);
 	tcase_add_test(tc, test_a_users_directory_put_in_place_of_the_target_is_refused);
+	tcase_add_test(tc, test_a_target_moved_away_is_not_written_to_again);
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
