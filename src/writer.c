@@ -720,20 +720,21 @@ static int aside_open(int dfd)
 	return fd;
 }
 
-/* Whether `name` of `dfd` is a directory of ours that others can write:
- * made while dir_mode let them (it may be closed now), it may hold what
- * they put there. */
-static bool open_dir_at(int dfd, const char *name)
+/* Whether `name` of `dfd` is a directory others can write: one of ours
+ * made while dir_mode let them, or one of the user owner named (either
+ * may be so no longer since a reload), it may hold what they put there. */
+static bool others_dir_at(int dfd, const char *name)
 {
 	struct stat st;
 
 	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       S_ISDIR(st.st_mode) && fsutil_ours_but_open(&st);
+	       S_ISDIR(st.st_mode) && !fsutil_ours_alone(&st);
 }
 
 /* Whether the generation `gen` of `dfd` has such a directory at its
- * top: all of a generation's directories below the top have one mode. */
-static bool holds_open_dirs(int dfd, const char *gen)
+ * top: all of a generation's directories below the top were made with
+ * one owner and mode. */
+static bool holds_others_dirs(int dfd, const char *gen)
 {
 	int fd = openat(dfd, gen,
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -743,7 +744,7 @@ static bool holds_open_dirs(int dfd, const char *gen)
 
 	if (fd >= 0 && fsutil_read_names(fd, false, &names, &n) == 0)
 		for (size_t i = 0; i < n && !open; i++)
-			open = open_dir_at(fd, names[i]);
+			open = others_dir_at(fd, names[i]);
 	fsutil_names_free(names, n);
 	if (fd >= 0)
 		close(fd);
@@ -774,7 +775,7 @@ static bool not_ours_to_remove(int rc, bool others, int dfd,
 	return (rc == -EMFILE || rc == -ENFILE) &&
 	       ((fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		 !fsutil_ours_alone(&st)) ||
-		holds_open_dirs(dfd, name));
+		holds_others_dirs(dfd, name));
 }
 
 /* What is left of the generation `gen` of the target open as `dfd` (the
@@ -787,7 +788,7 @@ static int gen_aside(int dfd, bool others, const char *name,
 		     const char *path, const char *gen, const char *what,
 		     int rc)
 {
-	others = others || holds_open_dirs(dfd, gen);
+	others = others || holds_others_dirs(dfd, gen);
 	int afd = not_ours_to_remove(rc, others, dfd, gen) ? aside_open(dfd)
 							  : -1;
 
@@ -3106,8 +3107,10 @@ static int remove_entry(struct build *b, struct level *l, const char *n,
 		return 0;
 	if (path == NULL && (path = level_join(b, l, n)) == NULL)
 		path = n;
-	/* Others may have written it since dir_mode let them, closed now. */
-	bool others = others_write(b->w) || open_dir_at(l->nfd, n);
+	/* Others may have written it, or where it is, since owner or
+	 * dir_mode let them (a reload may have taken those away). */
+	bool others = others_write(b->w) || !fsutil_ours_alone(&l->found) ||
+		      others_dir_at(l->nfd, n);
 	if (not_ours_to_remove(rc, others, l->nfd, n) &&
 	    move_aside(b, l, n, path) == 0)
 		return 0;

@@ -5023,6 +5023,45 @@ START_TEST(test_recycled_open_dir_that_cannot_go_aside_says_so)
 }
 END_TEST
 
+/* What the user owner named put into a generation is still theirs once a
+ * reload takes owner away: a directory of theirs holding one of theirs in
+ * another group (which a removal does not go into) is moved aside when
+ * the generation is recycled, or removed, not left in the target, one
+ * more at each start. */
+START_TEST(test_what_a_former_owner_left_goes_aside)
+{
+	struct writer_opts o = owner_opts(2005);
+	o.fsync = false;
+	o.grace_ms = RECYCLE_GRACE_MS;
+	struct writer *w = open_writer_with(&o);
+
+	tu_write(src, "d/f", "1", 0644);
+	publish_ok(w);
+	char *g1 = tu_live(dst), *cmd, *p;
+	ck_assert_int_gt(asprintf(&p, "%s/%s/d/o/p", dst, g1), 0);
+	ck_assert_int_gt(asprintf(&cmd, "mkdir -p '%s'", p), 0);
+	ck_assert_int_eq(tu_sh_as(2005, cmd), 0);
+	ck_assert_int_eq(chown(p, 2005, 3000), 0);
+	writer_close(w);
+	o.uid = o.gid = SNAP_NO_ID;
+	for (int i = 0; i < 4; i++) {
+		w = open_writer_with(&o);
+		tu_write(src, "d/f", i % 2 ? "22" : "333", 0644);
+		publish_ok(w);
+		wait_past(tu_now_ms() + RECYCLE_GRACE_MS);
+		writer_close(w);
+	}
+	ASSERT_TREES();
+	ck_assert_int_le(tu_generations(dst), 2);
+	char *aside = tu_path(dst, WRITER_ASIDE);
+	ck_assert_int_eq(tu_count_names(aside), 1);
+	free(aside);
+	free(cmd);
+	free(p);
+	free(g1);
+}
+END_TEST
+
 #define TOGGLED 40
 
 /* As a user, in `dir`, which they may write: puts a file of theirs in
@@ -5428,6 +5467,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycle_after_a_file_was_copied_instead_of_linked);
 	tcase_add_test(tc, test_recycled_dir_others_could_write_is_shut_first);
 	tcase_add_test(tc, test_recycled_open_dir_that_cannot_go_aside_says_so);
+	tcase_add_test(tc, test_what_a_former_owner_left_goes_aside);
 	tcase_add_test(tc, test_link_from_a_dir_others_can_write_is_looked_at);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
