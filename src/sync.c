@@ -526,6 +526,11 @@ static void on_watch(void *data, const char *dir, const char *name,
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
 	    ignore_name_excluded(s->c->ignore, name))
 		return;
+	/* While publishing fails, the source's name (or the way to it)
+	 * changed may be the operator's fix, a directory put back where a
+	 * file was: tried once it is quiet, as on_target_watch() does. */
+	if (s->failures > 0 && root)
+		debounce_timer_hasten(&s->db, quiet_wait_ms(s));
 	/* "": the directory itself, or a name that may be it. */
 	if (root || name[0] == '\0')
 		note_dirty(s, root ? NULL : dir);

@@ -1885,6 +1885,32 @@ START_TEST(test_a_fix_in_the_target_ends_the_backoff)
 }
 END_TEST
 
+/* The same for a source that something else took the place of (a file):
+ * its name in its parent is watched, and the directory put back is
+ * tried once it is quiet, as a source that appears is. */
+START_TEST(test_a_fix_of_the_source_ends_the_backoff)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	tu_rmrf(src);
+	tu_write(tmp, "src", "not a directory", 0644);
+	/* The fourth failure: the next attempt is 8 s away. */
+	wait_log("still failing: source", 3, tu_scale(20000));
+	ck_assert_int_eq(unlink(src), 0);
+	tu_mkdirs(src, 0755);
+	tu_write(src, "app.conf", "v2", 0644);
+	long long fixed = tu_now_ms();
+	converge(src, dst, 10000);
+	ck_assert_msg(tu_now_ms() - fixed < 4000,
+		      "published %lld ms after the source was put back: the "
+		      "backoff's, not once it was quiet",
+		      tu_now_ms() - fixed);
+	wait_log("publishing works again", 1, 1000);
+	stop_daemon();
+}
+END_TEST
+
 /* A publish that fails after it wrote into the target (a full file
  * system) backs off as the man page says: its own generation, made and
  * removed, is no fix of the operator's that would bring the next
@@ -2313,6 +2339,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_a_busy_target_holds_no_change_back);
 	tcase_add_test(tc, test_a_target_others_moved_away_is_not_made_anew);
 	tcase_add_test(tc, test_a_fix_in_the_target_ends_the_backoff);
+	tcase_add_test(tc, test_a_fix_of_the_source_ends_the_backoff);
 	tcase_add_test(tc, test_a_full_target_backs_off);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
