@@ -262,6 +262,9 @@ static void compare(struct view *v)
 	}
 	v->sum_rc = rc == 0 ? writer_live_summary(w, &v->files, &v->bytes)
 			    : -ENODATA; /* not known */
+	/* What a publish makes of the state file, read whole. */
+	if (rc == 0 && v->state_rc == 0 && writer_state_damaged(w))
+		v->state_rc = -EINVAL;
 	if (rc == 0 && v->sum_rc == -EPERM) {
 		/* Not trusted, so every file counts as new: what the daemon
 		 * sees only its user can tell. */

@@ -93,6 +93,7 @@ struct writer {
 	bool live_learned;	/* a standby learned, into live, what the
 				   state on disk does not hold */
 	bool live_trusted;	/* live came from the state file, not a scan */
+	bool state_damaged;	/* the state file was refused as damaged */
 	bool live_durable;	/* its files were flushed before it went live
 				   (a publish that links them forward then
 				   need not flush them) */
@@ -299,6 +300,11 @@ int writer_live_summary(const struct writer *w, uint64_t *files,
 		*bytes += w->live->v[i].size;
 	}
 	return 0;
+}
+
+bool writer_state_damaged(const struct writer *w)
+{
+	return w->state_damaged;
 }
 
 int writer_record_error(struct writer *w, uint64_t when_ms, const char *msg)
@@ -1042,11 +1048,17 @@ static int load_live(struct writer *w, char **err)
 		w->live_durable = durable;
 		return 0;
 	}
-	if ((rc == 0 && sound) || rc == -EINVAL)
+	w->state_damaged = rc == -EINVAL;
+	if (rc == 0 && sound)
 		log_msg(LOG_LVL_INFO, w->name,
 			"target %s: state file %s does not describe %s; "
 			"comparing content instead",
 			w->path, STATE_FILE, w->live_gen);
+	if (rc == -EINVAL)
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: state file %s or %s is damaged; "
+			"comparing content instead",
+			w->path, STATE_FILE, STATE_JOURNAL);
 	state_log_fini(&w->slog);
 	free(gen);
 	snapshot_free(s);

@@ -102,6 +102,34 @@ START_TEST(test_in_step_exits_0_and_says_so)
 }
 END_TEST
 
+/* A state file cut short, which a publish refuses (and compares content
+ * instead), is said to be damaged, though its head reads well. */
+START_TEST(test_a_state_file_cut_short_is_damaged)
+{
+	char *out, *err;
+	for (int i = 0; i < 50; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "f%02d", i);
+		tu_write(src, name, name, 0644);
+	}
+	ck_assert_int_eq(once(), 0);
+	char *state = tu_path(dst, "..atomsync");
+	char *journal = tu_path(dst, "..atomsync.journal");
+	(void)unlink(journal);
+	struct stat st;
+	ck_assert_int_eq(stat(state, &st), 0);
+	ck_assert_int_eq(truncate(state, st.st_size - 40), 0);
+	ck_assert_int_eq(status(&out, &err), 0);
+	ASSERT_HAS(out, "  state file:  damaged (a publish compares content)\n");
+	ASSERT_HAS(out, "  in step:     yes\n");
+	ck_assert_msg(err[0] == '\0', "%s", err);
+	free(out);
+	free(err);
+	free(journal);
+	free(state);
+}
+END_TEST
+
 /* What the writer moved aside is said, with how many, and only then (it
  * is the in-step verdict that sets the exit status). */
 START_TEST(test_what_was_set_aside_is_said)
@@ -607,6 +635,7 @@ static Suite *status_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_in_step_exits_0_and_says_so);
+	tcase_add_test(tc, test_a_state_file_cut_short_is_damaged);
 	tcase_add_test(tc, test_what_was_set_aside_is_said);
 	tcase_add_test(tc, test_changed_source_exits_1_with_counts_and_writes_nothing);
 	tcase_add_test(tc, test_missing_visible_link_is_not_in_step);
