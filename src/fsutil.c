@@ -1639,11 +1639,14 @@ static int chase_name(struct chase *c, const char *name, const char *rest,
 		return rc;
 	if (last) {
 		int fd = chase_last(c, name, how, flags, created);
-		if (fd >= 0 && (how & FSUTIL_CHASE_PLACED) &&
-		    fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-		    (rc = chase_placed(c)) < 0) {
-			close(fd);
-			return rc;
+		if (fd >= 0 && (how & FSUTIL_CHASE_PLACED)) {
+			rc = fstat(fd, &st) < 0	   ? chase_fail_name(c, -errno, name)
+			     : S_ISREG(st.st_mode) ? chase_placed(c)
+						   : 0;
+			if (rc < 0) {
+				close(fd);
+				return rc;
+			}
 		}
 		if (fd >= 0) {
 			*out = fd;
@@ -1663,7 +1666,10 @@ static int chase_name(struct chase *c, const char *name, const char *rest,
 		rc = chase_fail(c, -ELOOP, "%s is a symbolic link", w ? w : name);
 		free(w);
 	} else if (S_ISLNK(st.st_mode)) {
-		rc = chase_link(c, fd, &st, name, rest);
+		/* A link for the file is held to where the file would be. */
+		rc = last && (how & FSUTIL_CHASE_PLACED) ? chase_placed(c) : 0;
+		if (rc == 0)
+			rc = chase_link(c, fd, &st, name, rest);
 	} else if (last || !S_ISDIR(st.st_mode)) {
 		rc = chase_fail_name(c, -ENOTDIR, name);
 	} else {

@@ -178,9 +178,10 @@ const char *fsutil_writers(mode_t mode);
  * later: for a path handed on as a string (to a hook, say).  -EPERM
  * otherwise, *err naming the directory and who can change it. */
 #define FSUTIL_CHASE_TRUSTED 0x4u
-/* The directory that holds the last component (once links are followed),
- * when that is a regular file (anything else is the caller's to refuse),
- * must be one where only root or we can make a name: not one others can
+/* The directory that holds the last component, when that is a regular
+ * file (anything else is the caller's to refuse), and each that holds a
+ * link followed for it, must be one where only root or we can make a
+ * name: not one others can
  * write, even sticky, where anyone may move in a file of root's from a
  * directory they can write (a copy atomsyncd made into a generation
  * whose dir_mode lets them, say), whose owner then vouches for nothing:

@@ -6,9 +6,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -403,11 +405,18 @@ START_TEST(test_config_file_fifo_directory_and_foreign_link_are_refused)
 END_TEST
 
 /* A Kubernetes ConfigMap or Secret volume: root's links through ..data
- * in a root directory (mode 1777 on a Secret's tmpfs), files 0644. */
+ * in a root directory (mode 1777 on a Secret's tmpfs), files 0644.  Such
+ * a volume is mounted read-only, which is what lets a link in a directory
+ * every user can write be followed: on a file system others can write,
+ * anyone could have moved in a link of root's. */
 START_TEST(test_config_file_from_a_configmap_volume_is_read)
 {
 	ck_assert_msg(tu_can_setuid(),
 		      "this test acts as other users: run it as root");
+	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
+			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
+				    NULL) == 0,
+		      "this test mounts (as root): %s", strerror(errno));
 	ck_assert_int_eq(chmod(tmp, 0755), 0);
 	const mode_t modes[] = {0755, 01777};
 	for (size_t i = 0; i < 2; i++) {
@@ -421,8 +430,26 @@ START_TEST(test_config_file_from_a_configmap_volume_is_read)
 		ck_assert_int_eq(symlink("..2026_11_25_16_04_05.123456789", data), 0);
 		ck_assert_int_eq(symlink("..data/atomsync.conf", c), 0);
 		ck_assert_int_eq(chmod(vol, modes[i]), 0);
+		if (modes[i] & 0002) {
+			char *want;
+			ck_assert_int_ge(asprintf(&want, "directory %s is "
+						  "writable by its group and "
+						  "others (mode 1777), who can "
+						  "move any file of root's into "
+						  "it", vol),
+					 0);
+			assert_refused(-1, c, want);
+			free(want);
+			ck_assert_int_eq(mount(vol, vol, NULL, MS_BIND, NULL), 0);
+			ck_assert_int_eq(mount(NULL, vol, NULL,
+					       MS_REMOUNT | MS_BIND | MS_RDONLY,
+					       NULL),
+					 0);
+		}
 		assert_accepted(-1, c);
 		assert_accepted(OTHER, c);
+		if (modes[i] & 0002)
+			ck_assert_int_eq(umount2(vol, MNT_DETACH), 0);
 		free(vol);
 		free(gen);
 		free(data);
