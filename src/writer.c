@@ -94,6 +94,10 @@ struct writer {
 				   state on disk does not hold */
 	bool live_trusted;	/* live came from the state file, not a scan */
 	bool state_damaged;	/* the state file was refused as damaged */
+	bool took_others;	/* since the last commit, a recycle took over
+				   a directory others could write: a
+				   generation dropped may hold what is theirs
+				   below it (drop_generation()) */
 	bool live_durable;	/* its files were flushed before it went live
 				   (a publish that links them forward then
 				   need not flush them) */
@@ -739,7 +743,8 @@ static bool others_dir_at(int dfd, const char *name)
 
 /* Whether the generation `gen` of `dfd` has such a directory at its
  * top: all of a generation's directories below the top were made with
- * one owner and mode. */
+ * one owner and mode (one a recycle took over from the top down, and
+ * left unfinished, is told by writer->took_others). */
 static bool holds_others_dirs(int dfd, const char *gen)
 {
 	int fd = openat(dfd, gen,
@@ -823,8 +828,8 @@ static int drop_generation(struct writer *w, const char *gen,
 	int rc = fsutil_rmtree(w->dfd, gen);
 
 	return rc == 0 ? 0
-		       : gen_aside(w->dfd, others_write(w), w->name, w->path,
-				   gen, what, rc);
+		       : gen_aside(w->dfd, others_write(w) || w->took_others,
+				   w->name, w->path, gen, what, rc);
 }
 
 static void remove_leftover(struct writer *w, const char *n)
@@ -3201,10 +3206,10 @@ static int prune(struct build *b, struct level *l)
 	return rc;
 }
 
-/* The directory `st` found at e's path is not one atomsync made (see
- * fsutil_may_enter()): it is neither taken over nor removed.  Or it is,
- * made while dir_mode let others write it (`was_open`), and could not be
- * moved aside (`rc`): it is not gone into either. */
+/* The directory `st` found at e's path, which could not be moved aside
+ * (`rc`), is not one atomsync made (see fsutil_may_enter()): it is
+ * neither taken over nor removed.  Or it is, made while dir_mode let
+ * others write it (`was_open`): it is not gone into either. */
 static int not_ours(struct build *b, const struct snap_entry *e,
 		    const struct stat *st, bool was_open, int rc)
 {
@@ -3215,12 +3220,13 @@ static int not_ours(struct build *b, const struct snap_entry *e,
 				   "into %s: %s; left as it is",
 				   b->w->path, e->path, WRITER_ASIDE,
 				   strerror(-rc));
-	return log_err_set(b->err, -EPERM,
+	return log_err_set(b->err, rc,
 			   "target %s: %s, in a directory another user can "
-			   "write, is not atomsync's (owner %u, group %u); "
-			   "left as it is",
+			   "write, is not atomsync's (owner %u, group %u), "
+			   "and cannot be moved aside into %s: %s; left as "
+			   "it is",
 			   b->w->path, e->path, (unsigned)st->st_uid,
-			   (unsigned)st->st_gid);
+			   (unsigned)st->st_gid, WRITER_ASIDE, strerror(-rc));
 }
 
 /* A directory of a recycled generation kept for entry `e`: a descriptor,
@@ -3254,6 +3260,8 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 		gid_t g;
 		owner_of(b, e, &u, &g);
 		bool owned = st.st_uid == u && st.st_gid == g;
+		if (!fsutil_ours_alone(&st))
+			b->w->took_others = true;
 		/* As it was left, by us and for us alone, since then. */
 		l->new_ours = p->new_ours && owned && fsutil_ours_alone(&st);
 		/* Its mode read again once the owner it had can no longer
@@ -4662,6 +4670,7 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	uint64_t old_seq = w->live_found ? 0 : w->live_seq;
 	struct pathset *old_changed = w->live_changed;
 
+	w->took_others = false; /* what it took over is published */
 	uint64_t now = writer_now_ms();
 	w->burst = w->last_commit_ms && now - w->last_commit_ms < w->o.grace_ms;
 	w->last_commit_ms = now;

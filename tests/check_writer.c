@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -5055,8 +5056,69 @@ START_TEST(test_what_a_former_owner_left_goes_aside)
 	ck_assert_int_le(tu_generations(dst), 2);
 	char *aside = tu_path(dst, WRITER_ASIDE);
 	ck_assert_int_eq(tu_count_names(aside), 1);
+	/* Nothing of the live generation is theirs any more. */
+	char *find, *out = NULL;
+	ck_assert_int_gt(asprintf(&find, "find '%s/..data/' ! -uid 0", dst), 0);
+	const char *argv[] = {"sh", "-c", find, NULL};
+	ck_assert_int_eq(tu_run(argv, &out, NULL, 20000), 0);
+	ck_assert_msg(out[0] == '\0', "still theirs: %s", out);
+	free(out);
+	free(find);
 	free(aside);
 	free(cmd);
+	free(p);
+	free(g1);
+}
+END_TEST
+
+/* The same where the recycle stops (the file system full) after it took
+ * over the top of a former owner's directories but before it reached what
+ * is theirs below: the unfinished generation, whose top is root's by
+ * then, is moved aside all the same, not left in the target. */
+START_TEST(test_a_recycle_stopped_after_taking_over_goes_aside)
+{
+	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
+			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
+				    NULL) == 0,
+		      "this test mounts (as root): %s", strerror(errno));
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(mount("tmpfs", dst, "tmpfs", 0, "size=512k,mode=0755"),
+			 0);
+	struct writer_opts o = owner_opts(2005);
+	o.fsync = false;
+	o.grace_ms = RECYCLE_GRACE_MS;
+	struct writer *w = open_writer_with(&o);
+
+	tu_write(src, "d/o/x", "1", 0644);
+	publish_ok(w);
+	char *g1 = tu_live(dst), *p;
+	tu_write(src, "t", "2", 0644);
+	publish_ok(w);
+	ck_assert_int_gt(asprintf(&p, "%s/%s/d/o/p", dst, g1), 0);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	ck_assert_int_eq(chown(p, 2005, 3000), 0);
+	wait_past(tu_now_ms() + RECYCLE_GRACE_MS);
+	writer_close(w);
+	/* d/a, copied after d is taken over and before d/o is reached,
+	 * does not fit. */
+	char *big = malloc(1024 * 1024 + 1);
+	memset(big, 'b', 1024 * 1024);
+	big[1024 * 1024] = '\0';
+	tu_write(src, "d/a", big, 0644);
+	o.uid = o.gid = SNAP_NO_ID;
+	w = open_writer_with(&o);
+	struct writer_result r = {0};
+	char *err = NULL;
+	ck_assert_int_eq(publish_tree(w, &r, &err), -ENOSPC);
+	writer_result_fini(&r);
+	free(err);
+	writer_close(w);
+	char *aside = tu_path(dst, WRITER_ASIDE);
+	ck_assert_int_eq(tu_count_names(aside), 1);
+	ck_assert_int_eq(tu_generations(dst), 1); /* the live one */
+	ck_assert_int_eq(umount2(dst, MNT_DETACH), 0);
+	free(aside);
+	free(big);
 	free(p);
 	free(g1);
 }
@@ -5468,6 +5530,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_recycled_dir_others_could_write_is_shut_first);
 	tcase_add_test(tc, test_recycled_open_dir_that_cannot_go_aside_says_so);
 	tcase_add_test(tc, test_what_a_former_owner_left_goes_aside);
+	tcase_add_test(tc, test_a_recycle_stopped_after_taking_over_goes_aside);
 	tcase_add_test(tc, test_link_from_a_dir_others_can_write_is_looked_at);
 	tcase_add_test(tc, test_recycle_never_follows_what_was_planted);
 	tcase_add_test(tc, test_reader_holding_a_recycled_generation);
