@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,10 +412,7 @@ START_TEST(test_config_file_from_a_configmap_volume_is_read)
 {
 	ck_assert_msg(tu_can_setuid(),
 		      "this test acts as other users: run it as root");
-	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
-			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
-				    NULL) == 0,
-		      "this test mounts (as root): %s", strerror(errno));
+	tu_private_mounts();
 	ck_assert_int_eq(chmod(tmp, 0755), 0);
 	const mode_t modes[] = {0755, 01777};
 	for (size_t i = 0; i < 2; i++) {

@@ -1918,10 +1918,7 @@ END_TEST
 START_TEST(test_a_full_target_backs_off)
 {
 	/* In a mount namespace of the forked test's own. */
-	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
-			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
-				    NULL) == 0,
-		      "this test mounts (as root): %s", strerror(errno));
+	tu_private_mounts();
 	tu_mkdirs(dst, 0755);
 	ck_assert_int_eq(mount("tmpfs", dst, "tmpfs", 0, "size=256k,mode=0755"),
 			 0);
@@ -2234,10 +2231,7 @@ END_TEST
 START_TEST(test_mounts_over_the_source_and_target_are_followed)
 {
 	/* In a mount namespace of the forked test's own. */
-	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
-			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
-				    NULL) == 0,
-		      "this test mounts (as root): %s", strerror(errno));
+	tu_private_mounts();
 	char *rel1 = tu_path(tmp, "rel1"), *rel2 = tu_path(tmp, "rel2");
 	tu_write(rel1, "app.conf", "v1", 0644);
 	tu_write(rel2, "app.conf", "v2", 0644);

@@ -5077,10 +5077,7 @@ END_TEST
  * then, is moved aside all the same, not left in the target. */
 START_TEST(test_a_recycle_stopped_after_taking_over_goes_aside)
 {
-	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
-			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
-				    NULL) == 0,
-		      "this test mounts (as root): %s", strerror(errno));
+	tu_private_mounts();
 	tu_mkdirs(dst, 0755);
 	ck_assert_int_eq(mount("tmpfs", dst, "tmpfs", 0, "size=512k,mode=0755"),
 			 0);

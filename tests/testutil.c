@@ -8,6 +8,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <stdint.h>
@@ -1038,4 +1040,12 @@ void tu_fixture_teardown(struct tu_fixture *f)
 	free(f->conf);
 	free(f->tmp);
 	memset(f, 0, sizeof(*f));
+}
+
+void tu_private_mounts(void)
+{
+	ck_assert_msg(unshare(CLONE_NEWNS) == 0 &&
+			      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE,
+				    NULL) == 0,
+		      "this test mounts (as root): %s", strerror(errno));
 }

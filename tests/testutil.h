@@ -174,6 +174,10 @@ long long tu_now_ms(void);
 /* Sleeps a few milliseconds (for polling loops with a deadline). */
 void tu_nap(int ms);
 /* Scales a timeout by $CK_TIMEOUT_MULTIPLIER (valgrind, sanitizers). */
+/* Puts the test in a mount namespace of its own, where what it mounts
+ * goes nowhere else (as root; CK_FORK=no keeps it for the tests after,
+ * which mount nothing on their paths). */
+void tu_private_mounts(void);
 int tu_scale(int ms);
 /* The rounds of a randomized test whose every round checks itself: a
  * quarter (at least one) under valgrind, where a round costs tens of
