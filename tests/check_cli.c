@@ -436,8 +436,9 @@ START_TEST(test_config_file_from_a_configmap_volume_is_read)
 					 0);
 			assert_refused(-1, c, want);
 			free(want);
-			ck_assert_int_eq(mount(vol, vol, NULL, MS_BIND, NULL), 0);
-			ck_assert_int_eq(mount(NULL, vol, NULL,
+			ck_assert_int_eq(mount(vol, vol, "none", MS_BIND, NULL),
+					 0);
+			ck_assert_int_eq(mount("none", vol, "none",
 					       MS_REMOUNT | MS_BIND | MS_RDONLY,
 					       NULL),
 					 0);

@@ -1,7 +1,8 @@
 /* libFuzzer target for the config loader: the input is a whole config
- * file.  It is written to a file of ours, mode 0600, under $TMPDIR (not
- * a memfd: conf_load() refuses a file others may write, and resolves the
- * path as a root daemon must, which /proc/self/fd/N links do not pass),
+ * file.  It is written to a file of ours, mode 0600, in a directory of
+ * its own under $TMPDIR (not a memfd: conf_load() refuses a file others
+ * may write, and resolves the path as a root daemon must, which
+ * /proc/self/fd/N links do not pass),
  * read back by conf_load(), then conf_check() runs on the result.  Besides memory errors and leaks
  * (ASan, LSan, UBSan), any broken invariant aborts:
  *
@@ -37,25 +38,36 @@
 	} while (0)
 
 static int fd = -1;
-static char path[4096];
+static char dir[4096], path[4200];
 
 static void remove_tmp(void)
 {
 	if (path[0])
 		unlink(path);
+	if (dir[0])
+		rmdir(dir);
 }
 
+/* In a directory of its own: conf_load() refuses a file in one where
+ * others may make names, as /tmp is. */
 static int open_scratch(void)
 {
-	const char *dir = getenv("TMPDIR");
-	snprintf(path, sizeof(path), "%s/atomsync-fuzz-XXXXXX",
-		 dir && *dir ? dir : "/tmp");
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd < 0) {
-		perror("fuzz_conf: scratch file");
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dir, sizeof(dir), "%s/atomsync-fuzz-XXXXXX",
+		 tmp && *tmp ? tmp : "/tmp");
+	if (mkdtemp(dir) == NULL) {
+		perror("fuzz_conf: scratch directory");
+		dir[0] = '\0';
 		return -1;
 	}
 	atexit(remove_tmp);
+	snprintf(path, sizeof(path), "%s/atomsync.conf", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		perror("fuzz_conf: scratch file");
+		path[0] = '\0';
+		return -1;
+	}
 	return 0;
 }
 
