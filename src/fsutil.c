@@ -1728,6 +1728,40 @@ static int chase_next(struct chase *c, unsigned how, int flags, bool *created,
 	return rc == 0 ? chase_todo(c, "", rest) : rc;
 }
 
+/* For FSUTIL_CHASE_TRUSTED with a relative path: the directories above
+ * the working directory (`c`), which the walk looks no name up in, as it
+ * does in those of an absolute path, must be ones only root or we can
+ * change too; else whoever can would choose what "." is. */
+static int chase_above(struct chase *c)
+{
+	int cur = fcntl(c->fd, F_DUPFD_CLOEXEC, 0), rc = cur < 0 ? -errno : 0;
+	struct stat st = c->st;
+
+	for (unsigned n = 0; rc == 0; n++) {
+		struct chase up = {.err = c->err};
+		up.fd = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (up.fd < 0 || fstat(up.fd, &up.st) < 0)
+			rc = -errno;
+		else if (up.st.st_dev == st.st_dev && up.st.st_ino == st.st_ino)
+			rc = 1; /* the root: its own parent */
+		else if (n == RMTREE_MAX_DEPTH)
+			rc = -ELOOP;
+		else if (!fsutil_trusted_dir(up.fd, &up.st)) {
+			up.done = fsutil_fd_path(up.fd);
+			rc = up.done ? chase_distrust(&up, "change what the "
+							   "path leads to")
+				     : -ENOMEM;
+			free(up.done);
+		}
+		close(cur);
+		cur = up.fd;
+		st = up.st;
+	}
+	if (cur >= 0)
+		close(cur);
+	return rc < 0 ? rc : 0;
+}
+
 int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 		 char **err)
 {
@@ -1747,6 +1781,8 @@ int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 	rc = c.done && c.todo ? 0 : -ENOMEM;
 	if (rc == 0 && fstat(c.fd, &c.st) < 0)
 		rc = -errno;
+	if (rc == 0 && !abs && (how & FSUTIL_CHASE_TRUSTED))
+		rc = chase_above(&c);
 	while (rc == 0)
 		rc = chase_next(&c, how, flags, created, &fd);
 	close(c.fd);

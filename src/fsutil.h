@@ -172,7 +172,8 @@ const char *fsutil_writers(mode_t mode);
  * with *err (when not NULL) saying which component failed and why. */
 #define FSUTIL_CHASE_MKDIR 0x1u	   /* a missing last component is made, 0755 */
 #define FSUTIL_CHASE_NOFOLLOW 0x2u /* the last component must not be a link */
-/* Every directory a name is looked up in must be one only root or we can
+/* Every directory a name is looked up in (and, for a relative path, each
+ * above the working directory) must be one only root or we can
  * change (owned by one of us and writable by nobody else, sticky, or
  * read-only), so that nobody else can make the path lead elsewhere
  * later: for a path handed on as a string (to a hook, say).  -EPERM

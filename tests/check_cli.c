@@ -361,6 +361,30 @@ START_TEST(test_config_file_where_others_could_put_it_is_refused)
 	tu_mkdirs(sub, 0755);
 	char *c2 = write_conf_at(sub, "atomsync.conf", 0600, -1);
 	assert_accepted(-1, c2);
+	/* Named from inside it, relative, the same; but not where the user
+	 * who owns a directory above could have swapped what "." is. */
+	char *cmd, *out = NULL, *err = NULL;
+	ck_assert_int_ge(asprintf(&cmd, "cd '%s' && exec '%s' --check-config "
+					"--config atomsync.conf",
+				  sub, tu_bin()),
+			 0);
+	const char *sh[] = {"sh", "-c", cmd, NULL};
+	ck_assert_int_eq(tu_run(sh, &out, &err, 5000), 0);
+	free(out);
+	free(err);
+	ck_assert_int_eq(chmod(home, 0755), 0);
+	ck_assert_int_eq(chown(home, OTHER, OTHER), 0);
+	ck_assert_int_eq(tu_run(sh, &out, &err, 5000), 2);
+	ck_assert_int_ge(asprintf(&want, "atomsyncd: atomsync.conf: directory "
+					 "%s is owned by uid 2003, who can "
+					 "change what the path leads to\n",
+				  home),
+			 0);
+	ck_assert_str_eq(err, want);
+	free(want);
+	free(out);
+	free(err);
+	free(cmd);
 	free(c2);
 	free(sub);
 	free(c);
