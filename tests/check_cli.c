@@ -265,6 +265,16 @@ static void assert_refused(int uid, const char *conf, const char *why)
 	free(err);
 }
 
+/* Refused, as root, for the directory `dir`: "directory DIR WHY". */
+static void assert_dir_refused(const char *conf, const char *dir,
+			       const char *why)
+{
+	char *want;
+	ck_assert_int_ge(asprintf(&want, "directory %s %s", dir, why), 0);
+	assert_refused(-1, conf, want);
+	free(want);
+}
+
 static void assert_accepted(int uid, const char *conf)
 {
 	char *err;
@@ -334,27 +344,16 @@ START_TEST(test_config_file_where_others_could_put_it_is_refused)
 	tu_mkdirs(home, 0755);
 	char *c = write_conf_at(home, "atomsync.conf", 0600, -1);
 	ck_assert_int_eq(chown(home, OTHER, OTHER), 0);
-	ck_assert_int_ge(asprintf(&want, "directory %s is owned by uid 2003, "
-					 "who can change what the path leads "
-					 "to", home),
-			 0);
-	assert_refused(-1, c, want);
-	free(want);
+	assert_dir_refused(c, home, "is owned by uid 2003, who can change what "
+				    "the path leads to");
 	ck_assert_int_eq(chown(home, 0, 0), 0);
 	ck_assert_int_eq(chmod(home, 0775), 0);
-	ck_assert_int_ge(asprintf(&want, "directory %s is writable by its group "
-					 "(mode 0775), who can change what the "
-					 "path leads to", home),
-			 0);
-	assert_refused(-1, c, want);
-	free(want);
+	assert_dir_refused(c, home, "is writable by its group (mode 0775), who "
+				    "can change what the path leads to");
 	ck_assert_int_eq(chmod(home, 01777), 0);
-	ck_assert_int_ge(asprintf(&want, "directory %s is writable by its group "
-					 "and others (mode 1777), who can move "
-					 "any file of root's into it", home),
-			 0);
-	assert_refused(-1, c, want);
-	free(want);
+	assert_dir_refused(c, home, "is writable by its group and others (mode "
+				    "1777), who can move any file of root's "
+				    "into it");
 	/* A directory of root's in a sticky one, as /tmp/atomsync: nobody
 	 * else can move it, nor make a name in it. */
 	char *sub = tu_path(home, "etc");
@@ -451,15 +450,10 @@ START_TEST(test_config_file_from_a_configmap_volume_is_read)
 		ck_assert_int_eq(symlink("..data/atomsync.conf", c), 0);
 		ck_assert_int_eq(chmod(vol, modes[i]), 0);
 		if (modes[i] & 0002) {
-			char *want;
-			ck_assert_int_ge(asprintf(&want, "directory %s is "
-						  "writable by its group and "
-						  "others (mode 1777), who can "
-						  "move any file of root's into "
-						  "it", vol),
-					 0);
-			assert_refused(-1, c, want);
-			free(want);
+			assert_dir_refused(c, vol, "is writable by its group "
+						   "and others (mode 1777), "
+						   "who can move any file of "
+						   "root's into it");
 			ck_assert_int_eq(mount(vol, vol, "none", MS_BIND, NULL),
 					 0);
 			ck_assert_int_eq(mount("none", vol, "none",

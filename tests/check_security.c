@@ -1599,34 +1599,41 @@ static void closed_twice_keeps_roots_file(const char *file)
  * dir_mode no longer lets them, that generation is recycled: the
  * directory is not gone into as root (nor what is in it pruned), but
  * moved aside whole, and made anew. */
-START_TEST(test_a_directory_moved_in_before_dir_mode_was_closed_is_not_reused)
+/* Published with dir_mode 0777; then, as APP_UID, a directory of root's
+ * they may write (in their home), holding one of root's they may not,
+ * with root's file, moved into the live generation at `at` (what was
+ * there moved beside it first). */
+static void publish_open_and_plant(const char *at)
 {
 	char *err = NULL, *cmd;
 	char *home = tu_path(tmp, "home"), *sub = tu_path(home, "sub");
 	char *inner = tu_path(sub, "inner");
 
-	tu_write(src, "d/sub/inner/f", "0", 0644);
 	ck_assert_int_eq(once_with(dst, "dir_mode = 0777\ngrace_ms = 100", &err),
 			 0);
 	free(err);
-	/* Their home, and in it a directory of root's they may write,
-	 * holding one of root's they may not, with root's file. */
 	tu_mkdirs(inner, 0755);
 	ck_assert_int_eq(chown(home, APP_UID, APP_UID), 0);
 	ck_assert_int_eq(chmod(sub, 0777), 0);
 	tu_write(inner, "x", "root's", 0644);
-	ck_assert_int_gt(asprintf(&cmd, "cd '%s/..data/d' && mv sub was && "
-					"mv '%s' sub",
-				  dst, sub),
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s/..data' && { [ ! -e '%s' ] || "
+					"mv '%s' '%s.was'; } && mv '%s' '%s'",
+				  dst, at, at, at, sub, at),
 			 0);
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
-	/* dir_mode closed: a new generation, then one that recycles the
-	 * first, past its grace period. */
-	closed_twice_keeps_roots_file("d/sub/inner/f");
 	free(cmd);
 	free(inner);
 	free(sub);
 	free(home);
+}
+
+START_TEST(test_a_directory_moved_in_before_dir_mode_was_closed_is_not_reused)
+{
+	tu_write(src, "d/sub/inner/f", "0", 0644);
+	publish_open_and_plant("d/sub");
+	/* dir_mode closed: a new generation, then one that recycles the
+	 * first, past its grace period. */
+	closed_twice_keeps_roots_file("d/sub/inner/f");
 }
 END_TEST
 
@@ -1700,30 +1707,14 @@ END_TEST
  * rather than fail the publish. */
 START_TEST(test_a_directory_left_the_source_after_dir_mode_closed_goes_aside)
 {
-	char *err = NULL, *cmd;
-	char *home = tu_path(tmp, "home"), *sub = tu_path(home, "sub");
-	char *inner = tu_path(sub, "inner"), *gone = tu_path(src, "gone");
+	char *gone = tu_path(src, "gone");
 
 	tu_write(src, "d/f", "0", 0644);
 	tu_write(src, "gone/g", "0", 0644);
-	ck_assert_int_eq(once_with(dst, "dir_mode = 0777\ngrace_ms = 100", &err),
-			 0);
-	free(err);
-	tu_mkdirs(inner, 0755);
-	ck_assert_int_eq(chown(home, APP_UID, APP_UID), 0);
-	ck_assert_int_eq(chmod(sub, 0777), 0);
-	tu_write(inner, "x", "root's", 0644);
-	ck_assert_int_gt(asprintf(&cmd, "mv '%s' '%s/..data/gone/sub'", sub,
-				  dst),
-			 0);
-	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	publish_open_and_plant("gone/sub");
 	tu_rmrf(gone);
 	closed_twice_keeps_roots_file("d/f");
-	free(cmd);
 	free(gone);
-	free(inner);
-	free(sub);
-	free(home);
 }
 END_TEST
 

@@ -4906,20 +4906,29 @@ static int plant_until_refused(const char *dir, int ready)
  * published, nor linked forward without a look.  The directory is not
  * kept at all (what they moved into it may be root's, see check_security):
  * it is moved aside whole and made anew. */
-START_TEST(test_recycled_dir_others_could_write_is_shut_first)
+/* Options that let others write a generation's directories, and a
+ * writer with them that has published d/a and t (to be recycled). */
+static struct writer *open_dirs_published(struct writer_opts *o)
 {
-	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
-				       "user: run it as root");
 	ck_assert_int_eq(chmod(tmp, 0755), 0);
-	struct writer_opts o = opts();
-	o.fsync = false;
-	o.grace_ms = RECYCLE_GRACE_MS;
-	o.dir_mode = 0777;
-	struct writer *w = open_writer_with(&o);
+	*o = opts();
+	o->fsync = false;
+	o->grace_ms = RECYCLE_GRACE_MS;
+	o->dir_mode = 0777;
+	struct writer *w = open_writer_with(o);
 
 	tu_write(src, "d/a", "good", 0644);
 	tu_write(src, "t", "1", 0644);
 	publish_ok(w);
+	return w;
+}
+
+START_TEST(test_recycled_dir_others_could_write_is_shut_first)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes files as another "
+				       "user: run it as root");
+	struct writer_opts o;
+	struct writer *w = open_dirs_published(&o);
 	char *g1 = tu_live(dst), *gd = tu_path(dst, g1);
 	char *d1 = tu_path(gd, "d");
 	ino_t root1 = ino_of(dst, g1), dir1 = ino_of(gd, "d");
@@ -4980,16 +4989,9 @@ END_TEST
  * generation stays, and the next publish, once it can, goes on. */
 START_TEST(test_recycled_open_dir_that_cannot_go_aside_says_so)
 {
-	ck_assert_int_eq(chmod(tmp, 0755), 0);
-	struct writer_opts o = opts();
-	o.fsync = false;
-	o.grace_ms = RECYCLE_GRACE_MS;
-	o.dir_mode = 0777;
-	struct writer *w = open_writer_with(&o);
+	struct writer_opts o;
+	struct writer *w = open_dirs_published(&o);
 
-	tu_write(src, "d/a", "good", 0644);
-	tu_write(src, "t", "1", 0644);
-	publish_ok(w);
 	tu_write(src, "t", "22", 0644);
 	publish_ok(w);
 	wait_past(tu_now_ms() + RECYCLE_GRACE_MS);
