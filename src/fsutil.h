@@ -182,11 +182,11 @@ const char *fsutil_writers(mode_t mode);
 /* The directory that holds the last component, when that is a regular
  * file (anything else is the caller's to refuse), and each that holds a
  * link followed for it, must be one where only root or we can make a
- * name: not one others can
- * write, even sticky, where anyone may move in a file of root's from a
- * directory they can write (a copy atomsyncd made into a generation
- * whose dir_mode lets them, say), whose owner then vouches for nothing:
- * for a file whose owner is what makes it trusted.  -EPERM otherwise. */
+ * name: not one others can write, even sticky, where anyone may move in
+ * a file of root's from a directory they can write (a copy atomsyncd
+ * made into a generation whose dir_mode lets them, say), whose owner
+ * then vouches for nothing: for a file whose owner is what makes it
+ * trusted.  -EPERM otherwise. */
 #define FSUTIL_CHASE_PLACED 0x8u
 int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 		 char **err);

@@ -3260,10 +3260,11 @@ static int reuse_dir(struct build *b, struct level *p, const char *name,
 		gid_t g;
 		owner_of(b, e, &u, &g);
 		bool owned = st.st_uid == u && st.st_gid == g;
-		if (!fsutil_ours_alone(&st))
+		bool alone = fsutil_ours_alone(&st);
+		if (!alone)
 			b->w->took_others = true;
 		/* As it was left, by us and for us alone, since then. */
-		l->new_ours = p->new_ours && owned && fsutil_ours_alone(&st);
+		l->new_ours = p->new_ours && owned && alone;
 		/* Its mode read again once the owner it had can no longer
 		 * change it.  One others can write that is to be ours alone
 		 * is made private (as a new one is) before its entries are
