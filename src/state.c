@@ -728,13 +728,16 @@ static int parse_entry(char *line, struct snap_entry *e)
 	return 0;
 }
 
-/* A count that is all of what `p` holds, of at most `max`. */
+/* A count that is all of what `p` holds, of at most `max`: -EFBIG
+ * when it is more. */
 static int count_of(char *p, uint64_t max, size_t *count)
 {
 	uint64_t v;
 
-	if (num_until(&p, 10, '\0', &v) < 0 || v > max)
+	if (num_until(&p, 10, '\0', &v) < 0)
 		return -EINVAL;
+	if (v > max)
+		return -EFBIG;
 	*count = (size_t)v;
 	return 0;
 }
@@ -800,10 +803,9 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 	    parse_recorded(r, taken, sound, flushed) < 0)
 		return -EINVAL;
 	line = next_line(r);
-	if (line == NULL || strncmp(line, "entries ", 8) != 0 ||
-	    count_of(line + 8, max_entries, count) < 0)
+	if (line == NULL || strncmp(line, "entries ", 8) != 0)
 		return -EINVAL;
-	return 0;
+	return count_of(line + 8, max_entries, count);
 }
 
 static int parse_entries(struct reader *r, struct snapshot *s, size_t count)
@@ -1108,7 +1110,7 @@ static int journal_apply(struct snapshot *s, struct jread *j, size_t max,
 		else if ((rc = move_entry(t, &j->v[k - 1].e)) == 0)
 			i += c == 0;
 		if (t->n > max)
-			rc = -EINVAL;
+			rc = -EFBIG;
 	}
 	if (rc == 0 && t->n != j->count)
 		rc = -EINVAL;

@@ -50,8 +50,8 @@ struct state_log {
  * described generation was recorded.  *sound is false when that
  * generation was not flushed to disk and the machine has restarted since:
  * its files may not hold what the state says.  -ENOENT: none; -EINVAL:
- * damaged, or more than max_entries entries; -EPERM: a file someone
- * other than root or us could have written. */
+ * damaged; -EFBIG: more than max_entries entries; -EPERM: a file
+ * someone other than root or us could have written. */
 int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
 	       bool *sound);
 /* The same, and *flushed (when not NULL) says whether the generation

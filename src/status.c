@@ -263,8 +263,8 @@ static void compare(struct view *v)
 	v->sum_rc = rc == 0 ? writer_live_summary(w, &v->files, &v->bytes)
 			    : -ENODATA; /* not known */
 	/* What a publish makes of the state file, read whole. */
-	if (rc == 0 && v->state_rc == 0 && writer_state_damaged(w))
-		v->state_rc = -EINVAL;
+	if (rc == 0 && v->state_rc == 0)
+		v->state_rc = writer_state_refused(w);
 	if (rc == 0 && v->sum_rc == -EPERM) {
 		/* Not trusted, so every file counts as new: what the daemon
 		 * sees only its user can tell. */
@@ -362,6 +362,9 @@ static void print_state(FILE *out, const struct view *v)
 		    "it");
 	} else if (v->state_rc == -EINVAL) {
 		put(out, label, "damaged (a publish compares content)");
+	} else if (v->state_rc == -EFBIG) {
+		put(out, label, "lists more entries than max_files (a publish "
+		    "compares content)");
 	} else {
 		put(out, label, "cannot be read: %s", strerror(-v->state_rc));
 	}

@@ -93,7 +93,7 @@ struct writer {
 	bool live_learned;	/* a standby learned, into live, what the
 				   state on disk does not hold */
 	bool live_trusted;	/* live came from the state file, not a scan */
-	bool state_damaged;	/* the state file was refused as damaged */
+	int state_refused;	/* writer_state_refused() */
 	bool took_others;	/* since the last commit, a recycle took over
 				   a directory others could write: a
 				   generation dropped may hold what is theirs
@@ -306,9 +306,9 @@ int writer_live_summary(const struct writer *w, uint64_t *files,
 	return 0;
 }
 
-bool writer_state_damaged(const struct writer *w)
+int writer_state_refused(const struct writer *w)
 {
-	return w->state_damaged;
+	return w->state_refused;
 }
 
 int writer_record_error(struct writer *w, uint64_t when_ms, const char *msg)
@@ -1002,6 +1002,43 @@ static void supersede(struct writer *w, struct snapshot *old)
 		snapshot_supersede(old, w->live);
 }
 
+/* The largest number of entries a source (or a state file) may hold. */
+static size_t max_files(const struct writer *w)
+{
+	return w->o.max_files ? w->o.max_files : WRITER_MAX_FILES;
+}
+
+/* Why the state file loaded (state_load_log() came to rc) does not
+ * stand for the live generation, which is scanned instead. */
+static void say_state_unused(const struct writer *w, int rc, bool sound)
+{
+	if (rc == -EPERM)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: state file %s or %s could have been "
+			"written by another user; comparing content instead",
+			w->path, STATE_FILE, STATE_JOURNAL);
+	else if (rc == 0 && !sound)
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: %s was not flushed before the machine "
+			"restarted; comparing content",
+			w->path, w->live_gen);
+	else if (rc == 0)
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: state file %s does not describe %s; "
+			"comparing content instead",
+			w->path, STATE_FILE, w->live_gen);
+	else if (rc == -EINVAL)
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: state file %s or %s is damaged; "
+			"comparing content instead",
+			w->path, STATE_FILE, STATE_JOURNAL);
+	else if (rc == -EFBIG)
+		log_msg(LOG_LVL_INFO, w->name,
+			"target %s: state file %s lists more entries than "
+			"max_files (%zu); comparing content instead",
+			w->path, STATE_FILE, max_files(w));
+}
+
 /* Reads what the live generation holds: from the state file when it
  * describes that generation, else by scanning the generation itself (then
  * every file's content is compared on the next publish). */
@@ -1032,20 +1069,8 @@ static int load_live(struct writer *w, char **err)
 	bool sound = false, durable = false;
 	/* A dry run (and --status) records nothing: the journal is only
 	 * read. */
-	rc = state_load_log(w->dfd,
-			    w->o.max_files ? w->o.max_files : WRITER_MAX_FILES,
-			    &s, &gen, &sound, &durable,
+	rc = state_load_log(w->dfd, max_files(w), &s, &gen, &sound, &durable,
 			    w->o.dry_run ? NULL : &w->slog);
-	if (rc == -EPERM)
-		log_msg(LOG_LVL_WARN, w->name,
-			"target %s: state file %s or %s could have been "
-			"written by another user; comparing content instead",
-			w->path, STATE_FILE, STATE_JOURNAL);
-	if (rc == 0 && !sound)
-		log_msg(LOG_LVL_INFO, w->name,
-			"target %s: %s was not flushed before the machine "
-			"restarted; comparing content",
-			w->path, w->live_gen);
 	if (rc == 0 && sound && strcmp(gen, w->live_gen) == 0) {
 		free(gen);
 		w->live = s;
@@ -1053,17 +1078,8 @@ static int load_live(struct writer *w, char **err)
 		w->live_durable = durable;
 		return 0;
 	}
-	w->state_damaged = rc == -EINVAL;
-	if (rc == 0 && sound)
-		log_msg(LOG_LVL_INFO, w->name,
-			"target %s: state file %s does not describe %s; "
-			"comparing content instead",
-			w->path, STATE_FILE, w->live_gen);
-	if (rc == -EINVAL)
-		log_msg(LOG_LVL_INFO, w->name,
-			"target %s: state file %s or %s is damaged; "
-			"comparing content instead",
-			w->path, STATE_FILE, STATE_JOURNAL);
+	w->state_refused = rc == -EINVAL || rc == -EFBIG ? rc : 0;
+	say_state_unused(w, rc, sound);
 	state_log_fini(&w->slog);
 	free(gen);
 	snapshot_free(s);

@@ -227,10 +227,11 @@ const struct snapshot *writer_live(const struct writer *w);
  * type is snapshot_opts.project's). */
 void writer_project_entry(const void *w, struct snap_entry *e);
 
-/* Whether the state file (or its journal) was refused as damaged when
- * the writer opened: cut short, say, which a look at its head alone
- * (state_peek()) does not tell. */
-bool writer_state_damaged(const struct writer *w);
+/* Why the state file (or its journal) was refused when the writer
+ * opened, which a look at its head alone (state_peek()) does not tell:
+ * -EINVAL damaged (cut short, say), -EFBIG more entries than max_files;
+ * else 0. */
+int writer_state_refused(const struct writer *w);
 
 /* Regular files in the live generation and their bytes, as the writer
  * knows them (from the state file, or a scan of the generation);

@@ -409,7 +409,7 @@ START_TEST(test_huge_or_planted_state_costs_no_memory)
 	/* A header that claims more entries than a source may have. */
 	ck_assert_int_eq(load_text("atomsync-state 3\ngeneration ..g\nrecorded 1 2\n"
 				   "flushed 1 x\nentries 101\n"),
-			 -EINVAL);
+			 -EFBIG);
 	/* A good header, then one endless line. */
 	char *big = malloc(1 << 20);
 	memset(big, 'a', 1 << 20);
@@ -926,9 +926,10 @@ START_TEST(test_journal_cut_short_is_not_applied)
 	tu_write(tmp, STATE_JOURNAL, bad2, 0600);
 	assert_loads(s2, "..g2");
 	free(bad2);
-	/* Nor more entries than a source may have. */
+	/* Nor more entries than a source may have, which is told apart
+	 * from damage. */
 	tu_write(tmp, STATE_JOURNAL, good, 0600);
-	ck_assert_int_eq(state_load(dfd, s2->n, &l, &gen, &sound), -EINVAL);
+	ck_assert_int_eq(state_load(dfd, s2->n, &l, &gen, &sound), -EFBIG);
 	ck_assert_int_eq(state_load(dfd, s3->n, &l, &gen, &sound), 0);
 	snapshot_free(l);
 	free(gen);

@@ -382,6 +382,53 @@ START_TEST(test_source_is_read_as_a_publish_reads_it)
 }
 END_TEST
 
+/* A state file that lists more entries than a max_files lowered since
+ * is said to be that, not damaged, by --status and by a publish, which
+ * compares content and goes on. */
+START_TEST(test_a_state_file_past_a_lowered_max_files_says_so)
+{
+	char *text, *out, *err;
+	for (int i = 0; i < 20; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "f%02d", i);
+		tu_write(src, name, name, 0644);
+	}
+	ck_assert_int_eq(once(), 0);
+	for (int i = 5; i < 20; i++) {
+		char *p = tu_path(src, "f00");
+		p[strlen(p) - 2] = (char)('0' + i / 10);
+		p[strlen(p) - 1] = (char)('0' + i % 10);
+		ck_assert_int_eq(unlink(p), 0);
+		free(p);
+	}
+	ck_assert_int_ge(asprintf(&text, "[sync:web]\nsource = %s\ntarget = %s\n"
+				  "max_files = 10\n",
+				  src, dst),
+			 0);
+	tu_write(tmp, "atomsync.conf", text, 0644);
+	const char *st[] = {tu_bin(), "--status", "--config", conf, NULL};
+	ck_assert_int_eq(tu_run(st, &out, &err, 20000), 1);
+	ASSERT_HAS(out, "  state file:  lists more entries than max_files "
+			"(a publish compares content)\n");
+	ASSERT_HAS(out, "(0 added, 0 changed, 15 removed)");
+	ck_assert_msg(strstr(out, "damaged") == NULL, "%s", out);
+	free(out);
+	free(err);
+	const char *o[] = {tu_bin(), "--config", conf, "--once", NULL};
+	ck_assert_int_eq(tu_run(o, &out, &err, 20000), 0);
+	ASSERT_HAS(err, "state file ..atomsync lists more entries than "
+			"max_files (10); comparing content instead\n");
+	ck_assert_msg(strstr(err, "damaged") == NULL, "%s", err);
+	free(out);
+	free(err);
+	ck_assert_int_eq(tu_run(st, &out, &err, 20000), 0);
+	ASSERT_HAS(out, "  in step:     yes\n");
+	free(out);
+	free(err);
+	free(text);
+}
+END_TEST
+
 static int exists(void *arg)
 {
 	struct stat st;
@@ -636,6 +683,7 @@ static Suite *status_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_in_step_exits_0_and_says_so);
 	tcase_add_test(tc, test_a_state_file_cut_short_is_damaged);
+	tcase_add_test(tc, test_a_state_file_past_a_lowered_max_files_says_so);
 	tcase_add_test(tc, test_what_was_set_aside_is_said);
 	tcase_add_test(tc, test_changed_source_exits_1_with_counts_and_writes_nothing);
 	tcase_add_test(tc, test_missing_visible_link_is_not_in_step);
