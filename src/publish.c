@@ -551,6 +551,11 @@ static int once_prepare(struct publish *p)
 			log_msg(LOG_LVL_WARN, p->c->name, "source %s: %s: %s",
 				p->c->source, x->warn[i].path,
 				snapshot_warn_str(x->warn[i].kind));
+		if (!warned && x && x->nwarn_more)
+			log_msg(LOG_LVL_WARN, p->c->name,
+				"source %s: %llu more warnings, not listed",
+				p->c->source,
+				(unsigned long long)x->nwarn_more);
 		warned |= x != NULL;
 		if (rc != -EAGAIN || attempt == ONCE_TRIES)
 			return rc;

@@ -734,6 +734,10 @@ static int add_warning(struct snapshot *s, const char *path,
 {
 	struct snapshot_extras *x = &s->extras;
 
+	if (x->nwarn == SNAPSHOT_WARN_MAX) {
+		x->nwarn_more++;
+		return 0;
+	}
 	if (array_grow(&x->warn, &x->warncap, x->nwarn, sizeof(*x->warn)) < 0)
 		return -ENOMEM;
 	x->warn[x->nwarn].path = strdup(path);
@@ -1932,6 +1936,24 @@ static int paths_bounded(struct walk *w, const char *cpath)
 			   SNAPSHOT_PATH_BYTES, cpath);
 }
 
+/* The names this read left out, within max_files: each costs it a look,
+ * and a chain of directories that link twice to the one below doubles
+ * them at each level.  A refresh gives way to a full walk to tell. */
+static int unlisted_bounded(struct walk *w, const char *cpath)
+{
+	const struct snapshot *s = w->s;
+	size_t max = w->o ? w->o->max_files : 0;
+
+	if (max == 0 || s->unlisted <= max)
+		return 0;
+	if (w->prev)
+		return -ESTALE;
+	return log_err_set(&w->err, -EFBIG,
+			   "source %s: more than %zu names left out (skipped "
+			   "or excluded; max_files), at %.256s",
+			   s->root, max, cpath);
+}
+
 /* One name of the directory f: an entry, a warning, or a directory to
  * walk next (child->fd >= 0). */
 static int walk_name(struct walk *w, const struct frame *f, const char *name,
@@ -1940,6 +1962,7 @@ static int walk_name(struct walk *w, const struct frame *f, const char *name,
 	struct snapshot *s = w->s;
 	struct found fd = {0};
 	char *cpath = fsutil_join(f->path, name);
+	size_t listed = s->n;
 	int rc = 0;
 
 	child->fd = -1;
@@ -1985,6 +2008,10 @@ static int walk_name(struct walk *w, const struct frame *f, const char *name,
 	else
 		rc = add_warning(s, cpath, SNAP_W_SPECIAL);
 out:
+	if (s->n == listed && rc == 0) {
+		s->unlisted++;
+		rc = unlisted_bounded(w, cpath);
+	}
 	free(fd.src);
 	free(cpath);
 	return rc;
@@ -2201,6 +2228,7 @@ struct refresh {
 	size_t nparents, parentcap;
 	const struct snap_warning *warn; /* prev's warnings */
 	size_t nwarn;
+	uint64_t nwarn_more;
 	/* prev's directories to watch, and of its directory entries those
 	 * the merge dropped (in path order); what it added, as indexes in
 	 * the refresh: the new list of watches, from them. */
@@ -2933,6 +2961,7 @@ static int refresh_warnings(struct refresh *r)
 		if (refresh_warning_kept(r, r->warn[i].path) &&
 		    add_warning(s, r->warn[i].path, r->warn[i].kind) < 0)
 			return -ENOMEM;
+	s->extras.nwarn_more += r->nwarn_more;
 	if (s->extras.nwarn > 1)
 		qsort(s->extras.warn, s->extras.nwarn,
 		      sizeof(*s->extras.warn), cmp_warn);
@@ -3269,6 +3298,7 @@ int snapshot_refresh_changed(const struct snapshot *prev,
 		px = &prev->extras;
 	struct refresh r = {.w = {.o = o, .prev = prev},
 			    .warn = px->warn, .nwarn = px->nwarn,
+			    .nwarn_more = px->nwarn_more,
 			    .watch = px->watch, .nwatch = px->nwatch};
 	struct snapshot *s = NULL;
 	int rc;

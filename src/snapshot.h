@@ -84,6 +84,10 @@ enum snap_warn {
 			      can write its directory may not enter */
 };
 
+/* The warnings a read keeps, the first in path order: each holds a path,
+ * and a few links can have a read meet a name millions of times. */
+#define SNAPSHOT_WARN_MAX 1000
+
 struct snap_warning {
 	char *path;
 	enum snap_warn kind;
@@ -101,6 +105,10 @@ struct snap_dir {
 struct snapshot_extras {
 	struct snap_warning *warn;
 	size_t nwarn;
+	/* Warnings past SNAPSHOT_WARN_MAX, counted, not kept (a refresh
+	 * adds those of the read it refreshes, as it cannot tell which it
+	 * read again). */
+	uint64_t nwarn_more;
 	struct snap_dir *watch; /* directories to watch */
 	size_t nwatch;
 	size_t warncap, watchcap; /* snapshot.c's */
@@ -133,7 +141,9 @@ struct snapshot_opts {
 	char *const *follow_into;
 	size_t nfollow_into;
 	/* Entries (files and directories); 0: no limit.  Their paths may
-	 * also hold SNAPSHOT_PATH_BYTES each on average, no more. */
+	 * also hold SNAPSHOT_PATH_BYTES each on average, no more, and a
+	 * read may leave out as many names again, no more (links to
+	 * directories can have it meet one name many times). */
 	size_t max_files;
 	uint64_t max_bytes; /* bytes in files; 0: no limit */
 	/* The target: a link that leads into it is skipped (0: none). */
@@ -191,6 +201,9 @@ struct snapshot {
 	 * record loaded from the state file, whose next full walk counts). */
 	uint64_t path_bytes;
 	uint64_t read;	 /* names the walk looked at: what it cost */
+	/* Of those, the names it left out (skipped, excluded, reserved), in
+	 * a walk or in the refresh that made it: at most max_files. */
+	uint64_t unlisted;
 	/* A symlink was resolved, a file has more than one name, or a
 	 * directory led into the target: a change may then show up where
 	 * no event for its directory is. */

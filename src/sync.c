@@ -208,6 +208,7 @@ struct sync {
 	uint64_t src_dev, src_ino, tgt_dev, tgt_ino;
 	char **warned; /* sorted */
 	size_t nwarned;
+	bool warned_more; /* the last read had more than it listed */
 	/* Lines of those logged in the minute from warn_minute_ms on, and
 	 * those past WARN_LINES_MAX in it, counted instead. */
 	uint64_t warn_minute_ms;
@@ -820,6 +821,16 @@ static void log_warnings(struct sync *s, const struct snapshot_extras *m)
 	size_t n = 0;
 
 	warn_minute_roll(s);
+	/* Said before the lines it would otherwise wait behind. */
+	if (m->nwarn_more == 0) {
+		s->warned_more = false;
+	} else if (!s->warned_more && warn_line_allowed(s)) {
+		log_msg(LOG_LVL_WARN, s->c->name,
+			"source %s: more than %d warnings about one read; "
+			"those past the first are not listed",
+			s->c->source, SNAPSHOT_WARN_MAX);
+		s->warned_more = true;
+	}
 	for (size_t i = 0; now && i < m->nwarn; i++) {
 		char *key;
 		if (asprintf(&key, "%d %s", (int)m->warn[i].kind,

@@ -915,6 +915,33 @@ START_TEST(test_symlink_loop_and_escape_warn)
 }
 END_TEST
 
+/* A read lists its first SNAPSHOT_WARN_MAX warnings and counts the rest:
+ * whoever writes the source can make as many as they like. */
+START_TEST(test_warnings_past_a_thousand_are_counted)
+{
+	char *out, *err;
+	tu_write(src, "ok", "x", 0644);
+	for (int i = 0; i < 1005; i++) {
+		char n[16];
+		snprintf(n, sizeof(n), "gone%04d", i);
+		char *p = tu_path(src, n);
+		ck_assert_int_eq(symlink("nowhere", p), 0);
+		free(p);
+	}
+	ck_assert_int_eq(once(&out, &err), 0);
+	size_t n = 0;
+	for (const char *p = err; (p = strstr(p, "dangling symlink")); p++)
+		n++;
+	ck_assert_uint_eq(n, 1000);
+	ck_assert_msg(strstr(err, "gone0999: dangling symlink") &&
+			      !strstr(err, "gone1000") &&
+			      strstr(err, ": 5 more warnings, not listed\n"),
+		      "%s", err);
+	free(out);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_unreadable_file_exits_1_and_keeps_generation)
 {
 	/* As root every file is readable: run as nobody instead. */
@@ -1175,6 +1202,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_followed_link_up_never_copies_the_target_into_itself);
 	tcase_add_test(tc, test_special_files_warn_and_never_block);
 	tcase_add_test(tc, test_symlink_loop_and_escape_warn);
+	tcase_add_test(tc, test_warnings_past_a_thousand_are_counted);
 	tcase_add_test(tc, test_unreadable_file_exits_1_and_keeps_generation);
 	tcase_add_test(tc, test_exclude_options_follow_gitignore_rules);
 	tcase_add_test(tc, test_exclude_key_follows_gitignore_rules);

@@ -1851,6 +1851,35 @@ START_TEST(test_warnings_about_the_source_are_limited_a_minute)
 }
 END_TEST
 
+/* A read keeps its first 1000 warnings and counts the rest, which one
+ * line says, before the lines of the minute run out. */
+START_TEST(test_warnings_past_a_thousand_a_read_are_counted)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	char *d = tu_path(tmp, "gone");
+	tu_mkdirs(d, 0755);
+	for (int i = 0; i < 1005; i++) {
+		char name[32], *p;
+		snprintf(name, sizeof(name), "gone/link%04d", i);
+		p = tu_path(tmp, name);
+		ck_assert_int_eq(symlink("nowhere", p), 0);
+		free(p);
+	}
+	char *in = tu_path(src, "gone");
+	ck_assert_int_eq(rename(d, in), 0);
+	wait_log("more than 1000 warnings about one read; those past the "
+		 "first are not listed",
+		 1, 10000);
+	wait_log("more than 100 warnings about it in a minute", 1, 10000);
+	ck_assert_int_eq(tu_file_count(logpath, "dangling symlink"), 99);
+	stop_daemon();
+	free(in);
+	free(d);
+}
+END_TEST
+
 /* Publishing that keeps failing because of something in the target
  * backs off, up to a minute; the operator's fix is an event there, and
  * is tried once the target is quiet, not after the rest of the wait.
@@ -2327,6 +2356,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_what_is_removed_in_the_target_is_put_back);
 	tcase_add_test(tc, test_a_failed_put_back_is_made_once_the_obstacle_goes);
 	tcase_add_test(tc, test_warnings_about_the_source_are_limited_a_minute);
+	tcase_add_test(tc, test_warnings_past_a_thousand_a_read_are_counted);
 	tcase_add_test(tc, test_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_a_slow_rm_rf_of_the_target_is_not_fought_over);
 	tcase_add_test(tc, test_an_interrupted_rm_rf_of_the_target_is_put_back);

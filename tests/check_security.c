@@ -611,6 +611,53 @@ START_TEST(test_a_users_many_names_of_one_file_are_not_copies)
 }
 END_TEST
 
+/* A user who writes the source cannot have root's read meet names it
+ * leaves out without end: a chain of directories that link twice to the
+ * one below doubles them at each level, and they count against
+ * max_files as published names do, the live generation staying. */
+START_TEST(test_a_users_names_left_out_through_links_are_bounded)
+{
+	char *usrc = dir_of("usrc", APP_UID), *conf = tu_path(tmp, "a.conf");
+	char *text, *cmd, *err = NULL;
+
+	ck_assert_int_gt(asprintf(&text, "[sync:app]\nsource = %s\n"
+				  "target = %s\nmax_files = 10000\n",
+				  usrc, dst),
+			 0);
+	tu_write(tmp, "a.conf", text, 0644);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && echo 1 > a && mkdir l0 && "
+				  ": > l0/..b && for i in $(seq 40); do "
+				  "ln l0/..b l0/..x$i; done", usrc),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	ck_assert_int_eq(tu_run(argv, NULL, NULL, 30000), 0);
+	free(cmd);
+	/* 41 names left out in l0, reached 511 ways. */
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && for i in $(seq 8); do "
+				  "mkdir l$i && ln -s ../l$((i-1)) l$i/x && "
+				  "ln -s ../l$((i-1)) l$i/y; done && echo 2 > a",
+				  usrc),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	ck_assert_int_eq(tu_run(argv, NULL, &err, 30000), 1);
+	ck_assert_msg(strstr(err, "more than 10000 names left out (skipped or "
+				  "excluded; max_files), at l"),
+		      "%s", err);
+	char *a = tu_path(dst, "a");
+	size_t len;
+	char *got = tu_read(a, &len);
+	ck_assert_str_eq(got, "1\n");
+	free(got);
+	free(a);
+	free(err);
+	free(cmd);
+	free(text);
+	free(conf);
+	free(usrc);
+}
+END_TEST
+
 START_TEST(test_root_owned_link_on_the_way_works)
 {
 	/* As Debian's /var/run -> /run. */
@@ -1855,6 +1902,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc,
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
 	tcase_add_test(tc, test_a_users_many_names_of_one_file_are_not_copies);
+	tcase_add_test(tc, test_a_users_names_left_out_through_links_are_bounded);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	tcase_add_test(tc,

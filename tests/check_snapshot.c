@@ -885,6 +885,63 @@ START_TEST(test_limits_on_files_and_bytes)
 }
 END_TEST
 
+/* Names a read leaves out count as well: a chain of directories that
+ * link twice to the one below doubles them at each level, and neither
+ * the time nor the warnings (memory) of such a read may grow past
+ * max_files with it. */
+START_TEST(test_names_left_out_are_bounded_with_max_files)
+{
+	tu_write(src, "a", "x", 0644);
+	for (int i = 0; i < 30; i++) {
+		char n[32];
+		snprintf(n, sizeof(n), "l0/..x%02d", i);
+		tu_write(src, n, "", 0644);
+		snprintf(n, sizeof(n), "l0/gone%02d", i);
+		link_in("nowhere", n);
+	}
+	for (int i = 1; i <= 3; i++) {
+		char d[16], l[16];
+		snprintf(d, sizeof(d), "../l%d", i - 1);
+		snprintf(l, sizeof(l), "l%d/x", i);
+		snprintf(l, sizeof(l), "l%d", i);
+		char *dir = tu_path(src, l);
+		tu_mkdirs(dir, 0755);
+		free(dir);
+		snprintf(l, sizeof(l), "l%d/x", i);
+		link_in(d, l);
+		snprintf(l, sizeof(l), "l%d/y", i);
+		link_in(d, l);
+	}
+	/* 60 names left out in l0, reached 1 + 2 + 4 + 8 ways: 900. */
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE, .max_files = 899};
+	struct snapshot *s = NULL;
+	char *err = NULL;
+	ck_assert_int_eq(snapshot_take(src, &o, &s, &err), -EFBIG);
+	ck_assert_msg(strstr(err, "more than 899 names left out (skipped or "
+				  "excluded; max_files), at "),
+		      "%s", err);
+	free(err);
+	err = NULL;
+	o.max_files = 900;
+	ck_assert_msg(snapshot_take(src, &o, &s, &err) == 0, "%s", err);
+	ck_assert_uint_eq(s->unlisted, 900);
+	ck_assert_uint_eq(s->extras.nwarn, 900);
+	snapshot_free(s);
+	/* Past SNAPSHOT_WARN_MAX, warnings are counted, not kept. */
+	for (int i = 0; i < 30; i++) {
+		char n[32];
+		snprintf(n, sizeof(n), "l0/more%02d", i);
+		link_in("nowhere", n);
+	}
+	o.max_files = 0;
+	ck_assert_msg(snapshot_take(src, &o, &s, &err) == 0, "%s", err);
+	ck_assert_uint_eq(s->extras.nwarn, SNAPSHOT_WARN_MAX);
+	ck_assert_uint_eq(s->extras.nwarn_more, 90 * 15 - SNAPSHOT_WARN_MAX);
+	snapshot_free(s);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_reserved_names_warn_unless_a_layout_of_their_own)
 {
 	tu_write(src, "..hidden", "x", 0644);
@@ -2222,6 +2279,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_deep_tree_stops_at_the_path_limit);
 	tcase_add_test(tc, test_limits_on_files_and_bytes);
 	tcase_add_test(tc, test_paths_are_bounded_with_max_files);
+	tcase_add_test(tc, test_names_left_out_are_bounded_with_max_files);
 	tcase_add_test(tc, test_reserved_names_warn_unless_a_layout_of_their_own);
 	tcase_add_test(tc, test_follow_into_named_directories_only);
 	tcase_add_test(tc, test_followed_link_into_the_target_is_skipped);
