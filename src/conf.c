@@ -266,80 +266,70 @@ static void start_section(struct parser *p, char *t)
 	p->kind = SEC_SYNC;
 }
 
-/* Our reader for inih: counts lines, follows section headers itself (inih
- * would cut long names silently), notes lines inih would reject so every
- * one is reported, and stows values too long for inih's line buffer.
- * Longer than most: one pass over a line, whose cases share its state. */
-static char *reader(char *buf, int size, void *stream)
+/* Whether an indented line `t` reads as a section header. */
+static bool header_like(const char *t)
 {
-	struct parser *p = stream;
+	size_t n = strlen(t);
+
+	return n >= 2 && t[n - 1] == ']' &&
+	       (strcmp(t, "[daemon]") == 0 || strncmp(t, "[sync:", 6) == 0);
+}
+
+/* The next line into p->line, without its line end (or a byte order
+ * mark, as some editors write one): its length, or -1 at the end. */
+static ssize_t next_line(struct parser *p)
+{
 	ssize_t n = getline(&p->line, &p->cap, p->f);
 
 	if (n < 0)
-		return NULL;
+		return -1;
 	p->lineno++;
 	while (n > 0 && (p->line[n - 1] == '\n' || p->line[n - 1] == '\r'))
 		p->line[--n] = '\0';
-	/* A UTF-8 byte order mark, as some editors write one. */
 	if (p->lineno == 1 && n >= 3 && memcmp(p->line, "\xef\xbb\xbf", 3) == 0) {
 		memmove(p->line, p->line + 3, (size_t)n - 2);
 		n -= 3;
 	}
+	return n;
+}
+
+/* Whether p->line (n bytes) holds a control character: said if so. */
+static bool control_char(struct parser *p, ssize_t n)
+{
 	for (ssize_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)p->line[i];
 		if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
 			perr(p, "control character (byte 0x%02x) in line", ch);
-			snprintf(buf, (size_t)size, "\n");
-			return buf;
+			return true;
 		}
 	}
-	bool indented = n > 0 && isspace((unsigned char)p->line[0]);
-	char *t = trim(p->line);
-	p->continuation = false;
-	if (*t == '\0' || *t == ';' || *t == '#') {
-		/* inih would end a multi-line value here too. */
-		if (*t == '\0')
-			p->prev_key = false;
-		snprintf(buf, (size_t)size, "\n");
-		return buf;
-	}
-	if (*t == '[') {
-		p->prev_key = false;
-		start_section(p, t);
-		/* inih only needs to know a section started. */
-		snprintf(buf, (size_t)size, "[s]\n");
-		return buf;
-	}
-	if (indented && p->prev_key) {
-		p->continuation = true;
-	} else if (strpbrk(t, "=:") == NULL) {
-		perr(p, "expected 'key = value' or '[section]', got \"%.40s\"",
-		     t);
-		p->prev_key = false;
-		snprintf(buf, (size_t)size, "\n");
-		return buf;
-	}
-	p->prev_key = true;
-	/* A leading space is what tells inih a line continues a value. */
-	if (strlen(t) + 2 <= (size_t)size) {
-		snprintf(buf, (size_t)size, "%s%s\n", p->continuation ? " " : "",
-			 t);
-		return buf;
-	}
-	/* Too long for inih: keep the value aside. */
-	char *v = t;
-	if (!p->continuation) {
-		char *d = strpbrk(t, "=:");
-		*d = '\0';
-		v = d + 1;
-	}
+	return false;
+}
+
+/* `v` up to a ';' after white space, which starts a comment (as inih
+ * takes it on a key's line, but not on a continuation). */
+static char *cut_comment(char *v)
+{
 	for (char *c = v; *c; c++) {
 		if (*c == ';' && c > v && isspace((unsigned char)c[-1])) {
 			*c = '\0';
 			break;
 		}
 	}
-	v = trim(v);
+	return v;
+}
+
+/* The key line or continuation `t`, too long for inih's buffer: its
+ * value is kept aside, and inih is given a mark that names it. */
+static char *stow_long(struct parser *p, char *t, char *buf, int size)
+{
+	char *v = t;
+	if (!p->continuation) {
+		char *d = strpbrk(t, "=:");
+		*d = '\0';
+		v = d + 1;
+	}
+	v = trim(cut_comment(v));
 	char **lv = realloc(p->longv, (p->nlong + 1) * sizeof(*lv));
 	if (lv == NULL)
 		return NULL;
@@ -356,6 +346,60 @@ static char *reader(char *buf, int size, void *stream)
 	else
 		snprintf(buf, (size_t)size, "\n");
 	p->nlong++;
+	return buf;
+}
+
+/* Our reader for inih: counts lines, follows section headers itself (inih
+ * would cut long names silently), notes lines inih would reject so every
+ * one is reported, and stows values too long for inih's line buffer. */
+static char *reader(char *buf, int size, void *stream)
+{
+	struct parser *p = stream;
+	ssize_t n = next_line(p);
+
+	if (n < 0)
+		return NULL;
+	snprintf(buf, (size_t)size, "\n"); /* what inih skips */
+	if (control_char(p, n))
+		return buf;
+	bool indented = n > 0 && isspace((unsigned char)p->line[0]);
+	char *t = trim(p->line);
+	p->continuation = false;
+	if (*t == '\0' || *t == ';' || *t == '#') {
+		/* inih would end a multi-line value here too. */
+		if (*t == '\0')
+			p->prev_key = false;
+		return buf;
+	}
+	/* An indented "[ab]1.log" after a key continues its patterns; an
+	 * indented header there could be either: refused, and read as a
+	 * header so that the lines after it are checked as its own. */
+	bool header = *t == '[' && indented && p->prev_key && header_like(t);
+	if (header)
+		perr(p, "indented \"%.40s\" after a key: unindent a section, "
+			"or write \\[ to continue its value",
+		     t);
+	if (*t == '[' && (header || !(indented && p->prev_key))) {
+		p->prev_key = false;
+		start_section(p, t);
+		/* inih only needs to know a section started. */
+		snprintf(buf, (size_t)size, "[s]\n");
+		return buf;
+	}
+	if (indented && p->prev_key) {
+		p->continuation = true;
+		t = trim(cut_comment(t));
+	} else if (strpbrk(t, "=:") == NULL) {
+		perr(p, "expected 'key = value' or '[section]', got \"%.40s\"",
+		     t);
+		p->prev_key = false;
+		return buf;
+	}
+	p->prev_key = true;
+	/* A leading space is what tells inih a line continues a value. */
+	if (strlen(t) + 2 > (size_t)size)
+		return stow_long(p, t, buf, size);
+	snprintf(buf, (size_t)size, "%s%s\n", p->continuation ? " " : "", t);
 	return buf;
 }
 

@@ -218,6 +218,44 @@ START_TEST(test_excludes_follow_gitignore_rules)
 }
 END_TEST
 
+/* An indented line after a key continues its value even when it starts
+ * with "[" (a character class); one that reads as a section header
+ * there is refused rather than guessed, and read as a header so the keys
+ * after it are checked as that section's. */
+START_TEST(test_an_indented_bracket_continues_excludes)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\n"
+			      "source = /s\n"
+			      "target = /t\n"
+			      "exclude = *.tmp\n"
+			      "    [ab]1.log\n"
+			      "    [Mm]akefile ;comment\n",
+			      &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	struct conf_sync *s = &c->syncs[0];
+	ck_assert_uint_eq(s->nexclude, 3);
+	ck_assert(ignore_match(s->ignore, "b1.log", false));
+	ck_assert(!ignore_match(s->ignore, "c1.log", false));
+	ck_assert(ignore_match(s->ignore, "x/Makefile", false));
+	conf_free(c);
+	conf_errors_fini(&e);
+	c = load("[sync:a]\n"
+		 "source = /s\n"
+		 "target = /t\n"
+		 "exclude = *.tmp\n"
+		 "  [sync:b]\n"
+		 "source = /s2\n"
+		 "target = /t2\n",
+		 &e);
+	assert_error(&e, 5, "indented \"[sync:b]\" after a key: unindent a "
+			    "section, or write \\[ to continue its value");
+	ck_assert_msg(e.n == 1, "%s", e.v[1]);
+	conf_free(c);
+	conf_errors_fini(&e);
+}
+END_TEST
+
 START_TEST(test_long_lines_and_long_section_names)
 {
 	struct conf_errors e = {0};
@@ -702,6 +740,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_max_watches_values);
 	tcase_add_test(tc, test_invalid_excludes_reported_with_their_lines);
 	tcase_add_test(tc, test_excludes_follow_gitignore_rules);
+	tcase_add_test(tc, test_an_indented_bracket_continues_excludes);
 	tcase_add_test(tc, test_long_lines_and_long_section_names);
 	tcase_add_test(tc, test_same_target_twice);
 	tcase_add_test(tc, test_chains_are_not_loops);
