@@ -1791,6 +1791,17 @@ int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 	return rc == 1 ? fd : rc;
 }
 
+const char *fsutil_chase_why(const char *why, const char *path, int rc)
+{
+	size_t n = strlen(path);
+
+	if (why == NULL)
+		return strerror(-rc);
+	if (strncmp(why, path, n) == 0 && why[n] == ':' && why[n + 1] == ' ')
+		return why + n + 2;
+	return why;
+}
+
 char *fsutil_fd_path(int fd)
 {
 	char proc[64], *r = NULL;

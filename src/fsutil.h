@@ -191,6 +191,12 @@ const char *fsutil_writers(mode_t mode);
 int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 		 char **err);
 
+/* For a message that names `path` already: the error of a chase of it
+ * (*err of fsutil_chase()) without the "PATH: " it begins with when
+ * what failed is `path` itself; the error as it is otherwise, or
+ * strerror(-rc) when there is none. */
+const char *fsutil_chase_why(const char *why, const char *path, int rc);
+
 /* The absolute path of what `fd` is open on (malloc'ed), or NULL with
  * errno set. */
 char *fsutil_fd_path(int fd);

@@ -300,7 +300,7 @@ int hook_read_pidfile(const char *pidfile, int *pid, struct stat *st,
 
 	if (fd < 0) {
 		int rc = log_err_set(err, fd, "reload_pidfile %s: %s", pidfile,
-				     why ? why : strerror(-fd));
+				     fsutil_chase_why(why, pidfile, fd));
 		free(why);
 		return rc;
 	}

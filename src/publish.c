@@ -462,7 +462,7 @@ int publish_hook_target(const struct conf_sync *c, const struct writer *w,
 		log_err_set(err, rc,
 			    "target %s: %s; hooks are not run on a path "
 			    "another user can redirect",
-			    c->target, why ? why : strerror(-rc));
+			    c->target, fsutil_chase_why(why, c->target, rc));
 	free(why);
 	return rc;
 }

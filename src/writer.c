@@ -243,7 +243,7 @@ int writer_check_target(const struct writer *w, char **err)
 	}
 	if (fd < 0) {
 		int rc = log_err_set(err, fd, "target %s: %s", w->path,
-				     why ? why : strerror(-fd));
+				     fsutil_chase_why(why, w->path, fd));
 		free(why);
 		return rc;
 	}
@@ -1197,7 +1197,7 @@ static int open_target(struct writer *w, char **err)
 			    w->path, why ? why : strerror(-fd));
 	} else if (fd != -ENOENT) {
 		log_err_set(err, fd, "target %s: %s", w->path,
-			    why ? why : strerror(-fd));
+			    fsutil_chase_why(why, w->path, fd));
 	}
 	free(why);
 	return fd < 0 ? fd : 0;

@@ -773,6 +773,24 @@ START_TEST(test_missing_target_parent_exits_1)
 }
 END_TEST
 
+/* A target that is a file: one line, naming it once. */
+START_TEST(test_target_that_is_a_file_names_it_once)
+{
+	char *out, *err, *want;
+	tu_write(src, "f", "x", 0644);
+	(void)rmdir(dst);
+	tu_write(tmp, "dst", "a file", 0644);
+	ck_assert_int_eq(once(&out, &err), 1);
+	ck_assert_int_eq(tu_lines(err), 1);
+	ck_assert_int_gt(asprintf(&want, "target %s: Not a directory\n", dst),
+			 0);
+	ck_assert_msg(strstr(err, want), "%s", err);
+	free(want);
+	free(out);
+	free(err);
+}
+END_TEST
+
 static void publish_v1(void)
 {
 	char *out, *err;
@@ -1197,6 +1215,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_dry_run_tells_which_replaced_generation_would_go);
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
 	tcase_add_test(tc, test_missing_target_parent_exits_1);
+	tcase_add_test(tc, test_target_that_is_a_file_names_it_once);
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);
 	tcase_add_test(tc, test_every_problem_is_reported_at_once);
 	tcase_add_test(tc, test_followed_link_up_never_copies_the_target_into_itself);
