@@ -200,6 +200,7 @@ struct sync {
 
 	/* For logging once per change of state. */
 	char *last_err;
+	int fail_rc; /* of the last attempt, while publishing fails */
 	unsigned failures, torn;
 	bool source_missing;
 	bool watch_limited;
@@ -506,6 +507,14 @@ static void on_fire(struct debounce_timer *t)
 	queue(s, ST_PUBLISHING);
 }
 
+/* Whether a publish failed for want of room (on the target's file
+ * system, or within max_files and max_bytes): less in the source can fix
+ * it. */
+static bool too_big(int rc)
+{
+	return rc == -ENOSPC || rc == -EDQUOT || rc == -EFBIG;
+}
+
 static void on_watch(void *data, const char *dir, const char *name,
 		     int root)
 {
@@ -529,8 +538,9 @@ static void on_watch(void *data, const char *dir, const char *name,
 		return;
 	/* While publishing fails, the source's name (or the way to it)
 	 * changed may be the operator's fix, a directory put back where a
-	 * file was: tried once it is quiet, as on_target_watch() does. */
-	if (s->failures > 0 && root)
+	 * file was, and so may what is in it when the target has no room
+	 * for it: tried once it is quiet, as on_target_watch() does. */
+	if (s->failures > 0 && (root || too_big(s->fail_rc)))
 		debounce_timer_hasten(&s->db, quiet_wait_ms(s));
 	/* "": the directory itself, or a name that may be it. */
 	if (root || name[0] == '\0')
@@ -662,6 +672,28 @@ static void watch_target(struct sync *s)
 		(void)watch_update(s->twatch, &d, 1, &r);
 }
 
+/* The directory the target's path names now, watched until a publish
+ * knows the target (a file system mounted on it, say, which a publish
+ * refused): a fix there, a chmod, is then seen as one. */
+static void watch_target_path(struct sync *s)
+{
+	struct stat st;
+	struct watch_result r;
+	char root[] = "";
+	int fd = fsutil_chase(s->c->target, 0, O_PATH | O_DIRECTORY, NULL,
+			      NULL);
+
+	if (fd < 0)
+		return;
+	if (s->twatch && fstat(fd, &st) == 0) {
+		struct snap_dir d = {.path = root,
+				     .dev = (uint64_t)st.st_dev,
+				     .ino = (uint64_t)st.st_ino};
+		(void)watch_update(s->twatch, &d, 1, &r);
+	}
+	close(fd);
+}
+
 void sync_rescan(struct sync *s)
 {
 	if (s->phase == PH_STOPPING)
@@ -698,8 +730,13 @@ void sync_mounts_changed(struct sync *s)
 		return;
 	bool src = moved(s->c->source, s->src_dev, s->src_ino);
 	bool tgt = moved(s->c->target, s->tgt_dev, s->tgt_ino);
-	if (!src && !tgt)
+	if (!src && !tgt) {
+		/* A file system remounted read-write, say, while publishing
+		 * fails: the operator's fix, tried once it is quiet. */
+		if (s->failures > 0)
+			debounce_timer_hasten(&s->db, quiet_wait_ms(s));
 		return;
+	}
 	log_msg(LOG_LVL_INFO, s->c->name,
 		"%s %s names another directory since the mounts changed; "
 		"%s it anew",
@@ -710,8 +747,10 @@ void sync_mounts_changed(struct sync *s)
 		s->src_dev = s->src_ino = 0;
 		note_dirty(s, NULL);
 	}
-	if (tgt)
+	if (tgt) {
 		s->tgt_dev = s->tgt_ino = 0;
+		watch_target_path(s);
+	}
 	debounce_timer_event(&s->db);
 }
 
@@ -1247,7 +1286,10 @@ static void finished_error(struct sync *s)
 	bool empty = s->pub.rc == -ENODATA;
 
 	s->failures++;
+	s->fail_rc = s->pub.rc;
 	s->st.publish_errors++;
+	if (s->tgt_ino == 0)
+		watch_target_path(s);
 	if (s->st.failing_since_ms == 0)
 		s->st.failing_since_ms = clock_wall_ms();
 	s->st.source_empty = empty;

@@ -2254,6 +2254,79 @@ START_TEST(test_swaps_on_the_way_to_the_source_are_followed)
 }
 END_TEST
 
+/* Waits for the fourth failure in a row (the one after it is 8 s away),
+ * `before` of them logged before, makes the fix, and sees it published
+ * well before the backoff would have it. */
+static void fixed_soon(int before, void (*fix)(void), const char *file,
+		       const char *data)
+{
+	wait_log("still failing:", before + 3, tu_scale(12000));
+	fix();
+	long long made = tu_now_ms();
+	wait_target(file, data, 10000);
+	ck_assert_msg(tu_now_ms() - made < 5000,
+		      "published %lld ms after the fix: the backoff's, not "
+		      "once quiet",
+		      tu_now_ms() - made);
+}
+
+static void remount_rw(void)
+{
+	ck_assert_int_eq(mount("none", dst, "none", MS_REMOUNT | MS_BIND, NULL),
+			 0);
+}
+
+static void chmod_target(void)
+{
+	ck_assert_int_eq(chmod(dst, 0755), 0);
+}
+
+static void shrink_source(void)
+{
+	char *p = tu_path(src, "big");
+	ck_assert_int_eq(unlink(p), 0);
+	tu_write(src, "app.conf", "v4", 0644);
+	free(p);
+}
+
+/* What operators do to fix a target that keeps failing, and that no
+ * directory watched sees, ends the backoff as a fix in the target does:
+ * a file system remounted read-write, a chmod of one mounted on the
+ * target (which the daemon refused, others being able to write it), and
+ * less in the source where the target has no room. */
+START_TEST(test_fixes_of_mounts_and_room_end_the_backoff)
+{
+	/* In a mount namespace of the forked test's own. */
+	tu_private_mounts();
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(mount(dst, dst, NULL, MS_BIND, NULL), 0);
+	ck_assert_int_eq(mount("none", dst, "none",
+			       MS_REMOUNT | MS_BIND | MS_RDONLY, NULL),
+			 0);
+	tu_write(src, "app.conf", "v1", 0644);
+	start_adhoc("0");
+	wait_log("Read-only file system; retrying with backoff", 1, 5000);
+	fixed_soon(0, remount_rw, "app.conf", "v1");
+	int before = tu_file_count(logpath, "still failing:");
+	ck_assert_int_eq(mount("tmpfs", dst, "tmpfs", 0, "size=256k,mode=1777"),
+			 0);
+	tu_write(src, "app.conf", "v2", 0644);
+	fixed_soon(before, chmod_target, "app.conf", "v2");
+	wait_log("unchanged", 1, 5000);
+	before = tu_file_count(logpath, "still failing:");
+	char *big = malloc(300 * 1024 + 1);
+	memset(big, 'b', 300 * 1024);
+	big[300 * 1024] = '\0';
+	tu_write(src, "big", big, 0644);
+	tu_write(src, "app.conf", "v3", 0644);
+	fixed_soon(before, shrink_source, "app.conf", "v4");
+	stop_daemon();
+	ck_assert_int_eq(umount2(dst, MNT_DETACH), 0);
+	ck_assert_int_eq(umount2(dst, MNT_DETACH), 0);
+	free(big);
+}
+END_TEST
+
 /* A release put in place by mounting it over the source, and a tmpfs
  * target unmounted from under the daemon: no directory it watches sees
  * either, so it follows the mount table. */
@@ -2367,6 +2440,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_a_full_target_backs_off);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
+	tcase_add_test(tc, test_fixes_of_mounts_and_room_end_the_backoff);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
 	tcase_add_test(tc, test_reincluded_names_are_followed_live);
 	tcase_add_test(tc, test_names_excluded_only_somewhere_are_followed_live);
