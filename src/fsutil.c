@@ -22,6 +22,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -1429,6 +1430,66 @@ bool fsutil_may_enter(const struct stat *in, const struct stat *st)
 
 	return !open ||
 	       (st->st_uid == in->st_uid && st->st_gid == in->st_gid);
+}
+
+/* The tags of a POSIX ACL entry as the kernel stores them. */
+enum {
+	ACL_TAG_USER_OBJ = 0x01,
+	ACL_TAG_USER = 0x02,
+	ACL_TAG_GROUP_OBJ = 0x04,
+	ACL_TAG_GROUP = 0x08,
+	ACL_TAG_MASK = 0x10,
+	ACL_TAG_OTHER = 0x20,
+};
+
+/* Little-endian, as the xattr keeps it. */
+static unsigned acl_u16(const unsigned char *p)
+{
+	return (unsigned)p[0] | (unsigned)p[1] << 8;
+}
+
+/* The xattr's entries (header, then tag, perm and id in 8 bytes each)
+ * as struct fsutil_acl says. */
+static void acl_parse(const unsigned char *v, size_t n, struct fsutil_acl *a)
+{
+	unsigned mask = 07;
+
+	if (n < 4 || (n - 4) % 8 != 0 || acl_u16(v) != 2 || v[2] || v[3]) {
+		*a = (struct fsutil_acl){.all = 0, .named = 07};
+		return;
+	}
+	for (size_t i = 4; i < n; i += 8)
+		if (acl_u16(v + i) == ACL_TAG_MASK)
+			mask = acl_u16(v + i + 2) & 07;
+	a->all = 07;
+	a->named = 0;
+	for (size_t i = 4; i < n; i += 8) {
+		unsigned tag = acl_u16(v + i), perm = acl_u16(v + i + 2) & 07;
+		if (tag == ACL_TAG_USER || tag == ACL_TAG_GROUP)
+			a->named |= perm & mask;
+		if (tag == ACL_TAG_USER || tag == ACL_TAG_GROUP ||
+		    tag == ACL_TAG_GROUP_OBJ)
+			a->all &= perm & mask;
+		else if (tag == ACL_TAG_OTHER)
+			a->all &= perm;
+	}
+}
+
+int fsutil_acl_read(int fd, struct fsutil_acl *a)
+{
+	/* Room for far more entries than a file system keeps. */
+	unsigned char v[4 + 8 * 512];
+	char p[40];
+
+	*a = (struct fsutil_acl){.all = 07, .named = 0};
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	ssize_t n = getxattr(p, "system.posix_acl_access", v, sizeof(v));
+	if (n < 0 && (errno == ENODATA || errno == EOPNOTSUPP))
+		return 0; /* none: the mode says it all */
+	if (n < 0 && errno != ERANGE)
+		return -errno;
+	acl_parse(v, n < 0 ? 0 : (size_t)n, a);
+	return 0;
 }
 
 const char *fsutil_writers(mode_t mode)

@@ -159,6 +159,25 @@ bool fsutil_may_enter(const struct stat *in, const struct stat *st);
  * what they could not remove themselves: what is in it is for the
  * kernel to tell, not its owner (fsutil_rmtree()). */
 bool fsutil_ours_but_open(const struct stat *st);
+/* What the POSIX access ACL of a file grants beyond its owner, in the
+ * bits of "others" (04 read, 02 write, 01 search or execute), each entry
+ * through the ACL's mask. */
+struct fsutil_acl {
+	/* Granted to every user and group it names, its group and others:
+	 * what mode bits that say "others may" still promise.  07 for a
+	 * file without such an ACL. */
+	unsigned all;
+	/* Granted to one or more users or groups it names, besides the
+	 * file's own group: 0 without such an ACL. */
+	unsigned named;
+};
+
+/* The access ACL of what `fd` is open on (O_PATH will do).  One that
+ * cannot be made sense of (too large, or of an unknown version) grants
+ * nothing to all and everything to some.  0, or -errno when it cannot be
+ * read. */
+int fsutil_acl_read(int fd, struct fsutil_acl *a);
+
 /* Who besides the owner may write a file of mode `mode` (some of 0022):
  * "its group and others", "its group" or "others", for messages. */
 const char *fsutil_writers(mode_t mode);

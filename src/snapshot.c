@@ -1283,13 +1283,23 @@ static bool layout_name(const char *n)
 /* ---- the walk: an explicit stack, never the C stack ---- */
 
 /* A frame to walk the directory open as `fd`, described by `st`. */
+/* The directory `fd` is, as st says, for the walk: its mode counts as
+ * others may write it when its access ACL lets a user or group it names
+ * write, who may be in its group or not. */
 static struct frame frame_of(int fd, char *path, char *src, unsigned flags,
 			     const struct stat *st)
 {
+	struct fsutil_acl acl = {.named = 0};
+	mode_t mode = st->st_mode;
+
+	/* The mask shows in the group's bits: without w there, none. */
+	if ((mode & S_IWGRP) && fd >= 0 &&
+	    (fsutil_acl_read(fd, &acl) < 0 || (acl.named & 02)))
+		mode |= S_IWOTH;
 	return (struct frame){
 		.fd = fd, .path = path, .src = src, .flags = flags,
 		.dev = (uint64_t)st->st_dev, .ino = (uint64_t)st->st_ino,
-		.uid = st->st_uid, .gid = st->st_gid, .mode = st->st_mode,
+		.uid = st->st_uid, .gid = st->st_gid, .mode = mode,
 	};
 }
 
@@ -1402,8 +1412,8 @@ static int link_warning(struct walk *w, const char *cpath, int rc,
  * permission `grp` gives its group and `oth` everyone.  Its owner has
  * it on what they own (they can chmod it), its group what its group
  * has. */
-static bool denied_to_writers(const struct frame *f, const struct stat *st,
-			      mode_t grp, mode_t oth)
+static bool mode_denies(const struct frame *f, const struct stat *st,
+		       mode_t grp, mode_t oth)
 {
 	bool group_has = st->st_gid == f->gid && (st->st_mode & grp);
 
@@ -1415,6 +1425,33 @@ static bool denied_to_writers(const struct frame *f, const struct stat *st,
 		return true;
 	return !fsutil_trusted_uid(f->uid) && st->st_uid != f->uid &&
 	       !group_has;
+}
+
+/* Whether f's writers include one other than the owner of `st`, who
+ * can change what it grants anyway. */
+static bool others_write(const struct frame *f, const struct stat *st)
+{
+	return (f->mode & (S_IWGRP | S_IWOTH)) ||
+	       (!fsutil_trusted_uid(f->uid) && st->st_uid != f->uid);
+}
+
+/* Whether the access ACL of what `fd` is open on keeps some user or
+ * group it names ("user:2003:---") from `oth`, which its mode bits give
+ * others. */
+static bool acl_keeps(int fd, mode_t oth)
+{
+	struct fsutil_acl acl;
+
+	return fsutil_acl_read(fd, &acl) < 0 || !(acl.all & oth);
+}
+
+/* The same as mode_denies(), with the access ACL of `st` (open as
+ * `fd`). */
+static bool denied_to_writers(const struct frame *f, const struct stat *st,
+			      mode_t grp, mode_t oth, int fd)
+{
+	return mode_denies(f, st, grp, oth) ||
+	       (others_write(f, st) && acl_keeps(fd, oth));
 }
 
 /* Opens directory `name` (of `len` bytes) beneath `dfd` as it is, no
@@ -1434,17 +1471,37 @@ static int enter_dir(const struct frame *f, int dfd, const char *name,
 	if (rc == 0 && fstat(fd, &st) < 0)
 		rc = -errno;
 	if (rc == 0)
-		*hidden = denied_to_writers(f, &st, S_IXGRP, S_IXOTH);
+		*hidden = denied_to_writers(f, &st, S_IXGRP, S_IXOTH, fd);
 	if (rc < 0 && fd >= 0)
 		close(fd);
 	return rc < 0 ? rc : fd;
 }
 
+/* The directory `name` in dfd that a link leads to, found as *st says:
+ * 1 when a user who can write f may not enter it (its copy's mode keeps
+ * them out, but not what an ACL narrows), 0, or -errno. */
+static int hidden_dir(const struct frame *f, int dfd, const char *name,
+		      const struct stat *st)
+{
+	bool hidden = false;
+	struct stat now;
+	int fd = enter_dir(f, dfd, name, strlen(name), &hidden);
+
+	if (fd < 0)
+		return fd;
+	int rc = fstat(fd, &now) < 0 ? -errno
+		 : now.st_dev != st->st_dev || now.st_ino != st->st_ino
+			 ? -EAGAIN
+			 : hidden;
+	close(fd);
+	return rc;
+}
+
 /* Whether a directory on the way from the source root to `real` (a
- * path with no link on it, relative to the root) is one that a user who
- * can write f, the directory of a link to it, may not go through (another
- * user's 0700 directory): the link would hand them what it keeps from
- * them.  Each directory is looked at as opened on the way, no link
+ * path with no link on it, relative to the root), or `real` itself when
+ * it is a directory, is one that a user who can write f, the directory
+ * of a link to it, may not go through (another user's 0700 directory):
+ * the link would hand them what it keeps from them.  Each directory is looked at as opened on the way, no link
  * followed, and *st is what `real` is at its end, so that what is read
  * later (checked against *st) is what was reached this way.  1 or 0; a
  * negative errno when the way is not there as it was (-ELOOP: a link at
@@ -1471,6 +1528,8 @@ static int hidden_from_writers(const struct walk *w, const struct frame *f,
 		rc = -errno;
 	else if (S_ISLNK(st->st_mode))
 		rc = -ELOOP;
+	else if (S_ISDIR(st->st_mode) && *p)
+		rc = hidden_dir(f, dfd, p, st);
 	if (dfd != w->s->root_fd)
 		close(dfd);
 	return rc;
@@ -1640,6 +1699,31 @@ static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
 	return rc;
 }
 
+/* The file `fd` found, opened as a copy will open it (O_PATH): the same
+ * file, or -EAGAIN. */
+static int open_found(const struct walk *w, const struct found *fd)
+{
+	const struct snapshot *s = w->s;
+	struct stat st;
+	int o;
+
+	if (fd->flags & SNAP_F_EXTERNAL) {
+		o = fsutil_open_beneath(s->ext_fd, fd->src + 1, O_PATH);
+	} else if (fd->flags & SNAP_F_FOLLOW) {
+		o = openat(s->root_fd, fd->src, O_PATH | O_CLOEXEC);
+		if (o < 0)
+			o = -errno;
+	} else {
+		o = fsutil_open_beneath(s->root_fd, fd->src, O_PATH);
+	}
+	if (o >= 0 && (fstat(o, &st) < 0 || st.st_dev != fd->st.st_dev ||
+		       st.st_ino != fd->st.st_ino)) {
+		close(o);
+		o = -EAGAIN;
+	}
+	return o;
+}
+
 /* Whether a user other than root or us who can write the directory f
  * (its owner, its group, anyone: as its mode says) may not read the file
  * `st` in it.  Such a user could have linked or moved there a file they
@@ -1647,9 +1731,20 @@ static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
  * off; a file whose other name was since replaced keeps one link), and a
  * publish would hand it to them.  The directory's owner may read what
  * they own (they can chmod it); its group what its group may read. */
-static bool kept_from_writers(const struct frame *f, const struct stat *st)
+static bool kept_from_writers(const struct walk *w, const struct frame *f,
+			      const struct found *fd)
 {
-	return denied_to_writers(f, st, S_IRGRP, S_IROTH);
+	if (mode_denies(f, &fd->st, S_IRGRP, S_IROTH))
+		return true;
+	if (!others_write(f, &fd->st))
+		return false;
+	/* Opened only where an ACL can matter: a shared directory. */
+	int o = open_found(w, fd);
+	bool kept = o < 0 || acl_keeps(o, S_IROTH);
+
+	if (o >= 0)
+		close(o);
+	return kept;
 }
 
 /* Notes that s->v[at..at+n) are copies of prev's entries from `from`. */
@@ -1737,7 +1832,7 @@ static int add_file(struct walk *w, const struct frame *f, char **cpath,
 	struct snap_entry e = {0};
 	int rc;
 
-	if (kept_from_writers(f, &fd->st))
+	if (kept_from_writers(w, f, fd))
 		return add_warning(s, *cpath, SNAP_W_UNREADABLE);
 	fill_from_stat(&e, &fd->st);
 	e.flags = (uint8_t)fd->flags;

@@ -113,6 +113,37 @@ START_TEST(test_write_atomic_replaces_whatever_holds_the_temporary_name)
 }
 END_TEST
 
+/* What an access ACL grants all it names, and some of them, through its
+ * mask; a file without one promises what its mode says. */
+START_TEST(test_acl_read_tells_what_all_and_some_are_granted)
+{
+	struct fsutil_acl a;
+	tu_write(tmp, "plain", "x", 0644);
+	tu_write(tmp, "deny", "x", 0644);
+	tu_write(tmp, "masked", "x", 0644);
+	char *plain = tu_path(tmp, "plain"), *deny = tu_path(tmp, "deny");
+	char *masked = tu_path(tmp, "masked"), *dir = tu_path(tmp, "shared");
+	tu_mkdirs(dir, 0755);
+	tu_acl(deny, 06, 'u', 2003, 0, 04);
+	tu_acl(masked, 06, 'u', 2003, 06, 04);
+	tu_acl(dir, 07, 'g', 3000, 07, 05);
+	const char *paths[] = {plain, deny, masked, dir};
+	const unsigned all[] = {07, 0, 04, 05}, named[] = {0, 0, 04, 07};
+	for (int i = 0; i < 4; i++) {
+		int fd = open(paths[i], O_PATH | O_CLOEXEC);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(fsutil_acl_read(fd, &a), 0);
+		ck_assert_msg(a.all == all[i] && a.named == named[i],
+			      "%s: all %o named %o", paths[i], a.all, a.named);
+		close(fd);
+	}
+	free(dir);
+	free(masked);
+	free(deny);
+	free(plain);
+}
+END_TEST
+
 START_TEST(test_root_owned_links_are_followed)
 {
 	char *real = mkdir_in("real", 0755, -1);
@@ -859,6 +890,7 @@ static Suite *fsutil_suite(void)
 	TCase *tc = tcase_create("chase");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_acl_read_tells_what_all_and_some_are_granted);
 	tcase_add_test(tc, test_root_owned_links_are_followed);
 	tcase_add_test(tc, test_link_owned_by_another_user_is_refused);
 	tcase_add_test(tc, test_root_link_in_a_directory_others_change_is_refused);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -575,6 +576,84 @@ START_TEST(test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped)
 	free(z);
 	free(y);
 	free(x);
+	free(priv);
+	free(pub);
+	free(shared);
+}
+END_TEST
+
+/* An access ACL that keeps the writer of a source directory out of a
+ * directory or a file of another user's ("user:2003:---", the mode
+ * bits saying all may) keeps out their links to it; and a directory
+ * that a group an ACL names may write counts as one others may write,
+ * whose members may then not have a file the mode keeps from others. */
+START_TEST(test_an_acl_that_keeps_a_writer_out_is_honoured)
+{
+	char *shared = tu_path(tmp, "shared"), *err = NULL, *cmd, *text;
+	char *pub = dir_of("shared/pub", APP_UID);
+	char *priv = dir_of("shared/priv", OTHER_UID);
+	char *sub = tu_path(priv, "sub"), *own = tu_path(priv, "own");
+	char *y = tu_path(dst, "pub/y/s"), *w = tu_path(dst, "pub/w");
+	char *team = dir_of("shared/team", OTHER_UID);
+	char *kept = tu_path(dst, "team/kept");
+	struct stat st;
+
+	tu_write(priv, "sub/s", "below it\n", 0644);
+	tu_write(priv, "own", "the other user's\n", 0644);
+	tu_write(team, "kept", "not for the team\n", 0640);
+	/* All of the other user's, who alone may write where they are. */
+	ck_assert_int_gt(asprintf(&cmd, "chown -R %u:%u '%s' '%s'", OTHER_UID,
+				  OTHER_UID, priv, team),
+			 0);
+	ck_assert_int_eq(system(cmd), 0);
+	free(cmd);
+	tu_acl(sub, 07, 'u', APP_UID, 0, 05);
+	tu_acl(own, 06, 'u', APP_UID, 0, 04);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && ln -s ../priv/sub y && "
+					"ln -s ../priv/own w",
+				  pub),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	ck_assert_int_eq(once_to(shared, dst, &err), 0);
+	ck_assert_msg(strstr(err, "pub/y: symlink through a directory that a "
+				  "user who can write its directory may not "
+				  "enter; skipped") &&
+			      strstr(err, "pub/w: a file that a user who can "
+					  "write its directory may not read"),
+		      "%s", err);
+	ck_assert_int_lt(lstat(y, &st), 0);
+	ck_assert_int_lt(lstat(w, &st), 0);
+	text = tu_read(kept, NULL);
+	ck_assert_str_eq(text, "not for the team\n");
+	free(text);
+	free(err);
+	/* A group an ACL names may write team/: its members are no owner
+	 * of kept, nor in its group. */
+	tu_acl(team, 07, 'g', 3000, 07, 05);
+	ck_assert_int_eq(once_to(shared, dst, &err), 0);
+	ck_assert_msg(strstr(err, "team/kept: a file that a user who can "
+				  "write its directory may not read"),
+		      "%s", err);
+	ck_assert_int_lt(lstat(kept, &st), 0);
+	free(err);
+	/* Without the ACLs, the links are published. */
+	ck_assert_int_eq(removexattr(sub, "system.posix_acl_access"), 0);
+	ck_assert_int_eq(removexattr(own, "system.posix_acl_access"), 0);
+	ck_assert_int_eq(once_to(shared, dst, &err), 0);
+	text = tu_read(y, NULL);
+	ck_assert_str_eq(text, "below it\n");
+	free(text);
+	text = tu_read(w, NULL);
+	ck_assert_str_eq(text, "the other user's\n");
+	free(text);
+	free(err);
+	free(cmd);
+	free(kept);
+	free(team);
+	free(w);
+	free(y);
+	free(own);
+	free(sub);
 	free(priv);
 	free(pub);
 	free(shared);
@@ -1901,6 +1980,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_file_the_sources_writers_cannot_read_is_skipped);
 	tcase_add_test(tc,
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
+	tcase_add_test(tc, test_an_acl_that_keeps_a_writer_out_is_honoured);
 	tcase_add_test(tc, test_a_users_many_names_of_one_file_are_not_copies);
 	tcase_add_test(tc, test_a_users_names_left_out_through_links_are_bounded);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);

@@ -12,6 +12,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1049,4 +1050,34 @@ void tu_private_mounts(void)
 			      mount("none", "/", "none", MS_REC | MS_PRIVATE,
 				    NULL) == 0,
 		      "this test mounts (as root): %s", strerror(errno));
+}
+
+/* One entry: tag, perm, id, little-endian. */
+static void acl_entry(unsigned char *p, unsigned tag, unsigned perm,
+		      unsigned id)
+{
+	p[0] = (unsigned char)tag;
+	p[1] = 0;
+	p[2] = (unsigned char)perm;
+	p[3] = 0;
+	for (int i = 0; i < 4; i++)
+		p[4 + i] = (unsigned char)(id >> (8 * i));
+}
+
+void tu_acl(const char *path, unsigned own, char kind, unsigned id,
+	    unsigned perm, unsigned rest)
+{
+	unsigned char v[4 + 5 * 8] = {2, 0, 0, 0};
+	/* In the kernel's order: owner, users, group, groups, mask, others. */
+	bool user = kind == 'u';
+	acl_entry(v + 4, 0x01, own, ~0u);
+	acl_entry(v + 12, user ? 0x02 : 0x04, user ? perm : rest,
+		  user ? id : ~0u);
+	acl_entry(v + 20, user ? 0x04 : 0x08, user ? rest : perm,
+		  user ? ~0u : id);
+	acl_entry(v + 28, 0x10, user ? rest : (rest | perm), ~0u);
+	acl_entry(v + 36, 0x20, rest, ~0u);
+	ck_assert_msg(setxattr(path, "system.posix_acl_access", v, sizeof(v),
+			       0) == 0,
+		      "setxattr %s: %s", path, strerror(errno));
 }

@@ -178,6 +178,13 @@ void tu_nap(int ms);
  * goes nowhere else (as root; CK_FORK=no keeps it for the tests after,
  * which mount nothing on their paths). */
 void tu_private_mounts(void);
+
+/* Gives `path` a POSIX access ACL, written as the kernel keeps it: the
+ * owner's `own`, a named entry ('u' for user `id`, 'g' for group `id`)
+ * with `perm`, and its group, the mask and others with `rest` (each as
+ * the bits of "others": 04, 02, 01). */
+void tu_acl(const char *path, unsigned own, char kind, unsigned id,
+	    unsigned perm, unsigned rest);
 int tu_scale(int ms);
 /* The rounds of a randomized test whose every round checks itself: a
  * quarter (at least one) under valgrind, where a round costs tens of
