@@ -2289,6 +2289,28 @@ static void shrink_source(void)
 	free(p);
 }
 
+/* A target removed and a file put in its place is not told as open by
+ * SIGUSR1 (what was published is gone with it), and a directory put
+ * back is published to. */
+START_TEST(test_a_file_in_place_of_the_target_is_no_open_target)
+{
+	tu_write(src, "app.conf", "v1", 0644);
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	wait_log("unchanged", 1, 5000);
+	tu_rmrf(dst);
+	tu_write(tmp, "dst", "a file", 0644);
+	tu_write(src, "app.conf", "v2", 0644);
+	wait_log("Not a directory", 1, 5000);
+	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
+	wait_log("status: target not open; 0 files, 0 bytes;", 1, 5000);
+	ck_assert_int_eq(unlink(dst), 0);
+	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	converge(src, dst, tu_scale(10000));
+	stop_daemon();
+}
+END_TEST
+
 /* What operators do to fix a target that keeps failing, and that no
  * directory watched sees, ends the backoff as a fix in the target does:
  * a file system remounted read-write, a chmod of one mounted on the
@@ -2441,6 +2463,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_fixes_of_mounts_and_room_end_the_backoff);
+	tcase_add_test(tc, test_a_file_in_place_of_the_target_is_no_open_target);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
 	tcase_add_test(tc, test_reincluded_names_are_followed_live);
 	tcase_add_test(tc, test_names_excluded_only_somewhere_are_followed_live);
