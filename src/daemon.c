@@ -99,32 +99,42 @@ static void write_metrics_file(struct daemon *d)
 	d->metrics_file_err = line;
 }
 
-/* (Re)starts the HTTP endpoint when metrics_listen says so. */
+static int http_start(struct daemon *d, const char *listen, char **err)
+{
+	return metrics_http_start(&d->loop, listen, d->conf->unhealthy_after_s,
+				  collect, d, &d->http, err);
+}
+
+/* (Re)starts the HTTP endpoint when metrics_listen says so.  The old one
+ * goes first (the new address may share its port), and is served again
+ * when the new one cannot be: a reload does not take /healthz away. */
 static void apply_http(struct daemon *d)
 {
 	const char *want = d->stopping ? NULL : d->conf->metrics_listen;
-	char *err = NULL;
+	char *err = NULL, *old = d->http_listen;
 
-	if (want && d->http_listen && strcmp(want, d->http_listen) == 0)
+	if (want && old && strcmp(want, old) == 0)
 		return;
+	d->http_listen = NULL;
 	if (d->http) {
 		metrics_http_stop(d->http);
 		d->http = NULL;
-		free(d->http_listen);
-		d->http_listen = NULL;
 	}
-	if (want == NULL)
-		return;
-	int rc = metrics_http_start(&d->loop, want, d->conf->unhealthy_after_s,
-				    collect, d, &d->http, &err);
-	if (rc < 0) {
-		log_error("%s; no HTTP metrics until the next reload%s",
-			  err ? err : strerror(-rc), log_hint(rc));
+	int rc = want ? http_start(d, want, &err) : 0;
+	if (rc < 0 && old && http_start(d, old, NULL) == 0) {
+		log_error("%s; still serving /metrics and /healthz on %s%s",
+			  err ? err : strerror(-rc), old, log_hint(rc));
+		d->http_listen = old;
 		free(err);
 		return;
 	}
-	d->http_listen = strdup(want);
-	log_info("serving /metrics and /healthz on %s", want);
+	free(old);
+	if (rc < 0)
+		log_error("%s; no HTTP metrics until the next reload%s",
+			  err ? err : strerror(-rc), log_hint(rc));
+	else if (want && (d->http_listen = strdup(want)) != NULL)
+		log_info("serving /metrics and /healthz on %s", want);
+	free(err);
 }
 
 /* "web: ..2026_11_25_16_04_05.123 at 16:04:05; api: error: ..." */

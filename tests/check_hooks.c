@@ -1231,6 +1231,50 @@ START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)
 }
 END_TEST
 
+/* A reload to a metrics_listen that cannot be had (a port another
+ * program holds) keeps serving on the address it had, and says so; a
+ * reload once it is free moves. */
+START_TEST(test_a_reload_to_a_busy_port_keeps_the_endpoint)
+{
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
+	char *dk, *line, *body;
+	int other = tu_free_port();
+	int busy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)other)};
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	ck_assert_int_eq(bind(busy, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(busy, 1), 0);
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", port), 0);
+	start(dk, "");
+	free(dk);
+	wait_file(logpath, "serving /metrics", 1, 5000);
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", other),
+			 0);
+	write_conf(dk, "");
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	ck_assert_int_ge(asprintf(&line, "; still serving /metrics and /healthz "
+					 "on 127.0.0.1:%d",
+				  port),
+			 0);
+	wait_file(logpath, line, 1, 5000);
+	ck_assert_int_eq(curl_get("/healthz", &body), 200);
+	free(body);
+	free(line);
+	/* Free now: the next reload moves there. */
+	close(busy);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	ck_assert_int_ge(asprintf(&line, "serving /metrics and /healthz on "
+					 "127.0.0.1:%d",
+				  other),
+			 0);
+	wait_file(logpath, line, 1, 5000);
+	stop();
+	free(line);
+	free(dk);
+}
+END_TEST
+
 /* The server has closed fd (recv sees the end), without blocking. */
 static int closed_by_server(int fd)
 {
@@ -1562,6 +1606,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_healthz_reports_a_stalled_mapping);
 	tcase_add_test(tc, test_an_emptied_source_keeps_the_last_generation);
 	tcase_add_test(tc, test_garbage_huge_and_slow_requests_do_no_harm);
+	tcase_add_test(tc, test_a_reload_to_a_busy_port_keeps_the_endpoint);
 	tcase_add_test(tc, test_healthz_never_names_the_source);
 	tcase_add_test(tc, test_healthz_answers_under_a_crowd_of_idle_and_slow_clients);
 	tcase_add_test(tc, test_a_hung_publish_turns_healthz_503_until_it_ends);
