@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
+#include <grp.h>
 #include <pthread.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
@@ -1430,6 +1432,56 @@ bool fsutil_may_enter(const struct stat *in, const struct stat *st)
 
 	return !open ||
 	       (st->st_uid == in->st_uid && st->st_gid == in->st_gid);
+}
+
+/* The groups of user `name` (own group `gid`), malloc'ed, *n of them;
+ * NULL when they cannot be had. */
+static gid_t *groups_of(const char *name, gid_t gid, int *n)
+{
+	gid_t *g = NULL;
+	int cap = 32;
+
+	for (int tries = 0; tries < 8; tries++) {
+		gid_t *ng = realloc(g, (size_t)cap * sizeof(*g));
+		if (ng == NULL)
+			break;
+		g = ng;
+		*n = cap;
+		if (getgrouplist(name, gid, g, n) >= 0)
+			return g;
+		cap = *n > cap ? *n : cap * 2;
+	}
+	free(g);
+	return NULL;
+}
+
+bool fsutil_in_group(uid_t uid, gid_t gid)
+{
+	struct passwd pw, *found = NULL;
+	size_t len = 1024;
+	char *buf = NULL;
+	bool in = false;
+	int rc = ERANGE;
+
+	while (rc == ERANGE && len <= (1u << 20)) {
+		char *nb = realloc(buf, len);
+		if (nb == NULL)
+			break;
+		buf = nb;
+		rc = getpwuid_r(uid, &pw, buf, len, &found);
+		len *= 2;
+	}
+	if (rc == 0 && found && pw.pw_gid == gid) {
+		in = true;
+	} else if (rc == 0 && found) {
+		int n = 0;
+		gid_t *g = groups_of(pw.pw_name, pw.pw_gid, &n);
+		for (int i = 0; g && i < n && !in; i++)
+			in = g[i] == gid;
+		free(g);
+	}
+	free(buf);
+	return in;
 }
 
 /* The tags of a POSIX ACL entry as the kernel stores them. */

@@ -159,6 +159,10 @@ bool fsutil_may_enter(const struct stat *in, const struct stat *st);
  * what they could not remove themselves: what is in it is for the
  * kernel to tell, not its owner (fsutil_rmtree()). */
 bool fsutil_ours_but_open(const struct stat *st);
+/* Whether user `uid` is in group `gid`, its own or another, as the user
+ * database says: false for a user it does not know. */
+bool fsutil_in_group(uid_t uid, gid_t gid);
+
 /* What the POSIX access ACL of a file grants beyond its owner, in the
  * bits of "others" (04 read, 02 write, 01 search or execute), each entry
  * through the ACL's mask. */

@@ -106,6 +106,14 @@ struct walk {
 	 * not passed yet start at over_at (see over_put()). */
 	const struct snapshot *over;
 	size_t over_at;
+	/* Whether users are in groups, as the last asked of the user
+	 * database (which each question costs a read of). */
+	struct member {
+		uid_t uid;
+		gid_t gid;
+		bool in;
+	} members[8];
+	size_t nmembers;
 };
 
 /* What a name turned out to be. */
@@ -1410,10 +1418,24 @@ static int link_warning(struct walk *w, const char *cpath, int rc,
 /* Whether a user other than root or us who can write the directory f
  * (its owner, its group, anyone: as its mode says) lacks on `st` the
  * permission `grp` gives its group and `oth` everyone.  Its owner has
- * it on what they own (they can chmod it), its group what its group
- * has. */
-static bool mode_denies(const struct frame *f, const struct stat *st,
-		       mode_t grp, mode_t oth)
+ * it on what they own (they can chmod it), and on what its group has
+ * when they are in it; its group what its group has. */
+/* Whether f's owner is in its group: not so for one made in a setgid
+ * directory of a group they are not in. */
+static bool owner_in_group(struct walk *w, const struct frame *f)
+{
+	struct member *m = w->members;
+
+	for (size_t i = 0; i < w->nmembers; i++)
+		if (m[i].uid == f->uid && m[i].gid == f->gid)
+			return m[i].in;
+	size_t at = w->nmembers < 8 ? w->nmembers++ : (size_t)f->uid % 8;
+	m[at] = (struct member){f->uid, f->gid, fsutil_in_group(f->uid, f->gid)};
+	return m[at].in;
+}
+
+static bool mode_denies(struct walk *w, const struct frame *f,
+			const struct stat *st, mode_t grp, mode_t oth)
 {
 	bool group_has = st->st_gid == f->gid && (st->st_mode & grp);
 
@@ -1423,8 +1445,9 @@ static bool mode_denies(const struct frame *f, const struct stat *st,
 		return true;
 	if ((f->mode & S_IWGRP) && !group_has)
 		return true;
-	return !fsutil_trusted_uid(f->uid) && st->st_uid != f->uid &&
-	       !group_has;
+	if (fsutil_trusted_uid(f->uid) || st->st_uid == f->uid)
+		return false;
+	return !group_has || !owner_in_group(w, f);
 }
 
 /* Whether f's writers include one other than the owner of `st`, who
@@ -1447,18 +1470,19 @@ static bool acl_keeps(int fd, mode_t oth)
 
 /* The same as mode_denies(), with the access ACL of `st` (open as
  * `fd`). */
-static bool denied_to_writers(const struct frame *f, const struct stat *st,
-			      mode_t grp, mode_t oth, int fd)
+static bool denied_to_writers(struct walk *w, const struct frame *f,
+			      const struct stat *st, mode_t grp, mode_t oth,
+			      int fd)
 {
-	return mode_denies(f, st, grp, oth) ||
+	return mode_denies(w, f, st, grp, oth) ||
 	       (others_write(f, st) && acl_keeps(fd, oth));
 }
 
 /* Opens directory `name` (of `len` bytes) beneath `dfd` as it is, no
  * link followed, and says whether a user who can write f may not enter
  * it: *hidden.  The new descriptor, or -errno. */
-static int enter_dir(const struct frame *f, int dfd, const char *name,
-		     size_t len, bool *hidden)
+static int enter_dir(struct walk *w, const struct frame *f, int dfd,
+		     const char *name, size_t len, bool *hidden)
 {
 	char *n = strndup(name, len);
 	struct stat st;
@@ -1471,7 +1495,7 @@ static int enter_dir(const struct frame *f, int dfd, const char *name,
 	if (rc == 0 && fstat(fd, &st) < 0)
 		rc = -errno;
 	if (rc == 0)
-		*hidden = denied_to_writers(f, &st, S_IXGRP, S_IXOTH, fd);
+		*hidden = denied_to_writers(w, f, &st, S_IXGRP, S_IXOTH, fd);
 	if (rc < 0 && fd >= 0)
 		close(fd);
 	return rc < 0 ? rc : fd;
@@ -1480,12 +1504,12 @@ static int enter_dir(const struct frame *f, int dfd, const char *name,
 /* The directory `name` in dfd that a link leads to, found as *st says:
  * 1 when a user who can write f may not enter it (its copy's mode keeps
  * them out, but not what an ACL narrows), 0, or -errno. */
-static int hidden_dir(const struct frame *f, int dfd, const char *name,
-		      const struct stat *st)
+static int hidden_dir(struct walk *w, const struct frame *f, int dfd,
+		      const char *name, const struct stat *st)
 {
 	bool hidden = false;
 	struct stat now;
-	int fd = enter_dir(f, dfd, name, strlen(name), &hidden);
+	int fd = enter_dir(w, f, dfd, name, strlen(name), &hidden);
 
 	if (fd < 0)
 		return fd;
@@ -1506,7 +1530,7 @@ static int hidden_dir(const struct frame *f, int dfd, const char *name,
  * later (checked against *st) is what was reached this way.  1 or 0; a
  * negative errno when the way is not there as it was (-ELOOP: a link at
  * its end now). */
-static int hidden_from_writers(const struct walk *w, const struct frame *f,
+static int hidden_from_writers(struct walk *w, const struct frame *f,
 			       const char *real, struct stat *st)
 {
 	int dfd = w->s->root_fd, rc = 0;
@@ -1514,7 +1538,8 @@ static int hidden_from_writers(const struct walk *w, const struct frame *f,
 	bool hidden = false;
 
 	while (!hidden && (slash = strchr(p, '/')) != NULL) {
-		int next = enter_dir(f, dfd, p, (size_t)(slash - p), &hidden);
+		int next = enter_dir(w, f, dfd, p, (size_t)(slash - p),
+				     &hidden);
 		if (dfd != w->s->root_fd)
 			close(dfd);
 		if (next < 0)
@@ -1529,7 +1554,7 @@ static int hidden_from_writers(const struct walk *w, const struct frame *f,
 	else if (S_ISLNK(st->st_mode))
 		rc = -ELOOP;
 	else if (S_ISDIR(st->st_mode) && *p)
-		rc = hidden_dir(f, dfd, p, st);
+		rc = hidden_dir(w, f, dfd, p, st);
 	if (dfd != w->s->root_fd)
 		close(dfd);
 	return rc;
@@ -1731,10 +1756,10 @@ static int open_found(const struct walk *w, const struct found *fd)
  * off; a file whose other name was since replaced keeps one link), and a
  * publish would hand it to them.  The directory's owner may read what
  * they own (they can chmod it); its group what its group may read. */
-static bool kept_from_writers(const struct walk *w, const struct frame *f,
+static bool kept_from_writers(struct walk *w, const struct frame *f,
 			      const struct found *fd)
 {
-	if (mode_denies(f, &fd->st, S_IRGRP, S_IROTH))
+	if (mode_denies(w, f, &fd->st, S_IRGRP, S_IROTH))
 		return true;
 	if (!others_write(f, &fd->st))
 		return false;

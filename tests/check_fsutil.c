@@ -144,6 +144,16 @@ START_TEST(test_acl_read_tells_what_all_and_some_are_granted)
 }
 END_TEST
 
+/* Membership of a group as the user database says: root in its own;
+ * a user it does not know in none. */
+START_TEST(test_in_group_asks_the_user_database)
+{
+	ck_assert(fsutil_in_group(0, 0));
+	ck_assert(!fsutil_in_group(0, 54321));
+	ck_assert(!fsutil_in_group(54321, 54321));
+}
+END_TEST
+
 START_TEST(test_root_owned_links_are_followed)
 {
 	char *real = mkdir_in("real", 0755, -1);
@@ -891,6 +901,7 @@ static Suite *fsutil_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_acl_read_tells_what_all_and_some_are_granted);
+	tcase_add_test(tc, test_in_group_asks_the_user_database);
 	tcase_add_test(tc, test_root_owned_links_are_followed);
 	tcase_add_test(tc, test_link_owned_by_another_user_is_refused);
 	tcase_add_test(tc, test_root_link_in_a_directory_others_change_is_refused);

@@ -660,6 +660,47 @@ START_TEST(test_an_acl_that_keeps_a_writer_out_is_honoured)
 }
 END_TEST
 
+/* A directory made in a setgid one has its group whoever makes it: its
+ * owner may not read what that group may unless they are in it, and a
+ * link of theirs to such a file of another user's is skipped. */
+START_TEST(test_a_group_the_owner_is_not_in_grants_them_nothing)
+{
+	char *shared = tu_path(tmp, "shared"), *err = NULL, *cmd;
+	char *l = tu_path(dst, "pub/l");
+	struct stat st;
+
+	tu_mkdirs(shared, 0755);
+	ck_assert_int_eq(chown(shared, 0, 3000), 0);
+	ck_assert_int_eq(chmod(shared, 02777), 0);
+	tu_write(shared, "priv/f", "the group's\n", 0640);
+	ck_assert_int_gt(asprintf(&cmd, "chown -R %u:3000 '%s/priv' && "
+				  "chmod 0755 '%s/priv'",
+				  OTHER_UID, shared, shared),
+			 0);
+	ck_assert_int_eq(system(cmd), 0);
+	free(cmd);
+	/* APP_UID, in no group but their own, makes pub (of group 3000). */
+	ck_assert_int_gt(asprintf(&cmd, "mkdir '%s/pub' && chmod 0755 "
+				  "'%s/pub' && ln -s ../priv/f '%s/pub/l'",
+				  shared, shared, shared),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	char *pub = tu_path(shared, "pub");
+	ck_assert_int_eq(stat(pub, &st), 0);
+	ck_assert_uint_eq(st.st_gid, 3000);
+	ck_assert_int_eq(once_to(shared, dst, &err), 0);
+	ck_assert_msg(strstr(err, "pub/l: a file that a user who can write "
+				  "its directory may not read; skipped"),
+		      "%s", err);
+	ck_assert_int_lt(lstat(l, &st), 0);
+	free(pub);
+	free(err);
+	free(cmd);
+	free(l);
+	free(shared);
+}
+END_TEST
+
 /* A user who writes the source cannot have root write a copy of one file
  * of theirs for each of its names: 2,001 names of one file, and a chain
  * of directories each linking twice to the one below (2,046 ways to one
@@ -1981,6 +2022,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc,
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
 	tcase_add_test(tc, test_an_acl_that_keeps_a_writer_out_is_honoured);
+	tcase_add_test(tc, test_a_group_the_owner_is_not_in_grants_them_nothing);
 	tcase_add_test(tc, test_a_users_many_names_of_one_file_are_not_copies);
 	tcase_add_test(tc, test_a_users_names_left_out_through_links_are_bounded);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
