@@ -9,8 +9,9 @@
  * stands for that number, which no input could know.  Any broken
  * invariant aborts:
  *
- *   load      returns 0, -ENOENT or -EINVAL (never another error for a
- *             file of ours), and on success a generation name and at most
+ *   load      returns 0, -ENOENT, -EINVAL or -EFBIG (more than
+ *             MAX_ENTRIES: never another error for a file of ours), and
+ *             on success a generation name and at most
  *             MAX_ENTRIES entries, sorted in path order, each path clean
  *             and each a file or a directory.
  *   peek      names the same generation as load whenever load succeeds.
@@ -187,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else
 		CHECK(unlinkat(dfd, STATE_JOURNAL, 0) == 0 || errno == ENOENT);
 	int rc = state_load(dfd, MAX_ENTRIES, &s, &gen, &sound);
-	CHECK(rc == 0 || rc == -ENOENT || rc == -EINVAL);
+	CHECK(rc == 0 || rc == -ENOENT || rc == -EINVAL || rc == -EFBIG);
 	int prc = state_peek(dfd, &pgen, &rec, &psound);
 	if (rc == 0) {
 		check_loaded(s, gen);
