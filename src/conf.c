@@ -266,13 +266,23 @@ static void start_section(struct parser *p, char *t)
 	p->kind = SEC_SYNC;
 }
 
-/* Whether an indented line `t` reads as a section header. */
+/* Whether an indented line `t` reads as a section header, as
+ * start_section() would read it: comments and spaces allowed. */
 static bool header_like(const char *t)
 {
-	size_t n = strlen(t);
+	char *c = strdup(t), *end = c ? strchr(c, ']') : NULL;
+	bool like = false;
 
-	return n >= 2 && t[n - 1] == ']' &&
-	       (strcmp(t, "[daemon]") == 0 || strncmp(t, "[sync:", 6) == 0);
+	if (end) {
+		*end = '\0';
+		char *rest = trim(end + 1), *name = trim(c + 1);
+		close_colon(name);
+		like = (*rest == '\0' || *rest == ';' || *rest == '#') &&
+		       (strcmp(name, "daemon") == 0 ||
+			strncmp(name, "sync:", 5) == 0);
+	}
+	free(c);
+	return like;
 }
 
 /* The next line into p->line, without its line end (or a byte order
@@ -372,14 +382,8 @@ static char *reader(char *buf, int size, void *stream)
 		return buf;
 	}
 	/* An indented "[ab]1.log" after a key continues its patterns; an
-	 * indented header there could be either: refused, and read as a
-	 * header so that the lines after it are checked as its own. */
-	bool header = *t == '[' && indented && p->prev_key && header_like(t);
-	if (header)
-		perr(p, "indented \"%.40s\" after a key: unindent a section, "
-			"or write \\[ to continue its value",
-		     t);
-	if (*t == '[' && (header || !(indented && p->prev_key))) {
+	 * indented "[sync:b]" there is a header, as it always was. */
+	if (*t == '[' && (!(indented && p->prev_key) || header_like(t))) {
 		p->prev_key = false;
 		start_section(p, t);
 		/* inih only needs to know a section started. */

@@ -220,8 +220,8 @@ END_TEST
 
 /* An indented line after a key continues its value even when it starts
  * with "[" (a character class); one that reads as a section header
- * there is refused rather than guessed, and read as a header so the keys
- * after it are checked as that section's. */
+ * ("[sync:NAME]", "[daemon]", however spaced or commented) is one, as it
+ * always was. */
 START_TEST(test_an_indented_bracket_continues_excludes)
 {
 	struct conf_errors e = {0};
@@ -244,13 +244,18 @@ START_TEST(test_an_indented_bracket_continues_excludes)
 		 "source = /s\n"
 		 "target = /t\n"
 		 "exclude = *.tmp\n"
-		 "  [sync:b]\n"
+		 "\t[ sync : b ] ; the second\n"
 		 "source = /s2\n"
-		 "target = /t2\n",
+		 "target = /t2\n"
+		 "exclude = *.log\n"
+		 "   [daemon] # its own\n"
+		 "log_level = debug\n",
 		 &e);
-	assert_error(&e, 5, "indented \"[sync:b]\" after a key: unindent a "
-			    "section, or write \\[ to continue its value");
-	ck_assert_msg(e.n == 1, "%s", e.v[1]);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	ck_assert_uint_eq(c->nsyncs, 2);
+	ck_assert_uint_eq(c->syncs[0].nexclude, 1);
+	ck_assert_str_eq(c->syncs[1].source, "/s2");
+	ck_assert_int_eq(c->log_level, LOG_LVL_DEBUG);
 	conf_free(c);
 	conf_errors_fini(&e);
 }
