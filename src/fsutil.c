@@ -1507,18 +1507,19 @@ static void acl_parse(const unsigned char *v, size_t n, struct fsutil_acl *a)
 	unsigned mask = 07;
 
 	if (n < 4 || (n - 4) % 8 != 0 || acl_u16(v) != 2 || v[2] || v[3]) {
-		*a = (struct fsutil_acl){.all = 0, .named = 07};
+		*a = (struct fsutil_acl){.all = 0, .group = 0, .named = 07};
 		return;
 	}
 	for (size_t i = 4; i < n; i += 8)
 		if (acl_u16(v + i) == ACL_TAG_MASK)
 			mask = acl_u16(v + i + 2) & 07;
-	a->all = 07;
-	a->named = 0;
+	*a = (struct fsutil_acl){.all = 07, .group = 07, .named = 0};
 	for (size_t i = 4; i < n; i += 8) {
 		unsigned tag = acl_u16(v + i), perm = acl_u16(v + i + 2) & 07;
 		if (tag == ACL_TAG_USER || tag == ACL_TAG_GROUP)
 			a->named |= perm & mask;
+		if (tag == ACL_TAG_USER || tag == ACL_TAG_GROUP_OBJ)
+			a->group &= perm & mask;
 		if (tag == ACL_TAG_USER || tag == ACL_TAG_GROUP ||
 		    tag == ACL_TAG_GROUP_OBJ)
 			a->all &= perm & mask;
@@ -1533,7 +1534,7 @@ int fsutil_acl_read(int fd, struct fsutil_acl *a)
 	unsigned char v[4 + 8 * 512];
 	char p[40];
 
-	*a = (struct fsutil_acl){.all = 07, .named = 0};
+	*a = (struct fsutil_acl){.all = 07, .group = 07, .named = 0};
 	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
 	ssize_t n = getxattr(p, "system.posix_acl_access", v, sizeof(v));
 	if (n < 0 && (errno == ENODATA || errno == EOPNOTSUPP))

@@ -171,6 +171,9 @@ struct fsutil_acl {
 	 * what mode bits that say "others may" still promise.  07 for a
 	 * file without such an ACL. */
 	unsigned all;
+	/* Granted to every user it names and to its group: what the
+	 * members of its group are sure of.  07 without such an ACL. */
+	unsigned group;
 	/* Granted to one or more users or groups it names, besides the
 	 * file's own group: 0 without such an ACL. */
 	unsigned named;

@@ -78,6 +78,13 @@ struct frame {
 	uid_t uid;	/* its owner, group and mode */
 	gid_t gid;
 	mode_t mode;
+	/* Reached through a link, or below a directory that was: the
+	 * owner, group and mode of the directory that holds the link.
+	 * Its writers reach what is here, and are judged as its own are. */
+	bool via;
+	uid_t via_uid;
+	gid_t via_gid;
+	mode_t via_mode;
 	char **names;
 	size_t n, next;
 };
@@ -1290,10 +1297,9 @@ static bool layout_name(const char *n)
 
 /* ---- the walk: an explicit stack, never the C stack ---- */
 
-/* A frame to walk the directory open as `fd`, described by `st`. */
-/* The directory `fd` is, as st says, for the walk: its mode counts as
- * others may write it when its access ACL lets a user or group it names
- * write, who may be in its group or not. */
+/* A frame to walk the directory open as `fd`, described by `st`.  Its
+ * mode counts as others may write it when its access ACL lets a user or
+ * group it names write, who may be in its group or not. */
 static struct frame frame_of(int fd, char *path, char *src, unsigned flags,
 			     const struct stat *st)
 {
@@ -1309,6 +1315,28 @@ static struct frame frame_of(int fd, char *path, char *src, unsigned flags,
 		.dev = (uint64_t)st->st_dev, .ino = (uint64_t)st->st_ino,
 		.uid = st->st_uid, .gid = st->st_gid, .mode = mode,
 	};
+}
+
+/* The writers of the directory that holds the link f was reached by, as
+ * a frame of their own to judge against. */
+static struct frame via_of(const struct frame *f)
+{
+	return (struct frame){.fd = -1, .uid = f->via_uid, .gid = f->via_gid,
+			      .mode = f->via_mode};
+}
+
+/* What a directory entered from f, through a link or not, was reached
+ * through: f's writers for a link (anyone's when f was reached through
+ * one too, as two directories' writers are more than one frame says),
+ * else f's own. */
+static void via_from(struct frame *child, const struct frame *f, bool link)
+{
+	child->via = f->via || link;
+	child->via_uid = link && !f->via ? f->uid : f->via_uid;
+	child->via_gid = link && !f->via ? f->gid : f->via_gid;
+	child->via_mode = link && f->via ? (mode_t)S_IWOTH
+			  : link	 ? f->mode
+					 : f->via_mode;
 }
 
 static void frame_fini(struct frame *f)
@@ -1415,11 +1443,6 @@ static int link_warning(struct walk *w, const char *cpath, int rc,
 					  : SNAP_W_DANGLING);
 }
 
-/* Whether a user other than root or us who can write the directory f
- * (its owner, its group, anyone: as its mode says) lacks on `st` the
- * permission `grp` gives its group and `oth` everyone.  Its owner has
- * it on what they own (they can chmod it), and on what its group has
- * when they are in it; its group what its group has. */
 /* Whether f's owner is in its group: not so for one made in a setgid
  * directory of a group they are not in. */
 static bool owner_in_group(struct walk *w, const struct frame *f)
@@ -1434,6 +1457,11 @@ static bool owner_in_group(struct walk *w, const struct frame *f)
 	return m[at].in;
 }
 
+/* Whether a user other than root or us who can write the directory f
+ * (its owner, its group, anyone: as its mode says) lacks on `st` the
+ * permission `grp` gives its group and `oth` everyone.  Its owner has
+ * it on what they own (they can chmod it), and on what its group has
+ * when they are in it; its group what its group has. */
 static bool mode_denies(struct walk *w, const struct frame *f,
 			const struct stat *st, mode_t grp, mode_t oth)
 {
@@ -1458,14 +1486,30 @@ static bool others_write(const struct frame *f, const struct stat *st)
 	       (!fsutil_trusted_uid(f->uid) && st->st_uid != f->uid);
 }
 
-/* Whether the access ACL of what `fd` is open on keeps some user or
- * group it names ("user:2003:---") from `oth`, which its mode bits give
- * others. */
-static bool acl_keeps(int fd, mode_t oth)
+/* Whether all of f's writers have on `st` what its group has: others
+ * may not write f, and its owner is in the group, or has st anyway. */
+static bool through_group(struct walk *w, const struct frame *f,
+			  const struct stat *st, mode_t grp)
+{
+	if ((f->mode & S_IWOTH) || st->st_gid != f->gid ||
+	    !(st->st_mode & grp))
+		return false;
+	return fsutil_trusted_uid(f->uid) || st->st_uid == f->uid ||
+	       owner_in_group(w, f);
+}
+
+/* Whether the access ACL of `st`, open as `fd`, keeps one of f's writers
+ * from `oth` (the bit of others: 04 or 01) that its mode bits let them
+ * have: a user it names ("user:2003:---"), or, for writers who are not
+ * all in its group, any entry. */
+static bool acl_keeps(struct walk *w, const struct frame *f,
+		      const struct stat *st, int fd, mode_t grp, mode_t oth)
 {
 	struct fsutil_acl acl;
 
-	return fsutil_acl_read(fd, &acl) < 0 || !(acl.all & oth);
+	if (fsutil_acl_read(fd, &acl) < 0)
+		return true;
+	return !((through_group(w, f, st, grp) ? acl.group : acl.all) & oth);
 }
 
 /* The same as mode_denies(), with the access ACL of `st` (open as
@@ -1475,7 +1519,7 @@ static bool denied_to_writers(struct walk *w, const struct frame *f,
 			      int fd)
 {
 	return mode_denies(w, f, st, grp, oth) ||
-	       (others_write(f, st) && acl_keeps(fd, oth));
+	       (others_write(f, st) && acl_keeps(w, f, st, fd, grp, oth));
 }
 
 /* Opens directory `name` (of `len` bytes) beneath `dfd` as it is, no
@@ -1525,11 +1569,11 @@ static int hidden_dir(struct walk *w, const struct frame *f, int dfd,
  * path with no link on it, relative to the root), or `real` itself when
  * it is a directory, is one that a user who can write f, the directory
  * of a link to it, may not go through (another user's 0700 directory):
- * the link would hand them what it keeps from them.  Each directory is looked at as opened on the way, no link
- * followed, and *st is what `real` is at its end, so that what is read
- * later (checked against *st) is what was reached this way.  1 or 0; a
- * negative errno when the way is not there as it was (-ELOOP: a link at
- * its end now). */
+ * the link would hand them what it keeps from them.  Each directory is
+ * looked at as opened on the way, no link followed, and *st is what
+ * `real` is at its end, so that what is read later (checked against
+ * *st) is what was reached this way.  1 or 0; a negative errno when the
+ * way is not there as it was (-ELOOP: a link at its end now). */
 static int hidden_from_writers(struct walk *w, const struct frame *f,
 			       const char *real, struct stat *st)
 {
@@ -1585,6 +1629,10 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 	if (resolved == NULL)
 		return 0; /* into a follow_into directory */
 	rc = hidden_from_writers(w, f, resolved, &out->st);
+	if (rc == 0 && f->via) {
+		struct frame v = via_of(f);
+		rc = hidden_from_writers(w, &v, resolved, &out->st);
+	}
 	if (rc != 0) {
 		free(resolved);
 		out->skip = rc == 1;
@@ -1725,7 +1773,7 @@ static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
 }
 
 /* The file `fd` found, opened as a copy will open it (O_PATH): the same
- * file, or -EAGAIN. */
+ * file, -EAGAIN when it is not there as found, or another -errno. */
 static int open_found(const struct walk *w, const struct found *fd)
 {
 	const struct snapshot *s = w->s;
@@ -1746,30 +1794,57 @@ static int open_found(const struct walk *w, const struct found *fd)
 		close(o);
 		o = -EAGAIN;
 	}
-	return o;
+	/* Gone, or something else in its place, since it was found. */
+	return o == -ENOENT || o == -ELOOP || o == -ENOTDIR || o == -EXDEV
+		       ? -EAGAIN
+		       : o;
 }
 
 /* Whether a user other than root or us who can write the directory f
  * (its owner, its group, anyone: as its mode says) may not read the file
- * `st` in it.  Such a user could have linked or moved there a file they
- * cannot read (/etc/shadow, where the kernel's fs.protected_hardlinks is
- * off; a file whose other name was since replaced keeps one link), and a
- * publish would hand it to them.  The directory's owner may read what
- * they own (they can chmod it); its group what its group may read. */
-static bool kept_from_writers(struct walk *w, const struct frame *f,
-			      const struct found *fd)
+ * found in it: 1 or 0, -EAGAIN when it is not there as found.  Such a
+ * user could have linked or moved there a file they cannot read
+ * (/etc/shadow, where the kernel's fs.protected_hardlinks is off; a file
+ * whose other name was since replaced keeps one link), and a publish
+ * would hand it to them.  As mode_denies() says, with its ACL. */
+static int kept_from_writers(struct walk *w, const struct frame *f,
+			     const struct found *fd)
 {
 	if (mode_denies(w, f, &fd->st, S_IRGRP, S_IROTH))
-		return true;
+		return 1;
 	if (!others_write(f, &fd->st))
-		return false;
+		return 0;
 	/* Opened only where an ACL can matter: a shared directory. */
 	int o = open_found(w, fd);
-	bool kept = o < 0 || acl_keeps(o, S_IROTH);
-
-	if (o >= 0)
-		close(o);
+	if (o < 0)
+		return o;
+	int kept = acl_keeps(w, f, &fd->st, o, S_IRGRP, S_IROTH);
+	close(o);
 	return kept;
+}
+
+/* Whether the writers of the directory holding the link f was reached
+ * through may not enter the directory found in f, open as `fd`. */
+static bool via_hidden(struct walk *w, const struct frame *f,
+		       const struct found *found, int fd)
+{
+	struct frame v = via_of(f);
+
+	return denied_to_writers(w, &v, &found->st, S_IXGRP, S_IXOTH, fd);
+}
+
+/* The same for f's writers, and for those of the directory that holds
+ * the link f was reached through. */
+static int kept_from_any(struct walk *w, const struct frame *f,
+			 const struct found *fd)
+{
+	int rc = kept_from_writers(w, f, fd);
+
+	if (rc == 0 && f->via) {
+		struct frame v = via_of(f);
+		rc = kept_from_writers(w, &v, fd);
+	}
+	return rc;
 }
 
 /* Notes that s->v[at..at+n) are copies of prev's entries from `from`. */
@@ -1857,7 +1932,14 @@ static int add_file(struct walk *w, const struct frame *f, char **cpath,
 	struct snap_entry e = {0};
 	int rc;
 
-	if (kept_from_writers(w, f, fd))
+	if ((rc = kept_from_any(w, f, fd)) == -EAGAIN)
+		return log_err_set(&w->err, rc,
+				   "source %s/%s: changed while being read",
+				   s->root, *cpath);
+	if (rc < 0)
+		return log_err_set(&w->err, rc, "source %s/%s: %s", s->root,
+				   *cpath, strerror(-rc));
+	if (rc == 1)
 		return add_warning(s, *cpath, SNAP_W_UNREADABLE);
 	fill_from_stat(&e, &fd->st);
 	e.flags = (uint8_t)fd->flags;
@@ -2012,6 +2094,11 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		return 0;
 	if (sub < 0 && !same)
 		return sub;
+	/* Below a link, what its maker may not enter stays out. */
+	if (sub >= 0 && f->via && !fd->linked && via_hidden(w, f, fd, sub)) {
+		close(sub);
+		return add_warning(s, *cpath, SNAP_W_HIDDEN);
+	}
 	struct snap_entry e = {0};
 	fill_from_stat(&e, &fd->st);
 	e.flags = (uint8_t)fd->flags;
@@ -2030,6 +2117,7 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		return rc < 0 ? rc : 0;
 	}
 	*child = frame_of(sub, *cpath, fd->src, fd->flags, &fd->st);
+	via_from(child, f, fd->linked);
 	*cpath = NULL;
 	fd->src = NULL;
 	return 0;
@@ -2058,13 +2146,15 @@ static int paths_bounded(struct walk *w, const char *cpath)
 
 /* The names this read left out, within max_files: each costs it a look,
  * and a chain of directories that link twice to the one below doubles
- * them at each level.  A refresh gives way to a full walk to tell. */
+ * them at each level.  A refresh counts those of the read it refreshes
+ * too, and gives way to a full walk to tell exactly. */
 static int unlisted_bounded(struct walk *w, const char *cpath)
 {
 	const struct snapshot *s = w->s;
 	size_t max = w->o ? w->o->max_files : 0;
+	uint64_t held = (w->prev ? w->prev->unlisted : 0) + s->unlisted;
 
-	if (max == 0 || s->unlisted <= max)
+	if (max == 0 || held <= max)
 		return 0;
 	if (w->prev)
 		return -ESTALE;
@@ -2348,7 +2438,6 @@ struct refresh {
 	size_t nparents, parentcap;
 	const struct snap_warning *warn; /* prev's warnings */
 	size_t nwarn;
-	uint64_t nwarn_more;
 	/* prev's directories to watch, and of its directory entries those
 	 * the merge dropped (in path order); what it added, as indexes in
 	 * the refresh: the new list of watches, from them. */
@@ -3037,6 +3126,9 @@ static int refresh_keep_entries(struct refresh *r)
 	/* Less what the merge drops, and with what it adds. */
 	s->bytes = prev->bytes;
 	s->path_bytes += prev->path_bytes;
+	/* At most: what was read again is counted twice until a full walk
+	 * counts it once. */
+	s->unlisted += prev->unlisted;
 	if (rc == 0)
 		rc = merge_run(&m, sp, nsp);
 	/* What reads s from now on (the writer, a check of every live
@@ -3081,7 +3173,6 @@ static int refresh_warnings(struct refresh *r)
 		if (refresh_warning_kept(r, r->warn[i].path) &&
 		    add_warning(s, r->warn[i].path, r->warn[i].kind) < 0)
 			return -ENOMEM;
-	s->extras.nwarn_more += r->nwarn_more;
 	if (s->extras.nwarn > 1)
 		qsort(s->extras.warn, s->extras.nwarn,
 		      sizeof(*s->extras.warn), cmp_warn);
@@ -3418,13 +3509,14 @@ int snapshot_refresh_changed(const struct snapshot *prev,
 		px = &prev->extras;
 	struct refresh r = {.w = {.o = o, .prev = prev},
 			    .warn = px->warn, .nwarn = px->nwarn,
-			    .nwarn_more = px->nwarn_more,
 			    .watch = px->watch, .nwatch = px->nwatch};
 	struct snapshot *s = NULL;
 	int rc;
 
 	*out = NULL;
-	if (!refresh_possible(prev, o))
+	/* Past its warnings' cap, which of them a part read again held is
+	 * not known: a full walk counts them. */
+	if (!refresh_possible(prev, o) || px->nwarn_more)
 		return -ESTALE;
 	rc = snapshot_open(prev->root, &s, err);
 	if (rc < 0)

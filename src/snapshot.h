@@ -105,9 +105,8 @@ struct snap_dir {
 struct snapshot_extras {
 	struct snap_warning *warn;
 	size_t nwarn;
-	/* Warnings past SNAPSHOT_WARN_MAX, counted, not kept (a refresh
-	 * adds those of the read it refreshes, as it cannot tell which it
-	 * read again). */
+	/* Warnings past SNAPSHOT_WARN_MAX, counted, not kept (a read with
+	 * some is not refreshed: a full walk counts them again). */
 	uint64_t nwarn_more;
 	struct snap_dir *watch; /* directories to watch */
 	size_t nwatch;
@@ -201,8 +200,10 @@ struct snapshot {
 	 * record loaded from the state file, whose next full walk counts). */
 	uint64_t path_bytes;
 	uint64_t read;	 /* names the walk looked at: what it cost */
-	/* Of those, the names it left out (skipped, excluded, reserved), in
-	 * a walk or in the refresh that made it: at most max_files. */
+	/* Of those, the names it left out (skipped, excluded, reserved):
+	 * at most max_files.  Exact after a walk; a refresh adds its own to
+	 * those of the read it refreshes (what it read again counts twice,
+	 * until a full walk). */
 	uint64_t unlisted;
 	/* A symlink was resolved, a file has more than one name, or a
 	 * directory led into the target: a change may then show up where

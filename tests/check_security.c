@@ -660,6 +660,84 @@ START_TEST(test_an_acl_that_keeps_a_writer_out_is_honoured)
 }
 END_TEST
 
+/* What a link to a directory reaches is judged for the link's maker as
+ * well as for the directory's own writers: files and directories below
+ * it that an ACL keeps from them stay out, even where the directory is
+ * not published on its own.  An ACL that only adds a reader keeps
+ * nobody out; and a directory's owner in its group (here the user
+ * database's "daemon") has what the group has. */
+START_TEST(test_a_link_to_a_directory_is_judged_for_its_maker)
+{
+	char *shared = tu_path(tmp, "shared"), *err = NULL, *cmd, *text;
+	char *pub = dir_of("shared/pub", APP_UID);
+	char *priv = dir_of("shared/priv", OTHER_UID);
+	char *own = tu_path(priv, "own"), *sub = tu_path(priv, "sub");
+	char *grp = tu_path(shared, "grp"), *gf = tu_path(shared, "grp/f");
+	char *dm = tu_path(shared, "dm"), *df = tu_path(shared, "dm/f");
+	struct stat st;
+
+	tu_write(priv, "own", "the other user's\n", 0644);
+	tu_write(priv, "sub/s", "below it\n", 0644);
+	tu_write(priv, "open", "for all\n", 0644);
+	tu_write(shared, "grp/f", "the group's\n", 0640);
+	tu_write(shared, "dm/f", "daemon's group's\n", 0640);
+	ck_assert_int_gt(asprintf(&cmd, "chown -R %u:%u '%s' && chown -R "
+				  "%u:3000 '%s' && chmod 2775 '%s' && chown 1:1 "
+				  "'%s' && chown %u:1 '%s'",
+				  OTHER_UID, OTHER_UID, priv, OTHER_UID, grp, grp,
+				  dm, OTHER_UID, df),
+			 0);
+	ck_assert_int_eq(system(cmd), 0);
+	free(cmd);
+	tu_acl(own, 06, 'u', APP_UID, 0, 04);
+	tu_acl(sub, 07, 'u', APP_UID, 0, 05);
+	tu_acl(gf, 06, 'u', 2009, 04, 04);
+	ck_assert_int_eq(chmod(gf, 0640), 0);
+	ck_assert_int_gt(asprintf(&cmd, "ln -s ../priv '%s/pd'", pub), 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	const char *argv[] = {tu_bin(), "--source", shared, "--target", dst,
+			      "--exclude", "/priv/", "--once", NULL};
+	ck_assert_int_eq(tu_run(argv, NULL, &err, 30000), 0);
+	ck_assert_msg(strstr(err, "pub/pd/own: a file that a user who can "
+				  "write its directory may not read") &&
+			      strstr(err, "pub/pd/sub: symlink through a "
+					  "directory"),
+		      "%s", err);
+	char *p = tu_path(dst, "pub/pd/own");
+	ck_assert_int_lt(lstat(p, &st), 0);
+	free(p);
+	p = tu_path(dst, "pub/pd/sub");
+	ck_assert_int_lt(lstat(p, &st), 0);
+	free(p);
+	p = tu_path(dst, "pub/pd/open");
+	text = tu_read(p, NULL);
+	ck_assert_str_eq(text, "for all\n");
+	free(text);
+	free(p);
+	p = tu_path(dst, "grp/f");
+	text = tu_read(p, NULL);
+	ck_assert_str_eq(text, "the group's\n");
+	free(text);
+	free(p);
+	p = tu_path(dst, "dm/f");
+	text = tu_read(p, NULL);
+	ck_assert_str_eq(text, "daemon's group's\n");
+	free(text);
+	free(p);
+	free(err);
+	free(cmd);
+	free(df);
+	free(dm);
+	free(gf);
+	free(grp);
+	free(sub);
+	free(own);
+	free(priv);
+	free(pub);
+	free(shared);
+}
+END_TEST
+
 /* A directory made in a setgid one has its group whoever makes it: its
  * owner may not read what that group may unless they are in it, and a
  * link of theirs to such a file of another user's is skipped. */
@@ -2023,6 +2101,7 @@ static Suite *security_suite(void)
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
 	tcase_add_test(tc, test_an_acl_that_keeps_a_writer_out_is_honoured);
 	tcase_add_test(tc, test_a_group_the_owner_is_not_in_grants_them_nothing);
+	tcase_add_test(tc, test_a_link_to_a_directory_is_judged_for_its_maker);
 	tcase_add_test(tc, test_a_users_many_names_of_one_file_are_not_copies);
 	tcase_add_test(tc, test_a_users_names_left_out_through_links_are_bounded);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
