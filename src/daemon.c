@@ -121,19 +121,28 @@ static void apply_http(struct daemon *d)
 		d->http = NULL;
 	}
 	int rc = want ? http_start(d, want, &err) : 0;
-	if (rc < 0 && old && http_start(d, old, NULL) == 0) {
+	int back = rc < 0 && old ? http_start(d, old, NULL) : -ENOENT;
+	if (back == 0) {
 		log_error("%s; still serving /metrics and /healthz on %s%s",
 			  err ? err : strerror(-rc), old, log_hint(rc));
 		d->http_listen = old;
 		free(err);
 		return;
 	}
-	free(old);
-	if (rc < 0)
+	if (rc < 0 && old)
+		log_error("%s; no HTTP metrics until the next reload (nor on "
+			  "%s, tried again)%s",
+			  err ? err : strerror(-rc), old, log_hint(rc));
+	else if (rc < 0)
 		log_error("%s; no HTTP metrics until the next reload%s",
 			  err ? err : strerror(-rc), log_hint(rc));
 	else if (want && (d->http_listen = strdup(want)) != NULL)
 		log_info("serving /metrics and /healthz on %s", want);
+	else if (want == NULL && old && !d->stopping)
+		log_info("metrics_listen removed: no longer serving /metrics "
+			 "and /healthz on %s",
+			 old);
+	free(old);
 	free(err);
 }
 

@@ -178,9 +178,10 @@ static int check_target(struct publish *p)
 {
 	int rc = writer_check_target(p->w, &p->err);
 
-	/* A file in its place: the directory held is not the target (nor
-	 * is anything) until a directory is there again. */
-	if (rc == -ENOTDIR)
+	/* A file in its place, or a link or a directory refused: the
+	 * directory held is not the target (nor is anything) until one
+	 * that can be is there again. */
+	if (rc == -ENOTDIR || rc == -ELOOP || rc == -EPERM)
 		p->target_gone = true;
 	if (rc == 0 || (rc != -ENOENT && rc != -ESTALE))
 		return rc;

@@ -1265,7 +1265,7 @@ START_TEST(test_a_reload_to_a_busy_port_keeps_the_endpoint)
 	close(busy);
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	ck_assert_int_ge(asprintf(&line, "serving /metrics and /healthz on "
-					 "127.0.0.1:%d",
+					 "127.0.0.1:%d\n",
 				  other),
 			 0);
 	wait_file(logpath, line, 1, 5000);
