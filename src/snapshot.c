@@ -3514,8 +3514,7 @@ int snapshot_refresh_changed(const struct snapshot *prev,
 	int rc;
 
 	*out = NULL;
-	/* Past its warnings' cap, which of them a part read again held is
-	 * not known: a full walk counts them. */
+	/* Past its warnings' cap: a full walk counts them again. */
 	if (!refresh_possible(prev, o) || px->nwarn_more)
 		return -ESTALE;
 	rc = snapshot_open(prev->root, &s, err);
