@@ -1325,18 +1325,32 @@ static struct frame via_of(const struct frame *f)
 			      .mode = f->via_mode};
 }
 
+/* Whether only root or we may write a directory of this owner and mode:
+ * judging against its writers keeps nothing out. */
+static bool writers_trusted(uid_t uid, mode_t mode)
+{
+	return fsutil_trusted_uid(uid) && !(mode & (S_IWGRP | S_IWOTH));
+}
+
 /* What a directory entered from f, through a link or not, was reached
- * through: f's writers for a link (anyone's when f was reached through
- * one too, as two directories' writers are more than one frame says),
- * else f's own. */
+ * through.  Below a link, the writers of the directory that holds it;
+ * below a second one, those of both, which one frame can hold when
+ * either is root's alone or they are the same, and which count as
+ * anyone otherwise.  Not into a follow_into directory, whose content
+ * whoever writes the source may publish. */
 static void via_from(struct frame *child, const struct frame *f, bool link)
 {
+	bool own = link && (!f->via || writers_trusted(f->via_uid, f->via_mode));
+	bool kept = !link || writers_trusted(f->uid, f->mode) ||
+		    (f->via_uid == f->uid && f->via_gid == f->gid &&
+		     f->via_mode == f->mode);
+
 	child->via = f->via || link;
-	child->via_uid = link && !f->via ? f->uid : f->via_uid;
-	child->via_gid = link && !f->via ? f->gid : f->via_gid;
-	child->via_mode = link && f->via ? (mode_t)S_IWOTH
-			  : link	 ? f->mode
-					 : f->via_mode;
+	child->via_uid = own ? f->uid : f->via_uid;
+	child->via_gid = own ? f->gid : f->via_gid;
+	child->via_mode = own ? f->mode : kept ? f->via_mode : (mode_t)S_IWOTH;
+	if (child->flags & SNAP_F_EXTERNAL)
+		child->via = false;
 }
 
 static void frame_fini(struct frame *f)

@@ -663,9 +663,10 @@ END_TEST
 /* What a link to a directory reaches is judged for the link's maker as
  * well as for the directory's own writers: files and directories below
  * it that an ACL keeps from them stay out, even where the directory is
- * not published on its own.  An ACL that only adds a reader keeps
- * nobody out; and a directory's owner in its group (here the user
- * database's "daemon") has what the group has. */
+ * not published on its own; links root alone made keep nothing out.  An
+ * ACL that only adds a reader keeps nobody out; and a directory's owner
+ * in its group (here the user database's "daemon") has what the group
+ * has. */
 START_TEST(test_a_link_to_a_directory_is_judged_for_its_maker)
 {
 	char *shared = tu_path(tmp, "shared"), *err = NULL, *cmd, *text;
@@ -693,6 +694,17 @@ START_TEST(test_a_link_to_a_directory_is_judged_for_its_maker)
 	tu_acl(sub, 07, 'u', APP_UID, 0, 05);
 	tu_acl(gf, 06, 'u', 2009, 04, 04);
 	ck_assert_int_eq(chmod(gf, 0640), 0);
+	/* A chain of two links that only root made and may change: what is
+	 * below them is judged as root's, not anyone's. */
+	tu_write(shared, "conf/db.pw", "root's group's\n", 0640);
+	char *rel = tu_path(shared, "rel/v1"), *cur = tu_path(shared, "current");
+	tu_mkdirs(rel, 0755);
+	char *rc = tu_path(rel, "conf");
+	ck_assert_int_eq(symlink("../../conf", rc), 0);
+	ck_assert_int_eq(symlink("rel/v1", cur), 0);
+	free(rc);
+	free(cur);
+	free(rel);
 	ck_assert_int_gt(asprintf(&cmd, "ln -s ../priv '%s/pd'", pub), 0);
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
 	const char *argv[] = {tu_bin(), "--source", shared, "--target", dst,
@@ -722,6 +734,11 @@ START_TEST(test_a_link_to_a_directory_is_judged_for_its_maker)
 	p = tu_path(dst, "dm/f");
 	text = tu_read(p, NULL);
 	ck_assert_str_eq(text, "daemon's group's\n");
+	free(text);
+	free(p);
+	p = tu_path(dst, "current/conf/db.pw");
+	text = tu_read(p, NULL);
+	ck_assert_str_eq(text, "root's group's\n");
 	free(text);
 	free(p);
 	free(err);
