@@ -1288,6 +1288,10 @@ static void finished_error(struct sync *s)
 	s->failures++;
 	s->fail_rc = s->pub.rc;
 	s->st.publish_errors++;
+	/* A mount on the target seen before the last publish had ended
+	 * left the directory it replaced known as the target. */
+	if (s->tgt_ino && moved(s->c->target, s->tgt_dev, s->tgt_ino))
+		s->tgt_dev = s->tgt_ino = 0;
 	if (s->tgt_ino == 0)
 		watch_target_path(s);
 	if (s->st.failing_since_ms == 0)
