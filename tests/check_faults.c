@@ -337,6 +337,46 @@ static int no_debris(void *dst)
 	return left == NULL;
 }
 
+/* A file of another user's in a directory others may write is opened to
+ * read its ACL: gone or replaced as it is (ENOENT on each open in turn,
+ * through openat2), the read is retried or the publish fails, and never
+ * goes through without the file. */
+START_TEST(test_a_file_gone_as_its_acl_is_read_is_not_left_out)
+{
+	char *shared = tu_path(src, "shared"), *f = tu_path(shared, "f");
+	char *count = tu_path(tmp, "count"), *dst = tu_path(tmp, "dst");
+	char *got = tu_path(dst, "shared/f"), *err;
+	tu_write(shared, "f", "theirs\n", 0644);
+	ck_assert_int_eq(chmod(shared, 01777), 0);
+	ck_assert_int_eq(chown(f, 2004, 2004), 0);
+	setenv("FAULT_ONLY", "openat2", 1);
+	ck_assert_int_eq(once(dst, 0, "ENOENT", count, &err), 0);
+	free(err);
+	long total = counted_calls(count);
+	ck_assert_msg(total >= 2, "%ld calls counted: is the shim loaded?",
+		      total);
+	for (long n = 1; n <= total; n++) {
+		tu_rmrf(dst);
+		int rc = once(dst, n, "ENOENT", NULL, &err);
+		ck_assert_msg(rc == 0 || rc == 1, "call %ld: exit %d: %s", n, rc,
+			      err);
+		ck_assert_msg(strstr(err, "may not read") == NULL,
+			      "call %ld: %s", n, err);
+		char *text = rc == 0 ? tu_read(got, NULL) : NULL;
+		ck_assert_msg(rc == 1 || (text && strcmp(text, "theirs\n") == 0),
+			      "call %ld: published without shared/f: %s", n, err);
+		free(text);
+		free(err);
+	}
+	unsetenv("FAULT_ONLY");
+	free(got);
+	free(dst);
+	free(count);
+	free(f);
+	free(shared);
+}
+END_TEST
+
 START_TEST(test_full_disk_fails_cleanly_and_recovers)
 {
 	char *mnt = tu_path(tmp, "small");
@@ -1370,6 +1410,7 @@ static Suite *faults_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_every_failing_call_of_a_publish);
+	tcase_add_test(tc, test_a_file_gone_as_its_acl_is_read_is_not_left_out);
 	tcase_add_test(tc, test_full_disk_fails_cleanly_and_recovers);
 	tcase_add_test(tc, test_read_only_target_names_the_fix_under_systemd);
 	tcase_add_test(tc, test_refused_metrics_socket_names_the_fix_under_systemd);
