@@ -202,26 +202,41 @@ static void clear_seen(struct parser *p)
 	p->nseen = 0;
 }
 
+/* The name of the section header `t` (cut in place: spaces around it
+ * and a comment after it go), or NULL: *unclosed says whether for want
+ * of its ']' or for text after it. */
+static char *header_name(char *t, bool *unclosed)
+{
+	char *end = strchr(t, ']');
+
+	*unclosed = end == NULL;
+	if (end == NULL)
+		return NULL;
+	*end = '\0';
+	char *rest = trim(end + 1);
+	if (*rest != '\0' && *rest != ';' && *rest != '#')
+		return NULL;
+	char *name = trim(t + 1);
+	close_colon(name);
+	return name;
+}
+
 /* A section header line: sets up where the keys that follow go. */
 static void start_section(struct parser *p, char *t)
 {
-	char *end = strchr(t, ']');
+	bool unclosed;
+	char *name = header_name(t, &unclosed);
 
 	clear_seen(p);
 	p->cur = NULL;
 	p->kind = SEC_BAD;
-	if (end == NULL) {
-		perr(p, "section header without ']'");
+	if (name == NULL) {
+		if (unclosed)
+			perr(p, "section header without ']'");
+		else
+			perr(p, "unexpected text after [%s]", t + 1);
 		return;
 	}
-	*end = '\0';
-	char *rest = trim(end + 1);
-	if (*rest != '\0' && *rest != ';' && *rest != '#') {
-		perr(p, "unexpected text after [%s]", t + 1);
-		return;
-	}
-	char *name = trim(t + 1);
-	close_colon(name);
 	free(p->section);
 	p->section = strdup(name);
 	if (strcmp(name, "daemon") == 0) {
@@ -267,20 +282,14 @@ static void start_section(struct parser *p, char *t)
 }
 
 /* Whether an indented line `t` reads as a section header, as
- * start_section() would read it: comments and spaces allowed. */
+ * start_section() reads one: comments and spaces allowed. */
 static bool header_like(const char *t)
 {
-	char *c = strdup(t), *end = c ? strchr(c, ']') : NULL;
-	bool like = false;
+	bool unclosed;
+	char *c = strdup(t), *name = c ? header_name(c, &unclosed) : NULL;
+	bool like = name && (strcmp(name, "daemon") == 0 ||
+			     strncmp(name, "sync:", 5) == 0);
 
-	if (end) {
-		*end = '\0';
-		char *rest = trim(end + 1), *name = trim(c + 1);
-		close_colon(name);
-		like = (*rest == '\0' || *rest == ';' || *rest == '#') &&
-		       (strcmp(name, "daemon") == 0 ||
-			strncmp(name, "sync:", 5) == 0);
-	}
 	free(c);
 	return like;
 }
