@@ -1786,23 +1786,24 @@ static int watch_file_dir(struct walk *w, const char *where, unsigned flags)
 	return rc;
 }
 
+int snapshot_open_src(const struct snapshot *s, unsigned flags,
+		      const char *src, int oflags)
+{
+	if (flags & SNAP_F_EXTERNAL)
+		return fsutil_open_beneath(s->ext_fd, src + 1, oflags);
+	if (!(flags & SNAP_F_FOLLOW))
+		return fsutil_open_beneath(s->root_fd, src, oflags);
+	int fd = openat(s->root_fd, src, oflags | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
 /* The file `fd` found, opened as a copy will open it (O_PATH): the same
  * file, -EAGAIN when it is not there as found, or another -errno. */
 static int open_found(const struct walk *w, const struct found *fd)
 {
-	const struct snapshot *s = w->s;
 	struct stat st;
-	int o;
+	int o = snapshot_open_src(w->s, fd->flags, fd->src, O_PATH);
 
-	if (fd->flags & SNAP_F_EXTERNAL) {
-		o = fsutil_open_beneath(s->ext_fd, fd->src + 1, O_PATH);
-	} else if (fd->flags & SNAP_F_FOLLOW) {
-		o = openat(s->root_fd, fd->src, O_PATH | O_CLOEXEC);
-		if (o < 0)
-			o = -errno;
-	} else {
-		o = fsutil_open_beneath(s->root_fd, fd->src, O_PATH);
-	}
 	if (o >= 0 && (fstat(o, &st) < 0 || st.st_dev != fd->st.st_dev ||
 		       st.st_ino != fd->st.st_ino)) {
 		close(o);

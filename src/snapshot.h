@@ -278,6 +278,13 @@ int snapshot_add(struct snapshot *s, const struct snap_entry *e);
  * s's pool and freed (unless pooled: another snapshot's, left to it). */
 int snapshot_append(struct snapshot *s, const struct snap_entry *e);
 
+/* Opens `src`, the source of an entry with `flags` (SNAP_F_*), as a read
+ * reached it: by its real path in a follow_into directory, following
+ * links with SNAP_F_FOLLOW, else beneath the root with no link followed;
+ * with `oflags` (O_CLOEXEC added).  A descriptor, or -errno. */
+int snapshot_open_src(const struct snapshot *s, unsigned flags,
+		      const char *src, int oflags);
+
 /* Appends `path` (kept verbatim: the writer validates and cleans it) as a
  * copy of `src`, a file or directory below the source root, with its
  * current metadata. */

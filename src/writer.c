@@ -2026,23 +2026,10 @@ static int open_source(const struct snapshot *s, const struct snap_entry *e,
 		       char **err)
 {
 	const char *src = e->src ? e->src : e->path;
-	int fd;
+	/* O_NONBLOCK: a FIFO swapped in since the walk must not hang us. */
+	int fd = snapshot_open_src(s, e->flags, src,
+				   O_RDONLY | O_NOCTTY | O_NONBLOCK);
 
-	if (e->flags & SNAP_F_EXTERNAL) {
-		/* By its symlink-free real path in a follow_into directory. */
-		fd = fsutil_open_beneath(s->ext_fd, src + 1,
-					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
-	} else if (e->flags & SNAP_F_FOLLOW) {
-		fd = openat(s->root_fd, src,
-			    O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-		if (fd < 0)
-			fd = -errno;
-	} else {
-		/* O_NONBLOCK: a FIFO swapped in since the walk must not
-		 * hang us. */
-		fd = fsutil_open_beneath(s->root_fd, src,
-					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
-	}
 	if (fd == -ENOENT || fd == -ELOOP || fd == -ENOTDIR || fd == -ENXIO)
 		return log_err_set(err, -EAGAIN,
 				   "source %s/%s: changed while being read",
