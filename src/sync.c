@@ -659,17 +659,22 @@ static void on_target_watch(void *data, const char *dir, const char *name,
 		check_target_names(s);
 }
 
+/* The target's path watched as the directory dev/ino (when known). */
+static void watch_target_at(struct sync *s, uint64_t dev, uint64_t ino)
+{
+	char root[] = "";
+	struct snap_dir d = {.path = root, .dev = dev, .ino = ino};
+	struct watch_result r;
+
+	if (s->twatch && ino)
+		(void)watch_update(s->twatch, &d, 1, &r);
+}
+
 /* The target directory itself, as the last publish found it, is watched
  * for what is done to the names in it. */
 static void watch_target(struct sync *s)
 {
-	char root[] = "";
-	struct snap_dir d = {.path = root, .dev = s->tgt_dev,
-			     .ino = s->tgt_ino};
-	struct watch_result r;
-
-	if (s->twatch && s->tgt_ino)
-		(void)watch_update(s->twatch, &d, 1, &r);
+	watch_target_at(s, s->tgt_dev, s->tgt_ino);
 }
 
 /* The directory the target's path names now, watched until a publish
@@ -678,19 +683,13 @@ static void watch_target(struct sync *s)
 static void watch_target_path(struct sync *s)
 {
 	struct stat st;
-	struct watch_result r;
-	char root[] = "";
 	int fd = fsutil_chase(s->c->target, 0, O_PATH | O_DIRECTORY, NULL,
 			      NULL);
 
 	if (fd < 0)
 		return;
-	if (s->twatch && fstat(fd, &st) == 0) {
-		struct snap_dir d = {.path = root,
-				     .dev = (uint64_t)st.st_dev,
-				     .ino = (uint64_t)st.st_ino};
-		(void)watch_update(s->twatch, &d, 1, &r);
-	}
+	if (fstat(fd, &st) == 0)
+		watch_target_at(s, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
 	close(fd);
 }
 
