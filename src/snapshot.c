@@ -1447,6 +1447,60 @@ static int resolve_into(struct walk *w, const struct frame *f,
 	return 0;
 }
 
+/* Whether `real`, the real path of what a link leads to (`st`), is
+ * below the target: on its file system, with the target among the
+ * directories on the way. */
+static bool below_target(const struct walk *w, const char *real,
+			 const struct stat *st)
+{
+	const struct snapshot_opts *o = w->o;
+	struct stat a;
+	bool below = false;
+
+	if (o == NULL || o->avoid_ino == 0 || (uint64_t)st->st_dev != o->avoid_dev)
+		return false;
+	char *p = strdup(real);
+	for (char *slash; !below && p && (slash = strrchr(p, '/')) != NULL;) {
+		*slash = '\0';
+		below = stat(slash == p ? "/" : p, &a) == 0 &&
+			(uint64_t)a.st_dev == o->avoid_dev &&
+			(uint64_t)a.st_ino == o->avoid_ino;
+		if (slash == p)
+			break;
+	}
+	free(p);
+	return below;
+}
+
+/* A link that leads into the target would publish what the last publish
+ * wrote, which the next one changes (a file linked forward changes its
+ * change time): skipped, as the target itself is (add_dir()).  `real`:
+ * its real path; NULL to find it from out->src, below the root.  1 when
+ * skipped. */
+static int skip_in_target(struct walk *w, const char *real, const char *cpath,
+			  struct found *out)
+{
+	const struct snapshot_opts *o = w->o;
+	char *own = NULL, *full = NULL;
+	bool below;
+
+	if (o == NULL || o->avoid_ino == 0 ||
+	    (uint64_t)out->st.st_dev != o->avoid_dev)
+		return 0;
+	if (real == NULL) {
+		full = fsutil_join(w->s->root_real, out->src);
+		real = own = full ? realpath(full, NULL) : NULL;
+	}
+	below = real && below_target(w, real, &out->st);
+	free(own);
+	free(full);
+	if (!below)
+		return 0;
+	out->skip = true;
+	int rc = add_warning(w->s, cpath, SNAP_W_TARGET);
+	return rc < 0 ? rc : 1;
+}
+
 static int link_warning(struct walk *w, const char *cpath, int rc,
 			struct found *out)
 {
@@ -1640,8 +1694,10 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 	if (rc < 0)
 		return log_err_set(&w->err, rc, "source %s/%s: %s", s->root,
 				   cpath, strerror(-rc));
-	if (resolved == NULL)
-		return 0; /* into a follow_into directory */
+	if (resolved == NULL) { /* into a follow_into directory */
+		rc = skip_in_target(w, out->src, cpath, out);
+		return rc < 0 ? rc : 0;
+	}
 	rc = hidden_from_writers(w, f, resolved, &out->st);
 	if (rc == 0 && f->via) {
 		struct frame v = via_of(f);
@@ -1686,7 +1742,8 @@ static int link_follow(struct walk *w, const struct frame *f, const char *name,
 				   w->s->root, cpath, strerror(errno));
 	}
 	out->flags = f->flags | SNAP_F_FOLLOW;
-	return 0;
+	rc = skip_in_target(w, NULL, cpath, out);
+	return rc < 0 ? rc : 0;
 }
 
 static int found_link(struct walk *w, const struct frame *f, const char *name,

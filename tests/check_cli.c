@@ -889,6 +889,84 @@ START_TEST(test_followed_link_up_never_copies_the_target_into_itself)
 }
 END_TEST
 
+/* Runs --once `runs` times with `args` after the source and target: each
+ * exits 0 and warns that `name` leads into the target. */
+static void once_skips_into_target(const char *const *args, const char *name,
+				   int runs)
+{
+	const char *argv[12] = {tu_bin(), "--source", src, "--target", dst,
+				"--once"};
+	size_t n = 6;
+	char *out, *err, *want;
+
+	for (; *args && n < 11; args++)
+		argv[n++] = *args;
+	ck_assert_int_ge(asprintf(&want, "%s: leads into the target itself; "
+					 "skipped", name),
+			 0);
+	for (int run = 0; run < runs; run++) {
+		int rc = tu_run(argv, &out, &err, 20000);
+		ck_assert_msg(rc == 0 && strstr(err, want), "run %d: exit %d: %s",
+			      run, rc, err);
+		free(out);
+		free(err);
+	}
+	free(want);
+}
+
+START_TEST(test_links_into_the_target_never_wedge_the_mapping)
+{
+	/* A link to a file of the target (through ..data, or its visible
+	 * name) would publish what the last publish wrote, which the next
+	 * changes: every publish failed "changed while being read". */
+	char *out, *err;
+	tu_write(src, "app.conf", "v1\n", 0644);
+	ck_assert_int_eq(once(&out, &err), 0);
+	free(out);
+	free(err);
+	const char *follow[] = {"--symlinks", "follow", NULL};
+	char *data = tu_path(dst, "..data/app.conf");
+	char *shown = tu_path(dst, "app.conf");
+	char *l1 = tu_path(src, "via-data"), *l2 = tu_path(src, "via-name");
+	ck_assert_int_eq(symlink(data, l1), 0);
+	ck_assert_int_eq(symlink(shown, l2), 0);
+	once_skips_into_target(follow, "via-data", 3);
+	once_skips_into_target(follow, "via-name", 1);
+	tu_write(src, "app.conf", "v2\n", 0644);
+	once_skips_into_target(follow, "via-data", 1);
+	char *got = tu_read(shown, NULL);
+	ck_assert_str_eq(got, "v2\n");
+	free(got);
+	char *in = tu_path(dst, "via-data");
+	ck_assert_int_ne(access(in, F_OK), 0);
+	free(in);
+	/* The same through a follow_into directory that holds the target. */
+	ck_assert_int_eq(unlink(l2), 0);
+	char *conf, *text;
+	ck_assert_int_ge(asprintf(&text, "[sync:a]\nsource = %s\ntarget = %s\n"
+					 "follow_into = %s\n",
+				  src, dst, tmp),
+			 0);
+	tu_write(tmp, "into.conf", text, 0644);
+	conf = tu_path(tmp, "into.conf");
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	for (int run = 0; run < 3; run++) {
+		int rc = tu_run(argv, &out, &err, 20000);
+		ck_assert_msg(rc == 0 && strstr(err, "via-data: leads into the "
+						     "target itself; skipped"),
+			      "run %d: exit %d: %s", run, rc, err);
+		free(out);
+		free(err);
+	}
+	free(text);
+	free(conf);
+	free(l1);
+	free(l2);
+	free(data);
+	free(shown);
+}
+END_TEST
+
 START_TEST(test_special_files_warn_and_never_block)
 {
 	char *out, *err;
@@ -1219,6 +1297,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);
 	tcase_add_test(tc, test_every_problem_is_reported_at_once);
 	tcase_add_test(tc, test_followed_link_up_never_copies_the_target_into_itself);
+	tcase_add_test(tc, test_links_into_the_target_never_wedge_the_mapping);
 	tcase_add_test(tc, test_special_files_warn_and_never_block);
 	tcase_add_test(tc, test_symlink_loop_and_escape_warn);
 	tcase_add_test(tc, test_warnings_past_a_thousand_are_counted);

@@ -1009,6 +1009,11 @@ START_TEST(test_followed_link_into_the_target_is_skipped)
 	tu_write(dst, "..data/f", "x", 0644);
 	tu_write(src, "f", "x", 0644);
 	link_in("..", "up");
+	/* A file in it, through ..data: no directory on the way is the
+	 * target, but the target is on the way. */
+	char *deep = tu_path(dst, "..data/f");
+	link_in(deep, "deep");
+	free(deep);
 	struct stat st;
 	ck_assert_int_eq(stat(dst, &st), 0);
 	struct snapshot_opts o = {.links = SNAP_LINKS_FOLLOW,
@@ -1020,6 +1025,9 @@ START_TEST(test_followed_link_into_the_target_is_skipped)
 	ck_assert(has_warning(s, "up/dst", SNAP_W_TARGET));
 	ck_assert_ptr_null(snapshot_find(s, "up/dst"));
 	ck_assert(has_warning(s, "up/src", SNAP_W_LOOP));
+	ck_assert(has_warning(s, "deep", SNAP_W_TARGET));
+	ck_assert_ptr_null(snapshot_find(s, "deep"));
+	ck_assert_ptr_nonnull(snapshot_find(s, "f"));
 	snapshot_free(s);
 	free(dst);
 }
