@@ -2019,6 +2019,17 @@ static int sync_visible(struct writer *w, const struct snapshot *s,
 	return rc;
 }
 
+/* An error about the source file `src` of a snapshot: below its root, or
+ * an absolute path (a follow_into directory's). */
+static int src_err(char **err, int rc, const struct snapshot *s,
+		   const char *src, const char *what)
+{
+	bool abs = src[0] == '/';
+
+	return log_err_set(err, rc, "source %s%s%s: %s", abs ? "" : s->root,
+			   abs ? "" : "/", src, what);
+}
+
 /* Opens the source file behind `e`: a descriptor, or -EAGAIN when the
  * file is gone or replaced since the walk (the snapshot is retried), or
  * another negative errno, each with its message in *err. */
@@ -2031,12 +2042,9 @@ static int open_source(const struct snapshot *s, const struct snap_entry *e,
 				   O_RDONLY | O_NOCTTY | O_NONBLOCK);
 
 	if (fd == -ENOENT || fd == -ELOOP || fd == -ENOTDIR || fd == -ENXIO)
-		return log_err_set(err, -EAGAIN,
-				   "source %s/%s: changed while being read",
-				   s->root, src);
+		return src_err(err, -EAGAIN, s, src, "changed while being read");
 	if (fd < 0)
-		return log_err_set(err, fd, "source %s/%s: %s", s->root, src,
-				   strerror(-fd));
+		return src_err(err, fd, s, src, strerror(-fd));
 	return fd;
 }
 
@@ -2839,8 +2847,8 @@ static int copy_fail(struct build *b, int in, const struct snap_entry *e,
 
 	/* Tell a read error from a write error by trying to read. */
 	if (pread(in, &c, 1, 0) < 0)
-		return log_err_set(b->err, rc, "source %s/%s: %s", b->s->root,
-				   e->src ? e->src : e->path, strerror(-rc));
+		return src_err(b->err, rc, b->s, e->src ? e->src : e->path,
+			       strerror(-rc));
 	return log_err_set(b->err, rc, "target %s: writing %s: %s", b->w->path,
 			   e->path, strerror(-rc));
 }
@@ -2966,9 +2974,8 @@ static int copy_new(struct build *b, struct snap_entry *e, int in,
 	if (rc < 0)
 		rc = copy_fail(b, in, e, rc);
 	else if (copied != e->size || fstat(in, &st) < 0 || !same_stat(e, &st))
-		rc = log_err_set(b->err, -EAGAIN,
-				 "source %s/%s: changed while being read",
-				 b->s->root, src);
+		rc = src_err(b->err, -EAGAIN, b->s, src,
+			     "changed while being read");
 	else
 		rc = finish_file(b, e, out);
 	return file_done(b, e, l, name, out, unnamed, copied, rc);
@@ -2985,9 +2992,8 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 	int rc;
 
 	if (fstat(in, &st) < 0 || !same_stat(e, &st))
-		return log_err_set(b->err, -EAGAIN,
-				   "source %s/%s: changed while being read",
-				   b->s->root, src);
+		return src_err(b->err, -EAGAIN, b->s, src,
+			       "changed while being read");
 	bool twins = st.st_nlink > 1 || e->src != NULL ||
 		     (e->flags & (SNAP_F_FOLLOW | SNAP_F_EXTERNAL));
 	/* A file with other names is looked up, copied and noted under the
@@ -3003,8 +3009,7 @@ static int copy_into(struct build *b, struct snap_entry *e, int in,
 	/* Again under its name: from the start, as the snapshot saw it. */
 	if (rc == NAMING_REFUSED)
 		rc = lseek(in, 0, SEEK_SET) < 0
-			     ? log_err_set(b->err, -errno, "source %s/%s: %s",
-					   b->s->root, src, strerror(errno))
+			     ? src_err(b->err, -errno, b->s, src, strerror(errno))
 			     : copy_into(b, e, in, l, name);
 	return rc;
 }
