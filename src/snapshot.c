@@ -299,6 +299,9 @@ const char *snapshot_warn_str(enum snap_warn kind)
 	case SNAP_W_HIDDEN:
 		return "symlink through a directory that a user who can write "
 		       "its directory may not enter; skipped";
+	case SNAP_W_HIDDEN_BELOW:
+		return "a directory below a symlink that a user who can write "
+		       "the symlink's directory may not enter; skipped";
 	}
 	return "skipped";
 }
@@ -2169,7 +2172,7 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 	/* Below a link, what its maker may not enter stays out. */
 	if (sub >= 0 && f->via && !fd->linked && via_hidden(w, f, fd, sub)) {
 		close(sub);
-		return add_warning(s, *cpath, SNAP_W_HIDDEN);
+		return add_warning(s, *cpath, SNAP_W_HIDDEN_BELOW);
 	}
 	struct snap_entry e = {0};
 	fill_from_stat(&e, &fd->st);

@@ -82,6 +82,9 @@ enum snap_warn {
 			      directory may not read */
 	SNAP_W_HIDDEN,	   /* a link through a directory that a user who
 			      can write its directory may not enter */
+	SNAP_W_HIDDEN_BELOW, /* below a link, a directory that a user who
+				can write the link's directory may not
+				enter */
 };
 
 /* The warnings a read keeps, the first in path order: each holds a path,
