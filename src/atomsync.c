@@ -241,13 +241,7 @@ static int tree_once(struct atomsync_writer *aw, const char *source_dir,
 	if (rc < 0)
 		return rc;
 	struct snapshot_extras *x = snapshot_take_extras(s);
-	for (size_t i = 0; x != NULL && i < x->nwarn; i++)
-		log_msg(LOG_LVL_WARN, NULL, "source %s: %s: %s", source_dir,
-			x->warn[i].path, snapshot_warn_str(x->warn[i].kind));
-	if (x != NULL && x->nwarn_more)
-		log_msg(LOG_LVL_WARN, NULL,
-			"source %s: %llu more warnings, not listed", source_dir,
-			(unsigned long long)x->nwarn_more);
+	snapshot_warnings_log(x, NULL, source_dir);
 	snapshot_extras_free(x);
 	rc = writer_publish(aw->w, s, &r, &aw->err);
 	writer_result_fini(&r);

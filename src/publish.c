@@ -551,17 +551,10 @@ static int once_prepare(struct publish *p)
 
 	for (int attempt = 1;; attempt++) {
 		int rc = publish_prepare(p);
-		const struct snapshot_extras *x = p->extras;
-		for (size_t i = 0; !warned && x && i < x->nwarn; i++)
-			log_msg(LOG_LVL_WARN, p->c->name, "source %s: %s: %s",
-				p->c->source, x->warn[i].path,
-				snapshot_warn_str(x->warn[i].kind));
-		if (!warned && x && x->nwarn_more)
-			log_msg(LOG_LVL_WARN, p->c->name,
-				"source %s: %llu more warnings, not listed",
-				p->c->source,
-				(unsigned long long)x->nwarn_more);
-		warned |= x != NULL;
+		if (!warned)
+			snapshot_warnings_log(p->extras, p->c->name,
+					      p->c->source);
+		warned |= p->extras != NULL;
 		if (rc != -EAGAIN || attempt == ONCE_TRIES)
 			return rc;
 		log_msg(LOG_LVL_DEBUG, p->c->name, "%s; retrying",

@@ -685,6 +685,18 @@ void snapshot_extras_free(struct snapshot_extras *x)
 	free(x);
 }
 
+void snapshot_warnings_log(const struct snapshot_extras *x, const char *name,
+			   const char *source)
+{
+	for (size_t i = 0; x && i < x->nwarn; i++)
+		log_msg(LOG_LVL_WARN, name, "source %s: %s: %s", source,
+			x->warn[i].path, snapshot_warn_str(x->warn[i].kind));
+	if (x && x->nwarn_more)
+		log_msg(LOG_LVL_WARN, name,
+			"source %s: %llu more warnings, not listed", source,
+			(unsigned long long)x->nwarn_more);
+}
+
 struct snapshot_extras *snapshot_take_extras(struct snapshot *s)
 {
 	struct snapshot_extras *x = malloc(sizeof(*x));

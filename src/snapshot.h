@@ -347,6 +347,10 @@ struct snapshot_extras *snapshot_take_extras(struct snapshot *s);
 /* Frees them, in `s` (for a snapshot that no longer needs them). */
 void snapshot_drop_extras(struct snapshot *s);
 void snapshot_extras_free(struct snapshot_extras *x);
+/* Logs each warning `x` keeps, then how many more it counted, as the
+ * mapping `name`'s (NULL: none), about `source`. */
+void snapshot_warnings_log(const struct snapshot_extras *x, const char *name,
+			   const char *source);
 void snapshot_entry_fini(struct snap_entry *e);
 
 /* In a merge of `s` with `l` in path order (both sorted), compares
