@@ -1712,15 +1712,23 @@ static int chase_last(struct chase *c, const char *name, unsigned how,
  * can `what` by it. */
 static int chase_distrust(struct chase *c, const char *what)
 {
+	/* By its own path, for a relative one ("directory ./u" or ".") */
+	char *real = c->done[0] == '/' ? NULL : fsutil_fd_path(c->fd);
+	const char *dir = real ? real : c->done;
+	int rc;
+
 	if (!fsutil_trusted_uid(c->st.st_uid))
-		return chase_fail(c, -EPERM,
-				  "directory %s is owned by uid %u, who can %s",
-				  c->done, (unsigned)c->st.st_uid, what);
-	return chase_fail(c, -EPERM,
-			  "directory %s is writable by %s (mode %04o), who "
-			  "can %s",
-			  c->done, fsutil_writers(c->st.st_mode),
-			  (unsigned)(c->st.st_mode & 07777), what);
+		rc = chase_fail(c, -EPERM,
+				"directory %s is owned by uid %u, who can %s",
+				dir, (unsigned)c->st.st_uid, what);
+	else
+		rc = chase_fail(c, -EPERM,
+				"directory %s is writable by %s (mode %04o), "
+				"who can %s",
+				dir, fsutil_writers(c->st.st_mode),
+				(unsigned)(c->st.st_mode & 07777), what);
+	free(real);
+	return rc;
 }
 
 /* For FSUTIL_CHASE_TRUSTED: the directory reached is one whose names

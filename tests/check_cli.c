@@ -380,6 +380,18 @@ START_TEST(test_config_file_where_others_could_put_it_is_refused)
 				  home),
 			 0);
 	ck_assert_str_eq(err, want);
+	free(out);
+	free(err);
+	free(cmd);
+	/* Named from inside the user's own directory: that directory by
+	 * its path, not as ".". */
+	ck_assert_int_ge(asprintf(&cmd, "cd '%s' && exec '%s' --check-config "
+					"--config atomsync.conf",
+				  home, tu_bin()),
+			 0);
+	sh[2] = cmd;
+	ck_assert_int_eq(tu_run(sh, &out, &err, 5000), 2);
+	ck_assert_str_eq(err, want);
 	free(want);
 	free(out);
 	free(err);
