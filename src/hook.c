@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_PIDFD_H
@@ -23,6 +24,7 @@
 #include "hook.h"
 #include "log.h"
 #include "snapshot.h"
+#include "launch.h"
 
 /* Since Linux 5.1 a new system call has one number on every
  * architecture (but alpha). */
@@ -37,8 +39,22 @@
 #define TAIL_BYTES 4096
 #define TAIL_LOG_BYTES 512
 
+/* The command's first process, the leader of its process group. */
+enum hook_leader {
+	LEADER_RUNS,
+	LEADER_EXITED,	/* a zombie still: the group's id is nobody else's */
+	LEADER_REAPED,
+};
+
+/* How far a timeout has gone in stopping the group. */
+enum hook_stop {
+	STOP_NONE,
+	STOP_TERM_SENT, /* SIGKILL follows, leader or not */
+	STOP_KILL_SENT,
+};
+
 struct hook {
-	uv_process_t proc;
+	uv_signal_t child; /* SIGCHLD: the leader's exit, seen unreaped */
 	uv_pipe_t err;
 	uv_timer_t timeout;
 	uv_timer_t drain;
@@ -47,8 +63,9 @@ struct hook {
 	void *data;
 	char tail[TAIL_BYTES];
 	size_t tail_len;
-	bool exited, eof, finished, timed_out;
-	bool terminating; /* SIGTERM sent: SIGKILL follows, leader or not */
+	enum hook_leader leader;
+	enum hook_stop stop;
+	bool eof, finished, timed_out;
 	int64_t status;
 	int term_signal;
 	int pid;
@@ -535,12 +552,12 @@ static void on_closed(uv_handle_t *h)
 
 static void close_all(struct hook *k)
 {
-	uv_handle_t *hs[] = {(uv_handle_t *)&k->proc, (uv_handle_t *)&k->err,
+	uv_handle_t *hs[] = {(uv_handle_t *)&k->child, (uv_handle_t *)&k->err,
 			     (uv_handle_t *)&k->timeout, (uv_handle_t *)&k->drain};
 	for (size_t i = 0; i < 4; i++) {
 		/* The kill timer outlives the leader: children that ignored
 		 * SIGTERM still get their SIGKILL. */
-		if (i == 2 && k->terminating && uv_is_active(hs[i]))
+		if (i == 2 && k->stop == STOP_TERM_SENT && uv_is_active(hs[i]))
 			continue;
 		if (!uv_is_closing(hs[i]))
 			uv_close(hs[i], on_closed);
@@ -586,14 +603,36 @@ static void on_drained(uv_timer_t *t)
 	finish(t->data);
 }
 
-static void on_exit_cb(uv_process_t *p, int64_t status, int signal)
+static void reap(struct hook *k)
 {
-	struct hook *k = p->data;
+	while (waitpid(k->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	k->leader = LEADER_REAPED;
+}
 
-	k->exited = true;
-	k->status = status;
-	k->term_signal = signal;
-	if (!k->terminating)
+/* On SIGCHLD (any child's): whether the leader exited, told without
+ * reaping it.  Once SIGTERM went to its group, it stays a zombie until
+ * the SIGKILL that follows has gone too: while it does, no other
+ * process can have its id, the group's. */
+static void on_child(uv_signal_t *h, int signum)
+{
+	struct hook *k = h->data;
+	siginfo_t si = {0};
+
+	(void)signum;
+	if (k->leader != LEADER_RUNS ||
+	    waitid(P_PID, (id_t)k->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+	    si.si_pid != k->pid)
+		return;
+	uv_signal_stop(h);
+	k->leader = LEADER_EXITED;
+	if (si.si_code == CLD_EXITED)
+		k->status = si.si_status;
+	else
+		k->term_signal = si.si_status;
+	if (k->stop != STOP_TERM_SENT)
+		reap(k);
+	if (k->stop == STOP_NONE)
 		uv_timer_stop(&k->timeout);
 	/* What it wrote last may still be in the pipe; a child it left
 	 * behind may keep the pipe open, so do not wait long for EOF. */
@@ -619,7 +658,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	if (n < 0) {
 		k->eof = true;
 		uv_read_stop(s);
-		if (k->exited)
+		if (k->leader != LEADER_RUNS)
 			finish(k);
 		return;
 	}
@@ -643,17 +682,21 @@ static void on_kill(uv_timer_t *t)
 {
 	struct hook *k = t->data;
 
-	/* The whole group, whether or not its leader is still there. */
+	/* The whole group, whether or not its leader still runs: unreaped,
+	 * it holds the group's id. */
 	kill(-k->pid, SIGKILL);
+	k->stop = STOP_KILL_SENT;
+	if (k->leader == LEADER_EXITED)
+		reap(k);
 	if (k->finished && !uv_is_closing((uv_handle_t *)t))
 		uv_close((uv_handle_t *)t, on_closed);
 }
 
 static void terminate(struct hook *k)
 {
-	if (k->exited || k->terminating)
+	if (k->leader != LEADER_RUNS || k->stop != STOP_NONE)
 		return;
-	k->terminating = true;
+	k->stop = STOP_TERM_SENT;
 	/* The whole group: a shell's children too. */
 	kill(-k->pid, SIGTERM);
 	uv_timer_start(&k->timeout, on_kill, HOOK_KILL_GRACE_MS, 0);
@@ -686,6 +729,32 @@ void hook_close_inherited(void)
 		closedir(d);
 }
 
+/* Starts argv with its stderr into k->err, the pipe's other end: 0, or
+ * a negative errno (nothing started, the pipe left unopened). */
+static int start_command(struct hook *k, char *const argv[],
+			 char *const env[], int fd3)
+{
+	int p[2], rc;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	/* Watched from before it starts: its SIGCHLD is not missed. */
+	rc = uv_signal_start(&k->child, on_child, SIGCHLD);
+	if (rc == 0)
+		rc = launch_command(argv, env, p[1], fd3, &k->pid);
+	close(p[1]);
+	if (rc == 0)
+		rc = uv_pipe_open(&k->err, p[0]);
+	if (rc < 0 && k->pid > 0) {
+		/* Started, but its stderr cannot be read: stopped at once. */
+		kill(-k->pid, SIGKILL);
+		reap(k);
+	}
+	if (rc < 0)
+		close(p[0]);
+	return rc;
+}
+
 int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	     int fd3, unsigned timeout_s, hook_done_cb done, void *data,
 	     struct hook **out)
@@ -704,44 +773,22 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	k->done = done;
 	k->data = data;
 	k->timeout_s = timeout_s;
+	uv_signal_init(loop, &k->child);
 	uv_pipe_init(loop, &k->err, 0);
 	uv_timer_init(loop, &k->timeout);
 	uv_timer_init(loop, &k->drain);
-	k->err.data = k->timeout.data = k->drain.data = k->proc.data = k;
+	k->err.data = k->timeout.data = k->drain.data = k->child.data = k;
 	k->open_handles = 4;
-
-	uv_stdio_container_t stdio[4] = {
-		{.flags = UV_IGNORE},
-		{.flags = UV_IGNORE},
-		{.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
-		 .data.stream = (uv_stream_t *)&k->err},
-		{.flags = UV_INHERIT_FD, .data.fd = fd3},
-	};
-	uv_process_options_t po = {
-		.exit_cb = on_exit_cb,
-		.file = argv[0],
-		.args = (char **)argv,
-		.env = (char **)env,
-		/* Nothing of the daemon's working directory. */
-		.cwd = "/",
-		/* setsid(): its own process group, so a timeout reaches the
-		 * children of a shell too. */
-		.flags = UV_PROCESS_DETACHED,
-		.stdio_count = fd3 >= 0 ? 4 : 3,
-		.stdio = stdio,
-	};
-	rc = uv_spawn(loop, &k->proc, &po);
+	rc = start_command(k, argv, env, fd3);
 	if (rc < 0) {
-		/* uv_spawn leaves an initialised handle that must be closed. */
 		struct hook_result r = {.status = -1, .spawn_error = rc,
 					.file = argv[0], .stderr_tail = ""};
+		k->leader = LEADER_REAPED;
 		k->finished = true;
 		done(data, &r);
 		close_all(k);
-		*out = NULL;
 		return 0;
 	}
-	k->pid = k->proc.pid;
 	uv_read_start((uv_stream_t *)&k->err, on_alloc, on_read);
 	if (timeout_s > 0)
 		uv_timer_start(&k->timeout, on_timeout,

@@ -42,10 +42,13 @@ void hook_close_inherited(void);
 
 /* Starts argv with the environment `env` (NAME=value entries,
  * NULL-terminated: nothing of the daemon's own is added) in the
- * directory /, with `fd3` (unless -1) as its descriptor 3.  `done` runs exactly once: when the command has ended, or
- * at once (with spawn_error set, *out NULL) when it cannot start.  After
- * a timeout, SIGKILL reaches the process group after the grace period
- * even if its leader has exited. */
+ * directory /, with `fd3` (unless -1) as its descriptor 3.  `done` runs
+ * exactly once: when the command has ended, or at once (with
+ * spawn_error set, *out NULL) when it cannot start.  After a timeout,
+ * SIGKILL reaches the process group after the grace period even if its
+ * leader has exited: the leader is not reaped until then, so the
+ * group's id is no other process's.  Takes SIGCHLD on the loop while a
+ * command runs, and reaps nothing but its own. */
 int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	     int fd3, unsigned timeout_s, hook_done_cb done, void *data,
 	     struct hook **out);

@@ -445,6 +445,80 @@ START_TEST(test_signal_spares_a_process_younger_than_its_pidfile)
 }
 END_TEST
 
+/* After a timeout, the group's SIGKILL comes HOOK_KILL_GRACE_MS after
+ * its SIGTERM.  A leader that exits on SIGTERM must not be reaped
+ * before then: the id of its group would be free, and a process made
+ * meanwhile with that id as its own group's (here: right after it, with
+ * ns_last_pid) would get root's SIGKILL. */
+struct reuse {
+	const char *pidfile;
+	int leader;
+	pid_t victim;
+	bool timed_out;
+};
+
+static void on_reuse_done(void *data, const struct hook_result *r)
+{
+	struct reuse *x = data;
+	char *text = tu_read(x->pidfile, NULL), *last;
+
+	x->timed_out = r->timed_out;
+	x->leader = atoi(text);
+	free(text);
+	ck_assert_int_gt(x->leader, 1);
+	int n = asprintf(&last, "%d", x->leader - 1);
+	int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+	ck_assert_msg(fd >= 0 && n > 0 && write(fd, last, (size_t)n) == n,
+		      "ns_last_pid: %s", strerror(errno));
+	close(fd);
+	free(last);
+	x->victim = fork();
+	if (x->victim == 0) {
+		setsid();
+		pause();
+		_exit(0);
+	}
+	ck_assert_int_gt(x->victim, 0);
+}
+
+START_TEST(test_a_timed_out_group_id_is_not_reused_before_its_sigkill)
+{
+	ck_assert_msg(tu_can_setuid(), "ns_last_pid needs root");
+	char *dir = tu_mkdtemp(), *pidfile = tu_path(dir, "pid"), *cmd;
+	ck_assert_int_ge(asprintf(&cmd, "echo $$ > '%s'; trap 'exit 0' TERM; "
+					"while :; do sleep 0.05; done",
+				  pidfile),
+			 0);
+	char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+	char *env[] = {"PATH=/usr/bin:/bin", NULL};
+	struct reuse x = {.pidfile = pidfile};
+	struct hook *h = NULL;
+	uv_loop_t loop;
+
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	ck_assert_int_eq(hook_run(&loop, argv, env, -1, 1, on_reuse_done, &x,
+				  &h),
+			 0);
+	uv_run(&loop, UV_RUN_DEFAULT); /* through the SIGKILL */
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+	ck_assert(x.timed_out);
+	int status;
+	pid_t got = waitpid(x.victim, &status, WNOHANG);
+	ck_assert_msg(got == 0, "pid %d (group %d's old id: %d): %s", x.victim,
+		      x.victim, x.leader,
+		      got > 0 && WIFSIGNALED(status) ? "killed" : "gone");
+	ck_assert_int_ne(x.victim, x.leader);
+	/* Nothing of the leader is left either. */
+	ck_assert_int_lt(kill(x.leader, 0), 0);
+	kill(x.victim, SIGKILL);
+	ck_assert_int_eq(waitpid(x.victim, NULL, 0), x.victim);
+	tu_rmrf(dir);
+	free(cmd);
+	free(pidfile);
+	free(dir);
+}
+END_TEST
+
 static Suite *hook_suite(void)
 {
 	Suite *s = suite_create("hook");
@@ -454,6 +528,7 @@ static Suite *hook_suite(void)
 	tcase_add_test(tc, test_changes_beyond_the_bound_are_marked_incomplete);
 	tcase_add_test(tc, test_changes_file_reads_from_its_start_and_cannot_change);
 	tcase_add_test(tc, test_env_holds_only_what_is_named);
+	tcase_add_test(tc, test_a_timed_out_group_id_is_not_reused_before_its_sigkill);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("pidfile");
 	tcase_add_checked_fixture(tc, pidfile_setup, pidfile_teardown);
