@@ -1689,21 +1689,56 @@ static int chase_link(struct chase *c, int lfd, const struct stat *lst,
 
 /* The last component, opened with the caller's flags (and created first
  * when asked and missing): an fd, or a negative errno. */
+/* Whether the directory open as `fd` has no entry but . and .. */
+static bool dir_empty(int fd)
+{
+	int dup = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+	struct dirent *de;
+	bool empty = d != NULL;
+
+	while (empty && (de = readdir(d)) != NULL)
+		empty = strcmp(de->d_name, ".") == 0 ||
+			strcmp(de->d_name, "..") == 0;
+	if (d)
+		closedir(d);
+	else if (dup >= 0)
+		close(dup);
+	return empty;
+}
+
+/* Whether the directory open as `fd`, found where one was just made, is
+ * that one, or as harmless: ours, private and empty.  Someone who can
+ * write where it was made may have moved another there meanwhile, which
+ * the 0755 the caller then gives a directory it made must not open. */
+static bool made_by_us(int fd)
+{
+	struct stat st;
+
+	/* The setgid bit comes from a setgid parent: no sign of another's. */
+	return fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
+	       st.st_uid == geteuid() && (st.st_mode & 05077) == 0 &&
+	       dir_empty(fd);
+}
+
 static int chase_last(struct chase *c, const char *name, unsigned how,
 		      int flags, bool *created)
 {
+	bool made = false;
+
 	for (int tries = 0; tries < 2; tries++) {
 		int fd = openat(c->fd, name, flags | O_NOFOLLOW | O_CLOEXEC);
-		if (fd >= 0)
+		if (fd >= 0) {
+			if (made && created)
+				*created = made_by_us(fd);
 			return fd;
+		}
 		if (errno != ENOENT || !(how & FSUTIL_CHASE_MKDIR))
 			return -errno;
-		if (mkdirat(c->fd, name, 0755) == 0) {
-			if (created)
-				*created = true;
-		} else if (errno != EEXIST) {
+		if (mkdirat(c->fd, name, 0700) == 0)
+			made = true;
+		else if (errno != EEXIST)
 			return -errno;
-		}
 	}
 	return -ENOENT;
 }

@@ -196,7 +196,10 @@ const char *fsutil_writers(mode_t mode);
  * naming the link.  `flags` are those of the final open (never O_PATH;
  * O_NOFOLLOW and O_CLOEXEC are added).  Returns an fd or a negative errno
  * with *err (when not NULL) saying which component failed and why. */
-#define FSUTIL_CHASE_MKDIR 0x1u	   /* a missing last component is made, 0755 */
+/* A missing last component is made, 0700: *created says whether the
+ * directory opened is the one made (or ours, private and empty as it
+ * is), for the caller to open up; false for another moved there. */
+#define FSUTIL_CHASE_MKDIR 0x1u
 #define FSUTIL_CHASE_NOFOLLOW 0x2u /* the last component must not be a link */
 /* Every directory a name is looked up in (and, for a relative path, each
  * above the working directory) must be one only root or we can

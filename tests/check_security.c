@@ -1540,6 +1540,59 @@ START_TEST(test_a_directory_swapped_as_it_is_made_is_not_used)
 }
 END_TEST
 
+/* The user who owns a target's parent moves a private directory of
+ * root's into the place of the target just made, before it is opened:
+ * the 0755 a new target gets must not open theirs up (it stays 0700,
+ * what is in it unread by others). */
+START_TEST(test_a_private_directory_swapped_in_as_the_target_is_made_stays_so)
+{
+	const char *shim = getenv("FAULTINJECT");
+	char *parent = tu_path(tmp, "P"), *priv = tu_path(parent, "priv");
+	char *target = tu_path(parent, "t"), *hang = tu_path(tmp, "hang");
+	char *said = tu_path(tmp, "hanging"), *preload, *hang_while, *hang_say;
+	struct stat st;
+
+	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
+	tu_write(priv, "secret", "root's\n", 0644);
+	ck_assert_int_eq(chmod(priv, 0700), 0);
+	ck_assert_int_eq(chown(parent, APP_UID, APP_UID), 0);
+	tu_write(tmp, "hang", "", 0644);
+	ck_assert_int_gt(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
+	ck_assert_int_gt(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	ck_assert_int_gt(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
+	const char *argv[] = {"env", preload, "FAULT_HANG=openat",
+			      "FAULT_HANG_MADE=t", hang_while, hang_say,
+			      "ASAN_OPTIONS=verify_asan_link_order=0",
+			      tu_bin(), "--source", src, "--target", target,
+			      "--once", NULL};
+	pid = tu_spawn(argv, logpath);
+	ck_assert_msg(tu_wait_for(exists, said, 10000), "t was never made");
+	/* As the parent's owner may (root does it here: coreutils has no
+	 * exchange). */
+	ck_assert_int_eq(renameat2(AT_FDCWD, priv, AT_FDCWD, target,
+				   RENAME_EXCHANGE),
+			 0);
+	ck_assert_int_eq(unlink(hang), 0);
+	(void)tu_wait_exit(pid, 20000);
+	pid = 0;
+	ck_assert_int_eq(stat(target, &st), 0);
+	ck_assert_uint_eq(st.st_uid, 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0700);
+	/* The one made is where the private one was, empty, and was not
+	 * opened up either. */
+	ck_assert_int_eq(stat(priv, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 0777, 0700);
+	free(hang_say);
+	free(hang_while);
+	free(preload);
+	free(said);
+	free(hang);
+	free(target);
+	free(priv);
+	free(parent);
+}
+END_TEST
+
 /* As one who may write the directory `arg`: a file of theirs in it. */
 static int plant_in(void *arg)
 {
@@ -2132,6 +2185,8 @@ static Suite *security_suite(void)
 	tcase_add_test(tc,
 		       test_a_directory_the_owner_put_in_a_generation_is_moved_aside);
 	tcase_add_test(tc, test_a_directory_swapped_as_it_is_made_is_not_used);
+	tcase_add_test(tc,
+		       test_a_private_directory_swapped_in_as_the_target_is_made_stays_so);
 	tcase_add_loop_test(tc, test_a_tree_too_deep_to_remove_is_moved_aside,
 			    0, 3);
 	tcase_add_loop_test(tc,
