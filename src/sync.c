@@ -639,8 +639,8 @@ static void on_target_watch(void *data, const char *dir, const char *name,
 	 * rest of the backoff.  Not a change to a name the writer makes
 	 * and removes itself: each failed attempt (a generation made and
 	 * removed, a standby) would hasten the next, every second. */
-	if (s->failures > 0 &&
-	    (root || name == NULL || !writer_work_name(name)))
+	bool ours = !root && name && writer_work_name(name);
+	if (s->failures > 0 && !ours)
 		debounce_timer_hasten(&s->db, quiet_wait_ms(s));
 	if (root) {
 		/* The target's own name in its parent. */
@@ -652,8 +652,10 @@ static void on_target_watch(void *data, const char *dir, const char *name,
 	else
 		(void)pathset_add(&s->tnames, name, strlen(name));
 	/* A put-back due waits for the target to be quiet; a change in
-	 * the source does not wait for it (and puts back what it finds). */
-	if (s->repair != REPAIR_NONE)
+	 * the source does not wait for it (and puts back what it finds).
+	 * Nor for the writer's own names: a vetoed generation removed would
+	 * ask for the next attempt, vetoed in turn, every second. */
+	if (s->repair != REPAIR_NONE && !ours)
 		debounce_timer_want(&s->db, repair_wait_ms(s));
 	if (s->state == ST_IDLE)
 		check_target_names(s);

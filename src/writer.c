@@ -4472,6 +4472,18 @@ static int prepare_build(struct writer *w, struct writer_pending *p,
 	return rc;
 }
 
+/* When a full check is due (a name of the target found changed by
+ * hand) and no publish makes it (a veto, a source refused as empty):
+ * the live generation's visible links put back all the same, as ..data
+ * is (data_present()), for its readers.  What is missing inside it
+ * only a publish puts back. */
+static void keep_live_visible(struct writer *w)
+{
+	if (w->verify_live && !w->o.dry_run && w->live && w->live_gen &&
+	    !w->live_foreign && w->dfd >= 0)
+		(void)sync_visible(w, w->live, NULL, true, true, NULL);
+}
+
 /* ..data removed, or naming another entry, while this writer has its
  * live generation: put back, so that readers find it again even when
  * nothing is to be published. */
@@ -4546,6 +4558,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		target_group(w);
 	if (rc == 0 && w->dfd >= 0)
 		rc = data_present(w, err);
+	bool ours = rc == 0 && w->dfd >= 0;
 	*out = NULL;
 	memset(r, 0, sizeof(*r));
 	w->warned_live = 0;
@@ -4574,6 +4587,8 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	}
 	if (rc == 0)
 		w->verify_live = false;
+	else if (ours && rc != -EAGAIN)
+		keep_live_visible(w);
 	verify_drop(w);
 	problems_fini(&pb);
 	pending_free(p);
@@ -4602,6 +4617,7 @@ void writer_abort(struct writer *w, struct writer_pending *p)
 	if (p->verify)
 		w->verify_live = true;
 	(void)drop_generation(w, p->gen, "not published");
+	keep_live_visible(w);
 	pending_free(p);
 }
 

@@ -1568,6 +1568,58 @@ START_TEST(test_an_emptied_source_keeps_the_last_generation)
 }
 END_TEST
 
+static int visible_back(void *arg)
+{
+	char *d = target_file(arg);
+	int ok = d && strcmp(d, "b\n") == 0;
+	free(d);
+	return ok;
+}
+
+/* A visible link removed by hand while no publish can put it back (a
+ * veto; with _i 1 a source emptied, a lost mount) is put back from the
+ * live generation all the same; and the attempts a veto ends are not
+ * made again and again meanwhile. */
+START_TEST(test_a_link_removed_while_nothing_publishes_is_put_back)
+{
+	tu_write(src, "ok", "", 0644);
+	tu_write(src, "b.conf", "b\n", 0644);
+	start("", "check_command = sh -c 'test -f \"$ATOMSYNC_GENERATION_DIR/ok\" "
+		  "|| exit 3'");
+	wait_target("v1\n");
+	char *ok = tu_path(src, "ok"), *b = tu_path(dst, "b.conf");
+	char *app = tu_path(src, "app.conf"), *sb = tu_path(src, "b.conf");
+	const char *why = "check_command vetoed";
+	if (_i == 0) {
+		ck_assert_int_eq(unlink(ok), 0);
+	} else {
+		why = "is empty; keeping the live generation";
+		ck_assert_int_eq(unlink(ok), 0);
+		ck_assert_int_eq(unlink(app), 0);
+		ck_assert_int_eq(unlink(sb), 0);
+	}
+	wait_file(logpath, why, 1, 5000);
+	ck_assert_int_eq(unlink(b), 0);
+	ck_assert_msg(tu_wait_for(visible_back, "b.conf", 5000),
+		      "b.conf was not put back");
+	ck_assert(target_says("v1\n"));
+	/* The put-back's own change asks for one more attempt, a second
+	 * on; then none comes until the source changes (an empty source
+	 * is looked at again every few seconds, by design). */
+	if (_i == 0) {
+		tu_nap(tu_scale(2500));
+		int tries = tu_file_count(logpath, why);
+		tu_nap(tu_scale(3000));
+		ck_assert_int_eq(tu_file_count(logpath, why), tries);
+	}
+	stop();
+	free(sb);
+	free(app);
+	free(b);
+	free(ok);
+}
+END_TEST
+
 static Suite *hooks_suite(void)
 {
 	Suite *s = suite_create("hooks");
@@ -1575,6 +1627,9 @@ static Suite *hooks_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_on_update_gets_the_documented_environment);
+	tcase_add_loop_test(tc,
+			    test_a_link_removed_while_nothing_publishes_is_put_back,
+			    0, 2);
 	tcase_add_test(tc, test_on_update_is_told_every_path_changed_since_its_last_good_run);
 	tcase_add_test(tc, test_on_update_can_act_on_one_file_only);
 	tcase_add_test(tc, test_hooks_get_a_clean_environment);
