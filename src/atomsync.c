@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "atomsync.h"
 #include "log.h"
@@ -25,6 +26,7 @@ struct atomsync_writer {
 	const struct log_sink *saved;
 	char *target;
 	char *err;
+	pid_t pid; /* the process that opened it, whose lock it holds */
 };
 
 void atomsync_options_init(struct atomsync_options *opts)
@@ -113,9 +115,14 @@ int atomsync_writer_open(const char *target,
 {
 	struct atomsync_writer *aw = calloc(1, sizeof(*aw));
 
+	if (out == NULL) {
+		free(aw);
+		return -EINVAL;
+	}
 	*out = aw;
 	if (aw == NULL)
 		return -ENOMEM;
+	aw->pid = getpid();
 	int rc = options_copy(&aw->o, opts, &aw->err);
 	if (rc < 0)
 		return rc;
@@ -186,6 +193,22 @@ static int payload_snapshot(const struct atomsync_writer *aw,
 	return 0;
 }
 
+/* Whether `aw` may be used here: open, and in the process that opened
+ * it.  A child made by fork() shares its lock with the parent (one lock
+ * on one open file), so the two would publish into one target at once:
+ * it must open a writer of its own. */
+static int usable(struct atomsync_writer *aw)
+{
+	if (aw == NULL || aw->w == NULL)
+		return -EBADF;
+	if (getpid() == aw->pid)
+		return 0;
+	return log_err_set(&aw->err, -EBUSY,
+			   "target %s: this writer was opened by process %d; "
+			   "a process made by fork() must open its own",
+			   aw->target, (int)aw->pid);
+}
+
 /* Whether the target's path still leads to the directory the writer
  * opened: whoever owns a directory on the way could have moved it away
  * and put one of theirs in its place, for readers to find. */
@@ -211,11 +234,12 @@ int atomsync_write(struct atomsync_writer *aw,
 {
 	struct snapshot *s = NULL;
 	struct writer_result r = {0};
+	int rc = usable(aw);
 
-	if (aw == NULL || aw->w == NULL)
-		return -EBADF;
+	if (rc < 0)
+		return rc;
 	enter(aw);
-	int rc = target_held(aw);
+	rc = target_held(aw);
 	if (rc < 0)
 		return leave(aw, rc);
 	(void)writer_retire(aw->w, false, NULL);
@@ -255,10 +279,10 @@ int atomsync_write_tree(struct atomsync_writer *aw, const char *source_dir)
 		.max_files = aw && aw->o.max_files ? aw->o.max_files
 						   : WRITER_MAX_FILES,
 	};
-	int rc;
+	int rc = usable(aw);
 
-	if (aw == NULL || aw->w == NULL)
-		return -EBADF;
+	if (rc < 0)
+		return rc;
 	enter(aw);
 	if (source_dir == NULL || *source_dir == '\0')
 		return leave(aw, log_err_set(&aw->err, -EINVAL,
@@ -286,12 +310,14 @@ const char *atomsync_writer_generation(const struct atomsync_writer *aw)
 
 int atomsync_writer_retire(struct atomsync_writer *aw, int wait)
 {
-	if (aw == NULL || aw->w == NULL)
-		return -EBADF;
+	int rc = usable(aw);
+
+	if (rc < 0)
+		return rc;
 	enter(aw);
 	if (wait)
 		writer_retire_wait(aw->w);
-	int rc = writer_retire(aw->w, false, NULL);
+	rc = writer_retire(aw->w, false, NULL);
 	if (rc < 0)
 		log_err_set(&aw->err, rc,
 			    "target %s: removing a replaced generation: %s",
@@ -315,7 +341,10 @@ void atomsync_writer_close(struct atomsync_writer *aw)
 		return;
 	if (aw->w) {
 		const struct log_sink *saved = log_sink_set(&aw->sink);
-		writer_retire_exit(aw->w);
+		/* A child after fork(): its descriptors closed, nothing of
+		 * the parent's target touched. */
+		if (getpid() == aw->pid)
+			writer_retire_exit(aw->w);
 		writer_close(aw->w);
 		log_sink_set(saved);
 	}

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "snapshot.h"
@@ -840,6 +841,49 @@ START_TEST(test_open_creates_and_locks_the_target)
 }
 END_TEST
 
+/* A child made by fork() shares the writer's lock: it is refused, and
+ * its close leaves the parent's target as it is; the parent goes on. */
+START_TEST(test_a_writer_is_refused_in_a_child_after_fork)
+{
+	struct atomsync_writer *w = open_writer(NULL);
+	struct atomsync_file f = {"a", "1", 1, 0644};
+	int status;
+
+	ck_assert_int_eq(atomsync_write(w, &f, 1), 0);
+	char *gen = strdup(atomsync_writer_generation(w));
+	pid_t c = fork();
+	if (c == 0) {
+		int ok = atomsync_write(w, &f, 1) == -EBUSY &&
+			 atomsync_writer_retire(w, 0) == -EBUSY &&
+			 atomsync_write_tree(w, tmp) == -EBUSY &&
+			 strstr(atomsync_writer_error(w), "fork()") != NULL;
+		atomsync_writer_close(w);
+		free(gen); /* what valgrind would count lost in the child */
+		_exit(ok ? 0 : 1);
+	}
+	ck_assert_int_gt(c, 0);
+	ck_assert_int_eq(waitpid(c, &status, 0), c);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "status %d", status);
+	char *live = tu_live(dst);
+	ck_assert_str_eq(live, gen);
+	f.data = "2";
+	ck_assert_int_eq(atomsync_write(w, &f, 1), 0);
+	char *a = tu_path(dst, "a"), *got = tu_read(a, NULL);
+	ck_assert_str_eq(got, "2");
+	/* Still locked against another writer. */
+	struct atomsync_writer *w2 = NULL;
+	ck_assert_int_eq(atomsync_writer_open(dst, NULL, &w2), -EBUSY);
+	atomsync_writer_close(w2);
+	atomsync_writer_close(w);
+	ck_assert_int_eq(atomsync_writer_open(dst, NULL, NULL), -EINVAL);
+	free(got);
+	free(a);
+	free(live);
+	free(gen);
+}
+END_TEST
+
 START_TEST(test_target_through_another_users_link_is_refused)
 {
 	ck_assert_msg(tu_can_setuid(), "this test plants links as another user: "
@@ -1232,6 +1276,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_bad_modes_and_options_are_refused);
 	tcase_add_test(tc, test_open_creates_and_locks_the_target);
 	tcase_add_test(tc, test_target_through_another_users_link_is_refused);
+	tcase_add_test(tc, test_a_writer_is_refused_in_a_child_after_fork);
 	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
 	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
