@@ -1586,44 +1586,66 @@ static int clean_paths(struct snapshot *s, char **err)
 	return 0;
 }
 
+/* How much of `p` the directories of `prev`, the path before it in
+ * order, cover: the length of the longest prefix of p that is a
+ * directory of prev's (an ancestor, or prev itself), 0 when none. */
+static size_t ancestors_shared(const char *prev, const char *p)
+{
+	size_t j = 0, last = 0;
+
+	for (; p[j] && p[j] == prev[j]; j++)
+		if (p[j] == '/')
+			last = j;
+	if (p[j] == '/' && prev[j] == '\0')
+		last = j;
+	return last;
+}
+
+/* The directory p[0..len) as an entry of `s`, unless its first `n`
+ * (sorted) hold it. */
+static int add_parent(struct snapshot *s, size_t n, const char *p, size_t len)
+{
+	char *parent = strndup(p, len);
+	int rc = parent ? 0 : -ENOMEM;
+
+	if (rc == 0 && snapshot_find_n(s, n, parent) == NULL) {
+		struct snap_entry d = {
+			.path = parent,
+			.type = SNAP_DIR,
+			.mode = 0755,
+			.uid = SNAP_NO_ID,
+			.gid = SNAP_NO_ID,
+		};
+		rc = snapshot_add(s, &d);
+	}
+	free(parent);
+	return rc < 0 ? rc : 0;
+}
+
 /* Every entry's parent must be a directory entry: adds the missing ones,
- * which may miss their own parents, until none is missing. */
+ * each once, in one pass.  Sorted, the paths below a directory follow
+ * one another, so what the path before shares with an entry's had its
+ * directories looked at already: a path 2,000 levels deep costs 2,000
+ * lookups, not a pass and a sort per level. */
 static int add_parents(struct snapshot *s)
 {
 	int rc = parents_present(s);
+	size_t n = s->n;
+	const char *prev = "";
 
-	while (rc == 0) {
-		size_t n = s->n;
-		for (size_t i = 0; i < n; i++) {
-			size_t pl = parent_len(s->v[i].path);
-			if (pl == 0)
-				continue;
-			char *parent = strndup(s->v[i].path, pl);
-			if (parent == NULL)
-				return -ENOMEM;
-			bool have = snapshot_find_n(s, n, parent) != NULL;
-			for (size_t k = n; !have && k < s->n; k++)
-				have = strcmp(s->v[k].path, parent) == 0;
-			int r = 0;
-			if (!have) {
-				struct snap_entry d = {
-					.path = parent,
-					.type = SNAP_DIR,
-					.mode = 0755,
-					.uid = SNAP_NO_ID,
-					.gid = SNAP_NO_ID,
-				};
-				r = snapshot_add(s, &d);
-			}
-			free(parent);
-			if (r < 0)
-				return r;
-		}
-		if (s->n == n)
-			break;
-		snapshot_sort(s);
+	if (rc != 0)
+		return rc < 0 ? rc : 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const char *p = s->v[i].path;
+		size_t from = ancestors_shared(prev, p);
+		for (size_t j = from ? from + 1 : 0; p[j] && rc == 0; j++)
+			if (p[j] == '/')
+				rc = add_parent(s, n, p, j);
+		prev = p;
 	}
-	return rc < 0 ? rc : 0;
+	if (rc == 0 && s->n != n)
+		snapshot_sort(s);
+	return rc;
 }
 
 /* Validates and cleans every path, sorts, and adds the directories a
