@@ -107,8 +107,8 @@ void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void conf_errors_fini(struct conf_errors *e);
 
-/* Parses "127.0.0.1:9464", "[::1]:9464" or "*:9464" (any address); host
- * gets "" for any.  host and port may be NULL to only check. */
+/* Parses "127.0.0.1:9464", "[::1]:9464", "*:9464" or ":9464" (any
+ * address); host gets "" for any.  host and port may be NULL to only check. */
 int conf_parse_listen(const char *s, char *host, size_t hostsize,
 		      unsigned *port);
 

@@ -626,6 +626,37 @@ START_TEST(test_shell_syntax_in_commands_is_warned_about)
 }
 END_TEST
 
+/* The forms of metrics_listen: an address and a port; "*" or nothing
+ * before the colon for every address; never a name. */
+START_TEST(test_listen_addresses)
+{
+	static const struct {
+		const char *in, *host;
+		unsigned port;
+	} ok[] = {
+		{"127.0.0.1:9464", "127.0.0.1", 9464}, {"[::1]:1", "::1", 1},
+		{"*:9464", "", 9464}, {":9464", "", 9464},
+	};
+	static const char *bad[] = {"localhost:9464", "9464", "127.0.0.1:",
+				    "127.0.0.1:0", "127.0.0.1:65536",
+				    "[::1]9464", "::1:9464x"};
+	char host[64];
+	unsigned port;
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		ck_assert_msg(conf_parse_listen(ok[i].in, host, sizeof(host),
+						&port) == 0,
+			      "%s", ok[i].in);
+		ck_assert_str_eq(host, ok[i].host);
+		ck_assert_uint_eq(port, ok[i].port);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(conf_parse_listen(bad[i], host, sizeof(host),
+						&port) < 0,
+			      "%s", bad[i]);
+}
+END_TEST
+
 START_TEST(test_signal_names)
 {
 	int s;
@@ -758,6 +789,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_a_relative_path_is_one_error);
 	tcase_add_test(tc, test_equal_and_dup);
 	tcase_add_test(tc, test_signal_names);
+	tcase_add_test(tc, test_listen_addresses);
 	tcase_add_test(tc, test_hook_env_words_and_bad_names);
 	tcase_add_test(tc, test_shell_syntax_in_commands_is_warned_about);
 	suite_add_tcase(s, tc);
