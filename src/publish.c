@@ -574,7 +574,7 @@ static int once_check(struct publish *p)
 		publish_abort(p);
 		log_msg(LOG_LVL_ERROR, p->c->name,
 			"%s; the live generation stays", p->err);
-		return p->rc;
+		return -ECANCELED; /* logged, as a veto is */
 	}
 	char **env = publish_check_env(p);
 	int rc = env ? hook_run_wait(p->c->check_command, env, -1,
@@ -646,7 +646,7 @@ static void once_log(const struct publish *p, int rc)
 	const char *name = p->c->name, *target = p->c->target;
 
 	if (rc == -ECANCELED)
-		return; /* the veto is logged */
+		return; /* the veto (or the check refused) is logged */
 	if (rc == -EAGAIN)
 		log_msg(LOG_LVL_ERROR, name, "%s; gave up after %d tries",
 			p->err, ONCE_TRIES);
