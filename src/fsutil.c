@@ -1178,8 +1178,9 @@ int fsutil_write_atomic(int dfd, const char *tmp, const char *name,
 pid_t fsutil_flock_holder(int fd)
 {
 	struct stat st;
+	pid_t holder = fstat(fd, &st) < 0 ? 0 : fsutil_flock_holder_of(&st);
 
-	return fstat(fd, &st) < 0 ? 0 : fsutil_flock_holder_of(&st);
+	return holder > 0 ? holder : 0;
 }
 
 /* File `name` of the process of /proc/PID (`pfd`), to read by lines;
@@ -1280,6 +1281,8 @@ static int holds_lock(int pfd, const struct lock_match *m)
 		int rc = errno;
 		if (fd >= 0)
 			close(fd);
+		if (rc == EACCES || rc == EPERM)
+			return -EACCES; /* not ours to look at */
 		return rc == EMFILE || rc == ENFILE || rc == ENOMEM ? -rc : 0;
 	}
 	while ((!has_dir || !has_lock) && (e = readdir(d)) != NULL) {
@@ -1307,6 +1310,7 @@ static pid_t lock_holder(const struct lock_match *m)
 	struct dirent *e;
 	pid_t holder = 0;
 	long self = (long)getpid();
+	bool hidden = false;
 
 	if (d == NULL)
 		return errno == ENOENT ? 0 : -errno;
@@ -1321,10 +1325,13 @@ static pid_t lock_holder(const struct lock_match *m)
 			continue; /* gone */
 		int rc = runs_trusted(pfd) ? holds_lock(pfd, m) : 0;
 		close(pfd);
+		hidden |= rc == -EACCES;
+		if (rc == -EACCES)
+			rc = 0;
 		holder = rc < 0 ? rc : rc ? (pid_t)pid : 0;
 	}
 	closedir(d);
-	return holder;
+	return holder == 0 && hidden ? -EACCES : holder;
 }
 
 static bool same_file(int fddir, const char *name, const struct stat *st,
@@ -1340,7 +1347,7 @@ pid_t fsutil_flock_holder_of(const struct stat *st)
 	struct lock_match m = {.file = same_file, .of = st};
 	pid_t holder = lock_holder(&m);
 
-	return holder > 0 ? holder : 0;
+	return holder > 0 || holder == -EACCES ? holder : 0;
 }
 
 /* Whether the file open as `name` in `dfd` (/proc/PID/fd), a regular
@@ -1388,7 +1395,8 @@ pid_t fsutil_removed_lock_holder(const struct stat *dir, ino_t named)
 			       .id = id, .skip = named};
 
 	fsutil_lock_id(dir, id, sizeof(id));
-	return lock_holder(&m);
+	pid_t holder = lock_holder(&m);
+	return holder == -EACCES ? 0 : holder;
 }
 
 char *fsutil_join(const char *a, const char *b)

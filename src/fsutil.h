@@ -116,7 +116,9 @@ int fsutil_write_atomic(int dfd, const char *tmp, const char *name,
  * that cannot be told (no /proc, a holder in another pid namespace, or
  * one whose open files we may not look at). */
 pid_t fsutil_flock_holder(int fd);
-/* The same for the file `st` describes. */
+/* The same for the file `st` describes; -EACCES when none was found but
+ * a process of root's had open files we may not look at (we are not
+ * root). */
 pid_t fsutil_flock_holder_of(const struct stat *st);
 /* What a lock file says, to be told from other files: of which target
  * directory (`dir`) it is the lock file.  A line shorter than

@@ -51,6 +51,7 @@ struct view {
 	uint64_t files, bytes;
 	/* who holds the target's lock */
 	pid_t holder;
+	bool holder_hidden; /* none seen, but not every process could be */
 	bool lock_removed; /* it holds a lock file that was removed */
 	char *comm;
 	size_t aside; /* entries of WRITER_ASIDE */
@@ -169,6 +170,7 @@ static void read_daemon(struct view *v)
 	if (fstatat(v->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		named = st.st_ino;
 		v->holder = fsutil_flock_holder_of(&st);
+		v->holder_hidden = v->holder == -EACCES;
 	}
 	/* Else one that holds a lock file removed or moved away. */
 	if (v->holder <= 0 && fstat(v->dfd, &st) == 0) {
@@ -410,6 +412,10 @@ static void print_daemon(FILE *out, const struct view *v)
 		    v->lock_removed ? "; its lock file was removed or moved: "
 				      "restart it to lock the target again"
 				    : "");
+	else if (v->holder_hidden)
+		put(out, "daemon:", "cannot tell: the open files of root's "
+		    "processes are not uid %u's to look at (run as root)",
+		    (unsigned)geteuid());
 	else
 		put(out, "daemon:", "not running (nothing holds the target's "
 		    "lock)");

@@ -671,6 +671,26 @@ START_TEST(test_another_user_is_told_what_it_cannot_read)
 	ASSERT_HAS(out, "  in step:     yes\n");
 	free(out);
 	free(err);
+	/* Whether a daemon of root's holds the target is not theirs to
+	 * see: not "not running" while one does. */
+	const char *daemon[] = {tu_bin(), "--source", src, "--target", dst,
+				"--debounce", "0", NULL};
+	pid = tu_spawn(daemon, logpath);
+	wait_log("1 of 1 mapping published");
+	ck_assert_int_eq(tu_run_as(OTHER, argv, &out, &err, 20000), 0);
+	char *want;
+	ck_assert_int_ge(asprintf(&want, "  daemon:      cannot tell: the open "
+				  "files of root's processes are not uid %u's "
+				  "to look at (run as root)\n",
+				  (unsigned)OTHER),
+			 0);
+	ASSERT_HAS(out, want);
+	free(want);
+	free(out);
+	free(err);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
 	free(a);
 }
 END_TEST
