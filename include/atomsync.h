@@ -41,7 +41,8 @@ struct atomsync_options {
 	int dir_mode;	     /* -1: 0755; else every directory's */
 	uid_t uid;	     /* (uid_t)-1: the caller's; else the owner */
 	gid_t gid;	     /* (gid_t)-1: the caller's; else the group */
-	size_t max_files;    /* entries a write may hold; 0: 1000000 */
+	size_t max_files;    /* files a payload may hold (files and
+				directories a tree); 0: 1000000 */
 	int allow_empty;     /* 1: an empty payload may replace content */
 	/* Where warnings and notices go (syslog priorities: 3 error,
 	 * 4 warning, 6 info, 7 debug); NULL: nowhere. */
