@@ -83,6 +83,7 @@ struct writer {
 	int dfd;		/* target directory, -1 in a dry run without one */
 	int lock_fd;		/* WRITER_LOCK in it, flock()ed; -1: none */
 	bool made_target;	/* writer_open() made the target directory */
+	bool made_lock;		/* and its lock file (none was there) */
 	struct writer_opts o;
 	char *name;		/* copy of o.name */
 	char *live_gen;		/* what ..data names, NULL when none */
@@ -879,6 +880,47 @@ static const char *keep_replaced(struct writer *w, char *keep, int64_t left_ms)
 	return keep;
 }
 
+/* Whether `n` is the name of a publish's temporary file or link. */
+static bool temporary_name(const char *n)
+{
+	return strcmp(n, WRITER_DATA_TMP) == 0 || strcmp(n, STATE_TMP) == 0 ||
+	       strcmp(n, STATE_ERROR_TMP) == 0 ||
+	       strcmp(n, STATE_JOURNAL_TMP) == 0;
+}
+
+/* A directory that never was a target (no lock file till now, no
+ * ..data, no state file) holds no generation of ours: a name there that
+ * looks like one is someone's data, which recover() must not remove.
+ * Refused (-EEXIST), naming it.  (The names of a publish's temporary
+ * links and files are atomsync's own.) */
+static int foreign_leftovers(struct writer *w, char **err)
+{
+	struct stat st;
+	struct dirent *de;
+	int rc = 0;
+
+	if (!w->made_lock || w->made_target || w->o.dry_run ||
+	    fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+	    fstatat(w->dfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	while (rc == 0 && d && (de = readdir(d)) != NULL)
+		if (is_generation_name(de->d_name))
+			rc = log_err_set(err, -EEXIST,
+					 "target %s: %s looks like atomsync's, "
+					 "in a directory atomsync never "
+					 "published to; move it away first",
+					 w->path, de->d_name);
+	if (d)
+		closedir(d);
+	else if (fd >= 0)
+		close(fd);
+	if (rc < 0 && unlinkat(w->dfd, WRITER_LOCK, 0) == 0)
+		w->made_lock = false; /* the directory left as it was */
+	return rc;
+}
+
 /* Removes what an interrupted publish left behind, and replaced
  * generations but one (grace_keeper): that one is retired like any
  * replaced generation while in its grace period, else kept to be
@@ -915,9 +957,7 @@ static void recover(struct writer *w)
 			continue;
 		if (gen && is_replaced(w, n))
 			retire_now(w, n, left_ms > 0 ? kept : NULL);
-		else if (gen || strcmp(n, WRITER_DATA_TMP) == 0 ||
-		    strcmp(n, STATE_TMP) == 0 || strcmp(n, STATE_ERROR_TMP) == 0 ||
-		    strcmp(n, STATE_JOURNAL_TMP) == 0)
+		else if (gen || temporary_name(n))
 			remove_leftover(w, n);
 	}
 	if (w->o.dry_run)
@@ -1328,6 +1368,7 @@ static int lock_target(struct writer *w, char **err)
 		return 0;
 	for (int tries = 0; rc == -ESTALE && tries < 8; tries++)
 		rc = take_lock(w, &made, &holder);
+	w->made_lock = rc == 0 && made;
 	if (rc == 0)
 		return made && !w->made_target ? removed_lock(w, err) : 0;
 	if (rc == -EBUSY && holder > 0)
@@ -1437,6 +1478,8 @@ int writer_open(const char *target, const struct writer_opts *o,
 		warn_open_dirs(w);
 	if (rc == 0)
 		rc = open_live_generation(w, err);
+	if (rc == 0)
+		rc = foreign_leftovers(w, err);
 	if (rc == 0)
 		recover(w);
 	if (rc == 0 && !o->load_later)

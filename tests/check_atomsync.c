@@ -878,6 +878,36 @@ START_TEST(test_a_path_as_deep_as_allowed_is_written)
 }
 END_TEST
 
+/* A directory that was never a target, holding what looks like a
+ * generation: someone's data, refused rather than removed as a leftover;
+ * moved away, the directory becomes a target. */
+START_TEST(test_a_generation_name_in_a_new_target_is_not_removed)
+{
+	char *gen = tu_path(dst, "..2020_01_01_00_00_00.000000000");
+	char *lock = tu_path(dst, "..atomsync.lock"), *kept = tu_path(tmp, "kept");
+	struct atomsync_writer *w = NULL;
+
+	tu_write(gen, "data", "theirs\n", 0644);
+	ck_assert_int_eq(atomsync_writer_open(dst, NULL, &w), -EEXIST);
+	const char *e = atomsync_writer_error(w);
+	ck_assert_msg(e && strstr(e, "..2020_01_01_00_00_00.000000000 looks "
+				     "like atomsync's"),
+		      "%s", e);
+	atomsync_writer_close(w);
+	char *data = tu_path(gen, "data"), *got = tu_read(data, NULL);
+	ck_assert_str_eq(got, "theirs\n");
+	ck_assert_int_ne(access(lock, F_OK), 0);
+	ck_assert_int_eq(rename(gen, kept), 0);
+	w = open_writer(NULL);
+	atomsync_writer_close(w);
+	free(got);
+	free(data);
+	free(kept);
+	free(lock);
+	free(gen);
+}
+END_TEST
+
 /* A child made by fork() shares the writer's lock: it is refused, and
  * its close leaves the parent's target as it is; the parent goes on. */
 START_TEST(test_a_writer_is_refused_in_a_child_after_fork)
@@ -1314,6 +1344,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_open_creates_and_locks_the_target);
 	tcase_add_test(tc, test_target_through_another_users_link_is_refused);
 	tcase_add_test(tc, test_a_writer_is_refused_in_a_child_after_fork);
+	tcase_add_test(tc, test_a_generation_name_in_a_new_target_is_not_removed);
 	tcase_add_test(tc, test_a_path_as_deep_as_allowed_is_written);
 	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
