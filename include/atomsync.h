@@ -6,15 +6,18 @@
  *   target/NAME -> ..data/NAME                         (one per top-level name)
  *
  * A reader that opens target/NAME sees either the whole old set of files
- * or the whole new one, never a mix, a torn file or a missing name.
+ * or the whole new one, never a mix, a torn file or a missing name, for
+ * as long as it takes to read a generation up to grace_ms (a reader
+ * still in a replaced one after that may find it gone).
  *
  * Every function returns 0 or a negative errno; the writer keeps a
  * one-line message naming the path for the last failure.  Beyond its
  * writers the library holds only process-wide values that no call
  * changes (see atomsync_write(3)), and it writes nothing to stderr:
- * warnings go to the options' log callback when one is set.  It is thread-compatible: a
- * writer may be used by one thread at a time; writers of different
- * targets may run in different threads.  See atomsync_write(3). */
+ * warnings go to the options' log callback when one is set.  It is
+ * thread-compatible: a writer may be used by one thread at a time;
+ * writers of different targets may run in different threads.  See
+ * atomsync_write(3). */
 #ifndef ATOMSYNC_H
 #define ATOMSYNC_H
 

@@ -1378,7 +1378,8 @@ static int lock_target(struct writer *w, char **err)
 				   w->path, (long)holder);
 	if (rc == -EBUSY)
 		return log_err_set(err, rc,
-				   "target %s: in use by another atomsyncd",
+				   "target %s: in use by another writer (this "
+				   "process's, or one /proc does not show)",
 				   w->path);
 	return log_err_set(err, rc, "target %s: lock file %s: %s", w->path,
 			   WRITER_LOCK,
@@ -4152,7 +4153,8 @@ static int prepare_check(struct writer *w, struct snapshot *s,
 				   s->root ? "source " : "payload",
 				   s->root ? s->root : "",
 				   w->live_gen ? w->live_gen : "",
-				   s->root ? "allow_empty = yes" : "allow_empty");
+				   /* a mapping's key, or the library's option */
+				   w->name ? "allow_empty = yes" : "allow_empty");
 	for (size_t i = 0; i < s->problems.n; i++)
 		log_list_add(&pb->unreadable, "%s", s->problems.v[i]);
 	pb->unreadable.more += s->problems.more;
