@@ -25,34 +25,47 @@ static const char *env_value(char *const env[], const char *name)
 	return NULL;
 }
 
+/* 0 when `f` is an executable regular file; -ENOENT, or -EACCES for
+ * one that is there but not to be run. */
+static int runnable(const char *f)
+{
+	struct stat st;
+
+	if (stat(f, &st) < 0 || !S_ISREG(st.st_mode))
+		return -ENOENT;
+	return access(f, X_OK) == 0 ? 0 : -EACCES;
+}
+
 /* The file execvp() would run for `name`: as it is when it holds a '/',
  * else the first executable regular file of that name in the PATH
  * directories, a relative one (or an empty one: ".") taken from "/",
- * where the command runs. */
+ * where the command runs.  Looked at before the start: a failed exec
+ * is not always told to the parent (under valgrind, say). */
 static int find_file(const char *name, char *const env[], char **out)
 {
 	const char *path = env_value(env, "PATH");
 	int rc = -ENOENT;
 
-	if (strchr(name, '/'))
-		return (*out = strdup(name)) ? 0 : -ENOMEM;
+	if (strchr(name, '/')) {
+		rc = runnable(name);
+		return rc < 0 ? rc : (*out = strdup(name)) ? 0 : -ENOMEM;
+	}
 	if (path == NULL)
 		path = LAUNCH_DEFAULT_PATH;
 	for (const char *p = path;; p++) {
 		const char *e = strchrnul(p, ':');
 		int len = (int)(e - p);
 		char *f = NULL;
-		struct stat st;
 		if (asprintf(&f, "%s%.*s%s%s", *p == '/' ? "" : "/", len, p,
 			     len ? "/" : "", name) < 0)
 			return -ENOMEM;
-		if (stat(f, &st) == 0 && S_ISREG(st.st_mode)) {
-			if (access(f, X_OK) == 0) {
-				*out = f;
-				return 0;
-			}
-			rc = -EACCES;
+		int r = runnable(f);
+		if (r == 0) {
+			*out = f;
+			return 0;
 		}
+		if (r == -EACCES)
+			rc = r;
 		free(f);
 		if (*e == '\0')
 			return rc;
