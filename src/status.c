@@ -412,10 +412,13 @@ static void print_daemon(FILE *out, const struct view *v)
 		    v->lock_removed ? "; its lock file was removed or moved: "
 				      "restart it to lock the target again"
 				    : "");
-	else if (v->holder_hidden)
+	else if (v->holder_hidden && geteuid() != 0)
 		put(out, "daemon:", "cannot tell: the open files of root's "
 		    "processes are not uid %u's to look at (run as root)",
 		    (unsigned)geteuid());
+	else if (v->holder_hidden)
+		put(out, "daemon:", "cannot tell: the open files of other "
+		    "processes cannot be looked at here");
 	else
 		put(out, "daemon:", "not running (nothing holds the target's "
 		    "lock)");
