@@ -47,8 +47,16 @@ static int find_file(const char *name, char *const env[], char **out)
 	int rc = -ENOENT;
 
 	if (strchr(name, '/')) {
-		rc = runnable(name);
-		return rc < 0 ? rc : (*out = strdup(name)) ? 0 : -ENOMEM;
+		/* A relative one from "/", as the command runs. */
+		char *f = NULL;
+		if (asprintf(&f, "%s%s", name[0] == '/' ? "" : "/", name) < 0)
+			return -ENOMEM;
+		rc = runnable(f);
+		if (rc < 0)
+			free(f);
+		else
+			*out = f;
+		return rc;
 	}
 	if (path == NULL)
 		path = LAUNCH_DEFAULT_PATH;

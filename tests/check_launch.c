@@ -78,6 +78,13 @@ START_TEST(test_found_in_the_path_the_command_is_given)
 	char *absent[] = {"/nowhere/tool", NULL};
 	ck_assert_ptr_null(run(absent, env, -1, &rc));
 	ck_assert_int_eq(rc, -ENOENT);
+	/* A relative path from "/", where it runs, not from here. */
+	char *rel[] = {"bin/sh", "-c", "echo rel >&2", NULL};
+	ck_assert_int_ne(access("bin/sh", F_OK), 0);
+	out = run(rel, env, -1, &rc);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_str_eq(out, "rel\n");
+	free(out);
 	free(path);
 	free(bin);
 }
