@@ -1462,24 +1462,25 @@ static int resolve_into(struct walk *w, const struct frame *f,
 	return 0;
 }
 
-/* Whether `real`, the real path of what a link leads to (`st`), is
- * below the target: on its file system, with the target among the
- * directories on the way. */
-static bool below_target(const struct walk *w, const char *real,
-			 const struct stat *st)
+/* Whether `st` is the target the read is told to avoid. */
+static bool is_target(const struct snapshot_opts *o, const struct stat *st)
 {
-	const struct snapshot_opts *o = w->o;
+	return o && o->avoid_ino && (uint64_t)st->st_dev == o->avoid_dev &&
+	       (uint64_t)st->st_ino == o->avoid_ino;
+}
+
+/* Whether the target is among the directories on the way to `real`, a
+ * real path. */
+static bool below_target(const struct walk *w, const char *real)
+{
 	struct stat a;
 	bool below = false;
-
-	if (o == NULL || o->avoid_ino == 0 || (uint64_t)st->st_dev != o->avoid_dev)
-		return false;
 	char *p = strdup(real);
+
 	for (char *slash; !below && p && (slash = strrchr(p, '/')) != NULL;) {
 		*slash = '\0';
 		below = stat(slash == p ? "/" : p, &a) == 0 &&
-			(uint64_t)a.st_dev == o->avoid_dev &&
-			(uint64_t)a.st_ino == o->avoid_ino;
+			is_target(w->o, &a);
 		if (slash == p)
 			break;
 	}
@@ -1506,7 +1507,7 @@ static int skip_in_target(struct walk *w, const char *real, const char *cpath,
 		full = fsutil_join(w->s->root_real, out->src);
 		real = own = full ? realpath(full, NULL) : NULL;
 	}
-	below = real && below_target(w, real, &out->st);
+	below = real && below_target(w, real);
 	free(own);
 	free(full);
 	if (!below)
@@ -2168,8 +2169,7 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 	const struct snapshot_opts *o = w->o;
 	bool same = false;
 
-	if (o && o->avoid_ino && (uint64_t)fd->st.st_dev == o->avoid_dev &&
-	    (uint64_t)fd->st.st_ino == o->avoid_ino) {
+	if (is_target(o, &fd->st)) {
 		s->indirect = true;
 		return add_warning(s, *cpath, SNAP_W_TARGET);
 	}
