@@ -22,9 +22,9 @@
 #include "command.h"
 #include "fsutil.h"
 #include "hook.h"
+#include "launch.h"
 #include "log.h"
 #include "snapshot.h"
-#include "launch.h"
 
 /* Since Linux 5.1 a new system call has one number on every
  * architecture (but alpha). */
@@ -105,16 +105,6 @@ static void env_add(struct envb *b, const char *fmt, ...)
 	b->v[b->n] = NULL;
 }
 
-static bool env_has(const struct envb *b, const char *name)
-{
-	size_t len = strlen(name);
-
-	for (size_t i = 0; i < b->n; i++)
-		if (strncmp(b->v[i], name, len) == 0 && b->v[i][len] == '=')
-			return true;
-	return false;
-}
-
 /* The hook_env words: NAME=value as given, NAME with the daemon's value
  * when it has one. */
 static void env_pass(struct envb *b, char *const *pass, size_t npass)
@@ -134,9 +124,9 @@ char **hook_env(const struct hook_vars *v)
 	const char *path = getenv("PATH"), *lang = getenv("LANG");
 
 	env_pass(&b, v->pass, v->npass);
-	if (!env_has(&b, "PATH"))
+	if (!launch_env_value(b.v, "PATH"))
 		env_add(&b, "PATH=%s", path ? path : HOOK_DEFAULT_PATH);
-	if (lang && !env_has(&b, "LANG"))
+	if (lang && !launch_env_value(b.v, "LANG"))
 		env_add(&b, "LANG=%s", lang);
 	env_add(&b, "ATOMSYNC_NAME=%s", v->name);
 	env_add(&b, "ATOMSYNC_TARGET=%s", v->target);

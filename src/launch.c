@@ -15,7 +15,7 @@
 /* execvp()'s search path when the environment has none. */
 #define LAUNCH_DEFAULT_PATH "/bin:/usr/bin"
 
-static const char *env_value(char *const env[], const char *name)
+const char *launch_env_value(char *const env[], const char *name)
 {
 	size_t n = strlen(name);
 
@@ -43,7 +43,7 @@ static int runnable(const char *f)
  * is not always told to the parent (under valgrind, say). */
 static int find_file(const char *name, char *const env[], char **out)
 {
-	const char *path = env_value(env, "PATH");
+	const char *path = launch_env_value(env, "PATH");
 	int rc = -ENOENT;
 
 	if (strchr(name, '/')) {

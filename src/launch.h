@@ -17,4 +17,8 @@
 int launch_command(char *const argv[], char *const env[], int err_fd, int fd3,
 		   int *pid);
 
+/* The value of `name` in env (NAME=value entries, NULL-terminated; env
+ * may be NULL), or NULL. */
+const char *launch_env_value(char *const env[], const char *name);
+
 #endif
