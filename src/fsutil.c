@@ -1274,13 +1274,10 @@ static int holds_lock(int pfd, const struct lock_match *m)
 	bool has_dir = m->dir == NULL, has_lock = false;
 	struct stat st = {0};
 	struct dirent *e;
-	int fd = openat(pfd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	DIR *d = fsutil_opendir_at(pfd, "fd");
 
 	if (d == NULL) {
 		int rc = errno;
-		if (fd >= 0)
-			close(fd);
 		if (rc == EACCES || rc == EPERM)
 			return -EACCES; /* not ours to look at */
 		return rc == EMFILE || rc == ENFILE || rc == ENOMEM ? -rc : 0;
@@ -1695,13 +1692,24 @@ static int chase_link(struct chase *c, int lfd, const struct stat *lst,
 	return rc;
 }
 
-/* The last component, opened with the caller's flags (and created first
- * when asked and missing): an fd, or a negative errno. */
+DIR *fsutil_opendir_at(int dfd, const char *name)
+{
+	int fd = openat(dfd, name,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	if (d == NULL && fd >= 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return d;
+}
+
 /* Whether the directory open as `fd` has no entry but . and .. */
 static bool dir_empty(int fd)
 {
-	int dup = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+	DIR *d = fsutil_opendir_at(fd, ".");
 	struct dirent *de;
 	bool empty = d != NULL;
 
@@ -1710,9 +1718,13 @@ static bool dir_empty(int fd)
 			strcmp(de->d_name, "..") == 0;
 	if (d)
 		closedir(d);
-	else if (dup >= 0)
-		close(dup);
 	return empty;
+}
+
+bool fsutil_made_private(int fd, struct stat *st)
+{
+	return fstat(fd, st) == 0 && S_ISDIR(st->st_mode) &&
+	       st->st_uid == geteuid() && (st->st_mode & 05077) == 0;
 }
 
 /* Whether the directory open as `fd`, found where one was just made, is
@@ -1723,12 +1735,11 @@ static bool made_by_us(int fd)
 {
 	struct stat st;
 
-	/* The setgid bit comes from a setgid parent: no sign of another's. */
-	return fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
-	       st.st_uid == geteuid() && (st.st_mode & 05077) == 0 &&
-	       dir_empty(fd);
+	return fsutil_made_private(fd, &st) && dir_empty(fd);
 }
 
+/* The last component, opened with the caller's flags (and created first
+ * when asked and missing): an fd, or a negative errno. */
 static int chase_last(struct chase *c, const char *name, unsigned how,
 		      int flags, bool *created)
 {

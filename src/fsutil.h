@@ -4,6 +4,7 @@
 #ifndef ATOMSYNC_FSUTIL_H
 #define ATOMSYNC_FSUTIL_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -190,6 +191,18 @@ int fsutil_acl_read(int fd, struct fsutil_acl *a);
 /* Who besides the owner may write a file of mode `mode` (some of 0022):
  * "its group and others", "its group" or "others", for messages. */
 const char *fsutil_writers(mode_t mode);
+
+/* `name` in `dfd` ("." for dfd itself, no link followed) opened to be
+ * read with readdir(); NULL, errno set, when it cannot be. */
+DIR *fsutil_opendir_at(int dfd, const char *name);
+
+/* Whether the directory open as `fd` (its metadata in *st) is one we
+ * made private: in a directory others can write, one of them may have
+ * put another in the place of the one just made, which what follows
+ * (a chown, a chmod) must not touch.  They can move only directories
+ * they can write.  The setgid bit a directory takes from a setgid
+ * parent lets nobody in: it is no sign of another's. */
+bool fsutil_made_private(int fd, struct stat *st);
 
 /* Opens `path` as a root daemon must resolve a path that other users may
  * change (as systemd's chase() does): one component at a time, following

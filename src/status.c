@@ -124,17 +124,12 @@ static void open_target(struct view *v)
  * what the writer moved out of generations, for an administrator. */
 static size_t count_aside(int dfd)
 {
-	int fd = openat(dfd, WRITER_ASIDE,
-			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	DIR *d = fsutil_opendir_at(dfd, WRITER_ASIDE);
 	struct dirent *de;
 	size_t n = 0;
 
-	if (d == NULL) {
-		if (fd >= 0)
-			close(fd);
+	if (d == NULL)
 		return 0;
-	}
 	while ((de = readdir(d)) != NULL)
 		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
 			n++;

@@ -700,18 +700,6 @@ static void retire_now(struct writer *w, const char *n, const char *kept)
 			w->path, n, why, kept ? kept : "");
 }
 
-/* Whether the directory open as `fd` is one we made private: in a
- * directory others can write, one of them may have put another in the
- * place of the one just made, which the chown that follows must not
- * touch.  They can move only directories they can write.  The setgid
- * bit a directory takes from a setgid parent (a target made so) lets
- * nobody in: it is no sign of another's. */
-static bool made_here(int fd, struct stat *st)
-{
-	return fstat(fd, st) == 0 && S_ISDIR(st->st_mode) &&
-	       st->st_uid == geteuid() && (st->st_mode & 05077) == 0;
-}
-
 /* WRITER_ASIDE of the target, made if need be: a descriptor, or a
  * negative errno (-EPERM when it is not a directory we made private). */
 static int aside_open(int dfd)
@@ -724,7 +712,7 @@ static int aside_open(int dfd)
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOTDIR || errno == ELOOP ? -EPERM : -errno;
-	if (!made_here(fd, &st)) {
+	if (!fsutil_made_private(fd, &st)) {
 		close(fd);
 		return -EPERM;
 	}
@@ -903,8 +891,7 @@ static int foreign_leftovers(struct writer *w, char **err)
 	    fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
 	    fstatat(w->dfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return 0;
-	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	DIR *d = fsutil_opendir_at(w->dfd, ".");
 	while (rc == 0 && d && (de = readdir(d)) != NULL)
 		if (is_generation_name(de->d_name))
 			rc = log_err_set(err, -EEXIST,
@@ -914,8 +901,6 @@ static int foreign_leftovers(struct writer *w, char **err)
 					 w->path, de->d_name);
 	if (d)
 		closedir(d);
-	else if (fd >= 0)
-		close(fd);
 	if (rc < 0 && unlinkat(w->dfd, WRITER_LOCK, 0) == 0)
 		w->made_lock = false; /* the directory left as it was */
 	return rc;
@@ -932,14 +917,11 @@ static int foreign_leftovers(struct writer *w, char **err)
  * later start: it must not keep the mapping from publishing. */
 static void recover(struct writer *w)
 {
-	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	DIR *d = fsutil_opendir_at(w->dfd, ".");
 	if (d == NULL) {
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: cannot look for leftovers: %s", w->path,
 			strerror(errno));
-		if (fd >= 0)
-			close(fd);
 		return;
 	}
 	int64_t left_ms = grace_left(w);
@@ -2035,15 +2017,11 @@ static int sync_visible_once(struct writer *w, const struct snapshot *s,
 			first = log_err_set(err, rc, "target %s: visible link %s: %s",
 					    w->path, p, strerror(-rc));
 	}
-	int fd = openat(w->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (d == NULL) {
-		if (fd >= 0)
-			close(fd);
+	DIR *d = fsutil_opendir_at(w->dfd, ".");
+	if (d == NULL)
 		return first ? first
 			     : log_err_set(err, -errno, "target %s: %s", w->path,
 					   strerror(errno));
-	}
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
@@ -3400,7 +3378,7 @@ static int build_dir(struct build *b, size_t i, struct level *p,
 			return log_err_set(b->err, -errno,
 					   "target %s: open %s: %s", b->w->path,
 					   e->path, strerror(errno));
-		if (!made_here(nfd, &l.found)) {
+		if (!fsutil_made_private(nfd, &l.found)) {
 			close(nfd);
 			return log_err_set(b->err, -EPERM,
 					   "target %s: %s was replaced by "
