@@ -661,6 +661,17 @@ START_TEST(test_an_acl_that_keeps_a_writer_out_is_honoured)
 }
 END_TEST
 
+/* dst/rel holds `want`. */
+static void target_reads(const char *rel, const char *want)
+{
+	char *p = tu_path(dst, rel), *text = tu_read(p, NULL);
+
+	ck_assert_msg(text && strcmp(text, want) == 0, "%s: %s", rel,
+		      text ? text : "(cannot be read)");
+	free(text);
+	free(p);
+}
+
 /* What a link to a directory reaches is judged for the link's maker as
  * well as for the directory's own writers: files and directories below
  * it that an ACL keeps from them stay out, even where the directory is
@@ -670,7 +681,7 @@ END_TEST
  * has. */
 START_TEST(test_a_link_to_a_directory_is_judged_for_its_maker)
 {
-	char *shared = tu_path(tmp, "shared"), *err = NULL, *cmd, *text;
+	char *shared = tu_path(tmp, "shared"), *err = NULL, *cmd;
 	char *pub = dir_of("shared/pub", APP_UID);
 	char *priv = dir_of("shared/priv", OTHER_UID);
 	char *own = tu_path(priv, "own"), *sub = tu_path(priv, "sub");
@@ -724,26 +735,10 @@ START_TEST(test_a_link_to_a_directory_is_judged_for_its_maker)
 	p = tu_path(dst, "pub/pd/sub");
 	ck_assert_int_lt(lstat(p, &st), 0);
 	free(p);
-	p = tu_path(dst, "pub/pd/open");
-	text = tu_read(p, NULL);
-	ck_assert_str_eq(text, "for all\n");
-	free(text);
-	free(p);
-	p = tu_path(dst, "grp/f");
-	text = tu_read(p, NULL);
-	ck_assert_str_eq(text, "the group's\n");
-	free(text);
-	free(p);
-	p = tu_path(dst, "dm/f");
-	text = tu_read(p, NULL);
-	ck_assert_str_eq(text, "daemon's group's\n");
-	free(text);
-	free(p);
-	p = tu_path(dst, "current/conf/db.pw");
-	text = tu_read(p, NULL);
-	ck_assert_str_eq(text, "root's group's\n");
-	free(text);
-	free(p);
+	target_reads("pub/pd/open", "for all\n");
+	target_reads("grp/f", "the group's\n");
+	target_reads("dm/f", "daemon's group's\n");
+	target_reads("current/conf/db.pw", "root's group's\n");
 	free(err);
 	free(cmd);
 	free(df);
