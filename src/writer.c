@@ -901,8 +901,6 @@ static int foreign_leftovers(struct writer *w, char **err)
 					 w->path, de->d_name);
 	if (d)
 		closedir(d);
-	if (rc < 0 && unlinkat(w->dfd, WRITER_LOCK, 0) == 0)
-		w->made_lock = false; /* the directory left as it was */
 	return rc;
 }
 
@@ -1431,6 +1429,15 @@ static void warn_open_dirs(const struct writer *w)
 			w->path, (unsigned)m, m & 0002 ? "others" : "its group");
 }
 
+/* A writer refused at open takes away the lock file it made, leaving
+ * the directory as it found it.  (Still named by it: the lock held.) */
+static void drop_made_lock(struct writer *w)
+{
+	if (w->made_lock && w->lock_fd >= 0 && lock_named(w, w->lock_fd) &&
+	    unlinkat(w->dfd, WRITER_LOCK, 0) == 0)
+		w->made_lock = false;
+}
+
 int writer_open(const char *target, const struct writer_opts *o,
 		struct writer **out, char **err)
 {
@@ -1468,6 +1475,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 	if (rc == 0 && !o->load_later)
 		rc = writer_load(w, err);
 	if (rc < 0) {
+		drop_made_lock(w);
 		writer_close(w);
 		return rc;
 	}

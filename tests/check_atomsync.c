@@ -908,6 +908,34 @@ START_TEST(test_a_generation_name_in_a_new_target_is_not_removed)
 }
 END_TEST
 
+/* Any refusal at open leaves a directory that was no target as it was:
+ * without the lock file the refused writer made. */
+START_TEST(test_a_refused_open_takes_its_lock_file_away)
+{
+	char *data = tu_path(dst, "..data"), *lock = tu_path(dst, "..atomsync.lock");
+	struct atomsync_writer *w = NULL;
+
+	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	ck_assert_int_eq(symlink("elsewhere", data), 0);
+	ck_assert_int_eq(atomsync_writer_open(dst, NULL, &w), -EEXIST);
+	const char *e = atomsync_writer_error(w);
+	ck_assert_msg(e && strstr(e, "not to a generation of ours"), "%s", e);
+	atomsync_writer_close(w);
+	ck_assert_int_ne(access(lock, F_OK), 0);
+	ck_assert_int_eq(unlink(data), 0);
+	tu_write(dst, "..data", "a file\n", 0644);
+	w = NULL;
+	ck_assert_int_lt(atomsync_writer_open(dst, NULL, &w), 0);
+	atomsync_writer_close(w);
+	ck_assert_int_ne(access(lock, F_OK), 0);
+	char *got = tu_read(data, NULL);
+	ck_assert_str_eq(got, "a file\n");
+	free(got);
+	free(lock);
+	free(data);
+}
+END_TEST
+
 /* A child made by fork() shares the writer's lock: it is refused, and
  * its close leaves the parent's target as it is; the parent goes on. */
 START_TEST(test_a_writer_is_refused_in_a_child_after_fork)
@@ -1345,6 +1373,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_target_through_another_users_link_is_refused);
 	tcase_add_test(tc, test_a_writer_is_refused_in_a_child_after_fork);
 	tcase_add_test(tc, test_a_generation_name_in_a_new_target_is_not_removed);
+	tcase_add_test(tc, test_a_refused_open_takes_its_lock_file_away);
 	tcase_add_test(tc, test_a_path_as_deep_as_allowed_is_written);
 	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
