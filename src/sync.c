@@ -1166,15 +1166,15 @@ static void note_live(struct sync *s)
  * the walk's warnings and directories. */
 static void note_result(struct sync *s)
 {
+	/* The warnings first: "skipped" lines belong to the publish. */
+	if (s->pub.extras)
+		log_warnings(s, s->pub.extras);
 	if (s->pub.res.published)
 		note_published(s);
 	else
 		note_live(s);
-	if (s->pub.extras) {
-		log_warnings(s, s->pub.extras);
-		if (s->phase != PH_STOPPING)
-			update_watches(s, s->pub.extras);
-	}
+	if (s->pub.extras && s->phase != PH_STOPPING)
+		update_watches(s, s->pub.extras);
 }
 
 static void finished_ok(struct sync *s)

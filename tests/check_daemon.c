@@ -2467,6 +2467,12 @@ START_TEST(test_certbot_live_directory_follows_renewals)
 	ck_assert(tu_wait_for(tu_file_holds, &n, 5000));
 	wait_log("stray.pem: symlink points outside the source; skipped", 1, 3000);
 	ck_assert_int_ne(access(tstray, F_OK), 0);
+	/* The warning belongs to the publish, so it comes before it. */
+	char *log = tu_read(logpath, NULL);
+	const char *skipped = strstr(log, "stray.pem: symlink points outside");
+	const char *published = strstr(log, ": published ..");
+	ck_assert_msg(published && skipped < published, "%s", log);
+	free(log);
 	/* certbot renew */
 	tu_write(archive, "example.org/cert2.pem", "CERT 2\n", 0644);
 	char *next = tu_path(live, "cert.pem.new");
