@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #ifdef HAVE_MALLOC_TRIM
 #include <malloc.h>
 #endif
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "array.h"
@@ -299,6 +301,9 @@ const char *snapshot_warn_str(enum snap_warn kind)
 	case SNAP_W_HIDDEN:
 		return "symlink through a directory that a user who can write "
 		       "its directory may not enter; skipped";
+	case SNAP_W_PROC:
+		return "symlink into /proc (the daemon's view of processes, "
+		       "not a file of the source's); skipped";
 	case SNAP_W_HIDDEN_BELOW:
 		return "a directory below a symlink that a user who can write "
 		       "the symlink's directory may not enter; skipped";
@@ -1364,7 +1369,8 @@ static void via_from(struct frame *child, const struct frame *f, bool link)
 	child->via_uid = own ? f->uid : f->via_uid;
 	child->via_gid = own ? f->gid : f->via_gid;
 	child->via_mode = own ? f->mode : kept ? f->via_mode : (mode_t)S_IWOTH;
-	if (child->flags & SNAP_F_EXTERNAL)
+	/* What a follow_into directory holds is the config's to give. */
+	if ((child->flags & SNAP_F_EXTERNAL) && !(child->flags & SNAP_F_FOLLOW))
 		child->via = false;
 }
 
@@ -1421,6 +1427,21 @@ static bool inside(const char *path, const char *dir)
 	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
 
+/* The absolute path of the link `name` in f, through the source's real
+ * path. */
+static char *link_path(const struct walk *w, const struct frame *f,
+		       const char *name)
+{
+	char *full;
+
+	if (f->flags & SNAP_F_EXTERNAL)
+		return fsutil_join(f->src, name);
+	if (asprintf(&full, "%s%s%s/%s", w->s->root_real, *f->src ? "/" : "",
+		     f->src, name) < 0)
+		return NULL;
+	return full;
+}
+
 /* A link that leads out of the source, tried against follow_into: where
  * it really leads must be inside one of those directories, and is then
  * opened by that symlink-free path, so a link changed meanwhile cannot
@@ -1434,11 +1455,7 @@ static int resolve_into(struct walk *w, const struct frame *f,
 
 	if (w->ninto == 0)
 		return -EXDEV;
-	if (f->flags & SNAP_F_EXTERNAL)
-		full = fsutil_join(f->src, name);
-	else if (asprintf(&full, "%s%s%s/%s", s->root_real,
-			  *f->src ? "/" : "", f->src, name) < 0)
-		full = NULL;
+	full = link_path(w, f, name);
 	if (full == NULL)
 		return -ENOMEM;
 	real = realpath(full, NULL);
@@ -1649,6 +1666,16 @@ static int hidden_dir(struct walk *w, const struct frame *f, int dfd,
 	return rc;
 }
 
+/* Whether `fd` is on a proc file system, whose files are what each
+ * reader may see of processes (/proc/PID/maps is for its owner), not
+ * what their mode bits say: never published from a link. */
+static bool on_procfs(int fd)
+{
+	struct statfs sf;
+
+	return fstatfs(fd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC;
+}
+
 /* Whether a directory on the way from the source root to `real` (a
  * path with no link on it, relative to the root), or `real` itself when
  * it is a directory, is one that a user who can write f, the directory
@@ -1659,16 +1686,16 @@ static int hidden_dir(struct walk *w, const struct frame *f, int dfd,
  * *st) is what was reached this way.  1 or 0; a negative errno when the
  * way is not there as it was (-ELOOP: a link at its end now). */
 static int hidden_from_writers(struct walk *w, const struct frame *f,
-			       const char *real, struct stat *st)
+			       int root, const char *real, struct stat *st)
 {
-	int dfd = w->s->root_fd, rc = 0;
+	int dfd = root, rc = 0;
 	const char *p = real, *slash;
 	bool hidden = false;
 
 	while (!hidden && (slash = strchr(p, '/')) != NULL) {
 		int next = enter_dir(w, f, dfd, p, (size_t)(slash - p),
 				     &hidden);
-		if (dfd != w->s->root_fd)
+		if (dfd != root)
 			close(dfd);
 		if (next < 0)
 			return next;
@@ -1683,9 +1710,40 @@ static int hidden_from_writers(struct walk *w, const struct frame *f,
 		rc = -ELOOP;
 	else if (S_ISDIR(st->st_mode) && *p)
 		rc = hidden_dir(w, f, dfd, p, st);
-	if (dfd != w->s->root_fd)
+	if (rc == 0 && !S_ISDIR(st->st_mode) && on_procfs(dfd))
+		rc = 2;
+	if (dfd != root)
 		close(dfd);
 	return rc;
+}
+
+/* hidden_from_writers() for f's writers and for those of the directory
+ * holding the link f was reached through.  0 when the way is open (*st:
+ * what it leads to); 1 when skipped with a warning; a negative errno. */
+static int way_open(struct walk *w, const struct frame *f, int root,
+		    const char *real, const char *cpath, struct found *out)
+{
+	int rc = hidden_from_writers(w, f, root, real, &out->st);
+
+	if (rc == 0 && f->via) {
+		struct frame v = via_of(f);
+		rc = hidden_from_writers(w, &v, root, real, &out->st);
+	}
+	if (rc == 0)
+		return 0;
+	out->skip = rc > 0;
+	if (rc > 0) {
+		rc = add_warning(w->s, cpath,
+				 rc == 1 ? SNAP_W_HIDDEN : SNAP_W_PROC);
+		return rc < 0 ? rc : 1;
+	}
+	if (rc == -ENOMEM)
+		return log_err_set(&w->err, rc, "source %s/%s: %s", w->s->root,
+				   cpath, strerror(-rc));
+	/* Changed under us: the caller retries. */
+	return log_err_set(&w->err, -EAGAIN,
+			   "source %s/%s: changed while being read (%s)",
+			   w->s->root, cpath, strerror(-rc));
 }
 
 /* A link with symlinks = inside: resolved within the source (or into a
@@ -1714,34 +1772,25 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 		rc = skip_in_target(w, out->src, cpath, out);
 		return rc < 0 ? rc : 0;
 	}
-	rc = hidden_from_writers(w, f, resolved, &out->st);
-	if (rc == 0 && f->via) {
-		struct frame v = via_of(f);
-		rc = hidden_from_writers(w, &v, resolved, &out->st);
-	}
+	rc = way_open(w, f, s->root_fd, resolved, cpath, out);
 	if (rc != 0) {
 		free(resolved);
-		out->skip = rc == 1;
-		if (rc == 1)
-			return add_warning(s, cpath, SNAP_W_HIDDEN);
-		if (rc == -ENOMEM)
-			return log_err_set(&w->err, rc, "source %s/%s: %s",
-					   s->root, cpath, strerror(-rc));
-		/* Changed under us: the caller retries. */
-		return log_err_set(&w->err, -EAGAIN,
-				   "source %s/%s: changed while being read (%s)",
-				   s->root, cpath, strerror(-rc));
+		return rc < 0 ? rc : 0;
 	}
 	out->src = resolved;
 	out->flags = f->flags;
 	return 0;
 }
 
-/* A link with symlinks = follow: the kernel resolves it. */
+/* A link with symlinks = follow: used by its real path, every link on
+ * the way resolved (/proc/self/fd/N names the daemon's own files), and
+ * only when the writers of its directory may enter every directory on
+ * that way, as with symlinks = inside.  Opened by that path with no link
+ * followed, so a link changed since cannot lead elsewhere. */
 static int link_follow(struct walk *w, const struct frame *f, const char *name,
 		       const char *cpath, struct found *out)
 {
-	char *t = NULL;
+	char *t = NULL, *full = NULL, *real = NULL;
 	int rc = 0;
 
 	if (fsutil_readlinkat(f->fd, name, &t) == 0)
@@ -1749,16 +1798,24 @@ static int link_follow(struct walk *w, const struct frame *f, const char *name,
 	free(t);
 	if (rc < 0)
 		return rc;
-	if (fstatat(f->fd, name, &out->st, 0) < 0) {
-		if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
-			return link_warning(w, cpath,
-					    errno == ELOOP ? -ELOOP : -ENOENT,
-					    out);
-		return log_err_set(&w->err, -errno, "source %s/%s: %s",
-				   w->s->root, cpath, strerror(errno));
+	full = link_path(w, f, name);
+	if (full == NULL)
+		return -ENOMEM;
+	real = realpath(full, NULL);
+	rc = real ? 0 : errno == ENOMEM ? -ENOMEM : errno == ELOOP ? -ELOOP : -ENOENT;
+	free(full);
+	if (rc == -ENOENT || rc == -ELOOP)
+		return link_warning(w, cpath, rc, out);
+	if (rc == 0)
+		rc = way_open(w, f, w->s->ext_fd, real + 1, cpath, out);
+	if (rc != 0) {
+		free(real);
+		return rc < 0 ? rc : 0;
 	}
-	out->flags = f->flags | SNAP_F_FOLLOW;
-	rc = skip_in_target(w, NULL, cpath, out);
+	free(out->src);
+	out->src = real;
+	out->flags = f->flags | SNAP_F_FOLLOW | SNAP_F_EXTERNAL;
+	rc = skip_in_target(w, real, cpath, out);
 	return rc < 0 ? rc : 0;
 }
 
@@ -2186,6 +2243,10 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		close(sub);
 		return add_warning(s, *cpath, SNAP_W_HIDDEN_BELOW);
 	}
+	if (sub >= 0 && (fd->flags & SNAP_F_FOLLOW) && on_procfs(sub)) {
+		close(sub);
+		return add_warning(s, *cpath, SNAP_W_PROC);
+	}
 	struct snap_entry e = {0};
 	fill_from_stat(&e, &fd->st);
 	e.flags = (uint8_t)fd->flags;
@@ -2388,9 +2449,10 @@ static int resolve_into_dirs(struct walk *w)
 {
 	const struct snapshot_opts *o = w->o;
 
-	if (o == NULL || o->nfollow_into == 0)
+	if (o == NULL || (o->nfollow_into == 0 && o->links != SNAP_LINKS_FOLLOW))
 		return 0;
-	w->into = calloc(o->nfollow_into, sizeof(*w->into));
+	w->into = calloc(o->nfollow_into ? o->nfollow_into : 1,
+			 sizeof(*w->into));
 	if (w->into == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < o->nfollow_into; i++) {
@@ -3556,6 +3618,8 @@ static int refresh_run(struct refresh *r, const struct snap_changed *c)
 	if (s->root_dev != r->w.prev->root_dev ||
 	    s->root_ino != r->w.prev->root_ino)
 		rc = -ESTALE; /* the source was replaced */
+	if (rc == 0) /* for a link it meets, with symlinks = follow */
+		rc = resolve_into_dirs(&r->w);
 	if (rc == 0)
 		rc = refresh_split(r, c, &alone, &na);
 	if (rc == 0 && (todo = refresh_todo(r, c->dirs, c->ndirs, &k)) == NULL)

@@ -583,6 +583,78 @@ START_TEST(test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped)
 }
 END_TEST
 
+/* --once with symlinks = follow from `source` to dst. */
+static int once_following(const char *source, char **err)
+{
+	const char *argv[] = {tu_bin(), "--source", source, "--target", dst,
+			      "--symlinks", "follow", "--once", NULL};
+	return tu_run(argv, NULL, err, 30000);
+}
+
+/* symlinks = follow reads anywhere, but only what the link's maker may
+ * reach: the way to a file is judged as inside the source (a 0700
+ * directory of root's on it keeps it out), and /proc, whose files are
+ * each reader's own view (/proc/self/maps, /proc/self/fd/N: the
+ * daemon's memory and open directories), is never read. */
+START_TEST(test_a_followed_link_is_judged_on_its_real_way)
+{
+	char *usrc = dir_of("usrc", APP_UID), *priv = tu_path(tmp, "priv");
+	char *err = NULL, *cmd, *text;
+	char *open_dir = dir_of("open", 0);
+	struct stat st;
+
+	tu_write(priv, "pub.txt", "behind root's door\n", 0644);
+	tu_write(priv, "sub/x", "below it\n", 0644);
+	ck_assert_int_eq(chmod(priv, 0700), 0);
+	tu_write(open_dir, "ok", "anyone's\n", 0644);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && ln -s '%s/pub.txt' leak && "
+					"ln -s '%s/sub' leakdir && ln -s "
+					"'%s/ok' ok && ln -s /proc/self/maps "
+					"maps && ln -s /proc/self/fd/3 fd && "
+					"ln -s /proc/1 pid1",
+				  usrc, priv, priv, open_dir),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	ck_assert_int_eq(once_following(usrc, &err), 0);
+	ck_assert_msg(strstr(err, "leak: symlink through a directory that a "
+				  "user who can write its directory may not "
+				  "enter; skipped") &&
+			      strstr(err, "leakdir: symlink through") &&
+			      strstr(err, "maps: symlink into /proc") &&
+			      strstr(err, "pid1: symlink into /proc"),
+		      "%s", err);
+	const char *gone[] = {"leak", "leakdir", "maps", "pid1"};
+	for (size_t i = 0; i < sizeof(gone) / sizeof(*gone); i++) {
+		char *p = tu_path(dst, gone[i]);
+		ck_assert_msg(lstat(p, &st) < 0, "%s published", gone[i]);
+		free(p);
+	}
+	/* fd 3, whatever the daemon holds there, is nothing of priv's. */
+	char *fd = tu_path(dst, "fd/x");
+	ck_assert_int_lt(lstat(fd, &st), 0);
+	free(fd);
+	char *ok = tu_path(dst, "ok");
+	text = tu_read(ok, NULL);
+	ck_assert_str_eq(text, "anyone's\n");
+	free(text);
+	free(err);
+	/* The door opened: the same links are published. */
+	ck_assert_int_eq(chmod(priv, 0755), 0);
+	ck_assert_int_eq(once_following(usrc, &err), 0);
+	char *x = tu_path(dst, "leakdir/x");
+	text = tu_read(x, NULL);
+	ck_assert_str_eq(text, "below it\n");
+	free(text);
+	free(x);
+	free(err);
+	free(ok);
+	free(cmd);
+	free(open_dir);
+	free(priv);
+	free(usrc);
+}
+END_TEST
+
 /* An access ACL that keeps the writer of a source directory out of a
  * directory or a file of another user's ("user:2003:---", the mode
  * bits saying all may) keeps out their links to it; and a directory
@@ -2167,6 +2239,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_file_the_sources_writers_cannot_read_is_skipped);
 	tcase_add_test(tc,
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
+	tcase_add_test(tc, test_a_followed_link_is_judged_on_its_real_way);
 	tcase_add_test(tc, test_an_acl_that_keeps_a_writer_out_is_honoured);
 	tcase_add_test(tc, test_a_group_the_owner_is_not_in_grants_them_nothing);
 	tcase_add_test(tc, test_a_link_to_a_directory_is_judged_for_its_maker);
