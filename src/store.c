@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -52,13 +53,20 @@ static int write_all(int fd, const char *p, size_t len, size_t off)
 
 /* A memfd for a record.  Never executable (with vm.memfd_noexec=2, a
  * memfd that could be is refused); a kernel before 6.3 does not know the
- * flag. */
+ * flag.  Mode 0600, not memfd's 0777: a record lists a source's files,
+ * for nobody to open through /proc/PID/fd. */
 static int record_memfd(void)
 {
 	int fd = memfd_create("atomsync-record", MFD_CLOEXEC | MFD_NOEXEC_SEAL);
 
 	if (fd < 0 && errno == EINVAL)
 		fd = memfd_create("atomsync-record", MFD_CLOEXEC);
+	if (fd >= 0 && fchmod(fd, 0600) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
 	return fd;
 }
 

@@ -8,8 +8,10 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -113,6 +115,36 @@ START_TEST(test_a_view_keeps_its_writes_to_itself)
 	assert_pages(w, PAGES, "second view", as_filled);
 	store_unmap(x, w, PAGES * page);
 	store_unmap(x, v, PAGES * page);
+	store_unmap(x, m, PAGES * page);
+}
+END_TEST
+
+/* A record lists a source's files: its memfd is private (0600), not
+ * memfd_create()'s 0777, should anyone reach it by a /proc path. */
+START_TEST(test_a_record_is_private)
+{
+	char *m;
+	struct store *x = filled(&m);
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int found = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL) {
+		char *p, to[256];
+		struct stat st;
+		ck_assert_int_gt(asprintf(&p, "/proc/self/fd/%s", de->d_name), 0);
+		ssize_t n = readlink(p, to, sizeof(to) - 1);
+		to[n > 0 ? n : 0] = '\0';
+		if (strstr(to, "memfd:atomsync-record")) {
+			ck_assert_int_eq(stat(p, &st), 0);
+			ck_assert_uint_eq(st.st_mode & 07777, 0600);
+			found++;
+		}
+		free(p);
+	}
+	closedir(d);
+	ck_assert_int_gt(found, 0);
 	store_unmap(x, m, PAGES * page);
 }
 END_TEST
@@ -282,6 +314,7 @@ static Suite *store_suite(void)
 	TCase *tc = tcase_create("store");
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_add_test(tc, test_a_view_keeps_its_writes_to_itself);
+	tcase_add_test(tc, test_a_record_is_private);
 	tcase_add_test(tc, test_a_view_and_the_store_map_each_page_once);
 	tcase_add_test(tc, test_a_view_of_a_few_pages_maps_them_as_touched);
 	tcase_add_test(tc, test_a_view_past_the_end_holds_zeros);
