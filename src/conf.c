@@ -1174,28 +1174,56 @@ int conf_load(const char *path, struct conf **out, struct conf_errors *errs)
 	return 0;
 }
 
+/* "dir/rest" made absolute and cleaned, or NULL. */
+static char *absolute_clean(const char *dir, const char *rest)
+{
+	char *abs = NULL, *cwd = NULL;
+
+	if (rest[0] == '/')
+		abs = strdup(rest);
+	else if (dir || (cwd = getcwd(NULL, 0)) != NULL)
+		if (asprintf(&abs, "%s/%s", dir ? dir : cwd, rest) < 0)
+			abs = NULL;
+	free(cwd);
+	char *clean = abs ? snapshot_clean_path(abs) : NULL;
+	free(abs);
+	return clean;
+}
+
+/* `clean` with its first `cut` bytes, a dangling link, replaced by
+ * where the link points (relative to the link's directory). */
+static char *through_link(char *clean, size_t cut)
+{
+	char *to = NULL, *joined = NULL, *r = NULL;
+	char save = clean[cut];
+
+	clean[cut] = '\0';
+	char *slash = strrchr(clean, '/');
+	int rc = fsutil_readlinkat(AT_FDCWD, clean, &to);
+	clean[cut] = save;
+	if (rc < 0)
+		return NULL;
+	if (asprintf(&joined, "%s%s", to, clean + cut) >= 0) {
+		*slash = '\0';
+		r = absolute_clean(slash == clean ? "/" : clean, joined);
+		*slash = '/';
+	}
+	free(joined);
+	free(to);
+	return r;
+}
+
 /* Where a path really is, as far as it exists: the real path of its
- * longest existing prefix, followed by the rest, cleaned and absolute. */
+ * longest existing prefix, followed by the rest, cleaned and absolute.
+ * A dangling link on the way is followed (as making the directory would
+ * be), so that two names of one target compare equal. */
 static char *normalize_path(const char *path)
 {
-	char *abs, *clean, *r = NULL;
+	char *clean = absolute_clean(NULL, path), *r = NULL;
+	int hops = 0;
 
-	if (path[0] != '/') {
-		char *cwd = getcwd(NULL, 0);
-		if (cwd == NULL || asprintf(&abs, "%s/%s", cwd, path) < 0)
-			abs = NULL;
-		free(cwd);
-	} else {
-		abs = strdup(path);
-	}
-	if (abs == NULL)
-		return NULL;
-	clean = snapshot_clean_path(abs);
-	free(abs);
-	if (clean == NULL)
-		return NULL;
 	/* Cut at each '/' from the right until a prefix exists. */
-	for (size_t cut = strlen(clean);; ) {
+	for (size_t cut = clean ? strlen(clean) : 0; clean && !r;) {
 		char save = clean[cut];
 		clean[cut] = '\0';
 		char *real = realpath(cut ? clean : "/", NULL);
@@ -1204,12 +1232,20 @@ static char *normalize_path(const char *path)
 			const char *base = strcmp(real, "/") == 0 ? "" : real;
 			if (asprintf(&r, "%s%s", base, clean + cut) < 0)
 				r = NULL;
+			else if (r[0] == '\0')
+				r = (free(r), strdup("/"));
 			free(real);
-			if (r && r[0] == '\0') {
-				free(r);
-				r = strdup("/");
-			}
 			break;
+		}
+		char *next = errno == ENOENT && hops < 40
+				     ? through_link(clean, cut)
+				     : NULL;
+		if (next) {
+			free(clean);
+			clean = next;
+			cut = strlen(clean);
+			hops++;
+			continue;
 		}
 		if (cut == 0)
 			break;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "testutil.h"
@@ -310,6 +311,39 @@ START_TEST(test_same_target_twice)
 	ck_assert_msg(strchr(e.v[0], '(') == NULL, "%s", e.v[0]);
 	conf_errors_fini(&e);
 	conf_free(c);
+}
+END_TEST
+
+/* One directory named twice through a dangling link (the first
+ * mapping makes it, the second then writes to it, replacing what the
+ * first published): the same target, and so is one through a relative
+ * link whose own directory is missing. */
+START_TEST(test_same_target_through_a_dangling_link)
+{
+	struct conf_errors e = {0};
+	char *text, *a = tu_path(tmp, "tgt/a"), *l = tu_path(tmp, "alias");
+	char *r = tu_path(tmp, "rel");
+
+	tu_mkdirs(tmp, 0755);
+	ck_assert_int_eq(symlink(a, l), 0);
+	ck_assert_int_eq(symlink("tgt/b", r), 0);
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:a]\nsource = /s1\ntarget = %s\n"
+				  "[sync:b]\nsource = /s2\ntarget = %s\n"
+				  "[sync:c]\nsource = /s3\ntarget = %s/x\n"
+				  "[sync:d]\nsource = /s4\ntarget = %s/tgt/b/x\n",
+				  a, l, r, tmp),
+			 0);
+	struct conf *c = load(text, &e);
+	assert_error(&e, 6, "is also the target of [sync:a]");
+	assert_error(&e, 12, "is also the target of [sync:c]");
+	ck_assert_uint_eq(e.n, 2);
+	conf_errors_fini(&e);
+	conf_free(c);
+	free(text);
+	free(r);
+	free(l);
+	free(a);
 }
 END_TEST
 
@@ -779,6 +813,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_an_indented_bracket_continues_excludes);
 	tcase_add_test(tc, test_long_lines_and_long_section_names);
 	tcase_add_test(tc, test_same_target_twice);
+	tcase_add_test(tc, test_same_target_through_a_dangling_link);
 	tcase_add_test(tc, test_chains_are_not_loops);
 	tcase_add_test(tc, test_self_loops);
 	tcase_add_test(tc, test_two_and_three_cycles);
