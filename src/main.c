@@ -181,11 +181,13 @@ static int run_status(const struct options *op, struct conf *conf)
 
 static int run_once(const struct options *op, struct conf *conf)
 {
+	struct publish_seen seen = {0};
 	int status = 0;
 
 	for (size_t i = 0; i < conf->nsyncs; i++)
-		if (publish_once(&conf->syncs[i], op->dry_run) < 0)
+		if (publish_once(&conf->syncs[i], op->dry_run, &seen) < 0)
 			status = EXIT_RUNTIME;
+	publish_seen_fini(&seen);
 	conf_free(conf);
 	return status;
 }

@@ -680,7 +680,42 @@ static int once_open(struct publish *p)
 	return rc;
 }
 
-int publish_once(const struct conf_sync *c, bool dry_run)
+void publish_seen_fini(struct publish_seen *seen)
+{
+	free(seen->v);
+	*seen = (struct publish_seen){0};
+}
+
+/* -EEXIST, logged, when p's target is one an earlier mapping of the run
+ * published to; else it is noted as this one's. */
+static int once_seen(struct publish *p, struct publish_seen *seen)
+{
+	uint64_t dev, ino;
+
+	if (seen == NULL || writer_target_id(p->w, &dev, &ino) < 0)
+		return 0;
+	for (size_t i = 0; i < seen->n; i++)
+		if (seen->v[i].dev == dev && seen->v[i].ino == ino) {
+			log_msg(LOG_LVL_ERROR, p->c->name,
+				"target %s: the same directory as the target "
+				"of [sync:%s] (another path to it: a link or "
+				"a bind mount); not publishing to it (exit "
+				"status 1)",
+				p->c->target, seen->v[i].name);
+			return -EEXIST;
+		}
+	if (array_grow(&seen->v, &seen->cap, seen->n, sizeof(*seen->v)) < 0) {
+		log_msg(LOG_LVL_ERROR, p->c->name, "target %s: %s",
+			p->c->target, strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	seen->v[seen->n++] = (struct publish_seen_target){dev, ino,
+							  p->c->name};
+	return 0;
+}
+
+int publish_once(const struct conf_sync *c, bool dry_run,
+		 struct publish_seen *seen)
 {
 	struct publish p;
 	char *hook_err = NULL;
@@ -688,6 +723,8 @@ int publish_once(const struct conf_sync *c, bool dry_run)
 	publish_init(&p, c, dry_run);
 	p.once = true;
 	int rc = once_open(&p);
+	if (rc == 0)
+		rc = once_seen(&p, seen);
 	if (rc < 0) {
 		publish_fini(&p);
 		return rc;

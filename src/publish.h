@@ -140,9 +140,24 @@ char **publish_update_env(const struct conf_sync *c, const char *gen,
  * failure is logged at debug level only (the log has the error). */
 void publish_record_error(struct publish *p, const char *msg);
 
+/* The targets a run of --once has published to, by device and inode:
+ * a directory that two mappings reach by different paths (a bind mount)
+ * is published to by the first alone, not replaced by the second. */
+struct publish_seen {
+	struct publish_seen_target {
+		uint64_t dev, ino;
+		const char *name; /* the mapping's */
+	} *v;
+	size_t n, cap;
+};
+
+void publish_seen_fini(struct publish_seen *seen);
+
 /* --once: one mapping published to its end, torn reads retried, the
  * commands run and waited for, the outcome logged.  0 or a negative
- * errno (already logged). */
-int publish_once(const struct conf_sync *c, bool dry_run);
+ * errno (already logged): -EEXIST when its target is one in `seen`
+ * (NULL: none), to which it is added. */
+int publish_once(const struct conf_sync *c, bool dry_run,
+		 struct publish_seen *seen);
 
 #endif

@@ -485,6 +485,47 @@ START_TEST(test_config_file_from_a_configmap_volume_is_read)
 }
 END_TEST
 
+/* Two mappings whose targets are one directory by two paths (a bind
+ * mount, which no config check can see): --once publishes the first,
+ * and refuses the second rather than replace what the first put there. */
+START_TEST(test_once_refuses_a_target_published_by_another_mapping)
+{
+	char *src2 = tu_path(tmp, "src2"), *alias = tu_path(tmp, "alias");
+	char *conf = tu_path(tmp, "two.conf"), *text, *err = NULL;
+	char *ours = tu_path(dst, "app.conf"), *theirs = tu_path(dst, "z");
+
+	tu_private_mounts();
+	tu_write(src, "app.conf", "first\n", 0644);
+	tu_write(src2, "z", "second\n", 0644);
+	tu_mkdirs(dst, 0755);
+	tu_mkdirs(alias, 0755);
+	ck_assert_int_eq(mount(dst, alias, "none", MS_BIND, NULL), 0);
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:a]\nsource = %s\ntarget = %s\n"
+				  "[sync:b]\nsource = %s\ntarget = %s\n",
+				  src, dst, src2, alias),
+			 0);
+	tu_write(tmp, "two.conf", text, 0644);
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	ck_assert_int_eq(tu_run(argv, NULL, &err, 20000), 1);
+	ck_assert_msg(strstr(err, "the same directory as the target of "
+				  "[sync:a]"),
+		      "%s", err);
+	char *got = tu_read(ours, NULL);
+	ck_assert_str_eq(got, "first\n");
+	ck_assert_int_ne(access(theirs, F_OK), 0);
+	ck_assert_int_eq(umount2(alias, MNT_DETACH), 0);
+	free(got);
+	free(err);
+	free(text);
+	free(theirs);
+	free(ours);
+	free(conf);
+	free(alias);
+	free(src2);
+}
+END_TEST
+
 START_TEST(test_once_projects_the_tree)
 {
 	char *out, *err;
@@ -1299,6 +1340,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_config_file_fifo_directory_and_foreign_link_are_refused);
 	tcase_add_test(tc, test_config_file_from_a_configmap_volume_is_read);
 	tcase_add_test(tc, test_once_projects_the_tree);
+	tcase_add_test(tc, test_once_refuses_a_target_published_by_another_mapping);
 	tcase_add_test(tc, test_once_finds_a_live_file_changed_in_place);
 	tcase_add_test(tc, test_once_does_not_wait_out_the_grace_period);
 	tcase_add_test(tc, test_next_once_retires_a_generation_past_its_grace);

@@ -629,13 +629,13 @@ START_TEST(test_once_without_its_source_leaves_the_target)
 	c->grace_ms = 30;
 	tu_write(src, "d/f", "1", 0644);
 	tu_write(src, "e/g", "1", 0644);
-	ck_assert_int_eq(publish_once(c, false), 0);
+	ck_assert_int_eq(publish_once(c, false, NULL), 0);
 	tu_write(src, "d/f", "2", 0644);
-	ck_assert_int_eq(publish_once(c, false), 0);
+	ck_assert_int_eq(publish_once(c, false, NULL), 0);
 	tu_nap(60); /* the replaced one is past its grace: the spare */
 	char *live = tu_live(dst);
 	ck_assert_int_eq(rename(src, away), 0);
-	ck_assert_int_lt(publish_once(c, false), 0);
+	ck_assert_int_lt(publish_once(c, false, NULL), 0);
 	char *still = tu_live(dst);
 	ck_assert_str_eq(still, live);
 	ck_assert_int_eq(rename(away, src), 0);
@@ -643,7 +643,7 @@ START_TEST(test_once_without_its_source_leaves_the_target)
 	ck_assert_msg(diff == NULL, "%s", diff);
 	ck_assert_int_eq(tu_generations(dst), 2);
 	tu_write(src, "e/g", "3", 0644);
-	ck_assert_int_eq(publish_once(c, false), 0);
+	ck_assert_int_eq(publish_once(c, false, NULL), 0);
 	ck_assert_int_eq(tu_generations(dst), 2);
 	diff = tu_diff_trees(src, dst);
 	ck_assert_msg(diff == NULL, "%s", diff);
