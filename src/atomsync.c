@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "atomsync.h"
+#include "fsutil.h"
 #include "log.h"
 #include "snapshot.h"
 #include "writer.h"
@@ -272,6 +274,29 @@ static int tree_once(struct atomsync_writer *aw, const char *source_dir,
 	return rc;
 }
 
+/* A source that is the target or lies in it would publish the target's
+ * own content (a generation, through a name shown there) in its place:
+ * -EINVAL, as the daemon refuses such a mapping. */
+static int source_outside(struct atomsync_writer *aw, const char *source_dir,
+			  const struct snapshot_opts *so)
+{
+	int fd = so->avoid_ino ? open(source_dir,
+				      O_PATH | O_DIRECTORY | O_CLOEXEC)
+			       : -1;
+	int rc = fd < 0 ? 0 : fsutil_within(fd, so->avoid_dev, so->avoid_ino);
+
+	if (fd >= 0)
+		close(fd);
+	if (rc == 1)
+		return log_err_set(&aw->err, -EINVAL,
+				   "source %s: the target %s or inside it",
+				   source_dir, aw->target);
+	if (rc < 0)
+		return log_err_set(&aw->err, rc, "source %s: %s", source_dir,
+				   strerror(-rc));
+	return 0; /* not there: the walk says so */
+}
+
 int atomsync_write_tree(struct atomsync_writer *aw, const char *source_dir)
 {
 	struct snapshot_opts so = {
@@ -289,10 +314,12 @@ int atomsync_write_tree(struct atomsync_writer *aw, const char *source_dir)
 					     "source: no path given"));
 	if ((rc = target_held(aw)) < 0)
 		return leave(aw, rc);
-	(void)writer_retire(aw->w, false, NULL);
-	writer_verify_next(aw->w); /* as atomsync_write() does */
 	/* A followed link must not lead the walk back into the target. */
 	(void)writer_target_id(aw->w, &so.avoid_dev, &so.avoid_ino);
+	if ((rc = source_outside(aw, source_dir, &so)) < 0)
+		return leave(aw, rc);
+	(void)writer_retire(aw->w, false, NULL);
+	writer_verify_next(aw->w); /* as atomsync_write() does */
 	for (int attempt = 1;; attempt++) {
 		rc = tree_once(aw, source_dir, &so);
 		if (rc != -EAGAIN || attempt == TREE_TRIES)

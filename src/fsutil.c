@@ -1727,6 +1727,36 @@ bool fsutil_made_private(int fd, struct stat *st)
 	       st->st_uid == geteuid() && (st->st_mode & 05077) == 0;
 }
 
+int fsutil_within(int fd, uint64_t dev, uint64_t ino)
+{
+	int cur = fcntl(fd, F_DUPFD_CLOEXEC, 0), rc = cur < 0 ? -errno : 0;
+	struct stat st;
+
+	for (unsigned n = 0; rc == 0; n++) {
+		if (fstat(cur, &st) < 0) {
+			rc = -errno;
+			break;
+		}
+		if ((uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino) {
+			rc = 1;
+			break;
+		}
+		int up = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		struct stat ust;
+		if (up < 0 || fstat(up, &ust) < 0)
+			rc = -errno;
+		else if (ust.st_dev == st.st_dev && ust.st_ino == st.st_ino)
+			rc = 2; /* the root: its own parent */
+		else if (n == RMTREE_MAX_DEPTH)
+			rc = -ELOOP;
+		close(cur);
+		cur = up;
+	}
+	if (cur >= 0)
+		close(cur);
+	return rc == 2 ? 0 : rc;
+}
+
 /* Whether the directory open as `fd`, found where one was just made, is
  * that one, or as harmless: ours, private and empty.  Someone who can
  * write where it was made may have moved another there meanwhile, which

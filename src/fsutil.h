@@ -196,6 +196,10 @@ const char *fsutil_writers(mode_t mode);
  * read with readdir(); NULL, errno set, when it cannot be. */
 DIR *fsutil_opendir_at(int dfd, const char *name);
 
+/* Whether the directory open as `fd` is the directory (dev, ino) or
+ * below it, by its ".." up to the root: 1, 0, or a negative errno. */
+int fsutil_within(int fd, uint64_t dev, uint64_t ino);
+
 /* Whether the directory open as `fd` (its metadata in *st) is one we
  * made private: in a directory others can write, one of them may have
  * put another in the place of the one just made, which what follows

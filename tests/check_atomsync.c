@@ -1341,6 +1341,19 @@ START_TEST(test_write_tree_mirrors_a_source)
 	ck_assert_str_eq(gen, atomsync_writer_generation(w));
 	d = tu_diff_trees(src, dst);
 	ck_assert_msg(d == NULL, "%s", d);
+	/* The target, or a directory in it, is no source for it. */
+	char *data = tu_path(dst, "..data"), *sub = tu_path(dst, "d");
+	const char *in[] = {dst, data, sub};
+	for (size_t i = 0; i < sizeof(in) / sizeof(*in); i++) {
+		ck_assert_int_eq(atomsync_write_tree(w, in[i]), -EINVAL);
+		ck_assert_msg(strstr(atomsync_writer_error(w), "or inside it"),
+			      "%s", atomsync_writer_error(w));
+		ck_assert_str_eq(gen, atomsync_writer_generation(w));
+	}
+	d = tu_diff_trees(src, dst);
+	ck_assert_msg(d == NULL, "%s", d);
+	free(sub);
+	free(data);
 	free(missing);
 	free(gen);
 	free(src);
