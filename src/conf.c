@@ -925,8 +925,10 @@ static void daemon_key(struct parser *p, const char *key, const char *v)
 	} else if (strcmp(key, "metrics_file") == 0) {
 		if (v[0] != '/')
 			perr(p, "metrics_file: '%s' is not an absolute path", v);
-		else
+		else {
 			set_str(&c->metrics_file, v);
+			c->metrics_file_line = p->lineno;
+		}
 	} else if (strcmp(key, "metrics_listen") == 0) {
 		if (conf_parse_listen(v, NULL, 0, NULL) < 0)
 			perr(p, "metrics_listen: '%s' is not HOST:PORT (an IP "
@@ -1316,6 +1318,32 @@ static void check_targets(const struct conf *c, char **dst,
 	}
 }
 
+/* metrics_file, rewritten every few seconds, in a source would be
+ * published again and again; in a target, it would stand among the
+ * names of a publish. */
+static void check_metrics_file(const struct conf *c, char **src, char **dst,
+			       struct conf_errors *errs)
+{
+	char *mf = c->metrics_file ? normalize_path(c->metrics_file) : NULL;
+
+	for (size_t i = 0; mf && i < c->nsyncs; i++) {
+		const struct conf_sync *s = &c->syncs[i];
+		bool in_src = src[i] && within(mf, src[i]);
+		if (!in_src && !(dst[i] && within(mf, dst[i])))
+			continue;
+		char *at = where(c, c->metrics_file_line);
+		conf_errors_add(errs,
+				"%s: metrics_file %s is inside the %s of "
+				"[sync:%s] (%s)%s",
+				at, c->metrics_file, in_src ? "source" : "target",
+				s->name, in_src ? s->source : s->target,
+				in_src ? ": each write of it would be published"
+				       : "");
+		free(at);
+	}
+	free(mf);
+}
+
 /* The mappings as a graph: i feeds k when what i writes is what k reads,
  * holds it or lies inside it.  A chain is fine; a cycle publishes its
  * own output for ever. */
@@ -1469,6 +1497,7 @@ void conf_check(const struct conf *c, struct conf_errors *errs)
 	}
 	check_targets(c, dst, errs);
 	check_loops(c, src, dst, errs);
+	check_metrics_file(c, src, dst, errs);
 out:
 	for (size_t i = 0; src && dst && i < n; i++) {
 		free(src[i]);

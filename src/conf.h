@@ -70,6 +70,7 @@ struct conf {
 	enum log_format log_format;
 	bool log_format_set;
 	char *metrics_file;
+	unsigned metrics_file_line;
 	char *metrics_listen;
 	unsigned unhealthy_after_s;
 	size_t max_watches; /* for all mappings; 0: half the kernel's limit */

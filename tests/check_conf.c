@@ -347,6 +347,37 @@ START_TEST(test_same_target_through_a_dangling_link)
 }
 END_TEST
 
+/* metrics_file is rewritten every few seconds: in a source each write
+ * would be published, in a target it would stand among a publish's
+ * names. */
+START_TEST(test_metrics_file_in_a_source_or_target)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[daemon]\nmetrics_file = /s1/m.prom\n"
+			      "[sync:a]\nsource = /s1\ntarget = /t1\n",
+			      &e);
+	assert_error(&e, 2, "metrics_file /s1/m.prom is inside the source of "
+			    "[sync:a] (/s1): each write of it would be "
+			    "published");
+	ck_assert_uint_eq(e.n, 1);
+	conf_errors_fini(&e);
+	conf_free(c);
+	c = load("[sync:a]\nsource = /s1\ntarget = /t1\n"
+		 "[daemon]\nmetrics_file = /t1/sub/m.prom\n",
+		 &e);
+	assert_error(&e, 5, "metrics_file /t1/sub/m.prom is inside the target "
+			    "of [sync:a] (/t1)");
+	ck_assert_uint_eq(e.n, 1);
+	conf_errors_fini(&e);
+	conf_free(c);
+	c = load("[daemon]\nmetrics_file = /var/m.prom\n"
+		 "[sync:a]\nsource = /s1\ntarget = /t1\n",
+		 &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	conf_free(c);
+}
+END_TEST
+
 START_TEST(test_nested_targets_and_empty_config)
 {
 	struct conf_errors e = {0};
@@ -813,6 +844,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_an_indented_bracket_continues_excludes);
 	tcase_add_test(tc, test_long_lines_and_long_section_names);
 	tcase_add_test(tc, test_same_target_twice);
+	tcase_add_test(tc, test_metrics_file_in_a_source_or_target);
 	tcase_add_test(tc, test_same_target_through_a_dangling_link);
 	tcase_add_test(tc, test_chains_are_not_loops);
 	tcase_add_test(tc, test_self_loops);
