@@ -40,10 +40,20 @@ done
 grep -q -- "--config .*/atomsync/%i.conf" "$d/atomsyncd@example.service"
 grep -q "^Type=notify" "$d/atomsyncd.service"
 grep -q "^WatchdogSec=" "$d/atomsyncd.service"
+grep -q "^RestartPreventExitStatus=2$" "$d/atomsyncd.service"
 # ExecReload, run as systemd runs it (MAINPID in its environment), sends
 # SIGHUP to the main process.
 for u in "$d/atomsyncd.service" "$d/atomsyncd@example.service"; do
-	line=$(sed -n 's/^ExecReload=//p' "$u")
+	# First the config is checked, so a bad one fails the reload.
+	first=$(sed -n 's/^ExecReload=//p' "$u" | head -n 1)
+	case $first in
+	"$bin --check-config --config "*) ;;
+	*)
+		echo "$u: the first ExecReload checks no config: $first" >&2
+		exit 1
+		;;
+	esac
+	line=$(sed -n 's/^ExecReload=//p' "$u" | sed -n 2p)
 	[ -n "$line" ]
 	rm -f "$d/hup" "$d/ready"
 	sh -c 'trap "echo hup > \"$1\"; exit 0" HUP; echo > "$2"
