@@ -51,7 +51,7 @@ struct parser {
 	char **longv;
 	size_t nlong;
 	struct conf_errors *errs;
-	bool daemon_seen;
+	unsigned daemon_line;  /* where [daemon] began; 0: not yet */
 };
 
 static void errors_vadd(struct conf_errors *e, const char *prefix,
@@ -95,7 +95,8 @@ void conf_errors_fini(struct conf_errors *e)
 	e->n = e->cap = 0;
 }
 
-/* "file:line: " or "file:line: [sync:NAME]: " before a message. */
+/* "file:line: ", "file:line: [daemon]: " or "file:line: [sync:NAME]: "
+ * before a message. */
 static void pvadd(struct parser *p, struct conf_errors *e, const char *fmt,
 		  va_list ap) __attribute__((format(printf, 3, 0)));
 
@@ -109,7 +110,8 @@ static void pvadd(struct parser *p, struct conf_errors *e, const char *fmt,
 		rc = asprintf(&where, "%s:%u: [sync:%s]: ", p->path, p->lineno,
 			      p->cur->name);
 	else
-		rc = asprintf(&where, "%s:%u: ", p->path, p->lineno);
+		rc = asprintf(&where, "%s:%u: %s", p->path, p->lineno,
+			      p->kind == SEC_DAEMON ? "[daemon]: " : "");
 	if (rc < 0)
 		return;
 	errors_vadd(e, where, fmt, ap);
@@ -240,11 +242,12 @@ static void start_section(struct parser *p, char *t)
 	free(p->section);
 	p->section = strdup(name);
 	if (strcmp(name, "daemon") == 0) {
-		if (p->daemon_seen) {
-			perr(p, "[daemon] given twice");
+		if (p->daemon_line) {
+			perr(p, "[daemon] given twice (first at line %u)",
+			     p->daemon_line);
 			return;
 		}
-		p->daemon_seen = true;
+		p->daemon_line = p->lineno;
 		p->kind = SEC_DAEMON;
 		return;
 	}
@@ -546,7 +549,10 @@ int conf_parse_signal(const char *s, int *out)
 			return 0;
 		}
 	}
-	if (parse_uint(s, 1, 64, &n) == 0) {
+	/* Not KILL or STOP, which no program can take as a reload, nor the
+	 * two below SIGRTMIN that the C library keeps for itself. */
+	if (parse_uint(s, 1, 64, &n) == 0 && n != SIGKILL && n != SIGSTOP &&
+	    n != 32 && n != 33) {
 		*out = (int)n;
 		return 0;
 	}
@@ -878,8 +884,9 @@ static bool sync_hook_key(struct parser *p, const char *key, const char *v)
 		set_hook_env(p, v);
 	else if (strcmp(key, "reload_signal") == 0) {
 		if (conf_parse_signal(v, &s->reload_signal) < 0)
-			perr(p, "reload_signal: '%s' is not a signal name (HUP, "
-				"USR1, ...) or number",
+			perr(p, "reload_signal: '%s' is not HUP, INT, QUIT, "
+				"USR1, USR2, TERM, CONT, WINCH, ALRM or a number "
+				"from 1 to 64 (but 9, 19, 32 and 33)",
 			     v);
 	} else if (strcmp(key, "reload_pidfile") == 0) {
 		if (v[0] != '/')
@@ -953,7 +960,7 @@ static void daemon_key(struct parser *p, const char *key, const char *v)
 		else
 			c->max_watches = u;
 	} else {
-		perr(p, "[daemon]: unknown key '%s'", key);
+		perr(p, "unknown key '%s'", key);
 	}
 }
 
@@ -1004,6 +1011,11 @@ static int handler(void *user, const char *section, const char *name,
 	}
 	if (*v == '\0' && strcmp(name, "exclude") != 0) {
 		perr(p, "%s: empty value", name);
+		/* Given, if empty: not reported as missing too. */
+		if (p->kind == SEC_SYNC && p->cur &&
+		    (strcmp(name, "source") == 0 || strcmp(name, "target") == 0))
+			*(name[0] == 's' ? &p->cur->source_line
+					 : &p->cur->target_line) = p->lineno;
 		return 1;
 	}
 	if (p->kind == SEC_DAEMON)

@@ -733,6 +733,35 @@ START_TEST(test_signal_names)
 	ck_assert_int_eq(s, 15);
 	ck_assert_int_lt(conf_parse_signal("NOPE", &s), 0);
 	ck_assert_int_lt(conf_parse_signal("0", &s), 0);
+	/* KILL and STOP reload nothing; 32 and 33 are the C library's. */
+	const char *refused[] = {"9", "19", "32", "33", "65", "KILL"};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(*refused); i++)
+		ck_assert_msg(conf_parse_signal(refused[i], &s) < 0, "%s",
+			      refused[i]);
+	ck_assert_int_eq(conf_parse_signal("34", &s), 0);
+	ck_assert_int_eq(s, 34);
+}
+END_TEST
+
+/* Each problem once, with where it was: the [daemon] section named as
+ * a mapping's is, the first of a section given twice, and an empty
+ * source not reported as missing too. */
+START_TEST(test_errors_say_where)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[daemon]\n"			/* 1 */
+			      "unhealthy_after_s = 0\n"	/* 2 */
+			      "[daemon]\n"			/* 3 */
+			      "[sync:a]\n"			/* 4 */
+			      "source =\n"			/* 5 */
+			      "target = /t\n",			/* 6 */
+			      &e);
+	assert_error(&e, 2, "[daemon]: unhealthy_after_s: '0' is not");
+	assert_error(&e, 3, "[daemon] given twice (first at line 1)");
+	assert_error(&e, 5, "[sync:a]: source: empty value");
+	ck_assert_uint_eq(e.n, 3);
+	conf_errors_fini(&e);
+	conf_free(c);
 }
 END_TEST
 
@@ -856,6 +885,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_a_relative_path_is_one_error);
 	tcase_add_test(tc, test_equal_and_dup);
 	tcase_add_test(tc, test_signal_names);
+	tcase_add_test(tc, test_errors_say_where);
 	tcase_add_test(tc, test_listen_addresses);
 	tcase_add_test(tc, test_hook_env_words_and_bad_names);
 	tcase_add_test(tc, test_shell_syntax_in_commands_is_warned_about);
