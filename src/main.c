@@ -69,7 +69,7 @@ static void usage(FILE *f)
 		"                         0 when every target is in step\n"
 		"      --debounce MS      quiet period before a publish\n"
 		"      --allow-empty      publish a source that became empty\n"
-		"      --log-level LEVEL  error, warn, info or debug\n"
+		"      --log-level LEVEL  error, warn (or warning), info or debug\n"
 		"      --log-format FMT   text, json or journal\n"
 		"  -h, --help             show this help and exit\n"
 		"  -V, --version          show the version and exit\n"
