@@ -44,6 +44,9 @@ void atomsync_options_init(struct atomsync_options *opts)
 	opts->allow_empty = 1;
 }
 
+/* As grace_ms in atomsync.conf. */
+#define ATOMSYNC_GRACE_MAX_MS 3600000u
+
 /* Takes the fields the caller knows of; a larger struct (a newer header)
  * is accepted when what this library does not know of is zero. */
 static int options_copy(struct atomsync_options *dst,
@@ -75,6 +78,18 @@ static int options_copy(struct atomsync_options *dst,
 				   "options: dir_mode %o is not -1 or within "
 				   "0777",
 				   (unsigned)dst->dir_mode);
+	/* Another value is a field mistaken for another (a pointer, a
+	 * count), as atomsync.conf's yes and no are all there is. */
+	if ((dst->fsync != 0 && dst->fsync != 1) ||
+	    (dst->allow_empty != 0 && dst->allow_empty != 1))
+		return log_err_set(err, -EINVAL,
+				   "options: fsync %d, allow_empty %d: each is "
+				   "0 or 1",
+				   dst->fsync, dst->allow_empty);
+	if (dst->grace_ms > ATOMSYNC_GRACE_MAX_MS)
+		return log_err_set(err, -EINVAL,
+				   "options: grace_ms %u is over %u (an hour)",
+				   dst->grace_ms, ATOMSYNC_GRACE_MAX_MS);
 	return 0;
 }
 

@@ -801,6 +801,20 @@ START_TEST(test_bad_modes_and_options_are_refused)
 	ck_assert_int_eq(atomsync_writer_open(dst, &o, &w), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(atomsync_writer_error(w), "file_mode"));
 	atomsync_writer_close(w);
+	/* Flags that are neither 0 nor 1, a grace period over an hour. */
+	struct atomsync_options bad[3];
+	for (size_t i = 0; i < 3; i++)
+		atomsync_options_init(&bad[i]);
+	bad[0].fsync = 7;
+	bad[1].allow_empty = -1;
+	bad[2].grace_ms = 3600001;
+	const char *named[] = {"fsync 7", "allow_empty -1", "grace_ms 3600001"};
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_int_eq(atomsync_writer_open(dst, &bad[i], &w), -EINVAL);
+		ck_assert_msg(strstr(atomsync_writer_error(w), named[i]), "%s",
+			      atomsync_writer_error(w));
+		atomsync_writer_close(w);
+	}
 	/* A newer caller's struct: known fields, then unknown ones. */
 	struct {
 		struct atomsync_options o;
