@@ -125,6 +125,18 @@ struct walk {
 	size_t nmembers;
 };
 
+/* The writers of the directories a link's resolution looks names up in,
+ * as one class: whoever can change one of them (rename a directory of
+ * theirs over one on the way, say) chooses what the link leads to, so
+ * what it leads to is judged for them too.  Two different classes count
+ * as anyone, as via_from() does. */
+struct deciders {
+	bool set;
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+};
+
 /* What a name turned out to be. */
 struct found {
 	struct stat st;
@@ -132,6 +144,7 @@ struct found {
 	unsigned flags;
 	bool linked;	/* reached through a symlink */
 	bool skip;	/* a warning says why it is left out */
+	struct deciders dec; /* who chose where the link led */
 };
 
 /* Notes what a symlink said.  A source whose versions are swapped by a
@@ -1191,100 +1204,172 @@ static const char *below_root(const char *root_real, const char *target)
 	return next_comp(&r) == 0 ? t : NULL;
 }
 
-/* Resolves the symlink `dir/name` (dir relative to the source root) to a
- * symlink-free path below the root.  -EXDEV: it leads outside; -ELOOP:
- * too many links; -ENOENT: dangling.  One loop over the components, as
- * a kernel path walk is: longer than most, but read best as one. */
-static int resolve_inside(struct walk *w, const char *dir, const char *name,
-			  char **out)
+static bool writers_trusted(uid_t uid, mode_t mode);
+
+
+static void deciders_add(struct deciders *d, uid_t uid, gid_t gid,
+			 mode_t mode)
 {
-	struct snapshot *s = w->s;
-	struct comps stack = {0}, queue = {0};
-	char *link = NULL, *cur = NULL;
-	int hops = 0, rc;
+	const mode_t wr = S_IWGRP | S_IWOTH;
 
-	rc = comps_split(&stack, dir);
-	if (rc < 0)
-		goto out;
-	rc = comps_push(&queue, name, strlen(name));
-	if (rc < 0)
-		goto out;
+	if (writers_trusted(uid, mode))
+		return;
+	if (!d->set)
+		*d = (struct deciders){true, uid, gid, mode & (S_IWUSR | wr)};
+	else if (d->uid != uid || d->gid != gid || (d->mode & wr) != (mode & wr))
+		d->mode = S_IWOTH;
+}
 
-	while (queue.n > 0) {
-		char *c = queue.v[--queue.n];
-		if (strcmp(c, ".") == 0 || c[0] == '\0') {
-			free(c);
-			continue;
-		}
-		if (strcmp(c, "..") == 0) {
-			free(c);
-			if (stack.n == 0) {
-				rc = -EXDEV;
-				goto out;
-			}
-			free(stack.v[--stack.n]);
-			continue;
-		}
-		rc = comps_push(&stack, c, strlen(c));
-		free(c);
-		if (rc < 0)
-			goto out;
-		free(cur);
-		cur = comps_join(&stack, stack.n);
-		if (cur == NULL) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		struct stat st;
-		if (fstatat(s->root_fd, cur, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			rc = -errno;
-			if (rc == -ENOTDIR)
-				rc = -ENOENT;
-			goto out;
-		}
-		if (!S_ISLNK(st.st_mode)) {
-			if (!S_ISDIR(st.st_mode) && queue.n > 0) {
-				rc = -ENOENT;
-				goto out;
-			}
-			continue;
-		}
-		if (++hops > MAX_LINK_HOPS) {
-			rc = -ELOOP;
-			goto out;
-		}
-		free(link);
-		link = NULL;
-		rc = fsutil_readlinkat(s->root_fd, cur, &link);
-		if (rc == -EINVAL)
-			rc = -EAGAIN; /* no longer a link: changed meanwhile */
+/* A name `st` looked up in the directory `in`: in a sticky directory of
+ * root's only its owner (or root) can move it, else in's writers can. */
+static void deciders_lookup(struct deciders *d, const struct stat *in,
+			    const struct stat *st)
+{
+	if ((in->st_mode & S_ISVTX) && fsutil_trusted_uid(in->st_uid))
+		deciders_add(d, st->st_uid, st->st_gid, S_IWUSR);
+	else
+		deciders_add(d, in->st_uid, in->st_gid, in->st_mode);
+}
+
+/* Where a resolution starts: beneath `base` (the source root, or "/"
+ * with `bound` NULL), in its directory `dir` (relative to base). */
+struct resolve {
+	int base;
+	const char *bound; /* an absolute link must lead below it */
+	struct comps stack, queue;
+	struct stat top;   /* the directory the stack names */
+	struct deciders dec;
+};
+
+/* The stack's directory looked at again (after ".."). */
+static int resolve_top(struct resolve *r)
+{
+	char *p = comps_join(&r->stack, r->stack.n);
+	int rc = p == NULL ? -ENOMEM
+		 : fstatat(r->base, *p ? p : ".", &r->top,
+			   AT_SYMLINK_NOFOLLOW) < 0
+			 ? -errno
+			 : 0;
+	free(p);
+	return rc == -ENOTDIR ? -ENOENT : rc;
+}
+
+/* The directories from base down to `dir`, as deciders. */
+static int resolve_start(struct resolve *r, const char *dir)
+{
+	struct comps c = {0};
+	int rc = fstat(r->base, &r->top) < 0 ? -errno : comps_split(&c, dir);
+
+	deciders_add(&r->dec, r->top.st_uid, r->top.st_gid, r->top.st_mode);
+	for (size_t i = 0; rc == 0 && i < c.n; i++) {
+		struct stat in = r->top;
+		rc = comps_push(&r->stack, c.v[i], strlen(c.v[i]));
 		if (rc == 0)
-			rc = note_link(w, cur, link);
-		if (rc < 0)
-			goto out;
-		free(stack.v[--stack.n]);
-		if (link[0] == '/') {
-			const char *rest = below_root(s->root_real, link);
-			if (rest == NULL) {
-				rc = -EXDEV;
-				goto out;
-			}
-			while (stack.n > 0)
-				free(stack.v[--stack.n]);
-			rc = queue_prepend(&queue, rest);
-		} else {
-			rc = queue_prepend(&queue, link);
-		}
-		if (rc < 0)
-			goto out;
+			rc = resolve_top(r);
+		if (rc == 0 && !S_ISDIR(r->top.st_mode))
+			rc = -EAGAIN; /* no longer the directory walked */
+		if (rc == 0)
+			deciders_lookup(&r->dec, &in, &r->top);
 	}
-	*out = comps_join(&stack, stack.n);
-	rc = *out ? 0 : -ENOMEM;
-out:
-	free(cur);
+	comps_free(&c);
+	return rc == -ENOENT ? -EAGAIN : rc;
+}
+
+/* A link met at the stack's top: its text replaces it. */
+static int resolve_link(struct walk *w, struct resolve *r, const char *cur,
+			int *hops)
+{
+	char *link = NULL;
+	int rc;
+
+	if (++*hops > MAX_LINK_HOPS)
+		return -ELOOP;
+	rc = fsutil_readlinkat(r->base, cur, &link);
+	if (rc == -EINVAL)
+		rc = -EAGAIN; /* no longer a link: changed meanwhile */
+	if (rc == 0 && r->bound == NULL) {
+		char *abs = fsutil_join("/", cur);
+		rc = abs ? note_link(w, abs, link) : -ENOMEM;
+		free(abs);
+	} else if (rc == 0) {
+		rc = note_link(w, cur, link);
+	}
+	free(r->stack.v[--r->stack.n]);
+	const char *rest = link;
+	if (rc == 0 && link[0] == '/') {
+		rest = r->bound ? below_root(r->bound, link) : link;
+		if (rest == NULL)
+			rc = -EXDEV;
+		while (rc == 0 && r->stack.n > 0)
+			free(r->stack.v[--r->stack.n]);
+	}
+	if (rc == 0)
+		rc = queue_prepend(&r->queue, rest);
+	/* Relative, it goes on from the directory that holds it (top). */
+	if (rc == 0 && link[0] == '/')
+		rc = resolve_top(r);
 	free(link);
-	comps_free(&stack);
-	comps_free(&queue);
+	return rc;
+}
+
+/* One component of the queue, `c` (owned). */
+static int resolve_step(struct walk *w, struct resolve *r, char *c, int *hops)
+{
+	if (strcmp(c, ".") == 0 || c[0] == '\0') {
+		free(c);
+		return 0;
+	}
+	if (strcmp(c, "..") == 0) {
+		free(c);
+		if (r->stack.n == 0)
+			return r->bound ? -EXDEV : 0; /* "/.." is "/" */
+		free(r->stack.v[--r->stack.n]);
+		return resolve_top(r);
+	}
+	int rc = comps_push(&r->stack, c, strlen(c));
+	free(c);
+	char *cur = rc == 0 ? comps_join(&r->stack, r->stack.n) : NULL;
+	struct stat st;
+	if (rc == 0 && cur == NULL)
+		rc = -ENOMEM;
+	if (rc == 0 && fstatat(r->base, cur, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = errno == ENOTDIR ? -ENOENT : -errno;
+	if (rc == 0)
+		deciders_lookup(&r->dec, &r->top, &st);
+	if (rc == 0 && S_ISLNK(st.st_mode))
+		rc = resolve_link(w, r, cur, hops);
+	else if (rc == 0 && !S_ISDIR(st.st_mode) && r->queue.n > 0)
+		rc = -ENOENT;
+	else if (rc == 0)
+		r->top = st;
+	free(cur);
+	return rc;
+}
+
+/* Resolves the symlink `dir/name` (dir relative to `base`) to a
+ * symlink-free path beneath it, one component at a time, as a kernel
+ * path walk does, noting the writers of every directory it looks a
+ * name up in (those above `dir` included) in *dec.  -EXDEV: it leads
+ * out of `bound`; -ELOOP: too many links; -ENOENT: dangling. */
+static int resolve_from(struct walk *w, int base, const char *bound,
+			const char *dir, const char *name,
+			struct deciders *dec, char **out)
+{
+	struct resolve r = {.base = base, .bound = bound};
+	int hops = 0;
+	int rc = resolve_start(&r, dir);
+
+	if (rc == 0)
+		rc = comps_push(&r.queue, name, strlen(name));
+	while (rc == 0 && r.queue.n > 0)
+		rc = resolve_step(w, &r, r.queue.v[--r.queue.n], &hops);
+	if (rc == 0) {
+		*out = comps_join(&r.stack, r.stack.n);
+		rc = *out ? 0 : -ENOMEM;
+	}
+	*dec = r.dec;
+	comps_free(&r.stack);
+	comps_free(&r.queue);
 	return rc;
 }
 
@@ -1372,6 +1457,22 @@ static void via_from(struct frame *child, const struct frame *f, bool link)
 	/* What a follow_into directory holds is the config's to give. */
 	if ((child->flags & SNAP_F_EXTERNAL) && !(child->flags & SNAP_F_FOLLOW))
 		child->via = false;
+}
+
+/* Below a link, those who chose where it led are judged as well. */
+static void via_add(struct frame *child, const struct deciders *d)
+{
+	if (!d->set)
+		return;
+	if (!child->via) {
+		child->via = true;
+		child->via_uid = d->uid;
+		child->via_gid = d->gid;
+		child->via_mode = d->mode;
+	} else if (child->via_uid != d->uid || child->via_gid != d->gid ||
+		   ((child->via_mode ^ d->mode) & (S_IWGRP | S_IWOTH))) {
+		child->via_mode = S_IWOTH; /* two classes: anyone */
+	}
 }
 
 static void frame_fini(struct frame *f)
@@ -1717,8 +1818,16 @@ static int hidden_from_writers(struct walk *w, const struct frame *f,
 	return rc;
 }
 
-/* hidden_from_writers() for f's writers and for those of the directory
- * holding the link f was reached through.  0 when the way is open (*st:
+/* The deciders as a frame, to judge for as a directory's writers. */
+static struct frame deciders_frame(const struct deciders *d)
+{
+	return (struct frame){.fd = -1, .uid = d->uid, .gid = d->gid,
+			      .mode = d->mode};
+}
+
+/* hidden_from_writers() for f's writers, for those of the directory
+ * holding the link f was reached through, and for the deciders of the
+ * resolution (out->dec).  0 when the way is open (*st:
  * what it leads to); 1 when skipped with a warning; a negative errno. */
 static int way_open(struct walk *w, const struct frame *f, int root,
 		    const char *real, const char *cpath, struct found *out)
@@ -1728,6 +1837,10 @@ static int way_open(struct walk *w, const struct frame *f, int root,
 	if (rc == 0 && f->via) {
 		struct frame v = via_of(f);
 		rc = hidden_from_writers(w, &v, root, real, &out->st);
+	}
+	if (rc == 0 && out->dec.set) {
+		struct frame d = deciders_frame(&out->dec);
+		rc = hidden_from_writers(w, &d, root, real, &out->st);
 	}
 	if (rc == 0)
 		return 0;
@@ -1756,7 +1869,8 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 	int rc = -EXDEV;
 
 	if (!(f->flags & SNAP_F_EXTERNAL))
-		rc = resolve_inside(w, f->src, name, &resolved);
+		rc = resolve_from(w, s->root_fd, s->root_real, f->src, name,
+				  &out->dec, &resolved);
 	if (rc == -EXDEV)
 		rc = resolve_into(w, f, name, out);
 	if (rc == -EAGAIN)
@@ -1769,6 +1883,7 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 		return log_err_set(&w->err, rc, "source %s/%s: %s", s->root,
 				   cpath, strerror(-rc));
 	if (resolved == NULL) { /* into a follow_into directory */
+		out->dec = (struct deciders){0}; /* the config's choice */
 		rc = skip_in_target(w, out->src, cpath, out);
 		return rc < 0 ? rc : 0;
 	}
@@ -1782,32 +1897,50 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 	return 0;
 }
 
+/* The path of f's directory below "/", without the leading slash. */
+static char *dir_below_slash(const struct walk *w, const struct frame *f)
+{
+	char *d;
+
+	if (f->flags & SNAP_F_EXTERNAL)
+		return strdup(f->src + 1);
+	if (asprintf(&d, "%s%s%s", w->s->root_real + 1,
+		     *f->src && w->s->root_real[1] ? "/" : "", f->src) < 0)
+		return NULL;
+	return d;
+}
+
 /* A link with symlinks = follow: used by its real path, every link on
- * the way resolved (/proc/self/fd/N names the daemon's own files), and
- * only when the writers of its directory may enter every directory on
- * that way, as with symlinks = inside.  Opened by that path with no link
- * followed, so a link changed since cannot lead elsewhere. */
+ * the way resolved one by one (/proc/self/fd/N names the daemon's own
+ * files), and only when the writers of its directory, and of every
+ * directory the resolution looked a name up in, may enter every
+ * directory on that way, as with symlinks = inside.  Opened by that path
+ * with no link followed, so a link changed since cannot lead
+ * elsewhere. */
 static int link_follow(struct walk *w, const struct frame *f, const char *name,
 		       const char *cpath, struct found *out)
 {
-	char *t = NULL, *full = NULL, *real = NULL;
-	int rc = 0;
+	char *dir = dir_below_slash(w, f), *rel = NULL, *real = NULL;
+	int rc = dir ? resolve_from(w, w->s->ext_fd, NULL, dir, name,
+				    &out->dec, &rel)
+		     : -ENOMEM;
 
-	if (fsutil_readlinkat(f->fd, name, &t) == 0)
-		rc = note_link(w, out->src, t);
-	free(t);
-	if (rc < 0)
-		return rc;
-	full = link_path(w, f, name);
-	if (full == NULL)
-		return -ENOMEM;
-	real = realpath(full, NULL);
-	rc = real ? 0 : errno == ENOMEM ? -ENOMEM : errno == ELOOP ? -ELOOP : -ENOENT;
-	free(full);
+	free(dir);
 	if (rc == -ENOENT || rc == -ELOOP)
 		return link_warning(w, cpath, rc, out);
-	if (rc == 0)
-		rc = way_open(w, f, w->s->ext_fd, real + 1, cpath, out);
+	if (rc == -EAGAIN)
+		return log_err_set(&w->err, rc,
+				   "source %s/%s: changed while being read",
+				   w->s->root, cpath);
+	if (rc == 0 && asprintf(&real, "/%s", rel) < 0)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		free(rel);
+		return log_err_set(&w->err, rc, "source %s/%s: %s", w->s->root,
+				   cpath, strerror(-rc));
+	}
+	rc = way_open(w, f, w->s->ext_fd, rel, cpath, out);
+	free(rel);
 	if (rc != 0) {
 		free(real);
 		return rc < 0 ? rc : 0;
@@ -1988,6 +2121,10 @@ static int kept_from_any(struct walk *w, const struct frame *f,
 	if (rc == 0 && f->via) {
 		struct frame v = via_of(f);
 		rc = kept_from_writers(w, &v, fd);
+	}
+	if (rc == 0 && fd->dec.set) {
+		struct frame d = deciders_frame(&fd->dec);
+		rc = kept_from_writers(w, &d, fd);
 	}
 	return rc;
 }
@@ -2266,6 +2403,7 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 	}
 	*child = frame_of(sub, *cpath, fd->src, fd->flags, &fd->st);
 	via_from(child, f, fd->linked);
+	via_add(child, &fd->dec);
 	*cpath = NULL;
 	fd->src = NULL;
 	return 0;

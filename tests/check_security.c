@@ -655,6 +655,62 @@ START_TEST(test_a_followed_link_is_judged_on_its_real_way)
 }
 END_TEST
 
+/* A source directory that a group may write, holding other users'
+ * directories: a member can rename theirs over another's at any time,
+ * so which link a path names there is theirs to choose.  A link is so
+ * judged for the writers of every directory its resolution looks a name
+ * up in, the shared one included: another user's link to their own
+ * private file is skipped while the group could swap it in, and
+ * published once only root may rename there. */
+START_TEST(test_a_link_is_judged_for_whoever_could_swap_it)
+{
+	char *shared = tu_path(tmp, "shared"), *err = NULL, *text;
+	char *theirs = dir_of("shared/theirs", OTHER_UID);
+	char *priv = dir_of("shared/priv", OTHER_UID);
+	char *t = tu_path(dst, "theirs/t"), *u = tu_path(dst, "theirs/u");
+	struct stat st;
+
+	tu_write(priv, "diary", "theirs alone\n", 0644);
+	ck_assert_int_eq(chown(priv, OTHER_UID, OTHER_UID), 0);
+	ck_assert_int_eq(chmod(priv, 0700), 0);
+	tu_write(shared, "pub", "anyone's\n", 0644);
+	char *lt = tu_path(theirs, "t"), *lu = tu_path(theirs, "u");
+	link_as(OTHER_UID, "../priv/diary", lt);
+	link_as(OTHER_UID, "../pub", lu);
+	ck_assert_int_eq(chown(shared, 0, APP_UID), 0);
+	ck_assert_int_eq(chmod(shared, 0775), 0);
+	ck_assert_int_eq(once_to(shared, dst, &err), 0);
+	ck_assert_msg(strstr(err, "theirs/t: symlink through a directory that "
+				  "a user who can write its directory may not "
+				  "enter; skipped"),
+		      "%s", err);
+	ck_assert_int_lt(lstat(t, &st), 0);
+	text = tu_read(u, NULL);
+	ck_assert_str_eq(text, "anyone's\n");
+	free(text);
+	free(err);
+	/* The same with symlinks = follow. */
+	ck_assert_int_eq(once_following(shared, &err), 0);
+	ck_assert_msg(strstr(err, "theirs/t: symlink through"), "%s", err);
+	ck_assert_int_lt(lstat(t, &st), 0);
+	free(err);
+	/* Only root may rename there: their link is theirs alone. */
+	ck_assert_int_eq(chmod(shared, 0755), 0);
+	ck_assert_int_eq(once_to(shared, dst, &err), 0);
+	text = tu_read(t, NULL);
+	ck_assert_str_eq(text, "theirs alone\n");
+	free(text);
+	free(err);
+	free(lu);
+	free(lt);
+	free(u);
+	free(t);
+	free(priv);
+	free(theirs);
+	free(shared);
+}
+END_TEST
+
 /* An access ACL that keeps the writer of a source directory out of a
  * directory or a file of another user's ("user:2003:---", the mode
  * bits saying all may) keeps out their links to it; and a directory
@@ -2240,6 +2296,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc,
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
 	tcase_add_test(tc, test_a_followed_link_is_judged_on_its_real_way);
+	tcase_add_test(tc, test_a_link_is_judged_for_whoever_could_swap_it);
 	tcase_add_test(tc, test_an_acl_that_keeps_a_writer_out_is_honoured);
 	tcase_add_test(tc, test_a_group_the_owner_is_not_in_grants_them_nothing);
 	tcase_add_test(tc, test_a_link_to_a_directory_is_judged_for_its_maker);
