@@ -2227,7 +2227,11 @@ static int add_file(struct walk *w, const struct frame *f, char **cpath,
 	e.flags = (uint8_t)fd->flags;
 	snapshot_mark_racy(&e, &w->seen);
 	/* Written through another of its names, it changes where no event
-	 * for this directory is. */
+	 * for this directory is.  Met by a refresh (a name just linked to a
+	 * file, and written through at once): the file's other names, which
+	 * it keeps as they were, are read again by a full walk. */
+	if (fd->st.st_nlink > 1 && w->prev)
+		return -ESTALE;
 	if (fd->st.st_nlink > 1)
 		s->indirect = true;
 	s->bytes += e.size;

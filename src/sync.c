@@ -67,10 +67,6 @@
 /* Without a watch on every directory, the source is re-scanned no sooner
  * than this many times what the last re-scan took. */
 #define RESCAN_COST_FACTOR 20u
-/* libuv drops inotify's queue overflow without a word: past this many
- * events between two reads, some may have been lost, and the source is
- * read whole (the kernel queues 16384 by default). */
-#define EVENTS_FULL 4096u
 /* Past this many changed directories (and an eighth of those watched),
  * reading the source whole costs little more; past this many changed
  * names, their directories are read again rather than each name. */
@@ -174,6 +170,9 @@ struct sync {
 	/* What changed since the publish under way read the source. */
 	struct publish_dirty dirty;
 	size_t events;
+	/* Every event since, excluded names' too, against the most that
+	 * cannot have overflowed the kernel's queue (watch_overflow_events). */
+	size_t raw_events, events_full;
 	unsigned open_handles;
 	void (*stopped)(void *);
 	void *stopped_data;
@@ -380,14 +379,14 @@ static void hand_dirty(struct sync *s)
 	struct publish_dirty *d = &s->pub.dirty;
 
 	if (s->dirty.all || s->watch_limited || s->watch == NULL ||
-	    s->events > EVENTS_FULL)
+	    s->raw_events > s->events_full)
 		publish_dirty_all(d);
 	for (size_t i = 0; !d->all && i < s->dirty.n; i++)
 		dirty_add(s, d, s->dirty.dirs[i]);
 	for (size_t i = 0; !d->all && i < s->dirty.nnames; i++)
 		dirty_add_name(s, d, s->dirty.names[i]);
 	publish_dirty_fini(&s->dirty);
-	s->events = 0;
+	s->events = s->raw_events = 0;
 }
 
 /* `dir` (NULL: the source itself) may have changed. */
@@ -522,6 +521,13 @@ static void on_watch(void *data, const char *dir, const char *name,
 
 	if (s->phase == PH_STOPPING)
 		return;
+	/* A flood of excluded names (a build's *.tmp) fills the kernel's
+	 * queue as well, and what it then drops is unknown: read whole. */
+	if (++s->raw_events > s->events_full && !s->dirty.all) {
+		note_dirty(s, NULL);
+		debounce_timer_event(&s->db);
+		return;
+	}
 	if (name == NULL) {
 		/* Newly watched: changes made before went unseen. */
 		note_dirty(s, dir);
@@ -1504,6 +1510,7 @@ int sync_start(uv_loop_t *loop, const struct conf_sync *c,
 	}
 	s->o = *o;
 	s->loop = loop;
+	s->events_full = watch_overflow_events();
 	publish_init(&s->pub, s->c, o->dry_run);
 	pathset_init(&s->tnames);
 	s->reload_pidfd = c->reload_pid ? hook_pidfd_open(c->reload_pid) : -1;

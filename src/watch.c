@@ -76,28 +76,47 @@ void watch_budget_free(struct watch_budget *b)
 	free(b);
 }
 
-size_t watch_default_max(bool *from_kernel)
+/* A number in a file of /proc/sys/fs/inotify: 0 and *v, or -1. */
+static int inotify_sysctl(const char *name, unsigned long long *v)
 {
-	char buf[32];
-	int fd = open("/proc/sys/fs/inotify/max_user_watches",
-		      O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	char buf[32], *path, *end;
+
+	if (asprintf(&path, "/proc/sys/fs/inotify/%s", name) < 0)
+		return -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
 
+	free(path);
 	if (fd >= 0)
 		close(fd);
-	*from_kernel = false;
 	if (n <= 0 || !isdigit((unsigned char)buf[0]))
-		return WATCH_DEFAULT_MAX;
+		return -1;
 	buf[n] = '\0';
-	char *end;
 	errno = 0;
-	unsigned long long v = strtoull(buf, &end, 10);
-	if (errno || (*end != '\n' && *end != '\0'))
+	*v = strtoull(buf, &end, 10);
+	return errno || (*end != '\n' && *end != '\0') ? -1 : 0;
+}
+
+size_t watch_default_max(bool *from_kernel)
+{
+	unsigned long long v;
+
+	*from_kernel = inotify_sysctl("max_user_watches", &v) == 0;
+	if (!*from_kernel)
 		return WATCH_DEFAULT_MAX;
-	*from_kernel = true;
 	/* The other half stays for the user's other programs. */
 	v /= 2;
 	return v == 0 ? 1 : v > SIZE_MAX ? SIZE_MAX : (size_t)v;
+}
+
+size_t watch_overflow_events(void)
+{
+	unsigned long long v;
+
+	if (inotify_sysctl("max_queued_events", &v) < 0 ||
+	    v / 2 >= WATCH_OVERFLOW_EVENTS)
+		return WATCH_OVERFLOW_EVENTS;
+	return v / 2 == 0 ? 1 : (size_t)(v / 2);
 }
 
 static void anc_update(struct watch *w);

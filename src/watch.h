@@ -42,6 +42,13 @@ void watch_budget_free(struct watch_budget *b);
  * WATCH_DEFAULT_MAX when it cannot be read; *from_kernel says which. */
 size_t watch_default_max(bool *from_kernel);
 
+/* libuv drops inotify's queue overflow without a word: past this many
+ * events between two reads of a source, some may have been lost, so it
+ * is read whole.  Half the kernel's queue (fs.inotify.max_queued_events,
+ * 16384 by default), and no more than WATCH_OVERFLOW_EVENTS. */
+#define WATCH_OVERFLOW_EVENTS 4096u
+size_t watch_overflow_events(void);
+
 /* Something may have changed in `dir` (a directory as watch_update was
  * given it; NULL for a directory on the way to the root): `name` is the
  * entry libuv named, "" when that may be `dir` itself (libuv names a
