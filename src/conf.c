@@ -1205,24 +1205,26 @@ static char *absolute_clean(const char *dir, const char *rest)
 }
 
 /* `clean` with its first `cut` bytes, a dangling link, replaced by
- * where the link points (relative to the link's directory). */
+ * where the link points (relative to the real path of the link's
+ * directory, which may itself be reached through a link). */
 static char *through_link(char *clean, size_t cut)
 {
-	char *to = NULL, *joined = NULL, *r = NULL;
+	char *to = NULL, *joined = NULL, *dir = NULL, *r = NULL;
 	char save = clean[cut];
 
 	clean[cut] = '\0';
 	char *slash = strrchr(clean, '/');
 	int rc = fsutil_readlinkat(AT_FDCWD, clean, &to);
-	clean[cut] = save;
-	if (rc < 0)
-		return NULL;
-	if (asprintf(&joined, "%s%s", to, clean + cut) >= 0) {
+	if (rc == 0) {
 		*slash = '\0';
-		r = absolute_clean(slash == clean ? "/" : clean, joined);
+		dir = realpath(slash == clean ? "/" : clean, NULL);
 		*slash = '/';
 	}
+	clean[cut] = save;
+	if (dir && asprintf(&joined, "%s%s", to, clean + cut) >= 0)
+		r = absolute_clean(dir, joined);
 	free(joined);
+	free(dir);
 	free(to);
 	return r;
 }

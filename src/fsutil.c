@@ -1403,12 +1403,14 @@ char *fsutil_join(const char *a, const char *b)
 
 	if (la == 0)
 		return strdup(b);
+	bool slash = a[la - 1] != '/'; /* "/" and "x" make "/x" */
 	r = malloc(la + lb + 2);
 	if (r == NULL)
 		return NULL;
 	memcpy(r, a, la);
-	r[la] = '/';
-	memcpy(r + la + 1, b, lb + 1);
+	if (slash)
+		r[la] = '/';
+	memcpy(r + la + slash, b, lb + 1);
 	return r;
 }
 

@@ -249,7 +249,8 @@ const char *fsutil_chase_why(const char *why, const char *path, int rc);
  * errno set. */
 char *fsutil_fd_path(int fd);
 
-/* "a/b", or b alone when a is empty; NULL when out of memory. */
+/* "a/b" ("/b" when a is "/": no second slash), or b alone when a is
+ * empty; NULL when out of memory. */
 char *fsutil_join(const char *a, const char *b);
 
 #endif

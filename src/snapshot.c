@@ -315,8 +315,8 @@ const char *snapshot_warn_str(enum snap_warn kind)
 		return "symlink through a directory that a user who can write "
 		       "its directory may not enter; skipped";
 	case SNAP_W_PROC:
-		return "symlink into /proc (the daemon's view of processes, "
-		       "not a file of the source's); skipped";
+		return "symlink into /proc or /sys (what a file there holds "
+		       "depends on who reads it); skipped";
 	case SNAP_W_HIDDEN_BELOW:
 		return "a directory below a symlink that a user who can write "
 		       "the symlink's directory may not enter; skipped";
@@ -1767,14 +1767,24 @@ static int hidden_dir(struct walk *w, const struct frame *f, int dfd,
 	return rc;
 }
 
-/* Whether `fd` is on a proc file system, whose files are what each
- * reader may see of processes (/proc/PID/maps is for its owner), not
- * what their mode bits say: never published from a link. */
+/* Whether `fd` is on a file system of the kernel's own (proc, sysfs,
+ * debugfs and the like), whose files hold what each reader may see
+ * (/proc/PID/maps for its owner, all of a PCI device's config space for
+ * root alone), not what their mode bits say: never published from a
+ * link.  A link into sysfs would also walk its web of links. */
 static bool on_procfs(int fd)
 {
+	static const long kernel[] = {PROC_SUPER_MAGIC, SYSFS_MAGIC,
+				      DEBUGFS_MAGIC,	TRACEFS_MAGIC,
+				      SECURITYFS_MAGIC, BPF_FS_MAGIC};
 	struct statfs sf;
 
-	return fstatfs(fd, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC;
+	if (fstatfs(fd, &sf) < 0)
+		return false;
+	for (size_t i = 0; i < sizeof(kernel) / sizeof(*kernel); i++)
+		if ((long)sf.f_type == kernel[i])
+			return true;
+	return false;
 }
 
 /* Whether a directory on the way from the source root to `real` (a

@@ -341,6 +341,28 @@ START_TEST(test_same_target_through_a_dangling_link)
 	conf_errors_fini(&e);
 	conf_free(c);
 	free(text);
+	/* A relative dangling link in a directory reached through a link
+	 * points from where that directory really is. */
+	char *deep = tu_path(tmp, "elsewhere/deep"), *via = tu_path(tmp, "via");
+	char *dl = tu_path(deep, "dl");
+	tu_mkdirs(deep, 0755);
+	ck_assert_int_eq(symlink(deep, via), 0);
+	ck_assert_int_eq(symlink("../x", dl), 0);
+	ck_assert_int_ge(asprintf(&text,
+				  "[sync:a]\nsource = /s1\ntarget = %s/via/dl\n"
+				  "[sync:b]\nsource = /s2\ntarget = %s/elsewhere/x\n"
+				  "[sync:c]\nsource = /s3\ntarget = %s/x\n",
+				  tmp, tmp, tmp),
+			 0);
+	c = load(text, &e);
+	assert_error(&e, 6, "is also the target of [sync:a]");
+	ck_assert_uint_eq(e.n, 1);
+	conf_errors_fini(&e);
+	conf_free(c);
+	free(text);
+	free(dl);
+	free(via);
+	free(deep);
 	free(r);
 	free(l);
 	free(a);

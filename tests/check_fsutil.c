@@ -894,6 +894,22 @@ START_TEST(test_tree_busy_reads_a_deep_chain)
 }
 END_TEST
 
+/* Joined paths have one slash between their parts: "/" and "etc" make
+ * "/etc", which an open beneath "/" takes as relative once the first
+ * slash is cut (a followed link to "/", say). */
+START_TEST(test_join_puts_one_slash_between)
+{
+	const char *cases[][3] = {{"a", "b", "a/b"},	{"/", "etc", "/etc"},
+				  {"", "b", "b"},	{"/a/", "b", "/a/b"},
+				  {"/a", "b/c", "/a/b/c"}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		char *j = fsutil_join(cases[i][0], cases[i][1]);
+		ck_assert_str_eq(j, cases[i][2]);
+		free(j);
+	}
+}
+END_TEST
+
 static Suite *fsutil_suite(void)
 {
 	Suite *s = suite_create("fsutil");
@@ -902,6 +918,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_acl_read_tells_what_all_and_some_are_granted);
 	tcase_add_test(tc, test_in_group_asks_the_user_database);
+	tcase_add_test(tc, test_join_puts_one_slash_between);
 	tcase_add_test(tc, test_root_owned_links_are_followed);
 	tcase_add_test(tc, test_link_owned_by_another_user_is_refused);
 	tcase_add_test(tc, test_root_link_in_a_directory_others_change_is_refused);
