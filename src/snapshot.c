@@ -1207,28 +1207,68 @@ static const char *below_root(const char *root_real, const char *target)
 static bool writers_trusted(uid_t uid, mode_t mode);
 
 
-static void deciders_add(struct deciders *d, uid_t uid, gid_t gid,
-			 mode_t mode)
+/* Adds the writers of a directory of owner `uid`, group `gid` and mode
+ * `mode` to a class of writers (*set, *uid, *gid, *mode).  One owner
+ * stays one class, with the write bits of both, and the group that may
+ * write; two owners, or two groups that may write, are anyone. */
+static void class_merge(bool *set, uid_t *cu, gid_t *cg, mode_t *cm, uid_t uid,
+			gid_t gid, mode_t mode)
 {
 	const mode_t wr = S_IWGRP | S_IWOTH;
 
-	if (writers_trusted(uid, mode))
-		return;
-	if (!d->set)
-		*d = (struct deciders){true, uid, gid, mode & (S_IWUSR | wr)};
-	else if (d->uid != uid || d->gid != gid || (d->mode & wr) != (mode & wr))
-		d->mode = S_IWOTH;
+	mode &= S_IWUSR | wr;
+	if (!*set) {
+		*set = true;
+		*cu = uid;
+		*cg = gid;
+		*cm = mode;
+	} else if (*cu != uid ||
+		   ((*cm & S_IWGRP) && (mode & S_IWGRP) && *cg != gid)) {
+		*cm = S_IWOTH;
+	} else {
+		if (mode & S_IWGRP)
+			*cg = gid;
+		*cm |= mode;
+	}
 }
 
-/* A name `st` looked up in the directory `in`: in a sticky directory of
- * root's only its owner (or root) can move it, else in's writers can. */
+static void deciders_add(struct deciders *d, uid_t uid, gid_t gid,
+			 mode_t mode)
+{
+	if (!writers_trusted(uid, mode))
+		class_merge(&d->set, &d->uid, &d->gid, &d->mode, uid, gid,
+			    mode);
+}
+
+/* A name `st` looked up in the directory `in` (whose writers' mode,
+ * ACL included, is in_mode): in a sticky directory of root's only its
+ * owner (or root) can move it, else in's writers can. */
 static void deciders_lookup(struct deciders *d, const struct stat *in,
-			    const struct stat *st)
+			    mode_t in_mode, const struct stat *st)
 {
 	if ((in->st_mode & S_ISVTX) && fsutil_trusted_uid(in->st_uid))
 		deciders_add(d, st->st_uid, st->st_gid, S_IWUSR);
 	else
-		deciders_add(d, in->st_uid, in->st_gid, in->st_mode);
+		deciders_add(d, in->st_uid, in->st_gid, in_mode);
+}
+
+/* The mode of the directory `path` beneath `base` (found as *st) as
+ * frame_of() takes it: an ACL that lets a user or group it names write
+ * makes it one anyone may write. */
+static mode_t acl_writers(int base, const char *path, const struct stat *st)
+{
+	struct fsutil_acl acl = {.named = 0};
+	mode_t m = st->st_mode;
+
+	if (!(m & S_IWGRP) || !S_ISDIR(m))
+		return m;
+	int fd = openat(base, *path ? path : ".",
+			O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsutil_acl_read(fd, &acl) < 0 || (acl.named & 02))
+		m |= S_IWOTH;
+	if (fd >= 0)
+		close(fd);
+	return m;
 }
 
 /* Where a resolution starts: beneath `base` (the source root, or "/"
@@ -1238,6 +1278,7 @@ struct resolve {
 	const char *bound; /* an absolute link must lead below it */
 	struct comps stack, queue;
 	struct stat top;   /* the directory the stack names */
+	mode_t top_mode;   /* its mode, as its writers have it */
 	struct deciders dec;
 };
 
@@ -1250,6 +1291,8 @@ static int resolve_top(struct resolve *r)
 			   AT_SYMLINK_NOFOLLOW) < 0
 			 ? -errno
 			 : 0;
+	if (rc == 0)
+		r->top_mode = acl_writers(r->base, p, &r->top);
 	free(p);
 	return rc == -ENOTDIR ? -ENOENT : rc;
 }
@@ -1258,18 +1301,21 @@ static int resolve_top(struct resolve *r)
 static int resolve_start(struct resolve *r, const char *dir)
 {
 	struct comps c = {0};
-	int rc = fstat(r->base, &r->top) < 0 ? -errno : comps_split(&c, dir);
+	int rc = resolve_top(r);
 
-	deciders_add(&r->dec, r->top.st_uid, r->top.st_gid, r->top.st_mode);
+	if (rc == 0)
+		rc = comps_split(&c, dir);
+	deciders_add(&r->dec, r->top.st_uid, r->top.st_gid, r->top_mode);
 	for (size_t i = 0; rc == 0 && i < c.n; i++) {
 		struct stat in = r->top;
+		mode_t in_mode = r->top_mode;
 		rc = comps_push(&r->stack, c.v[i], strlen(c.v[i]));
 		if (rc == 0)
 			rc = resolve_top(r);
 		if (rc == 0 && !S_ISDIR(r->top.st_mode))
 			rc = -EAGAIN; /* no longer the directory walked */
 		if (rc == 0)
-			deciders_lookup(&r->dec, &in, &r->top);
+			deciders_lookup(&r->dec, &in, in_mode, &r->top);
 	}
 	comps_free(&c);
 	return rc == -ENOENT ? -EAGAIN : rc;
@@ -1335,13 +1381,15 @@ static int resolve_step(struct walk *w, struct resolve *r, char *c, int *hops)
 	if (rc == 0 && fstatat(r->base, cur, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		rc = errno == ENOTDIR ? -ENOENT : -errno;
 	if (rc == 0)
-		deciders_lookup(&r->dec, &r->top, &st);
+		deciders_lookup(&r->dec, &r->top, r->top_mode, &st);
 	if (rc == 0 && S_ISLNK(st.st_mode))
 		rc = resolve_link(w, r, cur, hops);
 	else if (rc == 0 && !S_ISDIR(st.st_mode) && r->queue.n > 0)
 		rc = -ENOENT;
-	else if (rc == 0)
+	else if (rc == 0) {
 		r->top = st;
+		r->top_mode = acl_writers(r->base, cur, &st);
+	}
 	free(cur);
 	return rc;
 }
@@ -1464,15 +1512,12 @@ static void via_add(struct frame *child, const struct deciders *d)
 {
 	if (!d->set)
 		return;
-	if (!child->via) {
-		child->via = true;
-		child->via_uid = d->uid;
-		child->via_gid = d->gid;
-		child->via_mode = d->mode;
-	} else if (child->via_uid != d->uid || child->via_gid != d->gid ||
-		   ((child->via_mode ^ d->mode) & (S_IWGRP | S_IWOTH))) {
-		child->via_mode = S_IWOTH; /* two classes: anyone */
-	}
+	/* Root's alone are no class to merge with: judged for, they keep
+	 * nothing out. */
+	if (child->via && writers_trusted(child->via_uid, child->via_mode))
+		child->via = false;
+	class_merge(&child->via, &child->via_uid, &child->via_gid,
+		    &child->via_mode, d->uid, d->gid, d->mode);
 }
 
 static void frame_fini(struct frame *f)

@@ -711,6 +711,107 @@ START_TEST(test_a_link_is_judged_for_whoever_could_swap_it)
 }
 END_TEST
 
+/* Gives `dir` the ACL of a drop directory: its owner and group rwx, the
+ * user `uid` rwx by name, others nothing. */
+static void acl_drop_dir(const char *dir, unsigned uid)
+{
+	const uint32_t any = 0xffffffffu;
+	const struct {
+		uint16_t tag, perm;
+		uint32_t id;
+	} e[] = {{0x01, 7, any}, {0x02, 7, uid}, {0x04, 7, any},
+		 {0x10, 7, any}, {0x20, 0, any}};
+	unsigned char v[4 + sizeof(e)];
+	uint32_t version = 2;
+
+	memcpy(v, &version, 4);
+	memcpy(v + 4, e, sizeof(e));
+	ck_assert_int_eq(setxattr(dir, "system.posix_acl_access", v, sizeof(v), 0),
+			 0);
+}
+
+/* Who may choose what a link reads is judged with their ACL rights, and
+ * as one class when they are one owner: root's link through a directory
+ * an ACL lets uid 2004 write is judged for anyone; a source of one user
+ * whose directories have other groups, none of which may write, is that
+ * user's; and root's link to a directory of that user's is judged for
+ * that user alone, like the same link to a file in it. */
+START_TEST(test_a_link_is_judged_for_its_deciders_as_they_are)
+{
+	char *shared = tu_path(tmp, "s/shared"), *priv = tu_path(tmp, "priv");
+	char *err = NULL, *text, *cfg = tu_path(shared, "cfg");
+	char *l = tu_path(tmp, "s/a/L"), *shown = tu_path(dst, "a/L");
+	char *s = tu_path(tmp, "s");
+	struct stat st;
+
+	tu_write(priv, "secret", "the group's\n", 0644);
+	ck_assert_int_eq(chown(priv, 0, 2100), 0);
+	ck_assert_int_eq(chmod(priv, 0750), 0);
+	tu_mkdirs(shared, 0770);
+	ck_assert_int_eq(chown(shared, 0, 2100), 0);
+	acl_drop_dir(shared, OTHER_UID);
+	char *secret = tu_path(priv, "secret");
+	ck_assert_int_eq(symlink(secret, cfg), 0);
+	tu_write(s, "a/keep", "x\n", 0644);
+	ck_assert_int_eq(symlink("../shared/cfg", l), 0);
+	ck_assert_int_eq(once_following(s, &err), 0);
+	ck_assert_msg(strstr(err, "a/L: symlink through a directory"), "%s",
+		      err);
+	ck_assert_int_lt(lstat(shown, &st), 0);
+	free(err);
+	/* One user's source, directories of other groups none may write. */
+	char *one = dir_of("one", APP_UID), *cmd;
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mkdir conf priv && echo "
+					"mine > priv/f && chmod 700 priv && "
+					"chmod 600 priv/f && ln -s ../priv/f "
+					"conf/x",
+				  one),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	char *conf_dir = tu_path(one, "conf"), *x = tu_path(dst, "conf/x");
+	ck_assert_int_eq(chown(conf_dir, APP_UID, 2100), 0);
+	ck_assert_int_eq(once_to(one, dst, &err), 0);
+	text = tu_read(x, NULL);
+	ck_assert_str_eq(text, "mine\n");
+	free(text);
+	free(err);
+	/* Root's links to a directory of a user's and to a file in it. */
+	char *r = tu_path(tmp, "r"), *u = dir_of("r/u", OTHER_UID);
+	tu_write(u, "priv/f", "theirs\n", 0600);
+	char *pd = tu_path(u, "priv"), *pf = tu_path(u, "priv/f");
+	ck_assert_int_eq(chown(pd, OTHER_UID, OTHER_UID), 0);
+	ck_assert_int_eq(chown(pf, OTHER_UID, OTHER_UID), 0);
+	ck_assert_int_eq(chmod(pd, 0700), 0);
+	char *lp = tu_path(r, "p"), *lpf = tu_path(r, "pf");
+	ck_assert_int_eq(symlink("u/priv", lp), 0);
+	ck_assert_int_eq(symlink("u/priv/f", lpf), 0);
+	ck_assert_int_eq(once_to(r, dst, &err), 0);
+	char *got_p = tu_path(dst, "p/f"), *got_pf = tu_path(dst, "pf");
+	ck_assert_msg(lstat(got_p, &st) == 0 && lstat(got_pf, &st) == 0, "%s",
+		      err);
+	free(err);
+	free(got_pf);
+	free(got_p);
+	free(lpf);
+	free(lp);
+	free(pf);
+	free(pd);
+	free(u);
+	free(r);
+	free(x);
+	free(conf_dir);
+	free(cmd);
+	free(one);
+	free(secret);
+	free(s);
+	free(shown);
+	free(l);
+	free(cfg);
+	free(priv);
+	free(shared);
+}
+END_TEST
+
 /* An access ACL that keeps the writer of a source directory out of a
  * directory or a file of another user's ("user:2003:---", the mode
  * bits saying all may) keeps out their links to it; and a directory
@@ -2297,6 +2398,7 @@ static Suite *security_suite(void)
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
 	tcase_add_test(tc, test_a_followed_link_is_judged_on_its_real_way);
 	tcase_add_test(tc, test_a_link_is_judged_for_whoever_could_swap_it);
+	tcase_add_test(tc, test_a_link_is_judged_for_its_deciders_as_they_are);
 	tcase_add_test(tc, test_an_acl_that_keeps_a_writer_out_is_honoured);
 	tcase_add_test(tc, test_a_group_the_owner_is_not_in_grants_them_nothing);
 	tcase_add_test(tc, test_a_link_to_a_directory_is_judged_for_its_maker);
