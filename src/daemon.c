@@ -612,6 +612,19 @@ static void on_signal(uv_signal_t *h, int signum)
 }
 
 
+/* So many events at once that the kernel's queue may have overflowed,
+ * losing any mapping's: every source is read whole. */
+static void on_flood(void *arg)
+{
+	struct daemon *d = arg;
+
+	log_debug("more than %zu inotify events at once; reading every "
+		  "source whole",
+		  watch_overflow_events());
+	for (size_t i = 0; i < d->nsyncs; i++)
+		sync_rescan(d->syncs[i]);
+}
+
 int daemon_new(struct conf *conf, const struct daemon_opts *o,
 	       struct daemon **out)
 {
@@ -635,6 +648,7 @@ int daemon_new(struct conf *conf, const struct daemon_opts *o,
 	}
 	d->o = *o;
 	d->conf = conf;
+	watch_budget_on_flood(d->budget, on_flood, d);
 	*out = d;
 	return 0;
 }

@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -514,6 +515,25 @@ static bool too_big(int rc)
 	return rc == -ENOSPC || rc == -EDQUOT || rc == -EFBIG;
 }
 
+/* Whether the excluded name `name` of `dir` is a file with other names:
+ * written through it (a link made to a file as its .tmp twin, say), the
+ * file changes under a name that is not excluded. */
+static bool another_name(const struct sync *s, const char *dir,
+			 const char *name)
+{
+	if (dir == NULL)
+		return false;
+	char *d = dir[0] == '/' ? strdup(dir) : fsutil_join(s->c->source, dir);
+	char *p = d ? fsutil_join(d, name) : NULL;
+	struct stat st;
+	bool more = p && lstat(p, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_nlink > 1;
+
+	free(p);
+	free(d);
+	return more;
+}
+
 static void on_watch(void *data, const char *dir, const char *name,
 		     int root)
 {
@@ -540,7 +560,8 @@ static void on_watch(void *data, const char *dir, const char *name,
 	 * type: with anchored, directory-only or "!" patterns the event
 	 * goes through (the re-scan then finds nothing to publish). */
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
-	    ignore_name_excluded(s->c->ignore, name))
+	    ignore_name_excluded(s->c->ignore, name) &&
+	    !another_name(s, dir, name))
 		return;
 	/* While publishing fails, the source's name (or the way to it)
 	 * changed may be the operator's fix, a directory put back where a

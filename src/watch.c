@@ -29,6 +29,13 @@ struct wentry {
 
 struct watch_budget {
 	size_t max, used;
+	/* The events of all its watches in one turn of the loop (one
+	 * uv_now()), which libuv reads from the one inotify queue at once:
+	 * past turn_max, that queue may have overflowed. */
+	uint64_t turn_ms;
+	size_t turn_events, turn_max;
+	void (*flood)(void *arg);
+	void *flood_arg;
 };
 
 struct watch {
@@ -69,6 +76,25 @@ size_t watch_budget_max(const struct watch_budget *b)
 size_t watch_budget_used(const struct watch_budget *b)
 {
 	return b->used;
+}
+
+void watch_budget_on_flood(struct watch_budget *b, void (*flood)(void *arg),
+			   void *arg)
+{
+	b->flood = flood;
+	b->flood_arg = arg;
+	b->turn_max = watch_overflow_events();
+}
+
+/* Counts an event of the turn `now`; the first past turn_max floods. */
+static void budget_event(struct watch_budget *b, uint64_t now)
+{
+	if (now != b->turn_ms) {
+		b->turn_ms = now;
+		b->turn_events = 0;
+	}
+	if (++b->turn_events == b->turn_max + 1 && b->flood)
+		b->flood(b->flood_arg);
 }
 
 void watch_budget_free(struct watch_budget *b)
@@ -144,6 +170,8 @@ static void on_event(uv_fs_event_t *h, const char *filename, int events,
 
 	(void)events;
 	(void)status;
+	if (w->budget)
+		budget_event(w->budget, uv_now(w->loop));
 	if (w->dead)
 		return;
 	/* libuv names the watched directory itself when it is deleted or

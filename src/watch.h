@@ -49,6 +49,13 @@ size_t watch_default_max(bool *from_kernel);
 #define WATCH_OVERFLOW_EVENTS 4096u
 size_t watch_overflow_events(void);
 
+/* The watches of all mappings share the loop's one inotify queue: when
+ * more than watch_overflow_events() of their events come in one turn of
+ * the loop, some of any mapping's may have been lost, and `flood` is
+ * called (once for that turn). */
+void watch_budget_on_flood(struct watch_budget *b, void (*flood)(void *arg),
+			   void *arg);
+
 /* Something may have changed in `dir` (a directory as watch_update was
  * given it; NULL for a directory on the way to the root): `name` is the
  * entry libuv named, "" when that may be `dir` itself (libuv names a
