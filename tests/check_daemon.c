@@ -2437,6 +2437,16 @@ START_TEST(test_mounts_over_the_source_and_target_are_followed)
 }
 END_TEST
 
+/* Links `to` to the file `from`, and writes "new" through it. */
+static void write_through_new_name(const char *from, const char *to)
+{
+	ck_assert_int_eq(link(from, to), 0);
+	int fd = open(to, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "new\n", 4), 4);
+	ck_assert_int_eq(close(fd), 0);
+}
+
 /* A new name for a published file, and the file written through it at
  * once: the event names only the new name, but the old one changed as
  * well, and is published so. */
@@ -2448,11 +2458,7 @@ START_TEST(test_a_file_written_through_a_new_name_changes_under_both)
 	tu_write(src, "d2/other", "x\n", 0644);
 	start_adhoc("0");
 	converge(src, dst, 3000);
-	ck_assert_int_eq(link(f, h), 0);
-	int fd = open(h, O_WRONLY | O_TRUNC | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, "new\n", 4), 4);
-	ck_assert_int_eq(close(fd), 0);
+	write_through_new_name(f, h);
 	converge(src, dst, 5000);
 	stop_daemon();
 	free(h);
@@ -2476,11 +2482,7 @@ START_TEST(test_a_file_written_through_an_excluded_new_name_changes)
 	write_conf(text);
 	start_conf();
 	converge(src, dst, 5000);
-	ck_assert_int_eq(link(m, t), 0);
-	int fd = open(t, O_WRONLY | O_TRUNC | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, "new\n", 4), 4);
-	ck_assert_int_eq(close(fd), 0);
+	write_through_new_name(m, t);
 	struct tu_needle n = {shown, "new", 1};
 	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 5000),
 		      "d1/m not published again");
