@@ -560,9 +560,14 @@ static void on_watch(void *data, const char *dir, const char *name,
 	 * type: with anchored, directory-only or "!" patterns the event
 	 * goes through (the re-scan then finds nothing to publish). */
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
-	    ignore_name_excluded(s->c->ignore, name) &&
-	    !another_name(s, dir, name))
+	    ignore_name_excluded(s->c->ignore, name)) {
+		if (!another_name(s, dir, name))
+			return;
+		/* Its other names, wherever they are, changed with it. */
+		note_dirty(s, NULL);
+		debounce_timer_event(&s->db);
 		return;
+	}
 	/* While publishing fails, the source's name (or the way to it)
 	 * changed may be the operator's fix, a directory put back where a
 	 * file was, and so may what is in it when the target has no room
