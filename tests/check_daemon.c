@@ -2608,7 +2608,9 @@ START_TEST(test_certbot_live_directory_follows_renewals)
 	ck_assert(tu_wait_for(tu_file_holds, &n, 5000));
 	wait_log("stray.pem: symlink points outside the source; skipped", 1, 3000);
 	ck_assert_int_ne(access(tstray, F_OK), 0);
-	/* The warning belongs to the publish, so it comes before it. */
+	/* The warning belongs to the publish, so it comes before it (whose
+	 * line follows the files it shows). */
+	wait_log(": published ..", 1, 3000);
 	char *log = tu_read(logpath, NULL);
 	const char *skipped = strstr(log, "stray.pem: symlink points outside");
 	const char *published = strstr(log, ": published ..");
