@@ -622,7 +622,7 @@ static void on_flood(void *arg)
 		  "source whole",
 		  watch_overflow_events());
 	for (size_t i = 0; i < d->nsyncs; i++)
-		sync_rescan(d->syncs[i]);
+		sync_flood(d->syncs[i]);
 }
 
 int daemon_new(struct conf *conf, const struct daemon_opts *o,

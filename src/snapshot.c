@@ -1167,7 +1167,7 @@ static size_t next_comp(const char **p)
 }
 
 /* Where an absolute link target leads below root_real: what is left of
- * it once it is there (for resolve_inside() to go on with), or NULL when
+ * it once it is there (for resolve_from() to go on with), or NULL when
  * it leads elsewhere.  Components are compared one by one, so doubled
  * slashes and "." do not matter, and ".." is taken lexically while the
  * path is still on root_real's own way down (a real path, without links,
@@ -1279,6 +1279,7 @@ struct resolve {
 	struct comps stack, queue;
 	struct stat top;   /* the directory the stack names */
 	mode_t top_mode;   /* its mode, as its writers have it */
+	uint64_t dev, ino; /* the directory the walk has open there */
 	struct deciders dec;
 };
 
@@ -1305,7 +1306,6 @@ static int resolve_start(struct resolve *r, const char *dir)
 
 	if (rc == 0)
 		rc = comps_split(&c, dir);
-	deciders_add(&r->dec, r->top.st_uid, r->top.st_gid, r->top_mode);
 	for (size_t i = 0; rc == 0 && i < c.n; i++) {
 		struct stat in = r->top;
 		mode_t in_mode = r->top_mode;
@@ -1318,6 +1318,10 @@ static int resolve_start(struct resolve *r, const char *dir)
 			deciders_lookup(&r->dec, &in, in_mode, &r->top);
 	}
 	comps_free(&c);
+	/* Not the directory the walk has open: it was moved meanwhile. */
+	if (rc == 0 && ((uint64_t)r->top.st_dev != r->dev ||
+			(uint64_t)r->top.st_ino != r->ino))
+		rc = -EAGAIN;
 	return rc == -ENOENT ? -EAGAIN : rc;
 }
 
@@ -1333,11 +1337,13 @@ static int resolve_link(struct walk *w, struct resolve *r, const char *cur,
 	rc = fsutil_readlinkat(r->base, cur, &link);
 	if (rc == -EINVAL)
 		rc = -EAGAIN; /* no longer a link: changed meanwhile */
-	if (rc == 0 && r->bound == NULL) {
+	/* /proc/self and /proc/PID/fd/N say what the daemon holds now,
+	 * which changes as it reads: not checked again. */
+	if (rc == 0 && r->bound == NULL && strncmp(cur, "proc/", 5) != 0) {
 		char *abs = fsutil_join("/", cur);
 		rc = abs ? note_link(w, abs, link) : -ENOMEM;
 		free(abs);
-	} else if (rc == 0) {
+	} else if (rc == 0 && r->bound) {
 		rc = note_link(w, cur, link);
 	}
 	free(r->stack.v[--r->stack.n]);
@@ -1400,10 +1406,11 @@ static int resolve_step(struct walk *w, struct resolve *r, char *c, int *hops)
  * name up in (those above `dir` included) in *dec.  -EXDEV: it leads
  * out of `bound`; -ELOOP: too many links; -ENOENT: dangling. */
 static int resolve_from(struct walk *w, int base, const char *bound,
-			const char *dir, const char *name,
-			struct deciders *dec, char **out)
+			const struct frame *f, const char *dir,
+			const char *name, struct deciders *dec, char **out)
 {
-	struct resolve r = {.base = base, .bound = bound};
+	struct resolve r = {.base = base, .bound = bound, .dev = f->dev,
+			    .ino = f->ino};
 	int hops = 0;
 	int rc = resolve_start(&r, dir);
 
@@ -1819,28 +1826,32 @@ static int hidden_dir(struct walk *w, const struct frame *f, int dfd,
  * link.  A link into sysfs would also walk its web of links. */
 static bool on_procfs(int fd)
 {
-	static const long kernel[] = {PROC_SUPER_MAGIC, SYSFS_MAGIC,
-				      DEBUGFS_MAGIC,	TRACEFS_MAGIC,
-				      SECURITYFS_MAGIC, BPF_FS_MAGIC};
+	static const long kernel[] = {
+		PROC_SUPER_MAGIC,  SYSFS_MAGIC,	     DEBUGFS_MAGIC,
+		TRACEFS_MAGIC,	   SECURITYFS_MAGIC, BPF_FS_MAGIC,
+		CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, BINFMTFS_MAGIC,
+		EFIVARFS_MAGIC,	   PSTOREFS_MAGIC,   SELINUX_MAGIC,
+		SMACK_MAGIC,	   0x62656570 /* configfs */};
 	struct statfs sf;
 
 	if (fstatfs(fd, &sf) < 0)
-		return false;
+		return true; /* not to be told: not read */
 	for (size_t i = 0; i < sizeof(kernel) / sizeof(*kernel); i++)
 		if ((long)sf.f_type == kernel[i])
 			return true;
 	return false;
 }
 
-/* Whether a directory on the way from the source root to `real` (a
- * path with no link on it, relative to the root), or `real` itself when
- * it is a directory, is one that a user who can write f, the directory
- * of a link to it, may not go through (another user's 0700 directory):
- * the link would hand them what it keeps from them.  Each directory is
- * looked at as opened on the way, no link followed, and *st is what
- * `real` is at its end, so that what is read later (checked against
- * *st) is what was reached this way.  1 or 0; a negative errno when the
- * way is not there as it was (-ELOOP: a link at its end now). */
+/* Whether a directory on the way from `root` (the source root, or "/")
+ * to `real` (a path with no link on it, relative to it), or `real`
+ * itself when it is a directory, is one that a user who can write f,
+ * the directory of a link to it, may not go through (another user's
+ * 0700 directory): the link would hand them what it keeps from them.
+ * Each directory is looked at as opened on the way, no link followed,
+ * and *st is what `real` is at its end, so that what is read later
+ * (checked against *st) is what was reached this way.  1 (hidden), 2
+ * (a file of a kernel file system: on_procfs()) or 0; a negative errno
+ * when the way is not there as it was (-ELOOP: a link at its end now). */
 static int hidden_from_writers(struct walk *w, const struct frame *f,
 			       int root, const char *real, struct stat *st)
 {
@@ -1924,7 +1935,7 @@ static int link_inside(struct walk *w, const struct frame *f, const char *name,
 	int rc = -EXDEV;
 
 	if (!(f->flags & SNAP_F_EXTERNAL))
-		rc = resolve_from(w, s->root_fd, s->root_real, f->src, name,
+		rc = resolve_from(w, s->root_fd, s->root_real, f, f->src, name,
 				  &out->dec, &resolved);
 	if (rc == -EXDEV)
 		rc = resolve_into(w, f, name, out);
@@ -1976,7 +1987,7 @@ static int link_follow(struct walk *w, const struct frame *f, const char *name,
 		       const char *cpath, struct found *out)
 {
 	char *dir = dir_below_slash(w, f), *rel = NULL, *real = NULL;
-	int rc = dir ? resolve_from(w, w->s->ext_fd, NULL, dir, name,
+	int rc = dir ? resolve_from(w, w->s->ext_fd, NULL, f, dir, name,
 				    &out->dec, &rel)
 		     : -ENOMEM;
 
@@ -1994,7 +2005,11 @@ static int link_follow(struct walk *w, const struct frame *f, const char *name,
 		return log_err_set(&w->err, rc, "source %s/%s: %s", w->s->root,
 				   cpath, strerror(-rc));
 	}
-	rc = way_open(w, f, w->s->ext_fd, rel, cpath, out);
+	/* Inside the source, its way is judged from the root, as with
+	 * symlinks = inside: not the directories above it. */
+	const char *in = below_root(w->s->root_real, real);
+	rc = in ? way_open(w, f, w->s->root_fd, in, cpath, out)
+		: way_open(w, f, w->s->ext_fd, rel, cpath, out);
 	free(rel);
 	if (rc != 0) {
 		free(real);
@@ -2340,8 +2355,7 @@ static int open_dir(struct walk *w, const struct frame *f, const char *name,
 		serr = sub < 0 ? -sub : 0;
 	} else {
 		sub = openat(f->fd, name,
-			     O_RDONLY | O_DIRECTORY | O_CLOEXEC |
-				     ((fd->flags & SNAP_F_FOLLOW) ? 0 : O_NOFOLLOW));
+			     O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 		serr = sub < 0 ? errno : 0;
 	}
 	if (sub < 0 && serr == ENOENT) /* gone since readdir */

@@ -23,9 +23,10 @@ enum snap_links {
 	SNAP_LINKS_SKIP,       /* ignore all links */
 };
 
-/* Open `src` following symlinks (it was reached through symlinks=follow). */
+/* Reached through symlinks = follow (links below it are followed too). */
 #define SNAP_F_FOLLOW 0x1u
-/* `src` is an absolute, symlink-free path into a follow_into directory. */
+/* `src` is an absolute, symlink-free path: into a follow_into directory,
+ * or where a followed link really leads. */
 #define SNAP_F_EXTERNAL 0x2u
 /* The content is `data` (size bytes, the caller's memory), not a source
  * file: a payload handed to libatomsync.  Its mode is the caller's, not
@@ -283,9 +284,10 @@ int snapshot_add(struct snapshot *s, const struct snap_entry *e);
 int snapshot_append(struct snapshot *s, const struct snap_entry *e);
 
 /* Opens `src`, the source of an entry with `flags` (SNAP_F_*), as a read
- * reached it: by its real path in a follow_into directory, following
- * links with SNAP_F_FOLLOW, else beneath the root with no link followed;
- * with `oflags` (O_CLOEXEC added).  A descriptor, or -errno. */
+ * reached it: by its real path beneath "/" with SNAP_F_EXTERNAL, else
+ * beneath the root, with no link followed either way (an entry of an
+ * older record with SNAP_F_FOLLOW alone: following links); with
+ * `oflags` (O_CLOEXEC added).  A descriptor, or -errno. */
 int snapshot_open_src(const struct snapshot *s, unsigned flags,
 		      const char *src, int oflags);
 

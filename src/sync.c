@@ -737,6 +737,14 @@ void sync_rescan(struct sync *s)
 	debounce_timer_retry(&s->db, 0);
 }
 
+void sync_flood(struct sync *s)
+{
+	if (s->phase == PH_STOPPING)
+		return;
+	note_dirty(s, NULL);
+	debounce_timer_event(&s->db);
+}
+
 static void on_resync(uv_timer_t *h)
 {
 	sync_rescan(h->data);

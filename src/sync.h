@@ -76,6 +76,11 @@ void sync_stop(struct sync *s, void (*done)(void *data), void *data);
 
 /* Re-scan now (as after SIGHUP for a mapping that did not change). */
 void sync_rescan(struct sync *s);
+
+/* Events of any mapping may have been lost (the kernel's queue, which
+ * all share, may have overflowed): the source is read whole, as after a
+ * change, without the check of every live file a re-scan makes. */
+void sync_flood(struct sync *s);
 /* The mount table changed: the source or target read or written anew
  * when its path no longer names the directory the last publish found. */
 void sync_mounts_changed(struct sync *s);
