@@ -1206,7 +1206,6 @@ static const char *below_root(const char *root_real, const char *target)
 
 static bool writers_trusted(uid_t uid, mode_t mode);
 
-
 /* Adds the writers of a directory of owner `uid`, group `gid` and mode
  * `mode` to a class of writers (*set, *uid, *gid, *mode).  One owner
  * stays one class, with the write bits of both, and the group that may
@@ -1477,12 +1476,33 @@ static struct frame frame_of(int fd, char *path, char *src, unsigned flags,
 	};
 }
 
-/* The writers of the directory that holds the link f was reached by, as
- * a frame of their own to judge against. */
+/* The writers of a directory of this owner, group and mode, as a frame
+ * of their own to judge against. */
+static struct frame writers_frame(uid_t uid, gid_t gid, mode_t mode)
+{
+	return (struct frame){.fd = -1, .uid = uid, .gid = gid, .mode = mode};
+}
+
+/* The writers of the directory that holds the link f was reached by. */
 static struct frame via_of(const struct frame *f)
 {
-	return (struct frame){.fd = -1, .uid = f->via_uid, .gid = f->via_gid,
-			      .mode = f->via_mode};
+	return writers_frame(f->via_uid, f->via_gid, f->via_mode);
+}
+
+/* Those what a link leads to is judged for, into j: f's writers, those
+ * of the directory holding the link f was reached through, and those
+ * who chose where it led (d).  Their number. */
+static size_t judges(const struct frame *f, const struct deciders *d,
+		     struct frame j[3])
+{
+	size_t n = 0;
+
+	j[n++] = writers_frame(f->uid, f->gid, f->mode);
+	if (f->via)
+		j[n++] = via_of(f);
+	if (d->set)
+		j[n++] = writers_frame(d->uid, d->gid, d->mode);
+	return n;
 }
 
 /* Whether only root or we may write a directory of this owner and mode:
@@ -1824,7 +1844,7 @@ static int hidden_dir(struct walk *w, const struct frame *f, int dfd,
  * (/proc/PID/maps for its owner, all of a PCI device's config space for
  * root alone), not what their mode bits say: never published from a
  * link.  A link into sysfs would also walk its web of links. */
-static bool on_procfs(int fd)
+static bool on_kernel_fs(int fd)
 {
 	static const long kernel[] = {
 		PROC_SUPER_MAGIC,  SYSFS_MAGIC,	     DEBUGFS_MAGIC,
@@ -1850,7 +1870,7 @@ static bool on_procfs(int fd)
  * Each directory is looked at as opened on the way, no link followed,
  * and *st is what `real` is at its end, so that what is read later
  * (checked against *st) is what was reached this way.  1 (hidden), 2
- * (a file of a kernel file system: on_procfs()) or 0; a negative errno
+ * (a file of a kernel file system: on_kernel_fs()) or 0; a negative errno
  * when the way is not there as it was (-ELOOP: a link at its end now). */
 static int hidden_from_writers(struct walk *w, const struct frame *f,
 			       int root, const char *real, struct stat *st)
@@ -1877,37 +1897,25 @@ static int hidden_from_writers(struct walk *w, const struct frame *f,
 		rc = -ELOOP;
 	else if (S_ISDIR(st->st_mode) && *p)
 		rc = hidden_dir(w, f, dfd, p, st);
-	if (rc == 0 && !S_ISDIR(st->st_mode) && on_procfs(dfd))
+	if (rc == 0 && !S_ISDIR(st->st_mode) && on_kernel_fs(dfd))
 		rc = 2;
 	if (dfd != root)
 		close(dfd);
 	return rc;
 }
 
-/* The deciders as a frame, to judge for as a directory's writers. */
-static struct frame deciders_frame(const struct deciders *d)
-{
-	return (struct frame){.fd = -1, .uid = d->uid, .gid = d->gid,
-			      .mode = d->mode};
-}
-
-/* hidden_from_writers() for f's writers, for those of the directory
- * holding the link f was reached through, and for the deciders of the
- * resolution (out->dec).  0 when the way is open (*st:
- * what it leads to); 1 when skipped with a warning; a negative errno. */
+/* hidden_from_writers() for each of judges() (with the deciders of the
+ * resolution, out->dec).  0 when the way is open (*st: what it leads
+ * to); 1 when skipped with a warning; a negative errno. */
 static int way_open(struct walk *w, const struct frame *f, int root,
 		    const char *real, const char *cpath, struct found *out)
 {
-	int rc = hidden_from_writers(w, f, root, real, &out->st);
+	struct frame j[3];
+	size_t n = judges(f, &out->dec, j);
+	int rc = 0;
 
-	if (rc == 0 && f->via) {
-		struct frame v = via_of(f);
-		rc = hidden_from_writers(w, &v, root, real, &out->st);
-	}
-	if (rc == 0 && out->dec.set) {
-		struct frame d = deciders_frame(&out->dec);
-		rc = hidden_from_writers(w, &d, root, real, &out->st);
-	}
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = hidden_from_writers(w, &j[i], root, real, &out->st);
 	if (rc == 0)
 		return 0;
 	out->skip = rc > 0;
@@ -2181,21 +2189,18 @@ static bool via_hidden(struct walk *w, const struct frame *f,
 	return denied_to_writers(w, &v, &found->st, S_IXGRP, S_IXOTH, fd);
 }
 
-/* The same for f's writers, and for those of the directory that holds
- * the link f was reached through. */
+/* The same for each of judges(): f's writers, those of the directory
+ * that holds the link f was reached through, and those who chose where
+ * it led. */
 static int kept_from_any(struct walk *w, const struct frame *f,
 			 const struct found *fd)
 {
-	int rc = kept_from_writers(w, f, fd);
+	struct frame j[3];
+	size_t n = judges(f, &fd->dec, j);
+	int rc = 0;
 
-	if (rc == 0 && f->via) {
-		struct frame v = via_of(f);
-		rc = kept_from_writers(w, &v, fd);
-	}
-	if (rc == 0 && fd->dec.set) {
-		struct frame d = deciders_frame(&fd->dec);
-		rc = kept_from_writers(w, &d, fd);
-	}
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = kept_from_writers(w, &j[i], fd);
 	return rc;
 }
 
@@ -2453,7 +2458,7 @@ static int add_dir(struct walk *w, const struct frame *f, const char *name,
 		close(sub);
 		return add_warning(s, *cpath, SNAP_W_HIDDEN_BELOW);
 	}
-	if (sub >= 0 && (fd->flags & SNAP_F_FOLLOW) && on_procfs(sub)) {
+	if (sub >= 0 && (fd->flags & SNAP_F_FOLLOW) && on_kernel_fs(sub)) {
 		close(sub);
 		return add_warning(s, *cpath, SNAP_W_PROC);
 	}
@@ -2655,16 +2660,17 @@ static int walk(struct walk *w, struct frame *root)
 	return rc;
 }
 
-/* The real paths of the follow_into directories that exist. */
+/* The real paths of the follow_into directories that exist, and "/"
+ * opened, where follow_into or symlinks = follow may lead out of the
+ * source. */
 static int resolve_into_dirs(struct walk *w)
 {
 	const struct snapshot_opts *o = w->o;
 
 	if (o == NULL || (o->nfollow_into == 0 && o->links != SNAP_LINKS_FOLLOW))
 		return 0;
-	w->into = calloc(o->nfollow_into ? o->nfollow_into : 1,
-			 sizeof(*w->into));
-	if (w->into == NULL)
+	if (o->nfollow_into &&
+	    (w->into = calloc(o->nfollow_into, sizeof(*w->into))) == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < o->nfollow_into; i++) {
 		char *r = realpath(o->follow_into[i], NULL);

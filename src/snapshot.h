@@ -86,7 +86,7 @@ enum snap_warn {
 	SNAP_W_HIDDEN_BELOW, /* below a link, a directory that a user who
 				can write the link's directory may not
 				enter */
-	SNAP_W_PROC,	     /* a link into /proc */
+	SNAP_W_PROC,	     /* a link into /proc, /sys and the like */
 };
 
 /* The warnings a read keeps, the first in path order: each holds a path,
