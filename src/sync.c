@@ -534,6 +534,14 @@ static bool another_name(const struct sync *s, const char *dir,
 	return more;
 }
 
+void sync_flood(struct sync *s)
+{
+	if (s->phase == PH_STOPPING)
+		return;
+	note_dirty(s, NULL);
+	debounce_timer_event(&s->db);
+}
+
 static void on_watch(void *data, const char *dir, const char *name,
 		     int root)
 {
@@ -544,8 +552,7 @@ static void on_watch(void *data, const char *dir, const char *name,
 	/* A flood of excluded names (a build's *.tmp) fills the kernel's
 	 * queue as well, and what it then drops is unknown: read whole. */
 	if (++s->raw_events > s->events_full && !s->dirty.all) {
-		note_dirty(s, NULL);
-		debounce_timer_event(&s->db);
+		sync_flood(s);
 		return;
 	}
 	if (name == NULL) {
@@ -561,11 +568,9 @@ static void on_watch(void *data, const char *dir, const char *name,
 	 * goes through (the re-scan then finds nothing to publish). */
 	if (!root && name && !(name[0] == '.' && name[1] == '.') &&
 	    ignore_name_excluded(s->c->ignore, name)) {
-		if (!another_name(s, dir, name))
-			return;
 		/* Its other names, wherever they are, changed with it. */
-		note_dirty(s, NULL);
-		debounce_timer_event(&s->db);
+		if (another_name(s, dir, name))
+			sync_flood(s);
 		return;
 	}
 	/* While publishing fails, the source's name (or the way to it)
@@ -735,14 +740,6 @@ void sync_rescan(struct sync *s)
 	/* A re-read not caused by a change also checks every live file. */
 	s->verify_due = true;
 	debounce_timer_retry(&s->db, 0);
-}
-
-void sync_flood(struct sync *s)
-{
-	if (s->phase == PH_STOPPING)
-		return;
-	note_dirty(s, NULL);
-	debounce_timer_event(&s->db);
 }
 
 static void on_resync(uv_timer_t *h)
