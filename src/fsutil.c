@@ -1729,34 +1729,53 @@ bool fsutil_made_private(int fd, struct stat *st)
 	       st->st_uid == geteuid() && (st->st_mode & 05077) == 0;
 }
 
-int fsutil_within(int fd, uint64_t dev, uint64_t ino)
+/* Calls `at` for each directory above the one open as `fd` (its
+ * metadata in *st), by "..", until `at` returns other than 0 (that,
+ * then) or the root, its own parent, is passed (0); -ELOOP past
+ * RMTREE_MAX_DEPTH levels, or another negative errno. */
+static int climb(int fd, const struct stat *st,
+		 int (*at)(int fd, const struct stat *st, void *arg), void *arg)
 {
 	int cur = fcntl(fd, F_DUPFD_CLOEXEC, 0), rc = cur < 0 ? -errno : 0;
-	struct stat st;
+	struct stat cst = *st, ust;
+	bool root = false;
 
-	for (unsigned n = 0; rc == 0; n++) {
-		if (fstat(cur, &st) < 0) {
-			rc = -errno;
-			break;
-		}
-		if ((uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino) {
-			rc = 1;
-			break;
-		}
+	for (unsigned n = 0; rc == 0 && !root; n++) {
 		int up = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-		struct stat ust;
 		if (up < 0 || fstat(up, &ust) < 0)
 			rc = -errno;
-		else if (ust.st_dev == st.st_dev && ust.st_ino == st.st_ino)
-			rc = 2; /* the root: its own parent */
+		else if (ust.st_dev == cst.st_dev && ust.st_ino == cst.st_ino)
+			root = true;
 		else if (n == RMTREE_MAX_DEPTH)
 			rc = -ELOOP;
+		else
+			rc = at(up, &ust, arg);
 		close(cur);
 		cur = up;
+		cst = ust;
 	}
 	if (cur >= 0)
 		close(cur);
-	return rc == 2 ? 0 : rc;
+	return rc;
+}
+
+/* 1 when `st` is the directory `arg` points to the device and inode of. */
+static int is_dir_id(int fd, const struct stat *st, void *arg)
+{
+	const uint64_t *id = arg;
+
+	(void)fd;
+	return (uint64_t)st->st_dev == id[0] && (uint64_t)st->st_ino == id[1];
+}
+
+int fsutil_within(int fd, uint64_t dev, uint64_t ino)
+{
+	uint64_t id[2] = {dev, ino};
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return is_dir_id(fd, &st, id) ? 1 : climb(fd, &st, is_dir_id, id);
 }
 
 /* Whether the directory open as `fd`, found where one was just made, is
@@ -1940,33 +1959,26 @@ static int chase_next(struct chase *c, unsigned how, int flags, bool *created,
  * the working directory (`c`), which the walk looks no name up in, as it
  * does in those of an absolute path, must be ones only root or we can
  * change too; else whoever can would choose what "." is. */
+/* For climb(): a directory above, refused (logged in c's error) unless
+ * only root or we can change it. */
+static int above_trusted(int fd, const struct stat *st, void *arg)
+{
+	const struct chase *c = arg;
+	struct chase up = {.err = c->err, .fd = fd, .st = *st};
+
+	if (fsutil_trusted_dir(fd, st))
+		return 0;
+	up.done = fsutil_fd_path(fd);
+	int rc = up.done ? chase_distrust(&up, "change what the path leads to")
+			 : -ENOMEM;
+	free(up.done);
+	return rc;
+}
+
 static int chase_above(struct chase *c)
 {
-	int cur = fcntl(c->fd, F_DUPFD_CLOEXEC, 0), rc = cur < 0 ? -errno : 0;
-	struct stat st = c->st;
+	int rc = climb(c->fd, &c->st, above_trusted, c);
 
-	for (unsigned n = 0; rc == 0; n++) {
-		struct chase up = {.err = c->err};
-		up.fd = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (up.fd < 0 || fstat(up.fd, &up.st) < 0)
-			rc = -errno;
-		else if (up.st.st_dev == st.st_dev && up.st.st_ino == st.st_ino)
-			rc = 1; /* the root: its own parent */
-		else if (n == RMTREE_MAX_DEPTH)
-			rc = -ELOOP;
-		else if (!fsutil_trusted_dir(up.fd, &up.st)) {
-			up.done = fsutil_fd_path(up.fd);
-			rc = up.done ? chase_distrust(&up, "change what the "
-							   "path leads to")
-				     : -ENOMEM;
-			free(up.done);
-		}
-		close(cur);
-		cur = up.fd;
-		st = up.st;
-	}
-	if (cur >= 0)
-		close(cur);
 	return rc < 0 ? rc : 0;
 }
 
