@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -72,21 +71,10 @@ char *tu_mkdtemp_fast(void)
 	return tu_mkdtemp();
 }
 
-static int rm_entry(const char *p, const struct stat *st, int flag,
-		    struct FTW *f)
-{
-	(void)st;
-	(void)f;
-	if (flag == FTW_DP)
-		(void)rmdir(p);
-	else
-		(void)unlink(p);
-	return 0;
-}
-
 /* rm -rf: the core's removal first, which keeps out of what another user
  * could have moved in (a daemon run as nobody made it, say); then
- * whatever that left, the way rm does, for no test to leave it behind. */
+ * whatever that left by rm itself, which goes down trees deeper than
+ * PATH_MAX, for no test to leave it behind. */
 void tu_rmrf(const char *path)
 {
 	char *copy = strdup(path);
@@ -109,8 +97,16 @@ void tu_rmrf(const char *path)
 	}
 	free(copy);
 	struct stat st;
-	if (lstat(path, &st) == 0)
-		(void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	if (lstat(path, &st) < 0)
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		execlp("rm", "rm", "-rf", "--one-file-system", "--", path,
+		       (char *)NULL);
+		_exit(127);
+	}
+	while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
 }
 
 char *tu_path(const char *a, const char *b)
