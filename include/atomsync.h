@@ -106,7 +106,8 @@ const char *atomsync_writer_error(const struct atomsync_writer *w);
 
 /* Removes what is due (atomsync_writer_retire(w, 0)), unlocks and frees.
  * A replaced generation still in its grace period is left to the next
- * writer of the target. */
+ * writer of the target; a directory nothing was ever published into is
+ * left without the lock file. */
 void atomsync_writer_close(struct atomsync_writer *w);
 
 #ifdef __cplusplus

@@ -876,6 +876,17 @@ static bool temporary_name(const char *n)
 	       strcmp(n, STATE_JOURNAL_TMP) == 0;
 }
 
+/* Whether the target is a directory this writer found with no lock file
+ * and that holds no generation of ours: no ..data, no state file. */
+static bool never_published(const struct writer *w)
+{
+	struct stat st;
+
+	return w->made_lock && !w->o.dry_run &&
+	       fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+	       fstatat(w->dfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0;
+}
+
 /* A directory that never was a target (no lock file till now, no
  * ..data, no state file) holds no generation of ours: a name there that
  * looks like one is someone's data, which recover() must not remove.
@@ -883,13 +894,10 @@ static bool temporary_name(const char *n)
  * links and files are atomsync's own.) */
 static int foreign_leftovers(struct writer *w, char **err)
 {
-	struct stat st;
 	struct dirent *de;
 	int rc = 0;
 
-	if (!w->made_lock || w->made_target || w->o.dry_run ||
-	    fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
-	    fstatat(w->dfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	if (w->made_target || !never_published(w))
 		return 0;
 	DIR *d = fsutil_opendir_at(w->dfd, ".");
 	while (rc == 0 && d && (de = readdir(d)) != NULL)
@@ -5193,6 +5201,13 @@ struct writer_gc *writer_gc_take_exit(struct writer *w)
 	if ((w->nretired == 1 || w->spare_kind != SPARE_REPLACED) && w->spare &&
 	    gc_add(w, &gc, w->spare))
 		spare_set(w, NULL, 0, SPARE_REPLACED, NULL);
+	/* Nothing ever published (a plain file in the way, say): the
+	 * directory is left as it was found, but for a recorded error,
+	 * which --status reads, and which the lock file goes with. */
+	struct stat st;
+	if (never_published(w) &&
+	    fstatat(w->dfd, STATE_ERROR_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		drop_made_lock(w);
 	return gc;
 }
 

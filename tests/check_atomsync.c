@@ -950,6 +950,37 @@ START_TEST(test_a_refused_open_takes_its_lock_file_away)
 }
 END_TEST
 
+/* A writer that never published (a plain file in the way) leaves the
+ * directory as it found it when closed: its own data, no lock file.
+ * Once a target, it keeps its lock file. */
+START_TEST(test_a_writer_that_never_published_takes_its_lock_file_away)
+{
+	char *lock = tu_path(dst, "..atomsync.lock"), *a = tu_path(dst, "a");
+	struct atomsync_file f = {"a", "1", 1, 0644};
+	struct atomsync_writer *w;
+
+	tu_write(dst, "a", "theirs\n", 0644);
+	w = open_writer(NULL);
+	ck_assert_int_eq(access(lock, F_OK), 0);
+	ck_assert_int_eq(atomsync_write(w, &f, 1), -EEXIST);
+	atomsync_writer_close(w);
+	ck_assert_int_ne(access(lock, F_OK), 0);
+	char *got = tu_read(a, NULL);
+	ck_assert_str_eq(got, "theirs\n");
+	/* Nothing written at all: the same. */
+	atomsync_writer_close(open_writer(NULL));
+	ck_assert_int_ne(access(lock, F_OK), 0);
+	ck_assert_int_eq(unlink(a), 0);
+	w = open_writer(NULL);
+	ck_assert_int_eq(atomsync_write(w, &f, 1), 0);
+	atomsync_writer_close(w);
+	ck_assert_int_eq(access(lock, F_OK), 0);
+	free(got);
+	free(a);
+	free(lock);
+}
+END_TEST
+
 /* A child made by fork() shares the writer's lock: it is refused, and
  * its close leaves the parent's target as it is; the parent goes on. */
 START_TEST(test_a_writer_is_refused_in_a_child_after_fork)
@@ -1401,6 +1432,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_a_writer_is_refused_in_a_child_after_fork);
 	tcase_add_test(tc, test_a_generation_name_in_a_new_target_is_not_removed);
 	tcase_add_test(tc, test_a_refused_open_takes_its_lock_file_away);
+	tcase_add_test(tc, test_a_writer_that_never_published_takes_its_lock_file_away);
 	tcase_add_test(tc, test_a_path_as_deep_as_allowed_is_written);
 	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);

@@ -917,6 +917,35 @@ START_TEST(test_every_problem_is_reported_at_once)
 }
 END_TEST
 
+/* A directory that never was a target, with a file in the way: refused,
+ * and left as it was, without the lock file the run made. */
+START_TEST(test_a_refused_first_publish_leaves_the_directory_as_found)
+{
+	char *out, *err;
+	tu_write(src, "app.conf", "v1\n", 0644);
+	tu_write(dst, "app.conf", "mine\n", 0644);
+	ck_assert_int_eq(once(&out, &err), 1);
+	ck_assert_msg(strstr(err, "app.conf exists and is not a link managed "
+				  "by atomsync"),
+		      "%s", err);
+	DIR *d = opendir(dst);
+	struct dirent *de;
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		ck_assert_msg(strcmp(de->d_name, ".") == 0 ||
+				      strcmp(de->d_name, "..") == 0 ||
+				      strcmp(de->d_name, "app.conf") == 0,
+			      "%s left in the target", de->d_name);
+	closedir(d);
+	char *mine = tu_path(dst, "app.conf"), *got = tu_read(mine, NULL);
+	ck_assert_str_eq(got, "mine\n");
+	free(got);
+	free(mine);
+	free(out);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_followed_link_up_never_copies_the_target_into_itself)
 {
 	/* symlinks = follow, and a link to the directory that holds both the
@@ -1350,6 +1379,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_target_that_is_a_file_names_it_once);
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);
 	tcase_add_test(tc, test_every_problem_is_reported_at_once);
+	tcase_add_test(tc, test_a_refused_first_publish_leaves_the_directory_as_found);
 	tcase_add_test(tc, test_followed_link_up_never_copies_the_target_into_itself);
 	tcase_add_test(tc, test_links_into_the_target_never_wedge_the_mapping);
 	tcase_add_test(tc, test_special_files_warn_and_never_block);
