@@ -5,10 +5,12 @@
  *   target/..2026_11_25_16_04_05.123456789/            (complete generation)
  *   target/NAME -> ..data/NAME                         (one per top-level name)
  *
- * A reader that opens target/NAME sees either the whole old set of files
- * or the whole new one, never a mix, a torn file or a missing name, for
- * as long as it takes to read a generation up to grace_ms (a reader
- * still in a replaced one after that may find it gone).
+ * A reader that opens target/NAME sees either the whole old version of
+ * it or the whole new one, never a torn file or a missing name.  One
+ * that needs several files of one version resolves ..data once and opens
+ * them all in that generation (a publish may fall between two lookups
+ * through the visible links), for up to grace_ms (a reader still in a
+ * replaced one after that may find it gone).
  *
  * Every function returns 0 or a negative errno; the writer keeps a
  * one-line message naming the path for the last failure.  Beyond its
@@ -39,9 +41,12 @@ const char *atomsync_version(void);
 struct atomsync_options {
 	size_t size;	     /* sizeof(struct atomsync_options) */
 	int fsync;	     /* 1: a generation is durable before it goes live */
-	unsigned grace_ms;   /* a replaced generation stays whole this long */
-	int file_mode;	     /* -1: each file's own mode; else every file's */
-	int dir_mode;	     /* -1: 0755; else every directory's */
+	unsigned grace_ms;   /* a replaced generation stays whole this long
+				(counted by the writer that finds it) */
+	int file_mode;	     /* -1: each file's own mode (a tree's & 0755);
+				else every file's */
+	int dir_mode;	     /* -1: 0755 (a tree's own & 0755); else every
+				directory's */
 	uid_t uid;	     /* (uid_t)-1: the caller's; else the owner */
 	gid_t gid;	     /* (gid_t)-1: the caller's; else the group */
 	size_t max_files;    /* files a payload may hold (files and
@@ -104,10 +109,10 @@ int atomsync_writer_retire(struct atomsync_writer *w, int wait);
  * call succeeded. */
 const char *atomsync_writer_error(const struct atomsync_writer *w);
 
-/* Removes what is due (atomsync_writer_retire(w, 0)), unlocks and frees.
- * A replaced generation still in its grace period is left to the next
- * writer of the target; a directory nothing was ever published into is
- * left without the lock file. */
+/* Removes what is due (atomsync_writer_retire(w, 0)), unlocks and frees
+ * (w is not to be used after).  A replaced generation still in its grace
+ * period is left to the next writer of the target; a directory nothing
+ * was ever published into is left without the lock file. */
 void atomsync_writer_close(struct atomsync_writer *w);
 
 #ifdef __cplusplus
