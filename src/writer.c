@@ -873,7 +873,8 @@ static bool temporary_name(const char *n)
 {
 	return strcmp(n, WRITER_DATA_TMP) == 0 || strcmp(n, STATE_TMP) == 0 ||
 	       strcmp(n, STATE_ERROR_TMP) == 0 ||
-	       strcmp(n, STATE_JOURNAL_TMP) == 0;
+	       strcmp(n, STATE_JOURNAL_TMP) == 0 ||
+	       strcmp(n, WRITER_LINK_TMP) == 0;
 }
 
 /* Whether the target is a directory this writer found with no lock file
@@ -1772,27 +1773,35 @@ static int normalize(struct writer *w, struct snapshot *s, char **err)
 	return 0;
 }
 
-/* The visible name N must be absent or our own link "..data/N". */
+/* What the top-level name N of the target is, to its visible link. */
+enum visible {
+	VIS_ABSENT, /* nothing: the link is to be made */
+	VIS_OURS,   /* our link "..data/N" */
+	VIS_ASTRAY, /* a link naming anything else: made by hand (only root
+		       or we can write the target), holding no data, and put
+		       back as ..data is */
+	VIS_TAKEN,  /* a file, directory or other: someone's, refused */
+};
+
 static int visible_state(const struct writer *w, const char *name,
-			 bool *ours)
+			 enum visible *v)
 {
 	struct stat st;
 	char *t = NULL;
 
-	*ours = false;
+	*v = VIS_ABSENT;
 	if (fstatat(w->dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
+	*v = VIS_TAKEN;
 	if (!S_ISLNK(st.st_mode))
-		return -EEXIST;
+		return 0;
 	int rc = fsutil_readlinkat(w->dfd, name, &t);
 	if (rc < 0)
 		return rc;
 	bool match = strncmp(t, WRITER_DATA "/", sizeof(WRITER_DATA)) == 0 &&
 		     strcmp(t + sizeof(WRITER_DATA), name) == 0;
 	free(t);
-	if (!match)
-		return -EEXIST;
-	*ours = true;
+	*v = match ? VIS_OURS : VIS_ASTRAY;
 	return 0;
 }
 
@@ -1827,9 +1836,9 @@ static bool live_in_place(const struct writer *w)
 
 static bool visible_in_place(const struct writer *w, const char *name)
 {
-	bool ours;
+	enum visible v;
 
-	return visible_state(w, name, &ours) == 0 && ours;
+	return visible_state(w, name, &v) == 0 && v == VIS_OURS;
 }
 
 int writer_check_name(const struct writer *w, const char *name)
@@ -1950,15 +1959,15 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 	 * searches for where a name's entries end). */
 	for (size_t i = 0, next; i < s->n; i = next) {
 		const char *p = s->v[i].path;
-		bool ours;
+		enum visible v;
 		next = trusted ? snapshot_copies_end(s, i, w->live, &run) : i;
 		if (next > i)
 			continue;
 		next = snapshot_subtree_end(s, i);
 		if (strchr(p, '/') || (trusted && snapshot_find(w->live, p)))
 			continue;
-		int rc = visible_state(w, p, &ours);
-		if (rc == -EEXIST)
+		int rc = visible_state(w, p, &v);
+		if (rc == 0 && v == VIS_TAKEN)
 			log_list_add(&pb->taken, "%s", p);
 		else if (rc < 0)
 			return log_err_set(err, rc, "target %s: %s: %s", w->path,
@@ -1967,18 +1976,50 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 	return 0;
 }
 
-/* The visible link of the top-level name `p`, made when it is absent. */
+/* A link of the top-level name `p` naming something else replaced
+ * with ours, `t`, in one rename: a reader finds one or the other. */
+static int relink_visible(struct writer *w, const char *p, const char *t)
+{
+	char *was = NULL;
+	int rc = fsutil_readlinkat(w->dfd, p, &was);
+
+	if (rc == 0 && unlinkat(w->dfd, WRITER_LINK_TMP, 0) < 0 &&
+	    errno != ENOENT)
+		rc = -errno;
+	if (rc == 0 && symlinkat(t, w->dfd, WRITER_LINK_TMP) < 0)
+		rc = -errno;
+	if (rc == 0 && renameat(w->dfd, WRITER_LINK_TMP, w->dfd, p) < 0) {
+		rc = -errno;
+		unlinkat(w->dfd, WRITER_LINK_TMP, 0);
+	}
+	if (rc == 0)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: %s named %s; put back, naming %s", w->path,
+			p, was, t);
+	free(was);
+	return rc;
+}
+
+/* The visible link of the top-level name `p`, made when it is absent and
+ * put back when it names something else; -EEXIST when a file or
+ * directory is in its way. */
 static int link_visible(struct writer *w, const char *p)
 {
-	bool ours;
-	int rc = visible_state(w, p, &ours);
+	enum visible v;
+	int rc = visible_state(w, p, &v);
 
-	if (rc == 0 && !ours) {
-		char *t = fsutil_join(WRITER_DATA, p);
-		if (t == NULL || symlinkat(t, w->dfd, p) < 0)
-			rc = t ? -errno : -ENOMEM;
-		free(t);
-	}
+	if (rc < 0 || v == VIS_OURS)
+		return rc;
+	if (v == VIS_TAKEN)
+		return -EEXIST;
+	char *t = fsutil_join(WRITER_DATA, p);
+	if (t == NULL)
+		return -ENOMEM;
+	if (v == VIS_ASTRAY)
+		rc = relink_visible(w, p, t);
+	else if (symlinkat(t, w->dfd, p) < 0)
+		rc = -errno;
+	free(t);
 	return rc;
 }
 
@@ -1986,9 +2027,9 @@ static int link_visible(struct writer *w, const char *p)
  * none (a name that is not ours is left alone). */
 static int unlink_visible(struct writer *w, const char *p)
 {
-	bool ours;
+	enum visible v;
 
-	if (visible_state(w, p, &ours) < 0 || !ours)
+	if (visible_state(w, p, &v) < 0 || v != VIS_OURS)
 		return 0;
 	return unlinkat(w->dfd, p, 0) < 0 && errno != ENOENT ? -errno : 0;
 }
@@ -4168,9 +4209,9 @@ static int visible_missing(struct writer *w, const struct snapshot *s,
 
 	for (size_t i = 0; i < s->n && rc == 0; i++) {
 		const char *p = s->v[i].path;
-		bool ours;
-		if (strchr(p, '/') == NULL && visible_state(w, p, &ours) == 0 &&
-		    !ours)
+		enum visible v;
+		if (strchr(p, '/') == NULL && visible_state(w, p, &v) == 0 &&
+		    (v == VIS_ABSENT || v == VIS_ASTRAY))
 			rc = note_change(w, r, &r->added, "add", p);
 	}
 	return rc;

@@ -19,6 +19,9 @@
 
 #define WRITER_DATA "..data"
 #define WRITER_DATA_TMP "..data_tmp"
+/* Where a visible link is made to be renamed over one that names
+ * something else. */
+#define WRITER_LINK_TMP "..atomsync.link.tmp"
 /* The file in a target whose flock(2) says a writer uses it: mode 0600,
  * so that only root or atomsyncd's user can open it, and hold it. */
 #define WRITER_LOCK "..atomsync.lock"

@@ -946,6 +946,32 @@ START_TEST(test_a_refused_first_publish_leaves_the_directory_as_found)
 }
 END_TEST
 
+/* A visible link repointed by hand holds no data: the next run puts it
+ * back, in one rename, and publishes what changed all the same. */
+START_TEST(test_a_repointed_visible_link_is_put_back)
+{
+	char *out, *err;
+	publish_v1();
+	char *vis = tu_path(dst, "app.conf"), *tmpl = tu_path(dst, "..tmp");
+	ck_assert_int_eq(symlink("/etc/hostname", tmpl), 0);
+	ck_assert_int_eq(rename(tmpl, vis), 0);
+	tu_write(src, "other.conf", "new\n", 0644);
+	ck_assert_int_eq(once(&out, &err), 0);
+	ck_assert_msg(strstr(err, "app.conf named /etc/hostname; put back, "
+				  "naming ..data/app.conf"),
+		      "%s", err);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	char *link = tu_path(dst, "..atomsync.link.tmp");
+	ck_assert_int_ne(access(link, F_OK), 0);
+	free(link);
+	free(tmpl);
+	free(vis);
+	free(out);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_followed_link_up_never_copies_the_target_into_itself)
 {
 	/* symlinks = follow, and a link to the directory that holds both the
@@ -1380,6 +1406,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);
 	tcase_add_test(tc, test_every_problem_is_reported_at_once);
 	tcase_add_test(tc, test_a_refused_first_publish_leaves_the_directory_as_found);
+	tcase_add_test(tc, test_a_repointed_visible_link_is_put_back);
 	tcase_add_test(tc, test_followed_link_up_never_copies_the_target_into_itself);
 	tcase_add_test(tc, test_links_into_the_target_never_wedge_the_mapping);
 	tcase_add_test(tc, test_special_files_warn_and_never_block);
