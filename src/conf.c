@@ -1204,9 +1204,31 @@ static char *absolute_clean(const char *dir, const char *rest)
 	return clean;
 }
 
+/* Whether the daemon would follow the link `path`: owned by root or by
+ * it, in a directory only root or it can change, reached the same way
+ * (see fsutil_chase()). */
+static bool link_followed(char *path)
+{
+	char *slash = strrchr(path, '/');
+	struct stat dst, st;
+
+	*slash = '\0';
+	int dfd = fsutil_chase(slash == path ? "/" : path, 0,
+			       O_RDONLY | O_DIRECTORY, NULL, NULL);
+	*slash = '/';
+	bool ok = dfd >= 0 && fstat(dfd, &dst) == 0 &&
+		  fstatat(dfd, slash + 1, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		  S_ISLNK(st.st_mode) && fsutil_trusted_uid(st.st_uid) &&
+		  fsutil_trusted_dir(dfd, &dst);
+	if (dfd >= 0)
+		close(dfd);
+	return ok;
+}
+
 /* `clean` with its first `cut` bytes, a dangling link, replaced by
  * where the link points (relative to the real path of the link's
- * directory, which may itself be reached through a link). */
+ * directory, which may itself be reached through a link); NULL when the
+ * daemon would not follow it. */
 static char *through_link(char *clean, size_t cut)
 {
 	char *to = NULL, *joined = NULL, *dir = NULL, *r = NULL;
@@ -1214,7 +1236,8 @@ static char *through_link(char *clean, size_t cut)
 
 	clean[cut] = '\0';
 	char *slash = strrchr(clean, '/');
-	int rc = fsutil_readlinkat(AT_FDCWD, clean, &to);
+	int rc = link_followed(clean) ? fsutil_readlinkat(AT_FDCWD, clean, &to)
+				      : -EPERM;
 	if (rc == 0) {
 		*slash = '\0';
 		dir = realpath(slash == clean ? "/" : clean, NULL);
@@ -1229,10 +1252,31 @@ static char *through_link(char *clean, size_t cut)
 	return r;
 }
 
+/* The real path of `prefix`, when the daemon would reach it the same
+ * way: through no link that another user could have put there, which it
+ * refuses to follow (see fsutil_chase()).  NULL, errno set, otherwise:
+ * EPERM for such a link. */
+static char *real_prefix(const char *prefix)
+{
+	int fd = fsutil_chase(prefix, 0, O_RDONLY | O_DIRECTORY, NULL, NULL);
+
+	if (fd == -EPERM) {
+		errno = EPERM;
+		return NULL;
+	}
+	if (fd >= 0)
+		close(fd);
+	return realpath(prefix, NULL);
+}
+
 /* Where a path really is, as far as it exists: the real path of its
  * longest existing prefix, followed by the rest, cleaned and absolute.
  * A dangling link on the way is followed (as making the directory would
- * be), so that two names of one target compare equal. */
+ * be), so that two names of one target compare equal.  A link the daemon
+ * would refuse to follow (another user's, or in a directory another user
+ * can change) is taken as the name it is: whoever put it there cannot
+ * make two mappings, or a mapping and metrics_file, seem to meet and so
+ * have the whole file refused; the mapping itself fails to open. */
 static char *normalize_path(const char *path)
 {
 	char *clean = absolute_clean(NULL, path), *r = NULL;
@@ -1242,8 +1286,10 @@ static char *normalize_path(const char *path)
 	for (size_t cut = clean ? strlen(clean) : 0; clean && !r;) {
 		char save = clean[cut];
 		clean[cut] = '\0';
-		char *real = realpath(cut ? clean : "/", NULL);
+		char *real = real_prefix(cut ? clean : "/");
 		clean[cut] = save;
+		if (real == NULL && errno == EPERM)
+			break; /* the name as written */
 		if (real) {
 			const char *base = strcmp(real, "/") == 0 ? "" : real;
 			if (asprintf(&r, "%s%s", base, clean + cut) < 0)
@@ -1332,13 +1378,32 @@ static void check_targets(const struct conf *c, char **dst,
 	}
 }
 
+/* Where metrics_file is written: its directory as normalize_path() has
+ * it, and its own name, which is replaced by a rename, never followed. */
+static char *metrics_path(const char *file)
+{
+	char *clean = absolute_clean(NULL, file), *r = NULL;
+	char *slash = clean ? strrchr(clean, '/') : NULL;
+
+	if (slash == NULL || slash[1] == '\0')
+		return clean;
+	*slash = '\0';
+	char *dir = normalize_path(*clean ? clean : "/");
+	if (dir && asprintf(&r, "%s/%s", strcmp(dir, "/") ? dir : "",
+			    slash + 1) < 0)
+		r = NULL;
+	free(dir);
+	free(clean);
+	return r;
+}
+
 /* metrics_file, rewritten every few seconds, in a source would be
  * published again and again; in a target, it would stand among the
  * names of a publish. */
 static void check_metrics_file(const struct conf *c, char **src, char **dst,
 			       struct conf_errors *errs)
 {
-	char *mf = c->metrics_file ? normalize_path(c->metrics_file) : NULL;
+	char *mf = c->metrics_file ? metrics_path(c->metrics_file) : NULL;
 
 	for (size_t i = 0; mf && i < c->nsyncs; i++) {
 		const struct conf_sync *s = &c->syncs[i];

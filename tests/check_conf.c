@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -366,6 +367,79 @@ START_TEST(test_same_target_through_a_dangling_link)
 	free(r);
 	free(l);
 	free(a);
+}
+END_TEST
+
+/* Links that the daemon would not follow (another user's, in a
+ * directory of theirs) are names as written to the checks across
+ * mappings: the user who owns where one mapping's source, target or
+ * metrics_file lies cannot have the whole file refused (no start, no
+ * reload) by pointing them at another mapping's.  The same links made
+ * by root still count. */
+START_TEST(test_links_of_another_user_do_not_join_mappings)
+{
+	ck_assert_msg(tu_can_setuid(), "this test makes links as another "
+				       "user: run it as root");
+	struct conf_errors e = {0};
+	char *user = tu_path(tmp, "user"), *area = tu_path(tmp, "area");
+	char *vt = tu_path(area, "vt"), *cmd, *text;
+
+	tu_mkdirs(user, 0755);
+	tu_mkdirs(vt, 0755);
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	ck_assert_int_eq(chown(user, 2003, 2003), 0);
+	/* Its target to the victim's, its source above that, and
+	 * metrics_file into it. */
+	ck_assert_int_ge(asprintf(&cmd,
+				  "ln -s %s %s/t && ln -s %s %s/s && "
+				  "ln -s %s/m.prom %s/m.prom",
+				  vt, user, area, user, vt, user),
+			 0);
+	ck_assert_int_eq(tu_sh_as(2003, cmd), 0);
+	ck_assert_int_ge(asprintf(&text,
+				  "[daemon]\nmetrics_file = %s/m.prom\n"
+				  "[sync:victim]\nsource = /s1\ntarget = %s\n"
+				  "[sync:user]\nsource = %s/s\ntarget = %s/t\n",
+				  user, vt, user, user),
+			 0);
+	struct conf *c = load(text, &e);
+	ck_assert_msg(e.n == 0, "%s", e.n ? e.v[0] : "");
+	conf_free(c);
+	/* Root's: the same target, and a loop. */
+	char *t = tu_path(user, "t"), *s = tu_path(user, "s");
+	ck_assert_int_eq(chown(user, 0, 0), 0);
+	ck_assert_int_eq(lchown(t, 0, 0), 0);
+	ck_assert_int_eq(lchown(s, 0, 0), 0);
+	c = load(text, &e);
+	assert_error(&e, 8, "is also the target of [sync:victim]");
+	assert_error(&e, 8, "feedback loop: [sync:user] -> [sync:user]");
+	ck_assert_uint_eq(e.n, 2);
+	conf_errors_fini(&e);
+	conf_free(c);
+	/* metrics_file's own name is replaced, never followed: only its
+	 * directory leads somewhere. */
+	char *m = tu_path(user, "m.prom");
+	ck_assert_int_eq(unlink(m), 0);
+	ck_assert_int_eq(symlink(vt, m), 0);
+	free(text);
+	ck_assert_int_ge(asprintf(&text,
+				  "[daemon]\nmetrics_file = %s/m.prom/x.prom\n"
+				  "[sync:victim]\nsource = /s1\ntarget = %s\n",
+				  user, vt),
+			 0);
+	c = load(text, &e);
+	assert_error(&e, 2, "is inside the target of [sync:victim]");
+	ck_assert_uint_eq(e.n, 1);
+	conf_errors_fini(&e);
+	conf_free(c);
+	free(m);
+	free(s);
+	free(t);
+	free(text);
+	free(cmd);
+	free(vt);
+	free(area);
+	free(user);
 }
 END_TEST
 
@@ -896,6 +970,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_long_lines_and_long_section_names);
 	tcase_add_test(tc, test_same_target_twice);
 	tcase_add_test(tc, test_metrics_file_in_a_source_or_target);
+	tcase_add_test(tc, test_links_of_another_user_do_not_join_mappings);
 	tcase_add_test(tc, test_same_target_through_a_dangling_link);
 	tcase_add_test(tc, test_chains_are_not_loops);
 	tcase_add_test(tc, test_self_loops);
