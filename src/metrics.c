@@ -474,8 +474,13 @@ static void fetch(struct metrics *m, struct answer *a)
 	pthread_mutex_unlock(&m->mu);
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
-			     const char *type, const char *body)
+/* On the HTTP thread.  Under a crowd, the connection is closed once
+ * answered: a client that keeps whole requests coming on one would
+ * otherwise hold its room for ever, and a few hundred such (from any of
+ * 127.0.0.0/8) keep the health check out; closed, each queues again
+ * behind it. */
+static enum MHD_Result reply(const struct metrics *m, struct MHD_Connection *c,
+			     unsigned code, const char *type, const char *body)
 {
 	struct MHD_Response *r = mhd.create_response(
 		strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -483,39 +488,42 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
 		return MHD_NO;
 	mhd.add_header(r, "Content-Type", type);
 	mhd.add_header(r, "Cache-Control", "no-store");
+	if (m->open > BUSY)
+		mhd.add_header(r, "Connection", "close");
 	enum MHD_Result ret = mhd.queue_response(c, code, r);
 	mhd.destroy_response(r);
 	return ret;
 }
 
 /* The answer to GET /metrics or /healthz. */
-static enum MHD_Result reply_with(struct MHD_Connection *c, bool metrics,
+static enum MHD_Result reply_with(const struct metrics *m,
+				  struct MHD_Connection *c, bool metrics,
 				  const struct answer *a)
 {
 	char *body = NULL;
 	enum MHD_Result ret;
 
 	if (a->stopping)
-		return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+		return reply(m, c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
 			     "stopping\n");
 	if (a->stalled) {
 		if (asprintf(&body,
 			     "unhealthy: event loop not answering for %llu s\n",
 			     (unsigned long long)a->silent_ms / 1000) < 0)
 			body = NULL;
-		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+		ret = reply(m, c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
 			    body ? body : "unhealthy\n");
 	} else if (metrics) {
-		ret = reply(c, a->text ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+		ret = reply(m, c, a->text ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
 			    "text/plain; version=0.0.4; charset=utf-8",
 			    a->text ? a->text : "no metrics yet\n");
 	} else if (a->bad) {
 		if (asprintf(&body, "unhealthy: %s\n", a->bad) < 0)
 			body = NULL;
-		ret = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+		ret = reply(m, c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
 			    body ? body : "unhealthy\n");
 	} else {
-		ret = reply(c, MHD_HTTP_OK, "text/plain", "ok\n");
+		ret = reply(m, c, MHD_HTTP_OK, "text/plain", "ok\n");
 	}
 	free(body);
 	return ret;
@@ -576,15 +584,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	 * the same time as its head): the reaper lets it be. */
 	slot_set(m, c, false, 0, UINT64_MAX);
 	if (!metrics && !health)
-		return reply(c, MHD_HTTP_NOT_FOUND, "text/plain",
+		return reply(m, c, MHD_HTTP_NOT_FOUND, "text/plain",
 			     "not found: try /metrics or /healthz\n");
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
+		return reply(m, c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
 			     "only GET\n");
 
 	struct answer a = {0};
 	fetch(m, &a);
-	enum MHD_Result ret = reply_with(c, metrics, &a);
+	enum MHD_Result ret = reply_with(m, c, metrics, &a);
 	free(a.text);
 	free(a.bad);
 	return ret;

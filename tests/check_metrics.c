@@ -384,11 +384,62 @@ static void trickle(int port, int n, int ready)
 	}
 }
 
-/* A few hundred connections that trickle in a request head a byte at a
- * time (each byte restarts the inactivity timeout) fill every slot:
- * those past their time with no whole head are closed, so the health
- * check gets in within seconds, not once the neighbour stops. */
-START_TEST(test_slow_clients_cannot_keep_the_health_check_out)
+/* A connection to `port` from 127.0.0.2 or .3 (by `i`), or -1. */
+static int neighbour_connect(int port, int i)
+{
+	struct sockaddr_in to = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)port)};
+	struct sockaddr_in from = {.sin_family = AF_INET};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+	inet_pton(AF_INET, i % 2 ? "127.0.0.2" : "127.0.0.3", &from.sin_addr);
+	if (fd >= 0 && (bind(fd, (struct sockaddr *)&from, sizeof(from)) < 0 ||
+			connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* As a neighbour would: `n` keep-alive connections, each sending a whole
+ * request every 300 ms and reading the answers, and made again as soon
+ * as the server closes one, until killed.  Says on `ready` once all
+ * are made. */
+static void keep_asking(int port, int n, int ready)
+{
+	static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+	int *fd = calloc((size_t)n, sizeof(*fd));
+	char buf[4096];
+
+	for (int i = 0; fd && i < n; i++)
+		if ((fd[i] = neighbour_connect(port, i)) < 0)
+			_exit(1);
+	if (fd == NULL || write(ready, "r", 1) != 1)
+		_exit(1);
+	for (;;) {
+		for (int i = 0; i < n; i++) {
+			ssize_t r;
+			while ((r = recv(fd[i], buf, sizeof(buf),
+					 MSG_DONTWAIT)) > 0)
+				;
+			if (r == 0 || send(fd[i], req, sizeof(req) - 1,
+					   MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+				close(fd[i]);
+				fd[i] = neighbour_connect(port, i);
+			}
+		}
+		tu_nap(300);
+	}
+}
+
+/* The health check asked while a neighbour (`neighbour`, in a child)
+ * holds a few more connections than the server takes (its share of the
+ * limit on open files, 16 to 512), so that few wait to be taken when
+ * room is made: each of those is taken before the health check.  It
+ * must answer, within the wait of get(). */
+static void health_past(void (*neighbour)(int port, int n, int ready),
+			int settle_ms)
 {
 	uv_loop_t loop;
 	uv_async_t keep;
@@ -407,19 +458,17 @@ START_TEST(test_slow_clients_cannot_keep_the_health_check_out)
 			 0);
 	keep.data = m;
 	pthread_create(&th, NULL, run_loop, &loop);
-	/* A few more than the server takes (its share of the limit on open
-	 * files, 16 to 512), so that few wait to be taken when room is
-	 * made: each of those is taken before the health check. */
 	size_t share = fsutil_fd_share(512);
 	int n = (int)(share < 16 ? 16 : share) + 16;
 	ck_assert_int_eq(pipe(ready), 0);
 	pid_t child = fork();
 	ck_assert_int_ge(child, 0);
 	if (child == 0)
-		trickle(port, n, ready[1]);
+		neighbour(port, n, ready[1]);
 	close(ready[1]);
 	ck_assert_msg(read(ready[0], &c, 1) == 1, "the neighbour could not "
 						   "connect %d times", n);
+	tu_nap(settle_ms);
 	long long t0 = tu_now_ms();
 	char *r = get(port, "/healthz");
 	long long took = tu_now_ms() - t0;
@@ -431,6 +480,25 @@ START_TEST(test_slow_clients_cannot_keep_the_health_check_out)
 	pthread_join(th, NULL);
 	ck_assert_int_eq(uv_loop_close(&loop), 0);
 	close(ready[0]);
+}
+
+/* A few hundred connections that trickle in a request head a byte at a
+ * time (each byte restarts the inactivity timeout) fill every slot:
+ * those past their time with no whole head are closed, so the health
+ * check gets in within seconds, not once the neighbour stops. */
+START_TEST(test_slow_clients_cannot_keep_the_health_check_out)
+{
+	health_past(trickle, 0);
+}
+END_TEST
+
+/* A few hundred keep-alive connections that each ask again and again,
+ * whole requests in time, every room taken and asking by the time the
+ * health check comes: under such a crowd every answer closes its
+ * connection, which queues again behind the health check. */
+START_TEST(test_busy_clients_cannot_keep_the_health_check_out)
+{
+	health_past(keep_asking, 1000);
 }
 END_TEST
 
@@ -449,6 +517,7 @@ static Suite *metrics_suite(void)
 	tcase_add_test(tc, test_a_running_loop_is_healthy);
 	tcase_add_test(tc, test_the_http_library_speaks_only_through_our_log);
 	tcase_add_test(tc, test_slow_clients_cannot_keep_the_health_check_out);
+	tcase_add_test(tc, test_busy_clients_cannot_keep_the_health_check_out);
 	suite_add_tcase(s, tc);
 	return s;
 }
