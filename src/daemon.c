@@ -32,6 +32,8 @@ struct daemon {
 	struct notify *notify;
 	struct metrics *http;
 	char *http_listen; /* what http listens on */
+	uv_timer_t http_retry; /* listening again after it failed */
+	unsigned http_retry_s; /* the wait before the next try; 0: none */
 	double start_time;
 	uint64_t reloads, reload_failures;
 	bool reloading;	   /* READY=1 is owed once the reload is done */
@@ -105,6 +107,30 @@ static int http_start(struct daemon *d, const char *listen, char **err)
 				  collect, d, &d->http, err);
 }
 
+static void apply_http(struct daemon *d);
+
+static void on_http_retry(uv_timer_t *h)
+{
+	apply_http(h->data);
+}
+
+/* Nothing is served: tried again after 1 s, then twice as long each
+ * time up to a minute (the port taken by another process, say, which may
+ * go away); said once, at the first failure. */
+static void http_retry(struct daemon *d, const char *err, int rc)
+{
+	if (d->http_retry_s == 0)
+		log_error("%s; no HTTP metrics until it can listen (trying "
+			  "again in 1 s, then less often)%s",
+			  err ? err : strerror(-rc), log_hint(rc));
+	else
+		log_debug("%s; trying again in %u s", err ? err : strerror(-rc),
+			  d->http_retry_s);
+	unsigned wait = d->http_retry_s ? d->http_retry_s : 1;
+	d->http_retry_s = wait * 2 > 60 ? 60 : wait * 2;
+	uv_timer_start(&d->http_retry, on_http_retry, wait * 1000u, 0);
+}
+
 /* (Re)starts the HTTP endpoint when metrics_listen says so.  The old one
  * goes first (the new address may share its port), and is served again
  * when the new one cannot be: a reload does not take /healthz away. */
@@ -113,6 +139,7 @@ static void apply_http(struct daemon *d)
 	const char *want = d->stopping ? NULL : d->conf->metrics_listen;
 	char *err = NULL, *old = d->http_listen;
 
+	uv_timer_stop(&d->http_retry);
 	if (want && old && strcmp(want, old) == 0)
 		return;
 	d->http_listen = NULL;
@@ -126,17 +153,15 @@ static void apply_http(struct daemon *d)
 		log_error("%s; still serving /metrics and /healthz on %s%s",
 			  err ? err : strerror(-rc), old, log_hint(rc));
 		d->http_listen = old;
+		d->http_retry_s = 0;
 		free(err);
 		return;
 	}
-	if (rc < 0 && old)
-		log_error("%s; no HTTP metrics until the next reload (nor on "
-			  "%s, tried again)%s",
-			  err ? err : strerror(-rc), old, log_hint(rc));
-	else if (rc < 0)
-		log_error("%s; no HTTP metrics until the next reload%s",
-			  err ? err : strerror(-rc), log_hint(rc));
-	else if (want && (d->http_listen = strdup(want)) != NULL)
+	if (rc < 0)
+		http_retry(d, err, rc);
+	else
+		d->http_retry_s = 0;
+	if (rc == 0 && want && (d->http_listen = strdup(want)) != NULL)
 		log_info("serving /metrics and /healthz on %s", want);
 	else if (want == NULL && old && !d->stopping)
 		log_info("metrics_listen removed: no longer serving /metrics "
@@ -332,6 +357,7 @@ static void close_signals(struct daemon *d)
 	notify_close(d->notify);
 	d->notify = NULL;
 	apply_http(d);
+	uv_close((uv_handle_t *)&d->http_retry, NULL);
 }
 
 static void apply_next(struct daemon *d);
@@ -661,6 +687,8 @@ static void start_handles(struct daemon *d)
 	notify_new(&d->loop, &d->notify);
 	uv_timer_init(&d->loop, &d->status);
 	d->status.data = d;
+	uv_timer_init(&d->loop, &d->http_retry);
+	d->http_retry.data = d;
 	d->start_time = (double)clock_us(CLOCK_REALTIME) / 1e6;
 	/* Signals first: a SIGTERM while the listener binds is then a
 	 * clean stop, not the default action. */

@@ -1231,6 +1231,20 @@ START_TEST(test_garbage_huge_and_slow_requests_do_no_harm)
 }
 END_TEST
 
+/* A socket listening on 127.0.0.1:at, as another program would hold
+ * it. */
+static int hold_port(int at)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)at)};
+
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(fd, 1), 0);
+	return fd;
+}
+
 /* A reload to a metrics_listen that cannot be had (a port another
  * program holds) keeps serving on the address it had, and says so; a
  * reload once it is free moves. */
@@ -1239,12 +1253,7 @@ START_TEST(test_a_reload_to_a_busy_port_keeps_the_endpoint)
 	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
 	char *dk, *line, *body;
 	int other = tu_free_port();
-	int busy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_port = htons((uint16_t)other)};
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-	ck_assert_int_eq(bind(busy, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(listen(busy, 1), 0);
+	int busy = hold_port(other);
 	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", port), 0);
 	start(dk, "");
 	free(dk);
@@ -1270,6 +1279,35 @@ START_TEST(test_a_reload_to_a_busy_port_keeps_the_endpoint)
 			 0);
 	wait_file(logpath, line, 1, 5000);
 	stop();
+	free(line);
+	free(dk);
+}
+END_TEST
+
+/* A port another program holds when the daemon starts (a user who took
+ * it while the daemon restarted, say) is tried again, and had once it is
+ * free: no reload needed, no endpoint given up for good. */
+START_TEST(test_a_busy_port_is_taken_once_free)
+{
+	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
+	char *dk, *line, *body;
+	int busy = hold_port(port);
+	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d", port), 0);
+	start(dk, "");
+	wait_file(logpath, "no HTTP metrics until it can listen (trying again "
+			   "in 1 s, then less often)",
+		  1, 5000);
+	close(busy);
+	ck_assert_int_ge(asprintf(&line, "serving /metrics and /healthz on "
+					 "127.0.0.1:%d\n",
+				  port),
+			 0);
+	wait_file(logpath, line, 1, 5000);
+	ck_assert_int_eq(curl_get("/healthz", &body), 200);
+	/* Said once, not at every try. */
+	ck_assert_int_eq(tu_file_count(logpath, "cannot listen"), 1);
+	stop();
+	free(body);
 	free(line);
 	free(dk);
 }
@@ -1662,6 +1700,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_an_emptied_source_keeps_the_last_generation);
 	tcase_add_test(tc, test_garbage_huge_and_slow_requests_do_no_harm);
 	tcase_add_test(tc, test_a_reload_to_a_busy_port_keeps_the_endpoint);
+	tcase_add_test(tc, test_a_busy_port_is_taken_once_free);
 	tcase_add_test(tc, test_healthz_never_names_the_source);
 	tcase_add_test(tc, test_healthz_answers_under_a_crowd_of_idle_and_slow_clients);
 	tcase_add_test(tc, test_a_hung_publish_turns_healthz_503_until_it_ends);
