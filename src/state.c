@@ -342,13 +342,11 @@ int state_save(int dfd, const struct snapshot *s, const char *gen,
 
 void state_log_init(struct state_log *l)
 {
-	*l = (struct state_log){.fd = -1};
+	*l = (struct state_log){.base = NULL};
 }
 
 void state_log_fini(struct state_log *l)
 {
-	if (l->fd >= 0)
-		close(l->fd);
 	free(l->base);
 	free(l->gen);
 	state_log_init(l);
@@ -425,8 +423,11 @@ static int diff(const struct snapshot *prev, const struct snapshot *s,
 	return 0;
 }
 
+static int open_trusted_as(int dfd, const char *name, int access);
+
 /* A new journal on l->base, made under STATE_JOURNAL_TMP and renamed
- * into place with its header, so a reader never sees it without one. */
+ * into place with its header, so a reader never sees it without one;
+ * open to append to.  Returns its fd or a negative errno. */
 static int journal_create(int dfd, struct state_log *l)
 {
 	const char *step;
@@ -444,6 +445,9 @@ static int journal_create(int dfd, struct state_log *l)
 		l->bytes = o->total;
 		free(o);
 	}
+	struct stat st;
+	if (rc == 0 && fstat(fd, &st) < 0)
+		rc = -errno;
 	if (rc == 0 && renameat(dfd, STATE_JOURNAL_TMP, dfd, STATE_JOURNAL) < 0)
 		rc = -errno;
 	if (rc < 0 && fd >= 0) {
@@ -451,8 +455,27 @@ static int journal_create(int dfd, struct state_log *l)
 		unlinkat(dfd, STATE_JOURNAL_TMP, 0);
 		return rc;
 	}
-	l->fd = fd;
-	return rc;
+	if (rc == 0)
+		l->ino = (uint64_t)st.st_ino;
+	return rc < 0 ? rc : fd;
+}
+
+/* The journal this log appended to last, opened to append to again:
+ * -E2BIG (the state is to be written whole) when it is not the same
+ * file as it was left, or cannot be opened to write. */
+static int journal_reopen(int dfd, const struct state_log *l)
+{
+	struct stat st;
+	int fd = open_trusted_as(dfd, STATE_JOURNAL, O_WRONLY | O_APPEND);
+
+	if (fd < 0)
+		return -E2BIG;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_ino != l->ino ||
+	    st.st_nlink != 1 || (uint64_t)st.st_size != l->bytes) {
+		close(fd);
+		return -E2BIG;
+	}
+	return fd;
 }
 
 /* -E2BIG when the state is better written whole: the journal has grown
@@ -476,12 +499,13 @@ static int journal_append(int dfd, struct state_log *l,
 		free(ops);
 		return rc;
 	}
-	if (l->fd < 0)
-		rc = journal_create(dfd, l);
-	struct out *o = rc < 0 ? NULL : out_new(l->fd);
+	int fd = l->ino ? journal_reopen(dfd, l) : journal_create(dfd, l);
+	struct out *o = fd < 0 ? NULL : out_new(fd);
 	if (o == NULL) {
 		free(ops);
-		return rc < 0 ? rc : -ENOMEM;
+		if (fd >= 0)
+			close(fd);
+		return fd < 0 ? fd : -ENOMEM;
 	}
 	out_str(o, "record ");
 	out_escaped(o, gen);
@@ -502,6 +526,7 @@ static int journal_append(int dfd, struct state_log *l,
 	l->bytes += o->total;
 	free(o);
 	free(ops);
+	close(fd);
 	return rc;
 }
 
@@ -1166,9 +1191,11 @@ static void log_resume(struct state_log *l, char **base,
 	l->base_bytes = (uint64_t)st->st_size;
 	l->base_ino = (uint64_t)st->st_ino;
 	l->flushed = flushed;
-	l->fd = j->fd;
-	l->bytes = j->fd >= 0 ? j->bytes : 0;
-	j->fd = -1;
+	struct stat jst;
+	if (j->fd >= 0 && fstat(j->fd, &jst) == 0) {
+		l->ino = (uint64_t)jst.st_ino;
+		l->bytes = j->bytes;
+	}
 }
 
 int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,

@@ -40,7 +40,10 @@ struct state_log {
 	char *gen;	     /* the generation last recorded */
 	bool flushed;	     /* and whether it was flushed */
 	uint64_t bytes;	     /* the journal's size, 0: none yet */
-	int fd;		     /* the journal, open to append; -1: none */
+	uint64_t ino;	     /* and inode, 0: none yet; opened to append
+				for each record and closed after, as a
+				file held open to write keeps the file
+				system from being remounted read-only */
 };
 
 /* Loads the state in `dfd`: the state file, then the publishes its

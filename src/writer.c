@@ -1235,10 +1235,12 @@ static int open_target(struct writer *w, char **err)
 /* The lock file, opened: made if missing (*made), in a target only we
  * or root can write (target_ours()), so none of another user's can be
  * there.  -ESTALE when another made it meanwhile. */
+/* Read-only: flock() needs no more, and a file held open to write keeps
+ * the target's file system from being remounted read-only. */
 static int open_lock(struct writer *w, bool *made)
 {
 	struct stat st;
-	int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+	int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
 	int fd = openat(w->dfd, WRITER_LOCK, flags);
 
 	*made = fd < 0 && errno == ENOENT;
@@ -1281,8 +1283,15 @@ static void lock_say_id(const struct writer *w)
 	if (pread(w->lock_fd, buf, sizeof(buf), 0) == (ssize_t)len &&
 	    memcmp(buf, id, len) == 0)
 		return;
-	if (ftruncate(w->lock_fd, 0) == 0)
-		(void)!pwrite(w->lock_fd, id, len, 0);
+	/* Written through a descriptor of its own, closed at once. */
+	int fd = openat(w->dfd, WRITER_LOCK,
+			O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (lock_named(w, fd) && lock_named(w, w->lock_fd) &&
+	    ftruncate(fd, 0) == 0)
+		(void)!pwrite(fd, id, len, 0);
+	close(fd);
 }
 
 /* Opens and flocks the lock file: 0 with w->lock_fd held; -EBUSY with

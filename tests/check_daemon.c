@@ -2050,6 +2050,41 @@ START_TEST(test_a_full_target_backs_off)
 }
 END_TEST
 
+/* The daemon holds nothing in the target open to write between
+ * publishes (the lock file is open to read, the journal opened for each
+ * record): the target's file system can be remounted read-only while it
+ * runs, and the daemon publishes again once it is writable. */
+START_TEST(test_the_target_can_be_remounted_read_only)
+{
+	tu_private_mounts();
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(mount("tmpfs", dst, "tmpfs", 0, "size=1m,mode=0755"), 0);
+	char name[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "f%02d", i);
+		tu_write(src, name, "v1", 0644);
+	}
+	start_adhoc("0");
+	converge(src, dst, 5000);
+	/* Two more publishes, of a file each: recorded in the journal. */
+	tu_write(src, "f00", "v2", 0644);
+	converge(src, dst, 5000);
+	tu_write(src, "f01", "v2", 0644);
+	converge(src, dst, 5000);
+	char *journal = tu_path(dst, "..atomsync.journal");
+	ck_assert_int_eq(access(journal, F_OK), 0);
+	ck_assert_msg(mount("none", dst, "none", MS_REMOUNT | MS_RDONLY, NULL) == 0,
+		      "remount read-only: %s", strerror(errno));
+	tu_write(src, "f02", "v2", 0644);
+	wait_log("Read-only file system", 1, 5000);
+	ck_assert_int_eq(mount("none", dst, "none", MS_REMOUNT, NULL), 0);
+	converge(src, dst, tu_scale(10000));
+	stop_daemon();
+	ck_assert_int_eq(umount2(dst, MNT_DETACH), 0);
+	free(journal);
+}
+END_TEST
+
 /* A target in a directory every user can write: whoever moves it away
  * there could move each copy made anew away again (root's files, which
  * they cannot remove), so it is not made anew until root makes it. */
@@ -2679,6 +2714,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_a_fix_in_the_target_ends_the_backoff);
 	tcase_add_test(tc, test_a_fix_of_the_source_ends_the_backoff);
 	tcase_add_test(tc, test_a_full_target_backs_off);
+	tcase_add_test(tc, test_the_target_can_be_remounted_read_only);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_fixes_of_mounts_and_room_end_the_backoff);
