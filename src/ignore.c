@@ -199,7 +199,9 @@ static int lex(struct lexer *lx)
 		if (c == '\\') {
 			if (*lx->p == '\0')
 				return bad(lx, "a trailing backslash escapes "
-					       "nothing");
+					       "nothing (a space after it at "
+					       "the end of a line is lost: "
+					       "write [\\ ] for one)");
 			t.ch = c = (unsigned char)*lx->p++;
 			if (c == '/')
 				t.kind = T_SLASH;
@@ -299,9 +301,43 @@ static void pattern_fini(struct pattern *pat)
 	free(pat->cls);
 }
 
+/* The length of `text` without its trailing spaces, as gitignore drops
+ * them, but for one a backslash escapes. */
+static size_t trimmed_len(const char *text)
+{
+	size_t end = strlen(text);
+
+	while (end > 0 && text[end - 1] == ' ') {
+		size_t bs = 0;
+		while (bs < end - 1 && text[end - 2 - bs] == '\\')
+			bs++;
+		if (bs % 2)
+			break;
+		end--;
+	}
+	return end;
+}
+
+static int compile_trimmed(const char *shown, const char *text,
+			   struct pattern *pat, char **err);
+
 static int compile(const char *text, struct pattern *pat, char **err)
 {
-	struct lexer lx = {.text = text, .p = text, .pat = pat, .err = err};
+	size_t end = trimmed_len(text);
+
+	if (text[end] == '\0')
+		return compile_trimmed(text, text, pat, err);
+	char *own = strndup(text, end);
+	int rc = own ? compile_trimmed(text, own, pat, err) : -ENOMEM;
+	free(own);
+	return rc;
+}
+
+/* `text` compiled; errors name `shown`, the pattern as given. */
+static int compile_trimmed(const char *shown, const char *text,
+			   struct pattern *pat, char **err)
+{
+	struct lexer lx = {.text = shown, .p = text, .pat = pat, .err = err};
 	size_t len = strlen(text), ncls = 0;
 	int rc;
 

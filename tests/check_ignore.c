@@ -209,6 +209,22 @@ START_TEST(test_a_backslash_escapes)
 }
 END_TEST
 
+/* Trailing spaces are dropped, as gitignore drops them (a line pasted
+ * from a .gitignore, or --exclude 'foo '), unless a backslash escapes
+ * the last one. */
+START_TEST(test_trailing_spaces_are_dropped_unless_escaped)
+{
+	struct ignore *ig = LIST("plain  ", "kept\\ ", "both\\\\ ");
+	EXCL(ig, "plain", false);
+	KEPT(ig, "plain ", false);
+	EXCL(ig, "kept ", false);
+	KEPT(ig, "kept", false);
+	EXCL(ig, "both\\", false);
+	KEPT(ig, "both\\ ", false);
+	ignore_free(ig);
+}
+END_TEST
+
 START_TEST(test_two_stars)
 {
 	struct ignore *ig = LIST("**/foo", "**/bar/baz", "abc/**", "a/**/b",
@@ -334,6 +350,7 @@ START_TEST(test_invalid_patterns_are_refused_with_the_reason)
 		const char *pat, *why;
 	} bad[] = {
 		{"", "empty"},
+		{"   ", "empty"},
 		{"!", "empty"},
 		{"/", "empty"},
 		{"!/", "empty"},
@@ -463,6 +480,7 @@ static Suite *ignore_suite(void)
 	tcase_add_test(tc, test_star_and_question_mark_stop_at_a_slash);
 	tcase_add_test(tc, test_classes);
 	tcase_add_test(tc, test_a_backslash_escapes);
+	tcase_add_test(tc, test_trailing_spaces_are_dropped_unless_escaped);
 	tcase_add_test(tc, test_two_stars);
 	tcase_add_test(tc, test_the_last_match_wins_and_bang_reincludes);
 	tcase_add_test(tc, test_the_examples_of_the_gitignore_manual);
