@@ -1183,16 +1183,18 @@ static void log_resume(struct state_log *l, char **base,
 		       const struct stat *st, const char *gen, bool flushed,
 		       struct jread *j)
 {
+	struct stat jst;
+	bool appendable = j->fd >= 0 && fstat(j->fd, &jst) == 0;
+
 	state_log_fini(l);
-	if ((j->on_base && j->fd < 0) || (l->gen = strdup(gen)) == NULL)
+	if ((j->on_base && !appendable) || (l->gen = strdup(gen)) == NULL)
 		return;
 	l->base = *base;
 	*base = NULL;
 	l->base_bytes = (uint64_t)st->st_size;
 	l->base_ino = (uint64_t)st->st_ino;
 	l->flushed = flushed;
-	struct stat jst;
-	if (j->fd >= 0 && fstat(j->fd, &jst) == 0) {
+	if (appendable) {
 		l->ino = (uint64_t)jst.st_ino;
 		l->bytes = j->bytes;
 	}
