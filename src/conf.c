@@ -1204,25 +1204,56 @@ static char *absolute_clean(const char *dir, const char *rest)
 	return clean;
 }
 
-/* Whether the daemon would follow the link `path`: owned by root or by
- * it, in a directory only root or it can change, reached the same way
- * (see fsutil_chase()). */
-static bool link_followed(char *path)
+/* The directory that holds the last name of `path`, opened as the
+ * daemon opens a path (see fsutil_chase()); *name is that name (in
+ * `path`).  An fd, or -errno. */
+static int parent_fd(char *path, char **name)
 {
 	char *slash = strrchr(path, '/');
-	struct stat dst, st;
 
 	*slash = '\0';
 	int dfd = fsutil_chase(slash == path ? "/" : path, 0,
 			       O_RDONLY | O_DIRECTORY, NULL, NULL);
 	*slash = '/';
-	bool ok = dfd >= 0 && fstat(dfd, &dst) == 0 &&
-		  fstatat(dfd, slash + 1, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		  S_ISLNK(st.st_mode) && fsutil_trusted_uid(st.st_uid) &&
-		  fsutil_trusted_dir(dfd, &dst);
-	if (dfd >= 0)
-		close(dfd);
-	return ok;
+	*name = slash + 1;
+	return dfd;
+}
+
+/* The real path of the directory open as `fd`: what it is, not what a
+ * name leads to by now. */
+static char *fd_real(int fd, const char *path)
+{
+	char *r = fsutil_fd_path(fd);
+
+	return r ? r : realpath(path, NULL); /* no /proc */
+}
+
+/* The dangling link `path`, when the daemon would follow it: owned by
+ * root or by it, in a directory only root or it can change (so read
+ * there, from the directory checked, it says the same), which is reached
+ * the same way.  *to is its text, *dir the real path of its directory;
+ * -EPERM when it would not be followed. */
+static int followed_link(char *path, char **to, char **dir)
+{
+	struct stat dst, st;
+	char *name;
+	int dfd = parent_fd(path, &name), rc = -EPERM;
+
+	if (dfd < 0)
+		return dfd;
+	if (fstat(dfd, &dst) == 0 &&
+	    fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISLNK(st.st_mode) && fsutil_trusted_uid(st.st_uid) &&
+	    fsutil_trusted_dir(dfd, &dst))
+		rc = fsutil_readlinkat(dfd, name, to);
+	if (rc == 0) {
+		name[-1] = '\0';
+		*dir = fd_real(dfd, *path ? path : "/");
+		name[-1] = '/';
+		rc = *dir ? 0 : -errno;
+	}
+	close(dfd);
+	return rc;
 }
 
 /* `clean` with its first `cut` bytes, a dangling link, replaced by
@@ -1235,16 +1266,9 @@ static char *through_link(char *clean, size_t cut)
 	char save = clean[cut];
 
 	clean[cut] = '\0';
-	char *slash = strrchr(clean, '/');
-	int rc = link_followed(clean) ? fsutil_readlinkat(AT_FDCWD, clean, &to)
-				      : -EPERM;
-	if (rc == 0) {
-		*slash = '\0';
-		dir = realpath(slash == clean ? "/" : clean, NULL);
-		*slash = '/';
-	}
+	int rc = followed_link(clean, &to, &dir);
 	clean[cut] = save;
-	if (dir && asprintf(&joined, "%s%s", to, clean + cut) >= 0)
+	if (rc == 0 && asprintf(&joined, "%s%s", to, clean + cut) >= 0)
 		r = absolute_clean(dir, joined);
 	free(joined);
 	free(dir);
@@ -1252,21 +1276,40 @@ static char *through_link(char *clean, size_t cut)
 	return r;
 }
 
-/* The real path of `prefix`, when the daemon would reach it the same
- * way: through no link that another user could have put there, which it
- * refuses to follow (see fsutil_chase()).  NULL, errno set, otherwise:
- * EPERM for such a link. */
-static char *real_prefix(const char *prefix)
+/* The real path of `prefix` as the daemon reaches it: through no link
+ * that another user could have put there, which it refuses to follow
+ * (see fsutil_chase()), and taken from what it opened, not by resolving
+ * the name again, which such a user could meanwhile have changed.  A
+ * file is its directory's real path and its name.  NULL, errno set,
+ * otherwise: EPERM for such a link. */
+static char *real_prefix(char *prefix)
 {
 	int fd = fsutil_chase(prefix, 0, O_RDONLY | O_DIRECTORY, NULL, NULL);
+	char *r = NULL, *name, *dir;
 
-	if (fd == -EPERM) {
-		errno = EPERM;
-		return NULL;
-	}
-	if (fd >= 0)
+	if (fd >= 0) {
+		r = fd_real(fd, prefix);
 		close(fd);
-	return realpath(prefix, NULL);
+		return r;
+	}
+	if (fd == -ENOTDIR && strcmp(prefix, "/") != 0) {
+		int dfd = parent_fd(prefix, &name);
+		if (dfd >= 0) {
+			name[-1] = '\0';
+			dir = fd_real(dfd, *prefix ? prefix : "/");
+			name[-1] = '/';
+			close(dfd);
+			if (dir && asprintf(&r, "%s/%s",
+					    strcmp(dir, "/") ? dir : "",
+					    name) < 0)
+				r = NULL;
+			free(dir);
+			return r;
+		}
+		fd = dfd;
+	}
+	errno = -fd;
+	return NULL;
 }
 
 /* Where a path really is, as far as it exists: the real path of its
@@ -1286,7 +1329,8 @@ static char *normalize_path(const char *path)
 	for (size_t cut = clean ? strlen(clean) : 0; clean && !r;) {
 		char save = clean[cut];
 		clean[cut] = '\0';
-		char *real = real_prefix(cut ? clean : "/");
+		char root[] = "/";
+		char *real = real_prefix(cut ? clean : root);
 		clean[cut] = save;
 		if (real == NULL && errno == EPERM)
 			break; /* the name as written */
