@@ -398,8 +398,9 @@ static bool is_generation_name(const char *n)
 bool writer_work_name(const char *name)
 {
 	static const char *const files[] = {
-		STATE_FILE,	  STATE_TMP,	   STATE_JOURNAL,
+		STATE_FILE,	   STATE_TMP,	     STATE_JOURNAL,
 		STATE_JOURNAL_TMP, STATE_ERROR_FILE, STATE_ERROR_TMP,
+		WRITER_LINK_TMP,
 	};
 
 	if (is_generation_name(name))
@@ -1234,9 +1235,9 @@ static int open_target(struct writer *w, char **err)
 
 /* The lock file, opened: made if missing (*made), in a target only we
  * or root can write (target_ours()), so none of another user's can be
- * there.  -ESTALE when another made it meanwhile. */
-/* Read-only: flock() needs no more, and a file held open to write keeps
- * the target's file system from being remounted read-only. */
+ * there.  -ESTALE when another made it meanwhile.  Read-only: flock()
+ * needs no more, and a file held open to write keeps the target's file
+ * system from being remounted read-only. */
 static int open_lock(struct writer *w, bool *made)
 {
 	struct stat st;
@@ -5235,6 +5236,36 @@ void writer_retire_wait(struct writer *w)
 /* Takes every replaced generation but the one replaced last (the list
  * is in the order they were replaced), and the spare when that one is
  * left beside it. */
+/* Whether the target holds a directory named like a generation. */
+static bool holds_generation(const struct writer *w)
+{
+	DIR *d = fsutil_opendir_at(w->dfd, ".");
+	struct dirent *de;
+	bool found = d == NULL;
+
+	while (!found && (de = readdir(d)) != NULL)
+		found = is_generation_name(de->d_name);
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* Nothing ever published (a plain file in the way, say): the directory
+ * is left as it was found, without the lock file, unless there is more
+ * of ours to go first (what `gc` is to remove, a generation left over,
+ * which the next writer must find locked as a target's to remove it),
+ * or an error recorded, which --status reads. */
+static void drop_unused_lock(struct writer *w, const struct writer_gc *gc)
+{
+	struct stat st;
+
+	if (gc == NULL && w->ndrop == 0 && w->spare == NULL &&
+	    never_published(w) &&
+	    fstatat(w->dfd, STATE_ERROR_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    !holds_generation(w))
+		drop_made_lock(w);
+}
+
 struct writer_gc *writer_gc_take_exit(struct writer *w)
 {
 	struct writer_gc *gc = writer_gc_take(w, false, NULL);
@@ -5251,13 +5282,7 @@ struct writer_gc *writer_gc_take_exit(struct writer *w)
 	if ((w->nretired == 1 || w->spare_kind != SPARE_REPLACED) && w->spare &&
 	    gc_add(w, &gc, w->spare))
 		spare_set(w, NULL, 0, SPARE_REPLACED, NULL);
-	/* Nothing ever published (a plain file in the way, say): the
-	 * directory is left as it was found, but for a recorded error,
-	 * which --status reads, and which the lock file goes with. */
-	struct stat st;
-	if (never_published(w) &&
-	    fstatat(w->dfd, STATE_ERROR_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		drop_made_lock(w);
+	drop_unused_lock(w, gc);
 	return gc;
 }
 
