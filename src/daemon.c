@@ -107,18 +107,24 @@ static int http_start(struct daemon *d, const char *listen, char **err)
 				  collect, d, &d->http, err);
 }
 
-static void apply_http(struct daemon *d);
+static void http_apply(struct daemon *d, bool retry);
 
 static void on_http_retry(uv_timer_t *h)
 {
-	apply_http(h->data);
+	http_apply(h->data, true);
 }
 
-/* Nothing is served: tried again after 1 s, then twice as long each
- * time up to a minute (the port taken by another process, say, which may
- * go away); said once, at the first failure. */
+/* Nothing is served: an address in use (a port taken by another process,
+ * which may go away) or not there yet is tried again after 1 s, then
+ * twice as long each time up to a minute, said once, at the first
+ * failure; another error waits for a reload. */
 static void http_retry(struct daemon *d, const char *err, int rc)
 {
+	if (rc != -EADDRINUSE && rc != -EADDRNOTAVAIL) {
+		log_error("%s; no HTTP metrics until the next reload%s",
+			  err ? err : strerror(-rc), log_hint(rc));
+		return;
+	}
 	if (d->http_retry_s == 0)
 		log_error("%s; no HTTP metrics until it can listen (trying "
 			  "again in 1 s, then less often)%s",
@@ -133,13 +139,16 @@ static void http_retry(struct daemon *d, const char *err, int rc)
 
 /* (Re)starts the HTTP endpoint when metrics_listen says so.  The old one
  * goes first (the new address may share its port), and is served again
- * when the new one cannot be: a reload does not take /healthz away. */
-static void apply_http(struct daemon *d)
+ * when the new one cannot be: a reload does not take /healthz away.  Not
+ * a `retry`: a start, a reload or a stop, which says anew what fails. */
+static void http_apply(struct daemon *d, bool retry)
 {
 	const char *want = d->stopping ? NULL : d->conf->metrics_listen;
 	char *err = NULL, *old = d->http_listen;
 
 	uv_timer_stop(&d->http_retry);
+	if (!retry)
+		d->http_retry_s = 0;
 	if (want && old && strcmp(want, old) == 0)
 		return;
 	d->http_listen = NULL;
@@ -169,6 +178,11 @@ static void apply_http(struct daemon *d)
 			 old);
 	free(old);
 	free(err);
+}
+
+static void apply_http(struct daemon *d)
+{
+	http_apply(d, false);
 }
 
 /* "web: ..2026_11_25_16_04_05.123 at 16:04:05; api: error: ..." */
