@@ -1433,6 +1433,7 @@ START_TEST(test_dry_run_only_reads_the_journal)
 	writer_close(w);
 	ck_assert_int_eq(stat(journal, &after), 0);
 	ck_assert_int_eq(after.st_size, before.st_size);
+	ck_assert_int_eq(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
 	ck_assert_int_eq(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
 	free(journal);
 }
