@@ -127,6 +127,16 @@ static int model(const char *pat, const char *path, bool dir)
 
 	CHECK(body != NULL && p != NULL);
 	size_t len = strlen(body);
+	/* Trailing spaces go, as gitignore drops them, but for one a
+	 * backslash escapes. */
+	while (len > 0 && body[len - 1] == ' ') {
+		size_t bs = 0;
+		while (bs < len - 1 && body[len - 2 - bs] == '\\')
+			bs++;
+		if (bs % 2)
+			break;
+		body[--len] = '\0';
+	}
 	bool dironly = len > 0 && body[len - 1] == '/';
 	if (dironly)
 		body[--len] = '\0';
