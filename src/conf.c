@@ -1204,21 +1204,6 @@ static char *absolute_clean(const char *dir, const char *rest)
 	return clean;
 }
 
-/* The directory that holds the last name of `path`, opened as the
- * daemon opens a path (see fsutil_chase()); *name is that name (in
- * `path`).  An fd, or -errno. */
-static int parent_fd(char *path, char **name)
-{
-	char *slash = strrchr(path, '/');
-
-	*slash = '\0';
-	int dfd = fsutil_chase(slash == path ? "/" : path, 0,
-			       O_RDONLY | O_DIRECTORY, NULL, NULL);
-	*slash = '/';
-	*name = slash + 1;
-	return dfd;
-}
-
 /* The real path of the directory open as `fd`: what it is, not what a
  * name leads to by now. */
 static char *fd_real(int fd, const char *path)
@@ -1226,6 +1211,27 @@ static char *fd_real(int fd, const char *path)
 	char *r = fsutil_fd_path(fd);
 
 	return r ? r : realpath(path, NULL); /* no /proc */
+}
+
+/* The directory that holds the last name of `path`, opened as the
+ * daemon opens a path (see fsutil_chase()), and its real path, *dir;
+ * *name is that name (in `path`).  An fd, or -errno. */
+static int parent_fd(char *path, char **name, char **dir)
+{
+	char *slash = strrchr(path, '/');
+	const char *at = slash == path ? "/" : path;
+
+	*slash = '\0';
+	int dfd = fsutil_chase(at, 0, O_RDONLY | O_DIRECTORY, NULL, NULL);
+	*dir = dfd >= 0 ? fd_real(dfd, at) : NULL;
+	*slash = '/';
+	*name = slash + 1;
+	if (dfd >= 0 && *dir == NULL) {
+		int rc = -errno;
+		close(dfd);
+		return rc;
+	}
+	return dfd;
 }
 
 /* The dangling link `path`, when the daemon would follow it: owned by
@@ -1237,7 +1243,7 @@ static int followed_link(char *path, char **to, char **dir)
 {
 	struct stat dst, st;
 	char *name;
-	int dfd = parent_fd(path, &name), rc = -EPERM;
+	int dfd = parent_fd(path, &name, dir), rc = -EPERM;
 
 	if (dfd < 0)
 		return dfd;
@@ -1246,13 +1252,11 @@ static int followed_link(char *path, char **to, char **dir)
 	    S_ISLNK(st.st_mode) && fsutil_trusted_uid(st.st_uid) &&
 	    fsutil_trusted_dir(dfd, &dst))
 		rc = fsutil_readlinkat(dfd, name, to);
-	if (rc == 0) {
-		name[-1] = '\0';
-		*dir = fd_real(dfd, *path ? path : "/");
-		name[-1] = '/';
-		rc = *dir ? 0 : -errno;
-	}
 	close(dfd);
+	if (rc < 0) {
+		free(*dir);
+		*dir = NULL;
+	}
 	return rc;
 }
 
@@ -1285,28 +1289,17 @@ static char *through_link(char *clean, size_t cut)
 static char *real_prefix(char *prefix)
 {
 	int fd = fsutil_chase(prefix, 0, O_RDONLY | O_DIRECTORY, NULL, NULL);
-	char *r = NULL, *name, *dir;
+	char *r = NULL, *name, *dir = NULL;
 
-	if (fd >= 0) {
+	if (fd >= 0)
 		r = fd_real(fd, prefix);
+	else if (fd == -ENOTDIR && strcmp(prefix, "/") != 0 &&
+		 (fd = parent_fd(prefix, &name, &dir)) >= 0)
+		r = fsutil_join(dir, name);
+	if (fd >= 0) {
 		close(fd);
+		free(dir);
 		return r;
-	}
-	if (fd == -ENOTDIR && strcmp(prefix, "/") != 0) {
-		int dfd = parent_fd(prefix, &name);
-		if (dfd >= 0) {
-			name[-1] = '\0';
-			dir = fd_real(dfd, *prefix ? prefix : "/");
-			name[-1] = '/';
-			close(dfd);
-			if (dir && asprintf(&r, "%s/%s",
-					    strcmp(dir, "/") ? dir : "",
-					    name) < 0)
-				r = NULL;
-			free(dir);
-			return r;
-		}
-		fd = dfd;
 	}
 	errno = -fd;
 	return NULL;
@@ -1433,9 +1426,8 @@ static char *metrics_path(const char *file)
 		return clean;
 	*slash = '\0';
 	char *dir = normalize_path(*clean ? clean : "/");
-	if (dir && asprintf(&r, "%s/%s", strcmp(dir, "/") ? dir : "",
-			    slash + 1) < 0)
-		r = NULL;
+	if (dir)
+		r = fsutil_join(dir, slash + 1);
 	free(dir);
 	free(clean);
 	return r;
