@@ -879,18 +879,17 @@ struct jread {
 	struct timespec taken;
 	bool sound, flushed;
 	size_t count;	       /* entries the last record leaves */
-	bool append;	       /* opened to append to, as j->fd */
+	bool append;	       /* read from a descriptor that could write */
 	bool on_base;	       /* made on the state file read */
 	bool ended;	       /* every record whole, up to its end */
-	int fd;		       /* with `append`: the journal, when on this
-				  base and ended; else -1 (from the start) */
+	uint64_t ino;	       /* with `append`: the journal's inode, when
+				  on this base, ended and to be appended
+				  to; else 0 */
 	uint64_t bytes;	       /* its size then */
 };
 
 static void jread_fini(struct jread *j)
 {
-	if (j->fd >= 0)
-		close(j->fd);
 	for (size_t k = 0; k < j->n; k++)
 		free(j->v[k].e.path);
 	free(j->v);
@@ -1010,7 +1009,7 @@ static int journal_read(int dfd, const char *base, uint64_t ino,
 	char *line;
 	int rc = 0;
 
-	j->fd = -1;
+	j->ino = 0;
 	r.fd = open_trusted_as(dfd, STATE_JOURNAL, j->append ? O_RDWR : O_RDONLY);
 	/* One that cannot be opened to write (append-only, a read-only
 	 * mount) is still read; nothing is appended to it. */
@@ -1040,11 +1039,10 @@ static int journal_read(int dfd, const char *base, uint64_t ino,
 	struct stat st;
 	if (rc == 0 && j->append && j->ended && fstat(r.fd, &st) == 0 &&
 	    st.st_nlink == 1 && lseek(r.fd, 0, SEEK_CUR) == st.st_size) {
-		j->fd = r.fd;
+		j->ino = (uint64_t)st.st_ino;
 		j->bytes = (uint64_t)st.st_size;
-	} else {
-		close(r.fd);
 	}
+	close(r.fd);
 	return rc;
 }
 
@@ -1183,21 +1181,16 @@ static void log_resume(struct state_log *l, char **base,
 		       const struct stat *st, const char *gen, bool flushed,
 		       struct jread *j)
 {
-	struct stat jst;
-	bool appendable = j->fd >= 0 && fstat(j->fd, &jst) == 0;
-
 	state_log_fini(l);
-	if ((j->on_base && !appendable) || (l->gen = strdup(gen)) == NULL)
+	if ((j->on_base && j->ino == 0) || (l->gen = strdup(gen)) == NULL)
 		return;
 	l->base = *base;
 	*base = NULL;
 	l->base_bytes = (uint64_t)st->st_size;
 	l->base_ino = (uint64_t)st->st_ino;
 	l->flushed = flushed;
-	if (appendable) {
-		l->ino = (uint64_t)jst.st_ino;
-		l->bytes = j->bytes;
-	}
+	l->ino = j->ino;
+	l->bytes = j->ino ? j->bytes : 0;
 }
 
 int state_load(int dfd, size_t max_entries, struct snapshot **out, char **gen,
@@ -1211,7 +1204,7 @@ int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
 		   struct state_log *l)
 {
 	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
-	struct jread j = {.want_ops = true, .append = l != NULL, .fd = -1};
+	struct jread j = {.want_ops = true, .append = l != NULL};
 	struct snapshot *s = NULL;
 	struct stat st;
 	char *base = NULL;
@@ -1285,7 +1278,7 @@ int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
 	close(r.fd);
 	free(r.buf);
 	/* The journal's last record, read past its entries. */
-	struct jread j = {.want_ops = false, .fd = -1};
+	struct jread j = {.want_ops = false};
 	if (rc == 0)
 		rc = journal_read(dfd, *gen, ino, &j);
 	if (rc == 0 && j.gen) {
