@@ -889,6 +889,23 @@ static bool never_published(const struct writer *w)
 	       fstatat(w->dfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0;
 }
 
+/* The first name in the target shaped like a generation's, in *name:
+ * 1 when there is one, 0 when none, -errno when it cannot be read. */
+static int first_generation(const struct writer *w, char **name)
+{
+	DIR *d = fsutil_opendir_at(w->dfd, ".");
+	struct dirent *de;
+
+	if (d == NULL)
+		return -errno;
+	while ((de = readdir(d)) != NULL && !is_generation_name(de->d_name))
+		;
+	*name = de ? strdup(de->d_name) : NULL;
+	int rc = de == NULL ? 0 : *name ? 1 : -ENOMEM;
+	closedir(d);
+	return rc;
+}
+
 /* A directory that never was a target (no lock file till now, no
  * ..data, no state file) holds no generation of ours: a name there that
  * looks like one is someone's data, which recover() must not remove.
@@ -896,21 +913,21 @@ static bool never_published(const struct writer *w)
  * links and files are atomsync's own.) */
 static int foreign_leftovers(struct writer *w, char **err)
 {
-	struct dirent *de;
+	char *gen = NULL;
 	int rc = 0;
 
 	if (w->made_target || !never_published(w))
 		return 0;
-	DIR *d = fsutil_opendir_at(w->dfd, ".");
-	while (rc == 0 && d && (de = readdir(d)) != NULL)
-		if (is_generation_name(de->d_name))
-			rc = log_err_set(err, -EEXIST,
-					 "target %s: %s looks like atomsync's, "
-					 "in a directory atomsync never "
-					 "published to; move it away first",
-					 w->path, de->d_name);
-	if (d)
-		closedir(d);
+	int found = first_generation(w, &gen);
+	if (found == -ENOMEM)
+		return found;
+	if (found > 0)
+		rc = log_err_set(err, -EEXIST,
+				 "target %s: %s looks like atomsync's, in a "
+				 "directory atomsync never published to; move "
+				 "it away first",
+				 w->path, gen);
+	free(gen);
 	return rc;
 }
 
@@ -5233,23 +5250,6 @@ void writer_retire_wait(struct writer *w)
 	}
 }
 
-/* Takes every replaced generation but the one replaced last (the list
- * is in the order they were replaced), and the spare when that one is
- * left beside it. */
-/* Whether the target holds a directory named like a generation. */
-static bool holds_generation(const struct writer *w)
-{
-	DIR *d = fsutil_opendir_at(w->dfd, ".");
-	struct dirent *de;
-	bool found = d == NULL;
-
-	while (!found && (de = readdir(d)) != NULL)
-		found = is_generation_name(de->d_name);
-	if (d)
-		closedir(d);
-	return found;
-}
-
 /* Nothing ever published (a plain file in the way, say): the directory
  * is left as it was found, without the lock file, unless there is more
  * of ours to go first (what `gc` is to remove, a generation left over,
@@ -5258,14 +5258,19 @@ static bool holds_generation(const struct writer *w)
 static void drop_unused_lock(struct writer *w, const struct writer_gc *gc)
 {
 	struct stat st;
+	char *gen = NULL;
 
 	if (gc == NULL && w->ndrop == 0 && w->spare == NULL &&
 	    never_published(w) &&
 	    fstatat(w->dfd, STATE_ERROR_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
-	    !holds_generation(w))
+	    first_generation(w, &gen) == 0)
 		drop_made_lock(w);
+	free(gen);
 }
 
+/* Takes every replaced generation but the one replaced last (the list
+ * is in the order they were replaced), and the spare when that one is
+ * left beside it. */
 struct writer_gc *writer_gc_take_exit(struct writer *w)
 {
 	struct writer_gc *gc = writer_gc_take(w, false, NULL);
