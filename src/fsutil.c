@@ -1955,10 +1955,6 @@ static int chase_next(struct chase *c, unsigned how, int flags, bool *created,
 	return rc == 0 ? chase_todo(c, "", rest) : rc;
 }
 
-/* For FSUTIL_CHASE_TRUSTED with a relative path: the directories above
- * the working directory (`c`), which the walk looks no name up in, as it
- * does in those of an absolute path, must be ones only root or we can
- * change too; else whoever can would choose what "." is. */
 /* For climb(): a directory above, refused (logged in c's error) unless
  * only root or we can change it. */
 static int above_trusted(int fd, const struct stat *st, void *arg)
@@ -1975,6 +1971,10 @@ static int above_trusted(int fd, const struct stat *st, void *arg)
 	return rc;
 }
 
+/* For FSUTIL_CHASE_TRUSTED with a relative path: the directories above
+ * the working directory (`c`), which the walk looks no name up in, as it
+ * does in those of an absolute path, must be ones only root or we can
+ * change too; else whoever can would choose what "." is. */
 static int chase_above(struct chase *c)
 {
 	int rc = climb(c->fd, &c->st, above_trusted, c);

@@ -1251,20 +1251,32 @@ static void deciders_lookup(struct deciders *d, const struct stat *in,
 		deciders_add(d, in->st_uid, in->st_gid, in_mode);
 }
 
-/* The mode of the directory `path` beneath `base` (found as *st) as
- * frame_of() takes it: an ACL that lets a user or group it names write
- * makes it one anyone may write. */
-static mode_t acl_writers(int base, const char *path, const struct stat *st)
+/* `mode`, that of the directory open as `fd` (-1: not to be opened), as
+ * its writers have it: an access ACL that lets a user or group it names
+ * write (or one that cannot be read) makes it one anyone may write, as
+ * they may be in its group or not.  The mask shows in the group's bits:
+ * without w there, none. */
+static mode_t writers_mode(int fd, mode_t mode)
 {
 	struct fsutil_acl acl = {.named = 0};
+
+	if ((mode & S_IWGRP) &&
+	    (fd < 0 || fsutil_acl_read(fd, &acl) < 0 || (acl.named & 02)))
+		mode |= S_IWOTH;
+	return mode;
+}
+
+/* The mode of the directory `path` beneath `base` (found as *st) as
+ * frame_of() takes it (writers_mode()). */
+static mode_t acl_writers(int base, const char *path, const struct stat *st)
+{
 	mode_t m = st->st_mode;
 
 	if (!(m & S_IWGRP) || !S_ISDIR(m))
 		return m;
 	int fd = openat(base, *path ? path : ".",
 			O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsutil_acl_read(fd, &acl) < 0 || (acl.named & 02))
-		m |= S_IWOTH;
+	m = writers_mode(fd, m);
 	if (fd >= 0)
 		close(fd);
 	return m;
@@ -1456,19 +1468,13 @@ static bool layout_name(const char *n)
 
 /* ---- the walk: an explicit stack, never the C stack ---- */
 
-/* A frame to walk the directory open as `fd`, described by `st`.  Its
- * mode counts as others may write it when its access ACL lets a user or
- * group it names write, who may be in its group or not. */
+/* A frame to walk the directory open as `fd`, described by `st`, with
+ * its mode as its writers have it (writers_mode()). */
 static struct frame frame_of(int fd, char *path, char *src, unsigned flags,
 			     const struct stat *st)
 {
-	struct fsutil_acl acl = {.named = 0};
-	mode_t mode = st->st_mode;
+	mode_t mode = fd >= 0 ? writers_mode(fd, st->st_mode) : st->st_mode;
 
-	/* The mask shows in the group's bits: without w there, none. */
-	if ((mode & S_IWGRP) && fd >= 0 &&
-	    (fsutil_acl_read(fd, &acl) < 0 || (acl.named & 02)))
-		mode |= S_IWOTH;
 	return (struct frame){
 		.fd = fd, .path = path, .src = src, .flags = flags,
 		.dev = (uint64_t)st->st_dev, .ino = (uint64_t)st->st_ino,
