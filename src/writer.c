@@ -395,6 +395,16 @@ static bool is_generation_name(const char *n)
 	       strchr(n + sizeof(shape) - 1, '/') == NULL;
 }
 
+/* A link made ahead of a swap (WRITER_LINK_AHEAD and a number). */
+static bool is_ahead_name(const char *n)
+{
+	size_t k = sizeof(WRITER_LINK_AHEAD) - 1;
+
+	if (strncmp(n, WRITER_LINK_AHEAD, k) != 0 || n[k] == '\0')
+		return false;
+	return strspn(n + k, "0123456789") == strlen(n + k);
+}
+
 bool writer_work_name(const char *name)
 {
 	static const char *const files[] = {
@@ -403,7 +413,7 @@ bool writer_work_name(const char *name)
 		WRITER_LINK_TMP,
 	};
 
-	if (is_generation_name(name))
+	if (is_generation_name(name) || is_ahead_name(name))
 		return true;
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
 		if (strcmp(name, files[i]) == 0)
@@ -875,7 +885,7 @@ static bool temporary_name(const char *n)
 	return strcmp(n, WRITER_DATA_TMP) == 0 || strcmp(n, STATE_TMP) == 0 ||
 	       strcmp(n, STATE_ERROR_TMP) == 0 ||
 	       strcmp(n, STATE_JOURNAL_TMP) == 0 ||
-	       strcmp(n, WRITER_LINK_TMP) == 0;
+	       strcmp(n, WRITER_LINK_TMP) == 0 || is_ahead_name(n);
 }
 
 /* Whether the target is a directory this writer found with no lock file
@@ -2004,26 +2014,37 @@ static int check_visible(struct writer *w, const struct snapshot *s,
 }
 
 /* A link of the top-level name `p` naming something else replaced
- * with ours, `t`, in one rename: a reader finds one or the other. */
-static int relink_visible(struct writer *w, const char *p, const char *t)
+ * with ours, `tmp` (naming `t`), in one rename: a reader finds one or
+ * the other. */
+static int relink_from(struct writer *w, const char *tmp, const char *p,
+		       const char *t)
 {
 	char *was = NULL;
+	/* Only a link is replaced: not a file put there since. */
 	int rc = fsutil_readlinkat(w->dfd, p, &was);
 
-	if (rc == 0 && unlinkat(w->dfd, WRITER_LINK_TMP, 0) < 0 &&
-	    errno != ENOENT)
+	if (rc == 0 && renameat(w->dfd, tmp, w->dfd, p) < 0)
 		rc = -errno;
-	if (rc == 0 && symlinkat(t, w->dfd, WRITER_LINK_TMP) < 0)
-		rc = -errno;
-	if (rc == 0 && renameat(w->dfd, WRITER_LINK_TMP, w->dfd, p) < 0) {
-		rc = -errno;
-		unlinkat(w->dfd, WRITER_LINK_TMP, 0);
-	}
 	if (rc == 0)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: %s named %s; put back, naming %s", w->path,
 			p, was, t);
 	free(was);
+	return rc;
+}
+
+static int relink_visible(struct writer *w, const char *p, const char *t)
+{
+	int rc = 0;
+
+	if (unlinkat(w->dfd, WRITER_LINK_TMP, 0) < 0 && errno != ENOENT)
+		rc = -errno;
+	if (rc == 0 && symlinkat(t, w->dfd, WRITER_LINK_TMP) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = relink_from(w, WRITER_LINK_TMP, p, t);
+	if (rc < 0)
+		unlinkat(w->dfd, WRITER_LINK_TMP, 0);
 	return rc;
 }
 
@@ -4768,15 +4789,151 @@ static int retire_add(struct writer *w, char *gen, uint64_t due_ms,
 	return 0;
 }
 
+/* Step (3), made ahead: the links that new top-level names need are made
+ * before the swap, under names of ours (WRITER_LINK_AHEAD and their
+ * index), and renamed into place after it.  A rename takes no new inode:
+ * a file system with none left (ENOSPC, EDQUOT) fails the publish before
+ * the swap, with the live generation as it was, not after it with names
+ * missing. */
+struct ahead {
+	const char **name; /* top-level names of the new generation */
+	bool *astray;	    /* its link there names something else */
+	size_t n, cap;
+	size_t made;	    /* links made, of the first names */
+};
+
+static int ahead_add(struct ahead *a, const char *name, bool astray)
+{
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? 2 * a->cap : 16;
+		const char **nv = realloc(a->name, cap * sizeof(*nv));
+		if (nv)
+			a->name = nv;
+		bool *av = nv ? realloc(a->astray, cap * sizeof(*av)) : NULL;
+		if (av == NULL)
+			return -ENOMEM;
+		a->astray = av;
+		a->cap = cap;
+	}
+	a->name[a->n] = name;
+	a->astray[a->n++] = astray;
+	return 0;
+}
+
+/* The names of p->s whose links are to be made ahead: those the live
+ * generation lacks, when its links are trusted to be as the last sync
+ * left them (see sync_visible()); else every name not linked already.
+ * A name in the way of a link is left to the pass after the swap. */
+static int ahead_find(struct writer *w, const struct writer_pending *p,
+		      struct ahead *a)
+{
+	const struct snapshot *s = p->s, *old = w->live;
+	bool trusted = old && visible_trusted(w, p->verify);
+
+	if (trusted && !p->names)
+		return 0;
+	for (size_t i = 0; i < s->n; i = snapshot_subtree_end(s, i)) {
+		const char *n = s->v[i].path;
+		enum visible v = VIS_ABSENT;
+		if (strchr(n, '/') || (trusted && snapshot_find(old, n)))
+			continue;
+		if (!trusted && visible_state(w, n, &v) < 0)
+			continue;
+		if (v != VIS_OURS && v != VIS_TAKEN &&
+		    ahead_add(a, n, v == VIS_ASTRAY) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static void ahead_undo(struct writer *w, struct ahead *a)
+{
+	for (size_t i = 0; i < a->made; i++) {
+		char *tmp = log_strdupf(WRITER_LINK_AHEAD "%zu", i);
+		if (tmp)
+			(void)unlinkat(w->dfd, tmp, 0);
+		free(tmp);
+	}
+	a->made = 0;
+}
+
+static int ahead_make(struct writer *w, struct ahead *a, char **err)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < a->n; i++) {
+		char *tmp = log_strdupf(WRITER_LINK_AHEAD "%zu", i);
+		char *t = fsutil_join(WRITER_DATA, a->name[i]);
+		rc = tmp && t ? 0 : -ENOMEM;
+		/* One a crash left: recover() removes them, but for one
+		 * it could not. */
+		if (rc == 0 && symlinkat(t, w->dfd, tmp) < 0 &&
+		    (errno != EEXIST || unlinkat(w->dfd, tmp, 0) < 0 ||
+		     symlinkat(t, w->dfd, tmp) < 0))
+			rc = -errno;
+		if (rc == 0)
+			a->made = i + 1;
+		else
+			rc = log_err_set(err, rc, "target %s: visible link %s: %s",
+					 w->path, a->name[i], strerror(-rc));
+		free(tmp);
+		free(t);
+	}
+	if (rc < 0)
+		ahead_undo(w, a);
+	return rc;
+}
+
+/* After the swap: each link made ahead renamed to its name.  One that
+ * cannot be (a name taken meanwhile) is removed, and left to
+ * sync_visible(), which makes whatever link is still missing. */
+static void ahead_place(struct writer *w, struct ahead *a)
+{
+	for (size_t i = 0; i < a->made; i++) {
+		char *tmp = log_strdupf(WRITER_LINK_AHEAD "%zu", i);
+		char *t = a->astray[i] ? fsutil_join(WRITER_DATA, a->name[i])
+				       : NULL;
+		int rc = tmp && (t || !a->astray[i]) ? 0 : -ENOMEM;
+		if (rc == 0 && a->astray[i])
+			rc = relink_from(w, tmp, a->name[i], t);
+		else if (rc == 0 && renameat2(w->dfd, tmp, w->dfd, a->name[i],
+					      RENAME_NOREPLACE) < 0)
+			rc = -errno;
+		if (rc < 0 && tmp)
+			(void)unlinkat(w->dfd, tmp, 0);
+		free(tmp);
+		free(t);
+	}
+	a->made = 0;
+}
+
+static void ahead_fini(struct ahead *a)
+{
+	free(a->name);
+	free(a->astray);
+}
+
 /* Step (2), the one atomic step: a ..data_tmp link to the new
  * generation is renamed over ..data.  A reader resolves either the old
- * or the new generation, each complete.  On failure the new one goes. */
-static int swap_data(struct writer *w, struct writer_pending *p, char **err)
+ * or the new generation, each complete.  Before it, the links of new
+ * names are made ahead (`a`).  On failure the new generation goes, and
+ * those links with it. */
+static int swap_data(struct writer *w, struct writer_pending *p,
+		     struct ahead *a, char **err)
 {
-	int rc = link_data(w, p->gen, err);
+	int rc = ahead_find(w, p, a);
 
 	if (rc < 0)
+		rc = log_err_set(err, rc, "target %s: %s", w->path,
+				 strerror(-rc));
+	if (rc == 0)
+		rc = ahead_make(w, a, err);
+	if (rc == 0)
+		rc = link_data(w, p->gen, err);
+	if (rc < 0) {
+		ahead_undo(w, a);
 		writer_abort(w, p);
+	}
 	return rc;
 }
 
@@ -4804,10 +4961,13 @@ static void retire_replaced(struct writer *w, char *gen, uint64_t seq,
 int writer_commit(struct writer *w, struct writer_pending *p,
 		  struct writer_result *r, char **err)
 {
-	int rc = swap_data(w, p, err);
+	struct ahead a = {0};
+	int rc = swap_data(w, p, &a, err);
 
-	if (rc < 0)
+	if (rc < 0) {
+		ahead_fini(&a);
 		return rc;
+	}
 	/* The swap is durable once the target directory is flushed.  Until
 	 * it is, ..data on disk may still name the old generation: keep that
 	 * one (a later start removes it) and report the failure. */
@@ -4849,8 +5009,11 @@ int writer_commit(struct writer *w, struct writer_pending *p,
 	p->s = NULL;
 	p->gen = NULL;
 
-	/* Steps (3) and (4): visible links for new names only now, so none
-	 * ever dangles; then links of names that left. */
+	/* Steps (3) and (4): the links of new names, made ahead, put in
+	 * place only now, so that none ever dangles; then links of names
+	 * that left. */
+	ahead_place(w, &a);
+	ahead_fini(&a);
 	int vrc = sync_visible(w, w->live, old, p->verify, p->names, err);
 
 	const char *file = STATE_FILE;

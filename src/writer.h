@@ -22,6 +22,9 @@
 /* Where a visible link is made to be renamed over one that names
  * something else. */
 #define WRITER_LINK_TMP "..atomsync.link.tmp"
+/* The links of new top-level names, made ahead of the swap: this and a
+ * number. */
+#define WRITER_LINK_AHEAD "..atomsync.link."
 /* The file in a target whose flock(2) says a writer uses it: mode 0600,
  * so that only root or atomsyncd's user can open it, and hold it. */
 #define WRITER_LOCK "..atomsync.lock"

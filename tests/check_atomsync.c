@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1053,6 +1055,87 @@ END_TEST
  * to find: the next write, and the next write_tree, are refused, and
  * nothing is written into either; so are they once the target is
  * removed. */
+/* What the symbolic link `path` names, allocated. */
+static char *link_text(const char *path)
+{
+	char buf[4096];
+	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+	ck_assert_msg(n >= 0, "readlink %s: %s", path, strerror(errno));
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+/* A file system with no inode left for the links of new top-level
+ * names: the write fails before ..data moves, and the generation live
+ * before it stays whole and in view, not one that lacks names. */
+START_TEST(test_no_room_for_new_names_leaves_the_live_generation)
+{
+	tu_private_mounts();
+	char *mnt = tu_path(tmp, "mnt"), *target = tu_path(mnt, "t");
+	char *data = tu_path(target, "..data"), *x = tu_path(target, "x");
+	tu_mkdirs(mnt, 0755);
+	ck_assert_int_eq(mount("tmpfs", mnt, "tmpfs", 0,
+			       "size=1m,nr_inodes=64,mode=0755"),
+			 0);
+	struct atomsync_options o;
+	atomsync_options_init(&o);
+	o.grace_ms = 0;
+	struct atomsync_writer *w = NULL;
+	ck_assert_int_eq(atomsync_writer_open(target, &o, &w), 0);
+	const struct pf one[] = {{"x", 0644, "1", 0}, {NULL, 0, NULL, 0}};
+	ck_assert_int_eq(write_pf(w, one), 0);
+	char *live = link_text(data);
+	int before = tu_count_entries(target);
+	/* Room for the generation of nine files (a directory and nine
+	 * files), ..data_tmp and three links: not for nine. */
+	struct statvfs sv;
+	ck_assert_int_eq(statvfs(mnt, &sv), 0);
+	ck_assert_uint_gt(sv.f_ffree, 14);
+	for (unsigned long i = 0; i < sv.f_ffree - 14; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "hog%lu", i);
+		tu_write(mnt, name, "", 0644);
+	}
+	struct pf nine[10] = {{NULL, 0, NULL, 0}};
+	char names[9][4];
+	for (int i = 0; i < 9; i++) {
+		snprintf(names[i], sizeof(names[i]), "f%d", i);
+		nine[i] = (struct pf){names[i], 0644, "2", 0};
+	}
+	ck_assert_int_eq(write_pf(w, nine), -ENOSPC);
+	const char *e = atomsync_writer_error(w);
+	ck_assert_msg(e && strstr(e, "visible link"), "%s", e ? e : "(none)");
+	char *now = link_text(data), *got = tu_read(x, NULL);
+	ck_assert_str_eq(now, live);
+	ck_assert_str_eq(got, "1");
+	ck_assert_int_eq(tu_count_entries(target), before);
+	for (unsigned long i = 0; i < sv.f_ffree - 14; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "hog%lu", i);
+		char *hog = tu_path(mnt, name);
+		ck_assert_int_eq(unlink(hog), 0);
+		free(hog);
+	}
+	ck_assert_int_eq(write_pf(w, nine), 0);
+	for (int i = 0; i < 9; i++) {
+		char *f = tu_path(target, names[i]), *v = tu_read(f, NULL);
+		ck_assert_str_eq(v, "2");
+		free(v);
+		free(f);
+	}
+	ck_assert_int_eq(access(x, F_OK), -1);
+	atomsync_writer_close(w);
+	ck_assert_int_eq(umount2(mnt, MNT_DETACH), 0);
+	free(got);
+	free(now);
+	free(live);
+	free(x);
+	free(data);
+	free(target);
+	free(mnt);
+}
+END_TEST
+
 START_TEST(test_a_target_moved_away_is_refused_at_the_next_write)
 {
 	ck_assert_msg(tu_can_setuid(), "this test moves the target as another "
@@ -1435,6 +1518,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_a_writer_that_never_published_takes_its_lock_file_away);
 	tcase_add_test(tc, test_a_path_as_deep_as_allowed_is_written);
 	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
+	tcase_add_test(tc, test_no_room_for_new_names_leaves_the_live_generation);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
 	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
 	tcase_add_test(tc, test_payload_memory_is_not_kept);

@@ -1966,16 +1966,21 @@ START_TEST(test_recovery_removes_debris)
 	tu_write(dst, STATE_TMP, "partial", 0644);
 	char *tmpl = tu_path(dst, "..data_tmp");
 	ck_assert_int_eq(symlink("..2020_01_01_00_00_00.123", tmpl), 0);
+	/* A link of a new name made ahead of a swap that never came. */
+	char *ahead = tu_path(dst, WRITER_LINK_AHEAD "12");
+	ck_assert_int_eq(symlink("..data/b", ahead), 0);
 
 	w = open_writer();
 	ck_assert_str_eq(writer_live_generation(w), gen);
 	struct stat st;
 	ck_assert(lstat(tmpl, &st) < 0);
+	ck_assert(lstat(ahead, &st) < 0);
 	ck_assert_int_eq(tu_generations(dst), 1);
 	ck_assert_int_eq(tu_count_entries(dst), 4); /* ..data, gen, state, a */
 	ASSERT_TREES();
 	writer_close(w);
 	free(gen);
+	free(ahead);
 	free(tmpl);
 }
 END_TEST
