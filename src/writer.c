@@ -4874,7 +4874,9 @@ static int ahead_make(struct writer *w, struct ahead *a, char **err)
 		if (rc == 0)
 			a->made = i + 1;
 		else
-			rc = log_err_set(err, rc, "target %s: visible link %s: %s",
+			rc = log_err_set(err, rc,
+					 "target %s: visible link %s, made "
+					 "before the switch: %s",
 					 w->path, a->name[i], strerror(-rc));
 		free(tmp);
 		free(t);
