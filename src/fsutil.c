@@ -1583,6 +1583,12 @@ struct chase {
 	int fd;		/* the directory reached (O_PATH) */
 	struct stat st; /* its metadata */
 	unsigned hops;
+	/* The first directory looked in whose names someone else can
+	 * change, and its metadata: below it, they choose what a name is
+	 * (a directory of root's, holding a link of root's, renamed in
+	 * from beside it), so no link there is followed.  NULL: none. */
+	char *swayed;
+	struct stat swayed_st;
 	char **err;
 };
 
@@ -1677,6 +1683,14 @@ static int chase_link(struct chase *c, int lfd, const struct stat *lst,
 				"change; refusing to follow it",
 				where,
 				fsutil_trusted_uid(c->st.st_uid)
+					? "other users"
+					: "another user");
+	else if (c->swayed)
+		rc = chase_fail(c, -EPERM,
+				"symlink %s is below %s, which %s can change; "
+				"refusing to follow it",
+				where, c->swayed,
+				fsutil_trusted_uid(c->swayed_st.st_uid)
 					? "other users"
 					: "another user");
 	else if (++c->hops > CHASE_MAX_HOPS)
@@ -1864,6 +1878,16 @@ static int chase_name(struct chase *c, const char *name, const char *rest,
 
 	if ((how & FSUTIL_CHASE_TRUSTED) && (rc = chase_trusted(c)) < 0)
 		return rc;
+	if (c->swayed == NULL && !fsutil_trusted_dir(c->fd, &c->st)) {
+		/* By its own path, for a relative one, as chase_distrust(). */
+		c->swayed = c->done[0] == '/' ? strdup(c->done)
+					      : fsutil_fd_path(c->fd);
+		if (c->swayed == NULL)
+			c->swayed = strdup(c->done);
+		if (c->swayed == NULL)
+			return -ENOMEM;
+		c->swayed_st = c->st;
+	}
 	if (last) {
 		int fd = chase_last(c, name, how, flags, created);
 		if (fd >= 0 && (how & FSUTIL_CHASE_PLACED)) {
@@ -2008,6 +2032,7 @@ int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 	close(c.fd);
 	free(c.done);
 	free(c.todo);
+	free(c.swayed);
 	return rc == 1 ? fd : rc;
 }
 

@@ -237,6 +237,46 @@ START_TEST(test_root_link_in_a_directory_others_change_is_refused)
 }
 END_TEST
 
+/* Below a directory another user can change, a link of root's in a
+ * directory of root's is no better: they can rename that directory of
+ * root's, link and all, into place from beside it. */
+START_TEST(test_root_link_below_a_directory_others_change_is_refused)
+{
+	char *home = mkdir_in("home", 0755, OTHER);
+	char *hostrun = mkdir_in("hostrun", 0755, -1);
+	char *rootfs = tu_path(home, "rootfs"), *run = tu_path(rootfs, "run");
+	char *app = tu_path(home, "deploy/run/app"), *err = NULL, *cmd;
+	tu_mkdirs(rootfs, 0755);
+	ck_assert_int_eq(symlink(hostrun, run), 0);
+	tu_mkdirs(app, 0755);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv deploy theirs && "
+					"mv rootfs deploy",
+				  home),
+			 0);
+	ck_assert_int_eq(tu_sh_as(OTHER, cmd), 0);
+	int fd = fsutil_chase(app, FSUTIL_CHASE_MKDIR, O_RDONLY | O_DIRECTORY,
+			      NULL, &err);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_msg(strstr(err, "deploy/run is below") &&
+			      strstr(err, "which another user can change"),
+		      "%s", err);
+	ck_assert_int_eq(tu_count_entries(hostrun), 0);
+	/* Where only root can change the way, the same link is followed. */
+	ck_assert_int_eq(chown(home, 0, 0), 0);
+	fd = fsutil_chase(app, FSUTIL_CHASE_MKDIR, O_RDONLY | O_DIRECTORY,
+			  NULL, &err);
+	ck_assert_msg(fd >= 0, "%s", err);
+	close(fd);
+	free(cmd);
+	free(err);
+	free(app);
+	free(run);
+	free(rootfs);
+	free(hostrun);
+	free(home);
+}
+END_TEST
+
 /* FSUTIL_CHASE_TRUSTED: every directory on the way must be one only
  * root (or we) can change; the last component itself may be anyone's. */
 START_TEST(test_trusted_refuses_a_directory_others_can_change)
@@ -922,6 +962,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_root_owned_links_are_followed);
 	tcase_add_test(tc, test_link_owned_by_another_user_is_refused);
 	tcase_add_test(tc, test_root_link_in_a_directory_others_change_is_refused);
+	tcase_add_test(tc, test_root_link_below_a_directory_others_change_is_refused);
 	tcase_add_test(tc, test_trusted_refuses_a_directory_others_can_change);
 	tcase_add_test(tc, test_nofollow_refuses_a_final_link);
 	tcase_add_test(tc, test_mkdir_makes_only_the_last_component);
