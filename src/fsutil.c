@@ -1722,8 +1722,7 @@ DIR *fsutil_opendir_at(int dfd, const char *name)
 	return d;
 }
 
-/* Whether the directory open as `fd` has no entry but . and .. */
-static bool dir_empty(int fd)
+bool fsutil_dir_empty(int fd)
 {
 	DIR *d = fsutil_opendir_at(fd, ".");
 	struct dirent *de;
@@ -1747,7 +1746,7 @@ bool fsutil_made_private(int fd, struct stat *st)
  * metadata in *st), by "..", until `at` returns other than 0 (that,
  * then) or the root, its own parent, is passed (0); -ELOOP past
  * RMTREE_MAX_DEPTH levels, or another negative errno. */
-static int climb(int fd, const struct stat *st,
+int fsutil_climb(int fd, const struct stat *st,
 		 int (*at)(int fd, const struct stat *st, void *arg), void *arg)
 {
 	int cur = fcntl(fd, F_DUPFD_CLOEXEC, 0), rc = cur < 0 ? -errno : 0;
@@ -1789,7 +1788,7 @@ int fsutil_within(int fd, uint64_t dev, uint64_t ino)
 
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	return is_dir_id(fd, &st, id) ? 1 : climb(fd, &st, is_dir_id, id);
+	return is_dir_id(fd, &st, id) ? 1 : fsutil_climb(fd, &st, is_dir_id, id);
 }
 
 /* Whether the directory open as `fd`, found where one was just made, is
@@ -1800,7 +1799,7 @@ static bool made_by_us(int fd)
 {
 	struct stat st;
 
-	return fsutil_made_private(fd, &st) && dir_empty(fd);
+	return fsutil_made_private(fd, &st) && fsutil_dir_empty(fd);
 }
 
 /* The last component, opened with the caller's flags (and created first
@@ -1979,7 +1978,7 @@ static int chase_next(struct chase *c, unsigned how, int flags, bool *created,
 	return rc == 0 ? chase_todo(c, "", rest) : rc;
 }
 
-/* For climb(): a directory above, refused (logged in c's error) unless
+/* For fsutil_climb(): a directory above, refused (logged in c's error) unless
  * only root or we can change it. */
 static int above_trusted(int fd, const struct stat *st, void *arg)
 {
@@ -2001,7 +2000,7 @@ static int above_trusted(int fd, const struct stat *st, void *arg)
  * change too; else whoever can would choose what "." is. */
 static int chase_above(struct chase *c)
 {
-	int rc = climb(c->fd, &c->st, above_trusted, c);
+	int rc = fsutil_climb(c->fd, &c->st, above_trusted, c);
 
 	return rc < 0 ? rc : 0;
 }

@@ -200,6 +200,17 @@ DIR *fsutil_opendir_at(int dfd, const char *name);
  * below it, by its ".." up to the root: 1, 0, or a negative errno. */
 int fsutil_within(int fd, uint64_t dev, uint64_t ino);
 
+/* Whether the directory open as `fd` has no entry but . and .. (false
+ * when it cannot be read). */
+bool fsutil_dir_empty(int fd);
+
+/* Calls `at` with each directory above the one open as `fd` (found as
+ * *st), nearest first, up to "/" (and across mounts, as ".." goes): an
+ * O_PATH descriptor it may not keep, and its metadata.  Stops at the
+ * first nonzero it returns, and returns that; 0 at "/", or -errno. */
+int fsutil_climb(int fd, const struct stat *st,
+		 int (*at)(int fd, const struct stat *st, void *arg), void *arg);
+
 /* Whether the directory open as `fd` (its metadata in *st) is one we
  * made private: in a directory others can write, one of them may have
  * put another in the place of the one just made, which what follows

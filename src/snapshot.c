@@ -318,8 +318,9 @@ const char *snapshot_warn_str(enum snap_warn kind)
 		return "symlink into /proc or /sys (what a file there holds "
 		       "depends on who reads it); skipped";
 	case SNAP_W_HIDDEN_BELOW:
-		return "a directory below a symlink that a user who can write "
-		       "the symlink's directory may not enter; skipped";
+		return "a directory that a user who can change the way to it "
+		       "(the directory of a symlink to it, or one above the "
+		       "source) may not enter; skipped";
 	}
 	return "skipped";
 }
@@ -993,6 +994,8 @@ int snapshot_open(const char *root, struct snapshot **out, char **err)
 	return open_root(root, -1, out, err);
 }
 
+static int way_of(struct snapshot *s, const struct stat *root);
+
 /* snapshot_open(), or with `fd` >= 0, of the directory open as `fd` (a
  * copy of it), which `root` names. */
 static int open_root(const char *root, int fd, struct snapshot **out,
@@ -1039,6 +1042,12 @@ static int open_root(const char *root, int fd, struct snapshot **out,
 	}
 	s->root_dev = (uint64_t)st.st_dev;
 	s->root_ino = (uint64_t)st.st_ino;
+	int wrc = way_of(s, &st);
+	if (wrc < 0) {
+		snapshot_free(s);
+		return log_err_set(err, wrc, "source %s: the directories above "
+				   "it: %s", root, strerror(-wrc));
+	}
 	s->root_real = fsutil_fd_path(s->root_fd);
 	if (s->root_real == NULL) /* no /proc */
 		s->root_real = realpath(root, NULL);
@@ -1280,6 +1289,35 @@ static mode_t acl_writers(int base, const char *path, const struct stat *st)
 	if (fd >= 0)
 		close(fd);
 	return m;
+}
+
+/* For fsutil_climb(): each directory above the source root, whose
+ * writers (in a sticky one of root's, the owner of the name below) can
+ * move what is below it, the root itself included. */
+struct way_climb {
+	struct deciders d;
+	struct stat below;
+};
+
+static int way_step(int fd, const struct stat *st, void *arg)
+{
+	struct way_climb *c = arg;
+
+	deciders_lookup(&c->d, st, writers_mode(fd, st->st_mode), &c->below);
+	c->below = *st;
+	return 0;
+}
+
+/* s->way: who, but root and us, can change which directory the root is,
+ * by moving it or a directory above it (one of root's that they may not
+ * read, from beside it, say). */
+static int way_of(struct snapshot *s, const struct stat *root)
+{
+	struct way_climb c = {.below = *root};
+	int rc = fsutil_climb(s->root_fd, root, way_step, &c);
+
+	s->way = (struct snap_writers){c.d.set, c.d.uid, c.d.gid, c.d.mode};
+	return rc;
 }
 
 /* Where a resolution starts: beneath `base` (the source root, or "/"
@@ -1551,6 +1589,16 @@ static void via_add(struct frame *child, const struct deciders *d)
 		child->via = false;
 	class_merge(&child->via, &child->via_uid, &child->via_gid,
 		    &child->via_mode, d->uid, d->gid, d->mode);
+}
+
+/* What is below the root is judged for those who can move it into place
+ * as well (s->way), as what is below a link is for its deciders. */
+static void via_way(struct frame *f, const struct snapshot *s)
+{
+	const struct deciders d = {s->way.set, s->way.uid, s->way.gid,
+				   s->way.mode};
+
+	via_add(f, &d);
 }
 
 static void frame_fini(struct frame *f)
@@ -2732,6 +2780,35 @@ static int over_start(struct walk *w, const struct snapshot_opts *o)
 	return 0;
 }
 
+/* A root that one who can move it into place (s->way) may not list or
+ * enter: what it holds is theirs to have only as its mode says, which a
+ * generation's top does not keep (it is open to all).  Refused, with
+ * -EACCES, as a directory hidden from its parent's writers is left out
+ * below it. */
+static int root_hidden(struct walk *w, const struct stat *st)
+{
+	const struct snap_writers *v = &w->s->way;
+	int fd = w->s->root_fd;
+
+	if (!v->set)
+		return 0;
+	struct frame j = writers_frame(v->uid, v->gid, v->mode);
+	if (!denied_to_writers(w, &j, st, S_IXGRP, S_IXOTH, fd) &&
+	    !denied_to_writers(w, &j, st, S_IRGRP, S_IROTH, fd))
+		return 0;
+	if (v->mode & S_IWOTH)
+		return log_err_set(&w->err, -EACCES,
+				   "source %s: any user can move it into place "
+				   "and not all may read it; refusing to "
+				   "publish it",
+				   w->s->root);
+	return log_err_set(&w->err, -EACCES,
+			   "source %s: uid %u%s can move it into place and "
+			   "may not read it; refusing to publish it",
+			   w->s->root, (unsigned)v->uid,
+			   (v->mode & S_IWGRP) ? " or its group" : "");
+}
+
 int snapshot_take(const char *root, const struct snapshot_opts *o,
 		  struct snapshot **out, char **err)
 {
@@ -2755,9 +2832,12 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 		rc = resolve_into_dirs(&w);
 	if (rc == 0)
 		rc = add_watch(s, "", &st);
+	if (rc == 0)
+		rc = root_hidden(&w, &st);
 	struct frame f = frame_of(
 		rc == 0 ? fcntl(s->root_fd, F_DUPFD_CLOEXEC, 0) : -1,
 		strdup(""), strdup(""), 0, &st);
+	via_way(&f, s);
 	if (rc == 0 && (f.fd < 0 || f.path == NULL || f.src == NULL)) {
 		rc = f.fd < 0 ? -errno : -ENOMEM;
 		frame_fini(&f);
@@ -2966,6 +3046,7 @@ static int refresh_dir(struct refresh *r, char *dir)
 	if (fd < 0)
 		return fd;
 	struct frame f = frame_of(fd, strdup(dir), strdup(dir), 0, &st);
+	via_way(&f, w->s);
 	if (f.path == NULL || f.src == NULL ||
 	    push_str(&r->done, &r->ndone, &r->donecap, dir) < 0) {
 		frame_fini(&f);
@@ -3814,6 +3895,7 @@ static int refresh_name(struct refresh *r, char *path)
 		return fd;
 	}
 	f = frame_of(fd, dir, strdup(dir), 0, &st);
+	via_way(&f, w->s);
 	rc = f.src ? walk_name(w, &f, path + (dl ? dl + 1 : 0), &child)
 		   : -ENOMEM;
 	if (rc == 0 && child.fd >= 0)

@@ -177,6 +177,15 @@ struct snapshot {
 	char *root_real; /* its real path, for absolute links and watches */
 	int root_fd;	 /* -1 when there is no source behind it */
 	uint64_t root_dev, root_ino;
+	/* Who, but root and us, can move the root or a directory above it,
+	 * and so choose what it is: one class of writers (an owner, a
+	 * group that may write, or anyone), judged for as a link's are. */
+	struct snap_writers {
+		bool set;
+		uid_t uid;
+		gid_t gid;
+		mode_t mode;
+	} way;
 	struct timespec taken; /* wall clock when the walk started */
 	struct snap_entry *v;
 	size_t n, cap;

@@ -1156,7 +1156,8 @@ START_TEST(test_unreadable_file_exits_1_and_keeps_generation)
 	if (as_root) {
 		ck_assert_int_eq(chmod(tmp, 0755), 0);
 		ck_assert_int_eq(chown(src, 65534, 65534), 0);
-		ck_assert_int_eq(chmod(tmp, 0777), 0);
+		/* Sticky, as /tmp: nobody else may move the source away. */
+		ck_assert_int_eq(chmod(tmp, 01777), 0);
 	}
 	tu_write(src, "app.conf", "v1\n", 0644);
 	const char *argv_root[] = {"setpriv", "--reuid", nobody, "--regid", nobody,

@@ -446,8 +446,10 @@ START_TEST(test_unreadable_file_is_an_error_until_it_is_readable)
 {
 	int as_root = geteuid() == 0;
 	if (as_root) {
-		/* Root reads everything: run as nobody. */
-		ck_assert_int_eq(chmod(tmp, 0777), 0);
+		/* Root reads everything: run as nobody, in a directory that
+		 * is sticky, as /tmp, so that nobody else may move the
+		 * source away (or the unreadable file is only skipped). */
+		ck_assert_int_eq(chmod(tmp, 01777), 0);
 		ck_assert_int_eq(chown(src, 65534, 65534), 0);
 	}
 	tu_write(src, "ok", "v1", 0644);

@@ -953,9 +953,10 @@ START_TEST(test_a_link_to_a_directory_is_judged_for_its_maker)
 	ck_assert_int_eq(tu_run(argv, NULL, &err, 30000), 0);
 	ck_assert_msg(strstr(err, "pub/pd/own: a file that a user who can "
 				  "write its directory may not read") &&
-			      strstr(err, "pub/pd/sub: a directory below a "
-					  "symlink that a user who can write "
-					  "the symlink's directory may not "
+			      strstr(err, "pub/pd/sub: a directory that a "
+					  "user who can change the way to it "
+					  "(the directory of a symlink to it, "
+					  "or one above the source) may not "
 					  "enter; skipped"),
 		      "%s", err);
 	char *p = tu_path(dst, "pub/pd/own");
@@ -1142,6 +1143,62 @@ START_TEST(test_source_swapped_for_a_users_link_is_refused)
 	free(err);
 	free(source);
 	free(secrets);
+	free(deploy);
+}
+END_TEST
+
+/* The deploy user owns the directory that holds the source: a directory
+ * of root's beside it, which they may not read, they can rename into its
+ * place.  What they chose is judged for them: refused when they may not
+ * enter it, and what they may not read in it is left out. */
+START_TEST(test_a_directory_of_roots_moved_in_as_the_source_is_judged)
+{
+	char *deploy = dir_of("deploy", APP_UID), *err = NULL, *cmd;
+	char *source = tu_path(deploy, "current");
+	char *vault = tu_path(deploy, "vault"), *keys = tu_path(deploy, "keys");
+	char *notes = tu_path(dst, "notes"), *key = tu_path(dst, "key");
+	char *pub = tu_path(dst, "pub"), *text;
+
+	tu_write(source, "app.conf", "theirs\n", 0644);
+	ck_assert_int_eq(chown(source, APP_UID, APP_UID), 0);
+	tu_write(vault, "notes", "root's notes\n", 0644);
+	ck_assert_int_eq(chmod(vault, 0700), 0);
+	tu_write(keys, "key", "root's key\n", 0600);
+	tu_write(keys, "pub", "anyone's\n", 0644);
+	ck_assert_int_eq(once_to(source, dst, &err), 0);
+	free(err);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv current theirs && "
+					"mv vault current",
+				  deploy),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	ck_assert_int_eq(once_to(source, dst, &err), 1);
+	ck_assert_msg(strstr(err, "uid 2003 can move it into place and may "
+				  "not read it; refusing to publish it"),
+		      "%s", err);
+	ck_assert_int_ne(access(notes, F_OK), 0);
+	free(err);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv current vault && "
+					"mv keys current",
+				  deploy),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	ck_assert_int_eq(once_to(source, dst, &err), 0);
+	ck_assert_msg(strstr(err, "key: a file that a user who can write"),
+		      "%s", err);
+	ck_assert_int_ne(access(key, F_OK), 0);
+	text = tu_read(pub, NULL);
+	ck_assert_str_eq(text, "anyone's\n");
+	free(text);
+	free(err);
+	free(pub);
+	free(key);
+	free(notes);
+	free(keys);
+	free(vault);
+	free(source);
 	free(deploy);
 }
 END_TEST
@@ -2405,6 +2462,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_users_many_names_of_one_file_are_not_copies);
 	tcase_add_test(tc, test_a_users_names_left_out_through_links_are_bounded);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
+	tcase_add_test(tc, test_a_directory_of_roots_moved_in_as_the_source_is_judged);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	tcase_add_test(tc,
 		       test_a_users_directory_in_a_generation_does_not_stop_publishing);
