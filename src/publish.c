@@ -143,24 +143,35 @@ void publish_fini(struct publish *p)
  * may have moved it, and could move each copy made anew away again,
  * filling the disk with root's files.  It is made anew only once root
  * (or we) made the directory again; one of someone else's is refused
- * when it is opened.  1 when something is there, 0 when nothing is and
- * it may be made, -EPERM when it may not. */
+ * when it is opened.  Nor is a directory there that is not empty taken
+ * for one root made again: that user could have renamed a directory of
+ * root's into place from beside it (another mapping's target, a tree
+ * whose links lead elsewhere).  1 when something is there, 0 when
+ * nothing is and it may be made, -EPERM when it may not. */
 static int remake_refused(struct publish *p)
 {
 	char *why = NULL;
 	int fd = fsutil_chase(p->c->target, 0, O_RDONLY | O_DIRECTORY, NULL,
 			      NULL);
+	/* A directory there that is not empty: root's fresh one is. */
+	bool full = fd >= 0 && !fsutil_dir_empty(fd);
 
-	if (fd != -ENOENT) {
-		if (fd >= 0)
-			close(fd);
+	if (fd >= 0)
+		close(fd);
+	if (fd != -ENOENT && !full)
 		return 1; /* something there: opened (not made) and checked */
-	}
 	fd = fsutil_chase(p->c->target, FSUTIL_CHASE_TRUSTED,
 			  O_RDONLY | O_DIRECTORY, NULL, &why);
 	if (fd >= 0)
 		close(fd);
-	if (fd == -EPERM)
+	if (fd == -EPERM && full)
+		log_err_set(&p->err, fd,
+			    "target %s was replaced by a directory that is "
+			    "not empty, and %s; not publishing into it (one "
+			    "of root's could have been moved there): move it "
+			    "away and make the target again, empty, as root",
+			    p->c->target, why ? why : strerror(-fd));
+	else if (fd == -EPERM)
 		log_err_set(&p->err, fd,
 			    "target %s is gone, and %s; not making it anew "
 			    "(whoever can change that could move each copy "
@@ -168,7 +179,7 @@ static int remake_refused(struct publish *p)
 			    "to it",
 			    p->c->target, why ? why : strerror(-fd));
 	free(why);
-	return fd == -EPERM ? fd : 0;
+	return fd == -EPERM ? fd : full;
 }
 
 /* The configured path is the target: one removed, or moved away, by an

@@ -185,6 +185,65 @@ START_TEST(test_a_users_directory_put_in_place_of_the_target_is_refused)
 }
 END_TEST
 
+/* The same user renames a directory of root's that sits beside the
+ * target into its place (root's link in it leads elsewhere): the daemon
+ * takes no directory that is not empty for the target made again, and
+ * writes nothing into it; an empty one made by root it publishes to. */
+START_TEST(test_a_directory_of_roots_moved_in_as_the_target_is_refused)
+{
+	char *app = dir_of("app", APP_UID);
+	char *target = tu_path(app, "cfg"), *rootdir = tu_path(app, "rootdir");
+	char *conf = tu_path(rootdir, "app.conf"), *cmd;
+	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
+			      "--debounce", "0", NULL};
+	struct stat st;
+
+	tu_mkdirs(rootdir, 0755);
+	ck_assert_int_eq(symlink("/etc/hostname", conf), 0);
+	pid = tu_spawn(argv, logpath);
+	struct tu_needle pub = {logpath, "published ..", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv cfg cfg.old && "
+					"mv rootdir cfg",
+				  app),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	tu_write(src, "notes", "after\n", 0644);
+	struct tu_needle n = {logpath, "was replaced by a directory that is "
+				       "not empty",
+			      1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_eq(tu_count_names(target), 1);
+	char *in = tu_path(target, "app.conf"), buf[64];
+	ssize_t len = readlink(in, buf, sizeof(buf) - 1);
+	ck_assert_int_eq(len, (ssize_t)strlen("/etc/hostname"));
+	buf[len] = '\0';
+	ck_assert_str_eq(buf, "/etc/hostname");
+	free(in);
+	/* Root makes it again, empty: published to. */
+	char *old = tu_path(tmp, "rootdir.old");
+	ck_assert_int_eq(rename(target, old), 0);
+	tu_mkdirs(target, 0755);
+	struct tu_needle again = {logpath, "published ..", 2};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &again, 10000), "%s",
+		      tu_read(logpath, NULL));
+	char *notes = tu_path(target, "notes");
+	ck_assert_int_eq(lstat(notes, &st), 0);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	free(notes);
+	free(old);
+	free(cmd);
+	free(conf);
+	free(rootdir);
+	free(target);
+	free(app);
+}
+END_TEST
+
 /* The same user moves the target away and puts a link in its place: the
  * link is refused, and the directory moved away, root's, is not written
  * to again, not even its error file (each error is recorded as it is
@@ -2447,6 +2506,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_root_owned_link_on_the_way_works);
 	tcase_add_test(tc, test_a_users_directory_put_in_place_of_the_target_is_refused);
 	tcase_add_test(tc, test_a_target_moved_away_is_not_written_to_again);
+	tcase_add_test(tc, test_a_directory_of_roots_moved_in_as_the_target_is_refused);
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
