@@ -134,9 +134,10 @@ struct writer {
 	int spare_fd;		      /* (-1: none to read) */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
 	bool exact_dino;	/* its directory entries tell inode numbers */
-	bool named_only;	/* a file written unnamed could not be named
-				   (no /proc, no CAP_DAC_READ_SEARCH): files
-				   are written under their names */
+	atomic_bool named_only; /* a file written unnamed could not be
+				   named (no /proc, no CAP_DAC_READ_SEARCH):
+				   files are written under their names (set
+				   by either thread of a build) */
 	struct retired *retired;
 	size_t nretired;
 	char *spare;		/* a generation to recycle into the next one */
@@ -2738,6 +2739,9 @@ struct build {
 	 * first (the caller's, whose log they go to). */
 	atomic_bool *failed;
 	bool half;
+	int naming_refused; /* with two building, why either set
+			       named_only, for the first to log once both
+			       are done (-errno; 0: not) */
 	struct level *lv;
 	size_t depth, cap;
 	size_t skip;	  /* entries after the one built, kept unread */
@@ -2920,6 +2924,17 @@ static bool naming_refused(const struct build *b)
 /* Names the complete unnamed file `out`; where that is refused for want
  * of /proc and of CAP_DAC_READ_SEARCH, files are written under their
  * names from then on (NAMING_REFUSED). */
+/* On the thread a build's log lines go to (see thread.h). */
+static void warn_named_only(struct writer *w, int rc)
+{
+	log_msg(LOG_LVL_WARN, w->name,
+		"target %s: cannot name a file written unnamed (%s): mount "
+		"/proc; meanwhile changed files are written under their names, "
+		"where a reader still in a recycled generation may find one "
+		"half written",
+		w->path, strerror(-rc));
+}
+
 static int name_file(struct build *b, const struct snap_entry *e,
 		     struct level *l, const char *name, int out)
 {
@@ -2936,12 +2951,11 @@ static int name_file(struct build *b, const struct snap_entry *e,
 	if ((rc == -ENOENT || rc == -EPERM || rc == -EACCES) &&
 	    naming_refused(b)) {
 		b->w->named_only = true;
-		log_msg(LOG_LVL_WARN, b->w->name,
-			"target %s: cannot name a file written unnamed (%s): "
-			"mount /proc; meanwhile changed files are written "
-			"under their names, where a reader still in a "
-			"recycled generation may find one half written",
-			b->w->path, strerror(-rc));
+		/* Two building: said once, by the first, once both are done. */
+		if (b->lock)
+			b->naming_refused = rc;
+		else
+			warn_named_only(b->w, rc);
 		return NAMING_REFUSED;
 	}
 	if (rc < 0)
@@ -4092,6 +4106,10 @@ static int build_halves(struct build *b, struct writer_pending *p,
 	b->failed = NULL;
 	p->built2 = h.at;
 	b->learned |= h.b.learned;
+	int named = b->naming_refused ? b->naming_refused : h.b.naming_refused;
+	if (named)
+		warn_named_only(b->w, named);
+	b->naming_refused = 0;
 	int both = halves_rc(rc, h.rc);
 	if (both == h.rc && rc != h.rc && h.err) {
 		free(*b->err);
