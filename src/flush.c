@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +26,37 @@ struct flusher {
 	atomic_int rc;
 };
 
+/* A file or directory of ours whose mode keeps even its owner from
+ * reading it (a payload's 0200, file_mode 0040), for a writer that is
+ * not root: opened with owner read added for a moment, in a generation
+ * nobody else may enter yet, and its mode put back before the flush,
+ * which then makes that durable too.  A descriptor, or -EACCES. */
+static int open_owner_read(int dirfd, const char *path)
+{
+	int pfd = fsutil_open_beneath(dirfd, path, O_PATH);
+	struct stat st;
+	char proc[48];
+	int fd = -EACCES;
+
+	if (pfd < 0)
+		return pfd == -ENOMEM ? pfd : -EACCES;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	if (fstat(pfd, &st) == 0 && st.st_uid == geteuid() &&
+	    (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) &&
+	    chmod(proc, (st.st_mode & 07777) | S_IRUSR) == 0) {
+		fd = open(proc, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		fd = fd < 0 ? -errno : fd;
+		if ((fd >= 0 ? fchmod(fd, st.st_mode & 07777)
+			     : chmod(proc, st.st_mode & 07777)) < 0 &&
+		    fd >= 0) {
+			close(fd);
+			fd = -EACCES;
+		}
+	}
+	close(pfd);
+	return fd;
+}
+
 /* Opened without blocking and checked to be what was written: never
  * flush something else (a FIFO planted in its place would block the
  * open, a device's fsync() would reach the device). */
@@ -35,6 +67,8 @@ static int flush_one(const struct flusher *f, size_t i)
 	int rc, fd = fsutil_open_beneath(f->dirfd, e->path,
 					 O_RDONLY | O_NOCTTY | O_NONBLOCK);
 
+	if (fd == -EACCES && geteuid() != 0)
+		fd = open_owner_read(f->dirfd, e->path);
 	if (fd < 0)
 		return fd;
 	if (fstat(fd, &st) < 0 ||

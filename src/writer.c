@@ -1476,6 +1476,23 @@ static void warn_open_dirs(const struct writer *w)
 			w->path, (unsigned)m, m & 0002 ? "others" : "its group");
 }
 
+/* A writer that is not root has only its owner's rights on what it
+ * makes: a dir_mode without them (0700) would keep it from filling,
+ * recycling and removing its own directories (every publish would fail,
+ * and leave one it cannot remove). */
+static int dir_mode_usable(const struct writer *w, char **err)
+{
+	int m = w->o.dir_mode;
+
+	if (m < 0 || (m & 0700) == 0700 || geteuid() == 0)
+		return 0;
+	return log_err_set(err, -EINVAL,
+			   "target %s: dir_mode %04o leaves out its owner's "
+			   "rwx (0700), which a writer not run as root needs "
+			   "on the directories it fills, recycles and removes",
+			   w->path, (unsigned)m);
+}
+
 /* A writer refused at open takes away the lock file it made, leaving
  * the directory as it found it.  (Still named by it: the lock held.) */
 static void drop_made_lock(struct writer *w)
@@ -1499,7 +1516,9 @@ int writer_open(const char *target, const struct writer_opts *o,
 	w->verify_live = true; /* nothing is known of the files yet */
 	writer_set_opts(w, o);
 	w->path = strdup(target);
-	rc = w->path ? open_target(w, err) : -ENOMEM;
+	rc = w->path ? dir_mode_usable(w, err) : -ENOMEM;
+	if (rc == 0)
+		rc = open_target(w, err);
 	if (rc == -ENOENT && o->dry_run) {
 		/* Nothing there yet: everything would be added. */
 		rc = snapshot_open(NULL, &w->live, NULL);

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1065,6 +1066,59 @@ static char *link_text(const char *path)
 	return strdup(buf);
 }
 
+/* As uid 2003, into dst (theirs): files whose mode keeps even their
+ * owner from reading them, flushed all the same; a dir_mode without the
+ * owner's rwx refused at open. */
+static int write_unreadable_as_owner(void *arg)
+{
+	const char *target = arg;
+	struct atomsync_options o;
+	atomsync_options_init(&o);
+	o.grace_ms = 0;
+	o.fsync = 1;
+	struct atomsync_writer *w = NULL;
+	if (atomsync_writer_open(target, &o, &w) != 0)
+		return 10;
+	const struct pf p[] = {{"pub", 0644, "1", 0},
+			       {"secret", 0040, "2", 0},
+			       {"wo", 0200, "3", 0},
+			       {NULL, 0, NULL, 0}};
+	int rc = write_pf(w, p) != 0 ? 11 : write_pf(w, p) != 0 ? 12 : 0;
+	atomsync_writer_close(w);
+	if (rc)
+		return rc;
+	o.dir_mode = 0300;
+	rc = atomsync_writer_open(target, &o, &w);
+	const char *e = atomsync_writer_error(w);
+	if (rc != -EINVAL || e == NULL || !strstr(e, "dir_mode 0300"))
+		rc = 13;
+	else
+		rc = 0;
+	atomsync_writer_close(w);
+	return rc;
+}
+
+START_TEST(test_a_writer_not_root_flushes_what_its_owner_may_not_read)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes as another user: run "
+				       "it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(chown(dst, 2003, 2003), 0);
+	ck_assert_int_eq(tu_call_as(2003, write_unreadable_as_owner, dst), 0);
+	const char *names[] = {"pub", "secret", "wo"};
+	const mode_t modes[] = {0644, 0040, 0200};
+	for (size_t i = 0; i < N(names); i++) {
+		char *f = tu_path(dst, names[i]);
+		struct stat st;
+		ck_assert_int_eq(stat(f, &st), 0);
+		ck_assert_uint_eq(st.st_mode & 07777, modes[i]);
+		ck_assert_uint_eq(st.st_uid, 2003);
+		free(f);
+	}
+}
+END_TEST
+
 /* A file system with no inode left for the links of new top-level
  * names: the write fails before ..data moves, and the generation live
  * before it stays whole and in view, not one that lacks names. */
@@ -1519,6 +1573,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_a_path_as_deep_as_allowed_is_written);
 	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
 	tcase_add_test(tc, test_no_room_for_new_names_leaves_the_live_generation);
+	tcase_add_test(tc, test_a_writer_not_root_flushes_what_its_owner_may_not_read);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
 	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
 	tcase_add_test(tc, test_payload_memory_is_not_kept);
