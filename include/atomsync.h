@@ -12,8 +12,8 @@
  * through the visible links), for up to grace_ms (a reader still in a
  * replaced one after that may find it gone).
  *
- * Every function returns 0 or a negative errno; the writer keeps a
- * one-line message naming the path for the last failure.  Beyond its
+ * Every function that returns int returns 0 or a negative errno; the
+ * writer keeps a one-line message naming the path for the last failure.  Beyond its
  * writers the library holds only process-wide values that no call
  * changes (see atomsync_write(3)), and it writes nothing to stderr:
  * warnings go to the options' log callback when one is set.  It is

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,27 @@ void atomsync_options_init(struct atomsync_options *opts)
 /* As grace_ms in atomsync.conf. */
 #define ATOMSYNC_GRACE_MAX_MS 3600000u
 
+/* Whether the options of `size` bytes (an older header's, or a newer
+ * one's) end inside one of this library's fields, which would take the
+ * caller's bytes for the first half of it and its default for the rest. */
+static bool cuts_a_field(size_t size)
+{
+#define FIELD(f)                                                     \
+	{offsetof(struct atomsync_options, f),                       \
+	 sizeof(((const struct atomsync_options *)NULL)->f)}
+	static const size_t fields[][2] = {
+		FIELD(size),	  FIELD(fsync),	    FIELD(grace_ms),
+		FIELD(file_mode), FIELD(dir_mode),  FIELD(uid),
+		FIELD(gid),	  FIELD(max_files), FIELD(allow_empty),
+		FIELD(log),	  FIELD(log_ctx),
+	};
+#undef FIELD
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (size > fields[i][0] && size < fields[i][0] + fields[i][1])
+			return true;
+	return false;
+}
+
 /* Takes the fields the caller knows of; a larger struct (a newer header)
  * is accepted when what this library does not know of is zero. */
 static int options_copy(struct atomsync_options *dst,
@@ -59,6 +81,11 @@ static int options_copy(struct atomsync_options *dst,
 		return log_err_set(err, -EINVAL,
 				   "options: size %zu is too small; call "
 				   "atomsync_options_init first",
+				   src->size);
+	if (cuts_a_field(src->size))
+		return log_err_set(err, -EINVAL,
+				   "options: size %zu ends inside a field; "
+				   "call atomsync_options_init first",
 				   src->size);
 	for (size_t i = sizeof(*dst); i < src->size; i++)
 		if (((const unsigned char *)src)[i] != 0)
@@ -357,6 +384,9 @@ int atomsync_writer_retire(struct atomsync_writer *aw, int wait)
 	if (rc < 0)
 		return rc;
 	enter(aw);
+	/* Refused, as a write is, where the path leads elsewhere now. */
+	if ((rc = target_held(aw)) < 0)
+		return leave(aw, rc);
 	if (wait)
 		writer_retire_wait(aw->w);
 	rc = writer_retire(aw->w, false, NULL);

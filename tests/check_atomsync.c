@@ -1119,6 +1119,24 @@ START_TEST(test_a_writer_not_root_flushes_what_its_owner_may_not_read)
 }
 END_TEST
 
+/* An options struct whose size ends inside a field (not a header's) is
+ * refused, not read in part. */
+START_TEST(test_options_cut_inside_a_field_are_refused)
+{
+	struct atomsync_options o;
+	atomsync_options_init(&o);
+	o.size = offsetof(struct atomsync_options, grace_ms) + 2;
+	struct atomsync_writer *w = NULL;
+	ck_assert_int_eq(atomsync_writer_open(dst, &o, &w), -EINVAL);
+	const char *e = atomsync_writer_error(w);
+	ck_assert_msg(e && strstr(e, "ends inside a field"), "%s", e);
+	atomsync_writer_close(w);
+	o.size = offsetof(struct atomsync_options, grace_ms);
+	ck_assert_int_eq(atomsync_writer_open(dst, &o, &w), 0);
+	atomsync_writer_close(w);
+}
+END_TEST
+
 /* A file system with no inode left for the links of new top-level
  * names: the write fails before ..data moves, and the generation live
  * before it stays whole and in view, not one that lacks names. */
@@ -1216,6 +1234,7 @@ START_TEST(test_a_target_moved_away_is_refused_at_the_next_write)
 				     "writer opened") && !strchr(e, '\n'),
 		      "%s", e);
 	ck_assert_int_eq(atomsync_write_tree(w, src), -ESTALE);
+	ck_assert_int_eq(atomsync_writer_retire(w, 0), -ESTALE);
 	ck_assert_int_eq(tu_count_entries(target), 1);
 	char *was = tu_path(moved, "app.conf"), *got = tu_read(was, NULL);
 	ck_assert_str_eq(got, "a");
@@ -1574,6 +1593,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
 	tcase_add_test(tc, test_no_room_for_new_names_leaves_the_live_generation);
 	tcase_add_test(tc, test_a_writer_not_root_flushes_what_its_owner_may_not_read);
+	tcase_add_test(tc, test_options_cut_inside_a_field_are_refused);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
 	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
 	tcase_add_test(tc, test_payload_memory_is_not_kept);
