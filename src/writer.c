@@ -660,21 +660,30 @@ static bool is_replaced(const struct writer *w, const char *n)
  * Within its grace period a reader may still be in it; past it, it is
  * recycled into the next generation.  Older ones are removed even within
  * the grace period, so that the target never holds more than the live
- * generation and one replaced one at rest.  NULL when there is none. */
+ * generation and one replaced one at rest.  With none named before it,
+ * the newest named after it: the clock was set back since that one was
+ * live (one that never was, of a publish cut short before its swap,
+ * loses to any named before).  NULL when there is none. */
 static char *grace_keeper(const struct writer *w, DIR *d)
 {
-	char *keep = NULL;
+	char *keep = NULL, *after = NULL;
 	struct dirent *de;
 
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
-		if (!is_replaced(w, n) || strcmp(n, w->live_gen) > 0 ||
-		    (keep && strcmp(n, keep) < 0))
+		if (!is_replaced(w, n))
 			continue;
-		free(keep);
-		keep = strdup(n);
+		bool later = strcmp(n, w->live_gen) > 0;
+		char **slot = later ? &after : &keep;
+		if (*slot && strcmp(n, *slot) < 0)
+			continue;
+		free(*slot);
+		*slot = strdup(n);
 	}
 	rewinddir(d);
+	if (keep == NULL)
+		return after;
+	free(after);
 	return keep;
 }
 

@@ -2016,6 +2016,38 @@ START_TEST(test_recovery_keeps_a_just_replaced_generation_for_its_grace)
 }
 END_TEST
 
+/* After the clock was set back, the generation ..data named before the
+ * live one is named after it: it is the one kept for its grace period
+ * all the same, not removed as if that were over. */
+START_TEST(test_recovery_keeps_the_replaced_generation_after_a_clock_step)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+
+	o.grace_ms = 600000;
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	tu_write(src, "a", "1", 0644);
+	publish_ok(w);
+	char *first = tu_live(dst);
+	tu_write(src, "a", "22", 0644);
+	publish_ok(w);
+	writer_close(w);
+	/* As a clock set back an hour before the second would have named
+	 * it: the replaced one is named after the live one. */
+	char *was = tu_path(dst, first), *later = tu_path(dst, "..2999_01_01_00_00_00.1");
+	ck_assert_int_eq(rename(was, later), 0);
+	ck_assert_int_eq(writer_open(dst, &o, &w, NULL), 0);
+	struct stat st;
+	ck_assert_int_eq(stat(later, &st), 0);
+	ck_assert_int_eq(tu_generations(dst), 2);
+	ASSERT_TREES();
+	writer_close(w);
+	free(later);
+	free(was);
+	free(first);
+}
+END_TEST
+
 START_TEST(test_target_created_with_mode_0755_and_parent_required)
 {
 	struct writer *w = NULL;
@@ -5507,6 +5539,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_user_files_beside_links_are_left_alone);
 	tcase_add_test(tc, test_recovery_removes_debris);
 	tcase_add_test(tc, test_recovery_keeps_a_just_replaced_generation_for_its_grace);
+	tcase_add_test(tc, test_recovery_keeps_the_replaced_generation_after_a_clock_step);
 	tcase_add_test(tc, test_target_created_with_mode_0755_and_parent_required);
 	tcase_add_test(tc, test_a_setgid_target_takes_generations);
 	tcase_add_test(tc, test_a_setgid_target_gives_its_group_to_recycled_ones);
