@@ -429,6 +429,12 @@ static void print_error(FILE *out, const struct view *v)
 	if (v->dfd < 0) {
 		put(out, label, "unknown: the target cannot be opened (see the "
 		    "daemon's log)");
+	} else if (v->err_rc == 0 && v->v == V_SAME && v->holder <= 0) {
+		/* Left by a daemon that stopped failing to publish what the
+		 * source no longer holds. */
+		fmt_when(when, sizeof(when), (time_t)(v->err_ms / 1000));
+		put(out, label, "none (the target is in step; a daemon no "
+		    "longer running recorded at %s: %s)", when, v->err_msg);
 	} else if (v->err_rc == 0) {
 		fmt_when(when, sizeof(when), (time_t)(v->err_ms / 1000));
 		put(out, label, "%s: %s", when, v->err_msg);

@@ -506,6 +506,39 @@ START_TEST(test_running_daemon_whose_lock_file_was_removed)
 }
 END_TEST
 
+/* A daemon stopped while its mapping failed leaves its error recorded;
+ * once the source no longer holds what failed, the target is in step
+ * and the error no longer holds: said so, and no failure. */
+START_TEST(test_an_error_left_by_a_stopped_daemon_that_no_longer_holds)
+{
+	char *errfile = tu_path(dst, "..atomsync.error"), *out, *err;
+	char *b = tu_path(src, "b");
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", NULL};
+
+	tu_write(src, "a", "1", 0644);
+	pid = tu_spawn(argv, logpath);
+	wait_log("1 of 1 mapping published");
+	tu_write(dst, "b", "mine", 0644);
+	tu_write(src, "b", "theirs", 0644);
+	wait_log("refusing to replace it; retrying");
+	ck_assert_msg(tu_wait_for(exists, errfile, 3000), "no error file");
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	ck_assert_int_eq(unlink(b), 0);
+	ck_assert_int_eq(status(&out, &err), 0);
+	ASSERT_HAS(out, "  in step:     yes\n");
+	ASSERT_HAS(out, "  last error:  none (the target is in step; a daemon "
+			"no longer running recorded at 20");
+	ASSERT_HAS(out, "b exists and is not a link managed by atomsync");
+	free(out);
+	free(err);
+	free(b);
+	free(errfile);
+}
+END_TEST
+
 /* Under a running daemon whose mapping fails: the error it recorded,
  * the daemon by its pid; after the fix, in step and no error left. */
 START_TEST(test_running_daemon_failing_then_fixed)
@@ -713,6 +746,7 @@ static Suite *status_suite(void)
 	tcase_add_test(tc, test_every_mapping_of_the_config);
 	tcase_add_test(tc, test_source_is_read_as_a_publish_reads_it);
 	tcase_add_test(tc, test_running_daemon_failing_then_fixed);
+	tcase_add_test(tc, test_an_error_left_by_a_stopped_daemon_that_no_longer_holds);
 	tcase_add_test(tc, test_running_daemon_whose_lock_file_was_removed);
 	tcase_add_test(tc, test_running_daemon_behind_without_error);
 	tcase_add_test(tc, test_control_bytes_are_escaped);
