@@ -30,6 +30,8 @@ struct atomsync_writer {
 	char *target;
 	char *err;
 	pid_t pid; /* the process that opened it, whose lock it holds */
+	bool cleared; /* atomsyncd's error record in the target, if any,
+			 was removed since the open */
 };
 
 void atomsync_options_init(struct atomsync_options *opts)
@@ -273,6 +275,18 @@ static int target_held(struct atomsync_writer *aw)
 	return rc;
 }
 
+/* The record of its last error that atomsyncd keeps in a target (for
+ * --status) is removed once a write goes through, as atomsyncd removes
+ * it: it no longer tells why the target lags.  The library records none
+ * of its own: its errors are its caller's, and a failed write leaves the
+ * target as it was. */
+static int recorded(struct atomsync_writer *aw, int rc)
+{
+	if (rc == 0 && !aw->cleared)
+		aw->cleared = writer_record_error(aw->w, 0, NULL) == 0;
+	return rc;
+}
+
 int atomsync_write(struct atomsync_writer *aw,
 		   const struct atomsync_file *payload, size_t n)
 {
@@ -293,7 +307,7 @@ int atomsync_write(struct atomsync_writer *aw,
 	if (rc == 0)
 		rc = writer_publish(aw->w, s, &r, &aw->err);
 	writer_result_fini(&r);
-	return leave(aw, rc);
+	return leave(aw, recorded(aw, rc));
 }
 
 /* One walk of the source and its publish; -EAGAIN: walk again. */
@@ -369,7 +383,7 @@ int atomsync_write_tree(struct atomsync_writer *aw, const char *source_dir)
 		struct timespec ts = {0, 20000000L * attempt};
 		nanosleep(&ts, NULL);
 	}
-	return leave(aw, rc);
+	return leave(aw, recorded(aw, rc));
 }
 
 const char *atomsync_writer_generation(const struct atomsync_writer *aw)

@@ -1119,6 +1119,32 @@ START_TEST(test_a_writer_not_root_flushes_what_its_owner_may_not_read)
 }
 END_TEST
 
+/* A record of the last error that atomsyncd left in the target (which
+ * --status shows) goes once a write goes through; a write that fails
+ * records none. */
+START_TEST(test_a_record_of_an_error_goes_once_a_write_works)
+{
+	struct atomsync_writer *w = k8s_writer();
+	const struct pf good[] = {{"a", 0644, "1", 0}, {NULL, 0, NULL, 0}};
+	const struct pf bad[] = {{"../a", 0644, "1", 0}, {NULL, 0, NULL, 0}};
+	char *rec = tu_path(dst, "..atomsync.error");
+
+	ck_assert_int_eq(write_pf(w, good), 0);
+	atomsync_writer_close(w);
+	tu_write(dst, "..atomsync.error",
+		 "atomsync-error 1\n1764979200000\ntarget: a hook failed\n", 0600);
+	w = k8s_writer();
+	ck_assert_int_eq(write_pf(w, bad), -EINVAL);
+	char *text = tu_read(rec, NULL);
+	ck_assert_msg(strstr(text, "a hook failed"), "%s", text);
+	free(text);
+	ck_assert_int_eq(write_pf(w, good), 0);
+	ck_assert_int_ne(access(rec, F_OK), 0);
+	atomsync_writer_close(w);
+	free(rec);
+}
+END_TEST
+
 /* An options struct whose size ends inside a field (not a header's) is
  * refused, not read in part. */
 START_TEST(test_options_cut_inside_a_field_are_refused)
@@ -1594,6 +1620,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_no_room_for_new_names_leaves_the_live_generation);
 	tcase_add_test(tc, test_a_writer_not_root_flushes_what_its_owner_may_not_read);
 	tcase_add_test(tc, test_options_cut_inside_a_field_are_refused);
+	tcase_add_test(tc, test_a_record_of_an_error_goes_once_a_write_works);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
 	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
 	tcase_add_test(tc, test_payload_memory_is_not_kept);
