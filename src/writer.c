@@ -4264,6 +4264,16 @@ static void pending_free(struct writer_pending *p)
 	free(p);
 }
 
+/* Whether `s` holds anything but directories: a tree of empty ones is
+ * as empty as no entry at all, for allow_empty. */
+static bool holds_a_file(const struct snapshot *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i].type != SNAP_DIR)
+			return true;
+	return false;
+}
+
 /* Whether `s` may be published at all: valid paths, not an empty source
  * in place of a live generation that has content (a lost mount, a
  * checkout being cloned again) unless allowed, and nothing in the way
@@ -4275,7 +4285,8 @@ static int prepare_check(struct writer *w, struct snapshot *s,
 
 	if (rc < 0)
 		return rc;
-	if (s->n == 0 && w->live && w->live->n > 0 && !w->o.allow_empty)
+	if (!holds_a_file(s) && w->live && holds_a_file(w->live) &&
+	    !w->o.allow_empty)
 		return log_err_set(err, -ENODATA,
 				   "%s%s is empty; keeping the live generation "
 				   "%s (%s publishes an empty one)",

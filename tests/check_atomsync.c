@@ -1490,8 +1490,14 @@ START_TEST(test_payload_errors_name_the_payload)
 	e = atomsync_writer_error(w);
 	ck_assert_msg(e && strstr(e, "payload: path a given twice"), "%s",
 		      e ? e : "(no error)");
+	/* A tree of empty directories holds no more. */
+	char *empty = tu_path(tmp, "empty"), *ef = tu_path(tmp, "empty/e/f");
+	tu_mkdirs(ef, 0755);
+	ck_assert_int_eq(atomsync_write_tree(w, empty), -ENODATA);
 	ck_assert_str_eq(atomsync_writer_generation(w), gen);
 	check_volume(p, "after the refused writes");
+	free(ef);
+	free(empty);
 	free(gen);
 	atomsync_writer_close(w);
 
