@@ -1394,16 +1394,40 @@ static int removed_lock(struct writer *w, char **err)
 /* One writer per target.  The lock is on a file only root or we can
  * open: anyone can open a directory of mode 0755, and flock() it to
  * keep every writer out. */
+/* A dry run takes no lock, and writes nothing; but where another
+ * writer holds one, a run would be refused, and what it would remove is
+ * that writer's (a standby): -EBUSY, as a run has.  -EWOULDBLOCK only
+ * for a moment, a shared lock does not keep that writer out for longer. */
+static int lock_free(const struct writer *w, pid_t *holder)
+{
+	int fd = openat(w->dfd, WRITER_LOCK,
+			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	int rc = 0;
+
+	if (fd < 0)
+		return 0; /* none, or none of ours: a run finds out */
+	if (flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+		*holder = fsutil_flock_holder(fd);
+		rc = -EBUSY;
+	}
+	close(fd);
+	return rc;
+}
+
 static int lock_target(struct writer *w, char **err)
 {
 	bool made = false;
 	pid_t holder = 0;
 	int rc = -ESTALE;
 
+	/* --status (quiet) looks at a target its daemon holds. */
 	if (w->o.dry_run)
+		rc = w->o.quiet ? 0 : lock_free(w, &holder);
+	else
+		for (int tries = 0; rc == -ESTALE && tries < 8; tries++)
+			rc = take_lock(w, &made, &holder);
+	if (w->o.dry_run && rc == 0)
 		return 0;
-	for (int tries = 0; rc == -ESTALE && tries < 8; tries++)
-		rc = take_lock(w, &made, &holder);
 	w->made_lock = rc == 0 && made;
 	if (rc == 0)
 		return made && !w->made_target ? removed_lock(w, err) : 0;

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -946,6 +947,36 @@ START_TEST(test_a_refused_first_publish_leaves_the_directory_as_found)
 }
 END_TEST
 
+/* A dry run against a target a running daemon holds fails as a run
+ * would, and reports nothing of the daemon's as debris. */
+START_TEST(test_a_dry_run_against_a_held_target_fails_as_a_run_would)
+{
+	char *out, *err, *logpath = tu_path(tmp, "daemon.log");
+	const char *daemon[] = {tu_bin(), "--source", src, "--target", dst,
+				"--debounce", "0", NULL};
+	const char *dry[] = {tu_bin(), "--source", src, "--target", dst,
+			     "--once", "--dry-run", NULL};
+
+	tu_write(src, "app.conf", "v1\n", 0644);
+	pid_t pid = tu_spawn(daemon, logpath);
+	struct tu_needle pub = {logpath, "published ..", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_eq(tu_run(dry, &out, &err, 20000), 1);
+	ck_assert_msg(strstr(err, "in use by another atomsyncd (pid") &&
+			      !strstr(err, "would remove"),
+		      "%s", err);
+	free(out);
+	free(err);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	ck_assert_int_eq(tu_run(dry, &out, &err, 20000), 0);
+	free(out);
+	free(err);
+	free(logpath);
+}
+END_TEST
+
 /* A visible link repointed by hand holds no data: the next run puts it
  * back, in one rename, and publishes what changed all the same. */
 START_TEST(test_a_repointed_visible_link_is_put_back)
@@ -1408,6 +1439,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_every_problem_is_reported_at_once);
 	tcase_add_test(tc, test_a_refused_first_publish_leaves_the_directory_as_found);
 	tcase_add_test(tc, test_a_repointed_visible_link_is_put_back);
+	tcase_add_test(tc, test_a_dry_run_against_a_held_target_fails_as_a_run_would);
 	tcase_add_test(tc, test_followed_link_up_never_copies_the_target_into_itself);
 	tcase_add_test(tc, test_links_into_the_target_never_wedge_the_mapping);
 	tcase_add_test(tc, test_special_files_warn_and_never_block);
