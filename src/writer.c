@@ -132,6 +132,7 @@ struct writer {
 	struct listing *spare_listed; /* the spare's directories, read
 					 ahead by that thread, from */
 	int spare_fd;		      /* (-1: none to read) */
+	bool root;		/* run as root: its rights are not its mode's */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
 	bool exact_dino;	/* its directory entries tell inode numbers */
 	atomic_bool named_only; /* a file written unnamed could not be
@@ -1517,7 +1518,7 @@ static int dir_mode_usable(const struct writer *w, char **err)
 {
 	int m = w->o.dir_mode;
 
-	if (m < 0 || (m & 0700) == 0700 || geteuid() == 0)
+	if (m < 0 || (m & 0700) == 0700 || w->root)
 		return 0;
 	return log_err_set(err, -EINVAL,
 			   "target %s: dir_mode %04o leaves out its owner's "
@@ -1545,6 +1546,7 @@ int writer_open(const char *target, const struct writer_opts *o,
 		return -ENOMEM;
 	w->dfd = w->live_fd = w->lock_fd = w->spare_fd = -1;
 	w->tgid = SNAP_NO_ID;
+	w->root = geteuid() == 0;
 	state_log_init(&w->slog);
 	w->verify_live = true; /* nothing is known of the files yet */
 	writer_set_opts(w, o);
@@ -1632,9 +1634,12 @@ void writer_close(struct writer *w)
 
 static uint32_t project_mode(const struct writer *w, const struct snap_entry *e)
 {
+	/* A writer not root needs its own rights to fill, recycle and
+	 * remove its directories: a source's 0055 is 0755 here (a dir_mode
+	 * without them is refused at open). */
 	if (e->type == SNAP_DIR)
 		return w->o.dir_mode >= 0 ? (uint32_t)w->o.dir_mode
-					  : e->mode & WRITER_MODE_MASK;
+		       : (e->mode & WRITER_MODE_MASK) | (w->root ? 0 : 0700u);
 	if (w->o.file_mode >= 0)
 		return (uint32_t)w->o.file_mode;
 	/* A payload's mode is what its program asked for. */

@@ -1145,6 +1145,52 @@ START_TEST(test_a_record_of_an_error_goes_once_a_write_works)
 }
 END_TEST
 
+/* As uid 2003: a tree whose directory, another user's, keeps its owner
+ * out (0055) but not 2003 (others may read and search). */
+static int write_tree_as_2003(void *arg)
+{
+	char **a = arg;
+	struct atomsync_options o;
+	atomsync_options_init(&o);
+	o.grace_ms = 0;
+	o.fsync = 1;
+	struct atomsync_writer *w = NULL;
+	if (atomsync_writer_open(a[0], &o, &w) != 0)
+		return 10;
+	int rc = atomsync_write_tree(w, a[1]) != 0	? 11
+		 : atomsync_write_tree(w, a[1]) != 0 ? 12
+						       : 0;
+	atomsync_writer_close(w);
+	return rc;
+}
+
+START_TEST(test_a_writer_not_root_keeps_its_rights_on_its_directories)
+{
+	ck_assert_msg(tu_can_setuid(), "this test writes as another user: run "
+				       "it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	char *src = tu_path(tmp, "src"), *d = tu_path(tmp, "src/d");
+	tu_write(src, "d/f", "theirs\n", 0644);
+	ck_assert_int_eq(chown(d, 2004, 2004), 0);
+	ck_assert_int_eq(chmod(d, 0055), 0);
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(chown(dst, 2003, 2003), 0);
+	char *a[] = {dst, src};
+	ck_assert_int_eq(tu_call_as(2003, write_tree_as_2003, a), 0);
+	char *pd = tu_path(dst, "d"), *pf = tu_path(dst, "d/f"), *text;
+	struct stat st;
+	ck_assert_int_eq(stat(pd, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	text = tu_read(pf, NULL);
+	ck_assert_str_eq(text, "theirs\n");
+	free(text);
+	free(pf);
+	free(pd);
+	free(d);
+	free(src);
+}
+END_TEST
+
 /* An options struct whose size ends inside a field (not a header's) is
  * refused, not read in part. */
 START_TEST(test_options_cut_inside_a_field_are_refused)
@@ -1626,6 +1672,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_no_room_for_new_names_leaves_the_live_generation);
 	tcase_add_test(tc, test_a_writer_not_root_flushes_what_its_owner_may_not_read);
 	tcase_add_test(tc, test_options_cut_inside_a_field_are_refused);
+	tcase_add_test(tc, test_a_writer_not_root_keeps_its_rights_on_its_directories);
 	tcase_add_test(tc, test_a_record_of_an_error_goes_once_a_write_works);
 	tcase_add_test(tc, test_nothing_is_printed_warnings_go_to_the_callback);
 	tcase_add_test(tc, test_writers_in_two_threads_keep_their_lines_apart);
