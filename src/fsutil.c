@@ -2005,6 +2005,31 @@ static int chase_above(struct chase *c)
 	return rc < 0 ? rc : 0;
 }
 
+/* For fsutil_climb(): the first directory above the working directory
+ * whose names someone else can change, as c->swayed. */
+static int above_swayed(int fd, const struct stat *st, void *arg)
+{
+	struct chase *c = arg;
+
+	if (fsutil_trusted_dir(fd, st))
+		return 0;
+	c->swayed = fsutil_fd_path(fd);
+	if (c->swayed == NULL) /* no /proc */
+		c->swayed = strdup("a directory above the working one");
+	c->swayed_st = *st;
+	return c->swayed ? 1 : -ENOMEM;
+}
+
+/* A relative path looks no name up in the directories above the working
+ * directory, but whoever can change one of them chose what "." is: below
+ * it, as below one on the way, no link is followed. */
+static int chase_sway_above(struct chase *c)
+{
+	int rc = fsutil_climb(c->fd, &c->st, above_swayed, c);
+
+	return rc < 0 ? rc : 0;
+}
+
 int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 		 char **err)
 {
@@ -2026,6 +2051,8 @@ int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 		rc = -errno;
 	if (rc == 0 && !abs && (how & FSUTIL_CHASE_TRUSTED))
 		rc = chase_above(&c);
+	else if (rc == 0 && !abs)
+		rc = chase_sway_above(&c);
 	while (rc == 0)
 		rc = chase_next(&c, how, flags, created, &fd);
 	close(c.fd);

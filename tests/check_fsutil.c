@@ -261,6 +261,17 @@ START_TEST(test_root_link_below_a_directory_others_change_is_refused)
 			      strstr(err, "which another user can change"),
 		      "%s", err);
 	ck_assert_int_eq(tu_count_entries(hostrun), 0);
+	/* From a working directory below theirs, the same. */
+	char *deploy = tu_path(home, "deploy"), *here = getcwd(NULL, 0);
+	ck_assert_int_eq(chdir(deploy), 0);
+	fd = fsutil_chase("run/app", FSUTIL_CHASE_MKDIR, O_RDONLY | O_DIRECTORY,
+			  NULL, &err);
+	ck_assert_int_eq(chdir(here), 0);
+	ck_assert_int_eq(fd, -EPERM);
+	ck_assert_msg(strstr(err, "which another user can change"), "%s", err);
+	ck_assert_int_eq(tu_count_entries(hostrun), 0);
+	free(here);
+	free(deploy);
 	/* Where only root can change the way, the same link is followed. */
 	ck_assert_int_eq(chown(home, 0, 0), 0);
 	fd = fsutil_chase(app, FSUTIL_CHASE_MKDIR, O_RDONLY | O_DIRECTORY,
