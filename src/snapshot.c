@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -1302,8 +1303,14 @@ struct way_climb {
 static int way_step(int fd, const struct stat *st, void *arg)
 {
 	struct way_climb *c = arg;
+	struct statvfs vfs;
 
-	deciders_lookup(&c->d, st, writers_mode(fd, st->st_mode), &c->below);
+	/* On a file system mounted read-only (a Kubernetes volume, whose
+	 * directories are 0777) only a remount, which takes root, could
+	 * move a name, as fsutil_trusted_dir() holds. */
+	if (fstatvfs(fd, &vfs) < 0 || !(vfs.f_flag & ST_RDONLY))
+		deciders_lookup(&c->d, st, writers_mode(fd, st->st_mode),
+				&c->below);
 	c->below = *st;
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <grp.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1259,6 +1260,33 @@ START_TEST(test_a_directory_of_roots_moved_in_as_the_source_is_judged)
 	free(vault);
 	free(source);
 	free(deploy);
+}
+END_TEST
+
+/* A source in a volume mounted read-only, whose directories are 0777 as
+ * a Kubernetes ConfigMap's are: nobody can move a name there, so what
+ * only root may read is published as ever. */
+START_TEST(test_a_source_in_a_read_only_volume_is_judged_for_no_one)
+{
+	tu_private_mounts();
+	char *vol = tu_path(tmp, "vol"), *app = tu_path(vol, "app");
+	char *key = tu_path(dst, "key"), *err = NULL;
+	struct stat st;
+
+	tu_write(app, "key", "root's\n", 0400);
+	ck_assert_int_eq(chmod(vol, 0777), 0);
+	ck_assert_int_eq(mount(vol, vol, NULL, MS_BIND, NULL), 0);
+	ck_assert_int_eq(mount("none", vol, "none",
+			       MS_REMOUNT | MS_BIND | MS_RDONLY, NULL),
+			 0);
+	ck_assert_int_eq(once_to(app, dst, &err), 0);
+	ck_assert_msg(!strstr(err, "skipped"), "%s", err);
+	ck_assert_int_eq(lstat(key, &st), 0);
+	ck_assert_int_eq(umount2(vol, MNT_DETACH), 0);
+	free(err);
+	free(key);
+	free(app);
+	free(vol);
 }
 END_TEST
 
@@ -2523,6 +2551,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_users_names_left_out_through_links_are_bounded);
 	tcase_add_test(tc, test_source_swapped_for_a_users_link_is_refused);
 	tcase_add_test(tc, test_a_directory_of_roots_moved_in_as_the_source_is_judged);
+	tcase_add_test(tc, test_a_source_in_a_read_only_volume_is_judged_for_no_one);
 	tcase_add_test(tc, test_generation_is_private_until_flushed);
 	tcase_add_test(tc,
 		       test_a_users_directory_in_a_generation_does_not_stop_publishing);
