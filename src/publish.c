@@ -153,8 +153,12 @@ static int remake_refused(struct publish *p)
 	char *why = NULL;
 	int fd = fsutil_chase(p->c->target, 0, O_RDONLY | O_DIRECTORY, NULL,
 			      NULL);
-	/* A directory there that is not empty: root's fresh one is. */
-	bool full = fd >= 0 && !fsutil_dir_empty(fd);
+	struct stat st;
+	/* A directory there that is not empty (root's fresh one is), nor
+	 * the one this mapping last had, moved back. */
+	bool full = fd >= 0 && !fsutil_dir_empty(fd) &&
+		    !(fstat(fd, &st) == 0 && (uint64_t)st.st_dev == p->had_dev &&
+		      (uint64_t)st.st_ino == p->had_ino);
 
 	if (fd >= 0)
 		close(fd);
@@ -237,6 +241,8 @@ static int open_target(struct publish *p)
 		wo.no_create = there == 1;
 		p->rc = writer_open(p->c->target, &wo, &p->w, &p->err);
 		p->had_target |= p->rc == 0;
+		if (p->rc == 0)
+			(void)writer_target_id(p->w, &p->had_dev, &p->had_ino);
 	}
 	return p->rc;
 }

@@ -53,6 +53,7 @@ struct publish {
 	bool had_target;	/* one was opened: gone since, it is made
 				 * anew only where nobody else can change
 				 * the way to it */
+	uint64_t had_dev, had_ino; /* the last one opened */
 	bool target_gone;	/* the last attempt found it gone and not
 				 * to be made anew: its generations are no
 				 * more */

@@ -245,6 +245,58 @@ START_TEST(test_a_directory_of_roots_moved_in_as_the_target_is_refused)
 }
 END_TEST
 
+/* The target moved away and one of the user's put in its place, then
+ * the original moved back: that one, though not empty, is the target
+ * the daemon had, and it publishes there again. */
+START_TEST(test_the_target_moved_back_is_published_to_again)
+{
+	char *app = dir_of("app", APP_UID), *cmd;
+	char *target = tu_path(app, "cfg");
+	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
+			      "--debounce", "0", NULL};
+
+	pid = tu_spawn(argv, logpath);
+	struct tu_needle pub = {logpath, "published ..", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
+		      tu_read(logpath, NULL));
+	/* Gone first, as the daemon sees it (the writer it held let go),
+	 * then one of theirs. */
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv cfg cfg.old", app), 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	tu_write(src, "notes", "after\n", 0644);
+	struct tu_needle gone = {logpath, "not making it anew", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &gone, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mkdir cfg", app), 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	struct tu_needle n = {logpath, "cfg is owned by uid 2003, not by root", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && rmdir cfg && mv cfg.old cfg",
+				  app),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	tu_write(src, "more", "then\n", 0644);
+	char *more = tu_path(target, "more");
+	struct tu_needle shown = {more, "then", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &shown, 15000), "%s",
+		      tu_read(logpath, NULL));
+	free(more);
+	char *notes = tu_path(target, "notes"), *text = tu_read(notes, NULL);
+	ck_assert_str_eq(text, "after\n");
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	free(text);
+	free(notes);
+	free(cmd);
+	free(target);
+	free(app);
+}
+END_TEST
+
 /* The same user moves the target away and puts a link in its place: the
  * link is refused, and the directory moved away, root's, is not written
  * to again, not even its error file (each error is recorded as it is
@@ -2535,6 +2587,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_users_directory_put_in_place_of_the_target_is_refused);
 	tcase_add_test(tc, test_a_target_moved_away_is_not_written_to_again);
 	tcase_add_test(tc, test_a_directory_of_roots_moved_in_as_the_target_is_refused);
+	tcase_add_test(tc, test_the_target_moved_back_is_published_to_again);
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
