@@ -310,8 +310,8 @@ const char *snapshot_warn_str(enum snap_warn kind)
 	case SNAP_W_TARGET:
 		return "leads into the target itself; skipped";
 	case SNAP_W_UNREADABLE:
-		return "a file that a user who can write its directory may "
-		       "not read; skipped";
+		return "a file that a user who can write its directory (or "
+		       "change the way to it) may not read; skipped";
 	case SNAP_W_HIDDEN:
 		return "symlink through a directory that a user who can write "
 		       "its directory may not enter; skipped";

@@ -535,7 +535,8 @@ START_TEST(test_a_file_the_sources_writers_cannot_read_is_skipped)
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
 	ck_assert_int_eq(once_to(usrc, dst, &err), 0);
 	ck_assert_msg(strstr(err, "shadow: a file that a user who can write "
-				  "its directory may not read; skipped"),
+				  "its directory (or change the way to it) may "
+				  "not read; skipped"),
 		      "%s", err);
 	ck_assert_int_lt(lstat(shown, &st), 0);
 	text = tu_read(motd, NULL);
@@ -961,7 +962,8 @@ START_TEST(test_an_acl_that_keeps_a_writer_out_is_honoured)
 				  "user who can write its directory may not "
 				  "enter; skipped") &&
 			      strstr(err, "pub/w: a file that a user who can "
-					  "write its directory may not read"),
+					  "write its directory (or change the way "
+					  "to it) may not read"),
 		      "%s", err);
 	ck_assert_int_lt(lstat(y, &st), 0);
 	ck_assert_int_lt(lstat(w, &st), 0);
@@ -974,7 +976,8 @@ START_TEST(test_an_acl_that_keeps_a_writer_out_is_honoured)
 	tu_acl(team, 07, 'g', 3000, 07, 05);
 	ck_assert_int_eq(once_to(shared, dst, &err), 0);
 	ck_assert_msg(strstr(err, "team/kept: a file that a user who can "
-				  "write its directory may not read"),
+				  "write its directory (or change the way "
+					  "to it) may not read"),
 		      "%s", err);
 	ck_assert_int_lt(lstat(kept, &st), 0);
 	free(err);
@@ -1064,7 +1067,8 @@ START_TEST(test_a_link_to_a_directory_is_judged_for_its_maker)
 			      "--exclude", "/priv/", "--once", NULL};
 	ck_assert_int_eq(tu_run(argv, NULL, &err, 30000), 0);
 	ck_assert_msg(strstr(err, "pub/pd/own: a file that a user who can "
-				  "write its directory may not read") &&
+				  "write its directory (or change the way "
+					  "to it) may not read") &&
 			      strstr(err, "pub/pd/sub: a directory that a "
 					  "user who can change the way to it "
 					  "(the directory of a symlink to it, "
@@ -1125,7 +1129,8 @@ START_TEST(test_a_group_the_owner_is_not_in_grants_them_nothing)
 	ck_assert_uint_eq(st.st_gid, 3000);
 	ck_assert_int_eq(once_to(shared, dst, &err), 0);
 	ck_assert_msg(strstr(err, "pub/l: a file that a user who can write "
-				  "its directory may not read; skipped"),
+				  "its directory (or change the way to it) may "
+				  "not read; skipped"),
 		      "%s", err);
 	ck_assert_int_lt(lstat(l, &st), 0);
 	free(pub);
