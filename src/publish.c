@@ -186,6 +186,26 @@ static int remake_refused(struct publish *p)
 	return fd == -EPERM ? fd : full;
 }
 
+/* A target first opened where another user can change the way to it:
+ * taken as found, it may be a directory of root's they renamed there
+ * (another mapping's target), which said once tells the operator. */
+static void warn_way(const struct publish *p)
+{
+	char *why = NULL;
+	int fd = fsutil_chase(p->c->target, FSUTIL_CHASE_TRUSTED,
+			      O_RDONLY | O_DIRECTORY, NULL, &why);
+
+	if (fd >= 0)
+		close(fd);
+	if (fd == -EPERM && why)
+		log_msg(LOG_LVL_WARN, p->c->name,
+			"target %s: %s; a directory of root's moved there "
+			"before a start is taken for the target: keep targets "
+			"where only root can change the way to them",
+			p->c->target, fsutil_chase_why(why, p->c->target, fd));
+	free(why);
+}
+
 /* The configured path is the target: one removed, or moved away, by an
  * operator is made anew (and locked anew) rather than left missing or
  * published into where it went. */
@@ -240,6 +260,8 @@ static int open_target(struct publish *p)
 		wo.load_later = p->once;
 		wo.no_create = there == 1;
 		p->rc = writer_open(p->c->target, &wo, &p->w, &p->err);
+		if (p->rc == 0 && !p->had_target)
+			warn_way(p);
 		p->had_target |= p->rc == 0;
 		if (p->rc == 0)
 			(void)writer_target_id(p->w, &p->had_dev, &p->had_ino);

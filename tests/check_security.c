@@ -205,6 +205,11 @@ START_TEST(test_a_directory_of_roots_moved_in_as_the_target_is_refused)
 	struct tu_needle pub = {logpath, "published ..", 1};
 	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
 		      tu_read(logpath, NULL));
+	/* Said once, at the start: the way to it is the user's. */
+	ck_assert_int_eq(tu_file_count(logpath, "a directory of root's moved "
+						 "there before a start is "
+						 "taken for the target"),
+			 1);
 	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv cfg cfg.old && "
 					"mv rootdir cfg",
 				  app),
