@@ -1535,6 +1535,24 @@ static void acl_parse(const unsigned char *v, size_t n, struct fsutil_acl *a)
 	}
 }
 
+int fsutil_acl_strip(int fd, bool *had)
+{
+	static const char *const names[] = {"system.posix_acl_default",
+					    "system.posix_acl_access"};
+
+	*had = false;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		/* Looked for first: on a read-only mount, none to remove
+		 * is no error. */
+		if (fgetxattr(fd, names[i], NULL, 0) < 0)
+			continue;
+		if (fremovexattr(fd, names[i]) < 0 && errno != ENODATA)
+			return -errno;
+		*had = true;
+	}
+	return 0;
+}
+
 int fsutil_acl_read(int fd, struct fsutil_acl *a)
 {
 	/* Room for far more entries than a file system keeps. */

@@ -188,6 +188,11 @@ struct fsutil_acl {
  * read. */
 int fsutil_acl_read(int fd, struct fsutil_acl *a);
 
+/* Removes the access and default ACLs of the directory open as `fd`
+ * (*had: it had one): what is made in it then has its mode bits alone.
+ * 0, or -errno. */
+int fsutil_acl_strip(int fd, bool *had);
+
 /* Who besides the owner may write a file of mode `mode` (some of 0022):
  * "its group and others", "its group" or "others", for messages. */
 const char *fsutil_writers(mode_t mode);

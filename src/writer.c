@@ -1237,6 +1237,29 @@ static int target_ours(const struct writer *w, char **err)
 /* Opens the target directory (creating it unless in a dry run), resolved
  * as a root daemon must: a symlink on the way that another user could
  * have put there is refused, and nothing is written. */
+/* An ACL on the target, inherited from a default one of its parent's
+ * (which the parent's owner may set), would be inherited in turn by
+ * every generation: a user it names could read, or with file_mode's
+ * group write, change the files.  A generation has its mode bits alone:
+ * the target's ACLs go, said once. */
+static void strip_acls(struct writer *w)
+{
+	bool had = false;
+	int rc = fsutil_acl_strip(w->dfd, &had);
+
+	if (rc < 0)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: removing its ACL: %s; generations may "
+			"inherit it",
+			w->path, strerror(-rc));
+	else if (had)
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: had an ACL (inherited from its parent, "
+			"say); removed, so that generations have their mode "
+			"bits alone",
+			w->path);
+}
+
 static int open_target(struct writer *w, char **err)
 {
 	bool created = false;
@@ -1254,7 +1277,10 @@ static int open_target(struct writer *w, char **err)
 		w->dfd = fd;
 		fs_kind(fd, &w->in_memory, &w->exact_dino);
 		target_group(w);
-		return target_ours(w, err);
+		int rc = target_ours(w, err);
+		if (rc == 0 && !w->o.dry_run)
+			strip_acls(w);
+		return rc;
 	} else if (fd == -ENOENT && w->o.no_create) {
 		log_err_set(err, fd, "target %s: gone as it was opened; "
 				     "looked for again",

@@ -302,6 +302,47 @@ START_TEST(test_the_target_moved_back_is_published_to_again)
 }
 END_TEST
 
+/* The owner of the target's parent gives it a default ACL naming them:
+ * the target made there, and so every generation, would inherit it, and
+ * let them read what only root and its group may.  The target's ACLs go
+ * as it is opened; a generation has its mode bits alone. */
+START_TEST(test_an_acl_inherited_by_the_target_is_removed)
+{
+	char *app = dir_of("app", APP_UID), *cmd, *err = NULL;
+	char *target = tu_path(app, "cfg"), *secret = tu_path(target, "secret");
+	/* user::rwx user:2003:rwx group::r-x mask::rwx other::r-x */
+	unsigned char v[4 + 5 * 8] = {2, 0, 0, 0};
+	const unsigned e[5][3] = {{0x01, 7, ~0u}, {0x02, 7, APP_UID},
+				  {0x04, 5, ~0u}, {0x10, 7, ~0u},
+				  {0x20, 5, ~0u}};
+	for (int i = 0; i < 5; i++) {
+		unsigned char *p = v + 4 + 8 * i;
+		p[0] = (unsigned char)e[i][0];
+		p[1] = 0;
+		p[2] = (unsigned char)e[i][1];
+		p[3] = 0;
+		for (int b = 0; b < 4; b++)
+			p[4 + b] = (unsigned char)(e[i][2] >> (8 * b));
+	}
+	ck_assert_int_eq(setxattr(app, "system.posix_acl_default", v,
+				  sizeof(v), 0),
+			 0);
+	tu_write(src, "secret", "root's group's\n", 0640);
+	ck_assert_int_eq(once_to(src, target, &err), 0);
+	ck_assert_msg(strstr(err, "had an ACL"), "%s", err);
+	ck_assert_int_lt(getxattr(target, "system.posix_acl_access", NULL, 0), 0);
+	ck_assert_int_lt(getxattr(target, "system.posix_acl_default", NULL, 0),
+			 0);
+	ck_assert_int_gt(asprintf(&cmd, "cat '%s' >/dev/null 2>&1", secret), 0);
+	ck_assert_int_ne(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	free(err);
+	free(secret);
+	free(target);
+	free(app);
+}
+END_TEST
+
 /* The same user moves the target away and puts a link in its place: the
  * link is refused, and the directory moved away, root's, is not written
  * to again, not even its error file (each error is recorded as it is
@@ -2598,6 +2639,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_target_moved_away_is_not_written_to_again);
 	tcase_add_test(tc, test_a_directory_of_roots_moved_in_as_the_target_is_refused);
 	tcase_add_test(tc, test_the_target_moved_back_is_published_to_again);
+	tcase_add_test(tc, test_an_acl_inherited_by_the_target_is_removed);
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
