@@ -1305,10 +1305,13 @@ static int way_step(int fd, const struct stat *st, void *arg)
 	struct way_climb *c = arg;
 	struct statvfs vfs;
 
-	/* On a file system mounted read-only (a Kubernetes volume, whose
-	 * directories are 0777) only a remount, which takes root, could
-	 * move a name, as fsutil_trusted_dir() holds. */
-	if (fstatvfs(fd, &vfs) < 0 || !(vfs.f_flag & ST_RDONLY))
+	/* A directory of root's on a file system mounted read-only (a
+	 * Kubernetes volume, whose directories are 0777): only a remount,
+	 * which takes root, could move a name, as fsutil_trusted_dir()
+	 * holds.  Not another's: a writable mount of it may be elsewhere. */
+	bool frozen = fsutil_trusted_uid(st->st_uid) && fstatvfs(fd, &vfs) == 0 &&
+		      (vfs.f_flag & ST_RDONLY);
+	if (!frozen)
 		deciders_lookup(&c->d, st, writers_mode(fd, st->st_mode),
 				&c->below);
 	c->below = *st;

@@ -1377,6 +1377,7 @@ START_TEST(test_a_source_in_a_read_only_volume_is_judged_for_no_one)
 	struct stat st;
 
 	tu_write(app, "key", "root's\n", 0400);
+	tu_write(app, "pub", "anyone's\n", 0644);
 	ck_assert_int_eq(chmod(vol, 0777), 0);
 	ck_assert_int_eq(mount(vol, vol, NULL, MS_BIND, NULL), 0);
 	ck_assert_int_eq(mount("none", vol, "none",
@@ -1385,6 +1386,19 @@ START_TEST(test_a_source_in_a_read_only_volume_is_judged_for_no_one)
 	ck_assert_int_eq(once_to(app, dst, &err), 0);
 	ck_assert_msg(!strstr(err, "skipped"), "%s", err);
 	ck_assert_int_eq(lstat(key, &st), 0);
+	ck_assert_int_eq(umount2(vol, MNT_DETACH), 0);
+	free(err);
+	/* A user's directory mounted read-only somewhere is still theirs
+	 * to change where it is mounted writable. */
+	ck_assert_int_eq(chown(vol, APP_UID, APP_UID), 0);
+	ck_assert_int_eq(chmod(vol, 0755), 0);
+	ck_assert_int_eq(mount(vol, vol, NULL, MS_BIND, NULL), 0);
+	ck_assert_int_eq(mount("none", vol, "none",
+			       MS_REMOUNT | MS_BIND | MS_RDONLY, NULL),
+			 0);
+	ck_assert_int_eq(once_to(app, dst, &err), 0);
+	ck_assert_msg(strstr(err, "key: a file that a user"), "%s", err);
+	ck_assert_int_lt(lstat(key, &st), 0);
 	ck_assert_int_eq(umount2(vol, MNT_DETACH), 0);
 	free(err);
 	free(key);
