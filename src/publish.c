@@ -131,6 +131,8 @@ void publish_fini(struct publish *p)
 	writer_close(p->w);
 	p->w = NULL;
 	free(p->recorded_err);
+	free(p->had_gen);
+	p->had_gen = NULL;
 	p->recorded_err = NULL;
 	publish_dirty_fini(&p->dirty);
 	snapshot_extras_free(p->base_extras);
@@ -148,17 +150,32 @@ void publish_fini(struct publish *p)
  * root's into place from beside it (another mapping's target, a tree
  * whose links lead elsewhere).  1 when something is there, 0 when
  * nothing is and it may be made, -EPERM when it may not. */
+/* Whether the directory open as `fd` is the target this mapping last
+ * had, moved back: its device and inode, which a directory made since
+ * may have been given again once that one was removed, and ..data
+ * naming the generation that was live then, which no other has. */
+static bool had_again(const struct publish *p, int fd)
+{
+	struct stat st;
+	char *gen = NULL;
+	bool same = p->had_gen && fstat(fd, &st) == 0 &&
+		    (uint64_t)st.st_dev == p->had_dev &&
+		    (uint64_t)st.st_ino == p->had_ino &&
+		    fsutil_readlinkat(fd, WRITER_DATA, &gen) == 0 &&
+		    strcmp(gen, p->had_gen) == 0;
+
+	free(gen);
+	return same;
+}
+
 static int remake_refused(struct publish *p)
 {
 	char *why = NULL;
 	int fd = fsutil_chase(p->c->target, 0, O_RDONLY | O_DIRECTORY, NULL,
 			      NULL);
-	struct stat st;
 	/* A directory there that is not empty (root's fresh one is), nor
 	 * the one this mapping last had, moved back. */
-	bool full = fd >= 0 && !fsutil_dir_empty(fd) &&
-		    !(fstat(fd, &st) == 0 && (uint64_t)st.st_dev == p->had_dev &&
-		      (uint64_t)st.st_ino == p->had_ino);
+	bool full = fd >= 0 && !fsutil_dir_empty(fd) && !had_again(p, fd);
 
 	if (fd >= 0)
 		close(fd);
@@ -228,6 +245,9 @@ static int check_target(struct publish *p)
 		"target %s was %s; publishing it anew", p->c->target,
 		rc == -ENOENT ? "removed"
 			      : "moved away or replaced by another directory");
+	const char *gen = writer_live_generation(p->w);
+	free(p->had_gen);
+	p->had_gen = gen ? strdup(gen) : NULL;
 	writer_close(p->w);
 	p->w = NULL;
 	p->base_live = false; /* a new writer has a record of its own */

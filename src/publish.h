@@ -53,7 +53,9 @@ struct publish {
 	bool had_target;	/* one was opened: gone since, it is made
 				 * anew only where nobody else can change
 				 * the way to it */
-	uint64_t had_dev, had_ino; /* the last one opened */
+	uint64_t had_dev, had_ino; /* the last one opened, */
+	char *had_gen;		   /* and its live generation then: one
+				      moved back holds it still */
 	bool target_gone;	/* the last attempt found it gone and not
 				 * to be made anew: its generations are no
 				 * more */

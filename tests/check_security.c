@@ -302,6 +302,62 @@ START_TEST(test_the_target_moved_back_is_published_to_again)
 }
 END_TEST
 
+/* The same, but what comes back at the target's device and inode (a
+ * directory made since, given them again once that one was removed)
+ * does not hold the generation that was live: refused. */
+START_TEST(test_another_directory_at_the_targets_inode_is_refused)
+{
+	char *app = dir_of("app", APP_UID), *cmd;
+	char *target = tu_path(app, "cfg"), *old = tu_path(app, "cfg.old");
+	char *oldtmp = tu_path(old, "..data_tmp"), *olddata = tu_path(old, "..data");
+	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
+			      "--debounce", "0", NULL};
+
+	pid = tu_spawn(argv, logpath);
+	struct tu_needle pub = {logpath, "published ..", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv cfg cfg.old", app), 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	tu_write(src, "notes", "after\n", 0644);
+	struct tu_needle gone = {logpath, "not making it anew", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &gone, 10000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mkdir cfg", app), 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	struct tu_needle n = {logpath, "cfg is owned by uid 2003, not by root", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
+		      tu_read(logpath, NULL));
+	/* As root: its ..data now names another generation, as another
+	 * target's would. */
+	char *other = tu_path(old, "..2001_01_01_00_00_00.1");
+	tu_mkdirs(other, 0755);
+	ck_assert_int_eq(symlink("..2001_01_01_00_00_00.1", oldtmp), 0);
+	ck_assert_int_eq(rename(oldtmp, olddata), 0);
+	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && rmdir cfg && mv cfg.old cfg",
+				  app),
+			 0);
+	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	struct tu_needle refused = {logpath, "was replaced by a directory that "
+					     "is not empty",
+				    1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &refused, 15000), "%s",
+		      tu_read(logpath, NULL));
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
+	pid = 0;
+	free(other);
+	free(olddata);
+	free(oldtmp);
+	free(old);
+	free(target);
+	free(app);
+}
+END_TEST
+
 /* The owner of the target's parent gives it a default ACL naming them:
  * the target made there, and so every generation, would inherit it, and
  * let them read what only root and its group may.  The target's ACLs go
@@ -2653,6 +2709,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_a_target_moved_away_is_not_written_to_again);
 	tcase_add_test(tc, test_a_directory_of_roots_moved_in_as_the_target_is_refused);
 	tcase_add_test(tc, test_the_target_moved_back_is_published_to_again);
+	tcase_add_test(tc, test_another_directory_at_the_targets_inode_is_refused);
 	tcase_add_test(tc, test_an_acl_inherited_by_the_target_is_removed);
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
