@@ -1255,8 +1255,9 @@ static void strip_acls(struct writer *w)
 	else if (had)
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: had an ACL (inherited from its parent, "
-			"say); removed, so that generations have their mode "
-			"bits alone",
+			"say); removed, so that new generations have their "
+			"mode bits alone (generations made before keep "
+			"theirs: setfacl -R -b on the target removes them)",
 			w->path);
 }
 
@@ -1423,22 +1424,20 @@ static int removed_lock(struct writer *w, char **err)
  * keep every writer out. */
 /* A dry run takes no lock, and writes nothing; but where another
  * writer holds one, a run would be refused, and what it would remove is
- * that writer's (a standby): -EBUSY, as a run has.  -EWOULDBLOCK only
- * for a moment, a shared lock does not keep that writer out for longer. */
+ * that writer's (a standby): -EBUSY, as a run has.  The holder is looked
+ * for in /proc, not by taking the lock even for a moment, which would
+ * refuse a run that starts then; where /proc cannot tell, nothing is
+ * said. */
 static int lock_free(const struct writer *w, pid_t *holder)
 {
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	int rc = 0;
 
 	if (fd < 0)
 		return 0; /* none, or none of ours: a run finds out */
-	if (flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
-		*holder = fsutil_flock_holder(fd);
-		rc = -EBUSY;
-	}
+	*holder = fsutil_flock_holder(fd);
 	close(fd);
-	return rc;
+	return *holder > 0 && *holder != getpid() ? -EBUSY : 0;
 }
 
 static int lock_target(struct writer *w, char **err)
