@@ -140,16 +140,6 @@ void publish_fini(struct publish *p)
 	p->base_live = false;
 }
 
-/* A target gone (moved away, or replaced and then removed) with nothing
- * in its place, in a directory that another user can change: that user
- * may have moved it, and could move each copy made anew away again,
- * filling the disk with root's files.  It is made anew only once root
- * (or we) made the directory again; one of someone else's is refused
- * when it is opened.  Nor is a directory there that is not empty taken
- * for one root made again: that user could have renamed a directory of
- * root's into place from beside it (another mapping's target, a tree
- * whose links lead elsewhere).  1 when something is there, 0 when
- * nothing is and it may be made, -EPERM when it may not. */
 /* Whether the directory open as `fd` is the target this mapping last
  * had, moved back: its device and inode, which a directory made since
  * may have been given again once that one was removed, and ..data
@@ -168,6 +158,16 @@ static bool had_again(const struct publish *p, int fd)
 	return same;
 }
 
+/* A target gone (moved away, or replaced and then removed) with nothing
+ * in its place, in a directory that another user can change: that user
+ * may have moved it, and could move each copy made anew away again,
+ * filling the disk with root's files.  It is made anew only once root
+ * (or we) made the directory again; one of someone else's is refused
+ * when it is opened.  Nor is a directory there that is not empty taken
+ * for one root made again: that user could have renamed a directory of
+ * root's into place from beside it (another mapping's target, a tree
+ * whose links lead elsewhere).  1 when something is there, 0 when
+ * nothing is and it may be made, -EPERM when it may not. */
 static int remake_refused(struct publish *p)
 {
 	char *why = NULL;
