@@ -1234,9 +1234,6 @@ static int target_ours(const struct writer *w, char **err)
 	return 0;
 }
 
-/* Opens the target directory (creating it unless in a dry run), resolved
- * as a root daemon must: a symlink on the way that another user could
- * have put there is refused, and nothing is written. */
 /* An ACL on the target, inherited from a default one of its parent's
  * (which the parent's owner may set), would be inherited in turn by
  * every generation: a user it names could read, or with file_mode's
@@ -1261,6 +1258,9 @@ static void strip_acls(struct writer *w)
 			w->path);
 }
 
+/* Opens the target directory (creating it unless in a dry run), resolved
+ * as a root daemon must: a symlink on the way that another user could
+ * have put there is refused, and nothing is written. */
 static int open_target(struct writer *w, char **err)
 {
 	bool created = false;
@@ -1419,9 +1419,6 @@ static int removed_lock(struct writer *w, char **err)
 			   w->path, (long)other, WRITER_LOCK);
 }
 
-/* One writer per target.  The lock is on a file only root or we can
- * open: anyone can open a directory of mode 0755, and flock() it to
- * keep every writer out. */
 /* A dry run takes no lock, and writes nothing; but where another
  * writer holds one, a run would be refused, and what it would remove is
  * that writer's (a standby): -EBUSY, as a run has.  The holder is looked
@@ -1440,6 +1437,9 @@ static int lock_free(const struct writer *w, pid_t *holder)
 	return *holder > 0 && *holder != getpid() ? -EBUSY : 0;
 }
 
+/* One writer per target.  The lock is on a file only root or we can
+ * open: anyone can open a directory of mode 0755, and flock() it to
+ * keep every writer out. */
 static int lock_target(struct writer *w, char **err)
 {
 	bool made = false;
@@ -3003,9 +3003,6 @@ static bool naming_refused(const struct build *b)
 	return rc == -ENOENT || rc == -EPERM || rc == -EACCES;
 }
 
-/* Names the complete unnamed file `out`; where that is refused for want
- * of /proc and of CAP_DAC_READ_SEARCH, files are written under their
- * names from then on (NAMING_REFUSED). */
 /* On the thread a build's log lines go to (see thread.h). */
 static void warn_named_only(struct writer *w, int rc)
 {
@@ -3017,6 +3014,9 @@ static void warn_named_only(struct writer *w, int rc)
 		w->path, strerror(-rc));
 }
 
+/* Names the complete unnamed file `out`; where that is refused for want
+ * of /proc and of CAP_DAC_READ_SEARCH, files are written under their
+ * names from then on (NAMING_REFUSED). */
 static int name_file(struct build *b, const struct snap_entry *e,
 		     struct level *l, const char *name, int out)
 {
