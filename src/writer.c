@@ -4957,10 +4957,16 @@ static int ahead_find(struct writer *w, const struct writer_pending *p,
 	return 0;
 }
 
+/* The name the link of a->name[i] is made under. */
+static char *ahead_tmp(size_t i)
+{
+	return log_strdupf(WRITER_LINK_AHEAD "%zu", i);
+}
+
 static void ahead_undo(struct writer *w, struct ahead *a)
 {
 	for (size_t i = 0; i < a->made; i++) {
-		char *tmp = log_strdupf(WRITER_LINK_AHEAD "%zu", i);
+		char *tmp = ahead_tmp(i);
 		if (tmp)
 			(void)unlinkat(w->dfd, tmp, 0);
 		free(tmp);
@@ -4973,7 +4979,7 @@ static int ahead_make(struct writer *w, struct ahead *a, char **err)
 	int rc = 0;
 
 	for (size_t i = 0; rc == 0 && i < a->n; i++) {
-		char *tmp = log_strdupf(WRITER_LINK_AHEAD "%zu", i);
+		char *tmp = ahead_tmp(i);
 		char *t = fsutil_join(WRITER_DATA, a->name[i]);
 		rc = tmp && t ? 0 : -ENOMEM;
 		/* One a crash left: recover() removes them, but for one
@@ -5003,7 +5009,7 @@ static int ahead_make(struct writer *w, struct ahead *a, char **err)
 static void ahead_place(struct writer *w, struct ahead *a)
 {
 	for (size_t i = 0; i < a->made; i++) {
-		char *tmp = log_strdupf(WRITER_LINK_AHEAD "%zu", i);
+		char *tmp = ahead_tmp(i);
 		char *t = a->astray[i] ? fsutil_join(WRITER_DATA, a->name[i])
 				       : NULL;
 		int rc = tmp && (t || !a->astray[i]) ? 0 : -ENOMEM;
