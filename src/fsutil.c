@@ -1844,12 +1844,20 @@ static int chase_last(struct chase *c, const char *name, unsigned how,
 	return -ENOENT;
 }
 
+/* The directory reached, for messages: by its own path, for a relative
+ * one ("./u" or "."); NULL when memory ran out. */
+static char *chase_dir_name(const struct chase *c)
+{
+	char *real = c->done[0] == '/' ? NULL : fsutil_fd_path(c->fd);
+
+	return real ? real : strdup(c->done);
+}
+
 /* -EPERM: the directory reached is one that someone else can write, who
  * can `what` by it. */
 static int chase_distrust(struct chase *c, const char *what)
 {
-	/* By its own path, for a relative one ("directory ./u" or ".") */
-	char *real = c->done[0] == '/' ? NULL : fsutil_fd_path(c->fd);
+	char *real = chase_dir_name(c);
 	const char *dir = real ? real : c->done;
 	int rc;
 
@@ -1896,12 +1904,7 @@ static int chase_name(struct chase *c, const char *name, const char *rest,
 	if ((how & FSUTIL_CHASE_TRUSTED) && (rc = chase_trusted(c)) < 0)
 		return rc;
 	if (c->swayed == NULL && !fsutil_trusted_dir(c->fd, &c->st)) {
-		/* By its own path, for a relative one, as chase_distrust(). */
-		c->swayed = c->done[0] == '/' ? strdup(c->done)
-					      : fsutil_fd_path(c->fd);
-		if (c->swayed == NULL)
-			c->swayed = strdup(c->done);
-		if (c->swayed == NULL)
+		if ((c->swayed = chase_dir_name(c)) == NULL)
 			return -ENOMEM;
 		c->swayed_st = c->st;
 	}
@@ -2012,17 +2015,6 @@ static int above_trusted(int fd, const struct stat *st, void *arg)
 	return rc;
 }
 
-/* For FSUTIL_CHASE_TRUSTED with a relative path: the directories above
- * the working directory (`c`), which the walk looks no name up in, as it
- * does in those of an absolute path, must be ones only root or we can
- * change too; else whoever can would choose what "." is. */
-static int chase_above(struct chase *c)
-{
-	int rc = fsutil_climb(c->fd, &c->st, above_trusted, c);
-
-	return rc < 0 ? rc : 0;
-}
-
 /* For fsutil_climb(): the first directory above the working directory
  * whose names someone else can change, as c->swayed. */
 static int above_swayed(int fd, const struct stat *st, void *arg)
@@ -2039,11 +2031,17 @@ static int above_swayed(int fd, const struct stat *st, void *arg)
 }
 
 /* A relative path looks no name up in the directories above the working
- * directory, but whoever can change one of them chose what "." is: below
- * it, as below one on the way, no link is followed. */
-static int chase_sway_above(struct chase *c)
+ * directory (`c`), as it does in those of an absolute path, but whoever
+ * can change one of them chose what "." is.  With FSUTIL_CHASE_TRUSTED
+ * they must be ones only root or we can change (above_trusted); else,
+ * below one that is not, as below one on the way, no link is followed
+ * (above_swayed). */
+static int chase_above(struct chase *c, unsigned how)
 {
-	int rc = fsutil_climb(c->fd, &c->st, above_swayed, c);
+	int rc = fsutil_climb(c->fd, &c->st,
+			      how & FSUTIL_CHASE_TRUSTED ? above_trusted
+							 : above_swayed,
+			      c);
 
 	return rc < 0 ? rc : 0;
 }
@@ -2067,10 +2065,8 @@ int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
 	rc = c.done && c.todo ? 0 : -ENOMEM;
 	if (rc == 0 && fstat(c.fd, &c.st) < 0)
 		rc = -errno;
-	if (rc == 0 && !abs && (how & FSUTIL_CHASE_TRUSTED))
-		rc = chase_above(&c);
-	else if (rc == 0 && !abs)
-		rc = chase_sway_above(&c);
+	if (rc == 0 && !abs)
+		rc = chase_above(&c, how);
 	while (rc == 0)
 		rc = chase_next(&c, how, flags, created, &fd);
 	close(c.fd);
