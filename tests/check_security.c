@@ -250,15 +250,14 @@ START_TEST(test_a_directory_of_roots_moved_in_as_the_target_is_refused)
 }
 END_TEST
 
-/* The target moved away and one of the user's put in its place, then
- * the original moved back: that one, though not empty, is the target
- * the daemon had, and it publishes there again. */
-START_TEST(test_the_target_moved_back_is_published_to_again)
+/* A daemon on app/cfg, which the app user moves away to cfg.old (the
+ * daemon let go of it, as it says) and then puts one of theirs in its
+ * place (refused).  Its pid in `pid`. */
+static void lose_target_to_theirs(const char *app, const char *target)
 {
-	char *app = dir_of("app", APP_UID), *cmd;
-	char *target = tu_path(app, "cfg");
 	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
 			      "--debounce", "0", NULL};
+	char *cmd;
 
 	pid = tu_spawn(argv, logpath);
 	struct tu_needle pub = {logpath, "published ..", 1};
@@ -279,6 +278,17 @@ START_TEST(test_the_target_moved_back_is_published_to_again)
 	struct tu_needle n = {logpath, "cfg is owned by uid 2003, not by root", 1};
 	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
 		      tu_read(logpath, NULL));
+}
+
+/* The target moved away and one of the user's put in its place, then
+ * the original moved back: that one, though not empty, is the target
+ * the daemon had, and it publishes there again. */
+START_TEST(test_the_target_moved_back_is_published_to_again)
+{
+	char *app = dir_of("app", APP_UID), *cmd;
+	char *target = tu_path(app, "cfg");
+
+	lose_target_to_theirs(app, target);
 	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && rmdir cfg && mv cfg.old cfg",
 				  app),
 			 0);
@@ -310,26 +320,8 @@ START_TEST(test_another_directory_at_the_targets_inode_is_refused)
 	char *app = dir_of("app", APP_UID), *cmd;
 	char *target = tu_path(app, "cfg"), *old = tu_path(app, "cfg.old");
 	char *oldtmp = tu_path(old, "..data_tmp"), *olddata = tu_path(old, "..data");
-	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
-			      "--debounce", "0", NULL};
 
-	pid = tu_spawn(argv, logpath);
-	struct tu_needle pub = {logpath, "published ..", 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
-		      tu_read(logpath, NULL));
-	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv cfg cfg.old", app), 0);
-	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
-	free(cmd);
-	tu_write(src, "notes", "after\n", 0644);
-	struct tu_needle gone = {logpath, "not making it anew", 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &gone, 10000), "%s",
-		      tu_read(logpath, NULL));
-	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mkdir cfg", app), 0);
-	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
-	free(cmd);
-	struct tu_needle n = {logpath, "cfg is owned by uid 2003, not by root", 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
-		      tu_read(logpath, NULL));
+	lose_target_to_theirs(app, target);
 	/* As root: its ..data now names another generation, as another
 	 * target's would. */
 	char *other = tu_path(old, "..2001_01_01_00_00_00.1");
