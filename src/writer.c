@@ -5532,11 +5532,39 @@ void writer_retire_wait(struct writer *w)
 	}
 }
 
-/* Nothing ever published (a plain file in the way, say): the directory
- * is left as it was found, without the lock file, unless there is more
- * of ours to go first (what `gc` is to remove, a generation left over,
- * which the next writer must find locked as a target's to remove it),
- * or an error recorded, which --status reads. */
+/* The target this writer made, left empty, is removed: through the
+ * directory it is in, found from it (not by its path again), and only
+ * where nobody else can move another directory to its name meanwhile. */
+static void unmake_target(struct writer *w)
+{
+	size_t len = strlen(w->path);
+	struct stat st, in, at;
+
+	while (len > 1 && w->path[len - 1] == '/')
+		len--;
+	size_t b = len;
+	while (b > 0 && w->path[b - 1] != '/')
+		b--;
+	char *name = strndup(w->path + b, len - b);
+	int pfd = openat(w->dfd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (name && pfd >= 0 && strcmp(name, ".") != 0 &&
+	    strcmp(name, "..") != 0 && fstat(w->dfd, &st) == 0 &&
+	    fstat(pfd, &in) == 0 && fsutil_trusted_dir(pfd, &in) &&
+	    fstatat(pfd, name, &at, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    at.st_dev == st.st_dev && at.st_ino == st.st_ino &&
+	    fsutil_dir_empty(w->dfd) && unlinkat(pfd, name, AT_REMOVEDIR) == 0)
+		w->made_target = false;
+	if (pfd >= 0)
+		close(pfd);
+	free(name);
+}
+
+/* Nothing ever published (a plain file in the way, say, or no source):
+ * the target is left as it was found, without the lock file (and not
+ * there at all when this writer made it), unless there is more of ours
+ * to go first (what `gc` is to remove, a generation left over, which
+ * the next writer must find locked as a target's to remove it), or an
+ * error recorded, which --status reads. */
 static void drop_unused_lock(struct writer *w, const struct writer_gc *gc)
 {
 	struct stat st;
@@ -5545,8 +5573,11 @@ static void drop_unused_lock(struct writer *w, const struct writer_gc *gc)
 	if (gc == NULL && w->ndrop == 0 && w->spare == NULL &&
 	    never_published(w) &&
 	    fstatat(w->dfd, STATE_ERROR_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
-	    first_generation(w, &gen) == 0)
+	    first_generation(w, &gen) == 0) {
 		drop_made_lock(w);
+		if (w->made_target && !w->made_lock)
+			unmake_target(w);
+	}
 	free(gen);
 }
 

@@ -804,10 +804,28 @@ START_TEST(test_missing_source_exits_1_naming_it)
 {
 	char *out, *err;
 	tu_rmrf(src);
+	tu_mkdirs(dst, 0755);
 	ck_assert_int_eq(once(&out, &err), 1);
 	ck_assert_int_eq(error_lines(err), 1);
 	ck_assert_int_eq(tu_lines(err), 1);
 	ck_assert_msg(strstr(err, src) && strstr(err, "No such file"), "%s", err);
+	/* The target there before is left as it was: empty, no lock. */
+	ck_assert_int_eq(tu_count_names(dst), 0);
+	ck_assert_int_eq(access(dst, F_OK), 0);
+	free(out);
+	free(err);
+}
+END_TEST
+
+/* A run that publishes nothing leaves no target it made. */
+START_TEST(test_missing_source_leaves_no_target_it_made)
+{
+	char *out, *err;
+	tu_rmrf(src);
+	ck_assert_int_eq(once(&out, &err), 1);
+	ck_assert_msg(strstr(err, src) && strstr(err, "No such file"), "%s", err);
+	ck_assert_int_lt(access(dst, F_OK), 0);
+	ck_assert_int_eq(errno, ENOENT);
 	free(out);
 	free(err);
 }
@@ -1433,6 +1451,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_next_once_retires_a_generation_past_its_grace);
 	tcase_add_test(tc, test_dry_run_tells_which_replaced_generation_would_go);
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
+	tcase_add_test(tc, test_missing_source_leaves_no_target_it_made);
 	tcase_add_test(tc, test_missing_target_parent_exits_1);
 	tcase_add_test(tc, test_target_that_is_a_file_names_it_once);
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);
