@@ -766,6 +766,11 @@ static bool sync_number(struct parser *p, const char *key, const char *v)
 		else
 			*(unsigned *)(void *)((char *)p->cur +
 					      sync_numbers[i].off) = u;
+		if (sync_numbers[i].off ==
+			    offsetof(struct conf_sync, debounce_ms) ||
+		    sync_numbers[i].off ==
+			    offsetof(struct conf_sync, max_delay_ms))
+			p->cur->delay_line = p->lineno;
 		return true;
 	}
 	return false;
@@ -826,6 +831,12 @@ static void set_mode(struct parser *p, const char *key, const char *v)
 		perr(p, "%s: '%s' is not an octal mode from 0 to 0777", key, v);
 	else if (key[0] == 'f')
 		s->file_mode = m;
+	else if ((m & 0700) != 0700 && geteuid() != 0)
+		/* As writer_open() would refuse it, for --check-config. */
+		perr(p, "%s: '%s' leaves out its owner's rwx (0700), which "
+			"atomsyncd needs on the directories it fills, recycles "
+			"and removes when not run as root",
+		     key, v);
 	else
 		s->dir_mode = m;
 }
@@ -1070,7 +1081,9 @@ static void finish_syncs(struct conf *c, struct conf_errors *errs)
 			conf_errors_add(errs,
 					"%s:%u: [sync:%s]: max_delay_ms (%u) is "
 					"shorter than debounce_ms (%u)",
-					c->path, s->line, s->name,
+					c->path,
+					s->delay_line ? s->delay_line : s->line,
+					s->name,
 					s->max_delay_ms, s->debounce_ms);
 	}
 }

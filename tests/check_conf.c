@@ -148,13 +148,53 @@ START_TEST(test_every_problem_reported_with_its_line)
 	assert_error(&e, 17, "mapping name");
 	assert_error(&e, 18, "without ']'");
 	assert_error(&e, 20, "source is required");
-	assert_error(&e, 20, "max_delay_ms");
+	/* At the line that made it shorter, not at the section's. */
+	assert_error(&e, 22, "max_delay_ms");
 	assert_error(&e, 23, "empty value");
 	/* Nothing is reported for the keys of a broken section. */
 	for (size_t i = 0; i < e.n; i++)
 		ck_assert_msg(strstr(e.v[i], ":15:") == NULL, "%s", e.v[i]);
 	conf_errors_fini(&e);
 	conf_free(c);
+}
+END_TEST
+
+#define DIR_MODE_CONF "[sync:a]\nsource = /s\ntarget = /t\ndir_mode = 0550\n"
+
+/* Run as another user: 0 when the config's dir_mode is refused at its
+ * line, naming what is missing. */
+static int dir_mode_refused(void *arg)
+{
+	struct conf_errors e = {0};
+	struct conf *c = NULL;
+	int rc = 1;
+
+	(void)arg;
+	if (conf_load(path, &c, &e) == 0)
+		for (size_t i = 0; i < e.n; i++)
+			if (strstr(e.v[i], "atomsync.conf:4: ") &&
+			    strstr(e.v[i], "dir_mode: '0550'") &&
+			    strstr(e.v[i], "0700"))
+				rc = 0;
+	conf_errors_fini(&e);
+	conf_free(c);
+	return rc;
+}
+
+/* A daemon not run as root needs rwx on the directories it makes: the
+ * config says so at once, as --check-config does, not each publish. */
+START_TEST(test_dir_mode_without_owner_rwx_refused_for_a_user)
+{
+	struct conf_errors e = {0};
+	ck_assert_msg(tu_can_setuid(), "this test loads a config as another "
+				       "user: run it as root");
+	struct conf *c = load(DIR_MODE_CONF, &e);
+	/* Root's writer needs no owner bits. */
+	ck_assert_uint_eq(e.n, 0);
+	ck_assert_int_eq(c->syncs[0].dir_mode, 0550);
+	conf_free(c);
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	ck_assert_int_eq(tu_call_as(2003, dir_mode_refused, NULL), 0);
 }
 END_TEST
 
@@ -964,6 +1004,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_every_problem_reported_with_its_line);
 	tcase_add_test(tc, test_limits_empty_sources_and_follow_into);
 	tcase_add_test(tc, test_max_watches_values);
+	tcase_add_test(tc, test_dir_mode_without_owner_rwx_refused_for_a_user);
 	tcase_add_test(tc, test_invalid_excludes_reported_with_their_lines);
 	tcase_add_test(tc, test_excludes_follow_gitignore_rules);
 	tcase_add_test(tc, test_an_indented_bracket_continues_excludes);
