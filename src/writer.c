@@ -459,13 +459,14 @@ static int data_in_the_way(const struct writer *w, const char *then,
 			   w->path, WRITER_DATA, then);
 }
 
-/* What ..data names; NULL (and 0) when there is none. */
-static int read_live(struct writer *w, char **gen, char **err)
+/* What ..data names: a generation's name in *gen, anything else in
+ * *other; both NULL (and 0) when there is no ..data. */
+static int read_live(struct writer *w, char **gen, char **other, char **err)
 {
 	char *t = NULL;
 	int rc = fsutil_readlinkat(w->dfd, WRITER_DATA, &t);
 
-	*gen = NULL;
+	*gen = *other = NULL;
 	if (rc == -ENOENT)
 		return 0;
 	if (rc == -EINVAL)
@@ -474,17 +475,23 @@ static int read_live(struct writer *w, char **gen, char **err)
 	if (rc < 0)
 		return log_err_set(err, rc, "target %s: reading %s: %s", w->path,
 			       WRITER_DATA, strerror(-rc));
-	if (!is_generation_name(t)) {
-		rc = log_err_set(err, -EEXIST,
-			     "target %s: %s points to \"%s\", not to a "
-			     "generation of ours; refusing to manage this "
-			     "directory",
-			     w->path, WRITER_DATA, t);
-		free(t);
-		return rc;
-	}
-	*gen = t;
+	*(is_generation_name(t) ? gen : other) = t;
 	return 0;
+}
+
+/* ..data names `other`, no generation's name, and the state file gives
+ * none to put back: this is no target of ours. */
+static int foreign_data(struct writer *w, const char *other, char **err)
+{
+	char *t = log_escape(other);
+	int rc = log_err_set(err, -EEXIST,
+			     "target %s: %s points to \"%s\", not to a "
+			     "generation of ours, and no sound state file "
+			     "names one; refusing to manage this directory",
+			     w->path, WRITER_DATA, t ? t : "?");
+
+	free(t);
+	return rc;
 }
 
 static int retire_add(struct writer *w, char *gen, uint64_t due_ms,
@@ -533,13 +540,14 @@ static int put_back_data(struct writer *w, const char *gen, const char *why,
 	return rc;
 }
 
-/* The live generation that ..data named until it was removed: the one
- * the state file names, when it is sound and that generation is still
- * there, complete and ours.  Put back rather than taken for what an
- * interrupted publish left (and removed, with every other generation:
- * with the source missing, the target would be left with none).  Not
- * in a dry run.  Whether it was put back. */
-static bool put_back_recorded(struct writer *w)
+/* The live generation that ..data named until it was removed (or
+ * pointed at `was`, no generation's name: by hand, while no daemon
+ * ran): the one the state file names, when it is sound and that
+ * generation is still there, complete and ours.  Put back rather than
+ * taken for what an interrupted publish left (and removed, with every
+ * other generation: with the source missing, the target would be left
+ * with none).  Not in a dry run.  Whether it was put back. */
+static bool put_back_recorded(struct writer *w, const char *was)
 {
 	char *gen = NULL, *err = NULL;
 	struct timespec t;
@@ -557,7 +565,7 @@ static bool put_back_recorded(struct writer *w)
 	if (fd >= 0)
 		close(fd);
 	ok = ok && put_back_data(w, gen, "the generation the state file "
-				 "describes", NULL, &err) == 0;
+				 "describes", was, &err) == 0;
 	if (err)
 		log_msg(LOG_LVL_WARN, w->name, "%s", err);
 	free(err);
@@ -1474,13 +1482,44 @@ static int lock_target(struct writer *w, char **err)
 					 : strerror(-rc));
 }
 
+/* ..data names a generation that is gone: the one the state file
+ * names is put back when it can be, else the target has none live. */
+static int live_missing(struct writer *w, char **err)
+{
+	char *was = w->live_gen, *other = NULL;
+	int rc = 0;
+
+	w->live_gen = NULL;
+	w->live_fd = -1;
+	if (put_back_recorded(w, was))
+		rc = read_live(w, &w->live_gen, &other, err);
+	else
+		log_msg(LOG_LVL_WARN, w->name,
+			"target %s: %s names missing generation %s", w->path,
+			WRITER_DATA, was);
+	free(was);
+	free(other);
+	if (rc == 0 && w->live_gen && (w->live_fd = open_live(w)) < 0) {
+		free(w->live_gen);
+		w->live_gen = NULL;
+		w->live_fd = -1;
+	}
+	return rc;
+}
+
 /* Opens the generation ..data names, if it is one that may be reused. */
 static int open_live_generation(struct writer *w, char **err)
 {
-	int rc = read_live(w, &w->live_gen, err);
+	char *other = NULL;
+	int rc = read_live(w, &w->live_gen, &other, err);
 
-	if (rc == 0 && w->live_gen == NULL && put_back_recorded(w))
-		rc = read_live(w, &w->live_gen, err);
+	if (rc == 0 && w->live_gen == NULL && put_back_recorded(w, other)) {
+		free(other);
+		rc = read_live(w, &w->live_gen, &other, err);
+	}
+	if (rc == 0 && other)
+		rc = foreign_data(w, other, err);
+	free(other);
 	if (rc < 0 || w->live_gen == NULL)
 		return rc;
 	w->live_fd = open_live(w);
@@ -1492,12 +1531,7 @@ static int open_live_generation(struct writer *w, char **err)
 		w->live_foreign = true;
 		w->live_fd = -1;
 	} else if (w->live_fd == -ENOENT || w->live_fd == -ENOTDIR) {
-		log_msg(LOG_LVL_WARN, w->name,
-			"target %s: %s names missing generation %s", w->path,
-			WRITER_DATA, w->live_gen);
-		free(w->live_gen);
-		w->live_gen = NULL;
-		w->live_fd = -1;
+		rc = live_missing(w, err);
 	} else if (w->live_fd < 0) {
 		/* Not knowing the live generation is no reason to take it
 		 * for debris (EMFILE, ENOMEM): try again later. */

@@ -1613,6 +1613,50 @@ START_TEST(test_removed_data_is_put_back)
 }
 END_TEST
 
+/* ..data pointed elsewhere by hand while no writer had the target (a
+ * mistyped rollback, a generation long gone): the next writer puts it
+ * back from the state file, as a running one would, rather than refuse
+ * the target for good.  Without a sound state file it is no target of
+ * ours, and refused. */
+START_TEST(test_repointed_data_is_put_back_at_open)
+{
+	const char *wrong[] = {"..rollback-typo",
+			       "..2020_01_01_00_00_00.000000000"};
+	struct writer *w = open_writer();
+	char *data = tu_path(dst, "..data"), *err = NULL;
+
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "d/b", "2", 0644);
+	publish_ok(w);
+	writer_close(w);
+	char *gen = tu_live(dst);
+	for (size_t i = 0; i < 2; i++) {
+		ck_assert_int_eq(unlink(data), 0);
+		ck_assert_int_eq(symlink(wrong[i], data), 0);
+		w = open_writer();
+		char *now = tu_live(dst);
+		ck_assert_str_eq(now, gen);
+		free(now);
+		ASSERT_TREES();
+		writer_close(w);
+	}
+	char *state = tu_path(dst, STATE_FILE);
+	ck_assert_int_eq(unlink(state), 0);
+	ck_assert_int_eq(unlink(data), 0);
+	ck_assert_int_eq(symlink(wrong[0], data), 0);
+	struct writer_opts o = opts();
+	w = NULL;
+	ck_assert_int_eq(writer_open(dst, &o, &w, &err), -EEXIST);
+	ck_assert_msg(err && strstr(err, "..rollback-typo") &&
+			      strstr(err, "no sound state file"),
+		      "%s", err);
+	free(err);
+	free(state);
+	free(gen);
+	free(data);
+}
+END_TEST
+
 /* A directory made where ..data was: no rename puts the link back over
  * it, and it is not ours to remove.  Every publish is refused, with a
  * line that says what to do and no change to the live generation,
@@ -5527,6 +5571,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_restart_trusts_the_state_its_journal_completes);
 	tcase_add_test(tc, test_state_of_another_generation_is_not_gone_on_with);
 	tcase_add_test(tc, test_removed_data_is_put_back);
+	tcase_add_test(tc, test_repointed_data_is_put_back_at_open);
 	tcase_add_test(tc, test_data_replaced_by_a_directory_is_refused);
 	tcase_add_test(tc, test_touch_without_change_writes_nothing);
 	tcase_add_test(tc, test_unchanged_files_are_reused_not_copied);
