@@ -185,6 +185,21 @@ static void apply_http(struct daemon *d)
 	http_apply(d, false);
 }
 
+/* At most STATUS_ERROR_MAX bytes of an error, not cut inside a UTF-8
+ * sequence (the manager drops a status that is not UTF-8). */
+#define STATUS_ERROR_MAX 80
+
+static void status_error(FILE *f, const char *err)
+{
+	size_t n = strnlen(err, STATUS_ERROR_MAX + 1);
+
+	if (n > STATUS_ERROR_MAX)
+		for (n = STATUS_ERROR_MAX;
+		     n > 0 && ((unsigned char)err[n] & 0xc0) == 0x80; n--)
+			;
+	fprintf(f, "error: %.*s", (int)n, err);
+}
+
 /* "web: ..2026_11_25_16_04_05.123 at 16:04:05; api: error: ..." */
 static void update_status(uv_timer_t *h)
 {
@@ -202,7 +217,7 @@ static void update_status(uv_timer_t *h)
 		sync_get_stats(d->syncs[i], &st);
 		fprintf(f, "%s%s: ", i ? "; " : "", sync_name(d->syncs[i]));
 		if (st.last_error)
-			fprintf(f, "error: %.80s", st.last_error);
+			status_error(f, st.last_error);
 		else if (st.generation) {
 			time_t t = (time_t)(st.last_publish_ms / 1000);
 			struct tm tm;

@@ -136,8 +136,13 @@ void notify_status(struct notify *n, const char *status)
 {
 	if (n->status && strcmp(n->status, status) == 0)
 		return;
-	char *msg;
-	if (asprintf(&msg, "STATUS=%s", status) < 0)
+	/* Each line of the message is a field the manager trusts from
+	 * root: a newline in a source's file name, quoted in an error,
+	 * must not start one (MAINPID=, WATCHDOG=trigger). */
+	char *text = log_escape(status), *msg;
+	int rc = text ? asprintf(&msg, "STATUS=%s", text) : -1;
+	free(text);
+	if (rc < 0)
 		return;
 	send_msg(msg);
 	free(msg);

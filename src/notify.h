@@ -19,7 +19,8 @@ void notify_ready(struct notify *n);
 /* RELOADING=1 with the MONOTONIC_USEC the protocol asks for. */
 void notify_reloading(struct notify *n);
 void notify_stopping(struct notify *n);
-/* STATUS=, sent only when it differs from the last one. */
+/* STATUS=, sent only when it differs from the last one, with control
+ * characters and bytes that are not UTF-8 escaped as log_escape() does. */
 void notify_status(struct notify *n, const char *status);
 
 #endif

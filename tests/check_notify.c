@@ -189,6 +189,45 @@ START_TEST(test_status_says_a_mapping_rescans)
 }
 END_TEST
 
+/* A chain of directories under `top` in the source, past PATH_MAX. */
+static void make_too_deep(const char *top)
+{
+	char name[250];
+	int d = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	ck_assert_int_eq(mkdirat(d, top, 0755), 0);
+	for (int i = 0; i < 18; i++) {
+		int next = openat(d, i ? name : top, O_RDONLY | O_DIRECTORY);
+		ck_assert_int_ge(next, 0);
+		close(d);
+		d = next;
+		ck_assert_int_eq(mkdirat(d, name, 0755), 0);
+	}
+	close(d);
+}
+
+/* Each line of a message is a field the manager trusts from root: a
+ * user's file name quoted in an error (here, a path too long) must not
+ * start one. */
+START_TEST(test_a_file_name_starts_no_field)
+{
+	const char *quoted = ": path longer than 4096 bytes: x\nWATCH";
+	ck_assert_msg(strlen("source ") + strlen(src) + strlen(quoted) <= 80,
+		      "%s is too long for the name to reach the status", src);
+	make_too_deep("x\nWATCHDOG=trigger");
+	start(NULL);
+	char *m = wait_msg("STATUS=main: error: ", NULL, 10000);
+	ck_assert_msg(strchr(m, '\n') == NULL, "%s", m);
+	ck_assert_msg(strstr(m, "bytes: x\\x0aWATCH"), "%s", m);
+	free(m);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+}
+END_TEST
+
 START_TEST(test_watchdog_pings_come_from_the_loop)
 {
 	int pings = 0;
@@ -257,6 +296,7 @@ static Suite *notify_suite(void)
 	tcase_add_test(tc, test_ready_reload_stopping_sequence);
 	tcase_add_test(tc, test_watchdog_pings_come_from_the_loop);
 	tcase_add_test(tc, test_status_says_a_mapping_rescans);
+	tcase_add_test(tc, test_a_file_name_starts_no_field);
 	tcase_add_test(tc, test_without_notify_socket_nothing_is_sent);
 	suite_add_tcase(s, tc);
 	return s;
