@@ -41,6 +41,14 @@ grep -q -- "--config .*/atomsync/%i.conf" "$d/atomsyncd@example.service"
 grep -q "^Type=notify" "$d/atomsyncd.service"
 grep -q "^WatchdogSec=" "$d/atomsyncd.service"
 grep -q "^RestartPreventExitStatus=2$" "$d/atomsyncd.service"
+# A failed ExecStartPre= is restarted whatever its status: a config check
+# there would loop on a bad config.  The daemon checks it as it starts.
+for u in "$d/atomsyncd.service" "$d/atomsyncd@example.service"; do
+	if grep -q "^ExecStartPre=" "$u"; then
+		echo "$u: ExecStartPre= is restarted on a bad config" >&2
+		exit 1
+	fi
+done
 # ExecReload, run as systemd runs it (MAINPID in its environment), sends
 # SIGHUP to the main process.
 for u in "$d/atomsyncd.service" "$d/atomsyncd@example.service"; do
