@@ -1306,11 +1306,29 @@ static int open_target(struct writer *w, char **err)
 	return fd < 0 ? fd : 0;
 }
 
+/* A lock file another user owns (an operator's chown -R, say) lets
+ * them open it and hold its lock, keeping every writer out: it is taken
+ * back, with a warning (one they opened before still can, and is named
+ * then: see lock_target()).  -EACCES when it cannot be. */
+static int lock_owned(const struct writer *w, int fd, const struct stat *st)
+{
+	if (fsutil_trusted_uid(st->st_uid))
+		return 0;
+	if (fchown(fd, geteuid(), getegid()) < 0)
+		return -EACCES;
+	log_msg(LOG_LVL_WARN, w->name,
+		"target %s: lock file %s was owned by uid %u, who could hold "
+		"its lock; taken back",
+		w->path, WRITER_LOCK, (unsigned)st->st_uid);
+	return 0;
+}
+
 /* The lock file, opened: made if missing (*made), in a target only we
- * or root can write (target_ours()), so none of another user's can be
- * there.  -ESTALE when another made it meanwhile.  Read-only: flock()
- * needs no more, and a file held open to write keeps the target's file
- * system from being remounted read-only. */
+ * or root can write (target_ours()).  -ESTALE when another made it
+ * meanwhile; -EEXIST when something else has its name (a directory, a
+ * FIFO, a link).  Read-only: flock() needs no more, and a file held
+ * open to write keeps the target's file system from being remounted
+ * read-only. */
 static int open_lock(struct writer *w, bool *made)
 {
 	struct stat st;
@@ -1321,11 +1339,16 @@ static int open_lock(struct writer *w, bool *made)
 	if (*made)
 		fd = openat(w->dfd, WRITER_LOCK, flags | O_CREAT | O_EXCL, 0600);
 	if (fd < 0)
-		return errno == EEXIST ? -ESTALE : -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    ((st.st_mode & 0077) && fchmod(fd, 0600) < 0)) {
+		return errno == EEXIST ? -ESTALE : errno == ELOOP ? -EEXIST
+								  : -errno;
+	int rc = fstat(fd, &st) < 0	  ? -errno
+		 : !S_ISREG(st.st_mode) ? -EEXIST
+					  : lock_owned(w, fd, &st);
+	if (rc == 0 && (st.st_mode & 0077) && fchmod(fd, 0600) < 0)
+		rc = -EPERM;
+	if (rc < 0) {
 		close(fd);
-		return -EPERM;
+		return rc;
 	}
 	return fd;
 }
@@ -1472,14 +1495,20 @@ static int lock_target(struct writer *w, char **err)
 				   w->path, (long)holder);
 	if (rc == -EBUSY)
 		return log_err_set(err, rc,
-				   "target %s: in use by another writer (this "
-				   "process's, or one /proc does not show)",
-				   w->path);
+				   "target %s: in use by another writer: this "
+				   "process's, or one /proc does not show as "
+				   "root's or ours (fuser %s/%s names it)",
+				   w->path, w->path, WRITER_LOCK);
 	return log_err_set(err, rc, "target %s: lock file %s: %s", w->path,
 			   WRITER_LOCK,
 			   rc == -ESTALE ? "made and removed again by another, "
 					   "over and over"
-					 : strerror(-rc));
+			   : rc == -EEXIST ? "not a regular file (a directory, "
+					     "a FIFO or a symbolic link); move "
+					     "it away"
+			   : rc == -EACCES ? "owned by another user, who could "
+					     "hold its lock; remove it"
+					   : strerror(-rc));
 }
 
 /* ..data names a generation that is gone: the one the state file

@@ -554,11 +554,12 @@ START_TEST(test_daemon_runs_no_check_where_a_user_can_redirect_the_target)
 }
 END_TEST
 
-/* Whether someone holds a flock(2) lock on directory `arg`: ours, tried
- * for, is refused (a moment's hold of it only delays theirs). */
+/* Whether someone holds a flock(2) lock on `arg`, a file or directory:
+ * ours, tried for, is refused (a moment's hold of it only delays
+ * theirs). */
 static int locked(void *arg)
 {
-	int fd = open(arg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(arg, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	int held = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 &&
 		   errno == EWOULDBLOCK;
 
@@ -593,6 +594,60 @@ START_TEST(test_a_user_holding_a_lock_on_the_target_keeps_nothing_out)
 	tu_kill(holder);
 	free(err);
 	free(cmd);
+	free(out);
+}
+END_TEST
+
+/* A lock file a user came to own (a chown -R of the target, undone on
+ * the target alone) would let them hold its lock and keep every writer
+ * out: it is taken back.  One they opened before still holds, and the
+ * line says how to find them.  Something else in its place is refused,
+ * naming what to do. */
+START_TEST(test_a_lock_file_a_user_owns_is_taken_back)
+{
+	char *err = NULL, *cmd, *out = tu_path(tmp, "flock.log");
+	char *lock = tu_path(dst, "..atomsync.lock");
+	struct stat st;
+
+	ck_assert_int_eq(once_to(src, dst, &err), 0);
+	free(err);
+	ck_assert_int_eq(chown(lock, APP_UID, APP_UID), 0);
+	ck_assert_int_eq(chmod(lock, 0644), 0);
+	/* Held by the process killed below, not by a child of flock(1). */
+	ck_assert_int_gt(asprintf(&cmd, "exec 3<'%s' && flock -x 3 && "
+					"exec sleep 60",
+				  lock),
+			 0);
+	const char *argv[] = {"setpriv", "--reuid=2003", "--regid=2003",
+			      "--clear-groups", "sh", "-c", cmd, NULL};
+	pid_t holder = tu_spawn(argv, out);
+	ck_assert_msg(tu_wait_for(locked, lock, 10000), "the user took no lock");
+	free(cmd);
+	ck_assert_int_eq(once_to(src, dst, &err), 1);
+	ck_assert_msg(strstr(err, "was owned by uid 2003") &&
+			      strstr(err, "taken back") && strstr(err, "fuser"),
+		      "%s", err);
+	free(err);
+	ck_assert_int_eq(lstat(lock, &st), 0);
+	ck_assert_uint_eq(st.st_uid, 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	ck_assert_int_gt(asprintf(&cmd, "exec 3<'%s'", lock), 0);
+	ck_assert_int_ne(tu_sh_as(APP_UID, cmd), 0);
+	free(cmd);
+	tu_kill(holder);
+	tu_write(src, "app.conf", "secret: later\n", 0644);
+	ck_assert_msg(once_to(src, dst, &err) == 0, "%s", err);
+	free(err);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert_int_eq(mkdir(lock, 0700), 0);
+	ck_assert_int_eq(once_to(src, dst, &err), 1);
+	ck_assert_msg(strstr(err, "not a regular file") &&
+			      strstr(err, "move it away"),
+		      "%s", err);
+	free(err);
+	free(lock);
 	free(out);
 }
 END_TEST
@@ -2706,6 +2761,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_hooks_are_not_run_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
+	tcase_add_test(tc, test_a_lock_file_a_user_owns_is_taken_back);
 	tcase_add_test(tc, test_a_file_the_sources_writers_cannot_read_is_skipped);
 	tcase_add_test(tc,
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
