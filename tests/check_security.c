@@ -577,7 +577,11 @@ START_TEST(test_a_user_holding_a_lock_on_the_target_keeps_nothing_out)
 
 	ck_assert_int_eq(once_to(src, dst, &err), 0);
 	free(err);
-	ck_assert_int_gt(asprintf(&cmd, "exec flock -x '%s' sleep 60", dst), 0);
+	/* Held by the process killed below, not by a child of flock(1). */
+	ck_assert_int_gt(asprintf(&cmd, "exec 3<'%s' && flock -x 3 && "
+					"exec sleep 60",
+				  dst),
+			 0);
 	const char *argv[] = {"setpriv", "--reuid=2003", "--regid=2003",
 			      "--clear-groups", "sh", "-c", cmd, NULL};
 	pid_t holder = tu_spawn(argv, out);
