@@ -113,28 +113,56 @@ nomem:
 	return -ENOMEM;
 }
 
-/* Whether argv runs a shell on a -c script. */
-static bool runs_shell(char **argv)
+/* Where argv has a shell run a -c script: the script's index, or 0. */
+static size_t shell_script(char **argv)
 {
 	size_t i = 0;
+	bool c = false;
 
 	if (strcmp(basename_of(argv[0]), "env") == 0)
 		for (i = 1; argv[i] && (argv[i][0] == '-' || strchr(argv[i], '='));)
 			i++;
 	if (argv[i] == NULL)
-		return false;
+		return 0;
 	const char *b = basename_of(argv[i]);
 	if (strcmp(b, "sh") != 0 && strcmp(b, "bash") != 0 &&
 	    strcmp(b, "dash") != 0)
-		return false;
+		return 0;
 	for (i++; argv[i] && (argv[i][0] == '-' || argv[i][0] == '+'); i++) {
 		if (strcmp(argv[i] + 1, "o") == 0 && argv[i + 1])
 			i++; /* -o OPTION */
 		else if (argv[i][0] == '-' && argv[i][1] != '-' &&
 			 strchr(argv[i] + 1, 'c'))
-			return true;
+			c = true;
 	}
-	return false;
+	return c && argv[i] ? i : 0;
+}
+
+/* Whether a word after a shell's script is an operator or redirection
+ * meant for that shell ("&&", "|", ";", ">log", "2>&1"): the shell
+ * takes it for an argument of the script ($0, $1, ...). */
+static bool operator_word(const char *w)
+{
+	size_t d = strspn(w, "0123456789");
+
+	if (w[d] == '<' || w[d] == '>' || (w[0] == '&' && w[1] == '>'))
+		return true;
+	return w[0] && strspn(w, "&|;") == strlen(w);
+}
+
+/* The first word after argv's -c script that is shell syntax, quoted
+ * (malloc'ed), or NULL. */
+static char *after_script(char **argv, size_t script)
+{
+	char *r = NULL;
+
+	for (size_t k = script + 1; argv[k]; k++)
+		if (operator_word(argv[k])) {
+			if (asprintf(&r, "'%s'", argv[k]) < 0)
+				r = NULL;
+			break;
+		}
+	return r;
 }
 
 /* The shell syntax at p, quoted (malloc'ed), or NULL. */
@@ -162,17 +190,20 @@ static char *syntax_at(const char *p, bool in_dq)
 	return r;
 }
 
-char *command_shell_syntax(const char *cmd)
+char *command_shell_syntax(const char *cmd, bool *after)
 {
 	char **argv = NULL;
 	bool in_dq = false;
 
+	*after = false;
 	if (command_split(cmd, &argv, NULL) < 0)
 		return NULL;
-	bool shell = runs_shell(argv);
+	size_t script = shell_script(argv);
+	char *r = script ? after_script(argv, script) : NULL;
 	command_argv_free(argv);
-	if (shell)
-		return NULL;
+	*after = r != NULL;
+	if (script)
+		return r;
 	/* Read as command_split reads it. */
 	for (const char *p = cmd; *p; p++) {
 		if (*p == '\\' && p[1] && (!in_dq || strchr("\"\\$`", p[1]))) {

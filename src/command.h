@@ -4,6 +4,8 @@
 #ifndef ATOMSYNC_COMMAND_H
 #define ATOMSYNC_COMMAND_H
 
+#include <stdbool.h>
+
 /* Splits a command line into words: blanks separate, '...' is literal,
  * "..." allows \" \\ \$ \`, a backslash quotes the next character.  No
  * expansion, no globbing.  *argv is NULL-terminated; free with
@@ -13,10 +15,12 @@ void command_argv_free(char **argv);
 
 /* The first shell syntax in cmd that command_split takes literally (outside
  * single quotes: > < | ; & $VAR $(...) `...`), quoted for a message
- * ("'>'", "'$HOME'"; malloc'ed), or NULL when there is none, when cmd
- * does not split, or when it runs a shell with -c (sh, bash, dash,
- * after env and its NAME=value words), which reads the syntax itself. */
-char *command_shell_syntax(const char *cmd);
+ * ("'>'", "'$HOME'"; malloc'ed), or NULL when there is none or when cmd
+ * does not split.  When cmd runs a shell with -c (sh, bash, dash, after
+ * env and its NAME=value words), which reads the syntax in its script
+ * itself, only an operator or redirection word after the script is
+ * (*after set): the shell passes it to the script as an argument. */
+char *command_shell_syntax(const char *cmd, bool *after);
 
 /* Whether `word` is a valid hook_env word (NAME or NAME=value, NAME made
  * of letters, digits and '_', not starting with a digit nor with

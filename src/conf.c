@@ -677,7 +677,14 @@ static void set_command(struct parser *p, const char *key, const char *v)
 	else
 		set_str(key[0] == 'c' ? &s->check_command : &s->on_update, v);
 	/* Valid, but it does not do what it says. */
-	if (argv && (syntax = command_shell_syntax(v)) != NULL)
+	bool after = false;
+	if (argv && (syntax = command_shell_syntax(v, &after)) != NULL &&
+	    after)
+		pwarn(p, "%s: %s after the script of sh -c is an argument of "
+			 "that script ($0, $1, ...), not run by the shell (put "
+			 "it inside the quotes)",
+		      key, syntax);
+	else if (syntax)
 		pwarn(p, "%s: %s is shell syntax, but the command runs without "
 			 "a shell (write sh -c '...' for one)",
 		      key, syntax);

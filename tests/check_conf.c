@@ -766,30 +766,39 @@ START_TEST(test_shell_syntax_in_commands_is_warned_about)
 {
 	static const struct {
 		const char *cmd, *found; /* NULL: no warning */
+		bool after;		 /* after a -c script */
 	} cases[] = {
-		{"/usr/bin/logger updated > /tmp/log", "'>'"},
-		{"app < in", "'<'"},
-		{"app | tee", "'|'"},
-		{"app; other", "';'"},
-		{"app &", "'&'"},
-		{"app && other", "'&&'"},
-		{"echo $HOME", "'$HOME'"},
-		{"echo \"$HOME\"", "'$HOME'"},
-		{"echo $(date)", "'$(...)'"},
-		{"echo ${X}", "'${...}'"},
-		{"echo `date`", "'`...`'"},
-		{"echo $1", "'$1'"},
-		{"echo '$HOME > x | y; z &'", NULL},
-		{"echo \\$HOME \\> \\;", NULL},
-		{"echo \"a > b; c | d & e\"", NULL},
-		{"echo \"\\$HOME\"", NULL},
-		{"echo a$ b", NULL},
-		{"sh -c 'app > /tmp/log'", NULL},
-		{"/bin/sh -ec 'app | tee x'", NULL},
-		{"bash -o pipefail -c 'a | b'", NULL},
-		{"env A=1 dash -e -c 'echo $A'", NULL},
-		{"sh script.sh > log", "'>'"},
-		{"nginx -s reload", NULL},
+		{"/usr/bin/logger updated > /tmp/log", "'>'", false},
+		{"app < in", "'<'", false},
+		{"app | tee", "'|'", false},
+		{"app; other", "';'", false},
+		{"app &", "'&'", false},
+		{"app && other", "'&&'", false},
+		{"echo $HOME", "'$HOME'", false},
+		{"echo \"$HOME\"", "'$HOME'", false},
+		{"echo $(date)", "'$(...)'", false},
+		{"echo ${X}", "'${...}'", false},
+		{"echo `date`", "'`...`'", false},
+		{"echo $1", "'$1'", false},
+		{"echo '$HOME > x | y; z &'", NULL, false},
+		{"echo \\$HOME \\> \\;", NULL, false},
+		{"echo \"a > b; c | d & e\"", NULL, false},
+		{"echo \"\\$HOME\"", NULL, false},
+		{"echo a$ b", NULL, false},
+		{"sh -c 'app > /tmp/log'", NULL, false},
+		{"/bin/sh -ec 'app | tee x'", NULL, false},
+		{"bash -o pipefail -c 'a | b'", NULL, false},
+		{"env A=1 dash -e -c 'echo $A'", NULL, false},
+		{"sh script.sh > log", "'>'", false},
+		{"nginx -s reload", NULL, false},
+		/* After the script, the shell's $0, $1: not run by it. */
+		{"sh -c 'nginx -t' && systemctl reload nginx", "'&&'", true},
+		{"/bin/sh -ec \"app\" sh x | tee", "'|'", true},
+		{"bash -c 'app' 2>&1", "'2>&1'", true},
+		{"sh -c 'app' >/tmp/log", "'>/tmp/log'", true},
+		{"sh -c 'echo \"$1\"' sh '&&'", "'&&'", true},
+		{"sh -c 'echo \"$1\" >&2' sh arg", NULL, false},
+		{"sh -c", NULL, false},
 	};
 	size_t n = sizeof(cases) / sizeof(cases[0]);
 	char *text = strdup("[sync:a]\nsource = /s\ntarget = /t\n");
@@ -810,11 +819,13 @@ START_TEST(test_shell_syntax_in_commands_is_warned_about)
 		if (cases[i].found == NULL)
 			continue;
 		/* The on_update line of the i-th mapping. */
-		char want[128];
+		char want[160];
 		snprintf(want, sizeof(want),
-			 "atomsync.conf:%zu: [sync:c%zu]: on_update: %s is shell "
-			 "syntax",
-			 4 + 4 * i + 3, i, cases[i].found);
+			 "atomsync.conf:%zu: [sync:c%zu]: on_update: %s %s",
+			 4 + 4 * i + 3, i, cases[i].found,
+			 cases[i].after ? "after the script of sh -c is an "
+					  "argument of that script"
+					: "is shell syntax");
 		ck_assert_msg(k < c->warnings.n, "no warning for %s", cases[i].cmd);
 		ck_assert_msg(strstr(c->warnings.v[k], want), "%s: %s (want %s)",
 			      cases[i].cmd, c->warnings.v[k], want);
