@@ -774,10 +774,11 @@ static bool sync_number(struct parser *p, const char *key, const char *v)
 			*(unsigned *)(void *)((char *)p->cur +
 					      sync_numbers[i].off) = u;
 		if (sync_numbers[i].off ==
-			    offsetof(struct conf_sync, debounce_ms) ||
-		    sync_numbers[i].off ==
-			    offsetof(struct conf_sync, max_delay_ms))
-			p->cur->delay_line = p->lineno;
+		    offsetof(struct conf_sync, debounce_ms))
+			p->cur->debounce_line = p->lineno;
+		else if (sync_numbers[i].off ==
+			 offsetof(struct conf_sync, max_delay_ms))
+			p->cur->max_delay_line = p->lineno;
 		return true;
 	}
 	return false;
@@ -1084,14 +1085,19 @@ static void finish_syncs(struct conf *c, struct conf_errors *errs)
 					"applies to symlinks = inside (follow "
 					"follows every link, skip none)",
 					c->path, s->follow_into_line, s->name);
+		/* The default gives way to a longer quiet period. */
+		if (s->max_delay_line == 0 && s->max_delay_ms < s->debounce_ms)
+			s->max_delay_ms = s->debounce_ms;
 		if (s->max_delay_ms < s->debounce_ms)
 			conf_errors_add(errs,
 					"%s:%u: [sync:%s]: max_delay_ms (%u) is "
 					"shorter than debounce_ms (%u)",
 					c->path,
-					s->delay_line ? s->delay_line : s->line,
-					s->name,
-					s->max_delay_ms, s->debounce_ms);
+					s->max_delay_line > s->debounce_line
+						? s->max_delay_line
+						: s->debounce_line,
+					s->name, s->max_delay_ms,
+					s->debounce_ms);
 	}
 }
 

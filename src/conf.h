@@ -30,7 +30,7 @@ struct conf_sync {
 	char *source, *target;
 	unsigned source_line, target_line;
 	unsigned debounce_ms, max_delay_ms;
-	unsigned delay_line; /* of the later of the two, 0: neither given */
+	unsigned debounce_line, max_delay_line; /* 0: not given */
 	char **exclude; /* the patterns as written */
 	size_t nexclude;
 	struct ignore *ignore; /* the same, compiled; NULL when none */

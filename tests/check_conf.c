@@ -159,6 +159,30 @@ START_TEST(test_every_problem_reported_with_its_line)
 }
 END_TEST
 
+/* A debounce_ms longer than the default max_delay_ms takes it along;
+ * one given shorter is an error at the later of the two lines. */
+START_TEST(test_max_delay_follows_a_longer_debounce)
+{
+	struct conf_errors e = {0};
+	struct conf *c = load("[sync:a]\n"		/* 1 */
+			      "source = /s\n"		/* 2 */
+			      "target = /t\n"		/* 3 */
+			      "debounce_ms = 5000\n"	/* 4 */
+			      "[sync:b]\n"		/* 5 */
+			      "source = /s2\n"		/* 6 */
+			      "target = /t2\n"		/* 7 */
+			      "max_delay_ms = 3000\n"	/* 8 */
+			      "debounce_ms = 5000\n",	/* 9 */
+			      &e);
+	ck_assert_uint_eq(c->syncs[0].debounce_ms, 5000);
+	ck_assert_uint_eq(c->syncs[0].max_delay_ms, 5000);
+	assert_error(&e, 9, "max_delay_ms (3000) is shorter than debounce_ms");
+	ck_assert_uint_eq(e.n, 1);
+	conf_errors_fini(&e);
+	conf_free(c);
+}
+END_TEST
+
 #define DIR_MODE_CONF "[sync:a]\nsource = /s\ntarget = /t\ndir_mode = 0550\n"
 
 /* Run as another user: 0 when the config's dir_mode is refused at its
@@ -1016,6 +1040,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_limits_empty_sources_and_follow_into);
 	tcase_add_test(tc, test_max_watches_values);
 	tcase_add_test(tc, test_dir_mode_without_owner_rwx_refused_for_a_user);
+	tcase_add_test(tc, test_max_delay_follows_a_longer_debounce);
 	tcase_add_test(tc, test_invalid_excludes_reported_with_their_lines);
 	tcase_add_test(tc, test_excludes_follow_gitignore_rules);
 	tcase_add_test(tc, test_an_indented_bracket_continues_excludes);
