@@ -2093,12 +2093,14 @@ static int problems_report(const struct writer *w, const struct snapshot *s,
 		return 0;
 	if (nt == 1)
 		a = log_strdupf("target %s: %s exists and is not a link managed "
-				"by atomsync; refusing to replace it",
+				"by atomsync; refusing to replace it, and "
+				"publishing nothing until it is moved away",
 				w->path, pb->taken.v[0]);
 	else if (nt > 1 && (t = log_list_join(&pb->taken, ", ")))
 		a = log_strdupf("target %s: %zu names exist and are not links "
 				"managed by atomsync; refusing to replace "
-				"them: %s",
+				"them, and publishing nothing until they are "
+				"moved away: %s",
 				w->path, nt, t);
 	if (nu == 1)
 		b = log_strdupf("source %s: cannot read %s", s->root,

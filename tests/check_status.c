@@ -521,7 +521,7 @@ START_TEST(test_an_error_left_by_a_stopped_daemon_that_no_longer_holds)
 	wait_log("1 of 1 mapping published");
 	tu_write(dst, "b", "mine", 0644);
 	tu_write(src, "b", "theirs", 0644);
-	wait_log("refusing to replace it; retrying");
+	wait_log("until it is moved away; retrying");
 	ck_assert_msg(tu_wait_for(exists, errfile, 3000), "no error file");
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(tu_wait_exit(pid, 20000), 0);
@@ -553,13 +553,15 @@ START_TEST(test_running_daemon_failing_then_fixed)
 	wait_log("1 of 1 mapping published");
 	tu_write(dst, "b", "mine", 0644);
 	tu_write(src, "b", "theirs", 0644);
-	wait_log("refusing to replace it; retrying");
+	wait_log("until it is moved away; retrying");
 	ck_assert_msg(tu_wait_for(exists, errfile, 3000), "no error file");
 
 	ck_assert_int_eq(status(&out, &err), 1);
 	ck_assert_int_ge(asprintf(&want, "  in step:     no, a publish would "
 				  "fail: target %s: b exists and is not a link "
-				  "managed by atomsync; refusing to replace it\n"
+				  "managed by atomsync; refusing to replace it, "
+				  "and publishing nothing until it is moved "
+				  "away\n"
 				  "  daemon:      running, pid %ld (atomsyncd)\n"
 				  "  last error:  20",
 				  dst, (long)pid),
@@ -568,7 +570,8 @@ START_TEST(test_running_daemon_failing_then_fixed)
 	free(want);
 	ck_assert_int_ge(asprintf(&want, " ago): target %s: b exists and is not "
 				  "a link managed by atomsync; refusing to "
-				  "replace it\n",
+				  "replace it, and publishing nothing until it "
+				  "is moved away\n",
 				  dst),
 			 0);
 	ASSERT_HAS(out, want);
