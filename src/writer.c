@@ -4393,6 +4393,29 @@ static bool holds_a_file(const struct snapshot *s)
 	return false;
 }
 
+/* -ENODATA: `s` has no file in place of a live generation that has. */
+static int empty_refused(const struct writer *w, const struct snapshot *s,
+			 char **err)
+{
+	char left[96] = "";
+
+	if (s->unlisted > 0)
+		snprintf(left, sizeof(left),
+			 " (%llu name%s in it left out: excluded, skipped or "
+			 "reserved)",
+			 (unsigned long long)s->unlisted,
+			 s->unlisted == 1 ? "" : "s");
+	return log_err_set(err, -ENODATA,
+			   "%s%s is empty%s; keeping the live generation %s "
+			   "(%s publishes an empty one)",
+			   s->root ? "source " : "payload",
+			   s->root ? s->root : "", left,
+			   w->live_gen ? w->live_gen : "",
+			   /* a mapping's key or option, or the library's */
+			   w->name ? "allow_empty = yes, or --allow-empty,"
+				   : "allow_empty");
+}
+
 /* Whether `s` may be published at all: valid paths, not an empty source
  * in place of a live generation that has content (a lost mount, a
  * checkout being cloned again) unless allowed, and nothing in the way
@@ -4406,14 +4429,7 @@ static int prepare_check(struct writer *w, struct snapshot *s,
 		return rc;
 	if (!holds_a_file(s) && w->live && holds_a_file(w->live) &&
 	    !w->o.allow_empty)
-		return log_err_set(err, -ENODATA,
-				   "%s%s is empty; keeping the live generation "
-				   "%s (%s publishes an empty one)",
-				   s->root ? "source " : "payload",
-				   s->root ? s->root : "",
-				   w->live_gen ? w->live_gen : "",
-				   /* a mapping's key, or the library's option */
-				   w->name ? "allow_empty = yes" : "allow_empty");
+		return empty_refused(w, s, err);
 	for (size_t i = 0; i < s->problems.n; i++)
 		log_list_add(&pb->unreadable, "%s", s->problems.v[i]);
 	pb->unreadable.more += s->problems.more;

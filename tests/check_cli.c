@@ -817,6 +817,38 @@ START_TEST(test_missing_source_exits_1_naming_it)
 }
 END_TEST
 
+/* A source whose every file is excluded is as empty as one with none:
+ * the last generation stays, and the line says names were left out and
+ * names the option an ad hoc run has. */
+START_TEST(test_a_source_all_excluded_is_empty_and_says_so)
+{
+	char *out, *err;
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--exclude", "*.tmp", "--once", NULL};
+
+	tu_write(src, "a", "1", 0644);
+	ck_assert_int_eq(once(&out, &err), 0);
+	free(out);
+	free(err);
+	char *a = tu_path(src, "a");
+	ck_assert_int_eq(unlink(a), 0);
+	tu_write(src, "b.tmp", "2", 0644);
+	ck_assert_int_eq(tu_run(argv, &out, &err, 20000), 1);
+	ck_assert_int_eq(error_lines(err), 1);
+	ck_assert_msg(strstr(err, "is empty (1 name in it left out: excluded, "
+				  "skipped or reserved); keeping the live") &&
+			      strstr(err, "--allow-empty"),
+		      "%s", err);
+	char *got = tu_path(dst, "a"), *data = tu_read(got, NULL);
+	ck_assert_str_eq(data, "1");
+	free(data);
+	free(got);
+	free(a);
+	free(out);
+	free(err);
+}
+END_TEST
+
 /* A run that publishes nothing leaves no target it made. */
 START_TEST(test_missing_source_leaves_no_target_it_made)
 {
@@ -1452,6 +1484,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_dry_run_tells_which_replaced_generation_would_go);
 	tcase_add_test(tc, test_missing_source_exits_1_naming_it);
 	tcase_add_test(tc, test_missing_source_leaves_no_target_it_made);
+	tcase_add_test(tc, test_a_source_all_excluded_is_empty_and_says_so);
 	tcase_add_test(tc, test_missing_target_parent_exits_1);
 	tcase_add_test(tc, test_target_that_is_a_file_names_it_once);
 	tcase_add_test(tc, test_collision_with_user_file_exits_1_and_keeps_generation);
