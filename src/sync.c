@@ -747,27 +747,31 @@ static void on_resync(uv_timer_t *h)
 	sync_rescan(h->data);
 }
 
-/* Whether `path` no longer names the directory dev/ino (when known). */
-static bool moved(const char *path, uint64_t dev, uint64_t ino)
+/* What `path` names now, against the directory dev/ino it named. */
+enum moved { MOVED_NOT, MOVED_GONE, MOVED_OTHER };
+
+static enum moved moved(const char *path, uint64_t dev, uint64_t ino)
 {
 	struct stat st;
 
 	if (dev == 0 && ino == 0)
-		return false;
+		return MOVED_NOT; /* not known */
 	int fd = fsutil_chase(path, 0, O_PATH | O_DIRECTORY, NULL, NULL);
-	bool same = fd >= 0 && fstat(fd, &st) == 0 &&
-		    (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino;
-	if (fd >= 0)
-		close(fd);
-	return !same;
+	if (fd < 0)
+		return MOVED_GONE;
+	bool same = fstat(fd, &st) == 0 && (uint64_t)st.st_dev == dev &&
+		    (uint64_t)st.st_ino == ino;
+	close(fd);
+	return same ? MOVED_NOT : MOVED_OTHER;
 }
 
 void sync_mounts_changed(struct sync *s)
 {
 	if (s->phase == PH_STOPPING)
 		return;
-	bool src = moved(s->c->source, s->src_dev, s->src_ino);
-	bool tgt = moved(s->c->target, s->tgt_dev, s->tgt_ino);
+	enum moved sm = moved(s->c->source, s->src_dev, s->src_ino);
+	enum moved tm = moved(s->c->target, s->tgt_dev, s->tgt_ino);
+	bool src = sm != MOVED_NOT, tgt = tm != MOVED_NOT;
 	if (!src && !tgt) {
 		/* A file system remounted read-write, say, while publishing
 		 * fails: the operator's fix, tried once it is quiet. */
@@ -775,11 +779,14 @@ void sync_mounts_changed(struct sync *s)
 			debounce_timer_hasten(&s->db, quiet_wait_ms(s));
 		return;
 	}
-	log_msg(LOG_LVL_INFO, s->c->name,
-		"%s %s names another directory since the mounts changed; "
-		"%s it anew",
-		src ? "source" : "target", src ? s->c->source : s->c->target,
-		src ? "reading" : "publishing");
+	/* One that is gone is said by the read or publish that finds it. */
+	if (sm == MOVED_OTHER || tm == MOVED_OTHER)
+		log_msg(LOG_LVL_INFO, s->c->name,
+			"%s %s names another directory since the mounts "
+			"changed; %s it anew",
+			sm == MOVED_OTHER ? "source" : "target",
+			sm == MOVED_OTHER ? s->c->source : s->c->target,
+			sm == MOVED_OTHER ? "reading" : "publishing");
 	/* Known again once read or written. */
 	if (src) {
 		s->src_dev = s->src_ino = 0;

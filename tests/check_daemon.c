@@ -2489,6 +2489,30 @@ START_TEST(test_mounts_over_the_source_and_target_are_followed)
 }
 END_TEST
 
+/* A source that is gone names no other directory: a mount elsewhere
+ * meanwhile is not reported as one, only the publish's own failure. */
+START_TEST(test_a_mount_elsewhere_while_the_source_is_gone_says_nothing)
+{
+	tu_private_mounts();
+	char *mp = tu_path(tmp, "mp");
+	tu_write(src, "app.conf", "v1", 0644);
+	tu_mkdirs(mp, 0755);
+	start_adhoc("0");
+	wait_target("app.conf", "v1", 5000);
+	tu_rmrf(src);
+	wait_log("No such file or directory", 1, 5000);
+	ck_assert_int_eq(mount("tmpfs", mp, "tmpfs", 0, "size=64k"), 0);
+	ck_assert_int_eq(umount2(mp, MNT_DETACH), 0);
+	/* Published after the mount table's change is seen (that wakes
+	 * the loop at once; the source's return, after its debounce). */
+	tu_write(src, "app.conf", "v2", 0644);
+	wait_target("app.conf", "v2", tu_scale(5000));
+	stop_daemon();
+	ck_assert_int_eq(tu_file_count(logpath, "names another directory"), 0);
+	free(mp);
+}
+END_TEST
+
 /* Links `to` to the file `from`, and writes "new" through it. */
 static void write_through_new_name(const char *from, const char *to)
 {
@@ -2724,6 +2748,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_the_target_can_be_remounted_read_only);
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
+	tcase_add_test(tc, test_a_mount_elsewhere_while_the_source_is_gone_says_nothing);
 	tcase_add_test(tc, test_fixes_of_mounts_and_room_end_the_backoff);
 	tcase_add_test(tc, test_a_file_in_place_of_the_target_is_no_open_target);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
