@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "command.h"
+#include "launch.h"
 #include "log.h"
 
 static const char *basename_of(const char *path)
@@ -219,6 +220,23 @@ char *command_shell_syntax(const char *cmd, bool *after)
 		}
 	}
 	return NULL;
+}
+
+int command_program(const char *name, char *const env[])
+{
+	const char *path = launch_env_value(env, "PATH");
+	char *var = NULL, *file = NULL;
+
+	if (path == NULL)
+		path = getenv("PATH");
+	if (asprintf(&var, "PATH=%s", path ? path : COMMAND_DEFAULT_PATH) < 0)
+		return -ENOMEM;
+	char *const penv[] = {var, NULL};
+	int rc = launch_find(name, penv, &file);
+
+	free(file);
+	free(var);
+	return rc;
 }
 
 int command_env_check(const char *word, char **err)

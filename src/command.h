@@ -22,6 +22,16 @@ void command_argv_free(char **argv);
  * (*after set): the shell passes it to the script as an argument. */
 char *command_shell_syntax(const char *cmd, bool *after);
 
+/* The PATH a command gets when the daemon has none. */
+#define COMMAND_DEFAULT_PATH \
+	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Whether the program `name` (a command's first word) can be run, found
+ * as a command with the environment `env` (hook_env's words; NULL:
+ * none) finds it: in env's PATH, else the daemon's, else the default.
+ * 0, -ENOENT (no such program), -EACCES (not executable), -ENOMEM. */
+int command_program(const char *name, char *const env[]);
+
 /* Whether `word` is a valid hook_env word (NAME or NAME=value, NAME made
  * of letters, digits and '_', not starting with a digit nor with
  * ATOMSYNC_); 0, or -EINVAL with *err saying why. */

@@ -666,6 +666,21 @@ static void add_follow_into(struct parser *p, const char *v)
 	free(copy);
 }
 
+/* A command whose program cannot start fails every time it runs: said
+ * now, as --check-config is run to find out.  (With the PATH the
+ * commands get: hook_env's, when given before.) */
+static void warn_program(struct parser *p, const char *key, const char *name)
+{
+	int rc = command_program(name, p->cur->hook_env);
+
+	if (rc == -ENOENT)
+		pwarn(p, "%s: %s: no such program%s; the command cannot start",
+		      key, name, strchr(name, '/') ? "" : " in PATH");
+	else if (rc == -EACCES)
+		pwarn(p, "%s: %s is not executable; the command cannot start",
+		      key, name);
+}
+
 /* check_command, on_update: a command that splits into words. */
 static void set_command(struct parser *p, const char *key, const char *v)
 {
@@ -688,6 +703,9 @@ static void set_command(struct parser *p, const char *key, const char *v)
 		pwarn(p, "%s: %s is shell syntax, but the command runs without "
 			 "a shell (write sh -c '...' for one)",
 		      key, syntax);
+	/* "app;": the shell syntax is the mistake, said above. */
+	if (argv && strpbrk(argv[0], "<>|;&$`") == NULL)
+		warn_program(p, key, argv[0]);
 	command_argv_free(argv);
 	free(syntax);
 	free(err);

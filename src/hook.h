@@ -54,8 +54,7 @@ int hook_run(uv_loop_t *loop, char *const argv[], char *const env[],
 	     struct hook **out);
 
 /* PATH when the daemon has none. */
-#define HOOK_DEFAULT_PATH \
-	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define HOOK_DEFAULT_PATH COMMAND_DEFAULT_PATH
 
 /* What a mapping's command is told. */
 struct hook_vars {

@@ -183,6 +183,48 @@ START_TEST(test_max_delay_follows_a_longer_debounce)
 }
 END_TEST
 
+/* A command whose program is not there, or not executable, fails each
+ * time it runs: said at its line, with the PATH the commands get. */
+START_TEST(test_a_command_that_cannot_start_is_warned_about)
+{
+	struct conf_errors e = {0};
+	char *bin = tu_path(tmp, "bin"), *text;
+
+	tu_write(bin, "mine", "#!/bin/sh\n", 0755);
+	tu_write(bin, "plain", "#!/bin/sh\n", 0644);
+	ck_assert_int_eq(setenv("PATH", "/usr/bin:/bin", 1), 0);
+	ck_assert_int_gt(asprintf(&text,
+				  "[sync:a]\n"				/* 1 */
+				  "source = /s\n"			/* 2 */
+				  "target = /t\n"			/* 3 */
+				  "on_update = /usr/sbin/ngnix -s reload\n" /* 4 */
+				  "check_command = ngnix -t\n"		/* 5 */
+				  "[sync:b]\n"				/* 6 */
+				  "source = /s2\n"			/* 7 */
+				  "target = /t2\n"			/* 8 */
+				  "on_update = %s/plain\n"		/* 9 */
+				  "hook_env = PATH=%s\n"		/* 10 */
+				  "check_command = mine\n"		/* 11 */
+				  "[sync:c]\n"				/* 12 */
+				  "source = /s3\n"			/* 13 */
+				  "target = /t3\n"			/* 14 */
+				  "on_update = sh -c 'nginx -s reload'\n", /* 15 */
+				  bin, bin),
+			 0);
+	struct conf *c = load(text, &e);
+	ck_assert_uint_eq(e.n, 0);
+	struct conf_errors *w = &c->warnings;
+	assert_error(w, 4, "on_update: /usr/sbin/ngnix: no such program; the "
+			   "command cannot start");
+	assert_error(w, 5, "check_command: ngnix: no such program in PATH");
+	assert_error(w, 9, "plain is not executable");
+	ck_assert_msg(w->n == 3, "%zu warnings", w->n);
+	conf_free(c);
+	free(text);
+	free(bin);
+}
+END_TEST
+
 #define DIR_MODE_CONF "[sync:a]\nsource = /s\ntarget = /t\ndir_mode = 0550\n"
 
 /* Run as another user: 0 when the config's dir_mode is refused at its
@@ -825,6 +867,14 @@ START_TEST(test_shell_syntax_in_commands_is_warned_about)
 		{"sh -c", NULL, false},
 	};
 	size_t n = sizeof(cases) / sizeof(cases[0]);
+	char *bin = tu_path(tmp, "bin"), *dirs;
+	/* Programs that can start, or the commands say that too. */
+	tu_write(bin, "app", "#!/bin/sh\n", 0755);
+	tu_write(bin, "nginx", "#!/bin/sh\n", 0755);
+	ck_assert_int_gt(asprintf(&dirs, "%s:/usr/bin:/bin", bin), 0);
+	ck_assert_int_eq(setenv("PATH", dirs, 1), 0);
+	free(dirs);
+	free(bin);
 	char *text = strdup("[sync:a]\nsource = /s\ntarget = /t\n");
 	for (size_t i = 0; i < n; i++) {
 		char *more;
@@ -1041,6 +1091,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_max_watches_values);
 	tcase_add_test(tc, test_dir_mode_without_owner_rwx_refused_for_a_user);
 	tcase_add_test(tc, test_max_delay_follows_a_longer_debounce);
+	tcase_add_test(tc, test_a_command_that_cannot_start_is_warned_about);
 	tcase_add_test(tc, test_invalid_excludes_reported_with_their_lines);
 	tcase_add_test(tc, test_excludes_follow_gitignore_rules);
 	tcase_add_test(tc, test_an_indented_bracket_continues_excludes);

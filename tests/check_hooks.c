@@ -507,11 +507,13 @@ START_TEST(test_shell_syntax_is_warned_about_and_a_missing_program_named)
 	char *out = NULL, *err = NULL;
 	ck_assert_int_eq(tu_run(argv, &out, &err, 10000), 0);
 	ck_assert_msg(strstr(out, ": OK, 1 mapping"), "%s", out);
-	char want[512];
+	char want[1024];
 	snprintf(want, sizeof(want),
 		 "warning: %s:4: [sync:web]: on_update: '>' is shell syntax, but "
-		 "the command runs without a shell (write sh -c '...' for one)\n",
-		 conf);
+		 "the command runs without a shell (write sh -c '...' for one)\n"
+		 "warning: %s:4: [sync:web]: on_update: /no/such/program: no "
+		 "such program; the command cannot start\n",
+		 conf, conf);
 	ck_assert_msg(strcmp(err, want) == 0, "%s", err);
 	free(out);
 	free(err);
@@ -523,7 +525,8 @@ START_TEST(test_shell_syntax_is_warned_about_and_a_missing_program_named)
 	ck_assert_int_eq(tu_file_count(logpath, "on_update: '>' is shell syntax"), 1);
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	wait_file(logpath, "reload done", 1, 5000);
-	ck_assert_int_eq(tu_file_count(logpath, "reload: "), 1);
+	/* One line for each warning. */
+	ck_assert_int_eq(tu_file_count(logpath, "reload: "), 2);
 	ck_assert_int_eq(tu_file_count(logpath, "on_update: '>' is shell syntax"), 2);
 	stop();
 }
