@@ -25,6 +25,13 @@
 /* TERM, INT, HUP and USR1 */
 #define NSIGNALS 4
 
+/* A reload, from SIGHUP to the READY=1 that ends it. */
+enum reload_state {
+	RELOAD_NONE,
+	RELOAD_APPLYING, /* the new config's mappings are starting */
+	RELOAD_REFUSED,	 /* the running config stays (said why) */
+};
+
 struct daemon {
 	uv_loop_t loop;
 	uv_signal_t sig[NSIGNALS];
@@ -36,7 +43,7 @@ struct daemon {
 	unsigned http_retry_s; /* the wait before the next try; 0: none */
 	double start_time;
 	uint64_t reloads, reload_failures;
-	bool reloading;	   /* READY=1 is owed once the reload is done */
+	enum reload_state reload; /* READY=1 is owed once one is over */
 	struct daemon_opts o;
 	struct conf *conf;
 	struct sync **syncs;
@@ -283,12 +290,11 @@ static void maybe_ready(struct daemon *d)
 {
 	if (d->starting > 0 || d->stops_pending > 0 || d->stopping)
 		return;
-	if (d->reloading) {
-		d->reloading = false;
+	if (d->reload == RELOAD_APPLYING)
 		log_info("reload done");
-	} else {
+	else if (d->reload == RELOAD_NONE)
 		log_started(d);
-	}
+	d->reload = RELOAD_NONE;
 	update_status(&d->status);
 	notify_ready(d->notify);
 }
@@ -535,7 +541,7 @@ static void reload(struct daemon *d)
 	if (d->stopping)
 		return;
 	notify_reloading(d->notify);
-	d->reloading = true;
+	d->reload = RELOAD_APPLYING;
 	if (d->o.adhoc) {
 		log_info("SIGHUP: no config file to reload; re-scanning");
 		for (size_t i = 0; i < d->nsyncs; i++)
@@ -550,6 +556,7 @@ static void reload(struct daemon *d)
 	for (size_t i = 0; n && i < n->warnings.n; i++)
 		log_warn("reload: %s", n->warnings.v[i]);
 	if (rc < 0 || errs.n > 0) {
+		d->reload = RELOAD_REFUSED;
 		reload_refused(d, rc, &errs);
 		conf_errors_fini(&errs);
 		conf_free(n);

@@ -382,6 +382,7 @@ START_TEST(test_config_mappings_and_reload)
 	ck_assert_str_ne(bdata, "after b was removed");
 
 	/* A broken config is reported; the running one stays. */
+	int done = tu_file_count(logpath, "reload done");
 	write_conf("[sync:a]\nsource = relative\n");
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	wait_log("keeping the running configuration", 1, 5000);
@@ -419,6 +420,8 @@ START_TEST(test_config_mappings_and_reload)
 	char *sa = side("src", 'a'), *da = side("dst", 'a');
 	tu_write(sa, "file", "still followed", 0644);
 	converge(sa, da, 3000);
+	/* None of the three refused reloads was done. */
+	ck_assert_int_eq(tu_file_count(logpath, "reload done"), done);
 	stop_daemon();
 	free(sa);
 	free(da);
