@@ -34,6 +34,12 @@ enum section_kind {
 	SEC_BAD,    /* unknown or broken header; its keys are not checked */
 };
 
+/* A key given in a section, and where first. */
+struct seen_key {
+	char *key;
+	unsigned line;
+};
+
 struct parser {
 	const char *path;
 	FILE *f;
@@ -46,7 +52,7 @@ struct parser {
 	bool prev_key;	       /* the previous significant line was a key */
 	struct conf *c;
 	struct conf_sync *cur; /* when kind == SEC_SYNC */
-	char **seen;	       /* keys given in the current section */
+	struct seen_key *seen; /* keys given in the current section */
 	size_t nseen;
 	char **longv;
 	size_t nlong;
@@ -198,7 +204,7 @@ static bool valid_sync_name(const char *n)
 static void clear_seen(struct parser *p)
 {
 	for (size_t i = 0; i < p->nseen; i++)
-		free(p->seen[i]);
+		free(p->seen[i].key);
 	free(p->seen);
 	p->seen = NULL;
 	p->nseen = 0;
@@ -583,17 +589,17 @@ static int resolve_id(const char *v, bool user, uint32_t *id)
 	return 0;
 }
 
-static bool seen_before(struct parser *p, const char *key)
+static unsigned seen_before(struct parser *p, const char *key)
 {
 	for (size_t i = 0; i < p->nseen; i++)
-		if (strcmp(p->seen[i], key) == 0)
-			return true;
-	char **v = realloc(p->seen, (p->nseen + 1) * sizeof(*v));
+		if (strcmp(p->seen[i].key, key) == 0)
+			return p->seen[i].line;
+	struct seen_key *v = realloc(p->seen, (p->nseen + 1) * sizeof(*v));
 	if (v != NULL) {
 		p->seen = v;
-		p->seen[p->nseen++] = strdup(key);
+		p->seen[p->nseen++] = (struct seen_key){strdup(key), p->lineno};
 	}
-	return false;
+	return 0;
 }
 
 static void set_str(char **dst, const char *v)
@@ -1035,7 +1041,8 @@ static int handler(void *user, const char *section, const char *name,
 			     name);
 		return 1;
 	}
-	if (seen_before(p, name)) {
+	unsigned first = seen_before(p, name);
+	if (first) {
 		if (list) {
 			if (name[0] == 'e')
 				add_excludes(p, v);
@@ -1043,7 +1050,7 @@ static int handler(void *user, const char *section, const char *name,
 				add_follow_into(p, v);
 			return 1;
 		}
-		perr(p, "%s given twice", name);
+		perr(p, "%s given twice (first at line %u)", name, first);
 		return 1;
 	}
 	if (*v == '\0' && strcmp(name, "exclude") != 0) {

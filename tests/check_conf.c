@@ -137,7 +137,7 @@ START_TEST(test_every_problem_reported_with_its_line)
 	assert_error(&e, 3, "unknown key 'colour'");
 	assert_error(&e, 5, "absolute path");
 	assert_error(&e, 7, "debounce_ms");
-	assert_error(&e, 8, "given twice");
+	assert_error(&e, 8, "debounce_ms given twice (first at line 7)");
 	assert_error(&e, 9, "fsync");
 	assert_error(&e, 10, "symlinks");
 	assert_error(&e, 11, "file_mode");
