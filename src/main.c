@@ -376,6 +376,9 @@ static int check_options(const struct options *op, int argc, char **argv)
 	if (op->status && (op->once || op->dry_run || op->check_config))
 		return usage_error("--status cannot be combined with --once, "
 				   "--dry-run or --check-config");
+	if (op->check_config && (op->once || op->dry_run))
+		return usage_error("--check-config cannot be combined with "
+				   "--once or --dry-run: it only checks");
 	if (op->adhoc_knobs && op->source == NULL)
 		return usage_error("--exclude, --symlinks, --no-fsync and "
 				   "--grace-ms only go with --source and "

@@ -82,6 +82,9 @@ START_TEST(test_usage_errors_exit_2_with_one_line)
 		{"--source", "a", "--target", "b", "extra", NULL},
 		{"--symlinks", "sideways", NULL},
 		{"--log-level", "loud", NULL},
+		/* --once would be ignored: it only checks. */
+		{"--check-config", "--once", NULL},
+		{"--check-config", "--dry-run", NULL},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *argv[8] = {tu_bin()};
