@@ -623,6 +623,14 @@ static int once_prepare(struct publish *p)
 	}
 }
 
+const char *publish_stays(const struct publish *p)
+{
+	return p->w && writer_live_generation(p->w)
+		       ? "the live generation stays"
+		       : "nothing is published (the target has no live "
+			 "generation yet)";
+}
+
 /* check_command on the prepared generation; a veto drops it. */
 static int once_check(struct publish *p)
 {
@@ -632,7 +640,7 @@ static int once_check(struct publish *p)
 		free(why);
 		publish_abort(p);
 		log_msg(LOG_LVL_ERROR, p->c->name,
-			"%s; the live generation stays", p->err);
+			"%s; %s", p->err, publish_stays(p));
 		return -ECANCELED; /* logged, as a veto is */
 	}
 	char **env = publish_check_env(p);
@@ -645,7 +653,7 @@ static int once_check(struct publish *p)
 		publish_vetoed(p, why ? why : strerror(-rc));
 		publish_abort(p);
 		log_msg(LOG_LVL_ERROR, p->c->name,
-			"%s; the live generation stays", p->err);
+			"%s; %s", p->err, publish_stays(p));
 	}
 	free(why);
 	return rc;

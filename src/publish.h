@@ -128,6 +128,9 @@ void publish_unchecked(struct publish *p, const char *why);
 /* check_command said no (`why`: how it ended): p->err says so and p->rc
  * is -ECANCELED.  The caller drops the generation with publish_abort. */
 void publish_vetoed(struct publish *p, const char *why);
+/* What a refused publish leaves, for its line: "the live generation
+ * stays", or that nothing is published when the target has none. */
+const char *publish_stays(const struct publish *p);
 
 /* Sends the reload signal (reload_pidfile, or reload_pid through
  * `pidfd`, opened when the mapping started); 0 when none is configured.

@@ -1408,8 +1408,8 @@ static void on_check_done(void *data, const struct hook_result *r)
 	char *why = hook_describe(r);
 	publish_vetoed(&s->pub, why);
 	free(why);
-	log_msg(LOG_LVL_ERROR, s->c->name, "%s; the live generation stays",
-		s->pub.err ? s->pub.err : "veto");
+	log_msg(LOG_LVL_ERROR, s->c->name, "%s; %s",
+		s->pub.err ? s->pub.err : "veto", publish_stays(&s->pub));
 	queue(s, ST_ABORTING);
 }
 
@@ -1421,9 +1421,9 @@ static void start_check(struct sync *s)
 	if (publish_hook_target(s->c, s->pub.w, &why) < 0) {
 		publish_unchecked(&s->pub, why);
 		free(why);
-		log_msg(LOG_LVL_ERROR, s->c->name,
-			"%s; the live generation stays",
-			s->pub.err ? s->pub.err : "check_command not run");
+		log_msg(LOG_LVL_ERROR, s->c->name, "%s; %s",
+			s->pub.err ? s->pub.err : "check_command not run",
+			publish_stays(&s->pub));
 		queue(s, ST_ABORTING);
 		return;
 	}

@@ -1527,6 +1527,11 @@ START_TEST(test_once_runs_the_check_and_the_hooks_too)
 				  "cp \"$ATOMSYNC_CHANGED_FILE\" \"%s/changed.1\"'",
 				  envf, tmp),
 			 0);
+	/* Vetoed with nothing live yet: nothing is published, and said. */
+	ck_assert_int_eq(once(keys, &err), 1);
+	ck_assert_msg(strstr(err, "exit status 4: no ok; nothing is published"),
+		      "%s", err);
+	free(err);
 	tu_write(src, "ok", "", 0644);
 	ck_assert_int_eq(once(keys, &err), 0);
 	free(err);
@@ -1545,7 +1550,8 @@ START_TEST(test_once_runs_the_check_and_the_hooks_too)
 	unlink(envf);
 	ck_assert_int_eq(once(keys, &err), 1);
 	ck_assert_msg(strstr(err, "check_command vetoed") &&
-			      strstr(err, "exit status 4: no ok"),
+			      strstr(err, "exit status 4: no ok; the live "
+					  "generation stays"),
 		      "%s", err);
 	free(err);
 	char *gen2 = tu_live(dst);

@@ -535,7 +535,8 @@ START_TEST(test_daemon_runs_no_check_where_a_user_can_redirect_the_target)
 	struct tu_needle n = {logpath, "is owned by uid 2003, who can change "
 				       "what the path leads to; hooks are not "
 				       "run on a path another user can "
-				       "redirect; the live generation stays",
+				       "redirect; nothing is published (the "
+				       "target has no live generation yet)",
 			      1};
 	ck_assert_msg(tu_wait_for(tu_file_holds, &n, 10000), "%s",
 		      tu_read(logpath, NULL));
