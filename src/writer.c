@@ -1266,6 +1266,15 @@ static void strip_acls(struct writer *w)
 			w->path);
 }
 
+/* Whether something other than a directory has the target's name, for
+ * a message: ENOTDIR can come from a parent too. */
+static bool in_place(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0 && !S_ISDIR(st.st_mode);
+}
+
 /* Opens the target directory (creating it unless in a dry run), resolved
  * as a root daemon must: a symlink on the way that another user could
  * have put there is refused, and nothing is written. */
@@ -1298,6 +1307,10 @@ static int open_target(struct writer *w, char **err)
 		log_err_set(err, fd, "target %s: parent directory does not "
 				     "exist (%s)",
 			    w->path, why ? why : strerror(-fd));
+	} else if (fd == -ENOTDIR && in_place(w->path)) {
+		log_err_set(err, fd, "target %s: not a directory (a file is in "
+				     "its place, say); move it away",
+			    w->path);
 	} else if (fd != -ENOENT) {
 		log_err_set(err, fd, "target %s: %s", w->path,
 			    fsutil_chase_why(why, w->path, fd));

@@ -889,7 +889,9 @@ START_TEST(test_target_that_is_a_file_names_it_once)
 	tu_write(tmp, "dst", "a file", 0644);
 	ck_assert_int_eq(once(&out, &err), 1);
 	ck_assert_int_eq(tu_lines(err), 1);
-	ck_assert_int_gt(asprintf(&want, "target %s: Not a directory\n", dst),
+	ck_assert_int_gt(asprintf(&want, "target %s: not a directory (a file is "
+					 "in its place, say); move it away",
+				  dst),
 			 0);
 	ck_assert_msg(strstr(err, want), "%s", err);
 	free(want);

@@ -2413,7 +2413,8 @@ START_TEST(test_a_file_in_place_of_the_target_is_no_open_target)
 	tu_rmrf(dst);
 	tu_write(tmp, "dst", "a file", 0644);
 	tu_write(src, "app.conf", "v2", 0644);
-	wait_log("Not a directory", 1, 5000);
+	wait_log("not a directory (a file is in its place, say); move it away",
+		 1, 5000);
 	ck_assert_int_eq(kill(pid, SIGUSR1), 0);
 	wait_log("status: target not open; 0 files, 0 bytes;", 1, 5000);
 	ck_assert_int_eq(unlink(dst), 0);
