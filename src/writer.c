@@ -540,32 +540,55 @@ static int put_back_data(struct writer *w, const char *gen, const char *why,
 	return rc;
 }
 
-/* The live generation that ..data named until it was removed (or
- * pointed at `was`, no generation's name: by hand, while no daemon
- * ran): the one the state file names, when it is sound and that
- * generation is still there, complete and ours.  Put back rather than
- * taken for what an interrupted publish left (and removed, with every
- * other generation: with the source missing, the target would be left
- * with none).  Not in a dry run.  Whether it was put back. */
-static bool put_back_recorded(struct writer *w, const char *was)
+/* The generation a sound state file names, when it is there, complete
+ * and ours (malloc'ed), or NULL. */
+static char *recorded_generation(const struct writer *w)
 {
-	char *gen = NULL, *err = NULL;
+	char *gen = NULL;
 	struct timespec t;
 	struct stat st;
-	bool sound = false, ok = false;
+	bool sound = false;
 
-	if (w->o.dry_run || state_peek(w->dfd, &gen, &t, &sound) < 0 || !sound ||
+	if (state_peek(w->dfd, &gen, &t, &sound) < 0 || !sound ||
 	    !is_generation_name(gen)) {
 		free(gen);
-		return false;
+		return NULL;
 	}
 	int fd = open_generation(w->dfd, gen);
-	ok = fd >= 0 && fstat(fd, &st) == 0 && fsutil_ours_alone(&st) &&
-	     (st.st_mode & 07777) == 0755;
+	bool ok = fd >= 0 && fstat(fd, &st) == 0 && fsutil_ours_alone(&st) &&
+		  (st.st_mode & 07777) == 0755;
 	if (fd >= 0)
 		close(fd);
-	ok = ok && put_back_data(w, gen, "the generation the state file "
-				 "describes", was, &err) == 0;
+	if (!ok) {
+		free(gen);
+		gen = NULL;
+	}
+	return gen;
+}
+
+/* The live generation that ..data named until it was removed (or
+ * pointed at `was`, no generation's name: by hand, while no daemon
+ * ran): the one the state file names (recorded_generation()).  Put
+ * back rather than taken for what an interrupted publish left (and
+ * removed, with every other generation: with the source missing, the
+ * target would be left with none).  Whether it was put back (or, in a
+ * dry run, would be: the target then has no live generation, as with
+ * ..data removed, and is not in step). */
+static bool put_back_recorded(struct writer *w, const char *was)
+{
+	char *err = NULL, *gen = recorded_generation(w);
+
+	if (gen && w->o.dry_run) {
+		if (!w->o.quiet)
+			log_msg(LOG_LVL_INFO, w->name,
+				"dry run: would put %s back, naming %s",
+				WRITER_DATA, gen);
+		free(gen);
+		return true;
+	}
+	bool ok = gen && put_back_data(w, gen, "the generation the state "
+					     "file describes",
+				       was, &err) == 0;
 	if (err)
 		log_msg(LOG_LVL_WARN, w->name, "%s", err);
 	free(err);
@@ -1534,7 +1557,7 @@ static int live_missing(struct writer *w, char **err)
 	w->live_gen = NULL;
 	w->live_fd = -1;
 	if (put_back_recorded(w, was))
-		rc = read_live(w, &w->live_gen, &other, err);
+		rc = w->o.dry_run ? 0 : read_live(w, &w->live_gen, &other, err);
 	else
 		log_msg(LOG_LVL_WARN, w->name,
 			"target %s: %s names missing generation %s", w->path,
@@ -1557,7 +1580,9 @@ static int open_live_generation(struct writer *w, char **err)
 
 	if (rc == 0 && w->live_gen == NULL && put_back_recorded(w, other)) {
 		free(other);
-		rc = read_live(w, &w->live_gen, &other, err);
+		other = NULL;
+		if (!w->o.dry_run)
+			rc = read_live(w, &w->live_gen, &other, err);
 	}
 	if (rc == 0 && other)
 		rc = foreign_data(w, other, err);
