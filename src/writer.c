@@ -1350,7 +1350,8 @@ static int lock_owned(const struct writer *w, int fd, const struct stat *st)
 {
 	if (fsutil_trusted_uid(st->st_uid))
 		return 0;
-	if (fchown(fd, geteuid(), getegid()) < 0)
+	/* The mode too: its owner may have changed it meanwhile. */
+	if (fchown(fd, geteuid(), getegid()) < 0 || fchmod(fd, 0600) < 0)
 		return -EACCES;
 	log_msg(LOG_LVL_WARN, w->name,
 		"target %s: lock file %s was owned by uid %u, who could hold "
