@@ -2873,7 +2873,7 @@ int snapshot_take(const char *root, const struct snapshot_opts *o,
 	walk_fini(&w);
 	trim(s);
 	if (s)
-		s->walked = true;
+		s->walked = s->unlisted_exact = true;
 	if (s && w.over)
 		s->base_id = w.over->id; /* with the runs it took over */
 	*out = s;

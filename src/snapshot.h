@@ -219,6 +219,7 @@ struct snapshot {
 	 * those of the read it refreshes (what it read again counts twice,
 	 * until a full walk). */
 	uint64_t unlisted;
+	bool unlisted_exact; /* by a full walk, not at most */
 	/* A symlink was resolved, a file has more than one name, or a
 	 * directory led into the target: a change may then show up where
 	 * no event for its directory is. */

@@ -4438,7 +4438,9 @@ static int empty_refused(const struct writer *w, const struct snapshot *s,
 {
 	char left[96] = "";
 
-	if (s->unlisted > 0)
+	/* Not the "at most" of a refresh: a source lost at once would be
+	 * said to have names left out. */
+	if (s->unlisted > 0 && s->unlisted_exact)
 		snprintf(left, sizeof(left),
 			 " (%llu name%s in it left out: excluded, skipped or "
 			 "reserved)",

@@ -2493,26 +2493,55 @@ START_TEST(test_mounts_over_the_source_and_target_are_followed)
 }
 END_TEST
 
+/* A source emptied but for an excluded file: the re-read of its one
+ * directory says it is empty, and counts only the names it left out
+ * (not those of the read before as well). */
+START_TEST(test_an_emptied_source_counts_the_names_left_out_once)
+{
+	const char *argv[] = {tu_bin(), "--source", src, "--target", dst,
+			      "--debounce", "0", "--exclude", "*.tmp",
+			      "--log-level", "debug", NULL};
+	char *a = tu_path(src, "a");
+	tu_write(src, "a", "1", 0644);
+	tu_write(src, "b.tmp", "2", 0644);
+	pid = tu_spawn(argv, logpath);
+	wait_target("a", "1", 5000);
+	ck_assert_int_eq(unlink(a), 0);
+	wait_log("is empty", 1, 5000);
+	stop_daemon();
+	int once = tu_file_count(logpath, "is empty; keeping");
+	int counted = tu_file_count(logpath, "is empty (1 name in it left out");
+	ck_assert_msg(once + counted == tu_file_count(logpath, "is empty"),
+		      "%s", tu_read(logpath, NULL));
+	free(a);
+}
+END_TEST
+
 /* A source that is gone names no other directory: a mount elsewhere
- * meanwhile is not reported as one, only the publish's own failure. */
+ * meanwhile is not reported as one, only the publish's own failure.
+ * (Moved away and back, it is the directory it was, however late the
+ * daemon looks at the mount table.) */
 START_TEST(test_a_mount_elsewhere_while_the_source_is_gone_says_nothing)
 {
 	tu_private_mounts();
-	char *mp = tu_path(tmp, "mp");
+	char *mp = tu_path(tmp, "mp"), *away = tu_path(tmp, "src.away");
 	tu_write(src, "app.conf", "v1", 0644);
 	tu_mkdirs(mp, 0755);
 	start_adhoc("0");
 	wait_target("app.conf", "v1", 5000);
-	tu_rmrf(src);
+	ck_assert_int_eq(rename(src, away), 0);
 	wait_log("No such file or directory", 1, 5000);
+	int failing = tu_file_count(logpath, "still failing: source");
 	ck_assert_int_eq(mount("tmpfs", mp, "tmpfs", 0, "size=64k"), 0);
 	ck_assert_int_eq(umount2(mp, MNT_DETACH), 0);
-	/* Published after the mount table's change is seen (that wakes
-	 * the loop at once; the source's return, after its debounce). */
-	tu_write(src, "app.conf", "v2", 0644);
+	/* The read the mount table's change asks for, while it is gone. */
+	wait_log("still failing: source", failing + 1, 5000);
+	tu_write(away, "app.conf", "v2", 0644);
+	ck_assert_int_eq(rename(away, src), 0);
 	wait_target("app.conf", "v2", tu_scale(5000));
 	stop_daemon();
 	ck_assert_int_eq(tu_file_count(logpath, "names another directory"), 0);
+	free(away);
 	free(mp);
 }
 END_TEST
@@ -2753,6 +2782,7 @@ static void add_daemon_cases(Suite *s)
 	tcase_add_test(tc, test_swaps_on_the_way_to_the_source_are_followed);
 	tcase_add_test(tc, test_mounts_over_the_source_and_target_are_followed);
 	tcase_add_test(tc, test_a_mount_elsewhere_while_the_source_is_gone_says_nothing);
+	tcase_add_test(tc, test_an_emptied_source_counts_the_names_left_out_once);
 	tcase_add_test(tc, test_fixes_of_mounts_and_room_end_the_backoff);
 	tcase_add_test(tc, test_a_file_in_place_of_the_target_is_no_open_target);
 	tcase_add_test(tc, test_certbot_live_directory_follows_renewals);
