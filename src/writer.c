@@ -5683,7 +5683,7 @@ static void unmake_target(struct writer *w)
 
 /* Nothing ever published (a plain file in the way, say, or no source):
  * the target is left as it was found, without the lock file (and not
- * there at all when this writer made it), unless there is more of ours
+ * there at all when a one-shot writer made it), unless there is more of ours
  * to go first (what `gc` is to remove, a generation left over, which
  * the next writer must find locked as a target's to remove it), or an
  * error recorded, which --status reads. */
@@ -5697,7 +5697,8 @@ static void drop_unused_lock(struct writer *w, const struct writer_gc *gc)
 	    fstatat(w->dfd, STATE_ERROR_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    first_generation(w, &gen) == 0) {
 		drop_made_lock(w);
-		if (w->made_target && !w->made_lock)
+		/* Not a daemon's: a consumer may hold a bind mount of it. */
+		if (w->o.one_shot && w->made_target && !w->made_lock)
 			unmake_target(w);
 	}
 	free(gen);
