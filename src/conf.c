@@ -859,18 +859,24 @@ static void set_mode(struct parser *p, const char *key, const char *v)
 	struct conf_sync *s = p->cur;
 	int m;
 
-	if (parse_mode(v, &m) < 0)
+	if (parse_mode(v, &m) < 0) {
 		perr(p, "%s: '%s' is not an octal mode from 0 to 0777", key, v);
-	else if (key[0] == 'f')
+		return;
+	}
+	if (key[0] == 'f') {
 		s->file_mode = m;
-	else if ((m & 0700) != 0700 && geteuid() != 0)
-		/* As writer_open() would refuse it, for --check-config. */
-		perr(p, "%s: '%s' leaves out its owner's rwx (0700), which "
-			"atomsyncd needs on the directories it fills, recycles "
-			"and removes when not run as root",
-		     key, v);
-	else
-		s->dir_mode = m;
+		return;
+	}
+	s->dir_mode = m;
+	/* The mapping fails as it opens its target (writer_open()); said
+	 * at the line, for --check-config.  A warning: whether it holds
+	 * depends on who reads the file (--status by a user, say). */
+	if ((m & 0700) != 0700 && geteuid() != 0)
+		pwarn(p, "%s: '%s' leaves out its owner's rwx (0700), which "
+			 "atomsyncd needs on the directories it fills, recycles "
+			 "and removes when not run as root: the mapping fails "
+			 "at start",
+		      key, v);
 }
 
 /* What reads the source and shapes the target. */
