@@ -672,21 +672,6 @@ static void add_follow_into(struct parser *p, const char *v)
 	free(copy);
 }
 
-/* A command whose program cannot start fails every time it runs: said
- * now, as --check-config is run to find out.  (With the PATH the
- * commands get: hook_env's, when given before.) */
-static void warn_program(struct parser *p, const char *key, const char *name)
-{
-	int rc = command_program(name, p->cur->hook_env);
-
-	if (rc == -ENOENT)
-		pwarn(p, "%s: %s: no such program%s; the command cannot start",
-		      key, name, strchr(name, '/') ? "" : " in PATH");
-	else if (rc == -EACCES)
-		pwarn(p, "%s: %s is not executable; the command cannot start",
-		      key, name);
-}
-
 /* check_command, on_update: a command that splits into words. */
 static void set_command(struct parser *p, const char *key, const char *v)
 {
@@ -709,9 +694,8 @@ static void set_command(struct parser *p, const char *key, const char *v)
 		pwarn(p, "%s: %s is shell syntax, but the command runs without "
 			 "a shell (write sh -c '...' for one)",
 		      key, syntax);
-	/* "app;": the shell syntax is the mistake, said above. */
-	if (argv && strpbrk(argv[0], "<>|;&$`") == NULL)
-		warn_program(p, key, argv[0]);
+	*(key[0] == 'c' ? &s->check_command_line : &s->on_update_line) =
+		p->lineno;
 	command_argv_free(argv);
 	free(syntax);
 	free(err);
@@ -1129,6 +1113,43 @@ static void finish_syncs(struct conf *c, struct conf_errors *errs)
 						: s->debounce_line,
 					s->name, s->max_delay_ms,
 					s->debounce_ms);
+	}
+}
+
+/* A command whose program cannot start fails every time it runs: said
+ * before, as --check-config is run to find out. */
+static void program_warning(struct conf *c, const struct conf_sync *s,
+			    const char *key, const char *cmd, unsigned line)
+{
+	char **argv = NULL;
+
+	if (cmd == NULL || command_split(cmd, &argv, NULL) < 0)
+		return;
+	/* "app;": the shell syntax is the mistake, said already. */
+	int rc = strpbrk(argv[0], "<>|;&$`") ? 0
+						: command_program(argv[0], s->hook_env);
+	if (rc == -ENOENT)
+		conf_errors_add(&c->warnings,
+				"%s:%u: [sync:%s]: %s: %s: no such program%s; "
+				"the command cannot start",
+				c->path, line, s->name, key, argv[0],
+				strchr(argv[0], '/') ? "" : " in PATH");
+	else if (rc == -EACCES)
+		conf_errors_add(&c->warnings,
+				"%s:%u: [sync:%s]: %s: %s is not executable; "
+				"the command cannot start",
+				c->path, line, s->name, key, argv[0]);
+	command_argv_free(argv);
+}
+
+void conf_check_programs(struct conf *c)
+{
+	for (size_t i = 0; i < c->nsyncs; i++) {
+		const struct conf_sync *s = &c->syncs[i];
+		program_warning(c, s, "check_command", s->check_command,
+				s->check_command_line);
+		program_warning(c, s, "on_update", s->on_update,
+				s->on_update_line);
 	}
 }
 

@@ -31,6 +31,7 @@ struct conf_sync {
 	unsigned source_line, target_line;
 	unsigned debounce_ms, max_delay_ms;
 	unsigned debounce_line, max_delay_line; /* 0: not given */
+	unsigned check_command_line, on_update_line;
 	char **exclude; /* the patterns as written */
 	size_t nexclude;
 	struct ignore *ignore; /* the same, compiled; NULL when none */
@@ -90,6 +91,11 @@ struct conf {
 int conf_load(const char *path, struct conf **out, struct conf_errors *errs);
 /* Whole-config checks; appends to errs. */
 void conf_check(const struct conf *c, struct conf_errors *errs);
+/* Adds to c->warnings each check_command and on_update whose program is
+ * not there or not executable, looked up as it will be (hook_env's
+ * PATH, else the daemon's).  It looks at files, which may be on a file
+ * system that hangs: not for a reload, on the event loop. */
+void conf_check_programs(struct conf *c);
 /* A config holding one mapping, for --source/--target. */
 int conf_adhoc(const char *source, const char *target, struct conf **out,
 	       struct conf_errors *errs);

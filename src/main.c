@@ -452,6 +452,7 @@ static int load_conf(const struct options *op, struct conf **conf)
 		return EXIT_RUNTIME;
 	}
 	conf_check(*conf, &errs);
+	conf_check_programs(*conf);
 	for (size_t i = 0; i < errs.n; i++)
 		fprintf(stderr, "%s\n", errs.v[i]);
 	/* With the problems, or what --check-config says; logged when the

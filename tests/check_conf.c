@@ -33,6 +33,7 @@ static struct conf *load(const char *text, struct conf_errors *errs)
 	tu_write(tmp, "atomsync.conf", text, 0644);
 	ck_assert_int_eq(conf_load(path, &c, errs), 0);
 	conf_check(c, errs);
+	conf_check_programs(c);
 	return c;
 }
 
