@@ -200,9 +200,13 @@ static void status_error(FILE *f, const char *err)
 {
 	size_t n = strnlen(err, STATUS_ERROR_MAX + 1);
 
+	/* Back to the start of a sequence (at most 3 bytes back: bytes
+	 * that are not UTF-8 are escaped whole by notify_status()). */
 	if (n > STATUS_ERROR_MAX)
 		for (n = STATUS_ERROR_MAX;
-		     n > 0 && ((unsigned char)err[n] & 0xc0) == 0x80; n--)
+		     n > STATUS_ERROR_MAX - 3 &&
+		     ((unsigned char)err[n] & 0xc0) == 0x80;
+		     n--)
 			;
 	fprintf(f, "error: %.*s", (int)n, err);
 }
