@@ -545,6 +545,7 @@ static void reload(struct daemon *d)
 	if (d->stopping)
 		return;
 	notify_reloading(d->notify);
+	enum reload_state was = d->reload;
 	d->reload = RELOAD_APPLYING;
 	if (d->o.adhoc) {
 		log_info("SIGHUP: no config file to reload; re-scanning");
@@ -560,7 +561,9 @@ static void reload(struct daemon *d)
 	for (size_t i = 0; n && i < n->warnings.n; i++)
 		log_warn("reload: %s", n->warnings.v[i]);
 	if (rc < 0 || errs.n > 0) {
-		d->reload = RELOAD_REFUSED;
+		/* One applying still is done once its mappings start. */
+		if (was != RELOAD_APPLYING)
+			d->reload = RELOAD_REFUSED;
 		reload_refused(d, rc, &errs);
 		conf_errors_fini(&errs);
 		conf_free(n);
