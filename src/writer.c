@@ -230,6 +230,29 @@ const char *writer_live_generation(const struct writer *w)
 static int target_ours(const struct writer *w, char **err);
 static uint32_t group_of(const struct writer *w);
 
+/* Whether something other than a directory has the target's name, for
+ * a message: ENOTDIR can come from a parent too. */
+static bool in_place(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0 && !S_ISDIR(st.st_mode);
+}
+
+/* The line for a target path that did not resolve (fd, and why from
+ * fsutil_chase()). */
+static int target_unreachable(const struct writer *w, int fd, const char *why,
+			      char **err)
+{
+	if (fd == -ENOTDIR && in_place(w->path))
+		return log_err_set(err, fd, "target %s: not a directory (a "
+					    "file is in its place, say); move "
+					    "it away",
+				   w->path);
+	return log_err_set(err, fd, "target %s: %s", w->path,
+			   fsutil_chase_why(why, w->path, fd));
+}
+
 int writer_check_target(const struct writer *w, char **err)
 {
 	struct stat a, b;
@@ -245,8 +268,7 @@ int writer_check_target(const struct writer *w, char **err)
 							       : -ENOENT;
 	}
 	if (fd < 0) {
-		int rc = log_err_set(err, fd, "target %s: %s", w->path,
-				     fsutil_chase_why(why, w->path, fd));
+		int rc = target_unreachable(w, fd, why, err);
 		free(why);
 		return rc;
 	}
@@ -1289,15 +1311,6 @@ static void strip_acls(struct writer *w)
 			w->path);
 }
 
-/* Whether something other than a directory has the target's name, for
- * a message: ENOTDIR can come from a parent too. */
-static bool in_place(const char *path)
-{
-	struct stat st;
-
-	return lstat(path, &st) == 0 && !S_ISDIR(st.st_mode);
-}
-
 /* Opens the target directory (creating it unless in a dry run), resolved
  * as a root daemon must: a symlink on the way that another user could
  * have put there is refused, and nothing is written. */
@@ -1330,13 +1343,8 @@ static int open_target(struct writer *w, char **err)
 		log_err_set(err, fd, "target %s: parent directory does not "
 				     "exist (%s)",
 			    w->path, why ? why : strerror(-fd));
-	} else if (fd == -ENOTDIR && in_place(w->path)) {
-		log_err_set(err, fd, "target %s: not a directory (a file is in "
-				     "its place, say); move it away",
-			    w->path);
 	} else if (fd != -ENOENT) {
-		log_err_set(err, fd, "target %s: %s", w->path,
-			    fsutil_chase_why(why, w->path, fd));
+		target_unreachable(w, fd, why, err);
 	}
 	free(why);
 	return fd < 0 ? fd : 0;
