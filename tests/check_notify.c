@@ -233,6 +233,30 @@ START_TEST(test_a_file_name_starts_no_field)
 }
 END_TEST
 
+/* A name of bytes that are not UTF-8 (continuation bytes alone) where
+ * the status is cut: the cut steps back over one sequence at most, and
+ * the bytes before it are escaped, not dropped. */
+START_TEST(test_a_cut_through_stray_bytes_keeps_them_escaped)
+{
+	char top[] = "/tmp/asn.XXXXXX", name[101];
+	ck_assert_ptr_nonnull(mkdtemp(top));
+	free(src);
+	src = tu_path(top, "s");
+	tu_mkdirs(src, 0755);
+	memset(name, 0x80, sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	make_too_deep(name);
+	start(NULL);
+	char *m = wait_msg("STATUS=main: error: ", NULL, 10000);
+	ck_assert_msg(strstr(m, "bytes: \\x80\\x80"), "%s", m);
+	free(m);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+	tu_rmrf(top);
+}
+END_TEST
+
 START_TEST(test_watchdog_pings_come_from_the_loop)
 {
 	int pings = 0;
@@ -302,6 +326,7 @@ static Suite *notify_suite(void)
 	tcase_add_test(tc, test_watchdog_pings_come_from_the_loop);
 	tcase_add_test(tc, test_status_says_a_mapping_rescans);
 	tcase_add_test(tc, test_a_file_name_starts_no_field);
+	tcase_add_test(tc, test_a_cut_through_stray_bytes_keeps_them_escaped);
 	tcase_add_test(tc, test_without_notify_socket_nothing_is_sent);
 	suite_add_tcase(s, tc);
 	return s;
