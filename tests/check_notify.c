@@ -208,28 +208,36 @@ static void make_too_deep(const char *top)
 	close(d);
 }
 
+/* The daemon's status once a source (under a path short enough for
+ * the name to reach the status's first 80 bytes, wherever the tests
+ * run) holds `top` with a chain under it past PATH_MAX: the error that
+ * quotes the name.  The daemon is stopped. */
+static char *status_naming(const char *top)
+{
+	char dir[] = "/tmp/asn.XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	free(src);
+	src = tu_path(dir, "s");
+	tu_mkdirs(src, 0755);
+	make_too_deep(top);
+	start(NULL);
+	char *m = wait_msg("STATUS=main: error: ", NULL, 10000);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
+	pid = 0;
+	tu_rmrf(dir);
+	return m;
+}
+
 /* Each line of a message is a field the manager trusts from root: a
  * user's file name quoted in an error (here, a path too long) must not
  * start one. */
 START_TEST(test_a_file_name_starts_no_field)
 {
-	/* A source whose path is short enough for the name to reach the
-	 * status's first 80 bytes, wherever the tests run. */
-	char top[] = "/tmp/asn.XXXXXX";
-	ck_assert_ptr_nonnull(mkdtemp(top));
-	free(src);
-	src = tu_path(top, "s");
-	tu_mkdirs(src, 0755);
-	make_too_deep("x\nWATCHDOG=trigger");
-	start(NULL);
-	char *m = wait_msg("STATUS=main: error: ", NULL, 10000);
+	char *m = status_naming("x\nWATCHDOG=trigger");
 	ck_assert_msg(strchr(m, '\n') == NULL, "%s", m);
 	ck_assert_msg(strstr(m, "bytes: x\\x0aWATCH"), "%s", m);
 	free(m);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
-	pid = 0;
-	tu_rmrf(top);
 }
 END_TEST
 
@@ -238,22 +246,12 @@ END_TEST
  * the bytes before it are escaped, not dropped. */
 START_TEST(test_a_cut_through_stray_bytes_keeps_them_escaped)
 {
-	char top[] = "/tmp/asn.XXXXXX", name[101];
-	ck_assert_ptr_nonnull(mkdtemp(top));
-	free(src);
-	src = tu_path(top, "s");
-	tu_mkdirs(src, 0755);
+	char name[101];
 	memset(name, 0x80, sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
-	make_too_deep(name);
-	start(NULL);
-	char *m = wait_msg("STATUS=main: error: ", NULL, 10000);
+	char *m = status_naming(name);
 	ck_assert_msg(strstr(m, "bytes: \\x80\\x80"), "%s", m);
 	free(m);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(tu_wait_exit(pid, 10000), 0);
-	pid = 0;
-	tu_rmrf(top);
 }
 END_TEST
 
