@@ -76,6 +76,19 @@ static void link_as(unsigned uid, const char *to, const char *at)
 	free(cmd);
 }
 
+/* A daemon on `target` (debounce 0), once it has published: its pid in
+ * `pid`. */
+static void daemon_published(const char *target)
+{
+	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
+			      "--debounce", "0", NULL};
+
+	pid = tu_spawn(argv, logpath);
+	struct tu_needle pub = {logpath, "published ..", 1};
+	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
+		      tu_read(logpath, NULL));
+}
+
 START_TEST(test_target_swapped_for_a_users_link_is_refused)
 {
 	/* The application user owns the directory that holds the target and
@@ -156,14 +169,9 @@ START_TEST(test_a_users_directory_put_in_place_of_the_target_is_refused)
 {
 	char *app = dir_of("app", APP_UID);
 	char *target = tu_path(app, "cfg");
-	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
-			      "--debounce", "0", NULL};
 	char *cmd;
 
-	pid = tu_spawn(argv, logpath);
-	struct tu_needle pub = {logpath, "published ..", 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
-		      tu_read(logpath, NULL));
+	daemon_published(target);
 	ck_assert_int_gt(asprintf(&cmd, "mkdir '%s.theirs'", target), 0);
 	ck_assert_int_eq(tu_sh_as(APP_UID, cmd), 0);
 	/* At once: the daemon makes a target anew as soon as it is gone. */
@@ -195,16 +203,11 @@ START_TEST(test_a_directory_of_roots_moved_in_as_the_target_is_refused)
 	char *app = dir_of("app", APP_UID);
 	char *target = tu_path(app, "cfg"), *rootdir = tu_path(app, "rootdir");
 	char *conf = tu_path(rootdir, "app.conf"), *cmd;
-	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
-			      "--debounce", "0", NULL};
 	struct stat st;
 
 	tu_mkdirs(rootdir, 0755);
 	ck_assert_int_eq(symlink("/etc/hostname", conf), 0);
-	pid = tu_spawn(argv, logpath);
-	struct tu_needle pub = {logpath, "published ..", 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
-		      tu_read(logpath, NULL));
+	daemon_published(target);
 	/* Said once, at the start: the way to it is the user's. */
 	ck_assert_int_eq(tu_file_count(logpath, "a directory of root's moved "
 						 "there before a start is "
@@ -255,14 +258,9 @@ END_TEST
  * place (refused).  Its pid in `pid`. */
 static void lose_target_to_theirs(const char *app, const char *target)
 {
-	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
-			      "--debounce", "0", NULL};
 	char *cmd;
 
-	pid = tu_spawn(argv, logpath);
-	struct tu_needle pub = {logpath, "published ..", 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
-		      tu_read(logpath, NULL));
+	daemon_published(target);
 	/* Gone first, as the daemon sees it (the writer it held let go),
 	 * then one of theirs. */
 	ck_assert_int_gt(asprintf(&cmd, "cd '%s' && mv cfg cfg.old", app), 0);
@@ -401,13 +399,8 @@ START_TEST(test_a_target_moved_away_is_not_written_to_again)
 	char *target = tu_path(app, "cfg"), *moved = tu_path(app, "cfg.old");
 	char *victim = tu_path(tmp, "victim"), *cmd;
 	tu_mkdirs(victim, 0755);
-	const char *argv[] = {tu_bin(), "--source", src, "--target", target,
-			      "--debounce", "0", NULL};
 
-	pid = tu_spawn(argv, logpath);
-	struct tu_needle pub = {logpath, "published ..", 1};
-	ck_assert_msg(tu_wait_for(tu_file_holds, &pub, 10000), "%s",
-		      tu_read(logpath, NULL));
+	daemon_published(target);
 	ck_assert_int_gt(asprintf(&cmd, "mv '%s' '%s' && ln -s '%s' '%s'",
 				  target, moved, victim, target),
 			 0);
