@@ -1570,6 +1570,14 @@ START_TEST(test_state_of_another_generation_is_not_gone_on_with)
 }
 END_TEST
 
+/* ..data names the generation `gen`. */
+static void assert_live_gen(const char *gen)
+{
+	char *now = tu_live(dst);
+	ck_assert_str_eq(now, gen);
+	free(now);
+}
+
 /* ..data removed by hand: the next publish puts it back even with
  * nothing to publish, and so does the next writer, from the state file,
  * rather than take the generation it names for debris. */
@@ -1588,16 +1596,12 @@ START_TEST(test_removed_data_is_put_back)
 	ck_assert_int_eq(publish_tree(w, &r, NULL), 0);
 	ck_assert(!r.published);
 	writer_result_fini(&r);
-	char *now = tu_live(dst);
-	ck_assert_str_eq(now, gen);
-	free(now);
+	assert_live_gen(gen);
 	ASSERT_TREES();
 	writer_close(w);
 	ck_assert_int_eq(unlink(data), 0);
 	w = open_writer();
-	now = tu_live(dst);
-	ck_assert_str_eq(now, gen);
-	free(now);
+	assert_live_gen(gen);
 	ASSERT_TREES();
 	writer_close(w);
 	/* Without a state file to say which, nothing is put back. */
@@ -1634,9 +1638,7 @@ START_TEST(test_repointed_data_is_put_back_at_open)
 		ck_assert_int_eq(unlink(data), 0);
 		ck_assert_int_eq(symlink(wrong[i], data), 0);
 		w = open_writer();
-		char *now = tu_live(dst);
-		ck_assert_str_eq(now, gen);
-		free(now);
+		assert_live_gen(gen);
 		ASSERT_TREES();
 		writer_close(w);
 	}
