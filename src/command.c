@@ -225,17 +225,13 @@ char *command_shell_syntax(const char *cmd, bool *after)
 int command_program(const char *name, char *const env[])
 {
 	const char *path = launch_env_value(env, "PATH");
-	char *var = NULL, *file = NULL;
+	char *file = NULL;
 
 	if (path == NULL)
 		path = getenv("PATH");
-	if (asprintf(&var, "PATH=%s", path ? path : COMMAND_DEFAULT_PATH) < 0)
-		return -ENOMEM;
-	char *const penv[] = {var, NULL};
-	int rc = launch_find(name, penv, &file);
+	int rc = launch_find(name, path ? path : COMMAND_DEFAULT_PATH, &file);
 
 	free(file);
-	free(var);
 	return rc;
 }
 

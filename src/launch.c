@@ -41,9 +41,8 @@ static int runnable(const char *f)
  * directories, a relative one (or an empty one: ".") taken from "/",
  * where the command runs.  Looked at before the start: a failed exec
  * is not always told to the parent (under valgrind, say). */
-int launch_find(const char *name, char *const env[], char **out)
+int launch_find(const char *name, const char *path, char **out)
 {
-	const char *path = launch_env_value(env, "PATH");
 	int rc = -ENOENT;
 
 	if (strchr(name, '/')) {
@@ -163,7 +162,7 @@ int launch_command(char *const argv[], char *const env[], int err_fd, int fd3,
 	int err_copy = -1, fd3_copy = -1, err = err_fd, f3 = fd3;
 	char *file = NULL;
 	pid_t p = -1;
-	int rc = launch_find(argv[0], env, &file);
+	int rc = launch_find(argv[0], launch_env_value(env, "PATH"), &file);
 
 	if (rc == 0 && (err = above_three(err_fd, &err_copy)) < 0)
 		rc = err;

@@ -17,9 +17,10 @@
 int launch_command(char *const argv[], char *const env[], int err_fd, int fd3,
 		   int *pid);
 
-/* The file launch_command() would run for `name`: 0 and *out
- * (malloc'ed), or -ENOENT (none) or -EACCES (found, not executable). */
-int launch_find(const char *name, char *const env[], char **out);
+/* The file launch_command() would run for `name`, with the PATH `path`
+ * (NULL: /bin:/usr/bin): 0 and *out (malloc'ed), or -ENOENT (none) or
+ * -EACCES (found, not executable). */
+int launch_find(const char *name, const char *path, char **out);
 
 /* The value of `name` in env (NAME=value entries, NULL-terminated; env
  * may be NULL), or NULL. */
