@@ -51,6 +51,42 @@ int __wrap_fsync(int fd)
 	return __real_fsync(fd);
 }
 
+/* The monotonic clock as the writer and these tests read it (linked
+ * with --wrap=clock_gettime): `ahead_ms` ahead of the kernel's.  A test
+ * that must act within a grace period gives one far longer than any
+ * step takes, and skip_past() moves this clock past it at once: how
+ * slow the machine is never decides what is due.  File times, and the
+ * wall clock by which a start ages the generation it finds, are the
+ * kernel's (wait_past() waits for real). */
+int __real_clock_gettime(clockid_t id, struct timespec *ts);
+static atomic_llong ahead_ms;
+
+int __wrap_clock_gettime(clockid_t id, struct timespec *ts);
+int __wrap_clock_gettime(clockid_t id, struct timespec *ts)
+{
+	int rc = __real_clock_gettime(id, ts);
+	long long ahead = atomic_load(&ahead_ms);
+
+	if (rc == 0 && id == CLOCK_MONOTONIC && ahead > 0) {
+		ts->tv_sec += (time_t)(ahead / 1000);
+		ts->tv_nsec += (long)(ahead % 1000) * 1000000L;
+		if (ts->tv_nsec >= 1000000000L) {
+			ts->tv_sec++;
+			ts->tv_nsec -= 1000000000L;
+		}
+	}
+	return rc;
+}
+
+/* Moves the monotonic clock (tu_now_ms()) past `due` at once. */
+static void skip_past(long long due)
+{
+	long long now = tu_now_ms();
+
+	if (now <= due)
+		atomic_fetch_add(&ahead_ms, due - now + 1);
+}
+
 static void fsync_record(void)
 {
 	pthread_mutex_lock(&fsyncs_lock);
@@ -3423,7 +3459,7 @@ START_TEST(test_recycle_through_several_generations)
 
 	/* The first one replaced is due after the third publish (which
 	 * must find it in its grace period), the others not. */
-	o.grace_ms = 500;
+	o.grace_ms = 30000;
 	struct writer *w = open_writer_with(&o);
 	tu_write(src, "a/f", "a1", 0644);
 	tu_write(src, "b/f", "b1", 0644);
@@ -3435,7 +3471,7 @@ START_TEST(test_recycle_through_several_generations)
 	ino_t root1 = ino_of(dst, g1), d1 = ino_of(dst, "..data/d/f");
 	tu_write(src, "a/f", "a2", 0644);
 	publish_ok(w);
-	long long due = tu_now_ms() + 500;
+	long long due = tu_now_ms() + 30000;
 	o.grace_ms = 60000;
 	writer_set_opts(w, &o);
 	char *g2 = tu_live(dst);
@@ -3446,8 +3482,8 @@ START_TEST(test_recycle_through_several_generations)
 	publish_ok(w);
 	char *g3 = tu_live(dst);
 	ck_assert_msg(ino_of(dst, g3) != root1,
-		      "the third publish took 500 ms to start");
-	wait_past(due);
+		      "the third publish took 30 s to start");
+	skip_past(due);
 	tu_write(src, "c/f", "c2", 0644);
 	char *st = tu_path(src, "top");
 	ck_assert_int_eq(unlink(st), 0);
@@ -3486,7 +3522,7 @@ START_TEST(test_recycle_after_a_file_was_copied_instead_of_linked)
 {
 	struct writer_opts o = opts();
 
-	o.grace_ms = 500;
+	o.grace_ms = 30000;
 	struct writer *w = open_writer_with(&o);
 	tu_write(src, "d/a", "a", 0644);
 	tu_write(src, "t", "1", 0644);
@@ -3498,16 +3534,16 @@ START_TEST(test_recycle_after_a_file_was_copied_instead_of_linked)
 	ck_assert_int_eq(unlink(la), 0);
 	tu_write(src, "t", "22", 0644);
 	publish_ok(w);
-	long long due = tu_now_ms() + 500;
+	long long due = tu_now_ms() + 30000;
 	o.grace_ms = 60000;
 	writer_set_opts(w, &o);
 	tu_write(src, "t", "333", 0644);
 	publish_ok(w);
 	char *g3 = tu_live(dst);
 	ck_assert_msg(ino_of(dst, g3) != root1,
-		      "the third publish took 500 ms to start");
+		      "the third publish took 30 s to start");
 	ino_t a3 = ino_of(dst, "..data/d/a");
-	wait_past(due);
+	skip_past(due);
 	tu_write(src, "t", "4444", 0644);
 	publish_ok(w);
 	char *g4 = tu_live(dst);
@@ -3525,12 +3561,12 @@ END_TEST
 /* Two generations due at once: the newer is the spare, the other waits
  * in reserve for the publish after, which recycles it rather than link
  * every file into a new one.  At rest, one replaced generation stays.
- * The two publishes after must come within a grace period, or the one
- * the first of them replaced is due too and the newer spare: the grace
- * is long enough for a loaded machine, and the test says when not. */
+ * The two publishes after come within a grace period (a minute, the
+ * clock skipped past it), or the one the first of them replaced would
+ * be due too, and the newer spare. */
 START_TEST(test_recycle_keeps_one_in_reserve)
 {
-	enum { GRACE_MS = 400 };
+	enum { GRACE_MS = 60000 };
 	struct writer_opts o = opts();
 	o.grace_ms = GRACE_MS;
 	struct writer *w = open_writer_with(&o);
@@ -3543,8 +3579,7 @@ START_TEST(test_recycle_keeps_one_in_reserve)
 		tu_write(src, "a", v == 2 ? "22" : "333", 0644);
 		publish_ok(w);
 	}
-	long long due = tu_now_ms() + GRACE_MS;
-	wait_past(due);
+	skip_past(tu_now_ms() + GRACE_MS);
 	ck_assert_int_eq(writer_retire(w, false, NULL), 0);
 	ck_assert_int_eq(tu_generations(dst), 3);
 	long long t4 = tu_now_ms();
@@ -3561,7 +3596,7 @@ START_TEST(test_recycle_keeps_one_in_reserve)
 	/* At rest. */
 	uint64_t next = 1;
 	while (next != 0) {
-		tu_nap(5);
+		skip_past((long long)next);
 		ck_assert_int_eq(writer_retire(w, false, &next), 0);
 	}
 	ck_assert_int_eq(tu_generations(dst), 2);
@@ -4478,7 +4513,7 @@ START_TEST(test_partial_standby_gives_way_to_a_due_one)
 		char *err = NULL;
 
 		tu_rmrf(dst);
-		o.grace_ms = 1000;
+		o.grace_ms = 60000;
 		struct writer *w = open_writer_with(&o);
 		tu_write(src, "a/f", "1", 0644);
 		tu_write(src, "b/g", "g", 0644);
@@ -4493,7 +4528,7 @@ START_TEST(test_partial_standby_gives_way_to_a_due_one)
 		ck_assert_int_eq(writer_standby(w, &stop, &err), -ECANCELED);
 		char *sb = standby_of();
 		ino_t partial = ino_of(dst, sb);
-		wait_past(due);
+		skip_past(due);
 		if (round == 1) {
 			ck_assert_int_eq(writer_retire(w, false, NULL), 0);
 			ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL),
@@ -4527,14 +4562,14 @@ static void write_files(int n)
 	}
 }
 
-/* A writer (grace period 2 s) that published 3,000 files and then one
- * change, in a burst: the generation it replaced, `replaced` its root
+/* A writer (grace period a minute) that published 3,000 files and then
+ * one change, in a burst: the generation it replaced, `replaced` its root
  * inode, is due at *due; no standby ran. */
 static struct writer *replaced_in_a_burst(ino_t *replaced, long long *due)
 {
 	struct writer_opts o = opts();
 
-	o.grace_ms = 2000;
+	o.grace_ms = 60000;
 	write_files(3000);
 	struct writer *w = open_writer_with(&o);
 	publish_ok(w);
@@ -4590,7 +4625,7 @@ START_TEST(test_publish_waits_for_one_due_sooner_than_linking_all)
 	struct snapshot *s = NULL;
 	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
 	/* Read ahead: from here to the writer's choice is a compare. */
-	wait_past(due - linking / 2);
+	skip_past(due - linking / 2);
 	publish_recycles_one_due(w, s, replaced);
 }
 END_TEST
@@ -4609,8 +4644,7 @@ START_TEST(test_publish_waits_before_a_link_rate_is_known)
 
 	tu_write(src, "d0/f0", "3", 0644);
 	ck_assert_int_eq(snapshot_take(src, NULL, &s, NULL), 0);
-	while (tu_now_ms() < due - 2)
-		tu_nap(1);
+	skip_past(due - 3);
 	publish_recycles_one_due(w, s, replaced);
 }
 END_TEST
@@ -4703,13 +4737,13 @@ START_TEST(test_live_found_at_a_start_is_recycled_in_full)
 END_TEST
 
 /* A writer that published x/f and y/g ("y1"), then y/g again ("y2")
- * within the grace period (300 ms), and waited until the generation
+ * within the grace period (a minute), and skipped until the generation
  * that replaced is due; that one's name in *g1, its root inode in
  * *old. */
 static struct writer *burst_writer_due(struct writer_opts *o, char **g1,
 				       ino_t *old)
 {
-	o->grace_ms = 300;
+	o->grace_ms = 60000;
 	tu_write(src, "x/f", "x", 0644);
 	tu_write(src, "y/g", "y1", 0644);
 	struct writer *w = open_writer_with(o);
@@ -4720,10 +4754,10 @@ static struct writer *burst_writer_due(struct writer_opts *o, char **g1,
 	ck_assert(writer_standby_wanted(w));
 	tu_write(src, "y/g", "y2", 0644);
 	publish_ok(w);
-	long long due = tu_now_ms() + 300;
+	long long due = tu_now_ms() + o->grace_ms;
 	ck_assert_msg(writer_standby_wanted(w),
-		      "the second publish took 300 ms");
-	wait_past(due);
+		      "the second publish took a grace period");
+	skip_past(due);
 	return w;
 }
 
@@ -4768,7 +4802,7 @@ START_TEST(test_standby_recycles_one_that_is_due)
 	writer_result_fini(&r);
 	ASSERT_TREES();
 	/* Changes further apart than the grace period are no burst. */
-	tu_nap(400);
+	skip_past(tu_now_ms() + o.grace_ms);
 	char *kept = tu_live(dst);
 	ino_t kino = ino_of(dst, kept);
 	tu_write(src, "y/g", "y4", 0644);
@@ -4783,7 +4817,9 @@ START_TEST(test_standby_recycles_one_that_is_due)
 	writer_close(w);
 	/* Past it, the standby after a start recycles it (read in full:
 	 * what the last run did to it is not known), off the way of the
-	 * first change, which recycles the standby. */
+	 * first change, which recycles the standby.  A start ages it by the
+	 * wall clock: a shorter grace period, waited out. */
+	o.grace_ms = 300;
 	tu_nap(400);
 	w = open_writer_with(&o);
 	publish_ok(w);
@@ -4829,31 +4865,33 @@ START_TEST(test_standby_keeps_its_place_in_a_burst)
 	struct writer_result r = {0};
 	atomic_bool stop = false;
 	char *err = NULL;
+	enum { G = 60000 }; /* the grace period; the clock skips */
 
-	o.grace_ms = 1000;
+	o.grace_ms = G;
 	tu_write(src, "x/f", "x", 0644);
 	struct writer *w = open_writer_with(&o);
 	publish_ok(w);
 	/* Three replaced at once (the first at t0), one before they are
-	 * due (t0 + 800), and one after (t0 + 1500), which recycles the
+	 * due (t0 + 0.8 G), and one after (t0 + 1.5 G), which recycles the
 	 * newest; the standby recycles the next, and the first stays. */
 	const char *v[] = {"1", "2", "3", "4", "5"};
-	long long t0 = 0, at[] = {0, 0, 0, 800, 1500};
+	long long t0 = 0, at[] = {0, 0, 0, G / 10 * 8, G / 10 * 15};
 	for (int k = 0; k < 5; k++) {
-		wait_past(t0 + at[k]);
+		skip_past(t0 + at[k]);
 		tu_write(src, "a", v[k], 0644);
 		publish_ok(w);
 		if (k == 0)
 			t0 = tu_now_ms();
 	}
-	ck_assert_msg(tu_now_ms() < t0 + 1900, "the publishes took too long");
+	ck_assert_msg(tu_now_ms() < t0 + G / 10 * 19,
+		      "the publishes took too long");
 	ck_assert(writer_standby_wanted(w));
 	ck_assert_int_eq(writer_standby(w, &stop, &err), 0);
 	char *sb = standby_of();
 	ino_t ino = ino_of(dst, sb);
-	/* The first leaves its reserve at t0 + 2000; the last publish was
+	/* The first leaves its reserve at t0 + 2 G; the last publish was
 	 * less than a grace period ago. */
-	wait_past(t0 + 2100);
+	skip_past(t0 + G / 10 * 21);
 	ck_assert_int_eq(writer_retire(w, false, NULL), 0);
 	ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL), 1);
 	tu_write(src, "a", "after", 0644);
