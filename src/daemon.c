@@ -32,6 +32,13 @@ enum reload_state {
 	RELOAD_REFUSED,	 /* the running config stays (said why) */
 };
 
+/* The daemon's life: a reload may come in any phase but the last. */
+enum daemon_phase {
+	PHASE_STARTING, /* the start-up summary and READY=1 are owed */
+	PHASE_RUNNING,
+	PHASE_STOPPING,
+};
+
 struct daemon {
 	uv_loop_t loop;
 	uv_signal_t sig[NSIGNALS];
@@ -48,7 +55,7 @@ struct daemon {
 	struct conf *conf;
 	struct sync **syncs;
 	size_t nsyncs, syncscap;
-	bool stopping;
+	enum daemon_phase phase;
 	size_t stops_pending;
 	/* A reload waits for stopped mappings before starting new ones. */
 	struct conf *next;
@@ -150,7 +157,8 @@ static void http_retry(struct daemon *d, const char *err, int rc)
  * a `retry`: a start, a reload or a stop, which says anew what fails. */
 static void http_apply(struct daemon *d, bool retry)
 {
-	const char *want = d->stopping ? NULL : d->conf->metrics_listen;
+	const char *want =
+		d->phase == PHASE_STOPPING ? NULL : d->conf->metrics_listen;
 	char *err = NULL, *old = d->http_listen;
 
 	uv_timer_stop(&d->http_retry);
@@ -179,7 +187,7 @@ static void http_apply(struct daemon *d, bool retry)
 		d->http_retry_s = 0;
 	if (rc == 0 && want && (d->http_listen = strdup(want)) != NULL)
 		log_info("serving /metrics and /healthz on %s", want);
-	else if (want == NULL && old && !d->stopping)
+	else if (want == NULL && old && d->phase != PHASE_STOPPING)
 		log_info("metrics_listen removed: no longer serving /metrics "
 			 "and /healthz on %s",
 			 old);
@@ -292,12 +300,16 @@ static void log_started(struct daemon *d)
  * start and after a reload. */
 static void maybe_ready(struct daemon *d)
 {
-	if (d->starting > 0 || d->stops_pending > 0 || d->stopping)
+	if (d->starting > 0 || d->stops_pending > 0 ||
+	    d->phase == PHASE_STOPPING)
 		return;
+	/* A SIGHUP during the start still gets the summary, which counts
+	 * the reloaded config's mappings too. */
+	if (d->phase == PHASE_STARTING)
+		log_started(d);
+	d->phase = PHASE_RUNNING;
 	if (d->reload == RELOAD_APPLYING)
 		log_info("reload done");
-	else if (d->reload == RELOAD_NONE)
-		log_started(d);
 	d->reload = RELOAD_NONE;
 	update_status(&d->status);
 	notify_ready(d->notify);
@@ -351,7 +363,7 @@ static void on_mounts(uv_poll_t *h, int status, int events)
 
 	(void)status;
 	(void)events;
-	for (size_t i = 0; !d->stopping && i < d->nsyncs; i++)
+	for (size_t i = 0; d->phase != PHASE_STOPPING && i < d->nsyncs; i++)
 		sync_mounts_changed(d->syncs[i]);
 }
 
@@ -407,7 +419,7 @@ static void on_sync_stopped(void *data)
 
 	if (--d->stops_pending > 0)
 		return;
-	if (d->stopping) {
+	if (d->phase == PHASE_STOPPING) {
 		close_signals(d);
 		return;
 	}
@@ -425,9 +437,9 @@ static void remove_sync(struct daemon *d, size_t i)
 
 static void shutdown_all(struct daemon *d)
 {
-	if (d->stopping)
+	if (d->phase == PHASE_STOPPING)
 		return;
-	d->stopping = true;
+	d->phase = PHASE_STOPPING;
 	log_info("stopping");
 	notify_stopping(d->notify);
 	conf_free(d->next);
@@ -542,7 +554,7 @@ static void reload(struct daemon *d)
 	struct conf *n = NULL;
 	struct conf_errors errs = {0};
 
-	if (d->stopping)
+	if (d->phase == PHASE_STOPPING)
 		return;
 	notify_reloading(d->notify);
 	enum reload_state was = d->reload;
@@ -700,8 +712,10 @@ int daemon_new(struct conf *conf, const struct daemon_opts *o,
 	struct daemon *d = calloc(1, sizeof(*d));
 	int rc;
 
-	if (d)
+	if (d) {
 		d->mounts_fd = -1;
+		d->phase = PHASE_STARTING;
+	}
 	if (d == NULL || (d->budget = watch_budget_new(max_watches(
 				  conf, &d->budget_from))) == NULL) {
 		free(d);

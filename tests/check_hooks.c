@@ -1427,6 +1427,48 @@ START_TEST(test_a_hung_publish_turns_healthz_503_until_it_ends)
 }
 END_TEST
 
+static int made(void *arg)
+{
+	return access(arg, F_OK) == 0;
+}
+
+/* A SIGHUP while the start-up publish is still on its way is done once
+ * that publish is; the summary of the start is logged all the same. */
+START_TEST(test_a_reload_during_the_start_still_sums_it_up)
+{
+	const char *shim = getenv("FAULTINJECT");
+	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
+	char *hang = tu_path(tmp, "hang"), *said = tu_path(tmp, "said");
+	char *preload, *hang_while, *hang_say, *asan;
+	const char *asan0 = getenv("ASAN_OPTIONS");
+	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
+	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
+	ck_assert_int_ge(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
+	ck_assert_int_ge(asprintf(&asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
+				  asan0 ? asan0 : "", asan0 && *asan0 ? ":" : ""),
+			 0);
+	const char *env[] = {preload, "FAULT_HANG=fsync", hang_while, hang_say,
+			     asan, NULL};
+	tu_write(tmp, "hang", "", 0644);
+	start_env("", "", env);
+	ck_assert_msg(tu_wait_for(made, said, 10000),
+		      "the start-up publish never flushed");
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	wait_file(logpath, "SIGHUP: reloading", 1, 5000);
+	ck_assert_int_eq(unlink(hang), 0);
+	wait_target("v1\n");
+	wait_file(logpath, "reload done", 1, 5000);
+	wait_file(logpath, "1 of 1 mapping published; watching", 1, 5000);
+	stop();
+	free(hang);
+	free(said);
+	free(preload);
+	free(hang_while);
+	free(hang_say);
+	free(asan);
+}
+END_TEST
+
 static int exists(const char *dir, const char *name)
 {
 	char *p = tu_path(dir, name);
@@ -1715,6 +1757,7 @@ static Suite *hooks_suite(void)
 	tcase_add_test(tc, test_healthz_never_names_the_source);
 	tcase_add_test(tc, test_healthz_answers_under_a_crowd_of_idle_and_slow_clients);
 	tcase_add_test(tc, test_a_hung_publish_turns_healthz_503_until_it_ends);
+	tcase_add_test(tc, test_a_reload_during_the_start_still_sums_it_up);
 	tcase_add_test(tc, test_metrics_file_is_not_written_through_another_users_link);
 	suite_add_tcase(s, tc);
 	return s;
