@@ -1371,9 +1371,11 @@ static int lock_owned(const struct writer *w, int fd, const struct stat *st)
 /* The lock file, opened: made if missing (*made), in a target only we
  * or root can write (target_ours()).  -ESTALE when another made it
  * meanwhile; -EEXIST when something else has its name (a directory, a
- * FIFO, a link).  Read-only: flock() needs no more, and a file held
- * open to write keeps the target's file system from being remounted
- * read-only. */
+ * FIFO, a socket, a link); -EMLINK when it is another file's hard link
+ * and would have to be changed (its owner, its mode), which would change
+ * that file: one put there while another user could write the target.
+ * Read-only: flock() needs no more, and a file held open to write keeps
+ * the target's file system from being remounted read-only. */
 static int open_lock(struct writer *w, bool *made)
 {
 	struct stat st;
@@ -1384,11 +1386,15 @@ static int open_lock(struct writer *w, bool *made)
 	if (*made)
 		fd = openat(w->dfd, WRITER_LOCK, flags | O_CREAT | O_EXCL, 0600);
 	if (fd < 0)
-		return errno == EEXIST ? -ESTALE : errno == ELOOP ? -EEXIST
-								  : -errno;
+		return errno == EEXIST		       ? -ESTALE
+		       : errno == ELOOP || errno == ENXIO ? -EEXIST
+							  : -errno;
 	int rc = fstat(fd, &st) < 0	  ? -errno
 		 : !S_ISREG(st.st_mode) ? -EEXIST
-					  : lock_owned(w, fd, &st);
+		 : st.st_nlink != 1 && (!fsutil_trusted_uid(st.st_uid) ||
+					(st.st_mode & 0077))
+			 ? -EMLINK
+			 : lock_owned(w, fd, &st);
 	if (rc == 0 && (st.st_mode & 0077) && fchmod(fd, 0600) < 0)
 		rc = -EPERM;
 	if (rc < 0) {
@@ -1425,12 +1431,14 @@ static void lock_say_id(const struct writer *w)
 	if (pread(w->lock_fd, buf, sizeof(buf), 0) == (ssize_t)len &&
 	    memcmp(buf, id, len) == 0)
 		return;
-	/* Written through a descriptor of its own, closed at once. */
+	/* Written through a descriptor of its own, closed at once; never
+	 * through another name of the file (see open_lock()). */
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	if (lock_named(w, fd) && lock_named(w, w->lock_fd) &&
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+	    lock_named(w, fd) && lock_named(w, w->lock_fd) &&
 	    ftruncate(fd, 0) == 0)
 		(void)!pwrite(fd, id, len, 0);
 	close(fd);
@@ -1500,9 +1508,19 @@ static int removed_lock(struct writer *w, char **err)
  * that writer's (a standby): -EBUSY, as a run has.  The holder is looked
  * for in /proc, not by taking the lock even for a moment, which would
  * refuse a run that starts then; where /proc cannot tell, nothing is
- * said. */
+ * said.  A lock file a run would refuse is refused too (see
+ * open_lock()). */
 static int lock_free(const struct writer *w, pid_t *holder)
 {
+	struct stat st;
+
+	if (fstatat(w->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0; /* none: a run makes it */
+	if (!S_ISREG(st.st_mode))
+		return -EEXIST;
+	if (st.st_nlink != 1 &&
+	    (!fsutil_trusted_uid(st.st_uid) || (st.st_mode & 0077)))
+		return -EMLINK;
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 
@@ -1549,8 +1567,11 @@ static int lock_target(struct writer *w, char **err)
 			   rc == -ESTALE ? "made and removed again by another, "
 					   "over and over"
 			   : rc == -EEXIST ? "not a regular file (a directory, "
-					     "a FIFO or a symbolic link); move "
-					     "it away"
+					     "a FIFO, a socket or a symbolic "
+					     "link); move it away"
+			   : rc == -EMLINK ? "a hard link of another file, "
+					     "which taking the lock back would "
+					     "change; move it away"
 			   : rc == -EACCES ? "owned by another user, who could "
 					     "hold its lock; remove it"
 					   : strerror(-rc));

@@ -650,6 +650,78 @@ START_TEST(test_a_lock_file_a_user_owns_is_taken_back)
 }
 END_TEST
 
+/* The file `path` as it was: owner, mode and contents. */
+static void assert_file_is(const char *path, uid_t uid, mode_t mode,
+			   const char *text)
+{
+	struct stat st;
+	char *got = tu_read(path, NULL);
+
+	ck_assert_int_eq(lstat(path, &st), 0);
+	ck_assert_uint_eq(st.st_uid, uid);
+	ck_assert_uint_eq(st.st_mode & 07777, mode);
+	ck_assert_str_eq(got, text);
+	free(got);
+}
+
+/* The lock file as another name of a file (put there while a user could
+ * write the target: a chown -R undone on the target alone) is refused,
+ * dry run or not, where taking it back would change that file's owner,
+ * mode or contents: another user's, or root's that others may read.
+ * Root's own that only root may open is used as it is, and not written.
+ * A socket in its place is named as such. */
+START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
+{
+	char *err = NULL, *lock = tu_path(dst, "..atomsync.lock");
+	char *shadow = tu_path(tmp, "shadow"), *theirs = tu_path(tmp, "theirs");
+	char *key = tu_path(tmp, "key");
+
+	ck_assert_int_eq(once_to(src, dst, &err), 0);
+	free(err);
+	tu_write(tmp, "shadow", "root's\n", 0640);
+	tu_write(tmp, "theirs", "2003's\n", 0666);
+	ck_assert_int_eq(chmod(theirs, 0666), 0);
+	ck_assert_int_eq(chown(theirs, APP_UID, APP_UID), 0);
+	tu_write(tmp, "key", "root's key\n", 0600);
+	const char *const victims[] = {shadow, theirs};
+	for (int k = 0; k < 2; k++) {
+		ck_assert_int_eq(unlink(lock), 0);
+		ck_assert_int_eq(link(victims[k], lock), 0);
+		for (int dry = 0; dry < 2; dry++) {
+			const char *argv[] = {tu_bin(),	 "--source", src,
+					      "--target", dst,	     "--once",
+					      dry ? "--dry-run" : NULL, NULL};
+			ck_assert_int_eq(tu_run(argv, NULL, &err, 30000), 1);
+			ck_assert_msg(strstr(err, "a hard link of another "
+						  "file") &&
+					      strstr(err, "move it away"),
+				      "%s", err);
+			free(err);
+		}
+	}
+	assert_file_is(shadow, 0, 0640, "root's\n");
+	assert_file_is(theirs, APP_UID, 0666, "2003's\n");
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert_int_eq(link(key, lock), 0);
+	tu_write(src, "app.conf", "through root's key\n", 0644);
+	ck_assert_msg(once_to(src, dst, &err) == 0, "%s", err);
+	free(err);
+	char *why = tu_diff_trees(src, dst);
+	ck_assert_msg(why == NULL, "%s", why);
+	assert_file_is(key, 0, 0600, "root's key\n");
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert_int_eq(mknod(lock, S_IFSOCK | 0600, 0), 0);
+	ck_assert_int_eq(once_to(src, dst, &err), 1);
+	ck_assert_msg(strstr(err, "a socket") && strstr(err, "move it away"),
+		      "%s", err);
+	free(err);
+	free(lock);
+	free(shadow);
+	free(theirs);
+	free(key);
+}
+END_TEST
+
 /* A file in a user's source that they may not read (a hard link to one
  * of root's, made where fs.protected_hardlinks is off, here by root for
  * them; one whose other name was since replaced has one link) is not
@@ -2760,6 +2832,7 @@ static Suite *security_suite(void)
 	tcase_add_test(tc, test_daemon_runs_no_check_where_a_user_can_redirect_the_target);
 	tcase_add_test(tc, test_a_user_holding_a_lock_on_the_target_keeps_nothing_out);
 	tcase_add_test(tc, test_a_lock_file_a_user_owns_is_taken_back);
+	tcase_add_test(tc, test_a_lock_file_linked_to_another_file_is_left_alone);
 	tcase_add_test(tc, test_a_file_the_sources_writers_cannot_read_is_skipped);
 	tcase_add_test(tc,
 		       test_a_link_through_a_directory_its_writer_may_not_enter_is_skipped);
