@@ -176,7 +176,15 @@ static int remake_refused(struct publish *p)
 	/* A directory there that is not empty (root's fresh one is), nor
 	 * the one this mapping last had, moved back. */
 	bool full = fd >= 0 && !fsutil_dir_empty(fd) && !had_again(p, fd);
+	struct stat st;
 
+	/* Opened again by path: it must be this one, not one renamed into
+	 * its place since. */
+	p->seen_dev = p->seen_ino = 0;
+	if (fd >= 0 && !full && fstat(fd, &st) == 0) {
+		p->seen_dev = (uint64_t)st.st_dev;
+		p->seen_ino = (uint64_t)st.st_ino;
+	}
 	if (fd >= 0)
 		close(fd);
 	if (fd != -ENOENT && !full)
@@ -279,6 +287,10 @@ static int open_target(struct publish *p)
 		wo.one_shot = p->once;
 		wo.load_later = p->once;
 		wo.no_create = there == 1;
+		if (wo.no_create) {
+			wo.expect_dev = p->seen_dev;
+			wo.expect_ino = p->seen_ino;
+		}
 		p->rc = writer_open(p->c->target, &wo, &p->w, &p->err);
 		if (p->rc == 0 && !p->had_target)
 			warn_way(p);

@@ -56,6 +56,8 @@ struct publish {
 	uint64_t had_dev, had_ino; /* the last one opened, */
 	char *had_gen;		   /* and its live generation then: one
 				      moved back holds it still */
+	uint64_t seen_dev, seen_ino; /* the directory remake_refused()
+					found fit to open, 0: none */
 	bool target_gone;	/* the last attempt found it gone and not
 				 * to be made anew: its generations are no
 				 * more */

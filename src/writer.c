@@ -1311,6 +1311,19 @@ static void strip_acls(struct writer *w)
 			w->path);
 }
 
+/* Whether the target open as `fd` is the directory the caller looked
+ * at (expect_ino): a user who can rename in its parent could have put
+ * another of root's in its place since. */
+static bool expected_target(const struct writer *w, int fd)
+{
+	struct stat st;
+
+	if (!w->o.no_create || w->o.expect_ino == 0)
+		return true;
+	return fstat(fd, &st) == 0 && (uint64_t)st.st_dev == w->o.expect_dev &&
+	       (uint64_t)st.st_ino == w->o.expect_ino;
+}
+
 /* Opens the target directory (creating it unless in a dry run), resolved
  * as a root daemon must: a symlink on the way that another user could
  * have put there is refused, and nothing is written. */
@@ -1322,7 +1335,13 @@ static int open_target(struct writer *w, char **err)
 	int fd = fsutil_chase(w->path, how, O_RDONLY | O_DIRECTORY, &created,
 			      &why);
 
-	if (fd >= 0) {
+	if (fd >= 0 && !expected_target(w, fd)) {
+		close(fd);
+		fd = -ESTALE;
+		log_err_set(err, fd, "target %s: replaced as it was opened; "
+				     "looked at again",
+			    w->path);
+	} else if (fd >= 0) {
 		/* mkdir is subject to the umask; the layout wants 0755.
 		 * Through the descriptor: a link swapped in is not followed. */
 		if (created)

@@ -57,6 +57,9 @@ struct writer_opts {
 			       live record is not kept ready for reads to
 			       come (see snapshot_supersede) */
 	bool no_create;	    /* a missing target is an error, not made */
+	uint64_t expect_dev, expect_ino; /* with no_create, when expect_ino
+			       is not 0: the directory the caller looked
+			       at; another found in its place is -ESTALE */
 	bool load_later;    /* writer_open leaves the live record to
 			       writer_load(), for the caller to read the
 			       source meanwhile */

@@ -3558,6 +3558,51 @@ START_TEST(test_recycle_after_a_file_was_copied_instead_of_linked)
 }
 END_TEST
 
+/* A target opened by path after the caller looked at it (no_create
+ * with expect_ino) is the directory looked at: another renamed into its
+ * place since, root's with a generation in it, is neither locked nor
+ * cleaned of what an interrupted publish left. */
+START_TEST(test_open_takes_only_the_target_looked_at)
+{
+	struct writer_opts o = opts();
+	struct writer *w = NULL;
+	char *err = NULL, *other = tu_path(tmp, "other");
+	char *tmpl = tu_path(dst, WRITER_DATA_TMP), *lock;
+	struct stat st;
+
+	tu_write(src, "a", "1", 0644);
+	w = open_writer_with(&o);
+	publish_ok(w);
+	writer_close(w);
+	ck_assert_int_eq(symlink("..gone", tmpl), 0);
+	ck_assert_int_eq(rename(dst, other), 0);
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(stat(dst, &st), 0);
+	o.no_create = true;
+	o.expect_dev = (uint64_t)st.st_dev;
+	o.expect_ino = (uint64_t)st.st_ino;
+	ck_assert_int_eq(rmdir(dst), 0);
+	ck_assert_int_eq(rename(other, dst), 0);
+	lock = tu_path(dst, WRITER_LOCK);
+	ck_assert_int_eq(unlink(lock), 0);
+	ck_assert_int_eq(writer_open(dst, &o, &w, &err), -ESTALE);
+	ck_assert_msg(strstr(err, "replaced as it was opened"), "%s", err);
+	free(err);
+	ck_assert_int_eq(lstat(tmpl, &st), 0);
+	ck_assert_int_ne(lstat(lock, &st), 0);
+	/* The one looked at is taken. */
+	ck_assert_int_eq(stat(dst, &st), 0);
+	o.expect_ino = (uint64_t)st.st_ino;
+	o.expect_dev = (uint64_t)st.st_dev;
+	w = open_writer_with(&o);
+	ck_assert_int_ne(lstat(tmpl, &st), 0);
+	writer_close(w);
+	free(other);
+	free(tmpl);
+	free(lock);
+}
+END_TEST
+
 /* Two generations due at once: the newer is the spare, the other waits
  * in reserve for the publish after, which recycles it rather than link
  * every file into a new one.  At rest, one replaced generation stays.
@@ -5614,6 +5659,7 @@ static Suite *writer_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_unchanged_tree_writes_nothing);
+	tcase_add_test(tc, test_open_takes_only_the_target_looked_at);
 	tcase_add_test(tc, test_same_size_edit_same_second_publishes);
 	tcase_add_test(tc, test_same_size_edit_dated_far_ahead_publishes);
 	tcase_add_test(tc, test_live_file_dated_far_is_not_trusted_by_its_times);
