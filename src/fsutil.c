@@ -2087,6 +2087,16 @@ const char *fsutil_chase_why(const char *why, const char *path, int rc)
 	return why;
 }
 
+const char *fsutil_chase_dir_why(const char *why, const char *path, int rc)
+{
+	struct stat st;
+
+	if (rc == -ENOTDIR && lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+		return "not a directory (a file is in its place, say); move "
+		       "it away";
+	return fsutil_chase_why(why, path, rc);
+}
+
 char *fsutil_fd_path(int fd)
 {
 	char proc[64], *r = NULL;

@@ -260,6 +260,9 @@ int fsutil_chase(const char *path, unsigned how, int flags, bool *created,
  * what failed is `path` itself; the error as it is otherwise, or
  * strerror(-rc) when there is none. */
 const char *fsutil_chase_why(const char *why, const char *path, int rc);
+/* The same for a chase with O_DIRECTORY, where a file (or a FIFO, a
+ * socket...) has the name `path`: what to do about it. */
+const char *fsutil_chase_dir_why(const char *why, const char *path, int rc);
 
 /* The absolute path of what `fd` is open on (malloc'ed), or NULL with
  * errno set. */

@@ -116,7 +116,8 @@ static void open_target(struct view *v)
 		v->why = log_strdupf("target %s does not exist", v->c->target);
 	else
 		v->why = log_strdupf("target %s: %s", v->c->target,
-				     fsutil_chase_why(why, v->c->target, fd));
+				     fsutil_chase_dir_why(why, v->c->target,
+							  fd));
 	free(why);
 }
 

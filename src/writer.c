@@ -230,27 +230,13 @@ const char *writer_live_generation(const struct writer *w)
 static int target_ours(const struct writer *w, char **err);
 static uint32_t group_of(const struct writer *w);
 
-/* Whether something other than a directory has the target's name, for
- * a message: ENOTDIR can come from a parent too. */
-static bool in_place(const char *path)
-{
-	struct stat st;
-
-	return lstat(path, &st) == 0 && !S_ISDIR(st.st_mode);
-}
-
 /* The line for a target path that did not resolve (fd, and why from
  * fsutil_chase()). */
 static int target_unreachable(const struct writer *w, int fd, const char *why,
 			      char **err)
 {
-	if (fd == -ENOTDIR && in_place(w->path))
-		return log_err_set(err, fd, "target %s: not a directory (a "
-					    "file is in its place, say); move "
-					    "it away",
-				   w->path);
 	return log_err_set(err, fd, "target %s: %s", w->path,
-			   fsutil_chase_why(why, w->path, fd));
+			   fsutil_chase_dir_why(why, w->path, fd));
 }
 
 int writer_check_target(const struct writer *w, char **err)

@@ -245,6 +245,18 @@ START_TEST(test_missing_target_is_not_created)
 	free(want);
 	free(out);
 	free(err);
+	/* A file in its place: what a run would say of it. */
+	tu_write(tmp, "dst", "a file", 0644);
+	ck_assert_int_eq(status(&out, &err), 1);
+	ck_assert_int_ge(asprintf(&want, "  in step:     cannot tell: target %s: "
+				  "not a directory (a file is in its place, "
+				  "say); move it away\n",
+				  dst),
+			 0);
+	ASSERT_HAS(out, want);
+	free(want);
+	free(out);
+	free(err);
 }
 END_TEST
 
