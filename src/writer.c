@@ -78,12 +78,23 @@ static void classes_fini(struct classes *c)
 	*c = (struct classes){0};
 }
 
+/* What writer_open() found of the lock file, which tells a directory
+ * that was a target (generations of ours may be left in it to remove)
+ * from one that never was (a name like theirs is someone's data). */
+enum lock_found {
+	LOCK_NONE,	/* not taken: a dry run, or refused */
+	LOCK_FOUND,	/* there, naming no target (empty, an older
+			   atomsyncd's, or another directory's) */
+	LOCK_OURS,	/* there, naming this target: it was one */
+	LOCK_MADE,	/* none was there: made by this writer */
+};
+
 struct writer {
 	char *path;
 	int dfd;		/* target directory, -1 in a dry run without one */
 	int lock_fd;		/* WRITER_LOCK in it, flock()ed; -1: none */
 	bool made_target;	/* writer_open() made the target directory */
-	bool made_lock;		/* and its lock file (none was there) */
+	enum lock_found lock;	/* and its lock file */
 	struct writer_opts o;
 	char *name;		/* copy of o.name */
 	char *live_gen;		/* what ..data names, NULL when none */
@@ -938,15 +949,43 @@ static bool temporary_name(const char *n)
 	       strcmp(n, WRITER_LINK_TMP) == 0 || is_ahead_name(n);
 }
 
-/* Whether the target is a directory this writer found with no lock file
- * and that holds no generation of ours: no ..data, no state file. */
-static bool never_published(const struct writer *w)
+/* Whether the entry `de` at a temporary name can be what a publish
+ * left there: a link or a file, never a directory, which is someone's
+ * and is not removed (with all it holds). */
+static bool temporary_ours(const struct writer *w, const struct dirent *de)
 {
 	struct stat st;
 
-	return w->made_lock && !w->o.dry_run &&
-	       fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
-	       fstatat(w->dfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0;
+	if (de->d_type != DT_UNKNOWN)
+		return de->d_type != DT_DIR;
+	return fstatat(w->dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	       !S_ISDIR(st.st_mode);
+}
+
+static void leave_temporary(const struct writer *w, const char *n)
+{
+	log_msg(LOG_LVL_WARN, w->name,
+		"target %s: %s is a directory, which no publish leaves "
+		"there; left as it is",
+		w->path, n);
+}
+
+/* Whether the target is a directory this writer found with no lock file
+ * naming it and that holds no generation of ours: no ..data, no state
+ * file (one that reads as ours: a file of that name is not one). */
+static bool never_published(const struct writer *w)
+{
+	struct stat st;
+	struct timespec when;
+	char *gen = NULL;
+	bool sound;
+
+	if ((w->lock != LOCK_MADE && w->lock != LOCK_FOUND) ||
+	    fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return false;
+	int rc = state_peek(w->dfd, &gen, &when, &sound);
+	free(gen);
+	return rc < 0;
 }
 
 /* The first name in the target shaped like a generation's, in *name:
@@ -1022,9 +1061,12 @@ static void recover(struct writer *w)
 			   (w->live_gen == NULL || strcmp(n, w->live_gen) != 0);
 		if (kept && strcmp(n, kept) == 0)
 			continue;
+		bool tmp = !gen && temporary_name(n);
 		if (gen && is_replaced(w, n))
 			retire_now(w, n, left_ms > 0 ? kept : NULL);
-		else if (gen || temporary_name(n))
+		else if (tmp && !temporary_ours(w, de))
+			leave_temporary(w, n);
+		else if (gen || tmp)
 			remove_leftover(w, n);
 	}
 	if (w->o.dry_run)
@@ -1420,33 +1462,35 @@ static bool lock_named(const struct writer *w, int fd)
 }
 
 /* The lock file says which target it locks, for a writer that comes
- * once it was removed (fsutil_removed_lock_holder()).  Written only
- * when it says something else: made here, or by an older atomsyncd.  A
- * failure only leaves that writer unable to tell. */
-static void lock_say_id(const struct writer *w)
+ * once it was removed (fsutil_removed_lock_holder()), and for the next
+ * writer_open() (LOCK_OURS).  Written only when it says something else:
+ * made here, or by an older atomsyncd.  A failure only leaves that
+ * writer unable to tell.  Whether it said so already. */
+static bool lock_say_id(const struct writer *w)
 {
 	char id[FSUTIL_LOCK_ID_MAX], buf[FSUTIL_LOCK_ID_MAX];
 	struct stat st;
 	size_t len;
 
 	if (fstat(w->dfd, &st) < 0)
-		return;
+		return false;
 	fsutil_lock_id(&st, id, sizeof(id));
 	len = strlen(id);
 	if (pread(w->lock_fd, buf, sizeof(buf), 0) == (ssize_t)len &&
 	    memcmp(buf, id, len) == 0)
-		return;
+		return true;
 	/* Written through a descriptor of its own, closed at once; never
 	 * through another name of the file (see open_lock()). */
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
-		return;
+		return false;
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
 	    lock_named(w, fd) && lock_named(w, w->lock_fd) &&
 	    ftruncate(fd, 0) == 0)
 		(void)!pwrite(fd, id, len, 0);
 	close(fd);
+	return false;
 }
 
 /* Opens and flocks the lock file: 0 with w->lock_fd held; -EBUSY with
@@ -1471,7 +1515,8 @@ static int take_lock(struct writer *w, bool *made, pid_t *holder)
 		return rc;
 	}
 	w->lock_fd = fd;
-	lock_say_id(w);
+	bool said = lock_say_id(w);
+	w->lock = *made ? LOCK_MADE : said ? LOCK_OURS : LOCK_FOUND;
 	return 0;
 }
 
@@ -1553,7 +1598,8 @@ static int lock_target(struct writer *w, char **err)
 			rc = take_lock(w, &made, &holder);
 	if (w->o.dry_run && rc == 0)
 		return 0;
-	w->made_lock = rc == 0 && made;
+	if (rc < 0)
+		w->lock = LOCK_NONE;
 	if (rc == 0)
 		return made && !w->made_target ? removed_lock(w, err) : 0;
 	if (rc == -EBUSY && holder > 0)
@@ -1692,9 +1738,9 @@ static int dir_mode_usable(const struct writer *w, char **err)
  * the directory as it found it.  (Still named by it: the lock held.) */
 static void drop_made_lock(struct writer *w)
 {
-	if (w->made_lock && w->lock_fd >= 0 && lock_named(w, w->lock_fd) &&
-	    unlinkat(w->dfd, WRITER_LOCK, 0) == 0)
-		w->made_lock = false;
+	if (w->lock == LOCK_MADE && w->lock_fd >= 0 &&
+	    lock_named(w, w->lock_fd) && unlinkat(w->dfd, WRITER_LOCK, 0) == 0)
+		w->lock = LOCK_NONE;
 }
 
 int writer_open(const char *target, const struct writer_opts *o,
@@ -5732,7 +5778,7 @@ static void drop_unused_lock(struct writer *w, const struct writer_gc *gc)
 	    first_generation(w, &gen) == 0) {
 		drop_made_lock(w);
 		/* Not a daemon's: a consumer may hold a bind mount of it. */
-		if (w->o.one_shot && w->made_target && !w->made_lock)
+		if (w->o.one_shot && w->made_target && w->lock == LOCK_NONE)
 			unmake_target(w);
 	}
 	free(gen);

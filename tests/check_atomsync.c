@@ -932,6 +932,72 @@ START_TEST(test_a_generation_name_in_a_new_target_is_not_removed)
 }
 END_TEST
 
+/* Nor is a lock file that names no target (an empty one, say), or a
+ * file named like the state file that is not one, a sign that the
+ * directory was a target: the name like a generation's is still
+ * refused, and what they hold stays. */
+START_TEST(test_a_lock_or_state_file_of_no_target_removes_nothing)
+{
+	char *gen = tu_path(dst, "..2020_01_01_00_00_00.000000000");
+	char *data = tu_path(gen, "data");
+	const char *const signs[] = {"..atomsync.lock", "..atomsync"};
+
+	tu_write(gen, "data", "theirs\n", 0644);
+	for (int k = 0; k < 2; k++) {
+		struct atomsync_writer *w = NULL;
+		char *sign = tu_path(dst, signs[k]);
+		tu_write(dst, signs[k], k ? "not a state file\n" : "", 0600);
+		ck_assert_int_eq(atomsync_writer_open(dst, NULL, &w), -EEXIST);
+		const char *e = atomsync_writer_error(w);
+		ck_assert_msg(e && strstr(e, "looks like atomsync's"), "%s", e);
+		atomsync_writer_close(w);
+		char *got = tu_read(data, NULL);
+		ck_assert_str_eq(got, "theirs\n");
+		ck_assert_int_eq(unlink(sign), 0);
+		free(got);
+		free(sign);
+	}
+	free(data);
+	free(gen);
+}
+END_TEST
+
+/* A directory at a name a publish gives its temporary links and files
+ * is someone's: left, with all it holds, where a link or file at that
+ * name, which an interrupted publish leaves, is removed. */
+START_TEST(test_a_directory_at_a_temporary_name_is_left)
+{
+	const char *const names[] = {"..data_tmp", "..atomsync.tmp",
+				     "..atomsync.link.7"};
+	struct atomsync_file f = {"x", "1", 1, 0644};
+	struct atomsync_writer *w = open_writer(NULL);
+
+	ck_assert_int_eq(atomsync_write(w, &f, 1), 0);
+	atomsync_writer_close(w);
+	for (int k = 0; k < 3; k++) {
+		char *d = tu_path(dst, names[k]);
+		tu_write(d, "kept", "theirs\n", 0644);
+		free(d);
+	}
+	char *link = tu_path(dst, "..atomsync.link.8");
+	ck_assert_int_eq(symlink("..data/x", link), 0);
+	w = open_writer(NULL);
+	atomsync_writer_close(w);
+	for (int k = 0; k < 3; k++) {
+		char *d = tu_path(dst, names[k]), *kf = tu_path(d, "kept");
+		char *got = tu_read(kf, NULL);
+		ck_assert_msg(got && strcmp(got, "theirs\n") == 0, "%s: %s",
+			      names[k], got ? got : "gone");
+		free(got);
+		free(kf);
+		free(d);
+	}
+	struct stat st;
+	ck_assert_int_ne(lstat(link, &st), 0);
+	free(link);
+}
+END_TEST
+
 /* Any refusal at open leaves a directory that was no target as it was:
  * without the lock file the refused writer made. */
 START_TEST(test_a_refused_open_takes_its_lock_file_away)
@@ -1672,6 +1738,8 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_target_through_another_users_link_is_refused);
 	tcase_add_test(tc, test_a_writer_is_refused_in_a_child_after_fork);
 	tcase_add_test(tc, test_a_generation_name_in_a_new_target_is_not_removed);
+	tcase_add_test(tc, test_a_lock_or_state_file_of_no_target_removes_nothing);
+	tcase_add_test(tc, test_a_directory_at_a_temporary_name_is_left);
 	tcase_add_test(tc, test_a_refused_open_takes_its_lock_file_away);
 	tcase_add_test(tc, test_a_writer_that_never_published_takes_its_lock_file_away);
 	tcase_add_test(tc, test_a_path_as_deep_as_allowed_is_written);
