@@ -5725,13 +5725,16 @@ int writer_retire(struct writer *w, bool all, uint64_t *next_ms)
 
 void writer_retire_wait(struct writer *w)
 {
-	uint64_t next = 0;
+	uint64_t last = 0;
 
-	writer_retire(w, false, &next);
-	while (next != 0) {
-		sleep_until_ms(next);
-		writer_retire(w, false, &next);
-	}
+	/* Not the reserve after (reserve_until()): once due, a generation
+	 * is no reader's to keep. */
+	for (size_t i = 0; i < w->nretired; i++)
+		if (w->retired[i].due_ms > last)
+			last = w->retired[i].due_ms;
+	if (last > 0)
+		sleep_until_ms(last);
+	writer_retire(w, false, NULL);
 }
 
 /* The target this writer made, left empty, is removed: through the

@@ -156,8 +156,8 @@ uint64_t writer_next_due(const struct writer *w);
 int writer_gc_run(struct writer_gc *gc);
 void writer_gc_free(struct writer_gc *gc);
 
-/* Waits out the grace period of every superseded generation, removing
- * each when it is due (blocking). */
+/* Waits out the grace period of every superseded generation (blocking:
+ * at most grace_ms), then removes what is due, as writer_retire(). */
 void writer_retire_wait(struct writer *w);
 
 /* What a process that exits without waiting leaves: removes superseded

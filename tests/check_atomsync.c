@@ -1026,6 +1026,32 @@ START_TEST(test_a_refused_open_takes_its_lock_file_away)
 }
 END_TEST
 
+/* Retiring with `wait` waits out the grace period of each replaced
+ * generation (2 s here), not the one more a generation kept to be
+ * recycled may then stay for (4 s in all). */
+START_TEST(test_retire_waits_one_grace_period)
+{
+	struct atomsync_options o;
+	atomsync_options_init(&o);
+	o.grace_ms = 2000;
+	struct atomsync_writer *w = open_writer(&o);
+	const char *v[] = {"1", "22", "333"};
+
+	for (int k = 0; k < 3; k++) {
+		struct atomsync_file f = {"a", v[k], strlen(v[k]), 0644};
+		ck_assert_int_eq(atomsync_write(w, &f, 1), 0);
+	}
+	long long t0 = tu_now_ms();
+	ck_assert_int_eq(atomsync_writer_retire(w, 1), 0);
+	long long took = tu_now_ms() - t0;
+	ck_assert_msg(took >= 1500, "retire waited %lld ms", took);
+	ck_assert_msg(took < 3500, "retire waited %lld ms, past the grace "
+			       "period",
+		      took);
+	atomsync_writer_close(w);
+}
+END_TEST
+
 /* A writer that never published (a plain file in the way) leaves the
  * directory as it found it when closed: its own data, no lock file.
  * Once a target, it keeps its lock file. */
@@ -1740,6 +1766,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_a_generation_name_in_a_new_target_is_not_removed);
 	tcase_add_test(tc, test_a_lock_or_state_file_of_no_target_removes_nothing);
 	tcase_add_test(tc, test_a_directory_at_a_temporary_name_is_left);
+	tcase_add_test(tc, test_retire_waits_one_grace_period);
 	tcase_add_test(tc, test_a_refused_open_takes_its_lock_file_away);
 	tcase_add_test(tc, test_a_writer_that_never_published_takes_its_lock_file_away);
 	tcase_add_test(tc, test_a_path_as_deep_as_allowed_is_written);
