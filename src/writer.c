@@ -1581,6 +1581,30 @@ static int lock_free(const struct writer *w, pid_t *holder)
 	return *holder > 0 && *holder != getpid() ? -EBUSY : 0;
 }
 
+/* What a refusal to take the lock (rc) means, for its line. */
+static const char *lock_why(const struct writer *w, int rc)
+{
+	struct stat st;
+
+	switch (rc) {
+	case -ESTALE:
+		return "made and removed again by another, over and over";
+	case -EEXIST:
+		return "not a regular file (a directory, a FIFO, a socket or a "
+		       "symbolic link); move it away";
+	case -EMLINK:
+		return "a hard link of another file, which taking the lock "
+		       "back would change; move it away";
+	case -EACCES:
+		if (fstatat(w->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return "cannot be made: Permission denied";
+		return "owned by another user, who could hold its lock; "
+		       "remove it";
+	default:
+		return strerror(-rc);
+	}
+}
+
 /* One writer per target.  The lock is on a file only root or we can
  * open: anyone can open a directory of mode 0755, and flock() it to
  * keep every writer out. */
@@ -1614,18 +1638,7 @@ static int lock_target(struct writer *w, char **err)
 				   "root's or ours (fuser %s/%s names it)",
 				   w->path, w->path, WRITER_LOCK);
 	return log_err_set(err, rc, "target %s: lock file %s: %s", w->path,
-			   WRITER_LOCK,
-			   rc == -ESTALE ? "made and removed again by another, "
-					   "over and over"
-			   : rc == -EEXIST ? "not a regular file (a directory, "
-					     "a FIFO, a socket or a symbolic "
-					     "link); move it away"
-			   : rc == -EMLINK ? "a hard link of another file, "
-					     "which taking the lock back would "
-					     "change; move it away"
-			   : rc == -EACCES ? "owned by another user, who could "
-					     "hold its lock; remove it"
-					   : strerror(-rc));
+			   WRITER_LOCK, lock_why(w, rc));
 }
 
 /* ..data names a generation that is gone: the one the state file

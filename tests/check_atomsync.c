@@ -1197,6 +1197,36 @@ static int write_unreadable_as_owner(void *arg)
 	return rc;
 }
 
+/* As the caller: opens `arg`, a directory of root's the caller may not
+ * write; 0 when refused for that, named so. */
+static int open_unwritable(void *arg)
+{
+	struct atomsync_writer *w = NULL;
+	int rc = atomsync_writer_open(arg, NULL, &w);
+	const char *e = atomsync_writer_error(w);
+
+	rc = rc == -EACCES && e && strstr(e, "cannot be made: Permission "
+					     "denied")
+		     ? 0
+		     : 20;
+	if (rc)
+		fprintf(stderr, "%s\n", e ? e : "no error");
+	atomsync_writer_close(w);
+	return rc;
+}
+
+/* A writer not root, in a directory of root's with no lock file, is
+ * told it cannot make one, not that another user owns it. */
+START_TEST(test_a_writer_not_root_is_told_it_cannot_make_the_lock)
+{
+	ck_assert_msg(tu_can_setuid(), "this test opens as another user: run "
+				       "it as root");
+	ck_assert_int_eq(chmod(tmp, 0755), 0);
+	tu_mkdirs(dst, 0755);
+	ck_assert_int_eq(tu_call_as(2003, open_unwritable, dst), 0);
+}
+END_TEST
+
 START_TEST(test_a_writer_not_root_flushes_what_its_owner_may_not_read)
 {
 	ck_assert_msg(tu_can_setuid(), "this test writes as another user: run "
@@ -1773,6 +1803,7 @@ static Suite *atomsync_suite(void)
 	tcase_add_test(tc, test_a_target_moved_away_is_refused_at_the_next_write);
 	tcase_add_test(tc, test_no_room_for_new_names_leaves_the_live_generation);
 	tcase_add_test(tc, test_a_writer_not_root_flushes_what_its_owner_may_not_read);
+	tcase_add_test(tc, test_a_writer_not_root_is_told_it_cannot_make_the_lock);
 	tcase_add_test(tc, test_options_cut_inside_a_field_are_refused);
 	tcase_add_test(tc, test_a_writer_not_root_keeps_its_rights_on_its_directories);
 	tcase_add_test(tc, test_a_record_of_an_error_goes_once_a_write_works);
