@@ -1381,7 +1381,7 @@ static bool other_lock_file(int fddir, const char *name, const struct stat *st,
 
 void fsutil_lock_id(const struct stat *dir, char *buf, size_t len)
 {
-	snprintf(buf, len, "atomsync lock of %ju:%ju\n",
+	snprintf(buf, len, FSUTIL_LOCK_ID_PREFIX "%ju:%ju\n",
 		 (uintmax_t)dir->st_dev, (uintmax_t)dir->st_ino);
 }
 

@@ -125,6 +125,7 @@ pid_t fsutil_flock_holder_of(const struct stat *st);
  * directory (`dir`) it is the lock file.  A line shorter than
  * FSUTIL_LOCK_ID_MAX. */
 #define FSUTIL_LOCK_ID_MAX 64
+#define FSUTIL_LOCK_ID_PREFIX "atomsync lock of "
 void fsutil_lock_id(const struct stat *dir, char *buf, size_t len);
 /* Another process, running as root or us, that has directory `dir` open
  * and holds a flock(2) lock on a lock file of it (mode 0600 or less,

@@ -83,9 +83,10 @@ static void classes_fini(struct classes *c)
  * from one that never was (a name like theirs is someone's data). */
 enum lock_found {
 	LOCK_NONE,	/* not taken: a dry run, or refused */
-	LOCK_FOUND,	/* there, naming no target (empty, an older
-			   atomsyncd's, or another directory's) */
-	LOCK_OURS,	/* there, naming this target: it was one */
+	LOCK_FOUND,	/* there, naming no target (empty, say, or an
+			   older atomsyncd's) */
+	LOCK_OURS,	/* there, naming a target (this one, or the one it
+			   was copied from): it was one */
 	LOCK_MADE,	/* none was there: made by this writer */
 };
 
@@ -1415,6 +1416,27 @@ static int lock_owned(const struct writer *w, int fd, const struct stat *st)
 	return 0;
 }
 
+/* Whether the lock file open as `fd` names a target, as lock_say_id()
+ * has it say. */
+static bool lock_names_target(int fd)
+{
+	char buf[sizeof(FSUTIL_LOCK_ID_PREFIX) - 1];
+
+	return pread(fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf) &&
+	       memcmp(buf, FSUTIL_LOCK_ID_PREFIX, sizeof(buf)) == 0;
+}
+
+/* Whether the lock file open as `fd` (`st`) may be another file's name
+ * too: taking its lock would hold someone else's (a lock file of root's
+ * own, such as /run/xtables.lock), and taking it back would change that
+ * file.  Only a lock file of ours, linked elsewhere since, is used. */
+static bool lock_linked_elsewhere(int fd, const struct stat *st)
+{
+	return st->st_nlink != 1 &&
+	       (!fsutil_trusted_uid(st->st_uid) || (st->st_mode & 0077) ||
+		!lock_names_target(fd));
+}
+
 /* The lock file, opened: made if missing (*made), in a target only we
  * or root can write (target_ours()).  -ESTALE when another made it
  * meanwhile; -EEXIST when something else has its name (a directory, a
@@ -1438,10 +1460,8 @@ static int open_lock(struct writer *w, bool *made)
 							  : -errno;
 	int rc = fstat(fd, &st) < 0	  ? -errno
 		 : !S_ISREG(st.st_mode) ? -EEXIST
-		 : st.st_nlink != 1 && (!fsutil_trusted_uid(st.st_uid) ||
-					(st.st_mode & 0077))
-			 ? -EMLINK
-			 : lock_owned(w, fd, &st);
+		 : lock_linked_elsewhere(fd, &st) ? -EMLINK
+						  : lock_owned(w, fd, &st);
 	if (rc == 0 && (st.st_mode & 0077) && fchmod(fd, 0600) < 0)
 		rc = -EPERM;
 	if (rc < 0) {
@@ -1463,34 +1483,36 @@ static bool lock_named(const struct writer *w, int fd)
 
 /* The lock file says which target it locks, for a writer that comes
  * once it was removed (fsutil_removed_lock_holder()), and for the next
- * writer_open() (LOCK_OURS).  Written only when it says something else:
- * made here, or by an older atomsyncd.  A failure only leaves that
- * writer unable to tell.  Whether it said so already. */
-static bool lock_say_id(const struct writer *w)
+ * writer_open() (LOCK_OURS): only once the open is not refused, which
+ * leaves a directory that was no target as it found it.  Written only
+ * when it says something else: made here, or by an older atomsyncd; and
+ * flushed, as a generation may be left beside it.  A failure only
+ * leaves those writers unable to tell. */
+static void lock_say_id(const struct writer *w)
 {
 	char id[FSUTIL_LOCK_ID_MAX], buf[FSUTIL_LOCK_ID_MAX];
 	struct stat st;
 	size_t len;
 
-	if (fstat(w->dfd, &st) < 0)
-		return false;
+	if (w->lock_fd < 0 || fstat(w->dfd, &st) < 0)
+		return;
 	fsutil_lock_id(&st, id, sizeof(id));
 	len = strlen(id);
 	if (pread(w->lock_fd, buf, sizeof(buf), 0) == (ssize_t)len &&
 	    memcmp(buf, id, len) == 0)
-		return true;
+		return;
 	/* Written through a descriptor of its own, closed at once; never
 	 * through another name of the file (see open_lock()). */
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
-		return false;
+		return;
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
 	    lock_named(w, fd) && lock_named(w, w->lock_fd) &&
-	    ftruncate(fd, 0) == 0)
-		(void)!pwrite(fd, id, len, 0);
+	    ftruncate(fd, 0) == 0 && pwrite(fd, id, len, 0) == (ssize_t)len &&
+	    w->o.fsync)
+		(void)fsync(fd);
 	close(fd);
-	return false;
 }
 
 /* Opens and flocks the lock file: 0 with w->lock_fd held; -EBUSY with
@@ -1515,8 +1537,9 @@ static int take_lock(struct writer *w, bool *made, pid_t *holder)
 		return rc;
 	}
 	w->lock_fd = fd;
-	bool said = lock_say_id(w);
-	w->lock = *made ? LOCK_MADE : said ? LOCK_OURS : LOCK_FOUND;
+	w->lock = *made			   ? LOCK_MADE
+		  : lock_names_target(fd) ? LOCK_OURS
+					   : LOCK_FOUND;
 	return 0;
 }
 
@@ -1568,17 +1591,15 @@ static int lock_free(const struct writer *w, pid_t *holder)
 		return 0; /* none: a run makes it */
 	if (!S_ISREG(st.st_mode))
 		return -EEXIST;
-	if (st.st_nlink != 1 &&
-	    (!fsutil_trusted_uid(st.st_uid) || (st.st_mode & 0077)))
-		return -EMLINK;
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 
 	if (fd < 0)
 		return 0; /* none, or none of ours: a run finds out */
-	*holder = fsutil_flock_holder(fd);
+	int rc = lock_linked_elsewhere(fd, &st) ? -EMLINK : 0;
+	*holder = rc == 0 ? fsutil_flock_holder(fd) : 0;
 	close(fd);
-	return *holder > 0 && *holder != getpid() ? -EBUSY : 0;
+	return rc < 0 ? rc : *holder > 0 && *holder != getpid() ? -EBUSY : 0;
 }
 
 /* What a refusal to take the lock (rc) means, for its line. */
@@ -1791,6 +1812,8 @@ int writer_open(const char *target, const struct writer_opts *o,
 		rc = open_live_generation(w, err);
 	if (rc == 0)
 		rc = foreign_leftovers(w, err);
+	if (rc == 0)
+		lock_say_id(w);
 	if (rc == 0)
 		recover(w);
 	if (rc == 0 && !o->load_later)

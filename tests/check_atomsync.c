@@ -935,7 +935,8 @@ END_TEST
 /* Nor is a lock file that names no target (an empty one, say), or a
  * file named like the state file that is not one, a sign that the
  * directory was a target: the name like a generation's is still
- * refused, and what they hold stays. */
+ * refused, and what they hold stays, however often it is opened (a
+ * refused open leaves the lock file as it found it). */
 START_TEST(test_a_lock_or_state_file_of_no_target_removes_nothing)
 {
 	char *gen = tu_path(dst, "..2020_01_01_00_00_00.000000000");
@@ -947,10 +948,15 @@ START_TEST(test_a_lock_or_state_file_of_no_target_removes_nothing)
 		struct atomsync_writer *w = NULL;
 		char *sign = tu_path(dst, signs[k]);
 		tu_write(dst, signs[k], k ? "not a state file\n" : "", 0600);
-		ck_assert_int_eq(atomsync_writer_open(dst, NULL, &w), -EEXIST);
-		const char *e = atomsync_writer_error(w);
-		ck_assert_msg(e && strstr(e, "looks like atomsync's"), "%s", e);
-		atomsync_writer_close(w);
+		for (int again = 0; again < 2; again++) {
+			w = NULL;
+			ck_assert_int_eq(atomsync_writer_open(dst, NULL, &w),
+					 -EEXIST);
+			const char *e = atomsync_writer_error(w);
+			ck_assert_msg(e && strstr(e, "looks like atomsync's"),
+				      "%s", e);
+			atomsync_writer_close(w);
+		}
 		char *got = tu_read(data, NULL);
 		ck_assert_str_eq(got, "theirs\n");
 		ck_assert_int_eq(unlink(sign), 0);

@@ -666,10 +666,11 @@ static void assert_file_is(const char *path, uid_t uid, mode_t mode,
 
 /* The lock file as another name of a file (put there while a user could
  * write the target: a chown -R undone on the target alone) is refused,
- * dry run or not, where taking it back would change that file's owner,
- * mode or contents: another user's, or root's that others may read.
- * Root's own that only root may open is used as it is, and not written.
- * A socket in its place is named as such. */
+ * dry run or not: taking it back would change that file's owner, mode
+ * or contents (another user's, or root's that others may read), and
+ * its lock may be someone else's (root's own 0600 file).  The target's
+ * own lock file, linked elsewhere since, is used as it is, and not
+ * written.  A socket in its place is named as such. */
 START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
 {
 	char *err = NULL, *lock = tu_path(dst, "..atomsync.lock");
@@ -683,8 +684,10 @@ START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
 	ck_assert_int_eq(chmod(theirs, 0666), 0);
 	ck_assert_int_eq(chown(theirs, APP_UID, APP_UID), 0);
 	tu_write(tmp, "key", "root's key\n", 0600);
-	const char *const victims[] = {shadow, theirs};
-	for (int k = 0; k < 2; k++) {
+	char *ours = tu_path(tmp, "ours"), *was = tu_read(lock, NULL);
+	ck_assert_int_eq(link(lock, ours), 0);
+	const char *const victims[] = {shadow, theirs, key};
+	for (int k = 0; k < 3; k++) {
 		ck_assert_int_eq(unlink(lock), 0);
 		ck_assert_int_eq(link(victims[k], lock), 0);
 		for (int dry = 0; dry < 2; dry++) {
@@ -701,14 +704,15 @@ START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
 	}
 	assert_file_is(shadow, 0, 0640, "root's\n");
 	assert_file_is(theirs, APP_UID, 0666, "2003's\n");
+	assert_file_is(key, 0, 0600, "root's key\n");
 	ck_assert_int_eq(unlink(lock), 0);
-	ck_assert_int_eq(link(key, lock), 0);
-	tu_write(src, "app.conf", "through root's key\n", 0644);
+	ck_assert_int_eq(link(ours, lock), 0);
+	tu_write(src, "app.conf", "through its own lock, linked\n", 0644);
 	ck_assert_msg(once_to(src, dst, &err) == 0, "%s", err);
 	free(err);
 	char *why = tu_diff_trees(src, dst);
 	ck_assert_msg(why == NULL, "%s", why);
-	assert_file_is(key, 0, 0600, "root's key\n");
+	assert_file_is(ours, 0, 0600, was);
 	ck_assert_int_eq(unlink(lock), 0);
 	ck_assert_int_eq(mknod(lock, S_IFSOCK | 0600, 0), 0);
 	ck_assert_int_eq(once_to(src, dst, &err), 1);
@@ -719,6 +723,8 @@ START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
 	free(shadow);
 	free(theirs);
 	free(key);
+	free(ours);
+	free(was);
 }
 END_TEST
 
