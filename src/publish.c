@@ -178,9 +178,10 @@ static int remake_refused(struct publish *p)
 	bool full = fd >= 0 && !fsutil_dir_empty(fd) && !had_again(p, fd);
 	struct stat st;
 
-	/* Opened again by path: it must be this one, not one renamed into
-	 * its place since. */
-	p->seen_dev = p->seen_ino = 0;
+	/* Opened again by path: it must be this one (or, where none was,
+	 * none), not one renamed into its place since. */
+	p->seen_dev = 0;
+	p->seen_ino = full ? 0 : WRITER_NO_DIR;
 	if (fd >= 0 && !full && fstat(fd, &st) == 0) {
 		p->seen_dev = (uint64_t)st.st_dev;
 		p->seen_ino = (uint64_t)st.st_ino;

@@ -32,6 +32,8 @@
  * where what another user put into a recycled generation, which is not
  * atomsync's to remove, is moved. */
 #define WRITER_ASIDE "..atomsync.aside"
+/* writer_opts.expect_ino of no directory: any is another. */
+#define WRITER_NO_DIR UINT64_MAX
 #define WRITER_MAX_PATH 4096
 #define WRITER_MAX_NAME 255
 /* Entries (files and directories) of a source, unless configured. */
@@ -59,7 +61,8 @@ struct writer_opts {
 	bool no_create;	    /* a missing target is an error, not made */
 	uint64_t expect_dev, expect_ino; /* with no_create, when expect_ino
 			       is not 0: the directory the caller looked
-			       at; another found in its place is -ESTALE */
+			       at (WRITER_NO_DIR: it found none); another
+			       found in its place is -ESTALE */
 	bool load_later;    /* writer_open leaves the live record to
 			       writer_load(), for the caller to read the
 			       source meanwhile */

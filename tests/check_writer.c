@@ -3588,8 +3588,14 @@ START_TEST(test_open_takes_only_the_target_looked_at)
 	ck_assert_int_eq(writer_open(dst, &o, &w, &err), -ESTALE);
 	ck_assert_msg(strstr(err, "replaced as it was opened"), "%s", err);
 	free(err);
+	err = NULL;
 	ck_assert_int_eq(lstat(tmpl, &st), 0);
 	ck_assert_int_ne(lstat(lock, &st), 0);
+	/* Where the caller found no directory, none is taken. */
+	o.expect_ino = WRITER_NO_DIR;
+	ck_assert_int_eq(writer_open(dst, &o, &w, &err), -ESTALE);
+	free(err);
+	ck_assert_int_eq(lstat(tmpl, &st), 0);
 	/* The one looked at is taken. */
 	ck_assert_int_eq(stat(dst, &st), 0);
 	o.expect_ino = (uint64_t)st.st_ino;
