@@ -965,9 +965,12 @@ static bool temporary_ours(const struct writer *w, const struct dirent *de)
 
 static void leave_temporary(const struct writer *w, const char *n)
 {
+	if (w->o.quiet)
+		return;
 	log_msg(LOG_LVL_WARN, w->name,
 		"target %s: %s is a directory, which no publish leaves "
-		"there; left as it is",
+		"there: not removed; move it away, as a publish needs the "
+		"name",
 		w->path, n);
 }
 
