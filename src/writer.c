@@ -974,6 +974,8 @@ static void leave_temporary(const struct writer *w, const char *n)
 		w->path, n);
 }
 
+static enum lock_found lock_seen(const struct writer *w);
+
 /* Whether the target is a directory this writer found with no lock file
  * naming it and that holds no generation of ours: no ..data, no state
  * file (one that reads as ours: a file of that name is not one). */
@@ -983,8 +985,9 @@ static bool never_published(const struct writer *w)
 	struct timespec when;
 	char *gen = NULL;
 	bool sound;
+	enum lock_found lock = lock_seen(w);
 
-	if ((w->lock != LOCK_MADE && w->lock != LOCK_FOUND) ||
+	if ((lock != LOCK_MADE && lock != LOCK_FOUND) ||
 	    fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return false;
 	int rc = state_peek(w->dfd, &gen, &when, &sound);
@@ -1427,6 +1430,21 @@ static bool lock_names_target(int fd)
 
 	return pread(fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf) &&
 	       memcmp(buf, FSUTIL_LOCK_ID_PREFIX, sizeof(buf)) == 0;
+}
+
+/* What a run would find of the lock file: a dry run takes none, but
+ * tells a directory that was no target as a run does. */
+static enum lock_found lock_seen(const struct writer *w)
+{
+	if (!w->o.dry_run || w->dfd < 0)
+		return w->lock;
+	int fd = openat(w->dfd, WRITER_LOCK,
+			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? LOCK_MADE : LOCK_NONE;
+	enum lock_found found = lock_names_target(fd) ? LOCK_OURS : LOCK_FOUND;
+	close(fd);
+	return found;
 }
 
 /* Whether the lock file open as `fd` (`st`) may be another file's name

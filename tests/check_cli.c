@@ -1032,6 +1032,36 @@ START_TEST(test_a_dry_run_against_a_held_target_fails_as_a_run_would)
 }
 END_TEST
 
+/* A dry run on a directory that was never a target, holding a name like
+ * a generation's, is refused as a run is, not told it "would remove" it;
+ * nothing there changes. */
+START_TEST(test_a_dry_run_refuses_what_looks_like_a_generation_as_a_run_does)
+{
+	char *out, *err, *gen = tu_path(dst, "..2020_01_01_00_00_00.000000000");
+	char *data = tu_path(gen, "data");
+	const char *dry[] = {tu_bin(), "--source", src, "--target", dst,
+			     "--once", "--dry-run", NULL};
+
+	tu_write(src, "app.conf", "v1\n", 0644);
+	tu_write(gen, "data", "theirs\n", 0644);
+	for (int k = 0; k < 2; k++) {
+		ck_assert_int_eq(tu_run(dry, &out, &err, 20000), 1);
+		ck_assert_msg(strstr(err, "looks like atomsync's") &&
+				      !strstr(err, "would remove"),
+			      "%s", err);
+		free(out);
+		free(err);
+		/* An empty lock file names no target either. */
+		tu_write(dst, "..atomsync.lock", "", 0600);
+	}
+	char *got = tu_read(data, NULL);
+	ck_assert_str_eq(got, "theirs\n");
+	free(got);
+	free(data);
+	free(gen);
+}
+END_TEST
+
 /* A visible link repointed by hand holds no data: the next run puts it
  * back, in one rename, and publishes what changed all the same. */
 START_TEST(test_a_repointed_visible_link_is_put_back)
@@ -1497,6 +1527,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_a_refused_first_publish_leaves_the_directory_as_found);
 	tcase_add_test(tc, test_a_repointed_visible_link_is_put_back);
 	tcase_add_test(tc, test_a_dry_run_against_a_held_target_fails_as_a_run_would);
+	tcase_add_test(tc, test_a_dry_run_refuses_what_looks_like_a_generation_as_a_run_does);
 	tcase_add_test(tc, test_followed_link_up_never_copies_the_target_into_itself);
 	tcase_add_test(tc, test_links_into_the_target_never_wedge_the_mapping);
 	tcase_add_test(tc, test_special_files_warn_and_never_block);
