@@ -57,7 +57,8 @@ struct publish {
 	char *had_gen;		   /* and its live generation then: one
 				      moved back holds it still */
 	uint64_t seen_dev, seen_ino; /* the directory remake_refused()
-					found fit to open, 0: none */
+					found fit to open (WRITER_NO_DIR:
+					no directory; 0: any may be) */
 	bool target_gone;	/* the last attempt found it gone and not
 				 * to be made anew: its generations are no
 				 * more */

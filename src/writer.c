@@ -1436,26 +1436,53 @@ static bool lock_names_target(int fd)
  * tells a directory that was no target as a run does. */
 static enum lock_found lock_seen(const struct writer *w)
 {
+	struct stat st;
+
 	if (!w->o.dry_run || w->dfd < 0)
 		return w->lock;
+	if (fstatat(w->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? LOCK_MADE : LOCK_NONE;
+	if (!S_ISREG(st.st_mode))
+		return LOCK_NONE; /* a run is refused for it */
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ENOENT ? LOCK_MADE : LOCK_NONE;
-	enum lock_found found = lock_names_target(fd) ? LOCK_OURS : LOCK_FOUND;
+		return LOCK_NONE;
+	enum lock_found found = fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)
+					? LOCK_NONE
+				: lock_names_target(fd) ? LOCK_OURS
+							: LOCK_FOUND;
 	close(fd);
 	return found;
 }
 
+/* Whether the lock file open as `fd` says it is this target's (see
+ * lock_say_id()). */
+static bool lock_names_this(const struct writer *w, int fd)
+{
+	char id[FSUTIL_LOCK_ID_MAX], buf[FSUTIL_LOCK_ID_MAX];
+	struct stat st;
+	size_t len;
+
+	if (fstat(w->dfd, &st) < 0)
+		return false;
+	fsutil_lock_id(&st, id, sizeof(id));
+	len = strlen(id);
+	return pread(fd, buf, sizeof(buf), 0) == (ssize_t)len &&
+	       memcmp(buf, id, len) == 0;
+}
+
 /* Whether the lock file open as `fd` (`st`) may be another file's name
  * too: taking its lock would hold someone else's (a lock file of root's
- * own, such as /run/xtables.lock), and taking it back would change that
- * file.  Only a lock file of ours, linked elsewhere since, is used. */
-static bool lock_linked_elsewhere(int fd, const struct stat *st)
+ * own, such as /run/xtables.lock, or another target's), and taking it
+ * back would change that file.  Only this target's own, linked
+ * elsewhere since, is used. */
+static bool lock_linked_elsewhere(const struct writer *w, int fd,
+				  const struct stat *st)
 {
 	return st->st_nlink != 1 &&
 	       (!fsutil_trusted_uid(st->st_uid) || (st->st_mode & 0077) ||
-		!lock_names_target(fd));
+		!lock_names_this(w, fd));
 }
 
 /* The lock file, opened: made if missing (*made), in a target only we
@@ -1481,7 +1508,7 @@ static int open_lock(struct writer *w, bool *made)
 							  : -errno;
 	int rc = fstat(fd, &st) < 0	  ? -errno
 		 : !S_ISREG(st.st_mode) ? -EEXIST
-		 : lock_linked_elsewhere(fd, &st) ? -EMLINK
+		 : lock_linked_elsewhere(w, fd, &st) ? -EMLINK
 						  : lock_owned(w, fd, &st);
 	if (rc == 0 && (st.st_mode & 0077) && fchmod(fd, 0600) < 0)
 		rc = -EPERM;
@@ -1504,24 +1531,24 @@ static bool lock_named(const struct writer *w, int fd)
 
 /* The lock file says which target it locks, for a writer that comes
  * once it was removed (fsutil_removed_lock_holder()), and for the next
- * writer_open() (LOCK_OURS): only once the open is not refused, which
- * leaves a directory that was no target as it found it.  Written only
- * when it says something else: made here, or by an older atomsyncd; and
- * flushed, as a generation may be left beside it.  A failure only
- * leaves those writers unable to tell. */
+ * writer_open() (LOCK_OURS), which then removes what looks like a
+ * generation as a leftover: in a directory that never was a target,
+ * only once a generation is about to be written (a refused open leaves
+ * it as it found it).  Written only when it says something else: made
+ * here, or by an older atomsyncd; and flushed, as a generation may be
+ * left beside it.  A failure only leaves those writers unable to
+ * tell. */
 static void lock_say_id(const struct writer *w)
 {
-	char id[FSUTIL_LOCK_ID_MAX], buf[FSUTIL_LOCK_ID_MAX];
+	char id[FSUTIL_LOCK_ID_MAX];
 	struct stat st;
 	size_t len;
 
-	if (w->lock_fd < 0 || fstat(w->dfd, &st) < 0)
+	if (w->lock_fd < 0 || lock_names_this(w, w->lock_fd) ||
+	    fstat(w->dfd, &st) < 0)
 		return;
 	fsutil_lock_id(&st, id, sizeof(id));
 	len = strlen(id);
-	if (pread(w->lock_fd, buf, sizeof(buf), 0) == (ssize_t)len &&
-	    memcmp(buf, id, len) == 0)
-		return;
 	/* Written through a descriptor of its own, closed at once; never
 	 * through another name of the file (see open_lock()). */
 	int fd = openat(w->dfd, WRITER_LOCK,
@@ -1531,7 +1558,7 @@ static void lock_say_id(const struct writer *w)
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
 	    lock_named(w, fd) && lock_named(w, w->lock_fd) &&
 	    ftruncate(fd, 0) == 0 && pwrite(fd, id, len, 0) == (ssize_t)len &&
-	    w->o.fsync)
+	    flushes(w))
 		(void)fsync(fd);
 	close(fd);
 }
@@ -1561,6 +1588,10 @@ static int take_lock(struct writer *w, bool *made, pid_t *holder)
 	w->lock = *made			   ? LOCK_MADE
 		  : lock_names_target(fd) ? LOCK_OURS
 					   : LOCK_FOUND;
+	/* Said at once where the directory is a target; in one that never
+	 * was, only before a generation is written (writer_prepare()). */
+	if (!never_published(w))
+		lock_say_id(w);
 	return 0;
 }
 
@@ -1612,12 +1643,15 @@ static int lock_free(const struct writer *w, pid_t *holder)
 		return 0; /* none: a run makes it */
 	if (!S_ISREG(st.st_mode))
 		return -EEXIST;
+	if (st.st_nlink != 1 &&
+	    (!fsutil_trusted_uid(st.st_uid) || (st.st_mode & 0077)))
+		return -EMLINK;
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 
 	if (fd < 0)
 		return 0; /* none, or none of ours: a run finds out */
-	int rc = lock_linked_elsewhere(fd, &st) ? -EMLINK : 0;
+	int rc = lock_linked_elsewhere(w, fd, &st) ? -EMLINK : 0;
 	*holder = rc == 0 ? fsutil_flock_holder(fd) : 0;
 	close(fd);
 	return rc < 0 ? rc : *holder > 0 && *holder != getpid() ? -EBUSY : 0;
@@ -1833,8 +1867,6 @@ int writer_open(const char *target, const struct writer_opts *o,
 		rc = open_live_generation(w, err);
 	if (rc == 0)
 		rc = foreign_leftovers(w, err);
-	if (rc == 0)
-		lock_say_id(w);
 	if (rc == 0)
 		recover(w);
 	if (rc == 0 && !o->load_later)
@@ -5099,6 +5131,9 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		p->s = NULL;
 		classes_adopt(w, &p->cls);
 	} else if (rc == 0 && !w->o.dry_run) {
+		/* Before a generation is in it, which a crash may leave. */
+		if (w->lock == LOCK_MADE || w->lock == LOCK_FOUND)
+			lock_say_id(w);
 		rc = prepare_build(w, p, r, &pb, err);
 		if (rc == 0) {
 			*out = p;

@@ -668,7 +668,8 @@ static void assert_file_is(const char *path, uid_t uid, mode_t mode,
  * write the target: a chown -R undone on the target alone) is refused,
  * dry run or not: taking it back would change that file's owner, mode
  * or contents (another user's, or root's that others may read), and
- * its lock may be someone else's (root's own 0600 file).  The target's
+ * its lock may be someone else's (root's own 0600 file, another
+ * target's lock file).  The target's
  * own lock file, linked elsewhere since, is used as it is, and not
  * written.  A socket in its place is named as such. */
 START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
@@ -684,10 +685,12 @@ START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
 	ck_assert_int_eq(chmod(theirs, 0666), 0);
 	ck_assert_int_eq(chown(theirs, APP_UID, APP_UID), 0);
 	tu_write(tmp, "key", "root's key\n", 0600);
+	tu_write(tmp, "other", "atomsync lock of 1:1\n", 0600);
 	char *ours = tu_path(tmp, "ours"), *was = tu_read(lock, NULL);
+	char *other = tu_path(tmp, "other");
 	ck_assert_int_eq(link(lock, ours), 0);
-	const char *const victims[] = {shadow, theirs, key};
-	for (int k = 0; k < 3; k++) {
+	const char *const victims[] = {shadow, theirs, key, other};
+	for (int k = 0; k < 4; k++) {
 		ck_assert_int_eq(unlink(lock), 0);
 		ck_assert_int_eq(link(victims[k], lock), 0);
 		for (int dry = 0; dry < 2; dry++) {
@@ -705,6 +708,7 @@ START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
 	assert_file_is(shadow, 0, 0640, "root's\n");
 	assert_file_is(theirs, APP_UID, 0666, "2003's\n");
 	assert_file_is(key, 0, 0600, "root's key\n");
+	assert_file_is(other, 0, 0600, "atomsync lock of 1:1\n");
 	ck_assert_int_eq(unlink(lock), 0);
 	ck_assert_int_eq(link(ours, lock), 0);
 	tu_write(src, "app.conf", "through its own lock, linked\n", 0644);
@@ -725,6 +729,7 @@ START_TEST(test_a_lock_file_linked_to_another_file_is_left_alone)
 	free(key);
 	free(ours);
 	free(was);
+	free(other);
 }
 END_TEST
 
