@@ -359,6 +359,14 @@ START_TEST(test_sigkill_at_random_moments_loses_nothing)
 }
 END_TEST
 
+static int no_debris(void *arg)
+{
+	char *bad = debris(arg);
+
+	free(bad);
+	return bad == NULL;
+}
+
 /* At rest after a change: the live generation and the one it replaced,
  * both complete. */
 static int live_and_replaced(void *arg)
@@ -392,8 +400,12 @@ START_TEST(test_restart_with_nothing_to_publish_keeps_one_standby)
 	ck_assert_int_eq(lstat(left, &st), -1);
 	ck_assert_int_eq(tu_generations_of_mode(dst, 0700, NULL), 1);
 	ck_assert_int_eq(tu_generations(dst), 2);
-	char *bad = debris(&killed);
-	ck_assert_msg(bad == NULL, "%s left behind", bad);
+	/* The daemon may still be recording its state (a journal made
+	 * under a temporary name): what is left is what stays. */
+	if (!tu_wait_for(no_debris, &killed, 5000)) {
+		char *bad = debris(&killed);
+		ck_abort_msg("%s left behind", bad ? bad : "?");
+	}
 	/* The first change recycles it; once the generation it replaced is
 	 * due, that one takes the standby's place. */
 	change(0, seq++);
