@@ -82,7 +82,7 @@ static void classes_fini(struct classes *c)
  * that was a target (generations of ours may be left in it to remove)
  * from one that never was (a name like theirs is someone's data). */
 enum lock_found {
-	LOCK_NONE,	/* not taken: a dry run, or refused */
+	LOCK_NONE,	/* not taken: refused (a dry run: would be) */
 	LOCK_FOUND,	/* there, naming no target (empty, say, or an
 			   older atomsyncd's) */
 	LOCK_OURS,	/* there, naming a target (this one, or the one it
@@ -974,8 +974,6 @@ static void leave_temporary(const struct writer *w, const char *n)
 		w->path, n);
 }
 
-static enum lock_found lock_seen(const struct writer *w);
-
 /* Whether the target is a directory this writer found with no lock file
  * naming it and that holds no generation of ours: no ..data, no state
  * file (one that reads as ours: a file of that name is not one). */
@@ -985,9 +983,8 @@ static bool never_published(const struct writer *w)
 	struct timespec when;
 	char *gen = NULL;
 	bool sound;
-	enum lock_found lock = lock_seen(w);
 
-	if ((lock != LOCK_MADE && lock != LOCK_FOUND) ||
+	if ((w->lock != LOCK_MADE && w->lock != LOCK_FOUND) ||
 	    fstatat(w->dfd, WRITER_DATA, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return false;
 	int rc = state_peek(w->dfd, &gen, &when, &sound);
@@ -1432,14 +1429,12 @@ static bool lock_names_target(int fd)
 	       memcmp(buf, FSUTIL_LOCK_ID_PREFIX, sizeof(buf)) == 0;
 }
 
-/* What a run would find of the lock file: a dry run takes none, but
- * tells a directory that was no target as a run does. */
+/* What a run would find of the lock file, for a dry run, which takes
+ * none: it tells a directory that was no target as a run does. */
 static enum lock_found lock_seen(const struct writer *w)
 {
 	struct stat st;
 
-	if (!w->o.dry_run || w->dfd < 0)
-		return w->lock;
 	if (fstatat(w->dfd, WRITER_LOCK, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? LOCK_MADE : LOCK_NONE;
 	if (!S_ISREG(st.st_mode))
@@ -1472,6 +1467,14 @@ static bool lock_names_this(const struct writer *w, int fd)
 	       memcmp(buf, id, len) == 0;
 }
 
+/* A lock file with more than one name that root or we did not make
+ * ours alone (0600): whatever it holds, it may be another's file. */
+static bool lock_linked_to_any(const struct stat *st)
+{
+	return st->st_nlink != 1 &&
+	       (!fsutil_trusted_uid(st->st_uid) || (st->st_mode & 0077));
+}
+
 /* Whether the lock file open as `fd` (`st`) may be another file's name
  * too: taking its lock would hold someone else's (a lock file of root's
  * own, such as /run/xtables.lock, or another target's), and taking it
@@ -1480,9 +1483,8 @@ static bool lock_names_this(const struct writer *w, int fd)
 static bool lock_linked_elsewhere(const struct writer *w, int fd,
 				  const struct stat *st)
 {
-	return st->st_nlink != 1 &&
-	       (!fsutil_trusted_uid(st->st_uid) || (st->st_mode & 0077) ||
-		!lock_names_this(w, fd));
+	return lock_linked_to_any(st) ||
+	       (st->st_nlink != 1 && !lock_names_this(w, fd));
 }
 
 /* The lock file, opened: made if missing (*made), in a target only we
@@ -1643,8 +1645,7 @@ static int lock_free(const struct writer *w, pid_t *holder)
 		return 0; /* none: a run makes it */
 	if (!S_ISREG(st.st_mode))
 		return -EEXIST;
-	if (st.st_nlink != 1 &&
-	    (!fsutil_trusted_uid(st.st_uid) || (st.st_mode & 0077)))
+	if (lock_linked_to_any(&st))
 		return -EMLINK;
 	int fd = openat(w->dfd, WRITER_LOCK,
 			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -1691,6 +1692,8 @@ static int lock_target(struct writer *w, char **err)
 	int rc = -ESTALE;
 
 	/* --status (quiet) looks at a target its daemon holds. */
+	if (w->o.dry_run && w->dfd >= 0)
+		w->lock = lock_seen(w);
 	if (w->o.dry_run)
 		rc = w->o.quiet ? 0 : lock_free(w, &holder);
 	else
