@@ -992,11 +992,6 @@ START_TEST(test_kill_in_the_middle_of_a_recycle)
 }
 END_TEST
 
-static int made(void *arg)
-{
-	return access(arg, F_OK) == 0;
-}
-
 /* Whether the file `name` in the directory `dfd` holds `len` bytes of
  * `c` and nothing else. */
 static bool holds_all(int dfd, const char *name, char c, size_t len)
@@ -1045,7 +1040,7 @@ static pid_t once_held_in_a_copy(const char *dst, const char *conf,
 		argv[11] = NULL;
 	}
 	pid_t pid = tu_spawn(argv, logpath);
-	ck_assert_msg(tu_wait_for(made, said, 10000), "the copy never started");
+	ck_assert_msg(tu_wait_for(tu_exists, said, 10000), "the copy never started");
 	free(preload);
 	free(hang_while);
 	free(hang_say);

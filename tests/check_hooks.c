@@ -1376,25 +1376,45 @@ START_TEST(test_healthz_answers_under_a_crowd_of_idle_and_slow_clients)
 }
 END_TEST
 
+/* The environment that runs the daemon under the fault shim, its
+ * fsync() calls hung while the file `hang` exists; `said` (NULL: none)
+ * is made when one hangs.  NULL-terminated in env[6], freed with
+ * fault_env_free(). */
+static void fault_env(const char *hang, const char *said, char *env[6])
+{
+	const char *shim = getenv("FAULTINJECT");
+	const char *asan0 = getenv("ASAN_OPTIONS");
+	int n = 0;
+
+	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
+	ck_assert_int_ge(asprintf(&env[n++], "LD_PRELOAD=%s", shim), 0);
+	env[n++] = strdup("FAULT_HANG=fsync");
+	ck_assert_int_ge(asprintf(&env[n++], "FAULT_HANG_WHILE=%s", hang), 0);
+	if (said)
+		ck_assert_int_ge(asprintf(&env[n++], "FAULT_HANG_SAY=%s", said), 0);
+	/* An ASan build wants its runtime first; the shim only wraps libc. */
+	ck_assert_int_ge(asprintf(&env[n++], "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
+				  asan0 ? asan0 : "", asan0 && *asan0 ? ":" : ""),
+			 0);
+	env[n] = NULL;
+}
+
+static void fault_env_free(char *env[6])
+{
+	for (int i = 0; env[i]; i++)
+		free(env[i]);
+}
+
 START_TEST(test_a_hung_publish_turns_healthz_503_until_it_ends)
 {
 	ck_assert_msg(have_curl(), "curl is needed (scripts/test installs it)");
-	const char *shim = getenv("FAULTINJECT");
-	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
-	char *dk, *hang = tu_path(tmp, "hang"), *preload, *hang_while, *asan;
-	const char *asan0 = getenv("ASAN_OPTIONS");
+	char *dk, *hang = tu_path(tmp, "hang"), *env[6];
 	ck_assert_int_ge(asprintf(&dk, "metrics_listen = 127.0.0.1:%d\n"
 				       "unhealthy_after_s = 1",
 				  port),
 			 0);
-	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
-	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
-	/* An ASan build wants its runtime first; the shim only wraps libc. */
-	ck_assert_int_ge(asprintf(&asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
-				  asan0 ? asan0 : "", asan0 && *asan0 ? ":" : ""),
-			 0);
-	const char *env[] = {preload, "FAULT_HANG=fsync", hang_while, asan, NULL};
-	start_env(dk, "", env);
+	fault_env(hang, NULL, env);
+	start_env(dk, "", (const char **)env);
 	wait_target("v1\n");
 	wait_file(logpath, "serving /metrics", 1, 5000);
 	free(wait_healthz(200, 5000));
@@ -1421,37 +1441,20 @@ START_TEST(test_a_hung_publish_turns_healthz_503_until_it_ends)
 	stop();
 	free(dk);
 	free(hang);
-	free(preload);
-	free(hang_while);
-	free(asan);
+	fault_env_free(env);
 }
 END_TEST
-
-static int made(void *arg)
-{
-	return access(arg, F_OK) == 0;
-}
 
 /* A SIGHUP while the start-up publish is still on its way is done once
  * that publish is; the summary of the start is logged all the same. */
 START_TEST(test_a_reload_during_the_start_still_sums_it_up)
 {
-	const char *shim = getenv("FAULTINJECT");
-	ck_assert_msg(shim && *shim, "FAULTINJECT is not set (make check sets it)");
 	char *hang = tu_path(tmp, "hang"), *said = tu_path(tmp, "said");
-	char *preload, *hang_while, *hang_say, *asan;
-	const char *asan0 = getenv("ASAN_OPTIONS");
-	ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", shim), 0);
-	ck_assert_int_ge(asprintf(&hang_while, "FAULT_HANG_WHILE=%s", hang), 0);
-	ck_assert_int_ge(asprintf(&hang_say, "FAULT_HANG_SAY=%s", said), 0);
-	ck_assert_int_ge(asprintf(&asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
-				  asan0 ? asan0 : "", asan0 && *asan0 ? ":" : ""),
-			 0);
-	const char *env[] = {preload, "FAULT_HANG=fsync", hang_while, hang_say,
-			     asan, NULL};
+	char *env[6];
+	fault_env(hang, said, env);
 	tu_write(tmp, "hang", "", 0644);
-	start_env("", "", env);
-	ck_assert_msg(tu_wait_for(made, said, 10000),
+	start_env("", "", (const char **)env);
+	ck_assert_msg(tu_wait_for(tu_exists, said, 10000),
 		      "the start-up publish never flushed");
 	ck_assert_int_eq(kill(pid, SIGHUP), 0);
 	wait_file(logpath, "SIGHUP: reloading", 1, 5000);
@@ -1462,10 +1465,7 @@ START_TEST(test_a_reload_during_the_start_still_sums_it_up)
 	stop();
 	free(hang);
 	free(said);
-	free(preload);
-	free(hang_while);
-	free(hang_say);
-	free(asan);
+	fault_env_free(env);
 }
 END_TEST
 

@@ -866,6 +866,12 @@ int tu_file_holds(void *arg)
 	return tu_file_count(n->file, n->text) >= n->count;
 }
 
+int tu_exists(void *arg)
+{
+	struct stat st;
+	return lstat(arg, &st) == 0;
+}
+
 int tu_free_port(void)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -128,6 +128,8 @@ struct tu_needle {
 };
 /* arg is a struct tu_needle: `text` occurs `count` times or more. */
 int tu_file_holds(void *arg);
+/* arg is a path: something is there (a dangling link too). */
+int tu_exists(void *arg);
 
 /* The fixture of a test that runs atomsyncd: a fresh temporary directory
  * (TU_FAST: on tmpfs when it can; TU_SHARED: mode 0755, for other uids to
