@@ -287,6 +287,8 @@ static int open_target(struct publish *p)
 		struct writer_opts wo = publish_writer_opts(p->c, p->dry_run);
 		wo.one_shot = p->once;
 		wo.load_later = p->once;
+		/* As often as a daemon's full check. */
+		wo.check_s = p->once ? p->c->resync_interval_s : 0;
 		wo.no_create = there == 1;
 		if (wo.no_create) {
 			wo.expect_dev = p->seen_dev;

@@ -187,6 +187,10 @@ struct snapshot {
 		mode_t mode;
 	} way;
 	struct timespec taken; /* wall clock when the walk started */
+	/* A writer's record: the wall-clock second its generation's files
+	 * were last all checked against it (writer_opts.check_s); 0: not
+	 * known. */
+	int64_t checked;
 	struct snap_entry *v;
 	size_t n, cap;
 	size_t vmap;	 /* bytes v maps (see entries_resize()); 0: malloc'ed */

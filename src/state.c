@@ -255,16 +255,22 @@ static void out_entry(struct out *o, const struct snap_entry *e)
 }
 
 /* "recorded SEC NSEC\nflushed 0|1 BOOT\n": when the source was read, and
- * whether the generation was flushed (in this boot, when not). */
-static void out_recorded(struct out *o, const struct timespec *taken,
+ * whether the generation was flushed (in this boot, when not); then
+ * "checked SEC\n" when the generation's files were all checked against
+ * the record (s->checked). */
+static void out_recorded(struct out *o, const struct snapshot *s,
 			 bool flushed)
 {
 	out_str(o, "\nrecorded ");
-	out_snum(o, (int64_t)taken->tv_sec, ' ');
-	out_dec(o, (uint64_t)taken->tv_nsec, '\n');
+	out_snum(o, (int64_t)s->taken.tv_sec, ' ');
+	out_dec(o, (uint64_t)s->taken.tv_nsec, '\n');
 	out_str(o, flushed ? "flushed 1 " : "flushed 0 ");
 	out_str(o, boot_id());
 	out_str(o, "\n");
+	if (s->checked > 0) {
+		out_str(o, "checked ");
+		out_dec(o, (uint64_t)s->checked, '\n');
+	}
 }
 
 static struct out *out_new(int fd)
@@ -300,7 +306,7 @@ static int save_full(int dfd, const struct snapshot *s, const char *gen,
 	}
 	out_str(o, STATE_MAGIC "\ngeneration ");
 	out_escaped(o, gen);
-	out_recorded(o, &s->taken, flushed);
+	out_recorded(o, s, flushed);
 	out_str(o, "entries ");
 	out_dec(o, s->n, '\n');
 	for (size_t i = 0; i < s->n; i++)
@@ -488,7 +494,10 @@ static int journal_append(int dfd, struct state_log *l,
 	size_t n = 0;
 	int rc = diff(prev, s, s->n / 4 + 16, &ops, &n);
 
-	/* The same generation, the same entries: nothing to say. */
+	/* The same generation, the same entries: nothing to say.  Not
+	 * when they were last checked either: a full check that finds
+	 * nothing to publish writes nothing into the target (its readers
+	 * may watch it), and the next run checks again. */
 	if (rc == 0 && n == 0 && strcmp(gen, l->gen) == 0) {
 		free(ops);
 		return 0;
@@ -509,7 +518,7 @@ static int journal_append(int dfd, struct state_log *l,
 	}
 	out_str(o, "record ");
 	out_escaped(o, gen);
-	out_recorded(o, &s->taken, flushed);
+	out_recorded(o, s, flushed);
 	for (size_t k = 0; k < n; k++) {
 		if (!ops[k].del) {
 			out_entry(o, &s->v[ops[k].i]);
@@ -798,6 +807,19 @@ static int parse_flushed(const char *line, bool *flushed, const char **boot)
 	return 0;
 }
 
+/* "checked SEC": when the generation's files were last all checked; a
+ * state written before it was recorded has none (0). */
+static int parse_checked(char *line, int64_t *checked)
+{
+	uint64_t v;
+
+	line += 8;
+	if (num_until(&line, 10, '\0', &v) < 0 || v == 0 || v > INT64_MAX)
+		return -EINVAL;
+	*checked = (int64_t)v;
+	return 0;
+}
+
 /* The header: magic, generation, when recorded, whether flushed, and
  * how many entries follow.  Each line holds its fields and nothing
  * more: one with more is damaged, as a line cut short is. */
@@ -816,7 +838,7 @@ static int parse_recorded(struct reader *r, struct timespec *taken,
 
 static int parse_head(struct reader *r, size_t max_entries, char **gen,
 		      struct timespec *taken, bool *sound, bool *flushed,
-		      size_t *count)
+		      int64_t *checked, size_t *count)
 {
 	char *line = next_line(r);
 
@@ -828,6 +850,12 @@ static int parse_head(struct reader *r, size_t max_entries, char **gen,
 	    parse_recorded(r, taken, sound, flushed) < 0)
 		return -EINVAL;
 	line = next_line(r);
+	*checked = 0;
+	if (line && strncmp(line, "checked ", 8) == 0) {
+		if (parse_checked(line, checked) < 0)
+			return -EINVAL;
+		line = next_line(r);
+	}
 	if (line == NULL || strncmp(line, "entries ", 8) != 0)
 		return -EINVAL;
 	return count_of(line + 8, max_entries, count);
@@ -878,6 +906,7 @@ struct jread {
 	char *gen;	       /* NULL: no record */
 	struct timespec taken;
 	bool sound, flushed;
+	int64_t checked;       /* 0: not said */
 	size_t count;	       /* entries the last record leaves */
 	bool append;	       /* read from a descriptor that could write */
 	bool on_base;	       /* made on the state file read */
@@ -949,6 +978,7 @@ static int read_record(struct reader *r, struct jread *j)
 	bool sound, flushed;
 	char *gen = NULL, *line = next_line(r);
 	size_t from = j->n, count = 0;
+	int64_t checked = 0;
 	int rc = 0;
 
 	if (line == NULL) {
@@ -963,7 +993,9 @@ static int read_record(struct reader *r, struct jread *j)
 		rc = -EINVAL;
 	while (rc == 0 && (line = next_line(r)) != NULL &&
 	       strncmp(line, "commit ", 7) != 0)
-		rc = parse_op(j, line);
+		rc = strncmp(line, "checked ", 8) == 0
+			     ? parse_checked(line, &checked)
+			     : parse_op(j, line);
 	/* "commit N" and nothing else: a line with more is damaged. */
 	if (rc == 0 && line != NULL && count_of(line + 7, SIZE_MAX, &count) < 0)
 		rc = -EINVAL;
@@ -980,6 +1012,7 @@ static int read_record(struct reader *r, struct jread *j)
 	j->taken = taken;
 	j->sound = sound;
 	j->flushed = flushed;
+	j->checked = checked;
 	j->count = count;
 	return 1;
 }
@@ -1095,6 +1128,7 @@ static bool journal_apply_in_place(struct snapshot *s, struct jread *j)
 		d->pooled = pooled;
 	}
 	s->taken = j->taken;
+	s->checked = j->checked;
 	return true;
 }
 
@@ -1142,6 +1176,7 @@ static int journal_apply(struct snapshot *s, struct jread *j, size_t max,
 		return rc;
 	}
 	t->taken = j->taken;
+	t->checked = j->checked;
 	*out = t;
 	return 0;
 }
@@ -1220,7 +1255,7 @@ int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
 	rc = r.buf ? snapshot_open(NULL, &s, NULL) : -ENOMEM;
 	if (rc == 0)
 		rc = parse_head(&r, max_entries, gen, &s->taken, sound,
-				&flushed, &count);
+				&flushed, &s->checked, &count);
 	if (rc == 0)
 		rc = parse_entries(&r, s, count);
 	/* Recorded no earlier than the state says. */
@@ -1269,8 +1304,9 @@ int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
 		return r.fd;
 	r.buf = malloc(r.cap);
 	bool flushed;
+	int64_t checked;
 	rc = r.buf ? parse_head(&r, SIZE_MAX, gen, recorded, sound, &flushed,
-				&count)
+				&checked, &count)
 		   : -ENOMEM;
 	if (rc == -EINVAL && r.err < 0)
 		rc = r.err;

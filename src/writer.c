@@ -1883,6 +1883,24 @@ int writer_open(const char *target, const struct writer_opts *o,
 	return 0;
 }
 
+/* A one-shot writer (--once) checks every live file only as often as a
+ * daemon does (check_s): when the record it loaded says they were last
+ * all checked that long ago or more, or does not say.  Between, as
+ * between a daemon's full checks, the files only root or we can write
+ * are linked forward without a look. */
+static bool checked_lately(const struct writer *w)
+{
+	struct timespec now;
+
+	if (!w->o.one_shot || w->o.check_s == 0 || !w->live_trusted ||
+	    w->live == NULL || w->live->checked <= 0)
+		return false;
+	clock_gettime(CLOCK_REALTIME, &now);
+	/* A time ahead of the clock (one set back since) is not trusted. */
+	return now.tv_sec >= w->live->checked &&
+	       now.tv_sec - w->live->checked < (int64_t)w->o.check_s;
+}
+
 int writer_load(struct writer *w, char **err)
 {
 	if (w->live_loaded)
@@ -1891,6 +1909,8 @@ int writer_load(struct writer *w, char **err)
 	if (rc < 0 && err && *err == NULL)
 		log_err_set(err, rc, "target %s: %s", w->path, strerror(-rc));
 	w->live_loaded = rc == 0;
+	if (rc == 0 && checked_lately(w))
+		w->verify_live = false;
 	return rc;
 }
 
@@ -5097,6 +5117,19 @@ static int prepare_diff(struct writer *w, struct writer_pending *p,
 	return rc < 0 ? rc : diff(w, p, r, err);
 }
 
+/* When the files of what the next publish records were last all
+ * checked: now, at a full check; else when those of the live record
+ * were. */
+static int64_t record_checked(const struct writer *w)
+{
+	struct timespec now;
+
+	if (!w->verify_live)
+		return w->live ? w->live->checked : 0;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return now.tv_sec > 0 ? (int64_t)now.tv_sec : 0;
+}
+
 int writer_prepare(struct writer *w, struct snapshot *s,
 		   struct writer_pending **out, struct writer_result *r,
 		   char **err)
@@ -5125,6 +5158,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		p->s = s;
 		s = NULL;
 		p->verify = w->verify_live;
+		p->s->checked = record_checked(w);
 		rc = prepare_check(w, p->s, &pb, err);
 	}
 	if (rc == 0)

@@ -66,6 +66,10 @@ struct writer_opts {
 	bool load_later;    /* writer_open leaves the live record to
 			       writer_load(), for the caller to read the
 			       source meanwhile */
+	unsigned check_s;   /* with one_shot: every live file is checked
+			       only when the state says they were last all
+			       checked this many seconds ago or more (0:
+			       at every open); see checked_lately() */
 };
 
 struct writer_result {

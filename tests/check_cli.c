@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -569,10 +570,39 @@ static void edit_live(const char *rel)
 	free(p);
 }
 
-/* --once checks every live file, here on a thread of its own while it
- * reads the source: an edit in place in the live generation, which only
- * root could make there, is found and written afresh, whichever file of
- * many it is, at the top or below. */
+/* Makes the next --once run due for a check of every live file: the
+ * state's record of the last one (in the state file, and in each
+ * record of its journal) is set to long ago. */
+static void age_check(void)
+{
+	const char *files[] = {"..atomsync", "..atomsync.journal"};
+	int aged = 0;
+
+	for (size_t k = 0; k < 2; k++) {
+		char *p = tu_path(dst, files[k]);
+		char *text = tu_read(p, NULL);
+		free(p);
+		if (text == NULL)
+			continue;
+		/* "1" then zeros, in the place of the time: 2001 or so. */
+		for (char *at = text; (at = strstr(at, "\nchecked ")); at++) {
+			size_t n = strspn(at + 9, "0123456789");
+			ck_assert_uint_gt(n, 0);
+			memset(at + 9, '0', n);
+			at[9] = '1';
+			aged++;
+		}
+		tu_write(dst, files[k], text, 0600);
+		free(text);
+	}
+	ck_assert_msg(aged > 0, "the state records no check");
+}
+
+/* --once checks every live file when the state says a check is due,
+ * here on a thread of its own while it reads the source: an edit in
+ * place in the live generation, which only root could make there, is
+ * found and written afresh, whichever file of many it is, at the top or
+ * below. */
 START_TEST(test_once_finds_a_live_file_changed_in_place)
 {
 	const char *more[] = {"top.conf", "d3/sub/deep", "d3/zz", "d4.conf"};
@@ -600,6 +630,7 @@ START_TEST(test_once_finds_a_live_file_changed_in_place)
 	}
 	for (size_t k = 0; k < sizeof(more) / sizeof(*more); k++)
 		edit_live(more[k]);
+	age_check();
 	ck_assert_int_eq(once(&out, &err), 0);
 	ck_assert_msg(strstr(err, "d0/f0 was changed in the live generation"),
 		      "%s", err);
@@ -622,6 +653,7 @@ START_TEST(test_once_finds_a_live_file_changed_in_place)
 		snprintf(rel, sizeof(rel), "d%d/f%d", k % 10, k);
 		edit_live(rel);
 	}
+	age_check();
 	ck_assert_int_eq(once(&out, &err), 0);
 	int lines = 0;
 	for (const char *at = err;
@@ -634,6 +666,90 @@ START_TEST(test_once_finds_a_live_file_changed_in_place)
 	ASSERT_TREES();
 	free(out);
 	free(err);
+}
+END_TEST
+
+/* The text of the live generation's file `rel`. */
+static char *live_text(const char *rel)
+{
+	char *p = tu_path(dst, "..data"), *q = tu_path(p, rel);
+	char *text = tu_read(q, NULL);
+	free(q);
+	free(p);
+	ck_assert_ptr_nonnull(text);
+	return text;
+}
+
+/* arg is a path: its inode last changed 100 ms ago or more. */
+static int changed_long_ago(void *arg)
+{
+	struct stat st;
+	struct timespec now;
+
+	if (stat(arg, &st) < 0)
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (now.tv_sec - st.st_ctim.tv_sec) * 1000000000LL +
+		       (now.tv_nsec - st.st_ctim.tv_nsec) >=
+	       100000000LL;
+}
+
+/* --once checks every live file as often as a daemon does: within
+ * resync_interval_s (300 s with --source and --target) of the last check
+ * the state records, an edit in place stays, as it would between a
+ * daemon's re-reads, and a change in the source is published beside it;
+ * once due, or at every run with resync_interval_s = 0, it is found and
+ * written afresh. */
+START_TEST(test_once_checks_the_live_files_as_often_as_a_daemon)
+{
+	char *out, *err, *text, *conf;
+
+	tu_write(src, "a", "a\n", 0644);
+	tu_write(src, "d/b", "b\n", 0644);
+	/* Past the window of a file written as it is read (50 ms, see
+	 * SNAP_F_RACY), whose bytes are compared, which would find the
+	 * edit. */
+	char *a = tu_path(src, "a");
+	ck_assert(tu_wait_for(changed_long_ago, a, 2000));
+	free(a);
+	ck_assert_int_eq(once(&out, &err), 0);
+	free(out);
+	free(err);
+	edit_live("a");
+	tu_write(src, "d/b", "b2\n", 0644);
+	ck_assert_int_eq(once(&out, &err), 0);
+	ck_assert_msg(!strstr(err, "changed in the live generation"), "%s", err);
+	free(out);
+	free(err);
+	ck_assert_str_eq(text = live_text("d/b"), "b2\n");
+	free(text);
+	ck_assert_str_eq(text = live_text("a"), "a\nedited");
+	free(text);
+
+	age_check();
+	ck_assert_int_eq(once(&out, &err), 0);
+	ck_assert_msg(strstr(err, " a was changed in the live generation"),
+		      "%s", err);
+	free(out);
+	free(err);
+	ASSERT_TREES();
+
+	ck_assert_int_ge(asprintf(&conf, "[sync:a]\nsource = %s\ntarget = %s\n"
+					 "resync_interval_s = 0\n",
+				  src, dst),
+			 0);
+	tu_write(tmp, "every.conf", conf, 0600);
+	free(conf);
+	conf = tu_path(tmp, "every.conf");
+	const char *argv[] = {tu_bin(), "--config", conf, "--once", NULL};
+	edit_live("a");
+	ck_assert_int_eq(tu_run(argv, &out, &err, 20000), 0);
+	ck_assert_msg(strstr(err, " a was changed in the live generation"),
+		      "%s", err);
+	free(out);
+	free(err);
+	ASSERT_TREES();
+	free(conf);
 }
 END_TEST
 
@@ -1514,6 +1630,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_once_projects_the_tree);
 	tcase_add_test(tc, test_once_refuses_a_target_published_by_another_mapping);
 	tcase_add_test(tc, test_once_finds_a_live_file_changed_in_place);
+	tcase_add_test(tc, test_once_checks_the_live_files_as_often_as_a_daemon);
 	tcase_add_test(tc, test_once_does_not_wait_out_the_grace_period);
 	tcase_add_test(tc, test_next_once_retires_a_generation_past_its_grace);
 	tcase_add_test(tc, test_dry_run_tells_which_replaced_generation_would_go);

@@ -1150,6 +1150,63 @@ START_TEST(test_negative_recorded_time_round_trips)
 }
 END_TEST
 
+/* When the files of the generation were last all checked goes with the
+ * state, whole and in a journal's records; one that says nothing of it
+ * (written before it was kept) loads as 0.  A check alone, with no
+ * entry changed, writes nothing. */
+START_TEST(test_checked_time_goes_with_the_state)
+{
+	struct snapshot *s = sample(), *t = NULL, *got = NULL;
+	struct state_log l;
+	char *gen = NULL;
+	bool sound;
+
+	s->checked = 1764086000;
+	state_log_init(&l);
+	ck_assert_int_eq(state_record(dfd, &l, NULL, s, "..g1", true, NULL), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &got, &gen, &sound), 0);
+	ck_assert_int_eq(got->checked, 1764086000);
+	snapshot_free(got);
+	free(gen);
+	/* The same entries, checked later: nothing is written. */
+	ck_assert_int_eq(snapshot_open(NULL, &t, NULL), 0);
+	t->taken = s->taken;
+	for (size_t i = 0; i < s->n; i++)
+		ck_assert_int_eq(snapshot_add(t, &s->v[i]), 0);
+	t->checked = 1764086300;
+	ck_assert_int_eq(state_record(dfd, &l, s, t, "..g1", true, NULL), 0);
+	ck_assert_int_lt(faccessat(dfd, STATE_JOURNAL, F_OK, 0), 0);
+	/* Then a publish (a file grew), checked then: its record says so. */
+	t->v[t->n - 1].size++;
+	ck_assert_int_eq(state_record(dfd, &l, s, t, "..g2", true, NULL), 0);
+	ck_assert_int_eq(faccessat(dfd, STATE_JOURNAL, F_OK, 0), 0);
+	ck_assert_int_eq(state_load(dfd, 100, &got, &gen, &sound), 0);
+	ck_assert_int_eq(got->checked, 1764086300);
+	ck_assert_str_eq(gen, "..g2");
+	snapshot_free(got);
+	free(gen);
+	state_log_fini(&l);
+	/* Not said, and said wrong. */
+	const char *head = "atomsync-state 3\ngeneration ..g\nrecorded 1 2\n"
+			   "flushed 1 x\n";
+	const char *tail = "entries 1\nF 644 0 0 1 3 4 3 4 1 1 1 3 4 a\nend\n";
+	char *text;
+	ck_assert_int_ge(asprintf(&text, "%s%s", head, tail), 0);
+	ck_assert_int_eq(unlinkat(dfd, STATE_JOURNAL, 0), 0);
+	ck_assert_int_eq(load_text(text), 0);
+	free(text);
+	const char *bad[] = {"checked 0\n", "checked -5\n", "checked 12x\n",
+			     "checked \n"};
+	for (size_t k = 0; k < sizeof(bad) / sizeof(*bad); k++) {
+		ck_assert_int_ge(asprintf(&text, "%s%s%s", head, bad[k], tail), 0);
+		ck_assert_msg(load_text(text) == -EINVAL, "%s", bad[k]);
+		free(text);
+	}
+	snapshot_free(t);
+	snapshot_free(s);
+}
+END_TEST
+
 START_TEST(test_failed_record_names_its_file)
 {
 	struct state_log l;
@@ -1334,6 +1391,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_error_file_replaces_what_is_planted);
 	tcase_add_test(tc, test_failed_record_names_its_file);
 	tcase_add_test(tc, test_negative_recorded_time_round_trips);
+	tcase_add_test(tc, test_checked_time_goes_with_the_state);
 	suite_add_tcase(s, tc);
 	return s;
 }
