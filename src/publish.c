@@ -17,6 +17,7 @@
 #include "publish.h"
 #include "snapshot.h"
 #include "state.h"
+#include "statahead.h"
 #include "thread.h"
 #include "writer.h"
 
@@ -396,16 +397,29 @@ static int read_beside(struct publish *p, const struct snapshot_opts *so,
 		       struct snapshot **snap)
 {
 	struct walk_job j = {.source = p->c->source, .o = full_opts(p, so)};
+	struct statahead *a = NULL;
 	pthread_t t;
+
+	if (statahead_new(&a) == 0)
+		j.o.statahead = a;
 	bool beside = thread_start(&t, walk_run, &j) == 0;
 	int rc = writer_load(p->w, &p->err);
 
 	if (rc == 0)
 		writer_verify_start(p->w);
+	/* With no full check due, that core stats the source ahead. */
+	if (rc == 0 && beside && a && !writer_check_due(p->w) &&
+	    writer_live(p->w))
+		(void)statahead_start(a, p->c->source, writer_live(p->w));
 	if (beside)
 		pthread_join(t, NULL);
 	else if (rc == 0)
 		walk_run(&j);
+	if (statahead_used(a) > 0)
+		log_msg(LOG_LVL_DEBUG, p->c->name,
+			"source %s: %zu names looked up ahead", p->c->source,
+			statahead_used(a));
+	statahead_free(a);
 	p->base_live = false;
 	p->full = true;
 	if (rc < 0) {

@@ -29,6 +29,7 @@
 #include "ignore.h"
 #include "log.h"
 #include "snapshot.h"
+#include "statahead.h"
 #include "store.h"
 
 /* Symlinks followed while resolving one link, as the kernel's limit. */
@@ -2134,7 +2135,10 @@ static int find(struct walk *w, const struct frame *f, const char *name,
 	if (out->src == NULL)
 		return -ENOMEM;
 	s->read++;
-	if (fstatat(f->fd, name, &out->st, AT_SYMLINK_NOFOLLOW) < 0) {
+	bool early = w->o && w->o->statahead && !w->prev &&
+		     statahead_take(w->o->statahead, cpath, f->dev, f->ino,
+				    clock_ts_ns(&s->taken), &out->st);
+	if (!early && fstatat(f->fd, name, &out->st, AT_SYMLINK_NOFOLLOW) < 0) {
 		out->skip = true;
 		if (errno == ENOENT) /* gone since readdir: not there */
 			return 0;

@@ -137,6 +137,8 @@ struct snap_run {
 	size_t at, from, n;
 };
 
+struct statahead;
+
 struct snapshot_opts {
 	enum snap_links links;
 	const struct ignore *exclude; /* gitignore(5) patterns, or NULL */
@@ -170,6 +172,9 @@ struct snapshot_opts {
 	 * again, for another to have put something else there meanwhile. */
 	bool root_open;
 	int root_fd;
+	/* Stats taken ahead on another thread (see statahead.h), or NULL: a
+	 * full walk (snapshot_take) asks it before each call of its own. */
+	struct statahead *statahead;
 };
 
 struct snapshot {

@@ -285,6 +285,11 @@ void writer_verify_next(struct writer *w)
 	w->verify_live = true;
 }
 
+bool writer_check_due(const struct writer *w)
+{
+	return w->verify_live;
+}
+
 int writer_target_busy(const struct writer *w, uint64_t quiet_ms)
 {
 	if (w->dfd < 0)

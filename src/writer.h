@@ -206,6 +206,9 @@ int writer_check_target(const struct writer *w, char **err);
  * live file, and so to publish anew when one changed even if the source
  * did not; a new writer does it at its first. */
 void writer_verify_next(struct writer *w);
+/* Whether the next writer_prepare checks every live file: a full check
+ * is due (writer_verify_next, a new writer; see writer_opts.check_s). */
+bool writer_check_due(const struct writer *w);
 
 /* When a full check is due (writer_verify_next, a new writer), starts
  * it on a thread of its own, for the caller to read the source
