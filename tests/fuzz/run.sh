@@ -51,7 +51,7 @@ cc=${FUZZ_CC:-clang}
 ar=${AR:-ar}
 # The library code the targets reach, never the daemon's event loop
 # (sync, watch, debounce, notify, main).
-sources=${FUZZ_SOURCES:-array log flush fsutil ignore listing pathset snapshot state store thread writer conf command launch}
+sources=${FUZZ_SOURCES:-array log flush fsutil ignore listing pathset snapshot statahead state store thread writer conf command launch}
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="-std=c11 -g -O1 -fno-omit-frame-pointer $san -Wall -Wextra ${FUZZ_CFLAGS:-}"
 
