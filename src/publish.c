@@ -400,6 +400,9 @@ static int read_beside(struct publish *p, const struct snapshot_opts *so,
 	struct statahead *a = NULL;
 	pthread_t t;
 
+	/* Room at once for what the state holds: not an array doubled and
+	 * copied as the walk grows it, before the state is loaded. */
+	j.o.expect = writer_expect(p->w);
 	if (statahead_new(&a) == 0)
 		j.o.statahead = a;
 	bool beside = thread_start(&t, walk_run, &j) == 0;

@@ -1292,6 +1292,32 @@ int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
 	return 0;
 }
 
+int state_entries(int dfd, size_t max_entries, size_t *n)
+{
+	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
+	struct timespec taken;
+	bool sound, flushed;
+	int64_t checked;
+	char *gen = NULL;
+
+	*n = 0;
+	r.fd = open_trusted(dfd, STATE_FILE);
+	if (r.fd < 0)
+		return r.fd;
+	r.buf = malloc(r.cap);
+	int rc = r.buf ? parse_head(&r, max_entries, &gen, &taken, &sound,
+				    &flushed, &checked, n)
+		       : -ENOMEM;
+	if (rc == -EINVAL && r.err < 0)
+		rc = r.err;
+	if (rc < 0)
+		*n = 0;
+	close(r.fd);
+	free(r.buf);
+	free(gen);
+	return rc;
+}
+
 int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
 {
 	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};

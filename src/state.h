@@ -85,6 +85,12 @@ int state_record(int dfd, struct state_log *l, const struct snapshot *prev,
 		 const struct snapshot *s, const char *gen, bool flushed,
 		 const char **file);
 
+/* How many entries the state file in `dfd` says it holds (its journal
+ * not read): what the next read of the source will likely find, for it
+ * to make room for at once.  -EFBIG: more than max_entries; the same
+ * errors as state_load otherwise. */
+int state_entries(int dfd, size_t max_entries, size_t *n);
+
 /* Only the header of the state file in `dfd`: the generation it
  * describes, when that was recorded, and whether it is sound (as
  * state_load says).  The same errors as state_load. */

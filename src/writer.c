@@ -290,6 +290,7 @@ bool writer_check_due(const struct writer *w)
 	return w->verify_live;
 }
 
+
 int writer_target_busy(const struct writer *w, uint64_t quiet_ms)
 {
 	if (w->dfd < 0)
@@ -1917,6 +1918,17 @@ int writer_load(struct writer *w, char **err)
 	if (rc == 0 && checked_lately(w))
 		w->verify_live = false;
 	return rc;
+}
+
+size_t writer_expect(const struct writer *w)
+{
+	size_t n = 0;
+
+	if (w->live)
+		return w->live->n;
+	if (w->dfd >= 0 && w->live_gen && !w->live_foreign)
+		(void)state_entries(w->dfd, max_files(w), &n);
+	return n;
 }
 
 void writer_close(struct writer *w)

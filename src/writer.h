@@ -242,6 +242,10 @@ int writer_target_id(const struct writer *w, uint64_t *dev, uint64_t *ino);
  * writer_prepare, writer_commit or writer_close; to read only, also while
  * the check thread runs. */
 const struct snapshot *writer_live(const struct writer *w);
+/* How many entries a read of the source will likely find: the live
+ * record's, or before writer_load() what the state file says it holds;
+ * 0 when not known. */
+size_t writer_expect(const struct writer *w);
 /* Gives e the mode and owner w publishes it with (w is a writer; the
  * type is snapshot_opts.project's). */
 void writer_project_entry(const void *w, struct snap_entry *e);

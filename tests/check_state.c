@@ -1207,6 +1207,24 @@ START_TEST(test_checked_time_goes_with_the_state)
 }
 END_TEST
 
+/* The count a state file's header gives, for a read to make room for:
+ * no more than asked for, and nothing from a state that is not there. */
+START_TEST(test_entries_are_counted_from_the_header)
+{
+	struct snapshot *s = sample();
+	size_t n = 7;
+
+	ck_assert_int_eq(state_entries(dfd, 100, &n), -ENOENT);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(state_save(dfd, s, "..g1", true), 0);
+	ck_assert_int_eq(state_entries(dfd, 100, &n), 0);
+	ck_assert_uint_eq(n, s->n);
+	ck_assert_int_eq(state_entries(dfd, 1, &n), -EFBIG);
+	ck_assert_uint_eq(n, 0);
+	snapshot_free(s);
+}
+END_TEST
+
 START_TEST(test_failed_record_names_its_file)
 {
 	struct state_log l;
@@ -1392,6 +1410,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_failed_record_names_its_file);
 	tcase_add_test(tc, test_negative_recorded_time_round_trips);
 	tcase_add_test(tc, test_checked_time_goes_with_the_state);
+	tcase_add_test(tc, test_entries_are_counted_from_the_header);
 	suite_add_tcase(s, tc);
 	return s;
 }
