@@ -1292,53 +1292,57 @@ int state_load_log(int dfd, size_t max_entries, struct snapshot **out,
 	return 0;
 }
 
-int state_entries(int dfd, size_t max_entries, size_t *n)
+/* The header of the state file in `dfd` (see parse_head()); *ino is
+ * the file's inode.  *gen is NULL on failure. */
+static int read_head(int dfd, size_t max_entries, char **gen,
+		     struct timespec *taken, bool *sound, size_t *count,
+		     uint64_t *ino)
 {
 	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
-	struct timespec taken;
-	bool sound, flushed;
+	bool flushed;
 	int64_t checked;
-	char *gen = NULL;
-
-	*n = 0;
-	r.fd = open_trusted(dfd, STATE_FILE);
-	if (r.fd < 0)
-		return r.fd;
-	r.buf = malloc(r.cap);
-	int rc = r.buf ? parse_head(&r, max_entries, &gen, &taken, &sound,
-				    &flushed, &checked, n)
-		       : -ENOMEM;
-	if (rc == -EINVAL && r.err < 0)
-		rc = r.err;
-	if (rc < 0)
-		*n = 0;
-	close(r.fd);
-	free(r.buf);
-	free(gen);
-	return rc;
-}
-
-int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
-{
-	struct reader r = {.cap = READ_CHUNK + LINE_MAX_BYTES};
-	size_t count = 0;
-	int rc;
 
 	*gen = NULL;
 	r.fd = open_trusted(dfd, STATE_FILE);
 	if (r.fd < 0)
 		return r.fd;
 	r.buf = malloc(r.cap);
-	bool flushed;
-	int64_t checked;
-	rc = r.buf ? parse_head(&r, SIZE_MAX, gen, recorded, sound, &flushed,
-				&checked, &count)
-		   : -ENOMEM;
+	int rc = r.buf ? parse_head(&r, max_entries, gen, taken, sound,
+				    &flushed, &checked, count)
+		       : -ENOMEM;
 	if (rc == -EINVAL && r.err < 0)
 		rc = r.err;
-	uint64_t ino = fd_ino(r.fd);
+	*ino = fd_ino(r.fd);
 	close(r.fd);
 	free(r.buf);
+	if (rc < 0) {
+		free(*gen);
+		*gen = NULL;
+	}
+	return rc;
+}
+
+int state_entries(int dfd, size_t max_entries, size_t *n)
+{
+	struct timespec taken;
+	bool sound;
+	char *gen;
+	uint64_t ino;
+
+	*n = 0;
+	int rc = read_head(dfd, max_entries, &gen, &taken, &sound, n, &ino);
+	if (rc < 0)
+		*n = 0;
+	free(gen);
+	return rc;
+}
+
+int state_peek(int dfd, char **gen, struct timespec *recorded, bool *sound)
+{
+	size_t count = 0;
+	uint64_t ino;
+	int rc = read_head(dfd, SIZE_MAX, gen, recorded, sound, &count, &ino);
+
 	/* The journal's last record, read past its entries. */
 	struct jread j = {.want_ops = false};
 	if (rc == 0)

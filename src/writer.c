@@ -290,7 +290,6 @@ bool writer_check_due(const struct writer *w)
 	return w->verify_live;
 }
 
-
 int writer_target_busy(const struct writer *w, uint64_t quiet_ms)
 {
 	if (w->dfd < 0)
