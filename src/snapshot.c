@@ -212,14 +212,15 @@ int snapshot_path_cmp(const char *a, const char *b)
 	const unsigned char *p = (const unsigned char *)a;
 	const unsigned char *q = (const unsigned char *)b;
 
-	for (;; p++, q++) {
-		int x = *p == '/' ? 1 : *p == 0 ? 0 : *p + 1;
-		int y = *q == '/' ? 1 : *q == 0 ? 0 : *q + 1;
-		if (x != y)
-			return x < y ? -1 : 1;
-		if (x == 0)
-			return 0;
+	/* Equal bytes are equal either way: only the first that differs is
+	 * mapped, '/' below every byte but the end. */
+	while (*p == *q && *p) {
+		p++;
+		q++;
 	}
+	int x = *p == '/' ? 1 : *p == 0 ? 0 : *p + 1;
+	int y = *q == '/' ? 1 : *q == 0 ? 0 : *q + 1;
+	return (x > y) - (x < y);
 }
 
 char *snapshot_clean_path(const char *path)
@@ -914,16 +915,19 @@ struct snap_entry *snapshot_find_n(const struct snapshot *s, size_t n,
  * entries read again of one directory are often as far apart in prev as
  * the last two were (ten thousand top-level directories of one size),
  * and a guess that holds is two paths compared, not a bisection of a
- * million. */
+ * million.  A step of 0 tries `from` itself: paths asked in the order a
+ * snapshot holds them (a walk beside the record, a listing against a
+ * snapshot) are each one compare. */
 static size_t lower_bound_near(const struct snapshot *prev, const char *path,
 			       size_t from, size_t step)
 {
 	size_t lo = from, hi = prev->n, g = from + step;
 
-	if (step > 0 && g < prev->n) {
+	if (g < prev->n) {
 		if (snapshot_path_cmp(prev->v[g].path, path) < 0)
 			lo = g + 1;
-		else if (snapshot_path_cmp(prev->v[g - 1].path, path) < 0)
+		else if (g == from ||
+			 snapshot_path_cmp(prev->v[g - 1].path, path) < 0)
 			return g;
 		else
 			hi = g - 1;

@@ -90,6 +90,50 @@ START_TEST(test_path_order_keeps_descendants_together)
 }
 END_TEST
 
+/* The order as defined byte by byte: '/' below every other byte, the
+ * end below '/'. */
+static int path_cmp_by_bytes(const char *a, const char *b)
+{
+	for (const unsigned char *p = (const void *)a, *q = (const void *)b;;
+	     p++, q++) {
+		int x = *p == '/' ? 1 : *p == 0 ? 0 : *p + 1;
+		int y = *q == '/' ? 1 : *q == 0 ? 0 : *q + 1;
+		if (x != y)
+			return x < y ? -1 : 1;
+		if (x == 0)
+			return 0;
+	}
+}
+
+/* Every pair of short paths over bytes around '/' (those just below and
+ * above it, the lowest and the highest), prefixes of each other too,
+ * compares as the byte-by-byte order has it. */
+START_TEST(test_path_order_is_the_byte_order_with_slash_lowest)
+{
+	static const char bytes[] = "\x01-./a\xff";
+	const size_t nb = sizeof(bytes) - 1;
+	char v[400][4];
+	size_t n = 0;
+
+	for (size_t len = 0; len <= 3; len++) {
+		size_t count = 1;
+		for (size_t i = 0; i < len; i++)
+			count *= nb;
+		for (size_t k = 0; k < count && n < 400; k++) {
+			size_t x = k;
+			for (size_t i = 0; i < len; i++, x /= nb)
+				v[n][i] = bytes[x % nb];
+			v[n++][len] = '\0';
+		}
+	}
+	ck_assert_uint_eq(n, 1 + 6 + 36 + 216);
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < n; j++)
+			ck_assert_int_eq(snapshot_path_cmp(v[i], v[j]),
+					 path_cmp_by_bytes(v[i], v[j]));
+}
+END_TEST
+
 START_TEST(test_walk_is_sorted_with_dirs_before_children)
 {
 	tu_write(src, "a.b", "1", 0644);
@@ -2261,6 +2305,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_a_root_given_open_is_read_through_it);
 	tcase_add_test(tc, test_subtree_end_is_where_the_names_below_end);
 	tcase_add_test(tc, test_find_next_finds_what_find_does);
+	tcase_add_test(tc, test_path_order_is_the_byte_order_with_slash_lowest);
 	tcase_add_test(tc, test_large_directory_is_read_whole);
 	tcase_add_test(tc, test_expected_size_is_reserved_and_trimmed);
 	tcase_add_test(tc, test_reserved_names_are_skipped_dotfiles_kept);
