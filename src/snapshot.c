@@ -458,6 +458,7 @@ static void entries_release(struct snapshot *s)
 		free(s->v);
 	s->v = NULL;
 	s->vmap = 0;
+	s->vhuge = false;
 	s->store = NULL;
 	s->mem = SNAP_MEM_OWN;
 }
@@ -506,6 +507,12 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 	}
 	if (s->vmap && bytes <= s->vmap) {
 		size_t keep = round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
+		/* Huge pages a quarter used or more stay whole: a split to
+		 * give back less than 2 MiB makes each small page of them
+		 * fault again at its next touch, under a hypervisor's shadow
+		 * tables tens of microseconds each. */
+		if (s->vhuge && bytes >= HUGE_PAGE / 4)
+			keep = round_up(bytes, HUGE_PAGE);
 		if (keep < s->vmap)
 			munmap((char *)s->v + keep, s->vmap - keep);
 		s->vmap = keep;
@@ -528,6 +535,7 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 	entries_release(s);
 	s->v = v;
 	s->vmap = len;
+	s->vhuge = map == ENT_HUGE;
 	s->cap = len / sz;
 	return 0;
 }

@@ -199,6 +199,7 @@ struct snapshot {
 	struct snap_entry *v;
 	size_t n, cap;
 	size_t vmap;	 /* bytes v maps (see entries_resize()); 0: malloc'ed */
+	bool vhuge;	 /* that mapping is one of huge pages (map_huge()) */
 	enum snap_mem mem;
 	struct store *store; /* with SNAP_MEM_STORE and SNAP_MEM_VIEW */
 	struct snapshot_extras extras;

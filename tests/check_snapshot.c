@@ -326,6 +326,31 @@ START_TEST(test_expected_size_is_reserved_and_trimmed)
 }
 END_TEST
 
+/* A mapping of huge pages mostly used is trimmed in whole huge pages:
+ * the room past them is given back, none of theirs. */
+START_TEST(test_trim_keeps_huge_pages_whole)
+{
+	const size_t huge = (size_t)2 << 20;
+	const size_t want = huge / 4 / sizeof(struct snap_entry) + 64;
+	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE,
+				  .expect = 4 * want};
+	struct snapshot *s = NULL;
+	char *err = NULL, name[32];
+
+	for (size_t i = 0; i < want; i++) {
+		snprintf(name, sizeof(name), "d/%05zu", i);
+		tu_write(src, name, "", 0644);
+	}
+	ck_assert_int_eq(snapshot_take(src, &o, &s, &err), 0);
+	ck_assert_uint_eq(s->n, want + 1);
+	ck_assert_uint_eq(s->vmap, huge);
+	ck_assert_uint_eq(s->cap, huge / sizeof(struct snap_entry));
+	snprintf(name, sizeof(name), "d/%05zu", want - 1);
+	ck_assert_str_eq(s->v[s->n - 1].path, name);
+	snapshot_free(s);
+}
+END_TEST
+
 START_TEST(test_reserved_names_are_skipped_dotfiles_kept)
 {
 	tu_write(src, "..hidden", "x", 0644);
@@ -2308,6 +2333,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, test_path_order_is_the_byte_order_with_slash_lowest);
 	tcase_add_test(tc, test_large_directory_is_read_whole);
 	tcase_add_test(tc, test_expected_size_is_reserved_and_trimmed);
+	tcase_add_test(tc, test_trim_keeps_huge_pages_whole);
 	tcase_add_test(tc, test_reserved_names_are_skipped_dotfiles_kept);
 	tcase_add_test(tc, test_symlink_inside_is_copied_as_content);
 	tcase_add_test(tc, test_symlink_outside_is_skipped_with_warning);
