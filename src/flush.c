@@ -107,7 +107,8 @@ int flush_each(int dirfd, const struct snapshot *s, const size_t *todo,
 	atomic_init(&f.next, 0);
 	atomic_init(&f.rc, 0);
 	/* Threads that cannot be started leave their share to the rest. */
-	while (nt + 1 < want && thread_start(&t[nt], flush_worker, &f) == 0)
+	while (nt + 1 < want &&
+	       thread_start_beside(&t[nt], flush_worker, &f) == 0)
 		nt++;
 	flush_worker(&f);
 	for (size_t i = 0; i < nt; i++)

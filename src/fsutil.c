@@ -708,7 +708,7 @@ int fsutil_rmtree_halves(int dirfd, const char *name)
 	b.from = a.to;
 	b.to = f->n;
 	bool two = f->n >= RMTREE_HALVES_MIN &&
-		   thread_start(&t, rm_part_run, &b) == 0;
+		   thread_start_beside(&t, rm_part_run, &b) == 0;
 	if (!two)
 		a.to = f->n;
 	rm_part_run(&a);

@@ -405,7 +405,7 @@ static int read_beside(struct publish *p, const struct snapshot_opts *so,
 	j.o.expect = writer_expect(p->w);
 	if (statahead_new(&a) == 0)
 		j.o.statahead = a;
-	bool beside = thread_start(&t, walk_run, &j) == 0;
+	bool beside = thread_start_beside(&t, walk_run, &j) == 0;
 	int rc = writer_load(p->w, &p->err);
 
 	if (rc == 0)

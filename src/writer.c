@@ -4487,7 +4487,7 @@ static int build_halves(struct build *b, struct writer_pending *p,
 	b->lock = h.b.lock = &lock;
 	b->failed = h.b.failed = &failed;
 	h.b.half = true;
-	if (h.b.lv == NULL || thread_start(&t, build_half_run, &h) < 0) {
+	if (h.b.lv == NULL || thread_start_beside(&t, build_half_run, &h) < 0) {
 		free(h.b.lv);
 		p->split = 0;
 		b->lock = NULL;
