@@ -66,6 +66,12 @@ static int start(pthread_t *t, void *(*fn)(void *), void *arg, bool beside)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	rc = pthread_create(t, &a, thread_begin, b);
+	/* Where sched_setaffinity() is refused (a seccomp filter, as in
+	 * atomsyncd.service), started where it would be. */
+	if (rc != 0 && b->moved) {
+		b->moved = false;
+		rc = pthread_create(t, NULL, thread_begin, b);
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&a);
 	if (rc != 0)

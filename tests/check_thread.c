@@ -1,16 +1,24 @@
 /* Threads the core starts take no signal, whatever the mask of the
  * thread that starts them, and leave that mask as it was.  One started
  * beside a caller that goes on working starts on another CPU, then may
- * run wherever the caller may. */
+ * run wherever the caller may; where that is refused, it starts all the
+ * same. */
 #include "config.h"
 
 #include <check.h>
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "thread.h"
@@ -128,6 +136,57 @@ START_TEST(test_a_thread_beside_starts_elsewhere_then_runs_anywhere)
 }
 END_TEST
 
+/* sched_setaffinity() and sched_setscheduler() fail with EPERM from now
+ * on, as under atomsyncd.service's SystemCallFilter=~@resources. */
+static int refuse_scheduling(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sched_setaffinity, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sched_setscheduler, 1,
+			 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+	};
+	struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+		return 1;
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	return sched_setaffinity(0, sizeof(one), &one) == 0 || errno != EPERM
+		       ? 2
+		       : 0;
+}
+
+/* In a child of its own: the filter stays with the process. */
+START_TEST(test_a_thread_beside_starts_where_scheduling_is_refused)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct where w;
+		int rc = refuse_scheduling();
+		pthread_t t;
+		atomic_store(&w.cpu, -1);
+		if (rc == 0 && thread_start_beside(&t, note_where, &w) != 0)
+			rc = 3;
+		if (rc == 0 && (pthread_join(t, NULL) != 0 ||
+				atomic_load(&w.cpu) < 0))
+			rc = 4;
+		_exit(rc);
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
 static Suite *thread_suite(void)
 {
 	Suite *s = suite_create("thread");
@@ -135,6 +194,7 @@ static Suite *thread_suite(void)
 	tcase_add_test(tc, test_a_thread_takes_no_signal);
 	tcase_add_test(tc, test_the_callers_mask_is_kept);
 	tcase_add_test(tc, test_a_thread_beside_starts_elsewhere_then_runs_anywhere);
+	tcase_add_test(tc, test_a_thread_beside_starts_where_scheduling_is_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }
