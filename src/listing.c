@@ -186,7 +186,13 @@ static int dir_cmp(const void *a, const void *b)
 	return strcmp(x->path, y->path);
 }
 
-int listing_read(int fd, size_t max_names, struct listing **out)
+static bool stopped(const atomic_bool *stop)
+{
+	return stop && atomic_load_explicit(stop, memory_order_relaxed);
+}
+
+int listing_read(int fd, size_t max_names, const atomic_bool *stop,
+		 struct listing **out)
 {
 	struct listing *l = calloc(1, sizeof(*l));
 	struct pending todo = {0};
@@ -198,9 +204,11 @@ int listing_read(int fd, size_t max_names, struct listing **out)
 	*out = NULL;
 	if (rc == 0 && top < 0)
 		rc = -errno;
-	if (rc == 0)
+	if (rc == 0 && stopped(stop))
+		close(top);
+	else if (rc == 0)
 		rc = read_dir(l, top, strdup(""), max_names, &todo);
-	while (rc == 0 && todo.n > 0) {
+	while (rc == 0 && todo.n > 0 && !stopped(stop)) {
 		char *path = todo.v[--todo.n];
 		/* Gone, or a link by now: not listed, read when needed. */
 		int dfd = fsutil_open_beneath(fd, path,

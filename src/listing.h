@@ -6,6 +6,8 @@
 #ifndef ATOMSYNC_LISTING_H
 #define ATOMSYNC_LISTING_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,9 +38,12 @@ struct listing {
  * directories read by then are listed whole, the rest not at all.  Only
  * directories that root or we own and nobody else can write are read,
  * nor any below one that is not, nor one whose path is PATH_MAX bytes or
- * more.  0 (a top left out: nothing listed), or a negative errno with
+ * more.  Once `stop` (when not NULL) is set, it reads no further
+ * directory, and those read so far are what it lists.  0 (a top left
+ * out or stopped before: nothing listed), or a negative errno with
  * nothing listed (*out NULL). */
-int listing_read(int fd, size_t max_names, struct listing **out);
+int listing_read(int fd, size_t max_names, const atomic_bool *stop,
+		 struct listing **out);
 /* Lists the directory open as `fd` alone, whoever owns it (the caller
  * tells whether it can be trusted), as the top ("").  0, or a negative
  * errno with nothing listed (*out NULL). */

@@ -144,6 +144,8 @@ struct writer {
 	struct listing *spare_listed; /* the spare's directories, read
 					 ahead by that thread, from */
 	int spare_fd;		      /* (-1: none to read) */
+	size_t spare_max;	      /* names it lists at most */
+	atomic_bool verify_stop;      /* it reads no further directory */
 	bool root;		/* run as root: its rights are not its mode's */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
 	bool exact_dino;	/* its directory entries tell inode numbers */
@@ -2727,19 +2729,23 @@ static bool live_checked(const struct writer *w, const struct snap_entry *o,
  * changed it. */
 #define SPARE_LISTED_MORE 4096
 
+/* Without a check to make, it touches only the spare's fields: the
+ * writer goes on meanwhile (see writer_prepare()). */
 static void *verify_worker(void *arg)
 {
 	struct writer *w = arg;
 	const struct snapshot *l = w->live;
 	struct stat gen;
 
-	live_owner(w, &gen);
+	if (w->live_ok)
+		live_owner(w, &gen);
+	else /* stopped where it is when a build needs it */
+		thread_lower();
 	for (size_t i = 0; w->live_ok && i < l->n; i++)
 		w->live_ok[i] = l->v[i].type == SNAP_FILE &&
 				live_intact(w, &l->v[i], &gen);
 	if (w->spare_fd >= 0) {
-		(void)listing_read(w->spare_fd,
-				   l->n + l->n / 8 + SPARE_LISTED_MORE,
+		(void)listing_read(w->spare_fd, w->spare_max, &w->verify_stop,
 				   &w->spare_listed);
 		close(w->spare_fd);
 		w->spare_fd = -1;
@@ -2755,9 +2761,17 @@ static void verify_join(struct writer *w)
 	w->verifying = false;
 }
 
+/* The spare's listing as far as it got: the thread reads no further
+ * directory, and a build reads those it did not (prune()). */
+static void verify_stop(struct writer *w)
+{
+	atomic_store_explicit(&w->verify_stop, true, memory_order_relaxed);
+	verify_join(w);
+}
+
 static void verify_drop(struct writer *w)
 {
-	verify_join(w);
+	verify_stop(w);
 	free(w->live_ok);
 	w->live_ok = NULL;
 	listing_free(w->spare_listed);
@@ -2797,6 +2811,9 @@ void writer_verify_start(struct writer *w)
 	w->spare_fd = spare_ahead(w);
 	if (w->live_ok == NULL && w->spare_fd < 0)
 		return;
+	if (w->spare_fd >= 0)
+		w->spare_max = w->live->n + w->live->n / 8 + SPARE_LISTED_MORE;
+	atomic_store_explicit(&w->verify_stop, false, memory_order_relaxed);
 	w->verifying = thread_start(&w->verify_thread, verify_worker, w) == 0;
 	if (!w->verifying) {
 		/* Checked as the publish goes, and read then. */
@@ -5166,7 +5183,10 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	*out = NULL;
 	memset(r, 0, sizeof(*r));
 	w->warned_live = 0;
-	verify_join(w);
+	/* The diff needs the check of the live files made ahead; only a
+	 * build needs the spare's listing, and nothing else waits for it. */
+	if (w->live_ok)
+		verify_join(w);
 	live_moved(w);
 	if (w->live_gen && w->live_fd < 0 && !w->live_foreign)
 		w->live_fd = open_live(w);
@@ -5187,6 +5207,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 		/* Before a generation is in it, which a crash may leave. */
 		if (w->lock == LOCK_MADE || w->lock == LOCK_FOUND)
 			lock_say_id(w);
+		verify_stop(w);
 		rc = prepare_build(w, p, r, &pb, err);
 		if (rc == 0) {
 			*out = p;

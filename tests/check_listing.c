@@ -36,7 +36,7 @@ static struct listing *list(const char *dir, size_t max, int *rc)
 	int fd = open(dir, O_RDONLY | O_DIRECTORY);
 
 	ck_assert_int_ge(fd, 0);
-	*rc = listing_read(fd, max, &l);
+	*rc = listing_read(fd, max, NULL, &l);
 	close(fd);
 	return l;
 }
@@ -280,6 +280,35 @@ START_TEST(test_one_directory_is_listed_alone_whoever_can_write_it)
 }
 END_TEST
 
+/* Stopped, it reads no further directory: told so before it starts, it
+ * lists none, and the caller reads what it needs itself; told to go on,
+ * it lists as it does with no flag. */
+START_TEST(test_a_stopped_listing_reads_no_further)
+{
+	atomic_bool stop;
+	struct listing *l = NULL;
+
+	tu_write(tmp, "a/f", "1", 0644);
+	tu_write(tmp, "b/g", "2", 0644);
+	int fd = open(tmp, O_RDONLY | O_DIRECTORY);
+	ck_assert_int_ge(fd, 0);
+	atomic_init(&stop, true);
+	ck_assert_int_eq(listing_read(fd, 100, &stop, &l), 0);
+	ck_assert_ptr_nonnull(l);
+	ck_assert_uint_eq(l->ndirs, 0);
+	ck_assert_ptr_null(listing_find(l, ""));
+	listing_free(l);
+	atomic_store(&stop, false);
+	ck_assert_int_eq(listing_read(fd, 100, &stop, &l), 0);
+	ck_assert_uint_eq(l->ndirs, 3);
+	char *n = names_of(l, "a");
+	ck_assert_str_eq(n, "f ");
+	free(n);
+	listing_free(l);
+	close(fd);
+}
+END_TEST
+
 static Suite *listing_suite(void)
 {
 	Suite *s = suite_create("listing");
@@ -293,6 +322,7 @@ static Suite *listing_suite(void)
 	tcase_add_test(tc, test_a_deep_tree_is_listed_without_recursion);
 	tcase_add_test(tc, test_what_others_can_change_is_not_read);
 	tcase_add_test(tc, test_one_directory_is_listed_alone_whoever_can_write_it);
+	tcase_add_test(tc, test_a_stopped_listing_reads_no_further);
 	suite_add_tcase(s, tc);
 	return s;
 }
