@@ -105,12 +105,18 @@ static int queue_subdirs(const struct listing *l, const struct listing_dir *d,
 	return 0;
 }
 
+static bool stopped(const atomic_bool *stop)
+{
+	return stop && atomic_load_explicit(stop, memory_order_relaxed);
+}
+
 /* Lists the names of `d` (but "." and "..") in l as the directory
  * `path` (which it takes) that `st` describes, sorted: 0, 1 when that
- * would pass `max` names (nothing of it is kept then), or a negative
- * errno. */
+ * would pass `max` names, 2 once `stop` is set (nothing of it is kept
+ * then), or a negative errno. */
 static int list_names(struct listing *l, DIR *d, char *path,
-		      const struct stat *st, size_t max)
+		      const struct stat *st, size_t max,
+		      const atomic_bool *stop)
 {
 	size_t first = l->nnames, pool = l->pool_len;
 	struct dirent *de;
@@ -124,7 +130,7 @@ static int list_names(struct listing *l, DIR *d, char *path,
 		}
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		rc = l->nnames == max ? 1 : add_name(l, de);
+		rc = l->nnames == max ? 1 : stopped(stop) ? 2 : add_name(l, de);
 	}
 	if (rc == 0 && array_grow(&l->dirs, &l->capdirs, l->ndirs,
 				  sizeof(*l->dirs)) < 0)
@@ -148,13 +154,13 @@ static int list_names(struct listing *l, DIR *d, char *path,
 }
 
 /* Reads the directory open as `fd` (which it closes) into l as `path`
- * (which it takes): 0, 1 when that would pass `max` names (nothing of it
- * is kept then), or a negative errno.  One that another user can change
+ * (which it takes): 0, 1 when that would pass `max` names, 2 once `stop`
+ * is set (nothing of it is kept then), or a negative errno.  One that another user can change
  * is left out, with all below it: a listing of it could not be trusted
  * once read, and its owner could make it a chain of directories as deep
  * as the bound allows. */
 static int read_dir(struct listing *l, int fd, char *path, size_t max,
-		    struct pending *todo)
+		    const atomic_bool *stop, struct pending *todo)
 {
 	struct stat st;
 	bool ours = fstat(fd, &st) == 0 && fsutil_ours_alone(&st);
@@ -172,7 +178,7 @@ static int read_dir(struct listing *l, int fd, char *path, size_t max,
 		free(path);
 		return rc;
 	}
-	rc = list_names(l, d, path, &st, max);
+	rc = list_names(l, d, path, &st, max, stop);
 	if (rc == 0)
 		rc = queue_subdirs(l, &l->dirs[l->ndirs - 1], dirfd(d), todo);
 	closedir(d);
@@ -184,11 +190,6 @@ static int dir_cmp(const void *a, const void *b)
 	const struct listing_dir *x = a, *y = b;
 
 	return strcmp(x->path, y->path);
-}
-
-static bool stopped(const atomic_bool *stop)
-{
-	return stop && atomic_load_explicit(stop, memory_order_relaxed);
 }
 
 int listing_read(int fd, size_t max_names, const atomic_bool *stop,
@@ -204,11 +205,9 @@ int listing_read(int fd, size_t max_names, const atomic_bool *stop,
 	*out = NULL;
 	if (rc == 0 && top < 0)
 		rc = -errno;
-	if (rc == 0 && stopped(stop))
-		close(top);
-	else if (rc == 0)
-		rc = read_dir(l, top, strdup(""), max_names, &todo);
-	while (rc == 0 && todo.n > 0 && !stopped(stop)) {
+	if (rc == 0)
+		rc = read_dir(l, top, strdup(""), max_names, stop, &todo);
+	while (rc == 0 && todo.n > 0) {
 		char *path = todo.v[--todo.n];
 		/* Gone, or a link by now: not listed, read when needed. */
 		int dfd = fsutil_open_beneath(fd, path,
@@ -219,8 +218,10 @@ int listing_read(int fd, size_t max_names, const atomic_bool *stop,
 			rc = dfd == -ENOMEM || dfd == -EMFILE ? dfd : 0;
 			continue;
 		}
-		rc = read_dir(l, dfd, path, max_names, &todo);
+		rc = read_dir(l, dfd, path, max_names, stop, &todo);
 	}
+	if (rc == 2) /* stopped: what was read is listed */
+		rc = 0;
 	pending_fini(&todo);
 	if (rc < 0 || (rc == 1 && l->ndirs == 0)) {
 		listing_free(l);
@@ -259,7 +260,7 @@ int listing_read_one(int fd, struct listing **out)
 		rc = -errno;
 	if (rc == 0) {
 		char *path = strdup("");
-		rc = path ? list_names(l, d, path, &st, SIZE_MAX) : -ENOMEM;
+		rc = path ? list_names(l, d, path, &st, SIZE_MAX, NULL) : -ENOMEM;
 	}
 	if (d)
 		closedir(d);

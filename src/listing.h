@@ -38,8 +38,8 @@ struct listing {
  * directories read by then are listed whole, the rest not at all.  Only
  * directories that root or we own and nobody else can write are read,
  * nor any below one that is not, nor one whose path is PATH_MAX bytes or
- * more.  Once `stop` (when not NULL) is set, it reads no further
- * directory, and those read so far are what it lists.  0 (a top left
+ * more.  Once `stop` (when not NULL) is set, it reads no further name:
+ * the directories read whole so far are what it lists.  0 (a top left
  * out or stopped before: nothing listed), or a negative errno with
  * nothing listed (*out NULL). */
 int listing_read(int fd, size_t max_names, const atomic_bool *stop,

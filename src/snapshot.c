@@ -507,15 +507,16 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 	}
 	if (s->vmap && bytes <= s->vmap) {
 		size_t keep = round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
-		/* Huge pages a quarter used or more stay whole: a split to
-		 * give back less than 2 MiB makes each small page of them
-		 * fault again at its next touch, under a hypervisor's shadow
-		 * tables tens of microseconds each. */
+		/* An array of 512 KiB or more keeps its huge pages whole (at
+		 * most 2 MiB more): a split to give back less makes each
+		 * small page of them fault again at its next touch, under a
+		 * hypervisor's shadow tables tens of microseconds each. */
 		if (s->vhuge && bytes >= HUGE_PAGE / 4)
 			keep = round_up(bytes, HUGE_PAGE);
 		if (keep < s->vmap)
 			munmap((char *)s->v + keep, s->vmap - keep);
 		s->vmap = keep;
+		s->vhuge = s->vhuge && keep % HUGE_PAGE == 0;
 		s->cap = keep / sz;
 		return 0;
 	}

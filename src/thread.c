@@ -88,10 +88,3 @@ int thread_start_beside(pthread_t *t, void *(*fn)(void *), void *arg)
 {
 	return start(t, fn, arg, true);
 }
-
-void thread_lower(void)
-{
-	struct sched_param p = {.sched_priority = 0};
-
-	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
-}

@@ -20,9 +20,5 @@ int thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
  * the virtual CPUs of a guest leaves it until the next tick (4 ms at
  * 250 Hz) while the creator runs and the other CPU idles. */
 int thread_start_beside(pthread_t *t, void *(*fn)(void *), void *arg);
-/* The calling thread runs from now on only on the CPU time other threads
- * leave (SCHED_IDLE): for work ahead that is done at need when it did not
- * get that far.  Where that is refused, it runs as it did. */
-void thread_lower(void);
 
 #endif

@@ -146,6 +146,7 @@ struct writer {
 	int spare_fd;		      /* (-1: none to read) */
 	size_t spare_max;	      /* names it lists at most */
 	atomic_bool verify_stop;      /* it reads no further directory */
+	bool verify_checks;	      /* it checks the live files (live_ok) */
 	bool root;		/* run as root: its rights are not its mode's */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
 	bool exact_dino;	/* its directory entries tell inode numbers */
@@ -2729,21 +2730,21 @@ static bool live_checked(const struct writer *w, const struct snap_entry *o,
  * changed it. */
 #define SPARE_LISTED_MORE 4096
 
-/* Without a check to make, it touches only the spare's fields: the
- * writer goes on meanwhile (see writer_prepare()). */
+/* The live files it checks only when told before it started; else it
+ * touches the spare's fields alone, while the writer goes on (see
+ * writer_prepare()). */
 static void *verify_worker(void *arg)
 {
 	struct writer *w = arg;
-	const struct snapshot *l = w->live;
-	struct stat gen;
 
-	if (w->live_ok)
+	if (w->verify_checks) {
+		const struct snapshot *l = w->live;
+		struct stat gen;
 		live_owner(w, &gen);
-	else /* stopped where it is when a build needs it */
-		thread_lower();
-	for (size_t i = 0; w->live_ok && i < l->n; i++)
-		w->live_ok[i] = l->v[i].type == SNAP_FILE &&
-				live_intact(w, &l->v[i], &gen);
+		for (size_t i = 0; i < l->n; i++)
+			w->live_ok[i] = l->v[i].type == SNAP_FILE &&
+					live_intact(w, &l->v[i], &gen);
+	}
 	if (w->spare_fd >= 0) {
 		(void)listing_read(w->spare_fd, w->spare_max, &w->verify_stop,
 				   &w->spare_listed);
@@ -2772,6 +2773,7 @@ static void verify_stop(struct writer *w)
 static void verify_drop(struct writer *w)
 {
 	verify_stop(w);
+	w->verify_checks = false;
 	free(w->live_ok);
 	w->live_ok = NULL;
 	listing_free(w->spare_listed);
@@ -2813,10 +2815,12 @@ void writer_verify_start(struct writer *w)
 		return;
 	if (w->spare_fd >= 0)
 		w->spare_max = w->live->n + w->live->n / 8 + SPARE_LISTED_MORE;
+	w->verify_checks = w->live_ok != NULL;
 	atomic_store_explicit(&w->verify_stop, false, memory_order_relaxed);
 	w->verifying = thread_start(&w->verify_thread, verify_worker, w) == 0;
 	if (!w->verifying) {
 		/* Checked as the publish goes, and read then. */
+		w->verify_checks = false;
 		free(w->live_ok);
 		w->live_ok = NULL;
 		if (w->spare_fd >= 0)
@@ -5185,7 +5189,7 @@ int writer_prepare(struct writer *w, struct snapshot *s,
 	w->warned_live = 0;
 	/* The diff needs the check of the live files made ahead; only a
 	 * build needs the spare's listing, and nothing else waits for it. */
-	if (w->live_ok)
+	if (w->verify_checks)
 		verify_join(w);
 	live_moved(w);
 	if (w->live_gen && w->live_fd < 0 && !w->live_foreign)

@@ -2,7 +2,7 @@
  * thread that starts them, and leave that mask as it was.  One started
  * beside a caller that goes on working starts on another CPU, then may
  * run wherever the caller may; where that is refused, it starts all the
- * same.  One lowered runs on the CPU time others leave. */
+ * same. */
 #include "config.h"
 
 #include <check.h>
@@ -136,25 +136,6 @@ START_TEST(test_a_thread_beside_starts_elsewhere_then_runs_anywhere)
 }
 END_TEST
 
-static void *lower_and_tell(void *arg)
-{
-	thread_lower();
-	*(int *)arg = sched_getscheduler(0);
-	return NULL;
-}
-
-START_TEST(test_a_lowered_thread_runs_idle)
-{
-	pthread_t t;
-	int policy = -1;
-
-	ck_assert_int_eq(thread_start(&t, lower_and_tell, &policy), 0);
-	ck_assert_int_eq(pthread_join(t, NULL), 0);
-	ck_assert_int_eq(policy, SCHED_IDLE);
-	ck_assert_int_eq(sched_getscheduler(0), SCHED_OTHER);
-}
-END_TEST
-
 /* sched_setaffinity() and sched_setscheduler() fail with EPERM from now
  * on, as under atomsyncd.service's SystemCallFilter=~@resources. */
 static int refuse_scheduling(void)
@@ -189,7 +170,7 @@ START_TEST(test_a_thread_beside_starts_where_scheduling_is_refused)
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		struct where w;
-		int policy = -1, rc = refuse_scheduling();
+		int rc = refuse_scheduling();
 		pthread_t t;
 		atomic_store(&w.cpu, -1);
 		if (rc == 0 && thread_start_beside(&t, note_where, &w) != 0)
@@ -197,10 +178,6 @@ START_TEST(test_a_thread_beside_starts_where_scheduling_is_refused)
 		if (rc == 0 && (pthread_join(t, NULL) != 0 ||
 				atomic_load(&w.cpu) < 0))
 			rc = 4;
-		if (rc == 0 && (thread_start(&t, lower_and_tell, &policy) != 0 ||
-				pthread_join(t, NULL) != 0 ||
-				policy != SCHED_OTHER))
-			rc = 5;
 		_exit(rc);
 	}
 	int status;
@@ -217,7 +194,6 @@ static Suite *thread_suite(void)
 	tcase_add_test(tc, test_a_thread_takes_no_signal);
 	tcase_add_test(tc, test_the_callers_mask_is_kept);
 	tcase_add_test(tc, test_a_thread_beside_starts_elsewhere_then_runs_anywhere);
-	tcase_add_test(tc, test_a_lowered_thread_runs_idle);
 	tcase_add_test(tc, test_a_thread_beside_starts_where_scheduling_is_refused);
 	suite_add_tcase(s, tc);
 	return s;

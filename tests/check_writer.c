@@ -3832,6 +3832,46 @@ static int alone(void *arg)
  * nobody but us or root could have changed it since: another directory
  * put in its place, and one that others can write, are read when the
  * spare is recycled. */
+/* A --once publish does not wait for the listing of the generation it
+ * recycles: with nothing to publish it stops it, and a build stops it
+ * where it got and reads the rest itself.  Whatever it had listed, the
+ * target holds the source. */
+START_TEST(test_once_publishes_while_the_spare_is_listed)
+{
+	struct writer *w = open_recycling_writer();
+	struct writer_result r = {0};
+	char *err = NULL, name[32];
+
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "d%03d/f", i);
+		tu_write(src, name, "1", 0644);
+	}
+	publish_ok(w);
+	tu_write(src, "d000/f", "2", 0644);
+	publish_and_retire(w, RECYCLE_GRACE_MS);
+	writer_close(w);
+	struct writer_opts o = opts();
+	o.grace_ms = RECYCLE_GRACE_MS;
+	o.one_shot = o.load_later = true;
+	o.check_s = 3600; /* no check of the live files: the listing alone */
+	for (int k = 0; k < 3; k++) {
+		if (k > 0) {
+			snprintf(name, sizeof(name), "d%03d/f", 100 * k + 7);
+			tu_write(src, name, k == 1 ? "x" : "yy", 0644);
+		}
+		w = open_writer_with(&o);
+		ck_assert_int_eq(writer_load(w, &err), 0);
+		writer_verify_start(w);
+		ck_assert_int_eq(publish_tree(w, &r, &err), 0);
+		ck_assert(r.published == (k > 0));
+		ck_assert_uint_eq(r.changed, k > 0 ? 1 : 0);
+		ASSERT_TREES();
+		writer_result_fini(&r);
+		writer_close(w);
+	}
+}
+END_TEST
+
 START_TEST(test_once_reads_again_what_changed_in_the_spare)
 {
 	struct writer *w = open_recycling_writer();
@@ -5719,6 +5759,7 @@ static Suite *writer_suite(void)
 	tcase_add_test(tc, test_standby_refuses_while_the_live_record_is_read);
 	tcase_add_test(tc, test_one_shot_writer_keeps_no_store);
 	tcase_add_test(tc, test_once_reads_again_what_changed_in_the_spare);
+	tcase_add_test(tc, test_once_publishes_while_the_spare_is_listed);
 	tcase_add_test(tc, test_dry_run_only_reads_the_journal);
 	tcase_add_test(tc, test_standby_stopped_is_finished_by_the_next_publish);
 	tcase_add_test(tc, test_torn_read_hands_the_standby_back);
