@@ -155,10 +155,10 @@ static int list_names(struct listing *l, DIR *d, char *path,
 
 /* Reads the directory open as `fd` (which it closes) into l as `path`
  * (which it takes): 0, 1 when that would pass `max` names, 2 once `stop`
- * is set (nothing of it is kept then), or a negative errno.  One that another user can change
- * is left out, with all below it: a listing of it could not be trusted
- * once read, and its owner could make it a chain of directories as deep
- * as the bound allows. */
+ * is set (nothing of it is kept then), or a negative errno.  One that
+ * another user can change is left out, with all below it: a listing of
+ * it could not be trusted once read, and its owner could make it a chain
+ * of directories as deep as the bound allows. */
 static int read_dir(struct listing *l, int fd, char *path, size_t max,
 		    const atomic_bool *stop, struct pending *todo)
 {

@@ -145,7 +145,7 @@ struct writer {
 					 ahead by that thread, from */
 	int spare_fd;		      /* (-1: none to read) */
 	size_t spare_max;	      /* names it lists at most */
-	atomic_bool verify_stop;      /* it reads no further directory */
+	atomic_bool verify_stop;      /* it lists no further name */
 	bool verify_checks;	      /* it checks the live files (live_ok) */
 	bool root;		/* run as root: its rights are not its mode's */
 	bool in_memory;		/* the target is on tmpfs or ramfs */
@@ -2762,8 +2762,9 @@ static void verify_join(struct writer *w)
 	w->verifying = false;
 }
 
-/* The spare's listing as far as it got: the thread reads no further
- * directory, and a build reads those it did not (prune()). */
+/* The spare's listing as far as it got: the thread lists no further
+ * name (a directory it was in is left out), and a build reads the
+ * directories it did not list (prune()). */
 static void verify_stop(struct writer *w)
 {
 	atomic_store_explicit(&w->verify_stop, true, memory_order_relaxed);
