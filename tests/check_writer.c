@@ -3832,6 +3832,17 @@ static int alone(void *arg)
  * nobody but us or root could have changed it since: another directory
  * put in its place, and one that others can write, are read when the
  * spare is recycled. */
+/* A one-shot writer's options (--once), that loads the live record when
+ * told, with the recycling writer's grace period. */
+static struct writer_opts once_opts(void)
+{
+	struct writer_opts o = opts();
+
+	o.grace_ms = RECYCLE_GRACE_MS;
+	o.one_shot = o.load_later = true;
+	return o;
+}
+
 /* A --once publish does not wait for the listing of the generation it
  * recycles: with nothing to publish it stops it, and a build stops it
  * where it got and reads the rest itself.  Whatever it had listed, the
@@ -3850,9 +3861,7 @@ START_TEST(test_once_publishes_while_the_spare_is_listed)
 	tu_write(src, "d000/f", "2", 0644);
 	publish_and_retire(w, RECYCLE_GRACE_MS);
 	writer_close(w);
-	struct writer_opts o = opts();
-	o.grace_ms = RECYCLE_GRACE_MS;
-	o.one_shot = o.load_later = true;
+	struct writer_opts o = once_opts();
 	o.check_s = 3600; /* no check of the live files: the listing alone */
 	for (int k = 0; k < 3; k++) {
 		if (k > 0) {
@@ -3886,9 +3895,7 @@ START_TEST(test_once_reads_again_what_changed_in_the_spare)
 	tu_write(src, "d/f", "2", 0644);
 	publish_and_retire(w, RECYCLE_GRACE_MS);
 	writer_close(w);
-	struct writer_opts o = opts();
-	o.grace_ms = RECYCLE_GRACE_MS;
-	o.one_shot = o.load_later = true;
+	struct writer_opts o = once_opts();
 	w = open_writer_with(&o);
 	ck_assert_ptr_null(writer_live(w));
 	ck_assert_int_eq(writer_load(w, &err), 0);
