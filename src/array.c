@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "array.h"
 
@@ -28,4 +29,24 @@ int array_grow(void *vp, size_t *cap, size_t n, size_t size)
 	memcpy(vp, &nv, sizeof(nv));
 	*cap = nc;
 	return 0;
+}
+
+void *array_map_huge(size_t bytes)
+{
+	if (bytes > SIZE_MAX - ARRAY_HUGE_PAGE)
+		return NULL;
+	size_t len = bytes + ARRAY_HUGE_PAGE;
+	char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (raw == MAP_FAILED)
+		return NULL;
+	char *p = raw + (ARRAY_HUGE_PAGE - (uintptr_t)raw % ARRAY_HUGE_PAGE) %
+				ARRAY_HUGE_PAGE;
+	if (p > raw)
+		munmap(raw, (size_t)(p - raw));
+	if (raw + len > p + bytes)
+		munmap(p + bytes, (size_t)(raw + len - (p + bytes)));
+	(void)madvise(p, bytes, MADV_HUGEPAGE);
+	return p;
 }

@@ -10,4 +10,16 @@
  * room for *cap: 0, or -ENOMEM with the array as it was. */
 int array_grow(void *vp, size_t *cap, size_t n, size_t size);
 
+#define ARRAY_HUGE_PAGE ((size_t)2 << 20)
+/* Arrays of this size and more, sized at once, are worth huge pages: a
+ * page fault can cost tens of microseconds under a hypervisor, and 10,000
+ * entries of 96 bytes span 240 pages of 4 KiB, each faulted in at its
+ * first write (one huge page: one fault). */
+#define ARRAY_HUGE_MIN ((size_t)256 << 10)
+
+/* A zeroed mapping of `bytes` (a multiple of ARRAY_HUGE_PAGE) of its own,
+ * aligned to a huge page and advised to be made of them (only advice:
+ * without, it is a mapping like malloc's), or NULL; munmap() frees it. */
+void *array_map_huge(size_t bytes);
+
 #endif

@@ -45,10 +45,9 @@
 #define RACY_FINE_NS 50000000LL
 #define RACY_COARSE_NS 2000000000LL
 /* Entry arrays of this size and more, sized at once, are mappings of
- * their own, in huge pages where the kernel has them: a page fault can
- * cost tens of microseconds under a hypervisor, and 10,000 entries span
- * 300 pages of 4 KiB, each faulted in at its first write. */
-#define ENTRIES_MAP_MIN ((size_t)1 << 20)
+ * their own, in huge pages where the kernel has them (see array.h): the
+ * state of a few thousand files loaded, say. */
+#define ENTRIES_MAP_MIN ARRAY_HUGE_MIN
 /* A record with this many bytes of entries and more is kept in a store,
  * which the next read views rather than copies: a copy writes every page
  * of a new array, each faulted in anew (a one-file publish at 10,000
@@ -60,7 +59,6 @@
  * interrupting every core the daemon's threads ran on (1,000 files:
  * change to visible p50 1.7 ms copied, 2.5 ms viewed, bench/latency). */
 #define STORE_MIN ((size_t)128 << 10)
-#define HUGE_PAGE ((size_t)2 << 20)
 /* Bytes of entries a refresh moves in a view at a time, the record's
  * pages let go behind them (merge_moved()). */
 #define MOVE_CHUNK ((size_t)1 << 20)
@@ -429,25 +427,6 @@ enum ent_map {
 		       * cost more than the copy */
 };
 
-/* `bytes` (a multiple of HUGE_PAGE) aligned to a huge page, or NULL. */
-static void *map_huge(size_t bytes)
-{
-	size_t len = bytes + HUGE_PAGE;
-	char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (raw == MAP_FAILED)
-		return NULL;
-	char *p = (char *)round_up((uintptr_t)raw, HUGE_PAGE);
-	if (p > raw)
-		munmap(raw, (size_t)(p - raw));
-	if (raw + len > p + bytes)
-		munmap(p + bytes, (size_t)(raw + len - (p + bytes)));
-	/* Only advice: without huge pages, it is a mapping like malloc's. */
-	(void)madvise(p, bytes, MADV_HUGEPAGE);
-	return p;
-}
-
 static void entries_release(struct snapshot *s)
 {
 	if (s->store)
@@ -494,7 +473,7 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 {
 	const size_t sz = sizeof(*s->v);
 
-	if (cap > (SIZE_MAX - HUGE_PAGE) / sz)
+	if (cap > (SIZE_MAX - ARRAY_HUGE_PAGE) / sz)
 		return -ENOMEM;
 	size_t bytes = (cap ? cap : 1) * sz;
 	if (s->vmap == 0 && (map == ENT_HEAP || bytes < ENTRIES_MAP_MIN)) {
@@ -507,16 +486,17 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 	}
 	if (s->vmap && bytes <= s->vmap) {
 		size_t keep = round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
-		/* An array of 512 KiB or more keeps its huge pages whole (at
-		 * most 2 MiB more): a split to give back less makes each
-		 * small page of them fault again at its next touch, under a
-		 * hypervisor's shadow tables tens of microseconds each. */
-		if (s->vhuge && bytes >= HUGE_PAGE / 4)
-			keep = round_up(bytes, HUGE_PAGE);
+		/* An array as large as one mapped at once keeps its huge
+		 * pages whole (at most 2 MiB more): a split to give back less
+		 * makes each small page of them fault again at its next
+		 * touch, under a hypervisor's shadow tables tens of
+		 * microseconds each. */
+		if (s->vhuge && bytes >= ENTRIES_MAP_MIN)
+			keep = round_up(bytes, ARRAY_HUGE_PAGE);
 		if (keep < s->vmap)
 			munmap((char *)s->v + keep, s->vmap - keep);
 		s->vmap = keep;
-		s->vhuge = s->vhuge && keep % HUGE_PAGE == 0;
+		s->vhuge = s->vhuge && keep % ARRAY_HUGE_PAGE == 0;
 		s->cap = keep / sz;
 		return 0;
 	}
@@ -525,9 +505,9 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 	if (map == ENT_HEAP)
 		map = ENT_HUGE;
 	size_t len = round_up(bytes, map == ENT_HUGE
-					     ? HUGE_PAGE
+					     ? ARRAY_HUGE_PAGE
 					     : (size_t)sysconf(_SC_PAGESIZE));
-	struct snap_entry *v = map == ENT_HUGE ? map_huge(len)
+	struct snap_entry *v = map == ENT_HUGE ? array_map_huge(len)
 					       : map_populated(len);
 	if (v == NULL)
 		return -ENOMEM;

@@ -8,9 +8,11 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "clock.h"
 #include "fsutil.h"
 #include "thread.h"
@@ -25,6 +27,7 @@ struct statahead {
 	char *root;
 	size_t lo;		/* the first entry of rec stat'ed ahead */
 	struct statahead_entry *v; /* from lo on */
+	size_t vmap;		/* v's mapping's size; 0: malloc's */
 	atomic_uchar *done;	/* each of v, once its stat is there */
 	atomic_size_t walk_at;	/* the last entry the walk asked for */
 	atomic_bool stop;
@@ -162,6 +165,24 @@ static void *statahead_run(void *arg)
 	return NULL;
 }
 
+/* Room for n entries: in huge pages from ARRAY_HUGE_MIN on, since the
+ * kernel's first write to each small page (the stat it returns) would
+ * fault it in: 10,000 entries span 400 of them. */
+static struct statahead_entry *entries_new(size_t n, size_t *vmap)
+{
+	size_t bytes = n * sizeof(struct statahead_entry);
+
+	*vmap = 0;
+	if (bytes < ARRAY_HUGE_MIN)
+		return malloc(bytes);
+	size_t len = (bytes + ARRAY_HUGE_PAGE - 1) / ARRAY_HUGE_PAGE *
+		     ARRAY_HUGE_PAGE;
+	void *v = array_map_huge(len);
+	if (v)
+		*vmap = len;
+	return v;
+}
+
 int statahead_start(struct statahead *a, const char *root,
 		const struct snapshot *rec)
 {
@@ -172,7 +193,7 @@ int statahead_start(struct statahead *a, const char *root,
 	if (n == 0)
 		return 0;
 	a->root = strdup(root);
-	a->v = malloc(n * sizeof(*a->v));
+	a->v = entries_new(n, &a->vmap);
 	a->done = calloc(n, sizeof(*a->done));
 	if (a->root == NULL || a->v == NULL || a->done == NULL)
 		return -ENOMEM;
@@ -241,7 +262,10 @@ void statahead_free(struct statahead *a)
 	statahead_wait(a);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
-	free(a->v);
+	if (a->vmap)
+		munmap(a->v, a->vmap);
+	else
+		free(a->v);
 	free(a->done);
 	free(a->root);
 	free(a);

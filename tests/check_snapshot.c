@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "clock.h"
 #include "fsutil.h"
 #include "ignore.h"
@@ -326,17 +327,24 @@ START_TEST(test_expected_size_is_reserved_and_trimmed)
 }
 END_TEST
 
-/* A mapping of huge pages mostly used is trimmed in whole huge pages:
- * the room past them is given back, none of theirs. */
+/* Room for ARRAY_HUGE_MIN bytes of entries or more, made at once (a
+ * state loaded, a walk told what to expect), is whole huge pages; trimmed
+ * to what a read kept holds, from as much on it gives back the room past
+ * them, none of theirs. */
 START_TEST(test_trim_keeps_huge_pages_whole)
 {
-	const size_t huge = (size_t)2 << 20;
-	const size_t want = huge / 4 / sizeof(struct snap_entry) + 64;
+	const size_t huge = ARRAY_HUGE_PAGE;
+	const size_t want = ARRAY_HUGE_MIN / sizeof(struct snap_entry) + 64;
 	struct snapshot_opts o = {.links = SNAP_LINKS_INSIDE,
 				  .expect = 4 * want};
 	struct snapshot *s = NULL;
 	char *err = NULL, name[32];
 
+	ck_assert_int_eq(snapshot_open(NULL, &s, NULL), 0);
+	ck_assert_int_eq(snapshot_reserve(s, want), 0);
+	ck_assert_uint_eq(s->vmap, huge);
+	snapshot_free(s);
+	s = NULL;
 	for (size_t i = 0; i < want; i++) {
 		snprintf(name, sizeof(name), "d/%05zu", i);
 		tu_write(src, name, "", 0644);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "clock.h"
 #include "snapshot.h"
 #include "statahead.h"
@@ -66,6 +67,14 @@ static void dir_of(const char *path, struct stat *st)
  * walk stats as it opens it. */
 START_TEST(test_taken_as_lstat_has_it)
 {
+	char rel[32];
+
+	/* The second time past ARRAY_HUGE_MIN (160 bytes a name): the
+	 * thread's stats are in a mapping of its own. */
+	for (int i = 0; _i == 1 && i < 2100; i++) {
+		snprintf(rel, sizeof(rel), "big/f%04d", i);
+		tu_write(src, rel, rel, 0644);
+	}
 	struct snapshot *rec = walk(NULL);
 	struct statahead *a = NULL;
 	struct stat want, dir, got;
@@ -107,7 +116,7 @@ START_TEST(test_taken_as_lstat_has_it)
 		ck_assert_int_eq(got.st_mtim.tv_nsec, want.st_mtim.tv_nsec);
 	}
 	ck_assert_uint_eq(statahead_used(a), files);
-	ck_assert_uint_gt(files, 0);
+	ck_assert_uint_gt(files, _i == 1 ? ARRAY_HUGE_MIN / 160 : 0);
 	statahead_free(a);
 	snapshot_free(rec);
 	statahead_free(NULL);
@@ -182,7 +191,7 @@ static Suite *statahead_suite(void)
 	Suite *s = suite_create("statahead");
 	TCase *tc = tcase_create("statahead");
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, test_taken_as_lstat_has_it);
+	tcase_add_loop_test(tc, test_taken_as_lstat_has_it, 0, 2);
 	tcase_add_test(tc, test_no_link_on_the_way);
 	tcase_add_test(tc, test_a_walk_with_them_reads_the_same);
 	suite_add_tcase(s, tc);
