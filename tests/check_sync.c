@@ -18,6 +18,7 @@
 
 #include <uv.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "sync.h"
 #include "watch.h"
@@ -115,13 +116,21 @@ static char *sync_said(void)
 		return strdup("");
 	sync_get_stats(cur, &st);
 	diff = tu_diff_trees(src, dst);
+	/* Where it waits: on a publish in the pool, or on an event. */
+	long long busy = st.publish_started_ms
+				 ? (long long)(clock_wall_ms() -
+					       st.publish_started_ms)
+				 : -1;
 	if (asprintf(&out,
-		     " (%llu publishes, %llu errors, %llu reads, %llu full; "
-		     "last error: %s; target: %s)",
+		     " (%llu publishes, %llu errors, %llu reads, %llu full, "
+		     "%u torn; %llu of %llu directories watched; publishing "
+		     "for %lld ms (-1: not); last error: %s; target: %s)",
 		     (unsigned long long)st.publishes,
 		     (unsigned long long)st.publish_errors,
 		     (unsigned long long)st.reads,
-		     (unsigned long long)st.full_reads,
+		     (unsigned long long)st.full_reads, st.torn,
+		     (unsigned long long)st.watched,
+		     (unsigned long long)st.directories, busy,
 		     st.last_error ? st.last_error : "none",
 		     diff ? diff : "as the source") < 0)
 		out = NULL;
