@@ -31,22 +31,26 @@ int array_grow(void *vp, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
-void *array_map_huge(size_t bytes)
+void *array_map_huge(size_t bytes, size_t *len)
 {
-	if (bytes > SIZE_MAX - ARRAY_HUGE_PAGE)
+	const size_t huge = ARRAY_HUGE_PAGE;
+
+	if (bytes > SIZE_MAX - 2 * huge)
 		return NULL;
-	size_t len = bytes + ARRAY_HUGE_PAGE;
-	char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	bytes = (bytes + huge - 1) / huge * huge;
+	/* One huge page more, to cut it aligned out of. */
+	size_t raw_len = bytes + huge;
+	char *raw = mmap(NULL, raw_len, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (raw == MAP_FAILED)
 		return NULL;
-	char *p = raw + (ARRAY_HUGE_PAGE - (uintptr_t)raw % ARRAY_HUGE_PAGE) %
-				ARRAY_HUGE_PAGE;
+	char *p = raw + (huge - (uintptr_t)raw % huge) % huge;
 	if (p > raw)
 		munmap(raw, (size_t)(p - raw));
-	if (raw + len > p + bytes)
-		munmap(p + bytes, (size_t)(raw + len - (p + bytes)));
+	if (raw + raw_len > p + bytes)
+		munmap(p + bytes, (size_t)(raw + raw_len - (p + bytes)));
 	(void)madvise(p, bytes, MADV_HUGEPAGE);
+	*len = bytes;
 	return p;
 }

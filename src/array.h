@@ -17,9 +17,10 @@ int array_grow(void *vp, size_t *cap, size_t n, size_t size);
  * first write (one huge page: one fault). */
 #define ARRAY_HUGE_MIN ((size_t)256 << 10)
 
-/* A zeroed mapping of `bytes` (a multiple of ARRAY_HUGE_PAGE) of its own,
- * aligned to a huge page and advised to be made of them (only advice:
- * without, it is a mapping like malloc's), or NULL; munmap() frees it. */
-void *array_map_huge(size_t bytes);
+/* A zeroed mapping of its own of at least `bytes`, in whole huge pages
+ * (*len: its size), aligned to one and advised to be made of them (only
+ * advice: without, it is a mapping like malloc's), or NULL;
+ * munmap(p, *len) frees it. */
+void *array_map_huge(size_t bytes, size_t *len);
 
 #endif

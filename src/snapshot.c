@@ -504,10 +504,8 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 	 * entries come. */
 	if (map == ENT_HEAP)
 		map = ENT_HUGE;
-	size_t len = round_up(bytes, map == ENT_HUGE
-					     ? ARRAY_HUGE_PAGE
-					     : (size_t)sysconf(_SC_PAGESIZE));
-	struct snap_entry *v = map == ENT_HUGE ? array_map_huge(len)
+	size_t len = round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
+	struct snap_entry *v = map == ENT_HUGE ? array_map_huge(bytes, &len)
 					       : map_populated(len);
 	if (v == NULL)
 		return -ENOMEM;

@@ -173,14 +173,8 @@ static struct statahead_entry *entries_new(size_t n, size_t *vmap)
 	size_t bytes = n * sizeof(struct statahead_entry);
 
 	*vmap = 0;
-	if (bytes < ARRAY_HUGE_MIN)
-		return malloc(bytes);
-	size_t len = (bytes + ARRAY_HUGE_PAGE - 1) / ARRAY_HUGE_PAGE *
-		     ARRAY_HUGE_PAGE;
-	void *v = array_map_huge(len);
-	if (v)
-		*vmap = len;
-	return v;
+	return bytes < ARRAY_HUGE_MIN ? malloc(bytes)
+				      : array_map_huge(bytes, vmap);
 }
 
 int statahead_start(struct statahead *a, const char *root,
