@@ -490,11 +490,13 @@ static void run_rounds(unsigned rounds, bool bulk)
 	publish_init(&p, &conf->syncs[0], false);
 	ck_assert_int_eq(snapshot_take(src, &so, &prev, &err), 0);
 	/* Rounds go on (four times as many at most) until enough of them
-	 * were reads of what changed: a sequence may make a link early, or
-	 * fail and veto a run of publishes, each of which calls for a full
-	 * read. */
+	 * were reads of what changed, and with the bulk, publishes of a
+	 * stored record: a sequence may make a link early, or fail and veto
+	 * a run of publishes, each of which calls for a full read. */
 	for (unsigned round = 0;
-	     round < rounds || (nrefresh <= rounds / 8 && round < 4 * rounds);
+	     round < rounds || ((nrefresh <= rounds / 8 ||
+				 (bulk && nstored <= rounds / 8)) &&
+				round < 4 * rounds);
 	     round++) {
 		if (prev->indirect && rrnd(3) == 0)
 			drop_links(&p.dirty, prev);
@@ -575,7 +577,7 @@ START_TEST(test_every_publish_of_a_stored_record_is_what_a_full_walk_gives)
 {
 	conf->syncs[0].check_command = strdup("true");
 	conf->syncs[0].symlinks = SNAP_LINKS_SKIP;
-	run_rounds(40, true);
+	run_rounds(tu_rounds(40), true);
 }
 END_TEST
 
@@ -599,7 +601,7 @@ static void set_modes(struct conf_sync *c)
 START_TEST(test_every_publish_of_a_stored_record_is_what_a_full_walk_gives_with_modes)
 {
 	set_modes(&conf->syncs[0]);
-	run_rounds(40, true);
+	run_rounds(tu_rounds(40), true);
 }
 END_TEST
 
