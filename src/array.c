@@ -37,7 +37,7 @@ void *array_map_huge(size_t bytes, size_t *len)
 
 	if (bytes > SIZE_MAX - 2 * huge)
 		return NULL;
-	bytes = (bytes + huge - 1) / huge * huge;
+	bytes = array_round_up(bytes, huge);
 	/* One huge page more, to cut it aligned out of. */
 	size_t raw_len = bytes + huge;
 	char *raw = mmap(NULL, raw_len, PROT_READ | PROT_WRITE,

@@ -10,6 +10,12 @@
  * room for *cap: 0, or -ENOMEM with the array as it was. */
 int array_grow(void *vp, size_t *cap, size_t n, size_t size);
 
+/* `x` rounded up to a multiple of `to` (not 0); x + to must not wrap. */
+static inline size_t array_round_up(size_t x, size_t to)
+{
+	return (x + to - 1) / to * to;
+}
+
 #define ARRAY_HUGE_PAGE ((size_t)2 << 20)
 /* Arrays of this size and more, sized at once, are worth huge pages: a
  * page fault can cost tens of microseconds under a hypervisor, and 10,000

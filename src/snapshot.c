@@ -413,11 +413,6 @@ static void pool_release(struct snapshot *s)
 	s->pool_bytes = s->pool_used = 0;
 }
 
-static size_t round_up(size_t x, size_t to)
-{
-	return (x + to - 1) / to * to;
-}
-
 /* How entries_resize() makes room for a large array. */
 enum ent_map {
 	ENT_HEAP,     /* malloc's, grown in place where it can be */
@@ -485,14 +480,15 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 		return 0;
 	}
 	if (s->vmap && bytes <= s->vmap) {
-		size_t keep = round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
+		size_t keep =
+			array_round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
 		/* An array as large as one mapped at once keeps its huge
 		 * pages whole (at most 2 MiB more): a split to give back less
 		 * makes each small page of them fault again at its next
 		 * touch, under a hypervisor's shadow tables tens of
 		 * microseconds each. */
 		if (s->vhuge && bytes >= ENTRIES_MAP_MIN)
-			keep = round_up(bytes, ARRAY_HUGE_PAGE);
+			keep = array_round_up(bytes, ARRAY_HUGE_PAGE);
 		if (keep < s->vmap)
 			munmap((char *)s->v + keep, s->vmap - keep);
 		s->vmap = keep;
@@ -504,7 +500,7 @@ static int entries_resize(struct snapshot *s, size_t cap, enum ent_map map)
 	 * entries come. */
 	if (map == ENT_HEAP)
 		map = ENT_HUGE;
-	size_t len = round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
+	size_t len = array_round_up(bytes, (size_t)sysconf(_SC_PAGESIZE));
 	struct snap_entry *v = map == ENT_HUGE ? array_map_huge(bytes, &len)
 					       : map_populated(len);
 	if (v == NULL)
@@ -582,7 +578,7 @@ static void pool_compact(struct snapshot *s)
 static void entries_store(struct snapshot *s)
 {
 	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	size_t len = round_up(s->n * sizeof(*s->v), page);
+	size_t len = array_round_up(s->n * sizeof(*s->v), page);
 	struct store *x = NULL;
 	void *m = NULL;
 
@@ -2772,7 +2768,7 @@ static int over_start(struct walk *w, const struct snapshot_opts *o)
 		return -EINVAL;
 	/* A little room for what was added since: past the record, a
 	 * page read is one the memfd holds. */
-	size_t len = round_up((b->n + b->n / 256 + 1) * sz, page);
+	size_t len = array_round_up((b->n + b->n / 256 + 1) * sz, page);
 	if (store_view(b->store, len, STORE_READS_ALL, &view) < 0)
 		return -ENOMEM;
 	if (pool_share(s, b) < 0) {
@@ -3538,7 +3534,8 @@ static int refresh_room(struct snapshot *s, const struct snapshot *prev,
 {
 	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	const size_t sz = sizeof(*s->v);
-	size_t len = n <= (SIZE_MAX - page) / sz ? round_up(n * sz, page) : 0;
+	size_t len = n <= (SIZE_MAX - page) / sz ? array_round_up(n * sz, page)
+						  : 0;
 	void *view = NULL;
 
 	*keep = prev->held ? KEEP_COPY : KEEP_SHARE;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "store.h"
 
 /* A memfd and the mappings of it that are alive (the shared one and the
@@ -118,7 +119,7 @@ void store_let_go(struct store *x, size_t from, size_t to)
 
 	if (to > x->maplen)
 		to = x->maplen;
-	from = (from + page - 1) / page * page;
+	from = array_round_up(from, page);
 	to = to / page * page;
 	/* Only advice. */
 	if (x->map && from < to)
